@@ -1,0 +1,37 @@
+export { Gpu, DAWN_FLAGS, type GpuOptions, type DispatchSpec, type DispatchTiming, type AdapterSummary } from './runtime/gpu.js';
+export { Tensor, type ReadArray } from './runtime/tensor.js';
+export { Params } from './runtime/params.js';
+export { BufferAllocator, sizeClass, type MemoryStats } from './runtime/allocator.js';
+export {
+  type DType,
+  type HostArray,
+  DTYPE_BYTES,
+  f32ToF16Bits,
+  f16BitsToF32,
+  bf16BitsToF32,
+  bf16ToF32,
+  toF16Bits,
+  fromF16Bits,
+  roundToF16,
+  shapeSize,
+  formatShape,
+} from './runtime/dtype.js';
+export {
+  GpuError,
+  GpuOutOfMemoryError,
+  GpuValidationError,
+  GpuLimitError,
+  GpuDeviceLostError,
+  GpuTimeoutError,
+  GpuUnavailableError,
+  ShapeError,
+  formatBytes,
+  type GpuErrorContext,
+} from './runtime/errors.js';
+export {
+  chooseVariants,
+  f16MatrixConfig,
+  type GpuFeatures,
+  type KernelVariants,
+  type SubgroupMatrixConfig,
+} from './runtime/features.js';

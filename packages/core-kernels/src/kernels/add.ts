@@ -1,0 +1,53 @@
+import type { Gpu } from '../runtime/gpu.js';
+import { Params } from '../runtime/params.js';
+import { ShapeError } from '../runtime/errors.js';
+import type { Tensor } from '../runtime/tensor.js';
+import type { DType } from '../runtime/dtype.js';
+import { LINEAR_WORKGROUP, enableF16, wgslType } from './wgsl.js';
+
+const WG = 256;
+
+/**
+ * Residual add: out = a + b, elementwise, same shape and dtype. Backward is the identity for both inputs, so
+ * callers pass the upstream gradient on (see `addBackward`).
+ */
+export function add<D extends DType>(gpu: Gpu, a: Tensor<D>, b: Tensor<D>, out?: Tensor<D>): Tensor<D> {
+  const shapes = `${a} + ${b}`;
+  if (a.size !== b.size || a.dtype !== b.dtype) throw new ShapeError('add needs equal sizes and dtypes', { op: 'add', shapes });
+  const y = out ?? gpu.tensor(a.shape, a.dtype, undefined, 'add');
+  if (y.size !== a.size || y.dtype !== a.dtype) throw new ShapeError('add output mismatch', { op: 'add', shapes: `${shapes} -> ${y}` });
+  const t = wgslType(a.dtype);
+  const pipeline = gpu.pipeline(`add:${a.dtype}`, () => /* wgsl */ `
+${enableF16([a.dtype])}
+struct P { n: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> a: array<${t}>;
+@group(0) @binding(2) var<storage, read> b: array<${t}>;
+@group(0) @binding(3) var<storage, read_write> y: array<${t}>;
+${LINEAR_WORKGROUP}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+  let i = linear_wg(wid, nwg) * ${WG}u + li;
+  if (i < p.n) { y[i] = a[i] + b[i]; }
+}`);
+  const bytes = a.byteLength / a.size;
+  // Tensors over the binding limit run window by window.
+  for (const w of gpu.windows(a.size, bytes, 4)) {
+    const [start, len] = [w.start * bytes, w.count * bytes];
+    gpu.dispatch({
+      op: 'add',
+      shapes,
+      pipeline,
+      params: new Params().u32(w.count).bytes(),
+      bindings: [a.binding(start, len), b.binding(start, len), y.binding(start, len)],
+      workgroups: gpu.grid(Math.ceil(w.count / WG)),
+    });
+  }
+  return y;
+}
+
+/** d(a+b)/da = d(a+b)/db = 1: both gradients are the upstream gradient. */
+export function addBackward(dy: Tensor): { da: Tensor; db: Tensor } {
+  return { da: dy, db: dy };
+}

@@ -1,0 +1,597 @@
+import './globals.js';
+import { create } from 'webgpu';
+import { BufferAllocator, type MemoryStats } from './allocator.js';
+import { DTYPE_BYTES, fromF16Bits, formatShape, shapeSize, type DType, type HostArray } from './dtype.js';
+import {
+  GpuDeviceLostError,
+  GpuError,
+  GpuLimitError,
+  GpuOutOfMemoryError,
+  GpuTimeoutError,
+  GpuUnavailableError,
+  GpuValidationError,
+  ShapeError,
+  type GpuErrorContext,
+} from './errors.js';
+import { WANTED_FEATURES, chooseVariants, readFeatures, type GpuFeatures, type KernelVariants } from './features.js';
+import { Tensor } from './tensor.js';
+
+/** Dawn toggles: unsafe APIs unlock experimental features (subgroup matrices); f16 on NVIDIA Vulkan is opt-in. */
+export const DAWN_FLAGS = [
+  'enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia',
+  'disable-dawn-features=timestamp_quantization',
+];
+
+export interface GpuOptions {
+  /** Features to pretend are absent, to exercise fallback variants. Also read from MLAGENT_DISABLE_FEATURES. */
+  disableFeatures?: string[];
+  /** Memory budget for the caching allocator, in bytes. */
+  budgetBytes?: number;
+  /** Dispatches recorded before an automatic submit. */
+  maxDispatchesPerSubmit?: number;
+  /** How long a readback may wait before it is declared hung. Also MLAGENT_GPU_TIMEOUT_MS. */
+  timeoutMs?: number;
+  /** Extra Dawn flags, e.g. `adapter=...` or `backend=vulkan`. */
+  dawnFlags?: string[];
+  /** Cap storage bindings below the device's limit, to exercise the large-tensor paths in tests. */
+  maxBindingBytes?: number;
+}
+
+/** A contiguous slice of elements that fits one binding: elements [start, start+count). */
+export interface ElementWindow {
+  start: number;
+  count: number;
+}
+
+export interface DispatchSpec {
+  /** Op name, shown in errors and profiles. */
+  op: string;
+  /** Shapes and sizes, shown in errors and profiles. */
+  shapes?: string;
+  pipeline: GPUComputePipeline;
+  /** Uniform parameters, bound at @binding(0) when present. */
+  params?: ArrayBufferView;
+  /** Storage bindings in order, at @binding(1..) after params (or from 0 without params). */
+  bindings: Array<Tensor | GPUBufferBinding>;
+  workgroups: readonly [number, number?, number?];
+}
+
+export interface DispatchTiming {
+  op: string;
+  shapes: string;
+  ms: number;
+}
+
+type Command =
+  | { kind: 'dispatch'; spec: DispatchSpec; entries: GPUBindGroupEntry[] }
+  | { kind: 'copy'; src: GPUBuffer; srcOffset: number; dst: GPUBuffer; dstOffset: number; size: number }
+  | { kind: 'clear'; buffer: GPUBuffer; offset: number; size: number };
+
+interface PendingError {
+  promise: Promise<GPUError | null>;
+  ctx: GpuErrorContext;
+}
+
+const UNIFORM_RING_BYTES = 1 << 20;
+const liveInstances: GPU[] = [];
+
+export interface AdapterSummary {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  backend: string;
+}
+
+/**
+ * The device and everything that runs on it: allocation, pipelines, recording of dispatches into few command
+ * buffers, readback, profiling and error reporting. Ops record work with `dispatch()`; it is submitted in batches
+ * and its errors surface, typed and named, at the next `sync()` or `read()`.
+ */
+export class Gpu {
+  readonly allocator: BufferAllocator;
+  readonly variants: KernelVariants;
+  readonly limits: Record<string, number>;
+  /** Alignment for storage binding offsets. */
+  readonly storageAlign: number;
+  /** Largest byte range one storage binding may cover. */
+  readonly maxBinding: number;
+  readonly maxWorkgroups: number;
+  profiling = false;
+
+  private commands: Command[] = [];
+  private dispatchCount = 0;
+  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private pendingErrors: PendingError[] = [];
+  private lostInfo: GPUDeviceLostInfo | undefined;
+  private readonly lost: Promise<GPUDeviceLostInfo>;
+  private readonly uniformRing: GPUBuffer;
+  private readonly uniformStaging = new Uint8Array(UNIFORM_RING_BYTES);
+  private uniformUsed = 0;
+  private readonly uniformAlign: number;
+  private readonly maxDispatches: number;
+  private readonly timeoutMs: number;
+  private timings: Array<Promise<DispatchTiming[]>> = [];
+  private readonly scopes: Set<Tensor>[] = [];
+
+  private constructor(
+    readonly device: GPUDevice,
+    readonly adapter: AdapterSummary,
+    readonly features: GpuFeatures,
+    options: GpuOptions,
+  ) {
+    const l: Record<string, number> = {};
+    for (const k in device.limits) {
+      const v = (device.limits as unknown as Record<string, unknown>)[k];
+      if (typeof v === 'number') l[k] = v;
+    }
+    this.limits = l;
+    this.storageAlign = device.limits.minStorageBufferOffsetAlignment;
+    this.uniformAlign = device.limits.minUniformBufferOffsetAlignment;
+    this.maxBinding = Math.min(device.limits.maxStorageBufferBindingSize, options.maxBindingBytes ?? Infinity);
+    this.maxWorkgroups = device.limits.maxComputeWorkgroupsPerDimension;
+    this.variants = chooseVariants(features);
+    this.maxDispatches = options.maxDispatchesPerSubmit ?? 512;
+    this.timeoutMs = options.timeoutMs ?? Number(process.env.MLAGENT_GPU_TIMEOUT_MS ?? 600_000);
+    this.allocator = new BufferAllocator(device, device.limits.maxBufferSize, {
+      budgetBytes: options.budgetBytes,
+      onCreate: () => undefined,
+    });
+    this.lost = device.lost.then((info) => {
+      this.lostInfo = info;
+      return info;
+    });
+    this.uniformRing = device.createBuffer({
+      size: UNIFORM_RING_BYTES,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      label: 'uniform ring',
+    });
+  }
+
+  static async create(options: GpuOptions = {}): Promise<Gpu> {
+    if (!process.env.XDG_RUNTIME_DIR) process.env.XDG_RUNTIME_DIR = '/tmp';
+    const instance = create([...DAWN_FLAGS, ...(options.dawnFlags ?? [])]);
+    // The device does not keep Dawn's instance alive: if the instance is collected, Dawn's event processing
+    // aborts the process on a destroyed mutex. Keep it for as long as the process lives.
+    liveInstances.push(instance);
+    const adapter = await instance.requestAdapter({ powerPreference: 'high-performance' });
+    if (!adapter) {
+      throw new GpuUnavailableError(
+        'No WebGPU adapter. On a machine without a GPU, install Mesa >= 24 lavapipe and libvulkan1 ' +
+          '(scripts/setup.sh does: apt-get install -t bookworm-backports mesa-vulkan-drivers libvulkan1).',
+      );
+    }
+    const disabled = new Set([
+      ...(options.disableFeatures ?? []),
+      ...(process.env.MLAGENT_DISABLE_FEATURES ?? '').split(',').filter(Boolean),
+    ]);
+    const features = readFeatures(adapter, disabled);
+    const requiredFeatures = WANTED_FEATURES.filter((f) => adapter.features.has(f) && !disabled.has(f));
+    const requiredLimits: Record<string, number> = {};
+    for (const k in adapter.limits) {
+      const v = (adapter.limits as unknown as Record<string, unknown>)[k];
+      if (typeof v === 'number') requiredLimits[k] = v;
+    }
+    let device: GPUDevice;
+    try {
+      device = await adapter.requestDevice({
+        requiredFeatures: requiredFeatures as GPUFeatureName[],
+        requiredLimits,
+        label: 'mlagent',
+      });
+    } catch (e) {
+      throw new GpuUnavailableError(`requestDevice failed: ${(e as Error).message}`);
+    }
+    const info = adapter.info;
+    const summary: AdapterSummary = {
+      vendor: info.vendor,
+      architecture: info.architecture,
+      device: info.device,
+      description: info.description,
+      backend: (info as unknown as { backend?: string }).backend ?? 'unknown',
+    };
+    return new Gpu(device, summary, features, options);
+  }
+
+  // ---------------------------------------------------------------- tensors
+
+  tensor<D extends DType>(shape: readonly number[], dtype: D, data?: HostArray | readonly number[], op = 'tensor'): Tensor<D> {
+    this.assertAlive(op);
+    if (dtype === 'f16' && !this.features.shaderF16) {
+      throw new ShapeError('f16 tensors need the shader-f16 feature, which this adapter lacks; use f32', {
+        op,
+        shapes: `f16${formatShape(shape)}`,
+      });
+    }
+    for (const d of shape) {
+      if (!Number.isInteger(d) || d < 0) {
+        throw new ShapeError(`invalid dimension ${d}`, { op, shapes: formatShape(shape) });
+      }
+    }
+    const bytes = Math.max(4, shapeSize(shape) * DTYPE_BYTES[dtype]);
+    const buffer = this.allocator.allocate(bytes, { op, shapes: `${dtype}${formatShape(shape)}`, bytes });
+    const t = new Tensor(this, buffer, [...shape], dtype);
+    this.scopes[this.scopes.length - 1]?.add(t);
+    if (data) t.write(data);
+    return t;
+  }
+
+  /** A tensor of zeros, cleared on the GPU. */
+  zeros<D extends DType>(shape: readonly number[], dtype: D, op = 'zeros'): Tensor<D> {
+    const t = this.tensor(shape, dtype, undefined, op);
+    this.clear(t);
+    return t;
+  }
+
+  clear(t: Tensor): void {
+    const size = Math.ceil(t.byteLength / 4) * 4;
+    if (size > 0) this.commands.push({ kind: 'clear', buffer: t.buffer, offset: t.byteOffset, size });
+  }
+
+  /**
+   * Runs `fn`, then disposes every tensor created inside it that is not returned (directly, or in an array or
+   * object). Like tf.tidy: intermediate results do not leak.
+   */
+  scope<T>(fn: () => T): T {
+    const set = new Set<Tensor>();
+    this.scopes.push(set);
+    let result: T;
+    try {
+      result = fn();
+    } finally {
+      this.scopes.pop();
+    }
+    const keep = new Set<Tensor>();
+    collectTensors(result, keep);
+    const parent = this.scopes[this.scopes.length - 1];
+    for (const t of set) {
+      if (keep.has(t)) parent?.add(t);
+      else t.dispose();
+    }
+    return result;
+  }
+
+  /** Called by Tensor.dispose. */
+  forget(t: Tensor): void {
+    for (const s of this.scopes) s.delete(t);
+  }
+
+  memory(): MemoryStats {
+    return this.allocator.memory();
+  }
+
+  // ---------------------------------------------------------------- pipelines
+
+  /** A compute pipeline from the cache, keyed by everything that specializes its WGSL. */
+  pipeline(key: string, code: () => string, entryPoint = 'main'): GPUComputePipeline {
+    const hit = this.pipelines.get(key);
+    if (hit) return hit;
+    this.assertAlive(key);
+    const source = code();
+    this.device.pushErrorScope('validation');
+    const module = this.device.createShaderModule({ code: source, label: key });
+    const pipeline = this.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint }, label: key });
+    this.pendingErrors.push({ promise: this.device.popErrorScope(), ctx: { op: `compile ${key}` } });
+    this.pipelines.set(key, pipeline);
+    return pipeline;
+  }
+
+  /** Compiles a pipeline and waits for its errors, for tests and tooling that want them at once. */
+  async checkPipeline(key: string, code: () => string, entryPoint = 'main'): Promise<GPUComputePipeline> {
+    const p = this.pipeline(key, code, entryPoint);
+    await this.sync();
+    return p;
+  }
+
+  get pipelineCount(): number {
+    return this.pipelines.size;
+  }
+
+  // ---------------------------------------------------------------- recording
+
+  /** Splits a linear workgroup count over x and y so neither exceeds the per-dimension limit. */
+  grid(workgroups: number): [number, number, number] {
+    if (workgroups <= this.maxWorkgroups) return [Math.max(1, workgroups), 1, 1];
+    const y = Math.ceil(workgroups / this.maxWorkgroups);
+    return [Math.ceil(workgroups / y), y, 1];
+  }
+
+  /**
+   * Splits `count` elements (in units of `granule` elements that must stay together, e.g. a row) into windows
+   * that each fit one storage binding and start on a bindable offset.
+   */
+  windows(count: number, elemBytes: number, granule = 1): ElementWindow[] {
+    const unit = granule * elemBytes;
+    if (count * elemBytes <= this.maxBinding) return [{ start: 0, count }];
+    // Units per window: as many as fit, rounded down so each window's byte start stays aligned.
+    const alignUnits = this.storageAlign / gcd(this.storageAlign, unit);
+    let per = Math.floor(this.maxBinding / unit);
+    per -= per % alignUnits;
+    if (per <= 0) {
+      throw new GpuLimitError(`one unit of ${unit} bytes does not fit a binding of ${this.maxBinding}`, { op: 'windows', bytes: unit });
+    }
+    const out: ElementWindow[] = [];
+    const units = Math.ceil(count / granule);
+    for (let u = 0; u < units; u += per) {
+      const start = u * granule;
+      out.push({ start, count: Math.min(per * granule, count - start) });
+    }
+    return out;
+  }
+
+  dispatch(spec: DispatchSpec): void {
+    this.assertAlive(spec.op, spec.shapes);
+    for (const w of spec.workgroups) {
+      if (w !== undefined && (w > this.maxWorkgroups || w < 0 || !Number.isInteger(w))) {
+        throw new GpuLimitError(`workgroup count ${w} outside 0..${this.maxWorkgroups}`, { op: spec.op, shapes: spec.shapes });
+      }
+    }
+    const entries: GPUBindGroupEntry[] = [];
+    if (spec.params) {
+      const size = Math.ceil(spec.params.byteLength / 16) * 16;
+      if (this.uniformUsed + size > UNIFORM_RING_BYTES) this.flush();
+      const offset = this.uniformUsed;
+      this.uniformStaging.set(new Uint8Array(spec.params.buffer, spec.params.byteOffset, spec.params.byteLength), offset);
+      this.uniformUsed = Math.ceil((offset + size) / this.uniformAlign) * this.uniformAlign;
+      entries.push({ binding: 0, resource: { buffer: this.uniformRing, offset, size } });
+    }
+    spec.bindings.forEach((b, i) => {
+      const resource = b instanceof Tensor ? b.binding() : b;
+      const size = resource.size ?? resource.buffer.size - (resource.offset ?? 0);
+      if (size > this.maxBinding) {
+        throw new GpuLimitError(`binding ${i} covers ${size} bytes, over maxStorageBufferBindingSize ${this.maxBinding}`, {
+          op: spec.op,
+          shapes: spec.shapes,
+          bytes: size,
+        });
+      }
+      if ((resource.offset ?? 0) % this.storageAlign !== 0) {
+        throw new GpuLimitError(`binding ${i} offset ${resource.offset} not aligned to ${this.storageAlign}`, {
+          op: spec.op,
+          shapes: spec.shapes,
+        });
+      }
+      entries.push({ binding: entries.length, resource });
+    });
+    this.commands.push({ kind: 'dispatch', spec, entries });
+    if (++this.dispatchCount >= this.maxDispatches) this.flush();
+  }
+
+  copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
+    this.commands.push({ kind: 'copy', src, srcOffset, dst, dstOffset, size });
+  }
+
+  /** Tensor-to-tensor copy of `src` into `dst` (same byte length unless given). */
+  copyTensor(src: Tensor, dst: Tensor, bytes = src.byteLength): void {
+    this.copy(src.buffer, src.byteOffset, dst.buffer, dst.byteOffset, Math.ceil(bytes / 4) * 4);
+  }
+
+  /** Uploads after submitting recorded work, so the write cannot overtake dispatches recorded before it. */
+  writeBuffer(buffer: GPUBuffer, offset: number, data: ArrayBufferView): void {
+    this.assertAlive('write');
+    this.flush();
+    let bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    if (bytes.byteLength % 4 !== 0) {
+      const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+      padded.set(bytes);
+      bytes = padded;
+    }
+    this.device.queue.writeBuffer(buffer, offset, bytes);
+  }
+
+  /** Submits everything recorded so far. Errors are collected and raised by `sync()`. */
+  flush(): void {
+    if (this.commands.length === 0) return;
+    const commands = this.commands;
+    this.commands = [];
+    this.dispatchCount = 0;
+    if (this.uniformUsed > 0) {
+      this.device.queue.writeBuffer(this.uniformRing, 0, this.uniformStaging, 0, this.uniformUsed);
+      this.uniformUsed = 0;
+    }
+    const ops = summarizeOps(commands);
+    this.device.pushErrorScope('out-of-memory');
+    this.device.pushErrorScope('validation');
+    this.device.pushErrorScope('internal');
+    const encoder = this.device.createCommandEncoder();
+    const profiled = this.profiling && this.features.timestampQuery ? this.beginProfile(commands) : undefined;
+    let pass: GPUComputePassEncoder | undefined;
+    let d = 0;
+    for (const c of commands) {
+      if (c.kind === 'dispatch') {
+        if (profiled) {
+          pass = encoder.beginComputePass({
+            timestampWrites: { querySet: profiled.querySet, beginningOfPassWriteIndex: 2 * d, endOfPassWriteIndex: 2 * d + 1 },
+          });
+        } else if (!pass) {
+          pass = encoder.beginComputePass();
+        }
+        pass.setPipeline(c.spec.pipeline);
+        // Bind groups are made here, inside the error scopes, so a bad binding is reported with its batch.
+        const bindGroup = this.device.createBindGroup({
+          layout: c.spec.pipeline.getBindGroupLayout(0),
+          entries: c.entries,
+          label: `${c.spec.op} ${c.spec.shapes ?? ''}`,
+        });
+        pass.setBindGroup(0, bindGroup);
+        const [x, y = 1, z = 1] = c.spec.workgroups;
+        pass.dispatchWorkgroups(x, y, z);
+        if (profiled) {
+          pass.end();
+          pass = undefined;
+        }
+        d++;
+      } else {
+        pass?.end();
+        pass = undefined;
+        if (c.kind === 'copy') encoder.copyBufferToBuffer(c.src, c.srcOffset, c.dst, c.dstOffset, c.size);
+        else encoder.clearBuffer(c.buffer, c.offset, c.size);
+      }
+    }
+    pass?.end();
+    if (profiled) profiled.resolve(encoder);
+    this.device.queue.submit([encoder.finish()]);
+    if (profiled) this.timings.push(profiled.collect());
+    const ctx: GpuErrorContext = { op: ops };
+    for (let i = 0; i < 3; i++) this.pendingErrors.push({ promise: this.device.popErrorScope(), ctx });
+  }
+
+  /** Submits and waits for all work, then raises the first error any of it produced. */
+  async sync(): Promise<void> {
+    this.flush();
+    await this.withTimeout(this.device.queue.onSubmittedWorkDone(), 'sync');
+    await this.raisePendingErrors();
+  }
+
+  async readBuffer(buffer: GPUBuffer, offset: number, dtype: DType, count: number, label: string): Promise<HostArray> {
+    this.assertAlive('read', label);
+    const bytes = count * DTYPE_BYTES[dtype];
+    const start = Math.floor(offset / 4) * 4;
+    const end = Math.ceil((offset + bytes) / 4) * 4;
+    const staging = this.device.createBuffer({
+      size: Math.max(4, end - start),
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      label: `readback ${label}`,
+    });
+    try {
+      if (end > start) this.copy(buffer, start, staging, 0, end - start);
+      this.flush();
+      await this.raisePendingErrors();
+      await this.withTimeout(staging.mapAsync(GPUMapMode.READ), `read ${label}`);
+      const raw = staging.getMappedRange().slice(offset - start, offset - start + bytes);
+      staging.unmap();
+      switch (dtype) {
+        case 'f32':
+          return new Float32Array(raw);
+        case 'f16':
+          return fromF16Bits(new Uint16Array(raw));
+        case 'i32':
+          return new Int32Array(raw);
+        case 'u32':
+          return new Uint32Array(raw);
+      }
+    } finally {
+      staging.destroy();
+    }
+  }
+
+  /** Per-dispatch GPU times recorded while `profiling` was on, since the last call. */
+  async takeTimings(): Promise<DispatchTiming[]> {
+    this.flush();
+    const all = await Promise.all(this.timings);
+    this.timings = [];
+    return all.flat();
+  }
+
+  destroy(): void {
+    this.allocator.emptyCache();
+    this.uniformRing.destroy();
+    this.device.destroy();
+  }
+
+  get isLost(): boolean {
+    return this.lostInfo !== undefined;
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  private assertAlive(op: string, shapes?: string): void {
+    if (this.lostInfo) {
+      throw new GpuDeviceLostError(`${this.lostInfo.reason}: ${this.lostInfo.message}`, { op, shapes });
+    }
+  }
+
+  private async raisePendingErrors(): Promise<void> {
+    const pending = this.pendingErrors;
+    this.pendingErrors = [];
+    const results = await this.withTimeout(
+      Promise.all(pending.map(async (p) => ({ err: await p.promise, ctx: p.ctx }))),
+      'error scopes',
+    );
+    for (const { err, ctx } of results) {
+      if (!err) continue;
+      if (err instanceof GPUOutOfMemoryError || err.constructor.name === 'GPUOutOfMemoryError') {
+        throw new GpuOutOfMemoryError(err.message, ctx);
+      }
+      throw new GpuValidationError(err.message, ctx);
+    }
+    this.assertAlive('sync');
+  }
+
+  private async withTimeout<T>(p: Promise<T>, what: string): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new GpuTimeoutError(`no answer from the GPU after ${this.timeoutMs} ms`, { op: what })),
+        this.timeoutMs,
+      );
+    });
+    const lost = this.lost.then((info): never => {
+      throw new GpuDeviceLostError(`${info.reason}: ${info.message}`, { op: what });
+    });
+    try {
+      return await Promise.race([p, timeout, lost]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private beginProfile(commands: Command[]) {
+    const dispatches = commands.filter((c): c is Extract<Command, { kind: 'dispatch' }> => c.kind === 'dispatch');
+    const count = Math.max(2, dispatches.length * 2);
+    const querySet = this.device.createQuerySet({ type: 'timestamp', count });
+    const resolveBuf = this.device.createBuffer({
+      size: count * 8,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+    const readBuf = this.device.createBuffer({ size: count * 8, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    return {
+      querySet,
+      resolve: (encoder: GPUCommandEncoder) => {
+        encoder.resolveQuerySet(querySet, 0, count, resolveBuf, 0);
+        encoder.copyBufferToBuffer(resolveBuf, 0, readBuf, 0, count * 8);
+      },
+      collect: async (): Promise<DispatchTiming[]> => {
+        await this.withTimeout(readBuf.mapAsync(GPUMapMode.READ), 'timestamps');
+        const ts = new BigInt64Array(readBuf.getMappedRange().slice(0));
+        readBuf.unmap();
+        readBuf.destroy();
+        resolveBuf.destroy();
+        querySet.destroy();
+        return dispatches.map((c, i) => ({
+          op: c.spec.op,
+          shapes: c.spec.shapes ?? '',
+          ms: Number(ts[2 * i + 1] - ts[2 * i]) / 1e6,
+        }));
+      },
+    };
+  }
+}
+
+function gcd(a: number, b: number): number {
+  while (b) [a, b] = [b, a % b];
+  return a;
+}
+
+function summarizeOps(commands: Command[]): string {
+  const names: string[] = [];
+  for (const c of commands) {
+    if (c.kind !== 'dispatch') continue;
+    const s = c.spec.shapes ? `${c.spec.op}(${c.spec.shapes})` : c.spec.op;
+    if (names[names.length - 1] !== s) names.push(s);
+  }
+  if (names.length === 0) return 'copy/clear';
+  return names.length > 6 ? `${names.slice(0, 3).join(', ')}, ... ${names.slice(-3).join(', ')}` : names.join(', ');
+}
+
+function collectTensors(value: unknown, out: Set<Tensor>, depth = 0): void {
+  if (depth > 4 || value === null || typeof value !== 'object') return;
+  if (value instanceof Tensor) {
+    out.add(value);
+    return;
+  }
+  if (Array.isArray(value)) for (const v of value) collectTensors(v, out, depth + 1);
+  else for (const v of Object.values(value)) collectTensors(v, out, depth + 1);
+}
+
+export { GpuError };

@@ -1,0 +1,239 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import {
+  Gpu,
+  GpuLimitError,
+  GpuOutOfMemoryError,
+  GpuValidationError,
+  Params,
+  ShapeError,
+  f16BitsToF32,
+  f32ToF16Bits,
+  bf16BitsToF32,
+  sizeClass,
+} from '../src/index.js';
+import { add } from '../src/kernels/add.js';
+import { addRef } from '../src/reference/add.js';
+import { Rng, expectClose, freshGpu, testGpu } from './helpers.js';
+
+describe('dtype conversion', () => {
+  it('round-trips f16 and rounds to nearest even', () => {
+    for (const v of [0, 1, -2, 0.5, 65504, 6.103515625e-5, 5.960464477539063e-8, -0.333251953125]) {
+      expect(f16BitsToF32(f32ToF16Bits(v))).toBe(v);
+    }
+    expect(f32ToF16Bits(1e6)).toBe(0x7c00); // overflow to +inf
+    expect(f32ToF16Bits(1 + 2 ** -11)).toBe(0x3c00); // tie goes to even
+    expect(f32ToF16Bits(1 + 3 * 2 ** -11)).toBe(0x3c02);
+    expect(Number.isNaN(f16BitsToF32(f32ToF16Bits(NaN)))).toBe(true);
+  });
+  it('widens bf16', () => {
+    expect(bf16BitsToF32(0x3f80)).toBe(1);
+    expect(bf16BitsToF32(0xc000)).toBe(-2);
+  });
+});
+
+describe('allocator', () => {
+  it('size classes are monotone and waste at most 1/8', () => {
+    let prev = 0;
+    for (let b = 1; b < 1 << 24; b = Math.ceil(b * 1.37) + 1) {
+      const c = sizeClass(b);
+      expect(c).toBeGreaterThanOrEqual(b);
+      expect(c).toBeGreaterThanOrEqual(prev);
+      if (b > 4096) expect(c / b).toBeLessThanOrEqual(1.125 + 1e-9);
+      prev = c;
+    }
+  });
+
+  it('reuses released buffers and tracks in-use and peak bytes', async () => {
+    const gpu = await testGpu();
+    const before = gpu.memory();
+    const a = gpu.tensor([1000], 'f32');
+    const b = gpu.tensor([1000], 'f32');
+    const mid = gpu.memory();
+    expect(mid.inUse - before.inUse).toBe(2 * sizeClass(4000));
+    a.dispose();
+    const c = gpu.tensor([1000], 'f32');
+    expect(c.buffer).toBe(a.buffer);
+    expect(gpu.memory().reused).toBe(before.reused + 1);
+    b.dispose();
+    c.dispose();
+    const after = gpu.memory();
+    expect(after.inUse).toBe(before.inUse);
+    expect(after.peak).toBeGreaterThanOrEqual(mid.inUse);
+  });
+
+  it('refuses allocations over the budget with a typed error naming op and bytes', async () => {
+    const gpu = await freshGpu({ budgetBytes: 1 << 20 });
+    try {
+      const ok = gpu.tensor([1000], 'f32');
+      expect(() => gpu.tensor([1 << 20], 'f32', undefined, 'big-activation')).toThrowError(GpuOutOfMemoryError);
+      try {
+        gpu.tensor([1 << 20], 'f32', undefined, 'big-activation');
+      } catch (e) {
+        expect((e as Error).message).toMatch(/op=big-activation/);
+        expect((e as Error).message).toMatch(/f32\[1048576\]/);
+        expect((e as Error).message).toMatch(/bytes=4194304/);
+      }
+      ok.dispose();
+    } finally {
+      gpu.destroy();
+    }
+  });
+});
+
+describe('tensors', () => {
+  it('write/read round trips for every dtype', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(1);
+    const x = rng.randn(37);
+    expectClose(await gpu.tensor([37], 'f32', x).read(), x, { atol: 0, rtol: 0 });
+    const h = await gpu.tensor([37], 'f16', x).read();
+    expectClose(h, x, { atol: 1e-3, rtol: 1e-3 });
+    const ints = Int32Array.from({ length: 9 }, (_, i) => i * 7 - 20);
+    expect(Array.from(await gpu.tensor([9], 'i32', ints).read())).toEqual(Array.from(ints));
+  });
+
+  it('rejects bad shapes, sizes and use after dispose', async () => {
+    const gpu = await testGpu();
+    expect(() => gpu.tensor([2, -1], 'f32')).toThrowError(ShapeError);
+    const t = gpu.tensor([4], 'f32');
+    expect(() => t.write([1, 2, 3])).toThrowError(/write of 3 values into 4 elements/);
+    expect(() => t.reshape([3])).toThrowError(ShapeError);
+    t.dispose();
+    expect(() => t.write([1, 2, 3, 4])).toThrowError(/after dispose/);
+  });
+
+  it('scope() disposes intermediates and keeps what is returned', async () => {
+    const gpu = await testGpu();
+    const before = gpu.memory().inUse;
+    let inner: import('../src/index.js').Tensor | undefined;
+    const kept = gpu.scope(() => {
+      inner = gpu.tensor([64], 'f32');
+      return { y: gpu.tensor([64], 'f32') };
+    });
+    expect(inner!.isDisposed).toBe(true);
+    expect(kept.y.isDisposed).toBe(false);
+    kept.y.dispose();
+    expect(gpu.memory().inUse).toBe(before);
+  });
+});
+
+describe('execution', () => {
+  it('records many dispatches per submit and gets them right', async () => {
+    const gpu = await freshGpu({ maxDispatchesPerSubmit: 7 });
+    try {
+      const rng = new Rng(2);
+      const n = 1001;
+      const a = rng.randn(n);
+      const b = rng.randn(n);
+      let acc = gpu.tensor([n], 'f32', a);
+      const tb = gpu.tensor([n], 'f32', b);
+      for (let i = 0; i < 20; i++) {
+        const next = add(gpu, acc, tb);
+        acc.dispose();
+        acc = next;
+      }
+      const want = Float64Array.from(a, (v, i) => v + 20 * b[i]);
+      expectClose(await acc.read(), want, { atol: 1e-4, rtol: 1e-5 });
+      expect(gpu.pipelineCount).toBe(1);
+    } finally {
+      gpu.destroy();
+    }
+  });
+
+  it('windows tensors larger than one binding', async () => {
+    // A 4 KiB binding cap forces the windowed path on a small tensor, and a real >128 MiB tensor checks it for real.
+    const gpu = await freshGpu({ maxBindingBytes: 4096 });
+    try {
+      const rng = new Rng(3);
+      const n = 5000;
+      const a = rng.randn(n);
+      const b = rng.randn(n);
+      const y = add(gpu, gpu.tensor([n], 'f32', a), gpu.tensor([n], 'f32', b));
+      expectClose(await y.read(), addRef(a, b), { atol: 1e-6, rtol: 1e-6 });
+      expect(gpu.windows(n, 4).length).toBe(5);
+    } finally {
+      gpu.destroy();
+    }
+  });
+
+  it('adds tensors over the device binding limit (>128 MiB on lavapipe)', async () => {
+    const gpu = await testGpu();
+    const n = Math.floor(gpu.maxBinding / 4) + 4099;
+    const a = new Float32Array(n).map((_, i) => (i % 1000) * 0.5);
+    const b = new Float32Array(n).map((_, i) => (i % 7) - 3);
+    const ta = gpu.tensor([n], 'f32', a);
+    const tb = gpu.tensor([n], 'f32', b);
+    const y = add(gpu, ta, tb);
+    const out = await y.read();
+    for (const i of [0, 1, n >> 1, n - 4100, n - 1]) expect(out[i]).toBe(a[i] + b[i]);
+    ta.dispose();
+    tb.dispose();
+    y.dispose();
+  });
+
+  it('turns a bad shader into a typed validation error naming the op', async () => {
+    const gpu = await testGpu();
+    await expect(
+      gpu.checkPipeline('broken-kernel', () => '@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }'),
+    ).rejects.toThrowError(GpuValidationError);
+  });
+
+  it('turns a bad binding into a typed error, not a wrong result', async () => {
+    const gpu = await testGpu();
+    const pipeline = gpu.pipeline(
+      'two-buffers',
+      () => `
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@compute @workgroup_size(1) fn main() { y[0] = a[0]; }`,
+    );
+    const t = gpu.tensor([4], 'f32');
+    gpu.dispatch({ op: 'missing-binding', shapes: 'f32[4]', pipeline, bindings: [t], workgroups: [1] });
+    await expect(gpu.sync()).rejects.toThrowError(/missing-binding/);
+    t.dispose();
+  });
+
+  it('refuses workgroup counts and bindings over the device limits', async () => {
+    const gpu = await testGpu();
+    const pipeline = gpu.pipeline('noop', () => '@compute @workgroup_size(1) fn main() {}');
+    expect(() =>
+      gpu.dispatch({ op: 'huge-grid', pipeline, bindings: [], workgroups: [gpu.maxWorkgroups + 1] }),
+    ).toThrowError(GpuLimitError);
+    expect(gpu.grid(gpu.maxWorkgroups * 3 + 1)[1]).toBe(4);
+  });
+
+  it('reports device loss as a typed error on the next op', async () => {
+    const gpu = await freshGpu();
+    const t = gpu.tensor([4], 'f32', [1, 2, 3, 4]);
+    gpu.device.destroy();
+    await new Promise((r) => setTimeout(r, 50));
+    await expect(t.read()).rejects.toThrowError(/device lost/i);
+    expect(() => gpu.tensor([4], 'f32')).toThrowError(/device lost/i);
+  });
+
+  it('profiles dispatches with GPU timestamps', async () => {
+    const gpu = await testGpu();
+    if (!gpu.features.timestampQuery) return expect(gpu.variants.timestamps).toBe(false);
+    gpu.profiling = true;
+    const a = gpu.tensor([1 << 16], 'f32');
+    add(gpu, a, a).dispose();
+    add(gpu, a, a).dispose();
+    const timings = await gpu.takeTimings();
+    gpu.profiling = false;
+    expect(timings.map((t) => t.op)).toEqual(['add', 'add']);
+    for (const t of timings) expect(t.ms).toBeGreaterThan(0);
+    a.dispose();
+  });
+
+  it('params pack u32/i32/f32 in order and pad to 16 bytes', () => {
+    const b = new Params().u32(3).i32(-1).f32(0.5).bytes();
+    expect(b.byteLength).toBe(16);
+    const v = new DataView(b.buffer);
+    expect([v.getUint32(0, true), v.getInt32(4, true), v.getFloat32(8, true)]).toEqual([3, -1, 0.5]);
+  });
+});
+
+afterAll(async () => {
+  const gpu: Gpu = await testGpu();
+  await gpu.sync();
+});
