@@ -35,3 +35,6 @@ export {
   type KernelVariants,
   type SubgroupMatrixConfig,
 } from './runtime/features.js';
+export * from './kernels/index.js';
+export { LINEAR_WORKGROUP, enableF16, wgslType } from './kernels/wgsl.js';
+export { allBenches, runBenchmarks, type BenchCase, type PreparedBench, type BenchResult, type BenchOptions } from './bench/index.js';

@@ -1,0 +1,4 @@
+import type { BenchCase } from './types.js';
+
+/** Benchmarks for the attention kernels. */
+export const attentionBenches: BenchCase[] = [];

@@ -1,0 +1,23 @@
+import { add } from '../kernels/add.js';
+import type { BenchCase } from './types.js';
+
+function addCase(n: number, size: 'cpu' | 'gpu'): BenchCase {
+  return {
+    family: 'elementwise',
+    name: `add f32 n=${n}`,
+    bytes: 3 * 4 * n,
+    size,
+    prepare(gpu) {
+      const a = gpu.tensor([n], 'f32');
+      const b = gpu.tensor([n], 'f32');
+      const y = gpu.tensor([n], 'f32');
+      return {
+        run: () => void add(gpu, a, b, y),
+        dispose: () => [a, b, y].forEach((t) => t.dispose()),
+      };
+    },
+    torch: { setup: `a=torch.randn(${n},device=dev); b=torch.randn(${n},device=dev); y=torch.empty(${n},device=dev)`, run: 'torch.add(a,b,out=y)' },
+  };
+}
+
+export const elementwiseBenches: BenchCase[] = [addCase(512 * 3584, 'cpu'), addCase(4096 * 3584, 'gpu')];

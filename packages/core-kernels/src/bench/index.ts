@@ -1,0 +1,19 @@
+import type { BenchCase } from './types.js';
+import { attentionBenches } from './attention.js';
+import { elementwiseBenches } from './elementwise.js';
+import { headBenches } from './head.js';
+import { matmulBenches } from './matmul.js';
+import { opsBenches } from './ops.js';
+import { optimBenches } from './optim.js';
+
+export type { BenchCase, PreparedBench } from './types.js';
+export { runBenchmarks, type BenchResult, type BenchOptions } from './harness.js';
+
+export const allBenches: BenchCase[] = [
+  ...matmulBenches,
+  ...attentionBenches,
+  ...opsBenches,
+  ...elementwiseBenches,
+  ...headBenches,
+  ...optimBenches,
+];

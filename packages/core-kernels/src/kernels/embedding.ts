@@ -1,0 +1,2 @@
+// Filled in by the embedding kernel work.
+export {};

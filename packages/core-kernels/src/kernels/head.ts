@@ -1,0 +1,2 @@
+// Filled in by the head kernel work.
+export {};

@@ -1,0 +1,2 @@
+// Filled in by the matmul kernel work.
+export {};

@@ -1,0 +1,2 @@
+// Filled in by the rmsnorm kernel work.
+export {};

@@ -1,0 +1,2 @@
+// Filled in by the rope kernel work.
+export {};
