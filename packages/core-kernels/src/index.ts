@@ -37,4 +37,16 @@ export {
 } from './runtime/features.js';
 export * from './kernels/index.js';
 export { LINEAR_WORKGROUP, enableF16, wgslType } from './kernels/wgsl.js';
-export { allBenches, runBenchmarks, type BenchCase, type PreparedBench, type BenchResult, type BenchOptions } from './bench/index.js';
+export {
+  allBenches,
+  runBenchmarks,
+  selectCases,
+  isSoftwareAdapter,
+  torchTimings,
+  findTorchPython,
+  type BenchCase,
+  type PreparedBench,
+  type BenchResult,
+  type BenchOptions,
+  type TorchTimings,
+} from './bench/index.js';

@@ -1,6 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import {
-  Gpu,
+  type Gpu,
+  type Tensor,
   GpuLimitError,
   GpuOutOfMemoryError,
   GpuValidationError,
@@ -105,7 +106,7 @@ describe('tensors', () => {
   it('scope() disposes intermediates and keeps what is returned', async () => {
     const gpu = await testGpu();
     const before = gpu.memory().inUse;
-    let inner: import('../src/index.js').Tensor | undefined;
+    let inner: Tensor | undefined;
     const kept = gpu.scope(() => {
       inner = gpu.tensor([64], 'f32');
       return { y: gpu.tensor([64], 'f32') };

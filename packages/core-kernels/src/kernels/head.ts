@@ -1,2 +1,612 @@
-// Filled in by the head kernel work.
-export {};
+import type { Gpu } from '../runtime/gpu.js';
+import { Params } from '../runtime/params.js';
+import { GpuLimitError, ShapeError } from '../runtime/errors.js';
+import type { Tensor } from '../runtime/tensor.js';
+import { DTYPE_BYTES } from '../runtime/dtype.js';
+import { LINEAR_WORKGROUP, enableF16, wgslType } from './wgsl.js';
+
+/*
+ * Fused LM head: z = h·Wᵀ/τ over a large vocabulary, then per token log p(target), entropy and logsumexp,
+ * without ever holding the [T, V] logits. Tokens and vocabulary go in chunks; each (token chunk, vocab chunk)
+ * pair computes a logits tile of at most `chunkTokens × chunkVocab` f32 into one scratch buffer.
+ *
+ * Forward, per vocab chunk: tile = h·Wᵀ/τ, then per row the chunk's max m', s' = Σ e^(z-m'),
+ * t' = Σ e^(z-m')·(z-m'), merged online into the running (m, s, t). At the end lse = m + log s and
+ * entropy = log s - t/s (t is kept relative to m so the subtraction does not cancel).
+ *
+ * Backward recomputes each tile and turns it into dz in place:
+ *   dz = gLP·(onehot(y) - p) - gEnt·p·(log p + H),   dh += dz·W / τ.
+ */
+
+/** Default budget for the logits tile (bytes of f32). */
+const TILE_BYTES = 8 << 20;
+const WG = 256;
+/** Anything over a row's minimum, so exp(m - M) of an empty partial is 0, never NaN. */
+const LOWEST = '-3.0e38';
+
+export interface HeadOptions {
+  /** Divides the logits before the softmax (sampling temperature). Default 1. */
+  temperature?: number;
+  /** Tokens per chunk. Default min(T, 512), lowered to fit bindings. */
+  chunkTokens?: number;
+  /** Vocabulary rows per chunk. Default: what fills an 8 MiB f32 tile, lowered to fit bindings. */
+  chunkVocab?: number;
+}
+
+export interface HeadForwardResult {
+  /** log p(target) per token; 0 where the target is negative (ignored); NaN where it is >= V. */
+  logprob: Tensor<'f32'>;
+  /** Entropy of the (tempered) next-token distribution per token, ignored positions included. */
+  entropy: Tensor<'f32'>;
+  /** logsumexp of the tempered logits per token, saved for backward. */
+  lse: Tensor<'f32'>;
+  /** [1]: mean of -logprob over tokens with a target >= 0 (0 when there are none). */
+  loss: Tensor<'f32'>;
+  /** [1]: number of tokens with a target >= 0, as f32. */
+  count: Tensor<'f32'>;
+}
+
+/** What backward needs from forward; a `HeadForwardResult` serves. */
+export interface HeadSaved {
+  lse: Tensor<'f32'>;
+  /** Needed when `dEntropy` is given. */
+  entropy?: Tensor<'f32'>;
+  /** Needed when `dLoss` is given. */
+  count?: Tensor<'f32'>;
+}
+
+/** Upstream gradients; the loss is any linear combination of per-token logprob, entropy and the mean loss. */
+export interface HeadGrads {
+  /** [T] dL/dlogprob. Positions with a negative target get none (their logprob is constant 0). */
+  dLogprob?: Tensor<'f32'>;
+  /** [T] dL/dentropy, applied at every position: mask it yourself where entropy should not count. */
+  dEntropy?: Tensor<'f32'>;
+  /** dL/dloss for the mean-NLL loss, i.e. adds -dLoss/count to dLogprob of every unmasked token. */
+  dLoss?: number;
+}
+
+export interface HeadBackwardOptions extends HeadOptions {
+  /** Write dHidden here instead of a new tensor. */
+  out?: Tensor<'f32'>;
+  /** Add into `out` instead of overwriting it. */
+  accumulate?: boolean;
+}
+
+/**
+ * Forward of the fused LM head. hidden [T, H] f32|f16, weight [V, H] f32|f16 (may exceed one binding; vocab
+ * rows are bound window by window), targets [T] i32 with negative values ignored.
+ */
+export function headForward(
+  gpu: Gpu,
+  hidden: Tensor,
+  weight: Tensor,
+  targets: Tensor,
+  opts: HeadOptions = {},
+): HeadForwardResult {
+  const op = 'headForward';
+  const { T, H, V, tau } = validate(op, hidden, weight, targets, opts);
+  const { tc: TC, vc: VC } = plan(gpu, op, hidden, weight, opts);
+
+  const logprob = gpu.tensor([T], 'f32', undefined, op);
+  const entropy = gpu.tensor([T], 'f32', undefined, op);
+  const lse = gpu.tensor([T], 'f32', undefined, op);
+  const loss = gpu.tensor([1], 'f32', undefined, op);
+  const count = gpu.tensor([1], 'f32', undefined, op);
+  const tile = gpu.tensor([TC * VC], 'f32', undefined, `${op} tile`);
+  const state = gpu.tensor([TC, 4], 'f32', undefined, `${op} state`);
+  const acc = gpu.zeros([2], 'f32', `${op} acc`);
+  const shapes = `h${hidden} w${weight} y${targets} tile ${TC}x${VC}`;
+
+  const statsPipe = gpu.pipeline('head:stats', () => STATS_WGSL);
+  const finalPipe = gpu.pipeline('head:final', () => FINAL_WGSL);
+  for (let t0 = 0; t0 < T; t0 += TC) {
+    const tc = Math.min(TC, T - t0);
+    const y = span(gpu, targets, t0, tc);
+    for (let v0 = 0; v0 < V; v0 += VC) {
+      const vc = Math.min(VC, V - v0);
+      logitsTile(gpu, op, shapes, hidden, weight, t0, tc, v0, vc, tile, tau);
+      gpu.dispatch({
+        op: `${op}:stats`,
+        shapes,
+        pipeline: statsPipe,
+        params: new Params().u32(vc).u32(v0).u32(y.base).u32(v0 === 0 ? 1 : 0).bytes(),
+        bindings: [tile.binding(0, tc * vc * 4), y.binding, state.binding(0, tc * 16)],
+        workgroups: gpu.grid(tc),
+      });
+    }
+    const [lp, ent, ls] = [logprob, entropy, lse].map((t) => span(gpu, t, t0, tc));
+    gpu.dispatch({
+      op: `${op}:final`,
+      shapes,
+      pipeline: finalPipe,
+      params: new Params().u32(tc).u32(V).u32(y.base).u32(lp.base).u32(ent.base).u32(ls.base).bytes(),
+      bindings: [state.binding(0, tc * 16), y.binding, lp.binding, ent.binding, ls.binding, acc.binding(), loss.binding(), count.binding()],
+      workgroups: [1],
+    });
+  }
+  tile.dispose();
+  state.dispose();
+  acc.dispose();
+  return { logprob, entropy, lse, loss, count };
+}
+
+/**
+ * dHidden [T, H] f32 of L = Σ_t dLogprob_t·logprob_t + dEntropy_t·entropy_t + dLoss·loss, recomputing the
+ * logits chunk by chunk. The weight is frozen: no dW.
+ */
+export function headBackward(
+  gpu: Gpu,
+  hidden: Tensor,
+  weight: Tensor,
+  targets: Tensor,
+  saved: HeadSaved,
+  grads: HeadGrads,
+  opts: HeadBackwardOptions = {},
+): Tensor<'f32'> {
+  const op = 'headBackward';
+  const { T, H, V, tau } = validate(op, hidden, weight, targets, opts);
+  const shapes = `h${hidden} w${weight} y${targets}`;
+  const perToken = (name: string, t: Tensor | undefined, shape: number[] = [T]) => {
+    if (t && (t.dtype !== 'f32' || t.shape.join() !== shape.join())) {
+      throw new ShapeError(`${name} must be f32[${shape}], got ${t}`, { op, shapes });
+    }
+  };
+  perToken('lse', saved.lse);
+  perToken('entropy', saved.entropy);
+  perToken('count', saved.count, [1]);
+  perToken('dLogprob', grads.dLogprob);
+  perToken('dEntropy', grads.dEntropy);
+  perToken('out', opts.out, [T, H]);
+  if (grads.dEntropy && !saved.entropy) throw new ShapeError('dEntropy needs saved.entropy', { op, shapes });
+  const dLoss = grads.dLoss ?? 0;
+  if (!Number.isFinite(dLoss)) throw new ShapeError(`dLoss must be finite, got ${dLoss}`, { op, shapes });
+  if (dLoss !== 0 && !saved.count) throw new ShapeError('dLoss needs saved.count', { op, shapes });
+  const { tc: TC, vc: VC } = plan(gpu, op, hidden, weight, opts);
+
+  const dh = opts.out ?? gpu.tensor([T, H], 'f32', undefined, op);
+  const tile = gpu.tensor([TC * VC], 'f32', undefined, `${op} tile`);
+  const coef = gpu.tensor([TC, 4], 'f32', undefined, `${op} coef`);
+  const fullShapes = `${shapes} tile ${TC}x${VC}`;
+  const coefPipe = gpu.pipeline('head:coef', () => COEF_WGSL);
+  const dzPipe = gpu.pipeline('head:dz', () => DZ_WGSL);
+  for (let t0 = 0; t0 < T; t0 += TC) {
+    const tc = Math.min(TC, T - t0);
+    const y = span(gpu, targets, t0, tc);
+    const ls = span(gpu, saved.lse, t0, tc);
+    // Absent inputs bind the lse window in their place; flags keep the kernel from reading them.
+    const ent = saved.entropy ? span(gpu, saved.entropy, t0, tc) : ls;
+    const dlp = grads.dLogprob ? span(gpu, grads.dLogprob, t0, tc) : ls;
+    const dent = grads.dEntropy ? span(gpu, grads.dEntropy, t0, tc) : ls;
+    gpu.dispatch({
+      op: `${op}:coef`,
+      shapes: fullShapes,
+      pipeline: coefPipe,
+      params: new Params()
+        .u32(tc)
+        .u32(y.base)
+        .u32(ls.base)
+        .u32(ent.base)
+        .u32(dlp.base)
+        .u32(dent.base)
+        .u32(grads.dLogprob ? 1 : 0)
+        .u32(grads.dEntropy ? 1 : 0)
+        .f32(dLoss)
+        .bytes(),
+      bindings: [y.binding, ls.binding, ent.binding, dlp.binding, dent.binding, (saved.count ?? saved.lse).binding(0, 4), coef.binding(0, tc * 16)],
+      workgroups: gpu.grid(Math.ceil(tc / WG)),
+    });
+    const dhw = span(gpu, dh, t0 * H, tc * H);
+    for (let v0 = 0; v0 < V; v0 += VC) {
+      const vc = Math.min(VC, V - v0);
+      logitsTile(gpu, op, fullShapes, hidden, weight, t0, tc, v0, vc, tile, tau);
+      gpu.dispatch({
+        op: `${op}:dz`,
+        shapes: fullShapes,
+        pipeline: dzPipe,
+        params: new Params().u32(tc).u32(vc).u32(v0).u32(y.base).bytes(),
+        bindings: [coef.binding(0, tc * 16), y.binding, tile.binding(0, tc * vc * 4)],
+        workgroups: gpu.grid(Math.ceil((tc * vc) / WG)),
+      });
+      // dh[tc, H] (+)= dz[tc, vc] · W[v0:v0+vc, H] / τ
+      const w = span(gpu, weight, v0 * H, vc * H);
+      const accumulate = v0 > 0 || opts.accumulate === true;
+      matmul(gpu, `${op}:dh`, fullShapes, 'nn', { t: tile, binding: tile.binding(0, tc * vc * 4), base: 0 }, { t: weight, ...w }, dhw, {
+        m: tc,
+        n: H,
+        k: vc,
+        lda: vc,
+        ldb: H,
+        ldc: H,
+        accumulate,
+        scale: 1 / tau,
+      });
+    }
+  }
+  tile.dispose();
+  coef.dispose();
+  return dh;
+}
+
+// ------------------------------------------------------------------ planning and validation
+
+function validate(op: string, hidden: Tensor, weight: Tensor, targets: Tensor, opts: HeadOptions) {
+  const shapes = `hidden ${hidden}, weight ${weight}, targets ${targets}`;
+  const fail = (msg: string) => new ShapeError(msg, { op, shapes });
+  if (hidden.rank !== 2 || weight.rank !== 2) throw fail('hidden must be [T, H] and weight [V, H]');
+  const [T, H] = hidden.shape;
+  const V = weight.shape[0];
+  if (weight.shape[1] !== H) throw fail('hidden and weight must share H');
+  if (targets.dtype !== 'i32' || targets.rank !== 1 || targets.shape[0] !== T) throw fail('targets must be i32[T]');
+  for (const t of [hidden, weight]) if (t.dtype !== 'f32' && t.dtype !== 'f16') throw fail('hidden and weight must be f32 or f16');
+  if (T < 1 || H < 1 || V < 1) throw fail('T, H and V must be at least 1');
+  const tau = opts.temperature ?? 1;
+  if (!(tau > 0) || !Number.isFinite(tau)) throw fail(`temperature must be positive and finite, got ${tau}`);
+  for (const [k, v] of [['chunkTokens', opts.chunkTokens], ['chunkVocab', opts.chunkVocab]] as const) {
+    if (v !== undefined && (!Number.isInteger(v) || v < 1)) throw fail(`${k} must be a positive integer, got ${v}`);
+  }
+  return { T, H, V, tau };
+}
+
+/** Chunk sizes: as asked (or the defaults), lowered so that every window fits one binding. */
+function plan(gpu: Gpu, op: string, hidden: Tensor, weight: Tensor, opts: HeadOptions): { tc: number; vc: number } {
+  const [T, H] = hidden.shape;
+  const V = weight.shape[0];
+  // A window may start up to storageAlign - 1 bytes before its first element.
+  const fit = (unitBytes: number) => Math.floor((gpu.maxBinding - gpu.storageAlign) / unitBytes);
+  const tc = Math.min(T, opts.chunkTokens ?? 512, fit(H * DTYPE_BYTES[hidden.dtype]), fit(H * 4), fit(16));
+  const defaultVc = Math.max(64, Math.floor(TILE_BYTES / (4 * tc) / 64) * 64);
+  const vc = Math.min(V, opts.chunkVocab ?? defaultVc, fit(H * DTYPE_BYTES[weight.dtype]), Math.floor(gpu.maxBinding / (4 * tc)));
+  if (tc < 1 || vc < 1) {
+    throw new GpuLimitError(`one row of H=${H} does not fit a binding of ${gpu.maxBinding} bytes`, {
+      op,
+      shapes: `hidden ${hidden}, weight ${weight}`,
+    });
+  }
+  return { tc, vc };
+}
+
+/** A binding over elements [start, start+count) of `t` from the aligned offset at or before them. */
+interface Span {
+  binding: GPUBufferBinding;
+  /** Index of element `start` within the binding. */
+  base: number;
+}
+
+function span(gpu: Gpu, t: Tensor, start: number, count: number): Span {
+  t.assertLive('head');
+  const eb = DTYPE_BYTES[t.dtype];
+  const first = t.byteOffset + start * eb;
+  const offset = first - (first % gpu.storageAlign);
+  const size = Math.max(4, Math.ceil((first + count * eb - offset) / 4) * 4);
+  return { binding: { buffer: t.buffer, offset, size }, base: (first - offset) / eb };
+}
+
+// ------------------------------------------------------------------ tiled matmul
+
+/** C[m, n] (+)= scale · A[m, k] · B, with B stored [n, k] ('nt') or [k, n] ('nn'), all f32 accumulation. */
+interface MatmulShape {
+  m: number;
+  n: number;
+  k: number;
+  lda: number;
+  ldb: number;
+  ldc: number;
+  accumulate: boolean;
+  scale: number;
+}
+
+function logitsTile(
+  gpu: Gpu,
+  op: string,
+  shapes: string,
+  hidden: Tensor,
+  weight: Tensor,
+  t0: number,
+  tc: number,
+  v0: number,
+  vc: number,
+  tile: Tensor,
+  tau: number,
+): void {
+  const H = hidden.shape[1];
+  const h = span(gpu, hidden, t0 * H, tc * H);
+  const w = span(gpu, weight, v0 * H, vc * H);
+  matmul(gpu, `${op}:logits`, shapes, 'nt', { t: hidden, ...h }, { t: weight, ...w }, { binding: tile.binding(0, tc * vc * 4), base: 0 }, {
+    m: tc,
+    n: vc,
+    k: H,
+    lda: H,
+    ldb: H,
+    ldc: vc,
+    accumulate: false,
+    scale: 1 / tau,
+  });
+}
+
+function matmul(
+  gpu: Gpu,
+  op: string,
+  shapes: string,
+  layout: 'nt' | 'nn',
+  a: Span & { t: Tensor },
+  b: Span & { t: Tensor },
+  c: Span,
+  s: MatmulShape,
+): void {
+  // Rows and columns per thread: big register tiles where the problem fills them, small ones for few tokens.
+  const rm = s.m >= 128 ? 8 : s.m >= 32 ? 4 : 1;
+  const rn = s.n >= 512 ? 8 : 4;
+  const [at, bt] = [a.t.dtype, b.t.dtype];
+  const pipeline = gpu.pipeline(`head:mm:${layout}:${at}:${bt}:${rm}x${rn}`, () => matmulWgsl(layout, at, bt, rm, rn));
+  gpu.dispatch({
+    op,
+    shapes,
+    pipeline,
+    params: new Params()
+      .u32(s.m)
+      .u32(s.n)
+      .u32(s.k)
+      .u32(a.base)
+      .u32(b.base)
+      .u32(c.base)
+      .u32(s.lda)
+      .u32(s.ldb)
+      .u32(s.ldc)
+      .u32(s.accumulate ? 1 : 0)
+      .f32(s.scale)
+      .bytes(),
+    bindings: [a.binding, b.binding, c.binding],
+    workgroups: [Math.ceil(s.n / (16 * rn)), Math.ceil(s.m / (16 * rm))],
+  });
+}
+
+function matmulWgsl(layout: 'nt' | 'nn', at: string, bt: string, rm: number, rn: number): string {
+  const BM = 16 * rm;
+  const BN = 16 * rn;
+  // One 16-deep slice of A and B per step, staged in workgroup memory as [k][row] and [k][col].
+  const loadB =
+    layout === 'nt'
+      ? `let n = e / BK; let kk = e % BK; let gn = col0 + n; let gk = k0 + kk;
+      var v = 0.0;
+      if (gn < p.n && gk < p.k) { v = f32(b[p.b_base + gn * p.ldb + gk]); }
+      bs[kk * BN + n] = v;`
+      : `let kk = e / BN; let n = e % BN; let gn = col0 + n; let gk = k0 + kk;
+      var v = 0.0;
+      if (gn < p.n && gk < p.k) { v = f32(b[p.b_base + gk * p.ldb + gn]); }
+      bs[kk * BN + n] = v;`;
+  return /* wgsl */ `
+${enableF16([at, bt])}
+struct P { m: u32, n: u32, k: u32, a_base: u32, b_base: u32, c_base: u32, lda: u32, ldb: u32, ldc: u32, accumulate: u32, scale: f32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> a: array<${wgslType(at)}>;
+@group(0) @binding(2) var<storage, read> b: array<${wgslType(bt)}>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+const RM = ${rm}u;
+const RN = ${rn}u;
+const BM = ${BM}u;
+const BN = ${BN}u;
+const BK = 16u;
+var<workgroup> as_: array<f32, ${16 * BM}>;
+var<workgroup> bs: array<f32, ${16 * BN}>;
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+  let row0 = wid.y * BM;
+  let col0 = wid.x * BN;
+  var acc: array<f32, ${rm * rn}>;
+  for (var k0 = 0u; k0 < p.k; k0 += BK) {
+    for (var q = 0u; q < RM; q++) {
+      let e = li + 256u * q;
+      let r = e / BK; let kk = e % BK; let gr = row0 + r; let gk = k0 + kk;
+      var v = 0.0;
+      if (gr < p.m && gk < p.k) { v = f32(a[p.a_base + gr * p.lda + gk]); }
+      as_[kk * BM + r] = v;
+    }
+    for (var q = 0u; q < RN; q++) {
+      let e = li + 256u * q;
+      ${loadB}
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < BK; kk++) {
+      var av: array<f32, ${rm}>;
+      var bv: array<f32, ${rn}>;
+      for (var r = 0u; r < RM; r++) { av[r] = as_[kk * BM + lid.y + 16u * r]; }
+      for (var j = 0u; j < RN; j++) { bv[j] = bs[kk * BN + lid.x + 16u * j]; }
+      for (var r = 0u; r < RM; r++) {
+        for (var j = 0u; j < RN; j++) { acc[r * RN + j] = fma(av[r], bv[j], acc[r * RN + j]); }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var r = 0u; r < RM; r++) {
+    let gr = row0 + lid.y + 16u * r;
+    for (var j = 0u; j < RN; j++) {
+      let gc = col0 + lid.x + 16u * j;
+      if (gr < p.m && gc < p.n) {
+        let i = p.c_base + gr * p.ldc + gc;
+        let v = acc[r * RN + j] * p.scale;
+        if (p.accumulate != 0u) { c[i] += v; } else { c[i] = v; }
+      }
+    }
+  }
+}`;
+}
+
+// ------------------------------------------------------------------ reductions
+
+/** One workgroup per tile row: the chunk's (max, Σe, Σe·(z-max)) merged into the running state [tc, 4]. */
+const STATS_WGSL = /* wgsl */ `
+struct P { vc: u32, v0: u32, y_base: u32, first: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> z: array<f32>;
+@group(0) @binding(2) var<storage, read> targets: array<i32>;
+@group(0) @binding(3) var<storage, read_write> state: array<f32>;
+var<workgroup> r0: array<f32, ${WG}>;
+var<workgroup> r1: array<f32, ${WG}>;
+${LINEAR_WORKGROUP}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+  let i = linear_wg(wid, nwg);
+  let row = i * p.vc;
+  var m = ${LOWEST};
+  for (var j = li; j < p.vc; j += ${WG}u) { m = max(m, z[row + j]); }
+  r0[li] = m;
+  workgroupBarrier();
+  ${reduce('max', ['r0'])}
+  m = r0[0];
+  workgroupBarrier();
+  var s = 0.0;
+  var t = 0.0;
+  for (var j = li; j < p.vc; j += ${WG}u) {
+    let d = z[row + j] - m;
+    let e = exp(d);
+    s += e;
+    t += e * d;
+  }
+  r0[li] = s;
+  r1[li] = t;
+  workgroupBarrier();
+  ${reduce('sum', ['r0', 'r1'])}
+  if (li != 0u) { return; }
+  s = r0[0];
+  t = r1[0];
+  let y = targets[p.y_base + i];
+  let hit = y >= i32(p.v0) && y < i32(p.v0 + p.vc);
+  var zy = 0.0;
+  if (hit) { zy = z[row + u32(y) - p.v0]; }
+  if (p.first != 0u) {
+    state[4u * i] = m;
+    state[4u * i + 1u] = s;
+    state[4u * i + 2u] = t;
+    state[4u * i + 3u] = zy;
+    return;
+  }
+  let m1 = state[4u * i];
+  let s1 = state[4u * i + 1u];
+  let t1 = state[4u * i + 2u];
+  let mm = max(m1, m);
+  let a1 = exp(m1 - mm);
+  let a2 = exp(m - mm);
+  state[4u * i] = mm;
+  state[4u * i + 1u] = s1 * a1 + s * a2;
+  state[4u * i + 2u] = a1 * (t1 + s1 * (m1 - mm)) + a2 * (t + s * (m - mm));
+  if (hit) { state[4u * i + 3u] = zy; }
+}`;
+
+/** One workgroup per token chunk: per-token outputs, and the chunk's NLL sum and count added to acc. */
+const FINAL_WGSL = /* wgsl */ `
+struct P { tc: u32, vocab: u32, y_base: u32, lp_base: u32, ent_base: u32, lse_base: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> state: array<f32>;
+@group(0) @binding(2) var<storage, read> targets: array<i32>;
+@group(0) @binding(3) var<storage, read_write> logprob: array<f32>;
+@group(0) @binding(4) var<storage, read_write> entropy: array<f32>;
+@group(0) @binding(5) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(6) var<storage, read_write> acc: array<f32>;
+@group(0) @binding(7) var<storage, read_write> loss: array<f32>;
+@group(0) @binding(8) var<storage, read_write> count: array<f32>;
+var<workgroup> r0: array<f32, ${WG}>;
+var<workgroup> r1: array<f32, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(local_invocation_index) li: u32) {
+  var nll = 0.0;
+  var n = 0.0;
+  for (var i = li; i < p.tc; i += ${WG}u) {
+    let m = state[4u * i];
+    let s = state[4u * i + 1u];
+    let t = state[4u * i + 2u];
+    let ls = log(s);
+    let l = m + ls;
+    let y = targets[p.y_base + i];
+    var lp = 0.0;
+    if (y >= 0) {
+      // A target past the vocabulary is a caller bug: make it visible as NaN rather than a plausible number.
+      lp = select(state[4u * i + 3u] - l, bitcast<f32>(0x7fc00000u), u32(y) >= p.vocab);
+      nll -= lp;
+      n += 1.0;
+    }
+    logprob[p.lp_base + i] = lp;
+    entropy[p.ent_base + i] = ls - t / s;
+    lse[p.lse_base + i] = l;
+  }
+  r0[li] = nll;
+  r1[li] = n;
+  workgroupBarrier();
+  ${reduce('sum', ['r0', 'r1'])}
+  if (li == 0u) {
+    let total = acc[0] + r0[0];
+    let cnt = acc[1] + r1[0];
+    acc[0] = total;
+    acc[1] = cnt;
+    loss[0] = total / max(cnt, 1.0);
+    count[0] = cnt;
+  }
+}`;
+
+/** Per token: gLP (0 where the target is ignored, plus the mean-loss term), gEnt, lse, entropy. */
+const COEF_WGSL = /* wgsl */ `
+struct P { tc: u32, y_base: u32, lse_base: u32, ent_base: u32, dlp_base: u32, dent_base: u32,
+           has_dlp: u32, has_dent: u32, dloss: f32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> targets: array<i32>;
+@group(0) @binding(2) var<storage, read> lse: array<f32>;
+@group(0) @binding(3) var<storage, read> entropy: array<f32>;
+@group(0) @binding(4) var<storage, read> dlp: array<f32>;
+@group(0) @binding(5) var<storage, read> dent: array<f32>;
+@group(0) @binding(6) var<storage, read> count: array<f32>;
+@group(0) @binding(7) var<storage, read_write> coef: array<f32>;
+${LINEAR_WORKGROUP}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+  let i = linear_wg(wid, nwg) * ${WG}u + li;
+  if (i >= p.tc) { return; }
+  var g = 0.0;
+  var ge = 0.0;
+  var ent = 0.0;
+  if (p.has_dlp != 0u) { g = dlp[p.dlp_base + i]; }
+  if (p.dloss != 0.0) { g -= p.dloss / max(count[0], 1.0); }
+  if (targets[p.y_base + i] < 0) { g = 0.0; }
+  if (p.has_dent != 0u) {
+    ge = dent[p.dent_base + i];
+    ent = entropy[p.ent_base + i];
+  }
+  coef[4u * i] = g;
+  coef[4u * i + 1u] = ge;
+  coef[4u * i + 2u] = lse[p.lse_base + i];
+  coef[4u * i + 3u] = ent;
+}`;
+
+/** The logits tile, in place, becomes dz = gLP·(onehot - p) - gEnt·p·(log p + H). */
+const DZ_WGSL = /* wgsl */ `
+struct P { tc: u32, vc: u32, v0: u32, y_base: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> coef: array<f32>;
+@group(0) @binding(2) var<storage, read> targets: array<i32>;
+@group(0) @binding(3) var<storage, read_write> z: array<f32>;
+${LINEAR_WORKGROUP}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+  let idx = linear_wg(wid, nwg) * ${WG}u + li;
+  if (idx >= p.tc * p.vc) { return; }
+  let i = idx / p.vc;
+  let j = idx % p.vc;
+  let g = coef[4u * i];
+  let ge = coef[4u * i + 1u];
+  let lp = z[idx] - coef[4u * i + 2u];
+  let pr = exp(lp);
+  var d = -g * pr - ge * pr * (lp + coef[4u * i + 3u]);
+  if (targets[p.y_base + i] == i32(p.v0 + j)) { d += g; }
+  z[idx] = d;
+}`;
+
+function reduce(kind: 'max' | 'sum', arrays: string[]): string {
+  const combine = (a: string) => (kind === 'max' ? `max(${a}[li], ${a}[li + w])` : `${a}[li] + ${a}[li + w]`);
+  return `for (var w = ${WG / 2}u; w > 0u; w >>= 1u) {
+    if (li < w) { ${arrays.map((a) => `${a}[li] = ${combine(a)};`).join(' ')} }
+    workgroupBarrier();
+  }`;
+}

@@ -1,2 +1,325 @@
-// Filled in by the rmsnorm kernel work.
-export {};
+import type { ElementWindow, Gpu } from '../runtime/gpu.js';
+import { Params } from '../runtime/params.js';
+import { GpuLimitError, ShapeError } from '../runtime/errors.js';
+import type { Tensor } from '../runtime/tensor.js';
+import { DTYPE_BYTES } from '../runtime/dtype.js';
+import { LINEAR_WORKGROUP, enableF16, wgslType } from './wgsl.js';
+
+// ------------------------------------------------------------------ row windows (shared by the ops kernels)
+
+/**
+ * Rows [start, start+count) of a tensor with rows of `rowElems` elements, as a binding that starts at the aligned
+ * offset at or before the first row, plus `skip`: the element index of that row inside the binding. Unlike
+ * `Tensor.binding`, any row length (and any view offset) can be windowed this way.
+ */
+export function rowBinding(t: Tensor, start: number, count: number, rowElems: number): { binding: GPUBufferBinding; skip: number } {
+  t.assertLive('bind');
+  const eb = DTYPE_BYTES[t.dtype];
+  const abs = t.byteOffset + start * rowElems * eb;
+  const aligned = abs - (abs % t.gpu.storageAlign);
+  const size = Math.max(4, Math.ceil((abs - aligned + count * rowElems * eb) / 4) * 4);
+  return { binding: { buffer: t.buffer, offset: aligned, size }, skip: (abs - aligned) / eb };
+}
+
+/**
+ * Splits `rows` into windows so that, for each tensor bound through `rowBinding`, a window of rows (at most
+ * `maxRowBytes` bytes each) plus the alignment slack fits one storage binding.
+ */
+export function rowWindows(gpu: Gpu, rows: number, maxRowBytes: number, op = 'rowWindows'): ElementWindow[] {
+  const room = gpu.maxBinding - gpu.storageAlign;
+  if (rows * maxRowBytes <= room) return [{ start: 0, count: rows }];
+  const per = Math.floor(room / maxRowBytes);
+  if (per < 1) throw new GpuLimitError(`a row of ${maxRowBytes} bytes does not fit a binding of ${gpu.maxBinding}`, { op, bytes: maxRowBytes });
+  const out: ElementWindow[] = [];
+  for (let s = 0; s < rows; s += per) out.push({ start: s, count: Math.min(per, rows - s) });
+  return out;
+}
+
+/** Threads per workgroup for one row of length h: small rows (per-head q/k norms) waste fewer idle threads. */
+function rowWorkgroup(h: number): number {
+  return h <= 512 ? 64 : 256;
+}
+
+/**
+ * WGSL `reduce_sum(v, li, sgi, sgs)`: the sum of `v` over the workgroup, returned to every thread. Must be called
+ * in uniform control flow. The subgroup variant adds within subgroups first (one barrier instead of log2(WG)).
+ */
+export function rowReduceWgsl(wg: number, subgroup: boolean): string {
+  if (subgroup) {
+    return /* wgsl */ `
+var<workgroup> red: array<f32, ${wg}>;
+fn reduce_sum(v: f32, li: u32, sgi: u32, sgs: u32) -> f32 {
+  let s = subgroupAdd(v);
+  // Subgroups of a 1D workgroup are consecutive invocations, so li / sgs numbers them.
+  if (sgi == 0u) { red[li / sgs] = s; }
+  workgroupBarrier();
+  var t = 0.0;
+  let n = (${wg}u + sgs - 1u) / sgs;
+  for (var i = 0u; i < n; i++) { t += red[i]; }
+  workgroupBarrier();
+  return t;
+}`;
+  }
+  return /* wgsl */ `
+var<workgroup> red: array<f32, ${wg}>;
+fn reduce_sum(v: f32, li: u32, sgi: u32, sgs: u32) -> f32 {
+  red[li] = v;
+  workgroupBarrier();
+  for (var s = ${wg / 2}u; s > 0u; s >>= 1u) {
+    if (li < s) { red[li] += red[li + s]; }
+    workgroupBarrier();
+  }
+  let t = red[0];
+  workgroupBarrier();
+  return t;
+}`;
+}
+
+/** Entry-point builtins for `rowReduceWgsl`: subgroup ids where the subgroup variant is used. */
+function reduceBuiltins(subgroup: boolean): { decl: string; args: string } {
+  return subgroup
+    ? { decl: ', @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_size) sgs: u32', args: 'sgi, sgs' }
+    : { decl: '', args: '0u, 1u' };
+}
+
+function checkFloat(op: string, shapes: string, ...ts: Tensor[]): void {
+  for (const t of ts) {
+    if (t.dtype !== 'f32' && t.dtype !== 'f16') throw new ShapeError(`${op} needs f32 or f16 tensors, got ${t}`, { op, shapes });
+  }
+}
+
+// ------------------------------------------------------------------ rmsnorm
+
+export interface RmsNormOptions {
+  /** Added to mean(x²) before the square root. Qwen2.5 and Qwen3 use 1e-6. */
+  eps?: number;
+  /** Output, same shape and dtype as x (not x itself). */
+  out?: Tensor;
+}
+
+/**
+ * RMSNorm over the last dimension: y = x / sqrt(mean(x²) + eps) * w, for x [..., H] and w [H] (f32 or f16 each),
+ * y in x's dtype. Statistics in f32. Also returns rstd = 1/sqrt(mean(x²)+eps) per row (f32, x's shape without
+ * the last dim), which the backward uses. Unlike HF, which rounds x*rstd to x's dtype before the weight
+ * multiply, the product is rounded once.
+ */
+export function rmsnorm(gpu: Gpu, x: Tensor, w: Tensor, opts: RmsNormOptions = {}): { y: Tensor; rstd: Tensor<'f32'> } {
+  const op = 'rmsnorm';
+  const shapes = `x=${x} w=${w}`;
+  checkFloat(op, shapes, x, w);
+  const h = x.shape[x.rank - 1];
+  if (x.rank < 1 || w.rank !== 1 || w.shape[0] !== h || h < 1) {
+    throw new ShapeError('rmsnorm needs x [..., H] and w [H] with H >= 1', { op, shapes });
+  }
+  const eps = opts.eps ?? 1e-6;
+  const y = opts.out ?? gpu.tensor(x.shape, x.dtype, undefined, op);
+  if (y.size !== x.size || y.dtype !== x.dtype || y.buffer === x.buffer) {
+    throw new ShapeError(`rmsnorm output must match x and not alias it, got ${y}`, { op, shapes });
+  }
+  const rows = x.size / h;
+  const rstd = gpu.tensor(x.shape.slice(0, -1), 'f32', undefined, op);
+  if (rows === 0) return { y, rstd };
+
+  const wg = rowWorkgroup(h);
+  const sub = gpu.variants.reduction === 'subgroup';
+  const b = reduceBuiltins(sub);
+  const [tx, tw] = [wgslType(x.dtype), wgslType(w.dtype)];
+  const pipeline = gpu.pipeline(`rmsnorm:${x.dtype}:${w.dtype}:${wg}:${sub}`, () => /* wgsl */ `
+${enableF16([x.dtype, w.dtype])}${sub ? 'enable subgroups;' : ''}
+struct P { rows: u32, h: u32, eps: f32, sx: u32, sy: u32, sr: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> x: array<${tx}>;
+@group(0) @binding(2) var<storage, read> w: array<${tw}>;
+@group(0) @binding(3) var<storage, read_write> y: array<${tx}>;
+@group(0) @binding(4) var<storage, read_write> rstd: array<f32>;
+${LINEAR_WORKGROUP}
+${rowReduceWgsl(wg, sub)}
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32${b.decl}) {
+  let row = linear_wg(wid, nwg);
+  if (row >= p.rows) { return; }
+  let xo = p.sx + row * p.h;
+  var ss = 0.0;
+  for (var j = li; j < p.h; j += ${wg}u) { let v = f32(x[xo + j]); ss += v * v; }
+  let r = inverseSqrt(reduce_sum(ss, li, ${b.args}) / f32(p.h) + p.eps);
+  if (li == 0u) { rstd[p.sr + row] = r; }
+  let yo = p.sy + row * p.h;
+  for (var j = li; j < p.h; j += ${wg}u) { y[yo + j] = ${tx}(f32(x[xo + j]) * r * f32(w[j])); }
+}`);
+  for (const win of rowWindows(gpu, rows, h * 4, op)) {
+    const bx = rowBinding(x, win.start, win.count, h);
+    const by = rowBinding(y, win.start, win.count, h);
+    const br = rowBinding(rstd, win.start, win.count, 1);
+    gpu.dispatch({
+      op,
+      shapes,
+      pipeline,
+      params: new Params().u32(win.count).u32(h).f32(eps).u32(bx.skip).u32(by.skip).u32(br.skip).bytes(),
+      bindings: [bx.binding, w, by.binding, br.binding],
+      workgroups: gpu.grid(win.count),
+    });
+  }
+  return { y, rstd };
+}
+
+export interface RmsNormBackwardOptions {
+  /** Compute dw (default true). Frozen norm weights (LoRA) skip the reduction over rows. */
+  dw?: boolean;
+}
+
+/**
+ * Backward of `rmsnorm` from the saved rstd: dx = rstd·(dy∘w) − x·rstd³/H·Σ(dy∘w∘x) per row (dx in x's dtype),
+ * and dw = Σ_rows dy∘x·rstd (f32 [H]). dw is reduced in two deterministic stages (partial sums over chunks of
+ * rows, then over chunks), with no atomics.
+ */
+export function rmsnormBackward(
+  gpu: Gpu,
+  dy: Tensor,
+  x: Tensor,
+  w: Tensor,
+  rstd: Tensor<'f32'>,
+  opts: RmsNormBackwardOptions = {},
+): { dx: Tensor; dw: Tensor<'f32'> | undefined } {
+  const op = 'rmsnormBackward';
+  const shapes = `dy=${dy} x=${x} w=${w} rstd=${rstd}`;
+  checkFloat(op, shapes, dy, x, w);
+  const h = x.shape[x.rank - 1];
+  const rows = h > 0 ? x.size / h : 0;
+  if (w.rank !== 1 || w.shape[0] !== h || h < 1 || dy.size !== x.size || rstd.dtype !== 'f32' || rstd.size !== rows) {
+    throw new ShapeError('rmsnormBackward needs dy and x [..., H], w [H] and f32 rstd [rows]', { op, shapes });
+  }
+  const dx = gpu.tensor(x.shape, x.dtype, undefined, op);
+  const wantDw = opts.dw ?? true;
+  if (rows === 0) return { dx, dw: wantDw ? gpu.zeros([h], 'f32', op) : undefined };
+
+  const wg = rowWorkgroup(h);
+  const sub = gpu.variants.reduction === 'subgroup';
+  const b = reduceBuiltins(sub);
+  const [td, tx, tw] = [wgslType(dy.dtype), wgslType(x.dtype), wgslType(w.dtype)];
+  const rowsPipeline = gpu.pipeline(`rmsnorm_bwd:${dy.dtype}:${x.dtype}:${w.dtype}:${wg}:${sub}`, () => /* wgsl */ `
+${enableF16([dy.dtype, x.dtype, w.dtype])}${sub ? 'enable subgroups;' : ''}
+struct P { rows: u32, h: u32, sdy: u32, sx: u32, sdx: u32, sr: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> dy: array<${td}>;
+@group(0) @binding(2) var<storage, read> x: array<${tx}>;
+@group(0) @binding(3) var<storage, read> w: array<${tw}>;
+@group(0) @binding(4) var<storage, read> rstd: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dx: array<${tx}>;
+${LINEAR_WORKGROUP}
+${rowReduceWgsl(wg, sub)}
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32${b.decl}) {
+  let row = linear_wg(wid, nwg);
+  if (row >= p.rows) { return; }
+  let o = row * p.h;
+  var s = 0.0;
+  for (var j = li; j < p.h; j += ${wg}u) { s += f32(dy[p.sdy + o + j]) * f32(w[j]) * f32(x[p.sx + o + j]); }
+  let r = rstd[p.sr + row];
+  let c = reduce_sum(s, li, ${b.args}) * r * r * r / f32(p.h);
+  for (var j = li; j < p.h; j += ${wg}u) {
+    dx[p.sdx + o + j] = ${tx}(r * f32(dy[p.sdy + o + j]) * f32(w[j]) - c * f32(x[p.sx + o + j]));
+  }
+}`);
+  const wins = rowWindows(gpu, rows, h * 4, op);
+  for (const win of wins) {
+    const [bdy, bx, br, bdx] = [rowBinding(dy, win.start, win.count, h), rowBinding(x, win.start, win.count, h), rowBinding(rstd, win.start, win.count, 1), rowBinding(dx, win.start, win.count, h)];
+    gpu.dispatch({
+      op,
+      shapes,
+      pipeline: rowsPipeline,
+      params: new Params().u32(win.count).u32(h).u32(bdy.skip).u32(bx.skip).u32(bdx.skip).u32(br.skip).bytes(),
+      bindings: [bdy.binding, bx.binding, w, br.binding, bdx.binding],
+      workgroups: gpu.grid(win.count),
+    });
+  }
+  if (!wantDw) return { dx, dw: undefined };
+  return { dx, dw: columnSumScaled(gpu, dy, x, rstd, rows, h, wins, op, shapes) };
+}
+
+/** Rows per partial sum of dw: enough chunks to fill the GPU, few enough to keep the partials small. */
+function chunkRows(rows: number): number {
+  return Math.max(16, Math.ceil(rows / 512));
+}
+
+const COL_WG = 64;
+
+/** dw[j] = Σ_rows dy[r,j]·x[r,j]·rstd[r], in two stages: per-chunk partials [chunks, H], then a sum over chunks. */
+function columnSumScaled(
+  gpu: Gpu,
+  dy: Tensor,
+  x: Tensor,
+  rstd: Tensor<'f32'>,
+  rows: number,
+  h: number,
+  wins: ElementWindow[],
+  op: string,
+  shapes: string,
+): Tensor<'f32'> {
+  const ch = chunkRows(rows);
+  const chunks = Math.ceil(rows / ch);
+  const part = gpu.zeros([chunks, h], 'f32', op);
+  const [td, tx] = [wgslType(dy.dtype), wgslType(x.dtype)];
+  const partPipeline = gpu.pipeline(`rmsnorm_dw_part:${dy.dtype}:${x.dtype}`, () => /* wgsl */ `
+${enableF16([dy.dtype, x.dtype])}
+struct P { rows: u32, h: u32, ch: u32, r0: u32, c0: u32, sdy: u32, sx: u32, sr: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> dy: array<${td}>;
+@group(0) @binding(2) var<storage, read> x: array<${tx}>;
+@group(0) @binding(3) var<storage, read> rstd: array<f32>;
+@group(0) @binding(4) var<storage, read_write> part: array<f32>;
+@compute @workgroup_size(${COL_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let j = wid.x * ${COL_WG}u + li;
+  let c = p.c0 + wid.y;
+  if (j >= p.h) { return; }
+  // This window holds rows [r0, r0 + rows); chunk c covers [c*ch, (c+1)*ch). Windows run in order, so a chunk
+  // split between two windows is summed in row order, as without windows.
+  let lo = max(c * p.ch, p.r0);
+  let hi = min((c + 1u) * p.ch, p.r0 + p.rows);
+  var s = 0.0;
+  for (var r = lo; r < hi; r++) {
+    let k = r - p.r0;
+    s += f32(dy[p.sdy + k * p.h + j]) * f32(x[p.sx + k * p.h + j]) * rstd[p.sr + k];
+  }
+  part[c * p.h + j] += s;
+}`);
+  for (const win of wins) {
+    const c0 = Math.floor(win.start / ch);
+    const c1 = Math.floor((win.start + win.count - 1) / ch);
+    const [bdy, bx, br] = [rowBinding(dy, win.start, win.count, h), rowBinding(x, win.start, win.count, h), rowBinding(rstd, win.start, win.count, 1)];
+    gpu.dispatch({
+      op: `${op}.dw`,
+      shapes,
+      pipeline: partPipeline,
+      params: new Params().u32(win.count).u32(h).u32(ch).u32(win.start).u32(c0).u32(bdy.skip).u32(bx.skip).u32(br.skip).bytes(),
+      bindings: [bdy.binding, bx.binding, br.binding, part],
+      workgroups: [Math.ceil(h / COL_WG), c1 - c0 + 1],
+    });
+  }
+  const dw = gpu.tensor([h], 'f32', undefined, op);
+  const sumPipeline = gpu.pipeline('rmsnorm_dw_sum', () => /* wgsl */ `
+struct P { chunks: u32, h: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> part: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dw: array<f32>;
+@compute @workgroup_size(${COL_WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let j = gid.x;
+  if (j >= p.h) { return; }
+  var s = 0.0;
+  for (var c = 0u; c < p.chunks; c++) { s += part[c * p.h + j]; }
+  dw[j] = s;
+}`);
+  gpu.dispatch({
+    op: `${op}.dw`,
+    shapes: `${shapes} chunks=${chunks}x${ch}`,
+    pipeline: sumPipeline,
+    params: new Params().u32(chunks).u32(h).bytes(),
+    bindings: [part, dw],
+    workgroups: [Math.ceil(h / COL_WG)],
+  });
+  part.dispose();
+  return dw;
+}

@@ -1,0 +1,124 @@
+import { writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import {
+  Gpu,
+  allBenches,
+  findTorchPython,
+  runBenchmarks,
+  selectCases,
+  torchTimings,
+  type BenchResult,
+} from '@mlagent/core-kernels';
+import { UsageError, parse } from '../args.js';
+
+export const benchUsage = `mlagent bench kernels [--json] [--filter NAME[,NAME]] [--all] [--no-torch] [--iterations N] [--out FILE]
+  Times each kernel at LLM shapes and, in the same run, the same computation in PyTorch
+  (wherever a python3 with torch is found; $MLAGENT_PYTHON overrides). ratio = our throughput / torch's.
+  On a software adapter (lavapipe) the CPU-sized cases run; on a GPU the 7B-sized ones. --all runs both.`;
+
+export interface BenchReport {
+  command: string;
+  date: string;
+  adapter: string;
+  host: string;
+  torch: string;
+  timer: string;
+  results: BenchResult[];
+}
+
+export async function bench(argv: string[]): Promise<void> {
+  const [what, ...rest] = argv;
+  if (what !== 'kernels') throw new UsageError(`bench: unknown target '${what ?? ''}'\n${benchUsage}`);
+  const { values } = parse('bench kernels', rest, {
+    json: { type: 'boolean', default: false },
+    filter: { type: 'string' },
+    all: { type: 'boolean', default: false },
+    'no-torch': { type: 'boolean', default: false },
+    iterations: { type: 'string' },
+    out: { type: 'string' },
+  });
+  const iterations = values.iterations === undefined ? undefined : Number(values.iterations);
+  if (iterations !== undefined && (!Number.isInteger(iterations) || iterations < 1)) {
+    throw new UsageError(`bench kernels: --iterations must be a positive integer, got '${values.iterations}'`);
+  }
+  const filter = values.filter?.split(',').filter(Boolean);
+  const gpu = await Gpu.create();
+  const opts = { filter, all: values.all, iterations };
+  const cases = selectCases(gpu, allBenches, opts);
+  if (cases.length === 0) throw new UsageError(`bench kernels: no case matches --filter ${values.filter}`);
+  const log = (s: string) => process.stderr.write(s + '\n');
+  log(`benchmarking ${cases.length} cases on ${describeAdapter(gpu)}`);
+  let results: BenchResult[];
+  try {
+    results = await runBenchmarks(gpu, cases, {
+      ...opts,
+      onResult: (r, i, n) => log(`[${i + 1}/${n}] ${r.name.padEnd(44)} ${r.skipped ?? `${fmt(r.ms)} ms${rate(r)}`}`),
+    });
+  } finally {
+    gpu.destroy();
+  }
+  let torchDevice = 'not measured (--no-torch)';
+  if (!values['no-torch']) {
+    const python = findTorchPython();
+    if (!python) torchDevice = 'not measured: no python3 with torch found';
+    else {
+      log(`timing the same cases in PyTorch (${python}) ...`);
+      const t = torchTimings(cases.filter((c) => !results.find((r) => r.name === c.name)?.skipped), python);
+      torchDevice = t?.device ?? 'none';
+      for (const r of results) {
+        const ms = t?.ms.get(r.name);
+        if (ms === undefined || !Number.isFinite(r.ms)) continue;
+        r.torchMs = ms;
+        r.torchDevice = torchDevice;
+        r.ratio = ms / r.ms;
+      }
+      for (const [name, err] of t?.errors ?? []) log(`torch failed on ${name}: ${err}`);
+    }
+  }
+  const report: BenchReport = {
+    command: `mlagent bench kernels ${rest.join(' ')}`.trim(),
+    date: new Date().toISOString(),
+    adapter: describeAdapter(gpu),
+    host: `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}`,
+    torch: torchDevice,
+    timer: results[0]?.timer ?? 'wall',
+    results,
+  };
+  const text = values.json ? JSON.stringify(report, null, 2) : markdown(report);
+  if (values.out) writeFileSync(values.out, text + '\n');
+  console.log(text);
+}
+
+function describeAdapter(gpu: Gpu): string {
+  const a = gpu.adapter;
+  return [a.description || a.device, a.vendor, a.architecture].filter(Boolean).join(' / ');
+}
+
+function fmt(x: number | undefined, digits = 3): string {
+  if (x === undefined || !Number.isFinite(x)) return '-';
+  return x >= 100 ? x.toFixed(0) : x.toPrecision(digits);
+}
+
+function rate(r: BenchResult): string {
+  if (r.gflops !== undefined) return `  ${fmt(r.gflops)} GFLOP/s`;
+  if (r.gbps !== undefined) return `  ${fmt(r.gbps)} GB/s`;
+  return '';
+}
+
+export function markdown(rep: BenchReport): string {
+  const head = [
+    `Command: \`${rep.command}\`  `,
+    `Date: ${rep.date}  `,
+    `Adapter: ${rep.adapter}; host: ${rep.host}  `,
+    `Reference: ${rep.torch}; our times from ${rep.timer}  `,
+    '',
+    '| family | case | ms | GFLOP/s | GB/s | torch ms | ratio (ours/torch throughput) |',
+    '|---|---|---:|---:|---:|---:|---:|',
+  ];
+  const rows = rep.results.map((r) =>
+    r.skipped
+      ? `| ${r.family} | ${r.name} | skipped: ${r.skipped} | | | | |`
+      : `| ${r.family} | ${r.name} | ${fmt(r.ms)} | ${fmt(r.gflops)} | ${fmt(r.gbps)} | ${fmt(r.torchMs)} | ${r.ratio === undefined ? '-' : r.ratio.toFixed(2) + 'x'} |`,
+  );
+  return [...head, ...rows].join('\n');
+}

@@ -1,0 +1,58 @@
+import { Gpu, formatBytes } from '@mlagent/core-kernels';
+import { parse } from '../args.js';
+
+const SHOWN_LIMITS = [
+  'maxBufferSize',
+  'maxStorageBufferBindingSize',
+  'maxComputeWorkgroupStorageSize',
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupSizeX',
+  'maxComputeWorkgroupsPerDimension',
+  'maxStorageBuffersPerShaderStage',
+  'minStorageBufferOffsetAlignment',
+];
+
+export const doctorUsage = `mlagent doctor [--json]
+  Prints the WebGPU adapter, its features and limits, and the kernel variants chosen for it.`;
+
+export async function doctor(argv: string[]): Promise<void> {
+  const { values } = parse('doctor', argv, { json: { type: 'boolean', default: false } });
+  const gpu = await Gpu.create();
+  try {
+    const report = {
+      adapter: gpu.adapter,
+      features: gpu.features,
+      variants: gpu.variants,
+      limits: gpu.limits,
+      node: process.version,
+    };
+    if (values.json) {
+      console.log(JSON.stringify(report, null, 2));
+      return;
+    }
+    const a = gpu.adapter;
+    const lines = [
+      `adapter     ${a.description || a.device || '(unnamed)'}  [vendor ${a.vendor || '?'}, arch ${a.architecture || '?'}]`,
+      `features    shader-f16=${yes(gpu.features.shaderF16)} subgroups=${yes(gpu.features.subgroups)} ` +
+        `timestamp-query=${yes(gpu.features.timestampQuery)} subgroup-matrix=${yes(gpu.features.subgroupMatrix)}`,
+    ];
+    for (const c of gpu.features.subgroupMatrixConfigs) {
+      lines.push(`            subgroup matrix ${c.componentType}->${c.resultComponentType} M=${c.M} N=${c.N} K=${c.K}`);
+    }
+    lines.push('variants');
+    for (const [k, v] of Object.entries(gpu.variants)) lines.push(`            ${k.padEnd(12)} ${v}`);
+    lines.push('limits');
+    for (const k of SHOWN_LIMITS) {
+      const v = gpu.limits[k];
+      const bytes = /Size$/.test(k) && v >= 1024 ? `  (${formatBytes(v)})` : '';
+      lines.push(`            ${k.padEnd(36)} ${v}${bytes}`);
+    }
+    console.log(lines.join('\n'));
+  } finally {
+    gpu.destroy();
+  }
+}
+
+function yes(b: boolean): string {
+  return b ? 'yes' : 'no';
+}

@@ -1,0 +1,47 @@
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const bin = fileURLToPath(new URL('../bin/mlagent.js', import.meta.url));
+
+function mlagent(...args: string[]) {
+  const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 240_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('mlagent', () => {
+  it('prints usage and exits 2 with no command, and names an unknown command', () => {
+    expect(mlagent().code).toBe(2);
+    const r = mlagent('frobnicate');
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/unknown command 'frobnicate'/);
+  });
+
+  it('doctor --json reports the adapter, features, limits and variants', () => {
+    const r = mlagent('doctor', '--json');
+    expect(r.code).toBe(0);
+    const report = JSON.parse(r.stdout);
+    expect(report.limits.maxStorageBufferBindingSize).toBeGreaterThan(0);
+    expect(typeof report.features.shaderF16).toBe('boolean');
+    expect(['tiled', 'subgroup-matrix']).toContain(report.variants.matmulF16);
+  });
+
+  it('rejects bad options with a usage error', () => {
+    const r = mlagent('bench', 'kernels', '--iterations', 'zero');
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--iterations must be a positive integer/);
+    expect(mlagent('doctor', '--bogus').stderr).toMatch(/doctor: .*bogus/);
+    expect(mlagent('bench', 'gpus').stderr).toMatch(/unknown target 'gpus'/);
+  });
+
+  it('bench kernels --json times a case and compares it with torch when torch exists', () => {
+    const r = mlagent('bench', 'kernels', '--json', '--filter', 'add f32', '--iterations', '2');
+    expect(r.code).toBe(0);
+    const report = JSON.parse(r.stdout);
+    expect(report.results.length).toBeGreaterThan(0);
+    for (const x of report.results) {
+      expect(x.ms).toBeGreaterThan(0);
+      if (!report.torch.startsWith('not measured')) expect(x.ratio).toBeGreaterThan(0);
+    }
+  });
+});
