@@ -15,6 +15,8 @@ export {
   roundToF16,
   shapeSize,
   formatShape,
+  convertCheckpointData,
+  type CheckpointDType,
 } from './runtime/dtype.js';
 export {
   GpuError,

@@ -10,6 +10,7 @@ import {
   f16BitsToF32,
   f32ToF16Bits,
   bf16BitsToF32,
+  convertCheckpointData,
   sizeClass,
 } from '../src/index.js';
 import { add } from '../src/kernels/add.js';
@@ -29,6 +30,21 @@ describe('dtype conversion', () => {
   it('widens bf16', () => {
     expect(bf16BitsToF32(0x3f80)).toBe(1);
     expect(bf16BitsToF32(0xc000)).toBe(-2);
+  });
+  it('converts bf16 checkpoint bytes to f32 and f16 tensors', async () => {
+    // 1.0, -2.0, 3.140625 (bf16 0x4049), 1e-3-ish (0x3a83) as little-endian bf16.
+    const bits = new Uint16Array([0x3f80, 0xc000, 0x4049, 0x3a83]);
+    const bytes = new Uint8Array(bits.buffer);
+    const f32 = convertCheckpointData(bytes, 'bf16', 'f32') as Float32Array;
+    expect(Array.from(f32)).toEqual(Array.from(bits, bf16BitsToF32));
+    const gpu = await testGpu();
+    const t = gpu.tensor([4], 'f16', convertCheckpointData(bytes, 'bf16', 'f16'));
+    expectClose(await t.read(), f32, { atol: 1e-6, rtol: 1e-3 });
+    t.dispose();
+    // An odd byte offset (as inside a safetensors file) is handled by copying.
+    const shifted = new Uint8Array(9);
+    shifted.set(bytes, 1);
+    expect(Array.from(convertCheckpointData(shifted.subarray(1), 'bf16', 'f32'))).toEqual(Array.from(f32));
   });
 });
 

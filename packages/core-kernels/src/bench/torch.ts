@@ -21,9 +21,9 @@ export function findTorchPython(): string | undefined {
 }
 
 function scriptPath(): string {
-  // dist/index.js and src/bench/torch.ts both sit two levels below the package root's bench/ folder.
+  // From dist/index.js, src/bench/torch.ts, or beside a bundled mlagent.mjs (tools/device).
   const here = dirname(fileURLToPath(import.meta.url));
-  for (const rel of ['../bench/torch_bench.py', '../../bench/torch_bench.py']) {
+  for (const rel of ['../bench/torch_bench.py', '../../bench/torch_bench.py', './torch_bench.py']) {
     const p = join(here, rel);
     if (existsSync(p)) return p;
   }

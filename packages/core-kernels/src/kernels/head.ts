@@ -119,7 +119,7 @@ export function headForward(
       op: `${op}:final`,
       shapes,
       pipeline: finalPipe,
-      params: new Params().u32(tc).u32(V).u32(y.base).u32(lp.base).u32(ent.base).u32(ls.base).bytes(),
+      params: new Params().u32(tc).u32(V).u32(y.base).u32(lp.base).u32(ent.base).u32(ls.base).u32(0x7fc00000).bytes(),
       bindings: [state.binding(0, tc * 16), y.binding, lp.binding, ent.binding, ls.binding, acc.binding(), loss.binding(), count.binding()],
       workgroups: [1],
     });
@@ -497,7 +497,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
 /** One workgroup per token chunk: per-token outputs, and the chunk's NLL sum and count added to acc. */
 const FINAL_WGSL = /* wgsl */ `
-struct P { tc: u32, vocab: u32, y_base: u32, lp_base: u32, ent_base: u32, lse_base: u32 }
+struct P { tc: u32, vocab: u32, y_base: u32, lp_base: u32, ent_base: u32, lse_base: u32, nan_bits: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> state: array<f32>;
 @group(0) @binding(2) var<storage, read> targets: array<i32>;
@@ -523,7 +523,8 @@ fn main(@builtin(local_invocation_index) li: u32) {
     var lp = 0.0;
     if (y >= 0) {
       // A target past the vocabulary is a caller bug: make it visible as NaN rather than a plausible number.
-      lp = select(state[4u * i + 3u] - l, bitcast<f32>(0x7fc00000u), u32(y) >= p.vocab);
+      // (The NaN comes in as a uniform: WGSL refuses a NaN constant.)
+      lp = select(state[4u * i + 3u] - l, bitcast<f32>(p.nan_bits), u32(y) >= p.vocab);
       nll -= lp;
       n += 1.0;
     }

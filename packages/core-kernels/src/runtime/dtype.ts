@@ -83,3 +83,22 @@ export function shapeSize(shape: readonly number[]): number {
 export function formatShape(shape: readonly number[]): string {
   return `[${shape.join(',')}]`;
 }
+
+/** Checkpoint dtypes we can read, and the storage dtype each is converted to on load. */
+export type CheckpointDType = 'f32' | 'f16' | 'bf16';
+
+/**
+ * Converts raw checkpoint bytes to host data for a tensor of `to` dtype: bf16 is widened (to f32) or rounded
+ * (to f16) on the way, since GPUs here have no bf16 storage type.
+ */
+export function convertCheckpointData(bytes: Uint8Array, from: CheckpointDType, to: 'f32' | 'f16'): Float32Array | Uint16Array {
+  const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
+  if (from === 'f32') {
+    const f = new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 4);
+    return to === 'f32' ? f : toF16Bits(f);
+  }
+  const h = new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 2);
+  if (from === 'f16') return to === 'f16' ? h : fromF16Bits(h);
+  const f = bf16ToF32(h);
+  return to === 'f32' ? f : toF16Bits(f);
+}

@@ -1,0 +1,132 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { Gpu, ShapeError, roundToF16, type DType } from '../src/index.js';
+import { rmsnorm, rmsnormBackward } from '../src/kernels/rmsnorm.js';
+import { rmsnormBackwardRef, rmsnormRef } from '../src/reference/rmsnorm.js';
+import { Rng, checkDirectional, dot, expectClose, freshGpu, testGpu } from './helpers.js';
+
+type F = 'f32' | 'f16';
+// checkDirectional perturbs x in x's own precision: float64 arrays keep the reference check free of f32 rounding.
+const f64 = (a: ArrayLike<number>) => Float64Array.from(a) as unknown as Float32Array;
+const round = (dt: DType, a: Float32Array) => (dt === 'f16' ? roundToF16(a) : a);
+
+/** Forward and backward of one shape against the float64 reference (inputs rounded as stored). */
+async function checkCase(gpu: Gpu, rng: Rng, rows: number, h: number, xdt: F, wdt: F, eps = 1e-6): Promise<void> {
+  const x = round(xdt, rng.randn(rows * h));
+  const w = round(wdt, rng.randn(h, 0.5).map((v) => v + 1));
+  const dy = round(xdt, rng.randn(rows * h));
+  const half = xdt === 'f16' || wdt === 'f16';
+  const tol = half ? { atol: 3e-3, rtol: 3e-3 } : { atol: 2e-5, rtol: 2e-5 };
+  const what = `rows=${rows} h=${h} x=${xdt} w=${wdt} ${gpu.variants.reduction}`;
+  const tx = gpu.tensor([rows, h], xdt, x);
+  const tw = gpu.tensor([h], wdt, w);
+  const tdy = gpu.tensor([rows, h], xdt, dy);
+  const { y, rstd } = rmsnorm(gpu, tx, tw, { eps });
+  const { dx, dw } = rmsnormBackward(gpu, tdy, tx, tw, rstd);
+  const ref = rmsnormRef(x, w, h, eps);
+  const bref = rmsnormBackwardRef(dy, x, w, h, eps);
+  expect(y.dtype).toBe(xdt);
+  expectClose(await y.read(), ref.y, tol, `y ${what}`);
+  expectClose(await rstd.read(), ref.rstd, { atol: 0, rtol: 2e-6 }, `rstd ${what}`);
+  expectClose(await dx.read(), bref.dx, tol, `dx ${what}`);
+  // dw sums over rows: allow for the f32 accumulation of `rows` terms.
+  expectClose(await dw!.read(), bref.dw, { atol: tol.atol * Math.sqrt(rows), rtol: tol.rtol }, `dw ${what}`);
+  for (const t of [tx, tw, tdy, y, rstd, dx, dw!]) t.dispose();
+}
+
+const SHAPES: Array<[number, number]> = [
+  [5, 1],
+  [3, 3],
+  [7, 17],
+  [2, 33],
+  [70, 130],
+  [2, 3584],
+  [1, 513],
+];
+
+describe('rmsnorm', () => {
+  it('matches the float64 reference over awkward shapes (f32, both reduction variants)', async () => {
+    const gpus: Gpu[] = [await testGpu(), await freshGpu({ disableFeatures: ['subgroups'] })];
+    expect(gpus[1].variants.reduction).toBe('workgroup');
+    const rng = new Rng(11);
+    for (const gpu of gpus) for (const [rows, h] of SHAPES) await checkCase(gpu, rng, rows, h, 'f32', 'f32');
+    gpus[1].destroy();
+  });
+
+  it('handles f16 activations and/or f16 weights with f32 statistics', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(12);
+    for (const [xdt, wdt] of [['f16', 'f16'], ['f16', 'f32'], ['f32', 'f16']] as Array<[F, F]>) {
+      for (const [rows, h] of [[3, 17], [4, 130], [2, 3584]]) await checkCase(gpu, rng, rows, h, xdt, wdt);
+    }
+  });
+
+  it('stays finite for rows of zeros and large values', async () => {
+    const gpu = await testGpu();
+    const h = 33;
+    const x = new Float32Array(2 * h);
+    for (let j = 0; j < h; j++) x[h + j] = 3e4 * (j % 2 ? 1 : -1);
+    const w = new Float32Array(h).fill(1);
+    const { y } = rmsnorm(gpu, gpu.tensor([2, h], 'f32', x), gpu.tensor([h], 'f32', w), { eps: 1e-5 });
+    expectClose(await y.read(), rmsnormRef(x, w, h, 1e-5).y, { atol: 1e-6, rtol: 1e-5 });
+  });
+
+  it('runs in row windows when x exceeds one binding', async () => {
+    // 4 KiB bindings: 40 rows of 33 f32 (132 B) need two windows, and the dw chunk of rows 16..31 spans both.
+    const gpu = await freshGpu({ maxBindingBytes: 4096 });
+    const rng = new Rng(13);
+    await checkCase(gpu, rng, 40, 33, 'f32', 'f32');
+    await checkCase(gpu, rng, 61, 37, 'f16', 'f32');
+    gpu.destroy();
+  });
+
+  it('backward agrees with finite differences of the GPU forward', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(14);
+    for (const [rows, h] of [[3, 17], [2, 130]]) {
+      const x = rng.randn(rows * h);
+      const w = rng.randn(h).map((v) => v + 1);
+      const c = rng.randn(rows * h);
+      const loss = async (xs: Float32Array, ws: Float32Array) => {
+        const y = gpu.scope(() => rmsnorm(gpu, gpu.tensor([rows, h], 'f32', xs), gpu.tensor([h], 'f32', ws)).y);
+        const l = dot(await y.read(), c);
+        y.dispose();
+        return l;
+      };
+      const tx = gpu.tensor([rows, h], 'f32', x);
+      const tw = gpu.tensor([h], 'f32', w);
+      const { rstd } = rmsnorm(gpu, tx, tw);
+      const { dx, dw } = rmsnormBackward(gpu, gpu.tensor([rows, h], 'f32', c), tx, tw, rstd);
+      await checkDirectional((xs) => loss(xs, w), x, await dx.read(), rng, { eps: 1e-2, what: `dx h=${h}` });
+      await checkDirectional((ws) => loss(x, ws), w, await dw!.read(), rng, { eps: 1e-2, what: `dw h=${h}` });
+    }
+  });
+
+  it('reference backward agrees with finite differences of the reference forward', async () => {
+    const rng = new Rng(15);
+    for (const [rows, h] of [[2, 1], [3, 17], [4, 33]]) {
+      const x = f64(rng.randn(rows * h));
+      const w = f64(rng.randn(h));
+      const c = rng.randn(rows * h);
+      const { dx, dw } = rmsnormBackwardRef(c, x, w, h);
+      await checkDirectional((xs) => dot(rmsnormRef(xs, w, h).y, c), x, dx, rng, { eps: 1e-5, rtol: 1e-6, what: 'ref dx' });
+      await checkDirectional((ws) => dot(rmsnormRef(x, ws, h).y, c), w, dw, rng, { eps: 1e-5, rtol: 1e-6, what: 'ref dw' });
+    }
+  });
+
+  it('skips dw when asked, and rejects bad shapes and dtypes before GPU work', async () => {
+    const gpu = await testGpu();
+    const x = gpu.tensor([4, 8], 'f32');
+    const w = gpu.tensor([8], 'f32');
+    const { rstd } = rmsnorm(gpu, x, w);
+    expect(rmsnormBackward(gpu, x, x, w, rstd, { dw: false }).dw).toBeUndefined();
+    expect(() => rmsnorm(gpu, x, gpu.tensor([7], 'f32'))).toThrowError(ShapeError);
+    expect(() => rmsnorm(gpu, gpu.tensor([4, 8], 'i32'), w)).toThrowError(/f32 or f16/);
+    expect(() => rmsnorm(gpu, x, w, { out: x })).toThrowError(ShapeError);
+    expect(() => rmsnormBackward(gpu, x, x, w, gpu.tensor([3], 'f32'))).toThrowError(/rstd/);
+    await gpu.sync();
+  });
+});
+
+afterAll(async () => {
+  await (await testGpu()).sync();
+});
