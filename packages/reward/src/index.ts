@@ -1,2 +1,13 @@
-// @mlagent/reward has no public API yet: it is built in issue 5. Nothing is exported until it works.
-export {};
+export { computeReward, metricGap, sigmoid } from './reward.js';
+export { durationWeights } from './duration.js';
+export {
+  DEFAULT_REWARD_CONFIG,
+  type ExecutionOutcome,
+  type Milestones,
+  type RewardConfig,
+  type RewardReason,
+  type RewardResult,
+  type RewardVariant,
+  type StepFeedback,
+  type TaskMetric,
+} from './types.js';
