@@ -1,2 +1,20 @@
-// @mlagent/policy has no public API yet: it is built in issue 3. Nothing is exported until it works.
-export {};
+// Loading is in place (config, safetensors, shape checks); the model, generation and training follow (issue 3).
+export {
+  SafetensorsFile,
+  Checkpoint,
+  CheckpointError,
+  writeSafetensors,
+  SAFETENSORS_DTYPE_BYTES,
+  type SafetensorsDType,
+  type TensorInfo,
+  type TensorToWrite,
+} from './safetensors.js';
+export {
+  parseQwenConfig,
+  loadQwenConfig,
+  layerTensorNames,
+  expectedShapes,
+  ConfigError,
+  type QwenConfig,
+  type QwenArch,
+} from './config.js';
