@@ -2,15 +2,17 @@ import { GpuError, GpuUnavailableError } from '@mlagent/core-kernels';
 import { UsageError } from './args.js';
 import { bench, benchUsage } from './commands/bench.js';
 import { doctor, doctorUsage } from './commands/doctor.js';
+import { initModelCommand, initModelUsage } from './commands/init-model.js';
 
 const USAGE = `usage: mlagent <command> [options]
 
 commands:
   ${doctorUsage.replace(/\n/g, '\n  ')}
   ${benchUsage.replace(/\n/g, '\n  ')}
+  ${initModelUsage.replace(/\n/g, '\n  ')}
 `;
 
-const commands: Record<string, (argv: string[]) => Promise<void>> = { doctor, bench };
+const commands: Record<string, (argv: string[]) => Promise<void>> = { doctor, bench, 'init-model': initModelCommand };
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;

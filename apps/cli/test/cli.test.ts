@@ -45,3 +45,18 @@ describe('mlagent', () => {
     }
   });
 });
+
+describe('mlagent init-model', () => {
+  it('writes a tiny model and refuses bad arguments', async () => {
+    const { mkdtempSync, existsSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const out = join(mkdtempSync(join(tmpdir(), 'mlagent-cli-')), 'tiny');
+    const r = mlagent('init-model', '--arch', 'qwen3', '--preset', 'tiny', '--out', out);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/wrote qwen3 tiny/);
+    for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) expect(existsSync(join(out, f))).toBe(true);
+    expect(mlagent('init-model', '--arch', 'llama', '--out', out).stderr).toMatch(/--arch must be qwen2 or qwen3/);
+    expect(mlagent('init-model', '--arch', 'qwen2').stderr).toMatch(/--out DIR is required/);
+  });
+});

@@ -18,3 +18,4 @@ export {
   type QwenConfig,
   type QwenArch,
 } from './config.js';
+export { initModel, bundledTokenizerDir, PRESETS, type InitModelOptions, type ModelPreset } from './init-model.js';

