@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { Gpu, ShapeError, roundToF16, type DType } from '../src/index.js';
+import { ShapeError, roundToF16, type DType, type Gpu } from '../src/index.js';
 import { rmsnorm, rmsnormBackward } from '../src/kernels/rmsnorm.js';
 import { rmsnormBackwardRef, rmsnormRef } from '../src/reference/rmsnorm.js';
 import { Rng, checkDirectional, dot, expectClose, freshGpu, testGpu } from './helpers.js';

@@ -1,4 +1,244 @@
+import { embedding, embeddingBackward } from '../kernels/embedding.js';
+import { rmsnorm, rmsnormBackward } from '../kernels/rmsnorm.js';
+import { rope } from '../kernels/rope.js';
+import { swiglu, swigluBackward } from '../kernels/swiglu.js';
+import type { Gpu } from '../runtime/gpu.js';
+import type { Tensor } from '../runtime/tensor.js';
 import type { BenchCase } from './types.js';
 
-/** Benchmarks for the ops kernels. */
-export const opsBenches: BenchCase[] = [];
+// Qwen2.5-7B shapes.
+const HIDDEN = 3584;
+const HEADS = 28;
+const HEAD_DIM = 128;
+const INTER = 18944;
+const VOCAB = 152064;
+
+type Size = 'cpu' | 'gpu';
+type F = 'f32' | 'f16';
+
+const bytesOf = (dt: F) => (dt === 'f16' ? 2 : 4);
+/** Torch dtype: `dt` (f16 on cuda, f32 on cpu) for half cases, float32 otherwise. */
+const torchDt = (dt: F) => (dt === 'f16' ? 'dt' : 'torch.float32');
+const needs = (dt: F) => (dt === 'f16' ? ['shader-f16'] : undefined);
+// torch_bench.py enables autograd only for runs that mention "backward", so backward cases call y.backward().
+
+function disposeAll(...ts: Array<Tensor | undefined>): void {
+  for (const t of ts) t?.dispose();
+}
+
+function rmsnormCase(t: number, dt: F, size: Size): BenchCase {
+  const h = HIDDEN;
+  return {
+    family: 'ops',
+    name: `rmsnorm ${dt} [${t},${h}]`,
+    bytes: 2 * t * h * bytesOf(dt) + h * bytesOf(dt) + 4 * t,
+    size,
+    needs: needs(dt),
+    prepare(gpu: Gpu) {
+      const x = gpu.tensor([t, h], dt);
+      const w = gpu.tensor([h], dt);
+      const y = gpu.tensor([t, h], dt);
+      return {
+        run: () => rmsnorm(gpu, x, w, { out: y }).rstd.dispose(),
+        dispose: () => disposeAll(x, w, y),
+      };
+    },
+    torch: {
+      setup: `x=torch.randn(${t},${h},device=dev,dtype=${torchDt(dt)}); w=torch.randn(${h},device=dev,dtype=${torchDt(dt)})`,
+      run: 'x*torch.rsqrt(x.pow(2).mean(-1,keepdim=True)+1e-6)*w',
+    },
+  };
+}
+
+function rmsnormBackwardCase(t: number, dt: F, size: Size): BenchCase {
+  const h = HIDDEN;
+  return {
+    family: 'ops',
+    name: `rmsnorm backward ${dt} [${t},${h}]`,
+    bytes: 3 * t * h * bytesOf(dt) + h * (bytesOf(dt) + 4) + 4 * t,
+    size,
+    needs: needs(dt),
+    prepare(gpu: Gpu) {
+      const x = gpu.tensor([t, h], dt);
+      const w = gpu.tensor([h], dt);
+      const dy = gpu.tensor([t, h], dt);
+      const { y, rstd } = rmsnorm(gpu, x, w);
+      y.dispose();
+      return {
+        run: () => {
+          const { dx, dw } = rmsnormBackward(gpu, dy, x, w, rstd);
+          disposeAll(dx, dw);
+        },
+        dispose: () => disposeAll(x, w, dy, rstd),
+      };
+    },
+    torch: {
+      setup:
+        `x=torch.randn(${t},${h},device=dev,dtype=${torchDt(dt)},requires_grad=True); ` +
+        `w=torch.randn(${h},device=dev,dtype=${torchDt(dt)},requires_grad=True); dy=torch.randn_like(x); ` +
+        'y=x*torch.rsqrt(x.pow(2).mean(-1,keepdim=True)+1e-6)*w',
+      run: 'x.grad=None; w.grad=None; y.backward(dy,retain_graph=True)',
+    },
+  };
+}
+
+function ropeCase(t: number, dt: F, size: Size): BenchCase {
+  const n = t * HEADS * HEAD_DIM;
+  const half = HEAD_DIM / 2;
+  return {
+    family: 'ops',
+    name: `rope ${dt} [1,${t},${HEADS},${HEAD_DIM}]`,
+    bytes: 2 * n * bytesOf(dt) + 4 * t,
+    size,
+    needs: needs(dt),
+    prepare(gpu: Gpu) {
+      const x = gpu.tensor([1, t, HEADS, HEAD_DIM], dt);
+      const y = gpu.tensor([1, t, HEADS, HEAD_DIM], dt);
+      const positions = gpu.tensor([1, t], 'i32', Int32Array.from({ length: t }, (_, i) => i));
+      return {
+        run: () => void rope(gpu, x, { theta: 1e6, positions, out: y }),
+        dispose: () => disposeAll(x, y, positions),
+      };
+    },
+    torch: {
+      setup:
+        `x=torch.randn(1,${t},${HEADS},${HEAD_DIM},device=dev,dtype=${torchDt(dt)}); ` +
+        `inv=1.0/(1e6**(torch.arange(0,${HEAD_DIM},2,device=dev).float()/${HEAD_DIM})); ` +
+        `ang=torch.outer(torch.arange(${t},device=dev).float(),inv); emb=torch.cat([ang,ang],-1); ` +
+        `cos=emb.cos().to(x.dtype)[None,:,None,:]; sin=emb.sin().to(x.dtype)[None,:,None,:]`,
+      run: `x*cos+torch.cat([-x[...,${half}:],x[...,:${half}]],-1)*sin`,
+    },
+  };
+}
+
+function swigluCase(t: number, dt: F, size: Size): BenchCase {
+  const n = t * INTER;
+  return {
+    family: 'ops',
+    name: `swiglu ${dt} [${t},${INTER}]`,
+    bytes: 3 * n * bytesOf(dt),
+    size,
+    needs: needs(dt),
+    prepare(gpu: Gpu) {
+      const g = gpu.tensor([t, INTER], dt);
+      const u = gpu.tensor([t, INTER], dt);
+      const y = gpu.tensor([t, INTER], dt);
+      return {
+        run: () => void swiglu(gpu, g, u, y),
+        dispose: () => disposeAll(g, u, y),
+      };
+    },
+    torch: {
+      setup: `g=torch.randn(${t},${INTER},device=dev,dtype=${torchDt(dt)}); u=torch.randn_like(g)`,
+      run: 'F.silu(g)*u',
+    },
+  };
+}
+
+function swigluBackwardCase(t: number, dt: F, size: Size): BenchCase {
+  const n = t * INTER;
+  return {
+    family: 'ops',
+    name: `swiglu backward ${dt} [${t},${INTER}]`,
+    bytes: 5 * n * bytesOf(dt),
+    size,
+    needs: needs(dt),
+    prepare(gpu: Gpu) {
+      const g = gpu.tensor([t, INTER], dt);
+      const u = gpu.tensor([t, INTER], dt);
+      const dy = gpu.tensor([t, INTER], dt);
+      return {
+        run: () => {
+          const { dgate, dup } = swigluBackward(gpu, dy, g, u);
+          disposeAll(dgate, dup);
+        },
+        dispose: () => disposeAll(g, u, dy),
+      };
+    },
+    torch: {
+      setup:
+        `g=torch.randn(${t},${INTER},device=dev,dtype=${torchDt(dt)},requires_grad=True); ` +
+        'u=torch.randn_like(g,requires_grad=True); dy=torch.randn_like(g); y=F.silu(g)*u',
+      run: 'g.grad=None; u.grad=None; y.backward(dy,retain_graph=True)',
+    },
+  };
+}
+
+function randomIds(n: number, vocab: number): Int32Array {
+  // A fixed LCG: repeatable, and spread over the vocabulary like real text (with some repeats).
+  let s = 12345;
+  return Int32Array.from({ length: n }, () => (s = (s * 1103515245 + 12345) >>> 0) % vocab);
+}
+
+function embeddingCase(t: number, vocab: number, dt: F, size: Size): BenchCase {
+  const h = HIDDEN;
+  return {
+    family: 'ops',
+    name: `embedding ${dt} ${t} tokens from [${vocab},${h}]`,
+    bytes: t * h * (bytesOf(dt) + 4) + 4 * t,
+    size,
+    needs: needs(dt),
+    prepare(gpu: Gpu) {
+      const table = gpu.tensor([vocab, h], dt);
+      const ids = gpu.tensor([t], 'i32', randomIds(t, vocab));
+      const y = gpu.tensor([t, h], 'f32');
+      return {
+        run: () => void embedding(gpu, ids, table, { out: y }),
+        dispose: () => disposeAll(table, ids, y),
+      };
+    },
+    torch: {
+      setup:
+        `table=torch.randn(${vocab},${h},device=dev,dtype=${torchDt(dt)}); ` +
+        `ids=torch.randint(0,${vocab},(${t},),device=dev)`,
+      run: 'F.embedding(ids,table).float()',
+    },
+  };
+}
+
+function embeddingBackwardCase(t: number, vocab: number, dt: F, size: Size): BenchCase {
+  const h = HIDDEN;
+  return {
+    family: 'ops',
+    name: `embedding backward ${dt} ${t} tokens into [${vocab},${h}] f32`,
+    // dy read, touched rows of dTable read and written.
+    bytes: t * h * (bytesOf(dt) + 8) + 4 * t,
+    size,
+    needs: needs(dt),
+    prepare(gpu: Gpu) {
+      const dy = gpu.tensor([t, h], dt);
+      const ids = gpu.tensor([t], 'i32', randomIds(t, vocab));
+      const dTable = gpu.zeros([vocab, h], 'f32');
+      return {
+        run: () => void embeddingBackward(gpu, ids, dy, vocab, { accumulate: dTable }),
+        dispose: () => disposeAll(dy, ids, dTable),
+      };
+    },
+    torch: {
+      setup:
+        `dy=torch.randn(${t},${h},device=dev,dtype=${torchDt(dt)}); ids=torch.randint(0,${vocab},(${t},),device=dev); ` +
+        `dT=torch.zeros(${vocab},${h},device=dev,dtype=torch.float32)`,
+      run: 'dT.index_add_(0,ids,dy.float())',
+    },
+  };
+}
+
+/** Benchmarks for the ops kernels: small f32 shapes for lavapipe, Qwen2.5-7B shapes in f16 for real GPUs. */
+export const opsBenches: BenchCase[] = [
+  rmsnormCase(64, 'f32', 'cpu'),
+  rmsnormBackwardCase(64, 'f32', 'cpu'),
+  ropeCase(64, 'f32', 'cpu'),
+  swigluCase(64, 'f32', 'cpu'),
+  swigluBackwardCase(64, 'f32', 'cpu'),
+  embeddingCase(64, 4096, 'f32', 'cpu'),
+  embeddingBackwardCase(64, 4096, 'f32', 'cpu'),
+  ...[512, 4096].flatMap((t) => [
+    rmsnormCase(t, 'f16', 'gpu'),
+    rmsnormBackwardCase(t, 'f16', 'gpu'),
+    ropeCase(t, 'f16', 'gpu'),
+    swigluCase(t, 'f16', 'gpu'),
+    swigluBackwardCase(t, 'f16', 'gpu'),
+    embeddingCase(t, VOCAB, 'f16', 'gpu'),
+    embeddingBackwardCase(t, VOCAB, 'f32', 'gpu'),
+  ]),
+];

@@ -1,2 +1,222 @@
-// Filled in by the embedding kernel work.
-export {};
+import type { Gpu } from '../runtime/gpu.js';
+import { Params } from '../runtime/params.js';
+import { ShapeError } from '../runtime/errors.js';
+import { Tensor } from '../runtime/tensor.js';
+import { LINEAR_WORKGROUP, enableF16, wgslType } from './wgsl.js';
+import { rowBinding, rowWindows } from './rmsnorm.js';
+
+const WG = 256;
+/** Marks "no next token" in the backward's token chains. */
+const NONE = 0xffffffff;
+
+/**
+ * Token ids: an i32 tensor already on the GPU (out-of-range ids are clamped into [0, V) in the kernel, since
+ * they cannot be checked without a readback), or host ids, which are validated and uploaded.
+ */
+export type TokenIds = Tensor | Int32Array | readonly number[];
+
+function resolveIds(gpu: Gpu, ids: TokenIds, vocab: number, op: string, shapes: string): { t: Tensor; temp: boolean } {
+  if (ids instanceof Tensor) {
+    if (ids.dtype !== 'i32') throw new ShapeError(`${op} needs i32 ids, got ${ids}`, { op, shapes });
+    return { t: ids, temp: false };
+  }
+  for (let i = 0; i < ids.length; i++) {
+    const id = ids[i];
+    if (!Number.isInteger(id) || id < 0 || id >= vocab) {
+      throw new ShapeError(`${op} id ${id} at position ${i} is outside the vocabulary [0, ${vocab})`, { op, shapes });
+    }
+  }
+  return { t: gpu.tensor([ids.length], 'i32', ids, op), temp: true };
+}
+
+const CLAMP_ID = /* wgsl */ `
+fn clamp_id(raw: i32) -> u32 { return u32(clamp(raw, 0, i32(p.v) - 1)); }
+`;
+
+/**
+ * Embedding lookup: y[..., :] = table[ids[...], :] for ids of any shape and table [V, H] (f32 or f16); y is f32
+ * [...ids.shape, H]. Tables over the binding limit (152064 × 3584 f16 is 1.09 GB) are bound window by window of
+ * rows: each pass copies the rows of the tokens whose id falls in its window.
+ */
+export function embedding(gpu: Gpu, ids: TokenIds, table: Tensor, opts: { out?: Tensor } = {}): Tensor<'f32'> {
+  const op = 'embedding';
+  const shapes = `ids=${ids instanceof Tensor ? ids : `[${ids.length}]`} table=${table}`;
+  if (table.rank !== 2 || (table.dtype !== 'f32' && table.dtype !== 'f16') || table.shape[0] < 1) {
+    throw new ShapeError(`${op} needs an f32 or f16 table [V, H] with V >= 1`, { op, shapes });
+  }
+  const [vocab, h] = table.shape;
+  const { t: tid, temp } = resolveIds(gpu, ids, vocab, op, shapes);
+  const shape = [...tid.shape, h];
+  const y = (opts.out ?? gpu.tensor(shape, 'f32', undefined, op)) as Tensor<'f32'>;
+  if (y.dtype !== 'f32' || y.size !== tid.size * h) {
+    if (temp) tid.dispose();
+    throw new ShapeError(`${op} output must be f32[${shape.join(',')}], got ${y}`, { op, shapes });
+  }
+  const n = tid.size;
+  const pipeline = gpu.pipeline(`embedding:${table.dtype}`, () => /* wgsl */ `
+${enableF16([table.dtype])}
+struct P { n: u32, h: u32, v: u32, tok0: u32, row0: u32, rows: u32, st: u32, sy: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> ids: array<i32>;
+@group(0) @binding(2) var<storage, read> table: array<${wgslType(table.dtype)}>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+${LINEAR_WORKGROUP}
+${CLAMP_ID}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+  let e = linear_wg(wid, nwg) * ${WG}u + li;
+  if (e >= p.n) { return; }
+  let id = clamp_id(ids[p.tok0 + e / p.h]);
+  if (id < p.row0 || id >= p.row0 + p.rows) { return; }
+  y[p.sy + e] = f32(table[p.st + (id - p.row0) * p.h + e % p.h]);
+}`);
+  if (n > 0 && h > 0) {
+    const tableWins = rowWindows(gpu, vocab, h * 4, op);
+    for (const tw of rowWindows(gpu, n, h * 4, op)) {
+      const by = rowBinding(y, tw.start, tw.count, h);
+      for (const vw of tableWins) {
+        const bt = rowBinding(table, vw.start, vw.count, h);
+        const count = tw.count * h;
+        gpu.dispatch({
+          op,
+          shapes,
+          pipeline,
+          params: new Params().u32(count).u32(h).u32(vocab).u32(tw.start).u32(vw.start).u32(vw.count).u32(bt.skip).u32(by.skip).bytes(),
+          bindings: [tid, bt.binding, by.binding],
+          workgroups: gpu.grid(Math.ceil(count / WG)),
+        });
+      }
+    }
+  }
+  // Queue order keeps the dispatches above ahead of any later write into the recycled buffer.
+  if (temp) tid.dispose();
+  return y;
+}
+
+export interface EmbeddingBackwardOptions {
+  /** Add the gradient into this f32 [V, H] tensor (gradient accumulation) instead of a new zeroed one. */
+  accumulate?: Tensor;
+}
+
+/**
+ * Backward of `embedding`: dTable[v, :] = Σ over tokens with id v of dy[token, :], into an f32 [V, H] tensor
+ * (zeroed first, or `accumulate`d into). Deterministic and without float atomics:
+ *  1. per token, the next token with the same id and whether it is the first of its id: O(N²) id comparisons
+ *     (16.7M for N = 4096: a few microseconds of GPU time), through workgroup tiles of the ids;
+ *  2. per (first token of an id, column): walk that id's chain in token order and add up dy: O(N·H) adds in all,
+ *     one writer per dTable element. The critical path is the largest count of one id among the tokens.
+ * dy must fit one binding (N·H·4 bytes); dTable is bound in windows of rows.
+ */
+export function embeddingBackward(gpu: Gpu, ids: TokenIds, dy: Tensor, vocab: number, opts: EmbeddingBackwardOptions = {}): Tensor<'f32'> {
+  const op = 'embeddingBackward';
+  const shapes = `ids=${ids instanceof Tensor ? ids : `[${ids.length}]`} dy=${dy} V=${vocab}`;
+  if (!Number.isInteger(vocab) || vocab < 1 || (dy.dtype !== 'f32' && dy.dtype !== 'f16') || dy.rank < 1) {
+    throw new ShapeError(`${op} needs f32 or f16 dy [..., H] and a vocabulary size >= 1`, { op, shapes });
+  }
+  const h = dy.shape[dy.rank - 1];
+  const acc = opts.accumulate;
+  if (acc && (acc.dtype !== 'f32' || acc.rank !== 2 || acc.shape[0] !== vocab || acc.shape[1] !== h)) {
+    throw new ShapeError(`${op} accumulates into f32[${vocab},${h}], got ${acc}`, { op, shapes });
+  }
+  const n = ids instanceof Tensor ? ids.size : ids.length;
+  if (dy.size !== n * h) throw new ShapeError(`${op} needs dy [N, H] for N = ${n} ids`, { op, shapes });
+  const { t: tid, temp } = resolveIds(gpu, ids, vocab, op, shapes);
+  const dTable = (acc ?? gpu.zeros([vocab, h], 'f32', op)) as Tensor<'f32'>;
+  if (n === 0 || h === 0) {
+    if (temp) tid.dispose();
+    return dTable;
+  }
+
+  const link = gpu.tensor([2 * n], 'u32', undefined, op);
+  const linkPipeline = gpu.pipeline('embedding_bwd_link', () => /* wgsl */ `
+struct P { n: u32, v: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> ids: array<i32>;
+// [0, n): next token with the same id, or NONE; [n, 2n): 1 where the token is the first of its id.
+@group(0) @binding(2) var<storage, read_write> link: array<u32>;
+var<workgroup> tile: array<u32, ${WG}>;
+${LINEAR_WORKGROUP}
+${CLAMP_ID}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+  let k = linear_wg(wid, nwg) * ${WG}u + li;
+  // Past-the-end threads still help load tiles; their own id matches nothing (ids are < 2^31).
+  var me = 0xfffffffeu;
+  if (k < p.n) { me = clamp_id(ids[k]); }
+  var next = ${NONE}u;
+  var first = 1u;
+  for (var base = 0u; base < p.n; base += ${WG}u) {
+    var v = ${NONE}u;
+    if (base + li < p.n) { v = clamp_id(ids[base + li]); }
+    tile[li] = v;
+    workgroupBarrier();
+    for (var j = 0u; j < ${WG}u; j++) {
+      let m = base + j;
+      if (tile[j] == me) {
+        if (m < k) { first = 0u; }
+        if (m > k && next == ${NONE}u) { next = m; }
+      }
+    }
+    workgroupBarrier();
+  }
+  if (k < p.n) {
+    link[k] = next;
+    link[p.n + k] = first;
+  }
+}`);
+  gpu.dispatch({
+    op: `${op}.link`,
+    shapes,
+    pipeline: linkPipeline,
+    params: new Params().u32(n).u32(vocab).bytes(),
+    bindings: [tid, link],
+    workgroups: gpu.grid(Math.ceil(n / WG)),
+  });
+
+  const sumPipeline = gpu.pipeline(`embedding_bwd_sum:${dy.dtype}`, () => /* wgsl */ `
+${enableF16([dy.dtype])}
+struct P { n: u32, h: u32, v: u32, row0: u32, rows: u32, sd: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> ids: array<i32>;
+@group(0) @binding(2) var<storage, read> link: array<u32>;
+@group(0) @binding(3) var<storage, read> dy: array<${wgslType(dy.dtype)}>;
+@group(0) @binding(4) var<storage, read_write> dt: array<f32>;
+${LINEAR_WORKGROUP}
+${CLAMP_ID}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+  let e = linear_wg(wid, nwg) * ${WG}u + li;
+  if (e >= p.n * p.h) { return; }
+  let k = e / p.h;
+  let j = e % p.h;
+  if (link[p.n + k] == 0u) { return; }
+  let id = clamp_id(ids[k]);
+  if (id < p.row0 || id >= p.row0 + p.rows) { return; }
+  var s = 0.0;
+  var m = k;
+  loop {
+    s += f32(dy[m * p.h + j]);
+    m = link[m];
+    if (m == ${NONE}u) { break; }
+  }
+  let o = p.sd + (id - p.row0) * p.h + j;
+  dt[o] = dt[o] + s;
+}`);
+  for (const vw of rowWindows(gpu, vocab, h * 4, op)) {
+    const bt = rowBinding(dTable, vw.start, vw.count, h);
+    gpu.dispatch({
+      op,
+      shapes,
+      pipeline: sumPipeline,
+      params: new Params().u32(n).u32(h).u32(vocab).u32(vw.start).u32(vw.count).u32(bt.skip).bytes(),
+      bindings: [tid, link, dy, bt.binding],
+      workgroups: gpu.grid(Math.ceil((n * h) / WG)),
+    });
+  }
+  link.dispose();
+  if (temp) tid.dispose();
+  return dTable;
+}

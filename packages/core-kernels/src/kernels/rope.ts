@@ -1,2 +1,163 @@
-// Filled in by the rope kernel work.
-export {};
+import type { Gpu } from '../runtime/gpu.js';
+import { Params } from '../runtime/params.js';
+import { ShapeError } from '../runtime/errors.js';
+import type { Tensor } from '../runtime/tensor.js';
+import { LINEAR_WORKGROUP, enableF16, wgslType } from './wgsl.js';
+import { rowBinding, rowWindows } from './rmsnorm.js';
+
+const WG = 256;
+/** Positions are split as p = hi·ROPE_SPLIT + lo, each part looked up in a table. */
+const ROPE_SPLIT = 1024;
+/** Positions are clamped into [0, ROPE_MAX_POSITION]. */
+export const ROPE_MAX_POSITION = ROPE_SPLIT * ROPE_SPLIT - 1;
+
+export interface RopeOptions {
+  /** Base of the inverse frequencies, inv_freq[i] = theta^(-2i/D): rope_theta from the config (1e6 for Qwen2.5). */
+  theta: number;
+  /**
+   * i32 positions: [B, T] per token (padded batches), or [B] per sequence, where token t of sequence b sits at
+   * positions[b] + t (decode with a KV cache). Without it, token t sits at t. Read on the GPU, so not validated:
+   * positions are clamped into [0, ROPE_MAX_POSITION].
+   */
+  positions?: Tensor;
+  /** Added to every position (e.g. the decode step). Default 0. */
+  offset?: number;
+  /** Output, same shape and dtype as x. May be x itself: the rotation is then done in place. */
+  out?: Tensor;
+}
+
+/**
+ * Rotary position embedding as in HF's apply_rotary_pos_emb (Qwen2/Qwen3): x·cos + rotate_half(x)·sin, where
+ * rotate_half([x1, x2]) = [−x2, x1] over the two halves of the head dim, and angle = position·inv_freq[i] for
+ * both index i and i + D/2. x is [B, T, H, D] (or [T, H, D]), f32 or f16; arithmetic in f32.
+ *
+ * Angles: cos and sin are not computed from an f32 angle, whose rounding alone is |angle|·2⁻²⁴ (2e-3 rad at
+ * position 32768 with inv_freq 1). Instead the position is split p = 1024·hi + lo and cos/sin of hi·1024·f and
+ * lo·f come from a table computed on the host in float64, combined by the angle-sum identity: an error of a few
+ * f32 ulps (~3e-7) at any position below 2^20. The table is 2048·D/2 (cos, sin) pairs per (theta, D), made once.
+ * HF rounds inv_freq and the angle to f32, so at long context its cos/sin differ from these exact ones by up to
+ * |angle|·2⁻²³ (a few 1e-3 at 32k positions).
+ */
+export function rope(gpu: Gpu, x: Tensor, opts: RopeOptions): Tensor {
+  return rotate(gpu, x, opts, false, 'rope');
+}
+
+/** Backward of `rope`: the rotation is orthogonal, so dx is dy rotated by −angle. Same options as the forward. */
+export function ropeBackward(gpu: Gpu, dy: Tensor, opts: RopeOptions): Tensor {
+  return rotate(gpu, dy, opts, true, 'ropeBackward');
+}
+
+function rotate(gpu: Gpu, x: Tensor, opts: RopeOptions, inverse: boolean, op: string): Tensor {
+  const { positions, theta } = opts;
+  const offset = opts.offset ?? 0;
+  const shapes = `x=${x}${positions ? ` positions=${positions}` : ''} offset=${offset}`;
+  if (x.dtype !== 'f32' && x.dtype !== 'f16') throw new ShapeError(`${op} needs f32 or f16 x`, { op, shapes });
+  if (x.rank !== 3 && x.rank !== 4) throw new ShapeError(`${op} needs x [B, T, H, D] or [T, H, D]`, { op, shapes });
+  const [b, t, h, d] = x.rank === 4 ? x.shape : [1, ...x.shape];
+  if (d % 2 !== 0) throw new ShapeError(`${op} needs an even head dim, got ${d}`, { op, shapes });
+  if (!(theta > 1)) throw new ShapeError(`${op} needs theta > 1, got ${theta}`, { op, shapes });
+  if (!Number.isInteger(offset) || offset < 0 || offset > ROPE_MAX_POSITION) {
+    throw new ShapeError(`${op} offset must be an integer in [0, ${ROPE_MAX_POSITION}]`, { op, shapes });
+  }
+  let mode: 'none' | 'token' | 'seq' = 'none';
+  if (positions) {
+    if (positions.dtype !== 'i32') throw new ShapeError(`${op} positions must be i32`, { op, shapes });
+    const s = positions.shape.join(',');
+    if (s === `${b},${t}` || (x.rank === 3 && s === `${t}`)) mode = 'token';
+    else if (s === `${b}`) mode = 'seq';
+    else throw new ShapeError(`${op} positions must be [B, T] or [B] for x [B, T, H, D]`, { op, shapes });
+  }
+  const y = opts.out ?? gpu.tensor(x.shape, x.dtype, undefined, op);
+  const inPlace = y.buffer === x.buffer;
+  if (y.size !== x.size || y.dtype !== x.dtype || (inPlace && y.byteOffset !== x.byteOffset)) {
+    throw new ShapeError(`${op} output must match x (or be x, in place), got ${y}`, { op, shapes });
+  }
+  const tokens = b * t;
+  const half = d / 2;
+  if (tokens * h === 0 || half === 0) return y;
+
+  const table = ropeTable(gpu, theta, d);
+  const ty = wgslType(x.dtype);
+  const dst = inPlace ? 'x' : 'y';
+  const posBinding = mode === 'none' ? '' : `@group(0) @binding(2) var<storage, read> pos: array<i32>;`;
+  const nb = mode === 'none' ? 2 : 3;
+  const position = {
+    none: 'p.offset + i32(tt)',
+    token: 'p.offset + pos[tok]',
+    seq: 'p.offset + pos[tok / p.t] + i32(tt)',
+  }[mode];
+  const pipeline = gpu.pipeline(`${op}:${x.dtype}:${mode}:${inPlace}`, () => /* wgsl */ `
+${enableF16([x.dtype])}
+struct P { n: u32, t: u32, heads: u32, half: u32, tok0: u32, offset: i32, sx: u32, sy: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> cs: array<vec2<f32>>;
+${posBinding}
+@group(0) @binding(${nb}) var<storage, ${inPlace ? 'read_write' : 'read'}> x: array<${ty}>;
+${inPlace ? '' : `@group(0) @binding(${nb + 1}) var<storage, read_write> y: array<${ty}>;`}
+${LINEAR_WORKGROUP}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+  let g = linear_wg(wid, nwg) * ${WG}u + li;
+  if (g >= p.n) { return; }
+  let i = g % p.half;
+  let hr = g / p.half;
+  let tok = p.tok0 + hr / p.heads;
+  let tt = tok % p.t;
+  let q = u32(clamp(${position}, 0, ${ROPE_MAX_POSITION}));
+  // cos/sin of (lo + 1024 hi)·f from the float64 tables of lo·f and 1024·hi·f.
+  let a = cs[(q % ${ROPE_SPLIT}u) * p.half + i];
+  let b = cs[(${ROPE_SPLIT}u + q / ${ROPE_SPLIT}u) * p.half + i];
+  let c = a.x * b.x - a.y * b.y;
+  let s = ${inverse ? '-' : ''}(a.y * b.x + a.x * b.y);
+  let o = hr * 2u * p.half + i;
+  let x1 = f32(x[p.sx + o]);
+  let x2 = f32(x[p.sx + o + p.half]);
+  ${dst}[p.sy + o] = ${ty}(x1 * c - x2 * s);
+  ${dst}[p.sy + o + p.half] = ${ty}(x2 * c + x1 * s);
+}`);
+  for (const win of rowWindows(gpu, tokens, h * d * 4, op)) {
+    const bx = rowBinding(x, win.start, win.count, h * d);
+    const by = inPlace ? bx : rowBinding(y, win.start, win.count, h * d);
+    const n = win.count * h * half;
+    const bindings = [table, ...(positions && mode !== 'none' ? [positions] : []), bx.binding, ...(inPlace ? [] : [by.binding])];
+    gpu.dispatch({
+      op,
+      shapes,
+      pipeline,
+      params: new Params().u32(n).u32(t).u32(h).u32(half).u32(win.start).i32(offset).u32(bx.skip).u32(by.skip).bytes(),
+      bindings,
+      workgroups: gpu.grid(Math.ceil(n / WG)),
+    });
+  }
+  return y;
+}
+
+const tables = new WeakMap<Gpu, Map<string, Tensor<'f32'>>>();
+
+/**
+ * (cos, sin) pairs in float64, rounded once to f32: rows 0..1023 hold angle lo·f[i], rows 1024..2047 hold
+ * hi·1024·f[i], each row D/2 pairs. Cached for the life of the device.
+ */
+function ropeTable(gpu: Gpu, theta: number, d: number): Tensor<'f32'> {
+  let cache = tables.get(gpu);
+  if (!cache) tables.set(gpu, (cache = new Map()));
+  const key = `${theta}:${d}`;
+  const hit = cache.get(key);
+  if (hit) return hit;
+  const half = d / 2;
+  const data = new Float32Array(2 * ROPE_SPLIT * half * 2);
+  for (let r = 0; r < 2 * ROPE_SPLIT; r++) {
+    const step = r < ROPE_SPLIT ? r : (r - ROPE_SPLIT) * ROPE_SPLIT;
+    for (let i = 0; i < half; i++) {
+      const angle = step * theta ** ((-2 * i) / d);
+      data[2 * (r * half + i)] = Math.cos(angle);
+      data[2 * (r * half + i) + 1] = Math.sin(angle);
+    }
+  }
+  const table = gpu.tensor([2 * ROPE_SPLIT, half, 2], 'f32', data, 'ropeTable');
+  // Cached beyond any gpu.scope() it happens to be created in.
+  gpu.forget(table);
+  cache.set(key, table);
+  return table;
+}
