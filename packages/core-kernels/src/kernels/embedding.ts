@@ -3,7 +3,7 @@ import { Params } from '../runtime/params.js';
 import { ShapeError } from '../runtime/errors.js';
 import { Tensor } from '../runtime/tensor.js';
 import { LINEAR_WORKGROUP, enableF16, wgslType } from './wgsl.js';
-import { rowBinding, rowWindows } from './rmsnorm.js';
+import { rowBinding, rowWindows } from '../runtime/windows.js';
 
 const WG = 256;
 /** Marks "no next token" in the backward's token chains. */

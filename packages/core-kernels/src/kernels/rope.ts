@@ -3,7 +3,7 @@ import { Params } from '../runtime/params.js';
 import { ShapeError } from '../runtime/errors.js';
 import type { Tensor } from '../runtime/tensor.js';
 import { LINEAR_WORKGROUP, enableF16, wgslType } from './wgsl.js';
-import { rowBinding, rowWindows } from './rmsnorm.js';
+import { rowBinding, rowWindows } from '../runtime/windows.js';
 
 const WG = 256;
 /** Positions are split as p = hi·ROPE_SPLIT + lo, each part looked up in a table. */
@@ -157,7 +157,7 @@ function ropeTable(gpu: Gpu, theta: number, d: number): Tensor<'f32'> {
   }
   const table = gpu.tensor([2 * ROPE_SPLIT, half, 2], 'f32', data, 'ropeTable');
   // Cached beyond any gpu.scope() it happens to be created in.
-  gpu.forget(table);
+  gpu.keep(table);
   cache.set(key, table);
   return table;
 }

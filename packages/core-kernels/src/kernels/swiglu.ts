@@ -4,7 +4,7 @@ import { ShapeError } from '../runtime/errors.js';
 import type { Tensor } from '../runtime/tensor.js';
 import { shapeSize } from '../runtime/dtype.js';
 import { LINEAR_WORKGROUP, enableF16, wgslType } from './wgsl.js';
-import { rowBinding, rowWindows } from './rmsnorm.js';
+import { rowBinding, rowWindows } from '../runtime/windows.js';
 
 const WG = 256;
 

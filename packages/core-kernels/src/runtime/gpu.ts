@@ -251,9 +251,15 @@ export class Gpu {
     return result;
   }
 
+  /** Takes a tensor out of every open `scope()`, so it outlives them (caches, tables built on first use). */
+  keep<T extends Tensor>(t: T): T {
+    for (const s of this.scopes) s.delete(t);
+    return t;
+  }
+
   /** Called by Tensor.dispose. */
   forget(t: Tensor): void {
-    for (const s of this.scopes) s.delete(t);
+    this.keep(t);
   }
 
   memory(): MemoryStats {
