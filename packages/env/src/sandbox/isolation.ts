@@ -1,0 +1,97 @@
+import { execFile } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import path from 'node:path';
+import type { IsolationLevel } from './types.js';
+
+const BIN_DIRS = ['/usr/bin', '/bin', '/usr/sbin', '/sbin', '/usr/local/bin'];
+
+/** Absolute path of a system tool, looked up in fixed directories (never the caller's PATH). */
+export function findTool(name: string): string | null {
+  for (const dir of BIN_DIRS) {
+    const p = path.join(dir, name);
+    if (existsSync(p)) return p;
+  }
+  return null;
+}
+
+function works(argv: string[]): Promise<boolean> {
+  return new Promise((resolve) => {
+    execFile(argv[0], argv.slice(1), { timeout: 10_000 }, (err) => resolve(!err));
+  });
+}
+
+let available: Promise<IsolationLevel[]> | undefined;
+
+/**
+ * The isolation levels this host supports, strongest first, probed once per process by running `true`
+ * under each (namespaces can be missing or forbidden, e.g. in unprivileged containers).
+ */
+export function availableIsolation(): Promise<IsolationLevel[]> {
+  available ??= (async () => {
+    const levels: IsolationLevel[] = [];
+    const t = findTool('true') ?? '/bin/true';
+    const bwrap = findTool('bwrap');
+    const bwrapProbe = ['--ro-bind', '/', '/', '--dev', '/dev', '--proc', '/proc', '--unshare-pid', '--unshare-net'];
+    if (bwrap && (await works([bwrap, ...bwrapProbe, '--die-with-parent', '--cap-drop', 'ALL', t]))) {
+      levels.push('bwrap');
+    }
+    const unshare = findTool('unshare');
+    if (unshare && (await works([unshare, '--pid', '--fork', '--kill-child', '--mount-proc', '--net', t]))) {
+      levels.push('unshare');
+    }
+    levels.push('none');
+    return levels;
+  })();
+  return available;
+}
+
+export interface WrapPlan {
+  level: IsolationLevel;
+  workspace: string;
+  readOnlyPaths: string[];
+  hiddenPaths: string[];
+  /** Size of the private /tmp (bwrap only). */
+  tmpBytes: number;
+  /** Unprivileged uid to run as (when a cgroup cannot limit processes), or null. */
+  uid: number | null;
+  command: string[];
+}
+
+/** argv that runs `command` under the chosen isolation; rlimits and cgroup joining wrap it later. */
+export function wrapCommand(p: WrapPlan): string[] {
+  const root = process.getuid?.() === 0;
+  const setpriv = findTool('setpriv');
+  // Privilege drop inside the namespaces: no capabilities, no setuid gains, optionally another uid.
+  const drop: string[] = [];
+  if (setpriv && (root || p.uid !== null)) {
+    drop.push(setpriv, '--no-new-privs');
+    if (p.uid !== null) drop.push(`--reuid=${p.uid}`, `--regid=${p.uid}`, '--clear-groups');
+    if (p.level !== 'bwrap') drop.push('--bounding-set=-all', '--inh-caps=-all');
+    drop.push('--');
+  }
+  const inner = [...drop, ...p.command];
+  if (p.level === 'none') return inner;
+  if (p.level === 'unshare') {
+    // A shell is pid 1 of the new PID namespace (pid 1 ignores signals such as SIGXCPU, so the command must
+    // not be it); when the command exits, the shell exits and the kernel kills every descendant.
+    const init = ['/bin/sh', '-c', '"$@"; exit $?', 'sandbox-init'];
+    return [findTool('unshare')!, '--pid', '--fork', '--kill-child', '--mount-proc', '--net', '--ipc', '--uts', '--', ...init, ...inner];
+  }
+  const a = [findTool('bwrap')!, '--ro-bind', '/', '/', '--dev', '/dev', '--proc', '/proc'];
+  a.push('--perms', '1777', '--size', String(p.tmpBytes), '--tmpfs', '/tmp');
+  // Unix sockets of host daemons live in /run; connect() works even on a read-only mount.
+  if (existsSync('/run')) a.push('--tmpfs', '/run');
+  a.push('--unshare-pid', '--unshare-net', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try');
+  a.push('--die-with-parent', '--new-session', '--cap-drop', 'ALL');
+  if (p.uid !== null) a.push('--cap-add', 'CAP_SETUID', '--cap-add', 'CAP_SETGID');
+  for (const ro of p.readOnlyPaths) a.push('--ro-bind', ro, ro);
+  a.push('--bind', p.workspace, p.workspace);
+  // Hidden paths last, so they win over the workspace and data binds. A mode-000 tmpfs denies even uid 0,
+  // which has no CAP_DAC_OVERRIDE in here; /dev/null bound without device access makes open() fail (EACCES).
+  for (const h of p.hiddenPaths) {
+    if (statSync(h).isDirectory()) a.push('--perms', '000', '--tmpfs', h, '--remount-ro', h);
+    else a.push('--ro-bind', '/dev/null', h);
+  }
+  a.push('--chdir', p.workspace, '--', ...inner);
+  return a;
+}

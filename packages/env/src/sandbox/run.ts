@@ -1,0 +1,256 @@
+import { execFile, spawn } from 'node:child_process';
+import { promises as fs, statSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import path from 'node:path';
+import { createRunCgroup, type RunCgroup } from './cgroup.js';
+import { classify } from './classify.js';
+import { availableIsolation, findTool, wrapCommand } from './isolation.js';
+import { HeadTailBuffer } from './output.js';
+import type { IsolationLevel, LimitMechanisms, SandboxOptions, SandboxResult } from './types.js';
+
+const GiB = 2 ** 30;
+const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+/** Uids handed to runs that must drop root (no cgroup for pids); one per concurrent run in this process. */
+const UID_BASE = 61000;
+const usedUids = new Set<number>();
+
+interface Resolved {
+  command: string[];
+  workspace: string;
+  timeoutMs: number;
+  memoryBytes: number;
+  cpuSeconds: number;
+  maxProcesses: number;
+  maxFileBytes: number;
+  outputBytes: number;
+  readOnlyPaths: string[];
+  hiddenPaths: string[];
+  env: Record<string, string>;
+  isolation: 'auto' | IsolationLevel;
+  useCgroup: boolean;
+}
+
+function bad(option: string, why: string): never {
+  throw new TypeError(`runSandboxed: option '${option}' ${why}`);
+}
+
+function positiveInt(name: string, v: unknown, def: number, min = 1): number {
+  if (v === undefined) return def;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) bad(name, `must be an integer >= ${min}, got ${String(v)}`);
+  return v;
+}
+
+async function realPaths(name: string, v: unknown, mustExist: boolean): Promise<string[]> {
+  if (v === undefined) return [];
+  if (!Array.isArray(v)) bad(name, 'must be an array of absolute paths');
+  const out: string[] = [];
+  for (const p of v) {
+    if (typeof p !== 'string' || !path.isAbsolute(p)) bad(name, `must hold absolute paths, got ${JSON.stringify(p)}`);
+    // Resolve symlinks so a bind or mask lands on the real file, not on a link the command could retarget.
+    const real = await fs.realpath(p).catch(() => null);
+    if (real === null) {
+      if (mustExist) bad(name, `names a path that does not exist: ${p}`);
+      continue;
+    }
+    out.push(real);
+  }
+  return out;
+}
+
+/** Checks every option and fills in defaults; throws a TypeError naming the bad option. */
+async function resolveOptions(o: SandboxOptions): Promise<Resolved> {
+  if (typeof o !== 'object' || o === null) bad('opts', 'must be an object');
+  if (!Array.isArray(o.command) || o.command.length === 0 || o.command.some((a) => typeof a !== 'string' || a.includes('\0'))) {
+    bad('command', 'must be a non-empty array of strings without NUL bytes');
+  }
+  if (typeof o.workspace !== 'string' || !path.isAbsolute(o.workspace)) bad('workspace', 'must be an absolute path');
+  const workspace = await fs.realpath(o.workspace).catch(() => null);
+  if (workspace === null || !statSync(workspace).isDirectory()) bad('workspace', `is not an existing directory: ${o.workspace}`);
+  if (workspace === '/') bad('workspace', 'must not be /');
+  if (typeof o.timeoutMs !== 'number' || !Number.isFinite(o.timeoutMs) || o.timeoutMs <= 0) {
+    bad('timeoutMs', `must be a positive number of milliseconds, got ${String(o.timeoutMs)}`);
+  }
+  const env = o.env ?? {};
+  if (typeof env !== 'object' || Object.values(env).some((v) => typeof v !== 'string')) bad('env', 'must map names to strings');
+  const isolation = o.isolation ?? 'auto';
+  if (!['auto', 'bwrap', 'unshare', 'none'].includes(isolation)) bad('isolation', `must be auto|bwrap|unshare|none, got ${String(isolation)}`);
+  if (o.useCgroup !== undefined && typeof o.useCgroup !== 'boolean') bad('useCgroup', 'must be a boolean');
+  return {
+    command: o.command,
+    workspace,
+    timeoutMs: o.timeoutMs,
+    memoryBytes: positiveInt('memoryBytes', o.memoryBytes, 2 * GiB, 16 * 2 ** 20),
+    cpuSeconds: positiveInt('cpuSeconds', o.cpuSeconds, Math.max(1, Math.ceil((2 * o.timeoutMs) / 1000))),
+    maxProcesses: positiveInt('maxProcesses', o.maxProcesses, 256),
+    maxFileBytes: positiveInt('maxFileBytes', o.maxFileBytes, GiB),
+    outputBytes: positiveInt('outputBytes', o.outputBytes, 10_000, 2),
+    readOnlyPaths: await realPaths('readOnlyPaths', o.readOnlyPaths, true),
+    hiddenPaths: await realPaths('hiddenPaths', o.hiddenPaths, false),
+    env,
+    isolation,
+    useCgroup: o.useCgroup ?? true,
+  };
+}
+
+function run(file: string, args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => execFile(file, args, (err) => (err ? reject(err) : resolve())));
+}
+
+function signalName(n: number): string | null {
+  for (const [name, num] of Object.entries(osConstants.signals)) if (num === n) return name;
+  return null;
+}
+
+/**
+ * Runs a command in the sandbox and reports what happened. Throws only for invalid options or a host
+ * that lacks what was explicitly required; anything the command does ends up in the result.
+ */
+export async function runSandboxed(opts: SandboxOptions): Promise<SandboxResult> {
+  const o = await resolveOptions(opts);
+  const levels = await availableIsolation();
+  if (o.isolation !== 'auto' && !levels.includes(o.isolation)) {
+    throw new Error(`runSandboxed: option 'isolation' is '${o.isolation}', which this host does not support (available: ${levels.join(', ')})`);
+  }
+  const level: IsolationLevel = o.isolation === 'auto' ? levels[0] : o.isolation;
+  const prlimit = findTool('prlimit');
+  if (!prlimit) throw new Error('runSandboxed: prlimit (util-linux) is required but was not found');
+
+  const warnings: string[] = [];
+  const cg: RunCgroup | null = o.useCgroup ? await createRunCgroup(o.memoryBytes, o.maxProcesses) : null;
+  const cgName = cg ? (`cgroup-v${cg.version}` as const) : null;
+  const root = process.getuid?.() === 0;
+  // Without a pids cgroup, RLIMIT_NPROC is the only process limit, and the kernel ignores it for root.
+  let uid: number | null = null;
+  if (!cg && root && findTool('setpriv')) {
+    for (uid = UID_BASE; usedUids.has(uid); uid++);
+    usedUids.add(uid);
+  }
+  const limits: LimitMechanisms = {
+    memory: cgName ?? 'rlimit-as',
+    processes: cgName ?? (root && uid === null ? 'none' : 'rlimit-nproc'),
+  };
+  if (level !== 'bwrap') warnings.push('no filesystem isolation: readOnlyPaths and hiddenPaths are not enforced');
+  if (level === 'none') warnings.push('no network isolation and no PID namespace');
+  if (level === 'none' && !cg) warnings.push('daemonized descendants may survive the run');
+  if (limits.processes === 'none') warnings.push('no process-count limit');
+
+  try {
+    if (uid !== null) {
+      // The unprivileged uid must be able to write its workspace; the (root) trainer can still use it.
+      await run(findTool('chown') ?? '/bin/chown', ['-R', `${uid}:${uid}`, o.workspace]);
+    }
+    const inner = wrapCommand({
+      level,
+      workspace: o.workspace,
+      readOnlyPaths: o.readOnlyPaths,
+      hiddenPaths: o.hiddenPaths,
+      tmpBytes: o.memoryBytes,
+      uid,
+      command: o.command,
+    });
+    const rl = [`--cpu=${o.cpuSeconds}:${o.cpuSeconds + 1}`, `--fsize=${o.maxFileBytes}`, '--core=0'];
+    if (!cg) rl.push(`--as=${o.memoryBytes}`);
+    if (!cg && limits.processes === 'rlimit-nproc') rl.push(`--nproc=${o.maxProcesses}`);
+    let argv = [prlimit, ...rl, '--', ...inner];
+    if (cg) {
+      // Join the cgroup(s) before exec, so nothing the command runs is ever outside the limits.
+      const join = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"';
+      argv = ['/bin/sh', '-c', join, 'sandbox', String(cg.procsFiles.length), ...cg.procsFiles, ...argv];
+    }
+    return await execute(o, argv, level, limits, warnings, cg);
+  } finally {
+    await cg?.destroy();
+    if (uid !== null) usedUids.delete(uid);
+  }
+}
+
+async function execute(
+  o: Resolved,
+  argv: string[],
+  level: IsolationLevel,
+  limits: LimitMechanisms,
+  warnings: string[],
+  cg: RunCgroup | null,
+): Promise<SandboxResult> {
+  const env = {
+    PATH: DEFAULT_PATH,
+    HOME: '/tmp',
+    TMPDIR: '/tmp',
+    LANG: 'C.UTF-8',
+    PYTHONUNBUFFERED: '1',
+    PYTHONDONTWRITEBYTECODE: '1',
+    MPLBACKEND: 'Agg',
+    ...o.env,
+  };
+  const out = new HeadTailBuffer(o.outputBytes);
+  const err = new HeadTailBuffer(o.outputBytes);
+  const started = performance.now();
+  // detached: the child leads a new process group (and session), so the group can be killed as one.
+  const child = spawn(argv[0], argv.slice(1), { cwd: o.workspace, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout.on('data', (c: Buffer) => out.push(c));
+  child.stderr.on('data', (c: Buffer) => err.push(c));
+  const streamsDone = Promise.all([child.stdout, child.stderr].map((s) => new Promise((r) => s.once('close', r))));
+
+  const killTree = async () => {
+    try {
+      if (child.pid) process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      /* group already gone */
+    }
+    await cg?.kill();
+  };
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    void killTree();
+  }, o.timeoutMs);
+
+  const exit = await new Promise<{ code: number | null; signal: string | null; spawnError?: string }>((resolve) => {
+    child.once('error', (e) => resolve({ code: null, signal: null, spawnError: e.message }));
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+  const wallSeconds = (performance.now() - started) / 1000;
+  clearTimeout(timer);
+  await killTree(); // leftovers, e.g. daemons when there is no PID namespace
+  // Descendants that escaped (level 'none', no cgroup) may hold the pipes open: stop waiting after a while.
+  const grace = new Promise((r) => setTimeout(r, 2000).unref());
+  await Promise.race([streamsDone, grace]);
+  child.stdout.destroy();
+  child.stderr.destroy();
+  const stats = (await cg?.stats()) ?? { oomKills: 0, pidsMaxHits: 0 };
+
+  let { code: exitCode, signal } = exit;
+  // bwrap's and unshare's init report the command's death by signal N as exit code 128+N.
+  if (level !== 'none' && exitCode !== null && exitCode > 128 && exitCode < 128 + 65) {
+    signal = signalName(exitCode - 128);
+    if (signal) exitCode = null;
+  }
+  const stderr = err.toString();
+  const verdict = exit.spawnError
+    ? { outcome: 'error' as const, errorSummary: `Could not start the sandbox: ${exit.spawnError}` }
+    : classify({
+        exitCode,
+        signal,
+        timedOut,
+        timeoutSeconds: o.timeoutMs / 1000,
+        oomKills: stats.oomKills,
+        pidsMaxHits: stats.pidsMaxHits,
+        memoryBytes: o.memoryBytes,
+        cpuSeconds: o.cpuSeconds,
+        maxProcesses: o.maxProcesses,
+        stderr,
+      });
+  return {
+    ...verdict,
+    exitCode,
+    signal,
+    wallSeconds,
+    stdout: out.toString(),
+    stderr,
+    stdoutBytes: out.total,
+    stderrBytes: err.total,
+    isolation: level,
+    limits,
+    warnings,
+  };
+}

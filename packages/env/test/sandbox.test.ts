@@ -1,0 +1,357 @@
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { availableIsolation, runSandboxed, SandboxPool, summarizeError, type SandboxOptions } from '../src/index.js';
+
+// Debian's Python: the first python3 on PATH may be another one.
+const PY = '/usr/bin/python3';
+const MiB = 2 ** 20;
+let root: string;
+let ws: string;
+let data: string;
+let secret: string;
+let hostTmp: string;
+
+beforeAll(() => {
+  // Outside /tmp: the sandbox gets a private /tmp, which would hide these paths anyway and prove nothing.
+  root = mkdtempSync(path.join(existsSync('/var/tmp') ? '/var/tmp' : tmpdir(), 'mlagent-sbx-test-'));
+  hostTmp = mkdtempSync(path.join(tmpdir(), 'mlagent-sbx-host-'));
+  writeFileSync(path.join(hostTmp, 'host.txt'), 'host\n');
+  ws = path.join(root, 'workspace');
+  data = path.join(root, 'data');
+  secret = path.join(root, 'private');
+  for (const d of [ws, data, secret]) mkdirSync(d);
+  writeFileSync(path.join(data, 'train.csv'), 'x,y\n1,2\n');
+  writeFileSync(path.join(secret, 'answers.csv'), 'id,label\n1,SECRET\n');
+  writeFileSync(path.join(root, 'grader.py'), 'SECRET = 1\n');
+  writeFileSync(path.join(root, 'outside.txt'), 'original\n');
+});
+
+afterAll(() => {
+  rmSync(root, { recursive: true, force: true });
+  rmSync(hostTmp, { recursive: true, force: true });
+});
+
+function py(code: string, extra: Partial<SandboxOptions> = {}) {
+  return runSandboxed({
+    command: [PY, '-u', '-c', code],
+    workspace: ws,
+    timeoutMs: 5000,
+    memoryBytes: 512 * MiB,
+    maxProcesses: 64,
+    readOnlyPaths: [data],
+    hiddenPaths: [secret, path.join(root, 'grader.py')],
+    ...extra,
+  });
+}
+
+/** Host pids whose command line contains `marker` (our sandboxed processes tag themselves with one). */
+function pidsWith(marker: string): number[] {
+  const found: number[] = [];
+  for (const p of readdirSync('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    try {
+      if (readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(marker)) found.push(Number(p));
+    } catch {
+      /* exited meanwhile */
+    }
+  }
+  return found;
+}
+
+async function countWith(marker: string): Promise<number> {
+  const pids = (await readdir('/proc')).filter((p) => /^\d+$/.test(p));
+  const lines = await Promise.all(pids.map((p) => readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '')));
+  return lines.filter((l) => l.includes(marker)).length;
+}
+
+/** Python that leaves a daemon (double fork + setsid) sleeping with `marker` in its argv, then spins. */
+function daemonThenSpin(marker: string): string {
+  return `
+import os, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execv('${PY}', ['${PY}', '-c', 'import time; time.sleep(1000)', '${marker}'])
+    os._exit(0)
+print('daemon started', flush=True)
+while True:
+    pass
+`;
+}
+
+describe('runSandboxed', () => {
+  it('reports the isolation it used (bubblewrap is installed by scripts/setup.sh)', async () => {
+    expect(await availableIsolation()).toContain('bwrap');
+    const r = await py('print("hello"); import sys; print("err", file=sys.stderr)');
+    expect(r.outcome).toBe('ok');
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toBe('hello\n');
+    expect(r.stderr).toBe('err\n');
+    expect(r.isolation).toBe('bwrap');
+    expect(r.warnings).toEqual([]);
+    expect(r.wallSeconds).toBeGreaterThan(0);
+  });
+
+  it('runs a script file in the workspace, which it may write', async () => {
+    writeFileSync(path.join(ws, 'train.py'), 'open("submission.csv", "w").write("id,y\\n1,3\\n")\nprint(open("' + data + '/train.csv").read())\n');
+    const r = await runSandboxed({ command: [PY, '-u', 'train.py'], workspace: ws, timeoutMs: 5000, readOnlyPaths: [data] });
+    expect(r.outcome).toBe('ok');
+    expect(r.stdout).toContain('x,y');
+    expect(readFileSync(path.join(ws, 'submission.csv'), 'utf8')).toBe('id,y\n1,3\n');
+  });
+
+  it('classifies an exception as error with the traceback summary', async () => {
+    const code = 'def a(): b()\ndef b(): c()\ndef c(): d()\ndef d(): raise ValueError("bad column")\nprint("before")\na()';
+    const r = await py(code);
+    expect(r.outcome).toBe('error');
+    expect(r.exitCode).toBe(1);
+    expect(r.stdout).toBe('before\n');
+    expect(r.errorSummary).toMatch(/^Traceback \(last 3 of 5 frames\):/);
+    expect(r.errorSummary).toContain('in d');
+    expect(r.errorSummary).not.toContain('in <module>');
+    expect(r.errorSummary!.split('\n').at(-1)).toBe('ValueError: bad column');
+  });
+
+  it('kills an infinite loop and every descendant, daemons included, at the timeout', async () => {
+    const marker = `mlagent-daemon-${process.pid}-${Date.now()}`;
+    let sawDaemon = false;
+    const poll = setInterval(() => (sawDaemon ||= pidsWith(marker).length > 0), 100);
+    const r = await py(daemonThenSpin(marker), { timeoutMs: 2000 });
+    clearInterval(poll);
+    expect(r.outcome).toBe('timeout');
+    expect(r.stdout).toContain('daemon started');
+    expect(r.wallSeconds).toBeGreaterThanOrEqual(1.9);
+    expect(r.wallSeconds).toBeLessThan(5);
+    expect(sawDaemon).toBe(true);
+    expect(pidsWith(marker)).toEqual([]);
+  }, 20_000);
+
+  it('classifies a memory bomb as oom', async () => {
+    const r = await py('chunks = []\nwhile True:\n    chunks.append(bytearray(50 * 2**20))');
+    expect(r.outcome).toBe('oom');
+    expect(r.errorSummary).toBeTruthy();
+  }, 20_000);
+
+  it('contains a fork bomb at the process limit', async () => {
+    const r = await py('import os\nwhile True:\n    os.fork()', { maxProcesses: 32 });
+    expect(r.outcome).toBe('killed');
+    expect(r.errorSummary).toContain('Process limit reached (32');
+  }, 20_000);
+
+  it('contains a fork bomb that ignores fork errors until the timeout, leaving nothing behind', async () => {
+    const marker = `mlagent-forkbomb-${process.pid}-${Date.now()}`;
+    const code = `import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass`;
+    // One asynchronous census mid-run: synchronous /proc reads during a fork bomb would stall our own timers.
+    const census = new Promise<number>((resolve) => setTimeout(() => void countWith(marker).then(resolve), 1000));
+    const r = await runSandboxed({ command: [PY, '-c', code, marker], workspace: ws, timeoutMs: 2000, maxProcesses: 32 });
+    const peak = await census;
+    expect(r.wallSeconds).toBeLessThan(4);
+    expect(r.outcome).toBe('timeout');
+    expect(peak).toBeGreaterThan(1);
+    expect(peak).toBeLessThanOrEqual(32);
+    expect(pidsWith(marker)).toEqual([]);
+  }, 20_000);
+
+  it('enforces the CPU-time limit', async () => {
+    const r = await py('while True: pass', { cpuSeconds: 1 });
+    expect(r.outcome).toBe('killed');
+    expect(r.signal).toBe('SIGXCPU');
+    expect(r.errorSummary).toContain('CPU-time limit');
+  }, 20_000);
+
+  describe('network', () => {
+    let server: net.Server;
+    let port = 0;
+    let connections = 0;
+    beforeAll(async () => {
+      server = net.createServer((s) => {
+        connections++;
+        s.destroy();
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      port = (server.address() as net.AddressInfo).port;
+    });
+    afterAll(() => new Promise<void>((r) => server.close(() => r())));
+
+    const connect = () =>
+      `import socket\ns = socket.socket()\ns.settimeout(2)\ntry:\n    s.connect(("127.0.0.1", ${port}))\n    print("CONNECTED")\nexcept OSError as e:\n    print("FAILED", e)`;
+
+    it('cannot reach a port the host listens on', async () => {
+      const r = await py(connect());
+      expect(r.outcome).toBe('ok');
+      expect(r.stdout).toMatch(/^FAILED/);
+      expect(connections).toBe(0);
+    });
+
+    it('(control: without isolation the same script connects)', async () => {
+      const r = await py(connect(), { isolation: 'none' });
+      expect(r.stdout).toMatch(/^CONNECTED/);
+      expect(r.warnings.join(' ')).toMatch(/network/);
+      expect(connections).toBe(1);
+    });
+  });
+
+  it('cannot read, list or write the hidden paths', async () => {
+    const code = `
+import os
+for attempt in [lambda: open('${secret}/answers.csv').read(), lambda: os.listdir('${secret}'),
+                lambda: open('${secret}/new.csv', 'w').write('x'), lambda: open('${root}/grader.py', 'w').write('x')]:
+    try:
+        print('LEAK', repr(attempt()))
+    except OSError as e:
+        print('DENIED', type(e).__name__)
+try:
+    print('LEAK', repr(open('${root}/grader.py').read()))
+except OSError as e:
+    print('DENIED', type(e).__name__)
+print('VISIBLE', sorted(os.listdir('${root}')))
+`;
+    const r = await py(code);
+    expect(r.outcome).toBe('ok');
+    expect(r.stdout).not.toContain('LEAK');
+    expect(r.stdout.match(/DENIED/g)).toHaveLength(5);
+    expect(r.stdout).toContain("VISIBLE ['data', 'grader.py', 'outside.txt', 'private', 'workspace']");
+    expect(readFileSync(path.join(secret, 'answers.csv'), 'utf8')).toContain('SECRET');
+    expect(existsSync(path.join(secret, 'new.csv'))).toBe(false);
+    expect(readFileSync(path.join(root, 'grader.py'), 'utf8')).toBe('SECRET = 1\n');
+  });
+
+  it('cannot write outside the workspace', async () => {
+    const targets = [`${data}/train.csv`, `${data}/new.csv`, `${root}/outside.txt`, `${root}/new.txt`, '/mlagent-sbx-test', '/etc/mlagent-sbx-test', '/usr/mlagent-sbx-test'];
+    const code = `
+for p in ${JSON.stringify(targets)}:
+    try:
+        open(p, 'w').write('pwned')
+        print('WROTE', p)
+    except OSError as e:
+        print('DENIED', p, type(e).__name__)
+open('/tmp/private-scratch', 'w').write('ok')
+print('TMP OK')
+try:
+    open('${hostTmp}/host.txt', 'w').write('pwned')
+except OSError as e:
+    print('HOST TMP', type(e).__name__)
+`;
+    const r = await py(code);
+    expect(r.outcome).toBe('ok');
+    expect(r.stdout).not.toContain('WROTE');
+    expect(r.stdout).toContain('TMP OK');
+    expect(readFileSync(path.join(data, 'train.csv'), 'utf8')).toBe('x,y\n1,2\n');
+    expect(readFileSync(path.join(root, 'outside.txt'), 'utf8')).toBe('original\n');
+    // The sandbox's /tmp is a private tmpfs: the host's /tmp files are simply not there.
+    expect(r.stdout).toContain('HOST TMP FileNotFoundError');
+    expect(readFileSync(path.join(hostTmp, 'host.txt'), 'utf8')).toBe('host\n');
+    for (const t of [`${data}/new.csv`, `${root}/new.txt`, '/mlagent-sbx-test', '/etc/mlagent-sbx-test', '/usr/mlagent-sbx-test', '/tmp/private-scratch']) {
+      expect(existsSync(t)).toBe(false);
+    }
+  });
+
+  it('keeps the head and tail of 50 MB of output within the byte budget', async () => {
+    const code = `
+import sys
+sys.stdout.write('HEAD-MARK\\n')
+line = 'x' * 99 + '\\n'
+for _ in range(500):
+    sys.stdout.write(line * 1000)
+sys.stdout.write('TAIL-MARK\\n')
+`;
+    const r = await py(code, { outputBytes: 10_000, timeoutMs: 20_000 });
+    expect(r.outcome).toBe('ok');
+    expect(r.stdoutBytes).toBe(50_000_000 + 20);
+    expect(r.stdout.startsWith('HEAD-MARK\n')).toBe(true);
+    expect(r.stdout.endsWith('TAIL-MARK\n')).toBe(true);
+    expect(r.stdout).toContain(`[... ${50_000_020 - 10_000} bytes cut ...]`);
+    expect(r.stdout.length).toBeLessThan(10_100);
+  }, 30_000);
+
+  it('throws for bad options, naming the option', async () => {
+    await expect(runSandboxed({ command: [], workspace: ws, timeoutMs: 1000 })).rejects.toThrow(/'command'/);
+    await expect(runSandboxed({ command: [PY], workspace: 'relative', timeoutMs: 1000 })).rejects.toThrow(/'workspace'/);
+    await expect(runSandboxed({ command: [PY], workspace: path.join(root, 'nope'), timeoutMs: 1000 })).rejects.toThrow(/'workspace'/);
+    await expect(runSandboxed({ command: [PY], workspace: ws, timeoutMs: -1 })).rejects.toThrow(/'timeoutMs'/);
+    await expect(runSandboxed({ command: [PY], workspace: ws, timeoutMs: 1000, memoryBytes: 1.5 })).rejects.toThrow(/'memoryBytes'/);
+    await expect(runSandboxed({ command: [PY], workspace: ws, timeoutMs: 1000, readOnlyPaths: ['/no/such/dir'] })).rejects.toThrow(/'readOnlyPaths'/);
+    expect(() => new SandboxPool(0)).toThrow(/'concurrency'/);
+  });
+
+  it('reports a missing command as an error, not an exception', async () => {
+    const r = await runSandboxed({ command: ['/no/such/binary'], workspace: ws, timeoutMs: 2000 });
+    expect(r.outcome).toBe('error');
+    expect(r.errorSummary).toMatch(/No such file/);
+  });
+});
+
+describe('fallbacks', () => {
+  it('without a cgroup: RLIMIT_AS turns a memory bomb into MemoryError', async () => {
+    const r = await py('x = bytearray(2**30)', { useCgroup: false });
+    expect(r.limits.memory).toBe('rlimit-as');
+    expect(r.outcome).toBe('oom');
+    expect(r.errorSummary).toContain('MemoryError');
+  });
+
+  it('without a cgroup: an unprivileged uid with RLIMIT_NPROC contains a fork bomb', async () => {
+    const r = await py('import os\nwhile True:\n    os.fork()', { useCgroup: false, maxProcesses: 16 });
+    expect(r.limits.processes).toBe('rlimit-nproc');
+    expect(r.outcome).toBe('killed');
+  }, 20_000);
+
+  it('unshare: no network, and the PID namespace kills daemons at the timeout', async () => {
+    const marker = `mlagent-unshare-${process.pid}-${Date.now()}`;
+    const r = await py(daemonThenSpin(marker), { isolation: 'unshare', timeoutMs: 1500 });
+    expect(r.isolation).toBe('unshare');
+    expect(r.outcome).toBe('timeout');
+    expect(r.warnings.join(' ')).toMatch(/filesystem/);
+    expect(pidsWith(marker)).toEqual([]);
+    const net = await py('import socket\ntry:\n    socket.create_connection(("127.0.0.1", 22), 1)\nexcept OSError as e:\n    print("FAILED", e)', {
+      isolation: 'unshare',
+    });
+    expect(net.stdout).toMatch(/^FAILED/);
+    const cpu = await py('while True: pass', { isolation: 'unshare', cpuSeconds: 1 });
+    expect(cpu.signal).toBe('SIGXCPU');
+    expect(cpu.outcome).toBe('killed');
+  }, 20_000);
+
+  it('none: limits still apply through rlimits and the cgroup', async () => {
+    const r = await py('while True: pass', { isolation: 'none', cpuSeconds: 1 });
+    expect(r.isolation).toBe('none');
+    expect(r.outcome).toBe('killed');
+    expect(r.signal).toBe('SIGXCPU');
+  }, 20_000);
+});
+
+describe('SandboxPool', () => {
+  it('runs at most N at once and queues the rest', async () => {
+    const pool = new SandboxPool(2, { timeoutMs: 10_000 });
+    let peak = 0;
+    const poll = setInterval(() => (peak = Math.max(peak, pool.active)), 10);
+    const t0 = performance.now();
+    const jobs = [0, 1, 2, 3].map((i) => pool.run({ command: [PY, '-c', `import time; time.sleep(0.8); print(${i})`], workspace: ws, timeoutMs: 5000 }));
+    expect(pool.active).toBe(2);
+    expect(pool.pending).toBe(2);
+    const results = await Promise.all(jobs);
+    clearInterval(poll);
+    expect(results.map((r) => r.outcome)).toEqual(['ok', 'ok', 'ok', 'ok']);
+    expect(results.map((r) => r.stdout)).toEqual(['0\n', '1\n', '2\n', '3\n']);
+    expect(peak).toBe(2);
+    expect((performance.now() - t0) / 1000).toBeGreaterThanOrEqual(1.6);
+    expect(pool.active).toBe(0);
+  }, 20_000);
+});
+
+describe('summarizeError', () => {
+  it('keeps a chained traceback’s last exception', () => {
+    const s = summarizeError(
+      'Traceback (most recent call last):\n  File "a.py", line 1, in <module>\nKeyError: 1\n\nDuring handling of the above exception, another exception occurred:\n\nTraceback (most recent call last):\n  File "a.py", line 3, in <module>\n    x = y\n        ^\nNameError: name \'y\' is not defined\n',
+    );
+    expect(s).toBe('Traceback (most recent call last):\n  File "a.py", line 3, in <module>\n    x = y\n        ^\nNameError: name \'y\' is not defined');
+  });
+
+  it('falls back to the last stderr lines without a traceback', () => {
+    expect(summarizeError('warning\nSegmentation fault\n')).toBe('warning\nSegmentation fault');
+    expect(summarizeError('')).toBeUndefined();
+  });
+});
