@@ -1,4 +1,128 @@
+import { AdamW, globalGradNorm, gradNormPartials } from '../kernels/adamw.js';
+import { sampleTokens } from '../kernels/sampling.js';
+import type { Gpu } from '../runtime/gpu.js';
+import type { Tensor } from '../runtime/tensor.js';
 import type { BenchCase } from './types.js';
 
-/** Benchmarks for the optim kernels. */
-export const optimBenches: BenchCase[] = [];
+const QWEN_V = 152064;
+
+function pattern(n: number, scale: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = (s / 4294967296 - 0.5) * scale;
+  }
+  return out;
+}
+
+/** LoRA r=16 A/B shapes on all seven linear layers of Qwen2.5-7B: 392 tensors, 40.4M parameters. */
+function loraShapes(layers: number, r = 16): number[][] {
+  const [H, KV, I] = [3584, 512, 18944];
+  const linears: Array<[number, number]> = [[H, H], [H, KV], [H, KV], [H, H], [H, I], [H, I], [I, H]];
+  const out: number[][] = [];
+  for (let l = 0; l < layers; l++) for (const [inF, outF] of linears) out.push([r, inF], [outF, r]);
+  return out;
+}
+
+function tensors(gpu: Gpu, shapes: number[][], scale: number, seed: number): Tensor[] {
+  return shapes.map((s, i) => gpu.tensor(s, 'f32', pattern(s[0] * s[1], scale, seed + i)));
+}
+
+const size = (shapes: number[][]) => shapes.reduce((a, s) => a + s[0] * s[1], 0);
+const torchTensors = (shapes: number[][], what: string) => `[torch.randn(${what},device=dev) for (a,b) in ${JSON.stringify(shapes)}]`;
+
+function adamwCase(name: string, shapes: number[][], sz: 'cpu' | 'gpu'): BenchCase {
+  const n = size(shapes);
+  return {
+    family: 'optim',
+    name: `adamw step + clip ${name} (${shapes.length} tensors, ${(n / 1e6).toFixed(1)}M params)`,
+    // Reads p, g, m, v, writes p, m, v; plus the norm's read of g.
+    bytes: 8 * 4 * n,
+    size: sz,
+    prepare(gpu) {
+      const params = tensors(gpu, shapes, 1, 1);
+      const grads = tensors(gpu, shapes, 0.01, 1000);
+      const opt = new AdamW(gpu, params, { lr: 1e-4, weightDecay: 0.01, maxGradNorm: 1 });
+      return {
+        run: () => void opt.step(grads),
+        dispose: () => {
+          opt.dispose();
+          for (const t of [...params, ...grads]) t.dispose();
+        },
+      };
+    },
+    torch: {
+      setup:
+        `ps=${torchTensors(shapes, 'a,b')}\n` +
+        `for p in ps: p.requires_grad_(); p.grad=torch.randn_like(p)*0.01\n` +
+        `opt=torch.optim.AdamW(ps,lr=1e-4,weight_decay=0.01)`,
+      run: 'torch.nn.utils.clip_grad_norm_(ps,1.0); opt.step()',
+    },
+  };
+}
+
+function normCase(name: string, shapes: number[][], sz: 'cpu' | 'gpu'): BenchCase {
+  const n = size(shapes);
+  return {
+    family: 'optim',
+    name: `global grad norm ${name} (${shapes.length} tensors, ${(n / 1e6).toFixed(1)}M)`,
+    bytes: 4 * n,
+    size: sz,
+    prepare(gpu) {
+      const grads = tensors(gpu, shapes, 0.01, 7);
+      const out = gpu.tensor([1], 'f32');
+      const partials = gpu.tensor([gradNormPartials(gpu, grads)], 'f32');
+      return {
+        run: () => void globalGradNorm(gpu, grads, { out, partials }),
+        dispose: () => [...grads, out, partials].forEach((t) => t.dispose()),
+      };
+    },
+    torch: {
+      setup: `gs=${torchTensors(shapes, 'a,b')}`,
+      run: 'n=torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in gs]))',
+    },
+  };
+}
+
+function sampleCase(B: number, filter: boolean, sz: 'cpu' | 'gpu'): BenchCase {
+  const V = QWEN_V;
+  const opts = filter ? { temperature: 0.7, topK: 50, topP: 0.9 } : { temperature: 0.7 };
+  return {
+    family: 'optim',
+    name: `sample B=${B} V=${V} T=0.7${filter ? ' top-k=50 top-p=0.9' : ''}`,
+    bytes: 4 * B * V,
+    size: sz,
+    prepare(gpu) {
+      const logits = gpu.tensor([B, V], 'f32', pattern(B * V, 12, 3));
+      const ids = gpu.tensor([B], 'i32');
+      const logprobs = gpu.tensor([B], 'f32');
+      const tempLogprobs = gpu.tensor([B], 'f32');
+      let step = 0;
+      return {
+        run: () => void sampleTokens(gpu, logits, { ...opts, seed: 1, step: step++, out: { ids, logprobs, tempLogprobs } }),
+        dispose: () => [logits, ids, logprobs, tempLogprobs].forEach((t) => t.dispose()),
+      };
+    },
+    torch: {
+      setup: `l=torch.randn(${B},${V},device=dev)*3`,
+      run: filter
+        ? 'v,ix=torch.topk(l/0.7,50,-1); pr=torch.softmax(v,-1); c=pr.cumsum(-1); pr[(c-pr)>0.9]=0; s=ix.gather(-1,torch.multinomial(pr,1))'
+        : 's=torch.multinomial(torch.softmax(l/0.7,-1),1)',
+    },
+  };
+}
+
+/** Benchmarks for the optimizer and sampling kernels. */
+export const optimBenches: BenchCase[] = [
+  adamwCase('4x[1024,256]', Array.from({ length: 4 }, () => [1024, 256]), 'cpu'),
+  adamwCase('LoRA r=16 all linears 7B', loraShapes(28), 'gpu'),
+  normCase('LoRA r=16 one 7B layer', loraShapes(1), 'cpu'),
+  normCase('LoRA r=16 all linears 7B', loraShapes(28), 'gpu'),
+  sampleCase(1, false, 'cpu'),
+  sampleCase(1, true, 'cpu'),
+  sampleCase(1, false, 'gpu'),
+  sampleCase(1, true, 'gpu'),
+  sampleCase(16, false, 'gpu'),
+  sampleCase(16, true, 'gpu'),
+];

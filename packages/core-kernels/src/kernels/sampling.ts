@@ -1,2 +1,358 @@
-// Filled in by the sampling kernel work.
-export {};
+import type { Gpu } from '../runtime/gpu.js';
+import { Params } from '../runtime/params.js';
+import { ShapeError } from '../runtime/errors.js';
+import type { Tensor } from '../runtime/tensor.js';
+import { LINEAR_WORKGROUP, enableF16, wgslType } from './wgsl.js';
+
+/** Bins per radix pass: 4 bits of the 32-bit key, so a threshold is found in 8 passes over the row. */
+const NB = 16;
+
+export interface SampleOptions {
+  /** Global temperature, or an f32[B] tensor of per-row temperatures. 0 (or less) means greedy. Default 1. */
+  temperature?: number | Tensor;
+  /** Keep the k largest logits (ties at the k-th value are all kept, as in Hugging Face). 0/absent: off. */
+  topK?: number;
+  /**
+   * Nucleus: keep the smallest set of largest-probability tokens whose mass reaches topP of the (top-k) mass
+   * (ties at the boundary all kept). >= 1 or absent: off. Applied after top-k, as in Hugging Face.
+   */
+  topP?: number;
+  /** Argmax for every row (lowest index on ties), whatever the temperature. */
+  greedy?: boolean;
+  /** u32 seed. The uniform draw of a row is a hash of (seed, step, row): reproducible, order-independent. */
+  seed?: number;
+  /** u32 counter mixed into the hash, e.g. the decoding step, so each step draws fresh numbers. */
+  step?: number;
+  /** Preallocated outputs. */
+  out?: Partial<SampleResult>;
+}
+
+export interface SampleResult {
+  /** i32[B] sampled token ids. */
+  ids: Tensor<'i32'>;
+  /**
+   * f32[B] log-probability of the sampled token under the distribution actually sampled from: softmax(logits/T)
+   * restricted to the top-k/top-p set and renormalized. 0 for greedy rows (a point mass).
+   */
+  logprobs: Tensor<'f32'>;
+  /**
+   * f32[B] log-probability under the plain temperature-scaled policy, log softmax(logits/T), ignoring top-k/top-p:
+   * what PPO-style training wants. For greedy rows T is taken as 1 (log softmax of the raw logits).
+   */
+  tempLogprobs: Tensor<'f32'>;
+}
+
+const dummies = new WeakMap<Gpu, Tensor>();
+
+/** Fills the per-row temperature slot when the temperature is global (the shader reads element 0, ignores it). */
+function unusedTemps(gpu: Gpu): Tensor {
+  let t = dummies.get(gpu);
+  if (!t || t.isDisposed) dummies.set(gpu, (t = gpu.tensor([1], 'f32', [1], 'sampleTokens')));
+  return t;
+}
+
+/** Threads per row; the per-thread bin columns need 2·NB·WG words of workgroup memory. */
+function workgroupSize(gpu: Gpu): number {
+  return (gpu.limits.maxComputeWorkgroupStorageSize ?? 16384) >= 2 * NB * 256 * 4 + 4096 ? 256 : 128;
+}
+
+/** The 32-bit hash used for the uniform draws (Wellons' lowbias32), shared with the CPU reference. */
+const HASH = /* wgsl */ `
+fn hash32(x0: u32) -> u32 {
+  var x = x0;
+  x ^= x >> 16u; x *= 0x7feb352du;
+  x ^= x >> 15u; x *= 0x846ca68bu;
+  x ^= x >> 16u;
+  return x;
+}
+fn uniform01(seed: u32, step: u32, row: u32) -> f32 {
+  let h = hash32(hash32(hash32(seed + 0x9e3779b9u) ^ step) ^ row);
+  return f32(h >> 8u) * (1.0 / 16777216.0);
+}
+`;
+
+/**
+ * Samples one token per row of logits [B, V] on the GPU, one workgroup per row, without sorting the vocabulary:
+ *  1. one pass: max, argmax and sum of exp (online softmax) of z = logits/T;
+ *  2. top-k, then top-p: radix select of the threshold over the order-preserving u32 key of z, 4 bits per pass
+ *     (8 passes each), with per-bin counts and probability mass reduced over the workgroup;
+ *  3. inverse CDF over the kept set {z >= threshold} in index order: per-thread chunk sums, a scan, then the
+ *     thread whose chunk holds the draw walks it.
+ * Masked logits (-inf) have zero mass and are never drawn. A row whose logits are all -inf has undefined output.
+ */
+export function sampleTokens(gpu: Gpu, logits: Tensor, opts: SampleOptions = {}): SampleResult {
+  const op = 'sampleTokens';
+  const shapes = `${logits}`;
+  if (logits.rank !== 2 || (logits.dtype !== 'f32' && logits.dtype !== 'f16')) {
+    throw new ShapeError('logits must be f32 or f16 [B, V]', { op, shapes });
+  }
+  const [B, V] = logits.shape;
+  if (V === 0) throw new ShapeError('empty vocabulary', { op, shapes });
+  const temp = opts.temperature ?? 1;
+  const perRow = typeof temp !== 'number';
+  if (perRow && (temp.dtype !== 'f32' || temp.size !== B)) {
+    throw new ShapeError(`per-row temperature must be f32[${B}]`, { op, shapes: `${shapes}, T ${temp}` });
+  }
+  const topK = opts.topK ?? 0;
+  const topP = opts.topP ?? 1;
+  if (!Number.isInteger(topK) || topK < 0) throw new ShapeError(`topK must be a non-negative integer, got ${topK}`, { op, shapes });
+  if (!(topP > 0)) throw new ShapeError(`topP must be > 0, got ${topP}`, { op, shapes });
+  const out = opts.out ?? {};
+  const ids = out.ids ?? gpu.tensor([B], 'i32', undefined, op);
+  const logprobs = out.logprobs ?? gpu.tensor([B], 'f32', undefined, op);
+  const tempLogprobs = out.tempLogprobs ?? gpu.tensor([B], 'f32', undefined, op);
+  for (const [name, t, dt] of [['ids', ids, 'i32'], ['logprobs', logprobs, 'f32'], ['tempLogprobs', tempLogprobs, 'f32']] as const) {
+    if (t.size !== B || t.dtype !== dt) throw new ShapeError(`${name} must be ${dt}[${B}]`, { op, shapes: `${shapes} -> ${t}` });
+  }
+  if (B === 0) return { ids, logprobs, tempLogprobs };
+
+  const WG = workgroupSize(gpu);
+  const lanes = WG / NB;
+  const t = wgslType(logits.dtype);
+  const pipeline = gpu.pipeline(`sample:${logits.dtype}:${WG}`, () => /* wgsl */ `
+${enableF16([logits.dtype])}
+struct P { rows: u32, v: u32, row0: u32, seed: u32, step: u32, top_k: u32, top_p: f32, temperature: f32, greedy: u32,
+           phases: u32, passes: u32, per_row: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> logits: array<${t}>;
+@group(0) @binding(2) var<storage, read> temps: array<f32>;
+@group(0) @binding(3) var<storage, read_write> ids: array<i32>;
+@group(0) @binding(4) var<storage, read_write> lp: array<f32>;
+@group(0) @binding(5) var<storage, read_write> lp_temp: array<f32>;
+${LINEAR_WORKGROUP}
+${HASH}
+const NEG = -3.4028234e38;
+const NONE = 0xffffffffu;
+var<workgroup> red_m: array<f32, ${WG}>;
+var<workgroup> red_s: array<f32, ${WG}>;
+var<workgroup> red_i: array<u32, ${WG}>;
+var<workgroup> bin_mass: array<f32, ${NB * WG}>;
+var<workgroup> bin_cnt: array<u32, ${NB * WG}>;
+var<workgroup> bsum_m: array<f32, ${NB}>;
+var<workgroup> bsum_c: array<u32, ${NB}>;
+var<workgroup> sh_f: f32;
+var<workgroup> sh_prefix: u32;
+var<workgroup> sh_u: u32;
+
+// Order-preserving map from f32 to u32: a > b as floats iff key(a) > key(b) as integers.
+fn key(z: f32) -> u32 {
+  let b = bitcast<u32>(z);
+  return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
+}
+
+var<private> row_base: u32;
+var<private> inv_t: f32;
+fn z_at(i: u32) -> f32 { return f32(logits[row_base + i]) * inv_t; }
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+  let r = linear_wg(wid, nwg);
+  if (r >= p.rows) { return; }
+  let row = p.row0 + r;
+  row_base = r * p.v;
+  if (li == 0u) { sh_f = select(p.temperature, temps[row * p.per_row], p.per_row != 0u); }
+  let temperature = workgroupUniformLoad(&sh_f);
+  let greedy = p.greedy != 0u || !(temperature > 0.0);
+  inv_t = select(1.0 / temperature, 1.0, greedy);
+
+  // Online softmax statistics and argmax (first index wins ties).
+  var m = NEG;
+  var s = 0.0;
+  var idx = NONE;
+  for (var i = li; i < p.v; i += ${WG}u) {
+    let z = z_at(i);
+    if (z > m) { s = s * exp(m - z) + 1.0; m = z; idx = i; }
+    else { s += exp(z - m); if (idx == NONE) { idx = i; } }
+  }
+  red_m[li] = m; red_s[li] = s; red_i[li] = idx;
+  workgroupBarrier();
+  for (var k = ${WG / 2}u; k > 0u; k >>= 1u) {
+    if (li < k) {
+      let m1 = red_m[li]; let m2 = red_m[li + k];
+      let mm = max(m1, m2);
+      red_s[li] = red_s[li] * exp(m1 - mm) + red_s[li + k] * exp(m2 - mm);
+      var i1 = red_i[li]; let i2 = red_i[li + k];
+      if (m2 > m1 || (m2 == m1 && i2 < i1)) { i1 = i2; }
+      red_i[li] = i1;
+      red_m[li] = mm;
+    }
+    workgroupBarrier();
+  }
+  let mx = red_m[0];
+  let total_s = red_s[0];
+  let amax = red_i[0];
+  workgroupBarrier();
+
+  if (greedy) {
+    if (li == 0u) { ids[row] = i32(amax); lp[row] = 0.0; lp_temp[row] = -log(total_s); }
+    return;
+  }
+
+  // Threshold key tau: kept = {key(z) >= tau}. Phase 0 is top-k (by count), phase 1 top-p (by mass, among
+  // the top-k). Each is a radix select, 4 bits per pass from the top: per-bin counts and masses of candidates
+  // whose key matches the prefix so far; thread 0 picks the highest bin where the running total from the
+  // top reaches the need. Loop bounds come from uniforms so compilers do not unroll them.
+  var tau = 0u;
+  var kept_mass = total_s;
+  for (var phase = 0u; phase < p.phases; phase++) {
+    let by_count = phase == 0u;
+    let on = select((p.top_p < 1.0), (p.top_k > 0u && p.top_k < p.v), by_count);
+    if (!on) { continue; }
+    let need = select(p.top_p * kept_mass, f32(p.top_k), by_count);
+    let lo = tau;
+    var prefix = 0u;
+    var above_c = 0u;
+    var above_m = 0.0;
+    for (var ps = 0u; ps < p.passes; ps++) {
+      let shift = 28u - 4u * ps;
+      for (var b = 0u; b < ${NB}u; b++) { bin_mass[b * ${WG}u + li] = 0.0; bin_cnt[b * ${WG}u + li] = 0u; }
+      for (var i = li; i < p.v; i += ${WG}u) {
+        let z = z_at(i);
+        let k = key(z);
+        let kb = k >> shift;
+        if (k >= lo && (kb >> 4u) == prefix) {
+          let c = (kb & ${NB - 1}u) * ${WG}u + li; // this thread's own column: no races
+          bin_cnt[c] += 1u;
+          bin_mass[c] += exp(z - mx);
+        }
+      }
+      workgroupBarrier();
+      // ${lanes} threads per bin sum its columns, then one thread per bin finishes.
+      let bin = li / ${lanes}u;
+      var sm = 0.0;
+      var sc = 0u;
+      for (var j = li % ${lanes}u; j < ${WG}u; j += ${lanes}u) { sm += bin_mass[bin * ${WG}u + j]; sc += bin_cnt[bin * ${WG}u + j]; }
+      red_m[li] = sm;
+      red_i[li] = sc;
+      workgroupBarrier();
+      if (li < ${NB}u) {
+        var tm = 0.0;
+        var tc = 0u;
+        for (var l = 0u; l < ${lanes}u; l++) { tm += red_m[li * ${lanes}u + l]; tc += red_i[li * ${lanes}u + l]; }
+        bsum_m[li] = tm;
+        bsum_c[li] = tc;
+      }
+      workgroupBarrier();
+      if (li == 0u) {
+        // If rounding leaves the need unmet, fall back to the lowest non-empty bin (keep all candidates).
+        var chosen = NONE;
+        var lowest = 0u;
+        var c = above_c;
+        var m = above_m;
+        for (var bi = 0u; bi < ${NB}u; bi++) {
+          let b = ${NB - 1}u - bi;
+          if (bsum_c[b] == 0u) { continue; }
+          lowest = b;
+          if (select(m + bsum_m[b] >= need, f32(c + bsum_c[b]) >= need, by_count)) { chosen = b; break; }
+          c += bsum_c[b];
+          m += bsum_m[b];
+        }
+        if (chosen == NONE) {
+          chosen = lowest;
+          c = above_c;
+          m = above_m;
+          for (var b = ${NB - 1}u; b > chosen; b--) { c += bsum_c[b]; m += bsum_m[b]; }
+        }
+        above_c = c;
+        above_m = m;
+        sh_prefix = (prefix << 4u) | chosen;
+        sh_f = m + bsum_m[chosen];
+      }
+      prefix = workgroupUniformLoad(&sh_prefix);
+    }
+    tau = prefix;
+    kept_mass = workgroupUniformLoad(&sh_f);
+  }
+
+  // Inverse CDF in index order: contiguous chunk per thread, serial scan of the chunk sums by thread 0.
+  let chunk = (p.v + ${WG - 1}u) / ${WG}u;
+  let start = min(li * chunk, p.v);
+  let end = min(start + chunk, p.v);
+  var part = 0.0;
+  for (var i = start; i < end; i++) {
+    let z = z_at(i);
+    if (key(z) >= tau) { part += exp(z - mx); }
+  }
+  red_s[li] = part;
+  workgroupBarrier();
+  if (li == 0u) {
+    var acc = 0.0;
+    for (var j = 0u; j < ${WG}u; j++) { acc += red_s[j]; red_m[j] = acc; }
+    let goal = uniform01(p.seed, p.step, row) * acc;
+    var owner = NONE;
+    var last = 0u;
+    for (var j = 0u; j < ${WG}u; j++) {
+      if (red_s[j] > 0.0) { last = j; }
+      if (owner == NONE && red_m[j] > goal) { owner = j; }
+    }
+    if (owner == NONE) { owner = last; }
+    sh_u = owner;
+    sh_f = goal;
+  }
+  workgroupBarrier();
+  if (li == sh_u) {
+    let total = red_m[${WG - 1}u];
+    let goal = sh_f;
+    var acc = select(0.0, red_m[li - 1u], li > 0u);
+    var pick = NONE;
+    var last = start;
+    for (var i = start; i < end; i++) {
+      let z = z_at(i);
+      if (key(z) < tau) { continue; }
+      let w = exp(z - mx);
+      if (w > 0.0) { last = i; }
+      acc += w;
+      if (acc > goal && w > 0.0) { pick = i; break; }
+    }
+    if (pick == NONE) { pick = last; }
+    let zl = z_at(pick) - mx;
+    ids[row] = i32(pick);
+    lp[row] = zl - log(total);
+    lp_temp[row] = zl - log(total_s);
+  }
+}`);
+
+  const bytes = logits.dtype === 'f16' ? 2 : 4;
+  for (const w of gpu.windows(B * V, bytes, V)) {
+    const rows = w.count / V;
+    gpu.dispatch({
+      op,
+      shapes,
+      pipeline,
+      params: new Params()
+        .u32(rows)
+        .u32(V)
+        .u32(w.start / V)
+        .u32(opts.seed ?? 0)
+        .u32(opts.step ?? 0)
+        .u32(topK)
+        .f32(Math.min(topP, 1))
+        .f32(perRow ? 0 : temp)
+        .u32(opts.greedy ? 1 : 0)
+        .u32(2)
+        .u32(8)
+        .u32(perRow ? 1 : 0)
+        .bytes(),
+      bindings: [logits.binding(w.start * bytes, w.count * bytes), perRow ? temp : unusedTemps(gpu), ids, logprobs, tempLogprobs],
+      workgroups: gpu.grid(rows),
+    });
+  }
+  return { ids: ids as Tensor<'i32'>, logprobs: logprobs as Tensor<'f32'>, tempLogprobs: tempLogprobs as Tensor<'f32'> };
+}
+
+/** The uniform draw the sampler uses for (seed, step, row), on the host: for references and tests. */
+export function sampleUniform(seed: number, step: number, row: number): number {
+  const h = hash32(hash32(hash32((seed + 0x9e3779b9) >>> 0) ^ step) ^ row);
+  return (h >>> 8) / 16777216;
+}
+
+function hash32(x0: number): number {
+  let x = x0 >>> 0;
+  x ^= x >>> 16;
+  x = Math.imul(x, 0x7feb352d) >>> 0;
+  x ^= x >>> 15;
+  x = Math.imul(x, 0x846ca68b) >>> 0;
+  x ^= x >>> 16;
+  return x >>> 0;
+}

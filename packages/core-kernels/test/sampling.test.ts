@@ -1,0 +1,272 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { ShapeError, type Gpu } from '../src/index.js';
+import { sampleTokens, sampleUniform, type SampleOptions } from '../src/kernels/sampling.js';
+import { sampleDistRef, sampleRef } from '../src/reference/sampling.js';
+import { Rng, expectClose, freshGpu, testGpu } from './helpers.js';
+
+interface Sampled {
+  ids: Int32Array;
+  lp: Float32Array;
+  lpTemp: Float32Array;
+}
+
+async function run(gpu: Gpu, logits: Float32Array, B: number, V: number, opts: SampleOptions, dtype: 'f32' | 'f16' = 'f32'): Promise<Sampled> {
+  const x = gpu.tensor([B, V], dtype, logits);
+  const r = sampleTokens(gpu, x, opts);
+  const out = { ids: await r.ids.read(), lp: await r.logprobs.read(), lpTemp: await r.tempLogprobs.read() };
+  for (const t of [x, r.ids, r.logprobs, r.tempLogprobs]) t.dispose();
+  return out;
+}
+
+/**
+ * Checks every row against the float64 reference: the id is in the kept set, the row's uniform draw falls in the
+ * id's CDF interval (up to f32 rounding of the cumulative sums), and both log-probabilities match.
+ */
+async function checkAgainstRef(
+  gpu: Gpu,
+  logits: Float32Array,
+  B: number,
+  V: number,
+  opts: SampleOptions,
+  temps?: number[],
+  dtype: 'f32' | 'f16' = 'f32',
+): Promise<Sampled> {
+  const s = await run(gpu, logits, B, V, temps ? { ...opts, temperature: gpu.tensor([B], 'f32', temps) } : opts, dtype);
+  const cdfTol = 2e-6 * Math.sqrt(V) + 1e-6;
+  for (let r = 0; r < B; r++) {
+    const row = logits.subarray(r * V, (r + 1) * V);
+    const T = temps ? temps[r] : (opts.temperature as number | undefined) ?? 1;
+    const ref = sampleDistRef(row, { temperature: T, topK: opts.topK, topP: opts.topP, greedy: opts.greedy });
+    const id = s.ids[r];
+    const where = `row ${r} (V=${V}, T=${T}, k=${opts.topK}, p=${opts.topP}) id ${id}`;
+    expect(id >= 0 && id < V, where).toBe(true);
+    expect(ref.probs[id], where).toBeGreaterThan(0);
+    if (!ref.greedy) {
+      let before = 0;
+      for (let i = 0; i < id; i++) before += ref.probs[i];
+      const u = sampleUniform(opts.seed ?? 0, opts.step ?? 0, r);
+      expect(u, `${where}: draw vs CDF [${before}, ${before + ref.probs[id]})`).toBeGreaterThanOrEqual(before - cdfTol);
+      expect(u, `${where}: draw vs CDF [${before}, ${before + ref.probs[id]})`).toBeLessThanOrEqual(before + ref.probs[id] + cdfTol);
+    }
+    expectClose([s.lp[r]], [Math.log(ref.probs[id])], { atol: 2e-5, rtol: 1e-5 }, `${where} logprob`);
+    expectClose([s.lpTemp[r]], [Math.log(ref.tempProbs[id])], { atol: 2e-5, rtol: 1e-5 }, `${where} temp logprob`);
+  }
+  return s;
+}
+
+function argmax(x: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
+  return best;
+}
+
+describe('sampleTokens', () => {
+  it('greedy is argmax, lowest index on ties, with temperature 0 or the flag', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(1);
+    const [B, V] = [4, 1000];
+    const logits = rng.randn(B * V);
+    logits[5] = logits[300] = logits[999] = 9; // row 0: three-way tie
+    logits[V + 998] = logits[V + 999] = 7; // row 1: tie at the end
+    const want = Array.from({ length: B }, (_, r) => argmax(logits.subarray(r * V, (r + 1) * V)));
+    expect(want.slice(0, 2)).toEqual([5, 998]);
+    for (const opts of [{ temperature: 0 }, { temperature: 0.7, greedy: true, topK: 3, seed: 9 }]) {
+      const s = await checkAgainstRef(gpu, logits, B, V, opts);
+      expect(Array.from(s.ids)).toEqual(want);
+      expect(Array.from(s.lp)).toEqual([0, 0, 0, 0]);
+    }
+  });
+
+  it('top-k = 1 gives the argmax at any temperature and seed', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(2);
+    const [B, V] = [6, 517];
+    const logits = rng.randn(B * V, 2);
+    const want = Array.from({ length: B }, (_, r) => argmax(logits.subarray(r * V, (r + 1) * V)));
+    for (const seed of [1, 2]) {
+      const s = await checkAgainstRef(gpu, logits, B, V, { temperature: 1.5, topK: 1, seed });
+      expect(Array.from(s.ids)).toEqual(want);
+      expectClose(s.lp, new Float32Array(B), { atol: 1e-6, rtol: 0 }, 'top-1 logprob');
+    }
+  });
+
+  it('matches the reference for temperature, top-k, top-p and both, on awkward V', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(3);
+    const configs: SampleOptions[] = [
+      { temperature: 0.7 },
+      { temperature: 1.3, topK: 20 },
+      { temperature: 0.8, topP: 0.9 },
+      { temperature: 1, topK: 50, topP: 0.5 },
+      { temperature: 2, topK: 3, topP: 0.99 },
+    ];
+    for (const V of [1, 7, 300, 1031]) {
+      const B = 5;
+      const logits = rng.randn(B * V, 3);
+      for (const [c, opts] of configs.entries()) await checkAgainstRef(gpu, logits, B, V, { ...opts, seed: 100 + c, step: V });
+    }
+  });
+
+  it('takes per-row temperatures, 0 meaning greedy for that row', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(4);
+    const [B, V] = [5, 250];
+    const logits = rng.randn(B * V, 2);
+    const temps = [0.5, 0, 1, 2, 0];
+    const s = await checkAgainstRef(gpu, logits, B, V, { topP: 0.8, seed: 5 }, temps);
+    expect(s.ids[1]).toBe(argmax(logits.subarray(V, 2 * V)));
+    expect(s.lp[4]).toBe(0);
+  });
+
+  it('is reproducible per seed and step, differs across them, and does not depend on how rows are dispatched', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(5);
+    const [B, V] = [64, 100];
+    const logits = rng.randn(B * V, 0.5);
+    const opts = { temperature: 1, topP: 0.95, seed: 11, step: 3 };
+    const a = await run(gpu, logits, B, V, opts);
+    const b = await run(gpu, logits, B, V, opts);
+    expect(Array.from(b.ids)).toEqual(Array.from(a.ids));
+    const differ = (x: Int32Array, y: Int32Array) => x.filter((v, i) => v !== y[i]).length;
+    expect(differ(a.ids, (await run(gpu, logits, B, V, { ...opts, seed: 12 })).ids)).toBeGreaterThan(B / 2);
+    expect(differ(a.ids, (await run(gpu, logits, B, V, { ...opts, step: 4 })).ids)).toBeGreaterThan(B / 2);
+    // A 1 KiB binding cap makes the rows run in many windows (several dispatches).
+    const small = await freshGpu({ maxBindingBytes: 1024 });
+    try {
+      expect(small.windows(B * V, 4, V).length).toBeGreaterThan(4);
+      const w = await run(small, logits, B, V, opts);
+      expect(Array.from(w.ids)).toEqual(Array.from(a.ids));
+      expectClose(w.lp, a.lp, { atol: 0, rtol: 0 }, 'windowed logprobs');
+    } finally {
+      small.destroy();
+    }
+  });
+
+  it('draws with the frequencies of the filtered distribution (chi-square, fixed seed)', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(6);
+    const [B, V] = [2500, 37];
+    const row = rng.randn(V, 1.5);
+    const logits = new Float32Array(B * V);
+    for (let r = 0; r < B; r++) logits.set(row, r * V);
+    for (const opts of [
+      { temperature: 0.9, topK: 20, topP: 0.95, seed: 77 },
+      { temperature: 1.4, seed: 78 },
+    ]) {
+      const s = await run(gpu, logits, B, V, opts);
+      const q = sampleDistRef(row, opts).probs;
+      const counts = new Float64Array(V);
+      for (const id of s.ids) counts[id]++;
+      let chi2 = 0;
+      let df = -1;
+      let restObs = 0;
+      let restExp = 0;
+      for (let i = 0; i < V; i++) {
+        if (q[i] === 0) {
+          expect(counts[i], `token ${i} is outside the kept set`).toBe(0);
+          continue;
+        }
+        if (q[i] * B < 5) {
+          restObs += counts[i];
+          restExp += q[i] * B;
+          continue;
+        }
+        chi2 += (counts[i] - q[i] * B) ** 2 / (q[i] * B);
+        df++;
+      }
+      if (restExp > 0) {
+        chi2 += (restObs - restExp) ** 2 / restExp;
+        df++;
+      }
+      expect(df).toBeGreaterThan(5);
+      // Mean df, sd sqrt(2 df): six sd is far out for a correct sampler and well inside for a biased one.
+      expect(chi2).toBeLessThan(df + 6 * Math.sqrt(2 * df));
+    }
+  });
+
+  it('never draws masked (-inf) logits', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(7);
+    const [B, V] = [40, 333];
+    const logits = rng.randn(B * V);
+    for (let i = 0; i < B * V; i++) if (i % V > 3 && rng.uniform() < 0.9) logits[i] = -Infinity;
+    logits.fill(-Infinity, 0, V - 1); // row 0: one token left
+    for (const opts of [
+      { temperature: 1, seed: 1 },
+      { temperature: 0.5, topK: 200, seed: 2 },
+      { temperature: 1, topP: 0.999, seed: 3 },
+      { temperature: 0 },
+    ]) {
+      const s = await checkAgainstRef(gpu, logits, B, V, opts);
+      for (let r = 0; r < B; r++) expect(logits[r * V + s.ids[r]]).toBeGreaterThan(-Infinity);
+      expect(s.ids[0]).toBe(V - 1);
+    }
+  });
+
+  it('handles the full Qwen vocabulary (V = 152064)', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(8);
+    const [B, V] = [2, 152064];
+    const logits = rng.randn(B * V, 3);
+    for (const opts of [
+      { temperature: 0.7, topK: 50, topP: 0.9, seed: 4 },
+      { temperature: 1, seed: 5 },
+    ]) {
+      await checkAgainstRef(gpu, logits, B, V, opts);
+    }
+  });
+
+  it('reads f16 logits', async () => {
+    const gpu = await testGpu();
+    if (!gpu.features.shaderF16) return expect(() => gpu.tensor([1], 'f16')).toThrowError(ShapeError);
+    const rng = new Rng(9);
+    const [B, V] = [3, 301];
+    // Values exactly representable in f16, so the reference sees the same logits.
+    const logits = rng.randn(B * V, 2).map((x) => Math.round(x * 256) / 256);
+    await checkAgainstRef(gpu, logits, B, V, { temperature: 0.8, topK: 40, topP: 0.9, seed: 6 }, undefined, 'f16');
+  });
+
+  it('validates arguments before any GPU work', async () => {
+    const gpu = await testGpu();
+    const x = gpu.tensor([2, 5], 'f32');
+    expect(() => sampleTokens(gpu, x.reshape([10]))).toThrowError(ShapeError);
+    expect(() => sampleTokens(gpu, gpu.tensor([2, 5], 'i32'))).toThrowError(/f32 or f16/);
+    expect(() => sampleTokens(gpu, x, { temperature: gpu.tensor([3], 'f32') })).toThrowError(/per-row temperature/);
+    expect(() => sampleTokens(gpu, x, { topK: 1.5 })).toThrowError(/topK/);
+    expect(() => sampleTokens(gpu, x, { topP: 0 })).toThrowError(/topP/);
+    expect(() => sampleTokens(gpu, x, { out: { ids: gpu.tensor([2], 'f32') as never } })).toThrowError(/ids/);
+    x.dispose();
+  });
+});
+
+describe('sampling reference', () => {
+  it('filters as Hugging Face does on a hand-made row', () => {
+    const logits = [Math.log(0.1), Math.log(0.4), Math.log(0.2), Math.log(0.3)];
+    const top2 = sampleDistRef(logits, { temperature: 1, topK: 2 }).probs;
+    expectClose(top2, [0, 4 / 7, 0, 3 / 7], { atol: 1e-12, rtol: 0 });
+    const nucleus = sampleDistRef(logits, { temperature: 1, topP: 0.65 }).probs;
+    expectClose(nucleus, [0, 4 / 7, 0, 3 / 7], { atol: 1e-12, rtol: 0 });
+    const nucleus3 = sampleDistRef(logits, { temperature: 1, topP: 0.75 }).probs;
+    expectClose(nucleus3, [0, 4 / 9, 2 / 9, 3 / 9], { atol: 1e-12, rtol: 0 });
+    expect(sampleRef([0, 0.5, 0, 0.5], 0.49)).toBe(1);
+    expect(sampleRef([0, 0.5, 0, 0.5], 0.5)).toBe(3);
+    expect(sampleRef([0.2, 0.8, 0], 0.9999999)).toBe(1);
+  });
+
+  it('hash draws look uniform', () => {
+    const n = 20000;
+    let mean = 0;
+    const bins = new Float64Array(10);
+    for (let r = 0; r < n; r++) {
+      const u = sampleUniform(1, 2, r);
+      mean += u / n;
+      bins[Math.floor(u * 10)]++;
+    }
+    expect(Math.abs(mean - 0.5)).toBeLessThan(0.01);
+    for (const b of bins) expect(Math.abs(b - n / 10)).toBeLessThan(6 * Math.sqrt(n / 10));
+  });
+});
+
+afterAll(async () => {
+  await (await testGpu()).sync();
+});
