@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ShapeError, f16BitsToF32, f32ToF16Bits, type Gpu, type Tensor } from '../src/index.js';
-import { headBackward, headForward, type HeadOptions } from '../src/kernels/head.js';
+import { headBackward, headForward, type HeadOptions, type HeadTiles } from '../src/kernels/head.js';
 import { headBackwardRef, headForwardRef } from '../src/reference/head.js';
 import { Rng, checkDirectional, expectClose, freshGpu, testGpu } from './helpers.js';
 
@@ -13,6 +13,7 @@ interface Case {
   hdtype?: 'f32' | 'f16';
   chunkTokens?: number;
   chunkVocab?: number;
+  tiles?: HeadTiles;
 }
 
 const roundF16 = (x: Float32Array) => x.map((v) => f16BitsToF32(f32ToF16Bits(v)));
@@ -35,7 +36,7 @@ function upload(gpu: Gpu, c: Case, x: ReturnType<typeof inputs>) {
   };
 }
 
-const opts = (c: Case): HeadOptions => ({ temperature: c.tau, chunkTokens: c.chunkTokens, chunkVocab: c.chunkVocab });
+const opts = (c: Case): HeadOptions => ({ temperature: c.tau, chunkTokens: c.chunkTokens, chunkVocab: c.chunkVocab, tiles: c.tiles });
 
 /** Forward and backward on the GPU against the float64 reference. */
 async function checkCase(gpu: Gpu, c: Case, seed: number): Promise<void> {
@@ -115,19 +116,39 @@ describe('head forward and backward vs reference', () => {
     { T: 5, H: 33, V: 7, tau: 0.7 },
     { T: 17, H: 64, V: 1000, wdtype: 'f16', tau: 1.3 },
     { T: 5, H: 3, V: 5003, chunkVocab: 512 },
-    { T: 17, H: 33, V: 1000, chunkTokens: 4, chunkVocab: 77, tau: 0.9 },
+    { T: 17, H: 33, V: 1000, chunkTokens: 4, chunkVocab: 77, tau: 0.9, tiles: [8, 4] },
     { T: 40, H: 64, V: 300, wdtype: 'f16', hdtype: 'f16' },
-    { T: 130, H: 33, V: 700, chunkVocab: 600 },
+    { T: 40, H: 17, V: 300, tiles: [4, 8] },
+    { T: 130, H: 33, V: 700, chunkVocab: 600, tiles: [8, 8] },
     { T: 7, H: 600, V: 50 },
   ];
   for (const [i, c] of cases.entries()) {
-    it(`T=${c.T} H=${c.H} V=${c.V} ${c.wdtype ?? 'f32'} tau=${c.tau ?? 1} chunks=${c.chunkTokens ?? '-'}x${c.chunkVocab ?? '-'}`, async () => {
+    it(`T=${c.T} H=${c.H} V=${c.V} ${c.wdtype ?? 'f32'} tau=${c.tau ?? 1} chunks=${c.chunkTokens ?? '-'}x${c.chunkVocab ?? '-'} tiles=${c.tiles ?? 'auto'}`, async () => {
       await checkCase(await testGpu(), c, 100 + i);
     });
   }
 
   it('runs at the real vocabulary size (V = 152064, f16 weight)', async () => {
-    await checkCase(await testGpu(), { T: 8, H: 64, V: 152064, wdtype: 'f16', tau: 0.8 }, 7);
+    await checkCase(await testGpu(), { T: 8, H: 32, V: 152064, wdtype: 'f16', tau: 0.8 }, 7);
+  });
+
+  it('never holds the full [T, V] logits: memory stays at one chunk tile', async () => {
+    const gpu = await testGpu();
+    const c: Case = { T: 32, H: 4, V: 20000, chunkVocab: 1000 };
+    const rng = new Rng(13);
+    const x = inputs(rng, c);
+    const { h, w, y } = upload(gpu, c, x);
+    await gpu.sync();
+    gpu.allocator.resetPeak();
+    const before = gpu.memory().inUse;
+    const fwd = headForward(gpu, h, w, y, opts(c));
+    const dh = headBackward(gpu, h, w, y, fwd, { dLoss: 1 }, opts(c));
+    const extra = gpu.memory().peak - before;
+    expect(extra).toBeLessThan((c.T * c.V * 4) / 8);
+    const ref = headForwardRef(x.hidden, x.weight, x.targets, c.T, c.H, c.V);
+    expectClose(await fwd.entropy.read(), ref.entropy, { atol: 2e-4, rtol: 2e-4 }, 'entropy');
+    const dhRef = headBackwardRef(x.hidden, x.weight, x.targets, c.T, c.H, c.V, { dLoss: 1 });
+    expectClose(await dh.read(), dhRef, { atol: 1e-5, rtol: 1e-3 }, 'dh');
   });
 
   it('binds windows of the weight, hidden and outputs when they exceed one binding', async () => {
@@ -252,6 +273,7 @@ describe('head semantics', () => {
     expect(() => headForward(gpu, h, w, gpu.tensor([3], 'i32'))).toThrowError(ShapeError);
     expect(() => headForward(gpu, h, w, y, { temperature: 0 })).toThrowError(/temperature/);
     expect(() => headForward(gpu, h, w, y, { chunkVocab: 2.5 })).toThrowError(/chunkVocab/);
+    expect(() => headForward(gpu, h, w, y, { tiles: [2, 4] as unknown as HeadTiles })).toThrowError(/tiles/);
     expect(() => headBackward(gpu, h, w, y, { lse }, { dEntropy: lse })).toThrowError(/dEntropy needs/);
     expect(() => headBackward(gpu, h, w, y, { lse }, { dLoss: 1 })).toThrowError(/dLoss needs/);
     expect(() => headBackward(gpu, h, w, y, { lse: gpu.tensor([3], 'f32') }, {})).toThrowError(/lse must be/);

@@ -3,6 +3,7 @@ import { Params } from '../runtime/params.js';
 import { GpuLimitError, ShapeError } from '../runtime/errors.js';
 import type { Tensor } from '../runtime/tensor.js';
 import { DTYPE_BYTES } from '../runtime/dtype.js';
+import { rowBinding } from '../runtime/windows.js';
 import { LINEAR_WORKGROUP, enableF16, wgslType } from './wgsl.js';
 
 /*
@@ -16,12 +17,21 @@ import { LINEAR_WORKGROUP, enableF16, wgslType } from './wgsl.js';
  *
  * Backward recomputes each tile and turns it into dz in place:
  *   dz = gLP·(onehot(y) - p) - gEnt·p·(log p + H),   dh += dz·W / τ.
+ *
+ * Usage (SFT: mean NLL; PPO: per-token coefficients on logprob plus an entropy bonus):
+ *   const fwd = headForward(gpu, hidden, lmHead, targets, { temperature });
+ *   const dh = headBackward(gpu, hidden, lmHead, targets, fwd, { dLoss: 1 });               // SFT
+ *   const dh = headBackward(gpu, hidden, lmHead, targets, fwd, { dLogprob: a, dEntropy: b }); // PPO
  */
 
 /** Default budget for the logits tile (bytes of f32). */
-const TILE_BYTES = 8 << 20;
+const TILE_BYTES = 16 << 20;
+/** Workgroups a matmul dispatch should have before it takes bigger register tiles (fills a large GPU). */
+const MIN_WORKGROUPS = 256;
+/** Smallest slice of K worth a workgroup of its own when K is split. */
+const MIN_SPLIT_K = 256;
 const WG = 256;
-/** Anything over a row's minimum, so exp(m - M) of an empty partial is 0, never NaN. */
+/** Start of a running max: finite, so exp(m - M) of an empty partial is 0, not NaN from -inf - -inf. */
 const LOWEST = '-3.0e38';
 
 export interface HeadOptions {
@@ -29,9 +39,13 @@ export interface HeadOptions {
   temperature?: number;
   /** Tokens per chunk. Default min(T, 512), lowered to fit bindings. */
   chunkTokens?: number;
-  /** Vocabulary rows per chunk. Default: what fills an 8 MiB f32 tile, lowered to fit bindings. */
+  /** Vocabulary rows per chunk. Default: what fills a 16 MiB f32 tile, lowered to fit bindings. */
   chunkVocab?: number;
+  /** Force the matmuls' register tile (rows x cols per thread), for tests and tuning. Default: by shape. */
+  tiles?: HeadTiles;
 }
+
+export type HeadTiles = readonly [1 | 4 | 8, 4 | 8];
 
 export interface HeadForwardResult {
   /** log p(target) per token; 0 where the target is negative (ignored); NaN where it is >= V. */
@@ -84,7 +98,7 @@ export function headForward(
   opts: HeadOptions = {},
 ): HeadForwardResult {
   const op = 'headForward';
-  const { T, H, V, tau } = validate(op, hidden, weight, targets, opts);
+  const { T, V, tau } = validate(op, hidden, weight, targets, opts);
   const { tc: TC, vc: VC } = plan(gpu, op, hidden, weight, opts);
 
   const logprob = gpu.tensor([T], 'f32', undefined, op);
@@ -101,25 +115,25 @@ export function headForward(
   const finalPipe = gpu.pipeline('head:final', () => FINAL_WGSL);
   for (let t0 = 0; t0 < T; t0 += TC) {
     const tc = Math.min(TC, T - t0);
-    const y = span(gpu, targets, t0, tc);
+    const y = rowBinding(targets, t0, tc, 1);
     for (let v0 = 0; v0 < V; v0 += VC) {
       const vc = Math.min(VC, V - v0);
-      logitsTile(gpu, op, shapes, hidden, weight, t0, tc, v0, vc, tile, tau);
+      logitsTile(gpu, op, shapes, hidden, weight, t0, tc, v0, vc, tile, tau, opts.tiles);
       gpu.dispatch({
         op: `${op}:stats`,
         shapes,
         pipeline: statsPipe,
-        params: new Params().u32(vc).u32(v0).u32(y.base).u32(v0 === 0 ? 1 : 0).bytes(),
+        params: new Params().u32(vc).u32(v0).u32(y.skip).u32(v0 === 0 ? 1 : 0).bytes(),
         bindings: [tile.binding(0, tc * vc * 4), y.binding, state.binding(0, tc * 16)],
         workgroups: gpu.grid(tc),
       });
     }
-    const [lp, ent, ls] = [logprob, entropy, lse].map((t) => span(gpu, t, t0, tc));
+    const [lp, ent, ls] = [logprob, entropy, lse].map((t) => rowBinding(t, t0, tc, 1));
     gpu.dispatch({
       op: `${op}:final`,
       shapes,
       pipeline: finalPipe,
-      params: new Params().u32(tc).u32(V).u32(y.base).u32(lp.base).u32(ent.base).u32(ls.base).u32(0x7fc00000).bytes(),
+      params: new Params().u32(tc).u32(V).u32(y.skip).u32(lp.skip).u32(ent.skip).u32(ls.skip).u32(0x7fc00000).bytes(),
       bindings: [state.binding(0, tc * 16), y.binding, lp.binding, ent.binding, ls.binding, acc.binding(), loss.binding(), count.binding()],
       workgroups: [1],
     });
@@ -171,23 +185,23 @@ export function headBackward(
   const dzPipe = gpu.pipeline('head:dz', () => DZ_WGSL);
   for (let t0 = 0; t0 < T; t0 += TC) {
     const tc = Math.min(TC, T - t0);
-    const y = span(gpu, targets, t0, tc);
-    const ls = span(gpu, saved.lse, t0, tc);
+    const y = rowBinding(targets, t0, tc, 1);
+    const ls = rowBinding(saved.lse, t0, tc, 1);
     // Absent inputs bind the lse window in their place; flags keep the kernel from reading them.
-    const ent = saved.entropy ? span(gpu, saved.entropy, t0, tc) : ls;
-    const dlp = grads.dLogprob ? span(gpu, grads.dLogprob, t0, tc) : ls;
-    const dent = grads.dEntropy ? span(gpu, grads.dEntropy, t0, tc) : ls;
+    const ent = saved.entropy ? rowBinding(saved.entropy, t0, tc, 1) : ls;
+    const dlp = grads.dLogprob ? rowBinding(grads.dLogprob, t0, tc, 1) : ls;
+    const dent = grads.dEntropy ? rowBinding(grads.dEntropy, t0, tc, 1) : ls;
     gpu.dispatch({
       op: `${op}:coef`,
       shapes: fullShapes,
       pipeline: coefPipe,
       params: new Params()
         .u32(tc)
-        .u32(y.base)
-        .u32(ls.base)
-        .u32(ent.base)
-        .u32(dlp.base)
-        .u32(dent.base)
+        .u32(y.skip)
+        .u32(ls.skip)
+        .u32(ent.skip)
+        .u32(dlp.skip)
+        .u32(dent.skip)
         .u32(grads.dLogprob ? 1 : 0)
         .u32(grads.dEntropy ? 1 : 0)
         .f32(dLoss)
@@ -195,22 +209,22 @@ export function headBackward(
       bindings: [y.binding, ls.binding, ent.binding, dlp.binding, dent.binding, (saved.count ?? saved.lse).binding(0, 4), coef.binding(0, tc * 16)],
       workgroups: gpu.grid(Math.ceil(tc / WG)),
     });
-    const dhw = span(gpu, dh, t0 * H, tc * H);
+    const dhw = rowBinding(dh, t0, tc, H);
     for (let v0 = 0; v0 < V; v0 += VC) {
       const vc = Math.min(VC, V - v0);
-      logitsTile(gpu, op, fullShapes, hidden, weight, t0, tc, v0, vc, tile, tau);
+      logitsTile(gpu, op, fullShapes, hidden, weight, t0, tc, v0, vc, tile, tau, opts.tiles);
       gpu.dispatch({
         op: `${op}:dz`,
         shapes: fullShapes,
         pipeline: dzPipe,
-        params: new Params().u32(tc).u32(vc).u32(v0).u32(y.base).bytes(),
+        params: new Params().u32(tc).u32(vc).u32(v0).u32(y.skip).bytes(),
         bindings: [coef.binding(0, tc * 16), y.binding, tile.binding(0, tc * vc * 4)],
         workgroups: gpu.grid(Math.ceil((tc * vc) / WG)),
       });
       // dh[tc, H] (+)= dz[tc, vc] · W[v0:v0+vc, H] / τ
-      const w = span(gpu, weight, v0 * H, vc * H);
+      const w = rowBinding(weight, v0, vc, H);
       const accumulate = v0 > 0 || opts.accumulate === true;
-      matmul(gpu, `${op}:dh`, fullShapes, 'nn', { t: tile, binding: tile.binding(0, tc * vc * 4), base: 0 }, { t: weight, ...w }, dhw, {
+      matmul(gpu, `${op}:dh`, fullShapes, 'nn', { t: tile, binding: tile.binding(0, tc * vc * 4), skip: 0 }, { t: weight, ...w }, dhw, {
         m: tc,
         n: H,
         k: vc,
@@ -219,7 +233,7 @@ export function headBackward(
         ldc: H,
         accumulate,
         scale: 1 / tau,
-      });
+      }, opts.tiles);
     }
   }
   tile.dispose();
@@ -244,6 +258,9 @@ function validate(op: string, hidden: Tensor, weight: Tensor, targets: Tensor, o
   for (const [k, v] of [['chunkTokens', opts.chunkTokens], ['chunkVocab', opts.chunkVocab]] as const) {
     if (v !== undefined && (!Number.isInteger(v) || v < 1)) throw fail(`${k} must be a positive integer, got ${v}`);
   }
+  if (opts.tiles && !([1, 4, 8].includes(opts.tiles[0]) && [4, 8].includes(opts.tiles[1]))) {
+    throw fail(`tiles must be [1|4|8, 4|8], got [${opts.tiles.join(', ')}]`);
+  }
   return { T, H, V, tau };
 }
 
@@ -253,9 +270,12 @@ function plan(gpu: Gpu, op: string, hidden: Tensor, weight: Tensor, opts: HeadOp
   const V = weight.shape[0];
   // A window may start up to storageAlign - 1 bytes before its first element.
   const fit = (unitBytes: number) => Math.floor((gpu.maxBinding - gpu.storageAlign) / unitBytes);
-  const tc = Math.min(T, opts.chunkTokens ?? 512, fit(H * DTYPE_BYTES[hidden.dtype]), fit(H * 4), fit(16));
+  // Workgroup counts per dimension stay under the limit even with the smallest tiles (16 rows, 64 columns).
+  const maxRows = gpu.maxWorkgroups * 16;
+  const maxCols = gpu.maxWorkgroups * 64;
+  const tc = Math.min(T, opts.chunkTokens ?? 512, fit(H * DTYPE_BYTES[hidden.dtype]), fit(H * 4), fit(16), maxRows);
   const defaultVc = Math.max(64, Math.floor(TILE_BYTES / (4 * tc) / 64) * 64);
-  const vc = Math.min(V, opts.chunkVocab ?? defaultVc, fit(H * DTYPE_BYTES[weight.dtype]), Math.floor(gpu.maxBinding / (4 * tc)));
+  const vc = Math.min(V, opts.chunkVocab ?? defaultVc, fit(H * DTYPE_BYTES[weight.dtype]), Math.floor(gpu.maxBinding / (4 * tc)), maxCols);
   if (tc < 1 || vc < 1) {
     throw new GpuLimitError(`one row of H=${H} does not fit a binding of ${gpu.maxBinding} bytes`, {
       op,
@@ -265,21 +285,8 @@ function plan(gpu: Gpu, op: string, hidden: Tensor, weight: Tensor, opts: HeadOp
   return { tc, vc };
 }
 
-/** A binding over elements [start, start+count) of `t` from the aligned offset at or before them. */
-interface Span {
-  binding: GPUBufferBinding;
-  /** Index of element `start` within the binding. */
-  base: number;
-}
-
-function span(gpu: Gpu, t: Tensor, start: number, count: number): Span {
-  t.assertLive('head');
-  const eb = DTYPE_BYTES[t.dtype];
-  const first = t.byteOffset + start * eb;
-  const offset = first - (first % gpu.storageAlign);
-  const size = Math.max(4, Math.ceil((first + count * eb - offset) / 4) * 4);
-  return { binding: { buffer: t.buffer, offset, size }, base: (first - offset) / eb };
-}
+/** A window of rows and `skip`, the element index of its first row inside the (aligned) binding. */
+type Span = ReturnType<typeof rowBinding>;
 
 // ------------------------------------------------------------------ tiled matmul
 
@@ -307,11 +314,12 @@ function logitsTile(
   vc: number,
   tile: Tensor,
   tau: number,
+  tiles: HeadTiles | undefined,
 ): void {
   const H = hidden.shape[1];
-  const h = span(gpu, hidden, t0 * H, tc * H);
-  const w = span(gpu, weight, v0 * H, vc * H);
-  matmul(gpu, `${op}:logits`, shapes, 'nt', { t: hidden, ...h }, { t: weight, ...w }, { binding: tile.binding(0, tc * vc * 4), base: 0 }, {
+  const h = rowBinding(hidden, t0, tc, H);
+  const w = rowBinding(weight, v0, vc, H);
+  matmul(gpu, `${op}:logits`, shapes, 'nt', { t: hidden, ...h }, { t: weight, ...w }, { binding: tile.binding(0, tc * vc * 4), skip: 0 }, {
     m: tc,
     n: vc,
     k: H,
@@ -320,7 +328,18 @@ function logitsTile(
     ldc: vc,
     accumulate: false,
     scale: 1 / tau,
-  });
+  }, tiles);
+}
+
+/**
+ * Rows x cols per thread (a 16x16 thread grid): the largest register tile that still gives MIN_WORKGROUPS
+ * workgroups, else the smallest; one row per thread for few tokens, where bigger tiles would be mostly padding.
+ */
+function registerTile(m: number, n: number): HeadTiles {
+  if (m < 32) return [1, n >= 512 ? 8 : 4];
+  const options: HeadTiles[] = [[8, 8], [8, 4], [4, 8], [4, 4]];
+  const count = ([rm, rn]: HeadTiles) => Math.ceil(m / (16 * rm)) * Math.ceil(n / (16 * rn));
+  return options.find((t) => count(t) >= MIN_WORKGROUPS) ?? [4, 4];
 }
 
 function matmul(
@@ -332,33 +351,92 @@ function matmul(
   b: Span & { t: Tensor },
   c: Span,
   s: MatmulShape,
+  tiles: HeadTiles | undefined,
 ): void {
-  // Rows and columns per thread: big register tiles where the problem fills them, small ones for few tokens.
-  const rm = s.m >= 128 ? 8 : s.m >= 32 ? 4 : 1;
-  const rn = s.n >= 512 ? 8 : 4;
+  const [rm, rn] = tiles ?? registerTile(s.m, s.n);
   const [at, bt] = [a.t.dtype, b.t.dtype];
   const pipeline = gpu.pipeline(`head:mm:${layout}:${at}:${bt}:${rm}x${rn}`, () => matmulWgsl(layout, at, bt, rm, rn));
-  gpu.dispatch({
-    op,
-    shapes,
-    pipeline,
-    params: new Params()
+  const grid: [number, number] = [Math.ceil(s.n / (16 * rn)), Math.ceil(s.m / (16 * rm))];
+  // Few output tiles over a long K (dh for few tokens: K is the vocab chunk) would leave the GPU idle and run
+  // K serially: split K over workgroups, each writing its partial [m, n], then sum the partials.
+  const splits = Math.max(
+    1,
+    Math.min(
+      Math.ceil(MIN_WORKGROUPS / (grid[0] * grid[1])),
+      Math.floor(s.k / MIN_SPLIT_K),
+      Math.floor(gpu.maxBinding / (4 * s.m * s.n)),
+      gpu.maxWorkgroups,
+    ),
+  );
+  const kSplit = Math.ceil(s.k / splits / 16) * 16;
+  const nSplits = Math.ceil(s.k / kSplit);
+  const params = (cSkip: number, ldc: number, cStride: number, accumulate: boolean, scale: number) =>
+    new Params()
       .u32(s.m)
       .u32(s.n)
       .u32(s.k)
-      .u32(a.base)
-      .u32(b.base)
-      .u32(c.base)
+      .u32(kSplit)
+      .u32(a.skip)
+      .u32(b.skip)
+      .u32(cSkip)
+      .u32(cStride)
       .u32(s.lda)
       .u32(s.ldb)
-      .u32(s.ldc)
-      .u32(s.accumulate ? 1 : 0)
-      .f32(s.scale)
-      .bytes(),
-    bindings: [a.binding, b.binding, c.binding],
-    workgroups: [Math.ceil(s.n / (16 * rn)), Math.ceil(s.m / (16 * rm))],
+      .u32(ldc)
+      .u32(accumulate ? 1 : 0)
+      .f32(scale)
+      .bytes();
+  if (nSplits === 1) {
+    gpu.dispatch({
+      op,
+      shapes,
+      pipeline,
+      params: params(c.skip, s.ldc, 0, s.accumulate, s.scale),
+      bindings: [a.binding, b.binding, c.binding],
+      workgroups: grid,
+    });
+    return;
+  }
+  const parts = gpu.tensor([nSplits, s.m, s.n], 'f32', undefined, `${op} split-k`);
+  gpu.dispatch({
+    op,
+    shapes: `${shapes} split-k ${nSplits}`,
+    pipeline,
+    params: params(0, s.n, s.m * s.n, false, 1),
+    bindings: [a.binding, b.binding, parts.binding()],
+    workgroups: [...grid, nSplits],
   });
+  gpu.dispatch({
+    op: `${op}:split-k-sum`,
+    shapes: `${shapes} split-k ${nSplits}`,
+    pipeline: gpu.pipeline('head:splitk-sum', () => SPLITK_SUM_WGSL),
+    params: new Params().u32(s.m).u32(s.n).u32(nSplits).u32(c.skip).u32(s.ldc).u32(s.accumulate ? 1 : 0).f32(s.scale).bytes(),
+    bindings: [parts.binding(), c.binding],
+    workgroups: gpu.grid(Math.ceil((s.m * s.n) / WG)),
+  });
+  // Queue order keeps the buffer alive for the dispatches above; the allocator may hand it out again after.
+  parts.dispose();
 }
+
+/** c[i, j] (+)= scale · Σ_s parts[s, i, j]. */
+const SPLITK_SUM_WGSL = /* wgsl */ `
+struct P { m: u32, n: u32, splits: u32, c_base: u32, ldc: u32, accumulate: u32, scale: f32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> parts: array<f32>;
+@group(0) @binding(2) var<storage, read_write> c: array<f32>;
+${LINEAR_WORKGROUP}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+  let idx = linear_wg(wid, nwg) * ${WG}u + li;
+  let mn = p.m * p.n;
+  if (idx >= mn) { return; }
+  var v = 0.0;
+  for (var s = 0u; s < p.splits; s++) { v += parts[s * mn + idx]; }
+  let i = p.c_base + (idx / p.n) * p.ldc + idx % p.n;
+  v *= p.scale;
+  if (p.accumulate != 0u) { c[i] += v; } else { c[i] = v; }
+}`;
 
 function matmulWgsl(layout: 'nt' | 'nn', at: string, bt: string, rm: number, rn: number): string {
   const BM = 16 * rm;
@@ -368,15 +446,16 @@ function matmulWgsl(layout: 'nt' | 'nn', at: string, bt: string, rm: number, rn:
     layout === 'nt'
       ? `let n = e / BK; let kk = e % BK; let gn = col0 + n; let gk = k0 + kk;
       var v = 0.0;
-      if (gn < p.n && gk < p.k) { v = f32(b[p.b_base + gn * p.ldb + gk]); }
-      bs[kk * BN + n] = v;`
+      if (gn < p.n && gk < k_end) { v = f32(b[p.b_base + gn * p.ldb + gk]); }
+      bs[kk * SB + n] = v;`
       : `let kk = e / BN; let n = e % BN; let gn = col0 + n; let gk = k0 + kk;
       var v = 0.0;
-      if (gn < p.n && gk < p.k) { v = f32(b[p.b_base + gk * p.ldb + gn]); }
-      bs[kk * BN + n] = v;`;
+      if (gn < p.n && gk < k_end) { v = f32(b[p.b_base + gk * p.ldb + gn]); }
+      bs[kk * SB + n] = v;`;
   return /* wgsl */ `
 ${enableF16([at, bt])}
-struct P { m: u32, n: u32, k: u32, a_base: u32, b_base: u32, c_base: u32, lda: u32, ldb: u32, ldc: u32, accumulate: u32, scale: f32 }
+struct P { m: u32, n: u32, k: u32, k_split: u32, a_base: u32, b_base: u32, c_base: u32, c_stride: u32,
+           lda: u32, ldb: u32, ldc: u32, accumulate: u32, scale: f32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> a: array<${wgslType(at)}>;
 @group(0) @binding(2) var<storage, read> b: array<${wgslType(bt)}>;
@@ -386,22 +465,28 @@ const RN = ${rn}u;
 const BM = ${BM}u;
 const BN = ${BN}u;
 const BK = 16u;
-var<workgroup> as_: array<f32, ${16 * BM}>;
-var<workgroup> bs: array<f32, ${16 * BN}>;
+// Rows padded by one so the k-major stores of 16 consecutive k do not all land in one bank.
+const SA = ${BM + 1}u;
+const SB = ${BN + 1}u;
+var<workgroup> as_: array<f32, ${16 * (BM + 1)}>;
+var<workgroup> bs: array<f32, ${16 * (BN + 1)}>;
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
   let row0 = wid.y * BM;
   let col0 = wid.x * BN;
+  // This workgroup's slice of K (all of it unless K is split over wid.z).
+  let k_begin = wid.z * p.k_split;
+  let k_end = min(p.k, k_begin + p.k_split);
   var acc: array<f32, ${rm * rn}>;
-  for (var k0 = 0u; k0 < p.k; k0 += BK) {
+  for (var k0 = k_begin; k0 < k_end; k0 += BK) {
     for (var q = 0u; q < RM; q++) {
       let e = li + 256u * q;
       let r = e / BK; let kk = e % BK; let gr = row0 + r; let gk = k0 + kk;
       var v = 0.0;
-      if (gr < p.m && gk < p.k) { v = f32(a[p.a_base + gr * p.lda + gk]); }
-      as_[kk * BM + r] = v;
+      if (gr < p.m && gk < k_end) { v = f32(a[p.a_base + gr * p.lda + gk]); }
+      as_[kk * SA + r] = v;
     }
     for (var q = 0u; q < RN; q++) {
       let e = li + 256u * q;
@@ -411,8 +496,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     for (var kk = 0u; kk < BK; kk++) {
       var av: array<f32, ${rm}>;
       var bv: array<f32, ${rn}>;
-      for (var r = 0u; r < RM; r++) { av[r] = as_[kk * BM + lid.y + 16u * r]; }
-      for (var j = 0u; j < RN; j++) { bv[j] = bs[kk * BN + lid.x + 16u * j]; }
+      for (var r = 0u; r < RM; r++) { av[r] = as_[kk * SA + lid.y + 16u * r]; }
+      for (var j = 0u; j < RN; j++) { bv[j] = bs[kk * SB + lid.x + 16u * j]; }
       for (var r = 0u; r < RM; r++) {
         for (var j = 0u; j < RN; j++) { acc[r * RN + j] = fma(av[r], bv[j], acc[r * RN + j]); }
       }
@@ -424,7 +509,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     for (var j = 0u; j < RN; j++) {
       let gc = col0 + lid.x + 16u * j;
       if (gr < p.m && gc < p.n) {
-        let i = p.c_base + gr * p.ldc + gc;
+        let i = p.c_base + wid.z * p.c_stride + gr * p.ldc + gc;
         let v = acc[r * RN + j] * p.scale;
         if (p.accumulate != 0u) { c[i] += v; } else { c[i] = v; }
       }
