@@ -1,4 +1,106 @@
+import { matmul } from '../kernels/matmul.js';
+import { loraLinear } from '../kernels/lora.js';
+import type { Tensor } from '../runtime/tensor.js';
 import type { BenchCase } from './types.js';
 
+function disposeAll(ts: Tensor[]): () => void {
+  return () => ts.forEach((t) => t.dispose());
+}
+
+/** Square C = A·B, f32 or f16 inputs (f32 accumulation and output). */
+function squareCase(n: number, dtype: 'f32' | 'f16', size: 'cpu' | 'gpu'): BenchCase {
+  const torchDt = dtype === 'f16' ? 'torch.bfloat16 if str(dev).startswith("cuda") else torch.float32' : 'torch.float32';
+  return {
+    family: 'matmul',
+    name: `matmul ${dtype} ${n}x${n}x${n}`,
+    flops: 2 * n ** 3,
+    bytes: 2 * n * n * (dtype === 'f16' ? 2 : 4) + 4 * n * n,
+    size,
+    needs: dtype === 'f16' ? ['shader-f16'] : undefined,
+    prepare(gpu) {
+      const a = gpu.tensor([n, n], dtype);
+      const b = gpu.tensor([n, n], dtype);
+      const c = gpu.tensor([n, n], 'f32');
+      return { run: () => void matmul(gpu, a, b, { out: c }), dispose: disposeAll([a, b, c]) };
+    },
+    torch: {
+      setup: `t=${torchDt}; a=torch.randn(${n},${n},device=dev,dtype=t); b=torch.randn(${n},${n},device=dev,dtype=t)`,
+      run: 'a@b',
+    },
+  };
+}
+
+/** A linear layer y = x·Wᵀ with f16 weights W [out, in] and f32 activations x [T, in] (T = 1 is the GEMV path). */
+function linearCase(label: string, T: number, inF: number, outF: number, size: 'cpu' | 'gpu'): BenchCase {
+  return {
+    family: 'matmul',
+    name: `linear ${label} T=${T} ${inF}->${outF} f16 W`,
+    flops: 2 * T * inF * outF,
+    bytes: 2 * inF * outF + 4 * T * (inF + outF),
+    size,
+    needs: ['shader-f16'],
+    prepare(gpu) {
+      const x = gpu.tensor([T, inF], 'f32');
+      const w = gpu.tensor([outF, inF], 'f16');
+      const y = gpu.tensor([T, outF], 'f32');
+      return { run: () => void matmul(gpu, x, w, { transB: true, out: y }), dispose: disposeAll([x, w, y]) };
+    },
+    torch: {
+      setup: `x=torch.randn(${T},${inF},device=dev,dtype=dt); w=torch.randn(${outF},${inF},device=dev,dtype=dt)`,
+      run: 'F.linear(x,w)',
+    },
+  };
+}
+
+/** LoRA linear forward: frozen f16 W plus rank-r adapters with dropout. */
+function loraCase(label: string, T: number, inF: number, outF: number, r: number, size: 'cpu' | 'gpu'): BenchCase {
+  const s = 32 / r;
+  return {
+    family: 'matmul',
+    name: `lora ${label} T=${T} ${inF}->${outF} r=${r}`,
+    flops: 2 * T * inF * outF + 2 * T * r * (inF + outF),
+    bytes: 2 * inF * outF + 4 * r * (inF + outF) + 4 * T * (inF + outF),
+    size,
+    needs: ['shader-f16'],
+    prepare(gpu) {
+      const x = gpu.tensor([T, inF], 'f32');
+      const w = gpu.tensor([outF, inF], 'f16');
+      const a = gpu.tensor([r, inF], 'f32');
+      const b = gpu.tensor([outF, r], 'f32');
+      return {
+        run: () => {
+          const { y, h } = loraLinear(gpu, x, w, a, b, { alpha: 32, dropout: 0.05, seed: 1 });
+          y.dispose();
+          h.dispose();
+        },
+        dispose: disposeAll([x, w, a, b]),
+      };
+    },
+    torch: {
+      setup:
+        `x=torch.randn(${T},${inF},device=dev); w=torch.randn(${outF},${inF},device=dev,dtype=dt); ` +
+        `A=torch.randn(${r},${inF},device=dev); B=torch.randn(${outF},${r},device=dev)`,
+      run: `F.linear(x.to(dt),w).float()+${s}*F.linear(F.linear(F.dropout(x,0.05),A),B)`,
+    },
+  };
+}
+
+// Qwen2.5-7B projections: hidden 3584, 4 KV heads x 128, intermediate 18944.
+const QWEN = [
+  ['q_proj', 3584, 3584],
+  ['k_proj', 3584, 512],
+  ['gate_proj', 3584, 18944],
+  ['down_proj', 18944, 3584],
+] as const;
+
 /** Benchmarks for the matmul kernels. */
-export const matmulBenches: BenchCase[] = [];
+export const matmulBenches: BenchCase[] = [
+  squareCase(1024, 'f32', 'cpu'),
+  linearCase('qwen-like', 64, 3584, 512, 'cpu'),
+  linearCase('gemv', 1, 3584, 3584, 'cpu'),
+  loraCase('small', 64, 512, 512, 8, 'cpu'),
+  squareCase(4096, 'f16', 'gpu'),
+  squareCase(4096, 'f32', 'gpu'),
+  ...QWEN.flatMap(([label, inF, outF]) => [linearCase(label, 1, inF, outF, 'gpu'), linearCase(label, 512, inF, outF, 'gpu')]),
+  loraCase('q_proj', 512, 3584, 3584, 16, 'gpu'),
+];

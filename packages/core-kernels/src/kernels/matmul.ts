@@ -1,2 +1,628 @@
-// Filled in by the matmul kernel work.
-export {};
+import type { Gpu } from '../runtime/gpu.js';
+import { Params } from '../runtime/params.js';
+import { GpuLimitError, ShapeError } from '../runtime/errors.js';
+import type { Tensor } from '../runtime/tensor.js';
+import { DTYPE_BYTES, type DType } from '../runtime/dtype.js';
+import { f16MatrixConfig, type GpuFeatures, type KernelVariants, type SubgroupMatrixConfig } from '../runtime/features.js';
+import { enableF16, wgslType } from './wgsl.js';
+
+/**
+ * C = alpha·op(A)·op(B) + beta·C (+ bias along N), batched.
+ *
+ * Shapes are inferred from the tensors for the common cases: A is [..., M, K] ([..., K, M] with transA), B is
+ * [K, N] ([N, K] with transB) or batched [..., K, N]; a rank-2 operand is broadcast over the batch (stride 0).
+ * Explicit m/n/k, leading dimensions, batch strides and element offsets address strided sub-matrices.
+ */
+export interface MatmulOptions {
+  transA?: boolean;
+  transB?: boolean;
+  alpha?: number;
+  /** Needs `out`; its old contents are scaled by beta and added. */
+  beta?: number;
+  out?: Tensor;
+  /** dtype of a new output (default f32). */
+  outDType?: 'f32' | 'f16';
+  /** Added along N: bias[n] (f32 or f16). */
+  bias?: Tensor;
+  batch?: number;
+  m?: number;
+  n?: number;
+  k?: number;
+  /** Leading dimensions (elements between rows as stored). */
+  lda?: number;
+  ldb?: number;
+  ldc?: number;
+  /** Batch strides in elements; 0 broadcasts one matrix over the batch. */
+  strideA?: number;
+  strideB?: number;
+  strideC?: number;
+  /** Element offsets of the first matrix in each tensor. */
+  offsetA?: number;
+  offsetB?: number;
+  offsetC?: number;
+  offsetBias?: number;
+  /** Force a kernel (tests, benchmarks); 'auto' picks by shape and `gpu.variants`. */
+  path?: MatmulPath | 'auto';
+}
+
+export type MatmulPath = 'tiled' | 'gemv' | 'subgroup-matrix';
+
+/** One fully resolved problem: what the kernels see. */
+interface Problem {
+  batch: number;
+  M: number;
+  N: number;
+  K: number;
+  transA: boolean;
+  transB: boolean;
+  lda: number;
+  ldb: number;
+  ldc: number;
+  sA: number;
+  sB: number;
+  sC: number;
+  offA: number;
+  offB: number;
+  offC: number;
+  offBias: number;
+  alpha: number;
+  beta: number;
+}
+
+// Register-tiled kernel: 8x8 threads, each 8x8 outputs (as 8x2 vec4) → 64x64 tiles, K in steps of 8 through
+// shared memory.
+// On lavapipe (8-wide AVX lanes across invocations) this shape measured fastest among 4x4/8x4/8x8/16x8 per thread
+// and 16x16/16x8/8x8/8x4 thread grids.
+const TX = 8;
+const TY = 8;
+const TM = 8;
+const TN = 8;
+const BM = TY * TM;
+const BN = TX * TN;
+const BK = 8;
+/** Largest M the GEMV path takes (one row per accumulator). */
+export const GEMV_MAX_M = 4;
+const GEMV_THREADS = 64;
+// Output tile of the subgroup-matrix path, in config tiles.
+const SGM_TILES_M = 2;
+const SGM_TILES_N = 2;
+
+/** Which kernel a problem runs on: GEMV for few rows, tensor cores for f16×f16 where offered, else tiled. */
+export function selectMatmulPath(
+  gpu: { variants: KernelVariants; features: GpuFeatures },
+  aType: DType,
+  bType: DType,
+  m: number,
+  n: number,
+  k: number,
+): MatmulPath {
+  if (m <= GEMV_MAX_M) return 'gemv';
+  const cfg = f16MatrixConfig(gpu.features);
+  if (gpu.variants.matmulF16 === 'subgroup-matrix' && cfg && aType === 'f16' && bType === 'f16') {
+    // The matrix loads have no bounds: only whole tiles.
+    if (m % (cfg.M * SGM_TILES_M) === 0 && n % (cfg.N * SGM_TILES_N) === 0 && k % cfg.K === 0) return 'subgroup-matrix';
+  }
+  return 'tiled';
+}
+
+export function matmul(gpu: Gpu, a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
+  const p = resolve(a, b, opts);
+  const shapes = `${a} x ${b}${p.transA ? ' tA' : ''}${p.transB ? ' tB' : ''} M=${p.M} N=${p.N} K=${p.K} batch=${p.batch}`;
+  const fail = (msg: string): never => {
+    throw new ShapeError(msg, { op: 'matmul', shapes });
+  };
+  for (const t of [a, b]) if (t.dtype !== 'f32' && t.dtype !== 'f16') fail(`inputs must be f32 or f16, got ${t.dtype}`);
+  if (opts.bias) {
+    if (opts.bias.dtype !== 'f32' && opts.bias.dtype !== 'f16') fail(`bias must be f32 or f16, got ${opts.bias.dtype}`);
+    if (p.offBias + p.N > opts.bias.size) fail(`bias ${opts.bias} shorter than N=${p.N}`);
+  }
+  if (p.beta !== 0 && !opts.out) fail('beta != 0 needs out');
+  const outShape = opts.out?.shape ?? defaultOutShape(a, b, p);
+  const c = opts.out ?? gpu.tensor(outShape, opts.outDType ?? 'f32', undefined, 'matmul');
+  if (c.dtype !== 'f32' && c.dtype !== 'f16') fail(`out must be f32 or f16, got ${c.dtype}`);
+  // Every element each operand is addressed at must lie inside its tensor.
+  const extent = (off: number, stride: number, rows: number, ld: number, cols: number) =>
+    off + (p.batch - 1) * stride + (rows - 1) * ld + cols;
+  const [aRows, aCols] = p.transA ? [p.K, p.M] : [p.M, p.K];
+  const [bRows, bCols] = p.transB ? [p.N, p.K] : [p.K, p.N];
+  if (p.lda < aCols || p.ldb < bCols || p.ldc < p.N) fail(`leading dimensions ${p.lda},${p.ldb},${p.ldc} below row lengths`);
+  if (p.M * p.N * p.batch > 0) {
+    if (p.K > 0 && extent(p.offA, p.sA, aRows, p.lda, aCols) > a.size) fail(`A ${a} too small for the addressed matrix`);
+    if (p.K > 0 && extent(p.offB, p.sB, bRows, p.ldb, bCols) > b.size) fail(`B ${b} too small for the addressed matrix`);
+    if (extent(p.offC, p.sC, p.M, p.ldc, p.N) > c.size) fail(`out ${c} too small for the result`);
+  }
+  for (const v of [p.M, p.N, p.K, p.batch, p.lda, p.ldb, p.ldc, p.sA, p.sB, p.sC, p.offA, p.offB, p.offC]) {
+    if (!Number.isInteger(v) || v < 0) fail(`dimensions, strides and offsets must be non-negative integers`);
+  }
+  if (p.M * p.N * p.batch === 0) return c;
+  const path = opts.path && opts.path !== 'auto' ? opts.path : selectMatmulPath(gpu, a.dtype, b.dtype, p.M, p.N, p.K);
+  if (path === 'gemv' && p.M > GEMV_MAX_M) fail(`gemv path takes M <= ${GEMV_MAX_M}`);
+  run(gpu, a, b, c, opts.bias, p, path, shapes);
+  return c;
+}
+
+function resolve(a: Tensor, b: Tensor, opts: MatmulOptions): Problem {
+  const transA = opts.transA ?? false;
+  const transB = opts.transB ?? false;
+  const fail = (msg: string): never => {
+    throw new ShapeError(msg, { op: 'matmul', shapes: `${a} x ${b}` });
+  };
+  if (a.rank < 2 || b.rank < 2) fail('operands need rank >= 2');
+  const [ar, ac] = a.shape.slice(-2);
+  const [br, bc] = b.shape.slice(-2);
+  const batchA = a.size / Math.max(1, ar * ac);
+  const batchB = b.size / Math.max(1, br * bc);
+  const M = opts.m ?? (transA ? ac : ar);
+  const K = opts.k ?? (transA ? ar : ac);
+  const N = opts.n ?? (transB ? br : bc);
+  const explicit = opts.m !== undefined || opts.k !== undefined || opts.n !== undefined;
+  if (!explicit && (transB ? bc : br) !== K) fail(`inner dimensions differ: K=${K} vs ${transB ? bc : br}`);
+  if (a.rank > 2 && b.rank > 2 && batchA !== batchB && opts.batch === undefined) {
+    fail(`batch sizes differ: ${batchA} vs ${batchB}`);
+  }
+  const batch = opts.batch ?? Math.max(a.rank > 2 ? batchA : 1, b.rank > 2 ? batchB : 1);
+  const lda = opts.lda ?? ac;
+  const ldb = opts.ldb ?? bc;
+  const ldc = opts.ldc ?? N;
+  return {
+    batch,
+    M,
+    N,
+    K,
+    transA,
+    transB,
+    lda,
+    ldb,
+    ldc,
+    sA: opts.strideA ?? (a.rank > 2 && batchA > 1 ? ar * ac : 0),
+    sB: opts.strideB ?? (b.rank > 2 && batchB > 1 ? br * bc : 0),
+    sC: opts.strideC ?? M * ldc,
+    offA: opts.offsetA ?? 0,
+    offB: opts.offsetB ?? 0,
+    offC: opts.offsetC ?? 0,
+    offBias: opts.offsetBias ?? 0,
+    alpha: opts.alpha ?? 1,
+    beta: opts.beta ?? 0,
+  };
+}
+
+function defaultOutShape(a: Tensor, b: Tensor, p: Problem): number[] {
+  const lead = a.rank > 2 ? a.shape.slice(0, -2) : b.rank > 2 ? b.shape.slice(0, -2) : [];
+  const leadSize = lead.reduce((x, y) => x * y, 1);
+  return leadSize === p.batch ? [...lead, p.M, p.ldc] : [p.batch, p.M, p.ldc];
+}
+
+// ---------------------------------------------------------------- dispatch, with windows for large operands
+
+interface Bound {
+  binding: GPUBufferBinding;
+  /** Element offset of the window's start inside the tensor. */
+  start: number;
+}
+
+/** Binds elements [lo, hi) of t, starting the window on an aligned byte offset. */
+function bindRange(gpu: Gpu, t: Tensor, lo: number, hi: number): Bound {
+  const eb = DTYPE_BYTES[t.dtype];
+  const byteStart = Math.floor((lo * eb) / gpu.storageAlign) * gpu.storageAlign;
+  return { binding: t.binding(byteStart, Math.max(4, hi * eb - byteStart)), start: byteStart / eb };
+}
+
+function run(gpu: Gpu, a: Tensor, b: Tensor, c: Tensor, bias: Tensor | undefined, p: Problem, path: MatmulPath, shapes: string) {
+  const fits = [a, b, c, bias].every((t) => !t || Math.ceil(t.byteLength / 4) * 4 <= gpu.maxBinding);
+  if (fits) {
+    // Whole tensors bound once; the batch runs in z, in chunks of the workgroup-count limit.
+    const bindings = [a.binding(), b.binding(), c.binding(), ...(bias ? [bias.binding()] : [])];
+    for (let b0 = 0; b0 < p.batch; b0 += gpu.maxWorkgroups) {
+      const sub = { ...p, batch: Math.min(gpu.maxWorkgroups, p.batch - b0) };
+      sub.offA += b0 * p.sA;
+      sub.offB += b0 * p.sB;
+      sub.offC += b0 * p.sC;
+      launch(gpu, a.dtype, b.dtype, c.dtype, bias?.dtype, sub, bindings, path, shapes);
+    }
+    return;
+  }
+  // Too large for one binding: each batch item, split along the outer storage dimension of every operand —
+  // rows of A (or K when A is stored transposed), N for B stored [N, K] (or K for [K, N]), rows of C — so that
+  // every window fits. A K split accumulates with beta = 1 after the first part.
+  const budget = gpu.maxBinding - gpu.storageAlign;
+  const rowsFit = (ld: number, cols: number, eb: number, what: string) => {
+    const r = Math.floor((Math.floor(budget / eb) - cols) / ld) + 1;
+    if (r < 1) throw new GpuLimitError(`one row of ${what} (${cols} elements) does not fit a binding`, { op: 'matmul', shapes });
+    return r;
+  };
+  const ea = DTYPE_BYTES[a.dtype];
+  const eb = DTYPE_BYTES[b.dtype];
+  let mc = rowsFit(p.ldc, p.N, DTYPE_BYTES[c.dtype], 'C');
+  let nc = p.N;
+  let kc = p.K;
+  if (p.transA) kc = Math.min(kc, rowsFit(p.lda, p.M, ea, 'A'));
+  else mc = Math.min(mc, rowsFit(p.lda, p.K, ea, 'A'));
+  if (p.transB) nc = Math.min(nc, rowsFit(p.ldb, p.K, eb, 'B'));
+  else kc = Math.min(kc, rowsFit(p.ldb, p.N, eb, 'B'));
+  mc = Math.min(mc, p.M);
+  for (let bi = 0; bi < p.batch; bi++) {
+    for (let m0 = 0; m0 < p.M; m0 += mc) {
+      for (let n0 = 0; n0 < p.N; n0 += nc) {
+        for (let k0 = 0; k0 < Math.max(p.K, 1); k0 += Math.max(kc, 1)) {
+          const [m, n, k] = [Math.min(mc, p.M - m0), Math.min(nc, p.N - n0), Math.min(kc, p.K - k0)];
+          const aOrig = p.offA + bi * p.sA + (p.transA ? k0 * p.lda + m0 : m0 * p.lda + k0);
+          const bOrig = p.offB + bi * p.sB + (p.transB ? n0 * p.ldb + k0 : k0 * p.ldb + n0);
+          const cOrig = p.offC + bi * p.sC + m0 * p.ldc + n0;
+          const aw = bindRange(gpu, a, aOrig, aOrig + Math.max(0, (p.transA ? (k - 1) * p.lda + m : (m - 1) * p.lda + k)));
+          const bw = bindRange(gpu, b, bOrig, bOrig + Math.max(0, (p.transB ? (n - 1) * p.ldb + k : (k - 1) * p.ldb + n)));
+          const cw = bindRange(gpu, c, cOrig, cOrig + (m - 1) * p.ldc + n);
+          const first = k0 === 0;
+          const biasW = bias && first ? bindRange(gpu, bias, p.offBias + n0, p.offBias + n0 + n) : undefined;
+          const sub: Problem = {
+            ...p,
+            batch: 1,
+            M: m,
+            N: n,
+            K: Math.max(k, 0),
+            sA: 0,
+            sB: 0,
+            sC: 0,
+            offA: aOrig - aw.start,
+            offB: bOrig - bw.start,
+            offC: cOrig - cw.start,
+            offBias: biasW ? p.offBias + n0 - biasW.start : 0,
+            beta: first ? p.beta : 1,
+          };
+          const bindings = [aw.binding, bw.binding, cw.binding, ...(biasW ? [biasW.binding] : [])];
+          // Windows need not start on whole matrix tiles.
+          const subPath = path === 'subgroup-matrix' ? 'tiled' : path;
+          launch(gpu, a.dtype, b.dtype, c.dtype, biasW && bias ? bias.dtype : undefined, sub, bindings, subPath, shapes);
+        }
+      }
+    }
+  }
+}
+
+function launch(
+  gpu: Gpu,
+  aType: DType,
+  bType: DType,
+  cType: DType,
+  biasType: DType | undefined,
+  p: Problem,
+  bindings: GPUBufferBinding[],
+  path: MatmulPath,
+  shapes: string,
+) {
+  const spec: KernelSpec = { aType, bType, cType, biasType, transA: p.transA, transB: p.transB, beta: p.beta !== 0 };
+  const params = new Params()
+    .u32(p.M)
+    .u32(p.N)
+    .u32(p.K)
+    .u32(p.lda)
+    .u32(p.ldb)
+    .u32(p.ldc)
+    .u32(p.offA)
+    .u32(p.offB)
+    .u32(p.offC)
+    .u32(p.sA)
+    .u32(p.sB)
+    .u32(p.sC)
+    .u32(p.offBias)
+    .f32(p.alpha)
+    .f32(p.beta)
+    .bytes();
+  let pipeline: GPUComputePipeline;
+  let workgroups: [number, number, number];
+  if (path === 'gemv') {
+    const g = gemvShape(p.transB);
+    pipeline = gpu.pipeline(`matmul-gemv:${specKey(spec)}:m${p.M}`, () => gemvWgsl(spec, p.M));
+    workgroups = [Math.ceil(p.N / g.cols), 1, p.batch];
+  } else if (path === 'subgroup-matrix') {
+    const cfg = f16MatrixConfig(gpu.features);
+    if (!cfg || aType !== 'f16' || bType !== 'f16') {
+      throw new ShapeError('subgroup-matrix path needs f16 inputs and an f16 matrix config', { op: 'matmul', shapes });
+    }
+    const width = gpu.device.adapterInfo?.subgroupMaxSize ?? 128;
+    pipeline = gpu.pipeline(`matmul-sgm:${specKey(spec)}:${cfg.M}x${cfg.N}x${cfg.K}:w${width}`, () => subgroupMatrixWgsl(spec, cfg, width));
+    workgroups = [p.N / (cfg.N * SGM_TILES_N), p.M / (cfg.M * SGM_TILES_M), p.batch];
+  } else {
+    pipeline = gpu.pipeline(`matmul-tiled:${specKey(spec)}`, () => tiledWgsl(spec));
+    workgroups = [Math.ceil(p.N / BN), Math.ceil(p.M / BM), p.batch];
+  }
+  if (workgroups[0] > gpu.maxWorkgroups || workgroups[1] > gpu.maxWorkgroups) {
+    throw new GpuLimitError(`matmul grid ${workgroups.join('x')} over the workgroup limit`, { op: 'matmul', shapes });
+  }
+  gpu.dispatch({ op: `matmul-${path}`, shapes, pipeline, params, bindings, workgroups });
+}
+
+// ---------------------------------------------------------------- WGSL
+
+interface KernelSpec {
+  aType: DType;
+  bType: DType;
+  cType: DType;
+  biasType: DType | undefined;
+  transA: boolean;
+  transB: boolean;
+  /** beta != 0: the epilogue reads C. With beta = 0 it never does, so stale NaNs in `out` cannot leak in. */
+  beta: boolean;
+}
+
+function specKey(s: KernelSpec): string {
+  return `${s.aType}${s.transA ? 'T' : 'N'}.${s.bType}${s.transB ? 'T' : 'N'}.${s.cType}${s.beta ? '.beta' : ''}${s.biasType ? `.bias${s.biasType}` : ''}`;
+}
+
+/** Uniforms, bindings, element accessors and the epilogue shared by every matmul kernel. */
+function common(s: KernelSpec): string {
+  const types = [s.aType, s.bType, s.cType, s.biasType ?? 'f32'];
+  return /* wgsl */ `${enableF16(types)}
+struct P { M: u32, N: u32, K: u32, lda: u32, ldb: u32, ldc: u32, offA: u32, offB: u32, offC: u32,
+           sA: u32, sB: u32, sC: u32, offBias: u32, alpha: f32, beta: f32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> A: array<${wgslType(s.aType)}>;
+@group(0) @binding(2) var<storage, read> B: array<${wgslType(s.bType)}>;
+@group(0) @binding(3) var<storage, read_write> C: array<${wgslType(s.cType)}>;
+${s.biasType ? `@group(0) @binding(4) var<storage, read> bias: array<${wgslType(s.biasType)}>;` : ''}
+
+// op(A)[m, k] and op(B)[k, n] of batch item z; callers keep indices in range.
+fn a_at(z: u32, m: u32, k: u32) -> f32 { return f32(A[p.offA + z * p.sA + ${s.transA ? 'k * p.lda + m' : 'm * p.lda + k'}]); }
+fn b_at(z: u32, k: u32, n: u32) -> f32 { return f32(B[p.offB + z * p.sB + ${s.transB ? 'n * p.ldb + k' : 'k * p.ldb + n'}]); }
+
+// Fused epilogue: alpha, beta·C, bias, output dtype.
+fn store_c(z: u32, m: u32, n: u32, acc: f32) {
+  let i = p.offC + z * p.sC + m * p.ldc + n;
+  var v = p.alpha * acc;
+  ${s.beta ? 'v += p.beta * f32(C[i]);' : ''}
+  ${s.biasType ? 'v += f32(bias[p.offBias + n]);' : ''}
+  C[i] = ${wgslType(s.cType)}(v);
+}
+`;
+}
+
+function tiledWgsl(s: KernelSpec): string {
+  const nt = TX * TY;
+  // Tile loads: consecutive threads walk the operand's contiguous storage dimension.
+  const loadA = s.transA
+    ? `let mm = e % ${BM}u; let kk = e / ${BM}u;`
+    : `let kk = e % ${BK}u; let mm = e / ${BK}u;`;
+  const loadB = s.transB
+    ? `let kk = e % ${BK}u; let nn = e / ${BK}u;`
+    : `let nn = e % ${BN}u; let kk = e / ${BN}u;`;
+  return /* wgsl */ `${common(s)}
+var<workgroup> As: array<vec4<f32>, ${(BK * BM) / 4}>;  // [k][m], m in fours
+var<workgroup> Bs: array<vec4<f32>, ${(BK * BN) / 4}>;  // [k][n], n in fours
+
+@compute @workgroup_size(${TX}, ${TY})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+  let z = wid.z;
+  let m0 = wid.y * ${BM}u;
+  let n0 = wid.x * ${BN}u;
+  var acc: array<array<vec4<f32>, ${TN / 4}>, ${TM}>;
+  for (var k0 = 0u; k0 < p.K; k0 += ${BK}u) {
+    for (var e = li; e < ${BK * BM}u; e += ${nt}u) {
+      ${loadA}
+      var v = 0.0;
+      if (m0 + mm < p.M && k0 + kk < p.K) { v = a_at(z, m0 + mm, k0 + kk); }
+      let d = kk * ${BM}u + mm;
+      As[d / 4u][d % 4u] = v;
+    }
+    for (var e = li; e < ${BK * BN}u; e += ${nt}u) {
+      ${loadB}
+      var v = 0.0;
+      if (n0 + nn < p.N && k0 + kk < p.K) { v = b_at(z, k0 + kk, n0 + nn); }
+      let d = kk * ${BN}u + nn;
+      Bs[d / 4u][d % 4u] = v;
+    }
+    workgroupBarrier();
+    // vec4 reads of shared memory: lavapipe runs invocations as SIMD lanes, where a per-lane vec4 load costs
+    // about what a scalar one does.
+    for (var kk = 0u; kk < ${BK}u; kk++) {
+      var a: array<vec4<f32>, ${TM / 4}>;
+      var b: array<vec4<f32>, ${TN / 4}>;
+      for (var i = 0u; i < ${TM / 4}u; i++) { a[i] = As[kk * ${BM / 4}u + lid.y * ${TM / 4}u + i]; }
+      for (var j = 0u; j < ${TN / 4}u; j++) { b[j] = Bs[kk * ${BN / 4}u + lid.x * ${TN / 4}u + j]; }
+      for (var i = 0u; i < ${TM}u; i++) {
+        let ai = vec4<f32>(a[i / 4u][i % 4u]);
+        for (var j = 0u; j < ${TN / 4}u; j++) { acc[i][j] = fma(ai, b[j], acc[i][j]); }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < ${TM}u; i++) {
+    let m = m0 + lid.y * ${TM}u + i;
+    for (var j = 0u; j < ${TN}u; j++) {
+      let n = n0 + lid.x * ${TN}u + j;
+      if (m < p.M && n < p.N) { store_c(z, m, n, acc[i][j / 4u][j % 4u]); }
+    }
+  }
+}`;
+}
+
+/**
+ * GEMV layout: a workgroup owns `cols` output columns and splits K over `split` threads, reducing the partial
+ * sums in shared memory. Neighbouring threads read neighbouring elements of B's contiguous dimension: along K
+ * for B stored [N, K] (decode: weights stored [out, in]), along N for B stored [K, N].
+ */
+function gemvShape(transB: boolean): { cols: number; split: number } {
+  return transB ? { cols: 2, split: 32 } : { cols: 16, split: 4 };
+}
+
+function gemvWgsl(s: KernelSpec, rows: number): string {
+  const { cols, split } = gemvShape(s.transB);
+  const lane = s.transB ? `let kl = li % ${split}u; let c = li / ${split}u;` : `let c = li % ${cols}u; let kl = li / ${cols}u;`;
+  const slot = (kl: string) => (s.transB ? `(c * ${split}u + (${kl}))` : `((${kl}) * ${cols}u + c)`);
+  let accumulate = '';
+  let reduce = '';
+  let store = '';
+  for (let r = 0; r < rows; r++) {
+    accumulate += `acc[${r}] = fma(a_at(z, ${r}u, k), bv, acc[${r}]);\n`;
+    reduce += `red[${r}u * ${GEMV_THREADS}u + ${slot('kl')}] += red[${r}u * ${GEMV_THREADS}u + ${slot('kl + s')}];\n`;
+    store += `store_c(z, ${r}u, n, red[${r}u * ${GEMV_THREADS}u + ${slot('0u')}]);\n`;
+  }
+  // Tree reduction over the K split, unrolled.
+  let steps = '';
+  for (let h = split / 2; h > 0; h >>= 1) {
+    steps += `workgroupBarrier();\n  if (kl < ${h}u) {\n    let s = ${h}u;\n    ${reduce}  }\n  `;
+  }
+  return /* wgsl */ `${common(s)}
+var<workgroup> red: array<f32, ${rows * GEMV_THREADS}>;
+
+@compute @workgroup_size(${GEMV_THREADS})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let z = wid.z;
+  ${lane}
+  let n = wid.x * ${cols}u + c;
+  var acc: array<f32, ${rows}>;
+  if (n < p.N) {
+    for (var k = kl; k < p.K; k += ${split}u) {
+      let bv = b_at(z, k, n);
+      ${accumulate}
+    }
+  }
+  for (var r = 0u; r < ${rows}u; r++) { red[r * ${GEMV_THREADS}u + li] = acc[r]; }
+  ${steps}
+  workgroupBarrier();
+  if (kl == 0u && n < p.N) {
+    ${store}
+  }
+}`;
+}
+
+/**
+ * Tensor-core path (Dawn's chromium_experimental_subgroup_matrix), f16 inputs, f32 accumulation. One workgroup
+ * is one subgroup of the adapter's largest subgroup size and computes a (2·cfg.M)×(2·cfg.N) tile; every load
+ * is subgroup-uniform. Matrix loads have no bounds checks, so this runs only on whole tiles (see
+ * selectMatmulPath). Results pass through shared memory for the scalar epilogue. Untested on hardware here:
+ * lavapipe has no subgroup matrices.
+ */
+function subgroupMatrixWgsl(s: KernelSpec, cfg: SubgroupMatrixConfig, width: number): string {
+  const left = `subgroup_matrix_left<f16, ${cfg.K}, ${cfg.M}>`;
+  const right = `subgroup_matrix_right<f16, ${cfg.N}, ${cfg.K}>`;
+  const result = `subgroup_matrix_result<f32, ${cfg.N}, ${cfg.M}>`;
+  const tm = cfg.M * SGM_TILES_M;
+  const tn = cfg.N * SGM_TILES_N;
+  // Element offset of op(A)[m, k] / op(B)[k, n]; a transposed operand is a column-major load.
+  const aOff = (m: string, k: string) => (s.transA ? `base_a + (${k}) * p.lda + ${m}` : `base_a + (${m}) * p.lda + ${k}`);
+  const bOff = (k: string, n: string) => (s.transB ? `base_b + (${n}) * p.ldb + ${k}` : `base_b + (${k}) * p.ldb + ${n}`);
+  let body = '';
+  for (let i = 0; i < SGM_TILES_M; i++) {
+    body += `let l${i} = subgroupMatrixLoad<${left}>(&A, ${aOff(`m0 + ${i * cfg.M}u`, 'k')}, ${s.transA}, p.lda);\n`;
+  }
+  for (let j = 0; j < SGM_TILES_N; j++) {
+    body += `let r${j} = subgroupMatrixLoad<${right}>(&B, ${bOff('k', `n0 + ${j * cfg.N}u`)}, ${s.transB}, p.ldb);\n`;
+  }
+  let decl = '';
+  let stash = '';
+  for (let i = 0; i < SGM_TILES_M; i++) {
+    for (let j = 0; j < SGM_TILES_N; j++) {
+      decl += `var c${i}${j} = ${result}();\n`;
+      body += `c${i}${j} = subgroupMatrixMultiplyAccumulate(l${i}, r${j}, c${i}${j});\n`;
+      stash += `subgroupMatrixStore(&tile, ${i * cfg.M * tn + j * cfg.N}u, c${i}${j}, false, ${tn}u);\n`;
+    }
+  }
+  return /* wgsl */ `enable chromium_experimental_subgroup_matrix;
+${common(s)}
+var<workgroup> tile: array<f32, ${tm * tn}>;
+
+@compute @workgroup_size(${width})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let z = wid.z;
+  let m0 = wid.y * ${tm}u;
+  let n0 = wid.x * ${tn}u;
+  let base_a = p.offA + z * p.sA;
+  let base_b = p.offB + z * p.sB;
+  ${decl}
+  for (var k = 0u; k < p.K; k += ${cfg.K}u) {
+    ${body}
+  }
+  ${stash}
+  workgroupBarrier();
+  for (var e = li; e < ${tm * tn}u; e += ${width}u) {
+    store_c(z, m0 + e / ${tn}u, n0 + e % ${tn}u, tile[e]);
+  }
+}`;
+}
+
+// ---------------------------------------------------------------- backward
+
+export interface MatmulBackwardOptions {
+  transA?: boolean;
+  transB?: boolean;
+  alpha?: number;
+  /** Skip a gradient (e.g. frozen weights). */
+  needA?: boolean;
+  needB?: boolean;
+  /** Also return dBias = column sums of dC. */
+  needBias?: boolean;
+}
+
+/**
+ * Gradients of C = alpha·op(A)·op(B) (+ bias) for the shape-inferred case (contiguous operands, batched or with
+ * a rank-2 operand broadcast over the batch), each with the same matmul kernel:
+ *   d op(A) = alpha·dC·op(B)ᵀ,   d op(B) = alpha·op(A)ᵀ·dC,   dBias = 1ᵀ·dC,
+ * written in each operand's own storage layout. A broadcast operand's gradient sums over the batch: one call over
+ * the batch stacked into rows where the layouts allow (the usual shared weight), else one accumulating call
+ * (beta = 1) per batch item. Gradients are f32.
+ */
+export function matmulBackward(
+  gpu: Gpu,
+  a: Tensor,
+  b: Tensor,
+  dC: Tensor,
+  opts: MatmulBackwardOptions = {},
+): { dA?: Tensor; dB?: Tensor; dBias?: Tensor } {
+  const tA = opts.transA ?? false;
+  const tB = opts.transB ?? false;
+  const alpha = opts.alpha ?? 1;
+  const p = resolve(a, b, { transA: tA, transB: tB });
+  const { M, N, K, batch } = p;
+  if (dC.size !== batch * M * N || dC.shape[dC.rank - 1] !== N) {
+    throw new ShapeError(`dC must hold ${batch} x [${M},${N}]`, { op: 'matmulBackward', shapes: `${a} x ${b}, dC ${dC}` });
+  }
+  const sDC = M * N;
+  // One call: all batch items (z undefined) or item z alone; `rows` > M stacks the batch into rows.
+  const dA = (g: Tensor, z: number | undefined, beta: number) => {
+    const one = z !== undefined;
+    const base = { alpha, beta, out: g, batch: one ? 1 : batch };
+    const offDC = one ? z * sDC : 0;
+    const offB = one ? z * p.sB : 0;
+    if (!tA) {
+      matmul(gpu, dC, b, { ...base, m: M, n: K, k: N, transB: !tB, lda: N, ldb: tB ? K : N, ldc: K,
+        strideA: sDC, strideB: p.sB, strideC: M * K, offsetA: offDC, offsetB: offB });
+    } else {
+      matmul(gpu, b, dC, { ...base, m: K, n: M, k: N, transA: tB, transB: true, lda: tB ? K : N, ldb: N, ldc: M,
+        strideA: p.sB, strideB: sDC, strideC: K * M, offsetA: offB, offsetB: offDC });
+    }
+  };
+  const dB = (g: Tensor, z: number | undefined, beta: number, rows = M) => {
+    const one = z !== undefined || rows !== M;
+    const base = { alpha, beta, out: g, batch: one ? 1 : batch };
+    const offDC = z !== undefined ? z * sDC : 0;
+    const offA = z !== undefined ? z * p.sA : 0;
+    if (!tB) {
+      matmul(gpu, a, dC, { ...base, m: K, n: N, k: rows, transA: !tA, lda: tA ? M : K, ldb: N, ldc: N,
+        strideA: p.sA, strideB: sDC, strideC: K * N, offsetA: offA, offsetB: offDC });
+    } else {
+      matmul(gpu, dC, a, { ...base, m: N, n: K, k: rows, transA: true, transB: tA, lda: N, ldb: tA ? M : K, ldc: K,
+        strideA: sDC, strideB: p.sA, strideC: N * K, offsetA: offDC, offsetB: offA });
+    }
+  };
+  const out: { dA?: Tensor; dB?: Tensor; dBias?: Tensor } = {};
+  if (opts.needA ?? true) {
+    const g = gpu.tensor(a.shape, 'f32', undefined, 'matmulBackward');
+    if (p.sA !== 0 || batch === 1) dA(g, undefined, 0);
+    else for (let z = 0; z < batch; z++) dA(g, z, z === 0 ? 0 : 1);
+    out.dA = g;
+  }
+  if (opts.needB ?? true) {
+    const g = gpu.tensor(b.shape, 'f32', undefined, 'matmulBackward');
+    if (p.sB !== 0 || batch === 1) dB(g, undefined, 0);
+    else if (!tA) dB(g, undefined, 0, batch * M); // A [batch, M, K] and dC [batch, M, N] stack into rows
+    else for (let z = 0; z < batch; z++) dB(g, z, z === 0 ? 0 : 1);
+    out.dB = g;
+  }
+  if (opts.needBias) {
+    const rows = batch * M;
+    const ones = gpu.tensor([1, rows], 'f32', new Float32Array(rows).fill(1), 'matmulBackward');
+    out.dBias = matmul(gpu, ones, dC, { m: 1, n: N, k: rows, lda: rows, ldb: N, batch: 1, out: gpu.tensor([N], 'f32') });
+    ones.dispose();
+  }
+  return out;
+}

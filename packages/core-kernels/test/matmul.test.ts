@@ -1,0 +1,286 @@
+import { describe, expect, it } from 'vitest';
+import { ShapeError, chooseVariants, roundToF16, type Gpu, type GpuFeatures, type Tensor } from '../src/index.js';
+import { GEMV_MAX_M, matmul, matmulBackward, selectMatmulPath, type MatmulOptions } from '../src/kernels/matmul.js';
+import { matmulBackwardRef, matmulRef, type MatmulRefProblem } from '../src/reference/matmul.js';
+import { Rng, checkDirectional, dot, expectClose, freshGpu, testGpu } from './helpers.js';
+
+const TOL = { atol: 1e-4, rtol: 1e-4 };
+
+/** Problem of the shape-inferred case: A [batchA?, M, K] (or K, M), B [batchB?, K, N] (or N, K). */
+function problem(M: number, N: number, K: number, o: { tA?: boolean; tB?: boolean; batch?: number; aB?: boolean; bB?: boolean } = {}): MatmulRefProblem {
+  const batch = o.batch ?? 1;
+  return {
+    batch,
+    M,
+    N,
+    K,
+    transA: o.tA,
+    transB: o.tB,
+    lda: o.tA ? M : K,
+    ldb: o.tB ? K : N,
+    ldc: N,
+    strideA: o.aB ? M * K : 0,
+    strideB: o.bB ? K * N : 0,
+    strideC: M * N,
+  };
+}
+
+function shapeOf(rows: number, cols: number, batched: boolean, batch: number): number[] {
+  return batched && batch > 1 ? [batch, rows, cols] : [rows, cols];
+}
+
+async function runCase(gpu: Gpu, rng: Rng, p: MatmulRefProblem, o: { aType?: 'f32' | 'f16'; bType?: 'f32' | 'f16'; path?: MatmulOptions['path'] } = {}) {
+  const aShape = shapeOf(p.transA ? p.K : p.M, p.transA ? p.M : p.K, p.strideA > 0, p.batch);
+  const bShape = shapeOf(p.transB ? p.N : p.K, p.transB ? p.K : p.N, p.strideB > 0, p.batch);
+  let a = rng.randn(aShape.reduce((x, y) => x * y, 1));
+  let b = rng.randn(bShape.reduce((x, y) => x * y, 1));
+  if (o.aType === 'f16') a = roundToF16(a);
+  if (o.bType === 'f16') b = roundToF16(b);
+  const A = gpu.tensor(aShape, o.aType ?? 'f32', a);
+  const B = gpu.tensor(bShape, o.bType ?? 'f32', b);
+  const C = matmul(gpu, A, B, { transA: p.transA, transB: p.transB, path: o.path });
+  expect(C.shape.slice(-2)).toEqual([p.M, p.N]);
+  const got = await C.read();
+  const want = matmulRef(a, b, p, undefined, p.batch * p.M * p.N);
+  const tol = o.aType === 'f16' || o.bType === 'f16' ? { atol: 1e-3, rtol: 1e-3 } : TOL;
+  expectClose(got, want, tol, `matmul ${JSON.stringify(p)}`);
+  [A, B, C].forEach((t) => t.dispose());
+}
+
+describe('matmul forward', () => {
+  it('matches the reference over awkward shapes and all transposes (tiled and GEMV paths)', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(1);
+    const sizes = [1, 3, 17, 33, 65, 127];
+    for (const tA of [false, true]) {
+      for (const tB of [false, true]) {
+        for (let t = 0; t < 4; t++) {
+          const M = t === 0 ? rng.int(1, GEMV_MAX_M) : sizes[rng.int(0, sizes.length - 1)];
+          const N = sizes[rng.int(0, sizes.length - 1)];
+          const K = sizes[rng.int(0, sizes.length - 1)];
+          await runCase(gpu, rng, problem(M, N, K, { tA, tB }));
+        }
+      }
+    }
+  });
+
+  it('forcing the tiled kernel on GEMV shapes gives the same answer', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(2);
+    for (const tB of [false, true]) await runCase(gpu, rng, problem(2, 33, 70, { tB }), { path: 'tiled' });
+  });
+
+  it('batches, with either operand broadcast (stride 0)', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(3);
+    await runCase(gpu, rng, problem(17, 9, 33, { batch: 3, aB: true, bB: false, tB: true }));
+    await runCase(gpu, rng, problem(5, 31, 7, { batch: 2, aB: false, bB: true, tA: true }));
+    await runCase(gpu, rng, problem(65, 3, 16, { batch: 2, aB: true, bB: true }));
+    await runCase(gpu, rng, problem(1, 40, 129, { batch: 3, aB: true, bB: true, tB: true }));
+  });
+
+  it('takes f16 inputs (f16 weights with f32 activations, and f16 x f16) with f32 accumulation', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(4);
+    await runCase(gpu, rng, problem(33, 17, 65, { tB: true }), { bType: 'f16' });
+    await runCase(gpu, rng, problem(3, 65, 100, { tB: true }), { bType: 'f16' });
+    await runCase(gpu, rng, problem(20, 12, 31, { tA: true }), { aType: 'f16', bType: 'f16' });
+    await runCase(gpu, rng, problem(1, 33, 64), { aType: 'f16', bType: 'f16' });
+  });
+
+  it('writes f16 output', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(5);
+    const a = rng.randn(9 * 20);
+    const b = roundToF16(rng.randn(20 * 11));
+    const A = gpu.tensor([9, 20], 'f32', a);
+    const B = gpu.tensor([20, 11], 'f16', b);
+    const C = matmul(gpu, A, B, { outDType: 'f16' });
+    expect(C.dtype).toBe('f16');
+    const want = roundToF16(matmulRef(a, b, problem(9, 11, 20), undefined, 99));
+    expectClose(await C.read(), want, { atol: 2e-3, rtol: 2e-3 }, 'f16 out');
+  });
+
+  it('fuses alpha, beta and bias, and addresses strided sub-matrices with offsets and leading dimensions', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(6);
+    for (const [M, N, K, biasType] of [
+      [19, 13, 21, 'f32'],
+      [2, 70, 33, 'f16'],
+    ] as const) {
+      // Sub-matrices of larger buffers: A rows of length lda with an offset, C keeps its untouched elements.
+      const lda = K + 5;
+      const ldb = N + 3;
+      const ldc = N + 2;
+      const p: MatmulRefProblem = {
+        batch: 2, M, N, K, lda, ldb, ldc, strideA: M * lda + 7, strideB: 0, strideC: M * ldc + 1,
+        offsetA: 3, offsetB: 4, offsetC: 5, alpha: 0.5, beta: -1.5, offsetBias: 2,
+      };
+      const a = rng.randn(3 + 2 * (M * lda + 7));
+      const b = rng.randn(4 + K * ldb);
+      const c0 = rng.randn(5 + 2 * (M * ldc + 1));
+      const bias = roundToF16(rng.randn(N + 2));
+      const A = gpu.tensor([a.length], 'f32', a).reshape([1, a.length]);
+      const B = gpu.tensor([1, b.length], 'f32', b);
+      const C = gpu.tensor([1, c0.length], 'f32', c0);
+      const Bias = gpu.tensor([N + 2], biasType, bias);
+      matmul(gpu, A, B, {
+        out: C, bias: Bias, batch: 2, m: M, n: N, k: K, lda, ldb, ldc, strideA: p.strideA, strideB: 0, strideC: p.strideC,
+        offsetA: 3, offsetB: 4, offsetC: 5, offsetBias: 2, alpha: 0.5, beta: -1.5,
+      });
+      const want = matmulRef(a, b, { ...p, bias }, c0);
+      expectClose(await C.read(), want, TOL, `strided ${M}x${N}x${K}`);
+      [A, B, C, Bias].forEach((t) => t.dispose());
+    }
+  });
+
+  it('does not read out when beta is 0 (stale NaNs do not leak in)', async () => {
+    const gpu = await testGpu();
+    const A = gpu.tensor([2, 2], 'f32', [1, 2, 3, 4]);
+    const C = gpu.tensor([2, 2], 'f32', [NaN, NaN, NaN, NaN]);
+    matmul(gpu, A, A, { out: C });
+    expect(Array.from(await C.read())).toEqual([7, 10, 15, 22]);
+  });
+
+  it('rejects bad shapes and dtypes before any GPU work', async () => {
+    const gpu = await testGpu();
+    const a = gpu.tensor([4, 5], 'f32');
+    const b = gpu.tensor([6, 3], 'f32');
+    const i = gpu.tensor([5, 3], 'i32');
+    const ok = gpu.tensor([5, 3], 'f32');
+    expect(() => matmul(gpu, a, b)).toThrowError(/inner dimensions differ/);
+    expect(() => matmul(gpu, a, i)).toThrowError(ShapeError);
+    expect(() => matmul(gpu, a, ok, { beta: 1 })).toThrowError(/beta != 0 needs out/);
+    expect(() => matmul(gpu, a, ok, { bias: gpu.tensor([2], 'f32') })).toThrowError(/bias/);
+    expect(() => matmul(gpu, a, ok, { out: gpu.tensor([4, 2], 'f32') })).toThrowError(/too small/);
+    expect(() => matmul(gpu, gpu.tensor([2, 4, 5], 'f32'), gpu.tensor([3, 5, 3], 'f32'))).toThrowError(/batch sizes differ/);
+    expect(() => matmul(gpu, a, ok, { m: 5 })).toThrowError(/A .* too small/);
+    expect(() => matmul(gpu, a, ok, { lda: 3 })).toThrowError(/leading dimensions/);
+    expect(() => matmul(gpu, gpu.tensor([5], 'f32'), ok)).toThrowError(/rank/);
+    try {
+      matmul(gpu, a, b);
+    } catch (e) {
+      expect((e as Error).message).toMatch(/op=matmul/);
+      expect((e as Error).message).toMatch(/f32\[4,5\] x f32\[6,3\]/);
+    }
+  });
+});
+
+describe('matmul paths', () => {
+  const features = (matrix: boolean): GpuFeatures => ({
+    shaderF16: true,
+    subgroups: true,
+    timestampQuery: false,
+    subgroupMatrix: matrix,
+    subgroupMatrixConfigs: matrix ? [{ componentType: 'f16', resultComponentType: 'f32', M: 16, N: 16, K: 16 }] : [],
+  });
+  const fake = (matrix: boolean) => ({ features: features(matrix), variants: chooseVariants(features(matrix)) });
+
+  it('uses subgroup matrices only when the variant says so, for f16 x f16 on whole tiles', () => {
+    expect(selectMatmulPath(fake(true), 'f16', 'f16', 64, 64, 64)).toBe('subgroup-matrix');
+    expect(selectMatmulPath(fake(false), 'f16', 'f16', 64, 64, 64)).toBe('tiled');
+    expect(selectMatmulPath(fake(true), 'f32', 'f16', 64, 64, 64)).toBe('tiled');
+    expect(selectMatmulPath(fake(true), 'f16', 'f16', 64, 40, 64)).toBe('tiled');
+    expect(selectMatmulPath(fake(true), 'f16', 'f16', 1, 64, 64)).toBe('gemv');
+    const noMatrixVariant = { ...fake(true), variants: { ...fake(true).variants, matmulF16: 'tiled' as const } };
+    expect(selectMatmulPath(noMatrixVariant, 'f16', 'f16', 64, 64, 64)).toBe('tiled');
+  });
+
+  it('picks GEMV for few rows and the tiled kernel otherwise on this adapter', async () => {
+    const gpu = await testGpu();
+    expect(selectMatmulPath(gpu, 'f32', 'f32', GEMV_MAX_M, 100, 100)).toBe('gemv');
+    expect(selectMatmulPath(gpu, 'f32', 'f32', GEMV_MAX_M + 1, 100, 100)).toBe('tiled');
+    if (gpu.variants.matmulF16 !== 'subgroup-matrix') expect(selectMatmulPath(gpu, 'f16', 'f16', 64, 64, 64)).toBe('tiled');
+  });
+});
+
+describe('matmul on operands larger than one binding', () => {
+  it('splits into windows along each operand\'s outer storage dimension (maxBinding 4096 bytes)', async () => {
+    const gpu = await freshGpu({ maxBindingBytes: 4096 });
+    try {
+      const rng = new Rng(7);
+      // Every operand is over 4096 bytes; each transpose splits along a different dimension.
+      for (const tA of [false, true]) {
+        for (const tB of [false, true]) await runCase(gpu, rng, problem(40, 30, 50, { tA, tB }));
+      }
+      await runCase(gpu, rng, problem(9, 21, 70, { batch: 3, aB: true, tB: true }));
+      await runCase(gpu, rng, problem(3, 40, 60, { batch: 2, aB: true, bB: true, tB: true }));
+      await runCase(gpu, rng, problem(20, 40, 300, { tB: true }), { bType: 'f16' });
+      // Epilogue through windows: bias added once, beta only on the first K part.
+      const [M, N, K] = [33, 40, 60];
+      const a = rng.randn(M * K);
+      const b = rng.randn(K * N);
+      const c0 = rng.randn(M * N);
+      const bias = rng.randn(N);
+      const A = gpu.tensor([M, K], 'f32', a);
+      const B = gpu.tensor([K, N], 'f32', b);
+      const C = gpu.tensor([M, N], 'f32', c0);
+      matmul(gpu, A, B, { out: C, beta: 0.5, alpha: 2, bias: gpu.tensor([N], 'f32', bias) });
+      const want = matmulRef(a, b, { ...problem(M, N, K), alpha: 2, beta: 0.5, bias }, c0);
+      expectClose(await C.read(), want, TOL, 'windowed epilogue');
+    } finally {
+      gpu.destroy();
+    }
+  });
+});
+
+describe('matmul backward', () => {
+  const cases: Array<[string, number, number, number, { tA?: boolean; tB?: boolean; batch?: number; aB?: boolean; bB?: boolean }]> = [
+    ['NN', 17, 9, 13, {}],
+    ['NT', 5, 33, 7, { tB: true }],
+    ['TN', 3, 8, 19, { tA: true }],
+    ['TT', 12, 6, 9, { tA: true, tB: true }],
+    ['batched, B broadcast (stacked)', 6, 5, 7, { batch: 3, aB: true, tB: true }],
+    ['batched, B broadcast, A transposed', 6, 5, 7, { batch: 2, aB: true, tA: true }],
+    ['batched, A broadcast', 4, 9, 6, { batch: 2, bB: true }],
+    ['both batched', 7, 3, 5, { batch: 2, aB: true, bB: true, tA: true, tB: true }],
+  ];
+  for (const [name, M, N, K, o] of cases) {
+    it(`matches the reference and finite differences: ${name}`, async () => {
+      const gpu = await testGpu();
+      const rng = new Rng(M * 100 + N);
+      const p = { ...problem(M, N, K, o), alpha: 0.75 };
+      const aShape = shapeOf(o.tA ? K : M, o.tA ? M : K, !!o.aB, p.batch);
+      const bShape = shapeOf(o.tB ? N : K, o.tB ? K : N, !!o.bB, p.batch);
+      const a = rng.randn(aShape.reduce((x, y) => x * y, 1));
+      const b = rng.randn(bShape.reduce((x, y) => x * y, 1));
+      const dc = rng.randn(p.batch * M * N);
+      const A = gpu.tensor(aShape, 'f32', a);
+      const B = gpu.tensor(bShape, 'f32', b);
+      const dC = gpu.tensor([p.batch, M, N], 'f32', dc);
+      const g = matmulBackward(gpu, A, B, dC, { transA: o.tA, transB: o.tB, alpha: 0.75, needBias: true });
+      const ref = matmulBackwardRef(a, b, dc, p);
+      const [dA, dB, dBias] = [await g.dA!.read(), await g.dB!.read(), await g.dBias!.read()];
+      expectClose(dA, ref.dA, TOL, 'dA');
+      expectClose(dB, ref.dB, TOL, 'dB');
+      expectClose(dBias, ref.dBias, TOL, 'dBias');
+      // GPU forward, loss = <dC, C>: its directional derivatives are the gradients' projections.
+      const loss = async (aa: Float32Array, bb: Float32Array) => {
+        const At = gpu.tensor(aShape, 'f32', aa);
+        const Bt = gpu.tensor(bShape, 'f32', bb);
+        const C = matmul(gpu, At, Bt, { transA: o.tA, transB: o.tB, alpha: 0.75 });
+        const l = dot(await C.read(), dc);
+        [At, Bt, C].forEach((t) => t.dispose());
+        return l;
+      };
+      await checkDirectional((x) => loss(x, b), a, dA, rng, { what: 'dA (gpu fd)' });
+      await checkDirectional((x) => loss(a, x), b, dB, rng, { what: 'dB (gpu fd)' });
+      // Reference backward against finite differences of the reference forward (bilinear: only rounding error).
+      const refLoss = (aa: ArrayLike<number>, bb: ArrayLike<number>) => dot(matmulRef(aa, bb, p, undefined, p.batch * M * N), dc);
+      await checkDirectional((x) => refLoss(x, b), a, ref.dA, rng, { eps: 1e-2, rtol: 1e-4, what: 'dA (ref fd)' });
+      await checkDirectional((x) => refLoss(a, x), b, ref.dB, rng, { eps: 1e-2, rtol: 1e-4, what: 'dB (ref fd)' });
+      [A, B, dC, g.dA, g.dB, g.dBias].forEach((t) => (t as Tensor).dispose());
+    });
+  }
+
+  it('skips gradients that are not wanted', async () => {
+    const gpu = await testGpu();
+    const A = gpu.tensor([3, 4], 'f32');
+    const W = gpu.tensor([5, 4], 'f16');
+    const dC = gpu.tensor([3, 5], 'f32');
+    const g = matmulBackward(gpu, A, W, dC, { transB: true, needB: false });
+    expect(g.dB).toBeUndefined();
+    expect(g.dA?.shape).toEqual([3, 4]);
+    expect(() => matmulBackward(gpu, A, W, gpu.tensor([3, 4], 'f32'), { transB: true })).toThrowError(ShapeError);
+  });
+});
