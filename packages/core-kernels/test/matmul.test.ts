@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ShapeError, chooseVariants, roundToF16, type Gpu, type GpuFeatures, type Tensor } from '../src/index.js';
-import { GEMV_MAX_M, matmul, matmulBackward, selectMatmulPath, type MatmulOptions } from '../src/kernels/matmul.js';
+import { GEMV_MAX_M, isCpuAdapter, matmul, matmulBackward, selectMatmulPath, type MatmulOptions } from '../src/kernels/matmul.js';
 import { matmulBackwardRef, matmulRef, type MatmulRefProblem } from '../src/reference/matmul.js';
 import { Rng, checkDirectional, dot, expectClose, freshGpu, testGpu } from './helpers.js';
 
@@ -186,11 +186,94 @@ describe('matmul paths', () => {
     expect(selectMatmulPath(noMatrixVariant, 'f16', 'f16', 64, 64, 64)).toBe('tiled');
   });
 
-  it('picks GEMV for few rows and the tiled kernel otherwise on this adapter', async () => {
+  it('picks GEMV for few rows, the CPU kernel on a software adapter where it fits, and the tiled kernel otherwise', async () => {
     const gpu = await testGpu();
+    const cpu = cpuTiledHere(gpu);
     expect(selectMatmulPath(gpu, 'f32', 'f32', GEMV_MAX_M, 100, 100)).toBe('gemv');
-    expect(selectMatmulPath(gpu, 'f32', 'f32', GEMV_MAX_M + 1, 100, 100)).toBe('tiled');
+    expect(selectMatmulPath(gpu, 'f32', 'f32', GEMV_MAX_M + 1, 100, 100)).toBe(cpu ? 'cpu-tiled' : 'tiled');
+    // Layouts the CPU kernel does not take fall back to the tiled kernel.
+    expect(selectMatmulPath(gpu, 'f32', 'f32', 64, 66, 64)).toBe('tiled');
+    expect(selectMatmulPath(gpu, 'f32', 'f32', 64, 64, 64, { transB: true })).toBe('tiled');
+    expect(selectMatmulPath(gpu, 'f32', 'f32', 64, 64, 64, { transA: true })).toBe('tiled');
+    expect(selectMatmulPath(gpu, 'f32', 'f32', 64, 64, 64, { ldb: 66 })).toBe('tiled');
+    expect(selectMatmulPath(gpu, 'f32', 'f16', 64, 64, 64)).toBe('tiled');
     if (gpu.variants.matmulF16 !== 'subgroup-matrix') expect(selectMatmulPath(gpu, 'f16', 'f16', 64, 64, 64)).toBe('tiled');
+  });
+
+  it('never picks the CPU kernel on a hardware adapter', () => {
+    const hw = { ...fake(false), adapter: { vendor: 'nvidia', architecture: 'hopper', device: 'H200', description: '', backend: 'vulkan' } };
+    expect(isCpuAdapter(hw)).toBe(false);
+    expect(selectMatmulPath(hw, 'f32', 'f32', 64, 64, 64)).toBe('tiled');
+  });
+});
+
+/** The CPU kernel runs here: lavapipe with 8-lane subgroups (the adapter these tests run on). */
+function cpuTiledHere(gpu: Gpu): boolean {
+  const info = gpu.device.adapterInfo as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
+  return isCpuAdapter(gpu) && gpu.features.subgroups && info.subgroupMinSize === 8 && info.subgroupMaxSize === 8;
+}
+
+describe('matmul cpu-tiled path (forced)', () => {
+  it('runs on this adapter', async () => {
+    expect(cpuTiledHere(await testGpu())).toBe(true);
+  });
+
+  it('matches the reference over shapes that are not multiples of its 16x64 tile or of 8 along K', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(11);
+    for (const [M, N, K] of [
+      [5, 4, 1],
+      [17, 12, 7],
+      [16, 64, 8],
+      [33, 68, 13],
+      [20, 132, 70],
+      [65, 4, 130],
+    ]) {
+      await runCase(gpu, rng, problem(M, N, K), { path: 'cpu-tiled' });
+    }
+  });
+
+  it('batches, with either operand broadcast', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(12);
+    await runCase(gpu, rng, problem(17, 20, 33, { batch: 3, aB: true }), { path: 'cpu-tiled' });
+    await runCase(gpu, rng, problem(9, 36, 10, { batch: 2, bB: true }), { path: 'cpu-tiled' });
+    await runCase(gpu, rng, problem(18, 8, 17, { batch: 2, aB: true, bB: true }), { path: 'cpu-tiled' });
+  });
+
+  it('fuses alpha, beta, bias and f16 output, on strided sub-matrices', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(13);
+    const [M, N, K] = [19, 24, 21];
+    const [lda, ldb, ldc] = [K + 3, N + 8, N + 2];
+    const p: MatmulRefProblem = {
+      batch: 2, M, N, K, lda, ldb, ldc, strideA: M * lda + 5, strideB: K * ldb + 4, strideC: M * ldc + 1,
+      offsetA: 3, offsetB: 4, offsetC: 5, alpha: 0.5, beta: -1.5, offsetBias: 2,
+    };
+    const a = rng.randn(3 + 2 * p.strideA);
+    const b = rng.randn(4 + 2 * p.strideB);
+    const c0 = roundToF16(rng.randn(5 + 2 * p.strideC));
+    const bias = rng.randn(N + 2);
+    const A = gpu.tensor([1, a.length], 'f32', a);
+    const B = gpu.tensor([1, b.length], 'f32', b);
+    const C = gpu.tensor([1, c0.length], 'f16', c0);
+    const Bias = gpu.tensor([N + 2], 'f32', bias);
+    matmul(gpu, A, B, {
+      out: C, bias: Bias, batch: 2, m: M, n: N, k: K, lda, ldb, ldc, strideA: p.strideA, strideB: p.strideB,
+      strideC: p.strideC, offsetA: 3, offsetB: 4, offsetC: 5, offsetBias: 2, alpha: 0.5, beta: -1.5, path: 'cpu-tiled',
+    });
+    const want = roundToF16(matmulRef(a, b, { ...p, bias }, c0));
+    expectClose(await C.read(), want, { atol: 1e-2, rtol: 2e-3 }, 'cpu-tiled epilogue');
+    [A, B, C, Bias].forEach((t) => t.dispose());
+  });
+
+  it('refuses layouts it cannot run, naming the reason', async () => {
+    const gpu = await testGpu();
+    const a = gpu.tensor([5, 6], 'f32');
+    expect(() => matmul(gpu, a, gpu.tensor([6, 6], 'f32'), { path: 'cpu-tiled' })).toThrowError(/cpu-tiled path needs N.*multiples of 4/);
+    expect(() => matmul(gpu, a, gpu.tensor([8, 6], 'f32'), { transB: true, path: 'cpu-tiled' })).toThrowError(/non-transposed/);
+    expect(() => matmul(gpu, a, gpu.tensor([6, 8], 'f16'), { path: 'cpu-tiled' })).toThrowError(/f32 inputs only/);
+    expect(() => matmul(gpu, a, gpu.tensor([6, 8], 'f32'), { path: 'cpu-tiled', offsetB: 2, n: 4 })).toThrowError(ShapeError);
   });
 });
 

@@ -1,4 +1,4 @@
-import { matmul } from '../kernels/matmul.js';
+import { matmul, type MatmulPath } from '../kernels/matmul.js';
 import { loraLinear } from '../kernels/lora.js';
 import type { Tensor } from '../runtime/tensor.js';
 import type { BenchCase } from './types.js';
@@ -7,12 +7,12 @@ function disposeAll(ts: Tensor[]): () => void {
   return () => ts.forEach((t) => t.dispose());
 }
 
-/** Square C = A·B, f32 or f16 inputs (f32 accumulation and output). */
-function squareCase(n: number, dtype: 'f32' | 'f16', size: 'cpu' | 'gpu'): BenchCase {
+/** Square C = A·B, f32 or f16 inputs (f32 accumulation and output); `path` forces a kernel, for comparison. */
+function squareCase(n: number, dtype: 'f32' | 'f16', size: 'cpu' | 'gpu', path?: MatmulPath): BenchCase {
   const torchDt = dtype === 'f16' ? 'torch.bfloat16 if str(dev).startswith("cuda") else torch.float32' : 'torch.float32';
   return {
     family: 'matmul',
-    name: `matmul ${dtype} ${n}x${n}x${n}`,
+    name: `matmul ${dtype} ${n}x${n}x${n}${path ? ` (${path} path)` : ''}`,
     flops: 2 * n ** 3,
     bytes: 2 * n * n * (dtype === 'f16' ? 2 : 4) + 4 * n * n,
     size,
@@ -21,7 +21,7 @@ function squareCase(n: number, dtype: 'f32' | 'f16', size: 'cpu' | 'gpu'): Bench
       const a = gpu.tensor([n, n], dtype);
       const b = gpu.tensor([n, n], dtype);
       const c = gpu.tensor([n, n], 'f32');
-      return { run: () => void matmul(gpu, a, b, { out: c }), dispose: disposeAll([a, b, c]) };
+      return { run: () => void matmul(gpu, a, b, { out: c, path }), dispose: disposeAll([a, b, c]) };
     },
     torch: {
       setup: `t=${torchDt}; a=torch.randn(${n},${n},device=dev,dtype=t); b=torch.randn(${n},${n},device=dev,dtype=t)`,
@@ -96,6 +96,8 @@ const QWEN = [
 /** Benchmarks for the matmul kernels. */
 export const matmulBenches: BenchCase[] = [
   squareCase(1024, 'f32', 'cpu'),
+  // The generic kernel on the same shape: what the CPU-adapter path (auto-selected above) gains.
+  squareCase(1024, 'f32', 'cpu', 'tiled'),
   linearCase('qwen-like', 64, 3584, 512, 'cpu'),
   linearCase('gemv', 1, 3584, 3584, 'cpu'),
   loraCase('small', 64, 512, 512, 8, 'cpu'),

@@ -1,4 +1,4 @@
-import type { Gpu } from '../runtime/gpu.js';
+import type { AdapterSummary, Gpu } from '../runtime/gpu.js';
 import { Params } from '../runtime/params.js';
 import { GpuLimitError, ShapeError } from '../runtime/errors.js';
 import type { Tensor } from '../runtime/tensor.js';
@@ -45,7 +45,7 @@ export interface MatmulOptions {
   path?: MatmulPath | 'auto';
 }
 
-export type MatmulPath = 'tiled' | 'gemv' | 'subgroup-matrix';
+export type MatmulPath = 'tiled' | 'gemv' | 'subgroup-matrix' | 'cpu-tiled';
 
 /** One fully resolved problem: what the kernels see. */
 interface Problem {
@@ -86,17 +86,54 @@ const GEMV_THREADS = 64;
 // Output tile of the subgroup-matrix path, in config tiles.
 const SGM_TILES_M = 2;
 const SGM_TILES_N = 2;
+// CPU path: one 8-lane subgroup per workgroup, each lane CPU_R rows x CPU_V vec4 columns.
+const CPU_LANES = 8;
+const CPU_R = 16;
+const CPU_V = 2;
+const CPU_BN = CPU_LANES * CPU_V * 4;
+
+/** What path selection looks at; a real Gpu is one. */
+export interface MatmulTarget {
+  variants: KernelVariants;
+  features: GpuFeatures;
+  adapter?: AdapterSummary;
+  device?: { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } };
+}
+
+/** Software rasterizers (lavapipe/llvmpipe, SwiftShader) run invocations as SIMD lanes on CPU threads. */
+export function isCpuAdapter(gpu: MatmulTarget): boolean {
+  const a = gpu.adapter;
+  return !!a && /llvmpipe|lavapipe|swiftshader|cpu/i.test(`${a.vendor} ${a.architecture} ${a.device} ${a.description}`);
+}
+
+/** Why the cpu-tiled kernel cannot run a problem, or undefined when it can. */
+function cpuTiledUnfit(gpu: MatmulTarget, aType: DType, bType: DType, p: Pick<Problem, 'N' | 'transA' | 'transB' | 'ldb' | 'offB' | 'sB'>): string | undefined {
+  const info = gpu.device?.adapterInfo;
+  if (!gpu.features.subgroups || info?.subgroupMinSize !== CPU_LANES || info?.subgroupMaxSize !== CPU_LANES) {
+    return `needs subgroups of exactly ${CPU_LANES} lanes`;
+  }
+  if (aType !== 'f32' || bType !== 'f32') return 'takes f32 inputs only';
+  if (p.transA || p.transB) return 'takes non-transposed A and B only';
+  // B is read as vec4 along N.
+  if (p.N % 4 || p.ldb % 4 || p.offB % 4 || p.sB % 4) return 'needs N, ldb, offsetB and strideB multiples of 4';
+  return undefined;
+}
 
 /** Which kernel a problem runs on: GEMV for few rows, tensor cores for f16×f16 where offered, else tiled. */
 export function selectMatmulPath(
-  gpu: { variants: KernelVariants; features: GpuFeatures },
+  gpu: MatmulTarget,
   aType: DType,
   bType: DType,
   m: number,
   n: number,
   k: number,
+  layout: { transA?: boolean; transB?: boolean; ldb?: number; offB?: number; sB?: number } = {},
 ): MatmulPath {
   if (m <= GEMV_MAX_M) return 'gemv';
+  if (isCpuAdapter(gpu)) {
+    const l = { N: n, transA: false, transB: false, ldb: n, offB: 0, sB: 0, ...layout };
+    if (!cpuTiledUnfit(gpu, aType, bType, l)) return 'cpu-tiled';
+  }
   const cfg = f16MatrixConfig(gpu.features);
   if (gpu.variants.matmulF16 === 'subgroup-matrix' && cfg && aType === 'f16' && bType === 'f16') {
     // The matrix loads have no bounds: only whole tiles.
@@ -135,8 +172,10 @@ export function matmul(gpu: Gpu, a: Tensor, b: Tensor, opts: MatmulOptions = {})
     if (!Number.isInteger(v) || v < 0) fail(`dimensions, strides and offsets must be non-negative integers`);
   }
   if (p.M * p.N * p.batch === 0) return c;
-  const path = opts.path && opts.path !== 'auto' ? opts.path : selectMatmulPath(gpu, a.dtype, b.dtype, p.M, p.N, p.K);
+  const path = opts.path && opts.path !== 'auto' ? opts.path : selectMatmulPath(gpu, a.dtype, b.dtype, p.M, p.N, p.K, p);
   if (path === 'gemv' && p.M > GEMV_MAX_M) fail(`gemv path takes M <= ${GEMV_MAX_M}`);
+  const unfit = path === 'cpu-tiled' ? cpuTiledUnfit(gpu, a.dtype, b.dtype, p) : undefined;
+  if (unfit) fail(`cpu-tiled path ${unfit}`);
   run(gpu, a, b, c, opts.bias, p, path, shapes);
   return c;
 }
@@ -269,8 +308,8 @@ function run(gpu: Gpu, a: Tensor, b: Tensor, c: Tensor, bias: Tensor | undefined
             beta: first ? p.beta : 1,
           };
           const bindings = [aw.binding, bw.binding, cw.binding, ...(biasW ? [biasW.binding] : [])];
-          // Windows need not start on whole matrix tiles.
-          const subPath = path === 'subgroup-matrix' ? 'tiled' : path;
+          // Windows need not start on whole matrix tiles, nor on vec4 boundaries.
+          const subPath = path === 'subgroup-matrix' || path === 'cpu-tiled' ? 'tiled' : path;
           launch(gpu, a.dtype, b.dtype, c.dtype, biasW && bias ? bias.dtype : undefined, sub, bindings, subPath, shapes);
         }
       }
@@ -321,6 +360,9 @@ function launch(
     const width = gpu.device.adapterInfo?.subgroupMaxSize ?? 128;
     pipeline = gpu.pipeline(`matmul-sgm:${specKey(spec)}:${cfg.M}x${cfg.N}x${cfg.K}:w${width}`, () => subgroupMatrixWgsl(spec, cfg, width));
     workgroups = [p.N / (cfg.N * SGM_TILES_N), p.M / (cfg.M * SGM_TILES_M), p.batch];
+  } else if (path === 'cpu-tiled') {
+    pipeline = gpu.pipeline(`matmul-cpu:${specKey(spec)}`, () => cpuTiledWgsl(spec));
+    workgroups = [Math.ceil(p.N / CPU_BN), Math.ceil(p.M / CPU_R), p.batch];
   } else {
     pipeline = gpu.pipeline(`matmul-tiled:${specKey(spec)}`, () => tiledWgsl(spec));
     workgroups = [Math.ceil(p.N / BN), Math.ceil(p.M / BM), p.batch];
@@ -349,20 +391,21 @@ function specKey(s: KernelSpec): string {
 }
 
 /** Uniforms, bindings, element accessors and the epilogue shared by every matmul kernel. */
-function common(s: KernelSpec): string {
+function common(s: KernelSpec, bVec4 = false): string {
   const types = [s.aType, s.bType, s.cType, s.biasType ?? 'f32'];
+  const bElem = bVec4 ? `vec4<${wgslType(s.bType)}>` : wgslType(s.bType);
   return /* wgsl */ `${enableF16(types)}
 struct P { M: u32, N: u32, K: u32, lda: u32, ldb: u32, ldc: u32, offA: u32, offB: u32, offC: u32,
            sA: u32, sB: u32, sC: u32, offBias: u32, alpha: f32, beta: f32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> A: array<${wgslType(s.aType)}>;
-@group(0) @binding(2) var<storage, read> B: array<${wgslType(s.bType)}>;
+@group(0) @binding(2) var<storage, read> B: array<${bElem}>;
 @group(0) @binding(3) var<storage, read_write> C: array<${wgslType(s.cType)}>;
 ${s.biasType ? `@group(0) @binding(4) var<storage, read> bias: array<${wgslType(s.biasType)}>;` : ''}
 
 // op(A)[m, k] and op(B)[k, n] of batch item z; callers keep indices in range.
 fn a_at(z: u32, m: u32, k: u32) -> f32 { return f32(A[p.offA + z * p.sA + ${s.transA ? 'k * p.lda + m' : 'm * p.lda + k'}]); }
-fn b_at(z: u32, k: u32, n: u32) -> f32 { return f32(B[p.offB + z * p.sB + ${s.transB ? 'n * p.ldb + k' : 'k * p.ldb + n'}]); }
+${bVec4 ? '' : `fn b_at(z: u32, k: u32, n: u32) -> f32 { return f32(B[p.offB + z * p.sB + ${s.transB ? 'n * p.ldb + k' : 'k * p.ldb + n'}]); }`}
 
 // Fused epilogue: alpha, beta·C, bias, output dtype.
 fn store_c(z: u32, m: u32, n: u32, acc: f32) {
@@ -430,6 +473,67 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     for (var j = 0u; j < ${TN}u; j++) {
       let n = n0 + lid.x * ${TN}u + j;
       if (m < p.M && n < p.N) { store_c(z, m, n, acc[i][j / 4u][j % 4u]); }
+    }
+  }
+}`;
+}
+
+/**
+ * CPU-adapter kernel (lavapipe/llvmpipe). There every storage or shared load whose address is not a compile-time
+ * constant runs as a scalar loop over the 8 SIMD lanes with a bounds check per element, so the cost is the number
+ * of lane-elements loaded; arithmetic is nearly free. One workgroup is one 8-lane subgroup computing CPU_R rows ×
+ * 64 columns; lane l owns CPU_V vec4 columns. For each step of 8 along K, lane l loads A[m, k0 + l] of every row
+ * once and subgroupBroadcast (a register shuffle there) hands each value to all lanes, instead of every lane
+ * loading the same element. B is loaded as vec4 along N, each element once per workgroup, and reused for CPU_R
+ * rows. No shared memory, no barriers; out-of-range rows and columns are clamped on load and not stored, so every
+ * lane stays active for the broadcasts.
+ */
+function cpuTiledWgsl(s: KernelSpec): string {
+  let decl = '';
+  let loadA = '';
+  let step = '';
+  let stash = '';
+  for (let r = 0; r < CPU_R; r++) {
+    loadA += `let a${r} = A[base_a + min(m0 + ${r}u, p.M - 1u) * p.lda + ka];\n`;
+    step += `{ let s = vec4<f32>(subgroupShuffle(a${r}, kk));\n`;
+    for (let v = 0; v < CPU_V; v++) {
+      decl += `var acc${r}_${v} = vec4<f32>();\n`;
+      step += `acc${r}_${v} = fma(s, b${v}, acc${r}_${v});\n`;
+      stash += `res[${r * CPU_V + v}] = acc${r}_${v};\n`;
+    }
+    step += '}\n';
+  }
+  let loadB = '';
+  for (let v = 0; v < CPU_V; v++) loadB += `let b${v} = vec4<f32>(B[base_b + (k0 + kk) * ldq + min(nb + ${v}u, nq - 1u)]);\n`;
+  return /* wgsl */ `enable subgroups;
+${common(s, true)}
+@compute @workgroup_size(${CPU_LANES})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let z = wid.z;
+  let m0 = wid.y * ${CPU_R}u;
+  let nb = (wid.x * ${CPU_LANES}u + li) * ${CPU_V}u;  // this lane's first vec4 column
+  let nq = p.N / 4u;
+  let ldq = p.ldb / 4u;
+  let base_a = p.offA + z * p.sA;
+  let base_b = (p.offB + z * p.sB) / 4u;
+  ${decl}
+  for (var k0 = 0u; k0 < p.K; k0 += ${CPU_LANES}u) {
+    let ka = min(k0 + li, p.K - 1u);
+    ${loadA}
+    // Not unrolled: the unrolled body's code size made it ~2.5x slower on llvmpipe.
+    for (var kk = 0u; kk < min(${CPU_LANES}u, p.K - k0); kk++) {
+      ${loadB}
+      ${step}
+    }
+  }
+  // One store loop instead of ${CPU_R * CPU_V} unrolled ones keeps compile time down.
+  var res: array<vec4<f32>, ${CPU_R * CPU_V}>;
+  ${stash}
+  for (var i = 0u; i < ${CPU_R * CPU_V}u; i++) {
+    let m = m0 + i / ${CPU_V}u;
+    let n = (nb + i % ${CPU_V}u) * 4u;
+    if (m < p.M && n < p.N) {
+      for (var j = 0u; j < 4u; j++) { store_c(z, m, n + j, res[i][j]); }
     }
   }
 }`;
