@@ -1,4 +1,139 @@
+import type { Gpu } from '../runtime/gpu.js';
+import type { Tensor } from '../runtime/tensor.js';
+import { attention, attentionBackward, attentionDecode } from '../kernels/attention.js';
 import type { BenchCase } from './types.js';
 
-/** Benchmarks for the attention kernels. */
-export const attentionBenches: BenchCase[] = [];
+type F = 'f32' | 'f16';
+
+interface Shape {
+  B: number;
+  T: number;
+  Hq: number;
+  Hkv: number;
+  D: number;
+  dtype: F;
+}
+
+/** Uniform values in [-1.7, 1.7] (about unit variance); timing on zeros would hide real behaviour. */
+function random(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = (s / 4294967296 - 0.5) * 3.4;
+  }
+  return out;
+}
+
+function qkv(gpu: Gpu, s: Shape, S: number) {
+  return {
+    q: gpu.tensor([s.B, s.T, s.Hq, s.D], s.dtype, random(s.B * s.T * s.Hq * s.D, 1)),
+    k: gpu.tensor([s.B, S, s.Hkv, s.D], s.dtype, random(s.B * S * s.Hkv * s.D, 2)),
+    v: gpu.tensor([s.B, S, s.Hkv, s.D], s.dtype, random(s.B * S * s.Hkv * s.D, 3)),
+  };
+}
+
+const bytesOf = (dtype: F) => (dtype === 'f16' ? 2 : 4);
+const label = (s: Shape) => `${s.dtype} B${s.B} T${s.T} Hq${s.Hq} Hkv${s.Hkv} D${s.D}`;
+
+/** torch inputs in SDPA's [B, H, T, D] layout, with k/v expanded to all query heads. */
+function torchSetup(s: Shape, S: number, grad: boolean): string {
+  const rg = grad ? '.requires_grad_()' : '';
+  const g = s.Hq / s.Hkv;
+  return (
+    `q=torch.randn(${s.B},${s.Hq},${s.T},${s.D},device=dev,dtype=dt)${rg}; ` +
+    `k=torch.randn(${s.B},${s.Hkv},${S},${s.D},device=dev,dtype=dt).repeat_interleave(${g},dim=1)${rg}; ` +
+    `v=torch.randn(${s.B},${s.Hkv},${S},${s.D},device=dev,dtype=dt).repeat_interleave(${g},dim=1)${rg}`
+  );
+}
+
+/** Causal (query, key) pairs with S = T: T(T+1)/2 per head. */
+const causalPairs = (s: Shape) => (s.B * s.Hq * s.T * (s.T + 1)) / 2;
+
+function forwardCase(s: Shape, size: 'cpu' | 'gpu'): BenchCase {
+  const e = bytesOf(s.dtype);
+  return {
+    family: 'attention',
+    name: `attention fwd causal ${label(s)}`,
+    flops: 4 * causalPairs(s) * s.D,
+    bytes: e * s.B * s.T * s.D * (2 * s.Hq + 2 * s.Hkv) + 4 * s.B * s.Hq * s.T,
+    size,
+    needs: s.dtype === 'f16' ? ['shader-f16'] : undefined,
+    prepare(gpu) {
+      const t = qkv(gpu, s, s.T);
+      return {
+        run: () => {
+          const r = attention(gpu, t.q, t.k, t.v);
+          r.o.dispose();
+          r.lse.dispose();
+        },
+        dispose: () => [t.q, t.k, t.v].forEach((x) => x.dispose()),
+      };
+    },
+    torch: { setup: torchSetup(s, s.T, false), run: 'F.scaled_dot_product_attention(q,k,v,is_causal=True)' },
+  };
+}
+
+function backwardCase(s: Shape, size: 'cpu' | 'gpu'): BenchCase {
+  const e = bytesOf(s.dtype);
+  return {
+    family: 'attention',
+    name: `attention bwd causal ${label(s)}`,
+    // The five useful matmuls (S, dP, dV, dK, dQ); the dQ/dKV split recomputes S and dP once more on top.
+    flops: 10 * causalPairs(s) * s.D,
+    bytes: e * s.B * s.T * s.D * (4 * s.Hq + 4 * s.Hkv) + 4 * s.B * s.Hq * s.T,
+    size,
+    needs: s.dtype === 'f16' ? ['shader-f16'] : undefined,
+    prepare(gpu) {
+      const t = qkv(gpu, s, s.T);
+      const { o, lse } = attention(gpu, t.q, t.k, t.v);
+      const dO = gpu.tensor(t.q.shape, s.dtype, random(t.q.size, 4));
+      return {
+        run: () => {
+          const g = attentionBackward(gpu, t.q, t.k, t.v, o, lse, dO);
+          [g.dq, g.dk, g.dv].forEach((x) => x.dispose());
+        },
+        dispose: () => [t.q, t.k, t.v, o, lse, dO].forEach((x) => x.dispose()),
+      };
+    },
+    torch: {
+      setup: `${torchSetup(s, s.T, true)}; o=F.scaled_dot_product_attention(q,k,v,is_causal=True); do=torch.randn_like(o)`,
+      run: 'q.grad=None; k.grad=None; v.grad=None; o.backward(do, retain_graph=True)',
+    },
+  };
+}
+
+/** One new token per sequence against a full cache of S rows. */
+function decodeCase(s: Shape, S: number, size: 'cpu' | 'gpu'): BenchCase {
+  const e = bytesOf(s.dtype);
+  return {
+    family: 'attention',
+    name: `attention decode ${label(s)} S${S}`,
+    flops: 4 * s.B * s.Hq * s.T * S * s.D,
+    bytes: e * s.B * (2 * S * s.Hkv * s.D + 2 * s.T * s.Hq * s.D),
+    size,
+    needs: s.dtype === 'f16' ? ['shader-f16'] : undefined,
+    prepare(gpu) {
+      const t = qkv(gpu, s, S);
+      const lengths: Tensor<'i32'> = gpu.tensor([s.B], 'i32', new Array<number>(s.B).fill(S));
+      return {
+        run: () => attentionDecode(gpu, t.q, t.k, t.v, lengths).dispose(),
+        dispose: () => [t.q, t.k, t.v, lengths].forEach((x) => x.dispose()),
+      };
+    },
+    torch: { setup: torchSetup(s, S, false), run: 'F.scaled_dot_product_attention(q,k,v)' },
+  };
+}
+
+const small: Shape = { B: 1, T: 128, Hq: 4, Hkv: 2, D: 64, dtype: 'f32' };
+const qwen7b: Shape = { B: 1, T: 2048, Hq: 28, Hkv: 4, D: 128, dtype: 'f16' };
+
+/** Benchmarks for the attention kernels: small cases for lavapipe, Qwen2.5-7B shapes for real GPUs. */
+export const attentionBenches: BenchCase[] = [
+  forwardCase(small, 'cpu'),
+  backwardCase(small, 'cpu'),
+  decodeCase({ ...small, T: 1 }, 512, 'cpu'),
+  forwardCase(qwen7b, 'gpu'),
+  backwardCase(qwen7b, 'gpu'),
+  decodeCase({ ...qwen7b, T: 1 }, 4096, 'gpu'),
+];
