@@ -19,6 +19,21 @@ if dev == "cpu":
 dt = torch.float16 if dev == "cuda" else torch.float32
 
 
+if not hasattr(F, "scaled_dot_product_attention"):
+    # torch < 2.0 (Debian 12 ships 1.13) has no SDPA; time the plain math version it would dispatch to.
+    def _sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False):
+        s = (q @ k.transpose(-2, -1)) / (q.shape[-1] ** 0.5)
+        if is_causal:
+            t, n = s.shape[-2], s.shape[-1]
+            s = s.masked_fill(torch.ones(t, n, dtype=torch.bool, device=s.device).triu(n - t + 1), float("-inf"))
+        return torch.softmax(s, dim=-1) @ v
+
+    F.scaled_dot_product_attention = _sdpa
+    SDPA_NOTE = " (SDPA: math fallback, torch < 2.0)"
+else:
+    SDPA_NOTE = ""
+
+
 def sync():
     if dev == "cuda":
         torch.cuda.synchronize()
@@ -56,7 +71,7 @@ def main():
             out.append({"name": case["name"], "error": f"{type(e).__name__}: {e}"})
         if dev == "cuda":
             torch.cuda.empty_cache()
-    json.dump({"device": f"torch {torch.__version__} on {device_name}", "results": out}, sys.stdout)
+    json.dump({"device": f"torch {torch.__version__} on {device_name}{SDPA_NOTE}", "results": out}, sys.stdout)
 
 
 if __name__ == "__main__":
