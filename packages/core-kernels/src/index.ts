@@ -1,6 +1,7 @@
 export { Gpu, DAWN_FLAGS, type ElementWindow, type GpuOptions, type DispatchSpec, type DispatchTiming, type AdapterSummary } from './runtime/gpu.js';
 export { Tensor, type ReadArray } from './runtime/tensor.js';
 export { Params } from './runtime/params.js';
+export { SeededRng } from './runtime/rng.js';
 export { rowBinding, rowWindows } from './runtime/windows.js';
 export { BufferAllocator, sizeClass, type MemoryStats } from './runtime/allocator.js';
 export {

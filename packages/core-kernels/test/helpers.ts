@@ -1,4 +1,4 @@
-import { Gpu, type GpuOptions } from '../src/index.js';
+import { Gpu, type GpuOptions, type SeededRng } from '../src/index.js';
 
 let shared: Promise<Gpu> | undefined;
 
@@ -13,32 +13,8 @@ export function freshGpu(options: GpuOptions = {}): Promise<Gpu> {
   return Gpu.create(options);
 }
 
-/** Seeded PRNG (mulberry32) with normal samples, so failures reproduce. */
-export class Rng {
-  private s: number;
-  constructor(seed: number) {
-    this.s = seed >>> 0;
-  }
-  uniform(): number {
-    this.s = (this.s + 0x6d2b79f5) >>> 0;
-    let t = this.s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  normal(): number {
-    const u = Math.max(this.uniform(), 1e-12);
-    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * this.uniform());
-  }
-  int(lo: number, hi: number): number {
-    return lo + Math.floor(this.uniform() * (hi - lo + 1));
-  }
-  randn(n: number, scale = 1): Float32Array {
-    const out = new Float32Array(n);
-    for (let i = 0; i < n; i++) out[i] = this.normal() * scale;
-    return out;
-  }
-}
+/** The runtime's seeded PRNG: failures reproduce. */
+export { SeededRng as Rng } from '../src/index.js';
 
 export interface Tolerance {
   atol: number;
@@ -81,7 +57,7 @@ export async function checkDirectional(
   loss: (x: Float32Array) => Promise<number> | number,
   x: Float32Array,
   grad: ArrayLike<number>,
-  rng: Rng,
+  rng: SeededRng,
   { eps = 1e-2, rtol = 2e-2, what = 'gradient' }: { eps?: number; rtol?: number; what?: string } = {},
 ): Promise<void> {
   const v = rng.randn(x.length);
@@ -96,7 +72,7 @@ export async function checkDirectional(
 }
 
 /** Random shapes that hit tile edges: a mix of tiny, odd and multiple-of-tile sizes. */
-export function awkwardSizes(rng: Rng, count: number, max: number): number[] {
+export function awkwardSizes(rng: SeededRng, count: number, max: number): number[] {
   const base = [1, 3, 7, 16, 17, 31, 33, 64, 65, 127];
   const out: number[] = [];
   for (let i = 0; i < count; i++) out.push(i < base.length && base[i] <= max ? base[i] : rng.int(1, max));

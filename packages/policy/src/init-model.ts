@@ -1,9 +1,8 @@
 import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { f32ToF16Bits } from '@mlagent/core-kernels';
+import { SeededRng, f32ToF16Bits } from '@mlagent/core-kernels';
 import { expectedShapes, parseQwenConfig, type QwenArch } from './config.js';
-import { SeededRng } from './rng.js';
 import { writeSafetensors, type TensorToWrite } from './safetensors.js';
 
 export type ModelPreset = 'tiny' | 'small';
@@ -77,8 +76,7 @@ export function initModel(opts: InitModelOptions): { dir: string; params: number
     const isNorm = name.endsWith('norm.weight');
     // Generated when written, so only one tensor's values exist at a time.
     const values = () => {
-      const v = new Float32Array(n);
-      for (let i = 0; i < n; i++) v[i] = isNorm ? 1 : 0.02 * rng.normal();
+      const v = isNorm ? new Float32Array(n).fill(1) : rng.fillNormal(new Float32Array(n), 0.02);
       return dtype === 'float32' ? v : Uint16Array.from(v, f32ToF16Bits);
     };
     tensors[name] = { dtype: dtype === 'float32' ? 'F32' : 'F16', shape, data: values };
