@@ -1,4 +1,4 @@
-// @mlagent/env: so far only the sandbox for Execute Script (issue 4); tasks, actions and snapshots are to come.
+// @mlagent/env: the sandbox for Execute Script and the action set with its parser (issue 4); tasks and snapshots are to come.
 export { runSandboxed } from './sandbox/run.js';
 export { SandboxPool } from './sandbox/pool.js';
 export { summarizeError } from './sandbox/classify.js';
@@ -11,3 +11,16 @@ export type {
   SandboxOutcome,
   SandboxResult,
 } from './sandbox/types.js';
+// Actions: the MLAgentBench action set, the response parser and the prompt rendering.
+export {
+  ACTION_NAMES,
+  ACTIONS,
+  defaultPromptActions,
+  isActionName,
+  renderUsage,
+} from './actions/schema.js';
+export type { ActionArgSpec, ActionArgsMap, ActionCall, ActionName, ActionSpec, ArgType } from './actions/schema.js';
+export { parseResponse } from './actions/parse.js';
+export type { ParseError, ParseErrorKind, ParsedResponse, ParseOptions, ResponseFields } from './actions/parse.js';
+export { renderAction, renderActions, renderResponseFormat } from './actions/prompt.js';
+export type { RenderActionsOptions } from './actions/prompt.js';
