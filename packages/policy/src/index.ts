@@ -1,4 +1,4 @@
-// Loading is in place (config, safetensors, shape checks); the model, generation and training follow (issue 3).
+// Loading and the forward pass are in place; generation and training follow (issue 3).
 export {
   SafetensorsFile,
   Checkpoint,
@@ -20,3 +20,4 @@ export {
 } from './config.js';
 export { initModel, bundledTokenizerDir, PRESETS, type InitModelOptions, type ModelPreset } from './init-model.js';
 export { QwenTokenizer, TokenizerError, ML_AGENT_SYSTEM_PROMPT, type ChatMessage, type ChatTemplateName } from './tokenizer.js';
+export { QwenModel, type QwenLoadOptions, type QwenWeights, type QwenLayerWeights } from './model.js';

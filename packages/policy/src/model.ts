@@ -1,0 +1,239 @@
+import {
+  add,
+  attention,
+  convertCheckpointData,
+  embedding,
+  matmul,
+  rmsnorm,
+  rope,
+  swiglu,
+  type CheckpointDType,
+  type Gpu,
+  type Tensor,
+} from '@mlagent/core-kernels';
+import { expectedShapes, layerTensorNames, loadQwenConfig, type QwenConfig } from './config.js';
+import { Checkpoint, CheckpointError, type SafetensorsDType } from './safetensors.js';
+
+export interface QwenLoadOptions {
+  /** dtype of the matrices on the GPU (default f32). Norm weights and biases are always f32. */
+  dtype?: 'f32' | 'f16';
+}
+
+/** The GPU tensors of one decoder layer. */
+export interface QwenLayerWeights {
+  inputNorm: Tensor;
+  postNorm: Tensor;
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  o: Tensor;
+  gate: Tensor;
+  up: Tensor;
+  down: Tensor;
+  qBias?: Tensor;
+  kBias?: Tensor;
+  vBias?: Tensor;
+  qNorm?: Tensor;
+  kNorm?: Tensor;
+}
+
+export interface QwenWeights {
+  embed: Tensor;
+  /** The same tensor as `embed` when the embeddings are tied. */
+  lmHead: Tensor;
+  norm: Tensor;
+  layers: QwenLayerWeights[];
+}
+
+const LOADABLE: ReadonlySet<SafetensorsDType> = new Set(['F32', 'F16', 'BF16']);
+
+const fmt = (shape: readonly number[]) => `[${shape.join(', ')}]`;
+
+/**
+ * Checks every tensor of the checkpoint against the config before anything is uploaded: all problems (missing,
+ * unexpected, wrong shape, unsupported dtype) are reported together, each naming the tensor.
+ */
+function validateCheckpoint(ck: Checkpoint, cfg: QwenConfig, dir: string): void {
+  const expected = expectedShapes(cfg);
+  const problems: string[] = [];
+  for (const [name, shape] of expected) {
+    if (!ck.has(name)) {
+      problems.push(`missing tensor '${name}' (expected shape ${fmt(shape)})`);
+      continue;
+    }
+    const info = ck.info(name);
+    if (info.shape.join() !== shape.join()) {
+      problems.push(`tensor '${name}' has shape ${fmt(info.shape)}, expected ${fmt(shape)}`);
+    }
+    if (!LOADABLE.has(info.dtype)) problems.push(`tensor '${name}' has dtype ${info.dtype}; only F32, F16 and BF16 load`);
+  }
+  for (const name of ck.names()) {
+    if (expected.has(name)) continue;
+    // Some tied checkpoints still store lm_head.weight (a copy of embed_tokens); it is not used.
+    if (name === 'lm_head.weight' && cfg.tieWordEmbeddings) {
+      const s = ck.info(name).shape;
+      if (s.join() !== [cfg.vocabSize, cfg.hiddenSize].join()) {
+        problems.push(`tensor '${name}' has shape ${fmt(s)}, expected ${fmt([cfg.vocabSize, cfg.hiddenSize])}`);
+      }
+      continue;
+    }
+    problems.push(`unexpected tensor '${name}' ${fmt(ck.info(name).shape)} (not part of a ${cfg.arch} model with this config)`);
+  }
+  if (problems.length > 0) {
+    const shown = problems.slice(0, 20).join('\n  ');
+    const more = problems.length > 20 ? `\n  ... and ${problems.length - 20} more` : '';
+    throw new CheckpointError(`${dir}: checkpoint does not match config.json (${cfg.arch}):\n  ${shown}${more}`);
+  }
+}
+
+/**
+ * Qwen2 / Qwen3 causal LM on the GPU: weights loaded tensor by tensor from a Hugging Face checkpoint, forward
+ * pass built from core-kernels ops. Inference only for now (no KV cache, no LoRA).
+ */
+export class QwenModel {
+  private disposed = false;
+
+  private constructor(
+    readonly gpu: Gpu,
+    readonly config: QwenConfig,
+    readonly weights: QwenWeights,
+    readonly dtype: 'f32' | 'f16',
+  ) {}
+
+  /**
+   * Loads config.json and the safetensors weights of `dir`. Every tensor is checked against the config first;
+   * then each is read, converted (F32/F16/BF16 to `dtype`; norms and biases to f32) and uploaded one at a time,
+   * so the host holds one tensor at a time.
+   */
+  static async load(gpu: Gpu, dir: string, opts: QwenLoadOptions = {}): Promise<QwenModel> {
+    const dtype = opts.dtype ?? 'f32';
+    if (dtype !== 'f32' && dtype !== 'f16') throw new Error(`QwenModel.load: dtype must be 'f32' or 'f16', got ${String(dtype)}`);
+    if (dtype === 'f16' && !gpu.features.shaderF16) {
+      throw new Error(`QwenModel.load: dtype 'f16' needs the shader-f16 feature, which this adapter lacks; use 'f32'`);
+    }
+    const cfg = loadQwenConfig(dir);
+    const ck = Checkpoint.open(dir);
+    const loaded: Tensor[] = [];
+    try {
+      validateCheckpoint(ck, cfg, dir);
+      const upload = (name: string, matrix: boolean): Tensor => {
+        const info = ck.info(name);
+        const to = matrix ? dtype : 'f32';
+        const data = convertCheckpointData(ck.read(name), info.dtype.toLowerCase() as CheckpointDType, to);
+        const t = gpu.keep(gpu.tensor(info.shape, to, data, `load ${name}`));
+        loaded.push(t);
+        return t;
+      };
+      const embed = upload('model.embed_tokens.weight', true);
+      const norm = upload('model.norm.weight', false);
+      const lmHead = cfg.tieWordEmbeddings ? embed : upload('lm_head.weight', true);
+      const layers: QwenLayerWeights[] = [];
+      for (let l = 0; l < cfg.numLayers; l++) {
+        const n = layerTensorNames(cfg, l);
+        const layer: QwenLayerWeights = {
+          inputNorm: upload(n.inputNorm, false),
+          postNorm: upload(n.postNorm, false),
+          q: upload(n.q, true),
+          k: upload(n.k, true),
+          v: upload(n.v, true),
+          o: upload(n.o, true),
+          gate: upload(n.gate, true),
+          up: upload(n.up, true),
+          down: upload(n.down, true),
+        };
+        if (cfg.attentionBias) {
+          layer.qBias = upload(n.qBias!, false);
+          layer.kBias = upload(n.kBias!, false);
+          layer.vBias = upload(n.vBias!, false);
+        }
+        if (cfg.qkNorm) {
+          layer.qNorm = upload(n.qNorm!, false);
+          layer.kNorm = upload(n.kNorm!, false);
+        }
+        layers.push(layer);
+        // Upload this layer before reading the next, so staging memory stays bounded.
+        await gpu.sync();
+      }
+      await gpu.sync();
+      return new QwenModel(gpu, cfg, { embed, lmHead, norm, layers }, dtype);
+    } catch (e) {
+      for (const t of loaded) t.dispose();
+      throw e;
+    } finally {
+      ck.close();
+    }
+  }
+
+  /**
+   * Logits f32 [B, T, V] for B sequences of equal length T (positions 0..T-1, causal attention). The result is
+   * recorded, not yet read: `await logits.read()` submits and waits. The caller disposes it.
+   */
+  forward(ids: readonly (readonly number[])[]): Tensor<'f32'> {
+    if (this.disposed) throw new Error('QwenModel.forward: model was disposed');
+    const cfg = this.config;
+    const B = ids.length;
+    const T = B > 0 ? ids[0].length : 0;
+    if (B === 0 || T === 0) throw new Error(`QwenModel.forward: needs at least one non-empty sequence, got B=${B} T=${T}`);
+    for (let b = 0; b < B; b++) {
+      if (ids[b].length !== T) {
+        throw new Error(`QwenModel.forward: sequences must have equal lengths for now; sequence ${b} has ${ids[b].length}, sequence 0 has ${T}`);
+      }
+    }
+    const flat = new Int32Array(B * T);
+    for (let b = 0; b < B; b++) {
+      for (let t = 0; t < T; t++) {
+        const id = ids[b][t];
+        if (!Number.isInteger(id) || id < 0 || id >= cfg.vocabSize) {
+          throw new Error(`QwenModel.forward: token id ${id} at [${b}, ${t}] is outside the vocabulary [0, ${cfg.vocabSize})`);
+        }
+        flat[b * T + t] = id;
+      }
+    }
+    const gpu = this.gpu;
+    const w = this.weights;
+    const { hiddenSize: H, numHeads: nh, numKvHeads: nkv, headDim: D, rmsNormEps: eps, ropeTheta: theta } = cfg;
+    return gpu.scope(() => {
+      let h: Tensor = embedding(gpu, flat, w.embed).reshape([B, T, H]);
+      for (const L of w.layers) {
+        h = gpu.scope(() => {
+          const x = rmsnorm(gpu, h, L.inputNorm, { eps }).y;
+          let q = matmul(gpu, x, L.q, { transB: true, bias: L.qBias }).reshape([B, T, nh, D]);
+          let k = matmul(gpu, x, L.k, { transB: true, bias: L.kBias }).reshape([B, T, nkv, D]);
+          const v = matmul(gpu, x, L.v, { transB: true, bias: L.vBias }).reshape([B, T, nkv, D]);
+          if (L.qNorm && L.kNorm) {
+            q = rmsnorm(gpu, q, L.qNorm, { eps }).y;
+            k = rmsnorm(gpu, k, L.kNorm, { eps }).y;
+          }
+          q = rope(gpu, q, { theta, out: q });
+          k = rope(gpu, k, { theta, out: k });
+          const a = attention(gpu, q as Tensor<'f32'>, k as Tensor<'f32'>, v as Tensor<'f32'>, { causal: true }).o.reshape([B, T, nh * D]);
+          const h1 = add(gpu, h, matmul(gpu, a, L.o, { transB: true }));
+          const x2 = rmsnorm(gpu, h1, L.postNorm, { eps }).y;
+          const gate = matmul(gpu, x2, L.gate, { transB: true });
+          const up = matmul(gpu, x2, L.up, { transB: true });
+          const mlp = matmul(gpu, swiglu(gpu, gate, up), L.down, { transB: true });
+          return add(gpu, h1, mlp);
+        });
+      }
+      const hn = rmsnorm(gpu, h, w.norm, { eps }).y;
+      return matmul(gpu, hn, w.lmHead, { transB: true }) as Tensor<'f32'>;
+    });
+  }
+
+  /** Frees every weight on the GPU. The model cannot be used afterwards. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    const seen = new Set<Tensor>();
+    const free = (t: Tensor | undefined) => {
+      if (t && !seen.has(t)) {
+        seen.add(t);
+        t.dispose();
+      }
+    };
+    free(this.weights.embed);
+    free(this.weights.lmHead);
+    free(this.weights.norm);
+    for (const L of this.weights.layers) for (const t of Object.values(L) as Tensor[]) free(t);
+  }
+}

@@ -1,0 +1,231 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Gpu, SeededRng } from '@mlagent/core-kernels';
+import {
+  CheckpointError,
+  ConfigError,
+  QwenModel,
+  expectedShapes,
+  initModel,
+  loadQwenConfig,
+  writeSafetensors,
+  type QwenArch,
+  type TensorToWrite,
+} from '../src/index.js';
+
+const PYTHON = '/usr/bin/python3';
+const ORACLE = resolve(dirname(fileURLToPath(import.meta.url)), '../../../tools/oracle/qwen_oracle.py');
+
+/** Round-to-nearest-even f32 → bf16 bits. */
+function toBf16Bits(x: Float32Array): Uint16Array {
+  const u = new Uint32Array(x.buffer, x.byteOffset, x.length);
+  const out = new Uint16Array(x.length);
+  for (let i = 0; i < x.length; i++) out[i] = ((u[i] + 0x7fff + ((u[i] >>> 16) & 1)) >>> 16) & 0xffff;
+  return out;
+}
+
+/**
+ * A tiny model from initModel, with its weights rewritten at scales where every part of the network matters
+ * (HF's init at std 0.02 leaves attention nearly uniform and the layers small next to the residual):
+ * matrices ~ N(0, 1/in), norm weights ~ 1 + 0.2·N(0, 1), biases ~ 0.2·N(0, 1).
+ */
+function writeModel(arch: QwenArch, seed: number, dtype: 'F32' | 'BF16' = 'F32'): string {
+  const dir = mkdtempSync(join(tmpdir(), `mlagent-model-${arch}-`));
+  initModel({ arch, preset: 'tiny', outDir: dir, seed });
+  const cfg = loadQwenConfig(dir);
+  const rng = new SeededRng(seed + 1000);
+  const tensors: Record<string, TensorToWrite> = {};
+  for (const [name, shape] of expectedShapes(cfg)) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    tensors[name] = {
+      dtype,
+      shape,
+      data: () => {
+        const v = new Float32Array(n);
+        if (name.endsWith('norm.weight')) for (let i = 0; i < n; i++) v[i] = 1 + 0.2 * rng.normal();
+        else if (name.endsWith('.bias')) rng.fillNormal(v, 0.2);
+        else rng.fillNormal(v, 1 / Math.sqrt(shape[1]));
+        return dtype === 'F32' ? v : toBf16Bits(v);
+      },
+    };
+  }
+  writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' });
+  return dir;
+}
+
+/** Float64 logits [B, T, V] from the PyTorch oracle. Fails loudly when torch is missing. */
+function oracleLogits(dir: string, ids: number[][]): Float64Array {
+  const out = join(dir, 'oracle-logits.f64');
+  const r = spawnSync(PYTHON, [ORACLE, dir, JSON.stringify(ids), '--out', out], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  if (r.error || r.status !== 0) {
+    throw new Error(`oracle ${ORACLE} failed (status ${r.status}): ${r.error?.message ?? ''}\n${r.stderr}`);
+  }
+  const bytes = readFileSync(out);
+  rmSync(out);
+  return new Float64Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+}
+
+function randomIds(rng: SeededRng, b: number, t: number, vocab: number): number[][] {
+  return Array.from({ length: b }, () => Array.from({ length: t }, () => rng.int(0, vocab - 1)));
+}
+
+/** Max |ours − ref| and max |ref|. */
+function compare(ours: ArrayLike<number>, ref: Float64Array): { maxErr: number; scale: number } {
+  expect(ours.length).toBe(ref.length);
+  let maxErr = 0;
+  let scale = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const e = Math.abs(ours[i] - ref[i]);
+    maxErr = Number.isNaN(e) ? Infinity : Math.max(maxErr, e);
+    scale = Math.max(scale, Math.abs(ref[i]));
+  }
+  return { maxErr, scale };
+}
+
+let gpu: Gpu;
+const dirs: string[] = [];
+
+beforeAll(async () => {
+  gpu = await Gpu.create();
+});
+
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+describe('PyTorch oracle', () => {
+  it(`is runnable: ${PYTHON} imports torch`, () => {
+    const r = spawnSync(PYTHON, ['-c', 'import torch, numpy; print(torch.__version__)'], { encoding: 'utf8' });
+    if (r.error || r.status !== 0) {
+      throw new Error(
+        `${PYTHON} cannot import torch/numpy, which the model tests compare against (install python3-torch: npm run setup):\n` +
+          `${r.error?.message ?? ''}${r.stderr}`,
+      );
+    }
+  });
+});
+
+describe('QwenModel.forward against the float64 PyTorch oracle', () => {
+  for (const [arch, seed] of [
+    ['qwen2', 11],
+    ['qwen3', 12],
+  ] as const) {
+    it(`${arch} tiny: f32 logits match for B=2, T=5 and T=9`, async () => {
+      const dir = writeModel(arch, seed);
+      dirs.push(dir);
+      const model = await QwenModel.load(gpu, dir);
+      let after: number | undefined;
+      const rng = new SeededRng(seed);
+      for (const T of [5, 9]) {
+        const ids = randomIds(rng, 2, T, model.config.vocabSize);
+        const logits = model.forward(ids);
+        expect(logits.shape).toEqual([2, T, model.config.vocabSize]);
+        const ours = await logits.read();
+        logits.dispose();
+        const ref = oracleLogits(dir, ids);
+        const { maxErr, scale } = compare(ours, ref);
+        console.log(`${arch} f32 T=${T}: max |err| ${maxErr.toExponential(2)}, max |logit| ${scale.toFixed(3)}`);
+        expect(scale).toBeGreaterThan(0.5);
+        expect(maxErr).toBeLessThanOrEqual(1e-4 * scale + 1e-5);
+        // Every intermediate of forward is released (the first call may leave kernel caches, e.g. RoPE tables).
+        after ??= gpu.memory().inUse;
+        expect(gpu.memory().inUse).toBe(after);
+      }
+      model.dispose();
+    });
+  }
+
+  it('loads a bf16 checkpoint (widened exactly) and matches the oracle on the same bf16 weights', async () => {
+    const dir = writeModel('qwen2', 21, 'BF16');
+    dirs.push(dir);
+    const model = await QwenModel.load(gpu, dir);
+    const ids = randomIds(new SeededRng(21), 2, 7, model.config.vocabSize);
+    const logits = model.forward(ids);
+    const ours = await logits.read();
+    logits.dispose();
+    const { maxErr, scale } = compare(ours, oracleLogits(dir, ids));
+    console.log(`qwen2 bf16 checkpoint T=7: max |err| ${maxErr.toExponential(2)}, max |logit| ${scale.toFixed(3)}`);
+    expect(maxErr).toBeLessThanOrEqual(1e-4 * scale + 1e-5);
+    model.dispose();
+  });
+
+  it('runs with f16 weights where the adapter has shader-f16 (looser tolerance)', async () => {
+    if (!gpu.features.shaderF16) {
+      await expect(QwenModel.load(gpu, dirs[0] ?? '.', { dtype: 'f16' })).rejects.toThrow(/shader-f16/);
+      return;
+    }
+    const dir = writeModel('qwen3', 31);
+    dirs.push(dir);
+    const model = await QwenModel.load(gpu, dir, { dtype: 'f16' });
+    expect(model.weights.layers[0].q.dtype).toBe('f16');
+    const ids = randomIds(new SeededRng(31), 2, 6, model.config.vocabSize);
+    const logits = model.forward(ids);
+    const ours = await logits.read();
+    logits.dispose();
+    const { maxErr, scale } = compare(ours, oracleLogits(dir, ids));
+    console.log(`qwen3 f16 weights T=6: max |err| ${maxErr.toExponential(2)}, max |logit| ${scale.toFixed(3)}`);
+    expect(maxErr).toBeLessThanOrEqual(2e-2 * scale);
+    model.dispose();
+  });
+});
+
+describe('QwenModel.load errors', () => {
+  /** A qwen3 tiny model whose tensors are edited by `edit` before writing. */
+  function editedModel(edit: (tensors: Record<string, TensorToWrite>) => void): string {
+    const dir = mkdtempSync(join(tmpdir(), 'mlagent-model-bad-'));
+    dirs.push(dir);
+    initModel({ arch: 'qwen3', preset: 'tiny', outDir: dir, seed: 5 });
+    const tensors: Record<string, TensorToWrite> = {};
+    for (const [name, shape] of expectedShapes(loadQwenConfig(dir))) {
+      tensors[name] = { dtype: 'F32', shape, data: () => new Float32Array(shape.reduce((a, b) => a * b, 1)) };
+    }
+    edit(tensors);
+    writeSafetensors(join(dir, 'model.safetensors'), tensors);
+    return dir;
+  }
+
+  it('names a missing tensor', async () => {
+    const dir = editedModel((t) => delete t['model.layers.1.self_attn.k_norm.weight']);
+    await expect(QwenModel.load(gpu, dir)).rejects.toThrow(CheckpointError);
+    await expect(QwenModel.load(gpu, dir)).rejects.toThrow(/missing tensor 'model\.layers\.1\.self_attn\.k_norm\.weight' \(expected shape \[16\]\)/);
+  });
+
+  it('names a tensor with the wrong shape and both shapes', async () => {
+    const dir = editedModel((t) => {
+      t['model.layers.0.mlp.up_proj.weight'] = { dtype: 'F32', shape: [64, 176], data: new Float32Array(64 * 176) };
+    });
+    await expect(QwenModel.load(gpu, dir)).rejects.toThrow(
+      /tensor 'model\.layers\.0\.mlp\.up_proj\.weight' has shape \[64, 176\], expected \[176, 64\]/,
+    );
+  });
+
+  it('names an unexpected tensor', async () => {
+    const dir = editedModel((t) => {
+      t['model.layers.0.self_attn.q_proj.bias'] = { dtype: 'F32', shape: [64], data: new Float32Array(64) };
+    });
+    await expect(QwenModel.load(gpu, dir)).rejects.toThrow(/unexpected tensor 'model\.layers\.0\.self_attn\.q_proj\.bias' \[64\]/);
+  });
+
+  it('rejects an unsupported architecture by name', async () => {
+    const dir = editedModel(() => {});
+    const cfgPath = join(dir, 'config.json');
+    const raw = JSON.parse(readFileSync(cfgPath, 'utf8'));
+    raw.architectures = ['LlamaForCausalLM'];
+    writeFileSync(cfgPath, JSON.stringify(raw));
+    await expect(QwenModel.load(gpu, dir)).rejects.toThrow(ConfigError);
+    await expect(QwenModel.load(gpu, dir)).rejects.toThrow(/unsupported architecture \["LlamaForCausalLM"\]/);
+  });
+
+  it('rejects ragged batches and out-of-vocabulary ids', async () => {
+    const dir = editedModel(() => {});
+    const model = await QwenModel.load(gpu, dir);
+    expect(() => model.forward([[1, 2, 3], [4, 5]])).toThrow(/equal lengths/);
+    expect(() => model.forward([[1, 151936]])).toThrow(/token id 151936 at \[0, 1\] is outside the vocabulary/);
+    model.dispose();
+    expect(() => model.forward([[1]])).toThrow(/disposed/);
+  });
+});
