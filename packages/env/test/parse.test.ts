@@ -9,6 +9,9 @@ import {
   type ParsedResponse,
 } from '../src/index.js';
 
+// Fixed seed so CI is reproducible; FC_SEED=<n> explores other inputs.
+fc.configureGlobal({ seed: Number(process.env.FC_SEED ?? 20261128) });
+
 const VALID = `Reflection: The observation shows the baseline train.py reaches 0.71 accuracy on the validation split.
 It uses a logistic regression without any feature scaling.
 

@@ -53,13 +53,16 @@ export function computeReward(
   return { reward: sigmoid(alpha * gain), reason: 'metric-gain', gain, alpha };
 }
 
-/** |m_best - m_init|, or the documented fallback when the task lacks a usable pair. Always > 0. */
+/** Gaps below this are treated as this, so alpha stays finite (a denormal gap would make it infinite). */
+const MIN_GAP = 1e-12;
+
+/** |m_best - m_init|, or the documented fallback when the task lacks a usable pair. Always >= MIN_GAP. */
 export function metricGap(task: TaskMetric, previous: number, cfg: RewardConfig = DEFAULT_REWARD_CONFIG): number {
   const best = finiteOr(task.best, undefined);
   const init = finiteOr(task.baseline, undefined);
-  if (best !== undefined && init !== undefined && best !== init) return Math.abs(best - init);
+  if (best !== undefined && init !== undefined && best !== init) return Math.max(MIN_GAP, Math.abs(best - init));
   const fallback = cfg.fallbackGapFraction * Math.abs(previous);
-  return fallback > 0 ? fallback : 1;
+  return fallback > 0 ? Math.max(MIN_GAP, fallback) : 1;
 }
 
 function milestoneReward(feedback: StepFeedback, cfg: RewardConfig): number {
