@@ -27,8 +27,8 @@ export interface MemoryStats {
 export interface AllocatorOptions {
   /** Refuse allocations that would take in-use + cached bytes past this. Default: no budget beyond the device's. */
   budgetBytes?: number;
-  /** Called for each buffer created, so device-side OOM can be traced to the request. */
-  onCreate?: (buffer: GPUBuffer, ctx: GpuErrorContext) => void;
+  /** Creates a buffer; the Gpu wraps creation in error scopes so a device-side OOM is traced to the request. */
+  create?: (descriptor: GPUBufferDescriptor, ctx: GpuErrorContext) => GPUBuffer;
 }
 
 /**
@@ -72,8 +72,10 @@ export class BufferAllocator {
         { ...ctx, bytes: size },
       );
     }
-    const buffer = this.device.createBuffer({ size, usage: STORAGE_USAGE, label: `${ctx.op} ${ctx.shapes ?? ''}`.trim() });
-    this.options.onCreate?.(buffer, { ...ctx, bytes: size });
+    const descriptor = { size, usage: STORAGE_USAGE, label: `${ctx.op} ${ctx.shapes ?? ''}`.trim() };
+    const buffer = this.options.create
+      ? this.options.create(descriptor, { ...ctx, bytes: size })
+      : this.device.createBuffer(descriptor);
     this.stats.created++;
     this.track(size);
     return buffer;

@@ -4,7 +4,6 @@ import { BufferAllocator, type MemoryStats } from './allocator.js';
 import { DTYPE_BYTES, fromF16Bits, formatShape, shapeSize, type DType, type HostArray } from './dtype.js';
 import {
   GpuDeviceLostError,
-  GpuError,
   GpuLimitError,
   GpuOutOfMemoryError,
   GpuTimeoutError,
@@ -135,7 +134,12 @@ export class Gpu {
     this.timeoutMs = options.timeoutMs ?? Number(process.env.MLAGENT_GPU_TIMEOUT_MS ?? 600_000);
     this.allocator = new BufferAllocator(device, device.limits.maxBufferSize, {
       budgetBytes: options.budgetBytes,
-      onCreate: () => undefined,
+      create: (descriptor, ctx) => {
+        this.device.pushErrorScope('out-of-memory');
+        const buffer = this.device.createBuffer(descriptor);
+        this.pendingErrors.push({ promise: this.device.popErrorScope(), ctx });
+        return buffer;
+      },
     });
     this.lost = device.lost.then((info) => {
       this.lostInfo = info;
@@ -600,4 +604,3 @@ function collectTensors(value: unknown, out: Set<Tensor>, depth = 0): void {
   else for (const v of Object.values(value)) collectTensors(v, out, depth + 1);
 }
 
-export { GpuError };
