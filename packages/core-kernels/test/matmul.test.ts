@@ -142,6 +142,23 @@ describe('matmul forward', () => {
     expect(Array.from(await C.read())).toEqual([7, 10, 15, 22]);
   });
 
+  it('GEMV over a vocabulary-sized N spreads its grid over two dimensions (151936 columns, M = 1)', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(41);
+    const [n, k] = [151936, 8];
+    const a = rng.randn(k);
+    const b = rng.randn(n * k);
+    const ta = gpu.tensor([1, k], 'f32', a);
+    const tb = gpu.tensor([n, k], 'f32', b);
+    expect(selectMatmulPath(gpu, 'f32', 'f32', 1, n, k)).toBe('gemv');
+    const y = await matmul(gpu, ta, tb, { transB: true }).read();
+    const want = new Float64Array(n);
+    for (let j = 0; j < n; j++) for (let i = 0; i < k; i++) want[j] += a[i] * b[j * k + i];
+    expectClose(y, want, { atol: 1e-5, rtol: 1e-5 }, 'lm-head gemv');
+    ta.dispose();
+    tb.dispose();
+  });
+
   it('rejects bad shapes and dtypes before any GPU work', async () => {
     const gpu = await testGpu();
     const a = gpu.tensor([4, 5], 'f32');

@@ -351,7 +351,9 @@ function launch(
   if (path === 'gemv') {
     const g = gemvShape(p.transB);
     pipeline = gpu.pipeline(`matmul-gemv:${specKey(spec)}:m${p.M}`, () => gemvWgsl(spec, p.M));
-    workgroups = [Math.ceil(p.N / g.cols), 1, p.batch];
+    // A vocabulary-sized N (152k / 2 columns per workgroup) exceeds one grid dimension: spread it over x and y.
+    const [gx, gy] = gpu.grid(Math.ceil(p.N / g.cols));
+    workgroups = [gx, gy, p.batch];
   } else if (path === 'subgroup-matrix') {
     const cfg = f16MatrixConfig(gpu.features);
     if (!cfg || aType !== 'f16' || bType !== 'f16') {
@@ -569,10 +571,11 @@ function gemvWgsl(s: KernelSpec, rows: number): string {
 var<workgroup> red: array<f32, ${rows * GEMV_THREADS}>;
 
 @compute @workgroup_size(${GEMV_THREADS})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
   let z = wid.z;
   ${lane}
-  let n = wid.x * ${cols}u + c;
+  let n = (wid.x + wid.y * nwg.x) * ${cols}u + c;
   var acc: array<f32, ${rows}>;
   if (n < p.N) {
     for (var k = kl; k < p.K; k += ${split}u) {
