@@ -1,4 +1,4 @@
-// Loading and the forward pass are in place; generation and training follow (issue 3).
+// Loading, the forward pass and KV-cache generation are in place; training follows (issue 3).
 export {
   SafetensorsFile,
   Checkpoint,
@@ -21,3 +21,4 @@ export {
 export { initModel, bundledTokenizerDir, PRESETS, type InitModelOptions, type ModelPreset } from './init-model.js';
 export { QwenTokenizer, TokenizerError, ML_AGENT_SYSTEM_PROMPT, type ChatMessage, type ChatTemplateName } from './tokenizer.js';
 export { QwenModel, type QwenLoadOptions, type QwenWeights, type QwenLayerWeights } from './model.js';
+export { generate, type GenerateOptions, type GenerateResult } from './generate.js';

@@ -47,6 +47,7 @@ export interface QwenWeights {
 
 const LOADABLE: ReadonlySet<SafetensorsDType> = new Set(['F32', 'F16', 'BF16']);
 
+
 const fmt = (shape: readonly number[]) => `[${shape.join(', ')}]`;
 
 /**
@@ -88,7 +89,7 @@ function validateCheckpoint(ck: Checkpoint, cfg: QwenConfig, dir: string): void 
 
 /**
  * Qwen2 / Qwen3 causal LM on the GPU: weights loaded tensor by tensor from a Hugging Face checkpoint, forward
- * pass built from core-kernels ops. Inference only for now (no KV cache, no LoRA).
+ * pass built from core-kernels ops. Inference only for now (no LoRA); KV-cache generation is in generate.ts.
  */
 export class QwenModel {
   private disposed = false;
@@ -190,34 +191,71 @@ export class QwenModel {
       }
     }
     const gpu = this.gpu;
-    const w = this.weights;
-    const { hiddenSize: H, numHeads: nh, numKvHeads: nkv, headDim: D, rmsNormEps: eps, ropeTheta: theta } = cfg;
     return gpu.scope(() => {
-      let h: Tensor = embedding(gpu, flat, w.embed).reshape([B, T, H]);
-      for (const L of w.layers) {
-        h = gpu.scope(() => {
-          const x = rmsnorm(gpu, h, L.inputNorm, { eps }).y;
-          let q = matmul(gpu, x, L.q, { transB: true, bias: L.qBias }).reshape([B, T, nh, D]);
-          let k = matmul(gpu, x, L.k, { transB: true, bias: L.kBias }).reshape([B, T, nkv, D]);
-          const v = matmul(gpu, x, L.v, { transB: true, bias: L.vBias }).reshape([B, T, nkv, D]);
-          if (L.qNorm && L.kNorm) {
-            q = rmsnorm(gpu, q, L.qNorm, { eps }).y;
-            k = rmsnorm(gpu, k, L.kNorm, { eps }).y;
-          }
-          q = rope(gpu, q, { theta, out: q });
-          k = rope(gpu, k, { theta, out: k });
-          const a = attention(gpu, q as Tensor<'f32'>, k as Tensor<'f32'>, v as Tensor<'f32'>, { causal: true }).o.reshape([B, T, nh * D]);
-          const h1 = add(gpu, h, matmul(gpu, a, L.o, { transB: true }));
-          const x2 = rmsnorm(gpu, h1, L.postNorm, { eps }).y;
-          const gate = matmul(gpu, x2, L.gate, { transB: true });
-          const up = matmul(gpu, x2, L.up, { transB: true });
-          const mlp = matmul(gpu, swiglu(gpu, gate, up), L.down, { transB: true });
-          return add(gpu, h1, mlp);
-        });
+      let h: Tensor = embedding(gpu, flat, this.weights.embed).reshape([B, T, cfg.hiddenSize]);
+      for (const L of this.weights.layers) {
+        h = this.layer(L, h, {}, (q, k, v) => attention(gpu, q, k, v, { causal: true }).o);
       }
-      const hn = rmsnorm(gpu, h, w.norm, { eps }).y;
-      return matmul(gpu, hn, w.lmHead, { transB: true }) as Tensor<'f32'>;
+      return this.head(h);
     });
+  }
+
+  /**
+   * One decoder layer on h [B, T, H] (returns the new residual stream, same shape). `rotary` is passed to RoPE
+   * (e.g. per-sequence positions); `attend(q, k, v)` gets the rotated q [B, T, Hq, D] and k, v [B, T, Hkv, D]
+   * (f32) and returns o [B, T, Hq, D]: full causal attention for `forward`, cache writes plus cached attention
+   * for generation. Records into the caller's scope; intermediates are freed by an inner scope.
+   */
+  layer(
+    L: QwenLayerWeights,
+    h: Tensor,
+    rotary: { positions?: Tensor },
+    attend: (q: Tensor<'f32'>, k: Tensor<'f32'>, v: Tensor<'f32'>) => Tensor,
+  ): Tensor {
+    if (this.disposed) throw new Error('QwenModel.layer: model was disposed');
+    const gpu = this.gpu;
+    const { numHeads: nh, numKvHeads: nkv, headDim: D, rmsNormEps: eps, ropeTheta: theta } = this.config;
+    const [B, T] = h.shape;
+    return gpu.scope(() => {
+      const x = rmsnorm(gpu, h, L.inputNorm, { eps }).y;
+      let q = matmul(gpu, x, L.q, { transB: true, bias: L.qBias }).reshape([B, T, nh, D]);
+      let k = matmul(gpu, x, L.k, { transB: true, bias: L.kBias }).reshape([B, T, nkv, D]);
+      const v = matmul(gpu, x, L.v, { transB: true, bias: L.vBias }).reshape([B, T, nkv, D]);
+      if (L.qNorm && L.kNorm) {
+        q = rmsnorm(gpu, q, L.qNorm, { eps }).y;
+        k = rmsnorm(gpu, k, L.kNorm, { eps }).y;
+      }
+      q = rope(gpu, q, { theta, positions: rotary.positions, out: q });
+      k = rope(gpu, k, { theta, positions: rotary.positions, out: k });
+      const a = attend(q as Tensor<'f32'>, k as Tensor<'f32'>, v as Tensor<'f32'>).reshape([B, T, nh * D]);
+      const h1 = add(gpu, h, matmul(gpu, a, L.o, { transB: true }));
+      const x2 = rmsnorm(gpu, h1, L.postNorm, { eps }).y;
+      const gate = matmul(gpu, x2, L.gate, { transB: true });
+      const up = matmul(gpu, x2, L.up, { transB: true });
+      const mlp = matmul(gpu, swiglu(gpu, gate, up), L.down, { transB: true });
+      return add(gpu, h1, mlp);
+    });
+  }
+
+  /** Final norm and LM head: hidden states [..., H] to f32 logits [..., V]. */
+  head(h: Tensor): Tensor<'f32'> {
+    if (this.disposed) throw new Error('QwenModel.head: model was disposed');
+    const gpu = this.gpu;
+    const { hiddenSize: H, vocabSize: V } = this.config;
+    return gpu.scope(() => {
+      const rows = h.size / H;
+      const hn = rmsnorm(gpu, h, this.weights.norm, { eps: this.config.rmsNormEps }).y.reshape([rows, H]);
+      // Allocated in its final shape and written through a 2-D view: a reshape() view returned from the scope
+      // would not own its buffer.
+      const out = gpu.tensor([...h.shape.slice(0, -1), V], 'f32', undefined, 'lmHead');
+      matmul(gpu, hn, this.weights.lmHead, { transB: true, out: out.reshape([rows, V]) });
+      return out;
+    });
+  }
+
+  /** Whether `dispose()` was called. */
+  get isDisposed(): boolean {
+    return this.disposed;
   }
 
   /** Frees every weight on the GPU. The model cannot be used afterwards. */

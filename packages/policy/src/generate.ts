@@ -1,0 +1,178 @@
+import { attention, attentionCacheAppend, attentionDecode, embedding, sampleTokens, type Tensor } from '@mlagent/core-kernels';
+import type { QwenModel } from './model.js';
+
+export interface GenerateOptions {
+  /** Tokens to generate per prompt at most (positive integer). */
+  maxNewTokens: number;
+  /** Sampling temperature; 0 means greedy (argmax). Default 1. */
+  temperature?: number;
+  /** Keep the k most likely tokens (0 or absent: off). */
+  topK?: number;
+  /** Nucleus sampling mass in (0, 1] (absent or 1: off). */
+  topP?: number;
+  /** u32 seed: the same seed, prompts and options give the same output. Default: a random seed. */
+  seed?: number;
+  /** A sequence finishes ('stop') right after sampling one of these ids; the stop token is part of `ids`. */
+  stopTokenIds?: readonly number[];
+  /**
+   * A sequence finishes ('stop') as soon as `decode(generated ids)` contains one of these strings; the token that
+   * completes it is the last of `ids`. Needs `decode`.
+   */
+  stopStrings?: readonly string[];
+  /** Token ids to text (e.g. a QwenTokenizer's decode), used for `stopStrings`. */
+  decode?: (ids: number[]) => string;
+}
+
+export interface GenerateResult {
+  /** The generated tokens only (not the prompt). */
+  ids: number[];
+  /**
+   * log p of each token of `ids` under the temperature-scaled policy, log softmax(logits / T) (top-k/top-p
+   * ignored: what PPO-style training wants); for greedy decoding (T = 0) under log softmax(logits).
+   */
+  logprobs: number[];
+  /** 'stop': a stop token or stop string ended it; 'length': maxNewTokens were generated. */
+  finishReason: 'stop' | 'length';
+}
+
+/**
+ * Batched sampling with per-layer KV caches [B, Smax, Hkv, D], Smax = longest prompt + maxNewTokens.
+ * Prefill: the prompts, right padded, run through the model in one pass (RoPE at positions 0..len-1, attention
+ * masked by each prompt's length) writing K/V into the caches; the logits of each prompt's last token give its
+ * first sampled token. Decode: one token per sequence per step, at position = the sequence's current length,
+ * against the caches (attentionDecode). Sequences that have finished keep decoding a padding token until all
+ * have finished, but their output is ignored. Each step reads back only the sampled ids and log-probabilities.
+ */
+export async function generate(model: QwenModel, prompts: readonly (readonly number[])[], opts: GenerateOptions): Promise<GenerateResult[]> {
+  const cfg = model.config;
+  const V = cfg.vocabSize;
+  const fail = (msg: string): never => {
+    throw new Error(`generate: ${msg}`);
+  };
+  if (model.isDisposed) fail('model was disposed');
+  if (!Array.isArray(prompts) || prompts.length === 0) fail('needs at least one prompt');
+  prompts.forEach((p, b) => {
+    if (!Array.isArray(p) || p.length === 0) fail(`prompt ${b} is empty; every prompt needs at least one token`);
+    p.forEach((id, t) => {
+      if (!Number.isInteger(id) || id < 0 || id >= V) fail(`token id ${id} at [${b}, ${t}] is outside the vocabulary [0, ${V})`);
+    });
+  });
+  const { maxNewTokens } = opts;
+  if (!Number.isInteger(maxNewTokens) || maxNewTokens <= 0) fail(`maxNewTokens must be a positive integer, got ${maxNewTokens}`);
+  const temperature = opts.temperature ?? 1;
+  if (!Number.isFinite(temperature) || temperature < 0) fail(`temperature must be a finite number >= 0, got ${temperature}`);
+  const topK = opts.topK ?? 0;
+  if (!Number.isInteger(topK) || topK < 0) fail(`topK must be a non-negative integer, got ${topK}`);
+  const topP = opts.topP ?? 1;
+  if (!(topP > 0 && topP <= 1)) fail(`topP must be in (0, 1], got ${topP}`);
+  const seed = opts.seed ?? Math.floor(Math.random() * 2 ** 32);
+  if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) fail(`seed must be a u32 integer, got ${seed}`);
+  const stopIds = new Set(opts.stopTokenIds ?? []);
+  for (const id of stopIds) if (!Number.isInteger(id)) fail(`stopTokenIds must be integers, got ${id}`);
+  const stopStrings = (opts.stopStrings ?? []).filter((s) => s.length > 0);
+  if (stopStrings.length > 0 && !opts.decode) fail('stopStrings needs a decode(ids) function (e.g. a tokenizer)');
+
+  const gpu = model.gpu;
+  const B = prompts.length;
+  const lens = prompts.map((p) => p.length);
+  const T = Math.max(...lens);
+  const Smax = T + maxNewTokens;
+  if (Smax > cfg.maxPositionEmbeddings) {
+    fail(`longest prompt (${T}) + maxNewTokens (${maxNewTokens}) = ${Smax} exceeds max_position_embeddings ${cfg.maxPositionEmbeddings}`);
+  }
+  const { numKvHeads: nkv, headDim: D, hiddenSize: H } = cfg;
+  const sampleOpts = { temperature, topK, topP, seed, greedy: temperature === 0 };
+
+  const results: GenerateResult[] = prompts.map(() => ({ ids: [], logprobs: [], finishReason: 'length' }));
+  const done = new Array<boolean>(B).fill(false);
+  const caches: Tensor[] = [];
+  try {
+    const kc: Tensor[] = [];
+    const vc: Tensor[] = [];
+    for (let l = 0; l < cfg.numLayers; l++) {
+      kc.push(gpu.keep(gpu.zeros([B, Smax, nkv, D], 'f32', 'generate kCache')));
+      vc.push(gpu.keep(gpu.zeros([B, Smax, nkv, D], 'f32', 'generate vCache')));
+      caches.push(kc[l], vc[l]);
+    }
+
+    /** Samples from logits [B, V], reads back ids and tempLogprobs, and records them for unfinished sequences. */
+    const sample = async (logits: Tensor, step: number): Promise<number[]> => {
+      const s = sampleTokens(gpu, logits, { ...sampleOpts, step });
+      const [ids, lps] = await Promise.all([s.ids.read(), s.tempLogprobs.read()]);
+      s.ids.dispose();
+      s.logprobs.dispose();
+      s.tempLogprobs.dispose();
+      const next = Array.from(ids as ArrayLike<number>);
+      for (let b = 0; b < B; b++) {
+        if (done[b]) continue;
+        const r = results[b];
+        r.ids.push(next[b]);
+        r.logprobs.push(lps[b]);
+        if (stopIds.has(next[b]) || (stopStrings.length > 0 && hasStop(opts.decode!(r.ids), stopStrings))) {
+          r.finishReason = 'stop';
+          done[b] = true;
+        } else if (r.ids.length >= maxNewTokens) {
+          done[b] = true;
+        }
+      }
+      return next;
+    };
+
+    // Prefill: right-padded prompts, positions 0..T-1, keys past each length masked.
+    const flat = new Int32Array(B * T);
+    prompts.forEach((p, b) => flat.set(p, b * T));
+    const prefillLogits = gpu.scope(() => {
+      const lengths = gpu.tensor([B], 'i32', lens, 'generate lengths');
+      const zero = gpu.tensor([B], 'i32', new Int32Array(B), 'generate positions');
+      let h: Tensor = embedding(gpu, flat, model.weights.embed).reshape([B, T, H]);
+      model.weights.layers.forEach((L, l) => {
+        h = model.layer(L, h, {}, (q, k, v) => {
+          attentionCacheAppend(gpu, kc[l], k, zero);
+          attentionCacheAppend(gpu, vc[l], v, zero);
+          return attention(gpu, q, k, v, { causal: true, lengths }).o;
+        });
+      });
+      // Hidden state of each prompt's last real token: row b·T + len_b − 1 of h [B·T, H].
+      const last = lens.map((n, b) => b * T + n - 1);
+      return model.head(embedding(gpu, last, h.reshape([B * T, H])));
+    });
+    let next: number[];
+    try {
+      next = await sample(prefillLogits, 0);
+    } finally {
+      prefillLogits.dispose();
+    }
+
+    // Decode: one token per sequence per step; every sequence advances (finished ones on padding).
+    const cur = [...lens];
+    for (let step = 1; step < maxNewTokens && done.some((d) => !d); step++) {
+      const tokens = next.map((id, b) => (done[b] ? 0 : id));
+      const logits = gpu.scope(() => {
+        const positions = gpu.tensor([B], 'i32', cur, 'generate positions');
+        const lengths = gpu.tensor([B], 'i32', cur.map((n) => n + 1), 'generate lengths');
+        let h: Tensor = embedding(gpu, tokens, model.weights.embed).reshape([B, 1, H]);
+        model.weights.layers.forEach((L, l) => {
+          h = model.layer(L, h, { positions }, (q, k, v) => {
+            attentionCacheAppend(gpu, kc[l], k, positions);
+            attentionCacheAppend(gpu, vc[l], v, positions);
+            return attentionDecode(gpu, q, kc[l] as Tensor<'f32'>, vc[l] as Tensor<'f32'>, lengths);
+          });
+        });
+        return model.head(h.reshape([B, H]));
+      });
+      try {
+        next = await sample(logits, step);
+      } finally {
+        logits.dispose();
+      }
+      for (let b = 0; b < B; b++) cur[b]++;
+    }
+  } finally {
+    for (const t of caches) t.dispose();
+  }
+  return results;
+}
+
+function hasStop(text: string, stops: readonly string[]): boolean {
+  return stops.some((s) => text.includes(s));
+}

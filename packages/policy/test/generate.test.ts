@@ -1,0 +1,194 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Gpu, SeededRng } from '@mlagent/core-kernels';
+import {
+  QwenModel,
+  expectedShapes,
+  generate,
+  initModel,
+  loadQwenConfig,
+  writeSafetensors,
+  type GenerateResult,
+  type QwenArch,
+  type TensorToWrite,
+} from '../src/index.js';
+
+/**
+ * A tiny model from initModel with its weights rescaled so that every part of the network matters (as in
+ * model.test.ts): matrices ~ N(0, 1/in), norm weights ~ 1 + 0.2·N(0, 1), biases ~ 0.2·N(0, 1).
+ */
+function writeModel(arch: QwenArch, seed: number): string {
+  const dir = mkdtempSync(join(tmpdir(), `mlagent-gen-${arch}-`));
+  initModel({ arch, preset: 'tiny', outDir: dir, seed });
+  const cfg = loadQwenConfig(dir);
+  const rng = new SeededRng(seed + 1000);
+  const tensors: Record<string, TensorToWrite> = {};
+  for (const [name, shape] of expectedShapes(cfg)) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    tensors[name] = {
+      dtype: 'F32',
+      shape,
+      data: () => {
+        const v = new Float32Array(n);
+        if (name.endsWith('norm.weight')) for (let i = 0; i < n; i++) v[i] = 1 + 0.2 * rng.normal();
+        else if (name.endsWith('.bias')) rng.fillNormal(v, 0.2);
+        else rng.fillNormal(v, 1 / Math.sqrt(shape[1]));
+        return v;
+      },
+    };
+  }
+  writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' });
+  return dir;
+}
+
+let gpu: Gpu;
+const dirs: string[] = [];
+const models: Partial<Record<QwenArch, QwenModel>> = {};
+/** Two prompts of different lengths. */
+const PROMPTS = [
+  [17, 4242, 99, 151000, 3],
+  [8, 150, 77777, 12, 5, 60000, 1, 2],
+];
+
+beforeAll(async () => {
+  gpu = await Gpu.create();
+  for (const [arch, seed] of [
+    ['qwen2', 41],
+    ['qwen3', 42],
+  ] as const) {
+    const dir = writeModel(arch, seed);
+    dirs.push(dir);
+    models[arch] = await QwenModel.load(gpu, dir);
+  }
+});
+
+afterAll(() => {
+  for (const m of Object.values(models)) m?.dispose();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+/**
+ * Checks each result against model.forward on the full sequence prompt + generated ids (B = 1): by causality,
+ * the logits at position len(prompt) − 1 + i are those token i was sampled from. Greedy: the token is the argmax
+ * (or within 1e-4 of the max on a near tie). Always: its logprob is log_softmax(logits / T)[token] within 1e-4.
+ */
+async function checkAgainstForward(model: QwenModel, results: GenerateResult[], temperature: number): Promise<number> {
+  const V = model.config.vocabSize;
+  const t = temperature === 0 ? 1 : temperature;
+  let maxErr = 0;
+  for (let b = 0; b < PROMPTS.length; b++) {
+    const seq = [...PROMPTS[b], ...results[b].ids];
+    const logits = model.forward([seq]);
+    const all = await logits.read();
+    logits.dispose();
+    for (let i = 0; i < results[b].ids.length; i++) {
+      const row = all.subarray((PROMPTS[b].length - 1 + i) * V, (PROMPTS[b].length + i) * V);
+      let mx = -Infinity;
+      let arg = 0;
+      for (let j = 0; j < V; j++) if (row[j] > mx) [mx, arg] = [row[j], j];
+      let sum = 0;
+      for (let j = 0; j < V; j++) sum += Math.exp((row[j] - mx) / t);
+      const tok = results[b].ids[i];
+      const ref = (row[tok] - mx) / t - Math.log(sum);
+      maxErr = Math.max(maxErr, Math.abs(results[b].logprobs[i] - ref));
+      expect(Math.abs(results[b].logprobs[i] - ref), `seq ${b} token ${i}`).toBeLessThan(1e-4);
+      if (temperature === 0 && tok !== arg) expect(mx - row[tok], `seq ${b} token ${i}: ${tok} vs argmax ${arg}`).toBeLessThan(1e-4);
+    }
+  }
+  return maxErr;
+}
+
+describe('generate with a KV cache against the full forward', () => {
+  for (const arch of ['qwen2', 'qwen3'] as const) {
+    it(`${arch} tiny: greedy tokens are the argmax of the full forward, for 2 prompts of different lengths`, async () => {
+      const model = models[arch]!;
+      const t0 = performance.now();
+      const results = await generate(model, PROMPTS, { maxNewTokens: 6, temperature: 0 });
+      const ms = performance.now() - t0;
+      for (const r of results) {
+        expect(r.ids).toHaveLength(6);
+        expect(r.logprobs).toHaveLength(6);
+        expect(r.finishReason).toBe('length');
+      }
+      // Not degenerate: some variety in what the model generates.
+      expect(new Set(results.flatMap((r) => r.ids)).size).toBeGreaterThan(3);
+      const err = await checkAgainstForward(model, results, 0);
+      console.log(`${arch} greedy 2x6 tokens in ${ms.toFixed(0)} ms; max |logprob err| ${err.toExponential(2)}: ${JSON.stringify(results.map((r) => r.ids))}`);
+    });
+  }
+
+  it('qwen3 tiny: sampled logprobs (T = 0.8, seeded) equal log_softmax(full-forward logits / T)', async () => {
+    const model = models.qwen3!;
+    const results = await generate(model, PROMPTS, { maxNewTokens: 5, temperature: 0.8, seed: 1234 });
+    const err = await checkAgainstForward(model, results, 0.8);
+    console.log(`qwen3 T=0.8 logprobs: max |err| ${err.toExponential(2)}`);
+  });
+
+  it('qwen2 tiny: sampled logprobs (T = 1, top-k 50, seeded) are those of the plain temperature policy', async () => {
+    const model = models.qwen2!;
+    const results = await generate(model, PROMPTS, { maxNewTokens: 4, temperature: 1, topK: 50, seed: 99 });
+    await checkAgainstForward(model, results, 1);
+  });
+});
+
+describe('generate: seeds, stops, memory', () => {
+  it('the same seed gives the same output, another seed a different one', async () => {
+    const model = models.qwen2!;
+    const opts = { maxNewTokens: 5, temperature: 1 };
+    const a = await generate(model, PROMPTS, { ...opts, seed: 7 });
+    const b = await generate(model, PROMPTS, { ...opts, seed: 7 });
+    const c = await generate(model, PROMPTS, { ...opts, seed: 8 });
+    expect(b).toEqual(a);
+    expect(c.map((r) => r.ids)).not.toEqual(a.map((r) => r.ids));
+  });
+
+  it('stopTokenIds and stopStrings stop one sequence while the other runs to the length limit', async () => {
+    const model = models.qwen3!;
+    const base = await generate(model, PROMPTS, { maxNewTokens: 6, temperature: 0 });
+    const [s0, s1] = base.map((r) => r.ids);
+    // The first token of sequence 0 (from the second on) that occurs neither earlier in it nor in sequence 1.
+    const i = s0.findIndex((id, k) => k >= 1 && !s0.slice(0, k).includes(id) && !s1.includes(id));
+    expect(i).toBeGreaterThan(0);
+    const stopped = await generate(model, PROMPTS, { maxNewTokens: 6, temperature: 0, stopTokenIds: [s0[i]] });
+    expect(stopped[0].ids).toEqual(s0.slice(0, i + 1));
+    expect(stopped[0].logprobs).toHaveLength(i + 1);
+    expect(stopped[0].finishReason).toBe('stop');
+    expect(stopped[1]).toEqual(base[1]);
+    // The same through a stop string and a decode function.
+    const decode = (ids: number[]) => ids.map((id) => `<${id}>`).join('');
+    const byString = await generate(model, PROMPTS, { maxNewTokens: 6, temperature: 0, stopStrings: [`<${s0[i]}>`], decode });
+    expect(byString.map((r) => [r.ids, r.finishReason])).toEqual(stopped.map((r) => [r.ids, r.finishReason]));
+    // maxNewTokens = 1: only the prefill's token.
+    const one = await generate(model, PROMPTS, { maxNewTokens: 1, temperature: 0 });
+    expect(one.map((r) => r.ids)).toEqual([s0.slice(0, 1), s1.slice(0, 1)]);
+  });
+
+  it('frees its caches and intermediates', async () => {
+    const model = models.qwen2!;
+    await generate(model, PROMPTS, { maxNewTokens: 2, temperature: 0 });
+    const before = gpu.memory().inUse;
+    await generate(model, PROMPTS, { maxNewTokens: 3, temperature: 1, seed: 3 });
+    expect(gpu.memory().inUse).toBe(before);
+  });
+});
+
+describe('generate argument validation', () => {
+  it('rejects empty prompts, bad maxNewTokens, out-of-vocabulary ids and bad options with clear errors', async () => {
+    const model = models.qwen2!;
+    await expect(generate(model, [], { maxNewTokens: 2 })).rejects.toThrow(/at least one prompt/);
+    await expect(generate(model, [[1, 2], []], { maxNewTokens: 2 })).rejects.toThrow(/prompt 1 is empty/);
+    await expect(generate(model, [[1]], { maxNewTokens: 0 })).rejects.toThrow(/maxNewTokens must be a positive integer, got 0/);
+    await expect(generate(model, [[1]], { maxNewTokens: -3 })).rejects.toThrow(/maxNewTokens must be a positive integer/);
+    await expect(generate(model, [[1]], { maxNewTokens: 1.5 })).rejects.toThrow(/maxNewTokens must be a positive integer/);
+    await expect(generate(model, [[1], [2, 151936]], { maxNewTokens: 2 })).rejects.toThrow(
+      /token id 151936 at \[1, 1\] is outside the vocabulary \[0, 151936\)/,
+    );
+    await expect(generate(model, [[-1]], { maxNewTokens: 2 })).rejects.toThrow(/token id -1 at \[0, 0\]/);
+    await expect(generate(model, [[1]], { maxNewTokens: 2, temperature: -1 })).rejects.toThrow(/temperature/);
+    await expect(generate(model, [[1]], { maxNewTokens: 2, topP: 0 })).rejects.toThrow(/topP/);
+    await expect(generate(model, [[1]], { maxNewTokens: 2, stopStrings: ['x'] })).rejects.toThrow(/stopStrings needs a decode/);
+    await expect(generate(model, [[1]], { maxNewTokens: 1e9 })).rejects.toThrow(/max_position_embeddings/);
+  });
+});
