@@ -1,47 +1,8 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Gpu, SeededRng } from '@mlagent/core-kernels';
-import {
-  QwenModel,
-  expectedShapes,
-  generate,
-  initModel,
-  loadQwenConfig,
-  writeSafetensors,
-  type GenerateResult,
-  type QwenArch,
-  type TensorToWrite,
-} from '../src/index.js';
-
-/**
- * A tiny model from initModel with its weights rescaled so that every part of the network matters (as in
- * model.test.ts): matrices ~ N(0, 1/in), norm weights ~ 1 + 0.2·N(0, 1), biases ~ 0.2·N(0, 1).
- */
-function writeModel(arch: QwenArch, seed: number): string {
-  const dir = mkdtempSync(join(tmpdir(), `mlagent-gen-${arch}-`));
-  initModel({ arch, preset: 'tiny', outDir: dir, seed });
-  const cfg = loadQwenConfig(dir);
-  const rng = new SeededRng(seed + 1000);
-  const tensors: Record<string, TensorToWrite> = {};
-  for (const [name, shape] of expectedShapes(cfg)) {
-    const n = shape.reduce((a, b) => a * b, 1);
-    tensors[name] = {
-      dtype: 'F32',
-      shape,
-      data: () => {
-        const v = new Float32Array(n);
-        if (name.endsWith('norm.weight')) for (let i = 0; i < n; i++) v[i] = 1 + 0.2 * rng.normal();
-        else if (name.endsWith('.bias')) rng.fillNormal(v, 0.2);
-        else rng.fillNormal(v, 1 / Math.sqrt(shape[1]));
-        return v;
-      },
-    };
-  }
-  writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' });
-  return dir;
-}
+import { Gpu } from '@mlagent/core-kernels';
+import { QwenModel, generate, type GenerateResult, type QwenArch } from '../src/index.js';
+import { writeModel } from './fixtures.js';
 
 let gpu: Gpu;
 const dirs: string[] = [];
