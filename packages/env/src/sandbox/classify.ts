@@ -71,7 +71,9 @@ export function classify(r: RawExit): { outcome: SandboxOutcome; errorSummary?: 
   if (r.oomKills > 0 || MEMORY_ERROR.test(exc)) {
     return { outcome: 'oom', errorSummary: tb ?? `Killed: out of memory (limit ${mib} MiB).` };
   }
-  if (r.pidsMaxHits > 0 || FORK_REFUSED.test(exc)) {
+  // In a fork bomb many processes write tracebacks to one stderr at once, so the last exception can be garbled:
+  // look for a refused fork anywhere in the captured output.
+  if (r.pidsMaxHits > 0 || FORK_REFUSED.test(exc) || FORK_REFUSED.test(r.stderr)) {
     const why = `Process limit reached (${r.maxProcesses} processes/threads).`;
     return { outcome: 'killed', errorSummary: tb ? `${why}\n${tb}` : why };
   }
