@@ -35,6 +35,7 @@ export {
 export {
   chooseVariants,
   f16MatrixConfig,
+  isSoftwareAdapter,
   type GpuFeatures,
   type KernelVariants,
   type SubgroupMatrixConfig,
@@ -45,7 +46,6 @@ export {
   allBenches,
   runBenchmarks,
   selectCases,
-  isSoftwareAdapter,
   torchTimings,
   findTorchPython,
   type BenchCase,

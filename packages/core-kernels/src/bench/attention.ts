@@ -2,6 +2,7 @@ import type { Gpu } from '../runtime/gpu.js';
 import type { Tensor } from '../runtime/tensor.js';
 import { attention, attentionBackward, attentionDecode } from '../kernels/attention.js';
 import type { BenchCase } from './types.js';
+import { benchValues } from './data.js';
 
 type F = 'f32' | 'f16';
 
@@ -14,22 +15,11 @@ interface Shape {
   dtype: F;
 }
 
-/** Uniform values in [-1.7, 1.7] (about unit variance); timing on zeros would hide real behaviour. */
-function random(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = (s / 4294967296 - 0.5) * 3.4;
-  }
-  return out;
-}
-
 function qkv(gpu: Gpu, s: Shape, S: number) {
   return {
-    q: gpu.tensor([s.B, s.T, s.Hq, s.D], s.dtype, random(s.B * s.T * s.Hq * s.D, 1)),
-    k: gpu.tensor([s.B, S, s.Hkv, s.D], s.dtype, random(s.B * S * s.Hkv * s.D, 2)),
-    v: gpu.tensor([s.B, S, s.Hkv, s.D], s.dtype, random(s.B * S * s.Hkv * s.D, 3)),
+    q: gpu.tensor([s.B, s.T, s.Hq, s.D], s.dtype, benchValues(s.B * s.T * s.Hq * s.D, 3.4, 1)),
+    k: gpu.tensor([s.B, S, s.Hkv, s.D], s.dtype, benchValues(s.B * S * s.Hkv * s.D, 3.4, 2)),
+    v: gpu.tensor([s.B, S, s.Hkv, s.D], s.dtype, benchValues(s.B * S * s.Hkv * s.D, 3.4, 3)),
   };
 }
 
@@ -87,7 +77,7 @@ function backwardCase(s: Shape, size: 'cpu' | 'gpu'): BenchCase {
     prepare(gpu) {
       const t = qkv(gpu, s, s.T);
       const { o, lse } = attention(gpu, t.q, t.k, t.v);
-      const dO = gpu.tensor(t.q.shape, s.dtype, random(t.q.size, 4));
+      const dO = gpu.tensor(t.q.shape, s.dtype, benchValues(t.q.size, 3.4, 4));
       return {
         run: () => {
           const g = attentionBackward(gpu, t.q, t.k, t.v, o, lse, dO);

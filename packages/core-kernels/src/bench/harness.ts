@@ -1,5 +1,6 @@
 import type { Gpu } from '../runtime/gpu.js';
 import type { BenchCase } from './types.js';
+import { isSoftwareAdapter } from '../runtime/features.js';
 
 export interface BenchResult {
   family: string;
@@ -29,13 +30,8 @@ export interface BenchOptions {
   onResult?: (r: BenchResult, index: number, total: number) => void;
 }
 
-export function isSoftwareAdapter(gpu: Gpu): boolean {
-  const a = gpu.adapter;
-  return /llvmpipe|lavapipe|swiftshader|cpu/i.test(`${a.vendor} ${a.architecture} ${a.device} ${a.description}`);
-}
-
 export function selectCases(gpu: Gpu, cases: BenchCase[], opts: BenchOptions): BenchCase[] {
-  const software = isSoftwareAdapter(gpu);
+  const software = isSoftwareAdapter(gpu.adapter);
   return cases.filter((c) => {
     if (opts.filter?.length && !opts.filter.some((f) => c.family.includes(f) || c.name.includes(f))) return false;
     if (c.size === 'gpu' && software && !opts.all) return false;

@@ -2,23 +2,13 @@ import { headBackward, headForward } from '../kernels/head.js';
 import type { Gpu } from '../runtime/gpu.js';
 import type { Tensor } from '../runtime/tensor.js';
 import type { BenchCase } from './types.js';
-
-/** Deterministic pseudo-random values, cheap enough for a 545M-element weight. */
-function pattern(n: number, scale: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = (s / 4294967296 - 0.5) * scale;
-  }
-  return out;
-}
+import { benchValues } from './data.js';
 
 /** A [V, H] weight filled with one random block copied over and over: the real vocab is too big to make on the host. */
 function weightTensor(gpu: Gpu, V: number, H: number, dtype: 'f16' | 'f32'): Tensor {
   const w = gpu.tensor([V, H], dtype, undefined, 'bench head weight');
   const blockRows = Math.min(V, 4096);
-  const block = gpu.tensor([blockRows, H], dtype, pattern(blockRows * H, 0.1, 7));
+  const block = gpu.tensor([blockRows, H], dtype, benchValues(blockRows * H, 0.1, 7));
   const rowBytes = H * (dtype === 'f16' ? 2 : 4);
   for (let r = 0; r < V; r += blockRows) {
     const bytes = Math.min(blockRows, V - r) * rowBytes;
@@ -55,11 +45,11 @@ function headCase(T: number, H: number, V: number, wdtype: 'f16' | 'f32', pass: 
     size,
     needs: wdtype === 'f16' ? ['shader-f16'] : undefined,
     prepare(gpu) {
-      const h = gpu.tensor([T, H], 'f32', pattern(T * H, 2, 1));
+      const h = gpu.tensor([T, H], 'f32', benchValues(T * H, 2, 1));
       const w = weightTensor(gpu, V, H, wdtype);
       const y = gpu.tensor([T], 'i32', Int32Array.from({ length: T }, (_, i) => (i * 7919) % V));
-      const a = gpu.tensor([T], 'f32', pattern(T, 2, 3));
-      const b = gpu.tensor([T], 'f32', pattern(T, 2, 4));
+      const a = gpu.tensor([T], 'f32', benchValues(T, 2, 3));
+      const b = gpu.tensor([T], 'f32', benchValues(T, 2, 4));
       const saved = headForward(gpu, h, w, y);
       const dh = gpu.tensor([T, H], 'f32');
       let out: Tensor[] = [];

@@ -7,7 +7,7 @@ import { opsBenches } from './ops.js';
 import { optimBenches } from './optim.js';
 
 export type { BenchCase, PreparedBench } from './types.js';
-export { runBenchmarks, selectCases, isSoftwareAdapter, type BenchResult, type BenchOptions } from './harness.js';
+export { runBenchmarks, selectCases, type BenchResult, type BenchOptions } from './harness.js';
 export { torchTimings, findTorchPython, type TorchTimings } from './torch.js';
 
 export const allBenches: BenchCase[] = [

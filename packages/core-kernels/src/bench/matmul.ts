@@ -1,11 +1,7 @@
 import { matmul, type MatmulPath } from '../kernels/matmul.js';
 import { loraLinear } from '../kernels/lora.js';
-import type { Tensor } from '../runtime/tensor.js';
 import type { BenchCase } from './types.js';
-
-function disposeAll(ts: Tensor[]): () => void {
-  return () => ts.forEach((t) => t.dispose());
-}
+import { disposeAll } from './data.js';
 
 /** Square C = A·B, f32 or f16 inputs (f32 accumulation and output); `path` forces a kernel, for comparison. */
 function squareCase(n: number, dtype: 'f32' | 'f16', size: 'cpu' | 'gpu', path?: MatmulPath): BenchCase {
@@ -21,7 +17,7 @@ function squareCase(n: number, dtype: 'f32' | 'f16', size: 'cpu' | 'gpu', path?:
       const a = gpu.tensor([n, n], dtype);
       const b = gpu.tensor([n, n], dtype);
       const c = gpu.tensor([n, n], 'f32');
-      return { run: () => void matmul(gpu, a, b, { out: c, path }), dispose: disposeAll([a, b, c]) };
+      return { run: () => void matmul(gpu, a, b, { out: c, path }), dispose: () => disposeAll(a, b, c) };
     },
     torch: {
       setup: `t=${torchDt}; a=torch.randn(${n},${n},device=dev,dtype=t); b=torch.randn(${n},${n},device=dev,dtype=t)`,
@@ -43,7 +39,7 @@ function linearCase(label: string, T: number, inF: number, outF: number, size: '
       const x = gpu.tensor([T, inF], 'f32');
       const w = gpu.tensor([outF, inF], 'f16');
       const y = gpu.tensor([T, outF], 'f32');
-      return { run: () => void matmul(gpu, x, w, { transB: true, out: y }), dispose: disposeAll([x, w, y]) };
+      return { run: () => void matmul(gpu, x, w, { transB: true, out: y }), dispose: () => disposeAll(x, w, y) };
     },
     torch: {
       setup: `x=torch.randn(${T},${inF},device=dev,dtype=dt); w=torch.randn(${outF},${inF},device=dev,dtype=dt)`,
@@ -73,7 +69,7 @@ function loraCase(label: string, T: number, inF: number, outF: number, r: number
           y.dispose();
           h.dispose();
         },
-        dispose: disposeAll([x, w, a, b]),
+        dispose: () => disposeAll(x, w, a, b),
       };
     },
     torch: {

@@ -3,8 +3,8 @@ import { rmsnorm, rmsnormBackward } from '../kernels/rmsnorm.js';
 import { rope } from '../kernels/rope.js';
 import { swiglu, swigluBackward } from '../kernels/swiglu.js';
 import type { Gpu } from '../runtime/gpu.js';
-import type { Tensor } from '../runtime/tensor.js';
 import type { BenchCase } from './types.js';
+import { disposeAll } from './data.js';
 
 // Qwen2.5-7B shapes.
 const HIDDEN = 3584;
@@ -21,10 +21,6 @@ const bytesOf = (dt: F) => (dt === 'f16' ? 2 : 4);
 const torchDt = (dt: F) => (dt === 'f16' ? 'dt' : 'torch.float32');
 const needs = (dt: F) => (dt === 'f16' ? ['shader-f16'] : undefined);
 // torch_bench.py enables autograd only for runs that mention "backward", so backward cases call y.backward().
-
-function disposeAll(...ts: Array<Tensor | undefined>): void {
-  for (const t of ts) t?.dispose();
-}
 
 function rmsnormCase(t: number, dt: F, size: Size): BenchCase {
   const h = HIDDEN;

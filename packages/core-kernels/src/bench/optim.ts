@@ -3,18 +3,9 @@ import { sampleTokens } from '../kernels/sampling.js';
 import type { Gpu } from '../runtime/gpu.js';
 import type { Tensor } from '../runtime/tensor.js';
 import type { BenchCase } from './types.js';
+import { benchValues } from './data.js';
 
 const QWEN_V = 152064;
-
-function pattern(n: number, scale: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = (s / 4294967296 - 0.5) * scale;
-  }
-  return out;
-}
 
 /** LoRA r=16 A/B shapes on all seven linear layers of Qwen2.5-7B: 392 tensors, 40.4M parameters. */
 function loraShapes(layers: number, r = 16): number[][] {
@@ -26,7 +17,7 @@ function loraShapes(layers: number, r = 16): number[][] {
 }
 
 function tensors(gpu: Gpu, shapes: number[][], scale: number, seed: number): Tensor[] {
-  return shapes.map((s, i) => gpu.tensor(s, 'f32', pattern(s[0] * s[1], scale, seed + i)));
+  return shapes.map((s, i) => gpu.tensor(s, 'f32', benchValues(s[0] * s[1], scale, seed + i)));
 }
 
 const size = (shapes: number[][]) => shapes.reduce((a, s) => a + s[0] * s[1], 0);
@@ -94,7 +85,7 @@ function sampleCase(B: number, filter: boolean, sz: 'cpu' | 'gpu'): BenchCase {
     bytes: 4 * B * V,
     size: sz,
     prepare(gpu) {
-      const logits = gpu.tensor([B, V], 'f32', pattern(B * V, 12, 3));
+      const logits = gpu.tensor([B, V], 'f32', benchValues(B * V, 12, 3));
       const ids = gpu.tensor([B], 'i32');
       const logprobs = gpu.tensor([B], 'f32');
       const tempLogprobs = gpu.tensor([B], 'f32');

@@ -3,7 +3,7 @@ import { Params } from '../runtime/params.js';
 import { GpuLimitError, ShapeError } from '../runtime/errors.js';
 import type { Tensor } from '../runtime/tensor.js';
 import { DTYPE_BYTES, type DType } from '../runtime/dtype.js';
-import { f16MatrixConfig, type GpuFeatures, type KernelVariants, type SubgroupMatrixConfig } from '../runtime/features.js';
+import { f16MatrixConfig, isSoftwareAdapter, type GpuFeatures, type KernelVariants, type SubgroupMatrixConfig } from '../runtime/features.js';
 import { enableF16, wgslType } from './wgsl.js';
 
 /**
@@ -102,8 +102,7 @@ export interface MatmulTarget {
 
 /** Software rasterizers (lavapipe/llvmpipe, SwiftShader) run invocations as SIMD lanes on CPU threads. */
 export function isCpuAdapter(gpu: MatmulTarget): boolean {
-  const a = gpu.adapter;
-  return !!a && /llvmpipe|lavapipe|swiftshader|cpu/i.test(`${a.vendor} ${a.architecture} ${a.device} ${a.description}`);
+  return isSoftwareAdapter(gpu.adapter);
 }
 
 /** Why the cpu-tiled kernel cannot run a problem, or undefined when it can. */

@@ -70,3 +70,10 @@ export function chooseVariants(features: GpuFeatures): KernelVariants {
     timestamps: features.timestampQuery,
   };
 }
+
+/** A CPU rasterizer (lavapipe/llvmpipe, SwiftShader): picks CPU-shaped kernels and CPU-sized benchmarks. */
+export function isSoftwareAdapter(adapter?: { vendor: string; architecture: string; device: string; description: string }): boolean {
+  if (!adapter) return false;
+  const a = adapter;
+  return /llvmpipe|lavapipe|swiftshader|cpu/i.test(`${a.vendor} ${a.architecture} ${a.device} ${a.description}`);
+}
