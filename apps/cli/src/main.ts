@@ -1,18 +1,14 @@
 import { GpuError, GpuUnavailableError } from '@mlagent/core-kernels';
 import { UsageError } from './args.js';
-import { bench, benchUsage } from './commands/bench.js';
-import { doctor, doctorUsage } from './commands/doctor.js';
-import { initModelCommand, initModelUsage } from './commands/init-model.js';
+import { COMMANDS } from './commands/index.js';
 
 const USAGE = `usage: mlagent <command> [options]
 
 commands:
-  ${doctorUsage.replace(/\n/g, '\n  ')}
-  ${benchUsage.replace(/\n/g, '\n  ')}
-  ${initModelUsage.replace(/\n/g, '\n  ')}
+${Object.values(COMMANDS)
+  .map((c) => '  ' + c.usage.replace(/\n/g, '\n  '))
+  .join('\n')}
 `;
-
-const commands: Record<string, (argv: string[]) => Promise<void>> = { doctor, bench, 'init-model': initModelCommand };
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
@@ -20,13 +16,13 @@ async function main(argv: string[]): Promise<number> {
     console.log(USAGE);
     return name ? 0 : 2;
   }
-  const command = commands[name];
+  const command = COMMANDS[name];
   if (!command) {
     console.error(`mlagent: unknown command '${name}'\n\n${USAGE}`);
     return 2;
   }
   try {
-    await command(rest);
+    await command.run(rest);
     return 0;
   } catch (e) {
     if (e instanceof UsageError) {

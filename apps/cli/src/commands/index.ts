@@ -1,0 +1,16 @@
+import { bench, benchUsage } from './bench.js';
+import { doctor, doctorUsage } from './doctor.js';
+import { initModelCommand, initModelUsage } from './init-model.js';
+
+/** One `mlagent <name>` subcommand: its usage text (first line = synopsis) and its entry point. */
+export interface Command {
+  usage: string;
+  run: (argv: string[]) => Promise<void>;
+}
+
+/** Every subcommand, in the order `mlagent --help` lists them. Add new commands here, one line each. */
+export const COMMANDS: Record<string, Command> = {
+  doctor: { usage: doctorUsage, run: doctor },
+  bench: { usage: benchUsage, run: bench },
+  'init-model': { usage: initModelUsage, run: initModelCommand },
+};
