@@ -1,0 +1,43 @@
+// Farthest-point sampling: a greedy, deterministic way to pick k points that are spread out.
+import { SeededRng } from '@mlagent/core-kernels';
+
+export interface FarthestPointOptions {
+  /** Picks the first point at random from this seed (default 0). */
+  seed?: number;
+}
+
+/**
+ * Returns the indices of k points chosen by farthest-point sampling: the first at random (seeded), then each
+ * next one the point whose distance to its nearest already-chosen point is largest (ties: the lowest index).
+ * Deterministic for a given seed. Returns all indices (in pick order) when k >= the number of points.
+ */
+export function farthestPointSampling<T>(
+  points: readonly T[],
+  k: number,
+  distance: (a: T, b: T) => number,
+  options: FarthestPointOptions = {},
+): number[] {
+  if (!Number.isInteger(k) || k < 0) throw new RangeError(`farthestPointSampling: k must be a non-negative integer, got ${k}`);
+  const n = points.length;
+  if (k === 0 || n === 0) return [];
+  const rng = new SeededRng(options.seed ?? 0);
+  const first = Math.min(n - 1, Math.floor(rng.uniform() * n));
+  const chosen = [first];
+  const taken = new Uint8Array(n);
+  taken[first] = 1;
+  // nearest[i]: distance from point i to its nearest chosen point.
+  const nearest = new Float64Array(n);
+  for (let i = 0; i < n; i++) nearest[i] = distance(points[i], points[first]);
+  while (chosen.length < Math.min(k, n)) {
+    let best = -1;
+    for (let i = 0; i < n; i++) if (!taken[i] && (best < 0 || nearest[i] > nearest[best])) best = i;
+    chosen.push(best);
+    taken[best] = 1;
+    for (let i = 0; i < n; i++) {
+      if (taken[i]) continue;
+      const d = distance(points[i], points[best]);
+      if (d < nearest[i]) nearest[i] = d;
+    }
+  }
+  return chosen;
+}
