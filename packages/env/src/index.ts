@@ -24,3 +24,5 @@ export { parseResponse } from './actions/parse.js';
 export type { ParseError, ParseErrorKind, ParsedResponse, ParseOptions, ResponseFields } from './actions/parse.js';
 export { renderAction, renderActions, renderResponseFormat } from './actions/prompt.js';
 export type { RenderActionsOptions } from './actions/prompt.js';
+// Tasks: the native format, registry, preparation, grading, baseline runner and importers.
+export * from './tasks/index.js';

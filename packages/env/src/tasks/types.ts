@@ -43,6 +43,16 @@ export interface TaskIdea {
   edits: { find: string; replace: string }[];
 }
 
+/** Where a listed task comes from: shipped with this package, or in the user's task store. */
+export type TaskOrigin = 'built-in' | 'user';
+
+/** A task found by the registry (not yet prepared). */
+export interface TaskEntry {
+  spec: TaskSpec;
+  dir: string;
+  origin: TaskOrigin;
+}
+
 /** The result of grading one submission. */
 export type GradeResult = { ok: true; score: number } | { ok: false; error: string };
 

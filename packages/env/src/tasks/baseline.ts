@@ -1,0 +1,72 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { runSandboxed } from '../sandbox/run.js';
+import type { ExecutionOutcome } from '../sandbox/types.js';
+import { prepareTask, removeTree, type PrepareOptions } from './prepare.js';
+import type { PreparedTask } from './types.js';
+import { createWorkspace, taskSandboxPaths } from './workspace.js';
+
+/** What `mlagent tasks baseline NAME --json` prints. */
+export interface BaselineReport {
+  task: string;
+  metric: string;
+  direction: 'maximize' | 'minimize';
+  /** The graded score, or null when the run failed or the submission was invalid. */
+  score: number | null;
+  outcome: ExecutionOutcome;
+  /** Wall-clock seconds of `python -u train.py`. */
+  seconds: number;
+}
+
+export interface BaselineResult extends BaselineReport {
+  /** Why there is no score (the run's error summary or the grader's complaint). */
+  error?: string;
+  stdout: string;
+  stderr: string;
+}
+
+export interface BaselineOptions extends PrepareOptions {
+  /** Keep the workspace (its path is returned as `workspace`) instead of deleting it. */
+  keepWorkspace?: boolean;
+  /** Replaces env/train.py's text in the workspace (e.g. with ideas applied). */
+  trainPy?: string;
+}
+
+/**
+ * Prepares a task, copies env/ into a temporary workspace with data/ linked to the public data, runs
+ * `python -u train.py` there in the sandbox with the task's budgets, and grades submission.csv.
+ */
+export async function runBaseline(nameOrDir: string, opts: BaselineOptions = {}): Promise<BaselineResult & { workspace?: string }> {
+  const task = await prepareTask(nameOrDir, opts);
+  return runInWorkspace(task, opts);
+}
+
+/** The run-and-grade half of runBaseline, for an already prepared task. */
+export async function runInWorkspace(task: PreparedTask, opts: BaselineOptions = {}): Promise<BaselineResult & { workspace?: string }> {
+  const { spec } = task;
+  const ws = createWorkspace(task, mkdtempSync(path.join(tmpdir(), `mlagent-${spec.name}-`)));
+  try {
+    if (opts.trainPy !== undefined) {
+      writeFileSync(path.join(ws, 'train.py'), opts.trainPy);
+    }
+    const b = spec.budgets;
+    const r = await runSandboxed({
+      command: [opts.python ?? '/usr/bin/python3', '-u', 'train.py'],
+      workspace: ws,
+      timeoutMs: b.timeoutSec * 1000,
+      memoryBytes: b.memoryMb * 2 ** 20,
+      cpuSeconds: b.cpuSec,
+      maxProcesses: b.maxProcs,
+      ...taskSandboxPaths(task, opts.home),
+    });
+    const base = { task: spec.name, metric: spec.metric.name, direction: spec.metric.direction, seconds: Math.round(r.wallSeconds * 100) / 100 };
+    const io = { stdout: r.stdout, stderr: r.stderr, workspace: opts.keepWorkspace ? ws : undefined };
+    if (r.outcome !== 'ok') return { ...base, ...io, score: null, outcome: r.outcome, error: r.errorSummary };
+    const g = await task.grade(path.join(ws, 'submission.csv'));
+    if (!g.ok) return { ...base, ...io, score: null, outcome: 'invalid-submission', error: g.error };
+    return { ...base, ...io, score: g.score, outcome: 'ok' };
+  } finally {
+    if (!opts.keepWorkspace) removeTree(ws);
+  }
+}

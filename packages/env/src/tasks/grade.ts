@@ -1,0 +1,40 @@
+import { existsSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { DEFAULT_PYTHON } from './paths.js';
+import { runPython, tail } from './python.js';
+import type { GradeResult } from './types.js';
+
+/**
+ * Runs `grade.py --submission FILE --answers DIR` of the task in `taskDir`, outside any sandbox.
+ * A bad submission (missing file, grader exit 2 with {"error"}, grader timeout) gives {ok:false, error}.
+ * A grader that crashes any other way is a task bug and throws.
+ */
+export async function gradeSubmission(
+  taskDir: string,
+  answersDir: string,
+  submissionPath: string,
+  opts: { python?: string; timeoutMs?: number } = {},
+): Promise<GradeResult> {
+  const submission = path.resolve(submissionPath);
+  if (!existsSync(submission)) return { ok: false, error: `no submission file: ${path.basename(submission)} was not written` };
+  if (!statSync(submission).isFile()) return { ok: false, error: `${path.basename(submission)} is not a regular file` };
+  const timeoutMs = opts.timeoutMs ?? 120_000;
+  const r = await runPython(opts.python ?? DEFAULT_PYTHON, [path.join(taskDir, 'grade.py'), '--submission', submission, '--answers', answersDir], {
+    cwd: taskDir,
+    timeoutMs,
+  });
+  if (r.timedOut) return { ok: false, error: `grading timed out after ${timeoutMs / 1000} s (is the submission far too large?)` };
+  const last = r.stdout.trim().split('\n').pop() ?? '';
+  let parsed: { score?: unknown; error?: unknown } | undefined;
+  try {
+    parsed = JSON.parse(last) as { score?: unknown; error?: unknown };
+  } catch {
+    parsed = undefined;
+  }
+  if (r.code === 2 && parsed && typeof parsed.error === 'string') return { ok: false, error: parsed.error };
+  if (r.code === 0 && parsed && typeof parsed.score === 'number' && Number.isFinite(parsed.score)) return { ok: true, score: parsed.score };
+  throw new Error(
+    `grade.py of ${path.basename(taskDir)} misbehaved (exit ${r.code ?? r.signal}, expected {"score"} with exit 0 or {"error"} with exit 2); ` +
+      `stdout: ${tail(r.stdout, 3) || '(empty)'}; stderr:\n${tail(r.stderr)}`,
+  );
+}

@@ -1,0 +1,12 @@
+// Tasks: the native task format, the registry, preparation, grading and the baseline runner.
+export { listTasks, resolveTask } from './registry.js';
+export type { RegistryOptions, TaskList } from './registry.js';
+export { applyIdea, loadIdeas, loadTaskSpec, METRIC_NAMES, MODALITIES, TaskFormatError, validateIdeas, validateTaskSpec } from './spec.js';
+export { prepareTask } from './prepare.js';
+export type { PrepareOptions } from './prepare.js';
+export { gradeSubmission } from './grade.js';
+export { createWorkspace, taskSandboxPaths } from './workspace.js';
+export { runBaseline, runInWorkspace } from './baseline.js';
+export type { BaselineOptions, BaselineReport, BaselineResult } from './baseline.js';
+export { builtinTasksDir, corpusSourceDir, mlagentHome, userTasksDir } from './paths.js';
+export type { GradeResult, MetricName, Modality, PreparedTask, TaskBudgets, TaskEntry, TaskIdea, TaskOrigin, TaskSpec, TaskSplit } from './types.js';

@@ -1,0 +1,144 @@
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { gradeSubmission } from './grade.js';
+import { hashDirectory } from './hash.js';
+import { corpusSourceDir, DEFAULT_PYTHON, taskCacheDir } from './paths.js';
+import { runPython, tail } from './python.js';
+import { resolveTask } from './registry.js';
+import { loadIdeas } from './spec.js';
+import type { PreparedTask } from './types.js';
+
+export interface PrepareOptions {
+  /** `$MLAGENT_HOME` override. */
+  home?: string;
+  /** The Python that runs prepare.py and grade.py (default /usr/bin/python3). */
+  python?: string;
+  /** Overrides task.json's seed (a different seed is a different cache entry). */
+  seed?: number;
+  /** `--source` for prepare.py: the node_modules directory holding the @stdlib corpora (default: resolved). */
+  source?: string;
+  /** Wall-clock limit for prepare.py (default 10 minutes). */
+  prepareTimeoutMs?: number;
+  /** Wall-clock limit for one grade.py run (default 2 minutes). */
+  gradeTimeoutMs?: number;
+  /** Progress lines (e.g. "preparing house-prices ..."); prepare.py's stderr is passed through too. */
+  onProgress?: (line: string) => void;
+}
+
+const inFlight = new Map<string, Promise<void>>();
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Makes every file read-only (0444) and every directory 0555. */
+function makeReadOnly(p: string): void {
+  const st = lstatSync(p);
+  if (st.isSymbolicLink()) return;
+  if (st.isDirectory()) {
+    for (const n of readdirSync(p)) makeReadOnly(path.join(p, n));
+    chmodSync(p, 0o555);
+  } else chmodSync(p, 0o444);
+}
+
+/** rm -rf that also works on trees made read-only by makeReadOnly. */
+export function removeTree(p: string): void {
+  if (!existsSync(p)) return;
+  const unlock = (q: string) => {
+    const st = lstatSync(q);
+    if (!st.isDirectory()) return;
+    chmodSync(q, 0o755);
+    for (const n of readdirSync(q)) unlock(path.join(q, n));
+  };
+  unlock(p);
+  rmSync(p, { recursive: true, force: true });
+}
+
+/** Removes temp dirs left by prepare runs of this cache key whose process has died. */
+function removeStaleTemps(root: string, key: string): void {
+  for (const n of readdirSync(root)) {
+    const m = new RegExp(`^\\.tmp-${key.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}-(\\d+)-`).exec(n);
+    if (m && !pidAlive(Number(m[1]))) removeTree(path.join(root, n));
+  }
+}
+
+async function runPrepare(dir: string, name: string, root: string, key: string, seed: number, opts: PrepareOptions): Promise<void> {
+  const final = path.join(root, key);
+  if (existsSync(final)) return;
+  mkdirSync(root, { recursive: true });
+  removeStaleTemps(root, key);
+  const tmp = path.join(root, `.tmp-${key}-${process.pid}-${randomBytes(4).toString('hex')}`);
+  mkdirSync(path.join(tmp, 'public'), { recursive: true });
+  mkdirSync(path.join(tmp, 'private'));
+  const python = opts.python ?? DEFAULT_PYTHON;
+  const args = [path.join(dir, 'prepare.py'), '--public', path.join(tmp, 'public'), '--private', path.join(tmp, 'private'), '--seed', String(seed)];
+  const source = opts.source ?? corpusSourceDir();
+  if (source) args.push('--source', source);
+  opts.onProgress?.(`preparing ${name} (seed ${seed}) into ${final}`);
+  const started = Date.now();
+  try {
+    const r = await runPython(python, args, {
+      cwd: dir,
+      timeoutMs: opts.prepareTimeoutMs ?? 600_000,
+      onStderr: opts.onProgress ? (c) => c.trimEnd() && opts.onProgress?.(c.trimEnd()) : undefined,
+    });
+    if (r.timedOut) throw new Error(`prepare.py of task '${name}' timed out after ${(opts.prepareTimeoutMs ?? 600_000) / 1000} s`);
+    if (r.code !== 0) throw new Error(`prepare.py of task '${name}' failed (exit ${r.code ?? r.signal}):\n${tail(r.stderr || r.stdout)}`);
+    if (readdirSync(path.join(tmp, 'public')).length === 0) throw new Error(`prepare.py of task '${name}' wrote nothing into --public`);
+    makeReadOnly(path.join(tmp, 'public'));
+    try {
+      renameSync(tmp, final);
+    } catch (e) {
+      // Another process finished the same key first: its copy is complete, keep it.
+      const code = (e as NodeJS.ErrnoException).code;
+      if ((code !== 'ENOTEMPTY' && code !== 'EEXIST') || !existsSync(final)) throw e;
+      removeTree(tmp);
+    }
+    opts.onProgress?.(`prepared ${name} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  } catch (e) {
+    removeTree(tmp);
+    throw e;
+  }
+}
+
+/**
+ * Resolves a task (name or directory), runs its prepare.py once per (task contents, seed) into
+ * `$MLAGENT_HOME/cache/tasks/<name>-<hash>/{public,private}` and returns everything an episode needs.
+ * Preparation is atomic: it happens in a temp directory renamed into place, so concurrent callers and killed
+ * runs never see partial data. Throws when the task is malformed or prepare.py fails.
+ */
+export async function prepareTask(nameOrDir: string, opts: PrepareOptions = {}): Promise<PreparedTask> {
+  const { spec, dir } = resolveTask(nameOrDir, { home: opts.home });
+  const ideas = loadIdeas(dir);
+  const seed = opts.seed ?? spec.seed;
+  const key = `${spec.name}-${hashDirectory(dir, `seed=${seed}`).slice(0, 16)}`;
+  const root = taskCacheDir(opts.home);
+  const final = path.join(root, key);
+  if (!existsSync(final)) {
+    let job = inFlight.get(final);
+    if (!job) {
+      job = runPrepare(dir, spec.name, root, key, seed, opts).finally(() => inFlight.delete(final));
+      inFlight.set(final, job);
+    }
+    await job;
+  }
+  const python = opts.python ?? DEFAULT_PYTHON;
+  const privateDir = path.join(final, 'private');
+  return {
+    spec: { ...spec, seed },
+    dir,
+    researchProblem: readFileSync(path.join(dir, 'research_problem.md'), 'utf8'),
+    dataDescription: readFileSync(path.join(dir, 'data_description.md'), 'utf8'),
+    envDir: path.join(dir, 'env'),
+    publicDir: path.join(final, 'public'),
+    privateDir,
+    ideas,
+    grade: (submissionPath: string) => gradeSubmission(dir, privateDir, submissionPath, { python, timeoutMs: opts.gradeTimeoutMs }),
+  };
+}

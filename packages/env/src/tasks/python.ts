@@ -1,0 +1,49 @@
+import { spawn } from 'node:child_process';
+
+export interface PythonRun {
+  code: number | null;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+}
+
+const KEEP = 64_000;
+
+/** Runs a trusted Python script (prepare.py, grade.py) outside any sandbox, with a wall-clock timeout. */
+export function runPython(python: string, args: string[], opts: { cwd: string; timeoutMs: number; onStderr?: (chunk: string) => void }): Promise<PythonRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(python, args, {
+      cwd: opts.cwd,
+      env: { ...process.env, PYTHONHASHSEED: '0', PYTHONDONTWRITEBYTECODE: '1', MPLBACKEND: 'Agg' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    let stdout = '';
+    let stderr = '';
+    let timedOut = false;
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout = (stdout + c).slice(-KEEP)));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => {
+      stderr = (stderr + c).slice(-KEEP);
+      opts.onStderr?.(c);
+    });
+    const timer = setTimeout(() => {
+      timedOut = true;
+      // The whole process group: a grader's or preparer's children must not outlive it.
+      if (child.pid) process.kill(-child.pid, 'SIGKILL');
+    }, opts.timeoutMs);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(new Error(`cannot run ${python}: ${e.message}`));
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr, timedOut });
+    });
+  });
+}
+
+/** The last `n` lines of a text, for error messages. */
+export function tail(text: string, n = 15): string {
+  return text.trimEnd().split('\n').slice(-n).join('\n');
+}

@@ -1,0 +1,37 @@
+import { cpSync, existsSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { builtinTasksDir, taskCacheDir, userTasksDir } from './paths.js';
+import type { PreparedTask } from './types.js';
+
+/**
+ * Fills `dir` (created if needed) with a fresh episode workspace: a copy of the task's env/ (symlinks kept as
+ * links), data_description.txt, and `data` → the read-only public data.
+ */
+export function createWorkspace(task: PreparedTask, dir: string): string {
+  mkdirSync(dir, { recursive: true });
+  cpSync(task.envDir, dir, { recursive: true, verbatimSymlinks: true });
+  writeFileSync(path.join(dir, 'data_description.txt'), task.dataDescription);
+  const data = path.join(dir, 'data');
+  if (existsSync(data)) throw new Error(`task '${task.spec.name}': env/ must not contain 'data' (the public data is mounted there)`);
+  symlinkSync(task.publicDir, data);
+  return dir;
+}
+
+/**
+ * The sandbox paths for running the agent's code on a prepared task: the public data read-only; every task
+ * source directory (prepare.py could regenerate answers) and every prepared private/ dir hidden.
+ */
+export function taskSandboxPaths(task: PreparedTask, home?: string): { readOnlyPaths: string[]; hiddenPaths: string[] } {
+  const hidden = [builtinTasksDir(), userTasksDir(home), task.dir, task.privateDir];
+  const cache = taskCacheDir(home);
+  if (existsSync(cache)) {
+    for (const n of readdirSync(cache)) {
+      const p = path.join(cache, n, 'private');
+      if (existsSync(p)) hidden.push(p);
+    }
+  }
+  // A path inside another hidden one is already masked (and bwrap cannot mount onto a masked tree).
+  const existing = [...new Set(hidden.filter((p) => existsSync(p)).map((p) => path.resolve(p)))];
+  const outermost = existing.filter((p) => !existing.some((q) => q !== p && p.startsWith(q + path.sep)));
+  return { readOnlyPaths: [task.publicDir], hiddenPaths: outermost };
+}
