@@ -21,6 +21,10 @@ export interface GenerateOptions {
   stopStrings?: readonly string[];
   /** Token ids to text (e.g. a QwenTokenizer's decode), used for `stopStrings`. */
   decode?: (ids: number[]) => string;
+  /** Called for every token as it is sampled (prompt index, id, logprob), e.g. to stream it. */
+  onToken?: (index: number, id: number, logprob: number) => void;
+  /** Stops decoding at the next step once aborted (e.g. a client went away); results so far are returned. */
+  signal?: AbortSignal;
 }
 
 export interface GenerateResult {
@@ -108,6 +112,7 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
         const r = results[b];
         r.ids.push(next[b]);
         r.logprobs.push(lps[b]);
+        opts.onToken?.(b, next[b], lps[b]);
         if (stopIds.has(next[b]) || (stopStrings.length > 0 && hasStop(opts.decode!(r.ids), stopStrings))) {
           r.finishReason = 'stop';
           done[b] = true;
@@ -145,7 +150,7 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
 
     // Decode: one token per sequence per step; every sequence advances (finished ones on padding).
     const cur = [...lens];
-    for (let step = 1; step < maxNewTokens && done.some((d) => !d); step++) {
+    for (let step = 1; step < maxNewTokens && done.some((d) => !d) && !opts.signal?.aborted; step++) {
       const tokens = next.map((id, b) => (done[b] ? 0 : id));
       const logits = gpu.scope(() => {
         const positions = gpu.tensor([B], 'i32', cur, 'generate positions');

@@ -1,0 +1,82 @@
+import { attention, embedding, headForward, rmsnorm, type Tensor } from '@mlagent/core-kernels';
+import type { QwenModel } from './model.js';
+
+export interface SequenceLogprobsOptions {
+  /** Scores under log softmax(logits / temperature) (default 1), as generate() reports them. */
+  temperature?: number;
+}
+
+/** Per-token scores of one sequence, aligned with its ids; index 0 is null (nothing predicts the first token). */
+export interface SequenceLogprobs {
+  /** logprobs[i] = log p(ids[i] | ids[<i]). */
+  logprobs: (number | null)[];
+  /** entropy[i] = entropy of the next-token distribution that ids[i] was drawn from. */
+  entropy: (number | null)[];
+}
+
+/**
+ * Teacher-forced per-token log-probabilities of whole sequences (of any lengths, batched together): one causal
+ * pass through the layers, then the fused LM head (headForward), which never holds the [T, V] logits. This is
+ * what PPO's ratio and the reference KL need, and what `mlagent logprobs` prints.
+ */
+export async function sequenceLogprobs(
+  model: QwenModel,
+  sequences: readonly (readonly number[])[],
+  opts: SequenceLogprobsOptions = {},
+): Promise<SequenceLogprobs[]> {
+  const cfg = model.config;
+  const fail = (msg: string): never => {
+    throw new Error(`sequenceLogprobs: ${msg}`);
+  };
+  if (model.isDisposed) fail('model was disposed');
+  if (!Array.isArray(sequences) || sequences.length === 0) fail('needs at least one sequence');
+  sequences.forEach((s, b) => {
+    if (!Array.isArray(s) || s.length === 0) fail(`sequence ${b} is empty; every sequence needs at least one token`);
+    if (s.length > cfg.maxPositionEmbeddings) fail(`sequence ${b} has ${s.length} tokens, more than max_position_embeddings ${cfg.maxPositionEmbeddings}`);
+    s.forEach((id, t) => {
+      if (!Number.isInteger(id) || id < 0 || id >= cfg.vocabSize) fail(`token id ${id} at [${b}, ${t}] is outside the vocabulary [0, ${cfg.vocabSize})`);
+    });
+  });
+  const temperature = opts.temperature ?? 1;
+  if (!(Number.isFinite(temperature) && temperature > 0)) fail(`temperature must be a finite number > 0, got ${temperature}`);
+
+  const gpu = model.gpu;
+  const B = sequences.length;
+  const lens = sequences.map((s) => s.length);
+  const T = Math.max(...lens);
+  const H = cfg.hiddenSize;
+  // Right padded; the target of position t is the token at t + 1, none (-1) past each sequence's end.
+  const flat = new Int32Array(B * T);
+  const targets = new Int32Array(B * T).fill(-1);
+  sequences.forEach((s, b) => {
+    flat.set(s, b * T);
+    for (let t = 0; t + 1 < s.length; t++) targets[b * T + t] = s[t + 1];
+  });
+  const { logprob, entropy } = gpu.scope(() => {
+    const lengths = gpu.tensor([B], 'i32', lens, 'sequenceLogprobs lengths');
+    let h: Tensor = embedding(gpu, flat, model.weights.embed).reshape([B, T, H]);
+    for (const L of model.weights.layers) {
+      h = model.layer(L, h, {}, (q, k, v) => attention(gpu, q, k, v, { causal: true, lengths }).o);
+    }
+    const hn = rmsnorm(gpu, h, model.weights.norm, { eps: cfg.rmsNormEps }).y.reshape([B * T, H]);
+    const y = gpu.tensor([B * T], 'i32', targets, 'sequenceLogprobs targets');
+    const r = headForward(gpu, hn, model.weights.lmHead, y, { temperature });
+    return { logprob: r.logprob, entropy: r.entropy };
+  });
+  let lp: Float32Array;
+  let ent: Float32Array;
+  try {
+    [lp, ent] = (await Promise.all([logprob.read(), entropy.read()])) as [Float32Array, Float32Array];
+  } finally {
+    logprob.dispose();
+    entropy.dispose();
+  }
+  return sequences.map((s, b) => {
+    const out: SequenceLogprobs = { logprobs: [null], entropy: [null] };
+    for (let t = 0; t + 1 < s.length; t++) {
+      out.logprobs.push(lp[b * T + t]);
+      out.entropy.push(ent[b * T + t]);
+    }
+    return out;
+  });
+}

@@ -1,0 +1,263 @@
+import { formatBytes, sizeClass, type Gpu, type MemoryStats } from '@mlagent/core-kernels';
+import { expectedShapes, type QwenConfig } from './config.js';
+
+export type LoraTargetName = 'q' | 'k' | 'v' | 'o' | 'gate' | 'up' | 'down';
+
+export interface MemoryPlanOptions {
+  /** Sequences per step (generation: prompts decoded together). */
+  batch: number;
+  /** Tokens per sequence: the longest prompt + new tokens for generation, the training context otherwise. */
+  seqLen: number;
+  /** dtype of the base matrices on the GPU (QwenModel.load's dtype). Default f32. */
+  dtype?: 'f32' | 'f16';
+  /** LoRA adapters (f32), with AdamW state and gradients when `training`. */
+  lora?: { r: number; targets: readonly LoraTargetName[] };
+  /** Forward + backward of a LoRA step; otherwise inference. */
+  training?: boolean;
+  /** Activation checkpointing per layer: only each layer's input is kept, the layer is recomputed in backward. */
+  checkpointing?: boolean;
+  /** Generation with a KV cache (f32, [B, seqLen, Hkv, D] per layer for K and V). */
+  kvCache?: boolean;
+  /**
+   * Inference only: the LM head writes logits for every position ('all', QwenModel.forward), for the last
+   * position of each sequence ('last', generation), or goes through the fused head that never holds them
+   * ('fused', sequenceLogprobs and training). Default: 'last' with kvCache, else 'all'; training is always fused.
+   */
+  logits?: 'all' | 'last' | 'fused';
+}
+
+export interface MemoryItem {
+  name: string;
+  bytes: number;
+}
+
+/** Estimated peak GPU bytes, by item, as the caching allocator would hand them out (size classes included). */
+export interface MemoryPlan {
+  weights: number;
+  lora: number;
+  /** LoRA gradients plus AdamW's two moments (f32). */
+  optimizer: number;
+  activations: number;
+  kvCache: number;
+  total: number;
+  /** Every item, biggest first. */
+  items: MemoryItem[];
+  /** The largest single buffer: it must fit the device's maxBufferSize. */
+  largestBuffer: MemoryItem;
+  options: Required<Omit<MemoryPlanOptions, 'lora'>> & { lora?: MemoryPlanOptions['lora'] };
+}
+
+const f32 = (n: number) => sizeClass(n * 4);
+
+/**
+ * Scratch and outputs of the fused LM head (core-kernels' headForward) over N tokens: a logits tile of at most
+ * 512 tokens x what fills 16 MiB of vocabulary, its row state, and logprob/entropy/lse per token.
+ */
+function fusedHeadBytes(N: number, V: number): number {
+  const tc = Math.min(N, 512);
+  const vc = Math.min(V, Math.max(64, Math.floor((16 << 20) / (4 * tc) / 64) * 64));
+  return f32(tc * vc) + f32(tc * 4) + 3 * f32(N) + 3 * f32(2);
+}
+
+/**
+ * Estimates the peak GPU memory of inference or a LoRA training step before anything is allocated. The model
+ * follows how QwenModel and generate() allocate: every layer's output stays alive until the pass ends (the
+ * residual stream, (L + 1)·B·T·H f32), one layer's intermediates at a time on top (norms, q/k/v, attention
+ * output and its logsumexp, o-projection, MLP gate/up/act/down), then the LM head. Training keeps every layer's
+ * intermediates for backward, or with checkpointing only the layer inputs plus one recomputed layer and its
+ * gradients.
+ */
+export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan {
+  const fail = (msg: string): never => {
+    throw new Error(`planMemory: ${msg}`);
+  };
+  const { batch: B, seqLen: T } = opts;
+  if (!Number.isInteger(B) || B <= 0) fail(`batch must be a positive integer, got ${B}`);
+  if (!Number.isInteger(T) || T <= 0) fail(`seqLen must be a positive integer, got ${T}`);
+  const dtype = opts.dtype ?? 'f32';
+  if (dtype !== 'f32' && dtype !== 'f16') fail(`dtype must be 'f32' or 'f16', got ${String(dtype)}`);
+  const training = opts.training ?? false;
+  const checkpointing = opts.checkpointing ?? false;
+  const kvCache = opts.kvCache ?? false;
+  const logits = training ? 'fused' : (opts.logits ?? (kvCache ? 'last' : 'all'));
+  if (opts.lora) {
+    if (!Number.isInteger(opts.lora.r) || opts.lora.r <= 0) fail(`lora.r must be a positive integer, got ${opts.lora.r}`);
+    if (opts.lora.targets.length === 0) fail('lora.targets is empty');
+  }
+  if (training && !opts.lora) fail('training needs lora: the base is frozen, only LoRA weights train');
+
+  const { hiddenSize: H, intermediateSize: I, numLayers: L, numHeads: nh, numKvHeads: nkv, headDim: D, vocabSize: V } = cfg;
+  const N = B * T;
+  const items: MemoryItem[] = [];
+  let largest: MemoryItem = { name: '', bytes: 0 };
+  const buffer = (name: string, bytes: number) => {
+    if (bytes > largest.bytes) largest = { name, bytes };
+    return bytes;
+  };
+
+  // Weights: matrices in dtype, norms and biases in f32, one buffer each; a tied lm_head is not a second copy.
+  let weights = 0;
+  for (const [name, shape] of expectedShapes(cfg)) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const matrix = shape.length === 2;
+    weights += buffer(name, sizeClass(n * (matrix && dtype === 'f16' ? 2 : 4)));
+  }
+  items.push({ name: `weights (${dtype} matrices)`, bytes: weights });
+
+  const proj: Record<LoraTargetName, [number, number]> = {
+    q: [H, nh * D],
+    k: [H, nkv * D],
+    v: [H, nkv * D],
+    o: [nh * D, H],
+    gate: [H, I],
+    up: [H, I],
+    down: [I, H],
+  };
+  let lora = 0;
+  let optimizer = 0;
+  if (opts.lora) {
+    const { r } = opts.lora;
+    for (const t of opts.lora.targets) {
+      if (!(t in proj)) fail(`unknown LoRA target '${t}' (q, k, v, o, gate, up, down)`);
+      const [inF, outF] = proj[t];
+      lora += L * (f32(r * inF) + f32(outF * r));
+    }
+    items.push({ name: `LoRA r=${opts.lora.r} on ${opts.lora.targets.join(',')} (f32)`, bytes: lora });
+    if (training) {
+      optimizer = 3 * lora;
+      items.push({ name: 'LoRA gradients + AdamW moments (f32)', bytes: optimizer });
+    }
+  }
+
+  // One layer's intermediates (f32), as model.layer allocates them inside its scope.
+  const qkv = f32(N * nh * D) + 2 * f32(N * nkv * D);
+  const qkNorm = cfg.qkNorm ? qkv + f32(N * nh) + f32(N * nkv) : 0;
+  const attn = f32(N * nh * D) + f32(B * nh * T);
+  const mlp = 3 * f32(N * I);
+  const rows = 4 * f32(N * H) + 2 * f32(N); // o-proj, h1, mlp out, output; norm rstd
+  const norms = 2 * f32(N * H);
+  const layerWork = qkv + qkNorm + attn + mlp + rows + norms;
+  const residual = (L + 1) * f32(N * H);
+
+  let activations: number;
+  if (!training) {
+    const head = f32(N * H) + f32(N);
+    const logitsBytes = logits === 'all' ? buffer('logits', f32(N * V)) : logits === 'last' ? buffer('logits', f32(B * V)) : fusedHeadBytes(N, V) + f32(N);
+    const lora1 = opts.lora ? f32(N * opts.lora.r) * opts.lora.targets.length : 0;
+    activations = residual + Math.max(layerWork + lora1, head + logitsBytes);
+    items.push({ name: `activations (batch ${B} x ${T} tokens, inference, logits: ${logits})`, bytes: activations });
+  } else {
+    const loraWork = f32(N * opts.lora!.r) * opts.lora!.targets.length * 2;
+    const saved = checkpointing ? L * f32(N * H) + layerWork + loraWork : L * (layerWork + loraWork) + f32(N * H);
+    // Backward of one layer: gradients of its intermediates and of the residual stream.
+    const backward = layerWork + loraWork + 2 * f32(N * H);
+    const head = 2 * f32(N * H) + f32(N) + fusedHeadBytes(N, V);
+    activations = saved + backward + head;
+    items.push({
+      name: `activations (batch ${B} x ${T} tokens, training, ${checkpointing ? 'checkpointed per layer' : 'no checkpointing'})`,
+      bytes: activations,
+    });
+  }
+  buffer('activation: MLP gate/up (one)', f32(N * I));
+
+  let kv = 0;
+  if (kvCache) {
+    const perBuffer = buffer('KV cache (one layer, K or V)', f32(B * T * nkv * D));
+    kv = 2 * L * perBuffer;
+    items.push({ name: `KV cache (f32, ${L} layers x K,V x [${B}, ${T}, ${nkv}, ${D}])`, bytes: kv });
+  }
+
+  items.sort((a, b) => b.bytes - a.bytes);
+  const total = weights + lora + optimizer + activations + kv;
+  return {
+    weights,
+    lora,
+    optimizer,
+    activations,
+    kvCache: kv,
+    total,
+    items,
+    largestBuffer: largest,
+    options: { batch: B, seqLen: T, dtype, training, checkpointing, kvCache, logits, lora: opts.lora },
+  };
+}
+
+export interface MemoryLimits {
+  /** Bytes the run may use on the device. */
+  budgetBytes: number;
+  /** Largest single buffer the device allows (WebGPU's maxBufferSize). */
+  maxBufferSize?: number;
+}
+
+export class MemoryPlanError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'MemoryPlanError';
+  }
+}
+
+/** The limits of a device: its allocator budget (or `budgetBytes`) and maxBufferSize. */
+export function deviceLimits(gpu: Gpu, budgetBytes?: number): MemoryLimits {
+  const budget = budgetBytes ?? gpu.allocator.budgetBytes;
+  if (!Number.isFinite(budget)) {
+    throw new MemoryPlanError('deviceLimits: WebGPU does not report device memory; pass budgetBytes (e.g. --memory-budget)');
+  }
+  return { budgetBytes: budget, maxBufferSize: gpu.limits.maxBufferSize };
+}
+
+/**
+ * Throws a MemoryPlanError when the plan does not fit: it names the total against the budget, the biggest items
+ * and what would shrink them.
+ */
+export function assertFits(plan: MemoryPlan, limits: MemoryLimits): void {
+  const problems: string[] = [];
+  if (plan.total > limits.budgetBytes) {
+    problems.push(`it needs about ${formatBytes(plan.total)} but the budget is ${formatBytes(limits.budgetBytes)}`);
+  }
+  if (limits.maxBufferSize !== undefined && plan.largestBuffer.bytes > limits.maxBufferSize) {
+    problems.push(
+      `its largest buffer (${plan.largestBuffer.name}, ${formatBytes(plan.largestBuffer.bytes)}) exceeds the device's maxBufferSize of ${formatBytes(limits.maxBufferSize)}`,
+    );
+  }
+  if (problems.length === 0) return;
+  const o = plan.options;
+  const biggest = plan.items.slice(0, 3).map((i) => `${i.name}: ${formatBytes(i.bytes)}`);
+  const advice: string[] = [];
+  if (o.batch > 1) advice.push(`a smaller batch (now ${o.batch})`);
+  advice.push(`a shorter sequence (now ${o.seqLen} tokens)`);
+  if (o.training && !o.checkpointing) advice.push('activation checkpointing');
+  if (o.dtype === 'f32') advice.push('f16 weights');
+  if (!o.training && o.logits === 'all') advice.push('the fused LM head (sequenceLogprobs) instead of full logits');
+  throw new MemoryPlanError(
+    `this will not fit: ${problems.join('; ')}.\n` +
+      `  biggest items:\n    ${biggest.join('\n    ')}\n` +
+      `  to fit, try ${advice.join(', ')}.`,
+  );
+}
+
+export interface MeasuredMemory<T> {
+  result: T;
+  /** Highest bytes in use during `fn` (everything in use when it started included). */
+  peak: number;
+  stats: MemoryStats;
+}
+
+/** Runs `fn` (synced at the end) and reports the allocator's peak in-use bytes during it. */
+export async function measurePeak<T>(gpu: Gpu, fn: () => Promise<T> | T): Promise<MeasuredMemory<T>> {
+  gpu.allocator.resetPeak();
+  const result = await fn();
+  await gpu.sync();
+  const stats = gpu.memory();
+  return { result, peak: stats.peak, stats };
+}
+
+/** A two-column table of the plan's items and total, with the measured peak when given. */
+export function formatMemoryReport(plan: MemoryPlan, measuredPeak?: number): string {
+  const lines = plan.items.map((i) => `  ${i.name.padEnd(72)} ${formatBytes(i.bytes)}`);
+  lines.push(`  ${'estimated total'.padEnd(72)} ${formatBytes(plan.total)}`);
+  if (measuredPeak !== undefined) {
+    const ratio = measuredPeak / plan.total;
+    lines.push(`  ${'measured peak (allocator)'.padEnd(72)} ${formatBytes(measuredPeak)} (${(ratio * 100).toFixed(1)}% of the estimate)`);
+  }
+  return lines.join('\n');
+}

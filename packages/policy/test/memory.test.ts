@@ -1,0 +1,170 @@
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Gpu, SeededRng } from '@mlagent/core-kernels';
+import {
+  MemoryPlanError,
+  QwenModel,
+  assertFits,
+  expectedShapes,
+  formatMemoryReport,
+  generate,
+  loadQwenConfig,
+  measurePeak,
+  parseQwenConfig,
+  planMemory,
+  sequenceLogprobs,
+  writeSafetensors,
+  type MemoryPlanOptions,
+  type TensorToWrite,
+} from '../src/index.js';
+import { writeModel } from './fixtures.js';
+
+/** Estimates must land within this fraction of the allocator's measured peak. */
+const TOLERANCE = 0.1;
+
+/** A Qwen2.5-7B config (the design card's policy). */
+const QWEN7B = parseQwenConfig({
+  architectures: ['Qwen2ForCausalLM'],
+  hidden_size: 3584,
+  intermediate_size: 18944,
+  num_hidden_layers: 28,
+  num_attention_heads: 28,
+  num_key_value_heads: 4,
+  vocab_size: 152064,
+  max_position_embeddings: 32768,
+  rms_norm_eps: 1e-6,
+  rope_theta: 1e6,
+  tie_word_embeddings: false,
+});
+
+const GiB = 1024 ** 3;
+
+/**
+ * The tiny model with a 2048-token vocabulary, so activations and logits, not the embedding table, dominate
+ * memory (the real 152k vocabulary makes the tiny model's weights 99% of it).
+ */
+function writeSmallVocabModel(seed: number): string {
+  const dir = writeModel('qwen2', seed);
+  const cfgPath = join(dir, 'config.json');
+  writeFileSync(cfgPath, JSON.stringify({ ...JSON.parse(readFileSync(cfgPath, 'utf8')), vocab_size: 2048 }));
+  const rng = new SeededRng(seed);
+  const tensors: Record<string, TensorToWrite> = {};
+  for (const [name, shape] of expectedShapes(loadQwenConfig(dir))) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    tensors[name] = { dtype: 'F32', shape, data: () => rng.fillNormal(new Float32Array(n), 0.05) };
+  }
+  writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' });
+  return dir;
+}
+
+let gpu: Gpu;
+const dirs: string[] = [];
+
+beforeAll(async () => {
+  gpu = await Gpu.create();
+});
+
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+/** Loads the model and runs `work` under measurePeak; returns the peak above what was in use before loading. */
+async function measured(dir: string, work: (m: QwenModel) => Promise<void>): Promise<number> {
+  await gpu.sync();
+  const base = gpu.memory().inUse;
+  let model: QwenModel | undefined;
+  const { peak } = await measurePeak(gpu, async () => {
+    model = await QwenModel.load(gpu, dir);
+    await work(model);
+  });
+  model!.dispose();
+  return peak - base;
+}
+
+function expectClose(label: string, dir: string, opts: MemoryPlanOptions, peak: number) {
+  const plan = planMemory(loadQwenConfig(dir), opts);
+  console.log(`${label}:\n${formatMemoryReport(plan, peak)}`);
+  expect(Math.abs(plan.total - peak) / peak, `${label}: estimate ${plan.total} vs measured ${peak}`).toBeLessThanOrEqual(TOLERANCE);
+}
+
+describe('planMemory against the allocator peak', () => {
+  for (const [label, small] of [
+    ['tiny model (152k vocabulary: weights dominate)', false],
+    ['tiny model with a 2k vocabulary (activations and logits matter)', true],
+  ] as const) {
+    it(`${label}: forward, sequenceLogprobs and generation`, async () => {
+      const dir = small ? writeSmallVocabModel(61) : writeModel('qwen2', 61);
+      dirs.push(dir);
+      const V = loadQwenConfig(dir).vocabSize;
+      const rng = new SeededRng(7);
+      const [B, T] = small ? [2, 96] : [2, 16];
+      const ids = Array.from({ length: B }, () => Array.from({ length: T }, () => rng.int(0, V - 1)));
+
+      const fwd = await measured(dir, async (m) => {
+        const logits = m.forward(ids);
+        await logits.read();
+        logits.dispose();
+      });
+      expectClose(`${label}, forward B=${B} T=${T}`, dir, { batch: B, seqLen: T }, fwd);
+
+      const lp = await measured(dir, async (m) => {
+        await sequenceLogprobs(m, ids);
+      });
+      expectClose(`${label}, sequenceLogprobs B=${B} T=${T}`, dir, { batch: B, seqLen: T, logits: 'fused' }, lp);
+
+      const newTokens = 4;
+      const gen = await measured(dir, async (m) => {
+        await generate(m, ids, { maxNewTokens: newTokens, temperature: 0 });
+      });
+      expectClose(`${label}, generate B=${B} prompt ${T} + ${newTokens}`, dir, { batch: B, seqLen: T + newTokens, kvCache: true }, gen);
+    });
+  }
+});
+
+describe('assertFits', () => {
+  const lora = { r: 16, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const };
+
+  it('refuses a 7B LoRA step at 15k tokens without checkpointing on an 80 GiB budget, naming the items and the fixes', () => {
+    const plan = planMemory(QWEN7B, { batch: 1, seqLen: 15_000, dtype: 'f16', lora: { ...lora, targets: [...lora.targets] }, training: true });
+    let message = '';
+    try {
+      assertFits(plan, { budgetBytes: 80 * GiB });
+    } catch (e) {
+      expect(e).toBeInstanceOf(MemoryPlanError);
+      message = (e as Error).message;
+    }
+    console.log(message);
+    expect(message).toMatch(/will not fit: it needs about [\d.]+ GiB but the budget is 80\.00 GiB/);
+    expect(message).toMatch(/biggest items:\n\s+activations \(batch 1 x 15000 tokens, training, no checkpointing\)/);
+    expect(message).toMatch(/weights \(f16 matrices\): 15\.\d+ GiB/);
+    expect(message).toMatch(/activation checkpointing/);
+    // f16 weights are already used, so that is not suggested.
+    expect(message).not.toMatch(/f16 weights/);
+  });
+
+  it('lets the same step through with checkpointing, whose estimate is dominated by weights', () => {
+    const plan = planMemory(QWEN7B, { batch: 1, seqLen: 15_000, dtype: 'f16', lora: { ...lora, targets: [...lora.targets] }, training: true, checkpointing: true });
+    expect(() => assertFits(plan, { budgetBytes: 80 * GiB })).not.toThrow();
+    // 7.62B parameters in f16, plus the allocator's size classes (steps of 1/8 of a power of two: up to 12.5%).
+    expect(plan.weights / (2 * 7.6156e9)).toBeGreaterThan(1);
+    expect(plan.weights / (2 * 7.6156e9)).toBeLessThan(1.125);
+    expect(plan.lora).toBeGreaterThan(0);
+    expect(plan.optimizer).toBe(3 * plan.lora);
+  });
+
+  it('refuses a buffer over maxBufferSize (an unchunked prefill of 32 x 4k tokens) and suggests a smaller batch', () => {
+    const plan = planMemory(QWEN7B, { batch: 32, seqLen: 4096, dtype: 'f16', kvCache: true });
+    // The prefill's MLP activation [32·4096, 18944] f32 is the largest buffer, not a layer's KV cache.
+    expect(plan.largestBuffer.bytes).toBeGreaterThanOrEqual(32 * 4096 * 18944 * 4);
+    expect(() => assertFits(plan, { budgetBytes: 1e15, maxBufferSize: 2 * GiB })).toThrow(
+      /this will not fit: its largest buffer \(activation: MLP gate\/up \(one\), [\d.]+ GiB\) exceeds the device's maxBufferSize of 2\.00 GiB[\s\S]*a smaller batch \(now 32\)/,
+    );
+  });
+
+  it('rejects bad plan options', () => {
+    expect(() => planMemory(QWEN7B, { batch: 0, seqLen: 10 })).toThrow(/batch must be a positive integer/);
+    expect(() => planMemory(QWEN7B, { batch: 1, seqLen: 10, training: true })).toThrow(/training needs lora/);
+    expect(() => planMemory(QWEN7B, { batch: 1, seqLen: 10, lora: { r: 8, targets: ['qkv' as 'q'] } })).toThrow(/unknown LoRA target 'qkv'/);
+  });
+});
