@@ -1,0 +1,164 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { QwenModel } from '../model.js';
+import type { QwenTokenizer } from '../tokenizer.js';
+import { OpenAIError } from './errors.js';
+import { OpenAIService, type ChoiceDelta, type OpenAIServiceOptions } from './service.js';
+
+export interface OpenAIServerOptions extends OpenAIServiceOptions {
+  /** Largest request body accepted, in bytes. Default 16 MiB. */
+  maxBodyBytes?: number;
+  /** One line per request (method, path, status, ms). Default: none. */
+  log?: (line: string) => void;
+}
+
+export interface OpenAIServer {
+  readonly service: OpenAIService;
+  readonly server: Server;
+  /** Starts listening (port 0: any free port); resolves with the base URL, e.g. http://127.0.0.1:8000. */
+  listen(port: number, host?: string): Promise<string>;
+  /** Stops accepting connections and resolves once open ones have closed. */
+  close(): Promise<void>;
+}
+
+/**
+ * An OpenAI-compatible HTTP server (node:http, no framework) over one model: GET /v1/models,
+ * POST /v1/chat/completions and POST /v1/completions, with `stream: true` as server-sent events ending in
+ * `data: [DONE]`. Errors come back in OpenAI's `{"error": {...}}` shape.
+ */
+export function createOpenAIServer(model: QwenModel, tokenizer: QwenTokenizer, opts: OpenAIServerOptions = {}): OpenAIServer {
+  const service = new OpenAIService(model, tokenizer, opts);
+  const maxBody = opts.maxBodyBytes ?? 16 << 20;
+  const server = createServer((req, res) => {
+    const t0 = Date.now();
+    handle(service, req, res, maxBody)
+      .catch((e) => sendError(res, e))
+      .finally(() => opts.log?.(`${req.method} ${req.url} ${res.statusCode} ${Date.now() - t0} ms`));
+  });
+  return {
+    service,
+    server,
+    listen: (port, host = '127.0.0.1') =>
+      new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => {
+          server.off('error', reject);
+          const a = server.address() as AddressInfo;
+          resolve(`http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`);
+        });
+      }),
+    close: () =>
+      new Promise((resolve, reject) => {
+        server.close((e) => (e ? reject(e) : resolve()));
+        server.closeIdleConnections();
+      }),
+  };
+}
+
+type Endpoint = 'chat' | 'completion';
+
+const ROUTES: Record<string, { method: string; endpoint: Endpoint | 'models' }> = {
+  '/v1/chat/completions': { method: 'POST', endpoint: 'chat' },
+  '/v1/completions': { method: 'POST', endpoint: 'completion' },
+  '/v1/models': { method: 'GET', endpoint: 'models' },
+};
+
+async function handle(service: OpenAIService, req: IncomingMessage, res: ServerResponse, maxBody: number): Promise<void> {
+  const path = new URL(req.url ?? '/', 'http://localhost').pathname.replace(/\/+$/, '');
+  const route = ROUTES[path];
+  if (!route) throw new OpenAIError(404, `unknown path ${path}; this server offers ${Object.keys(ROUTES).join(', ')}`, null, 'not_found');
+  if (req.method !== route.method) throw new OpenAIError(405, `${path} takes ${route.method}, not ${req.method}`, null, 'method_not_allowed');
+  if (route.endpoint === 'models') return sendJson(res, 200, service.models());
+
+  const body = await readJson(req, maxBody);
+  const stream = typeof body === 'object' && body !== null && (body as Record<string, unknown>).stream === true;
+  const call = (onDelta?: (d: ChoiceDelta) => void, signal?: AbortSignal) =>
+    route.endpoint === 'chat' ? service.chatCompletion(body, onDelta, signal) : service.completion(body, onDelta, signal);
+  if (!stream) return sendJson(res, 200, await call());
+  await streamSse(service, route.endpoint, body as Record<string, unknown>, res, call);
+}
+
+/**
+ * Server-sent events as OpenAI streams them: chunks of `chat.completion.chunk` (a first one with the role, then
+ * content deltas, then one with the finish reason) or of `text_completion`, then `data: [DONE]`. Headers go out
+ * only with the first chunk, so a request rejected before generation still gets a plain 400.
+ */
+async function streamSse(
+  service: OpenAIService,
+  endpoint: Endpoint,
+  body: Record<string, unknown>,
+  res: ServerResponse,
+  call: (onDelta: (d: ChoiceDelta) => void, signal: AbortSignal) => Promise<object>,
+): Promise<void> {
+  const id = `${endpoint === 'chat' ? 'chatcmpl' : 'cmpl'}-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 10)}`;
+  const created = Math.floor(Date.now() / 1000);
+  const abort = new AbortController();
+  res.on('close', () => {
+    if (!res.writableFinished) abort.abort();
+  });
+  const started = new Set<number>();
+  const send = (data: unknown) => {
+    if (!res.headersSent) res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    res.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`);
+  };
+  const chunk = (choice: object) =>
+    send({ id, object: endpoint === 'chat' ? 'chat.completion.chunk' : 'text_completion', created, model: service.modelName, choices: [choice] });
+  const onDelta = (d: ChoiceDelta) => {
+    if (endpoint === 'completion') {
+      chunk({ index: d.index, text: d.text, logprobs: null, finish_reason: d.finishReason });
+      return;
+    }
+    if (!started.has(d.index)) {
+      started.add(d.index);
+      chunk({ index: d.index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null });
+    }
+    if (d.text) chunk({ index: d.index, delta: { content: d.text }, logprobs: null, finish_reason: null });
+    if (d.finishReason) chunk({ index: d.index, delta: {}, logprobs: null, finish_reason: d.finishReason });
+  };
+  const full = (await call(onDelta, abort.signal)) as { usage: object };
+  const opts = body.stream_options as { include_usage?: boolean } | undefined;
+  if (opts?.include_usage) send({ id, object: endpoint === 'chat' ? 'chat.completion.chunk' : 'text_completion', created, model: service.modelName, choices: [], usage: full.usage });
+  send('[DONE]');
+  res.end();
+}
+
+function readJson(req: IncomingMessage, maxBody: number): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    let size = 0;
+    req.on('data', (b: Buffer) => {
+      size += b.length;
+      if (size > maxBody) {
+        reject(new OpenAIError(413, `request body exceeds ${maxBody} bytes`, null, 'request_too_large'));
+        req.destroy();
+      } else parts.push(b);
+    });
+    req.on('error', reject);
+    req.on('end', () => {
+      const text = Buffer.concat(parts).toString('utf8');
+      try {
+        resolve(JSON.parse(text));
+      } catch (e) {
+        reject(new OpenAIError(400, `the request body is not valid JSON: ${(e as Error).message}`, null, 'invalid_json'));
+      }
+    });
+  });
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+/** Answers an error; one raised mid-stream ends the stream with an error event instead. */
+function sendError(res: ServerResponse, e: unknown): void {
+  const err = e instanceof OpenAIError ? e : new OpenAIError(500, `internal error: ${(e as Error)?.message ?? String(e)}`, null, 'internal_error');
+  if (res.writableEnded) return;
+  if (res.headersSent) {
+    res.write(`data: ${JSON.stringify(err.toJSON())}\n\n`);
+    res.end();
+    return;
+  }
+  sendJson(res, err.status, err.toJSON());
+}
