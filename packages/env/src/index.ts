@@ -26,3 +26,12 @@ export { renderAction, renderActions, renderResponseFormat } from './actions/pro
 export type { RenderActionsOptions } from './actions/prompt.js';
 // Tasks: the native format, registry, preparation, grading, baseline runner and importers.
 export * from './tasks/index.js';
+// Episodes: executing actions against a live workspace, snapshots of states, replay.
+export { Episode } from './episode/episode.js';
+export { replay } from './episode/replay.js';
+export type { ReplayResult } from './episode/replay.js';
+export type { ChatTurn, EpisodeOptions, StepOutcome, StepResult } from './episode/types.js';
+export { SnapshotStore } from './snapshots/store.js';
+export type { HashCache, SnapshotStoreOptions, StateMeta } from './snapshots/store.js';
+export type { ManifestFile, StateManifest, StepRecord } from './snapshots/manifest.js';
+export type { HelperLlmConfig } from './helper-llm/client.js';

@@ -1,0 +1,109 @@
+// Execute Script: runs the agent's script in the sandbox with the task's budgets, then grades submission.csv
+// outside the sandbox when the run wrote one.
+import { promises as fs, type Stats } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { runSandboxed } from '../sandbox/run.js';
+import type { SandboxPool } from '../sandbox/pool.js';
+import type { SandboxOptions, SandboxResult } from '../sandbox/types.js';
+import type { PreparedTask } from '../tasks/types.js';
+import { EnvError, isDataPath, resolveForRead, type WorkspaceRoots } from './paths.js';
+import type { StepOutcome } from './types.js';
+
+/** The file the grader reads, in the workspace root. */
+export const SUBMISSION_FILE = 'submission.csv';
+
+export interface ExecuteContext {
+  task: PreparedTask;
+  roots: WorkspaceRoots;
+  hiddenPaths: string[];
+  pool?: SandboxPool;
+}
+
+export interface ExecuteResult {
+  observation: string;
+  outcome: StepOutcome;
+  metric: number | null;
+  durationSec: number;
+  submissionWritten: boolean;
+}
+
+function fingerprint(st: Stats | null): string {
+  return st ? `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}` : 'absent';
+}
+
+function output(r: SandboxResult): string {
+  const parts = [r.stdout, r.stderr].filter((s) => s.trim() !== '');
+  return parts.length === 0 ? '(no output)' : parts.join(r.stdout.endsWith('\n') ? '' : '\n');
+}
+
+function failureObservation(r: SandboxResult, task: PreparedTask): { observation: string; outcome: StepOutcome } {
+  const b = task.spec.budgets;
+  const tail = `\nOutput before it stopped:\n${output(r)}`;
+  switch (r.outcome) {
+    case 'timeout':
+      return { outcome: 'timeout', observation: `EnvError: The script did not finish within ${b.timeoutSec} seconds and was stopped.${tail}` };
+    case 'oom':
+      return { outcome: 'oom', observation: `EnvError: The script ran out of memory (limit ${b.memoryMb} MiB) and was stopped.${tail}` };
+    case 'killed':
+      if (r.signal === 'SIGXCPU' || r.signal === 'SIGXFSZ') {
+        const what = r.signal === 'SIGXCPU' ? `its CPU-time limit (${b.cpuSec} s)` : 'the largest file size it may write';
+        return { outcome: 'resource-limit', observation: `EnvError: The script exceeded ${what} and was stopped.${tail}` };
+      }
+      return {
+        outcome: 'killed',
+        observation: `EnvError: The script was killed (${r.errorSummary ?? r.signal ?? 'killed'}; at most ${b.maxProcs} processes and threads are allowed).${tail}`,
+      };
+    default:
+      return { outcome: 'error', observation: `The script has been executed. Here is the output:\n${output(r)}` };
+  }
+}
+
+/** Grades a copy of submission.csv, so the grader never follows a link the agent planted. */
+async function grade(task: PreparedTask, workspace: string): Promise<{ score: number } | { error: string }> {
+  const file = path.join(workspace, SUBMISSION_FILE);
+  const st = await fs.lstat(file);
+  if (!st.isFile()) return { error: `${SUBMISSION_FILE} must be a regular file, not a link or a directory` };
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'mlagent-grade-'));
+  try {
+    const copy = path.join(dir, SUBMISSION_FILE);
+    await fs.copyFile(file, copy);
+    const g = await task.grade(copy);
+    return g.ok ? { score: g.score } : { error: g.error };
+  } catch (e) {
+    return { error: `the grader failed: ${(e as Error).message}` };
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+export async function executeScript(ctx: ExecuteContext, scriptName: unknown): Promise<ExecuteResult> {
+  const { rel, abs } = await resolveForRead(ctx.roots, scriptName, 'script_name');
+  if (isDataPath(rel)) throw new EnvError(`script_name "${rel}" is in data/; only scripts of the workspace can be run`);
+  if (!(await fs.stat(abs)).isFile()) throw new EnvError(`script_name "${rel}" is not a file`);
+  const submission = path.join(ctx.roots.workspace, SUBMISSION_FILE);
+  const before = fingerprint(await fs.lstat(submission).catch(() => null));
+  const b = ctx.task.spec.budgets;
+  const opts: SandboxOptions = {
+    command: ['/usr/bin/python3', '-u', `./${rel}`],
+    workspace: ctx.roots.workspace,
+    timeoutMs: b.timeoutSec * 1000,
+    memoryBytes: b.memoryMb * 2 ** 20,
+    cpuSeconds: b.cpuSec,
+    maxProcesses: b.maxProcs,
+    readOnlyPaths: [ctx.roots.publicDir],
+    hiddenPaths: ctx.hiddenPaths,
+  };
+  const r = ctx.pool ? await ctx.pool.run(opts) : await runSandboxed(opts);
+  const after = await fs.lstat(submission).catch(() => null);
+  const submissionWritten = after !== null && fingerprint(after) !== before;
+  const base = { durationSec: r.wallSeconds, submissionWritten };
+  if (r.outcome !== 'ok') return { ...base, ...failureObservation(r, ctx.task), metric: null };
+  const observation = `The script has been executed. Here is the output:\n${output(r)}`;
+  if (!submissionWritten) return { ...base, observation, outcome: 'ok', metric: null };
+  const g = await grade(ctx.task, ctx.roots.workspace);
+  if ('error' in g) {
+    return { ...base, observation: `${observation}\nEnvError: ${SUBMISSION_FILE} is not a valid submission: ${g.error}`, outcome: 'invalid-submission', metric: null };
+  }
+  return { ...base, observation, outcome: 'ok', metric: g.score };
+}

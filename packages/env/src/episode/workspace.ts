@@ -1,0 +1,35 @@
+// Live workspaces of episodes (filled by the task loader's createWorkspace) and what their sandbox hides.
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { PreparedTask } from '../tasks/types.js';
+import { taskSandboxPaths } from '../tasks/workspace.js';
+
+export function defaultWorkRoot(): string {
+  return path.join(os.tmpdir(), 'mlagent-ws');
+}
+
+/** Makes an empty workspace directory under `workRoot`, named after the task. */
+export async function makeWorkspaceDir(workRoot: string, taskName: string): Promise<string> {
+  await fs.mkdir(workRoot, { recursive: true });
+  const safe = taskName.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 60) || 'task';
+  return fs.mkdtemp(path.join(workRoot, `${safe}-`));
+}
+
+function inside(child: string, parent: string): boolean {
+  return child === parent || child.startsWith(parent + path.sep);
+}
+
+/**
+ * Paths the agent's code must not see: the task loader's (task sources, private answers) plus the snapshot
+ * store, unless the store holds the workspace or the data (then hiding it would hide them too).
+ */
+export async function hiddenPathsFor(task: PreparedTask, workspace: string, storeDir: string): Promise<string[]> {
+  const real = (p: string) => fs.realpath(p).catch(() => path.resolve(p));
+  const { hiddenPaths } = taskSandboxPaths(task);
+  const hidden = await Promise.all(hiddenPaths.map(real));
+  const store = await real(storeDir);
+  const keep = [await real(workspace), await real(task.publicDir)];
+  const storeIsSafe = !keep.some((k) => inside(k, store)) && !hidden.some((h) => inside(store, h));
+  return storeIsSafe ? [...hidden.filter((h) => !inside(h, store)), store] : hidden;
+}

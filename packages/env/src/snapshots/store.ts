@@ -1,0 +1,221 @@
+// A content-addressed store of workspace states on disk (layout in the README):
+//   <dir>/blobs/<hash[0:2]>/<hash[2:]>   file contents by sha256, read-only, written once
+//   <dir>/states/<id>.json               manifests; id = sha256 of the manifest's JSON
+// Every write goes to a temporary name and is renamed into place, so concurrent episodes can share a store.
+import { createHash } from 'node:crypto';
+import { constants as fsConstants, createReadStream, promises as fs, type BigIntStats } from 'node:fs';
+import path from 'node:path';
+import { MANIFEST_FORMAT, PUBLIC_DATA_TARGET, type ManifestFile, type StateManifest } from './manifest.js';
+
+export interface SnapshotStoreOptions {
+  /** Files larger than this are left out of states (listed in `omitted`). Default 512 MiB. */
+  maxFileBytes?: number;
+}
+
+/** Remembers the hash of a file by its inode, size and times, so unchanged files are not read again. */
+export type HashCache = Map<string, { key: string; hash: string }>;
+
+/** The parts of a manifest that describe the episode rather than the files. */
+export type StateMeta = Pick<StateManifest, 'task' | 'parent' | 'step' | 'done' | 'metric' | 'undo' | 'steps'>;
+
+const ID = /^[0-9a-f]{64}$/;
+const IN_MEMORY_BYTES = 64 * 2 ** 20;
+const COPY_BATCH = 32;
+
+function sha256(data: Buffer | string): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+async function sha256File(file: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+function tmpName(dir: string): string {
+  return path.join(dir, `.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`);
+}
+
+async function exists(p: string): Promise<boolean> {
+  return fs.lstat(p).then(
+    () => true,
+    () => false,
+  );
+}
+
+export class SnapshotStore {
+  readonly dir: string;
+  readonly maxFileBytes: number;
+
+  constructor(dir: string, options: SnapshotStoreOptions = {}) {
+    if (typeof dir !== 'string' || dir === '') throw new TypeError('SnapshotStore: dir must be a non-empty path');
+    this.dir = path.resolve(dir);
+    const max = options.maxFileBytes ?? 512 * 2 ** 20;
+    if (!Number.isInteger(max) || max < 0) throw new TypeError(`SnapshotStore: maxFileBytes must be an integer >= 0, got ${max}`);
+    this.maxFileBytes = max;
+  }
+
+  /** Path of the blob holding content `hash`. */
+  blobPath(hash: string): string {
+    return path.join(this.dir, 'blobs', hash.slice(0, 2), hash.slice(2));
+  }
+
+  private statePath(id: string): string {
+    return path.join(this.dir, 'states', `${id}.json`);
+  }
+
+  /** Stores bytes and returns their hash. */
+  async putBlob(data: Buffer | string): Promise<string> {
+    const hash = sha256(data);
+    const dest = this.blobPath(hash);
+    if (await exists(dest)) return hash;
+    await fs.mkdir(path.dirname(dest), { recursive: true });
+    const tmp = tmpName(path.dirname(dest));
+    await fs.writeFile(tmp, data, { mode: 0o444 });
+    await fs.rename(tmp, dest);
+    return hash;
+  }
+
+  async readBlob(hash: string): Promise<Buffer> {
+    if (!ID.test(hash)) throw new Error(`SnapshotStore: '${hash}' is not a blob hash`);
+    return fs.readFile(this.blobPath(hash)).catch(() => {
+      throw new Error(`SnapshotStore: blob ${hash} is missing from ${this.dir}`);
+    });
+  }
+
+  /** Stores a workspace file; the cache skips reading files whose inode, size and times did not change. */
+  private async putFile(abs: string, st: BigIntStats, cache?: HashCache): Promise<string> {
+    const key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+    const hit = cache?.get(abs);
+    if (hit && hit.key === key && (await exists(this.blobPath(hit.hash)))) return hit.hash;
+    let hash: string;
+    if (st.size <= BigInt(IN_MEMORY_BYTES)) {
+      hash = await this.putBlob(await fs.readFile(abs));
+    } else {
+      hash = await sha256File(abs);
+      const dest = this.blobPath(hash);
+      if (!(await exists(dest))) {
+        await fs.mkdir(path.dirname(dest), { recursive: true });
+        const tmp = tmpName(path.dirname(dest));
+        await fs.copyFile(abs, tmp, fsConstants.COPYFILE_FICLONE);
+        await fs.chmod(tmp, 0o444);
+        await fs.rename(tmp, dest);
+      }
+    }
+    cache?.set(abs, { key, hash });
+    return hash;
+  }
+
+  /**
+   * Saves the files of `workspace` with the episode's `meta` and returns the state's id. The link to
+   * `publicDir` is kept as a reference, never copied.
+   */
+  async capture(workspace: string, publicDir: string, meta: StateMeta, cache?: HashCache): Promise<string> {
+    const realPublic = await fs.realpath(publicDir).catch(() => path.resolve(publicDir));
+    const files: ManifestFile[] = [];
+    const dirs: string[] = [];
+    const links: StateManifest['links'] = [];
+    const omitted: StateManifest['omitted'] = [];
+    const walk = async (rel: string): Promise<void> => {
+      const names = (await fs.readdir(path.join(workspace, rel))).sort();
+      for (const name of names) {
+        const r = rel === '' ? name : `${rel}/${name}`;
+        const abs = path.join(workspace, r);
+        const st = await fs.lstat(abs, { bigint: true }).catch(() => null);
+        if (st === null) continue; // vanished while walking
+        if (st.isSymbolicLink()) {
+          const target = await fs.readlink(abs);
+          const real = await fs.realpath(abs).catch(() => null);
+          links.push({ path: r, target: real === realPublic ? PUBLIC_DATA_TARGET : target });
+        } else if (st.isDirectory()) {
+          dirs.push(r);
+          await walk(r);
+        } else if (!st.isFile()) {
+          omitted.push({ path: r, size: 0, reason: 'not a regular file' });
+        } else if (st.size > BigInt(this.maxFileBytes)) {
+          omitted.push({ path: r, size: Number(st.size), reason: `larger than the store's limit of ${this.maxFileBytes} bytes` });
+        } else {
+          const hash = await this.putFile(abs, st, cache);
+          files.push({ path: r, hash, size: Number(st.size), mode: Number(st.mode) & 0o777 });
+        }
+      }
+    };
+    await walk('');
+    const manifest: StateManifest = {
+      format: MANIFEST_FORMAT,
+      task: meta.task,
+      parent: meta.parent,
+      step: meta.step,
+      done: meta.done,
+      metric: meta.metric,
+      files,
+      dirs,
+      links,
+      omitted,
+      undo: meta.undo,
+      steps: meta.steps,
+    };
+    return this.save(manifest);
+  }
+
+  /** Writes a manifest (its blobs must be stored already) and returns its id. */
+  async save(manifest: StateManifest): Promise<string> {
+    const json = JSON.stringify(manifest);
+    const id = sha256(json);
+    const dest = this.statePath(id);
+    if (!(await exists(dest))) {
+      await fs.mkdir(path.dirname(dest), { recursive: true });
+      const tmp = tmpName(path.dirname(dest));
+      await fs.writeFile(tmp, json);
+      await fs.rename(tmp, dest);
+    }
+    return id;
+  }
+
+  /** Finds a state by its id or a unique prefix of at least 6 characters. */
+  async resolveId(idOrPrefix: string): Promise<string> {
+    const s = String(idOrPrefix).toLowerCase();
+    if (ID.test(s)) {
+      if (await exists(this.statePath(s))) return s;
+      throw new Error(`SnapshotStore: no state ${s} in ${this.dir}`);
+    }
+    if (!/^[0-9a-f]{6,63}$/.test(s)) throw new Error(`SnapshotStore: '${idOrPrefix}' is not a state id (64 hex digits, or a prefix of at least 6)`);
+    const names = await fs.readdir(path.join(this.dir, 'states')).catch(() => [] as string[]);
+    const hits = names.filter((n) => n.startsWith(s) && n.endsWith('.json'));
+    if (hits.length === 1) return hits[0].slice(0, -'.json'.length);
+    throw new Error(`SnapshotStore: ${hits.length === 0 ? 'no state' : `${hits.length} states`} in ${this.dir} match '${idOrPrefix}'`);
+  }
+
+  async load(idOrPrefix: string): Promise<StateManifest> {
+    const id = await this.resolveId(idOrPrefix);
+    const text = await fs.readFile(this.statePath(id), 'utf8');
+    if (sha256(text) !== id) throw new Error(`SnapshotStore: state ${id} is corrupt (its content does not match its id)`);
+    const m = JSON.parse(text) as StateManifest;
+    if (m.format !== MANIFEST_FORMAT) throw new Error(`SnapshotStore: state ${id} has format '${String(m.format)}', expected '${MANIFEST_FORMAT}'`);
+    return m;
+  }
+
+  /**
+   * Rebuilds a workspace from a manifest into `target` (created; must not exist or be empty). Files are copies
+   * (reflinks where the filesystem has them), never hard links: scripts overwrite files in place.
+   */
+  async materialize(manifest: StateManifest, target: string, publicDir: string): Promise<void> {
+    await fs.mkdir(target, { recursive: true });
+    if ((await fs.readdir(target)).length > 0) throw new Error(`SnapshotStore: cannot restore into ${target}: it is not empty`);
+    for (const d of manifest.dirs) await fs.mkdir(path.join(target, d), { recursive: true });
+    for (let i = 0; i < manifest.files.length; i += COPY_BATCH) {
+      await Promise.all(
+        manifest.files.slice(i, i + COPY_BATCH).map(async (f) => {
+          const dest = path.join(target, f.path);
+          await fs.copyFile(this.blobPath(f.hash), dest, fsConstants.COPYFILE_FICLONE).catch((e: Error) => {
+            throw new Error(`SnapshotStore: cannot restore ${f.path} from blob ${f.hash}: ${e.message}`);
+          });
+          await fs.chmod(dest, f.mode);
+        }),
+      );
+    }
+    for (const l of manifest.links) {
+      await fs.symlink(l.target === PUBLIC_DATA_TARGET ? publicDir : l.target, path.join(target, l.path));
+    }
+  }
+}
