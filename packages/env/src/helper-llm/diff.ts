@@ -31,10 +31,10 @@ function lineOps(a: string[], b: string[]): Op[] {
       if (i < x.length && j < y.length && x[i] === y[j]) {
         middle.push({ kind: ' ', line: x[i++] });
         j++;
-      } else if (j < y.length && (i === x.length || lcs[i * w + j + 1] >= lcs[(i + 1) * w + j])) {
-        middle.push({ kind: '+', line: y[j++] });
-      } else {
+      } else if (i < x.length && (j === y.length || lcs[(i + 1) * w + j] >= lcs[i * w + j + 1])) {
         middle.push({ kind: '-', line: x[i++] });
+      } else {
+        middle.push({ kind: '+', line: y[j++] });
       }
     }
   }
