@@ -23,3 +23,55 @@ export {
   type AdvantageResult,
   type GroupAdvantageOptions,
 } from './ppo/advantages.js';
+// Expert collection: diverse idea seeds, the scripted and endpoint experts, the runner, exports and the states pool.
+export { tfidf, tokenize, terms, cosineSimilarity, cosineDistance, type SparseVector, type TfIdfModel } from './ideas/tfidf.js';
+export { farthestPointSampling, type FarthestPointOptions } from './ideas/fps.js';
+export { generateCandidates, type CandidateOptions, type IdeaCandidate } from './ideas/candidates.js';
+export { selectDiverse, diverseIdeas } from './ideas/diverse.js';
+export { applyIdea, applyIdeas, type EditResult, type IdeaEdits } from './ideas/edits.js';
+export type { ChatMessage, Expert, ExpertObservation, ExpertTask, ExpertTurn, SeedPlan, TrajectoryExpert } from './experts/types.js';
+export { ScriptedExpert } from './experts/scripted.js';
+export { EndpointExpert, EndpointError, chatCompletionsUrl, chatWithRetry, seedHintText, type EndpointExpertOptions } from './experts/endpoint.js';
+export { withRetry, backoffDelay, RetryableError, RetriesExhaustedError, type RetryOptions } from './experts/retry.js';
+export { formatResponse, RESPONSE_LABELS, type ResponseParts } from './experts/response.js';
+export { lineEditBetween, applyLineEdit, type LineEdit } from './experts/line-edit.js';
+export { collect, type CollectOptions, type CollectSummary, type CollectEpisode, type StartEpisode } from './collect/runner.js';
+export { readCollection, rewriteCollection, type CollectionRecord, type CollectedStep, type CollectedEnd, type ReadResult } from './collect/records.js';
+export { taskIdeas, seedPlan, mixSeed, type TaskIdeas } from './collect/seeds.js';
+export { exportShareGPT, exportSftSteps, toShareGpt, llamaFactoryDatasetInfo, type ShareGptConversation, type ShareGptTurn, type SftStepExample } from './collect/export.js';
+export { progressLine, ProgressBar, type ProgressState } from './collect/progress.js';
+export { StatesPool, PoolSampler, type PoolState, type PoolCursor, type PoolStats, type TaskStats, type SamplingMode } from './pool/states-pool.js';
+// Training config (YAML/JSON, validated, with documented defaults and presets).
+export {
+  loadTrainConfig,
+  parseTrainConfig,
+  defaultTrainConfig,
+  trainConfigReference,
+  TINY_PRESET,
+  type TrainConfig,
+  type TrainConfigInput,
+  type SftConfig,
+  type PpoConfig,
+  type CollectionConfig,
+  type EvalConfig,
+  type LoraSettings,
+  type Preset,
+} from './config/train-config.js';
+export { TrainConfigError } from './config/schema.js';
+// Metrics: JSONL, TensorBoard event files, progress bars.
+export { MetricsLogger, readMetrics, truncateMetricsAfter, METRICS_FILE, type MetricRecord } from './metrics/jsonl.js';
+export { EventFileWriter } from './metrics/tensorboard.js';
+export { ProgressBar, formatProgress, formatDuration, type ProgressOptions, type ProgressInfo } from './metrics/progress.js';
+// Atomic directory checkpoints.
+export {
+  saveCheckpoint,
+  latestCheckpoint,
+  listCheckpoints,
+  pruneCheckpoints,
+  CHECKPOINTS_DIR,
+  type SaveCheckpointOptions,
+  type LoadedCheckpoint,
+  type CheckpointData,
+  type CheckpointListing,
+  type Json,
+} from './checkpoint/checkpoint.js';

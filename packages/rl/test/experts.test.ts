@@ -80,6 +80,12 @@ describe('scripted expert', () => {
     expect(plan).toMatch(/Drop half.*\[reverted: accuracy = 0\.4 is not better than 0\.6\]/);
   });
 
+  it('runs the best version again when the last run was of a reverted edit, so the final submission is the best', async () => {
+    const { ws, actions } = await play([0, 4]);
+    expect(actions.slice(3)).toEqual(['Edit Script Lines', 'Execute Script', 'Edit Script Lines', 'Execute Script', 'Undo Edit Script', 'Execute Script', 'Final Answer']);
+    expect(ws.metric).toBeCloseTo(0.6, 10);
+  });
+
   it('keeps within the step budget and always ends with a Final Answer', async () => {
     for (const maxSteps of [1, 2, 4, 6, 9]) {
       const { actions } = await play([0, 1, 5], maxSteps);

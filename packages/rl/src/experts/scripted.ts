@@ -28,6 +28,7 @@ type Pending =
   | { kind: 'run'; idea: number; before: string }
   | { kind: 'undo'; idea: number; before: string }
   | { kind: 'restore'; text: string }
+  | { kind: 'rerun' }
   | { kind: 'final' };
 
 function oneLine(text: string, max = 160): string {
@@ -55,6 +56,8 @@ class ScriptedTrajectory implements TrajectoryExpert {
   private baseline: number | null | undefined;
   private best: number | null = null;
   private reflection = 'Nothing has been observed yet: this is the start of the task.';
+  /** The last run was of a version since reverted, so submission.csv (and the state's metric) is not the best's. */
+  private stale = false;
   /** The opening moves still to make: list the files, read the script, run the baseline. */
   private stage: 'list' | 'inspect' | 'baseline' = 'list';
 
@@ -126,12 +129,14 @@ class ScriptedTrajectory implements TrajectoryExpert {
           const was = this.best;
           this.best = last.metric;
           this.status.set(p.idea, { kind: 'kept', metric: last.metric });
+          this.stale = false;
           this.reflection = `With "${this.ideaText(p.idea)}" the score is ${this.metricName} = ${fmt(last.metric)}, better than ${was === null ? 'nothing so far' : fmt(was)}.`;
         } else {
           const why = ranOk(last)
             ? `${this.metricName} = ${fmt(last.metric)} is not better than ${this.best === null ? '?' : fmt(this.best)}`
             : `the run failed (${last.outcome ?? 'no score'}): ${oneLine(last.observation, 120)}`;
           this.status.set(p.idea, { kind: 'reverted', why });
+          this.stale = true;
           this.reflection = `"${this.ideaText(p.idea)}" did not help: ${why}.`;
           this.pending = { kind: 'undo', idea: p.idea, before: p.before };
           return;
@@ -151,6 +156,12 @@ class ScriptedTrajectory implements TrajectoryExpert {
         this.reflection = looksRejected(last)
           ? `Writing back the previous version failed too: ${oneLine(last.observation, 120)}`
           : `The previous version of ${SCRIPT} is back in place.`;
+        break;
+      case 'rerun':
+        this.stale = !ranOk(last);
+        this.reflection = ranOk(last)
+          ? `The best version ran again and its submission scores ${this.metricName} = ${fmt(last.metric)}.`
+          : `Running the best version again failed: ${oneLine(last.observation, 120)}`;
         break;
       default:
         break;
@@ -262,10 +273,10 @@ class ScriptedTrajectory implements TrajectoryExpert {
       this.pending = { kind: 'baseline' };
       return this.say(`Run the baseline ${SCRIPT} to get a score to beat.`, 'Execute Script', { script_name: SCRIPT });
     }
-    // Next idea, when the budget still allows edit, run, a possible undo and the final answer.
+    // Next idea, when the budget still allows edit, run, a possible undo and re-run, and the final answer.
     for (const i of this.ideas) {
       if (this.status.get(i)?.kind !== 'pending') continue;
-      if (left < 4) break;
+      if (left < 5) break;
       const r = applyIdea(this.current, this.task.ideas[i]);
       if (!r.ok) {
         this.status.set(i, { kind: 'skipped', why: 'it conflicts with an edit already kept' });
@@ -274,6 +285,14 @@ class ScriptedTrajectory implements TrajectoryExpert {
       this.status.set(i, { kind: 'trying' });
       this.pending = { kind: 'edit', idea: i, before: this.current, after: r.text };
       return this.editTo(r.text, `Next idea: ${this.ideaText(i)}. Edit ${SCRIPT} accordingly, then run it.`);
+    }
+    if (this.stale) {
+      this.pending = { kind: 'rerun' };
+      return this.say(
+        `The last run was of a reverted version, so submission.csv is not the best one's: run the best ${SCRIPT} again before submitting.`,
+        'Execute Script',
+        { script_name: SCRIPT },
+      );
     }
     return this.final();
   }

@@ -1,0 +1,261 @@
+// The collection runner: full expert episodes on each task, seeded with diverse ideas, every step saved as a
+// JSONL line and every state in the env's snapshot store. Restarted with the same arguments after a crash, it
+// drops the incomplete trajectories' lines and redoes only those.
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { Episode, SnapshotStore, type PreparedTask, type StepResult } from '@mlagent/env';
+import type { ChatMessage, Expert, ExpertObservation } from '../experts/types.js';
+import { ProgressBar, type ProgressState } from './progress.js';
+import { JsonlAppender, readCollection, rewriteCollection, type CollectedEnd, type CollectedStep } from './records.js';
+import { seedPlan, taskIdeas, type TaskIdeas } from './seeds.js';
+
+/** The part of the env's Episode the runner uses (tests pass fakes). */
+export interface CollectEpisode {
+  readonly maxSteps: number;
+  readonly stepIndex: number;
+  readonly done: boolean;
+  readonly currentMetric: number | null;
+  messages(): ChatMessage[];
+  prompt(): string;
+  step(response: string): Promise<StepResult>;
+  snapshot(): Promise<string>;
+  close(): Promise<void>;
+}
+
+export type StartEpisode = (task: PreparedTask, options: { store: SnapshotStore; maxSteps: number; workRoot: string }) => Promise<CollectEpisode>;
+
+export interface CollectOptions {
+  tasks: readonly PreparedTask[];
+  expert: Expert;
+  /** Trajectories per task. */
+  trajectories: number;
+  /** K: diverse candidate plans kept per task (the paper's 10). */
+  ideas: number;
+  /** Step limit per episode (default 15, the paper's expert limit). */
+  maxSteps?: number;
+  out: string;
+  /** Episodes run at once (default 1). */
+  concurrency?: number;
+  seed?: number;
+  /** Progress bar on stderr (default true). */
+  progress?: boolean;
+  /** Stops starting new trajectories once aborted; running ones finish. */
+  signal?: AbortSignal;
+  startEpisode?: StartEpisode;
+}
+
+export interface CollectSummary {
+  stepsFile: string;
+  snapshotsDir: string;
+  /** Trajectories asked for (tasks x trajectories). */
+  total: number;
+  /** Complete before this run started (resumed). */
+  alreadyDone: number;
+  /** Completed by this run. */
+  completed: number;
+  failed: { trajectory: string; error: string }[];
+  /** Lines of incomplete trajectories dropped from a previous run. */
+  droppedLines: number;
+}
+
+/** The settings a collection directory is bound to: resuming with other values would mix two collections. */
+interface CollectionManifest {
+  format: 1;
+  expert: string;
+  ideas: number;
+  maxSteps: number;
+  seed: number;
+}
+
+const defaultStart: StartEpisode = (task, o) => Episode.start(task, o);
+
+function positiveInt(name: string, v: number): number {
+  if (!Number.isInteger(v) || v < 1) throw new RangeError(`collect: ${name} must be a positive integer, got ${v}`);
+  return v;
+}
+
+function checkManifest(file: string, want: CollectionManifest): void {
+  if (existsSync(file)) {
+    const have = JSON.parse(readFileSync(file, 'utf8')) as CollectionManifest;
+    const diff = (Object.keys(want) as (keyof CollectionManifest)[]).filter((k) => have[k] !== want[k]);
+    if (diff.length > 0)
+      throw new Error(
+        `collect: ${path.dirname(file)} holds a collection made with other settings (${diff
+          .map((k) => `${k}: ${JSON.stringify(have[k])} there, ${JSON.stringify(want[k])} now`)
+          .join('; ')}); use another --out or the same settings to resume`,
+      );
+  } else writeFileSync(file, `${JSON.stringify(want, null, 2)}\n`);
+}
+
+function takeLock(file: string): () => void {
+  if (existsSync(file)) {
+    const pid = Number(readFileSync(file, 'utf8'));
+    let alive = false;
+    try {
+      process.kill(pid, 0);
+      alive = pid !== process.pid;
+    } catch {
+      alive = false;
+    }
+    if (alive) throw new Error(`collect: another collection (pid ${pid}) is writing to ${path.dirname(file)}`);
+  }
+  writeFileSync(file, String(process.pid));
+  return () => rmSync(file, { force: true });
+}
+
+function toObservation(r: StepResult): ExpertObservation {
+  return { action: r.action ?? undefined, observation: r.observation, outcome: r.outcome, metric: r.metric };
+}
+
+/** Runs (or resumes) a collection; see CollectOptions. Resolves once every trajectory is done or has failed. */
+export async function collect(options: CollectOptions): Promise<CollectSummary> {
+  const trajectories = positiveInt('trajectories', options.trajectories);
+  const k = positiveInt('ideas', options.ideas);
+  const maxSteps = positiveInt('maxSteps', options.maxSteps ?? 15);
+  const concurrency = positiveInt('concurrency', options.concurrency ?? 1);
+  const seed = options.seed ?? 0;
+  if (!Number.isInteger(seed) || seed < 0) throw new RangeError(`collect: seed must be a non-negative integer, got ${seed}`);
+  if (options.tasks.length === 0) throw new Error('collect: no tasks given');
+  const names = options.tasks.map((t) => t.spec.name);
+  const twice = names.find((n, i) => names.indexOf(n) !== i);
+  if (twice) throw new Error(`collect: task ${twice} is listed twice`);
+
+  // Ideas first: a task without usable ideas fails before any episode runs.
+  const ideasByTask = new Map<string, TaskIdeas>(options.tasks.map((t) => [t.spec.name, taskIdeas(t, k, seed)]));
+
+  const out = path.resolve(options.out);
+  mkdirSync(path.join(out, 'ideas'), { recursive: true });
+  const release = takeLock(path.join(out, '.lock'));
+  try {
+    checkManifest(path.join(out, 'collection.json'), { format: 1, expert: options.expert.name, ideas: k, maxSteps, seed });
+    for (const ti of ideasByTask.values()) writeFileSync(path.join(out, 'ideas', `${ti.task}.json`), `${JSON.stringify(ti, null, 2)}\n`);
+    const stepsFile = path.join(out, 'steps.jsonl');
+    const previous = readCollection(stepsFile);
+    if (!previous.clean) rewriteCollection(stepsFile, previous.records);
+    // Workspaces of a killed run are left over here; nothing else uses them.
+    const workRoot = path.join(out, 'work');
+    rmSync(workRoot, { recursive: true, force: true });
+    mkdirSync(workRoot, { recursive: true });
+    const snapshotsDir = path.join(out, 'snapshots');
+    const store = new SnapshotStore(snapshotsDir);
+
+    const jobs: { task: PreparedTask; index: number; id: string }[] = [];
+    for (const task of options.tasks)
+      for (let i = 0; i < trajectories; i++) {
+        const id = `${task.spec.name}/${String(i).padStart(4, '0')}`;
+        if (!previous.complete.has(id)) jobs.push({ task, index: i, id });
+      }
+    const state: ProgressState = { done: 0, total: options.tasks.length * trajectories, failed: 0, metrics: new Map(names.map((n) => [n, []])) };
+    for (const r of previous.records)
+      if (r.type === 'end' && state.metrics.has(r.task)) {
+        state.done++;
+        if (r.finalMetric !== null) state.metrics.get(r.task)!.push(r.finalMetric);
+      }
+    const alreadyDone = state.done;
+    const bar = new ProgressBar(process.stderr, options.progress ?? true);
+    bar.update(state);
+    const writer = new JsonlAppender(stepsFile);
+    const failed: CollectSummary['failed'] = [];
+    const start = options.startEpisode ?? defaultStart;
+
+    const runOne = async (job: (typeof jobs)[number]): Promise<void> => {
+      const plan = seedPlan(ideasByTask.get(job.task.spec.name)!, job.index, seed);
+      const seedIdeas = plan.candidates.map((c) => c.text);
+      const te = options.expert.begin(job.task, plan);
+      const episode = await start(job.task, { store, maxSteps, workRoot });
+      try {
+        let before = await episode.snapshot();
+        let last: ExpertObservation | undefined;
+        let best: number | null = null;
+        let finalAnswer = false;
+        while (!episode.done) {
+          const messages = episode.messages();
+          const prompt = episode.prompt();
+          const metricBefore = episode.currentMetric;
+          const response = await te.respond({ messages, last, stepsLeft: episode.maxSteps - episode.stepIndex });
+          const r = await episode.step(response);
+          const record: CollectedStep = {
+            type: 'step',
+            trajectory: job.id,
+            task: job.task.spec.name,
+            step: r.step,
+            expert: options.expert.name,
+            seedIdeas,
+            messages,
+            prompt,
+            response,
+            action: r.action,
+            actionInput: r.actionInput,
+            observation: r.observation,
+            outcome: r.outcome,
+            metric: r.metric,
+            metricBefore,
+            stateBefore: before,
+            stateAfter: r.snapshotId,
+            feedback: r.feedback,
+            durationSec: r.durationSec,
+            done: r.done,
+          };
+          writer.append(record);
+          before = r.snapshotId;
+          last = toObservation(r);
+          if (r.metric !== null && Number.isFinite(r.metric) && (best === null || (job.task.spec.metric.direction === 'maximize' ? r.metric > best : r.metric < best)))
+            best = r.metric;
+          if (r.action === 'Final Answer' && r.done) finalAnswer = true;
+        }
+        const end: CollectedEnd = {
+          type: 'end',
+          trajectory: job.id,
+          task: job.task.spec.name,
+          expert: options.expert.name,
+          steps: episode.stepIndex,
+          seedIdeas,
+          seedCandidates: plan.candidates.map((c) => c.id),
+          ideaIndices: plan.ideas,
+          finalMetric: episode.currentMetric,
+          bestMetric: best,
+          finalAnswer,
+        };
+        writer.append(end);
+        state.done++;
+        if (end.finalMetric !== null) state.metrics.get(end.task)!.push(end.finalMetric);
+      } finally {
+        await episode.close();
+      }
+    };
+
+    let next = 0;
+    const worker = async () => {
+      while (next < jobs.length && !options.signal?.aborted) {
+        const job = jobs[next++];
+        try {
+          await runOne(job);
+        } catch (e) {
+          // Its lines stay without an 'end' record: the next run drops and redoes them.
+          failed.push({ trajectory: job.id, error: (e as Error).message });
+          state.failed++;
+          process.stderr.write(`\ncollect: trajectory ${job.id} failed: ${(e as Error).message}\n`);
+        }
+        bar.update(state);
+      }
+    };
+    try {
+      await Promise.all(Array.from({ length: Math.min(concurrency, Math.max(1, jobs.length)) }, worker));
+    } finally {
+      writer.close();
+      bar.finish();
+      rmSync(workRoot, { recursive: true, force: true });
+    }
+    return {
+      stepsFile,
+      snapshotsDir,
+      total: state.total,
+      alreadyDone,
+      completed: state.done - alreadyDone,
+      failed,
+      droppedLines: previous.dropped,
+    };
+  } finally {
+    release();
+  }
+}

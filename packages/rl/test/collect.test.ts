@@ -1,0 +1,170 @@
+import { mkdtempSync, readFileSync, truncateSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parseResponse } from '@mlagent/env';
+import { collect } from '../src/collect/runner.js';
+import { exportSftSteps, exportShareGPT } from '../src/collect/export.js';
+import { readCollection, type CollectionRecord, type CollectedStep } from '../src/collect/records.js';
+import { seedPlan, taskIdeas } from '../src/collect/seeds.js';
+import { progressLine } from '../src/collect/progress.js';
+import { ScriptedExpert } from '../src/experts/scripted.js';
+import type { Expert } from '../src/experts/types.js';
+import { fakePrepared, startFake } from './fake-episode.js';
+
+const tmp = () => mkdtempSync(path.join(tmpdir(), 'rl-collect-'));
+const lines = (f: string): CollectionRecord[] => readFileSync(f, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+
+/** Checks a steps.jsonl: each trajectory once, steps 1..n contiguous, chained states, one end record. */
+function checkCollection(file: string): Map<string, CollectedStep[]> {
+  const by = new Map<string, CollectedStep[]>();
+  const ends = new Set<string>();
+  for (const r of lines(file)) {
+    if (r.type === 'end') {
+      expect(ends.has(r.trajectory), `two end records for ${r.trajectory}`).toBe(false);
+      ends.add(r.trajectory);
+      expect(by.get(r.trajectory)?.length).toBe(r.steps);
+    } else {
+      expect(ends.has(r.trajectory), `step after the end of ${r.trajectory}`).toBe(false);
+      by.set(r.trajectory, [...(by.get(r.trajectory) ?? []), r]);
+    }
+  }
+  for (const [id, steps] of by) {
+    expect(ends.has(id), `${id} has no end record`).toBe(true);
+    steps.forEach((s, i) => {
+      expect(s.step).toBe(i + 1);
+      if (i > 0) expect(s.stateBefore).toBe(steps[i - 1].stateAfter);
+    });
+  }
+  return by;
+}
+
+describe('seed plans', () => {
+  it('seeds each trajectory with 1-3 distinct selected candidates, reproducibly', () => {
+    const [task] = fakePrepared('t');
+    const ideas = taskIdeas(task, 10, 0);
+    expect(ideas.selected).toHaveLength(10);
+    expect(ideas.candidates.length).toBeGreaterThanOrEqual(100);
+    const sizes = new Set<number>();
+    for (let i = 0; i < 40; i++) {
+      const p = seedPlan(ideas, i, 0);
+      sizes.add(p.candidates.length);
+      expect(new Set(p.candidates.map((c) => c.id)).size).toBe(p.candidates.length);
+      for (const c of p.candidates) expect(ideas.selected).toContain(c);
+      expect(p.ideas).toEqual([...new Set(p.candidates.flatMap((c) => c.ideas))]);
+      expect(seedPlan(ideas, i, 0)).toEqual(p);
+    }
+    expect([...sizes].sort()).toEqual([1, 2, 3]);
+  });
+});
+
+describe('collect (fake env)', () => {
+  it('writes every step with its states, seeds and feedback, and an end record per trajectory', async () => {
+    const out = tmp();
+    const s = await collect({ tasks: fakePrepared('alpha', 'beta'), expert: new ScriptedExpert(), trajectories: 3, ideas: 5, out, concurrency: 2, progress: false, startEpisode: startFake });
+    expect(s).toMatchObject({ total: 6, alreadyDone: 0, completed: 6, failed: [], droppedLines: 0 });
+    const by = checkCollection(s.stepsFile);
+    expect(by.size).toBe(6);
+    for (const [id, steps] of by) {
+      expect(id).toMatch(/^(alpha|beta)\/000[0-2]$/);
+      expect(steps[0].stateBefore).toMatch(/^[0-9a-f]{64}$/);
+      expect(steps[0].seedIdeas.length).toBeGreaterThanOrEqual(1);
+      expect(steps.at(-1)!.action).toBe('Final Answer');
+      for (const st of steps) {
+        expect(parseResponse(st.response).ok).toBe(true);
+        expect(st.messages[0].role).toBe('system');
+        expect(st.prompt.length).toBeGreaterThan(0);
+        expect(st.feedback).toHaveProperty('formatValid', true);
+      }
+    }
+    const ends = lines(s.stepsFile).filter((r) => r.type === 'end');
+    expect(ends.every((e) => e.type === 'end' && e.finalAnswer && e.finalMetric !== null && e.finalMetric >= 0.5 && e.finalMetric === e.bestMetric)).toBe(true);
+    expect(JSON.parse(readFileSync(path.join(out, 'ideas', 'alpha.json'), 'utf8')).selected).toHaveLength(5);
+    // Running again with the same arguments finds everything done.
+    const again = await collect({ tasks: fakePrepared('alpha', 'beta'), expert: new ScriptedExpert(), trajectories: 3, ideas: 5, out, progress: false, startEpisode: startFake });
+    expect(again).toMatchObject({ alreadyDone: 6, completed: 0 });
+    expect(lines(s.stepsFile)).toHaveLength(lines(again.stepsFile).length);
+  });
+
+  it('resumes after a crash mid-trajectory and a cut-off line without duplicates, same result as one run', async () => {
+    const tasks = fakePrepared('gamma');
+    const clean = await collect({ tasks, expert: new ScriptedExpert(), trajectories: 4, ideas: 4, out: tmp(), progress: false, startEpisode: startFake });
+    const out = tmp();
+    // An expert that dies on the 3rd response of trajectory 2 (the process "crashes" there).
+    let calls = 0;
+    const crashing: Expert = {
+      name: 'scripted',
+      begin: (task, seed) => {
+        const te = new ScriptedExpert().begin(task, seed);
+        const isVictim = JSON.stringify(seed) === JSON.stringify(seedPlan(taskIdeas(task, 4, 0), 2, 0));
+        return { respond: async (t) => { if (isVictim && ++calls === 3) throw new Error('simulated crash'); return te.respond(t); } };
+      },
+    };
+    const first = await collect({ tasks, expert: crashing, trajectories: 4, ideas: 4, out, progress: false, startEpisode: startFake });
+    expect(first.failed).toEqual([{ trajectory: 'gamma/0002', error: 'simulated crash' }]);
+    const file = first.stepsFile;
+    // Also cut the file in the middle of its last line, as a kill -9 during a write would.
+    truncateSync(file, statSync(file).size - 7);
+    expect(readCollection(file).clean).toBe(false);
+    const second = await collect({ tasks, expert: new ScriptedExpert(), trajectories: 4, ideas: 4, out, progress: false, startEpisode: startFake });
+    expect(second.failed).toEqual([]);
+    expect(second.droppedLines).toBeGreaterThanOrEqual(3); // 2 steps of gamma/0002 + the cut-off end record
+    expect(second.alreadyDone + second.completed).toBe(4);
+    const by = checkCollection(file);
+    expect([...by.keys()].sort()).toEqual(['gamma/0000', 'gamma/0001', 'gamma/0002', 'gamma/0003']);
+    const strip = (rs: CollectionRecord[]) => rs.map((r) => JSON.stringify({ ...r, ...(r.type === 'step' ? { durationSec: 0 } : {}) })).sort();
+    expect(strip(lines(file))).toEqual(strip(lines(clean.stepsFile)));
+  });
+
+  it('refuses to resume with other settings, bad arguments and tasks without ideas', async () => {
+    const out = tmp();
+    const tasks = fakePrepared('delta');
+    await collect({ tasks, expert: new ScriptedExpert(), trajectories: 1, ideas: 3, out, progress: false, startEpisode: startFake });
+    await expect(collect({ tasks, expert: new ScriptedExpert(), trajectories: 1, ideas: 4, out, progress: false, startEpisode: startFake })).rejects.toThrow(
+      /other settings \(ideas: 3 there, 4 now\)/,
+    );
+    await expect(collect({ tasks, expert: new ScriptedExpert(), trajectories: 0, ideas: 3, out: tmp(), startEpisode: startFake })).rejects.toThrow(/trajectories must be a positive integer/);
+    await expect(collect({ tasks: [...tasks, ...tasks], expert: new ScriptedExpert(), trajectories: 1, ideas: 3, out: tmp(), startEpisode: startFake })).rejects.toThrow(/listed twice/);
+    const [bare] = fakePrepared('bare');
+    (bare as { ideas: unknown[] }).ideas = [];
+    await expect(collect({ tasks: [bare], expert: new ScriptedExpert(), trajectories: 1, ideas: 3, out: tmp(), startEpisode: startFake })).rejects.toThrow(/task bare has no ideas/);
+  });
+
+  it('exports ShareGPT conversations LLaMA-Factory reads and per-step SFT pairs', async () => {
+    const out = tmp();
+    const s = await collect({ tasks: fakePrepared('eps'), expert: new ScriptedExpert(), trajectories: 2, ideas: 3, out, progress: false, startEpisode: startFake });
+    const by = checkCollection(s.stepsFile);
+    const n = exportShareGPT(s.stepsFile, path.join(out, 'sft.jsonl'));
+    expect(n).toBe(2);
+    const convs = readFileSync(path.join(out, 'sft.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    for (const c of convs) {
+      expect(c.system).toBe('fake system');
+      expect(c.conversations[0]).toEqual({ from: 'human', value: 'task eps' });
+      c.conversations.forEach((t: { from: string }, i: number) => expect(t.from).toBe(i % 2 === 0 ? 'human' : 'gpt'));
+      expect(c.conversations.at(-1).from).toBe('gpt');
+      expect(c.conversations[2].value).toMatch(/^Observation:\n/);
+    }
+    const steps = [...by.values()][0];
+    const conv = convs.find((c) => c.conversations[1].value === steps[0].response)!;
+    expect(conv.conversations.filter((t: { from: string }) => t.from === 'gpt').map((t: { value: string }) => t.value)).toEqual(steps.map((x) => x.response));
+    const info = JSON.parse(readFileSync(path.join(out, 'dataset_info.json'), 'utf8'));
+    expect(info.sft).toMatchObject({ file_name: 'sft.jsonl', formatting: 'sharegpt', columns: { messages: 'conversations', system: 'system' } });
+    expect(exportShareGPT(s.stepsFile, path.join(out, 'arr.json'))).toBe(2);
+    expect(JSON.parse(readFileSync(path.join(out, 'arr.json'), 'utf8'))).toHaveLength(2);
+    expect(Object.keys(JSON.parse(readFileSync(path.join(out, 'dataset_info.json'), 'utf8')))).toEqual(['sft', 'arr']);
+    const total = [...by.values()].reduce((a, b) => a + b.length, 0);
+    expect(exportSftSteps(s.stepsFile, path.join(out, 'steps-sft.jsonl'))).toBe(total);
+    const ex = JSON.parse(readFileSync(path.join(out, 'steps-sft.jsonl'), 'utf8').split('\n')[1]);
+    expect(ex.messages.at(-1)).toEqual({ role: 'assistant', content: ex.response });
+    expect(ex.messages.slice(0, -1)).toEqual(by.get(ex.trajectory)![ex.step - 1].messages);
+    expect(() => exportShareGPT(path.join(out, 'nope.jsonl'), path.join(out, 'x.jsonl'))).toThrow(/no collection/);
+    writeFileSync(path.join(out, 'dataset_info.json'), '{oops');
+    expect(() => exportShareGPT(s.stepsFile, path.join(out, 'y.jsonl'))).toThrow(/dataset_info.json: it is not valid JSON/);
+    expect(existsSync(path.join(out, 'work'))).toBe(false);
+  });
+
+  it('draws a progress line with the done count and each task\'s mean metric', () => {
+    const line = progressLine({ done: 3, total: 6, failed: 1, metrics: new Map([['a', [0.5, 0.7]], ['b', []]]) }, 10);
+    expect(line).toBe('[#####.....] 3/6 trajectories, 1 failed | mean metric: a 0.6000, b -');
+  });
+});

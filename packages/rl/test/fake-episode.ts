@@ -1,0 +1,60 @@
+// A fake Episode over FakeWorkspace with the env's message layout, for runner tests that need no Python.
+import { createHash } from 'node:crypto';
+import type { PreparedTask, StepResult } from '@mlagent/env';
+import type { CollectEpisode, StartEpisode } from '../src/collect/runner.js';
+import type { ChatMessage } from '../src/experts/types.js';
+import { FakeWorkspace, fakeTask } from './fake-task.js';
+
+export class FakeEpisode implements CollectEpisode {
+  private ws = new FakeWorkspace();
+  private history: { response: string; observation: string }[] = [];
+  private metric: number | null = 0.5;
+  done = false;
+  constructor(
+    readonly task: string,
+    readonly maxSteps: number,
+  ) {}
+  get stepIndex(): number {
+    return this.history.length;
+  }
+  get currentMetric(): number | null {
+    return this.metric;
+  }
+  messages(): ChatMessage[] {
+    const m: ChatMessage[] = [{ role: 'system', content: 'fake system' }, { role: 'user', content: `task ${this.task}` }];
+    for (const h of this.history.slice(-5)) m.push({ role: 'assistant', content: h.response }, { role: 'user', content: `Observation:\n${h.observation}` });
+    return m;
+  }
+  prompt(): string {
+    return this.messages().map((m) => m.content).join('\n\n');
+  }
+  async snapshot(): Promise<string> {
+    return createHash('sha256').update(JSON.stringify([this.task, this.ws.script, this.history])).digest('hex');
+  }
+  async step(response: string): Promise<StepResult> {
+    const o = this.ws.step(response);
+    this.history.push({ response, observation: o.observation });
+    if (o.metric != null) this.metric = o.metric;
+    this.done = o.done || this.history.length >= this.maxSteps;
+    return {
+      step: this.history.length,
+      action: o.action ?? null,
+      actionInput: null,
+      observation: o.observation,
+      outcome: (o.outcome ?? (o.action ? 'none' : 'parse-error')) as StepResult['outcome'],
+      metric: o.metric ?? null,
+      feedback: { formatValid: o.action !== undefined, isEdit: false },
+      snapshotId: await this.snapshot(),
+      durationSec: 0,
+      done: this.done,
+    };
+  }
+  async close(): Promise<void> {}
+}
+
+export const startFake: StartEpisode = async (task, o) => new FakeEpisode(task.spec.name, o.maxSteps);
+
+/** Fake tasks typed as the env's PreparedTask (the runner only reads spec, envDir and ideas from them). */
+export function fakePrepared(...names: string[]): PreparedTask[] {
+  return names.map((n) => fakeTask(n) as unknown as PreparedTask);
+}
