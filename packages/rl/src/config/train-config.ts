@@ -1,0 +1,300 @@
+import { readFileSync } from 'node:fs';
+import { extname } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { TrainConfigError, isPlainObject, readSection, sectionTable, type Field, type Section } from './schema.js';
+
+/**
+ * The training config: one file (YAML or JSON) with sections for each stage. Defaults follow verl's PPO trainer
+ * (clip 0.2, dual clip 3, value clip 0.5, KL 0.001, actor lr 1e-6, critic lr 1e-5, entropy 0, grad clip 1.0);
+ * `preset: tiny` overrides what a randomly initialised tiny model on a CPU needs (see TINY_PRESET).
+ */
+
+export type Preset = 'default' | 'tiny';
+
+export interface LoraSettings {
+  rank: number;
+  alpha: number;
+  dropout: number;
+  targets: string[];
+}
+
+export interface SftConfig {
+  epochs: number;
+  lr: number;
+  warmupRatio: number;
+  minLrRatio: number;
+  batchSize: number;
+  gradAccum: number;
+  maxSeqLen: number;
+  evalFraction: number;
+  weightDecay: number;
+  gradClip: number;
+  template: 'ml-agent' | 'hf';
+  lengthBucketing: boolean;
+}
+
+export interface PpoConfig {
+  iterations: number;
+  rollout: 'step' | 'episode';
+  statesPerIteration: number;
+  samplesPerState: number;
+  epochs: number;
+  minibatchSize: number;
+  actorLr: number;
+  criticLr: number;
+  weightDecay: number;
+  gradClip: number;
+  advantage: 'gae' | 'grpo' | 'rloo';
+  normalizeAdvantages: boolean;
+  skipZeroVarianceGroups: boolean;
+  clipRatio: number;
+  dualClip: number | null;
+  valueClip: number | null;
+  valueCoef: number;
+  klMode: 'loss' | 'reward' | 'none';
+  klEstimator: 'k1' | 'k3';
+  klCoef: number;
+  entropyCoef: number;
+  lossAggregation: 'token-mean' | 'seq-mean-token-mean';
+  criticWarmupIterations: number;
+  temperature: number;
+  topP: number;
+  maxNewTokens: number;
+  envConcurrency: number;
+  episodeMaxSteps: number;
+  checkpointEvery: number;
+  keepCheckpoints: number;
+}
+
+export interface CollectionConfig {
+  tasks: string[] | string;
+  expert: string;
+  trajectories: number;
+  candidateIdeas: number;
+  ideas: number;
+  maxSteps: number;
+  concurrency: number;
+}
+
+export interface EvalConfig {
+  tasks: string[] | string;
+  trajectories: number;
+  maxSteps: number;
+  timeBudget: number;
+  temperature: number;
+}
+
+export interface TrainConfig {
+  preset: Preset;
+  seed: number;
+  model: string | null;
+  lora: LoraSettings;
+  sft: SftConfig;
+  ppo: PpoConfig;
+  collection: CollectionConfig;
+  eval: EvalConfig;
+}
+
+type SectionOf<T> = { [K in keyof T]: Field };
+
+const TASK_GROUPS = ['held-in', 'held-out', 'all'] as const;
+
+export const LORA_SECTION: SectionOf<LoraSettings> = {
+  rank: { kind: 'number', int: true, min: 1, default: 8, doc: 'LoRA rank r.' },
+  alpha: { kind: 'number', gt: 0, default: 16, doc: 'LoRA alpha; the update is scaled by alpha / rank.' },
+  dropout: { kind: 'number', min: 0, lt: 1, default: 0.05, doc: 'Dropout on the LoRA input during training.' },
+  targets: {
+    kind: 'strings',
+    default: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+    doc: 'Projections that get adapters (PEFT target_modules).',
+  },
+};
+
+export const SFT_SECTION: SectionOf<SftConfig> = {
+  epochs: { kind: 'number', int: true, min: 1, default: 3, doc: 'Passes over the training split; a checkpoint after each.' },
+  lr: { kind: 'number', gt: 0, default: 1e-4, doc: 'Peak learning rate (LoRA).' },
+  warmupRatio: { kind: 'number', min: 0, lt: 1, default: 0.03, doc: 'Fraction of optimizer steps of linear warmup before the cosine decay.' },
+  minLrRatio: { kind: 'number', min: 0, max: 1, default: 0, doc: 'The cosine decays to lr · minLrRatio.' },
+  batchSize: { kind: 'number', int: true, min: 1, default: 4, doc: 'Sequences per micro-batch.' },
+  gradAccum: { kind: 'number', int: true, min: 1, default: 4, doc: 'Micro-batches per optimizer step.' },
+  maxSeqLen: { kind: 'number', int: true, min: 8, default: 4096, doc: 'Longer examples are truncated from the end of the response (and counted).' },
+  evalFraction: { kind: 'number', min: 0, lt: 1, default: 0.05, doc: 'Held-out fraction of the data for eval loss.' },
+  weightDecay: { kind: 'number', min: 0, default: 0, doc: 'AdamW weight decay.' },
+  gradClip: { kind: 'number', gt: 0, default: 1.0, doc: 'Global gradient-norm clip.' },
+  template: { kind: 'enum', values: ['ml-agent', 'hf'], default: 'ml-agent', doc: "Chat template: the ML-Agent SFT template or the model's own." },
+  lengthBucketing: { kind: 'boolean', default: true, doc: 'Batch examples of similar length together (less padding).' },
+};
+
+export const PPO_SECTION: SectionOf<PpoConfig> = {
+  iterations: { kind: 'number', int: true, min: 1, default: 100, doc: 'RL iterations (sample states, act, score, update).' },
+  rollout: { kind: 'enum', values: ['step', 'episode'], default: 'step', doc: "'step': one action from pooled states (ML-Agent); 'episode': full multi-step rollouts (baseline)." },
+  statesPerIteration: { kind: 'number', int: true, min: 1, default: 32, doc: 'States B sampled from the pool per iteration.' },
+  samplesPerState: { kind: 'number', int: true, min: 1, default: 4, doc: 'Actions n sampled per state.' },
+  epochs: { kind: 'number', int: true, min: 1, default: 1, doc: 'Passes over each iteration’s samples (PPO epochs).' },
+  minibatchSize: { kind: 'number', int: true, min: 1, default: 16, doc: 'Samples per optimizer step.' },
+  actorLr: { kind: 'number', gt: 0, default: 1e-6, doc: 'Policy (LoRA) learning rate.' },
+  criticLr: { kind: 'number', gt: 0, default: 1e-5, doc: 'Value-head learning rate.' },
+  weightDecay: { kind: 'number', min: 0, default: 0.01, doc: 'AdamW weight decay.' },
+  gradClip: { kind: 'number', gt: 0, default: 1.0, doc: 'Global gradient-norm clip.' },
+  advantage: { kind: 'enum', values: ['gae', 'grpo', 'rloo'], default: 'gae', doc: "'gae': r − V(s) with the critic; 'grpo' / 'rloo': critic-free, over the n samples of a state." },
+  normalizeAdvantages: { kind: 'boolean', default: true, doc: 'Whiten GAE advantages over the batch.' },
+  skipZeroVarianceGroups: { kind: 'boolean', default: false, doc: 'GRPO/RLOO: drop states whose n rewards are all equal (they are always reported).' },
+  clipRatio: { kind: 'number', gt: 0, lt: 1, default: 0.2, doc: 'PPO ratio clip ε.' },
+  dualClip: { kind: 'number', gt: 1, nullable: true, default: 3, doc: 'Dual-clip bound c for negative advantages; null disables.' },
+  valueClip: { kind: 'number', gt: 0, nullable: true, default: 0.5, doc: 'Value clipping around the old values; null disables.' },
+  valueCoef: { kind: 'number', min: 0, default: 1, doc: 'Weight of the value loss (which already has the ½).' },
+  klMode: { kind: 'enum', values: ['loss', 'reward', 'none'], default: 'loss', doc: 'KL to the reference policy (LoRA off) as a loss term, subtracted from the reward, or off.' },
+  klEstimator: { kind: 'enum', values: ['k1', 'k3'], default: 'k3', doc: 'KL estimator: k1 = log ratio, k3 = low-variance non-negative.' },
+  klCoef: { kind: 'number', min: 0, default: 0.001, doc: 'KL coefficient β.' },
+  entropyCoef: { kind: 'number', min: 0, default: 0, doc: 'Entropy bonus coefficient.' },
+  lossAggregation: { kind: 'enum', values: ['token-mean', 'seq-mean-token-mean'], default: 'token-mean', doc: 'How per-token losses are averaged.' },
+  criticWarmupIterations: { kind: 'number', int: true, min: 0, default: 0, doc: 'Iterations that train only the critic.' },
+  temperature: { kind: 'number', gt: 0, default: 1.0, doc: 'Sampling temperature of the actions.' },
+  topP: { kind: 'number', gt: 0, max: 1, default: 1.0, doc: 'Nucleus sampling of the actions.' },
+  maxNewTokens: { kind: 'number', int: true, min: 1, default: 1024, doc: 'Longest action response.' },
+  envConcurrency: { kind: 'number', int: true, min: 1, default: 8, doc: 'Actions executed in the environment at once.' },
+  episodeMaxSteps: { kind: 'number', int: true, min: 1, default: 10, doc: "Steps per episode when rollout = 'episode'." },
+  checkpointEvery: { kind: 'number', int: true, min: 1, default: 5, doc: 'Iterations between checkpoints.' },
+  keepCheckpoints: { kind: 'number', int: true, min: 1, default: 3, doc: 'Most recent checkpoints kept.' },
+};
+
+export const COLLECTION_SECTION: SectionOf<CollectionConfig> = {
+  tasks: { kind: 'strings', groups: TASK_GROUPS, default: 'held-in', doc: 'Tasks to collect expert trajectories on.' },
+  expert: { kind: 'string', default: 'scripted', doc: "'scripted' or the URL of an OpenAI-compatible endpoint." },
+  trajectories: { kind: 'number', int: true, min: 1, default: 8, doc: 'Expert trajectories per task.' },
+  candidateIdeas: { kind: 'number', int: true, min: 1, default: 100, doc: 'Candidate improvement ideas generated per task.' },
+  ideas: { kind: 'number', int: true, min: 1, default: 10, doc: 'Most diverse ideas kept per task (K).' },
+  maxSteps: { kind: 'number', int: true, min: 1, default: 10, doc: 'Steps per expert trajectory.' },
+  concurrency: { kind: 'number', int: true, min: 1, default: 4, doc: 'Trajectories run at once.' },
+};
+
+export const EVAL_SECTION: SectionOf<EvalConfig> = {
+  tasks: { kind: 'strings', groups: TASK_GROUPS, default: ['held-in', 'held-out'], doc: 'Task groups or names to evaluate on.' },
+  trajectories: { kind: 'number', int: true, min: 1, default: 8, doc: 'Trajectories per task (average and best are reported).' },
+  maxSteps: { kind: 'number', int: true, min: 1, default: 10, doc: 'Steps per evaluation episode.' },
+  timeBudget: { kind: 'number', gt: 0, default: 3600, doc: 'Seconds per episode.' },
+  temperature: { kind: 'number', gt: 0, default: 0.7, doc: 'Sampling temperature during evaluation.' },
+};
+
+export const TOP_SECTION: Section = {
+  preset: { kind: 'enum', values: ['default', 'tiny'], default: 'default', doc: 'Overrides applied on top of the defaults, before this file.' },
+  seed: { kind: 'number', int: true, min: 0, default: 0, doc: 'Seed of every random choice (data order, sampling, dropout).' },
+  model: { kind: 'string', nullable: true, default: null, doc: 'Model directory (Hugging Face layout); the CLI may give it instead.' },
+};
+
+const SECTIONS = { lora: LORA_SECTION, sft: SFT_SECTION, ppo: PPO_SECTION, collection: COLLECTION_SECTION, eval: EVAL_SECTION } as const;
+
+/** A config with every field optional, as written in a file or passed as overrides. */
+export type TrainConfigInput = Partial<Pick<TrainConfig, 'preset' | 'seed' | 'model'>> & {
+  [S in keyof typeof SECTIONS]?: Partial<TrainConfig[S]>;
+};
+
+/** What `preset: tiny` changes: a randomly initialised tiny model learns in minutes on a 2-core CPU only with
+ * far larger learning rates and far smaller batches and sequences than a 7B model. */
+export const TINY_PRESET: TrainConfigInput = {
+  lora: { rank: 8, alpha: 16, dropout: 0 },
+  sft: { epochs: 3, lr: 2e-3, warmupRatio: 0.1, batchSize: 4, gradAccum: 1, maxSeqLen: 512, evalFraction: 0.1 },
+  ppo: {
+    iterations: 20,
+    statesPerIteration: 4,
+    samplesPerState: 4,
+    minibatchSize: 8,
+    actorLr: 1e-4,
+    criticLr: 1e-3,
+    maxNewTokens: 128,
+    envConcurrency: 2,
+    episodeMaxSteps: 4,
+    checkpointEvery: 2,
+  },
+  collection: { trajectories: 2, candidateIdeas: 100, ideas: 4, maxSteps: 4, concurrency: 1 },
+  eval: { trajectories: 2, maxSteps: 4, timeBudget: 600 },
+};
+
+const PRESETS: Record<Preset, TrainConfigInput> = { default: {}, tiny: TINY_PRESET };
+
+/**
+ * Validates a config object (from a file) on top of the defaults and the preset it names; `overrides` (from the
+ * CLI) win over the file. Every problem is reported at once, each naming its field.
+ */
+export function parseTrainConfig(raw: unknown, options: { source?: string; overrides?: TrainConfigInput } = {}): TrainConfig {
+  const problems: string[] = [];
+  const file = raw === undefined || raw === null ? {} : raw;
+  if (!isPlainObject(file)) throw new TrainConfigError([`the top level must be a mapping of sections, got ${Array.isArray(file) ? 'a list' : typeof file}`], options.source);
+  const layers = [file, options.overrides ?? {}];
+  const known = [...Object.keys(TOP_SECTION), ...Object.keys(SECTIONS)];
+  for (const key of Object.keys(file)) if (!known.includes(key)) problems.push(`${key}: unknown top-level key (known: ${known.join(', ')})`);
+  const top = Object.fromEntries(Object.entries(file).filter(([k]) => k in TOP_SECTION));
+  const config: Record<string, unknown> = readSection(TOP_SECTION, { ...top, ...pickTop(options.overrides) }, 'config', problems);
+  const preset = PRESETS[config.preset as Preset] ?? {};
+  for (const [name, section] of Object.entries(SECTIONS)) {
+    const fromPreset = (preset as Record<string, object | undefined>)[name];
+    const merged = { ...fromPreset };
+    for (const layer of layers) {
+      const value = (layer as Record<string, unknown>)[name];
+      if (value === undefined || value === null) continue;
+      if (!isPlainObject(value)) {
+        problems.push(`${name}: must be a mapping of fields, got ${Array.isArray(value) ? 'a list' : typeof value}`);
+        continue;
+      }
+      Object.assign(merged, value);
+    }
+    config[name] = readSection(section, merged, name, problems);
+  }
+  if (problems.length === 0) problems.push(...crossFieldProblems(config as unknown as TrainConfig));
+  if (problems.length > 0) throw new TrainConfigError(problems.map((p) => p.replace(/^config\./, '')), options.source);
+  return config as unknown as TrainConfig;
+}
+
+/** Reads a .yaml/.yml/.json config file and validates it. */
+export function loadTrainConfig(path: string, overrides?: TrainConfigInput): TrainConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new TrainConfigError([`cannot read the file: ${(e as Error).message}`], path);
+  }
+  const ext = extname(path).toLowerCase();
+  let raw: unknown;
+  try {
+    if (ext === '.json') raw = JSON.parse(text);
+    else if (ext === '.yaml' || ext === '.yml') raw = parseYaml(text);
+    else throw new Error(`unknown extension '${ext}': use .yaml, .yml or .json`);
+  } catch (e) {
+    throw new TrainConfigError([`cannot parse: ${(e as Error).message}`], path);
+  }
+  return parseTrainConfig(raw, { source: path, overrides });
+}
+
+/** The defaults (with a preset applied). */
+export function defaultTrainConfig(preset: Preset = 'default'): TrainConfig {
+  return parseTrainConfig({ preset });
+}
+
+/** Markdown reference of every field, its default, accepted values and meaning (the README embeds it). */
+export function trainConfigReference(): string {
+  const parts = [sectionTable(TOP_SECTION, 'config').replace(/`config\./g, '`')];
+  for (const [name, section] of Object.entries(SECTIONS)) parts.push(sectionTable(section, name));
+  return parts.join('\n\n');
+}
+
+function pickTop(overrides: TrainConfigInput | undefined): Record<string, unknown> {
+  if (!overrides) return {};
+  const out: Record<string, unknown> = {};
+  for (const k of ['preset', 'seed', 'model'] as const) if (overrides[k] !== undefined) out[k] = overrides[k];
+  return out;
+}
+
+function crossFieldProblems(c: TrainConfig): string[] {
+  const problems: string[] = [];
+  const samples = c.ppo.statesPerIteration * c.ppo.samplesPerState;
+  if (c.ppo.minibatchSize > samples) {
+    problems.push(`ppo.minibatchSize: ${c.ppo.minibatchSize} is more than the ${samples} samples of an iteration (statesPerIteration × samplesPerState)`);
+  }
+  if (c.ppo.advantage !== 'gae' && c.ppo.samplesPerState < 2) {
+    problems.push(`ppo.samplesPerState: ${c.ppo.advantage} needs at least 2 samples per state, got ${c.ppo.samplesPerState}`);
+  }
+  if (c.ppo.advantage === 'gae' && c.ppo.normalizeAdvantages && samples < 2) {
+    problems.push('ppo.normalizeAdvantages: needs at least 2 samples per iteration (statesPerIteration × samplesPerState)');
+  }
+  return problems;
+}

@@ -1,0 +1,118 @@
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { EventFileWriter } from './tensorboard.js';
+
+/** One line of metrics.jsonl: the step, the wall time in seconds, an optional task tag, and named scalars. */
+export interface MetricRecord {
+  step: number;
+  time: number;
+  task?: string;
+  values: Record<string, number>;
+}
+
+export const METRICS_FILE = 'metrics.jsonl';
+
+/**
+ * Logs scalars to `<runDir>/metrics.jsonl` (one JSON object per line: {step, time, task?, ...scalars}) and, unless
+ * disabled, to a TensorBoard event file in `<runDir>/tb` (tag `name` or `name/task`). Lines are appended and written
+ * through at once, so a kill loses at most the line being written; that torn line is cut off when the log reopens.
+ */
+export class MetricsLogger {
+  readonly path: string;
+  private fd: number;
+  private tb: EventFileWriter | null;
+
+  constructor(runDir: string, options: { tensorboard?: boolean } = {}) {
+    mkdirSync(runDir, { recursive: true });
+    this.path = join(runDir, METRICS_FILE);
+    dropTornLastLine(this.path);
+    this.fd = openSync(this.path, 'a');
+    this.tb = options.tensorboard === false ? null : new EventFileWriter(join(runDir, 'tb'));
+  }
+
+  log(step: number, values: Record<string, number>, options: { task?: string; time?: number } = {}): void {
+    if (!Number.isInteger(step) || step < 0) throw new Error(`MetricsLogger.log: step must be a non-negative integer, got ${step}`);
+    const time = options.time ?? Date.now() / 1000;
+    const line: Record<string, unknown> = { step, time };
+    if (options.task !== undefined) line.task = options.task;
+    for (const [name, v] of Object.entries(values)) {
+      if (name === 'step' || name === 'time' || name === 'task') throw new Error(`MetricsLogger.log: '${name}' is reserved and cannot name a metric`);
+      line[name] = Number.isFinite(v) ? v : null; // JSON has no NaN; null reads back as "no value"
+    }
+    writeSync(this.fd, JSON.stringify(line) + '\n');
+    if (this.tb) {
+      const suffix = options.task !== undefined ? `/${options.task}` : '';
+      this.tb.addScalars(step, Object.fromEntries(Object.entries(values).map(([k, v]) => [k + suffix, v])), time);
+    }
+  }
+
+  close(): void {
+    fsyncSync(this.fd);
+    closeSync(this.fd);
+    this.tb?.close();
+  }
+}
+
+/**
+ * Reads metrics.jsonl. A torn last line (a kill mid-write) is ignored; any other bad line is an error naming it.
+ * Lines of the same step and task are merged into one record; where both hold a metric (a resumed run redoing a
+ * step), the later line wins.
+ */
+export function readMetrics(path: string): MetricRecord[] {
+  const text = readFileSync(path, 'utf8');
+  const lines = text.split('\n');
+  const torn = !text.endsWith('\n');
+  const byKey = new Map<string, MetricRecord>();
+  lines.forEach((line, i) => {
+    if (line.trim() === '') return;
+    let obj: unknown;
+    try {
+      obj = JSON.parse(line);
+    } catch (e) {
+      if (torn && i === lines.length - 1) return;
+      throw new Error(`${path}:${i + 1}: not JSON (${(e as Error).message})`);
+    }
+    const rec = toRecord(obj, `${path}:${i + 1}`);
+    const key = `${rec.step}\u0000${rec.task ?? ''}`;
+    const previous = byKey.get(key);
+    byKey.set(key, previous ? { ...rec, values: { ...previous.values, ...rec.values } } : rec);
+  });
+  return [...byKey.values()].sort((a, b) => a.step - b.step);
+}
+
+/** On resume from a checkpoint at `step`: drops the lines of later steps, which the resumed run will log again. */
+export function truncateMetricsAfter(path: string, step: number): void {
+  if (!existsSync(path)) return;
+  const kept = readFileSync(path, 'utf8')
+    .split('\n')
+    .filter((line) => {
+      if (line.trim() === '') return false;
+      try {
+        return (JSON.parse(line) as { step: number }).step <= step;
+      } catch {
+        return false; // a torn line
+      }
+    });
+  const tmp = `${path}.tmp`;
+  writeFileSync(tmp, kept.map((l) => l + '\n').join(''));
+  renameSync(tmp, path);
+}
+
+function toRecord(obj: unknown, where: string): MetricRecord {
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) throw new Error(`${where}: a metrics line must be a JSON object`);
+  const { step, time, task, ...rest } = obj as Record<string, unknown>;
+  if (typeof step !== 'number' || !Number.isInteger(step)) throw new Error(`${where}: 'step' must be an integer`);
+  const values: Record<string, number> = {};
+  for (const [k, v] of Object.entries(rest)) {
+    if (typeof v === 'number') values[k] = v;
+    else if (v !== null) throw new Error(`${where}: metric '${k}' must be a number or null, got ${JSON.stringify(v)}`);
+  }
+  return { step, time: typeof time === 'number' ? time : 0, ...(typeof task === 'string' ? { task } : {}), values };
+}
+
+function dropTornLastLine(path: string): void {
+  if (!existsSync(path)) return;
+  const bytes = readFileSync(path);
+  if (bytes.length === 0 || bytes[bytes.length - 1] === 0x0a) return;
+  truncateSync(path, bytes.lastIndexOf(0x0a) + 1);
+}
