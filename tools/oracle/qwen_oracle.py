@@ -13,11 +13,24 @@ Follows the semantics of Hugging Face transformers' modeling_qwen2.py / modeling
 It reads config.json and model.safetensors (or shards through model.safetensors.index.json) with its own tiny
 safetensors parser, so it does not depend on the code under test.
 
+LoRA (PEFT semantics): an adapted linear layer computes x @ W.T (+ b) + (lora_alpha / r) * (x @ A.T) @ B.T, with A
+[r, in] and B [out, r] read from a PEFT adapter directory (adapter_config.json + adapter_model.safetensors, tensor
+names base_model.model.model.layers.{i}.{self_attn|mlp}.{module}.lora_{A|B}.weight). Gradients come from torch
+autograd in float64, with each sequence run on its own (no padding), so padding logic is checked too.
+
 Usage:
   qwen_oracle.py MODEL_DIR IDS_JSON [--out PATH]
 IDS_JSON is a list of equal-length id lists, e.g. '[[1,2,3],[4,5,6]]'. Without --out, prints
 {"shape": [B, T, V], "logits": [[[...]]]} as JSON. With --out, writes the logits as raw little-endian float64
 to PATH and prints only {"shape": [B, T, V]}.
+
+  qwen_oracle.py --train SPEC_JSON
+SPEC_JSON names a file holding {"model": DIR, "adapter": DIR or null, "seqs": [[ids]], "dLogprob": [[..]],
+"dEntropy": [[..]], "temperature": 1.0, "value": {"dir": DIR, "dValue": [[..]]} (optional)}. Per-token lists have
+each sequence's length; index 0 of dLogprob/dEntropy is ignored. Prints JSON: "logprobs", "entropies" (index 0 is
+0), "grads" {PEFT tensor name: flat list} of L = sum(dLogprob*logprob) + sum(dEntropy*entropy), and with "value",
+"values" and "valueGrads" (the value adapter's PEFT names plus v_head.weight, v_head.bias) of sum(dValue*value),
+where value = v_head.weight @ final_norm(h) + v_head.bias and DIR also holds value_head.safetensors.
 """
 import json
 import math
@@ -79,7 +92,25 @@ def rotate_half(x):
     return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
 
 
-def forward(cfg, w, ids):
+def load_adapter(adapter_dir):
+    """PEFT adapter: {'model.layers.{i}.{parent}.{module}': (A, B)} as float64 leaves requiring grad, and the scale."""
+    with open(os.path.join(adapter_dir, 'adapter_config.json')) as f:
+        acfg = json.load(f)
+    tensors = read_safetensors(os.path.join(adapter_dir, 'adapter_model.safetensors'))
+    prefix = 'base_model.model.'
+    lora = {}
+    for name, t in tensors.items():
+        if not name.startswith(prefix) or not (name.endswith('.lora_A.weight') or name.endswith('.lora_B.weight')):
+            raise SystemExit(f'{adapter_dir}: unexpected adapter tensor {name}')
+        module = name[len(prefix):-len('.lora_A.weight')]
+        which = 0 if name.endswith('.lora_A.weight') else 1
+        pair = lora.setdefault(module, [None, None])
+        pair[which] = t.clone().requires_grad_(True)
+    return lora, acfg['lora_alpha'] / acfg['r']
+
+
+def hidden(cfg, w, ids, lora=None, scale=1.0):
+    """Final-norm hidden states [T, H] of one sequence, with LoRA (lora dict from load_adapter) when given."""
     arch = (cfg.get('architectures') or [None])[0]
     if arch not in ('Qwen2ForCausalLM', 'Qwen3ForCausalLM'):
         raise SystemExit(f'unsupported architecture {arch}')
@@ -92,7 +123,7 @@ def forward(cfg, w, ids):
     theta = cfg.get('rope_theta', 10000.0)
     # HF: Qwen2 always has q/k/v biases; Qwen3 has them only with attention_bias (default false).
     has_bias = bool(cfg.get('attention_bias', False)) if qwen3 else True
-    tied = cfg.get('tie_word_embeddings', False)
+    lora = lora or {}
 
     ids_t = torch.tensor(ids, dtype=torch.long)
     B, T = ids_t.shape
@@ -109,6 +140,9 @@ def forward(cfg, w, ids):
         y = x @ w[name + '.weight'].T
         if bias:
             y = y + w[name + '.bias']
+        if name in lora:
+            a, b = lora[name]
+            y = y + scale * ((x @ a.T) @ b.T)
         return y
 
     for l in range(cfg['num_hidden_layers']):
@@ -136,13 +170,78 @@ def forward(cfg, w, ids):
         u = lin(x, f'{p}.mlp.up_proj')
         h = h + lin(torch.nn.functional.silu(g) * u, f'{p}.mlp.down_proj')
 
-    h = rms_norm(h, w['model.norm.weight'], eps)
-    head = w['model.embed_tokens.weight'] if tied or 'lm_head.weight' not in w else w['lm_head.weight']
-    return h @ head.T
+    return rms_norm(h, w['model.norm.weight'], eps)
+
+
+def lm_head(cfg, w):
+    tied = cfg.get('tie_word_embeddings', False)
+    return w['model.embed_tokens.weight'] if tied or 'lm_head.weight' not in w else w['lm_head.weight']
+
+
+def forward(cfg, w, ids):
+    return hidden(cfg, w, ids) @ lm_head(cfg, w).T
+
+
+def flat_grads(lora, prefix='base_model.model.'):
+    out = {}
+    for module, (a, b) in lora.items():
+        for which, t in (('A', a), ('B', b)):
+            out[f'{prefix}{module}.lora_{which}.weight'] = (t.grad if t.grad is not None else torch.zeros_like(t)).flatten().tolist()
+    return out
+
+
+def train(spec_path):
+    with open(spec_path) as f:
+        spec = json.load(f)
+    model_dir = spec['model']
+    with open(os.path.join(model_dir, 'config.json')) as f:
+        cfg = json.load(f)
+    w = load_weights(model_dir)
+    head = lm_head(cfg, w)
+    tau = float(spec.get('temperature', 1.0))
+    lora, scale = load_adapter(spec['adapter']) if spec.get('adapter') else ({}, 1.0)
+    result = {'logprobs': [], 'entropies': []}
+    loss = torch.zeros((), dtype=DT)
+    for b, ids in enumerate(spec['seqs']):
+        logp = torch.log_softmax((hidden(cfg, w, [ids], lora, scale)[0] @ head.T) / tau, dim=-1)  # [T, V]
+        tgt = torch.tensor(ids[1:], dtype=torch.long)
+        lp = logp[:-1].gather(1, tgt[:, None])[:, 0]  # logprob of token t+1, t = 0..T-2
+        ent = -(logp[:-1].exp() * logp[:-1]).sum(-1)
+        c = torch.tensor(spec['dLogprob'][b][1:], dtype=DT)
+        e = torch.tensor(spec['dEntropy'][b][1:], dtype=DT)
+        loss = loss + (c * lp).sum() + (e * ent).sum()
+        result['logprobs'].append([0.0] + lp.tolist())
+        result['entropies'].append([0.0] + ent.tolist())
+    if lora:
+        loss.backward()
+    result['grads'] = flat_grads(lora)
+    if spec.get('value'):
+        vspec = spec['value']
+        vlora, vscale = load_adapter(vspec['dir'])
+        vh = read_safetensors(os.path.join(vspec['dir'], 'value_head.safetensors'))
+        vw = vh['v_head.weight'].clone().requires_grad_(True)
+        vb = vh['v_head.bias'].clone().requires_grad_(True)
+        vloss = torch.zeros((), dtype=DT)
+        values = []
+        for b, ids in enumerate(spec['seqs']):
+            v = hidden(cfg, w, [ids], vlora, vscale)[0] @ vw.T + vb  # [T, 1]
+            vloss = vloss + (torch.tensor(vspec['dValue'][b], dtype=DT) * v[:, 0]).sum()
+            values.append(v[:, 0].tolist())
+        vloss.backward()
+        g = flat_grads(vlora)
+        g['v_head.weight'] = vw.grad.flatten().tolist()
+        g['v_head.bias'] = vb.grad.flatten().tolist()
+        result['values'] = values
+        result['valueGrads'] = g
+    print(json.dumps(result))
 
 
 def main():
     args = sys.argv[1:]
+    if args[:1] == ['--train']:
+        if len(args) != 2:
+            raise SystemExit(__doc__)
+        return train(args[1])
     out = None
     if '--out' in args:
         i = args.index('--out')

@@ -1,4 +1,4 @@
-// Loading, the forward pass and KV-cache generation are in place; training follows (issue 3).
+// Loading, the forward pass, KV-cache generation and LoRA training (train/, lora/).
 export {
   SafetensorsFile,
   Checkpoint,
@@ -40,3 +40,28 @@ export {
 export { createOpenAIServer, type OpenAIServer, type OpenAIServerOptions } from './serve/server.js';
 export { OpenAIService, type OpenAIServiceOptions, type ChoiceDelta } from './serve/service.js';
 export { OpenAIError } from './serve/errors.js';
+export { LORA_MODULES, LoraError, checkLoraConfig, moduleShape, peftTensorName, type LoraConfig, type LoraModule } from './lora/config.js';
+export { LoraAdapter, type LoraSlot, type LoraCreateOptions } from './lora/adapter.js';
+export { TrunkPass, type TrunkOptions } from './train/trunk.js';
+export { padBatch, type PaddedBatch } from './train/batch.js';
+export {
+  policyForward,
+  maskedNllBackward,
+  PolicyPass,
+  type PolicyForwardOptions,
+  type PolicyGrads,
+  type MaskedNllOptions,
+} from './train/policy.js';
+export { ValueHead, ValuePass, valueForward } from './train/value.js';
+export { TrainOptimizer, type Trainable, type TrainOptimizerOptions } from './train/optimizer.js';
+export {
+  saveAdapter,
+  loadAdapter,
+  readPeftConfig,
+  peftConfig,
+  ADAPTER_CONFIG,
+  ADAPTER_WEIGHTS,
+  type SaveAdapterOptions,
+} from './lora/peft.js';
+export { mergeAdapter } from './lora/merge.js';
+export { saveValueHead, loadValueHead, VALUE_HEAD_FILE } from './train/value-io.js';

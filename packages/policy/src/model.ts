@@ -13,6 +13,9 @@ import {
 } from '@mlagent/core-kernels';
 import { expectedShapes, layerTensorNames, loadQwenConfig, type QwenConfig } from './config.js';
 import { Checkpoint, CheckpointError, type SafetensorsDType } from './safetensors.js';
+import type { LoraAdapter } from './lora/adapter.js';
+import type { LoraModule } from './lora/config.js';
+import { linearForward } from './lora/linear.js';
 
 export interface QwenLoadOptions {
   /** dtype of the matrices on the GPU (default f32). Norm weights and biases are always f32. */
@@ -89,10 +92,15 @@ function validateCheckpoint(ck: Checkpoint, cfg: QwenConfig, dir: string): void 
 
 /**
  * Qwen2 / Qwen3 causal LM on the GPU: weights loaded tensor by tensor from a Hugging Face checkpoint, forward
- * pass built from core-kernels ops. Inference only for now (no LoRA); KV-cache generation is in generate.ts.
+ * pass built from core-kernels ops; KV-cache generation is in generate.ts, LoRA training in train/.
  */
 export class QwenModel {
   private disposed = false;
+  /**
+   * LoRA adapter applied by `forward`, `layer` and so `generate` (no dropout); null runs the bare base. Training
+   * passes its adapter per call instead (see `policyForward`).
+   */
+  adapter: LoraAdapter | null = null;
 
   private constructor(
     readonly gpu: Gpu,
@@ -218,9 +226,9 @@ export class QwenModel {
     const [B, T] = h.shape;
     return gpu.scope(() => {
       const x = rmsnorm(gpu, h, L.inputNorm, { eps }).y;
-      let q = matmul(gpu, x, L.q, { transB: true, bias: L.qBias }).reshape([B, T, nh, D]);
-      let k = matmul(gpu, x, L.k, { transB: true, bias: L.kBias }).reshape([B, T, nkv, D]);
-      const v = matmul(gpu, x, L.v, { transB: true, bias: L.vBias }).reshape([B, T, nkv, D]);
+      let q = this.linear(L, 'q_proj', x, L.q, L.qBias).reshape([B, T, nh, D]);
+      let k = this.linear(L, 'k_proj', x, L.k, L.kBias).reshape([B, T, nkv, D]);
+      const v = this.linear(L, 'v_proj', x, L.v, L.vBias).reshape([B, T, nkv, D]);
       if (L.qNorm && L.kNorm) {
         q = rmsnorm(gpu, q, L.qNorm, { eps }).y;
         k = rmsnorm(gpu, k, L.kNorm, { eps }).y;
@@ -228,13 +236,22 @@ export class QwenModel {
       q = rope(gpu, q, { theta, positions: rotary.positions, out: q });
       k = rope(gpu, k, { theta, positions: rotary.positions, out: k });
       const a = attend(q as Tensor<'f32'>, k as Tensor<'f32'>, v as Tensor<'f32'>).reshape([B, T, nh * D]);
-      const h1 = add(gpu, h, matmul(gpu, a, L.o, { transB: true }));
+      const h1 = add(gpu, h, this.linear(L, 'o_proj', a, L.o));
       const x2 = rmsnorm(gpu, h1, L.postNorm, { eps }).y;
-      const gate = matmul(gpu, x2, L.gate, { transB: true });
-      const up = matmul(gpu, x2, L.up, { transB: true });
-      const mlp = matmul(gpu, swiglu(gpu, gate, up), L.down, { transB: true });
+      const gate = this.linear(L, 'gate_proj', x2, L.gate);
+      const up = this.linear(L, 'up_proj', x2, L.up);
+      const mlp = this.linear(L, 'down_proj', swiglu(gpu, gate, up), L.down);
       return add(gpu, h1, mlp);
     });
+  }
+
+  /** x [..., in] through a frozen linear layer, plus the active adapter's update when it adapts this module. */
+  private linear(L: QwenLayerWeights, m: LoraModule, x: Tensor, W: Tensor, bias?: Tensor): Tensor {
+    const [outF, inF] = W.shape;
+    if (this.adapter && this.adapter.model !== this) throw new Error('QwenModel: model.adapter was made for a different model');
+    const slot = this.adapter?.slot(this.weights.layers.indexOf(L), m);
+    const lora = slot && { slot, scale: this.adapter!.scale, dropout: 0, seed: 0 };
+    return linearForward(this.gpu, x.reshape([x.size / inF, inF]), W, bias, lora).y.reshape([...x.shape.slice(0, -1), outF]);
   }
 
   /** Final norm and LM head: hidden states [..., H] to f32 logits [..., V]. */

@@ -1,0 +1,149 @@
+import { headBackward, headForward, type Gpu, type Tensor } from '@mlagent/core-kernels';
+import type { QwenModel } from '../model.js';
+import { padBatch, rowsToTokens, tokensToRows, type PaddedBatch } from './batch.js';
+import { TrunkPass, type TrunkOptions } from './trunk.js';
+
+export interface PolicyForwardOptions extends TrunkOptions {
+  /** Divides the logits before the softmax, as in sampling (default 1). */
+  temperature?: number;
+}
+
+/** Per-token coefficients of the loss L = Σ dLogprob[b][t]·logprob[b][t] + dEntropy[b][t]·entropy[b][t]. */
+export interface PolicyGrads {
+  /** One array per sequence, of its length; index 0 is ignored (token 0 has no logprob). */
+  dLogprob?: readonly ArrayLike<number>[];
+  /** Same layout as dLogprob. */
+  dEntropy?: readonly ArrayLike<number>[];
+}
+
+/**
+ * One forward pass of the policy over a batch of variable-length sequences, with the per-token results read back
+ * and (unless `grad: false`) what backward needs kept on the GPU until `backward` or `dispose`.
+ */
+export class PolicyPass {
+  private disposed = false;
+
+  constructor(
+    private readonly trunk: TrunkPass,
+    private readonly batch: PaddedBatch,
+    private readonly targets: Tensor<'i32'>,
+    private readonly saved: { lse: Tensor<'f32'>; entropy: Tensor<'f32'> },
+    private readonly temperature: number,
+    /** logprobs[b][t] = log p(ids[b][t] | ids[b][<t]) under softmax(logits / temperature); [b][0] = 0. */
+    readonly logprobs: Float32Array[],
+    /** entropies[b][t] = entropy of the distribution that token t was drawn from; [b][0] = 0. */
+    readonly entropies: Float32Array[],
+  ) {}
+
+  /**
+   * Backward of Σ dLogprob·logprob + dEntropy·entropy: adds the gradients into the adapter's grad tensors
+   * (call `adapter.zeroGrad()` between optimizer steps; several backward calls accumulate). Frees the pass.
+   */
+  backward(grads: PolicyGrads): void {
+    if (this.disposed) throw new Error('PolicyPass.backward: the pass was disposed or already backpropagated');
+    if (!grads.dLogprob && !grads.dEntropy) throw new Error('PolicyPass.backward: give dLogprob and/or dEntropy');
+    const gpu: Gpu = this.trunk.gpu;
+    const b = this.batch;
+    const op = 'PolicyPass.backward';
+    const dLogprob = grads.dLogprob && tokensToRows(op, 'dLogprob', b, grads.dLogprob);
+    const dEntropy = grads.dEntropy && tokensToRows(op, 'dEntropy', b, grads.dEntropy);
+    try {
+      this.trunk.backwardFrom(() => {
+        const n = b.B * b.T;
+        return headBackward(
+          gpu,
+          this.trunk.hn,
+          this.trunk.model.weights.lmHead,
+          this.targets,
+          this.saved,
+          {
+            dLogprob: dLogprob && gpu.tensor([n], 'f32', dLogprob, op),
+            dEntropy: dEntropy && gpu.tensor([n], 'f32', dEntropy, op),
+          },
+          { temperature: this.temperature },
+        );
+      });
+    } finally {
+      this.dispose();
+    }
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.trunk.dispose();
+    for (const t of [this.targets, this.saved.lse, this.saved.entropy]) t.dispose();
+  }
+}
+
+/**
+ * Runs the policy (base + `opts.adapter`, or the bare base as the reference policy) over `seqs` and reads back
+ * per-token logprobs and entropies. Sequences may differ in length (right-padded internally).
+ */
+export async function policyForward(model: QwenModel, seqs: readonly (readonly number[])[], opts: PolicyForwardOptions = {}): Promise<PolicyPass> {
+  const temperature = opts.temperature ?? 1;
+  if (!(temperature > 0) || !Number.isFinite(temperature)) throw new Error(`policyForward: temperature must be > 0, got ${temperature}`);
+  const batch = padBatch('policyForward', model.config, seqs);
+  const gpu = model.gpu;
+  const trunk = new TrunkPass(model, batch, opts);
+  let pass: PolicyPass | undefined;
+  const targets = gpu.keep(gpu.tensor([batch.B * batch.T], 'i32', batch.targets, 'policy targets'));
+  const fwd = headForward(gpu, trunk.hn, model.weights.lmHead, targets, { temperature });
+  for (const t of [fwd.loss, fwd.count, fwd.logprob, fwd.entropy, fwd.lse]) gpu.keep(t);
+  try {
+    const [lp, ent] = await Promise.all([fwd.logprob.read(), fwd.entropy.read()]);
+    pass = new PolicyPass(trunk, batch, targets, { lse: fwd.lse, entropy: fwd.entropy }, temperature, rowsToTokens(batch, lp), rowsToTokens(batch, ent));
+    return pass;
+  } finally {
+    fwd.loss.dispose();
+    fwd.count.dispose();
+    fwd.logprob.dispose();
+    if (!pass) {
+      trunk.dispose();
+      for (const t of [targets, fwd.lse, fwd.entropy]) t.dispose();
+    } else if (opts.grad === false) {
+      pass.dispose();
+    }
+  }
+}
+
+export interface MaskedNllOptions extends PolicyForwardOptions {
+  /**
+   * Divides the summed NLL (default: the number of masked tokens in this call). With gradient accumulation over
+   * micro-batches, pass the token count of the whole batch so the micro-batches add up to one mean.
+   */
+  normalizer?: number;
+}
+
+/**
+ * SFT step on one (micro-)batch: loss = −Σ mask·logprob / normalizer, where mask[b][t] = 1 marks token t as a
+ * target (index 0 ignored). Runs forward and backward (gradients added into the adapter's); returns the loss and
+ * the number of masked tokens.
+ */
+export async function maskedNllBackward(
+  model: QwenModel,
+  seqs: readonly (readonly number[])[],
+  masks: readonly ArrayLike<number>[],
+  opts: MaskedNllOptions = {},
+): Promise<{ loss: number; tokens: number }> {
+  if (!Array.isArray(masks) || masks.length !== seqs.length) throw new Error(`maskedNllBackward: needs one mask per sequence (${seqs.length})`);
+  let tokens = 0;
+  masks.forEach((m, b) => {
+    if (!m || m.length !== seqs[b].length) throw new Error(`maskedNllBackward: mask ${b} has ${m?.length} values; sequence ${b} has ${seqs[b].length} tokens`);
+    for (let t = 1; t < m.length; t++) tokens += m[t];
+  });
+  const norm = opts.normalizer ?? tokens;
+  if (!(norm > 0)) throw new Error(`maskedNllBackward: normalizer must be > 0 (no masked tokens?), got ${norm}`);
+  const pass = await policyForward(model, seqs, { ...opts, grad: true });
+  let loss = 0;
+  const dLogprob = masks.map((m, b) => {
+    const d = new Float32Array(m.length);
+    for (let t = 1; t < m.length; t++) {
+      d[t] = -m[t] / norm;
+      loss -= (m[t] * pass.logprobs[b][t]) / norm;
+    }
+    return d;
+  });
+  pass.backward({ dLogprob });
+  return { loss, tokens };
+}

@@ -1,0 +1,88 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Gpu, SeededRng } from '@mlagent/core-kernels';
+import {
+  LORA_MODULES,
+  LoraAdapter,
+  QwenModel,
+  ValueHead,
+  policyForward,
+  saveAdapter,
+  saveValueHead,
+  valueForward,
+} from '../src/index.js';
+import { writeModel } from './fixtures.js';
+import { assertTorch, maxAbsDiff, oracleTrain, randomCoefs, randomSeqs, randomizeB, relErr } from './lora-oracle.js';
+
+let gpu: Gpu;
+const dirs: string[] = [];
+
+beforeAll(async () => {
+  gpu = await Gpu.create();
+});
+
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+describe('PyTorch oracle for LoRA', () => {
+  it('is runnable: /usr/bin/python3 imports torch', () => assertTorch());
+});
+
+describe('LoRA logprobs, entropies and gradients against the float64 PyTorch oracle', () => {
+  for (const [arch, dtype, seed] of [
+    ['qwen2', 'F32', 21],
+    ['qwen3', 'F32', 22],
+    ['qwen2', 'BF16', 23],
+    ['qwen3', 'BF16', 24],
+  ] as const) {
+    it(`${arch} ${dtype}: policy adapter on all modules and a value head, variable-length batch`, async () => {
+      const dir = writeModel(arch, seed, dtype);
+      const work = mkdtempSync(join(tmpdir(), 'mlagent-lora-'));
+      dirs.push(dir, work);
+      const model = await QwenModel.load(gpu, dir);
+      const rng = new SeededRng(seed);
+      const adapter = LoraAdapter.create(model, { r: 4, alpha: 8, targetModules: LORA_MODULES }, { seed });
+      randomizeB(adapter, rng);
+      const head = ValueHead.create(model, { r: 2, alpha: 4, targetModules: ['q_proj', 'v_proj', 'down_proj'] }, { seed: seed + 1 });
+      randomizeB(head.adapter, rng);
+      const adapterDir = join(work, 'policy');
+      const valueDir = join(work, 'value');
+      await saveAdapter(adapter, adapterDir);
+      await saveValueHead(head, valueDir);
+
+      const seqs = randomSeqs(rng, [9, 4, 7]);
+      const dLogprob = randomCoefs(rng, seqs);
+      const dEntropy = randomCoefs(rng, seqs, 0.5);
+      const dValue = randomCoefs(rng, seqs);
+      const ref = oracleTrain(work, { model: dir, adapter: adapterDir, seqs, dLogprob, dEntropy, value: { dir: valueDir, dValue } });
+
+      const pass = await policyForward(model, seqs, { adapter });
+      expect(maxAbsDiff(pass.logprobs, ref.logprobs)).toBeLessThan(1e-3);
+      expect(maxAbsDiff(pass.entropies, ref.entropies)).toBeLessThan(1e-3);
+      pass.backward({ dLogprob, dEntropy });
+      const names = adapter.paramNames();
+      const grads = adapter.grads();
+      expect(names.length).toBe(2 * 2 * LORA_MODULES.length);
+      for (let i = 0; i < names.length; i++) {
+        const g = await grads[i].read();
+        expect(ref.grads[names[i]], names[i]).toBeDefined();
+        expect(relErr(g, ref.grads[names[i]]), names[i]).toBeLessThan(1e-3);
+      }
+
+      const vpass = await valueForward(model, head, seqs);
+      expect(maxAbsDiff(vpass.values, ref.values!, false)).toBeLessThan(1e-3);
+      vpass.backward(dValue);
+      const vnames = [...head.adapter.paramNames(), 'v_head.weight', 'v_head.bias'];
+      const vgrads = head.grads();
+      for (let i = 0; i < vnames.length; i++) {
+        expect(relErr(await vgrads[i].read(), ref.valueGrads![vnames[i]]), vnames[i]).toBeLessThan(1e-3);
+      }
+      adapter.dispose();
+      head.dispose();
+      model.dispose();
+    });
+  }
+});
