@@ -1,5 +1,6 @@
 import { bench, benchUsage } from './bench.js';
 import { doctor, doctorUsage } from './doctor.js';
+import { envCommand, envUsage } from './env.js';
 import { initModelCommand, initModelUsage } from './init-model.js';
 
 /** One `mlagent <name>` subcommand: its usage text (first line = synopsis) and its entry point. */
@@ -13,4 +14,5 @@ export const COMMANDS: Record<string, Command> = {
   doctor: { usage: doctorUsage, run: doctor },
   bench: { usage: benchUsage, run: bench },
   'init-model': { usage: initModelUsage, run: initModelCommand },
+  env: { usage: envUsage, run: envCommand },
 };

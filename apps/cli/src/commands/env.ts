@@ -1,0 +1,166 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { Episode, mlagentHome, prepareTask, SnapshotStore, type EpisodeOptions, type PreparedTask, type StepResult } from '@mlagent/env';
+import { UsageError, parse } from '../args.js';
+
+export const envUsage = `mlagent env run|shell --task NAME|DIR [options]
+  run   --responses FILE.jsonl [--json]: plays the responses (one {"response": "..."} per line) and prints each step
+  shell: type responses yourself (an empty line sends one; ":prompt", ":state", ":quit") and read the observations
+  --state ID           start from a saved state (id or unique prefix) instead of the task's initial state
+  --store DIR          snapshot store (default $MLAGENT_HOME/states)
+  --max-steps N        step limit (default 15)
+  --helper-url URL --helper-model NAME   OpenAI-compatible helper model (key from $MLAGENT_HELPER_API_KEY);
+                       without one, Understand File / the AI edits are off and Reflection echoes`;
+
+const OPTIONS = {
+  task: { type: 'string' },
+  responses: { type: 'string' },
+  state: { type: 'string' },
+  store: { type: 'string' },
+  'max-steps': { type: 'string' },
+  'helper-url': { type: 'string' },
+  'helper-model': { type: 'string' },
+  json: { type: 'boolean', default: false },
+} as const;
+
+type Values = ReturnType<typeof parse<typeof OPTIONS>>['values'];
+
+function episodeOptions(v: Values): EpisodeOptions & { fromSnapshot?: string } {
+  let maxSteps: number | undefined;
+  if (v['max-steps'] !== undefined) {
+    maxSteps = Number(v['max-steps']);
+    if (!Number.isInteger(maxSteps) || maxSteps < 1) throw new UsageError(`env: --max-steps must be a positive integer, got '${v['max-steps']}'`);
+  }
+  if (Boolean(v['helper-url']) !== Boolean(v['helper-model'])) throw new UsageError('env: --helper-url and --helper-model go together');
+  const helperLlm = v['helper-url'] ? { baseUrl: v['helper-url'], model: v['helper-model']!, apiKey: process.env.MLAGENT_HELPER_API_KEY } : null;
+  return {
+    store: new SnapshotStore(v.store ?? path.join(mlagentHome(), 'states')),
+    helperLlm,
+    maxSteps,
+    fromSnapshot: v.state,
+  };
+}
+
+/** Prepares the task and starts the episode; a bad task or state is the user's input, so a usage error. */
+async function startEpisode(v: Values, opts: EpisodeOptions & { fromSnapshot?: string }): Promise<Episode> {
+  let task: PreparedTask;
+  try {
+    task = await prepareTask(v.task!, { onProgress: (line) => process.stderr.write(`${line}\n`) });
+  } catch (e) {
+    throw new UsageError(`env: cannot load task '${v.task}': ${(e as Error).message}`);
+  }
+  try {
+    return await Episode.start(task, opts);
+  } catch (e) {
+    throw new UsageError(`env: cannot start an episode of '${task.spec.name}': ${(e as Error).message}`);
+  }
+}
+
+/** Reads a JSONL file of {"response": string} lines (blank lines skipped), naming the first bad line. */
+function readResponses(file: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new UsageError(`env run: cannot read --responses ${file}: ${(e as Error).message}`);
+  }
+  const out: string[] = [];
+  text.split('\n').forEach((line, i) => {
+    if (line.trim() === '') return;
+    let obj: unknown;
+    try {
+      obj = JSON.parse(line);
+    } catch (e) {
+      throw new UsageError(`env run: ${file} line ${i + 1} is not JSON: ${(e as Error).message}`);
+    }
+    const response = (obj as { response?: unknown } | null)?.response;
+    if (typeof response !== 'string') throw new UsageError(`env run: ${file} line ${i + 1} must be {"response": "<model text>"}`);
+    out.push(response);
+  });
+  return out;
+}
+
+function stepJson(r: StepResult): string {
+  const { step, action, observation, outcome, metric, feedback, snapshotId } = r;
+  return JSON.stringify({ step, action, observation, outcome, metric, feedback, snapshotId });
+}
+
+function stepText(r: StepResult): string {
+  const metric = r.metric === null ? '' : `, metric ${r.metric}`;
+  return `--- step ${r.step}: ${r.action ?? '(no valid action)'} -> ${r.outcome}${metric}${r.done ? ' (episode done)' : ''}\n${r.observation}\n`;
+}
+
+async function run(v: Values): Promise<void> {
+  if (!v.responses) throw new UsageError(`env run: --responses FILE.jsonl is required\n${envUsage}`);
+  const responses = readResponses(v.responses);
+  const opts = episodeOptions(v);
+  const ep = await startEpisode(v, opts);
+  try {
+    for (const response of responses) {
+      if (ep.done) {
+        process.stderr.write(`env run: the episode ended; ${responses.length - ep.stepIndex} responses left unplayed\n`);
+        break;
+      }
+      const r = await ep.step(response);
+      process.stdout.write(v.json ? `${stepJson(r)}\n` : stepText(r));
+    }
+    process.stderr.write(`final state: ${await ep.snapshot()} (store ${opts.store.dir})\n`);
+  } finally {
+    await ep.close();
+  }
+}
+
+/** `Action Name {json}` on one line is short for the Action / Action Input fields. */
+function expandShorthand(text: string): string {
+  if (/^\s*[*#_ ]*action\s*:/im.test(text)) return text;
+  const m = /^\s*([A-Za-z][A-Za-z ()]*?)\s*(\{[\s\S]*\})\s*$/.exec(text);
+  return m ? `Action: ${m[1]}\nAction Input: ${m[2]}` : text;
+}
+
+async function shell(v: Values): Promise<void> {
+  const opts = episodeOptions(v);
+  const ep = await startEpisode(v, opts);
+  const out = (s: string) => process.stdout.write(s);
+  out(`${ep.messages()[1].content}\n\nType a response (fields, or "List Files {"dir_path": "."}"); an empty line sends it. :prompt, :state, :quit.\n`);
+  const rl = createInterface({ input: process.stdin, terminal: false });
+  let buffer: string[] = [];
+  try {
+    for await (const line of rl) {
+      const cmd = line.trim();
+      if (buffer.length === 0 && cmd.startsWith(':')) {
+        if (cmd === ':quit') break;
+        else if (cmd === ':prompt') out(`${ep.prompt()}\n`);
+        else if (cmd === ':state') out(`state ${await ep.snapshot()}, step ${ep.stepIndex}, metric ${ep.currentMetric}\n`);
+        else out(`unknown command ${cmd} (:prompt, :state, :quit)\n`);
+        continue;
+      }
+      if (cmd !== '') {
+        buffer.push(line);
+        continue;
+      }
+      if (buffer.length === 0) continue;
+      const r = await ep.step(expandShorthand(buffer.join('\n')));
+      buffer = [];
+      out(v.json ? `${stepJson(r)}\n` : stepText(r));
+      if (ep.done) break;
+    }
+    if (buffer.length > 0 && !ep.done) {
+      const r = await ep.step(expandShorthand(buffer.join('\n')));
+      out(v.json ? `${stepJson(r)}\n` : stepText(r));
+    }
+    out(`final state: ${await ep.snapshot()}\n`);
+  } finally {
+    rl.close();
+    await ep.close();
+  }
+}
+
+export async function envCommand(argv: string[]): Promise<void> {
+  const [sub, ...rest] = argv;
+  if (sub !== 'run' && sub !== 'shell') throw new UsageError(`env: expected 'run' or 'shell', got ${sub === undefined ? 'nothing' : `'${sub}'`}\n${envUsage}`);
+  const { values } = parse(`env ${sub}`, rest, OPTIONS);
+  if (!values.task) throw new UsageError(`env ${sub}: --task NAME|DIR is required\n${envUsage}`);
+  if (sub === 'run') await run(values);
+  else await shell(values);
+}
