@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { existsSync, lstatSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -126,6 +127,17 @@ describe('Episode actions', () => {
       expect(r.outcome, `${action} ${JSON.stringify(input)}`).toBe('action-error');
       expect(r.observation).toMatch(/^EnvError: /);
       expect(r.observation).toMatch(re);
+    }
+    // A FIFO would block a host-side read forever.
+    execFileSync('mkfifo', [path.join(ep.workspace, 'pipe.py')]);
+    for (const [action, input] of [
+      ['Read File', { file_name: 'pipe.py' }],
+      ['Inspect Script Lines', { script_name: 'pipe.py', start_line_number: 1, end_line_number: 2 }],
+      ['Edit Script Lines', { script_name: 'pipe.py', start_line_number: 1, end_line_number: 0, new_content: 'x' }],
+      ['Copy File', { source: 'pipe.py', destination: 'p2.py' }],
+    ] as const) {
+      const r = await ep.step(respond(action, input));
+      expect(r.observation, action).toMatch(/^EnvError: .*"pipe.py" is not a regular file/);
     }
     expect(readFileSync(secret, 'utf8')).toBe('id,y\n0,1\n1,1\n2,1\n3,1\n');
     expect(lstatSync(path.join(ep.workspace, 'leak.csv')).isSymbolicLink()).toBe(true);

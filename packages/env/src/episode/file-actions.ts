@@ -34,6 +34,8 @@ export async function readText(ctx: FileContext, raw: unknown, argName: string):
   const { rel, abs } = await resolveForRead(ctx.roots, raw, argName);
   const st = await fs.stat(abs);
   if (st.isDirectory()) throw new EnvError(`${argName} "${rel}" is a directory, not a file`);
+  // A FIFO or device planted by a script would block the read forever.
+  if (!st.isFile()) throw new EnvError(`${argName} "${rel}" is not a regular file`);
   const buf = await fs.readFile(abs);
   if (buf.subarray(0, 8000).includes(0)) throw new EnvError(`${argName} "${rel}" is a binary file and cannot be shown as text`);
   return { rel, text: buf.toString('utf8') };
@@ -69,7 +71,7 @@ export function editObservation(rel: string, before: string, after: string): str
 
 export async function copyFile(ctx: FileContext, source: unknown, destination: unknown): Promise<string> {
   const src = await resolveForRead(ctx.roots, source, 'source');
-  if ((await fs.stat(src.abs)).isDirectory()) throw new EnvError(`source "${src.rel}" is a directory; only files can be copied`);
+  if (!(await fs.stat(src.abs)).isFile()) throw new EnvError(`source "${src.rel}" is not a regular file; only files can be copied`);
   const { rel } = await saveEdit(ctx, destination, 'destination', await fs.readFile(src.abs));
   return `File ${src.rel} copied to ${rel}.`;
 }

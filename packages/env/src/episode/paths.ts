@@ -79,6 +79,9 @@ export async function resolveForWrite(roots: WorkspaceRoots, raw: unknown, argNa
     if (real === null || !inside(real, roots.workspace) || inside(real, roots.publicDir)) {
       throw new EnvError(`${argName} "${rel}" is a symbolic link that points outside the workspace`);
     }
+    if (!(await fs.stat(real)).isFile()) throw new EnvError(`${argName} "${rel}" links to something that is not a regular file`);
+  } else if (st && !st.isFile()) {
+    throw new EnvError(`${argName} "${rel}" is not a regular file`);
   }
   let ancestor = path.dirname(abs);
   while (!(await fs.lstat(ancestor).catch(() => null))) ancestor = path.dirname(ancestor);
