@@ -40,6 +40,8 @@ export {
 export { createOpenAIServer, type OpenAIServer, type OpenAIServerOptions } from './serve/server.js';
 export { OpenAIService, type OpenAIServiceOptions, type ChoiceDelta } from './serve/service.js';
 export { OpenAIError } from './serve/errors.js';
+export { StopTextStream } from './serve/text-stream.js';
+export { defaultStopTokenIds } from './serve/stop-tokens.js';
 export { LORA_MODULES, LoraError, checkLoraConfig, moduleShape, peftTensorName, type LoraConfig, type LoraModule } from './lora/config.js';
 export { LoraAdapter, type LoraSlot, type LoraCreateOptions } from './lora/adapter.js';
 export { TrunkPass, type TrunkOptions } from './train/trunk.js';

@@ -5,6 +5,7 @@ import type { QwenModel } from '../model.js';
 import type { ChatTemplateName, QwenTokenizer } from '../tokenizer.js';
 import { badParam } from './errors.js';
 import { parseChatRequest, parseCompletionRequest, type SamplingParams } from './requests.js';
+import { defaultStopTokenIds } from './stop-tokens.js';
 import { StopTextStream } from './text-stream.js';
 
 export interface OpenAIServiceOptions {
@@ -59,9 +60,7 @@ export class OpenAIService {
     readonly options: OpenAIServiceOptions = {},
   ) {
     this.modelName = options.modelName ?? 'policy';
-    const cfgEos = model.config.eosTokenId;
-    const eos = cfgEos === undefined ? [] : Array.isArray(cfgEos) ? cfgEos : [cfgEos];
-    this.stopIds = [...new Set([tokenizer.eosTokenId, tokenizer.imEndId, tokenizer.endOfTextId, ...eos])];
+    this.stopIds = defaultStopTokenIds(model.config, tokenizer);
     this.decodeText = (ids) => tokenizer.decode(ids, { skipSpecialTokens: true });
   }
 

@@ -1,18 +1,18 @@
 /**
  * Turns a growing list of generated ids into text deltas, cutting the text before the first stop string (which
- * OpenAI's API leaves out of the output). Text that could still become a stop string, or that ends in an
+ * OpenAI's API leaves out of the output). An end of the text that could still grow into a stop string, or an
  * incomplete UTF-8 character (decoded as U+FFFD), is held back until the next token settles it.
  */
 export class StopTextStream {
   private sent = 0;
   private stopped = false;
-  private readonly holdBack: number;
+  private readonly longestStop: number;
 
   constructor(
     private readonly decode: (ids: number[]) => string,
     private readonly stops: readonly string[],
   ) {
-    this.holdBack = Math.max(0, ...stops.map((s) => s.length - 1));
+    this.longestStop = Math.max(0, ...stops.map((s) => s.length));
   }
 
   /** Whether a stop string was found; no more text follows. */
@@ -33,7 +33,7 @@ export class StopTextStream {
   private advance(ids: number[], final: boolean): string {
     if (this.stopped) return '';
     const text = this.decode(ids);
-    const cut = firstStop(text, this.stops, Math.max(0, this.sent - this.holdBack));
+    const cut = firstStop(text, this.stops, Math.max(0, this.sent - this.longestStop));
     let end: number;
     if (cut >= 0) {
       this.stopped = true;
@@ -41,7 +41,7 @@ export class StopTextStream {
     } else if (final) {
       end = text.length;
     } else {
-      end = text.length - this.holdBack;
+      end = text.length - partialStopSuffix(text, this.stops);
       while (end > this.sent && text.charCodeAt(end - 1) === 0xfffd) end--;
     }
     if (end <= this.sent) return '';
@@ -49,6 +49,20 @@ export class StopTextStream {
     this.sent = end;
     return delta;
   }
+}
+
+/** Length of the longest end of `text` that is the beginning of a stop string (so may still become one). */
+function partialStopSuffix(text: string, stops: readonly string[]): number {
+  let longest = 0;
+  for (const s of stops) {
+    for (let j = Math.min(s.length - 1, text.length); j > longest; j--) {
+      if (text.endsWith(s.slice(0, j))) {
+        longest = j;
+        break;
+      }
+    }
+  }
+  return longest;
 }
 
 /** Index of the earliest occurrence of any stop string at or after `from`, or -1. */
