@@ -3,6 +3,7 @@ import { existsSync, lstatSync, readFileSync, symlinkSync, writeFileSync } from 
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Episode } from '../src/episode/episode.js';
+import { SandboxPool } from '../src/sandbox/pool.js';
 import { SnapshotStore } from '../src/snapshots/store.js';
 import { makeFixtureTask, respond, trainScript, type Fixture } from './episode-fixture.js';
 
@@ -193,6 +194,30 @@ describe('Episode actions', () => {
     expect(l.observation).toMatch(/must be a regular file/);
     expect(l.metric).toBeNull();
     await ep.close();
+  }, 30_000);
+
+  it('Execute Script runs through the shared pool, one at a time with concurrency 1', async () => {
+    const pool = new SandboxPool(1);
+    let calls = 0;
+    const run = pool.run.bind(pool);
+    pool.run = (o) => {
+      calls++;
+      return run(o);
+    };
+    const eps = await Promise.all([start({ pool }), start({ pool })]);
+    const code = 'import time\nprint("start", time.time())\ntime.sleep(0.5)\nprint("end", time.time())\n';
+    const runs = await Promise.all(
+      eps.map(async (ep) => {
+        await ep.step(respond('Write File', { file_name: 'sleep.py', content: code }));
+        const r = await ep.step(respond('Execute Script', { script_name: 'sleep.py' }));
+        await ep.close();
+        const [, t0, t1] = /start ([\d.]+)\nend ([\d.]+)/.exec(r.observation)!.map(Number);
+        return [t0, t1];
+      }),
+    );
+    expect(calls).toBe(2);
+    const [a, b] = runs.sort((x, y) => x[0] - y[0]);
+    expect(b[0]).toBeGreaterThanOrEqual(a[1]);
   }, 30_000);
 
   it('turns bad responses into observations and counts steps to the limit', async () => {

@@ -71,6 +71,8 @@ async function grade(task: PreparedTask, workspace: string): Promise<{ score: nu
     const g = await task.grade(copy);
     return g.ok ? { score: g.score } : { error: g.error };
   } catch (e) {
+    // A grader that crashes is a task bug (see gradeSubmission); the agent still gets an observation.
+    console.warn(`mlagent env: the grader of task '${task.spec.name}' failed: ${(e as Error).message}`);
     return { error: `the grader failed: ${(e as Error).message}` };
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
