@@ -75,3 +75,6 @@ export {
   type CheckpointListing,
   type Json,
 } from './checkpoint/checkpoint.js';
+// The HTML run report (inline SVG curves and evaluation tables).
+export { renderReport, writeReport, metricSeries, CHART_TITLES, type ReportOptions } from './report/html-report.js';
+export { lineChartSvg, niceTicks, type Series, type ChartOptions } from './report/svg-chart.js';

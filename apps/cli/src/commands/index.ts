@@ -2,6 +2,7 @@ import { bench, benchUsage } from './bench.js';
 import { doctor, doctorUsage } from './doctor.js';
 import { envCommand, envUsage } from './env.js';
 import { initModelCommand, initModelUsage } from './init-model.js';
+import { reportCommand, reportUsage } from './report.js';
 
 /** One `mlagent <name>` subcommand: its usage text (first line = synopsis) and its entry point. */
 export interface Command {
@@ -15,4 +16,5 @@ export const COMMANDS: Record<string, Command> = {
   bench: { usage: benchUsage, run: bench },
   'init-model': { usage: initModelUsage, run: initModelCommand },
   env: { usage: envUsage, run: envCommand },
+  report: { usage: reportUsage, run: reportCommand },
 };

@@ -1,0 +1,145 @@
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { METRICS_FILE, readMetrics, type MetricRecord } from '../metrics/jsonl.js';
+import { escapeXml, lineChartSvg, type Series } from './svg-chart.js';
+
+/**
+ * `mlagent report RUN_DIR`: one self-contained HTML page (inline SVG, no scripts, no external files) with a
+ * training curve per metric of `metrics.jsonl` (one line per task when the records are tagged with one) and the
+ * evaluation tables of any `eval*.json` in the run directory.
+ */
+
+/** Charts drawn first, in this order, with these titles; other metrics follow alphabetically. */
+export const CHART_TITLES: Record<string, string> = {
+  reward: 'Mean reward',
+  kl: 'KL to the reference policy',
+  entropy: 'Entropy',
+  valueLoss: 'Value loss',
+  formatErrorRate: 'Format-error rate',
+  loss: 'Training loss',
+  evalLoss: 'Held-out loss',
+  policyLoss: 'Policy loss',
+  clipFrac: 'Clip fraction',
+  approxKl: 'Approximate KL to π_old',
+  explainedVariance: 'Explained variance',
+  lr: 'Learning rate',
+};
+
+export interface ReportOptions {
+  title?: string;
+}
+
+export function renderReport(runDir: string, options: ReportOptions = {}): string {
+  if (!existsSync(runDir)) throw new Error(`report: run directory ${runDir} does not exist`);
+  const metricsPath = join(runDir, METRICS_FILE);
+  const records = existsSync(metricsPath) ? readMetrics(metricsPath) : [];
+  const evalFiles = readdirSync(runDir)
+    .filter((f) => /^eval.*\.json$/i.test(f))
+    .sort();
+  if (records.length === 0 && evalFiles.length === 0) throw new Error(`report: ${runDir} has neither ${METRICS_FILE} nor an eval*.json`);
+
+  const title = options.title ?? `Run ${basename(runDir)}`;
+  const body: string[] = [`<h1>${escapeXml(title)}</h1>`];
+  if (records.length > 0) {
+    const last = records[records.length - 1];
+    body.push(`<p class="meta">${records.length} metric records, steps ${records[0].step}–${last.step}.</p>`);
+    body.push('<h2>Training curves</h2><div class="charts">');
+    for (const [name, series] of metricSeries(records)) body.push(`<figure>${lineChartSvg(series, { title: CHART_TITLES[name] ?? name })}</figure>`);
+    body.push('</div>');
+  } else {
+    body.push(`<p class="meta">No ${METRICS_FILE} in this run.</p>`);
+  }
+  for (const file of evalFiles) body.push(evalSection(join(runDir, file)));
+  return page(title, body.join('\n'));
+}
+
+/** Writes the report next to the run (or to `out`) and returns its path. */
+export function writeReport(runDir: string, out = join(runDir, 'report.html'), options: ReportOptions = {}): string {
+  writeFileSync(out, renderReport(runDir, options));
+  return out;
+}
+
+/** Per metric, one series per task tag ('all' for untagged records), metrics in chart order. */
+export function metricSeries(records: MetricRecord[]): [string, Series[]][] {
+  const byMetric = new Map<string, Map<string, [number, number][]>>();
+  for (const r of records) {
+    for (const [name, value] of Object.entries(r.values)) {
+      const bySeries = byMetric.get(name) ?? new Map<string, [number, number][]>();
+      byMetric.set(name, bySeries);
+      const key = r.task ?? 'all';
+      bySeries.set(key, [...(bySeries.get(key) ?? []), [r.step, value]]);
+    }
+  }
+  const priority = Object.keys(CHART_TITLES);
+  const rank = (name: string) => (priority.includes(name) ? priority.indexOf(name) : priority.length);
+  return [...byMetric.keys()]
+    .sort((a, b) => rank(a) - rank(b) || a.localeCompare(b))
+    .map((name) => {
+      const series = [...byMetric.get(name)!].map(([task, points]) => ({ name: task, points }));
+      // A single untagged series needs no legend.
+      if (series.length === 1 && series[0].name === 'all') series[0].name = '';
+      return [name, series];
+    });
+}
+
+/** An eval JSON as tables: `{rows: [...]}`, a list of row objects, or an object of such lists; anything else as JSON. */
+function evalSection(path: string): string {
+  const name = basename(path);
+  let data: unknown;
+  try {
+    data = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    return `<h2>${escapeXml(name)}</h2><p class="error">Could not read ${escapeXml(name)}: ${escapeXml((e as Error).message)}</p>`;
+  }
+  const parts = [`<h2>Evaluation: ${escapeXml(name)}</h2>`];
+  const tables = findTables(data);
+  if (tables.length === 0) parts.push(`<pre>${escapeXml(JSON.stringify(data, null, 2))}</pre>`);
+  for (const [caption, rows] of tables) parts.push(htmlTable(rows, caption));
+  return parts.join('\n');
+}
+
+function findTables(data: unknown, caption = ''): [string, Record<string, unknown>[]][] {
+  if (isRowList(data)) return [[caption, data]];
+  if (typeof data !== 'object' || data === null) return [];
+  return Object.entries(data).flatMap(([key, value]) => (isRowList(value) ? [[key === 'rows' ? caption : key, value] as [string, Record<string, unknown>[]]] : []));
+}
+
+function isRowList(x: unknown): x is Record<string, unknown>[] {
+  return Array.isArray(x) && x.length > 0 && x.every((r) => typeof r === 'object' && r !== null && !Array.isArray(r));
+}
+
+function htmlTable(rows: Record<string, unknown>[], caption: string): string {
+  const columns = [...new Set(rows.flatMap((r) => Object.keys(r)))];
+  const cell = (v: unknown) => {
+    if (typeof v === 'number') return `<td class="num">${Number.isInteger(v) ? v : Number(v.toPrecision(5))}</td>`;
+    if (v === null || v === undefined) return '<td></td>';
+    return `<td>${escapeXml(typeof v === 'string' ? v : JSON.stringify(v))}</td>`;
+  };
+  return [
+    '<table>',
+    caption ? `<caption>${escapeXml(caption)}</caption>` : '',
+    `<thead><tr>${columns.map((c) => `<th>${escapeXml(c)}</th>`).join('')}</tr></thead>`,
+    '<tbody>',
+    ...rows.map((r) => `<tr>${columns.map((c) => cell(r[c])).join('')}</tr>`),
+    '</tbody></table>',
+  ].join('\n');
+}
+
+function page(title: string, body: string): string {
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>${escapeXml(title)}</title>
+<style>
+body { font-family: sans-serif; margin: 2em; color: #222; }
+.charts { display: flex; flex-wrap: wrap; gap: 12px; }
+figure { margin: 0; border: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+caption { font-weight: bold; text-align: left; padding: 4px 0; }
+.meta { color: #666; } .error { color: #b00; }
+</style></head>
+<body>
+${body}
+</body></html>
+`;
+}

@@ -1,0 +1,86 @@
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { MetricsLogger } from '../src/metrics/jsonl.js';
+import { metricSeries, renderReport, writeReport } from '../src/report/html-report.js';
+import { lineChartSvg, niceTicks } from '../src/report/svg-chart.js';
+
+const tmp = () => mkdtempSync(join(tmpdir(), 'rl-report-'));
+
+describe('SVG line chart', () => {
+  it('nice ticks cover the range with round steps', () => {
+    expect(niceTicks(0, 1, 5)).toEqual([0, 0.2, 0.4, 0.6, 0.8, 1]);
+    expect(niceTicks(3, 97, 5)).toEqual([0, 20, 40, 60, 80, 100]);
+    expect(niceTicks(2, 2, 5)).toEqual([1.8, 1.9, 2, 2.1, 2.2]); // a constant is widened
+  });
+
+  it('maps points into the plot area, one polyline per series, with a legend', () => {
+    const svg = lineChartSvg(
+      [
+        { name: 'house-prices', points: [[0, 0], [10, 1]] },
+        { name: 'spam <b>', points: [[0, 1], [5, NaN], [10, 0]] },
+      ],
+      { title: 'Mean reward', width: 520, height: 280 },
+    );
+    const polylines = [...svg.matchAll(/<polyline[^>]*points="([^"]+)"/g)].map((m) => m[1]);
+    // Plot area: x 58..506, y 28..240; x ticks 0..10, y ticks 0..1.
+    expect(polylines).toEqual(['58.0,240.0 506.0,28.0', '58.0,28.0 506.0,240.0']);
+    expect(svg).toContain('spam &lt;b&gt;');
+    expect(svg).not.toContain('NaN');
+    expect(lineChartSvg([], { title: 't' })).toContain('no data');
+  });
+});
+
+describe('HTML report', () => {
+  function runWithMetrics(): string {
+    const run = tmp();
+    const log = new MetricsLogger(run, { tensorboard: false });
+    for (let step = 1; step <= 5; step++) {
+      log.log(step, { reward: 0.1 * step, kl: 0.001 * step, entropy: 2 - 0.1 * step, valueLoss: 1 / step, formatErrorRate: 0.5 / step, custom: step });
+      log.log(step, { reward: 0.2 * step }, { task: 'house-prices' });
+      log.log(step, { reward: 0.05 * step }, { task: 'spam-detection' });
+    }
+    log.close();
+    return run;
+  }
+
+  it('groups metrics into charts in a fixed order, one series per task tag', () => {
+    const run = runWithMetrics();
+    expect(metricSeries([])).toEqual([]);
+    const html = renderReport(run);
+    const titles = [...html.matchAll(/<svg[^>]*><title>([^<]+)<\/title>/g)].map((m) => m[1]);
+    expect(titles).toEqual(['Mean reward', 'KL to the reference policy', 'Entropy', 'Value loss', 'Format-error rate', 'custom']);
+    const rewardChart = html.slice(html.indexOf('<title>Mean reward'), html.indexOf('<title>KL to'));
+    expect(rewardChart.match(/<polyline/g)).toHaveLength(3);
+    for (const name of ['all', 'house-prices', 'spam-detection']) expect(rewardChart).toContain(`>${name}</text>`);
+    expect(html).not.toMatch(/<script|<link|src="http/); // self-contained
+  });
+
+  it('adds the evaluation tables of eval*.json, and works with only those', () => {
+    const run = runWithMetrics();
+    writeFileSync(
+      join(run, 'eval.json'),
+      JSON.stringify({
+        rows: [
+          { task: 'house-prices', agent: 'sft+rl', avg: 0.81234567, best: 0.9, gain: 12.5 },
+          { task: 'spam-detection', agent: 'sft', avg: 0.7, best: 0.75, gain: null },
+        ],
+      }),
+    );
+    const out = writeReport(run);
+    const html = readFileSync(out, 'utf8');
+    expect(html).toContain('<th>task</th><th>agent</th><th>avg</th><th>best</th><th>gain</th>');
+    expect(html).toContain('<td class="num">0.81235</td>');
+    const evalOnly = tmp();
+    writeFileSync(join(evalOnly, 'eval-held-out.json'), JSON.stringify([{ task: 'x', score: 1 }]));
+    expect(renderReport(evalOnly)).toContain('No metrics.jsonl in this run.');
+    writeFileSync(join(evalOnly, 'eval-broken.json'), '{');
+    expect(renderReport(evalOnly)).toContain('Could not read eval-broken.json');
+  });
+
+  it('says what is missing', () => {
+    expect(() => renderReport(join(tmp(), 'nope'))).toThrow(/does not exist/);
+    expect(() => renderReport(tmp())).toThrow(/has neither metrics\.jsonl nor an eval\*\.json/);
+  });
+});
