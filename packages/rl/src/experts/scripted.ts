@@ -136,7 +136,8 @@ class ScriptedTrajectory implements TrajectoryExpert {
             ? `${this.metricName} = ${fmt(last.metric)} is not better than ${this.best === null ? '?' : fmt(this.best)}`
             : `the run failed (${last.outcome ?? 'no score'}): ${oneLine(last.observation, 120)}`;
           this.status.set(p.idea, { kind: 'reverted', why });
-          this.stale = true;
+          // A graded worse run replaced the submission; a failed run left the state's metric as it was.
+          if (ranOk(last)) this.stale = true;
           this.reflection = `"${this.ideaText(p.idea)}" did not help: ${why}.`;
           this.pending = { kind: 'undo', idea: p.idea, before: p.before };
           return;

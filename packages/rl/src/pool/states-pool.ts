@@ -1,7 +1,7 @@
 // The states pool for step-wise RL: every intermediate state of the collected expert trajectories (the state
 // before each step), sampled uniformly or evenly by task, reproducibly from a seed, with a saveable cursor.
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { SeededRng } from '@mlagent/core-kernels';
 import { readCollection } from '../collect/records.js';
@@ -69,6 +69,11 @@ export class StatesPool {
   readonly byTask: ReadonlyMap<string, readonly number[]>;
   /** A hash of the state ids: a cursor only restores on the pool it came from. */
   readonly id: string;
+  /**
+   * The collection's episode step limit (from its collection.json), or null when unknown. Restore states with
+   * the same maxSteps: the prompt states it, so the restored prompt matches the recorded one only then.
+   */
+  maxSteps: number | null = null;
   private readonly trajectoriesPerTask: Map<string, Set<string>>;
 
   constructor(states: PoolState[], trajectoriesPerTask = new Map<string, Set<string>>()) {
@@ -116,7 +121,10 @@ export class StatesPool {
     }
     if (want) for (const t of want) if (!trajectories.has(t)) throw new Error(`StatesPool: the collection at ${dir} has no states of task ${t}`);
     if (states.length === 0) throw new Error(`StatesPool: the collection at ${dir} has no complete trajectory`);
-    return new StatesPool(states, trajectories);
+    const pool = new StatesPool(states, trajectories);
+    const manifest = path.join(dir, 'collection.json');
+    if (existsSync(manifest)) pool.maxSteps = (JSON.parse(readFileSync(manifest, 'utf8')) as { maxSteps?: number }).maxSteps ?? null;
+    return pool;
   }
 
   get size(): number {
