@@ -73,6 +73,26 @@ describe('SnapshotStore', () => {
     await Promise.all([ep.close(), back.close()]);
   }, 30_000);
 
+  it('restores a bigger workspace (200 files, a 32 MiB model file) well under a second', async () => {
+    const ep = await Episode.start(fx.task, opts);
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(path.join(ep.workspace, 'out'));
+    for (let i = 0; i < 200; i++) writeFileSync(path.join(ep.workspace, 'out', `f${i}.txt`), `file ${i}\n`.repeat(500));
+    writeFileSync(path.join(ep.workspace, 'model.bin'), Buffer.alloc(32 * 2 ** 20, 7));
+    const id = await ep.snapshot();
+    const before = tree(ep.workspace);
+    const t0 = performance.now();
+    const back = await Episode.start(fx.task, { ...opts, fromSnapshot: id });
+    const ms = performance.now() - t0;
+    expect(ms).toBeLessThan(1000);
+    expect(tree(back.workspace)).toEqual(before);
+    // An unchanged workspace is saved again from the hash cache.
+    const t1 = performance.now();
+    expect(await ep.snapshot()).toBe(id);
+    expect(performance.now() - t1).toBeLessThan(1000);
+    await Promise.all([ep.close(), back.close()]);
+  }, 30_000);
+
   it('restores by id prefix and refuses unknown ids, other tasks and corrupt manifests', async () => {
     const ep = await Episode.start(fx.task, opts);
     const id = await ep.snapshot();
