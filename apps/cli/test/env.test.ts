@@ -67,6 +67,8 @@ beforeAll(() => {
   root = mkdtempSync(path.join(os.tmpdir(), 'mlagent-cli-env-'));
   taskDir = path.join(root, 'tiny-cli');
   writeTask(taskDir);
+  // The same task in the user's task store, to be found by name.
+  writeTask(path.join(root, 'home', 'tasks', 'tiny-cli'));
   env = { ...process.env, MLAGENT_HOME: path.join(root, 'home') };
 });
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -109,9 +111,9 @@ describe('mlagent env', () => {
     expect(next).toMatchObject({ step: 3, action: 'Execute Script', outcome: 'ok', metric: 0.5 });
   }, 60_000);
 
-  it('shell plays typed responses (shorthand or fields) and prints observations', () => {
+  it('shell finds a task by name and plays typed responses (shorthand or fields), printing observations', () => {
     const input = ['List Files {"dir_path": "data"}', '', 'Action: Read File', 'Action Input: {"file_name": "data_description.txt"}', '', ':state', ':quit', ''].join('\n');
-    const r = mlagent(['env', 'shell', '--task', taskDir], input);
+    const r = mlagent(['env', 'shell', '--task', 'tiny-cli'], input);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^Research Problem: Predict y/);
     expect(r.stdout).toContain('--- step 1: List Files -> none\ntest.csv\n');
