@@ -1,6 +1,6 @@
 // The agent's view (messages / prompt with a history window) and the helper-model actions against a local
 // fake OpenAI-compatible server.
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -126,6 +126,19 @@ describe('helper model actions', () => {
     const undo = await ep.step(respond('Undo Edit Script', { script_name: 'train.py' }));
     expect(undo.outcome).toBe('none');
     expect(readFileSync(path.join(ep.workspace, 'train.py'), 'utf8')).toBe(trainScript(0));
+    fake.server.close();
+    await ep.close();
+  });
+
+  it('Understand File reads a long file in blocks, at most 8, then merges the findings', async () => {
+    const fake = fakeServer((req) => (req.messages[0].content.startsWith('These are reports') ? 'merged report' : 'block report'));
+    const ep = await Episode.start(fx.task, { store, workRoot: path.join(fx.root, 'ws'), helperLlm: { baseUrl: await fake.url(), model: 'm' } });
+    const lines = Array.from({ length: 2000 }, (_, i) => `row ${i} ${'x'.repeat(95)}`);
+    writeFileSync(path.join(ep.workspace, 'long.txt'), lines.join('\n') + '\n');
+    const r = await ep.step(respond('Understand File', { file_name: 'long.txt', things_to_look_for: 'rows' }));
+    expect(fake.requests.length).toBe(9);
+    expect(fake.requests[0].messages[0].content).toContain('(lines 1 to ');
+    expect(r.observation).toMatch(/^merged report\n\n\(Only lines 1 to \d+ of long.txt were read; the file is longer.\)$/);
     fake.server.close();
     await ep.close();
   });

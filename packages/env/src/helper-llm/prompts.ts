@@ -2,8 +2,10 @@
 // only turn texts into answers.
 import { chatComplete, HelperLlmError, type HelperLlmConfig } from './client.js';
 
-/** Lines per block when a file is too long to read in one request. */
+/** Characters per block when a file is too long to read in one request. */
 const UNDERSTAND_BLOCK_CHARS = 12_000;
+/** Blocks read at most (a big data file would otherwise cost hundreds of requests). */
+const UNDERSTAND_MAX_BLOCKS = 8;
 
 function numbered(lines: string[], first: number): string {
   return lines.map((l, i) => `${first + i}: ${l}`).join('\n');
@@ -31,7 +33,10 @@ function blocks(lines: string[], chars: number): [number, string[]][] {
 
 /** Understand File: reads the file block by block, then merges the per-block findings. */
 export async function understandFile(config: HelperLlmConfig, fileName: string, content: string, lookFor: string): Promise<string> {
-  const parts = blocks(content.split('\n'), UNDERSTAND_BLOCK_CHARS);
+  const all = blocks(content.split('\n'), UNDERSTAND_BLOCK_CHARS);
+  const parts = all.slice(0, UNDERSTAND_MAX_BLOCKS);
+  const cut = all.length > parts.length ? all[parts.length][0] : null;
+  const note = cut === null ? '' : `\n\n(Only lines 1 to ${cut - 1} of ${fileName} were read; the file is longer.)`;
   const findings: string[] = [];
   for (const [first, lines] of parts) {
     const range = parts.length > 1 ? ` (lines ${first} to ${first + lines.length - 1} of ${content.split('\n').length})` : '';
@@ -47,8 +52,8 @@ export async function understandFile(config: HelperLlmConfig, fileName: string, 
       ]),
     );
   }
-  if (findings.length === 1) return findings[0];
-  return chatComplete(config, [
+  if (findings.length === 1) return findings[0] + note;
+  const merged = await chatComplete(config, [
     {
       role: 'user',
       content:
@@ -57,6 +62,7 @@ export async function understandFile(config: HelperLlmConfig, fileName: string, 
         '\n\nCombine them into one report on the whole file, keeping the line numbers.',
     },
   ]);
+  return merged + note;
 }
 
 /** Takes the code out of an answer: the longest fenced block, or the whole answer when it has none. */
