@@ -79,6 +79,16 @@ async function grade(task: PreparedTask, workspace: string): Promise<{ score: nu
   }
 }
 
+let warned = false;
+
+/** Says once per process when the agent's code ran without the guarantees the tasks rely on. */
+function warnOnce(r: SandboxResult): void {
+  if (warned || r.warnings.length === 0) return;
+  warned = true;
+  const risk = r.isolation === 'bwrap' ? '' : ' (the hidden answers may be readable)';
+  console.warn(`mlagent env: agent code runs with isolation '${r.isolation}': ${r.warnings.join('; ')}${risk}`);
+}
+
 export async function executeScript(ctx: ExecuteContext, scriptName: unknown): Promise<ExecuteResult> {
   const { rel, abs } = await resolveForRead(ctx.roots, scriptName, 'script_name');
   if (isDataPath(rel)) throw new EnvError(`script_name "${rel}" is in data/; only scripts of the workspace can be run`);
@@ -97,6 +107,7 @@ export async function executeScript(ctx: ExecuteContext, scriptName: unknown): P
     hiddenPaths: ctx.hiddenPaths,
   };
   const r = ctx.pool ? await ctx.pool.run(opts) : await runSandboxed(opts);
+  warnOnce(r);
   const after = await fs.lstat(submission).catch(() => null);
   const submissionWritten = after !== null && fingerprint(after) !== before;
   const base = { durationSec: r.wallSeconds, submissionWritten };
