@@ -67,3 +67,4 @@ export {
 } from './lora/peft.js';
 export { mergeAdapter } from './lora/merge.js';
 export { saveValueHead, loadValueHead, VALUE_HEAD_FILE } from './train/value-io.js';
+export { timeGeneration, torchGenerationTiming, type GenerationBenchOptions, type GenerationTiming } from './bench/generation.js';

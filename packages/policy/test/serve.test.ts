@@ -88,7 +88,7 @@ describe('OpenAI-compatible server over HTTP', () => {
     expect(models).toMatchObject({ object: 'list', data: [{ id: 'tiny', object: 'model' }] });
     const missing = await fetch(`${url}/v1/embeddings`, { method: 'POST', body: '{}' });
     expect(missing.status).toBe(404);
-    expect((await missing.json()).error).toMatchObject({ type: 'invalid_request_error', code: 'not_found' });
+    expect(((await missing.json()) as { error: unknown }).error).toMatchObject({ type: 'invalid_request_error', code: 'not_found' });
     const wrong = await fetch(`${url}/v1/chat/completions`);
     expect(wrong.status).toBe(405);
   });

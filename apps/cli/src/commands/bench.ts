@@ -10,11 +10,13 @@ import {
   type BenchResult,
 } from '@mlagent/core-kernels';
 import { UsageError, parse } from '../args.js';
+import { benchPolicy, benchPolicyUsage } from './bench-policy.js';
 
 export const benchUsage = `mlagent bench kernels [--json] [--filter NAME[,NAME]] [--all] [--no-torch] [--iterations N] [--out FILE]
   Times each kernel at LLM shapes and, in the same run, the same computation in PyTorch
   (wherever a python3 with torch is found; $MLAGENT_PYTHON overrides). ratio = our throughput / torch's.
-  On a software adapter (lavapipe) the CPU-sized cases run; on a GPU the 7B-sized ones. --all runs both.`;
+  On a software adapter (lavapipe) the CPU-sized cases run; on a GPU the 7B-sized ones. --all runs both.
+${benchPolicyUsage}`;
 
 export interface BenchReport {
   command: string;
@@ -28,6 +30,7 @@ export interface BenchReport {
 
 export async function bench(argv: string[]): Promise<void> {
   const [what, ...rest] = argv;
+  if (what === 'policy') return benchPolicy(rest);
   if (what !== 'kernels') throw new UsageError(`bench: unknown target '${what ?? ''}'\n${benchUsage}`);
   const { values } = parse('bench kernels', rest, {
     json: { type: 'boolean', default: false },

@@ -1,4 +1,5 @@
 import { bench, benchUsage } from './bench.js';
+import { collectCommand, collectUsage } from './collect.js';
 import { doctor, doctorUsage } from './doctor.js';
 import { envCommand, envUsage } from './env.js';
 import { initModelCommand, initModelUsage } from './init-model.js';
@@ -17,4 +18,5 @@ export const COMMANDS: Record<string, Command> = {
   'init-model': { usage: initModelUsage, run: initModelCommand },
   env: { usage: envUsage, run: envCommand },
   report: { usage: reportUsage, run: reportCommand },
+  collect: { usage: collectUsage, run: collectCommand },
 };

@@ -3,7 +3,7 @@
 // drops the incomplete trajectories' lines and redoes only those.
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { Episode, SnapshotStore, type PreparedTask, type StepResult } from '@mlagent/env';
+import { Episode, SnapshotStore, type HelperLlmConfig, type PreparedTask, type StepResult } from '@mlagent/env';
 import type { ChatMessage, Expert, ExpertObservation } from '../experts/types.js';
 import { ProgressBar, type ProgressState } from './progress.js';
 import { JsonlAppender, readCollection, rewriteCollection, type CollectedEnd, type CollectedStep } from './records.js';
@@ -22,7 +22,10 @@ export interface CollectEpisode {
   close(): Promise<void>;
 }
 
-export type StartEpisode = (task: PreparedTask, options: { store: SnapshotStore; maxSteps: number; workRoot: string }) => Promise<CollectEpisode>;
+export type StartEpisode = (
+  task: PreparedTask,
+  options: { store: SnapshotStore; maxSteps: number; workRoot: string; helperLlm: HelperLlmConfig | null },
+) => Promise<CollectEpisode>;
 
 export interface CollectOptions {
   tasks: readonly PreparedTask[];
@@ -39,6 +42,8 @@ export interface CollectOptions {
   seed?: number;
   /** Progress bar on stderr (default true). */
   progress?: boolean;
+  /** Helper model for Understand File, the AI edits and Reflection (default: none; Edit Script Lines instead). */
+  helperLlm?: HelperLlmConfig | null;
   /** Stops starting new trajectories once aborted; running ones finish. */
   signal?: AbortSignal;
   startEpisode?: StartEpisode;
@@ -97,7 +102,8 @@ function takeLock(file: string): () => void {
     } catch {
       alive = false;
     }
-    if (alive) throw new Error(`collect: another collection (pid ${pid}) is writing to ${path.dirname(file)}`);
+    if (alive)
+      throw new Error(`collect: another collection (pid ${pid}) is writing to ${path.dirname(file)} (if none is, delete ${file})`);
   }
   writeFileSync(file, String(process.pid));
   return () => rmSync(file, { force: true });
@@ -162,7 +168,7 @@ export async function collect(options: CollectOptions): Promise<CollectSummary> 
       const plan = seedPlan(ideasByTask.get(job.task.spec.name)!, job.index, seed);
       const seedIdeas = plan.candidates.map((c) => c.text);
       const te = options.expert.begin(job.task, plan);
-      const episode = await start(job.task, { store, maxSteps, workRoot });
+      const episode = await start(job.task, { store, maxSteps, workRoot, helperLlm: options.helperLlm ?? null });
       try {
         let before = await episode.snapshot();
         let last: ExpertObservation | undefined;

@@ -1,0 +1,91 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Gpu } from '@mlagent/core-kernels';
+import { QwenModel, QwenTokenizer, type ChatMessage, type ChatTemplateName } from '@mlagent/policy';
+import { UsageError } from './args.js';
+
+/** The options every model-using command takes (generate, logprobs, serve). */
+export const MODEL_OPTIONS = {
+  model: { type: 'string' },
+  adapter: { type: 'string' },
+  dtype: { type: 'string', default: 'f32' },
+} as const;
+
+export const MODEL_USAGE = `  --model DIR is a Hugging Face model directory (config.json, safetensors, tokenizer files); --adapter DIR a PEFT
+  LoRA adapter; --dtype f32|f16 the dtype of the weights on the GPU (default f32).`;
+
+export interface LoadedPolicy {
+  gpu: Gpu;
+  model: QwenModel;
+  tokenizer: QwenTokenizer;
+  /** Frees the model and the device. */
+  close(): void;
+}
+
+/** Checks --model/--adapter/--dtype before anything is loaded, so bad arguments fail fast. */
+export function checkModelArgs(command: string, values: { model?: string; adapter?: string; dtype?: string }, usage: string): void {
+  if (!values.model) throw new UsageError(`${command}: --model DIR is required\n${usage}`);
+  if (!existsSync(join(values.model, 'config.json'))) throw new UsageError(`${command}: --model ${values.model} has no config.json`);
+  if (values.dtype !== 'f32' && values.dtype !== 'f16') throw new UsageError(`${command}: --dtype must be f32 or f16, got '${values.dtype}'`);
+  if (values.adapter !== undefined) {
+    // PEFT adapter loading (issue 3, LoRA) has not landed in @mlagent/policy yet.
+    throw new UsageError(`${command}: --adapter is not available yet: loading PEFT adapters is still being added to @mlagent/policy`);
+  }
+}
+
+/** Loads the tokenizer, then the model, reporting progress on stderr. */
+export async function loadPolicy(values: { model?: string; dtype?: string }): Promise<LoadedPolicy> {
+  const dir = values.model!;
+  const tokenizer = QwenTokenizer.fromDir(dir);
+  const gpu = await Gpu.create();
+  const t0 = performance.now();
+  let model: QwenModel;
+  try {
+    model = await QwenModel.load(gpu, dir, { dtype: values.dtype as 'f32' | 'f16' });
+  } catch (e) {
+    gpu.destroy();
+    throw e;
+  }
+  const c = model.config;
+  process.stderr.write(`loaded ${c.arch} (${c.numLayers} layers, hidden ${c.hiddenSize}, ${values.dtype}) from ${dir} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+  return {
+    gpu,
+    model,
+    tokenizer,
+    close: () => {
+      model.dispose();
+      gpu.destroy();
+    },
+  };
+}
+
+/** Reads a --chat FILE.json: a JSON list of {role, content} messages. */
+export function readChatFile(command: string, path: string): ChatMessage[] {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new UsageError(`${command}: --chat ${path}: ${(e as Error).message}`);
+  }
+  if (!Array.isArray(raw) || raw.length === 0) throw new UsageError(`${command}: --chat ${path} must hold a non-empty JSON list of {role, content}`);
+  raw.forEach((m: unknown, i) => {
+    const ok = typeof m === 'object' && m !== null && ['system', 'user', 'assistant'].includes((m as ChatMessage).role) && typeof (m as ChatMessage).content === 'string';
+    if (!ok) throw new UsageError(`${command}: --chat ${path}: message ${i} needs role system|user|assistant and string content, got ${JSON.stringify(m)}`);
+  });
+  return raw as ChatMessage[];
+}
+
+export function parseTemplate(command: string, value: string | undefined): ChatTemplateName {
+  if (value !== 'hf' && value !== 'ml-agent') throw new UsageError(`${command}: --template must be hf or ml-agent, got '${value}'`);
+  return value;
+}
+
+/** A number option in [min, max]; `integer` ones must be integers. */
+export function numberArg(command: string, name: string, value: string | undefined, { min = 0, max = Number.MAX_SAFE_INTEGER, integer = false } = {}): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n))) {
+    throw new UsageError(`${command}: --${name} must be ${integer ? 'an integer' : 'a number'} in [${min}, ${max}], got '${value}'`);
+  }
+  return n;
+}

@@ -1,0 +1,93 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { SeededRng } from '@mlagent/core-kernels';
+import { generate } from '../generate.js';
+import type { QwenModel } from '../model.js';
+
+export interface GenerationBenchOptions {
+  batch: number;
+  promptLen: number;
+  /** Tokens generated per sequence (>= 2: the first comes from prefill). */
+  newTokens: number;
+  /** Timed runs after one warm-up; the median is reported. Default 3. */
+  iterations?: number;
+}
+
+/** Median prefill and decode times of greedy generation, and the throughputs they give. */
+export interface GenerationTiming {
+  prefillMs: number;
+  decodeMs: number;
+  /** batch·promptLen / prefill seconds. */
+  prefillTokPerS: number;
+  /** batch·(newTokens − 1) / decode seconds. */
+  decodeTokPerS: number;
+}
+
+function checkOptions(o: GenerationBenchOptions): void {
+  for (const k of ['batch', 'promptLen', 'newTokens'] as const) {
+    if (!Number.isInteger(o[k]) || o[k] < 1) throw new Error(`generation bench: ${k} must be a positive integer, got ${o[k]}`);
+  }
+  if (o.newTokens < 2) throw new Error(`generation bench: newTokens must be >= 2 to time decoding, got ${o.newTokens}`);
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+function rates(o: GenerationBenchOptions, prefillMs: number, decodeMs: number): GenerationTiming {
+  return {
+    prefillMs,
+    decodeMs,
+    prefillTokPerS: (o.batch * o.promptLen) / (prefillMs / 1000),
+    decodeTokPerS: (o.batch * (o.newTokens - 1)) / (decodeMs / 1000),
+  };
+}
+
+/**
+ * Times generate() on random prompts, greedy and without stop tokens so every sequence runs all steps. Prefill
+ * ends when the first token has been read back (prompt pass, LM head on the last positions, sampling); decode
+ * spans the remaining newTokens − 1 steps, each of which reads its tokens back, so the times are honest end to
+ * end. One warm-up run compiles the kernels first.
+ */
+export async function timeGeneration(model: QwenModel, opts: GenerationBenchOptions): Promise<GenerationTiming> {
+  checkOptions(opts);
+  const rng = new SeededRng(1);
+  const prompts = Array.from({ length: opts.batch }, () => Array.from({ length: opts.promptLen }, () => rng.int(0, model.config.vocabSize - 1)));
+  const once = async (): Promise<[number, number]> => {
+    const t0 = performance.now();
+    let first = 0;
+    let last = 0;
+    await generate(model, prompts, {
+      maxNewTokens: opts.newTokens,
+      temperature: 0,
+      onToken: () => {
+        last = performance.now();
+        first ||= last;
+      },
+    });
+    return [first - t0, last - first];
+  };
+  await once();
+  const runs: [number, number][] = [];
+  for (let i = 0; i < (opts.iterations ?? 3); i++) runs.push(await once());
+  return rates(opts, median(runs.map((r) => r[0])), median(runs.map((r) => r[1])));
+}
+
+function torchScript(): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  for (const rel of ['../bench/torch_generate_bench.py', '../../bench/torch_generate_bench.py']) {
+    const p = join(here, rel);
+    if (existsSync(p)) return p;
+  }
+  throw new Error(`torch_generate_bench.py not found near ${here}`);
+}
+
+/** The same generation, same weights and shapes, in PyTorch (float32, CPU), through bench/torch_generate_bench.py. */
+export function torchGenerationTiming(python: string, modelDir: string, opts: GenerationBenchOptions): GenerationTiming & { device: string } {
+  checkOptions(opts);
+  const args = [torchScript(), modelDir, opts.batch, opts.promptLen, opts.newTokens, opts.iterations ?? 3].map(String);
+  const r = spawnSync(python, args, { encoding: 'utf8', timeout: 1_800_000 });
+  if (r.error || r.status !== 0) throw new Error(`torch generation bench failed (status ${r.status}): ${r.error?.message ?? ''}\n${r.stderr}`);
+  const out = JSON.parse(r.stdout) as { prefill_ms: number; decode_ms: number; threads: number; torch: string };
+  return { ...rates(opts, out.prefill_ms, out.decode_ms), device: `torch ${out.torch} on cpu (${out.threads} threads)` };
+}
