@@ -1,25 +1,14 @@
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QwenTokenizer } from '@mlagent/policy';
-
-const bin = fileURLToPath(new URL('../bin/mlagent.js', import.meta.url));
-
-function mlagent(...args: string[]) {
-  const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 240_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+import { mlagent, tinyModel } from './run-cli.js';
 
 let tmp: string;
 let model: string;
 
 beforeAll(() => {
-  tmp = mkdtempSync(join(tmpdir(), 'mlagent-logprobs-'));
-  model = join(tmp, 'tiny');
-  expect(mlagent('init-model', '--arch', 'qwen3', '--preset', 'tiny', '--out', model, '--seed', '5').code).toBe(0);
+  ({ tmp, model } = tinyModel('qwen3', 5));
 });
 
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));

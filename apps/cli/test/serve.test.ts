@@ -1,11 +1,7 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-
-const bin = fileURLToPath(new URL('../bin/mlagent.js', import.meta.url));
+import { bin, mlagent, tinyModel } from './run-cli.js';
 
 let tmp: string;
 let model: string;
@@ -29,10 +25,7 @@ function startServer(args: string[]): Promise<string> {
 }
 
 beforeAll(async () => {
-  tmp = mkdtempSync(join(tmpdir(), 'mlagent-serve-'));
-  model = join(tmp, 'tiny');
-  const r = spawnSync(process.execPath, [bin, 'init-model', '--arch', 'qwen3', '--preset', 'tiny', '--out', model], { encoding: 'utf8' });
-  expect(r.status, r.stderr).toBe(0);
+  ({ tmp, model } = tinyModel('qwen3', 0));
   url = await startServer(['--model', model, '--port', '0', '--name', 'tiny-qwen3', '--max-tokens', '3']);
 }, 240_000);
 
@@ -89,10 +82,10 @@ describe('mlagent serve', () => {
   });
 
   it('refuses a missing or out-of-range --port before serving', () => {
-    const noPort = spawnSync(process.execPath, [bin, 'serve', '--model', model], { encoding: 'utf8' });
-    expect(noPort.status).toBe(2);
+    const noPort = mlagent('serve', '--model', model);
+    expect(noPort.code).toBe(2);
     expect(noPort.stderr).toMatch(/--port P is required/);
-    const badPort = spawnSync(process.execPath, [bin, 'serve', '--model', model, '--port', '70000'], { encoding: 'utf8' });
+    const badPort = mlagent('serve', '--model', model, '--port', '70000');
     expect(badPort.stderr).toMatch(/--port must be an integer in \[0, 65535\]/);
   });
 });

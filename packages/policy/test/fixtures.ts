@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SeededRng } from '@mlagent/core-kernels';
@@ -16,10 +16,15 @@ export function toBf16Bits(x: Float32Array): Uint16Array {
  * A tiny model from initModel, with its weights rewritten at scales where every part of the network matters
  * (HF's init at std 0.02 leaves attention nearly uniform and the layers small next to the residual):
  * matrices ~ N(0, 1/in), norm weights ~ 1 + 0.2·N(0, 1), biases ~ 0.2·N(0, 1).
+ * `vocabSize` shrinks the vocabulary (the LM head over Qwen's 152k rows dominates training tests on lavapipe).
  */
-export function writeModel(arch: QwenArch, seed: number, dtype: 'F32' | 'BF16' = 'F32'): string {
+export function writeModel(arch: QwenArch, seed: number, dtype: 'F32' | 'BF16' = 'F32', opts: { vocabSize?: number } = {}): string {
   const dir = mkdtempSync(join(tmpdir(), `mlagent-model-${arch}-`));
   initModel({ arch, preset: 'tiny', outDir: dir, seed });
+  if (opts.vocabSize) {
+    const raw = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...raw, vocab_size: opts.vocabSize }, null, 2));
+  }
   const cfg = loadQwenConfig(dir);
   const rng = new SeededRng(seed + 1000);
   const tensors: Record<string, TensorToWrite> = {};

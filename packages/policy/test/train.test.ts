@@ -1,0 +1,211 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Gpu, SeededRng, cosineLr } from '@mlagent/core-kernels';
+import { LORA_MODULES, LoraAdapter, QwenModel, TrainOptimizer, maskedNllBackward, policyForward } from '../src/index.js';
+import { writeModel } from './fixtures.js';
+import { randomCoefs, randomSeqs, randomizeB, relErr } from './lora-oracle.js';
+
+/** A small vocabulary keeps the LM head (152k rows in real Qwen) from dominating the runtime. */
+const VOCAB = 512;
+let gpu: Gpu;
+let model: QwenModel;
+const dirs: string[] = [];
+
+beforeAll(async () => {
+  gpu = await Gpu.create();
+  const dir = writeModel('qwen3', 31, 'F32', { vocabSize: VOCAB });
+  dirs.push(dir);
+  model = await QwenModel.load(gpu, dir);
+}, 120_000);
+
+afterAll(() => {
+  model?.dispose();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+/** log softmax(row)[id] in float64. */
+function logSoftmaxAt(row: Float32Array, id: number): number {
+  let m = -Infinity;
+  for (const v of row) m = Math.max(m, v);
+  let s = 0;
+  for (const v of row) s += Math.exp(v - m);
+  return row[id] - m - Math.log(s);
+}
+
+const readAll = async (adapter: LoraAdapter) => Promise.all(adapter.grads().map((g) => g.read()));
+
+/** L = Σ c·logprob + e·entropy under the adapter, forward only. */
+async function lossOf(adapter: LoraAdapter | undefined, seqs: number[][], c: number[][], e: number[][]): Promise<number> {
+  const pass = await policyForward(model, seqs, { adapter, grad: false });
+  let L = 0;
+  seqs.forEach((s, b) => {
+    for (let t = 1; t < s.length; t++) L += c[b][t] * pass.logprobs[b][t] + e[b][t] * pass.entropies[b][t];
+  });
+  return L;
+}
+
+describe('LoRA training passes', () => {
+  it('activation checkpointing on and off give the same gradients (with dropout, masks recomputed)', async () => {
+    const rng = new SeededRng(1);
+    const adapter = LoraAdapter.create(model, { r: 4, alpha: 8, dropout: 0.2, targetModules: LORA_MODULES }, { seed: 1 });
+    randomizeB(adapter, rng);
+    const seqs = randomSeqs(rng, [8, 5], VOCAB);
+    const dLogprob = randomCoefs(rng, seqs);
+    const dEntropy = randomCoefs(rng, seqs, 0.5);
+    const grads = [];
+    for (const checkpoint of [false, true]) {
+      adapter.zeroGrad();
+      const pass = await policyForward(model, seqs, { adapter, checkpoint, dropoutSeed: 7 });
+      pass.backward({ dLogprob, dEntropy });
+      grads.push(await readAll(adapter));
+    }
+    for (let i = 0; i < grads[0].length; i++) {
+      expect(grads[0][i].some((v) => v !== 0)).toBe(true);
+      expect(relErr(grads[1][i], grads[0][i])).toBeLessThan(1e-6);
+    }
+    // A different dropout seed gives different masks, hence different gradients.
+    adapter.zeroGrad();
+    (await policyForward(model, seqs, { adapter, dropoutSeed: 8 })).backward({ dLogprob, dEntropy });
+    const other = await readAll(adapter);
+    expect(relErr(other[0], grads[0][0])).toBeGreaterThan(1e-3);
+    adapter.dispose();
+  });
+
+  it('no adapter, or a fresh one (B = 0), reproduces the base logprobs; model.adapter applies it in forward', async () => {
+    const rng = new SeededRng(2);
+    const seqs = randomSeqs(rng, [6, 3], VOCAB);
+    const base = await policyForward(model, seqs, { grad: false });
+    // The base logprobs are those of model.forward's logits.
+    const logits = model.forward([seqs[0]]);
+    const z = await logits.read();
+    logits.dispose();
+    const V = model.config.vocabSize;
+    for (let t = 1; t < seqs[0].length; t++) {
+      expect(Math.abs(base.logprobs[0][t] - logSoftmaxAt(z.subarray((t - 1) * V, t * V), seqs[0][t]))).toBeLessThan(1e-4);
+    }
+    const adapter = LoraAdapter.create(model, { r: 2, alpha: 16, targetModules: ['q_proj', 'up_proj'] }, { seed: 2 });
+    const fresh = await policyForward(model, seqs, { adapter, grad: false });
+    expect(fresh.logprobs).toEqual(base.logprobs);
+    randomizeB(adapter, rng);
+    const adapted = await policyForward(model, seqs, { adapter, grad: false });
+    expect(relErr(adapted.logprobs[0], base.logprobs[0])).toBeGreaterThan(1e-3);
+    const again = await policyForward(model, seqs, { grad: false });
+    expect(again.logprobs).toEqual(base.logprobs);
+    // model.adapter (the generation path) gives the adapted logprobs too.
+    model.adapter = adapter;
+    try {
+      const l2 = model.forward([seqs[1]]);
+      const z2 = await l2.read();
+      l2.dispose();
+      const t = 2;
+      expect(Math.abs(adapted.logprobs[1][t] - logSoftmaxAt(z2.subarray((t - 1) * V, t * V), seqs[1][t]))).toBeLessThan(1e-4);
+    } finally {
+      model.adapter = null;
+    }
+    adapter.dispose();
+  });
+
+  it('gradients match central finite differences on a few parameters', async () => {
+    const rng = new SeededRng(3);
+    const adapter = LoraAdapter.create(model, { r: 2, alpha: 4, targetModules: ['k_proj', 'o_proj', 'down_proj'] }, { seed: 3 });
+    randomizeB(adapter, rng);
+    const seqs = randomSeqs(rng, [7, 4], VOCAB);
+    const c = randomCoefs(rng, seqs);
+    const e = randomCoefs(rng, seqs, 0.5);
+    (await policyForward(model, seqs, { adapter })).backward({ dLogprob: c, dEntropy: e });
+    const grads = await readAll(adapter);
+    const params = adapter.params();
+    const names = adapter.paramNames();
+    // The largest-gradient element of three tensors (A of k_proj, B of o_proj, A of down_proj in layer 1).
+    for (const i of [0, 3, 10]) {
+      const g = grads[i];
+      let j = 0;
+      for (let k = 1; k < g.length; k++) if (Math.abs(g[k]) > Math.abs(g[j])) j = k;
+      const p = (await params[i].read()) as Float32Array;
+      const eps = 1e-2;
+      const at = async (delta: number) => {
+        const q = p.slice();
+        q[j] += delta;
+        params[i].write(q);
+        return lossOf(adapter, seqs, c, e);
+      };
+      const fd = ((await at(eps)) - (await at(-eps))) / (2 * eps);
+      params[i].write(p);
+      expect(Math.abs(fd - g[j]) / Math.abs(g[j]), `${names[i]}[${j}]: fd ${fd} vs grad ${g[j]}`).toBeLessThan(2e-2);
+    }
+    adapter.dispose();
+  });
+
+  it('two micro-batches accumulate to the gradient of the whole batch', async () => {
+    const rng = new SeededRng(4);
+    const adapter = LoraAdapter.create(model, { r: 2, alpha: 4, targetModules: ['v_proj', 'gate_proj'] }, { seed: 4 });
+    randomizeB(adapter, rng);
+    const seqs = randomSeqs(rng, [6, 4, 5], VOCAB);
+    const masks = seqs.map((s) => s.map((_, t) => (t >= 2 ? 1 : 0)));
+    const tokens = masks.flat().reduce((a: number, b) => a + b, 0);
+    const whole = await maskedNllBackward(model, seqs, masks, { adapter });
+    const g1 = await readAll(adapter);
+    adapter.zeroGrad();
+    const a = await maskedNllBackward(model, seqs.slice(0, 2), masks.slice(0, 2), { adapter, normalizer: tokens });
+    const b = await maskedNllBackward(model, seqs.slice(2), masks.slice(2), { adapter, normalizer: tokens });
+    expect(whole.tokens).toBe(tokens);
+    expect(Math.abs(a.loss + b.loss - whole.loss)).toBeLessThan(1e-5);
+    const g2 = await readAll(adapter);
+    for (let i = 0; i < g1.length; i++) expect(relErr(g2[i], g1[i])).toBeLessThan(1e-5);
+    adapter.dispose();
+  });
+
+  it('a few dozen AdamW steps drive the NLL of a fixed sequence down; optimizer state resumes exactly', async () => {
+    const rng = new SeededRng(5);
+    const adapter = LoraAdapter.create(model, { r: 8, alpha: 16, targetModules: LORA_MODULES }, { seed: 5 });
+    const seqs = randomSeqs(rng, [12], VOCAB);
+    const masks = [seqs[0].map(() => 1)];
+    const steps = 30;
+    const opt = new TrainOptimizer(gpu, [adapter], {
+      lr: 1e-2,
+      maxGradNorm: 1,
+      schedule: (i) => cosineLr(i, { lr: 1e-2, warmupSteps: 3, totalSteps: steps }),
+    });
+    const losses: number[] = [];
+    for (let i = 0; i < steps; i++) {
+      const { loss } = await maskedNllBackward(model, seqs, masks, { adapter });
+      losses.push(loss);
+      const s = await opt.step();
+      expect(s.skipped).toBe(false);
+      expect(Number.isFinite(s.gradNorm)).toBe(true);
+    }
+    const final = (await maskedNllBackward(model, seqs, masks, { adapter })).loss;
+    adapter.zeroGrad();
+    expect(final).toBeLessThan(0.5 * losses[0]);
+
+    // Resume: save params + optimizer state, take a step, restore both, take the step again: same params.
+    const work = mkdtempSync(join(tmpdir(), 'mlagent-opt-'));
+    dirs.push(work);
+    const statePath = join(work, 'optimizer.safetensors');
+    await opt.save(statePath);
+    const before = await Promise.all(adapter.params().map((p) => p.read()));
+    const step = async () => {
+      await maskedNllBackward(model, seqs, masks, { adapter });
+      await opt.step();
+      return Promise.all(adapter.params().map((p) => p.read()));
+    };
+    const first = await step();
+    const opt2 = new TrainOptimizer(gpu, [adapter], { lr: 1e-2, maxGradNorm: 1, schedule: (i) => cosineLr(i, { lr: 1e-2, warmupSteps: 3, totalSteps: steps }) });
+    opt2.load(statePath);
+    expect(opt2.stepCount).toBe(steps);
+    adapter.params().forEach((p, i) => p.write(before[i]));
+    const opt1 = opt;
+    opt1.dispose();
+    await maskedNllBackward(model, seqs, masks, { adapter });
+    await opt2.step();
+    const second = await Promise.all(adapter.params().map((p) => p.read()));
+    for (let i = 0; i < first.length; i++) expect(second[i]).toEqual(first[i]);
+    expect(() => new TrainOptimizer(gpu, [LoraAdapter.create(model, { r: 2, alpha: 2, targetModules: ['q_proj'] })], { lr: 1 }).load(statePath)).toThrow(
+      /holds state for \d+ params, this optimizer has 4/,
+    );
+    opt2.dispose();
+    adapter.dispose();
+  });
+});
