@@ -2,8 +2,11 @@ import { bench, benchUsage } from './bench.js';
 import { collectCommand, collectUsage } from './collect.js';
 import { doctor, doctorUsage } from './doctor.js';
 import { envCommand, envUsage } from './env.js';
+import { generateCommand, generateUsage } from './generate.js';
 import { initModelCommand, initModelUsage } from './init-model.js';
+import { logprobsCommand, logprobsUsage } from './logprobs.js';
 import { reportCommand, reportUsage } from './report.js';
+import { serveCommand, serveUsage } from './serve.js';
 
 /** One `mlagent <name>` subcommand: its usage text (first line = synopsis) and its entry point. */
 export interface Command {
@@ -17,6 +20,9 @@ export const COMMANDS: Record<string, Command> = {
   bench: { usage: benchUsage, run: bench },
   'init-model': { usage: initModelUsage, run: initModelCommand },
   env: { usage: envUsage, run: envCommand },
+  generate: { usage: generateUsage, run: generateCommand },
+  logprobs: { usage: logprobsUsage, run: logprobsCommand },
+  serve: { usage: serveUsage, run: serveCommand },
   report: { usage: reportUsage, run: reportCommand },
   collect: { usage: collectUsage, run: collectCommand },
 };
