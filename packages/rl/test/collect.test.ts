@@ -1,7 +1,11 @@
 import { mkdtempSync, readFileSync, truncateSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
+import { SeededRng } from '@mlagent/core-kernels';
+import { EndpointExpert } from '../src/experts/endpoint.js';
 import { parseResponse } from '@mlagent/env';
 import { collect } from '../src/collect/runner.js';
 import { exportSftSteps, exportShareGPT } from '../src/collect/export.js';
@@ -114,6 +118,51 @@ describe('collect (fake env)', () => {
     expect([...by.keys()].sort()).toEqual(['gamma/0000', 'gamma/0001', 'gamma/0002', 'gamma/0003']);
     const strip = (rs: CollectionRecord[]) => rs.map((r) => JSON.stringify({ ...r, ...(r.type === 'step' ? { durationSec: 0 } : {}) })).sort();
     expect(strip(lines(file))).toEqual(strip(lines(clean.stepsFile)));
+  });
+
+  it('collects through a flaky endpoint expert: whole responses only, a dead endpoint leaves no end record', async () => {
+    // The server answers List Files twice, then a Final Answer (counting the assistant turns it is shown),
+    // failing 40% of the requests with a 500 or a cut-off body.
+    const rng = new SeededRng(3);
+    let failures = 0;
+    const server = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c) => (body += c));
+      req.on('end', () => {
+        if (rng.uniform() < 0.4) {
+          failures++;
+          if (rng.uniform() < 0.5) res.writeHead(500).end('boom');
+          else res.writeHead(200).end('{"choices": [{"message": {"content": "Reflection: cut');
+          return;
+        }
+        const turns = JSON.parse(body).messages.filter((m: { role: string }) => m.role === 'assistant').length;
+        const content = turns < 2
+          ? 'Reflection: -\nResearch Plan and Status: -\nFact Check: -\nThought: look\nAction: List Files\nAction Input: {"dir_path": "."}'
+          : 'Reflection: -\nResearch Plan and Status: -\nFact Check: -\nThought: done\nAction: Final Answer\nAction Input: {"final_answer": "done"}';
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ choices: [{ message: { content } }] }));
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
+    try {
+      const expert = new EndpointExpert({ url, model: 'm', baseDelayMs: 1, maxDelayMs: 4, maxAttempts: 20 });
+      const s = await collect({ tasks: fakePrepared('eta'), expert, trajectories: 3, ideas: 3, out: tmp(), concurrency: 3, progress: false, startEpisode: startFake });
+      expect(s.failed).toEqual([]);
+      expect(failures).toBeGreaterThan(0);
+      const by = checkCollection(s.stepsFile);
+      for (const steps of by.values()) {
+        expect(steps.map((x) => x.action)).toEqual(['List Files', 'List Files', 'Final Answer']);
+        for (const x of steps) expect(parseResponse(x.response).ok).toBe(true);
+      }
+    } finally {
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+    const dead = new EndpointExpert({ url: 'http://127.0.0.1:9/v1', model: 'm', baseDelayMs: 1, maxAttempts: 2 });
+    const out = tmp();
+    const s = await collect({ tasks: fakePrepared('theta'), expert: dead, trajectories: 2, ideas: 3, out, progress: false, startEpisode: startFake });
+    expect(s.failed.map((f) => f.trajectory)).toEqual(['theta/0000', 'theta/0001']);
+    expect(s.failed[0].error).toMatch(/gave up after 2 attempts: request to .* failed: fetch failed \(ECONNREFUSED\)/);
+    expect(readFileSync(s.stepsFile, 'utf8')).toBe('');
   });
 
   it('refuses to resume with other settings, bad arguments and tasks without ideas', async () => {

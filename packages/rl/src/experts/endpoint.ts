@@ -69,8 +69,11 @@ export async function chatWithRetry(options: EndpointExpertOptions, messages: Ch
       res = await doFetch(url, { method: 'POST', headers, body: payload, signal: AbortSignal.timeout(timeoutMs) });
       text = await res.text();
     } catch (e) {
-      const err = e as Error;
-      throw new RetryableError(err.name === 'TimeoutError' ? `no answer from ${url} within ${timeoutMs} ms` : `request to ${url} failed: ${err.message}`);
+      const err = e as Error & { cause?: { code?: string; message?: string } };
+      const why = err.cause?.code ?? err.cause?.message;
+      throw new RetryableError(
+        err.name === 'TimeoutError' ? `no answer from ${url} within ${timeoutMs} ms` : `request to ${url} failed: ${err.message}${why ? ` (${why})` : ''}`,
+      );
     }
     if ([408, 409, 425, 429].includes(res.status) || res.status >= 500)
       throw new RetryableError(`${url} answered HTTP ${res.status}: ${text.slice(0, 200)}`, retryAfterMs(res.headers.get('retry-after')));
