@@ -157,7 +157,12 @@ describe('collect (fake env)', () => {
     } finally {
       await new Promise<void>((r) => server.close(() => r()));
     }
-    const dead = new EndpointExpert({ url: 'http://127.0.0.1:9/v1', model: 'm', baseDelayMs: 1, maxAttempts: 2 });
+    // A port that was just free: nothing listens there.
+    const probe = createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+    const deadPort = (probe.address() as AddressInfo).port;
+    await new Promise<void>((r) => probe.close(() => r()));
+    const dead = new EndpointExpert({ url: `http://127.0.0.1:${deadPort}/v1`, model: 'm', baseDelayMs: 1, maxAttempts: 2 });
     const out = tmp();
     const s = await collect({ tasks: fakePrepared('theta'), expert: dead, trajectories: 2, ideas: 3, out, progress: false, startEpisode: startFake });
     expect(s.failed.map((f) => f.trajectory)).toEqual(['theta/0000', 'theta/0001']);
