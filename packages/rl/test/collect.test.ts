@@ -209,8 +209,8 @@ describe('collect (fake env)', () => {
     const total = [...by.values()].reduce((a, b) => a + b.length, 0);
     expect(exportSftSteps(s.stepsFile, path.join(out, 'steps-sft.jsonl'))).toBe(total);
     const ex = JSON.parse(readFileSync(path.join(out, 'steps-sft.jsonl'), 'utf8').split('\n')[1]);
-    expect(ex.messages.at(-1)).toEqual({ role: 'assistant', content: ex.response });
-    expect(ex.messages.slice(0, -1)).toEqual(by.get(ex.trajectory)![ex.step - 1].messages);
+    const rec = by.get(ex.trajectory)![ex.step - 1];
+    expect(ex).toEqual({ trajectory: rec.trajectory, task: 'eps', step: rec.step, prompt: rec.prompt, response: rec.response });
     expect(() => exportShareGPT(path.join(out, 'nope.jsonl'), path.join(out, 'x.jsonl'))).toThrow(/no collection/);
     writeFileSync(path.join(out, 'dataset_info.json'), '{oops');
     expect(() => exportShareGPT(s.stepsFile, path.join(out, 'y.jsonl'))).toThrow(/dataset_info.json: it is not valid JSON/);

@@ -4,12 +4,13 @@ import { EndpointExpert, ScriptedExpert, collect, exportSftSteps, exportShareGPT
 import { UsageError, parse } from '../args.js';
 
 export const collectUsage = `mlagent collect --tasks held-in|held-out|NAME[,NAME] --expert scripted|URL --trajectories N --ideas K --out DIR
-          [--max-steps S] [--concurrency C] [--seed S] [--sharegpt FILE] [--sft-steps FILE]
+          [--candidates M] [--max-steps S] [--concurrency C] [--seed S] [--sharegpt FILE] [--sft-steps FILE]
           [--expert-model NAME] [--helper-url URL --helper-model NAME]
   Runs full expert episodes seeded with the K most diverse idea plans per task, saving every step to
   DIR/steps.jsonl and every state to DIR/snapshots. Rerun the same command to resume an interrupted run.
   --expert URL: an OpenAI-compatible server (key from $OPENAI_API_KEY, model from --expert-model).
   --sharegpt FILE / --sft-steps FILE: also export the collection (LLaMA-Factory ShareGPT / per-step SFT JSONL).
+  --candidates: plans generated per task before the K most diverse are kept (default 100).
   --max-steps defaults to 15, --concurrency to 1, --seed to 0.`;
 
 const OPTIONS = {
@@ -18,6 +19,7 @@ const OPTIONS = {
   'expert-model': { type: 'string' },
   trajectories: { type: 'string' },
   ideas: { type: 'string' },
+  candidates: { type: 'string', default: '100' },
   out: { type: 'string' },
   'max-steps': { type: 'string', default: '15' },
   concurrency: { type: 'string', default: '1' },
@@ -83,6 +85,7 @@ export async function collectCommand(argv: string[]): Promise<void> {
   if (!v.out) throw new UsageError(`collect: --out DIR is required\n${collectUsage}`);
   const trajectories = count('trajectories', v.trajectories, 1);
   const ideas = count('ideas', v.ideas, 1);
+  const candidates = count('candidates', v.candidates, 1);
   const maxSteps = count('max-steps', v['max-steps'], 1);
   const concurrency = count('concurrency', v.concurrency, 1);
   const seed = count('seed', v.seed, 0);
@@ -101,7 +104,7 @@ export async function collectCommand(argv: string[]): Promise<void> {
   process.on('SIGINT', onSigint);
   let summary;
   try {
-    summary = await collect({ tasks, expert, trajectories, ideas, maxSteps, out: v.out, concurrency, seed, helperLlm, signal: abort.signal });
+    summary = await collect({ tasks, expert, trajectories, ideas, candidates, maxSteps, out: v.out, concurrency, seed, helperLlm, signal: abort.signal });
   } catch (e) {
     if (/^collect: /.test((e as Error).message)) throw new UsageError((e as Error).message);
     throw e;

@@ -1,8 +1,7 @@
 // Exports of a collection for fine-tuning: LLaMA-Factory's ShareGPT format (one whole conversation per
-// trajectory) and per-step SFT pairs (exactly what the policy sees at a step, and the expert's answer).
+// trajectory) and per-step SFT pairs (the state's prompt as the policy sees it at a step, and the expert's answer).
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import type { ChatMessage } from '../experts/types.js';
 import { readCollection, type CollectedStep } from './records.js';
 
 export interface ShareGptTurn {
@@ -15,12 +14,15 @@ export interface ShareGptConversation {
   system: string;
 }
 
-/** Per-step SFT example: the step's chat with the expert's answer as the final assistant turn. */
+/**
+ * Per-step SFT example: the step's state as one text (the episode's prompt(), which step-wise RL also acts on) and
+ * the expert's answer. No chat list on purpose: SFT loaders train on every assistant turn of a chat, and the
+ * history window would repeat each response in several examples (steps.jsonl keeps the chats).
+ */
 export interface SftStepExample {
   trajectory: string;
   task: string;
   step: number;
-  messages: ChatMessage[];
   prompt: string;
   response: string;
 }
@@ -104,7 +106,6 @@ export function exportSftSteps(stepsFile: string, outFile: string): number {
         trajectory: s.trajectory,
         task: s.task,
         step: s.step,
-        messages: [...s.messages, { role: 'assistant', content: s.response }],
         prompt: s.prompt,
         response: s.response,
       };

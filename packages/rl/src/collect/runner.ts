@@ -34,6 +34,8 @@ export interface CollectOptions {
   trajectories: number;
   /** K: diverse candidate plans kept per task (the paper's 10). */
   ideas: number;
+  /** Candidate plans generated per task before the K are picked (default 100, the paper's "at least 100"). */
+  candidates?: number;
   /** Step limit per episode (default 15, the paper's expert limit). */
   maxSteps?: number;
   out: string;
@@ -68,6 +70,7 @@ interface CollectionManifest {
   format: 1;
   expert: string;
   ideas: number;
+  candidates: number;
   maxSteps: number;
   seed: number;
 }
@@ -117,6 +120,7 @@ function toObservation(r: StepResult): ExpertObservation {
 export async function collect(options: CollectOptions): Promise<CollectSummary> {
   const trajectories = positiveInt('trajectories', options.trajectories);
   const k = positiveInt('ideas', options.ideas);
+  const candidates = positiveInt('candidates', options.candidates ?? 100);
   const maxSteps = positiveInt('maxSteps', options.maxSteps ?? 15);
   const concurrency = positiveInt('concurrency', options.concurrency ?? 1);
   const seed = options.seed ?? 0;
@@ -127,13 +131,13 @@ export async function collect(options: CollectOptions): Promise<CollectSummary> 
   if (twice) throw new Error(`collect: task ${twice} is listed twice`);
 
   // Ideas first: a task without usable ideas fails before any episode runs.
-  const ideasByTask = new Map<string, TaskIdeas>(options.tasks.map((t) => [t.spec.name, taskIdeas(t, k, seed)]));
+  const ideasByTask = new Map<string, TaskIdeas>(options.tasks.map((t) => [t.spec.name, taskIdeas(t, k, seed, candidates)]));
 
   const out = path.resolve(options.out);
   mkdirSync(path.join(out, 'ideas'), { recursive: true });
   const release = takeLock(path.join(out, '.lock'));
   try {
-    checkManifest(path.join(out, 'collection.json'), { format: 1, expert: options.expert.name, ideas: k, maxSteps, seed });
+    checkManifest(path.join(out, 'collection.json'), { format: 1, expert: options.expert.name, ideas: k, candidates, maxSteps, seed });
     for (const ti of ideasByTask.values()) writeFileSync(path.join(out, 'ideas', `${ti.task}.json`), `${JSON.stringify(ti, null, 2)}\n`);
     const stepsFile = path.join(out, 'steps.jsonl');
     const previous = readCollection(stepsFile);

@@ -19,11 +19,11 @@ export interface TaskIdeas {
   selected: IdeaCandidate[];
 }
 
-/** The task's candidate plans (composable on its train.py) and the k most diverse of them. */
-export function taskIdeas(task: ExpertTask, k: number, seed: number): TaskIdeas {
+/** The task's candidate plans (at least `minCandidates` when its ideas allow; composable on its train.py) and the k most diverse. */
+export function taskIdeas(task: ExpertTask, k: number, seed: number, minCandidates = 100): TaskIdeas {
   if (task.ideas.length === 0) throw new Error(`task ${task.spec.name} has no ideas (ideas.json) to seed trajectories with`);
   const baseline = readFileSync(path.join(task.envDir, 'train.py'), 'utf8');
-  const { candidates, selected } = diverseIdeas(task.ideas, k, { baseline, seed: mixSeed(seed, task.spec.name) });
+  const { candidates, selected } = diverseIdeas(task.ideas, k, { baseline, minCandidates, seed: mixSeed(seed, task.spec.name) });
   return { task: task.spec.name, candidates, selected };
 }
 
