@@ -39,7 +39,7 @@ export { collect, type CollectOptions, type CollectSummary, type CollectEpisode,
 export { readCollection, rewriteCollection, type CollectionRecord, type CollectedStep, type CollectedEnd, type ReadResult } from './collect/records.js';
 export { taskIdeas, seedPlan, mixSeed, type TaskIdeas } from './collect/seeds.js';
 export { exportShareGPT, exportSftSteps, toShareGpt, llamaFactoryDatasetInfo, type ShareGptConversation, type ShareGptTurn, type SftStepExample } from './collect/export.js';
-export { progressLine, ProgressBar, type ProgressState } from './collect/progress.js';
+export { progressInfo, type CollectProgress } from './collect/progress.js';
 export { StatesPool, PoolSampler, type PoolState, type PoolCursor, type PoolStats, type TaskStats, type SamplingMode } from './pool/states-pool.js';
 // Training config (YAML/JSON, validated, with documented defaults and presets).
 export {
@@ -78,3 +78,8 @@ export {
 // The HTML run report (inline SVG curves and evaluation tables).
 export { renderReport, writeReport, metricSeries, CHART_TITLES, type ReportOptions } from './report/html-report.js';
 export { lineChartSvg, niceTicks, type Series, type ChartOptions } from './report/svg-chart.js';
+// LoRA SFT (assistant-only loss, cosine schedule, accumulation, bucketing, exact resume).
+export { sft, heldOutLoss, type SftOptions, type SftResult, type SftStepInfo } from './sft/sft.js';
+export { readSftData, toChat, SftDataError } from './sft/data.js';
+export { encodeChat, type EncodedExample } from './sft/tokenize.js';
+export { epochBatches, trainEvalSplit, shuffledIndices } from './sft/batches.js';

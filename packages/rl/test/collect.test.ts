@@ -11,7 +11,7 @@ import { collect } from '../src/collect/runner.js';
 import { exportSftSteps, exportShareGPT } from '../src/collect/export.js';
 import { readCollection, type CollectionRecord, type CollectedStep } from '../src/collect/records.js';
 import { seedPlan, taskIdeas } from '../src/collect/seeds.js';
-import { progressLine } from '../src/collect/progress.js';
+import { progressInfo } from '../src/collect/progress.js';
 import { ScriptedExpert } from '../src/experts/scripted.js';
 import type { Expert } from '../src/experts/types.js';
 import { fakePrepared, startFake } from './fake-episode.js';
@@ -217,8 +217,8 @@ describe('collect (fake env)', () => {
     expect(existsSync(path.join(out, 'work'))).toBe(false);
   });
 
-  it('draws a progress line with the done count and each task\'s mean metric', () => {
-    const line = progressLine({ done: 3, total: 6, failed: 1, metrics: new Map([['a', [0.5, 0.7]], ['b', []]]) }, 10);
-    expect(line).toBe('[#####.....] 3/6 trajectories, 1 failed | mean metric: a 0.6000, b -');
+  it('shows failures and each task\'s mean final metric next to the progress bar', () => {
+    expect(progressInfo({ failed: 1, metrics: new Map([['a', [0.5, 0.7]], ['b', []]]) })).toEqual({ failed: 1, a: 0.6, b: '-' });
+    expect(progressInfo({ failed: 0, metrics: new Map([['a', [1 / 3]]]) })).toEqual({ a: 0.3333 });
   });
 });

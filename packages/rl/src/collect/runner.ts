@@ -5,7 +5,8 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import path from 'node:path';
 import { Episode, SnapshotStore, type HelperLlmConfig, type PreparedTask, type StepResult } from '@mlagent/env';
 import type { ChatMessage, Expert, ExpertObservation } from '../experts/types.js';
-import { ProgressBar, type ProgressState } from './progress.js';
+import { ProgressMeter } from '../metrics/progress.js';
+import { progressInfo, type CollectProgress } from './progress.js';
 import { JsonlAppender, readCollection, rewriteCollection, type CollectedEnd, type CollectedStep } from './records.js';
 import { seedPlan, taskIdeas, type TaskIdeas } from './seeds.js';
 
@@ -155,15 +156,18 @@ export async function collect(options: CollectOptions): Promise<CollectSummary> 
         const id = `${task.spec.name}/${String(i).padStart(4, '0')}`;
         if (!previous.complete.has(id)) jobs.push({ task, index: i, id });
       }
-    const state: ProgressState = { done: 0, total: options.tasks.length * trajectories, failed: 0, metrics: new Map(names.map((n) => [n, []])) };
+    const total = options.tasks.length * trajectories;
+    const state: CollectProgress = { failed: 0, metrics: new Map(names.map((n) => [n, []])) };
+    let done = 0;
     for (const r of previous.records)
       if (r.type === 'end' && state.metrics.has(r.task)) {
-        state.done++;
+        done++;
         if (r.finalMetric !== null) state.metrics.get(r.task)!.push(r.finalMetric);
       }
-    const alreadyDone = state.done;
-    const bar = new ProgressBar(process.stderr, options.progress ?? true);
-    bar.update(state);
+    const alreadyDone = done;
+    // The bar counts this run's trajectories (so its rate and ETA are right after a resume).
+    const bar = options.progress === false ? null : new ProgressMeter({ total: jobs.length, label: alreadyDone > 0 ? `collect (+${alreadyDone} done before)` : 'collect', unit: 'traj' });
+    bar?.update(0, progressInfo(state));
     const writer = new JsonlAppender(stepsFile);
     const failed: CollectSummary['failed'] = [];
     const start = options.startEpisode ?? defaultStart;
@@ -227,7 +231,7 @@ export async function collect(options: CollectOptions): Promise<CollectSummary> 
           finalAnswer,
         };
         writer.append(end);
-        state.done++;
+        done++;
         if (end.finalMetric !== null) state.metrics.get(end.task)!.push(end.finalMetric);
       } finally {
         await episode.close();
@@ -246,22 +250,22 @@ export async function collect(options: CollectOptions): Promise<CollectSummary> 
           state.failed++;
           process.stderr.write(`\ncollect: trajectory ${job.id} failed: ${(e as Error).message}\n`);
         }
-        bar.update(state);
+        bar?.update(done - alreadyDone + state.failed, progressInfo(state));
       }
     };
     try {
       await Promise.all(Array.from({ length: Math.min(concurrency, Math.max(1, jobs.length)) }, worker));
     } finally {
       writer.close();
-      bar.finish();
+      bar?.finish(progressInfo(state));
       rmSync(workRoot, { recursive: true, force: true });
     }
     return {
       stepsFile,
       snapshotsDir,
-      total: state.total,
+      total,
       alreadyDone,
-      completed: state.done - alreadyDone,
+      completed: done - alreadyDone,
       failed,
       droppedLines: previous.dropped,
     };
