@@ -34,17 +34,23 @@ describe('PyTorch oracle for LoRA', () => {
 });
 
 describe('LoRA logprobs, entropies and gradients against the float64 PyTorch oracle', () => {
-  for (const [arch, dtype, seed, temperature] of [
-    ['qwen2', 'F32', 21, 1],
-    ['qwen3', 'F32', 22, 1],
-    ['qwen2', 'BF16', 23, 1],
-    ['qwen3', 'BF16', 24, 0.7],
+  // bf16 values are exact in f16 (8 vs 10 mantissa bits), so the f16 base meets the same bound.
+  for (const [arch, dtype, seed, temperature, base] of [
+    ['qwen2', 'F32', 21, 1, 'f32'],
+    ['qwen3', 'F32', 22, 1, 'f32'],
+    ['qwen2', 'BF16', 23, 1, 'f32'],
+    ['qwen3', 'BF16', 24, 0.7, 'f16'],
   ] as const) {
-    it(`${arch} ${dtype}: policy adapter on all modules (temperature ${temperature}) and a value head, variable-length batch`, async () => {
+    it(`${arch} ${dtype} (${base} base): policy adapter on all modules (temperature ${temperature}) and a value head, variable-length batch`, async () => {
       const dir = writeModel(arch, seed, dtype, { vocabSize: VOCAB });
       const work = mkdtempSync(join(tmpdir(), 'mlagent-lora-'));
       dirs.push(dir, work);
-      const model = await QwenModel.load(gpu, dir);
+      if (base === 'f16' && !gpu.features.shaderF16) {
+        await expect(QwenModel.load(gpu, dir, { dtype: base })).rejects.toThrow(/shader-f16/);
+        return;
+      }
+      const model = await QwenModel.load(gpu, dir, { dtype: base });
+      expect(model.weights.layers[0].q.dtype).toBe(base);
       const rng = new SeededRng(seed);
       const adapter = LoraAdapter.create(model, { r: 4, alpha: 8, targetModules: LORA_MODULES }, { seed });
       randomizeB(adapter, rng);
