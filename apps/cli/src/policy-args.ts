@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Gpu } from '@mlagent/core-kernels';
-import { QwenModel, QwenTokenizer, type ChatMessage, type ChatTemplateName } from '@mlagent/policy';
+import { QwenModel, QwenTokenizer, loadAdapter, type ChatMessage, type ChatTemplateName, type LoraAdapter } from '@mlagent/policy';
 import { UsageError } from './args.js';
 
 /** The options every model-using command takes (generate, logprobs, serve). */
@@ -12,7 +12,8 @@ export const MODEL_OPTIONS = {
 } as const;
 
 export const MODEL_USAGE = `  --model DIR is a Hugging Face model directory (config.json, safetensors, tokenizer files); --adapter DIR a PEFT
-  LoRA adapter; --dtype f32|f16 the dtype of the weights on the GPU (default f32).`;
+  LoRA adapter (adapter_config.json + adapter_model.safetensors) applied on top; --dtype f32|f16 the dtype of the
+  weights on the GPU (default f32).`;
 
 export interface LoadedPolicy {
   gpu: Gpu;
@@ -27,32 +28,43 @@ export function checkModelArgs(command: string, values: { model?: string; adapte
   if (!values.model) throw new UsageError(`${command}: --model DIR is required\n${usage}`);
   if (!existsSync(join(values.model, 'config.json'))) throw new UsageError(`${command}: --model ${values.model} has no config.json`);
   if (values.dtype !== 'f32' && values.dtype !== 'f16') throw new UsageError(`${command}: --dtype must be f32 or f16, got '${values.dtype}'`);
-  if (values.adapter !== undefined) {
-    // PEFT adapter loading (issue 3, LoRA) has not landed in @mlagent/policy yet.
-    throw new UsageError(`${command}: --adapter is not available yet: loading PEFT adapters is still being added to @mlagent/policy`);
+  if (values.adapter !== undefined && !existsSync(join(values.adapter, 'adapter_config.json'))) {
+    throw new UsageError(`${command}: --adapter ${values.adapter} has no adapter_config.json (not a PEFT adapter directory)`);
   }
 }
 
-/** Loads the tokenizer, then the model, reporting progress on stderr. */
-export async function loadPolicy(values: { model?: string; dtype?: string }): Promise<LoadedPolicy> {
+/** Loads the tokenizer, the model and the PEFT adapter if given (applied by every forward), reporting on stderr. */
+export async function loadPolicy(command: string, values: { model?: string; adapter?: string; dtype?: string }): Promise<LoadedPolicy> {
   const dir = values.model!;
   const tokenizer = QwenTokenizer.fromDir(dir);
   const gpu = await Gpu.create();
   const t0 = performance.now();
-  let model: QwenModel;
+  let model: QwenModel | undefined;
+  let adapter: LoraAdapter | undefined;
   try {
     model = await QwenModel.load(gpu, dir, { dtype: values.dtype as 'f32' | 'f16' });
+    if (values.adapter !== undefined) {
+      try {
+        adapter = loadAdapter(model, values.adapter);
+      } catch (e) {
+        throw new UsageError(`${command}: --adapter ${values.adapter}: ${(e as Error).message}`);
+      }
+      model.adapter = adapter;
+    }
   } catch (e) {
+    model?.dispose();
     gpu.destroy();
     throw e;
   }
   const c = model.config;
-  process.stderr.write(`loaded ${c.arch} (${c.numLayers} layers, hidden ${c.hiddenSize}, ${values.dtype}) from ${dir} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+  const lora = adapter ? ` with LoRA r=${adapter.config.r} from ${values.adapter}` : '';
+  process.stderr.write(`loaded ${c.arch} (${c.numLayers} layers, hidden ${c.hiddenSize}, ${values.dtype}) from ${dir}${lora} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
   return {
     gpu,
     model,
     tokenizer,
     close: () => {
+      adapter?.dispose();
       model.dispose();
       gpu.destroy();
     },

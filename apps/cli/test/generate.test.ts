@@ -6,15 +6,15 @@ import { mlagent, tinyModel } from './run-cli.js';
 let tmp: string;
 let model: string;
 
-beforeAll(() => {
-  ({ tmp, model } = tinyModel('qwen2', 3));
-});
+beforeAll(async () => {
+  ({ tmp, model } = await tinyModel('qwen2', 3));
+}, 120_000);
 
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 describe('mlagent generate', () => {
-  it('--json: greedy from --prompt gives ids, text, logprobs and a finish reason; a seed makes sampling repeatable', () => {
-    const r = mlagent('generate', '--model', model, '--prompt', 'def add(a, b):', '--max-new-tokens', '3', '--temperature', '0', '--json');
+  it('--json: greedy from --prompt gives ids, text, logprobs and a finish reason; a seed makes sampling repeatable', async () => {
+    const r = await mlagent('generate', '--model', model, '--prompt', 'def add(a, b):', '--max-new-tokens', '3', '--temperature', '0', '--json');
     expect(r.code, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout);
     expect(out.prompt_ids.length).toBeGreaterThan(3);
@@ -28,21 +28,21 @@ describe('mlagent generate', () => {
 
     const chat = join(tmp, 'chat.json');
     writeFileSync(chat, JSON.stringify([{ role: 'user', content: 'Say hi.' }]));
-    const run = () => JSON.parse(mlagent('generate', '--model', model, '--chat', chat, '--max-new-tokens', '2', '--seed', '7', '--json').stdout);
-    const [a, b] = [run(), run()];
+    const run = async () => JSON.parse((await mlagent('generate', '--model', model, '--chat', chat, '--max-new-tokens', '2', '--seed', '7', '--json')).stdout);
+    const [a, b] = [await run(), await run()];
     expect(a.ids).toEqual(b.ids);
     // The chat template wraps the message: <|im_start|>user ... <|im_start|>assistant
     expect(a.prompt_ids.length).toBeGreaterThan(6);
   });
 
-  it('streams plain text without --json', () => {
-    const r = mlagent('generate', '--model', model, '--prompt', 'Hello', '--max-new-tokens', '2', '--temperature', '0');
+  it('streams plain text without --json', async () => {
+    const r = await mlagent('generate', '--model', model, '--prompt', 'Hello', '--max-new-tokens', '2', '--temperature', '0');
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout.endsWith('\n')).toBe(true);
     expect(r.stderr).toMatch(/\[\d tokens, finish_reason: (stop|length)\]/);
   });
 
-  it('rejects bad arguments before loading anything', () => {
+  it('rejects bad arguments before loading anything', async () => {
     const cases: [string[], RegExp][] = [
       [['--prompt', 'x'], /--model DIR is required/],
       [['--model', model], /exactly one of --prompt TEXT or --chat FILE\.json/],
@@ -55,12 +55,12 @@ describe('mlagent generate', () => {
       [['--model', model, '--prompt', 'x', '--template', 'llama'], /--template must be hf or ml-agent/],
     ];
     for (const [args, message] of cases) {
-      const r = mlagent('generate', ...args);
+      const r = await mlagent('generate', ...args);
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.stderr).toMatch(message);
     }
     const bad = join(tmp, 'bad-chat.json');
     writeFileSync(bad, JSON.stringify([{ role: 'user' }]));
-    expect(mlagent('generate', '--model', model, '--chat', bad).stderr).toMatch(/message 0 needs role system\|user\|assistant and string content/);
+    expect((await mlagent('generate', '--model', model, '--chat', bad)).stderr).toMatch(/message 0 needs role system\|user\|assistant and string content/);
   });
 });

@@ -1,23 +1,67 @@
-import { rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { QwenTokenizer } from '@mlagent/policy';
+import { SeededRng } from '@mlagent/core-kernels';
+import { QwenTokenizer, loadQwenConfig, moduleShape, peftTensorName, writeSafetensors, type LoraModule, type TensorToWrite } from '@mlagent/policy';
 import { mlagent, tinyModel } from './run-cli.js';
 
 let tmp: string;
 let model: string;
 
-beforeAll(() => {
-  ({ tmp, model } = tinyModel('qwen3', 5));
-});
+beforeAll(async () => {
+  ({ tmp, model } = await tinyModel('qwen3', 5));
+}, 120_000);
 
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
+const TARGETS: LoraModule[] = ['q_proj', 'v_proj', 'down_proj'];
+
+/** A PEFT adapter (r = 4, alpha = 8) with random A and B large enough to move the logprobs, written by hand. */
+function writePeftAdapter(dir: string): string {
+  mkdirSync(dir, { recursive: true });
+  const cfg = loadQwenConfig(model);
+  writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', task_type: 'CAUSAL_LM', r: 4, lora_alpha: 8, lora_dropout: 0, bias: 'none', target_modules: TARGETS }));
+  const rng = new SeededRng(9);
+  const tensors: Record<string, TensorToWrite> = {};
+  for (let l = 0; l < cfg.numLayers; l++) {
+    for (const m of TARGETS) {
+      const [outF, inF] = moduleShape(cfg, m);
+      tensors[peftTensorName(l, m, 'A')] = { dtype: 'F32', shape: [4, inF], data: () => rng.fillNormal(new Float32Array(4 * inF), 0.5) };
+      tensors[peftTensorName(l, m, 'B')] = { dtype: 'F32', shape: [outF, 4], data: () => rng.fillNormal(new Float32Array(outF * 4), 0.5) };
+    }
+  }
+  writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' });
+  return dir;
+}
+
+const ORACLE_DIR = fileURLToPath(new URL('../../../tools/oracle', import.meta.url));
+
+/** log p(ids[i] | ids[<i]) for i >= 1 from the float64 PyTorch oracle with the adapter applied. */
+function oracleLogprobs(adapter: string, ids: number[]): number[] {
+  const script = [
+    'import json, os, sys, torch',
+    'sys.path.insert(0, sys.argv[1])',
+    'import qwen_oracle as q',
+    'cfg = json.load(open(os.path.join(sys.argv[2], "config.json")))',
+    'w = q.load_weights(sys.argv[2])',
+    'lora, scale = q.load_adapter(sys.argv[3])',
+    'ids = json.loads(sys.argv[4])',
+    'with torch.no_grad():',
+    '    lp = torch.log_softmax(q.hidden(cfg, w, [ids], lora, scale) @ q.lm_head(cfg, w).T, -1)[0]',
+    'print(json.dumps([lp[i - 1, ids[i]].item() for i in range(1, len(ids))]))',
+  ].join('\n');
+  const r = spawnSync('/usr/bin/python3', ['-c', script, ORACLE_DIR, model, adapter, JSON.stringify(ids)], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`oracle failed: ${r.stderr}`);
+  return JSON.parse(r.stdout);
+}
+
 describe('mlagent logprobs', () => {
-  it('scores --ids so that they agree with the logprobs generate reported for the same tokens', () => {
-    const g = JSON.parse(mlagent('generate', '--model', model, '--prompt', 'import numpy as', '--max-new-tokens', '3', '--temperature', '0', '--json').stdout);
+  it('scores --ids so that they agree with the logprobs generate reported for the same tokens', async () => {
+    const g = JSON.parse((await mlagent('generate', '--model', model, '--prompt', 'import numpy as', '--max-new-tokens', '3', '--temperature', '0', '--json')).stdout);
     const ids: number[] = [...g.prompt_ids, ...g.ids];
-    const r = mlagent('logprobs', '--model', model, '--ids', ids.join(','), '--json');
+    const r = await mlagent('logprobs', '--model', model, '--ids', ids.join(','), '--json');
     expect(r.code, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout);
     expect(Object.keys(out)).toEqual(['ids', 'logprobs']);
@@ -30,12 +74,12 @@ describe('mlagent logprobs', () => {
     tail.forEach((lp: number, i: number) => expect(Math.abs(lp - g.logprobs[i]), `token ${i}`).toBeLessThan(1e-4));
   });
 
-  it('--text is tokenized without special tokens; without --json it prints a table', () => {
+  it('--text is tokenized without special tokens; without --json it prints a table', async () => {
     const text = 'Hello, world! <|im_end|>';
     const ids = QwenTokenizer.fromDir(model).encode(text, { addSpecialTokens: false });
-    const json = JSON.parse(mlagent('logprobs', '--model', model, '--text', text, '--json').stdout);
+    const json = JSON.parse((await mlagent('logprobs', '--model', model, '--text', text, '--json')).stdout);
     expect(json.ids).toEqual(ids);
-    const table = mlagent('logprobs', '--model', model, '--text', text);
+    const table = await mlagent('logprobs', '--model', model, '--text', text);
     expect(table.code).toBe(0);
     const lines = table.stdout.trim().split('\n');
     expect(lines).toHaveLength(ids.length + 1);
@@ -43,16 +87,36 @@ describe('mlagent logprobs', () => {
     expect(lines[lines.length - 1]).toMatch(new RegExp(`^sum -\\d+\\.\\d{4} over ${ids.length - 1} predicted tokens$`));
   });
 
-  it('rejects bad arguments', () => {
+  it('--adapter applies a PEFT LoRA adapter: logprobs change and match the PyTorch oracle with that adapter', async () => {
+    const adapter = writePeftAdapter(join(tmp, 'adapter'));
+    const ids = [9707, 11, 1879, 0, 220, 3555, 374];
+    const base = JSON.parse((await mlagent('logprobs', '--model', model, '--ids', ids.join(','), '--json')).stdout).logprobs;
+    const r = await mlagent('logprobs', '--model', model, '--adapter', adapter, '--ids', ids.join(','), '--json');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/with LoRA r=4 from/);
+    const adapted = JSON.parse(r.stdout).logprobs;
+    const ref = oracleLogprobs(adapter, ids);
+    let changed = 0;
+    for (let i = 1; i < ids.length; i++) {
+      changed = Math.max(changed, Math.abs(adapted[i] - base[i]));
+      expect(Math.abs(adapted[i] - ref[i - 1]), `token ${i}`).toBeLessThan(1e-3);
+    }
+    expect(changed).toBeGreaterThan(1e-2);
+    const bad = await mlagent('logprobs', '--model', model, '--adapter', model, '--ids', '1,2');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--adapter .* has no adapter_config\.json/);
+  });
+
+  it('rejects bad arguments', async () => {
     const cases: [string[], RegExp][] = [
       [['--model', model, '--json'], /exactly one of --text TEXT or --ids 1,2,3/],
       [['--model', model, '--ids', '1,2,x'], /'x' is not one/],
       [['--model', model, '--ids', '1,,2'], /'' is not one/],
       [['--model', model, '--ids', '1,999999'], /token id 999999 is outside this model's vocabulary \[0, 151936\)/],
-      [['--model', model, '--text', 'x', '--adapter', join(tmp, 'adapter')], /--adapter/],
+      [['--model', model, '--text', 'x', '--adapter', join(tmp, 'no-adapter')], /--adapter .*no-adapter has no adapter_config\.json/],
     ];
     for (const [args, message] of cases) {
-      const r = mlagent('logprobs', ...args);
+      const r = await mlagent('logprobs', ...args);
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.stderr).toMatch(message);
     }

@@ -25,7 +25,7 @@ function startServer(args: string[]): Promise<string> {
 }
 
 beforeAll(async () => {
-  ({ tmp, model } = tinyModel('qwen3', 0));
+  ({ tmp, model } = await tinyModel('qwen3', 0));
   url = await startServer(['--model', model, '--port', '0', '--name', 'tiny-qwen3', '--max-tokens', '3']);
 }, 240_000);
 
@@ -81,11 +81,11 @@ describe('mlagent serve', () => {
     expect(stderr).toMatch(/SIGTERM: shutting down/);
   });
 
-  it('refuses a missing or out-of-range --port before serving', () => {
-    const noPort = mlagent('serve', '--model', model);
+  it('refuses a missing or out-of-range --port before serving', async () => {
+    const noPort = await mlagent('serve', '--model', model);
     expect(noPort.code).toBe(2);
     expect(noPort.stderr).toMatch(/--port P is required/);
-    const badPort = mlagent('serve', '--model', model, '--port', '70000');
+    const badPort = await mlagent('serve', '--model', model, '--port', '70000');
     expect(badPort.stderr).toMatch(/--port must be an integer in \[0, 65535\]/);
   });
 });

@@ -1,7 +1,6 @@
 import { formatBytes, sizeClass, type Gpu, type MemoryStats } from '@mlagent/core-kernels';
 import { expectedShapes, type QwenConfig } from './config.js';
-
-export type LoraTargetName = 'q' | 'k' | 'v' | 'o' | 'gate' | 'up' | 'down';
+import { LORA_MODULES, moduleShape, type LoraModule } from './lora/config.js';
 
 export interface MemoryPlanOptions {
   /** Sequences per step (generation: prompts decoded together). */
@@ -11,7 +10,7 @@ export interface MemoryPlanOptions {
   /** dtype of the base matrices on the GPU (QwenModel.load's dtype). Default f32. */
   dtype?: 'f32' | 'f16';
   /** LoRA adapters (f32), with AdamW state and gradients when `training`. */
-  lora?: { r: number; targets: readonly LoraTargetName[] };
+  lora?: { r: number; targets: readonly LoraModule[] };
   /** Forward + backward of a LoRA step; otherwise inference. */
   training?: boolean;
   /** Activation checkpointing per layer: only each layer's input is kept, the layer is recomputed in backward. */
@@ -104,22 +103,13 @@ export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan
   }
   items.push({ name: `weights (${dtype} matrices)`, bytes: weights });
 
-  const proj: Record<LoraTargetName, [number, number]> = {
-    q: [H, nh * D],
-    k: [H, nkv * D],
-    v: [H, nkv * D],
-    o: [nh * D, H],
-    gate: [H, I],
-    up: [H, I],
-    down: [I, H],
-  };
   let lora = 0;
   let optimizer = 0;
   if (opts.lora) {
     const { r } = opts.lora;
     for (const t of opts.lora.targets) {
-      if (!(t in proj)) fail(`unknown LoRA target '${t}' (q, k, v, o, gate, up, down)`);
-      const [inF, outF] = proj[t];
+      if (!LORA_MODULES.includes(t)) fail(`unknown LoRA target '${t}' (${LORA_MODULES.join(', ')})`);
+      const [outF, inF] = moduleShape(cfg, t);
       lora += L * (f32(r * inF) + f32(outF * r));
     }
     items.push({ name: `LoRA r=${opts.lora.r} on ${opts.lora.targets.join(',')} (f32)`, bytes: lora });

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Gpu, SeededRng } from '@mlagent/core-kernels';
 import {
+  LORA_MODULES,
   MemoryPlanError,
   QwenModel,
   assertFits,
@@ -123,10 +124,10 @@ describe('planMemory against the allocator peak', () => {
 });
 
 describe('assertFits', () => {
-  const lora = { r: 16, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const };
+  const lora = { r: 16, targets: [...LORA_MODULES] };
 
   it('refuses a 7B LoRA step at 15k tokens without checkpointing on an 80 GiB budget, naming the items and the fixes', () => {
-    const plan = planMemory(QWEN7B, { batch: 1, seqLen: 15_000, dtype: 'f16', lora: { ...lora, targets: [...lora.targets] }, training: true });
+    const plan = planMemory(QWEN7B, { batch: 1, seqLen: 15_000, dtype: 'f16', lora, training: true });
     let message = '';
     try {
       assertFits(plan, { budgetBytes: 80 * GiB });
@@ -144,7 +145,7 @@ describe('assertFits', () => {
   });
 
   it('lets the same step through with checkpointing, whose estimate is dominated by weights', () => {
-    const plan = planMemory(QWEN7B, { batch: 1, seqLen: 15_000, dtype: 'f16', lora: { ...lora, targets: [...lora.targets] }, training: true, checkpointing: true });
+    const plan = planMemory(QWEN7B, { batch: 1, seqLen: 15_000, dtype: 'f16', lora, training: true, checkpointing: true });
     expect(() => assertFits(plan, { budgetBytes: 80 * GiB })).not.toThrow();
     // 7.62B parameters in f16, plus the allocator's size classes (steps of 1/8 of a power of two: up to 12.5%).
     expect(plan.weights / (2 * 7.6156e9)).toBeGreaterThan(1);
@@ -165,6 +166,6 @@ describe('assertFits', () => {
   it('rejects bad plan options', () => {
     expect(() => planMemory(QWEN7B, { batch: 0, seqLen: 10 })).toThrow(/batch must be a positive integer/);
     expect(() => planMemory(QWEN7B, { batch: 1, seqLen: 10, training: true })).toThrow(/training needs lora/);
-    expect(() => planMemory(QWEN7B, { batch: 1, seqLen: 10, lora: { r: 8, targets: ['qkv' as 'q'] } })).toThrow(/unknown LoRA target 'qkv'/);
+    expect(() => planMemory(QWEN7B, { batch: 1, seqLen: 10, lora: { r: 8, targets: ['qkv' as 'q_proj'] } })).toThrow(/unknown LoRA target 'qkv' \(q_proj, /);
   });
 });

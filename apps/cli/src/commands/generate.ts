@@ -30,7 +30,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
   const messages = values.chat === undefined ? undefined : readChatFile(cmd, values.chat);
   if (values.prompt === '') throw new UsageError(`${cmd}: --prompt is empty`);
 
-  const { model, tokenizer, close } = await loadPolicy(values);
+  const { model, tokenizer, close } = await loadPolicy(cmd, values);
   try {
     const text = messages ? tokenizer.applyChatTemplate(messages, { template, addGenerationPrompt: true }) : values.prompt!;
     const promptIds = tokenizer.encode(text);

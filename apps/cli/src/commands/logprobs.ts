@@ -26,7 +26,7 @@ export async function logprobsCommand(argv: string[]): Promise<void> {
     ids = parts.map(Number);
   }
 
-  const { model, tokenizer, close } = await loadPolicy(values);
+  const { model, tokenizer, close } = await loadPolicy(cmd, values);
   try {
     ids ??= tokenizer.encode(values.text!, { addSpecialTokens: false });
     if (ids.length === 0) throw new UsageError(`${cmd}: --text encodes to no tokens`);

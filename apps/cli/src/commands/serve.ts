@@ -28,7 +28,7 @@ export async function serveCommand(argv: string[]): Promise<void> {
   const budgetGiB = numberArg(cmd, 'memory-budget', values['memory-budget'], { min: 0 });
   const chatTemplate = parseTemplate(cmd, values.template);
 
-  const policy = await loadPolicy(values);
+  const policy = await loadPolicy(cmd, values);
   const server = createOpenAIServer(policy.model, policy.tokenizer, {
     modelName: values.name,
     chatTemplate,

@@ -130,7 +130,9 @@ export class OpenAIService {
     }
     const batch = prompts.flatMap((p) => Array.from({ length: req.n }, () => p));
     if (this.options.memoryBudgetBytes !== undefined) {
-      const plan = planMemory(this.model.config, { batch: batch.length, seqLen: longest + maxTokens, dtype: this.model.dtype, kvCache: true });
+      const adapter = this.model.adapter?.config;
+      const lora = adapter && { r: adapter.r, targets: adapter.targetModules };
+      const plan = planMemory(this.model.config, { batch: batch.length, seqLen: longest + maxTokens, dtype: this.model.dtype, kvCache: true, lora });
       try {
         assertFits(plan, { budgetBytes: this.options.memoryBudgetBytes });
       } catch (e) {
