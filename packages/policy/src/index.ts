@@ -35,7 +35,6 @@ export {
   type MemoryItem,
   type MemoryLimits,
   type MeasuredMemory,
-  type LoraTargetName,
 } from './memory.js';
 export { createOpenAIServer, type OpenAIServer, type OpenAIServerOptions } from './serve/server.js';
 export { OpenAIService, type OpenAIServiceOptions, type ChoiceDelta } from './serve/service.js';
