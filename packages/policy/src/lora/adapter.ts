@@ -28,6 +28,7 @@ export class LoraAdapter {
   /** Per decoder layer, the slots of the target modules. */
   readonly layers: ReadonlyMap<LoraModule, LoraSlot>[];
   private disposed = false;
+  private passes = 0;
 
   private constructor(
     readonly model: QwenModel,
@@ -95,6 +96,11 @@ export class LoraAdapter {
       for (const t of made) t.dispose();
       throw e;
     }
+  }
+
+  /** A fresh dropout seed per training pass (0, 1, 2, ...), used when a pass names none. */
+  nextDropoutSeed(): number {
+    return this.passes++;
   }
 
   /** alpha / r, the scale of the low-rank path. */

@@ -87,8 +87,15 @@ export async function policyForward(model: QwenModel, seqs: readonly (readonly n
   const gpu = model.gpu;
   const trunk = new TrunkPass(model, batch, opts);
   let pass: PolicyPass | undefined;
-  const targets = gpu.keep(gpu.tensor([batch.B * batch.T], 'i32', batch.targets, 'policy targets'));
-  const fwd = headForward(gpu, trunk.hn, model.weights.lmHead, targets, { temperature });
+  let targets: Tensor<'i32'>;
+  let fwd: ReturnType<typeof headForward>;
+  try {
+    targets = gpu.keep(gpu.tensor([batch.B * batch.T], 'i32', batch.targets, 'policy targets'));
+    fwd = headForward(gpu, trunk.hn, model.weights.lmHead, targets, { temperature });
+  } catch (e) {
+    trunk.dispose();
+    throw e;
+  }
   for (const t of [fwd.loss, fwd.count, fwd.logprob, fwd.entropy, fwd.lse]) gpu.keep(t);
   try {
     const [lp, ent] = await Promise.all([fwd.logprob.read(), fwd.entropy.read()]);

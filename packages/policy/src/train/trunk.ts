@@ -26,7 +26,7 @@ export interface TrunkOptions {
   checkpoint?: boolean;
   /** Whether backward will be called: without it nothing is saved and dropout is off. Default true. */
   grad?: boolean;
-  /** Seed of this pass's LoRA dropout masks (default 0); use a new one per step. */
+  /** Seed of this pass's LoRA dropout masks; default: the adapter's next (0, 1, 2, ... per training pass). */
   dropoutSeed?: number;
 }
 
@@ -93,7 +93,7 @@ export class TrunkPass {
     this.gpu = model.gpu;
     this.grad = opts.grad ?? true;
     this.checkpoint = opts.checkpoint ?? false;
-    this.seed = opts.dropoutSeed ?? 0;
+    this.seed = opts.dropoutSeed ?? (this.grad && opts.adapter ? opts.adapter.nextDropoutSeed() : 0);
     const gpu = this.gpu;
     const { B, T } = batch;
     const H = model.config.hiddenSize;
