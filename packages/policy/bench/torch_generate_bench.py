@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch timing of Qwen2/Qwen3 generation (float32, KV cache, greedy), for `mlagent bench policy`'s ratios.
+"""PyTorch timing of Qwen2/Qwen3 generation (float32, KV cache, greedy, CPU or CUDA), for `mlagent bench policy`'s ratios.
 
 Same weights (read by tools/oracle/qwen_oracle.py's loader), same batch, prompt length and number of new tokens as
 our side. Prefill: one pass over the prompts filling the KV cache, then the last position's logits and argmax.
@@ -7,7 +7,7 @@ Decode: one token per sequence per step against the cache. Times are wall clock,
 warm-up.
 
 Usage: torch_generate_bench.py MODEL_DIR BATCH PROMPT_LEN NEW_TOKENS ITERATIONS
-Prints {"prefill_ms", "decode_ms", "threads", "torch"} as JSON.
+Prints {"prefill_ms", "decode_ms", "threads", "device", "torch"} as JSON. Runs on CUDA where torch has it.
 """
 import json
 import math
@@ -22,11 +22,19 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 from qwen_oracle import load_weights  # noqa: E402
 
 
+DEV = 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
+def sync():
+    if DEV == 'cuda':
+        torch.cuda.synchronize()
+
+
 class Qwen:
     def __init__(self, model_dir):
         with open(os.path.join(model_dir, 'config.json')) as f:
             cfg = json.load(f)
-        self.w = {k: v.to(torch.float32).contiguous() for k, v in load_weights(model_dir).items()}
+        self.w = {k: v.to(device=DEV, dtype=torch.float32).contiguous() for k, v in load_weights(model_dir).items()}
         self.qwen3 = cfg['architectures'][0] == 'Qwen3ForCausalLM'
         self.H = cfg['hidden_size']
         self.nh = cfg['num_attention_heads']
@@ -36,7 +44,7 @@ class Qwen:
         self.eps = cfg.get('rms_norm_eps', 1e-6)
         self.bias = bool(cfg.get('attention_bias', False)) if self.qwen3 else True
         theta = float(cfg.get('rope_theta', 10000.0))
-        self.inv_freq = 1.0 / (theta ** (torch.arange(0, self.D, 2, dtype=torch.float32) / self.D))
+        self.inv_freq = 1.0 / (theta ** (torch.arange(0, self.D, 2, dtype=torch.float32, device=DEV) / self.D))
         tied = cfg.get('tie_word_embeddings', False) or 'lm_head.weight' not in self.w
         self.head = self.w['model.embed_tokens.weight'] if tied else self.w['lm_head.weight']
 
@@ -57,7 +65,7 @@ class Qwen:
     def step(self, ids, start, cache):
         """ids [B, T] at positions start..start+T-1; appends K/V to cache; returns the last position's logits."""
         B, T = ids.shape
-        pos = torch.arange(start, start + T)
+        pos = torch.arange(start, start + T, device=DEV)
         h = self.w['model.embed_tokens.weight'][ids]
         for l in range(self.L):
             p = f'model.layers.{l}'
@@ -79,7 +87,7 @@ class Qwen:
             vv = vc[:, :, :S].repeat_interleave(rep, dim=1)
             scores = (q @ kk.transpose(-1, -2)) / math.sqrt(self.D)
             if T > 1:
-                mask = torch.ones(T, S, dtype=torch.bool).tril(diagonal=start)
+                mask = torch.ones(T, S, dtype=torch.bool, device=DEV).tril(diagonal=start)
                 scores = scores.masked_fill(~mask, float('-inf'))
             o = (torch.softmax(scores, -1) @ vv).transpose(1, 2).reshape(B, T, self.nh * self.D)
             h = h + self.lin(o, f'{p}.self_attn.o_proj')
@@ -89,12 +97,15 @@ class Qwen:
 
     def generate(self, ids, new_tokens):
         B, T = ids.shape
-        cache = [(torch.zeros(B, self.nkv, T + new_tokens, self.D), torch.zeros(B, self.nkv, T + new_tokens, self.D)) for _ in range(self.L)]
+        cache = [(torch.zeros(B, self.nkv, T + new_tokens, self.D, device=DEV), torch.zeros(B, self.nkv, T + new_tokens, self.D, device=DEV)) for _ in range(self.L)]
+        sync()
         t0 = time.perf_counter()
         nxt = self.step(ids, 0, cache).argmax(-1, keepdim=True)
+        sync()
         t1 = time.perf_counter()
         for i in range(1, new_tokens):
             nxt = self.step(nxt, T + i - 1, cache).argmax(-1, keepdim=True)
+        sync()
         t2 = time.perf_counter()
         return (t1 - t0) * 1e3, (t2 - t1) * 1e3
 
@@ -109,13 +120,14 @@ def main():
     torch.manual_seed(0)
     with torch.inference_mode():
         m = Qwen(model_dir)
-        ids = torch.randint(0, m.head.shape[0], (batch, prompt_len))
+        ids = torch.randint(0, m.head.shape[0], (batch, prompt_len), device=DEV)
         m.generate(ids, new_tokens)
         runs = [m.generate(ids, new_tokens) for _ in range(iterations)]
     print(json.dumps({
         'prefill_ms': statistics.median(r[0] for r in runs),
         'decode_ms': statistics.median(r[1] for r in runs),
         'threads': torch.get_num_threads(),
+        'device': torch.cuda.get_device_name(0) if DEV == 'cuda' else 'cpu',
         'torch': torch.__version__,
     }))
 

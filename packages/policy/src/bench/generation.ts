@@ -82,12 +82,13 @@ function torchScript(): string {
   throw new Error(`torch_generate_bench.py not found near ${here}`);
 }
 
-/** The same generation, same weights and shapes, in PyTorch (float32, CPU), through bench/torch_generate_bench.py. */
+/** The same generation, same weights and shapes, in PyTorch (float32; CUDA where torch has it), through bench/torch_generate_bench.py. */
 export function torchGenerationTiming(python: string, modelDir: string, opts: GenerationBenchOptions): GenerationTiming & { device: string } {
   checkOptions(opts);
   const args = [torchScript(), modelDir, opts.batch, opts.promptLen, opts.newTokens, opts.iterations ?? 3].map(String);
   const r = spawnSync(python, args, { encoding: 'utf8', timeout: 1_800_000 });
   if (r.error || r.status !== 0) throw new Error(`torch generation bench failed (status ${r.status}): ${r.error?.message ?? ''}\n${r.stderr}`);
-  const out = JSON.parse(r.stdout) as { prefill_ms: number; decode_ms: number; threads: number; torch: string };
-  return { ...rates(opts, out.prefill_ms, out.decode_ms), device: `torch ${out.torch} on cpu (${out.threads} threads)` };
+  const out = JSON.parse(r.stdout) as { prefill_ms: number; decode_ms: number; threads: number; device: string; torch: string };
+  const where = out.device === 'cpu' ? `cpu (${out.threads} threads)` : out.device;
+  return { ...rates(opts, out.prefill_ms, out.decode_ms), device: `torch ${out.torch} on ${where}` };
 }
