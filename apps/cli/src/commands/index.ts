@@ -7,6 +7,7 @@ import { initModelCommand, initModelUsage } from './init-model.js';
 import { logprobsCommand, logprobsUsage } from './logprobs.js';
 import { reportCommand, reportUsage } from './report.js';
 import { serveCommand, serveUsage } from './serve.js';
+import { sftCommand, sftUsage } from './sft.js';
 
 /** One `mlagent <name>` subcommand: its usage text (first line = synopsis) and its entry point. */
 export interface Command {
@@ -24,5 +25,6 @@ export const COMMANDS: Record<string, Command> = {
   logprobs: { usage: logprobsUsage, run: logprobsCommand },
   serve: { usage: serveUsage, run: serveCommand },
   report: { usage: reportUsage, run: reportCommand },
+  sft: { usage: sftUsage, run: sftCommand },
   collect: { usage: collectUsage, run: collectCommand },
 };

@@ -31,6 +31,8 @@ export interface SftConfig {
   gradClip: number;
   template: 'ml-agent' | 'hf';
   lengthBucketing: boolean;
+  checkpointEvery: number;
+  keepCheckpoints: number;
 }
 
 export interface PpoConfig {
@@ -123,6 +125,8 @@ export const SFT_SECTION: SectionOf<SftConfig> = {
   gradClip: { kind: 'number', gt: 0, default: 1.0, doc: 'Global gradient-norm clip.' },
   template: { kind: 'enum', values: ['ml-agent', 'hf'], default: 'ml-agent', doc: "Chat template: the ML-Agent SFT template or the model's own." },
   lengthBucketing: { kind: 'boolean', default: true, doc: 'Batch examples of similar length together (less padding).' },
+  checkpointEvery: { kind: 'number', int: true, min: 0, default: 0, doc: 'Optimizer steps between checkpoints within an epoch; 0: only at the end of each epoch.' },
+  keepCheckpoints: { kind: 'number', int: true, min: 1, default: 2, doc: 'Most recent checkpoints kept.' },
 };
 
 export const PPO_SECTION: SectionOf<PpoConfig> = {

@@ -1,0 +1,273 @@
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Gpu, cosineLr } from '@mlagent/core-kernels';
+import {
+  LoraAdapter,
+  QwenModel,
+  QwenTokenizer,
+  TrainOptimizer,
+  loadAdapter,
+  maskedNllBackward,
+  policyForward,
+  saveAdapter,
+  type ChatMessage,
+  type LoraModule,
+} from '@mlagent/policy';
+import { mixSeed } from '../collect/seeds.js';
+import { latestCheckpoint, listCheckpoints, saveCheckpoint, type Json } from '../checkpoint/checkpoint.js';
+import { parseTrainConfig, type TrainConfig, type TrainConfigInput } from '../config/train-config.js';
+import { METRICS_FILE, MetricsLogger, truncateMetricsAfter } from '../metrics/jsonl.js';
+import { ProgressMeter } from '../metrics/progress.js';
+import { epochBatches, trainEvalSplit } from './batches.js';
+import { readSftData } from './data.js';
+import { encodeChat, type EncodedExample } from './tokenize.js';
+
+/**
+ * LoRA supervised fine-tuning, the paper's first stage: loss on assistant tokens only, AdamW with linear warmup
+ * and cosine decay, gradient accumulation, length bucketing, held-out loss, a checkpoint each epoch (and every
+ * `checkpointEvery` steps), and exact resume: the data order and dropout masks are functions of (seed, step), and
+ * the adapter and optimizer state are restored bit for bit, so a resumed run ends where an uninterrupted one does.
+ *
+ * Writes to `out`: adapter/ (PEFT), metrics.jsonl, tb/ (TensorBoard), checkpoints/, sft-summary.json.
+ */
+
+export interface SftOptions {
+  /** Base model directory (Hugging Face layout). */
+  modelDir: string;
+  /** A .jsonl/.json data file (see readSftData), or chats already loaded. */
+  data: string | ChatMessage[][];
+  out: string;
+  /** The `lora`, `sft` and `seed` parts are used; defaults and presets apply as in the config file. */
+  config?: TrainConfigInput;
+  /** Continue from the newest checkpoint in `out`. Without it, `out` must not hold checkpoints. */
+  resume?: boolean;
+  /** Reuse a GPU and a loaded base model (the pipeline does); otherwise both are created and released. */
+  gpu?: Gpu;
+  model?: QwenModel;
+  /** Stops after the current optimizer step, without a final save (for tests and Ctrl-C handlers). */
+  signal?: AbortSignal;
+  /** Called after every optimizer step. */
+  onStep?: (info: SftStepInfo) => void;
+  /** Progress meter on stderr (default true). */
+  progress?: boolean;
+  /** Where to print one-line notices (resume, truncation); default stderr. */
+  log?: (line: string) => void;
+}
+
+export interface SftStepInfo {
+  step: number;
+  epoch: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  targetTokens: number;
+  tokensPerSecond: number;
+}
+
+export interface SftResult {
+  /** The final PEFT adapter directory (absent when stopped early). */
+  adapterDir: string | null;
+  /** Optimizer steps completed (in total, across resumes). */
+  steps: number;
+  totalSteps: number;
+  stopped: boolean;
+  /** Mean loss of the last step. */
+  trainLoss: number;
+  /** Held-out loss before training (null when resumed past it or no eval split) and at the end. */
+  initialEvalLoss: number | null;
+  evalLoss: number | null;
+  examples: { train: number; eval: number; truncated: number; dropped: number };
+  resumedFrom: number | null;
+}
+
+const ADAPTER_DIR = 'adapter';
+const OPTIMIZER_FILE = 'optimizer.safetensors';
+
+export async function sft(options: SftOptions): Promise<SftResult> {
+  const config = parseTrainConfig(options.config ?? {}, { source: '(sft options)' });
+  const c = config.sft;
+  const log = options.log ?? ((line: string) => process.stderr.write(line + '\n'));
+  mkdirSync(options.out, { recursive: true });
+
+  // Data: tokenize every chat with assistant-only targets, drop what has no target left, split off eval.
+  const tokenizer = QwenTokenizer.fromDir(options.modelDir);
+  const chats = typeof options.data === 'string' ? readSftData(options.data) : options.data;
+  const encoded = chats.map((m) => encodeChat(tokenizer, m, c.template, c.maxSeqLen));
+  const usable = encoded.filter((e) => e.targets > 0);
+  const truncated = encoded.filter((e) => e.truncated).length;
+  const dropped = encoded.length - usable.length;
+  if (truncated > 0) log(`sft: ${truncated} of ${encoded.length} examples are longer than maxSeqLen ${c.maxSeqLen} and were truncated`);
+  if (dropped > 0) log(`sft: ${dropped} examples have no assistant token within maxSeqLen and were dropped`);
+  if (usable.length === 0) throw new Error('sft: no example has an assistant token to learn from');
+  const split = trainEvalSplit(usable.length, c.evalFraction, config.seed);
+  const train = split.train.map((i) => usable[i]);
+  const evalSet = split.eval.map((i) => usable[i]);
+
+  const microPerEpoch = Math.ceil(train.length / c.batchSize);
+  const stepsPerEpoch = Math.ceil(microPerEpoch / c.gradAccum);
+  const totalSteps = stepsPerEpoch * c.epochs;
+  const warmupSteps = Math.ceil(c.warmupRatio * totalSteps);
+  const fingerprint = fingerprintOf(config, usable, options.modelDir);
+
+  const gpu = options.gpu ?? (await Gpu.create());
+  const model = options.model ?? (await QwenModel.load(gpu, options.modelDir));
+  const loraConfig = { r: config.lora.rank, alpha: config.lora.alpha, dropout: config.lora.dropout, targetModules: config.lora.targets as LoraModule[] };
+
+  // Start fresh or from the newest checkpoint.
+  const checkpoint = options.resume ? latestCheckpoint(options.out, { onSkip: (dir, why) => log(`sft: skipping damaged checkpoint ${dir}: ${why}`) }) : null;
+  if (!options.resume && listCheckpoints(options.out).length > 0) {
+    throw new Error(`sft: ${options.out} already holds checkpoints of a run; pass resume (--resume) to continue it, or choose another output directory`);
+  }
+  if (checkpoint && (checkpoint.extra as { fingerprint?: string } | undefined)?.fingerprint !== fingerprint) {
+    throw new Error(`sft: the checkpoint ${checkpoint.dir} was made with other data, config or model; use a new output directory`);
+  }
+  const adapter = checkpoint ? loadAdapter(model, join(checkpoint.dir, ADAPTER_DIR)) : LoraAdapter.create(model, loraConfig, { seed: config.seed });
+  const optimizer = new TrainOptimizer(gpu, [adapter], {
+    lr: c.lr,
+    weightDecay: c.weightDecay,
+    maxGradNorm: c.gradClip,
+    schedule: (i) => cosineLr(i, { lr: c.lr, warmupSteps, totalSteps, minLrRatio: c.minLrRatio }),
+  });
+  const startStep = checkpoint?.step ?? 0;
+  if (checkpoint) {
+    optimizer.load(checkpoint.path(OPTIMIZER_FILE));
+    if (optimizer.stepCount !== startStep) throw new Error(`sft: checkpoint ${checkpoint.dir} is at step ${startStep} but its optimizer state at ${optimizer.stepCount}`);
+    truncateMetricsAfter(join(options.out, METRICS_FILE), startStep);
+    log(`sft: resuming from ${checkpoint.dir} (step ${startStep} of ${totalSteps})`);
+  }
+  const metrics = new MetricsLogger(options.out);
+  const meter = options.progress === false ? null : new ProgressMeter({ total: totalSteps, label: 'sft', unit: 'step' });
+  meter?.update(startStep);
+
+  const evaluate = async () => (evalSet.length > 0 ? heldOutLoss(model, adapter, evalSet, c.batchSize) : null);
+  const initialEvalLoss = startStep === 0 ? await evaluate() : null;
+  if (initialEvalLoss !== null) metrics.log(0, { evalLoss: initialEvalLoss });
+  let evalLoss: number | null = initialEvalLoss;
+  let trainLoss = NaN;
+  let step = startStep;
+  let batches: number[][] = [];
+  let batchesEpoch = -1;
+  let stopped = false;
+
+  const save = async (epoch: number) =>
+    saveCheckpoint(options.out, {
+      step,
+      config: config as unknown as Json,
+      extra: { fingerprint, epoch, evalLoss },
+      keep: c.keepCheckpoints,
+      write: async (dir) => {
+        await saveAdapter(adapter, join(dir, ADAPTER_DIR), { baseModel: options.modelDir });
+        await optimizer.save(join(dir, OPTIMIZER_FILE));
+      },
+    });
+
+  try {
+    while (step < totalSteps) {
+      const epoch = Math.floor(step / stepsPerEpoch);
+      if (epoch !== batchesEpoch) {
+        batches = epochBatches(
+          train.map((_, i) => i),
+          (i) => train[i].ids.length,
+          { batchSize: c.batchSize, seed: config.seed, epoch, bucketing: c.lengthBucketing },
+        );
+        batchesEpoch = epoch;
+      }
+      const inEpoch = step % stepsPerEpoch;
+      const micro = batches.slice(inEpoch * c.gradAccum, (inEpoch + 1) * c.gradAccum);
+      // One mean over every target token of the optimizer step, however it is split into micro-batches.
+      const normalizer = micro.flat().reduce((n, i) => n + train[i].targets, 0);
+      const started = Date.now();
+      let loss = 0;
+      let tokens = 0;
+      for (let j = 0; j < micro.length; j++) {
+        const examples = micro[j].map((i) => train[i]);
+        const r = await maskedNllBackward(
+          model,
+          examples.map((e) => e.ids),
+          examples.map((e) => e.mask),
+          { adapter, normalizer, dropoutSeed: mixSeed(config.seed, `sft/${step}/${j}`) },
+        );
+        loss += r.loss;
+        tokens += examples.reduce((n, e) => n + e.ids.length, 0);
+      }
+      const { lr, gradNorm, skipped } = await optimizer.step();
+      step++;
+      trainLoss = loss;
+      const seconds = Math.max(1e-9, (Date.now() - started) / 1000);
+      const info: SftStepInfo = { step, epoch, loss, lr, gradNorm, targetTokens: normalizer, tokensPerSecond: tokens / seconds };
+      metrics.log(step, { loss, lr, gradNorm, epoch, targetTokens: normalizer, tokensPerSecond: info.tokensPerSecond, skipped: skipped ? 1 : 0 });
+      meter?.update(step, { epoch: epoch + 1, loss, 'tok/s': info.tokensPerSecond });
+      options.onStep?.(info);
+
+      const endOfEpoch = step % stepsPerEpoch === 0;
+      if (endOfEpoch) {
+        evalLoss = await evaluate();
+        if (evalLoss !== null) metrics.log(step, { evalLoss });
+      }
+      if (endOfEpoch || (c.checkpointEvery > 0 && step % c.checkpointEvery === 0)) await save(epoch);
+      if (options.signal?.aborted && step < totalSteps) {
+        stopped = true;
+        break;
+      }
+    }
+    meter?.finish({ loss: trainLoss, ...(evalLoss !== null ? { 'eval loss': evalLoss } : {}) });
+    let adapterDir: string | null = null;
+    if (!stopped) {
+      adapterDir = join(options.out, ADAPTER_DIR);
+      await saveAdapter(adapter, adapterDir, { baseModel: options.modelDir });
+    }
+    const result: SftResult = {
+      adapterDir,
+      steps: step,
+      totalSteps,
+      stopped,
+      trainLoss,
+      initialEvalLoss,
+      evalLoss,
+      examples: { train: train.length, eval: evalSet.length, truncated, dropped },
+      resumedFrom: checkpoint?.step ?? null,
+    };
+    if (!stopped) writeFileSync(join(options.out, 'sft-summary.json'), JSON.stringify(result, null, 2) + '\n');
+    return result;
+  } finally {
+    metrics.close();
+    optimizer.dispose();
+    adapter.dispose();
+    if (!options.model) model.dispose();
+    if (!options.gpu) gpu.destroy();
+  }
+}
+
+/** Mean NLL per target token over held-out examples, with the adapter and no dropout. */
+export async function heldOutLoss(model: QwenModel, adapter: LoraAdapter | undefined, examples: EncodedExample[], batchSize: number): Promise<number> {
+  let nll = 0;
+  let count = 0;
+  for (let b = 0; b < examples.length; b += batchSize) {
+    const batch = examples.slice(b, b + batchSize);
+    const pass = await policyForward(
+      model,
+      batch.map((e) => e.ids),
+      { adapter, grad: false },
+    );
+    batch.forEach((e, k) => {
+      for (let t = 1; t < e.ids.length; t++) {
+        if (e.mask[t]) {
+          nll -= pass.logprobs[k][t];
+          count++;
+        }
+      }
+    });
+  }
+  return count > 0 ? nll / count : NaN;
+}
+
+/** What must not change between a checkpoint and its resume: the data, the SFT/LoRA config, the seed, the model. */
+function fingerprintOf(config: TrainConfig, examples: EncodedExample[], modelDir: string): string {
+  const h = createHash('sha256');
+  h.update(JSON.stringify({ sft: { ...config.sft, checkpointEvery: 0, keepCheckpoints: 0 }, lora: config.lora, seed: config.seed }));
+  for (const e of examples) h.update(Int32Array.from(e.ids)).update(e.mask);
+  const modelConfig = join(modelDir, 'config.json');
+  if (existsSync(modelConfig)) h.update(readFileSync(modelConfig));
+  return h.digest('hex');
+}

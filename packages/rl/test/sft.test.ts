@@ -1,0 +1,107 @@
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Gpu } from '@mlagent/core-kernels';
+import { QwenModel, initModel, loadAdapter, readPeftConfig } from '@mlagent/policy';
+import { latestCheckpoint } from '../src/checkpoint/checkpoint.js';
+import type { TrainConfigInput } from '../src/config/train-config.js';
+import { readMetrics } from '../src/metrics/jsonl.js';
+import { sft, type SftResult } from '../src/sft/sft.js';
+
+// A tiny random Qwen2 (2 layers, hidden 64, Qwen's full vocabulary) on lavapipe: every pass costs seconds, so the
+// runs are a handful of optimizer steps over six short examples, and all share one GPU and one loaded model.
+let gpu: Gpu;
+let model: QwenModel;
+let modelDir: string;
+let dataPath: string;
+const dirs: string[] = [];
+const newDir = () => {
+  const d = mkdtempSync(join(tmpdir(), 'rl-sft-'));
+  dirs.push(d);
+  return d;
+};
+
+const config: TrainConfigInput = {
+  preset: 'tiny',
+  seed: 3,
+  lora: { rank: 4, alpha: 8, dropout: 0.1, targets: ['q_proj', 'v_proj', 'o_proj', 'down_proj'] },
+  sft: { epochs: 2, batchSize: 3, gradAccum: 1, evalFraction: 0.15, lr: 1e-2, warmupRatio: 0, maxSeqLen: 64 },
+};
+
+beforeAll(async () => {
+  modelDir = newDir();
+  initModel({ arch: 'qwen2', preset: 'tiny', outDir: modelDir, seed: 0 });
+  dataPath = join(newDir(), 'data.jsonl');
+  const lines = ['List Files', 'Understand File', 'Execute Script', 'Edit Script (AI)', 'Final Answer', 'Inspect Script Lines'].map((action) =>
+    JSON.stringify({ prompt: 'Next action?', response: `Action: ${action}` }),
+  );
+  writeFileSync(dataPath, lines.join('\n') + '\n');
+  gpu = await Gpu.create();
+  model = await QwenModel.load(gpu, modelDir);
+}, 120_000);
+
+afterAll(() => {
+  model?.dispose();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+describe('LoRA SFT', () => {
+  let full: SftResult;
+  let fullOut: string;
+  const losses: number[] = [];
+
+  it('lowers the training and held-out loss, writes a PEFT adapter, metrics and a checkpoint per epoch', async () => {
+    fullOut = newDir();
+    full = await sft({ modelDir, data: dataPath, out: fullOut, config, gpu, model, progress: false, onStep: (s) => losses.push(s.loss) });
+    expect(full.totalSteps).toBe(4); // 5 train examples in batches of 3: 2 steps per epoch
+    expect(full.examples).toEqual({ train: 5, eval: 1, truncated: 0, dropped: 0 });
+    expect(losses).toHaveLength(4);
+    expect(losses[3]).toBeLessThan(losses[0]);
+    expect(full.evalLoss!).toBeLessThan(full.initialEvalLoss!);
+
+    expect(readPeftConfig(full.adapterDir!)).toMatchObject({ r: 4, alpha: 8, targetModules: ['q_proj', 'v_proj', 'o_proj', 'down_proj'] });
+    loadAdapter(model, full.adapterDir!).dispose(); // loads back onto the base
+    const metrics = readMetrics(join(fullOut, 'metrics.jsonl'));
+    expect(metrics.map((m) => m.step)).toEqual([0, 1, 2, 3, 4]);
+    expect(metrics[0].values.evalLoss).toBeCloseTo(full.initialEvalLoss!, 10);
+    expect(metrics[2].values.evalLoss).toBeDefined(); // end of epoch 1
+    expect(metrics[4].values.loss).toBeCloseTo(losses[3], 10);
+    expect(latestCheckpoint(fullOut)!.step).toBe(4);
+    expect(existsSync(join(fullOut, 'tb'))).toBe(true);
+    expect(JSON.parse(readFileSync(join(fullOut, 'sft-summary.json'), 'utf8')).steps).toBe(4);
+  }, 300_000);
+
+  it('stopped after 3 steps and resumed, it ends with the same adapter bytes and losses', async () => {
+    const out = newDir();
+    const abort = new AbortController();
+    const first = await sft({
+      modelDir,
+      data: dataPath,
+      out,
+      config,
+      gpu,
+      model,
+      progress: false,
+      signal: abort.signal,
+      onStep: (s) => s.step === 3 && abort.abort(),
+    });
+    expect(first).toMatchObject({ stopped: true, steps: 3, adapterDir: null });
+    expect(latestCheckpoint(out)!.step).toBe(2); // the end of epoch 1; step 3 is redone
+
+    await expect(sft({ modelDir, data: dataPath, out, config, gpu, model, progress: false })).rejects.toThrow(/already holds checkpoints/);
+    const resumedLosses: number[] = [];
+    const resumed = await sft({ modelDir, data: dataPath, out, config, gpu, model, progress: false, resume: true, log: () => {}, onStep: (s) => resumedLosses.push(s.loss) });
+    expect(resumed.resumedFrom).toBe(2);
+    expect(resumedLosses).toEqual(losses.slice(2));
+    expect(resumed.evalLoss).toBe(full.evalLoss);
+    const bytes = (dir: string) => readFileSync(join(dir, 'adapter_model.safetensors'));
+    expect(bytes(resumed.adapterDir!).equals(bytes(full.adapterDir!))).toBe(true);
+    // The log holds each step once, as the uninterrupted run's.
+    const log = readMetrics(join(out, 'metrics.jsonl'));
+    expect(log.map((m) => [m.step, m.values.loss])).toEqual(readMetrics(join(fullOut, 'metrics.jsonl')).map((m) => [m.step, m.values.loss]));
+
+    const other = { ...config, sft: { ...config.sft, lr: 2e-2 } };
+    await expect(sft({ modelDir, data: dataPath, out, config: other, gpu, model, progress: false, resume: true, log: () => {} })).rejects.toThrow(/made with other data, config or model/);
+  }, 300_000);
+});
