@@ -150,10 +150,10 @@ describe('metrics.jsonl', () => {
 
 describe('progress bar', () => {
   it('formats rate, ETA and reported values', () => {
-    expect(formatProgress({ label: 'sft', total: 40, done: 12, elapsedMs: 8000, unit: 'step', info: { loss: 1.23456, 'tok/s': 530.2 } })).toBe(
-      'sft [######--------------] 12/40 30% 1.500 step/s ETA 0:19 loss 1.235 tok/s 530',
+    expect(formatProgress({ label: 'sft', total: 40, done: 12, elapsedMs: 8000, unit: 'step', info: { epoch: 2, loss: 1.23456, 'tok/s': 530.2 } })).toBe(
+      'sft [######--------------] 12/40 30% 1.500 step/s ETA 0:19 epoch 2 loss 1.235 tok/s 530',
     );
-    expect(formatProgress({ label: 'x', total: 5, done: 0, elapsedMs: 0 })).toBe('x [--------------------] 0/5 0% 0.000 it/s ETA ?');
+    expect(formatProgress({ label: 'x', total: 5, done: 0, elapsedMs: 0 })).toBe('x [--------------------] 0/5 0% 0 it/s ETA ?');
     expect(formatDuration(3725)).toBe('1:02:05');
   });
 
@@ -168,6 +168,6 @@ describe('progress bar', () => {
     bar.tick(1);
     t = 300;
     bar.tick(1);
-    expect(lines).toEqual(['ppo [#######-------------] 1/3 33% 10.0 it/s ETA 0:00 reward 0.500\n', 'ppo [####################] 3/3 100% 10.0 it/s ETA 0:00 reward 0.500\n']);
+    expect(lines).toEqual(['ppo [#######-------------] 1/3 33% 10 it/s ETA 0:00 reward 0.500\n', 'ppo [####################] 3/3 100% 10 it/s ETA 0:00 reward 0.500\n']);
   });
 });
