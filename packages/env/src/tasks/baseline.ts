@@ -5,7 +5,7 @@ import { runSandboxed } from '../sandbox/run.js';
 import type { ExecutionOutcome } from '../sandbox/types.js';
 import { prepareTask, removeTree, type PrepareOptions } from './prepare.js';
 import type { PreparedTask } from './types.js';
-import { createWorkspace, taskSandboxPaths } from './workspace.js';
+import { createWorkspace, taskSandboxEnv, taskSandboxPaths } from './workspace.js';
 
 /** What `mlagent tasks baseline NAME --json` prints. */
 export interface BaselineReport {
@@ -31,6 +31,8 @@ export interface BaselineOptions extends PrepareOptions {
   keepWorkspace?: boolean;
   /** Replaces env/train.py's text in the workspace (e.g. with ideas applied). */
   trainPy?: string;
+  /** Threads for numpy/scikit-learn/torch math (OMP_NUM_THREADS etc.; default 1). */
+  threads?: number;
 }
 
 /**
@@ -59,6 +61,7 @@ export async function runInWorkspace(task: PreparedTask, opts: BaselineOptions =
       cpuSeconds: b.cpuSec,
       maxProcesses: b.maxProcs,
       ...taskSandboxPaths(task, opts.home),
+      env: taskSandboxEnv(opts.threads),
     });
     const base = { task: spec.name, metric: spec.metric.name, direction: spec.metric.direction, seconds: Math.round(r.wallSeconds * 100) / 100 };
     const io = { stdout: r.stdout, stderr: r.stderr, workspace: opts.keepWorkspace ? ws : undefined };

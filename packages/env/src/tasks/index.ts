@@ -5,7 +5,7 @@ export { applyIdea, loadIdeas, loadTaskSpec, METRIC_NAMES, MODALITIES, TaskForma
 export { prepareTask } from './prepare.js';
 export type { PrepareOptions } from './prepare.js';
 export { gradeSubmission } from './grade.js';
-export { createWorkspace, taskSandboxPaths } from './workspace.js';
+export { createWorkspace, taskSandboxEnv, taskSandboxPaths } from './workspace.js';
 export { runBaseline, runInWorkspace } from './baseline.js';
 export type { BaselineOptions, BaselineReport, BaselineResult } from './baseline.js';
 export { builtinTasksDir, corpusSourceDir, mlagentHome, userTasksDir } from './paths.js';

@@ -35,3 +35,13 @@ export function taskSandboxPaths(task: PreparedTask, home?: string): { readOnlyP
   const outermost = existing.filter((p) => !existing.some((q) => q !== p && p.startsWith(q + path.sep)));
   return { readOnlyPaths: [task.publicDir], hiddenPaths: outermost };
 }
+
+/**
+ * Environment for the agent's code: math libraries pinned to `threads` threads. OpenMP otherwise starts one
+ * thread per host CPU it sees, which on a shared or CPU-limited machine makes e.g. scikit-learn's histogram
+ * boosting 10-20x slower than single-threaded, and makes timings erratic.
+ */
+export function taskSandboxEnv(threads = 1): Record<string, string> {
+  const n = String(Math.max(1, Math.floor(threads)));
+  return { OMP_NUM_THREADS: n, OPENBLAS_NUM_THREADS: n, MKL_NUM_THREADS: n, NUMEXPR_NUM_THREADS: n };
+}
