@@ -208,4 +208,24 @@ describe('LoRA training passes', () => {
     opt2.dispose();
     adapter.dispose();
   });
+
+  it('rejects bad inputs with errors naming what is wrong', async () => {
+    const adapter = LoraAdapter.create(model, { r: 2, alpha: 4, targetModules: ['q_proj'] });
+    await expect(policyForward(model, [[1, 2], []], { adapter })).rejects.toThrow(/sequence 1 has 0 tokens/);
+    await expect(policyForward(model, [[1, VOCAB]], { adapter })).rejects.toThrow(/token id 512 at \[0, 1\] is outside the vocabulary \[0, 512\)/);
+    await expect(policyForward(model, [[1, 2]], { temperature: 0 })).rejects.toThrow(/temperature must be > 0/);
+    const pass = await policyForward(model, [[1, 2, 3], [4, 5]], { adapter });
+    expect(() => pass.backward({ dLogprob: [[0, 1, 1]] })).toThrow(/dLogprob needs one array per sequence \(2\)/);
+    expect(() => pass.backward({ dLogprob: [[0, 1, 1], [0, NaN]] })).toThrow(/dLogprob\[1\]\[1\] is NaN/);
+    expect(() => pass.backward({ dLogprob: [[0, 1, 1], [0, 1, 1]] })).toThrow(/dLogprob\[1\] has 3 values; sequence 1 has 2 tokens/);
+    pass.dispose();
+    expect(() => pass.backward({ dLogprob: [[0, 1, 1], [0, 1]] })).toThrow(/disposed or already backpropagated/);
+    const noGrad = await policyForward(model, [[1, 2, 3]], { adapter, grad: false });
+    expect(() => noGrad.backward({ dLogprob: [[0, 1, 1]] })).toThrow(/the forward ran with grad: false/);
+    expect(() => LoraAdapter.create(model, { r: 0, alpha: 4, targetModules: ['q_proj'] })).toThrow(/r must be a positive integer, got 0/);
+    expect(() => LoraAdapter.create(model, { r: 2, alpha: 4, targetModules: ['lm_head' as 'q_proj'] })).toThrow(/unknown target module 'lm_head'/);
+    expect(() => LoraAdapter.create(model, { r: 2, alpha: 4, dropout: 1, targetModules: ['q_proj'] })).toThrow(/dropout must be in \[0, 1\)/);
+    adapter.dispose();
+    await expect(policyForward(model, [[1, 2]], { adapter })).rejects.toThrow(/adapter was disposed/);
+  });
 });

@@ -22,6 +22,7 @@ export interface PolicyGrads {
  */
 export class PolicyPass {
   private disposed = false;
+  private why = 'the pass was disposed or already backpropagated';
 
   constructor(
     private readonly trunk: TrunkPass,
@@ -40,7 +41,7 @@ export class PolicyPass {
    * (call `adapter.zeroGrad()` between optimizer steps; several backward calls accumulate). Frees the pass.
    */
   backward(grads: PolicyGrads): void {
-    if (this.disposed) throw new Error('PolicyPass.backward: the pass was disposed or already backpropagated');
+    if (this.disposed) throw new Error(`PolicyPass.backward: ${this.why}`);
     if (!grads.dLogprob && !grads.dEntropy) throw new Error('PolicyPass.backward: give dLogprob and/or dEntropy');
     const gpu: Gpu = this.trunk.gpu;
     const b = this.batch;
@@ -68,7 +69,9 @@ export class PolicyPass {
     }
   }
 
-  dispose(): void {
+  /** Frees what the pass keeps for backward; `why` becomes the error of a later backward call. */
+  dispose(why?: string): void {
+    if (why) this.why = why;
     if (this.disposed) return;
     this.disposed = true;
     this.trunk.dispose();
@@ -109,7 +112,7 @@ export async function policyForward(model: QwenModel, seqs: readonly (readonly n
       trunk.dispose();
       for (const t of [targets, fwd.lse, fwd.entropy]) t.dispose();
     } else if (opts.grad === false) {
-      pass.dispose();
+      pass.dispose('the forward ran with grad: false');
     }
   }
 }

@@ -70,6 +70,7 @@ export class ValueHead {
 /** A forward pass of the critic: values per token, and backward from per-token coefficients. */
 export class ValuePass {
   private disposed = false;
+  private why = 'the pass was disposed or already backpropagated';
 
   constructor(
     private readonly head: ValueHead,
@@ -81,7 +82,7 @@ export class ValuePass {
 
   /** Backward of L = Σ dValue[b][t]·values[b][t]: adds gradients into the head's and its adapter's grads. Frees the pass. */
   backward(dValue: readonly ArrayLike<number>[]): void {
-    if (this.disposed) throw new Error('ValuePass.backward: the pass was disposed or already backpropagated');
+    if (this.disposed) throw new Error(`ValuePass.backward: ${this.why}`);
     const b = this.batch;
     if (!Array.isArray(dValue) || dValue.length !== b.B) throw new Error(`ValuePass.backward: dValue needs one array per sequence (${b.B})`);
     const rows = new Float32Array(b.B * b.T);
@@ -106,7 +107,9 @@ export class ValuePass {
     }
   }
 
-  dispose(): void {
+  /** Frees what the pass keeps for backward; `why` becomes the error of a later backward call. */
+  dispose(why?: string): void {
+    if (why) this.why = why;
     if (this.disposed) return;
     this.disposed = true;
     this.trunk.dispose();
@@ -138,6 +141,7 @@ export async function valueForward(
     pass = new ValuePass(head, trunk, batch, values);
     return pass;
   } finally {
-    if (!pass || opts.grad === false) (pass ?? trunk).dispose();
+    if (!pass) trunk.dispose();
+    else if (opts.grad === false) pass.dispose('the forward ran with grad: false');
   }
 }
