@@ -88,6 +88,9 @@ describe('collect (fake env)', () => {
     const again = await collect({ tasks: fakePrepared('alpha', 'beta'), expert: new ScriptedExpert(), trajectories: 3, ideas: 5, out, progress: false, startEpisode: startFake });
     expect(again).toMatchObject({ alreadyDone: 6, completed: 0 });
     expect(lines(s.stepsFile)).toHaveLength(lines(again.stepsFile).length);
+    // Asking for fewer than the directory holds counts only those asked for.
+    const fewer = await collect({ tasks: fakePrepared('alpha'), expert: new ScriptedExpert(), trajectories: 2, ideas: 5, out, progress: false, startEpisode: startFake });
+    expect(fewer).toMatchObject({ total: 2, alreadyDone: 2, completed: 0 });
   });
 
   it('resumes after a crash mid-trajectory and a cut-off line without duplicates, same result as one run', async () => {

@@ -3,30 +3,15 @@
 // drops the incomplete trajectories' lines and redoes only those.
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { Episode, SnapshotStore, type HelperLlmConfig, type PreparedTask, type StepResult } from '@mlagent/env';
-import type { ChatMessage, Expert, ExpertObservation } from '../experts/types.js';
+import { Episode, SnapshotStore, type HelperLlmConfig, type PreparedTask } from '@mlagent/env';
+import type { Expert } from '../experts/types.js';
 import { ProgressMeter } from '../metrics/progress.js';
 import { progressInfo, type CollectProgress } from './progress.js';
-import { JsonlAppender, readCollection, rewriteCollection, type CollectedEnd, type CollectedStep } from './records.js';
+import { JsonlAppender, readCollection, rewriteCollection } from './records.js';
 import { seedPlan, taskIdeas, type TaskIdeas } from './seeds.js';
+import { runTrajectory, type StartEpisode, type TrajectoryJob } from './trajectory.js';
 
-/** The part of the env's Episode the runner uses (tests pass fakes). */
-export interface CollectEpisode {
-  readonly maxSteps: number;
-  readonly stepIndex: number;
-  readonly done: boolean;
-  readonly currentMetric: number | null;
-  messages(): ChatMessage[];
-  prompt(): string;
-  step(response: string): Promise<StepResult>;
-  snapshot(): Promise<string>;
-  close(): Promise<void>;
-}
-
-export type StartEpisode = (
-  task: PreparedTask,
-  options: { store: SnapshotStore; maxSteps: number; workRoot: string; helperLlm: HelperLlmConfig | null },
-) => Promise<CollectEpisode>;
+export type { CollectEpisode, StartEpisode } from './trajectory.js';
 
 export interface CollectOptions {
   tasks: readonly PreparedTask[];
@@ -113,10 +98,6 @@ function takeLock(file: string): () => void {
   return () => rmSync(file, { force: true });
 }
 
-function toObservation(r: StepResult): ExpertObservation {
-  return { action: r.action ?? undefined, observation: r.observation, outcome: r.outcome, metric: r.metric };
-}
-
 /** Runs (or resumes) a collection; see CollectOptions. Resolves once every trajectory is done or has failed. */
 export async function collect(options: CollectOptions): Promise<CollectSummary> {
   const trajectories = positiveInt('trajectories', options.trajectories);
@@ -150,20 +131,21 @@ export async function collect(options: CollectOptions): Promise<CollectSummary> 
     const snapshotsDir = path.join(out, 'snapshots');
     const store = new SnapshotStore(snapshotsDir);
 
-    const jobs: { task: PreparedTask; index: number; id: string }[] = [];
+    const jobs: TrajectoryJob[] = [];
+    const state: CollectProgress = { failed: 0, metrics: new Map(names.map((n) => [n, []])) };
+    const previousEnds = new Map(previous.records.flatMap((r) => (r.type === 'end' ? [[r.trajectory, r] as const] : [])));
+    let done = 0;
     for (const task of options.tasks)
       for (let i = 0; i < trajectories; i++) {
         const id = `${task.spec.name}/${String(i).padStart(4, '0')}`;
-        if (!previous.complete.has(id)) jobs.push({ task, index: i, id });
+        const end = previousEnds.get(id);
+        if (end === undefined) jobs.push({ id, task, plan: seedPlan(ideasByTask.get(task.spec.name)!, i, seed) });
+        else {
+          done++;
+          if (end.finalMetric !== null) state.metrics.get(task.spec.name)!.push(end.finalMetric);
+        }
       }
     const total = options.tasks.length * trajectories;
-    const state: CollectProgress = { failed: 0, metrics: new Map(names.map((n) => [n, []])) };
-    let done = 0;
-    for (const r of previous.records)
-      if (r.type === 'end' && state.metrics.has(r.task)) {
-        done++;
-        if (r.finalMetric !== null) state.metrics.get(r.task)!.push(r.finalMetric);
-      }
     const alreadyDone = done;
     // The bar counts this run's trajectories (so its rate and ETA are right after a resume).
     const bar = options.progress === false ? null : new ProgressMeter({ total: jobs.length, label: alreadyDone > 0 ? `collect (+${alreadyDone} done before)` : 'collect', unit: 'traj' });
@@ -172,65 +154,10 @@ export async function collect(options: CollectOptions): Promise<CollectSummary> 
     const failed: CollectSummary['failed'] = [];
     const start = options.startEpisode ?? defaultStart;
 
-    const runOne = async (job: (typeof jobs)[number]): Promise<void> => {
-      const plan = seedPlan(ideasByTask.get(job.task.spec.name)!, job.index, seed);
-      const seedIdeas = plan.candidates.map((c) => c.text);
-      const te = options.expert.begin(job.task, plan);
+    const runOne = async (job: TrajectoryJob): Promise<void> => {
       const episode = await start(job.task, { store, maxSteps, workRoot, helperLlm: options.helperLlm ?? null });
       try {
-        let before = await episode.snapshot();
-        let last: ExpertObservation | undefined;
-        let best: number | null = null;
-        let finalAnswer = false;
-        while (!episode.done) {
-          const messages = episode.messages();
-          const prompt = episode.prompt();
-          const metricBefore = episode.currentMetric;
-          const response = await te.respond({ messages, last, stepsLeft: episode.maxSteps - episode.stepIndex });
-          const r = await episode.step(response);
-          const record: CollectedStep = {
-            type: 'step',
-            trajectory: job.id,
-            task: job.task.spec.name,
-            step: r.step,
-            expert: options.expert.name,
-            seedIdeas,
-            messages,
-            prompt,
-            response,
-            action: r.action,
-            actionInput: r.actionInput,
-            observation: r.observation,
-            outcome: r.outcome,
-            metric: r.metric,
-            metricBefore,
-            stateBefore: before,
-            stateAfter: r.snapshotId,
-            feedback: r.feedback,
-            durationSec: r.durationSec,
-            done: r.done,
-          };
-          writer.append(record);
-          before = r.snapshotId;
-          last = toObservation(r);
-          if (r.metric !== null && Number.isFinite(r.metric) && (best === null || (job.task.spec.metric.direction === 'maximize' ? r.metric > best : r.metric < best)))
-            best = r.metric;
-          if (r.action === 'Final Answer' && r.done) finalAnswer = true;
-        }
-        const end: CollectedEnd = {
-          type: 'end',
-          trajectory: job.id,
-          task: job.task.spec.name,
-          expert: options.expert.name,
-          steps: episode.stepIndex,
-          seedIdeas,
-          seedCandidates: plan.candidates.map((c) => c.id),
-          ideaIndices: plan.ideas,
-          finalMetric: episode.currentMetric,
-          bestMetric: best,
-          finalAnswer,
-        };
-        writer.append(end);
+        const end = await runTrajectory(job, options.expert, episode, writer);
         done++;
         if (end.finalMetric !== null) state.metrics.get(end.task)!.push(end.finalMetric);
       } finally {
