@@ -18,7 +18,9 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tools', 'oracle'))
+# The weight loader of the oracle: in the repo at tools/oracle, or copied next to this script (a device bundle).
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.join(HERE, '..', '..', '..', 'tools', 'oracle')]
 from qwen_oracle import load_weights  # noqa: E402
 
 
