@@ -83,3 +83,5 @@ export { sft, heldOutLoss, type SftOptions, type SftResult, type SftStepInfo } f
 export { readSftData, toChat, SftDataError } from './sft/data.js';
 export { encodeChat, type EncodedExample } from './sft/tokenize.js';
 export { epochBatches, trainEvalSplit, shuffledIndices } from './sft/batches.js';
+// One step-wise PPO/GRPO/RLOO policy update on the policy's training API.
+export { ppoUpdate, type PpoSample, type PpoLearner, type PpoUpdateOptions, type PpoUpdateStats } from './ppo/update.js';

@@ -1,0 +1,247 @@
+import type { LoraAdapter, QwenModel, TrainOptimizer, ValueHead } from '@mlagent/policy';
+import { policyForward, valueForward } from '@mlagent/policy';
+import { mixSeed } from '../collect/seeds.js';
+import type { PpoConfig } from '../config/train-config.js';
+import { shuffledIndices } from '../sft/batches.js';
+import { gaeSingleStep, grpoAdvantages, klPenalizedRewards, rlooAdvantages, type AdvantageResult } from './advantages.js';
+import { explainedVariance, klToReference, ppoLoss, type PpoLossConfig } from './loss.js';
+
+/**
+ * One policy update of step-wise PPO from a batch of scored one-step samples, CleanRL-style:
+ *   1. reference log-probs (LoRA off) and old values V_old(s) before anything changes;
+ *   2. rewards, minus β·KL(π_old ‖ π_ref) when the KL is in the reward;
+ *   3. advantages: r − V_old(s) whitened over the batch (GAE, γ = λ = 1), or GRPO/RLOO over each state's samples;
+ *   4. `epochs` passes over shuffled minibatches: policy forward, ppoLoss, backward of its coefficients, AdamW steps
+ *      for the actor and the critic (each with its own learning rate and gradient clipping).
+ * The value of a state is the critic's value at the last prompt token.
+ */
+
+export interface PpoSample {
+  /** The state this action was sampled from: the samples of one state form a GRPO/RLOO group. */
+  group: number;
+  prompt: readonly number[];
+  response: readonly number[];
+  /** log π_old of each response token, recorded at generation time (same temperature). */
+  oldLogp: ArrayLike<number>;
+  reward: number;
+  /** Task name, for per-task statistics. */
+  task?: string;
+}
+
+export interface PpoLearner {
+  model: QwenModel;
+  actor: LoraAdapter;
+  actorOptimizer: TrainOptimizer;
+  /** Required when the advantage is 'gae'. */
+  critic?: ValueHead;
+  criticOptimizer?: TrainOptimizer;
+}
+
+export interface PpoUpdateOptions {
+  /** Mixed with the iteration and epoch into the minibatch order and dropout seeds. */
+  seed: number;
+  iteration: number;
+}
+
+export interface PpoUpdateStats {
+  samples: number;
+  /** Samples left out (zero-variance groups with skipZeroVarianceGroups). */
+  skipped: number;
+  zeroVarianceGroups: number;
+  reward: number;
+  rewardStd: number;
+  /** Reward after the KL penalty (equal to reward unless klMode is 'reward'). */
+  penalizedReward: number;
+  advantage: number;
+  loss: number;
+  policyLoss: number;
+  valueLoss: number;
+  kl: number;
+  entropy: number;
+  clipFrac: number;
+  approxKl: number;
+  explainedVariance: number;
+  actorGradNorm: number;
+  criticGradNorm: number;
+  optimizerSteps: number;
+  responseTokens: number;
+  /** Mean reward per task, when samples carry one. */
+  rewardByTask: Record<string, number>;
+}
+
+export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], config: PpoConfig, options: PpoUpdateOptions): Promise<PpoUpdateStats> {
+  const { model, actor } = learner;
+  const useCritic = config.advantage === 'gae';
+  if (useCritic && (!learner.critic || !learner.criticOptimizer)) throw new Error("ppoUpdate: advantage 'gae' needs a critic and its optimizer");
+  if (samples.length === 0) throw new Error('ppoUpdate: no samples');
+  samples.forEach((s, i) => {
+    if (s.prompt.length === 0) throw new Error(`ppoUpdate: sample ${i} has an empty prompt`);
+    if (s.response.length === 0) throw new Error(`ppoUpdate: sample ${i} has an empty response`);
+    if (s.oldLogp.length !== s.response.length) throw new Error(`ppoUpdate: sample ${i} has ${s.oldLogp.length} old log-probs for ${s.response.length} response tokens`);
+    if (!Number.isFinite(s.reward)) throw new Error(`ppoUpdate: sample ${i} has reward ${s.reward}`);
+  });
+  const temperature = config.temperature;
+  const seqs = samples.map((s) => [...s.prompt, ...s.response]);
+  const mb = config.minibatchSize;
+
+  // 1. Reference log-probs and old values, before any update.
+  const refLogp: Float32Array[] = [];
+  if (config.klMode !== 'none') {
+    for (let b = 0; b < samples.length; b += mb) {
+      const pass = await policyForward(model, seqs.slice(b, b + mb), { grad: false, temperature });
+      samples.slice(b, b + mb).forEach((s, k) => refLogp.push(pass.logprobs[k].slice(s.prompt.length)));
+    }
+  }
+  const oldValues = useCritic ? await stateValues(learner, samples, mb) : null;
+
+  // 2-3. Rewards and advantages.
+  const rewards = samples.map((s) => s.reward);
+  const sampleKl = samples.map((s, i) => (refLogp.length ? sumKl(s.oldLogp, refLogp[i], config.klEstimator) : 0));
+  const penalized = config.klMode === 'reward' ? klPenalizedRewards(rewards, sampleKl, config.klCoef) : Float64Array.from(rewards);
+  const groups = samples.map((s) => s.group);
+  const adv: AdvantageResult =
+    config.advantage === 'gae'
+      ? gaeSingleStep(penalized, oldValues!, config.normalizeAdvantages)
+      : (config.advantage === 'grpo' ? grpoAdvantages : rlooAdvantages)(penalized, groups, { skipZeroVariance: config.skipZeroVarianceGroups });
+  const kept = samples.map((_, i) => i).filter((i) => adv.keep[i]);
+
+  const lossConfig: PpoLossConfig = {
+    clipRatio: config.clipRatio,
+    dualClip: config.dualClip,
+    valueClip: config.valueClip,
+    valueCoef: useCritic ? config.valueCoef : 0,
+    klCoef: config.klMode === 'loss' ? config.klCoef : 0,
+    klEstimator: config.klEstimator,
+    entropyCoef: config.entropyCoef,
+    lossAggregation: config.lossAggregation,
+  };
+  const trainActor = options.iteration >= config.criticWarmupIterations;
+
+  // 4. Minibatch epochs.
+  const acc = { loss: 0, policyLoss: 0, valueLoss: 0, entropy: 0, clipFrac: 0, approxKl: 0, kl: 0, actorGradNorm: 0, criticGradNorm: 0, n: 0 };
+  let steps = 0;
+  for (let epoch = 0; epoch < config.epochs; epoch++) {
+    const order = shuffledIndices(kept.length, mixSeed(options.seed, `ppo/${options.iteration}/${epoch}`)).map((k) => kept[k]);
+    for (let b = 0; b < order.length; b += mb) {
+      const idx = order.slice(b, b + mb);
+      const dropoutSeed = mixSeed(options.seed, `ppo/${options.iteration}/${epoch}/${b}`);
+      const pass = await policyForward(
+        model,
+        idx.map((i) => seqs[i]),
+        { adapter: actor, temperature, dropoutSeed, grad: trainActor },
+      );
+      const valuePass = useCritic
+        ? await valueForward(
+            model,
+            learner.critic!,
+            idx.map((i) => samples[i].prompt),
+            { dropoutSeed },
+          )
+        : null;
+      const responseOf = (arr: Float32Array, k: number) => arr.subarray(samples[idx[k]].prompt.length);
+      const result = ppoLoss(
+        {
+          lengths: idx.map((i) => samples[i].response.length),
+          logp: concat(idx.map((_, k) => responseOf(pass.logprobs[k], k))),
+          oldLogp: concat(idx.map((i) => samples[i].oldLogp)),
+          refLogp: refLogp.length ? concat(idx.map((i) => refLogp[i])) : undefined,
+          entropy: concat(idx.map((_, k) => responseOf(pass.entropies[k], k))),
+          advantages: idx.map((i) => adv.advantages[i]),
+          values: valuePass ? idx.map((_, k) => valuePass.values[k][samples[idx[k]].prompt.length - 1]) : undefined,
+          oldValues: oldValues ? idx.map((i) => oldValues[i]) : undefined,
+          returns: adv.returns ? idx.map((i) => adv.returns![i]) : undefined,
+        },
+        lossConfig,
+      );
+      if (trainActor) {
+        // Scatter the per-response-token coefficients back to full-sequence positions (the prompt gets 0).
+        const scatter = (flat: Float64Array) => {
+          let t = 0;
+          return idx.map((i) => {
+            const out = new Float32Array(seqs[i].length);
+            for (let k = 0; k < samples[i].response.length; k++) out[samples[i].prompt.length + k] = flat[t++];
+            return out;
+          });
+        };
+        pass.backward({ dLogprob: scatter(result.dLogp), dEntropy: lossConfig.entropyCoef !== 0 ? scatter(result.dEntropy) : undefined });
+        acc.actorGradNorm += (await learner.actorOptimizer.step()).gradNorm;
+      }
+      if (valuePass) {
+        valuePass.backward(
+          idx.map((i, k) => {
+            const d = new Float32Array(samples[i].prompt.length);
+            d[d.length - 1] = result.dValue![k];
+            return d;
+          }),
+        );
+        acc.criticGradNorm += (await learner.criticOptimizer!.step()).gradNorm;
+      }
+      acc.loss += result.loss;
+      acc.policyLoss += result.policyLoss;
+      acc.valueLoss += result.valueLoss;
+      acc.entropy += result.stats.entropy;
+      acc.clipFrac += result.stats.clipFrac;
+      acc.approxKl += result.stats.approxKl;
+      acc.kl += result.stats.refKl;
+      acc.n++;
+      steps++;
+    }
+  }
+
+  const mean = (x: ArrayLike<number>) => Array.from(x).reduce((a, b) => a + b, 0) / Math.max(1, x.length);
+  const rewardMean = mean(rewards);
+  const byTask = new Map<string, number[]>();
+  for (const s of samples) if (s.task !== undefined) byTask.set(s.task, [...(byTask.get(s.task) ?? []), s.reward]);
+  const n = Math.max(1, acc.n);
+  return {
+    samples: samples.length,
+    skipped: samples.length - kept.length,
+    zeroVarianceGroups: adv.zeroVarianceGroups.length,
+    reward: rewardMean,
+    rewardStd: Math.sqrt(mean(rewards.map((r) => (r - rewardMean) ** 2))),
+    penalizedReward: mean(penalized),
+    advantage: mean(kept.map((i) => adv.advantages[i])),
+    loss: acc.loss / n,
+    policyLoss: acc.policyLoss / n,
+    valueLoss: acc.valueLoss / n,
+    kl: acc.kl / n,
+    entropy: acc.entropy / n,
+    clipFrac: acc.clipFrac / n,
+    approxKl: acc.approxKl / n,
+    explainedVariance: oldValues && adv.returns ? explainedVariance(oldValues, adv.returns) : NaN,
+    actorGradNorm: trainActor ? acc.actorGradNorm / n : NaN,
+    criticGradNorm: useCritic ? acc.criticGradNorm / n : NaN,
+    optimizerSteps: steps,
+    responseTokens: samples.reduce((t, s) => t + s.response.length, 0),
+    rewardByTask: Object.fromEntries([...byTask].map(([task, r]) => [task, mean(r)])),
+  };
+}
+
+/** V(s) per sample: the critic's value at the last prompt token, without gradients. */
+async function stateValues(learner: PpoLearner, samples: PpoSample[], mb: number): Promise<Float64Array> {
+  const out = new Float64Array(samples.length);
+  for (let b = 0; b < samples.length; b += mb) {
+    const batch = samples.slice(b, b + mb);
+    const pass = await valueForward(
+      learner.model,
+      learner.critic!,
+      batch.map((s) => s.prompt),
+      { grad: false },
+    );
+    batch.forEach((s, k) => (out[b + k] = pass.values[k][s.prompt.length - 1]));
+  }
+  return out;
+}
+
+function sumKl(oldLogp: ArrayLike<number>, refLogp: ArrayLike<number>, estimator: 'k1' | 'k3'): number {
+  let kl = 0;
+  for (let t = 0; t < oldLogp.length; t++) kl += klToReference(oldLogp[t], refLogp[t], estimator).kl;
+  return kl;
+}
+
+function concat(parts: ArrayLike<number>[]): Float64Array {
+  const out = new Float64Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) for (let i = 0; i < p.length; i++) out[o++] = p[i];
+  return out;
+}

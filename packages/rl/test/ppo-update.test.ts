@@ -1,0 +1,104 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Gpu } from '@mlagent/core-kernels';
+import { LoraAdapter, QwenModel, QwenTokenizer, TrainOptimizer, ValueHead, initModel, policyForward, valueForward, type LoraConfig } from '@mlagent/policy';
+import { defaultTrainConfig, type PpoConfig } from '../src/config/train-config.js';
+import { ppoUpdate, type PpoSample } from '../src/ppo/update.js';
+
+// Two states, two fixed actions each (one rewarded), on a tiny random Qwen2 through lavapipe.
+let gpu: Gpu;
+let model: QwenModel;
+let dir: string;
+let prompts: number[][];
+let responses: number[][];
+const lora: LoraConfig = { r: 4, alpha: 8, dropout: 0, targetModules: ['q_proj', 'v_proj', 'down_proj'] };
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'rl-ppo-'));
+  initModel({ arch: 'qwen2', preset: 'tiny', outDir: dir, seed: 0 });
+  const tok = QwenTokenizer.fromDir(dir);
+  prompts = ['Task: house prices. Next?', 'Task: spam. Next?'].map((p) => tok.encode(p));
+  responses = ['Action: Final Answer', 'Action: List Files'].map((r) => tok.encode(r));
+  gpu = await Gpu.create();
+  model = await QwenModel.load(gpu, dir);
+}, 120_000);
+
+afterAll(() => {
+  model?.dispose();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** Summed log-prob of each (state, action) under the adapter. */
+async function sequenceLogp(adapter: LoraAdapter): Promise<number[]> {
+  const seqs = prompts.flatMap((p) => responses.map((r) => [...p, ...r]));
+  const pass = await policyForward(model, seqs, { adapter, grad: false });
+  return seqs.map((s, b) => Array.from(pass.logprobs[b].subarray(s.length - responses[b % 2].length)).reduce((a, x) => a + x, 0));
+}
+
+async function samplesFor(adapter: LoraAdapter): Promise<PpoSample[]> {
+  const out: PpoSample[] = [];
+  for (const [g, p] of prompts.entries()) {
+    const seqs = responses.map((r) => [...p, ...r]);
+    const pass = await policyForward(model, seqs, { adapter, grad: false });
+    responses.forEach((r, k) => out.push({ group: g, prompt: p, response: r, oldLogp: pass.logprobs[k].slice(p.length), reward: k === 0 ? 1 : 0, task: `task${g}` }));
+  }
+  return out;
+}
+
+describe('ppoUpdate on the policy training API', () => {
+  it('GRPO: one update raises the rewarded actions and lowers the others', async () => {
+    const actor = LoraAdapter.create(model, lora, { seed: 1 });
+    const actorOptimizer = new TrainOptimizer(gpu, [actor], { lr: 5e-3, maxGradNorm: 1 });
+    const config: PpoConfig = { ...defaultTrainConfig().ppo, advantage: 'grpo', minibatchSize: 4, epochs: 1, klCoef: 0.001, klMode: 'loss' };
+    const samples = await samplesFor(actor);
+    const before = await sequenceLogp(actor);
+    const stats = await ppoUpdate({ model, actor, actorOptimizer }, samples, config, { seed: 0, iteration: 0 });
+    const after = await sequenceLogp(actor);
+    expect(stats).toMatchObject({ samples: 4, skipped: 0, zeroVarianceGroups: 0, optimizerSteps: 1, reward: 0.5, rewardByTask: { task0: 0.5, task1: 0.5 } });
+    expect(stats.clipFrac).toBe(0); // first epoch: ratio = 1 everywhere
+    expect(stats.kl).toBe(0); // a fresh adapter (B = 0) equals the reference
+    expect(stats.actorGradNorm).toBeGreaterThan(0);
+    for (const state of [0, 1]) {
+      expect(after[2 * state]).toBeGreaterThan(before[2 * state]); // rewarded
+      expect(after[2 * state + 1]).toBeLessThan(before[2 * state + 1]);
+    }
+    actorOptimizer.dispose();
+    actor.dispose();
+  }, 300_000);
+
+  it('GAE with a critic: the value of each state moves toward its return', async () => {
+    const actor = LoraAdapter.create(model, lora, { seed: 2 });
+    const critic = ValueHead.create(model, lora, { seed: 3 });
+    const actorOptimizer = new TrainOptimizer(gpu, [actor], { lr: 1e-3, maxGradNorm: 1 });
+    const criticOptimizer = new TrainOptimizer(gpu, [critic], { lr: 3e-3, maxGradNorm: 1 }); // Adam moves every weight by ~lr at its first step
+    const config: PpoConfig = { ...defaultTrainConfig().ppo, advantage: 'gae', minibatchSize: 4, epochs: 1, klMode: 'reward', klEstimator: 'k1' };
+    const values = async () => {
+      const pass = await valueForward(model, critic, prompts, { grad: false });
+      return prompts.map((p, k) => pass.values[k][p.length - 1]);
+    };
+    const v0 = await values();
+    const stats = await ppoUpdate({ model, actor, actorOptimizer, critic, criticOptimizer }, await samplesFor(actor), config, { seed: 0, iteration: 0 });
+    const v1 = await values();
+    // Both actions of a state are its samples: the return of each state averages to 0.5.
+    for (const k of [0, 1]) expect(Math.abs(v1[k] - 0.5)).toBeLessThan(Math.abs(v0[k] - 0.5));
+    expect(stats.valueLoss).toBeGreaterThan(0);
+    expect(stats.criticGradNorm).toBeGreaterThan(0);
+    expect(stats.penalizedReward).toBe(stats.reward); // KL in the reward is 0 for a fresh adapter
+    for (const x of [actorOptimizer, criticOptimizer, actor, critic]) x.dispose();
+  }, 300_000);
+
+  it('rejects malformed samples by index', async () => {
+    const actor = LoraAdapter.create(model, lora, { seed: 4 });
+    const actorOptimizer = new TrainOptimizer(gpu, [actor], { lr: 1e-3 });
+    const config = defaultTrainConfig().ppo;
+    const bad: PpoSample = { group: 0, prompt: [1, 2], response: [3, 4], oldLogp: [-1], reward: 1 };
+    await expect(ppoUpdate({ model, actor, actorOptimizer }, [bad], { ...config, advantage: 'grpo' }, { seed: 0, iteration: 0 })).rejects.toThrow(
+      'ppoUpdate: sample 0 has 1 old log-probs for 2 response tokens',
+    );
+    await expect(ppoUpdate({ model, actor, actorOptimizer }, [bad], config, { seed: 0, iteration: 0 })).rejects.toThrow(/'gae' needs a critic/);
+    actorOptimizer.dispose();
+    actor.dispose();
+  });
+});
