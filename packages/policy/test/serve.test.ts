@@ -2,6 +2,7 @@ import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Gpu } from '@mlagent/core-kernels';
 import {
+  OpenAIService,
   QwenModel,
   QwenTokenizer,
   StopTextStream,
@@ -171,6 +172,13 @@ describe('OpenAI-compatible server over HTTP', () => {
       ['/v1/completions', { prompt: 'x', max_tokens: 40000 }, /exceeds this model's context of 32768 tokens/, 'max_tokens'],
       ['/v1/completions', {}, /'prompt' must be a string/, 'prompt'],
     ];
+    // A request whose memory plan exceeds the server's budget is refused before anything is allocated.
+    const small = new OpenAIService(model, tokenizer, { memoryBudgetBytes: 64 << 20 });
+    await expect(small.completion({ prompt: 'x', max_tokens: 8 })).rejects.toMatchObject({
+      status: 400,
+      code: 'insufficient_memory',
+      message: expect.stringMatching(/memory budget: this will not fit: it needs about [\d.]+ MiB but the budget is 64\.00 MiB[\s\S]*weights \(f32 matrices\)/),
+    });
     for (const [path, body, message, param] of cases) {
       const { status, json } = await post(path, body);
       expect(status, JSON.stringify(body)).toBe(400);
