@@ -1,4 +1,4 @@
-import { sequenceLogprobs } from '@mlagent/policy';
+import { loadQwenConfig, sequenceLogprobs } from '@mlagent/policy';
 import { UsageError, parse } from '../args.js';
 import { MODEL_OPTIONS, MODEL_USAGE, checkModelArgs, loadPolicy } from '../policy-args.js';
 
@@ -25,14 +25,18 @@ export async function logprobsCommand(argv: string[]): Promise<void> {
     if (bad !== undefined) throw new UsageError(`${cmd}: --ids must be comma-separated non-negative integers; '${bad}' is not one`);
     ids = parts.map(Number);
   }
+  const V = loadQwenConfig(values.model!).vocabSize;
+  const outsideVocab = (xs: number[]) => {
+    const bad = xs.find((id) => id >= V);
+    if (bad !== undefined) throw new UsageError(`${cmd}: token id ${bad} is outside this model's vocabulary [0, ${V})`);
+  };
+  if (ids) outsideVocab(ids);
 
   const { model, tokenizer, close } = await loadPolicy(cmd, values);
   try {
     ids ??= tokenizer.encode(values.text!, { addSpecialTokens: false });
     if (ids.length === 0) throw new UsageError(`${cmd}: --text encodes to no tokens`);
-    const V = model.config.vocabSize;
-    const outside = ids.find((id) => id >= V);
-    if (outside !== undefined) throw new UsageError(`${cmd}: token id ${outside} is outside this model's vocabulary [0, ${V})`);
+    outsideVocab(ids);
     const [r] = await sequenceLogprobs(model, [ids]);
     if (values.json) {
       console.log(JSON.stringify({ ids, logprobs: r.logprobs }));
