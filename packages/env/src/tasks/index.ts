@@ -10,3 +10,5 @@ export { runBaseline, runInWorkspace } from './baseline.js';
 export type { BaselineOptions, BaselineReport, BaselineResult } from './baseline.js';
 export { builtinTasksDir, corpusSourceDir, mlagentHome, userTasksDir } from './paths.js';
 export type { GradeResult, MetricName, Modality, PreparedTask, TaskBudgets, TaskEntry, TaskIdea, TaskOrigin, TaskSpec, TaskSplit } from './types.js';
+export { detectImportFormat, importTask } from './import.js';
+export type { ImportFormat, ImportOptions } from './import.js';
