@@ -158,10 +158,10 @@ describe('Episode actions', () => {
     const better = await ep.step(respond('Execute Script', { script_name: 'train.py' }));
     expect(better.metric).toBe(0.5);
     expect(ep.currentMetric).toBe(0.5);
-    // A run that writes no submission keeps the state's metric.
-    writeFileSync(path.join(ep.workspace, 'hello.py'), 'print("hi")\n');
+    // A run that writes no submission keeps the state's metric. Math libraries get one thread, as for the baseline.
+    writeFileSync(path.join(ep.workspace, 'hello.py'), 'import os\nprint("hi", os.environ.get("OMP_NUM_THREADS"))\n');
     const hello = await ep.step(respond('Execute Script', { script_name: 'hello.py' }));
-    expect(hello).toMatchObject({ outcome: 'ok', metric: null });
+    expect(hello).toMatchObject({ outcome: 'ok', metric: null, observation: 'The script has been executed. Here is the output:\nhi 1\n' });
     expect(hello.feedback).toMatchObject({ outcome: 'ok', metric: null, previousMetric: 0.5 });
     expect(ep.currentMetric).toBe(0.5);
     // An error shows the traceback.

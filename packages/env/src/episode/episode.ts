@@ -237,7 +237,7 @@ export class Episode {
         case 'Undo Edit Script':
           return none(await undoEdit(this.files, call.args.script_name));
         case 'Execute Script': {
-          const ctx = { task: this.task, roots: this.files.roots, hiddenPaths: this.hiddenPaths, pool: this.opts.pool };
+          const ctx = { task: this.task, roots: this.files.roots, hiddenPaths: this.hiddenPaths, pool: this.opts.pool, threads: this.opts.threads };
           return await executeScript(ctx, call.args.script_name);
         }
         case 'Final Answer':

@@ -7,6 +7,7 @@ import { runSandboxed } from '../sandbox/run.js';
 import type { SandboxPool } from '../sandbox/pool.js';
 import type { SandboxOptions, SandboxResult } from '../sandbox/types.js';
 import type { PreparedTask } from '../tasks/types.js';
+import { taskSandboxEnv } from '../tasks/workspace.js';
 import { EnvError, isDataPath, resolveForRead, type WorkspaceRoots } from './paths.js';
 import type { StepOutcome } from './types.js';
 
@@ -18,6 +19,7 @@ export interface ExecuteContext {
   roots: WorkspaceRoots;
   hiddenPaths: string[];
   pool?: SandboxPool;
+  threads?: number;
 }
 
 export interface ExecuteResult {
@@ -105,6 +107,7 @@ export async function executeScript(ctx: ExecuteContext, scriptName: unknown): P
     maxProcesses: b.maxProcs,
     readOnlyPaths: [ctx.roots.publicDir],
     hiddenPaths: ctx.hiddenPaths,
+    env: taskSandboxEnv(ctx.threads),
   };
   const r = ctx.pool ? await ctx.pool.run(opts) : await runSandboxed(opts);
   warnOnce(r);

@@ -16,6 +16,8 @@ export interface EpisodeOptions {
   historyWindow?: number;
   /** Shared concurrency limit for Execute Script; without one, runs start at once. */
   pool?: SandboxPool;
+  /** Threads for the math libraries of the agent's code (OMP_NUM_THREADS etc.), as for the baseline. Default 1. */
+  threads?: number;
   /** Longest observation in characters; longer ones keep their head and tail. Default 10 000. */
   maxObservationChars?: number;
 }
