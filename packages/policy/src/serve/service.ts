@@ -77,7 +77,7 @@ export class OpenAIService {
     } catch (e) {
       throw badParam('messages', `the chat template failed on these messages: ${(e as Error).message}`);
     }
-    const run = await this.run([this.tokenizer.encode(prompt)], req, onDelta, signal);
+    const run = await this.run([this.tokenizer.encode(prompt)], 'messages', req, onDelta, signal);
     return {
       id: newId('chatcmpl'),
       object: 'chat.completion',
@@ -101,7 +101,7 @@ export class OpenAIService {
       if (ids.length === 0) throw badParam('prompt', `prompt ${i} encodes to no tokens`);
       return ids;
     });
-    const run = await this.run(prompts, req, onDelta, signal);
+    const run = await this.run(prompts, 'prompt', req, onDelta, signal);
     return {
       id: newId('cmpl'),
       object: 'text_completion',
@@ -118,11 +118,17 @@ export class OpenAIService {
   }
 
   /** Generates n choices for every prompt, in one batch, once the requests before it have finished. */
-  private async run(prompts: number[][], req: SamplingParams, onDelta: ((d: ChoiceDelta) => void) | undefined, signal?: AbortSignal): Promise<RunResult> {
+  private async run(
+    prompts: number[][],
+    promptParam: 'messages' | 'prompt',
+    req: SamplingParams,
+    onDelta: ((d: ChoiceDelta) => void) | undefined,
+    signal?: AbortSignal,
+  ): Promise<RunResult> {
     const maxContext = this.options.maxContext ?? this.model.config.maxPositionEmbeddings;
     const longest = Math.max(...prompts.map((p) => p.length));
     if (longest >= maxContext) {
-      throw badParam('messages', `the prompt has ${longest} tokens; this model's context is ${maxContext}`, 'context_length_exceeded');
+      throw badParam(promptParam, `the prompt has ${longest} tokens; this model's context is ${maxContext}`, 'context_length_exceeded');
     }
     const maxTokens = req.maxTokens ?? Math.min(this.options.defaultMaxTokens ?? 512, maxContext - longest);
     if (longest + maxTokens > maxContext) {
