@@ -4,6 +4,7 @@ import { doctor, doctorUsage } from './doctor.js';
 import { envCommand, envUsage } from './env.js';
 import { generateCommand, generateUsage } from './generate.js';
 import { initModelCommand, initModelUsage } from './init-model.js';
+import { tasks, tasksUsage } from './tasks.js';
 import { logprobsCommand, logprobsUsage } from './logprobs.js';
 import { reportCommand, reportUsage } from './report.js';
 import { serveCommand, serveUsage } from './serve.js';
@@ -27,4 +28,5 @@ export const COMMANDS: Record<string, Command> = {
   report: { usage: reportUsage, run: reportCommand },
   sft: { usage: sftUsage, run: sftCommand },
   collect: { usage: collectUsage, run: collectCommand },
+  tasks: { usage: tasksUsage, run: tasks },
 };
