@@ -42,7 +42,7 @@ export interface SftOptions {
   config?: TrainConfigInput;
   /** Continue from the newest checkpoint in `out`. Without it, `out` must not hold checkpoints. */
   resume?: boolean;
-  /** Reuse a GPU and a loaded base model (the pipeline does); otherwise both are created and released. */
+  /** Reuse a GPU and/or a loaded base model (the pipeline does); what is not given is created and released. */
   gpu?: Gpu;
   model?: QwenModel;
   /** Stops after the current optimizer step, without a final save (for tests and Ctrl-C handlers). */
@@ -110,10 +110,6 @@ export async function sft(options: SftOptions): Promise<SftResult> {
   const warmupSteps = Math.ceil(c.warmupRatio * totalSteps);
   const fingerprint = fingerprintOf(config, usable, options.modelDir);
 
-  const gpu = options.gpu ?? (await Gpu.create());
-  const model = options.model ?? (await QwenModel.load(gpu, options.modelDir));
-  const loraConfig = { r: config.lora.rank, alpha: config.lora.alpha, dropout: config.lora.dropout, targetModules: config.lora.targets as LoraModule[] };
-
   // Start fresh or from the newest checkpoint.
   const checkpoint = options.resume ? latestCheckpoint(options.out, { onSkip: (dir, why) => log(`sft: skipping damaged checkpoint ${dir}: ${why}`) }) : null;
   if (!options.resume && listCheckpoints(options.out).length > 0) {
@@ -122,21 +118,69 @@ export async function sft(options: SftOptions): Promise<SftResult> {
   if (checkpoint && (checkpoint.extra as { fingerprint?: string } | undefined)?.fingerprint !== fingerprint) {
     throw new Error(`sft: the checkpoint ${checkpoint.dir} was made with other data, config or model; use a new output directory`);
   }
-  const adapter = checkpoint ? loadAdapter(model, join(checkpoint.dir, ADAPTER_DIR)) : LoraAdapter.create(model, loraConfig, { seed: config.seed });
-  const optimizer = new TrainOptimizer(gpu, [adapter], {
-    lr: c.lr,
-    weightDecay: c.weightDecay,
-    maxGradNorm: c.gradClip,
-    schedule: (i) => cosineLr(i, { lr: c.lr, warmupSteps, totalSteps, minLrRatio: c.minLrRatio }),
-  });
-  const startStep = checkpoint?.step ?? 0;
-  if (checkpoint) {
-    optimizer.load(checkpoint.path(OPTIMIZER_FILE));
-    if (optimizer.stepCount !== startStep) throw new Error(`sft: checkpoint ${checkpoint.dir} is at step ${startStep} but its optimizer state at ${optimizer.stepCount}`);
-    truncateMetricsAfter(join(options.out, METRICS_FILE), startStep);
-    log(`sft: resuming from ${checkpoint.dir} (step ${startStep} of ${totalSteps})`);
+
+  const ownGpu = !options.gpu && !options.model;
+  const gpu = options.gpu ?? options.model?.gpu ?? (await Gpu.create());
+  if (options.model && options.model.gpu !== gpu) throw new Error('sft: the given model lives on another GPU than the given gpu');
+  let model: QwenModel;
+  try {
+    model = options.model ?? (await QwenModel.load(gpu, options.modelDir));
+  } catch (e) {
+    if (ownGpu) gpu.destroy();
+    throw e;
   }
-  const metrics = new MetricsLogger(options.out);
+  const loraConfig = { r: config.lora.rank, alpha: config.lora.alpha, dropout: config.lora.dropout, targetModules: config.lora.targets as LoraModule[] };
+
+  let adapter: LoraAdapter | undefined;
+  let optimizer: TrainOptimizer | undefined;
+  let metrics: MetricsLogger | undefined;
+  try {
+    adapter = checkpoint ? loadAdapter(model, join(checkpoint.dir, ADAPTER_DIR)) : LoraAdapter.create(model, loraConfig, { seed: config.seed });
+    optimizer = new TrainOptimizer(gpu, [adapter], {
+      lr: c.lr,
+      weightDecay: c.weightDecay,
+      maxGradNorm: c.gradClip,
+      schedule: (i) => cosineLr(i, { lr: c.lr, warmupSteps, totalSteps, minLrRatio: c.minLrRatio }),
+    });
+    if (checkpoint) {
+      optimizer.load(checkpoint.path(OPTIMIZER_FILE));
+      if (optimizer.stepCount !== checkpoint.step) throw new Error(`sft: checkpoint ${checkpoint.dir} is at step ${checkpoint.step} but its optimizer state at ${optimizer.stepCount}`);
+      truncateMetricsAfter(join(options.out, METRICS_FILE), checkpoint.step);
+      log(`sft: resuming from ${checkpoint.dir} (step ${checkpoint.step} of ${totalSteps})`);
+    }
+    metrics = new MetricsLogger(options.out);
+    return await trainLoop({ options, config, model, adapter, optimizer, metrics, train, evalSet, stepsPerEpoch, totalSteps, fingerprint, startStep: checkpoint?.step ?? 0, resumedFrom: checkpoint?.step ?? null, truncated, dropped });
+  } finally {
+    metrics?.close();
+    optimizer?.dispose();
+    adapter?.dispose();
+    if (!options.model) model.dispose();
+    if (ownGpu) gpu.destroy();
+  }
+}
+
+interface LoopState {
+  options: SftOptions;
+  config: TrainConfig;
+  model: QwenModel;
+  adapter: LoraAdapter;
+  optimizer: TrainOptimizer;
+  metrics: MetricsLogger;
+  train: EncodedExample[];
+  evalSet: EncodedExample[];
+  stepsPerEpoch: number;
+  totalSteps: number;
+  fingerprint: string;
+  startStep: number;
+  resumedFrom: number | null;
+  truncated: number;
+  dropped: number;
+}
+
+/** The optimizer steps from `startStep` to the end (or to an abort), with evals and checkpoints. */
+async function trainLoop(s: LoopState): Promise<SftResult> {
+  const { options, config, model, adapter, optimizer, metrics, train, evalSet, stepsPerEpoch, totalSteps, fingerprint, startStep } = s;
+  const c = config.sft;
   const meter = options.progress === false ? null : new ProgressMeter({ total: totalSteps, label: 'sft', unit: 'step' });
   meter?.update(startStep);
 
@@ -162,81 +206,73 @@ export async function sft(options: SftOptions): Promise<SftResult> {
       },
     });
 
-  try {
-    while (step < totalSteps) {
-      const epoch = Math.floor(step / stepsPerEpoch);
-      if (epoch !== batchesEpoch) {
-        batches = epochBatches(
-          train.map((_, i) => i),
-          (i) => train[i].ids.length,
-          { batchSize: c.batchSize, seed: config.seed, epoch, bucketing: c.lengthBucketing },
-        );
-        batchesEpoch = epoch;
-      }
-      const inEpoch = step % stepsPerEpoch;
-      const micro = batches.slice(inEpoch * c.gradAccum, (inEpoch + 1) * c.gradAccum);
-      // One mean over every target token of the optimizer step, however it is split into micro-batches.
-      const normalizer = micro.flat().reduce((n, i) => n + train[i].targets, 0);
-      const started = Date.now();
-      let loss = 0;
-      let tokens = 0;
-      for (let j = 0; j < micro.length; j++) {
-        const examples = micro[j].map((i) => train[i]);
-        const r = await maskedNllBackward(
-          model,
-          examples.map((e) => e.ids),
-          examples.map((e) => e.mask),
-          { adapter, normalizer, dropoutSeed: mixSeed(config.seed, `sft/${step}/${j}`) },
-        );
-        loss += r.loss;
-        tokens += examples.reduce((n, e) => n + e.ids.length, 0);
-      }
-      const { lr, gradNorm, skipped } = await optimizer.step();
-      step++;
-      trainLoss = loss;
-      const seconds = Math.max(1e-9, (Date.now() - started) / 1000);
-      const info: SftStepInfo = { step, epoch, loss, lr, gradNorm, targetTokens: normalizer, tokensPerSecond: tokens / seconds };
-      metrics.log(step, { loss, lr, gradNorm, epoch, targetTokens: normalizer, tokensPerSecond: info.tokensPerSecond, skipped: skipped ? 1 : 0 });
-      meter?.update(step, { epoch: epoch + 1, loss, 'tok/s': info.tokensPerSecond });
-      options.onStep?.(info);
+  while (step < totalSteps) {
+    const epoch = Math.floor(step / stepsPerEpoch);
+    if (epoch !== batchesEpoch) {
+      batches = epochBatches(
+        train.map((_, i) => i),
+        (i) => train[i].ids.length,
+        { batchSize: c.batchSize, seed: config.seed, epoch, bucketing: c.lengthBucketing },
+      );
+      batchesEpoch = epoch;
+    }
+    const inEpoch = step % stepsPerEpoch;
+    const micro = batches.slice(inEpoch * c.gradAccum, (inEpoch + 1) * c.gradAccum);
+    // One mean over every target token of the optimizer step, however it is split into micro-batches.
+    const normalizer = micro.flat().reduce((n, i) => n + train[i].targets, 0);
+    const started = Date.now();
+    let loss = 0;
+    let tokens = 0;
+    for (let j = 0; j < micro.length; j++) {
+      const examples = micro[j].map((i) => train[i]);
+      const r = await maskedNllBackward(
+        model,
+        examples.map((e) => e.ids),
+        examples.map((e) => e.mask),
+        { adapter, normalizer, dropoutSeed: mixSeed(config.seed, `sft/${step}/${j}`) },
+      );
+      loss += r.loss;
+      tokens += examples.reduce((n, e) => n + e.ids.length, 0);
+    }
+    const { lr, gradNorm, skipped } = await optimizer.step();
+    step++;
+    trainLoss = loss;
+    const seconds = Math.max(1e-9, (Date.now() - started) / 1000);
+    const info: SftStepInfo = { step, epoch, loss, lr, gradNorm, targetTokens: normalizer, tokensPerSecond: tokens / seconds };
+    metrics.log(step, { loss, lr, gradNorm, epoch, targetTokens: normalizer, tokensPerSecond: info.tokensPerSecond, skipped: skipped ? 1 : 0 });
+    meter?.update(step, { epoch: epoch + 1, loss, 'tok/s': info.tokensPerSecond });
+    options.onStep?.(info);
 
-      const endOfEpoch = step % stepsPerEpoch === 0;
-      if (endOfEpoch) {
-        evalLoss = await evaluate();
-        if (evalLoss !== null) metrics.log(step, { evalLoss });
-      }
-      if (endOfEpoch || (c.checkpointEvery > 0 && step % c.checkpointEvery === 0)) await save(epoch);
-      if (options.signal?.aborted && step < totalSteps) {
-        stopped = true;
-        break;
-      }
+    const endOfEpoch = step % stepsPerEpoch === 0;
+    if (endOfEpoch) {
+      evalLoss = await evaluate();
+      if (evalLoss !== null) metrics.log(step, { evalLoss });
     }
-    meter?.finish({ loss: trainLoss, ...(evalLoss !== null ? { 'eval loss': evalLoss } : {}) });
-    let adapterDir: string | null = null;
-    if (!stopped) {
-      adapterDir = join(options.out, ADAPTER_DIR);
-      await saveAdapter(adapter, adapterDir, { baseModel: options.modelDir });
+    if (endOfEpoch || (c.checkpointEvery > 0 && step % c.checkpointEvery === 0)) await save(epoch);
+    if (options.signal?.aborted && step < totalSteps) {
+      stopped = true;
+      break;
     }
-    const result: SftResult = {
-      adapterDir,
-      steps: step,
-      totalSteps,
-      stopped,
-      trainLoss,
-      initialEvalLoss,
-      evalLoss,
-      examples: { train: train.length, eval: evalSet.length, truncated, dropped },
-      resumedFrom: checkpoint?.step ?? null,
-    };
-    if (!stopped) writeFileSync(join(options.out, 'sft-summary.json'), JSON.stringify(result, null, 2) + '\n');
-    return result;
-  } finally {
-    metrics.close();
-    optimizer.dispose();
-    adapter.dispose();
-    if (!options.model) model.dispose();
-    if (!options.gpu) gpu.destroy();
   }
+  meter?.finish({ loss: trainLoss, ...(evalLoss !== null ? { 'eval loss': evalLoss } : {}) });
+  let adapterDir: string | null = null;
+  if (!stopped) {
+    adapterDir = join(options.out, ADAPTER_DIR);
+    await saveAdapter(adapter, adapterDir, { baseModel: options.modelDir });
+  }
+  const result: SftResult = {
+    adapterDir,
+    steps: step,
+    totalSteps,
+    stopped,
+    trainLoss,
+    initialEvalLoss,
+    evalLoss,
+    examples: { train: train.length, eval: evalSet.length, truncated: s.truncated, dropped: s.dropped },
+    resumedFrom: s.resumedFrom,
+  };
+  if (!stopped) writeFileSync(join(options.out, 'sft-summary.json'), JSON.stringify(result, null, 2) + '\n');
+  return result;
 }
 
 /** Mean NLL per target token over held-out examples, with the adapter and no dropout. */
