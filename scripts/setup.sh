@@ -21,7 +21,7 @@ fi
 # Debian/Ubuntu packages we need. Debian's python3-torch links the system BLAS; OpenBLAS makes it a fair
 # (multi-threaded, vectorized) reference instead of the reference BLAS.
 APT_PACKAGES=(libvulkan1 mesa-vulkan-drivers python3 python3-numpy python3-torch libopenblas0-pthread bubblewrap
-  python3-pandas python3-sklearn python3-scipy python3-xgboost)
+  python3-pandas python3-sklearn python3-scipy python3-xgboost redis-server)
 
 mesa_version() { dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null | sed -E 's/^[0-9]+://; s/[^0-9.].*//'; }
 missing=()
