@@ -3,10 +3,12 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describe, expect, it } from 'vitest';
+import { removeTree } from '@mlagent/env';
+import { afterAll, describe, expect, it } from 'vitest';
 
 const bin = fileURLToPath(new URL('../bin/mlagent.js', import.meta.url));
 const home = mkdtempSync(path.join(tmpdir(), 'mlagent-cli-tasks-'));
+afterAll(() => removeTree(home));
 
 function mlagent(...args: string[]) {
   const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 240_000, env: { ...process.env, MLAGENT_HOME: home } });

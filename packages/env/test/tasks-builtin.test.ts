@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
-import { applyIdea, builtinTasksDir, loadIdeas, loadTaskSpec, runBaseline } from '../src/index.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { applyIdea, builtinTasksDir, loadIdeas, loadTaskSpec, removeTree, runBaseline } from '../src/index.js';
 import { tempDir } from './tasks-fixture.js';
 
 // Every built-in task, whoever added it: its baseline through the same path as `mlagent tasks baseline`.
@@ -28,6 +28,7 @@ function limiter(n: number) {
 }
 const limit = limiter(2);
 const home = tempDir('builtin-home');
+afterAll(() => removeTree(home));
 
 describe('built-in tasks', () => {
   it('exist', () => {

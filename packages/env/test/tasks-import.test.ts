@@ -1,8 +1,16 @@
 import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
-import { importTask, prepareTask, runBaseline } from '../src/index.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { importTask, prepareTask, removeTree, runBaseline } from '../src/index.js';
 import { tempDir } from './tasks-fixture.js';
+
+const roots: string[] = [];
+afterAll(() => roots.forEach(removeTree));
+
+function scratch(): string {
+  roots.push(tempDir('import'));
+  return roots[roots.length - 1];
+}
 
 function write(file: string, text: string) {
   mkdirSync(path.dirname(file), { recursive: true });
@@ -65,7 +73,7 @@ function fakeMleBench(root: string): string {
 
 describe('importTask', () => {
   it('imports an MLAgentBench task: reruns its prepare step, serves data from data/, grades with eval.py', async () => {
-    const root = tempDir('import');
+    const root = scratch();
     const home = path.join(root, 'home');
     expect(() => importTask(fakeMlAgentBench(root), { home })).toThrow(/do not state their metric; pass --metric NAME --direction max\|min/);
     const entry = importTask(path.join(root, 'Toy-MLAB'), { home, metric: 'mae', direction: 'minimize' });
@@ -85,10 +93,10 @@ describe('importTask', () => {
     const bad = await runBaseline('toy-mlab', { home, trainPy: "open('submission.csv', 'w').write('id,y\\n9,1\\n')\n" });
     expect(bad).toMatchObject({ outcome: 'invalid-submission', error: 'ValueError: ids do not match' });
     expect(() => importTask(path.join(root, 'Toy-MLAB'), { home, metric: 'mae', direction: 'minimize' })).toThrow(/already exists/);
-  });
+  }, 60_000);
 
   it('imports an MLE-bench competition: sample submission as baseline, their grade() as grader', async () => {
-    const root = tempDir('import');
+    const root = scratch();
     const home = path.join(root, 'home');
     const entry = importTask(fakeMleBench(root), { home, metric: 'accuracy', direction: 'maximize', name: 'toy-comp' });
     expect(entry.format).toBe('mlebench');
@@ -98,10 +106,10 @@ describe('importTask', () => {
     expect(r.score).toBeCloseTo(2 / 3, 6);
     const short = await runBaseline('toy-comp', { home, trainPy: "open('submission.csv', 'w').write('id,label\\n3,0\\n')\n" });
     expect(short).toMatchObject({ outcome: 'invalid-submission', error: 'InvalidSubmissionError: wrong number of rows' });
-  });
+  }, 60_000);
 
   it('explains what it accepts', () => {
-    const root = tempDir('import');
+    const root = scratch();
     mkdirSync(path.join(root, 'nothing'));
     expect(() => importTask(path.join(root, 'nothing'), { metric: 'mae', direction: 'minimize' })).toThrow(/neither an MLAgentBench task .* nor an MLE-bench competition/);
     write(path.join(root, 'mlab', 'env', 'train.py'), '');

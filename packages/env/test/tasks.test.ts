@@ -1,7 +1,7 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { applyIdea, listTasks, prepareTask, resolveTask, runBaseline, TaskFormatError, validateIdeas, validateTaskSpec } from '../src/index.js';
+import { applyIdea, listTasks, prepareTask, removeTree, resolveTask, runBaseline, TaskFormatError, validateIdeas, validateTaskSpec } from '../src/index.js';
 import { tempDir, toySpec, writeToyTask } from './tasks-fixture.js';
 
 describe('validateTaskSpec', () => {
@@ -78,7 +78,7 @@ describe('registry', () => {
 describe('prepareTask and grading', () => {
   const dirs: string[] = [];
   afterEach(() => {
-    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+    for (const d of dirs.splice(0)) removeTree(d);
     delete process.env.TOY_COUNTER;
     delete process.env.TOY_FAIL;
   });
@@ -107,7 +107,7 @@ describe('prepareTask and grading', () => {
     expect(readFileSync(process.env.TOY_COUNTER, 'utf8')).toBe('run\nrun\nrun\n');
     expect(a.ideas).toHaveLength(1);
     expect(a.researchProblem).toMatch(/Predict y/);
-  });
+  }, 60_000);
 
   it('leaves nothing behind when prepare.py fails, and clears temp dirs of dead runs', async () => {
     const home = tempDir('home');
@@ -121,11 +121,11 @@ describe('prepareTask and grading', () => {
     const ok = await prepareTask(dir, { home });
     const key = path.basename(path.dirname(ok.publicDir));
     // A run killed mid-way (pid 999999 is not alive) left a half-written temp dir.
-    rmSync(path.dirname(ok.publicDir), { recursive: true, force: true });
+    removeTree(path.dirname(ok.publicDir));
     mkdirSync(path.join(cache, `.tmp-${key}-999999-dead`, 'public'), { recursive: true });
     await prepareTask(dir, { home });
     expect(readdirSync(cache)).toEqual([key]);
-  });
+  }, 60_000);
 
   it('grades valid and invalid submissions without throwing', async () => {
     const home = tempDir('home');
@@ -139,7 +139,7 @@ describe('prepareTask and grading', () => {
     writeFileSync(sub, 'id,y\n10,twenty\n');
     expect(await task.grade(sub)).toMatchObject({ ok: false, error: expect.stringMatching(/unreadable submission/) });
     expect(await task.grade(path.join(home, 'missing.csv'))).toEqual({ ok: false, error: 'no submission file: missing.csv was not written' });
-  });
+  }, 60_000);
 
   it('runs a baseline and an idea in the sandbox and grades them', async () => {
     const home = tempDir('home');
@@ -154,5 +154,5 @@ describe('prepareTask and grading', () => {
     expect(broken).toMatchObject({ outcome: 'invalid-submission', score: null });
     const crashed = await runBaseline(dir, { home, trainPy: 'raise ValueError("boom")\n' });
     expect(crashed).toMatchObject({ outcome: 'error', score: null, error: expect.stringMatching(/ValueError: boom/) });
-  });
+  }, 60_000);
 });

@@ -2,7 +2,7 @@
 export { listTasks, resolveTask } from './registry.js';
 export type { RegistryOptions, TaskList } from './registry.js';
 export { applyIdea, loadIdeas, loadTaskSpec, METRIC_NAMES, MODALITIES, TaskFormatError, validateIdeas, validateTaskSpec } from './spec.js';
-export { prepareTask } from './prepare.js';
+export { prepareTask, removeTree } from './prepare.js';
 export type { PrepareOptions } from './prepare.js';
 export { gradeSubmission } from './grade.js';
 export { createWorkspace, taskSandboxEnv, taskSandboxPaths } from './workspace.js';

@@ -47,7 +47,7 @@ function makeReadOnly(p: string): void {
   } else chmodSync(p, 0o444);
 }
 
-/** rm -rf that also works on trees made read-only by makeReadOnly. */
+/** rm -rf that also works on prepared trees made read-only (e.g. to clear `$MLAGENT_HOME/cache/tasks`). */
 export function removeTree(p: string): void {
   if (!existsSync(p)) return;
   const unlock = (q: string) => {
