@@ -18,7 +18,10 @@ export function toySpec(name: string, extra: Record<string, unknown> = {}) {
   };
 }
 
-/** prepare.py: 10 rows y = 2x; appends a line to $TOY_COUNTER per run; fails when $TOY_FAIL is set. */
+/**
+ * prepare.py: 10 rows y = 2x; appends a line to $TOY_COUNTER per run; fails when $TOY_FAIL is set; with
+ * $TOY_RACE, plays another process that finishes the same cache entry first (writes it complete, with winner.txt).
+ */
 const PREPARE = `import argparse, os, sys
 p = argparse.ArgumentParser()
 for a in ('--public', '--private', '--source'): p.add_argument(a)
@@ -27,6 +30,12 @@ a = p.parse_args()
 if os.environ.get('TOY_COUNTER'):
     open(os.environ['TOY_COUNTER'], 'a').write('run\\n')
 open(os.path.join(a.public, 'train.csv'), 'w').write('id,x,y\\n' + ''.join(f'{i},{i},{2 * i + a.seed}\\n' for i in range(10)))
+if os.environ.get('TOY_RACE'):
+    tmp = os.path.dirname(os.path.abspath(a.public))
+    final = os.path.join(os.path.dirname(tmp), os.path.basename(tmp)[len('.tmp-'):].rsplit('-', 2)[0])
+    for d in ('public', 'private'):
+        os.makedirs(os.path.join(final, d))
+    open(os.path.join(final, 'public', 'winner.txt'), 'w').write('other process')
 if os.environ.get('TOY_FAIL'):
     sys.exit('toy prepare failed on purpose')
 open(os.path.join(a.public, 'test.csv'), 'w').write('id,x\\n' + ''.join(f'{i},{i}\\n' for i in range(10, 15)))

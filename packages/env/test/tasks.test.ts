@@ -81,6 +81,7 @@ describe('prepareTask and grading', () => {
     for (const d of dirs.splice(0)) removeTree(d);
     delete process.env.TOY_COUNTER;
     delete process.env.TOY_FAIL;
+    delete process.env.TOY_RACE;
   });
 
   it('prepares once per (contents, seed), read-only, even for concurrent callers', async () => {
@@ -125,6 +126,16 @@ describe('prepareTask and grading', () => {
     mkdirSync(path.join(cache, `.tmp-${key}-999999-dead`, 'public'), { recursive: true });
     await prepareTask(dir, { home });
     expect(readdirSync(cache)).toEqual([key]);
+  }, 60_000);
+
+  it('keeps the entry of another process that finished first and removes its own temp dir', async () => {
+    const home = tempDir('home');
+    dirs.push(home);
+    process.env.TOY_RACE = '1';
+    const task = await prepareTask(writeToyTask(home, 'toy'), { home });
+    expect(readFileSync(path.join(task.publicDir, 'winner.txt'), 'utf8')).toBe('other process');
+    expect(existsSync(path.join(task.publicDir, 'train.csv'))).toBe(false);
+    expect(readdirSync(path.join(home, 'cache', 'tasks'))).toEqual([path.basename(path.dirname(task.publicDir))]);
   }, 60_000);
 
   it('grades valid and invalid submissions without throwing', async () => {
