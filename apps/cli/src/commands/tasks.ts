@@ -1,5 +1,7 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { importTask, listTasks, prepareTask, resolveTask, runBaseline, type BaselineReport, type TaskEntry } from '@mlagent/env';
+import { importTask, listTasks, loadIdeas, prepareTask, resolveTask, runBaseline, type BaselineReport, type TaskEntry } from '@mlagent/env';
 import { UsageError } from '../args.js';
 
 export const tasksUsage = `mlagent tasks list [--json] | show NAME | import PATH [options] | baseline NAME [--json]
@@ -62,10 +64,7 @@ function list(values: Values): void {
 async function show(name: string): Promise<void> {
   const entry: TaskEntry = await asUsage('show', () => resolveTask(name));
   const { spec } = entry;
-  const { readFileSync, existsSync } = await import('node:fs');
-  const path = await import('node:path');
-  const ideasFile = path.join(entry.dir, 'ideas.json');
-  const ideas = existsSync(ideasFile) ? (JSON.parse(readFileSync(ideasFile, 'utf8')) as { idea: string }[]) : [];
+  const ideas = await asUsage('show', () => loadIdeas(entry.dir));
   const b = spec.budgets;
   console.log(
     [
@@ -73,7 +72,7 @@ async function show(name: string): Promise<void> {
       `  dir        ${entry.dir} (${entry.origin})`,
       `  split      ${spec.split}    modality ${spec.modality}`,
       `  metric     ${spec.metric.name} (${spec.metric.direction})    baseline ${fmt(spec.baseline)}    best ${fmt(spec.best)}`,
-      spec.paperAnalogue ? `  analogue   ${spec.paperAnalogue}` : '',
+      ...(spec.paperAnalogue ? [`  analogue   ${spec.paperAnalogue}`] : []),
       `  budgets    ${b.timeoutSec} s wall, ${b.memoryMb} MiB, ${b.cpuSec} CPU-s, ${b.maxProcs} processes    seed ${spec.seed}`,
       '',
       'Research problem:',
@@ -84,9 +83,7 @@ async function show(name: string): Promise<void> {
       '',
       `Ideas (${ideas.length}):`,
       ...ideas.map((i, k) => `  ${k + 1}. ${i.idea}`),
-    ]
-      .filter((l, k) => l !== '' || k > 5)
-      .join('\n'),
+    ].join('\n'),
   );
 }
 
