@@ -85,3 +85,19 @@ export { encodeChat, type EncodedExample } from './sft/tokenize.js';
 export { epochBatches, trainEvalSplit, shuffledIndices } from './sft/batches.js';
 // One step-wise PPO/GRPO/RLOO policy update on the policy's training API.
 export { ppoUpdate, type PpoSample, type PpoLearner, type PpoUpdateOptions, type PpoUpdateStats } from './ppo/update.js';
+// Evaluation: full episodes per task with the policy, an endpoint or an expert; Table-1 results as JSON and markdown.
+export { evaluate, writeEvalResult, type EvaluateOptions, type EvalStepRecord, type StartEvalEpisode } from './eval/evaluate.js';
+export { expertAgent, endpointAgent, cutAtStop, roundSeed, DEFAULT_STOP_STRINGS, type EvalAgent, type AgentRequest, type ExpertAgentOptions, type EndpointAgentOptions } from './eval/agent.js';
+export { policyAgent, PROMPT_FORMATS, type PolicyAgent, type PolicyAgentOptions, type PolicyAgentStats, type PromptFormat } from './eval/policy-agent.js';
+export {
+  aggregateTask,
+  scoreTrajectory,
+  relativeGain,
+  SUCCESS_GAIN,
+  type EvalResult,
+  type EvalRow,
+  type EvalTrajectory,
+  type EvalAgentInfo,
+  type EvalTaskInfo,
+} from './eval/results.js';
+export { evalMarkdown, mergeEvalResults, readEvalResult, metricLabel, formatScore } from './eval/table.js';

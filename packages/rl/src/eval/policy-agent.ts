@@ -1,0 +1,115 @@
+// Our policy as an agent: each round's prompts are rendered with the policy's chat template and sampled in one
+// batched generate() call, stopping at the end of the turn or where the model starts writing the observation.
+import { defaultStopTokenIds, generate, type ChatTemplateName, type QwenModel, type QwenTokenizer } from '@mlagent/policy';
+import { DEFAULT_STOP_STRINGS, cutAtStop, type AgentRequest, type EvalAgent } from './agent.js';
+
+export interface PolicyAgentOptions {
+  /** The loaded model; set `model.adapter` (loadAdapter) to evaluate a LoRA policy. */
+  model: QwenModel;
+  tokenizer: QwenTokenizer;
+  /** Column name (default "policy"). */
+  name?: string;
+  /** Model and adapter directories, for the result file. */
+  detail?: string;
+  /** Chat template (default 'ml-agent', the SFT template). */
+  template?: ChatTemplateName;
+  /**
+   * 'messages' (default): the episode's chat, turn by turn. 'compact': the same without the env's system message
+   * (the actions and the response format), for a policy trained that way. 'prompt': the episode's prompt() as one
+   * user message, the form of the per-step SFT export.
+   */
+  promptFormat?: PromptFormat;
+  /** Longest response in tokens (default 1024). */
+  maxNewTokens?: number;
+  /** Default 0.7 (the config's eval.temperature); 0 is greedy. */
+  temperature?: number;
+  topP?: number;
+  /** Default: the "Observation:" line. End-of-turn tokens always stop. */
+  stopStrings?: readonly string[];
+  /** Most prompts per generate() call (default: the whole round). */
+  maxBatch?: number;
+  /** Prompt + response tokens at most (default: the model's max_position_embeddings); longer prompts keep their end. */
+  maxContext?: number;
+}
+
+export type PromptFormat = 'messages' | 'compact' | 'prompt';
+export const PROMPT_FORMATS: readonly PromptFormat[] = ['messages', 'compact', 'prompt'];
+
+export interface PolicyAgentStats {
+  responses: number;
+  /** Responses that hit maxNewTokens without a stop. */
+  cutAtLength: number;
+  /** Prompts longer than maxContext − maxNewTokens, cut from the front. */
+  truncatedPrompts: number;
+  generatedTokens: number;
+}
+
+export interface PolicyAgent extends EvalAgent {
+  readonly stats: PolicyAgentStats;
+}
+
+export function policyAgent(options: PolicyAgentOptions): PolicyAgent {
+  const { model, tokenizer } = options;
+  const template = options.template ?? 'ml-agent';
+  const promptFormat = options.promptFormat ?? 'messages';
+  const maxNewTokens = options.maxNewTokens ?? 1024;
+  const temperature = options.temperature ?? 0.7;
+  const stops = options.stopStrings ?? DEFAULT_STOP_STRINGS;
+  const maxContext = options.maxContext ?? model.config.maxPositionEmbeddings;
+  const maxBatch = options.maxBatch ?? Infinity;
+  if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) throw new RangeError(`policy agent: maxNewTokens must be a positive integer, got ${maxNewTokens}`);
+  if (!(maxContext > maxNewTokens)) throw new RangeError(`policy agent: maxContext (${maxContext}) must exceed maxNewTokens (${maxNewTokens})`);
+  if (!(maxBatch >= 1)) throw new RangeError(`policy agent: maxBatch must be >= 1, got ${maxBatch}`);
+  if (!PROMPT_FORMATS.includes(promptFormat)) throw new RangeError(`policy agent: promptFormat must be one of ${PROMPT_FORMATS.join(', ')}; got '${promptFormat}'`);
+  const stopTokenIds = defaultStopTokenIds(model.config, tokenizer);
+  const decode = (ids: number[]) => tokenizer.decode(ids, { skipSpecialTokens: true });
+  const stats: PolicyAgentStats = { responses: 0, cutAtLength: 0, truncatedPrompts: 0, generatedTokens: 0 };
+
+  const encode = (r: AgentRequest): number[] => {
+    const chat =
+      promptFormat === 'prompt'
+        ? [{ role: 'user' as const, content: r.prompt }]
+        : promptFormat === 'compact'
+          ? r.turn.messages.filter((m) => m.role !== 'system')
+          : r.turn.messages;
+    const ids = tokenizer.encode(tokenizer.applyChatTemplate(chat, { template, addGenerationPrompt: true }));
+    const room = maxContext - maxNewTokens;
+    if (ids.length <= room) return ids;
+    stats.truncatedPrompts++;
+    return ids.slice(ids.length - room);
+  };
+
+  return {
+    name: options.name ?? 'policy',
+    kind: 'policy',
+    detail: options.detail ?? '',
+    temperature,
+    stats,
+    summary: () =>
+      `${stats.responses} responses, ${stats.responses === 0 ? 0 : (stats.generatedTokens / stats.responses).toFixed(1)} tokens each on average, ` +
+      `${stats.cutAtLength} cut at ${maxNewTokens} tokens, ${stats.truncatedPrompts} prompts cut to the ${maxContext}-token context`,
+    async respond(requests, round) {
+      const out: string[] = [];
+      for (let b = 0; b < requests.length; b += maxBatch) {
+        const chunk = requests.slice(b, b + maxBatch);
+        const results = await generate(model, chunk.map(encode), {
+          maxNewTokens,
+          temperature,
+          topP: options.topP,
+          // Chunks of one round draw from distinct streams.
+          seed: (round.seed + b) >>> 0,
+          stopTokenIds,
+          stopStrings: stops,
+          decode,
+        });
+        for (const r of results) {
+          stats.responses++;
+          stats.generatedTokens += r.ids.length;
+          if (r.finishReason === 'length') stats.cutAtLength++;
+          out.push(cutAtStop(decode(r.ids), stops));
+        }
+      }
+      return out;
+    },
+  };
+}
