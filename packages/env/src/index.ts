@@ -35,3 +35,18 @@ export { SnapshotStore } from './snapshots/store.js';
 export type { HashCache, SnapshotStoreOptions, StateMeta } from './snapshots/store.js';
 export type { ManifestFile, StateManifest, StepRecord } from './snapshots/manifest.js';
 export type { HelperLlmConfig } from './helper-llm/client.js';
+// Scale-out: steps executed by BullMQ workers on Redis, or locally, behind one Executor interface (issue 7).
+export { LocalExecutor } from './queue/local-executor.js';
+export { RemoteExecutor, RemoteExecutionError } from './queue/remote-executor.js';
+export type { RemoteExecutorOptions } from './queue/remote-executor.js';
+export { startExecutionWorker } from './queue/worker.js';
+export type { ExecutionWorker, ExecutionWorkerOptions } from './queue/worker.js';
+export { RedisStates } from './queue/redis-states.js';
+export type { RedisStatesOptions } from './queue/redis-states.js';
+export { StepContext } from './queue/execute-step.js';
+export type { StepContextOptions } from './queue/execute-step.js';
+export { DEFAULT_QUEUE, ExecutionRequestError } from './queue/types.js';
+export type { ExecuteRequest, Executor } from './queue/types.js';
+export { executionJobId } from './queue/job-id.js';
+export { ExecutorEpisode } from './queue/executor-episode.js';
+export type { ExecutorEpisodeOptions } from './queue/executor-episode.js';

@@ -9,6 +9,7 @@ import { logprobsCommand, logprobsUsage } from './logprobs.js';
 import { reportCommand, reportUsage } from './report.js';
 import { serveCommand, serveUsage } from './serve.js';
 import { sftCommand, sftUsage } from './sft.js';
+import { workerCommand, workerUsage } from './worker.js';
 
 /** One `mlagent <name>` subcommand: its usage text (first line = synopsis) and its entry point. */
 export interface Command {
@@ -29,4 +30,5 @@ export const COMMANDS: Record<string, Command> = {
   sft: { usage: sftUsage, run: sftCommand },
   collect: { usage: collectUsage, run: collectCommand },
   tasks: { usage: tasksUsage, run: tasks },
+  worker: { usage: workerUsage, run: workerCommand },
 };

@@ -1,0 +1,110 @@
+// `mlagent worker`: argument errors, jobs from a RemoteExecutor, and a graceful SIGTERM that finishes the
+// running job. A real redis-server on a free port; the built CLI as the worker process.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { RemoteExecutor, removeTree, SnapshotStore } from '@mlagent/env';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bin, mlagent } from './run-cli.js';
+
+const home = mkdtempSync(path.join(tmpdir(), 'mlagent-cli-worker-'));
+let redis: ChildProcess;
+let url = '';
+const children: ChildProcess[] = [];
+
+/** A one-file task: y = 2x; train.py is exact (MAE 0), slow.py sleeps 3 s first. */
+function writeTask(): void {
+  const dir = path.join(home, 'tasks', 'wtoy');
+  mkdirSync(path.join(dir, 'env'), { recursive: true });
+  const spec = { name: 'wtoy', title: 'Worker toy', modality: 'tabular-regression', split: 'held-in', metric: { name: 'mae', direction: 'minimize' }, baseline: 1, best: 0, budgets: { timeoutSec: 60, memoryMb: 1024, cpuSec: 60, maxProcs: 32 }, seed: 0 };
+  const files: Record<string, string> = {
+    'task.json': JSON.stringify(spec),
+    'research_problem.md': 'Predict y = 2x.\n',
+    'data_description.md': 'test.csv: id,x\n',
+    'ideas.json': '[]',
+    'prepare.py': `import argparse, os\np = argparse.ArgumentParser()\nfor a in ('--public', '--private', '--source', '--seed'): p.add_argument(a)\na = p.parse_args()\nopen(os.path.join(a.public, 'test.csv'), 'w').write('id,x\\n1,1\\n2,2\\n')\nopen(os.path.join(a.private, 'answers.csv'), 'w').write('id,y\\n1,2\\n2,4\\n')\n`,
+    'grade.py': `import argparse, csv, json, os\np = argparse.ArgumentParser(); p.add_argument('--submission'); p.add_argument('--answers')\na = p.parse_args()\nt = {r['id']: float(r['y']) for r in csv.DictReader(open(os.path.join(a.answers, 'answers.csv')))}\ns = {r['id']: float(r['y']) for r in csv.DictReader(open(a.submission))}\nprint(json.dumps({'score': sum(abs(s[k] - t[k]) for k in t) / len(t)}))\n`,
+    'env/train.py': `open('submission.csv', 'w').write('id,y\\n1,2\\n2,4\\n')\nprint('trained')\n`,
+    'env/slow.py': `import time\ntime.sleep(3)\nopen('submission.csv', 'w').write('id,y\\n1,2\\n2,4\\n')\n`,
+  };
+  for (const [name, text] of Object.entries(files)) writeFileSync(path.join(dir, name), text);
+}
+
+function execute(file: string): string {
+  return `Thought: run it\nAction: Execute Script\nAction Input: {"script_name": "${file}"}`;
+}
+
+function startWorker(name: string): { child: ChildProcess; log: string[]; exited: Promise<number | null> } {
+  const child = spawn(process.execPath, [bin, 'worker', '--redis', url, '--queue', 'cli-q', '--name', name, '--store', path.join(home, name)], {
+    env: { ...process.env, MLAGENT_HOME: home },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  children.push(child);
+  const log: string[] = [];
+  child.stderr!.setEncoding('utf8').on('data', (t: string) => log.push(...t.split('\n').filter(Boolean)));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, log, exited };
+}
+
+async function until(cond: () => boolean, what: string, ms = 30_000): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+beforeAll(async () => {
+  writeTask();
+  const port = await new Promise<number>((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+  url = `redis://127.0.0.1:${port}`;
+  redis = spawn('/usr/bin/redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', home, '--save', '', '--appendonly', 'yes'], { stdio: 'ignore' });
+});
+
+afterAll(async () => {
+  for (const c of children) c.kill('SIGKILL');
+  redis?.kill('SIGTERM');
+  await new Promise((r) => setTimeout(r, 300));
+  removeTree(home);
+});
+
+describe('mlagent worker', () => {
+  it('rejects bad arguments with the reason', async () => {
+    let r = await mlagent('worker');
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--redis URL is required/);
+    r = await mlagent('worker', '--redis', 'localhost:6379');
+    expect(r.stderr).toMatch(/--redis must be a redis:\/\/ or rediss:\/\/ URL/);
+    r = await mlagent('worker', '--redis', 'redis://127.0.0.1:1', '--concurrency', '0');
+    expect(r.stderr).toMatch(/--concurrency must be an integer >= 1, got '0'/);
+  });
+
+  it('executes steps for a RemoteExecutor and stops gracefully on SIGTERM after finishing its job', async () => {
+    const a = startWorker('wa');
+    await until(() => a.log.some((l) => l.includes('waiting for jobs')), 'the worker to start');
+    const client = new RemoteExecutor({ redis: url, queue: 'cli-q', store: new SnapshotStore(path.join(home, 'client')), pollMs: 300 });
+    try {
+      const r = await client.execute({ task: 'wtoy', response: execute('train.py') });
+      expect(r).toMatchObject({ action: 'Execute Script', outcome: 'ok', metric: 0, step: 1 });
+      expect(r.observation).toMatch(/trained/);
+      expect(a.log.join('\n')).toMatch(/job step-[0-9a-f]{64} done in [\d.]+ s: step 1 Execute Script -> ok metric 0/);
+
+      const slow = client.execute({ task: 'wtoy', fromSnapshot: r.snapshotId, response: execute('slow.py') });
+      await until(() => a.log.some((l) => l.includes('started') && l.includes(`from ${r.snapshotId.slice(0, 12)}`)), 'the slow job to start');
+      a.child.kill('SIGTERM');
+      const s = await slow;
+      expect(s).toMatchObject({ outcome: 'ok', metric: 0, step: 2 });
+      expect(await a.exited).toBe(0);
+      expect(a.log.join('\n')).toMatch(/SIGTERM: finishing 1 running job\(s\), then exiting[\s\S]*stopped/);
+    } finally {
+      await client.close();
+    }
+  }, 60_000);
+});
