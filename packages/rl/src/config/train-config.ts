@@ -64,6 +64,11 @@ export interface PpoConfig {
   maxNewTokens: number;
   envConcurrency: number;
   episodeMaxSteps: number;
+  historyWindow: number;
+  compactPrompts: boolean;
+  maxObservationChars: number;
+  poolSampling: 'by-task' | 'uniform';
+  rewardVariant: 'v1' | 'v2' | 'milestones';
   checkpointEvery: number;
   keepCheckpoints: number;
 }
@@ -158,6 +163,11 @@ export const PPO_SECTION: SectionOf<PpoConfig> = {
   maxNewTokens: { kind: 'number', int: true, min: 1, default: 1024, doc: 'Longest action response.' },
   envConcurrency: { kind: 'number', int: true, min: 1, default: 8, doc: 'Actions executed in the environment at once.' },
   episodeMaxSteps: { kind: 'number', int: true, min: 1, default: 10, doc: "Steps per episode when rollout = 'episode'." },
+  historyWindow: { kind: 'number', int: true, min: 0, default: 5, doc: 'Past steps shown in full in the prompt of a restored state (older ones one line each); shorter prompts are cheaper.' },
+  compactPrompts: { kind: 'boolean', default: false, doc: "Leave the env's system message (action list and format) out of the policy's prompts and keep only the Action / Action Input part of assistant turns, in SFT targets too. For tiny models, where every token costs; SFT, RL and evaluation all see the same compact form." },
+  maxObservationChars: { kind: 'number', int: true, min: 100, default: 10000, doc: 'Longest observation shown to the policy (head and tail kept), in collection, RL and evaluation alike.' },
+  poolSampling: { kind: 'enum', values: ['by-task', 'uniform'], default: 'by-task', doc: "How states are drawn from the pool: tasks taking turns, or uniformly over all states." },
+  rewardVariant: { kind: 'enum', values: ['v1', 'v2', 'milestones'], default: 'v1', doc: "The reward module's variant: 'v1' the paper's 0 / 0.5 / sigmoid; 'v2' signed; 'milestones' partial credit for failed runs." },
   checkpointEvery: { kind: 'number', int: true, min: 1, default: 5, doc: 'Iterations between checkpoints.' },
   keepCheckpoints: { kind: 'number', int: true, min: 1, default: 3, doc: 'Most recent checkpoints kept.' },
 };
@@ -194,24 +204,30 @@ export type TrainConfigInput = Partial<Pick<TrainConfig, 'preset' | 'seed' | 'mo
 };
 
 /** What `preset: tiny` changes: a randomly initialised tiny model learns in minutes on a 2-core CPU only with
- * far larger learning rates and far smaller batches and sequences than a 7B model. */
+ * far larger learning rates and far smaller batches and sequences than a 7B model. On lavapipe every token costs a
+ * pass over Qwen's 152k-row LM head, so the tiny run keeps prompts and responses short (compact prompts, one step
+ * of history, clipped observations, 48-token actions) and uses the four fastest tabular tasks. */
 export const TINY_PRESET: TrainConfigInput = {
   lora: { rank: 8, alpha: 16, dropout: 0 },
-  sft: { epochs: 3, lr: 2e-3, warmupRatio: 0.1, batchSize: 4, gradAccum: 1, maxSeqLen: 512, evalFraction: 0.1 },
+  sft: { epochs: 2, lr: 2e-3, warmupRatio: 0.1, batchSize: 4, gradAccum: 1, maxSeqLen: 512, evalFraction: 0 },
   ppo: {
-    iterations: 20,
-    statesPerIteration: 4,
+    iterations: 8,
+    statesPerIteration: 2,
     samplesPerState: 4,
     minibatchSize: 8,
-    actorLr: 1e-4,
+    advantage: 'grpo',
+    actorLr: 3e-4,
     criticLr: 1e-3,
-    maxNewTokens: 128,
+    maxNewTokens: 48,
     envConcurrency: 2,
-    episodeMaxSteps: 4,
-    checkpointEvery: 2,
+    episodeMaxSteps: 3,
+    historyWindow: 1,
+    compactPrompts: true,
+    maxObservationChars: 300,
+    checkpointEvery: 1,
   },
-  collection: { trajectories: 2, candidateIdeas: 100, ideas: 4, maxSteps: 4, concurrency: 1 },
-  eval: { trajectories: 2, maxSteps: 4, timeBudget: 600 },
+  collection: { tasks: ['house-prices', 'spaceship-titanic'], trajectories: 1, candidateIdeas: 100, ideas: 2, maxSteps: 4, concurrency: 2 },
+  eval: { tasks: ['house-prices', 'spaceship-titanic', 'tabular-playground', 'insult-detection'], trajectories: 1, maxSteps: 3, timeBudget: 300 },
 };
 
 const PRESETS: Record<Preset, TrainConfigInput> = { default: {}, tiny: TINY_PRESET };

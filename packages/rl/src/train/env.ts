@@ -1,0 +1,60 @@
+// The environment side of RL: restore a pool state into a live episode, act once, and the task's metric for the
+// reward. `collectionEnv` is the real one (the env's Episode over the collection's snapshot store); tests pass fakes.
+import { join } from 'node:path';
+import { Episode, SandboxPool, SnapshotStore, prepareTask, type PreparedTask, type StepResult } from '@mlagent/env';
+import type { TaskMetric } from '@mlagent/reward';
+import type { ChatMessage } from '../experts/types.js';
+import type { PoolState } from '../pool/states-pool.js';
+
+/** The part of the env's Episode that RL acts through. */
+export interface ActingEpisode {
+  readonly done: boolean;
+  readonly currentMetric: number | null;
+  messages(): ChatMessage[];
+  step(response: string): Promise<StepResult>;
+  close(): Promise<void>;
+}
+
+export interface ActionEnv {
+  /** A live episode at `state` (each call a fresh workspace: n samples of one state never share one). */
+  restore(state: PoolState): Promise<ActingEpisode>;
+  /** A live episode at the task's initial state (episode-wise rollouts). */
+  start(task: string): Promise<ActingEpisode>;
+  /** Direction, baseline and reference best of a task's metric, for the reward. */
+  taskMetric(task: string): TaskMetric;
+  close(): Promise<void>;
+}
+
+export interface CollectionEnvOptions {
+  /** Step limit the collection used (its prompts state it); RL restores with the same. */
+  maxSteps: number;
+  historyWindow: number;
+  maxObservationChars: number;
+  /** Execute Script runs at once. */
+  concurrency: number;
+  /** Where live workspaces are made (default the env's). */
+  workRoot?: string;
+}
+
+/** The real environment over a collection directory's snapshots; tasks are prepared once, on first use. */
+export async function collectionEnv(collectionDir: string, tasks: readonly string[], options: CollectionEnvOptions): Promise<ActionEnv> {
+  const prepared = new Map<string, PreparedTask>();
+  for (const name of tasks) prepared.set(name, await prepareTask(name));
+  const store = new SnapshotStore(join(collectionDir, 'snapshots'));
+  const pool = new SandboxPool(options.concurrency);
+  const taskOf = (name: string): PreparedTask => {
+    const t = prepared.get(name);
+    if (!t) throw new Error(`collectionEnv: task '${name}' is not one of ${[...prepared.keys()].join(', ')}`);
+    return t;
+  };
+  const episodeOptions = { store, pool, maxSteps: options.maxSteps, historyWindow: options.historyWindow, maxObservationChars: options.maxObservationChars, workRoot: options.workRoot };
+  return {
+    restore: (state) => Episode.start(taskOf(state.task), { ...episodeOptions, fromSnapshot: state.snapshotId }),
+    start: (task) => Episode.start(taskOf(task), episodeOptions),
+    taskMetric(name) {
+      const { spec } = taskOf(name);
+      return { name: spec.metric.name, direction: spec.metric.direction, baseline: spec.baseline, best: spec.best };
+    },
+    async close() {},
+  };
+}

@@ -1,0 +1,234 @@
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Gpu } from '@mlagent/core-kernels';
+import { Episode, listTasks, prepareTask, type PreparedTask } from '@mlagent/env';
+import { QwenModel, QwenTokenizer, initModel, loadAdapter } from '@mlagent/policy';
+import { collect } from '../collect/runner.js';
+import { readCollection, type CollectedStep } from '../collect/records.js';
+import { parseTrainConfig, type TrainConfig, type TrainConfigInput } from '../config/train-config.js';
+import { ScriptedExpert } from '../experts/scripted.js';
+import type { EvalAgent } from '../eval/agent.js';
+import { evaluate, writeEvalResult } from '../eval/evaluate.js';
+import { policyAgent } from '../eval/policy-agent.js';
+import type { EvalResult } from '../eval/results.js';
+import { mergeEvalResults, readEvalResult } from '../eval/table.js';
+import { writeReport } from '../report/html-report.js';
+import { sft } from '../sft/sft.js';
+import { trainPpo, type TrainPpoResult } from './ppo-loop.js';
+import { policyChat, policyMessages } from './prompt.js';
+
+/**
+ * `mlagent train`: the whole method on one config. Stages, each in its own directory under `out` and each skipped
+ * when already complete (so rerunning the command, or `--resume`, continues where it stopped):
+ *   model/   a random `init-model` policy when the config names no model
+ *   collect/ scripted-expert trajectories on the collection tasks (the states pool and the SFT data)
+ *   sft/     LoRA SFT on every expert step
+ *   ppo/     step-wise PPO from the pool, starting from the SFT adapter
+ *   ppo/eval.json  SFT-only and SFT+RL policies on the evaluation tasks (the paper's Table 1), then report.html
+ */
+
+export interface TrainPipelineOptions {
+  out: string;
+  config?: TrainConfigInput;
+  /** Continue stages that were interrupted (their checkpoints); complete stages are always reused. */
+  resume?: boolean;
+  /** Policy preset for the random model when the config names none. */
+  modelPreset?: 'tiny' | 'small';
+  log?: (line: string) => void;
+  signal?: AbortSignal;
+  progress?: boolean;
+}
+
+export interface TrainPipelineResult {
+  modelDir: string;
+  collection: string;
+  sftAdapter: string;
+  ppo: TrainPpoResult | null;
+  eval: EvalResult | null;
+  report: string | null;
+  /** Wall seconds per stage (this invocation). */
+  seconds: Record<string, number>;
+}
+
+export async function trainPipeline(options: TrainPipelineOptions): Promise<TrainPipelineResult> {
+  const config = parseTrainConfig(options.config ?? {}, { source: '(train options)' });
+  const log = options.log ?? ((line: string) => process.stderr.write(line + '\n'));
+  const out = options.out;
+  mkdirSync(out, { recursive: true });
+  writeFileSync(join(out, 'train-config.json'), JSON.stringify(config, null, 2) + '\n');
+  const seconds: Record<string, number> = {};
+  const timed = async <T>(stage: string, fn: () => Promise<T>): Promise<T> => {
+    const t0 = Date.now();
+    log(`train: ${stage}`);
+    try {
+      return await fn();
+    } finally {
+      seconds[stage] = (Date.now() - t0) / 1000;
+      log(`train: ${stage} took ${seconds[stage].toFixed(0)} s`);
+    }
+  };
+  const c = config.ppo;
+  const episodeOptions = { historyWindow: c.historyWindow, maxObservationChars: c.maxObservationChars };
+
+  // 1. The policy.
+  const modelDir = config.model ?? join(out, 'model');
+  if (!config.model && !existsSync(join(modelDir, 'config.json'))) {
+    await timed('init-model', async () => initModel({ arch: 'qwen2', preset: options.modelPreset ?? 'tiny', outDir: modelDir, seed: config.seed }));
+  }
+
+  // 2. Expert collection (collect() itself resumes: finished trajectories are kept).
+  const collection = join(out, 'collect');
+  const collectTasks = await prepareAll(taskNames(config.collection.tasks));
+  if (config.collection.expert !== 'scripted') throw new Error(`train: collection.expert '${config.collection.expert}': the pipeline runs the scripted expert; collect with an endpoint through mlagent collect, then mlagent train on its directory`);
+  await timed('collect', () =>
+    collect({
+      tasks: collectTasks,
+      expert: new ScriptedExpert(),
+      trajectories: config.collection.trajectories,
+      ideas: config.collection.ideas,
+      candidates: config.collection.candidateIdeas,
+      maxSteps: config.collection.maxSteps,
+      concurrency: config.collection.concurrency,
+      out: collection,
+      seed: config.seed,
+      progress: options.progress,
+      signal: options.signal,
+      startEpisode: (task, o) => Episode.start(task, { ...o, ...episodeOptions }),
+    }),
+  );
+  stopIfAborted(options.signal);
+
+  // 3. SFT on every expert step, in the chat form RL and evaluation prompt with.
+  const sftDir = join(out, 'sft');
+  const sftAdapter = join(sftDir, 'adapter');
+  if (!existsSync(join(sftDir, 'sft-summary.json'))) {
+    const chats = sftChats(join(collection, 'steps.jsonl'), c.compactPrompts);
+    await timed('sft', async () => {
+      const r = await sft({ modelDir, data: chats, out: sftDir, config, resume: existsSync(join(sftDir, 'checkpoints')), signal: options.signal, progress: options.progress, log });
+      if (r.stopped) throw new Error('train: stopped during SFT; run again with --resume to continue');
+    });
+  }
+
+  // 4. Step-wise PPO from the SFT adapter.
+  const ppoDir = join(out, 'ppo');
+  let ppo: TrainPpoResult | null = null;
+  if (existsSync(join(ppoDir, 'ppo-summary.json'))) {
+    ppo = JSON.parse(readFileSync(join(ppoDir, 'ppo-summary.json'), 'utf8')) as TrainPpoResult;
+  } else {
+    ppo = await timed('ppo', () => trainPpo({ modelDir, adapter: sftAdapter, collection, out: ppoDir, config, resume: existsSync(ppoDir), signal: options.signal, progress: options.progress, log }));
+    if (ppo.stopped) throw new Error('train: stopped during PPO; run again with --resume to continue');
+  }
+
+  // 5. Evaluation of SFT-only against SFT+RL on the held-in and held-out tasks, then the report.
+  const evalTasks = await prepareAll(taskNames(config.eval.tasks));
+  const evalResult = await timed('eval', () =>
+    evaluateAdapters(config, modelDir, evalTasks, [
+      { name: 'sft', adapter: sftAdapter, dir: join(out, 'eval-sft') },
+      { name: 'sft+rl', adapter: ppo!.adapterDir!, dir: join(out, 'eval-sft-rl') },
+    ], { ...options, episodeOptions }),
+  );
+  writeEvalResult(ppoDir, evalResult);
+  const report = writeReport(ppoDir, join(out, 'report.html'), { title: `mlagent train (${config.preset} preset)` });
+  writeFileSync(join(out, 'train-summary.json'), JSON.stringify({ seconds, ppoRewards: ppo.rewards }, null, 2) + '\n');
+  return { modelDir, collection, sftAdapter, ppo, eval: evalResult, report, seconds };
+}
+
+/** Task names from the config's list or group ('held-in', 'held-out', 'all'). */
+export function taskNames(spec: string[] | string): string[] {
+  const entries = listTasks().tasks;
+  const expand = (name: string): string[] => {
+    if (name === 'all') return entries.map((e) => e.spec.name);
+    if (name === 'held-in' || name === 'held-out') return entries.filter((e) => e.spec.split === name).map((e) => e.spec.name);
+    return [name];
+  };
+  return [...new Set((Array.isArray(spec) ? spec : [spec]).flatMap(expand))];
+}
+
+async function prepareAll(names: string[]): Promise<PreparedTask[]> {
+  const out: PreparedTask[] = [];
+  for (const n of names) out.push(await prepareTask(n));
+  return out;
+}
+
+/** Every recorded step as a chat ending in the expert's response. */
+export function sftChats(stepsFile: string, compact: boolean) {
+  const steps = readCollection(stepsFile).records.filter((r): r is CollectedStep => r.type === 'step');
+  if (steps.length === 0) throw new Error(`train: ${stepsFile} has no expert step to fine-tune on`);
+  return steps.map((s) => policyChat(s.messages, s.response, compact));
+}
+
+interface AdapterUnderTest {
+  name: string;
+  adapter: string;
+  dir: string;
+}
+
+/** One evaluation per adapter on one loaded model (each kept in its directory), merged into one table. */
+async function evaluateAdapters(
+  config: TrainConfig,
+  modelDir: string,
+  tasks: PreparedTask[],
+  adapters: AdapterUnderTest[],
+  options: TrainPipelineOptions & { episodeOptions: { historyWindow: number; maxObservationChars: number } },
+): Promise<EvalResult> {
+  const results: EvalResult[] = [];
+  const pending = adapters.filter((a) => !existsSync(join(a.dir, 'eval.json')));
+  const gpu = pending.length > 0 ? await Gpu.create() : null;
+  const model = gpu ? await QwenModel.load(gpu, modelDir) : null;
+  try {
+    for (const a of adapters) {
+      if (existsSync(join(a.dir, 'eval.json'))) {
+        results.push(readEvalResult(join(a.dir, 'eval.json')));
+        continue;
+      }
+      const adapter = loadAdapter(model!, a.adapter);
+      model!.adapter = adapter;
+      try {
+        const inner = policyAgent({ model: model!, tokenizer: QwenTokenizer.fromDir(modelDir), name: `policy:${a.name}`, detail: `${modelDir} + ${a.adapter}`, maxNewTokens: config.ppo.maxNewTokens, temperature: config.eval.temperature });
+        results.push(
+          await evaluate({
+            tasks,
+            agent: config.ppo.compactPrompts ? compactAgent(inner) : inner,
+            trajectories: config.eval.trajectories,
+            maxSteps: config.eval.maxSteps,
+            timeBudgetSec: config.eval.timeBudget,
+            concurrency: tasks.length * config.eval.trajectories,
+            seed: config.seed,
+            out: a.dir,
+            overwrite: true,
+            progress: options.progress,
+            signal: options.signal,
+            startEpisode: (task, o) => Episode.start(task, { ...o, ...options.episodeOptions }),
+          }),
+        );
+      } finally {
+        model!.adapter = null;
+        adapter.dispose();
+      }
+      stopIfAborted(options.signal);
+    }
+  } finally {
+    model?.dispose();
+    gpu?.destroy();
+  }
+  return mergeEvalResults(results);
+}
+
+/** The policy agent, prompted without the env's system message (as SFT and RL were). */
+function compactAgent(inner: EvalAgent): EvalAgent {
+  return {
+    name: inner.name,
+    kind: inner.kind,
+    detail: inner.detail,
+    temperature: inner.temperature,
+    prepare: inner.prepare?.bind(inner),
+    begin: inner.begin?.bind(inner),
+    end: inner.end?.bind(inner),
+    summary: inner.summary?.bind(inner),
+    respond: (requests, round) => inner.respond(requests.map((r) => ({ ...r, turn: { ...r.turn, messages: policyMessages(r.turn.messages, true) } })), round),
+  };
+}
+
+function stopIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new Error('train: stopped; run again with --resume to continue');
+}

@@ -1,0 +1,272 @@
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Gpu } from '@mlagent/core-kernels';
+import {
+  LoraAdapter,
+  QwenModel,
+  QwenTokenizer,
+  TrainOptimizer,
+  ValueHead,
+  loadAdapter,
+  loadValueHead,
+  saveAdapter,
+  saveValueHead,
+  type LoraModule,
+} from '@mlagent/policy';
+import { latestCheckpoint, listCheckpoints, saveCheckpoint, type Json } from '../checkpoint/checkpoint.js';
+import { parseTrainConfig, type TrainConfig, type TrainConfigInput } from '../config/train-config.js';
+import { METRICS_FILE, MetricsLogger, truncateMetricsAfter } from '../metrics/jsonl.js';
+import { ProgressMeter } from '../metrics/progress.js';
+import { StatesPool, type PoolCursor } from '../pool/states-pool.js';
+import { ppoUpdate, type PpoSample, type PpoUpdateStats } from '../ppo/update.js';
+import { collectionEnv, type ActionEnv } from './env.js';
+import { episodeRollouts, stepRollouts, type RolloutContext } from './rollout.js';
+import { ROLLOUTS_FILE, RolloutLog, readRollouts, type RolloutGroup } from './rollouts.js';
+
+/**
+ * The RL stage, CleanRL-style: each iteration draws B states from the pool, samples n actions per state with the
+ * current policy (old log-probs from generation), executes them in the env, scores them with the reward module,
+ * saves them to rollouts.jsonl, and runs one ppoUpdate. `rollout: 'episode'` plays whole episodes from the tasks'
+ * initial states instead (the paper's baseline).
+ *
+ * Resume: a checkpoint (every `checkpointEvery` iterations and at the end) holds the actor adapter, the critic,
+ * both optimizer states, the pool cursor, the iteration and the seed from which every sampling seed derives. A
+ * resumed run redoes the iterations after its checkpoint, reusing every rollout group saved for them (a kill
+ * mid-iteration loses only actions still being generated or executed).
+ */
+
+export interface TrainPpoOptions {
+  /** Base model directory (Hugging Face layout). */
+  modelDir: string;
+  /** PEFT adapter the actor starts from (the SFT result); absent: a fresh LoRA adapter. */
+  adapter?: string | null;
+  /** Collection directory: its states pool (steps.jsonl) and snapshots. */
+  collection: string;
+  out: string;
+  config?: TrainConfigInput;
+  /** Continue from the newest checkpoint in `out` (and its saved rollouts). */
+  resume?: boolean;
+  /** The environment (default: the real env over the collection's snapshots). */
+  env?: ActionEnv;
+  gpu?: Gpu;
+  model?: QwenModel;
+  /** Stops after the current iteration (with a checkpoint). */
+  signal?: AbortSignal;
+  progress?: boolean;
+  log?: (line: string) => void;
+  onIteration?: (info: PpoIterationInfo) => void;
+  /** Called with each rollout group once it is saved (tests use it to kill the process at a precise point). */
+  onGroupSaved?: (group: RolloutGroup) => void;
+}
+
+export interface PpoIterationInfo {
+  iteration: number;
+  stats: PpoUpdateStats;
+  formatErrorRate: number;
+  envSeconds: number;
+  seconds: number;
+  reusedGroups: number;
+}
+
+export interface TrainPpoResult {
+  adapterDir: string | null;
+  criticDir: string | null;
+  iterations: number;
+  stopped: boolean;
+  resumedFrom: number | null;
+  /** Mean reward per iteration, in order (this run's iterations and, after a resume, the earlier ones' from metrics). */
+  rewards: number[];
+}
+
+const ADAPTER_DIR = 'adapter';
+const CRITIC_DIR = 'critic';
+const ACTOR_OPT = 'actor-optimizer.safetensors';
+const CRITIC_OPT = 'critic-optimizer.safetensors';
+
+export async function trainPpo(options: TrainPpoOptions): Promise<TrainPpoResult> {
+  const config = parseTrainConfig(options.config ?? {}, { source: '(ppo options)' });
+  const c = config.ppo;
+  const log = options.log ?? ((line: string) => process.stderr.write(line + '\n'));
+  if (!existsSync(join(options.collection, 'steps.jsonl'))) throw new Error(`ppo: ${options.collection} is not a collection directory (no steps.jsonl); run mlagent collect first`);
+  const pool = StatesPool.fromCollection(options.collection);
+  const tasks = Object.keys(pool.stats().tasks).sort();
+  if (tasks.length === 0) throw new Error(`ppo: the collection ${options.collection} has no complete trajectory to draw states from`);
+  mkdirSync(options.out, { recursive: true });
+  const fingerprint = fingerprintOf(config, options);
+
+  const checkpoint = options.resume ? latestCheckpoint(options.out, { onSkip: (dir, why) => log(`ppo: skipping damaged checkpoint ${dir}: ${why}`) }) : null;
+  if (!options.resume && (listCheckpoints(options.out).length > 0 || nonEmpty(join(options.out, ROLLOUTS_FILE)))) {
+    throw new Error(`ppo: ${options.out} already holds a run (checkpoints or rollouts); pass resume (--resume) to continue it, or choose another output directory`);
+  }
+  if (checkpoint && (checkpoint.extra as { fingerprint?: string } | undefined)?.fingerprint !== fingerprint) {
+    throw new Error(`ppo: the checkpoint ${checkpoint.dir} was made with another config, model, adapter or collection; use a new output directory`);
+  }
+  const start = checkpoint?.step ?? 0;
+
+  const ownGpu = !options.gpu && !options.model;
+  const gpu = options.gpu ?? options.model?.gpu ?? (await Gpu.create());
+  const held: { dispose(): void }[] = [];
+  let env: ActionEnv | undefined;
+  let metrics: MetricsLogger | undefined;
+  let rolloutLog: RolloutLog | undefined;
+  try {
+    const model = options.model ?? (await QwenModel.load(gpu, options.modelDir));
+    if (!options.model) held.push(model);
+    const tokenizer = QwenTokenizer.fromDir(options.modelDir);
+    const lora = { r: config.lora.rank, alpha: config.lora.alpha, dropout: config.lora.dropout, targetModules: config.lora.targets as LoraModule[] };
+    const actor = checkpoint ? loadAdapter(model, join(checkpoint.dir, ADAPTER_DIR)) : options.adapter ? loadAdapter(model, options.adapter) : LoraAdapter.create(model, lora, { seed: config.seed });
+    held.push(actor);
+    const critic = c.advantage === 'gae' ? (checkpoint ? loadValueHead(model, join(checkpoint.dir, CRITIC_DIR)) : ValueHead.create(model, lora, { seed: config.seed + 1 })) : undefined;
+    if (critic) held.push(critic);
+    const actorOptimizer = new TrainOptimizer(gpu, [actor], { lr: c.actorLr, weightDecay: c.weightDecay, maxGradNorm: c.gradClip });
+    held.push(actorOptimizer);
+    const criticOptimizer = critic ? new TrainOptimizer(gpu, [critic], { lr: c.criticLr, weightDecay: c.weightDecay, maxGradNorm: c.gradClip }) : undefined;
+    if (criticOptimizer) held.push(criticOptimizer);
+    if (checkpoint) {
+      actorOptimizer.load(checkpoint.path(ACTOR_OPT));
+      if (criticOptimizer) criticOptimizer.load(checkpoint.path(CRITIC_OPT));
+      truncateMetricsAfter(join(options.out, METRICS_FILE), start);
+      log(`ppo: resuming from ${checkpoint.dir} (iteration ${start} of ${c.iterations})`);
+    }
+    const sampler = checkpoint?.poolCursor ? pool.sampler({ cursor: checkpoint.poolCursor as unknown as PoolCursor }) : pool.sampler({ mode: c.poolSampling, seed: config.seed });
+    const saved = readRollouts(options.out, start);
+    const reusable = [...saved.values()].reduce((k, m) => k + m.size, 0);
+    if (reusable > 0) log(`ppo: reusing ${reusable} saved rollout groups of iterations ${[...saved.keys()].join(', ')}`);
+
+    env = options.env ?? (await collectionEnv(options.collection, tasks, { maxSteps: pool.maxSteps ?? c.episodeMaxSteps, historyWindow: c.historyWindow, maxObservationChars: c.maxObservationChars, concurrency: c.envConcurrency }));
+    metrics = new MetricsLogger(options.out);
+    rolloutLog = new RolloutLog(options.out);
+    const logFile = rolloutLog;
+    const ctx: RolloutContext = {
+      model,
+      tokenizer,
+      env,
+      config: c,
+      reward: { variant: c.rewardVariant },
+      seed: config.seed,
+      onGroup: (g) => {
+        logFile.append(g);
+        options.onGroupSaved?.(g);
+      },
+    };
+
+    const meter = options.progress === false ? null : new ProgressMeter({ total: c.iterations, label: 'ppo', unit: 'it' });
+    meter?.update(start);
+    const rewards: number[] = [];
+    let iteration = start;
+    let stopped = false;
+    const save = () =>
+      saveCheckpoint(options.out, {
+        step: iteration,
+        rng: { seed: config.seed, derivation: 'mixSeed(seed, "ppo/generate/<iteration>/<group>"), mixSeed(seed, "ppo/<iteration>/<epoch>")' },
+        poolCursor: sampler.cursor as unknown as Json,
+        config: config as unknown as Json,
+        extra: { fingerprint, rewards },
+        keep: c.keepCheckpoints,
+        write: async (dir) => {
+          await saveAdapter(actor, join(dir, ADAPTER_DIR), { baseModel: options.modelDir });
+          await actorOptimizer.save(join(dir, ACTOR_OPT));
+          if (critic) await saveValueHead(critic, join(dir, CRITIC_DIR), { baseModel: options.modelDir });
+          if (criticOptimizer) await criticOptimizer.save(join(dir, CRITIC_OPT));
+        },
+      });
+    if (checkpoint) rewards.push(...((checkpoint.extra as { rewards?: number[] }).rewards ?? []));
+
+    while (iteration < c.iterations) {
+      const started = Date.now();
+      const savedNow = saved.get(iteration) ?? new Map<number, RolloutGroup>();
+      model.adapter = actor; // rollouts from the current policy
+      let groups: RolloutGroup[];
+      try {
+        groups =
+          c.rollout === 'step'
+            ? await stepRollouts(ctx, iteration, sampler.take(c.statesPerIteration), savedNow)
+            : await episodeRollouts(ctx, iteration, episodeTasks(tasks, iteration, c.statesPerIteration), savedNow);
+      } finally {
+        model.adapter = null;
+      }
+      const samples: PpoSample[] = groups.flatMap((g) => g.samples.map((s, k) => ({ group: g.group, prompt: g.prompts[k], response: s.response, oldLogp: s.oldLogp, reward: s.reward, task: g.task })));
+      const stats = await ppoUpdate({ model, actor, actorOptimizer, critic, criticOptimizer }, samples, c, { seed: config.seed, iteration });
+      iteration++;
+      const all = groups.flatMap((g) => g.samples.map((s) => ({ ...s, task: g.task })));
+      const formatErrorRate = all.filter((s) => !s.formatValid).length / all.length;
+      const envSeconds = all.reduce((t, s) => t + s.envSeconds, 0);
+      const generateSeconds = groups.reduce((t, g) => t + g.generateSeconds, 0);
+      const seconds = (Date.now() - started) / 1000;
+      metrics.log(iteration, {
+        reward: stats.reward,
+        rewardStd: stats.rewardStd,
+        kl: stats.kl,
+        entropy: stats.entropy,
+        valueLoss: stats.valueLoss,
+        policyLoss: stats.policyLoss,
+        clipFrac: stats.clipFrac,
+        approxKl: stats.approxKl,
+        explainedVariance: stats.explainedVariance,
+        formatErrorRate,
+        zeroVarianceGroups: stats.zeroVarianceGroups,
+        envSeconds,
+        generateSeconds,
+        tokensPerSecond: all.reduce((t, s) => t + s.response.length, 0) / Math.max(1e-9, generateSeconds),
+        responseTokens: stats.responseTokens / all.length,
+        iterationSeconds: seconds,
+      });
+      for (const task of new Set(all.map((s) => s.task))) {
+        const mine = all.filter((s) => s.task === task);
+        metrics.log(iteration, { reward: stats.rewardByTask[task], formatErrorRate: mine.filter((s) => !s.formatValid).length / mine.length }, { task });
+      }
+      rewards.push(stats.reward);
+      const info: PpoIterationInfo = { iteration, stats, formatErrorRate, envSeconds, seconds, reusedGroups: savedNow.size };
+      options.onIteration?.(info);
+      meter?.update(iteration, { reward: stats.reward, kl: stats.kl, 'fmt err': formatErrorRate });
+      const last = iteration === c.iterations;
+      const aborted = options.signal?.aborted ?? false;
+      if (last || aborted || iteration % c.checkpointEvery === 0) await save();
+      if (aborted && !last) {
+        stopped = true;
+        break;
+      }
+    }
+    meter?.finish({ reward: rewards[rewards.length - 1] ?? NaN });
+    let adapterDir: string | null = null;
+    let criticDir: string | null = null;
+    if (!stopped) {
+      adapterDir = join(options.out, ADAPTER_DIR);
+      await saveAdapter(actor, adapterDir, { baseModel: options.modelDir });
+      if (critic) {
+        criticDir = join(options.out, CRITIC_DIR);
+        await saveValueHead(critic, criticDir, { baseModel: options.modelDir });
+      }
+    }
+    const result: TrainPpoResult = { adapterDir, criticDir, iterations: iteration, stopped, resumedFrom: checkpoint?.step ?? null, rewards };
+    if (!stopped) writeFileSync(join(options.out, 'ppo-summary.json'), JSON.stringify(result, null, 2) + '\n');
+    return result;
+  } finally {
+    metrics?.close();
+    rolloutLog?.close();
+    if (!options.env) await env?.close();
+    for (const h of held.reverse()) h.dispose();
+    if (ownGpu) gpu.destroy();
+  }
+}
+
+/** Episode-wise groups: tasks take turns across iterations. */
+function episodeTasks(tasks: string[], iteration: number, count: number): string[] {
+  return Array.from({ length: count }, (_, g) => tasks[(iteration * count + g) % tasks.length]);
+}
+
+function nonEmpty(path: string): boolean {
+  return existsSync(path) && statSync(path).size > 0;
+}
+
+/** What must not change between a checkpoint and its resume. */
+function fingerprintOf(config: TrainConfig, options: TrainPpoOptions): string {
+  const h = createHash('sha256');
+  h.update(JSON.stringify({ ppo: { ...config.ppo, iterations: 0, checkpointEvery: 0, keepCheckpoints: 0 }, lora: config.lora, seed: config.seed }));
+  for (const f of [join(options.modelDir, 'config.json'), options.adapter ? join(options.adapter, 'adapter_model.safetensors') : '', join(options.collection, 'collection.json')]) {
+    if (f && existsSync(f)) h.update(readFileSync(f));
+  }
+  return h.digest('hex');
+}
+

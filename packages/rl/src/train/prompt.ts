@@ -1,0 +1,27 @@
+// What the policy sees of a state and learns to answer: the episode's chat in the chat template SFT trained on.
+// Compact mode (for tiny models, where every token costs a pass over the 152k-row LM head) leaves out the env's
+// long system message (the template's short one stands in) and keeps only the Action / Action Input part of
+// assistant turns. SFT data, RL rollouts and evaluation all go through these functions, so the stages agree.
+import type { QwenTokenizer } from '@mlagent/policy';
+import type { ChatMessage } from '../experts/types.js';
+
+/** The "Action: ..." line and everything after it (the Action Input); the whole text when there is none. */
+export function actionPart(response: string): string {
+  const at = response.search(/(^|\n)Action:/);
+  return at < 0 ? response : response.slice(at).replace(/^\n/, '');
+}
+
+export function policyMessages(messages: readonly ChatMessage[], compact: boolean): ChatMessage[] {
+  if (!compact) return [...messages];
+  return messages.filter((m) => m.role !== 'system').map((m) => (m.role === 'assistant' ? { ...m, content: actionPart(m.content) } : m));
+}
+
+/** A training chat: the state's messages and the response to learn. */
+export function policyChat(messages: readonly ChatMessage[], response: string, compact: boolean): ChatMessage[] {
+  return [...policyMessages(messages, compact), { role: 'assistant', content: compact ? actionPart(response) : response }];
+}
+
+/** Prompt token ids ending in an open assistant turn. */
+export function renderPrompt(tokenizer: QwenTokenizer, messages: readonly ChatMessage[], compact: boolean): number[] {
+  return tokenizer.encode(tokenizer.applyChatTemplate(policyMessages(messages, compact), { template: 'ml-agent', addGenerationPrompt: true }));
+}

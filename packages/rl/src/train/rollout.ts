@@ -1,0 +1,162 @@
+// Sampling and executing actions: one step from pooled states (ML-Agent's step-wise RL), or whole episodes from
+// the tasks' initial states (the episode-wise baseline of the paper's Figure 4).
+//
+// What overlaps (step-wise): every state's n workspaces are restored at once, ahead of generation; states are then
+// generated one after another (one batch of n on the GPU each) and each state's n actions start executing in the
+// env (SandboxPool, `envConcurrency` at once) as soon as its batch is sampled, while the next state's batch is
+// being generated. So the GPU works on state g+1 while the sandboxes run state g's scripts, and the iteration only
+// waits for the env at its end, for the last states' runs.
+import { defaultStopTokenIds, generate, type QwenModel, type QwenTokenizer } from '@mlagent/policy';
+import { computeReward, type RewardConfig, type StepFeedback } from '@mlagent/reward';
+import { mixSeed } from '../collect/seeds.js';
+import type { PpoConfig } from '../config/train-config.js';
+import type { PoolState } from '../pool/states-pool.js';
+import type { ActingEpisode, ActionEnv } from './env.js';
+import { renderPrompt } from './prompt.js';
+import type { RolloutGroup, RolloutSample } from './rollouts.js';
+
+export interface RolloutContext {
+  model: QwenModel;
+  tokenizer: QwenTokenizer;
+  env: ActionEnv;
+  config: PpoConfig;
+  reward: Partial<RewardConfig>;
+  seed: number;
+  /** Called with each group as soon as it is complete (the caller persists it). */
+  onGroup: (group: RolloutGroup) => void;
+}
+
+async function sample(ctx: RolloutContext, prompts: number[][], seed: number) {
+  const { model, tokenizer, config } = ctx;
+  return generate(model, prompts, {
+    maxNewTokens: config.maxNewTokens,
+    temperature: config.temperature,
+    topP: config.topP,
+    seed,
+    stopTokenIds: defaultStopTokenIds(model.config, tokenizer),
+  });
+}
+
+function scored(ctx: RolloutContext, task: string, feedback: StepFeedback, metricBefore: number | null) {
+  const fb = { ...feedback, previousMetric: feedback.previousMetric ?? metricBefore };
+  return computeReward(fb, ctx.env.taskMetric(task), ctx.reward);
+}
+
+/** Step-wise: n actions per state, executed and scored; groups reused from `saved` are not sampled again. */
+export async function stepRollouts(ctx: RolloutContext, iteration: number, states: PoolState[], saved: Map<number, RolloutGroup>): Promise<RolloutGroup[]> {
+  const n = ctx.config.samplesPerState;
+  states.forEach((s, g) => {
+    const old = saved.get(g);
+    if (old && old.state !== s.snapshotId) throw new Error(`ppo: the saved rollouts of iteration ${iteration} group ${g} are of state ${old.state}, but the pool now draws ${s.snapshotId}; the collection changed since the run started`);
+  });
+  // Restore every workspace up front (file copies), so generation never waits for them.
+  const restores = states.map((s, g) => (saved.has(g) ? null : settle(Promise.all(Array.from({ length: n }, () => ctx.env.restore(s))))));
+  const pending: Promise<RolloutGroup>[] = [];
+  try {
+    for (const [g, state] of states.entries()) {
+      const old = saved.get(g);
+      if (old) {
+        pending.push(Promise.resolve(old));
+        continue;
+      }
+      const episodes = await unwrap(restores[g]!);
+      const started = Date.now();
+      const prompt = renderPrompt(ctx.tokenizer, episodes[0].messages(), ctx.config.compactPrompts);
+      const generated = await sample(ctx, episodes.map(() => prompt), mixSeed(ctx.seed, `ppo/generate/${iteration}/${g}`));
+      const generateSeconds = (Date.now() - started) / 1000;
+      // Not awaited: the env runs these while the next state is generated.
+      const execution = Promise.all(
+        episodes.map(async (ep, k): Promise<RolloutSample> => {
+          const gen = generated[k];
+          const text = ctx.tokenizer.decode(gen.ids, { skipSpecialTokens: true });
+          try {
+            const r = await ep.step(text);
+            const { reward, reason } = scored(ctx, state.task, r.feedback, state.metric);
+            return { response: gen.ids, oldLogp: gen.logprobs, text, finishReason: gen.finishReason, reward, reason, outcome: r.outcome, metric: r.metric, formatValid: r.feedback.formatValid, envSeconds: r.durationSec };
+          } finally {
+            await ep.close();
+          }
+        }),
+      ).then((samples) => {
+        const group: RolloutGroup = { iteration, group: g, task: state.task, state: state.snapshotId, metricBefore: state.metric, prompts: samples.map(() => prompt), samples, generateSeconds };
+        ctx.onGroup(group);
+        return group;
+      });
+      pending.push(execution);
+      execution.catch(() => {}); // reported by the Promise.all below
+    }
+  } catch (e) {
+    await Promise.allSettled([...pending, ...restores.map((r) => r && unwrap(r).then((eps) => Promise.all(eps.map((ep) => ep.close()))))]);
+    throw e;
+  }
+  return Promise.all(pending);
+}
+
+/**
+ * Episode-wise baseline: per group, n full episodes from a task's initial state, one action per live episode per
+ * round (batched), every step of an episode rewarded with the episode's outcome: the reward of its final metric
+ * against the initial one.
+ */
+export async function episodeRollouts(ctx: RolloutContext, iteration: number, tasks: string[], saved: Map<number, RolloutGroup>): Promise<RolloutGroup[]> {
+  const out: RolloutGroup[] = [];
+  const n = ctx.config.samplesPerState;
+  for (const [g, task] of tasks.entries()) {
+    const old = saved.get(g);
+    if (old) {
+      out.push(old);
+      continue;
+    }
+    const episodes: ActingEpisode[] = await Promise.all(Array.from({ length: n }, () => ctx.env.start(task)));
+    const started = Date.now();
+    try {
+      const metricBefore = episodes[0].currentMetric;
+      const steps: { episode: number; prompt: number[]; gen: { ids: number[]; logprobs: number[]; finishReason: 'stop' | 'length' }; text: string; outcome: string; metric: number | null; formatValid: boolean; envSeconds: number }[] = [];
+      for (let round = 0; round < ctx.config.episodeMaxSteps; round++) {
+        const live = episodes.map((ep, k) => ({ ep, k })).filter(({ ep }) => !ep.done);
+        if (live.length === 0) break;
+        const prompts = live.map(({ ep }) => renderPrompt(ctx.tokenizer, ep.messages(), ctx.config.compactPrompts));
+        const generated = await sample(ctx, prompts, mixSeed(ctx.seed, `ppo/episode/${iteration}/${g}/${round}`));
+        const results = await Promise.all(
+          live.map(async ({ ep, k }, j) => {
+            const text = ctx.tokenizer.decode(generated[j].ids, { skipSpecialTokens: true });
+            const r = await ep.step(text);
+            return { episode: k, prompt: prompts[j], gen: generated[j], text, outcome: r.outcome, metric: r.metric, formatValid: r.feedback.formatValid, envSeconds: r.durationSec };
+          }),
+        );
+        steps.push(...results);
+      }
+      const episodeReward = episodes.map((ep) => scored(ctx, task, { formatValid: true, isEdit: false, outcome: 'ok', metric: ep.currentMetric, previousMetric: metricBefore }, metricBefore));
+      const group: RolloutGroup = {
+        iteration,
+        group: g,
+        task,
+        state: 'initial',
+        metricBefore,
+        prompts: steps.map((s) => s.prompt),
+        samples: steps.map((s) => ({ response: s.gen.ids, oldLogp: s.gen.logprobs, text: s.text, finishReason: s.gen.finishReason, reward: episodeReward[s.episode].reward, reason: episodeReward[s.episode].reason, outcome: s.outcome, metric: s.metric, formatValid: s.formatValid, envSeconds: s.envSeconds })),
+        generateSeconds: (Date.now() - started) / 1000,
+      };
+      ctx.onGroup(group);
+      out.push(group);
+    } finally {
+      await Promise.all(episodes.map((ep) => ep.close()));
+    }
+  }
+  return out;
+}
+
+type Settled<T> = Promise<{ ok: true; value: T } | { ok: false; error: unknown }>;
+
+/** A promise that never rejects (so a failure surfaces only where it is awaited, not as an unhandled rejection). */
+function settle<T>(p: Promise<T>): Settled<T> {
+  return p.then(
+    (value) => ({ ok: true as const, value }),
+    (error: unknown) => ({ ok: false as const, error }),
+  );
+}
+
+async function unwrap<T>(s: Settled<T>): Promise<T> {
+  const r = await s;
+  if (!r.ok) throw r.error;
+  return r.value;
+}

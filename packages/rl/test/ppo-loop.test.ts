@@ -1,0 +1,105 @@
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { initModel } from '@mlagent/policy';
+import { latestCheckpoint } from '../src/checkpoint/checkpoint.js';
+import { readMetrics } from '../src/metrics/jsonl.js';
+import { trainPpo, type PpoIterationInfo } from '../src/train/ppo-loop.js';
+import { ROLLOUTS_FILE, type RolloutGroup } from '../src/train/rollouts.js';
+import { LOOP_CONFIG, fakeCollection, fakeEnv, fakeMetric } from './ppo-loop-fixture.js';
+
+// The step-wise PPO loop on a tiny random Qwen2 through lavapipe and a fake env (no Python): metrics, checkpoints,
+// and a real SIGKILL in the middle of an iteration (rollouts saved, update not done), then resume.
+let root: string;
+let modelDir: string;
+let collection: string;
+
+beforeAll(async () => {
+  root = mkdtempSync(join(tmpdir(), 'rl-ppo-loop-'));
+  modelDir = join(root, 'model');
+  collection = join(root, 'collect');
+  initModel({ arch: 'qwen2', preset: 'tiny', outDir: modelDir, seed: 0 });
+  await fakeCollection(collection);
+}, 60_000);
+
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+const rolloutLines = (out: string): RolloutGroup[] =>
+  readFileSync(join(out, ROLLOUTS_FILE), 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as RolloutGroup);
+
+/** The child runs asynchronously: a blocking spawnSync would starve vitest's worker RPC for minutes. */
+function runChild(args: string[]): Promise<{ signal: NodeJS.Signals | null; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./ppo-loop-child.ts', import.meta.url)), ...args], {
+      cwd: fileURLToPath(new URL('..', import.meta.url)),
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGTERM'), 300_000);
+    child.on('error', reject);
+    child.on('exit', (_code, signal) => {
+      clearTimeout(timer);
+      resolve({ signal, stderr });
+    });
+  });
+}
+
+describe('trainPpo', () => {
+  it('is killed with SIGKILL between rollouts and update, resumes from the checkpoint and reuses the saved rollouts', async () => {
+    const out = join(root, 'run');
+    const child = await runChild([modelDir, collection, out, '1', '1']);
+    expect(child.signal, child.stderr).toBe('SIGKILL');
+    // Iteration 0 was completed and checkpointed; of iteration 1, one group was executed and saved.
+    expect(latestCheckpoint(out)?.step).toBe(1);
+    const before = rolloutLines(out);
+    expect(before.map((g) => [g.iteration, g.group])).toEqual(expect.arrayContaining([[0, 0], [0, 1], [1, 0]]));
+    expect(before).toHaveLength(3);
+    for (const g of before) {
+      expect(g.samples).toHaveLength(2);
+      for (const s of g.samples) {
+        expect(s.oldLogp).toHaveLength(s.response.length);
+        expect(s.metric).toBeCloseTo(fakeMetric(s.text), 12);
+      }
+    }
+
+    const iterations: PpoIterationInfo[] = [];
+    const r = await trainPpo({ modelDir, collection, out, config: LOOP_CONFIG, env: fakeEnv(), progress: false, resume: true, log: () => {}, onIteration: (i) => iterations.push(i) });
+    expect(r).toMatchObject({ iterations: 2, stopped: false, resumedFrom: 1 });
+    expect(iterations.map((i) => [i.iteration, i.reusedGroups])).toEqual([[2, 1]]);
+
+    // No rollout lost or redone: the saved group of iteration 1 is used as it was, the other one is new.
+    const after = rolloutLines(out);
+    expect(after).toHaveLength(4);
+    expect(after.slice(0, 3)).toEqual(before);
+    expect(after.filter((g) => g.iteration === 1).map((g) => g.group).sort()).toEqual([0, 1]);
+
+    // Metrics: one record per iteration (the killed iteration's only from the resumed run), per task too.
+    const records = readMetrics(join(out, 'metrics.jsonl'));
+    const overall = records.filter((m) => m.task === undefined);
+    expect(overall.map((m) => m.step)).toEqual([1, 2]);
+    for (const m of overall) for (const k of ['reward', 'kl', 'entropy', 'valueLoss', 'formatErrorRate', 'clipFrac', 'envSeconds', 'tokensPerSecond']) expect(m.values[k], k).toBeTypeOf('number');
+    expect(new Set(records.filter((m) => m.task).map((m) => m.task))).toEqual(new Set(['alpha', 'beta']));
+    const iter2Reward = after.filter((g) => g.iteration === 1).flatMap((g) => g.samples.map((s) => s.reward));
+    expect(overall[1].values.reward).toBeCloseTo(iter2Reward.reduce((a, b) => a + b, 0) / iter2Reward.length, 6);
+
+    // The final checkpoint holds everything a resume needs.
+    const ck = latestCheckpoint(out)!;
+    expect(ck.step).toBe(2);
+    expect(ck.poolCursor).toMatchObject({ drawn: 4 });
+    for (const f of ['adapter/adapter_model.safetensors', 'critic/value_head.safetensors', 'actor-optimizer.safetensors', 'critic-optimizer.safetensors']) expect(existsSync(ck.path(f)), f).toBe(true);
+    expect(existsSync(join(out, 'adapter', 'adapter_config.json'))).toBe(true);
+    expect(existsSync(join(out, 'tb'))).toBe(true);
+  }, 600_000);
+
+  it('refuses to start over a run without resume, before touching the GPU', async () => {
+    await expect(trainPpo({ modelDir, collection, out: join(root, 'run'), config: LOOP_CONFIG, env: fakeEnv(), progress: false })).rejects.toThrow(/already holds a run .*--resume/);
+    await expect(trainPpo({ modelDir, collection: join(root, 'nothing'), out: join(root, 'x'), config: LOOP_CONFIG, env: fakeEnv(), progress: false })).rejects.toThrow(/not a collection directory/);
+  });
+});
