@@ -5,6 +5,7 @@ import { envCommand, envUsage } from './env.js';
 import { generateCommand, generateUsage } from './generate.js';
 import { initModelCommand, initModelUsage } from './init-model.js';
 import { tasks, tasksUsage } from './tasks.js';
+import { trainCommand, trainUsage } from './train.js';
 import { logprobsCommand, logprobsUsage } from './logprobs.js';
 import { reportCommand, reportUsage } from './report.js';
 import { serveCommand, serveUsage } from './serve.js';
@@ -30,5 +31,6 @@ export const COMMANDS: Record<string, Command> = {
   sft: { usage: sftUsage, run: sftCommand },
   collect: { usage: collectUsage, run: collectCommand },
   tasks: { usage: tasksUsage, run: tasks },
+  train: { usage: trainUsage, run: trainCommand },
   worker: { usage: workerUsage, run: workerCommand },
 };

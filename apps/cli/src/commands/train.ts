@@ -1,0 +1,46 @@
+import { TrainConfigError, loadTrainConfig, trainPipeline, type TrainConfigInput } from '@mlagent/rl';
+import { UsageError, parse } from '../args.js';
+
+export const trainUsage = `mlagent train (--preset tiny | --config FILE) [--out DIR] [--resume] [--model-preset tiny|small]
+  The whole method: scripted-expert collection on the collection tasks -> LoRA SFT -> step-wise PPO from the
+  states pool -> evaluation of SFT-only vs SFT+RL on the eval tasks (held-in and held-out) -> DIR/report.html.
+  --preset tiny   the embedded default: a random tiny Qwen2 from init-model and the tiny preset's small settings
+  --config FILE   YAML/JSON training config (sections lora, sft, ppo, collection, eval; 'model' names a real model)
+  --out DIR       run directory (default runs/train); every stage keeps its own subdirectory there
+  --resume        continue an interrupted run in DIR (finished stages are reused, the others resume from checkpoints)`;
+
+export async function trainCommand(argv: string[]): Promise<void> {
+  const { values } = parse('train', argv, {
+    preset: { type: 'string' },
+    config: { type: 'string' },
+    out: { type: 'string', default: 'runs/train' },
+    resume: { type: 'boolean', default: false },
+    'model-preset': { type: 'string' },
+  });
+  if (!values.preset && !values.config) throw new UsageError(`train: give --preset tiny or --config FILE\n${trainUsage}`);
+  if (values.preset !== undefined && values.preset !== 'default' && values.preset !== 'tiny') throw new UsageError(`train: --preset must be default or tiny, got '${values.preset}'`);
+  const modelPreset = values['model-preset'];
+  if (modelPreset !== undefined && modelPreset !== 'tiny' && modelPreset !== 'small') throw new UsageError(`train: --model-preset must be tiny or small, got '${modelPreset}'`);
+  const controller = new AbortController();
+  const onSignal = () => {
+    if (controller.signal.aborted) process.exit(130);
+    process.stderr.write('\ntrain: stopping after the current step (Ctrl-C again to quit now; --resume continues)\n');
+    controller.abort();
+  };
+  process.on('SIGINT', onSignal);
+  try {
+    const overrides: TrainConfigInput = values.preset ? { preset: values.preset } : {};
+    const config = values.config ? loadTrainConfig(values.config, overrides) : overrides;
+    const r = await trainPipeline({ out: values.out!, config, resume: values.resume, modelPreset, signal: controller.signal });
+    const rewards = r.ppo?.rewards ?? [];
+    const fmt = (x: number | undefined) => (x === undefined ? '?' : x.toFixed(3));
+    console.log(`train: PPO mean reward ${fmt(rewards[0])} (first iteration) -> ${fmt(rewards[rewards.length - 1])} (last of ${rewards.length})`);
+    console.log(`train: report in ${r.report}; stage seconds ${JSON.stringify(r.seconds)}`);
+  } catch (e) {
+    if (e instanceof TrainConfigError) throw new UsageError(`train: ${e.message}`);
+    if (e instanceof Error && /^(train|ppo|sft): .*(already holds|--resume|not a collection|stopped)/.test(e.message)) throw new UsageError(e.message);
+    throw e;
+  } finally {
+    process.off('SIGINT', onSignal);
+  }
+}
