@@ -2,6 +2,7 @@ import { bench, benchUsage } from './bench.js';
 import { collectCommand, collectUsage } from './collect.js';
 import { doctor, doctorUsage } from './doctor.js';
 import { envCommand, envUsage } from './env.js';
+import { evalCommand, evalUsage } from './eval.js';
 import { generateCommand, generateUsage } from './generate.js';
 import { initModelCommand, initModelUsage } from './init-model.js';
 import { tasks, tasksUsage } from './tasks.js';
@@ -30,6 +31,7 @@ export const COMMANDS: Record<string, Command> = {
   report: { usage: reportUsage, run: reportCommand },
   sft: { usage: sftUsage, run: sftCommand },
   collect: { usage: collectUsage, run: collectCommand },
+  eval: { usage: evalUsage, run: evalCommand },
   tasks: { usage: tasksUsage, run: tasks },
   train: { usage: trainUsage, run: trainCommand },
   worker: { usage: workerUsage, run: workerCommand },

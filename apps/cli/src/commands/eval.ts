@@ -1,0 +1,228 @@
+import { existsSync, writeFileSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import { listTasks, prepareTask, type PreparedTask } from '@mlagent/env';
+import {
+  PROMPT_FORMATS,
+  ScriptedExpert,
+  defaultTrainConfig,
+  endpointAgent,
+  evalMarkdown,
+  evaluate,
+  expertAgent,
+  loadTrainConfig,
+  mergeEvalResults,
+  policyAgent,
+  readEvalResult,
+  writeEvalResult,
+  type EvalAgent,
+  type EvalResult,
+  type PromptFormat,
+  type TrainConfig,
+} from '@mlagent/rl';
+import { UsageError, parse } from '../args.js';
+import { MODEL_USAGE, checkModelArgs, loadPolicy, type LoadedPolicy } from '../policy-args.js';
+
+export const evalUsage = `mlagent eval (--model DIR [--adapter DIR] | --endpoint URL --endpoint-model NAME | --expert scripted)
+          --tasks held-in|held-out|all|NAME[,NAME] [--trajectories N] [--max-steps S] [--time-budget SEC]
+          [--out DIR] [--force] [--concurrency C] [--seed S] [--temperature T] [--max-new-tokens N]
+          [--prompt-format messages|compact|prompt] [--name NAME] [--config FILE] [--compare FILE]... [--json]
+mlagent eval --compare FILE --compare FILE... [--out DIR] [--json]
+  Runs full episodes per task with one agent and reports, per task, the average and best score over the
+  trajectories, the relative gain over the baseline, the success rate (> 10% gain), the format-error rate of the
+  actions and the mean steps: the paper's Table 1, as markdown (default) or JSON (--json). A trajectory's score is
+  the best graded submission it made; one without any scores the baseline (no improvement).
+  Agents: our policy (--model, with a PEFT --adapter; --temperature, --max-new-tokens, --prompt-format; one batched
+  generation per round of --concurrency trajectories), an OpenAI-compatible endpoint (key from $OPENAI_API_KEY),
+  or the scripted expert (seeded with idea plans as collection draws them; --ideas K, default 10).
+  Defaults come from the eval section of --config (else the built-in defaults): 8 trajectories, 10 steps, a
+  3600 s time budget per trajectory, temperature 0.7; --concurrency defaults to 1, --seed to the config's.
+  Results go to --out (default runs/eval-<time>): eval.json (read by mlagent report), eval.md, eval-steps.jsonl
+  (every response and observation) and snapshots/. --compare adds earlier eval.json files to the printed table;
+  with no agent, it only merges them (into --out when given).
+${MODEL_USAGE}`;
+
+const OPTIONS = {
+  model: { type: 'string' },
+  adapter: { type: 'string' },
+  dtype: { type: 'string', default: 'f32' },
+  endpoint: { type: 'string' },
+  'endpoint-model': { type: 'string' },
+  expert: { type: 'string' },
+  ideas: { type: 'string', default: '10' },
+  tasks: { type: 'string' },
+  trajectories: { type: 'string' },
+  'max-steps': { type: 'string' },
+  'time-budget': { type: 'string' },
+  out: { type: 'string' },
+  force: { type: 'boolean', default: false },
+  concurrency: { type: 'string', default: '1' },
+  seed: { type: 'string' },
+  temperature: { type: 'string' },
+  'max-new-tokens': { type: 'string', default: '1024' },
+  'prompt-format': { type: 'string', default: 'messages' },
+  name: { type: 'string' },
+  config: { type: 'string' },
+  compare: { type: 'string', multiple: true },
+  json: { type: 'boolean', default: false },
+} as const;
+
+const GROUPS = ['held-in', 'held-out', 'all'];
+
+/** Task names for groups (held-in, held-out, all) and names, in order, each once. */
+function taskNames(specs: readonly string[]): { names: string[]; fromGroup: Set<string> } {
+  const names: string[] = [];
+  const fromGroup = new Set<string>();
+  const add = (n: string) => names.includes(n) || names.push(n);
+  for (const spec of specs) {
+    if (GROUPS.includes(spec)) {
+      const group = listTasks().tasks.filter((t) => spec === 'all' || t.spec.split === spec);
+      if (group.length === 0) throw new UsageError(`eval: there are no ${spec} tasks`);
+      for (const t of group) {
+        add(t.spec.name);
+        fromGroup.add(t.spec.name);
+      }
+    } else add(spec);
+  }
+  if (names.length === 0) throw new UsageError('eval: --tasks names no task');
+  return { names, fromGroup };
+}
+
+async function loadTasks(specs: readonly string[], needIdeas: boolean): Promise<PreparedTask[]> {
+  const { names, fromGroup } = taskNames(specs);
+  const tasks: PreparedTask[] = [];
+  for (const name of names) {
+    let task: PreparedTask;
+    try {
+      task = await prepareTask(name, { onProgress: (line) => process.stderr.write(`${line}\n`) });
+    } catch (e) {
+      throw new UsageError(`eval: cannot load task '${name}': ${(e as Error).message}`);
+    }
+    if (needIdeas && task.ideas.length === 0) {
+      if (!fromGroup.has(name)) throw new UsageError(`eval: the scripted expert needs ideas, and task '${name}' has no ideas.json`);
+      process.stderr.write(`eval: skipping ${name} for the scripted expert: it has no ideas.json\n`);
+      continue;
+    }
+    tasks.push(task);
+  }
+  if (tasks.length === 0) throw new UsageError('eval: none of the tasks can be evaluated');
+  return tasks;
+}
+
+function readCompared(files: readonly string[]): EvalResult[] {
+  return files.map((f) => {
+    try {
+      return readEvalResult(f);
+    } catch (e) {
+      throw new UsageError(`${(e as Error).message} (--compare)`);
+    }
+  });
+}
+
+function makeEndpointAgent(url: string, model: string, temperature: number, name: string | undefined): EvalAgent {
+  try {
+    return endpointAgent({
+      url,
+      model,
+      apiKey: process.env.OPENAI_API_KEY,
+      temperature,
+      name,
+      onRetry: ({ attempt, delayMs, error }) => process.stderr.write(`\neval: endpoint request failed (attempt ${attempt}: ${error.message}); retrying in ${delayMs} ms\n`),
+    });
+  } catch (e) {
+    throw new UsageError(`eval: ${(e as Error).message}`);
+  }
+}
+
+function print(result: EvalResult, json: boolean): void {
+  console.log(json ? JSON.stringify(result, null, 2) : evalMarkdown(result));
+}
+
+function timestamp(): string {
+  return new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+}
+
+export async function evalCommand(argv: string[]): Promise<void> {
+  const cmd = 'eval';
+  const { values: v } = parse(cmd, argv, OPTIONS);
+  const agents = [v.model !== undefined && '--model', v.endpoint !== undefined && '--endpoint', v.expert !== undefined && '--expert'].filter(Boolean);
+  const compared = readCompared(v.compare ?? []);
+  if (agents.length === 0) {
+    if (compared.length === 0) throw new UsageError(`eval: give an agent (--model DIR, --endpoint URL or --expert scripted), or --compare FILEs to merge\n${evalUsage}`);
+    const merged = mergeEvalResults(compared);
+    if (v.out) writeEvalResult(v.out, merged);
+    print(merged, v.json);
+    return;
+  }
+  if (agents.length > 1) throw new UsageError(`eval: give one agent, not ${agents.join(' and ')}`);
+  if (v.adapter !== undefined && v.model === undefined) throw new UsageError('eval: --adapter needs --model DIR (the base model)');
+  if (v['endpoint-model'] !== undefined && v.endpoint === undefined) throw new UsageError('eval: --endpoint-model goes with --endpoint URL');
+  if (v.endpoint !== undefined && !v['endpoint-model']) throw new UsageError('eval: --endpoint URL needs --endpoint-model NAME (the model the server should run)');
+  if (v.expert !== undefined && v.expert !== 'scripted') throw new UsageError(`eval: --expert must be 'scripted', got '${v.expert}' (an LLM expert is --endpoint URL)`);
+  if (v.model !== undefined) checkModelArgs(cmd, v, evalUsage);
+
+  let config: TrainConfig;
+  try {
+    config = v.config ? loadTrainConfig(v.config) : defaultTrainConfig();
+  } catch (e) {
+    throw new UsageError(`eval: --config: ${(e as Error).message}`);
+  }
+  const number = (name: string, raw: string | undefined, fallback: number, { min = 0, integer = true } = {}) => {
+    if (raw === undefined) return fallback;
+    const n = Number(raw);
+    const ok = raw.trim() !== '' && Number.isFinite(n) && (integer ? Number.isInteger(n) && n >= min : n > min);
+    if (!ok) throw new UsageError(`eval: --${name} must be ${integer ? `an integer >= ${min}` : `a number > ${min}`}, got '${raw}'`);
+    return n;
+  };
+  const trajectories = number('trajectories', v.trajectories, config.eval.trajectories, { min: 1 });
+  const maxSteps = number('max-steps', v['max-steps'], config.eval.maxSteps, { min: 1 });
+  const concurrency = number('concurrency', v.concurrency, 1, { min: 1 });
+  const seed = number('seed', v.seed, config.seed);
+  const ideas = number('ideas', v.ideas, 10, { min: 1 });
+  const maxNewTokens = number('max-new-tokens', v['max-new-tokens'], 1024, { min: 1 });
+  const timeBudgetSec = number('time-budget', v['time-budget'], config.eval.timeBudget, { integer: false });
+  const temperature = v.temperature === undefined ? config.eval.temperature : Number(v.temperature);
+  if (!(temperature >= 0) || !Number.isFinite(temperature) || v.temperature?.trim() === '')
+    throw new UsageError(`eval: --temperature must be a number >= 0 (0: greedy), got '${v.temperature}'`);
+  const promptFormat = v['prompt-format'] as PromptFormat;
+  if (!PROMPT_FORMATS.includes(promptFormat)) throw new UsageError(`eval: --prompt-format must be one of ${PROMPT_FORMATS.join(', ')}, got '${v['prompt-format']}'`);
+  const taskSpecs = v.tasks !== undefined ? v.tasks.split(',').map((s) => s.trim()).filter((s) => s !== '') : typeof config.eval.tasks === 'string' ? [config.eval.tasks] : config.eval.tasks;
+  if (v.tasks !== undefined && taskSpecs.length === 0) throw new UsageError('eval: --tasks names no task');
+  const out = resolve(v.out ?? join('runs', `eval-${timestamp()}`));
+  if (existsSync(join(out, 'eval.json')) && !v.force) throw new UsageError(`eval: ${join(out, 'eval.json')} already exists; use another --out (or --force to replace it)`);
+
+  // Agents without a model are checked before the tasks are prepared; the policy is loaded last.
+  let agent = v.expert !== undefined ? expertAgent(new ScriptedExpert(), { ideas, seed, name: v.name }) : v.endpoint !== undefined ? makeEndpointAgent(v.endpoint, v['endpoint-model']!, temperature, v.name) : undefined;
+  const tasks = await loadTasks(taskSpecs, v.expert !== undefined);
+  let policy: LoadedPolicy | undefined;
+  if (agent === undefined) {
+    policy = await loadPolicy(cmd, v);
+    const name = v.name ?? `policy:${basename(resolve(v.model!))}${v.adapter ? `+${basename(resolve(v.adapter))}` : ''}`;
+    agent = policyAgent({ model: policy.model, tokenizer: policy.tokenizer, name, detail: [v.model, v.adapter].filter(Boolean).join(' + '), temperature, maxNewTokens, promptFormat });
+  }
+
+  // Ctrl-C: no new trajectory starts and the results so far are written; a second Ctrl-C exits at once.
+  const abort = new AbortController();
+  const onSigint = () => {
+    if (abort.signal.aborted) process.exit(130);
+    process.stderr.write('\neval: finishing the running trajectories (Ctrl-C again to quit now)\n');
+    abort.abort();
+  };
+  process.on('SIGINT', onSigint);
+  let result: EvalResult;
+  try {
+    result = await evaluate({ tasks, agent, trajectories, maxSteps, timeBudgetSec, concurrency, seed, out, overwrite: v.force, signal: abort.signal });
+  } catch (e) {
+    if (/^eval: /.test((e as Error).message)) throw new UsageError((e as Error).message);
+    throw e;
+  } finally {
+    process.off('SIGINT', onSigint);
+    policy?.close();
+  }
+  process.stderr.write(`eval: wrote ${join(out, 'eval.json')} and ${join(out, 'eval.md')}\n`);
+  const shown = compared.length > 0 ? mergeEvalResults([result, ...compared]) : result;
+  if (compared.length > 0) writeFileSync(join(out, 'eval-compare.md'), evalMarkdown(shown));
+  print(shown, v.json);
+  const failed = result.trajectories.filter((t) => t.error !== null);
+  if (failed.length > 0) throw new Error(`eval: ${failed.length} trajectories failed (${failed[0].task}/${failed[0].index}: ${failed[0].error}); they count as no improvement`);
+  if (abort.signal.aborted) throw new Error(`eval: interrupted after ${result.trajectories.length} of ${tasks.length * trajectories} trajectories`);
+}

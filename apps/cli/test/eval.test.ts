@@ -1,0 +1,83 @@
+// mlagent eval: argument errors, the scripted expert on a real task (JSON and the Table-1 markdown), merging
+// results with --compare, and a tiny random policy end to end.
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { mlagent, tinyModel } from './run-cli.js';
+
+const dirs: string[] = [];
+const newDir = () => {
+  const d = mkdtempSync(path.join(tmpdir(), 'cli-eval-'));
+  dirs.push(d);
+  return d;
+};
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+describe('mlagent eval', () => {
+  it('names what is wrong with its arguments', async () => {
+    const expectUsage = async (args: string[], message: RegExp) => {
+      const r = await mlagent('eval', ...args);
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr).toMatch(message);
+    };
+    await Promise.all(
+      [
+        [[], /give an agent \(--model DIR, --endpoint URL or --expert scripted\)/],
+        [['--expert', 'scripted', '--endpoint', 'http://127.0.0.1:9', '--tasks', 'house-prices'], /give one agent, not --endpoint and --expert/],
+        [['--expert', 'gpt', '--tasks', 'house-prices'], /--expert must be 'scripted'/],
+        [['--endpoint', 'http://127.0.0.1:9', '--tasks', 'house-prices'], /needs --endpoint-model NAME/],
+        [['--endpoint', 'localhost', '--endpoint-model', 'm', '--tasks', 'house-prices'], /is not a URL/],
+        [['--adapter', '/x', '--expert', 'scripted'], /--adapter needs --model DIR/],
+        [['--model', '/no/such/dir', '--tasks', 'house-prices'], /--model \/no\/such\/dir has no config\.json/],
+        [['--expert', 'scripted', '--tasks', 'house-prices', '--trajectories', '0'], /--trajectories must be an integer >= 1, got '0'/],
+        [['--expert', 'scripted', '--tasks', 'house-prices', '--time-budget', 'soon'], /--time-budget must be a number > 0, got 'soon'/],
+        [['--expert', 'scripted', '--tasks', 'house-prices', '--temperature=-1'], /--temperature must be a number >= 0/],
+        [['--expert', 'scripted', '--tasks', 'no-such-task'], /cannot load task 'no-such-task'/],
+        [['--compare', '/no/such/eval.json'], /cannot read \/no\/such\/eval\.json.*\(--compare\)/],
+      ].map(([args, message]) => expectUsage(args as string[], message as RegExp)),
+    );
+  }, 60_000);
+
+  it('evaluates the scripted expert, prints JSON or the Table-1 markdown, and merges results', async () => {
+    const out = newDir();
+    const r = await mlagent('eval', '--expert', 'scripted', '--tasks', 'house-prices', '--trajectories', '1', '--max-steps', '5', '--ideas', '3', '--out', out, '--json');
+    expect(r.code, r.stderr).toBe(0);
+    const result = JSON.parse(r.stdout);
+    expect(result.format).toBe('mlagent-eval');
+    expect(result.rows).toHaveLength(1);
+    expect(result.rows[0]).toMatchObject({ task: 'house-prices', agent: 'scripted', trajectories: 1, submitted: 1, formatErrorRate: 0 });
+    expect(result.trajectories[0].steps).toBeLessThanOrEqual(5);
+    expect(JSON.parse(readFileSync(path.join(out, 'eval.json'), 'utf8'))).toEqual(result);
+    expect(readFileSync(path.join(out, 'eval.md'), 'utf8')).toMatch(/^\| Task \| Metric \| Baseline \| scripted \(avg \/ best\) \|\n/);
+    expect(existsSync(path.join(out, 'eval-steps.jsonl'))).toBe(true);
+    expect(r.stderr).toMatch(/eval scripted \[/); // the progress bar
+
+    // Running again into the same directory is refused: the first result stays.
+    const again = await mlagent('eval', '--expert', 'scripted', '--tasks', 'house-prices', '--trajectories', '1', '--max-steps', '2', '--out', out);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toMatch(/eval\.json already exists/);
+
+    // Two results merged into one table: a column per agent (the second renamed), and a merged eval.json.
+    const merged = newDir();
+    const m = await mlagent('eval', '--compare', path.join(out, 'eval.json'), '--compare', path.join(out, 'eval.json'), '--out', merged);
+    expect(m.code, m.stderr).toBe(0);
+    const cell = `${result.rows[0].avg >= 1000 ? Math.round(result.rows[0].avg) : result.rows[0].avg.toPrecision(4)}`;
+    expect(m.stdout.split('\n')[0]).toBe('| Task | Metric | Baseline | scripted (avg / best) | scripted (2) (avg / best) |');
+    expect(m.stdout).toContain(`| house-prices | MAE ↓ | 3555 | **${cell}** / `); // a tie: both in bold
+    expect(JSON.parse(readFileSync(path.join(merged, 'eval.json'), 'utf8')).agents.map((a: { name: string }) => a.name)).toEqual(['scripted', 'scripted (2)']);
+  }, 90_000);
+
+  it('runs a tiny random policy: its answers are format errors, so it scores the baseline', async () => {
+    const { tmp, model } = await tinyModel('qwen2', 1);
+    dirs.push(tmp);
+    const out = path.join(tmp, 'eval');
+    const r = await mlagent('eval', '--model', model, '--tasks', 'house-prices', '--trajectories', '2', '--concurrency', '2', '--max-steps', '1', '--max-new-tokens', '2', '--temperature', '1', '--out', out);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.split('\n')[2]).toBe('| house-prices | MAE ↓ | 3555 | 3555 / 3555 |');
+    expect(r.stdout).toMatch(/\| house-prices \| policy:tiny \| 0\.0% \| 0\.0% \| 0\.0% \| 100\.0% \| 1\.0 \| 0\/2 \|/);
+    const json = JSON.parse(readFileSync(path.join(out, 'eval.json'), 'utf8'));
+    expect(json.agents[0]).toMatchObject({ name: 'policy:tiny', kind: 'policy', temperature: 1, detail: model });
+    expect(json.agents[0].notes).toMatch(/^2 responses/);
+  }, 90_000);
+});
