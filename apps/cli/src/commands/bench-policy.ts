@@ -1,17 +1,46 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Gpu, findTorchPython } from '@mlagent/core-kernels';
-import { QwenModel, initModel, timeGeneration, torchGenerationTiming, type GenerationTiming, type ModelPreset, type QwenArch } from '@mlagent/policy';
+import { Gpu, findTorchPython, formatBytes } from '@mlagent/core-kernels';
+import {
+  LORA_MODULES,
+  QWEN25_7B_CONFIG,
+  QwenModel,
+  assertFits,
+  initModel,
+  nvidiaFreeBytes,
+  planMemory,
+  qwen25_7bConfig,
+  randomModel,
+  timeGeneration,
+  timeTraining,
+  torchGenerationTiming,
+  torchTrainingTiming,
+  type GenerationTiming,
+  type MemoryPlanOptions,
+  type QwenArch,
+  type QwenConfig,
+  type TorchBenchSource,
+  type TrainingTiming,
+} from '@mlagent/policy';
 import { UsageError, parse } from '../args.js';
 
-export const benchPolicyUsage = `mlagent bench policy [--presets tiny,small] [--arch qwen2|qwen3] [--batch 1,4] [--prompt-len N] [--new-tokens N] [--iterations N] [--no-torch] [--json] [--out FILE]
-  Prefill and decode tokens/s of greedy KV-cache generation on init-model models (random weights), and of the same
-  generation in PyTorch on the same weights and shapes in the same run; ratio = ours / torch.`;
+export const benchPolicyUsage = `mlagent bench policy [--mode generate|train|all] [--presets tiny,small,7b] [--arch qwen2|qwen3] [--dtype f32|f16]
+    [--batch 1,4] [--prompt-len N] [--new-tokens N] [--train-batch N] [--seq-len N] [--checkpoint on|off|both]
+    [--lora-r N] [--iterations N] [--memory-budget GIB] [--no-torch] [--json] [--out FILE]
+  generate: prefill and decode tokens/s of greedy KV-cache generation; train: tokens/s of LoRA SFT steps (r on all
+  seven linears, forward + backward + AdamW, with and/or without activation checkpointing). On init-model models
+  (random weights), or 7b: a Qwen2.5-7B-shaped model whose random weights are made on the GPU (no checkpoint;
+  f16 by default). PyTorch runs the same shapes (and weights, except 7b) in the same run; ratio = ours / torch.
+  Peak memory is the allocator's (ours) and torch.cuda.max_memory_allocated (torch on CUDA).`;
 
-interface PolicyBenchRow {
-  preset: ModelPreset;
+type Preset = 'tiny' | 'small' | '7b';
+type Mode = 'generate' | 'train' | 'all';
+
+interface GenerationRow {
+  preset: Preset;
   arch: QwenArch;
+  dtype: 'f32' | 'f16';
   batch: number;
   promptLen: number;
   newTokens: number;
@@ -19,22 +48,60 @@ interface PolicyBenchRow {
   torch?: GenerationTiming;
 }
 
+interface TrainingRow {
+  preset: Preset;
+  arch: QwenArch;
+  dtype: 'f32' | 'f16';
+  batch: number;
+  seqLen: number;
+  checkpoint: boolean;
+  r: number;
+  ours: TrainingTiming;
+  torch?: TrainingTiming;
+}
+
+interface PolicyBenchReport {
+  command: string;
+  date: string;
+  mode: Mode;
+  adapter: string;
+  host: string;
+  torch: string;
+  rows: GenerationRow[];
+  training: TrainingRow[];
+}
+
+const GIB = 2 ** 30;
+
 export async function benchPolicy(argv: string[]): Promise<void> {
   const cmd = 'bench policy';
   const { values } = parse(cmd, argv, {
+    mode: { type: 'string', default: 'generate' },
     presets: { type: 'string', default: 'tiny,small' },
     arch: { type: 'string', default: 'qwen2' },
+    dtype: { type: 'string' },
     batch: { type: 'string', default: '1,4' },
     'prompt-len': { type: 'string', default: '64' },
     'new-tokens': { type: 'string', default: '16' },
+    'train-batch': { type: 'string', default: '1' },
+    'seq-len': { type: 'string', default: '128' },
+    checkpoint: { type: 'string', default: 'both' },
+    'lora-r': { type: 'string', default: '16' },
     iterations: { type: 'string', default: '3' },
+    'memory-budget': { type: 'string' },
     'no-torch': { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
     out: { type: 'string' },
   });
-  const presets = values.presets.split(',') as ModelPreset[];
-  for (const p of presets) if (p !== 'tiny' && p !== 'small') throw new UsageError(`${cmd}: --presets takes tiny and/or small, got '${p}'`);
+  const mode = values.mode as Mode;
+  if (!['generate', 'train', 'all'].includes(mode)) throw new UsageError(`${cmd}: --mode must be generate, train or all, got '${values.mode}'`);
+  const presets = values.presets.split(',') as Preset[];
+  for (const p of presets) if (!['tiny', 'small', '7b'].includes(p)) throw new UsageError(`${cmd}: --presets takes tiny, small and/or 7b, got '${p}'`);
   if (values.arch !== 'qwen2' && values.arch !== 'qwen3') throw new UsageError(`${cmd}: --arch must be qwen2 or qwen3`);
+  const arch: QwenArch = values.arch;
+  if (arch === 'qwen3' && presets.includes('7b')) throw new UsageError(`${cmd}: the 7b preset is Qwen2.5-7B-shaped (qwen2); drop --arch qwen3 or the 7b preset`);
+  if (values.dtype !== undefined && values.dtype !== 'f32' && values.dtype !== 'f16') throw new UsageError(`${cmd}: --dtype must be f32 or f16, got '${values.dtype}'`);
+  const dtypeOf = (p: Preset): 'f32' | 'f16' => (values.dtype as 'f32' | 'f16' | undefined) ?? (p === '7b' ? 'f16' : 'f32');
   const int = (name: string, v: string, min: number) => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < min) throw new UsageError(`${cmd}: --${name} must be an integer >= ${min}, got '${v}'`);
@@ -43,31 +110,94 @@ export async function benchPolicy(argv: string[]): Promise<void> {
   const batches = values.batch.split(',').map((b) => int('batch', b, 1));
   const promptLen = int('prompt-len', values['prompt-len'], 1);
   const newTokens = int('new-tokens', values['new-tokens'], 2);
+  const trainBatch = int('train-batch', values['train-batch'], 1);
+  const seqLen = int('seq-len', values['seq-len'], 2);
+  const r = int('lora-r', values['lora-r'], 1);
   const iterations = int('iterations', values.iterations, 1);
+  const ckpt = { on: [true], off: [false], both: [false, true] }[values.checkpoint];
+  if (!ckpt) throw new UsageError(`${cmd}: --checkpoint must be on, off or both, got '${values.checkpoint}'`);
+  let budgetBytes: number | undefined;
+  if (values['memory-budget'] !== undefined) {
+    const gib = Number(values['memory-budget']);
+    if (!(gib > 0) || !Number.isFinite(gib)) throw new UsageError(`${cmd}: --memory-budget must be a positive number of GiB, got '${values['memory-budget']}'`);
+    budgetBytes = gib * GIB;
+  }
   const python = values['no-torch'] ? undefined : findTorchPython();
   const log = (s: string) => process.stderr.write(s + '\n');
+  const doGenerate = mode !== 'train';
+  const doTrain = mode !== 'generate';
 
   const tmp = mkdtempSync(join(tmpdir(), 'mlagent-bench-policy-'));
-  const gpu = await Gpu.create();
-  const rows: PolicyBenchRow[] = [];
+  const gpu = await Gpu.create(budgetBytes !== undefined ? { budgetBytes } : {});
+  const rows: GenerationRow[] = [];
+  const training: TrainingRow[] = [];
   let torchDevice = values['no-torch'] ? 'not measured (--no-torch)' : 'not measured: no python3 with torch found';
+  // Rewritten after each measurement (ours, then torch's), so a run cut short (a device time limit) still leaves what it measured.
+  const writeReport = (): string => {
+    const a = gpu.adapter;
+    const report: PolicyBenchReport = {
+      command: `mlagent bench policy ${argv.join(' ')}`.trim(),
+      date: new Date().toISOString(),
+      mode,
+      adapter: [a.description || a.device, a.vendor, a.architecture].filter(Boolean).join(' / '),
+      host: `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}`,
+      torch: torchDevice,
+      rows,
+      training,
+    };
+    const text = values.json ? JSON.stringify(report, null, 2) : markdown(report);
+    if (values.out) writeFileSync(values.out, text + '\n');
+    return text;
+  };
   try {
     for (const preset of presets) {
+      const dtype = dtypeOf(preset);
       const dir = join(tmp, preset);
-      initModel({ arch: values.arch, preset, outDir: dir, seed: 0 });
-      const model = await QwenModel.load(gpu, dir);
+      // 7b: config.json only (torch draws its own weights on its device from a seed); else a full init-model dir.
+      const src: TorchBenchSource = { modelDir: dir, dtype: dtype === 'f16' ? 'float16' : 'float32', ...(preset === '7b' ? { randomSeed: 0 } : {}) };
+      let cfg: QwenConfig | undefined;
+      if (preset === '7b') {
+        mkdirSync(dir, { recursive: true });
+        writeFileSync(join(dir, 'config.json'), JSON.stringify(QWEN25_7B_CONFIG, null, 2) + '\n');
+        cfg = qwen25_7bConfig();
+        checkMemory(cmd, cfg, dtype, budgetBytes ?? nvidiaFreeBytes(), {
+          generate: doGenerate ? { batch: Math.max(...batches), seqLen: promptLen + newTokens } : undefined,
+          train: doTrain ? { batch: trainBatch, seqLen, r, checkpointing: ckpt.every(Boolean) } : undefined,
+        }, log);
+        log(`7b: making random ${dtype} weights on the GPU ...`);
+      } else {
+        initModel({ arch, preset, outDir: dir, seed: 0, dtype: dtype === 'f16' ? 'float16' : 'float32' });
+      }
+      const model = cfg ? await randomModel(gpu, cfg, { dtype, seed: 0, onProgress: log }) : await QwenModel.load(gpu, dir, { dtype });
+      const name = `${preset} ${preset === '7b' ? 'qwen2' : arch}`;
       try {
-        for (const batch of batches) {
+        for (const batch of doGenerate ? batches : []) {
           const shape = { batch, promptLen, newTokens, iterations };
-          log(`${preset} ${values.arch} batch ${batch}, prompt ${promptLen}, ${newTokens} new tokens ...`);
-          const row: PolicyBenchRow = { preset, arch: values.arch, ...shape, ours: await timeGeneration(model, shape) };
+          log(`${name} ${dtype} generate: batch ${batch}, prompt ${promptLen}, ${newTokens} new tokens ...`);
+          const row: GenerationRow = { preset, arch: model.config.arch, dtype, ...shape, ours: await timeGeneration(model, shape) };
+          rows.push(row);
+          writeReport();
           if (python) {
-            const t = torchGenerationTiming(python, dir, shape);
-            torchDevice = t.device;
+            const { device, ...t } = await torchGenerationTiming(python, src, shape, log);
+            torchDevice = device;
             row.torch = t;
           }
-          log(`  prefill ${fmt(row.ours.prefillTokPerS)} tok/s (torch ${fmt(row.torch?.prefillTokPerS)}), decode ${fmt(row.ours.decodeTokPerS)} tok/s (torch ${fmt(row.torch?.decodeTokPerS)})`);
-          rows.push(row);
+          log(`  prefill ${fmt(row.ours.prefillTokPerS)} tok/s (torch ${fmt(row.torch?.prefillTokPerS)}), decode ${fmt(row.ours.decodeTokPerS)} tok/s (torch ${fmt(row.torch?.decodeTokPerS)}), peak ${gib(row.ours.peakBytes)} (torch ${gib(row.torch?.peakBytes)})`);
+          writeReport();
+        }
+        for (const checkpoint of doTrain ? ckpt : []) {
+          const shape = { batch: trainBatch, seqLen, checkpoint, r, iterations, onProgress: log };
+          log(`${name} ${dtype} LoRA train: batch ${trainBatch} x ${seqLen} tokens, r=${r} on ${LORA_MODULES.length} linears, checkpointing ${checkpoint ? 'on' : 'off'} ...`);
+          const row: TrainingRow = { preset, arch: model.config.arch, dtype, batch: trainBatch, seqLen, checkpoint, r, ours: await timeTraining(model, shape) };
+          training.push(row);
+          writeReport();
+          if (python) {
+            const { device, ...t } = await torchTrainingTiming(python, src, shape);
+            torchDevice = device;
+            row.torch = t;
+          }
+          log(`  ${fmt(row.ours.tokPerS)} tok/s (torch ${fmt(row.torch?.tokPerS)}), peak ${gib(row.ours.peakBytes)} (torch ${gib(row.torch?.peakBytes)})`);
+          writeReport();
         }
       } finally {
         model.dispose();
@@ -77,18 +207,40 @@ export async function benchPolicy(argv: string[]): Promise<void> {
     gpu.destroy();
     rmSync(tmp, { recursive: true, force: true });
   }
-  const a = gpu.adapter;
-  const report = {
-    command: `mlagent bench policy ${argv.join(' ')}`.trim(),
-    date: new Date().toISOString(),
-    adapter: [a.description || a.device, a.vendor, a.architecture].filter(Boolean).join(' / '),
-    host: `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}`,
-    torch: torchDevice,
-    rows,
-  };
-  const text = values.json ? JSON.stringify(report, null, 2) : markdown(report);
-  if (values.out) writeFileSync(values.out, text + '\n');
-  console.log(text);
+  console.log(writeReport());
+}
+
+/**
+ * Refuses a 7B-shaped run before any weight is allocated when its largest planned step (per the memory planner)
+ * exceeds the budget: --memory-budget, else nvidia-smi's free memory. Without either it warns and goes on.
+ */
+function checkMemory(
+  cmd: string,
+  cfg: QwenConfig,
+  dtype: 'f32' | 'f16',
+  budget: number | undefined,
+  runs: { generate?: { batch: number; seqLen: number }; train?: { batch: number; seqLen: number; r: number; checkpointing: boolean } },
+  log: (s: string) => void,
+): void {
+  const plans: MemoryPlanOptions[] = [];
+  if (runs.generate) plans.push({ ...runs.generate, dtype, kvCache: true });
+  if (runs.train) {
+    const { r, ...rest } = runs.train;
+    plans.push({ ...rest, dtype, training: true, lora: { r, targets: LORA_MODULES } });
+  }
+  const planned = plans.map((o) => planMemory(cfg, o)).sort((x, y) => y.total - x.total);
+  if (planned.length === 0) return;
+  if (budget === undefined) {
+    log(`7b: needs about ${formatBytes(planned[0].total)}; no --memory-budget and no nvidia-smi, so it is not checked`);
+    return;
+  }
+  log(`7b: needs about ${formatBytes(planned[0].total)} of ${formatBytes(budget)} available`);
+  try {
+    for (const p of planned) assertFits(p, { budgetBytes: budget });
+  } catch (e) {
+    // A usage problem: other options (--seq-len, --batch, --checkpoint, --memory-budget) make it fit.
+    throw new UsageError(`${cmd}: --presets 7b: ${(e as Error).message}`);
+  }
 }
 
 function fmt(x: number | undefined): string {
@@ -96,20 +248,32 @@ function fmt(x: number | undefined): string {
   return x >= 100 ? x.toFixed(0) : x.toPrecision(3);
 }
 
+const gib = (b: number | null | undefined) => (b == null ? '-' : `${(b / GIB).toFixed(2)} GiB`);
 const ratio = (ours: number, torch: number | undefined) => (torch === undefined ? '-' : `${(ours / torch).toFixed(2)}x`);
 
-function markdown(rep: { command: string; date: string; adapter: string; host: string; torch: string; rows: PolicyBenchRow[] }): string {
-  return [
-    `Command: \`${rep.command}\`  `,
-    `Date: ${rep.date}  `,
-    `Adapter: ${rep.adapter}; host: ${rep.host}  `,
-    `Reference: ${rep.torch}, same weights and shapes, greedy, f32  `,
-    '',
-    '| model | batch | prompt | new | prefill tok/s | torch | ratio | decode tok/s | torch | ratio |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
-    ...rep.rows.map(
-      (r) =>
-        `| ${r.arch} ${r.preset} | ${r.batch} | ${r.promptLen} | ${r.newTokens} | ${fmt(r.ours.prefillTokPerS)} | ${fmt(r.torch?.prefillTokPerS)} | ${ratio(r.ours.prefillTokPerS, r.torch?.prefillTokPerS)} | ${fmt(r.ours.decodeTokPerS)} | ${fmt(r.torch?.decodeTokPerS)} | ${ratio(r.ours.decodeTokPerS, r.torch?.decodeTokPerS)} |`,
-    ),
-  ].join('\n');
+function markdown(rep: PolicyBenchReport): string {
+  const out = [`Command: \`${rep.command}\`  `, `Date: ${rep.date}  `, `Adapter: ${rep.adapter}; host: ${rep.host}  `, `Reference: ${rep.torch}, ${[...rep.rows, ...rep.training].some((r) => r.preset === '7b') ? 'same shapes (7b: weights drawn by torch, other values)' : 'same weights and shapes'}  `];
+  if (rep.rows.length > 0) {
+    out.push(
+      '',
+      '| model | dtype | batch | prompt | new | prefill tok/s | torch | ratio | decode tok/s | torch | ratio | peak | torch peak |',
+      '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+      ...rep.rows.map(
+        (r) =>
+          `| ${r.arch} ${r.preset} | ${r.dtype} | ${r.batch} | ${r.promptLen} | ${r.newTokens} | ${fmt(r.ours.prefillTokPerS)} | ${fmt(r.torch?.prefillTokPerS)} | ${ratio(r.ours.prefillTokPerS, r.torch?.prefillTokPerS)} | ${fmt(r.ours.decodeTokPerS)} | ${fmt(r.torch?.decodeTokPerS)} | ${ratio(r.ours.decodeTokPerS, r.torch?.decodeTokPerS)} | ${gib(r.ours.peakBytes)} | ${gib(r.torch?.peakBytes)} |`,
+      ),
+    );
+  }
+  if (rep.training.length > 0) {
+    out.push(
+      '',
+      '| model | dtype | LoRA | batch | seq | checkpointing | step ms | train tok/s | torch | ratio | peak | torch peak |',
+      '|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|',
+      ...rep.training.map(
+        (r) =>
+          `| ${r.arch} ${r.preset} | ${r.dtype} | r=${r.r} all linears | ${r.batch} | ${r.seqLen} | ${r.checkpoint ? 'on' : 'off'} | ${fmt(r.ours.stepMs)} | ${fmt(r.ours.tokPerS)} | ${fmt(r.torch?.tokPerS)} | ${ratio(r.ours.tokPerS, r.torch?.tokPerS)} | ${gib(r.ours.peakBytes)} | ${gib(r.torch?.peakBytes)} |`,
+      ),
+    );
+  }
+  return out.join('\n');
 }

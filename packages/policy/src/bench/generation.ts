@@ -1,10 +1,7 @@
-import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { SeededRng } from '@mlagent/core-kernels';
 import { generate } from '../generate.js';
 import type { QwenModel } from '../model.js';
+import { median, runTorchBench, type TorchBenchSource } from './torch-runner.js';
 
 export interface GenerationBenchOptions {
   batch: number;
@@ -23,6 +20,8 @@ export interface GenerationTiming {
   prefillTokPerS: number;
   /** batch·(newTokens − 1) / decode seconds. */
   decodeTokPerS: number;
+  /** Highest bytes in use during the runs (weights and KV cache included); null where not known (torch on CPU). */
+  peakBytes?: number | null;
 }
 
 function checkOptions(o: GenerationBenchOptions): void {
@@ -31,8 +30,6 @@ function checkOptions(o: GenerationBenchOptions): void {
   }
   if (o.newTokens < 2) throw new Error(`generation bench: newTokens must be >= 2 to time decoding, got ${o.newTokens}`);
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 function rates(o: GenerationBenchOptions, prefillMs: number, decodeMs: number): GenerationTiming {
   return {
@@ -67,28 +64,25 @@ export async function timeGeneration(model: QwenModel, opts: GenerationBenchOpti
     });
     return [first - t0, last - first];
   };
+  model.gpu.allocator.resetPeak();
   await once();
   const runs: [number, number][] = [];
   for (let i = 0; i < (opts.iterations ?? 3); i++) runs.push(await once());
-  return rates(opts, median(runs.map((r) => r[0])), median(runs.map((r) => r[1])));
+  return { ...rates(opts, median(runs.map((r) => r[0])), median(runs.map((r) => r[1]))), peakBytes: model.gpu.memory().peak };
 }
 
-function torchScript(): string {
-  const here = dirname(fileURLToPath(import.meta.url));
-  for (const rel of ['../bench/torch_generate_bench.py', '../../bench/torch_generate_bench.py']) {
-    const p = join(here, rel);
-    if (existsSync(p)) return p;
-  }
-  throw new Error(`torch_generate_bench.py not found near ${here}`);
-}
-
-/** The same generation, same weights and shapes, in PyTorch (float32; CUDA where torch has it), through bench/torch_generate_bench.py. */
-export function torchGenerationTiming(python: string, modelDir: string, opts: GenerationBenchOptions): GenerationTiming & { device: string } {
+/**
+ * The same generation, same shapes (and weights unless random), in PyTorch (float32 unless `src.dtype`; CUDA where
+ * torch has it), through bench/torch_generate_bench.py. `peakBytes` is torch's CUDA allocator peak (null on CPU).
+ */
+export async function torchGenerationTiming(
+  python: string,
+  src: TorchBenchSource,
+  opts: GenerationBenchOptions,
+  onProgress?: (msg: string) => void,
+): Promise<GenerationTiming & { device: string }> {
   checkOptions(opts);
-  const args = [torchScript(), modelDir, opts.batch, opts.promptLen, opts.newTokens, opts.iterations ?? 3].map(String);
-  const r = spawnSync(python, args, { encoding: 'utf8', timeout: 1_800_000 });
-  if (r.error || r.status !== 0) throw new Error(`torch generation bench failed (status ${r.status}): ${r.error?.message ?? ''}\n${r.stderr}`);
-  const out = JSON.parse(r.stdout) as { prefill_ms: number; decode_ms: number; threads: number; device: string; torch: string };
-  const where = out.device === 'cpu' ? `cpu (${out.threads} threads)` : out.device;
-  return { ...rates(opts, out.prefill_ms, out.decode_ms), device: `torch ${out.torch} on ${where}` };
+  const args = [opts.batch, opts.promptLen, opts.newTokens, opts.iterations ?? 3];
+  const out = await runTorchBench<{ prefill_ms: number; decode_ms: number; peak_bytes: number | null }>(python, 'torch_generate_bench.py', args, src, onProgress);
+  return { ...rates(opts, out.prefill_ms, out.decode_ms), device: out.device, peakBytes: out.peak_bytes };
 }

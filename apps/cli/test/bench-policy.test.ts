@@ -1,0 +1,40 @@
+import { describe, expect, it } from 'vitest';
+import { mlagent } from './run-cli.js';
+
+describe('mlagent bench policy', () => {
+  it('names the bad option', async () => {
+    expect((await mlagent('bench', 'policy', '--mode', 'fit')).stderr).toMatch(/--mode must be generate, train or all, got 'fit'/);
+    expect((await mlagent('bench', 'policy', '--checkpoint', 'maybe')).stderr).toMatch(/--checkpoint must be on, off or both, got 'maybe'/);
+    expect((await mlagent('bench', 'policy', '--presets', '70b')).stderr).toMatch(/--presets takes tiny, small and\/or 7b, got '70b'/);
+    expect((await mlagent('bench', 'policy', '--presets', '7b', '--arch', 'qwen3')).stderr).toMatch(/7b preset is Qwen2.5-7B-shaped/);
+    expect((await mlagent('bench', 'policy', '--seq-len', '1')).stderr).toMatch(/--seq-len must be an integer >= 2, got '1'/);
+    const r = await mlagent('bench', 'policy', '--memory-budget=0');
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--memory-budget must be a positive number of GiB, got '0'/);
+  });
+
+  it('refuses a 7b run that will not fit before allocating, naming the biggest items', async () => {
+    const r = await mlagent('bench', 'policy', '--mode', 'train', '--presets', '7b', '--seq-len', '4096', '--checkpoint', 'both', '--memory-budget', '20');
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--presets 7b: this will not fit: it needs about 57\.\d+ GiB but the budget is 20\.00 GiB/);
+    expect(r.stderr).toMatch(/activations \(batch 1 x 4096 tokens, training, no checkpointing\)/);
+    expect(r.stderr).toMatch(/activation checkpointing/);
+    expect(r.stderr).not.toMatch(/random weights/);
+  }, 60_000);
+
+  it('--mode train --json times LoRA steps here and in torch, with ratios and peak memory', async () => {
+    const r = await mlagent('bench', 'policy', '--mode', 'train', '--presets', 'tiny', '--seq-len', '8', '--checkpoint', 'on', '--iterations', '1', '--json');
+    expect(r.code, r.stderr).toBe(0);
+    const rep = JSON.parse(r.stdout);
+    expect(rep.mode).toBe('train');
+    expect(rep.rows).toEqual([]);
+    expect(rep.torch).toMatch(/^torch .* float32$/);
+    expect(rep.training).toHaveLength(1);
+    const row = rep.training[0];
+    expect(row).toMatchObject({ preset: 'tiny', arch: 'qwen2', dtype: 'f32', batch: 1, seqLen: 8, checkpoint: true, r: 16 });
+    expect(row.ours.tokPerS).toBeCloseTo(8 / (row.ours.stepMs / 1000), 6);
+    expect(row.ours.peakBytes).toBeGreaterThan(19e6 * 4);
+    expect(row.torch.tokPerS).toBeGreaterThan(0);
+    expect(r.stderr).toMatch(/LoRA train: batch 1 x 8 tokens, r=16 on 7 linears, checkpointing on/);
+  }, 240_000);
+});
