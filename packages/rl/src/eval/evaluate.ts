@@ -80,7 +80,6 @@ interface Live {
   finalAnswer: boolean;
   timedOut: boolean;
   error: string | null;
-  done: boolean;
 }
 
 const defaultStart: StartEvalEpisode = (task, o) => Episode.start(task, o);
@@ -151,28 +150,28 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
   const barInfo = () => ({ steps: stepCount, fmtErr: stepCount === 0 ? '-' : `${((100 * formatErrors) / stepCount).toFixed(0)}%` });
   bar?.update(0, barInfo());
 
+  const record = (a: Omit<Live, 'episode' | 'task' | 'last'>) => {
+    records.push({
+      agent: agent.name,
+      task: a.info.name,
+      index: a.index,
+      steps: a.steps,
+      ...scoreTrajectory(a.best, a.info),
+      bestMetric: a.best,
+      finalMetric: a.final,
+      formatErrors: a.formatErrors,
+      timedOut: a.timedOut,
+      finalAnswer: a.finalAnswer,
+      durationSec: (performance.now() - a.startMs) / 1000,
+      error: a.error,
+    });
+    bar?.update(records.length, barInfo());
+  };
   const finish = async (a: Live) => {
-    try {
-      await a.episode.close();
-    } finally {
-      agent.end?.(a.id);
-      const s = scoreTrajectory(a.best, a.info);
-      records.push({
-        agent: agent.name,
-        task: a.info.name,
-        index: a.index,
-        steps: a.steps,
-        ...s,
-        bestMetric: a.best,
-        finalMetric: a.final,
-        formatErrors: a.formatErrors,
-        timedOut: a.timedOut,
-        finalAnswer: a.finalAnswer,
-        durationSec: (performance.now() - a.startMs) / 1000,
-        error: a.error,
-      });
-      bar?.update(records.length, barInfo());
-    }
+    agent.end?.(a.id);
+    record(a);
+    // The result is in; a workspace that cannot be removed is only reported.
+    await a.episode.close().catch((e: Error) => process.stderr.write(`\neval: closing ${a.id}: ${e.message}\n`));
   };
 
   const step = async (a: Live, reply: string | Error) => {
@@ -231,14 +230,18 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
       while (live.length < concurrency && queue.length > 0 && !options.signal?.aborted) {
         const { task, index } = queue.shift()!;
         const id = `${task.spec.name}/${String(index).padStart(4, '0')}`;
-        const episode = await start(task, { store, maxSteps, workRoot, helperLlm: options.helperLlm ?? null, pool: options.pool });
+        const fresh = { id, task, info: infos.get(task.spec.name)!, index, startMs: performance.now(), steps: 0, formatErrors: 0, best: null, final: null, finalAnswer: false, timedOut: false, error: null };
+        let episode: CollectEpisode | undefined;
         try {
+          episode = await start(task, { store, maxSteps, workRoot, helperLlm: options.helperLlm ?? null, pool: options.pool });
           agent.begin?.(id, task, index);
+          live.push({ ...fresh, episode });
         } catch (e) {
-          await episode.close();
-          throw e;
+          // A trajectory that cannot start is recorded as failed (no improvement); the others go on.
+          await episode?.close().catch(() => undefined);
+          agent.end?.(id);
+          record({ ...fresh, error: `cannot start the trajectory: ${(e as Error).message}` });
         }
-        live.push({ id, task, info: infos.get(task.spec.name)!, index, episode, startMs: performance.now(), steps: 0, formatErrors: 0, best: null, final: null, finalAnswer: false, timedOut: false, error: null, done: false });
       }
       for (const a of live) if (performance.now() - a.startMs >= budgetMs) a.timedOut = true;
       const acting = live.filter((a) => !a.timedOut);

@@ -1,0 +1,111 @@
+// The evaluation loop on fake episodes (no Python): rounds and their batches, seeds, failures that stay per
+// trajectory, and the expert agent's seed plans matching collection's.
+import { describe, expect, it } from 'vitest';
+import type { PreparedTask } from '@mlagent/env';
+import { ScriptedExpert } from '../src/experts/scripted.js';
+import type { Expert, SeedPlan } from '../src/experts/types.js';
+import { seedPlan, taskIdeas } from '../src/collect/seeds.js';
+import { expertAgent, roundSeed, type AgentRequest, type EvalAgent } from '../src/eval/agent.js';
+import { evaluate, type StartEvalEpisode } from '../src/eval/evaluate.js';
+import { FakeEpisode, fakePrepared } from './fake-episode.js';
+
+const LIST = 'Action: List Files\nAction Input: {"dir_path": "."}';
+const startFake: StartEvalEpisode = async (task, o) => new FakeEpisode(task.spec.name, o.maxSteps);
+const baselines = { 't-a': 0.5, 't-b': 0.5 };
+
+function recordingAgent(answer: (r: AgentRequest) => string | Error): EvalAgent & { calls: { ids: string[]; seed: number; stepsLeft: number[] }[] } {
+  const calls: { ids: string[]; seed: number; stepsLeft: number[] }[] = [];
+  return {
+    name: 'recorder',
+    kind: 'test',
+    detail: '',
+    temperature: null,
+    calls,
+    async respond(requests, round) {
+      calls.push({ ids: requests.map((r) => r.id), seed: round.seed, stepsLeft: requests.map((r) => r.turn.stepsLeft) });
+      return requests.map(answer);
+    },
+  };
+}
+
+describe('the evaluation loop', () => {
+  it('answers the live trajectories in rounds, in job order, each round with its own seed', async () => {
+    const agent = recordingAgent((r) => (r.id === 't-a/0001' ? 'no idea' : LIST));
+    const result = await evaluate({ tasks: fakePrepared('t-a', 't-b'), agent, trajectories: 2, maxSteps: 2, timeBudgetSec: 60, concurrency: 3, seed: 7, baselines, progress: false, startEpisode: startFake });
+    expect(agent.calls.map((c) => c.ids)).toEqual([
+      ['t-a/0000', 't-a/0001', 't-b/0000'],
+      ['t-a/0000', 't-a/0001', 't-b/0000'],
+      ['t-b/0001'],
+      ['t-b/0001'],
+    ]);
+    expect(agent.calls.map((c) => c.seed)).toEqual([0, 1, 2, 3].map((r) => roundSeed(7, r)));
+    expect(new Set(agent.calls.map((c) => c.seed)).size).toBe(4);
+    expect(agent.calls[1].stepsLeft).toEqual([1, 1, 1]);
+    const [a, b] = result.rows;
+    expect(a).toMatchObject({ task: 't-a', formatErrorRate: 0.5, meanSteps: 2, submitted: 0, avg: 0.5, best: 0.5, successRate: 0 });
+    expect(b).toMatchObject({ task: 't-b', formatErrorRate: 0 });
+    expect(result.trajectories.map((t) => `${t.task}/${t.index}:${t.formatErrors}`)).toEqual(['t-a/0:0', 't-a/1:2', 't-b/0:0', 't-b/1:0']);
+  });
+
+  it('keeps failures to their trajectory: one that cannot start, an agent error, a round that throws', async () => {
+    let starts = 0;
+    const flakyStart: StartEvalEpisode = async (task, o) => {
+      if (++starts === 2) throw new Error('disk full');
+      return new FakeEpisode(task.spec.name, o.maxSteps);
+    };
+    let rounds = 0;
+    const agent: EvalAgent = {
+      name: 'flaky',
+      kind: 'test',
+      detail: '',
+      temperature: null,
+      async respond(requests) {
+        if (++rounds === 3) throw new Error('GPU lost');
+        return requests.map((r) => (r.id === 't-a/0002' ? new Error('HTTP 404') : LIST));
+      },
+    };
+    const result = await evaluate({ tasks: fakePrepared('t-a'), agent, trajectories: 4, maxSteps: 3, timeBudgetSec: 60, concurrency: 4, baselines, progress: false, startEpisode: flakyStart });
+    const byIndex = new Map(result.trajectories.map((t) => [t.index, t]));
+    expect(result.trajectories).toHaveLength(4);
+    expect(byIndex.get(1)).toMatchObject({ steps: 0, score: 0.5, submitted: false, error: 'cannot start the trajectory: disk full' });
+    expect(byIndex.get(2)).toMatchObject({ steps: 0, error: 'the agent failed: HTTP 404' });
+    // Round 3 threw: the trajectories still live then fail with its error after two steps.
+    expect(byIndex.get(0)).toMatchObject({ steps: 2, error: 'the agent failed: GPU lost' });
+    expect(byIndex.get(3)).toMatchObject({ steps: 2, error: 'the agent failed: GPU lost' });
+    expect(result.rows[0]).toMatchObject({ failed: 4, trajectories: 4, avg: 0.5 });
+  });
+
+  it('does not start trajectories once aborted, and reports those that ran', async () => {
+    const abort = new AbortController();
+    const agent = recordingAgent(() => {
+      abort.abort();
+      return LIST;
+    });
+    const result = await evaluate({ tasks: fakePrepared('t-a'), agent, trajectories: 3, maxSteps: 2, timeBudgetSec: 60, baselines, progress: false, signal: abort.signal, startEpisode: startFake });
+    expect(result.trajectories.map((t) => [t.index, t.steps])).toEqual([[0, 2]]);
+    expect(result.rows[0].trajectories).toBe(1);
+  });
+
+  it('seeds each expert trajectory with the plan collection draws for the same seed and index', async () => {
+    const plans = new Map<string, SeedPlan>();
+    const scripted = new ScriptedExpert();
+    const spy: Expert = {
+      name: 'scripted',
+      begin: (task, plan) => {
+        plans.set(`${task.spec.name}/${plans.size}`, plan);
+        return scripted.begin(task, plan);
+      },
+    };
+    const tasks = fakePrepared('t-a');
+    const result = await evaluate({ tasks, agent: expertAgent(spy, { ideas: 3, seed: 4 }), trajectories: 3, maxSteps: 10, timeBudgetSec: 60, concurrency: 2, baselines, progress: false, startEpisode: startFake });
+    const ideas = taskIdeas(tasks[0] as PreparedTask, 3, 4);
+    expect([...plans.values()]).toEqual([0, 1, 2].map((i) => seedPlan(ideas, i, 4)));
+    // The fake env scores 0.5 plus the kept ideas' markers; the expert only keeps improvements.
+    for (const t of result.trajectories) {
+      expect(t.submitted).toBe(true);
+      expect(t.bestMetric!).toBeGreaterThanOrEqual(0.5);
+      expect(t.formatErrors).toBe(0);
+    }
+    expect(result.rows[0].best).toBe(Math.max(...result.trajectories.map((t) => t.score)));
+  });
+});
