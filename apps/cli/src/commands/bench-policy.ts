@@ -160,7 +160,7 @@ export async function benchPolicy(argv: string[]): Promise<void> {
         mkdirSync(dir, { recursive: true });
         writeFileSync(join(dir, 'config.json'), JSON.stringify(QWEN25_7B_CONFIG, null, 2) + '\n');
         cfg = qwen25_7bConfig();
-        checkMemory(cmd, cfg, dtype, budgetBytes ?? nvidiaFreeBytes(), {
+        checkMemory(cmd, cfg, dtype, { budgetBytes: budgetBytes ?? nvidiaFreeBytes(), maxBufferSize: gpu.limits.maxBufferSize }, {
           generate: doGenerate ? { batch: Math.max(...batches), seqLen: promptLen + newTokens } : undefined,
           train: doTrain ? { batch: trainBatch, seqLen, r, checkpointing: ckpt.every(Boolean) } : undefined,
         }, log);
@@ -212,13 +212,14 @@ export async function benchPolicy(argv: string[]): Promise<void> {
 
 /**
  * Refuses a 7B-shaped run before any weight is allocated when its largest planned step (per the memory planner)
- * exceeds the budget: --memory-budget, else nvidia-smi's free memory. Without either it warns and goes on.
+ * exceeds the budget (--memory-budget, else nvidia-smi's free memory; without either it only warns) or its
+ * largest buffer exceeds the adapter's maxBufferSize.
  */
 function checkMemory(
   cmd: string,
   cfg: QwenConfig,
   dtype: 'f32' | 'f16',
-  budget: number | undefined,
+  limits: { budgetBytes: number | undefined; maxBufferSize: number },
   runs: { generate?: { batch: number; seqLen: number }; train?: { batch: number; seqLen: number; r: number; checkpointing: boolean } },
   log: (s: string) => void,
 ): void {
@@ -230,13 +231,11 @@ function checkMemory(
   }
   const planned = plans.map((o) => planMemory(cfg, o)).sort((x, y) => y.total - x.total);
   if (planned.length === 0) return;
-  if (budget === undefined) {
-    log(`7b: needs about ${formatBytes(planned[0].total)}; no --memory-budget and no nvidia-smi, so it is not checked`);
-    return;
-  }
-  log(`7b: needs about ${formatBytes(planned[0].total)} of ${formatBytes(budget)} available`);
+  const budget = limits.budgetBytes;
+  if (budget === undefined) log(`7b: needs about ${formatBytes(planned[0].total)}; no --memory-budget and no nvidia-smi, so only buffer sizes are checked`);
+  else log(`7b: needs about ${formatBytes(planned[0].total)} of ${formatBytes(budget)} available`);
   try {
-    for (const p of planned) assertFits(p, { budgetBytes: budget });
+    for (const p of planned) assertFits(p, { budgetBytes: budget ?? Number.POSITIVE_INFINITY, maxBufferSize: limits.maxBufferSize });
   } catch (e) {
     // A usage problem: other options (--seq-len, --batch, --checkpoint, --memory-budget) make it fit.
     throw new UsageError(`${cmd}: --presets 7b: ${(e as Error).message}`);
