@@ -1,6 +1,6 @@
 // Evaluation end to end with the scripted expert on two real built-in tasks (Python runs in the sandbox): the
 // aggregates must follow from the per-trajectory records, and those from the steps the environment graded.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -106,6 +106,20 @@ describe('evaluate with the scripted expert', () => {
     expect(html).toContain('<th>avgGain</th>');
     expect(html).toContain(`<td class="num">${Number(hp.avg.toPrecision(5))}</td>`);
   });
+
+  it("measures the baseline by running the task's train.py when task.json has none", async () => {
+    const dir = path.join(out, 'no-baseline', 'house-prices');
+    cpSync(tasks[0].dir, dir, { recursive: true });
+    const spec = JSON.parse(readFileSync(path.join(dir, 'task.json'), 'utf8'));
+    writeFileSync(path.join(dir, 'task.json'), JSON.stringify({ ...spec, baseline: null, best: null }));
+    const task = await prepareTask(dir);
+    expect(task.spec.baseline).toBeNull();
+    const agent = { name: 'quitter', kind: 'test', detail: '', temperature: null, respond: async (rs: unknown[]) => rs.map(() => 'Action: Final Answer\nAction Input: {"final_answer": "none"}') };
+    const r = await evaluate({ tasks: [task], agent, trajectories: 1, maxSteps: 3, timeBudgetSec: 60, progress: false });
+    // The shipped train.py reproduces the recorded baseline.
+    expect(Math.abs(r.rows[0].baseline - spec.baseline) / spec.baseline).toBeLessThan(0.01);
+    expect(r.trajectories[0]).toMatchObject({ steps: 1, submitted: false, score: r.rows[0].baseline, finalAnswer: true });
+  }, 90_000);
 
   it('refuses to overwrite an earlier result', async () => {
     await expect(
