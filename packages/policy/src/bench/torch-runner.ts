@@ -58,12 +58,20 @@ export async function runTorchBench<T>(
     stderr += s;
     for (const line of s.split('\n')) if (line.trim()) onProgress?.(`  ${line}`);
   });
+  // A time limit (`timeout` sends SIGTERM) must not leave torch running on the GPU after we are gone.
+  const stop = (signal: NodeJS.Signals) => {
+    child.kill('SIGKILL');
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  };
+  process.once('SIGTERM', stop).once('SIGINT', stop);
   const status = await new Promise<number | null>((resolve, reject) => {
     child.on('error', reject);
     child.on('close', resolve);
-  }).catch((e: Error) => {
-    throw new Error(`${script}: could not run ${python}: ${e.message}`);
-  });
+  })
+    .catch((e: Error) => {
+      throw new Error(`${script}: could not run ${python}: ${e.message}`);
+    })
+    .finally(() => process.off('SIGTERM', stop).off('SIGINT', stop));
   if (status !== 0) throw new Error(`${script} failed (exit ${status}):\n${stderr.trim().split('\n').slice(-15).join('\n')}`);
   let out: T & TorchBenchInfo;
   try {
