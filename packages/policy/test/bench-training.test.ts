@@ -53,6 +53,20 @@ describe('randomModel (7B-shaped benchmarks without a checkpoint)', () => {
     expect(bias.some((v) => v !== 0)).toBe(true);
   });
 
+  it('fills f16 bases from the same kind of block (the 7B preset runs in f16)', async () => {
+    const m = await randomModel(gpu, loadQwenConfig(dir), { dtype: 'f16', seed: 3, blockElements: BLOCK });
+    try {
+      expect(m.dtype).toBe('f16');
+      const gate = Float32Array.from(await m.weights.layers[1].gate.read());
+      for (let i = 0; i + BLOCK < gate.length; i += 101) expect(gate[i + BLOCK]).toBe(gate[i]);
+      const std = Math.sqrt(gate.reduce((a, b) => a + b * b, 0) / gate.length);
+      expect(std).toBeGreaterThan(0.017);
+      expect(std).toBeLessThan(0.023);
+    } finally {
+      m.dispose();
+    }
+  });
+
   it('runs forward to finite logits', async () => {
     const logits = random.forward([[1, 2, 3]]);
     const v = await logits.read();
