@@ -1,11 +1,12 @@
 // `mlagent worker`: argument errors, jobs from a RemoteExecutor, and a graceful SIGTERM that finishes the
 // running job. A real redis-server on a free port; the built CLI as the worker process.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { RemoteExecutor, removeTree, SnapshotStore } from '@mlagent/env';
+import { writeQueueToyTask } from './worker-toy-task.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bin, mlagent } from './run-cli.js';
 
@@ -13,24 +14,6 @@ const home = mkdtempSync(path.join(tmpdir(), 'mlagent-cli-worker-'));
 let redis: ChildProcess;
 let url = '';
 const children: ChildProcess[] = [];
-
-/** A one-file task: y = 2x; train.py is exact (MAE 0), slow.py sleeps 3 s first. */
-function writeTask(): void {
-  const dir = path.join(home, 'tasks', 'wtoy');
-  mkdirSync(path.join(dir, 'env'), { recursive: true });
-  const spec = { name: 'wtoy', title: 'Worker toy', modality: 'tabular-regression', split: 'held-in', metric: { name: 'mae', direction: 'minimize' }, baseline: 1, best: 0, budgets: { timeoutSec: 60, memoryMb: 1024, cpuSec: 60, maxProcs: 32 }, seed: 0 };
-  const files: Record<string, string> = {
-    'task.json': JSON.stringify(spec),
-    'research_problem.md': 'Predict y = 2x.\n',
-    'data_description.md': 'test.csv: id,x\n',
-    'ideas.json': '[]',
-    'prepare.py': `import argparse, os\np = argparse.ArgumentParser()\nfor a in ('--public', '--private', '--source', '--seed'): p.add_argument(a)\na = p.parse_args()\nopen(os.path.join(a.public, 'test.csv'), 'w').write('id,x\\n1,1\\n2,2\\n')\nopen(os.path.join(a.private, 'answers.csv'), 'w').write('id,y\\n1,2\\n2,4\\n')\n`,
-    'grade.py': `import argparse, csv, json, os\np = argparse.ArgumentParser(); p.add_argument('--submission'); p.add_argument('--answers')\na = p.parse_args()\nt = {r['id']: float(r['y']) for r in csv.DictReader(open(os.path.join(a.answers, 'answers.csv')))}\ns = {r['id']: float(r['y']) for r in csv.DictReader(open(a.submission))}\nprint(json.dumps({'score': sum(abs(s[k] - t[k]) for k in t) / len(t)}))\n`,
-    'env/train.py': `open('submission.csv', 'w').write('id,y\\n1,2\\n2,4\\n')\nprint('trained')\n`,
-    'env/slow.py': `import time\ntime.sleep(3)\nopen('submission.csv', 'w').write('id,y\\n1,2\\n2,4\\n')\n`,
-  };
-  for (const [name, text] of Object.entries(files)) writeFileSync(path.join(dir, name), text);
-}
 
 function execute(file: string): string {
   return `Thought: run it\nAction: Execute Script\nAction Input: {"script_name": "${file}"}`;
@@ -57,7 +40,7 @@ async function until(cond: () => boolean, what: string, ms = 30_000): Promise<vo
 }
 
 beforeAll(async () => {
-  writeTask();
+  writeQueueToyTask(home, 'wtoy', { 'slow.py': `import time\ntime.sleep(3)\nopen('submission.csv', 'w').write('id,y\\n1,2\\n2,4\\n')\n` });
   const port = await new Promise<number>((resolve) => {
     const s = net.createServer().listen(0, '127.0.0.1', () => {
       const p = (s.address() as net.AddressInfo).port;

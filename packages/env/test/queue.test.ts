@@ -130,6 +130,14 @@ describe('RemoteExecutor over BullMQ workers', () => {
     expect(results.map((r) => r.metric)).toEqual([0, 0, 0, 0, 0]);
     expect(new Set(reqs.map((r) => executionJobId(normalizeRequest(r)))).size).toBe(4);
     for (const r of reqs) expect(completedEvents.get(executionJobId(normalizeRequest(r)))).toBe(1);
+    // A client that restarts and re-sends a request gets the recorded result (same wall time, same state), not a rerun.
+    const again = new RemoteExecutor({ redis: redis.url, queue: 'q-main', store: new SnapshotStore(path.join(home, 'client2')), pollMs: 300 });
+    try {
+      expect(await again.execute(reqs[1])).toEqual(results[1]);
+      expect(completedEvents.get(executionJobId(normalizeRequest(reqs[1])))).toBe(1);
+    } finally {
+      await again.close();
+    }
   }, 40_000);
 
   it('retries a job elsewhere when its worker is SIGKILLed mid-job; the result is recorded once', async () => {

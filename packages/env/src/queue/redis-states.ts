@@ -54,15 +54,15 @@ export class RedisStates {
     }
   }
 
-  /** Uploads state `id` of the local store (and the blobs Redis lacks). */
+  /** Uploads state `id` of the local store (and the blobs Redis lacks); a state Redis has needs no local copy. */
   async push(store: SnapshotStore, id: string): Promise<void> {
-    const manifest = await store.load(id);
-    const json = JSON.stringify(manifest);
-    if (sha256(json) !== id) throw new Error(`RedisStates: state ${id} does not serialize back to its id; cannot upload it`);
     if ((await this.redis.exists(this.stateKey(id))) === 1) {
       if (this.ttlSec > 0) await this.redis.expire(this.stateKey(id), this.ttlSec);
       return;
     }
+    const manifest = await store.load(id);
+    const json = JSON.stringify(manifest);
+    if (sha256(json) !== id) throw new Error(`RedisStates: state ${id} does not serialize back to its id; cannot upload it`);
     const hashes = blobsOf(manifest);
     const present = hashes.length === 0 ? [] : await Promise.all(hashes.map((h) => this.redis.exists(this.blobKey(h))));
     for (let i = 0; i < hashes.length; i++) {

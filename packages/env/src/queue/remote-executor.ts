@@ -44,6 +44,8 @@ interface Pending {
   resolve: (r: StepResult) => void;
   reject: (e: Error) => void;
   checking: boolean;
+  /** An event came while a check was running (it may have read the job just before it finished): check again. */
+  recheck: boolean;
 }
 
 export class RemoteExecutor implements Executor {
@@ -96,7 +98,7 @@ export class RemoteExecutor implements Executor {
 
   private async run(jobId: string, d: ReturnType<typeof normalizeRequest>): Promise<StepResult> {
     if (d.fromSnapshot) await this.states.push(this.options.store, d.fromSnapshot);
-    const done = new Promise<StepResult>((resolve, reject) => this.pending.set(jobId, { resolve, reject, checking: false }));
+    const done = new Promise<StepResult>((resolve, reject) => this.pending.set(jobId, { resolve, reject, checking: false, recheck: false }));
     const timeoutMs = this.options.timeoutMs ?? 3_600_000;
     const timer = setTimeout(() => this.settle(jobId, new Error(`remote step ${jobId}: no result within ${(timeoutMs / 1000).toFixed(0)} s (are workers running on queue '${this.queueName}'?)`)), timeoutMs);
     try {
@@ -129,18 +131,26 @@ export class RemoteExecutor implements Executor {
   /** Reads the job's state; settles it when it is completed or failed for good. */
   private async check(jobId: string): Promise<void> {
     const p = this.pending.get(jobId);
-    if (!p || p.checking) return;
+    if (!p) return;
+    if (p.checking) {
+      p.recheck = true;
+      return;
+    }
     p.checking = true;
+    p.recheck = false;
     try {
+      // The state first: a job read before it finished would carry no result even once the state says completed.
+      const state = await this.queue.getJobState(jobId);
+      if (state !== 'completed' && state !== 'failed') return; // waiting, running, or not added yet: look again later
       const job = await Job.fromId(this.queue, jobId);
-      if (!job) return; // not added yet, or removed: the poller looks again
-      const state = await job.getState();
-      if (state === 'completed') this.settle(jobId, job.returnvalue as StepResult);
+      if (!job) return;
+      if (state === 'completed' && job.returnvalue) this.settle(jobId, job.returnvalue as StepResult);
       else if (state === 'failed') this.settle(jobId, new RemoteExecutionError(jobId, job.failedReason || 'unknown reason'));
     } catch {
       // Redis unreachable for now: the poller tries again.
     } finally {
       p.checking = false;
+      if (p.recheck) void this.check(jobId);
     }
   }
 
