@@ -1,7 +1,9 @@
 // Env steps/s through `mlagent worker` processes on a local redis-server, for 1, 2, 4 workers, plus the costs
 // that bound it (one sandboxed python, one grade, a Redis round trip, one step in-process).
 // Run: node --import tsx tools/bench/bench-queue.ts [--workers 1,2,4] [--steps 24] [--out FILE.md]
-// Needs the built CLI (npx nx run @mlagent/cli:build) and /usr/bin/redis-server.
+// Needs the built CLI (npx nx run @mlagent/cli:build) and /usr/bin/redis-server ($REDIS_SERVER overrides).
+// --self-workers runs the workers as this script (--as-worker: the same startExecutionWorker as `mlagent worker`),
+// so an esbuild bundle of this file runs on a machine with only node, python3 and a redis-server binary.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -11,12 +13,27 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { writeQueueToyTask } from '../../apps/cli/test/worker-toy-task.js';
-import { LocalExecutor, prepareTask, RemoteExecutor, removeTree, runSandboxed, SnapshotStore } from '@mlagent/env';
+import { LocalExecutor, prepareTask, RemoteExecutor, removeTree, runSandboxed, SnapshotStore, startExecutionWorker } from '@mlagent/env';
 
-const { values } = parseArgs({ options: { workers: { type: 'string', default: '1,2,4' }, steps: { type: 'string', default: '24' }, out: { type: 'string' } } });
+const { values } = parseArgs({
+  options: {
+    workers: { type: 'string', default: '1,2,4' },
+    steps: { type: 'string', default: '24' },
+    out: { type: 'string' },
+    'self-workers': { type: 'boolean', default: false },
+    'as-worker': { type: 'string' }, // internal: "<redis url>,<queue>,<name>,<store dir>"
+  },
+});
+const REDIS_SERVER = process.env.REDIS_SERVER ?? '/usr/bin/redis-server';
+if (values['as-worker']) {
+  const [redisUrl, queue, name, store] = values['as-worker'].split(',');
+  const w = startExecutionWorker({ redis: redisUrl, queue, name, store: new SnapshotStore(store) });
+  process.once('SIGTERM', () => void w.close().then(() => process.exit(0)));
+  await new Promise(() => {}); // runs until SIGTERM
+}
 const WORKERS = values.workers.split(',').map(Number);
 const STEPS = Number(values.steps);
-const CLI = fileURLToPath(new URL('../../apps/cli/bin/mlagent.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../../apps/cli/bin/mlagent.js', import.meta.url)); // unused with --self-workers
 const home = mkdtempSync(path.join(os.tmpdir(), 'mlagent-bench-queue-'));
 const EXECUTE = 'Thought: run it\nAction: Execute Script\nAction Input: {"script_name": "train.py"}';
 const LIST = 'Thought: look\nAction: List Files\nAction Input: {"dir_path": "."}';
@@ -34,7 +51,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function startWorkers(url: string, queue: string, n: number): Promise<ChildProcess[]> {
   const children = Array.from({ length: n }, (_, i) => {
-    const c = spawn(process.execPath, [CLI, 'worker', '--redis', url, '--queue', queue, '--name', `w${i}`, '--store', path.join(home, `w${i}`)], {
+    const store = path.join(home, `w${i}`);
+    const args = values['self-workers']
+      ? [process.argv[1], '--as-worker', [url, queue, `w${i}`, store].join(',')]
+      : [CLI, 'worker', '--redis', url, '--queue', queue, '--name', `w${i}`, '--store', store];
+    const c = spawn(process.execPath, args, {
       env: { ...process.env, MLAGENT_HOME: home },
       stdio: ['ignore', 'ignore', 'pipe'],
     });
@@ -77,7 +98,7 @@ process.env.MLAGENT_HOME = home;
 const task = await prepareTask('bench-toy');
 const port = await freePort();
 const url = `redis://127.0.0.1:${port}`;
-const redis = spawn('/usr/bin/redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', home, '--save', '', '--appendonly', 'yes'], { stdio: 'ignore' });
+const redis = spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1', '--dir', home, '--save', '', '--appendonly', 'yes'], { stdio: 'ignore' });
 await sleep(300);
 const rows: string[] = [];
 try {
@@ -115,8 +136,8 @@ try {
 }
 const load = os.loadavg().map((x) => x.toFixed(1)).join(' ');
 const header = [
-  `Command: \`node --import tsx tools/bench/bench-queue.ts --workers ${values.workers} --steps ${STEPS}\`  `,
-  `Date: ${new Date().toISOString()}; host: ${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}; load average (1 min) ${loadBefore} before, ${load} after; redis ${execFileSync('/usr/bin/redis-server', ['--version']).toString().split(' ')[2]}  `,
+  `Command: \`node --import tsx tools/bench/bench-queue.ts --workers ${values.workers} --steps ${STEPS}${values['self-workers'] ? ' --self-workers' : ''}\`  `,
+  `Date: ${new Date().toISOString()}; host: ${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}; load average (1 min) ${loadBefore} before, ${load} after; redis ${execFileSync(REDIS_SERVER, ['--version']).toString().split(' ')[2]}  `,
   `${STEPS} timed Execute Script steps and ${4 * STEPS} List Files steps per row, each a distinct job from the task's initial state.`,
   '',
 ];
