@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -98,8 +98,12 @@ describe('trainPpo', () => {
     expect(existsSync(join(out, 'tb'))).toBe(true);
   }, 600_000);
 
-  it('refuses to start over a run without resume, before touching the GPU', async () => {
+  it('refuses to start over a run without resume, or next to a live writer, before touching the GPU', async () => {
     await expect(trainPpo({ modelDir, collection, out: join(root, 'run'), config: LOOP_CONFIG, env: fakeEnv(), progress: false })).rejects.toThrow(/already holds a run .*--resume/);
+    const locked = join(root, 'locked');
+    mkdirSync(locked);
+    writeFileSync(join(locked, '.lock'), String(process.pid)); // a live process
+    await expect(trainPpo({ modelDir, collection, out: locked, config: LOOP_CONFIG, env: fakeEnv(), progress: false })).rejects.toThrow(/another run \(pid \d+\) is writing/);
     await expect(trainPpo({ modelDir, collection: join(root, 'nothing'), out: join(root, 'x'), config: LOOP_CONFIG, env: fakeEnv(), progress: false })).rejects.toThrow(/not a collection directory/);
   });
 });

@@ -21,6 +21,7 @@ import { ProgressMeter } from '../metrics/progress.js';
 import { StatesPool, type PoolCursor } from '../pool/states-pool.js';
 import { ppoUpdate, type PpoSample, type PpoUpdateStats } from '../ppo/update.js';
 import { collectionEnv, type ActionEnv } from './env.js';
+import { lockRunDir } from './lock.js';
 import { episodeRollouts, stepRollouts, type RolloutContext } from './rollout.js';
 import { ROLLOUTS_FILE, RolloutLog, readRollouts, type RolloutGroup } from './rollouts.js';
 
@@ -86,7 +87,6 @@ const CRITIC_OPT = 'critic-optimizer.safetensors';
 
 export async function trainPpo(options: TrainPpoOptions): Promise<TrainPpoResult> {
   const config = parseTrainConfig(options.config ?? {}, { source: '(ppo options)' });
-  const c = config.ppo;
   const log = options.log ?? ((line: string) => process.stderr.write(line + '\n'));
   if (!existsSync(join(options.collection, 'steps.jsonl'))) throw new Error(`ppo: ${options.collection} is not a collection directory (no steps.jsonl); run mlagent collect first`);
   const pool = StatesPool.fromCollection(options.collection);
@@ -94,6 +94,16 @@ export async function trainPpo(options: TrainPpoOptions): Promise<TrainPpoResult
   if (tasks.length === 0) throw new Error(`ppo: the collection ${options.collection} has no complete trajectory to draw states from`);
   mkdirSync(options.out, { recursive: true });
   const fingerprint = fingerprintOf(config, options);
+  const unlock = lockRunDir(options.out, 'ppo');
+  try {
+    return await runLocked(options, config, pool, tasks, fingerprint, log);
+  } finally {
+    unlock();
+  }
+}
+
+async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: StatesPool, tasks: string[], fingerprint: string, log: (line: string) => void): Promise<TrainPpoResult> {
+  const c = config.ppo;
 
   const checkpoint = options.resume ? latestCheckpoint(options.out, { onSkip: (dir, why) => log(`ppo: skipping damaged checkpoint ${dir}: ${why}`) }) : null;
   if (!options.resume && (listCheckpoints(options.out).length > 0 || nonEmpty(join(options.out, ROLLOUTS_FILE)))) {
@@ -131,6 +141,11 @@ export async function trainPpo(options: TrainPpoOptions): Promise<TrainPpoResult
     }
     const sampler = checkpoint?.poolCursor ? pool.sampler({ cursor: checkpoint.poolCursor as unknown as PoolCursor }) : pool.sampler({ mode: c.poolSampling, seed: config.seed });
     const saved = readRollouts(options.out, start);
+    for (const [it, groups] of saved) {
+      for (const g of groups.values()) {
+        if (g.run !== fingerprint) throw new Error(`ppo: ${join(options.out, ROLLOUTS_FILE)} holds rollouts of iteration ${it} made with another config, model, adapter or collection; use a new output directory`);
+      }
+    }
     const reusable = [...saved.values()].reduce((k, m) => k + m.size, 0);
     if (reusable > 0) log(`ppo: reusing ${reusable} saved rollout groups of iterations ${[...saved.keys()].join(', ')}`);
 
@@ -146,7 +161,7 @@ export async function trainPpo(options: TrainPpoOptions): Promise<TrainPpoResult
       reward: { variant: c.rewardVariant },
       seed: config.seed,
       onGroup: (g) => {
-        logFile.append(g);
+        logFile.append({ ...g, run: fingerprint });
         options.onGroupSaved?.(g);
       },
     };

@@ -36,6 +36,8 @@ export interface RolloutGroup {
   samples: RolloutSample[];
   /** Seconds the group spent generating and in the env. */
   generateSeconds: number;
+  /** The run's config fingerprint: saved rollouts are reused only by a run with the same one. */
+  run?: string;
 }
 
 export class RolloutLog {

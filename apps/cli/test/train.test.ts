@@ -1,0 +1,39 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { mlagent } from './run-cli.js';
+
+// Usage errors of `mlagent train` (exit 2, a message naming what is wrong, no stack trace). The pipeline itself
+// runs in packages/rl's tests (the loop) and in the documented main-job run (docs/TRAINING.md).
+const tmp = mkdtempSync(join(tmpdir(), 'mlagent-cli-train-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+describe('mlagent train', () => {
+  it('needs --preset or --config', async () => {
+    const r = await mlagent('train', '--out', join(tmp, 'a'));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/train: give --preset tiny or --config FILE/);
+  });
+
+  it('refuses unknown presets and options', async () => {
+    const a = await mlagent('train', '--preset', 'huge');
+    expect(a.code).toBe(2);
+    expect(a.stderr).toMatch(/--preset must be default or tiny, got 'huge'/);
+    const b = await mlagent('train', '--preset', 'tiny', '--iterations', '3');
+    expect(b.code).toBe(2);
+    expect(b.stderr).toMatch(/train: .*--iterations/);
+    const c = await mlagent('train', '--preset', 'tiny', '--model-preset', 'big');
+    expect(c.code).toBe(2);
+    expect(c.stderr).toMatch(/--model-preset must be tiny or small/);
+  });
+
+  it('reports every bad config field at once, before any stage runs', async () => {
+    const file = join(tmp, 'bad.yaml');
+    writeFileSync(file, 'preset: tiny\nppo:\n  historyWindow: -1\n  poolSampling: random\n  clipRatio: 2\n');
+    const r = await mlagent('train', '--config', file, '--out', join(tmp, 'b'));
+    expect(r.code).toBe(2);
+    for (const field of ['ppo.historyWindow', 'ppo.poolSampling', 'ppo.clipRatio']) expect(r.stderr).toContain(field);
+    expect(r.stderr).not.toMatch(/at .*\.js:\d+/);
+  });
+});
