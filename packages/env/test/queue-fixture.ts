@@ -132,7 +132,7 @@ export class WorkerSupervisor {
       QW_QUEUE: s.queue,
       QW_NAME: name,
       QW_STORE: path.join(s.home, 'worker-stores', name),
-      QW_LOCK_MS: String(s.lockMs ?? 2000),
+      QW_LOCK_MS: String(s.lockMs ?? 3000), // generous: a loaded CI machine must not stall healthy jobs
       QW_STALLED_MS: String(s.stalledMs ?? 1000),
       QW_MAX_STALLED: String(s.maxStalled ?? 1),
       QW_CONCURRENCY: String(s.concurrency ?? 1),

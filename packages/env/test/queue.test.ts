@@ -177,12 +177,19 @@ describe('RemoteExecutor over BullMQ workers', () => {
     expect(ok.metric).toBe(1);
   }, 40_000);
 
+  it('applies the request\'s observation limit on the worker', async () => {
+    const r = await client.execute({ task: 'qtoy', response: respond('Read File', { file_name: 'train.py' }), maxObservationChars: 40 });
+    expect(r.observation).toMatch(/characters cut/);
+    expect(r.observation.length).toBeLessThan(100);
+  }, 30_000);
+
   it('fails requests that cannot succeed at once, with the reason', async () => {
     const err = await client.execute({ task: 'no-such-task', response: STEPS[0] }).catch((e: Error) => e);
     expect((err as Error).message).toMatch(/cannot prepare task 'no-such-task'/);
     await expect(client.execute({ task: 'qtoy', fromSnapshot: 'f'.repeat(64), response: STEPS[0] })).rejects.toThrow(/no state f{64}/);
     await expect(client.execute({ task: 'qtoy', fromSnapshot: 'abc', response: STEPS[0] })).rejects.toThrow(/'fromSnapshot' must be a full state id/);
     await expect(client.execute({ task: '', response: STEPS[0] })).rejects.toThrow(/'task' must be a non-empty task name/);
+    await expect(client.execute({ task: 'qtoy', response: STEPS[0], maxSteps: 0 })).rejects.toThrow(/'maxSteps' must be an integer >= 1, got 0/);
   }, 30_000);
 
   it('survives a Redis restart mid-run (AOF): every job completes', async () => {

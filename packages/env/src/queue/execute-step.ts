@@ -55,6 +55,7 @@ export class StepContext {
         helperLlm: o.helperLlm ?? null,
         threads: o.threads,
         maxSteps: d.maxSteps,
+        maxObservationChars: d.maxObservationChars,
         fromSnapshot: d.fromSnapshot ?? undefined,
       });
     } catch (e) {

@@ -16,6 +16,8 @@ export interface ExecutorEpisodeOptions {
   store: SnapshotStore;
   maxSteps?: number;
   historyWindow?: number;
+  /** Longest observation in characters. Default 10 000. */
+  maxObservationChars?: number;
   /** Must match the executing side's helper model: it decides which actions the prompt offers. */
   helperLlm?: HelperLlmConfig | null;
   fromSnapshot?: string;
@@ -106,6 +108,7 @@ export class ExecutorEpisode {
         fromSnapshot: this.stateId,
         response,
         maxSteps: this.maxSteps,
+        maxObservationChars: this.opts.maxObservationChars,
         key: this.opts.key,
       });
       const { step, action, actionInput, observation, outcome, metric, durationSec } = r;

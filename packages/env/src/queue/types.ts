@@ -11,6 +11,8 @@ export interface ExecuteRequest {
   response: string;
   /** The episode's step limit (decides `done`). Default 15. */
   maxSteps?: number;
+  /** Longest observation in characters (head and tail kept). Default 10 000, as Episode's. */
+  maxObservationChars?: number;
   /**
    * Tells apart deliberate repeats of the same (task, state, response), e.g. two rollouts that sampled the
    * same text. Requests with equal keys are one job and get one result. Default ''.
@@ -38,6 +40,7 @@ export interface ExecutionJobData {
   fromSnapshot: string | null;
   response: string;
   maxSteps: number;
+  maxObservationChars: number;
   key: string;
 }
 
@@ -55,7 +58,11 @@ export function normalizeRequest(r: ExecuteRequest): ExecutionJobData {
   if (typeof r.response !== 'string') throw new ExecutionRequestError(`execute: 'response' must be a string, got ${typeof r.response}`);
   const maxSteps = r.maxSteps ?? 15;
   if (!Number.isInteger(maxSteps) || maxSteps < 1) throw new ExecutionRequestError(`execute: 'maxSteps' must be an integer >= 1, got ${String(r.maxSteps)}`);
+  const maxObservationChars = r.maxObservationChars ?? 10_000;
+  if (!Number.isInteger(maxObservationChars) || maxObservationChars < 1) {
+    throw new ExecutionRequestError(`execute: 'maxObservationChars' must be an integer >= 1, got ${String(r.maxObservationChars)}`);
+  }
   const key = r.key ?? '';
   if (typeof key !== 'string') throw new ExecutionRequestError(`execute: 'key' must be a string, got ${typeof key}`);
-  return { task: r.task, fromSnapshot: from, response: r.response, maxSteps, key };
+  return { task: r.task, fromSnapshot: from, response: r.response, maxSteps, maxObservationChars, key };
 }
