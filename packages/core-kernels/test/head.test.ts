@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ShapeError, f16BitsToF32, f32ToF16Bits, type Gpu, type Tensor } from '../src/index.js';
 import { headBackward, headForward, type HeadOptions, type HeadTiles } from '../src/kernels/head.js';
+import { cpuHeadUnfit } from '../src/kernels/head-cpu.js';
 import { headBackwardRef, headForwardRef } from '../src/reference/head.js';
 import { Rng, checkDirectional, expectClose, freshGpu, testGpu } from './helpers.js';
 
@@ -14,6 +15,7 @@ interface Case {
   chunkTokens?: number;
   chunkVocab?: number;
   tiles?: HeadTiles;
+  kernel?: HeadOptions['kernel'];
 }
 
 const roundF16 = (x: Float32Array) => x.map((v) => f16BitsToF32(f32ToF16Bits(v)));
@@ -36,7 +38,13 @@ function upload(gpu: Gpu, c: Case, x: ReturnType<typeof inputs>) {
   };
 }
 
-const opts = (c: Case): HeadOptions => ({ temperature: c.tau, chunkTokens: c.chunkTokens, chunkVocab: c.chunkVocab, tiles: c.tiles });
+const opts = (c: Case): HeadOptions => ({
+  temperature: c.tau,
+  chunkTokens: c.chunkTokens,
+  chunkVocab: c.chunkVocab,
+  tiles: c.tiles,
+  kernel: c.kernel,
+});
 
 /** Forward and backward on the GPU against the float64 reference. */
 async function checkCase(gpu: Gpu, c: Case, seed: number): Promise<void> {
@@ -118,12 +126,13 @@ describe('head forward and backward vs reference', () => {
     { T: 5, H: 3, V: 5003, chunkVocab: 512 },
     { T: 17, H: 33, V: 1000, chunkTokens: 4, chunkVocab: 77, tau: 0.9, tiles: [8, 4] },
     { T: 40, H: 64, V: 300, wdtype: 'f16', hdtype: 'f16' },
+    { T: 40, H: 64, V: 300, wdtype: 'f16', hdtype: 'f16', kernel: 'tiled' },
     { T: 40, H: 17, V: 300, tiles: [4, 8] },
     { T: 130, H: 33, V: 700, chunkVocab: 600, tiles: [8, 8] },
     { T: 7, H: 600, V: 50 },
   ];
   for (const [i, c] of cases.entries()) {
-    it(`T=${c.T} H=${c.H} V=${c.V} ${c.wdtype ?? 'f32'} tau=${c.tau ?? 1} chunks=${c.chunkTokens ?? '-'}x${c.chunkVocab ?? '-'} tiles=${c.tiles ?? 'auto'}`, async () => {
+    it(`T=${c.T} H=${c.H} V=${c.V} ${c.wdtype ?? 'f32'} tau=${c.tau ?? 1} chunks=${c.chunkTokens ?? '-'}x${c.chunkVocab ?? '-'} tiles=${c.tiles ?? 'auto'} kernel=${c.kernel ?? 'auto'}`, async () => {
       await checkCase(await testGpu(), c, 100 + i);
     });
   }
@@ -182,10 +191,35 @@ describe('head forward and backward vs reference', () => {
   });
 });
 
+describe('head CPU-adapter kernels (head-cpu.ts)', () => {
+  // H a multiple of 4 but not of the 32 a lane group covers, T not a multiple of the token block, V not of 8.
+  const cases: Case[] = [
+    { T: 5, H: 36, V: 1003, tau: 0.8, kernel: 'cpu' },
+    { T: 19, H: 64, V: 777, chunkVocab: 300, chunkTokens: 11, kernel: 'cpu' },
+    { T: 3, H: 8, V: 517, wdtype: 'f16', hdtype: 'f16', tau: 1.4, kernel: 'cpu' },
+  ];
+  for (const [i, c] of cases.entries()) {
+    it(`T=${c.T} H=${c.H} V=${c.V} ${c.wdtype ?? 'f32'} chunks=${c.chunkTokens ?? '-'}x${c.chunkVocab ?? '-'}`, async () => {
+      const gpu = await testGpu();
+      await checkCase(gpu, c, 400 + i);
+    });
+  }
+
+  it('is what auto picks on this adapter exactly where it can run', async () => {
+    const gpu = await testGpu();
+    const unfit = cpuHeadUnfit(gpu, gpu.tensor([2, 8], 'f32'), gpu.tensor([5, 8], 'f32'));
+    expect(unfit === undefined).toBe(/llvmpipe|lavapipe|swiftshader|cpu/i.test(JSON.stringify(gpu.adapter)));
+    expect(cpuHeadUnfit(gpu, gpu.tensor([2, 6], 'f32'), gpu.tensor([5, 6], 'f32'))).toBeDefined();
+    const h = gpu.tensor([2, 6], 'f32');
+    expect(() => headForward(gpu, h, gpu.tensor([5, 6], 'f32'), gpu.tensor([2], 'i32'), { kernel: 'cpu' })).toThrowError(/kernel 'cpu'/);
+  });
+});
+
 describe('head backward finite differences on the GPU forward', () => {
   const cases: Case[] = [
     { T: 5, H: 33, V: 1000, tau: 0.8, chunkVocab: 300 },
     { T: 17, H: 16, V: 77, wdtype: 'f16', chunkTokens: 6 },
+    { T: 6, H: 12, V: 301, tau: 0.9, chunkVocab: 200, kernel: 'cpu' },
   ];
   for (const [i, c] of cases.entries()) {
     it(`L = Σ a·logprob + b·entropy + c·loss, T=${c.T} H=${c.H} V=${c.V}`, async () => {

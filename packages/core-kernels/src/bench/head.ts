@@ -1,4 +1,4 @@
-import { headBackward, headForward } from '../kernels/head.js';
+import { headBackward, headForward, type HeadOptions } from '../kernels/head.js';
 import type { Gpu } from '../runtime/gpu.js';
 import type { Tensor } from '../runtime/tensor.js';
 import type { BenchCase } from './types.js';
@@ -33,13 +33,21 @@ const TORCH_FWD = 'lp=torch.log_softmax((h@w.t()).float(),-1); lpy=lp.gather(1,y
 const TORCH_BWD =
   'lp=torch.log_softmax((h@w.t()).float(),-1); lpy=lp.gather(1,y[:,None])[:,0]; ent=-(lp.exp()*lp).sum(-1); h.grad=None; (a*lpy+b*ent).sum().backward()';
 
-function headCase(T: number, H: number, V: number, wdtype: 'f16' | 'f32', pass: 'fwd' | 'bwd', size: 'cpu' | 'gpu'): BenchCase {
+function headCase(
+  T: number,
+  H: number,
+  V: number,
+  wdtype: 'f16' | 'f32',
+  pass: 'fwd' | 'bwd',
+  size: 'cpu' | 'gpu',
+  kernel?: HeadOptions['kernel'],
+): BenchCase {
   const wBytes = wdtype === 'f16' ? 2 : 4;
   // Backward recomputes the logits (one matmul) and forms dh (another).
   const matmuls = pass === 'fwd' ? 1 : 2;
   return {
     family: 'head',
-    name: `head ${pass} ${wdtype} weight T=${T} H=${H} V=${V}`,
+    name: `head ${pass} ${wdtype} weight T=${T} H=${H} V=${V}${kernel ? ` (${kernel} path)` : ''}`,
     flops: 2 * matmuls * T * H * V,
     bytes: matmuls * V * H * wBytes + T * H * 4 * (pass === 'fwd' ? 1 : 2) + T * 4 * 4,
     size,
@@ -56,11 +64,11 @@ function headCase(T: number, H: number, V: number, wdtype: 'f16' | 'f32', pass: 
       return {
         run: () => {
           if (pass === 'bwd') {
-            headBackward(gpu, h, w, y, saved, { dLogprob: a, dEntropy: b }, { out: dh });
+            headBackward(gpu, h, w, y, saved, { dLogprob: a, dEntropy: b }, { out: dh, kernel });
             return;
           }
           out.forEach((t) => t.dispose());
-          const r = headForward(gpu, h, w, y);
+          const r = headForward(gpu, h, w, y, { kernel });
           out = [r.logprob, r.entropy, r.lse, r.loss, r.count];
         },
         dispose: () => [h, w, y, a, b, dh, saved.logprob, saved.entropy, saved.lse, saved.loss, saved.count, ...out].forEach((t) => t.dispose()),
@@ -74,6 +82,11 @@ function headCase(T: number, H: number, V: number, wdtype: 'f16' | 'f32', pass: 
 export const headBenches: BenchCase[] = [
   headCase(16, 512, 32768, 'f32', 'fwd', 'cpu'),
   headCase(16, 512, 32768, 'f32', 'bwd', 'cpu'),
+  // The tiny policy's head: Qwen's full vocabulary over hidden 64 (on a CPU adapter auto is the head-cpu.ts path).
+  headCase(16, 64, 151936, 'f32', 'fwd', 'cpu'),
+  headCase(16, 64, 151936, 'f32', 'bwd', 'cpu'),
+  headCase(16, 64, 151936, 'f32', 'fwd', 'cpu', 'tiled'),
+  headCase(16, 64, 151936, 'f32', 'bwd', 'cpu', 'tiled'),
   headCase(512, 3584, 152064, 'f16', 'fwd', 'gpu'),
   headCase(512, 3584, 152064, 'f16', 'bwd', 'gpu'),
 ];

@@ -5,6 +5,7 @@ import type { Tensor } from '../runtime/tensor.js';
 import { DTYPE_BYTES } from '../runtime/dtype.js';
 import { rowBinding } from '../runtime/windows.js';
 import { LINEAR_WORKGROUP, enableF16, wgslType } from './wgsl.js';
+import { CPU_MERGE_WGSL, FOLD_STATE, cpuDhWgsl, cpuHeadPlan, cpuPartialBytes, cpuHeadUnfit, cpuStatsWgsl } from './head-cpu.js';
 
 /*
  * Fused LM head: z = h·Wᵀ/τ over a large vocabulary, then per token log p(target), entropy and logsumexp,
@@ -43,6 +44,11 @@ export interface HeadOptions {
   chunkVocab?: number;
   /** Force the matmuls' register tile (rows x cols per thread), for tests and tuning. Default: by shape. */
   tiles?: HeadTiles;
+  /**
+   * 'cpu': the fused kernels for CPU adapters (head-cpu.ts; logits stay in registers, no tile); 'tiled': the
+   * GPU path (logits tile, then reductions). Default 'auto': 'cpu' where it can run, else 'tiled'.
+   */
+  kernel?: 'auto' | 'tiled' | 'cpu';
 }
 
 export type HeadTiles = readonly [1 | 4 | 8, 4 | 8];
@@ -99,17 +105,18 @@ export function headForward(
 ): HeadForwardResult {
   const op = 'headForward';
   const { T, V, tau } = validate(op, hidden, weight, targets, opts);
-  const { tc: TC, vc: VC } = plan(gpu, op, hidden, weight, opts);
+  const cpu = useCpu(gpu, op, hidden, weight, opts);
+  const { tc: TC, vc: VC } = plan(gpu, op, hidden, weight, opts, cpu);
 
   const logprob = gpu.tensor([T], 'f32', undefined, op);
   const entropy = gpu.tensor([T], 'f32', undefined, op);
   const lse = gpu.tensor([T], 'f32', undefined, op);
   const loss = gpu.tensor([1], 'f32', undefined, op);
   const count = gpu.tensor([1], 'f32', undefined, op);
-  const tile = gpu.tensor([TC * VC], 'f32', undefined, `${op} tile`);
+  const tile = cpu ? undefined : gpu.tensor([TC * VC], 'f32', undefined, `${op} tile`);
   const state = gpu.tensor([TC, 4], 'f32', undefined, `${op} state`);
   const acc = gpu.zeros([2], 'f32', `${op} acc`);
-  const shapes = `h${hidden} w${weight} y${targets} tile ${TC}x${VC}`;
+  const shapes = `h${hidden} w${weight} y${targets} ${cpu ? 'cpu' : 'tile'} ${TC}x${VC}`;
 
   const statsPipe = gpu.pipeline('head:stats', () => STATS_WGSL);
   const finalPipe = gpu.pipeline('head:final', () => FINAL_WGSL);
@@ -118,6 +125,10 @@ export function headForward(
     const y = rowBinding(targets, t0, tc, 1);
     for (let v0 = 0; v0 < V; v0 += VC) {
       const vc = Math.min(VC, V - v0);
+      if (!tile) {
+        cpuStats(gpu, op, shapes, { hidden, weight, y, t0, tc, v0, vc, tau, maxBinding: gpu.maxBinding }, state);
+        continue;
+      }
       logitsTile(gpu, op, shapes, hidden, weight, t0, tc, v0, vc, tile, tau, opts.tiles);
       gpu.dispatch({
         op: `${op}:stats`,
@@ -138,7 +149,7 @@ export function headForward(
       workgroups: [1],
     });
   }
-  tile.dispose();
+  tile?.dispose();
   state.dispose();
   acc.dispose();
   return { logprob, entropy, lse, loss, count };
@@ -175,12 +186,13 @@ export function headBackward(
   const dLoss = grads.dLoss ?? 0;
   if (!Number.isFinite(dLoss)) throw new ShapeError(`dLoss must be finite, got ${dLoss}`, { op, shapes });
   if (dLoss !== 0 && !saved.count) throw new ShapeError('dLoss needs saved.count', { op, shapes });
-  const { tc: TC, vc: VC } = plan(gpu, op, hidden, weight, opts);
+  const cpu = useCpu(gpu, op, hidden, weight, opts);
+  const { tc: TC, vc: VC } = plan(gpu, op, hidden, weight, opts, cpu);
 
   const dh = opts.out ?? gpu.tensor([T, H], 'f32', undefined, op);
-  const tile = gpu.tensor([TC * VC], 'f32', undefined, `${op} tile`);
+  const tile = cpu ? undefined : gpu.tensor([TC * VC], 'f32', undefined, `${op} tile`);
   const coef = gpu.tensor([TC, 4], 'f32', undefined, `${op} coef`);
-  const fullShapes = `${shapes} tile ${TC}x${VC}`;
+  const fullShapes = `${shapes} ${cpu ? 'cpu' : 'tile'} ${TC}x${VC}`;
   const coefPipe = gpu.pipeline('head:coef', () => COEF_WGSL);
   const dzPipe = gpu.pipeline('head:dz', () => DZ_WGSL);
   for (let t0 = 0; t0 < T; t0 += TC) {
@@ -212,6 +224,11 @@ export function headBackward(
     const dhw = rowBinding(dh, t0, tc, H);
     for (let v0 = 0; v0 < V; v0 += VC) {
       const vc = Math.min(VC, V - v0);
+      const accumulate = v0 > 0 || opts.accumulate === true;
+      if (!tile) {
+        cpuDh(gpu, op, fullShapes, { hidden, weight, y, t0, tc, v0, vc, tau, maxBinding: gpu.maxBinding }, coef, dhw, accumulate);
+        continue;
+      }
       logitsTile(gpu, op, fullShapes, hidden, weight, t0, tc, v0, vc, tile, tau, opts.tiles);
       gpu.dispatch({
         op: `${op}:dz`,
@@ -223,7 +240,6 @@ export function headBackward(
       });
       // dh[tc, H] (+)= dz[tc, vc] · W[v0:v0+vc, H] / τ
       const w = rowBinding(weight, v0, vc, H);
-      const accumulate = v0 > 0 || opts.accumulate === true;
       matmul(gpu, `${op}:dh`, fullShapes, 'nn', { t: tile, binding: tile.binding(0, tc * vc * 4), skip: 0 }, { t: weight, ...w }, dhw, {
         m: tc,
         n: H,
@@ -236,7 +252,7 @@ export function headBackward(
       }, opts.tiles);
     }
   }
-  tile.dispose();
+  tile?.dispose();
   coef.dispose();
   return dh;
 }
@@ -258,6 +274,9 @@ function validate(op: string, hidden: Tensor, weight: Tensor, targets: Tensor, o
   for (const [k, v] of [['chunkTokens', opts.chunkTokens], ['chunkVocab', opts.chunkVocab]] as const) {
     if (v !== undefined && (!Number.isInteger(v) || v < 1)) throw fail(`${k} must be a positive integer, got ${v}`);
   }
+  if (opts.kernel !== undefined && !['auto', 'tiled', 'cpu'].includes(opts.kernel)) {
+    throw fail(`kernel must be 'auto', 'tiled' or 'cpu', got ${String(opts.kernel)}`);
+  }
   if (opts.tiles && !([1, 4, 8].includes(opts.tiles[0]) && [4, 8].includes(opts.tiles[1]))) {
     throw fail(`tiles must be [1|4|8, 4|8], got [${opts.tiles.join(', ')}]`);
   }
@@ -265,7 +284,7 @@ function validate(op: string, hidden: Tensor, weight: Tensor, targets: Tensor, o
 }
 
 /** Chunk sizes: as asked (or the defaults), lowered so that every window fits one binding. */
-function plan(gpu: Gpu, op: string, hidden: Tensor, weight: Tensor, opts: HeadOptions): { tc: number; vc: number } {
+function plan(gpu: Gpu, op: string, hidden: Tensor, weight: Tensor, opts: HeadOptions, cpu: boolean): { tc: number; vc: number } {
   const [T, H] = hidden.shape;
   const V = weight.shape[0];
   // A window may start up to storageAlign - 1 bytes before its first element.
@@ -273,9 +292,11 @@ function plan(gpu: Gpu, op: string, hidden: Tensor, weight: Tensor, opts: HeadOp
   // Workgroup counts per dimension stay under the limit even with the smallest tiles (16 rows, 64 columns).
   const maxRows = gpu.maxWorkgroups * 16;
   const maxCols = gpu.maxWorkgroups * 64;
-  const tc = Math.min(T, opts.chunkTokens ?? 512, fit(H * DTYPE_BYTES[hidden.dtype]), fit(H * 4), fit(16), maxRows);
-  const defaultVc = Math.max(64, Math.floor(TILE_BYTES / (4 * tc) / 64) * 64);
-  const vc = Math.min(V, opts.chunkVocab ?? defaultVc, fit(H * DTYPE_BYTES[weight.dtype]), Math.floor(gpu.maxBinding / (4 * tc)), maxCols);
+  const tc = Math.min(T, opts.chunkTokens ?? 512, fit(H * DTYPE_BYTES[hidden.dtype]), fit(H * 4), fit(16), maxRows, cpu ? fit(cpuPartialBytes(H, 'fwd')) : T);
+  // The CPU path holds no tile: one chunk of the whole vocabulary where the binding allows.
+  const defaultVc = cpu ? V : Math.max(64, Math.floor(TILE_BYTES / (4 * tc) / 64) * 64);
+  const tileCols = cpu ? V : Math.min(Math.floor(gpu.maxBinding / (4 * tc)), maxCols);
+  const vc = Math.min(V, opts.chunkVocab ?? defaultVc, fit(H * DTYPE_BYTES[weight.dtype]), tileCols);
   if (tc < 1 || vc < 1) {
     throw new GpuLimitError(`one row of H=${H} does not fit a binding of ${gpu.maxBinding} bytes`, {
       op,
@@ -287,6 +308,99 @@ function plan(gpu: Gpu, op: string, hidden: Tensor, weight: Tensor, opts: HeadOp
 
 /** A window of rows and `skip`, the element index of its first row inside the (aligned) binding. */
 type Span = ReturnType<typeof rowBinding>;
+
+/** Whether to run the CPU-adapter kernels: as asked, else where they can run. */
+function useCpu(gpu: Gpu, op: string, hidden: Tensor, weight: Tensor, opts: HeadOptions): boolean {
+  const kernel = opts.kernel ?? 'auto';
+  if (kernel === 'tiled') return false;
+  const unfit = cpuHeadUnfit(gpu, hidden, weight);
+  if (unfit && kernel === 'cpu') throw new ShapeError(`kernel 'cpu' ${unfit}`, { op, shapes: `hidden ${hidden}, weight ${weight}` });
+  return !unfit;
+}
+
+// ------------------------------------------------------------------ CPU-adapter path (kernels in head-cpu.ts)
+
+/** One (token chunk, vocab chunk) pair of the CPU path. */
+interface CpuChunk {
+  hidden: Tensor;
+  weight: Tensor;
+  y: Span;
+  t0: number;
+  tc: number;
+  v0: number;
+  vc: number;
+  tau: number;
+  maxBinding: number;
+}
+
+/** Binds the chunk's hidden and weight rows and packs the kernels' shared uniforms. */
+function cpuChunk(c: CpuChunk, pass: 'fwd' | 'bwd') {
+  const H = c.hidden.shape[1];
+  const pl = cpuHeadPlan(c.tc, c.vc, H, pass, c.maxBinding);
+  const h = rowBinding(c.hidden, c.t0, c.tc, H);
+  const w = rowBinding(c.weight, c.v0, c.vc, H);
+  const params = new Params()
+    .u32(c.vc)
+    .u32(pl.iters)
+    .u32(c.tc)
+    .u32(pl.nwg)
+    .u32(h.skip / 4)
+    .u32(w.skip / 4)
+    .u32(c.y.skip)
+    .u32(c.v0)
+    .f32(1 / c.tau)
+    .u32(8)
+    .u32(H / 4)
+    .bytes();
+  const key = `${pl.tb}:${pl.nck}:${c.hidden.dtype}:${c.weight.dtype}`;
+  return { H, pl, h, w, params, key };
+}
+
+/** Folds the chunk's softmax statistics into state [tc, 4]. */
+function cpuStats(gpu: Gpu, op: string, shapes: string, c: CpuChunk, state: Tensor): void {
+  const { pl, h, w, params, key } = cpuChunk(c, 'fwd');
+  const part = gpu.tensor([c.tc * pl.nwg * 8, 4], 'f32', undefined, `${op} cpu partials`);
+  gpu.dispatch({
+    op: `${op}:cpu-stats`,
+    shapes,
+    pipeline: gpu.pipeline(`head:cpu-stats:${key}`, () => cpuStatsWgsl(pl.tb, pl.nck, c.hidden.dtype, c.weight.dtype)),
+    params,
+    bindings: [h.binding, w.binding, c.y.binding, part.binding()],
+    workgroups: [pl.nwg, pl.blocks],
+  });
+  gpu.dispatch({
+    op: `${op}:cpu-merge`,
+    shapes,
+    pipeline: gpu.pipeline('head:cpu-merge', () => CPU_MERGE_WGSL),
+    params: new Params().u32(c.tc).u32(pl.nwg * 8).u32(c.v0 === 0 ? 1 : 0).bytes(),
+    bindings: [part.binding(), state.binding(0, c.tc * 16)],
+    workgroups: [Math.ceil(c.tc / 64)],
+  });
+  part.dispose();
+}
+
+/** dh rows of the chunk (+)= dz·W/τ, with dz from coef [tc, 4]; one partial per workgroup, then their sum. */
+function cpuDh(gpu: Gpu, op: string, shapes: string, c: CpuChunk, coef: Tensor, dh: Span, accumulate: boolean): void {
+  const { H, pl, h, w, params, key } = cpuChunk(c, 'bwd');
+  const parts = gpu.tensor([pl.nwg, c.tc, H], 'f32', undefined, `${op} cpu partials`);
+  gpu.dispatch({
+    op: `${op}:cpu-dh`,
+    shapes,
+    pipeline: gpu.pipeline(`head:cpu-dh:${key}`, () => cpuDhWgsl(pl.tb, pl.nck, c.hidden.dtype, c.weight.dtype)),
+    params,
+    bindings: [h.binding, w.binding, c.y.binding, coef.binding(0, c.tc * 16), parts.binding()],
+    workgroups: [pl.nwg, pl.blocks],
+  });
+  gpu.dispatch({
+    op: `${op}:cpu-dh-sum`,
+    shapes,
+    pipeline: gpu.pipeline('head:splitk-sum', () => SPLITK_SUM_WGSL),
+    params: new Params().u32(c.tc).u32(H).u32(pl.nwg).u32(dh.skip).u32(H).u32(accumulate ? 1 : 0).f32(1 / c.tau).bytes(),
+    bindings: [parts.binding(), dh.binding],
+    workgroups: gpu.grid(Math.ceil((c.tc * H) / WG)),
+  });
+  parts.dispose();
+}
 
 // ------------------------------------------------------------------ tiled matmul
 
@@ -561,22 +675,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let hit = y >= i32(p.v0) && y < i32(p.v0 + p.vc);
   var zy = 0.0;
   if (hit) { zy = z[row + u32(y) - p.v0]; }
-  if (p.first != 0u) {
-    state[4u * i] = m;
-    state[4u * i + 1u] = s;
-    state[4u * i + 2u] = t;
-    state[4u * i + 3u] = zy;
-    return;
-  }
-  let m1 = state[4u * i];
-  let s1 = state[4u * i + 1u];
-  let t1 = state[4u * i + 2u];
-  let mm = max(m1, m);
-  let a1 = exp(m1 - mm);
-  let a2 = exp(m - mm);
-  state[4u * i] = mm;
-  state[4u * i + 1u] = s1 * a1 + s * a2;
-  state[4u * i + 2u] = a1 * (t1 + s1 * (m1 - mm)) + a2 * (t + s * (m - mm));
+  ${FOLD_STATE}
   if (hit) { state[4u * i + 3u] = zy; }
 }`;
 
