@@ -384,3 +384,80 @@ describe('matmul backward', () => {
     expect(() => matmulBackward(gpu, A, W, gpu.tensor([3, 4], 'f32'), { transB: true })).toThrowError(ShapeError);
   });
 });
+
+describe('matmul cpu-gemv path (software adapters: few rows times a [N, K] weight)', () => {
+  it('is picked for M <= 4 with B stored [N, K] and K in fours, on this adapter only', async () => {
+    const gpu = await testGpu();
+    const here = cpuTiledHere(gpu) ? 'cpu-gemv' : 'gemv';
+    expect(selectMatmulPath(gpu, 'f32', 'f32', 1, 151936, 64, { transB: true })).toBe(here);
+    expect(selectMatmulPath(gpu, 'f32', 'f16', GEMV_MAX_M, 100, 36, { transB: true })).toBe(here);
+    expect(selectMatmulPath(gpu, 'f32', 'f32', 1, 100, 38, { transB: true })).toBe('gemv');
+    expect(selectMatmulPath(gpu, 'f32', 'f32', 1, 100, 36)).toBe('gemv');
+    expect(selectMatmulPath(gpu, 'f32', 'f32', 1, 100, 36, { transB: true, lda: 38 })).toBe('gemv');
+    const hw = {
+      features: { shaderF16: true, subgroups: true, timestampQuery: false, subgroupMatrix: false, subgroupMatrixConfigs: [] },
+      variants: chooseVariants({ shaderF16: true, subgroups: true, timestampQuery: false, subgroupMatrix: false, subgroupMatrixConfigs: [] }),
+      adapter: { vendor: 'nvidia', architecture: 'hopper', device: 'H200', description: '', backend: 'vulkan' },
+    };
+    expect(selectMatmulPath(hw, 'f32', 'f32', 1, 100, 36, { transB: true })).toBe('gemv');
+  });
+
+  it('matches the reference for N not a multiple of 8 and K not a multiple of 32, f32 and f16 weights', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(21);
+    for (const [M, N, K] of [
+      [1, 1, 4],
+      [1, 1001, 36],
+      [2, 37, 100],
+      [3, 517, 64],
+      [4, 9, 260],
+    ]) {
+      await runCase(gpu, rng, problem(M, N, K, { tB: true }), { path: 'cpu-gemv' });
+    }
+    await runCase(gpu, rng, problem(2, 301, 68, { tB: true }), { path: 'cpu-gemv', bType: 'f16' });
+    await runCase(gpu, rng, problem(1, 77, 12, { tB: true }), { path: 'cpu-gemv', aType: 'f16', bType: 'f16' });
+  });
+
+  it('batches, with either operand broadcast', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(22);
+    await runCase(gpu, rng, problem(3, 50, 12, { tB: true, batch: 2, aB: true }), { path: 'cpu-gemv' });
+    await runCase(gpu, rng, problem(1, 19, 8, { tB: true, batch: 3, bB: true }), { path: 'cpu-gemv' });
+    await runCase(gpu, rng, problem(2, 21, 40, { tB: true, batch: 2, aB: true, bB: true }), { path: 'cpu-gemv' });
+  });
+
+  it('fuses alpha, beta, bias and f16 output, on strided sub-matrices', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(23);
+    const [M, N, K] = [3, 45, 20];
+    const [lda, ldb, ldc] = [K + 4, K + 8, N + 2];
+    const p: MatmulRefProblem = {
+      batch: 2, M, N, K, transB: true, lda, ldb, ldc, strideA: M * lda + 4, strideB: N * ldb + 8, strideC: M * ldc + 1,
+      offsetA: 4, offsetB: 8, offsetC: 5, alpha: 0.5, beta: -1.5, offsetBias: 2,
+    };
+    const a = rng.randn(4 + 2 * p.strideA);
+    const b = rng.randn(8 + 2 * p.strideB);
+    const c0 = roundToF16(rng.randn(5 + 2 * p.strideC));
+    const bias = rng.randn(N + 2);
+    const A = gpu.tensor([1, a.length], 'f32', a);
+    const B = gpu.tensor([1, b.length], 'f32', b);
+    const C = gpu.tensor([1, c0.length], 'f16', c0);
+    const Bias = gpu.tensor([N + 2], 'f32', bias);
+    matmul(gpu, A, B, {
+      out: C, bias: Bias, batch: 2, m: M, n: N, k: K, transB: true, lda, ldb, ldc, strideA: p.strideA, strideB: p.strideB,
+      strideC: p.strideC, offsetA: 4, offsetB: 8, offsetC: 5, offsetBias: 2, alpha: 0.5, beta: -1.5, path: 'cpu-gemv',
+    });
+    const want = roundToF16(matmulRef(a, b, { ...p, bias }, c0));
+    expectClose(await C.read(), want, { atol: 1e-2, rtol: 2e-3 }, 'cpu-gemv epilogue');
+    [A, B, C, Bias].forEach((t) => t.dispose());
+  });
+
+  it('refuses layouts it cannot run, naming the reason', async () => {
+    const gpu = await testGpu();
+    const a = gpu.tensor([5, 8], 'f32');
+    expect(() => matmul(gpu, a, gpu.tensor([6, 8], 'f32'), { transB: true, path: 'cpu-gemv' })).toThrowError(/cpu-gemv path takes M <= 4/);
+    const a2 = gpu.tensor([2, 6], 'f32');
+    expect(() => matmul(gpu, a2, gpu.tensor([7, 6], 'f32'), { transB: true, path: 'cpu-gemv' })).toThrowError(/cpu-gemv path needs K/);
+    expect(() => matmul(gpu, gpu.tensor([2, 8], 'f32'), gpu.tensor([8, 7], 'f32'), { path: 'cpu-gemv' })).toThrowError(/B \[N, K\] only/);
+  });
+});

@@ -48,6 +48,27 @@ function linearCase(label: string, T: number, inF: number, outF: number, size: '
   };
 }
 
+/** Decode's LM head: y = x·Wᵀ with an f32 W [V, H] over Qwen's vocabulary; `path` forces a kernel, for comparison. */
+function lmHeadCase(T: number, H: number, V: number, path?: MatmulPath): BenchCase {
+  return {
+    family: 'matmul',
+    name: `lm-head gemv T=${T} ${H}->${V} f32 W${path ? ` (${path} path)` : ''}`,
+    flops: 2 * T * H * V,
+    bytes: 4 * H * V + 4 * T * (H + V),
+    size: 'cpu',
+    prepare(gpu) {
+      const x = gpu.tensor([T, H], 'f32');
+      const w = gpu.tensor([V, H], 'f32');
+      const y = gpu.tensor([T, V], 'f32');
+      return { run: () => void matmul(gpu, x, w, { transB: true, out: y, path }), dispose: () => disposeAll(x, w, y) };
+    },
+    torch: {
+      setup: `x=torch.randn(${T},${H},device=dev); w=torch.randn(${V},${H},device=dev)`,
+      run: 'F.linear(x,w)',
+    },
+  };
+}
+
 /** LoRA linear forward: frozen f16 W plus rank-r adapters with dropout. */
 function loraCase(label: string, T: number, inF: number, outF: number, r: number, size: 'cpu' | 'gpu'): BenchCase {
   const s = 32 / r;
@@ -96,6 +117,8 @@ export const matmulBenches: BenchCase[] = [
   squareCase(1024, 'f32', 'cpu', 'tiled'),
   linearCase('qwen-like', 64, 3584, 512, 'cpu'),
   linearCase('gemv', 1, 3584, 3584, 'cpu'),
+  lmHeadCase(1, 64, 151936),
+  lmHeadCase(1, 64, 151936, 'gemv'),
   loraCase('small', 64, 512, 512, 8, 'cpu'),
   squareCase(4096, 'f16', 'gpu'),
   squareCase(4096, 'f32', 'gpu'),

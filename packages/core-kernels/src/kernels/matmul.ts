@@ -5,6 +5,7 @@ import type { Tensor } from '../runtime/tensor.js';
 import { DTYPE_BYTES, type DType } from '../runtime/dtype.js';
 import { f16MatrixConfig, isSoftwareAdapter, type GpuFeatures, type KernelVariants, type SubgroupMatrixConfig } from '../runtime/features.js';
 import { enableF16, wgslType } from './wgsl.js';
+import { cpuGemvUnfit, launchCpuGemv } from './gemv-cpu.js';
 
 /**
  * C = alpha·op(A)·op(B) + beta·C (+ bias along N), batched.
@@ -45,7 +46,7 @@ export interface MatmulOptions {
   path?: MatmulPath | 'auto';
 }
 
-export type MatmulPath = 'tiled' | 'gemv' | 'subgroup-matrix' | 'cpu-tiled';
+export type MatmulPath = 'tiled' | 'gemv' | 'subgroup-matrix' | 'cpu-tiled' | 'cpu-gemv';
 
 /** One fully resolved problem: what the kernels see. */
 interface Problem {
@@ -126,9 +127,9 @@ export function selectMatmulPath(
   m: number,
   n: number,
   k: number,
-  layout: { transA?: boolean; transB?: boolean; ldb?: number; offB?: number; sB?: number } = {},
+  layout: { transA?: boolean; transB?: boolean; lda?: number; ldb?: number; offA?: number; offB?: number; sA?: number; sB?: number } = {},
 ): MatmulPath {
-  if (m <= GEMV_MAX_M) return 'gemv';
+  if (m <= GEMV_MAX_M) return isCpuAdapter(gpu) && !cpuGemvUnfit(gpu, m, k, layout) ? 'cpu-gemv' : 'gemv';
   if (isCpuAdapter(gpu)) {
     const l = { N: n, transA: false, transB: false, ldb: n, offB: 0, sB: 0, ...layout };
     if (!cpuTiledUnfit(gpu, aType, bType, l)) return 'cpu-tiled';
@@ -173,8 +174,8 @@ export function matmul(gpu: Gpu, a: Tensor, b: Tensor, opts: MatmulOptions = {})
   if (p.M * p.N * p.batch === 0) return c;
   const path = opts.path && opts.path !== 'auto' ? opts.path : selectMatmulPath(gpu, a.dtype, b.dtype, p.M, p.N, p.K, p);
   if (path === 'gemv' && p.M > GEMV_MAX_M) fail(`gemv path takes M <= ${GEMV_MAX_M}`);
-  const unfit = path === 'cpu-tiled' ? cpuTiledUnfit(gpu, a.dtype, b.dtype, p) : undefined;
-  if (unfit) fail(`cpu-tiled path ${unfit}`);
+  const unfit = path === 'cpu-tiled' ? cpuTiledUnfit(gpu, a.dtype, b.dtype, p) : path === 'cpu-gemv' ? cpuGemvUnfit(gpu, p.M, p.K, p) : undefined;
+  if (unfit) fail(`${path} path ${unfit}`);
   run(gpu, a, b, c, opts.bias, p, path, shapes);
   return c;
 }
@@ -308,7 +309,7 @@ function run(gpu: Gpu, a: Tensor, b: Tensor, c: Tensor, bias: Tensor | undefined
           };
           const bindings = [aw.binding, bw.binding, cw.binding, ...(biasW ? [biasW.binding] : [])];
           // Windows need not start on whole matrix tiles, nor on vec4 boundaries.
-          const subPath = path === 'subgroup-matrix' || path === 'cpu-tiled' ? 'tiled' : path;
+          const subPath = path === 'cpu-gemv' ? 'gemv' : path === 'subgroup-matrix' || path === 'cpu-tiled' ? 'tiled' : path;
           launch(gpu, a.dtype, b.dtype, c.dtype, biasW && bias ? bias.dtype : undefined, sub, bindings, subPath, shapes);
         }
       }
@@ -328,6 +329,7 @@ function launch(
   shapes: string,
 ) {
   const spec: KernelSpec = { aType, bType, cType, biasType, transA: p.transA, transB: p.transB, beta: p.beta !== 0 };
+  if (path === 'cpu-gemv') return launchCpuGemv(gpu, { a: aType, b: bType, c: cType, bias: biasType }, p, bindings, `matmul-${path}`, shapes);
   const params = new Params()
     .u32(p.M)
     .u32(p.N)
