@@ -3,15 +3,7 @@
 # and runs the GPU-sized kernel benchmark against that machine's CUDA PyTorch. Results go to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
-for f in .device/debs/*.deb; do [ -e "$f" ] && dpkg -x "$f" /; done; ldconfig
-if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
-  export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-fi
-mkdir -p /tmp/nodebin && tar -C /tmp/nodebin -xJf .device/node.tar.xz
-export PATH=/tmp/nodebin:$PATH XDG_RUNTIME_DIR=/tmp/xdg MLAGENT_PYTHON="$(command -v python3)"
-mkdir -p $XDG_RUNTIME_DIR
-cd .device/pkg
+source tools/device/device-env.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/nvidia-smi.txt"
 node mlagent.mjs doctor 2>&1 | tee "$OUT/doctor.txt"
 timeout "${KERNEL_BENCH_S:-300}" node mlagent.mjs bench kernels --json --out "$OUT/bench.json" "$@" 2> >(tee "$OUT/bench.log" >&2) >/dev/null

@@ -11,6 +11,10 @@ npx nx run-many -t build --outputStyle=static >/dev/null
 npx esbuild apps/cli/src/main.ts --bundle --platform=node --format=esm --target=node20 \
   --external:webgpu --outfile=.device/pkg/mlagent.mjs --log-level=warning \
   --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);"
+# The subgroup-matrix sweep (tools/device/sgm-sweep.sh), bundled the same way.
+npx esbuild tools/device/sgm-sweep.ts --bundle --platform=node --format=esm --target=node20 \
+  --external:webgpu --outfile=.device/pkg/sgm-sweep.mjs --log-level=warning \
+  --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);"
 cp node_modules/webgpu/index.js node_modules/webgpu/package.json .device/pkg/node_modules/webgpu/
 cp node_modules/webgpu/dist/linux-x64/dawn.node .device/pkg/node_modules/webgpu/dist/linux-x64/
 cp packages/core-kernels/bench/torch_bench.py .device/pkg/

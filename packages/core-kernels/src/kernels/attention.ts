@@ -29,6 +29,8 @@ import { ShapeError } from '../runtime/errors.js';
 import type { Tensor } from '../runtime/tensor.js';
 import type { DType } from '../runtime/dtype.js';
 import { LINEAR_WORKGROUP, enableF16 } from './wgsl.js';
+import { f16MatrixConfig, type SubgroupMatrixConfig } from '../runtime/features.js';
+import { sgmAttentionBytes, sgmAttentionKey, sgmAttentionUnfit, sgmAttentionWgsl, type SgmAttentionTile } from './attention-sgm.js';
 
 export interface AttentionTile {
   /** Query rows per workgroup (multiple of 4). */
@@ -46,7 +48,22 @@ export interface AttentionOptions {
   lengths?: Tensor<'i32'>;
   /** Tile override, mainly for tests; default: the largest preset that fits workgroup memory. */
   tile?: AttentionTile;
+  /**
+   * Forward kernel: 'scalar' (the default, also for 'auto') or 'subgroup-matrix' (tensor cores; f16, head dim a
+   * multiple of 16). EXPERIMENTAL: the subgroup-matrix forward passes its emulated tests here but gave wrong
+   * results on an H200 (2026-11-28, docs/BENCHMARKS.md), so it runs only when asked for.
+   */
+  path?: 'auto' | 'scalar' | 'subgroup-matrix';
+  /** Workgroup shape of the subgroup-matrix forward (benchmarks, tuning). */
+  sgmTile?: SgmAttentionTile;
+  /** Tests: run the subgroup-matrix forward with its matrix operations emulated in plain WGSL (slow). */
+  sgmEmulate?: boolean;
 }
+
+/** Default workgroup of the subgroup-matrix forward: 4 subgroups (64 query rows), 32-key tiles (fastest of 3). */
+export const SGM_ATTENTION_TILE: SgmAttentionTile = { nsub: 4, bk: 32 };
+/** The emulated kernel's fragment shape (every invocation does whole products; small keeps tests quick). */
+const EMULATED_CONFIG: SubgroupMatrixConfig = { componentType: 'f16', resultComponentType: 'f32', M: 4, N: 4, K: 4 };
 
 export interface AttentionDecodeOptions {
   scale?: number;
@@ -477,16 +494,37 @@ export function attention<D extends FloatDType>(
     gpu.clear(lse);
     return { o, lse };
   }
-  const pipeline = gpu.pipeline(`attention:fwd:${mhaKey(spec, spec.bk / 4)}`, () => fwdWgsl(spec));
+  const sgm = sgmForward(gpu, d, opts, shapes);
+  const pipeline = sgm?.pipeline ?? gpu.pipeline(`attention:fwd:${mhaKey(spec, spec.bk / 4)}`, () => fwdWgsl(spec));
   gpu.dispatch({
     op,
     shapes,
     pipeline,
     params: mhaParams(d, opts),
     bindings: [q, k, v, o, lse, lensOrStandIn(opts, q)],
-    workgroups: [ceilDiv(d.T, tile.bq), d.Hq, d.B],
+    workgroups: [ceilDiv(d.T, sgm?.rows ?? tile.bq), d.Hq, d.B],
   });
   return { o, lse };
+}
+
+/** The subgroup-matrix forward's pipeline and query rows per workgroup when asked for, else undefined. */
+function sgmForward(gpu: Gpu, d: Dims, opts: AttentionOptions, shapes: string): { pipeline: GPUComputePipeline; rows: number } | undefined {
+  // Not chosen automatically until it passes on hardware (see AttentionOptions.path).
+  if (opts.path !== 'subgroup-matrix') return undefined;
+  const emulate = opts.sgmEmulate ?? false;
+  const cfg = emulate ? EMULATED_CONFIG : gpu.variants.matmulF16 === 'subgroup-matrix' ? f16MatrixConfig(gpu.features) : undefined;
+  const sg = emulate ? 8 : (gpu.device.adapterInfo?.subgroupMaxSize ?? 32);
+  const t = opts.sgmTile ?? SGM_ATTENTION_TILE;
+  const why = !cfg
+    ? 'needs an adapter with f16 subgroup matrices'
+    : d.dtype !== 'f16'
+      ? 'takes f16 q, k, v only'
+      : (sgmAttentionUnfit(t, cfg, d.D, sg) ??
+        (sgmAttentionBytes(t, cfg, d.D) > (gpu.limits.maxComputeWorkgroupStorageSize ?? 16384) ? 'tile over the workgroup memory limit' : undefined));
+  if (why) throw new ShapeError(`subgroup-matrix attention ${why}`, { op: 'attention', shapes });
+  const c = cfg as SubgroupMatrixConfig;
+  const key = `attention:fwd-sgm${emulate ? '-emu' : ''}:${c.M}x${c.N}x${c.K}:D${d.D}:${sgmAttentionKey(t)}:sg${sg}`;
+  return { pipeline: gpu.pipeline(key, () => sgmAttentionWgsl(MHA_PARAMS, t, c, d.D, sg, emulate)), rows: t.nsub * c.M };
 }
 
 // ------------------------------------------------------------------------------------------- backward

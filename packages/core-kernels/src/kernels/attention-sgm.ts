@@ -1,0 +1,221 @@
+/**
+ * Flash attention forward on subgroup matrices (tensor cores), f16 q/k/v, f32 accumulation and softmax.
+ *
+ * Same contract, layouts and masking as the scalar kernel in attention.ts. One workgroup runs BQ = nsub·cfg.M
+ * query rows of one head; each subgroup owns cfg.M rows end to end (FlashAttention-2 split: no cross-subgroup
+ * reductions). Per key tile of BK keys, staged in workgroup memory with V:
+ *   S = Q·Kᵀ with Q fragments held in registers and K read as column-major right fragments;
+ *   the subgroup writes S to a scratch; each row is softmaxed by sg/cfg.M lanes (subgroup shuffles);
+ *   P (f16) = exp2(S·scale·log2e − m) goes to workgroup memory and O += P·V on the tensor cores.
+ * Rescaling O (fragments are opaque) means a round trip through the scratch, so the running max m only moves
+ * when some row's tile max exceeds it by more than TAU (log2 units): P then stays below 2^TAU, safe in f16, and
+ * the round trip happens on few tiles (the first, and where scores jump). The decision is workgroup-uniform.
+ */
+import type { SubgroupMatrixConfig } from '../runtime/features.js';
+import { DIRECTIVE, EMULATED, NATIVE, emulation } from './matmul-sgm.js';
+
+export interface SgmAttentionTile {
+  /** Subgroups per workgroup (query rows = nsub·cfg.M). */
+  nsub: number;
+  /** Keys per tile (multiple of cfg.N and cfg.K; 2·bk ≥ query rows, since Q is staged in the K/V buffer). */
+  bk: number;
+}
+
+const PAD = 8;
+/** Largest rise of a row's scores over its running max before O is rescaled (log2 units: P ≤ 256). */
+const TAU = 8;
+const NEG = '-1.0e30';
+
+export const sgmAttentionKey = (t: SgmAttentionTile): string => `s${t.nsub}.k${t.bk}`;
+
+/** Why this tile / head dim cannot run on the config and subgroup size, or undefined. */
+export function sgmAttentionUnfit(t: SgmAttentionTile, cfg: SubgroupMatrixConfig, D: number, sg: number): string | undefined {
+  if (D % cfg.K || D % cfg.N) return `head dim ${D} must be a multiple of ${cfg.K} and ${cfg.N}`;
+  if (t.bk % cfg.N || t.bk % cfg.K) return `bk ${t.bk} must be a multiple of ${cfg.N} and ${cfg.K}`;
+  if (sg % cfg.M || (t.bk * cfg.M) % sg || (cfg.N * cfg.M) % sg) return `subgroup size ${sg} does not divide the row blocks`;
+  if (2 * t.bk < t.nsub * cfg.M) return `2*bk must hold the ${t.nsub * cfg.M} query rows`;
+  return undefined;
+}
+
+/** Workgroup memory in bytes. */
+export function sgmAttentionBytes(t: SgmAttentionTile, cfg: SubgroupMatrixConfig, D: number): number {
+  return 2 * 2 * t.bk * (D + PAD) + (4 + 2) * t.nsub * cfg.M * t.bk + 16;
+}
+
+/**
+ * WGSL. `params` declares the uniform P (attention.ts MHA_PARAMS); bindings q (1), k (2), v (3), o (4) as
+ * vec4<f16> arrays, lse (5), lens (6).
+ */
+export function sgmAttentionWgsl(params: string, t: SgmAttentionTile, cfg: SubgroupMatrixConfig, D: number, sg: number, emulate = false): string {
+  const { M, N, K } = cfg;
+  const BQ = t.nsub * M;
+  const BK = t.bk;
+  const RS = D + PAD;
+  const LPR = sg / M; // lanes per row
+  const CPL = BK / LPR; // score columns per lane
+  const OPL = N / LPR; // output columns per lane per fragment
+  const em = emulate ? EMULATED : NATIVE;
+  const left = `subgroup_matrix_left<f16, ${K}, ${M}>`;
+  const right = `subgroup_matrix_right<f16, ${N}, ${K}>`;
+  const result = `subgroup_matrix_result<f32, ${N}, ${M}>`;
+  const kvSize = 2 * BK * RS;
+  const scSize = t.nsub * M * BK;
+  const nd = D / K; // Q fragments along D
+  const no = D / N; // O fragments along D
+  const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+  // Sum / max over the LPR lanes of a row.
+  const rowReduce = (v: string, op: 'max' | '+') =>
+    range(Math.log2(LPR))
+      .map((i) => (op === 'max' ? `${v} = max(${v}, subgroupShuffleXor(${v}, ${1 << i}u));` : `${v} += subgroupShuffleXor(${v}, ${1 << i}u);`))
+      .join(' ');
+  // Rows of D elements from a [B, *, H, D] tensor into kv rows [dst, dst + rows).
+  const stageRows = (src: string, rows: number, dst: number, ok: string, base: string) => `
+  for (var e = li; e < ${(rows * D) / 4}u; e += ${BQ * LPR}u) {
+    let r = e / ${D / 4}u;
+    let c = (e % ${D / 4}u) * 4u;
+    var x = vec4<f16>();
+    if (${ok}) { x = ${src}[(${base}) / 4u + c / 4u]; }
+    let d = (${dst}u + r) * ${RS}u + c;
+    kv[d] = x.x; kv[d + 1u] = x.y; kv[d + 2u] = x.z; kv[d + 3u] = x.w;
+  }`;
+  let sCompute = '';
+  for (let n = 0; n < BK / N; n++) {
+    sCompute += `{ var acc = ${em.zero(result)};\n`;
+    for (let d = 0; d < nd; d++) {
+      sCompute += `acc = ${em.mma(`qf${d}`, em.load(right, 'kv', `${n * N * RS + d * K}u`, true, RS), 'acc')};\n`;
+    }
+    sCompute += `${em.store('sc', `sbase + ${n * N}u`, 'acc', BK)}; }\n`;
+  }
+  let pv = '';
+  for (let kk = 0; kk < BK / K; kk++) {
+    pv += `{ let pf = ${em.load(left, 'pb', `sbase + ${kk * K}u`, false, BK)};\n`;
+    for (let f = 0; f < no; f++) {
+      pv += `of${f} = ${em.mma('pf', em.load(right, 'kv', `${BK * RS + kk * K * RS + f * N}u`, false, RS), `of${f}`)};\n`;
+    }
+    pv += '}\n';
+  }
+  // Per O fragment: through the scratch (stride N), each lane touching its row's OPL columns.
+  const viaScratch = (f: number, body: string, reload: boolean) => `
+    ${em.store('sc', 'sbase', `of${f}`, N)};
+    workgroupBarrier();
+    for (var c = part * ${OPL}u; c < (part + 1u) * ${OPL}u; c++) { ${body} }
+    workgroupBarrier();
+    ${reload ? `of${f} = ${em.load(result, 'sc', 'sbase', false, N)};\n    workgroupBarrier();` : ''}`;
+  const enables = `enable f16;\nenable subgroups;\n${emulate ? '' : `enable chromium_experimental_subgroup_matrix;\n${DIRECTIVE}`}`;
+  return /* wgsl */ `${enables}
+${params}
+@group(0) @binding(1) var<storage, read> q: array<vec4<f16>>;
+@group(0) @binding(2) var<storage, read> k: array<vec4<f16>>;
+@group(0) @binding(3) var<storage, read> v: array<vec4<f16>>;
+@group(0) @binding(4) var<storage, read_write> o: array<f16>;
+@group(0) @binding(5) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(6) var<storage, read> lens: array<i32>;
+// K tile in rows [0, BK), V tile in rows [BK, 2BK); Q is staged here first.
+var<workgroup> kv: array<f16, ${kvSize}>;
+// Per subgroup: scores (M x BK f32), also the scratch for O fragments; P (M x BK f16).
+var<workgroup> sc: array<f32, ${scSize}>;
+var<workgroup> pb: array<f16, ${scSize}>;
+var<workgroup> wg_len: u32;
+var<workgroup> wg_flag: u32;
+${
+  emulate
+    ? emulation(
+        cfg,
+        [
+          { kind: 'l', arr: 'kv', size: kvSize },
+          { kind: 'r', arr: 'kv', size: kvSize },
+          { kind: 'l', arr: 'pb', size: scSize },
+          { kind: 'c', arr: 'sc', size: scSize },
+        ],
+        [{ arr: 'sc', size: scSize }],
+      )
+    : ''
+}
+
+@compute @workgroup_size(${BQ * LPR})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  // Subgroups are consecutive invocations (workgroup_size.x is a multiple of the subgroup size).
+  let sgid = li / ${sg}u;
+  let lane = li % ${sg}u;
+  let h = wid.y;
+  let b = wid.z;
+  let g = h / (p.hq / p.hkv);
+  let q0 = wid.x * ${BQ}u;
+  let rr = lane / ${LPR}u;
+  let part = lane % ${LPR}u;
+  let row = sgid * ${M}u + rr;
+  let i = q0 + row;
+  let sbase = sgid * ${M * BK}u;
+  if (li == 0u) {
+    var n = p.s;
+    if (p.has_len != 0u) { n = min(u32(max(lens[b], 0)), p.s); }
+    wg_len = n;
+  }
+  let len = workgroupUniformLoad(&wg_len);
+  var kend = len;
+  if (p.causal != 0u) { kend = min(kend, u32(max(i32(q0 + ${BQ}u) + p.off, 0))); }
+  let ntiles = (kend + ${BK - 1}u) / ${BK}u;
+
+  ${stageRows('q', BQ, 0, 'q0 + r < p.t', '((b * p.t + q0 + r) * p.hq + h) * p.d')}
+  workgroupBarrier();
+${range(nd)
+  .map((d) => `  let qf${d} = ${em.load(left, 'kv', `sgid * ${M * RS}u + ${d * K}u`, false, RS)};`)
+  .join('\n')}
+${range(no)
+  .map((f) => `  var of${f} = ${em.zero(result)};`)
+  .join('\n')}
+  var m_run = ${NEG};
+  var l_part = 0.0;
+
+  for (var kt = 0u; kt < ntiles; kt++) {
+    let k0 = kt * ${BK}u;
+    workgroupBarrier();
+    if (li == 0u) { wg_flag = 0u; }
+    ${stageRows('k', BK, 0, 'k0 + r < len', '((b * p.s + k0 + r) * p.hkv + g) * p.d')}
+    ${stageRows('v', BK, BK, 'k0 + r < len', '((b * p.s + k0 + r) * p.hkv + g) * p.d')}
+    workgroupBarrier();
+    ${sCompute}
+    workgroupBarrier();
+    // This lane's scores: row rr, columns part*CPL.., scaled to log2 units and masked.
+    var sv: array<f32, ${CPL}>;
+    var mt = ${NEG};
+    for (var c = 0u; c < ${CPL}u; c++) {
+      let j = k0 + part * ${CPL}u + c;
+      let ok = j < len && (p.causal == 0u || i32(j) <= i32(i) + p.off);
+      sv[c] = select(${NEG}, sc[sbase + rr * ${BK}u + part * ${CPL}u + c] * p.scale2, ok);
+      mt = max(mt, sv[c]);
+    }
+    ${rowReduce('mt', 'max')}
+    if (mt > m_run + ${TAU}.0) { wg_flag = 1u; }
+    let resc = workgroupUniformLoad(&wg_flag) != 0u;
+    let m_new = select(m_run, max(m_run, mt), resc);
+    let alpha = exp2(m_run - m_new);
+    m_run = m_new;
+    var sum = 0.0;
+    for (var c = 0u; c < ${CPL}u; c++) {
+      let e = select(0.0, exp2(sv[c] - m_new), sv[c] > -1.0e29);
+      pb[sbase + rr * ${BK}u + part * ${CPL}u + c] = f16(e);
+      sum += e;
+    }
+    l_part = l_part * alpha + sum;
+    if (resc && kt > 0u) {
+${range(no)
+  .map((f) => viaScratch(f, `sc[sbase + rr * ${N}u + c] *= alpha;`, true))
+  .join('\n')}
+    }
+    workgroupBarrier();
+    ${pv}
+  }
+  var l = l_part;
+  ${rowReduce('l', '+')}
+  let ok = i < p.t && i32(i) + p.off < i32(len) && l > 0.0;
+  let inv = select(0.0, 1.0 / l, ok);
+  let obase = ((b * p.t + i) * p.hq + h) * p.d;
+${range(no)
+  .map((f) => viaScratch(f, `if (i < p.t) { o[obase + ${f * N}u + c] = f16(sc[sbase + rr * ${N}u + c] * inv); }`, false))
+  .join('\n')}
+  if (part == 0u && i < p.t) {
+    lse[(b * p.hq + h) * p.t + i] = select(0.0, (m_run + log2(l)) * ${Math.LN2}, ok);
+  }
+}`;
+}

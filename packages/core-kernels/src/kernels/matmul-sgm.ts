@@ -1,0 +1,307 @@
+/**
+ * Tensor-core matmul (Dawn's chromium_experimental_subgroup_matrix), f16 products with f32 accumulation.
+ *
+ * One workgroup = WM x WN subgroups computes a BM x BN tile of C (BM = WM·FM·cfg.M, BN = WN·FN·cfg.N); each
+ * subgroup owns FM x FN result fragments. K advances BK at a time: every thread loads its share of the A and B
+ * tiles from global memory (4 contiguous elements at a time, zero-filled past the matrix edges, converted to
+ * f16), then the subgroups read their fragments from workgroup memory. The next tile's global loads are issued
+ * before the current tile's matrix products (register prefetch), so the loads overlap the tensor-core work.
+ * Transposed operands are staged as stored and read with column-major fragment loads, so global reads stay
+ * contiguous either way. The epilogue passes each fragment through a per-subgroup scratch for alpha, beta,
+ * bias, the output dtype and bounds. Any M, N, K, strides and offsets work; aligned operands load as vec4.
+ */
+import type { SubgroupMatrixConfig } from '../runtime/features.js';
+
+/** Workgroup shape of the tensor-core kernel. */
+export interface SgmTile {
+  /** Subgroups along M and N. */
+  wm: number;
+  wn: number;
+  /** Result fragments per subgroup along M and N. */
+  fm: number;
+  fn: number;
+  /** K per shared-memory stage (multiple of cfg.K). */
+  bk: number;
+}
+
+/** What the generated WGSL depends on besides the tile. */
+export interface SgmSpec {
+  aType: string;
+  bType: string;
+  transA: boolean;
+  transB: boolean;
+  /** Operands whose contiguous dimension, leading dimension, offset and batch stride are multiples of 4. */
+  aVec: boolean;
+  bVec: boolean;
+  /**
+   * f32 A as the sum of two f16 parts (hi + lo, two products per fragment): ~22 significant bits instead of 11,
+   * for f32 activations against f16 weights. Off: A is rounded to f16.
+   */
+  aSplit?: boolean;
+}
+
+/** Padding of shared-memory rows, in f16 elements: keeps 16-byte alignment and staggers banks. */
+const PAD = 8;
+
+export const sgmTileKey = (t: SgmTile): string => `${t.wm}x${t.wn}.${t.fm}x${t.fn}.k${t.bk}`;
+
+/** Rows and columns of C one workgroup computes. */
+export function sgmBlock(t: SgmTile, cfg: SubgroupMatrixConfig): { bm: number; bn: number } {
+  return { bm: t.wm * t.fm * cfg.M, bn: t.wn * t.fn * cfg.N };
+}
+
+/** Workgroup memory in bytes (A and B stages in f16, f32 epilogue scratch). */
+export function sgmSharedBytes(t: SgmTile, cfg: SubgroupMatrixConfig, s: Pick<SgmSpec, 'transA' | 'transB'> & { split?: boolean }): number {
+  const { bm, bn } = sgmBlock(t, cfg);
+  const a = stage(s.transA, bm, t.bk).size * (s.split ? 2 : 1);
+  return 2 * (a + stage(!s.transB, bn, t.bk).size) + 4 * t.wm * t.wn * cfg.M * cfg.N;
+}
+
+/** Why a tile cannot run with this config, or undefined. */
+export function sgmTileUnfit(t: SgmTile, cfg: SubgroupMatrixConfig): string | undefined {
+  if (t.bk % cfg.K || t.bk < cfg.K) return `bk ${t.bk} must be a multiple of ${cfg.K}`;
+  if ([t.wm, t.wn, t.fm, t.fn].some((v) => !Number.isInteger(v) || v < 1)) return 'tile counts must be positive integers';
+  return undefined;
+}
+
+/**
+ * Layout of one operand's stage: `rows` x `cols` f16 with `cols` contiguous (plus padding). `kOuter` says the
+ * operand is stored with K as its outer (row) dimension: A transposed, or B not transposed.
+ */
+function stage(kOuter: boolean, mn: number, bk: number): { rows: number; cols: number; stride: number; size: number } {
+  const [rows, cols] = kOuter ? [bk, mn] : [mn, bk];
+  const stride = cols + PAD;
+  return { rows, cols, stride, size: rows * stride };
+}
+
+/**
+ * WGSL of the kernel. `header` declares the uniforms P, bindings A (1), B (2), C (3) and bias (4) (vec4 arrays
+ * where aVec / bVec) and `store_c(z, m, n, acc)`; `sg` is the adapter's subgroup size.
+ */
+export function sgmMatmulWgsl(header: string, s: SgmSpec, t: SgmTile, cfg: SubgroupMatrixConfig, sg: number, emulate = false): string {
+  const { bm, bn } = sgmBlock(t, cfg);
+  const nsub = t.wm * t.wn;
+  const nt = nsub * sg;
+  const sa = stage(s.transA, bm, t.bk);
+  const sb = stage(!s.transB, bn, t.bk);
+  const unitsA = (sa.rows * sa.cols) / 4;
+  const unitsB = (sb.rows * sb.cols) / 4;
+  const itA = Math.ceil(unitsA / nt);
+  const itB = Math.ceil(unitsB / nt);
+  const left = `subgroup_matrix_left<f16, ${cfg.K}, ${cfg.M}>`;
+  const right = `subgroup_matrix_right<f16, ${cfg.N}, ${cfg.K}>`;
+  const result = `subgroup_matrix_result<f32, ${cfg.N}, ${cfg.M}>`;
+  const em = emulate ? EMULATED : NATIVE;
+  const split = (s.aSplit ?? false) && s.aType === 'f32';
+
+  // Four contiguous elements of an operand at storage (row r, column c), zero past (rl, cl).
+  const loader = (name: string, vec: boolean, el: string) => {
+    const body = vec
+      ? `if (r < rl && c < cl) { return vec4<${el}>(${name}[(base + r * ld + c) / 4u]); }
+  return vec4<${el}>();`
+      : `var v = vec4<${el}>();
+  if (r < rl) {
+    for (var j = 0u; j < 4u; j++) { if (c + j < cl) { v[j] = ${el}(${name}[base + r * ld + c + j]); } }
+  }
+  return v;`;
+    return `fn ld_${name}(base: u32, ld: u32, r: u32, c: u32, rl: u32, cl: u32) -> vec4<${el}> {
+  ${body}
+}`;
+  };
+  // Storage extents of each operand: rows x contiguous columns.
+  const aExt = s.transA ? ['p.K', 'p.M'] : ['p.M', 'p.K'];
+  const bExt = s.transB ? ['p.N', 'p.K'] : ['p.K', 'p.N'];
+  // Tile origin in storage coordinates for K offset k0.
+  const aOrg = s.transA ? ['k0', 'm0'] : ['m0', 'k0'];
+  const bOrg = s.transB ? ['n0', 'k0'] : ['k0', 'n0'];
+  const aOrgN = aOrg.map((x) => (x === 'k0' ? 'kn' : x));
+  const bOrgN = bOrg.map((x) => (x === 'k0' ? 'kn' : x));
+  const fetch = (name: string, st: typeof sa, units: number, it: number, ext: string[], org: string[], base: string, ld: string) => {
+    let code = '';
+    for (let i = 0; i < it; i++) {
+      const guard = (i + 1) * nt > units ? `if (u${i} < ${units}u) ` : '';
+      code += `{ let u${i} = li + ${i * nt}u; ${guard}{ let r = u${i} / ${st.cols / 4}u; let c = (u${i} % ${st.cols / 4}u) * 4u;
+      reg_${name}[${i}] = ld_${name === 'a' ? 'A' : 'B'}(${base}, ${ld}, ${org[0]} + r, ${org[1]} + c, ${ext[0]}, ${ext[1]}); } }\n`;
+    }
+    return code;
+  };
+  const put = (name: string, st: typeof sa, units: number, it: number) => {
+    let code = '';
+    for (let i = 0; i < it; i++) {
+      const guard = (i + 1) * nt > units ? `if (u < ${units}u) ` : '';
+      code += `{ let u = li + ${i * nt}u; ${guard}{ let d = (u / ${st.cols / 4}u) * ${st.stride}u + (u % ${st.cols / 4}u) * 4u;
+      ${split && name === 'a' ? `let x = reg_a[${i}];
+      // hi keeps the top 10 mantissa bits (exact in f16 over its normal range), by masking rather than a
+      // round trip through f16, which compilers may fold away (lavapipe does); lo = x - hi is exact in f32.
+      let hi = bitcast<vec4<f32>>(bitcast<vec4<u32>>(x) & vec4<u32>(0xffffe000u));
+      let v = vec4<f16>(hi);
+      let w = vec4<f16>(x - hi);
+      sh_al[d] = w.x; sh_al[d + 1u] = w.y; sh_al[d + 2u] = w.z; sh_al[d + 3u] = w.w;` : `let v = reg_${name}[${i}];`}
+      sh_${name}[d] = v.x; sh_${name}[d + 1u] = v.y; sh_${name}[d + 2u] = v.z; sh_${name}[d + 3u] = v.w; } }\n`;
+    }
+    return code;
+  };
+  // Fragment loads from the stages for K step kk.
+  const leftOff = (i: number, kk: number) =>
+    s.transA ? `${kk * cfg.K * sa.stride}u + am + ${i * cfg.M}u` : `(am + ${i * cfg.M}u) * ${sa.stride}u + ${kk * cfg.K}u`;
+  const rightOff = (j: number, kk: number) =>
+    s.transB ? `(bn + ${j * cfg.N}u) * ${sb.stride}u + ${kk * cfg.K}u` : `${kk * cfg.K * sb.stride}u + bn + ${j * cfg.N}u`;
+  let mma = '';
+  for (let kk = 0; kk < t.bk / cfg.K; kk++) {
+    mma += '{\n';
+    for (let i = 0; i < t.fm; i++) {
+      mma += `let l${i} = ${em.load(left, 'sh_a', leftOff(i, kk), s.transA, sa.stride)};\n`;
+      if (split) mma += `let h${i} = ${em.load(left, 'sh_al', leftOff(i, kk), s.transA, sa.stride)};\n`;
+    }
+    for (let j = 0; j < t.fn; j++) {
+      mma += `let r${j} = ${em.load(right, 'sh_b', rightOff(j, kk), s.transB, sb.stride)};\n`;
+    }
+    for (let i = 0; i < t.fm; i++) {
+      for (let j = 0; j < t.fn; j++) {
+        mma += `c${i}_${j} = ${em.mma(`l${i}`, `r${j}`, `c${i}_${j}`)};\n`;
+        if (split) mma += `c${i}_${j} = ${em.mma(`h${i}`, `r${j}`, `c${i}_${j}`)};\n`;
+      }
+    }
+    mma += '}\n';
+  }
+  let decl = '';
+  let epilogue = '';
+  const frag = cfg.M * cfg.N;
+  for (let i = 0; i < t.fm; i++) {
+    for (let j = 0; j < t.fn; j++) {
+      decl += `var c${i}_${j} = ${em.zero(result)};\n`;
+      epilogue += `${em.store('scr', `sgid * ${frag}u`, `c${i}_${j}`, cfg.N)};
+  workgroupBarrier();
+  for (var e = lane; e < ${frag}u; e += ${sg}u) {
+    let m = m0 + am + ${i * cfg.M}u + e / ${cfg.N}u;
+    let n = n0 + bn + ${j * cfg.N}u + e % ${cfg.N}u;
+    if (m < p.M && n < p.N) { store_c(z, m, n, scr[sgid * ${frag}u + e]); }
+  }
+  workgroupBarrier();
+`;
+    }
+  }
+  // Directives first; the header starts with its own `enable f16;` when its operands use f16.
+  const enables = `${header.includes('enable f16;') ? '' : 'enable f16;\n'}${emulate ? '' : `enable subgroups;\nenable chromium_experimental_subgroup_matrix;\n${DIRECTIVE}`}`;
+  return /* wgsl */ `${enables}
+${header}
+${emulate ? emulation(cfg, [{ kind: 'l', arr: 'sh_a', size: sa.size }, ...(split ? [{ kind: 'l' as const, arr: 'sh_al', size: sa.size }] : []), { kind: 'r', arr: 'sh_b', size: sb.size }], [{ arr: 'scr', size: nsub * frag }]) : ''}
+var<workgroup> sh_a: array<f16, ${sa.size}>;
+var<workgroup> sh_b: array<f16, ${sb.size}>;
+${split ? `var<workgroup> sh_al: array<f16, ${sa.size}>;` : ''}
+var<workgroup> scr: array<f32, ${nsub * frag}>;
+${loader('A', s.aVec, split ? 'f32' : 'f16')}
+${loader('B', s.bVec, 'f16')}
+
+@compute @workgroup_size(${nt})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  // Subgroups are consecutive invocations (workgroup_size.x is a multiple of the subgroup size).
+  let sgid = li / ${sg}u;
+  let lane = li % ${sg}u;
+  let z = wid.z;
+  let m0 = wid.y * ${bm}u;
+  let n0 = wid.x * ${bn}u;
+  let base_a = p.offA + z * p.sA;
+  let base_b = p.offB + z * p.sB;
+  // This subgroup's fragment origin inside the block.
+  let am = (sgid / ${t.wn}u) * ${t.fm * cfg.M}u;
+  let bn = (sgid % ${t.wn}u) * ${t.fn * cfg.N}u;
+  var reg_a: array<vec4<${split ? 'f32' : 'f16'}>, ${itA}>;
+  var reg_b: array<vec4<f16>, ${itB}>;
+  ${decl}
+  var k0 = 0u;
+  ${fetch('a', sa, unitsA, itA, aExt, aOrg, 'base_a', 'p.lda')}
+  ${fetch('b', sb, unitsB, itB, bExt, bOrg, 'base_b', 'p.ldb')}
+  for (; k0 < p.K; k0 += ${t.bk}u) {
+    ${put('a', sa, unitsA, itA)}
+    ${put('b', sb, unitsB, itB)}
+    workgroupBarrier();
+    if (k0 + ${t.bk}u < p.K) {
+      let kn = k0 + ${t.bk}u;
+      ${fetch('a', sa, unitsA, itA, aExt, aOrgN, 'base_a', 'p.lda')}
+      ${fetch('b', sb, unitsB, itB, bExt, bOrgN, 'base_b', 'p.ldb')}
+    }
+    ${mma}
+    workgroupBarrier();
+  }
+  ${epilogue}
+}`;
+}
+
+// Fragment offsets come from the subgroup index: subgroup-uniform, not workgroup-uniform, as intended. Tint's
+// check is workgroup-level; the rule is `chromium.subgroup_matrix_uniformity` in the Dawn of npm `webgpu` (an
+// H200 run refused the offsets with the other spelling).
+export const DIRECTIVE = 'diagnostic(off, chromium.subgroup_matrix_uniformity);\ndiagnostic(off, subgroup_uniformity);';
+
+/** How the kernel spells matrix operations: natively, or emulated for tests on adapters without them. */
+export interface MatrixOps {
+  load(type: string, arr: string, off: string, colMajor: boolean, stride: number): string;
+  mma(l: string, r: string, c: string): string;
+  zero(type: string): string;
+  store(arr: string, off: string, v: string, stride: number): string;
+}
+
+export const NATIVE: MatrixOps = {
+  load: (type, arr, off, cm, stride) => `subgroupMatrixLoad<${type}>(&${arr}, ${off}, ${cm}, ${stride}u)`,
+  mma: (l, r, c) => `subgroupMatrixMultiplyAccumulate(${l}, ${r}, ${c})`,
+  zero: (type) => `${type}()`,
+  store: (arr, off, v, stride) => `subgroupMatrixStore(&${arr}, ${off}, ${v}, false, ${stride}u)`,
+};
+
+/**
+ * Emulation: every invocation holds whole fragments (row-major f32 arrays) and does the whole product, so the
+ * kernel's staging, fragment addressing and epilogue can be checked on lavapipe (tests only; slow).
+ */
+export const EMULATED: MatrixOps = {
+  load: (type, arr, off, cm, stride) => `emu_load_${type.includes('left') ? 'l' : type.includes('right') ? 'r' : 'c'}_${arr}(${off}, ${cm}, ${stride}u)`,
+  mma: (l, r, c) => `emu_mma(${l}, ${r}, ${c})`,
+  zero: () => 'EmuC()',
+  store: (arr, off, v, stride) => `emu_store_${arr}(${off}, ${v}, ${stride}u)`,
+};
+
+/** WGSL of the emulated matrix operations for the given workgroup arrays (see EMULATED). */
+export function emulation(
+  cfg: SubgroupMatrixConfig,
+  loads: { kind: 'l' | 'r' | 'c'; arr: string; size: number }[],
+  stores: { arr: string; size: number }[],
+): string {
+  const { M, N, K } = cfg;
+  const dims = { l: [M, K, 'EmuL'], r: [K, N, 'EmuR'], c: [M, N, 'EmuC'] } as const;
+  const load = (kind: 'l' | 'r' | 'c', arr: string, size: number) => {
+    const [rows, cols, type] = dims[kind];
+    return `
+fn emu_load_${kind}_${arr}(off: u32, cm: bool, stride: u32) -> ${type} {
+  var out: ${type};
+  for (var r = 0u; r < ${rows}u; r++) {
+    for (var c = 0u; c < ${cols}u; c++) {
+      let i = select(off + r * stride + c, off + c * stride + r, cm);
+      out.v[r * ${cols}u + c] = f32(${arr}[min(i, ${size - 1}u)]);
+    }
+  }
+  return out;
+}`;
+  };
+  const store = (arr: string, size: number) => `
+fn emu_store_${arr}(off: u32, m: EmuC, stride: u32) {
+  for (var r = 0u; r < ${M}u; r++) {
+    for (var c = 0u; c < ${N}u; c++) { ${arr}[min(off + r * stride + c, ${size - 1}u)] = m.v[r * ${N}u + c]; }
+  }
+}`;
+  return `alias EmuL = EmuMat${M * K};
+alias EmuR = EmuMat${K * N};
+alias EmuC = EmuMat${M * N};
+${[...new Set([M * K, K * N, M * N])].map((n) => `struct EmuMat${n} { v: array<f32, ${n}> }`).join('\n')}
+${loads.map((l) => load(l.kind, l.arr, l.size)).join('\n')}
+fn emu_mma(l: EmuL, r: EmuR, c: EmuC) -> EmuC {
+  var out = c;
+  for (var i = 0u; i < ${M}u; i++) {
+    for (var j = 0u; j < ${N}u; j++) {
+      var acc = 0.0;
+      for (var k = 0u; k < ${K}u; k++) { acc += l.v[i * ${K}u + k] * r.v[k * ${N}u + j]; }
+      out.v[i * ${N}u + j] += acc;
+    }
+  }
+  return out;
+}
+${stores.map((x) => store(x.arr, x.size)).join('\n')}`;
+}

@@ -1,0 +1,57 @@
+import { describe, expect, it } from 'vitest';
+import { roundToF16 } from '../src/index.js';
+import { attention } from '../src/kernels/attention.js';
+import { sgmAttentionBytes, sgmAttentionUnfit } from '../src/kernels/attention-sgm.js';
+import { attentionRef, type AttentionDims } from '../src/reference/attention.js';
+import { Rng, expectClose, testGpu } from './helpers.js';
+
+interface Case extends AttentionDims {
+  causal?: boolean;
+  lengths?: number[];
+  /** Multiplies q: large scores make row maxima jump between key tiles (the rescale path). */
+  qScale?: number;
+}
+
+// Emulated 4x4x4 fragments with 8-lane subgroups (lavapipe): 2 subgroups = 8 query rows, 8-key tiles, so these
+// small problems still span several query blocks and key tiles. One pipeline (D = 8) for all cases.
+const TILE = { nsub: 2, bk: 8 };
+const CASES: Case[] = [
+  { B: 2, T: 21, S: 21, Hq: 6, Hkv: 2, D: 8, lengths: [21, 13] },
+  { B: 1, T: 11, S: 30, Hq: 2, Hkv: 1, D: 8, causal: false },
+  { B: 1, T: 26, S: 26, Hq: 2, Hkv: 2, D: 8, qScale: 6 },
+];
+
+describe('subgroup-matrix attention forward (emulated matrix operations)', () => {
+  it('matches the float64 reference: GQA, causal and not, padding, rescaled rows', async () => {
+    const gpu = await testGpu();
+    for (const c of CASES) {
+      const rng = new Rng(500 + c.T);
+      const r = (n: number, s = 1) => roundToF16(rng.randn(n).map((x) => x * s));
+      const x = { q: r(c.B * c.T * c.Hq * c.D, c.qScale ?? 1), k: r(c.B * c.S * c.Hkv * c.D), v: r(c.B * c.S * c.Hkv * c.D) };
+      const q = gpu.tensor([c.B, c.T, c.Hq, c.D], 'f16', x.q);
+      const k = gpu.tensor([c.B, c.S, c.Hkv, c.D], 'f16', x.k);
+      const v = gpu.tensor([c.B, c.S, c.Hkv, c.D], 'f16', x.v);
+      const lengths = c.lengths ? gpu.tensor([c.B], 'i32', c.lengths) : undefined;
+      const { o, lse } = attention(gpu, q, k, v, { causal: c.causal, lengths, path: 'subgroup-matrix', sgmTile: TILE, sgmEmulate: true });
+      const ref = attentionRef(x.q, x.k, x.v, c, { causal: c.causal, lengths: c.lengths });
+      const what = JSON.stringify(c);
+      // P is rounded to f16 before P·V, as on the tensor cores.
+      expectClose(await o.read(), ref.o, { atol: 4e-3, rtol: 1e-2 }, `o ${what}`);
+      expectClose(await lse.read(), ref.lse, { atol: 1e-4, rtol: 1e-4 }, `lse ${what}`);
+      [q, k, v, lengths, o, lse].forEach((t) => t?.dispose());
+    }
+  }, 180_000);
+
+  it('refuses shapes it cannot run when forced, and checks its tiles', async () => {
+    const gpu = await testGpu();
+    const q = gpu.tensor([1, 4, 2, 8], 'f32');
+    const k = gpu.tensor([1, 4, 1, 8], 'f32');
+    expect(() => attention(gpu, q, k, k, { path: 'subgroup-matrix', sgmTile: TILE, sgmEmulate: true })).toThrow(/f16/);
+    const cfg = { componentType: 'f16', resultComponentType: 'f32', M: 16, N: 16, K: 16 };
+    expect(sgmAttentionUnfit({ nsub: 4, bk: 32 }, cfg, 128, 32)).toBeUndefined();
+    expect(sgmAttentionUnfit({ nsub: 4, bk: 32 }, cfg, 120, 32)).toMatch(/head dim/);
+    expect(sgmAttentionUnfit({ nsub: 8, bk: 32 }, cfg, 128, 32)).toMatch(/query rows/);
+    expect(sgmAttentionBytes({ nsub: 4, bk: 32 }, cfg, 128)).toBeLessThanOrEqual(48 * 1024);
+    [q, k].forEach((t) => t.dispose());
+  });
+});

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs on the device machine (one call): the subgroup-matrix sweep (tools/device/sgm-sweep.ts: every tile
+# checked for correctness and timed), then the kernel benchmark of the matmul, attention and head cases with
+# the library's defaults against the machine's CUDA PyTorch; then any extra command lines given in $EXTRA_CMDS
+# (run from .device/pkg, e.g. another helper's policy benchmark). Results go to $OUT (at most 8 files come back).
+# Prepare here first: bash tools/device/prepare.sh (bundles sgm-sweep.mjs beside mlagent.mjs).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+source tools/device/device-env.sh
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/sweep.log"
+timeout "${SWEEP_S:-200}" node sgm-sweep.mjs "$OUT" >> "$OUT/sweep.log" 2>&1
+echo "sweep exit $?"; grep -v '^Warning' "$OUT/sweep.log" | grep -v mm-check | tail -n 60
+rm -f "$OUT/sweep.txt"  # rebuilt from sweep.json; keeps the returned files under 8
+timeout "${KERNEL_BENCH_S:-200}" node mlagent.mjs bench kernels --json --out "$OUT/bench.json" --filter "${BENCH_FILTER:-matmul,attention,head}" \
+  2> >(tee "$OUT/bench.log" >&2) >/dev/null
+echo "kernel bench exit $?"
+if [ -n "${EXTRA_CMDS:-}" ]; then bash -c "$EXTRA_CMDS"; fi

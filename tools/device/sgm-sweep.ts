@@ -1,0 +1,211 @@
+/**
+ * Device sweep of the subgroup-matrix (tensor-core) matmul and attention forward: every candidate tile is
+ * checked for correctness (against the float64 CPU reference on awkward small shapes, and against the scalar
+ * kernels on the big ones) and timed with GPU timestamps at the benchmark shapes. Bundled by
+ * tools/device/prepare-sweep.sh, run by tools/device/sgm-sweep.sh on the device machine.
+ * Usage: node sgm-sweep.mjs OUT_DIR
+ */
+import { writeFileSync } from 'node:fs';
+import { Gpu, roundToF16, type Tensor } from '../../packages/core-kernels/src/index.js';
+import { matmul, SGM_TILES } from '../../packages/core-kernels/src/kernels/matmul.js';
+import { attention, SGM_ATTENTION_TILE } from '../../packages/core-kernels/src/kernels/attention.js';
+import { sgmTileKey, type SgmTile } from '../../packages/core-kernels/src/kernels/matmul-sgm.js';
+import { sgmAttentionKey, type SgmAttentionTile } from '../../packages/core-kernels/src/kernels/attention-sgm.js';
+import { matmulRef } from '../../packages/core-kernels/src/reference/matmul.js';
+import { attentionRef } from '../../packages/core-kernels/src/reference/attention.js';
+
+const out = process.argv[2] ?? '/tmp/out';
+const started = performance.now();
+const log = (s: string) => console.log(`[${((performance.now() - started) / 1000).toFixed(1)}s] ${s}`);
+
+const MM_TILES: SgmTile[] = [...SGM_TILES, { wm: 2, wn: 2, fm: 4, fn: 4, bk: 16 }, { wm: 4, wn: 2, fm: 2, fn: 4, bk: 32 }, { wm: 2, wn: 2, fm: 2, fn: 4, bk: 64 }];
+const ATT_TILES: SgmAttentionTile[] = [SGM_ATTENTION_TILE, { nsub: 2, bk: 32 }, { nsub: 2, bk: 64 }];
+
+function lcg(n: number, seed: number, scale = 1): Float32Array {
+  const a = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    a[i] = ((s / 2 ** 32) * 2 - 1) * scale;
+  }
+  return a;
+}
+
+/** Median ms of the summed GPU timestamps of `run`'s dispatches. */
+async function time(gpu: Gpu, run: () => void, iters: number): Promise<number> {
+  run();
+  await gpu.sync();
+  const xs: number[] = [];
+  for (let i = 0; i < iters; i++) {
+    gpu.profiling = true;
+    run();
+    const t = await gpu.takeTimings();
+    gpu.profiling = false;
+    xs.push(t.reduce((s, x) => s + x.ms, 0));
+  }
+  xs.sort((a, b) => a - b);
+  return xs[Math.floor(xs.length / 2)];
+}
+
+/** max |got - want| / max |want|. */
+function relErr(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  let d = 0;
+  let m = 0;
+  for (let i = 0; i < want.length; i++) {
+    const g = got[i];
+    if (!Number.isFinite(g)) return Infinity;
+    d = Math.max(d, Math.abs(g - want[i]));
+    m = Math.max(m, Math.abs(want[i]));
+  }
+  return d / Math.max(m, 1e-30);
+}
+
+interface Row {
+  kind: string;
+  shape: string;
+  config: string;
+  ms?: number;
+  tflops?: number;
+  err?: number;
+  error?: string;
+}
+const rows: Row[] = [];
+const save = () => writeFileSync(`${out}/sweep.json`, JSON.stringify({ adapter: gpuInfo, rows }, null, 1));
+let gpuInfo: unknown = {};
+
+async function guarded(gpu: Gpu, row: Row, body: () => Promise<void>): Promise<void> {
+  try {
+    await body();
+  } catch (e) {
+    row.error = String((e as Error).message ?? e).slice(0, 400);
+    try {
+      await gpu.sync();
+    } catch {
+      /* the error was already recorded */
+    }
+  }
+  rows.push(row);
+  log(`${row.kind} ${row.shape} ${row.config}: ${row.error ? `ERROR ${row.error.split('\n')[0]}` : `${row.ms?.toFixed(4) ?? '-'} ms ${row.tflops?.toFixed(1) ?? '-'} TFLOP/s err ${row.err?.toExponential(2) ?? '-'}`}`);
+  save();
+}
+
+async function main() {
+  const gpu = await Gpu.create();
+  const info = gpu.device.adapterInfo as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
+  gpuInfo = { ...gpu.adapter, subgroupMin: info.subgroupMinSize, subgroupMax: info.subgroupMaxSize, variants: gpu.variants };
+  log(`adapter ${JSON.stringify(gpuInfo)}`);
+
+  // ---- matmul timing at benchmark shapes (+ the tiled kernel's answer on the big square as a check).
+  const shapes: { name: string; M: number; N: number; K: number; tB: boolean; aType: 'f16' | 'f32' }[] = [
+    { name: 'square f16 4096', M: 4096, N: 4096, K: 4096, tB: false, aType: 'f16' },
+    { name: 'q_proj T512 f16xf16 tB', M: 512, N: 3584, K: 3584, tB: true, aType: 'f16' },
+    { name: 'q_proj T512 f32xf16 tB', M: 512, N: 3584, K: 3584, tB: true, aType: 'f32' },
+    { name: 'gate_proj T512 f32xf16 tB', M: 512, N: 18944, K: 3584, tB: true, aType: 'f32' },
+    { name: 'down_proj T512 f32xf16 tB', M: 512, N: 3584, K: 18944, tB: true, aType: 'f32' },
+  ];
+  const timeShapes = async (only: (name: string) => boolean) => {
+  for (const s of shapes.filter((x) => only(x.name))) {
+    const A = gpu.tensor(s.tB ? [s.M, s.K] : [s.M, s.K], s.aType, lcg(s.M * s.K, 3, 1));
+    const B = gpu.tensor(s.tB ? [s.N, s.K] : [s.K, s.N], 'f16', lcg(s.K * s.N, 4, 1));
+    const C = gpu.tensor([s.M, s.N], 'f32');
+    const flops = 2 * s.M * s.N * s.K;
+    let reference: Float32Array | undefined;
+    const refRow: Row = { kind: 'mm-time', shape: s.name, config: 'tiled (scalar)' };
+    await guarded(gpu, refRow, async () => {
+      refRow.ms = await time(gpu, () => matmul(gpu, A, B, { transB: s.tB, out: C, path: 'tiled' }), 3);
+      refRow.tflops = flops / (refRow.ms * 1e9);
+      reference = (await C.read()).slice();
+    });
+    // f32 A: rounded to f16, and (first tiles) split into hi + lo f16 parts.
+    const variants = MM_TILES.map((tile) => ({ tile, split: false }));
+    if (s.aType === 'f32') variants.push(...SGM_TILES.map((tile) => ({ tile, split: true })));
+    for (const { tile, split } of variants) {
+      const row: Row = { kind: 'mm-time', shape: s.name, config: `${sgmTileKey(tile)}${split ? ' split' : ''}` };
+      await guarded(gpu, row, async () => {
+        const run = () => matmul(gpu, A, B, { transB: s.tB, out: C, path: 'subgroup-matrix', sgmTile: tile, sgmSplitA: split });
+        row.ms = await time(gpu, run, 10);
+        row.tflops = flops / (row.ms * 1e9);
+        if (reference) {
+          run();
+          row.err = relErr(await C.read(), reference);
+        }
+      });
+    }
+    [A, B, C].forEach((t: Tensor) => t.dispose());
+  }
+  };
+  await timeShapes((n) => n.startsWith('square'));
+  // ---- attention: correctness vs the f64 reference (small, padded, GQA) and vs the scalar kernel (big), timing.
+  for (const tile of ATT_TILES) {
+    const c = { B: 2, T: 77, S: 77, Hq: 4, Hkv: 2, D: 128 };
+    const row: Row = { kind: 'att-check', shape: 'B2 T77 Hq4 Hkv2 D128 lengths [77,50]', config: sgmAttentionKey(tile) };
+    await guarded(gpu, row, async () => {
+      const x = { q: roundToF16(lcg(c.B * c.T * c.Hq * c.D, 5, 2)), k: roundToF16(lcg(c.B * c.S * c.Hkv * c.D, 6, 2)), v: roundToF16(lcg(c.B * c.S * c.Hkv * c.D, 7)) };
+      const q = gpu.tensor([c.B, c.T, c.Hq, c.D], 'f16', x.q);
+      const k = gpu.tensor([c.B, c.S, c.Hkv, c.D], 'f16', x.k);
+      const v = gpu.tensor([c.B, c.S, c.Hkv, c.D], 'f16', x.v);
+      const lengths = gpu.tensor([2], 'i32', [77, 50]);
+      const { o, lse } = attention(gpu, q, k, v, { lengths, path: 'subgroup-matrix', sgmTile: tile });
+      const ref = attentionRef(x.q, x.k, x.v, c, { lengths: [77, 50] });
+      row.err = Math.max(relErr(await o.read(), ref.o), relErr(await lse.read(), ref.lse));
+      [q, k, v, lengths, o, lse].forEach((t) => t.dispose());
+    });
+  }
+  {
+    const c = { B: 1, T: 2048, S: 2048, Hq: 28, Hkv: 4, D: 128 };
+    const q = gpu.tensor([c.B, c.T, c.Hq, c.D], 'f16', lcg(c.T * c.Hq * c.D, 8, 3.4));
+    const k = gpu.tensor([c.B, c.S, c.Hkv, c.D], 'f16', lcg(c.S * c.Hkv * c.D, 9, 3.4));
+    const v = gpu.tensor([c.B, c.S, c.Hkv, c.D], 'f16', lcg(c.S * c.Hkv * c.D, 10, 3.4));
+    const flops = 4 * c.B * c.Hq * c.D * ((c.T * (c.T + 1)) / 2);
+    const shape = 'fwd causal B1 T2048 Hq28 Hkv4 D128';
+    let reference: Float32Array | undefined;
+    const refRow: Row = { kind: 'att-time', shape, config: 'scalar' };
+    await guarded(gpu, refRow, async () => {
+      let r: { o: Tensor; lse: Tensor } | undefined;
+      refRow.ms = await time(gpu, () => { r?.o.dispose(); r?.lse.dispose(); r = attention(gpu, q, k, v, { path: 'scalar' }); }, 3);
+      refRow.tflops = flops / (refRow.ms * 1e9);
+      reference = (await r!.o.read()).slice();
+    });
+    for (const tile of ATT_TILES) {
+      const row: Row = { kind: 'att-time', shape, config: sgmAttentionKey(tile) };
+      await guarded(gpu, row, async () => {
+        let r: { o: Tensor; lse: Tensor } | undefined;
+        row.ms = await time(gpu, () => { r?.o.dispose(); r?.lse.dispose(); r = attention(gpu, q, k, v, { path: 'subgroup-matrix', sgmTile: tile }); }, 10);
+        row.tflops = flops / (row.ms * 1e9);
+        if (reference) row.err = relErr(await r!.o.read(), reference);
+      });
+    }
+  }
+  // ---- matmul correctness on awkward shapes, every tile and layout, vs the f64 reference.
+  const [M, N, K] = [77, 45, 83];
+  for (const tile of SGM_TILES) {
+    for (const [tA, tB, aType] of [[false, false, 'f16'], [true, false, 'f16'], [false, true, 'f16'], [true, true, 'f16'], [false, true, 'f32']] as const) {
+      const row: Row = { kind: 'mm-check', shape: `${M}x${N}x${K}${tA ? ' tA' : ''}${tB ? ' tB' : ''} ${aType}xf16`, config: sgmTileKey(tile) };
+      await guarded(gpu, row, async () => {
+        const a = roundToF16(lcg(M * K, 1));
+        const b = roundToF16(lcg(K * N, 2));
+        const A = gpu.tensor(tA ? [K, M] : [M, K], aType, a);
+        const B = gpu.tensor(tB ? [N, K] : [K, N], 'f16', b);
+        const C = matmul(gpu, A, B, { transA: tA, transB: tB, path: 'subgroup-matrix', sgmTile: tile });
+        const want = matmulRef(a, b, { batch: 1, M, N, K, transA: tA, transB: tB, lda: tA ? M : K, ldb: tB ? K : N, ldc: N, strideA: 0, strideB: 0, strideC: 0 }, undefined, M * N);
+        row.err = relErr(await C.read(), want);
+        [A, B, C].forEach((t) => t.dispose());
+      });
+    }
+  }
+
+  await timeShapes((n) => !n.startsWith('square'));
+  save();
+  const table = rows
+    .map((r) => `${r.kind.padEnd(10)} ${r.shape.padEnd(36)} ${r.config.padEnd(18)} ${r.error ? `ERROR ${r.error.split('\n')[0]}` : `${(r.ms?.toFixed(4) ?? '-').padStart(9)} ms ${(r.tflops?.toFixed(1) ?? '-').padStart(7)} TF/s err ${r.err?.toExponential(2) ?? '-'}`}`)
+    .join('\n');
+  writeFileSync(`${out}/sweep.txt`, `${table}\n`);
+  log('done');
+  gpu.destroy();
+}
+
+main().catch((e) => {
+  console.error(e);
+  save();
+  process.exit(1);
+});
