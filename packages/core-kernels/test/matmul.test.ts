@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ShapeError, chooseVariants, roundToF16, type Gpu, type GpuFeatures, type Tensor } from '../src/index.js';
 import { GEMV_MAX_M, isCpuAdapter, matmul, matmulBackward, selectMatmulPath, type MatmulOptions } from '../src/kernels/matmul.js';
 import { matmulBackwardRef, matmulRef, type MatmulRefProblem } from '../src/reference/matmul.js';
+import { CPU_GEMV_MAX_M } from '../src/kernels/gemv-cpu.js';
 import { Rng, checkDirectional, dot, expectClose, freshGpu, testGpu } from './helpers.js';
 
 const TOL = { atol: 1e-4, rtol: 1e-4 };
@@ -193,12 +194,11 @@ describe('matmul paths', () => {
   });
   const fake = (matrix: boolean) => ({ features: features(matrix), variants: chooseVariants(features(matrix)) });
 
-  it('uses subgroup matrices only when the variant says so, for f16 x f16 of any shape', () => {
+  it('uses subgroup matrices only when the variant says so, for f16 x f16 on whole tiles', () => {
     expect(selectMatmulPath(fake(true), 'f16', 'f16', 64, 64, 64)).toBe('subgroup-matrix');
     expect(selectMatmulPath(fake(false), 'f16', 'f16', 64, 64, 64)).toBe('tiled');
     expect(selectMatmulPath(fake(true), 'f32', 'f16', 64, 64, 64)).toBe('tiled');
-    // Tiles are staged with bounds checks, so ragged shapes qualify too.
-    expect(selectMatmulPath(fake(true), 'f16', 'f16', 65, 40, 33)).toBe('subgroup-matrix');
+    expect(selectMatmulPath(fake(true), 'f16', 'f16', 64, 40, 64)).toBe('tiled');
     expect(selectMatmulPath(fake(true), 'f16', 'f16', 1, 64, 64)).toBe('gemv');
     const noMatrixVariant = { ...fake(true), variants: { ...fake(true).variants, matmulF16: 'tiled' as const } };
     expect(selectMatmulPath(noMatrixVariant, 'f16', 'f16', 64, 64, 64)).toBe('tiled');
@@ -387,11 +387,13 @@ describe('matmul backward', () => {
 });
 
 describe('matmul cpu-gemv path (software adapters: few rows times a [N, K] weight)', () => {
-  it('is picked for M <= 4 with B stored [N, K] and K in fours, on this adapter only', async () => {
+  it('is picked for M <= 8 with B stored [N, K] and K in fours, on this adapter only', async () => {
     const gpu = await testGpu();
     const here = cpuTiledHere(gpu) ? 'cpu-gemv' : 'gemv';
     expect(selectMatmulPath(gpu, 'f32', 'f32', 1, 151936, 64, { transB: true })).toBe(here);
     expect(selectMatmulPath(gpu, 'f32', 'f16', GEMV_MAX_M, 100, 36, { transB: true })).toBe(here);
+    expect(selectMatmulPath(gpu, 'f32', 'f32', CPU_GEMV_MAX_M, 100, 36, { transB: true })).toBe(cpuTiledHere(gpu) ? 'cpu-gemv' : 'tiled');
+    expect(selectMatmulPath(gpu, 'f32', 'f32', CPU_GEMV_MAX_M + 1, 100, 36, { transB: true })).toBe('tiled');
     expect(selectMatmulPath(gpu, 'f32', 'f32', 1, 100, 38, { transB: true })).toBe('gemv');
     expect(selectMatmulPath(gpu, 'f32', 'f32', 1, 100, 36)).toBe('gemv');
     expect(selectMatmulPath(gpu, 'f32', 'f32', 1, 100, 36, { transB: true, lda: 38 })).toBe('gemv');
@@ -412,6 +414,7 @@ describe('matmul cpu-gemv path (software adapters: few rows times a [N, K] weigh
       [2, 37, 100],
       [3, 517, 64],
       [4, 9, 260],
+      [7, 45, 36],
     ]) {
       await runCase(gpu, rng, problem(M, N, K, { tB: true }), { path: 'cpu-gemv' });
     }
@@ -455,8 +458,8 @@ describe('matmul cpu-gemv path (software adapters: few rows times a [N, K] weigh
 
   it('refuses layouts it cannot run, naming the reason', async () => {
     const gpu = await testGpu();
-    const a = gpu.tensor([5, 8], 'f32');
-    expect(() => matmul(gpu, a, gpu.tensor([6, 8], 'f32'), { transB: true, path: 'cpu-gemv' })).toThrowError(/cpu-gemv path takes M <= 4/);
+    const a = gpu.tensor([9, 8], 'f32');
+    expect(() => matmul(gpu, a, gpu.tensor([6, 8], 'f32'), { transB: true, path: 'cpu-gemv' })).toThrowError(/cpu-gemv path takes M <= 8/);
     const a2 = gpu.tensor([2, 6], 'f32');
     expect(() => matmul(gpu, a2, gpu.tensor([7, 6], 'f32'), { transB: true, path: 'cpu-gemv' })).toThrowError(/cpu-gemv path needs K/);
     expect(() => matmul(gpu, gpu.tensor([2, 8], 'f32'), gpu.tensor([8, 7], 'f32'), { path: 'cpu-gemv' })).toThrowError(/B \[N, K\] only/);

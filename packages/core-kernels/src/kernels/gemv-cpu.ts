@@ -6,7 +6,7 @@ import { enableF16, wgslType } from './wgsl.js';
 
 /*
  * GEMV for CPU adapters (lavapipe/llvmpipe): C[m, n] = alpha·Σ_k A[m, k]·B[n, k] (+ beta·C + bias[n]) for up to
- * 4 rows of A and B stored [N, K] (a linear layer's weight, the LM head in decode). One 8-lane workgroup walks a
+ * 8 rows of A and B stored [N, K] (a linear layer's weight, the LM head in decode). One 8-lane workgroup walks a
  * run of B's rows, lane l owning row n0 + 8i + l and reading it as vec4 along K; lane l also loads every 8th vec4
  * of each A row and subgroupShuffle (one AVX2 permute there) hands it to the others. No shared memory, no
  * barriers, no cross-lane reductions: on llvmpipe each non-constant load is a scalar loop over the lanes, so this
@@ -15,7 +15,7 @@ import { enableF16, wgslType } from './wgsl.js';
 
 const LANES = 8;
 /** Largest M: one accumulator per row. */
-export const CPU_GEMV_MAX_M = 4;
+export const CPU_GEMV_MAX_M = 8;
 /** Workgroups to aim for: both CPU threads busy, each workgroup long enough to amortize its start. */
 const TARGET_WORKGROUPS = 64;
 
