@@ -6,6 +6,7 @@ import { DTYPE_BYTES, type DType } from '../runtime/dtype.js';
 import { f16MatrixConfig, isSoftwareAdapter, type GpuFeatures, type KernelVariants, type SubgroupMatrixConfig } from '../runtime/features.js';
 import { enableF16, wgslType } from './wgsl.js';
 import { cpuGemvUnfit, launchCpuGemv } from './gemv-cpu.js';
+import { sgmBlock, sgmMatmulWgsl, sgmSharedBytes, sgmTileKey, sgmTileUnfit, type SgmSpec, type SgmTile } from './matmul-sgm.js';
 
 /**
  * C = alpha·op(A)·op(B) + beta·C (+ bias along N), batched.
@@ -44,7 +45,22 @@ export interface MatmulOptions {
   offsetBias?: number;
   /** Force a kernel (tests, benchmarks); 'auto' picks by shape and `gpu.variants`. */
   path?: MatmulPath | 'auto';
+  /**
+   * Workgroup tile of the subgroup-matrix path (benchmarks, tuning); default by shape (pickSgmTile). A forced
+   * 'subgroup-matrix' path also takes f32 operands, rounded to f16 as they are staged.
+   */
+  sgmTile?: SgmTile;
+  /** Tests: run the subgroup-matrix kernel with its matrix operations emulated in plain WGSL (slow). */
+  sgmEmulate?: boolean;
+  /** Subgroup-matrix path with f32 A: split A into two f16 parts (hi + lo) instead of rounding it (see SgmSpec). */
+  sgmSplitA?: boolean;
 }
+
+/** Subgroup-matrix choices passed down to the launch. */
+type SgmChoice = Pick<MatmulOptions, 'sgmTile' | 'sgmEmulate' | 'sgmSplitA'>;
+
+/** The config the emulated kernel uses on adapters without subgroup matrices. */
+const EMULATED_CONFIG: SubgroupMatrixConfig = { componentType: 'f16', resultComponentType: 'f32', M: 4, N: 4, K: 4 };
 
 export type MatmulPath = 'tiled' | 'gemv' | 'subgroup-matrix' | 'cpu-tiled' | 'cpu-gemv';
 
@@ -84,9 +100,19 @@ const BK = 8;
 /** Largest M the GEMV path takes (one row per accumulator). */
 export const GEMV_MAX_M = 4;
 const GEMV_THREADS = 64;
-// Output tile of the subgroup-matrix path, in config tiles.
-const SGM_TILES_M = 2;
-const SGM_TILES_N = 2;
+/**
+ * Tiles of the subgroup-matrix path. Measured on an H200 (16x16x16 f16->f32 fragments, docs/BENCHMARKS.md):
+ * 2x2 subgroups of 4x4 fragments (128x128, 128 threads) won where the grid fills the GPU (4096³: 1.06 ms,
+ * 130 TFLOP/s); 2x4 subgroups of 4x2 fragments (the same 128x128 with 256 threads) won where it does not
+ * (T=512 projections with N = 3584: 0.73 ms against 1.05 ms). 64x64 tiles and K steps of 16 or 64 were slower.
+ */
+export const SGM_TILES: readonly SgmTile[] = [
+  { wm: 2, wn: 2, fm: 4, fn: 4, bk: 32 },
+  { wm: 2, wn: 4, fm: 4, fn: 2, bk: 32 },
+  { wm: 2, wn: 2, fm: 2, fn: 2, bk: 32 },
+];
+/** Fewest workgroups for the 128-thread tile (about two per SM on an H200's 132). */
+const SGM_MIN_WORKGROUPS = 256;
 // CPU path: one 8-lane subgroup per workgroup, each lane CPU_R rows x CPU_V vec4 columns.
 const CPU_LANES = 8;
 const CPU_R = 16;
@@ -136,11 +162,15 @@ export function selectMatmulPath(
     if (!cpuTiledUnfit(gpu, aType, bType, l)) return 'cpu-tiled';
   }
   const cfg = f16MatrixConfig(gpu.features);
-  if (gpu.variants.matmulF16 === 'subgroup-matrix' && cfg && aType === 'f16' && bType === 'f16') {
-    // The matrix loads have no bounds: only whole tiles.
-    if (m % (cfg.M * SGM_TILES_M) === 0 && n % (cfg.N * SGM_TILES_N) === 0 && k % cfg.K === 0) return 'subgroup-matrix';
-  }
+  // Tiles are staged with bounds checks: any shape.
+  if (gpu.variants.matmulF16 === 'subgroup-matrix' && cfg && aType === 'f16' && bType === 'f16' && k > 0) return 'subgroup-matrix';
   return 'tiled';
+}
+
+/** The default subgroup-matrix tile: 128 threads where the grid fills the GPU, else 256 threads per workgroup. */
+export function pickSgmTile(cfg: SubgroupMatrixConfig, m: number, n: number, batch: number): SgmTile {
+  const { bm, bn } = sgmBlock(SGM_TILES[0], cfg);
+  return Math.ceil(m / bm) * Math.ceil(n / bn) * batch >= SGM_MIN_WORKGROUPS ? SGM_TILES[0] : SGM_TILES[1];
 }
 
 export function matmul(gpu: Gpu, a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
@@ -177,7 +207,7 @@ export function matmul(gpu: Gpu, a: Tensor, b: Tensor, opts: MatmulOptions = {})
   if (path === 'gemv' && p.M > GEMV_MAX_M) fail(`gemv path takes M <= ${GEMV_MAX_M}`);
   const unfit = path === 'cpu-tiled' ? cpuTiledUnfit(gpu, a.dtype, b.dtype, p) : path === 'cpu-gemv' ? cpuGemvUnfit(gpu, p.M, p.K, p) : undefined;
   if (unfit) fail(`${path} path ${unfit}`);
-  run(gpu, a, b, c, opts.bias, p, path, shapes);
+  run(gpu, a, b, c, opts.bias, p, path, shapes, opts);
   return c;
 }
 
@@ -247,7 +277,7 @@ function bindRange(gpu: Gpu, t: Tensor, lo: number, hi: number): Bound {
   return { binding: t.binding(byteStart, Math.max(4, hi * eb - byteStart)), start: byteStart / eb };
 }
 
-function run(gpu: Gpu, a: Tensor, b: Tensor, c: Tensor, bias: Tensor | undefined, p: Problem, path: MatmulPath, shapes: string) {
+function run(gpu: Gpu, a: Tensor, b: Tensor, c: Tensor, bias: Tensor | undefined, p: Problem, path: MatmulPath, shapes: string, sgmc: SgmChoice = {}) {
   const fits = [a, b, c, bias].every((t) => !t || Math.ceil(t.byteLength / 4) * 4 <= gpu.maxBinding);
   if (fits) {
     // Whole tensors bound once; the batch runs in z, in chunks of the workgroup-count limit.
@@ -257,7 +287,7 @@ function run(gpu: Gpu, a: Tensor, b: Tensor, c: Tensor, bias: Tensor | undefined
       sub.offA += b0 * p.sA;
       sub.offB += b0 * p.sB;
       sub.offC += b0 * p.sC;
-      launch(gpu, a.dtype, b.dtype, c.dtype, bias?.dtype, sub, bindings, path, shapes);
+      launch(gpu, a.dtype, b.dtype, c.dtype, bias?.dtype, sub, bindings, path, shapes, sgmc);
     }
     return;
   }
@@ -309,9 +339,9 @@ function run(gpu: Gpu, a: Tensor, b: Tensor, c: Tensor, bias: Tensor | undefined
             beta: first ? p.beta : 1,
           };
           const bindings = [aw.binding, bw.binding, cw.binding, ...(biasW ? [biasW.binding] : [])];
-          // Windows need not start on whole matrix tiles, nor on vec4 boundaries.
-          const subPath = path === 'cpu-gemv' ? 'gemv' : path === 'subgroup-matrix' || path === 'cpu-tiled' ? 'tiled' : path;
-          launch(gpu, a.dtype, b.dtype, c.dtype, biasW && bias ? bias.dtype : undefined, sub, bindings, subPath, shapes);
+          // Windows need not start on vec4 boundaries (the subgroup-matrix kernel checks alignment itself).
+          const subPath = path === 'cpu-gemv' ? 'gemv' : path === 'cpu-tiled' ? 'tiled' : path;
+          launch(gpu, a.dtype, b.dtype, c.dtype, biasW && bias ? bias.dtype : undefined, sub, bindings, subPath, shapes, sgmc);
         }
       }
     }
@@ -328,6 +358,7 @@ function launch(
   bindings: GPUBufferBinding[],
   path: MatmulPath,
   shapes: string,
+  sgmc: SgmChoice = {},
 ) {
   const spec: KernelSpec = { aType, bType, cType, biasType, transA: p.transA, transB: p.transB, beta: p.beta !== 0 };
   if (path === 'cpu-gemv') return launchCpuGemv(gpu, { a: aType, b: bType, c: cType, bias: biasType }, p, bindings, `matmul-${path}`, shapes);
@@ -357,13 +388,33 @@ function launch(
     const [gx, gy] = gpu.grid(Math.ceil(p.N / g.cols));
     workgroups = [gx, gy, p.batch];
   } else if (path === 'subgroup-matrix') {
-    const cfg = f16MatrixConfig(gpu.features);
-    if (!cfg || aType !== 'f16' || bType !== 'f16') {
-      throw new ShapeError('subgroup-matrix path needs f16 inputs and an f16 matrix config', { op: 'matmul', shapes });
+    const emulate = sgmc.sgmEmulate ?? false;
+    const cfg = emulate ? EMULATED_CONFIG : f16MatrixConfig(gpu.features);
+    if (!cfg || !gpu.features.shaderF16) throw new ShapeError('subgroup-matrix path needs an f16 matrix config', { op: 'matmul', shapes });
+    const t = sgmc.sgmTile ?? pickSgmTile(cfg, p.M, p.N, p.batch);
+    const unfit = sgmTileUnfit(t, cfg);
+    if (unfit) throw new ShapeError(`subgroup-matrix tile ${sgmTileKey(t)}: ${unfit}`, { op: 'matmul', shapes });
+    const sg = emulate ? 8 : (gpu.device.adapterInfo?.subgroupMaxSize ?? 32);
+    const split = (sgmc.sgmSplitA ?? false) && aType === 'f32';
+    const bytes = sgmSharedBytes(t, cfg, { ...spec, split });
+    if (bytes > (gpu.limits.maxComputeWorkgroupStorageSize ?? 16384)) {
+      throw new GpuLimitError(`subgroup-matrix tile ${sgmTileKey(t)} needs ${bytes} bytes of workgroup memory`, { op: 'matmul', shapes });
     }
-    const width = gpu.device.adapterInfo?.subgroupMaxSize ?? 128;
-    pipeline = gpu.pipeline(`matmul-sgm:${specKey(spec)}:${cfg.M}x${cfg.N}x${cfg.K}:w${width}`, () => subgroupMatrixWgsl(spec, cfg, width));
-    workgroups = [p.N / (cfg.N * SGM_TILES_N), p.M / (cfg.M * SGM_TILES_M), p.batch];
+    // vec4 loads where the contiguous dimension, leading dimension, offset and batch stride allow.
+    const al = (...v: number[]) => v.every((x) => x % 4 === 0);
+    const sgm: SgmSpec = {
+      aType,
+      bType,
+      transA: p.transA,
+      transB: p.transB,
+      aVec: al(p.transA ? p.M : p.K, p.lda, p.offA, p.sA),
+      bVec: al(p.transB ? p.K : p.N, p.ldb, p.offB, p.sB),
+      aSplit: split,
+    };
+    const key = `matmul-sgm${emulate ? '-emu' : ''}:${specKey(spec)}:${sgm.aVec ? 'v' : 's'}${sgm.bVec ? 'v' : 's'}${split ? ':split' : ''}:${cfg.M}x${cfg.N}x${cfg.K}:${sgmTileKey(t)}:sg${sg}`;
+    pipeline = gpu.pipeline(key, () => sgmMatmulWgsl(common(spec, sgm.bVec, sgm.aVec), sgm, t, cfg, sg, emulate));
+    const { bm, bn } = sgmBlock(t, cfg);
+    workgroups = [Math.ceil(p.N / bn), Math.ceil(p.M / bm), p.batch];
   } else if (path === 'cpu-tiled') {
     pipeline = gpu.pipeline(`matmul-cpu:${specKey(spec)}`, () => cpuTiledWgsl(spec));
     workgroups = [Math.ceil(p.N / CPU_BN), Math.ceil(p.M / CPU_R), p.batch];
@@ -395,20 +446,21 @@ function specKey(s: KernelSpec): string {
 }
 
 /** Uniforms, bindings, element accessors and the epilogue shared by every matmul kernel. */
-function common(s: KernelSpec, bVec4 = false): string {
+function common(s: KernelSpec, bVec4 = false, aVec4 = false): string {
   const types = [s.aType, s.bType, s.cType, s.biasType ?? 'f32'];
   const bElem = bVec4 ? `vec4<${wgslType(s.bType)}>` : wgslType(s.bType);
+  const aElem = aVec4 ? `vec4<${wgslType(s.aType)}>` : wgslType(s.aType);
   return /* wgsl */ `${enableF16(types)}
 struct P { M: u32, N: u32, K: u32, lda: u32, ldb: u32, ldc: u32, offA: u32, offB: u32, offC: u32,
            sA: u32, sB: u32, sC: u32, offBias: u32, alpha: f32, beta: f32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> A: array<${wgslType(s.aType)}>;
+@group(0) @binding(1) var<storage, read> A: array<${aElem}>;
 @group(0) @binding(2) var<storage, read> B: array<${bElem}>;
 @group(0) @binding(3) var<storage, read_write> C: array<${wgslType(s.cType)}>;
 ${s.biasType ? `@group(0) @binding(4) var<storage, read> bias: array<${wgslType(s.biasType)}>;` : ''}
 
 // op(A)[m, k] and op(B)[k, n] of batch item z; callers keep indices in range.
-fn a_at(z: u32, m: u32, k: u32) -> f32 { return f32(A[p.offA + z * p.sA + ${s.transA ? 'k * p.lda + m' : 'm * p.lda + k'}]); }
+${aVec4 ? '' : `fn a_at(z: u32, m: u32, k: u32) -> f32 { return f32(A[p.offA + z * p.sA + ${s.transA ? 'k * p.lda + m' : 'm * p.lda + k'}]); }`}
 ${bVec4 ? '' : `fn b_at(z: u32, k: u32, n: u32) -> f32 { return f32(B[p.offB + z * p.sB + ${s.transB ? 'n * p.ldb + k' : 'k * p.ldb + n'}]); }`}
 
 // Fused epilogue: alpha, beta·C, bias, output dtype.
@@ -590,61 +642,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   workgroupBarrier();
   if (kl == 0u && n < p.N) {
     ${store}
-  }
-}`;
-}
-
-/**
- * Tensor-core path (Dawn's chromium_experimental_subgroup_matrix), f16 inputs, f32 accumulation. One workgroup
- * is one subgroup of the adapter's largest subgroup size and computes a (2·cfg.M)×(2·cfg.N) tile; every load
- * is subgroup-uniform. Matrix loads have no bounds checks, so this runs only on whole tiles (see
- * selectMatmulPath). Results pass through shared memory for the scalar epilogue. Untested on hardware here:
- * lavapipe has no subgroup matrices.
- */
-function subgroupMatrixWgsl(s: KernelSpec, cfg: SubgroupMatrixConfig, width: number): string {
-  const left = `subgroup_matrix_left<f16, ${cfg.K}, ${cfg.M}>`;
-  const right = `subgroup_matrix_right<f16, ${cfg.N}, ${cfg.K}>`;
-  const result = `subgroup_matrix_result<f32, ${cfg.N}, ${cfg.M}>`;
-  const tm = cfg.M * SGM_TILES_M;
-  const tn = cfg.N * SGM_TILES_N;
-  // Element offset of op(A)[m, k] / op(B)[k, n]; a transposed operand is a column-major load.
-  const aOff = (m: string, k: string) => (s.transA ? `base_a + (${k}) * p.lda + ${m}` : `base_a + (${m}) * p.lda + ${k}`);
-  const bOff = (k: string, n: string) => (s.transB ? `base_b + (${n}) * p.ldb + ${k}` : `base_b + (${k}) * p.ldb + ${n}`);
-  let body = '';
-  for (let i = 0; i < SGM_TILES_M; i++) {
-    body += `let l${i} = subgroupMatrixLoad<${left}>(&A, ${aOff(`m0 + ${i * cfg.M}u`, 'k')}, ${s.transA}, p.lda);\n`;
-  }
-  for (let j = 0; j < SGM_TILES_N; j++) {
-    body += `let r${j} = subgroupMatrixLoad<${right}>(&B, ${bOff('k', `n0 + ${j * cfg.N}u`)}, ${s.transB}, p.ldb);\n`;
-  }
-  let decl = '';
-  let stash = '';
-  for (let i = 0; i < SGM_TILES_M; i++) {
-    for (let j = 0; j < SGM_TILES_N; j++) {
-      decl += `var c${i}${j} = ${result}();\n`;
-      body += `c${i}${j} = subgroupMatrixMultiplyAccumulate(l${i}, r${j}, c${i}${j});\n`;
-      stash += `subgroupMatrixStore(&tile, ${i * cfg.M * tn + j * cfg.N}u, c${i}${j}, false, ${tn}u);\n`;
-    }
-  }
-  return /* wgsl */ `enable chromium_experimental_subgroup_matrix;
-${common(s)}
-var<workgroup> tile: array<f32, ${tm * tn}>;
-
-@compute @workgroup_size(${width})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let z = wid.z;
-  let m0 = wid.y * ${tm}u;
-  let n0 = wid.x * ${tn}u;
-  let base_a = p.offA + z * p.sA;
-  let base_b = p.offB + z * p.sB;
-  ${decl}
-  for (var k = 0u; k < p.K; k += ${cfg.K}u) {
-    ${body}
-  }
-  ${stash}
-  workgroupBarrier();
-  for (var e = li; e < ${tm * tn}u; e += ${width}u) {
-    store_c(z, m0 + e / ${tn}u, n0 + e % ${tn}u, tile[e]);
   }
 }`;
 }
