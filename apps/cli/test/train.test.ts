@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -26,6 +26,15 @@ describe('mlagent train', () => {
     const c = await mlagent('train', '--preset', 'tiny', '--model-preset', 'big');
     expect(c.code).toBe(2);
     expect(c.stderr).toMatch(/--model-preset must be tiny or small/);
+  });
+
+  it('refuses a directory that already holds a run unless --resume', async () => {
+    const dir = join(tmp, 'taken');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'train-config.json'), '{}');
+    const r = await mlagent('train', '--preset', 'tiny', '--out', dir);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/already holds a run; pass --resume/);
   });
 
   it('reports every bad config field at once, before any stage runs', async () => {

@@ -20,37 +20,42 @@ export function fakeMetric(text: string): number {
 
 class FakeActing implements ActingEpisode {
   done = false;
+  private steps = 0;
   constructor(
     private readonly line: string,
-    readonly currentMetric: number | null,
+    public currentMetric: number | null,
+    private readonly maxSteps: number,
   ) {}
   messages() {
-    return [{ role: 'user' as const, content: this.line }];
+    return [{ role: 'user' as const, content: `${this.line} Step ${this.steps + 1}.` }];
   }
   async step(response: string): Promise<StepResult> {
     const metric = fakeMetric(response);
-    this.done = true;
+    const previousMetric = this.currentMetric;
+    this.currentMetric = metric;
+    this.done = ++this.steps >= this.maxSteps;
     await new Promise((r) => setTimeout(r, 20)); // the env takes a moment
     return {
-      step: 1,
+      step: this.steps,
       action: 'Execute Script',
       actionInput: null,
       observation: 'ran',
       outcome: 'ok',
       metric,
-      feedback: { formatValid: response.trim().length > 0, isEdit: false, outcome: 'ok', metric, previousMetric: this.currentMetric, durationSec: 0.02 },
+      feedback: { formatValid: response.trim().length > 0, isEdit: false, outcome: 'ok', metric, previousMetric, durationSec: 0.02 },
       snapshotId: 'x',
       durationSec: 0.02,
-      done: true,
+      done: this.done,
     };
   }
   async close() {}
 }
 
-export function fakeEnv(): ActionEnv {
+/** Restored states take one step here; episodes from a task's start run `episodeSteps`. */
+export function fakeEnv(episodeSteps = 2): ActionEnv {
   return {
-    restore: async (s) => new FakeActing(`Task ${s.task}, step ${s.step}.`, 0.25),
-    start: async (task) => new FakeActing(`Task ${task}, start.`, 0.25),
+    restore: async (s) => new FakeActing(`Task ${s.task}, step ${s.step}.`, 0.25, 1),
+    start: async (task) => new FakeActing(`Task ${task}, start.`, 0.25, episodeSteps),
     taskMetric: (name) => ({ name, direction: 'maximize', baseline: 0.25, best: 1 }),
     close: async () => {},
   };

@@ -98,6 +98,22 @@ describe('trainPpo', () => {
     expect(existsSync(join(out, 'tb'))).toBe(true);
   }, 600_000);
 
+  it('episode-wise baseline: whole episodes from the start state, every step rewarded with its episode\'s outcome', async () => {
+    const out = join(root, 'episodes');
+    const config = { ...LOOP_CONFIG, ppo: { ...LOOP_CONFIG.ppo, rollout: 'episode' as const, advantage: 'grpo' as const, iterations: 1, statesPerIteration: 1, minibatchSize: 2, episodeMaxSteps: 2 } };
+    const r = await trainPpo({ modelDir, collection, out, config, env: fakeEnv(2), progress: false, log: () => {} });
+    expect(r.iterations).toBe(1);
+    const [group, ...rest] = rolloutLines(out);
+    expect(rest).toHaveLength(0);
+    expect(group).toMatchObject({ iteration: 0, group: 0, task: 'alpha', state: 'initial' });
+    // 2 episodes × 2 steps; the two steps of an episode share its reward: the last step's metric against 0.25.
+    expect(group.samples).toHaveLength(4);
+    expect(group.prompts).toHaveLength(4);
+    const byEpisode = [0, 1].map((e) => group.samples.filter((_, i) => i % 2 === e));
+    for (const steps of byEpisode) expect(steps[0].reward).toBe(steps[1].reward);
+    expect(readMetrics(join(out, 'metrics.jsonl')).find((m) => m.task === undefined)?.values.reward).toBeTypeOf('number');
+  }, 300_000);
+
   it('refuses to start over a run without resume, or next to a live writer, before touching the GPU', async () => {
     await expect(trainPpo({ modelDir, collection, out: join(root, 'run'), config: LOOP_CONFIG, env: fakeEnv(), progress: false })).rejects.toThrow(/already holds a run .*--resume/);
     const locked = join(root, 'locked');

@@ -30,7 +30,8 @@ import { policyChat, policyMessages } from './prompt.js';
 export interface TrainPipelineOptions {
   out: string;
   config?: TrainConfigInput;
-  /** Continue stages that were interrupted (their checkpoints); complete stages are always reused. */
+  /** Continue a run in `out`: complete stages are reused, interrupted ones resume from their checkpoints. Without
+   * it, a directory that already holds a run is refused. */
   resume?: boolean;
   /** Policy preset for the random model when the config names none. */
   modelPreset?: 'tiny' | 'small';
@@ -54,6 +55,9 @@ export async function trainPipeline(options: TrainPipelineOptions): Promise<Trai
   const config = parseTrainConfig(options.config ?? {}, { source: '(train options)' });
   const log = options.log ?? ((line: string) => process.stderr.write(line + '\n'));
   const out = options.out;
+  if (!options.resume && existsSync(join(out, 'train-config.json'))) {
+    throw new Error(`train: ${out} already holds a run; pass --resume to continue it, or choose another output directory`);
+  }
   mkdirSync(out, { recursive: true });
   writeFileSync(join(out, 'train-config.json'), JSON.stringify(config, null, 2) + '\n');
   const seconds: Record<string, number> = {};
