@@ -1,4 +1,4 @@
-import { formatBytes, sizeClass, type Gpu, type MemoryStats } from '@mlagent/core-kernels';
+import { formatBytes, headForwardScratchBytes, sizeClass, type Gpu, type MemoryStats } from '@mlagent/core-kernels';
 import { expectedShapes, type QwenConfig } from './config.js';
 import { LORA_MODULES, moduleShape, type LoraModule } from './lora/config.js';
 
@@ -23,6 +23,13 @@ export interface MemoryPlanOptions {
    * ('fused', sequenceLogprobs and training). Default: 'last' with kvCache, else 'all'; training is always fused.
    */
   logits?: 'all' | 'last' | 'fused';
+  /**
+   * Which fused-head kernels run: 'tiled' (GPUs: a logits tile) or 'cpu' (software adapters such as lavapipe:
+   * per-lane partials, no tile; needs `maxBinding`). Default 'tiled'.
+   */
+  headKernel?: 'tiled' | 'cpu';
+  /** The device's maxStorageBufferBindingSize, for the 'cpu' head's partials. Default 128 MiB. */
+  maxBinding?: number;
 }
 
 export interface MemoryItem {
@@ -48,14 +55,9 @@ export interface MemoryPlan {
 
 const f32 = (n: number) => sizeClass(n * 4);
 
-/**
- * Scratch and outputs of the fused LM head (core-kernels' headForward) over N tokens: a logits tile of at most
- * 512 tokens x what fills 16 MiB of vocabulary, its row state, and logprob/entropy/lse per token.
- */
-function fusedHeadBytes(N: number, V: number): number {
-  const tc = Math.min(N, 512);
-  const vc = Math.min(V, Math.max(64, Math.floor((16 << 20) / (4 * tc) / 64) * 64));
-  return f32(tc * vc) + f32(tc * 4) + 3 * f32(N) + 3 * f32(2);
+/** Scratch (as core-kernels' headForward sizes it) and outputs (logprob/entropy/lse per token) of the fused LM head. */
+function fusedHeadBytes(N: number, H: number, V: number, head: { cpu: boolean; maxBinding: number }): number {
+  return sizeClass(headForwardScratchBytes(N, H, V, head)) + 3 * f32(N) + 3 * f32(2);
 }
 
 /**
@@ -79,6 +81,9 @@ export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan
   const checkpointing = opts.checkpointing ?? false;
   const kvCache = opts.kvCache ?? false;
   const logits = training ? 'fused' : (opts.logits ?? (kvCache ? 'last' : 'all'));
+  const headKernel = opts.headKernel ?? 'tiled';
+  if (headKernel !== 'tiled' && headKernel !== 'cpu') fail(`headKernel must be 'tiled' or 'cpu', got ${String(headKernel)}`);
+  const headKind = { cpu: headKernel === 'cpu', maxBinding: opts.maxBinding ?? 128 * 2 ** 20 };
   if (opts.lora) {
     if (!Number.isInteger(opts.lora.r) || opts.lora.r <= 0) fail(`lora.r must be a positive integer, got ${opts.lora.r}`);
     if (opts.lora.targets.length === 0) fail('lora.targets is empty');
@@ -132,7 +137,7 @@ export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan
   let activations: number;
   if (!training) {
     const head = f32(N * H) + f32(N);
-    const logitsBytes = logits === 'all' ? buffer('logits', f32(N * V)) : logits === 'last' ? buffer('logits', f32(B * V)) : fusedHeadBytes(N, V) + f32(N);
+    const logitsBytes = logits === 'all' ? buffer('logits', f32(N * V)) : logits === 'last' ? buffer('logits', f32(B * V)) : fusedHeadBytes(N, H, V, headKind) + f32(N);
     const lora1 = opts.lora ? f32(N * opts.lora.r) * opts.lora.targets.length : 0;
     activations = residual + Math.max(layerWork + lora1, head + logitsBytes);
     items.push({ name: `activations (batch ${B} x ${T} tokens, inference, logits: ${logits})`, bytes: activations });
@@ -141,7 +146,7 @@ export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan
     const saved = checkpointing ? L * f32(N * H) + layerWork + loraWork : L * (layerWork + loraWork) + f32(N * H);
     // Backward of one layer: gradients of its intermediates and of the residual stream.
     const backward = layerWork + loraWork + 2 * f32(N * H);
-    const head = 2 * f32(N * H) + f32(N) + fusedHeadBytes(N, V);
+    const head = 2 * f32(N * H) + f32(N) + fusedHeadBytes(N, H, V, headKind);
     activations = saved + backward + head;
     items.push({
       name: `activations (batch ${B} x ${T} tokens, training, ${checkpointing ? 'checkpointed per layer' : 'no checkpointing'})`,
@@ -168,7 +173,7 @@ export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan
     total,
     items,
     largestBuffer: largest,
-    options: { batch: B, seqLen: T, dtype, training, checkpointing, kvCache, logits, lora: opts.lora },
+    options: { batch: B, seqLen: T, dtype, training, checkpointing, kvCache, logits, headKernel, maxBinding: headKind.maxBinding, lora: opts.lora },
   };
 }
 

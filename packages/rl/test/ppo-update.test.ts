@@ -85,7 +85,8 @@ describe('ppoUpdate on the policy training API', () => {
     for (const k of [0, 1]) expect(Math.abs(v1[k] - 0.5)).toBeLessThan(Math.abs(v0[k] - 0.5));
     expect(stats.valueLoss).toBeGreaterThan(0);
     expect(stats.criticGradNorm).toBeGreaterThan(0);
-    expect(stats.penalizedReward).toBe(stats.reward); // KL in the reward is 0 for a fresh adapter
+    // KL in the reward is 0 for a fresh adapter, up to float rounding of two head passes.
+    expect(stats.penalizedReward).toBeCloseTo(stats.reward, 6);
     for (const x of [actorOptimizer, criticOptimizer, actor, critic]) x.dispose();
   }, 300_000);
 

@@ -306,6 +306,21 @@ function plan(gpu: Gpu, op: string, hidden: Tensor, weight: Tensor, opts: HeadOp
   return { tc, vc };
 }
 
+/**
+ * Scratch bytes headForward allocates beyond its outputs, for memory planners: the logits tile and row state of
+ * the tiled path, or the per-lane partials and row state of the CPU-adapter path (`cpu`). Default chunking.
+ */
+export function headForwardScratchBytes(T: number, H: number, V: number, o: { cpu: boolean; maxBinding: number }): number {
+  const tc = Math.min(T, 512);
+  const state = tc * 16;
+  if (o.cpu) {
+    const pl = cpuHeadPlan(tc, V, H, 'fwd', o.maxBinding);
+    return state + tc * pl.nwg * 8 * 16;
+  }
+  const vc = Math.min(V, Math.max(64, Math.floor(TILE_BYTES / (4 * tc) / 64) * 64));
+  return state + tc * vc * 4;
+}
+
 /** A window of rows and `skip`, the element index of its first row inside the (aligned) binding. */
 type Span = ReturnType<typeof rowBinding>;
 
