@@ -2,16 +2,18 @@ import path from 'node:path';
 import { listTasks, prepareTask, type PreparedTask } from '@mlagent/env';
 import { EndpointExpert, ScriptedExpert, collect, exportSftSteps, exportShareGPT, type Expert } from '@mlagent/rl';
 import { UsageError, parse } from '../args.js';
+import { REDIS_OPTIONS, REDIS_USAGE, remoteEpisodes } from '../remote-episodes.js';
 
 export const collectUsage = `mlagent collect --tasks held-in|held-out|NAME[,NAME] --expert scripted|URL --trajectories N --ideas K --out DIR
           [--candidates M] [--max-steps S] [--concurrency C] [--seed S] [--sharegpt FILE] [--sft-steps FILE]
-          [--expert-model NAME] [--helper-url URL --helper-model NAME]
+          [--expert-model NAME] [--helper-url URL --helper-model NAME] [--redis URL [--queue NAME]]
   Runs full expert episodes seeded with the K most diverse idea plans per task, saving every step to
   DIR/steps.jsonl and every state to DIR/snapshots. Rerun the same command to resume an interrupted run.
   --expert URL: an OpenAI-compatible server (key from $OPENAI_API_KEY, model from --expert-model).
   --sharegpt FILE / --sft-steps FILE: also export the collection (LLaMA-Factory ShareGPT / per-step SFT JSONL).
   --candidates: plans generated per task before the K most diverse are kept (default 100).
-  --max-steps defaults to 15, --concurrency to 1, --seed to 0.`;
+  --max-steps defaults to 15, --concurrency to 1, --seed to 0.
+${REDIS_USAGE}`;
 
 const OPTIONS = {
   tasks: { type: 'string' },
@@ -28,6 +30,7 @@ const OPTIONS = {
   'sft-steps': { type: 'string' },
   'helper-url': { type: 'string' },
   'helper-model': { type: 'string' },
+  ...REDIS_OPTIONS,
 } as const;
 
 function count(name: string, raw: string | undefined, min: number): number {
@@ -92,6 +95,7 @@ export async function collectCommand(argv: string[]): Promise<void> {
   if (Boolean(v['helper-url']) !== Boolean(v['helper-model'])) throw new UsageError('collect: --helper-url and --helper-model go together');
   const helperLlm = v['helper-url'] ? { baseUrl: v['helper-url'], model: v['helper-model']!, apiKey: process.env.MLAGENT_HELPER_API_KEY } : null;
   const expert = makeExpert(v.expert, v['expert-model']);
+  const remote = remoteEpisodes('collect', v.redis, v.queue, (line) => process.stderr.write(`collect: ${line}\n`));
   const tasks = await loadTasks(v.tasks);
 
   // Stop starting trajectories on Ctrl-C; a second Ctrl-C exits at once (the next run redoes the unfinished ones).
@@ -104,12 +108,13 @@ export async function collectCommand(argv: string[]): Promise<void> {
   process.on('SIGINT', onSigint);
   let summary;
   try {
-    summary = await collect({ tasks, expert, trajectories, ideas, candidates, maxSteps, out: v.out, concurrency, seed, helperLlm, signal: abort.signal });
+    summary = await collect({ tasks, expert, trajectories, ideas, candidates, maxSteps, out: v.out, concurrency, seed, helperLlm, signal: abort.signal, startEpisode: remote?.startEpisode });
   } catch (e) {
     if (/^collect: /.test((e as Error).message)) throw new UsageError((e as Error).message);
     throw e;
   } finally {
     process.off('SIGINT', onSigint);
+    await remote?.close();
   }
   const resumed = summary.alreadyDone > 0 ? ` (${summary.alreadyDone} already there)` : '';
   console.log(`collected ${summary.completed} trajectories${resumed}, ${summary.alreadyDone + summary.completed}/${summary.total} done: ${summary.stepsFile}`);

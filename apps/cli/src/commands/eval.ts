@@ -20,12 +20,14 @@ import {
   type TrainConfig,
 } from '@mlagent/rl';
 import { UsageError, parse } from '../args.js';
+import { REDIS_OPTIONS, REDIS_USAGE, remoteEpisodes } from '../remote-episodes.js';
 import { MODEL_USAGE, checkModelArgs, loadPolicy, type LoadedPolicy } from '../policy-args.js';
 
 export const evalUsage = `mlagent eval (--model DIR [--adapter DIR] | --endpoint URL --endpoint-model NAME | --expert scripted)
           --tasks held-in|held-out|all|NAME[,NAME] [--trajectories N] [--max-steps S] [--time-budget SEC]
           [--out DIR] [--force] [--concurrency C] [--seed S] [--temperature T] [--max-new-tokens N]
           [--prompt-format messages|compact|prompt] [--name NAME] [--config FILE] [--compare FILE]... [--json]
+          [--redis URL [--queue NAME]]
 mlagent eval --compare FILE --compare FILE... [--out DIR] [--json]
   Runs full episodes per task with one agent and reports, per task, the average and best score over the
   trajectories, the relative gain over the baseline, the success rate (> 10% gain), the format-error rate of the
@@ -39,6 +41,7 @@ mlagent eval --compare FILE --compare FILE... [--out DIR] [--json]
   Results go to --out (default runs/eval-<time>): eval.json (read by mlagent report), eval.md, eval-steps.jsonl
   (every response and observation) and snapshots/. --compare adds earlier eval.json files to the printed table;
   with no agent, it only merges them (into --out when given).
+${REDIS_USAGE}
 ${MODEL_USAGE}`;
 
 const OPTIONS = {
@@ -64,6 +67,7 @@ const OPTIONS = {
   config: { type: 'string' },
   compare: { type: 'string', multiple: true },
   json: { type: 'boolean', default: false },
+  ...REDIS_OPTIONS,
 } as const;
 
 const GROUPS = ['held-in', 'held-out', 'all'];
@@ -159,6 +163,7 @@ export async function evalCommand(argv: string[]): Promise<void> {
   if (v.endpoint !== undefined && !v['endpoint-model']) throw new UsageError('eval: --endpoint URL needs --endpoint-model NAME (the model the server should run)');
   if (v.expert !== undefined && v.expert !== 'scripted') throw new UsageError(`eval: --expert must be 'scripted', got '${v.expert}' (an LLM expert is --endpoint URL)`);
   if (v.model !== undefined) checkModelArgs(cmd, v, evalUsage);
+  const remote = remoteEpisodes(cmd, v.redis, v.queue, (line) => process.stderr.write(`eval: ${line}\n`));
 
   let config: TrainConfig;
   try {
@@ -210,13 +215,14 @@ export async function evalCommand(argv: string[]): Promise<void> {
   process.on('SIGINT', onSigint);
   let result: EvalResult;
   try {
-    result = await evaluate({ tasks, agent, trajectories, maxSteps, timeBudgetSec, concurrency, seed, out, overwrite: v.force, signal: abort.signal });
+    result = await evaluate({ tasks, agent, trajectories, maxSteps, timeBudgetSec, concurrency, seed, out, overwrite: v.force, signal: abort.signal, startEpisode: remote?.startEpisode });
   } catch (e) {
     if (/^eval: /.test((e as Error).message)) throw new UsageError((e as Error).message);
     throw e;
   } finally {
     process.off('SIGINT', onSigint);
     policy?.close();
+    await remote?.close();
   }
   process.stderr.write(`eval: wrote ${join(out, 'eval.json')} and ${join(out, 'eval.md')}\n`);
   const shown = compared.length > 0 ? mergeEvalResults([result, ...compared]) : result;

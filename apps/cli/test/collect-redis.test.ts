@@ -1,0 +1,110 @@
+// collect and eval with --redis: the same scripted runs, once locally and once through a real redis-server and
+// one `mlagent worker`, give the same records step by step (all but wall times and the state ids that hold them).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bin, mlagent } from './run-cli.js';
+
+const home = mkdtempSync(path.join(tmpdir(), 'mlagent-cli-redis-'));
+const children: ChildProcess[] = [];
+let url = '';
+const workerLog: string[] = [];
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+beforeAll(async () => {
+  const port = await freePort();
+  url = `redis://127.0.0.1:${port}`;
+  children.push(spawn('/usr/bin/redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', home, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' }));
+  const worker = spawn(process.execPath, [bin, 'worker', '--redis', url, '--queue', 'redis-cli-q', '--store', path.join(home, 'worker-states')], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  children.push(worker);
+  worker.stderr!.setEncoding('utf8').on('data', (t: string) => workerLog.push(...t.split('\n').filter(Boolean)));
+  const t0 = Date.now();
+  while (!workerLog.some((l) => l.includes('waiting for jobs'))) {
+    if (Date.now() - t0 > 30_000) throw new Error(`the worker did not start:\n${workerLog.join('\n')}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+});
+
+afterAll(async () => {
+  for (const c of children) c.kill('SIGKILL');
+  await new Promise((r) => setTimeout(r, 300));
+  rmSync(home, { recursive: true, force: true });
+});
+
+/** A JSON value without the fields that record wall time or name states (whose manifests hold wall times). */
+function timeless(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(timeless);
+  if (value === null || typeof value !== 'object') return value;
+  const WALL = new Set(['durationSec', 'stateBefore', 'stateAfter', 'snapshotId', 'createdAt', 'startedAt', 'finishedAt', 'wallSec', 'elapsedSec']);
+  return Object.fromEntries(Object.entries(value).filter(([k]) => !WALL.has(k)).map(([k, v]) => [k, timeless(v)]));
+}
+
+/** Steps the worker has finished so far. */
+const workerJobs = () => workerLog.filter((l) => / done in [\d.]+ s: step \d+ /.test(l)).length;
+
+function jsonl(file: string): Record<string, unknown>[] {
+  return readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+}
+
+describe('--redis URL', () => {
+  it('rejects a bad --redis and a --queue without it', async () => {
+    let r = await mlagent('collect', '--tasks', 'house-prices', '--expert', 'scripted', '--trajectories', '1', '--ideas', '2', '--out', home, '--redis', 'localhost:6379');
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toMatch(/--redis must be a redis:\/\/ or rediss:\/\/ URL, got 'localhost:6379'/);
+    r = await mlagent('eval', '--expert', 'scripted', '--tasks', 'house-prices', '--queue', 'q');
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toMatch(/--queue goes with --redis URL/);
+  });
+
+  it('collect: the same steps through a worker as locally', async () => {
+    const args = (out: string) => ['collect', '--tasks', 'house-prices', '--expert', 'scripted', '--trajectories', '1', '--ideas', '2', '--max-steps', '8', '--out', out];
+    const local = path.join(home, 'collect-local');
+    const remote = path.join(home, 'collect-remote');
+    const [a, b] = await Promise.all([mlagent(...args(local)), mlagent(...args(remote), '--redis', url, '--queue', 'redis-cli-q')]);
+    expect(a.code, a.stderr).toBe(0);
+    expect(b.code, b.stderr).toBe(0);
+    const here = jsonl(path.join(local, 'steps.jsonl'));
+    const there = jsonl(path.join(remote, 'steps.jsonl'));
+    // The run must exercise a graded edit, or the comparison would say little.
+    expect(here.filter((r) => r.outcome === 'ok').map((r) => r.metric)).toHaveLength(2);
+    expect(here.some((r) => r.action === 'Edit Script Lines' || r.action === 'Edit Script (AI)')).toBe(true);
+    expect(there.map(timeless)).toEqual(here.map(timeless));
+    // Every step ran on the worker, and every state it produced came back into the client's store.
+    const steps = there.filter((r) => r.type === 'step');
+    expect(workerJobs()).toBeGreaterThanOrEqual(steps.length);
+    for (const s of steps) expect(existsSync(path.join(remote, 'snapshots', 'states', `${String(s.stateAfter)}.json`)), String(s.stateAfter)).toBe(true);
+  }, 90_000);
+
+  it('eval: the same results through a worker as locally', async () => {
+    const args = (out: string) => ['eval', '--expert', 'scripted', '--tasks', 'house-prices', '--trajectories', '1', '--ideas', '2', '--max-steps', '8', '--out', out, '--json'];
+    const jobsBefore = workerJobs();
+    const local = path.join(home, 'eval-local');
+    const remote = path.join(home, 'eval-remote');
+    const [a, b] = await Promise.all([mlagent(...args(local)), mlagent(...args(remote), '--redis', url, '--queue', 'redis-cli-q')]);
+    expect(a.code, a.stderr).toBe(0);
+    expect(b.code, b.stderr).toBe(0);
+    const here = jsonl(path.join(local, 'eval-steps.jsonl'));
+    expect(here.filter((r) => r.outcome === 'ok')).toHaveLength(2);
+    expect(jsonl(path.join(remote, 'eval-steps.jsonl')).map(timeless)).toEqual(here.map(timeless));
+    expect(workerJobs() - jobsBefore).toBeGreaterThanOrEqual(here.length);
+    const result = (dir: string) => JSON.parse(readFileSync(path.join(dir, 'eval.json'), 'utf8')) as { rows: unknown[]; trajectories: unknown[] };
+    const [x, y] = [result(local), result(remote)];
+    expect(x.rows).toHaveLength(1);
+    expect(x.trajectories).toHaveLength(1);
+    expect(timeless(y.rows)).toEqual(timeless(x.rows));
+    expect(timeless(y.trajectories)).toEqual(timeless(x.trajectories));
+  }, 90_000);
+});
