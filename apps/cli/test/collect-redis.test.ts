@@ -5,6 +5,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { collectionEnv, remoteEpisodes, type PoolState } from '@mlagent/rl';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bin, mlagent } from './run-cli.js';
 
@@ -67,6 +68,9 @@ describe('--redis URL', () => {
     r = await mlagent('eval', '--expert', 'scripted', '--tasks', 'house-prices', '--queue', 'q');
     expect(r.code, r.stderr).toBe(2);
     expect(r.stderr).toMatch(/--queue goes with --redis URL/);
+    r = await mlagent('train', '--preset', 'tiny', '--out', path.join(home, 'train'), '--redis', 'http://127.0.0.1:6379');
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toMatch(/train: --redis must be a redis:\/\/ or rediss:\/\/ URL, got 'http:\/\/127.0.0.1:6379'/);
   });
 
   it('collect: the same steps through a worker as locally', async () => {
@@ -107,4 +111,28 @@ describe('--redis URL', () => {
     expect(timeless(y.rows)).toEqual(timeless(x.rows));
     expect(timeless(y.trajectories)).toEqual(timeless(x.trajectories));
   }, 90_000);
+
+  it('train: the PPO env restores collected states and steps them on the worker as locally', async () => {
+    // The collection of the collect test; the step that ran train.py after the edit is the one to replay.
+    const collection = path.join(home, 'collect-remote');
+    const records = jsonl(path.join(collection, 'steps.jsonl')).filter((r) => r.type === 'step' && r.outcome === 'ok');
+    const replayed = records[records.length - 1]!;
+    const state = { task: 'house-prices', snapshotId: String(replayed.stateBefore) } as PoolState;
+    const options = { maxSteps: 8, historyWindow: 5, maxObservationChars: 10_000, concurrency: 1 };
+    const remote = remoteEpisodes({ redis: url, queue: 'redis-cli-q' });
+    const [here, there] = [await collectionEnv(collection, ['house-prices'], options), await collectionEnv(collection, ['house-prices'], { ...options, remote })];
+    try {
+      const jobsBefore = workerJobs();
+      const [a, b] = [await here.restore(state), await there.restore(state)];
+      expect(b.messages()).toEqual(a.messages());
+      const [ra, rb] = await Promise.all([a.step(String(replayed.response)), b.step(String(replayed.response))]);
+      expect(timeless(rb)).toEqual(timeless(ra));
+      expect(rb).toMatchObject({ outcome: 'ok', metric: replayed.metric });
+      expect(b.currentMetric).toBe(a.currentMetric);
+      expect(workerJobs() - jobsBefore).toBe(1);
+      await Promise.all([a.close(), b.close()]);
+    } finally {
+      await Promise.all([here.close(), there.close(), remote.close()]);
+    }
+  }, 60_000);
 });

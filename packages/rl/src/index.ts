@@ -104,6 +104,7 @@ export { evalMarkdown, mergeEvalResults, readEvalResult, metricLabel, formatScor
 // The step-wise PPO loop (and the episode-wise baseline), its rollout log, and `mlagent train`'s whole pipeline.
 export { trainPpo, type TrainPpoOptions, type TrainPpoResult, type PpoIterationInfo } from './train/ppo-loop.js';
 export { collectionEnv, type ActionEnv, type ActingEpisode, type CollectionEnvOptions } from './train/env.js';
+export { remoteEpisodes, type RemoteEpisodes, type RemoteExecution } from './train/remote.js';
 export { RolloutLog, readRollouts, ROLLOUTS_FILE, type RolloutGroup, type RolloutSample } from './train/rollouts.js';
 export { policyMessages, policyChat, actionPart, renderPrompt } from './train/prompt.js';
 export { trainPipeline, taskNames, sftChats, type TrainPipelineOptions, type TrainPipelineResult } from './train/pipeline.js';

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { listTasks, prepareTask, type PreparedTask } from '@mlagent/env';
 import { EndpointExpert, ScriptedExpert, collect, exportSftSteps, exportShareGPT, type Expert } from '@mlagent/rl';
 import { UsageError, parse } from '../args.js';
-import { REDIS_OPTIONS, REDIS_USAGE, remoteEpisodes } from '../remote-episodes.js';
+import { REDIS_OPTIONS, REDIS_USAGE, remoteFromArgs } from '../remote-episodes.js';
 
 export const collectUsage = `mlagent collect --tasks held-in|held-out|NAME[,NAME] --expert scripted|URL --trajectories N --ideas K --out DIR
           [--candidates M] [--max-steps S] [--concurrency C] [--seed S] [--sharegpt FILE] [--sft-steps FILE]
@@ -95,7 +95,7 @@ export async function collectCommand(argv: string[]): Promise<void> {
   if (Boolean(v['helper-url']) !== Boolean(v['helper-model'])) throw new UsageError('collect: --helper-url and --helper-model go together');
   const helperLlm = v['helper-url'] ? { baseUrl: v['helper-url'], model: v['helper-model']!, apiKey: process.env.MLAGENT_HELPER_API_KEY } : null;
   const expert = makeExpert(v.expert, v['expert-model']);
-  const remote = remoteEpisodes('collect', v.redis, v.queue, (line) => process.stderr.write(`collect: ${line}\n`));
+  const remote = remoteFromArgs('collect', v.redis, v.queue);
   const tasks = await loadTasks(v.tasks);
 
   // Stop starting trajectories on Ctrl-C; a second Ctrl-C exits at once (the next run redoes the unfinished ones).
@@ -108,7 +108,7 @@ export async function collectCommand(argv: string[]): Promise<void> {
   process.on('SIGINT', onSigint);
   let summary;
   try {
-    summary = await collect({ tasks, expert, trajectories, ideas, candidates, maxSteps, out: v.out, concurrency, seed, helperLlm, signal: abort.signal, startEpisode: remote?.startEpisode });
+    summary = await collect({ tasks, expert, trajectories, ideas, candidates, maxSteps, out: v.out, concurrency, seed, helperLlm, signal: abort.signal, startEpisode: remote && ((task, o) => remote.start(task, o)) });
   } catch (e) {
     if (/^collect: /.test((e as Error).message)) throw new UsageError((e as Error).message);
     throw e;

@@ -20,7 +20,7 @@ import {
   type TrainConfig,
 } from '@mlagent/rl';
 import { UsageError, parse } from '../args.js';
-import { REDIS_OPTIONS, REDIS_USAGE, remoteEpisodes } from '../remote-episodes.js';
+import { REDIS_OPTIONS, REDIS_USAGE, remoteFromArgs } from '../remote-episodes.js';
 import { MODEL_USAGE, checkModelArgs, loadPolicy, type LoadedPolicy } from '../policy-args.js';
 
 export const evalUsage = `mlagent eval (--model DIR [--adapter DIR] | --endpoint URL --endpoint-model NAME | --expert scripted)
@@ -163,7 +163,7 @@ export async function evalCommand(argv: string[]): Promise<void> {
   if (v.endpoint !== undefined && !v['endpoint-model']) throw new UsageError('eval: --endpoint URL needs --endpoint-model NAME (the model the server should run)');
   if (v.expert !== undefined && v.expert !== 'scripted') throw new UsageError(`eval: --expert must be 'scripted', got '${v.expert}' (an LLM expert is --endpoint URL)`);
   if (v.model !== undefined) checkModelArgs(cmd, v, evalUsage);
-  const remote = remoteEpisodes(cmd, v.redis, v.queue, (line) => process.stderr.write(`eval: ${line}\n`));
+  const remote = remoteFromArgs(cmd, v.redis, v.queue);
 
   let config: TrainConfig;
   try {
@@ -215,7 +215,7 @@ export async function evalCommand(argv: string[]): Promise<void> {
   process.on('SIGINT', onSigint);
   let result: EvalResult;
   try {
-    result = await evaluate({ tasks, agent, trajectories, maxSteps, timeBudgetSec, concurrency, seed, out, overwrite: v.force, signal: abort.signal, startEpisode: remote?.startEpisode });
+    result = await evaluate({ tasks, agent, trajectories, maxSteps, timeBudgetSec, concurrency, seed, out, overwrite: v.force, signal: abort.signal, startEpisode: remote && ((task, o) => remote.start(task, o)) });
   } catch (e) {
     if (/^eval: /.test((e as Error).message)) throw new UsageError((e as Error).message);
     throw e;

@@ -1,13 +1,16 @@
 import { TrainConfigError, loadTrainConfig, trainPipeline, type TrainConfigInput } from '@mlagent/rl';
 import { UsageError, parse } from '../args.js';
+import { REDIS_OPTIONS, REDIS_USAGE, remoteFromArgs } from '../remote-episodes.js';
 
 export const trainUsage = `mlagent train (--preset tiny | --config FILE) [--out DIR] [--resume] [--model-preset tiny|small]
+          [--redis URL [--queue NAME]]
   The whole method: scripted-expert collection on the collection tasks -> LoRA SFT -> step-wise PPO from the
   states pool -> evaluation of SFT-only vs SFT+RL on the eval tasks (held-in and held-out) -> DIR/report.html.
   --preset tiny   the embedded default: a random tiny Qwen2 from init-model and the tiny preset's small settings
   --config FILE   YAML/JSON training config (sections lora, sft, ppo, collection, eval; 'model' names a real model)
   --out DIR       run directory (default runs/train); every stage keeps its own subdirectory there
-  --resume        continue an interrupted run in DIR (finished stages are reused, the others resume from checkpoints)`;
+  --resume        continue an interrupted run in DIR (finished stages are reused, the others resume from checkpoints)
+${REDIS_USAGE}`;
 
 export async function trainCommand(argv: string[]): Promise<void> {
   const { values } = parse('train', argv, {
@@ -16,11 +19,13 @@ export async function trainCommand(argv: string[]): Promise<void> {
     out: { type: 'string', default: 'runs/train' },
     resume: { type: 'boolean', default: false },
     'model-preset': { type: 'string' },
+    ...REDIS_OPTIONS,
   });
   if (!values.preset && !values.config) throw new UsageError(`train: give --preset tiny or --config FILE\n${trainUsage}`);
   if (values.preset !== undefined && values.preset !== 'default' && values.preset !== 'tiny') throw new UsageError(`train: --preset must be default or tiny, got '${values.preset}'`);
   const modelPreset = values['model-preset'];
   if (modelPreset !== undefined && modelPreset !== 'tiny' && modelPreset !== 'small') throw new UsageError(`train: --model-preset must be tiny or small, got '${modelPreset}'`);
+  const remote = remoteFromArgs('train', values.redis, values.queue);
   const controller = new AbortController();
   const onSignal = () => {
     if (controller.signal.aborted) process.exit(130);
@@ -31,7 +36,7 @@ export async function trainCommand(argv: string[]): Promise<void> {
   try {
     const overrides: TrainConfigInput = values.preset ? { preset: values.preset } : {};
     const config = values.config ? loadTrainConfig(values.config, overrides) : overrides;
-    const r = await trainPipeline({ out: values.out!, config, resume: values.resume, modelPreset, signal: controller.signal });
+    const r = await trainPipeline({ out: values.out!, config, resume: values.resume, modelPreset, signal: controller.signal, remote });
     const rewards = r.ppo?.rewards ?? [];
     const fmt = (x: number | undefined) => (x === undefined ? '?' : x.toFixed(3));
     console.log(`train: PPO mean reward ${fmt(rewards[0])} (first iteration) -> ${fmt(rewards[rewards.length - 1])} (last of ${rewards.length})`);
@@ -42,5 +47,6 @@ export async function trainCommand(argv: string[]): Promise<void> {
     throw e;
   } finally {
     process.off('SIGINT', onSignal);
+    await remote?.close();
   }
 }

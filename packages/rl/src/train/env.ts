@@ -5,6 +5,7 @@ import { Episode, SandboxPool, SnapshotStore, prepareTask, type PreparedTask, ty
 import type { TaskMetric } from '@mlagent/reward';
 import type { ChatMessage } from '../experts/types.js';
 import type { PoolState } from '../pool/states-pool.js';
+import type { RemoteEpisodes } from './remote.js';
 
 /** The part of the env's Episode that RL acts through. */
 export interface ActingEpisode {
@@ -34,6 +35,8 @@ export interface CollectionEnvOptions {
   concurrency: number;
   /** Where live workspaces are made (default the env's). */
   workRoot?: string;
+  /** Run the steps on queue workers instead (same results); the caller closes it. */
+  remote?: RemoteEpisodes;
 }
 
 /** The real environment over a collection directory's snapshots; tasks are prepared once, on first use. */
@@ -48,9 +51,13 @@ export async function collectionEnv(collectionDir: string, tasks: readonly strin
     return t;
   };
   const episodeOptions = { store, pool, maxSteps: options.maxSteps, historyWindow: options.historyWindow, maxObservationChars: options.maxObservationChars, workRoot: options.workRoot };
+  const remote = options.remote;
   return {
-    restore: (state) => Episode.start(taskOf(state.task), { ...episodeOptions, fromSnapshot: state.snapshotId }),
-    start: (task) => Episode.start(taskOf(task), episodeOptions),
+    restore: (state) =>
+      remote
+        ? remote.start(taskOf(state.task), { ...episodeOptions, fromSnapshot: state.snapshotId })
+        : Episode.start(taskOf(state.task), { ...episodeOptions, fromSnapshot: state.snapshotId }),
+    start: (task) => (remote ? remote.start(taskOf(task), episodeOptions) : Episode.start(taskOf(task), episodeOptions)),
     taskMetric(name) {
       const { spec } = taskOf(name);
       return { name: spec.metric.name, direction: spec.metric.direction, baseline: spec.baseline, best: spec.best };

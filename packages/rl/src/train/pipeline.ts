@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Gpu } from '@mlagent/core-kernels';
-import { Episode, listTasks, prepareTask, type PreparedTask } from '@mlagent/env';
+import { Episode, listTasks, prepareTask, type EpisodeOptions, type PreparedTask } from '@mlagent/env';
 import { QwenModel, QwenTokenizer, initModel, loadAdapter } from '@mlagent/policy';
 import { collect } from '../collect/runner.js';
 import { readCollection, type CollectedStep } from '../collect/records.js';
@@ -16,6 +16,7 @@ import { writeReport } from '../report/html-report.js';
 import { sft } from '../sft/sft.js';
 import { trainPpo, type TrainPpoResult } from './ppo-loop.js';
 import { policyChat, policyMessages } from './prompt.js';
+import type { RemoteEpisodes } from './remote.js';
 
 /**
  * `mlagent train`: the whole method on one config. Stages, each in its own directory under `out` and each skipped
@@ -38,6 +39,8 @@ export interface TrainPipelineOptions {
   log?: (line: string) => void;
   signal?: AbortSignal;
   progress?: boolean;
+  /** Run every env step (collection, PPO, evaluation) on queue workers (same results); the caller closes it. */
+  remote?: RemoteEpisodes;
 }
 
 export interface TrainPipelineResult {
@@ -97,7 +100,7 @@ export async function trainPipeline(options: TrainPipelineOptions): Promise<Trai
       seed: config.seed,
       progress: options.progress,
       signal: options.signal,
-      startEpisode: (task, o) => Episode.start(task, { ...o, ...episodeOptions }),
+      startEpisode: episodeStarter(options.remote, episodeOptions),
     }),
   );
   stopIfAborted(options.signal);
@@ -119,7 +122,7 @@ export async function trainPipeline(options: TrainPipelineOptions): Promise<Trai
   if (existsSync(join(ppoDir, 'ppo-summary.json'))) {
     ppo = JSON.parse(readFileSync(join(ppoDir, 'ppo-summary.json'), 'utf8')) as TrainPpoResult;
   } else {
-    ppo = await timed('ppo', () => trainPpo({ modelDir, adapter: sftAdapter, collection, out: ppoDir, config, resume: existsSync(ppoDir), signal: options.signal, progress: options.progress, log }));
+    ppo = await timed('ppo', () => trainPpo({ modelDir, adapter: sftAdapter, collection, out: ppoDir, config, resume: existsSync(ppoDir), signal: options.signal, progress: options.progress, log, remote: options.remote }));
     if (ppo.stopped) throw new Error('train: stopped during PPO; run again with --resume to continue');
   }
 
@@ -167,6 +170,12 @@ interface AdapterUnderTest {
   dir: string;
 }
 
+/** How collection and evaluation start episodes: locally, or on the queue workers. */
+function episodeStarter(remote: RemoteEpisodes | undefined, extra: { historyWindow: number; maxObservationChars: number }) {
+  return (task: PreparedTask, o: EpisodeOptions) =>
+    remote ? remote.start(task, { ...o, ...extra }) : Episode.start(task, { ...o, ...extra });
+}
+
 /** One evaluation per adapter on one loaded model (each kept in its directory), merged into one table. */
 async function evaluateAdapters(
   config: TrainConfig,
@@ -202,7 +211,7 @@ async function evaluateAdapters(
             overwrite: true,
             progress: options.progress,
             signal: options.signal,
-            startEpisode: (task, o) => Episode.start(task, { ...o, ...options.episodeOptions }),
+            startEpisode: episodeStarter(options.remote, options.episodeOptions),
           }),
         );
       } finally {

@@ -21,6 +21,7 @@ import { ProgressMeter } from '../metrics/progress.js';
 import { StatesPool, type PoolCursor } from '../pool/states-pool.js';
 import { ppoUpdate, type PpoSample, type PpoUpdateStats } from '../ppo/update.js';
 import { collectionEnv, type ActionEnv } from './env.js';
+import type { RemoteEpisodes } from './remote.js';
 import { lockRunDir } from './lock.js';
 import { episodeRollouts, stepRollouts, type RolloutContext } from './rollout.js';
 import { ROLLOUTS_FILE, RolloutLog, readRollouts, type RolloutGroup } from './rollouts.js';
@@ -50,6 +51,8 @@ export interface TrainPpoOptions {
   resume?: boolean;
   /** The environment (default: the real env over the collection's snapshots). */
   env?: ActionEnv;
+  /** Run the default env's steps on queue workers (same results); the caller closes it. */
+  remote?: RemoteEpisodes;
   gpu?: Gpu;
   model?: QwenModel;
   /** Stops after the current iteration (with a checkpoint). */
@@ -149,7 +152,7 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
     const reusable = [...saved.values()].reduce((k, m) => k + m.size, 0);
     if (reusable > 0) log(`ppo: reusing ${reusable} saved rollout groups of iterations ${[...saved.keys()].join(', ')}`);
 
-    env = options.env ?? (await collectionEnv(options.collection, tasks, { maxSteps: pool.maxSteps ?? c.episodeMaxSteps, historyWindow: c.historyWindow, maxObservationChars: c.maxObservationChars, concurrency: c.envConcurrency }));
+    env = options.env ?? (await collectionEnv(options.collection, tasks, { maxSteps: pool.maxSteps ?? c.episodeMaxSteps, historyWindow: c.historyWindow, maxObservationChars: c.maxObservationChars, concurrency: c.envConcurrency, remote: options.remote }));
     metrics = new MetricsLogger(options.out);
     rolloutLog = new RolloutLog(options.out);
     const logFile = rolloutLog;
