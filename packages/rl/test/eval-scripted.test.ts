@@ -114,7 +114,7 @@ describe('evaluate with the scripted expert', () => {
     writeFileSync(path.join(dir, 'task.json'), JSON.stringify({ ...spec, baseline: null, best: null }));
     const task = await prepareTask(dir);
     expect(task.spec.baseline).toBeNull();
-    const agent = { name: 'quitter', kind: 'test', detail: '', temperature: null, respond: async (rs: unknown[]) => rs.map(() => 'Action: Final Answer\nAction Input: {"final_answer": "none"}') };
+    const agent = { name: 'quitter', kind: 'test', detail: '', temperature: null, respond: async (rs: readonly unknown[]) => rs.map(() => 'Action: Final Answer\nAction Input: {"final_answer": "none"}') };
     const r = await evaluate({ tasks: [task], agent, trajectories: 1, maxSteps: 3, timeBudgetSec: 60, progress: false });
     // The shipped train.py reproduces the recorded baseline.
     expect(Math.abs(r.rows[0].baseline - spec.baseline) / spec.baseline).toBeLessThan(0.01);
