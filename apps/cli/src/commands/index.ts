@@ -33,6 +33,6 @@ export const COMMANDS: Record<string, Command> = {
   collect: { usage: collectUsage, run: collectCommand },
   eval: { usage: evalUsage, run: evalCommand },
   tasks: { usage: tasksUsage, run: tasks },
-  train: { usage: trainUsage, run: trainCommand },
   worker: { usage: workerUsage, run: workerCommand },
+  train: { usage: trainUsage, run: trainCommand },
 };

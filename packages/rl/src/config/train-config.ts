@@ -206,19 +206,19 @@ export type TrainConfigInput = Partial<Pick<TrainConfig, 'preset' | 'seed' | 'mo
 /** What `preset: tiny` changes: a randomly initialised tiny model learns in minutes on a 2-core CPU only with
  * far larger learning rates and far smaller batches and sequences than a 7B model. On lavapipe every token costs a
  * pass over Qwen's 152k-row LM head, so the tiny run keeps prompts and responses short (compact prompts, one step
- * of history, clipped observations, 48-token actions) and uses the four fastest tabular tasks. */
+ * of history, clipped observations, 24-token actions) and uses the four fastest tabular tasks. */
 export const TINY_PRESET: TrainConfigInput = {
   lora: { rank: 8, alpha: 16, dropout: 0 },
   sft: { epochs: 2, lr: 2e-3, warmupRatio: 0.1, batchSize: 4, gradAccum: 1, maxSeqLen: 512, evalFraction: 0 },
   ppo: {
-    iterations: 8,
+    iterations: 3,
     statesPerIteration: 2,
-    samplesPerState: 4,
-    minibatchSize: 8,
+    samplesPerState: 2,
+    minibatchSize: 4,
     advantage: 'grpo',
     actorLr: 3e-4,
     criticLr: 1e-3,
-    maxNewTokens: 48,
+    maxNewTokens: 24,
     envConcurrency: 2,
     episodeMaxSteps: 3,
     historyWindow: 1,
@@ -227,7 +227,7 @@ export const TINY_PRESET: TrainConfigInput = {
     checkpointEvery: 1,
   },
   collection: { tasks: ['house-prices', 'spaceship-titanic'], trajectories: 1, candidateIdeas: 100, ideas: 2, maxSteps: 4, concurrency: 2 },
-  eval: { tasks: ['house-prices', 'spaceship-titanic', 'tabular-playground', 'insult-detection'], trajectories: 1, maxSteps: 3, timeBudget: 300 },
+  eval: { tasks: ['house-prices', 'spaceship-titanic', 'tabular-playground', 'insult-detection'], trajectories: 1, maxSteps: 2, timeBudget: 300 },
 };
 
 const PRESETS: Record<Preset, TrainConfigInput> = { default: {}, tiny: TINY_PRESET };
