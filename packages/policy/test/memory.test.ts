@@ -10,8 +10,8 @@ import {
   generate,
   loadQwenConfig,
   measurePeak,
-  parseQwenConfig,
   planMemory,
+  qwen25_7bConfig,
   sequenceLogprobs,
   type MemoryPlanOptions,
 } from '../src/index.js';
@@ -21,19 +21,7 @@ import { writeModel } from './fixtures.js';
 const TOLERANCE = 0.1;
 
 /** A Qwen2.5-7B config (the design card's policy). */
-const QWEN7B = parseQwenConfig({
-  architectures: ['Qwen2ForCausalLM'],
-  hidden_size: 3584,
-  intermediate_size: 18944,
-  num_hidden_layers: 28,
-  num_attention_heads: 28,
-  num_key_value_heads: 4,
-  vocab_size: 152064,
-  max_position_embeddings: 32768,
-  rms_norm_eps: 1e-6,
-  rope_theta: 1e6,
-  tie_word_embeddings: false,
-});
+const QWEN7B = qwen25_7bConfig();
 
 const GiB = 1024 ** 3;
 
