@@ -293,8 +293,7 @@ function plan(gpu: Gpu, op: string, hidden: Tensor, weight: Tensor, opts: HeadOp
   const maxRows = gpu.maxWorkgroups * 16;
   const maxCols = gpu.maxWorkgroups * 64;
   const tc = Math.min(T, opts.chunkTokens ?? 512, fit(H * DTYPE_BYTES[hidden.dtype]), fit(H * 4), fit(16), maxRows, cpu ? fit(cpuPartialBytes(H, 'fwd')) : T);
-  // The CPU path holds no tile: one chunk of the whole vocabulary where the binding allows.
-  const defaultVc = cpu ? V : Math.max(64, Math.floor(TILE_BYTES / (4 * tc) / 64) * 64);
+  const defaultVc = defaultVocabChunk(tc, V, cpu);
   const tileCols = cpu ? V : Math.min(Math.floor(gpu.maxBinding / (4 * tc)), maxCols);
   const vc = Math.min(V, opts.chunkVocab ?? defaultVc, fit(H * DTYPE_BYTES[weight.dtype]), tileCols);
   if (tc < 1 || vc < 1) {
@@ -317,8 +316,12 @@ export function headForwardScratchBytes(T: number, H: number, V: number, o: { cp
     const pl = cpuHeadPlan(tc, V, H, 'fwd', o.maxBinding);
     return state + tc * pl.nwg * 8 * 16;
   }
-  const vc = Math.min(V, Math.max(64, Math.floor(TILE_BYTES / (4 * tc) / 64) * 64));
-  return state + tc * vc * 4;
+  return state + tc * Math.min(V, defaultVocabChunk(tc, V, false)) * 4;
+}
+
+/** Vocabulary rows per chunk when none is asked for: the CPU path holds no tile, the tiled one fills TILE_BYTES. */
+function defaultVocabChunk(tc: number, V: number, cpu: boolean): number {
+  return cpu ? V : Math.max(64, Math.floor(TILE_BYTES / (4 * tc) / 64) * 64);
 }
 
 /** A window of rows and `skip`, the element index of its first row inside the (aligned) binding. */
