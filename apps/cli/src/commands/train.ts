@@ -2,12 +2,13 @@ import { TrainConfigError, loadTrainConfig, trainPipeline, type TrainConfigInput
 import { UsageError, parse } from '../args.js';
 import { REDIS_OPTIONS, REDIS_USAGE, remoteFromArgs } from '../remote-episodes.js';
 
-export const trainUsage = `mlagent train (--preset tiny | --config FILE) [--out DIR] [--resume] [--model-preset tiny|small]
+export const trainUsage = `mlagent train (--preset tiny | --config FILE) [--out DIR] [--resume] [--model-preset tiny|mini|small]
           [--redis URL [--queue NAME]]
   The whole method: scripted-expert collection on the collection tasks -> LoRA SFT -> step-wise PPO from the
   states pool -> evaluation of SFT-only vs SFT+RL on the eval tasks (held-in and held-out) -> DIR/report.html.
   --preset tiny   the embedded default: a random tiny Qwen2 from init-model and the tiny preset's small settings
-  --config FILE   YAML/JSON training config (sections lora, sft, ppo, collection, eval; 'model' names a real model)
+  --config FILE   YAML/JSON training config (sections init, lora, sft, ppo, collection, eval; 'model' names a real model)
+  --model-preset  size of the random model (overrides the config's init.size)
   --out DIR       run directory (default runs/train); every stage keeps its own subdirectory there
   --resume        continue an interrupted run in DIR (finished stages are reused, the others resume from checkpoints)
 ${REDIS_USAGE}`;
@@ -24,7 +25,7 @@ export async function trainCommand(argv: string[]): Promise<void> {
   if (!values.preset && !values.config) throw new UsageError(`train: give --preset tiny or --config FILE\n${trainUsage}`);
   if (values.preset !== undefined && values.preset !== 'default' && values.preset !== 'tiny') throw new UsageError(`train: --preset must be default or tiny, got '${values.preset}'`);
   const modelPreset = values['model-preset'];
-  if (modelPreset !== undefined && modelPreset !== 'tiny' && modelPreset !== 'small') throw new UsageError(`train: --model-preset must be tiny or small, got '${modelPreset}'`);
+  if (modelPreset !== undefined && modelPreset !== 'tiny' && modelPreset !== 'mini' && modelPreset !== 'small') throw new UsageError(`train: --model-preset must be tiny, mini or small, got '${modelPreset}'`);
   const remote = remoteFromArgs('train', values.redis, values.queue);
   const controller = new AbortController();
   const onSignal = () => {

@@ -207,6 +207,11 @@ export class Episode {
       out = await this.act(parsed);
       const editable = parsed.action === 'Copy File' ? isScriptPath(parsed.args.destination) : ACTIONS[parsed.action].isEdit;
       isEdit = editable && out.outcome === 'none';
+      const script = isEdit && this.opts.runEditedScripts ? editedPythonScript(parsed) : null;
+      if (script !== null) {
+        const run = await this.run(script);
+        out = { ...run, observation: `${out.observation}\n\nThe edited script ${script} was run to score the edit. ${run.observation}` };
+      }
     }
     const durationSec = out.durationSec ?? (performance.now() - t0) / 1000;
     const observation = clip(out.observation, this.maxObservation);
@@ -216,13 +221,19 @@ export class Episode {
     if (action === 'Final Answer' && out.outcome === 'none') this.finished = true;
     if (step >= this.maxSteps) this.finished = true;
     const feedback: StepFeedback = { formatValid: parsed.ok, isEdit, previousMetric, durationSec };
-    if (action === 'Execute Script' && out.outcome !== 'action-error' && parsed.ok) {
+    const ranCode = (action === 'Execute Script' || isEdit) && parsed.ok && out.outcome !== 'action-error' && out.outcome !== 'none';
+    if (ranCode) {
       feedback.outcome = out.outcome as NonNullable<StepFeedback['outcome']>;
       feedback.metric = out.metric;
       feedback.milestones = { submissionWritten: out.submissionWritten ?? false };
     }
     const snapshotId = await this.snapshot();
     return { step, action, actionInput, observation, outcome: out.outcome, metric: out.metric, feedback, snapshotId, durationSec, done: this.finished };
+  }
+
+  private run(scriptName: unknown): Promise<ActionOutput> {
+    const ctx = { task: this.task, roots: this.files.roots, hiddenPaths: this.hiddenPaths, pool: this.opts.pool, threads: this.opts.threads };
+    return executeScript(ctx, scriptName);
   }
 
   /** Runs a parsed action; failures the agent caused become EnvError observations. */
@@ -236,10 +247,8 @@ export class Episode {
           return none(await copyFile(this.files, call.args.source, call.args.destination));
         case 'Undo Edit Script':
           return none(await undoEdit(this.files, call.args.script_name));
-        case 'Execute Script': {
-          const ctx = { task: this.task, roots: this.files.roots, hiddenPaths: this.hiddenPaths, pool: this.opts.pool, threads: this.opts.threads };
-          return await executeScript(ctx, call.args.script_name);
-        }
+        case 'Execute Script':
+          return await this.run(call.args.script_name);
         case 'Final Answer':
           return none('The episode has ended with your final answer.');
         case 'Understand File':
@@ -268,4 +277,11 @@ export class Episode {
       return { observation: message, outcome: 'action-error', metric: null };
     }
   }
+}
+
+/** The Python script an edit action wrote, if it wrote one (the file an edit-scoring run executes). */
+function editedPythonScript(call: ActionCall): string | null {
+  const args = call.args as Record<string, unknown>;
+  const path = call.action === 'Copy File' ? args.destination : call.action === 'Write File' ? args.file_name : 'save_name' in args ? args.save_name : args.script_name;
+  return typeof path === 'string' && /\.py$/i.test(path.trim()) ? path.trim() : null;
 }

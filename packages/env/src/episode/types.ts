@@ -20,6 +20,12 @@ export interface EpisodeOptions {
   threads?: number;
   /** Longest observation in characters; longer ones keep their head and tail. Default 10 000. */
   maxObservationChars?: number;
+  /**
+   * After a successful edit of a Python script, run the edited script as Execute Script does, so that the step's
+   * feedback carries the edit's outcome and metric (the paper's reward for an edit, sigmoid(alpha * (m' - m)),
+   * needs m'). The run's output follows the edit's observation. Default false: edits only edit, as in MLAgentBench.
+   */
+  runEditedScripts?: boolean;
 }
 
 /** How a step ended. The first seven are Execute Script's; the rest are the other cases. */

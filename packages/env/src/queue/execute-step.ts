@@ -56,6 +56,7 @@ export class StepContext {
         threads: o.threads,
         maxSteps: d.maxSteps,
         maxObservationChars: d.maxObservationChars,
+        runEditedScripts: d.runEditedScripts,
         fromSnapshot: d.fromSnapshot ?? undefined,
       });
     } catch (e) {

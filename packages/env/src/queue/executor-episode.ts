@@ -18,6 +18,8 @@ export interface ExecutorEpisodeOptions {
   historyWindow?: number;
   /** Longest observation in characters. Default 10 000. */
   maxObservationChars?: number;
+  /** Run an edited Python script to score the edit (Episode's runEditedScripts). Default false. */
+  runEditedScripts?: boolean;
   /** Must match the executing side's helper model: it decides which actions the prompt offers. */
   helperLlm?: HelperLlmConfig | null;
   fromSnapshot?: string;
@@ -109,6 +111,7 @@ export class ExecutorEpisode {
         response,
         maxSteps: this.maxSteps,
         maxObservationChars: this.opts.maxObservationChars,
+        runEditedScripts: this.opts.runEditedScripts,
         key: this.opts.key,
       });
       const { step, action, actionInput, observation, outcome, metric, durationSec } = r;

@@ -13,6 +13,8 @@ export interface ExecuteRequest {
   maxSteps?: number;
   /** Longest observation in characters (head and tail kept). Default 10 000, as Episode's. */
   maxObservationChars?: number;
+  /** Run an edited Python script to score the edit (Episode's runEditedScripts). Default false. */
+  runEditedScripts?: boolean;
   /**
    * Tells apart deliberate repeats of the same (task, state, response), e.g. two rollouts that sampled the
    * same text. Requests with equal keys are one job and get one result. Default ''.
@@ -41,6 +43,7 @@ export interface ExecutionJobData {
   response: string;
   maxSteps: number;
   maxObservationChars: number;
+  runEditedScripts: boolean;
   key: string;
 }
 
@@ -62,7 +65,9 @@ export function normalizeRequest(r: ExecuteRequest): ExecutionJobData {
   if (!Number.isInteger(maxObservationChars) || maxObservationChars < 1) {
     throw new ExecutionRequestError(`execute: 'maxObservationChars' must be an integer >= 1, got ${String(r.maxObservationChars)}`);
   }
+  const runEditedScripts = r.runEditedScripts ?? false;
+  if (typeof runEditedScripts !== 'boolean') throw new ExecutionRequestError(`execute: 'runEditedScripts' must be a boolean, got ${typeof r.runEditedScripts}`);
   const key = r.key ?? '';
   if (typeof key !== 'string') throw new ExecutionRequestError(`execute: 'key' must be a string, got ${typeof key}`);
-  return { task: r.task, fromSnapshot: from, response: r.response, maxSteps, maxObservationChars, key };
+  return { task: r.task, fromSnapshot: from, response: r.response, maxSteps, maxObservationChars, runEditedScripts, key };
 }

@@ -33,6 +33,8 @@ export interface SftConfig {
   lengthBucketing: boolean;
   checkpointEvery: number;
   keepCheckpoints: number;
+  probeStates: number;
+  probeSamples: number;
 }
 
 export interface PpoConfig {
@@ -69,6 +71,7 @@ export interface PpoConfig {
   maxObservationChars: number;
   poolSampling: 'by-task' | 'uniform';
   rewardVariant: 'v1' | 'v2' | 'milestones';
+  scoreEdits: boolean;
   checkpointEvery: number;
   keepCheckpoints: number;
 }
@@ -91,10 +94,19 @@ export interface EvalConfig {
   temperature: number;
 }
 
+/** The random model `mlagent train` starts from when no `model` is given. */
+export interface InitConfig {
+  arch: 'qwen2' | 'qwen3';
+  size: 'tiny' | 'mini' | 'small';
+  vocabMerges: number;
+  headInitStd: number;
+}
+
 export interface TrainConfig {
   preset: Preset;
   seed: number;
   model: string | null;
+  init: InitConfig;
   lora: LoraSettings;
   sft: SftConfig;
   ppo: PpoConfig;
@@ -132,6 +144,8 @@ export const SFT_SECTION: SectionOf<SftConfig> = {
   lengthBucketing: { kind: 'boolean', default: true, doc: 'Batch examples of similar length together (less padding).' },
   checkpointEvery: { kind: 'number', int: true, min: 0, default: 0, doc: 'Optimizer steps between checkpoints within an epoch; 0: only at the end of each epoch.' },
   keepCheckpoints: { kind: 'number', int: true, min: 1, default: 2, doc: 'Most recent checkpoints kept.' },
+  probeStates: { kind: 'number', int: true, min: 0, default: 16, doc: "`mlagent train`: collected states at which actions are sampled before and after SFT to measure the format-error rate (with ppo's maxNewTokens and temperature); 0: skip." },
+  probeSamples: { kind: 'number', int: true, min: 1, default: 2, doc: 'Actions sampled per probe state.' },
 };
 
 export const PPO_SECTION: SectionOf<PpoConfig> = {
@@ -168,6 +182,7 @@ export const PPO_SECTION: SectionOf<PpoConfig> = {
   maxObservationChars: { kind: 'number', int: true, min: 100, default: 10000, doc: 'Longest observation shown to the policy (head and tail kept), in collection, RL and evaluation alike.' },
   poolSampling: { kind: 'enum', values: ['by-task', 'uniform'], default: 'by-task', doc: "How states are drawn from the pool: tasks taking turns, or uniformly over all states." },
   rewardVariant: { kind: 'enum', values: ['v1', 'v2', 'milestones'], default: 'v1', doc: "The reward module's variant: 'v1' the paper's 0 / 0.5 / sigmoid; 'v2' signed; 'milestones' partial credit for failed runs." },
+  scoreEdits: { kind: 'boolean', default: true, doc: "Run the edited script right after a successful edit, so the edit is rewarded with sigmoid(alpha * (m' - m)) as in the paper (false: edits earn the neutral 0.5 and only Execute Script is scored)." },
   checkpointEvery: { kind: 'number', int: true, min: 1, default: 5, doc: 'Iterations between checkpoints.' },
   keepCheckpoints: { kind: 'number', int: true, min: 1, default: 3, doc: 'Most recent checkpoints kept.' },
 };
@@ -180,6 +195,13 @@ export const COLLECTION_SECTION: SectionOf<CollectionConfig> = {
   ideas: { kind: 'number', int: true, min: 1, default: 10, doc: 'Most diverse ideas kept per task (K).' },
   maxSteps: { kind: 'number', int: true, min: 1, default: 10, doc: 'Steps per expert trajectory.' },
   concurrency: { kind: 'number', int: true, min: 1, default: 4, doc: 'Trajectories run at once.' },
+};
+
+export const INIT_SECTION: SectionOf<InitConfig> = {
+  arch: { kind: 'enum', values: ['qwen2', 'qwen3'], default: 'qwen2', doc: 'Architecture of the random model written when `model` is not set.' },
+  size: { kind: 'enum', values: ['tiny', 'mini', 'small'], default: 'tiny', doc: "init-model's size preset: tiny (hidden 64, 2 layers), mini (hidden 128, 2 layers) or small (hidden 256, 4 layers)." },
+  vocabMerges: { kind: 'number', int: true, min: 0, default: 0, doc: "Keep the Qwen tokenizer's first N BPE merges (vocabulary 256 + N + 26 special tokens); 0 keeps all 151k." },
+  headInitStd: { kind: 'number', gt: 0, default: 0.02, doc: 'Std of the random LM head; LoRA leaves the head frozen, so it sets how confident the model can become.' },
 };
 
 export const EVAL_SECTION: SectionOf<EvalConfig> = {
@@ -196,38 +218,44 @@ export const TOP_SECTION: Section = {
   model: { kind: 'string', nullable: true, default: null, doc: 'Model directory (Hugging Face layout); the CLI may give it instead.' },
 };
 
-const SECTIONS = { lora: LORA_SECTION, sft: SFT_SECTION, ppo: PPO_SECTION, collection: COLLECTION_SECTION, eval: EVAL_SECTION } as const;
+const SECTIONS = { init: INIT_SECTION, lora: LORA_SECTION, sft: SFT_SECTION, ppo: PPO_SECTION, collection: COLLECTION_SECTION, eval: EVAL_SECTION } as const;
 
 /** A config with every field optional, as written in a file or passed as overrides. */
 export type TrainConfigInput = Partial<Pick<TrainConfig, 'preset' | 'seed' | 'model'>> & {
   [S in keyof typeof SECTIONS]?: Partial<TrainConfig[S]>;
 };
 
-/** What `preset: tiny` changes: a randomly initialised tiny model learns in minutes on a 2-core CPU only with
- * far larger learning rates and far smaller batches and sequences than a 7B model. On lavapipe every token costs a
- * pass over Qwen's 152k-row LM head, so the tiny run keeps prompts and responses short (compact prompts, one step
- * of history, clipped observations, 24-token actions) and uses the four fastest tabular tasks. */
+/** What `preset: tiny` changes, so that a randomly initialised model learns the agent's response format in
+ * minutes on a 2-core CPU (docs/TRAINING.md has the measurements behind each choice):
+ * - the model: init-model's `mini` size with Qwen's tokenizer cut to its first 4000 merges (4282 tokens instead of
+ *   151k, so the LM head is cheap) and a head at std 0.2, whose logits can become confident while LoRA keeps it
+ *   frozen; LoRA of rank 64 (full rank for most projections of a 128-wide model);
+ * - short inputs: compact prompts, one step of history, observations clipped to 300 characters;
+ * - far larger learning rates and far smaller batches than a 7B model; actions sampled at temperature 0.7;
+ * - three fast tabular tasks to collect on, and two held-in and two held-out tabular tasks to evaluate on. */
 export const TINY_PRESET: TrainConfigInput = {
-  lora: { rank: 8, alpha: 16, dropout: 0 },
-  sft: { epochs: 2, lr: 2e-3, warmupRatio: 0.1, batchSize: 4, gradAccum: 1, maxSeqLen: 512, evalFraction: 0 },
+  init: { size: 'mini', vocabMerges: 4000, headInitStd: 0.2 },
+  lora: { rank: 64, alpha: 128, dropout: 0 },
+  sft: { epochs: 8, lr: 3e-3, warmupRatio: 0.05, minLrRatio: 0.1, batchSize: 4, gradAccum: 1, maxSeqLen: 1024, evalFraction: 0.1, probeStates: 24, probeSamples: 2 },
   ppo: {
-    iterations: 3,
-    statesPerIteration: 2,
-    samplesPerState: 2,
-    minibatchSize: 4,
+    iterations: 8,
+    statesPerIteration: 4,
+    samplesPerState: 4,
+    minibatchSize: 8,
     advantage: 'grpo',
-    actorLr: 3e-4,
+    actorLr: 2e-4,
     criticLr: 1e-3,
-    maxNewTokens: 24,
+    temperature: 0.7,
+    maxNewTokens: 288,
     envConcurrency: 2,
-    episodeMaxSteps: 3,
+    episodeMaxSteps: 8,
     historyWindow: 1,
     compactPrompts: true,
     maxObservationChars: 300,
     checkpointEvery: 1,
   },
-  collection: { tasks: ['house-prices', 'spaceship-titanic'], trajectories: 1, candidateIdeas: 100, ideas: 2, maxSteps: 4, concurrency: 2 },
-  eval: { tasks: ['house-prices', 'spaceship-titanic', 'tabular-playground', 'insult-detection'], trajectories: 1, maxSteps: 2, timeBudget: 300 },
+  collection: { tasks: ['house-prices', 'spaceship-titanic', 'nomad-conductors'], trajectories: 6, candidateIdeas: 100, ideas: 6, maxSteps: 8, concurrency: 2 },
+  eval: { tasks: ['house-prices', 'spaceship-titanic', 'tabular-playground', 'insult-detection'], trajectories: 2, maxSteps: 6, timeBudget: 300 },
 };
 
 const PRESETS: Record<Preset, TrainConfigInput> = { default: {}, tiny: TINY_PRESET };

@@ -27,6 +27,8 @@ export const CHART_TITLES: Record<string, string> = {
 
 export interface ReportOptions {
   title?: string;
+  /** An SFT output directory (`mlagent sft` / `mlagent train`'s sft/): its loss curves, held-out loss and format probe go first. */
+  sftDir?: string;
 }
 
 export function renderReport(runDir: string, options: ReportOptions = {}): string {
@@ -40,6 +42,7 @@ export function renderReport(runDir: string, options: ReportOptions = {}): strin
 
   const title = options.title ?? `Run ${basename(runDir)}`;
   const body: string[] = [`<h1>${escapeXml(title)}</h1>`];
+  if (options.sftDir !== undefined) body.push(sftSection(options.sftDir));
   if (records.length > 0) {
     const last = records[records.length - 1];
     body.push(`<p class="meta">${records.length} metric records, steps ${records[0].step}–${last.step}.</p>`);
@@ -83,6 +86,41 @@ export function metricSeries(records: MetricRecord[]): [string, Series[]][] {
 }
 
 /** An eval JSON as tables: `{rows: [...]}`, a list of row objects, or an object of such lists; anything else as JSON. */
+/** SFT: the loss curves, held-out loss before and after, and the format-error rate of sampled actions. */
+function sftSection(dir: string): string {
+  const parts = ['<h2>Supervised fine-tuning</h2>'];
+  const rows: Record<string, unknown>[] = [];
+  const summary = readJsonIfAny(join(dir, 'sft-summary.json')) as { initialEvalLoss?: number | null; evalLoss?: number | null; steps?: number } | null;
+  if (summary && typeof summary.initialEvalLoss === 'number' && typeof summary.evalLoss === 'number') {
+    rows.push({ measure: 'held-out loss (nats/token)', 'untrained model': summary.initialEvalLoss.toFixed(3), 'after SFT': summary.evalLoss.toFixed(3) });
+  }
+  const probe = readJsonIfAny(join(dir, 'format-probe.json')) as { states: number; before: { formatErrorRate: number; samples: number }; after: { formatErrorRate: number; samples: number } } | null;
+  if (probe) {
+    const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+    rows.push({ measure: `format-error rate of sampled actions (${probe.after.samples} at ${probe.states} collected states)`, 'untrained model': pct(probe.before.formatErrorRate), 'after SFT': pct(probe.after.formatErrorRate) });
+  }
+  if (rows.length > 0) parts.push(htmlTable(rows, ''));
+  const metricsPath = join(dir, METRICS_FILE);
+  if (existsSync(metricsPath)) {
+    parts.push('<div class="charts">');
+    for (const [name, series] of metricSeries(readMetrics(metricsPath)).filter(([n]) => n === 'loss' || n === 'evalLoss')) {
+      parts.push(`<figure>${lineChartSvg(series, { title: `SFT: ${CHART_TITLES[name] ?? name}` })}</figure>`);
+    }
+    parts.push('</div>');
+  }
+  if (parts.length === 1) parts.push(`<p class="meta">${escapeXml(dir)} holds no SFT results yet.</p>`);
+  return parts.join('\n');
+}
+
+function readJsonIfAny(path: string): unknown {
+  if (!existsSync(path)) return null;
+  try {
+    return JSON.parse(readFileSync(path, 'utf8'));
+  } catch {
+    return null;
+  }
+}
+
 function evalSection(path: string): string {
   const name = basename(path);
   let data: unknown;

@@ -31,6 +31,8 @@ export interface CollectionEnvOptions {
   maxSteps: number;
   historyWindow: number;
   maxObservationChars: number;
+  /** Run an edited Python script at once to score the edit (the paper's reward for edits). Default false. */
+  scoreEdits?: boolean;
   /** Execute Script runs at once. */
   concurrency: number;
   /** Where live workspaces are made (default the env's). */
@@ -50,7 +52,7 @@ export async function collectionEnv(collectionDir: string, tasks: readonly strin
     if (!t) throw new Error(`collectionEnv: task '${name}' is not one of ${[...prepared.keys()].join(', ')}`);
     return t;
   };
-  const episodeOptions = { store, pool, maxSteps: options.maxSteps, historyWindow: options.historyWindow, maxObservationChars: options.maxObservationChars, workRoot: options.workRoot };
+  const episodeOptions = { store, pool, maxSteps: options.maxSteps, historyWindow: options.historyWindow, maxObservationChars: options.maxObservationChars, runEditedScripts: options.scoreEdits ?? false, workRoot: options.workRoot };
   const remote = options.remote;
   return {
     restore: (state) =>

@@ -13,6 +13,7 @@ import { policyAgent } from '../eval/policy-agent.js';
 import type { EvalResult } from '../eval/results.js';
 import { mergeEvalResults, readEvalResult } from '../eval/table.js';
 import { writeReport } from '../report/html-report.js';
+import { probeFormat, spreadStates, type FormatProbeResult } from '../sft/format-probe.js';
 import { sft } from '../sft/sft.js';
 import { trainPpo, type TrainPpoResult } from './ppo-loop.js';
 import { policyChat, policyMessages } from './prompt.js';
@@ -35,7 +36,7 @@ export interface TrainPipelineOptions {
    * it, a directory that already holds a run is refused. */
   resume?: boolean;
   /** Policy preset for the random model when the config names none. */
-  modelPreset?: 'tiny' | 'small';
+  modelPreset?: 'tiny' | 'mini' | 'small';
   log?: (line: string) => void;
   signal?: AbortSignal;
   progress?: boolean;
@@ -80,7 +81,17 @@ export async function trainPipeline(options: TrainPipelineOptions): Promise<Trai
   // 1. The policy.
   const modelDir = config.model ?? join(out, 'model');
   if (!config.model && !existsSync(join(modelDir, 'config.json'))) {
-    await timed('init-model', async () => initModel({ arch: 'qwen2', preset: options.modelPreset ?? 'tiny', outDir: modelDir, seed: config.seed }));
+    const i = config.init;
+    await timed('init-model', async () =>
+      initModel({
+        arch: i.arch,
+        preset: options.modelPreset ?? i.size,
+        outDir: modelDir,
+        seed: config.seed,
+        ...(i.vocabMerges > 0 ? { vocabMerges: i.vocabMerges } : {}),
+        headInitStd: i.headInitStd,
+      }),
+    );
   }
 
   // 2. Expert collection (collect() itself resumes: finished trajectories are kept).
@@ -116,6 +127,14 @@ export async function trainPipeline(options: TrainPipelineOptions): Promise<Trai
     });
   }
 
+  // 3b. What SFT changed in the sampled actions: the format-error rate at collected states, before and after.
+  const probeFile = join(sftDir, 'format-probe.json');
+  if (config.sft.probeStates > 0 && !existsSync(probeFile)) {
+    const probe = await timed('format-probe', () => probeBeforeAfter(config, modelDir, sftAdapter, join(collection, 'steps.jsonl')));
+    writeFileSync(probeFile, JSON.stringify(probe, null, 2) + '\n');
+    log(`train: format-error rate of sampled actions at ${probe.states} collected states: ${pct(probe.before.formatErrorRate)} before SFT, ${pct(probe.after.formatErrorRate)} after`);
+  }
+
   // 4. Step-wise PPO from the SFT adapter.
   const ppoDir = join(out, 'ppo');
   let ppo: TrainPpoResult | null = null;
@@ -135,7 +154,7 @@ export async function trainPipeline(options: TrainPipelineOptions): Promise<Trai
     ], { ...options, episodeOptions }),
   );
   writeEvalResult(ppoDir, evalResult);
-  const report = writeReport(ppoDir, join(out, 'report.html'), { title: `mlagent train (${config.preset} preset)` });
+  const report = writeReport(ppoDir, join(out, 'report.html'), { title: `mlagent train (${config.preset} preset)`, sftDir });
   writeFileSync(join(out, 'train-summary.json'), JSON.stringify({ seconds, ppoRewards: ppo.rewards }, null, 2) + '\n');
   return { modelDir, collection, sftAdapter, ppo, eval: evalResult, report, seconds };
 }
@@ -155,6 +174,44 @@ async function prepareAll(names: string[]): Promise<PreparedTask[]> {
   const out: PreparedTask[] = [];
   for (const n of names) out.push(await prepareTask(n));
   return out;
+}
+
+export interface FormatProbeReport {
+  states: number;
+  before: FormatProbeResult;
+  after: FormatProbeResult;
+}
+
+/** The format probe at evenly spread collected states, for the untrained model (no adapter) and the SFT adapter. */
+async function probeBeforeAfter(config: TrainConfig, modelDir: string, adapterDir: string, stepsFile: string): Promise<FormatProbeReport> {
+  const steps = readCollection(stepsFile).records.filter((r): r is CollectedStep => r.type === 'step');
+  const states = spreadStates(steps, config.sft.probeStates).map((s) => ({ task: s.task, messages: s.messages }));
+  const gpu = await Gpu.create();
+  try {
+    const model = await QwenModel.load(gpu, modelDir);
+    try {
+      const tokenizer = QwenTokenizer.fromDir(modelDir);
+      const c = config.ppo;
+      const run = () => probeFormat({ model, tokenizer, states, compactPrompts: c.compactPrompts, samplesPerState: config.sft.probeSamples, maxNewTokens: c.maxNewTokens, temperature: c.temperature, topP: c.topP, seed: config.seed });
+      const before = await run();
+      const adapter = loadAdapter(model, adapterDir);
+      model.adapter = adapter;
+      try {
+        return { states: states.length, before, after: await run() };
+      } finally {
+        model.adapter = null;
+        adapter.dispose();
+      }
+    } finally {
+      model.dispose();
+    }
+  } finally {
+    gpu.destroy();
+  }
+}
+
+function pct(x: number): string {
+  return `${(100 * x).toFixed(1)}%`;
 }
 
 /** Every recorded step as a chat ending in the expert's response. */

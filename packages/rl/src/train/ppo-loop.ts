@@ -152,7 +152,7 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
     const reusable = [...saved.values()].reduce((k, m) => k + m.size, 0);
     if (reusable > 0) log(`ppo: reusing ${reusable} saved rollout groups of iterations ${[...saved.keys()].join(', ')}`);
 
-    env = options.env ?? (await collectionEnv(options.collection, tasks, { maxSteps: pool.maxSteps ?? c.episodeMaxSteps, historyWindow: c.historyWindow, maxObservationChars: c.maxObservationChars, concurrency: c.envConcurrency, remote: options.remote }));
+    env = options.env ?? (await collectionEnv(options.collection, tasks, { maxSteps: pool.maxSteps ?? c.episodeMaxSteps, historyWindow: c.historyWindow, maxObservationChars: c.maxObservationChars, scoreEdits: c.scoreEdits, concurrency: c.envConcurrency, remote: options.remote }));
     metrics = new MetricsLogger(options.out);
     rolloutLog = new RolloutLog(options.out);
     const logFile = rolloutLog;
