@@ -183,6 +183,15 @@ describe('RemoteExecutor over BullMQ workers', () => {
     expect(r.observation.length).toBeLessThan(100);
   }, 30_000);
 
+  it('runs an edited script on the worker when the request asks to score edits', async () => {
+    const scored = await client.execute({ task: 'qtoy', response: STEPS[1], runEditedScripts: true });
+    expect(scored.feedback).toMatchObject({ isEdit: true, outcome: 'ok', metric: 0 });
+    const plain = await client.execute({ task: 'qtoy', response: STEPS[1] });
+    expect(plain.feedback.outcome).toBeUndefined();
+    expect(plain.outcome).toBe('none');
+    await expect(client.execute({ task: 'qtoy', response: STEPS[1], runEditedScripts: 'yes' as never })).rejects.toThrow(/'runEditedScripts' must be a boolean/);
+  }, 30_000);
+
   it('fails requests that cannot succeed at once, with the reason', async () => {
     const err = await client.execute({ task: 'no-such-task', response: STEPS[0] }).catch((e: Error) => e);
     expect((err as Error).message).toMatch(/cannot prepare task 'no-such-task'/);

@@ -157,6 +157,40 @@ describe('LoRA training passes', () => {
     adapter.dispose();
   });
 
+  it('scoring only some tokens gives the same logprobs there and the same gradients as scoring all', async () => {
+    const rng = new SeededRng(9);
+    const adapter = LoraAdapter.create(model, { r: 2, alpha: 4, targetModules: ['q_proj', 'down_proj'] }, { seed: 9 });
+    randomizeB(adapter, rng);
+    const seqs = randomSeqs(rng, [7, 3, 5], VOCAB);
+    const scored = seqs.map((s, b) => s.map((_, t) => (t > 0 && (t + b) % 2 === 0 ? 1 : 0)));
+    const coefs = scored.map((m) => m.map((x) => x * (rng.uniform() - 0.5)));
+    const ent = scored.map((m) => m.map((x) => x * 0.1));
+    const all = await policyForward(model, seqs, { adapter });
+    all.backward({ dLogprob: coefs, dEntropy: ent });
+    const gAll = await readAll(adapter);
+    adapter.zeroGrad();
+    const some = await policyForward(model, seqs, { adapter, scoredTokens: scored });
+    seqs.forEach((s, b) => {
+      for (let t = 1; t < s.length; t++) {
+        if (scored[b][t]) {
+          expect(Math.abs(some.logprobs[b][t] - all.logprobs[b][t])).toBeLessThan(1e-5);
+          expect(Math.abs(some.entropies[b][t] - all.entropies[b][t])).toBeLessThan(1e-5);
+        } else {
+          expect(some.logprobs[b][t]).toBe(0);
+        }
+      }
+    });
+    some.backward({ dLogprob: coefs, dEntropy: ent });
+    const gSome = await readAll(adapter);
+    for (let i = 0; i < gAll.length; i++) expect(relErr(gSome[i], gAll[i])).toBeLessThan(1e-5);
+    // A coefficient on a token the forward did not score would be dropped silently: it is refused instead.
+    const again = await policyForward(model, seqs, { adapter, scoredTokens: scored });
+    expect(() => again.backward({ dLogprob: seqs.map((s) => s.map(() => 1)) })).toThrow(/nonzero at tokens the forward did not score/);
+    await expect(policyForward(model, seqs, { adapter, scoredTokens: seqs.map((s) => s.map(() => 0)) })).rejects.toThrow(/marks no token/);
+    await expect(policyForward(model, seqs, { adapter, scoredTokens: [[1]] })).rejects.toThrow(/one array per sequence/);
+    adapter.dispose();
+  });
+
   it('a few dozen AdamW steps drive the NLL of a fixed sequence down; optimizer state resumes exactly', async () => {
     const rng = new SeededRng(5);
     const adapter = LoraAdapter.create(model, { r: 8, alpha: 16, targetModules: LORA_MODULES }, { seed: 5 });

@@ -1,4 +1,4 @@
-import { headBackward, headForward, type Gpu, type Tensor } from '@mlagent/core-kernels';
+import { embedding, embeddingBackward, headBackward, headForward, type Gpu, type Tensor } from '@mlagent/core-kernels';
 import type { QwenModel } from '../model.js';
 import { padBatch, rowsToTokens, tokensToRows, type PaddedBatch } from './batch.js';
 import { TrunkPass, type TrunkOptions } from './trunk.js';
@@ -6,6 +6,20 @@ import { TrunkPass, type TrunkOptions } from './trunk.js';
 export interface PolicyForwardOptions extends TrunkOptions {
   /** Divides the logits before the softmax, as in sampling (default 1). */
   temperature?: number;
+  /**
+   * Per sequence, the tokens that need a logprob and entropy (nonzero entries; index 0 ignored), e.g. SFT's
+   * target mask or PPO's response tokens. The LM head, the biggest matmul of a small model, then runs only on
+   * their rows; other tokens read back as 0 and take no gradient. Default: every token.
+   */
+  scoredTokens?: readonly ArrayLike<number>[];
+}
+
+/** The rows the head runs on when only some tokens are scored: their flat row ids, on the GPU and on the host. */
+interface RowSelection {
+  rows: Int32Array;
+  ids: Tensor<'i32'>;
+  /** hn's selected rows, [rows.length, H]. */
+  hidden: Tensor<'f32'>;
 }
 
 /** Per-token coefficients of the loss L = Σ dLogprob[b][t]·logprob[b][t] + dEntropy[b][t]·entropy[b][t]. */
@@ -30,6 +44,7 @@ export class PolicyPass {
     private readonly targets: Tensor<'i32'>,
     private readonly saved: { lse: Tensor<'f32'>; entropy: Tensor<'f32'> },
     private readonly temperature: number,
+    private readonly selection: RowSelection | null,
     /** logprobs[b][t] = log p(ids[b][t] | ids[b][<t]) under softmax(logits / temperature); [b][0] = 0. */
     readonly logprobs: Float32Array[],
     /** entropies[b][t] = entropy of the distribution that token t was drawn from; [b][0] = 0. */
@@ -49,20 +64,31 @@ export class PolicyPass {
     const dLogprob = grads.dLogprob && tokensToRows(op, 'dLogprob', b, grads.dLogprob);
     const dEntropy = grads.dEntropy && tokensToRows(op, 'dEntropy', b, grads.dEntropy);
     try {
+      const sel = this.selection;
+      const pick = (rows: Float32Array, name: string) => {
+        if (!sel) return rows;
+        const picked = Float32Array.from(sel.rows, (r) => rows[r]);
+        const rest = rows.slice();
+        for (const r of sel.rows) rest[r] = 0;
+        if (rest.some((v) => v !== 0)) throw new Error(`${op}: ${name} is nonzero at tokens the forward did not score (scoredTokens)`);
+        return picked;
+      };
       this.trunk.backwardFrom(() => {
-        const n = b.B * b.T;
-        return headBackward(
+        const n = sel ? sel.rows.length : b.B * b.T;
+        const dh = headBackward(
           gpu,
-          this.trunk.hn,
+          sel ? sel.hidden : this.trunk.hn,
           this.trunk.model.weights.lmHead,
           this.targets,
           this.saved,
           {
-            dLogprob: dLogprob && gpu.tensor([n], 'f32', dLogprob, op),
-            dEntropy: dEntropy && gpu.tensor([n], 'f32', dEntropy, op),
+            dLogprob: dLogprob && gpu.tensor([n], 'f32', pick(dLogprob, 'dLogprob'), op),
+            dEntropy: dEntropy && gpu.tensor([n], 'f32', pick(dEntropy, 'dEntropy'), op),
           },
           { temperature: this.temperature },
         );
+        // Scatter the selected rows' gradient back to every row of hn (the others get 0).
+        return sel ? embeddingBackward(gpu, sel.ids, dh, b.B * b.T) : dh;
       });
     } finally {
       this.dispose();
@@ -76,7 +102,20 @@ export class PolicyPass {
     this.disposed = true;
     this.trunk.dispose();
     for (const t of [this.targets, this.saved.lse, this.saved.entropy]) t.dispose();
+    if (this.selection) for (const t of [this.selection.ids, this.selection.hidden]) t.dispose();
   }
+}
+
+/** The flat rows (b·T + t − 1) of the tokens marked in `scored`, checked against the batch. */
+function scoredRows(batch: PaddedBatch, scored: readonly ArrayLike<number>[]): Int32Array {
+  if (!Array.isArray(scored) || scored.length !== batch.B) throw new Error(`policyForward: scoredTokens needs one array per sequence (${batch.B})`);
+  const rows: number[] = [];
+  scored.forEach((m, b) => {
+    if (!m || m.length !== batch.lengths[b]) throw new Error(`policyForward: scoredTokens[${b}] has ${m?.length} values; sequence ${b} has ${batch.lengths[b]} tokens`);
+    for (let t = 1; t < m.length; t++) if (m[t]) rows.push(b * batch.T + t - 1);
+  });
+  if (rows.length === 0) throw new Error('policyForward: scoredTokens marks no token (index 0 does not count)');
+  return Int32Array.from(rows);
 }
 
 /**
@@ -92,17 +131,26 @@ export async function policyForward(model: QwenModel, seqs: readonly (readonly n
   let pass: PolicyPass | undefined;
   let targets: Tensor<'i32'>;
   let fwd: ReturnType<typeof headForward>;
+  let selection: RowSelection | null = null;
   try {
-    targets = gpu.keep(gpu.tensor([batch.B * batch.T], 'i32', batch.targets, 'policy targets'));
-    fwd = headForward(gpu, trunk.hn, model.weights.lmHead, targets, { temperature });
+    if (opts.scoredTokens) {
+      const rows = scoredRows(batch, opts.scoredTokens);
+      const ids = gpu.keep(gpu.tensor([rows.length], 'i32', rows, 'policy scored rows'));
+      selection = { rows, ids, hidden: gpu.keep(embedding(gpu, ids, trunk.hn)) };
+    }
+    const rowTargets = selection ? Int32Array.from(selection.rows, (r) => batch.targets[r]) : batch.targets;
+    targets = gpu.keep(gpu.tensor([rowTargets.length], 'i32', rowTargets, 'policy targets'));
+    fwd = headForward(gpu, selection ? selection.hidden : trunk.hn, model.weights.lmHead, targets, { temperature });
   } catch (e) {
     trunk.dispose();
+    if (selection) for (const t of [selection.ids, selection.hidden]) t.dispose();
     throw e;
   }
   for (const t of [fwd.loss, fwd.count, fwd.logprob, fwd.entropy, fwd.lse]) gpu.keep(t);
   try {
-    const [lp, ent] = await Promise.all([fwd.logprob.read(), fwd.entropy.read()]);
-    pass = new PolicyPass(trunk, batch, targets, { lse: fwd.lse, entropy: fwd.entropy }, temperature, rowsToTokens(batch, lp), rowsToTokens(batch, ent));
+    let [lp, ent] = await Promise.all([fwd.logprob.read(), fwd.entropy.read()]);
+    if (selection) [lp, ent] = [scatterRows(batch, selection.rows, lp), scatterRows(batch, selection.rows, ent)];
+    pass = new PolicyPass(trunk, batch, targets, { lse: fwd.lse, entropy: fwd.entropy }, temperature, selection, rowsToTokens(batch, lp), rowsToTokens(batch, ent));
     return pass;
   } finally {
     fwd.loss.dispose();
@@ -111,10 +159,18 @@ export async function policyForward(model: QwenModel, seqs: readonly (readonly n
     if (!pass) {
       trunk.dispose();
       for (const t of [targets, fwd.lse, fwd.entropy]) t.dispose();
+      if (selection) for (const t of [selection.ids, selection.hidden]) t.dispose();
     } else if (opts.grad === false) {
       pass.dispose('the forward ran with grad: false');
     }
   }
+}
+
+/** Values of the selected rows placed at their rows of the whole batch (0 elsewhere). */
+function scatterRows(batch: PaddedBatch, rows: Int32Array, values: Float32Array): Float32Array {
+  const out = new Float32Array(batch.B * batch.T);
+  rows.forEach((r, i) => (out[r] = values[i]));
+  return out;
 }
 
 export interface MaskedNllOptions extends PolicyForwardOptions {
@@ -144,7 +200,8 @@ export async function maskedNllBackward(
   });
   const norm = opts.normalizer ?? tokens;
   if (!(norm > 0)) throw new Error(`maskedNllBackward: normalizer must be > 0 (no masked tokens?), got ${norm}`);
-  const pass = await policyForward(model, seqs, { ...opts, grad: true });
+  // Only the masked tokens need the LM head.
+  const pass = await policyForward(model, seqs, { ...opts, grad: true, scoredTokens: opts.scoredTokens ?? masks });
   let loss = 0;
   const dLogprob = masks.map((m, b) => {
     const d = new Float32Array(m.length);

@@ -82,13 +82,15 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
   });
   const temperature = config.temperature;
   const seqs = samples.map((s) => [...s.prompt, ...s.response]);
+  // Only the response tokens are scored, so the LM head runs on those rows alone.
+  const responseMasks = samples.map((s, i) => Uint8Array.from(seqs[i], (_, t) => (t >= s.prompt.length ? 1 : 0)));
   const mb = config.minibatchSize;
 
   // 1. Reference log-probs and old values, before any update.
   const refLogp: Float32Array[] = [];
   if (config.klMode !== 'none') {
     for (let b = 0; b < samples.length; b += mb) {
-      const pass = await policyForward(model, seqs.slice(b, b + mb), { grad: false, temperature });
+      const pass = await policyForward(model, seqs.slice(b, b + mb), { grad: false, temperature, scoredTokens: responseMasks.slice(b, b + mb) });
       samples.slice(b, b + mb).forEach((s, k) => refLogp.push(pass.logprobs[k].slice(s.prompt.length)));
     }
   }
@@ -128,7 +130,7 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
       const pass = await policyForward(
         model,
         idx.map((i) => seqs[i]),
-        { adapter: actor, temperature, dropoutSeed, grad: trainActor },
+        { adapter: actor, temperature, dropoutSeed, grad: trainActor, scoredTokens: idx.map((i) => responseMasks[i]) },
       );
       const valuePass = useCritic
         ? await valueForward(

@@ -284,7 +284,7 @@ export async function heldOutLoss(model: QwenModel, adapter: LoraAdapter | undef
     const pass = await policyForward(
       model,
       batch.map((e) => e.ids),
-      { adapter, grad: false },
+      { adapter, grad: false, scoredTokens: batch.map((e) => e.mask) },
     );
     batch.forEach((e, k) => {
       for (let t = 1; t < e.ids.length; t++) {
