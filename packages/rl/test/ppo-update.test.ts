@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Gpu } from '@mlagent/core-kernels';
-import { LoraAdapter, QwenModel, QwenTokenizer, TrainOptimizer, ValueHead, initModel, policyForward, valueForward, type LoraConfig } from '@mlagent/policy';
+import { LoraAdapter, QwenModel, QwenTokenizer, TrainOptimizer, ValueHead, initModel, loadAdapter, policyForward, saveAdapter, valueForward, type LoraConfig } from '@mlagent/policy';
 import { defaultTrainConfig, type PpoConfig } from '../src/config/train-config.js';
 import { ppoUpdate, type PpoSample } from '../src/ppo/update.js';
 
@@ -66,6 +66,24 @@ describe('ppoUpdate on the policy training API', () => {
     }
     actorOptimizer.dispose();
     actor.dispose();
+  }, 300_000);
+
+  it('KL is measured to the reference adapter when given (the SFT policy), else to the base with LoRA off', async () => {
+    const actor = LoraAdapter.create(model, lora, { seed: 5 });
+    const actorOptimizer = new TrainOptimizer(gpu, [actor], { lr: 5e-3, maxGradNorm: 1 });
+    const config: PpoConfig = { ...defaultTrainConfig().ppo, advantage: 'grpo', minibatchSize: 4, epochs: 1, klCoef: 0.001, klMode: 'loss' };
+    await ppoUpdate({ model, actor, actorOptimizer }, await samplesFor(actor), config, { seed: 0, iteration: 0 }); // moves away from B = 0
+    const saved = mkdtempSync(join(tmpdir(), 'rl-ppo-ref-'));
+    await saveAdapter(actor, saved, { baseModel: dir });
+    const reference = loadAdapter(model, saved);
+    const toReference = await ppoUpdate({ model, actor, actorOptimizer, reference }, await samplesFor(actor), { ...config, actorLr: 1e-12 }, { seed: 0, iteration: 1 });
+    expect(toReference.kl).toBeLessThan(1e-6);
+    const toBase = await ppoUpdate({ model, actor, actorOptimizer }, await samplesFor(actor), config, { seed: 0, iteration: 2 });
+    expect(toBase.kl).toBeGreaterThan(1e-4);
+    reference.dispose();
+    actorOptimizer.dispose();
+    actor.dispose();
+    rmSync(saved, { recursive: true, force: true });
   }, 300_000);
 
   it('GAE with a critic: the value of each state moves toward its return', async () => {

@@ -56,6 +56,7 @@ export interface PpoConfig {
   valueClip: number | null;
   valueCoef: number;
   klMode: 'loss' | 'reward' | 'none';
+  reference: 'initial' | 'base';
   klEstimator: 'k1' | 'k3';
   klCoef: number;
   entropyCoef: number;
@@ -167,6 +168,7 @@ export const PPO_SECTION: SectionOf<PpoConfig> = {
   valueClip: { kind: 'number', gt: 0, nullable: true, default: 0.5, doc: 'Value clipping around the old values; null disables.' },
   valueCoef: { kind: 'number', min: 0, default: 1, doc: 'Weight of the value loss (which already has the ½).' },
   klMode: { kind: 'enum', values: ['loss', 'reward', 'none'], default: 'loss', doc: 'KL to the reference policy (LoRA off) as a loss term, subtracted from the reward, or off.' },
+  reference: { kind: 'enum', values: ['initial', 'base'], default: 'initial', doc: "KL reference policy: 'initial' is the policy RL starts from (the SFT adapter, kept frozen), as verl's reference model; 'base' is the model with LoRA off, the pre-SFT model when SFT was LoRA." },
   klEstimator: { kind: 'enum', values: ['k1', 'k3'], default: 'k3', doc: 'KL estimator: k1 = log ratio, k3 = low-variance non-negative.' },
   klCoef: { kind: 'number', min: 0, default: 0.001, doc: 'KL coefficient β.' },
   entropyCoef: { kind: 'number', min: 0, default: 0, doc: 'Entropy bonus coefficient.' },
@@ -232,16 +234,17 @@ export type TrainConfigInput = Partial<Pick<TrainConfig, 'preset' | 'seed' | 'mo
  *   frozen; LoRA of rank 64 (full rank for most projections of a 128-wide model);
  * - short inputs: compact prompts, one step of history, observations clipped to 300 characters;
  * - far larger learning rates and far smaller batches than a 7B model; actions sampled at temperature 0.7;
- * - three fast tabular tasks to collect on, and two held-in and two held-out tabular tasks to evaluate on. */
+ * - three fast tabular tasks to collect on, each with its 2 most diverse idea plans (out of 100 candidates), so a
+ *   model this small sees each edit several times; two held-in and two held-out tabular tasks to evaluate on. */
 export const TINY_PRESET: TrainConfigInput = {
   init: { size: 'mini', vocabMerges: 4000, headInitStd: 0.2 },
   lora: { rank: 64, alpha: 128, dropout: 0 },
-  sft: { epochs: 8, lr: 3e-3, warmupRatio: 0.05, minLrRatio: 0.1, batchSize: 4, gradAccum: 1, maxSeqLen: 1024, evalFraction: 0.1, probeStates: 24, probeSamples: 2 },
+  sft: { epochs: 8, lr: 3e-3, warmupRatio: 0.05, minLrRatio: 0.1, batchSize: 4, gradAccum: 1, maxSeqLen: 1024, evalFraction: 0.1, probeStates: 16, probeSamples: 2 },
   ppo: {
     iterations: 8,
     statesPerIteration: 4,
-    samplesPerState: 4,
-    minibatchSize: 8,
+    samplesPerState: 6,
+    minibatchSize: 12,
     advantage: 'grpo',
     actorLr: 2e-4,
     criticLr: 1e-3,
@@ -254,8 +257,8 @@ export const TINY_PRESET: TrainConfigInput = {
     maxObservationChars: 300,
     checkpointEvery: 1,
   },
-  collection: { tasks: ['house-prices', 'spaceship-titanic', 'nomad-conductors'], trajectories: 6, candidateIdeas: 100, ideas: 6, maxSteps: 8, concurrency: 2 },
-  eval: { tasks: ['house-prices', 'spaceship-titanic', 'tabular-playground', 'insult-detection'], trajectories: 2, maxSteps: 6, timeBudget: 300 },
+  collection: { tasks: ['house-prices', 'spaceship-titanic', 'nomad-conductors'], trajectories: 6, candidateIdeas: 100, ideas: 2, maxSteps: 8, concurrency: 2 },
+  eval: { tasks: ['house-prices', 'spaceship-titanic', 'tabular-playground', 'insult-detection'], trajectories: 2, maxSteps: 8, timeBudget: 300, temperature: 0.5 },
 };
 
 const PRESETS: Record<Preset, TrainConfigInput> = { default: {}, tiny: TINY_PRESET };

@@ -32,6 +32,8 @@ export interface PpoLearner {
   model: QwenModel;
   actor: LoraAdapter;
   actorOptimizer: TrainOptimizer;
+  /** The KL reference policy's adapter (never updated); absent: the base model with LoRA off. */
+  reference?: LoraAdapter;
   /** Required when the advantage is 'gae'. */
   critic?: ValueHead;
   criticOptimizer?: TrainOptimizer;
@@ -90,7 +92,7 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
   const refLogp: Float32Array[] = [];
   if (config.klMode !== 'none') {
     for (let b = 0; b < samples.length; b += mb) {
-      const pass = await policyForward(model, seqs.slice(b, b + mb), { grad: false, temperature, scoredTokens: responseMasks.slice(b, b + mb) });
+      const pass = await policyForward(model, seqs.slice(b, b + mb), { adapter: learner.reference, grad: false, temperature, scoredTokens: responseMasks.slice(b, b + mb) });
       samples.slice(b, b + mb).forEach((s, k) => refLogp.push(pass.logprobs[k].slice(s.prompt.length)));
     }
   }

@@ -130,6 +130,9 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
     const lora = { r: config.lora.rank, alpha: config.lora.alpha, dropout: config.lora.dropout, targetModules: config.lora.targets as LoraModule[] };
     const actor = checkpoint ? loadAdapter(model, join(checkpoint.dir, ADAPTER_DIR)) : options.adapter ? loadAdapter(model, options.adapter) : LoraAdapter.create(model, lora, { seed: config.seed });
     held.push(actor);
+    // The KL reference: the policy RL starts from (a frozen copy of the SFT adapter), or the base with LoRA off.
+    const reference = c.reference === 'initial' && options.adapter ? loadAdapter(model, options.adapter) : undefined;
+    if (reference) held.push(reference);
     const critic = c.advantage === 'gae' ? (checkpoint ? loadValueHead(model, join(checkpoint.dir, CRITIC_DIR)) : ValueHead.create(model, lora, { seed: config.seed + 1 })) : undefined;
     if (critic) held.push(critic);
     const actorOptimizer = new TrainOptimizer(gpu, [actor], { lr: c.actorLr, weightDecay: c.weightDecay, maxGradNorm: c.gradClip });
@@ -205,7 +208,7 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
         model.adapter = null;
       }
       const samples: PpoSample[] = groups.flatMap((g) => g.samples.map((s, k) => ({ group: g.group, prompt: g.prompts[k], response: s.response, oldLogp: s.oldLogp, reward: s.reward, task: g.task })));
-      const stats = await ppoUpdate({ model, actor, actorOptimizer, critic, criticOptimizer }, samples, c, { seed: config.seed, iteration });
+      const stats = await ppoUpdate({ model, actor, actorOptimizer, critic, criticOptimizer, reference }, samples, c, { seed: config.seed, iteration });
       iteration++;
       const all = groups.flatMap((g) => g.samples.map((s) => ({ ...s, task: g.task })));
       const formatErrorRate = all.filter((s) => !s.formatValid).length / all.length;
