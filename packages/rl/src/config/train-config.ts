@@ -239,12 +239,12 @@ export type TrainConfigInput = Partial<Pick<TrainConfig, 'preset' | 'seed' | 'mo
 export const TINY_PRESET: TrainConfigInput = {
   init: { size: 'mini', vocabMerges: 4000, headInitStd: 0.2 },
   lora: { rank: 64, alpha: 128, dropout: 0 },
-  sft: { epochs: 8, lr: 3e-3, warmupRatio: 0.05, minLrRatio: 0.1, batchSize: 4, gradAccum: 1, maxSeqLen: 1024, evalFraction: 0.1, probeStates: 16, probeSamples: 2 },
+  sft: { epochs: 10, lr: 3e-3, warmupRatio: 0.05, minLrRatio: 0.1, batchSize: 4, gradAccum: 1, maxSeqLen: 1024, evalFraction: 0.1, probeStates: 16, probeSamples: 2 },
   ppo: {
     iterations: 8,
     statesPerIteration: 4,
-    samplesPerState: 6,
-    minibatchSize: 12,
+    samplesPerState: 4,
+    minibatchSize: 8,
     advantage: 'grpo',
     actorLr: 2e-4,
     criticLr: 1e-3,
