@@ -153,7 +153,7 @@ describe('Episode actions', () => {
     expect(run.observation).toBe('The script has been executed. Here is the output:\nloaded 2 rows\ndone\n');
     expect(run.metric).toBe(1);
     expect(run.feedback).toMatchObject({ formatValid: true, isEdit: false, outcome: 'ok', metric: 1, previousMetric: 1 });
-    expect(run.feedback.milestones).toEqual({ submissionWritten: true });
+    expect(run.feedback.milestones).toEqual({ dataLoaded: true, modelTrained: false, submissionWritten: true });
     await ep.step(respond('Edit Script Lines', { script_name: 'train.py', start_line_number: 4, end_line_number: 4, new_content: 'pred = 0.5' }));
     const better = await ep.step(respond('Execute Script', { script_name: 'train.py' }));
     expect(better.metric).toBe(0.5);
@@ -170,6 +170,20 @@ describe('Episode actions', () => {
     expect(bad.outcome).toBe('error');
     expect(bad.observation).toMatch(/^The script has been executed. Here is the output:\n[\s\S]*ModuleNotFoundError: No module named 'nosuchmodule'/);
     expect(bad.feedback.outcome).toBe('error');
+    expect(bad.feedback.milestones).toEqual({ dataLoaded: false, modelTrained: false, submissionWritten: false });
+    // Milestones of a failed run: the data was read and a model fitted before the crash. A milestones file the
+    // agent planted beforehand does not count, and none is left behind.
+    writeFileSync(path.join(ep.workspace, '.mlagent-milestones'), 'dataLoaded\nmodelTrained\n');
+    writeFileSync(path.join(ep.workspace, 'crash.py'), 'raise SystemExit("crash before anything")\n');
+    const crash = await ep.step(respond('Execute Script', { script_name: 'crash.py' }));
+    expect(crash.feedback).toMatchObject({ outcome: 'error', milestones: { dataLoaded: false, modelTrained: false, submissionWritten: false } });
+    writeFileSync(
+      path.join(ep.workspace, 'fit.py'),
+      "import pandas as pd\nfrom sklearn.linear_model import LinearRegression\ndf = pd.read_csv('data/train.csv')\nm = LinearRegression().fit(df[['x']], df['y'])\nraise ValueError('after fitting')\n",
+    );
+    const fit = await ep.step(respond('Execute Script', { script_name: 'fit.py' }));
+    expect(fit.feedback).toMatchObject({ outcome: 'error', milestones: { dataLoaded: true, modelTrained: true, submissionWritten: false } });
+    expect(existsSync(path.join(ep.workspace, '.mlagent-milestones'))).toBe(false);
     const missing = await ep.step(respond('Execute Script', { script_name: 'nope.py' }));
     expect(missing.outcome).toBe('action-error');
     expect(missing.feedback.outcome).toBeUndefined();

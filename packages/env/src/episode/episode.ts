@@ -27,6 +27,8 @@ interface ActionOutput {
   metric: number | null;
   durationSec?: number;
   submissionWritten?: boolean;
+  dataLoaded?: boolean;
+  modelTrained?: boolean;
 }
 
 function positiveInt(name: string, v: number | undefined, dflt: number): number {
@@ -225,7 +227,7 @@ export class Episode {
     if (ranCode) {
       feedback.outcome = out.outcome as NonNullable<StepFeedback['outcome']>;
       feedback.metric = out.metric;
-      feedback.milestones = { submissionWritten: out.submissionWritten ?? false };
+      feedback.milestones = { dataLoaded: out.dataLoaded ?? false, modelTrained: out.modelTrained ?? false, submissionWritten: out.submissionWritten ?? false };
     }
     const snapshotId = await this.snapshot();
     return { step, action, actionInput, observation, outcome: out.outcome, metric: out.metric, feedback, snapshotId, durationSec, done: this.finished };

@@ -7,6 +7,7 @@ import { runSandboxed } from '../sandbox/run.js';
 import type { SandboxPool } from '../sandbox/pool.js';
 import type { SandboxOptions, SandboxResult } from '../sandbox/types.js';
 import type { PreparedTask } from '../tasks/types.js';
+import { envPythonDir } from '../tasks/paths.js';
 import { taskSandboxEnv } from '../tasks/workspace.js';
 import { EnvError, isDataPath, resolveForRead, type WorkspaceRoots } from './paths.js';
 import type { StepOutcome } from './types.js';
@@ -28,6 +29,19 @@ export interface ExecuteResult {
   metric: number | null;
   durationSec: number;
   submissionWritten: boolean;
+  /** Milestones the run reached before it ended (python/milestones/sitecustomize.py records them). */
+  dataLoaded: boolean;
+  modelTrained: boolean;
+}
+
+/** Where the milestone hook writes, relative to the workspace; removed before and after every run. */
+const MILESTONES_FILE = '.mlagent-milestones';
+
+async function readMilestones(file: string): Promise<{ dataLoaded: boolean; modelTrained: boolean }> {
+  const text = await fs.readFile(file, 'utf8').catch(() => '');
+  await fs.rm(file, { force: true });
+  const marks = new Set(text.split('\n').map((l) => l.trim()));
+  return { dataLoaded: marks.has('dataLoaded'), modelTrained: marks.has('modelTrained') };
 }
 
 function fingerprint(st: Stats | null): string {
@@ -97,6 +111,8 @@ export async function executeScript(ctx: ExecuteContext, scriptName: unknown): P
   if (!(await fs.stat(abs)).isFile()) throw new EnvError(`script_name "${rel}" is not a file`);
   const submission = path.join(ctx.roots.workspace, SUBMISSION_FILE);
   const before = fingerprint(await fs.lstat(submission).catch(() => null));
+  const milestonesFile = path.join(ctx.roots.workspace, MILESTONES_FILE);
+  await fs.rm(milestonesFile, { force: true }); // a file the agent left there must not count
   const b = ctx.task.spec.budgets;
   const opts: SandboxOptions = {
     command: ['/usr/bin/python3', '-u', `./${rel}`],
@@ -107,13 +123,13 @@ export async function executeScript(ctx: ExecuteContext, scriptName: unknown): P
     maxProcesses: b.maxProcs,
     readOnlyPaths: [ctx.roots.publicDir],
     hiddenPaths: ctx.hiddenPaths,
-    env: taskSandboxEnv(ctx.threads),
+    env: { ...taskSandboxEnv(ctx.threads), PYTHONPATH: path.join(envPythonDir(), 'milestones'), MLAGENT_MILESTONES_FILE: MILESTONES_FILE },
   };
   const r = ctx.pool ? await ctx.pool.run(opts) : await runSandboxed(opts);
   warnOnce(r);
   const after = await fs.lstat(submission).catch(() => null);
   const submissionWritten = after !== null && fingerprint(after) !== before;
-  const base = { durationSec: r.wallSeconds, submissionWritten };
+  const base = { durationSec: r.wallSeconds, submissionWritten, ...(await readMilestones(milestonesFile)) };
   if (r.outcome !== 'ok') return { ...base, ...failureObservation(r, ctx.task), metric: null };
   const observation = `The script has been executed. Here is the output:\n${output(r)}`;
   if (!submissionWritten) return { ...base, observation, outcome: 'ok', metric: null };

@@ -39,6 +39,11 @@ function envPackageRoot(): string {
   }
 }
 
+/** Python helpers the env puts on the agent's PYTHONPATH: `<package>/python`. */
+export function envPythonDir(): string {
+  return path.join(envPackageRoot(), 'python');
+}
+
 /** The built-in tasks shipped with the package: `<package>/tasks`. */
 export function builtinTasksDir(): string {
   return path.join(envPackageRoot(), 'tasks');
