@@ -37,6 +37,10 @@ export interface ExecuteResult {
 /** Where the milestone hook writes, relative to the workspace; removed before and after every run. */
 const MILESTONES_FILE = '.mlagent-milestones';
 
+function milestonesHookDir(): string {
+  return path.join(envPythonDir(), 'milestones');
+}
+
 async function readMilestones(file: string): Promise<{ dataLoaded: boolean; modelTrained: boolean }> {
   const text = await fs.readFile(file, 'utf8').catch(() => '');
   await fs.rm(file, { force: true });
@@ -121,9 +125,10 @@ export async function executeScript(ctx: ExecuteContext, scriptName: unknown): P
     memoryBytes: b.memoryMb * 2 ** 20,
     cpuSeconds: b.cpuSec,
     maxProcesses: b.maxProcs,
-    readOnlyPaths: [ctx.roots.publicDir],
+    // The milestone hook is bound in explicitly: the sandbox's /tmp is a fresh tmpfs, and a checkout may live there.
+    readOnlyPaths: [ctx.roots.publicDir, milestonesHookDir()],
     hiddenPaths: ctx.hiddenPaths,
-    env: { ...taskSandboxEnv(ctx.threads), PYTHONPATH: path.join(envPythonDir(), 'milestones'), MLAGENT_MILESTONES_FILE: MILESTONES_FILE },
+    env: { ...taskSandboxEnv(ctx.threads), PYTHONPATH: milestonesHookDir(), MLAGENT_MILESTONES_FILE: MILESTONES_FILE },
   };
   const r = ctx.pool ? await ctx.pool.run(opts) : await runSandboxed(opts);
   warnOnce(r);
