@@ -102,8 +102,12 @@ export class PolicyPass {
     this.disposed = true;
     this.trunk.dispose();
     for (const t of [this.targets, this.saved.lse, this.saved.entropy]) t.dispose();
-    if (this.selection) for (const t of [this.selection.ids, this.selection.hidden]) t.dispose();
+    disposeSelection(this.selection);
   }
+}
+
+function disposeSelection(sel: RowSelection | null): void {
+  if (sel) for (const t of [sel.ids, sel.hidden]) t.dispose();
 }
 
 /** The flat rows (b·T + t − 1) of the tokens marked in `scored`, checked against the batch. */
@@ -143,7 +147,7 @@ export async function policyForward(model: QwenModel, seqs: readonly (readonly n
     fwd = headForward(gpu, selection ? selection.hidden : trunk.hn, model.weights.lmHead, targets, { temperature });
   } catch (e) {
     trunk.dispose();
-    if (selection) for (const t of [selection.ids, selection.hidden]) t.dispose();
+    disposeSelection(selection);
     throw e;
   }
   for (const t of [fwd.loss, fwd.count, fwd.logprob, fwd.entropy, fwd.lse]) gpu.keep(t);
@@ -159,7 +163,7 @@ export async function policyForward(model: QwenModel, seqs: readonly (readonly n
     if (!pass) {
       trunk.dispose();
       for (const t of [targets, fwd.lse, fwd.entropy]) t.dispose();
-      if (selection) for (const t of [selection.ids, selection.hidden]) t.dispose();
+      disposeSelection(selection);
     } else if (opts.grad === false) {
       pass.dispose('the forward ran with grad: false');
     }

@@ -1,5 +1,6 @@
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
+import { formatPercent } from '../eval/table.js';
 import { METRICS_FILE, readMetrics, type MetricRecord } from '../metrics/jsonl.js';
 import { escapeXml, lineChartSvg, type Series } from './svg-chart.js';
 
@@ -96,8 +97,7 @@ function sftSection(dir: string): string {
   }
   const probe = readJsonIfAny(join(dir, 'format-probe.json')) as { states: number; before: { formatErrorRate: number; samples: number }; after: { formatErrorRate: number; samples: number } } | null;
   if (probe) {
-    const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
-    rows.push({ measure: `format-error rate of sampled actions (${probe.after.samples} at ${probe.states} collected states)`, 'untrained model': pct(probe.before.formatErrorRate), 'after SFT': pct(probe.after.formatErrorRate) });
+    rows.push({ measure: `format-error rate of sampled actions (${probe.after.samples} at ${probe.states} collected states)`, 'untrained model': formatPercent(probe.before.formatErrorRate), 'after SFT': formatPercent(probe.after.formatErrorRate) });
   }
   if (rows.length > 0) parts.push(htmlTable(rows, ''));
   const metricsPath = join(dir, METRICS_FILE);

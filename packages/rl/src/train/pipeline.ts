@@ -11,7 +11,7 @@ import type { EvalAgent } from '../eval/agent.js';
 import { evaluate, writeEvalResult } from '../eval/evaluate.js';
 import { policyAgent } from '../eval/policy-agent.js';
 import type { EvalResult } from '../eval/results.js';
-import { mergeEvalResults, readEvalResult } from '../eval/table.js';
+import { formatPercent, mergeEvalResults, readEvalResult } from '../eval/table.js';
 import { writeReport } from '../report/html-report.js';
 import { probeFormat, spreadStates, type FormatProbeResult } from '../sft/format-probe.js';
 import { sft } from '../sft/sft.js';
@@ -132,7 +132,7 @@ export async function trainPipeline(options: TrainPipelineOptions): Promise<Trai
   if (config.sft.probeStates > 0 && !existsSync(probeFile)) {
     const probe = await timed('format-probe', () => probeBeforeAfter(config, modelDir, sftAdapter, join(collection, 'steps.jsonl')));
     writeFileSync(probeFile, JSON.stringify(probe, null, 2) + '\n');
-    log(`train: format-error rate of sampled actions at ${probe.states} collected states: ${pct(probe.before.formatErrorRate)} before SFT, ${pct(probe.after.formatErrorRate)} after`);
+    log(`train: format-error rate of sampled actions at ${probe.states} collected states: ${formatPercent(probe.before.formatErrorRate)} before SFT, ${formatPercent(probe.after.formatErrorRate)} after`);
   }
 
   // 4. Step-wise PPO from the SFT adapter.
@@ -208,10 +208,6 @@ async function probeBeforeAfter(config: TrainConfig, modelDir: string, adapterDi
   } finally {
     gpu.destroy();
   }
-}
-
-function pct(x: number): string {
-  return `${(100 * x).toFixed(1)}%`;
 }
 
 /** Every recorded step as a chat ending in the expert's response. */
