@@ -14,6 +14,7 @@ import {
 } from './errors.js';
 import { WANTED_FEATURES, chooseVariants, readFeatures, type GpuFeatures, type KernelVariants } from './features.js';
 import { Tensor } from './tensor.js';
+import { politeWait } from './polite-wait.js';
 
 /** Dawn toggles: unsafe APIs unlock experimental features (subgroup matrices); f16 on NVIDIA Vulkan is opt-in. */
 export const DAWN_FLAGS = [
@@ -540,7 +541,7 @@ export class Gpu {
       throw new GpuDeviceLostError(`${info.reason}: ${info.message}`, { op: what });
     });
     try {
-      return await Promise.race([p, timeout, lost]);
+      return await politeWait(Promise.race([p, timeout, lost]));
     } finally {
       clearTimeout(timer);
     }
