@@ -48,8 +48,34 @@ async function runCase(gpu: Gpu, rng: Rng, p: MatmulRefProblem, o: { aType?: 'f3
   [A, B, C].forEach((t) => t.dispose());
 }
 
+/**
+ * alpha, beta and bias on strided, batched sub-matrices at offsets 3, 4, 5 (bias at 2): the whole of C is compared,
+ * so elements between the addressed rows and matrices must come back untouched.
+ */
+async function runStridedEpilogue(gpu: Gpu, rng: Rng, p: MatmulRefProblem, o: { cType: 'f32' | 'f16'; path: MatmulOptions['path'] }) {
+  const { M, N, K, lda, ldb, ldc } = p;
+  const f16 = o.cType === 'f16';
+  const a = rng.randn(3 + (p.batch - 1) * p.strideA + (p.transA ? K : M) * lda);
+  const b = rng.randn(4 + (p.batch - 1) * p.strideB + (p.transB ? N : K) * ldb);
+  const c0 = rng.randn(5 + p.batch * p.strideC);
+  const bias = rng.randn(N + 2);
+  const A = gpu.tensor([1, a.length], 'f32', a);
+  const B = gpu.tensor([1, b.length], 'f32', b);
+  const C = gpu.tensor([1, c0.length], o.cType, f16 ? roundToF16(c0) : c0);
+  const Bias = gpu.tensor([N + 2], 'f32', bias);
+  matmul(gpu, A, B, {
+    out: C, bias: Bias, batch: p.batch, m: M, n: N, k: K, lda, ldb, ldc, transA: p.transA, transB: p.transB,
+    strideA: p.strideA, strideB: p.strideB, strideC: p.strideC, offsetA: 3, offsetB: 4, offsetC: 5, offsetBias: 2,
+    alpha: p.alpha, beta: p.beta, path: o.path,
+  });
+  const want = matmulRef(a, b, { ...p, offsetA: 3, offsetB: 4, offsetC: 5, offsetBias: 2, bias }, f16 ? roundToF16(c0) : c0);
+  const tol = f16 ? { atol: 1e-2, rtol: 2e-3 } : TOL;
+  expectClose(await C.read(), f16 ? roundToF16(want) : want, tol, `${o.path} epilogue ${JSON.stringify(p)}`);
+  [A, B, C, Bias].forEach((t) => t.dispose());
+}
+
 describe('matmul forward', () => {
-  it('matches the reference over awkward shapes and all transposes (tiled and GEMV paths)', async () => {
+  it('matches the reference over awkward shapes and all transposes (on the path each picks)', async () => {
     const gpu = await testGpu();
     const rng = new Rng(1);
     const sizes = [1, 3, 17, 33, 65, 127];
@@ -210,13 +236,19 @@ describe('matmul paths', () => {
     const cpu = cpuTiledHere(gpu);
     expect(selectMatmulPath(gpu, 'f32', 'f32', GEMV_MAX_M, 100, 100)).toBe('gemv');
     expect(selectMatmulPath(gpu, 'f32', 'f32', GEMV_MAX_M + 1, 100, 100)).toBe(cpu ? 'cpu-tiled' : 'tiled');
-    // Layouts the CPU kernel does not take fall back to the tiled kernel.
-    expect(selectMatmulPath(gpu, 'f32', 'f32', 64, 66, 64)).toBe('tiled');
-    expect(selectMatmulPath(gpu, 'f32', 'f32', 64, 64, 64, { transB: true })).toBe('tiled');
-    expect(selectMatmulPath(gpu, 'f32', 'f32', 64, 64, 64, { transA: true })).toBe('tiled');
-    expect(selectMatmulPath(gpu, 'f32', 'f32', 64, 64, 64, { ldb: 66 })).toBe('tiled');
-    expect(selectMatmulPath(gpu, 'f32', 'f16', 64, 64, 64)).toBe('tiled');
-    if (gpu.variants.matmulF16 !== 'subgroup-matrix') expect(selectMatmulPath(gpu, 'f16', 'f16', 64, 64, 64)).toBe('tiled');
+    // The CPU path packs B, so any layout and f16 operands qualify...
+    const here = cpu ? 'cpu-tiled' : 'tiled';
+    expect(selectMatmulPath(gpu, 'f32', 'f32', 64, 66, 64)).toBe(here);
+    expect(selectMatmulPath(gpu, 'f32', 'f32', 64, 64, 64, { transB: true })).toBe(here);
+    expect(selectMatmulPath(gpu, 'f32', 'f32', 64, 64, 64, { transA: true })).toBe(here);
+    expect(selectMatmulPath(gpu, 'f32', 'f16', 64, 64, 64, { ldb: 66 })).toBe(here);
+    // ...but a batch of distinct B matrices only in the layout its storage-buffer kernel reads, and an f16 C only
+    // from one K-chunk.
+    expect(selectMatmulPath(gpu, 'f32', 'f32', 64, 64, 64, { batch: 2, sB: 4096 })).toBe(here);
+    expect(selectMatmulPath(gpu, 'f32', 'f32', 64, 64, 64, { batch: 2, sB: 4096, transB: true })).toBe('tiled');
+    expect(selectMatmulPath(gpu, 'f32', 'f32', 64, 64, 300, { transB: true, cType: 'f16' })).toBe('tiled');
+    expect(selectMatmulPath(gpu, 'f32', 'f32', 64, 64, 256, { transB: true, cType: 'f16' })).toBe(here);
+    if (gpu.variants.matmulF16 !== 'subgroup-matrix') expect(selectMatmulPath(gpu, 'f16', 'f16', 64, 64, 64)).toBe(here);
   });
 
   it('never picks the CPU kernel on a hardware adapter', () => {
@@ -261,38 +293,57 @@ describe('matmul cpu-tiled path (forced)', () => {
   });
 
   it('fuses alpha, beta, bias and f16 output, on strided sub-matrices', async () => {
-    const gpu = await testGpu();
-    const rng = new Rng(13);
     const [M, N, K] = [19, 24, 21];
     const [lda, ldb, ldc] = [K + 3, N + 8, N + 2];
     const p: MatmulRefProblem = {
-      batch: 2, M, N, K, lda, ldb, ldc, strideA: M * lda + 5, strideB: K * ldb + 4, strideC: M * ldc + 1,
-      offsetA: 3, offsetB: 4, offsetC: 5, alpha: 0.5, beta: -1.5, offsetBias: 2,
+      batch: 2, M, N, K, lda, ldb, ldc, strideA: M * lda + 5, strideB: K * ldb + 4, strideC: M * ldc + 1, alpha: 0.5, beta: -1.5,
     };
-    const a = rng.randn(3 + 2 * p.strideA);
-    const b = rng.randn(4 + 2 * p.strideB);
-    const c0 = roundToF16(rng.randn(5 + 2 * p.strideC));
-    const bias = rng.randn(N + 2);
-    const A = gpu.tensor([1, a.length], 'f32', a);
-    const B = gpu.tensor([1, b.length], 'f32', b);
-    const C = gpu.tensor([1, c0.length], 'f16', c0);
-    const Bias = gpu.tensor([N + 2], 'f32', bias);
-    matmul(gpu, A, B, {
-      out: C, bias: Bias, batch: 2, m: M, n: N, k: K, lda, ldb, ldc, strideA: p.strideA, strideB: p.strideB,
-      strideC: p.strideC, offsetA: 3, offsetB: 4, offsetC: 5, offsetBias: 2, alpha: 0.5, beta: -1.5, path: 'cpu-tiled',
-    });
-    const want = roundToF16(matmulRef(a, b, { ...p, bias }, c0));
-    expectClose(await C.read(), want, { atol: 1e-2, rtol: 2e-3 }, 'cpu-tiled epilogue');
-    [A, B, C, Bias].forEach((t) => t.dispose());
+    await runStridedEpilogue(await testGpu(), new Rng(13), p, { cType: 'f16', path: 'cpu-tiled' });
   });
 
   it('refuses layouts it cannot run, naming the reason', async () => {
     const gpu = await testGpu();
-    const a = gpu.tensor([5, 6], 'f32');
-    expect(() => matmul(gpu, a, gpu.tensor([6, 6], 'f32'), { path: 'cpu-tiled' })).toThrowError(/cpu-tiled path needs N.*multiples of 4/);
-    expect(() => matmul(gpu, a, gpu.tensor([8, 6], 'f32'), { transB: true, path: 'cpu-tiled' })).toThrowError(/non-transposed/);
-    expect(() => matmul(gpu, a, gpu.tensor([6, 8], 'f16'), { path: 'cpu-tiled' })).toThrowError(/f32 inputs only/);
-    expect(() => matmul(gpu, a, gpu.tensor([6, 8], 'f32'), { path: 'cpu-tiled', offsetB: 2, n: 4 })).toThrowError(ShapeError);
+    // A batch of distinct, transposed B matrices: neither the windowed kernel nor the storage-buffer one.
+    const a = gpu.tensor([2, 5, 6], 'f32');
+    const bt = gpu.tensor([2, 8, 6], 'f32');
+    expect(() => matmul(gpu, a, bt, { transB: true, path: 'cpu-tiled' })).toThrowError(/cpu-tiled path takes one B matrix.*non-transposed/);
+    // An f16 C over more than one K-chunk, with B in a layout the storage-buffer kernel does not read.
+    const a2 = gpu.tensor([5, 300], 'f32');
+    const b2 = gpu.tensor([6, 300], 'f32');
+    expect(() => matmul(gpu, a2, b2, { transB: true, outDType: 'f16', path: 'cpu-tiled' })).toThrowError(/writes f16 C only for K <= 256/);
+    [a, bt, a2, b2].forEach((t) => t.dispose());
+  });
+
+  it('packs B into uniform windows: any layout and dtype, K over several chunks, several panels per window', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(14);
+    // Tile 32 rows x 64 columns, windows of 256 rows of K (or whole panels when K is small); none of these align.
+    const cases: Array<[number, number, number, { tA?: boolean; tB?: boolean }]> = [
+      [33, 70, 300, {}],
+      [9, 700, 20, { tB: true }],
+      [40, 65, 257, { tA: true }],
+      [31, 130, 9, { tA: true, tB: true }],
+      [70, 3, 530, { tB: true }],
+    ];
+    gpu.profiling = true;
+    for (const [M, N, K, t] of cases) await runCase(gpu, rng, problem(M, N, K, t), { path: 'cpu-tiled' });
+    await runCase(gpu, rng, problem(12, 36, 100, { tB: true }), { path: 'cpu-tiled', bType: 'f16' });
+    await runCase(gpu, rng, problem(12, 36, 40, {}), { path: 'cpu-tiled', aType: 'f16', bType: 'f16' });
+    await runCase(gpu, rng, problem(17, 20, 270, { batch: 3, aB: true, tB: true }), { path: 'cpu-tiled' });
+    const ops = new Set((await gpu.takeTimings()).map((t) => t.op));
+    gpu.profiling = false;
+    // Every case above ran the windowed kernel (its pack step), none the storage-buffer fallback alone.
+    expect(ops).toEqual(new Set(['matmul-cpu-tiled-pack', 'matmul-cpu-tiled']));
+  });
+
+  it('fuses alpha, beta and bias into the first K-chunk only, on strided sub-matrices', async () => {
+    const [M, N, K] = [35, 70, 300];
+    // A stored transposed and batched, B stored [N, K] and broadcast (the windowed kernel's batched case).
+    const p: MatmulRefProblem = {
+      batch: 2, M, N, K, transA: true, transB: true, lda: M + 3, ldb: K + 5, ldc: N + 2, strideA: K * (M + 3) + 5, strideB: 0,
+      strideC: M * (N + 2) + 1, alpha: 0.5, beta: -1.5,
+    };
+    await runStridedEpilogue(await testGpu(), new Rng(15), p, { cType: 'f32', path: 'cpu-tiled' });
   });
 });
 
@@ -395,7 +446,7 @@ describe('matmul cpu-gemv path (software adapters: few rows times a [N, K] weigh
     expect(selectMatmulPath(gpu, 'f32', 'f32', 1, 151936, 64, { transB: true })).toBe(here);
     expect(selectMatmulPath(gpu, 'f32', 'f16', GEMV_MAX_M, 100, 36, { transB: true })).toBe(here);
     expect(selectMatmulPath(gpu, 'f32', 'f32', CPU_GEMV_MAX_M, 100, 36, { transB: true })).toBe(cpuTiledHere(gpu) ? 'cpu-gemv' : 'tiled');
-    expect(selectMatmulPath(gpu, 'f32', 'f32', CPU_GEMV_MAX_M + 1, 100, 36, { transB: true })).toBe('tiled');
+    expect(selectMatmulPath(gpu, 'f32', 'f32', CPU_GEMV_MAX_M + 1, 100, 36, { transB: true })).toBe(cpuTiledHere(gpu) ? 'cpu-tiled' : 'tiled');
     expect(selectMatmulPath(gpu, 'f32', 'f32', 1, 100, 38, { transB: true })).toBe('gemv');
     expect(selectMatmulPath(gpu, 'f32', 'f32', 1, 100, 36)).toBe('gemv');
     expect(selectMatmulPath(gpu, 'f32', 'f32', 1, 100, 36, { transB: true, lda: 38 })).toBe('gemv');

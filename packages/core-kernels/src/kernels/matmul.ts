@@ -6,6 +6,7 @@ import { DTYPE_BYTES, type DType } from '../runtime/dtype.js';
 import { f16MatrixConfig, isSoftwareAdapter, type GpuFeatures, type KernelVariants, type SubgroupMatrixConfig } from '../runtime/features.js';
 import { enableF16, wgslType } from './wgsl.js';
 import { cpuGemvUnfit, launchCpuGemv } from './gemv-cpu.js';
+import { cpuMatmulUnfit, launchCpuMatmul, type CpuMatmulTypes } from './matmul-cpu.js';
 import { sgmBlock, sgmMatmulWgsl, sgmSharedBytes, sgmTileKey, sgmTileUnfit, type SgmSpec, type SgmTile } from './matmul-sgm.js';
 
 /**
@@ -125,6 +126,8 @@ export interface MatmulTarget {
   features: GpuFeatures;
   adapter?: AdapterSummary;
   device?: { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } };
+  /** Largest storage binding in bytes (a real Gpu's); bounds the cpu-tiled path's packed copy of B. */
+  maxBinding?: number;
 }
 
 /** Software rasterizers (lavapipe/llvmpipe, SwiftShader) run invocations as SIMD lanes on CPU threads. */
@@ -132,13 +135,27 @@ export function isCpuAdapter(gpu: MatmulTarget): boolean {
   return isSoftwareAdapter(gpu.adapter);
 }
 
-/** Why the cpu-tiled kernel cannot run a problem, or undefined when it can. */
-function cpuTiledUnfit(gpu: MatmulTarget, aType: DType, bType: DType, p: Pick<Problem, 'N' | 'transA' | 'transB' | 'ldb' | 'offB' | 'sB'>): string | undefined {
+/** What the cpu-tiled path looks at in a problem. */
+type CpuTiledLayout = Pick<Problem, 'N' | 'K' | 'batch' | 'transA' | 'transB' | 'ldb' | 'offB' | 'sB'>;
+
+/**
+ * Why the cpu-tiled path cannot run a problem, or undefined when it can. It runs the uniform-window kernel
+ * (matmul-cpu.ts) where that fits, else the older storage-buffer kernel (cpuTiledWgsl).
+ */
+function cpuTiledUnfit(gpu: MatmulTarget, types: CpuMatmulTypes, p: CpuTiledLayout): string | undefined {
   const info = gpu.device?.adapterInfo;
   if (!gpu.features.subgroups || info?.subgroupMinSize !== CPU_LANES || info?.subgroupMaxSize !== CPU_LANES) {
     return `needs subgroups of exactly ${CPU_LANES} lanes`;
   }
-  if (aType !== 'f32' || bType !== 'f32') return 'takes f32 inputs only';
+  const windowed = cpuMatmulUnfit(types, p, gpu.maxBinding ?? Infinity);
+  if (!windowed) return undefined;
+  const storage = cpuStorageUnfit(types, p);
+  return storage ? `${windowed}; ${storage}` : undefined;
+}
+
+/** Why the storage-buffer cpu-tiled kernel cannot run a problem. */
+function cpuStorageUnfit(types: CpuMatmulTypes, p: CpuTiledLayout): string | undefined {
+  if (types.a !== 'f32' || types.b !== 'f32') return 'takes f32 inputs only';
   if (p.transA || p.transB) return 'takes non-transposed A and B only';
   // B is read as vec4 along N.
   if (p.N % 4 || p.ldb % 4 || p.offB % 4 || p.sB % 4) return 'needs N, ldb, offsetB and strideB multiples of 4';
@@ -153,13 +170,25 @@ export function selectMatmulPath(
   m: number,
   n: number,
   k: number,
-  layout: { transA?: boolean; transB?: boolean; lda?: number; ldb?: number; offA?: number; offB?: number; sA?: number; sB?: number } = {},
+  layout: {
+    transA?: boolean;
+    transB?: boolean;
+    lda?: number;
+    ldb?: number;
+    offA?: number;
+    offB?: number;
+    sA?: number;
+    sB?: number;
+    batch?: number;
+    cType?: DType;
+    biasType?: DType;
+  } = {},
 ): MatmulPath {
   if (isCpuAdapter(gpu) && !cpuGemvUnfit(gpu, m, k, layout)) return 'cpu-gemv';
   if (m <= GEMV_MAX_M) return 'gemv';
   if (isCpuAdapter(gpu)) {
-    const l = { N: n, transA: false, transB: false, ldb: n, offB: 0, sB: 0, ...layout };
-    if (!cpuTiledUnfit(gpu, aType, bType, l)) return 'cpu-tiled';
+    const l = { N: n, K: k, batch: 1, transA: false, transB: false, ldb: n, offB: 0, sB: 0, ...layout };
+    if (!cpuTiledUnfit(gpu, { a: aType, b: bType, c: layout.cType ?? 'f32', bias: layout.biasType }, l)) return 'cpu-tiled';
   }
   const cfg = f16MatrixConfig(gpu.features);
   // Tiles are staged with bounds checks: any shape.
@@ -203,9 +232,10 @@ export function matmul(gpu: Gpu, a: Tensor, b: Tensor, opts: MatmulOptions = {})
     if (!Number.isInteger(v) || v < 0) fail(`dimensions, strides and offsets must be non-negative integers`);
   }
   if (p.M * p.N * p.batch === 0) return c;
-  const path = opts.path && opts.path !== 'auto' ? opts.path : selectMatmulPath(gpu, a.dtype, b.dtype, p.M, p.N, p.K, p);
+  const types = { a: a.dtype, b: b.dtype, c: c.dtype, bias: opts.bias?.dtype };
+  const path = opts.path && opts.path !== 'auto' ? opts.path : selectMatmulPath(gpu, a.dtype, b.dtype, p.M, p.N, p.K, { ...p, cType: c.dtype, biasType: opts.bias?.dtype });
   if (path === 'gemv' && p.M > GEMV_MAX_M) fail(`gemv path takes M <= ${GEMV_MAX_M}`);
-  const unfit = path === 'cpu-tiled' ? cpuTiledUnfit(gpu, a.dtype, b.dtype, p) : path === 'cpu-gemv' ? cpuGemvUnfit(gpu, p.M, p.K, p) : undefined;
+  const unfit = path === 'cpu-tiled' ? cpuTiledUnfit(gpu, types, p) : path === 'cpu-gemv' ? cpuGemvUnfit(gpu, p.M, p.K, p) : undefined;
   if (unfit) fail(`${path} path ${unfit}`);
   run(gpu, a, b, c, opts.bias, p, path, shapes, opts);
   return c;
@@ -416,6 +446,8 @@ function launch(
     const { bm, bn } = sgmBlock(t, cfg);
     workgroups = [Math.ceil(p.N / bn), Math.ceil(p.M / bm), p.batch];
   } else if (path === 'cpu-tiled') {
+    const types = { a: aType, b: bType, c: cType, bias: biasType };
+    if (!cpuMatmulUnfit(types, p, gpu.maxBinding)) return launchCpuMatmul(gpu, types, p, bindings, `matmul-${path}`, shapes);
     pipeline = gpu.pipeline(`matmul-cpu:${specKey(spec)}`, () => cpuTiledWgsl(spec));
     workgroups = [Math.ceil(p.N / CPU_BN), Math.ceil(p.M / CPU_R), p.batch];
   } else {

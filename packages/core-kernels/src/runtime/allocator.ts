@@ -1,7 +1,8 @@
 import './globals.js';
 import { GpuLimitError, GpuOutOfMemoryError, type GpuErrorContext } from './errors.js';
 
-const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+// UNIFORM too: the CPU-adapter matmul binds 64 KB windows of a packed operand as uniform buffers.
+const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 
 /** Rounds a request up to a size class so freed buffers are reusable: 256 B granularity, 1/8 of a power of two. */
 export function sizeClass(bytes: number): number {
