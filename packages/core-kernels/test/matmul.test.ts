@@ -246,8 +246,8 @@ describe('matmul paths', () => {
     // from one K-chunk.
     expect(selectMatmulPath(gpu, 'f32', 'f32', 64, 64, 64, { batch: 2, sB: 4096 })).toBe(here);
     expect(selectMatmulPath(gpu, 'f32', 'f32', 64, 64, 64, { batch: 2, sB: 4096, transB: true })).toBe('tiled');
-    expect(selectMatmulPath(gpu, 'f32', 'f32', 64, 64, 300, { transB: true, cType: 'f16' })).toBe('tiled');
-    expect(selectMatmulPath(gpu, 'f32', 'f32', 64, 64, 256, { transB: true, cType: 'f16' })).toBe(here);
+    expect(selectMatmulPath(gpu, 'f32', 'f32', 64, 64, 2049, { transB: true, cType: 'f16' })).toBe('tiled');
+    expect(selectMatmulPath(gpu, 'f32', 'f32', 64, 64, 2048, { transB: true, cType: 'f16' })).toBe(here);
     if (gpu.variants.matmulF16 !== 'subgroup-matrix') expect(selectMatmulPath(gpu, 'f16', 'f16', 64, 64, 64)).toBe(here);
   });
 
@@ -307,23 +307,26 @@ describe('matmul cpu-tiled path (forced)', () => {
     const a = gpu.tensor([2, 5, 6], 'f32');
     const bt = gpu.tensor([2, 8, 6], 'f32');
     expect(() => matmul(gpu, a, bt, { transB: true, path: 'cpu-tiled' })).toThrowError(/cpu-tiled path takes one B matrix.*non-transposed/);
-    // An f16 C over more than one K-chunk, with B in a layout the storage-buffer kernel does not read.
-    const a2 = gpu.tensor([5, 300], 'f32');
-    const b2 = gpu.tensor([6, 300], 'f32');
-    expect(() => matmul(gpu, a2, b2, { transB: true, outDType: 'f16', path: 'cpu-tiled' })).toThrowError(/writes f16 C only for K <= 256/);
+    // An f16 C over more than one dispatch along K, with B in a layout the storage-buffer kernel does not read.
+    const a2 = gpu.tensor([5, 2050], 'f32');
+    const b2 = gpu.tensor([6, 2050], 'f32');
+    expect(() => matmul(gpu, a2, b2, { transB: true, outDType: 'f16', path: 'cpu-tiled' })).toThrowError(/writes f16 C only for K <= 2048/);
     [a, bt, a2, b2].forEach((t) => t.dispose());
   });
 
   it('packs B into uniform windows: any layout and dtype, K over several chunks, several panels per window', async () => {
     const gpu = await testGpu();
     const rng = new Rng(14);
-    // Tile 32 rows x 64 columns, windows of 256 rows of K (or whole panels when K is small); none of these align.
+    // Tile 32 rows x 64 columns, windows of 256 rows of K (or whole panels when K is small), 8 windows a dispatch
+    // (K over 2048 adds into C); none of these align.
     const cases: Array<[number, number, number, { tA?: boolean; tB?: boolean }]> = [
       [33, 70, 300, {}],
-      [9, 700, 20, { tB: true }],
+      [9, 1700, 20, { tB: true }],
       [40, 65, 257, { tA: true }],
       [31, 130, 9, { tA: true, tB: true }],
       [70, 3, 530, { tB: true }],
+      [33, 260, 600, {}],
+      [9, 20, 2200, { tA: true }],
     ];
     gpu.profiling = true;
     for (const [M, N, K, t] of cases) await runCase(gpu, rng, problem(M, N, K, t), { path: 'cpu-tiled' });
@@ -336,8 +339,8 @@ describe('matmul cpu-tiled path (forced)', () => {
     expect(ops).toEqual(new Set(['matmul-cpu-tiled-pack', 'matmul-cpu-tiled']));
   });
 
-  it('fuses alpha, beta and bias into the first K-chunk only, on strided sub-matrices', async () => {
-    const [M, N, K] = [35, 70, 300];
+  it('fuses alpha, beta and bias into the first dispatch along K only, on strided sub-matrices', async () => {
+    const [M, N, K] = [35, 70, 2100];
     // A stored transposed and batched, B stored [N, K] and broadcast (the windowed kernel's batched case).
     const p: MatmulRefProblem = {
       batch: 2, M, N, K, transA: true, transB: true, lda: M + 3, ldb: K + 5, ldc: N + 2, strideA: K * (M + 3) + 5, strideB: 0,

@@ -11,9 +11,10 @@ import type { CpuGemvProblem } from './gemv-cpu.js';
  * storage-buffer load in a loop, even one whose address is the same for all lanes, is a loop over the 8 SIMD
  * lanes with a mask test and a buffer-size check per lane (~15 instructions per element); a uniform-buffer load
  * with a per-lane address is 8 plain scalar loads with one clamp. So B, the operand every FMA step needs, is first
- * packed into a uniform-capable buffer of 64 KB windows (one panel of PANEL columns by up to WINDOW_K rows, or
- * several whole panels when K is small), and the matmul runs one dispatch per window, adding each window's
- * K-chunk into C. The packing also makes transposed and f16 B free: the pack kernel reads B however it is stored.
+ * packed into a uniform-capable buffer of 64 KB windows (one panel of CPU_PANEL columns by up to WINDOW_K rows,
+ * or several whole panels when K is small); each dispatch binds WINDOWS of them and covers up to WINDOWS · WINDOW_K
+ * of K, adding into C where K is longer. The packing also makes transposed and f16 B free: the pack kernel reads
+ * B however it is stored.
  *
  * The tile: one 8-lane workgroup computes ROWS rows of one panel; lane l owns vec4 columns l·V..l·V+V-1. For
  * every 8 steps along K, lane l loads A[m, k0 + l] for each row and subgroupShuffle (one AVX2 permute) hands each
@@ -32,6 +33,12 @@ const UNROLL = 4;
 const WINDOW_VEC4 = 4096;
 /** Rows of K one window holds for one panel. */
 const WINDOW_K = WINDOW_VEC4 / (CPU_PANEL / 4);
+/**
+ * Windows bound per dispatch (of 12 uniform buffers a stage may have; params take one): one dispatch covers up to
+ * WINDOWS · WINDOW_K of K, so C is read and written once per 2048 of K rather than once per window (on llvmpipe
+ * each pass over C costs as much as ~30 steps of K).
+ */
+const WINDOWS = 8;
 
 /** What the kernels need of a resolved matmul problem: the same fields as the CPU GEMV's. */
 export type CpuMatmulProblem = CpuGemvProblem;
@@ -63,7 +70,7 @@ function packedBytes(K: number, N: number): number {
 
 /**
  * Why this kernel cannot run a problem, or undefined when it can: f32/f16 operands in any layout; a batch of B
- * matrices must be one matrix broadcast (strideB 0), an f16 C must come out of one K-chunk (no f16 partial sums),
+ * matrices must be one matrix broadcast (strideB 0), an f16 C must come out of one dispatch (no f16 partial sums),
  * and the packed copy of B must fit one storage binding.
  */
 export function cpuMatmulUnfit(
@@ -73,12 +80,12 @@ export function cpuMatmulUnfit(
 ): string | undefined {
   if (![types.a, types.b, types.c, types.bias ?? 'f32'].every((t) => t === 'f32' || t === 'f16')) return 'takes f32 or f16 tensors only';
   if (p.batch > 1 && p.sB !== 0) return 'takes one B matrix (strideB 0) for a batch';
-  if (types.c === 'f16' && layout(p.K, p.N).chunks > 1) return `writes f16 C only for K <= ${WINDOW_K}`;
+  if (types.c === 'f16' && layout(p.K, p.N).chunks > WINDOWS) return `writes f16 C only for K <= ${WINDOWS * WINDOW_K}`;
   if (packedBytes(p.K, p.N) > maxBinding) return 'needs the packed copy of B to fit one binding';
   return undefined;
 }
 
-/** Packs B into windows and runs one dispatch per window; `bindings` are A, B, C[, bias] as bound by matmul. */
+/** Packs B into windows and runs the dispatches over them; `bindings` are A, B, C[, bias] as bound by matmul. */
 export function launchCpuMatmul(
   gpu: Gpu,
   types: CpuMatmulTypes,
@@ -89,7 +96,6 @@ export function launchCpuMatmul(
 ): void {
   const L = layout(p.K, p.N);
   const packedVec4 = L.panels * L.panelRows * (CPU_PANEL / 4);
-  // Slack so the last window's binding is a full 64 KB, as the shader's fixed-size array requires.
   const packed = gpu.tensor([packedBytes(p.K, p.N) / 4], 'f32', undefined, op);
   const [aBind, bBind, cBind, biasBind] = bindings;
 
@@ -116,18 +122,31 @@ export function launchCpuMatmul(
   const windowBytes = WINDOW_VEC4 * 16;
   const panelBytes = L.panelRows * CPU_PANEL * 4;
   const rowBlocks = Math.ceil(p.M / ROWS);
-  for (let c = 0; c < L.chunks; c++) {
-    const k0 = c * L.chunk;
-    const kc = Math.min(L.chunk, p.K - k0);
-    for (let pan = 0; pan < L.panels; pan += L.perWindow) {
-      const count = Math.min(L.perWindow, L.panels - pan);
+  // A dispatch binds WINDOWS windows: up to WINDOWS chunks of K for one panel, or several panels' chunks (or, for
+  // a small K, several windows of several panels each); K beyond WINDOWS chunks takes further dispatches.
+  const chunksPer = Math.min(L.chunks, WINDOWS);
+  const panelsPer = Math.floor(WINDOWS / chunksPer) * L.perWindow;
+  for (let c0 = 0; c0 < L.chunks; c0 += chunksPer) {
+    const nch = Math.min(chunksPer, L.chunks - c0);
+    const kStart = c0 * L.chunk;
+    const kLen = Math.min(nch * L.chunk, p.K - kStart);
+    for (let pan = 0; pan < L.panels; pan += panelsPer) {
+      const count = Math.min(panelsPer, L.panels - pan);
+      const windows: GPUBufferBinding[] = [];
+      for (let w = 0; w < WINDOWS; w++) {
+        // Window w: panel group w / nch (perWindow panels each), chunk c0 + w % nch; unused ones repeat the first.
+        const g = Math.floor(w / nch);
+        const used = g * L.perWindow < count;
+        const offset = used ? (pan + g * L.perWindow) * panelBytes + (c0 + (w % nch)) * L.chunk * CPU_PANEL * 4 : pan * panelBytes + c0 * L.chunk * CPU_PANEL * 4;
+        windows.push({ buffer: packed.buffer, offset: packed.byteOffset + offset, size: windowBytes });
+      }
       const params = new Params()
         .u32(p.M)
         .u32(p.N)
-        .u32(kc)
+        .u32(Math.max(0, kLen))
         .u32(p.lda)
         .u32(p.ldc)
-        .u32(p.offA + (p.transA ? k0 * p.lda : k0))
+        .u32(p.offA + (p.transA ? kStart * p.lda : kStart))
         .u32(p.offC)
         .u32(p.sA)
         .u32(p.sC)
@@ -136,15 +155,17 @@ export function launchCpuMatmul(
         .u32(p.offBias)
         .f32(p.alpha)
         .f32(p.beta)
-        .u32(c === 0 ? 1 : 0)
+        .u32(c0 === 0 ? 1 : 0)
+        .u32(L.chunk)
+        .u32(nch)
+        .u32(L.perWindow)
         .bytes();
-      const window: GPUBufferBinding = { buffer: packed.buffer, offset: packed.byteOffset + pan * panelBytes + k0 * CPU_PANEL * 4, size: windowBytes };
       gpu.dispatch({
         op,
         shapes,
         pipeline,
         params,
-        bindings: [aBind, window, cBind, ...(biasBind ? [biasBind] : [])],
+        bindings: [aBind, cBind, ...(biasBind ? [biasBind] : []), ...windows],
         workgroups: [count, rowBlocks, p.batch],
       });
     }
@@ -198,22 +219,29 @@ function matmulWgsl(types: CpuMatmulTypes, transA: boolean, beta: boolean): stri
     }
     step += '}\n';
   }
-  for (let u = 0; u < UNROLL; u++) {
-    for (let v = 0; v < V; v++) loadB += `let b${u}_${v} = Bw.v[base_b + (k0 + kk + ${u}u) * ${CPU_PANEL / 4}u + li * ${V}u + ${v}u];\n`;
+  let declB = '';
+  for (let u = 0; u < UNROLL; u++) for (let v = 0; v < V; v++) declB += `var b${u}_${v}: vec4<f32>;\n`;
+  // The window comes from an if-chain (WGSL cannot index bindings); llvmpipe skips the branches no lane takes.
+  for (let w = 0; w < WINDOWS; w++) {
+    loadB += `${w ? ' else ' : ''}if (win == ${w}u) {\n`;
+    for (let u = 0; u < UNROLL; u++) {
+      for (let v = 0; v < V; v++) loadB += `b${u}_${v} = W${w}.v[row + ${(u * CPU_PANEL) / 4 + v}u];\n`;
+    }
+    loadB += '}';
   }
   const cType = wgslType(types.c);
   return /* wgsl */ `enable subgroups;
 ${enableF16([types.a, types.c, types.bias ?? 'f32'])}
 struct P { M: u32, N: u32, kc: u32, lda: u32, ldc: u32, offA: u32, offC: u32, sA: u32, sC: u32, n0: u32,
-           panelVec4: u32, offBias: u32, alpha: f32, beta: f32, first: u32 }
+           panelVec4: u32, offBias: u32, alpha: f32, beta: f32, first: u32, chunk: u32, nch: u32, ppw: u32 }
 struct Window { v: array<vec4<f32>, ${WINDOW_VEC4}> }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> A: array<${wgslType(types.a)}>;
-@group(0) @binding(2) var<uniform> Bw: Window;
-@group(0) @binding(3) var<storage, read_write> C: array<${cType}>;
-${types.bias ? `@group(0) @binding(4) var<storage, read> bias: array<${wgslType(types.bias)}>;` : ''}
+@group(0) @binding(2) var<storage, read_write> C: array<${cType}>;
+${types.bias ? `@group(0) @binding(3) var<storage, read> bias: array<${wgslType(types.bias)}>;` : ''}
+${Array.from({ length: WINDOWS }, (_, w) => `@group(0) @binding(${w + (types.bias ? 4 : 3)}) var<uniform> W${w}: Window;`).join('\n')}
 
-// The first K-chunk applies alpha, beta·C and the bias; later ones add alpha times their part to C.
+// The first dispatch along K applies alpha, beta·C and the bias; later ones (K > 2048) add alpha times their part.
 fn store_c(i: u32, n: u32, acc: f32) {
   var v = p.alpha * acc;
   if (p.first == 1u) {
@@ -230,15 +258,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let z = wid.z;
   let m0 = wid.y * ${ROWS}u;
   let base_a = p.offA + z * p.sA;
-  let base_b = wid.x * p.panelVec4;
+  // Window of this workgroup's panel for K-chunk 0, and the panel's place in it.
+  let win0 = (wid.x / p.ppw) * p.nch;
+  let base_b = (wid.x % p.ppw) * p.panelVec4 + li * ${V}u;
   ${decl}
+  ${declB}
   // Rows past kc read zeros from the window and A is zeroed there, so whole steps of 8 are safe.
   for (var k0 = 0u; k0 < p.kc; k0 += ${LANES}u) {
     let in_k = k0 + li < p.kc;
     let kl = min(k0 + li, p.kc - 1u);
+    let win = win0 + k0 / p.chunk;
+    let kw = k0 % p.chunk;
     ${loadA}
-    // Not unrolled: the body is ~1000 instructions; 8 copies spill out of the instruction cache.
+    // Not unrolled: the body is ~2000 instructions; 8 copies spill out of the instruction cache.
     for (var kk = 0u; kk < ${LANES}u; kk += ${UNROLL}u) {
+      let row = base_b + (kw + kk) * ${CPU_PANEL / 4}u;
       ${loadB}
       ${step}
     }
