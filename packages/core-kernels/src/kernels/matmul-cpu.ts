@@ -10,17 +10,18 @@ import type { CpuGemvProblem } from './gemv-cpu.js';
  * What llvmpipe (Mesa 25, LLVM 15) makes of loads, read from its generated code (GALLIVM_DEBUG=asm): every
  * storage-buffer load in a loop, even one whose address is the same for all lanes, is a loop over the 8 SIMD
  * lanes with a mask test and a buffer-size check per lane (~15 instructions per element); a uniform-buffer load
- * with a per-lane address is 8 plain scalar loads with one clamp. So B, the operand every FMA step needs, is first
- * packed into a uniform-capable buffer of 64 KB windows (one panel of CPU_PANEL columns by up to WINDOW_K rows,
- * or several whole panels when K is small); each dispatch binds WINDOWS of them and covers up to WINDOWS · WINDOW_K
- * of K, adding into C where K is longer. The packing also makes transposed and f16 B free: the pack kernel reads
- * B however it is stored.
+ * with a per-lane address is 8 plain scalar loads with one clamp. So B, the operand every FMA step needs, is
+ * copied into 64 KB windows of a uniform-capable scratch buffer (one panel of CPU_PANEL columns by up to WINDOW_K
+ * rows of K, or several whole panels when K is small), just before the dispatch that reads them; a dispatch binds
+ * up to WINDOWS windows (K up to WINDOWS · WINDOW_K) and adds into C where K is longer. The packing also makes
+ * transposed and f16 B free: the pack kernel reads B however it is stored.
  *
  * The tile: one 8-lane workgroup computes ROWS rows of one panel; lane l owns vec4 columns l·V..l·V+V-1. For
  * every 8 steps along K, lane l loads A[m, k0 + l] for each row and subgroupShuffle (one AVX2 permute) hands each
  * value to all lanes. The K loop is unrolled by UNROLL with the accumulators updated once per UNROLL steps:
- * llvmpipe blends every loop-carried update with the lane mask, and the 128 accumulators live on the stack.
- * Measured on 1024³ (cpu-s per product, loaded 2-core VM): this layout 1.5-2x the storage-buffer version.
+ * llvmpipe blends every loop-carried update with the lane mask, and the 256 accumulators live on the stack.
+ * Measured on 1024³ (CPU time per product, one shader thread): 14-15 GFLOP per CPU-second against 6-10 for the
+ * storage-buffer kernel (docs/BENCHMARKS.md, lavapipe section).
  */
 
 const LANES = 8;
@@ -56,32 +57,19 @@ function layout(K: number, N: number) {
   const chunk = Math.min(WINDOW_K, kpad8);
   const chunks = Math.ceil(kpad8 / chunk);
   const panels = Math.ceil(N / CPU_PANEL);
-  // Stored rows per panel: every chunk full, so windows never straddle panels.
-  const panelRows = chunk * chunks;
   const perWindow = chunks === 1 ? Math.max(1, Math.floor(WINDOW_K / chunk)) : 1;
-  return { chunk, chunks, panels, panelRows, perWindow };
-}
-
-/** Bytes of the packed copy of B, with the slack that keeps the last window a full 64 KB. */
-function packedBytes(K: number, N: number): number {
-  const L = layout(K, N);
-  return (L.panels * L.panelRows * (CPU_PANEL / 4) + WINDOW_VEC4) * 16;
+  return { chunk, chunks, panels, perWindow };
 }
 
 /**
  * Why this kernel cannot run a problem, or undefined when it can: f32/f16 operands in any layout; a batch of B
- * matrices must be one matrix broadcast (strideB 0), an f16 C must come out of one dispatch (no f16 partial sums),
- * and the packed copy of B must fit one storage binding.
+ * matrices must be one matrix broadcast (strideB 0), and an f16 C must come out of one dispatch along K (no f16
+ * partial sums).
  */
-export function cpuMatmulUnfit(
-  types: CpuMatmulTypes,
-  p: Pick<CpuMatmulProblem, 'batch' | 'K' | 'N' | 'sB'>,
-  maxBinding: number,
-): string | undefined {
+export function cpuMatmulUnfit(types: CpuMatmulTypes, p: Pick<CpuMatmulProblem, 'batch' | 'K' | 'N' | 'sB'>): string | undefined {
   if (![types.a, types.b, types.c, types.bias ?? 'f32'].every((t) => t === 'f32' || t === 'f16')) return 'takes f32 or f16 tensors only';
   if (p.batch > 1 && p.sB !== 0) return 'takes one B matrix (strideB 0) for a batch';
   if (types.c === 'f16' && layout(p.K, p.N).chunks > WINDOWS) return `writes f16 C only for K <= ${WINDOWS * WINDOW_K}`;
-  if (packedBytes(p.K, p.N) > maxBinding) return 'needs the packed copy of B to fit one binding';
   return undefined;
 }
 
@@ -95,50 +83,36 @@ export function launchCpuMatmul(
   shapes: string,
 ): void {
   const L = layout(p.K, p.N);
-  const packedVec4 = L.panels * L.panelRows * (CPU_PANEL / 4);
-  const packed = gpu.tensor([packedBytes(p.K, p.N) / 4], 'f32', undefined, op);
+  // Each dispatch takes one panel (or one window of panels, for a small K) and up to WINDOWS chunks of K; its
+  // windows are packed just before it into one scratch buffer that every dispatch reuses (the queue runs them in
+  // order), so the extra memory is at most WINDOWS · 64 KB whatever the size of B.
+  const chunksPer = Math.min(L.chunks, WINDOWS);
+  const scratch = gpu.tensor([chunksPer * WINDOW_VEC4 * 4], 'f32', undefined, op);
   const [aBind, bBind, cBind, biasBind] = bindings;
-
-  const packParams = new Params()
-    .u32(p.K)
-    .u32(p.N)
-    .u32(p.ldb)
-    .u32(p.offB)
-    .u32(L.panelRows)
-    .u32(packedVec4)
-    .bytes();
-  const [px, py] = gpu.grid(Math.ceil(packedVec4 / 64));
-  gpu.dispatch({
-    op: `${op}-pack`,
-    shapes,
-    pipeline: gpu.pipeline(`matmul-cpu-pack:${types.b}${p.transB ? 'T' : 'N'}`, () => packWgsl(types.b, p.transB)),
-    params: packParams,
-    bindings: [bBind, packed],
-    workgroups: [px, py, 1],
-  });
-
+  const packPipeline = gpu.pipeline(`matmul-cpu-pack:${types.b}${p.transB ? 'T' : 'N'}`, () => packWgsl(types.b, p.transB));
   const key = `${types.a}${p.transA ? 'T' : 'N'}:${types.c}:${types.bias ?? '-'}:${p.beta !== 0 ? 'beta' : ''}`;
   const pipeline = gpu.pipeline(`matmul-cpu-ubo:${key}`, () => matmulWgsl(types, p.transA, p.beta !== 0));
   const windowBytes = WINDOW_VEC4 * 16;
-  const panelBytes = L.panelRows * CPU_PANEL * 4;
   const rowBlocks = Math.ceil(p.M / ROWS);
-  // A dispatch binds WINDOWS windows: up to WINDOWS chunks of K for one panel, or several panels' chunks (or, for
-  // a small K, several windows of several panels each); K beyond WINDOWS chunks takes further dispatches.
-  const chunksPer = Math.min(L.chunks, WINDOWS);
-  const panelsPer = Math.floor(WINDOWS / chunksPer) * L.perWindow;
   for (let c0 = 0; c0 < L.chunks; c0 += chunksPer) {
     const nch = Math.min(chunksPer, L.chunks - c0);
     const kStart = c0 * L.chunk;
     const kLen = Math.min(nch * L.chunk, p.K - kStart);
-    for (let pan = 0; pan < L.panels; pan += panelsPer) {
-      const count = Math.min(panelsPer, L.panels - pan);
+    for (let pan = 0; pan < L.panels; pan += L.perWindow) {
+      const count = Math.min(L.perWindow, L.panels - pan);
+      const packVec4 = nch * WINDOW_VEC4;
+      gpu.dispatch({
+        op: `${op}-pack`,
+        shapes,
+        pipeline: packPipeline,
+        params: new Params().u32(p.K).u32(p.N).u32(p.ldb).u32(p.offB).u32(L.chunk).u32(pan).u32(kStart).u32(packVec4).bytes(),
+        bindings: [bBind, scratch],
+        workgroups: gpu.grid(Math.ceil(packVec4 / 64)),
+      });
+      // Window w holds chunk w of this dispatch; slots past nch repeat the first (every binding must be bound).
       const windows: GPUBufferBinding[] = [];
       for (let w = 0; w < WINDOWS; w++) {
-        // Window w: panel group w / nch (perWindow panels each), chunk c0 + w % nch; unused ones repeat the first.
-        const g = Math.floor(w / nch);
-        const used = g * L.perWindow < count;
-        const offset = used ? (pan + g * L.perWindow) * panelBytes + (c0 + (w % nch)) * L.chunk * CPU_PANEL * 4 : pan * panelBytes + c0 * L.chunk * CPU_PANEL * 4;
-        windows.push({ buffer: packed.buffer, offset: packed.byteOffset + offset, size: windowBytes });
+        windows.push({ buffer: scratch.buffer, offset: scratch.byteOffset + (w < nch ? w : 0) * windowBytes, size: windowBytes });
       }
       const params = new Params()
         .u32(p.M)
@@ -151,14 +125,12 @@ export function launchCpuMatmul(
         .u32(p.sA)
         .u32(p.sC)
         .u32(pan * CPU_PANEL)
-        .u32(L.panelRows * (CPU_PANEL / 4))
+        .u32(L.chunk * (CPU_PANEL / 4))
         .u32(p.offBias)
         .f32(p.alpha)
         .f32(p.beta)
         .u32(c0 === 0 ? 1 : 0)
         .u32(L.chunk)
-        .u32(nch)
-        .u32(L.perWindow)
         .bytes();
       gpu.dispatch({
         op,
@@ -170,14 +142,18 @@ export function launchCpuMatmul(
       });
     }
   }
-  packed.dispose();
+  scratch.dispose();
 }
 
-/** Packed[panel][k][q] = B[k, panel·PANEL + 4q .. +3] as f32, zero past K and N. */
+/**
+ * Window w of the scratch buffer: chunk w of K (rows kStart + w·chunk ..) of the panels from `pan` on, each panel
+ * `chunk` rows of CPU_PANEL/4 vec4s; f32, zero past K and N.
+ */
 function packWgsl(bType: DType, transB: boolean): string {
   const at = (k: string, n: string) => `f32(B[p.offB + ${transB ? `(${n}) * p.ldb + ${k}` : `${k} * p.ldb + ${n}`}])`;
+  const q = CPU_PANEL / 4;
   return /* wgsl */ `${enableF16([bType])}
-struct P { K: u32, N: u32, ldb: u32, offB: u32, panelRows: u32, count: u32 }
+struct P { K: u32, N: u32, ldb: u32, offB: u32, chunk: u32, pan: u32, kStart: u32, count: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> B: array<${wgslType(bType)}>;
 @group(0) @binding(2) var<storage, read_write> packed: array<vec4<f32>>;
@@ -187,13 +163,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) li: u32) {
   let i = (wid.x + wid.y * nwg.x) * 64u + li;
   if (i >= p.count) { return; }
-  let q = i % ${CPU_PANEL / 4}u;
-  let k = (i / ${CPU_PANEL / 4}u) % p.panelRows;
-  let n = (i / (${CPU_PANEL / 4}u * p.panelRows)) * ${CPU_PANEL}u + q * 4u;
+  let w = i / ${WINDOW_VEC4}u;
+  let j = i % ${WINDOW_VEC4}u;
+  let k = p.kStart + w * p.chunk + (j / ${q}u) % p.chunk;
+  let n = (p.pan + j / (${q}u * p.chunk)) * ${CPU_PANEL}u + (j % ${q}u) * 4u;
   var v = vec4<f32>();
-  if (k < p.K) {
-    for (var j = 0u; j < 4u; j++) {
-      if (n + j < p.N) { v[j] = ${at('k', 'n + j')}; }
+  if (k < min(p.K, p.kStart + (w + 1u) * p.chunk)) {
+    for (var c = 0u; c < 4u; c++) {
+      if (n + c < p.N) { v[c] = ${at('k', 'n + c')}; }
     }
   }
   packed[i] = v;
@@ -233,7 +210,7 @@ function matmulWgsl(types: CpuMatmulTypes, transA: boolean, beta: boolean): stri
   return /* wgsl */ `enable subgroups;
 ${enableF16([types.a, types.c, types.bias ?? 'f32'])}
 struct P { M: u32, N: u32, kc: u32, lda: u32, ldc: u32, offA: u32, offC: u32, sA: u32, sC: u32, n0: u32,
-           panelVec4: u32, offBias: u32, alpha: f32, beta: f32, first: u32, chunk: u32, nch: u32, ppw: u32 }
+           panelVec4: u32, offBias: u32, alpha: f32, beta: f32, first: u32, chunk: u32 }
 struct Window { v: array<vec4<f32>, ${WINDOW_VEC4}> }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> A: array<${wgslType(types.a)}>;
@@ -258,16 +235,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let z = wid.z;
   let m0 = wid.y * ${ROWS}u;
   let base_a = p.offA + z * p.sA;
-  // Window of this workgroup's panel for K-chunk 0, and the panel's place in it.
-  let win0 = (wid.x / p.ppw) * p.nch;
-  let base_b = (wid.x % p.ppw) * p.panelVec4 + li * ${V}u;
+  // Window c holds chunk c of K; several panels share a window when K is small.
+  let base_b = wid.x * p.panelVec4 + li * ${V}u;
   ${decl}
   ${declB}
   // Rows past kc read zeros from the window and A is zeroed there, so whole steps of 8 are safe.
   for (var k0 = 0u; k0 < p.kc; k0 += ${LANES}u) {
     let in_k = k0 + li < p.kc;
     let kl = min(k0 + li, p.kc - 1u);
-    let win = win0 + k0 / p.chunk;
+    let win = k0 / p.chunk;
     let kw = k0 % p.chunk;
     ${loadA}
     // Not unrolled: the body is ~2000 instructions; 8 copies spill out of the instruction cache.

@@ -126,8 +126,6 @@ export interface MatmulTarget {
   features: GpuFeatures;
   adapter?: AdapterSummary;
   device?: { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } };
-  /** Largest storage binding in bytes (a real Gpu's); bounds the cpu-tiled path's packed copy of B. */
-  maxBinding?: number;
 }
 
 /** Software rasterizers (lavapipe/llvmpipe, SwiftShader) run invocations as SIMD lanes on CPU threads. */
@@ -147,7 +145,7 @@ function cpuTiledUnfit(gpu: MatmulTarget, types: CpuMatmulTypes, p: CpuTiledLayo
   if (!gpu.features.subgroups || info?.subgroupMinSize !== CPU_LANES || info?.subgroupMaxSize !== CPU_LANES) {
     return `needs subgroups of exactly ${CPU_LANES} lanes`;
   }
-  const windowed = cpuMatmulUnfit(types, p, gpu.maxBinding ?? Infinity);
+  const windowed = cpuMatmulUnfit(types, p);
   if (!windowed) return undefined;
   const storage = cpuStorageUnfit(types, p);
   return storage ? `${windowed}; ${storage}` : undefined;
@@ -447,7 +445,7 @@ function launch(
     workgroups = [Math.ceil(p.N / bn), Math.ceil(p.M / bm), p.batch];
   } else if (path === 'cpu-tiled') {
     const types = { a: aType, b: bType, c: cType, bias: biasType };
-    if (!cpuMatmulUnfit(types, p, gpu.maxBinding)) return launchCpuMatmul(gpu, types, p, bindings, `matmul-${path}`, shapes);
+    if (!cpuMatmulUnfit(types, p)) return launchCpuMatmul(gpu, types, p, bindings, `matmul-${path}`, shapes);
     pipeline = gpu.pipeline(`matmul-cpu:${specKey(spec)}`, () => cpuTiledWgsl(spec));
     workgroups = [Math.ceil(p.N / CPU_BN), Math.ceil(p.M / CPU_R), p.batch];
   } else {
