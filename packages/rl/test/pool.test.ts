@@ -5,7 +5,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { collect } from '../src/collect/runner.js';
 import { readCollection, type CollectedStep } from '../src/collect/records.js';
 import { ScriptedExpert } from '../src/experts/scripted.js';
-import { StatesPool } from '../src/pool/states-pool.js';
+import { StateDraws, expertEdited } from '../src/pool/edit-share.js';
+import { StatesPool, type PoolCursor } from '../src/pool/states-pool.js';
 import { fakePrepared, startFake } from './fake-episode.js';
 
 let dir: string;
@@ -83,5 +84,37 @@ describe('StatesPool', () => {
     const other = StatesPool.fromCollection(path.join(dir, 'a'));
     expect(() => other.sampler({ cursor: pool.sampler({}).cursor })).toThrow(/cursor belongs to pool/);
     expect(() => pool.sampler({ mode: 'weird' as 'uniform' })).toThrow(/mode must be/);
+  });
+
+  it('keeps only the states a filter passes, and says so when none does', () => {
+    const edited = new Set(steps.filter(expertEdited).map((s) => s.stateBefore));
+    expect(edited.size).toBeGreaterThan(0);
+    const pool = StatesPool.fromCollection(dir, { where: expertEdited });
+    expect(new Set(pool.states.map((s) => s.snapshotId))).toEqual(edited);
+    const others = StatesPool.fromCollection(dir, { where: (s) => !expertEdited(s) });
+    expect(others.size).toBe(StatesPool.fromCollection(dir).size - edited.size);
+    expect(() => StatesPool.fromCollection(dir, { where: () => false })).toThrow(/no state of the collection .* passes the pool filter/);
+  });
+});
+
+describe('StateDraws', () => {
+  it('draws a fixed share of each iteration from the edit states, and resumes from its cursors', () => {
+    const edited = new Set(steps.filter(expertEdited).map((s) => s.stateBefore));
+    const make = (cursors?: PoolCursor[]) => StateDraws.create(dir, { perIteration: 4, editShare: 0.5, mode: 'uniform', seed: 3, cursors });
+    const draws = make();
+    const first = draws.take();
+    expect(first).toHaveLength(4);
+    expect(first.map((s) => edited.has(s.snapshotId))).toEqual([true, true, false, false]);
+    expect(draws.editStates).toEqual(edited);
+    const saved = JSON.parse(JSON.stringify(draws.cursors));
+    const straight = make();
+    straight.take();
+    expect(make(saved).take()).toEqual(straight.take());
+    // Share 0 and null draw no edit state and from the whole pool respectively; a cursor count mismatch is refused.
+    expect(StateDraws.create(dir, { perIteration: 4, editShare: 0, mode: 'uniform', seed: 3 }).take().some((s) => edited.has(s.snapshotId))).toBe(false);
+    const whole = StateDraws.create(dir, { perIteration: 4, editShare: null, mode: 'uniform', seed: 3 });
+    expect(whole.cursors).toHaveLength(1);
+    expect(whole.editStates).toBeNull();
+    expect(() => make(saved.slice(0, 1))).toThrow(/1 pool cursor\(s\), but this config draws from 2/);
   });
 });

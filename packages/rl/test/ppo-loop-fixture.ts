@@ -8,9 +8,10 @@ import { ScriptedExpert } from '../src/experts/scripted.js';
 import type { ActingEpisode, ActionEnv } from '../src/train/env.js';
 import { fakePrepared, startFake } from './fake-episode.js';
 
-export async function fakeCollection(dir: string): Promise<void> {
+/** Three steps per trajectory (no edit yet); with `maxSteps` 8 the scripted expert edits. */
+export async function fakeCollection(dir: string, maxSteps = 3): Promise<void> {
   if (existsSync(`${dir}/steps.jsonl`)) return;
-  await collect({ tasks: fakePrepared('alpha', 'beta'), expert: new ScriptedExpert(), trajectories: 1, ideas: 2, maxSteps: 3, out: dir, progress: false, startEpisode: startFake });
+  await collect({ tasks: fakePrepared('alpha', 'beta'), expert: new ScriptedExpert(), trajectories: 1, ideas: 2, maxSteps, out: dir, progress: false, startEpisode: startFake });
 }
 
 /** The metric of a response: how many distinct characters it has, over 16 (higher is better). */

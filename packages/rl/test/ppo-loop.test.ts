@@ -114,6 +114,27 @@ describe('trainPpo', () => {
     expect(readMetrics(join(out, 'metrics.jsonl')).find((m) => m.task === undefined)?.values.reward).toBeTypeOf('number');
   }, 300_000);
 
+  it('splits each iteration between edit and other states, logs the reward of each, and warms the actor lr up', async () => {
+    const out = join(root, 'split');
+    const withEdits = join(root, 'collect-edits');
+    await fakeCollection(withEdits, 8);
+    const config = { ...LOOP_CONFIG, ppo: { ...LOOP_CONFIG.ppo, advantage: 'grpo' as const, iterations: 1, editStateShare: 0.5, actorWarmupSteps: 4 } };
+    const infos: PpoIterationInfo[] = [];
+    await trainPpo({ modelDir, collection: withEdits, out, config, env: fakeEnv(1), progress: false, log: () => {}, onIteration: (i) => infos.push(i) });
+    const groups = rolloutLines(out);
+    expect(groups).toHaveLength(2);
+    const steps = readFileSync(join(withEdits, 'steps.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type: string; action?: string; stateBefore?: string });
+    const editStates = new Set(steps.filter((r) => r.type === 'step' && r.action === 'Edit Script Lines').map((r) => r.stateBefore));
+    expect(editStates.size).toBeGreaterThan(0);
+    expect(groups.map((g) => editStates.has(g.state))).toEqual([true, false]);
+    const row = readMetrics(join(out, 'metrics.jsonl')).find((m) => m.task === undefined)!;
+    const mean = (g: RolloutGroup) => g.samples.reduce((a, s) => a + s.reward, 0) / g.samples.length;
+    expect(row.values.rewardEditStates).toBeCloseTo(mean(groups[0]), 12);
+    expect(row.values.rewardOtherStates).toBeCloseTo(mean(groups[1]), 12);
+    // One optimizer step of a 4-step warmup: a quarter of actorLr.
+    expect(infos[0].stats.actorLr).toBeCloseTo(1e-3 / 4, 12);
+  }, 300_000);
+
   it('refuses to start over a run without resume, or next to a live writer, before touching the GPU', async () => {
     await expect(trainPpo({ modelDir, collection, out: join(root, 'run'), config: LOOP_CONFIG, env: fakeEnv(), progress: false })).rejects.toThrow(/already holds a run .*--resume/);
     const locked = join(root, 'locked');

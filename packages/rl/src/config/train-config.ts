@@ -45,6 +45,7 @@ export interface PpoConfig {
   epochs: number;
   minibatchSize: number;
   actorLr: number;
+  actorWarmupSteps: number;
   criticLr: number;
   weightDecay: number;
   gradClip: number;
@@ -71,7 +72,9 @@ export interface PpoConfig {
   compactPrompts: boolean;
   maxObservationChars: number;
   poolSampling: 'by-task' | 'uniform';
+  editStateShare: number | null;
   rewardVariant: 'v1' | 'v2' | 'milestones';
+  rewardAlphaNumerator: number;
   scoreEdits: boolean;
   checkpointEvery: number;
   keepCheckpoints: number;
@@ -157,6 +160,7 @@ export const PPO_SECTION: SectionOf<PpoConfig> = {
   epochs: { kind: 'number', int: true, min: 1, default: 1, doc: 'Passes over each iteration’s samples (PPO epochs).' },
   minibatchSize: { kind: 'number', int: true, min: 1, default: 16, doc: 'Samples per optimizer step.' },
   actorLr: { kind: 'number', gt: 0, default: 1e-6, doc: 'Policy (LoRA) learning rate.' },
+  actorWarmupSteps: { kind: 'number', int: true, min: 0, default: 0, doc: "Actor optimizer steps over which its learning rate rises linearly to actorLr. Adam's first steps move every weight by about the learning rate whatever its gradient, which can throw a fine-tuned adapter far from where it was." },
   criticLr: { kind: 'number', gt: 0, default: 1e-5, doc: 'Value-head learning rate.' },
   weightDecay: { kind: 'number', min: 0, default: 0.01, doc: 'AdamW weight decay.' },
   gradClip: { kind: 'number', gt: 0, default: 1.0, doc: 'Global gradient-norm clip.' },
@@ -183,7 +187,9 @@ export const PPO_SECTION: SectionOf<PpoConfig> = {
   compactPrompts: { kind: 'boolean', default: false, doc: "Leave the env's system message (action list and format) out of the policy's prompts and keep only the Action / Action Input part of assistant turns, in SFT targets too. For tiny models, where every token costs; SFT, RL and evaluation all see the same compact form." },
   maxObservationChars: { kind: 'number', int: true, min: 100, default: 10000, doc: 'Longest observation shown to the policy (head and tail kept), in collection, RL and evaluation alike.' },
   poolSampling: { kind: 'enum', values: ['by-task', 'uniform'], default: 'by-task', doc: "How states are drawn from the pool: tasks taking turns, or uniformly over all states." },
+  editStateShare: { kind: 'number', min: 0, max: 1, nullable: true, default: null, doc: "Share of each iteration's states drawn from those where the expert edited a file, the rest from the others; null draws from the whole pool (the paper). Valid non-editing actions all earn 0.5 under v1, so groups there rarely have a reward spread; the other states stay in the batch as the KL's anchor." },
   rewardVariant: { kind: 'enum', values: ['v1', 'v2', 'milestones'], default: 'v1', doc: "The reward module's variant: 'v1' the paper's 0 / 0.5 / sigmoid; 'v2' signed; 'milestones' partial credit for failed runs." },
+  rewardAlphaNumerator: { kind: 'number', gt: 0, default: 100, doc: "The 100 in the reward's alpha = 100 / gap, where gap = abs(m_best - m_init). At 100, sigmoid(alpha * gain) is about 1 for any gain above 5% of that gap; a smaller value keeps larger gains earning more." },
   scoreEdits: { kind: 'boolean', default: true, doc: "Run the edited script right after a successful edit, so the edit is rewarded with sigmoid(alpha * (m' - m)) as in the paper (false: edits earn the neutral 0.5 and only Execute Script is scored)." },
   checkpointEvery: { kind: 'number', int: true, min: 1, default: 5, doc: 'Iterations between checkpoints.' },
   keepCheckpoints: { kind: 'number', int: true, min: 1, default: 3, doc: 'Most recent checkpoints kept.' },
@@ -235,18 +241,25 @@ export type TrainConfigInput = Partial<Pick<TrainConfig, 'preset' | 'seed' | 'mo
  * - short inputs: compact prompts, one step of history, observations clipped to 300 characters;
  * - far larger learning rates and far smaller batches than a 7B model; actions sampled at temperature 0.7;
  * - three fast tabular tasks to collect on, each with its 2 most diverse idea plans (out of 100 candidates), so a
- *   model this small sees each edit several times; two held-in and two held-out tabular tasks to evaluate on. */
+ *   model this small sees each edit several times; two held-in and two held-out tabular tasks to evaluate on;
+ * - RL where it has something to learn: half of each iteration's states are states where the expert edited (the
+ *   rest keep the KL anchored elsewhere), alpha = 5 / gap so a bigger gain earns more instead of every working edit
+ *   scoring ~1, a KL coefficient of 0.05, and a warmed-up actor learning rate. */
 export const TINY_PRESET: TrainConfigInput = {
   init: { size: 'mini', vocabMerges: 4000, headInitStd: 0.2 },
   lora: { rank: 64, alpha: 128, dropout: 0 },
-  sft: { epochs: 10, lr: 3e-3, warmupRatio: 0.05, minLrRatio: 0.1, batchSize: 4, gradAccum: 1, maxSeqLen: 1024, evalFraction: 0.1, probeStates: 16, probeSamples: 2 },
+  sft: { epochs: 10, lr: 3e-3, warmupRatio: 0.05, minLrRatio: 0.1, batchSize: 4, gradAccum: 1, maxSeqLen: 1024, evalFraction: 0.1, probeStates: 12, probeSamples: 2 },
   ppo: {
-    iterations: 8,
-    statesPerIteration: 4,
+    iterations: 10,
+    statesPerIteration: 6,
     samplesPerState: 4,
-    minibatchSize: 8,
+    editStateShare: 0.5,
+    minibatchSize: 12,
     advantage: 'grpo',
-    actorLr: 2e-4,
+    actorLr: 3e-4,
+    actorWarmupSteps: 6,
+    klCoef: 0.05,
+    rewardAlphaNumerator: 5,
     criticLr: 1e-3,
     temperature: 0.7,
     maxNewTokens: 288,
@@ -258,7 +271,7 @@ export const TINY_PRESET: TrainConfigInput = {
     checkpointEvery: 1,
   },
   collection: { tasks: ['house-prices', 'spaceship-titanic', 'nomad-conductors'], trajectories: 6, candidateIdeas: 100, ideas: 2, maxSteps: 8, concurrency: 2 },
-  eval: { tasks: ['house-prices', 'spaceship-titanic', 'tabular-playground', 'insult-detection'], trajectories: 2, maxSteps: 8, timeBudget: 300, temperature: 0.5 },
+  eval: { tasks: ['house-prices', 'spaceship-titanic', 'tabular-playground', 'insult-detection'], trajectories: 4, maxSteps: 8, timeBudget: 300, temperature: 0.5 },
 };
 
 const PRESETS: Record<Preset, TrainConfigInput> = { default: {}, tiny: TINY_PRESET };

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { SeededRng } from '@mlagent/core-kernels';
-import { readCollection } from '../collect/records.js';
+import { readCollection, type CollectedStep } from '../collect/records.js';
 import { mixSeed } from '../collect/seeds.js';
 import type { ChatMessage } from '../experts/types.js';
 
@@ -88,19 +88,23 @@ export class StatesPool {
   /**
    * Loads the states of a collection directory (its steps.jsonl; complete trajectories only). A state reached
    * by several trajectories (same snapshot id) is kept once, with its visit count. States after the last step
-   * are left out: an episode that ended has no next action.
+   * are left out: an episode that ended has no next action. `where` keeps only the states from which at least one
+   * recorded expert step passes it (e.g. the states where the expert edited).
    */
-  static fromCollection(dir: string, options: { tasks?: readonly string[] } = {}): StatesPool {
+  static fromCollection(dir: string, options: { tasks?: readonly string[]; where?: (step: CollectedStep) => boolean } = {}): StatesPool {
     const file = path.join(dir, 'steps.jsonl');
     if (!existsSync(file)) throw new Error(`StatesPool: no collection at ${dir} (steps.jsonl is missing)`);
     const { records } = readCollection(file);
     const want = options.tasks ? new Set(options.tasks) : null;
+    const where = options.where;
+    const kept = where ? new Set(records.filter((r): r is CollectedStep => r.type === 'step' && where(r)).map((r) => r.stateBefore)) : null;
     const states: PoolState[] = [];
     const seen = new Map<string, PoolState>();
     const trajectories = new Map<string, Set<string>>();
     for (const r of records) {
       if (r.type !== 'step' || (want && !want.has(r.task))) continue;
       trajectories.set(r.task, (trajectories.get(r.task) ?? new Set()).add(r.trajectory));
+      if (kept && !kept.has(r.stateBefore)) continue;
       const known = seen.get(r.stateBefore);
       if (known) {
         known.visits++;
@@ -120,7 +124,9 @@ export class StatesPool {
       states.push(s);
     }
     if (want) for (const t of want) if (!trajectories.has(t)) throw new Error(`StatesPool: the collection at ${dir} has no states of task ${t}`);
-    if (states.length === 0) throw new Error(`StatesPool: the collection at ${dir} has no complete trajectory`);
+    if (states.length === 0) {
+      throw new Error(where ? `StatesPool: no state of the collection at ${dir} passes the pool filter` : `StatesPool: the collection at ${dir} has no complete trajectory`);
+    }
     const pool = new StatesPool(states, trajectories);
     const manifest = path.join(dir, 'collection.json');
     if (existsSync(manifest)) pool.maxSteps = (JSON.parse(readFileSync(manifest, 'utf8')) as { maxSteps?: number }).maxSteps ?? null;

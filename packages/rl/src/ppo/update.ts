@@ -65,6 +65,8 @@ export interface PpoUpdateStats {
   explainedVariance: number;
   actorGradNorm: number;
   criticGradNorm: number;
+  /** The learning rate of the iteration's last actor step (NaN when the actor did not step). */
+  actorLr: number;
   optimizerSteps: number;
   responseTokens: number;
   /** Mean reward per task, when samples carry one. */
@@ -124,6 +126,7 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
   // 4. Minibatch epochs.
   const acc = { loss: 0, policyLoss: 0, valueLoss: 0, entropy: 0, clipFrac: 0, approxKl: 0, kl: 0, actorGradNorm: 0, criticGradNorm: 0, n: 0 };
   let steps = 0;
+  let actorLr = NaN;
   for (let epoch = 0; epoch < config.epochs; epoch++) {
     const order = shuffledIndices(kept.length, mixSeed(options.seed, `ppo/${options.iteration}/${epoch}`)).map((k) => kept[k]);
     for (let b = 0; b < order.length; b += mb) {
@@ -168,7 +171,9 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
           });
         };
         pass.backward({ dLogprob: scatter(result.dLogp), dEntropy: lossConfig.entropyCoef !== 0 ? scatter(result.dEntropy) : undefined });
-        acc.actorGradNorm += (await learner.actorOptimizer.step()).gradNorm;
+        const stepped = await learner.actorOptimizer.step();
+        acc.actorGradNorm += stepped.gradNorm;
+        actorLr = stepped.lr;
       }
       if (valuePass) {
         valuePass.backward(
@@ -215,6 +220,7 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
     explainedVariance: oldValues && adv.returns ? explainedVariance(oldValues, adv.returns) : NaN,
     actorGradNorm: trainActor ? acc.actorGradNorm / n : NaN,
     criticGradNorm: useCritic ? acc.criticGradNorm / n : NaN,
+    actorLr,
     optimizerSteps: steps,
     responseTokens: samples.reduce((t, s) => t + s.response.length, 0),
     rewardByTask: Object.fromEntries([...byTask].map(([task, r]) => [task, mean(r)])),

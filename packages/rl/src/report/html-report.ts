@@ -13,6 +13,8 @@ import { escapeXml, lineChartSvg, type Series } from './svg-chart.js';
 /** Charts drawn first, in this order, with these titles; other metrics follow alphabetically. */
 export const CHART_TITLES: Record<string, string> = {
   reward: 'Mean reward',
+  rewardEditStates: 'Mean reward at states where the expert edited',
+  rewardOtherStates: 'Mean reward at the other states',
   kl: 'KL to the reference policy',
   entropy: 'Entropy',
   valueLoss: 'Value loss',

@@ -18,6 +18,7 @@ import { latestCheckpoint, listCheckpoints, saveCheckpoint, type Json } from '..
 import { parseTrainConfig, type TrainConfig, type TrainConfigInput } from '../config/train-config.js';
 import { METRICS_FILE, MetricsLogger, truncateMetricsAfter } from '../metrics/jsonl.js';
 import { ProgressMeter } from '../metrics/progress.js';
+import { StateDraws } from '../pool/edit-share.js';
 import { StatesPool, type PoolCursor } from '../pool/states-pool.js';
 import { ppoUpdate, type PpoSample, type PpoUpdateStats } from '../ppo/update.js';
 import { collectionEnv, type ActionEnv } from './env.js';
@@ -135,7 +136,9 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
     if (reference) held.push(reference);
     const critic = c.advantage === 'gae' ? (checkpoint ? loadValueHead(model, join(checkpoint.dir, CRITIC_DIR)) : ValueHead.create(model, lora, { seed: config.seed + 1 })) : undefined;
     if (critic) held.push(critic);
-    const actorOptimizer = new TrainOptimizer(gpu, [actor], { lr: c.actorLr, weightDecay: c.weightDecay, maxGradNorm: c.gradClip });
+    const warmup = c.actorWarmupSteps;
+    const actorSchedule = warmup > 0 ? (step: number) => c.actorLr * Math.min(1, (step + 1) / warmup) : undefined;
+    const actorOptimizer = new TrainOptimizer(gpu, [actor], { lr: c.actorLr, weightDecay: c.weightDecay, maxGradNorm: c.gradClip, schedule: actorSchedule });
     held.push(actorOptimizer);
     const criticOptimizer = critic ? new TrainOptimizer(gpu, [critic], { lr: c.criticLr, weightDecay: c.weightDecay, maxGradNorm: c.gradClip }) : undefined;
     if (criticOptimizer) held.push(criticOptimizer);
@@ -145,7 +148,14 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
       truncateMetricsAfter(join(options.out, METRICS_FILE), start);
       log(`ppo: resuming from ${checkpoint.dir} (iteration ${start} of ${c.iterations})`);
     }
-    const sampler = checkpoint?.poolCursor ? pool.sampler({ cursor: checkpoint.poolCursor as unknown as PoolCursor }) : pool.sampler({ mode: c.poolSampling, seed: config.seed });
+    const savedCursors = checkpoint?.poolCursor as unknown as PoolCursor | PoolCursor[] | undefined;
+    const draws = StateDraws.create(options.collection, {
+      perIteration: c.statesPerIteration,
+      editShare: c.editStateShare,
+      mode: c.poolSampling,
+      seed: config.seed,
+      cursors: savedCursors ? (Array.isArray(savedCursors) ? savedCursors : [savedCursors]) : null,
+    });
     const saved = readRollouts(options.out, start);
     for (const [it, groups] of saved) {
       for (const g of groups.values()) {
@@ -164,7 +174,7 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
       tokenizer,
       env,
       config: c,
-      reward: { variant: c.rewardVariant },
+      reward: { variant: c.rewardVariant, alphaNumerator: c.rewardAlphaNumerator },
       seed: config.seed,
       onGroup: (g) => {
         logFile.append({ ...g, run: fingerprint });
@@ -181,7 +191,7 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
       saveCheckpoint(options.out, {
         step: iteration,
         rng: { seed: config.seed, derivation: 'mixSeed(seed, "ppo/generate/<iteration>/<group>"), mixSeed(seed, "ppo/<iteration>/<epoch>")' },
-        poolCursor: sampler.cursor as unknown as Json,
+        poolCursor: draws.cursors as unknown as Json,
         config: config as unknown as Json,
         extra: { fingerprint, rewards },
         keep: c.keepCheckpoints,
@@ -202,7 +212,7 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
       try {
         groups =
           c.rollout === 'step'
-            ? await stepRollouts(ctx, iteration, sampler.take(c.statesPerIteration), savedNow)
+            ? await stepRollouts(ctx, iteration, draws.take(), savedNow)
             : await episodeRollouts(ctx, iteration, episodeTasks(tasks, iteration, c.statesPerIteration), savedNow);
       } finally {
         model.adapter = null;
@@ -224,6 +234,7 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
         policyLoss: stats.policyLoss,
         clipFrac: stats.clipFrac,
         approxKl: stats.approxKl,
+        lr: stats.actorLr,
         explainedVariance: stats.explainedVariance,
         formatErrorRate,
         zeroVarianceGroups: stats.zeroVarianceGroups,
@@ -232,6 +243,7 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
         tokensPerSecond: all.reduce((t, s) => t + s.response.length, 0) / Math.max(1e-9, generateSeconds),
         responseTokens: stats.responseTokens / all.length,
         iterationSeconds: seconds,
+        ...rewardByStateKind(groups, draws.editStates),
       });
       for (const task of new Set(all.map((s) => s.task))) {
         const mine = all.filter((s) => s.task === task);
@@ -270,6 +282,21 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
     for (const h of held.reverse()) h.dispose();
     if (ownGpu) gpu.destroy();
   }
+}
+
+/** With split draws: the mean reward at the edit states and at the others (where the two curves can differ). */
+function rewardByStateKind(groups: RolloutGroup[], editStates: ReadonlySet<string> | null): Record<string, number> {
+  if (!editStates) return {};
+  const mean = (gs: RolloutGroup[]) => {
+    const r = gs.flatMap((g) => g.samples.map((s) => s.reward));
+    return r.length ? r.reduce((a, b) => a + b, 0) / r.length : NaN;
+  };
+  const out: Record<string, number> = {};
+  const edits = groups.filter((g) => editStates.has(g.state));
+  const others = groups.filter((g) => !editStates.has(g.state));
+  if (edits.length) out.rewardEditStates = mean(edits);
+  if (others.length) out.rewardOtherStates = mean(others);
+  return out;
 }
 
 /** Episode-wise groups: tasks take turns across iterations. */
