@@ -12,6 +12,10 @@ ${Object.values(COMMANDS)
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
+  if (name === 'help' && rest[0] && COMMANDS[rest[0]]) {
+    console.log(`usage: ${COMMANDS[rest[0]].usage}`);
+    return 0;
+  }
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     console.log(USAGE);
     return name ? 0 : 2;
@@ -20,6 +24,10 @@ async function main(argv: string[]): Promise<number> {
   if (!command) {
     console.error(`mlagent: unknown command '${name}'\n\n${USAGE}`);
     return 2;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    console.log(`usage: ${command.usage}`);
+    return 0;
   }
   try {
     await command.run(rest);

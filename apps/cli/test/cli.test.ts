@@ -17,6 +17,15 @@ describe('mlagent', () => {
     expect(r.stderr).toMatch(/unknown command 'frobnicate'/);
   });
 
+  it("prints one command's usage for --help, -h and help COMMAND, and runs nothing", () => {
+    for (const args of [['train', '--help'], ['train', '-h'], ['help', 'train']]) {
+      const r = mlagent(...args);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(/^usage: mlagent train /);
+      expect(r.stdout).not.toMatch(/mlagent doctor/);
+    }
+  });
+
   it('doctor --json reports the adapter, features, limits and variants', () => {
     const r = mlagent('doctor', '--json');
     expect(r.code).toBe(0);
