@@ -12,7 +12,7 @@ import {
   ShapeError,
   type GpuErrorContext,
 } from './errors.js';
-import { WANTED_FEATURES, chooseVariants, readFeatures, type GpuFeatures, type KernelVariants } from './features.js';
+import { WANTED_FEATURES, chooseVariants, isSoftwareAdapter, readFeatures, type GpuFeatures, type KernelVariants } from './features.js';
 import { Tensor } from './tensor.js';
 import { politeWait } from './polite-wait.js';
 
@@ -97,6 +97,8 @@ export class Gpu {
   /** Largest byte range one storage binding may cover. */
   readonly maxBinding: number;
   readonly maxWorkgroups: number;
+  /** lavapipe/llvmpipe or SwiftShader: the "GPU" shares the CPU cores with this process. */
+  readonly softwareAdapter: boolean;
   profiling = false;
 
   private commands: Command[] = [];
@@ -131,6 +133,7 @@ export class Gpu {
     this.maxBinding = Math.min(device.limits.maxStorageBufferBindingSize, options.maxBindingBytes ?? Infinity);
     this.maxWorkgroups = device.limits.maxComputeWorkgroupsPerDimension;
     this.variants = chooseVariants(features);
+    this.softwareAdapter = isSoftwareAdapter(adapter);
     this.maxDispatches = options.maxDispatchesPerSubmit ?? 512;
     this.timeoutMs = options.timeoutMs ?? Number(process.env.MLAGENT_GPU_TIMEOUT_MS ?? 600_000);
     this.allocator = new BufferAllocator(device, device.limits.maxBufferSize, {
@@ -541,7 +544,9 @@ export class Gpu {
       throw new GpuDeviceLostError(`${info.reason}: ${info.message}`, { op: what });
     });
     try {
-      return await politeWait(Promise.race([p, timeout, lost]));
+      const race = Promise.race([p, timeout, lost]);
+      // Only a CPU adapter's shader threads compete with Dawn's polling loop for cores; a GPU keeps its latency.
+      return await (this.softwareAdapter ? politeWait(race) : race);
     } finally {
       clearTimeout(timer);
     }
