@@ -12,6 +12,7 @@ import {
   bf16BitsToF32,
   convertCheckpointData,
   sizeClass,
+  isSoftwareAdapter,
 } from '../src/index.js';
 import { add } from '../src/kernels/add.js';
 import { addRef } from '../src/reference/add.js';
@@ -76,6 +77,15 @@ describe('allocator', () => {
     const after = gpu.memory();
     expect(after.inUse).toBe(before.inUse);
     expect(after.peak).toBeGreaterThanOrEqual(mid.inUse);
+  });
+
+  it('gives buffers the uniform usage only on a software adapter (the CPU matmul binds uniform windows)', async () => {
+    const gpu = await testGpu();
+    const t = gpu.tensor([16], 'f32');
+    expect(gpu.softwareAdapter).toBe(isSoftwareAdapter(gpu.adapter));
+    expect((t.buffer.usage & GPUBufferUsage.UNIFORM) !== 0).toBe(gpu.softwareAdapter);
+    expect(t.buffer.usage & GPUBufferUsage.STORAGE).not.toBe(0);
+    t.dispose();
   });
 
   it('refuses allocations over the budget with a typed error naming op and bytes', async () => {

@@ -145,7 +145,8 @@ function cpuTiledUnfit(gpu: MatmulTarget, types: CpuMatmulTypes, p: CpuTiledLayo
   if (!gpu.features.subgroups || info?.subgroupMinSize !== CPU_LANES || info?.subgroupMaxSize !== CPU_LANES) {
     return `needs subgroups of exactly ${CPU_LANES} lanes`;
   }
-  const windowed = cpuMatmulUnfit(types, p);
+  // Only a software adapter's buffers carry the uniform usage the windows need (Gpu's allocator).
+  const windowed = isCpuAdapter(gpu) ? cpuMatmulUnfit(types, p) : 'binds uniform windows, which needs a software adapter';
   if (!windowed) return undefined;
   const storage = cpuStorageUnfit(types, p);
   return storage ? `${windowed}; ${storage}` : undefined;
@@ -445,7 +446,7 @@ function launch(
     workgroups = [Math.ceil(p.N / bn), Math.ceil(p.M / bm), p.batch];
   } else if (path === 'cpu-tiled') {
     const types = { a: aType, b: bType, c: cType, bias: biasType };
-    if (!cpuMatmulUnfit(types, p)) return launchCpuMatmul(gpu, types, p, bindings, `matmul-${path}`, shapes);
+    if (isCpuAdapter(gpu) && !cpuMatmulUnfit(types, p)) return launchCpuMatmul(gpu, types, p, bindings, `matmul-${path}`, shapes);
     pipeline = gpu.pipeline(`matmul-cpu:${specKey(spec)}`, () => cpuTiledWgsl(spec));
     workgroups = [Math.ceil(p.N / CPU_BN), Math.ceil(p.M / CPU_R), p.batch];
   } else {

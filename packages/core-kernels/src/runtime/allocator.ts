@@ -1,8 +1,7 @@
 import './globals.js';
 import { GpuLimitError, GpuOutOfMemoryError, type GpuErrorContext } from './errors.js';
 
-// UNIFORM too: the CPU-adapter matmul binds 64 KB windows of a packed operand as uniform buffers.
-const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 
 /** Rounds a request up to a size class so freed buffers are reusable: 256 B granularity, 1/8 of a power of two. */
 export function sizeClass(bytes: number): number {
@@ -30,6 +29,8 @@ export interface AllocatorOptions {
   budgetBytes?: number;
   /** Creates a buffer; the Gpu wraps creation in error scopes so a device-side OOM is traced to the request. */
   create?: (descriptor: GPUBufferDescriptor, ctx: GpuErrorContext) => GPUBuffer;
+  /** Buffers may also be bound as uniforms (the CPU-adapter matmul binds 64 KB windows of a packed operand so). */
+  uniformUsage?: boolean;
 }
 
 /**
@@ -73,7 +74,8 @@ export class BufferAllocator {
         { ...ctx, bytes: size },
       );
     }
-    const descriptor = { size, usage: STORAGE_USAGE, label: `${ctx.op} ${ctx.shapes ?? ''}`.trim() };
+    const usage = this.options.uniformUsage ? STORAGE_USAGE | GPUBufferUsage.UNIFORM : STORAGE_USAGE;
+    const descriptor = { size, usage, label: `${ctx.op} ${ctx.shapes ?? ''}`.trim() };
     const buffer = this.options.create
       ? this.options.create(descriptor, { ...ctx, bytes: size })
       : this.device.createBuffer(descriptor);

@@ -138,6 +138,7 @@ export class Gpu {
     this.timeoutMs = options.timeoutMs ?? Number(process.env.MLAGENT_GPU_TIMEOUT_MS ?? 600_000);
     this.allocator = new BufferAllocator(device, device.limits.maxBufferSize, {
       budgetBytes: options.budgetBytes,
+      uniformUsage: this.softwareAdapter,
       create: (descriptor, ctx) => {
         this.device.pushErrorScope('out-of-memory');
         const buffer = this.device.createBuffer(descriptor);
