@@ -117,4 +117,13 @@ describe('StateDraws', () => {
     expect(whole.editStates).toBeNull();
     expect(() => make(saved.slice(0, 1))).toThrow(/1 pool cursor\(s\), but this config draws from 2/);
   });
+
+  it('refuses a share of edit states from a collection without any, naming the field; share 0 still draws', async () => {
+    const short = path.join(dir, 'short');
+    await collect({ tasks: fakePrepared('big'), expert: new ScriptedExpert(), trajectories: 1, ideas: 2, maxSteps: 3, out: short, progress: false, startEpisode: startFake });
+    expect(() => StateDraws.create(short, { perIteration: 2, editShare: 0.5, mode: 'uniform', seed: 1 })).toThrow(/ppo.editStateShare is 0.5, but .* no state where the expert edited a file; set it to null or 0/);
+    const none = StateDraws.create(short, { perIteration: 2, editShare: 0, mode: 'uniform', seed: 1 });
+    expect(none.take()).toHaveLength(2);
+    expect(none.editStates).toEqual(new Set());
+  });
 });

@@ -62,9 +62,10 @@ export function fakeEnv(episodeSteps = 2): ActionEnv {
   };
 }
 
-/** Two states × two actions of three tokens per iteration: the smallest loop that still has groups to compare. */
+/** Two states × two actions of three tokens per iteration: the smallest loop that still has groups to compare.
+ * Drawn from the whole pool: the fake collection's three steps hold no edit. */
 export const LOOP_CONFIG: TrainConfigInput = {
   preset: 'tiny',
   lora: { rank: 4, alpha: 8, dropout: 0, targets: ['q_proj', 'v_proj'] },
-  ppo: { iterations: 2, statesPerIteration: 2, samplesPerState: 2, minibatchSize: 4, maxNewTokens: 3, checkpointEvery: 1, advantage: 'gae', actorLr: 1e-3 },
+  ppo: { iterations: 2, statesPerIteration: 2, samplesPerState: 2, minibatchSize: 4, maxNewTokens: 3, checkpointEvery: 1, advantage: 'gae', actorLr: 1e-3, editStateShare: null },
 };

@@ -92,7 +92,7 @@ describe('trainPpo', () => {
     // The final checkpoint holds everything a resume needs.
     const ck = latestCheckpoint(out)!;
     expect(ck.step).toBe(2);
-    expect(ck.poolCursor).toMatchObject({ drawn: 4 });
+    expect(ck.poolCursor).toMatchObject([{ drawn: 4 }]); // one cursor per pool drawn from (one: the whole pool)
     for (const f of ['adapter/adapter_model.safetensors', 'critic/value_head.safetensors', 'actor-optimizer.safetensors', 'critic-optimizer.safetensors']) expect(existsSync(ck.path(f)), f).toBe(true);
     expect(existsSync(join(out, 'adapter', 'adapter_config.json'))).toBe(true);
     expect(existsSync(join(out, 'tb'))).toBe(true);

@@ -40,13 +40,23 @@ export class StateDraws {
     if (options.cursors && options.cursors.length !== used.length) {
       throw new Error(`ppo: the checkpoint holds ${options.cursors.length} pool cursor(s), but this config draws from ${used.length} pool(s)`);
     }
-    const pools = used.map((s) => s.pool());
+    const pools = used.map((s) => {
+      try {
+        return s.pool();
+      } catch (e) {
+        if (editShare === null) throw e;
+        const edits = s === specs[0];
+        throw new Error(`ppo.editStateShare is ${editShare}, but the collection at ${collection} has no state where the expert ${edits ? 'edited a file' : 'did not edit'}; set it to null or ${edits ? 0 : 1}`, { cause: e });
+      }
+    });
     const parts = pools.map((pool, i) => {
       const cursor = options.cursors?.[i];
       return { sampler: cursor ? pool.sampler({ cursor }) : pool.sampler({ mode: options.mode, seed: options.seed + i }), count: used[i].count };
     });
-    const editPool = editShare === null ? null : StatesPool.fromCollection(collection, { where: expertEdited });
-    return new StateDraws(parts, editPool ? new Set(editPool.states.map((s) => s.snapshotId)) : null);
+    // With a share of 0 no edit state is drawn, so none needs telling apart.
+    const editPool = editShare !== null && used[0] === specs[0] ? pools[0] : null;
+    const editStates = editShare === null ? null : new Set(editPool?.states.map((s) => s.snapshotId) ?? []);
+    return new StateDraws(parts, editStates);
   }
 
   /** The next iteration's states: edit states first, then the others. */
