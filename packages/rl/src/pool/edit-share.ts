@@ -26,12 +26,20 @@ export class StateDraws {
 
   static create(
     collection: string,
-    options: { perIteration: number; editShare: number | null; mode: SamplingMode; seed: number; cursors?: PoolCursor[] | null },
+    options: {
+      perIteration: number;
+      editShare: number | null;
+      mode: SamplingMode;
+      seed: number;
+      cursors?: PoolCursor[] | null;
+      /** The collection's whole pool, when the caller has it loaded already (used as is when editShare is null). */
+      whole?: StatesPool;
+    },
   ): StateDraws {
-    const { perIteration: b, editShare } = options;
+    const { perIteration: b, editShare, whole } = options;
     const specs: { pool: () => StatesPool; count: number }[] =
       editShare === null
-        ? [{ pool: () => StatesPool.fromCollection(collection), count: b }]
+        ? [{ pool: () => whole ?? StatesPool.fromCollection(collection), count: b }]
         : [
             { pool: () => StatesPool.fromCollection(collection, { where: expertEdited }), count: Math.round(editShare * b) },
             { pool: () => StatesPool.fromCollection(collection, { where: (s) => !expertEdited(s) }), count: b - Math.round(editShare * b) },

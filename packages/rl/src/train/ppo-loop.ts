@@ -155,6 +155,7 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
       mode: c.poolSampling,
       seed: config.seed,
       cursors: savedCursors ? (Array.isArray(savedCursors) ? savedCursors : [savedCursors]) : null,
+      whole: pool,
     });
     const saved = readRollouts(options.out, start);
     for (const [it, groups] of saved) {
