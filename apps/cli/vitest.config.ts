@@ -3,6 +3,7 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    globalSetup: ['../../tools/vitest/private-tmpdir.ts'],
     pool: 'forks',
     fileParallelism: false,
     testTimeout: 300_000,

@@ -109,4 +109,5 @@ export { collectionEnv, type ActionEnv, type ActingEpisode, type CollectionEnvOp
 export { remoteEpisodes, type RemoteEpisodes, type RemoteExecution } from './train/remote.js';
 export { RolloutLog, readRollouts, ROLLOUTS_FILE, type RolloutGroup, type RolloutSample } from './train/rollouts.js';
 export { policyMessages, policyChat, actionPart, renderPrompt } from './train/prompt.js';
-export { trainPipeline, taskNames, sftChats, type TrainPipelineOptions, type TrainPipelineResult, type FormatProbeReport } from './train/pipeline.js';
+export { sftChats, expertExamples } from './train/expert-chats.js';
+export { trainPipeline, taskNames, type TrainPipelineOptions, type TrainPipelineResult, type FormatProbeReport } from './train/pipeline.js';

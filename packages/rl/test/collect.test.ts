@@ -60,6 +60,13 @@ describe('seed plans', () => {
     }
     expect([...sizes].sort()).toEqual([1, 2, 3]);
   });
+
+  it('rotates the leading candidate over the selection, so every diverse plan leads equally often', () => {
+    const [task] = fakePrepared('t');
+    const ideas = taskIdeas(task, 4, 0);
+    const leads = Array.from({ length: 12 }, (_, i) => seedPlan(ideas, i, 0).candidates[0]);
+    for (let i = 0; i < 12; i++) expect(leads[i]).toBe(ideas.selected[i % 4]);
+  });
 });
 
 describe('collect (fake env)', () => {

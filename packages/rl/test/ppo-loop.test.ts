@@ -135,6 +135,22 @@ describe('trainPpo', () => {
     expect(infos[0].stats.actorLr).toBeCloseTo(1e-3 / 4, 12);
   }, 300_000);
 
+  it('decays the actor lr by a cosine over the iterations, and logs the PPO-ptx loss on the expert steps', async () => {
+    const out = join(root, 'cosine-ptx');
+    const config = { ...LOOP_CONFIG, ppo: { ...LOOP_CONFIG.ppo, advantage: 'grpo' as const, iterations: 2, actorWarmupSteps: 0, actorMinLrRatio: 0.1, ptxCoef: 0.5, ptxBatchSize: 2 } };
+    const infos: PpoIterationInfo[] = [];
+    await trainPpo({ modelDir, collection, out, config, env: fakeEnv(), progress: false, log: () => {}, onIteration: (i) => infos.push(i) });
+    // Iteration 0 at progress 0 takes the full lr; iteration 1 at progress 1/2 takes 0.1 + 0.9 · (1 + cos(π/2)) / 2.
+    expect(infos[0].stats.actorLr).toBeCloseTo(1e-3, 12);
+    expect(infos[1].stats.actorLr).toBeCloseTo(1e-3 * 0.55, 12);
+    const rows = readMetrics(join(out, 'metrics.jsonl')).filter((m) => m.task === undefined);
+    expect(rows).toHaveLength(2);
+    for (const r of rows) {
+      expect(r.values.ptxLoss).toBeGreaterThan(0);
+      expect(Number.isFinite(r.values.ptxLoss)).toBe(true);
+    }
+  }, 300_000);
+
   it('refuses to start over a run without resume, or next to a live writer, before touching the GPU', async () => {
     await expect(trainPpo({ modelDir, collection, out: join(root, 'run'), config: LOOP_CONFIG, env: fakeEnv(), progress: false })).rejects.toThrow(/already holds a run .*--resume/);
     const locked = join(root, 'locked');

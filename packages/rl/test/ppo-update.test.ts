@@ -108,6 +108,40 @@ describe('ppoUpdate on the policy training API', () => {
     for (const x of [actorOptimizer, criticOptimizer, actor, critic]) x.dispose();
   }, 300_000);
 
+  it('PPO-ptx: with no reward spread, the SFT loss alone moves the policy toward the expert steps', async () => {
+    const actor = LoraAdapter.create(model, lora, { seed: 6 });
+    const actorOptimizer = new TrainOptimizer(gpu, [actor], { lr: 5e-3, maxGradNorm: 1 });
+    const config: PpoConfig = { ...defaultTrainConfig().ppo, advantage: 'grpo', minibatchSize: 4, epochs: 1, klMode: 'none', ptxCoef: 0.5, ptxBatchSize: 2 };
+    // The expert answers state 1 with action 0, which PPO never rewards here: every sample scores 0.5.
+    const expertIds = [...prompts[1], ...responses[0]];
+    const mask = Uint8Array.from(expertIds, (_, t) => (t >= prompts[1].length ? 1 : 0));
+    const flat = (await samplesFor(actor)).map((x) => ({ ...x, reward: 0.5 }));
+    await expect(ppoUpdate({ model, actor, actorOptimizer }, flat, config, { seed: 0, iteration: 0 })).rejects.toThrow(/ptxCoef > 0 needs expert steps/);
+    const expertNll = async () => {
+      const pass = await policyForward(model, [expertIds], { adapter: actor, grad: false });
+      return -Array.from(pass.logprobs[0].subarray(prompts[1].length)).reduce((a, x) => a + x, 0) / responses[0].length;
+    };
+    const before = await expertNll();
+    const stats = await ppoUpdate({ model, actor, actorOptimizer }, flat, config, { seed: 0, iteration: 0, ptxExamples: [{ ids: expertIds, mask }] });
+    expect(stats.zeroVarianceGroups).toBe(2);
+    // One actor step: its ptx loss is the expert NLL before the step.
+    expect(stats.ptxLoss).toBeCloseTo(before, 4);
+    const after = await expertNll();
+    expect(after).toBeLessThan(before - 0.01);
+    actorOptimizer.dispose();
+    actor.dispose();
+    // Off, on a fresh copy of the same start, the same flat batch moves nothing (zero advantages, no KL term).
+    const control = LoraAdapter.create(model, lora, { seed: 6 });
+    const controlOptimizer = new TrainOptimizer(gpu, [control], { lr: 5e-3, maxGradNorm: 1 });
+    const off = await ppoUpdate({ model, actor: control, actorOptimizer: controlOptimizer }, flat, { ...config, ptxCoef: 0 }, { seed: 0, iteration: 0, ptxExamples: [{ ids: expertIds, mask }] });
+    expect(off.ptxLoss).toBeNaN();
+    const pass = await policyForward(model, [expertIds], { adapter: control, grad: false });
+    const controlNll = -Array.from(pass.logprobs[0].subarray(prompts[1].length)).reduce((a, x) => a + x, 0) / responses[0].length;
+    expect(Math.abs(controlNll - before)).toBeLessThan(1e-4);
+    controlOptimizer.dispose();
+    control.dispose();
+  }, 300_000);
+
   it('rejects malformed samples by index', async () => {
     const actor = LoraAdapter.create(model, lora, { seed: 4 });
     const actorOptimizer = new TrainOptimizer(gpu, [actor], { lr: 1e-3 });

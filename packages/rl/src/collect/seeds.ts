@@ -27,13 +27,18 @@ export function taskIdeas(task: ExpertTask, k: number, seed: number, minCandidat
   return { task: task.spec.name, candidates, selected };
 }
 
-/** Trajectory `index`'s seed: 1-3 distinct candidates of the selection, at random, and the union of their ideas. */
+/**
+ * Trajectory `index`'s seed: 1-3 distinct candidates of the selection and the union of their ideas. The first
+ * (the plan the expert starts with) rotates over the selection, so each diverse plan leads as many trajectories as
+ * the others; the rest are drawn at random. A random lead let one plan's edit dominate the SFT data at the state
+ * where the expert first edits, and the policy then never sampled the other one for RL to compare.
+ */
 export function seedPlan(ideas: TaskIdeas, index: number, seed: number): SeedPlan {
   const rng = new SeededRng(mixSeed(seed, `${ideas.task}/${index}`));
   const pool = [...ideas.selected];
   const n = Math.min(pool.length, 1 + Math.floor(rng.uniform() * 3));
-  const candidates: IdeaCandidate[] = [];
-  for (let i = 0; i < n; i++) candidates.push(pool.splice(Math.floor(rng.uniform() * pool.length), 1)[0]);
+  const candidates: IdeaCandidate[] = pool.splice(index % pool.length, 1);
+  for (let i = 1; i < n; i++) candidates.push(pool.splice(Math.floor(rng.uniform() * pool.length), 1)[0]);
   const union: number[] = [];
   for (const c of candidates) for (const i of c.ideas) if (!union.includes(i)) union.push(i);
   return { candidates, ideas: union };

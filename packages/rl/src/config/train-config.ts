@@ -46,6 +46,7 @@ export interface PpoConfig {
   minibatchSize: number;
   actorLr: number;
   actorWarmupSteps: number;
+  actorMinLrRatio: number;
   criticLr: number;
   weightDecay: number;
   gradClip: number;
@@ -61,6 +62,8 @@ export interface PpoConfig {
   klEstimator: 'k1' | 'k3';
   klCoef: number;
   entropyCoef: number;
+  ptxCoef: number;
+  ptxBatchSize: number;
   lossAggregation: 'token-mean' | 'seq-mean-token-mean';
   criticWarmupIterations: number;
   temperature: number;
@@ -161,6 +164,13 @@ export const PPO_SECTION: SectionOf<PpoConfig> = {
   minibatchSize: { kind: 'number', int: true, min: 1, default: 16, doc: 'Samples per optimizer step.' },
   actorLr: { kind: 'number', gt: 0, default: 1e-6, doc: 'Policy (LoRA) learning rate.' },
   actorWarmupSteps: { kind: 'number', int: true, min: 0, default: 0, doc: "Actor optimizer steps over which its learning rate rises linearly to actorLr. Adam's first steps move every weight by about the learning rate whatever its gradient, which can throw a fine-tuned adapter far from where it was." },
+  actorMinLrRatio: {
+    kind: 'number',
+    min: 0,
+    max: 1,
+    default: 1,
+    doc: 'The actor learning rate falls by a cosine over the iterations from actorLr to actorLr × this (1: constant), so the last iterations move the policy less.',
+  },
   criticLr: { kind: 'number', gt: 0, default: 1e-5, doc: 'Value-head learning rate.' },
   weightDecay: { kind: 'number', min: 0, default: 0.01, doc: 'AdamW weight decay.' },
   gradClip: { kind: 'number', gt: 0, default: 1.0, doc: 'Global gradient-norm clip.' },
@@ -176,6 +186,13 @@ export const PPO_SECTION: SectionOf<PpoConfig> = {
   klEstimator: { kind: 'enum', values: ['k1', 'k3'], default: 'k3', doc: 'KL estimator: k1 = log ratio, k3 = low-variance non-negative.' },
   klCoef: { kind: 'number', min: 0, default: 0.001, doc: 'KL coefficient β.' },
   entropyCoef: { kind: 'number', min: 0, default: 0, doc: 'Entropy bonus coefficient.' },
+  ptxCoef: {
+    kind: 'number',
+    min: 0,
+    default: 0,
+    doc: "Weight of the SFT loss on the collection's expert steps added to every actor update (PPO-ptx, as in InstructGPT); 0 turns it off.",
+  },
+  ptxBatchSize: { kind: 'number', int: true, min: 1, default: 4, doc: 'Expert steps in the SFT loss of each actor minibatch (with ptxCoef > 0).' },
   lossAggregation: { kind: 'enum', values: ['token-mean', 'seq-mean-token-mean'], default: 'token-mean', doc: 'How per-token losses are averaged.' },
   criticWarmupIterations: { kind: 'number', int: true, min: 0, default: 0, doc: 'Iterations that train only the critic.' },
   temperature: { kind: 'number', gt: 0, default: 1.0, doc: 'Sampling temperature of the actions.' },

@@ -1,5 +1,5 @@
 import type { LoraAdapter, QwenModel, TrainOptimizer, ValueHead } from '@mlagent/policy';
-import { policyForward, valueForward } from '@mlagent/policy';
+import { maskedNllBackward, policyForward, valueForward } from '@mlagent/policy';
 import { mixSeed } from '../collect/seeds.js';
 import type { PpoConfig } from '../config/train-config.js';
 import { shuffledIndices } from '../sft/batches.js';
@@ -12,7 +12,8 @@ import { explainedVariance, klToReference, ppoLoss, type PpoLossConfig } from '.
  *   2. rewards, minus β·KL(π_old ‖ π_ref) when the KL is in the reward;
  *   3. advantages: r − V_old(s) whitened over the batch (GAE, γ = λ = 1), or GRPO/RLOO over each state's samples;
  *   4. `epochs` passes over shuffled minibatches: policy forward, ppoLoss, backward of its coefficients, AdamW steps
- *      for the actor and the critic (each with its own learning rate and gradient clipping).
+ *      for the actor and the critic (each with its own learning rate and gradient clipping). With ptxCoef > 0, each
+ *      actor step also takes ptxCoef × the SFT loss (mean NLL per target token) on a few expert steps (PPO-ptx).
  * The value of a state is the critic's value at the last prompt token.
  */
 
@@ -43,6 +44,14 @@ export interface PpoUpdateOptions {
   /** Mixed with the iteration and epoch into the minibatch order and dropout seeds. */
   seed: number;
   iteration: number;
+  /** Expert steps for the SFT loss of PPO-ptx (required when config.ptxCoef > 0): token ids and target masks. */
+  ptxExamples?: readonly PtxExample[];
+}
+
+/** One expert step tokenized for SFT: `mask[t] = 1` marks token t as a target. */
+export interface PtxExample {
+  ids: readonly number[];
+  mask: ArrayLike<number>;
 }
 
 export interface PpoUpdateStats {
@@ -65,6 +74,8 @@ export interface PpoUpdateStats {
   explainedVariance: number;
   actorGradNorm: number;
   criticGradNorm: number;
+  /** PPO-ptx: mean NLL per target token of the expert steps, averaged over the actor steps (NaN when off). */
+  ptxLoss: number;
   /** The learning rate of the iteration's last actor step (NaN when the actor did not step). */
   actorLr: number;
   optimizerSteps: number;
@@ -78,6 +89,8 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
   const useCritic = config.advantage === 'gae';
   if (useCritic && (!learner.critic || !learner.criticOptimizer)) throw new Error("ppoUpdate: advantage 'gae' needs a critic and its optimizer");
   if (samples.length === 0) throw new Error('ppoUpdate: no samples');
+  const ptx = config.ptxCoef > 0 ? (options.ptxExamples ?? []) : [];
+  if (config.ptxCoef > 0 && ptx.length === 0) throw new Error('ppoUpdate: ptxCoef > 0 needs expert steps (options.ptxExamples) for its SFT loss');
   samples.forEach((s, i) => {
     if (s.prompt.length === 0) throw new Error(`ppoUpdate: sample ${i} has an empty prompt`);
     if (s.response.length === 0) throw new Error(`ppoUpdate: sample ${i} has an empty response`);
@@ -124,7 +137,7 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
   const trainActor = options.iteration >= config.criticWarmupIterations;
 
   // 4. Minibatch epochs.
-  const acc = { loss: 0, policyLoss: 0, valueLoss: 0, entropy: 0, clipFrac: 0, approxKl: 0, kl: 0, actorGradNorm: 0, criticGradNorm: 0, n: 0 };
+  const acc = { loss: 0, policyLoss: 0, valueLoss: 0, entropy: 0, clipFrac: 0, approxKl: 0, kl: 0, actorGradNorm: 0, criticGradNorm: 0, ptxLoss: 0, n: 0 };
   let steps = 0;
   let actorLr = NaN;
   for (let epoch = 0; epoch < config.epochs; epoch++) {
@@ -171,6 +184,18 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
           });
         };
         pass.backward({ dLogprob: scatter(result.dLogp), dEntropy: lossConfig.entropyCoef !== 0 ? scatter(result.dEntropy) : undefined });
+        if (ptx.length > 0) {
+          // The gradients add up in the adapter, so one optimizer step takes both losses.
+          const pick = shuffledIndices(ptx.length, mixSeed(options.seed, `ptx/${options.iteration}/${epoch}/${b}`)).slice(0, config.ptxBatchSize);
+          const targets = pick.reduce((n, i) => n + countTargets(ptx[i].mask), 0);
+          const nll = await maskedNllBackward(
+            model,
+            pick.map((i) => ptx[i].ids),
+            pick.map((i) => ptx[i].mask),
+            { adapter: actor, dropoutSeed, normalizer: targets / config.ptxCoef },
+          );
+          acc.ptxLoss += nll.loss / config.ptxCoef;
+        }
         const stepped = await learner.actorOptimizer.step();
         acc.actorGradNorm += stepped.gradNorm;
         actorLr = stepped.lr;
@@ -220,6 +245,7 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
     explainedVariance: oldValues && adv.returns ? explainedVariance(oldValues, adv.returns) : NaN,
     actorGradNorm: trainActor ? acc.actorGradNorm / n : NaN,
     criticGradNorm: useCritic ? acc.criticGradNorm / n : NaN,
+    ptxLoss: ptx.length > 0 && trainActor ? acc.ptxLoss / n : NaN,
     actorLr,
     optimizerSteps: steps,
     responseTokens: samples.reduce((t, s) => t + s.response.length, 0),
@@ -247,6 +273,12 @@ function sumKl(oldLogp: ArrayLike<number>, refLogp: ArrayLike<number>, estimator
   let kl = 0;
   for (let t = 0; t < oldLogp.length; t++) kl += klToReference(oldLogp[t], refLogp[t], estimator).kl;
   return kl;
+}
+
+function countTargets(mask: ArrayLike<number>): number {
+  let n = 0;
+  for (let t = 1; t < mask.length; t++) n += mask[t];
+  return n;
 }
 
 function concat(parts: ArrayLike<number>[]): Float64Array {

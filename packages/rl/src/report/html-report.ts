@@ -22,6 +22,7 @@ export const CHART_TITLES: Record<string, string> = {
   loss: 'Training loss',
   evalLoss: 'Held-out loss',
   policyLoss: 'Policy loss',
+  ptxLoss: 'PPO-ptx: SFT loss on the expert steps',
   clipFrac: 'Clip fraction',
   approxKl: 'Approximate KL to π_old',
   explainedVariance: 'Explained variance',

@@ -16,7 +16,8 @@ import { writeReport } from '../report/html-report.js';
 import { probeFormat, spreadStates, type FormatProbeResult } from '../sft/format-probe.js';
 import { sft } from '../sft/sft.js';
 import { trainPpo, type TrainPpoResult } from './ppo-loop.js';
-import { policyChat, policyMessages } from './prompt.js';
+import { sftChats } from './expert-chats.js';
+import { policyMessages } from './prompt.js';
 import type { RemoteEpisodes } from './remote.js';
 
 /**
@@ -208,13 +209,6 @@ async function probeBeforeAfter(config: TrainConfig, modelDir: string, adapterDi
   } finally {
     gpu.destroy();
   }
-}
-
-/** Every recorded step as a chat ending in the expert's response. */
-export function sftChats(stepsFile: string, compact: boolean) {
-  const steps = readCollection(stepsFile).records.filter((r): r is CollectedStep => r.type === 'step');
-  if (steps.length === 0) throw new Error(`train: ${stepsFile} has no expert step to fine-tune on`);
-  return steps.map((s) => policyChat(s.messages, s.response, compact));
 }
 
 interface AdapterUnderTest {

@@ -22,6 +22,7 @@ import { StateDraws } from '../pool/edit-share.js';
 import { StatesPool, type PoolCursor } from '../pool/states-pool.js';
 import { ppoUpdate, type PpoSample, type PpoUpdateStats } from '../ppo/update.js';
 import { collectionEnv, type ActionEnv } from './env.js';
+import { expertExamples } from './expert-chats.js';
 import type { RemoteEpisodes } from './remote.js';
 import { lockRunDir } from './lock.js';
 import { episodeRollouts, stepRollouts, type RolloutContext } from './rollout.js';
@@ -137,7 +138,12 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
     const critic = c.advantage === 'gae' ? (checkpoint ? loadValueHead(model, join(checkpoint.dir, CRITIC_DIR)) : ValueHead.create(model, lora, { seed: config.seed + 1 })) : undefined;
     if (critic) held.push(critic);
     const warmup = c.actorWarmupSteps;
-    const actorSchedule = warmup > 0 ? (step: number) => c.actorLr * Math.min(1, (step + 1) / warmup) : undefined;
+    // Linear warmup over the first optimizer steps, then a cosine over the iterations down to actorMinLrRatio.
+    let progress = 0;
+    const actorSchedule =
+      warmup > 0 || c.actorMinLrRatio < 1
+        ? (step: number) => c.actorLr * Math.min(1, (step + 1) / Math.max(1, warmup)) * (c.actorMinLrRatio + (1 - c.actorMinLrRatio) * 0.5 * (1 + Math.cos(Math.PI * progress)))
+        : undefined;
     const actorOptimizer = new TrainOptimizer(gpu, [actor], { lr: c.actorLr, weightDecay: c.weightDecay, maxGradNorm: c.gradClip, schedule: actorSchedule });
     held.push(actorOptimizer);
     const criticOptimizer = critic ? new TrainOptimizer(gpu, [critic], { lr: c.criticLr, weightDecay: c.weightDecay, maxGradNorm: c.gradClip }) : undefined;
@@ -157,6 +163,8 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
       cursors: savedCursors ? (Array.isArray(savedCursors) ? savedCursors : [savedCursors]) : null,
       whole: pool,
     });
+    // PPO-ptx learns from the expert steps as SFT saw them.
+    const ptxExamples = c.ptxCoef > 0 ? expertExamples(tokenizer, join(options.collection, 'steps.jsonl'), c.compactPrompts, config.sft.template, config.sft.maxSeqLen) : undefined;
     const saved = readRollouts(options.out, start);
     for (const [it, groups] of saved) {
       for (const g of groups.values()) {
@@ -219,7 +227,8 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
         model.adapter = null;
       }
       const samples: PpoSample[] = groups.flatMap((g) => g.samples.map((s, k) => ({ group: g.group, prompt: g.prompts[k], response: s.response, oldLogp: s.oldLogp, reward: s.reward, task: g.task })));
-      const stats = await ppoUpdate({ model, actor, actorOptimizer, critic, criticOptimizer, reference }, samples, c, { seed: config.seed, iteration });
+      progress = iteration / c.iterations;
+      const stats = await ppoUpdate({ model, actor, actorOptimizer, critic, criticOptimizer, reference }, samples, c, { seed: config.seed, iteration, ptxExamples });
       iteration++;
       const all = groups.flatMap((g) => g.samples.map((s) => ({ ...s, task: g.task })));
       const formatErrorRate = all.filter((s) => !s.formatValid).length / all.length;
@@ -235,6 +244,7 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
         policyLoss: stats.policyLoss,
         clipFrac: stats.clipFrac,
         approxKl: stats.approxKl,
+        ...(Number.isNaN(stats.ptxLoss) ? {} : { ptxLoss: stats.ptxLoss }),
         lr: stats.actorLr,
         explainedVariance: stats.explainedVariance,
         formatErrorRate,
@@ -312,7 +322,11 @@ function nonEmpty(path: string): boolean {
 /** What must not change between a checkpoint and its resume. */
 function fingerprintOf(config: TrainConfig, options: TrainPpoOptions): string {
   const h = createHash('sha256');
-  h.update(JSON.stringify({ ppo: { ...config.ppo, iterations: 0, checkpointEvery: 0, keepCheckpoints: 0 }, lora: config.lora, seed: config.seed }));
+  // PPO-ptx's fields (and the SFT tokenization its examples follow) count only when it is on, so runs from before
+  // it existed still resume.
+  const { ptxCoef, ptxBatchSize, ...ppo } = config.ppo;
+  const ptx = ptxCoef > 0 ? { ptxCoef, ptxBatchSize, ptxTemplate: config.sft.template, ptxMaxSeqLen: config.sft.maxSeqLen } : {};
+  h.update(JSON.stringify({ ppo: { ...ppo, iterations: 0, checkpointEvery: 0, keepCheckpoints: 0, ...ptx }, lora: config.lora, seed: config.seed }));
   for (const f of [join(options.modelDir, 'config.json'), options.adapter ? join(options.adapter, 'adapter_model.safetensors') : '', join(options.collection, 'collection.json')]) {
     if (f && existsSync(f)) h.update(readFileSync(f));
   }
