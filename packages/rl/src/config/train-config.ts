@@ -261,13 +261,15 @@ export type TrainConfigInput = Partial<Pick<TrainConfig, 'preset' | 'seed' | 'mo
  *   model this small sees each edit several times; two held-in and two held-out tabular tasks to evaluate on;
  * - RL where it has something to learn: half of each iteration's states are states where the expert edited (the
  *   rest keep the KL anchored elsewhere), alpha = 5 / gap so a bigger gain earns more instead of every working edit
- *   scoring ~1, a KL coefficient of 0.05, and a warmed-up actor learning rate. */
+ *   scoring ~1, a KL coefficient of 0.05, and an actor learning rate warmed up, then decayed by a cosine to 10%;
+ * - PPO-ptx: half the SFT loss on the expert steps in every actor step, without which RL corrupted edits that no
+ *   sample of an iteration got right (nothing in GRPO pulls an all-failing group back). */
 export const TINY_PRESET: TrainConfigInput = {
   init: { size: 'mini', vocabMerges: 4000, headInitStd: 0.2 },
   lora: { rank: 64, alpha: 128, dropout: 0 },
   sft: { epochs: 10, lr: 3e-3, warmupRatio: 0.05, minLrRatio: 0.1, batchSize: 4, gradAccum: 1, maxSeqLen: 1024, evalFraction: 0.1, probeStates: 12, probeSamples: 2 },
   ppo: {
-    iterations: 10,
+    iterations: 12,
     statesPerIteration: 6,
     samplesPerState: 4,
     editStateShare: 0.5,
@@ -275,6 +277,9 @@ export const TINY_PRESET: TrainConfigInput = {
     advantage: 'grpo',
     actorLr: 3e-4,
     actorWarmupSteps: 6,
+    actorMinLrRatio: 0.1,
+    ptxCoef: 0.5,
+    ptxBatchSize: 4,
     klCoef: 0.05,
     rewardAlphaNumerator: 5,
     criticLr: 1e-3,
