@@ -36,7 +36,7 @@ export { withRetry, backoffDelay, RetryableError, RetriesExhaustedError, type Re
 export { formatResponse, RESPONSE_LABELS, type ResponseParts } from './experts/response.js';
 export { lineEditBetween, applyLineEdit, type LineEdit } from './experts/line-edit.js';
 export { collect, type CollectOptions, type CollectSummary, type CollectEpisode, type StartEpisode } from './collect/runner.js';
-export { readCollection, rewriteCollection, type CollectionRecord, type CollectedStep, type CollectedEnd, type ReadResult } from './collect/records.js';
+export { readCollection, stepsInOrder, rewriteCollection, type CollectionRecord, type CollectedStep, type CollectedEnd, type ReadResult } from './collect/records.js';
 export { taskIdeas, seedPlan, mixSeed, type TaskIdeas } from './collect/seeds.js';
 export { exportShareGPT, exportSftSteps, toShareGpt, llamaFactoryDatasetInfo, type ShareGptConversation, type ShareGptTurn, type SftStepExample } from './collect/export.js';
 export { progressInfo, type CollectProgress } from './collect/progress.js';

@@ -1,12 +1,13 @@
-import { mkdtempSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { collect } from '../src/collect/runner.js';
-import { readCollection, type CollectedStep } from '../src/collect/records.js';
+import { readCollection, stepsInOrder, type CollectedStep } from '../src/collect/records.js';
 import { ScriptedExpert } from '../src/experts/scripted.js';
 import { StateDraws, expertEdited } from '../src/pool/edit-share.js';
 import { StatesPool, type PoolCursor } from '../src/pool/states-pool.js';
+import { sftChats } from '../src/train/expert-chats.js';
 import { fakePrepared, startFake } from './fake-episode.js';
 
 let dir: string;
@@ -19,6 +20,30 @@ beforeAll(async () => {
   await collect({ tasks: fakePrepared('big'), expert: new ScriptedExpert(), trajectories: 4, ideas: 4, out: dir, progress: false, startEpisode: startFake });
   await collect({ tasks: fakePrepared('big'), expert: new ScriptedExpert(), trajectories: 2, ideas: 4, out: path.join(dir, 'a'), progress: false, startEpisode: startFake });
   steps = readCollection(path.join(dir, 'steps.jsonl')).records.filter((r): r is CollectedStep => r.type === 'step');
+});
+
+describe('the order of recorded steps', () => {
+  it('does not depend on the order concurrent episodes wrote them in: pool, cursor id and SFT chats are the same', () => {
+    const shuffled = mkdtempSync(path.join(tmpdir(), 'rl-pool-order-'));
+    cpSync(dir, shuffled, { recursive: true });
+    // Another interleaving of the same trajectories: the last one first (each keeps its own line order).
+    const byTrajectory = new Map<string, string[]>();
+    for (const line of readFileSync(path.join(dir, 'steps.jsonl'), 'utf8').trim().split('\n')) {
+      const id = (JSON.parse(line) as { trajectory: string }).trajectory;
+      byTrajectory.set(id, [...(byTrajectory.get(id) ?? []), line]);
+    }
+    writeFileSync(path.join(shuffled, 'steps.jsonl'), [...byTrajectory.values()].reverse().flat().join('\n') + '\n');
+    const ordered = stepsInOrder(readCollection(path.join(shuffled, 'steps.jsonl')).records);
+    expect(ordered.map((s) => `${s.trajectory}#${s.step}`)).toEqual(stepsInOrder(steps).map((s) => `${s.trajectory}#${s.step}`));
+    for (let i = 1; i < ordered.length; i++) {
+      const [a, b] = [ordered[i - 1], ordered[i]];
+      expect(a.trajectory < b.trajectory || (a.trajectory === b.trajectory && a.step < b.step)).toBe(true);
+    }
+    const [p1, p2] = [StatesPool.fromCollection(dir), StatesPool.fromCollection(shuffled)];
+    expect(p2.id).toBe(p1.id);
+    expect(p2.states.map((s) => s.snapshotId)).toEqual(p1.states.map((s) => s.snapshotId));
+    expect(sftChats(path.join(shuffled, 'steps.jsonl'), true)).toEqual(sftChats(path.join(dir, 'steps.jsonl'), true));
+  });
 });
 
 describe('StatesPool', () => {

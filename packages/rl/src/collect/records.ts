@@ -67,6 +67,16 @@ export interface ReadResult {
   clean: boolean;
 }
 
+/**
+ * The recorded steps in trajectory and step order. Concurrent collection writes them in the order episodes
+ * finish them, which varies from run to run; whatever reads the steps in order (SFT's shuffle and held-out
+ * split, the states pool, the format probe's states) takes them through this, so a seed gives the same run.
+ */
+export function stepsInOrder(records: readonly CollectionRecord[]): CollectedStep[] {
+  const steps = records.filter((r): r is CollectedStep => r.type === 'step');
+  return steps.sort((a, b) => (a.trajectory < b.trajectory ? -1 : a.trajectory > b.trajectory ? 1 : a.step - b.step));
+}
+
 /** Reads a steps.jsonl, keeping only complete trajectories (see the file comment). A missing file is empty. */
 export function readCollection(file: string): ReadResult {
   if (!existsSync(file)) return { records: [], complete: new Set(), dropped: 0, clean: true };

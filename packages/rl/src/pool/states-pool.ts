@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { SeededRng } from '@mlagent/core-kernels';
-import { readCollection, type CollectedStep } from '../collect/records.js';
+import { readCollection, stepsInOrder, type CollectedStep } from '../collect/records.js';
 import { mixSeed } from '../collect/seeds.js';
 import type { ChatMessage } from '../experts/types.js';
 
@@ -101,8 +101,8 @@ export class StatesPool {
     const states: PoolState[] = [];
     const seen = new Map<string, PoolState>();
     const trajectories = new Map<string, Set<string>>();
-    for (const r of records) {
-      if (r.type !== 'step' || (want && !want.has(r.task))) continue;
+    for (const r of stepsInOrder(records)) {
+      if (want && !want.has(r.task)) continue;
       trajectories.set(r.task, (trajectories.get(r.task) ?? new Set()).add(r.trajectory));
       if (kept && !kept.has(r.stateBefore)) continue;
       const known = seen.get(r.stateBefore);

@@ -4,7 +4,7 @@ import { Gpu } from '@mlagent/core-kernels';
 import { Episode, listTasks, prepareTask, type EpisodeOptions, type PreparedTask } from '@mlagent/env';
 import { QwenModel, QwenTokenizer, initModel, loadAdapter } from '@mlagent/policy';
 import { collect } from '../collect/runner.js';
-import { readCollection, type CollectedStep } from '../collect/records.js';
+import { readCollection, stepsInOrder } from '../collect/records.js';
 import { parseTrainConfig, type TrainConfig, type TrainConfigInput } from '../config/train-config.js';
 import { ScriptedExpert } from '../experts/scripted.js';
 import type { EvalAgent } from '../eval/agent.js';
@@ -185,7 +185,7 @@ export interface FormatProbeReport {
 
 /** The format probe at evenly spread collected states, for the untrained model (no adapter) and the SFT adapter. */
 async function probeBeforeAfter(config: TrainConfig, modelDir: string, adapterDir: string, stepsFile: string): Promise<FormatProbeReport> {
-  const steps = readCollection(stepsFile).records.filter((r): r is CollectedStep => r.type === 'step');
+  const steps = stepsInOrder(readCollection(stepsFile).records);
   const states = spreadStates(steps, config.sft.probeStates).map((s) => ({ task: s.task, messages: s.messages }));
   const gpu = await Gpu.create();
   try {
