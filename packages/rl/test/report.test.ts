@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { MetricsLogger } from '../src/metrics/jsonl.js';
-import { metricSeries, renderReport, writeReport } from '../src/report/html-report.js';
+import { metricSeries, renderReport, trailingMean, writeReport } from '../src/report/html-report.js';
 import { lineChartSvg, niceTicks } from '../src/report/svg-chart.js';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'rl-report-'));
@@ -55,6 +55,19 @@ describe('HTML report', () => {
     expect(rewardChart.match(/<polyline/g)).toHaveLength(3);
     for (const name of ['all', 'house-prices', 'spam-detection']) expect(rewardChart).toContain(`>${name}</text>`);
     expect(html).not.toMatch(/<script|<link|src="http/); // self-contained
+  });
+
+  it('draws a trailing mean of 3 under the reward curves once there are 6 iterations, and not under the others', () => {
+    expect(trailingMean([[3, 0.3], [1, 0.9], [2, 0.6], [4, 0]], 3)).toEqual([[1, 0.9], [2, 0.75], [3, 0.6], [4, 0.3]].map(([x, y]) => [x, expect.closeTo(y, 12)]));
+    const rewards = [0.5, 0.4, 0.6, 0.5, 0.7, 0.8];
+    const records = rewards.map((reward, i) => ({ step: i + 1, time: 0, values: { reward, rewardEditStates: reward / 2, kl: 0.01 } }));
+    const series = new Map(metricSeries(records));
+    const reward = series.get('reward')!;
+    expect(reward.map((x) => x.name)).toEqual(['per iteration', 'mean of the last 3']);
+    expect(reward[1].points.map((p) => p[1])).toEqual([0.5, 0.45, 0.5, 0.5, 0.6, 2 / 3].map((y) => expect.closeTo(y, 12)));
+    expect(series.get('rewardEditStates')!.map((x) => x.name)).toEqual(['per iteration', 'mean of the last 3']);
+    expect(series.get('kl')!.map((x) => x.name)).toEqual(['']);
+    expect(new Map(metricSeries(records.slice(0, 5))).get('reward')!.map((x) => x.name)).toEqual(['']);
   });
 
   it('adds the evaluation tables of eval*.json, and works with only those', () => {

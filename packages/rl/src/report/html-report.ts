@@ -67,6 +67,19 @@ export function writeReport(runDir: string, out = join(runDir, 'report.html'), o
 }
 
 /** Per metric, one series per task tag ('all' for untagged records), metrics in chart order. */
+/** Reward curves that also get a trailing mean (when there are at least 2 × SMOOTHING_WINDOW points). */
+const SMOOTHED = new Set(['reward', 'rewardEditStates', 'rewardOtherStates']);
+const SMOOTHING_WINDOW = 3;
+
+/** Point i's y is the mean of the y of points i − window + 1 .. i (fewer at the start), in step order. */
+export function trailingMean(points: readonly [number, number][], window: number): [number, number][] {
+  const sorted = [...points].sort((a, b) => a[0] - b[0]);
+  return sorted.map(([x], i) => {
+    const part = sorted.slice(Math.max(0, i - window + 1), i + 1);
+    return [x, part.reduce((t, p) => t + p[1], 0) / part.length];
+  });
+}
+
 export function metricSeries(records: MetricRecord[]): [string, Series[]][] {
   const byMetric = new Map<string, Map<string, [number, number][]>>();
   for (const r of records) {
@@ -83,6 +96,12 @@ export function metricSeries(records: MetricRecord[]): [string, Series[]][] {
     .sort((a, b) => rank(a) - rank(b) || a.localeCompare(b))
     .map((name) => {
       const series = [...byMetric.get(name)!].map(([task, points]) => ({ name: task, points }));
+      const all = series.find((x) => x.name === 'all');
+      if (all && SMOOTHED.has(name) && all.points.length >= 2 * SMOOTHING_WINDOW) {
+        // One iteration's mean reward moves with the states it drew; a trailing mean shows the trend through that.
+        all.name = 'per iteration';
+        series.splice(series.indexOf(all) + 1, 0, { name: `mean of the last ${SMOOTHING_WINDOW}`, points: trailingMean(all.points, SMOOTHING_WINDOW) });
+      }
       // A single untagged series needs no legend.
       if (series.length === 1 && series[0].name === 'all') series[0].name = '';
       return [name, series];
