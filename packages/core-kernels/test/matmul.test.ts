@@ -248,6 +248,9 @@ describe('matmul paths', () => {
     expect(selectMatmulPath(gpu, 'f32', 'f32', 64, 64, 64, { batch: 2, sB: 4096, transB: true })).toBe('tiled');
     expect(selectMatmulPath(gpu, 'f32', 'f32', 64, 64, 2049, { transB: true, cType: 'f16' })).toBe('tiled');
     expect(selectMatmulPath(gpu, 'f32', 'f32', 64, 64, 2048, { transB: true, cType: 'f16' })).toBe(here);
+    // From N = 512 the tile is 128 columns wide and a dispatch's 8 windows hold 1024 rows of K.
+    expect(selectMatmulPath(gpu, 'f32', 'f32', 64, 512, 1025, { transB: true, cType: 'f16' })).toBe('tiled');
+    expect(selectMatmulPath(gpu, 'f32', 'f32', 64, 512, 1024, { transB: true, cType: 'f16' })).toBe(here);
     if (gpu.variants.matmulF16 !== 'subgroup-matrix') expect(selectMatmulPath(gpu, 'f16', 'f16', 64, 64, 64)).toBe(here);
   });
 
@@ -269,7 +272,7 @@ describe('matmul cpu-tiled path (forced)', () => {
     expect(cpuTiledHere(await testGpu())).toBe(true);
   });
 
-  it('matches the reference over shapes that are not multiples of its 16x64 tile or of 8 along K', async () => {
+  it('matches the reference over shapes that are not multiples of its 32x64 or 32x128 tile or of 8 along K', async () => {
     const gpu = await testGpu();
     const rng = new Rng(11);
     for (const [M, N, K] of [
@@ -279,6 +282,10 @@ describe('matmul cpu-tiled path (forced)', () => {
       [33, 68, 13],
       [20, 132, 70],
       [65, 4, 130],
+      // The 32x64 tile with K over several windows; the 32x128 tile (N >= 512) with K over one dispatch's 8
+      // windows of 128 rows, where a second dispatch adds into C.
+      [9, 136, 1100],
+      [9, 520, 1100],
     ]) {
       await runCase(gpu, rng, problem(M, N, K), { path: 'cpu-tiled' });
     }

@@ -11,33 +11,42 @@ import type { CpuGemvProblem } from './gemv-cpu.js';
  * storage-buffer load in a loop, even one whose address is the same for all lanes, is a loop over the 8 SIMD
  * lanes with a mask test and a buffer-size check per lane (~15 instructions per element); a uniform-buffer load
  * with a per-lane address is 8 plain scalar loads with one clamp. So B, the operand every FMA step needs, is
- * copied into 64 KB windows of a uniform-capable scratch buffer (one panel of CPU_PANEL columns by up to WINDOW_K
+ * copied into 64 KB windows of a uniform-capable scratch buffer (one panel of 8·V·4 columns by up to 4096/(8·V)
  * rows of K, or several whole panels when K is small), just before the dispatch that reads them; a dispatch binds
- * up to WINDOWS windows (K up to WINDOWS · WINDOW_K) and adds into C where K is longer. The packing also makes
+ * up to WINDOWS windows (K up to WINDOWS · 4096/(8·V)) and adds into C where K is longer. The packing also makes
  * transposed and f16 B free: the pack kernel reads B however it is stored.
  *
  * The tile: one 8-lane workgroup computes ROWS rows of one panel; lane l owns vec4 columns l·V..l·V+V-1. For
  * every 8 steps along K, lane l loads A[m, k0 + l] for each row and subgroupShuffle (one AVX2 permute) hands each
  * value to all lanes. The K loop is unrolled by UNROLL with the accumulators updated once per UNROLL steps:
- * llvmpipe blends every loop-carried update with the lane mask, and the 256 accumulators live on the stack.
+ * llvmpipe blends every loop-carried update with the lane mask, and the 256 or 512 accumulators live on the
+ * stack. V is 2 or 4 (tileV).
  * Measured on 1024³ (CPU time per product, one shader thread): 14-15 GFLOP per CPU-second against 6-10 for the
  * storage-buffer kernel (docs/BENCHMARKS.md, lavapipe section).
  */
 
 const LANES = 8;
-const V = 2;
+/**
+ * vec4 columns per lane: a workgroup computes ROWS × (LANES · V · 4) of C. V = 4 (128 columns) halves A's
+ * storage loads per FMA next to V = 2 and was faster on 1024³ (109–125 ms against 113–145), but slower by ~14%
+ * on the tiny policy's SFT, whose projections are 64–352 wide (a half-empty panel, fewer workgroups); so the
+ * wide tile is used from N = 512.
+ */
+function tileV(N: number): 2 | 4 {
+  return N >= 512 ? 4 : 2;
+}
 /** Columns per panel: 8 lanes × V vec4. */
-export const CPU_PANEL = LANES * V * 4;
+const panelOf = (v: number) => LANES * v * 4;
 const ROWS = 32;
 const UNROLL = 4;
 /** One uniform window: 64 KB of vec4, the WebGPU default limit (and lavapipe's). */
 const WINDOW_VEC4 = 4096;
 /** Rows of K one window holds for one panel. */
-const WINDOW_K = WINDOW_VEC4 / (CPU_PANEL / 4);
+const windowK = (v: number) => WINDOW_VEC4 / (panelOf(v) / 4);
 /**
  * Windows bound per dispatch (of 12 uniform buffers a stage may have; params take one): one dispatch covers up to
- * WINDOWS · WINDOW_K of K, so C is read and written once per 2048 of K rather than once per window (on llvmpipe
- * each pass over C costs as much as ~30 steps of K).
+ * WINDOWS windows of K (2048 rows at V = 2, 1024 at V = 4), so C is read and written once per dispatch rather
+ * than once per window (on llvmpipe each pass over C costs as much as ~30 steps of K).
  */
 const WINDOWS = 8;
 
@@ -53,12 +62,13 @@ export interface CpuMatmulTypes {
 
 /** How K is cut into windows: rows per chunk, chunks, and whole panels per window. */
 function layout(K: number, N: number) {
+  const v = tileV(N);
   const kpad8 = Math.max(8, Math.ceil(K / 8) * 8);
-  const chunk = Math.min(WINDOW_K, kpad8);
+  const chunk = Math.min(windowK(v), kpad8);
   const chunks = Math.ceil(kpad8 / chunk);
-  const panels = Math.ceil(N / CPU_PANEL);
-  const perWindow = chunks === 1 ? Math.max(1, Math.floor(WINDOW_K / chunk)) : 1;
-  return { chunk, chunks, panels, perWindow };
+  const panels = Math.ceil(N / panelOf(v));
+  const perWindow = chunks === 1 ? Math.max(1, Math.floor(windowK(v) / chunk)) : 1;
+  return { v, panel: panelOf(v), chunk, chunks, panels, perWindow };
 }
 
 /**
@@ -69,7 +79,7 @@ function layout(K: number, N: number) {
 export function cpuMatmulUnfit(types: CpuMatmulTypes, p: Pick<CpuMatmulProblem, 'batch' | 'K' | 'N' | 'sB'>): string | undefined {
   if (![types.a, types.b, types.c, types.bias ?? 'f32'].every((t) => t === 'f32' || t === 'f16')) return 'takes f32 or f16 tensors only';
   if (p.batch > 1 && p.sB !== 0) return 'takes one B matrix (strideB 0) for a batch';
-  if (types.c === 'f16' && layout(p.K, p.N).chunks > WINDOWS) return `writes f16 C only for K <= ${WINDOWS * WINDOW_K}`;
+  if (types.c === 'f16' && layout(p.K, p.N).chunks > WINDOWS) return `writes f16 C only for K <= ${WINDOWS * windowK(tileV(p.N))}`;
   return undefined;
 }
 
@@ -89,9 +99,9 @@ export function launchCpuMatmul(
   const chunksPer = Math.min(L.chunks, WINDOWS);
   const scratch = gpu.tensor([chunksPer * WINDOW_VEC4 * 4], 'f32', undefined, op);
   const [aBind, bBind, cBind, biasBind] = bindings;
-  const packPipeline = gpu.pipeline(`matmul-cpu-pack:${types.b}${p.transB ? 'T' : 'N'}`, () => packWgsl(types.b, p.transB));
+  const packPipeline = gpu.pipeline(`matmul-cpu-pack:${types.b}${p.transB ? 'T' : 'N'}:v${L.v}`, () => packWgsl(types.b, p.transB, L.v));
   const key = `${types.a}${p.transA ? 'T' : 'N'}:${types.c}:${types.bias ?? '-'}:${p.beta !== 0 ? 'beta' : ''}`;
-  const pipeline = gpu.pipeline(`matmul-cpu-ubo:${key}`, () => matmulWgsl(types, p.transA, p.beta !== 0));
+  const pipeline = gpu.pipeline(`matmul-cpu-ubo:${key}:v${L.v}`, () => matmulWgsl(types, p.transA, p.beta !== 0, L.v));
   const windowBytes = WINDOW_VEC4 * 16;
   const rowBlocks = Math.ceil(p.M / ROWS);
   for (let c0 = 0; c0 < L.chunks; c0 += chunksPer) {
@@ -124,8 +134,8 @@ export function launchCpuMatmul(
         .u32(p.offC)
         .u32(p.sA)
         .u32(p.sC)
-        .u32(pan * CPU_PANEL)
-        .u32(L.chunk * (CPU_PANEL / 4))
+        .u32(pan * L.panel)
+        .u32(L.chunk * (L.panel / 4))
         .u32(p.offBias)
         .f32(p.alpha)
         .f32(p.beta)
@@ -147,11 +157,12 @@ export function launchCpuMatmul(
 
 /**
  * Window w of the scratch buffer: chunk w of K (rows kStart + w·chunk ..) of the panels from `pan` on, each panel
- * `chunk` rows of CPU_PANEL/4 vec4s; f32, zero past K and N.
+ * `chunk` rows of panel/4 vec4s; f32, zero past K and N.
  */
-function packWgsl(bType: DType, transB: boolean): string {
+function packWgsl(bType: DType, transB: boolean, V: number): string {
+  const panel = panelOf(V);
   const at = (k: string, n: string) => `f32(B[p.offB + ${transB ? `(${n}) * p.ldb + ${k}` : `${k} * p.ldb + ${n}`}])`;
-  const q = CPU_PANEL / 4;
+  const q = panel / 4;
   return /* wgsl */ `${enableF16([bType])}
 struct P { K: u32, N: u32, ldb: u32, offB: u32, chunk: u32, pan: u32, kStart: u32, count: u32 }
 @group(0) @binding(0) var<uniform> p: P;
@@ -166,7 +177,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let w = i / ${WINDOW_VEC4}u;
   let j = i % ${WINDOW_VEC4}u;
   let k = p.kStart + w * p.chunk + (j / ${q}u) % p.chunk;
-  let n = (p.pan + j / (${q}u * p.chunk)) * ${CPU_PANEL}u + (j % ${q}u) * 4u;
+  let n = (p.pan + j / (${q}u * p.chunk)) * ${panel}u + (j % ${q}u) * 4u;
   var v = vec4<f32>();
   if (k < min(p.K, p.kStart + (w + 1u) * p.chunk)) {
     for (var c = 0u; c < 4u; c++) {
@@ -177,7 +188,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 }`;
 }
 
-function matmulWgsl(types: CpuMatmulTypes, transA: boolean, beta: boolean): string {
+function matmulWgsl(types: CpuMatmulTypes, transA: boolean, beta: boolean, V: number): string {
+  const panel = panelOf(V);
   let decl = '';
   let loadA = '';
   let loadB = '';
@@ -202,7 +214,7 @@ function matmulWgsl(types: CpuMatmulTypes, transA: boolean, beta: boolean): stri
   for (let w = 0; w < WINDOWS; w++) {
     loadB += `${w ? ' else ' : ''}if (win == ${w}u) {\n`;
     for (let u = 0; u < UNROLL; u++) {
-      for (let v = 0; v < V; v++) loadB += `b${u}_${v} = W${w}.v[row + ${(u * CPU_PANEL) / 4 + v}u];\n`;
+      for (let v = 0; v < V; v++) loadB += `b${u}_${v} = W${w}.v[row + ${(u * panel) / 4 + v}u];\n`;
     }
     loadB += '}';
   }
@@ -218,7 +230,7 @@ struct Window { v: array<vec4<f32>, ${WINDOW_VEC4}> }
 ${types.bias ? `@group(0) @binding(3) var<storage, read> bias: array<${wgslType(types.bias)}>;` : ''}
 ${Array.from({ length: WINDOWS }, (_, w) => `@group(0) @binding(${w + (types.bias ? 4 : 3)}) var<uniform> W${w}: Window;`).join('\n')}
 
-// The first dispatch along K applies alpha, beta·C and the bias; later ones (K > 2048) add alpha times their part.
+// The first dispatch along K applies alpha, beta·C and the bias; later ones (K > 8 windows) add alpha times theirs.
 fn store_c(i: u32, n: u32, acc: f32) {
   var v = p.alpha * acc;
   if (p.first == 1u) {
@@ -248,7 +260,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     ${loadA}
     // Not unrolled: the body is ~2000 instructions; 8 copies spill out of the instruction cache.
     for (var kk = 0u; kk < ${LANES}u; kk += ${UNROLL}u) {
-      let row = base_b + (kw + kk) * ${CPU_PANEL / 4}u;
+      let row = base_b + (kw + kk) * ${panel / 4}u;
       ${loadB}
       ${step}
     }
@@ -256,7 +268,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   // One store loop instead of ${ROWS * V} unrolled ones keeps compile time down.
   var res: array<vec4<f32>, ${ROWS * V}>;
   ${stash}
-  let n_lane = p.n0 + wid.x * ${CPU_PANEL}u + li * ${V * 4}u;
+  let n_lane = p.n0 + wid.x * ${panel}u + li * ${V * 4}u;
   for (var i = 0u; i < ${ROWS * V}u; i++) {
     let m = m0 + i / ${V}u;
     let n = n_lane + (i % ${V}u) * 4u;
