@@ -122,7 +122,7 @@ describe('ppoUpdate on the policy training API', () => {
       return -Array.from(pass.logprobs[0].subarray(prompts[1].length)).reduce((a, x) => a + x, 0) / responses[0].length;
     };
     const before = await expertNll();
-    const stats = await ppoUpdate({ model, actor, actorOptimizer }, flat, config, { seed: 0, iteration: 0, ptxExamples: [{ ids: expertIds, mask }] });
+    const stats = await ppoUpdate({ model, actor, actorOptimizer }, flat, config, { seed: 0, iteration: 0, ptxExamples: [{ ids: expertIds, mask, targets: responses[0].length }] });
     expect(stats.zeroVarianceGroups).toBe(2);
     // One actor step: its ptx loss is the expert NLL before the step.
     expect(stats.ptxLoss).toBeCloseTo(before, 4);
@@ -133,7 +133,7 @@ describe('ppoUpdate on the policy training API', () => {
     // Off, on a fresh copy of the same start, the same flat batch moves nothing (zero advantages, no KL term).
     const control = LoraAdapter.create(model, lora, { seed: 6 });
     const controlOptimizer = new TrainOptimizer(gpu, [control], { lr: 5e-3, maxGradNorm: 1 });
-    const off = await ppoUpdate({ model, actor: control, actorOptimizer: controlOptimizer }, flat, { ...config, ptxCoef: 0 }, { seed: 0, iteration: 0, ptxExamples: [{ ids: expertIds, mask }] });
+    const off = await ppoUpdate({ model, actor: control, actorOptimizer: controlOptimizer }, flat, { ...config, ptxCoef: 0 }, { seed: 0, iteration: 0, ptxExamples: [{ ids: expertIds, mask, targets: responses[0].length }] });
     expect(off.ptxLoss).toBeNaN();
     const pass = await policyForward(model, [expertIds], { adapter: control, grad: false });
     const controlNll = -Array.from(pass.logprobs[0].subarray(prompts[1].length)).reduce((a, x) => a + x, 0) / responses[0].length;

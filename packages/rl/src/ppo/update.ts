@@ -3,6 +3,7 @@ import { maskedNllBackward, policyForward, valueForward } from '@mlagent/policy'
 import { mixSeed } from '../collect/seeds.js';
 import type { PpoConfig } from '../config/train-config.js';
 import { shuffledIndices } from '../sft/batches.js';
+import type { EncodedExample } from '../sft/tokenize.js';
 import { gaeSingleStep, grpoAdvantages, klPenalizedRewards, rlooAdvantages, type AdvantageResult } from './advantages.js';
 import { explainedVariance, klToReference, ppoLoss, type PpoLossConfig } from './loss.js';
 
@@ -48,11 +49,8 @@ export interface PpoUpdateOptions {
   ptxExamples?: readonly PtxExample[];
 }
 
-/** One expert step tokenized for SFT: `mask[t] = 1` marks token t as a target. */
-export interface PtxExample {
-  ids: readonly number[];
-  mask: ArrayLike<number>;
-}
+/** One expert step tokenized as SFT tokenizes it (`mask[t] = 1` marks token t as one of its `targets`). */
+export type PtxExample = Pick<EncodedExample, 'ids' | 'mask' | 'targets'>;
 
 export interface PpoUpdateStats {
   samples: number;
@@ -187,7 +185,7 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
         if (ptx.length > 0) {
           // The gradients add up in the adapter, so one optimizer step takes both losses.
           const pick = shuffledIndices(ptx.length, mixSeed(options.seed, `ptx/${options.iteration}/${epoch}/${b}`)).slice(0, config.ptxBatchSize);
-          const targets = pick.reduce((n, i) => n + countTargets(ptx[i].mask), 0);
+          const targets = pick.reduce((n, i) => n + ptx[i].targets, 0);
           const nll = await maskedNllBackward(
             model,
             pick.map((i) => ptx[i].ids),
@@ -273,12 +271,6 @@ function sumKl(oldLogp: ArrayLike<number>, refLogp: ArrayLike<number>, estimator
   let kl = 0;
   for (let t = 0; t < oldLogp.length; t++) kl += klToReference(oldLogp[t], refLogp[t], estimator).kl;
   return kl;
-}
-
-function countTargets(mask: ArrayLike<number>): number {
-  let n = 0;
-  for (let t = 1; t < mask.length; t++) n += mask[t];
-  return n;
 }
 
 function concat(parts: ArrayLike<number>[]): Float64Array {

@@ -138,12 +138,11 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
     const critic = c.advantage === 'gae' ? (checkpoint ? loadValueHead(model, join(checkpoint.dir, CRITIC_DIR)) : ValueHead.create(model, lora, { seed: config.seed + 1 })) : undefined;
     if (critic) held.push(critic);
     const warmup = c.actorWarmupSteps;
-    // Linear warmup over the first optimizer steps, then a cosine over the iterations down to actorMinLrRatio.
+    // Linear warmup over the first optimizer steps, then a cosine over the iterations down to actorMinLrRatio
+    // (constant actorLr when there is neither).
     let progress = 0;
-    const actorSchedule =
-      warmup > 0 || c.actorMinLrRatio < 1
-        ? (step: number) => c.actorLr * Math.min(1, (step + 1) / Math.max(1, warmup)) * (c.actorMinLrRatio + (1 - c.actorMinLrRatio) * 0.5 * (1 + Math.cos(Math.PI * progress)))
-        : undefined;
+    const actorSchedule = (step: number) =>
+      c.actorLr * Math.min(1, (step + 1) / Math.max(1, warmup)) * (c.actorMinLrRatio + (1 - c.actorMinLrRatio) * 0.5 * (1 + Math.cos(Math.PI * progress)));
     const actorOptimizer = new TrainOptimizer(gpu, [actor], { lr: c.actorLr, weightDecay: c.weightDecay, maxGradNorm: c.gradClip, schedule: actorSchedule });
     held.push(actorOptimizer);
     const criticOptimizer = critic ? new TrainOptimizer(gpu, [critic], { lr: c.criticLr, weightDecay: c.weightDecay, maxGradNorm: c.gradClip }) : undefined;
