@@ -43,16 +43,26 @@ describe('mlagent', () => {
     expect(mlagent('bench', 'gpus').stderr).toMatch(/unknown target 'gpus'/);
   });
 
-  it('bench kernels --json times a case and compares it with torch when torch exists', () => {
-    const r = mlagent('bench', 'kernels', '--json', '--filter', 'add f32', '--iterations', '2');
-    expect(r.code).toBe(0);
+  it('bench kernels --json times a case against torch in alternating rounds, or unpaired on request', () => {
+    const r = mlagent('bench', 'kernels', '--json', '--filter', 'add f32', '--iterations', '2', '--rounds', '3');
+    expect(r.code, r.stderr).toBe(0);
     const report = JSON.parse(r.stdout);
+    expect(report.torch).toMatch(/^torch .*; paired, 3 alternating rounds per case/);
     expect(report.results.length).toBeGreaterThan(0);
     for (const x of report.results) {
       expect(x.ms).toBeGreaterThan(0);
-      if (!report.torch.startsWith('not measured')) expect(x.ratio).toBeGreaterThan(0);
+      expect(x.rounds).toBe(3);
+      expect(x.ratio).toBeGreaterThan(0);
+      expect(x.ratioRange[0]).toBeLessThanOrEqual(x.ratio);
+      expect(x.ratioRange[1]).toBeGreaterThanOrEqual(x.ratio);
     }
-  });
+    const u = mlagent('bench', 'kernels', '--filter', 'add f32', '--iterations', '2', '--unpaired');
+    expect(u.code, u.stderr).toBe(0);
+    expect(u.stdout).toMatch(/Reference: torch .*; unpaired/);
+    expect(u.stdout).toMatch(/\| add f32 n=\d+ \| [\d.]+ \|.*\| [\d.]+x \|/);
+    expect(mlagent('bench', 'kernels', '--rounds', '0').stderr).toMatch(/--rounds must be a positive integer, got '0'/);
+    expect(mlagent('bench', 'kernels', '--rounds', '2', '--unpaired').stderr).toMatch(/--rounds applies to paired timing only/);
+  }, 240_000);
 });
 
 describe('mlagent init-model', () => {

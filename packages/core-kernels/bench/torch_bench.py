@@ -2,6 +2,11 @@
 
 Reads a JSON list of {"name", "setup", "run"} on stdin; prints a JSON list of {"name", "ms"} or {"name", "error"}.
 `setup` and `run` are Python snippets with torch, F, dev and dt in scope (see src/bench/types.ts).
+
+With --serve it answers one JSON request per line instead, so that our kernels and torch can be timed in
+alternating rounds (src/bench/torch-session.ts): {"cmd": "hello"} -> {"device"}; {"cmd": "setup", "name", "setup",
+"run"} -> {"ok": true} after a warm-up run; {"cmd": "time", "name", "iters"} -> {"ms": [one time per iteration]};
+{"cmd": "drop", "name"} -> {"ok": true}. A failing request answers {"error"} and the server goes on.
 """
 import json
 import os
@@ -39,30 +44,80 @@ def sync():
         torch.cuda.synchronize()
 
 
-def time_case(case):
-    scope = {"torch": torch, "F": F, "dev": dev, "dt": dt}
-    with torch.no_grad() if "backward" not in case["run"] and "step" not in case["run"] else torch.enable_grad():
-        exec(case["setup"], scope)
-        run = compile(case["run"], case["name"], "exec")
-        exec(run, scope)  # warm-up
-        sync()
-        start = time.perf_counter()
-        exec(run, scope)
-        sync()
-        once = time.perf_counter() - start
-        iters = max(3, min(50, int(1.0 / max(once, 1e-6))))
-        samples = []
-        for _ in range(iters):
-            start = time.perf_counter()
-            exec(run, scope)
+def grad_mode(case):
+    return torch.no_grad() if "backward" not in case["run"] and "step" not in case["run"] else torch.enable_grad()
+
+
+class Prepared:
+    """One case's scope after its setup and a warm-up run."""
+
+    def __init__(self, case):
+        self.case = case
+        self.scope = {"torch": torch, "F": F, "dev": dev, "dt": dt}
+        self.run = compile(case["run"], case["name"], "exec")
+        with grad_mode(case):
+            exec(case["setup"], self.scope)
+            exec(self.run, self.scope)  # warm-up
             sync()
-            samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples)
+
+    def samples(self, iters):
+        out = []
+        with grad_mode(self.case):
+            for _ in range(iters):
+                start = time.perf_counter()
+                exec(self.run, self.scope)
+                sync()
+                out.append((time.perf_counter() - start) * 1000)
+        return out
+
+
+def time_case(case):
+    prepared = Prepared(case)
+    once = prepared.samples(1)[0] / 1000
+    iters = max(3, min(50, int(1.0 / max(once, 1e-6))))
+    return statistics.median(prepared.samples(iters))
+
+
+def device_line():
+    device_name = torch.cuda.get_device_name(0) if dev == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    return f"torch {torch.__version__} on {device_name}{SDPA_NOTE}"
+
+
+def serve():
+    prepared = {}
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            req = json.loads(line)
+            cmd = req.get("cmd")
+            if cmd == "hello":
+                reply = {"device": device_line()}
+            elif cmd == "setup":
+                prepared[req["name"]] = Prepared(req)
+                reply = {"ok": True}
+            elif cmd == "time":
+                if req["name"] not in prepared:
+                    raise KeyError(f"no case named {req['name']!r} was set up")
+                reply = {"ms": prepared[req["name"]].samples(int(req["iters"]))}
+            elif cmd == "drop":
+                prepared.pop(req["name"], None)
+                if dev == "cuda":
+                    torch.cuda.empty_cache()
+                reply = {"ok": True}
+            else:
+                raise ValueError(f"unknown command {cmd!r}")
+        except Exception as e:  # a failing snippet is reported, not fatal
+            reply = {"error": f"{type(e).__name__}: {e}"}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
 
 
 def main():
+    if "--serve" in sys.argv[1:]:
+        serve()
+        return
     cases = json.load(sys.stdin)
-    device_name = torch.cuda.get_device_name(0) if dev == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     out = []
     for case in cases:
         try:
@@ -71,7 +126,7 @@ def main():
             out.append({"name": case["name"], "error": f"{type(e).__name__}: {e}"})
         if dev == "cuda":
             torch.cuda.empty_cache()
-    json.dump({"device": f"torch {torch.__version__} on {device_name}{SDPA_NOTE}", "results": out}, sys.stdout)
+    json.dump({"device": device_line(), "results": out}, sys.stdout)
 
 
 if __name__ == "__main__":

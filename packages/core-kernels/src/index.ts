@@ -48,6 +48,8 @@ export {
   selectCases,
   torchTimings,
   findTorchPython,
+  TorchSession,
+  type TorchTimer,
   type BenchCase,
   type PreparedBench,
   type BenchResult,

@@ -7,14 +7,18 @@ import {
   runBenchmarks,
   selectCases,
   torchTimings,
+  TorchSession,
   type BenchResult,
 } from '@mlagent/core-kernels';
 import { UsageError, parse } from '../args.js';
 import { benchPolicy, benchPolicyUsage } from './bench-policy.js';
 
-export const benchUsage = `mlagent bench kernels [--json] [--filter NAME[,NAME]] [--all] [--no-torch] [--iterations N] [--out FILE]
+export const benchUsage = `mlagent bench kernels [--json] [--filter NAME[,NAME]] [--all] [--no-torch] [--unpaired] [--rounds N] [--iterations N] [--out FILE]
   Times each kernel at LLM shapes and, in the same run, the same computation in PyTorch
   (wherever a python3 with torch is found; $MLAGENT_PYTHON overrides). ratio = our throughput / torch's.
+  Paired by default: each case alternates our iterations and torch's for --rounds rounds (default 5) and the
+  ratio is the median of the rounds' ratios, so a shared machine's drift moves it little; --unpaired times
+  every case of ours first, then torch's in one batch (the older way).
   On a software adapter (lavapipe) the CPU-sized cases run; on a GPU the 7B-sized ones. --all runs both.
 ${benchPolicyUsage}`;
 
@@ -37,12 +41,21 @@ export async function bench(argv: string[]): Promise<void> {
     filter: { type: 'string' },
     all: { type: 'boolean', default: false },
     'no-torch': { type: 'boolean', default: false },
+    unpaired: { type: 'boolean', default: false },
+    rounds: { type: 'string' },
     iterations: { type: 'string' },
     out: { type: 'string' },
   });
   const iterations = values.iterations === undefined ? undefined : Number(values.iterations);
   if (iterations !== undefined && (!Number.isInteger(iterations) || iterations < 1)) {
     throw new UsageError(`bench kernels: --iterations must be a positive integer, got '${values.iterations}'`);
+  }
+  const rounds = values.rounds === undefined ? undefined : Number(values.rounds);
+  if (rounds !== undefined && (!Number.isInteger(rounds) || rounds < 1)) {
+    throw new UsageError(`bench kernels: --rounds must be a positive integer, got '${values.rounds}'`);
+  }
+  if (rounds !== undefined && (values.unpaired || values['no-torch'])) {
+    throw new UsageError('bench kernels: --rounds applies to paired timing only (not with --unpaired or --no-torch)');
   }
   const filter = values.filter?.split(',').filter(Boolean);
   const gpu = await Gpu.create();
@@ -51,32 +64,38 @@ export async function bench(argv: string[]): Promise<void> {
   if (cases.length === 0) throw new UsageError(`bench kernels: no case matches --filter ${values.filter}`);
   const log = (s: string) => process.stderr.write(s + '\n');
   log(`benchmarking ${cases.length} cases on ${describeAdapter(gpu)}`);
+  const python = values['no-torch'] ? undefined : findTorchPython();
+  let torchDevice = values['no-torch'] ? 'not measured (--no-torch)' : 'not measured: no python3 with torch found';
+  const session = python && !values.unpaired ? await TorchSession.start(python) : undefined;
+  if (session) {
+    torchDevice = `${session.device}; paired, ${rounds ?? 5} alternating rounds per case, ratio = median of the rounds' ratios`;
+    log(`timing each case against PyTorch (${python}) in ${rounds ?? 5} alternating rounds`);
+  }
   let results: BenchResult[];
   try {
     results = await runBenchmarks(gpu, cases, {
       ...opts,
-      onResult: (r, i, n) => log(`[${i + 1}/${n}] ${r.name.padEnd(44)} ${r.skipped ?? `${fmt(r.ms)} ms${rate(r)}`}`),
+      torch: session,
+      rounds,
+      onResult: (r, i, n) => log(`[${i + 1}/${n}] ${r.name.padEnd(44)} ${r.skipped ?? `${fmt(r.ms)} ms${rate(r)}${r.ratio === undefined ? '' : `  ${r.ratio.toFixed(2)}x torch`}`}`),
     });
   } finally {
+    session?.close();
     gpu.destroy();
   }
-  let torchDevice = 'not measured (--no-torch)';
-  if (!values['no-torch']) {
-    const python = findTorchPython();
-    if (!python) torchDevice = 'not measured: no python3 with torch found';
-    else {
-      log(`timing the same cases in PyTorch (${python}) ...`);
-      const t = torchTimings(cases.filter((c) => !results.find((r) => r.name === c.name)?.skipped), python);
-      torchDevice = t?.device ?? 'none';
-      for (const r of results) {
-        const ms = t?.ms.get(r.name);
-        if (ms === undefined || !Number.isFinite(r.ms)) continue;
-        r.torchMs = ms;
-        r.torchDevice = torchDevice;
-        r.ratio = ms / r.ms;
-      }
-      for (const [name, err] of t?.errors ?? []) log(`torch failed on ${name}: ${err}`);
+  for (const r of results) if (r.torchError) log(`torch failed on ${r.name}: ${r.torchError}`);
+  if (python && values.unpaired) {
+    log(`timing the same cases in PyTorch (${python}) ...`);
+    const t = torchTimings(cases.filter((c) => !results.find((r) => r.name === c.name)?.skipped), python);
+    torchDevice = `${t?.device ?? 'none'}; unpaired (all of ours, then all of torch's)`;
+    for (const r of results) {
+      const ms = t?.ms.get(r.name);
+      if (ms === undefined || !Number.isFinite(r.ms)) continue;
+      r.torchMs = ms;
+      r.torchDevice = torchDevice;
+      r.ratio = ms / r.ms;
     }
+    for (const [name, err] of t?.errors ?? []) log(`torch failed on ${name}: ${err}`);
   }
   const report: BenchReport = {
     command: `mlagent bench kernels ${rest.join(' ')}`.trim(),
@@ -108,6 +127,13 @@ function rate(r: BenchResult): string {
   return '';
 }
 
+/** The ratio, and for paired timing the range of the rounds' ratios. */
+function ratioCell(r: BenchResult): string {
+  if (r.ratio === undefined) return '-';
+  const range = r.ratioRange ? ` (rounds ${r.ratioRange[0].toFixed(2)}–${r.ratioRange[1].toFixed(2)})` : '';
+  return `${r.ratio.toFixed(2)}x${range}`;
+}
+
 export function markdown(rep: BenchReport): string {
   const head = [
     `Command: \`${rep.command}\`  `,
@@ -121,7 +147,7 @@ export function markdown(rep: BenchReport): string {
   const rows = rep.results.map((r) =>
     r.skipped
       ? `| ${r.family} | ${r.name} | skipped: ${r.skipped} | | | | |`
-      : `| ${r.family} | ${r.name} | ${fmt(r.ms)} | ${fmt(r.gflops)} | ${fmt(r.gbps)} | ${fmt(r.torchMs)} | ${r.ratio === undefined ? '-' : r.ratio.toFixed(2) + 'x'} |`,
+      : `| ${r.family} | ${r.name} | ${fmt(r.ms)} | ${fmt(r.gflops)} | ${fmt(r.gbps)} | ${fmt(r.torchMs)} | ${ratioCell(r)} |`,
   );
   return [...head, ...rows].join('\n');
 }

@@ -1,5 +1,6 @@
 import type { Gpu } from '../runtime/gpu.js';
-import type { BenchCase } from './types.js';
+import type { BenchCase, PreparedBench } from './types.js';
+import type { TorchTimer } from './torch-session.js';
 import { isSoftwareAdapter } from '../runtime/features.js';
 
 export interface BenchResult {
@@ -14,8 +15,16 @@ export interface BenchResult {
   /** PyTorch on the same machine, same run. */
   torchMs?: number;
   torchDevice?: string;
-  /** Our throughput / torch throughput (= torchMs / ms). */
+  /**
+   * Our throughput / torch throughput. Unpaired: torchMs / ms. Paired: the median over rounds of each round's
+   * torch median / our median, which host drift between rounds does not move.
+   */
   ratio?: number;
+  /** Paired timing: how many alternating rounds, and the lowest and highest round's ratio. */
+  rounds?: number;
+  ratioRange?: [number, number];
+  /** Why torch could not time this case (paired timing). */
+  torchError?: string;
   skipped?: string;
 }
 
@@ -24,8 +33,12 @@ export interface BenchOptions {
   filter?: string[];
   /** Include 'gpu'-sized cases even on lavapipe. */
   all?: boolean;
-  /** Timed iterations per case (after one warm-up). */
+  /** Timed iterations per case (after one warm-up); with `torch`, per side per round. */
   iterations?: number;
+  /** Time torch in the same process rounds, alternating with our kernels (paired timing). */
+  torch?: TorchTimer;
+  /** Paired rounds per case (default 5). */
+  rounds?: number;
   /** Called after each case, for progress output. */
   onResult?: (r: BenchResult, index: number, total: number) => void;
 }
@@ -56,11 +69,37 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)];
 }
 
-/** Times each case on our kernels. Torch timings are merged in by the caller (see tools/bench). */
+/** One timed iteration of ours: summed GPU timestamps of its dispatches where the adapter has them, else wall clock. */
+async function timeOurs(gpu: Gpu, prepared: PreparedBench): Promise<number> {
+  if (gpu.features.timestampQuery) {
+    gpu.profiling = true;
+    try {
+      prepared.run();
+      const t = await gpu.takeTimings();
+      return t.reduce((s, x) => s + x.ms, 0);
+    } finally {
+      gpu.profiling = false;
+    }
+  }
+  const s = performance.now();
+  prepared.run();
+  await gpu.sync();
+  return performance.now() - s;
+}
+
+/** Iterations that take about `budgetMs`, from one timed run, within [lo, hi]. */
+function itersFor(onceMs: number, budgetMs: number, lo: number, hi: number): number {
+  return Math.max(lo, Math.min(hi, Math.ceil(budgetMs / Math.max(onceMs, 1e-3))));
+}
+
+/**
+ * Times each case on our kernels. With `opts.torch`, every case with a torch snippet is timed in alternating
+ * rounds against torch (paired: see BenchResult.ratio); otherwise torch timings are merged in by the caller.
+ */
 export async function runBenchmarks(gpu: Gpu, cases: BenchCase[], opts: BenchOptions = {}): Promise<BenchResult[]> {
   const selected = selectCases(gpu, cases, opts);
   const results: BenchResult[] = [];
-  const useTimestamps = gpu.features.timestampQuery;
+  const timer = gpu.features.timestampQuery ? 'gpu-timestamps' : 'wall';
   for (const [i, c] of selected.entries()) {
     const missing = missingFeature(gpu, c);
     if (missing) {
@@ -73,31 +112,22 @@ export async function runBenchmarks(gpu: Gpu, cases: BenchCase[], opts: BenchOpt
     try {
       prepared.run(); // warm-up: compiles pipelines, fills caches
       await gpu.sync();
-      // Enough iterations to pass ~1 s (at least 3), estimated from one timed run.
       const t0 = performance.now();
       prepared.run();
       await gpu.sync();
       const once = performance.now() - t0;
-      const iters = opts.iterations ?? Math.max(3, Math.min(50, Math.ceil(1000 / Math.max(once, 1e-3))));
-      const samples: number[] = [];
-      for (let k = 0; k < iters; k++) {
-        if (useTimestamps) {
-          gpu.profiling = true;
-          prepared.run();
-          const t = await gpu.takeTimings();
-          gpu.profiling = false;
-          samples.push(t.reduce((s, x) => s + x.ms, 0));
-        } else {
-          const s = performance.now();
-          prepared.run();
-          await gpu.sync();
-          samples.push(performance.now() - s);
-        }
+      const r: BenchResult = { family: c.family, name: c.name, ms: NaN, timer };
+      if (opts.torch && c.torch) {
+        await timePaired(gpu, c, prepared, once, opts.torch, opts, r);
+      } else {
+        // Enough iterations to pass ~1 s (at least 3), estimated from one timed run.
+        const iters = opts.iterations ?? itersFor(once, 1000, 3, 50);
+        const samples: number[] = [];
+        for (let k = 0; k < iters; k++) samples.push(await timeOurs(gpu, prepared));
+        r.ms = median(samples);
       }
-      const ms = median(samples);
-      const r: BenchResult = { family: c.family, name: c.name, ms, timer: useTimestamps ? 'gpu-timestamps' : 'wall' };
-      if (c.flops) r.gflops = c.flops / (ms * 1e6);
-      if (c.bytes) r.gbps = c.bytes / (ms * 1e6);
+      if (c.flops) r.gflops = c.flops / (r.ms * 1e6);
+      if (c.bytes) r.gbps = c.bytes / (r.ms * 1e6);
       results.push(r);
       opts.onResult?.(r, i, selected.length);
     } finally {
@@ -106,4 +136,76 @@ export async function runBenchmarks(gpu: Gpu, cases: BenchCase[], opts: BenchOpt
     }
   }
   return results;
+}
+
+/**
+ * Rounds of: our iterations, then torch's (the order flips every round), each side about 0.2 s a round. The
+ * ratio is the median of the rounds' ratios; ms and torchMs the medians of all samples of each side.
+ */
+/** An error from the torch side, which costs a case its ratio; ours propagate. */
+class TorchFailure extends Error {}
+
+async function viaTorch<T>(p: Promise<T>): Promise<T> {
+  try {
+    return await p;
+  } catch (e) {
+    throw new TorchFailure((e as Error).message);
+  }
+}
+
+async function timePaired(
+  gpu: Gpu,
+  c: BenchCase,
+  prepared: PreparedBench,
+  onceMs: number,
+  torch: TorchTimer,
+  opts: BenchOptions,
+  r: BenchResult,
+): Promise<void> {
+  const rounds = opts.rounds ?? 5;
+  const ours: number[] = [];
+  try {
+    await viaTorch(torch.setup(c));
+    const torchOnce = (await viaTorch(torch.time(c.name, 1)))[0];
+    const ourIters = opts.iterations ?? itersFor(onceMs, 200, 1, 20);
+    const torchIters = opts.iterations ?? itersFor(torchOnce, 200, 1, 20);
+    const theirs: number[] = [];
+    const ratios: number[] = [];
+    for (let round = 0; round < rounds; round++) {
+      const mine: number[] = [];
+      let other: number[] = [];
+      const runOurs = async () => {
+        for (let k = 0; k < ourIters; k++) mine.push(await timeOurs(gpu, prepared));
+      };
+      const runTorch = async () => {
+        other = await viaTorch(torch.time(c.name, torchIters));
+      };
+      if (round % 2 === 0) {
+        await runOurs();
+        await runTorch();
+      } else {
+        await runTorch();
+        await runOurs();
+      }
+      ours.push(...mine);
+      theirs.push(...other);
+      ratios.push(median(other) / median(mine));
+    }
+    r.torchMs = median(theirs);
+    r.torchDevice = torch.device;
+    r.ratio = median(ratios);
+    r.rounds = rounds;
+    r.ratioRange = [Math.min(...ratios), Math.max(...ratios)];
+  } catch (e) {
+    // Torch failing on a case (a bad snippet, out of memory) costs that case its ratio, not the run.
+    if (!(e instanceof TorchFailure)) throw e;
+    r.torchError = e.message;
+  } finally {
+    await torch.drop(c.name).catch(() => undefined);
+  }
+  if (ours.length === 0) {
+    const iters = opts.iterations ?? itersFor(onceMs, 1000, 3, 50);
+    for (let k = 0; k < iters; k++) ours.push(await timeOurs(gpu, prepared));
+  }
+  r.ms = median(ours);
 }

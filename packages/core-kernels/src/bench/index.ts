@@ -9,6 +9,7 @@ import { optimBenches } from './optim.js';
 export type { BenchCase, PreparedBench } from './types.js';
 export { runBenchmarks, selectCases, type BenchResult, type BenchOptions } from './harness.js';
 export { torchTimings, findTorchPython, type TorchTimings } from './torch.js';
+export { TorchSession, type TorchTimer } from './torch-session.js';
 
 export const allBenches: BenchCase[] = [
   ...matmulBenches,

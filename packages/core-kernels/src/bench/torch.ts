@@ -20,8 +20,8 @@ export function findTorchPython(): string | undefined {
   return undefined;
 }
 
-function scriptPath(): string {
-  // From dist/index.js, src/bench/torch.ts, or beside a bundled mlagent.mjs (tools/device).
+/** Where torch_bench.py is: beside the sources, the build, or a bundled mlagent.mjs (tools/device). */
+export function torchScriptPath(): string {
   const here = dirname(fileURLToPath(import.meta.url));
   for (const rel of ['../bench/torch_bench.py', '../../bench/torch_bench.py', './torch_bench.py']) {
     const p = join(here, rel);
@@ -35,7 +35,7 @@ export function torchTimings(cases: BenchCase[], python = findTorchPython()): To
   if (!python) return undefined;
   const input = cases.filter((c) => c.torch).map((c) => ({ name: c.name, setup: c.torch!.setup, run: c.torch!.run }));
   if (input.length === 0) return { device: 'none', ms: new Map(), errors: new Map() };
-  const r = spawnSync(python, [scriptPath()], {
+  const r = spawnSync(python, [torchScriptPath()], {
     input: JSON.stringify(input),
     encoding: 'utf8',
     maxBuffer: 64 << 20,

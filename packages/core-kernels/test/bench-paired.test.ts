@@ -1,0 +1,133 @@
+import { describe, expect, it } from 'vitest';
+import { add, findTorchPython, runBenchmarks, TorchSession, type BenchCase, type TorchTimer } from '../src/index.js';
+import { testGpu } from './helpers.js';
+
+/** A real (tiny) kernel case whose runs are logged, so the order of ours and torch's rounds can be checked. */
+function loggedCase(log: string[], torch = true): BenchCase {
+  return {
+    family: 'test',
+    name: 'logged add',
+    size: 'cpu',
+    flops: 64,
+    torch: torch ? { setup: 'a=torch.ones(64); b=torch.ones(64)', run: 'a+b' } : undefined,
+    prepare(gpu) {
+      const a = gpu.tensor([64], 'f32');
+      const b = gpu.tensor([64], 'f32');
+      const c = gpu.tensor([64], 'f32');
+      return {
+        run: () => {
+          log.push('ours');
+          add(gpu, a, b, c);
+        },
+        dispose: () => [a, b, c].forEach((t) => t.dispose()),
+      };
+    },
+  };
+}
+
+/** Torch stand-in: round r's runs take `msPerRound[r]` each (after one estimating call). */
+function fakeTorch(log: string[], msPerRound: number[], failSetup = false): TorchTimer & { dropped: string[] } {
+  let calls = 0;
+  const dropped: string[] = [];
+  return {
+    device: 'fake torch',
+    dropped,
+    setup: async () => {
+      if (failSetup) throw new Error('NameError: torch snippet broke');
+    },
+    time: async (_name, iters) => {
+      const ms = calls === 0 ? 1 : msPerRound[calls - 1];
+      calls++;
+      log.push('torch');
+      return Array.from({ length: iters }, () => ms);
+    },
+    drop: async (name) => void dropped.push(name),
+    close: () => undefined,
+  };
+}
+
+describe('paired kernel benchmark', () => {
+  it('alternates our iterations and torch in rounds, flips the order each round, and reports the median round ratio', async () => {
+    const gpu = await testGpu();
+    const log: string[] = [];
+    const torch = fakeTorch(log, [1, 10, 100, 1000, 10000]);
+    const [r] = await runBenchmarks(gpu, [loggedCase(log)], { torch, rounds: 5, iterations: 2 });
+    // Warm-up and estimate, torch's estimate, then rounds: ours first in even rounds, torch first in odd ones.
+    const rounds = log.slice(3).join(' ');
+    expect(log.slice(0, 3)).toEqual(['ours', 'ours', 'torch']);
+    expect(rounds).toBe(
+      ['ours ours torch', 'torch ours ours', 'ours ours torch', 'torch ours ours', 'ours ours torch'].join(' '),
+    );
+    expect(r.rounds).toBe(5);
+    expect(r.torchDevice).toBe('fake torch');
+    expect(r.torchMs).toBe(100);
+    expect(r.ms).toBeGreaterThan(0);
+    expect(r.torchError).toBeUndefined();
+    expect(torch.dropped).toEqual(['logged add']);
+    // Each round's ratio is torch's ms over ours; the report keeps their median and range.
+    const [lo, hi] = r.ratioRange!;
+    expect(lo).toBeLessThanOrEqual(r.ratio!);
+    expect(hi).toBeGreaterThanOrEqual(r.ratio!);
+    expect(hi / lo).toBeGreaterThan(100); // torch's rounds went from 1 to 10,000 ms; ours did not move that much
+  });
+
+  it('keeps timing ours when torch fails on a case, and names the failure', async () => {
+    const gpu = await testGpu();
+    const log: string[] = [];
+    const torch = fakeTorch(log, [1], true);
+    const [r] = await runBenchmarks(gpu, [loggedCase(log)], { torch, iterations: 3 });
+    expect(r.torchError).toMatch(/NameError: torch snippet broke/);
+    expect(r.ratio).toBeUndefined();
+    expect(r.ms).toBeGreaterThan(0);
+    expect(log.filter((x) => x === 'ours')).toHaveLength(2 + 3);
+  });
+
+  it('does not blame torch for an error of ours', async () => {
+    const gpu = await testGpu();
+    const bad: BenchCase = {
+      ...loggedCase([]),
+      prepare: () => {
+        let n = 0;
+        return {
+          run: () => {
+            if (++n > 2) throw new Error('our kernel broke');
+          },
+          dispose: () => undefined,
+        };
+      },
+    };
+    await expect(runBenchmarks(gpu, [bad], { torch: fakeTorch([], [1, 1, 1]), rounds: 3, iterations: 1 })).rejects.toThrow(/our kernel broke/);
+  });
+
+  it('times cases without a torch snippet alone', async () => {
+    const gpu = await testGpu();
+    const log: string[] = [];
+    const [r] = await runBenchmarks(gpu, [loggedCase(log, false)], { torch: fakeTorch(log, [1]), iterations: 2 });
+    expect(log).not.toContain('torch');
+    expect(r.ratio).toBeUndefined();
+    expect(r.torchError).toBeUndefined();
+  });
+});
+
+describe('TorchSession (torch_bench.py --serve)', () => {
+  it('sets up, times and drops cases in one Python process, and survives a failing snippet', async () => {
+    const python = findTorchPython();
+    expect(python, 'a python3 with torch (scripts/setup.sh installs python3-torch)').toBeDefined();
+    const session = (await TorchSession.start(python))!;
+    try {
+      expect(session.device).toMatch(/^torch \S+ on /);
+      const c = loggedCase([]);
+      await session.setup(c);
+      const ms = await session.time(c.name, 3);
+      expect(ms).toHaveLength(3);
+      for (const x of ms) expect(x).toBeGreaterThan(0);
+      await expect(session.setup({ ...c, name: 'broken', torch: { setup: 'x = 1 / 0', run: 'x' } })).rejects.toThrow(/ZeroDivisionError/);
+      await expect(session.time('never set up', 1)).rejects.toThrow(/no case named 'never set up'/);
+      await session.drop(c.name);
+      await expect(session.time(c.name, 1)).rejects.toThrow(/no case named/);
+    } finally {
+      session.close();
+    }
+    await expect(session.time('x', 1)).rejects.toThrow(/torch benchmark session is closed/);
+  }, 120_000);
+});
