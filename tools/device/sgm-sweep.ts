@@ -19,7 +19,8 @@ const started = performance.now();
 const log = (s: string) => console.log(`[${((performance.now() - started) / 1000).toFixed(1)}s] ${s}`);
 
 const MM_TILES: SgmTile[] = [...SGM_TILES, { wm: 2, wn: 2, fm: 4, fn: 4, bk: 16 }, { wm: 4, wn: 2, fm: 2, fn: 4, bk: 32 }, { wm: 2, wn: 2, fm: 2, fn: 4, bk: 64 }];
-const ATT_TILES: SgmAttentionTile[] = [SGM_ATTENTION_TILE, { nsub: 2, bk: 32 }, { nsub: 2, bk: 64 }];
+// The default keeps O in registers; '.frag' keeps it in fragments (wrong on the H200 in session 3), to tell them apart.
+const ATT_TILES: SgmAttentionTile[] = [SGM_ATTENTION_TILE, { ...SGM_ATTENTION_TILE, accum: 'fragments' }, { nsub: 2, bk: 32 }, { nsub: 2, bk: 64 }];
 
 function lcg(n: number, seed: number, scale = 1): Float32Array {
   const a = new Float32Array(n);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { roundToF16 } from '../src/index.js';
 import { attention } from '../src/kernels/attention.js';
-import { sgmAttentionBytes, sgmAttentionUnfit } from '../src/kernels/attention-sgm.js';
+import { sgmAttentionBytes, sgmAttentionKey, sgmAttentionUnfit, sgmAttentionWgsl } from '../src/kernels/attention-sgm.js';
 import { attentionRef, type AttentionDims } from '../src/reference/attention.js';
 import { Rng, expectClose, testGpu } from './helpers.js';
 
@@ -13,8 +13,9 @@ interface Case extends AttentionDims {
 }
 
 // Emulated 4x4x4 fragments with 8-lane subgroups (lavapipe): 2 subgroups = 8 query rows, 8-key tiles, so these
-// small problems still span several query blocks and key tiles. One pipeline (D = 8) for all cases.
+// small problems still span several query blocks and key tiles. One pipeline (D = 8) per way of keeping O.
 const TILE = { nsub: 2, bk: 8 };
+const TILES = [TILE, { ...TILE, accum: 'fragments' as const }];
 const CASES: Case[] = [
   { B: 2, T: 21, S: 21, Hq: 6, Hkv: 2, D: 8, lengths: [21, 13] },
   { B: 1, T: 11, S: 30, Hq: 2, Hkv: 1, D: 8, causal: false },
@@ -22,9 +23,9 @@ const CASES: Case[] = [
 ];
 
 describe('subgroup-matrix attention forward (emulated matrix operations)', () => {
-  it('matches the float64 reference: GQA, causal and not, padding, rescaled rows', async () => {
+  it('matches the float64 reference: GQA, causal and not, padding, rescaled rows; O in registers or in fragments', async () => {
     const gpu = await testGpu();
-    for (const c of CASES) {
+    for (const tile of TILES) for (const c of CASES) {
       const rng = new Rng(500 + c.T);
       const r = (n: number, s = 1) => roundToF16(rng.randn(n).map((x) => x * s));
       const x = { q: r(c.B * c.T * c.Hq * c.D, c.qScale ?? 1), k: r(c.B * c.S * c.Hkv * c.D), v: r(c.B * c.S * c.Hkv * c.D) };
@@ -32,15 +33,28 @@ describe('subgroup-matrix attention forward (emulated matrix operations)', () =>
       const k = gpu.tensor([c.B, c.S, c.Hkv, c.D], 'f16', x.k);
       const v = gpu.tensor([c.B, c.S, c.Hkv, c.D], 'f16', x.v);
       const lengths = c.lengths ? gpu.tensor([c.B], 'i32', c.lengths) : undefined;
-      const { o, lse } = attention(gpu, q, k, v, { causal: c.causal, lengths, path: 'subgroup-matrix', sgmTile: TILE, sgmEmulate: true });
+      const { o, lse } = attention(gpu, q, k, v, { causal: c.causal, lengths, path: 'subgroup-matrix', sgmTile: tile, sgmEmulate: true });
       const ref = attentionRef(x.q, x.k, x.v, c, { causal: c.causal, lengths: c.lengths });
-      const what = JSON.stringify(c);
+      const what = `${sgmAttentionKey(tile)} ${JSON.stringify(c)}`;
       // P is rounded to f16 before P·V, as on the tensor cores.
       expectClose(await o.read(), ref.o, { atol: 4e-3, rtol: 1e-2 }, `o ${what}`);
       expectClose(await lse.read(), ref.lse, { atol: 1e-4, rtol: 1e-4 }, `lse ${what}`);
       [q, k, v, lengths, o, lse].forEach((t) => t?.dispose());
     }
   }, 180_000);
+
+  it('keeps O in registers by default, loading no result-type matrix (the operation the H200 run got wrong)', () => {
+    const cfg = { componentType: 'f16', resultComponentType: 'f32', M: 16, N: 16, K: 16 };
+    const params = 'struct P { t: u32 }\n@group(0) @binding(0) var<uniform> p: P;';
+    const regs = sgmAttentionWgsl(params, { nsub: 4, bk: 32 }, cfg, 128, 32);
+    const frag = sgmAttentionWgsl(params, { nsub: 4, bk: 32, accum: 'fragments' }, cfg, 128, 32);
+    expect(regs).not.toMatch(/subgroupMatrixLoad<subgroup_matrix_result/);
+    expect(frag).toMatch(/subgroupMatrixLoad<subgroup_matrix_result/);
+    // What the registers variant uses instead: left/right loads, multiply-accumulate and result stores only.
+    expect(new Set(regs.match(/subgroupMatrix\w+/g))).toEqual(new Set(['subgroupMatrixLoad', 'subgroupMatrixMultiplyAccumulate', 'subgroupMatrixStore']));
+    expect(sgmAttentionKey({ nsub: 4, bk: 32 })).toBe('s4.k32');
+    expect(sgmAttentionKey({ nsub: 4, bk: 32, accum: 'fragments' })).toBe('s4.k32.frag');
+  });
 
   it('refuses shapes it cannot run when forced, and checks its tiles', async () => {
     const gpu = await testGpu();

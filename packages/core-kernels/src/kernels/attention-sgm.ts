@@ -7,9 +7,15 @@
  *   S = Q·Kᵀ with Q fragments held in registers and K read as column-major right fragments;
  *   the subgroup writes S to a scratch; each row is softmaxed by sg/cfg.M lanes (subgroup shuffles);
  *   P (f16) = exp2(S·scale·log2e − m) goes to workgroup memory and O += P·V on the tensor cores.
- * Rescaling O (fragments are opaque) means a round trip through the scratch, so the running max m only moves
- * when some row's tile max exceeds it by more than TAU (log2 units): P then stays below 2^TAU, safe in f16, and
- * the round trip happens on few tiles (the first, and where scores jump). The decision is workgroup-uniform.
+ * Two ways to keep O (tile.accum):
+ * - 'registers' (default): each tile's P·V goes into fresh result fragments that are stored to the scratch, and
+ *   each lane adds its row's columns into O held in registers, rescaled there by the exact online-softmax factor.
+ *   Every matrix operation it uses (left/right loads from workgroup memory, multiply-accumulate, result stores)
+ *   is one the matmul kernel uses, which is correct on the H200.
+ * - 'fragments': O stays in result fragments across tiles. Rescaling them (they are opaque) is a round trip
+ *   through the scratch that loads a result-type matrix back, so the running max only moves when some row's tile
+ *   max exceeds it by more than TAU (log2 units; P then stays below 2^TAU, safe in f16). It passes emulated here
+ *   but gave wrong results on the H200 (docs/BENCHMARKS.md); kept to tell the two apart on hardware.
  */
 import type { SubgroupMatrixConfig } from '../runtime/features.js';
 import { DIRECTIVE, EMULATED, NATIVE, emulation } from './matmul-sgm.js';
@@ -19,6 +25,8 @@ export interface SgmAttentionTile {
   nsub: number;
   /** Keys per tile (multiple of cfg.N and cfg.K; 2·bk ≥ query rows, since Q is staged in the K/V buffer). */
   bk: number;
+  /** Where O accumulates across key tiles (see the file comment); default 'registers'. */
+  accum?: 'registers' | 'fragments';
 }
 
 const PAD = 8;
@@ -26,7 +34,7 @@ const PAD = 8;
 const TAU = 8;
 const NEG = '-1.0e30';
 
-export const sgmAttentionKey = (t: SgmAttentionTile): string => `s${t.nsub}.k${t.bk}`;
+export const sgmAttentionKey = (t: SgmAttentionTile): string => `s${t.nsub}.k${t.bk}${t.accum === 'fragments' ? '.frag' : ''}`;
 
 /** Why this tile / head dim cannot run on the config and subgroup size, or undefined. */
 export function sgmAttentionUnfit(t: SgmAttentionTile, cfg: SubgroupMatrixConfig, D: number, sg: number): string | undefined {
@@ -47,6 +55,7 @@ export function sgmAttentionBytes(t: SgmAttentionTile, cfg: SubgroupMatrixConfig
  * vec4<f16> arrays, lse (5), lens (6).
  */
 export function sgmAttentionWgsl(params: string, t: SgmAttentionTile, cfg: SubgroupMatrixConfig, D: number, sg: number, emulate = false): string {
+  const regs = t.accum !== 'fragments';
   const { M, N, K } = cfg;
   const BQ = t.nsub * M;
   const BK = t.bk;
@@ -94,7 +103,30 @@ export function sgmAttentionWgsl(params: string, t: SgmAttentionTile, cfg: Subgr
     }
     pv += '}\n';
   }
-  // Per O fragment: through the scratch (stride N), each lane touching its row's OPL columns.
+  // Registers: P·V into fresh fragments, BK/N of them at a time through the scratch (M x BK f32 per subgroup),
+  // each lane folding its row's OPL columns of each into O: oacc = oacc·alpha + this tile's part.
+  let pvRegs = '';
+  for (let f0 = 0; f0 < no; f0 += BK / N) {
+    const fs = range(Math.min(BK / N, no - f0)).map((j) => f0 + j);
+    pvRegs += `{\n${fs.map((f) => `var t${f} = ${em.zero(result)};`).join('\n')}\n`;
+    for (let kk = 0; kk < BK / K; kk++) {
+      pvRegs += `{ let pf = ${em.load(left, 'pb', `sbase + ${kk * K}u`, false, BK)};\n`;
+      for (const f of fs) pvRegs += `t${f} = ${em.mma('pf', em.load(right, 'kv', `${BK * RS + kk * K * RS + f * N}u`, false, RS), `t${f}`)};\n`;
+      pvRegs += '}\n';
+    }
+    pvRegs += fs.map((f, j) => `${em.store('sc', `sbase + ${j * N}u`, `t${f}`, BK)};`).join('\n');
+    pvRegs += '\nworkgroupBarrier();\n';
+    for (const [j, f] of fs.entries()) {
+      for (let c = 0; c < OPL; c++) {
+        pvRegs += `oacc[${f * OPL + c}] = oacc[${f * OPL + c}] * alpha + sc[sbase + rr * ${BK}u + ${j * N}u + part * ${OPL}u + ${c}u];\n`;
+      }
+    }
+    pvRegs += 'workgroupBarrier();\n}\n';
+  }
+  const storeRegs = range(no * OPL)
+    .map((x) => `o[obase + ${Math.floor(x / OPL) * N}u + part * ${OPL}u + ${x % OPL}u] = f16(oacc[${x}] * inv);`)
+    .join('\n    ');
+  // Fragments: per O fragment through the scratch (stride N), each lane touching its row's OPL columns.
   const viaScratch = (f: number, body: string, reload: boolean) => `
     ${em.store('sc', 'sbase', `of${f}`, N)};
     workgroupBarrier();
@@ -125,7 +157,7 @@ ${
           { kind: 'l', arr: 'kv', size: kvSize },
           { kind: 'r', arr: 'kv', size: kvSize },
           { kind: 'l', arr: 'pb', size: scSize },
-          { kind: 'c', arr: 'sc', size: scSize },
+          ...(regs ? [] : [{ kind: 'c' as const, arr: 'sc', size: scSize }]),
         ],
         [{ arr: 'sc', size: scSize }],
       )
@@ -161,16 +193,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 ${range(nd)
   .map((d) => `  let qf${d} = ${em.load(left, 'kv', `sgid * ${M * RS}u + ${d * K}u`, false, RS)};`)
   .join('\n')}
-${range(no)
-  .map((f) => `  var of${f} = ${em.zero(result)};`)
-  .join('\n')}
+${regs ? `  var oacc: array<f32, ${no * OPL}>;` : range(no).map((f) => `  var of${f} = ${em.zero(result)};`).join('\n')}
   var m_run = ${NEG};
   var l_part = 0.0;
 
   for (var kt = 0u; kt < ntiles; kt++) {
     let k0 = kt * ${BK}u;
     workgroupBarrier();
-    if (li == 0u) { wg_flag = 0u; }
+    ${regs ? '' : 'if (li == 0u) { wg_flag = 0u; }'}
     ${stageRows('k', BK, 0, 'k0 + r < len', '((b * p.s + k0 + r) * p.hkv + g) * p.d')}
     ${stageRows('v', BK, BK, 'k0 + r < len', '((b * p.s + k0 + r) * p.hkv + g) * p.d')}
     workgroupBarrier();
@@ -186,9 +216,13 @@ ${range(no)
       mt = max(mt, sv[c]);
     }
     ${rowReduce('mt', 'max')}
-    if (mt > m_run + ${TAU}.0) { wg_flag = 1u; }
+    ${
+      regs
+        ? 'let m_new = max(m_run, mt);'
+        : `if (mt > m_run + ${TAU}.0) { wg_flag = 1u; }
     let resc = workgroupUniformLoad(&wg_flag) != 0u;
-    let m_new = select(m_run, max(m_run, mt), resc);
+    let m_new = select(m_run, max(m_run, mt), resc);`
+    }
     let alpha = exp2(m_run - m_new);
     m_run = m_new;
     var sum = 0.0;
@@ -198,22 +232,32 @@ ${range(no)
       sum += e;
     }
     l_part = l_part * alpha + sum;
-    if (resc && kt > 0u) {
+    ${
+      regs
+        ? ''
+        : `if (resc && kt > 0u) {
 ${range(no)
   .map((f) => viaScratch(f, `sc[sbase + rr * ${N}u + c] *= alpha;`, true))
   .join('\n')}
+    }`
     }
     workgroupBarrier();
-    ${pv}
+    ${regs ? pvRegs : pv}
   }
   var l = l_part;
   ${rowReduce('l', '+')}
   let ok = i < p.t && i32(i) + p.off < i32(len) && l > 0.0;
   let inv = select(0.0, 1.0 / l, ok);
   let obase = ((b * p.t + i) * p.hq + h) * p.d;
-${range(no)
-  .map((f) => viaScratch(f, `if (i < p.t) { o[obase + ${f * N}u + c] = f16(sc[sbase + rr * ${N}u + c] * inv); }`, false))
-  .join('\n')}
+${
+  regs
+    ? `  if (i < p.t) {
+    ${storeRegs}
+  }`
+    : range(no)
+        .map((f) => viaScratch(f, `if (i < p.t) { o[obase + ${f * N}u + c] = f16(sc[sbase + rr * ${N}u + c] * inv); }`, false))
+        .join('\n')
+}
   if (part == 0u && i < p.t) {
     lse[(b * p.hq + h) * p.t + i] = select(0.0, (m_run + log2(l)) * ${Math.LN2}, ok);
   }

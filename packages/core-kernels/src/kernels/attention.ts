@@ -50,8 +50,10 @@ export interface AttentionOptions {
   tile?: AttentionTile;
   /**
    * Forward kernel: 'scalar' (the default, also for 'auto') or 'subgroup-matrix' (tensor cores; f16, head dim a
-   * multiple of 16). EXPERIMENTAL: the subgroup-matrix forward passes its emulated tests here but gave wrong
-   * results on an H200 (2026-11-28, docs/BENCHMARKS.md), so it runs only when asked for.
+   * multiple of 16). EXPERIMENTAL: its first version, which kept O in result fragments (sgmTile.accum
+   * 'fragments'), gave wrong results on an H200 (2026-11-28, docs/BENCHMARKS.md); the default now keeps O in
+   * registers and uses only the matrix operations the (correct) matmul kernel uses, but has not yet run on a
+   * GPU, so it runs only when asked for.
    */
   path?: 'auto' | 'scalar' | 'subgroup-matrix';
   /** Workgroup shape of the subgroup-matrix forward (benchmarks, tuning). */
@@ -60,7 +62,7 @@ export interface AttentionOptions {
   sgmEmulate?: boolean;
 }
 
-/** Default workgroup of the subgroup-matrix forward: 4 subgroups (64 query rows), 32-key tiles (fastest of 3). */
+/** Default workgroup of the subgroup-matrix forward: 4 subgroups (64 query rows), 32-key tiles (fastest of 3 in session 3), O in registers. */
 export const SGM_ATTENTION_TILE: SgmAttentionTile = { nsub: 4, bk: 32 };
 /** The emulated kernel's fragment shape (every invocation does whole products; small keeps tests quick). */
 const EMULATED_CONFIG: SubgroupMatrixConfig = { componentType: 'f16', resultComponentType: 'f32', M: 4, N: 4, K: 4 };
