@@ -18,7 +18,9 @@ const out = process.argv[2] ?? '/tmp/out';
 const started = performance.now();
 const log = (s: string) => console.log(`[${((performance.now() - started) / 1000).toFixed(1)}s] ${s}`);
 
-const MM_TILES: SgmTile[] = [...SGM_TILES, { wm: 2, wn: 2, fm: 4, fn: 4, bk: 16 }, { wm: 4, wn: 2, fm: 2, fn: 4, bk: 32 }, { wm: 2, wn: 2, fm: 2, fn: 4, bk: 64 }];
+// Session 6 (not yet run on a GPU): the default tile double-buffered, rasterized in groups of 8 block rows, both.
+const NEW_TILES: SgmTile[] = [{ ...SGM_TILES[0], stages: 2 }, { ...SGM_TILES[0], group: 8 }, { ...SGM_TILES[0], stages: 2, group: 8 }];
+const MM_TILES: SgmTile[] = [...SGM_TILES, ...NEW_TILES, { wm: 2, wn: 2, fm: 4, fn: 4, bk: 16 }, { wm: 4, wn: 2, fm: 2, fn: 4, bk: 32 }, { wm: 2, wn: 2, fm: 2, fn: 4, bk: 64 }];
 // The default keeps O in registers; '.frag' keeps it in fragments (wrong on the H200 in session 3), to tell them apart.
 const ATT_TILES: SgmAttentionTile[] = [SGM_ATTENTION_TILE, { ...SGM_ATTENTION_TILE, accum: 'fragments' }, { nsub: 2, bk: 32 }, { nsub: 2, bk: 64 }];
 
@@ -179,7 +181,7 @@ async function main() {
   }
   // ---- matmul correctness on awkward shapes, every tile and layout, vs the f64 reference.
   const [M, N, K] = [77, 45, 83];
-  for (const tile of SGM_TILES) {
+  for (const tile of [...SGM_TILES, ...NEW_TILES]) {
     for (const [tA, tB, aType] of [[false, false, 'f16'], [true, false, 'f16'], [false, true, 'f16'], [true, true, 'f16'], [false, true, 'f32']] as const) {
       const row: Row = { kind: 'mm-check', shape: `${M}x${N}x${K}${tA ? ' tA' : ''}${tB ? ' tB' : ''} ${aType}xf16`, config: sgmTileKey(tile) };
       await guarded(gpu, row, async () => {

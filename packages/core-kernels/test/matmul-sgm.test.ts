@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { roundToF16, type Gpu } from '../src/index.js';
 import { matmul, pickSgmTile, SGM_TILES } from '../src/kernels/matmul.js';
-import { sgmBlock, sgmSharedBytes, sgmTileUnfit, type SgmTile } from '../src/kernels/matmul-sgm.js';
+import { sgmBlock, sgmSharedBytes, sgmTileKey, sgmTileUnfit, type SgmTile } from '../src/kernels/matmul-sgm.js';
 import { matmulRef, type MatmulRefProblem } from '../src/reference/matmul.js';
 import { Rng, expectClose, testGpu } from './helpers.js';
 
@@ -65,6 +65,16 @@ describe('subgroup-matrix matmul (emulated matrix operations)', () => {
     await runEmulated(gpu, rng, { M: 10, N: 19, K: 17, tB: true, aType: 'f32', tile: T1, padB: 3 });
   }, 240_000);
 
+  it('double-buffers the stages and rasterizes workgroups in groups of block rows, in every layout', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(13);
+    // 5 block rows in groups of 3 (one partial group), 3 block columns, K over 6 steps with a tail, 2 batches.
+    await runEmulated(gpu, rng, { M: 37, N: 19, K: 23, tile: { ...T1, stages: 2, group: 3 }, batch: 2 });
+    await runEmulated(gpu, rng, { M: 20, N: 9, K: 13, tA: true, tB: true, tile: { ...T2, stages: 2, group: 2 }, padA: 1 });
+    // The split-A second stage buffer sits at the same offsets as A's.
+    await runEmulated(gpu, rng, { M: 13, N: 18, K: 40, tB: true, aType: 'f32', tile: { ...T1, stages: 2 }, splitA: true });
+  }, 240_000);
+
   it('keeps f32 accuracy for f32 A split into two f16 parts', async () => {
     const gpu = await testGpu();
     // Rounding A to f16 would miss this tolerance by about 10x (K = 40, unit normal values).
@@ -81,6 +91,16 @@ describe('subgroup-matrix tiles', () => {
       }
     }
     expect(sgmTileUnfit({ wm: 1, wn: 1, fm: 1, fn: 1, bk: 24 }, CFG)).toMatch(/multiple of 16/);
+    const t = SGM_TILES[0];
+    expect(sgmTileUnfit({ ...t, stages: 3 as 2 }, CFG)).toMatch(/stages must be 1 or 2, got 3/);
+    expect(sgmTileUnfit({ ...t, group: -1 }, CFG)).toMatch(/group must be a non-negative integer/);
+    // Two stages double the A and B buffers, not the epilogue scratch.
+    const one = sgmSharedBytes(t, CFG, { transA: false, transB: false });
+    const two = sgmSharedBytes({ ...t, stages: 2 }, CFG, { transA: false, transB: false });
+    const scratch = 4 * t.wm * t.wn * CFG.M * CFG.N;
+    expect(two - scratch).toBe(2 * (one - scratch));
+    expect(two).toBeLessThanOrEqual(48 * 1024);
+    expect(sgmTileKey({ ...t, stages: 2, group: 8 })).toBe(`${sgmTileKey(t)}.s2.g8`);
   });
 
   it('takes 128-thread tiles where the grid fills the GPU and 256-thread ones where it does not', () => {

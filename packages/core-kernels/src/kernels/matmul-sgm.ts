@@ -22,6 +22,17 @@ export interface SgmTile {
   fn: number;
   /** K per shared-memory stage (multiple of cfg.K). */
   bk: number;
+  /**
+   * Shared-memory stages: 1 (default) stores the next K step after the current one's products, two barriers a
+   * step; 2 double-buffers, storing the next step into the other buffer while the products read this one, one
+   * barrier a step, twice the workgroup memory.
+   */
+  stages?: 1 | 2;
+  /**
+   * Rows of workgroups per raster group (0 or undefined: row by row). Launching blocks `group` rows at a time,
+   * column by column, lets consecutive workgroups share A rows and B columns in L2.
+   */
+  group?: number;
 }
 
 /** What the generated WGSL depends on besides the tile. */
@@ -43,7 +54,8 @@ export interface SgmSpec {
 /** Padding of shared-memory rows, in f16 elements: keeps 16-byte alignment and staggers banks. */
 const PAD = 8;
 
-export const sgmTileKey = (t: SgmTile): string => `${t.wm}x${t.wn}.${t.fm}x${t.fn}.k${t.bk}`;
+export const sgmTileKey = (t: SgmTile): string =>
+  `${t.wm}x${t.wn}.${t.fm}x${t.fn}.k${t.bk}${(t.stages ?? 1) > 1 ? `.s${t.stages}` : ''}${t.group ? `.g${t.group}` : ''}`;
 
 /** Rows and columns of C one workgroup computes. */
 export function sgmBlock(t: SgmTile, cfg: SubgroupMatrixConfig): { bm: number; bn: number } {
@@ -54,13 +66,15 @@ export function sgmBlock(t: SgmTile, cfg: SubgroupMatrixConfig): { bm: number; b
 export function sgmSharedBytes(t: SgmTile, cfg: SubgroupMatrixConfig, s: Pick<SgmSpec, 'transA' | 'transB'> & { split?: boolean }): number {
   const { bm, bn } = sgmBlock(t, cfg);
   const a = stage(s.transA, bm, t.bk).size * (s.split ? 2 : 1);
-  return 2 * (a + stage(!s.transB, bn, t.bk).size) + 4 * t.wm * t.wn * cfg.M * cfg.N;
+  return 2 * (t.stages ?? 1) * (a + stage(!s.transB, bn, t.bk).size) + 4 * t.wm * t.wn * cfg.M * cfg.N;
 }
 
 /** Why a tile cannot run with this config, or undefined. */
 export function sgmTileUnfit(t: SgmTile, cfg: SubgroupMatrixConfig): string | undefined {
   if (t.bk % cfg.K || t.bk < cfg.K) return `bk ${t.bk} must be a multiple of ${cfg.K}`;
   if ([t.wm, t.wn, t.fm, t.fn].some((v) => !Number.isInteger(v) || v < 1)) return 'tile counts must be positive integers';
+  if (t.stages !== undefined && t.stages !== 1 && t.stages !== 2) return `stages must be 1 or 2, got ${t.stages}`;
+  if (t.group !== undefined && (!Number.isInteger(t.group) || t.group < 0)) return `group must be a non-negative integer, got ${t.group}`;
   return undefined;
 }
 
@@ -125,11 +139,14 @@ export function sgmMatmulWgsl(header: string, s: SgmSpec, t: SgmTile, cfg: Subgr
     }
     return code;
   };
-  const put = (name: string, st: typeof sa, units: number, it: number) => {
+  const stages = t.stages ?? 1;
+  // Where stage buffer `buf` (a WGSL expression) starts in an operand's workgroup array.
+  const at = (st: typeof sa, buf: string) => (stages > 1 ? ` + ${buf} * ${st.size}u` : '');
+  const put = (name: string, st: typeof sa, units: number, it: number, buf = '0u') => {
     let code = '';
     for (let i = 0; i < it; i++) {
       const guard = (i + 1) * nt > units ? `if (u < ${units}u) ` : '';
-      code += `{ let u = li + ${i * nt}u; ${guard}{ let d = (u / ${st.cols / 4}u) * ${st.stride}u + (u % ${st.cols / 4}u) * 4u;
+      code += `{ let u = li + ${i * nt}u; ${guard}{ let d = (u / ${st.cols / 4}u) * ${st.stride}u + (u % ${st.cols / 4}u) * 4u${at(st, buf)};
       ${split && name === 'a' ? `let x = reg_a[${i}];
       // hi keeps the top 10 mantissa bits (exact in f16 over its normal range), by masking rather than a
       // round trip through f16, which compilers may fold away (lavapipe does); lo = x - hi is exact in f32.
@@ -143,9 +160,9 @@ export function sgmMatmulWgsl(header: string, s: SgmSpec, t: SgmTile, cfg: Subgr
   };
   // Fragment loads from the stages for K step kk.
   const leftOff = (i: number, kk: number) =>
-    s.transA ? `${kk * cfg.K * sa.stride}u + am + ${i * cfg.M}u` : `(am + ${i * cfg.M}u) * ${sa.stride}u + ${kk * cfg.K}u`;
+    (s.transA ? `${kk * cfg.K * sa.stride}u + am + ${i * cfg.M}u` : `(am + ${i * cfg.M}u) * ${sa.stride}u + ${kk * cfg.K}u`) + at(sa, 'cur');
   const rightOff = (j: number, kk: number) =>
-    s.transB ? `(bn + ${j * cfg.N}u) * ${sb.stride}u + ${kk * cfg.K}u` : `${kk * cfg.K * sb.stride}u + bn + ${j * cfg.N}u`;
+    (s.transB ? `(bn + ${j * cfg.N}u) * ${sb.stride}u + ${kk * cfg.K}u` : `${kk * cfg.K * sb.stride}u + bn + ${j * cfg.N}u`) + at(sb, 'cur');
   let mma = '';
   for (let kk = 0; kk < t.bk / cfg.K; kk++) {
     mma += '{\n';
@@ -185,22 +202,32 @@ export function sgmMatmulWgsl(header: string, s: SgmSpec, t: SgmTile, cfg: Subgr
   const enables = `${header.includes('enable f16;') ? '' : 'enable f16;\n'}${emulate ? '' : `enable subgroups;\nenable chromium_experimental_subgroup_matrix;\n${DIRECTIVE}`}`;
   return /* wgsl */ `${enables}
 ${header}
-${emulate ? emulation(cfg, [{ kind: 'l', arr: 'sh_a', size: sa.size }, ...(split ? [{ kind: 'l' as const, arr: 'sh_al', size: sa.size }] : []), { kind: 'r', arr: 'sh_b', size: sb.size }], [{ arr: 'scr', size: nsub * frag }]) : ''}
-var<workgroup> sh_a: array<f16, ${sa.size}>;
-var<workgroup> sh_b: array<f16, ${sb.size}>;
-${split ? `var<workgroup> sh_al: array<f16, ${sa.size}>;` : ''}
+${emulate ? emulation(cfg, [{ kind: 'l', arr: 'sh_a', size: sa.size * stages }, ...(split ? [{ kind: 'l' as const, arr: 'sh_al', size: sa.size * stages }] : []), { kind: 'r', arr: 'sh_b', size: sb.size * stages }], [{ arr: 'scr', size: nsub * frag }]) : ''}
+var<workgroup> sh_a: array<f16, ${sa.size * stages}>;
+var<workgroup> sh_b: array<f16, ${sb.size * stages}>;
+${split ? `var<workgroup> sh_al: array<f16, ${sa.size * stages}>;` : ''}
 var<workgroup> scr: array<f32, ${nsub * frag}>;
 ${loader('A', s.aVec, split ? 'f32' : 'f16')}
 ${loader('B', s.bVec, 'f16')}
 
 @compute @workgroup_size(${nt})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   // Subgroups are consecutive invocations (workgroup_size.x is a multiple of the subgroup size).
   let sgid = li / ${sg}u;
   let lane = li % ${sg}u;
   let z = wid.z;
-  let m0 = wid.y * ${bm}u;
-  let n0 = wid.x * ${bn}u;
+  ${
+    t.group
+      ? `// Raster groups of ${t.group} block rows, walked column by column.
+  let pid = wid.y * nwg.x + wid.x;
+  let width = ${t.group}u * nwg.x;
+  let first = (pid / width) * ${t.group}u;
+  let rows = min(nwg.y - first, ${t.group}u);
+  let m0 = (first + (pid % width) % rows) * ${bm}u;
+  let n0 = ((pid % width) / rows) * ${bn}u;`
+      : `let m0 = wid.y * ${bm}u;
+  let n0 = wid.x * ${bn}u;`
+  }
   let base_a = p.offA + z * p.sA;
   let base_b = p.offB + z * p.sB;
   // This subgroup's fragment origin inside the block.
@@ -212,7 +239,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var k0 = 0u;
   ${fetch('a', sa, unitsA, itA, aExt, aOrg, 'base_a', 'p.lda')}
   ${fetch('b', sb, unitsB, itB, bExt, bOrg, 'base_b', 'p.ldb')}
+  ${
+    stages > 1
+      ? `${put('a', sa, unitsA, itA)}
+  ${put('b', sb, unitsB, itB)}
+  workgroupBarrier();
+  var cur = 0u;
   for (; k0 < p.K; k0 += ${t.bk}u) {
+    let more = k0 + ${t.bk}u < p.K;
+    if (more) {
+      let kn = k0 + ${t.bk}u;
+      ${fetch('a', sa, unitsA, itA, aExt, aOrgN, 'base_a', 'p.lda')}
+      ${fetch('b', sb, unitsB, itB, bExt, bOrgN, 'base_b', 'p.ldb')}
+    }
+    ${mma}
+    // The other buffer was last read before the previous barrier.
+    if (more) {
+      ${put('a', sa, unitsA, itA, '(1u - cur)')}
+      ${put('b', sb, unitsB, itB, '(1u - cur)')}
+    }
+    workgroupBarrier();
+    cur = 1u - cur;
+  }`
+      : `for (; k0 < p.K; k0 += ${t.bk}u) {
     ${put('a', sa, unitsA, itA)}
     ${put('b', sb, unitsB, itB)}
     workgroupBarrier();
@@ -223,6 +272,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     ${mma}
     workgroupBarrier();
+  }`
   }
   ${epilogue}
 }`;
