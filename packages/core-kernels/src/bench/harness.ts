@@ -35,7 +35,7 @@ export interface BenchOptions {
   all?: boolean;
   /** Timed iterations per case (after one warm-up); with `torch`, per side per round. */
   iterations?: number;
-  /** Time torch in the same process rounds, alternating with our kernels (paired timing). */
+  /** Time torch in rounds that alternate with our kernels' (paired timing); see BenchResult.ratio. */
   torch?: TorchTimer;
   /** Paired rounds per case (default 5). */
   rounds?: number;
@@ -138,10 +138,6 @@ export async function runBenchmarks(gpu: Gpu, cases: BenchCase[], opts: BenchOpt
   return results;
 }
 
-/**
- * Rounds of: our iterations, then torch's (the order flips every round), each side about 0.2 s a round. The
- * ratio is the median of the rounds' ratios; ms and torchMs the medians of all samples of each side.
- */
 /** An error from the torch side, which costs a case its ratio; ours propagate. */
 class TorchFailure extends Error {}
 
@@ -153,6 +149,10 @@ async function viaTorch<T>(p: Promise<T>): Promise<T> {
   }
 }
 
+/**
+ * Rounds of: our iterations, then torch's (the order flips every round), each side about 0.2 s a round. The
+ * ratio is the median of the rounds' ratios; ms and torchMs the medians of all samples of each side.
+ */
 async function timePaired(
   gpu: Gpu,
   c: BenchCase,
