@@ -18,7 +18,8 @@ export const benchUsage = `mlagent bench kernels [--json] [--filter NAME[,NAME]]
   (wherever a python3 with torch is found; $MLAGENT_PYTHON overrides). ratio = our throughput / torch's.
   Paired by default: each case alternates our iterations and torch's for --rounds rounds (default 5) and the
   ratio is the median of the rounds' ratios, so a shared machine's drift moves it little; --unpaired times
-  every case of ours first, then torch's in one batch (the older way).
+  every case of ours first, then torch's in one batch (the older way). --iterations N fixes the timed
+  iterations per case (paired: per side per round) instead of about 1 s (paired: 0.2 s a side a round).
   On a software adapter (lavapipe) the CPU-sized cases run; on a GPU the 7B-sized ones. --all runs both.
 ${benchPolicyUsage}`;
 
