@@ -120,11 +120,7 @@ export async function runBenchmarks(gpu: Gpu, cases: BenchCase[], opts: BenchOpt
       if (opts.torch && c.torch) {
         await timePaired(gpu, c, prepared, once, opts.torch, opts, r);
       } else {
-        // Enough iterations to pass ~1 s (at least 3), estimated from one timed run.
-        const iters = opts.iterations ?? itersFor(once, 1000, 3, 50);
-        const samples: number[] = [];
-        for (let k = 0; k < iters; k++) samples.push(await timeOurs(gpu, prepared));
-        r.ms = median(samples);
+        r.ms = median(await timeAlone(gpu, prepared, once, opts));
       }
       if (c.flops) r.gflops = c.flops / (r.ms * 1e6);
       if (c.bytes) r.gbps = c.bytes / (r.ms * 1e6);
@@ -136,6 +132,14 @@ export async function runBenchmarks(gpu: Gpu, cases: BenchCase[], opts: BenchOpt
     }
   }
   return results;
+}
+
+/** Our samples alone: `opts.iterations`, else enough to pass ~1 s (at least 3), estimated from one timed run. */
+async function timeAlone(gpu: Gpu, prepared: PreparedBench, onceMs: number, opts: BenchOptions): Promise<number[]> {
+  const iters = opts.iterations ?? itersFor(onceMs, 1000, 3, 50);
+  const samples: number[] = [];
+  for (let k = 0; k < iters; k++) samples.push(await timeOurs(gpu, prepared));
+  return samples;
 }
 
 /** An error from the torch side, which costs a case its ratio; ours propagate. */
@@ -203,9 +207,6 @@ async function timePaired(
   } finally {
     await torch.drop(c.name).catch(() => undefined);
   }
-  if (ours.length === 0) {
-    const iters = opts.iterations ?? itersFor(onceMs, 1000, 3, 50);
-    for (let k = 0; k < iters; k++) ours.push(await timeOurs(gpu, prepared));
-  }
+  if (ours.length === 0) ours.push(...(await timeAlone(gpu, prepared, onceMs, opts)));
   r.ms = median(ours);
 }

@@ -79,7 +79,8 @@ function layout(K: number, N: number) {
 export function cpuMatmulUnfit(types: CpuMatmulTypes, p: Pick<CpuMatmulProblem, 'batch' | 'K' | 'N' | 'sB'>): string | undefined {
   if (![types.a, types.b, types.c, types.bias ?? 'f32'].every((t) => t === 'f32' || t === 'f16')) return 'takes f32 or f16 tensors only';
   if (p.batch > 1 && p.sB !== 0) return 'takes one B matrix (strideB 0) for a batch';
-  if (types.c === 'f16' && layout(p.K, p.N).chunks > WINDOWS) return `writes f16 C only for K <= ${WINDOWS * windowK(tileV(p.N))}`;
+  const L = layout(p.K, p.N);
+  if (types.c === 'f16' && L.chunks > WINDOWS) return `writes f16 C only for K <= ${WINDOWS * windowK(L.v)}`;
   return undefined;
 }
 

@@ -66,7 +66,6 @@ export function writeReport(runDir: string, out = join(runDir, 'report.html'), o
   return out;
 }
 
-/** Per metric, one series per task tag ('all' for untagged records), metrics in chart order. */
 /** Reward curves that also get a trailing mean (when there are at least 2 × SMOOTHING_WINDOW points). */
 const SMOOTHED = new Set(['reward', 'rewardEditStates', 'rewardOtherStates']);
 const SMOOTHING_WINDOW = 3;
@@ -80,6 +79,7 @@ export function trailingMean(points: readonly [number, number][], window: number
   });
 }
 
+/** Per metric, one series per task tag ('all' for untagged records), metrics in chart order. */
 export function metricSeries(records: MetricRecord[]): [string, Series[]][] {
   const byMetric = new Map<string, Map<string, [number, number][]>>();
   for (const r of records) {
