@@ -3,6 +3,7 @@ import { ShapeError, chooseVariants, roundToF16, type Gpu, type GpuFeatures, typ
 import { GEMV_MAX_M, isCpuAdapter, matmul, matmulBackward, selectMatmulPath, type MatmulOptions } from '../src/kernels/matmul.js';
 import { matmulBackwardRef, matmulRef, type MatmulRefProblem } from '../src/reference/matmul.js';
 import { CPU_GEMV_MAX_M } from '../src/kernels/gemv-cpu.js';
+import { cpuPackVariant, type CpuPackVariant } from '../src/kernels/matmul-cpu.js';
 import { Rng, checkDirectional, dot, expectClose, freshGpu, testGpu } from './helpers.js';
 
 const TOL = { atol: 1e-4, rtol: 1e-4 };
@@ -334,7 +335,13 @@ describe('matmul cpu-tiled path (forced)', () => {
       [70, 3, 530, { tB: true }],
       [33, 260, 600, {}],
       [9, 20, 2200, { tA: true }],
+      [10, 37, 44, { tB: true }],
+      [11, 28, 45, {}],
+      [12, 40, 600, { tB: true }],
     ];
+    // The pack kernel's three ways of reading B are all among them (f16 below as well).
+    const variants = new Set(cases.map(([, N, K, t]) => cpuPackVariant({ transB: !!t.tB, K, N, ldb: t.tB ? K : N, offB: 0 })));
+    expect(variants).toEqual(new Set<CpuPackVariant>(['rows', 'cols', 'scalar']));
     gpu.profiling = true;
     for (const [M, N, K, t] of cases) await runCase(gpu, rng, problem(M, N, K, t), { path: 'cpu-tiled' });
     await runCase(gpu, rng, problem(12, 36, 100, { tB: true }), { path: 'cpu-tiled', bType: 'f16' });

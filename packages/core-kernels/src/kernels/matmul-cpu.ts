@@ -100,7 +100,10 @@ export function launchCpuMatmul(
   const chunksPer = Math.min(L.chunks, WINDOWS);
   const scratch = gpu.tensor([chunksPer * WINDOW_VEC4 * 4], 'f32', undefined, op);
   const [aBind, bBind, cBind, biasBind] = bindings;
-  const packPipeline = gpu.pipeline(`matmul-cpu-pack:${types.b}${p.transB ? 'T' : 'N'}:v${L.v}`, () => packWgsl(types.b, p.transB, L.v));
+  const variant = cpuPackVariant(p);
+  const packPipeline = gpu.pipeline(`matmul-cpu-pack:${types.b}${p.transB ? 'T' : 'N'}:${variant}:v${L.v}`, () =>
+    packWgsl(types.b, p.transB, variant, L.v),
+  );
   const key = `${types.a}${p.transA ? 'T' : 'N'}:${types.c}:${types.bias ?? '-'}:${p.beta !== 0 ? 'beta' : ''}`;
   const pipeline = gpu.pipeline(`matmul-cpu-ubo:${key}:v${L.v}`, () => matmulWgsl(types, p.transA, p.beta !== 0, L.v));
   const windowBytes = WINDOW_VEC4 * 16;
@@ -111,14 +114,13 @@ export function launchCpuMatmul(
     const kLen = Math.min(nch * L.chunk, p.K - kStart);
     for (let pan = 0; pan < L.panels; pan += L.perWindow) {
       const count = Math.min(L.perWindow, L.panels - pan);
-      const packVec4 = nch * WINDOW_VEC4;
       gpu.dispatch({
         op: `${op}-pack`,
         shapes,
         pipeline: packPipeline,
-        params: new Params().u32(p.K).u32(p.N).u32(p.ldb).u32(p.offB).u32(L.chunk).u32(pan).u32(kStart).u32(packVec4).bytes(),
+        params: new Params().u32(p.K).u32(p.N).u32(p.ldb).u32(p.offB).u32(L.chunk).u32(pan).u32(kStart).u32(0).bytes(),
         bindings: [bBind, scratch],
-        workgroups: gpu.grid(Math.ceil(packVec4 / 64)),
+        workgroups: [L.chunk / PACK_ROWS, nch, count],
       });
       // Window w holds chunk w of this dispatch; slots past nch repeat the first (every binding must be bound).
       const windows: GPUBufferBinding[] = [];
@@ -141,7 +143,10 @@ export function launchCpuMatmul(
         .f32(p.alpha)
         .f32(p.beta)
         .u32(c0 === 0 ? 1 : 0)
-        .u32(L.chunk)
+        // k0 / chunk and k0 % chunk as a shift and a mask (llvmpipe divides lane by lane): several chunks are each
+        // a whole window (a power of two of rows), and with one chunk k0 < chunk.
+        .u32(L.chunks === 1 ? 31 : Math.log2(L.chunk))
+        .u32(L.chunks === 1 ? 0xffffffff : L.chunk - 1)
         .bytes();
       gpu.dispatch({
         op,
@@ -156,36 +161,82 @@ export function launchCpuMatmul(
   scratch.dispose();
 }
 
+/** Rows of K one pack workgroup writes (chunks are multiples of 8): llvmpipe pays a few microseconds a workgroup. */
+const PACK_ROWS = 8;
+
+/**
+ * How the pack kernel reads B: `rows` reads 4 columns of a row of a row-major B as one vec4, `cols` reads 4 rows
+ * of K of a transposed B ([N, K]) as one vec4 per column and writes a 4x4 block, `scalar` reads element by
+ * element (any layout). On llvmpipe every storage load is a loop over the 8 lanes with a bounds check, once per
+ * load: a vec4 load shares that loop among its 4 elements.
+ */
+export type CpuPackVariant = 'rows' | 'cols' | 'scalar';
+
+export function cpuPackVariant(p: Pick<CpuMatmulProblem, 'transB' | 'K' | 'N' | 'ldb' | 'offB'>): CpuPackVariant {
+  if (p.ldb % 4 || p.offB % 4) return 'scalar';
+  if (!p.transB) return p.N % 4 ? 'scalar' : 'rows';
+  return p.K % 4 ? 'scalar' : 'cols';
+}
+
 /**
  * Window w of the scratch buffer: chunk w of K (rows kStart + w·chunk ..) of the panels from `pan` on, each panel
- * `chunk` rows of panel/4 vec4s; f32, zero past K and N.
+ * `chunk` rows of panel/4 vec4s; f32, zero past K and N. Lane l writes vec4 column l of PACK_ROWS rows
+ * (workgroup_id.x: which rows; .y: the window; .z: the panel within the window), so no index needs an integer
+ * division, which llvmpipe does lane by lane.
  */
-function packWgsl(bType: DType, transB: boolean, V: number): string {
+function packWgsl(bType: DType, transB: boolean, variant: CpuPackVariant, V: number): string {
   const panel = panelOf(V);
-  const at = (k: string, n: string) => `f32(B[p.offB + ${transB ? `(${n}) * p.ldb + ${k}` : `${k} * p.ldb + ${n}`}])`;
   const q = panel / 4;
+  const elem = wgslType(bType);
+  const at = (k: string, n: string) => `f32(B[p.offB + ${transB ? `(${n}) * p.ldb + ${k}` : `${k} * p.ldb + ${n}`}])`;
+  const out = (row: string) => `w * ${WINDOW_VEC4}u + (wid.z * p.chunk + ${row}) * ${q}u + li`;
+  let body: string;
+  if (variant === 'cols') {
+    // Four vec4 along K (one per column n..n+3) make a 4x4 block; K % 4 == 0, so k < K covers all four rows.
+    body = `
+  for (var g = wid.x * ${PACK_ROWS / 4}u; g < (wid.x + 1u) * ${PACK_ROWS / 4}u; g++) {
+    let k = p.kStart + w * p.chunk + g * 4u;
+    var c0 = vec4<f32>(); var c1 = vec4<f32>(); var c2 = vec4<f32>(); var c3 = vec4<f32>();
+    if (k < p.K) {
+      let base = (p.offB + n * p.ldb + k) / 4u;
+      let step = p.ldb / 4u;
+      if (n < p.N) { c0 = vec4<f32>(B[base]); }
+      if (n + 1u < p.N) { c1 = vec4<f32>(B[base + step]); }
+      if (n + 2u < p.N) { c2 = vec4<f32>(B[base + 2u * step]); }
+      if (n + 3u < p.N) { c3 = vec4<f32>(B[base + 3u * step]); }
+    }
+    packed[${out('g * 4u')}] = vec4<f32>(c0.x, c1.x, c2.x, c3.x);
+    packed[${out('g * 4u + 1u')}] = vec4<f32>(c0.y, c1.y, c2.y, c3.y);
+    packed[${out('g * 4u + 2u')}] = vec4<f32>(c0.z, c1.z, c2.z, c3.z);
+    packed[${out('g * 4u + 3u')}] = vec4<f32>(c0.w, c1.w, c2.w, c3.w);
+  }`;
+  } else {
+    const read =
+      variant === 'rows'
+        ? `if (n < p.N) { v = vec4<f32>(B[(p.offB + k * p.ldb + n) / 4u]); }`
+        : `for (var c = 0u; c < 4u; c++) {
+      if (n + c < p.N) { v[c] = ${at('k', 'n + c')}; }
+    }`;
+    body = `
+  for (var row = wid.x * ${PACK_ROWS}u; row < (wid.x + 1u) * ${PACK_ROWS}u; row++) {
+    let k = p.kStart + w * p.chunk + row;
+    var v = vec4<f32>();
+    if (k < p.K) {
+      ${read}
+    }
+    packed[${out('row')}] = v;
+  }`;
+  }
   return /* wgsl */ `${enableF16([bType])}
-struct P { K: u32, N: u32, ldb: u32, offB: u32, chunk: u32, pan: u32, kStart: u32, count: u32 }
+struct P { K: u32, N: u32, ldb: u32, offB: u32, chunk: u32, pan: u32, kStart: u32, pad: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> B: array<${wgslType(bType)}>;
+@group(0) @binding(1) var<storage, read> B: array<${variant === 'scalar' ? elem : `vec4<${elem}>`}>;
 @group(0) @binding(2) var<storage, read_write> packed: array<vec4<f32>>;
 
-@compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
-  let i = (wid.x + wid.y * nwg.x) * 64u + li;
-  if (i >= p.count) { return; }
-  let w = i / ${WINDOW_VEC4}u;
-  let j = i % ${WINDOW_VEC4}u;
-  let k = p.kStart + w * p.chunk + (j / ${q}u) % p.chunk;
-  let n = (p.pan + j / (${q}u * p.chunk)) * ${panel}u + (j % ${q}u) * 4u;
-  var v = vec4<f32>();
-  if (k < min(p.K, p.kStart + (w + 1u) * p.chunk)) {
-    for (var c = 0u; c < 4u; c++) {
-      if (n + c < p.N) { v[c] = ${at('k', 'n + c')}; }
-    }
-  }
-  packed[i] = v;
+@compute @workgroup_size(${q})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let w = wid.y;
+  let n = (p.pan + wid.z) * ${panel}u + li * 4u;${body}
 }`;
 }
 
@@ -223,7 +274,7 @@ function matmulWgsl(types: CpuMatmulTypes, transA: boolean, beta: boolean, V: nu
   return /* wgsl */ `enable subgroups;
 ${enableF16([types.a, types.c, types.bias ?? 'f32'])}
 struct P { M: u32, N: u32, kc: u32, lda: u32, ldc: u32, offA: u32, offC: u32, sA: u32, sC: u32, n0: u32,
-           panelVec4: u32, offBias: u32, alpha: f32, beta: f32, first: u32, chunk: u32 }
+           panelVec4: u32, offBias: u32, alpha: f32, beta: f32, first: u32, chunkShift: u32, chunkMask: u32 }
 struct Window { v: array<vec4<f32>, ${WINDOW_VEC4}> }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> A: array<${wgslType(types.a)}>;
@@ -256,8 +307,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   for (var k0 = 0u; k0 < p.kc; k0 += ${LANES}u) {
     let in_k = k0 + li < p.kc;
     let kl = min(k0 + li, p.kc - 1u);
-    let win = k0 / p.chunk;
-    let kw = k0 % p.chunk;
+    let win = k0 >> p.chunkShift;
+    let kw = k0 & p.chunkMask;
     ${loadA}
     // Not unrolled: the body is ~2000 instructions; 8 copies spill out of the instruction cache.
     for (var kk = 0u; kk < ${LANES}u; kk += ${UNROLL}u) {
