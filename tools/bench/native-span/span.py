@@ -1,0 +1,40 @@
+"""Cuts the longest branch-free run of instructions out of llvmpipe's generated code and wraps it in a loop.
+
+Input: the text GALLIVM_DEBUG=asm prints (one "offset:<tab>mnemonic<tab>operands" line per instruction).
+Output: block.s, a function `block(char *frame, long iters)` that runs the span `iters` times with the
+shader's stack frame (%rsp) replaced by `frame`, and the span's instruction counts on stdout.
+"""
+import collections
+import re
+import sys
+
+LINE = re.compile(r"\s*([0-9a-f]+):\s+(\S+)\s*(.*)")
+
+
+def spans(instructions):
+    run = []
+    for ins in instructions:
+        _, op, args = ins
+        if op.startswith("j") or op.startswith("call") or "rip" in args or op.startswith("ret"):
+            if run:
+                yield run
+            run = []
+        elif not op.startswith("nop"):
+            run.append(ins)
+    if run:
+        yield run
+
+
+def main(asm_path, out_path):
+    instructions = [(int(m[1], 16), m[2], m[3]) for m in map(LINE.match, open(asm_path)) if m]
+    span = max(spans(instructions), key=len)
+    counts = collections.Counter(op for _, op, _ in span)
+    print(f"span at 0x{span[0][0]:x}: {len(span)} instructions; " + ", ".join(f"{op} {n}" for op, n in counts.most_common(6)))
+    body = "\n".join(f"  {op} {args.replace('(%rsp)', '(%rdi)')}" for _, op, args in span)
+    with open(out_path, "w") as f:
+        f.write(f".text\n.globl block\nblock:\n1:\n{body}\n  dec %rsi\n  jnz 1b\n  vzeroupper\n  ret\n")
+        f.write('.section .note.GNU-stack,"",@progbits\n')
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
