@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { add, findTorchPython, runBenchmarks, TorchSession, type BenchCase, type TorchTimer } from '../src/index.js';
+import { add, allBenches, findTorchPython, runBenchmarks, TorchSession, type BenchCase, type TorchTimer } from '../src/index.js';
 import { testGpu } from './helpers.js';
 
 /** A real (tiny) kernel case whose runs are logged, so the order of ours and torch's rounds can be checked. */
@@ -130,4 +130,27 @@ describe('TorchSession (torch_bench.py --serve)', () => {
     }
     await expect(session.time('x', 1)).rejects.toThrow(/torch benchmark session is closed/);
   }, 120_000);
+});
+
+describe('benchmark cases', () => {
+  const sgmAttention = allBenches.find((c) => c.name.startsWith('attention fwd causal f16') && c.name.endsWith('(subgroup-matrix path)'));
+
+  it('time the subgroup-matrix attention forward beside the default one, where the adapter has subgroup matrices', async () => {
+    expect(sgmAttention?.needs).toEqual(['shader-f16', 'subgroup-matrix']);
+    const gpu = await testGpu();
+    const [r] = await runBenchmarks(gpu, [sgmAttention as BenchCase], { all: true, iterations: 1 });
+    if (gpu.variants.matmulF16 === 'subgroup-matrix') expect(r.ms).toBeGreaterThan(0);
+    else expect(r.skipped).toBe('needs subgroup-matrix');
+  });
+
+  it('force that path, rather than quietly timing the default kernel', async () => {
+    const gpu = await testGpu();
+    const prepared = (sgmAttention as BenchCase).prepare(gpu);
+    try {
+      if (gpu.variants.matmulF16 === 'subgroup-matrix') expect(() => prepared.run()).not.toThrow();
+      else expect(() => prepared.run()).toThrow(/subgroup-matrix attention needs an adapter with f16 subgroup matrices/);
+    } finally {
+      prepared.dispose();
+    }
+  });
 });

@@ -40,20 +40,21 @@ function torchSetup(s: Shape, S: number, grad: boolean): string {
 /** Causal (query, key) pairs with S = T: T(T+1)/2 per head. */
 const causalPairs = (s: Shape) => (s.B * s.Hq * s.T * (s.T + 1)) / 2;
 
-function forwardCase(s: Shape, size: 'cpu' | 'gpu'): BenchCase {
+/** `path` forces a forward kernel (the subgroup-matrix one is opt-in until measured correct on a GPU). */
+function forwardCase(s: Shape, size: 'cpu' | 'gpu', path?: 'subgroup-matrix'): BenchCase {
   const e = bytesOf(s.dtype);
   return {
     family: 'attention',
-    name: `attention fwd causal ${label(s)}`,
+    name: `attention fwd causal ${label(s)}${path ? ` (${path} path)` : ''}`,
     flops: 4 * causalPairs(s) * s.D,
     bytes: e * s.B * s.T * s.D * (2 * s.Hq + 2 * s.Hkv) + 4 * s.B * s.Hq * s.T,
     size,
-    needs: s.dtype === 'f16' ? ['shader-f16'] : undefined,
+    needs: [...(s.dtype === 'f16' ? ['shader-f16'] : []), ...(path ? [path] : [])],
     prepare(gpu) {
       const t = qkv(gpu, s, s.T);
       return {
         run: () => {
-          const r = attention(gpu, t.q, t.k, t.v);
+          const r = attention(gpu, t.q, t.k, t.v, { path });
           r.o.dispose();
           r.lse.dispose();
         },
@@ -124,6 +125,7 @@ export const attentionBenches: BenchCase[] = [
   backwardCase(small, 'cpu'),
   decodeCase({ ...small, T: 1 }, 512, 'cpu'),
   forwardCase(qwen7b, 'gpu'),
+  forwardCase(qwen7b, 'gpu', 'subgroup-matrix'),
   backwardCase(qwen7b, 'gpu'),
   decodeCase({ ...qwen7b, T: 1 }, 4096, 'gpu'),
 ];
