@@ -28,6 +28,11 @@ const TARGET_WORKGROUPS = 64;
  */
 const FWD_BUDGET = 32;
 const BWD_BUDGET = 64;
+/**
+ * Largest token block. 16 made H=64's backward faster still (V=151936: 64 -> 50 ms) but its shader took ~8 s to
+ * compile, which every fresh machine (and CI, for the tiny test models) pays.
+ */
+const MAX_TOKEN_BLOCK = 8;
 
 /** Why the CPU head kernels cannot run these operands, or undefined when they can. */
 export function cpuHeadUnfit(gpu: Gpu, hidden: Tensor, weight: Tensor): string | undefined {
@@ -67,7 +72,7 @@ export function cpuHeadPlan(tc: number, vc: number, H: number, pass: 'fwd' | 'bw
   const nck = Math.ceil(H / 4 / LANES);
   const budget = pass === 'fwd' ? FWD_BUDGET : BWD_BUDGET / 2;
   // By H alone, not by tc: every block size is another shader to compile (seconds on llvmpipe).
-  let tb = 16;
+  let tb = MAX_TOKEN_BLOCK;
   while (tb > 1 && tb * nck > budget) tb /= 2;
   const blocks = Math.ceil(tc / tb);
   const groups = Math.ceil(vc / LANES);
