@@ -1,0 +1,69 @@
+// GPU time of the fused LM head (forward, and backward with dLogprob) at a few (T, H, V) shapes, for one or more
+// builds of @mlagent/core-kernels (copies of packages/core-kernels/dist inside this repo, e.g. .bench-builds/NAME).
+// Run: node --import tsx tools/bench/head-shapes.ts [--builds DIR[,DIR]] [--rounds 5]
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { pathToFileURL } from 'node:url';
+
+interface Tensor {
+  dispose(): void;
+}
+interface Gpu {
+  tensor(shape: number[], dtype: 'f32' | 'i32', data: ArrayLike<number>): Tensor;
+  sync(): Promise<void>;
+  profiling: boolean;
+  takeTimings(): Promise<Array<{ ms: number }>>;
+}
+interface HeadOut {
+  logprob: Tensor;
+  entropy: Tensor;
+  lse: Tensor;
+  loss: Tensor;
+  count: Tensor;
+}
+interface CoreKernels {
+  Gpu: { create(): Promise<Gpu> };
+  headForward(gpu: Gpu, h: Tensor, w: Tensor, y: Tensor): HeadOut;
+  headBackward(gpu: Gpu, h: Tensor, w: Tensor, y: Tensor, saved: HeadOut, grads: { dLogprob: Tensor }): Tensor;
+}
+
+const { values } = parseArgs({ options: { builds: { type: 'string', default: 'packages/core-kernels/dist' }, rounds: { type: 'string', default: '5' } } });
+const rounds = Number(values.rounds);
+if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`--rounds must be a positive integer, got ${values.rounds}`);
+// The main job's model (mini: H=128, 4282-token vocabulary) over 512 tokens, the tiny model over Qwen's full
+// vocabulary, a wider model, and the tiny model over the cut vocabulary.
+const SHAPES = [
+  [512, 128, 4282],
+  [16, 64, 151936],
+  [16, 512, 32768],
+  [128, 64, 4282],
+];
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const gpuMs = async (gpu: Gpu) => (await gpu.takeTimings()).reduce((s, t) => s + t.ms, 0);
+
+for (const dir of values.builds.split(',')) {
+  const k = (await import(pathToFileURL(path.resolve(dir, 'index.js')).href)) as CoreKernels;
+  const gpu = await k.Gpu.create();
+  for (const [T, H, V] of SHAPES) {
+    const h = gpu.tensor([T, H], 'f32', Float32Array.from({ length: T * H }, (_, i) => Math.sin(i) * 0.5));
+    const w = gpu.tensor([V, H], 'f32', Float32Array.from({ length: V * H }, (_, i) => Math.cos(i) * 0.1));
+    const y = gpu.tensor([T], 'i32', Array.from({ length: T }, (_, i) => (i * 37) % V));
+    const dLogprob = gpu.tensor([T], 'f32', new Float32Array(T).fill(1));
+    const once = async () => {
+      gpu.profiling = true;
+      const f = k.headForward(gpu, h, w, y);
+      const fwd = await gpuMs(gpu);
+      const dh = k.headBackward(gpu, h, w, y, f, { dLogprob });
+      const bwd = await gpuMs(gpu);
+      gpu.profiling = false;
+      [dh, f.logprob, f.entropy, f.lse, f.loss, f.count].forEach((t) => t.dispose());
+      return [fwd, bwd];
+    };
+    await once(); // compiles
+    const runs = [];
+    for (let r = 0; r < rounds; r++) runs.push(await once());
+    console.log(`${dir}: T=${T} H=${H} V=${V}: fwd ${median(runs.map((r) => r[0])).toFixed(1)} ms, bwd ${median(runs.map((r) => r[1])).toFixed(1)} ms (medians of ${rounds})`);
+    [h, w, y, dLogprob].forEach((t) => t.dispose());
+  }
+}
+process.exit(0);
