@@ -23,8 +23,7 @@ const TARGET_WORKGROUPS = 64;
  * Budget in vec4 per lane for hidden slices (forward) or hidden slices plus dh accumulators (backward); it sets
  * the token block. llvmpipe keeps them on the stack either way, and each W load is shared by the block's tokens,
  * so a bigger block is faster until its unrolled shader takes too long to compile. From 16/16 to 32/64 (session
- * 7): T=512 H=128 V=4282 backward 195 -> 71-84 ms, H=512 forward 241 -> 130-141 ms; first compiles of the
- * shaders 1.3-9 s -> 2.5-10 s.
+ * 7, docs/BENCHMARKS.md): T=512 H=128 V=4282 backward 260-275 -> 85-119 ms, H=512 forward 271-303 -> 133-139 ms.
  */
 const FWD_BUDGET = 32;
 const BWD_BUDGET = 64;

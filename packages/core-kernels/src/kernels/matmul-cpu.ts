@@ -118,7 +118,7 @@ export function launchCpuMatmul(
         op: `${op}-pack`,
         shapes,
         pipeline: packPipeline,
-        params: new Params().u32(p.K).u32(p.N).u32(p.ldb).u32(p.offB).u32(L.chunk).u32(pan).u32(kStart).u32(0).bytes(),
+        params: new Params().u32(p.K).u32(p.N).u32(p.ldb).u32(p.offB).u32(L.chunk).u32(pan).u32(kStart).bytes(),
         bindings: [bBind, scratch],
         workgroups: [L.chunk / PACK_ROWS, nch, count],
       });
@@ -228,7 +228,7 @@ function packWgsl(bType: DType, transB: boolean, variant: CpuPackVariant, V: num
   }`;
   }
   return /* wgsl */ `${enableF16([bType])}
-struct P { K: u32, N: u32, ldb: u32, offB: u32, chunk: u32, pan: u32, kStart: u32, pad: u32 }
+struct P { K: u32, N: u32, ldb: u32, offB: u32, chunk: u32, pan: u32, kStart: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> B: array<${variant === 'scalar' ? elem : `vec4<${elem}>`}>;
 @group(0) @binding(2) var<storage, read_write> packed: array<vec4<f32>>;
