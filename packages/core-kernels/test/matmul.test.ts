@@ -4,6 +4,7 @@ import { GEMV_MAX_M, isCpuAdapter, matmul, matmulBackward, selectMatmulPath, typ
 import { matmulBackwardRef, matmulRef, type MatmulRefProblem } from '../src/reference/matmul.js';
 import { CPU_GEMV_MAX_M } from '../src/kernels/gemv-cpu.js';
 import { cpuPackVariant, type CpuPackVariant } from '../src/kernels/matmul-cpu.js';
+import { readTicketCounter, shaderThreads, ticketWorkgroups } from '../src/kernels/tickets.js';
 import { Rng, checkDirectional, dot, expectClose, freshGpu, testGpu } from './helpers.js';
 
 const TOL = { atol: 1e-4, rtol: 1e-4 };
@@ -290,6 +291,23 @@ describe('matmul cpu-tiled path (forced)', () => {
     ]) {
       await runCase(gpu, rng, problem(M, N, K), { path: 'cpu-tiled' });
     }
+  });
+
+  it('takes its tiles from a counter that is back at zero after each dispatch', async () => {
+    const gpu = await freshGpu();
+    try {
+      const rng = new Rng(14);
+      expect(await readTicketCounter(gpu)).toBeUndefined();
+      // One tile (fewer tiles than threads), 3 row blocks x 2 batch items, and K over two dispatches.
+      for (const prob of [problem(5, 4, 1), problem(70, 20, 9, { batch: 2, aB: true }), problem(9, 136, 1100)]) {
+        await runCase(gpu, rng, prob, { path: 'cpu-tiled' });
+        expect(await readTicketCounter(gpu)).toBe(0);
+      }
+    } finally {
+      gpu.destroy();
+    }
+    expect(ticketWorkgroups(1)).toBe(1);
+    expect(ticketWorkgroups(1000)).toBe(shaderThreads());
   });
 
   it('batches, with either operand broadcast', async () => {

@@ -3,6 +3,7 @@ import { Params } from '../runtime/params.js';
 import type { DType } from '../runtime/dtype.js';
 import { enableF16, wgslType } from './wgsl.js';
 import type { CpuGemvProblem } from './gemv-cpu.js';
+import { ticketCounter, ticketWgsl, ticketWorkgroups } from './tickets.js';
 
 /*
  * Matmul for CPU adapters (lavapipe/llvmpipe), with B read from uniform buffers.
@@ -15,6 +16,9 @@ import type { CpuGemvProblem } from './gemv-cpu.js';
  * rows of K, or several whole panels when K is small), just before the dispatch that reads them; a dispatch binds
  * up to WINDOWS windows (K up to WINDOWS · 4096/(8·V)) and adds into C where K is longer. The packing also makes
  * transposed and f16 B free: the pack kernel reads B however it is stored.
+ *
+ * Each dispatch launches one workgroup per shader thread, which take tiles (ROWS rows of a panel of a batch item)
+ * from an atomic counter (tickets.ts) rather than llvmpipe's equal runs fixed up front.
  *
  * The tile: one 8-lane workgroup computes ROWS rows of one panel; lane l owns vec4 columns l·V..l·V+V-1. For
  * every 8 steps along K, lane l loads A[m, k0 + l] for each row and subgroupShuffle (one AVX2 permute) hands each
@@ -108,6 +112,7 @@ export function launchCpuMatmul(
   const pipeline = gpu.pipeline(`matmul-cpu-ubo:${key}:v${L.v}`, () => matmulWgsl(types, p.transA, p.beta !== 0, L.v));
   const windowBytes = WINDOW_VEC4 * 16;
   const rowBlocks = Math.ceil(p.M / ROWS);
+  const tickets = ticketCounter(gpu);
   for (let c0 = 0; c0 < L.chunks; c0 += chunksPer) {
     const nch = Math.min(chunksPer, L.chunks - c0);
     const kStart = c0 * L.chunk;
@@ -146,15 +151,16 @@ export function launchCpuMatmul(
         // k0 / chunk and k0 % chunk as a shift and a mask (llvmpipe divides lane by lane): several chunks are each
         // a whole window (a power of two of rows), and with one chunk k0 < chunk.
         .u32(L.chunks === 1 ? 31 : Math.log2(L.chunk))
-        .u32(L.chunks === 1 ? 0xffffffff : L.chunk - 1)
-        .bytes();
+        .u32(L.chunks === 1 ? 0xffffffff : L.chunk - 1);
+      const tiles = count * rowBlocks * p.batch;
+      const workgroups = ticketWorkgroups(tiles);
       gpu.dispatch({
         op,
         shapes,
         pipeline,
-        params,
-        bindings: [aBind, cBind, ...(biasBind ? [biasBind] : []), ...windows],
-        workgroups: [count, rowBlocks, p.batch],
+        params: params.u32(tiles).u32(workgroups).u32(count).u32(rowBlocks).bytes(),
+        bindings: [aBind, cBind, ...(biasBind ? [biasBind] : []), ...windows, tickets],
+        workgroups: [workgroups, 1, 1],
       });
     }
   }
@@ -274,13 +280,15 @@ function matmulWgsl(types: CpuMatmulTypes, transA: boolean, beta: boolean, V: nu
   return /* wgsl */ `enable subgroups;
 ${enableF16([types.a, types.c, types.bias ?? 'f32'])}
 struct P { M: u32, N: u32, kc: u32, lda: u32, ldc: u32, offA: u32, offC: u32, sA: u32, sC: u32, n0: u32,
-           panelVec4: u32, offBias: u32, alpha: f32, beta: f32, first: u32, chunkShift: u32, chunkMask: u32 }
+           panelVec4: u32, offBias: u32, alpha: f32, beta: f32, first: u32, chunkShift: u32, chunkMask: u32,
+           tiles: u32, workgroups: u32, panels: u32, rowBlocks: u32 }
 struct Window { v: array<vec4<f32>, ${WINDOW_VEC4}> }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> A: array<${wgslType(types.a)}>;
 @group(0) @binding(2) var<storage, read_write> C: array<${cType}>;
 ${types.bias ? `@group(0) @binding(3) var<storage, read> bias: array<${wgslType(types.bias)}>;` : ''}
 ${Array.from({ length: WINDOWS }, (_, w) => `@group(0) @binding(${w + (types.bias ? 4 : 3)}) var<uniform> W${w}: Window;`).join('\n')}
+${ticketWgsl.decl(WINDOWS + (types.bias ? 4 : 3))}
 
 // The first dispatch along K applies alpha, beta·C and the bias; later ones (K > 8 windows) add alpha times theirs.
 fn store_c(i: u32, n: u32, acc: f32) {
@@ -295,7 +303,10 @@ fn store_c(i: u32, n: u32, acc: f32) {
 }
 
 @compute @workgroup_size(${LANES})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn main(@builtin(local_invocation_index) li: u32) {
+  ${ticketWgsl.open('p.tiles', 'p.workgroups')}
+  // Tile = (panel within the window, block of ROWS rows, batch item).
+  let wid = vec3<u32>(tile % p.panels, (tile / p.panels) % p.rowBlocks, tile / (p.panels * p.rowBlocks));
   let z = wid.z;
   let m0 = wid.y * ${ROWS}u;
   let base_a = p.offA + z * p.sA;
@@ -330,5 +341,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       }
     }
   }
+  ${ticketWgsl.close}
 }`;
 }

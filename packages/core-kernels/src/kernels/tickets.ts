@@ -1,0 +1,74 @@
+import os from 'node:os';
+import type { Gpu } from '../runtime/gpu.js';
+import type { Tensor } from '../runtime/tensor.js';
+
+/*
+ * Tiles handed out at run time, for kernels on CPU adapters.
+ *
+ * llvmpipe splits a dispatch's workgroups among its shader threads up front, in equal runs (Mesa's lp_cs_tpool:
+ * iter_per_thread = workgroups / threads). When the OS preempts one thread (Node's main thread, an agent's Python
+ * job), the others finish their runs and sleep until it catches up. Instead, a dispatch launches one workgroup
+ * per shader thread and each takes tiles from an atomic counter until none are left: a thread that falls behind
+ * takes fewer. Measured on the 1024³ matmul in docs/BENCHMARKS.md.
+ *
+ * The counter returns to zero by itself: each of the W workgroups stops after exactly one ticket past the last
+ * tile, so a dispatch makes tiles + W increments in all, and the workgroup that draws the last of them stores 0.
+ * No host-side count can drift, even when a dispatch never ran (an earlier error in its batch).
+ */
+
+const counters = new WeakMap<Gpu, Tensor>();
+
+/** The per-device counter the ticket loop takes its tiles from (4 bytes, zeroed once, for the Gpu's life). */
+export function ticketCounter(gpu: Gpu): GPUBufferBinding {
+  let counter = counters.get(gpu);
+  if (!counter) {
+    // Written explicitly: the caching allocator may hand back a used buffer.
+    counter = gpu.tensor([1], 'u32', [0], 'tickets');
+    counters.set(gpu, counter);
+  }
+  return { buffer: counter.buffer, offset: counter.byteOffset, size: 4 };
+}
+
+/** The counter's value (0 between dispatches; a diagnostic for tests), or undefined before any ticket kernel ran. */
+export async function readTicketCounter(gpu: Gpu): Promise<number | undefined> {
+  const counter = counters.get(gpu);
+  return counter ? (await counter.read())[0] : undefined;
+}
+
+let threadsSeen: number | undefined;
+/**
+ * How many shader threads llvmpipe runs: LP_NUM_THREADS when set, else one per online CPU (Mesa's default). An
+ * over-estimate only adds workgroups that find the counter empty; an under-estimate would leave threads idle.
+ */
+export function shaderThreads(): number {
+  if (threadsSeen === undefined) {
+    const fromEnv = Number(process.env.LP_NUM_THREADS);
+    threadsSeen = Number.isInteger(fromEnv) && fromEnv > 0 ? fromEnv : Math.max(1, Math.min(64, os.cpus().length));
+  }
+  return threadsSeen;
+}
+
+/** Workgroups to launch for `tiles` tiles: one per shader thread, never more than there are tiles. */
+export function ticketWorkgroups(tiles: number): number {
+  return Math.min(tiles, shaderThreads());
+}
+
+/**
+ * WGSL for the ticket loop. `decl(binding)` goes at module scope. `open` starts a loop whose body sees `tile`
+ * (uniform, < tiles) and ends with `close`; `tiles` and `workgroups` are WGSL u32 expressions (usually params)
+ * equal to the host's tile count and ticketWorkgroups(tiles). Needs `li`, the local invocation index, in scope.
+ */
+export const ticketWgsl = {
+  decl: (binding: number) => `@group(0) @binding(${binding}) var<storage, read_write> tickets: array<atomic<u32>>;
+var<workgroup> ticket: u32;`,
+  open: (tiles: string, workgroups: string) => `loop {
+  if (li == 0u) {
+    let t = atomicAdd(&tickets[0], 1u);
+    // The last of the dispatch's tiles + workgroups increments: put the counter back for the next dispatch.
+    if (t == ${tiles} + ${workgroups} - 1u) { atomicStore(&tickets[0], 0u); }
+    ticket = t;
+  }
+  let tile = workgroupUniformLoad(&ticket);
+  if (tile >= ${tiles}) { break; }`,
+  close: '}',
+};
