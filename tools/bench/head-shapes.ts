@@ -1,6 +1,6 @@
 // GPU time of the fused LM head (forward, and backward with dLogprob) at a few (T, H, V) shapes, for one or more
 // builds of @mlagent/core-kernels (copies of packages/core-kernels/dist inside this repo, e.g. .bench-builds/NAME).
-// Run: node --import tsx tools/bench/head-shapes.ts [--builds DIR[,DIR]] [--rounds 5]
+// Run: node --import tsx tools/bench/head-shapes.ts [--builds DIR[,DIR]] [--rounds 5]   (builds paired round by round)
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
@@ -41,10 +41,21 @@ const SHAPES = [
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const gpuMs = async (gpu: Gpu) => (await gpu.takeTimings()).reduce((s, t) => s + t.ms, 0);
 
+interface Arm {
+  dir: string;
+  once: () => Promise<number[]>;
+  runs: number[][];
+  dispose: () => void;
+}
+const kernels = new Map<string, { k: CoreKernels; gpu: Gpu }>();
 for (const dir of values.builds.split(',')) {
   const k = (await import(pathToFileURL(path.resolve(dir, 'index.js')).href)) as CoreKernels;
-  const gpu = await k.Gpu.create();
-  for (const [T, H, V] of SHAPES) {
+  kernels.set(dir, { k, gpu: await k.Gpu.create() });
+}
+// Builds alternate round by round (reversing order every other round), so the VM's drift falls on all of them.
+for (const [T, H, V] of SHAPES) {
+  const arms: Arm[] = [];
+  for (const [dir, { k, gpu }] of kernels) {
     const h = gpu.tensor([T, H], 'f32', Float32Array.from({ length: T * H }, (_, i) => Math.sin(i) * 0.5));
     const w = gpu.tensor([V, H], 'f32', Float32Array.from({ length: V * H }, (_, i) => Math.cos(i) * 0.1));
     const y = gpu.tensor([T], 'i32', Array.from({ length: T }, (_, i) => (i * 37) % V));
@@ -60,10 +71,14 @@ for (const dir of values.builds.split(',')) {
       return [fwd, bwd];
     };
     await once(); // compiles
-    const runs = [];
-    for (let r = 0; r < rounds; r++) runs.push(await once());
-    console.log(`${dir}: T=${T} H=${H} V=${V}: fwd ${median(runs.map((r) => r[0])).toFixed(1)} ms, bwd ${median(runs.map((r) => r[1])).toFixed(1)} ms (medians of ${rounds})`);
-    [h, w, y, dLogprob].forEach((t) => t.dispose());
+    arms.push({ dir, once, runs: [], dispose: () => [h, w, y, dLogprob].forEach((t) => t.dispose()) });
+  }
+  for (let r = 0; r < rounds; r++) for (const arm of r % 2 ? [...arms].reverse() : arms) arm.runs.push(await arm.once());
+  for (const arm of arms) {
+    const ratio = (pass: number) => median(arm.runs.map((run, i) => run[pass] / arms[0].runs[i][pass])).toFixed(3);
+    const vs = arm === arms[0] ? '' : `; per-round ratio to ${arms[0].dir}: fwd ${ratio(0)}, bwd ${ratio(1)}`;
+    console.log(`${arm.dir}: T=${T} H=${H} V=${V}: fwd ${median(arm.runs.map((r) => r[0])).toFixed(1)} ms, bwd ${median(arm.runs.map((r) => r[1])).toFixed(1)} ms (medians of ${rounds})${vs}`);
+    arm.dispose();
   }
 }
 process.exit(0);

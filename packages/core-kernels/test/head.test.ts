@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ShapeError, f16BitsToF32, f32ToF16Bits, type Gpu, type Tensor } from '../src/index.js';
 import { headBackward, headForward, type HeadOptions, type HeadTiles } from '../src/kernels/head.js';
 import { cpuHeadUnfit } from '../src/kernels/head-cpu.js';
+import { readTicketCounter } from '../src/kernels/tickets.js';
 import { headBackwardRef, headForwardRef } from '../src/reference/head.js';
 import { Rng, checkDirectional, expectClose, freshGpu, testGpu } from './helpers.js';
 
@@ -206,6 +207,18 @@ describe('head CPU-adapter kernels (head-cpu.ts)', () => {
       await checkCase(gpu, c, 400 + i);
     });
   }
+
+  it('leaves the tile counter at zero after forward and backward (fewer tiles than threads, and many)', async () => {
+    const gpu = await freshGpu();
+    try {
+      await checkCase(gpu, { T: 1, H: 8, V: 9, kernel: 'cpu' }, 450);
+      expect(await readTicketCounter(gpu)).toBe(0);
+      await checkCase(gpu, { T: 21, H: 16, V: 2000, kernel: 'cpu' }, 451);
+      expect(await readTicketCounter(gpu)).toBe(0);
+    } finally {
+      gpu.destroy();
+    }
+  });
 
   it('is what auto picks on this adapter exactly where it can run', async () => {
     const gpu = await testGpu();

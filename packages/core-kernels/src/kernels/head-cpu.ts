@@ -3,6 +3,7 @@ import type { Tensor } from '../runtime/tensor.js';
 import { DTYPE_BYTES } from '../runtime/dtype.js';
 import { isSoftwareAdapter } from '../runtime/features.js';
 import { enableF16, wgslType } from './wgsl.js';
+import { SUBGROUP_UNIFORMITY_OFF, ticketWgsl } from './tickets.js';
 
 /*
  * LM-head kernels for CPU adapters (lavapipe/llvmpipe), used by head.ts. There a workgroup of 8 invocations is
@@ -11,13 +12,16 @@ import { enableF16, wgslType } from './wgsl.js';
  * rows); lane l owns vocab row v0 + 8i + l and reads it as vec4 along H; the token block's hidden rows are
  * loaded once per workgroup (lane l holding every 8th vec4) and handed out with shuffles. Logits never leave
  * registers: forward folds them into per-lane online softmax stats, backward turns them into dz and adds
- * dz·W into per-lane dh accumulators, where lane l owns every 8th vec4 column of H.
+ * dz·W into per-lane dh accumulators, where lane l owns every 8th vec4 column of H. A dispatch runs one
+ * workgroup per shader thread, taking (run of rows, token block) tiles from a counter (tickets.ts).
  */
 
 const LANES = 8;
+/** The tile counter's loop; 'subgroup' ran faster here than 'workgroup' (tickets.ts). */
+const TICKETS = ticketWgsl('subgroup');
 /** Start of a running max: finite, so exp(m - M) of an empty partial is 0, not NaN from -inf - -inf. */
 const LOWEST = '-3.0e38';
-/** Workgroups per dispatch to aim for: both CPU threads busy, each workgroup long enough to amortize its start. */
+/** Tiles per dispatch to aim for: enough to balance the threads, each long enough to amortize its start. */
 const TARGET_WORKGROUPS = 64;
 /**
  * Budget in vec4 per lane for hidden slices (forward) or hidden slices plus dh accumulators (backward); it sets
@@ -51,13 +55,13 @@ export function cpuHeadUnfit(gpu: Gpu, hidden: Tensor, weight: Tensor): string |
 }
 
 export interface CpuHeadPlan {
-  /** Tokens per workgroup and chunks of 8 vec4 along H (both compile-time). */
+  /** Tokens per tile and chunks of 8 vec4 along H (both compile-time). */
   tb: number;
   nck: number;
-  /** Workgroups along the vocabulary, and 8-row groups each walks. */
+  /** Tiles along the vocabulary (each writes its own partials), and 8-row groups each walks. */
   nwg: number;
   iters: number;
-  /** Token blocks (grid y). */
+  /** Token blocks; a dispatch has nwg · blocks tiles. */
   blocks: number;
 }
 
@@ -85,7 +89,7 @@ export function cpuHeadPlan(tc: number, vc: number, H: number, pass: 'fwd' | 'bw
  * The kernel both passes share: bindings, the token block's hidden slices loaded into registers, then for each
  * of the workgroup's 8-row groups the logits a0..a{tb-1} of lane l's row v (valid: v < vc) and `perRow`.
  */
-function kernel(tb: number, nck: number, ht: string, wt: string, k: { bindings: string; init: string; perRow: string; end: string }): string {
+function kernel(tb: number, nck: number, ht: string, wt: string, k: { bindings: string; ticketBinding: number; init: string; perRow: string; end: string }): string {
   let load = '';
   let zero = '';
   let logits = '';
@@ -103,16 +107,20 @@ function kernel(tb: number, nck: number, ht: string, wt: string, k: { bindings: 
       ${dots}}\n`;
   }
   return /* wgsl */ `enable subgroups;
+${SUBGROUP_UNIFORMITY_OFF}
 ${enableF16([ht, wt])}
 struct P { vc: u32, iters: u32, tc: u32, nwg: u32, h_base: u32, w_base: u32, y_base: u32, v0: u32, scale: f32,
-           lanes: u32, hq: u32 }
+           lanes: u32, hq: u32, tiles: u32, workgroups: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> h: array<vec4<${wgslType(ht)}>>;
 @group(0) @binding(2) var<storage, read> w: array<vec4<${wgslType(wt)}>>;
 @group(0) @binding(3) var<storage, read> targets: array<i32>;
 ${k.bindings}
+${TICKETS.decl(k.ticketBinding)}
 @compute @workgroup_size(${LANES})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn main(@builtin(local_invocation_index) li: u32) {
+  ${TICKETS.open('p.tiles', 'p.workgroups')}
+  let wid = vec2<u32>(tile % p.nwg, tile / p.nwg);
   // H / 4 at run time (one shader per count of 8-vec4 chunks, nck = ${nck}, not per H).
   let HQ = p.hq;
   let t0 = wid.y * ${tb}u;
@@ -128,6 +136,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     ${k.perRow}
   }
   ${k.end}
+  ${TICKETS.close}
 }`;
 }
 
@@ -158,7 +167,7 @@ export function cpuStatsWgsl(tb: number, nck: number, ht: string, wt: string): s
     merge += `if (t0 + ${t}u < p.tc) { part[((t0 + ${t}u) * p.nwg + wid.x) * ${LANES}u + li] = vec4<f32>(m${t}, s${t}, e${t}, zy${t}); }\n`;
   }
   const bindings = '@group(0) @binding(4) var<storage, read_write> part: array<vec4<f32>>;';
-  return kernel(tb, nck, ht, wt, { bindings, init, perRow: update, end: merge });
+  return kernel(tb, nck, ht, wt, { bindings, ticketBinding: 5, init, perRow: update, end: merge });
 }
 
 /**
@@ -244,5 +253,5 @@ export function cpuDhWgsl(tb: number, nck: number, ht: string, wt: string): stri
       ${wload}
       ${acc}
     }`;
-  return kernel(tb, nck, ht, wt, { bindings, init, perRow, end: store });
+  return kernel(tb, nck, ht, wt, { bindings, ticketBinding: 6, init, perRow, end: store });
 }

@@ -5,6 +5,7 @@ import type { Tensor } from '../runtime/tensor.js';
 import { DTYPE_BYTES } from '../runtime/dtype.js';
 import { rowBinding } from '../runtime/windows.js';
 import { LINEAR_WORKGROUP, enableF16, wgslType } from './wgsl.js';
+import { ticketCounter, ticketWorkgroups } from './tickets.js';
 import { CPU_MERGE_WGSL, FOLD_STATE, cpuDhWgsl, cpuHeadPlan, cpuPartialBytes, cpuHeadUnfit, cpuStatsWgsl } from './head-cpu.js';
 
 /*
@@ -368,23 +369,24 @@ function cpuChunk(c: CpuChunk, pass: 'fwd' | 'bwd') {
     .u32(c.v0)
     .f32(1 / c.tau)
     .u32(8)
-    .u32(H / 4)
-    .bytes();
+    .u32(H / 4);
+  const tiles = pl.nwg * pl.blocks;
+  const workgroups = ticketWorkgroups(tiles);
   const key = `${pl.tb}:${pl.nck}:${c.hidden.dtype}:${c.weight.dtype}`;
-  return { H, pl, h, w, params, key };
+  return { H, pl, h, w, params: params.u32(tiles).u32(workgroups).bytes(), workgroups, key };
 }
 
 /** Folds the chunk's softmax statistics into state [tc, 4]. */
 function cpuStats(gpu: Gpu, op: string, shapes: string, c: CpuChunk, state: Tensor): void {
-  const { pl, h, w, params, key } = cpuChunk(c, 'fwd');
+  const { pl, h, w, params, workgroups, key } = cpuChunk(c, 'fwd');
   const part = gpu.tensor([c.tc * pl.nwg * 8, 4], 'f32', undefined, `${op} cpu partials`);
   gpu.dispatch({
     op: `${op}:cpu-stats`,
     shapes,
     pipeline: gpu.pipeline(`head:cpu-stats:${key}`, () => cpuStatsWgsl(pl.tb, pl.nck, c.hidden.dtype, c.weight.dtype)),
     params,
-    bindings: [h.binding, w.binding, c.y.binding, part.binding()],
-    workgroups: [pl.nwg, pl.blocks],
+    bindings: [h.binding, w.binding, c.y.binding, part.binding(), ticketCounter(gpu)],
+    workgroups: [workgroups],
   });
   gpu.dispatch({
     op: `${op}:cpu-merge`,
@@ -399,15 +401,15 @@ function cpuStats(gpu: Gpu, op: string, shapes: string, c: CpuChunk, state: Tens
 
 /** dh rows of the chunk (+)= dz·W/τ, with dz from coef [tc, 4]; one partial per workgroup, then their sum. */
 function cpuDh(gpu: Gpu, op: string, shapes: string, c: CpuChunk, coef: Tensor, dh: Span, accumulate: boolean): void {
-  const { H, pl, h, w, params, key } = cpuChunk(c, 'bwd');
+  const { H, pl, h, w, params, workgroups, key } = cpuChunk(c, 'bwd');
   const parts = gpu.tensor([pl.nwg, c.tc, H], 'f32', undefined, `${op} cpu partials`);
   gpu.dispatch({
     op: `${op}:cpu-dh`,
     shapes,
     pipeline: gpu.pipeline(`head:cpu-dh:${key}`, () => cpuDhWgsl(pl.tb, pl.nck, c.hidden.dtype, c.weight.dtype)),
     params,
-    bindings: [h.binding, w.binding, c.y.binding, coef.binding(0, c.tc * 16), parts.binding()],
-    workgroups: [pl.nwg, pl.blocks],
+    bindings: [h.binding, w.binding, c.y.binding, coef.binding(0, c.tc * 16), parts.binding(), ticketCounter(gpu)],
+    workgroups: [workgroups],
   });
   gpu.dispatch({
     op: `${op}:cpu-dh-sum`,

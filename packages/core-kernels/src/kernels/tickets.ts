@@ -54,21 +54,48 @@ export function ticketWorkgroups(tiles: number): number {
 }
 
 /**
+ * How the drawn ticket reaches every lane. 'workgroup': through workgroup memory with workgroupUniformLoad (a
+ * barrier, which makes llvmpipe split the shader into a coroutine). 'subgroup': subgroupBroadcast from lane 0, for
+ * a workgroup that is exactly one subgroup; the module must start with SUBGROUP_UNIFORMITY_OFF, since WGSL cannot
+ * prove that a broadcast value is uniform. Which is faster depends on the kernel (docs/BENCHMARKS.md): the matmul
+ * ran 1.03-1.09x slower with 'subgroup', the LM head 0.79-1.02x (forward) and 0.83-0.94x (backward) the time of
+ * 'workgroup' -- against 1.07-1.59x the time of no tickets at all with 'workgroup'.
+ */
+export type TicketBroadcast = 'workgroup' | 'subgroup';
+
+/** For modules using the 'subgroup' ticket loop: the tile is uniform across the one subgroup by construction. */
+export const SUBGROUP_UNIFORMITY_OFF = 'diagnostic(off, subgroup_uniformity);';
+
+/**
  * WGSL for the ticket loop. `decl(binding)` goes at module scope. `open` starts a loop whose body sees `tile`
  * (uniform, < tiles) and ends with `close`; `tiles` and `workgroups` are WGSL u32 expressions (usually params)
  * equal to the host's tile count and ticketWorkgroups(tiles). Needs `li`, the local invocation index, in scope.
  */
-export const ticketWgsl = {
-  decl: (binding: number) => `@group(0) @binding(${binding}) var<storage, read_write> tickets: array<atomic<u32>>;
-var<workgroup> ticket: u32;`,
-  open: (tiles: string, workgroups: string) => `loop {
-  if (li == 0u) {
+export function ticketWgsl(broadcast: TicketBroadcast) {
+  // The last of the dispatch's tiles + workgroups increments puts the counter back for the next dispatch.
+  const draw = (tiles: string, workgroups: string, into: string) => `if (li == 0u) {
     let t = atomicAdd(&tickets[0], 1u);
-    // The last of the dispatch's tiles + workgroups increments: put the counter back for the next dispatch.
     if (t == ${tiles} + ${workgroups} - 1u) { atomicStore(&tickets[0], 0u); }
-    ticket = t;
+    ${into} = t;
+  }`;
+  const counter = (binding: number) => `@group(0) @binding(${binding}) var<storage, read_write> tickets: array<atomic<u32>>;`;
+  if (broadcast === 'subgroup') {
+    return {
+      decl: counter,
+      open: (tiles: string, workgroups: string) => `loop {
+  var drawn = 0u;
+  ${draw(tiles, workgroups, 'drawn')}
+  let tile = subgroupBroadcast(drawn, 0u);
+  if (tile >= ${tiles}) { break; }`,
+      close: '}',
+    };
   }
+  return {
+    decl: (binding: number) => `${counter(binding)}\nvar<workgroup> ticket: u32;`,
+    open: (tiles: string, workgroups: string) => `loop {
+  ${draw(tiles, workgroups, 'ticket')}
   let tile = workgroupUniformLoad(&ticket);
   if (tile >= ${tiles}) { break; }`,
-  close: '}',
-};
+    close: '}',
+  };
+}
