@@ -298,6 +298,20 @@ describe('matmul cpu-tiled path (forced)', () => {
     try {
       const rng = new Rng(14);
       expect(await readTicketCounter(gpu)).toBeUndefined();
+      // The counter is made by the first matmul, here inside a scope: it must outlive it (a counter made as a
+      // tensor was disposed with the scope, its memory went to the next tensor, and matmuls wrote into it), and it
+      // must not count as memory in use.
+      const a = gpu.tensor([3, 2], 'f32', [1, 2, 3, 4, 5, 6]);
+      const b = gpu.tensor([2, 1], 'f32', [1, 1]);
+      const inUse = gpu.memory().inUse;
+      const c = gpu.scope(() => matmul(gpu, a, b, { path: 'cpu-tiled' }));
+      expect(Array.from(await c.read())).toEqual([3, 7, 11]);
+      expect(await readTicketCounter(gpu)).toBe(0);
+      c.dispose();
+      expect(gpu.memory().inUse).toBe(inUse);
+      const d = gpu.scope(() => matmul(gpu, a, b, { path: 'cpu-tiled' }));
+      expect(Array.from(await d.read())).toEqual([3, 7, 11]);
+      d.dispose();
       // One tile (fewer tiles than threads), 3 row blocks x 2 batch items, and K over two dispatches.
       for (const prob of [problem(5, 4, 1), problem(70, 20, 9, { batch: 2, aB: true }), problem(9, 136, 1100)]) {
         await runCase(gpu, rng, prob, { path: 'cpu-tiled' });

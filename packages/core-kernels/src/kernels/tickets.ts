@@ -1,6 +1,5 @@
 import os from 'node:os';
 import type { Gpu } from '../runtime/gpu.js';
-import type { Tensor } from '../runtime/tensor.js';
 
 /*
  * Tiles handed out at run time, for kernels on CPU adapters.
@@ -16,23 +15,25 @@ import type { Tensor } from '../runtime/tensor.js';
  * No host-side count can drift, even when a dispatch never ran (an earlier error in its batch).
  */
 
-const counters = new WeakMap<Gpu, Tensor>();
+const counters = new WeakMap<Gpu, GPUBuffer>();
 
-/** The per-device counter the ticket loop takes its tiles from (4 bytes, zeroed once, for the Gpu's life). */
+/** The per-device counter the ticket loop takes its tiles from: 4 bytes, zero between dispatches. */
 export function ticketCounter(gpu: Gpu): GPUBufferBinding {
   let counter = counters.get(gpu);
   if (!counter) {
-    // Written explicitly: the caching allocator may hand back a used buffer.
-    counter = gpu.tensor([1], 'u32', [0], 'tickets');
+    // A buffer of its own rather than a tensor: it lives as long as the device, outside scope() (which would
+    // dispose it and hand its memory to the next tensor) and outside the allocator's accounting. WebGPU fills new
+    // buffers with zeros.
+    counter = gpu.device.createBuffer({ label: 'tickets', size: 16, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
     counters.set(gpu, counter);
   }
-  return { buffer: counter.buffer, offset: counter.byteOffset, size: 4 };
+  return { buffer: counter, offset: 0, size: 4 };
 }
 
 /** The counter's value (0 between dispatches; a diagnostic for tests), or undefined before any ticket kernel ran. */
 export async function readTicketCounter(gpu: Gpu): Promise<number | undefined> {
   const counter = counters.get(gpu);
-  return counter ? (await counter.read())[0] : undefined;
+  return counter ? (await gpu.readBuffer(counter, 0, 'u32', 1, 'tickets'))[0] : undefined;
 }
 
 let threadsSeen: number | undefined;
