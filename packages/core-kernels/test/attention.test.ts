@@ -14,7 +14,8 @@ import {
   attentionRef,
   type AttentionDims,
 } from '../src/reference/attention.js';
-import { Rng, checkDirectional, dot, expectClose, testGpu } from './helpers.js';
+import { Rng, checkDirectional, dot, expectClose, freshGpu, testGpu } from './helpers.js';
+import { readTicketCounter } from '../src/kernels/tickets.js';
 
 type F = 'f32' | 'f16';
 
@@ -23,6 +24,8 @@ interface Case extends AttentionDims {
   lengths?: number[];
   dtype?: F;
   tile?: AttentionTile;
+  /** Force the tile counter on or off (default: on for a software adapter, as here). */
+  tickets?: boolean;
 }
 
 const TOL = {
@@ -33,7 +36,8 @@ const TOL = {
 function label(c: Case): string {
   const tile = c.tile ? ` tile ${c.tile.bq}x${c.tile.bk}` : '';
   const lens = c.lengths ? ` lengths [${c.lengths}]` : '';
-  return `B${c.B} T${c.T} S${c.S} Hq${c.Hq} Hkv${c.Hkv} D${c.D} ${c.dtype ?? 'f32'}${c.causal === false ? ' non-causal' : ''}${lens}${tile}`;
+  const tickets = c.tickets === undefined ? '' : ` tickets ${c.tickets ? 'on' : 'off'}`;
+  return `B${c.B} T${c.T} S${c.S} Hq${c.Hq} Hkv${c.Hkv} D${c.D} ${c.dtype ?? 'f32'}${c.causal === false ? ' non-causal' : ''}${lens}${tile}${tickets}`;
 }
 
 /** Random inputs, rounded to the storage dtype so the reference sees what the GPU sees. */
@@ -70,6 +74,9 @@ const FWD_CASES: Case[] = [
   { B: 1, T: 70, S: 70, Hq: 2, Hkv: 1, D: 16 },
   { B: 1, T: 33, S: 37, Hq: 3, Hkv: 1, D: 12, tile: { bq: 8, bk: 4 } },
   { B: 2, T: 33, S: 33, Hq: 2, Hkv: 2, D: 12, tile: { bq: 8, bk: 4 }, lengths: [30, 5], causal: false },
+  // One workgroup per tile, as on a GPU (the other cases draw tiles from the counter on this adapter).
+  { B: 2, T: 17, S: 17, Hq: 6, Hkv: 2, D: 16, lengths: [17, 9], tickets: false },
+  { B: 1, T: 33, S: 37, Hq: 3, Hkv: 1, D: 12, tile: { bq: 8, bk: 4 }, tickets: false },
 ];
 
 describe('attention forward', () => {
@@ -79,7 +86,7 @@ describe('attention forward', () => {
       const rng = new Rng(1000 + c.T * 31 + c.D);
       const x = inputs(c, rng);
       const t = upload(gpu, c, x);
-      const { o, lse } = attention(gpu, t.q, t.k, t.v, { causal: c.causal, lengths: t.lengths, tile: c.tile });
+      const { o, lse } = attention(gpu, t.q, t.k, t.v, { causal: c.causal, lengths: t.lengths, tile: c.tile, tickets: c.tickets });
       const ref = attentionRef(x.q, x.k, x.v, c, { causal: c.causal, lengths: c.lengths });
       const tol = TOL[c.dtype ?? 'f32'];
       expectClose(await o.read(), ref.o, tol, 'o');
@@ -137,6 +144,23 @@ describe('attention forward', () => {
     expectClose(await o.read(), attentionRef(x.q, x.k, x.v, c, { scale: 0.9 }).o, TOL.f32, 'o');
     dispose(t.q, t.k, t.v, t.dO, o);
   });
+
+  it('draws tiles from the counter (the default on a software adapter), which is back at zero after forward and backward', async () => {
+    const gpu = await freshGpu();
+    try {
+      const c: Case = { B: 2, T: 21, S: 21, Hq: 4, Hkv: 2, D: 8, lengths: [21, 12] };
+      const x = inputs(c, new Rng(77));
+      const t = upload(gpu, c, x);
+      const { o, lse } = attention(gpu, t.q, t.k, t.v, { lengths: t.lengths, tickets: true });
+      expect(await readTicketCounter(gpu)).toBe(0);
+      const g = attentionBackward(gpu, t.q, t.k, t.v, o, lse, t.dO, { lengths: t.lengths, tickets: true });
+      const ref = attentionBackwardRef(x.q, x.k, x.v, x.dO, c, { lengths: c.lengths });
+      expectClose(await g.dk.read(), ref.dk, TOL.f32, 'dk');
+      expect(await readTicketCounter(gpu)).toBe(0);
+    } finally {
+      gpu.destroy();
+    }
+  });
 });
 
 const BWD_CASES: Case[] = [
@@ -148,6 +172,8 @@ const BWD_CASES: Case[] = [
   { B: 2, T: 33, S: 33, Hq: 4, Hkv: 2, D: 16, dtype: 'f16', lengths: [33, 30] },
   { B: 1, T: 33, S: 37, Hq: 3, Hkv: 1, D: 12, tile: { bq: 8, bk: 4 } },
   { B: 1, T: 40, S: 40, Hq: 2, Hkv: 1, D: 16, lengths: [35] },
+  { B: 2, T: 17, S: 29, Hq: 4, Hkv: 4, D: 20, causal: false, lengths: [29, 11], tickets: false },
+  { B: 1, T: 33, S: 37, Hq: 3, Hkv: 1, D: 12, tile: { bq: 8, bk: 4 }, tickets: false },
 ];
 
 describe('attention backward', () => {
@@ -157,7 +183,7 @@ describe('attention backward', () => {
       const rng = new Rng(2000 + c.T * 17 + c.D);
       const x = inputs(c, rng);
       const t = upload(gpu, c, x);
-      const opts = { causal: c.causal, lengths: t.lengths, tile: c.tile };
+      const opts = { causal: c.causal, lengths: t.lengths, tile: c.tile, tickets: c.tickets };
       const { o, lse } = attention(gpu, t.q, t.k, t.v, opts);
       const g = attentionBackward(gpu, t.q, t.k, t.v, o, lse, t.dO, opts);
       const ref = attentionBackwardRef(x.q, x.k, x.v, x.dO, c, { causal: c.causal, lengths: c.lengths });

@@ -30,6 +30,7 @@ import type { Tensor } from '../runtime/tensor.js';
 import type { DType } from '../runtime/dtype.js';
 import { LINEAR_WORKGROUP, enableF16 } from './wgsl.js';
 import { f16MatrixConfig, type SubgroupMatrixConfig } from '../runtime/features.js';
+import { ticketCounter, ticketWgsl, ticketWorkgroups } from './tickets.js';
 import { sgmAttentionBytes, sgmAttentionKey, sgmAttentionUnfit, sgmAttentionWgsl, type SgmAttentionTile } from './attention-sgm.js';
 
 export interface AttentionTile {
@@ -60,6 +61,11 @@ export interface AttentionOptions {
   sgmTile?: SgmAttentionTile;
   /** Tests: run the subgroup-matrix forward with its matrix operations emulated in plain WGSL (slow). */
   sgmEmulate?: boolean;
+  /**
+   * Scalar kernels: one workgroup per CPU thread drawing (block, head, batch) tiles from a counter instead of one
+   * workgroup per tile. Default: on software adapters (lavapipe), where it balances the threads; false elsewhere.
+   */
+  tickets?: boolean;
 }
 
 /** Default workgroup of the subgroup-matrix forward: 4 subgroups (64 query rows), 32-key tiles (fastest of 3 in session 3), O in registers. */
@@ -254,12 +260,15 @@ function lensBinding(binding: number): string {
 
 // Causal masking and lengths are runtime flags, not specializations: fewer pipelines to compile.
 const MHA_PARAMS = `struct P {
-  t: u32, s: u32, hq: u32, hkv: u32, off: i32, scale2: f32, scale: f32, d: u32, d4: u32, causal: u32, has_len: u32
+  t: u32, s: u32, hq: u32, hkv: u32, off: i32, scale2: f32, scale: f32, d: u32, d4: u32, causal: u32, has_len: u32,
+  tiles: u32, workgroups: u32, gx: u32, gy: u32
 }
 @group(0) @binding(0) var<uniform> p: P;`;
 
-function mhaParams(d: Dims, opts: AttentionOptions): Uint8Array {
+/** The MHA kernels' uniforms; `grid` is the dispatch's [blocks, heads, batch], which the ticket loop walks. */
+function mhaParams(d: Dims, opts: AttentionOptions, grid: readonly [number, number, number]): Uint8Array {
   const scale = opts.scale ?? 1 / Math.sqrt(d.D);
+  const tiles = grid[0] * grid[1] * grid[2];
   return new Params()
     .u32(d.T)
     .u32(d.S)
@@ -272,7 +281,54 @@ function mhaParams(d: Dims, opts: AttentionOptions): Uint8Array {
     .u32(ceilDiv(d.D, 4))
     .u32((opts.causal ?? true) ? 1 : 0)
     .u32(opts.lengths ? 1 : 0)
+    .u32(tiles)
+    .u32(ticketWorkgroups(tiles))
+    .u32(grid[0])
+    .u32(grid[1])
     .bytes();
+}
+
+/**
+ * The MHA kernels' entry point. On a CPU adapter (`s.tickets`) one workgroup per shader thread loops over the
+ * dispatch's (block, head, batch) tiles, drawing them from a counter (tickets.ts): llvmpipe's equal runs of
+ * workgroups fixed up front left a thread idle whenever the other was preempted. `lastFirst` walks the blocks from
+ * the last, which under causality has the most work, so the long tiles do not come at the end.
+ */
+function mhaMain(s: MhaSpec, threads: number, ticketBinding: number, lastFirst: boolean): { head: string; tail: string } {
+  const signature = `@compute @workgroup_size(${threads})
+fn main(@builtin(workgroup_id) grid_id: vec3<u32>, @builtin(local_invocation_index) li: u32) {`;
+  if (!s.tickets) return { head: `${signature}
+  let wid = grid_id;`, tail: '' };
+  return {
+    head: `${MHA_TICKETS.decl(ticketBinding)}
+${signature}
+  ${MHA_TICKETS.open('p.tiles', 'p.workgroups')}
+  let bx = tile % p.gx;
+  let wid = vec3<u32>(${lastFirst ? 'p.gx - 1u - bx' : 'bx'}, (tile / p.gx) % p.gy, tile / (p.gx * p.gy));`,
+    tail: MHA_TICKETS.close,
+  };
+}
+
+/** Their workgroups have several subgroups, so the ticket reaches them through workgroup memory. */
+const MHA_TICKETS = ticketWgsl('workgroup');
+
+/** Dispatches an MHA kernel over `grid`, or over one workgroup per shader thread with the tile counter bound last. */
+function mhaDispatch(
+  gpu: Gpu,
+  op: string,
+  shapes: string,
+  s: MhaSpec,
+  pipeline: GPUComputePipeline,
+  params: Uint8Array,
+  grid: readonly [number, number, number],
+  bindings: Tensor[],
+): void {
+  if (!s.tickets) {
+    gpu.dispatch({ op, shapes, pipeline, params, bindings, workgroups: [...grid] });
+    return;
+  }
+  const workgroups = ticketWorkgroups(grid[0] * grid[1] * grid[2]);
+  gpu.dispatch({ op, shapes, pipeline, params, bindings: [...bindings, ticketCounter(gpu)], workgroups: [workgroups] });
 }
 
 /** The lengths binding, or a stand-in read-only buffer (q) that the kernel never reads. */
@@ -320,12 +376,14 @@ interface MhaSpec {
   D: number;
   bq: number;
   bk: number;
+  /** Tiles drawn from a counter (CPU adapters; see mhaMain). */
+  tickets: boolean;
 }
 
 /** Everything the MHA kernels specialize on: the layout for `colGroups`, not D itself. */
 function mhaKey(s: MhaSpec, colGroups: number): string {
   const l = layout(s.D, s.dtype, colGroups);
-  return `${s.dtype}:dp4=${l.DP4}:vec=${l.vec}:${s.bq}x${s.bk}`;
+  return `${s.dtype}:dp4=${l.DP4}:vec=${l.vec}:${s.bq}x${s.bk}${s.tickets ? ':tickets' : ''}`;
 }
 
 /** Score validity for query row i and key j (u32 WGSL expressions); `len` and `p` in scope. */
@@ -339,6 +397,7 @@ function fwdWgsl(s: MhaSpec): string {
   const RG = s.bq / 4;
   const CG = s.bk / 4;
   const NT = RG * CG;
+  const main = mhaMain(s, NT, 7, true);
   const l = layout(s.D, s.dtype, CG);
   const RD = l.DP4 / CG;
   const st = s.dtype;
@@ -373,8 +432,7 @@ ${loadFn('k', l)}
 ${loadFn('v', l)}
 ${storeFn('o', l)}
 
-@compute @workgroup_size(${NT})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+${main.head}
   let h = wid.y;
   let b = wid.z;
   let g = h / (p.hq / p.hkv);
@@ -469,6 +527,7 @@ ${ks.map((k) => `      st_o(base, cg + ${k}u * CG, acc${r}_${k} * inv);`).join('
       lse[(b * p.hq + h) * p.t + i] = select(0.0, (row_m[r] + log2(row_l[r])) * ${Math.LN2}, ok);
     }
   }
+  ${main.tail}
 }`;
 }
 
@@ -488,7 +547,7 @@ export function attention<D extends FloatDType>(
   const shapes = `q=${q} k=${k} v=${v}`;
   const tile = opts.tile ?? pickTile(gpu, FWD_TILES, (t) => fwdBytes(t, d.D, d.dtype), op, shapes);
   fitTile(gpu, tile, fwdBytes(tile, d.D, d.dtype), op, shapes);
-  const spec: MhaSpec = { dtype: d.dtype, D: d.D, bq: tile.bq, bk: tile.bk };
+  const spec: MhaSpec = { dtype: d.dtype, D: d.D, bq: tile.bq, bk: tile.bk, tickets: opts.tickets ?? gpu.softwareAdapter };
   const o = gpu.tensor(q.shape, q.dtype, undefined, op) as Tensor<D>;
   const lse = gpu.tensor([d.B, d.Hq, d.T], 'f32', undefined, op);
   if (q.size === 0 || k.size === 0) {
@@ -497,15 +556,20 @@ export function attention<D extends FloatDType>(
     return { o, lse };
   }
   const sgm = sgmForward(gpu, d, opts, shapes);
-  const pipeline = sgm?.pipeline ?? gpu.pipeline(`attention:fwd:${mhaKey(spec, spec.bk / 4)}`, () => fwdWgsl(spec));
-  gpu.dispatch({
-    op,
-    shapes,
-    pipeline,
-    params: mhaParams(d, opts),
-    bindings: [q, k, v, o, lse, lensOrStandIn(opts, q)],
-    workgroups: [ceilDiv(d.T, sgm?.rows ?? tile.bq), d.Hq, d.B],
-  });
+  const grid = [ceilDiv(d.T, sgm?.rows ?? tile.bq), d.Hq, d.B] as const;
+  const params = mhaParams(d, opts, grid);
+  if (sgm) {
+    gpu.dispatch({ op, shapes, pipeline: sgm.pipeline, params, bindings: [q, k, v, o, lse, lensOrStandIn(opts, q)], workgroups: [...grid] });
+  } else {
+    mhaDispatch(gpu, op, shapes, spec, gpu.pipeline(`attention:fwd:${mhaKey(spec, spec.bk / 4)}`, () => fwdWgsl(spec)), params, grid, [
+      q,
+      k,
+      v,
+      o,
+      lse,
+      lensOrStandIn(opts, q),
+    ]);
+  }
   return { o, lse };
 }
 
@@ -563,6 +627,7 @@ function dqWgsl(s: MhaSpec): string {
   const RG = s.bq / 4;
   const CG = s.bk / 4;
   const NT = RG * CG;
+  const main = mhaMain(s, NT, 9, true);
   const l = layout(s.D, s.dtype, CG);
   const RD = l.DP4 / CG;
   const st = s.dtype;
@@ -599,8 +664,7 @@ ${loadFn('v', l)}
 ${loadFn('dout', l)}
 ${storeFn('dq', l)}
 
-@compute @workgroup_size(${NT})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+${main.head}
   let h = wid.y;
   let b = wid.z;
   let g = h / (p.hq / p.hkv);
@@ -667,6 +731,7 @@ ${ks.map((k) => `      st_dq(base, cg + ${k}u * CG, acc${r}_${k} * p.scale);`).j
   }`,
   )
   .join('\n')}
+  ${main.tail}
 }`;
 }
 
@@ -674,6 +739,7 @@ function dkvWgsl(s: MhaSpec): string {
   const QG = s.bq / 4;
   const KG = s.bk / 4;
   const NT = QG * KG;
+  const main = mhaMain(s, NT, 10, false);
   const l = layout(s.D, s.dtype, QG);
   const RD = l.DP4 / QG;
   const st = s.dtype;
@@ -714,8 +780,7 @@ ${loadFn('dout', l)}
 ${storeFn('dk', l)}
 ${storeFn('dv', l)}
 
-@compute @workgroup_size(${NT})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+${main.head}
   let g = wid.y;
   let b = wid.z;
   let group = p.hq / p.hkv;
@@ -790,6 +855,7 @@ ${ks.map((k) => `      st_dk(base, qg + ${k}u * QG, dk${c}_${k} * p.scale);\n   
   }`,
   )
   .join('\n')}
+  ${main.tail}
 }`;
 }
 
@@ -827,7 +893,6 @@ export function attentionBackward<D extends FloatDType>(
     [dq, dk, dv].forEach((t) => gpu.clear(t));
     return { dq, dk, dv };
   }
-  const params = mhaParams(d, opts);
   const lens = lensOrStandIn(opts, q);
 
   const rows = d.B * d.T * d.Hq;
@@ -841,24 +906,14 @@ export function attentionBackward<D extends FloatDType>(
     workgroups: gpu.grid(ceilDiv(rows, 64)),
   });
 
-  const sq: MhaSpec = { dtype: d.dtype, D: d.D, bq: tq.bq, bk: tq.bk };
-  gpu.dispatch({
-    op: `${op}.dq`,
-    shapes,
-    pipeline: gpu.pipeline(`attention:dq:${mhaKey(sq, sq.bk / 4)}`, () => dqWgsl(sq)),
-    params,
-    bindings: [q, k, v, dO, lse, dvec, dq, lens],
-    workgroups: [ceilDiv(d.T, tq.bq), d.Hq, d.B],
-  });
+  const sq: MhaSpec = { dtype: d.dtype, D: d.D, bq: tq.bq, bk: tq.bk, tickets: opts.tickets ?? gpu.softwareAdapter };
+  const gq = [ceilDiv(d.T, tq.bq), d.Hq, d.B] as const;
+  const dqPipeline = gpu.pipeline(`attention:dq:${mhaKey(sq, sq.bk / 4)}`, () => dqWgsl(sq));
+  mhaDispatch(gpu, `${op}.dq`, shapes, sq, dqPipeline, mhaParams(d, opts, gq), gq, [q, k, v, dO, lse, dvec, dq, lens]);
   const skv: MhaSpec = { ...sq, bq: tkv.bq, bk: tkv.bk };
-  gpu.dispatch({
-    op: `${op}.dkv`,
-    shapes,
-    pipeline: gpu.pipeline(`attention:dkv:${mhaKey(skv, skv.bq / 4)}`, () => dkvWgsl(skv)),
-    params,
-    bindings: [q, k, v, dO, lse, dvec, dk, dv, lens],
-    workgroups: [ceilDiv(d.S, tkv.bk), d.Hkv, d.B],
-  });
+  const gkv = [ceilDiv(d.S, tkv.bk), d.Hkv, d.B] as const;
+  const dkvPipeline = gpu.pipeline(`attention:dkv:${mhaKey(skv, skv.bq / 4)}`, () => dkvWgsl(skv));
+  mhaDispatch(gpu, `${op}.dkv`, shapes, skv, dkvPipeline, mhaParams(d, opts, gkv), gkv, [q, k, v, dO, lse, dvec, dk, dv, lens]);
   // Safe to release now: later work that reuses the buffer is recorded after these dispatches.
   dvec.dispose();
   return { dq, dk, dv };
