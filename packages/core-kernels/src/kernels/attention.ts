@@ -265,10 +265,12 @@ const MHA_PARAMS = `struct P {
 }
 @group(0) @binding(0) var<uniform> p: P;`;
 
-/** The MHA kernels' uniforms; `grid` is the dispatch's [blocks, heads, batch], which the ticket loop walks. */
-function mhaParams(d: Dims, opts: AttentionOptions, grid: readonly [number, number, number]): Uint8Array {
+/**
+ * The MHA kernels' uniforms; `grid` is the dispatch's [blocks, heads, batch], which the ticket loop walks with
+ * `workgroups` of them (0 when the kernel runs one workgroup per tile).
+ */
+function mhaParams(d: Dims, opts: AttentionOptions, grid: readonly [number, number, number], workgroups = 0): Uint8Array {
   const scale = opts.scale ?? 1 / Math.sqrt(d.D);
-  const tiles = grid[0] * grid[1] * grid[2];
   return new Params()
     .u32(d.T)
     .u32(d.S)
@@ -281,8 +283,8 @@ function mhaParams(d: Dims, opts: AttentionOptions, grid: readonly [number, numb
     .u32(ceilDiv(d.D, 4))
     .u32((opts.causal ?? true) ? 1 : 0)
     .u32(opts.lengths ? 1 : 0)
-    .u32(tiles)
-    .u32(ticketWorkgroups(tiles))
+    .u32(grid[0] * grid[1] * grid[2])
+    .u32(workgroups)
     .u32(grid[0])
     .u32(grid[1])
     .bytes();
@@ -319,15 +321,16 @@ function mhaDispatch(
   shapes: string,
   s: MhaSpec,
   pipeline: GPUComputePipeline,
-  params: Uint8Array,
+  uniforms: { d: Dims; opts: AttentionOptions },
   grid: readonly [number, number, number],
   bindings: Tensor[],
 ): void {
   if (!s.tickets) {
-    gpu.dispatch({ op, shapes, pipeline, params, bindings, workgroups: [...grid] });
+    gpu.dispatch({ op, shapes, pipeline, params: mhaParams(uniforms.d, uniforms.opts, grid), bindings, workgroups: [...grid] });
     return;
   }
   const workgroups = ticketWorkgroups(grid[0] * grid[1] * grid[2]);
+  const params = mhaParams(uniforms.d, uniforms.opts, grid, workgroups);
   gpu.dispatch({ op, shapes, pipeline, params, bindings: [...bindings, ticketCounter(gpu)], workgroups: [workgroups] });
 }
 
@@ -556,19 +559,13 @@ export function attention<D extends FloatDType>(
     return { o, lse };
   }
   const sgm = sgmForward(gpu, d, opts, shapes);
-  const grid = [ceilDiv(d.T, sgm?.rows ?? tile.bq), d.Hq, d.B] as const;
-  const params = mhaParams(d, opts, grid);
+  const bindings = [q, k, v, o, lse, lensOrStandIn(opts, q)];
   if (sgm) {
-    gpu.dispatch({ op, shapes, pipeline: sgm.pipeline, params, bindings: [q, k, v, o, lse, lensOrStandIn(opts, q)], workgroups: [...grid] });
+    const grid = [ceilDiv(d.T, sgm.rows), d.Hq, d.B] as const;
+    gpu.dispatch({ op, shapes, pipeline: sgm.pipeline, params: mhaParams(d, opts, grid), bindings, workgroups: [...grid] });
   } else {
-    mhaDispatch(gpu, op, shapes, spec, gpu.pipeline(`attention:fwd:${mhaKey(spec, spec.bk / 4)}`, () => fwdWgsl(spec)), params, grid, [
-      q,
-      k,
-      v,
-      o,
-      lse,
-      lensOrStandIn(opts, q),
-    ]);
+    const pipeline = gpu.pipeline(`attention:fwd:${mhaKey(spec, spec.bk / 4)}`, () => fwdWgsl(spec));
+    mhaDispatch(gpu, op, shapes, spec, pipeline, { d, opts }, [ceilDiv(d.T, tile.bq), d.Hq, d.B], bindings);
   }
   return { o, lse };
 }
@@ -909,11 +906,11 @@ export function attentionBackward<D extends FloatDType>(
   const sq: MhaSpec = { dtype: d.dtype, D: d.D, bq: tq.bq, bk: tq.bk, tickets: opts.tickets ?? gpu.softwareAdapter };
   const gq = [ceilDiv(d.T, tq.bq), d.Hq, d.B] as const;
   const dqPipeline = gpu.pipeline(`attention:dq:${mhaKey(sq, sq.bk / 4)}`, () => dqWgsl(sq));
-  mhaDispatch(gpu, `${op}.dq`, shapes, sq, dqPipeline, mhaParams(d, opts, gq), gq, [q, k, v, dO, lse, dvec, dq, lens]);
+  mhaDispatch(gpu, `${op}.dq`, shapes, sq, dqPipeline, { d, opts }, gq, [q, k, v, dO, lse, dvec, dq, lens]);
   const skv: MhaSpec = { ...sq, bq: tkv.bq, bk: tkv.bk };
   const gkv = [ceilDiv(d.S, tkv.bk), d.Hkv, d.B] as const;
   const dkvPipeline = gpu.pipeline(`attention:dkv:${mhaKey(skv, skv.bq / 4)}`, () => dkvWgsl(skv));
-  mhaDispatch(gpu, `${op}.dkv`, shapes, skv, dkvPipeline, mhaParams(d, opts, gkv), gkv, [q, k, v, dO, lse, dvec, dk, dv, lens]);
+  mhaDispatch(gpu, `${op}.dkv`, shapes, skv, dkvPipeline, { d, opts }, gkv, [q, k, v, dO, lse, dvec, dk, dv, lens]);
   // Safe to release now: later work that reuses the buffer is recorded after these dispatches.
   dvec.dispose();
   return { dq, dk, dv };
