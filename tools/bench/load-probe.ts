@@ -1,13 +1,14 @@
 // What one 8-lane vec4 load costs in a compute shader, by where the data lives: a storage buffer, a uniform buffer,
-// workgroup memory or an rgba32float texture. On lavapipe each is a different code path in llvmpipe, and which
-// one a kernel can feed from decides its design (docs/BENCHMARKS.md, lavapipe f32 matmul).
-// Run: LP_NUM_THREADS=1 node --import tsx tools/bench/load-probe.ts [--kinds storage,uniform,workgroup,texture]
+// workgroup memory or an rgba32float texture; `scalar` is one f32 from a storage buffer (widened to vec4, so its
+// time per load compares with the others' time per 4 values). On lavapipe each is a different code path in
+// llvmpipe, and which one a kernel can feed from decides its design (docs/BENCHMARKS.md, lavapipe f32 matmul).
+// Run: LP_NUM_THREADS=1 node --import tsx tools/bench/load-probe.ts [--kinds storage,uniform,workgroup,texture,scalar]
 // Each kind: 256 workgroups of 8 lanes, each lane summing 4096 vec4 loads at per-lane addresses; median of 9.
 import { parseArgs } from 'node:util';
 import { Gpu } from '@mlagent/core-kernels';
 
-type Kind = 'storage' | 'uniform' | 'workgroup' | 'texture';
-const KINDS: Kind[] = ['storage', 'uniform', 'workgroup', 'texture'];
+type Kind = 'storage' | 'uniform' | 'workgroup' | 'texture' | 'scalar';
+const KINDS: Kind[] = ['storage', 'uniform', 'workgroup', 'texture', 'scalar'];
 const WIDTH = 256; // texels (vec4) per row of the source
 const STEPS = 4096; // loads per lane
 const WORKGROUPS = 256;
@@ -38,6 +39,7 @@ const shapes: Record<Kind, { decl: string; prologue: string; load: string }> = {
     prologue: 'for (var i = li; i < 2048u; i += 8u) { tile[i] = src[i]; }\n  workgroupBarrier();',
     load: 'tile[(k * 8u + li) & 2047u]',
   },
+  scalar: { decl: 'var<storage, read> src: array<f32>;', prologue: '', load: `vec4<f32>(src[(k * ${WIDTH}u + col) * 4u])` },
   texture: { decl: 'var src: texture_2d<f32>;', prologue: '', load: 'textureLoad(src, vec2<u32>(col, k), 0)' },
 };
 

@@ -3,7 +3,7 @@ import { ShapeError, chooseVariants, roundToF16, type Gpu, type GpuFeatures, typ
 import { GEMV_MAX_M, isCpuAdapter, matmul, matmulBackward, selectMatmulPath, type MatmulOptions } from '../src/kernels/matmul.js';
 import { matmulBackwardRef, matmulRef, type MatmulRefProblem } from '../src/reference/matmul.js';
 import { CPU_GEMV_MAX_M } from '../src/kernels/gemv-cpu.js';
-import { cpuPackVariant, type CpuPackVariant } from '../src/kernels/matmul-cpu.js';
+import { A_TEXTURE_MAX_BYTES, cpuATexture, cpuPackVariant, type CpuPackVariant } from '../src/kernels/matmul-cpu.js';
 import { readTicketCounter, shaderThreads, ticketWorkgroups } from '../src/kernels/tickets.js';
 import { Rng, checkDirectional, dot, expectClose, freshGpu, testGpu } from './helpers.js';
 
@@ -54,10 +54,16 @@ async function runCase(gpu: Gpu, rng: Rng, p: MatmulRefProblem, o: { aType?: 'f3
  * alpha, beta and bias on strided, batched sub-matrices at offsets 3, 4, 5 (bias at 2): the whole of C is compared,
  * so elements between the addressed rows and matrices must come back untouched.
  */
-async function runStridedEpilogue(gpu: Gpu, rng: Rng, p: MatmulRefProblem, o: { cType: 'f32' | 'f16'; path: MatmulOptions['path'] }) {
+async function runStridedEpilogue(
+  gpu: Gpu,
+  rng: Rng,
+  p: MatmulRefProblem,
+  o: { cType: 'f32' | 'f16'; path: MatmulOptions['path']; offsetA?: number },
+) {
   const { M, N, K, lda, ldb, ldc } = p;
   const f16 = o.cType === 'f16';
-  const a = rng.randn(3 + (p.batch - 1) * p.strideA + (p.transA ? K : M) * lda);
+  const offsetA = o.offsetA ?? 3;
+  const a = rng.randn(offsetA + (p.batch - 1) * p.strideA + (p.transA ? K : M) * lda);
   const b = rng.randn(4 + (p.batch - 1) * p.strideB + (p.transB ? N : K) * ldb);
   const c0 = rng.randn(5 + p.batch * p.strideC);
   const bias = rng.randn(N + 2);
@@ -67,10 +73,10 @@ async function runStridedEpilogue(gpu: Gpu, rng: Rng, p: MatmulRefProblem, o: { 
   const Bias = gpu.tensor([N + 2], 'f32', bias);
   matmul(gpu, A, B, {
     out: C, bias: Bias, batch: p.batch, m: M, n: N, k: K, lda, ldb, ldc, transA: p.transA, transB: p.transB,
-    strideA: p.strideA, strideB: p.strideB, strideC: p.strideC, offsetA: 3, offsetB: 4, offsetC: 5, offsetBias: 2,
+    strideA: p.strideA, strideB: p.strideB, strideC: p.strideC, offsetA, offsetB: 4, offsetC: 5, offsetBias: 2,
     alpha: p.alpha, beta: p.beta, path: o.path,
   });
-  const want = matmulRef(a, b, { ...p, offsetA: 3, offsetB: 4, offsetC: 5, offsetBias: 2, bias }, f16 ? roundToF16(c0) : c0);
+  const want = matmulRef(a, b, { ...p, offsetA, offsetB: 4, offsetC: 5, offsetBias: 2, bias }, f16 ? roundToF16(c0) : c0);
   const tol = f16 ? { atol: 1e-2, rtol: 2e-3 } : TOL;
   expectClose(await C.read(), f16 ? roundToF16(want) : want, tol, `${o.path} epilogue ${JSON.stringify(p)}`);
   [A, B, C, Bias].forEach((t) => t.dispose());
@@ -393,6 +399,74 @@ describe('matmul cpu-tiled path (forced)', () => {
       strideC: M * (N + 2) + 1, alpha: 0.5, beta: -1.5,
     };
     await runStridedEpilogue(await testGpu(), new Rng(15), p, { cType: 'f32', path: 'cpu-tiled' });
+  });
+});
+
+describe('matmul cpu-tiled path: A from a texture', () => {
+  const fields = (p: MatmulRefProblem, offA = 0) => ({ ...p, transA: !!p.transA, offA, sA: p.strideA });
+
+  it('copies A into a texture where its layout allows, and reads it from storage otherwise', async () => {
+    const { limits } = await testGpu();
+    const f32 = { a: 'f32' as const };
+    expect(cpuATexture(limits, f32, fields(problem(33, 70, 64)), 0)).toEqual({ width: 16, rowsPerImage: 33, layers: 1 });
+    expect(cpuATexture(limits, f32, fields(problem(17, 20, 64, { batch: 3, aB: true })), 0)).toEqual({ width: 16, rowsPerImage: 17, layers: 3 });
+    // Offsets 16-byte aligned in the buffer, K a multiple of 4 inside a row of a multiple of 64.
+    expect(cpuATexture(limits, f32, { ...fields(problem(9, 20, 100)), lda: 128 }, 256)?.width).toBe(25);
+    expect(cpuATexture(limits, f32, { ...fields(problem(9, 20, 100)), lda: 128, offA: 4 }, 0)).toBeDefined();
+    for (const [why, p, offset] of [
+      ['transposed', fields(problem(33, 70, 64, { tA: true })), 0],
+      ['lda not a multiple of 64', fields(problem(33, 70, 100)), 0],
+      ['K not a multiple of 4', { ...fields(problem(33, 70, 62)), lda: 64 }, 0],
+      ['offset not 16-byte aligned', fields(problem(33, 70, 64), 3), 0],
+      ['binding offset not 16-byte aligned', fields(problem(33, 70, 64)), 4],
+      ['batch items not whole rows apart', { ...fields(problem(5, 8, 64, { batch: 2 })), sA: 5 * 64 + 4 }, 0],
+      ['over the texture size cap', fields(problem(16384, 8, A_TEXTURE_MAX_BYTES / 16384 / 4 + 64)), 0],
+    ] as const) {
+      expect(cpuATexture(limits, f32, p, offset), why).toBeUndefined();
+    }
+    expect(cpuATexture(limits, { a: 'f16' }, fields(problem(33, 70, 64)), 0)).toBeUndefined();
+  });
+
+  it('matches the reference: K in one window or over two dispatches, a layer per batch item or one for all, strided with an epilogue', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(16);
+    const cases: Array<[MatmulRefProblem, string]> = [
+      [problem(33, 70, 64), 'one window of K'],
+      [problem(40, 520, 1088), 'K over 9 windows of 128: two dispatches along K'],
+      [problem(70, 200, 192), 'several row blocks, K in whole passes of 32'],
+      [problem(17, 20, 64, { batch: 3, aB: true }), 'a layer per batch item'],
+    ];
+    for (const [p, why] of cases) {
+      expect(cpuATexture(gpu.limits, { a: 'f32' }, fields(p), 0), why).toBeDefined();
+      await runCase(gpu, rng, p, { path: 'cpu-tiled' });
+    }
+    // K = 100 (not a whole pass of 32: the last texels are masked) in rows of 128, A at offset 4, with alpha,
+    // beta and bias; one A (one texture layer) and one B [N, K] for both batch items.
+    const [M, N, K] = [35, 70, 100];
+    const p: MatmulRefProblem = {
+      batch: 2, M, N, K, transB: true, lda: 128, ldb: K + 5, ldc: N + 2, strideA: 0, strideB: 0, strideC: M * (N + 2) + 1,
+      alpha: 0.5, beta: -1.5,
+    };
+    expect(cpuATexture(gpu.limits, { a: 'f32' }, fields(p, 4), 0)).toBeDefined();
+    await runStridedEpilogue(gpu, rng, p, { cType: 'f32', path: 'cpu-tiled', offsetA: 4 });
+  });
+
+  it('grows its texture between products recorded in one batch without disturbing the earlier one', async () => {
+    const gpu = await freshGpu();
+    try {
+      const rng = new Rng(17);
+      const small = [rng.randn(8 * 64), rng.randn(64 * 16)] as const;
+      const big = [rng.randn(70 * 256), rng.randn(256 * 24)] as const;
+      const c1 = matmul(gpu, gpu.tensor([8, 64], 'f32', small[0]), gpu.tensor([64, 16], 'f32', small[1]), { path: 'cpu-tiled' });
+      const c2 = matmul(gpu, gpu.tensor([70, 256], 'f32', big[0]), gpu.tensor([256, 24], 'f32', big[1]), { path: 'cpu-tiled' });
+      // A third, small again, reuses the grown texture.
+      const c3 = matmul(gpu, gpu.tensor([8, 64], 'f32', small[1].slice(0, 512)), gpu.tensor([64, 16], 'f32', small[1]), { path: 'cpu-tiled' });
+      expectClose(await c1.read(), matmulRef(small[0], small[1], problem(8, 16, 64), undefined, 8 * 16), TOL, 'first, small');
+      expectClose(await c2.read(), matmulRef(big[0], big[1], problem(70, 24, 256), undefined, 70 * 24), TOL, 'second, grown');
+      expectClose(await c3.read(), matmulRef(small[1].slice(0, 512), small[1], problem(8, 16, 64), undefined, 8 * 16), TOL, 'third, in the grown texture');
+    } finally {
+      gpu.destroy();
+    }
   });
 });
 

@@ -17,12 +17,15 @@ import { ticketCounter, ticketWgsl, ticketWorkgroups } from './tickets.js';
  * up to WINDOWS windows (K up to WINDOWS · 4096/(8·V)) and adds into C where K is longer. The packing also makes
  * transposed and f16 B free: the pack kernel reads B however it is stored.
  *
+ * A is read from storage, or, where its layout allows a copy, from a texture (cpuATexture): 1024³ took 0.87–0.88×
+ * the time.
+ *
  * Each dispatch launches one workgroup per shader thread, which take tiles (ROWS rows of a panel of a batch item)
  * from an atomic counter (tickets.ts) rather than llvmpipe's equal runs fixed up front.
  *
  * The tile: one 8-lane workgroup computes ROWS rows of one panel; lane l owns vec4 columns l·V..l·V+V-1. For
  * every 8 steps along K, lane l loads A[m, k0 + l] for each row and subgroupShuffle (one AVX2 permute) hands each
- * value to all lanes. The K loop is unrolled by UNROLL with the accumulators updated once per UNROLL steps:
+ * value to all lanes (from a texture, lane l loads A[m, k0 + 4l .. 4l + 3] for every 32 steps). The K loop is unrolled by UNROLL with the accumulators updated once per UNROLL steps:
  * llvmpipe blends every loop-carried update with the lane mask, and the 256 or 512 accumulators live on the
  * stack. V is 2 or 4 (tileV).
  * Measured on 1024³ (CPU time per product, one shader thread): 14-15 GFLOP per CPU-second against 6-10 for the
@@ -44,6 +47,7 @@ function tileV(N: number): 2 | 4 {
 /** Columns per panel: 8 lanes × V vec4. */
 const panelOf = (v: number) => LANES * v * 4;
 const ROWS = 32;
+/** Steps of K between accumulator updates; also the components of a vec4 of A, which the vec4 path relies on. */
 const UNROLL = 4;
 /** One uniform window: 64 KB of vec4, the WebGPU default limit (and lavapipe's). */
 const WINDOW_VEC4 = 4096;
@@ -66,12 +70,76 @@ export interface CpuMatmulTypes {
   bias?: DType;
 }
 
+/** Where A's rows go in its texture: K / 4 texels a row, rows per batch item in the source, layers. */
+export interface ATextureLayout {
+  width: number;
+  rowsPerImage: number;
+  layers: number;
+}
+
+/** Largest A texture, in bytes, kept per device; a larger A is read from storage. */
+export const A_TEXTURE_MAX_BYTES = 64 * 1024 * 1024;
+
+/**
+ * How A is copied into an rgba32float texture, or undefined when it is read from storage. A texel holds 4 steps of
+ * K, so lanes load A 4 steps at a time: on llvmpipe a storage load is a loop over the 8 lanes with a mask test and
+ * a bounds check per lane, ~41 ns per 8-lane f32, and a texel fetch ~50 ns per 8-lane vec4
+ * (tools/bench/load-probe.ts). The copy is a copyBufferToTexture, so it takes f32 A stored [M, K] with K a
+ * multiple of 4, rows 256 bytes apart (lda a multiple of 64) from a 16-byte boundary, and batch items a whole
+ * number of rows apart (or one A for all).
+ */
+export function cpuATexture(
+  limits: Record<string, number>,
+  types: Pick<CpuMatmulTypes, 'a'>,
+  p: Pick<CpuMatmulProblem, 'M' | 'K' | 'batch' | 'transA' | 'lda' | 'offA' | 'sA'>,
+  bindingOffset: number,
+): ATextureLayout | undefined {
+  if (types.a !== 'f32' || p.transA || p.K % 4 || p.lda % 64 || (bindingOffset + p.offA * 4) % 16) return undefined;
+  const layered = p.batch > 1 && p.sA !== 0;
+  if (layered && (p.sA % p.lda || p.sA / p.lda < p.M)) return undefined;
+  const t = { width: p.K / 4, rowsPerImage: layered ? p.sA / p.lda : p.M, layers: layered ? p.batch : 1 };
+  const max2d = limits.maxTextureDimension2D ?? 0;
+  if (t.width > max2d || p.M > max2d || t.layers > (limits.maxTextureArrayLayers ?? 0)) return undefined;
+  if (t.width * 16 * p.M * t.layers > A_TEXTURE_MAX_BYTES) return undefined;
+  return t;
+}
+
+/**
+ * One A texture per device, grown to the largest extent asked for and reused: the queue runs copies and dispatches
+ * in order, so the next matmul's copy cannot overwrite what an earlier one still reads.
+ */
+const aTextures = new WeakMap<Gpu, GPUTexture>();
+
+function aTextureView(gpu: Gpu, width: number, height: number, layers: number): GPUTextureView {
+  let tex = aTextures.get(gpu);
+  if (!tex || tex.width < width || tex.height < height || tex.depthOrArrayLayers < layers) {
+    const size = {
+      width: Math.max(width, tex?.width ?? 0),
+      height: Math.max(height, tex?.height ?? 0),
+      depthOrArrayLayers: Math.max(layers, tex?.depthOrArrayLayers ?? 0),
+    };
+    if (tex) {
+      // Submitted work that reads the old texture finishes before it is freed; unsubmitted work must be submitted.
+      gpu.flush();
+      tex.destroy();
+    }
+    const usage = GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST;
+    tex = gpu.device.createTexture({ size, format: 'rgba32float', usage, label: 'matmul-cpu A' });
+    aTextures.set(gpu, tex);
+  }
+  return tex.createView({ dimension: '2d-array' });
+}
+
+/** Steps of K one pass of the kernel's K loop covers: a value of A per lane, or a texel. */
+const kStep = (aTex: boolean) => LANES * (aTex ? 4 : 1);
+
 /** How K is cut into windows: rows per chunk, chunks, and whole panels per window. */
-function layout(K: number, N: number) {
+function layout(K: number, N: number, aTex = false) {
   const v = tileV(N);
-  const kpad8 = Math.max(8, Math.ceil(K / 8) * 8);
-  const chunk = Math.min(windowK(v), kpad8);
-  const chunks = Math.ceil(kpad8 / chunk);
+  const step = kStep(aTex);
+  const kpad = Math.max(step, Math.ceil(K / step) * step);
+  const chunk = Math.min(windowK(v), kpad);
+  const chunks = Math.ceil(kpad / chunk);
   const panels = Math.ceil(N / panelOf(v));
   const perWindow = chunks === 1 ? Math.max(1, Math.floor(windowK(v) / chunk)) : 1;
   return { v, panel: panelOf(v), chunk, chunks, panels, perWindow };
@@ -85,6 +153,7 @@ function layout(K: number, N: number) {
 export function cpuMatmulUnfit(types: CpuMatmulTypes, p: Pick<CpuMatmulProblem, 'batch' | 'K' | 'N' | 'sB'>): string | undefined {
   if (![types.a, types.b, types.c, types.bias ?? 'f32'].every((t) => t === 'f32' || t === 'f16')) return 'takes f32 or f16 tensors only';
   if (p.batch > 1 && p.sB !== 0) return 'takes one B matrix (strideB 0) for a batch';
+  // The chunk count does not depend on A's path: windows are a multiple of 32 rows of K.
   const L = layout(p.K, p.N);
   if (types.c === 'f16' && L.chunks > WINDOWS) return `writes f16 C only for K <= ${WINDOWS * windowK(L.v)}`;
   return undefined;
@@ -99,19 +168,29 @@ export function launchCpuMatmul(
   op: string,
   shapes: string,
 ): void {
-  const L = layout(p.K, p.N);
+  const [aBind, bBind, cBind, biasBind] = bindings;
+  const aTex = cpuATexture(gpu.limits, types, p, aBind.offset ?? 0);
+  const L = layout(p.K, p.N, !!aTex);
   // Each dispatch takes one panel (or one window of panels, for a small K) and up to WINDOWS chunks of K; its
   // windows are packed just before it into one scratch buffer that every dispatch reuses (the queue runs them in
   // order), so the extra memory is at most WINDOWS · 64 KB whatever the size of B.
   const chunksPer = Math.min(L.chunks, WINDOWS);
   const scratch = gpu.tensor([chunksPer * WINDOW_VEC4 * 4], 'f32', undefined, op);
-  const [aBind, bBind, cBind, biasBind] = bindings;
   const variant = cpuPackVariant(p);
   const packPipeline = gpu.pipeline(`matmul-cpu-pack:${types.b}${p.transB ? 'T' : 'N'}:${variant}:v${L.v}`, () =>
     packWgsl(types.b, p.transB, variant, L.v),
   );
-  const key = `${types.a}${p.transA ? 'T' : 'N'}:${types.c}:${types.bias ?? '-'}:${p.beta !== 0 ? 'beta' : ''}`;
-  const pipeline = gpu.pipeline(`matmul-cpu-ubo:${key}:v${L.v}`, () => matmulWgsl(types, p.transA, p.beta !== 0, L.v));
+  const key = `${types.a}${aTex ? 'tex' : p.transA ? 'T' : 'N'}:${types.c}:${types.bias ?? '-'}:${p.beta !== 0 ? 'beta' : ''}`;
+  const pipeline = gpu.pipeline(`matmul-cpu-ubo:${key}:v${L.v}`, () => matmulWgsl(types, p.transA, !!aTex, p.beta !== 0, L.v));
+  let aSource: GPUBufferBinding | GPUTextureView = aBind;
+  if (aTex) {
+    aSource = aTextureView(gpu, aTex.width, p.M, aTex.layers);
+    gpu.copyToTexture(
+      { buffer: aBind.buffer, offset: (aBind.offset ?? 0) + p.offA * 4, bytesPerRow: p.lda * 4, rowsPerImage: aTex.rowsPerImage },
+      { texture: aTextures.get(gpu)! },
+      { width: aTex.width, height: p.M, depthOrArrayLayers: aTex.layers },
+    );
+  }
   const windowBytes = WINDOW_VEC4 * 16;
   const rowBlocks = Math.ceil(p.M / ROWS);
   const tickets = ticketCounter(gpu);
@@ -140,9 +219,9 @@ export function launchCpuMatmul(
         .u32(Math.max(0, kLen))
         .u32(p.lda)
         .u32(p.ldc)
-        .u32(p.offA + (p.transA ? kStart * p.lda : kStart))
+        .u32(aTex ? kStart / 4 : p.offA + (p.transA ? kStart * p.lda : kStart))
         .u32(p.offC)
-        .u32(p.sA)
+        .u32(aTex ? Number(aTex.layers > 1) : p.sA)
         .u32(p.sC)
         .u32(pan * L.panel)
         .u32(L.chunk * (L.panel / 4))
@@ -161,7 +240,7 @@ export function launchCpuMatmul(
         shapes,
         pipeline,
         params: params.u32(tiles).u32(workgroups).u32(count).u32(rowBlocks).bytes(),
-        bindings: [aBind, cBind, ...(biasBind ? [biasBind] : []), ...windows, tickets],
+        bindings: [aSource, cBind, ...(biasBind ? [biasBind] : []), ...windows, tickets],
         workgroups: [workgroups, 1, 1],
       });
     }
@@ -248,17 +327,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }`;
 }
 
-function matmulWgsl(types: CpuMatmulTypes, transA: boolean, beta: boolean, V: number): string {
+function matmulWgsl(types: CpuMatmulTypes, transA: boolean, aTex: boolean, beta: boolean, V: number): string {
   const panel = panelOf(V);
   let decl = '';
   let loadA = '';
   let loadB = '';
   let step = '';
   let stash = '';
+  // With A's texels, the inner loop's j is the lane whose texel holds steps 4j..4j+3 of this pass and u the
+  // component; with scalar A, lane kk + u holds step kk + u.
+  const shuffle = (r: number, u: number) => (aTex ? `subgroupShuffle(a${r}[${u}], j)` : `subgroupShuffle(a${r}, kk + ${u}u)`);
   for (let r = 0; r < ROWS; r++) {
     const m = `min(m0 + ${r}u, p.M - 1u)`;
-    loadA += `let a${r} = select(0.0, f32(A[base_a + ${transA ? `kl * p.lda + ${m}` : `${m} * p.lda + kl`}]), in_k);\n`;
-    step += `{ ${Array.from({ length: UNROLL }, (_, u) => `let s${u} = vec4<f32>(subgroupShuffle(a${r}, kk + ${u}u));`).join(' ')}\n`;
+    loadA += aTex
+      ? `let a${r} = select(vec4<f32>(), textureLoad(A, vec2<u32>(kq, ${m}), layer, 0), in_k);\n`
+      : `let a${r} = select(0.0, f32(A[base_a + ${transA ? `kl * p.lda + ${m}` : `${m} * p.lda + kl`}]), in_k);\n`;
+    step += `{ ${Array.from({ length: UNROLL }, (_, u) => `let s${u} = vec4<f32>(${shuffle(r, u)});`).join(' ')}\n`;
     for (let v = 0; v < V; v++) {
       decl += `var acc${r}_${v} = vec4<f32>();\n`;
       let e = `acc${r}_${v}`;
@@ -286,7 +370,7 @@ struct P { M: u32, N: u32, kc: u32, lda: u32, ldc: u32, offA: u32, offC: u32, sA
            tiles: u32, workgroups: u32, panels: u32, rowBlocks: u32 }
 struct Window { v: array<vec4<f32>, ${WINDOW_VEC4}> }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> A: array<${wgslType(types.a)}>;
+@group(0) @binding(1) ${aTex ? 'var A: texture_2d_array<f32>;' : `var<storage, read> A: array<${wgslType(types.a)}>;`}
 @group(0) @binding(2) var<storage, read_write> C: array<${cType}>;
 ${types.bias ? `@group(0) @binding(3) var<storage, read> bias: array<${wgslType(types.bias)}>;` : ''}
 ${Array.from({ length: WINDOWS }, (_, w) => `@group(0) @binding(${w + (types.bias ? 4 : 3)}) var<uniform> W${w}: Window;`).join('\n')}
@@ -312,20 +396,28 @@ fn main(@builtin(local_invocation_index) li: u32) {
   let z = wid.z;
   let m0 = wid.y * ${ROWS}u;
   let base_a = p.offA + z * p.sA;
+  // A's texture has a layer per batch item, or one shared by all (sA 0).
+  ${aTex ? 'let layer = select(0u, z, p.sA != 0u);' : ''}
   // Window c holds chunk c of K; several panels share a window when K is small.
   let base_b = wid.x * p.panelVec4 + li * ${V}u;
   ${decl}
   ${declB}
-  // Rows past kc read zeros from the window and A is zeroed there, so whole steps of 8 are safe.
-  for (var k0 = 0u; k0 < p.kc; k0 += ${LANES}u) {
-    let in_k = k0 + li < p.kc;
-    let kl = min(k0 + li, p.kc - 1u);
+  // Rows past kc read zeros from the window and A is zeroed there, so whole passes are safe.
+  for (var k0 = 0u; k0 < p.kc; k0 += ${kStep(aTex)}u) {
+${
+  aTex
+    ? `    // Lane li holds steps 4li..4li+3 (clamped into the row; zeroed past kc); offA is the first texel.
+    let kq = p.offA + min(k0 + li * 4u, (p.kc - 1u) & ~3u) / 4u;
+    let in_k = vec4<u32>(k0 + li * 4u) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.kc);`
+    : `    let in_k = k0 + li < p.kc;
+    let kl = min(k0 + li, p.kc - 1u);`
+}
     let win = k0 >> p.chunkShift;
     let kw = k0 & p.chunkMask;
     ${loadA}
     // Not unrolled: the body is ~2000 instructions; 8 copies spill out of the instruction cache.
-    for (var kk = 0u; kk < ${LANES}u; kk += ${UNROLL}u) {
-      let row = base_b + (kw + kk) * ${panel / 4}u;
+    for (var ${aTex ? `j = 0u; j < ${LANES}u; j++` : `kk = 0u; kk < ${LANES}u; kk += ${UNROLL}u`}) {
+      let row = base_b + (kw + ${aTex ? 'j * 4u' : 'kk'}) * ${panel / 4}u;
       ${loadB}
       ${step}
     }

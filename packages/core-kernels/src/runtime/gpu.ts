@@ -51,8 +51,8 @@ export interface DispatchSpec {
   pipeline: GPUComputePipeline;
   /** Uniform parameters, bound at @binding(0) when present. */
   params?: ArrayBufferView;
-  /** Storage bindings in order, at @binding(1..) after params (or from 0 without params). */
-  bindings: Array<Tensor | GPUBufferBinding>;
+  /** Storage bindings in order, at @binding(1..) after params (or from 0 without params); or texture views. */
+  bindings: Array<Tensor | GPUBufferBinding | GPUTextureView>;
   workgroups: readonly [number, number?, number?];
 }
 
@@ -65,7 +65,8 @@ export interface DispatchTiming {
 type Command =
   | { kind: 'dispatch'; spec: DispatchSpec; entries: GPUBindGroupEntry[] }
   | { kind: 'copy'; src: GPUBuffer; srcOffset: number; dst: GPUBuffer; dstOffset: number; size: number }
-  | { kind: 'clear'; buffer: GPUBuffer; offset: number; size: number };
+  | { kind: 'clear'; buffer: GPUBuffer; offset: number; size: number }
+  | { kind: 'copy-texture'; source: GPUTexelCopyBufferInfo; destination: GPUTexelCopyTextureInfo; size: GPUExtent3DStrict };
 
 interface PendingError {
   promise: Promise<GPUError | null>;
@@ -351,6 +352,10 @@ export class Gpu {
       entries.push({ binding: 0, resource: { buffer: this.uniformRing, offset, size } });
     }
     spec.bindings.forEach((b, i) => {
+      if (isTextureView(b)) {
+        entries.push({ binding: entries.length, resource: b });
+        return;
+      }
       const resource = b instanceof Tensor ? b.binding() : b;
       const size = resource.size ?? resource.buffer.size - (resource.offset ?? 0);
       if (size > this.maxBinding) {
@@ -374,6 +379,11 @@ export class Gpu {
 
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
     this.commands.push({ kind: 'copy', src, srcOffset, dst, dstOffset, size });
+  }
+
+  /** Records a buffer-to-texture copy in order with the dispatches around it. */
+  copyToTexture(source: GPUTexelCopyBufferInfo, destination: GPUTexelCopyTextureInfo, size: GPUExtent3DStrict): void {
+    this.commands.push({ kind: 'copy-texture', source, destination, size });
   }
 
   /** Tensor-to-tensor copy of `src` into `dst` (same byte length unless given). */
@@ -440,6 +450,7 @@ export class Gpu {
         pass?.end();
         pass = undefined;
         if (c.kind === 'copy') encoder.copyBufferToBuffer(c.src, c.srcOffset, c.dst, c.dstOffset, c.size);
+        else if (c.kind === 'copy-texture') encoder.copyBufferToTexture(c.source, c.destination, c.size);
         else encoder.clearBuffer(c.buffer, c.offset, c.size);
       }
     }
@@ -588,6 +599,10 @@ export class Gpu {
 function gcd(a: number, b: number): number {
   while (b) [a, b] = [b, a % b];
   return a;
+}
+
+function isTextureView(b: Tensor | GPUBufferBinding | GPUTextureView): b is GPUTextureView {
+  return !(b instanceof Tensor) && !('buffer' in b);
 }
 
 function summarizeOps(commands: Command[]): string {
