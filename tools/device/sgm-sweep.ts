@@ -36,7 +36,7 @@ function lcg(n: number, seed: number, scale = 1): Float32Array {
   return a;
 }
 
-/** Median ms of the summed GPU timestamps of `run`'s dispatches. */
+/** Median ms of the summed GPU timestamps of `run`'s dispatches, copies and clears. */
 async function time(gpu: Gpu, run: () => void, iters: number): Promise<number> {
   run();
   await gpu.sync();

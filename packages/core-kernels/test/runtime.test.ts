@@ -252,6 +252,25 @@ describe('execution', () => {
     a.dispose();
   });
 
+  it('profiles copies and clears in order with the dispatches, so a timed op misses none of its work', async () => {
+    const gpu = await testGpu();
+    if (!gpu.features.timestampQuery) return;
+    const a = gpu.tensor([1 << 20], 'f32', new Float32Array(1 << 20).fill(2));
+    const b = gpu.tensor([1 << 20], 'f32');
+    gpu.profiling = true;
+    gpu.clear(b);
+    gpu.copyTensor(a, b);
+    const c = add(gpu, a, b);
+    const timings = await gpu.takeTimings();
+    gpu.profiling = false;
+    expect(timings.map((t) => t.op)).toEqual(['clear', 'copy', 'add']);
+    for (const t of timings) expect(t.ms).toBeGreaterThanOrEqual(0);
+    // A 4 MB copy takes time; the stamps around it are not both before it.
+    expect(timings[1].ms).toBeGreaterThan(0);
+    expect((await c.read())[12345]).toBe(4);
+    [a, b, c].forEach((t) => t.dispose());
+  });
+
   it('params pack u32/i32/f32 in order and pad to 16 bytes', () => {
     const b = new Params().u32(3).i32(-1).f32(0.5).bytes();
     expect(b.byteLength).toBe(16);

@@ -69,7 +69,7 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)];
 }
 
-/** One timed iteration of ours: summed GPU timestamps of its dispatches where the adapter has them, else wall clock. */
+/** One timed iteration of ours: summed GPU timestamps of its dispatches, copies and clears where the adapter has them, else wall clock. */
 async function timeOurs(gpu: Gpu, prepared: PreparedBench): Promise<number> {
   if (gpu.features.timestampQuery) {
     gpu.profiling = true;

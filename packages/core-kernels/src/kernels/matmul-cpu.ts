@@ -186,6 +186,7 @@ export function launchCpuMatmul(
   if (aTex) {
     aSource = aTextureView(gpu, aTex.width, p.M, aTex.layers);
     gpu.copyToTexture(
+      `${op}-a-texture`,
       { buffer: aBind.buffer, offset: (aBind.offset ?? 0) + p.offA * 4, bytesPerRow: p.lda * 4, rowsPerImage: aTex.rowsPerImage },
       { texture: aTextures.get(gpu)! },
       { width: aTex.width, height: p.M, depthOrArrayLayers: aTex.layers },

@@ -66,7 +66,7 @@ type Command =
   | { kind: 'dispatch'; spec: DispatchSpec; entries: GPUBindGroupEntry[] }
   | { kind: 'copy'; src: GPUBuffer; srcOffset: number; dst: GPUBuffer; dstOffset: number; size: number }
   | { kind: 'clear'; buffer: GPUBuffer; offset: number; size: number }
-  | { kind: 'copy-texture'; source: GPUTexelCopyBufferInfo; destination: GPUTexelCopyTextureInfo; size: GPUExtent3DStrict };
+  | { kind: 'copy-texture'; op: string; source: GPUTexelCopyBufferInfo; destination: GPUTexelCopyTextureInfo; size: GPUExtent3DStrict };
 
 interface PendingError {
   promise: Promise<GPUError | null>;
@@ -381,9 +381,9 @@ export class Gpu {
     this.commands.push({ kind: 'copy', src, srcOffset, dst, dstOffset, size });
   }
 
-  /** Records a buffer-to-texture copy in order with the dispatches around it. */
-  copyToTexture(source: GPUTexelCopyBufferInfo, destination: GPUTexelCopyTextureInfo, size: GPUExtent3DStrict): void {
-    this.commands.push({ kind: 'copy-texture', source, destination, size });
+  /** Records a buffer-to-texture copy in order with the dispatches around it; `op` names it in profiles. */
+  copyToTexture(op: string, source: GPUTexelCopyBufferInfo, destination: GPUTexelCopyTextureInfo, size: GPUExtent3DStrict): void {
+    this.commands.push({ kind: 'copy-texture', op, source, destination, size });
   }
 
   /** Tensor-to-tensor copy of `src` into `dst` (same byte length unless given). */
@@ -421,12 +421,16 @@ export class Gpu {
     const encoder = this.device.createCommandEncoder();
     const profiled = this.profiling && this.features.timestampQuery ? this.beginProfile(commands) : undefined;
     let pass: GPUComputePassEncoder | undefined;
-    let d = 0;
-    for (const c of commands) {
+    // With profiling every command gets a pair of timestamps: a dispatch from its own pass, a copy or clear from
+    // empty passes just before and after it (timestamps are written only at pass boundaries).
+    const stamp = (index: 'beginningOfPassWriteIndex' | 'endOfPassWriteIndex', i: number) => {
+      if (profiled) encoder.beginComputePass({ timestampWrites: { querySet: profiled.querySet, [index]: i } }).end();
+    };
+    commands.forEach((c, i) => {
       if (c.kind === 'dispatch') {
         if (profiled) {
           pass = encoder.beginComputePass({
-            timestampWrites: { querySet: profiled.querySet, beginningOfPassWriteIndex: 2 * d, endOfPassWriteIndex: 2 * d + 1 },
+            timestampWrites: { querySet: profiled.querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 },
           });
         } else if (!pass) {
           pass = encoder.beginComputePass();
@@ -445,15 +449,16 @@ export class Gpu {
           pass.end();
           pass = undefined;
         }
-        d++;
       } else {
         pass?.end();
         pass = undefined;
+        stamp('beginningOfPassWriteIndex', 2 * i);
         if (c.kind === 'copy') encoder.copyBufferToBuffer(c.src, c.srcOffset, c.dst, c.dstOffset, c.size);
         else if (c.kind === 'copy-texture') encoder.copyBufferToTexture(c.source, c.destination, c.size);
         else encoder.clearBuffer(c.buffer, c.offset, c.size);
+        stamp('endOfPassWriteIndex', 2 * i + 1);
       }
-    }
+    });
     pass?.end();
     if (profiled) profiled.resolve(encoder);
     this.device.queue.submit([encoder.finish()]);
@@ -501,7 +506,7 @@ export class Gpu {
     }
   }
 
-  /** Per-dispatch GPU times recorded while `profiling` was on, since the last call. */
+  /** GPU times of each dispatch, copy and clear recorded while `profiling` was on, since the last call. */
   async takeTimings(): Promise<DispatchTiming[]> {
     this.flush();
     const all = await Promise.all(this.timings);
@@ -565,8 +570,7 @@ export class Gpu {
   }
 
   private beginProfile(commands: Command[]) {
-    const dispatches = commands.filter((c): c is Extract<Command, { kind: 'dispatch' }> => c.kind === 'dispatch');
-    const count = Math.max(2, dispatches.length * 2);
+    const count = Math.max(2, commands.length * 2);
     const querySet = this.device.createQuerySet({ type: 'timestamp', count });
     const resolveBuf = this.device.createBuffer({
       size: count * 8,
@@ -586,9 +590,9 @@ export class Gpu {
         readBuf.destroy();
         resolveBuf.destroy();
         querySet.destroy();
-        return dispatches.map((c, i) => ({
-          op: c.spec.op,
-          shapes: c.spec.shapes ?? '',
+        return commands.map((c, i) => ({
+          op: c.kind === 'dispatch' ? c.spec.op : c.kind === 'copy-texture' ? c.op : c.kind,
+          shapes: c.kind === 'dispatch' ? (c.spec.shapes ?? '') : '',
           ms: Number(ts[2 * i + 1] - ts[2 * i]) / 1e6,
         }));
       },
