@@ -33,6 +33,18 @@ describe('mlagent', () => {
     expect(report.limits.maxStorageBufferBindingSize).toBeGreaterThan(0);
     expect(typeof report.features.shaderF16).toBe('boolean');
     expect(['tiled', 'subgroup-matrix']).toContain(report.variants.matmulF16);
+    const paths = report.matmulPaths as Array<{ case: string; path: string; aFrom?: string }>;
+    expect(paths.map((m) => m.case)).toHaveLength(4);
+    for (const m of paths) expect(['tiled', 'gemv', 'subgroup-matrix', 'cpu-tiled', 'cpu-gemv']).toContain(m.path);
+    if (report.adapter.architecture === 'software') {
+      // lavapipe: decode's GEMV, the windowed kernel with A from a texture, and from storage for Aᵀ.
+      expect(paths.map((m) => [m.path, m.aFrom])).toEqual([
+        ['cpu-tiled', 'texture'],
+        ['cpu-gemv', undefined],
+        ['cpu-tiled', 'texture'],
+        ['cpu-tiled', 'storage'],
+      ]);
+    }
   });
 
   it('rejects bad options with a usage error', () => {

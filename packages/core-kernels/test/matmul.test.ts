@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ShapeError, chooseVariants, roundToF16, type Gpu, type GpuFeatures, type Tensor } from '../src/index.js';
-import { GEMV_MAX_M, isCpuAdapter, matmul, matmulBackward, selectMatmulPath, type MatmulOptions } from '../src/kernels/matmul.js';
+import { GEMV_MAX_M, describeMatmulPath, isCpuAdapter, matmul, matmulBackward, selectMatmulPath, type MatmulOptions } from '../src/kernels/matmul.js';
 import { matmulBackwardRef, matmulRef, type MatmulRefProblem } from '../src/reference/matmul.js';
 import { CPU_GEMV_MAX_M } from '../src/kernels/gemv-cpu.js';
 import { A_TEXTURE_MAX_BYTES, cpuATexture, cpuPackVariant, type CpuPackVariant } from '../src/kernels/matmul-cpu.js';
@@ -450,6 +450,17 @@ describe('matmul cpu-tiled path: A from a texture', () => {
     };
     expect(cpuATexture(gpu.limits, { a: 'f32' }, fields(p, 4), 0)).toBeDefined();
     await runStridedEpilogue(gpu, rng, p, { cType: 'f32', path: 'cpu-tiled', offsetA: 4 });
+  });
+
+  it('is reported by describeMatmulPath, which names where the cpu-tiled kernel reads A from', async () => {
+    const gpu = await testGpu();
+    expect(describeMatmulPath(gpu, 'f32', 'f32', 64, 64, 64)).toEqual({ path: 'cpu-tiled', aFrom: 'texture' });
+    expect(describeMatmulPath(gpu, 'f32', 'f32', 64, 64, 64, { transA: true })).toEqual({ path: 'cpu-tiled', aFrom: 'storage' });
+    expect(describeMatmulPath(gpu, 'f32', 'f32', 64, 64, 60)).toEqual({ path: 'cpu-tiled', aFrom: 'storage' });
+    expect(describeMatmulPath(gpu, 'f16', 'f32', 64, 64, 64)).toEqual({ path: 'cpu-tiled', aFrom: 'storage' });
+    // A batch of distinct B matrices goes to the storage-buffer fallback, which reads A from storage.
+    expect(describeMatmulPath(gpu, 'f32', 'f32', 64, 64, 64, { batch: 2, sB: 4096 })).toEqual({ path: 'cpu-tiled', aFrom: 'storage' });
+    expect(describeMatmulPath(gpu, 'f32', 'f32', 1, 64, 64, { transB: true })).toEqual({ path: 'cpu-gemv' });
   });
 
   it('grows its texture between products recorded in one batch without disturbing the earlier one', async () => {

@@ -1,4 +1,4 @@
-import { Gpu, formatBytes } from '@mlagent/core-kernels';
+import { Gpu, describeMatmulPath, formatBytes, type MatmulPathInfo } from '@mlagent/core-kernels';
 import { parse } from '../args.js';
 
 const SHOWN_LIMITS = [
@@ -13,7 +13,19 @@ const SHOWN_LIMITS = [
 ];
 
 export const doctorUsage = `mlagent doctor [--json]
-  Prints the WebGPU adapter, its features and limits, and the kernel variants chosen for it.`;
+  Prints the WebGPU adapter, its features and limits, the kernel variants chosen for it, and the path a matmul
+  takes at a few Qwen2.5-7B-sized shapes.`;
+
+/** Shapes whose matmul path `doctor` shows: a 7B projection at prefill and decode, a square f32 product, a weight gradient. */
+function matmulPaths(gpu: Gpu): Array<{ case: string } & MatmulPathInfo> {
+  const w = gpu.variants.weightDType;
+  return [
+    { case: `prefill x[512,3584] · W[3584,3584]ᵀ (${w} W)`, ...describeMatmulPath(gpu, 'f32', w, 512, 3584, 3584, { transB: true }) },
+    { case: `decode x[1,3584] · W[3584,3584]ᵀ (${w} W)`, ...describeMatmulPath(gpu, 'f32', w, 1, 3584, 3584, { transB: true }) },
+    { case: 'f32 [1024,1024] · [1024,1024]', ...describeMatmulPath(gpu, 'f32', 'f32', 1024, 1024, 1024) },
+    { case: 'weight gradient dY[512,3584]ᵀ · x[512,3584]', ...describeMatmulPath(gpu, 'f32', 'f32', 3584, 3584, 512, { transA: true }) },
+  ];
+}
 
 export async function doctor(argv: string[]): Promise<void> {
   const { values } = parse('doctor', argv, { json: { type: 'boolean', default: false } });
@@ -23,6 +35,7 @@ export async function doctor(argv: string[]): Promise<void> {
       adapter: gpu.adapter,
       features: gpu.features,
       variants: gpu.variants,
+      matmulPaths: matmulPaths(gpu),
       limits: gpu.limits,
       node: process.version,
     };
@@ -41,6 +54,10 @@ export async function doctor(argv: string[]): Promise<void> {
     }
     lines.push('variants');
     for (const [k, v] of Object.entries(gpu.variants)) lines.push(`            ${k.padEnd(12)} ${v}`);
+    lines.push('matmul paths');
+    for (const m of report.matmulPaths) {
+      lines.push(`            ${m.case.padEnd(48)} ${m.path}${m.aFrom ? `, A from ${m.aFrom === 'texture' ? 'a texture' : 'storage'}` : ''}`);
+    }
     lines.push('limits');
     for (const k of SHOWN_LIMITS) {
       const v = gpu.limits[k];

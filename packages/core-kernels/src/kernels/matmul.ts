@@ -6,7 +6,7 @@ import { DTYPE_BYTES, type DType } from '../runtime/dtype.js';
 import { f16MatrixConfig, isSoftwareAdapter, type GpuFeatures, type KernelVariants, type SubgroupMatrixConfig } from '../runtime/features.js';
 import { enableF16, wgslType } from './wgsl.js';
 import { cpuGemvUnfit, launchCpuGemv } from './gemv-cpu.js';
-import { cpuMatmulUnfit, launchCpuMatmul, type CpuMatmulTypes } from './matmul-cpu.js';
+import { cpuATexture, cpuMatmulUnfit, launchCpuMatmul, type CpuMatmulTypes } from './matmul-cpu.js';
 import { sgmBlock, sgmMatmulWgsl, sgmSharedBytes, sgmTileKey, sgmTileUnfit, type SgmSpec, type SgmTile } from './matmul-sgm.js';
 
 /**
@@ -193,6 +193,34 @@ export function selectMatmulPath(
   // Tiles are staged with bounds checks: any shape.
   if (gpu.variants.matmulF16 === 'subgroup-matrix' && cfg && aType === 'f16' && bType === 'f16' && k > 0) return 'subgroup-matrix';
   return 'tiled';
+}
+
+/** A matmul path, and on the cpu-tiled path where its kernel reads A from. */
+export interface MatmulPathInfo {
+  path: MatmulPath;
+  /** cpu-tiled only: A copied into a texture (row-major f32 with rows 256 bytes apart) or read from storage. */
+  aFrom?: 'texture' | 'storage';
+}
+
+/** The path `matmul` takes for a problem on `gpu` (operands at offset 0), with where A is read from; for `doctor`. */
+export function describeMatmulPath(
+  gpu: MatmulTarget & { limits: Record<string, number> },
+  aType: DType,
+  bType: DType,
+  m: number,
+  n: number,
+  k: number,
+  layout: Parameters<typeof selectMatmulPath>[6] = {},
+): MatmulPathInfo {
+  const path = selectMatmulPath(gpu, aType, bType, m, n, k, layout);
+  if (path !== 'cpu-tiled') return { path };
+  const p = { M: m, N: n, K: k, batch: layout.batch ?? 1, transA: !!layout.transA, sB: layout.sB ?? 0, sA: layout.sA ?? 0 };
+  const types = { a: aType, b: bType, c: layout.cType ?? 'f32', bias: layout.biasType };
+  // The storage-buffer fallback of the cpu-tiled path always reads storage.
+  const windowed = isCpuAdapter(gpu) && !cpuMatmulUnfit(types, p);
+  const lda = layout.lda ?? (layout.transA ? m : k);
+  const texture = windowed && cpuATexture(gpu.limits, types, { ...p, lda, offA: layout.offA ?? 0 }, 0);
+  return { path, aFrom: texture ? 'texture' : 'storage' };
 }
 
 /** The default subgroup-matrix tile: 128 threads where the grid fills the GPU, else 256 threads per workgroup. */
