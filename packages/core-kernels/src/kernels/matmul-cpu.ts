@@ -25,9 +25,9 @@ import { ticketCounter, ticketWgsl, ticketWorkgroups } from './tickets.js';
  *
  * The tile: one 8-lane workgroup computes ROWS rows of one panel; lane l owns vec4 columns l·V..l·V+V-1. For
  * every 8 steps along K, lane l loads A[m, k0 + l] for each row and subgroupShuffle (one AVX2 permute) hands each
- * value to all lanes (from a texture, lane l loads A[m, k0 + 4l .. 4l + 3] for every 32 steps). The K loop is unrolled by UNROLL with the accumulators updated once per UNROLL steps:
- * llvmpipe blends every loop-carried update with the lane mask, and the 256 or 512 accumulators live on the
- * stack. V is 2 or 4 (tileV).
+ * value to all lanes (from a texture, lane l loads A[m, k0 + 4l .. 4l + 3] for every 32 steps). The K loop is
+ * unrolled by 4 or 8 (unrollFor) with the accumulators updated once per unrolled run: llvmpipe blends every
+ * loop-carried update with the lane mask, and the 256 or 512 accumulators live on the stack. V is 2 or 4 (tileV).
  * Measured on 1024³ (CPU time per product, one shader thread): 14-15 GFLOP per CPU-second against 6-10 for the
  * storage-buffer kernel (docs/BENCHMARKS.md, lavapipe section).
  */
@@ -47,8 +47,12 @@ function tileV(N: number): 2 | 4 {
 /** Columns per panel: 8 lanes × V vec4. */
 const panelOf = (v: number) => LANES * v * 4;
 const ROWS = 32;
-/** Steps of K between accumulator updates; also the components of a vec4 of A, which the vec4 path relies on. */
-const UNROLL = 4;
+/**
+ * Steps of K between accumulator updates (llvmpipe loads, blends and stores an accumulator at every update): 8 for
+ * the wide tile, whose 1024³ product took 0.93–0.97× the time of 4 (0.94× with A from storage); 4 for the narrow
+ * one, where 8 took 1.01–1.04× on the mini policy's shapes. A multiple of 4, the components of a texel of A.
+ */
+const unrollFor = (V: number) => (V === 4 ? 8 : 4);
 /** One uniform window: 64 KB of vec4, the WebGPU default limit (and lavapipe's). */
 const WINDOW_VEC4 = 4096;
 /** Rows of K one window holds for one panel. */
@@ -335,30 +339,32 @@ function matmulWgsl(types: CpuMatmulTypes, transA: boolean, aTex: boolean, beta:
   let loadB = '';
   let step = '';
   let stash = '';
-  // With A's texels, the inner loop's j is the lane whose texel holds steps 4j..4j+3 of this pass and u the
-  // component; with scalar A, lane kk + u holds step kk + u.
-  const shuffle = (r: number, u: number) => (aTex ? `subgroupShuffle(a${r}[${u}], j)` : `subgroupShuffle(a${r}, kk + ${u}u)`);
+  // With A's texels, step j·unroll + u of this pass is component u % 4 of lane j·unroll/4 + u/4's texel; with
+  // scalar A, lane kk + u holds step kk + u.
+  const unroll = unrollFor(V);
+  const shuffle = (r: number, u: number) =>
+    aTex ? `subgroupShuffle(a${r}[${u % 4}], j * ${unroll / 4}u + ${Math.floor(u / 4)}u)` : `subgroupShuffle(a${r}, kk + ${u}u)`;
   for (let r = 0; r < ROWS; r++) {
     const m = `min(m0 + ${r}u, p.M - 1u)`;
     loadA += aTex
       ? `let a${r} = select(vec4<f32>(), textureLoad(A, vec2<u32>(kq, ${m}), layer, 0), in_k);\n`
       : `let a${r} = select(0.0, f32(A[base_a + ${transA ? `kl * p.lda + ${m}` : `${m} * p.lda + kl`}]), in_k);\n`;
-    step += `{ ${Array.from({ length: UNROLL }, (_, u) => `let s${u} = vec4<f32>(${shuffle(r, u)});`).join(' ')}\n`;
+    step += `{ ${Array.from({ length: unroll }, (_, u) => `let s${u} = vec4<f32>(${shuffle(r, u)});`).join(' ')}\n`;
     for (let v = 0; v < V; v++) {
       decl += `var acc${r}_${v} = vec4<f32>();\n`;
       let e = `acc${r}_${v}`;
-      for (let u = 0; u < UNROLL; u++) e = `fma(s${u}, b${u}_${v}, ${e})`;
+      for (let u = 0; u < unroll; u++) e = `fma(s${u}, b${u}_${v}, ${e})`;
       step += `acc${r}_${v} = ${e};\n`;
       stash += `res[${r * V + v}] = acc${r}_${v};\n`;
     }
     step += '}\n';
   }
   let declB = '';
-  for (let u = 0; u < UNROLL; u++) for (let v = 0; v < V; v++) declB += `var b${u}_${v}: vec4<f32>;\n`;
+  for (let u = 0; u < unroll; u++) for (let v = 0; v < V; v++) declB += `var b${u}_${v}: vec4<f32>;\n`;
   // The window comes from an if-chain (WGSL cannot index bindings); llvmpipe skips the branches no lane takes.
   for (let w = 0; w < WINDOWS; w++) {
     loadB += `${w ? ' else ' : ''}if (win == ${w}u) {\n`;
-    for (let u = 0; u < UNROLL; u++) {
+    for (let u = 0; u < unroll; u++) {
       for (let v = 0; v < V; v++) loadB += `b${u}_${v} = W${w}.v[row + ${(u * panel) / 4 + v}u];\n`;
     }
     loadB += '}';
@@ -416,9 +422,9 @@ ${
     let win = k0 >> p.chunkShift;
     let kw = k0 & p.chunkMask;
     ${loadA}
-    // Not unrolled: the body is ~2000 instructions; 8 copies spill out of the instruction cache.
-    for (var ${aTex ? `j = 0u; j < ${LANES}u; j++` : `kk = 0u; kk < ${LANES}u; kk += ${UNROLL}u`}) {
-      let row = base_b + (kw + ${aTex ? 'j * 4u' : 'kk'}) * ${panel / 4}u;
+    // Not unrolled further: the body is ~2000-4000 instructions; 8 copies spill out of the instruction cache.
+    for (var ${aTex ? `j = 0u; j < ${(LANES * 4) / unroll}u; j++` : `kk = 0u; kk < ${LANES}u; kk += ${unroll}u`}) {
+      let row = base_b + (kw + ${aTex ? `j * ${unroll}u` : 'kk'}) * ${panel / 4}u;
       ${loadB}
       ${step}
     }
