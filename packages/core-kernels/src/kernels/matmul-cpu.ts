@@ -114,7 +114,7 @@ export function cpuATexture(
  */
 const aTextures = new WeakMap<Gpu, GPUTexture>();
 
-function aTextureView(gpu: Gpu, width: number, height: number, layers: number): GPUTextureView {
+function aTexture(gpu: Gpu, width: number, height: number, layers: number): GPUTexture {
   let tex = aTextures.get(gpu);
   if (!tex || tex.width < width || tex.height < height || tex.depthOrArrayLayers < layers) {
     const size = {
@@ -131,7 +131,7 @@ function aTextureView(gpu: Gpu, width: number, height: number, layers: number): 
     tex = gpu.device.createTexture({ size, format: 'rgba32float', usage, label: 'matmul-cpu A' });
     aTextures.set(gpu, tex);
   }
-  return tex.createView({ dimension: '2d-array' });
+  return tex;
 }
 
 /** Steps of K one pass of the kernel's K loop covers: a value of A per lane, or a texel. */
@@ -188,11 +188,12 @@ export function launchCpuMatmul(
   const pipeline = gpu.pipeline(`matmul-cpu-ubo:${key}:v${L.v}`, () => matmulWgsl(types, p.transA, !!aTex, p.beta !== 0, L.v));
   let aSource: GPUBufferBinding | GPUTextureView = aBind;
   if (aTex) {
-    aSource = aTextureView(gpu, aTex.width, p.M, aTex.layers);
+    const texture = aTexture(gpu, aTex.width, p.M, aTex.layers);
+    aSource = texture.createView({ dimension: '2d-array' });
     gpu.copyToTexture(
       `${op}-a-texture`,
       { buffer: aBind.buffer, offset: (aBind.offset ?? 0) + p.offA * 4, bytesPerRow: p.lda * 4, rowsPerImage: aTex.rowsPerImage },
-      { texture: aTextures.get(gpu)! },
+      { texture },
       { width: aTex.width, height: p.M, depthOrArrayLayers: aTex.layers },
     );
   }

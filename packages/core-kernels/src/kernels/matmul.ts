@@ -136,6 +136,12 @@ export function isCpuAdapter(gpu: MatmulTarget): boolean {
 /** What the cpu-tiled path looks at in a problem. */
 type CpuTiledLayout = Pick<Problem, 'N' | 'K' | 'batch' | 'transA' | 'transB' | 'ldb' | 'offB' | 'sB'>;
 
+/** Why the cpu-tiled path's uniform-window kernel (matmul-cpu.ts) cannot run a problem, or undefined when it can. */
+function windowedUnfit(gpu: MatmulTarget, types: CpuMatmulTypes, p: Parameters<typeof cpuMatmulUnfit>[1]): string | undefined {
+  // Only a software adapter's buffers carry the uniform usage the windows need (Gpu's allocator).
+  return isCpuAdapter(gpu) ? cpuMatmulUnfit(types, p) : 'binds uniform windows, which needs a software adapter';
+}
+
 /**
  * Why the cpu-tiled path cannot run a problem, or undefined when it can. It runs the uniform-window kernel
  * (matmul-cpu.ts) where that fits, else the older storage-buffer kernel (cpuTiledWgsl).
@@ -145,8 +151,7 @@ function cpuTiledUnfit(gpu: MatmulTarget, types: CpuMatmulTypes, p: CpuTiledLayo
   if (!gpu.features.subgroups || info?.subgroupMinSize !== CPU_LANES || info?.subgroupMaxSize !== CPU_LANES) {
     return `needs subgroups of exactly ${CPU_LANES} lanes`;
   }
-  // Only a software adapter's buffers carry the uniform usage the windows need (Gpu's allocator).
-  const windowed = isCpuAdapter(gpu) ? cpuMatmulUnfit(types, p) : 'binds uniform windows, which needs a software adapter';
+  const windowed = windowedUnfit(gpu, types, p);
   if (!windowed) return undefined;
   const storage = cpuStorageUnfit(types, p);
   return storage ? `${windowed}; ${storage}` : undefined;
@@ -217,9 +222,8 @@ export function describeMatmulPath(
   const p = { M: m, N: n, K: k, batch: layout.batch ?? 1, transA: !!layout.transA, sB: layout.sB ?? 0, sA: layout.sA ?? 0 };
   const types = { a: aType, b: bType, c: layout.cType ?? 'f32', bias: layout.biasType };
   // The storage-buffer fallback of the cpu-tiled path always reads storage.
-  const windowed = isCpuAdapter(gpu) && !cpuMatmulUnfit(types, p);
   const lda = layout.lda ?? (layout.transA ? m : k);
-  const texture = windowed && cpuATexture(gpu.limits, types, { ...p, lda, offA: layout.offA ?? 0 }, 0);
+  const texture = !windowedUnfit(gpu, types, p) && cpuATexture(gpu.limits, types, { ...p, lda, offA: layout.offA ?? 0 }, 0);
   return { path, aFrom: texture ? 'texture' : 'storage' };
 }
 
@@ -474,7 +478,7 @@ function launch(
     workgroups = [Math.ceil(p.N / bn), Math.ceil(p.M / bm), p.batch];
   } else if (path === 'cpu-tiled') {
     const types = { a: aType, b: bType, c: cType, bias: biasType };
-    if (isCpuAdapter(gpu) && !cpuMatmulUnfit(types, p)) return launchCpuMatmul(gpu, types, p, bindings, `matmul-${path}`, shapes);
+    if (!windowedUnfit(gpu, types, p)) return launchCpuMatmul(gpu, types, p, bindings, `matmul-${path}`, shapes);
     pipeline = gpu.pipeline(`matmul-cpu:${specKey(spec)}`, () => cpuTiledWgsl(spec));
     workgroups = [Math.ceil(p.N / CPU_BN), Math.ceil(p.M / CPU_R), p.batch];
   } else {
