@@ -9,7 +9,7 @@ import { writeFileSync } from 'node:fs';
 import { Gpu, roundToF16, type Tensor } from '../../packages/core-kernels/src/index.js';
 import { matmul, SGM_TILES } from '../../packages/core-kernels/src/kernels/matmul.js';
 import { attention, SGM_ATTENTION_TILE } from '../../packages/core-kernels/src/kernels/attention.js';
-import { sgmTileKey, type SgmTile } from '../../packages/core-kernels/src/kernels/matmul-sgm.js';
+import { sgmTileKey, type SgmAF32, type SgmTile } from '../../packages/core-kernels/src/kernels/matmul-sgm.js';
 import { sgmAttentionKey, type SgmAttentionTile } from '../../packages/core-kernels/src/kernels/attention-sgm.js';
 import { matmulRef } from '../../packages/core-kernels/src/reference/matmul.js';
 import { attentionRef } from '../../packages/core-kernels/src/reference/attention.js';
@@ -121,13 +121,14 @@ async function main() {
       refRow.tflops = flops / (refRow.ms * 1e9);
       reference = (await C.read()).slice();
     });
-    // f32 A: rounded to f16, and (first tiles) split into hi + lo f16 parts.
-    const variants = MM_TILES.map((tile) => ({ tile, split: false }));
-    if (s.aType === 'f32') variants.push(...SGM_TILES.map((tile) => ({ tile, split: true })));
-    for (const { tile, split } of variants) {
-      const row: Row = { kind: 'mm-time', shape: s.name, config: `${sgmTileKey(tile)}${split ? ' split' : ''}` };
+    // f32 A: rounded to f16, and (first tiles) split into hi + lo f16 parts, unscaled and scaled per row (the
+    // default since session 10: its row-maximum pass is timed with it).
+    const variants = MM_TILES.map((tile) => ({ tile, aF32: 'round' as SgmAF32 }));
+    if (s.aType === 'f32') for (const aF32 of ['split', 'scaled'] as const) variants.push(...SGM_TILES.map((tile) => ({ tile, aF32 })));
+    for (const { tile, aF32 } of variants) {
+      const row: Row = { kind: 'mm-time', shape: s.name, config: `${sgmTileKey(tile)}${s.aType === 'f32' && aF32 !== 'round' ? ` ${aF32}` : ''}` };
       await guarded(gpu, row, async () => {
-        const run = () => matmul(gpu, A, B, { transB: s.tB, out: C, path: 'subgroup-matrix', sgmTile: tile, sgmSplitA: split });
+        const run = () => matmul(gpu, A, B, { transB: s.tB, out: C, path: 'subgroup-matrix', sgmTile: tile, sgmAF32: aF32 });
         row.ms = await time(gpu, run, 10);
         row.tflops = flops / (row.ms * 1e9);
         if (reference) {
@@ -194,6 +195,26 @@ async function main() {
         const C = matmul(gpu, A, B, { transA: tA, transB: tB, path: 'subgroup-matrix', sgmTile: tile });
         const want = matmulRef(a, b, { batch: 1, M, N, K, transA: tA, transB: tB, lda: tA ? M : K, ldb: tB ? K : N, ldc: N, strideA: 0, strideB: 0, strideC: 0 }, undefined, M * N);
         row.err = relErr(await C.read(), want);
+        [A, B, C].forEach((t) => t.dispose());
+      });
+    }
+  }
+  // f32 A whose rows span 1e-9 to 1e3 (gradients next to activations): err is the worst row's own relative error,
+  // so a row lost to f16's range shows (round and split lose the small rows; scaled should not).
+  for (const aF32 of ['round', 'split', 'scaled'] as const) {
+    for (const tA of [false, true]) {
+      const row: Row = { kind: 'mm-check', shape: `${M}x${N}x${K}${tA ? ' tA' : ''} tB f32xf16 rows 1e-9..1e3`, config: `${sgmTileKey(SGM_TILES[0])} ${aF32}` };
+      await guarded(gpu, row, async () => {
+        const a = lcg(M * K, 5);
+        for (let i = 0; i < a.length; i++) a[i] *= 10 ** (((tA ? i % M : Math.floor(i / K)) % 13) - 9);
+        const b = roundToF16(lcg(K * N, 6));
+        const A = gpu.tensor(tA ? [K, M] : [M, K], 'f32', a);
+        const B = gpu.tensor([N, K], 'f16', b);
+        const C = matmul(gpu, A, B, { transA: tA, transB: true, path: 'subgroup-matrix', sgmTile: SGM_TILES[0], sgmAF32: aF32 });
+        const want = matmulRef(a, b, { batch: 1, M, N, K, transA: tA, transB: true, lda: tA ? M : K, ldb: K, ldc: N, strideA: 0, strideB: 0, strideC: 0 }, undefined, M * N);
+        const got = await C.read();
+        row.err = 0;
+        for (let m = 0; m < M; m++) row.err = Math.max(row.err, relErr(got.subarray(m * N, (m + 1) * N), want.subarray(m * N, (m + 1) * N)));
         [A, B, C].forEach((t) => t.dispose());
       });
     }

@@ -228,10 +228,15 @@ describe('matmul paths', () => {
   });
   const fake = (matrix: boolean) => ({ features: features(matrix), variants: chooseVariants(features(matrix)) });
 
-  it('uses subgroup matrices only when the variant says so, for f16 x f16 of any shape', () => {
+  it('uses subgroup matrices only when the variant says so, for f16 or f32 A against f16 B, of any shape', () => {
     expect(selectMatmulPath(fake(true), 'f16', 'f16', 64, 64, 64)).toBe('subgroup-matrix');
     expect(selectMatmulPath(fake(false), 'f16', 'f16', 64, 64, 64)).toBe('tiled');
-    expect(selectMatmulPath(fake(true), 'f32', 'f16', 64, 64, 64)).toBe('tiled');
+    // f32 activations and gradients against f16 weights: the scaled split keeps f32 accuracy (matmul-sgm.test.ts).
+    expect(selectMatmulPath(fake(true), 'f32', 'f16', 64, 64, 64)).toBe('subgroup-matrix');
+    expect(selectMatmulPath(fake(false), 'f32', 'f16', 64, 64, 64)).toBe('tiled');
+    // f32 B would be rounded to f16: left to the f32 kernel.
+    expect(selectMatmulPath(fake(true), 'f32', 'f32', 64, 64, 64)).toBe('tiled');
+    expect(selectMatmulPath(fake(true), 'f16', 'f32', 64, 64, 64)).toBe('tiled');
     // Tiles are staged with bounds checks, so ragged shapes qualify too.
     expect(selectMatmulPath(fake(true), 'f16', 'f16', 65, 40, 33)).toBe('subgroup-matrix');
     expect(selectMatmulPath(fake(true), 'f16', 'f16', 1, 64, 64)).toBe('gemv');

@@ -44,12 +44,25 @@ export interface SgmSpec {
   /** Operands whose contiguous dimension, leading dimension, offset and batch stride are multiples of 4. */
   aVec: boolean;
   bVec: boolean;
-  /**
-   * f32 A as the sum of two f16 parts (hi + lo, two products per fragment): ~22 significant bits instead of 11,
-   * for f32 activations against f16 weights. Off: A is rounded to f16.
-   */
-  aSplit?: boolean;
+  /** How an f32 A reaches the f16 products (default 'round'; see SgmAF32). */
+  aF32?: SgmAF32;
+  /** 'scaled' only: the binding of the per-row exponents (i32, batch-major, from sgmRowExponentWgsl). */
+  scaleBinding?: number;
 }
+
+/**
+ * f32 A on the f16 tensor cores:
+ * - 'round': rounded to f16 (11 significant bits; overflows past 65504, flushes below 6e-8);
+ * - 'split': the sum of two f16 parts, hi + lo, two products per fragment: ~22 significant bits for values near
+ *   1, but the parts overflow or lose bits (f16 subnormals) outside about [0.06, 65504] in magnitude;
+ * - 'scaled': each row of A multiplied by a power of two that brings its largest magnitude into [2^14, 2^15)
+ *   before the split, and the row of C divided by it again (exact, powers of two): ~22 bits whatever the row's
+ *   scale, for gradients (1e-6 and below) as for activations. Costs one pass over A for the row maxima.
+ */
+export type SgmAF32 = 'round' | 'split' | 'scaled';
+
+/** Power of two the scaled split brings a row's largest magnitude to (scaled values stay below 2^15 < 65504). */
+export const SGM_SCALE_TARGET_EXP = 14;
 
 /** Padding of shared-memory rows, in f16 elements: keeps 16-byte alignment and staggers banks. */
 const PAD = 8;
@@ -63,10 +76,12 @@ export function sgmBlock(t: SgmTile, cfg: SubgroupMatrixConfig): { bm: number; b
 }
 
 /** Workgroup memory in bytes (A and B stages in f16, f32 epilogue scratch). */
-export function sgmSharedBytes(t: SgmTile, cfg: SubgroupMatrixConfig, s: Pick<SgmSpec, 'transA' | 'transB'> & { split?: boolean }): number {
+export function sgmSharedBytes(t: SgmTile, cfg: SubgroupMatrixConfig, s: Pick<SgmSpec, 'transA' | 'transB' | 'aF32'>): number {
   const { bm, bn } = sgmBlock(t, cfg);
-  const a = stage(s.transA, bm, t.bk).size * (s.split ? 2 : 1);
-  return 2 * (t.stages ?? 1) * (a + stage(!s.transB, bn, t.bk).size) + 4 * t.wm * t.wn * cfg.M * cfg.N;
+  const mode = s.aF32 ?? 'round';
+  const a = stage(s.transA, bm, t.bk).size * (mode === 'round' ? 1 : 2);
+  const exps = mode === 'scaled' ? 4 * bm : 0;
+  return 2 * (t.stages ?? 1) * (a + stage(!s.transB, bn, t.bk).size) + 4 * t.wm * t.wn * cfg.M * cfg.N + exps;
 }
 
 /** Why a tile cannot run with this config, or undefined. */
@@ -106,7 +121,10 @@ export function sgmMatmulWgsl(header: string, s: SgmSpec, t: SgmTile, cfg: Subgr
   const right = `subgroup_matrix_right<f16, ${cfg.N}, ${cfg.K}>`;
   const result = `subgroup_matrix_result<f32, ${cfg.N}, ${cfg.M}>`;
   const em = emulate ? EMULATED : NATIVE;
-  const split = (s.aSplit ?? false) && s.aType === 'f32';
+  const mode = s.aType === 'f32' ? (s.aF32 ?? 'round') : 'round';
+  const split = mode !== 'round';
+  const scaled = mode === 'scaled';
+  if (scaled && s.scaleBinding === undefined) throw new Error('scaled f32 A needs scaleBinding');
 
   // Four contiguous elements of an operand at storage (row r, column c), zero past (rl, cl).
   const loader = (name: string, vec: boolean, el: string) => {
@@ -140,6 +158,9 @@ export function sgmMatmulWgsl(header: string, s: SgmSpec, t: SgmTile, cfg: Subgr
     return code;
   };
   const stages = t.stages ?? 1;
+  // The exponents of A's 4 staged elements at stage (row r, column c): one row of A, or 4 when A is transposed.
+  const rowExps = (r: string, c: string) =>
+    s.transA ? `vec4<i32>(sh_e[${c}], sh_e[${c} + 1u], sh_e[${c} + 2u], sh_e[${c} + 3u])` : `vec4<i32>(sh_e[${r}])`;
   // Where stage buffer `buf` (a WGSL expression) starts in an operand's workgroup array.
   const at = (st: typeof sa, buf: string) => (stages > 1 ? ` + ${buf} * ${st.size}u` : '');
   const put = (name: string, st: typeof sa, units: number, it: number, buf = '0u') => {
@@ -147,7 +168,7 @@ export function sgmMatmulWgsl(header: string, s: SgmSpec, t: SgmTile, cfg: Subgr
     for (let i = 0; i < it; i++) {
       const guard = (i + 1) * nt > units ? `if (u < ${units}u) ` : '';
       code += `{ let u = li + ${i * nt}u; ${guard}{ let d = (u / ${st.cols / 4}u) * ${st.stride}u + (u % ${st.cols / 4}u) * 4u${at(st, buf)};
-      ${split && name === 'a' ? `let x = reg_a[${i}];
+      ${split && name === 'a' ? `let x = ${scaled ? `ldexp(reg_a[${i}], ${rowExps(`u / ${st.cols / 4}u`, `(u % ${st.cols / 4}u) * 4u`)})` : `reg_a[${i}]`};
       // hi keeps the top 10 mantissa bits (exact in f16 over its normal range), by masking rather than a
       // round trip through f16, which compilers may fold away (lavapipe does); lo = x - hi is exact in f32.
       let hi = bitcast<vec4<f32>>(bitcast<vec4<u32>>(x) & vec4<u32>(0xffffe000u));
@@ -192,7 +213,7 @@ export function sgmMatmulWgsl(header: string, s: SgmSpec, t: SgmTile, cfg: Subgr
   for (var e = lane; e < ${frag}u; e += ${sg}u) {
     let m = m0 + am + ${i * cfg.M}u + e / ${cfg.N}u;
     let n = n0 + bn + ${j * cfg.N}u + e % ${cfg.N}u;
-    if (m < p.M && n < p.N) { store_c(z, m, n, scr[sgid * ${frag}u + e]); }
+    if (m < p.M && n < p.N) { store_c(z, m, n, ${scaled ? `ldexp(scr[sgid * ${frag}u + e], -sh_e[m - m0])` : `scr[sgid * ${frag}u + e]`}); }
   }
   workgroupBarrier();
 `;
@@ -207,6 +228,8 @@ var<workgroup> sh_a: array<f16, ${sa.size * stages}>;
 var<workgroup> sh_b: array<f16, ${sb.size * stages}>;
 ${split ? `var<workgroup> sh_al: array<f16, ${sa.size * stages}>;` : ''}
 var<workgroup> scr: array<f32, ${nsub * frag}>;
+${scaled ? `@group(0) @binding(${s.scaleBinding}) var<storage, read> E: array<i32>;
+var<workgroup> sh_e: array<i32, ${bm}>;` : ''}
 ${loader('A', s.aVec, split ? 'f32' : 'f16')}
 ${loader('B', s.bVec, 'f16')}
 
@@ -230,6 +253,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
   let base_a = p.offA + z * p.sA;
   let base_b = p.offB + z * p.sB;
+  ${scaled ? `// This block's row exponents, read once.
+  for (var i = li; i < ${bm}u; i += ${nt}u) {
+    var e = 0;
+    if (m0 + i < p.M) { e = E[z * p.M + m0 + i]; }
+    sh_e[i] = e;
+  }
+  workgroupBarrier();` : ''}
   // This subgroup's fragment origin inside the block.
   let am = (sgid / ${t.wn}u) * ${t.fm * cfg.M}u;
   let bn = (sgid % ${t.wn}u) * ${t.fn * cfg.N}u;
@@ -275,6 +305,43 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }`
   }
   ${epilogue}
+}`;
+}
+
+/**
+ * WGSL of the pass that feeds 'scaled' f32 A: E[z·M + m] = the power of two that brings max_k |A[z, m, k]| into
+ * [2^14, 2^15) (SGM_SCALE_TARGET_EXP), or 0 for a row of zeros or one holding an inf or NaN, which then propagates
+ * as it would in f32. Magnitudes compare as the bits of |x| (monotonic, so no float max and its NaN rules). One
+ * 64-thread workgroup per row, rows spread over x and y, batch items in z. Bindings: Q, A (f32), E (i32).
+ */
+export function sgmRowExponentWgsl(transA: boolean): string {
+  return /* wgsl */ `struct Q { M: u32, K: u32, lda: u32, offA: u32, sA: u32 }
+@group(0) @binding(0) var<uniform> q: Q;
+@group(0) @binding(1) var<storage, read> A: array<f32>;
+@group(0) @binding(2) var<storage, read_write> E: array<i32>;
+var<workgroup> red: array<u32, 64>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let m = wid.y * nwg.x + wid.x;
+  if (m >= q.M) { return; }
+  let base = q.offA + wid.z * q.sA;
+  var mx = 0u;
+  for (var k = li; k < q.K; k += 64u) {
+    mx = max(mx, bitcast<u32>(A[base + ${transA ? 'k * q.lda + m' : 'm * q.lda + k'}]) & 0x7fffffffu);
+  }
+  red[li] = mx;
+  workgroupBarrier();
+  for (var h = 32u; h > 0u; h >>= 1u) {
+    if (li < h) { red[li] = max(red[li], red[li + h]); }
+    workgroupBarrier();
+  }
+  if (li == 0u) {
+    let field = i32(red[0] >> 23u);
+    var e = 0;
+    if (red[0] != 0u && field < 255) { e = clamp(${SGM_SCALE_TARGET_EXP + 127} - field, -126, 126); }
+    E[wid.z * q.M + m] = e;
+  }
 }`;
 }
 

@@ -7,7 +7,17 @@ import { f16MatrixConfig, isSoftwareAdapter, type GpuFeatures, type KernelVarian
 import { enableF16, wgslType } from './wgsl.js';
 import { cpuGemvUnfit, launchCpuGemv } from './gemv-cpu.js';
 import { cpuATexture, cpuMatmulUnfit, launchCpuMatmul, type CpuMatmulTypes } from './matmul-cpu.js';
-import { sgmBlock, sgmMatmulWgsl, sgmSharedBytes, sgmTileKey, sgmTileUnfit, type SgmSpec, type SgmTile } from './matmul-sgm.js';
+import {
+  sgmBlock,
+  sgmMatmulWgsl,
+  sgmRowExponentWgsl,
+  sgmSharedBytes,
+  sgmTileKey,
+  sgmTileUnfit,
+  type SgmAF32,
+  type SgmSpec,
+  type SgmTile,
+} from './matmul-sgm.js';
 
 /**
  * C = alpha·op(A)·op(B) + beta·C (+ bias along N), batched.
@@ -48,17 +58,17 @@ export interface MatmulOptions {
   path?: MatmulPath | 'auto';
   /**
    * Workgroup tile of the subgroup-matrix path (benchmarks, tuning); default by shape (pickSgmTile). A forced
-   * 'subgroup-matrix' path also takes f32 operands, rounded to f16 as they are staged.
+   * 'subgroup-matrix' path also takes an f32 B, rounded to f16 as it is staged.
    */
   sgmTile?: SgmTile;
   /** Tests: run the subgroup-matrix kernel with its matrix operations emulated in plain WGSL (slow). */
   sgmEmulate?: boolean;
-  /** Subgroup-matrix path with f32 A: split A into two f16 parts (hi + lo) instead of rounding it (see SgmSpec). */
-  sgmSplitA?: boolean;
+  /** Subgroup-matrix path with f32 A: 'scaled' (default) for f32 accuracy, or 'split' / 'round' (see SgmAF32). */
+  sgmAF32?: SgmAF32;
 }
 
 /** Subgroup-matrix choices passed down to the launch. */
-type SgmChoice = Pick<MatmulOptions, 'sgmTile' | 'sgmEmulate' | 'sgmSplitA'>;
+type SgmChoice = Pick<MatmulOptions, 'sgmTile' | 'sgmEmulate' | 'sgmAF32'>;
 
 /** The config the emulated kernel uses on adapters without subgroup matrices. */
 const EMULATED_CONFIG: SubgroupMatrixConfig = { componentType: 'f16', resultComponentType: 'f32', M: 4, N: 4, K: 4 };
@@ -195,8 +205,11 @@ export function selectMatmulPath(
     if (!cpuTiledUnfit(gpu, { a: aType, b: bType, c: layout.cType ?? 'f32', bias: layout.biasType }, l)) return 'cpu-tiled';
   }
   const cfg = f16MatrixConfig(gpu.features);
-  // Tiles are staged with bounds checks: any shape.
-  if (gpu.variants.matmulF16 === 'subgroup-matrix' && cfg && aType === 'f16' && bType === 'f16' && k > 0) return 'subgroup-matrix';
+  // Tiles are staged with bounds checks: any shape. f32 A (activations, gradients against f16 weights) is split
+  // into two scaled f16 parts: 2.4-4.7x the scalar kernel's speed at the 7B projections on an H200 (unscaled
+  // split, docs/BENCHMARKS.md) at near-f32 accuracy.
+  const aOk = aType === 'f16' || aType === 'f32';
+  if (gpu.variants.matmulF16 === 'subgroup-matrix' && cfg && aOk && bType === 'f16' && k > 0) return 'subgroup-matrix';
   return 'tiled';
 }
 
@@ -456,8 +469,8 @@ function launch(
     const unfit = sgmTileUnfit(t, cfg);
     if (unfit) throw new ShapeError(`subgroup-matrix tile ${sgmTileKey(t)}: ${unfit}`, { op: 'matmul', shapes });
     const sg = emulate ? 8 : (gpu.device.adapterInfo?.subgroupMaxSize ?? 32);
-    const split = (sgmc.sgmSplitA ?? false) && aType === 'f32';
-    const bytes = sgmSharedBytes(t, cfg, { ...spec, split });
+    const aF32: SgmAF32 = aType === 'f32' ? (sgmc.sgmAF32 ?? 'scaled') : 'round';
+    const bytes = sgmSharedBytes(t, cfg, { ...spec, aF32 });
     if (bytes > (gpu.limits.maxComputeWorkgroupStorageSize ?? 16384)) {
       throw new GpuLimitError(`subgroup-matrix tile ${sgmTileKey(t)} needs ${bytes} bytes of workgroup memory`, { op: 'matmul', shapes });
     }
@@ -470,12 +483,22 @@ function launch(
       transB: p.transB,
       aVec: al(p.transA ? p.M : p.K, p.lda, p.offA, p.sA),
       bVec: al(p.transB ? p.K : p.N, p.ldb, p.offB, p.sB),
-      aSplit: split,
+      aF32,
+      // After the uniforms, A, B, C and the bias.
+      scaleBinding: aF32 === 'scaled' ? 4 + (biasType ? 1 : 0) : undefined,
     };
-    const key = `matmul-sgm${emulate ? '-emu' : ''}:${specKey(spec)}:${sgm.aVec ? 'v' : 's'}${sgm.bVec ? 'v' : 's'}${split ? ':split' : ''}:${cfg.M}x${cfg.N}x${cfg.K}:${sgmTileKey(t)}:sg${sg}`;
+    const key = `matmul-sgm${emulate ? '-emu' : ''}:${specKey(spec)}:${sgm.aVec ? 'v' : 's'}${sgm.bVec ? 'v' : 's'}:${aF32}:${cfg.M}x${cfg.N}x${cfg.K}:${sgmTileKey(t)}:sg${sg}`;
     pipeline = gpu.pipeline(key, () => sgmMatmulWgsl(common(spec, sgm.bVec, sgm.aVec), sgm, t, cfg, sg, emulate));
     const { bm, bn } = sgmBlock(t, cfg);
     workgroups = [Math.ceil(p.N / bn), Math.ceil(p.M / bm), p.batch];
+    if (aF32 === 'scaled') {
+      const exps = sgmRowExponents(gpu, bindings[0], p, shapes);
+      checkGrid(workgroups, gpu, shapes);
+      gpu.dispatch({ op: `matmul-${path}`, shapes, pipeline, params, bindings: [...bindings, exps.binding()], workgroups });
+      // Later work that reuses the buffer is queued after this dispatch.
+      exps.dispose();
+      return;
+    }
   } else if (path === 'cpu-tiled') {
     const types = { a: aType, b: bType, c: cType, bias: biasType };
     if (!windowedUnfit(gpu, types, p)) return launchCpuMatmul(gpu, types, p, bindings, `matmul-${path}`, shapes);
@@ -485,10 +508,28 @@ function launch(
     pipeline = gpu.pipeline(`matmul-tiled:${specKey(spec)}`, () => tiledWgsl(spec));
     workgroups = [Math.ceil(p.N / BN), Math.ceil(p.M / BM), p.batch];
   }
+  checkGrid(workgroups, gpu, shapes);
+  gpu.dispatch({ op: `matmul-${path}`, shapes, pipeline, params, bindings, workgroups });
+}
+
+function checkGrid(workgroups: [number, number, number], gpu: Gpu, shapes: string) {
   if (workgroups[0] > gpu.maxWorkgroups || workgroups[1] > gpu.maxWorkgroups) {
     throw new GpuLimitError(`matmul grid ${workgroups.join('x')} over the workgroup limit`, { op: 'matmul', shapes });
   }
-  gpu.dispatch({ op: `matmul-${path}`, shapes, pipeline, params, bindings, workgroups });
+}
+
+/**
+ * Per-row exponents of an f32 A for the scaled split (sgmRowExponentWgsl): an i32 tensor [batch · M], E[z·M + m]
+ * the power of two that brings row m of batch item z to at most 2^15. `a` is A's binding as the matmul binds it.
+ */
+export function sgmRowExponents(gpu: Gpu, a: GPUBufferBinding, p: Pick<Problem, 'M' | 'K' | 'lda' | 'offA' | 'sA' | 'batch' | 'transA'>, shapes = ''): Tensor {
+  const exps = gpu.tensor([p.batch * p.M], 'i32', undefined, 'matmul row exponents');
+  const [gx, gy] = gpu.grid(p.M);
+  if (p.batch > gpu.maxWorkgroups) throw new GpuLimitError(`row exponents: batch ${p.batch} over the workgroup limit`, { op: 'matmul', shapes });
+  const params = new Params().u32(p.M).u32(p.K).u32(p.lda).u32(p.offA).u32(p.sA).bytes();
+  const pipeline = gpu.pipeline(`matmul-sgm-rowexp:${p.transA ? 'T' : 'N'}`, () => sgmRowExponentWgsl(p.transA));
+  gpu.dispatch({ op: 'matmul-sgm-rowexp', shapes, pipeline, params, bindings: [a, exps.binding()], workgroups: [gx, gy, p.batch] });
+  return exps;
 }
 
 // ---------------------------------------------------------------- WGSL

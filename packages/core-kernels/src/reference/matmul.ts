@@ -83,3 +83,31 @@ export function matmulBackwardRef(
   }
   return { dA, dB, dBias };
 }
+
+/**
+ * Reference of the scaled split's row exponents (sgmRowExponentWgsl): for each batch item z and row m of op(A),
+ * the e with max_k |A| · 2^e in [2^target, 2^(target+1)), clamped to [-126, 126] (a subnormal maximum takes 126);
+ * 0 for a row of zeros or one holding an inf or NaN. `a` holds f32 values.
+ */
+export function rowExponentRef(a: ArrayLike<number>, p: Pick<MatmulRefProblem, 'batch' | 'M' | 'K' | 'transA' | 'lda' | 'strideA' | 'offsetA'>, target: number): Int32Array {
+  const { ia } = indexers({ ...p, N: 0, ldb: 0, ldc: 0, strideB: 0, strideC: 0 });
+  const out = new Int32Array(p.batch * p.M);
+  for (let z = 0; z < p.batch; z++) {
+    for (let m = 0; m < p.M; m++) {
+      let max = 0;
+      let special = false;
+      for (let k = 0; k < p.K; k++) {
+        const x = Math.abs(Math.fround(a[ia(z, m, k)]));
+        if (!Number.isFinite(x)) special = true;
+        else max = Math.max(max, x);
+      }
+      if (special || max === 0) continue;
+      // f32's exponent field of max: floor(log2(max)) for normal values; subnormals have field 0 (-127 here).
+      const e2 = max < 2 ** -126 ? -127 : Math.floor(Math.log2(max));
+      // log2 can round up just below a power of two; the exact check fixes it.
+      const e = 2 ** e2 > max ? e2 - 1 : e2;
+      out[z * p.M + m] = Math.min(126, Math.max(-126, target - e));
+    }
+  }
+  return out;
+}
