@@ -23,8 +23,16 @@ const NEW_TILES: SgmTile[] = [{ ...SGM_TILES[0], stages: 2 }, { ...SGM_TILES[0],
 // Session 7 (not yet run): 256-thread 128x256 and 256x128 tiles, K steps of 16 to stay within 32 KB of workgroup memory.
 const BIG_TILES: SgmTile[] = [{ wm: 2, wn: 4, fm: 4, fn: 4, bk: 16 }, { wm: 4, wn: 2, fm: 4, fn: 4, bk: 16 }];
 const MM_TILES: SgmTile[] = [...SGM_TILES, ...NEW_TILES, ...BIG_TILES, { wm: 2, wn: 2, fm: 4, fn: 4, bk: 16 }, { wm: 4, wn: 2, fm: 2, fn: 4, bk: 32 }, { wm: 2, wn: 2, fm: 2, fn: 4, bk: 64 }];
-// The default keeps O in registers; '.frag' keeps it in fragments (wrong on the H200 in session 3), to tell them apart.
-const ATT_TILES: SgmAttentionTile[] = [SGM_ATTENTION_TILE, { ...SGM_ATTENTION_TILE, accum: 'fragments' }, { nsub: 2, bk: 32 }, { nsub: 2, bk: 64 }];
+// The default keeps O in registers; '.frag' keeps it in fragments (wrong on the H200 in session 3), to tell them apart;
+// '.2p' (session 10) takes two passes and never rescales O.
+const ATT_TILES: SgmAttentionTile[] = [
+  SGM_ATTENTION_TILE,
+  { ...SGM_ATTENTION_TILE, accum: 'fragments' },
+  { ...SGM_ATTENTION_TILE, accum: 'two-pass' },
+  { nsub: 2, bk: 32 },
+  { nsub: 2, bk: 64 },
+  { nsub: 2, bk: 64, accum: 'two-pass' },
+];
 
 function lcg(n: number, seed: number, scale = 1): Float32Array {
   const a = new Float32Array(n);

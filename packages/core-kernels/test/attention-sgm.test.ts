@@ -15,7 +15,7 @@ interface Case extends AttentionDims {
 // Emulated 4x4x4 fragments with 8-lane subgroups (lavapipe): 2 subgroups = 8 query rows, 8-key tiles, so these
 // small problems still span several query blocks and key tiles. One pipeline (D = 8) per way of keeping O.
 const TILE = { nsub: 2, bk: 8 };
-const TILES = [TILE, { ...TILE, accum: 'fragments' as const }];
+const TILES = [TILE, { ...TILE, accum: 'fragments' as const }, { ...TILE, accum: 'two-pass' as const }];
 const CASES: Case[] = [
   { B: 2, T: 21, S: 21, Hq: 6, Hkv: 2, D: 8, lengths: [21, 13] },
   { B: 1, T: 11, S: 30, Hq: 2, Hkv: 1, D: 8, causal: false },
@@ -23,7 +23,7 @@ const CASES: Case[] = [
 ];
 
 describe('subgroup-matrix attention forward (emulated matrix operations)', () => {
-  it('matches the float64 reference: GQA, causal and not, padding, rescaled rows; O in registers or in fragments', async () => {
+  it('matches the float64 reference: GQA, causal and not, padding, rescaled rows; O in registers, in fragments, or two passes', async () => {
     const gpu = await testGpu();
     for (const tile of TILES) for (const c of CASES) {
       const rng = new Rng(500 + c.T);
@@ -51,7 +51,13 @@ describe('subgroup-matrix attention forward (emulated matrix operations)', () =>
     expect(regs).not.toMatch(/subgroupMatrixLoad<subgroup_matrix_result/);
     expect(frag).toMatch(/subgroupMatrixLoad<subgroup_matrix_result/);
     // What the registers variant uses instead: left/right loads, multiply-accumulate and result stores only.
-    expect(new Set(regs.match(/subgroupMatrix\w+/g))).toEqual(new Set(['subgroupMatrixLoad', 'subgroupMatrixMultiplyAccumulate', 'subgroupMatrixStore']));
+    const matmulOps = new Set(['subgroupMatrixLoad', 'subgroupMatrixMultiplyAccumulate', 'subgroupMatrixStore']);
+    expect(new Set(regs.match(/subgroupMatrix\w+/g))).toEqual(matmulOps);
+    // So does the two-pass variant, which keeps O in fragments without ever rescaling them.
+    const twoPass = sgmAttentionWgsl(params, { nsub: 4, bk: 32, accum: 'two-pass' }, cfg, 128, 32);
+    expect(twoPass).not.toMatch(/subgroupMatrixLoad<subgroup_matrix_result/);
+    expect(new Set(twoPass.match(/subgroupMatrix\w+/g))).toEqual(matmulOps);
+    expect(sgmAttentionKey({ nsub: 4, bk: 32, accum: 'two-pass' })).toBe('s4.k32.2p');
     expect(sgmAttentionKey({ nsub: 4, bk: 32 })).toBe('s4.k32');
     expect(sgmAttentionKey({ nsub: 4, bk: 32, accum: 'fragments' })).toBe('s4.k32.frag');
   });

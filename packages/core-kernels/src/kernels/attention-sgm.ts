@@ -16,6 +16,10 @@
  *   through the scratch that loads a result-type matrix back, so the running max only moves when some row's tile
  *   max exceeds it by more than TAU (log2 units; P then stays below 2^TAU, safe in f16). It passes emulated here
  *   but gave wrong results on the H200 (docs/BENCHMARKS.md); kept to tell the two apart on hardware.
+ * - 'two-pass': a first pass over the key tiles computes only S = Q·Kᵀ and each row's max and sum of exp; the
+ *   second computes S again and P = exp(S − max) / sum, final, so O accumulates in result fragments with no
+ *   rescaling at all. 1.5x the Q·Kᵀ products, but no per-tile round trip of O through the scratch, and only the
+ *   matrix operations the matmul kernel uses.
  */
 import type { SubgroupMatrixConfig } from '../runtime/features.js';
 import { DIRECTIVE, EMULATED, NATIVE, emulation } from './matmul-sgm.js';
@@ -25,8 +29,8 @@ export interface SgmAttentionTile {
   nsub: number;
   /** Keys per tile (multiple of cfg.N and cfg.K; 2·bk ≥ query rows, since Q is staged in the K/V buffer). */
   bk: number;
-  /** Where O accumulates across key tiles (see the file comment); default 'registers'. */
-  accum?: 'registers' | 'fragments';
+  /** Where O accumulates across key tiles, or two passes (see the file comment); default 'registers'. */
+  accum?: 'registers' | 'fragments' | 'two-pass';
 }
 
 const PAD = 8;
@@ -34,7 +38,8 @@ const PAD = 8;
 const TAU = 8;
 const NEG = '-1.0e30';
 
-export const sgmAttentionKey = (t: SgmAttentionTile): string => `s${t.nsub}.k${t.bk}${t.accum === 'fragments' ? '.frag' : ''}`;
+export const sgmAttentionKey = (t: SgmAttentionTile): string =>
+  `s${t.nsub}.k${t.bk}${t.accum === 'fragments' ? '.frag' : t.accum === 'two-pass' ? '.2p' : ''}`;
 
 /** Why this tile / head dim cannot run on the config and subgroup size, or undefined. */
 export function sgmAttentionUnfit(t: SgmAttentionTile, cfg: SubgroupMatrixConfig, D: number, sg: number): string | undefined {
@@ -55,7 +60,9 @@ export function sgmAttentionBytes(t: SgmAttentionTile, cfg: SubgroupMatrixConfig
  * vec4<f16> arrays, lse (5), lens (6).
  */
 export function sgmAttentionWgsl(params: string, t: SgmAttentionTile, cfg: SubgroupMatrixConfig, D: number, sg: number, emulate = false): string {
-  const regs = t.accum !== 'fragments';
+  const mode = t.accum ?? 'registers';
+  const regs = mode === 'registers';
+  const twoPass = mode === 'two-pass';
   const { M, N, K } = cfg;
   const BQ = t.nsub * M;
   const BK = t.bk;
@@ -133,6 +140,112 @@ export function sgmAttentionWgsl(params: string, t: SgmAttentionTile, cfg: Subgr
     for (var c = part * ${OPL}u; c < (part + 1u) * ${OPL}u; c++) { ${body} }
     workgroupBarrier();
     ${reload ? `of${f} = ${em.load(result, 'sc', 'sbase', false, N)};\n    workgroupBarrier();` : ''}`;
+  // This lane's scores: row rr, columns part*CPL.., scaled to log2 units and masked; mt their row max.
+  const laneScores = `var sv: array<f32, ${CPL}>;
+    var mt = ${NEG};
+    for (var c = 0u; c < ${CPL}u; c++) {
+      let j = k0 + part * ${CPL}u + c;
+      let ok = j < len && (p.causal == 0u || i32(j) <= i32(i) + p.off);
+      sv[c] = select(${NEG}, sc[sbase + rr * ${BK}u + part * ${CPL}u + c] * p.scale2, ok);
+      mt = max(mt, sv[c]);
+    }
+    ${rowReduce('mt', 'max')}`;
+  const stageK = stageRows('k', BK, 0, 'k0 + r < len', '((b * p.s + k0 + r) * p.hkv + g) * p.d');
+  const stageV = stageRows('v', BK, BK, 'k0 + r < len', '((b * p.s + k0 + r) * p.hkv + g) * p.d');
+  // Two passes: row statistics first, then P final and O += P·V in fragments.
+  const twoPassLoops = `var m_run = ${NEG};
+  var l_part = 0.0;
+  for (var kt = 0u; kt < ntiles; kt++) {
+    let k0 = kt * ${BK}u;
+    workgroupBarrier();
+    ${stageK}
+    workgroupBarrier();
+    ${sCompute}
+    workgroupBarrier();
+    ${laneScores}
+    let m_new = max(m_run, mt);
+    var sum = 0.0;
+    for (var c = 0u; c < ${CPL}u; c++) { sum += select(0.0, exp2(sv[c] - m_new), sv[c] > -1.0e29); }
+    l_part = l_part * exp2(m_run - m_new) + sum;
+    m_run = m_new;
+  }
+  var l = l_part;
+  ${rowReduce('l', '+')}
+  let ok = i < p.t && i32(i) + p.off < i32(len) && l > 0.0;
+  let inv = select(0.0, 1.0 / l, ok);
+  for (var kt = 0u; kt < ntiles; kt++) {
+    let k0 = kt * ${BK}u;
+    workgroupBarrier();
+    ${stageK}
+    ${stageV}
+    workgroupBarrier();
+    ${sCompute}
+    workgroupBarrier();
+    ${laneScores}
+    for (var c = 0u; c < ${CPL}u; c++) {
+      pb[sbase + rr * ${BK}u + part * ${CPL}u + c] = f16(select(0.0, exp2(sv[c] - m_run) * inv, sv[c] > -1.0e29));
+    }
+    workgroupBarrier();
+    ${pv}
+  }
+${range(no)
+  .map((f) => viaScratch(f, `if (i < p.t) { o[obase + ${f * N}u + c] = f16(sc[sbase + rr * ${N}u + c]); }`, false))
+  .join('\n')}`;
+  // One pass: the online softmax, O rescaled as the running max moves (in registers or in fragments).
+  const onePass = `var m_run = ${NEG};
+  var l_part = 0.0;
+
+  for (var kt = 0u; kt < ntiles; kt++) {
+    let k0 = kt * ${BK}u;
+    workgroupBarrier();
+    ${regs ? '' : 'if (li == 0u) { wg_flag = 0u; }'}
+    ${stageRows('k', BK, 0, 'k0 + r < len', '((b * p.s + k0 + r) * p.hkv + g) * p.d')}
+    ${stageRows('v', BK, BK, 'k0 + r < len', '((b * p.s + k0 + r) * p.hkv + g) * p.d')}
+    workgroupBarrier();
+    ${sCompute}
+    workgroupBarrier();
+    ${laneScores}
+    ${
+      regs
+        ? 'let m_new = max(m_run, mt);'
+        : `if (mt > m_run + ${TAU}.0) { wg_flag = 1u; }
+    let resc = workgroupUniformLoad(&wg_flag) != 0u;
+    let m_new = select(m_run, max(m_run, mt), resc);`
+    }
+    let alpha = exp2(m_run - m_new);
+    m_run = m_new;
+    var sum = 0.0;
+    for (var c = 0u; c < ${CPL}u; c++) {
+      let e = select(0.0, exp2(sv[c] - m_new), sv[c] > -1.0e29);
+      pb[sbase + rr * ${BK}u + part * ${CPL}u + c] = f16(e);
+      sum += e;
+    }
+    l_part = l_part * alpha + sum;
+    ${
+      regs
+        ? ''
+        : `if (resc && kt > 0u) {
+${range(no)
+  .map((f) => viaScratch(f, `sc[sbase + rr * ${N}u + c] *= alpha;`, true))
+  .join('\n')}
+    }`
+    }
+    workgroupBarrier();
+    ${regs ? pvRegs : pv}
+  }
+  var l = l_part;
+  ${rowReduce('l', '+')}
+  let ok = i < p.t && i32(i) + p.off < i32(len) && l > 0.0;
+  let inv = select(0.0, 1.0 / l, ok);
+${
+  regs
+    ? `  if (i < p.t) {
+    ${storeRegs}
+  }`
+    : range(no)
+        .map((f) => viaScratch(f, `if (i < p.t) { o[obase + ${f * N}u + c] = f16(sc[sbase + rr * ${N}u + c] * inv); }`, false))
+        .join('\n')
+}`;
   const enables = `enable f16;\nenable subgroups;\n${emulate ? '' : `enable chromium_experimental_subgroup_matrix;\n${DIRECTIVE}`}`;
   return /* wgsl */ `${enables}
 ${params}
@@ -178,6 +291,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let row = sgid * ${M}u + rr;
   let i = q0 + row;
   let sbase = sgid * ${M * BK}u;
+  let obase = ((b * p.t + i) * p.hq + h) * p.d;
   if (li == 0u) {
     var n = p.s;
     if (p.has_len != 0u) { n = min(u32(max(lens[b], 0)), p.s); }
@@ -194,70 +308,7 @@ ${range(nd)
   .map((d) => `  let qf${d} = ${em.load(left, 'kv', `sgid * ${M * RS}u + ${d * K}u`, false, RS)};`)
   .join('\n')}
 ${regs ? `  var oacc: array<f32, ${no * OPL}>;` : range(no).map((f) => `  var of${f} = ${em.zero(result)};`).join('\n')}
-  var m_run = ${NEG};
-  var l_part = 0.0;
-
-  for (var kt = 0u; kt < ntiles; kt++) {
-    let k0 = kt * ${BK}u;
-    workgroupBarrier();
-    ${regs ? '' : 'if (li == 0u) { wg_flag = 0u; }'}
-    ${stageRows('k', BK, 0, 'k0 + r < len', '((b * p.s + k0 + r) * p.hkv + g) * p.d')}
-    ${stageRows('v', BK, BK, 'k0 + r < len', '((b * p.s + k0 + r) * p.hkv + g) * p.d')}
-    workgroupBarrier();
-    ${sCompute}
-    workgroupBarrier();
-    // This lane's scores: row rr, columns part*CPL.., scaled to log2 units and masked.
-    var sv: array<f32, ${CPL}>;
-    var mt = ${NEG};
-    for (var c = 0u; c < ${CPL}u; c++) {
-      let j = k0 + part * ${CPL}u + c;
-      let ok = j < len && (p.causal == 0u || i32(j) <= i32(i) + p.off);
-      sv[c] = select(${NEG}, sc[sbase + rr * ${BK}u + part * ${CPL}u + c] * p.scale2, ok);
-      mt = max(mt, sv[c]);
-    }
-    ${rowReduce('mt', 'max')}
-    ${
-      regs
-        ? 'let m_new = max(m_run, mt);'
-        : `if (mt > m_run + ${TAU}.0) { wg_flag = 1u; }
-    let resc = workgroupUniformLoad(&wg_flag) != 0u;
-    let m_new = select(m_run, max(m_run, mt), resc);`
-    }
-    let alpha = exp2(m_run - m_new);
-    m_run = m_new;
-    var sum = 0.0;
-    for (var c = 0u; c < ${CPL}u; c++) {
-      let e = select(0.0, exp2(sv[c] - m_new), sv[c] > -1.0e29);
-      pb[sbase + rr * ${BK}u + part * ${CPL}u + c] = f16(e);
-      sum += e;
-    }
-    l_part = l_part * alpha + sum;
-    ${
-      regs
-        ? ''
-        : `if (resc && kt > 0u) {
-${range(no)
-  .map((f) => viaScratch(f, `sc[sbase + rr * ${N}u + c] *= alpha;`, true))
-  .join('\n')}
-    }`
-    }
-    workgroupBarrier();
-    ${regs ? pvRegs : pv}
-  }
-  var l = l_part;
-  ${rowReduce('l', '+')}
-  let ok = i < p.t && i32(i) + p.off < i32(len) && l > 0.0;
-  let inv = select(0.0, 1.0 / l, ok);
-  let obase = ((b * p.t + i) * p.hq + h) * p.d;
-${
-  regs
-    ? `  if (i < p.t) {
-    ${storeRegs}
-  }`
-    : range(no)
-        .map((f) => viaScratch(f, `if (i < p.t) { o[obase + ${f * N}u + c] = f16(sc[sbase + rr * ${N}u + c] * inv); }`, false))
-        .join('\n')
-}
+${twoPass ? twoPassLoops : onePass}
   if (part == 0u && i < p.t) {
     lse[(b * p.hq + h) * p.t + i] = select(0.0, (m_run + log2(l)) * ${Math.LN2}, ok);
   }

@@ -53,8 +53,8 @@ export interface AttentionOptions {
    * Forward kernel: 'scalar' (the default, also for 'auto') or 'subgroup-matrix' (tensor cores; f16, head dim a
    * multiple of 16). EXPERIMENTAL: its first version, which kept O in result fragments (sgmTile.accum
    * 'fragments'), gave wrong results on an H200 (2026-11-28, docs/BENCHMARKS.md); the default now keeps O in
-   * registers and uses only the matrix operations the (correct) matmul kernel uses, but has not yet run on a
-   * GPU, so it runs only when asked for.
+   * registers and uses only the matrix operations the (correct) matmul kernel uses, as does the two-pass variant
+   * (sgmTile.accum 'two-pass'); neither has run on a GPU yet, so the path runs only when asked for.
    */
   path?: 'auto' | 'scalar' | 'subgroup-matrix';
   /** Workgroup shape of the subgroup-matrix forward (benchmarks, tuning). */
