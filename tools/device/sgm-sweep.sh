@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs on the device machine (one call): the subgroup-matrix sweep (tools/device/sgm-sweep.ts: every tile
 # checked for correctness and timed), then the kernel benchmark of the matmul, attention and head cases with
-# the library's defaults against the machine's CUDA PyTorch; then any extra command lines given in $EXTRA_CMDS
-# (run from .device/pkg, e.g. another helper's policy benchmark). Results go to $OUT (at most 8 files come back).
+# the library's defaults against the machine's CUDA PyTorch, then the 7B LoRA training bench, then any extra
+# command lines given in $EXTRA_CMDS (run from .device/pkg). Results go to $OUT (at most 8 files come back).
+# Time limits (s): SWEEP_S 200, KERNEL_BENCH_S 200, POLICY_TRAIN_S 90 (0 skips it).
 # Prepare here first: bash tools/device/prepare.sh (bundles sgm-sweep.mjs beside mlagent.mjs).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,4 +15,11 @@ rm -f "$OUT/sweep.txt"  # rebuilt from sweep.json; keeps the returned files unde
 timeout "${KERNEL_BENCH_S:-200}" node mlagent.mjs bench kernels --json --out "$OUT/bench.json" --filter "${BENCH_FILTER:-matmul,attention,head}" \
   2> >(tee "$OUT/bench.log" >&2) >/dev/null
 echo "kernel bench exit $?"
+# LoRA training of a Qwen2.5-7B-shaped model at 4k tokens against torch (its linears take the scaled-split tensor-core
+# path since session 10); POLICY_TRAIN_S=0 skips it.
+if [ "${POLICY_TRAIN_S:-90}" -gt 0 ]; then
+  timeout "${POLICY_TRAIN_S:-90}" node mlagent.mjs bench policy --mode train --presets 7b --seq-len 4096 --checkpoint on \
+    --iterations 1 --json --out "$OUT/policy-7b-train.json" 2> >(tee "$OUT/policy-7b-train.log" >&2) >/dev/null
+  echo "policy 7b train exit $?"
+fi
 if [ -n "${EXTRA_CMDS:-}" ]; then bash -c "$EXTRA_CMDS"; fi
