@@ -1,5 +1,13 @@
 import { GpuError, GpuUnavailableError } from '@mlagent/core-kernels';
+import { RemoteExecutionError } from '@mlagent/env';
+import { CheckpointError, ConfigError, LoraError, MemoryPlanError, TokenizerError } from '@mlagent/policy';
+import { EndpointError, RetriesExhaustedError, SftDataError, TrainConfigError } from '@mlagent/rl';
 import { UsageError } from './args.js';
+
+/** Errors in what the user gave (a model directory, a config, data): the message says it all (exit 2). */
+const INPUT_ERRORS = [ConfigError, TokenizerError, CheckpointError, LoraError, MemoryPlanError, TrainConfigError, SftDataError];
+/** Failures of something outside this process (an endpoint, a worker queue): the message, no stack trace (exit 1). */
+const OUTSIDE_ERRORS = [EndpointError, RetriesExhaustedError, RemoteExecutionError];
 import { COMMANDS } from './commands/index.js';
 
 const USAGE = `usage: mlagent <command> [options]
@@ -37,8 +45,12 @@ async function main(argv: string[]): Promise<number> {
       console.error(`mlagent ${e.message}`);
       return 2;
     }
-    if (e instanceof GpuUnavailableError || e instanceof GpuError) {
-      console.error(`mlagent ${name}: ${e.message}`);
+    if (INPUT_ERRORS.some((c) => e instanceof c)) {
+      console.error(`mlagent ${name}: ${(e as Error).message}`);
+      return 2;
+    }
+    if (e instanceof GpuUnavailableError || e instanceof GpuError || OUTSIDE_ERRORS.some((c) => e instanceof c)) {
+      console.error(`mlagent ${name}: ${(e as Error).message}`);
       return 1;
     }
     throw e;

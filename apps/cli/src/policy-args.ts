@@ -1,7 +1,19 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Gpu } from '@mlagent/core-kernels';
-import { QwenModel, QwenTokenizer, loadAdapter, type ChatMessage, type ChatTemplateName, type LoraAdapter } from '@mlagent/policy';
+import {
+  CheckpointError,
+  ConfigError,
+  MemoryPlanError,
+  QwenModel,
+  QwenTokenizer,
+  TokenizerError,
+  loadAdapter,
+  loadQwenConfig,
+  type ChatMessage,
+  type ChatTemplateName,
+  type LoraAdapter,
+} from '@mlagent/policy';
 import { UsageError } from './args.js';
 
 /** The options every model-using command takes (generate, logprobs, serve). */
@@ -26,17 +38,46 @@ export interface LoadedPolicy {
 /** Checks --model/--adapter/--dtype before anything is loaded, so bad arguments fail fast. */
 export function checkModelArgs(command: string, values: { model?: string; adapter?: string; dtype?: string }, usage: string): void {
   if (!values.model) throw new UsageError(`${command}: --model DIR is required\n${usage}`);
-  if (!existsSync(join(values.model, 'config.json'))) throw new UsageError(`${command}: --model ${values.model} has no config.json`);
+  checkModelDir(command, values.model);
   if (values.dtype !== 'f32' && values.dtype !== 'f16') throw new UsageError(`${command}: --dtype must be f32 or f16, got '${values.dtype}'`);
   if (values.adapter !== undefined && !existsSync(join(values.adapter, 'adapter_config.json'))) {
     throw new UsageError(`${command}: --adapter ${values.adapter} has no adapter_config.json (not a PEFT adapter directory)`);
   }
 }
 
+/**
+ * Checks that `dir` looks like a Hugging Face model directory we can load: a config.json of a supported
+ * architecture, the tokenizer files and the weights. Cheap (no weights read), so commands fail before other work.
+ */
+export function checkModelDir(command: string, dir: string, flag = '--model'): void {
+  if (!existsSync(join(dir, 'config.json'))) throw new UsageError(`${command}: ${flag} ${dir} has no config.json`);
+  try {
+    loadQwenConfig(dir);
+  } catch (e) {
+    if (e instanceof ConfigError) throw new UsageError(`${command}: ${flag} ${dir}: ${e.message}`);
+    throw e;
+  }
+  const missing = ['tokenizer.json', 'tokenizer_config.json'].filter((f) => !existsSync(join(dir, f)));
+  if (missing.length) throw new UsageError(`${command}: ${flag} ${dir} has no ${missing.join(' or ')} (the tokenizer files belong beside config.json)`);
+  if (!existsSync(join(dir, 'model.safetensors')) && !existsSync(join(dir, 'model.safetensors.index.json'))) {
+    throw new UsageError(`${command}: ${flag} ${dir} has no model.safetensors or model.safetensors.index.json`);
+  }
+}
+
 /** Loads the tokenizer, the model and the PEFT adapter if given (applied by every forward), reporting on stderr. */
 export async function loadPolicy(command: string, values: { model?: string; adapter?: string; dtype?: string }): Promise<LoadedPolicy> {
   const dir = values.model!;
-  const tokenizer = QwenTokenizer.fromDir(dir);
+  // What is wrong with a model directory is the user's to fix: a message, not a stack trace.
+  const userError = (e: unknown) =>
+    e instanceof TokenizerError || e instanceof ConfigError || e instanceof CheckpointError || e instanceof MemoryPlanError
+      ? new UsageError(`${command}: --model ${dir}: ${e.message}`)
+      : e;
+  let tokenizer: QwenTokenizer;
+  try {
+    tokenizer = QwenTokenizer.fromDir(dir);
+  } catch (e) {
+    throw userError(e);
+  }
   const gpu = await Gpu.create();
   const t0 = performance.now();
   let model: QwenModel | undefined;
@@ -54,7 +95,7 @@ export async function loadPolicy(command: string, values: { model?: string; adap
   } catch (e) {
     model?.dispose();
     gpu.destroy();
-    throw e;
+    throw userError(e);
   }
   const c = model.config;
   const lora = adapter ? ` with LoRA r=${adapter.config.r} from ${values.adapter}` : '';

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -122,4 +122,36 @@ describe('mlagent logprobs', () => {
       expect(r.stderr).toMatch(message);
     }
   });
+
+  it('says what is wrong with a broken model directory, without a stack trace, in every model command', async () => {
+    const broken = (name: string, damage: (dir: string) => void) => {
+      const dir = join(tmp, name);
+      cpSync(model, dir, { recursive: true });
+      damage(dir);
+      return dir;
+    };
+    const dirs: [string, RegExp][] = [
+      [broken('no-tokenizer', (d) => rmSync(join(d, 'tokenizer.json'))), /has no tokenizer\.json/],
+      [broken('no-weights', (d) => rmSync(join(d, 'model.safetensors'))), /has no model\.safetensors or model\.safetensors\.index\.json/],
+      [
+        broken('llama', (d) => {
+          const cfg = JSON.parse(readFileSync(join(d, 'config.json'), 'utf8'));
+          writeFileSync(join(d, 'config.json'), JSON.stringify({ ...cfg, architectures: ['LlamaForCausalLM'], model_type: 'llama' }));
+        }),
+        /unsupported architecture/,
+      ],
+      // Found only when the weights are read: the loader's error, still without a stack trace.
+      [broken('truncated', (d) => truncateSync(join(d, 'model.safetensors'), 1000)), /corrupt or truncated/],
+    ];
+    const data = join(tmp, 'sft.jsonl');
+    writeFileSync(data, `${JSON.stringify({ prompt: 'a', response: 'b' })}\n${JSON.stringify({ prompt: 'c', response: 'd' })}\n`);
+    for (const [dir, message] of dirs) {
+      for (const args of [['logprobs', '--model', dir, '--ids', '1,2'], ['sft', '--model', dir, '--data', data, '--out', join(tmp, 'sft-out')]]) {
+        const r = await mlagent(args[0], ...args.slice(1));
+        expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(2);
+        expect(r.stderr).toMatch(message);
+        expect(r.stderr).not.toMatch(/\n\s+at /);
+      }
+    }
+  }, 120_000);
 });

@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -44,5 +44,21 @@ describe('mlagent train', () => {
     expect(r.code).toBe(2);
     for (const field of ['ppo.historyWindow', 'ppo.poolSampling', 'ppo.clipRatio']) expect(r.stderr).toContain(field);
     expect(r.stderr).not.toMatch(/at .*\.js:\d+/);
+  });
+
+  it("checks the config's model before the collection, leaving no run directory behind", async () => {
+    const model = join(tmp, 'half-model');
+    mkdirSync(model);
+    // A Qwen2 config but no tokenizer or weights.
+    writeFileSync(join(model, 'config.json'), JSON.stringify({ architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 64, intermediate_size: 128, num_hidden_layers: 1, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 1000, max_position_embeddings: 512, rms_norm_eps: 1e-6, rope_theta: 10000, tie_word_embeddings: false }));
+    const file = join(tmp, 'model.yaml');
+    writeFileSync(file, `model: ${model}\n`);
+    const out = join(tmp, 'c');
+    const r = await mlagent('train', '--config', file, '--out', out);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toMatch(/half-model\/tokenizer\.json not found/);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    expect(r.stderr).not.toMatch(/collect/);
+    expect(existsSync(out)).toBe(false);
   });
 });

@@ -1,5 +1,7 @@
+import { existsSync } from 'node:fs';
 import { SftDataError, TrainConfigError, loadTrainConfig, sft, type TrainConfigInput } from '@mlagent/rl';
 import { UsageError, parse } from '../args.js';
+import { checkModelDir } from '../policy-args.js';
 
 export const sftUsage = `mlagent sft --model DIR --data FILE --out DIR [--config FILE] [--preset default|tiny] [--resume]
   LoRA SFT on assistant tokens only. FILE: .jsonl/.json of {prompt, response}, {messages} or ShareGPT {conversations}.
@@ -17,6 +19,8 @@ export async function sftCommand(argv: string[]): Promise<void> {
   });
   for (const k of ['model', 'data', 'out'] as const) if (!values[k]) throw new UsageError(`sft: --${k} is required\n${sftUsage}`);
   if (values.preset !== undefined && values.preset !== 'default' && values.preset !== 'tiny') throw new UsageError('sft: --preset must be default or tiny');
+  checkModelDir('sft', values.model!);
+  if (!existsSync(values.data!)) throw new UsageError(`sft: --data ${values.data} does not exist`);
   const controller = new AbortController();
   const onSignal = () => {
     if (controller.signal.aborted) process.exit(130);

@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Gpu } from '@mlagent/core-kernels';
 import { Episode, listTasks, prepareTask, type EpisodeOptions, type PreparedTask } from '@mlagent/env';
-import { QwenModel, QwenTokenizer, initModel, loadAdapter } from '@mlagent/policy';
+import { Checkpoint, QwenModel, QwenTokenizer, initModel, loadAdapter, loadQwenConfig } from '@mlagent/policy';
 import { collect } from '../collect/runner.js';
 import { readCollection, stepsInOrder } from '../collect/records.js';
 import { parseTrainConfig, type TrainConfig, type TrainConfigInput } from '../config/train-config.js';
@@ -62,6 +62,13 @@ export async function trainPipeline(options: TrainPipelineOptions): Promise<Trai
   const out = options.out;
   if (!options.resume && existsSync(join(out, 'train-config.json'))) {
     throw new Error(`train: ${out} already holds a run; pass --resume to continue it, or choose another output directory`);
+  }
+  // A named model is checked now (config, tokenizer, checkpoint headers), before the run directory exists and long
+  // before the collection ends.
+  if (config.model) {
+    loadQwenConfig(config.model);
+    QwenTokenizer.fromDir(config.model);
+    Checkpoint.open(config.model).close();
   }
   mkdirSync(out, { recursive: true });
   writeFileSync(join(out, 'train-config.json'), JSON.stringify(config, null, 2) + '\n');
