@@ -7,6 +7,17 @@ export class UsageError extends Error {
   }
 }
 
+/**
+ * The command ran and kept what it could, but did not finish everything (failed trajectories, an interrupt, an
+ * endpoint that does not answer): the message says what and what to do next. Exit 1, no stack trace.
+ */
+export class CommandFailedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CommandFailedError';
+  }
+}
+
 /** parseArgs with strict checking, turning its errors into usage errors that name the command. */
 export function parse<T extends NonNullable<ParseArgsConfig['options']>>(command: string, argv: string[], options: T) {
   try {

@@ -2,7 +2,7 @@ import { GpuError, GpuUnavailableError } from '@mlagent/core-kernels';
 import { RemoteExecutionError } from '@mlagent/env';
 import { CheckpointError, ConfigError, LoraError, MemoryPlanError, TokenizerError } from '@mlagent/policy';
 import { EndpointError, RetriesExhaustedError, SftDataError, TrainConfigError } from '@mlagent/rl';
-import { UsageError } from './args.js';
+import { CommandFailedError, UsageError } from './args.js';
 
 /** Errors in what the user gave (a model directory, a config, data): the message says it all (exit 2). */
 const INPUT_ERRORS = [ConfigError, TokenizerError, CheckpointError, LoraError, MemoryPlanError, TrainConfigError, SftDataError];
@@ -41,9 +41,10 @@ async function main(argv: string[]): Promise<number> {
     await command.run(rest);
     return 0;
   } catch (e) {
-    if (e instanceof UsageError) {
+    // Both carry their command's name at the front of the message.
+    if (e instanceof UsageError || e instanceof CommandFailedError) {
       console.error(`mlagent ${e.message}`);
-      return 2;
+      return e instanceof UsageError ? 2 : 1;
     }
     if (INPUT_ERRORS.some((c) => e instanceof c)) {
       console.error(`mlagent ${name}: ${(e as Error).message}`);

@@ -1,6 +1,8 @@
 // mlagent eval: argument errors, the scripted expert on a real task (JSON and the Table-1 markdown), merging
 // results with --compare, and a tiny random policy end to end.
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -37,6 +39,28 @@ describe('mlagent eval', () => {
         [['--compare', '/no/such/eval.json'], /cannot read \/no\/such\/eval\.json.*\(--compare\)/],
       ].map(([args, message]) => expectUsage(args as string[], message as RegExp)),
     );
+  }, 60_000);
+
+  it('checks an endpoint before preparing any task: a refused model or a dead server fails in seconds (exit 1)', async () => {
+    // A server that knows no model: every chat request gets 404, which is not retried.
+    const server = createServer((req, res) => req.resume().on('end', () => res.writeHead(404).end('{"error": "model m not found"}')));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
+      for (const [endpoint, message] of [
+        [url, /endpoint does not answer for model m: .*HTTP 404 \(not retried\).*model m not found/],
+        ['http://127.0.0.1:9/v1', /endpoint does not answer for model m: gave up after 3 attempts/],
+      ] as const) {
+        const out = path.join(newDir(), 'out');
+        const r = await mlagent('eval', '--endpoint', endpoint, '--endpoint-model', 'm', '--tasks', 'house-prices', '--out', out);
+        expect(r.code, r.stderr).toBe(1);
+        expect(r.stderr).toMatch(message);
+        expect(r.stderr).not.toMatch(/preparing|\n\s+at /);
+        expect(existsSync(out)).toBe(false);
+      }
+    } finally {
+      server.close();
+    }
   }, 60_000);
 
   it('evaluates the scripted expert, prints JSON or the Table-1 markdown, and merges results', async () => {

@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ACTION_NAMES, parseResponse } from '@mlagent/env';
 import { SeededRng } from '@mlagent/core-kernels';
-import { EndpointError, EndpointExpert, chatCompletionsUrl } from '../src/experts/endpoint.js';
+import { EndpointError, EndpointExpert, chatCompletionsUrl, checkEndpoint } from '../src/experts/endpoint.js';
 import { applyLineEdit, lineEditBetween } from '../src/experts/line-edit.js';
 import { RetriesExhaustedError, RetryableError, backoffDelay, withRetry } from '../src/experts/retry.js';
 import { ScriptedExpert } from '../src/experts/scripted.js';
@@ -197,6 +197,21 @@ describe('endpoint expert', () => {
     expect(requests - before).toBe(1);
     const dead = new EndpointExpert({ url: 'http://127.0.0.1:9', model: 'm', maxAttempts: 3, baseDelayMs: 1 }).begin(fakeTask(), { candidates: [], ideas: [] });
     await expect(dead.respond({ messages: [{ role: 'user', content: 'x' }], stepsLeft: 1 })).rejects.toThrow(/gave up after 3 attempts: request to .* failed/);
+  });
+
+  it('checks an endpoint with one small request before a run: retried through failures, refused or unreachable fail fast', async () => {
+    const before = requests;
+    await checkEndpoint({ url, model: 'm', timeoutMs: 150, baseDelayMs: 1, maxDelayMs: 5, maxAttempts: 30 });
+    const last = seen[seen.length - 1] as { max_tokens: number; messages: unknown[] };
+    expect(last.max_tokens).toBe(16);
+    expect(last.messages).toHaveLength(1);
+    expect(requests).toBeGreaterThan(before);
+    const refused = requests;
+    await expect(checkEndpoint({ url, model: 'forbidden', baseDelayMs: 1 })).rejects.toThrow(/HTTP 401 \(not retried\): bad key/);
+    expect(requests - refused).toBe(1);
+    // Three attempts by default, not chatWithRetry's six.
+    await expect(checkEndpoint({ url: 'http://127.0.0.1:9', model: 'm', baseDelayMs: 1 })).rejects.toThrow(/gave up after 3 attempts/);
+    await expect(checkEndpoint({ url: `${url}/elsewhere`, model: 'm', baseDelayMs: 1 })).rejects.toThrow(/HTTP 404/);
   });
 
   it('normalises endpoint URLs and rejects bad ones', () => {

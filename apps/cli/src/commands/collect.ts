@@ -1,7 +1,8 @@
 import path from 'node:path';
 import { listTasks, prepareTask, type PreparedTask } from '@mlagent/env';
 import { EndpointExpert, ScriptedExpert, collect, exportSftSteps, exportShareGPT, type Expert } from '@mlagent/rl';
-import { UsageError, parse } from '../args.js';
+import { CommandFailedError, UsageError, parse } from '../args.js';
+import { checkEndpointFirst } from '../endpoint-check.js';
 import { REDIS_OPTIONS, REDIS_USAGE, remoteFromArgs } from '../remote-episodes.js';
 
 export const collectUsage = `mlagent collect --tasks held-in|held-out|NAME[,NAME] --expert scripted|URL --trajectories N --ideas K --out DIR
@@ -95,6 +96,7 @@ export async function collectCommand(argv: string[]): Promise<void> {
   if (Boolean(v['helper-url']) !== Boolean(v['helper-model'])) throw new UsageError('collect: --helper-url and --helper-model go together');
   const helperLlm = v['helper-url'] ? { baseUrl: v['helper-url'], model: v['helper-model']!, apiKey: process.env.MLAGENT_HELPER_API_KEY } : null;
   const expert = makeExpert(v.expert, v['expert-model']);
+  if (v.expert !== 'scripted') await checkEndpointFirst('collect', v.expert, v['expert-model']!);
   const remote = remoteFromArgs('collect', v.redis, v.queue);
   const tasks = await loadTasks(v.tasks);
 
@@ -122,6 +124,6 @@ export async function collectCommand(argv: string[]): Promise<void> {
   if (v.sharegpt) console.log(`wrote ${exportShareGPT(summary.stepsFile, path.resolve(v.sharegpt))} ShareGPT conversations to ${v.sharegpt}`);
   if (v['sft-steps']) console.log(`wrote ${exportSftSteps(summary.stepsFile, path.resolve(v['sft-steps']))} SFT steps to ${v['sft-steps']}`);
   if (summary.failed.length > 0)
-    throw new Error(`collect: ${summary.failed.length} trajectories failed (${summary.failed[0].trajectory}: ${summary.failed[0].error}); rerun the same command to retry them`);
-  if (abort.signal.aborted) throw new Error('collect: interrupted; rerun the same command to finish');
+    throw new CommandFailedError(`collect: ${summary.failed.length} trajectories failed (${summary.failed[0].trajectory}: ${summary.failed[0].error}); rerun the same command to retry them`);
+  if (abort.signal.aborted) throw new CommandFailedError('collect: interrupted; rerun the same command to finish');
 }

@@ -19,7 +19,8 @@ import {
   type PromptFormat,
   type TrainConfig,
 } from '@mlagent/rl';
-import { UsageError, parse } from '../args.js';
+import { CommandFailedError, UsageError, parse } from '../args.js';
+import { checkEndpointFirst } from '../endpoint-check.js';
 import { REDIS_OPTIONS, REDIS_USAGE, remoteFromArgs } from '../remote-episodes.js';
 import { MODEL_USAGE, checkModelArgs, loadPolicy, type LoadedPolicy } from '../policy-args.js';
 
@@ -197,6 +198,7 @@ export async function evalCommand(argv: string[]): Promise<void> {
 
   // Agents without a model are checked before the tasks are prepared; the policy is loaded last.
   let agent = v.expert !== undefined ? expertAgent(new ScriptedExpert(), { ideas, seed, name: v.name }) : v.endpoint !== undefined ? makeEndpointAgent(v.endpoint, v['endpoint-model']!, temperature, v.name) : undefined;
+  if (v.endpoint !== undefined) await checkEndpointFirst(cmd, v.endpoint, v['endpoint-model']!);
   const tasks = await loadTasks(taskSpecs, v.expert !== undefined);
   let policy: LoadedPolicy | undefined;
   if (agent === undefined) {
@@ -229,6 +231,6 @@ export async function evalCommand(argv: string[]): Promise<void> {
   if (compared.length > 0) writeFileSync(join(out, 'eval-compare.md'), evalMarkdown(shown));
   print(shown, v.json);
   const failed = result.trajectories.filter((t) => t.error !== null);
-  if (failed.length > 0) throw new Error(`eval: ${failed.length} trajectories failed (${failed[0].task}/${failed[0].index}: ${failed[0].error}); they count as no improvement`);
-  if (abort.signal.aborted) throw new Error(`eval: interrupted after ${result.trajectories.length} of ${tasks.length * trajectories} trajectories`);
+  if (failed.length > 0) throw new CommandFailedError(`eval: ${failed.length} trajectories failed (${failed[0].task}/${failed[0].index}: ${failed[0].error}); they count as no improvement`);
+  if (abort.signal.aborted) throw new CommandFailedError(`eval: interrupted after ${result.trajectories.length} of ${tasks.length * trajectories} trajectories`);
 }

@@ -51,43 +51,65 @@ function retryAfterMs(h: string | null): number | undefined {
   return Number.isNaN(t) ? undefined : Math.max(0, t - Date.now());
 }
 
-/** One chat request, retried on network errors, time-outs, 408/409/425/429/5xx and malformed answers. */
-export async function chatWithRetry(options: EndpointExpertOptions, messages: ChatMessage[]): Promise<string> {
+/**
+ * One POST of a chat body to the server: the parsed JSON answer. Network errors, time-outs, 408/409/425/429/5xx and
+ * answers that are not JSON throw RetryableError; other HTTP errors (bad key, unknown model) throw EndpointError.
+ */
+async function postChat(options: EndpointExpertOptions, body: Record<string, unknown>): Promise<unknown> {
   const url = chatCompletionsUrl(options.url);
   const doFetch = options.fetch ?? fetch;
   const timeoutMs = options.timeoutMs ?? 300_000;
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  if (options.apiKey) headers.authorization = `Bearer ${options.apiKey}`;
+  let res: Response;
+  let text: string;
+  try {
+    res = await doFetch(url, { method: 'POST', headers, body: JSON.stringify(body), signal: AbortSignal.timeout(timeoutMs) });
+    text = await res.text();
+  } catch (e) {
+    const err = e as Error & { cause?: { code?: string; message?: string } };
+    const why = err.cause?.code ?? err.cause?.message;
+    throw new RetryableError(
+      err.name === 'TimeoutError' ? `no answer from ${url} within ${timeoutMs} ms` : `request to ${url} failed: ${err.message}${why ? ` (${why})` : ''}`,
+    );
+  }
+  if ([408, 409, 425, 429].includes(res.status) || res.status >= 500)
+    throw new RetryableError(`${url} answered HTTP ${res.status}: ${text.slice(0, 200)}`, retryAfterMs(res.headers.get('retry-after')));
+  if (!res.ok) throw new EndpointError(`${url} answered HTTP ${res.status} (not retried): ${text.slice(0, 300)}`);
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new RetryableError(`${url} answered with something that is not JSON: ${text.slice(0, 200)}`);
+  }
+}
+
+/** One chat request, retried on network errors, time-outs, 408/409/425/429/5xx and malformed answers. */
+export async function chatWithRetry(options: EndpointExpertOptions, messages: ChatMessage[]): Promise<string> {
   const body: Record<string, unknown> = { model: options.model, messages };
   if (options.temperature !== undefined) body.temperature = options.temperature;
   if (options.maxTokens !== undefined) body.max_tokens = options.maxTokens;
-  const headers: Record<string, string> = { 'content-type': 'application/json' };
-  if (options.apiKey) headers.authorization = `Bearer ${options.apiKey}`;
-  const payload = JSON.stringify(body);
   return withRetry(async () => {
-    let res: Response;
-    let text: string;
-    try {
-      res = await doFetch(url, { method: 'POST', headers, body: payload, signal: AbortSignal.timeout(timeoutMs) });
-      text = await res.text();
-    } catch (e) {
-      const err = e as Error & { cause?: { code?: string; message?: string } };
-      const why = err.cause?.code ?? err.cause?.message;
-      throw new RetryableError(
-        err.name === 'TimeoutError' ? `no answer from ${url} within ${timeoutMs} ms` : `request to ${url} failed: ${err.message}${why ? ` (${why})` : ''}`,
-      );
-    }
-    if ([408, 409, 425, 429].includes(res.status) || res.status >= 500)
-      throw new RetryableError(`${url} answered HTTP ${res.status}: ${text.slice(0, 200)}`, retryAfterMs(res.headers.get('retry-after')));
-    if (!res.ok) throw new EndpointError(`${url} answered HTTP ${res.status} (not retried): ${text.slice(0, 300)}`);
-    let content: unknown;
-    try {
-      content = (JSON.parse(text) as { choices?: { message?: { content?: unknown } }[] }).choices?.[0]?.message?.content;
-    } catch {
-      throw new RetryableError(`${url} answered with something that is not JSON: ${text.slice(0, 200)}`);
-    }
+    const answer = (await postChat(options, body)) as { choices?: { message?: { content?: unknown } }[] } | null;
+    const content = answer?.choices?.[0]?.message?.content;
     if (typeof content !== 'string' || content.trim() === '')
-      throw new RetryableError(`${url} answered without a choices[0].message.content text`);
+      throw new RetryableError(`${chatCompletionsUrl(options.url)} answered without a choices[0].message.content text`);
     return content;
   }, options);
+}
+
+/**
+ * Checks, before any long run, that the server answers a tiny chat request for this model with a completion
+ * (any choices list: a reasoning model may spend its few tokens on thinking). Retries like chatWithRetry but 3
+ * attempts by default and a 60 s time limit; throws EndpointError (bad key, unknown model) or
+ * RetriesExhaustedError (unreachable, failing).
+ */
+export async function checkEndpoint(options: EndpointExpertOptions): Promise<void> {
+  const o = { maxAttempts: 3, ...options, timeoutMs: Math.min(options.timeoutMs ?? 60_000, 60_000) };
+  const body = { model: o.model, messages: [{ role: 'user', content: 'Reply with OK.' }], max_tokens: 16 };
+  await withRetry(async () => {
+    const answer = (await postChat(o, body)) as { choices?: unknown } | null;
+    if (!Array.isArray(answer?.choices)) throw new RetryableError(`${chatCompletionsUrl(o.url)} answered without a choices list: ${JSON.stringify(answer).slice(0, 200)}`);
+  }, o);
 }
 
 /** The seed ideas as a note for the expert. */
