@@ -237,6 +237,9 @@ describe('matmul paths', () => {
     // f32 B would be rounded to f16: left to the f32 kernel.
     expect(selectMatmulPath(fake(true), 'f32', 'f32', 64, 64, 64)).toBe('tiled');
     expect(selectMatmulPath(fake(true), 'f16', 'f32', 64, 64, 64)).toBe('tiled');
+    // doctor says how f32 A goes through the tensor cores.
+    expect(describeMatmulPath({ ...fake(true), limits: {} }, 'f32', 'f16', 64, 64, 64)).toEqual({ path: 'subgroup-matrix', aF32: 'scaled' });
+    expect(describeMatmulPath({ ...fake(true), limits: {} }, 'f16', 'f16', 64, 64, 64)).toEqual({ path: 'subgroup-matrix' });
     // Tiles are staged with bounds checks, so ragged shapes qualify too.
     expect(selectMatmulPath(fake(true), 'f16', 'f16', 65, 40, 33)).toBe('subgroup-matrix');
     expect(selectMatmulPath(fake(true), 'f16', 'f16', 1, 64, 64)).toBe('gemv');

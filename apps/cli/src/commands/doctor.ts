@@ -56,7 +56,8 @@ export async function doctor(argv: string[]): Promise<void> {
     for (const [k, v] of Object.entries(gpu.variants)) lines.push(`            ${k.padEnd(12)} ${v}`);
     lines.push('matmul paths');
     for (const m of report.matmulPaths) {
-      lines.push(`            ${m.case.padEnd(48)} ${m.path}${m.aFrom ? `, A from ${m.aFrom === 'texture' ? 'a texture' : 'storage'}` : ''}`);
+      const a = m.aFrom ? `, A from ${m.aFrom === 'texture' ? 'a texture' : 'storage'}` : m.aF32 ? `, f32 A as two f16 parts (${m.aF32})` : '';
+      lines.push(`            ${m.case.padEnd(48)} ${m.path}${a}`);
     }
     lines.push('limits');
     for (const k of SHOWN_LIMITS) {

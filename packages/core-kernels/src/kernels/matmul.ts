@@ -218,6 +218,8 @@ export interface MatmulPathInfo {
   path: MatmulPath;
   /** cpu-tiled only: A copied into a texture (row-major f32 with rows 256 bytes apart) or read from storage. */
   aFrom?: 'texture' | 'storage';
+  /** subgroup-matrix with f32 A only: how A reaches the f16 products (the default, 'scaled'). */
+  aF32?: SgmAF32;
 }
 
 /** The path `matmul` takes for a problem on `gpu` (operands at offset 0), with where A is read from; for `doctor`. */
@@ -231,6 +233,7 @@ export function describeMatmulPath(
   layout: Parameters<typeof selectMatmulPath>[6] = {},
 ): MatmulPathInfo {
   const path = selectMatmulPath(gpu, aType, bType, m, n, k, layout);
+  if (path === 'subgroup-matrix' && aType === 'f32') return { path, aF32: 'scaled' };
   if (path !== 'cpu-tiled') return { path };
   const p = { M: m, N: n, K: k, batch: layout.batch ?? 1, transA: !!layout.transA, sB: layout.sB ?? 0, sA: layout.sA ?? 0 };
   const types = { a: aType, b: bType, c: layout.cType ?? 'f32', bias: layout.biasType };
