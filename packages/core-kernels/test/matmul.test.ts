@@ -3,7 +3,7 @@ import { ShapeError, chooseVariants, roundToF16, type Gpu, type GpuFeatures, typ
 import { GEMV_MAX_M, describeMatmulPath, isCpuAdapter, matmul, matmulBackward, selectMatmulPath, type MatmulOptions } from '../src/kernels/matmul.js';
 import { matmulBackwardRef, matmulRef, type MatmulRefProblem } from '../src/reference/matmul.js';
 import { CPU_GEMV_MAX_M } from '../src/kernels/gemv-cpu.js';
-import { A_TEXTURE_MAX_BYTES, cpuATexture, cpuPackVariant, type CpuPackVariant } from '../src/kernels/matmul-cpu.js';
+import { A_TEXTURE_MAX_BYTES, B_TEXTURE_MAX_BYTES, cpuATexture, cpuBCopies, cpuPackVariant, type CpuPackVariant } from '../src/kernels/matmul-cpu.js';
 import { readTicketCounter, shaderThreads, ticketWorkgroups } from '../src/kernels/tickets.js';
 import { Rng, checkDirectional, dot, expectClose, freshGpu, testGpu } from './helpers.js';
 
@@ -471,19 +471,86 @@ describe('matmul cpu-tiled path: A from a texture', () => {
     expect(describeMatmulPath(gpu, 'f32', 'f32', 1, 64, 64, { transB: true })).toEqual({ path: 'cpu-gemv' });
   });
 
-  it('grows its texture between products recorded in one batch without disturbing the earlier one', async () => {
+  it('grows its A and B textures between products recorded in one batch without disturbing the earlier one', async () => {
     const gpu = await freshGpu();
     try {
       const rng = new Rng(17);
-      const small = [rng.randn(8 * 64), rng.randn(64 * 16)] as const;
-      const big = [rng.randn(70 * 256), rng.randn(256 * 24)] as const;
-      const c1 = matmul(gpu, gpu.tensor([8, 64], 'f32', small[0]), gpu.tensor([64, 16], 'f32', small[1]), { path: 'cpu-tiled' });
-      const c2 = matmul(gpu, gpu.tensor([70, 256], 'f32', big[0]), gpu.tensor([256, 24], 'f32', big[1]), { path: 'cpu-tiled' });
-      // A third, small again, reuses the grown texture.
-      const c3 = matmul(gpu, gpu.tensor([8, 64], 'f32', small[1].slice(0, 512)), gpu.tensor([64, 16], 'f32', small[1]), { path: 'cpu-tiled' });
-      expectClose(await c1.read(), matmulRef(small[0], small[1], problem(8, 16, 64), undefined, 8 * 16), TOL, 'first, small');
-      expectClose(await c2.read(), matmulRef(big[0], big[1], problem(70, 24, 256), undefined, 70 * 24), TOL, 'second, grown');
-      expectClose(await c3.read(), matmulRef(small[1].slice(0, 512), small[1], problem(8, 16, 64), undefined, 8 * 16), TOL, 'third, in the grown texture');
+      // Both operands go through textures (lda and ldb multiples of 64); the second product needs larger ones.
+      const small = [rng.randn(8 * 64), rng.randn(64 * 64)] as const;
+      const big = [rng.randn(70 * 256), rng.randn(256 * 192)] as const;
+      const c1 = matmul(gpu, gpu.tensor([8, 64], 'f32', small[0]), gpu.tensor([64, 64], 'f32', small[1]), { path: 'cpu-tiled' });
+      const c2 = matmul(gpu, gpu.tensor([70, 256], 'f32', big[0]), gpu.tensor([256, 192], 'f32', big[1]), { path: 'cpu-tiled' });
+      // A third, small again, reuses the grown textures.
+      const c3 = matmul(gpu, gpu.tensor([8, 64], 'f32', big[0].slice(0, 512)), gpu.tensor([64, 64], 'f32', small[1]), { path: 'cpu-tiled' });
+      expectClose(await c1.read(), matmulRef(small[0], small[1], problem(8, 64, 64), undefined, 8 * 64), TOL, 'first, small');
+      expectClose(await c2.read(), matmulRef(big[0], big[1], problem(70, 192, 256), undefined, 70 * 192), TOL, 'second, grown');
+      expectClose(await c3.read(), matmulRef(big[0].slice(0, 512), small[1], problem(8, 64, 64), undefined, 8 * 64), TOL, 'third, in the grown textures');
+    } finally {
+      gpu.destroy();
+    }
+  });
+});
+
+describe('matmul cpu-tiled path: B windows filled by copies', () => {
+  const fields = (p: MatmulRefProblem, offB = 0) => ({ ...p, transB: !!p.transB, offB });
+
+  it('copies B through a texture where its layout allows, and packs it with the pack kernel otherwise', async () => {
+    const { limits } = await testGpu();
+    const f32 = { b: 'f32' as const };
+    expect(cpuBCopies(limits, f32, fields(problem(5, 64, 30)), 0)).toBe(true);
+    expect(cpuBCopies(limits, f32, { ...fields(problem(5, 100, 30)), ldb: 128 }, 0)).toBe(true);
+    expect(cpuBCopies(limits, f32, fields(problem(5, 64, 30), 4), 256)).toBe(true);
+    for (const [why, p, offset] of [
+      ['transposed', fields(problem(5, 64, 30, { tB: true })), 0],
+      ['ldb not a multiple of 64', fields(problem(5, 100, 30)), 0],
+      ['N not a multiple of 4', { ...fields(problem(5, 62, 30)), ldb: 64 }, 0],
+      ['offset not 16-byte aligned', fields(problem(5, 64, 30), 2), 0],
+      ['binding offset not 16-byte aligned', fields(problem(5, 64, 30)), 8],
+      ['over the texture size cap', fields(problem(5, 4096, B_TEXTURE_MAX_BYTES / 4096 / 4 + 1)), 0],
+    ] as const) {
+      expect(cpuBCopies(limits, f32, p, offset), why).toBe(false);
+    }
+    expect(cpuBCopies(limits, { b: 'f16' }, fields(problem(5, 64, 30)), 0)).toBe(false);
+  });
+
+  it('matches the reference: partial panels and windows (zero-filled), several panels a window, K over two dispatches, a broadcast B, an epilogue', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(18);
+    const cases: Array<[MatmulRefProblem, string]> = [
+      [problem(33, 192, 100), 'K = 100 in one chunk of 104 rows: two 64-column panels a window, the last rows zero'],
+      [problem(40, 640, 1088), 'five 128-column panels, K over 9 windows of 128: two dispatches along K, the last half empty'],
+      [problem(17, 64, 64, { batch: 3, aB: true }), 'one B for three A'],
+    ];
+    // Freed buffers full of NaN, of the scratch's sizes (1 and 8 windows): the copies fill only B's own rows and
+    // columns, so unless the rest is cleared, NaN * 0 reaches C.
+    const poison = () => [1, 8].forEach((w) => gpu.tensor([w * 16384], 'f32', new Float32Array(w * 16384).fill(NaN)).dispose());
+    for (const [p, why] of cases) {
+      expect(cpuBCopies(gpu.limits, { b: 'f32' }, fields(p), 0), why).toBe(true);
+      poison();
+      await runCase(gpu, rng, p, { path: 'cpu-tiled' });
+    }
+    // N = 100 in rows of 128 at offset 4: the second 64-column panel is 36 columns, the rest of it zeros.
+    const [M, N, K] = [21, 100, 50];
+    const p: MatmulRefProblem = { batch: 1, M, N, K, lda: K + 3, ldb: 128, ldc: N + 1, strideA: 0, strideB: 0, strideC: M * (N + 1), alpha: 0.5, beta: -1.5 };
+    expect(cpuBCopies(gpu.limits, { b: 'f32' }, fields(p, 4), 0)).toBe(true);
+    poison();
+    await runStridedEpilogue(gpu, rng, p, { cType: 'f32', path: 'cpu-tiled' });
+  });
+
+  it('records copies, not pack dispatches, for such a B (timed in profiles), and packs a transposed one', async () => {
+    const gpu = await freshGpu();
+    try {
+      const ops = async (tB: boolean) => {
+        const A = gpu.tensor([40, 256], 'f32', new Rng(19).randn(40 * 256));
+        const B = gpu.tensor([256, 256], 'f32', new Rng(20).randn(256 * 256));
+        gpu.profiling = true;
+        matmul(gpu, A, B, { transB: tB, path: 'cpu-tiled' });
+        const timings = await gpu.takeTimings();
+        gpu.profiling = false;
+        return new Set(timings.map((t) => t.op));
+      };
+      expect(await ops(false)).toEqual(new Set(['matmul-cpu-tiled-a-texture', 'matmul-cpu-tiled-b-texture', 'matmul-cpu-tiled-b-copy', 'matmul-cpu-tiled']));
+      expect(await ops(true)).toEqual(new Set(['matmul-cpu-tiled-a-texture', 'matmul-cpu-tiled-pack', 'matmul-cpu-tiled']));
     } finally {
       gpu.destroy();
     }

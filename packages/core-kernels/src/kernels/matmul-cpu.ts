@@ -15,7 +15,8 @@ import { ticketCounter, ticketWgsl, ticketWorkgroups } from './tickets.js';
  * copied into 64 KB windows of a uniform-capable scratch buffer (one panel of 8·V·4 columns by up to 4096/(8·V)
  * rows of K, or several whole panels when K is small), just before the dispatch that reads them; a dispatch binds
  * up to WINDOWS windows (K up to WINDOWS · 4096/(8·V)) and adds into C where K is longer. The packing also makes
- * transposed and f16 B free: the pack kernel reads B however it is stored.
+ * transposed and f16 B free: the pack kernel reads B however it is stored. An f32 B stored [K, N] with rows 256
+ * bytes apart is not packed by a kernel but copied, through a texture (cpuBCopies): 1024³ took 0.89–0.98x the time.
  *
  * A is read from storage, or, where its layout allows a copy, from a texture (cpuATexture): 1024³ took 0.87–0.88×
  * the time.
@@ -109,13 +110,14 @@ export function cpuATexture(
 }
 
 /**
- * One A texture per device, grown to the largest extent asked for and reused: the queue runs copies and dispatches
- * in order, so the next matmul's copy cannot overwrite what an earlier one still reads.
+ * One A texture and one B texture per device, each grown to the largest extent asked for and reused: the queue runs
+ * copies and dispatches in order, so the next matmul's copy cannot overwrite what an earlier one still reads.
  */
-const aTextures = new WeakMap<Gpu, GPUTexture>();
+const deviceTextures = { a: new WeakMap<Gpu, GPUTexture>(), b: new WeakMap<Gpu, GPUTexture>() };
 
-function aTexture(gpu: Gpu, width: number, height: number, layers: number): GPUTexture {
-  let tex = aTextures.get(gpu);
+function deviceTexture(gpu: Gpu, which: 'a' | 'b', width: number, height: number, layers: number): GPUTexture {
+  const cache = deviceTextures[which];
+  let tex = cache.get(gpu);
   if (!tex || tex.width < width || tex.height < height || tex.depthOrArrayLayers < layers) {
     const size = {
       width: Math.max(width, tex?.width ?? 0),
@@ -127,11 +129,33 @@ function aTexture(gpu: Gpu, width: number, height: number, layers: number): GPUT
       gpu.flush();
       tex.destroy();
     }
-    const usage = GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST;
-    tex = gpu.device.createTexture({ size, format: 'rgba32float', usage, label: 'matmul-cpu A' });
-    aTextures.set(gpu, tex);
+    // A is sampled by the kernel; B is only copied through, into the uniform windows.
+    const usage = GPUTextureUsage.COPY_DST | (which === 'a' ? GPUTextureUsage.TEXTURE_BINDING : GPUTextureUsage.COPY_SRC);
+    tex = gpu.device.createTexture({ size, format: 'rgba32float', usage, label: `matmul-cpu ${which.toUpperCase()}` });
+    cache.set(gpu, tex);
   }
   return tex;
+}
+
+/** Largest B copied through a texture, in bytes; a larger B is packed by the pack kernel. */
+export const B_TEXTURE_MAX_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Whether B's windows can be filled by copies instead of the pack kernel: B f32 stored [K, N] (not transposed), N
+ * a multiple of 4, rows 256 bytes apart (ldb a multiple of 64) from a 16-byte boundary. B goes into an
+ * rgba32float texture with one copyBufferToTexture, and each panel's rows come out of it into the windows with one
+ * copyTextureToBuffer (a window row is a panel's 256 or 512 bytes). On llvmpipe both are row memcpys: 1024x1024
+ * took ~1 ms where the pack kernel, whose storage loads go lane by lane, took ~5 ms.
+ */
+export function cpuBCopies(
+  limits: Record<string, number>,
+  types: Pick<CpuMatmulTypes, 'b'>,
+  p: Pick<CpuMatmulProblem, 'K' | 'N' | 'transB' | 'ldb' | 'offB'>,
+  bindingOffset: number,
+): boolean {
+  if (types.b !== 'f32' || p.transB || p.N % 4 || p.ldb % 64 || (bindingOffset + p.offB * 4) % 16) return false;
+  const max2d = limits.maxTextureDimension2D ?? 0;
+  return p.N / 4 <= max2d && p.K <= max2d && p.K * p.N * 4 <= B_TEXTURE_MAX_BYTES;
 }
 
 /** Steps of K one pass of the kernel's K loop covers: a value of A per lane, or a texel. */
@@ -188,13 +212,24 @@ export function launchCpuMatmul(
   const pipeline = gpu.pipeline(`matmul-cpu-ubo:${key}:v${L.v}`, () => matmulWgsl(types, p.transA, !!aTex, p.beta !== 0, L.v));
   let aSource: GPUBufferBinding | GPUTextureView = aBind;
   if (aTex) {
-    const texture = aTexture(gpu, aTex.width, p.M, aTex.layers);
+    const texture = deviceTexture(gpu, 'a', aTex.width, p.M, aTex.layers);
     aSource = texture.createView({ dimension: '2d-array' });
     gpu.copyToTexture(
       `${op}-a-texture`,
       { buffer: aBind.buffer, offset: (aBind.offset ?? 0) + p.offA * 4, bytesPerRow: p.lda * 4, rowsPerImage: aTex.rowsPerImage },
       { texture },
       { width: aTex.width, height: p.M, depthOrArrayLayers: aTex.layers },
+    );
+  }
+  const bCopies = cpuBCopies(gpu.limits, types, p, bBind.offset ?? 0);
+  let bTexture: GPUTexture | undefined;
+  if (bCopies) {
+    bTexture = deviceTexture(gpu, 'b', p.N / 4, p.K, 1);
+    gpu.copyToTexture(
+      `${op}-b-texture`,
+      { buffer: bBind.buffer, offset: (bBind.offset ?? 0) + p.offB * 4, bytesPerRow: p.ldb * 4, rowsPerImage: p.K },
+      { texture: bTexture },
+      { width: p.N / 4, height: p.K },
     );
   }
   const windowBytes = WINDOW_VEC4 * 16;
@@ -206,14 +241,30 @@ export function launchCpuMatmul(
     const kLen = Math.min(nch * L.chunk, p.K - kStart);
     for (let pan = 0; pan < L.panels; pan += L.perWindow) {
       const count = Math.min(L.perWindow, L.panels - pan);
-      gpu.dispatch({
-        op: `${op}-pack`,
-        shapes,
-        pipeline: packPipeline,
-        params: new Params().u32(p.K).u32(p.N).u32(p.ldb).u32(p.offB).u32(L.chunk).u32(pan).u32(kStart).bytes(),
-        bindings: [bBind, scratch],
-        workgroups: [L.chunk / PACK_ROWS, nch, count],
-      });
+      if (bTexture) {
+        // The pack kernel's layout (see packWgsl), copied: each panel's kLen rows, windows back to back (a window is
+        // one chunk of one panel when there are several chunks, else several panels of one chunk). Rows past K and
+        // columns past N must read as zeros.
+        if (kLen < nch * L.chunk || (pan + count) * L.panel > p.N) gpu.clear(scratch);
+        for (let z = 0; z < count; z++) {
+          const n0 = (pan + z) * L.panel;
+          gpu.copyFromTexture(
+            `${op}-b-copy`,
+            { texture: bTexture, origin: { x: n0 / 4, y: kStart } },
+            { buffer: scratch.buffer, offset: scratch.byteOffset + z * L.chunk * L.panel * 4, bytesPerRow: L.panel * 4 },
+            { width: Math.min(L.panel, p.N - n0) / 4, height: kLen },
+          );
+        }
+      } else {
+        gpu.dispatch({
+          op: `${op}-pack`,
+          shapes,
+          pipeline: packPipeline,
+          params: new Params().u32(p.K).u32(p.N).u32(p.ldb).u32(p.offB).u32(L.chunk).u32(pan).u32(kStart).bytes(),
+          bindings: [bBind, scratch],
+          workgroups: [L.chunk / PACK_ROWS, nch, count],
+        });
+      }
       // Window w holds chunk w of this dispatch; slots past nch repeat the first (every binding must be bound).
       const windows: GPUBufferBinding[] = [];
       for (let w = 0; w < WINDOWS; w++) {

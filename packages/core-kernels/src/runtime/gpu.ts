@@ -66,7 +66,8 @@ type Command =
   | { kind: 'dispatch'; spec: DispatchSpec; entries: GPUBindGroupEntry[] }
   | { kind: 'copy'; src: GPUBuffer; srcOffset: number; dst: GPUBuffer; dstOffset: number; size: number }
   | { kind: 'clear'; buffer: GPUBuffer; offset: number; size: number }
-  | { kind: 'copy-texture'; op: string; source: GPUTexelCopyBufferInfo; destination: GPUTexelCopyTextureInfo; size: GPUExtent3DStrict };
+  | { kind: 'copy-texture'; op: string; source: GPUTexelCopyBufferInfo; destination: GPUTexelCopyTextureInfo; size: GPUExtent3DStrict }
+  | { kind: 'copy-from-texture'; op: string; source: GPUTexelCopyTextureInfo; destination: GPUTexelCopyBufferInfo; size: GPUExtent3DStrict };
 
 interface PendingError {
   promise: Promise<GPUError | null>;
@@ -386,6 +387,11 @@ export class Gpu {
     this.commands.push({ kind: 'copy-texture', op, source, destination, size });
   }
 
+  /** Records a texture-to-buffer copy, in order with the dispatches; `op` names it in profiles. */
+  copyFromTexture(op: string, source: GPUTexelCopyTextureInfo, destination: GPUTexelCopyBufferInfo, size: GPUExtent3DStrict): void {
+    this.commands.push({ kind: 'copy-from-texture', op, source, destination, size });
+  }
+
   /** Tensor-to-tensor copy of `src` into `dst` (same byte length unless given). */
   copyTensor(src: Tensor, dst: Tensor, bytes = src.byteLength): void {
     this.copy(src.buffer, src.byteOffset, dst.buffer, dst.byteOffset, Math.ceil(bytes / 4) * 4);
@@ -455,6 +461,7 @@ export class Gpu {
         stamp('beginningOfPassWriteIndex', 2 * i);
         if (c.kind === 'copy') encoder.copyBufferToBuffer(c.src, c.srcOffset, c.dst, c.dstOffset, c.size);
         else if (c.kind === 'copy-texture') encoder.copyBufferToTexture(c.source, c.destination, c.size);
+        else if (c.kind === 'copy-from-texture') encoder.copyTextureToBuffer(c.source, c.destination, c.size);
         else encoder.clearBuffer(c.buffer, c.offset, c.size);
         stamp('endOfPassWriteIndex', 2 * i + 1);
       }
@@ -591,7 +598,7 @@ export class Gpu {
         resolveBuf.destroy();
         querySet.destroy();
         return commands.map((c, i) => ({
-          op: c.kind === 'dispatch' ? c.spec.op : c.kind === 'copy-texture' ? c.op : c.kind,
+          op: c.kind === 'dispatch' ? c.spec.op : c.kind === 'copy-texture' || c.kind === 'copy-from-texture' ? c.op : c.kind,
           shapes: c.kind === 'dispatch' ? (c.spec.shapes ?? '') : '',
           ms: Number(ts[2 * i + 1] - ts[2 * i]) / 1e6,
         }));
