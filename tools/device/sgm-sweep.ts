@@ -15,6 +15,19 @@ import { matmulRef } from '../../packages/core-kernels/src/reference/matmul.js';
 import { attentionRef } from '../../packages/core-kernels/src/reference/attention.js';
 
 const out = process.argv[2] ?? '/tmp/out';
+/**
+ * SWEEP_DRY=1: a rehearsal on an adapter without subgroup matrices (lavapipe): every shape 64x smaller, one timed
+ * iteration, the matrix operations emulated. It runs every line of this script before a device call spends
+ * minutes on it; its times mean nothing, its errors do.
+ */
+const DRY = process.env.SWEEP_DRY === '1';
+const dim = (n: number) => (DRY ? Math.max(8, Math.round(n / 64)) : n);
+const iters = (n: number) => (DRY ? 1 : n);
+const emu = DRY ? { sgmEmulate: true } : {};
+// Emulated pipelines of the real tiles take lavapipe minutes each to compile: the rehearsal runs one small tile
+// (keeping the two-stage, raster and attention variants), so it covers the script, not the tiles.
+const mmTile = (t: SgmTile): SgmTile => (DRY ? { ...t, wm: 1, wn: 1, fm: 1, fn: 1, bk: 4 } : t);
+const attTile = (t: SgmAttentionTile): SgmAttentionTile => (DRY ? { ...t, nsub: 2, bk: 8 } : t);
 const started = performance.now();
 const log = (s: string) => console.log(`[${((performance.now() - started) / 1000).toFixed(1)}s] ${s}`);
 
@@ -83,7 +96,7 @@ interface Row {
   error?: string;
 }
 const rows: Row[] = [];
-const save = () => writeFileSync(`${out}/sweep.json`, JSON.stringify({ adapter: gpuInfo, rows }, null, 1));
+const save = () => writeFileSync(`${out}/sweep.json`, JSON.stringify({ adapter: gpuInfo, dry: DRY, rows }, null, 1));
 let gpuInfo: unknown = {};
 
 async function guarded(gpu: Gpu, row: Row, body: () => Promise<void>): Promise<void> {
@@ -115,7 +128,7 @@ async function main() {
     { name: 'q_proj T512 f32xf16 tB', M: 512, N: 3584, K: 3584, tB: true, aType: 'f32' },
     { name: 'gate_proj T512 f32xf16 tB', M: 512, N: 18944, K: 3584, tB: true, aType: 'f32' },
     { name: 'down_proj T512 f32xf16 tB', M: 512, N: 3584, K: 18944, tB: true, aType: 'f32' },
-  ];
+  ].map((x) => ({ ...x, M: dim(x.M), N: dim(x.N), K: dim(x.K), aType: x.aType as 'f16' | 'f32' }));
   const timeShapes = async (only: (name: string) => boolean) => {
   for (const s of shapes.filter((x) => only(x.name))) {
     const A = gpu.tensor(s.tB ? [s.M, s.K] : [s.M, s.K], s.aType, lcg(s.M * s.K, 3, 1));
@@ -125,7 +138,7 @@ async function main() {
     let reference: Float32Array | undefined;
     const refRow: Row = { kind: 'mm-time', shape: s.name, config: 'tiled (scalar)' };
     await guarded(gpu, refRow, async () => {
-      refRow.ms = await time(gpu, () => matmul(gpu, A, B, { transB: s.tB, out: C, path: 'tiled' }), 3);
+      refRow.ms = await time(gpu, () => matmul(gpu, A, B, { transB: s.tB, out: C, path: 'tiled' }), iters(3));
       refRow.tflops = flops / (refRow.ms * 1e9);
       reference = (await C.read()).slice();
     });
@@ -136,8 +149,8 @@ async function main() {
     for (const { tile, aF32 } of variants) {
       const row: Row = { kind: 'mm-time', shape: s.name, config: `${sgmTileKey(tile)}${s.aType === 'f32' && aF32 !== 'round' ? ` ${aF32}` : ''}` };
       await guarded(gpu, row, async () => {
-        const run = () => matmul(gpu, A, B, { transB: s.tB, out: C, path: 'subgroup-matrix', sgmTile: tile, sgmAF32: aF32 });
-        row.ms = await time(gpu, run, 10);
+        const run = () => matmul(gpu, A, B, { transB: s.tB, out: C, path: 'subgroup-matrix', sgmTile: mmTile(tile), sgmAF32: aF32, ...emu });
+        row.ms = await time(gpu, run, iters(10));
         row.tflops = flops / (row.ms * 1e9);
         if (reference) {
           run();
@@ -151,7 +164,7 @@ async function main() {
   await timeShapes((n) => n.startsWith('square'));
   // ---- attention: correctness vs the f64 reference (small, padded, GQA) and vs the scalar kernel (big), timing.
   for (const tile of ATT_TILES) {
-    const c = { B: 2, T: 77, S: 77, Hq: 4, Hkv: 2, D: 128 };
+    const c = { B: 2, T: 77, S: 77, Hq: 4, Hkv: 2, D: DRY ? 32 : 128 };
     const row: Row = { kind: 'att-check', shape: 'B2 T77 Hq4 Hkv2 D128 lengths [77,50]', config: sgmAttentionKey(tile) };
     await guarded(gpu, row, async () => {
       const x = { q: roundToF16(lcg(c.B * c.T * c.Hq * c.D, 5, 2)), k: roundToF16(lcg(c.B * c.S * c.Hkv * c.D, 6, 2)), v: roundToF16(lcg(c.B * c.S * c.Hkv * c.D, 7)) };
@@ -159,14 +172,14 @@ async function main() {
       const k = gpu.tensor([c.B, c.S, c.Hkv, c.D], 'f16', x.k);
       const v = gpu.tensor([c.B, c.S, c.Hkv, c.D], 'f16', x.v);
       const lengths = gpu.tensor([2], 'i32', [77, 50]);
-      const { o, lse } = attention(gpu, q, k, v, { lengths, path: 'subgroup-matrix', sgmTile: tile });
+      const { o, lse } = attention(gpu, q, k, v, { lengths, path: 'subgroup-matrix', sgmTile: attTile(tile), ...emu });
       const ref = attentionRef(x.q, x.k, x.v, c, { lengths: [77, 50] });
       row.err = Math.max(relErr(await o.read(), ref.o), relErr(await lse.read(), ref.lse));
       [q, k, v, lengths, o, lse].forEach((t) => t.dispose());
     });
   }
   {
-    const c = { B: 1, T: 2048, S: 2048, Hq: 28, Hkv: 4, D: 128 };
+    const c = { B: 1, T: dim(2048), S: dim(2048), Hq: 28, Hkv: 4, D: DRY ? 32 : 128 };
     const q = gpu.tensor([c.B, c.T, c.Hq, c.D], 'f16', lcg(c.T * c.Hq * c.D, 8, 3.4));
     const k = gpu.tensor([c.B, c.S, c.Hkv, c.D], 'f16', lcg(c.S * c.Hkv * c.D, 9, 3.4));
     const v = gpu.tensor([c.B, c.S, c.Hkv, c.D], 'f16', lcg(c.S * c.Hkv * c.D, 10, 3.4));
@@ -176,7 +189,7 @@ async function main() {
     const refRow: Row = { kind: 'att-time', shape, config: 'scalar' };
     await guarded(gpu, refRow, async () => {
       let r: { o: Tensor; lse: Tensor } | undefined;
-      refRow.ms = await time(gpu, () => { r?.o.dispose(); r?.lse.dispose(); r = attention(gpu, q, k, v, { path: 'scalar' }); }, 3);
+      refRow.ms = await time(gpu, () => { r?.o.dispose(); r?.lse.dispose(); r = attention(gpu, q, k, v, { path: 'scalar' }); }, iters(3));
       refRow.tflops = flops / (refRow.ms * 1e9);
       reference = (await r!.o.read()).slice();
     });
@@ -184,7 +197,7 @@ async function main() {
       const row: Row = { kind: 'att-time', shape, config: sgmAttentionKey(tile) };
       await guarded(gpu, row, async () => {
         let r: { o: Tensor; lse: Tensor } | undefined;
-        row.ms = await time(gpu, () => { r?.o.dispose(); r?.lse.dispose(); r = attention(gpu, q, k, v, { path: 'subgroup-matrix', sgmTile: tile }); }, 10);
+        row.ms = await time(gpu, () => { r?.o.dispose(); r?.lse.dispose(); r = attention(gpu, q, k, v, { path: 'subgroup-matrix', sgmTile: attTile(tile), ...emu }); }, iters(10));
         row.tflops = flops / (row.ms * 1e9);
         if (reference) row.err = relErr(await r!.o.read(), reference);
       });
@@ -200,7 +213,7 @@ async function main() {
         const b = roundToF16(lcg(K * N, 2));
         const A = gpu.tensor(tA ? [K, M] : [M, K], aType, a);
         const B = gpu.tensor(tB ? [N, K] : [K, N], 'f16', b);
-        const C = matmul(gpu, A, B, { transA: tA, transB: tB, path: 'subgroup-matrix', sgmTile: tile });
+        const C = matmul(gpu, A, B, { transA: tA, transB: tB, path: 'subgroup-matrix', sgmTile: mmTile(tile), ...emu });
         const want = matmulRef(a, b, { batch: 1, M, N, K, transA: tA, transB: tB, lda: tA ? M : K, ldb: tB ? K : N, ldc: N, strideA: 0, strideB: 0, strideC: 0 }, undefined, M * N);
         row.err = relErr(await C.read(), want);
         [A, B, C].forEach((t) => t.dispose());
@@ -218,7 +231,7 @@ async function main() {
         const b = roundToF16(lcg(K * N, 6));
         const A = gpu.tensor(tA ? [K, M] : [M, K], 'f32', a);
         const B = gpu.tensor([N, K], 'f16', b);
-        const C = matmul(gpu, A, B, { transA: tA, transB: true, path: 'subgroup-matrix', sgmTile: SGM_TILES[0], sgmAF32: aF32 });
+        const C = matmul(gpu, A, B, { transA: tA, transB: true, path: 'subgroup-matrix', sgmTile: mmTile(SGM_TILES[0]), sgmAF32: aF32, ...emu });
         const want = matmulRef(a, b, { batch: 1, M, N, K, transA: tA, transB: true, lda: tA ? M : K, ldb: K, ldc: N, strideA: 0, strideB: 0, strideC: 0 }, undefined, M * N);
         const got = await C.read();
         row.err = 0;
