@@ -495,8 +495,8 @@ function launch(
     const { bm, bn } = sgmBlock(t, cfg);
     workgroups = [Math.ceil(p.N / bn), Math.ceil(p.M / bm), p.batch];
     if (aF32 === 'scaled') {
-      const exps = sgmRowExponents(gpu, bindings[0], p, shapes);
       checkGrid(workgroups, gpu, shapes);
+      const exps = sgmRowExponents(gpu, bindings[0], p, shapes);
       gpu.dispatch({ op: `matmul-${path}`, shapes, pipeline, params, bindings: [...bindings, exps.binding()], workgroups });
       // Later work that reuses the buffer is queued after this dispatch.
       exps.dispose();
@@ -526,9 +526,9 @@ function checkGrid(workgroups: [number, number, number], gpu: Gpu, shapes: strin
  * the power of two that brings row m of batch item z to at most 2^15. `a` is A's binding as the matmul binds it.
  */
 export function sgmRowExponents(gpu: Gpu, a: GPUBufferBinding, p: Pick<Problem, 'M' | 'K' | 'lda' | 'offA' | 'sA' | 'batch' | 'transA'>, shapes = ''): Tensor {
-  const exps = gpu.tensor([p.batch * p.M], 'i32', undefined, 'matmul row exponents');
-  const [gx, gy] = gpu.grid(p.M);
   if (p.batch > gpu.maxWorkgroups) throw new GpuLimitError(`row exponents: batch ${p.batch} over the workgroup limit`, { op: 'matmul', shapes });
+  const [gx, gy] = gpu.grid(p.M);
+  const exps = gpu.tensor([p.batch * p.M], 'i32', undefined, 'matmul row exponents');
   const params = new Params().u32(p.M).u32(p.K).u32(p.lda).u32(p.offA).u32(p.sA).bytes();
   const pipeline = gpu.pipeline(`matmul-sgm-rowexp:${p.transA ? 'T' : 'N'}`, () => sgmRowExponentWgsl(p.transA));
   gpu.dispatch({ op: 'matmul-sgm-rowexp', shapes, pipeline, params, bindings: [a, exps.binding()], workgroups: [gx, gy, p.batch] });
