@@ -3,12 +3,12 @@ import { RemoteExecutionError } from '@mlagent/env';
 import { CheckpointError, ConfigError, LoraError, MemoryPlanError, TokenizerError } from '@mlagent/policy';
 import { EndpointError, RetriesExhaustedError, SftDataError, TrainConfigError } from '@mlagent/rl';
 import { CommandFailedError, UsageError } from './args.js';
+import { COMMANDS } from './commands/index.js';
 
 /** Errors in what the user gave (a model directory, a config, data): the message says it all (exit 2). */
 const INPUT_ERRORS = [ConfigError, TokenizerError, CheckpointError, LoraError, MemoryPlanError, TrainConfigError, SftDataError];
 /** Failures of something outside this process (an endpoint, a worker queue): the message, no stack trace (exit 1). */
 const OUTSIDE_ERRORS = [EndpointError, RetriesExhaustedError, RemoteExecutionError];
-import { COMMANDS } from './commands/index.js';
 
 const USAGE = `usage: mlagent <command> [options]
 

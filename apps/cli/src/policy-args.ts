@@ -2,12 +2,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Gpu } from '@mlagent/core-kernels';
 import {
-  CheckpointError,
   ConfigError,
-  MemoryPlanError,
   QwenModel,
   QwenTokenizer,
-  TokenizerError,
   loadAdapter,
   loadQwenConfig,
   type ChatMessage,
@@ -67,17 +64,8 @@ export function checkModelDir(command: string, dir: string, flag = '--model'): v
 /** Loads the tokenizer, the model and the PEFT adapter if given (applied by every forward), reporting on stderr. */
 export async function loadPolicy(command: string, values: { model?: string; adapter?: string; dtype?: string }): Promise<LoadedPolicy> {
   const dir = values.model!;
-  // What is wrong with a model directory is the user's to fix: a message, not a stack trace.
-  const userError = (e: unknown) =>
-    e instanceof TokenizerError || e instanceof ConfigError || e instanceof CheckpointError || e instanceof MemoryPlanError
-      ? new UsageError(`${command}: --model ${dir}: ${e.message}`)
-      : e;
-  let tokenizer: QwenTokenizer;
-  try {
-    tokenizer = QwenTokenizer.fromDir(dir);
-  } catch (e) {
-    throw userError(e);
-  }
+  // Errors in the directory itself (tokenizer, checkpoint, memory plan) reach main's exit-2 handling as they are.
+  const tokenizer = QwenTokenizer.fromDir(dir);
   const gpu = await Gpu.create();
   const t0 = performance.now();
   let model: QwenModel | undefined;
@@ -95,7 +83,7 @@ export async function loadPolicy(command: string, values: { model?: string; adap
   } catch (e) {
     model?.dispose();
     gpu.destroy();
-    throw userError(e);
+    throw e;
   }
   const c = model.config;
   const lora = adapter ? ` with LoRA r=${adapter.config.r} from ${values.adapter}` : '';

@@ -152,6 +152,16 @@ export function sgmAttentionWgsl(params: string, t: SgmAttentionTile, cfg: Subgr
     ${rowReduce('mt', 'max')}`;
   const stageK = stageRows('k', BK, 0, 'k0 + r < len', '((b * p.s + k0 + r) * p.hkv + g) * p.d');
   const stageV = stageRows('v', BK, BK, 'k0 + r < len', '((b * p.s + k0 + r) * p.hkv + g) * p.d');
+  // Each row's total over its lanes, whether the row is output, and 1/total (0 for rows with no valid key).
+  const rowTotals = `var l = l_part;
+  ${rowReduce('l', '+')}
+  let ok = i < p.t && i32(i) + p.off < i32(len) && l > 0.0;
+  let inv = select(0.0, 1.0 / l, ok);`;
+  // O from result fragments, through the scratch, times `scale`.
+  const storeFragments = (scale: string) =>
+    range(no)
+      .map((f) => viaScratch(f, `if (i < p.t) { o[obase + ${f * N}u + c] = f16(sc[sbase + rr * ${N}u + c]${scale}); }`, false))
+      .join('\n');
   // Two passes: row statistics first, then P final and O += P·V in fragments.
   const twoPassLoops = `var m_run = ${NEG};
   var l_part = 0.0;
@@ -169,10 +179,7 @@ export function sgmAttentionWgsl(params: string, t: SgmAttentionTile, cfg: Subgr
     l_part = l_part * exp2(m_run - m_new) + sum;
     m_run = m_new;
   }
-  var l = l_part;
-  ${rowReduce('l', '+')}
-  let ok = i < p.t && i32(i) + p.off < i32(len) && l > 0.0;
-  let inv = select(0.0, 1.0 / l, ok);
+  ${rowTotals}
   for (var kt = 0u; kt < ntiles; kt++) {
     let k0 = kt * ${BK}u;
     workgroupBarrier();
@@ -188,9 +195,7 @@ export function sgmAttentionWgsl(params: string, t: SgmAttentionTile, cfg: Subgr
     workgroupBarrier();
     ${pv}
   }
-${range(no)
-  .map((f) => viaScratch(f, `if (i < p.t) { o[obase + ${f * N}u + c] = f16(sc[sbase + rr * ${N}u + c]); }`, false))
-  .join('\n')}`;
+${storeFragments('')}`;
   // One pass: the online softmax, O rescaled as the running max moves (in registers or in fragments).
   const onePass = `var m_run = ${NEG};
   var l_part = 0.0;
@@ -199,8 +204,8 @@ ${range(no)
     let k0 = kt * ${BK}u;
     workgroupBarrier();
     ${regs ? '' : 'if (li == 0u) { wg_flag = 0u; }'}
-    ${stageRows('k', BK, 0, 'k0 + r < len', '((b * p.s + k0 + r) * p.hkv + g) * p.d')}
-    ${stageRows('v', BK, BK, 'k0 + r < len', '((b * p.s + k0 + r) * p.hkv + g) * p.d')}
+    ${stageK}
+    ${stageV}
     workgroupBarrier();
     ${sCompute}
     workgroupBarrier();
@@ -233,18 +238,13 @@ ${range(no)
     workgroupBarrier();
     ${regs ? pvRegs : pv}
   }
-  var l = l_part;
-  ${rowReduce('l', '+')}
-  let ok = i < p.t && i32(i) + p.off < i32(len) && l > 0.0;
-  let inv = select(0.0, 1.0 / l, ok);
+  ${rowTotals}
 ${
   regs
     ? `  if (i < p.t) {
     ${storeRegs}
   }`
-    : range(no)
-        .map((f) => viaScratch(f, `if (i < p.t) { o[obase + ${f * N}u + c] = f16(sc[sbase + rr * ${N}u + c] * inv); }`, false))
-        .join('\n')
+    : storeFragments(' * inv')
 }`;
   const enables = `enable f16;\nenable subgroups;\n${emulate ? '' : `enable chromium_experimental_subgroup_matrix;\n${DIRECTIVE}`}`;
   return /* wgsl */ `${enables}

@@ -204,34 +204,32 @@ export function launchCpuMatmul(
   // order), so the extra memory is at most WINDOWS · 64 KB whatever the size of B.
   const chunksPer = Math.min(L.chunks, WINDOWS);
   const scratch = gpu.tensor([chunksPer * WINDOW_VEC4 * 4], 'f32', undefined, op);
-  const variant = cpuPackVariant(p);
-  const packPipeline = gpu.pipeline(`matmul-cpu-pack:${types.b}${p.transB ? 'T' : 'N'}:${variant}:v${L.v}`, () =>
-    packWgsl(types.b, p.transB, variant, L.v),
-  );
   const key = `${types.a}${aTex ? 'tex' : p.transA ? 'T' : 'N'}:${types.c}:${types.bias ?? '-'}:${p.beta !== 0 ? 'beta' : ''}`;
   const pipeline = gpu.pipeline(`matmul-cpu-ubo:${key}:v${L.v}`, () => matmulWgsl(types, p.transA, !!aTex, p.beta !== 0, L.v));
-  let aSource: GPUBufferBinding | GPUTextureView = aBind;
-  if (aTex) {
-    const texture = deviceTexture(gpu, 'a', aTex.width, p.M, aTex.layers);
-    aSource = texture.createView({ dimension: '2d-array' });
+  // Row-major f32 rows of `ld` elements from element `off` of `bind`, copied into the device's A or B texture.
+  const upload = (which: 'a' | 'b', bind: GPUBufferBinding, off: number, ld: number, size: { width: number; height: number; layers: number }, rowsPerImage: number) => {
+    const texture = deviceTexture(gpu, which, size.width, size.height, size.layers);
     gpu.copyToTexture(
-      `${op}-a-texture`,
-      { buffer: aBind.buffer, offset: (aBind.offset ?? 0) + p.offA * 4, bytesPerRow: p.lda * 4, rowsPerImage: aTex.rowsPerImage },
+      `${op}-${which}-texture`,
+      { buffer: bind.buffer, offset: (bind.offset ?? 0) + off * 4, bytesPerRow: ld * 4, rowsPerImage },
       { texture },
-      { width: aTex.width, height: p.M, depthOrArrayLayers: aTex.layers },
+      { width: size.width, height: size.height, depthOrArrayLayers: size.layers },
     );
-  }
-  const bCopies = cpuBCopies(gpu.limits, types, p, bBind.offset ?? 0);
-  let bTexture: GPUTexture | undefined;
-  if (bCopies) {
-    bTexture = deviceTexture(gpu, 'b', p.N / 4, p.K, 1);
-    gpu.copyToTexture(
-      `${op}-b-texture`,
-      { buffer: bBind.buffer, offset: (bBind.offset ?? 0) + p.offB * 4, bytesPerRow: p.ldb * 4, rowsPerImage: p.K },
-      { texture: bTexture },
-      { width: p.N / 4, height: p.K },
-    );
-  }
+    return texture;
+  };
+  const aSource: GPUBufferBinding | GPUTextureView = aTex
+    ? upload('a', aBind, p.offA, p.lda, { width: aTex.width, height: p.M, layers: aTex.layers }, aTex.rowsPerImage).createView({
+        dimension: '2d-array',
+      })
+    : aBind;
+  const bTexture = cpuBCopies(gpu.limits, types, p, bBind.offset ?? 0)
+    ? upload('b', bBind, p.offB, p.ldb, { width: p.N / 4, height: p.K, layers: 1 }, p.K)
+    : undefined;
+  const variant = cpuPackVariant(p);
+  // Compiled only where B is packed by a kernel (a first compile costs lavapipe seconds).
+  const packPipeline = bTexture
+    ? undefined
+    : gpu.pipeline(`matmul-cpu-pack:${types.b}${p.transB ? 'T' : 'N'}:${variant}:v${L.v}`, () => packWgsl(types.b, p.transB, variant, L.v));
   const windowBytes = WINDOW_VEC4 * 16;
   const rowBlocks = Math.ceil(p.M / ROWS);
   const tickets = ticketCounter(gpu);
@@ -255,7 +253,7 @@ export function launchCpuMatmul(
             { width: Math.min(L.panel, p.N - n0) / 4, height: kLen },
           );
         }
-      } else {
+      } else if (packPipeline) {
         gpu.dispatch({
           op: `${op}-pack`,
           shapes,

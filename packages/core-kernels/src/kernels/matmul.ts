@@ -458,6 +458,8 @@ function launch(
     .bytes();
   let pipeline: GPUComputePipeline;
   let workgroups: [number, number, number];
+  /** The scaled split's per-row exponents, bound after the others. */
+  let rowExponents: Tensor | undefined;
   if (path === 'gemv') {
     const g = gemvShape(p.transB);
     pipeline = gpu.pipeline(`matmul-gemv:${specKey(spec)}:m${p.M}`, () => gemvWgsl(spec, p.M));
@@ -495,12 +497,9 @@ function launch(
     const { bm, bn } = sgmBlock(t, cfg);
     workgroups = [Math.ceil(p.N / bn), Math.ceil(p.M / bm), p.batch];
     if (aF32 === 'scaled') {
+      // Checked before the exponents are allocated, so a refused launch leaks nothing.
       checkGrid(workgroups, gpu, shapes);
-      const exps = sgmRowExponents(gpu, bindings[0], p, shapes);
-      gpu.dispatch({ op: `matmul-${path}`, shapes, pipeline, params, bindings: [...bindings, exps.binding()], workgroups });
-      // Later work that reuses the buffer is queued after this dispatch.
-      exps.dispose();
-      return;
+      rowExponents = sgmRowExponents(gpu, bindings[0], p, shapes);
     }
   } else if (path === 'cpu-tiled') {
     const types = { a: aType, b: bType, c: cType, bias: biasType };
@@ -512,7 +511,10 @@ function launch(
     workgroups = [Math.ceil(p.N / BN), Math.ceil(p.M / BM), p.batch];
   }
   checkGrid(workgroups, gpu, shapes);
-  gpu.dispatch({ op: `matmul-${path}`, shapes, pipeline, params, bindings, workgroups });
+  const bound = rowExponents ? [...bindings, rowExponents.binding()] : bindings;
+  gpu.dispatch({ op: `matmul-${path}`, shapes, pipeline, params, bindings: bound, workgroups });
+  // Later work that reuses the buffer is queued after this dispatch.
+  rowExponents?.dispose();
 }
 
 function checkGrid(workgroups: [number, number, number], gpu: Gpu, shapes: string) {
