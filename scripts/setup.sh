@@ -23,7 +23,8 @@ fi
 APT_PACKAGES=(libvulkan1 mesa-vulkan-drivers python3 python3-numpy python3-torch libopenblas0-pthread bubblewrap
   python3-pandas python3-sklearn python3-scipy python3-xgboost redis-server)
 
-mesa_version() { dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null | sed -E 's/^[0-9]+://; s/[^0-9.].*//'; }
+# Empty when Mesa is not installed (dpkg-query fails then; under pipefail that must not end the script).
+mesa_version() { { dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null || true; } | sed -E 's/^[0-9]+://; s/[^0-9.].*//'; }
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

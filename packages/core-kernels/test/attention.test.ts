@@ -5,6 +5,7 @@ import {
   attentionBackward,
   attentionCacheAppend,
   attentionDecode,
+  attentionPath,
   type AttentionTile,
 } from '../src/kernels/attention.js';
 import {
@@ -26,7 +27,14 @@ interface Case extends AttentionDims {
   tile?: AttentionTile;
   /** Force the tile counter on or off (default: on for a software adapter, as here). */
   tickets?: boolean;
+  /** Kernels under test: the workgroup kernels (default here) or the CPU ones (attention-cpu.ts). */
+  path?: Path;
+  /** Rows a lane owns in the CPU kernels (default by head dim). */
+  cpuRows?: number;
 }
+
+type Path = 'scalar' | 'cpu-tiled';
+const PATHS: Path[] = ['scalar', 'cpu-tiled'];
 
 const TOL = {
   f32: { atol: 1e-4, rtol: 1e-3 },
@@ -37,7 +45,8 @@ function label(c: Case): string {
   const tile = c.tile ? ` tile ${c.tile.bq}x${c.tile.bk}` : '';
   const lens = c.lengths ? ` lengths [${c.lengths}]` : '';
   const tickets = c.tickets === undefined ? '' : ` tickets ${c.tickets ? 'on' : 'off'}`;
-  return `B${c.B} T${c.T} S${c.S} Hq${c.Hq} Hkv${c.Hkv} D${c.D} ${c.dtype ?? 'f32'}${c.causal === false ? ' non-causal' : ''}${lens}${tile}${tickets}`;
+  const rows = c.cpuRows ? ` ${c.cpuRows} rows a lane` : '';
+  return `${c.path ?? 'scalar'}${rows}: B${c.B} T${c.T} S${c.S} Hq${c.Hq} Hkv${c.Hkv} D${c.D} ${c.dtype ?? 'f32'}${c.causal === false ? ' non-causal' : ''}${lens}${tile}${tickets}`;
 }
 
 /** Random inputs, rounded to the storage dtype so the reference sees what the GPU sees. */
@@ -77,6 +86,18 @@ const FWD_CASES: Case[] = [
   // One workgroup per tile, as on a GPU (the other cases draw tiles from the counter on this adapter).
   { B: 2, T: 17, S: 17, Hq: 6, Hkv: 2, D: 16, lengths: [17, 9], tickets: false },
   { B: 1, T: 33, S: 37, Hq: 3, Hkv: 1, D: 12, tile: { bq: 8, bk: 4 }, tickets: false },
+  // The CPU kernels: by default D 8 / 16 / 12 / 32 give 8 / 8 / 8 / 4 query rows a lane (blocks of 64 or 32 rows;
+  // D 128 takes 1), D 12 three vec4 a row; T and S not multiples of the blocks or of the 8 keys a step.
+  { B: 1, T: 5, S: 5, Hq: 2, Hkv: 2, D: 8, path: 'cpu-tiled' },
+  { B: 2, T: 17, S: 17, Hq: 6, Hkv: 2, D: 16, lengths: [17, 9], path: 'cpu-tiled' },
+  { B: 1, T: 70, S: 70, Hq: 2, Hkv: 1, D: 16, path: 'cpu-tiled' },
+  { B: 1, T: 77, S: 81, Hq: 7, Hkv: 1, D: 12, path: 'cpu-tiled' },
+  { B: 2, T: 1, S: 33, Hq: 4, Hkv: 2, D: 32, lengths: [33, 20], path: 'cpu-tiled' },
+  { B: 2, T: 40, S: 45, Hq: 4, Hkv: 2, D: 32, lengths: [45, 26], path: 'cpu-tiled' },
+  { B: 2, T: 17, S: 29, Hq: 4, Hkv: 4, D: 12, causal: false, lengths: [29, 11], path: 'cpu-tiled' },
+  { B: 2, T: 13, S: 13, Hq: 6, Hkv: 3, D: 8, lengths: [0, 13], path: 'cpu-tiled' },
+  { B: 1, T: 21, S: 26, Hq: 2, Hkv: 1, D: 12, path: 'cpu-tiled', cpuRows: 1 },
+  { B: 2, T: 33, S: 33, Hq: 4, Hkv: 2, D: 8, dtype: 'f16', lengths: [33, 30], path: 'cpu-tiled', cpuRows: 2 },
 ];
 
 describe('attention forward', () => {
@@ -86,7 +107,7 @@ describe('attention forward', () => {
       const rng = new Rng(1000 + c.T * 31 + c.D);
       const x = inputs(c, rng);
       const t = upload(gpu, c, x);
-      const { o, lse } = attention(gpu, t.q, t.k, t.v, { causal: c.causal, lengths: t.lengths, tile: c.tile, tickets: c.tickets });
+      const { o, lse } = attention(gpu, t.q, t.k, t.v, { causal: c.causal, lengths: t.lengths, tile: c.tile, tickets: c.tickets, path: c.path ?? 'scalar', cpuRows: c.cpuRows });
       const ref = attentionRef(x.q, x.k, x.v, c, { causal: c.causal, lengths: c.lengths });
       const tol = TOL[c.dtype ?? 'f32'];
       expectClose(await o.read(), ref.o, tol, 'o');
@@ -95,71 +116,92 @@ describe('attention forward', () => {
     });
   }
 
-  it('zeroes padded rows and ignores what padded keys hold', async () => {
-    const gpu = await testGpu();
-    const c: Case = { B: 2, T: 19, S: 19, Hq: 4, Hkv: 2, D: 16, lengths: [19, 7] };
-    const rng = new Rng(7);
-    const x = inputs(c, rng);
-    const t = upload(gpu, c, x);
-    const a = (await attention(gpu, t.q, t.k, t.v, { lengths: t.lengths }).o.read()).slice();
-    // Garbage in sequence 1's padded key rows must not change anything.
-    const k2 = x.k.slice();
-    const v2 = x.v.slice();
-    for (let j = 7; j < 19; j++) {
-      for (let e = 0; e < c.Hkv * c.D; e++) {
-        k2[(19 + j) * c.Hkv * c.D + e] = 1e4;
-        v2[(19 + j) * c.Hkv * c.D + e] = -1e4;
-      }
-    }
-    t.k.write(k2);
-    t.v.write(v2);
-    const b = await attention(gpu, t.q, t.k, t.v, { lengths: t.lengths }).o.read();
-    expect(Array.from(b)).toEqual(Array.from(a));
-    const row = c.Hq * c.D;
-    for (let i = 7; i < 19; i++) for (let e = 0; e < row; e++) expect(b[(19 + i) * row + e] === 0).toBe(true);
-    expect(b.slice(19 * row, 26 * row).some((y) => y !== 0)).toBe(true);
-    dispose(t.q, t.k, t.v, t.dO, t.lengths);
-  });
-
-  it('a chunk of queries after cached keys equals the tail of the full causal pass', async () => {
-    const gpu = await testGpu();
-    const c: Case = { B: 1, T: 21, S: 21, Hq: 4, Hkv: 2, D: 16 };
-    const x = inputs(c, new Rng(11));
-    const t = upload(gpu, c, x);
-    const full = await attention(gpu, t.q, t.k, t.v).o.read();
-    const tail = 6;
-    const row = c.Hq * c.D;
-    const qTail = gpu.tensor([1, tail, c.Hq, c.D], 'f32', x.q.slice((c.T - tail) * row));
-    const part = await attention(gpu, qTail, t.k, t.v).o.read();
-    expectClose(part, full.slice((c.T - tail) * row), { atol: 1e-5, rtol: 1e-4 }, 'chunk');
-    dispose(t.q, t.k, t.v, t.dO, qTail);
-  });
-
-  it('honours a custom scale', async () => {
-    const gpu = await testGpu();
-    const c: Case = { B: 1, T: 6, S: 6, Hq: 2, Hkv: 1, D: 8 };
-    const x = inputs(c, new Rng(5));
-    const t = upload(gpu, c, x);
-    const { o } = attention(gpu, t.q, t.k, t.v, { scale: 0.9 });
-    expectClose(await o.read(), attentionRef(x.q, x.k, x.v, c, { scale: 0.9 }).o, TOL.f32, 'o');
-    dispose(t.q, t.k, t.v, t.dO, o);
-  });
-
-  it('draws tiles from the counter (the default on a software adapter), which is back at zero after forward and backward', async () => {
-    const gpu = await freshGpu();
-    try {
-      const c: Case = { B: 2, T: 21, S: 21, Hq: 4, Hkv: 2, D: 8, lengths: [21, 12] };
-      const x = inputs(c, new Rng(77));
+  for (const path of PATHS) {
+    it(`${path}: zeroes padded rows and ignores what padded keys hold`, async () => {
+      const gpu = await testGpu();
+      const c: Case = { B: 2, T: 19, S: 19, Hq: 4, Hkv: 2, D: 16, lengths: [19, 7] };
+      const rng = new Rng(7);
+      const x = inputs(c, rng);
       const t = upload(gpu, c, x);
-      const { o, lse } = attention(gpu, t.q, t.k, t.v, { lengths: t.lengths, tickets: true });
-      expect(await readTicketCounter(gpu)).toBe(0);
-      const g = attentionBackward(gpu, t.q, t.k, t.v, o, lse, t.dO, { lengths: t.lengths, tickets: true });
-      const ref = attentionBackwardRef(x.q, x.k, x.v, x.dO, c, { lengths: c.lengths });
-      expectClose(await g.dk.read(), ref.dk, TOL.f32, 'dk');
-      expect(await readTicketCounter(gpu)).toBe(0);
-    } finally {
-      gpu.destroy();
-    }
+      const a = (await attention(gpu, t.q, t.k, t.v, { lengths: t.lengths, path }).o.read()).slice();
+      // Garbage in sequence 1's padded key rows must not change anything.
+      const k2 = x.k.slice();
+      const v2 = x.v.slice();
+      for (let j = 7; j < 19; j++) {
+        for (let e = 0; e < c.Hkv * c.D; e++) {
+          k2[(19 + j) * c.Hkv * c.D + e] = 1e4;
+          v2[(19 + j) * c.Hkv * c.D + e] = -1e4;
+        }
+      }
+      t.k.write(k2);
+      t.v.write(v2);
+      const b = await attention(gpu, t.q, t.k, t.v, { lengths: t.lengths, path }).o.read();
+      expect(Array.from(b)).toEqual(Array.from(a));
+      const row = c.Hq * c.D;
+      for (let i = 7; i < 19; i++) for (let e = 0; e < row; e++) expect(b[(19 + i) * row + e] === 0).toBe(true);
+      expect(b.slice(19 * row, 26 * row).some((y) => y !== 0)).toBe(true);
+      dispose(t.q, t.k, t.v, t.dO, t.lengths);
+    });
+
+    it(`${path}: a chunk of queries after cached keys equals the tail of the full causal pass`, async () => {
+      const gpu = await testGpu();
+      const c: Case = { B: 1, T: 21, S: 21, Hq: 4, Hkv: 2, D: 16 };
+      const x = inputs(c, new Rng(11));
+      const t = upload(gpu, c, x);
+      const full = await attention(gpu, t.q, t.k, t.v, { path }).o.read();
+      const tail = 6;
+      const row = c.Hq * c.D;
+      const qTail = gpu.tensor([1, tail, c.Hq, c.D], 'f32', x.q.slice((c.T - tail) * row));
+      const part = await attention(gpu, qTail, t.k, t.v, { path }).o.read();
+      expectClose(part, full.slice((c.T - tail) * row), { atol: 1e-5, rtol: 1e-4 }, 'chunk');
+      dispose(t.q, t.k, t.v, t.dO, qTail);
+    });
+
+    it(`${path}: honours a custom scale`, async () => {
+      const gpu = await testGpu();
+      const c: Case = { B: 1, T: 6, S: 6, Hq: 2, Hkv: 1, D: 8 };
+      const x = inputs(c, new Rng(5));
+      const t = upload(gpu, c, x);
+      const { o } = attention(gpu, t.q, t.k, t.v, { scale: 0.9, path });
+      expectClose(await o.read(), attentionRef(x.q, x.k, x.v, c, { scale: 0.9 }).o, TOL.f32, 'o');
+      dispose(t.q, t.k, t.v, t.dO, o);
+    });
+
+    it(`${path}: draws tiles from the counter (the default on a software adapter), which is back at zero after forward and backward`, async () => {
+      const gpu = await freshGpu();
+      try {
+        const c: Case = { B: 2, T: 21, S: 21, Hq: 4, Hkv: 2, D: 16, lengths: [21, 12] };
+        const x = inputs(c, new Rng(77));
+        const t = upload(gpu, c, x);
+        const { o, lse } = attention(gpu, t.q, t.k, t.v, { lengths: t.lengths, tickets: true, path });
+        expect(await readTicketCounter(gpu)).toBe(0);
+        const g = attentionBackward(gpu, t.q, t.k, t.v, o, lse, t.dO, { lengths: t.lengths, tickets: true, path });
+        const ref = attentionBackwardRef(x.q, x.k, x.v, x.dO, c, { lengths: c.lengths });
+        expectClose(await g.dk.read(), ref.dk, TOL.f32, 'dk');
+        expect(await readTicketCounter(gpu)).toBe(0);
+      } finally {
+        gpu.destroy();
+      }
+    });
+  }
+
+  it('takes the CPU kernels by default on this adapter, for head dims that are a multiple of 4', async () => {
+    const gpu = await testGpu();
+    expect(attentionPath(gpu, 16)).toBe(gpu.softwareAdapter ? 'cpu-tiled' : 'scalar');
+    expect(attentionPath(gpu, 6)).toBe('scalar');
+    const c: Case = { B: 2, T: 17, S: 17, Hq: 6, Hkv: 2, D: 16, lengths: [17, 9] };
+    const x = inputs(c, new Rng(31));
+    const t = upload(gpu, c, x);
+    const run = async (path?: Path) => {
+      const f = attention(gpu, t.q, t.k, t.v, { lengths: t.lengths, path });
+      const g = attentionBackward(gpu, t.q, t.k, t.v, f.o, f.lse, t.dO, { lengths: t.lengths, path });
+      const out = [await f.o.read(), await g.dq.read(), await g.dk.read(), await g.dv.read()].map((a) => Array.from(a));
+      dispose(f.o, f.lse, g.dq, g.dk, g.dv);
+      return out;
+    };
+    // Bit for bit: the same kernels ran.
+    expect(await run()).toEqual(await run(attentionPath(gpu, 16)));
+    dispose(t.q, t.k, t.v, t.dO, t.lengths);
   });
 });
 
@@ -174,6 +216,13 @@ const BWD_CASES: Case[] = [
   { B: 1, T: 40, S: 40, Hq: 2, Hkv: 1, D: 16, lengths: [35] },
   { B: 2, T: 17, S: 29, Hq: 4, Hkv: 4, D: 20, causal: false, lengths: [29, 11], tickets: false },
   { B: 1, T: 33, S: 37, Hq: 3, Hkv: 1, D: 12, tile: { bq: 8, bk: 4 }, tickets: false },
+  { B: 2, T: 17, S: 17, Hq: 6, Hkv: 2, D: 16, lengths: [17, 9], path: 'cpu-tiled' },
+  { B: 1, T: 77, S: 83, Hq: 7, Hkv: 1, D: 12, path: 'cpu-tiled' },
+  { B: 2, T: 17, S: 29, Hq: 4, Hkv: 4, D: 12, causal: false, lengths: [29, 11], path: 'cpu-tiled' },
+  { B: 2, T: 40, S: 45, Hq: 4, Hkv: 2, D: 32, lengths: [45, 26], path: 'cpu-tiled' },
+  { B: 1, T: 40, S: 40, Hq: 2, Hkv: 1, D: 16, lengths: [35], path: 'cpu-tiled' },
+  { B: 1, T: 21, S: 26, Hq: 2, Hkv: 1, D: 12, lengths: [23], path: 'cpu-tiled', cpuRows: 1 },
+  { B: 2, T: 33, S: 33, Hq: 4, Hkv: 2, D: 8, dtype: 'f16', lengths: [33, 30], path: 'cpu-tiled', cpuRows: 2 },
 ];
 
 describe('attention backward', () => {
@@ -183,7 +232,7 @@ describe('attention backward', () => {
       const rng = new Rng(2000 + c.T * 17 + c.D);
       const x = inputs(c, rng);
       const t = upload(gpu, c, x);
-      const opts = { causal: c.causal, lengths: t.lengths, tile: c.tile, tickets: c.tickets };
+      const opts = { causal: c.causal, lengths: t.lengths, tile: c.tile, tickets: c.tickets, path: c.path ?? 'scalar', cpuRows: c.cpuRows };
       const { o, lse } = attention(gpu, t.q, t.k, t.v, opts);
       const g = attentionBackward(gpu, t.q, t.k, t.v, o, lse, t.dO, opts);
       const ref = attentionBackwardRef(x.q, x.k, x.v, x.dO, c, { causal: c.causal, lengths: c.lengths });
@@ -198,6 +247,8 @@ describe('attention backward', () => {
   const FD_CASES: Case[] = [
     { B: 2, T: 11, S: 14, Hq: 6, Hkv: 2, D: 6, lengths: [14, 8] },
     { B: 1, T: 9, S: 9, Hq: 7, Hkv: 1, D: 8, causal: false },
+    { B: 2, T: 11, S: 14, Hq: 6, Hkv: 2, D: 16, lengths: [14, 8], path: 'cpu-tiled' },
+    { B: 1, T: 9, S: 9, Hq: 7, Hkv: 1, D: 16, causal: false, path: 'cpu-tiled' },
   ];
   for (const c of FD_CASES) {
     it(`agrees with the reference and finite differences of the GPU forward: ${label(c)}`, async () => {
@@ -205,7 +256,7 @@ describe('attention backward', () => {
       const rng = new Rng(3000 + c.T);
       const x = inputs(c, rng);
       const t = upload(gpu, c, x);
-      const opts = { causal: c.causal, lengths: t.lengths };
+      const opts = { causal: c.causal, lengths: t.lengths, path: c.path ?? 'scalar' };
       const { o, lse } = attention(gpu, t.q, t.k, t.v, opts);
       const g = attentionBackward(gpu, t.q, t.k, t.v, o, lse, t.dO, opts);
       const grads = { q: await g.dq.read(), k: await g.dk.read(), v: await g.dv.read() };
@@ -292,7 +343,8 @@ describe('attention decode', () => {
 
       // The full causal forward over the padded batch gives the same rows at positions len-T..len-1.
       const tqFull = gpu.tensor([c.B, c.Smax, c.Hq, c.D], dt, qFull);
-      const full = await attention(gpu, tqFull, tk, tv, { lengths: lens }).o.read();
+      // The workgroup forward: its pipelines are compiled for this file anyway, unlike the CPU ones at these head dims.
+      const full = await attention(gpu, tqFull, tk, tv, { lengths: lens, path: 'scalar' }).o.read();
       const expected = new Float32Array(o.length);
       for (let b = 0; b < c.B; b++) {
         for (let t = 0; t < c.T; t++) {
@@ -385,6 +437,16 @@ describe('attention validation', () => {
     expect(() => attention(gpu, q, kShort, kShort)).toThrowError(/S >= T/);
     expect(() => attention(gpu, q, k2, k2, { lengths: badLen })).toThrowError(/lengths/);
     expect(() => attention(gpu, q, k2, k2, { tile: { bq: 6, bk: 4 } })).toThrowError(ShapeError);
+    // Asked for by name, the CPU kernels refuse a head dim that is not a multiple of 4 before allocating.
+    const q6 = gpu.tensor([1, 4, 6, 6], 'f32');
+    const k6 = gpu.tensor([1, 4, 2, 6], 'f32');
+    const before = gpu.memory().inUse;
+    expect(() => attention(gpu, q6, k6, k6, { path: 'cpu-tiled' })).toThrowError(/cpu-tiled attention head dim 6 is not a multiple of 4/);
+    expect(gpu.memory().inUse).toBe(before);
+    const f6 = attention(gpu, q6, k6, k6);
+    expect(() => attentionBackward(gpu, q6, k6, k6, f6.o, f6.lse, q6, { path: 'cpu-tiled' })).toThrowError(/cpu-tiled attention head dim 6/);
+    expect(() => attention(gpu, q, k2, k2, { path: 'cpu-tiled', cpuRows: 9 })).toThrowError(/cpuRows must be an integer from 1 to 8, got 9/);
+    dispose(q6, k6, f6.o, f6.lse);
     const { o, lse } = attention(gpu, q, k2, k2);
     expect(() => attentionBackward(gpu, q, k2, k2, o, lse, k2)).toThrowError(/dO/);
     const big = gpu.tensor([1, 10, 28, 8], 'f32');

@@ -40,16 +40,22 @@ function torchSetup(s: Shape, S: number, grad: boolean): string {
 /** Causal (query, key) pairs with S = T: T(T+1)/2 per head. */
 const causalPairs = (s: Shape) => (s.B * s.Hq * s.T * (s.T + 1)) / 2;
 
-/** `path` forces a forward kernel (the subgroup-matrix one is opt-in until measured correct on a GPU). */
-function forwardCase(s: Shape, size: 'cpu' | 'gpu', path?: 'subgroup-matrix'): BenchCase {
+/**
+ * `path` forces the kernels: 'scalar' (the workgroup kernels, beside the default CPU ones on lavapipe) or
+ * 'subgroup-matrix' (forward only; opt-in until measured correct on a GPU).
+ */
+type Path = 'scalar' | 'subgroup-matrix';
+const pathNote = (path?: Path) => (path ? ` (${path} path)` : '');
+
+function forwardCase(s: Shape, size: 'cpu' | 'gpu', path?: Path): BenchCase {
   const e = bytesOf(s.dtype);
   return {
     family: 'attention',
-    name: `attention fwd causal ${label(s)}${path ? ` (${path} path)` : ''}`,
+    name: `attention fwd causal ${label(s)}${pathNote(path)}`,
     flops: 4 * causalPairs(s) * s.D,
     bytes: e * s.B * s.T * s.D * (2 * s.Hq + 2 * s.Hkv) + 4 * s.B * s.Hq * s.T,
     size,
-    needs: [...(s.dtype === 'f16' ? ['shader-f16'] : []), ...(path ? [path] : [])],
+    needs: [...(s.dtype === 'f16' ? ['shader-f16'] : []), ...(path === 'subgroup-matrix' ? [path] : [])],
     prepare(gpu) {
       const t = qkv(gpu, s, s.T);
       return {
@@ -65,11 +71,11 @@ function forwardCase(s: Shape, size: 'cpu' | 'gpu', path?: 'subgroup-matrix'): B
   };
 }
 
-function backwardCase(s: Shape, size: 'cpu' | 'gpu'): BenchCase {
+function backwardCase(s: Shape, size: 'cpu' | 'gpu', path?: 'scalar'): BenchCase {
   const e = bytesOf(s.dtype);
   return {
     family: 'attention',
-    name: `attention bwd causal ${label(s)}`,
+    name: `attention bwd causal ${label(s)}${pathNote(path)}`,
     // The five useful matmuls (S, dP, dV, dK, dQ); the dQ/dKV split recomputes S and dP once more on top.
     flops: 10 * causalPairs(s) * s.D,
     bytes: e * s.B * s.T * s.D * (4 * s.Hq + 4 * s.Hkv) + 4 * s.B * s.Hq * s.T,
@@ -77,11 +83,11 @@ function backwardCase(s: Shape, size: 'cpu' | 'gpu'): BenchCase {
     needs: s.dtype === 'f16' ? ['shader-f16'] : undefined,
     prepare(gpu) {
       const t = qkv(gpu, s, s.T);
-      const { o, lse } = attention(gpu, t.q, t.k, t.v);
+      const { o, lse } = attention(gpu, t.q, t.k, t.v, { path });
       const dO = gpu.tensor(t.q.shape, s.dtype, benchValues(t.q.size, 3.4, 4));
       return {
         run: () => {
-          const g = attentionBackward(gpu, t.q, t.k, t.v, o, lse, dO);
+          const g = attentionBackward(gpu, t.q, t.k, t.v, o, lse, dO, { path });
           [g.dq, g.dk, g.dv].forEach((x) => x.dispose());
         },
         dispose: () => [t.q, t.k, t.v, o, lse, dO].forEach((x) => x.dispose()),
@@ -117,12 +123,18 @@ function decodeCase(s: Shape, S: number, size: 'cpu' | 'gpu'): BenchCase {
 }
 
 const small: Shape = { B: 1, T: 128, Hq: 4, Hkv: 2, D: 64, dtype: 'f32' };
+/** The main job's policy (init-model mini) on its SFT batches. */
+const mini: Shape = { B: 4, T: 672, Hq: 4, Hkv: 2, D: 32, dtype: 'f32' };
 const qwen7b: Shape = { B: 1, T: 2048, Hq: 28, Hkv: 4, D: 128, dtype: 'f16' };
 
 /** Benchmarks for the attention kernels: small cases for lavapipe, Qwen2.5-7B shapes for real GPUs. */
 export const attentionBenches: BenchCase[] = [
   forwardCase(small, 'cpu'),
   backwardCase(small, 'cpu'),
+  forwardCase(mini, 'cpu'),
+  forwardCase(mini, 'cpu', 'scalar'),
+  backwardCase(mini, 'cpu'),
+  backwardCase(mini, 'cpu', 'scalar'),
   decodeCase({ ...small, T: 1 }, 512, 'cpu'),
   forwardCase(qwen7b, 'gpu'),
   forwardCase(qwen7b, 'gpu', 'subgroup-matrix'),

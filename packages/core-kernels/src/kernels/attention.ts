@@ -32,6 +32,17 @@ import { LINEAR_WORKGROUP, enableF16 } from './wgsl.js';
 import { f16MatrixConfig, type SubgroupMatrixConfig } from '../runtime/features.js';
 import { ticketCounter, ticketWgsl, ticketWorkgroups } from './tickets.js';
 import { sgmAttentionBytes, sgmAttentionKey, sgmAttentionUnfit, sgmAttentionWgsl, type SgmAttentionTile } from './attention-sgm.js';
+import {
+  CPU_ATTENTION_LANES,
+  cpuAttentionKey,
+  cpuAttentionRows,
+  cpuAttentionUnfit,
+  cpuDkvWgsl,
+  cpuDqWgsl,
+  cpuForwardWgsl,
+  type CpuAttentionKernel,
+  type CpuAttentionSpec,
+} from './attention-cpu.js';
 
 export interface AttentionTile {
   /** Query rows per workgroup (multiple of 4). */
@@ -50,13 +61,19 @@ export interface AttentionOptions {
   /** Tile override, mainly for tests; default: the largest preset that fits workgroup memory. */
   tile?: AttentionTile;
   /**
-   * Forward kernel: 'scalar' (the default, also for 'auto') or 'subgroup-matrix' (tensor cores; f16, head dim a
-   * multiple of 16). EXPERIMENTAL: its first version, which kept O in result fragments (sgmTile.accum
-   * 'fragments'), gave wrong results on an H200 (2026-11-28, docs/BENCHMARKS.md); the default now keeps O in
-   * registers and uses only the matrix operations the (correct) matmul kernel uses, as does the two-pass variant
-   * (sgmTile.accum 'two-pass'); neither has run on a GPU yet, so the path runs only when asked for.
+   * Kernels. 'auto' (the default): 'cpu-tiled' where it fits, else 'scalar'. 'scalar': the workgroup kernels,
+   * for any adapter. 'cpu-tiled' (attention-cpu.ts): forward and backward for CPU adapters (lavapipe), one 8-lane
+   * subgroup per workgroup with rows owned by lanes; it needs subgroups of exactly 8 lanes and a head dim that is a
+   * multiple of 4, and 'auto' takes it on software adapters. 'subgroup-matrix' (forward only; the backward runs
+   * 'auto'): tensor cores; f16, head dim a multiple of 16. EXPERIMENTAL: its first version, which kept O in result
+   * fragments (sgmTile.accum 'fragments'), gave wrong results on an H200 (2026-11-28, docs/BENCHMARKS.md); the
+   * default now keeps O in registers and uses only the matrix operations the (correct) matmul kernel uses, as does
+   * the two-pass variant (sgmTile.accum 'two-pass'); neither has run on a GPU yet, so the path runs only when asked
+   * for.
    */
-  path?: 'auto' | 'scalar' | 'subgroup-matrix';
+  path?: 'auto' | 'scalar' | 'cpu-tiled' | 'subgroup-matrix';
+  /** Rows a lane owns in the cpu-tiled kernels (tests, tuning), 1 to 8; default by head dim (cpuAttentionRows). */
+  cpuRows?: number;
   /** Workgroup shape of the subgroup-matrix forward (benchmarks, tuning). */
   sgmTile?: SgmAttentionTile;
   /** Tests: run the subgroup-matrix forward with its matrix operations emulated in plain WGSL (slow). */
@@ -319,13 +336,13 @@ function mhaDispatch(
   gpu: Gpu,
   op: string,
   shapes: string,
-  s: MhaSpec,
+  tickets: boolean,
   pipeline: GPUComputePipeline,
   uniforms: { d: Dims; opts: AttentionOptions },
   grid: readonly [number, number, number],
   bindings: Tensor[],
 ): void {
-  if (!s.tickets) {
+  if (!tickets) {
     gpu.dispatch({ op, shapes, pipeline, params: mhaParams(uniforms.d, uniforms.opts, grid), bindings, workgroups: [...grid] });
     return;
   }
@@ -548,9 +565,11 @@ export function attention<D extends FloatDType>(
   const op = 'attention';
   const d = checkQkv(op, q, k, v, opts);
   const shapes = `q=${q} k=${k} v=${v}`;
-  const tile = opts.tile ?? pickTile(gpu, FWD_TILES, (t) => fwdBytes(t, d.D, d.dtype), op, shapes);
-  fitTile(gpu, tile, fwdBytes(tile, d.D, d.dtype), op, shapes);
-  const spec: MhaSpec = { dtype: d.dtype, D: d.D, bq: tile.bq, bk: tile.bk, tickets: opts.tickets ?? gpu.softwareAdapter };
+  // Every check runs before the outputs are allocated.
+  const sgm = sgmForward(gpu, d, opts, shapes);
+  const cpu = sgm ? undefined : cpuSpec(gpu, d, opts, 'fwd', op, shapes);
+  const tile = sgm || cpu ? undefined : (opts.tile ?? pickTile(gpu, FWD_TILES, (t) => fwdBytes(t, d.D, d.dtype), op, shapes));
+  if (tile) fitTile(gpu, tile, fwdBytes(tile, d.D, d.dtype), op, shapes);
   const o = gpu.tensor(q.shape, q.dtype, undefined, op) as Tensor<D>;
   const lse = gpu.tensor([d.B, d.Hq, d.T], 'f32', undefined, op);
   if (q.size === 0 || k.size === 0) {
@@ -558,16 +577,50 @@ export function attention<D extends FloatDType>(
     gpu.clear(lse);
     return { o, lse };
   }
-  const sgm = sgmForward(gpu, d, opts, shapes);
   const bindings = [q, k, v, o, lse, lensOrStandIn(opts, q)];
-  if (sgm) {
+  if (cpu) {
+    const pipeline = gpu.pipeline(cpuAttentionKey('fwd', cpu), () => cpuForwardWgsl(MHA_PARAMS, cpu));
+    mhaDispatch(gpu, op, shapes, true, pipeline, { d, opts }, [ceilDiv(d.T, CPU_ATTENTION_LANES * cpu.R), d.Hq, d.B], bindings);
+  } else if (sgm) {
     const grid = [ceilDiv(d.T, sgm.rows), d.Hq, d.B] as const;
     gpu.dispatch({ op, shapes, pipeline: sgm.pipeline, params: mhaParams(d, opts, grid), bindings, workgroups: [...grid] });
-  } else {
+  } else if (tile) {
+    const spec: MhaSpec = { dtype: d.dtype, D: d.D, bq: tile.bq, bk: tile.bk, tickets: opts.tickets ?? gpu.softwareAdapter };
     const pipeline = gpu.pipeline(`attention:fwd:${mhaKey(spec, spec.bk / 4)}`, () => fwdWgsl(spec));
-    mhaDispatch(gpu, op, shapes, spec, pipeline, { d, opts }, [ceilDiv(d.T, tile.bq), d.Hq, d.B], bindings);
+    mhaDispatch(gpu, op, shapes, spec.tickets, pipeline, { d, opts }, [ceilDiv(d.T, tile.bq), d.Hq, d.B], bindings);
   }
   return { o, lse };
+}
+
+/**
+ * The cpu-tiled kernels' spec where they run (AttentionOptions.path), else undefined. 'auto' leaves them out where
+ * a scalar-kernel knob (tile, tickets) was given, since those ask for the workgroup kernels.
+ */
+function cpuSpec(gpu: Gpu, d: Dims, opts: AttentionOptions, kernel: CpuAttentionKernel, op: string, shapes: string): CpuAttentionSpec | undefined {
+  const path = opts.path ?? 'auto';
+  if (path === 'scalar' || path === 'subgroup-matrix') return undefined;
+  const why = cpuTiledUnfit(gpu, d.D);
+  if (path === 'cpu-tiled') {
+    if (why) throw new ShapeError(`cpu-tiled attention ${why}`, { op, shapes });
+  } else if (why || !gpu.softwareAdapter || opts.tile || opts.tickets === false) {
+    return undefined;
+  }
+  const R = opts.cpuRows ?? cpuAttentionRows(kernel, d.D);
+  if (!Number.isInteger(R) || R < 1 || R > 8) throw new ShapeError(`cpuRows must be an integer from 1 to 8, got ${R}`, { op, shapes });
+  return { dtype: d.dtype, D: d.D, R };
+}
+
+function cpuTiledUnfit(gpu: Gpu, D: number): string | undefined {
+  const info = gpu.device.adapterInfo as { subgroupMinSize?: number; subgroupMaxSize?: number } | undefined;
+  if (!gpu.features.subgroups || info?.subgroupMinSize !== CPU_ATTENTION_LANES || info?.subgroupMaxSize !== CPU_ATTENTION_LANES) {
+    return `needs subgroups of exactly ${CPU_ATTENTION_LANES} lanes`;
+  }
+  return cpuAttentionUnfit(D);
+}
+
+/** The kernels `attention` and `attentionBackward` run by default ('auto') for a head dim on this device. */
+export function attentionPath(gpu: Gpu, D: number): 'cpu-tiled' | 'scalar' {
+  return gpu.softwareAdapter && !cpuTiledUnfit(gpu, D) ? 'cpu-tiled' : 'scalar';
 }
 
 /** The subgroup-matrix forward's pipeline and query rows per workgroup when asked for, else undefined. */
@@ -879,10 +932,15 @@ export function attentionBackward<D extends FloatDType>(
     throw new ShapeError(`lse must be f32[${d.B}, ${d.Hq}, ${d.T}]`, { op, shapes: `lse=${lse} q=${q}` });
   }
   const shapes = `q=${q} k=${k} v=${v}`;
-  const tq = opts.tile ?? pickTile(gpu, BWD_TILES, (t) => dqBytes(t, d.D, d.dtype), op, shapes);
-  const tkv = opts.tile ?? pickTile(gpu, BWD_TILES, (t) => dkvBytes(t, d.D, d.dtype), op, shapes);
-  fitTile(gpu, tq, dqBytes(tq, d.D, d.dtype), op, shapes);
-  fitTile(gpu, tkv, dkvBytes(tkv, d.D, d.dtype), op, shapes);
+  // The backward has no subgroup-matrix kernels: that path's backward runs what 'auto' picks. Every check runs
+  // before the outputs are allocated.
+  const bopts: AttentionOptions = opts.path === 'subgroup-matrix' ? { ...opts, path: 'auto' } : opts;
+  const cq = cpuSpec(gpu, d, bopts, 'dq', op, shapes);
+  const ckv = cpuSpec(gpu, d, bopts, 'dkv', op, shapes);
+  const tq = cq ? undefined : (opts.tile ?? pickTile(gpu, BWD_TILES, (t) => dqBytes(t, d.D, d.dtype), op, shapes));
+  const tkv = ckv ? undefined : (opts.tile ?? pickTile(gpu, BWD_TILES, (t) => dkvBytes(t, d.D, d.dtype), op, shapes));
+  if (tq) fitTile(gpu, tq, dqBytes(tq, d.D, d.dtype), op, shapes);
+  if (tkv) fitTile(gpu, tkv, dkvBytes(tkv, d.D, d.dtype), op, shapes);
   const dq = gpu.tensor(q.shape, q.dtype, undefined, op) as Tensor<D>;
   const dk = gpu.tensor(k.shape, k.dtype, undefined, op) as Tensor<D>;
   const dv = gpu.tensor(v.shape, v.dtype, undefined, op) as Tensor<D>;
@@ -903,14 +961,27 @@ export function attentionBackward<D extends FloatDType>(
     workgroups: gpu.grid(ceilDiv(rows, 64)),
   });
 
-  const sq: MhaSpec = { dtype: d.dtype, D: d.D, bq: tq.bq, bk: tq.bk, tickets: opts.tickets ?? gpu.softwareAdapter };
-  const gq = [ceilDiv(d.T, tq.bq), d.Hq, d.B] as const;
-  const dqPipeline = gpu.pipeline(`attention:dq:${mhaKey(sq, sq.bk / 4)}`, () => dqWgsl(sq));
-  mhaDispatch(gpu, `${op}.dq`, shapes, sq, dqPipeline, { d, opts }, gq, [q, k, v, dO, lse, dvec, dq, lens]);
-  const skv: MhaSpec = { ...sq, bq: tkv.bq, bk: tkv.bk };
-  const gkv = [ceilDiv(d.S, tkv.bk), d.Hkv, d.B] as const;
-  const dkvPipeline = gpu.pipeline(`attention:dkv:${mhaKey(skv, skv.bq / 4)}`, () => dkvWgsl(skv));
-  mhaDispatch(gpu, `${op}.dkv`, shapes, skv, dkvPipeline, { d, opts }, gkv, [q, k, v, dO, lse, dvec, dk, dv, lens]);
+  const tickets = opts.tickets ?? gpu.softwareAdapter;
+  const dqBindings = [q, k, v, dO, lse, dvec, dq, lens];
+  if (cq) {
+    const pipeline = gpu.pipeline(cpuAttentionKey('dq', cq), () => cpuDqWgsl(MHA_PARAMS, cq));
+    const grid = [ceilDiv(d.T, CPU_ATTENTION_LANES * cq.R), d.Hq, d.B] as const;
+    mhaDispatch(gpu, `${op}.dq`, shapes, true, pipeline, { d, opts }, grid, dqBindings);
+  } else if (tq) {
+    const sq: MhaSpec = { dtype: d.dtype, D: d.D, bq: tq.bq, bk: tq.bk, tickets };
+    const pipeline = gpu.pipeline(`attention:dq:${mhaKey(sq, sq.bk / 4)}`, () => dqWgsl(sq));
+    mhaDispatch(gpu, `${op}.dq`, shapes, tickets, pipeline, { d, opts }, [ceilDiv(d.T, tq.bq), d.Hq, d.B], dqBindings);
+  }
+  const dkvBindings = [q, k, v, dO, lse, dvec, dk, dv, lens];
+  if (ckv) {
+    const pipeline = gpu.pipeline(cpuAttentionKey('dkv', ckv), () => cpuDkvWgsl(MHA_PARAMS, ckv));
+    const grid = [ceilDiv(d.S, CPU_ATTENTION_LANES * ckv.R), d.Hkv, d.B] as const;
+    mhaDispatch(gpu, `${op}.dkv`, shapes, true, pipeline, { d, opts }, grid, dkvBindings);
+  } else if (tkv) {
+    const skv: MhaSpec = { dtype: d.dtype, D: d.D, bq: tkv.bq, bk: tkv.bk, tickets };
+    const pipeline = gpu.pipeline(`attention:dkv:${mhaKey(skv, skv.bq / 4)}`, () => dkvWgsl(skv));
+    mhaDispatch(gpu, `${op}.dkv`, shapes, tickets, pipeline, { d, opts }, [ceilDiv(d.S, tkv.bk), d.Hkv, d.B], dkvBindings);
+  }
   // Safe to release now: later work that reuses the buffer is recorded after these dispatches.
   dvec.dispose();
   return { dq, dk, dv };

@@ -1,0 +1,325 @@
+/**
+ * Causal GQA attention, forward and backward, for CPU adapters (lavapipe/llvmpipe): the 'cpu-tiled' path.
+ *
+ * Same contract, layouts and masking as the workgroup kernels in attention.ts (flash style: an online softmax over
+ * key blocks, no T x S scores in global memory), shaped for how llvmpipe runs a shader (matmul-cpu.ts has the
+ * measurements): a workgroup is one 8-lane subgroup, which llvmpipe runs as one AVX2 vector with no barriers and no
+ * workgroup memory, and each lane owns whole rows, so a row's softmax never leaves its lane.
+ *
+ * Forward and dQ: lane l owns R query rows (q0 + 8r + l). Per block of 8 keys, lane l loads key k0 + l's K and V
+ * rows (vec4 storage loads, the cheapest storage load per float here) and subgroupShuffle hands each key to every
+ * lane, so a key's load serves 8·R rows. The block's 8·R scores are plain values (no loop-carried variable, which
+ * llvmpipe loads, blends and stores at every update); O or dQ is updated once per block.
+ * dK/dV: lane l owns R key rows and the same walk runs over blocks of 8 queries of each query head of the group.
+ *
+ * D is compiled in (the loops over it are unrolled), so each head dim has its own pipelines. D must be a multiple
+ * of 4; other head dims take the workgroup kernels.
+ */
+import { enableF16 } from './wgsl.js';
+import { SUBGROUP_UNIFORMITY_OFF, ticketWgsl } from './tickets.js';
+
+/** Lanes of a workgroup: llvmpipe's subgroup on AVX2 (matmul.ts checks the adapter's subgroup size). */
+export const CPU_ATTENTION_LANES = 8;
+
+const NEG = '-1.0e30';
+const TICKETS = ticketWgsl('subgroup');
+
+export type CpuAttentionKernel = 'fwd' | 'dq' | 'dkv';
+
+/**
+ * Rows (query rows, or key rows for dK/dV) per lane. More rows share each key's loads and shuffles, but the
+ * unrolled shader grows with R·D and llvmpipe's compile time faster than that (D 32, shader cache off: forward
+ * 2.6 / 5.3 / 16.5 s at R = 2 / 4 / 8, dQ and dK/dV together 11 / 29 / 107 s; docs/BENCHMARKS.md). The backward
+ * kernels hold three and four row arrays to the forward's two, so they take half the rows.
+ */
+export function cpuAttentionRows(kernel: CpuAttentionKernel, D: number): number {
+  const budget = kernel === 'fwd' ? 128 : 64;
+  return Math.max(1, Math.min(8, Math.floor(budget / D)));
+}
+
+/** Why the cpu-tiled attention cannot take this head dim, or undefined. */
+export function cpuAttentionUnfit(D: number): string | undefined {
+  if (D % 4) return `head dim ${D} is not a multiple of 4`;
+  if (D > 256) return `head dim ${D} is over 256`;
+  return undefined;
+}
+
+export interface CpuAttentionSpec {
+  dtype: 'f32' | 'f16';
+  D: number;
+  /** Rows per lane (cpuAttentionRows by default). */
+  R: number;
+}
+
+export const cpuAttentionKey = (k: CpuAttentionKernel, s: CpuAttentionSpec) => `attention:cpu-${k}:${s.dtype}:D${s.D}:R${s.R}`;
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+const sum = (terms: string[]) => (terms.length ? terms.join(' + ') : '0.0');
+/** max() of the terms as a balanced tree. */
+function maxOf(terms: string[]): string {
+  if (terms.length === 1) return terms[0];
+  const half = Math.ceil(terms.length / 2);
+  return `max(${maxOf(terms.slice(0, half))}, ${maxOf(terms.slice(half))})`;
+}
+
+/** The index ranges the generators unroll over: rows of a lane, the 8 lanes' rows, vec4 columns of a row. */
+function unrolled(s: CpuAttentionSpec) {
+  const C = s.D / 4;
+  return { R: s.R, D: s.D, C, rows: range(s.R), lanes: range(CPU_ATTENTION_LANES), cols: range(C) };
+}
+
+type Binding = [string, 'read' | 'read_write', 'rows' | 'f32' | 'i32'];
+
+/** What both backward kernels read, bound first. */
+const GRAD_INPUTS: Binding[] = [
+  ['q', 'read', 'rows'],
+  ['k', 'read', 'rows'],
+  ['v', 'read', 'rows'],
+  ['dout', 'read', 'rows'],
+  ['lse', 'read', 'f32'],
+  ['dvec', 'read', 'f32'],
+];
+
+function header(params: string, s: CpuAttentionSpec, bindings: Binding[]): string {
+  const decl = bindings
+    .map(([name, access, kind], i) => {
+      const elem = kind === 'rows' ? `vec4<${s.dtype}>` : kind;
+      return `@group(0) @binding(${i + 1}) var<storage, ${access}> ${name}: array<${elem}>;`;
+    })
+    .join('\n');
+  return `enable subgroups;
+${enableF16([s.dtype])}${SUBGROUP_UNIFORMITY_OFF}
+${params}
+${decl}
+${TICKETS.decl(bindings.length + 1)}
+const DQ = ${s.D / 4}u;`;
+}
+
+/** The ticket loop's head: `wid` = (block, head, batch), blocks walked from the last when `lastFirst`. */
+function mainHead(lastFirst: boolean): string {
+  return `@compute @workgroup_size(${CPU_ATTENTION_LANES})
+fn main(@builtin(local_invocation_index) li: u32) {
+  ${TICKETS.open('p.tiles', 'p.workgroups')}
+  let bx = tile % p.gx;
+  let wid = vec3<u32>(${lastFirst ? 'p.gx - 1u - bx' : 'bx'}, (tile / p.gx) % p.gy, tile / (p.gx * p.gy));
+  var len = p.s;
+  if (p.has_len != 0u) { len = min(u32(max(lens[wid.z], 0)), p.s); }`;
+}
+
+/** `let <name>_<r>_<c> = vec4<f32>(...)` for rows r of a [.., H, D] tensor; `rowBase(r)` is the row's vec4 offset. */
+function loadRows(name: string, src: string, R: number, D: number, rowBase: (r: number) => string, scale = ''): string {
+  return range(R)
+    .map((r) =>
+      range(D / 4)
+        .map((c) => `  let ${name}_${r}_${c} = vec4<f32>(${src}[${rowBase(r)} + ${c}u])${scale};`)
+        .join('\n'),
+    )
+    .join('\n');
+}
+
+/** Value of row r's dot product with another row's vec4s named `other_<c>`. */
+const dotRow = (a: string, r: number, b: (c: number) => string, D: number) => sum(range(D / 4).map((c) => `dot(${a}_${r}_${c}, ${b(c)})`));
+
+/** Whether query row `i` (u32) may see key `j` (u32): inside the sequence, and causal where asked. */
+const visible = (i: string, j: string) => `(${j} < len && i32(${i}) + p.off < i32(len) && (p.causal == 0u || i32(${j}) <= i32(${i}) + p.off))`;
+
+/**
+ * The forward's and dQ's tile: block wid.x of 8R query rows of head wid.y, batch item wid.z. Lane l owns rows
+ * i_r = q0 + 8r + l; ic_r is i_r clamped into the sequence, for loads (rows past T are never stored).
+ */
+function queryBlockHead(R: number): string {
+  return `${mainHead(true)}
+  let h = wid.y;
+  let b = wid.z;
+  let g = h / (p.hq / p.hkv);
+  let q0 = wid.x * ${8 * R}u;
+${range(R)
+  .map((r) => `  let i_${r} = q0 + ${8 * r}u + li;\n  let ic_${r} = min(i_${r}, p.t - 1u);`)
+  .join('\n')}`;
+}
+
+/** Lane l's key of the block, k0 + l (clamped into the block's keys): its K and V rows as k_<c>, v_<c>. */
+function keyBlockLoads(C: number): string {
+  return `    let kb = ((b * p.s + min(k0 + li, kend - 1u)) * p.hkv + g) * DQ;
+${range(C)
+  .map((c) => `    let k_${c} = vec4<f32>(k[kb + ${c}u]);\n    let v_${c} = vec4<f32>(v[kb + ${c}u]);`)
+  .join('\n')}`;
+}
+
+/** Last key (plus one) that rows below `rowEnd` may see: the block's loop bound, uniform across the lanes. */
+const keyEnd = (rowEnd: string) => `var kend = len;
+  if (p.causal != 0u) { kend = min(kend, u32(clamp(i32(${rowEnd}) + p.off, 0, i32(len)))); }`;
+
+/**
+ * Forward. Bindings: q (1), k (2), v (3), o (4), lse (5), lens (6), tickets (7). Grid: (ceil(T / 8R), Hq, B).
+ */
+export function cpuForwardWgsl(params: string, s: CpuAttentionSpec): string {
+  const { R, D, C, rows, lanes: keys, cols } = unrolled(s);
+  const perKey = keys
+    .map(
+      (jj) => `${cols.map((c) => `    let kj${jj}_${c} = subgroupShuffle(k_${c}, ${jj}u);`).join('\n')}
+${rows.map((r) => `    let s_${r}_${jj} = select(${NEG}, (${dotRow('q', r, (c) => `kj${jj}_${c}`, D)}) * p.scale2, ${visible(`i_${r}`, `k0 + ${jj}u`)});`).join('\n')}`,
+    )
+    .join('\n');
+  return `${header(params, s, [
+    ['q', 'read', 'rows'],
+    ['k', 'read', 'rows'],
+    ['v', 'read', 'rows'],
+    ['o', 'read_write', 'rows'],
+    ['lse', 'read_write', 'f32'],
+    ['lens', 'read', 'i32'],
+  ])}
+${queryBlockHead(R)}
+${loadRows('q', 'q', R, D, (r) => `((b * p.t + ic_${r}) * p.hq + h) * DQ`)}
+${rows.map((r) => `  var m_${r} = ${NEG};\n  var l_${r} = 0.0;\n${cols.map((c) => `  var o_${r}_${c} = vec4<f32>();`).join('\n')}`).join('\n')}
+  ${keyEnd(`q0 + ${8 * R}u`)}
+  for (var k0 = 0u; k0 < kend; k0 += 8u) {
+${keyBlockLoads(C)}
+    // Scores in log2 units; masked ones stay at ${NEG}.
+${perKey}
+${rows
+  .map(
+    (r) => `    let mx_${r} = ${maxOf([`m_${r}`, ...keys.map((jj) => `s_${r}_${jj}`)])};
+    let a_${r} = exp2(m_${r} - mx_${r});
+${keys.map((jj) => `    let p_${r}_${jj} = select(0.0, exp2(s_${r}_${jj} - mx_${r}), s_${r}_${jj} > -1.0e29);`).join('\n')}
+    l_${r} = l_${r} * a_${r} + ${sum(keys.map((jj) => `p_${r}_${jj}`))};
+    m_${r} = mx_${r};`,
+  )
+  .join('\n')}
+${cols
+  .map(
+    (c) => `    {
+${keys.map((jj) => `      let vj_${jj} = subgroupShuffle(v_${c}, ${jj}u);`).join('\n')}
+${rows.map((r) => `      o_${r}_${c} = o_${r}_${c} * a_${r} + ${sum(keys.map((jj) => `p_${r}_${jj} * vj_${jj}`))};`).join('\n')}
+    }`,
+  )
+  .join('\n')}
+  }
+${rows
+  .map(
+    (r) => `  if (i_${r} < p.t) {
+    let ok = i32(i_${r}) + p.off < i32(len) && l_${r} > 0.0;
+    let inv = select(0.0, 1.0 / l_${r}, ok);
+    let ob = ((b * p.t + i_${r}) * p.hq + h) * DQ;
+${cols.map((c) => `    o[ob + ${c}u] = vec4<${s.dtype}>(o_${r}_${c} * inv);`).join('\n')}
+    lse[(b * p.hq + h) * p.t + i_${r}] = select(0.0, (m_${r} + log2(l_${r})) * ${Math.LN2}, ok);
+  }`,
+  )
+  .join('\n')}
+  ${TICKETS.close}
+}`;
+}
+
+/**
+ * dQ. Bindings: q (1), k (2), v (3), dO (4), lse (5), dvec (6), dq (7), lens (8), tickets (9). Grid as the forward.
+ * dS = P·(dP − Dvec) with P = exp(S − lse) recomputed, dQ = scale · dS·K.
+ */
+export function cpuDqWgsl(params: string, s: CpuAttentionSpec): string {
+  const { R, D, C, rows, lanes: keys, cols } = unrolled(s);
+  return `${header(params, s, [
+    ...GRAD_INPUTS,
+    ['dq', 'read_write', 'rows'],
+    ['lens', 'read', 'i32'],
+  ])}
+${queryBlockHead(R)}
+${loadRows('q', 'q', R, D, (r) => `((b * p.t + ic_${r}) * p.hq + h) * DQ`)}
+${loadRows('do', 'dout', R, D, (r) => `((b * p.t + ic_${r}) * p.hq + h) * DQ`)}
+${rows.map((r) => `  let lse2_${r} = lse[(b * p.hq + h) * p.t + ic_${r}] * ${Math.LOG2E};\n  let dd_${r} = dvec[(b * p.hq + h) * p.t + ic_${r}];`).join('\n')}
+${rows.map((r) => cols.map((c) => `  var dq_${r}_${c} = vec4<f32>();`).join('\n')).join('\n')}
+  ${keyEnd(`q0 + ${8 * R}u`)}
+  for (var k0 = 0u; k0 < kend; k0 += 8u) {
+${keyBlockLoads(C)}
+${keys
+  .map(
+    (jj) => `${cols.map((c) => `    let kj${jj}_${c} = subgroupShuffle(k_${c}, ${jj}u);\n    let vj${jj}_${c} = subgroupShuffle(v_${c}, ${jj}u);`).join('\n')}
+${rows
+  .map(
+    (r) => `    let p_${r}_${jj} = select(0.0, exp2((${dotRow('q', r, (c) => `kj${jj}_${c}`, D)}) * p.scale2 - lse2_${r}), ${visible(`i_${r}`, `k0 + ${jj}u`)});
+    let ds_${r}_${jj} = p_${r}_${jj} * ((${dotRow('do', r, (c) => `vj${jj}_${c}`, D)}) - dd_${r});`,
+  )
+  .join('\n')}`,
+  )
+  .join('\n')}
+${rows.map((r) => cols.map((c) => `    dq_${r}_${c} += ${sum(keys.map((jj) => `ds_${r}_${jj} * kj${jj}_${c}`))};`).join('\n')).join('\n')}
+  }
+${rows
+  .map(
+    (r) => `  if (i_${r} < p.t) {
+    let qb = ((b * p.t + i_${r}) * p.hq + h) * DQ;
+${cols.map((c) => `    dq[qb + ${c}u] = vec4<${s.dtype}>(dq_${r}_${c} * p.scale);`).join('\n')}
+  }`,
+  )
+  .join('\n')}
+  ${TICKETS.close}
+}`;
+}
+
+/**
+ * dK and dV. Bindings: q (1), k (2), v (3), dO (4), lse (5), dvec (6), dk (7), dv (8), lens (9), tickets (10).
+ * Grid: (ceil(S / 8R), Hkv, B); each tile sums over the query heads of its KV group.
+ */
+export function cpuDkvWgsl(params: string, s: CpuAttentionSpec): string {
+  const { R, D, rows, lanes: queries, cols } = unrolled(s);
+  return `${header(params, s, [
+    ...GRAD_INPUTS,
+    ['dk', 'read_write', 'rows'],
+    ['dv', 'read_write', 'rows'],
+    ['lens', 'read', 'i32'],
+  ])}
+${mainHead(false)}
+  let g = wid.y;
+  let b = wid.z;
+  let group = p.hq / p.hkv;
+  let j0 = wid.x * ${8 * R}u;
+${rows.map((r) => `  let j_${r} = j0 + ${8 * r}u + li;`).join('\n')}
+${loadRows('k', 'k', R, D, (r) => `((b * p.s + min(j_${r}, p.s - 1u)) * p.hkv + g) * DQ`)}
+${loadRows('v', 'v', R, D, (r) => `((b * p.s + min(j_${r}, p.s - 1u)) * p.hkv + g) * DQ`)}
+${rows.map((r) => cols.map((c) => `  var dk_${r}_${c} = vec4<f32>();\n  var dv_${r}_${c} = vec4<f32>();`).join('\n')).join('\n')}
+  // Query rows that can see these keys: valid rows (i + off < len), and under causality i + off >= j0.
+  let row_hi = select(0u, u32(clamp(i32(len) - p.off, 0, i32(p.t))), j0 < len);
+  var row_lo = 0u;
+  if (p.causal != 0u) { row_lo = u32(clamp(i32(j0) - p.off, 0, i32(p.t))) & ~7u; }
+  for (var hh = 0u; hh < group; hh++) {
+    let h = g * group + hh;
+    for (var i0 = row_lo; i0 < row_hi; i0 += 8u) {
+      let ic = min(i0 + li, row_hi - 1u);
+      let qb = ((b * p.t + ic) * p.hq + h) * DQ;
+${cols.map((c) => `      let q_${c} = vec4<f32>(q[qb + ${c}u]);\n      let do_${c} = vec4<f32>(dout[qb + ${c}u]);`).join('\n')}
+      let lse2 = lse[(b * p.hq + h) * p.t + ic] * ${Math.LOG2E};
+      let dd = dvec[(b * p.hq + h) * p.t + ic];
+  ${queries
+  .map(
+    (ii) => `${cols.map((c) => `      let qi${ii}_${c} = subgroupShuffle(q_${c}, ${ii}u);\n      let oi${ii}_${c} = subgroupShuffle(do_${c}, ${ii}u);`).join('\n')}
+      let lse2_${ii} = subgroupShuffle(lse2, ${ii}u);
+      let dd_${ii} = subgroupShuffle(dd, ${ii}u);
+${rows
+  .map(
+    (r) => `      let p_${r}_${ii} = select(0.0, exp2((${dotRow('k', r, (c) => `qi${ii}_${c}`, D)}) * p.scale2 - lse2_${ii}), ${visible(`(i0 + ${ii}u)`, `j_${r}`)});
+      let ds_${r}_${ii} = p_${r}_${ii} * ((${dotRow('v', r, (c) => `oi${ii}_${c}`, D)}) - dd_${ii});`,
+  )
+  .join('\n')}`,
+  )
+  .join('\n')}
+${rows
+  .map((r) =>
+    cols
+      .map(
+        (c) => `      dv_${r}_${c} += ${sum(queries.map((ii) => `p_${r}_${ii} * oi${ii}_${c}`))};
+      dk_${r}_${c} += ${sum(queries.map((ii) => `ds_${r}_${ii} * qi${ii}_${c}`))};`,
+      )
+      .join('\n'),
+  )
+  .join('\n')}
+      }
+  }
+${rows
+  .map(
+    (r) => `  if (j_${r} < p.s) {
+    let kb = ((b * p.s + j_${r}) * p.hkv + g) * DQ;
+${cols.map((c) => `    dk[kb + ${c}u] = vec4<${s.dtype}>(dk_${r}_${c} * p.scale);\n    dv[kb + ${c}u] = vec4<${s.dtype}>(dv_${r}_${c});`).join('\n')}
+  }`,
+  )
+  .join('\n')}
+  ${TICKETS.close}
+}`;
+}
