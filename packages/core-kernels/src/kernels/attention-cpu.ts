@@ -29,8 +29,8 @@ export type CpuAttentionKernel = 'fwd' | 'dq' | 'dkv';
 /**
  * Rows (query rows, or key rows for dK/dV) per lane. More rows share each key's loads and shuffles, but the
  * unrolled shader grows with R·D and llvmpipe's compile time faster than that (D 32, shader cache off: forward
- * 2.6 / 5.3 / 16.5 s at R = 2 / 4 / 8, dQ and dK/dV together 11 / 29 / 107 s; docs/BENCHMARKS.md). The backward
- * kernels hold three and four row arrays to the forward's two, so they take half the rows.
+ * 3.1 / 6.4 / 17.1 s at R = 2 / 4 / 8, dQ and dK/dV together 12.5 / 30.4 / 113.5 s; docs/BENCHMARKS.md). The
+ * backward kernels hold three and four row arrays to the forward's two, so they take half the rows.
  */
 export function cpuAttentionRows(kernel: CpuAttentionKernel, D: number): number {
   const budget = kernel === 'fwd' ? 128 : 64;
