@@ -86,17 +86,19 @@ const FWD_CASES: Case[] = [
   // One workgroup per tile, as on a GPU (the other cases draw tiles from the counter on this adapter).
   { B: 2, T: 17, S: 17, Hq: 6, Hkv: 2, D: 16, lengths: [17, 9], tickets: false },
   { B: 1, T: 33, S: 37, Hq: 3, Hkv: 1, D: 12, tile: { bq: 8, bk: 4 }, tickets: false },
-  // The CPU kernels: by default D 8 / 16 / 12 / 32 give 8 / 8 / 8 / 4 query rows a lane (blocks of 64 or 32 rows;
-  // D 128 takes 1), D 12 three vec4 a row; T and S not multiples of the blocks or of the 8 keys a step.
-  { B: 1, T: 5, S: 5, Hq: 2, Hkv: 2, D: 8, path: 'cpu-tiled' },
+  // The CPU kernels. D 16 at its default rows a lane (8 forward, 4 backward: the tiny policy's, which the policy
+  // tests check against PyTorch too); other head dims with fewer rows, since llvmpipe's compile time grows fast
+  // with the unrolled rows (docs/BENCHMARKS.md): D 12 (three vec4 a row) at 3, D 32 at 2, D 8 at 1 and in f16 at 2.
+  // T and S are not multiples of the blocks or of the 8 keys a step.
+  { B: 1, T: 5, S: 5, Hq: 2, Hkv: 2, D: 8, path: 'cpu-tiled', cpuRows: 1 },
   { B: 2, T: 17, S: 17, Hq: 6, Hkv: 2, D: 16, lengths: [17, 9], path: 'cpu-tiled' },
   { B: 1, T: 70, S: 70, Hq: 2, Hkv: 1, D: 16, path: 'cpu-tiled' },
-  { B: 1, T: 77, S: 81, Hq: 7, Hkv: 1, D: 12, path: 'cpu-tiled' },
-  { B: 2, T: 1, S: 33, Hq: 4, Hkv: 2, D: 32, lengths: [33, 20], path: 'cpu-tiled' },
-  { B: 2, T: 40, S: 45, Hq: 4, Hkv: 2, D: 32, lengths: [45, 26], path: 'cpu-tiled' },
-  { B: 2, T: 17, S: 29, Hq: 4, Hkv: 4, D: 12, causal: false, lengths: [29, 11], path: 'cpu-tiled' },
-  { B: 2, T: 13, S: 13, Hq: 6, Hkv: 3, D: 8, lengths: [0, 13], path: 'cpu-tiled' },
-  { B: 1, T: 21, S: 26, Hq: 2, Hkv: 1, D: 12, path: 'cpu-tiled', cpuRows: 1 },
+  { B: 1, T: 77, S: 81, Hq: 7, Hkv: 1, D: 12, path: 'cpu-tiled', cpuRows: 3 },
+  { B: 2, T: 1, S: 33, Hq: 4, Hkv: 2, D: 32, lengths: [33, 20], path: 'cpu-tiled', cpuRows: 2 },
+  { B: 2, T: 40, S: 45, Hq: 4, Hkv: 2, D: 32, lengths: [45, 26], path: 'cpu-tiled', cpuRows: 2 },
+  { B: 2, T: 17, S: 29, Hq: 4, Hkv: 4, D: 12, causal: false, lengths: [29, 11], path: 'cpu-tiled', cpuRows: 3 },
+  { B: 2, T: 13, S: 13, Hq: 6, Hkv: 3, D: 8, lengths: [0, 13], path: 'cpu-tiled', cpuRows: 1 },
+  { B: 1, T: 21, S: 26, Hq: 2, Hkv: 1, D: 8, path: 'cpu-tiled', cpuRows: 1 },
   { B: 2, T: 33, S: 33, Hq: 4, Hkv: 2, D: 8, dtype: 'f16', lengths: [33, 30], path: 'cpu-tiled', cpuRows: 2 },
 ];
 
@@ -159,7 +161,7 @@ describe('attention forward', () => {
 
     it(`${path}: honours a custom scale`, async () => {
       const gpu = await testGpu();
-      const c: Case = { B: 1, T: 6, S: 6, Hq: 2, Hkv: 1, D: 8 };
+      const c: Case = { B: 1, T: 6, S: 6, Hq: 2, Hkv: 1, D: 16 };
       const x = inputs(c, new Rng(5));
       const t = upload(gpu, c, x);
       const { o } = attention(gpu, t.q, t.k, t.v, { scale: 0.9, path });
@@ -217,11 +219,11 @@ const BWD_CASES: Case[] = [
   { B: 2, T: 17, S: 29, Hq: 4, Hkv: 4, D: 20, causal: false, lengths: [29, 11], tickets: false },
   { B: 1, T: 33, S: 37, Hq: 3, Hkv: 1, D: 12, tile: { bq: 8, bk: 4 }, tickets: false },
   { B: 2, T: 17, S: 17, Hq: 6, Hkv: 2, D: 16, lengths: [17, 9], path: 'cpu-tiled' },
-  { B: 1, T: 77, S: 83, Hq: 7, Hkv: 1, D: 12, path: 'cpu-tiled' },
-  { B: 2, T: 17, S: 29, Hq: 4, Hkv: 4, D: 12, causal: false, lengths: [29, 11], path: 'cpu-tiled' },
-  { B: 2, T: 40, S: 45, Hq: 4, Hkv: 2, D: 32, lengths: [45, 26], path: 'cpu-tiled' },
+  { B: 1, T: 77, S: 83, Hq: 7, Hkv: 1, D: 12, path: 'cpu-tiled', cpuRows: 3 },
+  { B: 2, T: 17, S: 29, Hq: 4, Hkv: 4, D: 12, causal: false, lengths: [29, 11], path: 'cpu-tiled', cpuRows: 3 },
+  { B: 2, T: 40, S: 45, Hq: 4, Hkv: 2, D: 32, lengths: [45, 26], path: 'cpu-tiled', cpuRows: 2 },
   { B: 1, T: 40, S: 40, Hq: 2, Hkv: 1, D: 16, lengths: [35], path: 'cpu-tiled' },
-  { B: 1, T: 21, S: 26, Hq: 2, Hkv: 1, D: 12, lengths: [23], path: 'cpu-tiled', cpuRows: 1 },
+  { B: 1, T: 21, S: 26, Hq: 2, Hkv: 1, D: 8, lengths: [23], path: 'cpu-tiled', cpuRows: 1 },
   { B: 2, T: 33, S: 33, Hq: 4, Hkv: 2, D: 8, dtype: 'f16', lengths: [33, 30], path: 'cpu-tiled', cpuRows: 2 },
 ];
 
@@ -447,7 +449,7 @@ describe('attention validation', () => {
     expect(() => attentionBackward(gpu, q6, k6, k6, f6.o, f6.lse, q6, { path: 'cpu-tiled' })).toThrowError(/cpu-tiled attention head dim 6/);
     expect(() => attention(gpu, q, k2, k2, { path: 'cpu-tiled', cpuRows: 9 })).toThrowError(/cpuRows must be an integer from 1 to 8, got 9/);
     dispose(q6, k6, f6.o, f6.lse);
-    const { o, lse } = attention(gpu, q, k2, k2);
+    const { o, lse } = attention(gpu, q, k2, k2, { path: 'scalar' });
     expect(() => attentionBackward(gpu, q, k2, k2, o, lse, k2)).toThrowError(/dO/);
     const big = gpu.tensor([1, 10, 28, 8], 'f32');
     const lens1 = gpu.tensor([1], 'i32', [4]);
