@@ -18,10 +18,11 @@
 import { enableF16 } from './wgsl.js';
 import { SUBGROUP_UNIFORMITY_OFF, ticketWgsl } from './tickets.js';
 
-/** Lanes of a workgroup: llvmpipe's subgroup on AVX2 (matmul.ts checks the adapter's subgroup size). */
+/** Lanes of a workgroup: llvmpipe's subgroup at its default 256-bit vectors (attention.ts checks the adapter's). */
 export const CPU_ATTENTION_LANES = 8;
 
 const NEG = '-1.0e30';
+/** A workgroup is one subgroup, so the drawn tile reaches the lanes by a broadcast, with no barrier. */
 const TICKETS = ticketWgsl('subgroup');
 
 export type CpuAttentionKernel = 'fwd' | 'dq' | 'dkv';
@@ -40,6 +41,7 @@ export function cpuAttentionRows(kernel: CpuAttentionKernel, D: number): number 
 /** Why the cpu-tiled attention cannot take this head dim, or undefined. */
 export function cpuAttentionUnfit(D: number): string | undefined {
   if (D % 4) return `head dim ${D} is not a multiple of 4`;
+  // Compile time grows with D (88 s for forward and backward at D 128); no Qwen model has a head dim over 256.
   if (D > 256) return `head dim ${D} is over 256`;
   return undefined;
 }
@@ -107,17 +109,17 @@ fn main(@builtin(local_invocation_index) li: u32) {
 }
 
 /** `let <name>_<r>_<c> = vec4<f32>(...)` for rows r of a [.., H, D] tensor; `rowBase(r)` is the row's vec4 offset. */
-function loadRows(name: string, src: string, R: number, D: number, rowBase: (r: number) => string, scale = ''): string {
+function loadRows(name: string, src: string, R: number, D: number, rowBase: (r: number) => string): string {
   return range(R)
     .map((r) =>
       range(D / 4)
-        .map((c) => `  let ${name}_${r}_${c} = vec4<f32>(${src}[${rowBase(r)} + ${c}u])${scale};`)
+        .map((c) => `  let ${name}_${r}_${c} = vec4<f32>(${src}[${rowBase(r)} + ${c}u]);`)
         .join('\n'),
     )
     .join('\n');
 }
 
-/** Value of row r's dot product with another row's vec4s named `other_<c>`. */
+/** Row r of `a` (its vec4s a_<r>_<c>) dotted with another row, whose vec4 c is the WGSL expression b(c). */
 const dotRow = (a: string, r: number, b: (c: number) => string, D: number) => sum(range(D / 4).map((c) => `dot(${a}_${r}_${c}, ${b(c)})`));
 
 /** Whether query row `i` (u32) may see key `j` (u32): inside the sequence, and causal where asked. */
