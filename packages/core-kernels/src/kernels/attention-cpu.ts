@@ -17,9 +17,8 @@
  */
 import { enableF16 } from './wgsl.js';
 import { SUBGROUP_UNIFORMITY_OFF, ticketWgsl } from './tickets.js';
+import { CPU_LANES } from './cpu-lanes.js';
 
-/** Lanes of a workgroup: llvmpipe's subgroup at its default 256-bit vectors (attention.ts checks the adapter's). */
-export const CPU_ATTENTION_LANES = 8;
 
 const NEG = '-1.0e30';
 /** A workgroup is one subgroup, so the drawn tile reaches the lanes by a broadcast, with no barrier. */
@@ -67,7 +66,7 @@ function maxOf(terms: string[]): string {
 /** The index ranges the generators unroll over: rows of a lane, the 8 lanes' rows, vec4 columns of a row. */
 function unrolled(s: CpuAttentionSpec) {
   const C = s.D / 4;
-  return { R: s.R, D: s.D, C, rows: range(s.R), lanes: range(CPU_ATTENTION_LANES), cols: range(C) };
+  return { R: s.R, D: s.D, C, rows: range(s.R), lanes: range(CPU_LANES), cols: range(C) };
 }
 
 type Binding = [string, 'read' | 'read_write', 'rows' | 'f32' | 'i32'];
@@ -99,7 +98,7 @@ const DQ = ${s.D / 4}u;`;
 
 /** The ticket loop's head: `wid` = (block, head, batch), blocks walked from the last when `lastFirst`. */
 function mainHead(lastFirst: boolean): string {
-  return `@compute @workgroup_size(${CPU_ATTENTION_LANES})
+  return `@compute @workgroup_size(${CPU_LANES})
 fn main(@builtin(local_invocation_index) li: u32) {
   ${TICKETS.open('p.tiles', 'p.workgroups')}
   let bx = tile % p.gx;

@@ -32,8 +32,8 @@ import { LINEAR_WORKGROUP, enableF16 } from './wgsl.js';
 import { f16MatrixConfig, type SubgroupMatrixConfig } from '../runtime/features.js';
 import { ticketCounter, ticketWgsl, ticketWorkgroups } from './tickets.js';
 import { sgmAttentionBytes, sgmAttentionKey, sgmAttentionUnfit, sgmAttentionWgsl, type SgmAttentionTile } from './attention-sgm.js';
+import { CPU_LANES, cpuLanesUnfit } from './cpu-lanes.js';
 import {
-  CPU_ATTENTION_LANES,
   cpuAttentionKey,
   cpuAttentionRows,
   cpuAttentionUnfit,
@@ -580,7 +580,7 @@ export function attention<D extends FloatDType>(
   const bindings = [q, k, v, o, lse, lensOrStandIn(opts, q)];
   if (cpu) {
     const pipeline = gpu.pipeline(cpuAttentionKey('fwd', cpu), () => cpuForwardWgsl(MHA_PARAMS, cpu));
-    mhaDispatch(gpu, op, shapes, true, pipeline, { d, opts }, [ceilDiv(d.T, CPU_ATTENTION_LANES * cpu.R), d.Hq, d.B], bindings);
+    mhaDispatch(gpu, op, shapes, true, pipeline, { d, opts }, [ceilDiv(d.T, CPU_LANES * cpu.R), d.Hq, d.B], bindings);
   } else if (sgm) {
     const grid = [ceilDiv(d.T, sgm.rows), d.Hq, d.B] as const;
     gpu.dispatch({ op, shapes, pipeline: sgm.pipeline, params: mhaParams(d, opts, grid), bindings, workgroups: [...grid] });
@@ -599,10 +599,10 @@ export function attention<D extends FloatDType>(
 function cpuSpec(gpu: Gpu, d: Dims, opts: AttentionOptions, kernel: CpuAttentionKernel, op: string, shapes: string): CpuAttentionSpec | undefined {
   const path = opts.path ?? 'auto';
   if (path === 'scalar' || path === 'subgroup-matrix') return undefined;
-  const why = cpuTiledUnfit(gpu, d.D);
   if (path === 'cpu-tiled') {
+    const why = cpuTiledUnfit(gpu, d.D);
     if (why) throw new ShapeError(`cpu-tiled attention ${why}`, { op, shapes });
-  } else if (why || !gpu.softwareAdapter || opts.tile || opts.tickets === false) {
+  } else if (attentionPath(gpu, d.D) !== 'cpu-tiled' || opts.tile || opts.tickets === false) {
     return undefined;
   }
   const R = opts.cpuRows ?? cpuAttentionRows(kernel, d.D);
@@ -611,11 +611,7 @@ function cpuSpec(gpu: Gpu, d: Dims, opts: AttentionOptions, kernel: CpuAttention
 }
 
 function cpuTiledUnfit(gpu: Gpu, D: number): string | undefined {
-  const info = gpu.device.adapterInfo as { subgroupMinSize?: number; subgroupMaxSize?: number } | undefined;
-  if (!gpu.features.subgroups || info?.subgroupMinSize !== CPU_ATTENTION_LANES || info?.subgroupMaxSize !== CPU_ATTENTION_LANES) {
-    return `needs subgroups of exactly ${CPU_ATTENTION_LANES} lanes`;
-  }
-  return cpuAttentionUnfit(D);
+  return cpuLanesUnfit(gpu) ?? cpuAttentionUnfit(D);
 }
 
 /** The kernels `attention` and `attentionBackward` run by default ('auto') for a head dim on this device. */
@@ -965,7 +961,7 @@ export function attentionBackward<D extends FloatDType>(
   const dqBindings = [q, k, v, dO, lse, dvec, dq, lens];
   if (cq) {
     const pipeline = gpu.pipeline(cpuAttentionKey('dq', cq), () => cpuDqWgsl(MHA_PARAMS, cq));
-    const grid = [ceilDiv(d.T, CPU_ATTENTION_LANES * cq.R), d.Hq, d.B] as const;
+    const grid = [ceilDiv(d.T, CPU_LANES * cq.R), d.Hq, d.B] as const;
     mhaDispatch(gpu, `${op}.dq`, shapes, true, pipeline, { d, opts }, grid, dqBindings);
   } else if (tq) {
     const sq: MhaSpec = { dtype: d.dtype, D: d.D, bq: tq.bq, bk: tq.bk, tickets };
@@ -975,7 +971,7 @@ export function attentionBackward<D extends FloatDType>(
   const dkvBindings = [q, k, v, dO, lse, dvec, dk, dv, lens];
   if (ckv) {
     const pipeline = gpu.pipeline(cpuAttentionKey('dkv', ckv), () => cpuDkvWgsl(MHA_PARAMS, ckv));
-    const grid = [ceilDiv(d.S, CPU_ATTENTION_LANES * ckv.R), d.Hkv, d.B] as const;
+    const grid = [ceilDiv(d.S, CPU_LANES * ckv.R), d.Hkv, d.B] as const;
     mhaDispatch(gpu, `${op}.dkv`, shapes, true, pipeline, { d, opts }, grid, dkvBindings);
   } else if (tkv) {
     const skv: MhaSpec = { dtype: d.dtype, D: d.D, bq: tkv.bq, bk: tkv.bk, tickets };

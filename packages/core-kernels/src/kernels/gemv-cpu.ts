@@ -3,6 +3,7 @@ import { Params } from '../runtime/params.js';
 import type { DType } from '../runtime/dtype.js';
 import { isSoftwareAdapter } from '../runtime/features.js';
 import { enableF16, wgslType } from './wgsl.js';
+import { CPU_LANES, cpuLanesUnfit, type SubgroupTarget } from './cpu-lanes.js';
 
 /*
  * GEMV for CPU adapters (lavapipe/llvmpipe): C[m, n] = alpha·Σ_k A[m, k]·B[n, k] (+ beta·C + bias[n]) for up to
@@ -13,7 +14,7 @@ import { enableF16, wgslType } from './wgsl.js';
  * is what keeps the count of loaded lane-elements near the size of B.
  */
 
-const LANES = 8;
+const LANES = CPU_LANES;
 /** Largest M: one accumulator per row. */
 export const CPU_GEMV_MAX_M = 8;
 /** Workgroups to aim for: both CPU threads busy, each workgroup long enough to amortize its start. */
@@ -45,16 +46,14 @@ type Layout = Partial<Pick<CpuGemvProblem, 'transA' | 'transB' | 'lda' | 'ldb' |
 
 /** Why the CPU GEMV cannot run a problem, or undefined when it can. */
 export function cpuGemvUnfit(
-  gpu: { features: { subgroups: boolean }; adapter?: Parameters<typeof isSoftwareAdapter>[0]; device?: { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } } },
+  gpu: SubgroupTarget & { adapter?: Parameters<typeof isSoftwareAdapter>[0] },
   m: number,
   k: number,
   l: Layout,
 ): string | undefined {
   if (!isSoftwareAdapter(gpu.adapter)) return 'needs a CPU (software) adapter';
-  const info = gpu.device?.adapterInfo;
-  if (!gpu.features.subgroups || info?.subgroupMinSize !== LANES || info?.subgroupMaxSize !== LANES) {
-    return `needs subgroups of exactly ${LANES} lanes`;
-  }
+  const lanes = cpuLanesUnfit(gpu);
+  if (lanes) return lanes;
   if (m > CPU_GEMV_MAX_M) return `takes M <= ${CPU_GEMV_MAX_M}`;
   if (l.transA || !l.transB) return 'takes A [M, K] and B [N, K] only';
   // A and B rows are read as vec4 along K.

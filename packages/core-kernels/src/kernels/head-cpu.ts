@@ -4,6 +4,7 @@ import { DTYPE_BYTES } from '../runtime/dtype.js';
 import { isSoftwareAdapter } from '../runtime/features.js';
 import { enableF16, wgslType } from './wgsl.js';
 import { SUBGROUP_UNIFORMITY_OFF, ticketWgsl } from './tickets.js';
+import { CPU_LANES, cpuLanesUnfit } from './cpu-lanes.js';
 
 /*
  * LM-head kernels for CPU adapters (lavapipe/llvmpipe), used by head.ts. There a workgroup of 8 invocations is
@@ -16,7 +17,7 @@ import { SUBGROUP_UNIFORMITY_OFF, ticketWgsl } from './tickets.js';
  * workgroup per shader thread, taking (run of rows, token block) tiles from a counter (tickets.ts).
  */
 
-const LANES = 8;
+const LANES = CPU_LANES;
 /** The tile counter's loop; 'subgroup' ran faster here than 'workgroup' (tickets.ts). */
 const TICKETS = ticketWgsl('subgroup');
 /** Start of a running max: finite, so exp(m - M) of an empty partial is 0, not NaN from -inf - -inf. */
@@ -40,10 +41,8 @@ const MAX_TOKEN_BLOCK = 8;
 /** Why the CPU head kernels cannot run these operands, or undefined when they can. */
 export function cpuHeadUnfit(gpu: Gpu, hidden: Tensor, weight: Tensor): string | undefined {
   if (!isSoftwareAdapter(gpu.adapter)) return 'needs a CPU (software) adapter';
-  const info = gpu.device.adapterInfo as { subgroupMinSize?: number; subgroupMaxSize?: number } | undefined;
-  if (!gpu.features.subgroups || info?.subgroupMinSize !== LANES || info?.subgroupMaxSize !== LANES) {
-    return `needs subgroups of exactly ${LANES} lanes`;
-  }
+  const lanes = cpuLanesUnfit(gpu);
+  if (lanes) return lanes;
   const H = hidden.shape[1];
   if (H % 4) return `needs H a multiple of 4, got ${H}`;
   // Rows are read as vec4: every row must start on a vec4 inside its (storage-aligned) window.

@@ -4,6 +4,7 @@ import type { DType } from '../runtime/dtype.js';
 import { enableF16, wgslType } from './wgsl.js';
 import type { CpuGemvProblem } from './gemv-cpu.js';
 import { ticketCounter, ticketWgsl, ticketWorkgroups } from './tickets.js';
+import { CPU_LANES } from './cpu-lanes.js';
 
 /*
  * Matmul for CPU adapters (lavapipe/llvmpipe), with B read from uniform buffers.
@@ -33,7 +34,7 @@ import { ticketCounter, ticketWgsl, ticketWorkgroups } from './tickets.js';
  * storage-buffer kernel (docs/BENCHMARKS.md, lavapipe section).
  */
 
-const LANES = 8;
+const LANES = CPU_LANES;
 /** The tile counter's loop; 'workgroup' ran faster here than 'subgroup' (tickets.ts). */
 const TICKETS = ticketWgsl('workgroup');
 /**

@@ -5,6 +5,7 @@ import type { Tensor } from '../runtime/tensor.js';
 import { DTYPE_BYTES, type DType } from '../runtime/dtype.js';
 import { f16MatrixConfig, isSoftwareAdapter, type GpuFeatures, type KernelVariants, type SubgroupMatrixConfig } from '../runtime/features.js';
 import { enableF16, wgslType } from './wgsl.js';
+import { CPU_LANES, cpuLanesUnfit } from './cpu-lanes.js';
 import { cpuGemvUnfit, launchCpuGemv } from './gemv-cpu.js';
 import { cpuATexture, cpuMatmulUnfit, launchCpuMatmul, type CpuMatmulTypes } from './matmul-cpu.js';
 import {
@@ -125,7 +126,6 @@ export const SGM_TILES: readonly SgmTile[] = [
 /** Fewest workgroups for the 128-thread tile (about two per SM on an H200's 132). */
 const SGM_MIN_WORKGROUPS = 256;
 // CPU path: one 8-lane subgroup per workgroup, each lane CPU_R rows x CPU_V vec4 columns.
-const CPU_LANES = 8;
 const CPU_R = 16;
 const CPU_V = 2;
 const CPU_BN = CPU_LANES * CPU_V * 4;
@@ -157,10 +157,8 @@ function windowedUnfit(gpu: MatmulTarget, types: CpuMatmulTypes, p: Parameters<t
  * (matmul-cpu.ts) where that fits, else the older storage-buffer kernel (cpuTiledWgsl).
  */
 function cpuTiledUnfit(gpu: MatmulTarget, types: CpuMatmulTypes, p: CpuTiledLayout): string | undefined {
-  const info = gpu.device?.adapterInfo;
-  if (!gpu.features.subgroups || info?.subgroupMinSize !== CPU_LANES || info?.subgroupMaxSize !== CPU_LANES) {
-    return `needs subgroups of exactly ${CPU_LANES} lanes`;
-  }
+  const lanes = cpuLanesUnfit(gpu);
+  if (lanes) return lanes;
   const windowed = windowedUnfit(gpu, types, p);
   if (!windowed) return undefined;
   const storage = cpuStorageUnfit(types, p);
