@@ -1,6 +1,8 @@
 // GPU time of the fused LM head (forward, and backward with dLogprob) at a few (T, H, V) shapes, for one or more
 // builds of @mlagent/core-kernels (copies of packages/core-kernels/dist inside this repo, e.g. .bench-builds/NAME).
-// Run: node --import tsx tools/bench/head-shapes.ts [--builds DIR[,DIR]] [--rounds 5]   (builds paired round by round)
+// Run: node --import tsx tools/bench/head-shapes.ts [--builds DIR[,DIR]] [--rounds 5] [--shapes TxHxV[,TxHxV...]]
+// (builds paired round by round). Also prints each build's first call per shape (shader compiles; run with
+// MESA_SHADER_CACHE_DISABLE=true to see them whole). The main job's SFT step is --shapes 2700x128x4282.
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
@@ -27,17 +29,28 @@ interface CoreKernels {
   headBackward(gpu: Gpu, h: Tensor, w: Tensor, y: Tensor, saved: HeadOut, grads: { dLogprob: Tensor }): Tensor;
 }
 
-const { values } = parseArgs({ options: { builds: { type: 'string', default: 'packages/core-kernels/dist' }, rounds: { type: 'string', default: '5' } } });
+const { values } = parseArgs({
+  options: { builds: { type: 'string', default: 'packages/core-kernels/dist' }, rounds: { type: 'string', default: '5' }, shapes: { type: 'string' } },
+});
 const rounds = Number(values.rounds);
 if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`--rounds must be a positive integer, got ${values.rounds}`);
 // The main job's model (mini: H=128, 4282-token vocabulary) over 512 tokens, the tiny model over Qwen's full
 // vocabulary, a wider model, and the tiny model over the cut vocabulary.
-const SHAPES = [
+const DEFAULT_SHAPES = [
   [512, 128, 4282],
   [16, 64, 151936],
   [16, 512, 32768],
   [128, 64, 4282],
 ];
+const SHAPES = values.shapes
+  ? values.shapes.split(',').map((shape) => {
+      const dims = shape.split('x').map(Number);
+      if (dims.length !== 3 || dims.some((d) => !Number.isInteger(d) || d <= 0) || dims[1] % 4) {
+        throw new Error(`--shapes must be TxHxV[,TxHxV...] with H a multiple of 4, got ${values.shapes}`);
+      }
+      return dims;
+    })
+  : DEFAULT_SHAPES;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const gpuMs = async (gpu: Gpu) => (await gpu.takeTimings()).reduce((s, t) => s + t.ms, 0);
 
@@ -67,10 +80,13 @@ for (const [T, H, V] of SHAPES) {
       const dh = k.headBackward(gpu, h, w, y, f, { dLogprob });
       const bwd = await gpuMs(gpu);
       gpu.profiling = false;
+      await gpu.sync(); // surfaces a failed dispatch rather than timing nothing
       [dh, f.logprob, f.entropy, f.lse, f.loss, f.count].forEach((t) => t.dispose());
       return [fwd, bwd];
     };
+    const t0 = performance.now();
     await once(); // compiles
+    console.log(`${dir}: T=${T} H=${H} V=${V}: first call ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     arms.push({ dir, once, runs: [], dispose: () => [h, w, y, dLogprob].forEach((t) => t.dispose()) });
   }
   for (let r = 0; r < rounds; r++) for (const arm of r % 2 ? [...arms].reverse() : arms) arm.runs.push(await arm.once());

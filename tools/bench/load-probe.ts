@@ -6,6 +6,7 @@
 // Each kind: 256 workgroups of 8 lanes, each lane summing 4096 vec4 loads at per-lane addresses; median of 9.
 import { parseArgs } from 'node:util';
 import { Gpu } from '@mlagent/core-kernels';
+import { medianDispatchMs } from './probe-dispatch.js';
 
 type Kind = 'storage' | 'uniform' | 'workgroup' | 'texture' | 'scalar';
 const KINDS: Kind[] = ['storage', 'uniform', 'workgroup', 'texture', 'scalar'];
@@ -56,32 +57,8 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
   for (var k = 0u; k < ${STEPS}u; k++) { acc += ${s.load}; }
   sink[wid.x * 8u + li] = acc;
 }`;
-  const pipeline = dev.createComputePipeline({ layout: 'auto', compute: { module: dev.createShaderModule({ code }), entryPoint: 'main' } });
   const resource = kind === 'texture' ? texture.createView() : { buffer: source, ...(kind === 'uniform' ? { size: 65536 } : {}) };
-  const bindGroup = dev.createBindGroup({
-    layout: pipeline.getBindGroupLayout(0),
-    entries: [
-      { binding: 0, resource },
-      { binding: 1, resource: { buffer: sink } },
-    ],
-  });
-  const once = async () => {
-    const t0 = performance.now();
-    const encoder = dev.createCommandEncoder();
-    const pass = encoder.beginComputePass();
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bindGroup);
-    pass.dispatchWorkgroups(WORKGROUPS);
-    pass.end();
-    dev.queue.submit([encoder.finish()]);
-    await dev.queue.onSubmittedWorkDone();
-    return performance.now() - t0;
-  };
-  await once(); // compiles
-  const ms: number[] = [];
-  for (let i = 0; i < 9; i++) ms.push(await once());
-  ms.sort((a, b) => a - b);
-  return ms[4];
+  return medianDispatchMs(dev, code, [resource, { buffer: sink }], WORKGROUPS, 9);
 }
 
 console.log(`adapter: ${gpu.adapter.description}; LP_NUM_THREADS=${process.env.LP_NUM_THREADS ?? '(unset)'}`);
