@@ -1,6 +1,7 @@
 // GPU time of the fused LM head (forward, and backward with dLogprob) at a few (T, H, V) shapes, for one or more
 // builds of @mlagent/core-kernels (copies of packages/core-kernels/dist inside this repo, e.g. .bench-builds/NAME).
 // Run: node --import tsx tools/bench/head-shapes.ts [--builds DIR[,DIR]] [--rounds 5] [--shapes TxHxV[,TxHxV...]]
+//      [--kernels auto|cpu|tiled[,...]]   (each build x kernel is an arm; HeadOptions.kernel, default auto)
 // (builds paired round by round). Also prints each build's first call per shape (shader compiles; run with
 // MESA_SHADER_CACHE_DISABLE=true to see them whole). The main job's SFT step is --shapes 2700x128x4282.
 import path from 'node:path';
@@ -25,12 +26,17 @@ interface HeadOut {
 }
 interface CoreKernels {
   Gpu: { create(): Promise<Gpu> };
-  headForward(gpu: Gpu, h: Tensor, w: Tensor, y: Tensor): HeadOut;
-  headBackward(gpu: Gpu, h: Tensor, w: Tensor, y: Tensor, saved: HeadOut, grads: { dLogprob: Tensor }): Tensor;
+  headForward(gpu: Gpu, h: Tensor, w: Tensor, y: Tensor, opts: { kernel: string }): HeadOut;
+  headBackward(gpu: Gpu, h: Tensor, w: Tensor, y: Tensor, saved: HeadOut, grads: { dLogprob: Tensor }, opts: { kernel: string }): Tensor;
 }
 
 const { values } = parseArgs({
-  options: { builds: { type: 'string', default: 'packages/core-kernels/dist' }, rounds: { type: 'string', default: '5' }, shapes: { type: 'string' } },
+  options: {
+    builds: { type: 'string', default: 'packages/core-kernels/dist' },
+    rounds: { type: 'string', default: '5' },
+    shapes: { type: 'string' },
+    kernels: { type: 'string', default: 'auto' },
+  },
 });
 const rounds = Number(values.rounds);
 if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`--rounds must be a positive integer, got ${values.rounds}`);
@@ -51,6 +57,9 @@ const SHAPES = values.shapes
       return dims;
     })
   : DEFAULT_SHAPES;
+type Kernel = 'auto' | 'cpu' | 'tiled';
+const KERNELS = values.kernels.split(',') as Kernel[];
+for (const k of KERNELS) if (!['auto', 'cpu', 'tiled'].includes(k)) throw new Error(`--kernels takes auto, cpu or tiled, got ${k}`);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const gpuMs = async (gpu: Gpu) => (await gpu.takeTimings()).reduce((s, t) => s + t.ms, 0);
 
@@ -65,29 +74,33 @@ for (const dir of values.builds.split(',')) {
   const k = (await import(pathToFileURL(path.resolve(dir, 'index.js')).href)) as CoreKernels;
   kernels.set(dir, { k, gpu: await k.Gpu.create() });
 }
-// Builds alternate round by round (reversing order every other round), so the VM's drift falls on all of them.
+// Arms (builds x kernels) alternate round by round (reversing order every other round), so the VM's drift falls
+// on all of them.
 for (const [T, H, V] of SHAPES) {
   const arms: Arm[] = [];
   for (const [dir, { k, gpu }] of kernels) {
-    const h = gpu.tensor([T, H], 'f32', Float32Array.from({ length: T * H }, (_, i) => Math.sin(i) * 0.5));
-    const w = gpu.tensor([V, H], 'f32', Float32Array.from({ length: V * H }, (_, i) => Math.cos(i) * 0.1));
-    const y = gpu.tensor([T], 'i32', Array.from({ length: T }, (_, i) => (i * 37) % V));
-    const dLogprob = gpu.tensor([T], 'f32', new Float32Array(T).fill(1));
-    const once = async () => {
-      gpu.profiling = true;
-      const f = k.headForward(gpu, h, w, y);
-      const fwd = await gpuMs(gpu);
-      const dh = k.headBackward(gpu, h, w, y, f, { dLogprob });
-      const bwd = await gpuMs(gpu);
-      gpu.profiling = false;
-      await gpu.sync(); // surfaces a failed dispatch rather than timing nothing
-      [dh, f.logprob, f.entropy, f.lse, f.loss, f.count].forEach((t) => t.dispose());
-      return [fwd, bwd];
-    };
-    const t0 = performance.now();
-    await once(); // compiles
-    console.log(`${dir}: T=${T} H=${H} V=${V}: first call ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-    arms.push({ dir, once, runs: [], dispose: () => [h, w, y, dLogprob].forEach((t) => t.dispose()) });
+    for (const kernel of KERNELS) {
+      const name = KERNELS.length > 1 ? `${dir} (${kernel})` : dir;
+      const h = gpu.tensor([T, H], 'f32', Float32Array.from({ length: T * H }, (_, i) => Math.sin(i) * 0.5));
+      const w = gpu.tensor([V, H], 'f32', Float32Array.from({ length: V * H }, (_, i) => Math.cos(i) * 0.1));
+      const y = gpu.tensor([T], 'i32', Array.from({ length: T }, (_, i) => (i * 37) % V));
+      const dLogprob = gpu.tensor([T], 'f32', new Float32Array(T).fill(1));
+      const once = async () => {
+        gpu.profiling = true;
+        const f = k.headForward(gpu, h, w, y, { kernel });
+        const fwd = await gpuMs(gpu);
+        const dh = k.headBackward(gpu, h, w, y, f, { dLogprob }, { kernel });
+        const bwd = await gpuMs(gpu);
+        gpu.profiling = false;
+        await gpu.sync(); // surfaces a failed dispatch rather than timing nothing
+        [dh, f.logprob, f.entropy, f.lse, f.loss, f.count].forEach((t) => t.dispose());
+        return [fwd, bwd];
+      };
+      const t0 = performance.now();
+      await once(); // compiles
+      console.log(`${name}: T=${T} H=${H} V=${V}: first call ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      arms.push({ dir: name, once, runs: [], dispose: () => [h, w, y, dLogprob].forEach((t) => t.dispose()) });
+    }
   }
   for (let r = 0; r < rounds; r++) for (const arm of r % 2 ? [...arms].reverse() : arms) arm.runs.push(await arm.once());
   for (const arm of arms) {

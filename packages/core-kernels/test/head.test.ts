@@ -220,6 +220,26 @@ describe('head CPU-adapter kernels (head-cpu.ts)', () => {
     }
   });
 
+  it('auto takes the tiled path on the cpu-tiled matmul where the token block would be thin, and is right there', async () => {
+    const gpu = await testGpu();
+    if (!cpuHeadUnfit(gpu, gpu.tensor([2, 8], 'f32'), gpu.tensor([5, 8], 'f32'))) {
+      // H 132: a token block of 4 (head-cpu.ts), so the fused kernels only below 96 tokens.
+      const ops = async (c: Case) => {
+        gpu.profiling = true;
+        await checkCase(gpu, c, 460 + c.T);
+        const names = new Set((await gpu.takeTimings()).map((t) => t.op));
+        gpu.profiling = false;
+        return names;
+      };
+      const wide = await ops({ T: 100, H: 132, V: 301 });
+      expect(wide.has('matmul-cpu-tiled')).toBe(true);
+      expect(wide.has('headForward:cpu-stats') || wide.has('headBackward:cpu-dh')).toBe(false);
+      const few = await ops({ T: 20, H: 132, V: 301 });
+      expect(few.has('headForward:cpu-stats') && few.has('headBackward:cpu-dh')).toBe(true);
+      expect(few.has('matmul-cpu-tiled')).toBe(false);
+    }
+  });
+
   it('is what auto picks on this adapter exactly where it can run', async () => {
     const gpu = await testGpu();
     const unfit = cpuHeadUnfit(gpu, gpu.tensor([2, 8], 'f32'), gpu.tensor([5, 8], 'f32'));

@@ -64,6 +64,18 @@ export interface CpuHeadPlan {
   blocks: number;
 }
 
+/**
+ * Tokens per tile: as many as the register budget takes, at most MAX_TOKEN_BLOCK. By H alone, not by the token
+ * count: every block size is another shader to compile (seconds on llvmpipe).
+ */
+export function cpuTokenBlock(H: number, pass: 'fwd' | 'bwd' = 'fwd'): number {
+  const nck = Math.ceil(H / 4 / LANES);
+  const budget = pass === 'fwd' ? FWD_BUDGET : BWD_BUDGET / 2;
+  let tb = MAX_TOKEN_BLOCK;
+  while (tb > 1 && tb * nck > budget) tb /= 2;
+  return tb;
+}
+
 /** Bytes of partials per token and workgroup: forward's per-lane stats, backward's dh row. */
 export function cpuPartialBytes(H: number, pass: 'fwd' | 'bwd'): number {
   return pass === 'fwd' ? LANES * 16 : H * 4;
@@ -72,10 +84,7 @@ export function cpuPartialBytes(H: number, pass: 'fwd' | 'bwd'): number {
 /** Token block and vocabulary split for tc tokens over vc rows of H; partials stay within maxBinding. */
 export function cpuHeadPlan(tc: number, vc: number, H: number, pass: 'fwd' | 'bwd', maxBinding: number): CpuHeadPlan {
   const nck = Math.ceil(H / 4 / LANES);
-  const budget = pass === 'fwd' ? FWD_BUDGET : BWD_BUDGET / 2;
-  // By H alone, not by tc: every block size is another shader to compile (seconds on llvmpipe).
-  let tb = MAX_TOKEN_BLOCK;
-  while (tb > 1 && tb * nck > budget) tb /= 2;
+  const tb = cpuTokenBlock(H, pass);
   const blocks = Math.ceil(tc / tb);
   const groups = Math.ceil(vc / LANES);
   const wanted = Math.max(1, Math.ceil(TARGET_WORKGROUPS / blocks));

@@ -4,9 +4,10 @@ import { GpuLimitError, ShapeError } from '../runtime/errors.js';
 import type { Tensor } from '../runtime/tensor.js';
 import { DTYPE_BYTES } from '../runtime/dtype.js';
 import { rowBinding } from '../runtime/windows.js';
+import { isCpuAdapter, matmul as packageMatmul } from './matmul.js';
 import { LINEAR_WORKGROUP, enableF16, wgslType } from './wgsl.js';
 import { ticketCounter, ticketWorkgroups } from './tickets.js';
-import { CPU_MERGE_WGSL, FOLD_STATE, cpuDhWgsl, cpuHeadPlan, cpuPartialBytes, cpuHeadUnfit, cpuStatsWgsl } from './head-cpu.js';
+import { CPU_MERGE_WGSL, FOLD_STATE, cpuDhWgsl, cpuHeadPlan, cpuPartialBytes, cpuHeadUnfit, cpuStatsWgsl, cpuTokenBlock } from './head-cpu.js';
 
 /*
  * Fused LM head: z = h·Wᵀ/τ over a large vocabulary, then per token log p(target), entropy and logsumexp,
@@ -43,11 +44,15 @@ export interface HeadOptions {
   chunkTokens?: number;
   /** Vocabulary rows per chunk. Default: what fills a 16 MiB f32 tile, lowered to fit bindings. */
   chunkVocab?: number;
-  /** Force the matmuls' register tile (rows x cols per thread), for tests and tuning. Default: by shape. */
+  /**
+   * Force the tiled path's own matmul kernel and its register tile (rows x cols per thread), for tests and tuning.
+   * Default: by shape, and on a CPU adapter the cpu-tiled matmul instead.
+   */
   tiles?: HeadTiles;
   /**
-   * 'cpu': the fused kernels for CPU adapters (head-cpu.ts; logits stay in registers, no tile); 'tiled': the
-   * GPU path (logits tile, then reductions). Default 'auto': 'cpu' where it can run, else 'tiled'.
+   * 'cpu': the fused kernels for CPU adapters (head-cpu.ts; logits stay in registers, no tile); 'tiled': a logits
+   * tile, then reductions (on a CPU adapter its matmuls are the cpu-tiled matmul's). Default 'auto': 'cpu' where it
+   * can run and its token block is full enough (see useCpu), else 'tiled'.
    */
   kernel?: 'auto' | 'tiled' | 'cpu';
 }
@@ -114,7 +119,7 @@ export function headForward(
   const lse = gpu.tensor([T], 'f32', undefined, op);
   const loss = gpu.tensor([1], 'f32', undefined, op);
   const count = gpu.tensor([1], 'f32', undefined, op);
-  const tile = cpu ? undefined : gpu.tensor([TC * VC], 'f32', undefined, `${op} tile`);
+  const tile = cpu ? undefined : gpu.tensor([TC, VC], 'f32', undefined, `${op} tile`);
   const state = gpu.tensor([TC, 4], 'f32', undefined, `${op} state`);
   const acc = gpu.zeros([2], 'f32', `${op} acc`);
   const shapes = `h${hidden} w${weight} y${targets} ${cpu ? 'cpu' : 'tile'} ${TC}x${VC}`;
@@ -191,7 +196,7 @@ export function headBackward(
   const { tc: TC, vc: VC } = plan(gpu, op, hidden, weight, opts, cpu);
 
   const dh = opts.out ?? gpu.tensor([T, H], 'f32', undefined, op);
-  const tile = cpu ? undefined : gpu.tensor([TC * VC], 'f32', undefined, `${op} tile`);
+  const tile = cpu ? undefined : gpu.tensor([TC, VC], 'f32', undefined, `${op} tile`);
   const coef = gpu.tensor([TC, 4], 'f32', undefined, `${op} coef`);
   const fullShapes = `${shapes} ${cpu ? 'cpu' : 'tile'} ${TC}x${VC}`;
   const coefPipe = gpu.pipeline('head:coef', () => COEF_WGSL);
@@ -240,6 +245,12 @@ export function headBackward(
         workgroups: gpu.grid(Math.ceil((tc * vc) / WG)),
       });
       // dh[tc, H] (+)= dz[tc, vc] · W[v0:v0+vc, H] / τ
+      const wv = cpuTileMatmuls(gpu, opts.tiles) && alignedRows(gpu, weight, v0, vc);
+      const dhv = wv && alignedRows(gpu, dh, t0, tc);
+      if (wv && dhv) {
+        packageMatmul(gpu, tile, wv, { m: tc, n: H, k: vc, lda: vc, out: dhv, alpha: 1 / tau, beta: accumulate ? 1 : 0 });
+        continue;
+      }
       const w = rowBinding(weight, v0, vc, H);
       matmul(gpu, `${op}:dh`, fullShapes, 'nn', { t: tile, binding: tile.binding(0, tc * vc * 4), skip: 0 }, { t: weight, ...w }, dhw, {
         m: tc,
@@ -328,13 +339,40 @@ function defaultVocabChunk(tc: number, V: number, cpu: boolean): number {
 /** A window of rows and `skip`, the element index of its first row inside the (aligned) binding. */
 type Span = ReturnType<typeof rowBinding>;
 
-/** Whether to run the CPU-adapter kernels: as asked, else where they can run. */
+/**
+ * Whether to run the fused CPU-adapter kernels: as asked; with 'auto', where they can run and their token block
+ * is full (8 tokens, H <= 128), or half full (H <= 256) for calls of under 96 tokens. Past that each W load
+ * serves too few tokens. On lavapipe, forward + backward, V 151936: the tiled path (its matmuls on the cpu-tiled
+ * kernel) took 0.11x the fused kernels' time at T 256, H 896, and 0.77x at T 128, H 256; the fused kernels took
+ * 0.30x of the tiled path's at T 16, H 256, 0.76x at T 48, H 256, and 0.90x at T 2700, H 128, V 4282
+ * (docs/BENCHMARKS.md, session 12).
+ */
 function useCpu(gpu: Gpu, op: string, hidden: Tensor, weight: Tensor, opts: HeadOptions): boolean {
   const kernel = opts.kernel ?? 'auto';
   if (kernel === 'tiled') return false;
   const unfit = cpuHeadUnfit(gpu, hidden, weight);
   if (unfit && kernel === 'cpu') throw new ShapeError(`kernel 'cpu' ${unfit}`, { op, shapes: `hidden ${hidden}, weight ${weight}` });
-  return !unfit;
+  if (unfit) return false;
+  const [T, H] = hidden.shape;
+  const tb = cpuTokenBlock(H);
+  return kernel === 'cpu' || tb >= 8 || (tb >= 4 && T < 96);
+}
+
+/**
+ * Whether the tiled path's two matmuls (logits, dh) run through `matmul` (its cpu-tiled kernel on a CPU adapter)
+ * rather than this file's own kernel, which is written for GPUs. `tiles` forces this file's kernel (tests, tuning).
+ */
+function cpuTileMatmuls(gpu: Gpu, tiles: HeadTiles | undefined): boolean {
+  return isCpuAdapter(gpu) && !tiles;
+}
+
+/**
+ * Rows [start, start + count) of t as a view `matmul` can bind: it binds a view from its first byte, which must
+ * be storage-aligned; undefined where it is not (this file's matmul then runs, binding windows itself).
+ */
+function alignedRows(gpu: Gpu, t: Tensor, start: number, count: number): Tensor | undefined {
+  const view = t.rows(start, count);
+  return view.byteOffset % gpu.storageAlign === 0 ? view : undefined;
 }
 
 // ------------------------------------------------------------------ CPU-adapter path (kernels in head-cpu.ts)
@@ -451,6 +489,12 @@ function logitsTile(
   tiles: HeadTiles | undefined,
 ): void {
   const H = hidden.shape[1];
+  const hv = cpuTileMatmuls(gpu, tiles) && alignedRows(gpu, hidden, t0, tc);
+  const wv = hv && alignedRows(gpu, weight, v0, vc);
+  if (hv && wv) {
+    packageMatmul(gpu, hv, wv, { transB: true, m: tc, n: vc, k: H, ldc: vc, out: tile, alpha: 1 / tau });
+    return;
+  }
   const h = rowBinding(hidden, t0, tc, H);
   const w = rowBinding(weight, v0, vc, H);
   matmul(gpu, `${op}:logits`, shapes, 'nt', { t: hidden, ...h }, { t: weight, ...w }, { binding: tile.binding(0, tc * vc * 4), skip: 0 }, {

@@ -66,6 +66,9 @@ const windowK = (v: number) => WINDOW_VEC4 / (panelOf(v) / 4);
  */
 const WINDOWS = 8;
 
+/** Bytes of the scratch buffer at most (WINDOWS windows), which the pack kernel binds as storage. */
+export const CPU_SCRATCH_BYTES = WINDOWS * WINDOW_VEC4 * 16;
+
 /** What the kernels need of a resolved matmul problem: the same fields as the CPU GEMV's. */
 export type CpuMatmulProblem = CpuGemvProblem;
 

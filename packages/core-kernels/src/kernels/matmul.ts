@@ -7,7 +7,7 @@ import { f16MatrixConfig, isSoftwareAdapter, type GpuFeatures, type KernelVarian
 import { enableF16, wgslType } from './wgsl.js';
 import { CPU_LANES, cpuLanesUnfit } from './cpu-lanes.js';
 import { cpuGemvUnfit, launchCpuGemv } from './gemv-cpu.js';
-import { cpuATexture, cpuMatmulUnfit, launchCpuMatmul, type CpuMatmulTypes } from './matmul-cpu.js';
+import { CPU_SCRATCH_BYTES, cpuATexture, cpuMatmulUnfit, launchCpuMatmul, type CpuMatmulTypes } from './matmul-cpu.js';
 import {
   sgmBlock,
   sgmMatmulWgsl,
@@ -136,6 +136,8 @@ export interface MatmulTarget {
   features: GpuFeatures;
   adapter?: AdapterSummary;
   device?: { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } };
+  /** Largest storage binding, in bytes (a Gpu's; absent: assumed large). */
+  maxBinding?: number;
 }
 
 /** Software rasterizers (lavapipe/llvmpipe, SwiftShader) run invocations as SIMD lanes on CPU threads. */
@@ -149,7 +151,10 @@ type CpuTiledLayout = Pick<Problem, 'N' | 'K' | 'batch' | 'transA' | 'transB' | 
 /** Why the cpu-tiled path's uniform-window kernel (matmul-cpu.ts) cannot run a problem, or undefined when it can. */
 function windowedUnfit(gpu: MatmulTarget, types: CpuMatmulTypes, p: Parameters<typeof cpuMatmulUnfit>[1]): string | undefined {
   // Only a software adapter's buffers carry the uniform usage the windows need (Gpu's allocator).
-  return isCpuAdapter(gpu) ? cpuMatmulUnfit(types, p) : 'binds uniform windows, which needs a software adapter';
+  if (!isCpuAdapter(gpu)) return 'binds uniform windows, which needs a software adapter';
+  // The pack kernel writes the windows through one storage binding (tests shrink maxBinding to 4096 bytes).
+  if ((gpu.maxBinding ?? Infinity) < CPU_SCRATCH_BYTES) return `binds ${CPU_SCRATCH_BYTES} bytes of windows as storage, over maxBinding ${gpu.maxBinding}`;
+  return cpuMatmulUnfit(types, p);
 }
 
 /**
