@@ -588,6 +588,29 @@ describe('matmul on operands larger than one binding', () => {
   }, 400_000);
 });
 
+describe('matmul on CPU adapters, operands larger than one binding', () => {
+  it('keeps the cpu-gemv and cpu-tiled kernels for the windows they can run (maxBinding 1 MiB)', async () => {
+    const gpu = await freshGpu({ maxBindingBytes: 1 << 20 });
+    try {
+      if (!isCpuAdapter(gpu)) return;
+      const rng = new Rng(17);
+      // B is 2 MiB of f32 in both: decode's LM head shape (B stored [N, K]) and a prefill-sized product.
+      for (const [p, kernel] of [
+        [problem(3, 1024, 512, { tB: true }), 'matmul-cpu-gemv'],
+        [problem(40, 1024, 512), 'matmul-cpu-tiled'],
+      ] as const) {
+        gpu.profiling = true;
+        await runCase(gpu, rng, p);
+        const ops = new Set((await gpu.takeTimings()).map((t) => t.op));
+        gpu.profiling = false;
+        expect(ops.has(kernel), `${kernel} among ${[...ops].join(', ')}`).toBe(true);
+      }
+    } finally {
+      gpu.destroy();
+    }
+  }, 400_000);
+});
+
 describe('matmul backward', () => {
   const cases: Array<[string, number, number, number, { tA?: boolean; tB?: boolean; batch?: number; aB?: boolean; bB?: boolean }]> = [
     ['NN', 17, 9, 13, {}],

@@ -419,13 +419,24 @@ function run(gpu: Gpu, a: Tensor, b: Tensor, c: Tensor, bias: Tensor | undefined
             beta: first ? p.beta : 1,
           };
           const bindings = [aw.binding, bw.binding, cw.binding, ...(biasW ? [biasW.binding] : [])];
-          // Windows need not start on vec4 boundaries (the subgroup-matrix kernel checks alignment itself).
-          const subPath = path === 'cpu-gemv' ? 'gemv' : path === 'cpu-tiled' ? 'tiled' : path;
+          const subTypes = { a: a.dtype, b: b.dtype, c: c.dtype, bias: biasW && bias ? bias.dtype : undefined };
+          const subPath = windowPath(gpu, path, subTypes, sub);
           launch(gpu, a.dtype, b.dtype, c.dtype, biasW && bias ? bias.dtype : undefined, sub, bindings, subPath, shapes, sgmc);
         }
       }
     }
   }
+}
+
+/**
+ * The kernel one window of a split problem runs. Windows need not start on vec4 boundaries: the CPU kernels keep
+ * the windows they can run (cpu-gemv checks its vec4 offsets, the window kernel takes any), the generic kernels
+ * run the rest, and the subgroup-matrix kernel checks alignment itself.
+ */
+function windowPath(gpu: Gpu, path: MatmulPath, types: CpuMatmulTypes, sub: Problem): MatmulPath {
+  if (path === 'cpu-gemv') return cpuGemvUnfit(gpu, sub.M, sub.K, sub) ? 'gemv' : path;
+  if (path === 'cpu-tiled') return windowedUnfit(gpu, types, sub) ? 'tiled' : path;
+  return path;
 }
 
 function launch(
