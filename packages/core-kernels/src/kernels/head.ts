@@ -342,10 +342,10 @@ type Span = ReturnType<typeof rowBinding>;
 /**
  * Whether to run the fused CPU-adapter kernels: as asked; with 'auto', where they can run and their token block
  * is full (8 tokens, H <= 128), or half full (H <= 256) for calls of under 96 tokens. Past that each W load
- * serves too few tokens. On lavapipe, forward + backward, V 151936: the tiled path (its matmuls on the cpu-tiled
- * kernel) took 0.11x the fused kernels' time at T 256, H 896, and 0.77x at T 128, H 256; the fused kernels took
- * 0.30x of the tiled path's at T 16, H 256, 0.76x at T 48, H 256, and 0.90x at T 2700, H 128, V 4282
- * (docs/BENCHMARKS.md, session 12).
+ * serves too few tokens. On lavapipe (forward, backward): the tiled path (its matmuls on the cpu-tiled kernel)
+ * took 0.11-0.12x the fused kernels' time at T 128, H 896, V 32768, and 0.83x at T 128, H 256, V 151936; the
+ * fused kernels took 0.27-0.36x the tiled path's at T 16, H 256, 0.75-0.81x at T 48, and 0.79-0.87x at T 2700,
+ * H 128, V 4282 (docs/BENCHMARKS.md, session 12).
  */
 function useCpu(gpu: Gpu, op: string, hidden: Tensor, weight: Tensor, opts: HeadOptions): boolean {
   const kernel = opts.kernel ?? 'auto';
