@@ -19,7 +19,6 @@ import { enableF16 } from './wgsl.js';
 import { SUBGROUP_UNIFORMITY_OFF, ticketWgsl } from './tickets.js';
 import { CPU_LANES } from './cpu-lanes.js';
 
-
 const NEG = '-1.0e30';
 /** A workgroup is one subgroup, so the drawn tile reaches the lanes by a broadcast, with no barrier. */
 const TICKETS = ticketWgsl('subgroup');

@@ -420,8 +420,7 @@ function run(gpu: Gpu, a: Tensor, b: Tensor, c: Tensor, bias: Tensor | undefined
           };
           const bindings = [aw.binding, bw.binding, cw.binding, ...(biasW ? [biasW.binding] : [])];
           const subTypes = { a: a.dtype, b: b.dtype, c: c.dtype, bias: biasW && bias ? bias.dtype : undefined };
-          const subPath = windowPath(gpu, path, subTypes, sub);
-          launch(gpu, a.dtype, b.dtype, c.dtype, biasW && bias ? bias.dtype : undefined, sub, bindings, subPath, shapes, sgmc);
+          launch(gpu, a.dtype, b.dtype, c.dtype, subTypes.bias, sub, bindings, windowPath(gpu, path, subTypes, sub), shapes, sgmc);
         }
       }
     }
