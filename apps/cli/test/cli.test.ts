@@ -44,14 +44,14 @@ describe('mlagent', () => {
         ['cpu-tiled', 'texture'],
         ['cpu-tiled', 'storage'],
       ]);
-      // Head dims that are a multiple of 4 take the CPU attention kernels.
+      // Head dims that are a multiple of 4 take the CPU attention kernels, decode included.
       expect(report.attentionPaths).toEqual([
-        { headDim: 128, path: 'cpu-tiled' },
-        { headDim: 32, path: 'cpu-tiled' },
-        { headDim: 6, path: 'scalar' },
+        { headDim: 128, path: 'cpu-tiled', decode: 'cpu-tiled' },
+        { headDim: 32, path: 'cpu-tiled', decode: 'cpu-tiled' },
+        { headDim: 6, path: 'scalar', decode: 'scalar' },
       ]);
     } else {
-      for (const a of report.attentionPaths) expect(a.path).toBe('scalar');
+      for (const a of report.attentionPaths) expect([a.path, a.decode]).toEqual(['scalar', 'scalar']);
     }
   });
 

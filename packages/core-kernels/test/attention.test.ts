@@ -316,6 +316,7 @@ describe('attention decode', () => {
     { B: 3, T: 3, Smax: 21, Hq: 6, Hkv: 2, D: 20, lengths: [21, 3, 9], splits: 1 },
     { B: 2, T: 1, Smax: 50, Hq: 2, Hkv: 1, D: 128, lengths: [1, 50] },
     { B: 2, T: 2, Smax: 33, Hq: 4, Hkv: 2, D: 32, lengths: [33, 17], dtype: 'f16', splits: 100, bk: 8 },
+    { B: 1, T: 1, Smax: 70, Hq: 4, Hkv: 2, D: 16, lengths: [67], splits: 3 },
   ];
   for (const c of DEC) {
     it(`matches the reference and the full forward: B${c.B} T${c.T} Smax${c.Smax} Hq${c.Hq} Hkv${c.Hkv} D${c.D} ${c.dtype ?? 'f32'} splits ${c.splits ?? 'auto'}`, async () => {
@@ -339,9 +340,14 @@ describe('attention decode', () => {
       const tk = gpu.tensor([c.B, c.Smax, c.Hkv, c.D], dt, kc);
       const tv = gpu.tensor([c.B, c.Smax, c.Hkv, c.D], dt, vc);
       const lens = gpu.tensor([c.B], 'i32', c.lengths);
-      const o = await attentionDecode(gpu, tq, tk, tv, lens, { splits: c.splits, bk: c.bk }).read();
       const tol = TOL[dt];
-      expectClose(o, attentionDecodeRef(qNew, kc, vc, c, c.lengths), tol, 'decode vs reference');
+      const want = attentionDecodeRef(qNew, kc, vc, c, c.lengths);
+      // Both kernels: the workgroup one with the case's chunks and tiles, the CPU one with its chunks (whose
+      // passes of 8 lanes times 1-4 keys fall across the cache's end and the lengths).
+      const o = await attentionDecode(gpu, tq, tk, tv, lens, { splits: c.splits, bk: c.bk, path: 'scalar' }).read();
+      expectClose(o, want, tol, 'workgroup decode vs reference');
+      const oCpu = await attentionDecode(gpu, tq, tk, tv, lens, { splits: c.splits, path: 'cpu-tiled' }).read();
+      expectClose(oCpu, want, tol, 'cpu-tiled decode vs reference');
 
       // The full causal forward over the padded batch gives the same rows at positions len-T..len-1.
       const tqFull = gpu.tensor([c.B, c.Smax, c.Hq, c.D], dt, qFull);
@@ -358,6 +364,33 @@ describe('attention decode', () => {
       dispose(tq, tk, tv, lens, tqFull);
     });
   }
+
+  it('takes the cpu-tiled kernel by default on a software adapter, and refuses it where it cannot run', async () => {
+    const gpu = await testGpu();
+    const opNames = async (dims: { T: number; Hq: number; Hkv: number; D: number }, opts: Parameters<typeof attentionDecode>[5] = {}) => {
+      const q = gpu.tensor([1, dims.T, dims.Hq, dims.D], 'f32');
+      const kv = gpu.tensor([1, 9, dims.Hkv, dims.D], 'f32');
+      const lens = gpu.tensor([1], 'i32', [9]);
+      gpu.profiling = true;
+      await attentionDecode(gpu, q, kv, kv, lens, opts).read();
+      const ops = (await gpu.takeTimings()).map((t) => t.op).filter((op) => op.startsWith('attentionDecode'));
+      gpu.profiling = false;
+      dispose(q, kv, lens);
+      return ops;
+    };
+    const cpu = gpu.softwareAdapter ? ['attentionDecode.cpu'] : ['attentionDecode.split', 'attentionDecode.combine'];
+    expect(await opNames({ T: 1, Hq: 4, Hkv: 2, D: 16 })).toEqual(cpu);
+    // A workgroup-kernel knob, a head dim that is not a multiple of 4, or too many row vec4s per lane: the workgroup kernel.
+    const workgroup = ['attentionDecode.split', 'attentionDecode.combine'];
+    expect(await opNames({ T: 1, Hq: 4, Hkv: 2, D: 16 }, { bk: 4 })).toEqual(workgroup);
+    expect(await opNames({ T: 1, Hq: 4, Hkv: 2, D: 6 })).toEqual(workgroup);
+    expect(await opNames({ T: 9, Hq: 8, Hkv: 2, D: 32 })).toEqual(workgroup);
+    const q = gpu.tensor([1, 1, 4, 6], 'f32');
+    const kv = gpu.tensor([1, 9, 2, 6], 'f32');
+    const lens = gpu.tensor([1], 'i32', [9]);
+    expect(() => attentionDecode(gpu, q, kv, kv, lens, { path: 'cpu-tiled' })).toThrowError(/head dim 6 is not a multiple of 4/);
+    dispose(q, kv, lens);
+  });
 
   it('appends new k/v rows at each sequence position and drops rows past the cache', async () => {
     const gpu = await testGpu();

@@ -1,4 +1,4 @@
-import { Gpu, attentionPath, describeMatmulPath, formatBytes, type MatmulPathInfo } from '@mlagent/core-kernels';
+import { Gpu, attentionDecodePath, attentionPath, describeMatmulPath, formatBytes, type MatmulPathInfo } from '@mlagent/core-kernels';
 import { parse } from '../args.js';
 
 const SHOWN_LIMITS = [
@@ -14,10 +14,13 @@ const SHOWN_LIMITS = [
 
 export const doctorUsage = `mlagent doctor [--json]
   Prints the WebGPU adapter, its features and limits, the kernel variants chosen for it, the path a matmul
-  takes at a few Qwen2.5-7B-sized shapes, and the attention kernels' path by head dim.`;
+  takes at a few Qwen2.5-7B-sized shapes, and the attention kernels' path by head dim (decode: one new token
+  for 7 query heads per KV head, as in Qwen2.5-7B).`;
 
 /** Head dims whose attention path `doctor` shows: Qwen2.5-7B's, the mini policy's, and one the CPU kernels refuse. */
 const ATTENTION_HEAD_DIMS = [128, 32, 6];
+/** Query rows per KV head of a decode step: Qwen2.5-7B's 28 query heads over 4 KV heads, one new token. */
+const DECODE_ROWS = 7;
 
 /** Shapes whose matmul path `doctor` shows: a 7B projection at prefill and decode, a square f32 product, a weight gradient. */
 function matmulPaths(gpu: Gpu): Array<{ case: string } & MatmulPathInfo> {
@@ -39,7 +42,7 @@ export async function doctor(argv: string[]): Promise<void> {
       features: gpu.features,
       variants: gpu.variants,
       matmulPaths: matmulPaths(gpu),
-      attentionPaths: ATTENTION_HEAD_DIMS.map((D) => ({ headDim: D, path: attentionPath(gpu, D) })),
+      attentionPaths: ATTENTION_HEAD_DIMS.map((D) => ({ headDim: D, path: attentionPath(gpu, D), decode: attentionDecodePath(gpu, D, DECODE_ROWS) })),
       limits: gpu.limits,
       node: process.version,
     };
@@ -63,8 +66,8 @@ export async function doctor(argv: string[]): Promise<void> {
       const a = m.aFrom ? `, A from ${m.aFrom === 'texture' ? 'a texture' : 'storage'}` : m.aF32 ? `, f32 A as two f16 parts (${m.aF32})` : '';
       lines.push(`            ${m.case.padEnd(48)} ${m.path}${a}`);
     }
-    lines.push('attention paths (forward and backward)');
-    for (const a of report.attentionPaths) lines.push(`            ${`head dim ${a.headDim}`.padEnd(48)} ${a.path}`);
+    lines.push('attention paths (forward and backward; decode)');
+    for (const a of report.attentionPaths) lines.push(`            ${`head dim ${a.headDim}`.padEnd(48)} ${a.path}; decode ${a.decode}`);
     lines.push('limits');
     for (const k of SHOWN_LIMITS) {
       const v = gpu.limits[k];

@@ -100,12 +100,12 @@ function backwardCase(s: Shape, size: 'cpu' | 'gpu', path?: 'scalar'): BenchCase
   };
 }
 
-/** One new token per sequence against a full cache of S rows. */
-function decodeCase(s: Shape, S: number, size: 'cpu' | 'gpu'): BenchCase {
+/** One new token per sequence against a full cache of S rows; `path` forces a kernel, for comparison. */
+function decodeCase(s: Shape, S: number, size: 'cpu' | 'gpu', path?: 'scalar' | 'cpu-tiled'): BenchCase {
   const e = bytesOf(s.dtype);
   return {
     family: 'attention',
-    name: `attention decode ${label(s)} S${S}`,
+    name: `attention decode ${label(s)} S${S}${path ? ` (${path} path)` : ''}`,
     flops: 4 * s.B * s.Hq * s.T * S * s.D,
     bytes: e * s.B * (2 * S * s.Hkv * s.D + 2 * s.T * s.Hq * s.D),
     size,
@@ -114,7 +114,7 @@ function decodeCase(s: Shape, S: number, size: 'cpu' | 'gpu'): BenchCase {
       const t = qkv(gpu, s, S);
       const lengths: Tensor<'i32'> = gpu.tensor([s.B], 'i32', new Array<number>(s.B).fill(S));
       return {
-        run: () => attentionDecode(gpu, t.q, t.k, t.v, lengths).dispose(),
+        run: () => attentionDecode(gpu, t.q, t.k, t.v, lengths, { path }).dispose(),
         dispose: () => [t.q, t.k, t.v, lengths].forEach((x) => x.dispose()),
       };
     },
@@ -136,6 +136,9 @@ export const attentionBenches: BenchCase[] = [
   backwardCase(mini, 'cpu'),
   backwardCase(mini, 'cpu', 'scalar'),
   decodeCase({ ...small, T: 1 }, 512, 'cpu'),
+  // The main job's PPO sampling: 4 samples of a state, ~600-token prompts plus up to 288 new tokens.
+  decodeCase({ ...mini, T: 1 }, 800, 'cpu'),
+  decodeCase({ ...mini, T: 1 }, 800, 'cpu', 'scalar'),
   forwardCase(qwen7b, 'gpu'),
   forwardCase(qwen7b, 'gpu', 'subgroup-matrix'),
   backwardCase(qwen7b, 'gpu'),

@@ -68,7 +68,8 @@ function unrolled(s: CpuAttentionSpec) {
   return { R: s.R, D: s.D, C, rows: range(s.R), lanes: range(CPU_LANES), cols: range(C) };
 }
 
-type Binding = [string, 'read' | 'read_write', 'rows' | 'f32' | 'i32'];
+/** Name, access, and element: 'rows' is vec4 of the spec's dtype, the others as written. */
+type Binding = [string, 'read' | 'read_write', 'rows' | 'f32' | 'i32' | 'vec4<f32>' | 'vec2<f32>'];
 
 /** What both backward kernels read, bound first. */
 const GRAD_INPUTS: Binding[] = [
@@ -320,6 +321,131 @@ ${cols.map((c) => `    dk[kb + ${c}u] = vec4<${s.dtype}>(dk_${r}_${c} * p.scale)
   }`,
   )
   .join('\n')}
+  ${TICKETS.close}
+}`;
+}
+
+/**
+ * Decode against a KV cache, for CPU adapters: R = (Hq/Hkv)·T query rows of one KV head, all in every lane. The
+ * workgroup kernel (attention.ts) stages key tiles through workgroup memory behind barriers and runs each row's
+ * softmax on one thread, which llvmpipe serializes; here lane l walks its own keys (k0 + 8u + l for u < U) with
+ * its own online softmax, so a key's K and V rows are loaded once, by one lane, and the 8 lanes' states are folded
+ * by subgroup reductions at the end of the chunk.
+ */
+export interface CpuDecodeSpec {
+  dtype: 'f32' | 'f16';
+  D: number;
+  /** New tokens per sequence. */
+  T: number;
+  /** Query heads per KV head. */
+  group: number;
+  /** Keys each lane takes per pass (cpuDecodeKeys). */
+  U: number;
+  /** One chunk per (sequence, KV head): o is written here, with no combine pass. */
+  direct: boolean;
+}
+
+/** Most row-vec4s (rows · D/4) the decode kernel holds per lane; longer row blocks take the workgroup kernel. */
+export const CPU_DECODE_MAX_ROW_VEC4 = 256;
+
+/** Keys per lane per pass: more shares each pass's blend of the row states, at the cost of a longer shader. */
+export function cpuDecodeKeys(rows: number, D: number): number {
+  return Math.max(1, Math.min(4, Math.floor(64 / (rows * (D / 4)))));
+}
+
+export const cpuDecodeKey = (s: CpuDecodeSpec) => `attention:cpu-decode:${s.dtype}:D${s.D}:T${s.T}:G${s.group}:U${s.U}:${s.direct ? 'o' : 'parts'}`;
+
+export const CPU_DECODE_PARAMS = `struct P { smax: u32, hq: u32, hkv: u32, chunk: u32, splits: u32, scale2: f32, tiles: u32, workgroups: u32 }
+@group(0) @binding(0) var<uniform> p: P;`;
+
+/**
+ * Bindings: q (1), k cache (2), v cache (3), lens (4), then o (5) when `direct`, else part_o (5) and part_ml (6)
+ * in the combine pass's layout; tickets last. Tiles: (chunk, KV head, sequence), chunk fastest.
+ */
+export function cpuDecodeWgsl(s: CpuDecodeSpec): string {
+  const C = s.D / 4;
+  const R = s.group * s.T;
+  const rows = range(R);
+  const cols = range(C);
+  const keys = range(s.U);
+  const outputs: Binding[] = s.direct
+    ? [['o', 'read_write', 'rows']]
+    : [
+        ['part_o', 'read_write', 'vec4<f32>'],
+        ['part_ml', 'read_write', 'vec2<f32>'],
+      ];
+  const decl = header(CPU_DECODE_PARAMS, { dtype: s.dtype, D: s.D, R }, [['q', 'read', 'rows'], ['k', 'read', 'rows'], ['v', 'read', 'rows'], ['lens', 'read', 'i32'], ...outputs]);
+  // Row r is query head g·group + r / T, new token r % T, at position len − T + r % T.
+  const head = (r: number) => `g * ${s.group}u + ${Math.floor(r / s.T)}u`;
+  const tok = (r: number) => r % s.T;
+  const store = s.direct
+    ? rows
+        .map(
+          (r) => `    let ob_${r} = ((b * ${s.T}u + ${tok(r)}u) * p.hq + ${head(r)}) * DQ;
+    let inv_${r} = select(0.0, 1.0 / L_${r}, L_${r} > 0.0);
+${cols.map((c) => `    o[ob_${r} + ${c}u] = vec4<${s.dtype}>(O_${r}_${c} * inv_${r});`).join('\n')}`,
+        )
+        .join('\n')
+    : rows
+        .map(
+          (r) => `    let n_${r} = ((b * p.hq + ${head(r)}) * ${s.T}u + ${tok(r)}u) * p.splits + split;
+${cols.map((c) => `    part_o[n_${r} * DQ + ${c}u] = O_${r}_${c};`).join('\n')}
+    part_ml[n_${r}] = vec2<f32>(M_${r}, L_${r});`,
+        )
+        .join('\n');
+  return `${decl}
+
+@compute @workgroup_size(${CPU_LANES})
+fn main(@builtin(local_invocation_index) li: u32) {
+  ${TICKETS.open('p.tiles', 'p.workgroups')}
+  let split = tile % p.splits;
+  let g = (tile / p.splits) % p.hkv;
+  let b = tile / (p.splits * p.hkv);
+  let len = min(u32(max(lens[b], 0)), p.smax);
+  let c0 = split * p.chunk;
+  let c1 = min(c0 + p.chunk, len);
+${rows
+  .map(
+    (r) => `  let qb_${r} = ((b * ${s.T}u + ${tok(r)}u) * p.hq + ${head(r)}) * DQ;
+${cols.map((c) => `  let q_${r}_${c} = vec4<f32>(q[qb_${r} + ${c}u]);`).join('\n')}
+  let pos_${r} = i32(len) - ${s.T - tok(r)};
+  var m_${r} = ${NEG};
+  var l_${r} = 0.0;
+${cols.map((c) => `  var o_${r}_${c} = vec4<f32>();`).join('\n')}`,
+  )
+  .join('\n')}
+  for (var k0 = c0; k0 < c1; k0 += ${CPU_LANES * s.U}u) {
+${keys
+  .map(
+    (u) => `    let j_${u} = k0 + ${CPU_LANES * u}u + li;
+    let kb_${u} = ((b * p.smax + min(j_${u}, c1 - 1u)) * p.hkv + g) * DQ;
+${cols.map((c) => `    let k_${u}_${c} = vec4<f32>(k[kb_${u} + ${c}u]);\n    let v_${u}_${c} = vec4<f32>(v[kb_${u} + ${c}u]);`).join('\n')}`,
+  )
+  .join('\n')}
+${rows
+  .map(
+    (r) => `${keys.map((u) => `    let s_${r}_${u} = select(${NEG}, (${dotRow('q', r, (c) => `k_${u}_${c}`, s.D)}) * p.scale2, j_${u} < c1 && i32(j_${u}) <= pos_${r});`).join('\n')}
+    let mx_${r} = ${maxOf([`m_${r}`, ...keys.map((u) => `s_${r}_${u}`)])};
+    let a_${r} = exp2(m_${r} - mx_${r});
+${keys.map((u) => `    let p_${r}_${u} = select(0.0, exp2(s_${r}_${u} - mx_${r}), s_${r}_${u} > -1.0e29);`).join('\n')}
+    l_${r} = l_${r} * a_${r} + ${sum(keys.map((u) => `p_${r}_${u}`))};
+    m_${r} = mx_${r};
+${cols.map((c) => `    o_${r}_${c} = o_${r}_${c} * a_${r} + ${sum(keys.map((u) => `p_${r}_${u} * v_${u}_${c}`))};`).join('\n')}`,
+  )
+  .join('\n')}
+  }
+  // Fold the lanes' softmax states: rescale each to the workgroup's max, then sum.
+${rows
+  .map(
+    (r) => `  let M_${r} = subgroupMax(m_${r});
+  let f_${r} = exp2(m_${r} - M_${r});
+  let L_${r} = subgroupAdd(l_${r} * f_${r});
+${cols.map((c) => `  let O_${r}_${c} = subgroupAdd(o_${r}_${c} * f_${r});`).join('\n')}`,
+  )
+  .join('\n')}
+  if (li == 0u) {
+${store}
+  }
   ${TICKETS.close}
 }`;
 }

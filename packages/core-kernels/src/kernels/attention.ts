@@ -37,6 +37,10 @@ import {
   cpuAttentionKey,
   cpuAttentionRows,
   cpuAttentionUnfit,
+  CPU_DECODE_MAX_ROW_VEC4,
+  cpuDecodeKey,
+  cpuDecodeKeys,
+  cpuDecodeWgsl,
   cpuDkvWgsl,
   cpuDqWgsl,
   cpuForwardWgsl,
@@ -92,10 +96,19 @@ const EMULATED_CONFIG: SubgroupMatrixConfig = { componentType: 'f16', resultComp
 
 export interface AttentionDecodeOptions {
   scale?: number;
-  /** Number of key chunks (workgroups per KV head and sequence); default aims at ~256 workgroups. */
+  /**
+   * Number of key chunks (workgroups per KV head and sequence); default aims at ~256 workgroups, or on the
+   * cpu-tiled path at 8 tiles (one chunk each when there are 8 (sequence, KV head) pairs or more).
+   */
   splits?: number;
-  /** Keys per tile inside a chunk (multiple of 4); default: the largest that fits workgroup memory. */
+  /** Keys per tile inside a chunk (multiple of 4) of the workgroup kernel; default: the largest that fits workgroup memory. */
   bk?: number;
+  /**
+   * 'scalar': the workgroup kernel, any adapter. 'cpu-tiled' (attention-cpu.ts): each 8-lane workgroup walks a
+   * chunk of keys with a softmax per lane, for CPU adapters, head dims that are a multiple of 4 up to 256 and
+   * (Hq/Hkv)·T·D/4 <= 256. 'auto' (default): cpu-tiled where it can run on a software adapter and no `bk` is given.
+   */
+  path?: 'auto' | 'scalar' | 'cpu-tiled';
 }
 
 type FloatDType = 'f32' | 'f16';
@@ -1173,6 +1186,7 @@ export function attentionDecode<D extends FloatDType>(
     throw new ShapeError(`decode runs (Hq/Hkv)*T <= ${DECODE_MAX_ROWS} rows per KV head; use attention() for longer chunks`, { op, shapes });
   }
   if (d.T > d.S) throw new ShapeError('more new tokens than cache rows', { op, shapes });
+  if (useCpuDecode(gpu, d, R, opts, op, shapes)) return cpuDecode(gpu, q, kCache, vCache, lengths, d, opts, shapes);
   const limit = gpu.limits.maxComputeWorkgroupStorageSize ?? 16384;
   const bk = opts.bk ?? [64, 32, 16, 8, 4].find((x) => decodeBytes(d.dtype, d.D, R, x) <= limit);
   if (bk === undefined || bk % 4 !== 0 || decodeBytes(d.dtype, d.D, R, bk) > limit) {
@@ -1209,16 +1223,88 @@ export function attentionDecode<D extends FloatDType>(
     bindings: [q, kCache, vCache, lengths, partO, partMl],
     workgroups: [nsplit, d.Hkv, d.B],
   });
-  gpu.dispatch({
-    op: `${op}.combine`,
-    shapes,
-    pipeline: gpu.pipeline(`attention:combine:${d.dtype}:vec=${dl.vec}`, () => combineWgsl(dl)),
-    params: new Params().u32(d.T).u32(d.Hq).u32(nsplit).u32(d.D).u32(ceilDiv(d.D, 4)).bytes(),
-    bindings: [partO, partMl, o],
-    workgroups: gpu.grid(rows),
-  });
+  combine(gpu, d, nsplit, partO, partMl, o, shapes);
   partO.dispose();
   partMl.dispose();
+  return o;
+}
+
+/** Folds the chunks' partial outputs and (max, sum) pairs into o. */
+function combine(gpu: Gpu, d: Dims, splits: number, partO: Tensor, partMl: Tensor, o: Tensor, shapes: string): void {
+  const dl = layout(d.D, d.dtype, DECODE_COLS);
+  gpu.dispatch({
+    op: 'attentionDecode.combine',
+    shapes,
+    pipeline: gpu.pipeline(`attention:combine:${d.dtype}:vec=${dl.vec}`, () => combineWgsl(dl)),
+    params: new Params().u32(d.T).u32(d.Hq).u32(splits).u32(d.D).u32(ceilDiv(d.D, 4)).bytes(),
+    bindings: [partO, partMl, o],
+    workgroups: gpu.grid(d.B * d.Hq * d.T),
+  });
+}
+
+function cpuDecodeUnfit(gpu: Gpu, D: number, rows: number): string | undefined {
+  const vec4s = rows * Math.ceil(D / 4);
+  return cpuTiledUnfit(gpu, D) ?? (vec4s > CPU_DECODE_MAX_ROW_VEC4 ? `holds (Hq/Hkv)·T·D/4 <= ${CPU_DECODE_MAX_ROW_VEC4} row vec4s, got ${vec4s}` : undefined);
+}
+
+/** The kernel attentionDecode runs by default ('auto') for a head dim and (Hq/Hkv)·T query rows per KV head. */
+export function attentionDecodePath(gpu: Gpu, D: number, rowsPerKvHead: number): 'cpu-tiled' | 'scalar' {
+  return gpu.softwareAdapter && !cpuDecodeUnfit(gpu, D, rowsPerKvHead) ? 'cpu-tiled' : 'scalar';
+}
+
+/** Whether attentionDecode takes the cpu-tiled kernel (AttentionDecodeOptions.path); throws where it was asked for and cannot. */
+function useCpuDecode(gpu: Gpu, d: Dims, R: number, opts: AttentionDecodeOptions, op: string, shapes: string): boolean {
+  const path = opts.path ?? 'auto';
+  if (path === 'scalar') return false;
+  const why = cpuDecodeUnfit(gpu, d.D, R);
+  if (path === 'cpu-tiled') {
+    if (why) throw new ShapeError(`cpu-tiled attention decode ${why}`, { op, shapes });
+    return true;
+  }
+  if (path !== 'auto') throw new ShapeError(`unknown path ${String(path)}`, { op, shapes });
+  return attentionDecodePath(gpu, d.D, R) === 'cpu-tiled' && opts.bk === undefined;
+}
+
+/** The cpu-tiled decode: one dispatch over (chunk, KV head, sequence) tiles, plus the combine pass when K is split. */
+function cpuDecode<D extends FloatDType>(
+  gpu: Gpu,
+  q: Tensor<D>,
+  kCache: Tensor<D>,
+  vCache: Tensor<D>,
+  lengths: Tensor<'i32'>,
+  d: Dims,
+  opts: AttentionDecodeOptions,
+  shapes: string,
+): Tensor<D> {
+  const op = 'attentionDecode';
+  const group = d.Hq / d.Hkv;
+  const U = cpuDecodeKeys(group * d.T, d.D);
+  const pass = CPU_LANES * U;
+  // Both shader threads busy, with some slack for sequences of different lengths; chunks of at least one pass.
+  const splits = Math.min(ceilDiv(d.S, pass), Math.max(1, opts.splits ?? ceilDiv(8, d.B * d.Hkv)));
+  const chunk = roundUp(ceilDiv(d.S, splits), pass);
+  const nsplit = ceilDiv(d.S, chunk);
+  const o = gpu.tensor(q.shape, q.dtype, undefined, op) as Tensor<D>;
+  if (q.size === 0) return o;
+  const direct = nsplit === 1;
+  const rows = d.B * d.Hq * d.T;
+  const parts = direct ? undefined : [gpu.tensor([rows, nsplit, d.D], 'f32', undefined, op), gpu.tensor([rows, nsplit, 2], 'f32', undefined, op)];
+  const spec = { dtype: d.dtype, D: d.D, T: d.T, group, U, direct };
+  const tiles = nsplit * d.Hkv * d.B;
+  const workgroups = ticketWorkgroups(tiles);
+  const scale = opts.scale ?? 1 / Math.sqrt(d.D);
+  gpu.dispatch({
+    op: `${op}.cpu`,
+    shapes,
+    pipeline: gpu.pipeline(cpuDecodeKey(spec), () => cpuDecodeWgsl(spec)),
+    params: new Params().u32(d.S).u32(d.Hq).u32(d.Hkv).u32(chunk).u32(nsplit).f32(scale * LOG2E).u32(tiles).u32(workgroups).bytes(),
+    bindings: [q, kCache, vCache, lengths, ...(parts ?? [o]), ticketCounter(gpu)],
+    workgroups: [workgroups],
+  });
+  if (parts) {
+    combine(gpu, d, nsplit, parts[0], parts[1], o, shapes);
+    parts.forEach((t) => t.dispose());
+  }
   return o;
 }
 
