@@ -167,6 +167,35 @@ describe('execution', () => {
     }
   });
 
+  it('reuses a bind group when a pipeline binds the same ranges again, and binds what the buffers hold now', async () => {
+    const gpu = await freshGpu();
+    try {
+      const rng = new Rng(3);
+      const [a, b, a2] = [rng.randn(64), rng.randn(64), rng.randn(64)];
+      const ta = gpu.tensor([8, 8], 'f32', a);
+      const tb = gpu.tensor([8, 8], 'f32', b);
+      const out = gpu.tensor([8, 8], 'f32');
+      add(gpu, ta, tb, out);
+      await gpu.sync();
+      const made = gpu.bindGroupStats.created;
+      // The same ranges (and uniform-ring offset, the ring restarts every submit): reused, with the new contents.
+      ta.write(a2);
+      add(gpu, ta, tb, out);
+      expectClose(await out.read(), Float64Array.from(a2, (v, i) => v + b[i]), { atol: 1e-6, rtol: 1e-6 });
+      expect(gpu.bindGroupStats.created).toBe(made);
+      expect(gpu.bindGroupStats.reused).toBeGreaterThan(0);
+      // Other ranges of the same buffers are other bind groups: two row views into one output give their own rows.
+      const half = gpu.tensor([4, 8], 'f32');
+      add(gpu, ta.rows(0, 4), tb.rows(0, 4), half);
+      expectClose(await half.read(), Float64Array.from(a2.slice(0, 32), (v, i) => v + b[i]), { atol: 1e-6, rtol: 1e-6 });
+      add(gpu, ta.rows(4, 4), tb.rows(4, 4), half);
+      expectClose(await half.read(), Float64Array.from(a2.slice(32), (v, i) => v + b[32 + i]), { atol: 1e-6, rtol: 1e-6 });
+      expect(gpu.bindGroupStats.created).toBe(made + 2);
+    } finally {
+      gpu.destroy();
+    }
+  });
+
   it('windows tensors larger than one binding', async () => {
     // A 4 KiB binding cap forces the windowed path on a small tensor, and a real >128 MiB tensor checks it for real.
     const gpu = await freshGpu({ maxBindingBytes: 4096 });
