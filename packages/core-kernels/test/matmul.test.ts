@@ -701,6 +701,11 @@ describe('matmul cpu-gemv path (software adapters: few rows times a [N, K] weigh
       [3, 517, 64],
       [4, 9, 260],
       [7, 45, 36],
+      // Past 8 rows the kernel is compiled for M rounded up to a multiple of 4; the extra rows are never stored.
+      [9, 37, 20],
+      [16, 45, 36],
+      [21, 100, 12],
+      [24, 9, 8],
     ]) {
       await runCase(gpu, rng, problem(M, N, K, { tB: true }), { path: 'cpu-gemv' });
     }
@@ -716,10 +721,11 @@ describe('matmul cpu-gemv path (software adapters: few rows times a [N, K] weigh
     await runCase(gpu, rng, problem(2, 21, 40, { tB: true, batch: 2, aB: true, bB: true }), { path: 'cpu-gemv' });
   });
 
-  it('fuses alpha, beta, bias and f16 output, on strided sub-matrices', async () => {
+  // 10 rows: a padded kernel (12 rows), whose extra rows must not reach the next batch item's C.
+  it.each([3, 10])('fuses alpha, beta, bias and f16 output, on strided sub-matrices (M %i)', async (M) => {
     const gpu = await testGpu();
     const rng = new Rng(23);
-    const [M, N, K] = [3, 45, 20];
+    const [N, K] = [45, 20];
     const [lda, ldb, ldc] = [K + 4, K + 8, N + 2];
     const p: MatmulRefProblem = {
       batch: 2, M, N, K, transB: true, lda, ldb, ldc, strideA: M * lda + 4, strideB: N * ldb + 8, strideC: M * ldc + 1,
@@ -744,8 +750,8 @@ describe('matmul cpu-gemv path (software adapters: few rows times a [N, K] weigh
 
   it('refuses layouts it cannot run, naming the reason', async () => {
     const gpu = await testGpu();
-    const a = gpu.tensor([9, 8], 'f32');
-    expect(() => matmul(gpu, a, gpu.tensor([6, 8], 'f32'), { transB: true, path: 'cpu-gemv' })).toThrowError(/cpu-gemv path takes M <= 8/);
+    const a = gpu.tensor([CPU_GEMV_MAX_M + 1, 8], 'f32');
+    expect(() => matmul(gpu, a, gpu.tensor([6, 8], 'f32'), { transB: true, path: 'cpu-gemv' })).toThrowError(/cpu-gemv path takes M <= 24/);
     const a2 = gpu.tensor([2, 6], 'f32');
     expect(() => matmul(gpu, a2, gpu.tensor([7, 6], 'f32'), { transB: true, path: 'cpu-gemv' })).toThrowError(/cpu-gemv path needs K/);
     expect(() => matmul(gpu, gpu.tensor([2, 8], 'f32'), gpu.tensor([8, 7], 'f32'), { path: 'cpu-gemv' })).toThrowError(/B \[N, K\] only/);

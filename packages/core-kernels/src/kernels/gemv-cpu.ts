@@ -7,16 +7,22 @@ import { CPU_LANES, cpuLanesUnfit, type SubgroupTarget } from './cpu-lanes.js';
 
 /*
  * GEMV for CPU adapters (lavapipe/llvmpipe): C[m, n] = alpha·Σ_k A[m, k]·B[n, k] (+ beta·C + bias[n]) for up to
- * 8 rows of A and B stored [N, K] (a linear layer's weight, the LM head in decode). One 8-lane workgroup walks a
- * run of B's rows, lane l owning row n0 + 8i + l and reading it as vec4 along K; lane l also loads every 8th vec4
+ * CPU_GEMV_MAX_M rows of A and B stored [N, K] (a linear layer's weight, the LM head in decode, a batch of
+ * sequences decoding). One 8-lane workgroup walks a run of B's rows, lane l owning row n0 + 8i + l and reading it as vec4 along K; lane l also loads every 8th vec4
  * of each A row and subgroupShuffle (one AVX2 permute there) hands it to the others. No shared memory, no
  * barriers, no cross-lane reductions: on llvmpipe each non-constant load is a scalar loop over the lanes, so this
  * is what keeps the count of loaded lane-elements near the size of B.
  */
 
 const LANES = CPU_LANES;
-/** Largest M: one accumulator per row. */
-export const CPU_GEMV_MAX_M = 8;
+/**
+ * Largest M: one accumulator per row, B read once for all of them. Against the cpu-tiled kernel (which packs B into
+ * windows at every call) on lavapipe: M 16 took 0.35-0.7x its time (decode shapes of the mini policy, 896x896,
+ * 1024x1024), M 24 at N 4282 K 128 0.35-0.55x, M 32 about the same, M 64 1.7x (session 13).
+ */
+export const CPU_GEMV_MAX_M = 24;
+/** Rows compiled into a kernel: M itself up to 8, then M rounded up to a multiple of 4 (fewer pipelines to compile). */
+const compiledRows = (m: number) => (m <= 8 ? m : Math.ceil(m / 4) * 4);
 /** Workgroups to aim for: both CPU threads busy, each workgroup long enough to amortize its start. */
 const TARGET_WORKGROUPS = 64;
 
@@ -75,7 +81,8 @@ export function launchCpuGemv(
   const wanted = Math.max(1, Math.ceil(TARGET_WORKGROUPS / p.batch));
   const iters = Math.ceil(groups / Math.min(groups, wanted));
   const nwg = Math.ceil(groups / iters);
-  const key = `${types.a}:${types.b}:${types.c}:${types.bias ?? '-'}:${p.beta !== 0 ? 'beta' : ''}:m${p.M}`;
+  const rows = compiledRows(p.M);
+  const key = `${types.a}:${types.b}:${types.c}:${types.bias ?? '-'}:${p.beta !== 0 ? 'beta' : ''}:m${rows}`;
   const params = new Params()
     .u32(p.N)
     .u32(p.K / 4)
@@ -93,12 +100,13 @@ export function launchCpuGemv(
     .f32(p.beta)
     .u32(iters)
     .u32(LANES)
+    .u32(p.M)
     .bytes();
   const [gx, gy] = gpu.grid(nwg);
   gpu.dispatch({
     op,
     shapes,
-    pipeline: gpu.pipeline(`matmul-cpu-gemv:${key}`, () => cpuGemvWgsl(types, p.M, p.beta !== 0)),
+    pipeline: gpu.pipeline(`matmul-cpu-gemv:${key}`, () => cpuGemvWgsl(types, rows, p.beta !== 0)),
     params,
     bindings,
     workgroups: [gx, gy, p.batch],
@@ -110,15 +118,17 @@ function cpuGemvWgsl(types: { a: DType; b: DType; c: DType; bias?: DType }, rows
   let dots = '';
   let store = '';
   for (let r = 0; r < rows; r++) {
-    loadA += `let a${r} = vec4<f32>(A[base_a + ${r}u * p.lda + min(k0 + li, p.kq - 1u)]);\n`;
+    // Rows past p.m (a padded kernel) read row p.m - 1 and are not stored.
+    const row = r === 0 ? '0u' : `min(${r}u, p.m - 1u)`;
+    loadA += `let a${r} = vec4<f32>(A[base_a + ${row} * p.lda + min(k0 + li, p.kq - 1u)]);\n`;
     dots += `acc${r} += dot(subgroupShuffle(a${r}, j), bv);\n`;
-    store += `store_c(base_c + ${r}u * p.ldc + n, n, acc${r});\n`;
+    store += `${r === 0 ? '' : `if (${r}u < p.m) `}{ store_c(base_c + ${r}u * p.ldc + n, n, acc${r}); }\n`;
   }
   const cType = wgslType(types.c);
   return /* wgsl */ `enable subgroups;
 ${enableF16([types.a, types.b, types.c, types.bias ?? 'f32'])}
 struct P { N: u32, kq: u32, lda: u32, ldb: u32, ldc: u32, offA: u32, offB: u32, offC: u32, sA: u32, sB: u32, sC: u32,
-           offBias: u32, alpha: f32, beta: f32, iters: u32, lanes: u32 }
+           offBias: u32, alpha: f32, beta: f32, iters: u32, lanes: u32, m: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> A: array<vec4<${wgslType(types.a)}>>;
 @group(0) @binding(2) var<storage, read> B: array<vec4<${wgslType(types.b)}>>;
