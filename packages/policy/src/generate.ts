@@ -25,7 +25,16 @@ export interface GenerateOptions {
   onToken?: (index: number, id: number, logprob: number) => void;
   /** Stops decoding at the next step once aborted (e.g. a client went away); results so far are returned. */
   signal?: AbortSignal;
+  /**
+   * Sample through f32 copies of the weights with `model.adapter` folded in (QwenModel.mergedAdapterLayers): one
+   * matmul per linear per step instead of three. Default: when there is an adapter, the weights are f32 and the
+   * copies take at most 64 MiB (small models, where a decode step is mostly its dispatches). true needs f32 weights.
+   */
+  mergeAdapter?: boolean;
 }
+
+/** Largest merged-weight copy generate() makes by default. */
+export const MERGE_ADAPTER_AUTO_BYTES = 64 * 2 ** 20;
 
 export interface GenerateResult {
   /** The generated tokens only (not the prompt). */
@@ -90,6 +99,11 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
   const results: GenerateResult[] = prompts.map(() => ({ ids: [], logprobs: [], finishReason: 'length' }));
   const done = new Array<boolean>(B).fill(false);
   const caches: Tensor[] = [];
+  const f32 = model.weights.layers.every((L) => L.q.dtype === 'f32');
+  const merge = opts.mergeAdapter ?? (model.adapter !== null && f32 && model.mergedAdapterBytes() <= MERGE_ADAPTER_AUTO_BYTES);
+  if (merge && !model.adapter) fail('mergeAdapter needs model.adapter');
+  const merged = merge ? model.mergedAdapterLayers() : undefined;
+  const layers = merged?.layers ?? model.weights.layers;
   try {
     const kc: Tensor[] = [];
     const vc: Tensor[] = [];
@@ -130,7 +144,7 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
       const lengths = gpu.tensor([B], 'i32', lens, 'generate lengths');
       const zero = gpu.tensor([B], 'i32', new Int32Array(B), 'generate positions');
       let h: Tensor = embedding(gpu, flat, model.weights.embed).reshape([B, T, H]);
-      model.weights.layers.forEach((L, l) => {
+      layers.forEach((L, l) => {
         h = model.layer(L, h, {}, (q, k, v) => {
           attentionCacheAppend(gpu, kc[l], k, zero);
           attentionCacheAppend(gpu, vc[l], v, zero);
@@ -156,7 +170,7 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
         const positions = gpu.tensor([B], 'i32', cur, 'generate positions');
         const lengths = gpu.tensor([B], 'i32', cur.map((n) => n + 1), 'generate lengths');
         let h: Tensor = embedding(gpu, tokens, model.weights.embed).reshape([B, 1, H]);
-        model.weights.layers.forEach((L, l) => {
+        layers.forEach((L, l) => {
           h = model.layer(L, h, { positions }, (q, k, v) => {
             attentionCacheAppend(gpu, kc[l], k, positions);
             attentionCacheAppend(gpu, vc[l], v, positions);
@@ -174,6 +188,7 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
     }
   } finally {
     for (const t of caches) t.dispose();
+    merged?.dispose();
   }
   return results;
 }

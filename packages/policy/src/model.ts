@@ -53,6 +53,28 @@ const LOADABLE: ReadonlySet<SafetensorsDType> = new Set(['F32', 'F16', 'BF16']);
 
 const fmt = (shape: readonly number[]) => `[${shape.join(', ')}]`;
 
+/** Which layer weight each LoRA module adapts. */
+const MODULE_FIELD: Record<LoraModule, 'q' | 'k' | 'v' | 'o' | 'gate' | 'up' | 'down'> = {
+  q_proj: 'q',
+  k_proj: 'k',
+  v_proj: 'v',
+  o_proj: 'o',
+  gate_proj: 'gate',
+  up_proj: 'up',
+  down_proj: 'down',
+};
+
+/** Layer weights made by `mergedAdapterLayers`: the adapter is already in them, so `linear` adds no LoRA path. */
+const mergedLayers = new WeakSet<QwenLayerWeights>();
+
+/** Decoder layers with an adapter folded in (QwenModel.mergedAdapterLayers). */
+export interface MergedLayers {
+  layers: QwenLayerWeights[];
+  /** Bytes of the merged weight copies. */
+  bytes: number;
+  dispose(): void;
+}
+
 /**
  * Checks every tensor of the checkpoint against the config before anything is uploaded: all problems (missing,
  * unexpected, wrong shape, unsupported dtype) are reported together, each naming the tensor.
@@ -257,9 +279,58 @@ export class QwenModel {
   private linear(L: QwenLayerWeights, m: LoraModule, x: Tensor, W: Tensor, bias?: Tensor): Tensor {
     const [outF, inF] = W.shape;
     if (this.adapter && this.adapter.model !== this) throw new Error('QwenModel: model.adapter was made for a different model');
-    const slot = this.adapter?.slot(this.weights.layers.indexOf(L), m);
+    const slot = mergedLayers.has(L) ? undefined : this.adapter?.slot(this.weights.layers.indexOf(L), m);
     const lora = slot && { slot, scale: this.adapter!.scale, dropout: 0, seed: 0 };
     return linearForward(this.gpu, x.reshape([x.size / inF, inF]), W, bias, lora).y.reshape([...x.shape.slice(0, -1), outF]);
+  }
+
+  /**
+   * Bytes `mergedAdapterLayers` would copy for the active adapter (f32 copies of every adapted weight), or 0 without
+   * one.
+   */
+  mergedAdapterBytes(): number {
+    if (!this.adapter) return 0;
+    return this.adapter.slots().reduce((n, s) => n + 4 * this.weights.layers[s.layer][MODULE_FIELD[s.module]].size, 0);
+  }
+
+  /**
+   * The decoder layers of an f32 model with the active adapter folded into copies of its weights, W + scale·B·A, for sampling
+   * many tokens through one adapter: each adapted linear is then one matmul instead of three, which is most of a
+   * decode step's dispatches on a small model. Unadapted tensors are shared. The copies do not follow later changes
+   * to the adapter; the caller disposes them. Undefined without an adapter. Pass the layers to `layer()`.
+   */
+  mergedAdapterLayers(): MergedLayers | undefined {
+    if (this.disposed) throw new Error('QwenModel.mergedAdapterLayers: model was disposed');
+    const adapter = this.adapter;
+    if (!adapter) return undefined;
+    if (adapter.model !== this) throw new Error('QwenModel: model.adapter was made for a different model');
+    // f16 weights would need a widening copy, and W + δ rounded back to f16 loses most of a small δ.
+    if (this.weights.layers.some((L) => L.q.dtype !== 'f32')) throw new Error('QwenModel.mergedAdapterLayers: needs f32 weights (this model holds f16 ones)');
+    const gpu = this.gpu;
+    const copies: Tensor[] = [];
+    try {
+      const layers = this.weights.layers.map((L, l) => {
+        const merged: QwenLayerWeights = { ...L };
+        for (const m of Object.keys(MODULE_FIELD) as LoraModule[]) {
+          const slot = adapter.slot(l, m);
+          if (!slot) continue;
+          const field = MODULE_FIELD[m];
+          const W = L[field];
+          const w = gpu.keep(gpu.tensor(W.shape, 'f32', undefined, 'merged adapter weight'));
+          copies.push(w);
+          gpu.copyTensor(W, w);
+          // w += scale · B [out, r] · A [r, in]
+          matmul(gpu, slot.B, slot.A, { alpha: adapter.scale, beta: 1, out: w });
+          merged[field] = w;
+        }
+        mergedLayers.add(merged);
+        return merged;
+      });
+      return { layers, bytes: copies.reduce((n, t) => n + t.byteLength, 0), dispose: () => copies.forEach((t) => t.dispose()) };
+    } catch (e) {
+      copies.forEach((t) => t.dispose());
+      throw e;
+    }
   }
 
   /** Final norm and LM head: hidden states [..., H] to f32 logits [..., V]. */

@@ -1,7 +1,7 @@
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Gpu } from '@mlagent/core-kernels';
-import { QwenModel, generate, type GenerateResult, type QwenArch } from '../src/index.js';
+import { LORA_MODULES, LoraAdapter, QwenModel, generate, type GenerateResult, type QwenArch } from '../src/index.js';
 import { writeModel } from './fixtures.js';
 
 let gpu: Gpu;
@@ -91,6 +91,64 @@ describe('generate with a KV cache against the full forward', () => {
     const model = models.qwen2!;
     const results = await generate(model, PROMPTS, { maxNewTokens: 4, temperature: 1, topK: 50, seed: 99 });
     await checkAgainstForward(model, results, 1);
+  });
+});
+
+describe('generate through an adapter', () => {
+  it('samples through the adapter folded into the weights (by default on a small f32 model) as the LoRA path does', async () => {
+    const model = models.qwen2!;
+    const adapter = LoraAdapter.create(model, { r: 4, alpha: 8, targetModules: LORA_MODULES }, { seed: 5 });
+    // B starts at zero (PEFT's init), which would make the adapter a no-op: give it values.
+    let seed = 11;
+    const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31 - 0.5) * 0.4;
+    for (const s of adapter.slots()) s.B.write(Float32Array.from({ length: s.B.size }, rand));
+    model.adapter = adapter;
+    try {
+      await generate(model, PROMPTS, { maxNewTokens: 2, temperature: 0 });
+      const before = gpu.memory().inUse;
+      const merged = await generate(model, PROMPTS, { maxNewTokens: 6, temperature: 0 });
+      // The merged copies are freed with the caches.
+      expect(gpu.memory().inUse).toBe(before);
+      // model.forward runs the LoRA path (three matmuls per linear): same argmax tokens, same logprobs.
+      await checkAgainstForward(model, merged, 0);
+      const unmerged = await generate(model, PROMPTS, { maxNewTokens: 6, temperature: 0, mergeAdapter: false });
+      expect(unmerged.map((r) => r.ids)).toEqual(merged.map((r) => r.ids));
+      // Merged, a step runs one matmul per linear instead of three (the merge itself adds one per adapted linear).
+      const matmuls = async (mergeAdapter?: boolean) => {
+        gpu.profiling = true;
+        await generate(model, PROMPTS, { maxNewTokens: 4, temperature: 0, mergeAdapter });
+        const n = (await gpu.takeTimings()).filter((t) => t.op.startsWith('matmul')).length;
+        gpu.profiling = false;
+        return n;
+      };
+      const [m1, m0] = [await matmuls(), await matmuls(false)];
+      expect(m1).toBeLessThan(0.7 * m0);
+
+      // The merged q_proj of layer 0 is W + (alpha/r)·B·A.
+      const layers = model.mergedAdapterLayers()!;
+      const slot = adapter.slot(0, 'q_proj')!;
+      const [W, A, B, got] = await Promise.all([model.weights.layers[0].q.read(), slot.A.read(), slot.B.read(), layers.layers[0].q.read()]);
+      const [outF, inF] = model.weights.layers[0].q.shape;
+      const want = new Float64Array(outF * inF);
+      for (let o = 0; o < outF; o++) {
+        for (let i = 0; i < inF; i++) {
+          let d = 0;
+          for (let k = 0; k < 4; k++) d += B[o * 4 + k] * A[k * inF + i];
+          want[o * inF + i] = W[o * inF + i] + adapter.scale * d;
+        }
+      }
+      let err = 0;
+      for (let j = 0; j < want.length; j++) err = Math.max(err, Math.abs(got[j] - want[j]));
+      expect(err).toBeLessThan(1e-5);
+      expect(layers.bytes).toBe(model.mergedAdapterBytes());
+      // Unadapted tensors are shared, not copied.
+      expect(layers.layers[0].inputNorm).toBe(model.weights.layers[0].inputNorm);
+      layers.dispose();
+    } finally {
+      model.adapter = null;
+      adapter.dispose();
+    }
+    await expect(generate(model, PROMPTS, { maxNewTokens: 2, mergeAdapter: true })).rejects.toThrow(/mergeAdapter needs model.adapter/);
   });
 });
 
