@@ -14,7 +14,7 @@ import {
 import { expectedShapes, layerTensorNames, loadQwenConfig, type QwenConfig } from './config.js';
 import { Checkpoint, CheckpointError, type SafetensorsDType } from './safetensors.js';
 import type { LoraAdapter } from './lora/adapter.js';
-import type { LoraModule } from './lora/config.js';
+import { MODULE_WEIGHT, type LoraModule } from './lora/config.js';
 import { linearForward } from './lora/linear.js';
 
 export interface QwenLoadOptions {
@@ -52,17 +52,6 @@ const LOADABLE: ReadonlySet<SafetensorsDType> = new Set(['F32', 'F16', 'BF16']);
 
 
 const fmt = (shape: readonly number[]) => `[${shape.join(', ')}]`;
-
-/** Which layer weight each LoRA module adapts. */
-const MODULE_FIELD: Record<LoraModule, 'q' | 'k' | 'v' | 'o' | 'gate' | 'up' | 'down'> = {
-  q_proj: 'q',
-  k_proj: 'k',
-  v_proj: 'v',
-  o_proj: 'o',
-  gate_proj: 'gate',
-  up_proj: 'up',
-  down_proj: 'down',
-};
 
 /** Layer weights made by `mergedAdapterLayers`: the adapter is already in them, so `linear` adds no LoRA path. */
 const mergedLayers = new WeakSet<QwenLayerWeights>();
@@ -290,7 +279,7 @@ export class QwenModel {
    */
   mergedAdapterBytes(): number {
     if (!this.adapter) return 0;
-    return this.adapter.slots().reduce((n, s) => n + 4 * this.weights.layers[s.layer][MODULE_FIELD[s.module]].size, 0);
+    return this.adapter.slots().reduce((n, s) => n + 4 * this.weights.layers[s.layer][MODULE_WEIGHT[s.module]].size, 0);
   }
 
   /**
@@ -311,10 +300,10 @@ export class QwenModel {
     try {
       const layers = this.weights.layers.map((L, l) => {
         const merged: QwenLayerWeights = { ...L };
-        for (const m of Object.keys(MODULE_FIELD) as LoraModule[]) {
+        for (const m of Object.keys(MODULE_WEIGHT) as LoraModule[]) {
           const slot = adapter.slot(l, m);
           if (!slot) continue;
-          const field = MODULE_FIELD[m];
+          const field = MODULE_WEIGHT[m];
           const W = L[field];
           const w = gpu.keep(gpu.tensor(W.shape, 'f32', undefined, 'merged adapter weight'));
           copies.push(w);
