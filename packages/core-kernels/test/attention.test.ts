@@ -5,6 +5,7 @@ import {
   attentionBackward,
   attentionCacheAppend,
   attentionDecode,
+  attentionDecodePath,
   attentionPath,
   type AttentionTile,
 } from '../src/kernels/attention.js';
@@ -317,6 +318,10 @@ describe('attention decode', () => {
     { B: 2, T: 1, Smax: 50, Hq: 2, Hkv: 1, D: 128, lengths: [1, 50] },
     { B: 2, T: 2, Smax: 33, Hq: 4, Hkv: 2, D: 32, lengths: [33, 17], dtype: 'f16', splits: 100, bk: 8 },
     { B: 1, T: 1, Smax: 70, Hq: 4, Hkv: 2, D: 16, lengths: [67], splits: 3 },
+    // Within the CPU kernel's rows (group · T · D/4 <= 16): new tokens under the causal limit, a length equal to T;
+    // and one chunk per (sequence, KV head), written without the combine pass, in f16.
+    { B: 3, T: 2, Smax: 29, Hq: 4, Hkv: 2, D: 12, lengths: [29, 2, 17] },
+    { B: 4, T: 1, Smax: 45, Hq: 4, Hkv: 2, D: 16, lengths: [45, 1, 30, 8], dtype: 'f16' },
   ];
   for (const c of DEC) {
     it(`matches the reference and the full forward: B${c.B} T${c.T} Smax${c.Smax} Hq${c.Hq} Hkv${c.Hkv} D${c.D} ${c.dtype ?? 'f32'} splits ${c.splits ?? 'auto'}`, async () => {
@@ -342,12 +347,14 @@ describe('attention decode', () => {
       const lens = gpu.tensor([c.B], 'i32', c.lengths);
       const tol = TOL[dt];
       const want = attentionDecodeRef(qNew, kc, vc, c, c.lengths);
-      // Both kernels: the workgroup one with the case's chunks and tiles, the CPU one with its chunks (whose
-      // passes of 8 lanes times 1-4 keys fall across the cache's end and the lengths).
+      // Both kernels: the workgroup one with the case's chunks and tiles, and where its rows fit, the CPU one with
+      // its chunks (whose passes of 8 keys fall across the cache's end and the lengths).
       const o = await attentionDecode(gpu, tq, tk, tv, lens, { splits: c.splits, bk: c.bk, path: 'scalar' }).read();
       expectClose(o, want, tol, 'workgroup decode vs reference');
-      const oCpu = await attentionDecode(gpu, tq, tk, tv, lens, { splits: c.splits, path: 'cpu-tiled' }).read();
-      expectClose(oCpu, want, tol, 'cpu-tiled decode vs reference');
+      if (attentionDecodePath(gpu, c.D, (c.Hq / c.Hkv) * c.T) === 'cpu-tiled') {
+        const oCpu = await attentionDecode(gpu, tq, tk, tv, lens, { splits: c.splits, path: 'cpu-tiled' }).read();
+        expectClose(oCpu, want, tol, 'cpu-tiled decode vs reference');
+      }
 
       // The full causal forward over the padded batch gives the same rows at positions len-T..len-1.
       const tqFull = gpu.tensor([c.B, c.Smax, c.Hq, c.D], dt, qFull);
@@ -378,17 +385,20 @@ describe('attention decode', () => {
       dispose(q, kv, lens);
       return ops;
     };
-    const cpu = gpu.softwareAdapter ? ['attentionDecode.cpu'] : ['attentionDecode.split', 'attentionDecode.combine'];
+    // (9 keys in 2 chunks: the CPU kernel, then the combine pass.)
+    const cpu = gpu.softwareAdapter ? ['attentionDecode.cpu', 'attentionDecode.combine'] : ['attentionDecode.split', 'attentionDecode.combine'];
     expect(await opNames({ T: 1, Hq: 4, Hkv: 2, D: 16 })).toEqual(cpu);
     // A workgroup-kernel knob, a head dim that is not a multiple of 4, or too many row vec4s per lane: the workgroup kernel.
     const workgroup = ['attentionDecode.split', 'attentionDecode.combine'];
     expect(await opNames({ T: 1, Hq: 4, Hkv: 2, D: 16 }, { bk: 4 })).toEqual(workgroup);
     expect(await opNames({ T: 1, Hq: 4, Hkv: 2, D: 6 })).toEqual(workgroup);
-    expect(await opNames({ T: 9, Hq: 8, Hkv: 2, D: 32 })).toEqual(workgroup);
+    expect(await opNames({ T: 1, Hq: 6, Hkv: 2, D: 32 })).toEqual(workgroup);
+    expect(attentionDecodePath(gpu, 32, 2)).toBe(gpu.softwareAdapter ? 'cpu-tiled' : 'scalar');
+    expect(attentionDecodePath(gpu, 32, 3)).toBe('scalar');
     const q = gpu.tensor([1, 1, 4, 6], 'f32');
     const kv = gpu.tensor([1, 9, 2, 6], 'f32');
     const lens = gpu.tensor([1], 'i32', [9]);
-    expect(() => attentionDecode(gpu, q, kv, kv, lens, { path: 'cpu-tiled' })).toThrowError(/head dim 6 is not a multiple of 4/);
+    expect(() => attentionDecode(gpu, q, kv, kv, lens, { path: 'cpu-tiled' })).toThrowError(gpu.softwareAdapter ? /head dim 6 is not a multiple of 4/ : /cpu-tiled attention decode/);
     dispose(q, kv, lens);
   });
 
@@ -487,6 +497,11 @@ describe('attention validation', () => {
     const big = gpu.tensor([1, 10, 28, 8], 'f32');
     const lens1 = gpu.tensor([1], 'i32', [4]);
     expect(() => attentionDecode(gpu, big, k2, k2, lens1)).toThrowError(ShapeError);
+    for (const splits of [0, 1.5, Number.NaN]) {
+      for (const path of ['scalar', 'cpu-tiled'] as const) {
+        expect(() => attentionDecode(gpu, q, k2, k2, lens1, { splits, path })).toThrowError(/splits must be a positive integer/);
+      }
+    }
     expect(() => attentionCacheAppend(gpu, k2, q, lens1)).toThrowError(ShapeError);
     dispose(q, k, k2, kShort, kh, badLen, o, lse, big, lens1);
   });

@@ -15,12 +15,12 @@ const SHOWN_LIMITS = [
 export const doctorUsage = `mlagent doctor [--json]
   Prints the WebGPU adapter, its features and limits, the kernel variants chosen for it, the path a matmul
   takes at a few Qwen2.5-7B-sized shapes, and the attention kernels' path by head dim (decode: one new token
-  for 7 query heads per KV head, as in Qwen2.5-7B).`;
+  for 2 query heads per KV head, as in the init-model presets).`;
 
 /** Head dims whose attention path `doctor` shows: Qwen2.5-7B's, the mini policy's, and one the CPU kernels refuse. */
 const ATTENTION_HEAD_DIMS = [128, 32, 6];
-/** Query rows per KV head of a decode step: Qwen2.5-7B's 28 query heads over 4 KV heads, one new token. */
-const DECODE_ROWS = 7;
+/** Query rows per KV head of a decode step: the init-model presets' 2 query heads per KV head, one new token. */
+const DECODE_ROWS = 2;
 
 /** Shapes whose matmul path `doctor` shows: a 7B projection at prefill and decode, a square f32 product, a weight gradient. */
 function matmulPaths(gpu: Gpu): Array<{ case: string } & MatmulPathInfo> {

@@ -339,19 +339,24 @@ export interface CpuDecodeSpec {
   T: number;
   /** Query heads per KV head. */
   group: number;
-  /** Keys each lane takes per pass (cpuDecodeKeys). */
+  /** Keys each lane takes per pass (CPU_DECODE_KEYS). */
   U: number;
   /** One chunk per (sequence, KV head): o is written here, with no combine pass. */
   direct: boolean;
 }
 
-/** Most row-vec4s (rows · D/4) the decode kernel holds per lane; longer row blocks take the workgroup kernel. */
-export const CPU_DECODE_MAX_ROW_VEC4 = 256;
+/**
+ * Most row vec4s ((Hq/Hkv)·T·D/4) the decode kernel holds per lane; larger row blocks take the workgroup kernel.
+ * The shader is unrolled over rows and head dim, and llvmpipe's compile time grows faster than its size: 2.4 s at
+ * D 16 and 5.1 s at D 32 with 2 rows, 20 s at D 64 with 2 rows, 147 s at D 64 with 7 (shader cache off, session 13).
+ */
+export const CPU_DECODE_MAX_ROW_VEC4 = 16;
 
-/** Keys per lane per pass: more shares each pass's blend of the row states, at the cost of a longer shader. */
-export function cpuDecodeKeys(rows: number, D: number): number {
-  return Math.max(1, Math.min(4, Math.floor(64 / (rows * (D / 4)))));
-}
+/**
+ * Keys a lane takes per pass. More keys share each pass's blend of the row states, but 2 and 4 were no faster at
+ * the mini policy's shape and compiled 2-3x longer.
+ */
+export const CPU_DECODE_KEYS = 1;
 
 export const cpuDecodeKey = (s: CpuDecodeSpec) => `attention:cpu-decode:${s.dtype}:D${s.D}:T${s.T}:G${s.group}:U${s.U}:${s.direct ? 'o' : 'parts'}`;
 

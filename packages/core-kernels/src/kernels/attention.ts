@@ -39,7 +39,7 @@ import {
   cpuAttentionUnfit,
   CPU_DECODE_MAX_ROW_VEC4,
   cpuDecodeKey,
-  cpuDecodeKeys,
+  CPU_DECODE_KEYS,
   cpuDecodeWgsl,
   cpuDkvWgsl,
   cpuDqWgsl,
@@ -105,8 +105,9 @@ export interface AttentionDecodeOptions {
   bk?: number;
   /**
    * 'scalar': the workgroup kernel, any adapter. 'cpu-tiled' (attention-cpu.ts): each 8-lane workgroup walks a
-   * chunk of keys with a softmax per lane, for CPU adapters, head dims that are a multiple of 4 up to 256 and
-   * (Hq/Hkv)·T·D/4 <= 256. 'auto' (default): cpu-tiled where it can run on a software adapter and no `bk` is given.
+   * chunk of keys with a softmax per lane, for CPU adapters, head dims that are a multiple of 4 and
+   * (Hq/Hkv)·T·D/4 <= 16 (CPU_DECODE_MAX_ROW_VEC4: llvmpipe's compile time). 'auto' (default): cpu-tiled where it
+   * can run on a software adapter and no `bk` is given.
    */
   path?: 'auto' | 'scalar' | 'cpu-tiled';
 }
@@ -1186,6 +1187,9 @@ export function attentionDecode<D extends FloatDType>(
     throw new ShapeError(`decode runs (Hq/Hkv)*T <= ${DECODE_MAX_ROWS} rows per KV head; use attention() for longer chunks`, { op, shapes });
   }
   if (d.T > d.S) throw new ShapeError('more new tokens than cache rows', { op, shapes });
+  if (opts.splits !== undefined && !(Number.isInteger(opts.splits) && opts.splits >= 1)) {
+    throw new ShapeError(`splits must be a positive integer, got ${opts.splits}`, { op, shapes });
+  }
   if (useCpuDecode(gpu, d, R, opts, op, shapes)) return cpuDecode(gpu, q, kCache, vCache, lengths, d, opts, shapes);
   const limit = gpu.limits.maxComputeWorkgroupStorageSize ?? 16384;
   const bk = opts.bk ?? [64, 32, 16, 8, 4].find((x) => decodeBytes(d.dtype, d.D, R, x) <= limit);
@@ -1278,7 +1282,7 @@ function cpuDecode<D extends FloatDType>(
 ): Tensor<D> {
   const op = 'attentionDecode';
   const group = d.Hq / d.Hkv;
-  const U = cpuDecodeKeys(group * d.T, d.D);
+  const U = CPU_DECODE_KEYS;
   const pass = CPU_LANES * U;
   // Both shader threads busy, with some slack for sequences of different lengths; chunks of at least one pass.
   const splits = Math.min(ceilDiv(d.S, pass), Math.max(1, opts.splits ?? ceilDiv(8, d.B * d.Hkv)));
