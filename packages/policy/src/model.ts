@@ -283,10 +283,10 @@ export class QwenModel {
   }
 
   /**
-   * The decoder layers of an f32 model with the active adapter folded into copies of its weights, W + scale·B·A, for sampling
-   * many tokens through one adapter: each adapted linear is then one matmul instead of three, which is most of a
-   * decode step's dispatches on a small model. Unadapted tensors are shared. The copies do not follow later changes
-   * to the adapter; the caller disposes them. Undefined without an adapter. Pass the layers to `layer()`.
+   * The decoder layers of an f32 model with the active adapter folded into copies of its weights, W + scale·B·A,
+   * for sampling many tokens through one adapter: each adapted linear is then one matmul instead of three, which is
+   * most of a decode step's dispatches on a small model. Unadapted tensors are shared. The copies do not follow later
+   * changes to the adapter; the caller disposes them. Undefined without an adapter. Pass the layers to `layer()`.
    */
   mergedAdapterLayers(): MergedLayers | undefined {
     if (this.disposed) throw new Error('QwenModel.mergedAdapterLayers: model was disposed');
@@ -296,30 +296,24 @@ export class QwenModel {
     // f16 weights would need a widening copy, and W + δ rounded back to f16 loses most of a small δ.
     if (this.weights.layers.some((L) => L.q.dtype !== 'f32')) throw new Error('QwenModel.mergedAdapterLayers: needs f32 weights (this model holds f16 ones)');
     const gpu = this.gpu;
+    const layers = this.weights.layers.map((L) => ({ ...L }));
     const copies: Tensor[] = [];
     try {
-      const layers = this.weights.layers.map((L, l) => {
-        const merged: QwenLayerWeights = { ...L };
-        for (const m of Object.keys(MODULE_WEIGHT) as LoraModule[]) {
-          const slot = adapter.slot(l, m);
-          if (!slot) continue;
-          const field = MODULE_WEIGHT[m];
-          const W = L[field];
-          const w = gpu.keep(gpu.tensor(W.shape, 'f32', undefined, 'merged adapter weight'));
-          copies.push(w);
-          gpu.copyTensor(W, w);
-          // w += scale · B [out, r] · A [r, in]
-          matmul(gpu, slot.B, slot.A, { alpha: adapter.scale, beta: 1, out: w });
-          merged[field] = w;
-        }
-        mergedLayers.add(merged);
-        return merged;
-      });
-      return { layers, bytes: copies.reduce((n, t) => n + t.byteLength, 0), dispose: () => copies.forEach((t) => t.dispose()) };
+      for (const slot of adapter.slots()) {
+        const field = MODULE_WEIGHT[slot.module];
+        const w = gpu.keep(gpu.tensor(this.weights.layers[slot.layer][field].shape, 'f32', undefined, 'merged adapter weight'));
+        copies.push(w);
+        gpu.copyTensor(this.weights.layers[slot.layer][field], w);
+        // w += scale · B [out, r] · A [r, in]
+        matmul(gpu, slot.B, slot.A, { alpha: adapter.scale, beta: 1, out: w });
+        layers[slot.layer][field] = w;
+      }
     } catch (e) {
       copies.forEach((t) => t.dispose());
       throw e;
     }
+    for (const L of layers) mergedLayers.add(L);
+    return { layers, bytes: copies.reduce((n, t) => n + t.byteLength, 0), dispose: () => copies.forEach((t) => t.dispose()) };
   }
 
   /** Final norm and LM head: hidden states [..., H] to f32 logits [..., V]. */

@@ -328,7 +328,7 @@ ${cols.map((c) => `    dk[kb + ${c}u] = vec4<${s.dtype}>(dk_${r}_${c} * p.scale)
 /**
  * Decode against a KV cache, for CPU adapters: R = (Hq/Hkv)·T query rows of one KV head, all in every lane. The
  * workgroup kernel (attention.ts) stages key tiles through workgroup memory behind barriers and runs each row's
- * softmax on one thread, which llvmpipe serializes; here lane l walks its own keys (k0 + 8u + l for u < U) with
+ * softmax on one thread, which llvmpipe serializes; here lane l walks its own keys (k0 + l, k0 + 8 + l, ...) with
  * its own online softmax, so a key's K and V rows are loaded once, by one lane, and the 8 lanes' states are folded
  * by subgroup reductions at the end of the chunk.
  */
@@ -339,8 +339,6 @@ export interface CpuDecodeSpec {
   T: number;
   /** Query heads per KV head. */
   group: number;
-  /** Keys each lane takes per pass (CPU_DECODE_KEYS). */
-  U: number;
   /** One chunk per (sequence, KV head): o is written here, with no combine pass. */
   direct: boolean;
 }
@@ -352,15 +350,10 @@ export interface CpuDecodeSpec {
  */
 export const CPU_DECODE_MAX_ROW_VEC4 = 16;
 
-/**
- * Keys a lane takes per pass. More keys share each pass's blend of the row states, but 2 and 4 were no faster at
- * the mini policy's shape and compiled 2-3x longer.
- */
-export const CPU_DECODE_KEYS = 1;
 
-export const cpuDecodeKey = (s: CpuDecodeSpec) => `attention:cpu-decode:${s.dtype}:D${s.D}:T${s.T}:G${s.group}:U${s.U}:${s.direct ? 'o' : 'parts'}`;
+export const cpuDecodeKey = (s: CpuDecodeSpec) => `attention:cpu-decode:${s.dtype}:D${s.D}:T${s.T}:G${s.group}:${s.direct ? 'o' : 'parts'}`;
 
-export const CPU_DECODE_PARAMS = `struct P { smax: u32, hq: u32, hkv: u32, chunk: u32, splits: u32, scale2: f32, tiles: u32, workgroups: u32 }
+const CPU_DECODE_PARAMS = `struct P { smax: u32, hq: u32, hkv: u32, chunk: u32, splits: u32, scale2: f32, tiles: u32, workgroups: u32 }
 @group(0) @binding(0) var<uniform> p: P;`;
 
 /**
@@ -372,7 +365,6 @@ export function cpuDecodeWgsl(s: CpuDecodeSpec): string {
   const R = s.group * s.T;
   const rows = range(R);
   const cols = range(C);
-  const keys = range(s.U);
   const outputs: Binding[] = s.direct
     ? [['o', 'read_write', 'rows']]
     : [
@@ -419,23 +411,21 @@ ${cols.map((c) => `  let q_${r}_${c} = vec4<f32>(q[qb_${r} + ${c}u]);`).join('\n
 ${cols.map((c) => `  var o_${r}_${c} = vec4<f32>();`).join('\n')}`,
   )
   .join('\n')}
-  for (var k0 = c0; k0 < c1; k0 += ${CPU_LANES * s.U}u) {
-${keys
-  .map(
-    (u) => `    let j_${u} = k0 + ${CPU_LANES * u}u + li;
-    let kb_${u} = ((b * p.smax + min(j_${u}, c1 - 1u)) * p.hkv + g) * DQ;
-${cols.map((c) => `    let k_${u}_${c} = vec4<f32>(k[kb_${u} + ${c}u]);\n    let v_${u}_${c} = vec4<f32>(v[kb_${u} + ${c}u]);`).join('\n')}`,
-  )
-  .join('\n')}
+  // One key a lane per pass: 2 or 4 shared each pass's blend of the row states but were no faster at the mini
+  // policy's shape, and compiled 2-3x longer.
+  for (var k0 = c0; k0 < c1; k0 += ${CPU_LANES}u) {
+    let j = k0 + li;
+    let kb = ((b * p.smax + min(j, c1 - 1u)) * p.hkv + g) * DQ;
+${cols.map((c) => `    let k_${c} = vec4<f32>(k[kb + ${c}u]);\n    let v_${c} = vec4<f32>(v[kb + ${c}u]);`).join('\n')}
 ${rows
   .map(
-    (r) => `${keys.map((u) => `    let s_${r}_${u} = select(${NEG}, (${dotRow('q', r, (c) => `k_${u}_${c}`, s.D)}) * p.scale2, j_${u} < c1 && i32(j_${u}) <= pos_${r});`).join('\n')}
-    let mx_${r} = ${maxOf([`m_${r}`, ...keys.map((u) => `s_${r}_${u}`)])};
+    (r) => `    let s_${r} = select(${NEG}, (${dotRow('q', r, (c) => `k_${c}`, s.D)}) * p.scale2, j < c1 && i32(j) <= pos_${r});
+    let mx_${r} = max(m_${r}, s_${r});
     let a_${r} = exp2(m_${r} - mx_${r});
-${keys.map((u) => `    let p_${r}_${u} = select(0.0, exp2(s_${r}_${u} - mx_${r}), s_${r}_${u} > -1.0e29);`).join('\n')}
-    l_${r} = l_${r} * a_${r} + ${sum(keys.map((u) => `p_${r}_${u}`))};
+    let p_${r} = select(0.0, exp2(s_${r} - mx_${r}), s_${r} > -1.0e29);
+    l_${r} = l_${r} * a_${r} + p_${r};
     m_${r} = mx_${r};
-${cols.map((c) => `    o_${r}_${c} = o_${r}_${c} * a_${r} + ${sum(keys.map((u) => `p_${r}_${u} * v_${u}_${c}`))};`).join('\n')}`,
+${cols.map((c) => `    o_${r}_${c} = o_${r}_${c} * a_${r} + p_${r} * v_${c};`).join('\n')}`,
   )
   .join('\n')}
   }

@@ -39,7 +39,6 @@ import {
   cpuAttentionUnfit,
   CPU_DECODE_MAX_ROW_VEC4,
   cpuDecodeKey,
-  CPU_DECODE_KEYS,
   cpuDecodeWgsl,
   cpuDkvWgsl,
   cpuDqWgsl,
@@ -1282,18 +1281,17 @@ function cpuDecode<D extends FloatDType>(
 ): Tensor<D> {
   const op = 'attentionDecode';
   const group = d.Hq / d.Hkv;
-  const U = CPU_DECODE_KEYS;
-  const pass = CPU_LANES * U;
-  // Both shader threads busy, with some slack for sequences of different lengths; chunks of at least one pass.
-  const splits = Math.min(ceilDiv(d.S, pass), Math.max(1, opts.splits ?? ceilDiv(8, d.B * d.Hkv)));
-  const chunk = roundUp(ceilDiv(d.S, splits), pass);
+  // Both shader threads busy, with some slack for sequences of different lengths; chunks of at least one pass (a
+  // key per lane).
+  const splits = Math.min(ceilDiv(d.S, CPU_LANES), Math.max(1, opts.splits ?? ceilDiv(8, d.B * d.Hkv)));
+  const chunk = roundUp(ceilDiv(d.S, splits), CPU_LANES);
   const nsplit = ceilDiv(d.S, chunk);
   const o = gpu.tensor(q.shape, q.dtype, undefined, op) as Tensor<D>;
   if (q.size === 0) return o;
   const direct = nsplit === 1;
   const rows = d.B * d.Hq * d.T;
   const parts = direct ? undefined : [gpu.tensor([rows, nsplit, d.D], 'f32', undefined, op), gpu.tensor([rows, nsplit, 2], 'f32', undefined, op)];
-  const spec = { dtype: d.dtype, D: d.D, T: d.T, group, U, direct };
+  const spec = { dtype: d.dtype, D: d.D, T: d.T, group, direct };
   const tiles = nsplit * d.Hkv * d.B;
   const workgroups = ticketWorkgroups(tiles);
   const scale = opts.scale ?? 1 / Math.sqrt(d.D);

@@ -8,8 +8,8 @@ import { CPU_LANES, cpuLanesUnfit, type SubgroupTarget } from './cpu-lanes.js';
 /*
  * GEMV for CPU adapters (lavapipe/llvmpipe): C[m, n] = alpha·Σ_k A[m, k]·B[n, k] (+ beta·C + bias[n]) for up to
  * CPU_GEMV_MAX_M rows of A and B stored [N, K] (a linear layer's weight, the LM head in decode, a batch of
- * sequences decoding). One 8-lane workgroup walks a run of B's rows, lane l owning row n0 + 8i + l and reading it as vec4 along K; lane l also loads every 8th vec4
- * of each A row and subgroupShuffle (one AVX2 permute there) hands it to the others. No shared memory, no
+ * sequences decoding). One 8-lane workgroup walks a run of B's rows, lane l owning row n0 + 8i + l and reading it
+ * as vec4 along K; lane l also loads every 8th vec4 of each A row and subgroupShuffle (one AVX2 permute there) hands it to the others. No shared memory, no
  * barriers, no cross-lane reductions: on llvmpipe each non-constant load is a scalar loop over the lanes, so this
  * is what keeps the count of loaded lane-elements near the size of B.
  */
