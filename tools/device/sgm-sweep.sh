@@ -3,7 +3,8 @@
 # checked for correctness and timed), then the kernel benchmark of the matmul, attention and head cases with
 # the library's defaults against the machine's CUDA PyTorch, then the 7B LoRA training bench, then any extra
 # command lines given in $EXTRA_CMDS (run from .device/pkg). Results go to $OUT (at most 8 files come back).
-# Time limits (s): SWEEP_S 200, KERNEL_BENCH_S 200, POLICY_TRAIN_S 90 (0 skips it).
+# Time limits (s): SWEEP_S 200, KERNEL_BENCH_S 200, POLICY_TRAIN_S 90 (0 skips it). SWEEP_PARTS picks the sweep's parts
+# (probe,debug,att,proj,square,check; all by default), BENCH_FILTER the kernel cases.
 # Prepare here first: bash tools/device/prepare.sh (bundles sgm-sweep.mjs beside mlagent.mjs).
 set -uo pipefail
 cd "$(dirname "$0")/../.."

@@ -1,16 +1,20 @@
 /**
  * Device sweep of the subgroup-matrix (tensor-core) matmul and attention forward: every candidate tile is
  * checked for correctness (against the float64 CPU reference on awkward small shapes, and against the scalar
- * kernels on the big ones) and timed with GPU timestamps at the benchmark shapes. Bundled by
- * tools/device/prepare-sweep.sh, run by tools/device/sgm-sweep.sh on the device machine.
+ * kernels on the big ones) and timed with GPU timestamps at the benchmark shapes; before that, single matrix
+ * operations (sgm-probe.ts) and the attention kernel's intermediate values against float64 (SWEEP_PARTS says
+ * which parts run). Bundled by tools/device/prepare.sh, run by tools/device/sgm-sweep.sh on the device machine.
  * Usage: node sgm-sweep.mjs OUT_DIR
  */
 import { writeFileSync } from 'node:fs';
 import { Gpu, roundToF16, type Tensor } from '../../packages/core-kernels/src/index.js';
 import { matmul, SGM_TILES } from '../../packages/core-kernels/src/kernels/matmul.js';
-import { attention, SGM_ATTENTION_TILE } from '../../packages/core-kernels/src/kernels/attention.js';
+import { attention, MHA_PARAMS } from '../../packages/core-kernels/src/kernels/attention.js';
+import { Params } from '../../packages/core-kernels/src/runtime/params.js';
+import { f16MatrixConfig } from '../../packages/core-kernels/src/runtime/features.js';
+import { probeSubgroupMatrix } from './sgm-probe.js';
 import { sgmTileKey, type SgmAF32, type SgmTile } from '../../packages/core-kernels/src/kernels/matmul-sgm.js';
-import { sgmAttentionKey, type SgmAttentionTile } from '../../packages/core-kernels/src/kernels/attention-sgm.js';
+import { sgmAttentionDebugLayout, sgmAttentionKey, sgmAttentionWgsl, type SgmAttentionTile } from '../../packages/core-kernels/src/kernels/attention-sgm.js';
 import { matmulRef } from '../../packages/core-kernels/src/reference/matmul.js';
 import { attentionRef } from '../../packages/core-kernels/src/reference/attention.js';
 
@@ -31,21 +35,32 @@ const attTile = (t: SgmAttentionTile): SgmAttentionTile => (DRY ? { ...t, nsub: 
 const started = performance.now();
 const log = (s: string) => console.log(`[${((performance.now() - started) / 1000).toFixed(1)}s] ${s}`);
 
-// Session 6 (not yet run on a GPU): the default tile double-buffered, rasterized in groups of 8 block rows, both.
+// Session 6: the default tile double-buffered, rasterized in groups of 8 block rows, both (session 14 on the H200:
+// all slower than the default at 4096³; `.g8` fastest at gate_proj in one call).
 const NEW_TILES: SgmTile[] = [{ ...SGM_TILES[0], stages: 2 }, { ...SGM_TILES[0], group: 8 }, { ...SGM_TILES[0], stages: 2, group: 8 }];
-// Session 7 (not yet run): 256-thread 128x256 and 256x128 tiles, K steps of 16 to stay within 32 KB of workgroup memory.
+// Session 7: 256-thread 128x256 and 256x128 tiles, K steps of 16 to stay within 32 KB of workgroup memory (session
+// 14: 1.10 and 1.16 ms at 4096³ against the default's 1.04).
 const BIG_TILES: SgmTile[] = [{ wm: 2, wn: 4, fm: 4, fn: 4, bk: 16 }, { wm: 4, wn: 2, fm: 4, fn: 4, bk: 16 }];
 const MM_TILES: SgmTile[] = [...SGM_TILES, ...NEW_TILES, ...BIG_TILES, { wm: 2, wn: 2, fm: 4, fn: 4, bk: 16 }, { wm: 4, wn: 2, fm: 2, fn: 4, bk: 32 }, { wm: 2, wn: 2, fm: 2, fn: 4, bk: 64 }];
-// The default keeps O in registers; '.frag' keeps it in fragments (wrong on the H200 in session 3), to tell them apart;
-// '.2p' (session 10) takes two passes and never rescales O.
-const ATT_TILES: SgmAttentionTile[] = [
-  SGM_ATTENTION_TILE,
-  { ...SGM_ATTENTION_TILE, accum: 'fragments' },
-  { ...SGM_ATTENTION_TILE, accum: 'two-pass' },
+// O in registers, in fragments ('.frag') or two passes ('.2p'); K read column-major, or staged transposed and read
+// row-major ('.kt'). All correct on the H200 since session 14 (16-byte workgroup variables); times to choose from.
+const ATT_BASE: SgmAttentionTile[] = [
+  { nsub: 4, bk: 32 },
+  { nsub: 4, bk: 32, accum: 'fragments' },
+  { nsub: 4, bk: 32, accum: 'two-pass' },
   { nsub: 2, bk: 32 },
   { nsub: 2, bk: 64 },
   { nsub: 2, bk: 64, accum: 'two-pass' },
 ];
+const ATT_TILES: SgmAttentionTile[] = [
+  ...ATT_BASE.map((t): SgmAttentionTile => ({ ...t, kLayout: 'transposed' })),
+  ...ATT_BASE.map((t): SgmAttentionTile => ({ ...t, kLayout: 'rows' })),
+];
+/**
+ * SWEEP_PARTS: which parts run, in this order: probe, debug (the attention kernel's intermediate values against the
+ * float64 ones), att (attention checks and times), proj, square, check.
+ */
+const PARTS = new Set((process.env.SWEEP_PARTS ?? 'probe,debug,att,proj,square,check').split(','));
 
 function lcg(n: number, seed: number, scale = 1): Float32Array {
   const a = new Float32Array(n);
@@ -94,6 +109,7 @@ interface Row {
   tflops?: number;
   err?: number;
   error?: string;
+  note?: string;
 }
 const rows: Row[] = [];
 const save = () => writeFileSync(`${out}/sweep.json`, JSON.stringify({ adapter: gpuInfo, dry: DRY, rows }, null, 1));
@@ -111,7 +127,7 @@ async function guarded(gpu: Gpu, row: Row, body: () => Promise<void>): Promise<v
     }
   }
   rows.push(row);
-  log(`${row.kind} ${row.shape} ${row.config}: ${row.error ? `ERROR ${row.error.split('\n')[0]}` : `${row.ms?.toFixed(4) ?? '-'} ms ${row.tflops?.toFixed(1) ?? '-'} TFLOP/s err ${row.err?.toExponential(2) ?? '-'}`}`);
+  log(`${row.kind} ${row.shape} ${row.config}: ${row.error ? `ERROR ${row.error.split('\n')[0]}` : `${row.ms?.toFixed(4) ?? '-'} ms ${row.tflops?.toFixed(1) ?? '-'} TFLOP/s err ${row.err?.toExponential(2) ?? '-'}${row.note ? ` (${row.note})` : ''}`}`);
   save();
 }
 
@@ -120,6 +136,16 @@ async function main() {
   const info = gpu.device.adapterInfo as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
   gpuInfo = { ...gpu.adapter, subgroupMin: info.subgroupMinSize, subgroupMax: info.subgroupMaxSize, variants: gpu.variants };
   log(`adapter ${JSON.stringify(gpuInfo)}`);
+
+  // ---- single operations, each against the exact product.
+  const cfg = DRY ? { componentType: 'f16', resultComponentType: 'f32', M: 4, N: 4, K: 4 } : f16MatrixConfig(gpu.features);
+  if (PARTS.has('probe') && cfg) {
+    for (const r of await probeSubgroupMatrix(gpu, cfg, info.subgroupMinSize ?? 32, DRY)) {
+      rows.push({ kind: 'probe', shape: `${cfg.M}x${cfg.N}x${cfg.K}`, config: r.name, err: r.err, error: r.error });
+      log(`probe ${r.name}: ${r.error ? `ERROR ${r.error}` : `err ${r.err?.toExponential(2)}`}`);
+    }
+    save();
+  }
 
   // ---- matmul timing at benchmark shapes (+ the tiled kernel's answer on the big square as a check).
   const shapes: { name: string; M: number; N: number; K: number; tB: boolean; aType: 'f16' | 'f32' }[] = [
@@ -161,24 +187,98 @@ async function main() {
     [A, B, C].forEach((t: Tensor) => t.dispose());
   }
   };
-  await timeShapes((n) => n.startsWith('square'));
-  // ---- attention: correctness vs the f64 reference (small, padded, GQA) and vs the scalar kernel (big), timing.
-  for (const tile of ATT_TILES) {
-    const c = { B: 2, T: 77, S: 77, Hq: 4, Hkv: 2, D: DRY ? 32 : 128 };
-    const row: Row = { kind: 'att-check', shape: 'B2 T77 Hq4 Hkv2 D128 lengths [77,50]', config: sgmAttentionKey(tile) };
-    await guarded(gpu, row, async () => {
-      const x = { q: roundToF16(lcg(c.B * c.T * c.Hq * c.D, 5, 2)), k: roundToF16(lcg(c.B * c.S * c.Hkv * c.D, 6, 2)), v: roundToF16(lcg(c.B * c.S * c.Hkv * c.D, 7)) };
-      const q = gpu.tensor([c.B, c.T, c.Hq, c.D], 'f16', x.q);
-      const k = gpu.tensor([c.B, c.S, c.Hkv, c.D], 'f16', x.k);
-      const v = gpu.tensor([c.B, c.S, c.Hkv, c.D], 'f16', x.v);
-      const lengths = gpu.tensor([2], 'i32', [77, 50]);
-      const { o, lse } = attention(gpu, q, k, v, { lengths, path: 'subgroup-matrix', sgmTile: attTile(tile), ...emu });
-      const ref = attentionRef(x.q, x.k, x.v, c, { lengths: [77, 50] });
-      row.err = Math.max(relErr(await o.read(), ref.o), relErr(await lse.read(), ref.lse));
-      [q, k, v, lengths, o, lse].forEach((t) => t.dispose());
-    });
+  // ---- attention's intermediate values in workgroup (0,0,0), first key tile, against float64: scores S = Q·Kᵀ,
+  // P, each lane's ids and softmax totals. Which stage goes wrong on hardware when the whole kernel does.
+  const debugDump: Record<string, unknown> = {};
+  if (PARTS.has('debug') && cfg) {
+    const sg = DRY ? 8 : (info.subgroupMinSize ?? 32);
+    const c = { B: 1, T: 16, S: 16, Hq: 1, Hkv: 1, D: DRY ? 8 : 16 };
+    const base = { nsub: DRY ? 2 : 4, bk: DRY ? 16 : 32 };
+    // One subgroup per workgroup too: whether subgroups of one workgroup disturb each other.
+    const debugTiles: SgmAttentionTile[] = [
+      { ...base, kLayout: 'rows' },
+      { ...base, kLayout: 'transposed' },
+    ];
+    for (const tile of debugTiles) {
+      const row: Row = { kind: 'att-debug', shape: 'B1 T16 S16 Hq1 D16 full', config: sgmAttentionKey(tile) };
+      await guarded(gpu, row, async () => {
+        const x = { q: roundToF16(lcg(c.T * c.D, 5, 2)), k: roundToF16(lcg(c.S * c.D, 6, 2)), v: roundToF16(lcg(c.S * c.D, 7)) };
+        const q = gpu.tensor([1, c.T, 1, c.D], 'f16', x.q);
+        const k = gpu.tensor([1, c.S, 1, c.D], 'f16', x.k);
+        const v = gpu.tensor([1, c.S, 1, c.D], 'f16', x.v);
+        const o = gpu.tensor([1, c.T, 1, c.D], 'f16');
+        const lse = gpu.tensor([1, 1, c.T], 'f32');
+        const lens = gpu.tensor([1], 'i32', [c.S]);
+        const layout = sgmAttentionDebugLayout(tile, cfg, c.D);
+        const dbg = gpu.tensor([layout.size], 'f32', new Float32Array(layout.size).fill(-7));
+        const pipeline = gpu.pipeline(`att-debug:${sgmAttentionKey(tile)}:${DRY}`, () => sgmAttentionWgsl(MHA_PARAMS, tile, cfg, c.D, sg, DRY, true));
+        const scale = 1 / Math.sqrt(c.D);
+        const params = new Params().u32(c.T).u32(c.S).u32(1).u32(1).i32(0).f32(scale * Math.LOG2E).f32(scale).u32(c.D).u32(c.D / 4).u32(0).u32(0).u32(1).u32(0).u32(1).u32(1).bytes();
+        gpu.dispatch({ op: 'att-debug', pipeline, params, bindings: [q, k, v, o, lse, lens, dbg], workgroups: [1, 1, 1] });
+        const d = await dbg.read();
+        // Row i's scores sit at subgroup (i / M), row (i % M) of its M x bk block.
+        const M = cfg.M;
+        let sErr = 0;
+        let pErr = 0;
+        let sMax = 0;
+        const sGot: number[][] = [];
+        const sWant: number[][] = [];
+        // Rows of workgroup 0 only (all 16 on hardware; the rehearsal's 4x4 fragments give it fewer).
+        for (let i = 0; i < Math.min(c.T, tile.nsub * M); i++) {
+          const base = Math.floor(i / M) * M * tile.bk + (i % M) * tile.bk;
+          const ref: number[] = [];
+          for (let j = 0; j < c.S; j++) {
+            let dot = 0;
+            for (let e = 0; e < c.D; e++) dot += x.q[i * c.D + e] * x.k[j * c.D + e];
+            ref.push(dot);
+          }
+          const m = Math.max(...ref.map((r) => r * scale * Math.LOG2E));
+          ref.forEach((r, j) => {
+            sErr = Math.max(sErr, Math.abs(d[layout.scores + base + j] - r));
+            sMax = Math.max(sMax, Math.abs(r));
+            pErr = Math.max(pErr, Math.abs(d[layout.p + base + j] - 2 ** (r * scale * Math.LOG2E - m)));
+          });
+          sGot.push(Array.from(d.subarray(layout.scores + base, layout.scores + base + tile.bk)));
+          sWant.push(ref);
+        }
+        const lanes = Array.from({ length: tile.nsub * sg }, (_, li) => Array.from(d.subarray(layout.lanes + li * 8, layout.lanes + li * 8 + 8)));
+        const laneIdMismatch = lanes.filter((l) => l[1] !== l[0] % sg).length;
+        row.err = sErr / sMax;
+        row.note = `S err ${(sErr / sMax).toExponential(2)}, P err ${pErr.toExponential(2)}, lanes whose subgroup_invocation_id != li % ${sg}: ${laneIdMismatch}`;
+        debugDump[sgmAttentionKey(tile)] = { sGot, sWant, lanes: lanes.slice(0, 40), kv: Array.from(d.subarray(layout.kv, layout.lanes)), p: Array.from(d.subarray(layout.p, layout.p + 2 * cfg.M * tile.bk)), o: Array.from(await o.read()).slice(0, 16) };
+        writeFileSync(`${out}/debug.json`, JSON.stringify(debugDump));
+        [q, k, v, o, lse, lens, dbg].forEach((t) => t.dispose());
+      });
+    }
   }
-  {
+
+  // ---- attention: correctness vs the f64 reference, o and lse apart (lse depends on S = Q·Kᵀ and the softmax only,
+  // o on P·V too), from one fragment (D 16, no mask) up to padded GQA at D 128: which part fails, if one does.
+  const attCases = [
+    { name: 'B1 T16 Hq1 Hkv1 D16 full', B: 1, T: 16, S: 16, Hq: 1, Hkv: 1, D: 16, causal: false },
+    { name: 'B1 T64 Hq2 Hkv2 D64 causal', B: 1, T: 64, S: 64, Hq: 2, Hkv: 2, D: DRY ? 32 : 64, causal: true },
+    { name: 'B2 T77 Hq4 Hkv2 D128 lengths [77,50]', B: 2, T: 77, S: 77, Hq: 4, Hkv: 2, D: DRY ? 32 : 128, causal: true, lengths: [77, 50] },
+  ];
+  for (const c of PARTS.has('att') ? attCases : []) {
+    for (const tile of ATT_TILES) {
+      const row: Row = { kind: 'att-check', shape: c.name, config: sgmAttentionKey(tile) };
+      await guarded(gpu, row, async () => {
+        const x = { q: roundToF16(lcg(c.B * c.T * c.Hq * c.D, 5, 2)), k: roundToF16(lcg(c.B * c.S * c.Hkv * c.D, 6, 2)), v: roundToF16(lcg(c.B * c.S * c.Hkv * c.D, 7)) };
+        const q = gpu.tensor([c.B, c.T, c.Hq, c.D], 'f16', x.q);
+        const k = gpu.tensor([c.B, c.S, c.Hkv, c.D], 'f16', x.k);
+        const v = gpu.tensor([c.B, c.S, c.Hkv, c.D], 'f16', x.v);
+        const lengths = c.lengths ? gpu.tensor([c.B], 'i32', c.lengths) : undefined;
+        const { o, lse } = attention(gpu, q, k, v, { lengths, causal: c.causal, path: 'subgroup-matrix', sgmTile: attTile(tile), ...emu });
+        const ref = attentionRef(x.q, x.k, x.v, c, { lengths: c.lengths, causal: c.causal });
+        const errO = relErr(await o.read(), ref.o);
+        const errLse = relErr(await lse.read(), ref.lse);
+        row.err = Math.max(errO, errLse);
+        row.note = `o ${errO.toExponential(2)} lse ${errLse.toExponential(2)}`;
+        [q, k, v, lengths, o, lse].forEach((t) => t?.dispose());
+      });
+    }
+  }
+  if (PARTS.has('att')) {
     const c = { B: 1, T: dim(2048), S: dim(2048), Hq: 28, Hkv: 4, D: DRY ? 32 : 128 };
     const q = gpu.tensor([c.B, c.T, c.Hq, c.D], 'f16', lcg(c.T * c.Hq * c.D, 8, 3.4));
     const k = gpu.tensor([c.B, c.S, c.Hkv, c.D], 'f16', lcg(c.S * c.Hkv * c.D, 9, 3.4));
@@ -203,7 +303,13 @@ async function main() {
       });
     }
   }
+  if (PARTS.has('proj')) await timeShapes((n) => !n.startsWith('square'));
+  if (PARTS.has('square')) await timeShapes((n) => n.startsWith('square'));
+  if (PARTS.has('check')) await matmulChecks();
+  save();
+
   // ---- matmul correctness on awkward shapes, every tile and layout, vs the f64 reference.
+  async function matmulChecks() {
   const [M, N, K] = [77, 45, 83];
   for (const tile of [...SGM_TILES, ...NEW_TILES]) {
     for (const [tA, tB, aType] of [[false, false, 'f16'], [true, false, 'f16'], [false, true, 'f16'], [true, true, 'f16'], [false, true, 'f32']] as const) {
@@ -240,11 +346,10 @@ async function main() {
       });
     }
   }
+  }
 
-  await timeShapes((n) => !n.startsWith('square'));
-  save();
   const table = rows
-    .map((r) => `${r.kind.padEnd(10)} ${r.shape.padEnd(36)} ${r.config.padEnd(18)} ${r.error ? `ERROR ${r.error.split('\n')[0]}` : `${(r.ms?.toFixed(4) ?? '-').padStart(9)} ms ${(r.tflops?.toFixed(1) ?? '-').padStart(7)} TF/s err ${r.err?.toExponential(2) ?? '-'}`}`)
+    .map((r) => `${r.kind.padEnd(10)} ${r.shape.padEnd(36)} ${r.config.padEnd(18)} ${r.error ? `ERROR ${r.error.split('\n')[0]}` : `${(r.ms?.toFixed(4) ?? '-').padStart(9)} ms ${(r.tflops?.toFixed(1) ?? '-').padStart(7)} TF/s err ${r.err?.toExponential(2) ?? '-'}${r.note ? ` (${r.note})` : ''}`}`)
     .join('\n');
   writeFileSync(`${out}/sweep.txt`, `${table}\n`);
   log('done');

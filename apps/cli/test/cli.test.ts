@@ -46,12 +46,16 @@ describe('mlagent', () => {
       ]);
       // Head dims that are a multiple of 4 take the CPU attention kernels; decode where its rows fit a lane.
       expect(report.attentionPaths).toEqual([
-        { headDim: 128, path: 'cpu-tiled', decode: 'scalar' },
-        { headDim: 32, path: 'cpu-tiled', decode: 'cpu-tiled' },
-        { headDim: 6, path: 'scalar', decode: 'scalar' },
+        { headDim: 128, forward: 'cpu-tiled', backward: 'cpu-tiled', decode: 'scalar' },
+        { headDim: 32, forward: 'cpu-tiled', backward: 'cpu-tiled', decode: 'cpu-tiled' },
+        { headDim: 6, forward: 'scalar', backward: 'scalar', decode: 'scalar' },
       ]);
     } else {
-      for (const a of report.attentionPaths) expect([a.path, a.decode]).toEqual(['scalar', 'scalar']);
+      // GPUs: the tensor-core forward where the adapter has f16 subgroup matrices and the head dim fits them.
+      const sgm = report.variants.matmulF16 === 'subgroup-matrix';
+      for (const a of report.attentionPaths) {
+        expect([a.forward, a.backward, a.decode]).toEqual([sgm && a.headDim % 16 === 0 ? 'subgroup-matrix' : 'scalar', 'scalar', 'scalar']);
+      }
     }
   });
 

@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { roundToF16 } from '../src/index.js';
-import { attention } from '../src/kernels/attention.js';
-import { sgmAttentionBytes, sgmAttentionKey, sgmAttentionUnfit, sgmAttentionWgsl } from '../src/kernels/attention-sgm.js';
+import { attention, attentionForwardPath } from '../src/kernels/attention.js';
+import type { Gpu } from '../src/runtime/gpu.js';
+import { sgmAttentionBytes, sgmAttentionKey, sgmAttentionUnfit, sgmAttentionWgsl, type SgmAttentionTile } from '../src/kernels/attention-sgm.js';
+import { sgmMatmulWgsl } from '../src/kernels/matmul-sgm.js';
 import { attentionRef, type AttentionDims } from '../src/reference/attention.js';
 import { Rng, expectClose, testGpu } from './helpers.js';
 
@@ -15,7 +17,12 @@ interface Case extends AttentionDims {
 // Emulated 4x4x4 fragments with 8-lane subgroups (lavapipe): 2 subgroups = 8 query rows, 8-key tiles, so these
 // small problems still span several query blocks and key tiles. One pipeline (D = 8) per way of keeping O.
 const TILE = { nsub: 2, bk: 8 };
-const TILES = [TILE, { ...TILE, accum: 'fragments' as const }, { ...TILE, accum: 'two-pass' as const }];
+const TILES = [
+  TILE,
+  { ...TILE, accum: 'fragments' as const },
+  { ...TILE, accum: 'two-pass' as const },
+  { ...TILE, kLayout: 'transposed' as const },
+];
 const CASES: Case[] = [
   { B: 2, T: 21, S: 21, Hq: 6, Hkv: 2, D: 8, lengths: [21, 13] },
   { B: 1, T: 11, S: 30, Hq: 2, Hkv: 1, D: 8, causal: false },
@@ -60,6 +67,57 @@ describe('subgroup-matrix attention forward (emulated matrix operations)', () =>
     expect(sgmAttentionKey({ nsub: 4, bk: 32, accum: 'two-pass' })).toBe('s4.k32.2p');
     expect(sgmAttentionKey({ nsub: 4, bk: 32 })).toBe('s4.k32');
     expect(sgmAttentionKey({ nsub: 4, bk: 32, accum: 'fragments' })).toBe('s4.k32.frag');
+    // K staged transposed: every load row-major, as in the matmul kernel; the default reads K column-major.
+    const kt = sgmAttentionWgsl(params, { nsub: 4, bk: 32, kLayout: 'transposed' }, cfg, 128, 32);
+    expect(kt).not.toMatch(/subgroupMatrixLoad<[^>]*>>\([^;]*, true,/);
+    expect(regs).toMatch(/subgroupMatrixLoad<subgroup_matrix_right[^>]*>>\([^;]*, true,/);
+    expect(sgmAttentionKey({ nsub: 4, bk: 32, kLayout: 'transposed' })).toBe('s4.k32.kt');
+  });
+
+  it('gives every workgroup variable a multiple of 16 bytes (matrix loads and stores of a misaligned one were off by 4 bytes on the H200)', () => {
+    const cfg = { componentType: 'f16', resultComponentType: 'f32', M: 16, N: 16, K: 16 };
+    const params = 'struct P { t: u32 }\n@group(0) @binding(0) var<uniform> p: P;';
+    const bytes: Record<string, number> = { f16: 2, f32: 4, u32: 4, i32: 4 };
+    // [name, bytes] of each var<workgroup>: arrays of scalars, or lone scalars.
+    const vars = (wgsl: string) =>
+      [...wgsl.matchAll(/var<workgroup>\s+(\w+)\s*:\s*(?:array<(\w+),\s*(\d+)>|(\w+))\s*;/g)].map((m) => [m[1], m[2] ? bytes[m[2]] * Number(m[3]) : bytes[m[4]]] as const);
+    const tiles: SgmAttentionTile[] = [
+      { nsub: 4, bk: 32 },
+      { nsub: 4, bk: 32, kLayout: 'rows' },
+      { nsub: 4, bk: 32, accum: 'fragments' },
+      { nsub: 4, bk: 32, accum: 'two-pass' },
+      { nsub: 2, bk: 64 },
+    ];
+    const shaders = [
+      ...tiles.flatMap((t) => [64, 80, 128].map((D) => sgmAttentionWgsl(params, t, cfg, D, 32))),
+      ...[false, true].map((transB) =>
+        sgmMatmulWgsl(params, { aType: 'f32', bType: 'f16', transA: false, transB, aVec: true, bVec: true, aF32: 'scaled', scaleBinding: 4 }, { wm: 2, wn: 2, fm: 4, fn: 4, bk: 32 }, cfg, 32),
+      ),
+    ];
+    for (const wgsl of shaders) {
+      const found = vars(wgsl);
+      expect(found.length).toBeGreaterThan(2);
+      for (const [name, size] of found) expect(size % 16, `${name}: ${size} bytes`).toBe(0);
+    }
+  });
+
+  it("is the forward's default ('auto') for f16 where the adapter has f16 subgroup matrices", () => {
+    const cfg = { componentType: 'f16', resultComponentType: 'f32', M: 16, N: 16, K: 16 };
+    const h200Like = (limit: number) =>
+      ({
+        softwareAdapter: false,
+        variants: { matmulF16: 'subgroup-matrix' },
+        features: { subgroupMatrixConfigs: [cfg] },
+        device: { adapterInfo: { subgroupMaxSize: 32 } },
+        limits: { maxComputeWorkgroupStorageSize: limit },
+      }) as unknown as Gpu;
+    expect(attentionForwardPath(h200Like(49152), 128, 'f16')).toBe('subgroup-matrix');
+    expect(attentionForwardPath(h200Like(49152), 64, 'f16')).toBe('subgroup-matrix');
+    expect(attentionForwardPath(h200Like(49152), 128, 'f32')).toBe('scalar');
+    expect(attentionForwardPath(h200Like(49152), 120, 'f16')).toBe('scalar');
+    expect(attentionForwardPath(h200Like(16384), 128, 'f16')).toBe('scalar');
+    const noMatrices = { ...h200Like(49152), variants: { matmulF16: 'tiled' } } as unknown as Gpu;
+    expect(attentionForwardPath(noMatrices, 128, 'f16')).toBe('scalar');
   });
 
   it('refuses shapes it cannot run when forced, and checks its tiles', async () => {
@@ -71,6 +129,9 @@ describe('subgroup-matrix attention forward (emulated matrix operations)', () =>
     expect(sgmAttentionUnfit({ nsub: 4, bk: 32 }, cfg, 128, 32)).toBeUndefined();
     expect(sgmAttentionUnfit({ nsub: 4, bk: 32 }, cfg, 120, 32)).toMatch(/head dim/);
     expect(sgmAttentionUnfit({ nsub: 8, bk: 32 }, cfg, 128, 32)).toMatch(/query rows/);
+    // Transposed K leaves the V tile's rows free, so Q fits more than 2*bk rows.
+    expect(sgmAttentionUnfit({ nsub: 8, bk: 32, kLayout: 'transposed' }, cfg, 128, 32)).toBeUndefined();
+    expect(sgmAttentionBytes({ nsub: 4, bk: 32, kLayout: 'transposed' }, cfg, 128)).toBeLessThanOrEqual(48 * 1024);
     expect(sgmAttentionBytes({ nsub: 4, bk: 32 }, cfg, 128)).toBeLessThanOrEqual(48 * 1024);
     [q, k].forEach((t) => t.dispose());
   });

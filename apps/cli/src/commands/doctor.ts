@@ -1,4 +1,4 @@
-import { Gpu, attentionDecodePath, attentionPath, describeMatmulPath, formatBytes, type MatmulPathInfo } from '@mlagent/core-kernels';
+import { Gpu, attentionDecodePath, attentionForwardPath, attentionPath, describeMatmulPath, formatBytes, type MatmulPathInfo } from '@mlagent/core-kernels';
 import { parse } from '../args.js';
 
 const SHOWN_LIMITS = [
@@ -42,7 +42,12 @@ export async function doctor(argv: string[]): Promise<void> {
       features: gpu.features,
       variants: gpu.variants,
       matmulPaths: matmulPaths(gpu),
-      attentionPaths: ATTENTION_HEAD_DIMS.map((D) => ({ headDim: D, path: attentionPath(gpu, D), decode: attentionDecodePath(gpu, D, DECODE_ROWS) })),
+      attentionPaths: ATTENTION_HEAD_DIMS.map((D) => ({
+        headDim: D,
+        forward: attentionForwardPath(gpu, D, gpu.variants.weightDType),
+        backward: attentionPath(gpu, D),
+        decode: attentionDecodePath(gpu, D, DECODE_ROWS),
+      })),
       limits: gpu.limits,
       node: process.version,
     };
@@ -66,8 +71,10 @@ export async function doctor(argv: string[]): Promise<void> {
       const a = m.aFrom ? `, A from ${m.aFrom === 'texture' ? 'a texture' : 'storage'}` : m.aF32 ? `, f32 A as two f16 parts (${m.aF32})` : '';
       lines.push(`            ${m.case.padEnd(48)} ${m.path}${a}`);
     }
-    lines.push('attention paths (forward and backward; decode)');
-    for (const a of report.attentionPaths) lines.push(`            ${`head dim ${a.headDim}`.padEnd(48)} ${a.path}; decode ${a.decode}`);
+    lines.push(`attention paths (${gpu.variants.weightDType} forward, backward, decode)`);
+    for (const a of report.attentionPaths) {
+      lines.push(`            ${`head dim ${a.headDim}`.padEnd(48)} ${a.forward}, ${a.backward}, ${a.decode}`);
+    }
     lines.push('limits');
     for (const k of SHOWN_LIMITS) {
       const v = gpu.limits[k];

@@ -31,6 +31,12 @@ export interface SgmAttentionTile {
   bk: number;
   /** Where O accumulates across key tiles, or two passes (see the file comment); default 'registers'. */
   accum?: 'registers' | 'fragments' | 'two-pass';
+  /**
+   * How the K tile sits in workgroup memory. 'rows' (default): one key per row, read as column-major right
+   * fragments. 'transposed': one head-dim element per row (staged transposed), read as row-major right fragments,
+   * the only kind of load the matmul kernel uses (column-major loads were never checked on hardware).
+   */
+  kLayout?: 'rows' | 'transposed';
 }
 
 const PAD = 8;
@@ -39,27 +45,46 @@ const TAU = 8;
 const NEG = '-1.0e30';
 
 export const sgmAttentionKey = (t: SgmAttentionTile): string =>
-  `s${t.nsub}.k${t.bk}${t.accum === 'fragments' ? '.frag' : t.accum === 'two-pass' ? '.2p' : ''}`;
+  `s${t.nsub}.k${t.bk}${t.accum === 'fragments' ? '.frag' : t.accum === 'two-pass' ? '.2p' : ''}${t.kLayout === 'transposed' ? '.kt' : ''}`;
+
+/** f16 elements of the K/V buffer and where V starts: K tile then V tile, large enough to stage Q first. */
+function kvLayout(t: SgmAttentionTile, cfg: SubgroupMatrixConfig, D: number): { size: number; vOff: number; kStride: number } {
+  const RS = D + PAD;
+  const transposed = t.kLayout === 'transposed';
+  const kStride = transposed ? t.bk + PAD : RS;
+  const vOff = transposed ? D * kStride : t.bk * RS;
+  return { size: Math.max(vOff + t.bk * RS, t.nsub * cfg.M * RS), vOff, kStride };
+}
 
 /** Why this tile / head dim cannot run on the config and subgroup size, or undefined. */
 export function sgmAttentionUnfit(t: SgmAttentionTile, cfg: SubgroupMatrixConfig, D: number, sg: number): string | undefined {
   if (D % cfg.K || D % cfg.N) return `head dim ${D} must be a multiple of ${cfg.K} and ${cfg.N}`;
   if (t.bk % cfg.N || t.bk % cfg.K) return `bk ${t.bk} must be a multiple of ${cfg.N} and ${cfg.K}`;
   if (sg % cfg.M || (t.bk * cfg.M) % sg || (cfg.N * cfg.M) % sg) return `subgroup size ${sg} does not divide the row blocks`;
-  if (2 * t.bk < t.nsub * cfg.M) return `2*bk must hold the ${t.nsub * cfg.M} query rows`;
+  if (t.kLayout !== 'transposed' && 2 * t.bk < t.nsub * cfg.M) return `2*bk must hold the ${t.nsub * cfg.M} query rows`;
   return undefined;
 }
 
 /** Workgroup memory in bytes. */
 export function sgmAttentionBytes(t: SgmAttentionTile, cfg: SubgroupMatrixConfig, D: number): number {
-  return 2 * 2 * t.bk * (D + PAD) + (4 + 2) * t.nsub * cfg.M * t.bk + 16;
+  return 2 * kvLayout(t, cfg, D).size + (4 + 2) * t.nsub * cfg.M * t.bk + 16;
+}
+
+/** Where the debug dump (sgmAttentionWgsl's `debug`) puts each part, in f32 elements of binding 7. */
+export function sgmAttentionDebugLayout(t: SgmAttentionTile, cfg: SubgroupMatrixConfig, D: number): { scores: number; p: number; kv: number; lanes: number; size: number } {
+  const sc = t.nsub * cfg.M * t.bk;
+  const kv = kvLayout(t, cfg, D).size;
+  const lanes = 2 * sc + kv;
+  return { scores: 0, p: sc, kv: 2 * sc, lanes, size: lanes + 8 * t.nsub * 64 };
 }
 
 /**
  * WGSL. `params` declares the uniform P (attention.ts MHA_PARAMS); bindings q (1), k (2), v (3), o (4) as
- * vec4<f16> arrays, lse (5), lens (6).
+ * vec4<f16> arrays, lse (5), lens (6). `debug` (hardware diagnosis, tools/device/sgm-sweep.ts): workgroup (0,0,0)
+ * also dumps its first key tile's scores, P and K/V buffer, and each lane's ids and softmax totals, to binding 7
+ * (sgmAttentionDebugLayout).
  */
-export function sgmAttentionWgsl(params: string, t: SgmAttentionTile, cfg: SubgroupMatrixConfig, D: number, sg: number, emulate = false): string {
+export function sgmAttentionWgsl(params: string, t: SgmAttentionTile, cfg: SubgroupMatrixConfig, D: number, sg: number, emulate = false, debug = false): string {
   const mode = t.accum ?? 'registers';
   const regs = mode === 'registers';
   const twoPass = mode === 'two-pass';
@@ -74,9 +99,14 @@ export function sgmAttentionWgsl(params: string, t: SgmAttentionTile, cfg: Subgr
   const left = `subgroup_matrix_left<f16, ${K}, ${M}>`;
   const right = `subgroup_matrix_right<f16, ${N}, ${K}>`;
   const result = `subgroup_matrix_result<f32, ${N}, ${M}>`;
-  const kvSize = 2 * BK * RS;
+  const { size: kvSize, vOff, kStride } = kvLayout(t, cfg, D);
+  const kT = t.kLayout === 'transposed';
   const scSize = t.nsub * M * BK;
   const nd = D / K; // Q fragments along D
+  const dl = sgmAttentionDebugLayout(t, cfg, D);
+  const first = 'kt == 0u && wid.x == 0u && wid.y == 0u && wid.z == 0u';
+  const dump = (what: string, at: number, n: number, arr: string) =>
+    debug ? `if (${first}) { for (var e = li; e < ${n}u; e += ${BQ * LPR}u) { dbg[${at}u + e] = f32(${arr}[e]); } } // debug ${what}\n` : '';
   const no = D / N; // O fragments along D
   const range = (n: number) => Array.from({ length: n }, (_, i) => i);
   // Sum / max over the LPR lanes of a row.
@@ -84,21 +114,22 @@ export function sgmAttentionWgsl(params: string, t: SgmAttentionTile, cfg: Subgr
     range(Math.log2(LPR))
       .map((i) => (op === 'max' ? `${v} = max(${v}, subgroupShuffleXor(${v}, ${1 << i}u));` : `${v} += subgroupShuffleXor(${v}, ${1 << i}u);`))
       .join(' ');
-  // Rows of D elements from a [B, *, H, D] tensor into kv rows [dst, dst + rows).
+  // Rows of D elements from a [B, *, H, D] tensor into kv, from element dst on.
   const stageRows = (src: string, rows: number, dst: number, ok: string, base: string) => `
   for (var e = li; e < ${(rows * D) / 4}u; e += ${BQ * LPR}u) {
     let r = e / ${D / 4}u;
     let c = (e % ${D / 4}u) * 4u;
     var x = vec4<f16>();
     if (${ok}) { x = ${src}[(${base}) / 4u + c / 4u]; }
-    let d = (${dst}u + r) * ${RS}u + c;
+    let d = ${dst}u + r * ${RS}u + c;
     kv[d] = x.x; kv[d + 1u] = x.y; kv[d + 2u] = x.z; kv[d + 3u] = x.w;
   }`;
   let sCompute = '';
   for (let n = 0; n < BK / N; n++) {
     sCompute += `{ var acc = ${em.zero(result)};\n`;
     for (let d = 0; d < nd; d++) {
-      sCompute += `acc = ${em.mma(`qf${d}`, em.load(right, 'kv', `${n * N * RS + d * K}u`, true, RS), 'acc')};\n`;
+      const kf = kT ? em.load(right, 'kv', `${d * K * kStride + n * N}u`, false, kStride) : em.load(right, 'kv', `${n * N * RS + d * K}u`, true, RS);
+      sCompute += `acc = ${em.mma(`qf${d}`, kf, 'acc')};\n`;
     }
     sCompute += `${em.store('sc', `sbase + ${n * N}u`, 'acc', BK)}; }\n`;
   }
@@ -106,7 +137,7 @@ export function sgmAttentionWgsl(params: string, t: SgmAttentionTile, cfg: Subgr
   for (let kk = 0; kk < BK / K; kk++) {
     pv += `{ let pf = ${em.load(left, 'pb', `sbase + ${kk * K}u`, false, BK)};\n`;
     for (let f = 0; f < no; f++) {
-      pv += `of${f} = ${em.mma('pf', em.load(right, 'kv', `${BK * RS + kk * K * RS + f * N}u`, false, RS), `of${f}`)};\n`;
+      pv += `of${f} = ${em.mma('pf', em.load(right, 'kv', `${vOff + kk * K * RS + f * N}u`, false, RS), `of${f}`)};\n`;
     }
     pv += '}\n';
   }
@@ -118,7 +149,7 @@ export function sgmAttentionWgsl(params: string, t: SgmAttentionTile, cfg: Subgr
     pvRegs += `{\n${fs.map((f) => `var t${f} = ${em.zero(result)};`).join('\n')}\n`;
     for (let kk = 0; kk < BK / K; kk++) {
       pvRegs += `{ let pf = ${em.load(left, 'pb', `sbase + ${kk * K}u`, false, BK)};\n`;
-      for (const f of fs) pvRegs += `t${f} = ${em.mma('pf', em.load(right, 'kv', `${BK * RS + kk * K * RS + f * N}u`, false, RS), `t${f}`)};\n`;
+      for (const f of fs) pvRegs += `t${f} = ${em.mma('pf', em.load(right, 'kv', `${vOff + kk * K * RS + f * N}u`, false, RS), `t${f}`)};\n`;
       pvRegs += '}\n';
     }
     pvRegs += fs.map((f, j) => `${em.store('sc', `sbase + ${j * N}u`, `t${f}`, BK)};`).join('\n');
@@ -150,8 +181,17 @@ export function sgmAttentionWgsl(params: string, t: SgmAttentionTile, cfg: Subgr
       mt = max(mt, sv[c]);
     }
     ${rowReduce('mt', 'max')}`;
-  const stageK = stageRows('k', BK, 0, 'k0 + r < len', '((b * p.s + k0 + r) * p.hkv + g) * p.d');
-  const stageV = stageRows('v', BK, BK, 'k0 + r < len', '((b * p.s + k0 + r) * p.hkv + g) * p.d');
+  // Transposed K: consecutive lanes take consecutive keys, so their f16 stores land side by side.
+  const stageKT = `
+  for (var e = li; e < ${(BK * D) / 4}u; e += ${BQ * LPR}u) {
+    let r = e % ${BK}u;
+    let c = (e / ${BK}u) * 4u;
+    var x = vec4<f16>();
+    if (k0 + r < len) { x = k[(((b * p.s + k0 + r) * p.hkv + g) * p.d) / 4u + c / 4u]; }
+    kv[c * ${kStride}u + r] = x.x; kv[(c + 1u) * ${kStride}u + r] = x.y; kv[(c + 2u) * ${kStride}u + r] = x.z; kv[(c + 3u) * ${kStride}u + r] = x.w;
+  }`;
+  const stageK = kT ? stageKT : stageRows('k', BK, 0, 'k0 + r < len', '((b * p.s + k0 + r) * p.hkv + g) * p.d');
+  const stageV = stageRows('v', BK, vOff, 'k0 + r < len', '((b * p.s + k0 + r) * p.hkv + g) * p.d');
   // Each row's total over its lanes, whether the row is output, and 1/total (0 for rows with no valid key).
   const rowTotals = `var l = l_part;
   ${rowReduce('l', '+')}
@@ -203,18 +243,19 @@ ${storeFragments('')}`;
   for (var kt = 0u; kt < ntiles; kt++) {
     let k0 = kt * ${BK}u;
     workgroupBarrier();
-    ${regs ? '' : 'if (li == 0u) { wg_flag = 0u; }'}
+    ${regs ? '' : 'if (li == 0u) { wg_u[1] = 0u; }'}
     ${stageK}
     ${stageV}
     workgroupBarrier();
     ${sCompute}
     workgroupBarrier();
+    ${dump('scores', dl.scores, scSize, 'sc')}${dump('kv', dl.kv, kvSize, 'kv')}
     ${laneScores}
     ${
       regs
         ? 'let m_new = max(m_run, mt);'
-        : `if (mt > m_run + ${TAU}.0) { wg_flag = 1u; }
-    let resc = workgroupUniformLoad(&wg_flag) != 0u;
+        : `if (mt > m_run + ${TAU}.0) { wg_u[1] = 1u; }
+    let resc = workgroupUniformLoad(&wg_u[1]) != 0u;
     let m_new = select(m_run, max(m_run, mt), resc);`
     }
     let alpha = exp2(m_run - m_new);
@@ -236,6 +277,7 @@ ${range(no)
     }`
     }
     workgroupBarrier();
+    ${dump('P', dl.p, scSize, 'pb')}
     ${regs ? pvRegs : pv}
   }
   ${rowTotals}
@@ -255,13 +297,15 @@ ${params}
 @group(0) @binding(4) var<storage, read_write> o: array<f16>;
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(6) var<storage, read> lens: array<i32>;
-// K tile in rows [0, BK), V tile in rows [BK, 2BK); Q is staged here first.
+${debug ? '@group(0) @binding(7) var<storage, read_write> dbg: array<f32>;\n' : ''}// K tile from element 0 (one key per row, or transposed), V tile from vOff (one key per row); Q is staged here first.
 var<workgroup> kv: array<f16, ${kvSize}>;
 // Per subgroup: scores (M x BK f32), also the scratch for O fragments; P (M x BK f16).
 var<workgroup> sc: array<f32, ${scSize}>;
 var<workgroup> pb: array<f16, ${scSize}>;
-var<workgroup> wg_len: u32;
-var<workgroup> wg_flag: u32;
+// The key count (0) and the rescale flag (1). Every workgroup variable spans a multiple of 16 bytes: on the H200
+// (session 14) two lone u32s here shifted the matrix loads and stores of the arrays by 4 bytes (16-byte aligned
+// addresses, apparently, while the variables were laid out on 4), so S = Q·Kᵀ came out wrong.
+var<workgroup> wg_u: array<u32, 4>;
 ${
   emulate
     ? emulation(
@@ -278,7 +322,7 @@ ${
 }
 
 @compute @workgroup_size(${BQ * LPR})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32${debug ? ', @builtin(subgroup_invocation_id) sgi: u32' : ''}) {
   // Subgroups are consecutive invocations (workgroup_size.x is a multiple of the subgroup size).
   let sgid = li / ${sg}u;
   let lane = li % ${sg}u;
@@ -295,9 +339,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (li == 0u) {
     var n = p.s;
     if (p.has_len != 0u) { n = min(u32(max(lens[b], 0)), p.s); }
-    wg_len = n;
+    wg_u[0] = n;
   }
-  let len = workgroupUniformLoad(&wg_len);
+  let len = workgroupUniformLoad(&wg_u[0]);
   var kend = len;
   if (p.causal != 0u) { kend = min(kend, u32(max(i32(q0 + ${BQ}u) + p.off, 0))); }
   let ntiles = (kend + ${BK - 1}u) / ${BK}u;
@@ -312,5 +356,14 @@ ${twoPass ? twoPassLoops : onePass}
   if (part == 0u && i < p.t) {
     lse[(b * p.hq + h) * p.t + i] = select(0.0, (m_run + log2(l)) * ${Math.LN2}, ok);
   }
+${
+  debug
+    ? `  if (wid.x == 0u && wid.y == 0u && wid.z == 0u) {
+    let d0 = ${dl.lanes}u + li * 8u;
+    dbg[d0] = f32(li); dbg[d0 + 1u] = f32(sgi); dbg[d0 + 2u] = f32(sgid); dbg[d0 + 3u] = f32(rr);
+    dbg[d0 + 4u] = m_run; dbg[d0 + 5u] = l_part; dbg[d0 + 6u] = l; dbg[d0 + 7u] = f32(ntiles);
+  }`
+    : ''
+}
 }`;
 }

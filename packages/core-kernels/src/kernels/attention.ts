@@ -64,15 +64,14 @@ export interface AttentionOptions {
   /** Tile override, mainly for tests; default: the largest preset that fits workgroup memory. */
   tile?: AttentionTile;
   /**
-   * Kernels. 'auto' (the default): 'cpu-tiled' where it fits, else 'scalar'. 'scalar': the workgroup kernels,
-   * for any adapter. 'cpu-tiled' (attention-cpu.ts): forward and backward for CPU adapters (lavapipe), one 8-lane
-   * subgroup per workgroup with rows owned by lanes; it needs subgroups of exactly 8 lanes and a head dim that is a
-   * multiple of 4, and 'auto' takes it on software adapters. 'subgroup-matrix' (forward only; the backward runs
-   * 'auto'): tensor cores; f16, head dim a multiple of 16. EXPERIMENTAL: its first version, which kept O in result
-   * fragments (sgmTile.accum 'fragments'), gave wrong results on an H200 (2026-11-28, docs/BENCHMARKS.md); the
-   * default now keeps O in registers and uses only the matrix operations the (correct) matmul kernel uses, as does
-   * the two-pass variant (sgmTile.accum 'two-pass'); neither has run on a GPU yet, so the path runs only when asked
-   * for.
+   * Kernels. 'auto' (the default): the forward takes 'subgroup-matrix' where it applies (f16, an adapter with f16
+   * subgroup matrices, no scalar-kernel knob given), else 'cpu-tiled' where it fits, else 'scalar'
+   * (attentionForwardPath, attentionPath). 'scalar': the workgroup kernels, for any adapter. 'cpu-tiled'
+   * (attention-cpu.ts): forward and backward for CPU adapters (lavapipe), one 8-lane subgroup per workgroup with rows
+   * owned by lanes; it needs subgroups of exactly 8 lanes and a head dim that is a multiple of 4, and 'auto' takes it
+   * on software adapters. 'subgroup-matrix' (attention-sgm.ts; forward only, the backward runs 'auto'): tensor
+   * cores; f16, head dim a multiple of 16. Correct on an H200 since session 14 (docs/BENCHMARKS.md), where it runs
+   * the 7B shape in 0.48x the scalar kernel's time.
    */
   path?: 'auto' | 'scalar' | 'cpu-tiled' | 'subgroup-matrix';
   /** Rows a lane owns in the cpu-tiled kernels (tests, tuning), 1 to 8; default by head dim (cpuAttentionRows). */
@@ -88,8 +87,11 @@ export interface AttentionOptions {
   tickets?: boolean;
 }
 
-/** Default workgroup of the subgroup-matrix forward: 4 subgroups (64 query rows), 32-key tiles (fastest of 3 in session 3), O in registers. */
-export const SGM_ATTENTION_TILE: SgmAttentionTile = { nsub: 4, bk: 32 };
+/**
+ * Default workgroup of the subgroup-matrix forward: 4 subgroups (64 query rows), 32-key tiles (fastest of 3 in
+ * session 3), O in registers, K staged transposed (reading it column-major was wrong on the H200, session 14).
+ */
+export const SGM_ATTENTION_TILE: SgmAttentionTile = { nsub: 4, bk: 32, kLayout: 'transposed' };
 /** The emulated kernel's fragment shape (every invocation does whole products; small keeps tests quick). */
 const EMULATED_CONFIG: SubgroupMatrixConfig = { componentType: 'f16', resultComponentType: 'f32', M: 4, N: 4, K: 4 };
 
@@ -289,7 +291,7 @@ function lensBinding(binding: number): string {
 }
 
 // Causal masking and lengths are runtime flags, not specializations: fewer pipelines to compile.
-const MHA_PARAMS = `struct P {
+export const MHA_PARAMS = `struct P {
   t: u32, s: u32, hq: u32, hkv: u32, off: i32, scale2: f32, scale: f32, d: u32, d4: u32, causal: u32, has_len: u32,
   tiles: u32, workgroups: u32, gx: u32, gy: u32
 }
@@ -627,15 +629,44 @@ function cpuTiledUnfit(gpu: Gpu, D: number): string | undefined {
   return cpuLanesUnfit(gpu) ?? cpuAttentionUnfit(D);
 }
 
-/** The kernels `attention` and `attentionBackward` run by default ('auto') for a head dim on this device. */
+/**
+ * The kernels `attentionBackward` runs by default ('auto') for a head dim on this device, and `attention` too
+ * where the subgroup-matrix forward does not apply (attentionForwardPath).
+ */
 export function attentionPath(gpu: Gpu, D: number): 'cpu-tiled' | 'scalar' {
   return gpu.softwareAdapter && !cpuTiledUnfit(gpu, D) ? 'cpu-tiled' : 'scalar';
 }
 
-/** The subgroup-matrix forward's pipeline and query rows per workgroup when asked for, else undefined. */
+/** The kernel `attention` runs by default ('auto') for a head dim and dtype on this device. */
+export function attentionForwardPath(gpu: Gpu, D: number, dtype: FloatDType): 'subgroup-matrix' | 'cpu-tiled' | 'scalar' {
+  return sgmAutoUnfit(gpu, D, dtype, SGM_ATTENTION_TILE) ? attentionPath(gpu, D) : 'subgroup-matrix';
+}
+
+/** Why the subgroup-matrix forward cannot run this head dim, dtype and tile here, or undefined. */
+function sgmAutoUnfit(gpu: Gpu, D: number, dtype: FloatDType, t: SgmAttentionTile): string | undefined {
+  const cfg = gpu.variants.matmulF16 === 'subgroup-matrix' ? f16MatrixConfig(gpu.features) : undefined;
+  if (!cfg) return 'needs an adapter with f16 subgroup matrices';
+  if (dtype !== 'f16') return 'takes f16 q, k, v only';
+  const sg = gpu.device.adapterInfo?.subgroupMaxSize ?? 32;
+  return (
+    sgmAttentionUnfit(t, cfg, D, sg) ??
+    (sgmAttentionBytes(t, cfg, D) > (gpu.limits.maxComputeWorkgroupStorageSize ?? 16384) ? 'tile over the workgroup memory limit' : undefined)
+  );
+}
+
+/**
+ * The subgroup-matrix forward's pipeline and query rows per workgroup, else undefined: when asked for, and by
+ * default ('auto') for f16 on adapters with f16 subgroup matrices (correct on the H200 since session 14), unless a
+ * scalar-kernel knob (tile, tickets) asks for the workgroup kernels.
+ */
 function sgmForward(gpu: Gpu, d: Dims, opts: AttentionOptions, shapes: string): { pipeline: GPUComputePipeline; rows: number } | undefined {
-  // Not chosen automatically until it passes on hardware (see AttentionOptions.path).
-  if (opts.path !== 'subgroup-matrix') return undefined;
+  const path = opts.path ?? 'auto';
+  if (path === 'auto') {
+    const t = opts.sgmTile ?? SGM_ATTENTION_TILE;
+    if (opts.sgmEmulate || opts.tile || opts.tickets !== undefined || sgmAutoUnfit(gpu, d.D, d.dtype, t)) return undefined;
+  } else if (path !== 'subgroup-matrix') {
+    return undefined;
+  }
   const emulate = opts.sgmEmulate ?? false;
   const cfg = emulate ? EMULATED_CONFIG : gpu.variants.matmulF16 === 'subgroup-matrix' ? f16MatrixConfig(gpu.features) : undefined;
   const sg = emulate ? 8 : (gpu.device.adapterInfo?.subgroupMaxSize ?? 32);
