@@ -72,10 +72,17 @@ function lcg(n: number, seed: number, scale = 1): Float32Array {
   return a;
 }
 
-/** Median ms of the summed GPU timestamps of `run`'s dispatches, copies and clears. */
+/**
+ * Median ms of the summed GPU timestamps of `run`'s dispatches, copies and clears, after ~150 ms of runs: session 14's
+ * sweep timed some kernels 2-5x slower than the benchmark did (which keeps the GPU busy with torch between our runs),
+ * most likely at the idle clocks an H200 drops to between short launches.
+ */
 async function time(gpu: Gpu, run: () => void, iters: number): Promise<number> {
-  run();
-  await gpu.sync();
+  const warm = performance.now() + (DRY ? 0 : 150);
+  do {
+    run();
+    await gpu.sync();
+  } while (performance.now() < warm);
   const xs: number[] = [];
   for (let i = 0; i < iters; i++) {
     gpu.profiling = true;

@@ -44,6 +44,8 @@ export * from './kernels/index.js';
 export { LINEAR_WORKGROUP, enableF16, wgslType } from './kernels/wgsl.js';
 export {
   allBenches,
+  benchTensor,
+  benchValues,
   runBenchmarks,
   selectCases,
   torchTimings,

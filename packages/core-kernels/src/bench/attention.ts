@@ -1,6 +1,7 @@
 import type { Gpu } from '../runtime/gpu.js';
 import type { Tensor } from '../runtime/tensor.js';
 import { attention, attentionBackward, attentionDecode } from '../kernels/attention.js';
+import { sgmAttentionKey, type SgmAttentionTile } from '../kernels/attention-sgm.js';
 import type { BenchCase } from './types.js';
 import { benchValues } from './data.js';
 
@@ -47,11 +48,12 @@ const causalPairs = (s: Shape) => (s.B * s.Hq * s.T * (s.T + 1)) / 2;
 type Path = 'scalar' | 'subgroup-matrix';
 const pathNote = (path?: Path) => (path ? ` (${path} path)` : '');
 
-function forwardCase(s: Shape, size: 'cpu' | 'gpu', path?: Path): BenchCase {
+/** `sgmTile` (with the subgroup-matrix path): another workgroup shape or way of keeping O, to compare against the default's. */
+function forwardCase(s: Shape, size: 'cpu' | 'gpu', path?: Path, sgmTile?: SgmAttentionTile): BenchCase {
   const e = bytesOf(s.dtype);
   return {
     family: 'attention',
-    name: `attention fwd causal ${label(s)}${pathNote(path)}`,
+    name: `attention fwd causal ${label(s)}${pathNote(path)}${sgmTile ? ` (tile ${sgmAttentionKey(sgmTile)})` : ''}`,
     flops: 4 * causalPairs(s) * s.D,
     bytes: e * s.B * s.T * s.D * (2 * s.Hq + 2 * s.Hkv) + 4 * s.B * s.Hq * s.T,
     size,
@@ -60,7 +62,7 @@ function forwardCase(s: Shape, size: 'cpu' | 'gpu', path?: Path): BenchCase {
       const t = qkv(gpu, s, s.T);
       return {
         run: () => {
-          const r = attention(gpu, t.q, t.k, t.v, { path });
+          const r = attention(gpu, t.q, t.k, t.v, { path, sgmTile });
           r.o.dispose();
           r.lse.dispose();
         },
@@ -141,6 +143,14 @@ export const attentionBenches: BenchCase[] = [
   decodeCase({ ...mini, T: 1 }, 800, 'cpu', 'scalar'),
   forwardCase(qwen7b, 'gpu'),
   forwardCase(qwen7b, 'gpu', 'subgroup-matrix'),
+  // Other ways of keeping O, K in rows, and 2-subgroup tiles: all correct on the H200 since session 14, not yet
+  // benchmarked against SDPA.
+  ...([
+    { nsub: 4, bk: 32, kLayout: 'transposed', accum: 'fragments' },
+    { nsub: 4, bk: 32, kLayout: 'transposed', accum: 'two-pass' },
+    { nsub: 4, bk: 32, kLayout: 'rows' },
+    { nsub: 2, bk: 32, kLayout: 'transposed' },
+  ] as SgmAttentionTile[]).map((t) => forwardCase(qwen7b, 'gpu', 'subgroup-matrix', t)),
   backwardCase(qwen7b, 'gpu'),
   decodeCase({ ...qwen7b, T: 1 }, 4096, 'gpu'),
 ];

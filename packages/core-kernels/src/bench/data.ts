@@ -1,4 +1,6 @@
+import type { Gpu } from '../runtime/gpu.js';
 import type { Tensor } from '../runtime/tensor.js';
+import { DTYPE_BYTES } from '../runtime/dtype.js';
 
 /**
  * Deterministic values uniform in [-scale/2, scale/2] from a linear congruential generator: cheap enough for a
@@ -16,4 +18,28 @@ export function benchValues(n: number, scale: number, seed: number): Float32Arra
 
 export function disposeAll(...ts: Array<Tensor | undefined>): void {
   for (const t of ts) t?.dispose();
+}
+
+/** Values a benchmark block holds at most; bigger tensors repeat it (a 545M-element table is too big to make on the host). */
+const BLOCK_VALUES = 1 << 20;
+
+/**
+ * A float tensor of benchValues for a benchmark's input: never zeros, which time differently on GPUs (lower power,
+ * higher clocks) and hide unwritten outputs. Past BLOCK_VALUES elements one random block is copied over and over
+ * on the GPU.
+ */
+export function benchTensor(gpu: Gpu, shape: number[], dtype: 'f32' | 'f16', scale: number, seed: number, label?: string): Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  if (n <= BLOCK_VALUES) return gpu.tensor(shape, dtype, benchValues(n, scale, seed), label);
+  const t = gpu.tensor(shape, dtype, undefined, label);
+  const block = gpu.tensor([BLOCK_VALUES], dtype, benchValues(BLOCK_VALUES, scale, seed));
+  const blockBytes = BLOCK_VALUES * DTYPE_BYTES[dtype];
+  const total = n * DTYPE_BYTES[dtype];
+  for (let at = 0; at < total; at += blockBytes) {
+    // Copies move multiples of 4 bytes; an odd f16 tail keeps the zero it was allocated with.
+    const bytes = Math.floor(Math.min(blockBytes, total - at) / 4) * 4;
+    if (bytes > 0) gpu.copy(block.buffer, block.byteOffset, t.buffer, t.byteOffset + at, bytes);
+  }
+  block.dispose();
+  return t;
 }

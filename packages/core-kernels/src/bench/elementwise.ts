@@ -1,5 +1,6 @@
 import { add } from '../kernels/add.js';
 import type { BenchCase } from './types.js';
+import { benchTensor } from './data.js';
 
 function addCase(n: number, size: 'cpu' | 'gpu'): BenchCase {
   return {
@@ -8,8 +9,8 @@ function addCase(n: number, size: 'cpu' | 'gpu'): BenchCase {
     bytes: 3 * 4 * n,
     size,
     prepare(gpu) {
-      const a = gpu.tensor([n], 'f32');
-      const b = gpu.tensor([n], 'f32');
+      const a = benchTensor(gpu, [n], 'f32', 2, 24);
+      const b = benchTensor(gpu, [n], 'f32', 2, 25);
       const y = gpu.tensor([n], 'f32');
       return {
         run: () => void add(gpu, a, b, y),

@@ -1,22 +1,7 @@
 import { headBackward, headForward, type HeadOptions } from '../kernels/head.js';
-import type { Gpu } from '../runtime/gpu.js';
 import type { Tensor } from '../runtime/tensor.js';
 import type { BenchCase } from './types.js';
-import { benchValues } from './data.js';
-
-/** A [V, H] weight filled with one random block copied over and over: the real vocab is too big to make on the host. */
-function weightTensor(gpu: Gpu, V: number, H: number, dtype: 'f16' | 'f32'): Tensor {
-  const w = gpu.tensor([V, H], dtype, undefined, 'bench head weight');
-  const blockRows = Math.min(V, 4096);
-  const block = gpu.tensor([blockRows, H], dtype, benchValues(blockRows * H, 0.1, 7));
-  const rowBytes = H * (dtype === 'f16' ? 2 : 4);
-  for (let r = 0; r < V; r += blockRows) {
-    const bytes = Math.min(blockRows, V - r) * rowBytes;
-    gpu.copy(block.buffer, 0, w.buffer, r * rowBytes, Math.floor(bytes / 4) * 4);
-  }
-  block.dispose();
-  return w;
-}
+import { benchTensor, benchValues } from './data.js';
 
 function torchSetup(T: number, H: number, V: number, half: boolean, grad: boolean): string {
   const wd = half ? 'dt' : 'torch.float32';
@@ -54,7 +39,7 @@ function headCase(
     needs: wdtype === 'f16' ? ['shader-f16'] : undefined,
     prepare(gpu) {
       const h = gpu.tensor([T, H], 'f32', benchValues(T * H, 2, 1));
-      const w = weightTensor(gpu, V, H, wdtype);
+      const w = benchTensor(gpu, [V, H], wdtype, 0.1, 7, 'bench head weight');
       const y = gpu.tensor([T], 'i32', Int32Array.from({ length: T }, (_, i) => (i * 7919) % V));
       const a = gpu.tensor([T], 'f32', benchValues(T, 2, 3));
       const b = gpu.tensor([T], 'f32', benchValues(T, 2, 4));

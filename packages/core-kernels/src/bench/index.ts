@@ -10,6 +10,7 @@ export type { BenchCase, PreparedBench } from './types.js';
 export { runBenchmarks, selectCases, type BenchResult, type BenchOptions } from './harness.js';
 export { torchTimings, findTorchPython, type TorchTimings } from './torch.js';
 export { TorchSession, type TorchTimer } from './torch-session.js';
+export { benchTensor, benchValues } from './data.js';
 
 export const allBenches: BenchCase[] = [
   ...matmulBenches,

@@ -1,7 +1,8 @@
 import { matmul, type MatmulPath } from '../kernels/matmul.js';
+import { sgmTileKey, type SgmTile } from '../kernels/matmul-sgm.js';
 import { loraLinear } from '../kernels/lora.js';
 import type { BenchCase } from './types.js';
-import { disposeAll } from './data.js';
+import { benchTensor, disposeAll } from './data.js';
 
 /** Square C = A·B, f32 or f16 inputs (f32 accumulation and output); `path` forces a kernel, for comparison. */
 function squareCase(n: number, dtype: 'f32' | 'f16', size: 'cpu' | 'gpu', path?: MatmulPath): BenchCase {
@@ -14,8 +15,8 @@ function squareCase(n: number, dtype: 'f32' | 'f16', size: 'cpu' | 'gpu', path?:
     size,
     needs: dtype === 'f16' ? ['shader-f16'] : undefined,
     prepare(gpu) {
-      const a = gpu.tensor([n, n], dtype);
-      const b = gpu.tensor([n, n], dtype);
+      const a = benchTensor(gpu, [n, n], dtype, 2, 1);
+      const b = benchTensor(gpu, [n, n], dtype, 2, 2);
       const c = gpu.tensor([n, n], 'f32');
       return { run: () => void matmul(gpu, a, b, { out: c, path }), dispose: () => disposeAll(a, b, c) };
     },
@@ -26,20 +27,24 @@ function squareCase(n: number, dtype: 'f32' | 'f16', size: 'cpu' | 'gpu', path?:
   };
 }
 
-/** A linear layer y = x·Wᵀ with f16 weights W [out, in] and f32 activations x [T, in] (T = 1 is the GEMV path). */
-function linearCase(label: string, T: number, inF: number, outF: number, size: 'cpu' | 'gpu'): BenchCase {
+/**
+ * A linear layer y = x·Wᵀ with f16 weights W [out, in] and f32 activations x [T, in] (T = 1 is the GEMV path).
+ * `sgmTile` forces a subgroup-matrix tile, to compare candidates for the defaults against torch in one run.
+ */
+function linearCase(label: string, T: number, inF: number, outF: number, size: 'cpu' | 'gpu', sgmTile?: SgmTile): BenchCase {
   return {
     family: 'matmul',
-    name: `linear ${label} T=${T} ${inF}->${outF} f16 W`,
+    name: `linear ${label} T=${T} ${inF}->${outF} f16 W${sgmTile ? ` (tile ${sgmTileKey(sgmTile)})` : ''}`,
     flops: 2 * T * inF * outF,
     bytes: 2 * inF * outF + 4 * T * (inF + outF),
     size,
-    needs: ['shader-f16'],
+    needs: ['shader-f16', ...(sgmTile ? ['subgroup-matrix'] : [])],
     prepare(gpu) {
-      const x = gpu.tensor([T, inF], 'f32');
-      const w = gpu.tensor([outF, inF], 'f16');
+      const x = benchTensor(gpu, [T, inF], 'f32', 2, 3);
+      const w = benchTensor(gpu, [outF, inF], 'f16', 0.1, 4);
       const y = gpu.tensor([T, outF], 'f32');
-      return { run: () => void matmul(gpu, x, w, { transB: true, out: y }), dispose: () => disposeAll(x, w, y) };
+      const opts = sgmTile ? { path: 'subgroup-matrix' as const, sgmTile } : {};
+      return { run: () => void matmul(gpu, x, w, { transB: true, out: y, ...opts }), dispose: () => disposeAll(x, w, y) };
     },
     torch: {
       setup: `x=torch.randn(${T},${inF},device=dev,dtype=dt); w=torch.randn(${outF},${inF},device=dev,dtype=dt)`,
@@ -57,8 +62,8 @@ function lmHeadCase(T: number, H: number, V: number, path?: MatmulPath): BenchCa
     bytes: 4 * H * V + 4 * T * (H + V),
     size: 'cpu',
     prepare(gpu) {
-      const x = gpu.tensor([T, H], 'f32');
-      const w = gpu.tensor([V, H], 'f32');
+      const x = benchTensor(gpu, [T, H], 'f32', 2, 5);
+      const w = benchTensor(gpu, [V, H], 'f32', 0.1, 6);
       const y = gpu.tensor([T, V], 'f32');
       return { run: () => void matmul(gpu, x, w, { transB: true, out: y, path }), dispose: () => disposeAll(x, w, y) };
     },
@@ -80,10 +85,10 @@ function loraCase(label: string, T: number, inF: number, outF: number, r: number
     size,
     needs: ['shader-f16'],
     prepare(gpu) {
-      const x = gpu.tensor([T, inF], 'f32');
-      const w = gpu.tensor([outF, inF], 'f16');
-      const a = gpu.tensor([r, inF], 'f32');
-      const b = gpu.tensor([outF, r], 'f32');
+      const x = benchTensor(gpu, [T, inF], 'f32', 2, 7);
+      const w = benchTensor(gpu, [outF, inF], 'f16', 0.1, 8);
+      const a = benchTensor(gpu, [r, inF], 'f32', 0.1, 9);
+      const b = benchTensor(gpu, [outF, r], 'f32', 0.1, 10);
       return {
         run: () => {
           const { y, h } = loraLinear(gpu, x, w, a, b, { alpha: 32, dropout: 0.05, seed: 1 });
@@ -127,5 +132,10 @@ export const matmulBenches: BenchCase[] = [
   squareCase(4096, 'f16', 'gpu'),
   squareCase(4096, 'f32', 'gpu'),
   ...QWEN.flatMap(([label, inF, outF]) => [linearCase(label, 1, inF, outF, 'gpu'), linearCase(label, 512, inF, outF, 'gpu')]),
+  // Tiles that beat the defaults at these shapes in session 14's sweep (single timings), for paired numbers.
+  linearCase('gate_proj', 512, 3584, 18944, 'gpu', { wm: 4, wn: 2, fm: 2, fn: 4, bk: 32 }),
+  linearCase('gate_proj', 512, 3584, 18944, 'gpu', { wm: 2, wn: 2, fm: 4, fn: 4, bk: 32, group: 8 }),
+  linearCase('down_proj', 512, 18944, 3584, 'gpu', { wm: 4, wn: 2, fm: 2, fn: 4, bk: 32 }),
+  linearCase('down_proj', 512, 18944, 3584, 'gpu', { wm: 2, wn: 2, fm: 2, fn: 4, bk: 64 }),
   loraCase('q_proj', 512, 3584, 3584, 16, 'gpu'),
 ];

@@ -4,7 +4,7 @@ import { rope } from '../kernels/rope.js';
 import { swiglu, swigluBackward } from '../kernels/swiglu.js';
 import type { Gpu } from '../runtime/gpu.js';
 import type { BenchCase } from './types.js';
-import { disposeAll } from './data.js';
+import { benchTensor, disposeAll } from './data.js';
 
 // Qwen2.5-7B shapes.
 const HIDDEN = 3584;
@@ -31,8 +31,8 @@ function rmsnormCase(t: number, dt: F, size: Size): BenchCase {
     size,
     needs: needs(dt),
     prepare(gpu: Gpu) {
-      const x = gpu.tensor([t, h], dt);
-      const w = gpu.tensor([h], dt);
+      const x = benchTensor(gpu, [t, h], dt, 2, 11);
+      const w = benchTensor(gpu, [h], dt, 2, 12);
       const y = gpu.tensor([t, h], dt);
       return {
         run: () => rmsnorm(gpu, x, w, { out: y }).rstd.dispose(),
@@ -55,9 +55,9 @@ function rmsnormBackwardCase(t: number, dt: F, size: Size): BenchCase {
     size,
     needs: needs(dt),
     prepare(gpu: Gpu) {
-      const x = gpu.tensor([t, h], dt);
-      const w = gpu.tensor([h], dt);
-      const dy = gpu.tensor([t, h], dt);
+      const x = benchTensor(gpu, [t, h], dt, 2, 13);
+      const w = benchTensor(gpu, [h], dt, 2, 14);
+      const dy = benchTensor(gpu, [t, h], dt, 2, 15);
       const { y, rstd } = rmsnorm(gpu, x, w);
       y.dispose();
       return {
@@ -88,7 +88,7 @@ function ropeCase(t: number, dt: F, size: Size): BenchCase {
     size,
     needs: needs(dt),
     prepare(gpu: Gpu) {
-      const x = gpu.tensor([1, t, HEADS, HEAD_DIM], dt);
+      const x = benchTensor(gpu, [1, t, HEADS, HEAD_DIM], dt, 2, 16);
       const y = gpu.tensor([1, t, HEADS, HEAD_DIM], dt);
       const positions = gpu.tensor([1, t], 'i32', Int32Array.from({ length: t }, (_, i) => i));
       return {
@@ -116,8 +116,8 @@ function swigluCase(t: number, dt: F, size: Size): BenchCase {
     size,
     needs: needs(dt),
     prepare(gpu: Gpu) {
-      const g = gpu.tensor([t, INTER], dt);
-      const u = gpu.tensor([t, INTER], dt);
+      const g = benchTensor(gpu, [t, INTER], dt, 2, 17);
+      const u = benchTensor(gpu, [t, INTER], dt, 2, 18);
       const y = gpu.tensor([t, INTER], dt);
       return {
         run: () => void swiglu(gpu, g, u, y),
@@ -140,9 +140,9 @@ function swigluBackwardCase(t: number, dt: F, size: Size): BenchCase {
     size,
     needs: needs(dt),
     prepare(gpu: Gpu) {
-      const g = gpu.tensor([t, INTER], dt);
-      const u = gpu.tensor([t, INTER], dt);
-      const dy = gpu.tensor([t, INTER], dt);
+      const g = benchTensor(gpu, [t, INTER], dt, 2, 19);
+      const u = benchTensor(gpu, [t, INTER], dt, 2, 20);
+      const dy = benchTensor(gpu, [t, INTER], dt, 2, 21);
       return {
         run: () => {
           const { dgate, dup } = swigluBackward(gpu, dy, g, u);
@@ -175,7 +175,7 @@ function embeddingCase(t: number, vocab: number, dt: F, size: Size): BenchCase {
     size,
     needs: needs(dt),
     prepare(gpu: Gpu) {
-      const table = gpu.tensor([vocab, h], dt);
+      const table = benchTensor(gpu, [vocab, h], dt, 2, 22);
       const ids = gpu.tensor([t], 'i32', randomIds(t, vocab));
       const y = gpu.tensor([t, h], 'f32');
       return {
@@ -202,7 +202,7 @@ function embeddingBackwardCase(t: number, vocab: number, dt: F, size: Size): Ben
     size,
     needs: needs(dt),
     prepare(gpu: Gpu) {
-      const dy = gpu.tensor([t, h], dt);
+      const dy = benchTensor(gpu, [t, h], dt, 2, 23);
       const ids = gpu.tensor([t], 'i32', randomIds(t, vocab));
       const dTable = gpu.zeros([vocab, h], 'f32');
       return {
