@@ -17,11 +17,11 @@ interface Case extends AttentionDims {
 // Emulated 4x4x4 fragments with 8-lane subgroups (lavapipe): 2 subgroups = 8 query rows, 8-key tiles, so these
 // small problems still span several query blocks and key tiles. One pipeline (D = 8) per way of keeping O.
 const TILE = { nsub: 2, bk: 8 };
-const TILES = [
-  TILE,
-  { ...TILE, accum: 'fragments' as const },
-  { ...TILE, accum: 'two-pass' as const },
-  { ...TILE, kLayout: 'transposed' as const },
+// Three pipelines cover each way of keeping O and each K layout (K in rows: the fragments tile).
+const TILES: SgmAttentionTile[] = [
+  { ...TILE, kLayout: 'transposed' },
+  { ...TILE, accum: 'fragments' },
+  { ...TILE, accum: 'two-pass', kLayout: 'transposed' },
 ];
 const CASES: Case[] = [
   { B: 2, T: 21, S: 21, Hq: 6, Hkv: 2, D: 8, lengths: [21, 13] },
@@ -30,7 +30,7 @@ const CASES: Case[] = [
 ];
 
 describe('subgroup-matrix attention forward (emulated matrix operations)', () => {
-  it('matches the float64 reference: GQA, causal and not, padding, rescaled rows; O in registers, in fragments, or two passes', async () => {
+  it('matches the float64 reference: GQA, causal and not, padding, rescaled rows; O in registers, in fragments, or two passes; K in rows or transposed', async () => {
     const gpu = await testGpu();
     for (const tile of TILES) for (const c of CASES) {
       const rng = new Rng(500 + c.T);
@@ -50,7 +50,7 @@ describe('subgroup-matrix attention forward (emulated matrix operations)', () =>
     }
   }, 180_000);
 
-  it('keeps O in registers by default, loading no result-type matrix (the operation the H200 run got wrong)', () => {
+  it('keeps O in registers by default, loading no result-type matrix', () => {
     const cfg = { componentType: 'f16', resultComponentType: 'f32', M: 16, N: 16, K: 16 };
     const params = 'struct P { t: u32 }\n@group(0) @binding(0) var<uniform> p: P;';
     const regs = sgmAttentionWgsl(params, { nsub: 4, bk: 32 }, cfg, 128, 32);

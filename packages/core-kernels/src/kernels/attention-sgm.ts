@@ -4,22 +4,21 @@
  * Same contract, layouts and masking as the scalar kernel in attention.ts. One workgroup runs BQ = nsub·cfg.M
  * query rows of one head; each subgroup owns cfg.M rows end to end (FlashAttention-2 split: no cross-subgroup
  * reductions). Per key tile of BK keys, staged in workgroup memory with V:
- *   S = Q·Kᵀ with Q fragments held in registers and K read as column-major right fragments;
+ *   S = Q·Kᵀ with Q fragments held in registers and K read as right fragments (tile.kLayout);
  *   the subgroup writes S to a scratch; each row is softmaxed by sg/cfg.M lanes (subgroup shuffles);
  *   P (f16) = exp2(S·scale·log2e − m) goes to workgroup memory and O += P·V on the tensor cores.
- * Two ways to keep O (tile.accum):
+ * Every workgroup variable spans a multiple of 16 bytes: on the H200 two lone u32s shifted the matrix loads and
+ * stores of the arrays by 4 bytes (session 14), and every variant below was wrong until then.
+ * Three ways to keep O (tile.accum):
  * - 'registers' (default): each tile's P·V goes into fresh result fragments that are stored to the scratch, and
  *   each lane adds its row's columns into O held in registers, rescaled there by the exact online-softmax factor.
- *   Every matrix operation it uses (left/right loads from workgroup memory, multiply-accumulate, result stores)
- *   is one the matmul kernel uses, which is correct on the H200.
+ *   It loads no result-type matrix.
  * - 'fragments': O stays in result fragments across tiles. Rescaling them (they are opaque) is a round trip
  *   through the scratch that loads a result-type matrix back, so the running max only moves when some row's tile
- *   max exceeds it by more than TAU (log2 units; P then stays below 2^TAU, safe in f16). It passes emulated here
- *   but gave wrong results on the H200 (docs/BENCHMARKS.md); kept to tell the two apart on hardware.
+ *   max exceeds it by more than TAU (log2 units; P then stays below 2^TAU, safe in f16).
  * - 'two-pass': a first pass over the key tiles computes only S = Q·Kᵀ and each row's max and sum of exp; the
  *   second computes S again and P = exp(S − max) / sum, final, so O accumulates in result fragments with no
- *   rescaling at all. 1.5x the Q·Kᵀ products, but no per-tile round trip of O through the scratch, and only the
- *   matrix operations the matmul kernel uses.
+ *   rescaling at all. 1.5x the Q·Kᵀ products, but no per-tile round trip of O through the scratch.
  */
 import type { SubgroupMatrixConfig } from '../runtime/features.js';
 import { DIRECTIVE, EMULATED, NATIVE, emulation } from './matmul-sgm.js';
@@ -27,14 +26,14 @@ import { DIRECTIVE, EMULATED, NATIVE, emulation } from './matmul-sgm.js';
 export interface SgmAttentionTile {
   /** Subgroups per workgroup (query rows = nsub·cfg.M). */
   nsub: number;
-  /** Keys per tile (multiple of cfg.N and cfg.K; 2·bk ≥ query rows, since Q is staged in the K/V buffer). */
+  /** Keys per tile (multiple of cfg.N and cfg.K; with K in rows 2·bk ≥ query rows, since Q is staged in the K/V buffer). */
   bk: number;
   /** Where O accumulates across key tiles, or two passes (see the file comment); default 'registers'. */
   accum?: 'registers' | 'fragments' | 'two-pass';
   /**
-   * How the K tile sits in workgroup memory. 'rows' (default): one key per row, read as column-major right
-   * fragments. 'transposed': one head-dim element per row (staged transposed), read as row-major right fragments,
-   * the only kind of load the matmul kernel uses (column-major loads were never checked on hardware).
+   * How the K tile sits in workgroup memory. 'rows' (when omitted): one key per row, read as column-major right
+   * fragments. 'transposed' (SGM_ATTENTION_TILE's): one head-dim element per row, staged transposed and read as
+   * row-major right fragments, as the matmul kernel reads B. Both correct on the H200 (session 14).
    */
   kLayout?: 'rows' | 'transposed';
 }
@@ -75,6 +74,7 @@ export function sgmAttentionDebugLayout(t: SgmAttentionTile, cfg: SubgroupMatrix
   const sc = t.nsub * cfg.M * t.bk;
   const kv = kvLayout(t, cfg, D).size;
   const lanes = 2 * sc + kv;
+  // Lanes: 8 values for each invocation, subgroups of up to 64.
   return { scores: 0, p: sc, kv: 2 * sc, lanes, size: lanes + 8 * t.nsub * 64 };
 }
 

@@ -89,7 +89,8 @@ export interface AttentionOptions {
 
 /**
  * Default workgroup of the subgroup-matrix forward: 4 subgroups (64 query rows), 32-key tiles (fastest of 3 in
- * session 3), O in registers, K staged transposed (reading it column-major was wrong on the H200, session 14).
+ * session 3), O in registers, K staged transposed: the tile the H200 benchmark measured once the kernel was
+ * correct (session 14; the other variants are benchmark cases of their own, not yet run against it).
  */
 export const SGM_ATTENTION_TILE: SgmAttentionTile = { nsub: 4, bk: 32, kLayout: 'transposed' };
 /** The emulated kernel's fragment shape (every invocation does whole products; small keeps tests quick). */
