@@ -9,8 +9,8 @@
 import { writeFileSync } from 'node:fs';
 import { Gpu, roundToF16, type Tensor } from '../../packages/core-kernels/src/index.js';
 import { matmul, SGM_TILES } from '../../packages/core-kernels/src/kernels/matmul.js';
-import { attention, MHA_PARAMS } from '../../packages/core-kernels/src/kernels/attention.js';
-import { Params } from '../../packages/core-kernels/src/runtime/params.js';
+import { attention } from '../../packages/core-kernels/src/kernels/attention.js';
+import { MHA_PARAMS, mhaParams } from '../../packages/core-kernels/src/kernels/attention-params.js';
 import { f16MatrixConfig } from '../../packages/core-kernels/src/runtime/features.js';
 import { probeSubgroupMatrix } from './sgm-probe.js';
 import { sgmTileKey, type SgmAF32, type SgmTile } from '../../packages/core-kernels/src/kernels/matmul-sgm.js';
@@ -93,6 +93,21 @@ async function time(gpu: Gpu, run: () => void, iters: number): Promise<number> {
   }
   xs.sort((a, b) => a - b);
   return xs[Math.floor(xs.length / 2)];
+}
+
+/** f16 q, k, v of an attention check: the host values (rounded to f16) and the tensors. */
+function qkv(gpu: Gpu, c: { B: number; T: number; S: number; Hq: number; Hkv: number; D: number }) {
+  const x = {
+    q: roundToF16(lcg(c.B * c.T * c.Hq * c.D, 5, 2)),
+    k: roundToF16(lcg(c.B * c.S * c.Hkv * c.D, 6, 2)),
+    v: roundToF16(lcg(c.B * c.S * c.Hkv * c.D, 7)),
+  };
+  return {
+    x,
+    q: gpu.tensor([c.B, c.T, c.Hq, c.D], 'f16', x.q),
+    k: gpu.tensor([c.B, c.S, c.Hkv, c.D], 'f16', x.k),
+    v: gpu.tensor([c.B, c.S, c.Hkv, c.D], 'f16', x.v),
+  };
 }
 
 /** max |got - want| / max |want|. */
@@ -201,7 +216,6 @@ async function main() {
     const sg = DRY ? 8 : (info.subgroupMinSize ?? 32);
     const c = { B: 1, T: 16, S: 16, Hq: 1, Hkv: 1, D: DRY ? 8 : 16 };
     const base = { nsub: DRY ? 2 : 4, bk: DRY ? 16 : 32 };
-    // One subgroup per workgroup too: whether subgroups of one workgroup disturb each other.
     const debugTiles: SgmAttentionTile[] = [
       { ...base, kLayout: 'rows' },
       { ...base, kLayout: 'transposed' },
@@ -209,10 +223,7 @@ async function main() {
     for (const tile of debugTiles) {
       const row: Row = { kind: 'att-debug', shape: 'B1 T16 S16 Hq1 D16 full', config: sgmAttentionKey(tile) };
       await guarded(gpu, row, async () => {
-        const x = { q: roundToF16(lcg(c.T * c.D, 5, 2)), k: roundToF16(lcg(c.S * c.D, 6, 2)), v: roundToF16(lcg(c.S * c.D, 7)) };
-        const q = gpu.tensor([1, c.T, 1, c.D], 'f16', x.q);
-        const k = gpu.tensor([1, c.S, 1, c.D], 'f16', x.k);
-        const v = gpu.tensor([1, c.S, 1, c.D], 'f16', x.v);
+        const { x, q, k, v } = qkv(gpu, c);
         const o = gpu.tensor([1, c.T, 1, c.D], 'f16');
         const lse = gpu.tensor([1, 1, c.T], 'f32');
         const lens = gpu.tensor([1], 'i32', [c.S]);
@@ -220,7 +231,7 @@ async function main() {
         const dbg = gpu.tensor([layout.size], 'f32', new Float32Array(layout.size).fill(-7));
         const pipeline = gpu.pipeline(`att-debug:${sgmAttentionKey(tile)}:${DRY}`, () => sgmAttentionWgsl(MHA_PARAMS, tile, cfg, c.D, sg, DRY, true));
         const scale = 1 / Math.sqrt(c.D);
-        const params = new Params().u32(c.T).u32(c.S).u32(1).u32(1).i32(0).f32(scale * Math.LOG2E).f32(scale).u32(c.D).u32(c.D / 4).u32(0).u32(0).u32(1).u32(0).u32(1).u32(1).bytes();
+        const params = mhaParams({ ...c, dtype: 'f16' }, { causal: false }, [1, 1, 1]);
         gpu.dispatch({ op: 'att-debug', pipeline, params, bindings: [q, k, v, o, lse, lens, dbg], workgroups: [1, 1, 1] });
         const d = await dbg.read();
         // Row i's scores sit at subgroup (i / M), row (i % M) of its M x bk block.
@@ -270,10 +281,7 @@ async function main() {
     for (const tile of ATT_TILES) {
       const row: Row = { kind: 'att-check', shape: c.name, config: sgmAttentionKey(tile) };
       await guarded(gpu, row, async () => {
-        const x = { q: roundToF16(lcg(c.B * c.T * c.Hq * c.D, 5, 2)), k: roundToF16(lcg(c.B * c.S * c.Hkv * c.D, 6, 2)), v: roundToF16(lcg(c.B * c.S * c.Hkv * c.D, 7)) };
-        const q = gpu.tensor([c.B, c.T, c.Hq, c.D], 'f16', x.q);
-        const k = gpu.tensor([c.B, c.S, c.Hkv, c.D], 'f16', x.k);
-        const v = gpu.tensor([c.B, c.S, c.Hkv, c.D], 'f16', x.v);
+        const { x, q, k, v } = qkv(gpu, c);
         const lengths = c.lengths ? gpu.tensor([c.B], 'i32', c.lengths) : undefined;
         const { o, lse } = attention(gpu, q, k, v, { lengths, causal: c.causal, path: 'subgroup-matrix', sgmTile: attTile(tile), ...emu });
         const ref = attentionRef(x.q, x.k, x.v, c, { lengths: c.lengths, causal: c.causal });

@@ -32,6 +32,7 @@ import { LINEAR_WORKGROUP, enableF16 } from './wgsl.js';
 import { f16MatrixConfig, type SubgroupMatrixConfig } from '../runtime/features.js';
 import { ticketCounter, ticketWgsl, ticketWorkgroups } from './tickets.js';
 import { sgmAttentionBytes, sgmAttentionKey, sgmAttentionUnfit, sgmAttentionWgsl, type SgmAttentionTile } from './attention-sgm.js';
+import { MHA_PARAMS, mhaParams, type Dims, type FloatDType } from './attention-params.js';
 import { CPU_LANES, cpuLanesUnfit } from './cpu-lanes.js';
 import {
   cpuAttentionKey,
@@ -114,17 +115,6 @@ export interface AttentionDecodeOptions {
   path?: 'auto' | 'scalar' | 'cpu-tiled';
 }
 
-type FloatDType = 'f32' | 'f16';
-
-interface Dims {
-  B: number;
-  T: number;
-  S: number;
-  Hq: number;
-  Hkv: number;
-  D: number;
-  dtype: FloatDType;
-}
 
 const LOG2E = Math.LOG2E;
 /** Masked scores: finite so that max/exp2 arithmetic never makes NaN. */
@@ -289,38 +279,6 @@ function lenPrologue(hasLen: string, sExpr: string, bExpr: string): string {
 
 function lensBinding(binding: number): string {
   return `@group(0) @binding(${binding}) var<storage, read> lens: array<i32>;`;
-}
-
-// Causal masking and lengths are runtime flags, not specializations: fewer pipelines to compile.
-export const MHA_PARAMS = `struct P {
-  t: u32, s: u32, hq: u32, hkv: u32, off: i32, scale2: f32, scale: f32, d: u32, d4: u32, causal: u32, has_len: u32,
-  tiles: u32, workgroups: u32, gx: u32, gy: u32
-}
-@group(0) @binding(0) var<uniform> p: P;`;
-
-/**
- * The MHA kernels' uniforms; `grid` is the dispatch's [blocks, heads, batch], which the ticket loop walks with
- * `workgroups` of them (0 when the kernel runs one workgroup per tile).
- */
-function mhaParams(d: Dims, opts: AttentionOptions, grid: readonly [number, number, number], workgroups = 0): Uint8Array {
-  const scale = opts.scale ?? 1 / Math.sqrt(d.D);
-  return new Params()
-    .u32(d.T)
-    .u32(d.S)
-    .u32(d.Hq)
-    .u32(d.Hkv)
-    .i32(d.S - d.T)
-    .f32(scale * LOG2E)
-    .f32(scale)
-    .u32(d.D)
-    .u32(ceilDiv(d.D, 4))
-    .u32((opts.causal ?? true) ? 1 : 0)
-    .u32(opts.lengths ? 1 : 0)
-    .u32(grid[0] * grid[1] * grid[2])
-    .u32(workgroups)
-    .u32(grid[0])
-    .u32(grid[1])
-    .bytes();
 }
 
 /**
@@ -640,19 +598,20 @@ export function attentionPath(gpu: Gpu, D: number): 'cpu-tiled' | 'scalar' {
 
 /** The kernel `attention` runs by default ('auto') for a head dim and dtype on this device. */
 export function attentionForwardPath(gpu: Gpu, D: number, dtype: FloatDType): 'subgroup-matrix' | 'cpu-tiled' | 'scalar' {
-  return sgmAutoUnfit(gpu, D, dtype, SGM_ATTENTION_TILE) ? attentionPath(gpu, D) : 'subgroup-matrix';
+  return sgmPlan(gpu, D, dtype, SGM_ATTENTION_TILE).why ? attentionPath(gpu, D) : 'subgroup-matrix';
 }
 
-/** Why the subgroup-matrix forward cannot run this head dim, dtype and tile here, or undefined. */
-function sgmAutoUnfit(gpu: Gpu, D: number, dtype: FloatDType, t: SgmAttentionTile): string | undefined {
-  const cfg = gpu.variants.matmulF16 === 'subgroup-matrix' ? f16MatrixConfig(gpu.features) : undefined;
-  if (!cfg) return 'needs an adapter with f16 subgroup matrices';
-  if (dtype !== 'f16') return 'takes f16 q, k, v only';
-  const sg = gpu.device.adapterInfo?.subgroupMaxSize ?? 32;
-  return (
-    sgmAttentionUnfit(t, cfg, D, sg) ??
-    (sgmAttentionBytes(t, cfg, D) > (gpu.limits.maxComputeWorkgroupStorageSize ?? 16384) ? 'tile over the workgroup memory limit' : undefined)
-  );
+/** The fragment shape and subgroup size the subgroup-matrix forward runs with here, and why it cannot, if so. */
+function sgmPlan(gpu: Gpu, D: number, dtype: FloatDType, t: SgmAttentionTile, emulate = false): { cfg?: SubgroupMatrixConfig; sg: number; why?: string } {
+  const cfg = emulate ? EMULATED_CONFIG : gpu.variants.matmulF16 === 'subgroup-matrix' ? f16MatrixConfig(gpu.features) : undefined;
+  const sg = emulate ? 8 : (gpu.device.adapterInfo?.subgroupMaxSize ?? 32);
+  const why = !cfg
+    ? 'needs an adapter with f16 subgroup matrices'
+    : dtype !== 'f16'
+      ? 'takes f16 q, k, v only'
+      : (sgmAttentionUnfit(t, cfg, D, sg) ??
+        (sgmAttentionBytes(t, cfg, D) > (gpu.limits.maxComputeWorkgroupStorageSize ?? 16384) ? 'tile over the workgroup memory limit' : undefined));
+  return { cfg, sg, why };
 }
 
 /**
@@ -662,23 +621,15 @@ function sgmAutoUnfit(gpu: Gpu, D: number, dtype: FloatDType, t: SgmAttentionTil
  */
 function sgmForward(gpu: Gpu, d: Dims, opts: AttentionOptions, shapes: string): { pipeline: GPUComputePipeline; rows: number } | undefined {
   const path = opts.path ?? 'auto';
-  if (path === 'auto') {
-    const t = opts.sgmTile ?? SGM_ATTENTION_TILE;
-    if (opts.sgmEmulate || opts.tile || opts.tickets !== undefined || sgmAutoUnfit(gpu, d.D, d.dtype, t)) return undefined;
-  } else if (path !== 'subgroup-matrix') {
-    return undefined;
-  }
+  if (path !== 'auto' && path !== 'subgroup-matrix') return undefined;
+  if (path === 'auto' && (opts.sgmEmulate || opts.tile || opts.tickets !== undefined)) return undefined;
   const emulate = opts.sgmEmulate ?? false;
-  const cfg = emulate ? EMULATED_CONFIG : gpu.variants.matmulF16 === 'subgroup-matrix' ? f16MatrixConfig(gpu.features) : undefined;
-  const sg = emulate ? 8 : (gpu.device.adapterInfo?.subgroupMaxSize ?? 32);
   const t = opts.sgmTile ?? SGM_ATTENTION_TILE;
-  const why = !cfg
-    ? 'needs an adapter with f16 subgroup matrices'
-    : d.dtype !== 'f16'
-      ? 'takes f16 q, k, v only'
-      : (sgmAttentionUnfit(t, cfg, d.D, sg) ??
-        (sgmAttentionBytes(t, cfg, d.D) > (gpu.limits.maxComputeWorkgroupStorageSize ?? 16384) ? 'tile over the workgroup memory limit' : undefined));
-  if (why) throw new ShapeError(`subgroup-matrix attention ${why}`, { op: 'attention', shapes });
+  const { cfg, sg, why } = sgmPlan(gpu, d.D, d.dtype, t, emulate);
+  if (why) {
+    if (path === 'auto') return undefined;
+    throw new ShapeError(`subgroup-matrix attention ${why}`, { op: 'attention', shapes });
+  }
   const c = cfg as SubgroupMatrixConfig;
   const key = `attention:fwd-sgm${emulate ? '-emu' : ''}:${c.M}x${c.N}x${c.K}:D${d.D}:${sgmAttentionKey(t)}:sg${sg}`;
   return { pipeline: gpu.pipeline(key, () => sgmAttentionWgsl(MHA_PARAMS, t, c, d.D, sg, emulate)), rows: t.nsub * c.M };
