@@ -3,16 +3,12 @@
  * core-kernels (not re-exported); tools/device/sgm-sweep.ts dispatches the subgroup-matrix forward with it.
  */
 import { Params } from '../runtime/params.js';
+import type { AttentionDims } from '../reference/attention.js';
 
 export type FloatDType = 'f32' | 'f16';
 
-export interface Dims {
-  B: number;
-  T: number;
-  S: number;
-  Hq: number;
-  Hkv: number;
-  D: number;
+/** An attention call's sizes (the float64 reference's) and its q/k/v dtype. */
+export interface Dims extends AttentionDims {
   dtype: FloatDType;
 }
 
