@@ -41,7 +41,15 @@ const NEW_TILES: SgmTile[] = [{ ...SGM_TILES[0], stages: 2 }, { ...SGM_TILES[0],
 // Session 7: 256-thread 128x256 and 256x128 tiles, K steps of 16 to stay within 32 KB of workgroup memory (session
 // 14: 1.10 and 1.16 ms at 4096³ against the default's 1.04).
 const BIG_TILES: SgmTile[] = [{ wm: 2, wn: 4, fm: 4, fn: 4, bk: 16 }, { wm: 4, wn: 2, fm: 4, fn: 4, bk: 16 }];
-const MM_TILES: SgmTile[] = [...SGM_TILES, ...NEW_TILES, ...BIG_TILES, { wm: 2, wn: 2, fm: 4, fn: 4, bk: 16 }, { wm: 4, wn: 2, fm: 2, fn: 4, bk: 32 }, { wm: 2, wn: 2, fm: 2, fn: 4, bk: 64 }];
+// Session 15: fragments straight from storage, no staging (f16 A and B only; the f32-A shapes stage anyway).
+const STORAGE_TILES: SgmTile[] = [
+  { wm: 2, wn: 2, fm: 4, fn: 4, bk: 32 },
+  { wm: 2, wn: 2, fm: 4, fn: 4, bk: 64 },
+  { wm: 2, wn: 4, fm: 4, fn: 4, bk: 32 },
+  { wm: 4, wn: 2, fm: 4, fn: 4, bk: 32 },
+  { wm: 2, wn: 2, fm: 2, fn: 4, bk: 64 },
+].map((t): SgmTile => ({ ...t, from: 'storage' }));
+const MM_TILES: SgmTile[] = [...SGM_TILES, ...NEW_TILES, ...BIG_TILES, { wm: 2, wn: 2, fm: 4, fn: 4, bk: 16 }, { wm: 4, wn: 2, fm: 2, fn: 4, bk: 32 }, { wm: 2, wn: 2, fm: 2, fn: 4, bk: 64 }, ...STORAGE_TILES];
 // O in registers, in fragments ('.frag') or two passes ('.2p'); K read column-major, or staged transposed and read
 // row-major ('.kt'). All correct on the H200 since session 14 (16-byte workgroup variables); times to choose from.
 const ATT_BASE: SgmAttentionTile[] = [
@@ -52,9 +60,19 @@ const ATT_BASE: SgmAttentionTile[] = [
   { nsub: 2, bk: 64 },
   { nsub: 2, bk: 64, accum: 'two-pass' },
 ];
+// K and V fragments read straight from storage ('.kvs', session 15): no staging, 64-key tiles fit 4 subgroups.
+const ATT_STORAGE: SgmAttentionTile[] = [
+  { nsub: 4, bk: 32 },
+  { nsub: 4, bk: 64 },
+  { nsub: 4, bk: 64, accum: 'fragments' },
+  { nsub: 4, bk: 64, accum: 'two-pass' },
+  { nsub: 2, bk: 64 },
+  { nsub: 2, bk: 64, accum: 'fragments' },
+].map((t): SgmAttentionTile => ({ ...t, kvFrom: 'storage' }));
 const ATT_TILES: SgmAttentionTile[] = [
   ...ATT_BASE.map((t): SgmAttentionTile => ({ ...t, kLayout: 'transposed' })),
   ...ATT_BASE.map((t): SgmAttentionTile => ({ ...t, kLayout: 'rows' })),
+  ...ATT_STORAGE,
 ];
 /**
  * SWEEP_PARTS: which parts run, in this order: probe, debug (the attention kernel's intermediate values against the
@@ -326,7 +344,12 @@ async function main() {
   // ---- matmul correctness on awkward shapes, every tile and layout, vs the f64 reference.
   async function matmulChecks() {
   const [M, N, K] = [77, 45, 83];
-  for (const tile of [...SGM_TILES, ...NEW_TILES]) {
+  // Fragments from storage need rows of multiples of 8 elements: their own shape, with whole and partial blocks.
+  const checks = [
+    ...[...SGM_TILES, ...NEW_TILES].map((tile) => ({ tile, M, N, K })),
+    ...STORAGE_TILES.map((tile) => ({ tile, M: 200, N: 136, K: DRY ? 96 : 192 })),
+  ];
+  for (const { tile, M, N, K } of checks) {
     for (const [tA, tB, aType] of [[false, false, 'f16'], [true, false, 'f16'], [false, true, 'f16'], [true, true, 'f16'], [false, true, 'f32']] as const) {
       const row: Row = { kind: 'mm-check', shape: `${M}x${N}x${K}${tA ? ' tA' : ''}${tB ? ' tB' : ''} ${aType}xf16`, config: sgmTileKey(tile) };
       await guarded(gpu, row, async () => {

@@ -17,11 +17,15 @@ interface Case extends AttentionDims {
 // Emulated 4x4x4 fragments with 8-lane subgroups (lavapipe): 2 subgroups = 8 query rows, 8-key tiles, so these
 // small problems still span several query blocks and key tiles. One pipeline (D = 8) per way of keeping O.
 const TILE = { nsub: 2, bk: 8 };
-// Three pipelines cover each way of keeping O and each K layout (K in rows: the fragments tile).
+// Three pipelines cover each way of keeping O and each K layout (K in rows: the fragments tile); two more K and V
+// from storage, for O in registers and for fragments (two passes). The cases' lengths leave partial key tiles,
+// which those stage.
 const TILES: SgmAttentionTile[] = [
   { ...TILE, kLayout: 'transposed' },
   { ...TILE, accum: 'fragments' },
   { ...TILE, accum: 'two-pass', kLayout: 'transposed' },
+  { ...TILE, kvFrom: 'storage' },
+  { ...TILE, accum: 'two-pass', kvFrom: 'storage' },
 ];
 const CASES: Case[] = [
   { B: 2, T: 21, S: 21, Hq: 6, Hkv: 2, D: 8, lengths: [21, 13] },
@@ -72,6 +76,15 @@ describe('subgroup-matrix attention forward (emulated matrix operations)', () =>
     expect(kt).not.toMatch(/subgroupMatrixLoad<[^>]*>>\([^;]*, true,/);
     expect(regs).toMatch(/subgroupMatrixLoad<subgroup_matrix_right[^>]*>>\([^;]*, true,/);
     expect(sgmAttentionKey({ nsub: 4, bk: 32, kLayout: 'transposed' })).toBe('s4.k32.kt');
+    // K and V from storage: whole key tiles read k (column-major, one key ks elements after the next) and v
+    // (row-major) as fragments; partial ones read the staged buffer.
+    const kvs = sgmAttentionWgsl(params, { nsub: 4, bk: 64, kvFrom: 'storage' }, cfg, 128, 32);
+    expect(kvs).toMatch(/let full = k0 \+ 64u <= len;/);
+    expect(kvs).toMatch(/subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>\(&k, kb \+ 16u \* ks \+ 32u, true, ks\)/);
+    expect(kvs).toMatch(/subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>\(&v, kb \+ 48u \* ks \+ 112u, false, ks\)/);
+    expect(kvs).toMatch(/subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>\(&kv, /);
+    expect(kvs).toMatch(/var<storage, read> k: array<f16>;/);
+    expect(sgmAttentionKey({ nsub: 4, bk: 64, kvFrom: 'storage' })).toBe('s4.k64.kvs');
   });
 
   it('gives every workgroup variable a multiple of 16 bytes (matrix loads and stores of a misaligned one were off by 4 bytes on the H200)', () => {
@@ -87,6 +100,8 @@ describe('subgroup-matrix attention forward (emulated matrix operations)', () =>
       { nsub: 4, bk: 32, accum: 'fragments' },
       { nsub: 4, bk: 32, accum: 'two-pass' },
       { nsub: 2, bk: 64 },
+      { nsub: 4, bk: 64, kvFrom: 'storage' },
+      { nsub: 4, bk: 64, kvFrom: 'storage', accum: 'fragments' },
     ];
     const shaders = [
       ...tiles.flatMap((t) => [64, 80, 128].map((D) => sgmAttentionWgsl(params, t, cfg, D, 32))),
@@ -133,6 +148,11 @@ describe('subgroup-matrix attention forward (emulated matrix operations)', () =>
     expect(sgmAttentionUnfit({ nsub: 8, bk: 32, kLayout: 'transposed' }, cfg, 128, 32)).toBeUndefined();
     expect(sgmAttentionBytes({ nsub: 4, bk: 32, kLayout: 'transposed' }, cfg, 128)).toBeLessThanOrEqual(48 * 1024);
     expect(sgmAttentionBytes({ nsub: 4, bk: 32 }, cfg, 128)).toBeLessThanOrEqual(48 * 1024);
+    // K and V from storage stage no whole tiles: 64-key tiles fit 4 subgroups; K has no staged layout to transpose.
+    expect(sgmAttentionUnfit({ nsub: 4, bk: 64, kvFrom: 'storage' }, cfg, 128, 32)).toBeUndefined();
+    expect(sgmAttentionBytes({ nsub: 4, bk: 64, kvFrom: 'storage' }, cfg, 128)).toBeLessThanOrEqual(48 * 1024);
+    expect(sgmAttentionBytes({ nsub: 4, bk: 64 }, cfg, 128)).toBeGreaterThan(48 * 1024);
+    expect(sgmAttentionUnfit({ nsub: 4, bk: 32, kvFrom: 'storage', kLayout: 'transposed' }, cfg, 128, 32)).toMatch(/transpose/);
     [q, k].forEach((t) => t.dispose());
   });
 });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { roundToF16, type Gpu } from '../src/index.js';
 import { matmul, pickSgmTile, sgmRowExponents, SGM_TILES } from '../src/kernels/matmul.js';
-import { SGM_SCALE_TARGET_EXP, sgmBlock, sgmSharedBytes, sgmTileKey, sgmTileUnfit, type SgmAF32, type SgmTile } from '../src/kernels/matmul-sgm.js';
+import { SGM_SCALE_TARGET_EXP, sgmBlock, sgmFromStorage, sgmSharedBytes, sgmTileKey, sgmTileUnfit, type SgmAF32, type SgmTile } from '../src/kernels/matmul-sgm.js';
 import { matmulRef, rowExponentRef, type MatmulRefProblem } from '../src/reference/matmul.js';
 import { Rng, expectClose, testGpu } from './helpers.js';
 
@@ -93,6 +93,25 @@ describe('subgroup-matrix matmul (emulated matrix operations)', () => {
     // f32 activations are rounded to f16 as they are staged; unaligned B rows take the scalar loads.
     await runEmulated(gpu, rng, { M: 10, N: 19, K: 17, tB: true, aType: 'f32', tile: T1, padB: 3, aF32: 'round' });
   }, 240_000);
+
+  it('reads whole blocks straight from storage where the tile asks, staging the partial ones, in every layout', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(17);
+    // 8x8 blocks: of 19x21 four are whole; K 24 = 6 steps of 4. Rows padded to multiples of 8 elements.
+    const tile: SgmTile = { ...T1, from: 'storage' };
+    await runEmulated(gpu, rng, { M: 19, N: 21, K: 24, tile, batch: 2, padB: 3 });
+    await runEmulated(gpu, rng, { M: 19, N: 21, K: 24, tA: true, tB: true, tile, padA: 5 });
+    expect(sgmTileKey(tile)).toBe('2x1.1x2.k4.st');
+  }, 240_000);
+
+  it('takes fragments from storage only for f16 operands with 16-byte rows, offsets and strides', () => {
+    const st: SgmTile = { ...T1, from: 'storage' };
+    expect(sgmFromStorage(st, 'f16', 'f16', 24, 16, 0, 8, 456, 0)).toBe(true);
+    expect(sgmFromStorage(st, 'f16', 'f16', 24, 20, 0, 8, 456, 0)).toBe(false);
+    expect(sgmFromStorage(st, 'f32', 'f16', 24, 16, 0, 8, 456, 0)).toBe(false);
+    expect(sgmFromStorage(T1, 'f16', 'f16', 24, 16, 0, 8, 456, 0)).toBe(false);
+    expect(sgmTileUnfit({ ...SGM_TILES[0], from: 'texture' as 'storage' }, CFG)).toMatch(/from must be/);
+  });
 
   it('double-buffers the stages and rasterizes workgroups in groups of block rows, in every layout', async () => {
     const gpu = await testGpu();

@@ -150,6 +150,11 @@ export const attentionBenches: BenchCase[] = [
     { nsub: 4, bk: 32, kLayout: 'transposed', accum: 'two-pass' },
     { nsub: 4, bk: 32, kLayout: 'rows' },
     { nsub: 2, bk: 32, kLayout: 'transposed' },
+    // K and V fragments straight from storage (session 15): no staging, so 64-key tiles fit with 4 subgroups.
+    { nsub: 4, bk: 32, kvFrom: 'storage' },
+    { nsub: 4, bk: 64, kvFrom: 'storage' },
+    { nsub: 4, bk: 64, kvFrom: 'storage', accum: 'fragments' },
+    { nsub: 4, bk: 64, kvFrom: 'storage', accum: 'two-pass' },
   ] as SgmAttentionTile[]).map((t) => forwardCase(qwen7b, 'gpu', 'subgroup-matrix', t)),
   backwardCase(qwen7b, 'gpu'),
   decodeCase({ ...qwen7b, T: 1 }, 4096, 'gpu'),

@@ -5,20 +5,22 @@ import type { BenchCase } from './types.js';
 import { benchTensor, disposeAll } from './data.js';
 
 /** Square C = A·B, f32 or f16 inputs (f32 accumulation and output); `path` forces a kernel, for comparison. */
-function squareCase(n: number, dtype: 'f32' | 'f16', size: 'cpu' | 'gpu', path?: MatmulPath): BenchCase {
+/** `sgmTile` forces a subgroup-matrix tile (candidates for the default). */
+function squareCase(n: number, dtype: 'f32' | 'f16', size: 'cpu' | 'gpu', path?: MatmulPath, sgmTile?: SgmTile): BenchCase {
   const torchDt = dtype === 'f16' ? 'torch.bfloat16 if str(dev).startswith("cuda") else torch.float32' : 'torch.float32';
   return {
     family: 'matmul',
-    name: `matmul ${dtype} ${n}x${n}x${n}${path ? ` (${path} path)` : ''}`,
+    name: `matmul ${dtype} ${n}x${n}x${n}${path ? ` (${path} path)` : ''}${sgmTile ? ` (tile ${sgmTileKey(sgmTile)})` : ''}`,
     flops: 2 * n ** 3,
     bytes: 2 * n * n * (dtype === 'f16' ? 2 : 4) + 4 * n * n,
     size,
-    needs: dtype === 'f16' ? ['shader-f16'] : undefined,
+    needs: dtype === 'f16' ? ['shader-f16', ...(sgmTile ? ['subgroup-matrix'] : [])] : undefined,
     prepare(gpu) {
       const a = benchTensor(gpu, [n, n], dtype, 2, 1);
       const b = benchTensor(gpu, [n, n], dtype, 2, 2);
       const c = gpu.tensor([n, n], 'f32');
-      return { run: () => void matmul(gpu, a, b, { out: c, path }), dispose: () => disposeAll(a, b, c) };
+      const opts = sgmTile ? { path: 'subgroup-matrix' as const, sgmTile } : { path };
+      return { run: () => void matmul(gpu, a, b, { out: c, ...opts }), dispose: () => disposeAll(a, b, c) };
     },
     torch: {
       setup: `t=${torchDt}; a=torch.randn(${n},${n},device=dev,dtype=t); b=torch.randn(${n},${n},device=dev,dtype=t)`,
@@ -130,6 +132,13 @@ export const matmulBenches: BenchCase[] = [
   lmHeadCase(1, 896, 151936, 'gemv'),
   loraCase('small', 64, 512, 512, 8, 'cpu'),
   squareCase(4096, 'f16', 'gpu'),
+  // Fragments straight from storage, no workgroup staging (session 15): candidates for the f16 default.
+  ...([
+    { wm: 2, wn: 2, fm: 4, fn: 4, bk: 32, from: 'storage' },
+    { wm: 2, wn: 2, fm: 4, fn: 4, bk: 64, from: 'storage' },
+    { wm: 2, wn: 4, fm: 4, fn: 4, bk: 32, from: 'storage' },
+    { wm: 4, wn: 2, fm: 4, fn: 4, bk: 32, from: 'storage' },
+  ] as SgmTile[]).map((t) => squareCase(4096, 'f16', 'gpu', undefined, t)),
   squareCase(4096, 'f32', 'gpu'),
   ...QWEN.flatMap(([label, inF, outF]) => [linearCase(label, 1, inF, outF, 'gpu'), linearCase(label, 512, inF, outF, 'gpu')]),
   // Tiles that beat the defaults at these shapes in session 14's sweep (single timings), for paired numbers.

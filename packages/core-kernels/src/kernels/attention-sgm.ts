@@ -36,6 +36,13 @@ export interface SgmAttentionTile {
    * row-major right fragments, as the matmul kernel reads B. Both correct on the H200 (session 14).
    */
   kLayout?: 'rows' | 'transposed';
+  /**
+   * Where the K and V fragments of a key tile come from. 'workgroup' (when omitted): staged in workgroup memory
+   * by all lanes, then read as fragments. 'storage': read as fragments straight from the k and v bindings, with no
+   * staging and no barrier for it; only a key tile that runs past the sequence's length is staged (zero-filled,
+   * K in rows, then V in the same buffer). Less workgroup memory, so larger key tiles fit.
+   */
+  kvFrom?: 'workgroup' | 'storage';
 }
 
 const PAD = 8;
@@ -44,11 +51,15 @@ const TAU = 8;
 const NEG = '-1.0e30';
 
 export const sgmAttentionKey = (t: SgmAttentionTile): string =>
-  `s${t.nsub}.k${t.bk}${t.accum === 'fragments' ? '.frag' : t.accum === 'two-pass' ? '.2p' : ''}${t.kLayout === 'transposed' ? '.kt' : ''}`;
+  `s${t.nsub}.k${t.bk}${t.accum === 'fragments' ? '.frag' : t.accum === 'two-pass' ? '.2p' : ''}${t.kLayout === 'transposed' ? '.kt' : ''}${t.kvFrom === 'storage' ? '.kvs' : ''}`;
 
-/** f16 elements of the K/V buffer and where V starts: K tile then V tile, large enough to stage Q first. */
+/**
+ * f16 elements of the K/V buffer and where V starts: K tile then V tile, large enough to stage Q first. With K/V
+ * from storage it holds one tile in rows (K, then V over it) or Q.
+ */
 function kvLayout(t: SgmAttentionTile, cfg: SubgroupMatrixConfig, D: number): { size: number; vOff: number; kStride: number } {
   const RS = D + PAD;
+  if (t.kvFrom === 'storage') return { size: Math.max(t.bk, t.nsub * cfg.M) * RS, vOff: 0, kStride: RS };
   const transposed = t.kLayout === 'transposed';
   const kStride = transposed ? t.bk + PAD : RS;
   const vOff = transposed ? D * kStride : t.bk * RS;
@@ -60,7 +71,9 @@ export function sgmAttentionUnfit(t: SgmAttentionTile, cfg: SubgroupMatrixConfig
   if (D % cfg.K || D % cfg.N) return `head dim ${D} must be a multiple of ${cfg.K} and ${cfg.N}`;
   if (t.bk % cfg.N || t.bk % cfg.K) return `bk ${t.bk} must be a multiple of ${cfg.N} and ${cfg.K}`;
   if (sg % cfg.M || (t.bk * cfg.M) % sg || (cfg.N * cfg.M) % sg) return `subgroup size ${sg} does not divide the row blocks`;
-  if (t.kLayout !== 'transposed' && 2 * t.bk < t.nsub * cfg.M) return `2*bk must hold the ${t.nsub * cfg.M} query rows`;
+  if (t.kvFrom === 'storage') {
+    if (t.kLayout === 'transposed') return 'K from storage has no staged layout to transpose';
+  } else if (t.kLayout !== 'transposed' && 2 * t.bk < t.nsub * cfg.M) return `2*bk must hold the ${t.nsub * cfg.M} query rows`;
   return undefined;
 }
 
@@ -114,53 +127,71 @@ export function sgmAttentionWgsl(params: string, t: SgmAttentionTile, cfg: Subgr
     range(Math.log2(LPR))
       .map((i) => (op === 'max' ? `${v} = max(${v}, subgroupShuffleXor(${v}, ${1 << i}u));` : `${v} += subgroupShuffleXor(${v}, ${1 << i}u);`))
       .join(' ');
-  // Rows of D elements from a [B, *, H, D] tensor into kv, from element dst on.
-  const stageRows = (src: string, rows: number, dst: number, ok: string, base: string) => `
+  const fromStorage = t.kvFrom === 'storage';
+  // Rows of D elements from a [B, *, H, D] tensor into kv, from element dst on (vec4 bindings, or f16 ones).
+  const stageRows = (src: string, rows: number, dst: number, ok: string, base: string, vec = true) => `
   for (var e = li; e < ${(rows * D) / 4}u; e += ${BQ * LPR}u) {
     let r = e / ${D / 4}u;
     let c = (e % ${D / 4}u) * 4u;
     var x = vec4<f16>();
-    if (${ok}) { x = ${src}[(${base}) / 4u + c / 4u]; }
+    if (${ok}) { ${vec ? `x = ${src}[(${base}) / 4u + c / 4u];` : `let a = ${base} + c; x = vec4<f16>(${src}[a], ${src}[a + 1u], ${src}[a + 2u], ${src}[a + 3u]);`} }
     let d = ${dst}u + r * ${RS}u + c;
     kv[d] = x.x; kv[d + 1u] = x.y; kv[d + 2u] = x.z; kv[d + 3u] = x.w;
   }`;
-  let sCompute = '';
-  for (let n = 0; n < BK / N; n++) {
-    sCompute += `{ var acc = ${em.zero(result)};\n`;
-    for (let d = 0; d < nd; d++) {
-      const kf = kT ? em.load(right, 'kv', `${d * K * kStride + n * N}u`, false, kStride) : em.load(right, 'kv', `${n * N * RS + d * K}u`, true, RS);
-      sCompute += `acc = ${em.mma(`qf${d}`, kf, 'acc')};\n`;
+  // Where a key tile's K and V fragments are read: the staged buffer, or (K/V from storage, whole tiles) the
+  // bindings themselves, the tile's keys kb on at ks elements apart.
+  interface Source { k: string; v: string; kAt(n: number, d: number): string; kCol: boolean; kStride: number | string; vAt(kk: number, f: number): string; vStride: number | string }
+  const staged: Source = {
+    k: 'kv',
+    v: 'kv',
+    kAt: (n, d) => (kT ? `${d * K * kStride + n * N}u` : `${n * N * RS + d * K}u`),
+    kCol: !kT,
+    kStride: kT ? kStride : RS,
+    vAt: (kk, f) => `${vOff + kk * K * RS + f * N}u`,
+    vStride: RS,
+  };
+  const storage: Source = { k: 'k', v: 'v', kAt: (n, d) => `kb + ${n * N}u * ks + ${d * K}u`, kCol: true, kStride: 'ks', vAt: (kk, f) => `kb + ${kk * K}u * ks + ${f * N}u`, vStride: 'ks' };
+  const sCompute = (src: Source) => {
+    let code = '';
+    for (let n = 0; n < BK / N; n++) {
+      code += `{ var acc = ${em.zero(result)};\n`;
+      for (let d = 0; d < nd; d++) code += `acc = ${em.mma(`qf${d}`, em.load(right, src.k, src.kAt(n, d), src.kCol, src.kStride), 'acc')};\n`;
+      code += `${em.store('sc', `sbase + ${n * N}u`, 'acc', BK)}; }\n`;
     }
-    sCompute += `${em.store('sc', `sbase + ${n * N}u`, 'acc', BK)}; }\n`;
-  }
-  let pv = '';
-  for (let kk = 0; kk < BK / K; kk++) {
-    pv += `{ let pf = ${em.load(left, 'pb', `sbase + ${kk * K}u`, false, BK)};\n`;
-    for (let f = 0; f < no; f++) {
-      pv += `of${f} = ${em.mma('pf', em.load(right, 'kv', `${vOff + kk * K * RS + f * N}u`, false, RS), `of${f}`)};\n`;
+    return code;
+  };
+  const pv = (src: Source) => {
+    let code = '';
+    for (let kk = 0; kk < BK / K; kk++) {
+      code += `{ let pf = ${em.load(left, 'pb', `sbase + ${kk * K}u`, false, BK)};\n`;
+      for (let f = 0; f < no; f++) code += `of${f} = ${em.mma('pf', em.load(right, src.v, src.vAt(kk, f), false, src.vStride), `of${f}`)};\n`;
+      code += '}\n';
     }
-    pv += '}\n';
-  }
+    return code;
+  };
   // Registers: P·V into fresh fragments, BK/N of them at a time through the scratch (M x BK f32 per subgroup),
   // each lane folding its row's OPL columns of each into O: oacc = oacc·alpha + this tile's part.
-  let pvRegs = '';
-  for (let f0 = 0; f0 < no; f0 += BK / N) {
-    const fs = range(Math.min(BK / N, no - f0)).map((j) => f0 + j);
-    pvRegs += `{\n${fs.map((f) => `var t${f} = ${em.zero(result)};`).join('\n')}\n`;
-    for (let kk = 0; kk < BK / K; kk++) {
-      pvRegs += `{ let pf = ${em.load(left, 'pb', `sbase + ${kk * K}u`, false, BK)};\n`;
-      for (const f of fs) pvRegs += `t${f} = ${em.mma('pf', em.load(right, 'kv', `${vOff + kk * K * RS + f * N}u`, false, RS), `t${f}`)};\n`;
-      pvRegs += '}\n';
-    }
-    pvRegs += fs.map((f, j) => `${em.store('sc', `sbase + ${j * N}u`, `t${f}`, BK)};`).join('\n');
-    pvRegs += '\nworkgroupBarrier();\n';
-    for (const [j, f] of fs.entries()) {
-      for (let c = 0; c < OPL; c++) {
-        pvRegs += `oacc[${f * OPL + c}] = oacc[${f * OPL + c}] * alpha + sc[sbase + rr * ${BK}u + ${j * N}u + part * ${OPL}u + ${c}u];\n`;
+  const pvRegs = (src: Source) => {
+    let code = '';
+    for (let f0 = 0; f0 < no; f0 += BK / N) {
+      const fs = range(Math.min(BK / N, no - f0)).map((j) => f0 + j);
+      code += `{\n${fs.map((f) => `var t${f} = ${em.zero(result)};`).join('\n')}\n`;
+      for (let kk = 0; kk < BK / K; kk++) {
+        code += `{ let pf = ${em.load(left, 'pb', `sbase + ${kk * K}u`, false, BK)};\n`;
+        for (const f of fs) code += `t${f} = ${em.mma('pf', em.load(right, src.v, src.vAt(kk, f), false, src.vStride), `t${f}`)};\n`;
+        code += '}\n';
       }
+      code += fs.map((f, j) => `${em.store('sc', `sbase + ${j * N}u`, `t${f}`, BK)};`).join('\n');
+      code += '\nworkgroupBarrier();\n';
+      for (const [j, f] of fs.entries()) {
+        for (let c = 0; c < OPL; c++) {
+          code += `oacc[${f * OPL + c}] = oacc[${f * OPL + c}] * alpha + sc[sbase + rr * ${BK}u + ${j * N}u + part * ${OPL}u + ${c}u];\n`;
+        }
+      }
+      code += 'workgroupBarrier();\n}\n';
     }
-    pvRegs += 'workgroupBarrier();\n}\n';
-  }
+    return code;
+  };
   const storeRegs = range(no * OPL)
     .map((x) => `o[obase + ${Math.floor(x / OPL) * N}u + part * ${OPL}u + ${x % OPL}u] = f16(oacc[${x}] * inv);`)
     .join('\n    ');
@@ -190,8 +221,41 @@ export function sgmAttentionWgsl(params: string, t: SgmAttentionTile, cfg: Subgr
     if (k0 + r < len) { x = k[(((b * p.s + k0 + r) * p.hkv + g) * p.d) / 4u + c / 4u]; }
     kv[c * ${kStride}u + r] = x.x; kv[(c + 1u) * ${kStride}u + r] = x.y; kv[(c + 2u) * ${kStride}u + r] = x.z; kv[(c + 3u) * ${kStride}u + r] = x.w;
   }`;
-  const stageK = kT ? stageKT : stageRows('k', BK, 0, 'k0 + r < len', '((b * p.s + k0 + r) * p.hkv + g) * p.d');
-  const stageV = stageRows('v', BK, vOff, 'k0 + r < len', '((b * p.s + k0 + r) * p.hkv + g) * p.d');
+  const kBase = '((b * p.s + k0 + r) * p.hkv + g) * p.d';
+  const stageK = kT ? stageKT : stageRows('k', BK, 0, 'k0 + r < len', kBase, !fromStorage);
+  const stageV = stageRows('v', BK, vOff, 'k0 + r < len', kBase, !fromStorage);
+  // A key tile's fragments up to S = Q·Kᵀ in the scratch (and its barrier), then P·V (`pvCode`). Staged: K (and V
+  // when `withV`) staged first. From storage: whole tiles read the bindings; a tile past the length stages K, and
+  // V over it once every subgroup has its scores.
+  const scores = (withV: boolean) =>
+    fromStorage
+      ? `let full = k0 + ${BK}u <= len;
+    let kb = ((b * p.s + k0) * p.hkv + g) * ${D}u;
+    if (!full) {
+      workgroupBarrier();
+      ${stageK}
+      workgroupBarrier();
+    }
+    if (full) {
+      ${sCompute(storage)}
+    } else {
+      ${sCompute(staged)}
+    }
+    workgroupBarrier();
+    ${withV ? `if (!full) {
+      ${stageV}
+    }` : ''}`
+      : `workgroupBarrier();
+    ${stageK}
+    ${withV ? stageV : ''}
+    workgroupBarrier();
+    ${sCompute(staged)}
+    workgroupBarrier();`;
+  const product = (code: (src: Source) => string) => (fromStorage ? `if (full) {
+${code(storage)}
+} else {
+${code(staged)}
+}` : code(staged));
   // Each row's total over its lanes, whether the row is output, and 1/total (0 for rows with no valid key).
   const rowTotals = `var l = l_part;
   ${rowReduce('l', '+')}
@@ -207,33 +271,25 @@ export function sgmAttentionWgsl(params: string, t: SgmAttentionTile, cfg: Subgr
   var l_part = 0.0;
   for (var kt = 0u; kt < ntiles; kt++) {
     let k0 = kt * ${BK}u;
-    workgroupBarrier();
-    ${stageK}
-    workgroupBarrier();
-    ${sCompute}
-    workgroupBarrier();
+    ${scores(false)}
     ${laneScores}
     let m_new = max(m_run, mt);
     var sum = 0.0;
     for (var c = 0u; c < ${CPL}u; c++) { sum += select(0.0, exp2(sv[c] - m_new), sv[c] > -1.0e29); }
     l_part = l_part * exp2(m_run - m_new) + sum;
     m_run = m_new;
+    ${fromStorage ? 'workgroupBarrier(); // the next scores are stored where these were read, with no staging barrier first' : ''}
   }
   ${rowTotals}
   for (var kt = 0u; kt < ntiles; kt++) {
     let k0 = kt * ${BK}u;
-    workgroupBarrier();
-    ${stageK}
-    ${stageV}
-    workgroupBarrier();
-    ${sCompute}
-    workgroupBarrier();
+    ${scores(true)}
     ${laneScores}
     for (var c = 0u; c < ${CPL}u; c++) {
       pb[sbase + rr * ${BK}u + part * ${CPL}u + c] = f16(select(0.0, exp2(sv[c] - m_run) * inv, sv[c] > -1.0e29));
     }
     workgroupBarrier();
-    ${pv}
+    ${product(pv)}
   }
 ${storeFragments('')}`;
   // One pass: the online softmax, O rescaled as the running max moves (in registers or in fragments).
@@ -242,13 +298,8 @@ ${storeFragments('')}`;
 
   for (var kt = 0u; kt < ntiles; kt++) {
     let k0 = kt * ${BK}u;
-    workgroupBarrier();
     ${regs ? '' : 'if (li == 0u) { wg_u[1] = 0u; }'}
-    ${stageK}
-    ${stageV}
-    workgroupBarrier();
-    ${sCompute}
-    workgroupBarrier();
+    ${scores(true)}
     ${dump('scores', dl.scores, scSize, 'sc')}${dump('kv', dl.kv, kvSize, 'kv')}
     ${laneScores}
     ${
@@ -278,7 +329,7 @@ ${range(no)
     }
     workgroupBarrier();
     ${dump('P', dl.p, scSize, 'pb')}
-    ${regs ? pvRegs : pv}
+    ${product(regs ? pvRegs : pv)}
   }
   ${rowTotals}
 ${
@@ -292,12 +343,13 @@ ${
   return /* wgsl */ `${enables}
 ${params}
 @group(0) @binding(1) var<storage, read> q: array<vec4<f16>>;
-@group(0) @binding(2) var<storage, read> k: array<vec4<f16>>;
-@group(0) @binding(3) var<storage, read> v: array<vec4<f16>>;
+@group(0) @binding(2) var<storage, read> k: array<${fromStorage ? 'f16' : 'vec4<f16>'}>;
+@group(0) @binding(3) var<storage, read> v: array<${fromStorage ? 'f16' : 'vec4<f16>'}>;
 @group(0) @binding(4) var<storage, read_write> o: array<f16>;
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(6) var<storage, read> lens: array<i32>;
 ${debug ? '@group(0) @binding(7) var<storage, read_write> dbg: array<f32>;\n' : ''}// K tile from element 0 (one key per row, or transposed), V tile from vOff (one key per row); Q is staged here first.
+// With K/V from storage: Q, then only tiles past the length (K in rows, then V over it).
 var<workgroup> kv: array<f16, ${kvSize}>;
 // Per subgroup: scores (M x BK f32), also the scratch for O fragments; P (M x BK f16).
 var<workgroup> sc: array<f32, ${scSize}>;
@@ -315,6 +367,7 @@ ${
           { kind: 'r', arr: 'kv', size: kvSize },
           { kind: 'l', arr: 'pb', size: scSize },
           ...(regs ? [] : [{ kind: 'c' as const, arr: 'sc', size: scSize }]),
+          ...(fromStorage ? (['k', 'v'] as const).map((arr) => ({ kind: 'r' as const, arr, size: `arrayLength(&${arr})` })) : []),
         ],
         [{ arr: 'sc', size: scSize }],
       )
@@ -345,6 +398,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var kend = len;
   if (p.causal != 0u) { kend = min(kend, u32(max(i32(q0 + ${BQ}u) + p.off, 0))); }
   let ntiles = (kend + ${BK - 1}u) / ${BK}u;
+  ${fromStorage ? `let ks = p.hkv * ${D}u; // elements from one key to the next in k and v` : ''}
 
   ${stageRows('q', BQ, 0, 'q0 + r < p.t', '((b * p.t + q0 + r) * p.hq + h) * p.d')}
   workgroupBarrier();

@@ -33,6 +33,13 @@ export interface SgmTile {
    * column by column, lets consecutive workgroups share A rows and B columns in L2.
    */
   group?: number;
+  /**
+   * Where the fragments come from: 'workgroup' (default) stages each K step in workgroup memory; 'storage' reads
+   * them straight from A and B, no staging and no barrier, in every block that lies wholly inside C when K is a
+   * multiple of bk (the others stage). Only for f16 A and B whose leading dimensions, offsets and batch strides
+   * are multiples of 8 (16-byte rows); other operands stage throughout.
+   */
+  from?: 'workgroup' | 'storage';
 }
 
 /** What the generated WGSL depends on besides the tile. */
@@ -48,6 +55,13 @@ export interface SgmSpec {
   aF32?: SgmAF32;
   /** 'scaled' only: the binding of the per-row exponents (i32, batch-major, from sgmRowExponentWgsl). */
   scaleBinding?: number;
+  /** Whole blocks read their fragments from storage (tile.from 'storage', where sgmFromStorage allows; scalar A and B). */
+  direct?: boolean;
+}
+
+/** Whether a tile's 'storage' fragments apply: f16 operands, 16-byte rows, offsets and batch strides. */
+export function sgmFromStorage(t: SgmTile, aType: string, bType: string, ...strides: number[]): boolean {
+  return t.from === 'storage' && aType === 'f16' && bType === 'f16' && strides.every((x) => x % 8 === 0);
 }
 
 /**
@@ -68,7 +82,7 @@ export const SGM_SCALE_TARGET_EXP = 14;
 const PAD = 8;
 
 export const sgmTileKey = (t: SgmTile): string =>
-  `${t.wm}x${t.wn}.${t.fm}x${t.fn}.k${t.bk}${(t.stages ?? 1) > 1 ? `.s${t.stages}` : ''}${t.group ? `.g${t.group}` : ''}`;
+  `${t.wm}x${t.wn}.${t.fm}x${t.fn}.k${t.bk}${(t.stages ?? 1) > 1 ? `.s${t.stages}` : ''}${t.group ? `.g${t.group}` : ''}${t.from === 'storage' ? '.st' : ''}`;
 
 /** Rows and columns of C one workgroup computes. */
 export function sgmBlock(t: SgmTile, cfg: SubgroupMatrixConfig): { bm: number; bn: number } {
@@ -90,6 +104,7 @@ export function sgmTileUnfit(t: SgmTile, cfg: SubgroupMatrixConfig): string | un
   if ([t.wm, t.wn, t.fm, t.fn].some((v) => !Number.isInteger(v) || v < 1)) return 'tile counts must be positive integers';
   if (t.stages !== undefined && t.stages !== 1 && t.stages !== 2) return `stages must be 1 or 2, got ${t.stages}`;
   if (t.group !== undefined && (!Number.isInteger(t.group) || t.group < 0)) return `group must be a non-negative integer, got ${t.group}`;
+  if (t.from !== undefined && t.from !== 'workgroup' && t.from !== 'storage') return `from must be 'workgroup' or 'storage', got ${String(t.from)}`;
   return undefined;
 }
 
@@ -202,6 +217,24 @@ export function sgmMatmulWgsl(header: string, s: SgmSpec, t: SgmTile, cfg: Subgr
     }
     mma += '}\n';
   }
+  // Whole blocks with fragments from storage: A's rows / B's columns of this subgroup at K offset k0 + kk·K.
+  const direct = !!s.direct;
+  if (direct && (s.aVec || s.bVec || split)) throw new Error('fragments from storage need scalar f16 A and B');
+  let mmaDirect = '';
+  for (let kk = 0; kk < t.bk / cfg.K; kk++) {
+    mmaDirect += '{\n';
+    const k = `k0 + ${kk * cfg.K}u`;
+    for (let i = 0; i < t.fm; i++) {
+      const m = `m0 + am + ${i * cfg.M}u`;
+      mmaDirect += `let l${i} = ${em.load(left, 'A', s.transA ? `base_a + (${k}) * p.lda + ${m}` : `base_a + (${m}) * p.lda + ${k}`, s.transA, 'p.lda')};\n`;
+    }
+    for (let j = 0; j < t.fn; j++) {
+      const n = `n0 + bn + ${j * cfg.N}u`;
+      mmaDirect += `let r${j} = ${em.load(right, 'B', s.transB ? `base_b + (${n}) * p.ldb + ${k}` : `base_b + (${k}) * p.ldb + ${n}`, s.transB, 'p.ldb')};\n`;
+    }
+    for (let i = 0; i < t.fm; i++) for (let j = 0; j < t.fn; j++) mmaDirect += `c${i}_${j} = ${em.mma(`l${i}`, `r${j}`, `c${i}_${j}`)};\n`;
+    mmaDirect += '}\n';
+  }
   let decl = '';
   let epilogue = '';
   const frag = cfg.M * cfg.N;
@@ -223,7 +256,20 @@ export function sgmMatmulWgsl(header: string, s: SgmSpec, t: SgmTile, cfg: Subgr
   const enables = `${header.includes('enable f16;') ? '' : 'enable f16;\n'}${emulate ? '' : `enable subgroups;\nenable chromium_experimental_subgroup_matrix;\n${DIRECTIVE}`}`;
   return /* wgsl */ `${enables}
 ${header}
-${emulate ? emulation(cfg, [{ kind: 'l', arr: 'sh_a', size: sa.size * stages }, ...(split ? [{ kind: 'l' as const, arr: 'sh_al', size: sa.size * stages }] : []), { kind: 'r', arr: 'sh_b', size: sb.size * stages }], [{ arr: 'scr', size: nsub * frag }]) : ''}
+${
+  emulate
+    ? emulation(
+        cfg,
+        [
+          { kind: 'l', arr: 'sh_a', size: sa.size * stages },
+          ...(split ? [{ kind: 'l' as const, arr: 'sh_al', size: sa.size * stages }] : []),
+          { kind: 'r', arr: 'sh_b', size: sb.size * stages },
+          ...(direct ? [{ kind: 'l' as const, arr: 'A', size: 'arrayLength(&A)' }, { kind: 'r' as const, arr: 'B', size: 'arrayLength(&B)' }] : []),
+        ],
+        [{ arr: 'scr', size: nsub * frag }],
+      )
+    : ''
+}
 var<workgroup> sh_a: array<f16, ${sa.size * stages}>;
 var<workgroup> sh_b: array<f16, ${sb.size * stages}>;
 ${split ? `var<workgroup> sh_al: array<f16, ${sa.size * stages}>;` : ''}
@@ -266,6 +312,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   var reg_a: array<vec4<${split ? 'f32' : 'f16'}>, ${itA}>;
   var reg_b: array<vec4<f16>, ${itB}>;
   ${decl}
+  ${
+    direct
+      ? `// Whole blocks: fragments straight from A and B.
+  let full = m0 + ${bm}u <= p.M && n0 + ${bn}u <= p.N && p.K % ${t.bk}u == 0u;
+  if (full) {
+    for (var k0 = 0u; k0 < p.K; k0 += ${t.bk}u) {
+      ${mmaDirect}
+    }
+  } else {`
+      : ''
+  }
   var k0 = 0u;
   ${fetch('a', sa, unitsA, itA, aExt, aOrg, 'base_a', 'p.lda')}
   ${fetch('b', sb, unitsB, itB, bExt, bOrg, 'base_b', 'p.ldb')}
@@ -304,6 +361,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     workgroupBarrier();
   }`
   }
+  ${direct ? '}' : ''}
   ${epilogue}
 }`;
 }
@@ -352,14 +410,17 @@ export const DIRECTIVE = 'diagnostic(off, chromium.subgroup_matrix_uniformity);\
 
 /** How the kernel spells matrix operations: natively, or emulated for tests on adapters without them. */
 export interface MatrixOps {
-  load(type: string, arr: string, off: string, colMajor: boolean, stride: number): string;
+  /** `stride`: a constant, or a u32 expression. */
+  load(type: string, arr: string, off: string, colMajor: boolean, stride: number | string): string;
   mma(l: string, r: string, c: string): string;
   zero(type: string): string;
   store(arr: string, off: string, v: string, stride: number): string;
 }
 
+const u32Expr = (x: number | string) => (typeof x === 'number' ? `${x}u` : x);
+
 export const NATIVE: MatrixOps = {
-  load: (type, arr, off, cm, stride) => `subgroupMatrixLoad<${type}>(&${arr}, ${off}, ${cm}, ${stride}u)`,
+  load: (type, arr, off, cm, stride) => `subgroupMatrixLoad<${type}>(&${arr}, ${off}, ${cm}, ${u32Expr(stride)})`,
   mma: (l, r, c) => `subgroupMatrixMultiplyAccumulate(${l}, ${r}, ${c})`,
   zero: (type) => `${type}()`,
   store: (arr, off, v, stride) => `subgroupMatrixStore(&${arr}, ${off}, ${v}, false, ${stride}u)`,
@@ -370,21 +431,24 @@ export const NATIVE: MatrixOps = {
  * kernel's staging, fragment addressing and epilogue can be checked on lavapipe (tests only; slow).
  */
 export const EMULATED: MatrixOps = {
-  load: (type, arr, off, cm, stride) => `emu_load_${type.includes('left') ? 'l' : type.includes('right') ? 'r' : 'c'}_${arr}(${off}, ${cm}, ${stride}u)`,
+  load: (type, arr, off, cm, stride) => `emu_load_${type.includes('left') ? 'l' : type.includes('right') ? 'r' : 'c'}_${arr}(${off}, ${cm}, ${u32Expr(stride)})`,
   mma: (l, r, c) => `emu_mma(${l}, ${r}, ${c})`,
   zero: () => 'EmuC()',
   store: (arr, off, v, stride) => `emu_store_${arr}(${off}, ${v}, ${stride}u)`,
 };
 
-/** WGSL of the emulated matrix operations for the given workgroup arrays (see EMULATED). */
+/**
+ * WGSL of the emulated matrix operations for the given arrays (see EMULATED): workgroup arrays of a constant size,
+ * or storage bindings sized by an expression (`arrayLength(&k)`).
+ */
 export function emulation(
   cfg: SubgroupMatrixConfig,
-  loads: { kind: 'l' | 'r' | 'c'; arr: string; size: number }[],
+  loads: { kind: 'l' | 'r' | 'c'; arr: string; size: number | string }[],
   stores: { arr: string; size: number }[],
 ): string {
   const { M, N, K } = cfg;
   const dims = { l: [M, K, 'EmuL'], r: [K, N, 'EmuR'], c: [M, N, 'EmuC'] } as const;
-  const load = (kind: 'l' | 'r' | 'c', arr: string, size: number) => {
+  const load = (kind: 'l' | 'r' | 'c', arr: string, size: number | string) => {
     const [rows, cols, type] = dims[kind];
     return `
 fn emu_load_${kind}_${arr}(off: u32, cm: bool, stride: u32) -> ${type} {
@@ -392,7 +456,7 @@ fn emu_load_${kind}_${arr}(off: u32, cm: bool, stride: u32) -> ${type} {
   for (var r = 0u; r < ${rows}u; r++) {
     for (var c = 0u; c < ${cols}u; c++) {
       let i = select(off + r * stride + c, off + c * stride + r, cm);
-      out.v[r * ${cols}u + c] = f32(${arr}[min(i, ${size - 1}u)]);
+      out.v[r * ${cols}u + c] = f32(${arr}[min(i, ${typeof size === 'number' ? `${size - 1}u` : `${size} - 1u`})]);
     }
   }
   return out;

@@ -10,6 +10,7 @@ import { cpuGemvUnfit, launchCpuGemv } from './gemv-cpu.js';
 import { CPU_SCRATCH_BYTES, cpuATexture, cpuMatmulUnfit, launchCpuMatmul, type CpuMatmulTypes } from './matmul-cpu.js';
 import {
   sgmBlock,
+  sgmFromStorage,
   sgmMatmulWgsl,
   sgmRowExponentWgsl,
   sgmSharedBytes,
@@ -494,18 +495,21 @@ function launch(
     }
     // vec4 loads where the contiguous dimension, leading dimension, offset and batch stride allow.
     const al = (...v: number[]) => v.every((x) => x % 4 === 0);
+    // Fragments from storage read A and B as f16 scalars; their partial blocks then stage with scalar loads.
+    const direct = sgmFromStorage(t, aType, bType, p.lda, p.ldb, p.offA, p.offB, p.sA, p.sB);
     const sgm: SgmSpec = {
       aType,
       bType,
       transA: p.transA,
       transB: p.transB,
-      aVec: al(p.transA ? p.M : p.K, p.lda, p.offA, p.sA),
-      bVec: al(p.transB ? p.K : p.N, p.ldb, p.offB, p.sB),
+      aVec: !direct && al(p.transA ? p.M : p.K, p.lda, p.offA, p.sA),
+      bVec: !direct && al(p.transB ? p.K : p.N, p.ldb, p.offB, p.sB),
+      direct,
       aF32,
       // After the uniforms, A, B, C and the bias.
       scaleBinding: aF32 === 'scaled' ? 4 + (biasType ? 1 : 0) : undefined,
     };
-    const key = `matmul-sgm${emulate ? '-emu' : ''}:${specKey(spec)}:${sgm.aVec ? 'v' : 's'}${sgm.bVec ? 'v' : 's'}:${aF32}:${cfg.M}x${cfg.N}x${cfg.K}:${sgmTileKey(t)}:sg${sg}`;
+    const key = `matmul-sgm${emulate ? '-emu' : ''}:${specKey(spec)}:${direct ? 'd' : `${sgm.aVec ? 'v' : 's'}${sgm.bVec ? 'v' : 's'}`}:${aF32}:${cfg.M}x${cfg.N}x${cfg.K}:${sgmTileKey(t)}:sg${sg}`;
     pipeline = gpu.pipeline(key, () => sgmMatmulWgsl(common(spec, sgm.bVec, sgm.aVec), sgm, t, cfg, sg, emulate));
     const { bm, bn } = sgmBlock(t, cfg);
     workgroups = [Math.ceil(p.N / bn), Math.ceil(p.M / bm), p.batch];
