@@ -146,7 +146,11 @@ describe('benchmark cases', () => {
   it('time candidate tiles only where subgroup matrices exist, each under its own name', () => {
     const tiled = allBenches.filter((c) => / \(tile [^)]+\)$/.test(c.name));
     expect(tiled.map((c) => c.name.replace(/^.* \(tile /, '')).sort()).toEqual(
-      ['2x2.2x4.k64)', '2x2.4x4.k32.g8)', '4x2.2x4.k32)', '4x2.2x4.k32)', 's2.k32.kt)', 's4.k32)', 's4.k32.2p.kt)', 's4.k32.frag.kt)'].sort(),
+      [
+        ...['2x2.2x4.k64)', '2x2.4x4.k32.g8)', '4x2.2x4.k32)', '4x2.2x4.k32)', 's2.k32.kt)', 's4.k32)', 's4.k32.2p.kt)', 's4.k32.frag.kt)'],
+        ...['2x2.4x4.k32.st)', '2x2.4x4.k64.st)', '2x4.4x4.k32.st)', '4x2.4x4.k32.st)'],
+        ...['s4.k32.kvs)', 's4.k64.kvs)', 's4.k64.frag.kvs)', 's4.k64.2p.kvs)'],
+      ].sort(),
     );
     for (const c of tiled) expect(c.needs).toContain('subgroup-matrix');
     expect(new Set(allBenches.map((c) => `${c.name} [${c.size}]`)).size).toBe(allBenches.length);
