@@ -3,7 +3,8 @@
 # checked for correctness and timed), then the kernel benchmark of the matmul, attention and head cases with
 # the library's defaults against the machine's CUDA PyTorch, then the 7B LoRA training bench, then any extra
 # command lines given in $EXTRA_CMDS (run from .device/pkg). Results go to $OUT (at most 8 files come back).
-# Time limits (s): SWEEP_S 200, KERNEL_BENCH_S 200, POLICY_TRAIN_S 90 (0 skips it). SWEEP_PARTS picks the sweep's parts
+# Time limits (s): SWEEP_S 200, KERNEL_BENCH_S 200, POLICY_TRAIN_S 90 (0 skips it; POLICY_PROFILE=1 adds one
+# profiled step, GPU time by op, in the JSON: allow ~40 s more). SWEEP_PARTS picks the sweep's parts
 # (probe,debug,att,proj,square,check; all by default), BENCH_FILTER the kernel cases.
 # Prepare here first: bash tools/device/prepare.sh (bundles sgm-sweep.mjs beside mlagent.mjs).
 set -uo pipefail
@@ -20,7 +21,7 @@ echo "kernel bench exit $?"
 # path since session 10); POLICY_TRAIN_S=0 skips it.
 if [ "${POLICY_TRAIN_S:-90}" -gt 0 ]; then
   timeout "${POLICY_TRAIN_S:-90}" node mlagent.mjs bench policy --mode train --presets 7b --seq-len 4096 --checkpoint on \
-    --iterations 1 --json --out "$OUT/policy-7b-train.json" 2> >(tee "$OUT/policy-7b-train.log" >&2) >/dev/null
+    --iterations 1 ${POLICY_PROFILE:+--profile} --json --out "$OUT/policy-7b-train.json" 2> >(tee "$OUT/policy-7b-train.log" >&2) >/dev/null
   echo "policy 7b train exit $?"
 fi
 if [ -n "${EXTRA_CMDS:-}" ]; then bash -c "$EXTRA_CMDS"; fi

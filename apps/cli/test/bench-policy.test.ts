@@ -37,4 +37,15 @@ describe('mlagent bench policy', () => {
     expect(row.torch.tokPerS).toBeGreaterThan(0);
     expect(r.stderr).toMatch(/LoRA train: batch 1 x 8 tokens, r=16 on 7 linears, checkpointing on/);
   }, 240_000);
+
+  it('--profile reports where the GPU time of a generation run and of a LoRA step goes, by op', async () => {
+    const r = await mlagent('bench', 'policy', '--mode', 'all', '--presets', 'tiny', '--batch', '1', '--prompt-len', '6', '--new-tokens', '3', '--seq-len', '8', '--checkpoint', 'off', '--iterations', '1', '--no-torch', '--profile');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/GPU time by op, one profiled qwen2 tiny f32 generate, batch 1, prompt 6, 3 new tokens:\n\nGPU time [\d.]+ ms in \d+ commands/);
+    expect(r.stdout).toMatch(/GPU time by op, one profiled qwen2 tiny f32 LoRA step, batch 1 x 8, checkpointing off:/);
+    // The step's largest ops: the LM head's backward, the matmuls and the optimizer.
+    const step = r.stdout.slice(r.stdout.indexOf('LoRA step, batch 1'));
+    for (const op of [/\| headBackward[\w:-]* \| 1 \|/, /\| matmul-[\w-]+ \| \d+ \|/, /\| adamwUpdate \| \d+ \|/]) expect(step).toMatch(op);
+    expect(r.stderr).toMatch(/profiled step: \d+ ms/);
+  }, 240_000);
 });

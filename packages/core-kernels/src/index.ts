@@ -4,6 +4,7 @@ export { Params } from './runtime/params.js';
 export { SeededRng } from './runtime/rng.js';
 export { rowBinding, rowWindows } from './runtime/windows.js';
 export { BufferAllocator, sizeClass, type MemoryStats } from './runtime/allocator.js';
+export { profileByOp, profileWork, formatProfile, type OpProfile } from './runtime/profile.js';
 export {
   type DType,
   type HostArray,

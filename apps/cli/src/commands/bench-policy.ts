@@ -1,7 +1,7 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Gpu, findTorchPython, formatBytes } from '@mlagent/core-kernels';
+import { Gpu, findTorchPython, formatBytes, formatProfile } from '@mlagent/core-kernels';
 import {
   LORA_MODULES,
   QWEN25_7B_CONFIG,
@@ -27,12 +27,13 @@ import { UsageError, parse } from '../args.js';
 
 export const benchPolicyUsage = `mlagent bench policy [--mode generate|train|all] [--presets tiny,small,7b] [--arch qwen2|qwen3] [--dtype f32|f16]
     [--batch 1,4] [--prompt-len N] [--new-tokens N] [--train-batch N] [--seq-len N] [--checkpoint on|off|both]
-    [--lora-r N] [--iterations N] [--memory-budget GIB] [--no-torch] [--json] [--out FILE]
+    [--lora-r N] [--iterations N] [--memory-budget GIB] [--profile] [--no-torch] [--json] [--out FILE]
   generate: prefill and decode tokens/s of greedy KV-cache generation; train: tokens/s of LoRA SFT steps (r on all
   seven linears, forward + backward + AdamW, with and/or without activation checkpointing). On init-model models
   (random weights), or 7b: a Qwen2.5-7B-shaped model whose random weights are made on the GPU (no checkpoint;
   f16 by default). PyTorch runs the same shapes (and weights, except 7b) in the same run; ratio = ours / torch.
-  Peak memory is the allocator's (ours) and torch.cuda.max_memory_allocated (torch on CUDA).`;
+  Peak memory is the allocator's (ours) and torch.cuda.max_memory_allocated (torch on CUDA). --profile adds one
+  more run or step per row with every dispatch timed on the GPU, and reports its GPU time by op (not timed itself).`;
 
 type Preset = 'tiny' | 'small' | '7b';
 type Mode = 'generate' | 'train' | 'all';
@@ -89,6 +90,7 @@ export async function benchPolicy(argv: string[]): Promise<void> {
     'lora-r': { type: 'string', default: '16' },
     iterations: { type: 'string', default: '3' },
     'memory-budget': { type: 'string' },
+    profile: { type: 'boolean', default: false },
     'no-torch': { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
     out: { type: 'string' },
@@ -174,7 +176,7 @@ export async function benchPolicy(argv: string[]): Promise<void> {
         for (const batch of doGenerate ? batches : []) {
           const shape = { batch, promptLen, newTokens, iterations };
           log(`${name} ${dtype} generate: batch ${batch}, prompt ${promptLen}, ${newTokens} new tokens ...`);
-          const row: GenerationRow = { preset, arch: model.config.arch, dtype, ...shape, ours: await timeGeneration(model, shape) };
+          const row: GenerationRow = { preset, arch: model.config.arch, dtype, ...shape, ours: await timeGeneration(model, { ...shape, profile: values.profile }) };
           rows.push(row);
           writeReport();
           if (python) {
@@ -188,7 +190,8 @@ export async function benchPolicy(argv: string[]): Promise<void> {
         for (const checkpoint of doTrain ? ckpt : []) {
           const shape = { batch: trainBatch, seqLen, checkpoint, r, iterations, onProgress: log };
           log(`${name} ${dtype} LoRA train: batch ${trainBatch} x ${seqLen} tokens, r=${r} on ${LORA_MODULES.length} linears, checkpointing ${checkpoint ? 'on' : 'off'} ...`);
-          const row: TrainingRow = { preset, arch: model.config.arch, dtype, batch: trainBatch, seqLen, checkpoint, r, ours: await timeTraining(model, shape) };
+          const ours = await timeTraining(model, { ...shape, profile: values.profile });
+          const row: TrainingRow = { preset, arch: model.config.arch, dtype, batch: trainBatch, seqLen, checkpoint, r, ours };
           training.push(row);
           writeReport();
           if (python) {
@@ -274,5 +277,10 @@ function markdown(rep: PolicyBenchReport): string {
       ),
     );
   }
+  const profiled = [
+    ...rep.rows.map((r) => [`${r.arch} ${r.preset} ${r.dtype} generate, batch ${r.batch}, prompt ${r.promptLen}, ${r.newTokens} new tokens`, r.ours.profile] as const),
+    ...rep.training.map((r) => [`${r.arch} ${r.preset} ${r.dtype} LoRA step, batch ${r.batch} x ${r.seqLen}, checkpointing ${r.checkpoint ? 'on' : 'off'}`, r.ours.profile] as const),
+  ];
+  for (const [label, profile] of profiled) if (profile) out.push('', `GPU time by op, one profiled ${label}:`, '', formatProfile(profile));
   return out.join('\n');
 }

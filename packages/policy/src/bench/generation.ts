@@ -1,4 +1,4 @@
-import { SeededRng } from '@mlagent/core-kernels';
+import { SeededRng, profileWork, type OpProfile } from '@mlagent/core-kernels';
 import { generate } from '../generate.js';
 import type { QwenModel } from '../model.js';
 import { median, runTorchBench, type TorchBenchSource } from './torch-runner.js';
@@ -10,6 +10,8 @@ export interface GenerationBenchOptions {
   newTokens: number;
   /** Timed runs after one warm-up; the median is reported. Default 3. */
   iterations?: number;
+  /** After the timed runs, one more with every dispatch timed on the GPU (`timing.profile`, by op). */
+  profile?: boolean;
 }
 
 /** Median prefill and decode times of greedy generation, and the throughputs they give. */
@@ -22,6 +24,8 @@ export interface GenerationTiming {
   decodeTokPerS: number;
   /** Highest bytes in use during the runs (weights and KV cache included); null where not known (torch on CPU). */
   peakBytes?: number | null;
+  /** GPU time of one profiled run (prefill and decode) by op (options.profile, on adapters with timestamp queries). */
+  profile?: OpProfile[];
 }
 
 function checkOptions(o: GenerationBenchOptions): void {
@@ -68,7 +72,9 @@ export async function timeGeneration(model: QwenModel, opts: GenerationBenchOpti
   await once();
   const runs: [number, number][] = [];
   for (let i = 0; i < (opts.iterations ?? 3); i++) runs.push(await once());
-  return { ...rates(opts, median(runs.map((r) => r[0])), median(runs.map((r) => r[1]))), peakBytes: model.gpu.memory().peak };
+  const result: GenerationTiming = { ...rates(opts, median(runs.map((r) => r[0])), median(runs.map((r) => r[1]))), peakBytes: model.gpu.memory().peak };
+  if (opts.profile) result.profile = await profileWork(model.gpu, once);
+  return result;
 }
 
 /**

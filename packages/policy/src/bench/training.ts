@@ -1,4 +1,4 @@
-import { SeededRng } from '@mlagent/core-kernels';
+import { SeededRng, profileWork, type OpProfile } from '@mlagent/core-kernels';
 import { LORA_MODULES, type LoraModule } from '../lora/config.js';
 import { LoraAdapter } from '../lora/adapter.js';
 import type { QwenModel } from '../model.js';
@@ -18,6 +18,11 @@ export interface TrainingBenchOptions {
   targets?: readonly LoraModule[];
   /** Timed steps after one warm-up step; the median is reported. Default 3. */
   iterations?: number;
+  /**
+   * After the timed steps, one more step with every dispatch timed on the GPU (`timing.profile`): where the step's
+   * GPU time goes, by op. Not part of the timed median (the per-dispatch timestamps slow it down).
+   */
+  profile?: boolean;
   onProgress?: (msg: string) => void;
 }
 
@@ -28,6 +33,8 @@ export interface TrainingTiming {
   tokPerS: number;
   /** Highest bytes in use during the steps (weights included); null where not known (torch on CPU). */
   peakBytes: number | null;
+  /** GPU time of one profiled step by op (options.profile, on adapters with timestamp queries). */
+  profile?: OpProfile[];
 }
 
 function checkOptions(o: TrainingBenchOptions): void {
@@ -81,7 +88,9 @@ export async function timeTraining(model: QwenModel, opts: TrainingBenchOptions)
       runs.push(await step());
       opts.onProgress?.(`  step ${i + 1}/${opts.iterations ?? 3}: ${runs[i].toFixed(0)} ms`);
     }
-    return timing(opts, median(runs), gpu.memory().peak);
+    const result = timing(opts, median(runs), gpu.memory().peak);
+    if (opts.profile) result.profile = await profileWork(gpu, async () => opts.onProgress?.(`  profiled step: ${(await step()).toFixed(0)} ms`));
+    return result;
   } finally {
     opt.dispose();
     adapter.dispose();
