@@ -3,6 +3,7 @@
 # checked for correctness and timed), then the kernel benchmark of the matmul, attention and head cases with
 # the library's defaults against the machine's CUDA PyTorch, then the 7B LoRA training bench, then any extra
 # command lines given in $EXTRA_CMDS (run from .device/pkg). Results go to $OUT (at most 8 files come back).
+# POLICY_GEN_S (s, default 0: skipped) adds the profiled 7B generation bench at batch 1 and 32.
 # Time limits (s): SWEEP_S 200, KERNEL_BENCH_S 200, POLICY_TRAIN_S 90 (0 skips it; POLICY_PROFILE=1 adds one
 # profiled step, GPU time by op, in the JSON: allow ~40 s more). SWEEP_PARTS picks the sweep's parts
 # (probe,debug,att,proj,square,check; all by default), BENCH_FILTER the kernel cases.
@@ -23,5 +24,12 @@ if [ "${POLICY_TRAIN_S:-90}" -gt 0 ]; then
   timeout "${POLICY_TRAIN_S:-90}" node mlagent.mjs bench policy --mode train --presets 7b --seq-len 4096 --checkpoint on \
     --iterations 1 ${POLICY_PROFILE:+--profile} --json --out "$OUT/policy-7b-train.json" 2> >(tee "$OUT/policy-7b-train.log" >&2) >/dev/null
   echo "policy 7b train exit $?"
+fi
+# Greedy generation of the 7B shape at batch 1 and 32 (the RL sampling batch), profiled by op; POLICY_GEN_S=0 (the
+# default) skips it.
+if [ "${POLICY_GEN_S:-0}" -gt 0 ]; then
+  timeout "${POLICY_GEN_S}" node mlagent.mjs bench policy --mode generate --presets 7b --batch 1,32 --prompt-len 512 --new-tokens 16 \
+    --iterations 1 --profile --json --out "$OUT/policy-7b-generate.json" >/dev/null
+  echo "policy 7b generate exit $?"
 fi
 if [ -n "${EXTRA_CMDS:-}" ]; then bash -c "$EXTRA_CMDS"; fi
