@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ShapeError, chooseVariants, roundToF16, type Gpu, type GpuFeatures, type Tensor } from '../src/index.js';
-import { GEMV_MAX_M, describeMatmulPath, isCpuAdapter, matmul, matmulBackward, selectMatmulPath, type MatmulOptions } from '../src/kernels/matmul.js';
+import { GEMV_MAX_M, describeMatmulPath, isCpuAdapter, matmul, matmulBackward, selectMatmulPath, tiledSplitK, type MatmulOptions } from '../src/kernels/matmul.js';
 import { matmulBackwardRef, matmulRef, type MatmulRefProblem } from '../src/reference/matmul.js';
 import { CPU_GEMV_MAX_M } from '../src/kernels/gemv-cpu.js';
 import { A_TEXTURE_MAX_BYTES, B_TEXTURE_MAX_BYTES, cpuATexture, cpuBCopies, cpuPackVariant, type CpuPackVariant } from '../src/kernels/matmul-cpu.js';
@@ -58,7 +58,7 @@ async function runStridedEpilogue(
   gpu: Gpu,
   rng: Rng,
   p: MatmulRefProblem,
-  o: { cType: 'f32' | 'f16'; path: MatmulOptions['path']; offsetA?: number },
+  o: { cType: 'f32' | 'f16'; path: MatmulOptions['path']; offsetA?: number; splitK?: number },
 ) {
   const { M, N, K, lda, ldb, ldc } = p;
   const f16 = o.cType === 'f16';
@@ -74,11 +74,11 @@ async function runStridedEpilogue(
   matmul(gpu, A, B, {
     out: C, bias: Bias, batch: p.batch, m: M, n: N, k: K, lda, ldb, ldc, transA: p.transA, transB: p.transB,
     strideA: p.strideA, strideB: p.strideB, strideC: p.strideC, offsetA, offsetB: 4, offsetC: 5, offsetBias: 2,
-    alpha: p.alpha, beta: p.beta, path: o.path,
+    alpha: p.alpha, beta: p.beta, path: o.path, splitK: o.splitK,
   });
   const want = matmulRef(a, b, { ...p, offsetA, offsetB: 4, offsetC: 5, offsetBias: 2, bias }, f16 ? roundToF16(c0) : c0);
   const tol = f16 ? { atol: 1e-2, rtol: 2e-3 } : TOL;
-  expectClose(await C.read(), f16 ? roundToF16(want) : want, tol, `${o.path} epilogue ${JSON.stringify(p)}`);
+  expectClose(await C.read(), f16 ? roundToF16(want) : want, tol, `${o.path}${o.splitK ? ` split ${o.splitK}` : ''} epilogue ${JSON.stringify(p)}`);
   [A, B, C, Bias].forEach((t) => t.dispose());
 }
 
@@ -282,6 +282,43 @@ function cpuTiledHere(gpu: Gpu): boolean {
   const info = gpu.device.adapterInfo as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
   return isCpuAdapter(gpu) && gpu.features.subgroups && info.subgroupMinSize === 8 && info.subgroupMaxSize === 8;
 }
+
+describe('matmul tiled path: K split over workgroup layers', () => {
+  it('matches the reference: layers that do not divide K, transposes, batches, alpha, beta, bias and f16 C on strided sub-matrices', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(23);
+    // K = 1000 in 7 layers of 144 (the last 136); K = 37 asked for 4 layers gets 3 of 16 (8-wide K steps).
+    for (const [tA, tB, K, splitK] of [[false, true, 1000, 7], [true, false, 37, 4], [true, true, 300, 2]] as const) {
+      const [M, N] = [70, 20];
+      const [lda, ldb, ldc] = [(tA ? M : K) + 3, (tB ? K : N) + 2, N + 5];
+      const p: MatmulRefProblem = {
+        batch: 2, M, N, K, transA: tA, transB: tB, lda, ldb, ldc, alpha: 0.5, beta: -1.5,
+        strideA: (tA ? K : M) * lda + 5, strideB: (tB ? N : K) * ldb + 4, strideC: M * ldc + 1,
+      };
+      await runStridedEpilogue(gpu, rng, p, { cType: tA && tB ? 'f16' : 'f32', path: 'tiled', splitK });
+    }
+  }, 120_000);
+
+  it('splits by default only on GPUs, where the grid is too small to fill one and K is long', () => {
+    const h200 = { softwareAdapter: false, maxWorkgroups: 65535, maxBinding: 2 ** 31 - 4 };
+    // LoRA's x·Aᵀ at T = 512, hidden 3584, r = 16: 8 workgroups -> 28 layers of 128.
+    expect(tiledSplitK(h200, { M: 512, N: 16, K: 3584, batch: 1 })).toBe(28);
+    // Enough workgroups already, or too little K to split, or a software adapter: no split.
+    expect(tiledSplitK(h200, { M: 4096, N: 4096, K: 4096, batch: 1 })).toBe(1);
+    expect(tiledSplitK(h200, { M: 512, N: 16, K: 200, batch: 1 })).toBe(1);
+    expect(tiledSplitK({ ...h200, softwareAdapter: true }, { M: 512, N: 16, K: 3584, batch: 1 })).toBe(1);
+    // Partial sums are held to one binding: 16 layers of 256 KiB would not fit 1 MiB.
+    expect(tiledSplitK(h200, { M: 64, N: 1024, K: 65536, batch: 1 })).toBe(16);
+    expect(tiledSplitK({ ...h200, maxBinding: 2 ** 20 }, { M: 64, N: 1024, K: 65536, batch: 1 })).toBe(4);
+  });
+
+  it('refuses a split that is not a positive integer', async () => {
+    const gpu = await testGpu();
+    const a = gpu.tensor([4, 8], 'f32');
+    expect(() => matmul(gpu, a, a, { transB: true, path: 'tiled', splitK: 0 })).toThrow(/splitK must be a positive integer, got 0/);
+    a.dispose();
+  });
+});
 
 describe('matmul cpu-tiled path (forced)', () => {
   it('runs on this adapter', async () => {

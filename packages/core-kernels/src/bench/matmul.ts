@@ -1,4 +1,4 @@
-import { matmul, type MatmulPath } from '../kernels/matmul.js';
+import { matmul, type MatmulOptions, type MatmulPath } from '../kernels/matmul.js';
 import { sgmTileKey, type SgmTile } from '../kernels/matmul-sgm.js';
 import { loraLinear } from '../kernels/lora.js';
 import type { BenchCase } from './types.js';
@@ -55,19 +55,19 @@ function linearCase(label: string, T: number, inF: number, outF: number, size: '
   };
 }
 
-/** Decode's LM head: y = x·Wᵀ with an f32 W [V, H] over Qwen's vocabulary; `path` forces a kernel, for comparison. */
-function lmHeadCase(T: number, H: number, V: number, path?: MatmulPath): BenchCase {
+/** y = x·Wᵀ in f32, x [T, H] and W [V, H]; `opts` forces a path or a K split, for comparisons. */
+function f32LinearCase(name: string, T: number, H: number, V: number, size: 'cpu' | 'gpu', opts: Pick<MatmulOptions, 'path' | 'splitK'> = {}): BenchCase {
   return {
     family: 'matmul',
-    name: `lm-head gemv T=${T} ${H}->${V} f32 W${path ? ` (${path} path)` : ''}`,
+    name,
     flops: 2 * T * H * V,
     bytes: 4 * H * V + 4 * T * (H + V),
-    size: 'cpu',
+    size,
     prepare(gpu) {
       const x = benchTensor(gpu, [T, H], 'f32', 2, 5);
       const w = benchTensor(gpu, [V, H], 'f32', 0.1, 6);
       const y = gpu.tensor([T, V], 'f32');
-      return { run: () => void matmul(gpu, x, w, { transB: true, out: y, path }), dispose: () => disposeAll(x, w, y) };
+      return { run: () => void matmul(gpu, x, w, { transB: true, out: y, ...opts }), dispose: () => disposeAll(x, w, y) };
     },
     torch: {
       setup: `x=torch.randn(${T},${H},device=dev); w=torch.randn(${V},${H},device=dev)`,
@@ -75,6 +75,17 @@ function lmHeadCase(T: number, H: number, V: number, path?: MatmulPath): BenchCa
     },
   };
 }
+
+/** Decode's LM head: an f32 W [V, H] over Qwen's vocabulary; `path` forces a kernel, for comparison. */
+const lmHeadCase = (T: number, H: number, V: number, path?: MatmulPath): BenchCase =>
+  f32LinearCase(`lm-head gemv T=${T} ${H}->${V} f32 W${path ? ` (${path} path)` : ''}`, T, H, V, 'cpu', { path });
+
+/**
+ * LoRA's down-projection x·Aᵀ (A [r, in]): a grid of few workgroups with a long K, where the tiled kernel splits K
+ * by default on GPUs; `splitK: 1` times it unsplit, for the paired comparison.
+ */
+const loraDownCase = (T: number, inF: number, r: number, splitK?: number): BenchCase =>
+  f32LinearCase(`lora down x·Aᵀ T=${T} ${inF}->${r} f32${splitK === 1 ? ' (no split-K)' : ''}`, T, inF, r, 'gpu', { splitK });
 
 /** LoRA linear forward: frozen f16 W plus rank-r adapters with dropout. */
 function loraCase(label: string, T: number, inF: number, outF: number, r: number, size: 'cpu' | 'gpu'): BenchCase {
@@ -147,4 +158,7 @@ export const matmulBenches: BenchCase[] = [
   linearCase('down_proj', 512, 18944, 3584, 'gpu', { wm: 4, wn: 2, fm: 2, fn: 4, bk: 32 }),
   linearCase('down_proj', 512, 18944, 3584, 'gpu', { wm: 2, wn: 2, fm: 2, fn: 4, bk: 64 }),
   loraCase('q_proj', 512, 3584, 3584, 16, 'gpu'),
+  // Session 15: K split over workgroup layers where the grid is small (the default on GPUs), against no split.
+  loraDownCase(512, 3584, 16),
+  loraDownCase(512, 3584, 16, 1),
 ];

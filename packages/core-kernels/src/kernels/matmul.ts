@@ -67,10 +67,15 @@ export interface MatmulOptions {
   sgmEmulate?: boolean;
   /** Subgroup-matrix path with f32 A: 'scaled' (default) for f32 accuracy, or 'split' / 'round' (see SgmAF32). */
   sgmAF32?: SgmAF32;
+  /**
+   * The 'tiled' path: split K over this many workgroup layers, whose partial sums a second pass adds (1: no
+   * split). Default by shape on GPUs (tiledSplitK): grids too small to fill the GPU, like LoRA's x·Aᵀ with N = r.
+   */
+  splitK?: number;
 }
 
-/** Subgroup-matrix choices passed down to the launch. */
-type SgmChoice = Pick<MatmulOptions, 'sgmTile' | 'sgmEmulate' | 'sgmAF32'>;
+/** Kernel choices passed down to the launch. */
+type KernelChoice = Pick<MatmulOptions, 'sgmTile' | 'sgmEmulate' | 'sgmAF32' | 'splitK'>;
 
 /** The config the emulated kernel uses on adapters without subgroup matrices. */
 const EMULATED_CONFIG: SubgroupMatrixConfig = { componentType: 'f16', resultComponentType: 'f32', M: 4, N: 4, K: 4 };
@@ -358,7 +363,7 @@ function bindRange(gpu: Gpu, t: Tensor, lo: number, hi: number): Bound {
   return { binding: t.binding(byteStart, Math.max(4, hi * eb - byteStart)), start: byteStart / eb };
 }
 
-function run(gpu: Gpu, a: Tensor, b: Tensor, c: Tensor, bias: Tensor | undefined, p: Problem, path: MatmulPath, shapes: string, sgmc: SgmChoice = {}) {
+function run(gpu: Gpu, a: Tensor, b: Tensor, c: Tensor, bias: Tensor | undefined, p: Problem, path: MatmulPath, shapes: string, sgmc: KernelChoice = {}) {
   const fits = [a, b, c, bias].every((t) => !t || Math.ceil(t.byteLength / 4) * 4 <= gpu.maxBinding);
   if (fits) {
     // Whole tensors bound once; the batch runs in z, in chunks of the workgroup-count limit.
@@ -449,7 +454,7 @@ function launch(
   bindings: GPUBufferBinding[],
   path: MatmulPath,
   shapes: string,
-  sgmc: SgmChoice = {},
+  sgmc: KernelChoice = {},
 ) {
   const spec: KernelSpec = { aType, bType, cType, biasType, transA: p.transA, transB: p.transB, beta: p.beta !== 0 };
   if (path === 'cpu-gemv') return launchCpuGemv(gpu, { a: aType, b: bType, c: cType, bias: biasType }, p, bindings, `matmul-${path}`, shapes);
@@ -469,6 +474,9 @@ function launch(
     .u32(p.offBias)
     .f32(p.alpha)
     .f32(p.beta)
+    // K per split layer and the batch (the tiled kernel's grid z is split layer x batch): one layer of all of K.
+    .u32(p.K)
+    .u32(p.batch)
     .bytes();
   let pipeline: GPUComputePipeline;
   let workgroups: [number, number, number];
@@ -524,6 +532,9 @@ function launch(
     pipeline = gpu.pipeline(`matmul-cpu:${specKey(spec)}`, () => cpuTiledWgsl(spec));
     workgroups = [Math.ceil(p.N / CPU_BN), Math.ceil(p.M / CPU_R), p.batch];
   } else {
+    const splits = sgmc.splitK ?? tiledSplitK(gpu, p);
+    if (!Number.isInteger(splits) || splits < 1) throw new ShapeError(`splitK must be a positive integer, got ${splits}`, { op: 'matmul', shapes });
+    if (splits > 1) return launchSplitK(gpu, spec, p, bindings, splits, shapes);
     pipeline = gpu.pipeline(`matmul-tiled:${specKey(spec)}`, () => tiledWgsl(spec));
     workgroups = [Math.ceil(p.N / BN), Math.ceil(p.M / BM), p.batch];
   }
@@ -571,19 +582,30 @@ function specKey(s: KernelSpec): string {
   return `${s.aType}${s.transA ? 'T' : 'N'}.${s.bType}${s.transB ? 'T' : 'N'}.${s.cType}${s.beta ? '.beta' : ''}${s.biasType ? `.bias${s.biasType}` : ''}`;
 }
 
-/** Uniforms, bindings, element accessors and the epilogue shared by every matmul kernel. */
-function common(s: KernelSpec, bVec4 = false, aVec4 = false): string {
+/** Binding numbers of A, B, C and the bias. */
+interface Slots {
+  a: number;
+  b: number;
+  c: number;
+  bias: number;
+}
+
+/**
+ * Uniforms, bindings, element accessors and the epilogue shared by every matmul kernel. A kernel that does not
+ * read A or B (the split-K sum) moves them out of the way with `at`: unused bindings are not in its layout.
+ */
+function common(s: KernelSpec, bVec4 = false, aVec4 = false, at: Slots = { a: 1, b: 2, c: 3, bias: 4 }): string {
   const types = [s.aType, s.bType, s.cType, s.biasType ?? 'f32'];
   const bElem = bVec4 ? `vec4<${wgslType(s.bType)}>` : wgslType(s.bType);
   const aElem = aVec4 ? `vec4<${wgslType(s.aType)}>` : wgslType(s.aType);
   return /* wgsl */ `${enableF16(types)}
 struct P { M: u32, N: u32, K: u32, lda: u32, ldb: u32, ldc: u32, offA: u32, offB: u32, offC: u32,
-           sA: u32, sB: u32, sC: u32, offBias: u32, alpha: f32, beta: f32 }
+           sA: u32, sB: u32, sC: u32, offBias: u32, alpha: f32, beta: f32, kPer: u32, zb: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> A: array<${aElem}>;
-@group(0) @binding(2) var<storage, read> B: array<${bElem}>;
-@group(0) @binding(3) var<storage, read_write> C: array<${wgslType(s.cType)}>;
-${s.biasType ? `@group(0) @binding(4) var<storage, read> bias: array<${wgslType(s.biasType)}>;` : ''}
+@group(0) @binding(${at.a}) var<storage, read> A: array<${aElem}>;
+@group(0) @binding(${at.b}) var<storage, read> B: array<${bElem}>;
+@group(0) @binding(${at.c}) var<storage, read_write> C: array<${wgslType(s.cType)}>;
+${s.biasType ? `@group(0) @binding(${at.bias}) var<storage, read> bias: array<${wgslType(s.biasType)}>;` : ''}
 
 // op(A)[m, k] and op(B)[k, n] of batch item z; callers keep indices in range.
 ${aVec4 ? '' : `fn a_at(z: u32, m: u32, k: u32) -> f32 { return f32(A[p.offA + z * p.sA + ${s.transA ? 'k * p.lda + m' : 'm * p.lda + k'}]); }`}
@@ -598,6 +620,95 @@ fn store_c(z: u32, m: u32, n: u32, acc: f32) {
   C[i] = ${wgslType(s.cType)}(v);
 }
 `;
+}
+
+/** Workgroups that keep a GPU busy (about two per SM on an H200's 132): smaller tiled grids split K. */
+const SPLITK_GRID = 256;
+/** Fewest K per split layer: shorter runs spend more on the partial sums than they save. */
+const SPLITK_MIN_K = 128;
+/** Largest partial-sum buffer split-K allocates. */
+const SPLITK_MAX_BYTES = 256 * 2 ** 20;
+
+/**
+ * How many layers the tiled kernel splits K into by default: 1 (no split) on CPU adapters, where llvmpipe runs a
+ * workgroup per core anyway, and where the grid already fills the GPU or K is short; else enough layers for
+ * SPLITK_GRID workgroups, each summing at least SPLITK_MIN_K of K. LoRA's x·Aᵀ at T = 512 and hidden 3584 (N = r
+ * = 16) is a grid of 8 workgroups each running all 3584 of K; split 28 ways it is 224 workgroups of 128.
+ */
+export function tiledSplitK(
+  gpu: { softwareAdapter: boolean; maxWorkgroups: number; maxBinding: number },
+  p: Pick<Problem, 'M' | 'N' | 'K' | 'batch'>,
+): number {
+  if (gpu.softwareAdapter) return 1;
+  const grid = Math.ceil(p.N / BN) * Math.ceil(p.M / BM) * p.batch;
+  let splits = Math.min(Math.ceil(SPLITK_GRID / grid), Math.floor(p.K / SPLITK_MIN_K), Math.floor(gpu.maxWorkgroups / p.batch));
+  const layerBytes = 4 * p.batch * p.M * p.N;
+  splits = Math.min(splits, Math.floor(Math.min(SPLITK_MAX_BYTES, gpu.maxBinding) / layerBytes));
+  return splits >= 2 ? splits : 1;
+}
+
+/**
+ * Split-K: the tiled kernel writes each layer's partial sums (K from l·kPer, alpha 1, no epilogue) into an f32
+ * buffer [layers, batch, M, N], then one pass adds the layers in order and applies the epilogue (alpha, beta·C,
+ * bias, C's dtype). Deterministic: no atomics.
+ */
+function launchSplitK(gpu: Gpu, spec: KernelSpec, p: Problem, bindings: GPUBufferBinding[], splits: number, shapes: string): void {
+  const kPer = Math.ceil(p.K / splits / BK) * BK;
+  const layers = Math.ceil(p.K / kPer);
+  const mn = p.M * p.N;
+  if (layers * p.batch > gpu.maxWorkgroups) throw new GpuLimitError(`split-K: ${layers} layers x batch ${p.batch} over the workgroup limit`, { op: 'matmul', shapes });
+  const partial = gpu.tensor([layers * p.batch * mn], 'f32', undefined, 'matmul split-K partial sums');
+  if (partial.byteLength > gpu.maxBinding) {
+    partial.dispose();
+    throw new GpuLimitError(`split-K: partial sums of ${partial.byteLength} bytes over one binding`, { op: 'matmul', shapes });
+  }
+  const uniforms = (q: { ldc: number; offC: number; sC: number; offBias: number; alpha: number; beta: number; kPer: number }) =>
+    new Params()
+      .u32(p.M).u32(p.N).u32(p.K).u32(p.lda).u32(p.ldb).u32(q.ldc).u32(p.offA).u32(p.offB).u32(q.offC)
+      .u32(p.sA).u32(p.sB).u32(q.sC).u32(q.offBias).f32(q.alpha).f32(q.beta).u32(q.kPer).u32(p.batch)
+      .bytes();
+  const [aBind, bBind, cBind, biasBind] = bindings;
+  const partSpec: KernelSpec = { ...spec, cType: 'f32', biasType: undefined, beta: false };
+  gpu.dispatch({
+    op: 'matmul-tiled-splitk',
+    shapes,
+    pipeline: gpu.pipeline(`matmul-tiled:${specKey(partSpec)}`, () => tiledWgsl(partSpec)),
+    params: uniforms({ ldc: p.N, offC: 0, sC: mn, offBias: 0, alpha: 1, beta: 0, kPer }),
+    bindings: [aBind, bBind, partial.binding()],
+    workgroups: [Math.ceil(p.N / BN), Math.ceil(p.M / BM), layers * p.batch],
+  });
+  const [gx, gy] = gpu.grid(Math.ceil((p.batch * mn) / SUM_THREADS));
+  gpu.dispatch({
+    op: 'matmul-splitk-sum',
+    shapes,
+    pipeline: gpu.pipeline(`matmul-splitk-sum:${specKey(spec)}`, () => splitKSumWgsl(spec)),
+    // kPer carries the layer count here.
+    params: uniforms({ ldc: p.ldc, offC: p.offC, sC: p.sC, offBias: p.offBias, alpha: p.alpha, beta: p.beta, kPer: layers }),
+    bindings: [partial.binding(), cBind, ...(biasBind ? [biasBind] : [])],
+    workgroups: [gx, gy, 1],
+  });
+  // Later work that reuses the buffer is queued after these dispatches.
+  partial.dispose();
+}
+
+const SUM_THREADS = 256;
+
+/** Adds the split-K layers of each element of C in order, then the epilogue. Bindings: partial sums, C, bias. */
+function splitKSumWgsl(s: KernelSpec): string {
+  return /* wgsl */ `${common(s, false, false, { a: 14, b: 15, c: 2, bias: 3 })}
+@group(0) @binding(1) var<storage, read> part: array<f32>;
+
+@compute @workgroup_size(${SUM_THREADS})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = gid.x + gid.y * nwg.x * ${SUM_THREADS}u;
+  let mn = p.M * p.N;
+  if (i >= mn * p.zb) { return; }
+  let z = i / mn;
+  let r = i % mn;
+  var acc = 0.0;
+  for (var l = 0u; l < p.kPer; l++) { acc += part[(l * p.zb + z) * mn + r]; }
+  store_c(z, r / p.N, r % p.N, acc);
+}`;
 }
 
 function tiledWgsl(s: KernelSpec): string {
@@ -616,22 +727,25 @@ var<workgroup> Bs: array<vec4<f32>, ${(BK * BN) / 4}>;  // [k][n], n in fours
 @compute @workgroup_size(${TX}, ${TY})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-  let z = wid.z;
+  // Grid z: split layer x batch item. Layer l sums K from l·kPer (one layer of all of K unless split).
+  let z = wid.z % p.zb;
+  let kb = (wid.z / p.zb) * p.kPer;
+  let ke = min(p.K, kb + p.kPer);
   let m0 = wid.y * ${BM}u;
   let n0 = wid.x * ${BN}u;
   var acc: array<array<vec4<f32>, ${TN / 4}>, ${TM}>;
-  for (var k0 = 0u; k0 < p.K; k0 += ${BK}u) {
+  for (var k0 = kb; k0 < ke; k0 += ${BK}u) {
     for (var e = li; e < ${BK * BM}u; e += ${nt}u) {
       ${loadA}
       var v = 0.0;
-      if (m0 + mm < p.M && k0 + kk < p.K) { v = a_at(z, m0 + mm, k0 + kk); }
+      if (m0 + mm < p.M && k0 + kk < ke) { v = a_at(z, m0 + mm, k0 + kk); }
       let d = kk * ${BM}u + mm;
       As[d / 4u][d % 4u] = v;
     }
     for (var e = li; e < ${BK * BN}u; e += ${nt}u) {
       ${loadB}
       var v = 0.0;
-      if (n0 + nn < p.N && k0 + kk < p.K) { v = b_at(z, k0 + kk, n0 + nn); }
+      if (n0 + nn < p.N && k0 + kk < ke) { v = b_at(z, k0 + kk, n0 + nn); }
       let d = kk * ${BN}u + nn;
       Bs[d / 4u][d % 4u] = v;
     }
@@ -654,7 +768,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let m = m0 + lid.y * ${TM}u + i;
     for (var j = 0u; j < ${TN}u; j++) {
       let n = n0 + lid.x * ${TN}u + j;
-      if (m < p.M && n < p.N) { store_c(z, m, n, acc[i][j / 4u][j % 4u]); }
+      if (m < p.M && n < p.N) { store_c(wid.z, m, n, acc[i][j / 4u][j % 4u]); }
     }
   }
 }`;
