@@ -29,6 +29,8 @@ interface Case {
   rowScale?: (m: number) => number;
   /** Bias: unit normal (default), scaled by this factor, or 0 for none (no bias binding). */
   biasScale?: number;
+  /** K split over this many layers of workgroups (partial sums added by a second pass). */
+  splitK?: number;
 }
 
 /** Runs the emulated subgroup-matrix kernel (lavapipe has no subgroup matrices) against the f64 reference. */
@@ -57,7 +59,7 @@ async function runEmulated(gpu: Gpu, rng: Rng, c: Case) {
   const Bias = gpu.tensor([c.N], 'f32', bias);
   const C = matmul(gpu, A, B, {
     transA: c.tA, transB: c.tB, batch, m: c.M, n: c.N, k: c.K, lda, ldb, strideA: p.strideA, strideB: 0, alpha: 0.5,
-    bias: c.biasScale === 0 ? undefined : Bias, out: gpu.tensor([batch, c.M, c.N], 'f32'), path: 'subgroup-matrix', sgmTile: c.tile, sgmEmulate: true, sgmAF32: c.aF32,
+    bias: c.biasScale === 0 ? undefined : Bias, out: gpu.tensor([batch, c.M, c.N], 'f32'), path: 'subgroup-matrix', sgmTile: c.tile, sgmEmulate: true, sgmAF32: c.aF32, splitK: c.splitK,
   });
   const want = matmulRef(a, b, { ...p, bias: c.biasScale === 0 ? undefined : bias }, undefined, batch * c.M * c.N);
   const got = await C.read();
@@ -102,6 +104,18 @@ describe('subgroup-matrix matmul (emulated matrix operations)', () => {
     await runEmulated(gpu, rng, { M: 19, N: 21, K: 24, tile, batch: 2, padB: 3 });
     await runEmulated(gpu, rng, { M: 19, N: 21, K: 24, tA: true, tB: true, tile, padA: 5 });
     expect(sgmTileKey(tile)).toBe('2x1.1x2.k4.st');
+  }, 240_000);
+
+  it('splits K over layers whose partial sums a second pass adds: staged, from storage, and with scaled f32 A', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(19);
+    // K 44 in 3 layers of 16 (4-steps of T1's bk 4 -> kPer 16; the last 12); 2 batches, alpha, bias.
+    await runEmulated(gpu, rng, { M: 19, N: 21, K: 44, tile: T1, batch: 2, splitK: 3 });
+    // Fragments from storage in whole blocks and layers (K 48 = 2 layers of 24).
+    await runEmulated(gpu, rng, { M: 19, N: 21, K: 48, tile: { ...T1, from: 'storage' }, padB: 3, splitK: 2 });
+    // f32 A scaled per row: the row exponents serve every layer.
+    const { got, want } = await runEmulated(gpu, rng, { M: 12, N: 9, K: 40, tB: true, aType: 'f32', tile: T1, aF32: 'scaled', splitK: 4, rowScale: (m) => 10 ** ((m % 7) - 4) });
+    expect(worstRowError(got, want, 9)).toBeLessThan(1e-5);
   }, 240_000);
 
   it('takes fragments from storage only for f16 operands with 16-byte rows, offsets and strides', () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ShapeError, chooseVariants, roundToF16, type Gpu, type GpuFeatures, type Tensor } from '../src/index.js';
-import { GEMV_MAX_M, describeMatmulPath, isCpuAdapter, matmul, matmulBackward, selectMatmulPath, tiledSplitK, type MatmulOptions } from '../src/kernels/matmul.js';
+import { GEMV_MAX_M, describeMatmulPath, isCpuAdapter, matmul, matmulBackward, selectMatmulPath, sgmSplitK, tiledSplitK, type MatmulOptions } from '../src/kernels/matmul.js';
 import { matmulBackwardRef, matmulRef, type MatmulRefProblem } from '../src/reference/matmul.js';
 import { CPU_GEMV_MAX_M } from '../src/kernels/gemv-cpu.js';
 import { A_TEXTURE_MAX_BYTES, B_TEXTURE_MAX_BYTES, cpuATexture, cpuBCopies, cpuPackVariant, type CpuPackVariant } from '../src/kernels/matmul-cpu.js';
@@ -310,6 +310,17 @@ describe('matmul tiled path: K split over workgroup layers', () => {
     // Partial sums are held to one binding: 16 layers of 256 KiB would not fit 1 MiB.
     expect(tiledSplitK(h200, { M: 64, N: 1024, K: 65536, batch: 1 })).toBe(16);
     expect(tiledSplitK({ ...h200, maxBinding: 2 ** 20 }, { M: 64, N: 1024, K: 65536, batch: 1 })).toBe(4);
+  });
+
+  it('splits subgroup-matrix grids only when they are very small (decoding 32 sequences, k_proj at T = 512)', () => {
+    const h200 = { softwareAdapter: false, maxWorkgroups: 65535, maxBinding: 2 ** 31 - 4 };
+    const block = { bm: 128, bn: 128 };
+    // q_proj for 32 sequences: 28 workgroups -> 10 layers; k_proj at T = 512: 16 -> 14 (K 3584 in layers of >= 256).
+    expect(sgmSplitK(h200, { M: 32, N: 3584, K: 3584, batch: 1 }, block, 32)).toBe(10);
+    expect(sgmSplitK(h200, { M: 512, N: 512, K: 3584, batch: 1 }, block, 32)).toBe(14);
+    // q_proj at T = 512 (112 workgroups) keeps the tuned unsplit launch; so do CPU adapters.
+    expect(sgmSplitK(h200, { M: 512, N: 3584, K: 3584, batch: 1 }, block, 32)).toBe(1);
+    expect(sgmSplitK({ ...h200, softwareAdapter: true }, { M: 32, N: 3584, K: 3584, batch: 1 }, block, 32)).toBe(1);
   });
 
   it('refuses a split that is not a positive integer', async () => {

@@ -156,8 +156,9 @@ export function sgmMatmulWgsl(header: string, s: SgmSpec, t: SgmTile, cfg: Subgr
 }`;
   };
   // Storage extents of each operand: rows x contiguous columns.
-  const aExt = s.transA ? ['p.K', 'p.M'] : ['p.M', 'p.K'];
-  const bExt = s.transB ? ['p.N', 'p.K'] : ['p.K', 'p.N'];
+  // K ends at this split layer's end (ke; the whole of K unless split), zero-filled past it.
+  const aExt = s.transA ? ['ke', 'p.M'] : ['p.M', 'ke'];
+  const bExt = s.transB ? ['p.N', 'ke'] : ['ke', 'p.N'];
   // Tile origin in storage coordinates for K offset k0.
   const aOrg = s.transA ? ['k0', 'm0'] : ['m0', 'k0'];
   const bOrg = s.transB ? ['n0', 'k0'] : ['k0', 'n0'];
@@ -246,7 +247,7 @@ export function sgmMatmulWgsl(header: string, s: SgmSpec, t: SgmTile, cfg: Subgr
   for (var e = lane; e < ${frag}u; e += ${sg}u) {
     let m = m0 + am + ${i * cfg.M}u + e / ${cfg.N}u;
     let n = n0 + bn + ${j * cfg.N}u + e % ${cfg.N}u;
-    if (m < p.M && n < p.N) { store_c(z, m, n, ${scaled ? `ldexp(scr[sgid * ${frag}u + e], -sh_e[m - m0])` : `scr[sgid * ${frag}u + e]`}); }
+    if (m < p.M && n < p.N) { store_c(wid.z, m, n, ${scaled ? `ldexp(scr[sgid * ${frag}u + e], -sh_e[m - m0])` : `scr[sgid * ${frag}u + e]`}); }
   }
   workgroupBarrier();
 `;
@@ -284,7 +285,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   // Subgroups are consecutive invocations (workgroup_size.x is a multiple of the subgroup size).
   let sgid = li / ${sg}u;
   let lane = li % ${sg}u;
-  let z = wid.z;
+  // Grid z: split layer x batch item; layer l sums K from l·kPer (one layer of all of K unless split).
+  let z = wid.z % p.zb;
+  let kb = (wid.z / p.zb) * p.kPer;
+  let ke = min(p.K, kb + p.kPer);
   ${
     t.group
       ? `// Raster groups of ${t.group} block rows, walked column by column.
@@ -315,15 +319,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   ${
     direct
       ? `// Whole blocks: fragments straight from A and B.
-  let full = m0 + ${bm}u <= p.M && n0 + ${bn}u <= p.N && p.K % ${t.bk}u == 0u;
+  let full = m0 + ${bm}u <= p.M && n0 + ${bn}u <= p.N && (ke - kb) % ${t.bk}u == 0u;
   if (full) {
-    for (var k0 = 0u; k0 < p.K; k0 += ${t.bk}u) {
+    for (var k0 = kb; k0 < ke; k0 += ${t.bk}u) {
       ${mmaDirect}
     }
   } else {`
       : ''
   }
-  var k0 = 0u;
+  var k0 = kb;
   ${fetch('a', sa, unitsA, itA, aExt, aOrg, 'base_a', 'p.lda')}
   ${fetch('b', sb, unitsB, itB, bExt, bOrg, 'base_b', 'p.ldb')}
   ${
@@ -332,8 +336,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   ${put('b', sb, unitsB, itB)}
   workgroupBarrier();
   var cur = 0u;
-  for (; k0 < p.K; k0 += ${t.bk}u) {
-    let more = k0 + ${t.bk}u < p.K;
+  for (; k0 < ke; k0 += ${t.bk}u) {
+    let more = k0 + ${t.bk}u < ke;
     if (more) {
       let kn = k0 + ${t.bk}u;
       ${fetch('a', sa, unitsA, itA, aExt, aOrgN, 'base_a', 'p.lda')}
@@ -348,11 +352,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     workgroupBarrier();
     cur = 1u - cur;
   }`
-      : `for (; k0 < p.K; k0 += ${t.bk}u) {
+      : `for (; k0 < ke; k0 += ${t.bk}u) {
     ${put('a', sa, unitsA, itA)}
     ${put('b', sb, unitsB, itB)}
     workgroupBarrier();
-    if (k0 + ${t.bk}u < p.K) {
+    if (k0 + ${t.bk}u < ke) {
       let kn = k0 + ${t.bk}u;
       ${fetch('a', sa, unitsA, itA, aExt, aOrgN, 'base_a', 'p.lda')}
       ${fetch('b', sb, unitsB, itB, bExt, bOrgN, 'base_b', 'p.ldb')}

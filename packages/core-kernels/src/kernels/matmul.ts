@@ -102,6 +102,9 @@ interface Problem {
   offBias: number;
   alpha: number;
   beta: number;
+  /** A split-K layer launch only (launchSplitK): K per layer, and the layer count (grid z is layers x batch). */
+  kPer?: number;
+  layers?: number;
 }
 
 // Register-tiled kernel: 8x8 threads, each 8x8 outputs (as 8x2 vec4) → 64x64 tiles, K in steps of 8 through
@@ -458,6 +461,16 @@ function launch(
 ) {
   const spec: KernelSpec = { aType, bType, cType, biasType, transA: p.transA, transB: p.transB, beta: p.beta !== 0 };
   if (path === 'cpu-gemv') return launchCpuGemv(gpu, { a: aType, b: bType, c: cType, bias: biasType }, p, bindings, `matmul-${path}`, shapes);
+  if ((path === 'tiled' || path === 'subgroup-matrix') && p.layers === undefined) {
+    const { splits, kStep } = splitPlan(gpu, path, p, sgmc);
+    if (!Number.isInteger(splits) || splits < 1) throw new ShapeError(`splitK must be a positive integer, got ${splits}`, { op: 'matmul', shapes });
+    if (splits > 1) {
+      // Each layer's partial sums: the same kernel with an f32 C and no epilogue, then one pass adds them.
+      return launchSplitK(gpu, spec, p, bindings, splits, kStep, shapes, (q, partBindings) =>
+        launch(gpu, aType, bType, 'f32', undefined, q, partBindings, path, shapes, sgmc),
+      );
+    }
+  }
   const params = new Params()
     .u32(p.M)
     .u32(p.N)
@@ -474,8 +487,8 @@ function launch(
     .u32(p.offBias)
     .f32(p.alpha)
     .f32(p.beta)
-    // K per split layer and the batch (the tiled kernel's grid z is split layer x batch): one layer of all of K.
-    .u32(p.K)
+    // K per split layer and the batch (the grid's z is split layer x batch item): one layer of all of K.
+    .u32(p.kPer ?? p.K)
     .u32(p.batch)
     .bytes();
   let pipeline: GPUComputePipeline;
@@ -520,7 +533,7 @@ function launch(
     const key = `matmul-sgm${emulate ? '-emu' : ''}:${specKey(spec)}:${direct ? 'd' : `${sgm.aVec ? 'v' : 's'}${sgm.bVec ? 'v' : 's'}`}:${aF32}:${cfg.M}x${cfg.N}x${cfg.K}:${sgmTileKey(t)}:sg${sg}`;
     pipeline = gpu.pipeline(key, () => sgmMatmulWgsl(common(spec, sgm.bVec, sgm.aVec), sgm, t, cfg, sg, emulate));
     const { bm, bn } = sgmBlock(t, cfg);
-    workgroups = [Math.ceil(p.N / bn), Math.ceil(p.M / bm), p.batch];
+    workgroups = [Math.ceil(p.N / bn), Math.ceil(p.M / bm), p.batch * (p.layers ?? 1)];
     if (aF32 === 'scaled') {
       // Checked before the exponents are allocated, so a refused launch leaks nothing.
       checkGrid(workgroups, gpu, shapes);
@@ -532,11 +545,8 @@ function launch(
     pipeline = gpu.pipeline(`matmul-cpu:${specKey(spec)}`, () => cpuTiledWgsl(spec));
     workgroups = [Math.ceil(p.N / CPU_BN), Math.ceil(p.M / CPU_R), p.batch];
   } else {
-    const splits = sgmc.splitK ?? tiledSplitK(gpu, p);
-    if (!Number.isInteger(splits) || splits < 1) throw new ShapeError(`splitK must be a positive integer, got ${splits}`, { op: 'matmul', shapes });
-    if (splits > 1) return launchSplitK(gpu, spec, p, bindings, splits, shapes);
     pipeline = gpu.pipeline(`matmul-tiled:${specKey(spec)}`, () => tiledWgsl(spec));
-    workgroups = [Math.ceil(p.N / BN), Math.ceil(p.M / BM), p.batch];
+    workgroups = [Math.ceil(p.N / BN), Math.ceil(p.M / BM), p.batch * (p.layers ?? 1)];
   }
   checkGrid(workgroups, gpu, shapes);
   const bound = rowExponents ? [...bindings, rowExponents.binding()] : bindings;
@@ -624,71 +634,99 @@ fn store_c(z: u32, m: u32, n: u32, acc: f32) {
 
 /** Workgroups that keep a GPU busy (about two per SM on an H200's 132): smaller tiled grids split K. */
 const SPLITK_GRID = 256;
+/**
+ * Subgroup-matrix grids split only below this many workgroups (session 15, not yet timed): k_proj at T = 512 (16
+ * workgroups) or decoding 32 sequences (28), not the T = 512 projections whose tiles were tuned on the H200.
+ */
+const SGM_SPLITK_BELOW = 64;
 /** Fewest K per split layer: shorter runs spend more on the partial sums than they save. */
 const SPLITK_MIN_K = 128;
 /** Largest partial-sum buffer split-K allocates. */
 const SPLITK_MAX_BYTES = 256 * 2 ** 20;
 
+type SplitTarget = { softwareAdapter: boolean; maxWorkgroups: number; maxBinding: number };
+
 /**
- * How many layers the tiled kernel splits K into by default: 1 (no split) on CPU adapters, where llvmpipe runs a
- * workgroup per core anyway, and where the grid already fills the GPU or K is short; else enough layers for
- * SPLITK_GRID workgroups, each summing at least SPLITK_MIN_K of K. LoRA's x·Aᵀ at T = 512 and hidden 3584 (N = r
- * = 16) is a grid of 8 workgroups each running all 3584 of K; split 28 ways it is 224 workgroups of 128.
+ * Layers for a grid of `grid` workgroups: enough for SPLITK_GRID workgroups, each layer at least `minK` of K, the
+ * partial sums within one binding; 1 (no split) on CPU adapters, where llvmpipe runs a workgroup per core anyway.
  */
-export function tiledSplitK(
-  gpu: { softwareAdapter: boolean; maxWorkgroups: number; maxBinding: number },
-  p: Pick<Problem, 'M' | 'N' | 'K' | 'batch'>,
-): number {
+function splitKFor(gpu: SplitTarget, p: Pick<Problem, 'M' | 'N' | 'K' | 'batch'>, grid: number, minK: number): number {
   if (gpu.softwareAdapter) return 1;
-  const grid = Math.ceil(p.N / BN) * Math.ceil(p.M / BM) * p.batch;
-  let splits = Math.min(Math.ceil(SPLITK_GRID / grid), Math.floor(p.K / SPLITK_MIN_K), Math.floor(gpu.maxWorkgroups / p.batch));
+  let splits = Math.min(Math.ceil(SPLITK_GRID / grid), Math.floor(p.K / minK), Math.floor(gpu.maxWorkgroups / p.batch));
   const layerBytes = 4 * p.batch * p.M * p.N;
   splits = Math.min(splits, Math.floor(Math.min(SPLITK_MAX_BYTES, gpu.maxBinding) / layerBytes));
   return splits >= 2 ? splits : 1;
 }
 
 /**
- * Split-K: the tiled kernel writes each layer's partial sums (K from l·kPer, alpha 1, no epilogue) into an f32
- * buffer [layers, batch, M, N], then one pass adds the layers in order and applies the epilogue (alpha, beta·C,
- * bias, C's dtype). Deterministic: no atomics.
+ * The tiled kernel's default layers: LoRA's x·Aᵀ at T = 512 and hidden 3584 (N = r = 16) is a grid of 8 workgroups
+ * each running all 3584 of K; split 28 ways it is 224 workgroups of 128.
  */
-function launchSplitK(gpu: Gpu, spec: KernelSpec, p: Problem, bindings: GPUBufferBinding[], splits: number, shapes: string): void {
-  const kPer = Math.ceil(p.K / splits / BK) * BK;
+export function tiledSplitK(gpu: SplitTarget, p: Pick<Problem, 'M' | 'N' | 'K' | 'batch'>): number {
+  const grid = Math.ceil(p.N / BN) * Math.ceil(p.M / BM) * p.batch;
+  return grid >= SPLITK_GRID ? 1 : splitKFor(gpu, p, grid, SPLITK_MIN_K);
+}
+
+/** The subgroup-matrix kernel's default layers for a block of bm x bn and K steps of bk (see SGM_SPLITK_BELOW). */
+export function sgmSplitK(gpu: SplitTarget, p: Pick<Problem, 'M' | 'N' | 'K' | 'batch'>, block: { bm: number; bn: number }, bk: number): number {
+  const grid = Math.ceil(p.N / block.bn) * Math.ceil(p.M / block.bm) * p.batch;
+  // Layers of at least 8 K steps: each starts its pipeline of loads afresh.
+  return grid >= SGM_SPLITK_BELOW ? 1 : splitKFor(gpu, p, grid, Math.max(SPLITK_MIN_K, 8 * bk));
+}
+
+/** How many layers a tiled or subgroup-matrix launch splits K into (options.splitK, else by shape), in steps of kStep. */
+function splitPlan(gpu: Gpu, path: 'tiled' | 'subgroup-matrix', p: Problem, choice: KernelChoice): { splits: number; kStep: number } {
+  if (path === 'tiled') return { splits: choice.splitK ?? tiledSplitK(gpu, p), kStep: BK };
+  const cfg = choice.sgmEmulate ? EMULATED_CONFIG : f16MatrixConfig(gpu.features);
+  // Without a config the launch itself refuses the path.
+  if (!cfg) return { splits: 1, kStep: 1 };
+  const t = choice.sgmTile ?? pickSgmTile(cfg, p.M, p.N, p.batch);
+  return { splits: choice.splitK ?? sgmSplitK(gpu, p, sgmBlock(t, cfg), t.bk), kStep: t.bk };
+}
+
+/**
+ * Split-K: `runLayers` launches the kernel over all layers at once, each writing its partial sums (K from
+ * l·kPer, alpha 1, no epilogue) into an f32 buffer [layers, batch, M, N]; then one pass adds the layers in order
+ * and applies the epilogue (alpha, beta·C, bias, C's dtype). Deterministic: no atomics.
+ */
+function launchSplitK(
+  gpu: Gpu,
+  spec: KernelSpec,
+  p: Problem,
+  bindings: GPUBufferBinding[],
+  splits: number,
+  kStep: number,
+  shapes: string,
+  runLayers: (q: Problem, bindings: GPUBufferBinding[]) => void,
+): void {
+  const kPer = Math.ceil(p.K / splits / kStep) * kStep;
   const layers = Math.ceil(p.K / kPer);
   const mn = p.M * p.N;
   if (layers * p.batch > gpu.maxWorkgroups) throw new GpuLimitError(`split-K: ${layers} layers x batch ${p.batch} over the workgroup limit`, { op: 'matmul', shapes });
   const partial = gpu.tensor([layers * p.batch * mn], 'f32', undefined, 'matmul split-K partial sums');
-  if (partial.byteLength > gpu.maxBinding) {
-    partial.dispose();
-    throw new GpuLimitError(`split-K: partial sums of ${partial.byteLength} bytes over one binding`, { op: 'matmul', shapes });
-  }
-  const uniforms = (q: { ldc: number; offC: number; sC: number; offBias: number; alpha: number; beta: number; kPer: number }) =>
-    new Params()
-      .u32(p.M).u32(p.N).u32(p.K).u32(p.lda).u32(p.ldb).u32(q.ldc).u32(p.offA).u32(p.offB).u32(q.offC)
-      .u32(p.sA).u32(p.sB).u32(q.sC).u32(q.offBias).f32(q.alpha).f32(q.beta).u32(q.kPer).u32(p.batch)
+  try {
+    if (partial.byteLength > gpu.maxBinding) throw new GpuLimitError(`split-K: partial sums of ${partial.byteLength} bytes over one binding`, { op: 'matmul', shapes });
+    const [aBind, bBind, cBind, biasBind] = bindings;
+    runLayers({ ...p, ldc: p.N, offC: 0, sC: mn, offBias: 0, alpha: 1, beta: 0, kPer, layers }, [aBind, bBind, partial.binding()]);
+    const [gx, gy] = gpu.grid(Math.ceil((p.batch * mn) / SUM_THREADS));
+    const params = new Params()
+      .u32(p.M).u32(p.N).u32(p.K).u32(p.lda).u32(p.ldb).u32(p.ldc).u32(p.offA).u32(p.offB).u32(p.offC)
+      .u32(p.sA).u32(p.sB).u32(p.sC).u32(p.offBias).f32(p.alpha).f32(p.beta)
+      // kPer carries the layer count here.
+      .u32(layers).u32(p.batch)
       .bytes();
-  const [aBind, bBind, cBind, biasBind] = bindings;
-  const partSpec: KernelSpec = { ...spec, cType: 'f32', biasType: undefined, beta: false };
-  gpu.dispatch({
-    op: 'matmul-tiled-splitk',
-    shapes,
-    pipeline: gpu.pipeline(`matmul-tiled:${specKey(partSpec)}`, () => tiledWgsl(partSpec)),
-    params: uniforms({ ldc: p.N, offC: 0, sC: mn, offBias: 0, alpha: 1, beta: 0, kPer }),
-    bindings: [aBind, bBind, partial.binding()],
-    workgroups: [Math.ceil(p.N / BN), Math.ceil(p.M / BM), layers * p.batch],
-  });
-  const [gx, gy] = gpu.grid(Math.ceil((p.batch * mn) / SUM_THREADS));
-  gpu.dispatch({
-    op: 'matmul-splitk-sum',
-    shapes,
-    pipeline: gpu.pipeline(`matmul-splitk-sum:${specKey(spec)}`, () => splitKSumWgsl(spec)),
-    // kPer carries the layer count here.
-    params: uniforms({ ldc: p.ldc, offC: p.offC, sC: p.sC, offBias: p.offBias, alpha: p.alpha, beta: p.beta, kPer: layers }),
-    bindings: [partial.binding(), cBind, ...(biasBind ? [biasBind] : [])],
-    workgroups: [gx, gy, 1],
-  });
-  // Later work that reuses the buffer is queued after these dispatches.
-  partial.dispose();
+    gpu.dispatch({
+      op: 'matmul-splitk-sum',
+      shapes,
+      pipeline: gpu.pipeline(`matmul-splitk-sum:${specKey(spec)}`, () => splitKSumWgsl(spec)),
+      params,
+      bindings: [partial.binding(), cBind, ...(biasBind ? [biasBind] : [])],
+      workgroups: [gx, gy, 1],
+    });
+  } finally {
+    // Later work that reuses the buffer is queued after these dispatches.
+    partial.dispose();
+  }
 }
 
 const SUM_THREADS = 256;
