@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { add, formatProfile, matmul, profileByOp } from '../src/index.js';
+import { PROFILE_SHAPES } from '../src/runtime/profile.js';
 import { testGpu } from './helpers.js';
 
 describe('profileByOp', () => {
@@ -13,10 +14,17 @@ describe('profileByOp', () => {
     ]);
     expect(rows.map((r) => r.op)).toEqual(['matmul-tiled', 'add', 'rmsnorm']);
     expect(rows[0]).toMatchObject({ calls: 3, ms: 5.5, topShapes: 'B', topShapesMs: 3 });
+    expect(rows[0].byShapes).toEqual([{ shapes: 'B', calls: 1, ms: 3 }, { shapes: 'A', calls: 2, ms: 2.5 }]);
     expect(rows[0].share).toBeCloseTo(5.5 / 6, 12);
     expect(rows.reduce((s, r) => s + r.share, 0)).toBeCloseTo(1, 12);
     expect(profileByOp([])).toEqual([]);
     expect(() => profileByOp([{ op: 'x', shapes: '', ms: Number.NaN }])).toThrow(/x has a GPU time of NaN/);
+  });
+
+  it('keeps at most PROFILE_SHAPES shapes per op, the largest', () => {
+    const rows = profileByOp(Array.from({ length: PROFILE_SHAPES + 3 }, (_, i) => ({ op: 'x', shapes: `s${i}`, ms: i })));
+    expect(rows[0].byShapes.map((b) => b.shapes)).toEqual(Array.from({ length: PROFILE_SHAPES }, (_, i) => `s${PROFILE_SHAPES + 2 - i}`));
+    expect(rows[0].calls).toBe(PROFILE_SHAPES + 3);
   });
 
   it('prints the largest ops and folds the rest into one line', () => {

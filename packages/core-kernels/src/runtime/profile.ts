@@ -11,14 +11,19 @@ export interface OpProfile {
   /** The shapes whose calls took most of this op's time, and that time. */
   topShapes: string;
   topShapesMs: number;
+  /** This op's time by shapes, largest first, at most PROFILE_SHAPES of them. */
+  byShapes: { shapes: string; calls: number; ms: number }[];
 }
+
+/** Shapes kept per op in OpProfile.byShapes. */
+export const PROFILE_SHAPES = 8;
 
 /**
  * Sums GPU timings (`gpu.takeTimings()` after work recorded with `gpu.profiling = true`) by op name, largest first.
  * Each command ran in its own timestamped pass, so the sum is the GPU's busy time with no overlap between ops.
  */
 export function profileByOp(timings: readonly DispatchTiming[]): OpProfile[] {
-  const byOp = new Map<string, { calls: number; ms: number; shapes: Map<string, number> }>();
+  const byOp = new Map<string, { calls: number; ms: number; shapes: Map<string, { calls: number; ms: number }> }>();
   let total = 0;
   for (const t of timings) {
     if (!Number.isFinite(t.ms) || t.ms < 0) throw new Error(`profileByOp: ${t.op} has a GPU time of ${t.ms} ms`);
@@ -26,13 +31,15 @@ export function profileByOp(timings: readonly DispatchTiming[]): OpProfile[] {
     if (!e) byOp.set(t.op, (e = { calls: 0, ms: 0, shapes: new Map() }));
     e.calls++;
     e.ms += t.ms;
-    e.shapes.set(t.shapes, (e.shapes.get(t.shapes) ?? 0) + t.ms);
+    const sh = e.shapes.get(t.shapes) ?? { calls: 0, ms: 0 };
+    e.shapes.set(t.shapes, { calls: sh.calls + 1, ms: sh.ms + t.ms });
     total += t.ms;
   }
   return [...byOp]
     .map(([op, e]) => {
-      const [topShapes, topShapesMs] = [...e.shapes].reduce((a, b) => (b[1] > a[1] ? b : a));
-      return { op, calls: e.calls, ms: e.ms, share: total > 0 ? e.ms / total : 0, topShapes, topShapesMs };
+      const byShapes = [...e.shapes].map(([shapes, v]) => ({ shapes, ...v })).sort((a, b) => b.ms - a.ms || a.shapes.localeCompare(b.shapes));
+      const share = total > 0 ? e.ms / total : 0;
+      return { op, calls: e.calls, ms: e.ms, share, topShapes: byShapes[0].shapes, topShapesMs: byShapes[0].ms, byShapes: byShapes.slice(0, PROFILE_SHAPES) };
     })
     .sort((a, b) => b.ms - a.ms || a.op.localeCompare(b.op));
 }
