@@ -9,14 +9,15 @@
 import { writeFileSync } from 'node:fs';
 import { Gpu, roundToF16, type Tensor } from '../../packages/core-kernels/src/index.js';
 import { matmul, SGM_TILES } from '../../packages/core-kernels/src/kernels/matmul.js';
-import { attention } from '../../packages/core-kernels/src/kernels/attention.js';
+import { attention, attentionBackward } from '../../packages/core-kernels/src/kernels/attention.js';
+import { SGM_ATTENTION_BWD_TILE, sgmAttentionBwdKey } from '../../packages/core-kernels/src/kernels/attention-sgm-bwd.js';
 import { MHA_PARAMS, mhaParams } from '../../packages/core-kernels/src/kernels/attention-params.js';
 import { f16MatrixConfig } from '../../packages/core-kernels/src/runtime/features.js';
 import { probeSubgroupMatrix } from './sgm-probe.js';
 import { sgmTileKey, type SgmAF32, type SgmTile } from '../../packages/core-kernels/src/kernels/matmul-sgm.js';
 import { sgmAttentionDebugLayout, sgmAttentionKey, sgmAttentionWgsl, type SgmAttentionTile } from '../../packages/core-kernels/src/kernels/attention-sgm.js';
 import { matmulRef } from '../../packages/core-kernels/src/reference/matmul.js';
-import { attentionRef } from '../../packages/core-kernels/src/reference/attention.js';
+import { attentionBackwardRef, attentionRef } from '../../packages/core-kernels/src/reference/attention.js';
 
 const out = process.argv[2] ?? '/tmp/out';
 /**
@@ -61,14 +62,16 @@ const ATT_BASE: SgmAttentionTile[] = [
   { nsub: 2, bk: 64, accum: 'two-pass' },
 ];
 // K and V fragments read straight from storage ('.kvs', session 15): no staging, 64-key tiles fit 4 subgroups.
-const ATT_STORAGE: SgmAttentionTile[] = [
-  { nsub: 4, bk: 32 },
-  { nsub: 4, bk: 64 },
-  { nsub: 4, bk: 64, accum: 'fragments' },
-  { nsub: 4, bk: 64, accum: 'two-pass' },
-  { nsub: 2, bk: 64 },
-  { nsub: 2, bk: 64, accum: 'fragments' },
-].map((t): SgmAttentionTile => ({ ...t, kvFrom: 'storage' }));
+const ATT_STORAGE: SgmAttentionTile[] = (
+  [
+    { nsub: 4, bk: 32 },
+    { nsub: 4, bk: 64 },
+    { nsub: 4, bk: 64, accum: 'fragments' },
+    { nsub: 4, bk: 64, accum: 'two-pass' },
+    { nsub: 2, bk: 64 },
+    { nsub: 2, bk: 64, accum: 'fragments' },
+  ] as SgmAttentionTile[]
+).map((t): SgmAttentionTile => ({ ...t, kvFrom: 'storage' }));
 const ATT_TILES: SgmAttentionTile[] = [
   ...ATT_BASE.map((t): SgmAttentionTile => ({ ...t, kLayout: 'transposed' })),
   ...ATT_BASE.map((t): SgmAttentionTile => ({ ...t, kLayout: 'rows' })),
@@ -76,9 +79,10 @@ const ATT_TILES: SgmAttentionTile[] = [
 ];
 /**
  * SWEEP_PARTS: which parts run, in this order: probe, debug (the attention kernel's intermediate values against the
- * float64 ones), att (attention checks and times), proj, square, check.
+ * float64 ones), att (attention checks and times), bwd (the subgroup-matrix attention backward against float64),
+ * proj, square, check.
  */
-const PARTS = new Set((process.env.SWEEP_PARTS ?? 'probe,debug,att,proj,square,check').split(','));
+const PARTS = new Set((process.env.SWEEP_PARTS ?? 'probe,debug,att,bwd,proj,square,check').split(','));
 
 function lcg(n: number, seed: number, scale = 1): Float32Array {
   const a = new Float32Array(n);
@@ -311,6 +315,26 @@ async function main() {
       });
     }
   }
+  // ---- the subgroup-matrix backward (session 15) against the f64 reference (from the scalar forward's o and lse),
+  // dq, dk and dv apart, on the padded GQA case and the D 64 causal one.
+  for (const c of PARTS.has('bwd') ? attCases.slice(1) : []) {
+    const tile = DRY ? { nsub: 2, bt: 8 } : SGM_ATTENTION_BWD_TILE;
+    const row: Row = { kind: 'bwd-check', shape: c.name, config: sgmAttentionBwdKey(tile) };
+    await guarded(gpu, row, async () => {
+      const { x, q, k, v } = qkv(gpu, c);
+      const dOx = roundToF16(lcg(q.size, 11));
+      const dO = gpu.tensor(q.shape, 'f16', dOx);
+      const lengths = c.lengths ? gpu.tensor([c.B], 'i32', c.lengths) : undefined;
+      const opts = { lengths, causal: c.causal };
+      const { o, lse } = attention(gpu, q, k, v, { ...opts, path: 'scalar' });
+      const g = attentionBackward(gpu, q, k, v, o, lse, dO, { ...opts, sgmBackward: tile, ...emu });
+      const ref = attentionBackwardRef(x.q, x.k, x.v, dOx, c, { lengths: c.lengths, causal: c.causal });
+      const errs = [relErr(await g.dq.read(), ref.dq), relErr(await g.dk.read(), ref.dk), relErr(await g.dv.read(), ref.dv)];
+      row.err = Math.max(...errs);
+      row.note = `dq ${errs[0].toExponential(2)} dk ${errs[1].toExponential(2)} dv ${errs[2].toExponential(2)}`;
+      [q, k, v, dO, lengths, o, lse, g.dq, g.dk, g.dv].forEach((t) => t?.dispose());
+    });
+  }
   if (PARTS.has('att')) {
     const c = { B: 1, T: dim(2048), S: dim(2048), Hq: 28, Hkv: 4, D: DRY ? 32 : 128 };
     const q = gpu.tensor([c.B, c.T, c.Hq, c.D], 'f16', lcg(c.T * c.Hq * c.D, 8, 3.4));
@@ -324,7 +348,7 @@ async function main() {
       let r: { o: Tensor; lse: Tensor } | undefined;
       refRow.ms = await time(gpu, () => { r?.o.dispose(); r?.lse.dispose(); r = attention(gpu, q, k, v, { path: 'scalar' }); }, iters(3));
       refRow.tflops = flops / (refRow.ms * 1e9);
-      reference = (await r!.o.read()).slice();
+      reference = Float32Array.from(await r!.o.read());
     });
     for (const tile of ATT_TILES) {
       const row: Row = { kind: 'att-time', shape, config: sgmAttentionKey(tile) };

@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { roundToF16 } from '../src/index.js';
-import { attention, attentionForwardPath } from '../src/kernels/attention.js';
+import { attention, attentionBackward, attentionForwardPath } from '../src/kernels/attention.js';
 import type { Gpu } from '../src/runtime/gpu.js';
 import { sgmAttentionBytes, sgmAttentionKey, sgmAttentionUnfit, sgmAttentionWgsl, type SgmAttentionTile } from '../src/kernels/attention-sgm.js';
 import { sgmMatmulWgsl } from '../src/kernels/matmul-sgm.js';
-import { attentionRef, type AttentionDims } from '../src/reference/attention.js';
+import { attentionBackwardRef, attentionRef, type AttentionDims } from '../src/reference/attention.js';
+import { SGM_ATTENTION_BWD_TILE, sgmAttentionBwdBytes, sgmAttentionBwdUnfit, sgmDkvWgsl, sgmDqWgsl } from '../src/kernels/attention-sgm-bwd.js';
 import { Rng, expectClose, testGpu } from './helpers.js';
 
 interface Case extends AttentionDims {
@@ -53,6 +54,29 @@ describe('subgroup-matrix attention forward (emulated matrix operations)', () =>
       [q, k, v, lengths, o, lse].forEach((t) => t?.dispose());
     }
   }, 180_000);
+
+  it('backward (dq and dk/dv kernels) matches the float64 reference: GQA, causal and not, padding, T != S', async () => {
+    const gpu = await testGpu();
+    for (const c of CASES.slice(0, 2)) {
+      const rng = new Rng(700 + c.T);
+      const r = (n: number) => roundToF16(rng.randn(n));
+      const x = { q: r(c.B * c.T * c.Hq * c.D), k: r(c.B * c.S * c.Hkv * c.D), v: r(c.B * c.S * c.Hkv * c.D), dO: r(c.B * c.T * c.Hq * c.D) };
+      const [q, dO] = [x.q, x.dO].map((a) => gpu.tensor([c.B, c.T, c.Hq, c.D], 'f16', a));
+      const [k, v] = [x.k, x.v].map((a) => gpu.tensor([c.B, c.S, c.Hkv, c.D], 'f16', a));
+      const lengths = c.lengths ? gpu.tensor([c.B], 'i32', c.lengths) : undefined;
+      const opts = { causal: c.causal, lengths };
+      const { o, lse } = attention(gpu, q, k, v, { ...opts, path: 'scalar' });
+      const g = attentionBackward(gpu, q, k, v, o, lse, dO, { ...opts, sgmBackward: { nsub: 2, bt: 8 }, sgmEmulate: true });
+      const ref = attentionBackwardRef(x.q, x.k, x.v, x.dO, c, { causal: c.causal, lengths: c.lengths });
+      // P and dS are rounded to f16 before their products, as on the tensor cores; the gradients are f16.
+      const tol = { atol: 1e-2, rtol: 2e-2 };
+      const what = JSON.stringify(c);
+      expectClose(await g.dq.read(), ref.dq, tol, `dq ${what}`);
+      expectClose(await g.dk.read(), ref.dk, tol, `dk ${what}`);
+      expectClose(await g.dv.read(), ref.dv, tol, `dv ${what}`);
+      [q, k, v, dO, lengths, o, lse, g.dq, g.dk, g.dv].forEach((t) => t?.dispose());
+    }
+  }, 240_000);
 
   it('keeps O in registers by default, loading no result-type matrix', () => {
     const cfg = { componentType: 'f16', resultComponentType: 'f32', M: 16, N: 16, K: 16 };
@@ -105,6 +129,7 @@ describe('subgroup-matrix attention forward (emulated matrix operations)', () =>
     ];
     const shaders = [
       ...tiles.flatMap((t) => [64, 80, 128].map((D) => sgmAttentionWgsl(params, t, cfg, D, 32))),
+      ...[64, 128].flatMap((D) => [sgmDqWgsl(params, SGM_ATTENTION_BWD_TILE, cfg, D, 32), sgmDkvWgsl(params, SGM_ATTENTION_BWD_TILE, cfg, D, 32)]),
       ...[false, true].map((transB) =>
         sgmMatmulWgsl(params, { aType: 'f32', bType: 'f16', transA: false, transB, aVec: true, bVec: true, aF32: 'scaled', scaleBinding: 4 }, { wm: 2, wn: 2, fm: 4, fn: 4, bk: 32 }, cfg, 32),
       ),
@@ -148,6 +173,15 @@ describe('subgroup-matrix attention forward (emulated matrix operations)', () =>
     expect(sgmAttentionUnfit({ nsub: 8, bk: 32, kLayout: 'transposed' }, cfg, 128, 32)).toBeUndefined();
     expect(sgmAttentionBytes({ nsub: 4, bk: 32, kLayout: 'transposed' }, cfg, 128)).toBeLessThanOrEqual(48 * 1024);
     expect(sgmAttentionBytes({ nsub: 4, bk: 32 }, cfg, 128)).toBeLessThanOrEqual(48 * 1024);
+    // The backward kernels: the default tile fits 48 KiB at D 128 and refuses head dims off the fragment size.
+    expect(sgmAttentionBwdBytes(SGM_ATTENTION_BWD_TILE, cfg, 128)).toBeLessThanOrEqual(48 * 1024);
+    expect(sgmAttentionBwdUnfit(SGM_ATTENTION_BWD_TILE, cfg, 120, 32)).toMatch(/head dim/);
+    expect(sgmAttentionBwdUnfit({ nsub: 4, bt: 24 }, cfg, 128, 32)).toMatch(/bt 24/);
+    const o = gpu.tensor([1, 4, 2, 8], 'f32');
+    const lse = gpu.tensor([1, 2, 4], 'f32');
+    expect(() => attentionBackward(gpu, q, k, k, o, lse, o, { sgmBackward: { nsub: 2, bt: 8 }, sgmEmulate: true })).toThrow(/backward takes f16/);
+    expect(() => attentionBackward(gpu, q, k, k, o, lse, o, { sgmBackward: { nsub: 2, bt: 8 } })).toThrow(/needs an adapter with f16 subgroup matrices/);
+    [o, lse].forEach((t) => t.dispose());
     // K and V from storage stage no whole tiles: 64-key tiles fit 4 subgroups; K has no staged layout to transpose.
     expect(sgmAttentionUnfit({ nsub: 4, bk: 64, kvFrom: 'storage' }, cfg, 128, 32)).toBeUndefined();
     expect(sgmAttentionBytes({ nsub: 4, bk: 64, kvFrom: 'storage' }, cfg, 128)).toBeLessThanOrEqual(48 * 1024);

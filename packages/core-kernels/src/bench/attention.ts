@@ -2,6 +2,7 @@ import type { Gpu } from '../runtime/gpu.js';
 import type { Tensor } from '../runtime/tensor.js';
 import { attention, attentionBackward, attentionDecode } from '../kernels/attention.js';
 import { sgmAttentionKey, type SgmAttentionTile } from '../kernels/attention-sgm.js';
+import { SGM_ATTENTION_BWD_TILE, sgmAttentionBwdKey, type SgmAttentionBwdTile } from '../kernels/attention-sgm-bwd.js';
 import type { BenchCase } from './types.js';
 import { benchValues } from './data.js';
 
@@ -73,23 +74,24 @@ function forwardCase(s: Shape, size: 'cpu' | 'gpu', path?: Path, sgmTile?: SgmAt
   };
 }
 
-function backwardCase(s: Shape, size: 'cpu' | 'gpu', path?: 'scalar'): BenchCase {
+/** `sgmBackward`: the subgroup-matrix backward kernels with this tile (a candidate, session 15). */
+function backwardCase(s: Shape, size: 'cpu' | 'gpu', path?: 'scalar', sgmBackward?: SgmAttentionBwdTile): BenchCase {
   const e = bytesOf(s.dtype);
   return {
     family: 'attention',
-    name: `attention bwd causal ${label(s)}${pathNote(path)}`,
+    name: `attention bwd causal ${label(s)}${pathNote(path)}${sgmBackward ? ` (subgroup-matrix ${sgmAttentionBwdKey(sgmBackward)})` : ''}`,
     // The five useful matmuls (S, dP, dV, dK, dQ); the dQ/dKV split recomputes S and dP once more on top.
     flops: 10 * causalPairs(s) * s.D,
     bytes: e * s.B * s.T * s.D * (4 * s.Hq + 4 * s.Hkv) + 4 * s.B * s.Hq * s.T,
     size,
-    needs: s.dtype === 'f16' ? ['shader-f16'] : undefined,
+    needs: s.dtype === 'f16' ? ['shader-f16', ...(sgmBackward ? ['subgroup-matrix'] : [])] : undefined,
     prepare(gpu) {
       const t = qkv(gpu, s, s.T);
       const { o, lse } = attention(gpu, t.q, t.k, t.v, { path });
       const dO = gpu.tensor(t.q.shape, s.dtype, benchValues(t.q.size, 3.4, 4));
       return {
         run: () => {
-          const g = attentionBackward(gpu, t.q, t.k, t.v, o, lse, dO, { path });
+          const g = attentionBackward(gpu, t.q, t.k, t.v, o, lse, dO, { path, sgmBackward });
           [g.dq, g.dk, g.dv].forEach((x) => x.dispose());
         },
         dispose: () => [t.q, t.k, t.v, o, lse, dO].forEach((x) => x.dispose()),
@@ -157,5 +159,7 @@ export const attentionBenches: BenchCase[] = [
     { nsub: 4, bk: 64, kvFrom: 'storage', accum: 'two-pass' },
   ] as SgmAttentionTile[]).map((t) => forwardCase(qwen7b, 'gpu', 'subgroup-matrix', t)),
   backwardCase(qwen7b, 'gpu'),
+  // The subgroup-matrix backward (session 15): correct under emulation, not yet timed.
+  backwardCase(qwen7b, 'gpu', undefined, SGM_ATTENTION_BWD_TILE),
   decodeCase({ ...qwen7b, T: 1 }, 4096, 'gpu'),
 ];

@@ -54,6 +54,25 @@ export const sgmAttentionKey = (t: SgmAttentionTile): string =>
   `s${t.nsub}.k${t.bk}${t.accum === 'fragments' ? '.frag' : t.accum === 'two-pass' ? '.2p' : ''}${t.kLayout === 'transposed' ? '.kt' : ''}${t.kvFrom === 'storage' ? '.kvs' : ''}`;
 
 /**
+ * WGSL that stages `rows` rows of D elements from a [B, *, H, D] f16 tensor (`src`; vec4 bindings, or f16 ones when
+ * !vec) into a workgroup f16 array (`into`, default kv), rows `stride` apart from element `dst` on, zero where `ok`
+ * is false; `base` is the row's first element in src (r: the row, c: the column), `threads` the invocations.
+ */
+export function stageRowsWgsl(o: { src: string; rows: number; dst: number; ok: string; base: string; D: number; stride: number; threads: number; vec?: boolean; into?: string }): string {
+  const into = o.into ?? 'kv';
+  const load = (o.vec ?? true) ? `x = ${o.src}[(${o.base}) / 4u + c / 4u];` : `let a = ${o.base} + c; x = vec4<f16>(${o.src}[a], ${o.src}[a + 1u], ${o.src}[a + 2u], ${o.src}[a + 3u]);`;
+  return `
+  for (var e = li; e < ${(o.rows * o.D) / 4}u; e += ${o.threads}u) {
+    let r = e / ${o.D / 4}u;
+    let c = (e % ${o.D / 4}u) * 4u;
+    var x = vec4<f16>();
+    if (${o.ok}) { ${load} }
+    let d = ${o.dst}u + r * ${o.stride}u + c;
+    ${into}[d] = x.x; ${into}[d + 1u] = x.y; ${into}[d + 2u] = x.z; ${into}[d + 3u] = x.w;
+  }`;
+}
+
+/**
  * f16 elements of the K/V buffer and where V starts: K tile then V tile, large enough to stage Q first. With K/V
  * from storage it holds one tile in rows (K, then V over it) or Q.
  */
@@ -128,16 +147,8 @@ export function sgmAttentionWgsl(params: string, t: SgmAttentionTile, cfg: Subgr
       .map((i) => (op === 'max' ? `${v} = max(${v}, subgroupShuffleXor(${v}, ${1 << i}u));` : `${v} += subgroupShuffleXor(${v}, ${1 << i}u);`))
       .join(' ');
   const fromStorage = t.kvFrom === 'storage';
-  // Rows of D elements from a [B, *, H, D] tensor into kv, from element dst on (vec4 bindings, or f16 ones).
-  const stageRows = (src: string, rows: number, dst: number, ok: string, base: string, vec = true) => `
-  for (var e = li; e < ${(rows * D) / 4}u; e += ${BQ * LPR}u) {
-    let r = e / ${D / 4}u;
-    let c = (e % ${D / 4}u) * 4u;
-    var x = vec4<f16>();
-    if (${ok}) { ${vec ? `x = ${src}[(${base}) / 4u + c / 4u];` : `let a = ${base} + c; x = vec4<f16>(${src}[a], ${src}[a + 1u], ${src}[a + 2u], ${src}[a + 3u]);`} }
-    let d = ${dst}u + r * ${RS}u + c;
-    kv[d] = x.x; kv[d + 1u] = x.y; kv[d + 2u] = x.z; kv[d + 3u] = x.w;
-  }`;
+  const stageRows = (src: string, rows: number, dst: number, ok: string, base: string, vec = true) =>
+    stageRowsWgsl({ src, rows, dst, ok, base, D, stride: RS, threads: BQ * LPR, vec });
   // Where a key tile's K and V fragments are read: the staged buffer, or (K/V from storage, whole tiles) the
   // bindings themselves, the tile's keys kb on at ks elements apart.
   interface Source { k: string; v: string; kAt(n: number, d: number): string; kCol: boolean; kStride: number | string; vAt(kk: number, f: number): string; vStride: number | string }

@@ -32,6 +32,7 @@ import { LINEAR_WORKGROUP, enableF16 } from './wgsl.js';
 import { f16MatrixConfig, type SubgroupMatrixConfig } from '../runtime/features.js';
 import { ticketCounter, ticketWgsl, ticketWorkgroups } from './tickets.js';
 import { sgmAttentionBytes, sgmAttentionKey, sgmAttentionUnfit, sgmAttentionWgsl, type SgmAttentionTile } from './attention-sgm.js';
+import { sgmAttentionBwdBytes, sgmAttentionBwdKey, sgmAttentionBwdUnfit, sgmDkvWgsl, sgmDqWgsl, type SgmAttentionBwdTile } from './attention-sgm-bwd.js';
 import { MHA_PARAMS, mhaParams, type Dims, type FloatDType } from './attention-params.js';
 import { CPU_LANES, cpuLanesUnfit } from './cpu-lanes.js';
 import {
@@ -79,8 +80,14 @@ export interface AttentionOptions {
   cpuRows?: number;
   /** Workgroup shape of the subgroup-matrix forward (benchmarks, tuning). */
   sgmTile?: SgmAttentionTile;
-  /** Tests: run the subgroup-matrix forward with its matrix operations emulated in plain WGSL (slow). */
+  /** Tests: run the subgroup-matrix kernels with their matrix operations emulated in plain WGSL (slow). */
   sgmEmulate?: boolean;
+  /**
+   * attentionBackward only: run on the subgroup-matrix backward kernels (attention-sgm-bwd.ts) with this tile
+   * (SGM_ATTENTION_BWD_TILE, say). f16, head dim a multiple of the fragment size. A candidate, correct under
+   * emulation (session 15) and not yet timed on a GPU, so never the default.
+   */
+  sgmBackward?: SgmAttentionBwdTile;
   /**
    * Scalar kernels: one workgroup per CPU thread drawing (block, head, batch) tiles from a counter instead of one
    * workgroup per tile. Default: on software adapters (lavapipe), where it balances the threads; false elsewhere.
@@ -94,6 +101,8 @@ export interface AttentionOptions {
  * correct (session 14; the other variants are benchmark cases of their own, not yet run against it).
  */
 export const SGM_ATTENTION_TILE: SgmAttentionTile = { nsub: 4, bk: 32, kLayout: 'transposed' };
+export type { SgmAttentionTile, SgmAttentionBwdTile };
+export { SGM_ATTENTION_BWD_TILE } from './attention-sgm-bwd.js';
 /** The emulated kernel's fragment shape (every invocation does whole products; small keeps tests quick). */
 const EMULATED_CONFIG: SubgroupMatrixConfig = { componentType: 'f16', resultComponentType: 'f32', M: 4, N: 4, K: 4 };
 
@@ -637,6 +646,26 @@ function sgmForward(gpu: Gpu, d: Dims, opts: AttentionOptions, shapes: string): 
 
 // ------------------------------------------------------------------------------------------- backward
 
+/** The subgroup-matrix backward's two pipelines and rows per workgroup, or a ShapeError saying why it cannot run. */
+function sgmBackwardPlan(gpu: Gpu, d: Dims, t: SgmAttentionBwdTile, emulate: boolean, shapes: string): { dq: GPUComputePipeline; dkv: GPUComputePipeline; rows: number } {
+  const cfg = emulate ? EMULATED_CONFIG : gpu.variants.matmulF16 === 'subgroup-matrix' ? f16MatrixConfig(gpu.features) : undefined;
+  const sg = emulate ? 8 : (gpu.device.adapterInfo?.subgroupMaxSize ?? 32);
+  const why = !cfg
+    ? 'needs an adapter with f16 subgroup matrices'
+    : d.dtype !== 'f16'
+      ? 'takes f16 q, k, v only'
+      : (sgmAttentionBwdUnfit(t, cfg, d.D, sg) ??
+        (sgmAttentionBwdBytes(t, cfg, d.D) > (gpu.limits.maxComputeWorkgroupStorageSize ?? 16384) ? 'tile over the workgroup memory limit' : undefined));
+  if (why) throw new ShapeError(`subgroup-matrix attention backward ${why}`, { op: 'attentionBackward', shapes });
+  const c = cfg as SubgroupMatrixConfig;
+  const key = (which: string) => `attention:${which}-sgm${emulate ? '-emu' : ''}:${c.M}x${c.N}x${c.K}:D${d.D}:${sgmAttentionBwdKey(t)}:sg${sg}`;
+  return {
+    dq: gpu.pipeline(key('dq'), () => sgmDqWgsl(MHA_PARAMS, t, c, d.D, sg, emulate)),
+    dkv: gpu.pipeline(key('dkv'), () => sgmDkvWgsl(MHA_PARAMS, t, c, d.D, sg, emulate)),
+    rows: t.nsub * c.M,
+  };
+}
+
 function dvecWgsl(l: Layout): string {
   return /* wgsl */ `
 ${enableF16([l.st])}
@@ -924,9 +953,10 @@ export function attentionBackward<D extends FloatDType>(
     throw new ShapeError(`lse must be f32[${d.B}, ${d.Hq}, ${d.T}]`, { op, shapes: `lse=${lse} q=${q}` });
   }
   const shapes = `q=${q} k=${k} v=${v}`;
-  // The backward has no subgroup-matrix kernels: that path's backward runs what 'auto' picks. Every check runs
-  // before the outputs are allocated.
-  const bopts: AttentionOptions = opts.path === 'subgroup-matrix' ? { ...opts, path: 'auto' } : opts;
+  const sgm = opts.sgmBackward ? sgmBackwardPlan(gpu, d, opts.sgmBackward, opts.sgmEmulate ?? false, shapes) : undefined;
+  // The subgroup-matrix backward is asked for by its own option: that forward path's backward runs what 'auto'
+  // picks otherwise. Every check runs before the outputs are allocated.
+  const bopts: AttentionOptions = opts.path === 'subgroup-matrix' || sgm ? { ...opts, path: 'auto' } : opts;
   const cq = cpuSpec(gpu, d, bopts, 'dq', op, shapes);
   const ckv = cpuSpec(gpu, d, bopts, 'dkv', op, shapes);
   const tq = cq ? undefined : (opts.tile ?? pickTile(gpu, BWD_TILES, (t) => dqBytes(t, d.D, d.dtype), op, shapes));
@@ -955,6 +985,14 @@ export function attentionBackward<D extends FloatDType>(
 
   const tickets = opts.tickets ?? gpu.softwareAdapter;
   const dqBindings = [q, k, v, dO, lse, dvec, dq, lens];
+  const dkvBindings = [q, k, v, dO, lse, dvec, dk, dv, lens];
+  if (sgm) {
+    const uniforms = { d, opts };
+    mhaDispatch(gpu, `${op}.dq-sgm`, shapes, false, sgm.dq, uniforms, [ceilDiv(d.T, sgm.rows), d.Hq, d.B], dqBindings);
+    mhaDispatch(gpu, `${op}.dkv-sgm`, shapes, false, sgm.dkv, uniforms, [ceilDiv(d.S, sgm.rows), d.Hkv, d.B], dkvBindings);
+    dvec.dispose();
+    return { dq, dk, dv };
+  }
   if (cq) {
     const pipeline = gpu.pipeline(cpuAttentionKey('dq', cq), () => cpuDqWgsl(MHA_PARAMS, cq));
     const grid = [ceilDiv(d.T, CPU_LANES * cq.R), d.Hq, d.B] as const;
@@ -964,7 +1002,6 @@ export function attentionBackward<D extends FloatDType>(
     const pipeline = gpu.pipeline(`attention:dq:${mhaKey(sq, sq.bk / 4)}`, () => dqWgsl(sq));
     mhaDispatch(gpu, `${op}.dq`, shapes, tickets, pipeline, { d, opts }, [ceilDiv(d.T, tq.bq), d.Hq, d.B], dqBindings);
   }
-  const dkvBindings = [q, k, v, dO, lse, dvec, dk, dv, lens];
   if (ckv) {
     const pipeline = gpu.pipeline(cpuAttentionKey('dkv', ckv), () => cpuDkvWgsl(MHA_PARAMS, ckv));
     const grid = [ceilDiv(d.S, CPU_LANES * ckv.R), d.Hkv, d.B] as const;
