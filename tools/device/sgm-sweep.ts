@@ -369,24 +369,43 @@ async function main() {
   async function matmulChecks() {
   const [M, N, K] = [77, 45, 83];
   // Fragments from storage need rows of multiples of 8 elements: their own shape, with whole and partial blocks.
-  const checks = [
+  // Split-K (session 15): a grid of 6 workgroups over K 3000 splits by default (sgmSplitK: 11 layers), whole blocks
+  // and partial ones.
+  const checks: { tile: SgmTile; M: number; N: number; K: number; splitK?: number }[] = [
     ...[...SGM_TILES, ...NEW_TILES].map((tile) => ({ tile, M, N, K })),
     ...STORAGE_TILES.map((tile) => ({ tile, M: 200, N: 136, K: DRY ? 96 : 192 })),
+    ...[SGM_TILES[0], STORAGE_TILES[0]].map((tile) => ({ tile, M: 256, N: 304, K: DRY ? 96 : 3000, splitK: DRY ? 3 : undefined })),
   ];
-  for (const { tile, M, N, K } of checks) {
+  for (const { tile, M, N, K, splitK } of checks) {
     for (const [tA, tB, aType] of [[false, false, 'f16'], [true, false, 'f16'], [false, true, 'f16'], [true, true, 'f16'], [false, true, 'f32']] as const) {
-      const row: Row = { kind: 'mm-check', shape: `${M}x${N}x${K}${tA ? ' tA' : ''}${tB ? ' tB' : ''} ${aType}xf16`, config: sgmTileKey(tile) };
+      const split = K >= 3000 || splitK ? ' split-K' : '';
+      const row: Row = { kind: 'mm-check', shape: `${M}x${N}x${K}${tA ? ' tA' : ''}${tB ? ' tB' : ''} ${aType}xf16`, config: `${sgmTileKey(tile)}${split}` };
       await guarded(gpu, row, async () => {
         const a = roundToF16(lcg(M * K, 1));
         const b = roundToF16(lcg(K * N, 2));
         const A = gpu.tensor(tA ? [K, M] : [M, K], aType, a);
         const B = gpu.tensor(tB ? [N, K] : [K, N], 'f16', b);
-        const C = matmul(gpu, A, B, { transA: tA, transB: tB, path: 'subgroup-matrix', sgmTile: mmTile(tile), ...emu });
+        const C = matmul(gpu, A, B, { transA: tA, transB: tB, path: 'subgroup-matrix', sgmTile: mmTile(tile), splitK, ...emu });
         const want = matmulRef(a, b, { batch: 1, M, N, K, transA: tA, transB: tB, lda: tA ? M : K, ldb: tB ? K : N, ldc: N, strideA: 0, strideB: 0, strideC: 0 }, undefined, M * N);
         row.err = relErr(await C.read(), want);
         [A, B, C].forEach((t) => t.dispose());
       });
     }
+  }
+  // The generic tiled kernel's split-K on hardware (f32 x f32, as LoRA's x·Aᵀ): 5 workgroups over K 3000.
+  for (const tB of [false, true]) {
+    const [m, n, k] = [300, 16, DRY ? 96 : 3000];
+    const row: Row = { kind: 'mm-check', shape: `${m}x${n}x${k}${tB ? ' tB' : ''} f32xf32`, config: 'tiled split-K' };
+    await guarded(gpu, row, async () => {
+      const a = lcg(m * k, 3);
+      const b = lcg(k * n, 4);
+      const A = gpu.tensor([m, k], 'f32', a);
+      const B = gpu.tensor(tB ? [n, k] : [k, n], 'f32', b);
+      const C = matmul(gpu, A, B, { transB: tB, path: 'tiled', splitK: DRY ? 3 : undefined });
+      const want = matmulRef(a, b, { batch: 1, M: m, N: n, K: k, transA: false, transB: tB, lda: k, ldb: tB ? k : n, ldc: n, strideA: 0, strideB: 0, strideC: 0 }, undefined, m * n);
+      row.err = relErr(await C.read(), want);
+      [A, B, C].forEach((t) => t.dispose());
+    });
   }
   // f32 A whose rows span 1e-9 to 1e3 (gradients next to activations): err is the worst row's own relative error,
   // so a row lost to f16's range shows (round and split lose the small rows; scaled should not).
