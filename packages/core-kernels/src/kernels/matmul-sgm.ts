@@ -200,42 +200,47 @@ export function sgmMatmulWgsl(header: string, s: SgmSpec, t: SgmTile, cfg: Subgr
     (s.transA ? `${kk * cfg.K * sa.stride}u + am + ${i * cfg.M}u` : `(am + ${i * cfg.M}u) * ${sa.stride}u + ${kk * cfg.K}u`) + at(sa, 'cur');
   const rightOff = (j: number, kk: number) =>
     (s.transB ? `(bn + ${j * cfg.N}u) * ${sb.stride}u + ${kk * cfg.K}u` : `${kk * cfg.K * sb.stride}u + bn + ${j * cfg.N}u`) + at(sb, 'cur');
-  let mma = '';
-  for (let kk = 0; kk < t.bk / cfg.K; kk++) {
-    mma += '{\n';
-    for (let i = 0; i < t.fm; i++) {
-      mma += `let l${i} = ${em.load(left, 'sh_a', leftOff(i, kk), s.transA, sa.stride)};\n`;
-      if (split) mma += `let h${i} = ${em.load(left, 'sh_al', leftOff(i, kk), s.transA, sa.stride)};\n`;
-    }
-    for (let j = 0; j < t.fn; j++) {
-      mma += `let r${j} = ${em.load(right, 'sh_b', rightOff(j, kk), s.transB, sb.stride)};\n`;
-    }
-    for (let i = 0; i < t.fm; i++) {
-      for (let j = 0; j < t.fn; j++) {
-        mma += `c${i}_${j} = ${em.mma(`l${i}`, `r${j}`, `c${i}_${j}`)};\n`;
-        if (split) mma += `c${i}_${j} = ${em.mma(`h${i}`, `r${j}`, `c${i}_${j}`)};\n`;
+  // The products of one stage: for each K step kk, the subgroup's left fragments (`loadL(arr, i, kk)`; the lo parts
+  // of a split A from sh_al as well) and right fragments (`loadR(j, kk)`), then every pair's product.
+  const products = (aArr: string, loadL: (arr: string, i: number, kk: number) => string, loadR: (j: number, kk: number) => string) => {
+    let code = '';
+    for (let kk = 0; kk < t.bk / cfg.K; kk++) {
+      code += '{\n';
+      for (let i = 0; i < t.fm; i++) {
+        code += `let l${i} = ${loadL(aArr, i, kk)};\n`;
+        if (split) code += `let h${i} = ${loadL('sh_al', i, kk)};\n`;
       }
+      for (let j = 0; j < t.fn; j++) code += `let r${j} = ${loadR(j, kk)};\n`;
+      for (let i = 0; i < t.fm; i++) {
+        for (let j = 0; j < t.fn; j++) {
+          code += `c${i}_${j} = ${em.mma(`l${i}`, `r${j}`, `c${i}_${j}`)};\n`;
+          if (split) code += `c${i}_${j} = ${em.mma(`h${i}`, `r${j}`, `c${i}_${j}`)};\n`;
+        }
+      }
+      code += '}\n';
     }
-    mma += '}\n';
-  }
+    return code;
+  };
+  const mma = products(
+    'sh_a',
+    (arr, i, kk) => em.load(left, arr, leftOff(i, kk), s.transA, sa.stride),
+    (j, kk) => em.load(right, 'sh_b', rightOff(j, kk), s.transB, sb.stride),
+  );
   // Whole blocks with fragments from storage: A's rows / B's columns of this subgroup at K offset k0 + kk·K.
   const direct = !!s.direct;
   if (direct && (s.aVec || s.bVec || split)) throw new Error('fragments from storage need scalar f16 A and B');
-  let mmaDirect = '';
-  for (let kk = 0; kk < t.bk / cfg.K; kk++) {
-    mmaDirect += '{\n';
-    const k = `k0 + ${kk * cfg.K}u`;
-    for (let i = 0; i < t.fm; i++) {
+  const kAt = (kk: number) => `k0 + ${kk * cfg.K}u`;
+  const mmaDirect = products(
+    'A',
+    (arr, i, kk) => {
       const m = `m0 + am + ${i * cfg.M}u`;
-      mmaDirect += `let l${i} = ${em.load(left, 'A', s.transA ? `base_a + (${k}) * p.lda + ${m}` : `base_a + (${m}) * p.lda + ${k}`, s.transA, 'p.lda')};\n`;
-    }
-    for (let j = 0; j < t.fn; j++) {
+      return em.load(left, arr, s.transA ? `base_a + (${kAt(kk)}) * p.lda + ${m}` : `base_a + (${m}) * p.lda + ${kAt(kk)}`, s.transA, 'p.lda');
+    },
+    (j, kk) => {
       const n = `n0 + bn + ${j * cfg.N}u`;
-      mmaDirect += `let r${j} = ${em.load(right, 'B', s.transB ? `base_b + (${n}) * p.ldb + ${k}` : `base_b + (${k}) * p.ldb + ${n}`, s.transB, 'p.ldb')};\n`;
-    }
-    for (let i = 0; i < t.fm; i++) for (let j = 0; j < t.fn; j++) mmaDirect += `c${i}_${j} = ${em.mma(`l${i}`, `r${j}`, `c${i}_${j}`)};\n`;
-    mmaDirect += '}\n';
-  }
+      return em.load(right, 'B', s.transB ? `base_b + (${n}) * p.ldb + ${kAt(kk)}` : `base_b + (${kAt(kk)}) * p.ldb + ${n}`, s.transB, 'p.ldb');
+    },
+  );
   let decl = '';
   let epilogue = '';
   const frag = cfg.M * cfg.N;
