@@ -102,9 +102,23 @@ interface Problem {
   offBias: number;
   alpha: number;
   beta: number;
-  /** A split-K layer launch only (launchSplitK): K per layer, and the layer count (grid z is layers x batch). */
+  /** A split-K layer launch only (launchSplitK): K per layer; the grid's z is layers x batch. */
   kPer?: number;
-  layers?: number;
+}
+
+/** Split-K layers of a launch: ceil(K / kPer), or 1 outside a split. */
+const layersOf = (p: Problem) => (p.kPer ? Math.ceil(p.K / p.kPer) : 1);
+
+/**
+ * The uniforms of every kernel built on `common`: the problem, then `kPer` (K per split layer, all of K unless
+ * split; the split-K sum reads its layer count there) and the batch.
+ */
+function matmulParams(p: Problem, kPer: number): Uint8Array {
+  return new Params()
+    .u32(p.M).u32(p.N).u32(p.K).u32(p.lda).u32(p.ldb).u32(p.ldc).u32(p.offA).u32(p.offB).u32(p.offC)
+    .u32(p.sA).u32(p.sB).u32(p.sC).u32(p.offBias).f32(p.alpha).f32(p.beta)
+    .u32(kPer).u32(p.batch)
+    .bytes();
 }
 
 // Register-tiled kernel: 8x8 threads, each 8x8 outputs (as 8x2 vec4) → 64x64 tiles, K in steps of 8 through
@@ -461,7 +475,7 @@ function launch(
 ) {
   const spec: KernelSpec = { aType, bType, cType, biasType, transA: p.transA, transB: p.transB, beta: p.beta !== 0 };
   if (path === 'cpu-gemv') return launchCpuGemv(gpu, { a: aType, b: bType, c: cType, bias: biasType }, p, bindings, `matmul-${path}`, shapes);
-  if ((path === 'tiled' || path === 'subgroup-matrix') && p.layers === undefined) {
+  if ((path === 'tiled' || path === 'subgroup-matrix') && p.kPer === undefined) {
     const { splits, kStep } = splitPlan(gpu, path, p, sgmc);
     if (!Number.isInteger(splits) || splits < 1) throw new ShapeError(`splitK must be a positive integer, got ${splits}`, { op: 'matmul', shapes });
     if (splits > 1) {
@@ -471,26 +485,7 @@ function launch(
       );
     }
   }
-  const params = new Params()
-    .u32(p.M)
-    .u32(p.N)
-    .u32(p.K)
-    .u32(p.lda)
-    .u32(p.ldb)
-    .u32(p.ldc)
-    .u32(p.offA)
-    .u32(p.offB)
-    .u32(p.offC)
-    .u32(p.sA)
-    .u32(p.sB)
-    .u32(p.sC)
-    .u32(p.offBias)
-    .f32(p.alpha)
-    .f32(p.beta)
-    // K per split layer and the batch (the grid's z is split layer x batch item): one layer of all of K.
-    .u32(p.kPer ?? p.K)
-    .u32(p.batch)
-    .bytes();
+  const params = matmulParams(p, p.kPer ?? p.K);
   let pipeline: GPUComputePipeline;
   let workgroups: [number, number, number];
   /** The scaled split's per-row exponents, bound after the others. */
@@ -533,7 +528,7 @@ function launch(
     const key = `matmul-sgm${emulate ? '-emu' : ''}:${specKey(spec)}:${direct ? 'd' : `${sgm.aVec ? 'v' : 's'}${sgm.bVec ? 'v' : 's'}`}:${aF32}:${cfg.M}x${cfg.N}x${cfg.K}:${sgmTileKey(t)}:sg${sg}`;
     pipeline = gpu.pipeline(key, () => sgmMatmulWgsl(common(spec, sgm.bVec, sgm.aVec), sgm, t, cfg, sg, emulate));
     const { bm, bn } = sgmBlock(t, cfg);
-    workgroups = [Math.ceil(p.N / bn), Math.ceil(p.M / bm), p.batch * (p.layers ?? 1)];
+    workgroups = [Math.ceil(p.N / bn), Math.ceil(p.M / bm), p.batch * layersOf(p)];
     if (aF32 === 'scaled') {
       // Checked before the exponents are allocated, so a refused launch leaks nothing.
       checkGrid(workgroups, gpu, shapes);
@@ -546,7 +541,7 @@ function launch(
     workgroups = [Math.ceil(p.N / CPU_BN), Math.ceil(p.M / CPU_R), p.batch];
   } else {
     pipeline = gpu.pipeline(`matmul-tiled:${specKey(spec)}`, () => tiledWgsl(spec));
-    workgroups = [Math.ceil(p.N / BN), Math.ceil(p.M / BM), p.batch * (p.layers ?? 1)];
+    workgroups = [Math.ceil(p.N / BN), Math.ceil(p.M / BM), p.batch * layersOf(p)];
   }
   checkGrid(workgroups, gpu, shapes);
   const bound = rowExponents ? [...bindings, rowExponents.binding()] : bindings;
@@ -707,19 +702,13 @@ function launchSplitK(
   try {
     if (partial.byteLength > gpu.maxBinding) throw new GpuLimitError(`split-K: partial sums of ${partial.byteLength} bytes over one binding`, { op: 'matmul', shapes });
     const [aBind, bBind, cBind, biasBind] = bindings;
-    runLayers({ ...p, ldc: p.N, offC: 0, sC: mn, offBias: 0, alpha: 1, beta: 0, kPer, layers }, [aBind, bBind, partial.binding()]);
+    runLayers({ ...p, ldc: p.N, offC: 0, sC: mn, offBias: 0, alpha: 1, beta: 0, kPer }, [aBind, bBind, partial.binding()]);
     const [gx, gy] = gpu.grid(Math.ceil((p.batch * mn) / SUM_THREADS));
-    const params = new Params()
-      .u32(p.M).u32(p.N).u32(p.K).u32(p.lda).u32(p.ldb).u32(p.ldc).u32(p.offA).u32(p.offB).u32(p.offC)
-      .u32(p.sA).u32(p.sB).u32(p.sC).u32(p.offBias).f32(p.alpha).f32(p.beta)
-      // kPer carries the layer count here.
-      .u32(layers).u32(p.batch)
-      .bytes();
     gpu.dispatch({
       op: 'matmul-splitk-sum',
       shapes,
       pipeline: gpu.pipeline(`matmul-splitk-sum:${specKey(spec)}`, () => splitKSumWgsl(spec)),
-      params,
+      params: matmulParams(p, layers),
       bindings: [partial.binding(), cBind, ...(biasBind ? [biasBind] : [])],
       workgroups: [gx, gy, 1],
     });
