@@ -607,19 +607,26 @@ export function attentionPath(gpu: Gpu, D: number): 'cpu-tiled' | 'scalar' {
 
 /** The kernel `attention` runs by default ('auto') for a head dim and dtype on this device. */
 export function attentionForwardPath(gpu: Gpu, D: number, dtype: FloatDType): 'subgroup-matrix' | 'cpu-tiled' | 'scalar' {
-  return sgmPlan(gpu, D, dtype, SGM_ATTENTION_TILE).why ? attentionPath(gpu, D) : 'subgroup-matrix';
+  return sgmPlan(gpu, D, dtype, forwardFit(SGM_ATTENTION_TILE)).why ? attentionPath(gpu, D) : 'subgroup-matrix';
 }
 
-/** The fragment shape and subgroup size the subgroup-matrix forward runs with here, and why it cannot, if so. */
-function sgmPlan(gpu: Gpu, D: number, dtype: FloatDType, t: SgmAttentionTile, emulate = false): { cfg?: SubgroupMatrixConfig; sg: number; why?: string } {
+/** Whether a subgroup-matrix kernel's tile fits a fragment shape, subgroup size and head dim, and its memory. */
+interface SgmFit {
+  unfit(cfg: SubgroupMatrixConfig, D: number, sg: number): string | undefined;
+  bytes(cfg: SubgroupMatrixConfig, D: number): number;
+}
+
+const forwardFit = (t: SgmAttentionTile): SgmFit => ({ unfit: (c, D, sg) => sgmAttentionUnfit(t, c, D, sg), bytes: (c, D) => sgmAttentionBytes(t, c, D) });
+
+/** The fragment shape and subgroup size a subgroup-matrix attention kernel runs with here, and why it cannot, if so. */
+function sgmPlan(gpu: Gpu, D: number, dtype: FloatDType, fit: SgmFit, emulate = false): { cfg?: SubgroupMatrixConfig; sg: number; why?: string } {
   const cfg = emulate ? EMULATED_CONFIG : gpu.variants.matmulF16 === 'subgroup-matrix' ? f16MatrixConfig(gpu.features) : undefined;
   const sg = emulate ? 8 : (gpu.device.adapterInfo?.subgroupMaxSize ?? 32);
   const why = !cfg
     ? 'needs an adapter with f16 subgroup matrices'
     : dtype !== 'f16'
       ? 'takes f16 q, k, v only'
-      : (sgmAttentionUnfit(t, cfg, D, sg) ??
-        (sgmAttentionBytes(t, cfg, D) > (gpu.limits.maxComputeWorkgroupStorageSize ?? 16384) ? 'tile over the workgroup memory limit' : undefined));
+      : (fit.unfit(cfg, D, sg) ?? (fit.bytes(cfg, D) > (gpu.limits.maxComputeWorkgroupStorageSize ?? 16384) ? 'tile over the workgroup memory limit' : undefined));
   return { cfg, sg, why };
 }
 
@@ -634,7 +641,7 @@ function sgmForward(gpu: Gpu, d: Dims, opts: AttentionOptions, shapes: string): 
   if (path === 'auto' && (opts.sgmEmulate || opts.tile || opts.tickets !== undefined)) return undefined;
   const emulate = opts.sgmEmulate ?? false;
   const t = opts.sgmTile ?? SGM_ATTENTION_TILE;
-  const { cfg, sg, why } = sgmPlan(gpu, d.D, d.dtype, t, emulate);
+  const { cfg, sg, why } = sgmPlan(gpu, d.D, d.dtype, forwardFit(t), emulate);
   if (why) {
     if (path === 'auto') return undefined;
     throw new ShapeError(`subgroup-matrix attention ${why}`, { op: 'attention', shapes });
@@ -648,14 +655,8 @@ function sgmForward(gpu: Gpu, d: Dims, opts: AttentionOptions, shapes: string): 
 
 /** The subgroup-matrix backward's two pipelines and rows per workgroup, or a ShapeError saying why it cannot run. */
 function sgmBackwardPlan(gpu: Gpu, d: Dims, t: SgmAttentionBwdTile, emulate: boolean, shapes: string): { dq: GPUComputePipeline; dkv: GPUComputePipeline; rows: number } {
-  const cfg = emulate ? EMULATED_CONFIG : gpu.variants.matmulF16 === 'subgroup-matrix' ? f16MatrixConfig(gpu.features) : undefined;
-  const sg = emulate ? 8 : (gpu.device.adapterInfo?.subgroupMaxSize ?? 32);
-  const why = !cfg
-    ? 'needs an adapter with f16 subgroup matrices'
-    : d.dtype !== 'f16'
-      ? 'takes f16 q, k, v only'
-      : (sgmAttentionBwdUnfit(t, cfg, d.D, sg) ??
-        (sgmAttentionBwdBytes(t, cfg, d.D) > (gpu.limits.maxComputeWorkgroupStorageSize ?? 16384) ? 'tile over the workgroup memory limit' : undefined));
+  const fit: SgmFit = { unfit: (c, D, sg) => sgmAttentionBwdUnfit(t, c, D, sg), bytes: (c, D) => sgmAttentionBwdBytes(t, c, D) };
+  const { cfg, sg, why } = sgmPlan(gpu, d.D, d.dtype, fit, emulate);
   if (why) throw new ShapeError(`subgroup-matrix attention backward ${why}`, { op: 'attentionBackward', shapes });
   const c = cfg as SubgroupMatrixConfig;
   const key = (which: string) => `attention:${which}-sgm${emulate ? '-emu' : ''}:${c.M}x${c.N}x${c.K}:D${d.D}:${sgmAttentionBwdKey(t)}:sg${sg}`;
