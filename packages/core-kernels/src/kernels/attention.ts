@@ -957,11 +957,11 @@ export function attentionBackward<D extends FloatDType>(
   const sgm = opts.sgmBackward ? sgmBackwardPlan(gpu, d, opts.sgmBackward, opts.sgmEmulate ?? false, shapes) : undefined;
   // The subgroup-matrix backward is asked for by its own option: that forward path's backward runs what 'auto'
   // picks otherwise. Every check runs before the outputs are allocated.
-  const bopts: AttentionOptions = opts.path === 'subgroup-matrix' || sgm ? { ...opts, path: 'auto' } : opts;
-  const cq = cpuSpec(gpu, d, bopts, 'dq', op, shapes);
-  const ckv = cpuSpec(gpu, d, bopts, 'dkv', op, shapes);
-  const tq = cq ? undefined : (opts.tile ?? pickTile(gpu, BWD_TILES, (t) => dqBytes(t, d.D, d.dtype), op, shapes));
-  const tkv = ckv ? undefined : (opts.tile ?? pickTile(gpu, BWD_TILES, (t) => dkvBytes(t, d.D, d.dtype), op, shapes));
+  const bopts: AttentionOptions = opts.path === 'subgroup-matrix' ? { ...opts, path: 'auto' } : opts;
+  const cq = sgm ? undefined : cpuSpec(gpu, d, bopts, 'dq', op, shapes);
+  const ckv = sgm ? undefined : cpuSpec(gpu, d, bopts, 'dkv', op, shapes);
+  const tq = sgm || cq ? undefined : (opts.tile ?? pickTile(gpu, BWD_TILES, (t) => dqBytes(t, d.D, d.dtype), op, shapes));
+  const tkv = sgm || ckv ? undefined : (opts.tile ?? pickTile(gpu, BWD_TILES, (t) => dkvBytes(t, d.D, d.dtype), op, shapes));
   if (tq) fitTile(gpu, tq, dqBytes(tq, d.D, d.dtype), op, shapes);
   if (tkv) fitTile(gpu, tkv, dkvBytes(tkv, d.D, d.dtype), op, shapes);
   const dq = gpu.tensor(q.shape, q.dtype, undefined, op) as Tensor<D>;
@@ -988,13 +988,8 @@ export function attentionBackward<D extends FloatDType>(
   const dqBindings = [q, k, v, dO, lse, dvec, dq, lens];
   const dkvBindings = [q, k, v, dO, lse, dvec, dk, dv, lens];
   if (sgm) {
-    const uniforms = { d, opts };
-    mhaDispatch(gpu, `${op}.dq-sgm`, shapes, false, sgm.dq, uniforms, [ceilDiv(d.T, sgm.rows), d.Hq, d.B], dqBindings);
-    mhaDispatch(gpu, `${op}.dkv-sgm`, shapes, false, sgm.dkv, uniforms, [ceilDiv(d.S, sgm.rows), d.Hkv, d.B], dkvBindings);
-    dvec.dispose();
-    return { dq, dk, dv };
-  }
-  if (cq) {
+    mhaDispatch(gpu, `${op}.dq-sgm`, shapes, false, sgm.dq, { d, opts }, [ceilDiv(d.T, sgm.rows), d.Hq, d.B], dqBindings);
+  } else if (cq) {
     const pipeline = gpu.pipeline(cpuAttentionKey('dq', cq), () => cpuDqWgsl(MHA_PARAMS, cq));
     const grid = [ceilDiv(d.T, CPU_LANES * cq.R), d.Hq, d.B] as const;
     mhaDispatch(gpu, `${op}.dq`, shapes, true, pipeline, { d, opts }, grid, dqBindings);
@@ -1003,7 +998,9 @@ export function attentionBackward<D extends FloatDType>(
     const pipeline = gpu.pipeline(`attention:dq:${mhaKey(sq, sq.bk / 4)}`, () => dqWgsl(sq));
     mhaDispatch(gpu, `${op}.dq`, shapes, tickets, pipeline, { d, opts }, [ceilDiv(d.T, tq.bq), d.Hq, d.B], dqBindings);
   }
-  if (ckv) {
+  if (sgm) {
+    mhaDispatch(gpu, `${op}.dkv-sgm`, shapes, false, sgm.dkv, { d, opts }, [ceilDiv(d.S, sgm.rows), d.Hkv, d.B], dkvBindings);
+  } else if (ckv) {
     const pipeline = gpu.pipeline(cpuAttentionKey('dkv', ckv), () => cpuDkvWgsl(MHA_PARAMS, ckv));
     const grid = [ceilDiv(d.S, CPU_LANES * ckv.R), d.Hkv, d.B] as const;
     mhaDispatch(gpu, `${op}.dkv`, shapes, true, pipeline, { d, opts }, grid, dkvBindings);
