@@ -55,11 +55,10 @@ export const sgmAttentionKey = (t: SgmAttentionTile): string =>
 
 /**
  * WGSL that stages `rows` rows of D elements from a [B, *, H, D] f16 tensor (`src`; vec4 bindings, or f16 ones when
- * !vec) into a workgroup f16 array (`into`, default kv), rows `stride` apart from element `dst` on, zero where `ok`
- * is false; `base` is the row's first element in src (r: the row, c: the column), `threads` the invocations.
+ * !vec) into the workgroup f16 array kv, rows `stride` apart from element `dst` on, zero where `ok` is false;
+ * `base` is the row's first element in src (r: the row, c: the column), `threads` the invocations.
  */
-export function stageRowsWgsl(o: { src: string; rows: number; dst: number; ok: string; base: string; D: number; stride: number; threads: number; vec?: boolean; into?: string }): string {
-  const into = o.into ?? 'kv';
+export function stageRowsWgsl(o: { src: string; rows: number; dst: number; ok: string; base: string; D: number; stride: number; threads: number; vec?: boolean }): string {
   const load = (o.vec ?? true) ? `x = ${o.src}[(${o.base}) / 4u + c / 4u];` : `let a = ${o.base} + c; x = vec4<f16>(${o.src}[a], ${o.src}[a + 1u], ${o.src}[a + 2u], ${o.src}[a + 3u]);`;
   return `
   for (var e = li; e < ${(o.rows * o.D) / 4}u; e += ${o.threads}u) {
@@ -68,7 +67,7 @@ export function stageRowsWgsl(o: { src: string; rows: number; dst: number; ok: s
     var x = vec4<f16>();
     if (${o.ok}) { ${load} }
     let d = ${o.dst}u + r * ${o.stride}u + c;
-    ${into}[d] = x.x; ${into}[d + 1u] = x.y; ${into}[d + 2u] = x.z; ${into}[d + 3u] = x.w;
+    kv[d] = x.x; kv[d + 1u] = x.y; kv[d + 2u] = x.z; kv[d + 3u] = x.w;
   }`;
 }
 
