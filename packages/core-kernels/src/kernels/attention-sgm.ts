@@ -222,21 +222,21 @@ export function sgmAttentionWgsl(params: string, t: SgmAttentionTile, cfg: Subgr
       mt = max(mt, sv[c]);
     }
     ${rowReduce('mt', 'max')}`;
+  const kBase = '((b * p.s + k0 + r) * p.hkv + g) * p.d';
   // Transposed K: consecutive lanes take consecutive keys, so their f16 stores land side by side.
   const stageKT = `
   for (var e = li; e < ${(BK * D) / 4}u; e += ${BQ * LPR}u) {
     let r = e % ${BK}u;
     let c = (e / ${BK}u) * 4u;
     var x = vec4<f16>();
-    if (k0 + r < len) { x = k[(((b * p.s + k0 + r) * p.hkv + g) * p.d) / 4u + c / 4u]; }
+    if (k0 + r < len) { x = k[(${kBase}) / 4u + c / 4u]; }
     kv[c * ${kStride}u + r] = x.x; kv[(c + 1u) * ${kStride}u + r] = x.y; kv[(c + 2u) * ${kStride}u + r] = x.z; kv[(c + 3u) * ${kStride}u + r] = x.w;
   }`;
-  const kBase = '((b * p.s + k0 + r) * p.hkv + g) * p.d';
   const stageK = kT ? stageKT : stageRows('k', BK, 0, 'k0 + r < len', kBase, !fromStorage);
   const stageV = stageRows('v', BK, vOff, 'k0 + r < len', kBase, !fromStorage);
-  // A key tile's fragments up to S = Q·Kᵀ in the scratch (and its barrier), then P·V (`pvCode`). Staged: K (and V
-  // when `withV`) staged first. From storage: whole tiles read the bindings; a tile past the length stages K, and
-  // V over it once every subgroup has its scores.
+  // A key tile up to S = Q·Kᵀ in the scratch and its barrier; `product` then wraps P·V. Staged: K (and V when
+  // `withV`) staged first. From storage: whole tiles read the bindings; a tile past the length stages K, and V over
+  // it once every subgroup has its scores.
   const scores = (withV: boolean) =>
     fromStorage
       ? `let full = k0 + ${BK}u <= len;
