@@ -103,8 +103,6 @@ var<workgroup> kv: array<f16, ${s.kvSize}>;
 var<workgroup> sc: array<f32, ${s.scSize}>;
 var<workgroup> sd: array<f32, ${s.scSize}>;
 ${leftScratch.map((a) => `var<workgroup> ${a}: array<f16, ${s.scSize}>;`).join('\n')}
-// dkv: the query tile's lse (log2 units) and dvec. dq: unused.
-var<workgroup> qrow: array<f32, ${2 * s.bt}>;
 // The key count (0). Arrays of 16-byte multiples only (attention-sgm.ts).
 var<workgroup> wg_u: array<u32, 4>;
 ${
@@ -277,6 +275,8 @@ export function sgmDkvWgsl(params: string, t: SgmAttentionBwdTile, cfg: Subgroup
   const ownBase = '((b * p.s + j0 + r) * p.hkv + g) * p.d';
   const tileBase = '((b * p.t + q0 + r) * p.hq + h) * p.d';
   return /* wgsl */ `${header(params, s, cfg, ['dk', 'dv'], emulate, ['pp', 'pb'])}
+// The query tile's lse (log2 units) and dvec.
+var<workgroup> qrow: array<f32, ${2 * s.bt}>;
 
 @compute @workgroup_size(${s.threads})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
