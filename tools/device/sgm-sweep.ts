@@ -407,6 +407,21 @@ async function main() {
       [A, B, C].forEach((t) => t.dispose());
     });
   }
+  // The vec GEMV (session 16): decode's x·Wᵀ with 16-byte loads of W, f16 and f32 weights, an odd N (the last
+  // thread's second row past N) and K both under and over one split's worth of units.
+  for (const [m, n, k, bType] of [[1, 3585, 3584, 'f16'], [4, 513, 18944, 'f16'], [3, 77, 40, 'f16'], [2, 1001, 3584, 'f32']] as const) {
+    const row: Row = { kind: 'mm-check', shape: `${m}x${n}x${k} tB f32x${bType}`, config: 'gemv vec' };
+    await guarded(gpu, row, async () => {
+      const a = lcg(m * k, 7);
+      const b = bType === 'f16' ? roundToF16(lcg(n * k, 8)) : lcg(n * k, 8);
+      const A = gpu.tensor([m, k], 'f32', a);
+      const B = gpu.tensor([n, k], bType, b);
+      const C = matmul(gpu, A, B, { transB: true, path: 'gemv', gemv: 'vec' });
+      const want = matmulRef(a, b, { batch: 1, M: m, N: n, K: k, transA: false, transB: true, lda: k, ldb: k, ldc: n, strideA: 0, strideB: 0, strideC: 0 }, undefined, m * n);
+      row.err = relErr(await C.read(), want);
+      [A, B, C].forEach((t) => t.dispose());
+    });
+  }
   // f32 A whose rows span 1e-9 to 1e3 (gradients next to activations): err is the worst row's own relative error,
   // so a row lost to f16's range shows (round and split lose the small rows; scaled should not).
   for (const aF32 of ['round', 'split', 'scaled'] as const) {

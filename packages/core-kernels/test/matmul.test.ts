@@ -243,6 +243,11 @@ describe('matmul paths', () => {
     // Tiles are staged with bounds checks, so ragged shapes qualify too.
     expect(selectMatmulPath(fake(true), 'f16', 'f16', 65, 40, 33)).toBe('subgroup-matrix');
     expect(selectMatmulPath(fake(true), 'f16', 'f16', 1, 64, 64)).toBe('gemv');
+    // Decode's x·Wᵀ: the vec GEMV where W's rows are whole 16-byte units, else the scalar one.
+    const limits = { minStorageBufferOffsetAlignment: 256 };
+    expect(describeMatmulPath({ ...fake(true), limits }, 'f32', 'f16', 1, 3584, 3584, { transB: true })).toEqual({ path: 'gemv', gemv: 'vec' });
+    expect(describeMatmulPath({ ...fake(true), limits }, 'f32', 'f16', 1, 3584, 3588, { transB: true })).toEqual({ path: 'gemv', gemv: 'scalar' });
+    expect(describeMatmulPath({ ...fake(true), limits }, 'f32', 'f16', 1, 3584, 3584)).toEqual({ path: 'gemv', gemv: 'scalar' });
     const noMatrixVariant = { ...fake(true), variants: { ...fake(true).variants, matmulF16: 'tiled' as const } };
     expect(selectMatmulPath(noMatrixVariant, 'f16', 'f16', 64, 64, 64)).toBe('tiled');
   });

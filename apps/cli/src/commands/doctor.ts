@@ -68,7 +68,13 @@ export async function doctor(argv: string[]): Promise<void> {
     for (const [k, v] of Object.entries(gpu.variants)) lines.push(`            ${k.padEnd(12)} ${v}`);
     lines.push('matmul paths');
     for (const m of report.matmulPaths) {
-      const a = m.aFrom ? `, A from ${m.aFrom === 'texture' ? 'a texture' : 'storage'}` : m.aF32 ? `, f32 A as two f16 parts (${m.aF32})` : '';
+      const a = m.aFrom
+        ? `, A from ${m.aFrom === 'texture' ? 'a texture' : 'storage'}`
+        : m.aF32
+          ? `, f32 A as two f16 parts (${m.aF32})`
+          : m.gemv
+            ? `, ${m.gemv === 'vec' ? '16-byte loads of W (vec)' : 'scalar loads'}`
+            : '';
       lines.push(`            ${m.case.padEnd(48)} ${m.path}${a}`);
     }
     lines.push(`attention paths (${gpu.variants.weightDType} forward, backward, decode)`);

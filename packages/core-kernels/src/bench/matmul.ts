@@ -31,12 +31,20 @@ function squareCase(n: number, dtype: 'f32' | 'f16', size: 'cpu' | 'gpu', path?:
 
 /**
  * A linear layer y = x·Wᵀ with f16 weights W [out, in] and f32 activations x [T, in] (T = 1 is the GEMV path).
- * `sgmTile` forces a subgroup-matrix tile, to compare candidates for the defaults against torch in one run.
+ * `sgmTile` forces a subgroup-matrix tile, `splitK: 1` no K split, `gemv: 'scalar'` the scalar GEMV: candidates
+ * and former defaults, to compare against torch in one run.
  */
-function linearCase(label: string, T: number, inF: number, outF: number, size: 'cpu' | 'gpu', sgmTile?: SgmTile, splitK?: number): BenchCase {
+function linearCase(
+  label: string,
+  T: number,
+  inF: number,
+  outF: number,
+  size: 'cpu' | 'gpu',
+  { sgmTile, splitK, gemv }: Pick<MatmulOptions, 'sgmTile' | 'splitK' | 'gemv'> = {},
+): BenchCase {
   return {
     family: 'matmul',
-    name: `linear ${label} T=${T} ${inF}->${outF} f16 W${sgmTile ? ` (tile ${sgmTileKey(sgmTile)})` : ''}${splitK === 1 ? ' (no split-K)' : ''}`,
+    name: `linear ${label} T=${T} ${inF}->${outF} f16 W${sgmTile ? ` (tile ${sgmTileKey(sgmTile)})` : ''}${splitK === 1 ? ' (no split-K)' : ''}${gemv === 'scalar' ? ' (scalar gemv)' : ''}`,
     flops: 2 * T * inF * outF,
     bytes: 2 * inF * outF + 4 * T * (inF + outF),
     size,
@@ -45,7 +53,7 @@ function linearCase(label: string, T: number, inF: number, outF: number, size: '
       const x = benchTensor(gpu, [T, inF], 'f32', 2, 3);
       const w = benchTensor(gpu, [outF, inF], 'f16', 0.1, 4);
       const y = gpu.tensor([T, outF], 'f32');
-      const opts = { ...(sgmTile ? { path: 'subgroup-matrix' as const, sgmTile } : {}), splitK };
+      const opts = { ...(sgmTile ? { path: 'subgroup-matrix' as const, sgmTile } : {}), splitK, gemv };
       return { run: () => void matmul(gpu, x, w, { transB: true, out: y, ...opts }), dispose: () => disposeAll(x, w, y) };
     },
     torch: {
@@ -152,17 +160,22 @@ export const matmulBenches: BenchCase[] = [
   ] as SgmTile[]).map((t) => squareCase(4096, 'f16', 'gpu', undefined, t)),
   squareCase(4096, 'f32', 'gpu'),
   ...QWEN.flatMap(([label, inF, outF]) => [linearCase(label, 1, inF, outF, 'gpu'), linearCase(label, 512, inF, outF, 'gpu')]),
+  // Decode's LM head, the largest GEMV of a token (1.09 GB of f16 weight).
+  linearCase('lm_head', 1, 3584, 152064, 'gpu'),
+  // Session 16: the vec GEMV is the default above; the scalar kernel it replaced, for the paired comparison.
+  ...QWEN.map(([label, inF, outF]) => linearCase(label, 1, inF, outF, 'gpu', { gemv: 'scalar' })),
+  linearCase('lm_head', 1, 3584, 152064, 'gpu', { gemv: 'scalar' }),
   // Tiles that beat the defaults at these shapes in session 14's sweep (single timings), for paired numbers.
-  linearCase('gate_proj', 512, 3584, 18944, 'gpu', { wm: 4, wn: 2, fm: 2, fn: 4, bk: 32 }),
-  linearCase('gate_proj', 512, 3584, 18944, 'gpu', { wm: 2, wn: 2, fm: 4, fn: 4, bk: 32, group: 8 }),
-  linearCase('down_proj', 512, 18944, 3584, 'gpu', { wm: 4, wn: 2, fm: 2, fn: 4, bk: 32 }),
-  linearCase('down_proj', 512, 18944, 3584, 'gpu', { wm: 2, wn: 2, fm: 2, fn: 4, bk: 64 }),
+  linearCase('gate_proj', 512, 3584, 18944, 'gpu', { sgmTile: { wm: 4, wn: 2, fm: 2, fn: 4, bk: 32 } }),
+  linearCase('gate_proj', 512, 3584, 18944, 'gpu', { sgmTile: { wm: 2, wn: 2, fm: 4, fn: 4, bk: 32, group: 8 } }),
+  linearCase('down_proj', 512, 18944, 3584, 'gpu', { sgmTile: { wm: 4, wn: 2, fm: 2, fn: 4, bk: 32 } }),
+  linearCase('down_proj', 512, 18944, 3584, 'gpu', { sgmTile: { wm: 2, wn: 2, fm: 2, fn: 4, bk: 64 } }),
   loraCase('q_proj', 512, 3584, 3584, 16, 'gpu'),
   // Session 15: K split over workgroup layers where the grid is small (the default on GPUs), against no split:
   // LoRA's x·Aᵀ on the tiled kernel; on the tensor cores k_proj at T = 512 and q_proj decoding 32 sequences.
   loraDownCase(512, 3584, 16),
   loraDownCase(512, 3584, 16, 1),
-  linearCase('k_proj', 512, 3584, 512, 'gpu', undefined, 1),
+  linearCase('k_proj', 512, 3584, 512, 'gpu', { splitK: 1 }),
   linearCase('q_proj', 32, 3584, 3584, 'gpu'),
-  linearCase('q_proj', 32, 3584, 3584, 'gpu', undefined, 1),
+  linearCase('q_proj', 32, 3584, 3584, 'gpu', { splitK: 1 }),
 ];

@@ -4,7 +4,8 @@ import { GpuLimitError, ShapeError } from '../runtime/errors.js';
 import type { Tensor } from '../runtime/tensor.js';
 import { DTYPE_BYTES, type DType } from '../runtime/dtype.js';
 import { f16MatrixConfig, isSoftwareAdapter, type GpuFeatures, type KernelVariants, type SubgroupMatrixConfig } from '../runtime/features.js';
-import { enableF16, wgslType } from './wgsl.js';
+import { common, specKey, type KernelSpec } from './matmul-wgsl.js';
+import { GEMV_MAX_M, gemvShape, gemvVecCols, gemvVecKey, gemvVecSplit, gemvVecUnfit, gemvVecWgsl, gemvWgsl } from './gemv.js';
 import { CPU_LANES, cpuLanesUnfit } from './cpu-lanes.js';
 import { cpuGemvUnfit, launchCpuGemv } from './gemv-cpu.js';
 import { CPU_SCRATCH_BYTES, cpuATexture, cpuMatmulUnfit, launchCpuMatmul, type CpuMatmulTypes } from './matmul-cpu.js';
@@ -72,10 +73,17 @@ export interface MatmulOptions {
    * split). Default by shape on GPUs (tiledSplitK): grids too small to fill the GPU, like LoRA's x·Aᵀ with N = r.
    */
   splitK?: number;
+  /**
+   * The GPU 'gemv' path's kernel: 'vec' (16-byte loads of a B stored [N, K]; the default where the layout allows,
+   * gemvVecUnfit) or 'scalar' (any layout).
+   */
+  gemv?: 'vec' | 'scalar';
 }
 
+export { GEMV_MAX_M };
+
 /** Kernel choices passed down to the launch. */
-type KernelChoice = Pick<MatmulOptions, 'sgmTile' | 'sgmEmulate' | 'sgmAF32' | 'splitK'>;
+type KernelChoice = Pick<MatmulOptions, 'sgmTile' | 'sgmEmulate' | 'sgmAF32' | 'splitK' | 'gemv'>;
 
 /** The config the emulated kernel uses on adapters without subgroup matrices. */
 const EMULATED_CONFIG: SubgroupMatrixConfig = { componentType: 'f16', resultComponentType: 'f32', M: 4, N: 4, K: 4 };
@@ -132,9 +140,6 @@ const TN = 8;
 const BM = TY * TM;
 const BN = TX * TN;
 const BK = 8;
-/** Largest M the GEMV path takes (one row per accumulator). */
-export const GEMV_MAX_M = 4;
-const GEMV_THREADS = 64;
 /**
  * Tiles of the subgroup-matrix path. Measured on an H200 (16x16x16 f16->f32 fragments, docs/BENCHMARKS.md):
  * 2x2 subgroups of 4x4 fragments (128x128, 128 threads) won where the grid fills the GPU (4096³: 1.06 ms,
@@ -246,6 +251,8 @@ export interface MatmulPathInfo {
   aFrom?: 'texture' | 'storage';
   /** subgroup-matrix with f32 A only: how A reaches the f16 products (the default, 'scaled'). */
   aF32?: SgmAF32;
+  /** gemv only: the kernel, 16-byte loads of B ('vec') where the layout allows, else 'scalar'. */
+  gemv?: 'vec' | 'scalar';
 }
 
 /** The path `matmul` takes for a problem on `gpu` (operands at offset 0), with where A is read from; for `doctor`. */
@@ -260,6 +267,10 @@ export function describeMatmulPath(
 ): MatmulPathInfo {
   const path = selectMatmulPath(gpu, aType, bType, m, n, k, layout);
   if (path === 'subgroup-matrix' && aType === 'f32') return { path, aF32: 'scaled' };
+  if (path === 'gemv') {
+    const l = { M: m, K: k, transA: false, transB: false, lda: k, ldb: k, offA: 0, offB: 0, sA: 0, sB: 0, ...layout };
+    return { path, gemv: gemvVecUnfit({ a: aType, b: bType }, l, gpu.limits.minStorageBufferOffsetAlignment ?? 256) ? 'scalar' : 'vec' };
+  }
   if (path !== 'cpu-tiled') return { path };
   const p = { M: m, N: n, K: k, batch: layout.batch ?? 1, transA: !!layout.transA, sB: layout.sB ?? 0, sA: layout.sA ?? 0 };
   const types = { a: aType, b: bType, c: layout.cType ?? 'f32', bias: layout.biasType };
@@ -490,11 +501,22 @@ function launch(
   let workgroups: [number, number, number];
   /** The scaled split's per-row exponents, bound after the others. */
   let rowExponents: Tensor | undefined;
+  let op = `matmul-${path}`;
   if (path === 'gemv') {
-    const g = gemvShape(p.transB);
-    pipeline = gpu.pipeline(`matmul-gemv:${specKey(spec)}:m${p.M}`, () => gemvWgsl(spec, p.M));
+    const vecUnfit = gemvVecUnfit({ a: aType, b: bType }, p, gpu.storageAlign);
+    if (sgmc.gemv === 'vec' && vecUnfit) throw new ShapeError(`vec gemv ${vecUnfit}`, { op: 'matmul', shapes });
+    let cols: number;
+    if (sgmc.gemv !== 'scalar' && !vecUnfit) {
+      const split = gemvVecSplit(p.N, p.K, bType);
+      pipeline = gpu.pipeline(gemvVecKey(spec, p.M, split), () => gemvVecWgsl(spec, p.M, split));
+      cols = gemvVecCols(split);
+      op = 'matmul-gemv-vec';
+    } else {
+      pipeline = gpu.pipeline(`matmul-gemv:${specKey(spec)}:m${p.M}`, () => gemvWgsl(spec, p.M));
+      cols = gemvShape(p.transB).cols;
+    }
     // A vocabulary-sized N (152k / 2 columns per workgroup) exceeds one grid dimension: spread it over x and y.
-    const [gx, gy] = gpu.grid(Math.ceil(p.N / g.cols));
+    const [gx, gy] = gpu.grid(Math.ceil(p.N / cols));
     workgroups = [gx, gy, p.batch];
   } else if (path === 'subgroup-matrix') {
     const emulate = sgmc.sgmEmulate ?? false;
@@ -545,7 +567,7 @@ function launch(
   }
   checkGrid(workgroups, gpu, shapes);
   const bound = rowExponents ? [...bindings, rowExponents.binding()] : bindings;
-  gpu.dispatch({ op: `matmul-${path}`, shapes, pipeline, params, bindings: bound, workgroups });
+  gpu.dispatch({ op, shapes, pipeline, params, bindings: bound, workgroups });
   // Later work that reuses the buffer is queued after this dispatch.
   rowExponents?.dispose();
 }
@@ -571,61 +593,6 @@ export function sgmRowExponents(gpu: Gpu, a: GPUBufferBinding, p: Pick<Problem, 
 }
 
 // ---------------------------------------------------------------- WGSL
-
-interface KernelSpec {
-  aType: DType;
-  bType: DType;
-  cType: DType;
-  biasType: DType | undefined;
-  transA: boolean;
-  transB: boolean;
-  /** beta != 0: the epilogue reads C. With beta = 0 it never does, so stale NaNs in `out` cannot leak in. */
-  beta: boolean;
-}
-
-function specKey(s: KernelSpec): string {
-  return `${s.aType}${s.transA ? 'T' : 'N'}.${s.bType}${s.transB ? 'T' : 'N'}.${s.cType}${s.beta ? '.beta' : ''}${s.biasType ? `.bias${s.biasType}` : ''}`;
-}
-
-/** Binding numbers of A, B, C and the bias. */
-interface Slots {
-  a: number;
-  b: number;
-  c: number;
-  bias: number;
-}
-
-/**
- * Uniforms, bindings, element accessors and the epilogue shared by every matmul kernel. A kernel that does not
- * read A or B (the split-K sum) moves them out of the way with `at`: unused bindings are not in its layout.
- */
-function common(s: KernelSpec, bVec4 = false, aVec4 = false, at: Slots = { a: 1, b: 2, c: 3, bias: 4 }): string {
-  const types = [s.aType, s.bType, s.cType, s.biasType ?? 'f32'];
-  const bElem = bVec4 ? `vec4<${wgslType(s.bType)}>` : wgslType(s.bType);
-  const aElem = aVec4 ? `vec4<${wgslType(s.aType)}>` : wgslType(s.aType);
-  return /* wgsl */ `${enableF16(types)}
-struct P { M: u32, N: u32, K: u32, lda: u32, ldb: u32, ldc: u32, offA: u32, offB: u32, offC: u32,
-           sA: u32, sB: u32, sC: u32, offBias: u32, alpha: f32, beta: f32, kPer: u32, zb: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(${at.a}) var<storage, read> A: array<${aElem}>;
-@group(0) @binding(${at.b}) var<storage, read> B: array<${bElem}>;
-@group(0) @binding(${at.c}) var<storage, read_write> C: array<${wgslType(s.cType)}>;
-${s.biasType ? `@group(0) @binding(${at.bias}) var<storage, read> bias: array<${wgslType(s.biasType)}>;` : ''}
-
-// op(A)[m, k] and op(B)[k, n] of batch item z; callers keep indices in range.
-${aVec4 ? '' : `fn a_at(z: u32, m: u32, k: u32) -> f32 { return f32(A[p.offA + z * p.sA + ${s.transA ? 'k * p.lda + m' : 'm * p.lda + k'}]); }`}
-${bVec4 ? '' : `fn b_at(z: u32, k: u32, n: u32) -> f32 { return f32(B[p.offB + z * p.sB + ${s.transB ? 'n * p.ldb + k' : 'k * p.ldb + n'}]); }`}
-
-// Fused epilogue: alpha, beta·C, bias, output dtype.
-fn store_c(z: u32, m: u32, n: u32, acc: f32) {
-  let i = p.offC + z * p.sC + m * p.ldc + n;
-  var v = p.alpha * acc;
-  ${s.beta ? 'v += p.beta * f32(C[i]);' : ''}
-  ${s.biasType ? 'v += f32(bias[p.offBias + n]);' : ''}
-  C[i] = ${wgslType(s.cType)}(v);
-}
-`;
-}
 
 /** Workgroups that keep a GPU busy (about two per SM on an H200's 132): smaller tiled grids split K. */
 const SPLITK_GRID = 256;
@@ -858,57 +825,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (m < p.M && n < p.N) {
       for (var j = 0u; j < 4u; j++) { store_c(z, m, n + j, res[i][j]); }
     }
-  }
-}`;
-}
-
-/**
- * GEMV layout: a workgroup owns `cols` output columns and splits K over `split` threads, reducing the partial
- * sums in shared memory. Neighbouring threads read neighbouring elements of B's contiguous dimension: along K
- * for B stored [N, K] (decode: weights stored [out, in]), along N for B stored [K, N].
- */
-function gemvShape(transB: boolean): { cols: number; split: number } {
-  return transB ? { cols: 2, split: 32 } : { cols: 16, split: 4 };
-}
-
-function gemvWgsl(s: KernelSpec, rows: number): string {
-  const { cols, split } = gemvShape(s.transB);
-  const lane = s.transB ? `let kl = li % ${split}u; let c = li / ${split}u;` : `let c = li % ${cols}u; let kl = li / ${cols}u;`;
-  const slot = (kl: string) => (s.transB ? `(c * ${split}u + (${kl}))` : `((${kl}) * ${cols}u + c)`);
-  let accumulate = '';
-  let reduce = '';
-  let store = '';
-  for (let r = 0; r < rows; r++) {
-    accumulate += `acc[${r}] = fma(a_at(z, ${r}u, k), bv, acc[${r}]);\n`;
-    reduce += `red[${r}u * ${GEMV_THREADS}u + ${slot('kl')}] += red[${r}u * ${GEMV_THREADS}u + ${slot('kl + s')}];\n`;
-    store += `store_c(z, ${r}u, n, red[${r}u * ${GEMV_THREADS}u + ${slot('0u')}]);\n`;
-  }
-  // Tree reduction over the K split, unrolled.
-  let steps = '';
-  for (let h = split / 2; h > 0; h >>= 1) {
-    steps += `workgroupBarrier();\n  if (kl < ${h}u) {\n    let s = ${h}u;\n    ${reduce}  }\n  `;
-  }
-  return /* wgsl */ `${common(s)}
-var<workgroup> red: array<f32, ${rows * GEMV_THREADS}>;
-
-@compute @workgroup_size(${GEMV_THREADS})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
-  let z = wid.z;
-  ${lane}
-  let n = (wid.x + wid.y * nwg.x) * ${cols}u + c;
-  var acc: array<f32, ${rows}>;
-  if (n < p.N) {
-    for (var k = kl; k < p.K; k += ${split}u) {
-      let bv = b_at(z, k, n);
-      ${accumulate}
-    }
-  }
-  for (var r = 0u; r < ${rows}u; r++) { red[r * ${GEMV_THREADS}u + li] = acc[r]; }
-  ${steps}
-  workgroupBarrier();
-  if (kl == 0u && n < p.N) {
-    ${store}
   }
 }`;
 }
