@@ -3,7 +3,8 @@
 # checked for correctness and timed), then the kernel benchmark of the matmul, attention and head cases with
 # the library's defaults against the machine's CUDA PyTorch, then the 7B LoRA training bench, then any extra
 # command lines given in $EXTRA_CMDS (run from .device/pkg). Results go to $OUT (at most 8 files come back).
-# POLICY_GEN_S (s, default 0: skipped) adds the profiled 7B generation bench at batch 1 and 32.
+# POLICY_GEN_S (s, default 0: skipped) adds the profiled 7B generation bench at batch 1 and 32; GEN_DPS=N the
+# batch-1 decode with N dispatches a submit against the default (up to 400 s).
 # Time limits (s): SWEEP_S 200, KERNEL_BENCH_S 200, POLICY_TRAIN_S 90 (0 skips it; POLICY_PROFILE=1 adds one
 # profiled step, GPU time by op, in the JSON: allow ~40 s more). SWEEP_PARTS picks the sweep's parts
 # (probe,debug,att,proj,square,check; all by default), BENCH_FILTER the kernel cases.
@@ -31,5 +32,13 @@ if [ "${POLICY_GEN_S:-0}" -gt 0 ]; then
   timeout "${POLICY_GEN_S}" node mlagent.mjs bench policy --mode generate --presets 7b --batch 1,32 --prompt-len 512 --new-tokens 16 \
     --iterations 1 --profile --json --out "$OUT/policy-7b-generate.json" >/dev/null
   echo "policy 7b generate exit $?"
+fi
+# GEN_DPS=N (default unset: skipped): decode at batch 1 with the default 512 dispatches a submit and with N, in turn,
+# no torch; whether submitting a 28-layer step in parts lets the GPU start while the rest is recorded (session 16).
+if [ -n "${GEN_DPS:-}" ]; then
+  for dps in 512 "$GEN_DPS" 512 "$GEN_DPS"; do
+    MLAGENT_DISPATCHES_PER_SUBMIT=$dps timeout 100 node mlagent.mjs bench policy --mode generate --presets 7b --batch 1 \
+      --prompt-len 64 --new-tokens 32 --iterations 3 --no-torch 2>/dev/null | grep -E '^\| qwen2' | sed "s/^/dps $dps: /"
+  done
 fi
 if [ -n "${EXTRA_CMDS:-}" ]; then bash -c "$EXTRA_CMDS"; fi

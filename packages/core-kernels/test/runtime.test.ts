@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import {
-  type Gpu,
+  Gpu,
   type Tensor,
   GpuLimitError,
   GpuOutOfMemoryError,
@@ -164,6 +164,45 @@ describe('execution', () => {
       expect(gpu.pipelineCount).toBe(1);
     } finally {
       gpu.destroy();
+    }
+  });
+
+  it('takes dispatches per submit from MLAGENT_DISPATCHES_PER_SUBMIT, and names a bad value before making a device', async () => {
+    await expect(Gpu.create({ maxDispatchesPerSubmit: 0 })).rejects.toThrow(/maxDispatchesPerSubmit must be a positive integer, got 0/);
+    await expect(Gpu.create({ timeoutMs: 1.5 })).rejects.toThrow(/timeoutMs must be a positive integer, got 1.5/);
+    const saved = process.env.MLAGENT_DISPATCHES_PER_SUBMIT;
+    try {
+      process.env.MLAGENT_DISPATCHES_PER_SUBMIT = 'lots';
+      await expect(Gpu.create()).rejects.toThrow(/MLAGENT_DISPATCHES_PER_SUBMIT must be a positive integer, got "lots"/);
+      // 20 dispatches: 6 automatic submits at 3 a submit, none at the default 512 until the readback's.
+      for (const [env, submits] of [['3', 6], [undefined, 0]] as const) {
+        if (env === undefined) delete process.env.MLAGENT_DISPATCHES_PER_SUBMIT;
+        else process.env.MLAGENT_DISPATCHES_PER_SUBMIT = env;
+        const gpu = await Gpu.create();
+        try {
+          const queue = gpu.device.queue;
+          const submit = queue.submit.bind(queue);
+          let count = 0;
+          queue.submit = (buffers) => {
+            count++;
+            submit(buffers);
+          };
+          const t = gpu.tensor([64], 'f32', new Float32Array(64).fill(1));
+          let acc = add(gpu, t, t);
+          for (let i = 0; i < 19; i++) {
+            const next = add(gpu, acc, t);
+            acc.dispose();
+            acc = next;
+          }
+          expect(count, `submits before the readback, MLAGENT_DISPATCHES_PER_SUBMIT=${env}`).toBe(submits);
+          expect((await acc.read())[0]).toBe(21);
+        } finally {
+          gpu.destroy();
+        }
+      }
+    } finally {
+      if (saved === undefined) delete process.env.MLAGENT_DISPATCHES_PER_SUBMIT;
+      else process.env.MLAGENT_DISPATCHES_PER_SUBMIT = saved;
     }
   });
 

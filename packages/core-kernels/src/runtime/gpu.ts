@@ -27,9 +27,12 @@ export interface GpuOptions {
   disableFeatures?: string[];
   /** Memory budget for the caching allocator, in bytes. */
   budgetBytes?: number;
-  /** Dispatches recorded before an automatic submit. */
+  /**
+   * Dispatches recorded before an automatic submit (default 512). Also MLAGENT_DISPATCHES_PER_SUBMIT. Fewer let a
+   * GPU start on a long step (a 28-layer decode step records ~480 dispatches) while the rest is still recorded.
+   */
   maxDispatchesPerSubmit?: number;
-  /** How long a readback may wait before it is declared hung. Also MLAGENT_GPU_TIMEOUT_MS. */
+  /** How long a readback may wait before it is declared hung, in ms (default 600000). Also MLAGENT_GPU_TIMEOUT_MS. */
   timeoutMs?: number;
   /** Extra Dawn flags, e.g. `adapter=...` or `backend=vulkan`. */
   dawnFlags?: string[];
@@ -85,6 +88,17 @@ export interface AdapterSummary {
   device: string;
   description: string;
   backend: string;
+}
+
+/** An option given in code, else its environment variable, else undefined (the default); anything else is named. */
+function positiveIntOption(name: string, given: number | undefined, env: string): number | undefined {
+  const raw = given ?? process.env[env];
+  if (raw === undefined || raw === '') return undefined;
+  const v = Number(raw);
+  if (!Number.isInteger(v) || v < 1) {
+    throw new ShapeError(`${given !== undefined ? name : env} must be a positive integer, got ${JSON.stringify(raw)}`, { op: 'Gpu.create' });
+  }
+  return v;
 }
 
 /**
@@ -145,7 +159,7 @@ export class Gpu {
     this.variants = chooseVariants(features);
     this.softwareAdapter = isSoftwareAdapter(adapter);
     this.maxDispatches = options.maxDispatchesPerSubmit ?? 512;
-    this.timeoutMs = options.timeoutMs ?? Number(process.env.MLAGENT_GPU_TIMEOUT_MS ?? 600_000);
+    this.timeoutMs = options.timeoutMs ?? 600_000;
     this.allocator = new BufferAllocator(device, device.limits.maxBufferSize, {
       budgetBytes: options.budgetBytes,
       uniformUsage: this.softwareAdapter,
@@ -168,6 +182,12 @@ export class Gpu {
   }
 
   static async create(options: GpuOptions = {}): Promise<Gpu> {
+    // Checked before any device exists, so a bad value leaks nothing.
+    options = {
+      ...options,
+      maxDispatchesPerSubmit: positiveIntOption('maxDispatchesPerSubmit', options.maxDispatchesPerSubmit, 'MLAGENT_DISPATCHES_PER_SUBMIT'),
+      timeoutMs: positiveIntOption('timeoutMs', options.timeoutMs, 'MLAGENT_GPU_TIMEOUT_MS'),
+    };
     if (!process.env.XDG_RUNTIME_DIR) process.env.XDG_RUNTIME_DIR = '/tmp';
     const instance = create([...DAWN_FLAGS, ...(options.dawnFlags ?? [])]);
     // The device does not keep Dawn's instance alive: if the instance is collected, Dawn's event processing
