@@ -175,12 +175,13 @@ ${Array.from({ length: cpt }, (_, c) => `  let wb${c} = (p.offB + z * p.sB + min
   let ab = (p.offA + z * p.sA) / 4u;
   let lda4 = p.lda / 4u;
   let units = p.K / ${u}u;
+  // Indexed by constants only, so the accumulators can stay in registers.
   var acc: array<f32, ${slots}>;
   for (var ku = kl; ku < units; ku += ${split}u) {
     ${loadB}
     ${fma}
   }
-  for (var i = 0u; i < ${slots}u; i++) { red[i * ${VEC_THREADS}u + li] = acc[i]; }
+  ${Array.from({ length: slots }, (_, i) => `red[${i * VEC_THREADS}u + li] = acc[${i}];`).join('\n  ')}
   // Tree reduction over the split; a thread's partners are in its own group of split threads.
   for (var h = ${split / 2}u; h > 0u; h >>= 1u) {
     workgroupBarrier();
