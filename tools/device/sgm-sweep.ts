@@ -9,7 +9,8 @@
 import { writeFileSync } from 'node:fs';
 import { Gpu, roundToF16, type Tensor } from '../../packages/core-kernels/src/index.js';
 import { matmul, SGM_TILES } from '../../packages/core-kernels/src/kernels/matmul.js';
-import { attention, attentionBackward } from '../../packages/core-kernels/src/kernels/attention.js';
+import { attention } from '../../packages/core-kernels/src/kernels/attention.js';
+import { attentionBackward } from '../../packages/core-kernels/src/kernels/attention-backward.js';
 import { SGM_ATTENTION_BWD_TILE, sgmAttentionBwdKey } from '../../packages/core-kernels/src/kernels/attention-sgm-bwd.js';
 import { MHA_PARAMS, mhaParams } from '../../packages/core-kernels/src/kernels/attention-params.js';
 import { f16MatrixConfig } from '../../packages/core-kernels/src/runtime/features.js';

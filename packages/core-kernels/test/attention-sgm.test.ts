@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { roundToF16 } from '../src/index.js';
-import { attention, attentionBackward, attentionForwardPath } from '../src/kernels/attention.js';
+import { attention, attentionForwardPath } from '../src/kernels/attention.js';
+import { attentionBackward } from '../src/kernels/attention-backward.js';
 import type { Gpu } from '../src/runtime/gpu.js';
 import { sgmAttentionBytes, sgmAttentionKey, sgmAttentionUnfit, sgmAttentionWgsl, type SgmAttentionTile } from '../src/kernels/attention-sgm.js';
 import { sgmMatmulWgsl } from '../src/kernels/matmul-sgm.js';

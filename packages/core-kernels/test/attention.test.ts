@@ -1,14 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { ShapeError, roundToF16, type Gpu, type Tensor } from '../src/index.js';
-import {
-  attention,
-  attentionBackward,
-  attentionCacheAppend,
-  attentionDecode,
-  attentionDecodePath,
-  attentionPath,
-  type AttentionTile,
-} from '../src/kernels/attention.js';
+import { attention, type AttentionTile } from '../src/kernels/attention.js';
+import { attentionBackward } from '../src/kernels/attention-backward.js';
+import { attentionCacheAppend, attentionDecode, attentionDecodePath } from '../src/kernels/attention-decode.js';
+import { attentionPath } from '../src/kernels/attention-common.js';
 import {
   attentionBackwardRef,
   attentionCacheAppendRef,

@@ -1,6 +1,8 @@
 import type { Gpu } from '../runtime/gpu.js';
 import type { Tensor } from '../runtime/tensor.js';
-import { attention, attentionBackward, attentionDecode } from '../kernels/attention.js';
+import { attention } from '../kernels/attention.js';
+import { attentionBackward } from '../kernels/attention-backward.js';
+import { attentionDecode } from '../kernels/attention-decode.js';
 import { sgmAttentionKey, type SgmAttentionTile } from '../kernels/attention-sgm.js';
 import { SGM_ATTENTION_BWD_TILE, sgmAttentionBwdKey, type SgmAttentionBwdTile } from '../kernels/attention-sgm-bwd.js';
 import type { BenchCase } from './types.js';
