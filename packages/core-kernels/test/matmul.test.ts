@@ -664,6 +664,31 @@ describe('matmul on CPU adapters, operands larger than one binding', () => {
   }, 400_000);
 });
 
+describe('matmul with K = 0', () => {
+  it('gives beta·C + bias on every path (as BLAS does), binding neither empty operand', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(19);
+    const paths: MatmulOptions['path'][] = ['auto', 'tiled', 'gemv', ...(cpuTiledHere(gpu) ? (['cpu-tiled', 'cpu-gemv'] as const) : [])];
+    for (const path of paths) {
+      for (const cType of ['f32', 'f16'] as const) {
+        // Two batch items of [3, 5] at row stride 7, C offset 2: elements outside them must stay as they were.
+        const c0 = Float32Array.from(roundToF16(rng.randn(2 + 2 * 21)));
+        const bias = rng.randn(5);
+        const C = gpu.tensor([c0.length], cType, c0);
+        const A = gpu.tensor([2, 3, 0], 'f32');
+        const B = gpu.tensor([5, 0], 'f16');
+        matmul(gpu, A, B, { transB: true, out: C, beta: -0.5, alpha: 3, bias: gpu.tensor([5], 'f32', bias), ldc: 7, strideC: 21, offsetC: 2, batch: 2, m: 3, n: 5, k: 0, path });
+        const want = Float64Array.from(c0);
+        for (let z = 0; z < 2; z++) for (let m = 0; m < 3; m++) for (let n = 0; n < 5; n++) {
+          const i = 2 + z * 21 + m * 7 + n;
+          want[i] = -0.5 * c0[i] + bias[n];
+        }
+        expectClose(await C.read(), cType === 'f16' ? roundToF16(want) : want, { atol: 2e-3, rtol: 2e-3 }, `K = 0 ${path} ${cType}`);
+      }
+    }
+  });
+});
+
 describe('matmul backward', () => {
   const cases: Array<[string, number, number, number, { tA?: boolean; tB?: boolean; batch?: number; aB?: boolean; bB?: boolean }]> = [
     ['NN', 17, 9, 13, {}],

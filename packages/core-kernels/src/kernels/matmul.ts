@@ -321,7 +321,8 @@ export function matmul(gpu: Gpu, a: Tensor, b: Tensor, opts: MatmulOptions = {})
   if (path === 'gemv' && p.M > GEMV_MAX_M) fail(`gemv path takes M <= ${GEMV_MAX_M}`);
   const unfit = path === 'cpu-tiled' ? cpuTiledUnfit(gpu, types, p) : path === 'cpu-gemv' ? cpuGemvUnfit(gpu, p.M, p.K, p) : undefined;
   if (unfit) fail(`${path} path ${unfit}`);
-  run(gpu, a, b, c, opts.bias, p, path, shapes, opts);
+  if (p.K === 0) epilogueOnly(gpu, c, opts.bias, p, shapes);
+  else run(gpu, a, b, c, opts.bias, p, path, shapes, opts);
   return c;
 }
 
@@ -686,6 +687,29 @@ function launchSplitK(
 }
 
 const SUM_THREADS = 256;
+
+/**
+ * K = 0: C = beta·C (+ bias), as BLAS defines it. A and B hold no elements, and WebGPU refuses empty bindings, so
+ * this is the split-K sum pass over no layers, with a one-element stand-in for the partial sums.
+ */
+function epilogueOnly(gpu: Gpu, c: Tensor, bias: Tensor | undefined, p: Problem, shapes: string): void {
+  if (c.byteLength > gpu.maxBinding || (bias && bias.byteLength > gpu.maxBinding)) {
+    throw new GpuLimitError(`K = 0 with an output over one binding (${c.byteLength} bytes)`, { op: 'matmul', shapes });
+  }
+  const spec: KernelSpec = { aType: 'f32', bType: 'f32', cType: c.dtype, biasType: bias?.dtype, transA: false, transB: false, beta: p.beta !== 0 };
+  const standIn = gpu.tensor([1], 'f32', undefined, 'matmul K=0');
+  const [gx, gy] = gpu.grid(Math.ceil((p.batch * p.M * p.N) / SUM_THREADS));
+  gpu.dispatch({
+    op: 'matmul-k0',
+    shapes,
+    pipeline: gpu.pipeline(`matmul-splitk-sum:${specKey(spec)}`, () => splitKSumWgsl(spec)),
+    params: matmulParams(p, 0),
+    bindings: [standIn.binding(), c.binding(), ...(bias ? [bias.binding()] : [])],
+    workgroups: [gx, gy, 1],
+  });
+  // Later work that reuses the buffer is queued after this dispatch.
+  standIn.dispose();
+}
 
 /** Adds the split-K layers of each element of C in order, then the epilogue. Bindings: partial sums, C, bias. */
 function splitKSumWgsl(s: KernelSpec): string {
