@@ -18,6 +18,20 @@ describe('global grad norm', () => {
     for (const t of [...grads, norm]) t.dispose();
   });
 
+  it('counts an empty tensor as nothing, and the norm of only empty tensors is 0', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(3);
+    const host = [rng.randn(37), new Float32Array(0), rng.randn(5)];
+    const grads = host.map((g) => gpu.tensor([g.length], 'f32', g));
+    expectClose(await globalGradNorm(gpu, grads).read(), [gradNormRef(host)], { atol: 0, rtol: 1e-5 }, 'norm with an empty tensor');
+    expect(Array.from(await globalGradNorm(gpu, [grads[1]]).read())).toEqual([0]);
+    // An empty parameter (a module with no elements) steps as a no-op.
+    const [p, m, v] = [gpu.tensor([0], 'f32'), gpu.tensor([0], 'f32'), gpu.tensor([0], 'f32')];
+    adamwUpdate(gpu, p, grads[1], m, v, { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: 1 });
+    await gpu.sync();
+    for (const t of [...grads, p, m, v]) t.dispose();
+  });
+
   it('windows tensors over the binding limit and flags non-finite norms', async () => {
     const gpu = await freshGpu({ maxBindingBytes: 4096 });
     try {

@@ -108,6 +108,19 @@ describe('lora linear', () => {
     expectClose(await y.read(), loraRef(v.x, v.W, undefined, v.A, v.B, d).y, TOL, 'batched y');
   });
 
+  it('takes no tokens: an empty y, and zero gradients for A and B', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(10);
+    const [x, W, A, B] = [gpu.tensor([0, 8], 'f32'), gpu.tensor([5, 8], 'f32', rng.randn(40)), gpu.tensor([2, 8], 'f32', rng.randn(16)), gpu.tensor([5, 2], 'f32', rng.randn(10))];
+    const opts = { alpha: 4, dropout: 0.1, seed: 3 };
+    const { y, h } = loraLinear(gpu, x, W, A, B, opts);
+    expect(y.shape).toEqual([0, 5]);
+    const g = loraLinearBackward(gpu, x, W, A, B, h, gpu.tensor([0, 5], 'f32'), opts);
+    expect(g.dx.shape).toEqual([0, 8]);
+    expect(Array.from(await g.dA.read())).toEqual(new Array(16).fill(0));
+    expect(Array.from(await g.dB.read())).toEqual(new Array(10).fill(0));
+  });
+
   it('rejects mismatched shapes and dtypes', async () => {
     const gpu = await testGpu();
     const x = gpu.tensor([3, 8], 'f32');

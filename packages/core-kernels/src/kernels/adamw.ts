@@ -19,7 +19,8 @@ function normGroups(n: number): number {
 /** Number of partial sums the first stage writes for these tensors: the size of the `partials` buffer. */
 export function gradNormPartials(gpu: Gpu, grads: readonly Tensor[]): number {
   let slots = 0;
-  for (const g of grads) for (const w of gpu.windows(g.size, 4)) slots += normGroups(w.count);
+  // An empty tensor adds nothing to the norm, and WebGPU refuses an empty binding.
+  for (const g of grads) if (g.size > 0) for (const w of gpu.windows(g.size, 4)) slots += normGroups(w.count);
   return slots;
 }
 
@@ -58,7 +59,8 @@ export function globalGradNorm(gpu: Gpu, grads: readonly Tensor[], opts: GradNor
   if (opts.partials && (opts.partials.dtype !== 'f32' || opts.partials.size < slots)) {
     throw new ShapeError(`partials must be f32 with >= ${slots} elements`, { op, shapes: `${opts.partials}` });
   }
-  const partials = opts.partials ?? gpu.tensor([slots], 'f32', undefined, op);
+  // At least one element: with every tensor empty the final pass sums no partials, but still binds the buffer.
+  const partials = opts.partials ?? gpu.tensor([Math.max(1, slots)], 'f32', undefined, op);
   const norm = (out ?? gpu.tensor([1], 'f32', undefined, op)) as Tensor<'f32'>;
 
   const stage1 = gpu.pipeline('gradnorm:partial', () => /* wgsl */ `
@@ -81,6 +83,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }`);
   let base = 0;
   for (const g of grads) {
+    if (g.size === 0) continue;
     for (const w of gpu.windows(g.size, 4)) {
       const groups = normGroups(w.count);
       gpu.dispatch({
@@ -173,6 +176,7 @@ export function adamwUpdate(gpu: Gpu, param: Tensor, grad: Tensor, m: Tensor, v:
   if (!(h.step >= 1) || !Number.isInteger(h.step)) throw new ShapeError(`step must be an integer >= 1, got ${h.step}`, { op, shapes });
   const clip = (h.maxGradNorm ?? 0) > 0;
   if ((clip || h.skipNonFinite) && !norm) throw new ShapeError('clipping and skipNonFinite need the norm tensor', { op, shapes });
+  if (param.size === 0) return;
   let normT = norm;
   if (!normT) {
     normT = zeroNorms.get(gpu);
