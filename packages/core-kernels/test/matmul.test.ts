@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ShapeError, chooseVariants, roundToF16, type Gpu, type GpuFeatures, type Tensor } from '../src/index.js';
-import { GEMV_MAX_M, describeMatmulPath, isCpuAdapter, matmul, matmulBackward, selectMatmulPath, sgmSplitK, tiledSplitK, type MatmulOptions } from '../src/kernels/matmul.js';
+import { GEMV_MAX_M, describeMatmulPath, isCpuAdapter, matmul, matmulBackward, selectMatmulPath, type MatmulOptions } from '../src/kernels/matmul.js';
+import { sgmSplitK, tiledSplitK } from '../src/kernels/matmul-splitk.js';
 import { matmulBackwardRef, matmulRef, type MatmulRefProblem } from '../src/reference/matmul.js';
 import { CPU_GEMV_MAX_M } from '../src/kernels/gemv-cpu.js';
 import { A_TEXTURE_MAX_BYTES, B_TEXTURE_MAX_BYTES, cpuATexture, cpuBCopies, cpuPackVariant, type CpuPackVariant } from '../src/kernels/matmul-cpu.js';

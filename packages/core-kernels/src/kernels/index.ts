@@ -1,5 +1,6 @@
 export * from './add.js';
 export * from './matmul.js';
+export { tiledSplitK, sgmSplitK } from './matmul-splitk.js';
 export * from './lora.js';
 export * from './attention.js';
 export * from './attention-backward.js';

@@ -1,9 +1,10 @@
+import { Params } from '../runtime/params.js';
 import { enableF16, wgslType } from './wgsl.js';
 import type { DType } from '../runtime/dtype.js';
 
 /*
- * What every matmul kernel's WGSL shares: the problem's uniforms (matmulParams in matmul.ts writes them), the
- * bindings of A, B, C and the bias, element accessors and the fused epilogue.
+ * What every matmul kernel shares: the resolved problem and its uniforms (matmulParams), the bindings of A, B, C
+ * and the bias, element accessors and the fused epilogue.
  */
 
 export interface KernelSpec {
@@ -59,4 +60,43 @@ fn store_c(z: u32, m: u32, n: u32, acc: f32) {
   C[i] = ${wgslType(s.cType)}(v);
 }
 `;
+}
+
+/** One fully resolved problem: what the kernels see. */
+export interface Problem {
+  batch: number;
+  M: number;
+  N: number;
+  K: number;
+  transA: boolean;
+  transB: boolean;
+  lda: number;
+  ldb: number;
+  ldc: number;
+  sA: number;
+  sB: number;
+  sC: number;
+  offA: number;
+  offB: number;
+  offC: number;
+  offBias: number;
+  alpha: number;
+  beta: number;
+  /** A split-K layer launch only (launchSplitK): K per layer; the grid's z is layers x batch. */
+  kPer?: number;
+}
+
+/** Split-K layers of a launch: ceil(K / kPer), or 1 outside a split. */
+export const layersOf = (p: Problem) => (p.kPer ? Math.ceil(p.K / p.kPer) : 1);
+
+/**
+ * The uniforms of every kernel built on `common`: the problem, then `kPer` (K per split layer, all of K unless
+ * split; the split-K sum reads its layer count there) and the batch.
+ */
+export function matmulParams(p: Problem, kPer: number): Uint8Array {
+  return new Params()
+    .u32(p.M).u32(p.N).u32(p.K).u32(p.lda).u32(p.ldb).u32(p.ldc).u32(p.offA).u32(p.offB).u32(p.offC)
+    .u32(p.sA).u32(p.sB).u32(p.sC).u32(p.offBias).f32(p.alpha).f32(p.beta)
+    .u32(kPer).u32(p.batch)
+    .bytes();
 }

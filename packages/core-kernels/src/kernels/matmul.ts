@@ -4,9 +4,11 @@ import { GpuLimitError, ShapeError } from '../runtime/errors.js';
 import type { Tensor } from '../runtime/tensor.js';
 import { DTYPE_BYTES, type DType } from '../runtime/dtype.js';
 import { f16MatrixConfig, isSoftwareAdapter, type GpuFeatures, type KernelVariants, type SubgroupMatrixConfig } from '../runtime/features.js';
-import { common, specKey, type KernelSpec } from './matmul-wgsl.js';
+import { common, layersOf, matmulParams, specKey, type KernelSpec, type Problem } from './matmul-wgsl.js';
+import { BK, BM, BN, CPU_BN, CPU_R, cpuTiledWgsl, tiledWgsl } from './matmul-tiled.js';
+import { epilogueOnly, launchSplitK, sgmSplitK, tiledSplitK } from './matmul-splitk.js';
 import { GEMV_MAX_M, gemvShape, gemvVecCols, gemvVecKey, gemvVecSplit, gemvVecUnfit, gemvVecWgsl, gemvWgsl } from './gemv.js';
-import { CPU_LANES, cpuLanesUnfit } from './cpu-lanes.js';
+import { cpuLanesUnfit } from './cpu-lanes.js';
 import { cpuGemvUnfit, launchCpuGemv } from './gemv-cpu.js';
 import { CPU_SCRATCH_BYTES, cpuATexture, cpuMatmulUnfit, launchCpuMatmul, type CpuMatmulTypes } from './matmul-cpu.js';
 import {
@@ -90,56 +92,6 @@ const EMULATED_CONFIG: SubgroupMatrixConfig = { componentType: 'f16', resultComp
 
 export type MatmulPath = 'tiled' | 'gemv' | 'subgroup-matrix' | 'cpu-tiled' | 'cpu-gemv';
 
-/** One fully resolved problem: what the kernels see. */
-interface Problem {
-  batch: number;
-  M: number;
-  N: number;
-  K: number;
-  transA: boolean;
-  transB: boolean;
-  lda: number;
-  ldb: number;
-  ldc: number;
-  sA: number;
-  sB: number;
-  sC: number;
-  offA: number;
-  offB: number;
-  offC: number;
-  offBias: number;
-  alpha: number;
-  beta: number;
-  /** A split-K layer launch only (launchSplitK): K per layer; the grid's z is layers x batch. */
-  kPer?: number;
-}
-
-/** Split-K layers of a launch: ceil(K / kPer), or 1 outside a split. */
-const layersOf = (p: Problem) => (p.kPer ? Math.ceil(p.K / p.kPer) : 1);
-
-/**
- * The uniforms of every kernel built on `common`: the problem, then `kPer` (K per split layer, all of K unless
- * split; the split-K sum reads its layer count there) and the batch.
- */
-function matmulParams(p: Problem, kPer: number): Uint8Array {
-  return new Params()
-    .u32(p.M).u32(p.N).u32(p.K).u32(p.lda).u32(p.ldb).u32(p.ldc).u32(p.offA).u32(p.offB).u32(p.offC)
-    .u32(p.sA).u32(p.sB).u32(p.sC).u32(p.offBias).f32(p.alpha).f32(p.beta)
-    .u32(kPer).u32(p.batch)
-    .bytes();
-}
-
-// Register-tiled kernel: 8x8 threads, each 8x8 outputs (as 8x2 vec4) → 64x64 tiles, K in steps of 8 through
-// shared memory.
-// On lavapipe (8-wide AVX lanes across invocations) this shape measured fastest among 4x4/8x4/8x8/16x8 per thread
-// and 16x16/16x8/8x8/8x4 thread grids.
-const TX = 8;
-const TY = 8;
-const TM = 8;
-const TN = 8;
-const BM = TY * TM;
-const BN = TX * TN;
-const BK = 8;
 /**
  * Tiles of the subgroup-matrix path. Measured on an H200 (16x16x16 f16->f32 fragments, docs/BENCHMARKS.md):
  * 2x2 subgroups of 4x4 fragments (128x128, 128 threads) won where the grid fills the GPU (4096³: 1.06 ms,
@@ -151,12 +103,9 @@ export const SGM_TILES: readonly SgmTile[] = [
   { wm: 2, wn: 4, fm: 4, fn: 2, bk: 32 },
   { wm: 2, wn: 2, fm: 2, fn: 2, bk: 32 },
 ];
+
 /** Fewest workgroups for the 128-thread tile (about two per SM on an H200's 132). */
 const SGM_MIN_WORKGROUPS = 256;
-// CPU path: one 8-lane subgroup per workgroup, each lane CPU_R rows x CPU_V vec4 columns.
-const CPU_R = 16;
-const CPU_V = 2;
-const CPU_BN = CPU_LANES * CPU_V * 4;
 
 /** What path selection looks at; a real Gpu is one. */
 export interface MatmulTarget {
@@ -377,8 +326,6 @@ function defaultOutShape(a: Tensor, b: Tensor, p: Problem): number[] {
   return leadSize === p.batch ? [...lead, p.M, p.ldc] : [p.batch, p.M, p.ldc];
 }
 
-// ---------------------------------------------------------------- dispatch, with windows for large operands
-
 interface Bound {
   binding: GPUBufferBinding;
   /** Element offset of the window's start inside the tensor. */
@@ -593,50 +540,6 @@ export function sgmRowExponents(gpu: Gpu, a: GPUBufferBinding, p: Pick<Problem, 
   return exps;
 }
 
-// ---------------------------------------------------------------- WGSL
-
-/** Workgroups that keep a GPU busy (about two per SM on an H200's 132): smaller tiled grids split K. */
-const SPLITK_GRID = 256;
-/**
- * Subgroup-matrix grids split only below this many workgroups (session 15, not yet timed): k_proj at T = 512 (16
- * workgroups) or decoding 32 sequences (28), not the T = 512 projections whose tiles were tuned on the H200.
- */
-const SGM_SPLITK_BELOW = 64;
-/** Fewest K per split layer: shorter runs spend more on the partial sums than they save. */
-const SPLITK_MIN_K = 128;
-/** Largest partial-sum buffer split-K allocates. */
-const SPLITK_MAX_BYTES = 256 * 2 ** 20;
-
-type SplitTarget = { softwareAdapter: boolean; maxWorkgroups: number; maxBinding: number };
-
-/**
- * Layers for a grid of `grid` workgroups: enough for SPLITK_GRID workgroups, each layer at least `minK` of K, the
- * partial sums within one binding; 1 (no split) on CPU adapters, where llvmpipe runs a workgroup per core anyway.
- */
-function splitKFor(gpu: SplitTarget, p: Pick<Problem, 'M' | 'N' | 'K' | 'batch'>, grid: number, minK: number): number {
-  if (gpu.softwareAdapter) return 1;
-  let splits = Math.min(Math.ceil(SPLITK_GRID / grid), Math.floor(p.K / minK), Math.floor(gpu.maxWorkgroups / p.batch));
-  const layerBytes = 4 * p.batch * p.M * p.N;
-  splits = Math.min(splits, Math.floor(Math.min(SPLITK_MAX_BYTES, gpu.maxBinding) / layerBytes));
-  return splits >= 2 ? splits : 1;
-}
-
-/**
- * The tiled kernel's default layers: LoRA's x·Aᵀ at T = 512 and hidden 3584 (N = r = 16) is a grid of 8 workgroups
- * each running all 3584 of K; split 28 ways it is 224 workgroups of 128.
- */
-export function tiledSplitK(gpu: SplitTarget, p: Pick<Problem, 'M' | 'N' | 'K' | 'batch'>): number {
-  const grid = Math.ceil(p.N / BN) * Math.ceil(p.M / BM) * p.batch;
-  return grid >= SPLITK_GRID ? 1 : splitKFor(gpu, p, grid, SPLITK_MIN_K);
-}
-
-/** The subgroup-matrix kernel's default layers for a block of bm x bn and K steps of bk (see SGM_SPLITK_BELOW). */
-export function sgmSplitK(gpu: SplitTarget, p: Pick<Problem, 'M' | 'N' | 'K' | 'batch'>, block: { bm: number; bn: number }, bk: number): number {
-  const grid = Math.ceil(p.N / block.bn) * Math.ceil(p.M / block.bm) * p.batch;
-  // Layers of at least 8 K steps: each starts its pipeline of loads afresh.
-  return grid >= SGM_SPLITK_BELOW ? 1 : splitKFor(gpu, p, grid, Math.max(SPLITK_MIN_K, 8 * bk));
-}
-
 /** How many layers a tiled or subgroup-matrix launch splits K into (options.splitK, else by shape), in steps of kStep. */
 function splitPlan(gpu: Gpu, path: 'tiled' | 'subgroup-matrix', p: Problem, choice: KernelChoice): { splits: number; kStep: number } {
   if (path === 'tiled') return { splits: choice.splitK ?? tiledSplitK(gpu, p), kStep: BK };
@@ -646,214 +549,6 @@ function splitPlan(gpu: Gpu, path: 'tiled' | 'subgroup-matrix', p: Problem, choi
   const t = choice.sgmTile ?? pickSgmTile(cfg, p.M, p.N, p.batch);
   return { splits: choice.splitK ?? sgmSplitK(gpu, p, sgmBlock(t, cfg), t.bk), kStep: t.bk };
 }
-
-/**
- * Split-K: `runLayers` launches the kernel over all layers at once, each writing its partial sums (K from
- * l·kPer, alpha 1, no epilogue) into an f32 buffer [layers, batch, M, N]; then one pass adds the layers in order
- * and applies the epilogue (alpha, beta·C, bias, C's dtype). Deterministic: no atomics.
- */
-function launchSplitK(
-  gpu: Gpu,
-  spec: KernelSpec,
-  p: Problem,
-  bindings: GPUBufferBinding[],
-  splits: number,
-  kStep: number,
-  shapes: string,
-  runLayers: (q: Problem, bindings: GPUBufferBinding[]) => void,
-): void {
-  const kPer = Math.ceil(p.K / splits / kStep) * kStep;
-  const layers = Math.ceil(p.K / kPer);
-  const mn = p.M * p.N;
-  if (layers * p.batch > gpu.maxWorkgroups) throw new GpuLimitError(`split-K: ${layers} layers x batch ${p.batch} over the workgroup limit`, { op: 'matmul', shapes });
-  const partial = gpu.tensor([layers * p.batch * mn], 'f32', undefined, 'matmul split-K partial sums');
-  try {
-    if (partial.byteLength > gpu.maxBinding) throw new GpuLimitError(`split-K: partial sums of ${partial.byteLength} bytes over one binding`, { op: 'matmul', shapes });
-    const [aBind, bBind, cBind, biasBind] = bindings;
-    runLayers({ ...p, ldc: p.N, offC: 0, sC: mn, offBias: 0, alpha: 1, beta: 0, kPer }, [aBind, bBind, partial.binding()]);
-    const [gx, gy] = gpu.grid(Math.ceil((p.batch * mn) / SUM_THREADS));
-    gpu.dispatch({
-      op: 'matmul-splitk-sum',
-      shapes,
-      pipeline: gpu.pipeline(`matmul-splitk-sum:${specKey(spec)}`, () => splitKSumWgsl(spec)),
-      params: matmulParams(p, layers),
-      bindings: [partial.binding(), cBind, ...(biasBind ? [biasBind] : [])],
-      workgroups: [gx, gy, 1],
-    });
-  } finally {
-    // Later work that reuses the buffer is queued after these dispatches.
-    partial.dispose();
-  }
-}
-
-const SUM_THREADS = 256;
-
-/**
- * K = 0: C = beta·C (+ bias), as BLAS defines it. A and B hold no elements, and WebGPU refuses empty bindings, so
- * this is the split-K sum pass over no layers, with a one-element stand-in for the partial sums.
- */
-function epilogueOnly(gpu: Gpu, c: Tensor, bias: Tensor | undefined, p: Problem, shapes: string): void {
-  if (c.byteLength > gpu.maxBinding || (bias && bias.byteLength > gpu.maxBinding)) {
-    throw new GpuLimitError(`K = 0 with an output over one binding (${c.byteLength} bytes)`, { op: 'matmul', shapes });
-  }
-  const spec: KernelSpec = { aType: 'f32', bType: 'f32', cType: c.dtype, biasType: bias?.dtype, transA: false, transB: false, beta: p.beta !== 0 };
-  const standIn = gpu.tensor([1], 'f32', undefined, 'matmul K=0');
-  const [gx, gy] = gpu.grid(Math.ceil((p.batch * p.M * p.N) / SUM_THREADS));
-  gpu.dispatch({
-    op: 'matmul-k0',
-    shapes,
-    pipeline: gpu.pipeline(`matmul-splitk-sum:${specKey(spec)}`, () => splitKSumWgsl(spec)),
-    params: matmulParams(p, 0),
-    bindings: [standIn.binding(), c.binding(), ...(bias ? [bias.binding()] : [])],
-    workgroups: [gx, gy, 1],
-  });
-  // Later work that reuses the buffer is queued after this dispatch.
-  standIn.dispose();
-}
-
-/** Adds the split-K layers of each element of C in order, then the epilogue. Bindings: partial sums, C, bias. */
-function splitKSumWgsl(s: KernelSpec): string {
-  return /* wgsl */ `${common(s, false, false, { a: 14, b: 15, c: 2, bias: 3 })}
-@group(0) @binding(1) var<storage, read> part: array<f32>;
-
-@compute @workgroup_size(${SUM_THREADS})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = gid.x + gid.y * nwg.x * ${SUM_THREADS}u;
-  let mn = p.M * p.N;
-  if (i >= mn * p.zb) { return; }
-  let z = i / mn;
-  let r = i % mn;
-  var acc = 0.0;
-  for (var l = 0u; l < p.kPer; l++) { acc += part[(l * p.zb + z) * mn + r]; }
-  store_c(z, r / p.N, r % p.N, acc);
-}`;
-}
-
-function tiledWgsl(s: KernelSpec): string {
-  const nt = TX * TY;
-  // Tile loads: consecutive threads walk the operand's contiguous storage dimension.
-  const loadA = s.transA
-    ? `let mm = e % ${BM}u; let kk = e / ${BM}u;`
-    : `let kk = e % ${BK}u; let mm = e / ${BK}u;`;
-  const loadB = s.transB
-    ? `let kk = e % ${BK}u; let nn = e / ${BK}u;`
-    : `let nn = e % ${BN}u; let kk = e / ${BN}u;`;
-  return /* wgsl */ `${common(s)}
-var<workgroup> As: array<vec4<f32>, ${(BK * BM) / 4}>;  // [k][m], m in fours
-var<workgroup> Bs: array<vec4<f32>, ${(BK * BN) / 4}>;  // [k][n], n in fours
-
-@compute @workgroup_size(${TX}, ${TY})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
-  // Grid z: split layer x batch item. Layer l sums K from l·kPer (one layer of all of K unless split).
-  let z = wid.z % p.zb;
-  let kb = (wid.z / p.zb) * p.kPer;
-  let ke = min(p.K, kb + p.kPer);
-  let m0 = wid.y * ${BM}u;
-  let n0 = wid.x * ${BN}u;
-  var acc: array<array<vec4<f32>, ${TN / 4}>, ${TM}>;
-  for (var k0 = kb; k0 < ke; k0 += ${BK}u) {
-    for (var e = li; e < ${BK * BM}u; e += ${nt}u) {
-      ${loadA}
-      var v = 0.0;
-      if (m0 + mm < p.M && k0 + kk < ke) { v = a_at(z, m0 + mm, k0 + kk); }
-      let d = kk * ${BM}u + mm;
-      As[d / 4u][d % 4u] = v;
-    }
-    for (var e = li; e < ${BK * BN}u; e += ${nt}u) {
-      ${loadB}
-      var v = 0.0;
-      if (n0 + nn < p.N && k0 + kk < ke) { v = b_at(z, k0 + kk, n0 + nn); }
-      let d = kk * ${BN}u + nn;
-      Bs[d / 4u][d % 4u] = v;
-    }
-    workgroupBarrier();
-    // vec4 reads of shared memory: lavapipe runs invocations as SIMD lanes, where a per-lane vec4 load costs
-    // about what a scalar one does.
-    for (var kk = 0u; kk < ${BK}u; kk++) {
-      var a: array<vec4<f32>, ${TM / 4}>;
-      var b: array<vec4<f32>, ${TN / 4}>;
-      for (var i = 0u; i < ${TM / 4}u; i++) { a[i] = As[kk * ${BM / 4}u + lid.y * ${TM / 4}u + i]; }
-      for (var j = 0u; j < ${TN / 4}u; j++) { b[j] = Bs[kk * ${BN / 4}u + lid.x * ${TN / 4}u + j]; }
-      for (var i = 0u; i < ${TM}u; i++) {
-        let ai = vec4<f32>(a[i / 4u][i % 4u]);
-        for (var j = 0u; j < ${TN / 4}u; j++) { acc[i][j] = fma(ai, b[j], acc[i][j]); }
-      }
-    }
-    workgroupBarrier();
-  }
-  for (var i = 0u; i < ${TM}u; i++) {
-    let m = m0 + lid.y * ${TM}u + i;
-    for (var j = 0u; j < ${TN}u; j++) {
-      let n = n0 + lid.x * ${TN}u + j;
-      if (m < p.M && n < p.N) { store_c(wid.z, m, n, acc[i][j / 4u][j % 4u]); }
-    }
-  }
-}`;
-}
-
-/**
- * CPU-adapter kernel (lavapipe/llvmpipe). There every storage or shared load whose address is not a compile-time
- * constant runs as a scalar loop over the 8 SIMD lanes with a bounds check per element, so the cost is the number
- * of lane-elements loaded; arithmetic is nearly free. One workgroup is one 8-lane subgroup computing CPU_R rows ×
- * 64 columns; lane l owns CPU_V vec4 columns. For each step of 8 along K, lane l loads A[m, k0 + l] of every row
- * once and subgroupBroadcast (a register shuffle there) hands each value to all lanes, instead of every lane
- * loading the same element. B is loaded as vec4 along N, each element once per workgroup, and reused for CPU_R
- * rows. No shared memory, no barriers; out-of-range rows and columns are clamped on load and not stored, so every
- * lane stays active for the broadcasts.
- */
-function cpuTiledWgsl(s: KernelSpec): string {
-  let decl = '';
-  let loadA = '';
-  let step = '';
-  let stash = '';
-  for (let r = 0; r < CPU_R; r++) {
-    loadA += `let a${r} = A[base_a + min(m0 + ${r}u, p.M - 1u) * p.lda + ka];\n`;
-    step += `{ let s = vec4<f32>(subgroupShuffle(a${r}, kk));\n`;
-    for (let v = 0; v < CPU_V; v++) {
-      decl += `var acc${r}_${v} = vec4<f32>();\n`;
-      step += `acc${r}_${v} = fma(s, b${v}, acc${r}_${v});\n`;
-      stash += `res[${r * CPU_V + v}] = acc${r}_${v};\n`;
-    }
-    step += '}\n';
-  }
-  let loadB = '';
-  for (let v = 0; v < CPU_V; v++) loadB += `let b${v} = vec4<f32>(B[base_b + (k0 + kk) * ldq + min(nb + ${v}u, nq - 1u)]);\n`;
-  return /* wgsl */ `enable subgroups;
-${common(s, true)}
-@compute @workgroup_size(${CPU_LANES})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let z = wid.z;
-  let m0 = wid.y * ${CPU_R}u;
-  let nb = (wid.x * ${CPU_LANES}u + li) * ${CPU_V}u;  // this lane's first vec4 column
-  let nq = p.N / 4u;
-  let ldq = p.ldb / 4u;
-  let base_a = p.offA + z * p.sA;
-  let base_b = (p.offB + z * p.sB) / 4u;
-  ${decl}
-  for (var k0 = 0u; k0 < p.K; k0 += ${CPU_LANES}u) {
-    let ka = min(k0 + li, p.K - 1u);
-    ${loadA}
-    // Not unrolled: the unrolled body's code size made it ~2.5x slower on llvmpipe.
-    for (var kk = 0u; kk < min(${CPU_LANES}u, p.K - k0); kk++) {
-      ${loadB}
-      ${step}
-    }
-  }
-  // One store loop instead of ${CPU_R * CPU_V} unrolled ones keeps compile time down.
-  var res: array<vec4<f32>, ${CPU_R * CPU_V}>;
-  ${stash}
-  for (var i = 0u; i < ${CPU_R * CPU_V}u; i++) {
-    let m = m0 + i / ${CPU_V}u;
-    let n = (nb + i % ${CPU_V}u) * 4u;
-    if (m < p.M && n < p.N) {
-      for (var j = 0u; j < 4u; j++) { store_c(z, m, n + j, res[i][j]); }
-    }
-  }
-}`;
-}
-
-// ---------------------------------------------------------------- backward
 
 export interface MatmulBackwardOptions {
   transA?: boolean;
