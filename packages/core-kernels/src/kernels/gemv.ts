@@ -74,9 +74,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 const VEC_THREADS = 256;
 /** Rows of B (output columns) each thread reads, sharing its loads of A. */
 const VEC_ROWS_PER_THREAD = 2;
-/** Threads in flight the split along K aims for: enough 16-byte loads outstanding to keep HBM busy. */
+/**
+ * Threads the split along K aims for, so that enough 16-byte loads are in flight to keep HBM busy, and the fewest
+ * units of K a thread keeps, below which the reduction would cost more than the loads. Both are reasoned, not yet
+ * tuned on a GPU (session 16).
+ */
 const VEC_TARGET_THREADS = 1 << 17;
-/** Fewest 16-byte units of K per thread: fewer spend more on the reduction than on loads. */
 const VEC_MIN_UNITS = 2;
 
 /** Elements of B in one 16-byte load. */
