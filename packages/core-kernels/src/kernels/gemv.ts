@@ -1,5 +1,7 @@
+import type { Gpu } from '../runtime/gpu.js';
 import type { DType } from '../runtime/dtype.js';
-import { common, specKey, type KernelSpec } from './matmul-wgsl.js';
+import { ShapeError } from '../runtime/errors.js';
+import { common, specKey, type KernelSpec, type Problem } from './matmul-wgsl.js';
 
 /*
  * GEMV on GPUs: C = alpha·op(A)·op(B) (+ beta·C + bias) for a few rows of A (decoding: the batch's new tokens
@@ -22,11 +24,11 @@ const GEMV_THREADS = 64;
  * sums in shared memory. Neighbouring threads read neighbouring elements of B's contiguous dimension: along K
  * for B stored [N, K] (decode: weights stored [out, in]), along N for B stored [K, N].
  */
-export function gemvShape(transB: boolean): { cols: number; split: number } {
+function gemvShape(transB: boolean): { cols: number; split: number } {
   return transB ? { cols: 2, split: 32 } : { cols: 16, split: 4 };
 }
 
-export function gemvWgsl(s: KernelSpec, rows: number): string {
+function gemvWgsl(s: KernelSpec, rows: number): string {
   const { cols, split } = gemvShape(s.transB);
   const lane = s.transB ? `let kl = li % ${split}u; let c = li / ${split}u;` : `let c = li % ${cols}u; let kl = li / ${cols}u;`;
   const slot = (kl: string) => (s.transB ? `(c * ${split}u + (${kl}))` : `((${kl}) * ${cols}u + c)`);
@@ -66,6 +68,39 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     ${store}
   }
 }`;
+}
+
+/**
+ * The kernel a GEMV problem runs: `choice` where given, else 'vec' where it fits. Forcing 'vec' on a layout it
+ * cannot take is a ShapeError naming why.
+ */
+export function gemvKernel(
+  types: { a: DType; b: DType },
+  p: GemvVecLayout,
+  storageAlign: number,
+  choice: 'vec' | 'scalar' | undefined,
+  shapes = '',
+): 'vec' | 'scalar' {
+  const unfit = gemvVecUnfit(types, p, storageAlign);
+  if (choice === 'vec' && unfit) throw new ShapeError(`vec gemv ${unfit}`, { op: 'matmul', shapes });
+  return choice ?? (unfit ? 'scalar' : 'vec');
+}
+
+/** The pipeline, grid (columns per workgroup along N) and profile name of a GEMV launch. */
+export function gemvLaunch(
+  gpu: Gpu,
+  spec: KernelSpec,
+  p: Problem,
+  choice: 'vec' | 'scalar' | undefined,
+  shapes: string,
+): { pipeline: GPUComputePipeline; cols: number; op: string } {
+  if (gemvKernel({ a: spec.aType, b: spec.bType }, p, gpu.storageAlign, choice, shapes) === 'scalar') {
+    const pipeline = gpu.pipeline(`matmul-gemv:${specKey(spec)}:m${p.M}`, () => gemvWgsl(spec, p.M));
+    return { pipeline, cols: gemvShape(p.transB).cols, op: 'matmul-gemv' };
+  }
+  const split = gemvVecSplit(p.N, p.K, spec.bType);
+  const pipeline = gpu.pipeline(`matmul-gemv-vec:${specKey(spec)}:m${p.M}:s${split}`, () => gemvVecWgsl(spec, p.M, split));
+  return { pipeline, cols: gemvVecCols(split), op: 'matmul-gemv-vec' };
 }
 
 // ---------------------------------------------------------------- vec: 16-byte loads of B stored [N, K]
@@ -129,10 +164,6 @@ export function gemvVecSplit(n: number, k: number, bType: DType): number {
 
 /** Output columns one workgroup of the vec kernel computes. */
 export const gemvVecCols = (split: number) => (VEC_THREADS / split) * VEC_ROWS_PER_THREAD;
-
-export function gemvVecKey(s: KernelSpec, rows: number, split: number): string {
-  return `matmul-gemv-vec:${specKey(s)}:m${rows}:s${split}`;
-}
 
 export function gemvVecWgsl(s: KernelSpec, rows: number, split: number): string {
   const u = unitOf(s.bType);

@@ -7,7 +7,7 @@ import { f16MatrixConfig, isSoftwareAdapter, type GpuFeatures, type KernelVarian
 import { common, layersOf, matmulParams, specKey, type KernelSpec, type Problem } from './matmul-wgsl.js';
 import { BK, BM, BN, CPU_BN, CPU_R, cpuTiledWgsl, tiledWgsl } from './matmul-tiled.js';
 import { epilogueOnly, launchSplitK, sgmSplitK, tiledSplitK } from './matmul-splitk.js';
-import { GEMV_MAX_M, gemvShape, gemvVecCols, gemvVecKey, gemvVecSplit, gemvVecUnfit, gemvVecWgsl, gemvWgsl } from './gemv.js';
+import { GEMV_MAX_M, gemvKernel, gemvLaunch } from './gemv.js';
 import { cpuLanesUnfit } from './cpu-lanes.js';
 import { cpuGemvUnfit, launchCpuGemv } from './gemv-cpu.js';
 import { CPU_SCRATCH_BYTES, cpuATexture, cpuMatmulUnfit, launchCpuMatmul, type CpuMatmulTypes } from './matmul-cpu.js';
@@ -218,7 +218,7 @@ export function describeMatmulPath(
   if (path === 'subgroup-matrix' && aType === 'f32') return { path, aF32: 'scaled' };
   if (path === 'gemv') {
     const l = { M: m, K: k, transA: false, transB: false, lda: k, ldb: k, offA: 0, offB: 0, sA: 0, sB: 0, ...layout };
-    return { path, gemv: gemvVecUnfit({ a: aType, b: bType }, l, gpu.limits.minStorageBufferOffsetAlignment ?? 256) ? 'scalar' : 'vec' };
+    return { path, gemv: gemvKernel({ a: aType, b: bType }, l, gpu.limits.minStorageBufferOffsetAlignment ?? 256, undefined) };
   }
   if (path !== 'cpu-tiled') return { path };
   const p = { M: m, N: n, K: k, batch: layout.batch ?? 1, transA: !!layout.transA, sB: layout.sB ?? 0, sA: layout.sA ?? 0 };
@@ -451,20 +451,11 @@ function launch(
   let rowExponents: Tensor | undefined;
   let op = `matmul-${path}`;
   if (path === 'gemv') {
-    const vecUnfit = gemvVecUnfit({ a: aType, b: bType }, p, gpu.storageAlign);
-    if (sgmc.gemv === 'vec' && vecUnfit) throw new ShapeError(`vec gemv ${vecUnfit}`, { op: 'matmul', shapes });
-    let cols: number;
-    if (sgmc.gemv !== 'scalar' && !vecUnfit) {
-      const split = gemvVecSplit(p.N, p.K, bType);
-      pipeline = gpu.pipeline(gemvVecKey(spec, p.M, split), () => gemvVecWgsl(spec, p.M, split));
-      cols = gemvVecCols(split);
-      op = 'matmul-gemv-vec';
-    } else {
-      pipeline = gpu.pipeline(`matmul-gemv:${specKey(spec)}:m${p.M}`, () => gemvWgsl(spec, p.M));
-      cols = gemvShape(p.transB).cols;
-    }
+    const g = gemvLaunch(gpu, spec, p, sgmc.gemv, shapes);
+    pipeline = g.pipeline;
+    op = g.op;
     // A vocabulary-sized N (152k / 2 columns per workgroup) exceeds one grid dimension: spread it over x and y.
-    const [gx, gy] = gpu.grid(Math.ceil(p.N / cols));
+    const [gx, gy] = gpu.grid(Math.ceil(p.N / g.cols));
     workgroups = [gx, gy, p.batch];
   } else if (path === 'subgroup-matrix') {
     const emulate = sgmc.sgmEmulate ?? false;
