@@ -19,8 +19,7 @@ function normGroups(n: number): number {
 /** Number of partial sums the first stage writes for these tensors: the size of the `partials` buffer. */
 export function gradNormPartials(gpu: Gpu, grads: readonly Tensor[]): number {
   let slots = 0;
-  // An empty tensor adds nothing to the norm, and WebGPU refuses an empty binding.
-  for (const g of grads) if (g.size > 0) for (const w of gpu.windows(g.size, 4)) slots += normGroups(w.count);
+  for (const g of grads) for (const w of gpu.windows(g.size, 4)) slots += normGroups(w.count);
   return slots;
 }
 
@@ -83,7 +82,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }`);
   let base = 0;
   for (const g of grads) {
-    if (g.size === 0) continue;
     for (const w of gpu.windows(g.size, 4)) {
       const groups = normGroups(w.count);
       gpu.dispatch({
@@ -176,7 +174,6 @@ export function adamwUpdate(gpu: Gpu, param: Tensor, grad: Tensor, m: Tensor, v:
   if (!(h.step >= 1) || !Number.isInteger(h.step)) throw new ShapeError(`step must be an integer >= 1, got ${h.step}`, { op, shapes });
   const clip = (h.maxGradNorm ?? 0) > 0;
   if ((clip || h.skipNonFinite) && !norm) throw new ShapeError('clipping and skipNonFinite need the norm tensor', { op, shapes });
-  if (param.size === 0) return;
   let normT = norm;
   if (!normT) {
     normT = zeroNorms.get(gpu);

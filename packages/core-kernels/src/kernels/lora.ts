@@ -42,7 +42,6 @@ export function loraDropout(gpu: Gpu, x: Tensor, p: number, seed: number, out?: 
   if (x.dtype !== 'f32' && x.dtype !== 'f16') throw new ShapeError('dropout takes f32 or f16', { op: 'loraDropout', shapes });
   const y = out ?? gpu.tensor(x.shape, x.dtype, undefined, 'loraDropout');
   if (y.size !== x.size || y.dtype !== x.dtype) throw new ShapeError(`out ${y} mismatch`, { op: 'loraDropout', shapes });
-  if (x.size === 0) return y;
   const t = wgslType(x.dtype);
   const inPlace = y.buffer === x.buffer && y.byteOffset === x.byteOffset;
   const pipeline = gpu.pipeline(`lora-dropout:${x.dtype}:${inPlace}`, () => /* wgsl */ `

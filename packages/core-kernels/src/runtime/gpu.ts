@@ -343,9 +343,11 @@ export class Gpu {
 
   /**
    * Splits `count` elements (in units of `granule` elements that must stay together, e.g. a row) into windows
-   * that each fit one storage binding and start on a bindable offset.
+   * that each fit one storage binding and start on a bindable offset. No elements, no windows: WebGPU refuses an
+   * empty binding, so an op that dispatches once a window does nothing for an empty tensor.
    */
   windows(count: number, elemBytes: number, granule = 1): ElementWindow[] {
+    if (count === 0) return [];
     const unit = granule * elemBytes;
     if (count * elemBytes <= this.maxBinding) return [{ start: 0, count }];
     // Units per window: as many as fit, rounded down so each window's byte start stays aligned.
