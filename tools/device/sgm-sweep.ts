@@ -8,7 +8,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { Gpu, roundToF16, type Tensor } from '../../packages/core-kernels/src/index.js';
-import { matmul, SGM_TILES } from '../../packages/core-kernels/src/kernels/matmul.js';
+import { matmul, SGM_TILES, type MatmulOptions } from '../../packages/core-kernels/src/kernels/matmul.js';
 import { attention } from '../../packages/core-kernels/src/kernels/attention.js';
 import { attentionBackward } from '../../packages/core-kernels/src/kernels/attention-backward.js';
 import { SGM_ATTENTION_BWD_TILE, sgmAttentionBwdKey } from '../../packages/core-kernels/src/kernels/attention-sgm-bwd.js';
@@ -369,6 +369,22 @@ async function main() {
   // ---- matmul correctness on awkward shapes, every tile and layout, vs the f64 reference.
   async function matmulChecks() {
   const [M, N, K] = [77, 45, 83];
+  /** Relative error against float64 of one product of lcg values (f16 B, and A where `roundA`, hold f16 values). */
+  const productErr = async (
+    [m, n, k]: readonly [number, number, number],
+    l: { tA?: boolean; tB?: boolean; aType: 'f32' | 'f16'; bType: 'f32' | 'f16'; seeds: readonly [number, number]; roundA?: boolean },
+    opts: MatmulOptions,
+  ): Promise<number> => {
+    const a = l.roundA ? roundToF16(lcg(m * k, l.seeds[0])) : lcg(m * k, l.seeds[0]);
+    const b = l.bType === 'f16' ? roundToF16(lcg(k * n, l.seeds[1])) : lcg(k * n, l.seeds[1]);
+    const A = gpu.tensor(l.tA ? [k, m] : [m, k], l.aType, a);
+    const B = gpu.tensor(l.tB ? [n, k] : [k, n], l.bType, b);
+    const C = matmul(gpu, A, B, { transA: l.tA, transB: l.tB, ...opts });
+    const want = matmulRef(a, b, { batch: 1, M: m, N: n, K: k, transA: l.tA, transB: l.tB, lda: l.tA ? m : k, ldb: l.tB ? k : n, ldc: n, strideA: 0, strideB: 0, strideC: 0 }, undefined, m * n);
+    const err = relErr(await C.read(), want);
+    [A, B, C].forEach((t) => t.dispose());
+    return err;
+  };
   // Fragments from storage need rows of multiples of 8 elements: their own shape, with whole and partial blocks.
   // Split-K (session 15): a grid of 6 workgroups over K 3000 splits by default (sgmSplitK: 11 layers), whole blocks
   // and partial ones.
@@ -382,14 +398,8 @@ async function main() {
       const split = K >= 3000 || splitK ? ' split-K' : '';
       const row: Row = { kind: 'mm-check', shape: `${M}x${N}x${K}${tA ? ' tA' : ''}${tB ? ' tB' : ''} ${aType}xf16`, config: `${sgmTileKey(tile)}${split}` };
       await guarded(gpu, row, async () => {
-        const a = roundToF16(lcg(M * K, 1));
-        const b = roundToF16(lcg(K * N, 2));
-        const A = gpu.tensor(tA ? [K, M] : [M, K], aType, a);
-        const B = gpu.tensor(tB ? [N, K] : [K, N], 'f16', b);
-        const C = matmul(gpu, A, B, { transA: tA, transB: tB, path: 'subgroup-matrix', sgmTile: mmTile(tile), splitK, ...emu });
-        const want = matmulRef(a, b, { batch: 1, M, N, K, transA: tA, transB: tB, lda: tA ? M : K, ldb: tB ? K : N, ldc: N, strideA: 0, strideB: 0, strideC: 0 }, undefined, M * N);
-        row.err = relErr(await C.read(), want);
-        [A, B, C].forEach((t) => t.dispose());
+        const l = { tA, tB, aType, bType: 'f16', seeds: [1, 2], roundA: true } as const;
+        row.err = await productErr([M, N, K], l, { path: 'subgroup-matrix', sgmTile: mmTile(tile), splitK, ...emu });
       });
     }
   }
@@ -398,14 +408,7 @@ async function main() {
     const [m, n, k] = [300, 16, DRY ? 96 : 3000];
     const row: Row = { kind: 'mm-check', shape: `${m}x${n}x${k}${tB ? ' tB' : ''} f32xf32`, config: 'tiled split-K' };
     await guarded(gpu, row, async () => {
-      const a = lcg(m * k, 3);
-      const b = lcg(k * n, 4);
-      const A = gpu.tensor([m, k], 'f32', a);
-      const B = gpu.tensor(tB ? [n, k] : [k, n], 'f32', b);
-      const C = matmul(gpu, A, B, { transB: tB, path: 'tiled', splitK: DRY ? 3 : undefined });
-      const want = matmulRef(a, b, { batch: 1, M: m, N: n, K: k, transA: false, transB: tB, lda: k, ldb: tB ? k : n, ldc: n, strideA: 0, strideB: 0, strideC: 0 }, undefined, m * n);
-      row.err = relErr(await C.read(), want);
-      [A, B, C].forEach((t) => t.dispose());
+      row.err = await productErr([m, n, k], { tB, aType: 'f32', bType: 'f32', seeds: [3, 4] }, { path: 'tiled', splitK: DRY ? 3 : undefined });
     });
   }
   // The vec GEMV (session 16): decode's x·Wᵀ with 16-byte loads of W, f16 and f32 weights, an odd N (the last
@@ -413,14 +416,7 @@ async function main() {
   for (const [m, n, k, bType] of [[1, 3585, 3584, 'f16'], [4, 513, 18944, 'f16'], [3, 77, 40, 'f16'], [2, 1001, 3584, 'f32']] as const) {
     const row: Row = { kind: 'mm-check', shape: `${m}x${n}x${k} tB f32x${bType}`, config: 'gemv vec' };
     await guarded(gpu, row, async () => {
-      const a = lcg(m * k, 7);
-      const b = bType === 'f16' ? roundToF16(lcg(n * k, 8)) : lcg(n * k, 8);
-      const A = gpu.tensor([m, k], 'f32', a);
-      const B = gpu.tensor([n, k], bType, b);
-      const C = matmul(gpu, A, B, { transB: true, path: 'gemv', gemv: 'vec' });
-      const want = matmulRef(a, b, { batch: 1, M: m, N: n, K: k, transA: false, transB: true, lda: k, ldb: k, ldc: n, strideA: 0, strideB: 0, strideC: 0 }, undefined, m * n);
-      row.err = relErr(await C.read(), want);
-      [A, B, C].forEach((t) => t.dispose());
+      row.err = await productErr([m, n, k], { tB: true, aType: 'f32', bType, seeds: [7, 8] }, { path: 'gemv', gemv: 'vec' });
     });
   }
   // f32 A whose rows span 1e-9 to 1e3 (gradients next to activations): err is the worst row's own relative error,
