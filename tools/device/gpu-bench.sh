@@ -6,7 +6,7 @@ cd "$(dirname "$0")/../.."
 source tools/device/device-env.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/nvidia-smi.txt"
 node mlagent.mjs doctor 2>&1 | tee "$OUT/doctor.txt"
-timeout "${KERNEL_BENCH_S:-300}" node mlagent.mjs bench kernels --json --out "$OUT/bench.json" "$@" 2> >(tee "$OUT/bench.log" >&2) >/dev/null
+timeout "${KERNEL_BENCH_S:-300}" node mlagent.mjs bench kernels --json --check --out "$OUT/bench.json" "$@" 2> >(tee "$OUT/bench.log" >&2) >/dev/null
 echo "kernel bench exit $?"
 # Generation on the small preset at batch 1 and 32, against the machine's CUDA torch.
 timeout "${POLICY_BENCH_S:-100}" node mlagent.mjs bench policy --presets small --batch 1,32 --prompt-len 256 --new-tokens 32 \

@@ -7,7 +7,8 @@
 # batch-1 decode with N dispatches a submit against the default (up to 400 s).
 # Time limits (s): SWEEP_S 200, KERNEL_BENCH_S 200, POLICY_TRAIN_S 90 (0 skips it; POLICY_PROFILE=1 adds one
 # profiled step, GPU time by op, in the JSON: allow ~40 s more). SWEEP_PARTS picks the sweep's parts
-# (probe,debug,att,proj,square,check; all by default), BENCH_FILTER the kernel cases.
+# (probe,debug,att,proj,square,check; all by default), BENCH_FILTER the kernel cases, BENCH_CHECK=0 times them
+# without checking their outputs (bench kernels --check, on by default).
 # Prepare here first: bash tools/device/prepare.sh (bundles sgm-sweep.mjs beside mlagent.mjs).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,8 +17,10 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/swe
 timeout "${SWEEP_S:-200}" node sgm-sweep.mjs "$OUT" >> "$OUT/sweep.log" 2>&1
 echo "sweep exit $?"; grep -v '^Warning' "$OUT/sweep.log" | grep -v mm-check | tail -n 60
 rm -f "$OUT/sweep.txt"  # rebuilt from sweep.json; keeps the returned files under 8
+# --check (BENCH_CHECK=0 drops it): each case's output sampled against float64 at its own shape and path.
+check=(); [ "${BENCH_CHECK:-1}" != 0 ] && check=(--check)
 timeout "${KERNEL_BENCH_S:-200}" node mlagent.mjs bench kernels --json --out "$OUT/bench.json" --filter "${BENCH_FILTER:-matmul,attention,head}" \
-  2> >(tee "$OUT/bench.log" >&2) >/dev/null
+  ${check[@]+"${check[@]}"} 2> >(tee "$OUT/bench.log" >&2) >/dev/null
 echo "kernel bench exit $?"
 # LoRA training of a Qwen2.5-7B-shaped model at 4k tokens against torch (its linears take the scaled-split tensor-core
 # path since session 10); POLICY_TRAIN_S=0 skips it.

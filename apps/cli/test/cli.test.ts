@@ -89,6 +89,46 @@ describe('mlagent', () => {
   }, 240_000);
 });
 
+describe('mlagent bench kernels --check', () => {
+  it('samples each case against float64, shows the error in the table, and writes --out after every case', async () => {
+    const { mkdtempSync, readFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const out = join(mkdtempSync(join(tmpdir(), 'mlagent-bench-')), 'bench.md');
+    const r = mlagent('bench', 'kernels', '--filter', 'linear gemv T=1 3584,add f32', '--no-torch', '--iterations', '1', '--check', '--out', out);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/\| ratio \(ours\/torch throughput\) \| check \|/);
+    // The GEMV has a check (err well under its bound); add has none.
+    expect(r.stdout).toMatch(/\| linear gemv T=1 3584->3584 f16 W \| .* \| err \d\.\de-\d+ \|/);
+    expect(r.stdout).toMatch(/\| add f32 n=\d+ \| .* \| - \|/);
+    expect(r.stderr).toMatch(/\[1\/2\] linear gemv .* err \d/);
+    expect(readFileSync(out, 'utf8').trim()).toBe(r.stdout.trim());
+    const plain = mlagent('bench', 'kernels', '--filter', 'add f32', '--no-torch', '--iterations', '1');
+    expect(plain.stdout).not.toMatch(/check \|/);
+  }, 240_000);
+
+  it('marks a case whose check failed as WRONG in the table', async () => {
+    const { markdown } = await import('../src/commands/bench.js');
+    const base = { family: 'matmul', ms: 1, timer: 'wall' as const };
+    const text = markdown({
+      command: 'x',
+      date: 'd',
+      adapter: 'a',
+      host: 'h',
+      torch: 't',
+      timer: 'wall',
+      results: [
+        { ...base, name: 'right', check: { err: 1e-6, tol: 5e-3, samples: 4, ok: true } },
+        { ...base, name: 'wrong', check: { err: 0.25, tol: 5e-3, samples: 4, ok: false } },
+        { ...base, name: 'nan', check: { err: Infinity, tol: 5e-3, samples: 4, ok: false } },
+      ],
+    });
+    expect(text).toMatch(/\| right \| .* \| err 1\.0e-6 \|/);
+    expect(text).toMatch(/\| wrong \| .* \| WRONG: err 2\.5e-1 > 0\.005 \|/);
+    expect(text).toMatch(/\| nan \| .* \| WRONG: err inf > 0\.005 \|/);
+  });
+});
+
 describe('mlagent init-model', () => {
   it('writes a tiny model and refuses bad arguments', async () => {
     const { mkdtempSync, existsSync } = await import('node:fs');

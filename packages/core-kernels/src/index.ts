@@ -57,5 +57,6 @@ export {
   type PreparedBench,
   type BenchResult,
   type BenchOptions,
+  type BenchCheck,
   type TorchTimings,
 } from './bench/index.js';

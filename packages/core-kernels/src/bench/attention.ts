@@ -7,6 +7,7 @@ import { sgmAttentionKey, type SgmAttentionTile } from '../kernels/attention-sgm
 import { SGM_ATTENTION_BWD_TILE, sgmAttentionBwdKey, type SgmAttentionBwdTile } from '../kernels/attention-sgm-bwd.js';
 import type { BenchCase } from './types.js';
 import { benchValues } from './data.js';
+import { checkAttentionBackward, checkAttentionForward, type AttentionCheckDims } from './check-attention.js';
 
 type F = 'f32' | 'f16';
 
@@ -28,6 +29,7 @@ function qkv(gpu: Gpu, s: Shape, S: number) {
 }
 
 const bytesOf = (dtype: F) => (dtype === 'f16' ? 2 : 4);
+const dims = (s: Shape, S: number): AttentionCheckDims => ({ ...s, S, causal: true });
 const label = (s: Shape) => `${s.dtype} B${s.B} T${s.T} Hq${s.Hq} Hkv${s.Hkv} D${s.D}`;
 
 /** torch inputs in SDPA's [B, H, T, D] layout, with k/v expanded to all query heads. */
@@ -70,6 +72,15 @@ function forwardCase(s: Shape, size: 'cpu' | 'gpu', path?: Path, sgmTile?: SgmAt
           r.lse.dispose();
         },
         dispose: () => [t.q, t.k, t.v].forEach((x) => x.dispose()),
+        check: async () => {
+          const r = attention(gpu, t.q, t.k, t.v, { path, sgmTile });
+          try {
+            return await checkAttentionForward(dims(s, s.T), t.q, t.k, t.v, r.o, r.lse);
+          } finally {
+            r.o.dispose();
+            r.lse.dispose();
+          }
+        },
       };
     },
     torch: { setup: torchSetup(s, s.T, false), run: 'F.scaled_dot_product_attention(q,k,v,is_causal=True)' },
@@ -97,6 +108,14 @@ function backwardCase(s: Shape, size: 'cpu' | 'gpu', path?: 'scalar', sgmBackwar
           [g.dq, g.dk, g.dv].forEach((x) => x.dispose());
         },
         dispose: () => [t.q, t.k, t.v, o, lse, dO].forEach((x) => x.dispose()),
+        check: async () => {
+          const g = attentionBackward(gpu, t.q, t.k, t.v, o, lse, dO, { path, sgmBackward });
+          try {
+            return await checkAttentionBackward(dims(s, s.T), { ...t, o, lse, dO }, g);
+          } finally {
+            [g.dq, g.dk, g.dv].forEach((x) => x.dispose());
+          }
+        },
       };
     },
     torch: {
@@ -122,6 +141,14 @@ function decodeCase(s: Shape, S: number, size: 'cpu' | 'gpu', path?: 'scalar' | 
       return {
         run: () => attentionDecode(gpu, t.q, t.k, t.v, lengths, { path }).dispose(),
         dispose: () => [t.q, t.k, t.v, lengths].forEach((x) => x.dispose()),
+        check: async () => {
+          const o = attentionDecode(gpu, t.q, t.k, t.v, lengths, { path });
+          try {
+            return await checkAttentionForward(dims(s, S), t.q, t.k, t.v, o);
+          } finally {
+            o.dispose();
+          }
+        },
       };
     },
     torch: { setup: torchSetup(s, S, false), run: 'F.scaled_dot_product_attention(q,k,v)' },

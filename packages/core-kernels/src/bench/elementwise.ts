@@ -1,6 +1,7 @@
 import { add } from '../kernels/add.js';
 import type { BenchCase } from './types.js';
 import { benchTensor } from './data.js';
+import { checkAdd } from './check-ops.js';
 
 function addCase(n: number, size: 'cpu' | 'gpu'): BenchCase {
   return {
@@ -12,10 +13,8 @@ function addCase(n: number, size: 'cpu' | 'gpu'): BenchCase {
       const a = benchTensor(gpu, [n], 'f32', 2, 24);
       const b = benchTensor(gpu, [n], 'f32', 2, 25);
       const y = gpu.tensor([n], 'f32');
-      return {
-        run: () => void add(gpu, a, b, y),
-        dispose: () => [a, b, y].forEach((t) => t.dispose()),
-      };
+      const run = () => void add(gpu, a, b, y);
+      return { run, dispose: () => [a, b, y].forEach((t) => t.dispose()), check: () => (run(), checkAdd(a, b, y)) };
     },
     torch: { setup: `a=torch.randn(${n},device=dev); b=torch.randn(${n},device=dev); y=torch.empty(${n},device=dev)`, run: 'torch.add(a,b,out=y)' },
   };

@@ -2,6 +2,7 @@ import type { Gpu } from '../runtime/gpu.js';
 import type { BenchCase, PreparedBench } from './types.js';
 import type { TorchTimer } from './torch-session.js';
 import { isSoftwareAdapter } from '../runtime/features.js';
+import type { BenchCheck } from './check.js';
 
 export interface BenchResult {
   family: string;
@@ -26,6 +27,8 @@ export interface BenchResult {
   /** Why torch could not time this case (paired timing). */
   torchError?: string;
   skipped?: string;
+  /** With BenchOptions.check: a sample of the output against float64, and whether it is within its bound. */
+  check?: BenchCheck & { ok: boolean };
 }
 
 export interface BenchOptions {
@@ -39,6 +42,8 @@ export interface BenchOptions {
   torch?: TorchTimer;
   /** Paired rounds per case (default 5). */
   rounds?: number;
+  /** After timing each case, compare a sample of its output with float64 (cases that have a check). */
+  check?: boolean;
   /** Called after each case, for progress output. */
   onResult?: (r: BenchResult, index: number, total: number) => void;
 }
@@ -121,6 +126,10 @@ export async function runBenchmarks(gpu: Gpu, cases: BenchCase[], opts: BenchOpt
         await timePaired(gpu, c, prepared, once, opts.torch, opts, r);
       } else {
         r.ms = median(await timeAlone(gpu, prepared, once, opts));
+      }
+      if (opts.check && prepared.check) {
+        const k = await prepared.check();
+        r.check = { ...k, ok: k.err <= k.tol };
       }
       if (c.flops) r.gflops = c.flops / (r.ms * 1e6);
       if (c.bytes) r.gbps = c.bytes / (r.ms * 1e6);

@@ -2,6 +2,7 @@ import { headBackward, headForward, type HeadOptions } from '../kernels/head.js'
 import type { Tensor } from '../runtime/tensor.js';
 import type { BenchCase } from './types.js';
 import { benchTensor, benchValues } from './data.js';
+import { checkHeadBackward, checkHeadForward } from './check-head.js';
 
 function torchSetup(T: number, H: number, V: number, half: boolean, grad: boolean): string {
   const wd = half ? 'dt' : 'torch.float32';
@@ -57,6 +58,19 @@ function headCase(
           out = [r.logprob, r.entropy, r.lse, r.loss, r.count];
         },
         dispose: () => [h, w, y, a, b, dh, saved.logprob, saved.entropy, saved.lse, saved.loss, saved.count, ...out].forEach((t) => t.dispose()),
+        check: async () => {
+          const x = { h, w, y, T, H, V };
+          if (pass === 'bwd') {
+            headBackward(gpu, h, w, y, saved, { dLogprob: a, dEntropy: b }, { out: dh, kernel });
+            return checkHeadBackward(x, a, b, dh);
+          }
+          const r = headForward(gpu, h, w, y, { kernel });
+          try {
+            return await checkHeadForward(x, r);
+          } finally {
+            [r.logprob, r.entropy, r.lse, r.loss, r.count].forEach((t) => t.dispose());
+          }
+        },
       };
     },
     torch: { setup: torchSetup(T, H, V, wdtype === 'f16', pass === 'bwd'), run: pass === 'fwd' ? TORCH_FWD : TORCH_BWD },

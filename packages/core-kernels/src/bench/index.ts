@@ -11,6 +11,7 @@ export { runBenchmarks, selectCases, type BenchResult, type BenchOptions } from 
 export { torchTimings, findTorchPython, type TorchTimings } from './torch.js';
 export { TorchSession, type TorchTimer } from './torch-session.js';
 export { benchTensor, benchValues } from './data.js';
+export type { BenchCheck } from './check.js';
 
 export const allBenches: BenchCase[] = [
   ...matmulBenches,

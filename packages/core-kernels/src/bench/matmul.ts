@@ -3,6 +3,7 @@ import { sgmTileKey, type SgmTile } from '../kernels/matmul-sgm.js';
 import { loraLinear } from '../kernels/lora.js';
 import type { BenchCase } from './types.js';
 import { benchTensor, disposeAll } from './data.js';
+import { checkLinear, checkLora, checkProduct } from './check.js';
 
 /** Square C = A·B, f32 or f16 inputs (f32 accumulation and output); `path` forces a kernel, for comparison. */
 /** `sgmTile` forces a subgroup-matrix tile (candidates for the default). */
@@ -20,7 +21,8 @@ function squareCase(n: number, dtype: 'f32' | 'f16', size: 'cpu' | 'gpu', path?:
       const b = benchTensor(gpu, [n, n], dtype, 2, 2);
       const c = gpu.tensor([n, n], 'f32');
       const opts = sgmTile ? { path: 'subgroup-matrix' as const, sgmTile } : { path };
-      return { run: () => void matmul(gpu, a, b, { out: c, ...opts }), dispose: () => disposeAll(a, b, c) };
+      const run = () => void matmul(gpu, a, b, { out: c, ...opts });
+      return { run, dispose: () => disposeAll(a, b, c), check: () => (run(), checkProduct(a, b, c, n, n, n)) };
     },
     torch: {
       setup: `t=${torchDt}; a=torch.randn(${n},${n},device=dev,dtype=t); b=torch.randn(${n},${n},device=dev,dtype=t)`,
@@ -54,7 +56,8 @@ function linearCase(
       const w = benchTensor(gpu, [outF, inF], 'f16', 0.1, 4);
       const y = gpu.tensor([T, outF], 'f32');
       const opts = { ...(sgmTile ? { path: 'subgroup-matrix' as const, sgmTile } : {}), splitK, gemv };
-      return { run: () => void matmul(gpu, x, w, { transB: true, out: y, ...opts }), dispose: () => disposeAll(x, w, y) };
+      const run = () => void matmul(gpu, x, w, { transB: true, out: y, ...opts });
+      return { run, dispose: () => disposeAll(x, w, y), check: () => (run(), checkLinear(x, w, y, T, outF, inF)) };
     },
     torch: {
       setup: `x=torch.randn(${T},${inF},device=dev,dtype=dt); w=torch.randn(${outF},${inF},device=dev,dtype=dt)`,
@@ -75,7 +78,8 @@ function f32LinearCase(name: string, T: number, H: number, V: number, size: 'cpu
       const x = benchTensor(gpu, [T, H], 'f32', 2, 5);
       const w = benchTensor(gpu, [V, H], 'f32', 0.1, 6);
       const y = gpu.tensor([T, V], 'f32');
-      return { run: () => void matmul(gpu, x, w, { transB: true, out: y, ...opts }), dispose: () => disposeAll(x, w, y) };
+      const run = () => void matmul(gpu, x, w, { transB: true, out: y, ...opts });
+      return { run, dispose: () => disposeAll(x, w, y), check: () => (run(), checkLinear(x, w, y, T, V, H)) };
     },
     torch: {
       setup: `x=torch.randn(${T},${H},device=dev); w=torch.randn(${V},${H},device=dev)`,
@@ -110,13 +114,22 @@ function loraCase(label: string, T: number, inF: number, outF: number, r: number
       const w = benchTensor(gpu, [outF, inF], 'f16', 0.1, 8);
       const a = benchTensor(gpu, [r, inF], 'f32', 0.1, 9);
       const b = benchTensor(gpu, [outF, r], 'f32', 0.1, 10);
+      const settings = { alpha: 32, dropout: 0.05, seed: 1 };
       return {
         run: () => {
-          const { y, h } = loraLinear(gpu, x, w, a, b, { alpha: 32, dropout: 0.05, seed: 1 });
+          const { y, h } = loraLinear(gpu, x, w, a, b, settings);
           y.dispose();
           h.dispose();
         },
         dispose: () => disposeAll(x, w, a, b),
+        check: async () => {
+          const { y, h } = loraLinear(gpu, x, w, a, b, settings);
+          try {
+            return await checkLora({ x, w, a, b, T, inF, outF, r, ...settings }, y, h);
+          } finally {
+            disposeAll(y, h);
+          }
+        },
       };
     },
     torch: {

@@ -5,6 +5,7 @@ import { swiglu, swigluBackward } from '../kernels/swiglu.js';
 import type { Gpu } from '../runtime/gpu.js';
 import type { BenchCase } from './types.js';
 import { benchTensor, disposeAll } from './data.js';
+import { checkEmbedding, checkEmbeddingBackward, checkRmsnorm, checkRmsnormBackward, checkRope, checkSwiglu } from './check-ops.js';
 
 // Qwen2.5-7B shapes.
 const HIDDEN = 3584;
@@ -37,6 +38,14 @@ function rmsnormCase(t: number, dt: F, size: Size): BenchCase {
       return {
         run: () => rmsnorm(gpu, x, w, { out: y }).rstd.dispose(),
         dispose: () => disposeAll(x, w, y),
+        check: async () => {
+          const { rstd } = rmsnorm(gpu, x, w, { out: y });
+          try {
+            return await checkRmsnorm(x, w, y, rstd, h);
+          } finally {
+            rstd.dispose();
+          }
+        },
       };
     },
     torch: {
@@ -66,6 +75,14 @@ function rmsnormBackwardCase(t: number, dt: F, size: Size): BenchCase {
           disposeAll(dx, dw);
         },
         dispose: () => disposeAll(x, w, dy, rstd),
+        check: async () => {
+          const { dx, dw } = rmsnormBackward(gpu, dy, x, w, rstd);
+          try {
+            return await checkRmsnormBackward(dy, x, w, dx, dw!, h);
+          } finally {
+            disposeAll(dx, dw);
+          }
+        },
       };
     },
     torch: {
@@ -91,9 +108,11 @@ function ropeCase(t: number, dt: F, size: Size): BenchCase {
       const x = benchTensor(gpu, [1, t, HEADS, HEAD_DIM], dt, 2, 16);
       const y = gpu.tensor([1, t, HEADS, HEAD_DIM], dt);
       const positions = gpu.tensor([1, t], 'i32', Int32Array.from({ length: t }, (_, i) => i));
+      const run = () => void rope(gpu, x, { theta: 1e6, positions, out: y });
       return {
-        run: () => void rope(gpu, x, { theta: 1e6, positions, out: y }),
+        run,
         dispose: () => disposeAll(x, y, positions),
+        check: () => (run(), checkRope(x, y, positions, 1e6)),
       };
     },
     torch: {
@@ -119,10 +138,8 @@ function swigluCase(t: number, dt: F, size: Size): BenchCase {
       const g = benchTensor(gpu, [t, INTER], dt, 2, 17);
       const u = benchTensor(gpu, [t, INTER], dt, 2, 18);
       const y = gpu.tensor([t, INTER], dt);
-      return {
-        run: () => void swiglu(gpu, g, u, y),
-        dispose: () => disposeAll(g, u, y),
-      };
+      const run = () => void swiglu(gpu, g, u, y);
+      return { run, dispose: () => disposeAll(g, u, y), check: () => (run(), checkSwiglu(g, u, INTER, { y })) };
     },
     torch: {
       setup: `g=torch.randn(${t},${INTER},device=dev,dtype=${torchDt(dt)}); u=torch.randn_like(g)`,
@@ -149,6 +166,14 @@ function swigluBackwardCase(t: number, dt: F, size: Size): BenchCase {
           disposeAll(dgate, dup);
         },
         dispose: () => disposeAll(g, u, dy),
+        check: async () => {
+          const { dgate, dup } = swigluBackward(gpu, dy, g, u);
+          try {
+            return await checkSwiglu(g, u, INTER, { dy, dgate, dup: dup! });
+          } finally {
+            disposeAll(dgate, dup);
+          }
+        },
       };
     },
     torch: {
@@ -178,10 +203,8 @@ function embeddingCase(t: number, vocab: number, dt: F, size: Size): BenchCase {
       const table = benchTensor(gpu, [vocab, h], dt, 2, 22);
       const ids = gpu.tensor([t], 'i32', randomIds(t, vocab));
       const y = gpu.tensor([t, h], 'f32');
-      return {
-        run: () => void embedding(gpu, ids, table, { out: y }),
-        dispose: () => disposeAll(table, ids, y),
-      };
+      const run = () => void embedding(gpu, ids, table, { out: y });
+      return { run, dispose: () => disposeAll(table, ids, y), check: () => (run(), checkEmbedding(ids, table, y)) };
     },
     torch: {
       setup:
@@ -205,9 +228,12 @@ function embeddingBackwardCase(t: number, vocab: number, dt: F, size: Size): Ben
       const dy = benchTensor(gpu, [t, h], dt, 2, 23);
       const ids = gpu.tensor([t], 'i32', randomIds(t, vocab));
       const dTable = gpu.zeros([vocab, h], 'f32');
+      const run = () => void embeddingBackward(gpu, ids, dy, vocab, { accumulate: dTable });
       return {
-        run: () => void embeddingBackward(gpu, ids, dy, vocab, { accumulate: dTable }),
+        run,
         dispose: () => disposeAll(dy, ids, dTable),
+        // The timed runs accumulated into dTable: one run from zeros.
+        check: () => (gpu.clear(dTable), run(), checkEmbeddingBackward(ids, dy, dTable)),
       };
     },
     torch: {

@@ -4,6 +4,7 @@ import type { Gpu } from '../runtime/gpu.js';
 import type { Tensor } from '../runtime/tensor.js';
 import type { BenchCase } from './types.js';
 import { benchValues } from './data.js';
+import { checkAdamwFirstStep, checkGradNorm, checkSample } from './check-optim.js';
 
 const QWEN_V = 152064;
 
@@ -32,14 +33,26 @@ function adamwCase(name: string, shapes: number[][], sz: 'cpu' | 'gpu'): BenchCa
     bytes: 8 * 4 * n,
     size: sz,
     prepare(gpu) {
+      const hyper = { lr: 1e-4, weightDecay: 0.01, maxGradNorm: 1 };
       const params = tensors(gpu, shapes, 1, 1);
       const grads = tensors(gpu, shapes, 0.01, 1000);
-      const opt = new AdamW(gpu, params, { lr: 1e-4, weightDecay: 0.01, maxGradNorm: 1 });
+      const opt = new AdamW(gpu, params, hyper);
       return {
         run: () => void opt.step(grads),
         dispose: () => {
           opt.dispose();
           for (const t of [...params, ...grads]) t.dispose();
+        },
+        // The timed steps moved the parameters: a fresh optimizer over fresh copies takes one step.
+        check: async () => {
+          const fresh = tensors(gpu, shapes, 1, 1);
+          const first = new AdamW(gpu, fresh, hyper);
+          try {
+            return await checkAdamwFirstStep(first, fresh.map((t, i) => benchValues(t.size, 1, 1 + i)), grads);
+          } finally {
+            first.dispose();
+            fresh.forEach((t) => t.dispose());
+          }
         },
       };
     },
@@ -64,9 +77,11 @@ function normCase(name: string, shapes: number[][], sz: 'cpu' | 'gpu'): BenchCas
       const grads = tensors(gpu, shapes, 0.01, 7);
       const out = gpu.tensor([1], 'f32');
       const partials = gpu.tensor([gradNormPartials(gpu, grads)], 'f32');
+      const run = () => void globalGradNorm(gpu, grads, { out, partials });
       return {
-        run: () => void globalGradNorm(gpu, grads, { out, partials }),
+        run,
         dispose: () => [...grads, out, partials].forEach((t) => t.dispose()),
+        check: () => (run(), checkGradNorm(grads, out)),
       };
     },
     torch: {
@@ -90,9 +105,12 @@ function sampleCase(B: number, filter: boolean, sz: 'cpu' | 'gpu'): BenchCase {
       const logprobs = gpu.tensor([B], 'f32');
       const tempLogprobs = gpu.tensor([B], 'f32');
       let step = 0;
+      const out = { ids, logprobs, tempLogprobs };
+      const run = () => void sampleTokens(gpu, logits, { ...opts, seed: 1, step: step++, out });
       return {
-        run: () => void sampleTokens(gpu, logits, { ...opts, seed: 1, step: step++, out: { ids, logprobs, tempLogprobs } }),
+        run,
         dispose: () => [logits, ids, logprobs, tempLogprobs].forEach((t) => t.dispose()),
+        check: () => (run(), checkSample(logits, opts, out)),
       };
     },
     torch: {

@@ -1,9 +1,12 @@
 import type { Gpu } from '../runtime/gpu.js';
+import type { BenchCheck } from './check.js';
 
 /** A prepared benchmark: `run()` records one iteration's dispatches; the harness syncs and times. */
 export interface PreparedBench {
   run(): void;
   dispose(): void;
+  /** Runs the computation once more and compares a sample of its output with float64 (check.ts). */
+  check?(): Promise<BenchCheck>;
 }
 
 /**
