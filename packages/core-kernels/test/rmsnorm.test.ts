@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { ShapeError, roundToF16, type DType, type Gpu } from '../src/index.js';
+import { ShapeError, add, roundToF16, type DType, type Gpu } from '../src/index.js';
 import { rmsnorm, rmsnormBackward } from '../src/kernels/rmsnorm.js';
 import { rmsnormBackwardRef, rmsnormRef } from '../src/reference/rmsnorm.js';
 import { Rng, checkDirectional, dot, expectClose, freshGpu, testGpu } from './helpers.js';
@@ -113,6 +113,58 @@ describe('rmsnorm', () => {
     }
   });
 
+  it('normalizes x + residual in one pass and returns the sum, as add then rmsnorm (f32 bit for bit; in windows too)', async () => {
+    const gpus = [await testGpu(), await freshGpu({ maxBindingBytes: 4096 })];
+    const rng = new Rng(16);
+    for (const gpu of gpus) {
+      // Rows of 3584 f32 do not fit the 4 KiB bindings.
+      const shapes = [[7, 17, 'f32'], [40, 33, 'f32'], [5, 130, 'f16'], ...(gpu === gpus[0] ? [[2, 3584, 'f32']] : [])] as Array<[number, number, F]>;
+      for (const [rows, h, dt] of shapes) {
+        const what = `rows=${rows} h=${h} ${dt} maxBinding=${gpu.maxBinding}`;
+        const x = round(dt, rng.randn(rows * h));
+        const r = round(dt, rng.randn(rows * h));
+        const w = rng.randn(h, 0.5).map((v) => v + 1);
+        const [tx, tr, tw] = [gpu.tensor([rows, h], dt, x), gpu.tensor([rows, h], dt, r), gpu.tensor([h], 'f32', w)];
+        const fused = rmsnorm(gpu, tx, tw, { residual: tr });
+        const s = add(gpu, tx, tr);
+        const plain = rmsnorm(gpu, s, tw);
+        expect(Array.from(await fused.sum!.read()), `sum ${what}`).toEqual(Array.from(await s.read()));
+        // f16: the norm may see s before its rounding to f16 (lavapipe folds the round trip), so only f32 is exact.
+        if (dt === 'f32') {
+          expect(Array.from(await fused.y.read()), `y ${what}`).toEqual(Array.from(await plain.y.read()));
+          expect(Array.from(await fused.rstd.read()), `rstd ${what}`).toEqual(Array.from(await plain.rstd.read()));
+        } else {
+          expectClose(await fused.rstd.read(), await plain.rstd.read(), { atol: 0, rtol: 1e-3 }, `rstd ${what}`);
+        }
+        const ref = rmsnormRef(round(dt, x.map((v, i) => v + r[i])), w, h);
+        expectClose(await fused.y.read(), ref.y, dt === 'f16' ? { atol: 3e-3, rtol: 3e-3 } : { atol: 2e-5, rtol: 2e-5 }, `y vs float64 ${what}`);
+        for (const t of [tx, tr, tw, fused.y, fused.rstd, fused.sum!, s, plain.y, plain.rstd]) t.dispose();
+      }
+    }
+    gpus[1].destroy();
+  });
+
+  it('with a residual, has the backward of rmsnorm at the sum, for x and the residual alike (finite differences)', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(17);
+    const [rows, h] = [3, 40];
+    const [x, r, c, c2] = [rng.randn(rows * h), rng.randn(rows * h), rng.randn(rows * h), rng.randn(rows * h)];
+    const w = rng.randn(h).map((v) => v + 1);
+    const tw = gpu.tensor([h], 'f32', w);
+    // L = c·y + c2·sum, a function of x and r through s = x + r.
+    const loss = async (xs: Float32Array, rs: Float32Array) => {
+      const out = rmsnorm(gpu, gpu.tensor([rows, h], 'f32', xs), tw, { residual: gpu.tensor([rows, h], 'f32', rs) });
+      const l = dot(await out.y.read(), c) + dot(await out.sum!.read(), c2);
+      [out.y, out.rstd, out.sum!].forEach((t) => t.dispose());
+      return l;
+    };
+    const { sum, rstd } = rmsnorm(gpu, gpu.tensor([rows, h], 'f32', x), tw, { residual: gpu.tensor([rows, h], 'f32', r) });
+    const { dx } = rmsnormBackward(gpu, gpu.tensor([rows, h], 'f32', c), sum!, tw, rstd, { dw: false });
+    const grad = (await dx.read()).map((v, i) => v + c2[i]);
+    await checkDirectional((xs) => loss(xs, r), x, grad, rng, { eps: 1e-2, what: 'dx' });
+    await checkDirectional((rs) => loss(x, rs), r, grad, rng, { eps: 1e-2, what: 'dresidual' });
+  });
+
   it('skips dw when asked, and rejects bad shapes and dtypes before GPU work', async () => {
     const gpu = await testGpu();
     const x = gpu.tensor([4, 8], 'f32');
@@ -122,6 +174,12 @@ describe('rmsnorm', () => {
     expect(() => rmsnorm(gpu, x, gpu.tensor([7], 'f32'))).toThrowError(ShapeError);
     expect(() => rmsnorm(gpu, gpu.tensor([4, 8], 'i32'), w)).toThrowError(/f32 or f16/);
     expect(() => rmsnorm(gpu, x, w, { out: x })).toThrowError(ShapeError);
+    const r = gpu.tensor([4, 8], 'f32');
+    expect(() => rmsnorm(gpu, x, w, { sum: r })).toThrowError(/residual, which is missing/);
+    expect(() => rmsnorm(gpu, x, w, { residual: gpu.tensor([4, 7], 'f32') })).toThrowError(/residual must match x/);
+    expect(() => rmsnorm(gpu, x, w, { residual: gpu.tensor([4, 8], 'f16') })).toThrowError(/residual must match x/);
+    expect(() => rmsnorm(gpu, x, w, { residual: r, sum: x })).toThrowError(/sum must match x and alias none/);
+    expect(() => rmsnorm(gpu, x, w, { residual: r, sum: r })).toThrowError(/sum must match x and alias none/);
     expect(() => rmsnormBackward(gpu, x, x, w, gpu.tensor([3], 'f32'))).toThrowError(/rstd/);
     await gpu.sync();
   });

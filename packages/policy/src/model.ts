@@ -1,5 +1,4 @@
 import {
-  add,
   attention,
   convertCheckpointData,
   embedding,
@@ -255,22 +254,30 @@ export class QwenModel {
       q = rope(gpu, q, { theta, positions: rotary.positions, out: q });
       k = rope(gpu, k, { theta, positions: rotary.positions, out: k });
       const a = attend(q as Tensor<'f32'>, k as Tensor<'f32'>, v as Tensor<'f32'>).reshape([B, T, nh * D]);
-      const h1 = add(gpu, h, this.linear(L, 'o_proj', a, L.o));
-      const x2 = rmsnorm(gpu, h1, L.postNorm, { eps }).y;
-      const gate = this.linear(L, 'gate_proj', x2, L.gate);
-      const up = this.linear(L, 'up_proj', x2, L.up);
-      const mlp = this.linear(L, 'down_proj', swiglu(gpu, gate, up), L.down);
-      return add(gpu, h1, mlp);
+      // Both residual adds are folded into other ops (two dispatches a layer fewer, same f32 results): h1 = h + o
+      // comes out of the post-attention norm, and the MLP's output is accumulated into h1, a temporary of this scope.
+      const post = rmsnorm(gpu, h, L.postNorm, { eps, residual: this.linear(L, 'o_proj', a, L.o) });
+      const h1 = post.sum!;
+      const gate = this.linear(L, 'gate_proj', post.y, L.gate);
+      const up = this.linear(L, 'up_proj', post.y, L.up);
+      this.linear(L, 'down_proj', swiglu(gpu, gate, up), L.down, undefined, h1);
+      // h1 itself, not the view linear returns: the scope keeps only the tensors returned.
+      return h1;
     });
   }
 
-  /** x [..., in] through a frozen linear layer, plus the active adapter's update when it adapts this module. */
-  private linear(L: QwenLayerWeights, m: LoraModule, x: Tensor, W: Tensor, bias?: Tensor): Tensor {
+  /**
+   * x [..., in] through a frozen linear layer, plus the active adapter's update when it adapts this module; with
+   * `accumulate` (x's leading shape by out), the result is added into it and returned as it.
+   */
+  private linear(L: QwenLayerWeights, m: LoraModule, x: Tensor, W: Tensor, bias?: Tensor, accumulate?: Tensor): Tensor {
     const [outF, inF] = W.shape;
     if (this.adapter && this.adapter.model !== this) throw new Error('QwenModel: model.adapter was made for a different model');
     const slot = mergedLayers.has(L) ? undefined : this.adapter?.slot(this.weights.layers.indexOf(L), m);
     const lora = slot && { slot, scale: this.adapter!.scale, dropout: 0, seed: 0 };
-    return linearForward(this.gpu, x.reshape([x.size / inF, inF]), W, bias, lora).y.reshape([...x.shape.slice(0, -1), outF]);
+    const rows = x.size / inF;
+    const acc = accumulate?.reshape([rows, outF]);
+    return linearForward(this.gpu, x.reshape([rows, inF]), W, bias, lora, acc).y.reshape([...x.shape.slice(0, -1), outF]);
   }
 
   /**

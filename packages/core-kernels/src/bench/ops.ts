@@ -5,7 +5,7 @@ import { swiglu, swigluBackward } from '../kernels/swiglu.js';
 import type { Gpu } from '../runtime/gpu.js';
 import type { BenchCase } from './types.js';
 import { benchTensor, disposeAll } from './data.js';
-import { checkEmbedding, checkEmbeddingBackward, checkRmsnorm, checkRmsnormBackward, checkRope, checkSwiglu } from './check-ops.js';
+import { checkAdd, checkEmbedding, checkEmbeddingBackward, checkRmsnorm, checkRmsnormBackward, checkRope, checkSwiglu } from './check-ops.js';
 
 // Qwen2.5-7B shapes.
 const HIDDEN = 3584;
@@ -51,6 +51,45 @@ function rmsnormCase(t: number, dt: F, size: Size): BenchCase {
     torch: {
       setup: `x=torch.randn(${t},${h},device=dev,dtype=${torchDt(dt)}); w=torch.randn(${h},device=dev,dtype=${torchDt(dt)})`,
       run: 'x*torch.rsqrt(x.pow(2).mean(-1,keepdim=True)+1e-6)*w',
+    },
+  };
+}
+
+/** The residual add folded into the norm (rmsnorm's `residual`): s = x + r, y = rmsnorm(s)·w. */
+function rmsnormResidualCase(t: number, dt: F, size: Size): BenchCase {
+  const h = HIDDEN;
+  return {
+    family: 'ops',
+    name: `rmsnorm + residual ${dt} [${t},${h}]`,
+    bytes: 4 * t * h * bytesOf(dt) + h * bytesOf(dt) + 4 * t,
+    size,
+    needs: needs(dt),
+    prepare(gpu: Gpu) {
+      const x = benchTensor(gpu, [t, h], dt, 2, 26);
+      const r = benchTensor(gpu, [t, h], dt, 2, 27);
+      const w = benchTensor(gpu, [h], dt, 2, 28);
+      const y = gpu.tensor([t, h], dt);
+      const sum = gpu.tensor([t, h], dt);
+      const run = () => rmsnorm(gpu, x, w, { out: y, residual: r, sum }).rstd;
+      return {
+        run: () => run().dispose(),
+        dispose: () => disposeAll(x, r, w, y, sum),
+        check: async () => {
+          const rstd = run();
+          try {
+            const [a, b] = [await checkAdd(x, r, sum), await checkRmsnorm(sum, w, y, rstd, h)];
+            return { err: Math.max(a.err, b.err), tol: Math.min(a.tol, b.tol), samples: a.samples + b.samples };
+          } finally {
+            rstd.dispose();
+          }
+        },
+      };
+    },
+    torch: {
+      setup:
+        `x=torch.randn(${t},${h},device=dev,dtype=${torchDt(dt)}); r=torch.randn_like(x); ` +
+        `w=torch.randn(${h},device=dev,dtype=${torchDt(dt)})`,
+      run: 's=x+r; y=s*torch.rsqrt(s.pow(2).mean(-1,keepdim=True)+1e-6)*w',
     },
   };
 }
@@ -248,6 +287,7 @@ function embeddingBackwardCase(t: number, vocab: number, dt: F, size: Size): Ben
 /** Benchmarks for the ops kernels: small f32 shapes for lavapipe, Qwen2.5-7B shapes in f16 for real GPUs. */
 export const opsBenches: BenchCase[] = [
   rmsnormCase(64, 'f32', 'cpu'),
+  rmsnormResidualCase(64, 'f32', 'cpu'),
   rmsnormBackwardCase(64, 'f32', 'cpu'),
   ropeCase(64, 'f32', 'cpu'),
   swigluCase(64, 'f32', 'cpu'),
@@ -256,6 +296,7 @@ export const opsBenches: BenchCase[] = [
   embeddingBackwardCase(64, 4096, 'f32', 'cpu'),
   ...[512, 4096].flatMap((t) => [
     rmsnormCase(t, 'f16', 'gpu'),
+    rmsnormResidualCase(t, 'f16', 'gpu'),
     rmsnormBackwardCase(t, 'f16', 'gpu'),
     ropeCase(t, 'f16', 'gpu'),
     swigluCase(t, 'f16', 'gpu'),

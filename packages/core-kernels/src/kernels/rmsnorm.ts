@@ -65,17 +65,28 @@ export interface RmsNormOptions {
   eps?: number;
   /** Output, same shape and dtype as x (not x itself). */
   out?: Tensor;
+  /**
+   * A residual branch r (x's shape and dtype): normalizes s = x + r instead of x and returns s as `sum`, the
+   * residual stream's next value. One pass instead of an add and then a norm, with the same results in f32. In f16,
+   * s is stored rounded, but the norm may see it before the rounding (the shader reads back what it stored, and
+   * a compiler may fold that round trip: lavapipe does). The backward is rmsnormBackward at s (plus the gradient
+   * that reaches s directly), the same for x and r.
+   */
+  residual?: Tensor;
+  /** Output for `sum` (with `residual`): x's shape and dtype, none of x, r or y. */
+  sum?: Tensor;
 }
 
 /**
  * RMSNorm over the last dimension: y = x / sqrt(mean(x²) + eps) * w, for x [..., H] and w [H] (f32 or f16 each),
  * y in x's dtype. Statistics in f32. Also returns rstd = 1/sqrt(mean(x²)+eps) per row (f32, x's shape without
  * the last dim), which the backward uses. Unlike HF, which rounds x*rstd to x's dtype before the weight
- * multiply, the product is rounded once.
+ * multiply, the product is rounded once. With `residual` r it normalizes x + r and also returns that as `sum`.
  */
-export function rmsnorm(gpu: Gpu, x: Tensor, w: Tensor, opts: RmsNormOptions = {}): { y: Tensor; rstd: Tensor<'f32'> } {
+export function rmsnorm(gpu: Gpu, x: Tensor, w: Tensor, opts: RmsNormOptions = {}): { y: Tensor; rstd: Tensor<'f32'>; sum?: Tensor } {
   const op = 'rmsnorm';
-  const shapes = `x=${x} w=${w}`;
+  const r = opts.residual;
+  const shapes = `x=${x} w=${w}${r ? ` residual=${r}` : ''}`;
   checkFloat(op, shapes, x, w);
   const h = x.shape[x.rank - 1];
   if (x.rank < 1 || w.rank !== 1 || w.shape[0] !== h || h < 1) {
@@ -86,22 +97,35 @@ export function rmsnorm(gpu: Gpu, x: Tensor, w: Tensor, opts: RmsNormOptions = {
   if (y.size !== x.size || y.dtype !== x.dtype || y.buffer === x.buffer) {
     throw new ShapeError(`rmsnorm output must match x and not alias it, got ${y}`, { op, shapes });
   }
+  if (opts.sum && !r) throw new ShapeError('rmsnorm: sum is the output of residual, which is missing', { op, shapes });
+  if (r && (r.size !== x.size || r.dtype !== x.dtype || r.buffer === y.buffer)) {
+    throw new ShapeError(`rmsnorm residual must match x and not alias y, got ${r}`, { op, shapes });
+  }
+  const sum = r ? (opts.sum ?? gpu.tensor(x.shape, x.dtype, undefined, op)) : undefined;
+  if (sum && (sum.size !== x.size || sum.dtype !== x.dtype || [x, r!, y].some((t) => t.buffer === sum.buffer))) {
+    throw new ShapeError(`rmsnorm sum must match x and alias none of x, residual and y, got ${sum}`, { op, shapes });
+  }
   const rows = x.size / h;
   const rstd = gpu.tensor(x.shape.slice(0, -1), 'f32', undefined, op);
-  if (rows === 0) return { y, rstd };
+  if (rows === 0) return { y, rstd, ...(sum ? { sum } : {}) };
 
   const wg = rowWorkgroup(h);
   const sub = gpu.variants.reduction === 'subgroup';
   const b = reduceBuiltins(sub);
   const [tx, tw] = [wgslType(x.dtype), wgslType(w.dtype)];
-  const pipeline = gpu.pipeline(`rmsnorm:${x.dtype}:${w.dtype}:${wg}:${sub}`, () => /* wgsl */ `
+  // With a residual, each thread stores its elements of s = x + r in the first loop and reads them back in the
+  // second: the same elements, so no barrier is needed between the two.
+  const input = r ? 's' : 'x';
+  const pipeline = gpu.pipeline(`rmsnorm:${x.dtype}:${w.dtype}:${wg}:${sub}${r ? ':residual' : ''}`, () => /* wgsl */ `
 ${enableF16([x.dtype, w.dtype])}${sub ? 'enable subgroups;' : ''}
-struct P { rows: u32, h: u32, eps: f32, sx: u32, sy: u32, sr: u32 }
+struct P { rows: u32, h: u32, eps: f32, sx: u32, sy: u32, sr: u32, sres: u32, ss: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> x: array<${tx}>;
 @group(0) @binding(2) var<storage, read> w: array<${tw}>;
 @group(0) @binding(3) var<storage, read_write> y: array<${tx}>;
 @group(0) @binding(4) var<storage, read_write> rstd: array<f32>;
+${r ? `@group(0) @binding(5) var<storage, read> res: array<${tx}>;
+@group(0) @binding(6) var<storage, read_write> s: array<${tx}>;` : ''}
 ${LINEAR_WORKGROUP}
 ${rowReduceWgsl(wg, sub)}
 @compute @workgroup_size(${wg})
@@ -110,27 +134,44 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let row = linear_wg(wid, nwg);
   if (row >= p.rows) { return; }
   let xo = p.sx + row * p.h;
+  ${r ? `let ro = p.sres + row * p.h;
+  let so = p.ss + row * p.h;` : 'let so = xo;'}
   var ss = 0.0;
-  for (var j = li; j < p.h; j += ${wg}u) { let v = f32(x[xo + j]); ss += v * v; }
+  for (var j = li; j < p.h; j += ${wg}u) {
+    ${r ? `s[so + j] = ${tx}(f32(x[xo + j]) + f32(res[ro + j]));` : ''}
+    let v = f32(${input}[so + j]);
+    ss += v * v;
+  }
   let r = inverseSqrt(reduce_sum(ss, li, ${b.args}) / f32(p.h) + p.eps);
   if (li == 0u) { rstd[p.sr + row] = r; }
   let yo = p.sy + row * p.h;
-  for (var j = li; j < p.h; j += ${wg}u) { y[yo + j] = ${tx}(f32(x[xo + j]) * r * f32(w[j])); }
+  for (var j = li; j < p.h; j += ${wg}u) { y[yo + j] = ${tx}(f32(${input}[so + j]) * r * f32(w[j])); }
 }`);
   for (const win of rowWindows(gpu, rows, h * 4, op)) {
     const bx = rowBinding(x, win.start, win.count, h);
     const by = rowBinding(y, win.start, win.count, h);
     const br = rowBinding(rstd, win.start, win.count, 1);
+    const bres = r ? rowBinding(r, win.start, win.count, h) : undefined;
+    const bs = sum ? rowBinding(sum, win.start, win.count, h) : undefined;
     gpu.dispatch({
       op,
       shapes,
       pipeline,
-      params: new Params().u32(win.count).u32(h).f32(eps).u32(bx.skip).u32(by.skip).u32(br.skip).bytes(),
-      bindings: [bx.binding, w, by.binding, br.binding],
+      params: new Params()
+        .u32(win.count)
+        .u32(h)
+        .f32(eps)
+        .u32(bx.skip)
+        .u32(by.skip)
+        .u32(br.skip)
+        .u32(bres?.skip ?? 0)
+        .u32(bs?.skip ?? 0)
+        .bytes(),
+      bindings: [bx.binding, w, by.binding, br.binding, ...(bres && bs ? [bres.binding, bs.binding] : [])],
       workgroups: gpu.grid(win.count),
     });
   }
-  return { y, rstd };
+  return { y, rstd, ...(sum ? { sum } : {}) };
 }
 
 export interface RmsNormBackwardOptions {
