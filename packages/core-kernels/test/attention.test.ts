@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ShapeError, roundToF16, type Gpu, type Tensor } from '../src/index.js';
 import { attention, type AttentionTile } from '../src/kernels/attention.js';
 import { attentionBackward } from '../src/kernels/attention-backward.js';
-import { attentionCacheAppend, attentionDecode, attentionDecodePath } from '../src/kernels/attention-decode.js';
+import { attentionCacheAppend, attentionCacheAppendKV, attentionDecode, attentionDecodePath } from '../src/kernels/attention-decode.js';
 import { attentionPath } from '../src/kernels/attention-common.js';
 import {
   attentionBackwardRef,
@@ -413,7 +413,20 @@ describe('attention decode', () => {
       const expected = cache.slice();
       attentionCacheAppendRef(expected, x, dims, positions);
       expect(Array.from(await tc.read())).toEqual(Array.from(expected));
-      dispose(tc, tx, tp);
+      // k and v in one dispatch: each cache as its own append would leave it.
+      const vCache = roundToF16(rng.randn(cache.length));
+      const v = roundToF16(rng.randn(x.length));
+      const [kc2, vc2] = [gpu.tensor(tc.shape, dt, cache), gpu.tensor(tc.shape, dt, vCache)];
+      const tv = gpu.tensor(tx.shape, dt, v);
+      attentionCacheAppendKV(gpu, kc2, vc2, tx, tv, tp);
+      const vExpected = vCache.slice();
+      attentionCacheAppendRef(vExpected, v, dims, positions);
+      expect(Array.from(await kc2.read()), `k ${dt}`).toEqual(Array.from(expected));
+      expect(Array.from(await vc2.read()), `v ${dt}`).toEqual(Array.from(vExpected));
+      expect(() => attentionCacheAppendKV(gpu, kc2, kc2, tx, tv, tp)).toThrowError(/separate tensors/);
+      const short = gpu.tensor([dims.B, 1, dims.Hkv, dims.D], dt);
+      expect(() => attentionCacheAppendKV(gpu, kc2, vc2, tx, short, tp)).toThrowError(/same shapes/);
+      dispose(tc, tx, tp, kc2, vc2, tv, short);
     }
   });
 

@@ -51,6 +51,7 @@ describe('benchmark checks (bench kernels --check)', () => {
     'attention fwd causal f32 B4 T672 Hq4 Hkv2 D32 (scalar path)',
     'attention bwd causal f32 B4 T672 Hq4 Hkv2 D32 (scalar path)',
     'attention decode f32 B4 T1 Hq4 Hkv2 D32 S800 (scalar path)',
+    'attention cache append k+v f32 B4 T1 Hkv2 D32 S800',
     'head fwd f32 weight T=16 H=64 V=151936 (tiled path)',
     'head bwd f32 weight T=16 H=64 V=151936 (tiled path)',
     // Every CPU-sized case of the other families.

@@ -1,4 +1,4 @@
-import { attention, attentionCacheAppend, attentionDecode, embedding, sampleTokens, type Tensor } from '@mlagent/core-kernels';
+import { attention, attentionCacheAppendKV, attentionDecode, embedding, sampleTokens, type Tensor } from '@mlagent/core-kernels';
 import type { QwenModel } from './model.js';
 
 export interface GenerateOptions {
@@ -146,8 +146,7 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
       let h: Tensor = embedding(gpu, flat, model.weights.embed).reshape([B, T, H]);
       layers.forEach((L, l) => {
         h = model.layer(L, h, {}, (q, k, v) => {
-          attentionCacheAppend(gpu, kc[l], k, zero);
-          attentionCacheAppend(gpu, vc[l], v, zero);
+          attentionCacheAppendKV(gpu, kc[l], vc[l], k, v, zero);
           return attention(gpu, q, k, v, { causal: true, lengths }).o;
         });
       });
@@ -172,8 +171,7 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
         let h: Tensor = embedding(gpu, tokens, model.weights.embed).reshape([B, 1, H]);
         layers.forEach((L, l) => {
           h = model.layer(L, h, { positions }, (q, k, v) => {
-            attentionCacheAppend(gpu, kc[l], k, positions);
-            attentionCacheAppend(gpu, vc[l], v, positions);
+            attentionCacheAppendKV(gpu, kc[l], vc[l], k, v, positions);
             return attentionDecode(gpu, q, kc[l] as Tensor<'f32'>, vc[l] as Tensor<'f32'>, lengths);
           });
         });

@@ -2,12 +2,13 @@ import type { Gpu } from '../runtime/gpu.js';
 import type { Tensor } from '../runtime/tensor.js';
 import { attention } from '../kernels/attention.js';
 import { attentionBackward } from '../kernels/attention-backward.js';
-import { attentionDecode } from '../kernels/attention-decode.js';
+import { attentionCacheAppendKV, attentionDecode } from '../kernels/attention-decode.js';
 import { sgmAttentionKey, type SgmAttentionTile } from '../kernels/attention-sgm.js';
 import { SGM_ATTENTION_BWD_TILE, sgmAttentionBwdKey, type SgmAttentionBwdTile } from '../kernels/attention-sgm-bwd.js';
 import type { BenchCase } from './types.js';
 import { benchValues } from './data.js';
 import { checkAttentionBackward, checkAttentionForward, type AttentionCheckDims } from './check-attention.js';
+import { checkAdd } from './check-ops.js';
 
 type F = 'f32' | 'f16';
 
@@ -155,6 +156,57 @@ function decodeCase(s: Shape, S: number, size: 'cpu' | 'gpu', path?: 'scalar' | 
   };
 }
 
+/** A decode step's k and v rows written into their caches at each sequence's position, in one dispatch. */
+function appendCase(s: Shape, S: number, size: 'cpu' | 'gpu'): BenchCase {
+  const row = s.Hkv * s.D;
+  return {
+    family: 'attention',
+    name: `attention cache append k+v ${s.dtype} B${s.B} T${s.T} Hkv${s.Hkv} D${s.D} S${S}`,
+    bytes: 2 * 2 * bytesOf(s.dtype) * s.B * s.T * row,
+    size,
+    needs: s.dtype === 'f16' ? ['shader-f16'] : undefined,
+    prepare(gpu) {
+      const t = qkv(gpu, s, S);
+      const k = gpu.tensor([s.B, s.T, s.Hkv, s.D], s.dtype, benchValues(s.B * s.T * row, 3.4, 5));
+      const v = gpu.tensor([s.B, s.T, s.Hkv, s.D], s.dtype, benchValues(s.B * s.T * row, 3.4, 6));
+      // Sequences at different lengths, all inside the cache.
+      const pos = Array.from({ length: s.B }, (_, b) => (S - s.T) - ((b * 37) % (S - s.T)));
+      const positions: Tensor<'i32'> = gpu.tensor([s.B], 'i32', pos);
+      const run = () => attentionCacheAppendKV(gpu, t.k, t.v, k, v, positions);
+      return {
+        run,
+        dispose: () => [t.q, t.k, t.v, k, v, positions].forEach((x) => x.dispose()),
+        // Each sequence's new rows, read back from both caches, against k and v (x + 0 through checkAdd).
+        check: async () => {
+          run();
+          const zero = gpu.zeros([s.T * row], s.dtype);
+          try {
+            let worst = { err: 0, tol: 0, samples: 0 };
+            for (let b = 0; b < s.B; b++) {
+              for (const [cache, x] of [[t.k, k], [t.v, v]] as const) {
+                const at = (b * S + pos[b]) * row;
+                const got = cache.reshape([cache.size]).rows(at, s.T * row);
+                const want = x.reshape([x.size]).rows(b * s.T * row, s.T * row);
+                const c = await checkAdd(want, zero, got);
+                worst = { err: Math.max(worst.err, c.err), tol: c.tol, samples: worst.samples + c.samples };
+              }
+            }
+            return worst;
+          } finally {
+            zero.dispose();
+          }
+        },
+      };
+    },
+    torch: {
+      setup:
+        `k=torch.randn(${s.B},${s.Hkv},${S},${s.D},device=dev,dtype=dt); v=torch.randn_like(k); ` +
+        `kn=torch.randn(${s.B},${s.Hkv},${s.T},${s.D},device=dev,dtype=dt); vn=torch.randn_like(kn); p=${S - s.T}`,
+      run: 'k[:,:,p:p+kn.shape[2]]=kn; v[:,:,p:p+vn.shape[2]]=vn',
+    },
+  };
+}
+
 const small: Shape = { B: 1, T: 128, Hq: 4, Hkv: 2, D: 64, dtype: 'f32' };
 /** The main job's policy (init-model mini) on its SFT batches. */
 const mini: Shape = { B: 4, T: 672, Hq: 4, Hkv: 2, D: 32, dtype: 'f32' };
@@ -172,6 +224,7 @@ export const attentionBenches: BenchCase[] = [
   // The main job's PPO sampling: 4 samples of a state, ~600-token prompts plus up to 288 new tokens.
   decodeCase({ ...mini, T: 1 }, 800, 'cpu'),
   decodeCase({ ...mini, T: 1 }, 800, 'cpu', 'scalar'),
+  appendCase({ ...mini, T: 1 }, 800, 'cpu'),
   forwardCase(qwen7b, 'gpu'),
   forwardCase(qwen7b, 'gpu', 'subgroup-matrix'),
   // Other ways of keeping O, K in rows, and 2-subgroup tiles: all correct on the H200 since session 14, not yet
@@ -191,4 +244,5 @@ export const attentionBenches: BenchCase[] = [
   // The subgroup-matrix backward (session 15): correct under emulation, not yet timed.
   backwardCase(qwen7b, 'gpu', undefined, SGM_ATTENTION_BWD_TILE),
   decodeCase({ ...qwen7b, T: 1 }, 4096, 'gpu'),
+  appendCase({ ...qwen7b, T: 1 }, 4096, 'gpu'),
 ];

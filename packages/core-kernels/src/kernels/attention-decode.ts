@@ -353,28 +353,48 @@ function cpuDecode<D extends FloatDType>(
 /**
  * Writes x [B, T, Hkv, D] into cache [B, Smax, Hkv, D] at rows positions[b] .. positions[b] + T - 1 of each
  * sequence (positions: i32 [B], usually the lengths before this step). Rows that would fall past Smax are
- * dropped. Call once for k and once for v, then advance the lengths by T.
+ * dropped. Call once for k and once for v (or attentionCacheAppendKV for both), then advance the lengths by T.
  */
 export function attentionCacheAppend(gpu: Gpu, cache: Tensor, x: Tensor, positions: Tensor<'i32'>): void {
-  const op = 'attentionCacheAppend';
-  const shapes = `cache=${cache} x=${x} positions=${positions}`;
-  if (cache.rank !== 4 || x.rank !== 4) throw new ShapeError('cache and x must be [B, S, Hkv, D]', { op, shapes });
+  appendRows(gpu, 'attentionCacheAppend', [[cache, x]], positions);
+}
+
+/** attentionCacheAppend of k into kCache and v into vCache (the same shapes) in one dispatch. */
+export function attentionCacheAppendKV(gpu: Gpu, kCache: Tensor, vCache: Tensor, k: Tensor, v: Tensor, positions: Tensor<'i32'>): void {
+  appendRows(gpu, 'attentionCacheAppendKV', [[kCache, k], [vCache, v]], positions);
+}
+
+function appendRows(gpu: Gpu, op: string, pairs: Array<[Tensor, Tensor]>, positions: Tensor<'i32'>): void {
+  const [cache, x] = pairs[0];
+  const shapes = `${pairs.map(([c, t]) => `cache=${c} x=${t}`).join(' ')} positions=${positions}`;
+  for (const [c, t] of pairs) {
+    if (c.rank !== 4 || t.rank !== 4) throw new ShapeError('cache and x must be [B, S, Hkv, D]', { op, shapes });
+    if (c.shape.join() !== cache.shape.join() || t.shape.join() !== x.shape.join()) {
+      throw new ShapeError('k and v, and their caches, must have the same shapes', { op, shapes });
+    }
+  }
   const [B, Smax, H, D] = cache.shape;
   const T = x.shape[1];
-  if (x.shape[0] !== B || x.shape[2] !== H || x.shape[3] !== D || x.dtype !== cache.dtype || !isFloat(x)) {
-    throw new ShapeError('x must be [B, T, Hkv, D] with the cache dtype (f32 or f16)', { op, shapes });
+  for (const [c, t] of pairs) {
+    if (t.shape[0] !== B || t.shape[2] !== H || t.shape[3] !== D || t.dtype !== c.dtype || t.dtype !== x.dtype || !isFloat(t)) {
+      throw new ShapeError('x must be [B, T, Hkv, D] with the cache dtype (f32 or f16)', { op, shapes });
+    }
   }
+  if (pairs.length > 1 && pairs[0][0].buffer === pairs[1][0].buffer) throw new ShapeError('the k and v caches must be separate tensors', { op, shapes });
   if (positions.dtype !== 'i32' || positions.size !== B) throw new ShapeError('positions must be i32 [B]', { op, shapes });
   if (x.size === 0) return;
   const WG = 256;
   const dtype = x.dtype;
-  const pipeline = gpu.pipeline(`attention:append:${dtype}`, () => /* wgsl */ `
+  const n = pairs.length;
+  const pipeline = gpu.pipeline(`attention:append:${dtype}:${n}`, () => /* wgsl */ `
 ${enableF16([dtype])}
 struct P { n: u32, t: u32, smax: u32, row: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> x: array<${dtype}>;
-@group(0) @binding(2) var<storage, read> pos: array<i32>;
-@group(0) @binding(3) var<storage, read_write> cache: array<${dtype}>;
+@group(0) @binding(1) var<storage, read> pos: array<i32>;
+${pairs
+  .map((_, j) => `@group(0) @binding(${2 + 2 * j}) var<storage, read> x${j}: array<${dtype}>;
+@group(0) @binding(${3 + 2 * j}) var<storage, read_write> cache${j}: array<${dtype}>;`)
+  .join('\n')}
 ${LINEAR_WORKGROUP}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -384,14 +404,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let bt = i / p.row;
   let b = bt / p.t;
   let at = pos[b] + i32(bt % p.t);
-  if (at >= 0 && at < i32(p.smax)) { cache[(b * p.smax + u32(at)) * p.row + e] = x[i]; }
+  if (at >= 0 && at < i32(p.smax)) {
+    let d = (b * p.smax + u32(at)) * p.row + e;
+    ${pairs.map((_, j) => `cache${j}[d] = x${j}[i];`).join(' ')}
+  }
 }`);
   gpu.dispatch({
     op,
     shapes,
     pipeline,
     params: new Params().u32(x.size).u32(T).u32(Smax).u32(H * D).bytes(),
-    bindings: [x, positions, cache],
+    bindings: [positions, ...pairs.flatMap(([c, t]) => [t, c])],
     workgroups: gpu.grid(ceilDiv(x.size, WG)),
   });
 }
