@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { ShapeError, roundToF16, type Gpu } from '../src/index.js';
-import { ROPE_MAX_POSITION, rope, ropeBackward } from '../src/kernels/rope.js';
+import { ROPE_MAX_POSITION, rope, ropeBackward, ropeQK } from '../src/kernels/rope.js';
 import { ropeBackwardRef, ropeRef } from '../src/reference/rope.js';
 import { Rng, checkDirectional, dot, expectClose, freshGpu, testGpu } from './helpers.js';
 
@@ -100,6 +100,41 @@ describe('rope', () => {
     rope(gpu, tx, { theta: 1e4, positions: tp, out: tx });
     expectClose(await tx.read(), ropeRef(x, pos, h, d, 1e4), { atol: 2e-6, rtol: 2e-6 }, 'in place');
     gpu.destroy();
+  });
+
+  it('ropeQK rotates q and k in place in one dispatch, bit for bit as two ropes (every position mode, windows)', async () => {
+    // 128 KiB bindings (the rope table takes 64 KiB): 300 tokens of 7 heads of 8 f32 (134 KB) need two windows.
+    const gpus: Gpu[] = [await testGpu(), await freshGpu({ maxBindingBytes: 1 << 17 })];
+    const rng = new Rng(28);
+    const [b, t, hq, hk, d] = [2, 300, 5, 2, 8];
+    for (const gpu of gpus) {
+      for (const dt of ['f32', 'f16'] as const) {
+        const modes = [
+          { theta: 1e4, positions: gpu.tensor([b, t], 'i32', Int32Array.from({ length: b * t }, () => rng.int(0, 9000))) },
+          { theta: 1e6, positions: gpu.tensor([b], 'i32', [3, 700]), offset: 2 },
+          { theta: 1e4, offset: 5 },
+        ];
+        for (const opts of modes) {
+          const what = `${dt} ${opts.positions ? opts.positions.shape.join('x') : 'none'} maxBinding=${gpu.maxBinding}`;
+          const [q, k] = [roundToF16(rng.randn(b * t * hq * d)), roundToF16(rng.randn(b * t * hk * d))];
+          // k as a view two elements into its buffer, off any binding alignment, so its windows start mid-binding.
+          const kBuf = gpu.tensor([k.length + 2], dt, Float32Array.from([0, 0, ...k]));
+          const tq = gpu.tensor([b, t, hq, d], dt, q);
+          const tk = kBuf.rows(2, k.length).reshape([b, t, hk, d]);
+          ropeQK(gpu, tq, tk, opts);
+          const wantQ = await rope(gpu, gpu.tensor([b, t, hq, d], dt, q), opts).read();
+          const wantK = await rope(gpu, gpu.tensor([b, t, hk, d], dt, k), opts).read();
+          expect(Array.from(await tq.read()), `q ${what}`).toEqual(Array.from(wantQ));
+          expect(Array.from(await tk.read()), `k ${what}`).toEqual(Array.from(wantK));
+        }
+      }
+    }
+    const gpu = gpus[0];
+    const q = gpu.tensor([b, t, hq, d], 'f32');
+    expect(() => ropeQK(gpu, q, gpu.tensor([b, t, hk, d + 2], 'f32'), { theta: 1e4 })).toThrowError(/same batch, sequence, head dim and dtype/);
+    expect(() => ropeQK(gpu, q, gpu.tensor([b, t, hk, d], 'f16'), { theta: 1e4 })).toThrowError(/same batch/);
+    expect(() => ropeQK(gpu, q, q, { theta: 1e4 })).toThrowError(/separate tensors/);
+    gpus[1].destroy();
   });
 
   it('backward agrees with finite differences of the GPU forward and of the reference', async () => {

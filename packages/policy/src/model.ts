@@ -4,7 +4,7 @@ import {
   embedding,
   matmul,
   rmsnorm,
-  rope,
+  ropeQK,
   swiglu,
   type CheckpointDType,
   type Gpu,
@@ -251,8 +251,7 @@ export class QwenModel {
         q = rmsnorm(gpu, q, L.qNorm, { eps }).y;
         k = rmsnorm(gpu, k, L.kNorm, { eps }).y;
       }
-      q = rope(gpu, q, { theta, positions: rotary.positions, out: q });
-      k = rope(gpu, k, { theta, positions: rotary.positions, out: k });
+      ropeQK(gpu, q, k, { theta, positions: rotary.positions });
       const a = attend(q as Tensor<'f32'>, k as Tensor<'f32'>, v as Tensor<'f32'>).reshape([B, T, nh * D]);
       // Both residual adds are folded into other ops (two dispatches a layer fewer, same f32 results): h1 = h + o
       // comes out of the post-attention norm, and the MLP's output is accumulated into h1, a temporary of this scope.

@@ -1,6 +1,6 @@
 import { embedding, embeddingBackward } from '../kernels/embedding.js';
 import { rmsnorm, rmsnormBackward } from '../kernels/rmsnorm.js';
-import { rope } from '../kernels/rope.js';
+import { rope, ropeQK } from '../kernels/rope.js';
 import { swiglu, swigluBackward } from '../kernels/swiglu.js';
 import type { Gpu } from '../runtime/gpu.js';
 import type { BenchCase } from './types.js';
@@ -165,6 +165,50 @@ function ropeCase(t: number, dt: F, size: Size): BenchCase {
   };
 }
 
+/** rope of q (28 heads) and k (4 KV heads) in place in one dispatch (ropeQK), as a decoder layer does. */
+function ropeQKCase(t: number, dt: F, size: Size): BenchCase {
+  const KV = 4;
+  const n = t * (HEADS + KV) * HEAD_DIM;
+  return {
+    family: 'ops',
+    name: `rope q+k ${dt} [1,${t},${HEADS}+${KV},${HEAD_DIM}]`,
+    bytes: 2 * n * bytesOf(dt) + 4 * t,
+    size,
+    needs: needs(dt),
+    prepare(gpu: Gpu) {
+      const q0 = benchTensor(gpu, [1, t, HEADS, HEAD_DIM], dt, 2, 29);
+      const k0 = benchTensor(gpu, [1, t, KV, HEAD_DIM], dt, 2, 30);
+      const q = gpu.tensor(q0.shape, dt);
+      const k = gpu.tensor(k0.shape, dt);
+      const positions = gpu.tensor([1, t], 'i32', Int32Array.from({ length: t }, (_, i) => i));
+      // In place: timed runs rotate q and k again and again (a rotation keeps them in range); the check starts
+      // from fresh copies.
+      gpu.copyTensor(q0, q);
+      gpu.copyTensor(k0, k);
+      const run = () => ropeQK(gpu, q, k, { theta: 1e6, positions });
+      return {
+        run,
+        dispose: () => disposeAll(q0, k0, q, k, positions),
+        check: async () => {
+          gpu.copyTensor(q0, q);
+          gpu.copyTensor(k0, k);
+          run();
+          const [a, b] = [await checkRope(q0, q, positions, 1e6), await checkRope(k0, k, positions, 1e6)];
+          return { err: Math.max(a.err, b.err), tol: a.tol, samples: a.samples + b.samples };
+        },
+      };
+    },
+    torch: {
+      setup:
+        `q=torch.randn(1,${t},${HEADS},${HEAD_DIM},device=dev,dtype=${torchDt(dt)}); k=torch.randn(1,${t},${KV},${HEAD_DIM},device=dev,dtype=${torchDt(dt)}); ` +
+        `inv=1.0/(1e6**(torch.arange(0,${HEAD_DIM},2,device=dev).float()/${HEAD_DIM})); ` +
+        `ang=torch.outer(torch.arange(${t},device=dev).float(),inv); emb=torch.cat([ang,ang],-1); ` +
+        `cos=emb.cos().to(q.dtype)[None,:,None,:]; sin=emb.sin().to(q.dtype)[None,:,None,:]`,
+      run: `rq=q*cos+torch.cat([-q[...,${HEAD_DIM / 2}:],q[...,:${HEAD_DIM / 2}]],-1)*sin; rk=k*cos+torch.cat([-k[...,${HEAD_DIM / 2}:],k[...,:${HEAD_DIM / 2}]],-1)*sin`,
+    },
+  };
+}
+
 function swigluCase(t: number, dt: F, size: Size): BenchCase {
   const n = t * INTER;
   return {
@@ -290,6 +334,7 @@ export const opsBenches: BenchCase[] = [
   rmsnormResidualCase(64, 'f32', 'cpu'),
   rmsnormBackwardCase(64, 'f32', 'cpu'),
   ropeCase(64, 'f32', 'cpu'),
+  ropeQKCase(64, 'f32', 'cpu'),
   swigluCase(64, 'f32', 'cpu'),
   swigluBackwardCase(64, 'f32', 'cpu'),
   embeddingCase(64, 4096, 'f32', 'cpu'),
@@ -299,6 +344,7 @@ export const opsBenches: BenchCase[] = [
     rmsnormResidualCase(t, 'f16', 'gpu'),
     rmsnormBackwardCase(t, 'f16', 'gpu'),
     ropeCase(t, 'f16', 'gpu'),
+    ropeQKCase(t, 'f16', 'gpu'),
     swigluCase(t, 'f16', 'gpu'),
     swigluBackwardCase(t, 'f16', 'gpu'),
     embeddingCase(t, VOCAB, 'f16', 'gpu'),

@@ -47,13 +47,31 @@ export function ropeBackward(gpu: Gpu, dy: Tensor, opts: RopeOptions): Tensor {
   return rotate(gpu, dy, opts, true, 'ropeBackward');
 }
 
-function rotate(gpu: Gpu, x: Tensor, opts: RopeOptions, inverse: boolean, op: string): Tensor {
+/**
+ * `rope` of q and k in place, in one dispatch: the same positions, batch, sequence and head dim, each with its own
+ * number of heads (GQA) and the same dtype. What a decoder layer does to its queries and keys.
+ */
+export function ropeQK(gpu: Gpu, q: Tensor, k: Tensor, opts: Omit<RopeOptions, 'out'>): void {
+  rotate(gpu, q, { ...opts, out: q }, false, 'ropeQK', k);
+}
+
+/** `second` (ropeQK): another tensor rotated in place in the same dispatch, like x but with its own head count. */
+function rotate(gpu: Gpu, x: Tensor, opts: RopeOptions, inverse: boolean, op: string, second?: Tensor): Tensor {
   const { positions, theta } = opts;
   const offset = opts.offset ?? 0;
-  const shapes = `x=${x}${positions ? ` positions=${positions}` : ''} offset=${offset}`;
+  const shapes = `x=${x}${second ? ` k=${second}` : ''}${positions ? ` positions=${positions}` : ''} offset=${offset}`;
   if (x.dtype !== 'f32' && x.dtype !== 'f16') throw new ShapeError(`${op} needs f32 or f16 x`, { op, shapes });
   if (x.rank !== 3 && x.rank !== 4) throw new ShapeError(`${op} needs x [B, T, H, D] or [T, H, D]`, { op, shapes });
   const [b, t, h, d] = x.rank === 4 ? x.shape : [1, ...x.shape];
+  // The second tensor's heads follow the first's in the index space: h2 of them per token.
+  let h2 = 0;
+  if (second) {
+    const [b2, t2, hk, d2] = second.rank === 4 ? second.shape : [1, ...second.shape];
+    if (second.rank !== x.rank || b2 !== b || t2 !== t || d2 !== d || second.dtype !== x.dtype || second.buffer === x.buffer) {
+      throw new ShapeError(`${op} needs q and k with the same batch, sequence, head dim and dtype, as separate tensors`, { op, shapes });
+    }
+    h2 = hk;
+  }
   if (d % 2 !== 0) throw new ShapeError(`${op} needs an even head dim, got ${d}`, { op, shapes });
   if (!(theta > 1)) throw new ShapeError(`${op} needs theta > 1, got ${theta}`, { op, shapes });
   if (!Number.isInteger(offset) || offset < 0 || offset > ROPE_MAX_POSITION) {
@@ -74,7 +92,7 @@ function rotate(gpu: Gpu, x: Tensor, opts: RopeOptions, inverse: boolean, op: st
   }
   const tokens = b * t;
   const half = d / 2;
-  if (tokens * h === 0 || half === 0) return y;
+  if (tokens * (h + h2) === 0 || half === 0) return y;
 
   const table = ropeTable(gpu, theta, d);
   const ty = wgslType(x.dtype);
@@ -86,14 +104,21 @@ function rotate(gpu: Gpu, x: Tensor, opts: RopeOptions, inverse: boolean, op: st
     token: 'p.offset + pos[tok]',
     seq: 'p.offset + pos[tok / p.t] + i32(tt)',
   }[mode];
+  // Rotates the pair at element o of `src` into `out` (skips sIn, sOut).
+  const pair = (src: string, out: string, sIn: string, sOut: string) => `
+    let x1 = f32(${src}[${sIn} + o]);
+    let x2 = f32(${src}[${sIn} + o + p.half]);
+    ${out}[${sOut} + o] = ${ty}(x1 * c - x2 * s);
+    ${out}[${sOut} + o + p.half] = ${ty}(x2 * c + x1 * s);`;
   const pipeline = gpu.pipeline(`${op}:${x.dtype}:${mode}:${inPlace}`, () => /* wgsl */ `
 ${enableF16([x.dtype])}
-struct P { n: u32, t: u32, heads: u32, half: u32, tok0: u32, offset: i32, sx: u32, sy: u32 }
+struct P { n: u32, t: u32, heads: u32, half: u32, tok0: u32, offset: i32, sx: u32, sy: u32, heads2: u32, sk: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> cs: array<vec2<f32>>;
 ${posBinding}
 @group(0) @binding(${nb}) var<storage, ${inPlace ? 'read_write' : 'read'}> x: array<${ty}>;
 ${inPlace ? '' : `@group(0) @binding(${nb + 1}) var<storage, read_write> y: array<${ty}>;`}
+${second ? `@group(0) @binding(${nb + 1}) var<storage, read_write> k: array<${ty}>;` : ''}
 ${LINEAR_WORKGROUP}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -101,8 +126,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let g = linear_wg(wid, nwg) * ${WG}u + li;
   if (g >= p.n) { return; }
   let i = g % p.half;
+  // A token's heads: x's, then (ropeQK) k's.
   let hr = g / p.half;
-  let tok = p.tok0 + hr / p.heads;
+  let tl = hr / (p.heads + p.heads2);
+  let head = hr % (p.heads + p.heads2);
+  let tok = p.tok0 + tl;
   let tt = tok % p.t;
   let q = u32(clamp(${position}, 0, ${ROPE_MAX_POSITION}));
   // cos/sin of (lo + 1024 hi)·f from the float64 tables of lo·f and 1024·hi·f.
@@ -110,22 +138,38 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let b = cs[(${ROPE_SPLIT}u + q / ${ROPE_SPLIT}u) * p.half + i];
   let c = a.x * b.x - a.y * b.y;
   let s = ${inverse ? '-' : ''}(a.y * b.x + a.x * b.y);
-  let o = hr * 2u * p.half + i;
-  let x1 = f32(x[p.sx + o]);
-  let x2 = f32(x[p.sx + o + p.half]);
-  ${dst}[p.sy + o] = ${ty}(x1 * c - x2 * s);
-  ${dst}[p.sy + o + p.half] = ${ty}(x2 * c + x1 * s);
+  if (head < p.heads) {
+    let o = (tl * p.heads + head) * 2u * p.half + i;${pair('x', dst, 'p.sx', 'p.sy')}
+  }${
+    second
+      ? ` else {
+    let o = (tl * p.heads2 + head - p.heads) * 2u * p.half + i;${pair('k', 'k', 'p.sk', 'p.sk')}
+  }`
+      : ''
+  }
 }`);
-  for (const win of rowWindows(gpu, tokens, h * d * 4, op)) {
+  for (const win of rowWindows(gpu, tokens, (h + h2) * d * 4, op)) {
     const bx = rowBinding(x, win.start, win.count, h * d);
     const by = inPlace ? bx : rowBinding(y, win.start, win.count, h * d);
-    const n = win.count * h * half;
-    const bindings = [table, ...(positions && mode !== 'none' ? [positions] : []), bx.binding, ...(inPlace ? [] : [by.binding])];
+    const bk = second ? rowBinding(second, win.start, win.count, h2 * d) : undefined;
+    const n = win.count * (h + h2) * half;
+    const bindings = [table, ...(positions && mode !== 'none' ? [positions] : []), bx.binding, ...(inPlace ? [] : [by.binding]), ...(bk ? [bk.binding] : [])];
     gpu.dispatch({
       op,
       shapes,
       pipeline,
-      params: new Params().u32(n).u32(t).u32(h).u32(half).u32(win.start).i32(offset).u32(bx.skip).u32(by.skip).bytes(),
+      params: new Params()
+        .u32(n)
+        .u32(t)
+        .u32(h)
+        .u32(half)
+        .u32(win.start)
+        .i32(offset)
+        .u32(bx.skip)
+        .u32(by.skip)
+        .u32(h2)
+        .u32(bk?.skip ?? 0)
+        .bytes(),
       bindings,
       workgroups: gpu.grid(Math.ceil(n / WG)),
     });
