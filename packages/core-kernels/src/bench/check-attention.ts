@@ -87,6 +87,11 @@ export async function checkAttentionBackward(
     for (let e = 0; e < d.D; e++) acc += a[ao + e] * b[bo + e];
     return acc;
   };
+  // Δ_i = dO_i·o_i of every query row, laid out like lse.
+  const deltas = new Float64Array(lse.length);
+  for (let b = 0; b < d.B; b++) {
+    for (let i = 0; i < d.T; i++) for (let h = 0; h < d.Hq; h++) deltas[lseAt(d, b, i, h)] = dot(dO, qAt(d, b, i, h), o, qAt(d, b, i, h));
+  }
   // P_ij and dS_ij of query (b, i, h) against key j.
   const pds = (b: number, i: number, h: number, j: number) => {
     const g = Math.floor(h / group);
@@ -94,7 +99,7 @@ export async function checkAttentionBackward(
     const ko = kAt(d, b, j, g);
     const p = Math.exp(dot(x.q, qo, x.k, ko) * scale - lse[lseAt(d, b, i, h)]);
     const dp = dot(dO, qo, x.v, ko);
-    const delta = dot(dO, qo, o, qo);
+    const delta = deltas[lseAt(d, b, i, h)];
     // dS cancels (dP − Δ): its error scales with P·(|dP| + |Δ|), which the norms below use in place of |dS|.
     return { p, ds: p * (dp - delta), mag: p * (Math.abs(dp) + Math.abs(delta)) };
   };

@@ -10,14 +10,6 @@ import { CHECK_TOL, ErrorMeter, readAll, readRows, spread, type BenchCheck } fro
  * (2^-11 relative) stay well inside the bound and a wrong element of ordinary size does not.
  */
 
-/** Each element of `got` against `ref`, scaled by the RMS of `ref`. */
-function addRow(meter: ErrorMeter, got: ArrayLike<number>, ref: ArrayLike<number>): void {
-  let sq = 0;
-  for (let i = 0; i < ref.length; i++) sq += ref[i] * ref[i];
-  const rms = Math.sqrt(sq / Math.max(ref.length, 1));
-  for (let i = 0; i < ref.length; i++) meter.add(got[i], ref[i], rms);
-}
-
 /** Sampled rows of a [rows, h] view of x. */
 const rowsOf = (x: Tensor, h: number) => x.reshape([x.size / h, h]);
 
@@ -28,7 +20,7 @@ export async function checkRmsnorm(x: Tensor, w: Tensor, y: Tensor, rstd: Tensor
   const rs = await readAll(rstd);
   for (const r of spread(x.size / h, 8)) {
     const ref = rmsnormRef(await readRows(rowsOf(x, h), r), wh, h);
-    addRow(meter, await readRows(rowsOf(y, h), r), ref.y);
+    meter.addRow(await readRows(rowsOf(y, h), r), ref.y);
     meter.add(rs[r], ref.rstd[0], ref.rstd[0]);
   }
   return meter.result(CHECK_TOL);
@@ -42,7 +34,7 @@ export async function checkRmsnormBackward(dy: Tensor, x: Tensor, w: Tensor, dx:
   const rows = x.size / h;
   for (const r of spread(rows, 8)) {
     const ref = rmsnormBackwardRef(dyh.subarray(r * h, (r + 1) * h), xh.subarray(r * h, (r + 1) * h), wh, h);
-    addRow(meter, dxh.subarray(r * h, (r + 1) * h), ref.dx);
+    meter.addRow(dxh.subarray(r * h, (r + 1) * h), ref.dx);
   }
   const { rstd } = rmsnormRef(xh, wh, h);
   for (const j of spread(h, 16)) {
@@ -66,7 +58,7 @@ export async function checkRope(x: Tensor, y: Tensor, positions: Tensor, theta: 
   const meter = new ErrorMeter();
   for (const t of spread(tokens, 8)) {
     const ref = ropeRef(await readRows(rowsOf(x, H * D), t), [pos[t]], H, D, theta);
-    addRow(meter, await readRows(rowsOf(y, H * D), t), ref);
+    meter.addRow(await readRows(rowsOf(y, H * D), t), ref);
   }
   return meter.result(CHECK_TOL);
 }
@@ -77,11 +69,11 @@ export async function checkSwiglu(g: Tensor, u: Tensor, inner: number, out: { y:
   for (const r of spread(g.size / inner, 4)) {
     const [gr, ur] = await Promise.all([g, u].map((t) => readRows(rowsOf(t, inner), r)));
     if ('y' in out) {
-      addRow(meter, await readRows(rowsOf(out.y, inner), r), swigluRef(gr, ur));
+      meter.addRow(await readRows(rowsOf(out.y, inner), r), swigluRef(gr, ur));
     } else {
       const ref = swigluBackwardRef(await readRows(rowsOf(out.dy, inner), r), gr, ur);
-      addRow(meter, await readRows(rowsOf(out.dgate, inner), r), ref.dgate);
-      addRow(meter, await readRows(rowsOf(out.dup, inner), r), ref.dup);
+      meter.addRow(await readRows(rowsOf(out.dgate, inner), r), ref.dgate);
+      meter.addRow(await readRows(rowsOf(out.dup, inner), r), ref.dup);
     }
   }
   return meter.result(CHECK_TOL);
@@ -92,7 +84,7 @@ export async function checkEmbedding(ids: Tensor, table: Tensor, y: Tensor): Pro
   const idh = (await ids.read()) as Int32Array;
   const h = table.shape[1];
   const meter = new ErrorMeter();
-  for (const t of spread(idh.length, 8)) addRow(meter, await readRows(rowsOf(y, h), t), await readRows(table, idh[t]));
+  for (const t of spread(idh.length, 8)) meter.addRow(await readRows(rowsOf(y, h), t), await readRows(table, idh[t]));
   return meter.result(CHECK_TOL);
 }
 
@@ -117,7 +109,7 @@ export async function checkEmbeddingBackward(ids: Tensor, dy: Tensor, dTable: Te
     });
     // A row of zeros compares absolutely.
     const got = await readRows(dTable, v);
-    if (present.has(v)) addRow(meter, got, ref);
+    if (present.has(v)) meter.addRow(got, ref);
     else for (let j = 0; j < h; j++) meter.add(got[j], 0);
   }
   return meter.result(CHECK_TOL);
@@ -129,7 +121,7 @@ export async function checkAdd(a: Tensor, b: Tensor, y: Tensor): Promise<BenchCh
   const len = Math.min(4096, a.size);
   for (const at of spread(a.size - len + 1, 4)) {
     const [ah, bh, yh] = await Promise.all([a, b, y].map((t) => readRows(t.reshape([t.size]), at, len)));
-    addRow(meter, yh, Float64Array.from(ah, (v, i) => v + bh[i]));
+    meter.addRow(yh, Float64Array.from(ah, (v, i) => v + bh[i]));
   }
   return meter.result(CHECK_TOL);
 }

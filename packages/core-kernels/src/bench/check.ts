@@ -50,9 +50,26 @@ export class ErrorMeter {
     this.add(got, sum, Math.max(l2, Math.abs(sum)));
   }
 
+  /** Each element of a row against its reference, scaled by the reference row's RMS (the ops' outputs). */
+  addRow(got: ArrayLike<number>, ref: ArrayLike<number>): void {
+    let sq = 0;
+    for (let i = 0; i < ref.length; i++) sq += ref[i] * ref[i];
+    const rms = Math.sqrt(sq / Math.max(ref.length, 1));
+    for (let i = 0; i < ref.length; i++) this.add(got[i], ref[i], rms);
+  }
+
   result(tol: number): BenchCheck {
     return { err: this.err, tol, samples: this.samples };
   }
+}
+
+/** Several checks of one case as one: the worst error against the tightest bound, all samples counted. */
+export function worstOf(checks: readonly BenchCheck[]): BenchCheck {
+  return {
+    err: Math.max(...checks.map((c) => c.err)),
+    tol: Math.min(...checks.map((c) => c.tol)),
+    samples: checks.reduce((n, c) => n + c.samples, 0),
+  };
 }
 
 /** Up to `count` distinct indices in [0, n), sorted: the first, the last, and the rest spread by a fixed LCG. */

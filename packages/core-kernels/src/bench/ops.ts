@@ -5,6 +5,7 @@ import { swiglu, swigluBackward } from '../kernels/swiglu.js';
 import type { Gpu } from '../runtime/gpu.js';
 import type { BenchCase } from './types.js';
 import { benchTensor, disposeAll } from './data.js';
+import { worstOf } from './check.js';
 import { checkAdd, checkEmbedding, checkEmbeddingBackward, checkRmsnorm, checkRmsnormBackward, checkRope, checkSwiglu } from './check-ops.js';
 
 // Qwen2.5-7B shapes.
@@ -77,8 +78,7 @@ function rmsnormResidualCase(t: number, dt: F, size: Size): BenchCase {
         check: async () => {
           const rstd = run();
           try {
-            const [a, b] = [await checkAdd(x, r, sum), await checkRmsnorm(sum, w, y, rstd, h)];
-            return { err: Math.max(a.err, b.err), tol: Math.min(a.tol, b.tol), samples: a.samples + b.samples };
+            return worstOf([await checkAdd(x, r, sum), await checkRmsnorm(sum, w, y, rstd, h)]);
           } finally {
             rstd.dispose();
           }
@@ -193,8 +193,7 @@ function ropeQKCase(t: number, dt: F, size: Size): BenchCase {
           gpu.copyTensor(q0, q);
           gpu.copyTensor(k0, k);
           run();
-          const [a, b] = [await checkRope(q0, q, positions, 1e6), await checkRope(k0, k, positions, 1e6)];
-          return { err: Math.max(a.err, b.err), tol: a.tol, samples: a.samples + b.samples };
+          return worstOf([await checkRope(q0, q, positions, 1e6), await checkRope(k0, k, positions, 1e6)]);
         },
       };
     },
