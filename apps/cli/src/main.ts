@@ -39,7 +39,8 @@ async function main(argv: string[]): Promise<number> {
   }
   try {
     await command.run(rest);
-    return 0;
+    // A command that finished its output but failed (a WRONG benchmark, a failed baseline) sets exitCode itself.
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (e) {
     // Both carry their command's name at the front of the message.
     if (e instanceof UsageError || e instanceof CommandFailedError) {

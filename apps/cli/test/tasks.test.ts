@@ -40,12 +40,13 @@ describe('mlagent tasks', () => {
     expect(r.stdout).toMatch(/Ideas \(\d+\):\n {2}1\. /);
   });
 
-  it('baseline --json prints exactly task, metric, direction, score, outcome, seconds', () => {
+  it('baseline --json prints exactly task, metric, direction, score, outcome, seconds, error', () => {
     const r = mlagent('tasks', 'baseline', 'house-prices', '--json');
     expect(r.code, r.stderr).toBe(0);
     const report = JSON.parse(r.stdout);
-    expect(Object.keys(report)).toEqual(['task', 'metric', 'direction', 'score', 'outcome', 'seconds']);
-    expect(report).toMatchObject({ task: 'house-prices', metric: 'mae', direction: 'minimize', outcome: 'ok' });
+    expect(Object.keys(report)).toEqual(['task', 'metric', 'direction', 'score', 'outcome', 'seconds', 'error']);
+    // The whole report in the message: a failed run says why in its error.
+    expect(report, r.stdout).toMatchObject({ task: 'house-prices', metric: 'mae', direction: 'minimize', outcome: 'ok', error: null });
     expect(report.score).toBeCloseTo(3554.84, 1);
     expect(report.seconds).toBeGreaterThan(0);
   });
@@ -66,6 +67,13 @@ describe('mlagent tasks', () => {
     expect(rows.find((t) => t.name === 'tiny-comp')).toMatchObject({ origin: 'user', metric: 'accuracy', baseline: null });
     const b = JSON.parse(mlagent('tasks', 'baseline', 'tiny-comp', '--json').stdout);
     expect(b).toMatchObject({ outcome: 'ok', score: 0.5 });
+
+    // A train.py that crashes: exit 1, and the JSON carries the traceback's last line.
+    const train = path.join(home, 'tasks', 'tiny-comp', 'env', 'train.py');
+    writeFileSync(train, "raise ValueError('no features today')\n");
+    const failed = mlagent('tasks', 'baseline', 'tiny-comp', '--json');
+    expect(failed.code, failed.stderr).toBe(1);
+    expect(JSON.parse(failed.stdout)).toMatchObject({ outcome: 'error', score: null, error: expect.stringMatching(/ValueError: no features today/) });
   });
 
   it('rejects unknown tasks and subcommands with usage errors', () => {

@@ -299,6 +299,27 @@ describe('fallbacks', () => {
     expect(r.outcome).toBe('killed');
   }, 20_000);
 
+  it.runIf(process.getuid?.() === 0)(
+    'without a cgroup, as root: the dropped uid works in a mode-0700 workspace with its data under a mode-0700 directory',
+    async () => {
+      // root (from mkdtemp) is mode 0700 and owned by root, as is a workspace made by mkdtemp.
+      const mine = mkdtempSync(path.join(root, 'ws-'));
+      const code = [
+        'import os',
+        `print(os.getuid(), open(${JSON.stringify(path.join(data, 'train.csv'))}).read().splitlines()[1])`,
+        "open('out.txt', 'w').write('written')",
+        `print(os.path.exists(${JSON.stringify(path.join(secret, 'answers.csv'))}))`,
+      ].join('\n');
+      const r = await py(code, { useCgroup: false, workspace: mine });
+      expect(r.outcome, r.stderr).toBe('ok');
+      expect(r.limits.processes).toBe('rlimit-nproc');
+      const [uidLine, hiddenLine] = r.stdout.trim().split('\n');
+      expect(uidLine).toMatch(/^6\d{4} 1,2$/);
+      expect(hiddenLine).toBe('False');
+      expect(readFileSync(path.join(mine, 'out.txt'), 'utf8')).toBe('written');
+    },
+  );
+
   it('unshare: no network, and the PID namespace kills daemons at the timeout', async () => {
     const marker = `mlagent-unshare-${process.pid}-${Date.now()}`;
     const r = await py(daemonThenSpin(marker), { isolation: 'unshare', timeoutMs: 1500 });

@@ -114,7 +114,7 @@ async function baseline(name: string, values: Values): Promise<void> {
   const quiet = Boolean(values.json);
   await prepareTask(name, { seed, onProgress: quiet ? undefined : (l) => console.error(l) });
   const r = await runBaseline(name, { seed });
-  const report: BaselineReport = { task: r.task, metric: r.metric, direction: r.direction, score: r.score, outcome: r.outcome, seconds: r.seconds };
+  const report: BaselineReport = { task: r.task, metric: r.metric, direction: r.direction, score: r.score, outcome: r.outcome, seconds: r.seconds, error: r.error };
   if (quiet) console.log(JSON.stringify(report));
   else {
     console.log(`${r.task}: ${r.outcome}, ${r.metric} = ${r.score ?? '-'} (${r.direction}) in ${r.seconds} s`);

@@ -106,10 +106,32 @@ async function killAll(dirs: string[]): Promise<void> {
   }
 }
 
-/** Makes a cgroup for one run with the given limits, or returns null when cgroups are unavailable. */
-export async function createRunCgroup(memoryBytes: number, maxProcesses: number): Promise<RunCgroup | null> {
+/**
+ * Makes a cgroup for one run with the given limits, or returns null when cgroups are unavailable. Where
+ * they are available but making this one fails, it tries twice more, then reports why through `onFailure`
+ * and returns null (the caller falls back to rlimits).
+ */
+export async function createRunCgroup(
+  memoryBytes: number,
+  maxProcesses: number,
+  onFailure?: (reason: string) => void,
+): Promise<RunCgroup | null> {
   const l = await cgroupLayout();
   if (!l) return null;
+  let reason = '';
+  for (let attempt = 0; attempt < 3; attempt++) {
+    if (attempt > 0) await new Promise((r) => setTimeout(r, 50 * attempt));
+    const made = await makeRunCgroup(l, memoryBytes, maxProcesses).catch((e: Error) => {
+      reason = e.message;
+      return null;
+    });
+    if (made) return made;
+  }
+  onFailure?.(reason);
+  return null;
+}
+
+async function makeRunCgroup(l: Layout, memoryBytes: number, maxProcesses: number): Promise<RunCgroup> {
   const name = `mlagent-sbx-${process.pid}-${++counter}`;
   try {
     if (l.version === 2) {
@@ -149,9 +171,9 @@ export async function createRunCgroup(memoryBytes: number, maxProcesses: number)
       kill: () => killAll([mem, pids]),
       destroy: () => removeDirs([mem, pids]),
     };
-  } catch {
+  } catch (e) {
     await removeDirs([path.join(l.version === 2 ? l.base : l.memory, name), ...(l.version === 1 ? [path.join(l.pids, name)] : [])]);
-    return null;
+    throw e;
   }
 }
 

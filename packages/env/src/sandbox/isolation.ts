@@ -45,6 +45,37 @@ export function availableIsolation(): Promise<IsolationLevel[]> {
   return available;
 }
 
+function canSearch(dir: string, uid: number): boolean {
+  const st = statSync(dir);
+  // setpriv sets the gid to the uid and clears supplementary groups.
+  const bits = st.uid === uid ? st.mode >> 6 : st.gid === uid ? st.mode >> 3 : st.mode;
+  return (bits & 1) !== 0;
+}
+
+/**
+ * The outermost directories above `paths` that `uid` may not search, so it could never reach those paths.
+ * Directories under `fresh` are skipped: the sandbox mounts a new tmpfs there, and bwrap creates the
+ * directories that lead to a bind itself.
+ */
+export function blockedAncestors(paths: string[], uid: number, fresh: string[] = []): string[] {
+  const blocked = new Set<string>();
+  for (const p of paths) {
+    const chain: string[] = [];
+    for (let dir = path.dirname(path.resolve(p)); ; dir = path.dirname(dir)) {
+      chain.unshift(dir);
+      if (dir === path.dirname(dir)) break;
+    }
+    for (const dir of chain) {
+      if (fresh.some((f) => dir === f || dir.startsWith(f + path.sep))) break;
+      if (!canSearch(dir, uid)) {
+        blocked.add(dir);
+        break;
+      }
+    }
+  }
+  return [...blocked].filter((d) => ![...blocked].some((o) => o !== d && d.startsWith(o + path.sep)));
+}
+
 export interface WrapPlan {
   level: IsolationLevel;
   workspace: string;
@@ -83,7 +114,14 @@ export function wrapCommand(p: WrapPlan): string[] {
   if (existsSync('/run')) a.push('--tmpfs', '/run');
   a.push('--unshare-pid', '--unshare-net', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try');
   a.push('--die-with-parent', '--new-session', '--cap-drop', 'ALL');
-  if (p.uid !== null) a.push('--cap-add', 'CAP_SETUID', '--cap-add', 'CAP_SETGID');
+  if (p.uid !== null) {
+    a.push('--cap-add', 'CAP_SETUID', '--cap-add', 'CAP_SETGID');
+    // A directory the uid cannot pass through (a mode-0700 home or temp dir) above the workspace or the data
+    // is replaced by an empty tmpfs; the binds below then recreate just the paths the run needs.
+    for (const dir of blockedAncestors([p.workspace, ...p.readOnlyPaths], p.uid, ['/tmp', '/run'])) {
+      a.push('--perms', '0755', '--tmpfs', dir);
+    }
+  }
   for (const ro of p.readOnlyPaths) a.push('--ro-bind', ro, ro);
   a.push('--bind', p.workspace, p.workspace);
   // Hidden paths last, so they win over the workspace and data binds. A mode-000 tmpfs denies even uid 0,

@@ -4,15 +4,13 @@ import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { createRunCgroup, type RunCgroup } from './cgroup.js';
 import { classify } from './classify.js';
-import { availableIsolation, findTool, wrapCommand } from './isolation.js';
+import { availableIsolation, blockedAncestors, findTool, wrapCommand } from './isolation.js';
 import { HeadTailBuffer } from './output.js';
 import type { IsolationLevel, LimitMechanisms, SandboxOptions, SandboxResult } from './types.js';
+import { leaseUid, type UidLease } from './uid-lease.js';
 
 const GiB = 2 ** 30;
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-/** Uids handed to runs that must drop root (no cgroup for pids); one per concurrent run in this process. */
-const UID_BASE = 61000;
-const usedUids = new Set<number>();
 
 interface Resolved {
   command: string[];
@@ -116,15 +114,15 @@ export async function runSandboxed(opts: SandboxOptions): Promise<SandboxResult>
   if (!prlimit) throw new Error('runSandboxed: prlimit (util-linux) is required but was not found');
 
   const warnings: string[] = [];
-  const cg: RunCgroup | null = o.useCgroup ? await createRunCgroup(o.memoryBytes, o.maxProcesses) : null;
+  const cg: RunCgroup | null = o.useCgroup
+    ? await createRunCgroup(o.memoryBytes, o.maxProcesses, (why) => warnings.push(`could not create the run's cgroup (${why}); rlimits limit it instead`))
+    : null;
   const cgName = cg ? (`cgroup-v${cg.version}` as const) : null;
   const root = process.getuid?.() === 0;
   // Without a pids cgroup, RLIMIT_NPROC is the only process limit, and the kernel ignores it for root.
-  let uid: number | null = null;
-  if (!cg && root && findTool('setpriv')) {
-    for (uid = UID_BASE; usedUids.has(uid); uid++);
-    usedUids.add(uid);
-  }
+  // One uid per concurrent run on the host, since RLIMIT_NPROC counts all of a uid's processes.
+  const lease: UidLease | null = !cg && root && findTool('setpriv') ? leaseUid() : null;
+  const uid = lease?.uid ?? null;
   const limits: LimitMechanisms = {
     memory: cgName ?? 'rlimit-as',
     processes: cgName ?? (root && uid === null ? 'none' : 'rlimit-nproc'),
@@ -138,6 +136,13 @@ export async function runSandboxed(opts: SandboxOptions): Promise<SandboxResult>
     if (uid !== null) {
       // The unprivileged uid must be able to write its workspace; the (root) trainer can still use it.
       await run(findTool('chown') ?? '/bin/chown', ['-R', `${uid}:${uid}`, o.workspace]);
+      // bwrap enters the workspace as root without CAP_DAC_OVERRIDE, so a mode-0700 one (mkdtemp) would shut it out.
+      await fs.chmod(o.workspace, (statSync(o.workspace).mode & 0o7777) | 0o001);
+      if (level !== 'bwrap') {
+        for (const dir of blockedAncestors([o.workspace, ...o.readOnlyPaths], uid)) {
+          warnings.push(`uid ${uid} cannot search ${dir}, so the command cannot reach the workspace or data below it`);
+        }
+      }
     }
     const inner = wrapCommand({
       level,
@@ -160,7 +165,7 @@ export async function runSandboxed(opts: SandboxOptions): Promise<SandboxResult>
     return await execute(o, argv, level, limits, warnings, cg);
   } finally {
     await cg?.destroy();
-    if (uid !== null) usedUids.delete(uid);
+    lease?.release();
   }
 }
 

@@ -17,11 +17,11 @@ export interface BaselineReport {
   outcome: ExecutionOutcome;
   /** Wall-clock seconds of `python -u train.py`. */
   seconds: number;
+  /** Why there is no score (the run's error summary or the grader's complaint); null when outcome is 'ok'. */
+  error: string | null;
 }
 
 export interface BaselineResult extends BaselineReport {
-  /** Why there is no score (the run's error summary or the grader's complaint). */
-  error?: string;
   stdout: string;
   stderr: string;
 }
@@ -65,10 +65,10 @@ export async function runInWorkspace(task: PreparedTask, opts: BaselineOptions =
     });
     const base = { task: spec.name, metric: spec.metric.name, direction: spec.metric.direction, seconds: Math.round(r.wallSeconds * 100) / 100 };
     const io = { stdout: r.stdout, stderr: r.stderr, workspace: opts.keepWorkspace ? ws : undefined };
-    if (r.outcome !== 'ok') return { ...base, ...io, score: null, outcome: r.outcome, error: r.errorSummary };
+    if (r.outcome !== 'ok') return { ...base, ...io, score: null, outcome: r.outcome, error: r.errorSummary ?? `the run ended with outcome '${r.outcome}'` };
     const g = await task.grade(path.join(ws, 'submission.csv'));
     if (!g.ok) return { ...base, ...io, score: null, outcome: 'invalid-submission', error: g.error };
-    return { ...base, ...io, score: g.score, outcome: 'ok' };
+    return { ...base, ...io, score: g.score, outcome: 'ok', error: null };
   } finally {
     if (!opts.keepWorkspace) removeTree(ws);
   }

@@ -8,6 +8,7 @@ import { runPython, tail } from './python.js';
 import { resolveTask } from './registry.js';
 import { loadIdeas } from './spec.js';
 import type { PreparedTask } from './types.js';
+import { pidAlive } from '../sandbox/pid-alive.js';
 
 export interface PrepareOptions {
   /** `$MLAGENT_HOME` override. */
@@ -27,15 +28,6 @@ export interface PrepareOptions {
 }
 
 const inFlight = new Map<string, Promise<void>>();
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** Makes every file read-only (0444) and every directory 0555. */
 function makeReadOnly(p: string): void {

@@ -1,0 +1,89 @@
+import { closeSync, mkdirSync, openSync, readFileSync, rmdirSync, unlinkSync, writeSync } from 'node:fs';
+import path from 'node:path';
+import { pidAlive } from './pid-alive.js';
+
+/**
+ * Unprivileged uids for runs that drop root (no pids cgroup), leased across processes.
+ * RLIMIT_NPROC counts every process of a uid on the host, so two trainers or workers sharing one uid would
+ * share one process budget, and one agent's fork bomb would starve the other's runs (and could signal them).
+ * A lease is a file named for the uid holding the owner's pid; a file whose pid has died is reclaimed.
+ */
+export interface UidLease {
+  uid: number;
+  release(): void;
+}
+
+export const UID_BASE = 61000;
+const UID_COUNT = 4096;
+
+/** The lease directory: under /run when writable (root), so every process of the host agrees on it. */
+export function defaultLeaseDir(): string {
+  return '/run/mlagent-sandbox-uids';
+}
+
+function tryCreate(file: string): boolean {
+  try {
+    const fd = openSync(file, 'wx');
+    writeSync(fd, String(process.pid));
+    closeSync(fd);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw e;
+  }
+}
+
+function ownerDead(file: string): boolean {
+  let owner = NaN;
+  try {
+    owner = Number(readFileSync(file, 'utf8'));
+  } catch {
+    return false; // released meanwhile: the next tryCreate decides
+  }
+  // An empty file is a lease being written right now, not a dead one.
+  return Number.isInteger(owner) && owner > 0 && !pidAlive(owner);
+}
+
+/**
+ * Takes over a lease whose owner died. A mutex directory makes the check-unlink-create one step, so two
+ * reclaimers can never both end up holding the uid; a reclaimer that dies inside it only costs that uid.
+ */
+function reclaim(file: string): boolean {
+  if (!ownerDead(file)) return false;
+  const mutex = `${file}.reclaim`;
+  try {
+    mkdirSync(mutex);
+  } catch {
+    return false;
+  }
+  try {
+    if (!ownerDead(file)) return false;
+    unlinkSync(file);
+    return tryCreate(file);
+  } finally {
+    rmdirSync(mutex);
+  }
+}
+
+/** Leases the lowest free uid at or above `base`. Throws when all UID_COUNT uids are held by live processes. */
+export function leaseUid(dir = defaultLeaseDir(), base = UID_BASE): UidLease {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  for (let uid = base; uid < base + UID_COUNT; uid++) {
+    const file = path.join(dir, String(uid));
+    if (!tryCreate(file) && !reclaim(file)) continue;
+    let released = false;
+    return {
+      uid,
+      release() {
+        if (released) return;
+        released = true;
+        try {
+          unlinkSync(file);
+        } catch {
+          /* already gone */
+        }
+      },
+    };
+  }
+  throw new Error(`runSandboxed: all ${UID_COUNT} sandbox uids from ${base} are leased by live processes (${dir})`);
+}
