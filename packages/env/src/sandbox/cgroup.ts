@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { promises as fs, readFileSync } from 'node:fs';
 import path from 'node:path';
 
@@ -52,7 +53,7 @@ async function probe(): Promise<Layout | null> {
   const own = ownCgroups();
   if (await exists('/sys/fs/cgroup/cgroup.controllers')) {
     const base = await ownDir('/sys/fs/cgroup', own.get(''));
-    const test = path.join(base, `mlagent-probe-${process.pid}`);
+    const test = path.join(base, `mlagent-probe-${process.pid}-${randomBytes(4).toString('hex')}`);
     await fs.mkdir(test);
     try {
       if (!(await exists(path.join(test, 'memory.max'))) || !(await exists(path.join(test, 'pids.max')))) {
@@ -68,7 +69,7 @@ async function probe(): Promise<Layout | null> {
   const memory = await ownDir('/sys/fs/cgroup/memory', own.get('memory'));
   const pids = await ownDir('/sys/fs/cgroup/pids', own.get('pids'));
   for (const [dir, file] of [[memory, 'memory.limit_in_bytes'], [pids, 'pids.max']]) {
-    const test = path.join(dir, `mlagent-probe-${process.pid}`);
+    const test = path.join(dir, `mlagent-probe-${process.pid}-${randomBytes(4).toString('hex')}`);
     await fs.mkdir(test);
     const ok = await exists(path.join(test, file));
     await fs.rmdir(test).catch(() => undefined);
