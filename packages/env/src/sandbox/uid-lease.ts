@@ -1,4 +1,4 @@
-import { closeSync, mkdirSync, openSync, readFileSync, rmdirSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, rmdirSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { pidAlive } from './pid-alive.js';
 
@@ -16,9 +16,27 @@ export interface UidLease {
 export const UID_BASE = 61000;
 const UID_COUNT = 4096;
 
-/** The lease directory: under /run when writable (root), so every process of the host agrees on it. */
+const LEASE_DIRS = ['/run/mlagent-sandbox-uids', '/tmp/mlagent-sandbox-uids'];
+let leaseDir: string | undefined;
+
+/**
+ * The lease directory, a fixed path so that every process of the host agrees on it: under /run, else /tmp
+ * where /run is not writable. One that another user created (and could tamper with) is not used.
+ */
 export function defaultLeaseDir(): string {
-  return '/run/mlagent-sandbox-uids';
+  if (leaseDir) return leaseDir;
+  const problems: string[] = [];
+  for (const dir of LEASE_DIRS) {
+    try {
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      const st = statSync(dir);
+      if (st.uid === process.getuid?.() && (st.mode & 0o022) === 0) return (leaseDir = dir);
+      problems.push(`${dir} belongs to uid ${st.uid} or is writable by others`);
+    } catch (e) {
+      problems.push((e as Error).message);
+    }
+  }
+  throw new Error(`runSandboxed: no directory for sandbox uid leases (${problems.join('; ')})`);
 }
 
 function tryCreate(file: string): boolean {
