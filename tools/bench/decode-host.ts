@@ -87,6 +87,7 @@ const median = (a: number[]) => [...a].sort((p, q) => p - q)[a.length >> 1];
 console.log(`decode-host: ${layers} layers, hidden ${hidden}, batch 1, ${newTokens} greedy tokens, on ${gpu.adapter.description || gpu.adapter.vendor}`);
 for (let run = 0; run < runs; run++) {
   steps = [];
+  const groups = { ...gpu.bindGroupStats };
   const t0 = performance.now();
   await generate(model, [[1, 2, 3, 4, 5, 6, 7, 8]], { maxNewTokens: newTokens, temperature: 0 });
   const wall = performance.now() - t0;
@@ -97,7 +98,8 @@ for (let run = 0; run < runs; run++) {
   console.log(
     `run ${run + 1}${run === 0 ? ' (compiles)' : ''}: ${(wall / newTokens).toFixed(1)} ms a token (wall); a decode step: ` +
       `${median(dispatches)} dispatches, recording ${median(decode.map((s) => s.recordMs)).toFixed(2)} ms, ` +
-      `flushes ${median(decode.map((s) => s.flushMs)).toFixed(2)} ms (medians over ${decode.length} steps)`,
+      `flushes ${median(decode.map((s) => s.flushMs)).toFixed(2)} ms (medians over ${decode.length} steps); ` +
+      `bind groups made ${gpu.bindGroupStats.created - groups.created}, reused ${gpu.bindGroupStats.reused - groups.reused}`,
   );
   if (run === runs - 1) {
     const last = decode[decode.length - 1];

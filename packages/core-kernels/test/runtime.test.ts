@@ -15,6 +15,7 @@ import {
   isSoftwareAdapter,
 } from '../src/index.js';
 import { add } from '../src/kernels/add.js';
+import { subgroupSizes } from '../src/runtime/features.js';
 import { addRef } from '../src/reference/add.js';
 import { Rng, expectClose, freshGpu, testGpu } from './helpers.js';
 
@@ -104,6 +105,28 @@ describe('allocator', () => {
     } finally {
       gpu.destroy();
     }
+  });
+});
+
+describe('adapter facts', () => {
+  it('classifies adapters and reads subgroup sizes once per device (path selection asks on every op)', async () => {
+    const cpu = { vendor: 'mesa', architecture: '', device: '', description: 'llvmpipe (LLVM 15.0.6, 256 bits)' };
+    const nvidia = { vendor: 'nvidia', architecture: 'hopper', device: '', description: 'NVIDIA H200' };
+    expect([isSoftwareAdapter(cpu), isSoftwareAdapter(cpu), isSoftwareAdapter(nvidia), isSoftwareAdapter(undefined)]).toEqual([true, true, false, false]);
+    let reads = 0;
+    const device = {
+      get adapterInfo() {
+        reads++;
+        return { subgroupMinSize: 8, subgroupMaxSize: 32 };
+      },
+    };
+    expect(subgroupSizes(device)).toEqual({ min: 8, max: 32 });
+    expect(subgroupSizes(device)).toEqual({ min: 8, max: 32 });
+    expect(reads).toBe(1);
+    expect(subgroupSizes({})).toEqual({ min: undefined, max: undefined });
+    const gpu = await testGpu();
+    const info = gpu.device.adapterInfo as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
+    expect(subgroupSizes(gpu.device)).toEqual({ min: info.subgroupMinSize, max: info.subgroupMaxSize });
   });
 });
 

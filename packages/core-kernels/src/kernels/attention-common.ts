@@ -7,7 +7,7 @@ import type { Gpu } from '../runtime/gpu.js';
 import { ShapeError } from '../runtime/errors.js';
 import type { Tensor } from '../runtime/tensor.js';
 import type { DType } from '../runtime/dtype.js';
-import { f16MatrixConfig, type SubgroupMatrixConfig } from '../runtime/features.js';
+import { f16MatrixConfig, subgroupSizes, type SubgroupMatrixConfig } from '../runtime/features.js';
 import { ticketCounter, ticketWgsl, ticketWorkgroups } from './tickets.js';
 import { mhaParams, type Dims, type FloatDType } from './attention-params.js';
 import { cpuLanesUnfit } from './cpu-lanes.js';
@@ -292,7 +292,7 @@ export interface SgmFit {
 /** The fragment shape and subgroup size a subgroup-matrix attention kernel runs with here, and why it cannot, if so. */
 export function sgmPlan(gpu: Gpu, D: number, dtype: FloatDType, fit: SgmFit, emulate = false): { cfg?: SubgroupMatrixConfig; sg: number; why?: string } {
   const cfg = emulate ? EMULATED_CONFIG : gpu.variants.matmulF16 === 'subgroup-matrix' ? f16MatrixConfig(gpu.features) : undefined;
-  const sg = emulate ? 8 : (gpu.device.adapterInfo?.subgroupMaxSize ?? 32);
+  const sg = emulate ? 8 : (subgroupSizes(gpu.device).max ?? 32);
   const why = !cfg
     ? 'needs an adapter with f16 subgroup matrices'
     : dtype !== 'f16'

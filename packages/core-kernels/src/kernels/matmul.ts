@@ -3,7 +3,7 @@ import { Params } from '../runtime/params.js';
 import { GpuLimitError, ShapeError } from '../runtime/errors.js';
 import type { Tensor } from '../runtime/tensor.js';
 import { DTYPE_BYTES, type DType } from '../runtime/dtype.js';
-import { f16MatrixConfig, isSoftwareAdapter, type GpuFeatures, type KernelVariants, type SubgroupMatrixConfig } from '../runtime/features.js';
+import { f16MatrixConfig, isSoftwareAdapter, subgroupSizes, type GpuFeatures, type KernelVariants, type SubgroupMatrixConfig } from '../runtime/features.js';
 import { common, layersOf, matmulParams, specKey, type KernelSpec, type Problem } from './matmul-wgsl.js';
 import { BK, BM, BN, CPU_BN, CPU_R, cpuTiledWgsl, tiledWgsl } from './matmul-tiled.js';
 import { epilogueOnly, launchSplitK, sgmSplitK, tiledSplitK } from './matmul-splitk.js';
@@ -464,7 +464,7 @@ function launch(
     const t = sgmc.sgmTile ?? pickSgmTile(cfg, p.M, p.N, p.batch);
     const unfit = sgmTileUnfit(t, cfg);
     if (unfit) throw new ShapeError(`subgroup-matrix tile ${sgmTileKey(t)}: ${unfit}`, { op: 'matmul', shapes });
-    const sg = emulate ? 8 : (gpu.device.adapterInfo?.subgroupMaxSize ?? 32);
+    const sg = emulate ? 8 : (subgroupSizes(gpu.device).max ?? 32);
     const aF32: SgmAF32 = aType === 'f32' ? (sgmc.sgmAF32 ?? 'scaled') : 'round';
     const bytes = sgmSharedBytes(t, cfg, { ...spec, aF32 });
     if (bytes > (gpu.limits.maxComputeWorkgroupStorageSize ?? 16384)) {

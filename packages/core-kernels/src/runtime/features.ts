@@ -71,9 +71,35 @@ export function chooseVariants(features: GpuFeatures): KernelVariants {
   };
 }
 
+// Path selection asks these for every op it records (hundreds a decode step), so each adapter or device is read once.
+const softwareAdapters = new WeakMap<object, boolean>();
+const subgroupSizesOf = new WeakMap<object, SubgroupSizes>();
+
 /** A CPU rasterizer (lavapipe/llvmpipe, SwiftShader): picks CPU-shaped kernels and CPU-sized benchmarks. */
 export function isSoftwareAdapter(adapter?: { vendor: string; architecture: string; device: string; description: string }): boolean {
   if (!adapter) return false;
-  const a = adapter;
-  return /llvmpipe|lavapipe|swiftshader|cpu/i.test(`${a.vendor} ${a.architecture} ${a.device} ${a.description}`);
+  let software = softwareAdapters.get(adapter);
+  if (software === undefined) {
+    const a = adapter;
+    software = /llvmpipe|lavapipe|swiftshader|cpu/i.test(`${a.vendor} ${a.architecture} ${a.device} ${a.description}`);
+    softwareAdapters.set(adapter, software);
+  }
+  return software;
+}
+
+export interface SubgroupSizes {
+  min?: number;
+  max?: number;
+}
+
+/** The device's subgroup sizes from its adapter info (Dawn builds a new info object on every `adapterInfo` read). */
+export function subgroupSizes(device?: { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } }): SubgroupSizes {
+  if (!device) return {};
+  let sizes = subgroupSizesOf.get(device);
+  if (!sizes) {
+    const info = device.adapterInfo;
+    sizes = { min: info?.subgroupMinSize, max: info?.subgroupMaxSize };
+    subgroupSizesOf.set(device, sizes);
+  }
+  return sizes;
 }
