@@ -307,7 +307,7 @@ describe('execution', () => {
     );
     const t = gpu.tensor([4], 'f32');
     gpu.dispatch({ op: 'missing-binding', shapes: 'f32[4]', pipeline, bindings: [t], workgroups: [1] });
-    await expect(gpu.sync()).rejects.toThrowError(/missing-binding/);
+    await expect(gpu.sync()).rejects.toThrowError(/op=missing-binding\(f32\[4\]\)/); // the batch's ops, named when the error is raised
     t.dispose();
   });
 
