@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runSandboxed } from '../src/index.js';
+import { nprocLimit, tasksOfUid } from '../src/sandbox/nproc.js';
 import { defaultLeaseDir, leaseUid } from '../src/sandbox/uid-lease.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'mlagent-uid-lease-'));
@@ -77,6 +78,26 @@ describe('runSandboxed without a cgroup, as root', () => {
       expect(existsSync(path.join(defaultLeaseDir(), String(uid)))).toBe(false);
     } finally {
       held.release();
+    }
+  });
+});
+
+describe('RLIMIT_NPROC for a uid that already runs tasks', () => {
+  it.runIf(process.getuid?.() === 0)("counts a uid's tasks, threads included, and allows maxProcesses more", async () => {
+    const uid = 59345; // below the leased range (61000 on), so nothing else runs as it
+    expect(tasksOfUid(uid)).toBe(0);
+    // Three processes of one thread and one python with three threads: six tasks.
+    const sleepers = [1, 2, 3].map(() => spawn('/usr/bin/setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '/bin/sleep', '30']));
+    const threads = spawn('/usr/bin/setpriv', [
+      `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '/usr/bin/python3', '-c',
+      'import threading, time\nfor _ in range(2): threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\nprint("up", flush=True)\ntime.sleep(30)',
+    ]);
+    try {
+      await new Promise((r) => threads.stdout.once('data', r));
+      await expect.poll(() => tasksOfUid(uid), { timeout: 5000 }).toBe(6);
+      expect(nprocLimit(uid, 16)).toBe(22);
+    } finally {
+      for (const p of [...sleepers, threads]) p.kill('SIGKILL');
     }
   });
 });

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { createRunCgroup, type RunCgroup } from './cgroup.js';
 import { classify } from './classify.js';
 import { availableIsolation, blockedAncestors, findTool, wrapCommand } from './isolation.js';
+import { nprocLimit } from './nproc.js';
 import { HeadTailBuffer } from './output.js';
 import type { IsolationLevel, LimitMechanisms, SandboxOptions, SandboxResult } from './types.js';
 import { leaseUid, type UidLease } from './uid-lease.js';
@@ -155,7 +156,7 @@ export async function runSandboxed(opts: SandboxOptions): Promise<SandboxResult>
     });
     const rl = [`--cpu=${o.cpuSeconds}:${o.cpuSeconds + 1}`, `--fsize=${o.maxFileBytes}`, '--core=0'];
     if (!cg) rl.push(`--as=${o.memoryBytes}`);
-    if (!cg && limits.processes === 'rlimit-nproc') rl.push(`--nproc=${o.maxProcesses}`);
+    if (!cg && limits.processes === 'rlimit-nproc') rl.push(`--nproc=${nprocLimit(uid ?? process.getuid?.() ?? 0, o.maxProcesses)}`);
     let argv = [prlimit, ...rl, '--', ...inner];
     if (cg) {
       // Join the cgroup(s) before exec, so nothing the command runs is ever outside the limits.
