@@ -317,6 +317,12 @@ describe('fallbacks', () => {
       expect(uidLine).toMatch(/^6\d{4} 1,2$/);
       expect(hiddenLine).toBe('False');
       expect(readFileSync(path.join(mine, 'out.txt'), 'utf8')).toBe('written');
+
+      // Without bwrap nothing can be mounted over the mode-0700 directory: the run says why it cannot reach the data.
+      const none = await py(code, { useCgroup: false, workspace: mine, isolation: 'none' });
+      expect(none.outcome).toBe('error');
+      expect(none.errorSummary).toMatch(/PermissionError/);
+      expect(none.warnings.join('\n')).toContain(`cannot search ${root}`);
     },
   );
 

@@ -96,6 +96,7 @@ describe('prepareTask and grading', () => {
     expect(statSync(path.join(a.publicDir, 'train.csv')).mode & 0o777).toBe(0o444);
     expect(statSync(a.publicDir).mode & 0o777).toBe(0o555);
     expect(existsSync(path.join(a.privateDir, 'answers.csv'))).toBe(true);
+    expect(statSync(a.privateDir).mode & 0o777).toBe(0o700); // no other uid may enter
     await prepareTask(dir, { home });
     expect(readFileSync(process.env.TOY_COUNTER, 'utf8')).toBe('run\n');
     // Another seed, or edited task contents, is another cache entry.

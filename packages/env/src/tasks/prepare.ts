@@ -67,7 +67,8 @@ async function runPrepare(dir: string, name: string, root: string, key: string, 
   removeStaleTemps(root, key);
   const tmp = path.join(root, `.tmp-${key}-${process.pid}-${randomBytes(4).toString('hex')}`);
   mkdirSync(path.join(tmp, 'public'), { recursive: true });
-  mkdirSync(path.join(tmp, 'private'));
+  // Only the trainer's uid may enter: a run dropped to another uid without bwrap (level 'none') must not read answers.
+  mkdirSync(path.join(tmp, 'private'), { mode: 0o700 });
   const python = opts.python ?? DEFAULT_PYTHON;
   const args = [path.join(dir, 'prepare.py'), '--public', path.join(tmp, 'public'), '--private', path.join(tmp, 'private'), '--seed', String(seed)];
   const source = opts.source ?? corpusSourceDir();
