@@ -133,7 +133,16 @@ describe('rope', () => {
     const q = gpu.tensor([b, t, hq, d], 'f32');
     expect(() => ropeQK(gpu, q, gpu.tensor([b, t, hk, d + 2], 'f32'), { theta: 1e4 })).toThrowError(/same batch, sequence, head dim and dtype/);
     expect(() => ropeQK(gpu, q, gpu.tensor([b, t, hk, d], 'f16'), { theta: 1e4 })).toThrowError(/same batch/);
-    expect(() => ropeQK(gpu, q, q, { theta: 1e4 })).toThrowError(/separate tensors/);
+    expect(() => ropeQK(gpu, q, q, { theta: 1e4 })).toThrowError(/bytes of their own/);
+    // Disjoint slices of one buffer are fine (one token's fused q/k/v output); overlapping ones are refused.
+    const [q1, k1] = [rng.randn(hq * d), rng.randn(hk * d)];
+    const fused = gpu.tensor([(hq + hk) * d], 'f32', [...q1, ...k1]);
+    const [sq, sk] = [fused.rows(0, hq * d).reshape([1, 1, hq, d]), fused.rows(hq * d, hk * d).reshape([1, 1, hk, d])];
+    ropeQK(gpu, sq, sk, { theta: 1e4, offset: 3 });
+    expect(Array.from(await sq.read())).toEqual(Array.from(await rope(gpu, gpu.tensor([1, 1, hq, d], 'f32', q1), { theta: 1e4, offset: 3 }).read()));
+    expect(Array.from(await sk.read())).toEqual(Array.from(await rope(gpu, gpu.tensor([1, 1, hk, d], 'f32', k1), { theta: 1e4, offset: 3 }).read()));
+    const late = fused.rows(hq * d - d, hk * d).reshape([1, 1, hk, d]);
+    expect(() => ropeQK(gpu, sq, late, { theta: 1e4 })).toThrowError(/bytes of their own/);
     gpus[1].destroy();
   });
 

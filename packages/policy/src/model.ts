@@ -11,6 +11,7 @@ import {
   type Tensor,
 } from '@mlagent/core-kernels';
 import { expectedShapes, layerTensorNames, loadQwenConfig, type QwenConfig } from './config.js';
+import { FUSED_GROUPS, allocFused, groupOf, groupRows, partViews, type FusedGroup } from './fused-weights.js';
 import { Checkpoint, CheckpointError, type SafetensorsDType } from './safetensors.js';
 import type { LoraAdapter } from './lora/adapter.js';
 import { MODULE_WEIGHT, type LoraModule } from './lora/config.js';
@@ -35,6 +36,14 @@ export interface QwenLayerWeights {
   qBias?: Tensor;
   kBias?: Tensor;
   vBias?: Tensor;
+  /**
+   * q_proj, k_proj and v_proj as one [(Hq + 2·Hkv)·D, H] matrix (and their biases as one vector); `q`, `k`, `v`
+   * and the biases are then row views of them (see fused-weights.ts). A single token's q/k/v take one matmul.
+   */
+  qkv?: Tensor;
+  qkvBias?: Tensor;
+  /** gate_proj and up_proj as one [2I, H] matrix, gate's rows first; `gate` and `up` are then views of it. */
+  gateUp?: Tensor;
   qNorm?: Tensor;
   kNorm?: Tensor;
 }
@@ -51,6 +60,7 @@ const LOADABLE: ReadonlySet<SafetensorsDType> = new Set(['F32', 'F16', 'BF16']);
 
 
 const fmt = (shape: readonly number[]) => `[${shape.join(', ')}]`;
+
 
 /** Layer weights made by `mergedAdapterLayers`: the adapter is already in them, so `linear` adds no LoRA path. */
 const mergedLayers = new WeakSet<QwenLayerWeights>();
@@ -143,11 +153,10 @@ export class QwenModel {
     const loaded: Tensor[] = [];
     try {
       validateCheckpoint(ck, cfg, dir);
+      const read = (name: string, to: 'f32' | 'f16') => convertCheckpointData(ck.read(name), ck.info(name).dtype.toLowerCase() as CheckpointDType, to);
       const upload = (name: string, matrix: boolean): Tensor => {
-        const info = ck.info(name);
         const to = matrix ? dtype : 'f32';
-        const data = convertCheckpointData(ck.read(name), info.dtype.toLowerCase() as CheckpointDType, to);
-        const t = gpu.keep(gpu.tensor(info.shape, to, data, `load ${name}`));
+        const t = gpu.keep(gpu.tensor(ck.info(name).shape, to, read(name, to), `load ${name}`));
         loaded.push(t);
         return t;
       };
@@ -157,21 +166,35 @@ export class QwenModel {
       const layers: QwenLayerWeights[] = [];
       for (let l = 0; l < cfg.numLayers; l++) {
         const n = layerTensorNames(cfg, l);
+        // Each part of a fused group is written straight into its rows of the whole.
+        const fused = (g: FusedGroup) => {
+          const f = allocFused(gpu, cfg, g, dtype, `load layer ${l} ${g}`);
+          if (!f) return undefined;
+          loaded.push(f.whole, ...(f.bias ? [f.bias.whole] : []));
+          FUSED_GROUPS[g].forEach((part, i) => f.parts[i].write(read(n[part], dtype)));
+          if (f.bias) (['qBias', 'kBias', 'vBias'] as const).forEach((b, i) => f.bias!.parts[i].write(read(n[b]!, 'f32')));
+          return f;
+        };
+        const qkv = fused('qkv');
+        const gateUp = fused('gateUp');
         const layer: QwenLayerWeights = {
           inputNorm: upload(n.inputNorm, false),
           postNorm: upload(n.postNorm, false),
-          q: upload(n.q, true),
-          k: upload(n.k, true),
-          v: upload(n.v, true),
+          q: qkv?.parts[0] ?? upload(n.q, true),
+          k: qkv?.parts[1] ?? upload(n.k, true),
+          v: qkv?.parts[2] ?? upload(n.v, true),
           o: upload(n.o, true),
-          gate: upload(n.gate, true),
-          up: upload(n.up, true),
+          gate: gateUp?.parts[0] ?? upload(n.gate, true),
+          up: gateUp?.parts[1] ?? upload(n.up, true),
           down: upload(n.down, true),
+          qkv: qkv?.whole,
+          qkvBias: qkv?.bias?.whole,
+          gateUp: gateUp?.whole,
         };
         if (cfg.attentionBias) {
-          layer.qBias = upload(n.qBias!, false);
-          layer.kBias = upload(n.kBias!, false);
-          layer.vBias = upload(n.vBias!, false);
+          layer.qBias = qkv?.bias?.parts[0] ?? upload(n.qBias!, false);
+          layer.kBias = qkv?.bias?.parts[1] ?? upload(n.kBias!, false);
+          layer.vBias = qkv?.bias?.parts[2] ?? upload(n.vBias!, false);
         }
         if (cfg.qkNorm) {
           layer.qNorm = upload(n.qNorm!, false);
@@ -244,9 +267,16 @@ export class QwenModel {
     const [B, T] = h.shape;
     return gpu.scope(() => {
       const x = rmsnorm(gpu, h, L.inputNorm, { eps }).y;
-      let q = this.linear(L, 'q_proj', x, L.q, L.qBias).reshape([B, T, nh, D]);
-      let k = this.linear(L, 'k_proj', x, L.k, L.kBias).reshape([B, T, nkv, D]);
-      const v = this.linear(L, 'v_proj', x, L.v, L.vBias).reshape([B, T, nkv, D]);
+      let q: Tensor, k: Tensor, v: Tensor;
+      if (L.qkv && B * T === 1 && !this.adapts(L, 'q_proj') && !this.adapts(L, 'k_proj') && !this.adapts(L, 'v_proj')) {
+        // One token: its q, k and v are consecutive slices of the fused output.
+        const [yq, yk, yv] = partViews(this.linear(L, 'qkv', x, L.qkv, L.qkvBias).reshape([(nh + 2 * nkv) * D]), groupRows(this.config, 'qkv'));
+        [q, k, v] = [yq.reshape([B, T, nh, D]), yk.reshape([B, T, nkv, D]), yv.reshape([B, T, nkv, D])];
+      } else {
+        q = this.linear(L, 'q_proj', x, L.q, L.qBias).reshape([B, T, nh, D]);
+        k = this.linear(L, 'k_proj', x, L.k, L.kBias).reshape([B, T, nkv, D]);
+        v = this.linear(L, 'v_proj', x, L.v, L.vBias).reshape([B, T, nkv, D]);
+      }
       if (L.qNorm && L.kNorm) {
         q = rmsnorm(gpu, q, L.qNorm, { eps }).y;
         k = rmsnorm(gpu, k, L.kNorm, { eps }).y;
@@ -257,9 +287,11 @@ export class QwenModel {
       // comes out of the post-attention norm, and the MLP's output is accumulated into h1, a temporary of this scope.
       const post = rmsnorm(gpu, h, L.postNorm, { eps, residual: this.linear(L, 'o_proj', a, L.o) });
       const h1 = post.sum!;
-      const gate = this.linear(L, 'gate_proj', post.y, L.gate);
-      const up = this.linear(L, 'up_proj', post.y, L.up);
-      this.linear(L, 'down_proj', swiglu(gpu, gate, up), L.down, undefined, h1);
+      const act =
+        L.gateUp && !this.adapts(L, 'gate_proj') && !this.adapts(L, 'up_proj')
+          ? swiglu(gpu, this.linear(L, 'gateUp', post.y, L.gateUp))
+          : swiglu(gpu, this.linear(L, 'gate_proj', post.y, L.gate), this.linear(L, 'up_proj', post.y, L.up));
+      this.linear(L, 'down_proj', act, L.down, undefined, h1);
       // h1 itself, not the view linear returns: the scope keeps only the tensors returned.
       return h1;
     });
@@ -269,14 +301,19 @@ export class QwenModel {
    * x [..., in] through a frozen linear layer, plus the active adapter's update when it adapts this module; with
    * `accumulate` (x's leading shape by out), the result is added into it and returned as it.
    */
-  private linear(L: QwenLayerWeights, m: LoraModule, x: Tensor, W: Tensor, bias?: Tensor, accumulate?: Tensor): Tensor {
+  private linear(L: QwenLayerWeights, m: LoraModule | FusedGroup, x: Tensor, W: Tensor, bias?: Tensor, accumulate?: Tensor): Tensor {
     const [outF, inF] = W.shape;
-    if (this.adapter && this.adapter.model !== this) throw new Error('QwenModel: model.adapter was made for a different model');
-    const slot = mergedLayers.has(L) ? undefined : this.adapter?.slot(this.weights.layers.indexOf(L), m);
+    const slot = m === 'qkv' || m === 'gateUp' ? undefined : this.adapts(L, m);
     const lora = slot && { slot, scale: this.adapter!.scale, dropout: 0, seed: 0 };
     const rows = x.size / inF;
     const acc = accumulate?.reshape([rows, outF]);
     return linearForward(this.gpu, x.reshape([rows, inF]), W, bias, lora, acc).y.reshape([...x.shape.slice(0, -1), outF]);
+  }
+
+  /** The active adapter's slot for module `m` of layer L, unless L has the adapter merged in already. */
+  private adapts(L: QwenLayerWeights, m: LoraModule) {
+    if (this.adapter && this.adapter.model !== this) throw new Error('QwenModel: model.adapter was made for a different model');
+    return mergedLayers.has(L) ? undefined : this.adapter?.slot(this.weights.layers.indexOf(L), m);
   }
 
   /**
@@ -285,7 +322,20 @@ export class QwenModel {
    */
   mergedAdapterBytes(): number {
     if (!this.adapter) return 0;
-    return this.adapter.slots().reduce((n, s) => n + 4 * this.weights.layers[s.layer][MODULE_WEIGHT[s.module]].size, 0);
+    const fusedCopied = new Set<string>();
+    let bytes = 0;
+    for (const s of this.adapter.slots()) {
+      const L = this.weights.layers[s.layer];
+      const field = MODULE_WEIGHT[s.module];
+      const g = groupOf(field);
+      const whole = g && L[g];
+      if (!whole) bytes += 4 * L[field].size;
+      else if (!fusedCopied.has(`${s.layer} ${g}`)) {
+        fusedCopied.add(`${s.layer} ${g}`);
+        bytes += 4 * whole.size;
+      }
+    }
+    return bytes;
   }
 
   /**
@@ -304,15 +354,34 @@ export class QwenModel {
     const gpu = this.gpu;
     const layers = this.weights.layers.map((L) => ({ ...L }));
     const copies: Tensor[] = [];
+    const copyOf = (src: Tensor): Tensor => {
+      const w = gpu.keep(gpu.tensor(src.shape, 'f32', undefined, 'merged adapter weight'));
+      copies.push(w);
+      gpu.copyTensor(src, w);
+      return w;
+    };
     try {
       for (const slot of adapter.slots()) {
         const field = MODULE_WEIGHT[slot.module];
-        const w = gpu.keep(gpu.tensor(this.weights.layers[slot.layer][field].shape, 'f32', undefined, 'merged adapter weight'));
-        copies.push(w);
-        gpu.copyTensor(this.weights.layers[slot.layer][field], w);
+        const base = this.weights.layers[slot.layer];
+        const merged = layers[slot.layer];
+        const g = groupOf(field);
+        let w: Tensor;
+        if (g && base[g]) {
+          // One copy of the fused matrix per layer and group, so the merged layer keeps its single matmul.
+          if (merged[g] === base[g]) {
+            const whole = copyOf(base[g]);
+            merged[g] = whole;
+            const parts = partViews(whole, groupRows(this.config, g));
+            FUSED_GROUPS[g].forEach((part, i) => (merged[part] = parts[i]));
+          }
+          w = merged[field];
+        } else {
+          w = copyOf(base[field]);
+          merged[field] = w;
+        }
         // w += scale · B [out, r] · A [r, in]
         matmul(gpu, slot.B, slot.A, { alpha: adapter.scale, beta: 1, out: w });
-        layers[slot.layer][field] = w;
       }
     } catch (e) {
       copies.forEach((t) => t.dispose());

@@ -35,17 +35,17 @@ afterAll(() => {
  * the logits at position len(prompt) − 1 + i are those token i was sampled from. Greedy: the token is the argmax
  * (or within 1e-4 of the max on a near tie). Always: its logprob is log_softmax(logits / T)[token] within 1e-4.
  */
-async function checkAgainstForward(model: QwenModel, results: GenerateResult[], temperature: number): Promise<number> {
+async function checkAgainstForward(model: QwenModel, results: GenerateResult[], temperature: number, prompts: number[][] = PROMPTS): Promise<number> {
   const V = model.config.vocabSize;
   const t = temperature === 0 ? 1 : temperature;
   let maxErr = 0;
-  for (let b = 0; b < PROMPTS.length; b++) {
-    const seq = [...PROMPTS[b], ...results[b].ids];
+  for (let b = 0; b < prompts.length; b++) {
+    const seq = [...prompts[b], ...results[b].ids];
     const logits = model.forward([seq]);
     const all = await logits.read();
     logits.dispose();
     for (let i = 0; i < results[b].ids.length; i++) {
-      const row = all.subarray((PROMPTS[b].length - 1 + i) * V, (PROMPTS[b].length + i) * V);
+      const row = all.subarray((prompts[b].length - 1 + i) * V, (prompts[b].length + i) * V);
       let mx = -Infinity;
       let arg = 0;
       for (let j = 0; j < V; j++) if (row[j] > mx) [mx, arg] = [row[j], j];
@@ -149,6 +149,88 @@ describe('generate through an adapter', () => {
       adapter.dispose();
     }
     await expect(generate(model, PROMPTS, { maxNewTokens: 2, mergeAdapter: true })).rejects.toThrow(/mergeAdapter needs model.adapter/);
+  });
+});
+
+describe('q/k/v and gate/up in one matrix each', () => {
+  it.each(['qwen2', 'qwen3'] as const)('%s: one sequence decodes through one q/k/v matmul a layer, matching the full forward', async (arch) => {
+    const model = models[arch]!;
+    const L0 = model.weights.layers[0];
+    const { numHeads: nh, numKvHeads: nkv, headDim: D, hiddenSize: H } = model.config;
+    expect(L0.qkv?.shape).toEqual([(nh + 2 * nkv) * D, H]);
+    expect(L0.qkvBias?.shape).toEqual(arch === 'qwen2' ? [(nh + 2 * nkv) * D] : undefined);
+    const one = [PROMPTS[1]];
+    const results = await generate(model, one, { maxNewTokens: 5, temperature: 0 });
+    expect(await checkAgainstForward(model, results, 0, one)).toBeLessThan(1e-4);
+    // Each generate makes 2 tokens: a prefill pass and a decode step. Matmuls a layer: T > 1 and two sequences keep
+    // q, k, v apart (q, k, v, o, gate/up, down: 6); one sequence's decode step fuses q/k/v (4). Each pass adds the head.
+    gpu.profiling = true;
+    await generate(model, one, { maxNewTokens: 2, temperature: 0 });
+    await generate(model, [PROMPTS[1], PROMPTS[1]], { maxNewTokens: 2, temperature: 0 });
+    const timings = await gpu.takeTimings();
+    gpu.profiling = false;
+    const matmuls = timings.filter((t) => t.op.startsWith('matmul')).length;
+    const layers = model.config.numLayers;
+    expect(matmuls).toBe(6 * layers + 1 + (4 * layers + 1) + (6 * layers + 1) + (6 * layers + 1));
+  });
+
+  it('an adapter on q_proj keeps q, k and v apart for it; merged, the copy of the fused matrix changes only q', async () => {
+    const model = models.qwen2!;
+    const adapter = LoraAdapter.create(model, { r: 2, alpha: 4, targetModules: ['q_proj'] }, { seed: 4 });
+    for (const s of adapter.slots()) s.B.write(Float32Array.from({ length: s.B.size }, (_, i) => Math.cos(i) * 0.3));
+    model.adapter = adapter;
+    try {
+      const one = [PROMPTS[0]];
+      const merged = await generate(model, one, { maxNewTokens: 5, temperature: 0 });
+      await checkAgainstForward(model, merged, 0, one);
+      const unmerged = await generate(model, one, { maxNewTokens: 5, temperature: 0, mergeAdapter: false });
+      expect(unmerged.map((r) => r.ids)).toEqual(merged.map((r) => r.ids));
+      const layers = model.mergedAdapterLayers()!;
+      const [L0, M0] = [model.weights.layers[0], layers.layers[0]];
+      expect(M0.qkv).not.toBe(L0.qkv);
+      expect(M0.qkvBias).toBe(L0.qkvBias);
+      const qElems = L0.q.size;
+      const [base, copy] = await Promise.all([L0.qkv!.read(), M0.qkv!.read()]);
+      expect(copy.subarray(qElems)).toEqual(base.subarray(qElems));
+      expect(copy.subarray(0, qElems)).not.toEqual(base.subarray(0, qElems));
+      expect(layers.bytes).toBe(model.mergedAdapterBytes());
+      layers.dispose();
+    } finally {
+      model.adapter = null;
+      adapter.dispose();
+    }
+  });
+
+
+  it('an adapter on gate_proj alone merges into a copy of the fused matrix, leaving up_proj as it was', async () => {
+    const model = models.qwen2!;
+    const L0 = model.weights.layers[0];
+    expect(L0.gateUp?.shape).toEqual([2 * model.config.intermediateSize, model.config.hiddenSize]);
+    const adapter = LoraAdapter.create(model, { r: 2, alpha: 4, targetModules: ['gate_proj'] }, { seed: 3 });
+    for (const s of adapter.slots()) s.B.write(Float32Array.from({ length: s.B.size }, (_, i) => Math.sin(i + 1) * 0.3));
+    model.adapter = adapter;
+    try {
+      const merged = await generate(model, PROMPTS, { maxNewTokens: 5, temperature: 0 });
+      await checkAgainstForward(model, merged, 0);
+      const unmerged = await generate(model, PROMPTS, { maxNewTokens: 5, temperature: 0, mergeAdapter: false });
+      expect(unmerged.map((r) => r.ids)).toEqual(merged.map((r) => r.ids));
+
+      const layers = model.mergedAdapterLayers()!;
+      const M0 = layers.layers[0];
+      expect(M0.gateUp).not.toBe(L0.gateUp);
+      expect(layers.bytes).toBe(4 * L0.gateUp!.size * model.config.numLayers);
+      expect(layers.bytes).toBe(model.mergedAdapterBytes());
+      const I = model.config.intermediateSize;
+      const [base, fused, gate] = await Promise.all([L0.gateUp!.read(), M0.gateUp!.read(), M0.gate.read()]);
+      // up_proj's half is copied unchanged; gate_proj's half moved, and the merged gate is a view of it.
+      expect(fused.subarray(I * model.config.hiddenSize)).toEqual(base.subarray(I * model.config.hiddenSize));
+      expect(fused.subarray(0, gate.length)).toEqual(gate);
+      expect(gate).not.toEqual(base.subarray(0, gate.length));
+      layers.dispose();
+    } finally {
+      model.adapter = null;
+      adapter.dispose();
+    }
   });
 });
 

@@ -67,8 +67,11 @@ function rotate(gpu: Gpu, x: Tensor, opts: RopeOptions, inverse: boolean, op: st
   let h2 = 0;
   if (second) {
     const [b2, t2, hk, d2] = second.rank === 4 ? second.shape : [1, ...second.shape];
-    if (second.rank !== x.rank || b2 !== b || t2 !== t || d2 !== d || second.dtype !== x.dtype || second.buffer === x.buffer) {
-      throw new ShapeError(`${op} needs q and k with the same batch, sequence, head dim and dtype, as separate tensors`, { op, shapes });
+    // Both are written in place: they may share a buffer (slices of one fused q/k/v output) but not bytes.
+    const overlap =
+      second.buffer === x.buffer && second.byteOffset < x.byteOffset + x.byteLength && x.byteOffset < second.byteOffset + second.byteLength;
+    if (second.rank !== x.rank || b2 !== b || t2 !== t || d2 !== d || second.dtype !== x.dtype || overlap) {
+      throw new ShapeError(`${op} needs q and k with the same batch, sequence, head dim and dtype, in bytes of their own`, { op, shapes });
     }
     h2 = hk;
   }

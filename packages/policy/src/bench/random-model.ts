@@ -1,5 +1,6 @@
 import { SeededRng, f32ToF16Bits, type Gpu, type Tensor } from '@mlagent/core-kernels';
 import { layerTensorNames, parseQwenConfig, type QwenConfig } from '../config.js';
+import { allocFused, type FusedGroup } from '../fused-weights.js';
 import { QwenModel, type QwenLayerWeights } from '../model.js';
 
 /** config.json of a Qwen2.5-7B-shaped model (Qwen2ForCausalLM), for benchmarks with random weights. */
@@ -55,6 +56,9 @@ export async function randomModel(gpu: Gpu, cfg: QwenConfig, opts: RandomModelOp
   const matrix = (shape: [number, number], name: string): Tensor => {
     const t = gpu.keep(gpu.tensor(shape, dtype, undefined, `random ${name}`));
     made.push(t);
+    return fill(t);
+  };
+  function fill(t: Tensor): Tensor {
     // 4-byte aligned start in the block, different for each matrix.
     let src = (shift = (shift + 4 * 9973) % blockBytes);
     const total = Math.ceil(t.byteLength / 4) * 4;
@@ -65,7 +69,7 @@ export async function randomModel(gpu: Gpu, cfg: QwenConfig, opts: RandomModelOp
       src = 0;
     }
     return t;
-  };
+  }
   const vector = (n: number, name: string, fill: 'ones' | 'normal'): Tensor => {
     const v = fill === 'ones' ? new Float32Array(n).fill(1) : rng.fillNormal(new Float32Array(n), 0.02);
     const t = gpu.keep(gpu.tensor([n], 'f32', v, `random ${name}`));
@@ -80,21 +84,37 @@ export async function randomModel(gpu: Gpu, cfg: QwenConfig, opts: RandomModelOp
     const layers: QwenLayerWeights[] = [];
     for (let l = 0; l < cfg.numLayers; l++) {
       const n = layerTensorNames(cfg, l);
+      const fused = (g: FusedGroup) => {
+        const f = allocFused(gpu, cfg, g, dtype, `random layer ${l} ${g}`);
+        if (!f) return undefined;
+        made.push(f.whole);
+        f.parts.forEach(fill);
+        if (f.bias) {
+          made.push(f.bias.whole);
+          f.bias.whole.write(rng.fillNormal(new Float32Array(f.bias.whole.size), 0.02));
+        }
+        return f;
+      };
+      const qkv = fused('qkv');
+      const gateUp = fused('gateUp');
       const layer: QwenLayerWeights = {
         inputNorm: vector(H, n.inputNorm, 'ones'),
         postNorm: vector(H, n.postNorm, 'ones'),
-        q: matrix([nh * D, H], n.q),
-        k: matrix([nkv * D, H], n.k),
-        v: matrix([nkv * D, H], n.v),
+        q: qkv?.parts[0] ?? matrix([nh * D, H], n.q),
+        k: qkv?.parts[1] ?? matrix([nkv * D, H], n.k),
+        v: qkv?.parts[2] ?? matrix([nkv * D, H], n.v),
         o: matrix([H, nh * D], n.o),
-        gate: matrix([I, H], n.gate),
-        up: matrix([I, H], n.up),
+        gate: gateUp?.parts[0] ?? matrix([I, H], n.gate),
+        up: gateUp?.parts[1] ?? matrix([I, H], n.up),
         down: matrix([H, I], n.down),
+        qkv: qkv?.whole,
+        qkvBias: qkv?.bias?.whole,
+        gateUp: gateUp?.whole,
       };
       if (cfg.attentionBias) {
-        layer.qBias = vector(nh * D, n.qBias!, 'normal');
-        layer.kBias = vector(nkv * D, n.kBias!, 'normal');
-        layer.vBias = vector(nkv * D, n.vBias!, 'normal');
+        layer.qBias = qkv?.bias?.parts[0] ?? vector(nh * D, n.qBias!, 'normal');
+        layer.kBias = qkv?.bias?.parts[1] ?? vector(nkv * D, n.kBias!, 'normal');
+        layer.vBias = qkv?.bias?.parts[2] ?? vector(nkv * D, n.vBias!, 'normal');
       }
       if (cfg.qkNorm) {
         layer.qNorm = vector(D, n.qNorm!, 'ones');
