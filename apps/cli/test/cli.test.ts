@@ -26,13 +26,17 @@ describe('mlagent', () => {
     }
   });
 
-  it('doctor --json reports the adapter, features, limits and variants', () => {
+  it('doctor --json reports the adapter, features, limits, variants and the sandbox', () => {
     const r = mlagent('doctor', '--json');
     expect(r.code).toBe(0);
     const report = JSON.parse(r.stdout);
     expect(report.limits.maxStorageBufferBindingSize).toBeGreaterThan(0);
     expect(typeof report.features.shaderF16).toBe('boolean');
     expect(['tiled', 'subgroup-matrix']).toContain(report.variants.matmulF16);
+    // One script run as agent code runs: the sandbox it got, and the task modules importable there.
+    expect(report.sandbox).toMatchObject({ python: '/usr/bin/python3', outcome: 'ok' });
+    expect(['bwrap', 'unshare', 'none']).toContain(report.sandbox.isolation);
+    expect(report.sandbox.modules.sklearn).toMatch(/^\d/);
     const paths = report.matmulPaths as Array<{ case: string; path: string; aFrom?: string }>;
     expect(paths.map((m) => m.case)).toHaveLength(4);
     for (const m of paths) expect(['tiled', 'gemv', 'subgroup-matrix', 'cpu-tiled', 'cpu-gemv']).toContain(m.path);

@@ -3,6 +3,7 @@ export { runSandboxed } from './sandbox/run.js';
 export { SandboxPool } from './sandbox/pool.js';
 export { summarizeError } from './sandbox/classify.js';
 export { availableIsolation } from './sandbox/isolation.js';
+export { checkSandbox, type SandboxCheck } from './sandbox/check.js';
 export type {
   ExecutionOutcome,
   IsolationLevel,

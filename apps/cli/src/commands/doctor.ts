@@ -1,4 +1,6 @@
 import { Gpu, attentionDecodePath, attentionForwardPath, attentionPath, describeMatmulPath, formatBytes, type MatmulPathInfo } from '@mlagent/core-kernels';
+import { existsSync } from 'node:fs';
+import { DEFAULT_PYTHON, checkSandbox, mlagentHome, taskCacheDir, type SandboxCheck } from '@mlagent/env';
 import { parse } from '../args.js';
 
 const SHOWN_LIMITS = [
@@ -15,7 +17,9 @@ const SHOWN_LIMITS = [
 export const doctorUsage = `mlagent doctor [--json]
   Prints the WebGPU adapter, its features and limits, the kernel variants chosen for it, the path a matmul
   takes at a few Qwen2.5-7B-sized shapes, and the attention kernels' path by head dim (decode: one new token
-  for 2 query heads per KV head, as in the init-model presets).`;
+  for 2 query heads per KV head, as in the init-model presets). Then runs one script the way agent code runs:
+  the sandbox's isolation and limits, its warnings, and which task modules (numpy, pandas, sklearn, torch,
+  xgboost) the tasks' Python imports there, with $MLAGENT_HOME's prepared data mounted as task data is.`;
 
 /** Head dims whose attention path `doctor` shows: Qwen2.5-7B's, the mini policy's, and one the CPU kernels refuse. */
 const ATTENTION_HEAD_DIMS = [128, 32, 6];
@@ -50,6 +54,7 @@ export async function doctor(argv: string[]): Promise<void> {
       })),
       limits: gpu.limits,
       node: process.version,
+      sandbox: await sandboxCheck(),
     };
     if (values.json) {
       console.log(JSON.stringify(report, null, 2));
@@ -87,6 +92,7 @@ export async function doctor(argv: string[]): Promise<void> {
       const bytes = /Size$/.test(k) && v >= 1024 ? `  (${formatBytes(v)})` : '';
       lines.push(`            ${k.padEnd(36)} ${v}${bytes}`);
     }
+    lines.push(...sandboxLines(report.sandbox));
     console.log(lines.join('\n'));
   } finally {
     gpu.destroy();
@@ -95,4 +101,22 @@ export async function doctor(argv: string[]): Promise<void> {
 
 function yes(b: boolean): string {
   return b ? 'yes' : 'no';
+}
+
+/** A sandboxed run like the agent's, with the prepared task data (or $MLAGENT_HOME) mounted read-only. */
+function sandboxCheck(): Promise<SandboxCheck> {
+  const data = [taskCacheDir(), mlagentHome()].find((d) => existsSync(d));
+  return checkSandbox(DEFAULT_PYTHON, data);
+}
+
+function sandboxLines(s: SandboxCheck): string[] {
+  const limits = s.limits.memory === s.limits.processes ? s.limits.memory : `memory ${s.limits.memory}, processes ${s.limits.processes}`;
+  const lines = [`sandbox     ${s.isolation} isolation, ${limits} limits; ${s.python}: ${s.outcome}`];
+  if (s.outcome === 'ok') {
+    lines.push(`            ${Object.entries(s.modules).map(([m, v]) => `${m} ${v ?? 'MISSING'}`).join(', ')}`);
+  } else if (s.error) {
+    lines.push(`            ${s.error.trim().split('\n').pop()}`);
+  }
+  for (const w of s.warnings) lines.push(`            warning: ${w}`);
+  return lines;
 }

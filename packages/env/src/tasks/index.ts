@@ -8,7 +8,7 @@ export { gradeSubmission } from './grade.js';
 export { createWorkspace, taskSandboxEnv, taskSandboxPaths } from './workspace.js';
 export { runBaseline, runInWorkspace } from './baseline.js';
 export type { BaselineOptions, BaselineReport, BaselineResult } from './baseline.js';
-export { builtinTasksDir, corpusSourceDir, mlagentHome, userTasksDir } from './paths.js';
+export { DEFAULT_PYTHON, builtinTasksDir, corpusSourceDir, mlagentHome, taskCacheDir, userTasksDir } from './paths.js';
 export type { GradeResult, MetricName, Modality, PreparedTask, TaskBudgets, TaskEntry, TaskIdea, TaskOrigin, TaskSpec, TaskSplit } from './types.js';
 export { detectImportFormat, importTask } from './import.js';
 export type { ImportFormat, ImportOptions } from './import.js';

@@ -1,0 +1,29 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { checkSandbox } from '../src/index.js';
+
+const dir = mkdtempSync(path.join(tmpdir(), 'mlagent-sandbox-check-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('checkSandbox (mlagent doctor)', () => {
+  it("runs a script as agent code runs, with the data mounted, and reports the task modules' versions", async () => {
+    const data = path.join(dir, 'data');
+    mkdirSync(data);
+    writeFileSync(path.join(data, 'train.csv'), 'x\n1\n');
+    const r = await checkSandbox('/usr/bin/python3', data);
+    expect(r.outcome, r.error).toBe('ok');
+    expect(['bwrap', 'unshare', 'none']).toContain(r.isolation);
+    expect(Object.keys(r.modules)).toEqual(['numpy', 'pandas', 'sklearn', 'torch', 'xgboost']);
+    // setup installs Debian's stack, which every task needs.
+    for (const [m, v] of Object.entries(r.modules)) expect(v, m).toMatch(/^\d/);
+  }, 60_000);
+
+  it('says what went wrong when the Python cannot run', async () => {
+    const r = await checkSandbox('/no/such/python3');
+    expect(r.outcome).toBe('error');
+    expect(r.error).toMatch(/No such file/);
+    expect(Object.values(r.modules).every((v) => v === null)).toBe(true);
+  });
+});
