@@ -61,7 +61,6 @@ const LOADABLE: ReadonlySet<SafetensorsDType> = new Set(['F32', 'F16', 'BF16']);
 
 const fmt = (shape: readonly number[]) => `[${shape.join(', ')}]`;
 
-
 /** Layer weights made by `mergedAdapterLayers`: the adapter is already in them, so `linear` adds no LoRA path. */
 const mergedLayers = new WeakSet<QwenLayerWeights>();
 
