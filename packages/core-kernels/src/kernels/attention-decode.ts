@@ -380,7 +380,7 @@ function appendRows(gpu: Gpu, op: string, pairs: Array<[Tensor, Tensor]>, positi
       throw new ShapeError('x must be [B, T, Hkv, D] with the cache dtype (f32 or f16)', { op, shapes });
     }
   }
-  if (pairs.length > 1 && pairs[0][0].buffer === pairs[1][0].buffer) throw new ShapeError('the k and v caches must be separate tensors', { op, shapes });
+  if (pairs.length > 1 && pairs[0][0].overlaps(pairs[1][0])) throw new ShapeError('the k and v caches must be separate tensors', { op, shapes });
   if (positions.dtype !== 'i32' || positions.size !== B) throw new ShapeError('positions must be i32 [B]', { op, shapes });
   if (x.size === 0) return;
   const WG = 256;

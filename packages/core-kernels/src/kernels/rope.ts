@@ -68,9 +68,7 @@ function rotate(gpu: Gpu, x: Tensor, opts: RopeOptions, inverse: boolean, op: st
   if (second) {
     const [b2, t2, hk, d2] = second.rank === 4 ? second.shape : [1, ...second.shape];
     // Both are written in place: they may share a buffer (slices of one fused q/k/v output) but not bytes.
-    const overlap =
-      second.buffer === x.buffer && second.byteOffset < x.byteOffset + x.byteLength && x.byteOffset < second.byteOffset + second.byteLength;
-    if (second.rank !== x.rank || b2 !== b || t2 !== t || d2 !== d || second.dtype !== x.dtype || overlap) {
+    if (second.rank !== x.rank || b2 !== b || t2 !== t || d2 !== d || second.dtype !== x.dtype || second.overlaps(x)) {
       throw new ShapeError(`${op} needs q and k with the same batch, sequence, head dim and dtype, in bytes of their own`, { op, shapes });
     }
     h2 = hk;

@@ -82,6 +82,11 @@ export class Tensor<D extends DType = DType> {
     return new Tensor(this.gpu, this.buffer, [count, ...this.shape.slice(1)], this.dtype, offset, false);
   }
 
+  /** Whether the two share any byte of one buffer (two writable bindings of a dispatch must not). */
+  overlaps(other: Tensor): boolean {
+    return other.buffer === this.buffer && other.byteOffset < this.byteOffset + this.byteLength && this.byteOffset < other.byteOffset + other.byteLength;
+  }
+
   /** Binding for this tensor's bytes, or a byte window of it (rounded to the 4-byte granularity bindings need). */
   binding(byteStart = 0, byteLength = this.byteLength - byteStart): GPUBufferBinding {
     this.assertLive('bind');

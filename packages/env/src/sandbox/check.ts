@@ -27,7 +27,7 @@ export async function checkSandbox(python: string, dataDir?: string): Promise<Sa
   const ws = mkdtempSync(path.join(tmpdir(), 'mlagent-doctor-'));
   try {
     const script = [
-      'import importlib, json, os, sys',
+      'import importlib, json, os',
       'out = {}',
       `for m in ${JSON.stringify(TASK_MODULES)}:`,
       '    try: out[m] = getattr(importlib.import_module(m), "__version__", "?")',
