@@ -3,7 +3,7 @@ export { Tensor, type ReadArray } from './runtime/tensor.js';
 export { Params } from './runtime/params.js';
 export { SeededRng } from './runtime/rng.js';
 export { rowBinding, rowWindows } from './runtime/windows.js';
-export { BufferAllocator, sizeClass, type MemoryStats } from './runtime/allocator.js';
+export { BufferAllocator, MIN_CACHE_LIMIT_BYTES, sizeClass, type MemoryStats } from './runtime/allocator.js';
 export { profileByOp, profileWork, formatProfile, type OpProfile } from './runtime/profile.js';
 export {
   type DType,

@@ -12,6 +12,7 @@ import {
   bf16BitsToF32,
   convertCheckpointData,
   sizeClass,
+  MIN_CACHE_LIMIT_BYTES,
   isSoftwareAdapter,
 } from '../src/index.js';
 import { add } from '../src/kernels/add.js';
@@ -87,6 +88,99 @@ describe('allocator', () => {
     expect((t.buffer.usage & GPUBufferUsage.UNIFORM) !== 0).toBe(gpu.softwareAdapter);
     expect(t.buffer.usage & GPUBufferUsage.STORAGE).not.toBe(0);
     t.dispose();
+  });
+
+  it('keeps the cache under its limit by destroying the least recently released buffers', async () => {
+    const gpu = await freshGpu({ cacheLimitBytes: 1.5 * 2 ** 20 });
+    try {
+      // Three size classes whose buffers do not all fit a 1.5 MiB cache; the newer two do.
+      const [a, b, c] = [100_000, 150_000, 200_000].map((n) => gpu.tensor([n], 'f32'));
+      const [bufA, bufC] = [a.buffer, c.buffer];
+      for (const t of [a, b, c]) t.dispose();
+      const m = gpu.memory();
+      expect(m.cached).toBeLessThanOrEqual(1.5 * 2 ** 20);
+      expect(m.evicted).toBe(1);
+      // The newest release is still cached; the oldest was evicted, so its size gets a new buffer.
+      const c2 = gpu.tensor([200_000], 'f32');
+      expect(c2.buffer).toBe(bufC);
+      const a2 = gpu.tensor([100_000], 'f32');
+      expect(a2.buffer).not.toBe(bufA);
+      expect(gpu.memory().created).toBe(m.created + 1);
+      c2.dispose();
+      a2.dispose();
+    } finally {
+      gpu.destroy();
+    }
+  });
+
+  it('destroys an evicted buffer only after the work recorded on it is submitted', async () => {
+    const gpu = await freshGpu({ cacheLimitBytes: 0 });
+    try {
+      const n = 50_000;
+      const x = Float32Array.from({ length: n }, (_, i) => i % 97);
+      const a = gpu.tensor([n], 'f32', x);
+      await gpu.sync();
+      const out = add(gpu, a, a);
+      a.dispose(); // evicted at once (limit 0) while the recorded add still reads it
+      expect(gpu.memory().evicted).toBe(1);
+      expectClose(await out.read(), addRef(x, x), { atol: 0, rtol: 0 });
+      out.dispose();
+      // The budget's emptyCache submits recorded work before destroying.
+      const b = gpu.tensor([n], 'f32', x);
+      await gpu.sync();
+      const out2 = add(gpu, b, b);
+      b.dispose();
+      gpu.allocator.emptyCache();
+      expectClose(await out2.read(), addRef(x, x), { atol: 0, rtol: 0 });
+      out2.dispose();
+    } finally {
+      gpu.destroy();
+    }
+  });
+
+  it('limits the cache by the peak in-use bytes when given no limit', async () => {
+    const gpu = await freshGpu();
+    try {
+      const big = gpu.tensor([20 << 20], 'f32'); // 80 MiB: the peak, above the 64 MiB floor
+      big.dispose();
+      expect(gpu.allocator.cacheLimit()).toBe(gpu.memory().peak);
+      // Eight distinct 16-24 MiB classes released in turn: without a limit the cache would hold 160 MiB.
+      for (let i = 0; i < 8; i++) gpu.tensor([(4 << 20) + i * (1 << 18)], 'f32').dispose();
+      const m = gpu.memory();
+      expect(m.cached).toBeLessThanOrEqual(m.peak);
+      expect(m.cached).toBeGreaterThan(MIN_CACHE_LIMIT_BYTES / 2);
+      expect(m.evicted).toBeGreaterThan(0);
+    } finally {
+      gpu.destroy();
+    }
+  });
+
+  it('serves a request from a cached buffer up to two size classes larger', async () => {
+    const gpu = await freshGpu();
+    try {
+      const base = sizeClass(400_000);
+      const next = [sizeClass(base + 1)];
+      next.push(sizeClass(next[0] + 1));
+      next.push(sizeClass(next[1] + 1));
+      const two = gpu.tensor([next[1] / 4], 'f32');
+      const twoBuffer = two.buffer;
+      two.dispose();
+      const t = gpu.tensor([400_000 / 4], 'f32');
+      expect(t.buffer).toBe(twoBuffer);
+      expect(t.byteLength).toBe(400_000);
+      expect(gpu.memory().inUse).toBe(next[1]);
+      t.dispose();
+      // Three classes up is too much waste: a new buffer.
+      gpu.allocator.emptyCache();
+      const three = gpu.tensor([next[2] / 4], 'f32');
+      const threeBuffer = three.buffer;
+      three.dispose();
+      const u = gpu.tensor([400_000 / 4], 'f32');
+      expect(u.buffer).not.toBe(threeBuffer);
+      u.dispose();
+    } finally {
+      gpu.destroy();
+    }
   });
 
   it('refuses allocations over the budget with a typed error naming op and bytes', async () => {

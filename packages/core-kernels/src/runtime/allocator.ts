@@ -22,7 +22,12 @@ export interface MemoryStats {
   created: number;
   /** Allocations served from the cache. */
   reused: number;
+  /** Cached buffers destroyed to keep the cache under its limit (or for the budget). */
+  evicted: number;
 }
+
+/** The cache's limit when none is given follows the peak in-use bytes, but is never below this. */
+export const MIN_CACHE_LIMIT_BYTES = 64 * 2 ** 20;
 
 export interface AllocatorOptions {
   /** Refuse allocations that would take in-use + cached bytes past this. Default: no budget beyond the device's. */
@@ -31,6 +36,15 @@ export interface AllocatorOptions {
   create?: (descriptor: GPUBufferDescriptor, ctx: GpuErrorContext) => GPUBuffer;
   /** Buffers may also be bound as uniforms (the CPU-adapter matmul binds 64 KB windows of a packed operand so). */
   uniformUsage?: boolean;
+  /**
+   * Most bytes the cache keeps. Default: the peak in-use bytes so far (at least MIN_CACHE_LIMIT_BYTES), so a run
+   * whose shapes keep changing (PPO's sequence lengths) holds at most twice its largest working set instead of a
+   * buffer of every size it ever used. Past the limit the least recently released buffers are destroyed.
+   */
+  cacheLimitBytes?: number;
+  /** Submits recorded work; called before cached buffers are destroyed at once (emptyCache), since recorded
+   * commands may still bind them. */
+  submitPending?: () => void;
 }
 
 /**
@@ -40,8 +54,13 @@ export interface AllocatorOptions {
  */
 export class BufferAllocator {
   private readonly free = new Map<number, GPUBuffer[]>();
-  private readonly stats: MemoryStats = { inUse: 0, peak: 0, cached: 0, created: 0, reused: 0 };
+  /** The cached buffers, least recently released first (Map keeps insertion order). */
+  private readonly released = new Map<GPUBuffer, number>();
+  /** Evicted buffers that recorded commands may still bind: destroyed once those are submitted (destroyRetired). */
+  private retired: GPUBuffer[] = [];
+  private readonly stats: MemoryStats = { inUse: 0, peak: 0, cached: 0, created: 0, reused: 0, evicted: 0 };
   budgetBytes: number;
+  cacheLimitBytes: number | undefined;
 
   constructor(
     private readonly device: GPUDevice,
@@ -49,6 +68,7 @@ export class BufferAllocator {
     private readonly options: AllocatorOptions = {},
   ) {
     this.budgetBytes = options.budgetBytes ?? Number.POSITIVE_INFINITY;
+    this.cacheLimitBytes = options.cacheLimitBytes;
   }
 
   allocate(bytes: number, ctx: GpuErrorContext): GPUBuffer {
@@ -59,12 +79,12 @@ export class BufferAllocator {
     if (size > this.maxBufferSize) {
       throw new GpuLimitError(`buffer exceeds the device's maxBufferSize of ${this.maxBufferSize}`, { ...ctx, bytes: size });
     }
-    const list = this.free.get(size);
-    const cachedBuffer = list?.pop();
+    const cachedBuffer = this.takeCached(size);
     if (cachedBuffer) {
-      this.stats.cached -= size;
+      this.released.delete(cachedBuffer);
+      this.stats.cached -= cachedBuffer.size;
       this.stats.reused++;
-      this.track(size);
+      this.track(cachedBuffer.size);
       return cachedBuffer;
     }
     if (this.stats.inUse + this.stats.cached + size > this.budgetBytes) this.emptyCache();
@@ -90,14 +110,28 @@ export class BufferAllocator {
     let list = this.free.get(size);
     if (!list) this.free.set(size, (list = []));
     list.push(buffer);
+    this.released.set(buffer, size);
     this.stats.cached += size;
+    this.trim(this.cacheLimit());
   }
 
-  /** Destroys every cached buffer, returning its memory to the device. */
+  /** The cache's current limit in bytes. */
+  cacheLimit(): number {
+    return this.cacheLimitBytes ?? Math.max(MIN_CACHE_LIMIT_BYTES, this.stats.peak);
+  }
+
+  /** Destroys every cached buffer, returning its memory to the device (recorded work is submitted first). */
   emptyCache(): void {
-    for (const list of this.free.values()) for (const b of list) b.destroy();
-    this.free.clear();
-    this.stats.cached = 0;
+    this.trim(0);
+    if (this.retired.length > 0) this.options.submitPending?.();
+    this.destroyRetired();
+  }
+
+  /** Destroys the buffers evicted from the cache; the owner calls it once the commands that bound them are submitted. */
+  destroyRetired(): void {
+    if (this.retired.length === 0) return;
+    for (const b of this.retired) b.destroy();
+    this.retired = [];
   }
 
   memory(): MemoryStats {
@@ -106,6 +140,34 @@ export class BufferAllocator {
 
   resetPeak(): void {
     this.stats.peak = this.stats.inUse;
+  }
+
+  /** A cached buffer of the request's size class, else of one of the next two classes (at most 25% larger). */
+  private takeCached(size: number): GPUBuffer | undefined {
+    let c = size;
+    for (let i = 0; i < 3; i++, c = sizeClass(c + 1)) {
+      const list = this.free.get(c);
+      const b = list?.pop();
+      if (b) {
+        if (list!.length === 0) this.free.delete(c);
+        return b;
+      }
+    }
+    return undefined;
+  }
+
+  /** Evicts the least recently released buffers until the cache holds at most `limit` bytes. */
+  private trim(limit: number): void {
+    for (const [buffer, size] of this.released) {
+      if (this.stats.cached <= limit) break;
+      const list = this.free.get(size)!;
+      list.splice(list.indexOf(buffer), 1);
+      if (list.length === 0) this.free.delete(size);
+      this.released.delete(buffer);
+      this.stats.cached -= size;
+      this.stats.evicted++;
+      this.retired.push(buffer);
+    }
   }
 
   private track(size: number): void {

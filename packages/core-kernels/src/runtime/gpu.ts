@@ -27,6 +27,8 @@ export interface GpuOptions {
   disableFeatures?: string[];
   /** Memory budget for the caching allocator, in bytes. */
   budgetBytes?: number;
+  /** Most bytes the allocator's cache of released buffers keeps (default: the peak in-use bytes, at least 64 MiB). */
+  cacheLimitBytes?: number;
   /**
    * Dispatches recorded before an automatic submit (default 512). Also MLAGENT_DISPATCHES_PER_SUBMIT. Fewer let a
    * GPU start on a long step (a 28-layer decode step records ~480 dispatches) while the rest is still recorded.
@@ -162,6 +164,8 @@ export class Gpu {
     this.timeoutMs = options.timeoutMs ?? 600_000;
     this.allocator = new BufferAllocator(device, device.limits.maxBufferSize, {
       budgetBytes: options.budgetBytes,
+      cacheLimitBytes: options.cacheLimitBytes,
+      submitPending: () => this.flush(),
       uniformUsage: this.softwareAdapter,
       create: (descriptor, ctx) => {
         this.device.pushErrorScope('out-of-memory');
@@ -449,7 +453,10 @@ export class Gpu {
 
   /** Submits everything recorded so far. Errors are collected and raised by `sync()`. */
   flush(): void {
-    if (this.commands.length === 0) return;
+    if (this.commands.length === 0) {
+      this.allocator.destroyRetired();
+      return;
+    }
     const commands = this.commands;
     this.commands = [];
     this.dispatchCount = 0;
@@ -501,6 +508,8 @@ export class Gpu {
     pass?.end();
     if (profiled) profiled.resolve(encoder);
     this.device.queue.submit([encoder.finish()]);
+    // Buffers evicted from the cache may be bound by what was just submitted; WebGPU frees them after that work.
+    this.allocator.destroyRetired();
     if (profiled) this.timings.push(profiled.collect());
     // Named only when an error needs it: building the summary cost ~0.3 ms a decode step (396 dispatches).
     let ops: string | undefined;

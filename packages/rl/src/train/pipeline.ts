@@ -54,6 +54,8 @@ export interface TrainPipelineResult {
   report: string | null;
   /** Wall seconds per stage (this invocation). */
   seconds: Record<string, number>;
+  /** This process's peak resident memory at the end of each stage (a running maximum; this invocation). */
+  peakRssBytes: Record<string, number>;
 }
 
 export async function trainPipeline(options: TrainPipelineOptions): Promise<TrainPipelineResult> {
@@ -73,6 +75,7 @@ export async function trainPipeline(options: TrainPipelineOptions): Promise<Trai
   mkdirSync(out, { recursive: true });
   writeFileSync(join(out, 'train-config.json'), JSON.stringify(config, null, 2) + '\n');
   const seconds: Record<string, number> = {};
+  const peakRssBytes: Record<string, number> = {};
   const timed = async <T>(stage: string, fn: () => Promise<T>): Promise<T> => {
     const t0 = Date.now();
     log(`train: ${stage}`);
@@ -80,7 +83,10 @@ export async function trainPipeline(options: TrainPipelineOptions): Promise<Trai
       return await fn();
     } finally {
       seconds[stage] = (Date.now() - t0) / 1000;
-      log(`train: ${stage} took ${seconds[stage].toFixed(0)} s`);
+      // The process's high-water mark so far (the tasks' Python runs are other processes); on a software adapter
+      // it includes the "GPU" memory.
+      peakRssBytes[stage] = process.resourceUsage().maxRSS * 1024;
+      log(`train: ${stage} took ${seconds[stage].toFixed(0)} s (peak RSS so far ${(peakRssBytes[stage] / 2 ** 30).toFixed(2)} GiB)`);
     }
   };
   const c = config.ppo;
@@ -163,8 +169,8 @@ export async function trainPipeline(options: TrainPipelineOptions): Promise<Trai
   );
   writeEvalResult(ppoDir, evalResult);
   const report = writeReport(ppoDir, join(out, 'report.html'), { title: `mlagent train (${config.preset} preset)`, sftDir });
-  writeFileSync(join(out, 'train-summary.json'), JSON.stringify({ seconds, ppoRewards: ppo.rewards }, null, 2) + '\n');
-  return { modelDir, collection, sftAdapter, ppo, eval: evalResult, report, seconds };
+  writeFileSync(join(out, 'train-summary.json'), JSON.stringify({ seconds, peakRssBytes, ppoRewards: ppo.rewards }, null, 2) + '\n');
+  return { modelDir, collection, sftAdapter, ppo, eval: evalResult, report, seconds, peakRssBytes };
 }
 
 /** Task names from the config's list or group ('held-in', 'held-out', 'all'). */
