@@ -37,9 +37,10 @@ export interface AllocatorOptions {
   /** Buffers may also be bound as uniforms (the CPU-adapter matmul binds 64 KB windows of a packed operand so). */
   uniformUsage?: boolean;
   /**
-   * Most bytes the cache keeps. Default: the peak in-use bytes so far (at least MIN_CACHE_LIMIT_BYTES), so a run
-   * whose shapes keep changing (PPO's sequence lengths) holds at most twice its largest working set instead of a
-   * buffer of every size it ever used. Past the limit the least recently released buffers are destroyed.
+   * Most bytes the cache keeps. Default: the peak in-use bytes so far less those in use now (at least
+   * MIN_CACHE_LIMIT_BYTES), so in-use plus cached bytes stay within the largest working set seen, where a run whose
+   * shapes keep changing (PPO's sequence lengths) used to cache a buffer of every size it ever used. Past the
+   * limit the least recently released buffers are destroyed.
    */
   cacheLimitBytes?: number;
   /** Submits recorded work; called before cached buffers are destroyed at once (emptyCache), since recorded
@@ -101,6 +102,7 @@ export class BufferAllocator {
       : this.device.createBuffer(descriptor);
     this.stats.created++;
     this.track(size);
+    this.trim(this.cacheLimit());
     return buffer;
   }
 
@@ -117,7 +119,7 @@ export class BufferAllocator {
 
   /** The cache's current limit in bytes. */
   cacheLimit(): number {
-    return this.cacheLimitBytes ?? Math.max(MIN_CACHE_LIMIT_BYTES, this.stats.peak);
+    return this.cacheLimitBytes ?? Math.max(MIN_CACHE_LIMIT_BYTES, this.stats.peak - this.stats.inUse);
   }
 
   /** Destroys every cached buffer, returning its memory to the device (recorded work is submitted first). */

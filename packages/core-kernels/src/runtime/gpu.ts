@@ -27,7 +27,8 @@ export interface GpuOptions {
   disableFeatures?: string[];
   /** Memory budget for the caching allocator, in bytes. */
   budgetBytes?: number;
-  /** Most bytes the allocator's cache of released buffers keeps (default: the peak in-use bytes, at least 64 MiB). */
+  /** Most bytes the allocator's cache of released buffers keeps (default: the peak in-use bytes less those in use, at
+   * least 64 MiB). */
   cacheLimitBytes?: number;
   /**
    * Dispatches recorded before an automatic submit (default 512). Also MLAGENT_DISPATCHES_PER_SUBMIT. Fewer let a
