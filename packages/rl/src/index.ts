@@ -62,6 +62,7 @@ export { TrainConfigError } from './config/schema.js';
 // Metrics: JSONL, TensorBoard event files, progress bars.
 export { MetricsLogger, readMetrics, truncateMetricsAfter, METRICS_FILE, type MetricRecord } from './metrics/jsonl.js';
 export { EventFileWriter } from './metrics/tensorboard.js';
+export { memoryMetrics, MEMORY_METRICS } from './metrics/memory.js';
 export { ProgressMeter, formatProgress, formatDuration, type ProgressOptions, type ProgressInfo } from './metrics/progress.js';
 // Atomic directory checkpoints.
 export {

@@ -85,6 +85,13 @@ describe('trainPpo', () => {
     const overall = records.filter((m) => m.task === undefined);
     expect(overall.map((m) => m.step)).toEqual([1, 2]);
     for (const m of overall) for (const k of ['reward', 'kl', 'entropy', 'valueLoss', 'formatErrorRate', 'clipFrac', 'envSeconds', 'tokensPerSecond']) expect(m.values[k], k).toBeTypeOf('number');
+    // Memory per iteration: the process holds at least the model (and on lavapipe its buffers), the GPU peak is above 0.
+    for (const m of overall) {
+      expect(m.values.rssGiB).toBeGreaterThan(0.02);
+      expect(m.values.gpuPeakGiB).toBeGreaterThan(0);
+      expect(m.values.gpuCachedGiB).toBeGreaterThanOrEqual(0);
+      expect(m.values.gpuCachedGiB).toBeLessThanOrEqual(Math.max(m.values.gpuPeakGiB, 64 / 1024));
+    }
     expect(new Set(records.filter((m) => m.task).map((m) => m.task))).toEqual(new Set(['alpha', 'beta']));
     const iter2Reward = after.filter((g) => g.iteration === 1).flatMap((g) => g.samples.map((s) => s.reward));
     expect(overall[1].values.reward).toBeCloseTo(iter2Reward.reduce((a, b) => a + b, 0) / iter2Reward.length, 6);

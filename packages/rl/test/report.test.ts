@@ -97,13 +97,16 @@ describe('HTML report', () => {
     const sftDir = tmp();
     writeFileSync(join(sftDir, 'sft-summary.json'), JSON.stringify({ initialEvalLoss: 8.4123, evalLoss: 0.7341, steps: 10 }));
     writeFileSync(join(sftDir, 'format-probe.json'), JSON.stringify({ states: 12, before: { formatErrorRate: 1, samples: 24 }, after: { formatErrorRate: 0.0417, samples: 24 } }));
-    writeFileSync(join(sftDir, 'metrics.jsonl'), [1, 2, 3].map((step) => JSON.stringify({ step, time: step, loss: 9 - step, ...(step === 3 ? { evalLoss: 1 } : {}) })).join('\n') + '\n');
+    writeFileSync(join(sftDir, 'metrics.jsonl'), [1, 2, 3].map((step) => JSON.stringify({ step, time: step, loss: 9 - step, rssGiB: 1 + step / 10, tokensPerSecond: 50, ...(step === 3 ? { evalLoss: 1 } : {}) })).join('\n') + '\n');
     const html = renderReport(run, { sftDir });
     expect(html.indexOf('<h2>Supervised fine-tuning</h2>')).toBeLessThan(html.indexOf('<h2>Training curves</h2>'));
     expect(html).toContain('<td>held-out loss (nats/token)</td><td>8.412</td><td>0.734</td>');
     expect(html).toContain('<td>format-error rate of sampled actions (24 at 12 collected states)</td><td>100.0%</td><td>4.2%</td>');
     expect(html).toContain('SFT: Training loss');
     expect(html).toContain('SFT: Held-out loss');
+    // Memory is charted; other step metrics are not (the PPO section charts all of its own).
+    expect(html).toContain('SFT: Trainer resident memory (GiB)');
+    expect(html).not.toContain('SFT: tokensPerSecond');
     expect(renderReport(run, { sftDir: tmp() })).toContain('holds no SFT results yet');
   });
 

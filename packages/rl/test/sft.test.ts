@@ -67,6 +67,8 @@ describe('LoRA SFT', () => {
     expect(metrics[0].values.evalLoss).toBeCloseTo(full.initialEvalLoss!, 10);
     expect(metrics[2].values.evalLoss).toBeDefined(); // end of epoch 1
     expect(metrics[4].values.loss).toBeCloseTo(losses[3], 10);
+    expect(metrics[4].values.rssGiB).toBeGreaterThan(0.02);
+    expect(metrics[4].values.gpuPeakGiB).toBeGreaterThan(0);
     expect(latestCheckpoint(fullOut)!.step).toBe(4);
     expect(existsSync(join(fullOut, 'tb'))).toBe(true);
     expect(JSON.parse(readFileSync(join(fullOut, 'sft-summary.json'), 'utf8')).steps).toBe(4);

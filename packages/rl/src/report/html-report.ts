@@ -2,6 +2,7 @@ import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { formatPercent } from '../eval/table.js';
 import { METRICS_FILE, readMetrics, type MetricRecord } from '../metrics/jsonl.js';
+import { MEMORY_METRICS } from '../metrics/memory.js';
 import { escapeXml, lineChartSvg, type Series } from './svg-chart.js';
 
 /**
@@ -27,6 +28,9 @@ export const CHART_TITLES: Record<string, string> = {
   approxKl: 'Approximate KL to π_old',
   explainedVariance: 'Explained variance',
   lr: 'Learning rate',
+  rssGiB: 'Trainer resident memory (GiB)',
+  gpuPeakGiB: 'GPU memory: peak in use so far (GiB)',
+  gpuCachedGiB: 'GPU memory: released buffers kept for reuse (GiB)',
 };
 
 export interface ReportOptions {
@@ -125,7 +129,7 @@ function sftSection(dir: string): string {
   const metricsPath = join(dir, METRICS_FILE);
   if (existsSync(metricsPath)) {
     parts.push('<div class="charts">');
-    for (const [name, series] of metricSeries(readMetrics(metricsPath)).filter(([n]) => n === 'loss' || n === 'evalLoss')) {
+    for (const [name, series] of metricSeries(readMetrics(metricsPath)).filter(([n]) => n === 'loss' || n === 'evalLoss' || (MEMORY_METRICS as readonly string[]).includes(n))) {
       parts.push(`<figure>${lineChartSvg(series, { title: `SFT: ${CHART_TITLES[name] ?? name}` })}</figure>`);
     }
     parts.push('</div>');

@@ -19,6 +19,7 @@ import { latestCheckpoint, listCheckpoints, saveCheckpoint, type Json } from '..
 import { parseTrainConfig, type TrainConfig, type TrainConfigInput } from '../config/train-config.js';
 import { METRICS_FILE, MetricsLogger, truncateMetricsAfter } from '../metrics/jsonl.js';
 import { ProgressMeter } from '../metrics/progress.js';
+import { memoryMetrics } from '../metrics/memory.js';
 import { epochBatches, trainEvalSplit } from './batches.js';
 import { readSftData } from './data.js';
 import { encodeChat, type EncodedExample } from './tokenize.js';
@@ -239,7 +240,7 @@ async function trainLoop(s: LoopState): Promise<SftResult> {
     trainLoss = loss;
     const seconds = Math.max(1e-9, (Date.now() - started) / 1000);
     const info: SftStepInfo = { step, epoch, loss, lr, gradNorm, targetTokens: normalizer, tokensPerSecond: tokens / seconds };
-    metrics.log(step, { loss, lr, gradNorm, epoch, targetTokens: normalizer, tokensPerSecond: info.tokensPerSecond, skipped: skipped ? 1 : 0 });
+    metrics.log(step, { loss, lr, gradNorm, epoch, targetTokens: normalizer, tokensPerSecond: info.tokensPerSecond, skipped: skipped ? 1 : 0, ...memoryMetrics(model.gpu) });
     meter?.update(step, { epoch: epoch + 1, loss, 'tok/s': info.tokensPerSecond });
     options.onStep?.(info);
 

@@ -18,6 +18,7 @@ import { latestCheckpoint, listCheckpoints, saveCheckpoint, type Json } from '..
 import { parseTrainConfig, type TrainConfig, type TrainConfigInput } from '../config/train-config.js';
 import { METRICS_FILE, MetricsLogger, truncateMetricsAfter } from '../metrics/jsonl.js';
 import { ProgressMeter } from '../metrics/progress.js';
+import { memoryMetrics } from '../metrics/memory.js';
 import { StateDraws } from '../pool/edit-share.js';
 import { StatesPool, type PoolCursor } from '../pool/states-pool.js';
 import { ppoUpdate, type PpoSample, type PpoUpdateStats } from '../ppo/update.js';
@@ -254,6 +255,7 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
         responseTokens: stats.responseTokens / all.length,
         iterationSeconds: seconds,
         ...rewardByStateKind(groups, draws.editStates),
+        ...memoryMetrics(gpu),
       });
       for (const task of new Set(all.map((s) => s.task))) {
         const mine = all.filter((s) => s.task === task);
