@@ -55,8 +55,8 @@ export interface AllocatorOptions {
  */
 export class BufferAllocator {
   private readonly free = new Map<number, GPUBuffer[]>();
-  /** The cached buffers, least recently released first (Map keeps insertion order). */
-  private readonly released = new Map<GPUBuffer, number>();
+  /** The cached buffers, least recently released first (a Set keeps insertion order). */
+  private readonly released = new Set<GPUBuffer>();
   /** Evicted buffers that recorded commands may still bind: destroyed once those are submitted (destroyRetired). */
   private retired: GPUBuffer[] = [];
   private readonly stats: MemoryStats = { inUse: 0, peak: 0, cached: 0, created: 0, reused: 0, evicted: 0 };
@@ -112,7 +112,7 @@ export class BufferAllocator {
     let list = this.free.get(size);
     if (!list) this.free.set(size, (list = []));
     list.push(buffer);
-    this.released.set(buffer, size);
+    this.released.add(buffer);
     this.stats.cached += size;
     this.trim(this.cacheLimit());
   }
@@ -160,8 +160,9 @@ export class BufferAllocator {
 
   /** Evicts the least recently released buffers until the cache holds at most `limit` bytes. */
   private trim(limit: number): void {
-    for (const [buffer, size] of this.released) {
+    for (const buffer of this.released) {
       if (this.stats.cached <= limit) break;
+      const size = buffer.size;
       const list = this.free.get(size)!;
       list.splice(list.indexOf(buffer), 1);
       if (list.length === 0) this.free.delete(size);

@@ -12,5 +12,5 @@ export const MEMORY_METRICS = ['rssGiB', 'gpuPeakGiB', 'gpuCachedGiB'] as const;
  */
 export function memoryMetrics(gpu: Gpu): Record<(typeof MEMORY_METRICS)[number], number> {
   const m = gpu.memory();
-  return { rssGiB: process.memoryUsage().rss / GIB, gpuPeakGiB: m.peak / GIB, gpuCachedGiB: m.cached / GIB };
+  return { rssGiB: process.memoryUsage.rss() / GIB, gpuPeakGiB: m.peak / GIB, gpuCachedGiB: m.cached / GIB };
 }
