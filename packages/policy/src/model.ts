@@ -61,9 +61,6 @@ const LOADABLE: ReadonlySet<SafetensorsDType> = new Set(['F32', 'F16', 'BF16']);
 
 const fmt = (shape: readonly number[]) => `[${shape.join(', ')}]`;
 
-/** Most rows (tokens of the batch) the fused gate/up matmul takes: decode steps, not prefills of long prompts. */
-export const FUSED_GATE_UP_MAX_ROWS = 64;
-
 /** Layer weights made by `mergedAdapterLayers`: the adapter is already in them, so `linear` adds no LoRA path. */
 const mergedLayers = new WeakSet<QwenLayerWeights>();
 
@@ -289,10 +286,8 @@ export class QwenModel {
       // comes out of the post-attention norm, and the MLP's output is accumulated into h1, a temporary of this scope.
       const post = rmsnorm(gpu, h, L.postNorm, { eps, residual: this.linear(L, 'o_proj', a, L.o) });
       const h1 = post.sum!;
-      // Long inputs keep gate and up apart: their [rows, I] activations then match training's (which always keeps
-      // them apart), so the buffer cache serves both instead of holding [rows, 2I] ones as well.
       const act =
-        L.gateUp && B * T <= FUSED_GATE_UP_MAX_ROWS && !this.adapts(L, 'gate_proj') && !this.adapts(L, 'up_proj')
+        L.gateUp && !this.adapts(L, 'gate_proj') && !this.adapts(L, 'up_proj')
           ? swiglu(gpu, this.linear(L, 'gateUp', post.y, L.gateUp))
           : swiglu(gpu, this.linear(L, 'gate_proj', post.y, L.gate), this.linear(L, 'up_proj', post.y, L.up));
       this.linear(L, 'down_proj', act, L.down, undefined, h1);
