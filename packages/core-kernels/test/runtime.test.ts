@@ -1,7 +1,10 @@
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   Gpu,
   type Tensor,
+  GpuDeviceLostError,
   GpuLimitError,
   GpuOutOfMemoryError,
   GpuValidationError,
@@ -19,6 +22,17 @@ import { add } from '../src/kernels/add.js';
 import { subgroupSizes } from '../src/runtime/features.js';
 import { addRef } from '../src/reference/add.js';
 import { Rng, expectClose, freshGpu, testGpu } from './helpers.js';
+
+/** A one-invocation kernel over bindings a and y that sets y[0] = `expr`. */
+function firstElementPipeline(gpu: Gpu, key: string, expr: string) {
+  return gpu.pipeline(
+    key,
+    () => `
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@compute @workgroup_size(1) fn main() { y[0] = ${expr}; }`,
+  );
+}
 
 describe('dtype conversion', () => {
   it('round-trips f16 and rounds to nearest even', () => {
@@ -398,13 +412,7 @@ describe('execution', () => {
 
   it('turns a bad binding into a typed error, not a wrong result', async () => {
     const gpu = await testGpu();
-    const pipeline = gpu.pipeline(
-      'two-buffers',
-      () => `
-@group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
-@compute @workgroup_size(1) fn main() { y[0] = a[0]; }`,
-    );
+    const pipeline = firstElementPipeline(gpu, 'two-buffers', 'a[0]');
     const t = gpu.tensor([4], 'f32');
     gpu.dispatch({ op: 'missing-binding', shapes: 'f32[4]', pipeline, bindings: [t], workgroups: [1] });
     await expect(gpu.sync()).rejects.toThrowError(/op=missing-binding\(f32\[4\]\)/); // the batch's ops, named when the error is raised
@@ -420,6 +428,33 @@ describe('execution', () => {
     expect(gpu.grid(gpu.maxWorkgroups * 3 + 1)[1]).toBe(4);
   });
 
+  it('keeps nothing of a flush once its results are read: its dispatches can be collected', async () => {
+    // Each wait used to race against a handler chained onto the device's lost promise, which never settles, so
+    // every flush's commands (each dispatch's spec and bindings) stayed reachable for the life of the device.
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    const gpu = await testGpu();
+    const pipeline = firstElementPipeline(gpu, 'double-first', '2.0 * a[0]');
+    const x = gpu.tensor([4], 'f32', [3, 0, 0, 0]);
+    const y = gpu.tensor([4], 'f32');
+    const dispatched = await (async () => {
+      const spec = { op: 'double-first', pipeline, bindings: [x, y], workgroups: [1] as const };
+      gpu.dispatch(spec);
+      expect((await y.read())[0]).toBe(6);
+      return new WeakRef(spec);
+    })();
+    for (let i = 0; i < 3; i++) {
+      const z = add(gpu, x, x);
+      await z.read();
+      z.dispose();
+    }
+    await new Promise((r) => setTimeout(r, 0)); // a WeakRef's target lives at least until the job that made it ends
+    gc();
+    expect(dispatched.deref()).toBeUndefined();
+    x.dispose();
+    y.dispose();
+  });
+
   it('reports device loss as a typed error on the next op', async () => {
     const gpu = await freshGpu();
     const t = gpu.tensor([4], 'f32', [1, 2, 3, 4]);
@@ -427,6 +462,16 @@ describe('execution', () => {
     await new Promise((r) => setTimeout(r, 50));
     await expect(t.read()).rejects.toThrowError(/device lost/i);
     expect(() => gpu.tensor([4], 'f32')).toThrowError(/device lost/i);
+  });
+
+  it('rejects a read in progress with a typed error when the device is lost', async () => {
+    const gpu = await freshGpu();
+    const a = gpu.tensor([1 << 18], 'f32', new Float32Array(1 << 18).fill(1));
+    let x = a;
+    for (let j = 0; j < 20; j++) x = add(gpu, x, a);
+    const read = x.read();
+    setTimeout(() => gpu.device.destroy(), 1);
+    await expect(read).rejects.toThrowError(GpuDeviceLostError);
   });
 
   it('profiles dispatches with GPU timestamps', async () => {

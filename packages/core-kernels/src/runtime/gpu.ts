@@ -127,7 +127,8 @@ export class Gpu {
   private readonly pipelines = new Map<string, GPUComputePipeline>();
   private pendingErrors: PendingError[] = [];
   private lostInfo: GPUDeviceLostInfo | undefined;
-  private readonly lost: Promise<GPUDeviceLostInfo>;
+  /** Rejects each wait in progress (withTimeout) if the device is lost; a wait removes its own when it ends. */
+  private readonly lostWaiters = new Set<(info: GPUDeviceLostInfo) => void>();
   private readonly uniformRing: GPUBuffer;
   private readonly uniformStaging = new Uint8Array(UNIFORM_RING_BYTES);
   private uniformUsed = 0;
@@ -175,9 +176,9 @@ export class Gpu {
         return buffer;
       },
     });
-    this.lost = device.lost.then((info) => {
+    void device.lost.then((info) => {
       this.lostInfo = info;
-      return info;
+      for (const reject of this.lostWaiters) reject(info);
     });
     this.uniformRing = device.createBuffer({
       size: UNIFORM_RING_BYTES,
@@ -644,23 +645,31 @@ export class Gpu {
     this.assertAlive('sync');
   }
 
+  /**
+   * `p`, or a typed error once the timeout passes or the device is lost. Nothing of the wait outlives it. (It used
+   * to race `p` against a handler chained onto the device's lost promise, which never settles while the device
+   * lives: every wait's result stayed reachable from it, and with the error contexts every flush's commands and
+   * the tensors they bound, about 1.2 KB a dispatch for the life of the device.)
+   */
   private async withTimeout<T>(p: Promise<T>, what: string): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
+    let onLost: ((info: GPUDeviceLostInfo) => void) | undefined;
+    const failure = new Promise<never>((_, reject) => {
       timer = setTimeout(
         () => reject(new GpuTimeoutError(`no answer from the GPU after ${this.timeoutMs} ms`, { op: what })),
         this.timeoutMs,
       );
-    });
-    const lost = this.lost.then((info): never => {
-      throw new GpuDeviceLostError(`${info.reason}: ${info.message}`, { op: what });
+      onLost = (info) => reject(new GpuDeviceLostError(`${info.reason}: ${info.message}`, { op: what }));
+      if (this.lostInfo) onLost(this.lostInfo);
+      else this.lostWaiters.add(onLost);
     });
     try {
-      const race = Promise.race([p, timeout, lost]);
+      const race = Promise.race([p, failure]);
       // Only a CPU adapter's shader threads compete with Dawn's polling loop for cores; a GPU keeps its latency.
       return await (this.softwareAdapter ? politeWait(race) : race);
     } finally {
       clearTimeout(timer);
+      if (onLost) this.lostWaiters.delete(onLost);
     }
   }
 
