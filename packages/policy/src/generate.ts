@@ -1,5 +1,6 @@
 import { attention, attentionCacheAppendKV, attentionDecode, embedding, sampleTokens, type Tensor } from '@mlagent/core-kernels';
 import type { QwenModel } from './model.js';
+import { StopStringMatcher } from './stop-strings.js';
 
 export interface GenerateOptions {
   /** Tokens to generate per prompt at most (positive integer). */
@@ -19,7 +20,11 @@ export interface GenerateOptions {
    * completes it is the last of `ids`. Needs `decode`.
    */
   stopStrings?: readonly string[];
-  /** Token ids to text (e.g. a QwenTokenizer's decode), used for `stopStrings`. */
+  /**
+   * Token ids to text (e.g. a QwenTokenizer's decode), used for `stopStrings`. Each step decodes only a tail of the
+   * generated ids, so the text of a tail must be the tail of the text, but for up to 3 characters at its start (true
+   * of byte-level BPE tokenizers such as Qwen's; stop-strings.ts).
+   */
   decode?: (ids: number[]) => string;
   /** Called for every token as it is sampled (prompt index, id, logprob), e.g. to stream it. */
   onToken?: (index: number, id: number, logprob: number) => void;
@@ -84,6 +89,7 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
   for (const id of stopIds) if (!Number.isInteger(id)) fail(`stopTokenIds must be integers, got ${id}`);
   const stopStrings = (opts.stopStrings ?? []).filter((s) => s.length > 0);
   if (stopStrings.length > 0 && !opts.decode) fail('stopStrings needs a decode(ids) function (e.g. a tokenizer)');
+  const stopMatcher = stopStrings.length > 0 ? new StopStringMatcher(stopStrings, opts.decode!) : undefined;
 
   const gpu = model.gpu;
   const B = prompts.length;
@@ -127,7 +133,7 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
         r.ids.push(next[b]);
         r.logprobs.push(lps[b]);
         opts.onToken?.(b, next[b], lps[b]);
-        if (stopIds.has(next[b]) || (stopStrings.length > 0 && hasStop(opts.decode!(r.ids), stopStrings))) {
+        if (stopIds.has(next[b]) || stopMatcher?.matches(r.ids)) {
           r.finishReason = 'stop';
           done[b] = true;
         } else if (r.ids.length >= maxNewTokens) {
@@ -189,8 +195,4 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
     merged?.dispose();
   }
   return results;
-}
-
-function hasStop(text: string, stops: readonly string[]): boolean {
-  return stops.some((s) => text.includes(s));
 }
