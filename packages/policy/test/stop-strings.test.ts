@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { StopTextStream } from '../src/index.js';
 import { StopStringMatcher } from '../src/stop-strings.js';
+import { SeededRng } from '@mlagent/core-kernels';
 
 /** A byte-level decoder: each id is one byte (ids >= 256 are special tokens with no text). */
 const bytes = (ids: number[]) => new TextDecoder().decode(Uint8Array.from(ids.filter((id) => id < 256)));
@@ -63,5 +65,57 @@ describe('StopStringMatcher', () => {
     const sparse = enc('y'.repeat(200)).flatMap((b) => [b, ...Array<number>(9).fill(300)]);
     for (let n = 1; n <= sparse.length; n++) m.matches(sparse.slice(0, n));
     expect(Math.max(...lengths)).toBeLessThanOrEqual(2 * 140);
+  });
+});
+
+describe('StopTextStream decoding step by step', () => {
+  /** Random text of ASCII, 2-, 3- and 4-byte characters, with stop strings dropped in now and then. */
+  function randomText(rng: SeededRng, n: number, stops: string[]): string {
+    const pieces = ['a', 'b', ' ', '\n', '<', '/', 'é', 'Ω', '€', '中', '😀'];
+    let t = '';
+    while (t.length < n) t += rng.uniform() < 0.01 ? stops[Math.floor(rng.uniform() * stops.length)] : pieces[Math.floor(rng.uniform() * pieces.length)];
+    return t;
+  }
+
+  it('sends the text up to the first stop string, stopping at the same token as the whole text would', () => {
+    const rng = new SeededRng(7);
+    const stops = ['</action>', 'Ω€'];
+    for (let trial = 0; trial < 30; trial++) {
+      const text = randomText(rng, 50 + Math.floor(rng.uniform() * 400), stops);
+      const ids = enc(text);
+      const stream = new StopTextStream(bytes, stops);
+      let out = '';
+      let stoppedAt = -1;
+      for (let n = 1; n <= ids.length && stoppedAt < 0; n++) {
+        const delta = stream.push(ids.slice(0, n));
+        expect(delta.endsWith('\uFFFD')).toBe(false);
+        out += delta;
+        if (stream.hasStopped) stoppedAt = n;
+      }
+      out += stream.finish(ids.slice(0, stoppedAt < 0 ? ids.length : stoppedAt));
+      const cuts = stops.map((s) => text.indexOf(s)).filter((i) => i >= 0);
+      expect(out).toBe(cuts.length ? text.slice(0, Math.min(...cuts)) : text);
+      expect(stoppedAt).toBe(firstStopByFullText(stops, ids));
+    }
+  });
+
+  it("holds back the start of a stop string while the next character is still incomplete ('Ω' then 1 byte of '€')", () => {
+    const stream = new StopTextStream(bytes, ['Ω€']);
+    const ids = enc('aΩ€b');
+    expect(stream.push(ids.slice(0, 4))).toBe('a'); // 'a', 'Ω' (2 bytes), the first byte of '€'
+    expect(stream.push(ids)).toBe('');
+    expect(stream.hasStopped).toBe(true);
+  });
+
+  it('decodes a bounded run of ids each push, not the whole response', () => {
+    const lengths: number[] = [];
+    const stream = new StopTextStream((ids) => {
+      lengths.push(ids.length);
+      return bytes(ids);
+    }, ['</action>']);
+    const ids = enc('é'.repeat(1500));
+    for (let n = 1; n <= ids.length; n++) stream.push(ids.slice(0, n));
+    expect(stream.finish(ids)).toBe('');
+    expect(Math.max(...lengths)).toBeLessThanOrEqual(33);
   });
 });
