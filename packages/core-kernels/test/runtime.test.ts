@@ -464,6 +464,26 @@ describe('execution', () => {
     expect(() => gpu.tensor([4], 'f32')).toThrowError(/device lost/i);
   });
 
+  it('reuses the staging buffers of small reads, each read getting its own data, concurrent ones included', async () => {
+    const gpu = await freshGpu();
+    const rng = new Rng(11);
+    const before = { ...gpu.readbackStats };
+    for (let round = 0; round < 4; round++) {
+      const data = [0, 1].map(() => Float32Array.from({ length: 300 }, () => rng.normal()));
+      const ts = data.map((d) => gpu.tensor([300], 'f32', d));
+      // Two at once: they need two buffers of the same size; an offset read takes a third size.
+      const [a, b, part] = await Promise.all([ts[0].read(), ts[1].read(), ts[1].rows(7, 5).read()]);
+      expect(a).toEqual(data[0]);
+      expect(b).toEqual(data[1]);
+      expect(part).toEqual(data[1].subarray(7, 12));
+      for (const t of ts) t.dispose();
+    }
+    // 1200 bytes and 20 bytes round up to 2048 and 256: three buffers made in the first round, reused after.
+    expect(gpu.readbackStats.created - before.created).toBe(3);
+    expect(gpu.readbackStats.reused - before.reused).toBe(9);
+    gpu.destroy();
+  });
+
   it('rejects a read in progress with a typed error when the device is lost', async () => {
     const gpu = await freshGpu();
     const a = gpu.tensor([1 << 18], 'f32', new Float32Array(1 << 18).fill(1));

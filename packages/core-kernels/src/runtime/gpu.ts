@@ -83,6 +83,12 @@ interface PendingError {
 const UNIFORM_RING_BYTES = 1 << 20;
 /** Bind groups kept for reuse: a decode or training step of the policies here makes a few hundred distinct ones. */
 const BIND_GROUP_CACHE = 4096;
+/**
+ * Readbacks up to this size reuse their mappable staging buffers (a few per power-of-two size): a decode step reads
+ * back twice, and creating and destroying a buffer for each read took ~0.6 ms of host time a step on lavapipe.
+ */
+const READBACK_POOL_MAX_BYTES = 1 << 20;
+const READBACK_POOL_PER_SIZE = 4;
 const liveInstances: GPU[] = [];
 
 export interface AdapterSummary {
@@ -143,6 +149,10 @@ export class Gpu {
   private nextObjectId = 1;
   /** Bind groups made and reused at submit time; a diagnostic for tests and tuning. */
   readonly bindGroupStats = { created: 0, reused: 0 };
+  /** Unmapped staging buffers for small readbacks, by size. */
+  private readonly readbackPool = new Map<number, GPUBuffer[]>();
+  /** Staging buffers made and reused by reads; a diagnostic for tests. */
+  readonly readbackStats = { created: 0, reused: 0 };
 
   private constructor(
     readonly device: GPUDevice,
@@ -575,11 +585,8 @@ export class Gpu {
     const bytes = count * DTYPE_BYTES[dtype];
     const start = Math.floor(offset / 4) * 4;
     const end = Math.ceil((offset + bytes) / 4) * 4;
-    const staging = this.device.createBuffer({
-      size: Math.max(4, end - start),
-      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-      label: `readback ${label}`,
-    });
+    const staging = this.takeStaging(Math.max(4, end - start), label);
+    let reusable = false;
     try {
       if (end > start) this.copy(buffer, start, staging, 0, end - start);
       this.flush();
@@ -587,19 +594,35 @@ export class Gpu {
       await this.withTimeout(staging.mapAsync(GPUMapMode.READ), `read ${label}`);
       const raw = staging.getMappedRange().slice(offset - start, offset - start + bytes);
       staging.unmap();
-      switch (dtype) {
-        case 'f32':
-          return new Float32Array(raw);
-        case 'f16':
-          return fromF16Bits(new Uint16Array(raw));
-        case 'i32':
-          return new Int32Array(raw);
-        case 'u32':
-          return new Uint32Array(raw);
-      }
+      reusable = true;
+      return hostArray(raw, dtype);
     } finally {
-      staging.destroy();
+      // Only an unmapped buffer whose read went through goes back to the pool; after an error it is destroyed.
+      if (!reusable || !this.returnStaging(staging)) staging.destroy();
     }
+  }
+
+  /** A mappable staging buffer of at least `bytes`: from the pool when small, else new. */
+  private takeStaging(bytes: number, label: string): GPUBuffer {
+    const size = bytes <= READBACK_POOL_MAX_BYTES ? Math.max(256, 2 ** Math.ceil(Math.log2(bytes))) : bytes;
+    const pooled = this.readbackPool.get(size)?.pop();
+    if (pooled) {
+      this.readbackStats.reused++;
+      return pooled;
+    }
+    this.readbackStats.created++;
+    const name = bytes <= READBACK_POOL_MAX_BYTES ? `readback ${size} B (pooled)` : `readback ${label}`;
+    return this.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: name });
+  }
+
+  /** Keeps a staging buffer for the next read of its size; false when it is not kept. */
+  private returnStaging(staging: GPUBuffer): boolean {
+    if (staging.size > READBACK_POOL_MAX_BYTES) return false;
+    const free = this.readbackPool.get(staging.size) ?? [];
+    if (free.length >= READBACK_POOL_PER_SIZE) return false;
+    free.push(staging);
+    this.readbackPool.set(staging.size, free);
+    return true;
   }
 
   /** GPU times of each dispatch, copy and clear recorded while `profiling` was on, since the last call. */
@@ -612,6 +635,8 @@ export class Gpu {
 
   destroy(): void {
     this.allocator.emptyCache();
+    for (const free of this.readbackPool.values()) for (const b of free) b.destroy();
+    this.readbackPool.clear();
     this.uniformRing.destroy();
     this.device.destroy();
   }
@@ -734,3 +759,16 @@ function collectTensors(value: unknown, out: Set<Tensor>, depth = 0): void {
   else for (const v of Object.values(value)) collectTensors(v, out, depth + 1);
 }
 
+/** Host array of `dtype` over read-back bytes (f16 widened to f32). */
+function hostArray(raw: ArrayBuffer, dtype: DType): HostArray {
+  switch (dtype) {
+    case 'f32':
+      return new Float32Array(raw);
+    case 'f16':
+      return fromF16Bits(new Uint16Array(raw));
+    case 'i32':
+      return new Int32Array(raw);
+    case 'u32':
+      return new Uint32Array(raw);
+  }
+}
