@@ -478,7 +478,8 @@ describe('execution', () => {
       expect(part).toEqual(data[1].subarray(7, 12));
       for (const t of ts) t.dispose();
     }
-    // 1200 bytes and 20 bytes round up to 2048 and 256: three buffers made in the first round, reused after.
+    // 1200 bytes and 20 bytes round up to their size classes, 1280 and 256: three buffers made in the first round,
+    // reused after.
     expect(gpu.readbackStats.created - before.created).toBe(3);
     expect(gpu.readbackStats.reused - before.reused).toBe(9);
     gpu.destroy();

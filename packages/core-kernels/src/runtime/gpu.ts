@@ -1,6 +1,6 @@
 import './globals.js';
 import { create } from 'webgpu';
-import { BufferAllocator, type MemoryStats } from './allocator.js';
+import { BufferAllocator, sizeClass, type MemoryStats } from './allocator.js';
 import { DTYPE_BYTES, fromF16Bits, formatShape, shapeSize, type DType, type HostArray } from './dtype.js';
 import {
   GpuDeviceLostError,
@@ -84,8 +84,8 @@ const UNIFORM_RING_BYTES = 1 << 20;
 /** Bind groups kept for reuse: a decode or training step of the policies here makes a few hundred distinct ones. */
 const BIND_GROUP_CACHE = 4096;
 /**
- * Readbacks up to this size reuse their mappable staging buffers (a few per power-of-two size): a decode step reads
- * back twice, and creating and destroying a buffer for each read took ~0.6 ms of host time a step on lavapipe.
+ * Readbacks up to this size reuse their mappable staging buffers (a few per allocator size class): a decode step
+ * reads back twice, and creating and destroying a buffer for each read took ~0.6 ms of host time a step on lavapipe.
  */
 const READBACK_POOL_MAX_BYTES = 1 << 20;
 const READBACK_POOL_PER_SIZE = 4;
@@ -602,26 +602,27 @@ export class Gpu {
     }
   }
 
-  /** A mappable staging buffer of at least `bytes`: from the pool when small, else new. */
+  /** A mappable staging buffer of at least `bytes`: from the pool when small (rounded to its size class), else new. */
   private takeStaging(bytes: number, label: string): GPUBuffer {
-    const size = bytes <= READBACK_POOL_MAX_BYTES ? Math.max(256, 2 ** Math.ceil(Math.log2(bytes))) : bytes;
-    const pooled = this.readbackPool.get(size)?.pop();
-    if (pooled) {
+    const pooled = bytes <= READBACK_POOL_MAX_BYTES;
+    const size = pooled ? sizeClass(bytes) : bytes;
+    const reused = this.readbackPool.get(size)?.pop();
+    if (reused) {
       this.readbackStats.reused++;
-      return pooled;
+      return reused;
     }
     this.readbackStats.created++;
-    const name = bytes <= READBACK_POOL_MAX_BYTES ? `readback ${size} B (pooled)` : `readback ${label}`;
+    const name = pooled ? `readback ${size} B (pooled)` : `readback ${label}`;
     return this.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: name });
   }
 
   /** Keeps a staging buffer for the next read of its size; false when it is not kept. */
   private returnStaging(staging: GPUBuffer): boolean {
     if (staging.size > READBACK_POOL_MAX_BYTES) return false;
-    const free = this.readbackPool.get(staging.size) ?? [];
+    let free = this.readbackPool.get(staging.size);
+    if (!free) this.readbackPool.set(staging.size, (free = []));
     if (free.length >= READBACK_POOL_PER_SIZE) return false;
     free.push(staging);
-    this.readbackPool.set(staging.size, free);
     return true;
   }
 
