@@ -5,9 +5,12 @@ import { attentionBackward } from '../src/kernels/attention-backward.js';
 import type { Gpu } from '../src/runtime/gpu.js';
 import { sgmAttentionBytes, sgmAttentionKey, sgmAttentionUnfit, sgmAttentionWgsl, type SgmAttentionTile } from '../src/kernels/attention-sgm.js';
 import { sgmMatmulWgsl } from '../src/kernels/matmul-sgm.js';
-import { attentionBackwardRef, attentionRef, type AttentionDims } from '../src/reference/attention.js';
+import { attentionRef, type AttentionDims } from '../src/reference/attention.js';
 import { SGM_ATTENTION_BWD_TILE, sgmAttentionBwdBytes, sgmAttentionBwdUnfit, sgmDkvWgsl, sgmDqWgsl } from '../src/kernels/attention-sgm-bwd.js';
-import { Rng, expectClose, testGpu } from './helpers.js';
+import { Rng, expectClose, skipShaderOptimization, testGpu } from './helpers.js';
+
+// Test-only kernels (emulated matrix operations), which lavapipe spends most of this file compiling.
+skipShaderOptimization();
 
 interface Case extends AttentionDims {
   causal?: boolean;
@@ -56,30 +59,6 @@ describe('subgroup-matrix attention forward (emulated matrix operations)', () =>
       [q, k, v, lengths, o, lse].forEach((t) => t?.dispose());
     }
   }, 300_000);
-
-  it('backward (dq and dk/dv kernels) matches the float64 reference: GQA, causal and not, padding, T != S, a cached prefix', async () => {
-    const gpu = await testGpu();
-    // Not the rescaling case; the last is causal with S > T, where key blocks see queries from j - (S - T) on.
-    for (const c of [CASES[0], CASES[1], CASES[3]]) {
-      const rng = new Rng(700 + c.T);
-      const r = (n: number) => roundToF16(rng.randn(n));
-      const x = { q: r(c.B * c.T * c.Hq * c.D), k: r(c.B * c.S * c.Hkv * c.D), v: r(c.B * c.S * c.Hkv * c.D), dO: r(c.B * c.T * c.Hq * c.D) };
-      const [q, dO] = [x.q, x.dO].map((a) => gpu.tensor([c.B, c.T, c.Hq, c.D], 'f16', a));
-      const [k, v] = [x.k, x.v].map((a) => gpu.tensor([c.B, c.S, c.Hkv, c.D], 'f16', a));
-      const lengths = c.lengths ? gpu.tensor([c.B], 'i32', c.lengths) : undefined;
-      const opts = { causal: c.causal, lengths };
-      const { o, lse } = attention(gpu, q, k, v, { ...opts, path: 'scalar' });
-      const g = attentionBackward(gpu, q, k, v, o, lse, dO, { ...opts, sgmBackward: { nsub: 2, bt: 8 }, sgmEmulate: true });
-      const ref = attentionBackwardRef(x.q, x.k, x.v, x.dO, c, { causal: c.causal, lengths: c.lengths });
-      // P and dS are rounded to f16 before their products, as on the tensor cores; the gradients are f16.
-      const tol = { atol: 1e-2, rtol: 2e-2 };
-      const what = JSON.stringify(c);
-      expectClose(await g.dq.read(), ref.dq, tol, `dq ${what}`);
-      expectClose(await g.dk.read(), ref.dk, tol, `dk ${what}`);
-      expectClose(await g.dv.read(), ref.dv, tol, `dv ${what}`);
-      [q, k, v, dO, lengths, o, lse, g.dq, g.dk, g.dv].forEach((t) => t?.dispose());
-    }
-  }, 240_000);
 
   it('keeps O in registers by default, loading no result-type matrix', () => {
     const cfg = { componentType: 'f16', resultComponentType: 'f32', M: 16, N: 16, K: 16 };

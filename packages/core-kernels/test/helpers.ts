@@ -8,6 +8,16 @@ export function testGpu(): Promise<Gpu> {
   return shared;
 }
 
+/**
+ * Mesa's GALLIVM_PERF=nopt for this test process: lavapipe compiles shaders without LLVM's optimization passes.
+ * Only for files of test-only kernels (the emulated matrix operations), whose cold compiles take most of their
+ * time; what users run on lavapipe is tested as compiled for them. Runs before the file's first device.
+ */
+export function skipShaderOptimization(): void {
+  if (shared) throw new Error('skipShaderOptimization() must run before the first testGpu()');
+  process.env.GALLIVM_PERF = [process.env.GALLIVM_PERF, 'nopt'].filter(Boolean).join(',');
+}
+
 /** A separate device, for tests that change options or break the device on purpose. */
 export function freshGpu(options: GpuOptions = {}): Promise<Gpu> {
   return Gpu.create(options);

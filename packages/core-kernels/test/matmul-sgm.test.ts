@@ -3,7 +3,10 @@ import { roundToF16, type Gpu } from '../src/index.js';
 import { matmul, pickSgmTile, sgmRowExponents, SGM_TILES } from '../src/kernels/matmul.js';
 import { SGM_SCALE_TARGET_EXP, sgmBlock, sgmFromStorage, sgmSharedBytes, sgmTileKey, sgmTileUnfit, type SgmAF32, type SgmTile } from '../src/kernels/matmul-sgm.js';
 import { matmulRef, rowExponentRef, type MatmulRefProblem } from '../src/reference/matmul.js';
-import { Rng, expectClose, testGpu } from './helpers.js';
+import { Rng, expectClose, skipShaderOptimization, testGpu } from './helpers.js';
+
+// Test-only kernels (emulated matrix operations), which lavapipe spends most of this file compiling.
+skipShaderOptimization();
 
 const CFG = { componentType: 'f16', resultComponentType: 'f32', M: 16, N: 16, K: 16 };
 // The emulated kernel uses 4x4x4 fragments, and every invocation does whole products: small tiles keep it quick
