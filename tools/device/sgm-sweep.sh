@@ -8,7 +8,8 @@
 # Time limits (s): SWEEP_S 200, KERNEL_BENCH_S 200, POLICY_TRAIN_S 90 (0 skips it; POLICY_PROFILE=1 adds one
 # profiled step, GPU time by op, in the JSON: allow ~40 s more). SWEEP_PARTS picks the sweep's parts
 # (probe,debug,att,proj,square,check; all by default), BENCH_FILTER the kernel cases, BENCH_CHECK=0 times them
-# without checking their outputs (bench kernels --check, on by default).
+# without checking their outputs (bench kernels --check, on by default); BENCH_TOGGLES times TOGGLE_FILTER's cases
+# again with more Dawn toggles (TOGGLE_BENCH_S, default 120).
 # Prepare here first: bash tools/device/prepare.sh (bundles sgm-sweep.mjs beside mlagent.mjs).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,6 +23,14 @@ check=(); [ "${BENCH_CHECK:-1}" != 0 ] && check=(--check)
 timeout "${KERNEL_BENCH_S:-200}" node mlagent.mjs bench kernels --json --out "$OUT/bench.json" --filter "${BENCH_FILTER:-matmul,attention,head}" \
   ${check[@]+"${check[@]}"} 2> >(tee "$OUT/bench.log" >&2) >/dev/null
 echo "kernel bench exit $?"
+# BENCH_TOGGLES=a,b (default unset: skipped): the cases of TOGGLE_FILTER again with those Dawn toggles enabled
+# (MLAGENT_DAWN_TOGGLES), e.g. disable_robustness: Tint's bounds checks on every array access, never timed on a GPU.
+if [ -n "${BENCH_TOGGLES:-}" ]; then
+  MLAGENT_DAWN_TOGGLES="$BENCH_TOGGLES" timeout "${TOGGLE_BENCH_S:-120}" node mlagent.mjs bench kernels \
+    --filter "${TOGGLE_FILTER:-matmul f16 4096x4096x4096,attention fwd causal f16 B1 T2048 Hq28 Hkv4 D128}" ${check[@]+"${check[@]}"} 2>&1 \
+    | grep -E '^\||WRONG|rror' | sed "s/^/toggles $BENCH_TOGGLES: /"
+  echo "toggled kernel bench exit $?"
+fi
 # LoRA training of a Qwen2.5-7B-shaped model at 4k tokens against torch (its linears take the scaled-split tensor-core
 # path since session 10); POLICY_TRAIN_S=0 skips it.
 if [ "${POLICY_TRAIN_S:-90}" -gt 0 ]; then

@@ -33,6 +33,7 @@ describe('mlagent', () => {
     expect(report.limits.maxStorageBufferBindingSize).toBeGreaterThan(0);
     expect(typeof report.features.shaderF16).toBe('boolean');
     expect(['tiled', 'subgroup-matrix']).toContain(report.variants.matmulF16);
+    expect(report.adapter.dawnFlags).toContain('enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia');
     // One script run as agent code runs: the sandbox it got, and the task modules importable there.
     expect(report.sandbox).toMatchObject({ python: '/usr/bin/python3', outcome: 'ok' });
     expect(['bwrap', 'unshare', 'none']).toContain(report.sandbox.isolation);
@@ -109,6 +110,12 @@ describe('mlagent bench kernels --check', () => {
     expect(readFileSync(out, 'utf8').trim()).toBe(r.stdout.trim());
     const plain = mlagent('bench', 'kernels', '--filter', 'add f32', '--no-torch', '--iterations', '1');
     expect(plain.stdout).not.toMatch(/check \|/);
+    expect(plain.stdout).toMatch(/^Adapter: [^[]*; host:/m);
+    // More Dawn toggles travel with the figures.
+    const env = { ...process.env, MLAGENT_DAWN_TOGGLES: 'disable_robustness' };
+    const toggled = spawnSync(process.execPath, [bin, 'bench', 'kernels', '--filter', 'add f32', '--no-torch', '--iterations', '1'], { encoding: 'utf8', env });
+    expect(toggled.status, toggled.stderr).toBe(0);
+    expect(toggled.stdout).toMatch(/^Adapter: .*\[enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia,disable_robustness .*\]; host:/m);
   }, 240_000);
 
   it('marks a case whose check failed as WRONG in the table', async () => {

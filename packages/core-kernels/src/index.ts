@@ -1,4 +1,4 @@
-export { Gpu, DAWN_FLAGS, type ElementWindow, type GpuOptions, type DispatchSpec, type DispatchTiming, type AdapterSummary } from './runtime/gpu.js';
+export { Gpu, DAWN_FLAGS, mergeDawnFlags, type ElementWindow, type GpuOptions, type DispatchSpec, type DispatchTiming, type AdapterSummary } from './runtime/gpu.js';
 export { Tensor, type ReadArray } from './runtime/tensor.js';
 export { Params } from './runtime/params.js';
 export { SeededRng } from './runtime/rng.js';

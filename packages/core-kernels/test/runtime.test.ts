@@ -17,7 +17,10 @@ import {
   sizeClass,
   MIN_CACHE_LIMIT_BYTES,
   isSoftwareAdapter,
+  mergeDawnFlags,
+  DAWN_FLAGS,
 } from '../src/index.js';
+import { create } from 'webgpu';
 import { add } from '../src/kernels/add.js';
 import { subgroupSizes } from '../src/runtime/features.js';
 import { addRef } from '../src/reference/add.js';
@@ -241,6 +244,43 @@ describe('adapter facts', () => {
     const gpu = await testGpu();
     const info = gpu.device.adapterInfo as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
     expect(subgroupSizes(gpu.device)).toEqual({ min: info.subgroupMinSize, max: info.subgroupMaxSize });
+  });
+});
+
+describe('Dawn flags', () => {
+  it('joins toggle lists instead of letting a later one replace ours, and takes the last value of other keys', () => {
+    expect(
+      mergeDawnFlags(['enable-dawn-features=a,b', 'disable-dawn-features=x', 'backend=vulkan', 'enable-dawn-features=b,c', 'backend=d3d12']),
+    ).toEqual(['enable-dawn-features=a,b,c', 'disable-dawn-features=x', 'backend=d3d12']);
+    expect(() => mergeDawnFlags(['disable_robustness'])).toThrow(ShapeError);
+  });
+
+  it('keeps the unsafe APIs when more toggles are enabled (Dawn keeps only the last list of a key)', async () => {
+    // On lavapipe, multi-draw-indirect is offered only with allow_unsafe_apis.
+    const features = async (flags: string[]) => {
+      const adapter = await create(flags).requestAdapter();
+      return new Set(adapter!.features);
+    };
+    const unsafe = 'multi-draw-indirect';
+    expect((await features([...DAWN_FLAGS])).has(unsafe)).toBe(true);
+    expect((await features(mergeDawnFlags([...DAWN_FLAGS, 'enable-dawn-features=disable_robustness']))).has(unsafe)).toBe(true);
+  });
+
+  it('adds MLAGENT_DAWN_TOGGLES to the enabled toggles, and names a bad one before making a device', async () => {
+    const saved = process.env.MLAGENT_DAWN_TOGGLES;
+    try {
+      process.env.MLAGENT_DAWN_TOGGLES = 'disable_robustness, disable_workgroup_init';
+      const gpu = await Gpu.create();
+      expect(gpu.adapter.dawnFlags).toContain('enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia,disable_robustness,disable_workgroup_init');
+      const x = gpu.tensor([3], 'f32', [1, 2, 3]);
+      expect(Array.from(await add(gpu, x, x).read())).toEqual([2, 4, 6]);
+      gpu.destroy();
+      process.env.MLAGENT_DAWN_TOGGLES = 'disable robustness';
+      await expect(Gpu.create()).rejects.toThrow(/MLAGENT_DAWN_TOGGLES: "disable robustness" is not a Dawn toggle name/);
+    } finally {
+      if (saved === undefined) delete process.env.MLAGENT_DAWN_TOGGLES;
+      else process.env.MLAGENT_DAWN_TOGGLES = saved;
+    }
   });
 });
 

@@ -1,7 +1,9 @@
 import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import {
+  DAWN_FLAGS,
   Gpu,
+  mergeDawnFlags,
   allBenches,
   findTorchPython,
   runBenchmarks,
@@ -136,7 +138,10 @@ function checkCell(r: BenchResult): string {
 
 function describeAdapter(gpu: Gpu): string {
   const a = gpu.adapter;
-  return [a.description || a.device, a.vendor, a.architecture].filter(Boolean).join(' / ');
+  const name = [a.description || a.device, a.vendor, a.architecture].filter(Boolean).join(' / ');
+  // Non-default Dawn flags (MLAGENT_DAWN_TOGGLES) change what is timed, so they travel with the figures.
+  const flags = a.dawnFlags.join(' ');
+  return flags === mergeDawnFlags(DAWN_FLAGS).join(' ') ? name : `${name} [${flags}]`;
 }
 
 function fmt(x: number | undefined, digits = 3): string {

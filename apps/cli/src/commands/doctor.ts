@@ -69,6 +69,7 @@ export async function doctor(argv: string[]): Promise<void> {
     for (const c of gpu.features.subgroupMatrixConfigs) {
       lines.push(`            subgroup matrix ${c.componentType}->${c.resultComponentType} M=${c.M} N=${c.N} K=${c.K}`);
     }
+    lines.push(`dawn flags  ${a.dawnFlags.join(' ')}`);
     lines.push('variants');
     for (const [k, v] of Object.entries(gpu.variants)) lines.push(`            ${k.padEnd(12)} ${v}`);
     lines.push('matmul paths');

@@ -111,7 +111,7 @@ const SGM_MIN_WORKGROUPS = 256;
 export interface MatmulTarget {
   variants: KernelVariants;
   features: GpuFeatures;
-  adapter?: AdapterSummary;
+  adapter?: Omit<AdapterSummary, 'dawnFlags'>;
   device?: { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } };
   /** Largest storage binding, in bytes (a Gpu's; absent: assumed large). */
   maxBinding?: number;

@@ -22,6 +22,34 @@ export const DAWN_FLAGS = [
   'disable-dawn-features=timestamp_quantization',
 ];
 
+/**
+ * One flag per key, as Dawn keeps only the last value of each: the toggle lists of `enable-dawn-features=` and
+ * `disable-dawn-features=` are joined in order (a second enable list would otherwise drop `allow_unsafe_apis`, and
+ * with it the subgroup matrices); for other keys the last value wins.
+ */
+export function mergeDawnFlags(flags: string[]): string[] {
+  const merged = new Map<string, string>();
+  for (const flag of flags) {
+    const eq = flag.indexOf('=');
+    if (eq <= 0) throw new ShapeError(`Dawn flag "${flag}" is not key=value`, { op: 'Gpu.create' });
+    const key = flag.slice(0, eq);
+    const value = flag.slice(eq + 1);
+    const isList = key === 'enable-dawn-features' || key === 'disable-dawn-features';
+    const joined = isList ? [...new Set([...(merged.get(key)?.split(',') ?? []), ...value.split(',')])].filter(Boolean).join(',') : value;
+    merged.set(key, joined);
+  }
+  return [...merged].map(([k, v]) => `${k}=${v}`);
+}
+
+function togglesFromEnv(): string[] {
+  const raw = process.env.MLAGENT_DAWN_TOGGLES?.trim();
+  if (!raw) return [];
+  const toggles = raw.split(',').map((t) => t.trim());
+  const bad = toggles.find((t) => !/^[a-z0-9_]+$/.test(t));
+  if (bad !== undefined) throw new ShapeError(`MLAGENT_DAWN_TOGGLES: "${bad}" is not a Dawn toggle name (lower-case letters, digits and _, comma-separated)`, { op: 'Gpu.create' });
+  return [`enable-dawn-features=${toggles.join(',')}`];
+}
+
 export interface GpuOptions {
   /** Features to pretend are absent, to exercise fallback variants. Also read from MLAGENT_DISABLE_FEATURES. */
   disableFeatures?: string[];
@@ -37,7 +65,10 @@ export interface GpuOptions {
   maxDispatchesPerSubmit?: number;
   /** How long a readback may wait before it is declared hung, in ms (default 600000). Also MLAGENT_GPU_TIMEOUT_MS. */
   timeoutMs?: number;
-  /** Extra Dawn flags, e.g. `adapter=...` or `backend=vulkan`. */
+  /**
+   * Extra Dawn flags, e.g. `backend=vulkan`. Their `enable-dawn-features=` and `disable-dawn-features=` lists join
+   * ours (see `mergeDawnFlags`). MLAGENT_DAWN_TOGGLES=a,b adds `enable-dawn-features=a,b`, e.g. `disable_robustness`.
+   */
   dawnFlags?: string[];
   /** Cap storage bindings below the device's limit, to exercise the large-tensor paths in tests. */
   maxBindingBytes?: number;
@@ -97,6 +128,8 @@ export interface AdapterSummary {
   device: string;
   description: string;
   backend: string;
+  /** The flags Dawn's instance was created with (`mergeDawnFlags`). */
+  dawnFlags: string[];
 }
 
 /** An option given in code, else its environment variable, else undefined (the default); anything else is named. */
@@ -205,7 +238,8 @@ export class Gpu {
       timeoutMs: positiveIntOption('timeoutMs', options.timeoutMs, 'MLAGENT_GPU_TIMEOUT_MS'),
     };
     if (!process.env.XDG_RUNTIME_DIR) process.env.XDG_RUNTIME_DIR = '/tmp';
-    const instance = create([...DAWN_FLAGS, ...(options.dawnFlags ?? [])]);
+    const dawnFlags = mergeDawnFlags([...DAWN_FLAGS, ...(options.dawnFlags ?? []), ...togglesFromEnv()]);
+    const instance = create(dawnFlags);
     // The device does not keep Dawn's instance alive: if the instance is collected, Dawn's event processing
     // aborts the process on a destroyed mutex. Keep it for as long as the process lives.
     liveInstances.push(instance);
@@ -244,6 +278,7 @@ export class Gpu {
       device: info.device,
       description: info.description,
       backend: (info as unknown as { backend?: string }).backend ?? 'unknown',
+      dawnFlags,
     };
     return new Gpu(device, summary, features, options);
   }
