@@ -28,7 +28,7 @@ echo "kernel bench exit $?"
 if [ -n "${BENCH_TOGGLES:-}" ]; then
   MLAGENT_DAWN_TOGGLES="$BENCH_TOGGLES" timeout "${TOGGLE_BENCH_S:-120}" node mlagent.mjs bench kernels \
     --filter "${TOGGLE_FILTER:-matmul f16 4096x4096x4096,attention fwd causal f16 B1 T2048 Hq28 Hkv4 D128}" ${check[@]+"${check[@]}"} 2>&1 \
-    | grep -E '^\||WRONG|rror' | sed "s/^/toggles $BENCH_TOGGLES: /"
+    | grep -E '^\||^Adapter|WRONG|rror' | sed "s/^/toggles $BENCH_TOGGLES: /"
   echo "toggled kernel bench exit $?"
 fi
 # LoRA training of a Qwen2.5-7B-shaped model at 4k tokens against torch (its linears take the scaled-split tensor-core
