@@ -18,6 +18,10 @@ ${Object.values(COMMANDS)
   .join('\n')}
 `;
 
+function isSystemError(e: unknown): e is NodeJS.ErrnoException {
+  return e instanceof Error && typeof (e as NodeJS.ErrnoException).code === 'string' && typeof (e as NodeJS.ErrnoException).syscall === 'string';
+}
+
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (name === 'help' && rest[0] && COMMANDS[rest[0]]) {
@@ -53,6 +57,11 @@ async function main(argv: string[]): Promise<number> {
     }
     if (e instanceof GpuUnavailableError || e instanceof GpuError || OUTSIDE_ERRORS.some((c) => e instanceof c)) {
       console.error(`mlagent ${name}: ${(e as Error).message}`);
+      return 1;
+    }
+    // A file or network failure (EEXIST, EACCES, ENOSPC, ECONNREFUSED...): its message names the path or address.
+    if (isSystemError(e)) {
+      console.error(`mlagent ${name}: ${e.message}${process.env.MLAGENT_STACK ? `\n${e.stack}` : ' (MLAGENT_STACK=1 shows where)'}`);
       return 1;
     }
     throw e;

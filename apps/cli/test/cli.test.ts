@@ -1,4 +1,7 @@
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
@@ -62,6 +65,19 @@ describe('mlagent', () => {
         expect([a.forward, a.backward, a.decode]).toEqual([sgm && a.headDim % 16 === 0 ? 'subgroup-matrix' : 'scalar', 'scalar', 'scalar']);
       }
     }
+  });
+
+  it('names a file-system failure in one line, without a stack trace unless asked (exit 1)', () => {
+    const file = path.join(mkdtempSync(path.join(tmpdir(), 'cli-fs-')), 'a-file');
+    writeFileSync(file, 'not a directory');
+    const r = mlagent('train', '--preset', 'tiny', '--out', file);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim()).toBe(`mlagent train: EEXIST: file already exists, mkdir '${file}' (MLAGENT_STACK=1 shows where)`);
+    expect(readFileSync(file, 'utf8')).toBe('not a directory');
+    const withStack = spawnSync(process.execPath, [bin, 'train', '--preset', 'tiny', '--out', file], { encoding: 'utf8', env: { ...process.env, MLAGENT_STACK: '1' } });
+    expect(withStack.status).toBe(1);
+    expect(withStack.stderr).toMatch(/EEXIST[^\n]*\n.*\n\s+at /);
+    rmSync(path.dirname(file), { recursive: true });
   });
 
   it('rejects bad options with a usage error', () => {
