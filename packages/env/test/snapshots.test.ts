@@ -50,10 +50,7 @@ describe('SnapshotStore', () => {
     const before = tree(ep.workspace);
     const messages = ep.messages();
 
-    const t0 = performance.now();
     const back = await Episode.start(fx.task, { ...opts, fromSnapshot: id });
-    const restoreMs = performance.now() - t0;
-    expect(restoreMs).toBeLessThan(1000);
     expect(back.workspace).not.toBe(ep.workspace);
     expect(tree(back.workspace)).toEqual(before);
     expect(statSync(path.join(back.workspace, 'run.sh')).mode & 0o777).toBe(0o755);
@@ -73,7 +70,8 @@ describe('SnapshotStore', () => {
     await Promise.all([ep.close(), back.close()]);
   }, 30_000);
 
-  it('restores a bigger workspace (200 files, a 32 MiB model file) well under a second', async () => {
+  // How long these take is measured in tools/bench/snapshot-restore.ts (against cp -r), not here.
+  it('restores a bigger workspace (200 files, a 32 MiB model file), and saves it again unchanged', async () => {
     const ep = await Episode.start(fx.task, opts);
     const { mkdirSync } = await import('node:fs');
     mkdirSync(path.join(ep.workspace, 'out'));
@@ -81,15 +79,11 @@ describe('SnapshotStore', () => {
     writeFileSync(path.join(ep.workspace, 'model.bin'), Buffer.alloc(32 * 2 ** 20, 7));
     const id = await ep.snapshot();
     const before = tree(ep.workspace);
-    const t0 = performance.now();
     const back = await Episode.start(fx.task, { ...opts, fromSnapshot: id });
-    const ms = performance.now() - t0;
-    expect(ms).toBeLessThan(1000);
     expect(tree(back.workspace)).toEqual(before);
-    // An unchanged workspace is saved again from the hash cache.
-    const t1 = performance.now();
+    // An unchanged workspace (read through the hash cache) and its restored copy save as the same state.
     expect(await ep.snapshot()).toBe(id);
-    expect(performance.now() - t1).toBeLessThan(1000);
+    expect(await back.snapshot()).toBe(id);
     await Promise.all([ep.close(), back.close()]);
   }, 30_000);
 
