@@ -111,7 +111,8 @@ const SGM_MIN_WORKGROUPS = 256;
 export interface MatmulTarget {
   variants: KernelVariants;
   features: GpuFeatures;
-  adapter?: Omit<AdapterSummary, 'dawnFlags'>;
+  /** What isSoftwareAdapter reads. */
+  adapter?: Pick<AdapterSummary, 'vendor' | 'architecture' | 'device' | 'description'>;
   device?: { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } };
   /** Largest storage binding, in bytes (a Gpu's; absent: assumed large). */
   maxBinding?: number;
