@@ -23,7 +23,7 @@ describe('mlagent bench policy', () => {
   }, 60_000);
 
   it('--mode train --json times LoRA steps here and in torch, with ratios and peak memory', async () => {
-    const r = await mlagent('bench', 'policy', '--mode', 'train', '--presets', 'tiny', '--seq-len', '8', '--checkpoint', 'on', '--iterations', '1', '--json');
+    const r = await mlagent('bench', 'policy', '--mode', 'train', '--presets', 'tiny', '--seq-len', '8', '--checkpoint', 'on', '--iterations', '1', '--json', '--profile');
     expect(r.code, r.stderr).toBe(0);
     const rep = JSON.parse(r.stdout);
     expect(rep.mode).toBe('train');
@@ -36,6 +36,11 @@ describe('mlagent bench policy', () => {
     expect(row.ours.peakBytes).toBeGreaterThan(19e6 * 4);
     expect(row.torch.tokPerS).toBeGreaterThan(0);
     expect(r.stderr).toMatch(/LoRA train: batch 1 x 8 tokens, r=16 on 7 linears, checkpointing on/);
+    // Every op of the profiled step is in the JSON, not only the table's largest: the optimizer ran.
+    const ops = new Map<string, { calls: number; ms: number }>(row.ours.profile.map((p: { op: string; calls: number; ms: number }) => [p.op, p]));
+    expect(ops.get('adamwUpdate')?.calls).toBeGreaterThanOrEqual(1);
+    expect(ops.get('adamwUpdate')?.ms).toBeGreaterThan(0);
+    expect([...ops.keys()].some((op) => op.startsWith('headBackward'))).toBe(true);
   }, 240_000);
 
   it('--profile reports where the GPU time of a generation run and of a LoRA step goes, by op', async () => {
@@ -43,9 +48,10 @@ describe('mlagent bench policy', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/GPU time by op, one profiled qwen2 tiny f32 generate, batch 1, prompt 6, 3 new tokens:\n\nGPU time [\d.]+ ms in \d+ commands/);
     expect(r.stdout).toMatch(/GPU time by op, one profiled qwen2 tiny f32 LoRA step, batch 1 x 8, checkpointing off:/);
-    // The step's largest ops: the LM head's backward, the matmuls and the optimizer.
+    // The step's largest ops: the LM head's backward and the matmuls. (Whether the optimizer makes the table's 12 is
+    // down to timing noise on lavapipe; the JSON test above finds it among all the ops.)
     const step = r.stdout.slice(r.stdout.indexOf('LoRA step, batch 1'));
-    for (const op of [/\| headBackward[\w:-]* \| 1 \|/, /\| matmul-[\w-]+ \| \d+ \|/, /\| adamwUpdate \| \d+ \|/]) expect(step).toMatch(op);
+    for (const op of [/\| headBackward[\w:-]* \| 1 \|/, /\| matmul-[\w-]+ \| \d+ \|/]) expect(step).toMatch(op);
     expect(r.stderr).toMatch(/profiled step: \d+ ms/);
   }, 240_000);
 });
