@@ -18,7 +18,7 @@ npx esbuild tools/device/sgm-sweep.ts --bundle --platform=node --format=esm --ta
 cp node_modules/webgpu/index.js node_modules/webgpu/package.json .device/pkg/node_modules/webgpu/
 cp node_modules/webgpu/dist/linux-x64/dawn.node .device/pkg/node_modules/webgpu/dist/linux-x64/
 cp packages/core-kernels/bench/torch_bench.py .device/pkg/
-mkdir -p .device/bench && cp packages/policy/bench/torch_generate_bench.py tools/oracle/qwen_oracle.py .device/bench/
+mkdir -p .device/bench && cp packages/policy/bench/torch_generate_bench.py tools/oracle/qwen_oracle.py tools/oracle/blas_info.py .device/bench/
 # LoRA training bench (torch side) and the module both torch bench scripts import.
 cp packages/policy/bench/torch_train_bench.py packages/policy/bench/torch_qwen_common.py .device/bench/
 # init-model (policy bench) needs the Qwen tokenizer files only, not the whole 84 MiB package.

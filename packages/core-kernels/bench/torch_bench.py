@@ -17,6 +17,14 @@ import time
 import torch
 import torch.nn.functional as F
 
+# blas_kernels: in the repo at tools/oracle; a device bundle (GPU only) goes without it.
+sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tools", "oracle"))
+try:
+    from blas_info import blas_kernels
+except ImportError:
+    def blas_kernels():
+        return ""
+
 dev = "cuda" if torch.cuda.is_available() else "cpu"
 # OpenMP here may default to one thread; lavapipe uses every core, so torch gets every core too.
 if dev == "cpu":
@@ -79,7 +87,11 @@ def time_case(case):
 
 
 def device_line():
-    device_name = torch.cuda.get_device_name(0) if dev == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    if dev == "cuda":
+        device_name = torch.cuda.get_device_name(0)
+    else:
+        blas = blas_kernels()
+        device_name = f"cpu ({torch.get_num_threads()} threads{', ' + blas if blas else ''})"
     return f"torch {torch.__version__} on {device_name}{SDPA_NOTE}"
 
 

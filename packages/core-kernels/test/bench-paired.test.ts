@@ -116,6 +116,8 @@ describe('TorchSession (torch_bench.py --serve)', () => {
     const session = (await TorchSession.start(python))!;
     try {
       expect(session.device).toMatch(/^torch \S+ on /);
+      // A CPU reference names its BLAS kernels (scripts/setup.sh installs OpenBLAS): AVX2 or AVX-512 ones move the ratio.
+      if (/ on cpu /.test(session.device)) expect(session.device).toMatch(/ on cpu \(\d+ threads, OpenBLAS [\d.]+, \w+ kernels\)/);
       const c = loggedCase([]);
       await session.setup(c);
       const ms = await session.time(c.name, 3);

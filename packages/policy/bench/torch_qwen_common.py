@@ -11,6 +11,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(HERE, '..', '..', '..', 'tools', 'oracle')]
 from qwen_oracle import load_weights  # noqa: E402
+from blas_info import blas_kernels  # noqa: E402
 
 DEV = 'cuda' if torch.cuda.is_available() else 'cpu'
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
@@ -129,10 +130,11 @@ def inv_freq(cfg):
 
 
 def run_info(dtype_name):
-    """What every bench script reports besides its timings: peak CUDA bytes, threads, device, torch, dtype."""
+    """What every bench script reports besides its timings: peak CUDA bytes, threads, BLAS, device, torch, dtype."""
     return {
         'peak_bytes': torch.cuda.max_memory_allocated() if DEV == 'cuda' else None,
         'threads': torch.get_num_threads(),
+        'blas': blas_kernels() if DEV == 'cpu' else '',
         'device': torch.cuda.get_device_name(0) if DEV == 'cuda' else 'cpu',
         'torch': torch.__version__,
         'dtype': dtype_name,

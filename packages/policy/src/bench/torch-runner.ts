@@ -30,6 +30,8 @@ export interface TorchBenchSource {
 /** What every torch bench script prints besides its timings. */
 interface TorchBenchInfo {
   threads: number;
+  /** The CPU reference's BLAS and kernels ("OpenBLAS 0.3.21, Haswell kernels"), or '' (CUDA, or not OpenBLAS). */
+  blas?: string;
   device: string;
   torch: string;
   dtype: string;
@@ -79,6 +81,6 @@ export async function runTorchBench<T>(
   } catch {
     throw new Error(`${script} printed no JSON result; its output was:\n${stdout.slice(-2000)}`);
   }
-  const where = out.device === 'cpu' ? `cpu (${out.threads} threads)` : out.device;
+  const where = out.device === 'cpu' ? `cpu (${out.threads} threads${out.blas ? `, ${out.blas}` : ''})` : out.device;
   return { ...out, device: `torch ${out.torch} on ${where}, ${out.dtype}` };
 }
