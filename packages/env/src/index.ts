@@ -1,4 +1,4 @@
-// @mlagent/env: the sandbox for Execute Script and the action set with its parser (issue 4); tasks and snapshots are to come.
+// @mlagent/env: the sandbox for Execute Script, the action set and its parser, tasks, episodes, snapshots and scale-out.
 export { runSandboxed } from './sandbox/run.js';
 export { SandboxPool } from './sandbox/pool.js';
 export { summarizeError } from './sandbox/classify.js';

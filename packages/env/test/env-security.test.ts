@@ -14,7 +14,7 @@ let ep: Episode;
 let startId: string;
 
 beforeAll(async () => {
-  fx = makeFixtureTask({ timeoutSec: 3, memoryMb: 256, cpuSec: 10, maxProcs: 32 });
+  fx = makeFixtureTask({ timeoutSec: 3, memoryMb: 256, cpuSec: 10, maxProcs: 32, diskMb: 64 });
   store = new SnapshotStore(path.join(fx.root, 'store'));
   ep = await Episode.start(fx.task, { store, workRoot: path.join(fx.root, 'ws'), maxSteps: 100 });
   startId = await ep.snapshot();
@@ -135,6 +135,29 @@ describe('agent code cannot harm the host', () => {
       expect(existsSync(t)).toBe(false);
     }
     expect(readFileSync(path.join(ep.workspace, 'inside.txt'), 'utf8')).toBe('fine');
+  }, 20_000);
+
+  it('filling the disk is stopped at the workspace limit, and what the script added is removed', async () => {
+    // Endless 8 MiB files in a new directory and beside the workspace's own files; inside.txt (from above) must stay.
+    const code = [
+      'import os',
+      'os.makedirs("out/deeper", exist_ok=True)',
+      'print("writing", flush=True)',
+      'i = 0',
+      'while True:',
+      '    with open(f"out/deeper/blob{i}.bin" if i % 2 else f"blob{i}.bin", "wb") as f:',
+      '        f.write(os.urandom(8 * 2**20))',
+      '    i += 1',
+    ].join('\n');
+    const r = await runAgentCode('fill.py', code);
+    expect(r.outcome).toBe('resource-limit');
+    expect(r.feedback.outcome).toBe('resource-limit');
+    expect(r.observation).toMatch(/^EnvError: The run filled the workspace past its disk limit of 64 MiB; what it added to the workspace \(\d+ entries\) was removed.\nOutput before it stopped:\nwriting/);
+    expect(r.durationSec).toBeLessThan(2.5); // stopped by the guard, not by the 3 s timeout
+    expect(existsSync(path.join(ep.workspace, 'out'))).toBe(false);
+    expect(existsSync(path.join(ep.workspace, 'blob0.bin'))).toBe(false);
+    expect(readFileSync(path.join(ep.workspace, 'inside.txt'), 'utf8')).toBe('fine');
+    expect(existsSync(path.join(ep.workspace, 'fill.py'))).toBe(true);
   }, 20_000);
 
   it('after all that the episode goes on, and the store restores its states intact', async () => {

@@ -1,5 +1,6 @@
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { readdir, readFile, statfs } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -282,6 +283,61 @@ sys.stdout.write('TAIL-MARK\\n')
     const r = await runSandboxed({ command: ['/no/such/binary'], workspace: ws, timeoutMs: 2000 });
     expect(r.outcome).toBe('error');
     expect(r.errorSummary).toMatch(/No such file/);
+  });
+});
+
+describe('disk limits', () => {
+  /** A fresh workspace holding keep.txt, and `extra` bytes of random data in big.bin when asked. */
+  function workspace(extra = 0): string {
+    const dir = mkdtempSync(path.join(root, 'disk-'));
+    writeFileSync(path.join(dir, 'keep.txt'), 'keep\n');
+    if (extra) writeFileSync(path.join(dir, 'big.bin'), randomBytes(extra));
+    return dir;
+  }
+
+  it('stop a run past the file count, and remove the directory it made', async () => {
+    const dir = workspace();
+    const code = 'import os\nos.makedirs("many/sub")\ni = 0\nwhile True:\n    open(f"many/sub/f{i}", "w").close()\n    i += 1\n';
+    const r = await py(code, { workspace: dir, maxWorkspaceFiles: 300, timeoutMs: 10_000 });
+    expect(r.outcome).toBe('killed');
+    expect(r.diskLimit).toBe('created more than 300 files in the workspace');
+    expect(r.errorSummary).toMatch(/^The run created more than 300 files in the workspace; what it added to the workspace \(1 entry\) was removed.$/);
+    expect(r.wallSeconds).toBeLessThan(9);
+    expect(readdirSync(dir).sort()).toEqual(['keep.txt']);
+  }, 20_000);
+
+  it('let a workspace already past its limit run, to clean up, but not grow', async () => {
+    const dir = workspace(4 * MiB);
+    const tidy = await py('import os\nos.remove("big.bin")\nopen("small.txt", "w").write("ok")\n', { workspace: dir, diskBytes: MiB });
+    expect(tidy.outcome).toBe('ok');
+    expect(readdirSync(dir).sort()).toEqual(['keep.txt', 'small.txt']);
+
+    const grown = workspace(4 * MiB);
+    const code = 'import os, time\nopen("more.bin", "wb").write(os.urandom(8 * 2**20))\ntime.sleep(20)\n';
+    const r = await py(code, { workspace: grown, diskBytes: MiB, timeoutMs: 30_000 });
+    expect(r.outcome).toBe('killed');
+    expect(r.diskLimit).toMatch(/^filled the workspace past its disk limit of 4 MiB$/);
+    expect(r.wallSeconds).toBeLessThan(10);
+    // What was there before stays, even past the limit; what the run added goes.
+    expect(readdirSync(grown).sort()).toEqual(['big.bin', 'keep.txt']);
+  }, 60_000);
+
+  it('stop a run that takes the disk below the free space it must leave', async () => {
+    const dir = workspace();
+    const s = await statfs(dir);
+    const free = s.bavail * s.bsize;
+    const code = 'import os, time\nwith open("fill.bin", "wb") as f:\n    for _ in range(16):\n        f.write(os.urandom(8 * 2**20))\n        f.flush()\ntime.sleep(20)\n';
+    const r = await py(code, { workspace: dir, minFreeBytes: free - 32 * MiB, timeoutMs: 30_000 });
+    expect(r.outcome).toBe('killed');
+    expect(r.diskLimit).toMatch(/^left less than \d+ MiB free on the disk$/);
+    expect(r.wallSeconds).toBeLessThan(10);
+    expect(readdirSync(dir)).toEqual(['keep.txt']);
+  }, 60_000);
+
+  it('name a bad limit', async () => {
+    await expect(py('pass', { diskBytes: 0 })).rejects.toThrow(/option 'diskBytes' must be an integer >= 1, got 0/);
+    await expect(py('pass', { maxWorkspaceFiles: 2.5 })).rejects.toThrow(/option 'maxWorkspaceFiles'/);
+    await expect(py('pass', { minFreeBytes: -1 })).rejects.toThrow(/option 'minFreeBytes' must be an integer >= 0/);
   });
 });
 

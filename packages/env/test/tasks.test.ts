@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { applyIdea, listTasks, prepareTask, removeTree, resolveTask, runBaseline, TaskFormatError, validateIdeas, validateTaskSpec } from '../src/index.js';
+import { applyIdea, DEFAULT_DISK_MB, listTasks, prepareTask, removeTree, resolveTask, runBaseline, taskSandboxLimits, TaskFormatError, validateIdeas, validateTaskSpec } from '../src/index.js';
 import { tempDir, toySpec, writeToyTask } from './tasks-fixture.js';
 
 describe('validateTaskSpec', () => {
@@ -16,7 +16,7 @@ describe('validateTaskSpec', () => {
       split: 'train',
       metric: { name: '', direction: 'up' },
       baseline: 'high',
-      budgets: { timeoutSec: 0, memoryMb: 1.5, cpuSec: 10 },
+      budgets: { timeoutSec: 0, memoryMb: 1.5, cpuSec: 10, diskMb: 0 },
       seed: -1,
       colour: 'red',
     };
@@ -39,6 +39,7 @@ describe('validateTaskSpec', () => {
       "'budgets.timeoutSec' must be a positive integer",
       "'budgets.memoryMb' must be a positive integer",
       "'budgets.maxProcs' must be a positive integer, got nothing",
+      "'budgets.diskMb' must be a positive integer, got 0",
       "'seed' must be a non-negative integer",
     ]) {
       expect(m).toContain(s);
@@ -46,6 +47,12 @@ describe('validateTaskSpec', () => {
     expect(m.startsWith('x/task.json')).toBe(true);
     expect(() => validateTaskSpec([])).toThrow(/must be a JSON object/);
     expect(() => validateTaskSpec({ ...toySpec('t'), baseline: 2, best: 2 })).toThrow(/best' equals 'baseline'/);
+    // diskMb is optional (DEFAULT_DISK_MB), and a task may set it.
+    const spec = toySpec('t');
+    expect(validateTaskSpec({ ...spec, budgets: { ...spec.budgets, diskMb: 512 } }).budgets.diskMb).toBe(512);
+    expect(validateTaskSpec(spec).budgets.diskMb).toBeUndefined();
+    expect(taskSandboxLimits(spec.budgets).diskBytes).toBe(DEFAULT_DISK_MB * 2 ** 20);
+    expect(taskSandboxLimits({ ...spec.budgets, diskMb: 512 }).diskBytes).toBe(512 * 2 ** 20);
   });
 
   it('checks ideas.json and applies ideas exactly once', () => {

@@ -8,7 +8,7 @@ import type { SandboxPool } from '../sandbox/pool.js';
 import type { SandboxOptions, SandboxResult } from '../sandbox/types.js';
 import type { PreparedTask } from '../tasks/types.js';
 import { envPythonDir } from '../tasks/paths.js';
-import { taskSandboxEnv } from '../tasks/workspace.js';
+import { taskSandboxEnv, taskSandboxLimits } from '../tasks/workspace.js';
 import { EnvError, isDataPath, resolveForRead, type WorkspaceRoots } from './paths.js';
 import type { StepOutcome } from './types.js';
 
@@ -66,6 +66,7 @@ function failureObservation(r: SandboxResult, task: PreparedTask): { observation
     case 'oom':
       return { outcome: 'oom', observation: `EnvError: The script ran out of memory (limit ${b.memoryMb} MiB) and was stopped.${tail}` };
     case 'killed':
+      if (r.diskLimit !== undefined) return { outcome: 'resource-limit', observation: `EnvError: ${r.errorSummary ?? r.diskLimit}${tail}` };
       if (r.signal === 'SIGXCPU' || r.signal === 'SIGXFSZ') {
         const what = r.signal === 'SIGXCPU' ? `its CPU-time limit (${b.cpuSec} s)` : 'the largest file size it may write';
         return { outcome: 'resource-limit', observation: `EnvError: The script exceeded ${what} and was stopped.${tail}` };
@@ -117,14 +118,10 @@ export async function executeScript(ctx: ExecuteContext, scriptName: unknown): P
   const before = fingerprint(await fs.lstat(submission).catch(() => null));
   const milestonesFile = path.join(ctx.roots.workspace, MILESTONES_FILE);
   await fs.rm(milestonesFile, { force: true }); // a file the agent left there must not count
-  const b = ctx.task.spec.budgets;
   const opts: SandboxOptions = {
     command: ['/usr/bin/python3', '-u', `./${rel}`],
     workspace: ctx.roots.workspace,
-    timeoutMs: b.timeoutSec * 1000,
-    memoryBytes: b.memoryMb * 2 ** 20,
-    cpuSeconds: b.cpuSec,
-    maxProcesses: b.maxProcs,
+    ...taskSandboxLimits(ctx.task.spec.budgets),
     // The milestone hook is bound in explicitly: the sandbox's /tmp is a fresh tmpfs, and a checkout may live there.
     readOnlyPaths: [ctx.roots.publicDir, milestonesHookDir()],
     hiddenPaths: ctx.hiddenPaths,

@@ -50,6 +50,8 @@ export interface RawExit {
   exitCode: number | null;
   signal: string | null;
   timedOut: boolean;
+  /** Set when the disk guard stopped the run: the sentence for the agent. */
+  diskLimit?: string;
   timeoutSeconds: number;
   oomKills: number;
   pidsMaxHits: number;
@@ -61,6 +63,8 @@ export interface RawExit {
 
 /** Decides the outcome of a finished run and the one-paragraph summary shown to the agent. */
 export function classify(r: RawExit): { outcome: SandboxOutcome; errorSummary?: string } {
+  // The guard's kill comes first: the SIGKILL it sent, or a write refused as the disk filled, is its doing.
+  if (r.diskLimit) return { outcome: 'killed', errorSummary: r.diskLimit };
   if (r.timedOut) {
     return { outcome: 'timeout', errorSummary: `Timed out: killed after the ${r.timeoutSeconds} s wall-clock limit.` };
   }

@@ -4,6 +4,7 @@ import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { createRunCgroup, type RunCgroup } from './cgroup.js';
 import { classify } from './classify.js';
+import { diskBaseline, removeAdded, watchDisk, type DiskLimits } from './disk-guard.js';
 import { availableIsolation, blockedAncestors, findTool, wrapCommand } from './isolation.js';
 import { nprocLimit } from './nproc.js';
 import { HeadTailBuffer } from './output.js';
@@ -21,6 +22,7 @@ interface Resolved {
   cpuSeconds: number;
   maxProcesses: number;
   maxFileBytes: number;
+  disk: DiskLimits;
   outputBytes: number;
   readOnlyPaths: string[];
   hiddenPaths: string[];
@@ -82,6 +84,11 @@ async function resolveOptions(o: SandboxOptions): Promise<Resolved> {
     cpuSeconds: positiveInt('cpuSeconds', o.cpuSeconds, Math.max(1, Math.ceil((2 * o.timeoutMs) / 1000))),
     maxProcesses: positiveInt('maxProcesses', o.maxProcesses, 256),
     maxFileBytes: positiveInt('maxFileBytes', o.maxFileBytes, GiB),
+    disk: {
+      workspaceBytes: positiveInt('diskBytes', o.diskBytes, 2 * GiB),
+      workspaceFiles: positiveInt('maxWorkspaceFiles', o.maxWorkspaceFiles, 100_000),
+      minFreeBytes: positiveInt('minFreeBytes', o.minFreeBytes, GiB, 0),
+    },
     outputBytes: positiveInt('outputBytes', o.outputBytes, 10_000, 2),
     readOnlyPaths: await realPaths('readOnlyPaths', o.readOnlyPaths, true),
     hiddenPaths: await realPaths('hiddenPaths', o.hiddenPaths, false),
@@ -94,6 +101,8 @@ async function resolveOptions(o: SandboxOptions): Promise<Resolved> {
 function run(file: string, args: string[]): Promise<void> {
   return new Promise((resolve, reject) => execFile(file, args, (err) => (err ? reject(err) : resolve())));
 }
+
+const entries = (n: number) => `${n} ${n === 1 ? 'entry' : 'entries'}`;
 
 function signalName(n: number): string | null {
   for (const [name, num] of Object.entries(osConstants.signals)) if (num === n) return name;
@@ -190,6 +199,7 @@ async function execute(
   };
   const out = new HeadTailBuffer(o.outputBytes);
   const err = new HeadTailBuffer(o.outputBytes);
+  const disk = await diskBaseline(o.workspace);
   const started = performance.now();
   // detached: the child leads a new process group (and session), so the group can be killed as one.
   const child = spawn(argv[0], argv.slice(1), { cwd: o.workspace, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -210,6 +220,11 @@ async function execute(
     timedOut = true;
     void killTree();
   }, o.timeoutMs);
+  let diskLimit: string | undefined;
+  const diskWatch = watchDisk(o.workspace, o.disk, disk, (why) => {
+    diskLimit = why;
+    void killTree();
+  });
 
   const exit = await new Promise<{ code: number | null; signal: string | null; spawnError?: string }>((resolve) => {
     child.once('error', (e) => resolve({ code: null, signal: null, spawnError: e.message }));
@@ -217,7 +232,11 @@ async function execute(
   });
   const wallSeconds = (performance.now() - started) / 1000;
   clearTimeout(timer);
+  await diskWatch.stop();
   await killTree(); // leftovers, e.g. daemons when there is no PID namespace
+  // Stopped for its files: they go too, so that the next run, the snapshot store and the trainer have the disk back.
+  const cleanup = diskLimit !== undefined ? await removeAdded(o.workspace, disk) : undefined;
+  if (cleanup?.failed.length) warnings.push(`could not remove what the run added to the workspace: ${cleanup.failed.slice(0, 5).join(', ')}`);
   // Descendants that escaped (level 'none', no cgroup) may hold the pipes open: stop waiting after a while.
   const grace = new Promise((r) => setTimeout(r, 2000).unref());
   await Promise.race([streamsDone, grace]);
@@ -238,6 +257,7 @@ async function execute(
         exitCode,
         signal,
         timedOut,
+        diskLimit: diskLimit && `The run ${diskLimit}; what it added to the workspace (${entries(cleanup?.removed ?? 0)}) was removed.`,
         timeoutSeconds: o.timeoutMs / 1000,
         oomKills: stats.oomKills,
         pidsMaxHits: stats.pidsMaxHits,
@@ -255,6 +275,7 @@ async function execute(
     stderr,
     stdoutBytes: out.total,
     stderrBytes: err.total,
+    ...(diskLimit !== undefined ? { diskLimit } : {}),
     isolation: level,
     limits,
     warnings,

@@ -28,6 +28,18 @@ export interface SandboxOptions {
   maxProcesses?: number;
   /** Largest file the command may write, in bytes (RLIMIT_FSIZE). Default 1 GiB. */
   maxFileBytes?: number;
+  /**
+   * Disk the workspace may use, in bytes (allocated blocks, checked while the command runs). Past it the run is
+   * killed and the files it created are removed. Default 2 GiB.
+   */
+  diskBytes?: number;
+  /** Entries (files, directories, links) the workspace may hold, enforced the same way. Default 100 000. */
+  maxWorkspaceFiles?: number;
+  /**
+   * Free space the run must leave on the workspace's filesystem, so that it cannot fill the disk the trainer
+   * writes to (or less, when the run starts with less free). Enforced the same way. Default 1 GiB.
+   */
+  minFreeBytes?: number;
   /** Bytes of stdout and of stderr kept (half head, half tail). Default 10 000 each. */
   outputBytes?: number;
   /** Host paths visible read-only at the same path (task data). */
@@ -59,6 +71,8 @@ export interface SandboxResult {
   errorSummary?: string;
   isolation: IsolationLevel;
   limits: LimitMechanisms;
+  /** When the disk guard stopped the run: what it did, e.g. "filled the workspace past its disk limit of 2048 MiB". */
+  diskLimit?: string;
   /** Guarantees that could not be given for this run (e.g. hiddenPaths without bwrap). */
   warnings: string[];
 }

@@ -5,7 +5,7 @@ import { runSandboxed } from '../sandbox/run.js';
 import type { ExecutionOutcome } from '../sandbox/types.js';
 import { prepareTask, removeTree, type PrepareOptions } from './prepare.js';
 import type { PreparedTask } from './types.js';
-import { createWorkspace, taskSandboxEnv, taskSandboxPaths } from './workspace.js';
+import { createWorkspace, taskSandboxEnv, taskSandboxLimits, taskSandboxPaths } from './workspace.js';
 
 /** What `mlagent tasks baseline NAME --json` prints. */
 export interface BaselineReport {
@@ -52,14 +52,10 @@ export async function runInWorkspace(task: PreparedTask, opts: BaselineOptions =
     if (opts.trainPy !== undefined) {
       writeFileSync(path.join(ws, 'train.py'), opts.trainPy);
     }
-    const b = spec.budgets;
     const r = await runSandboxed({
       command: [opts.python ?? '/usr/bin/python3', '-u', 'train.py'],
       workspace: ws,
-      timeoutMs: b.timeoutSec * 1000,
-      memoryBytes: b.memoryMb * 2 ** 20,
-      cpuSeconds: b.cpuSec,
-      maxProcesses: b.maxProcs,
+      ...taskSandboxLimits(spec.budgets),
       ...taskSandboxPaths(task, opts.home),
       env: taskSandboxEnv(opts.threads),
     });

@@ -17,6 +17,9 @@ export const TASK_NAME_PATTERN = /^[a-z0-9][a-z0-9._-]*$/;
 
 const SPEC_KEYS = ['name', 'title', 'modality', 'split', 'paperAnalogue', 'metric', 'baseline', 'best', 'budgets', 'seed'];
 const BUDGET_KEYS = ['timeoutSec', 'memoryMb', 'cpuSec', 'maxProcs'] as const;
+const OPTIONAL_BUDGET_KEYS = ['diskMb'] as const;
+/** The workspace's disk limit where a task.json names none: room for models and outputs, not for a full disk. */
+export const DEFAULT_DISK_MB = 2048;
 
 /** A task directory or its files are malformed; the message lists every problem found. */
 export class TaskFormatError extends Error {
@@ -74,11 +77,13 @@ export function validateTaskSpec(json: unknown, where = 'task.json'): TaskSpec {
   const budgets = json.budgets;
   if (!isObject(budgets)) problems.push(`'budgets' must be an object {${BUDGET_KEYS.join(', ')}}, got ${show(budgets)}`);
   else {
-    for (const k of BUDGET_KEYS) {
+    for (const k of [...BUDGET_KEYS, ...OPTIONAL_BUDGET_KEYS]) {
       const v = budgets[k];
+      if (v === undefined && (OPTIONAL_BUDGET_KEYS as readonly string[]).includes(k)) continue;
       if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) problems.push(`'budgets.${k}' must be a positive integer, got ${show(v)}`);
     }
-    for (const k of Object.keys(budgets)) if (!(BUDGET_KEYS as readonly string[]).includes(k)) problems.push(`unknown field 'budgets.${k}'`);
+    const known: readonly string[] = [...BUDGET_KEYS, ...OPTIONAL_BUDGET_KEYS];
+    for (const k of Object.keys(budgets)) if (!known.includes(k)) problems.push(`unknown field 'budgets.${k}'`);
   }
   if (typeof json.seed !== 'number' || !Number.isInteger(json.seed) || json.seed < 0) {
     problems.push(`'seed' must be a non-negative integer, got ${show(json.seed)}`);

@@ -18,6 +18,8 @@ export interface TaskBudgets {
   memoryMb: number;
   cpuSec: number;
   maxProcs: number;
+  /** Disk the workspace may use, in MiB (optional; default DEFAULT_DISK_MB). */
+  diskMb?: number;
 }
 
 /** task.json, validated (see docs/task-format.md). */

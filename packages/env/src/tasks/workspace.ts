@@ -1,7 +1,9 @@
 import { cpSync, existsSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import type { SandboxOptions } from '../sandbox/types.js';
 import { builtinTasksDir, taskCacheDir, userTasksDir } from './paths.js';
-import type { PreparedTask } from './types.js';
+import { DEFAULT_DISK_MB } from './spec.js';
+import type { PreparedTask, TaskBudgets } from './types.js';
 
 /**
  * Fills `dir` (created if needed) with a fresh episode workspace: a copy of the task's env/ (symlinks kept as
@@ -34,6 +36,17 @@ export function taskSandboxPaths(task: PreparedTask, home?: string): { readOnlyP
   const existing = [...new Set(hidden.filter((p) => existsSync(p)).map((p) => path.resolve(p)))];
   const outermost = existing.filter((p) => !existing.some((q) => q !== p && p.startsWith(q + path.sep)));
   return { readOnlyPaths: [task.publicDir], hiddenPaths: outermost };
+}
+
+/** The sandbox limits of one run of the agent's code under a task's budgets. */
+export function taskSandboxLimits(b: TaskBudgets): Pick<SandboxOptions, 'timeoutMs' | 'memoryBytes' | 'cpuSeconds' | 'maxProcesses' | 'diskBytes'> {
+  return {
+    timeoutMs: b.timeoutSec * 1000,
+    memoryBytes: b.memoryMb * 2 ** 20,
+    cpuSeconds: b.cpuSec,
+    maxProcesses: b.maxProcs,
+    diskBytes: (b.diskMb ?? DEFAULT_DISK_MB) * 2 ** 20,
+  };
 }
 
 /**
