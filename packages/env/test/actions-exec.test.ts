@@ -207,6 +207,11 @@ describe('Episode actions', () => {
     expect(l.outcome).toBe('invalid-submission');
     expect(l.observation).toMatch(/must be a regular file/);
     expect(l.metric).toBeNull();
+    // The grader runs unsandboxed: a submission far larger than the answers (37 bytes here) never reaches it.
+    writeFileSync(path.join(ep.workspace, 'huge.py'), "import os\nos.remove('submission.csv')\nopen('submission.csv', 'w').write('id,y\\n' + '0,1\\n' * 300000)\n");
+    const h = await ep.step(respond('Execute Script', { script_name: 'huge.py' }));
+    expect(h.outcome).toBe('invalid-submission');
+    expect(h.observation).toMatch(/submission.csv is 1\.1 MiB; a submission for this task may be at most 1\.0 MiB \(16 times the size of its answers, plus 1 MiB\)/);
     await ep.close();
   }, 30_000);
 

@@ -80,11 +80,32 @@ function failureObservation(r: SandboxResult, task: PreparedTask): { observation
   }
 }
 
+const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+
+/** The largest submission.csv graded: 16x the bytes of the task's hidden answers, plus 1 MiB. */
+async function maxSubmissionBytes(task: PreparedTask): Promise<number> {
+  let answers = 0;
+  const walk = async (dir: string): Promise<void> => {
+    for (const e of await fs.readdir(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) await walk(p);
+      else if (e.isFile()) answers += (await fs.stat(p)).size;
+    }
+  };
+  await walk(task.privateDir).catch(() => undefined);
+  return 2 ** 20 + 16 * answers;
+}
+
 /** Grades a copy of submission.csv, so the grader never follows a link the agent planted. */
 async function grade(task: PreparedTask, workspace: string): Promise<{ score: number } | { error: string }> {
   const file = path.join(workspace, SUBMISSION_FILE);
   const st = await fs.lstat(file);
   if (!st.isFile()) return { error: `${SUBMISSION_FILE} must be a regular file, not a link or a directory` };
+  // The grader runs outside the sandbox, with no memory limit: a huge submission must not reach it.
+  const max = await maxSubmissionBytes(task);
+  if (st.size > max) {
+    return { error: `${SUBMISSION_FILE} is ${mib(st.size)}; a submission for this task may be at most ${mib(max)} (16 times the size of its answers, plus 1 MiB)` };
+  }
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'mlagent-grade-'));
   try {
     const copy = path.join(dir, SUBMISSION_FILE);
