@@ -9,7 +9,7 @@ import type { StepRecord } from '../snapshots/manifest.js';
 import type { HashCache } from '../snapshots/store.js';
 import type { PreparedTask } from '../tasks/types.js';
 import { executeScript } from './execute.js';
-import { copyFile, editLines, inspectLines, isScriptPath, listFiles, readText, undoEdit, writeFile, type FileContext } from './file-actions.js';
+import { copyFile, editLines, inspectLines, isScriptPath, listFiles, readTextHead, undoEdit, writeFile, type FileContext } from './file-actions.js';
 import { editScriptAction, editSegmentAction, reflectionAction, understandFileAction } from './helper-actions.js';
 import { EnvError, type WorkspaceRoots } from './paths.js';
 import { historySummary, renderMessages, renderPrompt, type PromptState } from './prompt.js';
@@ -266,7 +266,7 @@ export class Episode {
         case 'Write File':
           return none(await writeFile(this.files, call.args.file_name, call.args.content));
         case 'Read File':
-          return none((await readText(this.files, call.args.file_name, 'file_name')).text);
+          return none((await readTextHead(this.files, call.args.file_name, 'file_name')).text);
         case 'Edit Script Lines':
           return none(
             await editLines(this.files, call.args.script_name, call.args.start_line_number, call.args.end_line_number, call.args.new_content),

@@ -15,6 +15,17 @@ export interface FileContext {
 
 /** The most lines Inspect Script Lines shows at once. */
 export const MAX_INSPECT_LINES = 100;
+/**
+ * The most bytes Read File and Understand File take of a file; a longer one is cut at a line end, with a note.
+ * These files pass through the trainer's memory, and a task's data file may hold gigabytes.
+ */
+export const MAX_READ_BYTES = 2 ** 20;
+/** The largest file the edit actions rewrite (whole, in the trainer's memory and the undo history) or Copy File copies. */
+export const MAX_EDIT_BYTES = 16 * 2 ** 20;
+/** Inspect Script Lines shows at most this many bytes of one line (a data file may be one enormous line). */
+const MAX_LINE_BYTES = 4096;
+
+const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
 
 export async function listFiles(ctx: FileContext, dirPath: unknown): Promise<string> {
   const { rel, abs } = await resolveForRead(ctx.roots, dirPath, 'dir_path');
@@ -29,31 +40,71 @@ export async function listFiles(ctx: FileContext, dirPath: unknown): Promise<str
   return lines.length === 0 ? `The directory "${rel}" is empty.` : lines.join('\n') + '\n';
 }
 
-/** Reads a text file the agent may read (workspace or data/). */
-export async function readText(ctx: FileContext, raw: unknown, argName: string): Promise<{ rel: string; text: string }> {
+/** A readable regular file of the workspace or data/, and its size. */
+async function openable(ctx: FileContext, raw: unknown, argName: string): Promise<{ rel: string; abs: string; size: number }> {
   const { rel, abs } = await resolveForRead(ctx.roots, raw, argName);
   const st = await fs.stat(abs);
   if (st.isDirectory()) throw new EnvError(`${argName} "${rel}" is a directory, not a file`);
   // A FIFO or device planted by a script would block the read forever.
   if (!st.isFile()) throw new EnvError(`${argName} "${rel}" is not a regular file`);
+  return { rel, abs, size: st.size };
+}
+
+function checkText(head: Buffer, argName: string, rel: string): void {
+  if (head.subarray(0, 8000).includes(0)) throw new EnvError(`${argName} "${rel}" is a binary file and cannot be shown as text`);
+}
+
+/** Reads a whole text file the agent may read (workspace or data/), for the edit actions: at most MAX_EDIT_BYTES. */
+export async function readText(ctx: FileContext, raw: unknown, argName: string): Promise<{ rel: string; text: string }> {
+  const { rel, abs, size } = await openable(ctx, raw, argName);
+  if (size > MAX_EDIT_BYTES) throw tooLargeToEdit(rel, size);
   const buf = await fs.readFile(abs);
-  if (buf.subarray(0, 8000).includes(0)) throw new EnvError(`${argName} "${rel}" is a binary file and cannot be shown as text`);
+  checkText(buf, argName, rel);
   return { rel, text: buf.toString('utf8') };
 }
 
+/**
+ * Reads a text file for Read File and Understand File: the whole of it up to MAX_READ_BYTES, else its first
+ * MAX_READ_BYTES cut at the last line end, with a note of what was left out.
+ */
+export async function readTextHead(ctx: FileContext, raw: unknown, argName: string): Promise<{ rel: string; text: string }> {
+  const { rel, abs, size } = await openable(ctx, raw, argName);
+  if (size <= MAX_READ_BYTES) return readText(ctx, raw, argName);
+  const fh = await fs.open(abs, 'r');
+  try {
+    const buf = Buffer.alloc(MAX_READ_BYTES);
+    const { bytesRead } = await fh.read(buf, 0, MAX_READ_BYTES, 0);
+    checkText(buf.subarray(0, bytesRead), argName, rel);
+    const end = buf.lastIndexOf(10, bytesRead - 1);
+    const head = buf.subarray(0, end > 0 ? end + 1 : bytesRead).toString('utf8');
+    const lines = head.split('\n').length - (head.endsWith('\n') ? 1 : 0);
+    return { rel, text: `${head}${head.endsWith('\n') ? '' : '\n'}[... ${rel} is ${mib(size)}; only its first ${lines} lines are shown. Use Inspect Script Lines for the others ...]\n` };
+  } finally {
+    await fh.close();
+  }
+}
+
+function tooLargeToEdit(rel: string, size: number): EnvError {
+  return new EnvError(`"${rel}" is ${mib(size)}; the file actions edit and copy files of at most ${mib(MAX_EDIT_BYTES)}`);
+}
+
 /** The current content of a workspace file, or null when it does not exist (for edits and their history). */
-async function currentContent(abs: string): Promise<Buffer | null> {
-  return fs.readFile(abs).catch((e: NodeJS.ErrnoException) => {
+async function currentContent(abs: string, rel: string): Promise<Buffer | null> {
+  const st = await fs.stat(abs).catch((e: NodeJS.ErrnoException) => {
     if (e.code === 'ENOENT') return null;
-    if (e.code === 'EISDIR') throw new EnvError(`"${path.basename(abs)}" is a directory`);
     throw e;
   });
+  if (st === null) return null;
+  if (st.isDirectory()) throw new EnvError(`"${path.basename(abs)}" is a directory`);
+  if (!st.isFile()) throw new EnvError(`"${rel}" is not a regular file`);
+  if (st.size > MAX_EDIT_BYTES) throw tooLargeToEdit(rel, st.size);
+  return fs.readFile(abs);
 }
 
 /** Saves `content` at a workspace path, remembering the old content for Undo Edit Script. Returns the old text. */
 export async function saveEdit(ctx: FileContext, raw: unknown, argName: string, content: string | Buffer): Promise<{ rel: string; before: string }> {
   const { rel, abs } = await resolveForWrite(ctx.roots, raw, argName);
-  const before = await currentContent(abs);
+  const before = await currentContent(abs, rel);
   const stack = ctx.undo.get(rel) ?? [];
   stack.push(before === null ? null : await ctx.store.putBlob(before));
   ctx.undo.set(rel, stack);
@@ -71,7 +122,9 @@ export function editObservation(rel: string, before: string, after: string): str
 
 export async function copyFile(ctx: FileContext, source: unknown, destination: unknown): Promise<string> {
   const src = await resolveForRead(ctx.roots, source, 'source');
-  if (!(await fs.stat(src.abs)).isFile()) throw new EnvError(`source "${src.rel}" is not a regular file; only files can be copied`);
+  const st = await fs.stat(src.abs);
+  if (!st.isFile()) throw new EnvError(`source "${src.rel}" is not a regular file; only files can be copied`);
+  if (st.size > MAX_EDIT_BYTES) throw tooLargeToEdit(src.rel, st.size);
   const { rel } = await saveEdit(ctx, destination, 'destination', await fs.readFile(src.abs));
   return `File ${src.rel} copied to ${rel}.`;
 }
@@ -100,17 +153,65 @@ function toLines(text: string): { lines: string[]; trailingNewline: boolean } {
 }
 
 export async function inspectLines(ctx: FileContext, scriptName: unknown, start: number, end: number): Promise<string> {
-  const { rel, text } = await readText(ctx, scriptName, 'script_name');
-  const { lines } = toLines(text);
   if (start < 1) throw new EnvError(`start_line_number must be at least 1, got ${start}`);
   if (end < start) throw new EnvError(`end_line_number (${end}) is before start_line_number (${start})`);
   if (end - start + 1 > MAX_INSPECT_LINES) {
     throw new EnvError(`the number of lines to display is limited to ${MAX_INSPECT_LINES}; asked for ${end - start + 1} (${start} to ${end})`);
   }
-  if (lines.length === 0) return `The file ${rel} is empty.`;
-  if (start > lines.length) throw new EnvError(`${rel} has only ${lines.length} lines; start_line_number ${start} is past its end`);
-  const shown = lines.slice(start - 1, end).map((l, i) => `${start + i}: ${l}`);
-  return `Here are the lines (the file ends at line ${lines.length}):\n\n${shown.join('\n')}`;
+  const { rel, abs } = await openable(ctx, scriptName, 'script_name');
+  const { shown, total } = await scanLines(abs, start, end, (head) => checkText(head, 'script_name', rel));
+  if (total === 0) return `The file ${rel} is empty.`;
+  if (start > total) throw new EnvError(`${rel} has only ${total} lines; start_line_number ${start} is past its end`);
+  return `Here are the lines (the file ends at line ${total}):\n\n${shown.map((l, i) => `${start + i}: ${l}`).join('\n')}`;
+}
+
+/**
+ * Lines start..end of a file (1-based, each cut to MAX_LINE_BYTES) and its line count, read in 64 KiB chunks, so
+ * a data file of any size costs no more memory than a script. `checkHead` sees the first chunk.
+ */
+export async function scanLines(abs: string, start: number, end: number, checkHead: (head: Buffer) => void): Promise<{ shown: string[]; total: number }> {
+  const fh = await fs.open(abs, 'r');
+  try {
+    const buf = Buffer.alloc(2 ** 16);
+    const shown: string[] = [];
+    let line = 1; // the line the next byte belongs to
+    let parts: Buffer[] = [];
+    let kept = 0; // bytes of this line kept so far
+    let cut = false;
+    let atLineStart = true;
+    const endLine = () => {
+      if (line >= start && line <= end) shown.push(Buffer.concat(parts).toString('utf8') + (cut ? ' [... line cut ...]' : ''));
+      parts = [];
+      kept = 0;
+      cut = false;
+    };
+    for (let pos = 0; ; ) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+      if (bytesRead === 0) break;
+      if (pos === 0) checkHead(buf.subarray(0, bytesRead));
+      pos += bytesRead;
+      for (let i = 0; i < bytesRead; ) {
+        const found = buf.indexOf(10, i);
+        const stop = found === -1 || found >= bytesRead ? bytesRead : found;
+        if (line >= start && line <= end) {
+          const take = Math.min(stop - i, MAX_LINE_BYTES - kept);
+          if (take > 0) parts.push(Buffer.from(buf.subarray(i, i + take)));
+          kept += take;
+          if (stop - i > take) cut = true;
+        }
+        atLineStart = stop < bytesRead;
+        if (stop === bytesRead) break;
+        endLine();
+        line++;
+        i = stop + 1;
+      }
+    }
+    // A last line without a newline still counts.
+    if (!atLineStart) endLine();
+    return { shown, total: atLineStart ? line - 1 : line };
+  } finally {
+    await fh.close();
+  }
 }
 
 export async function writeFile(ctx: FileContext, fileName: unknown, content: string): Promise<string> {
@@ -119,8 +220,8 @@ export async function writeFile(ctx: FileContext, fileName: unknown, content: st
 }
 
 export async function editLines(ctx: FileContext, scriptName: unknown, start: number, end: number, newContent: string): Promise<string> {
-  const { abs } = await resolveForWrite(ctx.roots, scriptName, 'script_name');
-  const old = (await currentContent(abs))?.toString('utf8') ?? '';
+  const target = await resolveForWrite(ctx.roots, scriptName, 'script_name');
+  const old = (await currentContent(target.abs, target.rel))?.toString('utf8') ?? '';
   const { lines, trailingNewline } = toLines(old);
   if (start < 1 || start > lines.length + 1) {
     throw new EnvError(`start_line_number must be between 1 and ${lines.length + 1} (the file has ${lines.length} lines), got ${start}`);

@@ -2,7 +2,7 @@
 // Reflection. Without a helper they explain which direct action to use instead (Reflection echoes).
 import type { HelperLlmConfig } from '../helper-llm/client.js';
 import { editCode, reflect, understandFile } from '../helper-llm/prompts.js';
-import { editObservation, readText, saveEdit, type FileContext } from './file-actions.js';
+import { editObservation, readText, readTextHead, saveEdit, type FileContext } from './file-actions.js';
 import { EnvError } from './paths.js';
 
 function helperOff(action: string, instead: string): EnvError {
@@ -23,7 +23,7 @@ async function scriptOrEmpty(ctx: FileContext, scriptName: unknown): Promise<str
 
 export async function understandFileAction(ctx: FileContext, helper: HelperLlmConfig | null, fileName: unknown, lookFor: string): Promise<string> {
   if (!helper) throw helperOff('Understand File', 'Use Read File or Inspect Script Lines to read the file yourself.');
-  const { rel, text } = await readText(ctx, fileName, 'file_name');
+  const { rel, text } = await readTextHead(ctx, fileName, 'file_name');
   return understandFile(helper, rel, text, lookFor);
 }
 
