@@ -184,6 +184,11 @@ describe('Episode actions', () => {
     const fit = await ep.step(respond('Execute Script', { script_name: 'fit.py' }));
     expect(fit.feedback).toMatchObject({ outcome: 'error', milestones: { dataLoaded: true, modelTrained: true, submissionWritten: false } });
     expect(existsSync(path.join(ep.workspace, '.mlagent-milestones'))).toBe(false);
+    // A script that writes the milestones file itself, and a huge one: ignored, not read into the trainer, removed.
+    writeFileSync(path.join(ep.workspace, 'forge.py'), "open('.mlagent-milestones', 'w').write('dataLoaded\\nmodelTrained\\n' * 500000)\n");
+    const forged = await ep.step(respond('Execute Script', { script_name: 'forge.py' }));
+    expect(forged.feedback).toMatchObject({ outcome: 'ok', milestones: { dataLoaded: false, modelTrained: false } });
+    expect(existsSync(path.join(ep.workspace, '.mlagent-milestones'))).toBe(false);
     const missing = await ep.step(respond('Execute Script', { script_name: 'nope.py' }));
     expect(missing.outcome).toBe('action-error');
     expect(missing.feedback.outcome).toBeUndefined();

@@ -42,7 +42,9 @@ function milestonesHookDir(): string {
 }
 
 async function readMilestones(file: string): Promise<{ dataLoaded: boolean; modelTrained: boolean }> {
-  const text = await fs.readFile(file, 'utf8').catch(() => '');
+  // The hook writes a few short lines; a script may have written anything there, so anything large is ignored.
+  const size = (await fs.lstat(file).catch(() => null))?.size ?? 0;
+  const text = size > 0 && size <= 4096 ? await fs.readFile(file, 'utf8').catch(() => '') : '';
   await fs.rm(file, { force: true });
   const marks = new Set(text.split('\n').map((l) => l.trim()));
   return { dataLoaded: marks.has('dataLoaded'), modelTrained: marks.has('modelTrained') };
