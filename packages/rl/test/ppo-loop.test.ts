@@ -142,6 +142,37 @@ describe('trainPpo', () => {
     expect(infos[0].stats.actorLr).toBeCloseTo(1e-3 / 4, 12);
   }, 300_000);
 
+  it("executes a state's identical responses once and copies the result to the others (ppo.reuseIdenticalResponses)", async () => {
+    // A near-zero temperature samples the same response three times at each state.
+    const config = (reuse: boolean) => ({ ...LOOP_CONFIG, ppo: { ...LOOP_CONFIG.ppo, advantage: 'grpo' as const, iterations: 1, samplesPerState: 3, minibatchSize: 6, temperature: 1e-4, reuseIdenticalResponses: reuse } });
+    const counting = () => {
+      const env = fakeEnv();
+      const counter = { steps: 0 };
+      const restore = env.restore;
+      env.restore = async (s) => {
+        const ep = await restore(s);
+        const step = ep.step.bind(ep);
+        ep.step = (text) => (counter.steps++, step(text));
+        return ep;
+      };
+      return { env, counter };
+    };
+    const reused = counting();
+    await trainPpo({ modelDir, collection, out: join(root, 'reuse'), config: config(true), env: reused.env, progress: false, log: () => {} });
+    const groups = rolloutLines(join(root, 'reuse'));
+    expect(groups).toHaveLength(2);
+    expect(reused.counter.steps).toBe(2);
+    for (const g of groups) {
+      expect(new Set(g.samples.map((x) => x.text)).size).toBe(1);
+      expect(g.samples.map((x) => x.reused ?? false)).toEqual([false, true, true]);
+      expect(g.samples[1]).toMatchObject({ reward: g.samples[0].reward, metric: g.samples[0].metric, outcome: g.samples[0].outcome, envSeconds: 0 });
+    }
+    const every = counting();
+    await trainPpo({ modelDir, collection, out: join(root, 'no-reuse'), config: config(false), env: every.env, progress: false, log: () => {} });
+    expect(every.counter.steps).toBe(6);
+    for (const g of rolloutLines(join(root, 'no-reuse'))) expect(g.samples.some((x) => x.reused)).toBe(false);
+  }, 300_000);
+
   it('decays the actor lr by a cosine over the iterations, and logs the PPO-ptx loss on the expert steps', async () => {
     const out = join(root, 'cosine-ptx');
     const config = { ...LOOP_CONFIG, ppo: { ...LOOP_CONFIG.ppo, advantage: 'grpo' as const, iterations: 2, actorWarmupSteps: 0, actorMinLrRatio: 0.1, ptxCoef: 0.5, ptxBatchSize: 2 } };

@@ -64,15 +64,21 @@ export async function stepRollouts(ctx: RolloutContext, iteration: number, state
       const prompt = renderPrompt(ctx.tokenizer, episodes[0].messages(), ctx.config.compactPrompts);
       const generated = await sample(ctx, episodes.map(() => prompt), mixSeed(ctx.seed, `ppo/generate/${iteration}/${g}`));
       const generateSeconds = (Date.now() - started) / 1000;
+      // A response identical to an earlier one of this state is not executed again: it waits for that one's result.
+      const results = new Map<string, ReturnType<ActingEpisode['step']>>();
       // Not awaited: the env runs these while the next state is generated.
       const execution = Promise.all(
         episodes.map(async (ep, k): Promise<RolloutSample> => {
           const gen = generated[k];
           const text = ctx.tokenizer.decode(gen.ids, { skipSpecialTokens: true });
+          const first = ctx.config.reuseIdenticalResponses ? results.get(text) : undefined;
           try {
-            const r = await ep.step(text);
+            const step = first ?? ep.step(text);
+            if (!first) results.set(text, step);
+            const r = await step;
             const { reward, reason } = scored(ctx, state.task, r.feedback, state.metric);
-            return { response: gen.ids, oldLogp: gen.logprobs, text, finishReason: gen.finishReason, reward, reason, outcome: r.outcome, metric: r.metric, formatValid: r.feedback.formatValid, envSeconds: r.durationSec };
+            const envSeconds = first ? 0 : r.durationSec;
+            return { response: gen.ids, oldLogp: gen.logprobs, text, finishReason: gen.finishReason, reward, reason, outcome: r.outcome, metric: r.metric, formatValid: r.feedback.formatValid, envSeconds, ...(first ? { reused: true } : {}) };
           } finally {
             await ep.close();
           }

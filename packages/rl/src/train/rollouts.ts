@@ -20,6 +20,8 @@ export interface RolloutSample {
   metric: number | null;
   formatValid: boolean;
   envSeconds: number;
+  /** The result was copied from an identical response to the same state, not executed (ppo.reuseIdenticalResponses). */
+  reused?: boolean;
 }
 
 /** The n samples of one state (step-wise), or of one initial state's episodes (episode-wise: one entry per step). */
