@@ -27,7 +27,7 @@ echo "kernel bench exit $?"
 # (MLAGENT_DAWN_TOGGLES), e.g. disable_robustness: Tint's bounds checks on every array access, never timed on a GPU.
 if [ -n "${BENCH_TOGGLES:-}" ]; then
   MLAGENT_DAWN_TOGGLES="$BENCH_TOGGLES" timeout "${TOGGLE_BENCH_S:-120}" node mlagent.mjs bench kernels \
-    --filter "${TOGGLE_FILTER:-matmul f16 4096x4096x4096,attention fwd causal f16 B1 T2048 Hq28 Hkv4 D128}" ${check[@]+"${check[@]}"} 2>&1 \
+    --filter "${TOGGLE_FILTER:-=matmul f16 4096x4096x4096,=attention fwd causal f16 B1 T2048 Hq28 Hkv4 D128}" ${check[@]+"${check[@]}"} 2>&1 \
     | grep -E '^\||^Adapter|WRONG|rror' | sed "s/^/toggles $BENCH_TOGGLES: /"
   echo "toggled kernel bench exit $?"
 fi

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { add, allBenches, findTorchPython, runBenchmarks, TorchSession, type BenchCase, type TorchTimer } from '../src/index.js';
+import { add, allBenches, findTorchPython, runBenchmarks, selectCases, TorchSession, type BenchCase, type TorchTimer } from '../src/index.js';
 import { testGpu } from './helpers.js';
 
 /** A real (tiny) kernel case whose runs are logged, so the order of ours and torch's rounds can be checked. */
@@ -135,6 +135,18 @@ describe('TorchSession (torch_bench.py --serve)', () => {
 });
 
 describe('benchmark cases', () => {
+  it('are filtered by family or name, or by one exact name with =', async () => {
+    const gpu = await testGpu();
+    const names = (filter: string[]) => selectCases(gpu, allBenches, { filter, all: true }).map((c) => c.name);
+    const att = 'attention fwd causal f16 B1 T2048 Hq28 Hkv4 D128';
+    // The default case's name begins every tile variant's.
+    expect(names([att]).length).toBeGreaterThan(2);
+    expect(names([att]).every((n) => n.startsWith(att))).toBe(true);
+    expect(names([`=${att}`])).toEqual([att]);
+    expect(new Set(names([`=${att}`, '=matmul f16 4096x4096x4096']))).toEqual(new Set([att, 'matmul f16 4096x4096x4096']));
+    expect(names(['=matmul f16 4096'])).toEqual([]);
+  });
+
   const sgmAttention = allBenches.find((c) => c.name.startsWith('attention fwd causal f16') && c.name.endsWith('(subgroup-matrix path)'));
 
   it('time the subgroup-matrix attention forward beside the default one, where the adapter has subgroup matrices', async () => {

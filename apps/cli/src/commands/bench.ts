@@ -22,6 +22,8 @@ export const benchUsage = `mlagent bench kernels [--json] [--filter NAME[,NAME]]
   ratio is the median of the rounds' ratios, so a shared machine's drift moves it little; --unpaired times
   every case of ours first, then torch's in one batch (the older way). --iterations N fixes the timed
   iterations per case (paired: per side per round) instead of about 1 s (paired: 0.2 s a side a round).
+  --filter keeps the cases whose family or name contains one of the comma-separated NAMEs; =NAME keeps the
+  case of exactly that name (not its variants, whose names it begins).
   On a software adapter (lavapipe) the CPU-sized cases run; on a GPU the 7B-sized ones. --all runs both.
   --check: after timing a case, run it once more and compare a sample of its output with float64 recomputed
   from its inputs, at the case's own shape and path; the table gains a check column, and the command exits 1

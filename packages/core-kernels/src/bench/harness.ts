@@ -32,7 +32,7 @@ export interface BenchResult {
 }
 
 export interface BenchOptions {
-  /** Run only cases whose family or name contains one of these. */
+  /** Run only cases whose family or name contains one of these; `=NAME` matches one case's name exactly. */
   filter?: string[];
   /** Include 'gpu'-sized cases even on lavapipe. */
   all?: boolean;
@@ -48,10 +48,15 @@ export interface BenchOptions {
   onResult?: (r: BenchResult, index: number, total: number) => void;
 }
 
+/** A case's names often prefix its variants' ('... D128' and '... D128 (subgroup-matrix path)'): '=' picks one. */
+function matchesFilter(c: BenchCase, f: string): boolean {
+  return f.startsWith('=') ? c.name === f.slice(1) : c.family.includes(f) || c.name.includes(f);
+}
+
 export function selectCases(gpu: Gpu, cases: BenchCase[], opts: BenchOptions): BenchCase[] {
   const software = isSoftwareAdapter(gpu.adapter);
   return cases.filter((c) => {
-    if (opts.filter?.length && !opts.filter.some((f) => c.family.includes(f) || c.name.includes(f))) return false;
+    if (opts.filter?.length && !opts.filter.some((f) => matchesFilter(c, f))) return false;
     if (c.size === 'gpu' && software && !opts.all) return false;
     if (c.size === 'cpu' && !software && !opts.all) return false;
     return true;
