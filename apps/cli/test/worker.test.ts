@@ -79,8 +79,8 @@ describe('mlagent worker', () => {
       expect(r.observation).toMatch(/trained/);
       expect(a.log.join('\n')).toMatch(/job step-[0-9a-f]{64} done in [\d.]+ s: step 1 Execute Script -> ok metric 0/);
 
-      const slow = client.execute({ task: 'wtoy', fromSnapshot: r.snapshotId, response: execute('slow.py') });
-      await until(() => a.log.some((l) => l.includes('started') && l.includes(`from ${r.snapshotId.slice(0, 12)}`)), 'the slow job to start');
+      const slow = client.execute({ task: 'wtoy', fromSnapshot: r.snapshotId!, response: execute('slow.py') });
+      await until(() => a.log.some((l) => l.includes('started') && l.includes(`from ${r.snapshotId!.slice(0, 12)}`)), 'the slow job to start');
       a.child.kill('SIGTERM');
       const s = await slow;
       expect(s).toMatchObject({ outcome: 'ok', metric: 0, step: 2 });

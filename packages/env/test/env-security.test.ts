@@ -164,7 +164,7 @@ describe('agent code cannot harm the host', () => {
     const r = await ep.step(respond('Execute Script', { script_name: 'train.py' }));
     expect(r.outcome).toBe('ok');
     expect(r.metric).toBe(1);
-    const back = await Episode.start(fx.task, { store, workRoot: path.join(fx.root, 'ws'), fromSnapshot: r.snapshotId });
+    const back = await Episode.start(fx.task, { store, workRoot: path.join(fx.root, 'ws'), fromSnapshot: r.snapshotId! });
     expect(readFileSync(path.join(back.workspace, 'inside.txt'), 'utf8')).toBe('fine');
     expect(back.stepIndex).toBe(ep.stepIndex);
     await back.close();

@@ -1,6 +1,6 @@
 // The agent's view (messages / prompt with a history window) and the helper-model actions against a local
 // fake OpenAI-compatible server.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -194,5 +194,29 @@ describe('scoring edits (runEditedScripts)', () => {
     expect(r.outcome).toBe('none');
     expect(r.metric).toBeNull();
     await ep.close();
+  });
+});
+
+describe('snapshotSteps: false', () => {
+  it('saves no state per step (RL samples), while the steps, their metric and Undo work as usual', async () => {
+    const own = new SnapshotStore(path.join(fx.root, 'no-snap-store'));
+    const start = await Episode.start(fx.task, { store: own, workRoot: path.join(fx.root, 'ws') });
+    const from = await start.snapshot();
+    await start.close();
+    const states = () => readdirSync(path.join(own.dir, 'states')).length;
+    const before = states();
+    const ep = await Episode.start(fx.task, { store: own, workRoot: path.join(fx.root, 'ws'), fromSnapshot: from, snapshotSteps: false, runEditedScripts: true });
+    const edit = await ep.step(respond('Edit Script Lines', { script_name: 'train.py', start_line_number: 4, end_line_number: 4, new_content: 'pred = 1' }));
+    expect(edit).toMatchObject({ outcome: 'ok', metric: 0, snapshotId: null });
+    const undo = await ep.step(respond('Undo Edit Script', { script_name: 'train.py' }));
+    expect(undo).toMatchObject({ outcome: 'ok', metric: 1, snapshotId: null }); // Undo is an edit: the script ran again
+    expect(readFileSync(path.join(ep.workspace, 'train.py'), 'utf8')).toBe(trainScript(0));
+    expect(states()).toBe(before);
+    await ep.close();
+    // The control: the same steps in a saving episode add a state each.
+    const saving = await Episode.start(fx.task, { store: own, workRoot: path.join(fx.root, 'ws'), fromSnapshot: from, runEditedScripts: true });
+    expect((await saving.step(respond('List Files', { dir_path: '.' }))).snapshotId).toMatch(/^[0-9a-f]{64}$/);
+    expect(states()).toBe(before + 1);
+    await saving.close();
   });
 });

@@ -91,7 +91,7 @@ describe('RemoteExecutor over BullMQ workers', () => {
       ['none', null],
       ['ok', 0],
     ]);
-    const last = await clientStore.load(remote[2].snapshotId);
+    const last = await clientStore.load(remote[2].snapshotId!);
     expect(last.steps.map((s) => s.response)).toEqual(STEPS);
     expect(last.metric).toBe(0);
     // The remote state continues locally from the client store.
@@ -236,19 +236,19 @@ describe('job timeouts', () => {
 describe('RedisStates', () => {
   it('moves a state between stores through Redis and rejects corrupted content', async () => {
     const a = new SnapshotStore(path.join(home, 'rs-a'));
-    const r = await new LocalExecutor({ store: a }).execute({ task: 'qtoy', response: STEPS[1] });
+    const id = (await new LocalExecutor({ store: a }).execute({ task: 'qtoy', response: STEPS[1] })).snapshotId!;
     const conn = new Redis(redis.url);
     try {
       const states = new RedisStates(conn, { prefix: 'rs-test' });
-      await states.push(a, r.snapshotId);
-      await states.push(a, r.snapshotId); // idempotent
+      await states.push(a, id);
+      await states.push(a, id); // idempotent
       const b = new SnapshotStore(path.join(home, 'rs-b'));
-      const m = await states.pull(b, r.snapshotId);
-      expect(m).toEqual(await a.load(r.snapshotId));
+      const m = await states.pull(b, id);
+      expect(m).toEqual(await a.load(id));
       const trainHash = m.files.find((f) => f.path === 'train.py')!.hash;
       expect((await b.readBlob(trainHash)).toString()).toBe(EXACT);
       await conn.set(`rs-test:blob:${trainHash}`, 'tampered');
-      await expect(states.pull(new SnapshotStore(path.join(home, 'rs-c')), r.snapshotId)).rejects.toThrow(/blob .* is corrupt/);
+      await expect(states.pull(new SnapshotStore(path.join(home, 'rs-c')), id)).rejects.toThrow(/blob .* is corrupt/);
       await expect(states.pull(b, 'e'.repeat(64))).rejects.toThrow(/neither in .* nor in Redis/);
     } finally {
       conn.disconnect();

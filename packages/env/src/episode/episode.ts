@@ -193,7 +193,8 @@ export class Episode {
 
   private async runStep(response: string): Promise<StepResult> {
     const t0 = performance.now();
-    this.parentId = await this.snapshot();
+    const snapshots = this.opts.snapshotSteps ?? true;
+    if (snapshots) this.parentId = await this.snapshot();
     const previousMetric = this.metric;
     const parsed = parseResponse(response, { actions: ACTION_NAMES });
     let out: ActionOutput;
@@ -229,7 +230,7 @@ export class Episode {
       feedback.metric = out.metric;
       feedback.milestones = { dataLoaded: out.dataLoaded ?? false, modelTrained: out.modelTrained ?? false, submissionWritten: out.submissionWritten ?? false };
     }
-    const snapshotId = await this.snapshot();
+    const snapshotId = snapshots ? await this.snapshot() : null;
     return { step, action, actionInput, observation, outcome: out.outcome, metric: out.metric, feedback, snapshotId, durationSec, done: this.finished };
   }
 

@@ -26,6 +26,12 @@ export interface EpisodeOptions {
    * needs m'). The run's output follows the edit's observation. Default false: edits only edit, as in MLAgentBench.
    */
   runEditedScripts?: boolean;
+  /**
+   * Save the state after every step in the store (default true). RL's one-step samples set false: nothing restores
+   * them, and over a long run their workspaces (submissions, saved models) would fill the store and the disk.
+   * Their steps' snapshotId is then null.
+   */
+  snapshotSteps?: boolean;
 }
 
 /** How a step ended. The first seven are Execute Script's; the rest are the other cases. */
@@ -58,8 +64,8 @@ export interface StepResult {
   metric: number | null;
   /** Everything the reward needs. */
   feedback: StepFeedback;
-  /** The state after the step. */
-  snapshotId: string;
+  /** The state after the step; null in an episode started with snapshotSteps: false. */
+  snapshotId: string | null;
   durationSec: number;
   /** The episode ended (Final Answer or the step limit). */
   done: boolean;

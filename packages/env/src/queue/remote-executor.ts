@@ -112,7 +112,7 @@ export class RemoteExecutor implements Executor {
       });
       void this.check(jobId);
       const result = await done;
-      if (this.options.pullStates ?? true) await this.states.pull(this.options.store, result.snapshotId);
+      if ((this.options.pullStates ?? true) && result.snapshotId !== null) await this.states.pull(this.options.store, result.snapshotId);
       return result;
     } finally {
       clearTimeout(timer);

@@ -91,7 +91,7 @@ export function startExecutionWorker(options: ExecutionWorkerOptions): Execution
           });
         }
         const r = await ctx.run(d);
-        await states.push(options.store, r.snapshotId);
+        if (r.snapshotId !== null) await states.push(options.store, r.snapshotId);
         return r;
       };
       const timeoutMs = options.jobTimeoutMs ?? ((await ctx.task(d.task)).spec.budgets.timeoutSec + 600) * 1000;

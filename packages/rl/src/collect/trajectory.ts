@@ -71,13 +71,13 @@ export async function runTrajectory(
       metric: r.metric,
       metricBefore,
       stateBefore: before,
-      stateAfter: r.snapshotId,
+      stateAfter: savedState(r.snapshotId, task, r.step),
       feedback: r.feedback,
       durationSec: r.durationSec,
       done: r.done,
     };
     writer.append(record);
-    before = r.snapshotId;
+    before = record.stateAfter;
     last = toObservation(r);
     if (r.metric !== null && Number.isFinite(r.metric) && better(r.metric, best)) best = r.metric;
     if (r.action === 'Final Answer' && r.done) finalAnswer = true;
@@ -97,4 +97,10 @@ export async function runTrajectory(
   };
   writer.append(end);
   return end;
+}
+
+/** Collected steps are restored later (the states pool), so each must have been saved. */
+function savedState(id: string | null, task: string, step: number): string {
+  if (id === null) throw new Error(`collect: ${task} step ${step} saved no state (an episode started with snapshotSteps: false)`);
+  return id;
 }

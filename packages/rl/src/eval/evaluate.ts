@@ -60,7 +60,7 @@ export interface EvalStepRecord {
   metric: number | null;
   formatValid: boolean;
   observation: string;
-  snapshotId: string;
+  snapshotId: string | null;
   durationSec: number;
   done: boolean;
 }

@@ -54,12 +54,15 @@ export async function collectionEnv(collectionDir: string, tasks: readonly strin
   };
   const episodeOptions = { store, pool, maxSteps: options.maxSteps, historyWindow: options.historyWindow, maxObservationChars: options.maxObservationChars, runEditedScripts: options.scoreEdits ?? false, workRoot: options.workRoot };
   const remote = options.remote;
+  // RL's steps are scored and dropped, never restored: saved, their workspaces would grow the collection's store by
+  // every sample of every iteration. (Remote episodes move from state to state, so their workers keep saving.)
+  const local = { ...episodeOptions, snapshotSteps: false };
   return {
     restore: (state) =>
       remote
         ? remote.start(taskOf(state.task), { ...episodeOptions, fromSnapshot: state.snapshotId })
-        : Episode.start(taskOf(state.task), { ...episodeOptions, fromSnapshot: state.snapshotId }),
-    start: (task) => (remote ? remote.start(taskOf(task), episodeOptions) : Episode.start(taskOf(task), episodeOptions)),
+        : Episode.start(taskOf(state.task), { ...local, fromSnapshot: state.snapshotId }),
+    start: (task) => (remote ? remote.start(taskOf(task), episodeOptions) : Episode.start(taskOf(task), local)),
     taskMetric(name) {
       const { spec } = taskOf(name);
       return { name: spec.metric.name, direction: spec.metric.direction, baseline: spec.baseline, best: spec.best };
