@@ -36,6 +36,7 @@ describe('mlagent tasks', () => {
     const r = mlagent('tasks', 'show', 'spaceship-titanic');
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/metric\s+accuracy \(maximize\)/);
+    expect(r.stdout).toMatch(/budgets\s+\d+ s wall, \d+ MiB, \d+ CPU-s, \d+ processes, 2048 MiB of workspace disk/);
     expect(r.stdout).toMatch(/Research problem:\n.*spacetime anomaly/);
     expect(r.stdout).toMatch(/Ideas \(\d+\):\n {2}1\. /);
   });

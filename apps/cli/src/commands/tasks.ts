@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { importTask, listTasks, loadIdeas, prepareTask, resolveTask, runBaseline, type BaselineReport, type TaskEntry } from '@mlagent/env';
+import { DEFAULT_DISK_MB, importTask, listTasks, loadIdeas, prepareTask, resolveTask, runBaseline, type BaselineReport, type TaskEntry } from '@mlagent/env';
 import { UsageError } from '../args.js';
 
 export const tasksUsage = `mlagent tasks list [--json] | show NAME | import PATH [options] | baseline NAME [--json]
@@ -73,7 +73,7 @@ async function show(name: string): Promise<void> {
       `  split      ${spec.split}    modality ${spec.modality}`,
       `  metric     ${spec.metric.name} (${spec.metric.direction})    baseline ${fmt(spec.baseline)}    best ${fmt(spec.best)}`,
       ...(spec.paperAnalogue ? [`  analogue   ${spec.paperAnalogue}`] : []),
-      `  budgets    ${b.timeoutSec} s wall, ${b.memoryMb} MiB, ${b.cpuSec} CPU-s, ${b.maxProcs} processes    seed ${spec.seed}`,
+      `  budgets    ${b.timeoutSec} s wall, ${b.memoryMb} MiB, ${b.cpuSec} CPU-s, ${b.maxProcs} processes, ${b.diskMb ?? DEFAULT_DISK_MB} MiB of workspace disk    seed ${spec.seed}`,
       '',
       'Research problem:',
       readFileSync(path.join(entry.dir, 'research_problem.md'), 'utf8').trimEnd(),
