@@ -1,12 +1,12 @@
 // Sampling and executing actions: one step from pooled states (ML-Agent's step-wise RL), or whole episodes from
 // the tasks' initial states (the episode-wise baseline of the paper's Figure 4).
 //
-// What overlaps (step-wise): every state's n workspaces are restored at once, ahead of generation; states are then
-// generated one after another (one batch of n on the GPU each) and each state's n actions start executing in the
-// env (SandboxPool, `envConcurrency` at once) as soon as its batch is sampled, while the next state's batch is
-// being generated. So the GPU works on state g+1 while the sandboxes run state g's scripts, and the iteration only
-// waits for the env at its end, for the last states' runs.
-import { defaultStopTokenIds, generate, type QwenModel, type QwenTokenizer } from '@mlagent/policy';
+// What overlaps (step-wise): every state's n workspaces are restored at once, ahead of generation; the states are
+// then sampled in runs of generationBatch / n states, one generate() call a run, and each state's n actions start
+// executing in the env (SandboxPool, `envConcurrency` at once) as soon as its run is sampled, while the next run is
+// being generated. So the GPU works on run r+1 while the sandboxes run run r's scripts, and the iteration only
+// waits for the env at its end, for the last run's scripts.
+import { defaultStopTokenIds, generate, type GenerateResult, type QwenModel, type QwenTokenizer } from '@mlagent/policy';
 import { computeReward, type RewardConfig, type StepFeedback } from '@mlagent/reward';
 import { mixSeed } from '../collect/seeds.js';
 import type { PpoConfig } from '../config/train-config.js';
@@ -42,60 +42,83 @@ function scored(ctx: RolloutContext, task: string, feedback: StepFeedback, metri
   return computeReward(fb, ctx.env.taskMetric(task), ctx.reward);
 }
 
-/** Step-wise: n actions per state, executed and scored; groups reused from `saved` are not sampled again. */
+/**
+ * Step-wise: n actions per state, executed and scored; groups reused from `saved` are not executed again. The states
+ * are sampled in fixed runs of generationBatch / n per generate() call, whatever was saved: a run with a saved group
+ * is sampled whole again (its saved prompt stands in), so a resumed iteration draws what an uninterrupted one did.
+ */
 export async function stepRollouts(ctx: RolloutContext, iteration: number, states: PoolState[], saved: Map<number, RolloutGroup>): Promise<RolloutGroup[]> {
   const n = ctx.config.samplesPerState;
   states.forEach((s, g) => {
     const old = saved.get(g);
     if (old && old.state !== s.snapshotId) throw new Error(`ppo: the saved rollouts of iteration ${iteration} group ${g} are of state ${old.state}, but the pool now draws ${s.snapshotId}; the collection changed since the run started`);
   });
+  const perCall = Math.max(1, Math.floor(ctx.config.generationBatch / n));
   // Restore every workspace up front (file copies), so generation never waits for them.
   const restores = states.map((s, g) => (saved.has(g) ? null : settle(Promise.all(Array.from({ length: n }, () => ctx.env.restore(s))))));
   const pending: Promise<RolloutGroup>[] = [];
   try {
-    for (const [g, state] of states.entries()) {
-      const old = saved.get(g);
-      if (old) {
-        pending.push(Promise.resolve(old));
-        continue;
-      }
-      const episodes = await unwrap(restores[g]!);
+    for (let first = 0; first < states.length; first += perCall) {
+      const run = states.slice(first, first + perCall).map((state, i) => ({ state, g: first + i }));
+      for (const { g } of run) if (saved.has(g)) pending[g] = Promise.resolve(saved.get(g)!);
+      const fresh = run.filter(({ g }) => !saved.has(g));
+      if (fresh.length === 0) continue;
+      const episodes = new Map<number, ActingEpisode[]>();
+      for (const { g } of fresh) episodes.set(g, await unwrap(restores[g]!));
       const started = Date.now();
-      const prompt = renderPrompt(ctx.tokenizer, episodes[0].messages(), ctx.config.compactPrompts);
-      const generated = await sample(ctx, episodes.map(() => prompt), mixSeed(ctx.seed, `ppo/generate/${iteration}/${g}`));
-      const generateSeconds = (Date.now() - started) / 1000;
-      // A response identical to an earlier one of this state is not executed again: it waits for that one's result.
-      const results = new Map<string, ReturnType<ActingEpisode['step']>>();
-      // Not awaited: the env runs these while the next state is generated.
-      const execution = Promise.all(
-        episodes.map(async (ep, k): Promise<RolloutSample> => {
-          const gen = generated[k];
-          const text = ctx.tokenizer.decode(gen.ids, { skipSpecialTokens: true });
-          const first = ctx.config.reuseIdenticalResponses ? results.get(text) : undefined;
-          try {
-            const step = first ?? ep.step(text);
-            if (!first) results.set(text, step);
-            const r = await step;
-            const { reward, reason } = scored(ctx, state.task, r.feedback, state.metric);
-            const envSeconds = first ? 0 : r.durationSec;
-            return { response: gen.ids, oldLogp: gen.logprobs, text, finishReason: gen.finishReason, reward, reason, outcome: r.outcome, metric: r.metric, formatValid: r.feedback.formatValid, envSeconds, ...(first ? { reused: true } : {}) };
-          } finally {
-            await ep.close();
-          }
-        }),
-      ).then((samples) => {
-        const group: RolloutGroup = { iteration, group: g, task: state.task, state: state.snapshotId, metricBefore: state.metric, prompts: samples.map(() => prompt), samples, generateSeconds };
-        ctx.onGroup(group);
-        return group;
-      });
-      pending.push(execution);
-      execution.catch(() => {}); // reported by the Promise.all below
+      const prompts = run.map(({ g }) => saved.get(g)?.prompts[0] ?? renderPrompt(ctx.tokenizer, episodes.get(g)![0].messages(), ctx.config.compactPrompts));
+      // A run of one state keeps the seed a state had before runs existed (`.../${g}`).
+      const generated = await sample(ctx, prompts.flatMap((p) => Array.from({ length: n }, () => p)), mixSeed(ctx.seed, `ppo/generate/${iteration}/${first}`));
+      // Each group's share of the call, so that the groups' seconds add up to the iteration's generation time.
+      const generateSeconds = (Date.now() - started) / 1000 / fresh.length;
+      for (const { state, g } of fresh) {
+        const i = g - first;
+        // Not awaited: the env runs these while the next run is generated.
+        const group = executeGroup(ctx, iteration, g, state, episodes.get(g)!, prompts[i], generated.slice(i * n, (i + 1) * n), generateSeconds);
+        pending[g] = group;
+        group.catch(() => {}); // reported by the Promise.all below
+      }
     }
   } catch (e) {
     await Promise.allSettled([...pending, ...restores.map((r) => r && unwrap(r).then((eps) => Promise.all(eps.map((ep) => ep.close()))))]);
     throw e;
   }
   return Promise.all(pending);
+}
+
+/** Executes and scores one state's sampled actions, one live episode each, and hands the group to onGroup. */
+async function executeGroup(
+  ctx: RolloutContext,
+  iteration: number,
+  g: number,
+  state: PoolState,
+  episodes: ActingEpisode[],
+  prompt: number[],
+  generated: GenerateResult[],
+  generateSeconds: number,
+): Promise<RolloutGroup> {
+  // A response identical to an earlier one of this state is not executed again: it waits for that one's result.
+  const results = new Map<string, ReturnType<ActingEpisode['step']>>();
+  const samples = await Promise.all(
+    episodes.map(async (ep, k): Promise<RolloutSample> => {
+      const gen = generated[k];
+      const text = ctx.tokenizer.decode(gen.ids, { skipSpecialTokens: true });
+      const first = ctx.config.reuseIdenticalResponses ? results.get(text) : undefined;
+      try {
+        const step = first ?? ep.step(text);
+        if (!first) results.set(text, step);
+        const r = await step;
+        const { reward, reason } = scored(ctx, state.task, r.feedback, state.metric);
+        const envSeconds = first ? 0 : r.durationSec;
+        return { response: gen.ids, oldLogp: gen.logprobs, text, finishReason: gen.finishReason, reward, reason, outcome: r.outcome, metric: r.metric, formatValid: r.feedback.formatValid, envSeconds, ...(first ? { reused: true } : {}) };
+      } finally {
+        await ep.close();
+      }
+    }),
+  );
+  const group: RolloutGroup = { iteration, group: g, task: state.task, state: state.snapshotId, metricBefore: state.metric, prompts: samples.map(() => prompt), samples, generateSeconds };
+  ctx.onGroup(group);
+  return group;
 }
 
 /**

@@ -1,0 +1,73 @@
+// stepRollouts samples states in fixed runs of generationBatch / samplesPerState per generate() call. A resumed
+// iteration (some groups saved) samples its runs whole again, so its fresh groups match an uninterrupted run's.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Gpu } from '@mlagent/core-kernels';
+import { QwenModel, QwenTokenizer, defaultStopTokenIds, generate, initModel } from '@mlagent/policy';
+import { mixSeed } from '../src/collect/seeds.js';
+import { parseTrainConfig } from '../src/config/train-config.js';
+import type { PoolState } from '../src/pool/states-pool.js';
+import { stepRollouts, type RolloutContext } from '../src/train/rollout.js';
+import type { RolloutGroup } from '../src/train/rollouts.js';
+import { fakeEnv } from './ppo-loop-fixture.js';
+
+let dir: string;
+let gpu: Gpu;
+let model: QwenModel;
+let tokenizer: QwenTokenizer;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'rl-runs-'));
+  initModel({ arch: 'qwen2', preset: 'tiny', outDir: dir, seed: 0 });
+  tokenizer = QwenTokenizer.fromDir(dir);
+  gpu = await Gpu.create();
+  model = await QwenModel.load(gpu, dir);
+}, 120_000);
+
+afterAll(() => {
+  model?.dispose();
+  gpu?.destroy();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const states: PoolState[] = ['alpha', 'beta', 'gamma'].map((task, i) => ({ task, trajectory: `${task}/0000`, step: i + 1, snapshotId: `s${i}`, messages: [], prompt: '', metric: 0.25, visits: 1 }));
+
+async function rollouts(generationBatch: number, saved = new Map<number, RolloutGroup>()) {
+  const config = parseTrainConfig({ preset: 'tiny', ppo: { samplesPerState: 2, generationBatch, maxNewTokens: 4, temperature: 1, compactPrompts: false } }).ppo;
+  const ctx: RolloutContext = { model, tokenizer, env: fakeEnv(), config, reward: {}, seed: 11, onGroup: () => {} };
+  return stepRollouts(ctx, 0, states, saved);
+}
+
+const texts = (g: RolloutGroup) => g.samples.map((s) => s.text);
+
+describe('stepRollouts runs', () => {
+  it('a resumed iteration samples its fresh groups as an uninterrupted one did, with runs of one state or of several', async () => {
+    for (const batch of [2, 4, 32]) {
+      const whole = await rollouts(batch);
+      expect(whole.map((g) => g.group)).toEqual([0, 1, 2]);
+      for (const g of whole) expect(g.samples).toHaveLength(2);
+      // Group 1 saved (the kill came after it): groups 0 and 2 are sampled again, in the same runs, with the same seeds.
+      const resumed = await rollouts(batch, new Map([[1, whole[1]]]));
+      expect(resumed[1]).toBe(whole[1]);
+      expect(texts(resumed[0]), `batch ${batch}`).toEqual(texts(whole[0]));
+      expect(texts(resumed[2]), `batch ${batch}`).toEqual(texts(whole[2]));
+    }
+  }, 120_000);
+
+  it('runs of one state sample each state with the seed it had before runs existed', async () => {
+    const one = await rollouts(2);
+    const config = parseTrainConfig({ preset: 'tiny', ppo: { samplesPerState: 2, maxNewTokens: 4, temperature: 1 } }).ppo;
+    for (const g of one) {
+      const alone = await generate(model, g.prompts, {
+        maxNewTokens: config.maxNewTokens,
+        temperature: config.temperature,
+        topP: config.topP,
+        seed: mixSeed(11, `ppo/generate/0/${g.group}`),
+        stopTokenIds: defaultStopTokenIds(model.config, tokenizer),
+      });
+      expect(g.samples.map((s) => s.response)).toEqual(alone.map((r) => r.ids));
+    }
+  }, 120_000);
+});
