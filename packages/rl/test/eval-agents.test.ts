@@ -7,12 +7,12 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Gpu } from '@mlagent/core-kernels';
 import { prepareTask, type PreparedTask } from '@mlagent/env';
-import { QwenModel, QwenTokenizer, initModel } from '@mlagent/policy';
+import type { QwenModel, QwenTokenizer } from '@mlagent/policy';
 import { endpointAgent, type AgentRequest } from '../src/eval/agent.js';
 import { evaluate, type EvalStepRecord } from '../src/eval/evaluate.js';
 import { policyAgent } from '../src/eval/policy-agent.js';
+import { tinyModel, type TinyModel } from './tiny-model.js';
 
 let task: PreparedTask;
 const dirs: string[] = [];
@@ -32,22 +32,16 @@ afterAll(() => {
 });
 
 describe('the policy agent', () => {
-  let gpu: Gpu;
+  let tiny: TinyModel;
   let model: QwenModel;
   let tokenizer: QwenTokenizer;
 
   beforeAll(async () => {
-    const dir = newDir();
-    initModel({ arch: 'qwen2', preset: 'tiny', outDir: dir, seed: 0 });
-    tokenizer = QwenTokenizer.fromDir(dir);
-    gpu = await Gpu.create();
-    model = await QwenModel.load(gpu, dir);
+    tiny = await tinyModel('rl-eval-agents-model-');
+    ({ model, tokenizer } = tiny);
   }, 120_000);
 
-  afterAll(() => {
-    model?.dispose();
-    gpu?.destroy();
-  });
+  afterAll(() => tiny?.close());
 
   it("plays full episodes in batched rounds; a random model's answers are all format errors", async () => {
     const out = newDir();

@@ -1,36 +1,25 @@
 // stepRollouts samples states in fixed runs of generationBatch / samplesPerState per generate() call. A resumed
 // iteration (some groups saved) samples its runs whole again, so its fresh groups match an uninterrupted run's.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Gpu } from '@mlagent/core-kernels';
-import { QwenModel, QwenTokenizer, defaultStopTokenIds, generate, initModel } from '@mlagent/policy';
+import { defaultStopTokenIds, generate, type QwenModel, type QwenTokenizer } from '@mlagent/policy';
 import { mixSeed } from '../src/collect/seeds.js';
 import { parseTrainConfig } from '../src/config/train-config.js';
 import type { PoolState } from '../src/pool/states-pool.js';
 import { stepRollouts, type RolloutContext } from '../src/train/rollout.js';
 import type { RolloutGroup } from '../src/train/rollouts.js';
 import { fakeEnv } from './ppo-loop-fixture.js';
+import { tinyModel, type TinyModel } from './tiny-model.js';
 
-let dir: string;
-let gpu: Gpu;
+let tiny: TinyModel;
 let model: QwenModel;
 let tokenizer: QwenTokenizer;
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'rl-runs-'));
-  initModel({ arch: 'qwen2', preset: 'tiny', outDir: dir, seed: 0 });
-  tokenizer = QwenTokenizer.fromDir(dir);
-  gpu = await Gpu.create();
-  model = await QwenModel.load(gpu, dir);
+  tiny = await tinyModel('rl-runs-');
+  ({ model, tokenizer } = tiny);
 }, 120_000);
 
-afterAll(() => {
-  model?.dispose();
-  gpu?.destroy();
-  rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => tiny?.close());
 
 const states: PoolState[] = ['alpha', 'beta', 'gamma'].map((task, i) => ({ task, trajectory: `${task}/0000`, step: i + 1, snapshotId: `s${i}`, messages: [], prompt: '', metric: 0.25, visits: 1 }));
 
