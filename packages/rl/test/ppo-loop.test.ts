@@ -173,6 +173,16 @@ describe('trainPpo', () => {
     for (const g of rolloutLines(join(root, 'no-reuse'))) expect(g.samples.some((x) => x.reused)).toBe(false);
   }, 300_000);
 
+  it('resumes across a change of generationBatch or reuseIdenticalResponses (how samples are drawn), not of the config itself', async () => {
+    const out = join(root, 'resume-batch');
+    const config = (ppo: Record<string, unknown>) => ({ ...LOOP_CONFIG, ppo: { ...LOOP_CONFIG.ppo, advantage: 'grpo' as const, ...ppo } });
+    await trainPpo({ modelDir, collection, out, config: config({ iterations: 1 }), env: fakeEnv(), progress: false, log: () => {} });
+    const r = await trainPpo({ modelDir, collection, out, config: config({ iterations: 2, generationBatch: 2, reuseIdenticalResponses: false }), env: fakeEnv(), progress: false, resume: true, log: () => {} });
+    expect(r.iterations).toBe(2);
+    expect(latestCheckpoint(out)?.step).toBe(2);
+    await expect(trainPpo({ modelDir, collection, out, config: config({ iterations: 3, temperature: 0.5 }), env: fakeEnv(), progress: false, resume: true, log: () => {} })).rejects.toThrow(/made with another config/);
+  }, 300_000);
+
   it('decays the actor lr by a cosine over the iterations, and logs the PPO-ptx loss on the expert steps', async () => {
     const out = join(root, 'cosine-ptx');
     const config = { ...LOOP_CONFIG, ppo: { ...LOOP_CONFIG.ppo, advantage: 'grpo' as const, iterations: 2, actorWarmupSteps: 0, actorMinLrRatio: 0.1, ptxCoef: 0.5, ptxBatchSize: 2 } };
