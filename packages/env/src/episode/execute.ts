@@ -9,6 +9,7 @@ import type { SandboxOptions, SandboxResult } from '../sandbox/types.js';
 import type { PreparedTask } from '../tasks/types.js';
 import { envPythonDir } from '../tasks/paths.js';
 import { taskSandboxEnv, taskSandboxLimits } from '../tasks/workspace.js';
+import { mib } from './file-actions.js';
 import { EnvError, isDataPath, resolveForRead, type WorkspaceRoots } from './paths.js';
 import type { StepOutcome } from './types.js';
 
@@ -82,20 +83,26 @@ function failureObservation(r: SandboxResult, task: PreparedTask): { observation
   }
 }
 
-const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+const submissionLimits = new WeakMap<PreparedTask, Promise<number>>();
 
-/** The largest submission.csv graded: 16x the bytes of the task's hidden answers, plus 1 MiB. */
-async function maxSubmissionBytes(task: PreparedTask): Promise<number> {
-  let answers = 0;
-  const walk = async (dir: string): Promise<void> => {
-    for (const e of await fs.readdir(dir, { withFileTypes: true })) {
-      const p = path.join(dir, e.name);
-      if (e.isDirectory()) await walk(p);
-      else if (e.isFile()) answers += (await fs.stat(p)).size;
-    }
-  };
-  await walk(task.privateDir).catch(() => undefined);
-  return 2 ** 20 + 16 * answers;
+/** The largest submission.csv graded: 16x the bytes of the task's hidden answers, plus 1 MiB (measured once a task). */
+function maxSubmissionBytes(task: PreparedTask): Promise<number> {
+  let limit = submissionLimits.get(task);
+  if (!limit) {
+    limit = answersBytes(task.privateDir).then((answers) => 2 ** 20 + 16 * answers);
+    submissionLimits.set(task, limit);
+  }
+  return limit;
+}
+
+async function answersBytes(dir: string): Promise<number> {
+  let bytes = 0;
+  for (const e of await fs.readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) bytes += await answersBytes(p);
+    else if (e.isFile()) bytes += (await fs.stat(p).catch(() => null))?.size ?? 0;
+  }
+  return bytes;
 }
 
 /** Grades a copy of submission.csv, so the grader never follows a link the agent planted. */

@@ -25,7 +25,8 @@ export const MAX_EDIT_BYTES = 16 * 2 ** 20;
 /** Inspect Script Lines shows at most this many bytes of one line (a data file may be one enormous line). */
 const MAX_LINE_BYTES = 4096;
 
-const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+/** Bytes as MiB with one decimal, for the observations' size messages. */
+export const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
 
 export async function listFiles(ctx: FileContext, dirPath: unknown): Promise<string> {
   const { rel, abs } = await resolveForRead(ctx.roots, dirPath, 'dir_path');
@@ -58,9 +59,13 @@ function checkText(head: Buffer, argName: string, rel: string): void {
 export async function readText(ctx: FileContext, raw: unknown, argName: string): Promise<{ rel: string; text: string }> {
   const { rel, abs, size } = await openable(ctx, raw, argName);
   if (size > MAX_EDIT_BYTES) throw tooLargeToEdit(rel, size);
+  return { rel, text: await readWhole(abs, argName, rel) };
+}
+
+async function readWhole(abs: string, argName: string, rel: string): Promise<string> {
   const buf = await fs.readFile(abs);
   checkText(buf, argName, rel);
-  return { rel, text: buf.toString('utf8') };
+  return buf.toString('utf8');
 }
 
 /**
@@ -69,7 +74,7 @@ export async function readText(ctx: FileContext, raw: unknown, argName: string):
  */
 export async function readTextHead(ctx: FileContext, raw: unknown, argName: string): Promise<{ rel: string; text: string }> {
   const { rel, abs, size } = await openable(ctx, raw, argName);
-  if (size <= MAX_READ_BYTES) return readText(ctx, raw, argName);
+  if (size <= MAX_READ_BYTES) return { rel, text: await readWhole(abs, argName, rel) };
   const fh = await fs.open(abs, 'r');
   try {
     const buf = Buffer.alloc(MAX_READ_BYTES);
