@@ -64,7 +64,8 @@ describe('the evaluation loop', () => {
         return requests.map((r) => (r.id === 't-a/0002' ? new Error('HTTP 404') : LIST));
       },
     };
-    const result = await evaluate({ tasks: fakePrepared('t-a'), agent, trajectories: 4, maxSteps: 3, timeBudgetSec: 60, concurrency: 4, baselines, progress: false, startEpisode: flakyStart });
+    // Each trajectory in its own episode, so the second start is trajectory 1's (sharing would start one).
+    const result = await evaluate({ tasks: fakePrepared('t-a'), agent, trajectories: 4, maxSteps: 3, timeBudgetSec: 60, concurrency: 4, baselines, progress: false, shareIdenticalSteps: false, startEpisode: flakyStart });
     const byIndex = new Map(result.trajectories.map((t) => [t.index, t]));
     expect(result.trajectories).toHaveLength(4);
     expect(byIndex.get(1)).toMatchObject({ steps: 0, score: 0.5, submitted: false, error: 'cannot start the trajectory: disk full' });

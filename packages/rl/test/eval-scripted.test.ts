@@ -59,6 +59,7 @@ describe('evaluate with the scripted expert', () => {
       expect(t.finalAnswer).toBe(mine[mine.length - 1].action === 'Final Answer');
       expect(t.timedOut).toBe(false);
       expect(t.error).toBeNull();
+      expect(t.sharedSteps).toBe(mine.filter((s) => s.shared).length);
     }
   });
 

@@ -5,11 +5,37 @@ import type { CollectEpisode, StartEpisode } from '../src/collect/runner.js';
 import type { ChatMessage } from '../src/experts/types.js';
 import { FakeWorkspace, fakeTask } from './fake-task.js';
 
+interface FakeState {
+  ws: FakeWorkspace;
+  history: { response: string; observation: string }[];
+  metric: number | null;
+  done: boolean;
+}
+
+/** Every state a FakeEpisode saved, by snapshot id, so `FakeEpisode.restore` can start from it. */
+const savedStates = new Map<string, FakeState>();
+
 export class FakeEpisode implements CollectEpisode {
   private ws = new FakeWorkspace();
   private history: { response: string; observation: string }[] = [];
   private metric: number | null = 0.5;
   done = false;
+  closed = false;
+  /** Steps run in this episode (not in the episodes it was restored from). */
+  stepsRun = 0;
+
+  /** An episode in a state that snapshot() saved. */
+  static restore(id: string, task: string, maxSteps: number): FakeEpisode {
+    const s = savedStates.get(id);
+    if (!s) throw new Error(`no saved state ${id}`);
+    const ep = new FakeEpisode(task, maxSteps);
+    ep.ws = Object.assign(new FakeWorkspace(), structuredClone(s.ws));
+    ep.history = structuredClone(s.history);
+    ep.metric = s.metric;
+    ep.done = s.done;
+    return ep;
+  }
+
   constructor(
     readonly task: string,
     readonly maxSteps: number,
@@ -29,9 +55,13 @@ export class FakeEpisode implements CollectEpisode {
     return this.messages().map((m) => m.content).join('\n\n');
   }
   async snapshot(): Promise<string> {
-    return createHash('sha256').update(JSON.stringify([this.task, this.ws.script, this.history])).digest('hex');
+    const id = createHash('sha256').update(JSON.stringify([this.task, this.ws.script, this.history])).digest('hex');
+    savedStates.set(id, { ws: Object.assign(new FakeWorkspace(), structuredClone(this.ws)), history: structuredClone(this.history), metric: this.metric, done: this.done });
+    return id;
   }
   async step(response: string): Promise<StepResult> {
+    if (this.closed) throw new Error('step on a closed episode');
+    this.stepsRun++;
     const o = this.ws.step(response);
     this.history.push({ response, observation: o.observation });
     if (o.metric != null) this.metric = o.metric;
@@ -49,7 +79,9 @@ export class FakeEpisode implements CollectEpisode {
       done: this.done,
     };
   }
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    this.closed = true;
+  }
 }
 
 export const startFake: StartEpisode = async (task, o) => new FakeEpisode(task.spec.name, o.maxSteps);

@@ -26,7 +26,7 @@ import { MODEL_USAGE, checkModelArgs, loadPolicy, type LoadedPolicy } from '../p
 
 export const evalUsage = `mlagent eval (--model DIR [--adapter DIR] | --endpoint URL --endpoint-model NAME | --expert scripted)
           --tasks held-in|held-out|all|NAME[,NAME] [--trajectories N] [--max-steps S] [--time-budget SEC]
-          [--out DIR] [--force] [--concurrency C] [--seed S] [--temperature T] [--max-new-tokens N]
+          [--out DIR] [--force] [--concurrency C] [--no-share] [--seed S] [--temperature T] [--max-new-tokens N]
           [--prompt-format messages|compact|prompt] [--name NAME] [--config FILE] [--compare FILE]... [--json]
           [--redis URL [--queue NAME]]
 mlagent eval --compare FILE --compare FILE... [--out DIR] [--json]
@@ -39,6 +39,10 @@ mlagent eval --compare FILE --compare FILE... [--out DIR] [--json]
   or the scripted expert (seeded with idea plans as collection draws them; --ideas K, default 10).
   Defaults come from the eval section of --config (else the built-in defaults): 8 trajectories, 10 steps, a
   3600 s time budget per trajectory, temperature 0.7; --concurrency defaults to 1, --seed to the config's.
+  Trajectories of a task that start in the same round and give the same responses share one episode: each such
+  step runs once and they fork where their responses differ (eval-steps.jsonl marks the shared steps). With a
+  nondeterministic train.py this keeps each trajectory's odds but not their independence; --no-share (or the
+  config's eval.shareIdenticalSteps: false) runs every trajectory in its own episode.
   Results go to --out (default runs/eval-<time>): eval.json (read by mlagent report), eval.md, eval-steps.jsonl
   (every response and observation) and snapshots/. --compare adds earlier eval.json files to the printed table;
   with no agent, it only merges them (into --out when given).
@@ -60,6 +64,7 @@ const OPTIONS = {
   out: { type: 'string' },
   force: { type: 'boolean', default: false },
   concurrency: { type: 'string', default: '1' },
+  'no-share': { type: 'boolean', default: false },
   seed: { type: 'string' },
   temperature: { type: 'string' },
   'max-new-tokens': { type: 'string', default: '1024' },
@@ -217,7 +222,7 @@ export async function evalCommand(argv: string[]): Promise<void> {
   process.on('SIGINT', onSigint);
   let result: EvalResult;
   try {
-    result = await evaluate({ tasks, agent, trajectories, maxSteps, timeBudgetSec, concurrency, seed, out, overwrite: v.force, signal: abort.signal, startEpisode: remote && ((task, o) => remote.start(task, o)) });
+    result = await evaluate({ tasks, agent, trajectories, maxSteps, timeBudgetSec, concurrency, shareIdenticalSteps: config.eval.shareIdenticalSteps && !v['no-share'], seed, out, overwrite: v.force, signal: abort.signal, startEpisode: remote && ((task, o) => remote.start(task, o)) });
   } catch (e) {
     if (/^eval: /.test((e as Error).message)) throw new UsageError((e as Error).message);
     throw e;

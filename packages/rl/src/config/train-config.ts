@@ -101,6 +101,7 @@ export interface EvalConfig {
   maxSteps: number;
   timeBudget: number;
   temperature: number;
+  shareIdenticalSteps: boolean;
 }
 
 /** The random model `mlagent train` starts from when no `model` is given. */
@@ -249,6 +250,11 @@ export const EVAL_SECTION: SectionOf<EvalConfig> = {
   maxSteps: { kind: 'number', int: true, min: 1, default: 10, doc: 'Steps per evaluation episode.' },
   timeBudget: { kind: 'number', gt: 0, default: 3600, doc: 'Seconds per episode.' },
   temperature: { kind: 'number', gt: 0, default: 0.7, doc: 'Sampling temperature during evaluation.' },
+  shareIdenticalSteps: {
+    kind: 'boolean',
+    default: true,
+    doc: "Trajectories of a task that start together and give the same responses share one episode, so each such step runs once; they fork when their responses differ. Each trajectory's outcomes keep their distribution, but identical trajectories no longer draw independent outcomes from a nondeterministic script; false runs every trajectory in its own episode.",
+  },
 };
 
 export const TOP_SECTION: Section = {

@@ -2,6 +2,10 @@
 // once; each round the agent answers all of their turns in one call (one batched generate() for the policy), then
 // the steps run in the environment concurrently. A finished trajectory's slot goes to the next one in line.
 // Rounds keep the batches (and so the sampled responses) reproducible for a given seed and concurrency.
+//
+// Trajectories of a task that start in the same round, and have given the same responses since, are in the same
+// state: they share one episode (a branch) and each step runs once for all of them. When their responses differ,
+// the others fork: a new episode restored from the branch's state before the step.
 import { appendFileSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -39,13 +43,20 @@ export interface EvaluateOptions {
   helperLlm?: HelperLlmConfig | null;
   /** Once aborted, no trajectory starts; live ones finish. */
   signal?: AbortSignal;
+  /**
+   * Run a step once for the trajectories in the same state that give the same response, and give each of them its
+   * result, as a deterministic environment would (default true). Each trajectory's outcomes keep their
+   * distribution, but two identical trajectories no longer draw independent outcomes from a nondeterministic
+   * script; false runs every trajectory in its own episode.
+   */
+  shareIdenticalSteps?: boolean;
   /** For tests: how episodes are started (default Episode.start). */
   startEpisode?: StartEvalEpisode;
 }
 
 export type StartEvalEpisode = (
   task: PreparedTask,
-  options: { store: SnapshotStore; maxSteps: number; workRoot: string; helperLlm: HelperLlmConfig | null; pool?: SandboxPool },
+  options: { store: SnapshotStore; maxSteps: number; workRoot: string; helperLlm: HelperLlmConfig | null; pool?: SandboxPool; fromSnapshot?: string },
 ) => Promise<CollectEpisode>;
 
 /** One line of eval-steps.jsonl. */
@@ -61,8 +72,20 @@ export interface EvalStepRecord {
   formatValid: boolean;
   observation: string;
   snapshotId: string | null;
+  /** The step's time in the environment (for a shared step, the run it shared). */
   durationSec: number;
   done: boolean;
+  /** The result came from another trajectory's identical step in the same state (shareIdenticalSteps). */
+  shared: boolean;
+}
+
+/** One episode and the live trajectories in its state. */
+interface Branch {
+  task: PreparedTask;
+  episode: CollectEpisode;
+  members: Set<Live>;
+  /** The snapshot of the current state (the last step's), which a fork restores; null before any step. */
+  stateId: string | null;
 }
 
 interface Live {
@@ -70,7 +93,7 @@ interface Live {
   task: PreparedTask;
   info: EvalTaskInfo;
   index: number;
-  episode: CollectEpisode;
+  branch: Branch;
   startMs: number;
   steps: number;
   formatErrors: number;
@@ -80,6 +103,7 @@ interface Live {
   finalAnswer: boolean;
   timedOut: boolean;
   error: string | null;
+  sharedSteps: number;
 }
 
 const defaultStart: StartEvalEpisode = (task, o) => Episode.start(task, o);
@@ -139,18 +163,25 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
   const workRoot = path.join(root, 'work');
   mkdirSync(workRoot, { recursive: true });
   const start = options.startEpisode ?? defaultStart;
+  const share = options.shareIdenticalSteps ?? true;
   const startedAt = new Date();
+  const episodeOptions = { store, maxSteps, workRoot, helperLlm: options.helperLlm ?? null, pool: options.pool };
 
   const queue = options.tasks.flatMap((task) => Array.from({ length: trajectories }, (_, index) => ({ task, index })));
   const total = queue.length;
   const records: EvalTrajectory[] = [];
   let stepCount = 0;
+  let sharedCount = 0;
   let formatErrors = 0;
   const bar = options.progress === false ? null : new ProgressMeter({ total, label: `eval ${agent.name}`, unit: 'traj' });
-  const barInfo = () => ({ steps: stepCount, fmtErr: stepCount === 0 ? '-' : `${((100 * formatErrors) / stepCount).toFixed(0)}%` });
+  const barInfo = () => ({
+    steps: stepCount,
+    ...(share ? { shared: sharedCount } : {}),
+    fmtErr: stepCount === 0 ? '-' : `${((100 * formatErrors) / stepCount).toFixed(0)}%`,
+  });
   bar?.update(0, barInfo());
 
-  const record = (a: Omit<Live, 'episode' | 'task' | 'last'>) => {
+  const record = (a: Omit<Live, 'branch' | 'task' | 'last'>) => {
     records.push({
       agent: agent.name,
       task: a.info.name,
@@ -164,35 +195,28 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
       finalAnswer: a.finalAnswer,
       durationSec: (performance.now() - a.startMs) / 1000,
       error: a.error,
+      sharedSteps: a.sharedSteps,
     });
     bar?.update(records.length, barInfo());
   };
+  const closeEpisode = (b: Branch) =>
+    // The results are in; a workspace that cannot be removed is only reported.
+    b.episode.close().catch((e: Error) => process.stderr.write(`\neval: closing an episode of ${b.task.spec.name}: ${e.message}\n`));
   const finish = async (a: Live) => {
     agent.end?.(a.id);
     record(a);
-    // The result is in; a workspace that cannot be removed is only reported.
-    await a.episode.close().catch((e: Error) => process.stderr.write(`\neval: closing ${a.id}: ${e.message}\n`));
+    a.branch.members.delete(a);
+    if (a.branch.members.size === 0) await closeEpisode(a.branch);
   };
 
-  const step = async (a: Live, reply: string | Error) => {
-    if (reply instanceof Error) {
-      a.error = `the agent failed: ${reply.message}`;
-      return;
-    }
-    // A slow generation can use up the budget: its response is then not executed.
-    if (performance.now() - a.startMs >= budgetMs) {
-      a.timedOut = true;
-      return;
-    }
-    let r: StepResult;
-    try {
-      r = await a.episode.step(reply);
-    } catch (e) {
-      a.error = `the environment failed: ${(e as Error).message}`;
-      return;
-    }
+  /** One trajectory's share of a step's result: its counters and its line in eval-steps.jsonl. */
+  const take = (a: Live, reply: string, r: StepResult, shared: boolean) => {
     a.steps++;
     stepCount++;
+    if (shared) {
+      a.sharedSteps++;
+      sharedCount++;
+    }
     if (!r.feedback.formatValid) {
       a.formatErrors++;
       formatErrors++;
@@ -218,27 +242,99 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
         snapshotId: r.snapshotId,
         durationSec: r.durationSec,
         done: r.done,
+        shared,
       };
       appendFileSync(stepsFile, `${JSON.stringify(line)}\n`);
     }
+  };
+
+  /** Runs `reply` in `b`'s episode once, for all of `members`. */
+  const runStep = async (b: Branch, members: Live[], reply: string) => {
+    let r: StepResult;
+    try {
+      r = await b.episode.step(reply);
+    } catch (e) {
+      for (const a of members) a.error = `the environment failed: ${(e as Error).message}`;
+      return;
+    }
+    b.stateId = r.snapshotId;
+    members.forEach((a, i) => take(a, reply, r, i > 0));
+  };
+
+  /** A new episode in `b`'s current state, for members whose response differs from the others'. */
+  const fork = async (b: Branch, members: Live[]): Promise<Branch | null> => {
+    try {
+      const at = b.episode.stepIndex === 0 ? undefined : (b.stateId ??= await b.episode.snapshot());
+      const episode = await start(b.task, { ...episodeOptions, fromSnapshot: at });
+      const fresh: Branch = { task: b.task, episode, members: new Set(members), stateId: b.stateId };
+      for (const a of members) {
+        b.members.delete(a);
+        a.branch = fresh;
+      }
+      return fresh;
+    } catch (e) {
+      for (const a of members) a.error = `cannot fork the trajectory from its shared state: ${(e as Error).message}`;
+      return null;
+    }
+  };
+
+  /** Steps every acting trajectory: one run per branch and distinct response. */
+  const stepAll = async (acting: Live[], replies: (string | Error)[]) => {
+    const byBranch = new Map<Branch, Map<string, Live[]>>();
+    acting.forEach((a, i) => {
+      const reply = replies[i];
+      if (reply instanceof Error) {
+        a.error = `the agent failed: ${reply.message}`;
+        return;
+      }
+      // A slow generation can use up the budget: its response is then not executed.
+      if (performance.now() - a.startMs >= budgetMs) {
+        a.timedOut = true;
+        return;
+      }
+      const groups = byBranch.get(a.branch) ?? new Map<string, Live[]>();
+      byBranch.set(a.branch, groups);
+      groups.set(reply, [...(groups.get(reply) ?? []), a]);
+    });
+    // Forks restore the state before this step, so they all start before any step runs.
+    const runs: { branch: Branch; members: Live[]; reply: string }[] = [];
+    for (const [branch, groups] of byBranch) {
+      const [[reply, members], ...others] = [...groups];
+      runs.push({ branch, members, reply });
+      for (const [otherReply, otherMembers] of others) {
+        const forked = await fork(branch, otherMembers);
+        if (forked) runs.push({ branch: forked, members: otherMembers, reply: otherReply });
+      }
+    }
+    await Promise.all(runs.map((r) => runStep(r.branch, r.members, r.reply)));
   };
 
   const live: Live[] = [];
   let round = 0;
   try {
     while (live.length > 0 || (queue.length > 0 && !options.signal?.aborted)) {
+      // Trajectories of a task that start in this round begin in the same state: one branch.
+      const starting = new Map<string, Branch>();
       while (live.length < concurrency && queue.length > 0 && !options.signal?.aborted) {
         const { task, index } = queue.shift()!;
         const id = `${task.spec.name}/${String(index).padStart(4, '0')}`;
-        const fresh = { id, task, info: infos.get(task.spec.name)!, index, startMs: performance.now(), steps: 0, formatErrors: 0, best: null, final: null, finalAnswer: false, timedOut: false, error: null };
-        let episode: CollectEpisode | undefined;
+        const fresh = { id, task, info: infos.get(task.spec.name)!, index, startMs: performance.now(), steps: 0, formatErrors: 0, best: null, final: null, finalAnswer: false, timedOut: false, error: null, sharedSteps: 0 };
+        let branch = share ? starting.get(task.spec.name) : undefined;
         try {
-          episode = await start(task, { store, maxSteps, workRoot, helperLlm: options.helperLlm ?? null, pool: options.pool });
+          if (!branch) {
+            branch = { task, episode: await start(task, episodeOptions), members: new Set(), stateId: null };
+            if (share) starting.set(task.spec.name, branch);
+          }
           agent.begin?.(id, task, index);
-          live.push({ ...fresh, episode });
+          const a: Live = { ...fresh, branch };
+          branch.members.add(a);
+          live.push(a);
         } catch (e) {
           // A trajectory that cannot start is recorded as failed (no improvement); the others go on.
-          await episode?.close().catch(() => undefined);
+          if (branch && branch.members.size === 0) {
+            starting.delete(task.spec.name);
+            await branch.episode.close().catch(() => undefined);
+          }
           agent.end?.(id);
           record({ ...fresh, error: `cannot start the trajectory: ${(e as Error).message}` });
         }
@@ -250,8 +346,8 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
           id: a.id,
           task: a.task,
           index: a.index,
-          turn: { messages: a.episode.messages(), last: a.last, stepsLeft: a.episode.maxSteps - a.episode.stepIndex },
-          prompt: a.episode.prompt(),
+          turn: { messages: a.branch.episode.messages(), last: a.last, stepsLeft: a.branch.episode.maxSteps - a.branch.episode.stepIndex },
+          prompt: a.branch.episode.prompt(),
         }));
         let replies: (string | Error)[];
         try {
@@ -260,16 +356,16 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
         } catch (e) {
           replies = requests.map(() => (e instanceof Error ? e : new Error(String(e))));
         }
-        await Promise.all(acting.map((a, i) => step(a, replies[i])));
+        await stepAll(acting, replies);
       }
       for (const a of [...live]) {
-        if (!(a.timedOut || a.error !== null || a.episode.done)) continue;
+        if (!(a.timedOut || a.error !== null || a.branch.episode.done)) continue;
         live.splice(live.indexOf(a), 1);
         await finish(a);
       }
     }
   } finally {
-    for (const a of live) await a.episode.close().catch(() => undefined);
+    for (const b of new Set(live.map((a) => a.branch))) await b.episode.close().catch(() => undefined);
     bar?.finish(barInfo());
     rmSync(workRoot, { recursive: true, force: true });
     if (!out) rmSync(root, { recursive: true, force: true });
@@ -296,6 +392,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
         notes: agent.summary?.() ?? '',
         startedAt: startedAt.toISOString(),
         durationSec: (Date.now() - startedAt.getTime()) / 1000,
+        shareIdenticalSteps: share,
       },
     ],
     rows,

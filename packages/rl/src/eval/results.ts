@@ -42,6 +42,8 @@ export interface EvalTrajectory {
   durationSec: number;
   /** Why the trajectory stopped early when the agent failed (e.g. an endpoint that kept failing). */
   error: string | null;
+  /** Steps whose result came from another trajectory's identical step in the same state (absent in older result files). */
+  sharedSteps?: number;
 }
 
 /** Per (task, agent): the Table-1 cell (avg / best) and the rest of the picture. */
@@ -84,6 +86,8 @@ export interface EvalAgentInfo {
   notes: string;
   startedAt: string;
   durationSec: number;
+  /** Whether identical steps in the same state ran once (absent in older result files, whose steps all ran). */
+  shareIdenticalSteps?: boolean;
 }
 
 /** eval.json. `rows`, `agents` and `trajectories` are lists of flat objects: `mlagent report` shows each as a table. */

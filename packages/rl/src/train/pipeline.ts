@@ -266,6 +266,7 @@ async function evaluateAdapters(
             maxSteps: config.eval.maxSteps,
             timeBudgetSec: config.eval.timeBudget,
             concurrency: tasks.length * config.eval.trajectories,
+            shareIdenticalSteps: config.eval.shareIdenticalSteps,
             seed: config.seed,
             out: a.dir,
             overwrite: true,
