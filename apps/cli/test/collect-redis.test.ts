@@ -5,7 +5,8 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { collectionEnv, remoteEpisodes, type PoolState } from '@mlagent/rl';
+import { prepareTask } from '@mlagent/env';
+import { collectionEnv, evaluate, remoteEpisodes, type AgentRequest, type EvalAgent, type PoolState } from '@mlagent/rl';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bin, mlagent } from './run-cli.js';
 
@@ -110,6 +111,40 @@ describe('--redis URL', () => {
     expect(x.trajectories).toHaveLength(1);
     expect(timeless(y.rows)).toEqual(timeless(x.rows));
     expect(timeless(y.trajectories)).toEqual(timeless(x.trajectories));
+  }, 90_000);
+
+  it('eval: trajectories that share steps fork from a state the worker saved, as locally', async () => {
+    // Both trajectories insert a line; then trajectory 1 runs the script in a fork and shows the line there.
+    const act = (name: string, input: object) => `Action: ${name}\nAction Input: ${JSON.stringify(input)}`;
+    const turn = (r: AgentRequest) => r.turn.messages.filter((m) => m.role === 'assistant').length;
+    const respond = (r: AgentRequest): string => {
+      const step = turn(r);
+      if (step === 0) return act('Edit Script Lines', { script_name: 'train.py', start_line_number: 1, end_line_number: 0, new_content: '# inserted by both' });
+      if (step === 1 && r.index === 1) return act('Execute Script', { script_name: 'train.py' });
+      if (step === 2 && r.index === 1) return act('Inspect Script Lines', { script_name: 'train.py', start_line_number: 1, end_line_number: 1 });
+      return act('Final Answer', { final_answer: 'done' });
+    };
+    const agent: EvalAgent = { name: 'plan', kind: 'test', detail: '', temperature: null, respond: async (rs) => rs.map(respond) };
+    const task = await prepareTask('house-prices');
+    const remote = remoteEpisodes({ redis: url, queue: 'redis-cli-q' });
+    const run = (out: string, startEpisode?: Parameters<typeof evaluate>[0]['startEpisode']) =>
+      evaluate({ tasks: [task], agent, trajectories: 2, maxSteps: 5, timeBudgetSec: 300, concurrency: 2, out: path.join(home, out), progress: false, startEpisode });
+    try {
+      const jobsBefore = workerJobs();
+      await run('eval-fork-local');
+      await run('eval-fork-remote', (t, o) => remote.start(t, o));
+      const steps = (dir: string) => jsonl(path.join(home, dir, 'eval-steps.jsonl'));
+      const here = steps('eval-fork-local');
+      expect(steps('eval-fork-remote').map(timeless)).toEqual(here.map(timeless));
+      expect(here.filter((r) => r.shared).map((r) => `${r.trajectory}#${r.step}`)).toEqual(['house-prices/0001#1']);
+      const forked = here.filter((r) => r.trajectory === 'house-prices/0001');
+      expect(forked[1]).toMatchObject({ action: 'Execute Script', outcome: 'ok' });
+      expect(String(forked[2].observation)).toContain('# inserted by both');
+      // The shared edit and the two trajectories' own steps ran once each: 1 + 2 + 2.
+      expect(workerJobs() - jobsBefore).toBe(5);
+    } finally {
+      await remote.close();
+    }
   }, 90_000);
 
   it('train: the PPO env restores collected states and steps them on the worker as locally', async () => {

@@ -1,8 +1,9 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, lstatSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Episode } from '../src/episode/episode.js';
+import { hideWorkspacePath } from '../src/episode/execute.js';
 import { SandboxPool } from '../src/sandbox/pool.js';
 import { SnapshotStore } from '../src/snapshots/store.js';
 import { makeFixtureTask, respond, trainScript, type Fixture } from './episode-fixture.js';
@@ -189,6 +190,12 @@ describe('Episode actions', () => {
     const forged = await ep.step(respond('Execute Script', { script_name: 'forge.py' }));
     expect(forged.feedback).toMatchObject({ outcome: 'ok', milestones: { dataLoaded: false, modelTrained: false } });
     expect(existsSync(path.join(ep.workspace, '.mlagent-milestones'))).toBe(false);
+    // The workspace's absolute path (output directory, random name) is not shown: tracebacks name ./script.py.
+    writeFileSync(path.join(ep.workspace, 'where.py'), "import os\nprint(os.getcwd(), os.path.abspath('data'))\nraise ValueError('where')\n");
+    const where = await ep.step(respond('Execute Script', { script_name: 'where.py' }));
+    expect(where.observation).toContain('\n. data\n');
+    expect(where.observation).toContain('File "./where.py", line 3');
+    expect(where.observation).not.toContain(realpathSync(ep.workspace));
     const missing = await ep.step(respond('Execute Script', { script_name: 'nope.py' }));
     expect(missing.outcome).toBe('action-error');
     expect(missing.feedback.outcome).toBeUndefined();
@@ -281,5 +288,13 @@ describe('Episode actions', () => {
     expect(f.done).toBe(true);
     expect(ep.done).toBe(true);
     await ep.close();
+  });
+});
+
+describe('hideWorkspacePath', () => {
+  it('makes the workspace path relative, and leaves longer paths that begin or end with it alone', () => {
+    const ws = '/tmp/run (1)/work/house-prices-aB3.x';
+    const text = [`File "${ws}/./train.py", line 2`, `cwd ${ws}`, `${ws}:`, `${ws}-old/train.py`, `${ws}x`, `/other${ws}/y`].join('\n');
+    expect(hideWorkspacePath(text, ws).split('\n')).toEqual(['File "./train.py", line 2', 'cwd .', '.:', `${ws}-old/train.py`, `${ws}x`, `/other${ws}/y`]);
   });
 });

@@ -55,14 +55,25 @@ function fingerprint(st: Stats | null): string {
   return st ? `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}` : 'absent';
 }
 
-function output(r: SandboxResult): string {
-  const parts = [r.stdout, r.stderr].filter((s) => s.trim() !== '');
-  return parts.length === 0 ? '(no output)' : parts.join(r.stdout.endsWith('\n') ? '' : '\n');
+/**
+ * The workspace's own absolute path, as Python's tracebacks and warnings print it, made relative: `<ws>/x` becomes
+ * `x` and `<ws>` alone `.`. The path holds the run's output directory and a random name, so without this the same
+ * run in another directory would show the policy other text and sample differently; it is also the host's layout.
+ */
+export function hideWorkspacePath(text: string, workspace: string): string {
+  // Only the whole path: not inside a longer one, and not the start of a longer name.
+  const at = new RegExp(`(?<![\\w./-])${workspace.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(/|(?![\\w.-]))`, 'g');
+  return text.replace(at, (_, slash: string) => (slash ? '' : '.'));
 }
 
-function failureObservation(r: SandboxResult, task: PreparedTask): { observation: string; outcome: StepOutcome } {
+function output(r: SandboxResult, workspace: string): string {
+  const parts = [r.stdout, r.stderr].filter((s) => s.trim() !== '');
+  return parts.length === 0 ? '(no output)' : hideWorkspacePath(parts.join(r.stdout.endsWith('\n') ? '' : '\n'), workspace);
+}
+
+function failureObservation(r: SandboxResult, task: PreparedTask, workspace: string): { observation: string; outcome: StepOutcome } {
   const b = task.spec.budgets;
-  const tail = `\nOutput before it stopped:\n${output(r)}`;
+  const tail = `\nOutput before it stopped:\n${output(r, workspace)}`;
   switch (r.outcome) {
     case 'timeout':
       return { outcome: 'timeout', observation: `EnvError: The script did not finish within ${b.timeoutSec} seconds and was stopped.${tail}` };
@@ -79,7 +90,7 @@ function failureObservation(r: SandboxResult, task: PreparedTask): { observation
         observation: `EnvError: The script was killed (${r.errorSummary ?? r.signal ?? 'killed'}; at most ${b.maxProcs} processes and threads are allowed).${tail}`,
       };
     default:
-      return { outcome: 'error', observation: `The script has been executed. Here is the output:\n${output(r)}` };
+      return { outcome: 'error', observation: `The script has been executed. Here is the output:\n${output(r, workspace)}` };
   }
 }
 
@@ -162,8 +173,8 @@ export async function executeScript(ctx: ExecuteContext, scriptName: unknown): P
   const after = await fs.lstat(submission).catch(() => null);
   const submissionWritten = after !== null && fingerprint(after) !== before;
   const base = { durationSec: r.wallSeconds, submissionWritten, ...(await readMilestones(milestonesFile)) };
-  if (r.outcome !== 'ok') return { ...base, ...failureObservation(r, ctx.task), metric: null };
-  const observation = `The script has been executed. Here is the output:\n${output(r)}`;
+  if (r.outcome !== 'ok') return { ...base, ...failureObservation(r, ctx.task, ctx.roots.workspace), metric: null };
+  const observation = `The script has been executed. Here is the output:\n${output(r, ctx.roots.workspace)}`;
   if (!submissionWritten) return { ...base, observation, outcome: 'ok', metric: null };
   const g = await grade(ctx.task, ctx.roots.workspace);
   if ('error' in g) {
