@@ -59,4 +59,31 @@ describe('stepRollouts runs', () => {
       expect(g.samples.map((s) => s.response)).toEqual(alone.map((r) => r.ids));
     }
   }, 120_000);
+
+  it('executes the samples of a state that make the same action call once, whatever their other text', async () => {
+    // The random model's texts are replaced at decoding: two phrasings of one call, and another call.
+    const run = (thought: string) => `Thought: ${thought}\nAction: Execute Script\nAction Input: {"script_name": "train.py"}`;
+    const scripted = [run('a'), run('something else'), 'Action: List Files\nAction Input: {"dir_path": "."}'];
+    let decoded = 0;
+    const phrasing = Object.create(tokenizer) as QwenTokenizer;
+    phrasing.decode = () => scripted[decoded++ % scripted.length];
+    const env = fakeEnv();
+    let steps = 0;
+    const restore = env.restore;
+    env.restore = async (s) => {
+      const ep = await restore(s);
+      const step = ep.step.bind(ep);
+      ep.step = (text) => (steps++, step(text));
+      return ep;
+    };
+    const config = parseTrainConfig({ preset: 'tiny', ppo: { samplesPerState: 3, maxNewTokens: 4, temperature: 1, compactPrompts: false } }).ppo;
+    const groups = await stepRollouts({ model, tokenizer: phrasing, env, config, reward: {}, seed: 11, onGroup: () => {} }, 0, states, new Map());
+    expect(steps).toBe(2 * states.length);
+    for (const g of groups) {
+      expect(g.samples.map((s) => s.text)).toEqual(scripted);
+      expect(g.samples.map((s) => s.reused ?? false)).toEqual([false, true, false]);
+      // The copy has the first phrasing's result (the fake env grades by text), not one of its own.
+      expect(g.samples[1]).toMatchObject({ metric: g.samples[0].metric, reward: g.samples[0].reward, envSeconds: 0 });
+    }
+  }, 120_000);
 });

@@ -221,7 +221,7 @@ export const PPO_SECTION: SectionOf<PpoConfig> = {
   reuseIdenticalResponses: {
     kind: 'boolean',
     default: true,
-    doc: "Execute a state's identical sampled responses once and give every copy that result, as a deterministic env would. In session 22's main job, 62 of 62 sets of identical responses had identical results, and the copies took 64% of the env's time. false executes every sample (tasks whose scripts are not seeded).",
+    doc: "Execute a state's sampled responses that make the same action call (the same Action and Action Input, whatever the text around them; unparsable ones only when identical) once, and give every copy that result, as a deterministic env would. In session 22's main job, 62 of 62 sets of identical responses had identical results, and the copies took 64% of the env's time. false executes every sample (tasks whose scripts are not seeded).",
   },
   checkpointEvery: { kind: 'number', int: true, min: 1, default: 5, doc: 'Iterations between checkpoints.' },
   keepCheckpoints: { kind: 'number', int: true, min: 1, default: 3, doc: 'Most recent checkpoints kept.' },

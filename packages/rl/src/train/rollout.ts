@@ -13,6 +13,7 @@ import type { PpoConfig } from '../config/train-config.js';
 import type { PoolState } from '../pool/states-pool.js';
 import type { ActingEpisode, ActionEnv } from './env.js';
 import { renderPrompt } from './prompt.js';
+import { stepKey } from './step-key.js';
 import type { RolloutGroup, RolloutSample } from './rollouts.js';
 
 export interface RolloutContext {
@@ -97,16 +98,18 @@ async function executeGroup(
   generated: GenerateResult[],
   generateSeconds: number,
 ): Promise<RolloutGroup> {
-  // A response identical to an earlier one of this state is not executed again: it waits for that one's result.
+  // A response that makes the same action call as an earlier one of this state is not executed again: it waits
+  // for that one's result.
   const results = new Map<string, ReturnType<ActingEpisode['step']>>();
   const samples = await Promise.all(
     episodes.map(async (ep, k): Promise<RolloutSample> => {
       const gen = generated[k];
       const text = ctx.tokenizer.decode(gen.ids, { skipSpecialTokens: true });
-      const first = ctx.config.reuseIdenticalResponses ? results.get(text) : undefined;
+      const key = ctx.config.reuseIdenticalResponses ? stepKey(text) : undefined;
+      const first = key === undefined ? undefined : results.get(key);
       try {
         const step = first ?? ep.step(text);
-        if (!first) results.set(text, step);
+        if (key !== undefined && !first) results.set(key, step);
         const r = await step;
         const { reward, reason } = scored(ctx, state.task, r.feedback, state.metric);
         const envSeconds = first ? 0 : r.durationSec;

@@ -20,7 +20,7 @@ export interface RolloutSample {
   metric: number | null;
   formatValid: boolean;
   envSeconds: number;
-  /** The result was copied from an identical response to the same state, not executed (ppo.reuseIdenticalResponses). */
+  /** The result was copied from a response to the same state that made the same action call, not executed (ppo.reuseIdenticalResponses). */
   reused?: boolean;
 }
 
