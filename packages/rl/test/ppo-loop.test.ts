@@ -167,10 +167,17 @@ describe('trainPpo', () => {
       expect(g.samples.map((x) => x.reused ?? false)).toEqual([false, true, true]);
       expect(g.samples[1]).toMatchObject({ reward: g.samples[0].reward, metric: g.samples[0].metric, outcome: g.samples[0].outcome, envSeconds: 0 });
     }
+    const row = readMetrics(join(root, 'reuse', 'metrics.jsonl')).find((m) => m.task === undefined)!.values;
+    expect(row.reusedSamples).toBe(4);
+    // The iteration's wall time: rollouts, then the update, then a little logging.
+    expect(row.rolloutSeconds).toBeGreaterThan(0);
+    expect(row.updateSeconds).toBeGreaterThan(0);
+    expect(row.rolloutSeconds + row.updateSeconds).toBeLessThanOrEqual(row.iterationSeconds + 1e-9);
     const every = counting();
     await trainPpo({ modelDir, collection, out: join(root, 'no-reuse'), config: config(false), env: every.env, progress: false, log: () => {} });
     expect(every.counter.steps).toBe(6);
     for (const g of rolloutLines(join(root, 'no-reuse'))) expect(g.samples.some((x) => x.reused)).toBe(false);
+    expect(readMetrics(join(root, 'no-reuse', 'metrics.jsonl')).find((m) => m.task === undefined)!.values.reusedSamples).toBe(0);
   }, 300_000);
 
   it('resumes across a change of generationBatch or reuseIdenticalResponses (how samples are drawn), not of the config itself', async () => {

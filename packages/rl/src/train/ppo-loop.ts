@@ -226,9 +226,12 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
       } finally {
         model.adapter = null;
       }
+      const rolloutSeconds = (Date.now() - started) / 1000;
       const samples: PpoSample[] = groups.flatMap((g) => g.samples.map((s, k) => ({ group: g.group, prompt: g.prompts[k], response: s.response, oldLogp: s.oldLogp, reward: s.reward, task: g.task })));
       progress = iteration / c.iterations;
+      const updateStarted = Date.now();
       const stats = await ppoUpdate({ model, actor, actorOptimizer, critic, criticOptimizer, reference }, samples, c, { seed: config.seed, iteration, ptxExamples });
+      const updateSeconds = (Date.now() - updateStarted) / 1000;
       iteration++;
       const all = groups.flatMap((g) => g.samples.map((s) => ({ ...s, task: g.task })));
       const formatErrorRate = all.filter((s) => !s.formatValid).length / all.length;
@@ -253,6 +256,9 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
         generateSeconds,
         tokensPerSecond: all.reduce((t, s) => t + s.response.length, 0) / Math.max(1e-9, generateSeconds),
         responseTokens: stats.responseTokens / all.length,
+        reusedSamples: all.filter((s) => s.reused).length,
+        rolloutSeconds,
+        updateSeconds,
         iterationSeconds: seconds,
         ...rewardByStateKind(groups, draws.editStates),
         ...memoryMetrics(gpu),
