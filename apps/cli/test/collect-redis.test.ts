@@ -119,7 +119,8 @@ describe('--redis URL', () => {
     const turn = (r: AgentRequest) => r.turn.messages.filter((m) => m.role === 'assistant').length;
     const respond = (r: AgentRequest): string => {
       const step = turn(r);
-      if (step === 0) return act('Edit Script Lines', { script_name: 'train.py', start_line_number: 1, end_line_number: 0, new_content: '# inserted by both' });
+      // One call in two wordings: trajectory 1 forks from a reworded copy, which the worker gets uploaded.
+      if (step === 0) return `Thought: ${r.index === 0 ? 'add a line' : 'insert a comment'}\n${act('Edit Script Lines', { script_name: 'train.py', start_line_number: 1, end_line_number: 0, new_content: '# inserted by both' })}`;
       if (step === 1 && r.index === 1) return act('Execute Script', { script_name: 'train.py' });
       if (step === 2 && r.index === 1) return act('Inspect Script Lines', { script_name: 'train.py', start_line_number: 1, end_line_number: 1 });
       return act('Final Answer', { final_answer: 'done' });

@@ -106,6 +106,26 @@ describe('SnapshotStore', () => {
     await expect(bad.load(badId)).rejects.toThrow(/corrupt/);
   });
 
+  it('copies a state with its last response reworded (the same action call), and refuses another call', async () => {
+    const ep = await Episode.start(fx.task, opts);
+    const first = await ep.snapshot();
+    const r = await ep.step(`Thought: first look\n${respond('Execute Script', { script_name: 'train.py' })}`);
+    await ep.close();
+    const reworded = await store.withLastResponse(r.snapshotId!, `Thought: run it as it is\n${respond('Execute Script', { script_name: 'train.py' })}`);
+    const [a, b] = [await store.load(r.snapshotId!), await store.load(reworded)];
+    expect(reworded).not.toBe(r.snapshotId);
+    expect(b.steps.map((x) => x.response)).toEqual([`Thought: run it as it is\n${respond('Execute Script', { script_name: 'train.py' })}`]);
+    expect({ ...b, steps: b.steps.map(({ response: _r, ...x }) => x) }).toEqual({ ...a, steps: a.steps.map(({ response: _r, ...x }) => x) });
+    const resumed = await Episode.start(fx.task, { ...opts, fromSnapshot: reworded });
+    expect(resumed.messages().map((m) => m.content).join('\n')).toContain('run it as it is');
+    const original = await Episode.start(fx.task, { ...opts, fromSnapshot: r.snapshotId! });
+    expect(tree(resumed.workspace)).toEqual(tree(original.workspace));
+    await Promise.all([resumed.close(), original.close()]);
+    await expect(store.withLastResponse(r.snapshotId!, respond('List Files', { dir_path: '.' }))).rejects.toThrow(/does not make the action call/);
+    await expect(store.withLastResponse(r.snapshotId!, 'no action')).rejects.toThrow(/does not make the action call/);
+    await expect(store.withLastResponse(first, respond('Execute Script', { script_name: 'train.py' }))).rejects.toThrow(/has no step/);
+  }, 30_000);
+
   it('runs many episodes from one snapshot at once without interference, and the snapshot stays intact', async () => {
     const ep = await Episode.start(fx.task, opts);
     await ep.step(EDIT);

@@ -98,7 +98,7 @@ describe('the evaluation loop', () => {
       },
     };
     const tasks = fakePrepared('t-a');
-    const result = await evaluate({ tasks, agent: expertAgent(spy, { ideas: 3, seed: 4 }), trajectories: 3, maxSteps: 10, timeBudgetSec: 60, concurrency: 2, baselines, progress: false, startEpisode: startFake });
+    const result = await evaluate({ tasks, agent: expertAgent(spy, { ideas: 3, seed: 4 }), trajectories: 3, maxSteps: 10, timeBudgetSec: 60, concurrency: 2, baselines, progress: false, startEpisode: startFake, rewordState: async (id, text) => FakeEpisode.reword(id, text) });
     const ideas = taskIdeas(tasks[0] as PreparedTask, 3, 4);
     expect([...plans.values()]).toEqual([0, 1, 2].map((i) => seedPlan(ideas, i, 4)));
     // The fake env scores 0.5 plus the kept ideas' markers; the expert only keeps improvements.

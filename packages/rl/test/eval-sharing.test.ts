@@ -88,6 +88,46 @@ describe('shared steps in evaluation', () => {
     for (const e of shared.env.episodes) expect(e.closed).toBe(true);
   });
 
+  it('runs an action call worded differently once, and forks each wording from a copy of the state with its text', async () => {
+    // Step 1: one call in three wordings; step 2: each runs the script in its own words; step 3: done.
+    const plan = (r: AgentRequest) => [`Thought: look ${r.index}\n${LIST}`, `Thought: run ${r.index}\n${RUN}`][stepOf(r)] ?? DONE;
+    const run = async (share: boolean, rewordState = async (id: string, text: string) => FakeEpisode.reword(id, text)) => {
+      const env = recordingStarter();
+      const seen: string[] = [];
+      const agent = scriptedAgent((r) => {
+        seen.push(`${r.id}#${stepOf(r)}: ${r.turn.messages.map((m) => m.content).join(' | ')}`);
+        return plan(r);
+      });
+      const out = mkdtempSync(path.join(tmpdir(), 'rl-eval-reword-'));
+      const result = await evaluate({ tasks: fakePrepared('t-a'), agent, trajectories: 3, maxSteps: 5, timeBudgetSec: 60, concurrency: 3, baselines, progress: false, out, shareIdenticalSteps: share, startEpisode: env.start, rewordState });
+      const steps = readFileSync(path.join(out, 'eval-steps.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as EvalStepRecord);
+      return { result, env, seen, steps };
+    };
+    const alone = await run(false);
+    const shared = await run(true);
+    // Every trajectory saw the same prompts, its own earlier wording included, and got the same observations.
+    expect(shared.seen.sort()).toEqual(alone.seen.sort());
+    expect(shared.seen.some((p) => p.startsWith('t-a/0001#1') && p.includes('Thought: look 1'))).toBe(true);
+    const view = (s: EvalStepRecord[]) => s.map((x) => `${x.trajectory}#${x.step} ${x.response} ${x.outcome} ${x.metric} ${x.observation}`).sort();
+    expect(view(shared.steps)).toEqual(view(alone.steps));
+    expect(comparable(shared.result)).toEqual(comparable(alone.result));
+    const ran = (e: FakeEpisode[]) => e.reduce((n, x) => n + x.stepsRun, 0);
+    expect(ran(alone.env.episodes)).toBe(9);
+    expect(ran(shared.env.episodes)).toBe(7); // the listing once, then three runs and three answers
+    expect(shared.env.starts).toHaveLength(3); // one episode, two forks from reworded copies
+    expect(shared.env.starts.slice(1).every((id) => id !== undefined)).toBe(true);
+    expect(shared.result.trajectories.map((t) => t.sharedSteps)).toEqual([0, 1, 1]);
+
+    // Where no reworded copy can be made, each wording forks from the state before and runs as its own step.
+    const fallback = await run(true, async () => {
+      throw new Error('no copies here');
+    });
+    expect(view(fallback.steps)).toEqual(view(alone.steps));
+    expect(comparable(fallback.result)).toEqual(comparable(alone.result));
+    expect(ran(fallback.env.episodes)).toBe(9);
+    expect(fallback.env.starts).toEqual([undefined, undefined, undefined]);
+  });
+
   it('forks from the initial state when responses differ at the first step, and shares only among trajectories that start together', async () => {
     const env = recordingStarter();
     const agent = scriptedAgent((r) => (stepOf(r) >= 2 ? DONE : r.index === 1 && stepOf(r) === 0 ? RUN : LIST));
@@ -127,12 +167,12 @@ describe('shared steps in evaluation', () => {
 });
 
 describe('shared steps in evaluation, on a real task', () => {
-  // A shared edit, then trajectory 1 forks to run the edited script: its episode is restored from the real
-  // snapshot store, with the edit in its workspace.
+  // A shared edit in two wordings: trajectory 1 forks from a reworded copy of the state in the real snapshot store,
+  // then runs the edited script and shows the edit there.
   const inspect = 'Action: Inspect Script Lines\nAction Input: {"script_name": "train.py", "start_line_number": 1, "end_line_number": 1}';
   const plan = (r: AgentRequest): string => {
     const s = stepOf(r);
-    if (s === 0) return edit(1, 0, '# a shared edit');
+    if (s === 0) return `Thought: edit it (${r.index})\n${edit(1, 0, '# a shared edit')}`; // one call, two wordings
     if (s === 1) return r.index === 0 ? inspect : RUN;
     if (s === 2) return r.index === 0 ? DONE : inspect;
     return DONE;
@@ -156,5 +196,6 @@ describe('shared steps in evaluation, on a real task', () => {
     expect(forked.map((s) => s.outcome)).toEqual(['none', 'ok', 'none', 'none']);
     expect(forked[1].metric).not.toBeNull();
     expect(forked[2].observation).toContain('# a shared edit');
+    expect(forked[0].response).toContain('edit it (1)');
   }, 120_000);
 });

@@ -36,6 +36,17 @@ export class FakeEpisode implements CollectEpisode {
     return ep;
   }
 
+  /** A copy of saved state `id` whose last response is `response` (SnapshotStore.withLastResponse's stand-in). */
+  static reword(id: string, response: string): string {
+    const s = savedStates.get(id);
+    if (!s || s.history.length === 0) throw new Error(`no saved state ${id} with a step`);
+    const history = structuredClone(s.history);
+    history[history.length - 1].response = response;
+    const copy = createHash('sha256').update(JSON.stringify([id, response])).digest('hex');
+    savedStates.set(copy, { ...s, ws: Object.assign(new FakeWorkspace(), structuredClone(s.ws)), history });
+    return copy;
+  }
+
   constructor(
     readonly task: string,
     readonly maxSteps: number,

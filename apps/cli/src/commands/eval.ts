@@ -40,7 +40,8 @@ mlagent eval --compare FILE --compare FILE... [--out DIR] [--json]
   Defaults come from the eval section of --config (else the built-in defaults): 8 trajectories, 10 steps, a
   3600 s time budget per trajectory, temperature 0.7; --concurrency defaults to 1, --seed to the config's.
   Trajectories of a task that start in the same round and give the same responses share one episode: each such
-  step runs once and they fork where their responses differ (eval-steps.jsonl marks the shared steps). With a
+  step runs once and they fork where their responses differ, after the run where only the wording of the action
+  call differs (eval-steps.jsonl marks the shared steps). With a
   nondeterministic train.py this keeps each trajectory's odds but not their independence; --no-share (or the
   config's eval.shareIdenticalSteps: false) runs every trajectory in its own episode.
   Results go to --out (default runs/eval-<time>): eval.json (read by mlagent report), eval.md, eval-steps.jsonl

@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { constants as fsConstants, createReadStream, promises as fs, type BigIntStats } from 'node:fs';
 import path from 'node:path';
 import { MANIFEST_FORMAT, PUBLIC_DATA_TARGET, type ManifestFile, type StateManifest } from './manifest.js';
+import { actionCallKey } from '../actions/call-key.js';
 
 export interface SnapshotStoreOptions {
   /** Files larger than this are left out of states (listed in `omitted`). Default 512 MiB. */
@@ -170,6 +171,20 @@ export class SnapshotStore {
       await fs.rename(tmp, dest);
     }
     return id;
+  }
+
+  /**
+   * A copy of state `id` whose last step's response is `response`: another wording of the same action call (the
+   * same actionCallKey), whose result the state already holds. Returns the copy's id.
+   */
+  async withLastResponse(id: string, response: string): Promise<string> {
+    const m = await this.load(id);
+    const last = m.steps.at(-1);
+    if (!last) throw new Error(`SnapshotStore: state ${id} has no step whose response could be replaced`);
+    if (actionCallKey(response) !== actionCallKey(last.response)) {
+      throw new Error(`SnapshotStore: the response does not make the action call of the last step of state ${id}, so that step's result is not its result`);
+    }
+    return this.save({ ...m, steps: [...m.steps.slice(0, -1), { ...last, response }] });
   }
 
   /** Finds a state by its id or a unique prefix of at least 6 characters. */

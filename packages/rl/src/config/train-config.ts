@@ -253,7 +253,7 @@ export const EVAL_SECTION: SectionOf<EvalConfig> = {
   shareIdenticalSteps: {
     kind: 'boolean',
     default: true,
-    doc: "Trajectories of a task that start together and give the same responses share one episode, so each such step runs once; they fork when their responses differ. Each trajectory's outcomes keep their distribution, but identical trajectories no longer draw independent outcomes from a nondeterministic script; false runs every trajectory in its own episode.",
+    doc: "Trajectories of a task that start together and give the same responses share one episode, so each such step runs once; they fork when their responses differ, after the run when only the wording of the action call differs. Each trajectory's outcomes keep their distribution, but identical trajectories no longer draw independent outcomes from a nondeterministic script; false runs every trajectory in its own episode.",
   },
 };
 

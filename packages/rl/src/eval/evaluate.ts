@@ -5,11 +5,12 @@
 //
 // Trajectories of a task that start in the same round, and have given the same responses since, are in the same
 // state: they share one episode (a branch) and each step runs once for all of them. When their responses differ,
-// the others fork: a new episode restored from the branch's state before the step.
+// the others fork: a new episode restored from the branch's state before the step. Responses that word the same
+// action call differently still share its run: they fork after it, from a copy of the state that holds their text.
 import { appendFileSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Episode, SnapshotStore, runInWorkspace, type HelperLlmConfig, type PreparedTask, type SandboxPool, type StepResult } from '@mlagent/env';
+import { Episode, SnapshotStore, actionCallKey, runInWorkspace, type HelperLlmConfig, type PreparedTask, type SandboxPool, type StepResult } from '@mlagent/env';
 import type { ExpertObservation } from '../experts/types.js';
 import type { CollectEpisode } from '../collect/trajectory.js';
 import { ProgressMeter } from '../metrics/progress.js';
@@ -52,6 +53,11 @@ export interface EvaluateOptions {
   shareIdenticalSteps?: boolean;
   /** For tests: how episodes are started (default Episode.start). */
   startEpisode?: StartEvalEpisode;
+  /**
+   * For tests: a copy of a saved state with its last step's response replaced by another wording of the same action
+   * call (default SnapshotStore.withLastResponse on the evaluation's store).
+   */
+  rewordState?: (stateId: string, response: string) => Promise<string>;
 }
 
 export type StartEvalEpisode = (
@@ -248,25 +254,16 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
     }
   };
 
-  /** Runs `reply` in `b`'s episode once, for all of `members`. */
-  const runStep = async (b: Branch, members: Live[], reply: string) => {
-    let r: StepResult;
-    try {
-      r = await b.episode.step(reply);
-    } catch (e) {
-      for (const a of members) a.error = `the environment failed: ${(e as Error).message}`;
-      return;
-    }
-    b.stateId = r.snapshotId;
-    members.forEach((a, i) => take(a, reply, r, i > 0));
-  };
+  const reword = options.rewordState ?? ((id: string, response: string) => store.withLastResponse(id, response));
 
-  /** A new episode in `b`'s current state, for members whose response differs from the others'. */
-  const fork = async (b: Branch, members: Live[]): Promise<Branch | null> => {
+  /** The snapshot of `b`'s current state, for forks; undefined while it is the task's initial state. */
+  const forkPoint = async (b: Branch): Promise<string | undefined> => (b.episode.stepIndex === 0 ? undefined : (b.stateId ??= await b.episode.snapshot()));
+
+  /** A new episode for `members` of `b`, in saved state `at` (undefined: the task's initial state). */
+  const fork = async (b: Branch, members: Live[], at: string | undefined): Promise<Branch | null> => {
     try {
-      const at = b.episode.stepIndex === 0 ? undefined : (b.stateId ??= await b.episode.snapshot());
       const episode = await start(b.task, { ...episodeOptions, fromSnapshot: at });
-      const fresh: Branch = { task: b.task, episode, members: new Set(members), stateId: b.stateId };
+      const fresh: Branch = { task: b.task, episode, members: new Set(members), stateId: at ?? null };
       for (const a of members) {
         b.members.delete(a);
         a.branch = fresh;
@@ -275,6 +272,41 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
     } catch (e) {
       for (const a of members) a.error = `cannot fork the trajectory from its shared state: ${(e as Error).message}`;
       return null;
+    }
+  };
+
+  let rewordWarned = false;
+
+  /**
+   * Runs `reply` in `b`'s episode once, for all of `members`. Each of `rewordings` (other texts of the same action
+   * call, with their trajectories) then forks from a copy of the new state that holds its text; where no copy can
+   * be made, it forks from the state before and runs its own text.
+   */
+  const runStep = async (b: Branch, members: Live[], reply: string, rewordings: [string, Live[]][]): Promise<void> => {
+    let before: string | undefined;
+    let r: StepResult;
+    try {
+      if (rewordings.length > 0) before = await forkPoint(b);
+      r = await b.episode.step(reply);
+      b.stateId = r.snapshotId;
+    } catch (e) {
+      for (const a of [...members, ...rewordings.flatMap(([, m]) => m)]) a.error = `the environment failed: ${(e as Error).message}`;
+      return;
+    }
+    members.forEach((a, i) => take(a, reply, r, i > 0));
+    for (const [text, group] of rewordings) {
+      let at: string;
+      try {
+        at = await reword((b.stateId ??= await b.episode.snapshot()), text);
+      } catch (e) {
+        if (!rewordWarned) process.stderr.write(`\neval: a step worded differently could not share its run (${(e as Error).message}); running it separately\n`);
+        rewordWarned = true;
+        const alone = await fork(b, group, before);
+        if (alone) await runStep(alone, group, text, []);
+        continue;
+      }
+      const forked = await fork(b, group, at);
+      forked?.members.forEach((a) => take(a, text, { ...r, snapshotId: at }, true));
     }
   };
 
@@ -296,17 +328,23 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
       byBranch.set(a.branch, groups);
       groups.set(reply, [...(groups.get(reply) ?? []), a]);
     });
-    // Forks restore the state before this step, so they all start before any step runs.
-    const runs: { branch: Branch; members: Live[]; reply: string }[] = [];
+    // One run per branch and action call: the first call keeps the branch; each other call forks from the state
+    // before this step, so all those forks start before any step runs. Other wordings of a call wait for its run.
+    const runs: { branch: Branch; members: Live[]; reply: string; rewordings: [string, Live[]][] }[] = [];
     for (const [branch, groups] of byBranch) {
-      const [[reply, members], ...others] = [...groups];
-      runs.push({ branch, members, reply });
-      for (const [otherReply, otherMembers] of others) {
-        const forked = await fork(branch, otherMembers);
-        if (forked) runs.push({ branch: forked, members: otherMembers, reply: otherReply });
+      const calls = new Map<string, [string, Live[]][]>();
+      for (const [reply, members] of groups) {
+        const key = actionCallKey(reply);
+        calls.set(key, [...(calls.get(key) ?? []), [reply, members]]);
+      }
+      const [[[reply, members], ...rewordings], ...others] = [...calls.values()];
+      runs.push({ branch, members, reply, rewordings });
+      for (const [[otherReply, otherMembers], ...otherRewordings] of others) {
+        const forked = await fork(branch, [...otherMembers, ...otherRewordings.flatMap(([, m]) => m)], await forkPoint(branch));
+        if (forked) runs.push({ branch: forked, members: otherMembers, reply: otherReply, rewordings: otherRewordings });
       }
     }
-    await Promise.all(runs.map((r) => runStep(r.branch, r.members, r.reply)));
+    await Promise.all(runs.map((r) => runStep(r.branch, r.members, r.reply, r.rewordings)));
   };
 
   const live: Live[] = [];

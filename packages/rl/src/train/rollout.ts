@@ -6,6 +6,7 @@
 // executing in the env (SandboxPool, `envConcurrency` at once) as soon as its run is sampled, while the next run is
 // being generated. So the GPU works on run r+1 while the sandboxes run run r's scripts, and the iteration only
 // waits for the env at its end, for the last run's scripts.
+import { actionCallKey } from '@mlagent/env';
 import { defaultStopTokenIds, generate, type GenerateResult, type QwenModel, type QwenTokenizer } from '@mlagent/policy';
 import { computeReward, type RewardConfig, type StepFeedback } from '@mlagent/reward';
 import { mixSeed } from '../collect/seeds.js';
@@ -13,7 +14,6 @@ import type { PpoConfig } from '../config/train-config.js';
 import type { PoolState } from '../pool/states-pool.js';
 import type { ActingEpisode, ActionEnv } from './env.js';
 import { renderPrompt } from './prompt.js';
-import { stepKey } from './step-key.js';
 import type { RolloutGroup, RolloutSample } from './rollouts.js';
 
 export interface RolloutContext {
@@ -105,7 +105,7 @@ async function executeGroup(
     episodes.map(async (ep, k): Promise<RolloutSample> => {
       const gen = generated[k];
       const text = ctx.tokenizer.decode(gen.ids, { skipSpecialTokens: true });
-      const key = ctx.config.reuseIdenticalResponses ? stepKey(text) : undefined;
+      const key = ctx.config.reuseIdenticalResponses ? actionCallKey(text) : undefined;
       const first = key === undefined ? undefined : results.get(key);
       try {
         const step = first ?? ep.step(text);

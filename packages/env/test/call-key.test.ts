@@ -1,10 +1,10 @@
-// stepKey: which sampled responses of a state make the same env step (ppo.reuseIdenticalResponses).
+// actionCallKey: which responses make the same env step from a state.
 import { describe, expect, it } from 'vitest';
-import { stepKey } from '../src/train/step-key.js';
+import { actionCallKey as stepKey } from '../src/actions/call-key.js';
 
 const respond = (thought: string, action: string, input: string) => `Reflection: -\nThought: ${thought}\nAction: ${action}\nAction Input: ${input}`;
 
-describe('stepKey', () => {
+describe('actionCallKey', () => {
   it('is equal for the same action call, whatever the thoughts, spacing and key order around it', () => {
     const a = respond('run it', 'Inspect Script Lines', '{"script_name": "train.py", "start_line_number": 1, "end_line_number": 5}');
     const b = respond('look at the top of the script first', 'Inspect Script Lines', '{\n  "end_line_number": 5,\n  "script_name": "train.py",\n  "start_line_number": 1\n}');

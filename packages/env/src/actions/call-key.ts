@@ -1,6 +1,7 @@
-// Which sampled responses of one state make the same env step, so that one run can stand for all of them
-// (ppo.reuseIdenticalResponses).
-import { ACTION_NAMES, parseResponse } from '@mlagent/env';
+// Which responses make the same env step from a state, so that one run can stand for all of them (RL's reused
+// samples, evaluation's shared steps).
+import { parseResponse } from './parse.js';
+import { ACTION_NAMES } from './schema.js';
 
 /** Object keys sorted at every level, so that `{"a":1,"b":2}` and `{"b":2,"a":1}` print alike. */
 function sortedJson(value: unknown): string {
@@ -14,7 +15,7 @@ function sortedJson(value: unknown): string {
  * Reflection, Thought or spacing surround them), or, for a response that does not parse, the same text, since
  * its observation quotes what went wrong.
  */
-export function stepKey(response: string): string {
+export function actionCallKey(response: string): string {
   const parsed = parseResponse(response, { actions: ACTION_NAMES });
   return parsed.ok ? `call:${sortedJson([parsed.action, parsed.args])}` : `text:${response}`;
 }
