@@ -10,5 +10,7 @@ export default defineConfig({
     pool: 'forks',
     fileParallelism: false,
     testTimeout: 300_000,
+    // Set-up hooks start redis-server and workers and build models; they wait on their own terms.
+    hookTimeout: 120_000,
   },
 });

@@ -7,6 +7,8 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     globalSetup: ['../../tools/vitest/private-tmpdir.ts'],
     testTimeout: 120_000,
+    // Set-up hooks load models and compile their shaders; with two files at once on 2 cores, 10 s is not enough.
+    hookTimeout: 120_000,
     pool: 'forks',
     poolOptions: { forks: { minForks: 1, maxForks: 2 } },
   },
