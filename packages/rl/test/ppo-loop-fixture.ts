@@ -62,6 +62,20 @@ export function fakeEnv(episodeSteps = 2): ActionEnv {
   };
 }
 
+/** fakeEnv() with a count of the steps its restored episodes take (what ran in the env, not what was reused). */
+export function countingEnv(): { env: ActionEnv; counter: { steps: number } } {
+  const env = fakeEnv();
+  const counter = { steps: 0 };
+  const restore = env.restore;
+  env.restore = async (s) => {
+    const ep = await restore(s);
+    const step = ep.step.bind(ep);
+    ep.step = (text) => (counter.steps++, step(text));
+    return ep;
+  };
+  return { env, counter };
+}
+
 /** Two states × two actions of three tokens per iteration: the smallest loop that still has groups to compare.
  * Drawn from the whole pool: the fake collection's three steps hold no edit. */
 export const LOOP_CONFIG: TrainConfigInput = {

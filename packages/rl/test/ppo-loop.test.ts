@@ -9,7 +9,7 @@ import { latestCheckpoint } from '../src/checkpoint/checkpoint.js';
 import { readMetrics } from '../src/metrics/jsonl.js';
 import { trainPpo, type PpoIterationInfo } from '../src/train/ppo-loop.js';
 import { ROLLOUTS_FILE, type RolloutGroup } from '../src/train/rollouts.js';
-import { LOOP_CONFIG, fakeCollection, fakeEnv, fakeMetric } from './ppo-loop-fixture.js';
+import { LOOP_CONFIG, countingEnv, fakeCollection, fakeEnv, fakeMetric } from './ppo-loop-fixture.js';
 
 // The step-wise PPO loop on a tiny random Qwen2 through lavapipe and a fake env (no Python): metrics, checkpoints,
 // and a real SIGKILL in the middle of an iteration (rollouts saved, update not done), then resume.
@@ -145,19 +145,7 @@ describe('trainPpo', () => {
   it("executes a state's identical responses once and copies the result to the others (ppo.reuseIdenticalResponses)", async () => {
     // A near-zero temperature samples the same response three times at each state.
     const config = (reuse: boolean) => ({ ...LOOP_CONFIG, ppo: { ...LOOP_CONFIG.ppo, advantage: 'grpo' as const, iterations: 1, samplesPerState: 3, minibatchSize: 6, temperature: 1e-4, reuseIdenticalResponses: reuse } });
-    const counting = () => {
-      const env = fakeEnv();
-      const counter = { steps: 0 };
-      const restore = env.restore;
-      env.restore = async (s) => {
-        const ep = await restore(s);
-        const step = ep.step.bind(ep);
-        ep.step = (text) => (counter.steps++, step(text));
-        return ep;
-      };
-      return { env, counter };
-    };
-    const reused = counting();
+    const reused = countingEnv();
     await trainPpo({ modelDir, collection, out: join(root, 'reuse'), config: config(true), env: reused.env, progress: false, log: () => {} });
     const groups = rolloutLines(join(root, 'reuse'));
     expect(groups).toHaveLength(2);
@@ -173,7 +161,7 @@ describe('trainPpo', () => {
     expect(row.rolloutSeconds).toBeGreaterThan(0);
     expect(row.updateSeconds).toBeGreaterThan(0);
     expect(row.rolloutSeconds + row.updateSeconds).toBeLessThanOrEqual(row.iterationSeconds + 1e-9);
-    const every = counting();
+    const every = countingEnv();
     await trainPpo({ modelDir, collection, out: join(root, 'no-reuse'), config: config(false), env: every.env, progress: false, log: () => {} });
     expect(every.counter.steps).toBe(6);
     for (const g of rolloutLines(join(root, 'no-reuse'))) expect(g.samples.some((x) => x.reused)).toBe(false);

@@ -7,7 +7,7 @@ import { parseTrainConfig } from '../src/config/train-config.js';
 import type { PoolState } from '../src/pool/states-pool.js';
 import { stepRollouts, type RolloutContext } from '../src/train/rollout.js';
 import type { RolloutGroup } from '../src/train/rollouts.js';
-import { fakeEnv } from './ppo-loop-fixture.js';
+import { countingEnv, fakeEnv } from './ppo-loop-fixture.js';
 import { tinyModel, type TinyModel } from './tiny-model.js';
 
 let tiny: TinyModel;
@@ -67,18 +67,10 @@ describe('stepRollouts runs', () => {
     let decoded = 0;
     const phrasing = Object.create(tokenizer) as QwenTokenizer;
     phrasing.decode = () => scripted[decoded++ % scripted.length];
-    const env = fakeEnv();
-    let steps = 0;
-    const restore = env.restore;
-    env.restore = async (s) => {
-      const ep = await restore(s);
-      const step = ep.step.bind(ep);
-      ep.step = (text) => (steps++, step(text));
-      return ep;
-    };
+    const { env, counter } = countingEnv();
     const config = parseTrainConfig({ preset: 'tiny', ppo: { samplesPerState: 3, maxNewTokens: 4, temperature: 1, compactPrompts: false } }).ppo;
     const groups = await stepRollouts({ model, tokenizer: phrasing, env, config, reward: {}, seed: 11, onGroup: () => {} }, 0, states, new Map());
-    expect(steps).toBe(2 * states.length);
+    expect(counter.steps).toBe(2 * states.length);
     for (const g of groups) {
       expect(g.samples.map((s) => s.text)).toEqual(scripted);
       expect(g.samples.map((s) => s.reused ?? false)).toEqual([false, true, false]);
