@@ -4,7 +4,7 @@ import { GEMV_MAX_M, describeMatmulPath, isCpuAdapter, matmul, matmulBackward, s
 import { sgmSplitK, tiledSplitK } from '../src/kernels/matmul-splitk.js';
 import { matmulBackwardRef, matmulRef, type MatmulRefProblem } from '../src/reference/matmul.js';
 import { CPU_GEMV_MAX_M } from '../src/kernels/gemv-cpu.js';
-import { A_TEXTURE_MAX_BYTES, B_TEXTURE_MAX_BYTES, cpuATexture, cpuBCopies, cpuPackVariant, type CpuPackVariant } from '../src/kernels/matmul-cpu.js';
+import { A_TEXTURE_MAX_BYTES, B_TEXTURE_MAX_BYTES, cpuATexture, cpuBCopies, cpuCVec4, cpuPackVariant, type CpuPackVariant } from '../src/kernels/matmul-cpu.js';
 import { readTicketCounter, shaderThreads, ticketWorkgroups } from '../src/kernels/tickets.js';
 import { Rng, checkDirectional, dot, expectClose, freshGpu, testGpu } from './helpers.js';
 
@@ -59,14 +59,15 @@ async function runStridedEpilogue(
   gpu: Gpu,
   rng: Rng,
   p: MatmulRefProblem,
-  o: { cType: 'f32' | 'f16'; path: MatmulOptions['path']; offsetA?: number; splitK?: number },
+  o: { cType: 'f32' | 'f16'; path: MatmulOptions['path']; offsetA?: number; offsetC?: number; splitK?: number },
 ) {
   const { M, N, K, lda, ldb, ldc } = p;
   const f16 = o.cType === 'f16';
   const offsetA = o.offsetA ?? 3;
+  const offsetC = o.offsetC ?? 5;
   const a = rng.randn(offsetA + (p.batch - 1) * p.strideA + (p.transA ? K : M) * lda);
   const b = rng.randn(4 + (p.batch - 1) * p.strideB + (p.transB ? N : K) * ldb);
-  const c0 = rng.randn(5 + p.batch * p.strideC);
+  const c0 = rng.randn(offsetC + p.batch * p.strideC);
   const bias = rng.randn(N + 2);
   const A = gpu.tensor([1, a.length], 'f32', a);
   const B = gpu.tensor([1, b.length], 'f32', b);
@@ -74,10 +75,10 @@ async function runStridedEpilogue(
   const Bias = gpu.tensor([N + 2], 'f32', bias);
   matmul(gpu, A, B, {
     out: C, bias: Bias, batch: p.batch, m: M, n: N, k: K, lda, ldb, ldc, transA: p.transA, transB: p.transB,
-    strideA: p.strideA, strideB: p.strideB, strideC: p.strideC, offsetA, offsetB: 4, offsetC: 5, offsetBias: 2,
+    strideA: p.strideA, strideB: p.strideB, strideC: p.strideC, offsetA, offsetB: 4, offsetC, offsetBias: 2,
     alpha: p.alpha, beta: p.beta, path: o.path, splitK: o.splitK,
   });
-  const want = matmulRef(a, b, { ...p, offsetA, offsetB: 4, offsetC: 5, offsetBias: 2, bias }, f16 ? roundToF16(c0) : c0);
+  const want = matmulRef(a, b, { ...p, offsetA, offsetB: 4, offsetC, offsetBias: 2, bias }, f16 ? roundToF16(c0) : c0);
   const tol = f16 ? { atol: 1e-2, rtol: 2e-3 } : TOL;
   expectClose(await C.read(), f16 ? roundToF16(want) : want, tol, `${o.path}${o.splitK ? ` split ${o.splitK}` : ''} epilogue ${JSON.stringify(p)}`);
   [A, B, C, Bias].forEach((t) => t.dispose());
@@ -462,6 +463,34 @@ describe('matmul cpu-tiled path (forced)', () => {
       strideC: M * (N + 2) + 1, alpha: 0.5, beta: -1.5,
     };
     await runStridedEpilogue(await testGpu(), new Rng(15), p, { cType: 'f32', path: 'cpu-tiled' });
+  });
+
+  it('writes C as vec4s where its layout allows, with the same epilogue, and element by element otherwise', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(16);
+    const fields = (p: MatmulRefProblem, offC: number) => ({ N: p.N, ldc: p.ldc, offC, sC: p.strideC, batch: p.batch });
+    // Rows 4-aligned from offset 8, two batch items, alpha, beta and a bias: K in one dispatch (f32 and f16 C) and
+    // over two (the second adds into C); then 33 rows of 36 columns, which end mid-tile and mid-panel.
+    const [M, N, K] = [37, 72, 40];
+    const p: MatmulRefProblem = {
+      batch: 2, M, N, K, lda: K + 3, ldb: N + 8, ldc: N + 4, strideA: M * (K + 3) + 5, strideB: 0, strideC: M * (N + 4) + 8, alpha: 0.5, beta: -1.5,
+    };
+    expect(cpuCVec4(fields(p, 8), 0)).toBe(true);
+    await runStridedEpilogue(gpu, rng, p, { cType: 'f32', path: 'cpu-tiled', offsetC: 8 });
+    await runStridedEpilogue(gpu, rng, p, { cType: 'f16', path: 'cpu-tiled', offsetC: 8 });
+    const long: MatmulRefProblem = { ...p, K: 2100, lda: 2103, strideA: M * 2103 + 5 };
+    await runStridedEpilogue(gpu, rng, long, { cType: 'f32', path: 'cpu-tiled', offsetC: 8 });
+    const small = problem(33, 36, 19);
+    expect(cpuCVec4(fields(small, 0), 0)).toBe(true);
+    await runCase(gpu, rng, small, { path: 'cpu-tiled' });
+    // Any of N, ldc, offC, a batch stride or the binding's offset off a multiple of 4 (or 16 bytes) goes element by
+    // element; a stride does not matter for one matrix.
+    expect(cpuCVec4(fields(p, 6), 0)).toBe(false);
+    expect(cpuCVec4({ ...fields(p, 8), N: 70 }, 0)).toBe(false);
+    expect(cpuCVec4({ ...fields(p, 8), ldc: 74 }, 0)).toBe(false);
+    expect(cpuCVec4({ ...fields(p, 8), sC: p.strideC + 2 }, 0)).toBe(false);
+    expect(cpuCVec4({ ...fields(p, 8), sC: 3, batch: 1 }, 0)).toBe(true);
+    expect(cpuCVec4(fields(p, 8), 8)).toBe(false);
   });
 });
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Times, natively, the straight-line multiply-add block llvmpipe generates for the lavapipe matmul (1024^3 f32):
 # how fast that code runs outside the shader, against what the whole kernel achieves (docs/BENCHMARKS.md).
-# Usage: bash tools/bench/native-span/run.sh [ITERATIONS]   (needs gcc; builds packages/core-kernels first)
+# Usage: bash tools/bench/native-span/run.sh [ITERATIONS] [FRACTION]   (needs gcc; builds packages/core-kernels first)
+# FRACTION (default 1) times only the first part of the block, as a shorter loop: whether the whole one is held
+# back by the instruction cache.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../../.." && pwd)"
@@ -26,9 +28,10 @@ import sys
 text = open(sys.argv[1]).read()
 parts = text.split("cs_co_variant:")
 best = max(parts[1:], key=lambda p: p.count("vmulps"))
-open(sys.argv[2], "w").write(best.split(".resume:")[0])
+# Since the ticket loop's barrier, the kernel's loop lives in the coroutine's resume function.
+open(sys.argv[2], "w").write(best.split(".destroy:")[0])
 PY
-python3 "$here/span.py" "$work/kernel.s" "$work/block.s" | tee "$work/span.txt"
+python3 "$here/span.py" "$work/kernel.s" "$work/block.s" "${2:-1}" | tee "$work/span.txt"
 muladds=$(grep -o 'vmulps [0-9]*' "$work/span.txt" | awk '{print $2}')
 gcc -O2 "$here/harness.c" "$work/block.s" -o "$work/block"
 "$work/block" "${1:-20000}" "$muladds"

@@ -32,6 +32,11 @@ import { CPU_LANES } from './cpu-lanes.js';
  * loop-carried update with the lane mask, and the 256 or 512 accumulators live on the stack. V is 2 or 4 (tileV).
  * Measured on 1024³ (CPU time per product, one shader thread): 14-15 GFLOP per CPU-second against 6-10 for the
  * storage-buffer kernel (docs/BENCHMARKS.md, lavapipe section).
+ *
+ * C is written a vec4 at a time where its layout allows (cpuCVec4): 1024³ took 0.92–1.0× the time, the mini
+ * policy's small-K shapes 0.93–0.98×. Both multiplies and adds run from a 67 KB loop body, over the 32 KB
+ * instruction cache (session 24's section in docs/BENCHMARKS.md); smaller tiles fit it but load B more often
+ * per multiply-add, and came out no faster.
  */
 
 const LANES = CPU_LANES;
@@ -208,8 +213,9 @@ export function launchCpuMatmul(
   // order), so the extra memory is at most WINDOWS · 64 KB whatever the size of B.
   const chunksPer = Math.min(L.chunks, WINDOWS);
   const scratch = gpu.tensor([chunksPer * WINDOW_VEC4 * 4], 'f32', undefined, op);
-  const key = `${types.a}${aTex ? 'tex' : p.transA ? 'T' : 'N'}:${types.c}:${types.bias ?? '-'}:${p.beta !== 0 ? 'beta' : ''}`;
-  const pipeline = gpu.pipeline(`matmul-cpu-ubo:${key}:v${L.v}`, () => matmulWgsl(types, p.transA, !!aTex, p.beta !== 0, L.v));
+  const c4 = cpuCVec4(p, cBind.offset ?? 0);
+  const key = `${types.a}${aTex ? 'tex' : p.transA ? 'T' : 'N'}:${types.c}${c4 ? 'x4' : ''}:${types.bias ?? '-'}:${p.beta !== 0 ? 'beta' : ''}`;
+  const pipeline = gpu.pipeline(`matmul-cpu-ubo:${key}:v${L.v}`, () => matmulWgsl(types, p.transA, !!aTex, p.beta !== 0, L.v, c4));
   // Row-major f32 rows of `ld` elements from element `off` of `bind`, copied into the device's A or B texture.
   const upload = (which: 'a' | 'b', bind: GPUBufferBinding, off: number, ld: number, size: { width: number; height: number; layers: number }, rowsPerImage: number) => {
     const texture = deviceTexture(gpu, which, size.width, size.height, size.layers);
@@ -386,7 +392,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }`;
 }
 
-function matmulWgsl(types: CpuMatmulTypes, transA: boolean, aTex: boolean, beta: boolean, V: number): string {
+/**
+ * Whether C is written as vec4s: N, ldc, offC and sC multiples of 4 from a 16-byte boundary, so each lane's column
+ * groups are whole vec4s of C. On llvmpipe a storage access is a loop over the lanes with a bounds check per lane,
+ * once per load or store, so a vec4 shares it among 4 elements.
+ */
+export function cpuCVec4(p: Pick<CpuMatmulProblem, 'N' | 'ldc' | 'offC' | 'sC' | 'batch'>, bindingOffset: number): boolean {
+  return p.N % 4 === 0 && p.ldc % 4 === 0 && p.offC % 4 === 0 && (p.batch === 1 || p.sC % 4 === 0) && bindingOffset % 16 === 0;
+}
+
+function matmulWgsl(types: CpuMatmulTypes, transA: boolean, aTex: boolean, beta: boolean, V: number, c4: boolean): string {
   const panel = panelOf(V);
   let decl = '';
   let loadA = '';
@@ -432,13 +447,25 @@ struct P { M: u32, N: u32, kc: u32, lda: u32, ldc: u32, offA: u32, offC: u32, sA
 struct Window { v: array<vec4<f32>, ${WINDOW_VEC4}> }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) ${aTex ? 'var A: texture_2d_array<f32>;' : `var<storage, read> A: array<${wgslType(types.a)}>;`}
-@group(0) @binding(2) var<storage, read_write> C: array<${cType}>;
+@group(0) @binding(2) var<storage, read_write> C: array<${c4 ? `vec4<${cType}>` : cType}>;
 ${types.bias ? `@group(0) @binding(3) var<storage, read> bias: array<${wgslType(types.bias)}>;` : ''}
 ${Array.from({ length: WINDOWS }, (_, w) => `@group(0) @binding(${w + (types.bias ? 4 : 3)}) var<uniform> W${w}: Window;`).join('\n')}
 ${TICKETS.decl(WINDOWS + (types.bias ? 4 : 3))}
 
 // The first dispatch along K applies alpha, beta·C and the bias; later ones (K > 8 windows) add alpha times theirs.
-fn store_c(i: u32, n: u32, acc: f32) {
+${
+  c4
+    ? `fn store_c(i: u32, n: u32, acc: vec4<f32>) {
+  var v = p.alpha * acc;
+  if (p.first == 1u) {
+    ${beta ? 'v += p.beta * vec4<f32>(C[i]);' : ''}
+    ${types.bias ? 'let b = p.offBias + n; v += vec4<f32>(f32(bias[b]), f32(bias[b + 1u]), f32(bias[b + 2u]), f32(bias[b + 3u]));' : ''}
+  } else {
+    v += vec4<f32>(C[i]);
+  }
+  C[i] = vec4<${cType}>(v);
+}`
+    : `fn store_c(i: u32, n: u32, acc: f32) {
   var v = p.alpha * acc;
   if (p.first == 1u) {
     ${beta ? 'v += p.beta * f32(C[i]);' : ''}
@@ -447,6 +474,7 @@ fn store_c(i: u32, n: u32, acc: f32) {
     v += f32(C[i]);
   }
   C[i] = ${cType}(v);
+}`
 }
 
 @compute @workgroup_size(${LANES})
@@ -490,10 +518,14 @@ ${
   for (var i = 0u; i < ${ROWS * V}u; i++) {
     let m = m0 + i / ${V}u;
     let n = n_lane + (i % ${V}u) * 4u;
-    if (m < p.M) {
+    ${
+      c4
+        ? `if (m < p.M && n < p.N) { store_c((p.offC + z * p.sC + m * p.ldc + n) / 4u, n, res[i]); }`
+        : `if (m < p.M) {
       for (var j = 0u; j < 4u; j++) {
         if (n + j < p.N) { store_c(p.offC + z * p.sC + m * p.ldc + n + j, n + j, res[i][j]); }
       }
+    }`
     }
   }
   ${TICKETS.close}
