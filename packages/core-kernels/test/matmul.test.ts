@@ -4,7 +4,7 @@ import { GEMV_MAX_M, describeMatmulPath, isCpuAdapter, matmul, matmulBackward, s
 import { sgmSplitK, tiledSplitK } from '../src/kernels/matmul-splitk.js';
 import { matmulBackwardRef, matmulRef, type MatmulRefProblem } from '../src/reference/matmul.js';
 import { CPU_GEMV_MAX_M } from '../src/kernels/gemv-cpu.js';
-import { A_TEXTURE_MAX_BYTES, B_TEXTURE_MAX_BYTES, cpuATexture, cpuBCopies, cpuCVec4, cpuPackVariant, type CpuPackVariant } from '../src/kernels/matmul-cpu.js';
+import { A_TEXTURE_MAX_BYTES, B_TEXTURE_MAX_BYTES, cpuATexture, cpuBCopies, cpuCVec4, cpuPackVariant, tileRows, type CpuPackVariant } from '../src/kernels/matmul-cpu.js';
 import { readTicketCounter, shaderThreads, ticketWorkgroups } from '../src/kernels/tickets.js';
 import { Rng, checkDirectional, dot, expectClose, freshGpu, testGpu } from './helpers.js';
 
@@ -357,6 +357,8 @@ describe('matmul cpu-tiled path (forced)', () => {
       // windows of 128 rows, where a second dispatch adds into C.
       [9, 136, 1100],
       [9, 520, 1100],
+      // 64-row tiles (the wide tile from M = 64): two row blocks, the second 6 rows; C element by element.
+      [70, 518, 300],
     ]) {
       await runCase(gpu, rng, problem(M, N, K), { path: 'cpu-tiled' });
     }
@@ -486,6 +488,8 @@ describe('matmul cpu-tiled path (forced)', () => {
     // Any of N, ldc, offC, a batch stride or the binding's offset off a multiple of 4 (or 16 bytes) goes element by
     // element; a stride does not matter for one matrix.
     expect(cpuCVec4(fields(p, 6), 0)).toBe(false);
+    // Tiles of 64 rows only for the wide (128-column) tile from M = 64.
+    expect([tileRows(63, 4), tileRows(64, 4), tileRows(1000, 2)]).toEqual([32, 64, 32]);
     expect(cpuCVec4({ ...fields(p, 8), N: 70 }, 0)).toBe(false);
     expect(cpuCVec4({ ...fields(p, 8), ldc: 74 }, 0)).toBe(false);
     expect(cpuCVec4({ ...fields(p, 8), sC: p.strideC + 2 }, 0)).toBe(false);
@@ -602,6 +606,7 @@ describe('matmul cpu-tiled path: B windows filled by copies', () => {
     const cases: Array<[MatmulRefProblem, string]> = [
       [problem(33, 192, 100), 'K = 100 in one chunk of 104 rows: two 64-column panels a window, the last rows zero'],
       [problem(40, 640, 1088), 'five 128-column panels, K over 9 windows of 128: two dispatches along K, the last half empty'],
+      [problem(100, 640, 1088), 'the same in 64-row tiles (two row blocks, the second 36 rows)'],
       [problem(17, 64, 64, { batch: 3, aB: true }), 'one B for three A'],
     ];
     // Freed buffers full of NaN, of the scratch's sizes (1 and 8 windows): the copies fill only B's own rows and

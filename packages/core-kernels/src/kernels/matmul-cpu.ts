@@ -22,28 +22,28 @@ import { CPU_LANES } from './cpu-lanes.js';
  * A is read from storage, or, where its layout allows a copy, from a texture (cpuATexture): 1024³ took 0.87–0.88×
  * the time.
  *
- * Each dispatch launches one workgroup per shader thread, which take tiles (ROWS rows of a panel of a batch item)
+ * Each dispatch launches one workgroup per shader thread, which take tiles (32 or 64 rows of a panel of a batch item)
  * from an atomic counter (tickets.ts) rather than llvmpipe's equal runs fixed up front.
  *
- * The tile: one 8-lane workgroup computes ROWS rows of one panel; lane l owns vec4 columns l·V..l·V+V-1. For
- * every 8 steps along K, lane l loads A[m, k0 + l] for each row and subgroupShuffle (one AVX2 permute) hands each
+ * The tile: one 8-lane workgroup computes 32 or 64 rows (tileRows) of one panel; lane l owns vec4 columns
+ * l·V..l·V+V-1. For every 8 steps along K, lane l loads A[m, k0 + l] for each row and subgroupShuffle (one AVX2 permute) hands each
  * value to all lanes (from a texture, lane l loads A[m, k0 + 4l .. 4l + 3] for every 32 steps). The K loop is
  * unrolled by 4 or 8 (unrollFor) with the accumulators updated once per unrolled run: llvmpipe blends every
- * loop-carried update with the lane mask, and the 256 or 512 accumulators live on the stack. V is 2 or 4 (tileV).
+ * loop-carried update with the lane mask, and the 256 to 1024 accumulators live on the stack. V is 2 or 4 (tileV).
  * Measured on 1024³ (CPU time per product, one shader thread): 14-15 GFLOP per CPU-second against 6-10 for the
  * storage-buffer kernel (docs/BENCHMARKS.md, lavapipe section).
  *
  * C is written a vec4 at a time where its layout allows (cpuCVec4): 1024³ took 0.92–1.0× the time, the mini
- * policy's small-K shapes 0.93–0.98×. Both multiplies and adds run from a 67 KB loop body, over the 32 KB
- * instruction cache (session 24's section in docs/BENCHMARKS.md); smaller tiles fit it but load B more often
- * per multiply-add, and came out no faster.
+ * policy's small-K shapes 0.93–0.98×. The multiplies and adds run from a loop body of 67 KB (130 KB at 64 rows),
+ * over the 32 KB instruction cache (session 24's section in docs/BENCHMARKS.md); tiles small enough to fit it load
+ * B more often per multiply-add, and came out no faster.
  */
 
 const LANES = CPU_LANES;
 /** The tile counter's loop; 'workgroup' ran faster here than 'subgroup' (tickets.ts). */
 const TICKETS = ticketWgsl('workgroup');
 /**
- * vec4 columns per lane: a workgroup computes ROWS × (LANES · V · 4) of C. V = 4 (128 columns) halves A's
+ * vec4 columns per lane: a workgroup computes rows × (LANES · V · 4) of C. V = 4 (128 columns) halves A's
  * storage loads per FMA next to V = 2 and was faster on 1024³ (109–125 ms against 113–145), but slower by ~14%
  * on the tiny policy's SFT, whose projections are 64–352 wide (a half-empty panel, fewer workgroups); so the
  * wide tile is used from N = 512.
@@ -53,7 +53,14 @@ function tileV(N: number): 2 | 4 {
 }
 /** Columns per panel: 8 lanes × V vec4. */
 const panelOf = (v: number) => LANES * v * 4;
-const ROWS = 32;
+/**
+ * Rows of C a workgroup computes: 64 for the wide tile from M = 64, where each B value a lane loads (a third of the
+ * loop, lane by lane) then serves twice the rows; 32 otherwise. 64 rows took 0.87–1.01× the time of 32 in 11 paired
+ * runs of 1024³ (median ~0.91) and 0.88–0.98× at Qwen2.5-0.5B's shapes (T 128–512), and cost ~4 s more to compile.
+ */
+export function tileRows(M: number, V: number): 32 | 64 {
+  return V === 4 && M >= 64 ? 64 : 32;
+}
 /**
  * Steps of K between accumulator updates (llvmpipe loads, blends and stores an accumulator at every update): 8 for
  * the wide tile, whose 1024³ product took 0.93–0.97× the time of 4 (0.94× with A from storage); 4 for the narrow
@@ -215,7 +222,8 @@ export function launchCpuMatmul(
   const scratch = gpu.tensor([chunksPer * WINDOW_VEC4 * 4], 'f32', undefined, op);
   const c4 = cpuCVec4(p, cBind.offset ?? 0);
   const key = `${types.a}${aTex ? 'tex' : p.transA ? 'T' : 'N'}:${types.c}${c4 ? 'x4' : ''}:${types.bias ?? '-'}:${p.beta !== 0 ? 'beta' : ''}`;
-  const pipeline = gpu.pipeline(`matmul-cpu-ubo:${key}:v${L.v}`, () => matmulWgsl(types, p.transA, !!aTex, p.beta !== 0, L.v, c4));
+  const rows = tileRows(p.M, L.v);
+  const pipeline = gpu.pipeline(`matmul-cpu-ubo:${key}:v${L.v}:r${rows}`, () => matmulWgsl(types, p.transA, !!aTex, p.beta !== 0, L.v, c4, rows));
   // Row-major f32 rows of `ld` elements from element `off` of `bind`, copied into the device's A or B texture.
   const upload = (which: 'a' | 'b', bind: GPUBufferBinding, off: number, ld: number, size: { width: number; height: number; layers: number }, rowsPerImage: number) => {
     const texture = deviceTexture(gpu, which, size.width, size.height, size.layers);
@@ -241,7 +249,7 @@ export function launchCpuMatmul(
     ? undefined
     : gpu.pipeline(`matmul-cpu-pack:${types.b}${p.transB ? 'T' : 'N'}:${variant}:v${L.v}`, () => packWgsl(types.b, p.transB, variant, L.v));
   const windowBytes = WINDOW_VEC4 * 16;
-  const rowBlocks = Math.ceil(p.M / ROWS);
+  const rowBlocks = Math.ceil(p.M / rows);
   const tickets = ticketCounter(gpu);
   for (let c0 = 0; c0 < L.chunks; c0 += chunksPer) {
     const nch = Math.min(chunksPer, L.chunks - c0);
@@ -401,7 +409,7 @@ export function cpuCVec4(p: Pick<CpuMatmulProblem, 'N' | 'ldc' | 'offC' | 'sC' |
   return p.N % 4 === 0 && p.ldc % 4 === 0 && p.offC % 4 === 0 && (p.batch === 1 || p.sC % 4 === 0) && bindingOffset % 16 === 0;
 }
 
-function matmulWgsl(types: CpuMatmulTypes, transA: boolean, aTex: boolean, beta: boolean, V: number, c4: boolean): string {
+function matmulWgsl(types: CpuMatmulTypes, transA: boolean, aTex: boolean, beta: boolean, V: number, c4: boolean, rows: number): string {
   const panel = panelOf(V);
   let decl = '';
   let loadA = '';
@@ -413,7 +421,7 @@ function matmulWgsl(types: CpuMatmulTypes, transA: boolean, aTex: boolean, beta:
   const unroll = unrollFor(V);
   const shuffle = (r: number, u: number) =>
     aTex ? `subgroupShuffle(a${r}[${u % 4}], j * ${unroll / 4}u + ${Math.floor(u / 4)}u)` : `subgroupShuffle(a${r}, kk + ${u}u)`;
-  for (let r = 0; r < ROWS; r++) {
+  for (let r = 0; r < rows; r++) {
     const m = `min(m0 + ${r}u, p.M - 1u)`;
     loadA += aTex
       ? `let a${r} = select(vec4<f32>(), textureLoad(A, vec2<u32>(kq, ${m}), layer, 0), in_k);\n`
@@ -480,10 +488,10 @@ ${
 @compute @workgroup_size(${LANES})
 fn main(@builtin(local_invocation_index) li: u32) {
   ${TICKETS.open('p.tiles', 'p.workgroups')}
-  // Tile = (panel within the window, block of ROWS rows, batch item).
+  // Tile = (panel within the window, block of rows rows, batch item).
   let wid = vec3<u32>(tile % p.panels, (tile / p.panels) % p.rowBlocks, tile / (p.panels * p.rowBlocks));
   let z = wid.z;
-  let m0 = wid.y * ${ROWS}u;
+  let m0 = wid.y * ${rows}u;
   let base_a = p.offA + z * p.sA;
   // A's texture has a layer per batch item, or one shared by all (sA 0).
   ${aTex ? 'let layer = select(0u, z, p.sA != 0u);' : ''}
@@ -511,11 +519,11 @@ ${
       ${step}
     }
   }
-  // One store loop instead of ${ROWS * V} unrolled ones keeps compile time down.
-  var res: array<vec4<f32>, ${ROWS * V}>;
+  // One store loop instead of ${rows * V} unrolled ones keeps compile time down.
+  var res: array<vec4<f32>, ${rows * V}>;
   ${stash}
   let n_lane = p.n0 + wid.x * ${panel}u + li * ${V * 4}u;
-  for (var i = 0u; i < ${ROWS * V}u; i++) {
+  for (var i = 0u; i < ${rows * V}u; i++) {
     let m = m0 + i / ${V}u;
     let n = n_lane + (i % ${V}u) * 4u;
     ${
