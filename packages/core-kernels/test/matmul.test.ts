@@ -401,6 +401,8 @@ describe('matmul cpu-tiled path (forced)', () => {
     await runCase(gpu, rng, problem(17, 20, 33, { batch: 3, aB: true }), { path: 'cpu-tiled' });
     await runCase(gpu, rng, problem(9, 36, 10, { batch: 2, bB: true }), { path: 'cpu-tiled' });
     await runCase(gpu, rng, problem(18, 8, 17, { batch: 2, aB: true, bB: true }), { path: 'cpu-tiled' });
+    // 64-row tiles: two row blocks per batch item, the second 6 rows.
+    await runCase(gpu, rng, problem(70, 520, 64, { batch: 2, aB: true }), { path: 'cpu-tiled' });
   });
 
   it('fuses alpha, beta, bias and f16 output, on strided sub-matrices', async () => {
