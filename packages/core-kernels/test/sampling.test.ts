@@ -216,6 +216,28 @@ describe('sampleTokens', () => {
     }
   });
 
+  it('keeps every tie at the top-k and top-p boundaries, and settles the threshold early where it can', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(10);
+    const [B, V] = [4, 5000];
+    // Logits from 12 values: the k-th largest sits in a group of ~400 equal ones.
+    const ties = Float32Array.from({ length: B * V }, () => Math.floor(rng.uniform() * 12) * 0.37);
+    // 50 logits near 10 among ones near 0: the first passes find a bin holding exactly the top 50; the top-p set
+    // within them ends in a bin of one.
+    const apart = Float32Array.from({ length: B * V }, (_, i) => (i % 100 === 7 ? 10 + rng.uniform() : rng.uniform() * 0.1));
+    for (const logits of [ties, apart]) {
+      for (const opts of [
+        { temperature: 1, topK: 50, seed: 1 },
+        { temperature: 0.7, topP: 0.3, seed: 2 },
+        { temperature: 1.2, topK: 700, topP: 0.5, seed: 3 },
+        { temperature: 1, topK: 1, seed: 4 },
+        { temperature: 1, topK: 50, topP: 0.9, seed: 5 },
+      ]) {
+        await checkAgainstRef(gpu, logits, B, V, opts);
+      }
+    }
+  });
+
   it('reads f16 logits', async () => {
     const gpu = await testGpu();
     if (!gpu.features.shaderF16) return expect(() => gpu.tensor([1], 'f16')).toThrowError(ShapeError);

@@ -75,7 +75,10 @@ fn uniform01(seed: u32, step: u32, row: u32) -> f32 {
  * Samples one token per row of logits [B, V] on the GPU, one workgroup per row, without sorting the vocabulary:
  *  1. one pass: max, argmax and sum of exp (online softmax) of z = logits/T;
  *  2. top-k, then top-p: radix select of the threshold over the order-preserving u32 key of z, 4 bits per pass
- *     (8 passes each), with per-bin counts and probability mass reduced over the workgroup;
+ *     (up to 8 passes each), with per-bin counts and probability mass reduced over the workgroup; a phase stops
+ *     early once its kept set is settled (the chosen bin holds one candidate, or is kept whole): on normally
+ *     distributed logits over 152k tokens, top-k 50 then top-p 0.9 took 0.63–0.73x the time of 16 passes on
+ *     lavapipe (docs/BENCHMARKS.md);
  *  3. inverse CDF over the kept set {z >= threshold} in index order: per-thread chunk sums, a scan, then the
  *     thread whose chunk holds the draw walks it.
  * Masked logits (-inf) have zero mass and are never drawn. A row whose logits are all -inf has undefined output.
@@ -133,6 +136,7 @@ var<workgroup> bsum_c: array<u32, ${NB}>;
 var<workgroup> sh_f: f32;
 var<workgroup> sh_prefix: u32;
 var<workgroup> sh_u: u32;
+var<workgroup> sh_done: u32;
 
 // Order-preserving map from f32 to u32: a > b as floats iff key(a) > key(b) as integers.
 fn key(z: f32) -> u32 {
@@ -248,7 +252,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
           c += bsum_c[b];
           m += bsum_m[b];
         }
-        if (chosen == NONE) {
+        let fell_back = chosen == NONE;
+        if (fell_back) {
           chosen = lowest;
           c = above_c;
           m = above_m;
@@ -258,8 +263,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         above_m = m;
         sh_prefix = (prefix << 4u) | chosen;
         sh_f = m + bsum_m[chosen];
+        // The kept set is settled once the chosen bin holds one candidate, or is kept whole (top-k reaching k
+        // exactly, or the fallback): later passes would only narrow tau down to its lowest candidate.
+        let exact_k = by_count && c + bsum_c[chosen] == p.top_k;
+        sh_done = select(0u, 1u, bsum_c[chosen] == 1u || exact_k || fell_back);
       }
       prefix = workgroupUniformLoad(&sh_prefix);
+      if (workgroupUniformLoad(&sh_done) != 0u) {
+        // Every key in the bin is at least its prefix followed by zeros; candidates are also >= lo.
+        prefix = max(prefix << shift, lo);
+        break;
+      }
     }
     tau = prefix;
     kept_mass = workgroupUniformLoad(&sh_f);
