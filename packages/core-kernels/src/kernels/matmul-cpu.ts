@@ -26,10 +26,11 @@ import { CPU_LANES } from './cpu-lanes.js';
  * from an atomic counter (tickets.ts) rather than llvmpipe's equal runs fixed up front.
  *
  * The tile: one 8-lane workgroup computes 32 or 64 rows (tileRows) of one panel; lane l owns vec4 columns
- * l·V..l·V+V-1. For every 8 steps along K, lane l loads A[m, k0 + l] for each row and subgroupShuffle (one AVX2 permute) hands each
- * value to all lanes (from a texture, lane l loads A[m, k0 + 4l .. 4l + 3] for every 32 steps). The K loop is
- * unrolled by 4 or 8 (unrollFor) with the accumulators updated once per unrolled run: llvmpipe blends every
- * loop-carried update with the lane mask, and the 256 to 1024 accumulators live on the stack. V is 2 or 4 (tileV).
+ * l·V..l·V+V-1. For every 8 steps along K, lane l loads A[m, k0 + l] for each row and subgroupShuffle (one AVX2
+ * permute) hands each value to all lanes (from a texture, lane l loads A[m, k0 + 4l .. 4l + 3] for every 32
+ * steps). The K loop is unrolled by 4 or 8 (unrollFor) with the accumulators updated once per unrolled run:
+ * llvmpipe blends every loop-carried update with the lane mask, and the 256 to 1024 accumulators live on the
+ * stack. V is 2 or 4 (tileV).
  * Measured on 1024³ (CPU time per product, one shader thread): 14-15 GFLOP per CPU-second against 6-10 for the
  * storage-buffer kernel (docs/BENCHMARKS.md, lavapipe section).
  *
@@ -488,7 +489,7 @@ ${
 @compute @workgroup_size(${LANES})
 fn main(@builtin(local_invocation_index) li: u32) {
   ${TICKETS.open('p.tiles', 'p.workgroups')}
-  // Tile = (panel within the window, block of rows rows, batch item).
+  // Tile = (panel within the window, block of ${rows} rows, batch item).
   let wid = vec3<u32>(tile % p.panels, (tile / p.panels) % p.rowBlocks, tile / (p.panels * p.rowBlocks));
   let z = wid.z;
   let m0 = wid.y * ${rows}u;
