@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { benchTensor, benchValues } from '../src/bench/data.js';
+import { benchNormalValues, benchTensor, benchValues } from '../src/bench/data.js';
 import { roundToF16 } from '../src/index.js';
 import { testGpu } from './helpers.js';
 
@@ -22,5 +22,29 @@ describe('benchmark inputs', () => {
       big.dispose();
     }
     small.dispose();
+  });
+
+  it('benchNormalValues are deterministic, finite and normal with the asked standard deviation', () => {
+    const n = 200001;
+    const x = benchNormalValues(n, 3, 7);
+    expect(Array.from(benchNormalValues(11, 3, 7))).toEqual(Array.from(x.subarray(0, 11)));
+    expect(Array.from(benchNormalValues(11, 3, 8))).not.toEqual(Array.from(x.subarray(0, 11)));
+    let sum = 0;
+    let sq = 0;
+    let within1 = 0;
+    let bad = 0;
+    for (const v of x) {
+      if (!Number.isFinite(v)) bad++;
+      sum += v;
+      sq += v * v;
+      if (Math.abs(v) <= 3) within1++;
+    }
+    expect(bad).toBe(0);
+    const mean = sum / n;
+    const sd = Math.sqrt(sq / n - mean * mean);
+    expect(Math.abs(mean)).toBeLessThan(0.03);
+    expect(Math.abs(sd - 3)).toBeLessThan(0.03);
+    // One standard deviation holds 68.27% of a normal distribution (a uniform one would give 57.7% here).
+    expect(Math.abs(within1 / n - 0.6827)).toBeLessThan(0.005);
   });
 });

@@ -16,6 +16,26 @@ export function benchValues(n: number, scale: number, seed: number): Float32Arra
   return out;
 }
 
+/**
+ * Deterministic normal values with standard deviation `sd` (Box-Muller on benchValues' generator): the shape of
+ * a language model's logits, whose largest values stand apart; uniform values crowd at the top instead.
+ */
+export function benchNormalValues(n: number, sd: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  const next = () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return (s + 0.5) / 4294967296; // in (0, 1): log() stays finite
+  };
+  for (let i = 0; i < n; i += 2) {
+    const r = sd * Math.sqrt(-2 * Math.log(next()));
+    const a = 2 * Math.PI * next();
+    out[i] = r * Math.cos(a);
+    if (i + 1 < n) out[i + 1] = r * Math.sin(a);
+  }
+  return out;
+}
+
 export function disposeAll(...ts: Array<Tensor | undefined>): void {
   for (const t of ts) t?.dispose();
 }

@@ -3,7 +3,7 @@ import { sampleTokens } from '../kernels/sampling.js';
 import type { Gpu } from '../runtime/gpu.js';
 import type { Tensor } from '../runtime/tensor.js';
 import type { BenchCase } from './types.js';
-import { benchValues } from './data.js';
+import { benchNormalValues, benchValues } from './data.js';
 import { checkAdamwFirstStep, checkGradNorm, checkSample } from './check-optim.js';
 
 const QWEN_V = 152064;
@@ -100,7 +100,8 @@ function sampleCase(B: number, filter: boolean, sz: 'cpu' | 'gpu'): BenchCase {
     bytes: 4 * B * V,
     size: sz,
     prepare(gpu) {
-      const logits = gpu.tensor([B, V], 'f32', benchValues(B * V, 12, 3));
+      // Normal like torch's side (randn * 3), and like real logits: top-k/top-p settle early on them.
+      const logits = gpu.tensor([B, V], 'f32', benchNormalValues(B * V, 3, 3));
       const ids = gpu.tensor([B], 'i32');
       const logprobs = gpu.tensor([B], 'f32');
       const tempLogprobs = gpu.tensor([B], 'f32');
