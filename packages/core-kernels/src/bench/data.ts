@@ -8,12 +8,15 @@ import { DTYPE_BYTES } from '../runtime/dtype.js';
  */
 export function benchValues(n: number, scale: number, seed: number): Float32Array {
   const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = (s / 4294967296 - 0.5) * scale;
-  }
+  const next = lcg(seed);
+  for (let i = 0; i < n; i++) out[i] = (next() / 4294967296 - 0.5) * scale;
   return out;
+}
+
+/** The generator behind the bench values: a 32-bit linear congruential sequence from `seed`. */
+function lcg(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0);
 }
 
 /**
@@ -22,11 +25,8 @@ export function benchValues(n: number, scale: number, seed: number): Float32Arra
  */
 export function benchNormalValues(n: number, sd: number, seed: number): Float32Array {
   const out = new Float32Array(n);
-  let s = seed >>> 0;
-  const next = () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return (s + 0.5) / 4294967296; // in (0, 1): log() stays finite
-  };
+  const step = lcg(seed);
+  const next = () => (step() + 0.5) / 4294967296; // in (0, 1): log() stays finite
   for (let i = 0; i < n; i += 2) {
     const r = sd * Math.sqrt(-2 * Math.log(next()));
     const a = 2 * Math.PI * next();

@@ -448,6 +448,10 @@ function matmulWgsl(types: CpuMatmulTypes, transA: boolean, aTex: boolean, beta:
     loadB += '}';
   }
   const cType = wgslType(types.c);
+  // C is stored a vec4 at a time (c4) or element by element; store_c takes the accumulators in the same units.
+  const accT = c4 ? 'vec4<f32>' : 'f32';
+  const cElem = c4 ? `vec4<${cType}>` : cType;
+  const biasAt = c4 ? 'vec4<f32>(f32(bias[b]), f32(bias[b + 1u]), f32(bias[b + 2u]), f32(bias[b + 3u]))' : 'f32(bias[b])';
   return /* wgsl */ `enable subgroups;
 ${enableF16([types.a, types.c, types.bias ?? 'f32'])}
 struct P { M: u32, N: u32, kc: u32, lda: u32, ldc: u32, offA: u32, offC: u32, sA: u32, sC: u32, n0: u32,
@@ -456,34 +460,21 @@ struct P { M: u32, N: u32, kc: u32, lda: u32, ldc: u32, offA: u32, offC: u32, sA
 struct Window { v: array<vec4<f32>, ${WINDOW_VEC4}> }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) ${aTex ? 'var A: texture_2d_array<f32>;' : `var<storage, read> A: array<${wgslType(types.a)}>;`}
-@group(0) @binding(2) var<storage, read_write> C: array<${c4 ? `vec4<${cType}>` : cType}>;
+@group(0) @binding(2) var<storage, read_write> C: array<${cElem}>;
 ${types.bias ? `@group(0) @binding(3) var<storage, read> bias: array<${wgslType(types.bias)}>;` : ''}
 ${Array.from({ length: WINDOWS }, (_, w) => `@group(0) @binding(${w + (types.bias ? 4 : 3)}) var<uniform> W${w}: Window;`).join('\n')}
 ${TICKETS.decl(WINDOWS + (types.bias ? 4 : 3))}
 
 // The first dispatch along K applies alpha, beta·C and the bias; later ones (K > 8 windows) add alpha times theirs.
-${
-  c4
-    ? `fn store_c(i: u32, n: u32, acc: vec4<f32>) {
+fn store_c(i: u32, n: u32, acc: ${accT}) {
   var v = p.alpha * acc;
   if (p.first == 1u) {
-    ${beta ? 'v += p.beta * vec4<f32>(C[i]);' : ''}
-    ${types.bias ? 'let b = p.offBias + n; v += vec4<f32>(f32(bias[b]), f32(bias[b + 1u]), f32(bias[b + 2u]), f32(bias[b + 3u]));' : ''}
+    ${beta ? `v += p.beta * ${accT}(C[i]);` : ''}
+    ${types.bias ? `let b = p.offBias + n; v += ${biasAt};` : ''}
   } else {
-    v += vec4<f32>(C[i]);
+    v += ${accT}(C[i]);
   }
-  C[i] = vec4<${cType}>(v);
-}`
-    : `fn store_c(i: u32, n: u32, acc: f32) {
-  var v = p.alpha * acc;
-  if (p.first == 1u) {
-    ${beta ? 'v += p.beta * f32(C[i]);' : ''}
-    ${types.bias ? 'v += f32(bias[p.offBias + n]);' : ''}
-  } else {
-    v += f32(C[i]);
-  }
-  C[i] = ${cType}(v);
-}`
+  C[i] = ${cElem}(v);
 }
 
 @compute @workgroup_size(${LANES})
