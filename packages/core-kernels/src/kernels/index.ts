@@ -12,4 +12,4 @@ export * from './swiglu.js';
 export * from './embedding.js';
 export * from './head.js';
 export * from './adamw.js';
-export * from './sampling.js';
+export { sampleTokens, sampleUniform, type SampleOptions, type SampleResult } from './sampling.js';

@@ -74,16 +74,27 @@ fn uniform01(seed: u32, step: u32, row: u32) -> f32 {
 /**
  * Samples one token per row of logits [B, V] on the GPU, one workgroup per row, without sorting the vocabulary:
  *  1. one pass: max, argmax and sum of exp (online softmax) of z = logits/T;
- *  2. top-k, then top-p: radix select of the threshold over the order-preserving u32 key of z, 4 bits per pass
- *     (up to 8 passes each), with per-bin counts and probability mass reduced over the workgroup; a phase stops
- *     early once its kept set is settled (the chosen bin holds one candidate, or is kept whole): on normally
- *     distributed logits over 152k tokens, top-k 50 then top-p 0.9 took 0.63–0.73x the time of 16 passes on
- *     lavapipe (docs/BENCHMARKS.md);
- *  3. inverse CDF over the kept set {z >= threshold} in index order: per-thread chunk sums, a scan, then the
- *     thread whose chunk holds the draw walks it.
+ *  2. top-k: radix select of the threshold over the order-preserving u32 key of z, 4 bits per pass (up to 8
+ *     passes), with per-bin counts and probability mass reduced over the workgroup; it stops early once the kept
+ *     set is settled (the chosen bin holds one candidate, or is kept whole);
+ *  3. if the kept set fits in the bins' workgroup memory (NB·WG tokens: top-k on, or a small V), one more pass
+ *     gathers it; top-p and the draw then work there: a bitonic sort by value, the nucleus by a scan, a sort back
+ *     to index order and the inverse CDF. On lavapipe, top-k 50 then top-p 0.9 over 152k normal logits took
+ *     0.70–0.74x the time of the passes over the row (docs/BENCHMARKS.md);
+ *  4. otherwise top-p is a radix select over the row as in 2 (by mass, among the top-k), and the inverse CDF
+ *     walks the row's kept set {z >= threshold} in index order: per-thread chunk sums, a scan, then the thread
+ *     whose chunk holds the draw walks it.
  * Masked logits (-inf) have zero mass and are never drawn. A row whose logits are all -inf has undefined output.
  */
 export function sampleTokens(gpu: Gpu, logits: Tensor, opts: SampleOptions = {}): SampleResult {
+  return sampleGathering(gpu, logits, opts, Infinity);
+}
+
+/**
+ * sampleTokens gathering kept sets of at most maxGathered tokens (and at most what the workgroup memory holds);
+ * 0 always takes the passes over the row. Not in the public API: tests compare the two ways.
+ */
+export function sampleGathering(gpu: Gpu, logits: Tensor, opts: SampleOptions, maxGathered: number): SampleResult {
   const op = 'sampleTokens';
   const shapes = `${logits}`;
   if (logits.rank !== 2 || (logits.dtype !== 'f32' && logits.dtype !== 'f16')) {
@@ -111,11 +122,12 @@ export function sampleTokens(gpu: Gpu, logits: Tensor, opts: SampleOptions = {})
 
   const WG = workgroupSize(gpu);
   const lanes = WG / NB;
+  const compactCap = Math.min(maxGathered, NB * WG);
   const t = wgslType(logits.dtype);
   const pipeline = gpu.pipeline(`sample:${logits.dtype}:${WG}`, () => /* wgsl */ `
 ${enableF16([logits.dtype])}
 struct P { rows: u32, v: u32, row0: u32, seed: u32, step: u32, top_k: u32, top_p: f32, temperature: f32, greedy: u32,
-           phases: u32, passes: u32, per_row: u32 }
+           phases: u32, passes: u32, per_row: u32, cap: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> logits: array<${t}>;
 @group(0) @binding(2) var<storage, read> temps: array<f32>;
@@ -137,6 +149,10 @@ var<workgroup> sh_f: f32;
 var<workgroup> sh_prefix: u32;
 var<workgroup> sh_u: u32;
 var<workgroup> sh_done: u32;
+var<workgroup> sh_n: u32;
+var<workgroup> sh_pick: u32;
+var<workgroup> sh_total: f32;
+var<workgroup> sh_count: atomic<u32>;
 
 // Order-preserving map from f32 to u32: a > b as floats iff key(a) > key(b) as integers.
 fn key(z: f32) -> u32 {
@@ -147,6 +163,78 @@ fn key(z: f32) -> u32 {
 var<private> row_base: u32;
 var<private> inv_t: f32;
 fn z_at(i: u32) -> f32 { return f32(logits[row_base + i]) * inv_t; }
+var<private> row_max: f32;
+
+// A kept set of at most NB·WG tokens is gathered into the bins' memory once the top-k pass is done with it:
+// candidate j's logit/T in bin_mass[j], its index in bin_cnt[j]; index NONE pads to a power of two and sorts last.
+fn goes_before(a: u32, b: u32, by_value: bool) -> bool {
+  let ia = bin_cnt[a];
+  let ib = bin_cnt[b];
+  if (by_value && ia != NONE && ib != NONE && bin_mass[a] != bin_mass[b]) { return bin_mass[a] > bin_mass[b]; }
+  return ia < ib;
+}
+
+// Bitonic sort of the first n2 (a power of two) candidates: largest value first (ties by index), or by index.
+fn sort_kept(n2: u32, li: u32, by_value: bool) {
+  for (var k = 2u; k <= n2; k <<= 1u) {
+    for (var j = k >> 1u; j > 0u; j >>= 1u) {
+      for (var t = li; t < n2 / 2u; t += ${WG}u) {
+        let a = ((t & ~(j - 1u)) << 1u) | (t & (j - 1u));
+        let b = a + j;
+        if (select(goes_before(a, b, by_value), goes_before(b, a, by_value), (a & k) == 0u)) {
+          let z = bin_mass[a]; bin_mass[a] = bin_mass[b]; bin_mass[b] = z;
+          let i = bin_cnt[a]; bin_cnt[a] = bin_cnt[b]; bin_cnt[b] = i;
+        }
+      }
+      workgroupBarrier();
+    }
+  }
+}
+
+fn reaches(acc: f32, goal: f32, strict: bool) -> bool { return select(acc >= goal, acc > goal, strict); }
+
+// Over the first n candidates in their order: the first of positive weight where the running sum of exp(z - max)
+// reaches frac of their total (exceeds it, if strict), or the last of positive weight if rounding leaves the sum
+// short. Sets sh_total. Per-thread chunk sums and a serial scan by thread 0, as for the row's inverse CDF.
+fn find_mass(n: u32, frac: f32, strict: bool, li: u32) -> u32 {
+  let chunk = (n + ${WG - 1}u) / ${WG}u;
+  let start = min(li * chunk, n);
+  let end = min(start + chunk, n);
+  var part = 0.0;
+  for (var j = start; j < end; j++) { part += exp(bin_mass[j] - row_max); }
+  red_s[li] = part;
+  workgroupBarrier();
+  if (li == 0u) {
+    var acc = 0.0;
+    for (var j = 0u; j < ${WG}u; j++) { acc += red_s[j]; red_m[j] = acc; }
+    let goal = frac * acc;
+    var owner = NONE;
+    var last = 0u;
+    for (var j = 0u; j < ${WG}u; j++) {
+      if (red_s[j] > 0.0) {
+        last = j;
+        if (owner == NONE && reaches(red_m[j], goal, strict)) { owner = j; }
+      }
+    }
+    sh_u = select(owner, last, owner == NONE);
+    sh_f = goal;
+    sh_total = acc;
+  }
+  workgroupBarrier();
+  if (li == sh_u) {
+    var acc = select(0.0, red_m[li - 1u], li > 0u);
+    var pick = NONE;
+    var last = start;
+    for (var j = start; j < end; j++) {
+      let w = exp(bin_mass[j] - row_max);
+      if (w > 0.0) { last = j; }
+      acc += w;
+      if (w > 0.0 && reaches(acc, sh_f, strict)) { pick = j; break; }
+    }
+    sh_pick = select(pick, last, pick == NONE);
+  }
+  return workgroupUniformLoad(&sh_pick);
+}
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -186,6 +274,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let mx = red_m[0];
   let total_s = red_s[0];
   let amax = red_i[0];
+  row_max = mx;
   workgroupBarrier();
 
   if (greedy) {
@@ -199,7 +288,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   // top reaches the need. Loop bounds come from uniforms so compilers do not unroll them.
   var tau = 0u;
   var kept_mass = total_s;
+  var kept_n = p.v;
+  var compact = false;
   for (var phase = 0u; phase < p.phases; phase++) {
+    // Top-p and the draw on the gathered kept set, when it fits, instead of passes over the row.
+    if (phase == 1u && kept_n <= p.cap) { compact = true; break; }
     let by_count = phase == 0u;
     let on = select((p.top_p < 1.0), (p.top_k > 0u && p.top_k < p.v), by_count);
     if (!on) { continue; }
@@ -263,6 +356,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         above_m = m;
         sh_prefix = (prefix << 4u) | chosen;
         sh_f = m + bsum_m[chosen];
+        sh_n = c + bsum_c[chosen];
         // The kept set is settled once the chosen bin holds one candidate, or is kept whole (top-k reaching k
         // exactly, or the fallback): later passes would only narrow tau down to its lowest candidate.
         let exact_k = by_count && c + bsum_c[chosen] == p.top_k;
@@ -277,6 +371,50 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     tau = prefix;
     kept_mass = workgroupUniformLoad(&sh_f);
+    if (by_count) { kept_n = workgroupUniformLoad(&sh_n); }
+  }
+
+  if (compact) {
+    if (li == 0u) { atomicStore(&sh_count, 0u); }
+    workgroupBarrier();
+    let n = kept_n;
+    for (var i = li; i < p.v; i += ${WG}u) {
+      let z = z_at(i);
+      if (key(z) >= tau) {
+        let slot = atomicAdd(&sh_count, 1u);
+        if (slot < n) { bin_mass[slot] = z; bin_cnt[slot] = i; }
+      }
+    }
+    var n2 = 1u;
+    while (n2 < n) { n2 <<= 1u; }
+    for (var j = n + li; j < n2; j += ${WG}u) { bin_cnt[j] = NONE; }
+    workgroupBarrier();
+    var m = n;
+    if (p.top_p < 1.0) {
+      sort_kept(n2, li, true);
+      // Keep up to the first token whose running mass reaches top_p, and every token tied with it.
+      let q = find_mass(n, p.top_p, false, li);
+      if (li == 0u) {
+        var e = q + 1u;
+        while (e < n && bin_mass[e] == bin_mass[q]) { e++; }
+        sh_n = e;
+      }
+      m = workgroupUniformLoad(&sh_n);
+    }
+    // The draw walks the kept set in index order, as over the row.
+    var m2 = 1u;
+    while (m2 < m) { m2 <<= 1u; }
+    for (var j = m + li; j < m2; j += ${WG}u) { bin_cnt[j] = NONE; }
+    workgroupBarrier();
+    sort_kept(m2, li, false);
+    let pick = find_mass(m, uniform01(p.seed, p.step, row), true, li);
+    if (li == 0u) {
+      let zl = bin_mass[pick] - mx;
+      ids[row] = i32(bin_cnt[pick]);
+      lp[row] = zl - log(sh_total);
+      lp_temp[row] = zl - log(total_s);
+    }
+    return;
   }
 
   // Inverse CDF in index order: contiguous chunk per thread, serial scan of the chunk sums by thread 0.
@@ -347,6 +485,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         .u32(2)
         .u32(8)
         .u32(perRow ? 1 : 0)
+        .u32(compactCap)
         .bytes(),
       bindings: [logits.binding(w.start * bytes, w.count * bytes), perRow ? temp : unusedTemps(gpu), ids, logprobs, tempLogprobs],
       workgroups: gpu.grid(rows),
