@@ -139,11 +139,15 @@ describe('sampleTokens', () => {
     const logits = rng.randn(B * V, 2);
     // Ties: 20 values, ~300 tokens each, so top-k and top-p boundaries fall inside groups of equal logits.
     const ties = Float32Array.from({ length: B * V }, () => Math.floor(rng.uniform() * 20) * 0.21);
+    // 5000 tokens tied at the top: more at the threads' maxima than any workgroup gathers, so top-k takes the
+    // radix passes even for a small k.
+    const crowded = Float32Array.from({ length: B * V }, (_, i) => (i % V < 5000 ? 1 : rng.randn(1)[0] - 3));
     let same = 0;
     let rows = 0;
-    for (const x of [logits, ties]) {
+    for (const x of [logits, ties, crowded]) {
       for (const opts of [
         { temperature: 0.7, topK: 50, topP: 0.9, seed: 1 },
+        { temperature: 0.9, topK: 7, seed: 5 },
         { temperature: 1, topK: 1000, seed: 2 },
         { temperature: 1.3, topK: 1900, topP: 0.6, seed: 3 },
         { temperature: 1, topK: 5000, topP: 0.95, seed: 4 }, // more than any workgroup gathers: passes over the row
@@ -245,6 +249,7 @@ describe('sampleTokens', () => {
     for (const opts of [
       { temperature: 1, seed: 1 },
       { temperature: 0.5, topK: 200, seed: 2 },
+      { temperature: 0.5, topK: 20, topP: 0.9, seed: 4 }, // fewer than 20 threads may see a finite logit
       { temperature: 1, topP: 0.999, seed: 3 },
       { temperature: 0 },
     ]) {

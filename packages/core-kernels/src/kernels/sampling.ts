@@ -73,15 +73,18 @@ fn uniform01(seed: u32, step: u32, row: u32) -> f32 {
 
 /**
  * Samples one token per row of logits [B, V] on the GPU, one workgroup per row, without sorting the vocabulary:
- *  1. one pass: max, argmax and sum of exp (online softmax) of z = logits/T;
- *  2. top-k: radix select of the threshold over the order-preserving u32 key of z, 4 bits per pass (up to 8
- *     passes), with per-bin counts and probability mass reduced over the workgroup; it stops early once the kept
- *     set is settled (the chosen bin holds one candidate, or is kept whole);
- *  3. if the kept set fits in the bins' workgroup memory (NB·WG tokens: top-k on, or a small V), one more pass
- *     gathers it; top-p and the draw then work there: a bitonic sort by value, the nucleus by a scan, a sort back
- *     to index order and the inverse CDF. On lavapipe, top-k 50 then top-p 0.9 over 152k normal logits took
- *     0.70–0.74x the time of the passes over the row (docs/BENCHMARKS.md);
- *  4. otherwise top-p is a radix select over the row as in 2 (by mass, among the top-k), and the inverse CDF
+ *  1. one pass: max, argmax and sum of exp (online softmax) of z = logits/T, and each thread's maximum;
+ *  2. top-k with k <= WG: the k-th largest of the threads' maxima bounds the k-th largest logit from below; one
+ *     pass gathers the tokens at or above it into workgroup memory (the radix bins' NB·WG words; typically a few
+ *     times k tokens), a bitonic sort orders them and top-k keeps the first k and their ties;
+ *  3. otherwise (k > WG, or more tokens at the bound than fit), top-k is a radix select of the threshold over the
+ *     order-preserving u32 key of z, 4 bits per pass (up to 8 passes), with per-bin counts reduced over the
+ *     workgroup; it stops once the kept set is settled (the chosen bin holds one candidate, or is kept whole), and
+ *     one more pass gathers the kept set if it fits (or if V does, top-k or not);
+ *  4. on a gathered set, top-p and the draw read no more of the row: a sort by value, the nucleus by a scan, a
+ *     sort back to index order and the inverse CDF. On lavapipe, top-k 50 then top-p 0.9 over 152k normal logits
+ *     took 0.15x the time of 16 radix passes and a draw over the row (docs/BENCHMARKS.md);
+ *  5. otherwise top-p is a radix select over the row as in 3 (by mass, among the top-k), and the inverse CDF
  *     walks the row's kept set {z >= threshold} in index order: per-thread chunk sums, a scan, then the thread
  *     whose chunk holds the draw walks it.
  * Masked logits (-inf) have zero mass and are never drawn. A row whose logits are all -inf has undefined output.
@@ -153,6 +156,7 @@ var<workgroup> sh_n: u32;
 var<workgroup> sh_pick: u32;
 var<workgroup> sh_total: f32;
 var<workgroup> sh_count: atomic<u32>;
+var<workgroup> sh_lo: atomic<u32>;
 
 // Order-preserving map from f32 to u32: a > b as floats iff key(a) > key(b) as integers.
 fn key(z: f32) -> u32 {
@@ -189,6 +193,49 @@ fn sort_kept(n2: u32, li: u32, by_value: bool) {
       workgroupBarrier();
     }
   }
+}
+
+fn pow2_at_least(n: u32) -> u32 {
+  var q = 1u;
+  while (q < n) { q <<= 1u; }
+  return q;
+}
+
+// Gathers the tokens with key >= lo (the first p.cap of them, in no particular order) and returns how many there
+// are; if they all fit, pads them with NONE to a power of two.
+fn gather(lo: u32, li: u32) -> u32 {
+  if (li == 0u) { atomicStore(&sh_count, 0u); }
+  workgroupBarrier();
+  for (var i = li; i < p.v; i += ${WG}u) {
+    let z = z_at(i);
+    if (key(z) >= lo) {
+      let slot = atomicAdd(&sh_count, 1u);
+      if (slot < p.cap) { bin_mass[slot] = z; bin_cnt[slot] = i; }
+    }
+  }
+  workgroupBarrier();
+  if (li == 0u) { sh_pick = atomicLoad(&sh_count); }
+  let n = workgroupUniformLoad(&sh_pick);
+  if (n <= p.cap) {
+    for (var j = n + li; j < pow2_at_least(n); j += ${WG}u) { bin_cnt[j] = NONE; }
+  }
+  workgroupBarrier();
+  return n;
+}
+
+// A lower bound for the k-th largest key (k <= WG), from the threads' maxima in bin_cnt[0, WG) (0 for a thread
+// that saw no finite logit): the largest maximum that k threads' maxima reach, as each is a distinct token; 0 if
+// fewer than k threads saw one.
+fn kth_max_bound(k: u32, li: u32) -> u32 {
+  if (li == 0u) { atomicStore(&sh_lo, 0u); }
+  workgroupBarrier();
+  let mine = bin_cnt[li];
+  var reach = 0u;
+  for (var t = 0u; t < ${WG}u; t++) { reach += select(0u, 1u, bin_cnt[t] >= mine); }
+  if (mine != 0u && reach >= k) { atomicMax(&sh_lo, mine); }
+  workgroupBarrier();
+  if (li == 0u) { sh_pick = atomicLoad(&sh_lo); }
+  return workgroupUniformLoad(&sh_pick);
 }
 
 fn reaches(acc: f32, goal: f32, strict: bool) -> bool { return select(acc >= goal, acc > goal, strict); }
@@ -258,6 +305,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     else { s += exp(z - m); if (idx == NONE) { idx = i; } }
   }
   red_m[li] = m; red_s[li] = s; red_i[li] = idx;
+  bin_cnt[li] = select(0u, key(m), m > NEG);
   workgroupBarrier();
   for (var k = ${WG / 2}u; k > 0u; k >>= 1u) {
     if (li < k) {
@@ -290,9 +338,32 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   var kept_mass = total_s;
   var kept_n = p.v;
   var compact = false;
-  for (var phase = 0u; phase < p.phases; phase++) {
+  var by_value = false;
+  // Top-k from the tokens at or above a bound that k of the threads' maxima reach: typically a few times k of
+  // them (~100 for k = 50 of 152k), so when they fit they are gathered and sorted instead of radix passes.
+  if (p.top_k > 0u && p.top_k < p.v && p.top_k <= ${WG}u && p.cap > 0u) {
+    let bound = kth_max_bound(p.top_k, li);
+    let n = gather(bound, li);
+    tau = bound; // if they do not fit, the radix passes start from the bound
+    if (n <= p.cap) {
+      sort_kept(pow2_at_least(n), li, true);
+      if (li == 0u) {
+        var e = p.top_k;
+        while (e < n && bin_mass[e] == bin_mass[p.top_k - 1u]) { e++; }
+        sh_n = e;
+      }
+      kept_n = workgroupUniformLoad(&sh_n);
+      compact = true;
+      by_value = true;
+    }
+  }
+  for (var phase = select(0u, p.phases, compact); phase < p.phases; phase++) {
     // Top-p and the draw on the gathered kept set, when it fits, instead of passes over the row.
-    if (phase == 1u && kept_n <= p.cap) { compact = true; break; }
+    if (phase == 1u && kept_n <= p.cap) {
+      compact = true;
+      kept_n = gather(tau, li);
+      break;
+    }
     let by_count = phase == 0u;
     let on = select((p.top_p < 1.0), (p.top_k > 0u && p.top_k < p.v), by_count);
     if (!on) { continue; }
@@ -375,35 +446,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
 
   if (compact) {
-    if (li == 0u) { atomicStore(&sh_count, 0u); }
-    workgroupBarrier();
-    let n = kept_n;
-    for (var i = li; i < p.v; i += ${WG}u) {
-      let z = z_at(i);
-      if (key(z) >= tau) {
-        let slot = atomicAdd(&sh_count, 1u);
-        if (slot < n) { bin_mass[slot] = z; bin_cnt[slot] = i; }
-      }
-    }
-    var n2 = 1u;
-    while (n2 < n) { n2 <<= 1u; }
-    for (var j = n + li; j < n2; j += ${WG}u) { bin_cnt[j] = NONE; }
-    workgroupBarrier();
-    var m = n;
+    var m = kept_n;
     if (p.top_p < 1.0) {
-      sort_kept(n2, li, true);
+      if (!by_value) { sort_kept(pow2_at_least(kept_n), li, true); }
       // Keep up to the first token whose running mass reaches top_p, and every token tied with it.
-      let q = find_mass(n, p.top_p, false, li);
+      let q = find_mass(kept_n, p.top_p, false, li);
       if (li == 0u) {
         var e = q + 1u;
-        while (e < n && bin_mass[e] == bin_mass[q]) { e++; }
+        while (e < kept_n && bin_mass[e] == bin_mass[q]) { e++; }
         sh_n = e;
       }
       m = workgroupUniformLoad(&sh_n);
     }
     // The draw walks the kept set in index order, as over the row.
-    var m2 = 1u;
-    while (m2 < m) { m2 <<= 1u; }
+    let m2 = pow2_at_least(m);
     for (var j = m + li; j < m2; j += ${WG}u) { bin_cnt[j] = NONE; }
     workgroupBarrier();
     sort_kept(m2, li, false);
