@@ -148,6 +148,8 @@ describe('sampleTokens', () => {
       for (const opts of [
         { temperature: 0.7, topK: 50, topP: 0.9, seed: 1 },
         { temperature: 0.9, topK: 7, seed: 5 },
+        { temperature: 0.8, topP: 0.9, seed: 6 }, // a flat nucleus: more mass than the threads' maxima reach
+        { temperature: 0.25, topP: 0.95, seed: 7 }, // a peaked one, within them
         { temperature: 1, topK: 1000, seed: 2 },
         { temperature: 1.3, topK: 1900, topP: 0.6, seed: 3 },
         { temperature: 1, topK: 5000, topP: 0.95, seed: 4 }, // more than any workgroup gathers: passes over the row

@@ -74,19 +74,22 @@ fn uniform01(seed: u32, step: u32, row: u32) -> f32 {
 /**
  * Samples one token per row of logits [B, V] on the GPU, one workgroup per row, without sorting the vocabulary:
  *  1. one pass: max, argmax and sum of exp (online softmax) of z = logits/T, and each thread's maximum;
- *  2. top-k with k <= WG: the k-th largest of the threads' maxima bounds the k-th largest logit from below; one
- *     pass gathers the tokens at or above it into workgroup memory (the radix bins' NB·WG words; typically a few
- *     times k tokens), a bitonic sort orders them and top-k keeps the first k and their ties;
- *  3. otherwise (k > WG, or more tokens at the bound than fit), top-k is a radix select of the threshold over the
- *     order-preserving u32 key of z, 4 bits per pass (up to 8 passes), with per-bin counts reduced over the
- *     workgroup; it stops once the kept set is settled (the chosen bin holds one candidate, or is kept whole), and
- *     one more pass gathers the kept set if it fits (or if V does, top-k or not);
- *  4. on a gathered set, top-p and the draw read no more of the row: a sort by value, the nucleus by a scan, a
- *     sort back to index order and the inverse CDF. On lavapipe, top-k 50 then top-p 0.9 over 152k normal logits
- *     took 0.15x the time of 16 radix passes and a draw over the row (docs/BENCHMARKS.md);
- *  5. otherwise top-p is a radix select over the row as in 3 (by mass, among the top-k), and the inverse CDF
- *     walks the row's kept set {z >= threshold} in index order: per-thread chunk sums, a scan, then the thread
- *     whose chunk holds the draw walks it.
+ *  2. a bound from the threads' maxima (each a distinct token): for top-k with k <= WG, the k-th largest of them
+ *     (at least k tokens reach it); for top-p alone with V > NB·WG, the smallest. One pass gathers the tokens at
+ *     or above it into workgroup memory (the radix bins' NB·WG words; typically a few times k, or WG, tokens) and
+ *     a bitonic sort orders them by value: top-k keeps the first k and their ties; top-p alone succeeds if their
+ *     mass reaches top_p of the row's, the nucleus then being among them;
+ *  3. otherwise (k > WG, more tokens at the bound than fit, or a nucleus wider than the bound), top-k and top-p
+ *     are radix selects of the threshold over the order-preserving u32 key of z, 4 bits per pass (up to 8 passes
+ *     each) with per-bin counts (top-k) or masses (top-p) reduced over the workgroup, each stopping once its kept
+ *     set is settled (the chosen bin holds one candidate, or is kept whole); after top-k, one more pass gathers
+ *     the kept set if it fits (or if V does, top-k or not);
+ *  4. on a gathered set, top-p and the draw read no more of the row: the nucleus by a scan in value order, a sort
+ *     back to index order and the inverse CDF;
+ *  5. otherwise the inverse CDF walks the row's kept set {z >= threshold} in index order: per-thread chunk sums,
+ *     a scan, then the thread whose chunk holds the draw walks it.
+ * On lavapipe, top-k 50 then top-p 0.9 over 152k normal logits takes 0.15–0.18x the time of the radix passes;
+ * top-p 0.9 alone 0.37x at T 0.3 and 1.06x on a flat row whose nucleus the bound misses (docs/BENCHMARKS.md).
  * Masked logits (-inf) have zero mass and are never drawn. A row whose logits are all -inf has undefined output.
  */
 export function sampleTokens(gpu: Gpu, logits: Tensor, opts: SampleOptions = {}): SampleResult {
@@ -238,12 +241,34 @@ fn kth_max_bound(k: u32, li: u32) -> u32 {
   return workgroupUniformLoad(&sh_pick);
 }
 
+// The number of candidates up to q (sorted by value) and every one tied with q, below n.
+fn through_ties(q: u32, n: u32, li: u32) -> u32 {
+  if (li == 0u) {
+    var e = q + 1u;
+    while (e < n && bin_mass[e] == bin_mass[q]) { e++; }
+    sh_n = e;
+  }
+  return workgroupUniformLoad(&sh_n);
+}
+
+// The smallest of the threads' finite maxima: at least as many tokens reach it as threads saw a finite logit.
+fn least_max(li: u32) -> u32 {
+  if (li == 0u) { atomicStore(&sh_lo, NONE); }
+  workgroupBarrier();
+  if (bin_cnt[li] != 0u) { atomicMin(&sh_lo, bin_cnt[li]); }
+  workgroupBarrier();
+  if (li == 0u) { sh_pick = atomicLoad(&sh_lo); }
+  let lo = workgroupUniformLoad(&sh_pick);
+  return select(lo, 0u, lo == NONE);
+}
+
 fn reaches(acc: f32, goal: f32, strict: bool) -> bool { return select(acc >= goal, acc > goal, strict); }
 
 // Over the first n candidates in their order: the first of positive weight where the running sum of exp(z - max)
-// reaches frac of their total (exceeds it, if strict), or the last of positive weight if rounding leaves the sum
-// short. Sets sh_total. Per-thread chunk sums and a serial scan by thread 0, as for the row's inverse CDF.
-fn find_mass(n: u32, frac: f32, strict: bool, li: u32) -> u32 {
+// reaches frac of whole (of their own total if whole is 0; exceeds it, if strict), or the last of positive weight
+// if the sum falls short. Sets sh_total to their total. Per-thread chunk sums and a serial scan by thread 0, as
+// for the row's inverse CDF.
+fn find_mass(n: u32, frac: f32, whole: f32, strict: bool, li: u32) -> u32 {
   let chunk = (n + ${WG - 1}u) / ${WG}u;
   let start = min(li * chunk, n);
   let end = min(start + chunk, n);
@@ -254,7 +279,7 @@ fn find_mass(n: u32, frac: f32, strict: bool, li: u32) -> u32 {
   if (li == 0u) {
     var acc = 0.0;
     for (var j = 0u; j < ${WG}u; j++) { acc += red_s[j]; red_m[j] = acc; }
-    let goal = frac * acc;
+    let goal = frac * select(acc, whole, whole > 0.0);
     var owner = NONE;
     var last = 0u;
     for (var j = 0u; j < ${WG}u; j++) {
@@ -339,22 +364,34 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   var kept_n = p.v;
   var compact = false;
   var by_value = false;
+  var nucleus = false;
   // Top-k from the tokens at or above a bound that k of the threads' maxima reach: typically a few times k of
   // them (~100 for k = 50 of 152k), so when they fit they are gathered and sorted instead of radix passes.
-  if (p.top_k > 0u && p.top_k < p.v && p.top_k <= ${WG}u && p.cap > 0u) {
+  let top_k_on = p.top_k > 0u && p.top_k < p.v;
+  if (top_k_on && p.top_k <= ${WG}u && p.cap > 0u) {
     let bound = kth_max_bound(p.top_k, li);
     let n = gather(bound, li);
     tau = bound; // if they do not fit, the radix passes start from the bound
     if (n <= p.cap) {
       sort_kept(pow2_at_least(n), li, true);
-      if (li == 0u) {
-        var e = p.top_k;
-        while (e < n && bin_mass[e] == bin_mass[p.top_k - 1u]) { e++; }
-        sh_n = e;
-      }
-      kept_n = workgroupUniformLoad(&sh_n);
+      kept_n = through_ties(p.top_k - 1u, n, li);
       compact = true;
       by_value = true;
+    }
+  } else if (!top_k_on && p.top_p < 1.0 && p.v > p.cap && p.cap > 0u) {
+    // Top-p alone: the tokens at or above the smallest thread maximum (a few times WG of them on typical rows)
+    // hold the nucleus if their mass reaches top_p of the row's. If not, the radix passes find it.
+    let n = gather(least_max(li), li);
+    if (n <= p.cap) {
+      sort_kept(pow2_at_least(n), li, true);
+      let q = find_mass(n, p.top_p, total_s, false, li);
+      if (li == 0u) { sh_u = select(0u, 1u, sh_total >= p.top_p * total_s * 1.00001); }
+      if (workgroupUniformLoad(&sh_u) != 0u) {
+        kept_n = through_ties(q, n, li);
+        compact = true;
+        by_value = true;
+        nucleus = true;
+      }
     }
   }
   for (var phase = select(0u, p.phases, compact); phase < p.phases; phase++) {
@@ -365,7 +402,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       break;
     }
     let by_count = phase == 0u;
-    let on = select((p.top_p < 1.0), (p.top_k > 0u && p.top_k < p.v), by_count);
+    let on = select((p.top_p < 1.0), top_k_on, by_count);
     if (!on) { continue; }
     let need = select(p.top_p * kept_mass, f32(p.top_k), by_count);
     let lo = tau;
@@ -447,23 +484,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
   if (compact) {
     var m = kept_n;
-    if (p.top_p < 1.0) {
+    if (p.top_p < 1.0 && !nucleus) {
       if (!by_value) { sort_kept(pow2_at_least(kept_n), li, true); }
       // Keep up to the first token whose running mass reaches top_p, and every token tied with it.
-      let q = find_mass(kept_n, p.top_p, false, li);
-      if (li == 0u) {
-        var e = q + 1u;
-        while (e < kept_n && bin_mass[e] == bin_mass[q]) { e++; }
-        sh_n = e;
-      }
-      m = workgroupUniformLoad(&sh_n);
+      m = through_ties(find_mass(kept_n, p.top_p, 0.0, false, li), kept_n, li);
     }
     // The draw walks the kept set in index order, as over the row.
     let m2 = pow2_at_least(m);
     for (var j = m + li; j < m2; j += ${WG}u) { bin_cnt[j] = NONE; }
     workgroupBarrier();
     sort_kept(m2, li, false);
-    let pick = find_mass(m, uniform01(p.seed, p.step, row), true, li);
+    let pick = find_mass(m, uniform01(p.seed, p.step, row), 0.0, true, li);
     if (li == 0u) {
       let zl = bin_mass[pick] - mx;
       ids[row] = i32(bin_cnt[pick]);
