@@ -91,12 +91,25 @@ function normCase(name: string, shapes: number[][], sz: 'cpu' | 'gpu'): BenchCas
   };
 }
 
-function sampleCase(B: number, filter: boolean, sz: 'cpu' | 'gpu'): BenchCase {
+const SAMPLE_FILTERS = {
+  none: { opts: {}, torch: 's=torch.multinomial(torch.softmax(l/0.7,-1),1)' },
+  'top-k=50 top-p=0.9': {
+    opts: { topK: 50, topP: 0.9 },
+    torch: 'v,ix=torch.topk(l/0.7,50,-1); pr=torch.softmax(v,-1); c=pr.cumsum(-1); pr[(c-pr)>0.9]=0; s=ix.gather(-1,torch.multinomial(pr,1))',
+  },
+  // Hugging Face's way: sort the whole row.
+  'top-p=0.9': {
+    opts: { topP: 0.9 },
+    torch: 'v,ix=torch.sort(l/0.7,-1,descending=True); pr=torch.softmax(v,-1); c=pr.cumsum(-1); pr[(c-pr)>0.9]=0; s=ix.gather(-1,torch.multinomial(pr,1))',
+  },
+};
+
+function sampleCase(B: number, filter: keyof typeof SAMPLE_FILTERS, sz: 'cpu' | 'gpu'): BenchCase {
   const V = QWEN_V;
-  const opts = filter ? { temperature: 0.7, topK: 50, topP: 0.9 } : { temperature: 0.7 };
+  const opts = { temperature: 0.7, ...SAMPLE_FILTERS[filter].opts };
   return {
     family: 'optim',
-    name: `sample B=${B} V=${V} T=0.7${filter ? ' top-k=50 top-p=0.9' : ''}`,
+    name: `sample B=${B} V=${V} T=0.7${filter === 'none' ? '' : ` ${filter}`}`,
     bytes: 4 * B * V,
     size: sz,
     prepare(gpu) {
@@ -116,9 +129,7 @@ function sampleCase(B: number, filter: boolean, sz: 'cpu' | 'gpu'): BenchCase {
     },
     torch: {
       setup: `l=torch.randn(${B},${V},device=dev)*3`,
-      run: filter
-        ? 'v,ix=torch.topk(l/0.7,50,-1); pr=torch.softmax(v,-1); c=pr.cumsum(-1); pr[(c-pr)>0.9]=0; s=ix.gather(-1,torch.multinomial(pr,1))'
-        : 's=torch.multinomial(torch.softmax(l/0.7,-1),1)',
+      run: SAMPLE_FILTERS[filter].torch,
     },
   };
 }
@@ -129,10 +140,12 @@ export const optimBenches: BenchCase[] = [
   adamwCase('LoRA r=16 all linears 7B', loraShapes(28), 'gpu'),
   normCase('LoRA r=16 one 7B layer', loraShapes(1), 'cpu'),
   normCase('LoRA r=16 all linears 7B', loraShapes(28), 'gpu'),
-  sampleCase(1, false, 'cpu'),
-  sampleCase(1, true, 'cpu'),
-  sampleCase(1, false, 'gpu'),
-  sampleCase(1, true, 'gpu'),
-  sampleCase(16, false, 'gpu'),
-  sampleCase(16, true, 'gpu'),
+  sampleCase(1, 'none', 'cpu'),
+  sampleCase(1, 'top-k=50 top-p=0.9', 'cpu'),
+  sampleCase(1, 'top-p=0.9', 'cpu'),
+  sampleCase(1, 'none', 'gpu'),
+  sampleCase(1, 'top-k=50 top-p=0.9', 'gpu'),
+  sampleCase(1, 'top-p=0.9', 'gpu'),
+  sampleCase(16, 'none', 'gpu'),
+  sampleCase(16, 'top-k=50 top-p=0.9', 'gpu'),
 ];
