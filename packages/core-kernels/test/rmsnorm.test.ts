@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { ShapeError, add, roundToF16, type DType, type Gpu } from '../src/index.js';
-import { rmsnorm, rmsnormBackward } from '../src/kernels/rmsnorm.js';
+import { rmsnorm, rmsnormBackward, type RmsNormPath } from '../src/kernels/rmsnorm.js';
 import { rmsnormBackwardRef, rmsnormRef } from '../src/reference/rmsnorm.js';
 import { Rng, checkDirectional, dot, expectClose, freshGpu, testGpu } from './helpers.js';
 
@@ -10,18 +10,18 @@ const f64 = (a: ArrayLike<number>) => Float64Array.from(a) as unknown as Float32
 const round = (dt: DType, a: Float32Array) => (dt === 'f16' ? roundToF16(a) : a);
 
 /** Forward and backward of one shape against the float64 reference (inputs rounded as stored). */
-async function checkCase(gpu: Gpu, rng: Rng, rows: number, h: number, xdt: F, wdt: F, eps = 1e-6): Promise<void> {
+async function checkCase(gpu: Gpu, rng: Rng, rows: number, h: number, xdt: F, wdt: F, eps = 1e-6, path?: RmsNormPath): Promise<void> {
   const x = round(xdt, rng.randn(rows * h));
   const w = round(wdt, rng.randn(h, 0.5).map((v) => v + 1));
   const dy = round(xdt, rng.randn(rows * h));
   const half = xdt === 'f16' || wdt === 'f16';
   const tol = half ? { atol: 3e-3, rtol: 3e-3 } : { atol: 2e-5, rtol: 2e-5 };
-  const what = `rows=${rows} h=${h} x=${xdt} w=${wdt} ${gpu.variants.reduction}`;
+  const what = `rows=${rows} h=${h} x=${xdt} w=${wdt} ${gpu.variants.reduction} ${path ?? 'default path'}`;
   const tx = gpu.tensor([rows, h], xdt, x);
   const tw = gpu.tensor([h], wdt, w);
   const tdy = gpu.tensor([rows, h], xdt, dy);
-  const { y, rstd } = rmsnorm(gpu, tx, tw, { eps });
-  const { dx, dw } = rmsnormBackward(gpu, tdy, tx, tw, rstd);
+  const { y, rstd } = rmsnorm(gpu, tx, tw, { eps, path });
+  const { dx, dw } = rmsnormBackward(gpu, tdy, tx, tw, rstd, { path });
   const ref = rmsnormRef(x, w, h, eps);
   const bref = rmsnormBackwardRef(dy, x, w, h, eps);
   expect(y.dtype).toBe(xdt);
@@ -39,16 +39,20 @@ const SHAPES: Array<[number, number]> = [
   [7, 17],
   [2, 33],
   [70, 130],
+  [70, 128], // vec4 rows, more of them than a CPU adapter's grid has workgroups
   [2, 3584],
   [1, 513],
 ];
 
 describe('rmsnorm', () => {
-  it('matches the float64 reference over awkward shapes (f32, both reduction variants)', async () => {
+  it('matches the float64 reference over awkward shapes (f32, both reduction variants, both paths)', async () => {
     const gpus: Gpu[] = [await testGpu(), await freshGpu({ disableFeatures: ['subgroups'] })];
     expect(gpus[1].variants.reduction).toBe('workgroup');
     const rng = new Rng(11);
     for (const gpu of gpus) for (const [rows, h] of SHAPES) await checkCase(gpu, rng, rows, h, 'f32', 'f32');
+    // The default is cpu-lanes on lavapipe: the workgroup kernel with subgroup reductions, as GPUs run it.
+    for (const [rows, h] of SHAPES) await checkCase(gpus[0], rng, rows, h, 'f32', 'f32', 1e-6, 'workgroup');
+    expect(() => rmsnorm(gpus[1], gpus[1].tensor([1, 4], 'f32'), gpus[1].tensor([4], 'f32'), { path: 'cpu-lanes' })).toThrowError(/needs subgroups/);
     gpus[1].destroy();
   });
 
@@ -56,8 +60,28 @@ describe('rmsnorm', () => {
     const gpu = await testGpu();
     const rng = new Rng(12);
     for (const [xdt, wdt] of [['f16', 'f16'], ['f16', 'f32'], ['f32', 'f16']] as Array<[F, F]>) {
-      for (const [rows, h] of [[3, 17], [4, 130], [2, 3584]]) await checkCase(gpu, rng, rows, h, xdt, wdt);
+      for (const [rows, h] of [[3, 17], [4, 130], [2, 3584], [66, 64]]) {
+        await checkCase(gpu, rng, rows, h, xdt, wdt);
+        await checkCase(gpu, rng, rows, h, xdt, wdt, 1e-6, 'workgroup');
+      }
     }
+  });
+
+  it('reads rows that do not start on a vec4 element by element', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(17);
+    const [rows, h] = [9, 64];
+    const x = rng.randn(rows * h + 1);
+    const dy = rng.randn(rows * h + 1);
+    const w = rng.randn(h, 0.5).map((v) => v + 1);
+    // Element 1 on: whole rows of 64, but each starts 4 bytes past a vec4.
+    const view = (a: Float32Array) => gpu.tensor([rows * h + 1], 'f32', a).rows(1, rows * h).reshape([rows, h]);
+    const tw = gpu.tensor([h], 'f32', w);
+    const { y, rstd } = rmsnorm(gpu, view(x), tw);
+    const { dx } = rmsnormBackward(gpu, view(dy), view(x), tw, rstd);
+    const ref = rmsnormRef(x.subarray(1), w, h, 1e-6);
+    expectClose(await y.read(), ref.y, { atol: 2e-5, rtol: 2e-5 }, 'y of offset rows');
+    expectClose(await dx.read(), rmsnormBackwardRef(dy.subarray(1), x.subarray(1), w, h, 1e-6).dx, { atol: 2e-5, rtol: 2e-5 }, 'dx of offset rows');
   });
 
   it('stays finite for rows of zeros and large values', async () => {
@@ -118,7 +142,8 @@ describe('rmsnorm', () => {
     const rng = new Rng(16);
     for (const gpu of gpus) {
       // Rows of 3584 f32 do not fit the 4 KiB bindings.
-      const shapes = [[7, 17, 'f32'], [40, 33, 'f32'], [5, 130, 'f16'], ...(gpu === gpus[0] ? [[2, 3584, 'f32']] : [])] as Array<[number, number, F]>;
+      // [30, 36]: vec4 rows of 144 bytes, so windows start inside an aligned binding (skip > 0).
+      const shapes = [[7, 17, 'f32'], [40, 33, 'f32'], [5, 130, 'f16'], [30, 36, 'f32'], ...(gpu === gpus[0] ? [[2, 3584, 'f32']] : [])] as Array<[number, number, F]>;
       for (const [rows, h, dt] of shapes) {
         const what = `rows=${rows} h=${h} ${dt} maxBinding=${gpu.maxBinding}`;
         const x = round(dt, rng.randn(rows * h));

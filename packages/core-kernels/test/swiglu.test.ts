@@ -49,7 +49,26 @@ describe('swiglu', () => {
     const gpu = await testGpu();
     const rng = new Rng(32);
     for (const dt of ['f32', 'f16'] as F[]) {
-      for (const [rows, inner] of [[1, 1], [3, 3], [5, 17], [2, 130], [2, 18944]]) await checkFused(gpu, rng, rows, inner, dt);
+      // The last two hold more items than a CPU adapter's grid has invocations (CPU_STRIDE_WORKGROUPS · 256), so an
+      // invocation's row and column advance, and wrap, across its loop: as vec4s (I % 4 = 0), then element by element.
+      for (const [rows, inner] of [[1, 1], [3, 3], [5, 17], [2, 130], [2, 18944], [25, 3000], [7, 2999]]) await checkFused(gpu, rng, rows, inner, dt);
+    }
+  });
+
+  it('reads views that do not start on a vec4 element by element', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(23);
+    for (const dt of ['f32', 'f16'] as F[]) {
+      const n = 4096;
+      const g = round(dt, rng.randn(n + 1, 2));
+      const u = round(dt, rng.randn(n + 1));
+      // Element 1 on: n is a multiple of 4, but the views' first elements sit 1 element past a vec4.
+      const [tg, tu] = [gpu.tensor([n + 1], dt, g).rows(1, n), gpu.tensor([n + 1], dt, u).rows(1, n)];
+      expectClose(await swiglu(gpu, tg, tu).read(), swigluRef(g.subarray(1), u.subarray(1)), tolOf(dt), `offset view ${dt}`);
+      const gu = round(dt, rng.randn(3 * 2 * 8, 2));
+      const rows = gpu.tensor([3, 16], dt, gu).rows(1, 2); // 16 elements in: aligned for vec4 items
+      const { gate, up } = splitGateUp(gu.subarray(16), 8);
+      expectClose(await swiglu(gpu, rows).read(), swigluRef(gate, up), tolOf(dt), `fused rows view ${dt}`);
     }
   });
 

@@ -3,7 +3,7 @@ import { Params } from '../runtime/params.js';
 import { ShapeError } from '../runtime/errors.js';
 import type { Tensor } from '../runtime/tensor.js';
 import type { DType } from '../runtime/dtype.js';
-import { LINEAR_WORKGROUP, enableF16, wgslType } from './wgsl.js';
+import { enableF16, strideGrid, strideLoop, wgslType } from './wgsl.js';
 
 const WG = 256;
 
@@ -16,20 +16,21 @@ export function add<D extends DType>(gpu: Gpu, a: Tensor<D>, b: Tensor<D>, out?:
   if (a.size !== b.size || a.dtype !== b.dtype) throw new ShapeError('add needs equal sizes and dtypes', { op: 'add', shapes });
   const y = out ?? gpu.tensor(a.shape, a.dtype, undefined, 'add');
   if (y.size !== a.size || y.dtype !== a.dtype) throw new ShapeError('add output mismatch', { op: 'add', shapes: `${shapes} -> ${y}` });
-  const t = wgslType(a.dtype);
-  const pipeline = gpu.pipeline(`add:${a.dtype}`, () => /* wgsl */ `
+  // vec4 items where the size allows (windows then hold whole vec4s): on llvmpipe each storage access is a loop over
+  // the lanes, so a vec4 shares it among 4 elements.
+  const vec = a.size % 4 === 0 ? 4 : 1;
+  const t = vec === 4 ? `vec4<${wgslType(a.dtype)}>` : wgslType(a.dtype);
+  const pipeline = gpu.pipeline(`add:${a.dtype}:${vec}`, () => /* wgsl */ `
 ${enableF16([a.dtype])}
 struct P { n: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> a: array<${t}>;
 @group(0) @binding(2) var<storage, read> b: array<${t}>;
 @group(0) @binding(3) var<storage, read_write> y: array<${t}>;
-${LINEAR_WORKGROUP}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-  let i = linear_wg(wid, nwg) * ${WG}u + li;
-  if (i < p.n) { y[i] = a[i] + b[i]; }
+  ${strideLoop(WG, 'i', 'p.n')} { y[i] = a[i] + b[i]; }
 }`);
   const bytes = a.byteLength / a.size;
   // Tensors over the binding limit run window by window.
@@ -39,9 +40,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       op: 'add',
       shapes,
       pipeline,
-      params: new Params().u32(w.count).bytes(),
+      params: new Params().u32(w.count / vec).bytes(),
       bindings: [a.binding(start, len), b.binding(start, len), y.binding(start, len)],
-      workgroups: gpu.grid(Math.ceil(w.count / WG)),
+      workgroups: strideGrid(gpu, w.count / vec, WG),
     });
   }
   return y;

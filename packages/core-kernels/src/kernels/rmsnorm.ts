@@ -3,7 +3,8 @@ import { rowBinding, rowWindows } from '../runtime/windows.js';
 import { Params } from '../runtime/params.js';
 import { ShapeError } from '../runtime/errors.js';
 import type { Tensor } from '../runtime/tensor.js';
-import { LINEAR_WORKGROUP, enableF16, wgslType } from './wgsl.js';
+import { LINEAR_WORKGROUP, enableF16, strideGrid, wgslType } from './wgsl.js';
+import { CPU_LANES, cpuLanesUnfit } from './cpu-lanes.js';
 
 /** Threads per workgroup for one row of length h: small rows (per-head q/k norms) waste fewer idle threads. */
 function rowWorkgroup(h: number): number {
@@ -52,6 +53,32 @@ function reduceBuiltins(subgroup: boolean): { decl: string; args: string } {
     : { decl: '', args: '0u, 1u' };
 }
 
+/**
+ * Which kernel runs the rows: 'workgroup' (one workgroup per row, reduced through workgroup memory or subgroups),
+ * or 'cpu-lanes' (one 8-lane subgroup per workgroup looping over rows, vec4 loads where the layout allows, the sum
+ * by subgroupAdd with no barrier): on llvmpipe a workgroup costs microseconds and a barrier switches coroutines.
+ */
+export type RmsNormPath = 'workgroup' | 'cpu-lanes';
+
+function rmsnormPath(gpu: Gpu, asked: RmsNormPath | undefined, op: string): RmsNormPath {
+  const unfit = gpu.variants.reduction !== 'subgroup' ? 'needs subgroups' : cpuLanesUnfit(gpu);
+  if (asked === 'cpu-lanes' && unfit) throw new ShapeError(`the cpu-lanes path ${unfit}`, { op, shapes: '' });
+  return asked ?? (gpu.softwareAdapter && !unfit ? 'cpu-lanes' : 'workgroup');
+}
+
+/** vec4 loads of rows of h elements: h a multiple of 4 and every tensor's rows starting on a vec4. */
+function rowVec(h: number, ts: Tensor[]): 1 | 4 {
+  return h % 4 === 0 && ts.every((t) => t.byteOffset % (4 * (t.dtype === 'f16' ? 2 : 4)) === 0) ? 4 : 1;
+}
+
+/** The vector type of a row item and a cast of one to f32 math. */
+function itemTypes(dtype: string, vec: number): { t: string; f: string } {
+  return vec === 4 ? { t: `vec4<${wgslType(dtype)}>`, f: 'vec4<f32>' } : { t: wgslType(dtype), f: 'f32' };
+}
+
+/** Workgroups of the cpu-lanes path: a grid-stride loop over rows, one subgroup each. */
+const cpuRowGrid = (gpu: Gpu, rows: number) => strideGrid(gpu, rows, 1);
+
 function checkFloat(op: string, shapes: string, ...ts: Tensor[]): void {
   for (const t of ts) {
     if (t.dtype !== 'f32' && t.dtype !== 'f16') throw new ShapeError(`${op} needs f32 or f16 tensors, got ${t}`, { op, shapes });
@@ -75,6 +102,8 @@ export interface RmsNormOptions {
   residual?: Tensor;
   /** Output for `sum` (with `residual`): x's shape and dtype, none of x, r or y. */
   sum?: Tensor;
+  /** The kernel (RmsNormPath); by default cpu-lanes on a CPU adapter with 8-lane subgroups, else workgroup. */
+  path?: RmsNormPath;
 }
 
 /**
@@ -109,6 +138,10 @@ export function rmsnorm(gpu: Gpu, x: Tensor, w: Tensor, opts: RmsNormOptions = {
   const rstd = gpu.tensor(x.shape.slice(0, -1), 'f32', undefined, op);
   if (rows === 0) return { y, rstd, ...(sum ? { sum } : {}) };
 
+  if (rmsnormPath(gpu, opts.path, op) === 'cpu-lanes') {
+    cpuRmsnorm(gpu, op, shapes, x, w, y, rstd, eps, r, sum);
+    return { y, rstd, ...(sum ? { sum } : {}) };
+  }
   const wg = rowWorkgroup(h);
   const sub = gpu.variants.reduction === 'subgroup';
   const b = reduceBuiltins(sub);
@@ -177,6 +210,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 export interface RmsNormBackwardOptions {
   /** Compute dw (default true). Frozen norm weights (LoRA) skip the reduction over rows. */
   dw?: boolean;
+  /** The kernel for dx (RmsNormPath), as for rmsnorm. */
+  path?: RmsNormPath;
 }
 
 /**
@@ -204,6 +239,15 @@ export function rmsnormBackward(
   const wantDw = opts.dw ?? true;
   if (rows === 0) return { dx, dw: wantDw ? gpu.zeros([h], 'f32', op) : undefined };
 
+  const wins = rowWindows(gpu, rows, h * 4, op);
+  if (rmsnormPath(gpu, opts.path, op) === 'cpu-lanes') cpuRmsnormBackward(gpu, op, shapes, dy, x, w, rstd, dx, wins);
+  else workgroupRmsnormBackward(gpu, op, shapes, dy, x, w, rstd, dx, wins);
+  if (!wantDw) return { dx, dw: undefined };
+  return { dx, dw: columnSumScaled(gpu, dy, x, rstd, rows, h, wins, op, shapes) };
+}
+
+function workgroupRmsnormBackward(gpu: Gpu, op: string, shapes: string, dy: Tensor, x: Tensor, w: Tensor, rstd: Tensor, dx: Tensor, wins: ElementWindow[]): void {
+  const h = x.shape[x.rank - 1];
   const wg = rowWorkgroup(h);
   const sub = gpu.variants.reduction === 'subgroup';
   const b = reduceBuiltins(sub);
@@ -233,7 +277,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     dx[p.sdx + o + j] = ${tx}(r * f32(dy[p.sdy + o + j]) * f32(w[j]) - c * f32(x[p.sx + o + j]));
   }
 }`);
-  const wins = rowWindows(gpu, rows, h * 4, op);
   for (const win of wins) {
     const [bdy, bx, br, bdx] = [rowBinding(dy, win.start, win.count, h), rowBinding(x, win.start, win.count, h), rowBinding(rstd, win.start, win.count, 1), rowBinding(dx, win.start, win.count, h)];
     gpu.dispatch({
@@ -245,8 +288,114 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       workgroups: gpu.grid(win.count),
     });
   }
-  if (!wantDw) return { dx, dw: undefined };
-  return { dx, dw: columnSumScaled(gpu, dy, x, rstd, rows, h, wins, op, shapes) };
+}
+
+/** rmsnorm's rows on the cpu-lanes path (RmsNormPath). */
+function cpuRmsnorm(gpu: Gpu, op: string, shapes: string, x: Tensor, w: Tensor, y: Tensor, rstd: Tensor, eps: number, r?: Tensor, sum?: Tensor): void {
+  const h = x.shape[x.rank - 1];
+  const vec = rowVec(h, [x, w, y, ...(r && sum ? [r, sum] : [])]);
+  const [X, W] = [itemTypes(x.dtype, vec), itemTypes(w.dtype, vec)];
+  // With a residual, each lane stores its items of s = x + r in the first loop and reads them back in the second.
+  const input = r ? 's' : 'x';
+  const pipeline = gpu.pipeline(`rmsnorm-cpu:${x.dtype}:${w.dtype}:${vec}${r ? ':residual' : ''}`, () => /* wgsl */ `
+${enableF16([x.dtype, w.dtype])}enable subgroups;
+struct P { rows: u32, h: u32, eps: f32, sx: u32, sy: u32, sr: u32, sres: u32, ss: u32, items: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> x: array<${X.t}>;
+@group(0) @binding(2) var<storage, read> w: array<${W.t}>;
+@group(0) @binding(3) var<storage, read_write> y: array<${X.t}>;
+@group(0) @binding(4) var<storage, read_write> rstd: array<f32>;
+${r ? `@group(0) @binding(5) var<storage, read> res: array<${X.t}>;
+@group(0) @binding(6) var<storage, read_write> s: array<${X.t}>;` : ''}
+@compute @workgroup_size(${CPU_LANES})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+  for (var row = wid.x + wid.y * nwg.x; row < p.rows; row += nwg.x * nwg.y) {
+    let xo = p.sx + row * p.items;
+    ${r ? `let ro = p.sres + row * p.items;
+    let so = p.ss + row * p.items;` : 'let so = xo;'}
+    var ss = 0.0;
+    for (var j = li; j < p.items; j += ${CPU_LANES}u) {
+      ${r ? `s[so + j] = ${X.t}(${X.f}(x[xo + j]) + ${X.f}(res[ro + j]));` : ''}
+      let v = ${X.f}(${input}[so + j]);
+      ss += ${vec === 4 ? 'dot(v, v)' : 'v * v'};
+    }
+    let rs = inverseSqrt(subgroupAdd(ss) / f32(p.h) + p.eps);
+    if (li == 0u) { rstd[p.sr + row] = rs; }
+    let yo = p.sy + row * p.items;
+    for (var j = li; j < p.items; j += ${CPU_LANES}u) { y[yo + j] = ${X.t}(${X.f}(${input}[so + j]) * rs * ${W.f}(w[j])); }
+  }
+}`);
+  const rows = x.size / h;
+  for (const win of rowWindows(gpu, rows, h * 4, op)) {
+    const bx = rowBinding(x, win.start, win.count, h);
+    const by = rowBinding(y, win.start, win.count, h);
+    const br = rowBinding(rstd as Tensor, win.start, win.count, 1);
+    const bres = r ? rowBinding(r, win.start, win.count, h) : undefined;
+    const bs = sum ? rowBinding(sum, win.start, win.count, h) : undefined;
+    gpu.dispatch({
+      op,
+      shapes,
+      pipeline,
+      params: new Params()
+        .u32(win.count)
+        .u32(h)
+        .f32(eps)
+        .u32(bx.skip / vec)
+        .u32(by.skip / vec)
+        .u32(br.skip)
+        .u32((bres?.skip ?? 0) / vec)
+        .u32((bs?.skip ?? 0) / vec)
+        .u32(h / vec)
+        .bytes(),
+      bindings: [bx.binding, w, by.binding, br.binding, ...(bres && bs ? [bres.binding, bs.binding] : [])],
+      workgroups: cpuRowGrid(gpu, win.count),
+    });
+  }
+}
+
+/** rmsnormBackward's dx on the cpu-lanes path (RmsNormPath). */
+function cpuRmsnormBackward(gpu: Gpu, op: string, shapes: string, dy: Tensor, x: Tensor, w: Tensor, rstd: Tensor, dx: Tensor, wins: ElementWindow[]): void {
+  const h = x.shape[x.rank - 1];
+  const vec = rowVec(h, [dy, x, w, dx]);
+  const [D, X, W] = [itemTypes(dy.dtype, vec), itemTypes(x.dtype, vec), itemTypes(w.dtype, vec)];
+  const pipeline = gpu.pipeline(`rmsnorm_bwd-cpu:${dy.dtype}:${x.dtype}:${w.dtype}:${vec}`, () => /* wgsl */ `
+${enableF16([dy.dtype, x.dtype, w.dtype])}enable subgroups;
+struct P { rows: u32, h: u32, sdy: u32, sx: u32, sdx: u32, sr: u32, items: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> dy: array<${D.t}>;
+@group(0) @binding(2) var<storage, read> x: array<${X.t}>;
+@group(0) @binding(3) var<storage, read> w: array<${W.t}>;
+@group(0) @binding(4) var<storage, read> rstd: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dx: array<${X.t}>;
+@compute @workgroup_size(${CPU_LANES})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+  for (var row = wid.x + wid.y * nwg.x; row < p.rows; row += nwg.x * nwg.y) {
+    let o = row * p.items;
+    var s = 0.0;
+    for (var j = li; j < p.items; j += ${CPU_LANES}u) {
+      let t = ${D.f}(dy[p.sdy + o + j]) * ${W.f}(w[j]) * ${X.f}(x[p.sx + o + j]);
+      s += ${vec === 4 ? 't.x + t.y + t.z + t.w' : 't'};
+    }
+    let r = rstd[p.sr + row];
+    let c = subgroupAdd(s) * r * r * r / f32(p.h);
+    for (var j = li; j < p.items; j += ${CPU_LANES}u) {
+      dx[p.sdx + o + j] = ${X.t}(r * ${D.f}(dy[p.sdy + o + j]) * ${W.f}(w[j]) - c * ${X.f}(x[p.sx + o + j]));
+    }
+  }
+}`);
+  for (const win of wins) {
+    const [bdy, bx, br, bdx] = [rowBinding(dy, win.start, win.count, h), rowBinding(x, win.start, win.count, h), rowBinding(rstd, win.start, win.count, 1), rowBinding(dx, win.start, win.count, h)];
+    gpu.dispatch({
+      op,
+      shapes,
+      pipeline,
+      params: new Params().u32(win.count).u32(h).u32(bdy.skip / vec).u32(bx.skip / vec).u32(bdx.skip / vec).u32(br.skip).u32(h / vec).bytes(),
+      bindings: [bdy.binding, bx.binding, w, br.binding, bdx.binding],
+      workgroups: cpuRowGrid(gpu, win.count),
+    });
+  }
 }
 
 /** Rows per partial sum of dw: enough chunks to fill the GPU, few enough to keep the partials small. */

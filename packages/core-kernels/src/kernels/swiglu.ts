@@ -3,15 +3,12 @@ import { Params } from '../runtime/params.js';
 import { ShapeError } from '../runtime/errors.js';
 import type { Tensor } from '../runtime/tensor.js';
 import { shapeSize } from '../runtime/dtype.js';
-import { LINEAR_WORKGROUP, enableF16, wgslType } from './wgsl.js';
+import { enableF16, strideGrid, wgslType } from './wgsl.js';
 import { rowBinding, rowWindows } from '../runtime/windows.js';
 
 const WG = 256;
 
-/** silu(g) = g·σ(g). exp overflows to inf for g < −88, which gives σ = 0 and silu = −0: no NaN. */
-const SIGMOID = /* wgsl */ `
-fn sigmoid(g: f32) -> f32 { return 1.0 / (1.0 + exp(-g)); }
-`;
+// silu(g) = g·σ(g): exp overflows to inf for g < −88, which gives σ = 0 and silu = −0, no NaN.
 
 function check(op: string, shapes: string, ...ts: Tensor[]): void {
   for (const t of ts) {
@@ -81,67 +78,78 @@ function layout(op: string, shapes: string, gate: Tensor, up: Tensor | undefined
 }
 
 /**
- * One thread per output element. Separate tensors are windowed as rows of one element; fused ones as rows of
- * 2I (input) and I (output) elements, so both halves of a row are always in the window.
+ * A grid-stride loop over output items: single elements, or vec4s of 4 where the layout allows (each storage
+ * access on llvmpipe is a loop over the lanes, which a vec4 shares among 4 elements). Separate tensors are windowed
+ * as rows of one item; fused ones as rows of 2I (input) and I (output) elements, so both halves of a row are
+ * always in the window. A fused item's row and column advance with the loop, without a division per item (llvmpipe
+ * divides lane by lane).
  */
 function run(gpu: Gpu, op: string, shapes: string, lay: Layout, backward: boolean, dtype: string, ins: Tensor[], outs: Tensor[]): void {
   const total = lay.rows * lay.inner;
   if (total === 0) return;
-  const t = wgslType(dtype);
+  const bytes = dtype === 'f16' ? 2 : 4;
+  const vec = (lay.fused ? lay.inner : total) % 4 === 0 && [...ins, ...outs].every((x) => x.byteOffset % (4 * bytes) === 0) ? 4 : 1;
+  const t = vec === 4 ? `vec4<${wgslType(dtype)}>` : wgslType(dtype);
+  const f = vec === 4 ? 'vec4<f32>' : 'f32';
   const names = backward ? (lay.fused ? ['dy', 'gu'] : ['dy', 'g', 'u']) : lay.fused ? ['gu'] : ['g', 'u'];
   const outNames = backward ? (lay.fused ? ['dgu'] : ['dg', 'du']) : ['y'];
   const all = [...names, ...outNames];
-  // Element e of the window: row r = e / I, column c = e % I. Fused rows are 2I long, with up at +I.
+  // Item e of the window: row r, column c (fused: rows 2I long, with up at +I; all in items).
   const gi = lay.fused ? 's_gu + r * 2u * p.inner + c' : 's_g + e';
   const ui = lay.fused ? 's_gu + r * 2u * p.inner + c + p.inner' : 's_u + e';
   const g = lay.fused ? `gu[${gi}]` : `g[${gi}]`;
   const u = lay.fused ? `gu[${ui}]` : `u[${ui}]`;
   let body: string;
   if (!backward) {
-    body = `let gv = f32(${g}); y[s_y + e] = ${t}(gv * sigmoid(gv) * f32(${u}));`;
+    body = `let gv = ${f}(${g}); y[s_y + e] = ${t}(gv * sigmoid(gv) * ${f}(${u}));`;
   } else {
     const dgi = lay.fused ? 's_dgu + r * 2u * p.inner + c' : 's_dg + e';
     const dui = lay.fused ? `${dgi} + p.inner` : 's_du + e';
-    body = `let gv = f32(${g});
-  let sg = sigmoid(gv);
-  let d = f32(dy[s_dy + e]);
-  ${lay.fused ? 'dgu' : 'dg'}[${dgi}] = ${t}(d * f32(${u}) * sg * (1.0 + gv * (1.0 - sg)));
-  ${lay.fused ? 'dgu' : 'du'}[${dui}] = ${t}(d * gv * sg);`;
+    body = `let gv = ${f}(${g});
+    let sg = sigmoid(gv);
+    let d = ${f}(dy[s_dy + e]);
+    ${lay.fused ? 'dgu' : 'dg'}[${dgi}] = ${t}(d * ${f}(${u}) * sg * (1.0 + gv * (1.0 - sg)));
+    ${lay.fused ? 'dgu' : 'du'}[${dui}] = ${t}(d * gv * sg);`;
   }
-  const pipeline = gpu.pipeline(`${op}:${dtype}:${lay.fused}`, () => /* wgsl */ `
+  const pipeline = gpu.pipeline(`${op}:${dtype}:${lay.fused}:${vec}`, () => /* wgsl */ `
 ${enableF16([dtype])}
 struct P { n: u32, inner: u32, ${all.map((n) => `s_${n}: u32`).join(', ')} }
 @group(0) @binding(0) var<uniform> p: P;
 ${names.map((n, i) => `@group(0) @binding(${i + 1}) var<storage, read> ${n}: array<${t}>;`).join('\n')}
 ${outNames.map((n, i) => `@group(0) @binding(${names.length + i + 1}) var<storage, read_write> ${n}: array<${t}>;`).join('\n')}
-${LINEAR_WORKGROUP}
-${SIGMOID}
+fn sigmoid(g: ${f}) -> ${f} { return 1.0 / (1.0 + exp(-g)); }
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-  let e = linear_wg(wid, nwg) * ${WG}u + li;
-  if (e >= p.n) { return; }
-  let r = e / p.inner;
-  let c = e % p.inner;
   ${all.map((n) => `let s_${n} = p.s_${n};`).join(' ')}
-  ${body}
+  let first = (wid.x + wid.y * nwg.x) * ${WG}u + li;
+  let stride = nwg.x * nwg.y * ${WG}u;
+  var r = first / p.inner;
+  var c = first % p.inner;
+  let dr = stride / p.inner;
+  let dc = stride % p.inner;
+  for (var e = first; e < p.n; e += stride) {
+    ${body}
+    c += dc;
+    r += dr;
+    if (c >= p.inner) { c -= p.inner; r += 1u; }
+  }
 }`);
-  // Rows of separate tensors are single elements; fused rows are whole (2I in, I out).
-  const rows = lay.fused ? lay.rows : total;
-  const inner = lay.fused ? lay.inner : 1;
-  const bytes = dtype === 'f16' ? 2 : 4;
+  // Separate tensors: rows of one item; fused: whole rows (2I in, I out).
+  const rows = lay.fused ? lay.rows : total / vec;
+  const inner = lay.fused ? lay.inner : vec;
   for (const win of rowWindows(gpu, rows, 2 * inner * bytes, op)) {
     const bound = [...ins, ...outs].map((ts, i) => rowBinding(ts, win.start, win.count, all[i] === 'gu' || all[i] === 'dgu' ? 2 * inner : inner));
-    const n = win.count * inner;
-    const params = new Params().u32(n).u32(lay.fused ? inner : n);
-    for (const b of bound) params.u32(b.skip);
+    const n = (win.count * inner) / vec;
+    const params = new Params().u32(n).u32(lay.fused ? inner / vec : n);
+    for (const b of bound) params.u32(b.skip / vec);
     gpu.dispatch({
       op,
       shapes,
       pipeline,
       params: params.bytes(),
       bindings: bound.map((b) => b.binding),
-      workgroups: gpu.grid(Math.ceil(n / WG)),
+      workgroups: strideGrid(gpu, n, WG),
     });
   }
 }

@@ -14,3 +14,24 @@ export function wgslType(dtype: string): string {
 export const LINEAR_WORKGROUP = /* wgsl */ `
 fn linear_wg(wid: vec3<u32>, nwg: vec3<u32>) -> u32 { return wid.x + wid.y * nwg.x; }
 `;
+
+/**
+ * Workgroups most a CPU adapter gets for a grid-stride loop (`strideGrid`): llvmpipe pays microseconds per
+ * workgroup, so an add of 1.8M f32 took 10.6 ms over 7,168 workgroups of one element per invocation and 2.4–3.1 ms
+ * as vec4 loops over 16–256 workgroups (scratch variants, one process, session 25).
+ */
+export const CPU_STRIDE_WORKGROUPS = 64;
+
+/**
+ * The grid for `items` work items in a grid-stride loop (`STRIDE_LOOP`) of `wg` invocations per workgroup: one item
+ * per invocation on a GPU, at most CPU_STRIDE_WORKGROUPS workgroups on a CPU adapter.
+ */
+export function strideGrid(gpu: { softwareAdapter: boolean; grid(workgroups: number): [number, number, number] }, items: number, wg: number): [number, number, number] {
+  const need = Math.ceil(items / wg);
+  return gpu.grid(gpu.softwareAdapter ? Math.min(need, CPU_STRIDE_WORKGROUPS) : need);
+}
+
+/** `for (var e = ...; e < n; e += ...)` over a `strideGrid`: invocation-major, so a subgroup's items are adjacent. */
+export function strideLoop(wg: number, e: string, n: string): string {
+  return `for (var ${e} = (wid.x + wid.y * nwg.x) * ${wg}u + li; ${e} < ${n}; ${e} += nwg.x * nwg.y * ${wg}u)`;
+}
