@@ -151,7 +151,7 @@ export function rmsnorm(gpu: Gpu, x: Tensor, w: Tensor, opts: RmsNormOptions = {
   const input = r ? 's' : 'x';
   const pipeline = gpu.pipeline(`rmsnorm:${x.dtype}:${w.dtype}:${wg}:${sub}${r ? ':residual' : ''}`, () => /* wgsl */ `
 ${enableF16([x.dtype, w.dtype])}${sub ? 'enable subgroups;' : ''}
-struct P { rows: u32, h: u32, eps: f32, sx: u32, sy: u32, sr: u32, sres: u32, ss: u32 }
+struct P { rows: u32, h: u32, eps: f32, sx: u32, sy: u32, sr: u32, sres: u32, ss: u32, items: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> x: array<${tx}>;
 @group(0) @binding(2) var<storage, read> w: array<${tw}>;
@@ -180,30 +180,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let yo = p.sy + row * p.h;
   for (var j = li; j < p.h; j += ${wg}u) { y[yo + j] = ${tx}(f32(${input}[so + j]) * r * f32(w[j])); }
 }`);
-  for (const win of rowWindows(gpu, rows, h * 4, op)) {
-    const bx = rowBinding(x, win.start, win.count, h);
-    const by = rowBinding(y, win.start, win.count, h);
-    const br = rowBinding(rstd, win.start, win.count, 1);
-    const bres = r ? rowBinding(r, win.start, win.count, h) : undefined;
-    const bs = sum ? rowBinding(sum, win.start, win.count, h) : undefined;
-    gpu.dispatch({
-      op,
-      shapes,
-      pipeline,
-      params: new Params()
-        .u32(win.count)
-        .u32(h)
-        .f32(eps)
-        .u32(bx.skip)
-        .u32(by.skip)
-        .u32(br.skip)
-        .u32(bres?.skip ?? 0)
-        .u32(bs?.skip ?? 0)
-        .bytes(),
-      bindings: [bx.binding, w, by.binding, br.binding, ...(bres && bs ? [bres.binding, bs.binding] : [])],
-      workgroups: gpu.grid(win.count),
-    });
-  }
+  dispatchNormRows(gpu, op, shapes, pipeline, { x, w, y, rstd, r, sum }, eps, 1, (count) => gpu.grid(count));
   return { y, rstd, ...(sum ? { sum } : {}) };
 }
 
@@ -326,13 +303,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var j = li; j < p.items; j += ${CPU_LANES}u) { y[yo + j] = ${X.t}(${X.f}(${input}[so + j]) * rs * ${W.f}(w[j])); }
   }
 }`);
-  const rows = x.size / h;
-  for (const win of rowWindows(gpu, rows, h * 4, op)) {
-    const bx = rowBinding(x, win.start, win.count, h);
-    const by = rowBinding(y, win.start, win.count, h);
-    const br = rowBinding(rstd as Tensor, win.start, win.count, 1);
-    const bres = r ? rowBinding(r, win.start, win.count, h) : undefined;
-    const bs = sum ? rowBinding(sum, win.start, win.count, h) : undefined;
+  dispatchNormRows(gpu, op, shapes, pipeline, { x, w, y, rstd, r, sum }, eps, vec, (count) => cpuRowGrid(gpu, count));
+}
+
+/**
+ * rmsnorm's dispatches, one per window of rows; the shader's P: rows, h, eps, then the skips of x, y, rstd, the
+ * residual and the sum (in items of `vec` elements, rstd's in elements), then h in items.
+ */
+function dispatchNormRows(
+  gpu: Gpu,
+  op: string,
+  shapes: string,
+  pipeline: GPUComputePipeline,
+  t: { x: Tensor; w: Tensor; y: Tensor; rstd: Tensor; r?: Tensor; sum?: Tensor },
+  eps: number,
+  vec: number,
+  grid: (rows: number) => [number, number, number],
+): void {
+  const h = t.x.shape[t.x.rank - 1];
+  for (const win of rowWindows(gpu, t.x.size / h, h * 4, op)) {
+    const [bx, by, br] = [rowBinding(t.x, win.start, win.count, h), rowBinding(t.y, win.start, win.count, h), rowBinding(t.rstd, win.start, win.count, 1)];
+    const bres = t.r ? rowBinding(t.r, win.start, win.count, h) : undefined;
+    const bs = t.sum ? rowBinding(t.sum, win.start, win.count, h) : undefined;
     gpu.dispatch({
       op,
       shapes,
@@ -348,8 +340,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         .u32((bs?.skip ?? 0) / vec)
         .u32(h / vec)
         .bytes(),
-      bindings: [bx.binding, w, by.binding, br.binding, ...(bres && bs ? [bres.binding, bs.binding] : [])],
-      workgroups: cpuRowGrid(gpu, win.count),
+      bindings: [bx.binding, t.w, by.binding, br.binding, ...(bres && bs ? [bres.binding, bs.binding] : [])],
+      workgroups: grid(win.count),
     });
   }
 }
