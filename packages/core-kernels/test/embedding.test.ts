@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { ShapeError, roundToF16, type Gpu } from '../src/index.js';
-import { embedding, embeddingBackward } from '../src/kernels/embedding.js';
+import { embedding, embeddingBackward, type EmbeddingPath } from '../src/kernels/embedding.js';
 import { embeddingBackwardRef, embeddingRef } from '../src/reference/embedding.js';
 import { Rng, checkDirectional, dot, expectClose, freshGpu, testGpu } from './helpers.js';
 
@@ -14,18 +14,18 @@ function randomIds(rng: Rng, n: number, vocab: number): Int32Array {
 }
 
 /** Forward (host ids and GPU ids) and backward against the reference. */
-async function checkCase(gpu: Gpu, rng: Rng, n: number, vocab: number, h: number, tdt: F, ddt: F): Promise<void> {
-  const what = `N=${n} V=${vocab} H=${h} table=${tdt} dy=${ddt}`;
+async function checkCase(gpu: Gpu, rng: Rng, n: number, vocab: number, h: number, tdt: F, ddt: F, path?: EmbeddingPath): Promise<void> {
+  const what = `N=${n} V=${vocab} H=${h} table=${tdt} dy=${ddt} ${path ?? 'default path'}`;
   const ids = randomIds(rng, n, vocab);
   const table = round(tdt, rng.randn(vocab * h));
   const dy = round(ddt, rng.randn(n * h));
   const tt = gpu.tensor([vocab, h], tdt, table);
   const want = embeddingRef(ids, table, h);
-  expectClose(await embedding(gpu, ids, tt).read(), want, exact, `y host ids ${what}`);
+  expectClose(await embedding(gpu, ids, tt, { path }).read(), want, exact, `y host ids ${what}`);
   const tid = gpu.tensor([n], 'i32', ids);
-  expectClose(await embedding(gpu, tid, tt).read(), want, exact, `y gpu ids ${what}`);
+  expectClose(await embedding(gpu, tid, tt, { path }).read(), want, exact, `y gpu ids ${what}`);
   // Sums of up to N terms in f32, in token order.
-  const dT = await embeddingBackward(gpu, tid, gpu.tensor([n, h], ddt, dy), vocab).read();
+  const dT = await embeddingBackward(gpu, tid, gpu.tensor([n, h], ddt, dy), vocab, { path }).read();
   expectClose(dT, embeddingBackwardRef(ids, dy, vocab, h), { atol: 1e-5, rtol: 1e-5 }, `dTable ${what}`);
   tt.dispose();
   tid.dispose();
@@ -35,11 +35,16 @@ describe('embedding', () => {
   it('gathers rows and scatter-adds gradients over awkward shapes (f32, f16)', async () => {
     const gpu = await testGpu();
     const rng = new Rng(41);
-    for (const [n, vocab, h] of [[1, 1, 1], [5, 3, 3], [33, 50, 17], [7, 20, 33], [300, 9, 130], [3, 40, 3584]]) {
-      await checkCase(gpu, rng, n, vocab, h, 'f32', 'f32');
+    // Both paths: 'rows' is lavapipe's default; [300, 9, 132] and [70, 500, 64] take vec4 rows, and more tokens
+    // than a CPU adapter's grid has workgroups.
+    for (const path of ['rows', 'elements'] as const) {
+      for (const [n, vocab, h] of [[1, 1, 1], [5, 3, 3], [33, 50, 17], [7, 20, 33], [300, 9, 130], [300, 9, 132], [70, 500, 64], [3, 40, 3584]]) {
+        await checkCase(gpu, rng, n, vocab, h, 'f32', 'f32', path);
+      }
+      await checkCase(gpu, rng, 17, 30, 33, 'f16', 'f32', path);
+      await checkCase(gpu, rng, 260, 5, 20, 'f32', 'f16', path);
+      await checkCase(gpu, rng, 90, 7, 36, 'f16', 'f16', path);
     }
-    await checkCase(gpu, rng, 17, 30, 33, 'f16', 'f32');
-    await checkCase(gpu, rng, 260, 5, 20, 'f32', 'f16');
   });
 
   it('sums repeated ids deterministically, in any multiplicity', async () => {
@@ -55,6 +60,8 @@ describe('embedding', () => {
     const b = await embeddingBackward(gpu, tid, tdy, vocab).read();
     expectClose(a, embeddingBackwardRef(ids, dy, vocab, h), { atol: 2e-5, rtol: 1e-5 });
     expect(Array.from(b)).toEqual(Array.from(a));
+    // Both paths walk each id's chain in token order: the same sums, bit for bit.
+    expect(Array.from(await embeddingBackward(gpu, tid, tdy, vocab, { path: 'elements' }).read())).toEqual(Array.from(a));
     // Rows of ids that never occur are zero.
     const used = new Set(ids);
     for (let v = 0; v < vocab; v++) if (!used.has(v)) expect(Array.from(a.slice(v * h, (v + 1) * h))).toEqual(new Array(h).fill(0));
@@ -100,8 +107,11 @@ describe('embedding', () => {
     const bIds = ids.slice(0, 40);
     bIds[5] = bIds[6] = bIds[30] = 199;
     const dy = rng.randn(40 * h);
-    const dT = await embeddingBackward(gpu, bIds, gpu.tensor([40, h], 'f32', dy), vocab).read();
-    expectClose(dT, embeddingBackwardRef(bIds, dy, vocab, h), { atol: 1e-5, rtol: 1e-5 }, 'dTable windows');
+    for (const path of ['rows', 'elements'] as const) {
+      const dT = await embeddingBackward(gpu, bIds, gpu.tensor([40, h], 'f32', dy), vocab, { path }).read();
+      expectClose(dT, embeddingBackwardRef(bIds, dy, vocab, h), { atol: 1e-5, rtol: 1e-5 }, `dTable windows ${path}`);
+      expectClose(await embedding(gpu, ids, gpu.tensor([vocab, h], 'f32', table), { path }).read(), embeddingRef(ids, table, h), exact, `f32 windows ${path}`);
+    }
     gpu.destroy();
   });
 

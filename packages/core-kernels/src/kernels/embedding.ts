@@ -2,7 +2,7 @@ import type { Gpu } from '../runtime/gpu.js';
 import { Params } from '../runtime/params.js';
 import { ShapeError } from '../runtime/errors.js';
 import { Tensor } from '../runtime/tensor.js';
-import { LINEAR_WORKGROUP, enableF16, wgslType } from './wgsl.js';
+import { LINEAR_WORKGROUP, enableF16, strideGrid, wgslType } from './wgsl.js';
 import { rowBinding, rowWindows } from '../runtime/windows.js';
 
 const WG = 256;
@@ -14,6 +14,22 @@ const NONE = 0xffffffff;
  * they cannot be checked without a readback), or host ids, which are validated and uploaded.
  */
 export type TokenIds = Tensor | Int32Array | readonly number[];
+
+/**
+ * How the row copies run: 'elements' (one invocation per element, the GPU default) or 'rows' (the software-adapter
+ * default: a workgroup of ROW_LANES invocations per token in a loop over tokens, vec4s of a row per invocation where
+ * rows start on a vec4, so no division per element and one id load per row; llvmpipe divides lane by lane and pays
+ * microseconds per workgroup).
+ */
+export type EmbeddingPath = 'elements' | 'rows';
+const ROW_LANES = 8;
+
+const pathFor = (gpu: Gpu, asked?: EmbeddingPath): EmbeddingPath => asked ?? (gpu.softwareAdapter ? 'rows' : 'elements');
+
+/** vec4 items where rows of h start on a vec4 in every tensor bound by rows. */
+function rowItems(h: number, ts: Tensor[]): 1 | 4 {
+  return h % 4 === 0 && ts.every((t) => t.byteOffset % (4 * (t.dtype === 'f16' ? 2 : 4)) === 0) ? 4 : 1;
+}
 
 function resolveIds(gpu: Gpu, ids: TokenIds, vocab: number, op: string, shapes: string): { t: Tensor; temp: boolean } {
   if (ids instanceof Tensor) {
@@ -38,7 +54,7 @@ fn clamp_id(raw: i32) -> u32 { return u32(clamp(raw, 0, i32(p.v) - 1)); }
  * [...ids.shape, H]. Tables over the binding limit (152064 × 3584 f16 is 1.09 GB) are bound window by window of
  * rows: each pass copies the rows of the tokens whose id falls in its window.
  */
-export function embedding(gpu: Gpu, ids: TokenIds, table: Tensor, opts: { out?: Tensor } = {}): Tensor<'f32'> {
+export function embedding(gpu: Gpu, ids: TokenIds, table: Tensor, opts: { out?: Tensor; path?: EmbeddingPath } = {}): Tensor<'f32'> {
   const op = 'embedding';
   const shapes = `ids=${ids instanceof Tensor ? ids : `[${ids.length}]`} table=${table}`;
   if (table.rank !== 2 || (table.dtype !== 'f32' && table.dtype !== 'f16') || table.shape[0] < 1) {
@@ -53,6 +69,11 @@ export function embedding(gpu: Gpu, ids: TokenIds, table: Tensor, opts: { out?: 
     throw new ShapeError(`${op} output must be f32[${shape.join(',')}], got ${y}`, { op, shapes });
   }
   const n = tid.size;
+  if (pathFor(gpu, opts.path) === 'rows') {
+    embeddingRows(gpu, op, shapes, tid, table, y);
+    if (temp) tid.dispose();
+    return y;
+  }
   const pipeline = gpu.pipeline(`embedding:${table.dtype}`, () => /* wgsl */ `
 ${enableF16([table.dtype])}
 struct P { n: u32, h: u32, v: u32, tok0: u32, row0: u32, rows: u32, st: u32, sy: u32 }
@@ -97,6 +118,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 export interface EmbeddingBackwardOptions {
   /** Add the gradient into this f32 [V, H] tensor (gradient accumulation) instead of a new zeroed one. */
   accumulate?: Tensor;
+  /** How the sums over each id's tokens run (EmbeddingPath). */
+  path?: EmbeddingPath;
 }
 
 /**
@@ -205,6 +228,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let o = p.sd + (id - p.row0) * p.h + j;
   dt[o] = dt[o] + s;
 }`);
+  if (pathFor(gpu, opts.path) === 'rows') {
+    embeddingSumRows(gpu, op, shapes, tid, link, dy, dTable);
+    link.dispose();
+    if (temp) tid.dispose();
+    return dTable;
+  }
   for (const vw of rowWindows(gpu, vocab, h * 4, op)) {
     const bt = rowBinding(dTable, vw.start, vw.count, h);
     gpu.dispatch({
@@ -219,4 +248,95 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   link.dispose();
   if (temp) tid.dispose();
   return dTable;
+}
+
+/** embedding on the 'rows' path: y[token] = table[id] row by row, table bound in windows of rows. */
+function embeddingRows(gpu: Gpu, op: string, shapes: string, tid: Tensor, table: Tensor, y: Tensor): void {
+  const [vocab, h] = table.shape;
+  const n = tid.size;
+  if (n === 0 || h === 0) return;
+  const vec = rowItems(h, [table, y]);
+  const tt = vec === 4 ? `vec4<${wgslType(table.dtype)}>` : wgslType(table.dtype);
+  const pipeline = gpu.pipeline(`embedding-rows:${table.dtype}:${vec}`, () => /* wgsl */ `
+${enableF16([table.dtype])}
+struct P { n: u32, items: u32, v: u32, tok0: u32, row0: u32, rows: u32, st: u32, sy: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> ids: array<i32>;
+@group(0) @binding(2) var<storage, read> table: array<${tt}>;
+@group(0) @binding(3) var<storage, read_write> y: array<${vec === 4 ? 'vec4<f32>' : 'f32'}>;
+${CLAMP_ID}
+@compute @workgroup_size(${ROW_LANES})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+  for (var k = wid.x + wid.y * nwg.x; k < p.n; k += nwg.x * nwg.y) {
+    let id = clamp_id(ids[p.tok0 + k]);
+    if (id < p.row0 || id >= p.row0 + p.rows) { continue; }
+    let src = p.st + (id - p.row0) * p.items;
+    let dst = p.sy + k * p.items;
+    for (var j = li; j < p.items; j += ${ROW_LANES}u) { y[dst + j] = ${vec === 4 ? 'vec4<f32>' : 'f32'}(table[src + j]); }
+  }
+}`);
+  const tableWins = rowWindows(gpu, vocab, h * 4, op);
+  for (const tw of rowWindows(gpu, n, h * 4, op)) {
+    const by = rowBinding(y, tw.start, tw.count, h);
+    for (const vw of tableWins) {
+      const bt = rowBinding(table, vw.start, vw.count, h);
+      gpu.dispatch({
+        op,
+        shapes,
+        pipeline,
+        params: new Params().u32(tw.count).u32(h / vec).u32(vocab).u32(tw.start).u32(vw.start).u32(vw.count).u32(bt.skip / vec).u32(by.skip / vec).bytes(),
+        bindings: [tid, bt.binding, by.binding],
+        workgroups: strideGrid(gpu, tw.count, 1),
+      });
+    }
+  }
+}
+
+/** embeddingBackward's sums on the 'rows' path: each first token of an id walks its chain, a row of vec4s at a time. */
+function embeddingSumRows(gpu: Gpu, op: string, shapes: string, tid: Tensor, link: Tensor, dy: Tensor, dTable: Tensor): void {
+  const [vocab, h] = dTable.shape;
+  const n = tid.size;
+  const vec = rowItems(h, [dy, dTable]);
+  const f = vec === 4 ? 'vec4<f32>' : 'f32';
+  const pipeline = gpu.pipeline(`embedding_bwd_sum-rows:${dy.dtype}:${vec}`, () => /* wgsl */ `
+${enableF16([dy.dtype])}
+struct P { n: u32, items: u32, v: u32, row0: u32, rows: u32, sd: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> ids: array<i32>;
+@group(0) @binding(2) var<storage, read> link: array<u32>;
+@group(0) @binding(3) var<storage, read> dy: array<${vec === 4 ? `vec4<${wgslType(dy.dtype)}>` : wgslType(dy.dtype)}>;
+@group(0) @binding(4) var<storage, read_write> dt: array<${f}>;
+${CLAMP_ID}
+@compute @workgroup_size(${ROW_LANES})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+  for (var k = wid.x + wid.y * nwg.x; k < p.n; k += nwg.x * nwg.y) {
+    if (link[p.n + k] == 0u) { continue; }
+    let id = clamp_id(ids[k]);
+    if (id < p.row0 || id >= p.row0 + p.rows) { continue; }
+    let o = p.sd + (id - p.row0) * p.items;
+    for (var j = li; j < p.items; j += ${ROW_LANES}u) {
+      var s = ${f}();
+      var m = k;
+      loop {
+        s += ${f}(dy[m * p.items + j]);
+        m = link[m];
+        if (m == ${NONE}u) { break; }
+      }
+      dt[o + j] = dt[o + j] + s;
+    }
+  }
+}`);
+  for (const vw of rowWindows(gpu, vocab, h * 4, op)) {
+    const bt = rowBinding(dTable, vw.start, vw.count, h);
+    gpu.dispatch({
+      op,
+      shapes,
+      pipeline,
+      params: new Params().u32(n).u32(h / vec).u32(vocab).u32(vw.start).u32(vw.count).u32(bt.skip / vec).bytes(),
+      bindings: [tid, link, dy, bt.binding],
+      workgroups: strideGrid(gpu, n, 1),
+    });
+  }
 }
