@@ -102,6 +102,41 @@ describe('rope', () => {
     gpu.destroy();
   });
 
+  it('gives the same results on both paths, bit for bit (4 pairs or one at a time, every position mode, in place, q+k, windows)', async () => {
+    const gpus: Gpu[] = [await testGpu(), await freshGpu({ maxBindingBytes: 1 << 17 })];
+    const rng = new Rng(29);
+    for (const gpu of gpus) {
+      // d 16: 4 pairs at a time on the rows path; d 10: one; 300 tokens: more than a CPU grid's workgroups.
+      for (const [b, t, hq, hk, d] of [[2, 150, 3, 1, 16], [1, 300, 2, 2, 10]]) {
+        for (const dt of ['f32', 'f16'] as const) {
+          const modes = [
+            { theta: 1e4, positions: gpu.tensor([b, t], 'i32', Int32Array.from({ length: b * t }, () => rng.int(0, 1 << 20))) },
+            { theta: 1e6, positions: gpu.tensor([b], 'i32', Array.from({ length: b }, () => rng.int(0, 5000))), offset: 2 },
+            { theta: 1e4, offset: 5 },
+          ];
+          for (const opts of modes) {
+            const what = `[${b},${t},${hq}+${hk},${d}] ${dt} ${opts.positions ? opts.positions.shape.join('x') : 'none'} maxBinding=${gpu.maxBinding}`;
+            const x = roundToF16(rng.randn(b * t * hq * d));
+            const k = roundToF16(rng.randn(b * t * hk * d));
+            const out = async (path: 'rows' | 'elements') => {
+              const tx = gpu.tensor([b, t, hq, d], dt, x);
+              const y = await rope(gpu, tx, { ...opts, path }).read();
+              const back = await ropeBackward(gpu, tx, { ...opts, path }).read();
+              const [tq, tk] = [gpu.tensor([b, t, hq, d], dt, x), gpu.tensor([b, t, hk, d], dt, k)];
+              ropeQK(gpu, tq, tk, { ...opts, path });
+              return [y, back, await tq.read(), await tk.read()];
+            };
+            const [rows, elements] = [await out('rows'), await out('elements')];
+            for (const [i, part] of ['y', 'backward', 'q', 'k'].entries()) {
+              expect(Array.from(rows[i]), `${part} ${what}`).toEqual(Array.from(elements[i]));
+            }
+          }
+        }
+      }
+    }
+    gpus[1].destroy();
+  });
+
   it('ropeQK rotates q and k in place in one dispatch, bit for bit as two ropes (every position mode, windows)', async () => {
     // 128 KiB bindings (the rope table takes 64 KiB): 300 tokens of 7 heads of 8 f32 (134 KB) need two windows.
     const gpus: Gpu[] = [await testGpu(), await freshGpu({ maxBindingBytes: 1 << 17 })];

@@ -2,7 +2,7 @@ import type { Gpu } from '../runtime/gpu.js';
 import { Params } from '../runtime/params.js';
 import { ShapeError } from '../runtime/errors.js';
 import type { Tensor } from '../runtime/tensor.js';
-import { LINEAR_WORKGROUP, enableF16, wgslType } from './wgsl.js';
+import { LINEAR_WORKGROUP, enableF16, strideGrid, wgslType } from './wgsl.js';
 import { rowBinding, rowWindows } from '../runtime/windows.js';
 
 const WG = 256;
@@ -24,6 +24,12 @@ export interface RopeOptions {
   offset?: number;
   /** Output, same shape and dtype as x. May be x itself: the rotation is then done in place. */
   out?: Tensor;
+  /**
+   * 'elements' (one invocation per pair, the GPU default) or 'rows' (the software-adapter default: a workgroup of
+   * 8 per token in a loop over tokens; each invocation makes cos/sin for its pairs once and rotates them in every
+   * head, 4 pairs at a time where the head dim allows, with no division per element). Same results, bit for bit.
+   */
+  path?: 'elements' | 'rows';
 }
 
 /**
@@ -96,6 +102,10 @@ function rotate(gpu: Gpu, x: Tensor, opts: RopeOptions, inverse: boolean, op: st
   if (tokens * (h + h2) === 0 || half === 0) return y;
 
   const table = ropeTable(gpu, theta, d);
+  if ((opts.path ?? (gpu.softwareAdapter ? 'rows' : 'elements')) === 'rows') {
+    rotateRows(gpu, op, shapes, { x, y, second, positions, table, mode, inverse, offset }, [b, t, h, d], h2);
+    return y;
+  }
   const ty = wgslType(x.dtype);
   const dst = inPlace ? 'x' : 'y';
   const posBinding = mode === 'none' ? '' : `@group(0) @binding(2) var<storage, read> pos: array<i32>;`;
@@ -113,7 +123,7 @@ function rotate(gpu: Gpu, x: Tensor, opts: RopeOptions, inverse: boolean, op: st
     ${out}[${sOut} + o + p.half] = ${ty}(x2 * c + x1 * s);`;
   const pipeline = gpu.pipeline(`${op}:${x.dtype}:${mode}:${inPlace}`, () => /* wgsl */ `
 ${enableF16([x.dtype])}
-struct P { n: u32, t: u32, heads: u32, half: u32, tok0: u32, offset: i32, sx: u32, sy: u32, heads2: u32, sk: u32 }
+struct P { n: u32, t: u32, heads: u32, half: u32, tok0: u32, offset: i32, sx: u32, sy: u32, heads2: u32, sk: u32, items: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> cs: array<vec2<f32>>;
 ${posBinding}
@@ -149,12 +159,34 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       : ''
   }
 }`);
-  for (const win of rowWindows(gpu, tokens, (h + h2) * d * 4, op)) {
-    const bx = rowBinding(x, win.start, win.count, h * d);
-    const by = inPlace ? bx : rowBinding(y, win.start, win.count, h * d);
-    const bk = second ? rowBinding(second, win.start, win.count, h2 * d) : undefined;
-    const n = win.count * (h + h2) * half;
-    const bindings = [table, ...(positions && mode !== 'none' ? [positions] : []), bx.binding, ...(inPlace ? [] : [by.binding]), ...(bk ? [bk.binding] : [])];
+  dispatchRotations(gpu, op, shapes, pipeline, { x, y, second, positions, table, mode, offset }, [b, t, h, d], h2, 1, (count) => {
+    const n = count * (h + h2) * half;
+    return { n, grid: gpu.grid(Math.ceil(n / WG)) };
+  });
+  return y;
+}
+
+/**
+ * rotate's dispatches, one per window of tokens: P's n and grid from `work` (given the window's tokens), then t,
+ * heads, half, the first token, the offset, the skips of x, y, (heads2) and k in items of `vec`, and half in items.
+ */
+function dispatchRotations(
+  gpu: Gpu,
+  op: string,
+  shapes: string,
+  pipeline: GPUComputePipeline,
+  a: { x: Tensor; y: Tensor; second?: Tensor; positions?: Tensor; table: Tensor; mode: 'none' | 'token' | 'seq'; offset: number },
+  [b, t, h, d]: number[],
+  h2: number,
+  vec: number,
+  work: (tokens: number) => { n: number; grid: [number, number, number] },
+): void {
+  const inPlace = a.y.buffer === a.x.buffer;
+  for (const win of rowWindows(gpu, b * t, (h + h2) * d * 4, op)) {
+    const bx = rowBinding(a.x, win.start, win.count, h * d);
+    const by = inPlace ? bx : rowBinding(a.y, win.start, win.count, h * d);
+    const bk = a.second ? rowBinding(a.second, win.start, win.count, h2 * d) : undefined;
+    const { n, grid } = work(win.count);
     gpu.dispatch({
       op,
       shapes,
@@ -163,20 +195,86 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         .u32(n)
         .u32(t)
         .u32(h)
-        .u32(half)
+        .u32(d / 2)
         .u32(win.start)
-        .i32(offset)
-        .u32(bx.skip)
-        .u32(by.skip)
+        .i32(a.offset)
+        .u32(bx.skip / vec)
+        .u32(by.skip / vec)
         .u32(h2)
-        .u32(bk?.skip ?? 0)
+        .u32((bk?.skip ?? 0) / vec)
+        .u32(d / 2 / vec)
         .bytes(),
-      bindings,
-      workgroups: gpu.grid(Math.ceil(n / WG)),
+      bindings: [a.table, ...(a.positions && a.mode !== 'none' ? [a.positions] : []), bx.binding, ...(inPlace ? [] : [by.binding]), ...(bk ? [bk.binding] : [])],
+      workgroups: grid,
     });
   }
-  return y;
 }
+
+/** rotate on the 'rows' path (RopeOptions.path). */
+function rotateRows(
+  gpu: Gpu,
+  op: string,
+  shapes: string,
+  a: { x: Tensor; y: Tensor; second?: Tensor; positions?: Tensor; table: Tensor; mode: 'none' | 'token' | 'seq'; inverse: boolean; offset: number },
+  [b, t, h, d]: number[],
+  h2: number,
+): void {
+  const { x, y, second, mode, inverse } = a;
+  const half = d / 2;
+  const inPlace = y.buffer === x.buffer;
+  const vec = half % 4 === 0 && [x, y, ...(second ? [second] : [])].every((u) => u.byteOffset % (4 * (u.dtype === 'f16' ? 2 : 4)) === 0) ? 4 : 1;
+  const ty = vec === 4 ? `vec4<${wgslType(x.dtype)}>` : wgslType(x.dtype);
+  const f = vec === 4 ? 'vec4<f32>' : 'f32';
+  const dst = inPlace ? 'x' : 'y';
+  const nb = mode === 'none' ? 2 : 3;
+  const position = { none: 'p.offset + i32(tt)', token: 'p.offset + pos[tok]', seq: 'p.offset + pos[tok / p.t] + i32(tt)' }[mode];
+  // cos/sin of (lo + 1024 hi)·f for this invocation's pairs, from the tables of lo·f and 1024·hi·f.
+  const angles =
+    vec === 4
+      ? `let a0 = cs[(lo + 4u * j) / 2u]; let a1 = cs[(lo + 4u * j) / 2u + 1u];
+      let b0 = cs[(hi + 4u * j) / 2u]; let b1 = cs[(hi + 4u * j) / 2u + 1u];
+      let ac = vec4<f32>(a0.x, a0.z, a1.x, a1.z); let asn = vec4<f32>(a0.y, a0.w, a1.y, a1.w);
+      let bc = vec4<f32>(b0.x, b0.z, b1.x, b1.z); let bs = vec4<f32>(b0.y, b0.w, b1.y, b1.w);`
+      : `let av = cs[lo + j]; let bv = cs[hi + j];
+      let ac = av.x; let asn = av.y; let bc = bv.x; let bs = bv.y;`;
+  const heads = (n: string, src: string, out: string, sIn: string, sOut: string, first: string) => `
+      for (var hd = 0u; hd < ${n}; hd++) {
+        let o = (tl * ${n} + hd) * 2u * p.items + j;
+        let x1 = ${f}(${src}[${sIn} + o]);
+        let x2 = ${f}(${src}[${sIn} + o + p.items]);
+        ${out}[${sOut} + o] = ${ty}(x1 * c - x2 * s);
+        ${out}[${sOut} + o + p.items] = ${ty}(x2 * c + x1 * s);
+      }${first}`;
+  const pipeline = gpu.pipeline(`${op}-rows:${x.dtype}:${mode}:${inPlace}:${vec}`, () => /* wgsl */ `
+${enableF16([x.dtype])}
+struct P { n: u32, t: u32, heads: u32, half: u32, tok0: u32, offset: i32, sx: u32, sy: u32, heads2: u32, sk: u32, items: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> cs: array<${vec === 4 ? 'vec4<f32>' : 'vec2<f32>'}>;
+${mode === 'none' ? '' : '@group(0) @binding(2) var<storage, read> pos: array<i32>;'}
+@group(0) @binding(${nb}) var<storage, ${inPlace ? 'read_write' : 'read'}> x: array<${ty}>;
+${inPlace ? '' : `@group(0) @binding(${nb + 1}) var<storage, read_write> y: array<${ty}>;`}
+${second ? `@group(0) @binding(${nb + 1}) var<storage, read_write> k: array<${ty}>;` : ''}
+@compute @workgroup_size(${ROW_LANES})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+  for (var tl = wid.x + wid.y * nwg.x; tl < p.n; tl += nwg.x * nwg.y) {
+    let tok = p.tok0 + tl;
+    let tt = tok % p.t;
+    let q = u32(clamp(${position}, 0, ${ROPE_MAX_POSITION}));
+    let lo = (q % ${ROPE_SPLIT}u) * p.half;
+    let hi = (${ROPE_SPLIT}u + q / ${ROPE_SPLIT}u) * p.half;
+    for (var j = li; j < p.items; j += ${ROW_LANES}u) {
+      ${angles}
+      let c = ac * bc - asn * bs;
+      let s = ${inverse ? '-' : ''}(asn * bc + ac * bs);${heads('p.heads', 'x', dst, 'p.sx', 'p.sy', '')}${second ? heads('p.heads2', 'k', 'k', 'p.sk', 'p.sk', '') : ''}
+    }
+  }
+}`);
+  dispatchRotations(gpu, op, shapes, pipeline, a, [b, t, h, d], h2, vec, (count) => ({ n: count, grid: strideGrid(gpu, count, 1) }));
+}
+
+/** Invocations per workgroup of the 'rows' path. */
+const ROW_LANES = 8;
 
 const tables = new WeakMap<Gpu, Map<string, Tensor<'f32'>>>();
 
