@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { ShapeError, type Tensor } from '../src/index.js';
-import { AdamW, adamwUpdate, constantLr, cosineLr, globalGradNorm, zeroGrads } from '../src/kernels/adamw.js';
+import { AdamW, adamwUpdate, constantLr, cosineLr, globalGradNorm, gradNormPartials, zeroGrads } from '../src/kernels/adamw.js';
 import { adamwInitRef, adamwStepRef, gradNormRef } from '../src/reference/adamw.js';
 import { Rng, expectClose, freshGpu, testGpu } from './helpers.js';
 
@@ -8,14 +8,19 @@ const SIZES = [1, 3, 1000, 4097, 100003];
 const TOL = { atol: 2e-6, rtol: 2e-5 };
 
 describe('global grad norm', () => {
-  it('matches float64 over a list of awkward sizes', async () => {
-    const gpu = await testGpu();
+  it('matches float64 over a list of awkward sizes (8-lane subgroup sums, and 256-thread trees)', async () => {
+    // Without subgroups lavapipe takes the 256-thread workgroups GPUs take.
+    const gpus = [await testGpu(), await freshGpu({ disableFeatures: ['subgroups'] })];
     const rng = new Rng(1);
-    const host = SIZES.map((n) => rng.randn(n, 0.3));
-    const grads = host.map((g) => gpu.tensor([g.length], 'f32', g));
-    const norm = globalGradNorm(gpu, grads);
-    expectClose(await norm.read(), [gradNormRef(host)], { atol: 0, rtol: 1e-5 }, 'norm');
-    for (const t of [...grads, norm]) t.dispose();
+    for (const gpu of gpus) {
+      const host = [...SIZES, 1 << 20].map((n) => rng.randn(n, 0.3));
+      const grads = host.map((g) => gpu.tensor([g.length], 'f32', g));
+      expect(gradNormPartials(gpu, grads)).toBeGreaterThan(grads.length);
+      const norm = globalGradNorm(gpu, grads);
+      expectClose(await norm.read(), [gradNormRef(host)], { atol: 0, rtol: 1e-5 }, `norm, subgroups ${gpu.features.subgroups}`);
+      for (const t of [...grads, norm]) t.dispose();
+    }
+    gpus[1].destroy();
   });
 
   it('counts an empty tensor as nothing, and the norm of only empty tensors is 0', async () => {

@@ -2,7 +2,8 @@ import type { Gpu } from '../runtime/gpu.js';
 import { Params } from '../runtime/params.js';
 import { ShapeError } from '../runtime/errors.js';
 import type { Tensor } from '../runtime/tensor.js';
-import { LINEAR_WORKGROUP } from './wgsl.js';
+import { strideGrid, strideLoop } from './wgsl.js';
+import { CPU_LANES, cpuLanesUnfit } from './cpu-lanes.js';
 
 const WG = 256;
 /** Most workgroups one tensor (window) gets in the first norm stage; each writes one partial sum. */
@@ -12,14 +13,28 @@ const NORM_PER_THREAD = 8;
 
 // ------------------------------------------------------------------ global gradient norm
 
-function normGroups(n: number): number {
-  return Math.max(1, Math.min(NORM_MAX_WG, Math.ceil(n / (WG * NORM_PER_THREAD))));
+/**
+ * Invocations per first-stage workgroup: one 8-lane subgroup on a software adapter that has them (its sum is one
+ * subgroupAdd; llvmpipe switches coroutines at each of a 256-thread tree's 9 barriers), else WG.
+ */
+function normLanes(gpu: Gpu): number {
+  return gpu.softwareAdapter && !cpuLanesUnfit(gpu) ? CPU_LANES : WG;
 }
+
+function normGroups(n: number, lanes: number): number {
+  return Math.max(1, Math.min(NORM_MAX_WG, Math.ceil(n / (lanes * NORM_PER_THREAD))));
+}
+
+/** Elements per item of a tensor's first-stage loads: vec4s where its size allows. */
+const normVec = (g: Tensor) => (g.size % 4 === 0 ? 4 : 1);
+
+/** A tensor's windows in the first stage (whole items). */
+const normWindows = (gpu: Gpu, g: Tensor) => gpu.windows(g.size, 4, normVec(g));
 
 /** Number of partial sums the first stage writes for these tensors: the size of the `partials` buffer. */
 export function gradNormPartials(gpu: Gpu, grads: readonly Tensor[]): number {
   let slots = 0;
-  for (const g of grads) for (const w of gpu.windows(g.size, 4)) slots += normGroups(w.count);
+  for (const g of grads) for (const w of normWindows(gpu, g)) slots += normGroups(w.count, normLanes(gpu));
   return slots;
 }
 
@@ -62,33 +77,43 @@ export function globalGradNorm(gpu: Gpu, grads: readonly Tensor[], opts: GradNor
   const partials = opts.partials ?? gpu.tensor([Math.max(1, slots)], 'f32', undefined, op);
   const norm = (out ?? gpu.tensor([1], 'f32', undefined, op)) as Tensor<'f32'>;
 
-  const stage1 = gpu.pipeline('gradnorm:partial', () => /* wgsl */ `
+  // vec4 loads where a tensor's size allows (its windows then hold whole vec4s).
+  const lanes = normLanes(gpu);
+  const stage1 = (vec: number) =>
+    gpu.pipeline(`gradnorm:partial:${vec}:${lanes}`, () => /* wgsl */ `
+${lanes === CPU_LANES ? 'enable subgroups;' : ''}
 struct P { n: u32, base: u32, groups: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> g: array<f32>;
+@group(0) @binding(1) var<storage, read> g: array<${vec === 4 ? 'vec4<f32>' : 'f32'}>;
 @group(0) @binding(2) var<storage, read_write> partials: array<f32>;
-var<workgroup> red: array<f32, ${WG}>;
-@compute @workgroup_size(${WG})
+${lanes === CPU_LANES ? '' : `var<workgroup> red: array<f32, ${WG}>;`}
+@compute @workgroup_size(${lanes})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   var s = 0.0;
-  for (var i = wid.x * ${WG}u + li; i < p.n; i += p.groups * ${WG}u) { let x = g[i]; s += x * x; }
-  red[li] = s;
+  for (var i = wid.x * ${lanes}u + li; i < p.n; i += p.groups * ${lanes}u) { let x = g[i]; s += ${vec === 4 ? 'dot(x, x)' : 'x * x'}; }
+  ${
+    lanes === CPU_LANES
+      ? `let t = subgroupAdd(s);
+  if (li == 0u) { partials[p.base + wid.x] = t; }`
+      : `red[li] = s;
   workgroupBarrier();
   for (var k = ${WG / 2}u; k > 0u; k >>= 1u) {
     if (li < k) { red[li] += red[li + k]; }
     workgroupBarrier();
   }
-  if (li == 0u) { partials[p.base + wid.x] = red[0]; }
+  if (li == 0u) { partials[p.base + wid.x] = red[0]; }`
+  }
 }`);
   let base = 0;
   for (const g of grads) {
-    for (const w of gpu.windows(g.size, 4)) {
-      const groups = normGroups(w.count);
+    const vec = normVec(g);
+    for (const w of normWindows(gpu, g)) {
+      const groups = normGroups(w.count, lanes);
       gpu.dispatch({
         op: `${op}.partial`,
         shapes: `${g}`,
-        pipeline: stage1,
-        params: new Params().u32(w.count).u32(base).u32(groups).bytes(),
+        pipeline: stage1(vec),
+        params: new Params().u32(w.count / vec).u32(base).u32(groups).bytes(),
         bindings: [g.binding(w.start * 4, w.count * 4), partials],
         workgroups: [groups],
       });
@@ -179,44 +204,47 @@ export function adamwUpdate(gpu: Gpu, param: Tensor, grad: Tensor, m: Tensor, v:
     normT = zeroNorms.get(gpu);
     if (!normT || normT.isDisposed) zeroNorms.set(gpu, (normT = gpu.tensor([1], 'f32', [0], op)));
   }
-  const pipeline = gpu.pipeline('adamw:f32', () => /* wgsl */ `
+  // vec4 items where the size allows (windows then hold whole vec4s): the same arithmetic per component, and on
+  // llvmpipe a storage access, a loop over the lanes, shared by 4 elements.
+  const vec = param.size % 4 === 0 ? 4 : 1;
+  const t = vec === 4 ? 'vec4<f32>' : 'f32';
+  const pipeline = gpu.pipeline(`adamw:f32:${vec}`, () => /* wgsl */ `
 struct P { n: u32, decay: f32, step_size: f32, beta1: f32, beta2: f32, inv_bc2_sqrt: f32, eps: f32,
            max_norm: f32, skip_nonfinite: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read_write> param: array<f32>;
-@group(0) @binding(2) var<storage, read> grad: array<f32>;
-@group(0) @binding(3) var<storage, read_write> m: array<f32>;
-@group(0) @binding(4) var<storage, read_write> v: array<f32>;
+@group(0) @binding(1) var<storage, read_write> param: array<${t}>;
+@group(0) @binding(2) var<storage, read> grad: array<${t}>;
+@group(0) @binding(3) var<storage, read_write> m: array<${t}>;
+@group(0) @binding(4) var<storage, read_write> v: array<${t}>;
 @group(0) @binding(5) var<storage, read> norm: array<f32>;
-${LINEAR_WORKGROUP}
 ${FINITE}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-  let i = linear_wg(wid, nwg) * ${WG}u + li;
-  if (i >= p.n) { return; }
   let total = norm[0];
   if (p.skip_nonfinite != 0u && !finite(total)) { return; }
   var scale = 1.0;
   if (p.max_norm > 0.0) { scale = min(1.0, p.max_norm / (total + 1e-6)); }
-  let g = grad[i] * scale;
-  let mi = m[i] + (1.0 - p.beta1) * (g - m[i]);
-  let vi = p.beta2 * v[i] + (1.0 - p.beta2) * g * g;
-  m[i] = mi;
-  v[i] = vi;
-  param[i] = param[i] * p.decay - p.step_size * mi / (sqrt(vi) * p.inv_bc2_sqrt + p.eps);
+  ${strideLoop(WG, 'i', 'p.n')} {
+    let g = grad[i] * scale;
+    let mi = m[i] + (1.0 - p.beta1) * (g - m[i]);
+    let vi = p.beta2 * v[i] + (1.0 - p.beta2) * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    param[i] = param[i] * p.decay - p.step_size * mi / (sqrt(vi) * p.inv_bc2_sqrt + p.eps);
+  }
 }`);
   // Bias corrections in float64 on the host, as torch does for non-capturable steps.
   const bc1 = 1 - h.beta1 ** h.step;
   const bc2 = 1 - h.beta2 ** h.step;
-  for (const w of gpu.windows(param.size, 4)) {
+  for (const w of gpu.windows(param.size, 4, vec)) {
     const [s, len] = [w.start * 4, w.count * 4];
     gpu.dispatch({
       op,
       shapes,
       pipeline,
       params: new Params()
-        .u32(w.count)
+        .u32(w.count / vec)
         .f32(1 - h.lr * h.weightDecay)
         .f32(h.lr / bc1)
         .f32(h.beta1)
@@ -227,7 +255,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         .u32(h.skipNonFinite ? 1 : 0)
         .bytes(),
       bindings: [param.binding(s, len), grad.binding(s, len), m.binding(s, len), v.binding(s, len), normT],
-      workgroups: gpu.grid(Math.ceil(w.count / WG)),
+      workgroups: strideGrid(gpu, w.count / vec, WG),
     });
   }
 }
