@@ -3,7 +3,7 @@ import { Params } from '../runtime/params.js';
 import { ShapeError } from '../runtime/errors.js';
 import type { Tensor } from '../runtime/tensor.js';
 import type { DType } from '../runtime/dtype.js';
-import { enableF16, strideGrid, strideLoop, wgslType } from './wgsl.js';
+import { enableF16, itemTypes, strideGrid, strideLoop } from './wgsl.js';
 
 const WG = 256;
 
@@ -19,7 +19,7 @@ export function add<D extends DType>(gpu: Gpu, a: Tensor<D>, b: Tensor<D>, out?:
   // vec4 items where the size allows (windows then hold whole vec4s): on llvmpipe each storage access is a loop over
   // the lanes, so a vec4 shares it among 4 elements.
   const vec = a.size % 4 === 0 ? 4 : 1;
-  const t = vec === 4 ? `vec4<${wgslType(a.dtype)}>` : wgslType(a.dtype);
+  const { t } = itemTypes(a.dtype, vec);
   const pipeline = gpu.pipeline(`add:${a.dtype}:${vec}`, () => /* wgsl */ `
 ${enableF16([a.dtype])}
 struct P { n: u32 }

@@ -2,7 +2,8 @@ import type { Gpu } from '../runtime/gpu.js';
 import { Params } from '../runtime/params.js';
 import { ShapeError } from '../runtime/errors.js';
 import { Tensor } from '../runtime/tensor.js';
-import { LINEAR_WORKGROUP, enableF16, strideGrid, wgslType } from './wgsl.js';
+import { LINEAR_WORKGROUP, enableF16, itemTypes, strideGrid, vec4Rows, wgslType } from './wgsl.js';
+import { CPU_LANES } from './cpu-lanes.js';
 import { rowBinding, rowWindows } from '../runtime/windows.js';
 
 const WG = 256;
@@ -17,19 +18,13 @@ export type TokenIds = Tensor | Int32Array | readonly number[];
 
 /**
  * How the row copies run: 'elements' (one invocation per element, the GPU default) or 'rows' (the software-adapter
- * default: a workgroup of ROW_LANES invocations per token in a loop over tokens, vec4s of a row per invocation where
+ * default: a workgroup of CPU_LANES invocations per token in a loop over tokens, vec4s of a row per invocation where
  * rows start on a vec4, so no division per element and one id load per row; llvmpipe divides lane by lane and pays
  * microseconds per workgroup).
  */
 export type EmbeddingPath = 'elements' | 'rows';
-const ROW_LANES = 8;
 
 const pathFor = (gpu: Gpu, asked?: EmbeddingPath): EmbeddingPath => asked ?? (gpu.softwareAdapter ? 'rows' : 'elements');
-
-/** vec4 items where rows of h start on a vec4 in every tensor bound by rows. */
-function rowItems(h: number, ts: Tensor[]): 1 | 4 {
-  return h % 4 === 0 && ts.every((t) => t.byteOffset % (4 * (t.dtype === 'f16' ? 2 : 4)) === 0) ? 4 : 1;
-}
 
 function resolveIds(gpu: Gpu, ids: TokenIds, vocab: number, op: string, shapes: string): { t: Tensor; temp: boolean } {
   if (ids instanceof Tensor) {
@@ -255,17 +250,17 @@ function embeddingRows(gpu: Gpu, op: string, shapes: string, tid: Tensor, table:
   const [vocab, h] = table.shape;
   const n = tid.size;
   if (n === 0 || h === 0) return;
-  const vec = rowItems(h, [table, y]);
-  const tt = vec === 4 ? `vec4<${wgslType(table.dtype)}>` : wgslType(table.dtype);
+  const vec = vec4Rows(h, [table, y]);
+  const [T, Y] = [itemTypes(table.dtype, vec), itemTypes('f32', vec)];
   const pipeline = gpu.pipeline(`embedding-rows:${table.dtype}:${vec}`, () => /* wgsl */ `
 ${enableF16([table.dtype])}
 struct P { n: u32, items: u32, v: u32, tok0: u32, row0: u32, rows: u32, st: u32, sy: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> ids: array<i32>;
-@group(0) @binding(2) var<storage, read> table: array<${tt}>;
-@group(0) @binding(3) var<storage, read_write> y: array<${vec === 4 ? 'vec4<f32>' : 'f32'}>;
+@group(0) @binding(2) var<storage, read> table: array<${T.t}>;
+@group(0) @binding(3) var<storage, read_write> y: array<${Y.t}>;
 ${CLAMP_ID}
-@compute @workgroup_size(${ROW_LANES})
+@compute @workgroup_size(${CPU_LANES})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
   for (var k = wid.x + wid.y * nwg.x; k < p.n; k += nwg.x * nwg.y) {
@@ -273,7 +268,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (id < p.row0 || id >= p.row0 + p.rows) { continue; }
     let src = p.st + (id - p.row0) * p.items;
     let dst = p.sy + k * p.items;
-    for (var j = li; j < p.items; j += ${ROW_LANES}u) { y[dst + j] = ${vec === 4 ? 'vec4<f32>' : 'f32'}(table[src + j]); }
+    for (var j = li; j < p.items; j += ${CPU_LANES}u) { y[dst + j] = ${Y.f}(table[src + j]); }
   }
 }`);
   const tableWins = rowWindows(gpu, vocab, h * 4, op);
@@ -297,18 +292,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 function embeddingSumRows(gpu: Gpu, op: string, shapes: string, tid: Tensor, link: Tensor, dy: Tensor, dTable: Tensor): void {
   const [vocab, h] = dTable.shape;
   const n = tid.size;
-  const vec = rowItems(h, [dy, dTable]);
-  const f = vec === 4 ? 'vec4<f32>' : 'f32';
+  const vec = vec4Rows(h, [dy, dTable]);
+  const [D, f] = [itemTypes(dy.dtype, vec), itemTypes('f32', vec).f];
   const pipeline = gpu.pipeline(`embedding_bwd_sum-rows:${dy.dtype}:${vec}`, () => /* wgsl */ `
 ${enableF16([dy.dtype])}
 struct P { n: u32, items: u32, v: u32, row0: u32, rows: u32, sd: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> ids: array<i32>;
 @group(0) @binding(2) var<storage, read> link: array<u32>;
-@group(0) @binding(3) var<storage, read> dy: array<${vec === 4 ? `vec4<${wgslType(dy.dtype)}>` : wgslType(dy.dtype)}>;
+@group(0) @binding(3) var<storage, read> dy: array<${D.t}>;
 @group(0) @binding(4) var<storage, read_write> dt: array<${f}>;
 ${CLAMP_ID}
-@compute @workgroup_size(${ROW_LANES})
+@compute @workgroup_size(${CPU_LANES})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
   for (var k = wid.x + wid.y * nwg.x; k < p.n; k += nwg.x * nwg.y) {
@@ -316,7 +311,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let id = clamp_id(ids[k]);
     if (id < p.row0 || id >= p.row0 + p.rows) { continue; }
     let o = p.sd + (id - p.row0) * p.items;
-    for (var j = li; j < p.items; j += ${ROW_LANES}u) {
+    for (var j = li; j < p.items; j += ${CPU_LANES}u) {
       var s = ${f}();
       var m = k;
       loop {

@@ -3,7 +3,7 @@ import { rowBinding, rowWindows } from '../runtime/windows.js';
 import { Params } from '../runtime/params.js';
 import { ShapeError } from '../runtime/errors.js';
 import type { Tensor } from '../runtime/tensor.js';
-import { LINEAR_WORKGROUP, enableF16, strideGrid, wgslType } from './wgsl.js';
+import { LINEAR_WORKGROUP, enableF16, itemTypes, strideGrid, vec4Rows, wgslType } from './wgsl.js';
 import { CPU_LANES, cpuLanesUnfit } from './cpu-lanes.js';
 
 /** Threads per workgroup for one row of length h: small rows (per-head q/k norms) waste fewer idle threads. */
@@ -66,15 +66,6 @@ function rmsnormPath(gpu: Gpu, asked: RmsNormPath | undefined, op: string): RmsN
   return asked ?? (gpu.softwareAdapter && !unfit ? 'cpu-lanes' : 'workgroup');
 }
 
-/** vec4 loads of rows of h elements: h a multiple of 4 and every tensor's rows starting on a vec4. */
-function rowVec(h: number, ts: Tensor[]): 1 | 4 {
-  return h % 4 === 0 && ts.every((t) => t.byteOffset % (4 * (t.dtype === 'f16' ? 2 : 4)) === 0) ? 4 : 1;
-}
-
-/** The vector type of a row item and a cast of one to f32 math. */
-function itemTypes(dtype: string, vec: number): { t: string; f: string } {
-  return vec === 4 ? { t: `vec4<${wgslType(dtype)}>`, f: 'vec4<f32>' } : { t: wgslType(dtype), f: 'f32' };
-}
 
 /** Workgroups of the cpu-lanes path: a grid-stride loop over rows, one subgroup each. */
 const cpuRowGrid = (gpu: Gpu, rows: number) => strideGrid(gpu, rows, 1);
@@ -231,7 +222,7 @@ function workgroupRmsnormBackward(gpu: Gpu, op: string, shapes: string, dy: Tens
   const [td, tx, tw] = [wgslType(dy.dtype), wgslType(x.dtype), wgslType(w.dtype)];
   const rowsPipeline = gpu.pipeline(`rmsnorm_bwd:${dy.dtype}:${x.dtype}:${w.dtype}:${wg}:${sub}`, () => /* wgsl */ `
 ${enableF16([dy.dtype, x.dtype, w.dtype])}${sub ? 'enable subgroups;' : ''}
-struct P { rows: u32, h: u32, sdy: u32, sx: u32, sdx: u32, sr: u32 }
+struct P { rows: u32, h: u32, sdy: u32, sx: u32, sdx: u32, sr: u32, items: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> dy: array<${td}>;
 @group(0) @binding(2) var<storage, read> x: array<${tx}>;
@@ -254,15 +245,33 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     dx[p.sdx + o + j] = ${tx}(r * f32(dy[p.sdy + o + j]) * f32(w[j]) - c * f32(x[p.sx + o + j]));
   }
 }`);
+  dispatchNormBackwardRows(gpu, op, shapes, rowsPipeline, { dy, x, w, rstd, dx }, wins, 1, (count) => gpu.grid(count));
+}
+
+/**
+ * rmsnormBackward's dx dispatches, one per window of rows; the shader's P: rows, h, the skips of dy, x and dx (in
+ * items of `vec` elements) and of rstd (in elements), then h in items.
+ */
+function dispatchNormBackwardRows(
+  gpu: Gpu,
+  op: string,
+  shapes: string,
+  pipeline: GPUComputePipeline,
+  t: { dy: Tensor; x: Tensor; w: Tensor; rstd: Tensor; dx: Tensor },
+  wins: ElementWindow[],
+  vec: number,
+  grid: (rows: number) => [number, number, number],
+): void {
+  const h = t.x.shape[t.x.rank - 1];
   for (const win of wins) {
-    const [bdy, bx, br, bdx] = [rowBinding(dy, win.start, win.count, h), rowBinding(x, win.start, win.count, h), rowBinding(rstd, win.start, win.count, 1), rowBinding(dx, win.start, win.count, h)];
+    const [bdy, bx, br, bdx] = [rowBinding(t.dy, win.start, win.count, h), rowBinding(t.x, win.start, win.count, h), rowBinding(t.rstd, win.start, win.count, 1), rowBinding(t.dx, win.start, win.count, h)];
     gpu.dispatch({
       op,
       shapes,
-      pipeline: rowsPipeline,
-      params: new Params().u32(win.count).u32(h).u32(bdy.skip).u32(bx.skip).u32(bdx.skip).u32(br.skip).bytes(),
-      bindings: [bdy.binding, bx.binding, w, br.binding, bdx.binding],
-      workgroups: gpu.grid(win.count),
+      pipeline,
+      params: new Params().u32(win.count).u32(h).u32(bdy.skip / vec).u32(bx.skip / vec).u32(bdx.skip / vec).u32(br.skip).u32(h / vec).bytes(),
+      bindings: [bdy.binding, bx.binding, t.w, br.binding, bdx.binding],
+      workgroups: grid(win.count),
     });
   }
 }
@@ -270,7 +279,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 /** rmsnorm's rows on the cpu-lanes path (RmsNormPath). */
 function cpuRmsnorm(gpu: Gpu, op: string, shapes: string, x: Tensor, w: Tensor, y: Tensor, rstd: Tensor, eps: number, r?: Tensor, sum?: Tensor): void {
   const h = x.shape[x.rank - 1];
-  const vec = rowVec(h, [x, w, y, ...(r && sum ? [r, sum] : [])]);
+  const vec = vec4Rows(h, [x, w, y, ...(r && sum ? [r, sum] : [])]);
   const [X, W] = [itemTypes(x.dtype, vec), itemTypes(w.dtype, vec)];
   // With a residual, each lane stores its items of s = x + r in the first loop and reads them back in the second.
   const input = r ? 's' : 'x';
@@ -349,7 +358,7 @@ function dispatchNormRows(
 /** rmsnormBackward's dx on the cpu-lanes path (RmsNormPath). */
 function cpuRmsnormBackward(gpu: Gpu, op: string, shapes: string, dy: Tensor, x: Tensor, w: Tensor, rstd: Tensor, dx: Tensor, wins: ElementWindow[]): void {
   const h = x.shape[x.rank - 1];
-  const vec = rowVec(h, [dy, x, w, dx]);
+  const vec = vec4Rows(h, [dy, x, w, dx]);
   const [D, X, W] = [itemTypes(dy.dtype, vec), itemTypes(x.dtype, vec), itemTypes(w.dtype, vec)];
   const pipeline = gpu.pipeline(`rmsnorm_bwd-cpu:${dy.dtype}:${x.dtype}:${w.dtype}:${vec}`, () => /* wgsl */ `
 ${enableF16([dy.dtype, x.dtype, w.dtype])}enable subgroups;
@@ -377,17 +386,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
   }
 }`);
-  for (const win of wins) {
-    const [bdy, bx, br, bdx] = [rowBinding(dy, win.start, win.count, h), rowBinding(x, win.start, win.count, h), rowBinding(rstd, win.start, win.count, 1), rowBinding(dx, win.start, win.count, h)];
-    gpu.dispatch({
-      op,
-      shapes,
-      pipeline,
-      params: new Params().u32(win.count).u32(h).u32(bdy.skip / vec).u32(bx.skip / vec).u32(bdx.skip / vec).u32(br.skip).u32(h / vec).bytes(),
-      bindings: [bdy.binding, bx.binding, w, br.binding, bdx.binding],
-      workgroups: cpuRowGrid(gpu, win.count),
-    });
-  }
+  dispatchNormBackwardRows(gpu, op, shapes, pipeline, { dy, x, w, rstd, dx }, wins, vec, (count) => cpuRowGrid(gpu, count));
 }
 
 /** Rows per partial sum of dw: enough chunks to fill the GPU, few enough to keep the partials small. */

@@ -2,7 +2,8 @@ import type { Gpu } from '../runtime/gpu.js';
 import { Params } from '../runtime/params.js';
 import { ShapeError } from '../runtime/errors.js';
 import type { Tensor } from '../runtime/tensor.js';
-import { LINEAR_WORKGROUP, enableF16, strideGrid, wgslType } from './wgsl.js';
+import { LINEAR_WORKGROUP, enableF16, itemTypes, strideGrid, vec4Rows, wgslType } from './wgsl.js';
+import { CPU_LANES } from './cpu-lanes.js';
 import { rowBinding, rowWindows } from '../runtime/windows.js';
 
 const WG = 256;
@@ -222,9 +223,8 @@ function rotateRows(
   const { x, y, second, mode, inverse } = a;
   const half = d / 2;
   const inPlace = y.buffer === x.buffer;
-  const vec = half % 4 === 0 && [x, y, ...(second ? [second] : [])].every((u) => u.byteOffset % (4 * (u.dtype === 'f16' ? 2 : 4)) === 0) ? 4 : 1;
-  const ty = vec === 4 ? `vec4<${wgslType(x.dtype)}>` : wgslType(x.dtype);
-  const f = vec === 4 ? 'vec4<f32>' : 'f32';
+  const vec = vec4Rows(half, [x, y, ...(second ? [second] : [])]);
+  const { t: ty, f } = itemTypes(x.dtype, vec);
   const dst = inPlace ? 'x' : 'y';
   const nb = mode === 'none' ? 2 : 3;
   const position = { none: 'p.offset + i32(tt)', token: 'p.offset + pos[tok]', seq: 'p.offset + pos[tok / p.t] + i32(tt)' }[mode];
@@ -254,7 +254,7 @@ ${mode === 'none' ? '' : '@group(0) @binding(2) var<storage, read> pos: array<i3
 @group(0) @binding(${nb}) var<storage, ${inPlace ? 'read_write' : 'read'}> x: array<${ty}>;
 ${inPlace ? '' : `@group(0) @binding(${nb + 1}) var<storage, read_write> y: array<${ty}>;`}
 ${second ? `@group(0) @binding(${nb + 1}) var<storage, read_write> k: array<${ty}>;` : ''}
-@compute @workgroup_size(${ROW_LANES})
+@compute @workgroup_size(${CPU_LANES})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
   for (var tl = wid.x + wid.y * nwg.x; tl < p.n; tl += nwg.x * nwg.y) {
@@ -263,7 +263,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let q = u32(clamp(${position}, 0, ${ROPE_MAX_POSITION}));
     let lo = (q % ${ROPE_SPLIT}u) * p.half;
     let hi = (${ROPE_SPLIT}u + q / ${ROPE_SPLIT}u) * p.half;
-    for (var j = li; j < p.items; j += ${ROW_LANES}u) {
+    for (var j = li; j < p.items; j += ${CPU_LANES}u) {
       ${angles}
       let c = ac * bc - asn * bs;
       let s = ${inverse ? '-' : ''}(asn * bc + ac * bs);${heads('p.heads', 'x', dst, 'p.sx', 'p.sy', '')}${second ? heads('p.heads2', 'k', 'k', 'p.sk', 'p.sk', '') : ''}
@@ -272,9 +272,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 }`);
   dispatchRotations(gpu, op, shapes, pipeline, a, [b, t, h, d], h2, vec, (count) => ({ n: count, grid: strideGrid(gpu, count, 1) }));
 }
-
-/** Invocations per workgroup of the 'rows' path. */
-const ROW_LANES = 8;
 
 const tables = new WeakMap<Gpu, Map<string, Tensor<'f32'>>>();
 

@@ -3,7 +3,7 @@ import { Params } from '../runtime/params.js';
 import { ShapeError } from '../runtime/errors.js';
 import type { Tensor } from '../runtime/tensor.js';
 import { shapeSize } from '../runtime/dtype.js';
-import { enableF16, strideGrid, wgslType } from './wgsl.js';
+import { enableF16, itemTypes, strideGrid, vec4Rows } from './wgsl.js';
 import { rowBinding, rowWindows } from '../runtime/windows.js';
 
 const WG = 256;
@@ -88,9 +88,8 @@ function run(gpu: Gpu, op: string, shapes: string, lay: Layout, backward: boolea
   const total = lay.rows * lay.inner;
   if (total === 0) return;
   const bytes = dtype === 'f16' ? 2 : 4;
-  const vec = (lay.fused ? lay.inner : total) % 4 === 0 && [...ins, ...outs].every((x) => x.byteOffset % (4 * bytes) === 0) ? 4 : 1;
-  const t = vec === 4 ? `vec4<${wgslType(dtype)}>` : wgslType(dtype);
-  const f = vec === 4 ? 'vec4<f32>' : 'f32';
+  const vec = vec4Rows(lay.fused ? lay.inner : total, [...ins, ...outs]);
+  const { t, f } = itemTypes(dtype, vec);
   const names = backward ? (lay.fused ? ['dy', 'gu'] : ['dy', 'g', 'u']) : lay.fused ? ['gu'] : ['g', 'u'];
   const outNames = backward ? (lay.fused ? ['dgu'] : ['dg', 'du']) : ['y'];
   const all = [...names, ...outNames];

@@ -35,3 +35,16 @@ export function strideGrid(gpu: { softwareAdapter: boolean; grid(workgroups: num
 export function strideLoop(wg: number, e: string, n: string): string {
   return `for (var ${e} = (wid.x + wid.y * nwg.x) * ${wg}u + li; ${e} < ${n}; ${e} += nwg.x * nwg.y * ${wg}u)`;
 }
+
+/**
+ * 4 where rows of `rowElems` elements can be read as vec4s in every tensor (rowElems a multiple of 4 and each
+ * tensor's first element on a vec4), else 1: the item size of the kernels that take vec4s where the layout allows.
+ */
+export function vec4Rows(rowElems: number, tensors: readonly { byteOffset: number; dtype: string }[]): 1 | 4 {
+  return rowElems % 4 === 0 && tensors.every((t) => t.byteOffset % (4 * (t.dtype === 'f16' ? 2 : 4)) === 0) ? 4 : 1;
+}
+
+/** The WGSL type of a `vec`-element item of a tensor (`t`) and of the same item in f32 math (`f`). */
+export function itemTypes(dtype: string, vec: number): { t: string; f: string } {
+  return vec === 4 ? { t: `vec4<${wgslType(dtype)}>`, f: 'vec4<f32>' } : { t: wgslType(dtype), f: 'f32' };
+}
