@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ShapeError, f16BitsToF32, f32ToF16Bits, type Gpu, type Tensor } from '../src/index.js';
 import { headBackward, headForward, type HeadOptions, type HeadTiles } from '../src/kernels/head.js';
+import { packMatmulB, type PackedMatmulB } from '../src/kernels/matmul.js';
 import { cpuHeadUnfit } from '../src/kernels/head-cpu.js';
 import { readTicketCounter } from '../src/kernels/tickets.js';
 import { headBackwardRef, headForwardRef } from '../src/reference/head.js';
@@ -238,6 +239,46 @@ describe('head CPU-adapter kernels (head-cpu.ts)', () => {
       expect(few.has('headForward:cpu-stats') && few.has('headBackward:cpu-dh')).toBe(true);
       expect(few.has('matmul-cpu-tiled')).toBe(false);
     }
+  });
+
+  it('the tiled path reads a weight packed once (packMatmulB) in vocabulary chunks cut on its column groups', async () => {
+    const gpu = await testGpu();
+    if (cpuHeadUnfit(gpu, gpu.tensor([2, 8], 'f32'), gpu.tensor([5, 8], 'f32'))) return;
+    // H 132 over two windows of K: 128-column groups, so chunks of 700 rows become 640 (the last 520).
+    const c: Case = { T: 100, H: 132, V: 1800, chunkVocab: 700, kernel: 'tiled' };
+    const rng = new Rng(470);
+    const x = inputs(rng, c);
+    const { h, w, y } = upload(gpu, c, x);
+    const packed = packMatmulB(gpu, w, { transB: true })!;
+    expect(packed.columnGroup).toBe(128);
+    await gpu.sync();
+    const run = async (packedWeight?: PackedMatmulB) => {
+      gpu.profiling = true;
+      const fwd = headForward(gpu, h, w, y, { ...opts(c), packedWeight });
+      const lse = await fwd.lse.read();
+      const timings = await gpu.takeTimings();
+      gpu.profiling = false;
+      return { lse, ops: new Set(timings.map((t) => t.op)), tiles: new Set(timings.filter((t) => t.op.startsWith('headForward')).map((t) => t.shapes.match(/tile (\d+x\d+)/)?.[1])) };
+    };
+    const plain = await run();
+    const fast = await run(packed);
+    expect(plain.ops.has('matmul-cpu-tiled-pack')).toBe(true);
+    expect(fast.ops.has('matmul-cpu-tiled')).toBe(true);
+    expect(fast.ops.has('matmul-cpu-tiled-pack')).toBe(false);
+    expect([...plain.tiles, ...fast.tiles]).toEqual(['100x700', '100x640']);
+    const ref = headForwardRef(x.hidden, x.weight, x.targets, c.T, c.H, c.V, 1);
+    expectClose(fast.lse, ref.lse, { atol: 2e-4, rtol: 2e-4 }, 'lse from the packed weight');
+    // Given as a function, it is asked for only where the tiled path runs.
+    let asked = 0;
+    const provider = () => (asked++, packed);
+    const results = [headForward(gpu, h, w, y, { kernel: 'cpu', packedWeight: provider })];
+    expect(asked).toBe(0);
+    results.push(headForward(gpu, h, w, y, { ...opts(c), packedWeight: provider }));
+    expect(asked).toBe(1);
+    expectClose(await results[1].lse.read(), ref.lse, { atol: 2e-4, rtol: 2e-4 }, 'lse, packed weight from a function');
+    results.forEach((r) => [r.lse, r.logprob, r.entropy, r.loss, r.count].forEach((t) => t.dispose()));
+    packed.dispose();
+    [h, w, y].forEach((t) => t.dispose());
   });
 
   it('is what auto picks on this adapter exactly where it can run', async () => {

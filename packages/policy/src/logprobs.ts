@@ -60,7 +60,7 @@ export async function sequenceLogprobs(
     }
     const hn = rmsnorm(gpu, h, model.weights.norm, { eps: cfg.rmsNormEps }).y.reshape([B * T, H]);
     const y = gpu.tensor([B * T], 'i32', targets, 'sequenceLogprobs targets');
-    const r = headForward(gpu, hn, model.weights.lmHead, y, { temperature });
+    const r = headForward(gpu, hn, model.weights.lmHead, y, { temperature, packedWeight: () => model.packedWeight(model.weights.lmHead) });
     return { logprob: r.logprob, entropy: r.entropy };
   });
   let lp: Float32Array;

@@ -1,4 +1,4 @@
-import { formatBytes, headForwardScratchBytes, sizeClass, type Gpu, type MemoryStats } from '@mlagent/core-kernels';
+import { formatBytes, headForwardScratchBytes, packedMatmulBBytes, sizeClass, type Gpu, type MemoryStats } from '@mlagent/core-kernels';
 import { expectedShapes, type QwenConfig } from './config.js';
 import { LORA_MODULES, moduleShape, type LoraModule } from './lora/config.js';
 
@@ -30,6 +30,12 @@ export interface MemoryPlanOptions {
   headKernel?: 'tiled' | 'cpu';
   /** The device's maxStorageBufferBindingSize, for the 'cpu' head's partials. Default 128 MiB. */
   maxBinding?: number;
+  /**
+   * QwenModel.packWeights on a software adapter: the frozen matrices packed for the cpu-tiled matmul (f32 windows).
+   * Counted for every projection and the LM head, an upper bound: a matrix is packed once a product runs it there.
+   * Default false.
+   */
+  packedWeights?: boolean;
 }
 
 export interface MemoryItem {
@@ -40,6 +46,8 @@ export interface MemoryItem {
 /** Estimated peak GPU bytes, by item, as the caching allocator would hand them out (size classes included). */
 export interface MemoryPlan {
   weights: number;
+  /** Packs of the frozen matrices (packedWeights), 0 without. */
+  packedWeights: number;
   lora: number;
   /** LoRA gradients plus AdamW's two moments (f32). */
   optimizer: number;
@@ -108,6 +116,16 @@ export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan
   }
   items.push({ name: `weights (${dtype} matrices)`, bytes: weights });
 
+  let packed = 0;
+  if (opts.packedWeights) {
+    for (const m of LORA_MODULES) {
+      const [outF, inF] = moduleShape(cfg, m);
+      packed += L * sizeClass(packedMatmulBBytes(inF, outF));
+    }
+    packed += buffer('packed LM head', sizeClass(packedMatmulBBytes(H, V)));
+    items.push({ name: 'packed weights (every projection and the LM head, f32 windows; at most)', bytes: packed });
+  }
+
   let lora = 0;
   let optimizer = 0;
   if (opts.lora) {
@@ -163,9 +181,10 @@ export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan
   }
 
   items.sort((a, b) => b.bytes - a.bytes);
-  const total = weights + lora + optimizer + activations + kv;
+  const total = weights + packed + lora + optimizer + activations + kv;
   return {
     weights,
+    packedWeights: packed,
     lora,
     optimizer,
     activations,
@@ -173,7 +192,19 @@ export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan
     total,
     items,
     largestBuffer: largest,
-    options: { batch: B, seqLen: T, dtype, training, checkpointing, kvCache, logits, headKernel, maxBinding: headKind.maxBinding, lora: opts.lora },
+    options: {
+      batch: B,
+      seqLen: T,
+      dtype,
+      training,
+      checkpointing,
+      kvCache,
+      logits,
+      headKernel,
+      maxBinding: headKind.maxBinding,
+      packedWeights: opts.packedWeights ?? false,
+      lora: opts.lora,
+    },
   };
 }
 

@@ -3,11 +3,14 @@ import {
   convertCheckpointData,
   embedding,
   matmul,
+  packMatmulB,
   rmsnorm,
   ropeQK,
+  selectMatmulPath,
   swiglu,
   type CheckpointDType,
   type Gpu,
+  type PackedMatmulB,
   type Tensor,
 } from '@mlagent/core-kernels';
 import { expectedShapes, layerTensorNames, loadQwenConfig, type QwenConfig } from './config.js';
@@ -20,6 +23,8 @@ import { linearForward } from './lora/linear.js';
 export interface QwenLoadOptions {
   /** dtype of the matrices on the GPU (default f32). Norm weights and biases are always f32. */
   dtype?: 'f32' | 'f16';
+  /** Sets `QwenModel.packWeights` (default false). */
+  packWeights?: boolean;
 }
 
 /** The GPU tensors of one decoder layer. */
@@ -120,6 +125,17 @@ export class QwenModel {
    * passes its adapter per call instead (see `policyForward`).
    */
   adapter: LoraAdapter | null = null;
+  /**
+   * On a CPU adapter (lavapipe), keep each frozen matrix packed for the cpu-tiled matmul once it is first multiplied
+   * there (packMatmulB), instead of packing it again in every product: 28% of a small model's LoRA step went to
+   * packing (docs/BENCHMARKS.md). Costs about each packed matrix's size in f32 (`packedWeightBytes`). For work
+   * that multiplies the same weights many times (training); a no-op on GPUs. The base weights are never written,
+   * so the packs stay current; merged-adapter copies are not packed.
+   */
+  packWeights = false;
+  /** Packs made so far, by matrix (null: the matmul does not pack this one). */
+  private readonly packs = new Map<Tensor, PackedMatmulB | null>();
+  private baseMatrices?: Set<Tensor>;
 
   private constructor(
     readonly gpu: Gpu,
@@ -204,7 +220,9 @@ export class QwenModel {
         await gpu.sync();
       }
       await gpu.sync();
-      return new QwenModel(gpu, cfg, { embed, lmHead, norm, layers }, dtype);
+      const model = new QwenModel(gpu, cfg, { embed, lmHead, norm, layers }, dtype);
+      model.packWeights = opts.packWeights ?? false;
+      return model;
     } catch (e) {
       for (const t of loaded) t.dispose();
       throw e;
@@ -306,7 +324,42 @@ export class QwenModel {
     const lora = slot && { slot, scale: this.adapter!.scale, dropout: 0, seed: 0 };
     const rows = x.size / inF;
     const acc = accumulate?.reshape([rows, outF]);
-    return linearForward(this.gpu, x.reshape([rows, inF]), W, bias, lora, acc).y.reshape([...x.shape.slice(0, -1), outF]);
+    return linearForward(this.gpu, x.reshape([rows, inF]), W, bias, lora, acc, this.packedWeight(W, rows)).y.reshape([...x.shape.slice(0, -1), outF]);
+  }
+
+  /**
+   * W [out, in], one of this model's own matrices, packed for x·Wᵀ on the cpu-tiled matmul (made on first use), or
+   * undefined: `packWeights` off, a GPU, another tensor (a merged copy), or `rows` of x that the cpu-tiled kernel
+   * would not take (decoding's GEMV).
+   */
+  packedWeight(W: Tensor, rows?: number): PackedMatmulB | undefined {
+    if (!this.packWeights || this.disposed) return undefined;
+    if (!this.baseMatrices) {
+      const w = this.weights;
+      this.baseMatrices = new Set([w.lmHead, ...w.layers.flatMap((L) => [L.q, L.k, L.v, L.o, L.gate, L.up, L.down, L.qkv, L.gateUp])].filter((t): t is Tensor => !!t));
+    }
+    if (!this.baseMatrices.has(W)) return undefined;
+    const [outF, inF] = W.shape;
+    if (rows !== undefined && selectMatmulPath(this.gpu, 'f32', W.dtype, rows, outF, inF, { transB: true }) !== 'cpu-tiled') return undefined;
+    let packed = this.packs.get(W);
+    if (packed === undefined) {
+      packed = packMatmulB(this.gpu, W, { transB: true }) ?? null;
+      this.packs.set(W, packed);
+    }
+    return packed ?? undefined;
+  }
+
+  /** GPU bytes of the packs `packWeights` has made. */
+  get packedWeightBytes(): number {
+    let bytes = 0;
+    for (const p of this.packs.values()) bytes += p?.byteLength ?? 0;
+    return bytes;
+  }
+
+  /** Frees the packs (later products make them again while `packWeights` is on). */
+  dropPackedWeights(): void {
+    for (const p of this.packs.values()) p?.dispose();
+    this.packs.clear();
   }
 
   /** The active adapter's slot for module `m` of layer L, unless L has the adapter merged in already. */
@@ -401,7 +454,7 @@ export class QwenModel {
       // Allocated in its final shape and written through a 2-D view: a reshape() view returned from the scope
       // would not own its buffer.
       const out = gpu.tensor([...h.shape.slice(0, -1), V], 'f32', undefined, 'lmHead');
-      matmul(gpu, hn, this.weights.lmHead, { transB: true, out: out.reshape([rows, V]) });
+      matmul(gpu, hn, this.weights.lmHead, { transB: true, out: out.reshape([rows, V]), packedB: this.packedWeight(this.weights.lmHead, rows) });
       return out;
     });
   }
@@ -414,6 +467,7 @@ export class QwenModel {
   /** Frees every weight on the GPU. The model cannot be used afterwards. */
   dispose(): void {
     if (this.disposed) return;
+    this.dropPackedWeights();
     this.disposed = true;
     const seen = new Set<Tensor>();
     const free = (t: Tensor | undefined) => {

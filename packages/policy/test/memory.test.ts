@@ -1,6 +1,6 @@
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Gpu, SeededRng, isSoftwareAdapter } from '@mlagent/core-kernels';
+import { Gpu, SeededRng, isSoftwareAdapter, sizeClass } from '@mlagent/core-kernels';
 import {
   LORA_MODULES,
   MemoryPlanError,
@@ -90,6 +90,27 @@ describe('planMemory against the allocator peak', () => {
       expectClose(`${label}, generate B=${B} prompt ${T} + ${newTokens}`, dir, { batch: B, seqLen: T + newTokens, kvCache: true }, gen);
     });
   }
+});
+
+describe('planMemory: packed weights', () => {
+  it('counts what packing every projection and the LM head allocates (a software adapter; nothing on a GPU)', async () => {
+    const dir = writeModel('qwen2', 62, 'F32', { vocabSize: 2048 });
+    dirs.push(dir);
+    const cfg = loadQwenConfig(dir);
+    const model = await QwenModel.load(gpu, dir, { packWeights: true });
+    try {
+      const matrices = [...model.weights.layers.flatMap((L) => [L.q, L.k, L.v, L.o, L.gate, L.up, L.down]), model.weights.lmHead];
+      // As the caching allocator hands them out: in size classes.
+      const added = matrices.reduce((n, W) => n + sizeClass(model.packedWeight(W)?.byteLength ?? 0), 0);
+      expect(model.packedWeightBytes).toBe(matrices.reduce((n, W) => n + (model.packedWeight(W)?.byteLength ?? 0), 0));
+      const plan = planMemory(cfg, { batch: 1, seqLen: 8, packedWeights: true });
+      expect(plan.total - planMemory(cfg, { batch: 1, seqLen: 8 }).total).toBe(plan.packedWeights);
+      expect(added).toBe(isSoftwareAdapter(gpu.adapter) ? plan.packedWeights : 0);
+      expect(plan.items.some((i) => i.name.startsWith('packed weights'))).toBe(true);
+    } finally {
+      model.dispose();
+    }
+  });
 });
 
 describe('assertFits', () => {

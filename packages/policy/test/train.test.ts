@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Gpu, SeededRng, cosineLr } from '@mlagent/core-kernels';
+import { Gpu, SeededRng, cosineLr, isSoftwareAdapter } from '@mlagent/core-kernels';
 import { LORA_MODULES, LoraAdapter, QwenModel, TrainOptimizer, maskedNllBackward, policyForward } from '../src/index.js';
 import { writeModel } from './fixtures.js';
 import { randomCoefs, randomSeqs, randomizeB, relErr } from './lora-oracle.js';
@@ -105,6 +105,65 @@ describe('LoRA training passes', () => {
       model.adapter = null;
     }
     adapter.dispose();
+  });
+
+  it('frozen weights packed once (packWeights) give the same logits, logprobs and gradients bit for bit', async () => {
+    const rng = new SeededRng(12);
+    const adapter = LoraAdapter.create(model, { r: 4, alpha: 8, dropout: 0.1, targetModules: LORA_MODULES }, { seed: 12 });
+    randomizeB(adapter, rng);
+    // 2 x 20 rows: over the CPU GEMV's 24, so the projections take the cpu-tiled matmul there.
+    const seqs = randomSeqs(rng, [20, 14], VOCAB);
+    const dLogprob = randomCoefs(rng, seqs);
+    const dEntropy = randomCoefs(rng, seqs, 0.5);
+    // Results, and apart from them how many times a frozen W was packed for a product (profiled).
+    let packing = 0;
+    const run = async () => {
+      await gpu.sync();
+      gpu.profiling = true;
+      adapter.zeroGrad();
+      const pass = await policyForward(model, seqs, { adapter, dropoutSeed: 3 });
+      pass.backward({ dLogprob, dEntropy });
+      const logits = model.forward([seqs[0], seqs[0]]);
+      const z = Array.from(await logits.read());
+      logits.dispose();
+      const grads = (await readAll(adapter)).map((g) => Array.from(g));
+      // Packs of a frozen W for x·Wᵀ: B transposed and neither side the LoRA rank (4).
+      const frozen = (shapes: string) => / tB /.test(shapes) && !/ [NK]=4 /.test(shapes);
+      packing = (await gpu.takeTimings()).filter((t) => t.op === 'matmul-cpu-tiled-pack' && frozen(t.shapes)).length;
+      gpu.profiling = false;
+      return { logprobs: pass.logprobs, grads, z };
+    };
+    const plain = await run();
+    const plainPacking = packing;
+    expect(model.packedWeightBytes).toBe(0);
+    model.packWeights = true;
+    try {
+      const packed = await run();
+      const bytes = model.packedWeightBytes;
+      // A CPU adapter packs the 7 projections of each layer and the LM head; a GPU packs nothing.
+      expect(bytes > 0).toBe(isSoftwareAdapter(gpu.adapter));
+      expect(packed).toEqual(plain);
+      expect(await run()).toEqual(plain);
+      expect(model.packedWeightBytes).toBe(bytes);
+      // No x·Wᵀ of the training pass or of forward (6-7 a layer each, and the LM head) packs W any more.
+      if (bytes > 0) {
+        expect(plainPacking).toBeGreaterThan(13 * model.config.numLayers);
+        expect(packing).toBe(0);
+      }
+      const copy = gpu.tensor(model.weights.layers[0].q.shape, 'f32');
+      expect(model.packedWeight(copy, 40)).toBeUndefined();
+      copy.dispose();
+      if (bytes > 0) {
+        expect(model.packedWeight(model.weights.layers[0].q, 40)).toBeDefined();
+        // Decoding's single rows take the GEMV, which packs nothing.
+        expect(model.packedWeight(model.weights.layers[0].q, 1)).toBeUndefined();
+      }
+    } finally {
+      model.packWeights = false;
+      model.dropPackedWeights();
+      adapter.dispose();
+    }
+    expect(model.packedWeightBytes).toBe(0);
   });
 
   it('gradients match central finite differences on a few parameters', async () => {

@@ -187,6 +187,8 @@ export async function benchPolicy(argv: string[]): Promise<void> {
           log(`  prefill ${fmt(row.ours.prefillTokPerS)} tok/s (torch ${fmt(row.torch?.prefillTokPerS)}), decode ${fmt(row.ours.decodeTokPerS)} tok/s (torch ${fmt(row.torch?.decodeTokPerS)}), peak ${gib(row.ours.peakBytes)} (torch ${gib(row.torch?.peakBytes)})`);
           writeReport();
         }
+        // As mlagent's trainers run it: frozen weights packed once on a CPU adapter (a no-op on GPUs).
+        model.packWeights = true;
         for (const checkpoint of doTrain ? ckpt : []) {
           const shape = { batch: trainBatch, seqLen, checkpoint, r, iterations, onProgress: log };
           log(`${name} ${dtype} LoRA train: batch ${trainBatch} x ${seqLen} tokens, r=${r} on ${LORA_MODULES.length} linears, checkpointing ${checkpoint ? 'on' : 'off'} ...`);

@@ -4,7 +4,7 @@ import { GpuLimitError, ShapeError } from '../runtime/errors.js';
 import type { Tensor } from '../runtime/tensor.js';
 import { DTYPE_BYTES } from '../runtime/dtype.js';
 import { rowBinding } from '../runtime/windows.js';
-import { isCpuAdapter, matmul as packageMatmul } from './matmul.js';
+import { isCpuAdapter, matmul as packageMatmul, type PackedMatmulB } from './matmul.js';
 import { LINEAR_WORKGROUP, enableF16, wgslType } from './wgsl.js';
 import { ticketCounter, ticketWorkgroups } from './tickets.js';
 import { CPU_MERGE_WGSL, FOLD_STATE, cpuDhWgsl, cpuHeadPlan, cpuPartialBytes, cpuHeadUnfit, cpuStatsWgsl, cpuTokenBlock } from './head-cpu.js';
@@ -55,6 +55,19 @@ export interface HeadOptions {
    * can run and its token block is full enough (see useCpu), else 'tiled'.
    */
   kernel?: 'auto' | 'tiled' | 'cpu';
+  /**
+   * The weight packed once for the cpu-tiled matmul (`packMatmulB(gpu, weight, { transB: true })`): on a CPU adapter
+   * the tiled path's logits then read it instead of packing each vocabulary chunk of the weight again. It must be
+   * current (see PackedMatmulB). Vocabulary chunks are cut on its column groups. A function giving it is called
+   * only where that path runs, so a caller can pack on first use.
+   */
+  packedWeight?: PackedMatmulB | (() => PackedMatmulB | undefined);
+}
+
+/** The packed weight where the tiled path's logits run on the cpu-tiled matmul, else undefined (not asked for). */
+function packedFor(gpu: Gpu, opts: HeadOptions, cpu: boolean): PackedMatmulB | undefined {
+  if (cpu || !cpuTileMatmuls(gpu, opts.tiles)) return undefined;
+  return typeof opts.packedWeight === 'function' ? opts.packedWeight() : opts.packedWeight;
 }
 
 export type HeadTiles = readonly [1 | 4 | 8, 4 | 8];
@@ -112,7 +125,8 @@ export function headForward(
   const op = 'headForward';
   const { T, V, tau } = validate(op, hidden, weight, targets, opts);
   const cpu = useCpu(gpu, op, hidden, weight, opts);
-  const { tc: TC, vc: VC } = plan(gpu, op, hidden, weight, opts, cpu);
+  const packed = packedFor(gpu, opts, cpu);
+  const { tc: TC, vc: VC } = plan(gpu, op, hidden, weight, opts, cpu, packed);
 
   const logprob = gpu.tensor([T], 'f32', undefined, op);
   const entropy = gpu.tensor([T], 'f32', undefined, op);
@@ -135,7 +149,7 @@ export function headForward(
         cpuStats(gpu, op, shapes, { hidden, weight, y, t0, tc, v0, vc, tau, maxBinding: gpu.maxBinding }, state);
         continue;
       }
-      logitsTile(gpu, op, shapes, hidden, weight, t0, tc, v0, vc, tile, tau, opts.tiles);
+      logitsTile(gpu, op, shapes, hidden, weight, t0, tc, v0, vc, tile, tau, opts.tiles, packed);
       gpu.dispatch({
         op: `${op}:stats`,
         shapes,
@@ -193,7 +207,8 @@ export function headBackward(
   if (!Number.isFinite(dLoss)) throw new ShapeError(`dLoss must be finite, got ${dLoss}`, { op, shapes });
   if (dLoss !== 0 && !saved.count) throw new ShapeError('dLoss needs saved.count', { op, shapes });
   const cpu = useCpu(gpu, op, hidden, weight, opts);
-  const { tc: TC, vc: VC } = plan(gpu, op, hidden, weight, opts, cpu);
+  const packed = packedFor(gpu, opts, cpu);
+  const { tc: TC, vc: VC } = plan(gpu, op, hidden, weight, opts, cpu, packed);
 
   const dh = opts.out ?? gpu.tensor([T, H], 'f32', undefined, op);
   const tile = cpu ? undefined : gpu.tensor([TC, VC], 'f32', undefined, `${op} tile`);
@@ -235,7 +250,7 @@ export function headBackward(
         cpuDh(gpu, op, fullShapes, { hidden, weight, y, t0, tc, v0, vc, tau, maxBinding: gpu.maxBinding }, coef, dhw, accumulate);
         continue;
       }
-      logitsTile(gpu, op, fullShapes, hidden, weight, t0, tc, v0, vc, tile, tau, opts.tiles);
+      logitsTile(gpu, op, fullShapes, hidden, weight, t0, tc, v0, vc, tile, tau, opts.tiles, packed);
       gpu.dispatch({
         op: `${op}:dz`,
         shapes: fullShapes,
@@ -296,7 +311,7 @@ function validate(op: string, hidden: Tensor, weight: Tensor, targets: Tensor, o
 }
 
 /** Chunk sizes: as asked (or the defaults), lowered so that every window fits one binding. */
-function plan(gpu: Gpu, op: string, hidden: Tensor, weight: Tensor, opts: HeadOptions, cpu: boolean): { tc: number; vc: number } {
+function plan(gpu: Gpu, op: string, hidden: Tensor, weight: Tensor, opts: HeadOptions, cpu: boolean, packed?: PackedMatmulB): { tc: number; vc: number } {
   const [T, H] = hidden.shape;
   const V = weight.shape[0];
   // A window may start up to storageAlign - 1 bytes before its first element.
@@ -307,7 +322,10 @@ function plan(gpu: Gpu, op: string, hidden: Tensor, weight: Tensor, opts: HeadOp
   const tc = Math.min(T, opts.chunkTokens ?? 512, fit(H * DTYPE_BYTES[hidden.dtype]), fit(H * 4), fit(16), maxRows, cpu ? fit(cpuPartialBytes(H, 'fwd')) : T);
   const defaultVc = defaultVocabChunk(tc, V, cpu);
   const tileCols = cpu ? V : Math.min(Math.floor(gpu.maxBinding / (4 * tc)), maxCols);
-  const vc = Math.min(V, opts.chunkVocab ?? defaultVc, fit(H * DTYPE_BYTES[weight.dtype]), tileCols);
+  let vc = Math.min(V, opts.chunkVocab ?? defaultVc, fit(H * DTYPE_BYTES[weight.dtype]), tileCols);
+  // Chunks that start on the packed weight's column groups read its windows.
+  const group = packed?.columnGroup ?? 1;
+  if (vc < V && vc >= group) vc -= vc % group;
   if (tc < 1 || vc < 1) {
     throw new GpuLimitError(`one row of H=${H} does not fit a binding of ${gpu.maxBinding} bytes`, {
       op,
@@ -487,12 +505,13 @@ function logitsTile(
   tile: Tensor,
   tau: number,
   tiles: HeadTiles | undefined,
+  packed: PackedMatmulB | undefined,
 ): void {
   const H = hidden.shape[1];
   const hv = cpuTileMatmuls(gpu, tiles) && alignedRows(gpu, hidden, t0, tc);
   const wv = hv && alignedRows(gpu, weight, v0, vc);
   if (hv && wv) {
-    packageMatmul(gpu, hv, wv, { transB: true, m: tc, n: vc, k: H, ldc: vc, out: tile, alpha: 1 / tau });
+    packageMatmul(gpu, hv, wv, { transB: true, m: tc, n: vc, k: H, ldc: vc, out: tile, alpha: 1 / tau, packedB: packed });
     return;
   }
   const h = rowBinding(hidden, t0, tc, H);

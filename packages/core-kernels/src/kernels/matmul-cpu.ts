@@ -1,6 +1,7 @@
 import type { Gpu } from '../runtime/gpu.js';
 import { Params } from '../runtime/params.js';
-import type { DType } from '../runtime/dtype.js';
+import { DTYPE_BYTES, type DType } from '../runtime/dtype.js';
+import type { Tensor } from '../runtime/tensor.js';
 import { enableF16, wgslType } from './wgsl.js';
 import type { CpuGemvProblem } from './gemv-cpu.js';
 import { ticketCounter, ticketWgsl, ticketWorkgroups } from './tickets.js';
@@ -49,7 +50,7 @@ const TICKETS = ticketWgsl('workgroup');
  * on the tiny policy's SFT, whose projections are 64–352 wide (a half-empty panel, fewer workgroups); so the
  * wide tile is used from N = 512.
  */
-function tileV(N: number): 2 | 4 {
+export function tileV(N: number): 2 | 4 {
   return N >= 512 ? 4 : 2;
 }
 /** Columns per panel: 8 lanes × V vec4. */
@@ -179,6 +180,8 @@ export function cpuBCopies(
 const kStep = (aTex: boolean) => LANES * (aTex ? 4 : 1);
 
 /** How K is cut into windows: rows per chunk, chunks, and whole panels per window. */
+export type CpuWindowLayout = ReturnType<typeof layout>;
+
 function layout(K: number, N: number, aTex = false) {
   const v = tileV(N);
   const step = kStep(aTex);
@@ -204,7 +207,74 @@ export function cpuMatmulUnfit(types: CpuMatmulTypes, p: Pick<CpuMatmulProblem, 
   return undefined;
 }
 
-/** Packs B into windows and runs the dispatches over them; `bindings` are A, B, C[, bias] as bound by matmul. */
+/**
+ * A B packed once into all of its windows (packCpuB), for a B that many products read unchanged (frozen weights):
+ * window slot g·chunks + c holds chunk c of K for panel group g (perWindow panels). Its layout is the one a texture
+ * A uses (K padded to 32 steps), which the storage-A kernel reads as well: it never reads past K.
+ */
+export interface CpuPackedWindows {
+  windows: Tensor;
+  layout: CpuWindowLayout;
+  /** The product's first panel group within the packed B (its columns start at firstGroup·perWindow·panel). */
+  firstGroup: number;
+}
+
+/** The window layout a packed B [K, N] has (packCpuB), whatever way A is later read. */
+export const cpuPackedLayout = (K: number, N: number): CpuWindowLayout => layout(K, N, true);
+
+/** Bytes of the windows packCpuB fills for a B of K x N. */
+export function cpuPackedBytes(K: number, N: number): number {
+  const L = cpuPackedLayout(K, N);
+  return Math.ceil(L.panels / L.perWindow) * L.chunks * WINDOW_VEC4 * 16;
+}
+
+/**
+ * Packs all of B into `windows` (cpuPackedBytes long) in the layout cpuPackedLayout describes. Each pack dispatch
+ * binds only the span of B its windows read, so a B larger than one storage binding packs too.
+ */
+export function packCpuB(
+  gpu: Gpu,
+  bType: DType,
+  p: Pick<CpuMatmulProblem, 'K' | 'N' | 'transB' | 'ldb' | 'offB'>,
+  b: Tensor,
+  windows: Tensor,
+  op: string,
+): void {
+  const L = cpuPackedLayout(p.K, p.N);
+  const variant = cpuPackVariant(p);
+  const pipeline = gpu.pipeline(`matmul-cpu-pack:${bType}${p.transB ? 'T' : 'N'}:${variant}:v${L.v}`, () => packWgsl(bType, p.transB, variant, L.v));
+  const eb = DTYPE_BYTES[bType];
+  const windowBytes = WINDOW_VEC4 * 16;
+  const shapes = `${b} ${p.transB ? 'tB ' : ''}K=${p.K} N=${p.N} packed`;
+  for (let g = 0; g * L.perWindow < L.panels; g++) {
+    const pan = g * L.perWindow;
+    const count = Math.min(L.perWindow, L.panels - pan);
+    const [n0, n1] = [pan * L.panel, Math.min(p.N, (pan + count) * L.panel)];
+    for (let c0 = 0; c0 < L.chunks; c0 += WINDOWS) {
+      const nch = Math.min(WINDOWS, L.chunks - c0);
+      const [k0, k1] = [c0 * L.chunk, Math.min(p.K, (c0 + nch) * L.chunk)];
+      // The elements these windows read, bound from a storage-aligned start; the kernel's offset is taken from that
+      // start (mod 2^32: its index sums wrap back into the span).
+      const lo = p.offB + (p.transB ? n0 * p.ldb + k0 : k0 * p.ldb + n0);
+      const hi = p.offB + (p.transB ? (n1 - 1) * p.ldb + k1 : (k1 - 1) * p.ldb + n1);
+      const start = Math.floor((b.byteOffset + lo * eb) / gpu.storageAlign) * gpu.storageAlign - b.byteOffset;
+      const span = b.binding(start, hi * eb - start);
+      gpu.dispatch({
+        op: `${op}-pack`,
+        shapes,
+        pipeline,
+        params: new Params().u32(p.K).u32(p.N).u32(p.ldb).u32((p.offB - start / eb) >>> 0).u32(L.chunk).u32(pan).u32(k0).bytes(),
+        bindings: [span, windows.binding((g * L.chunks + c0) * windowBytes, nch * windowBytes)],
+        workgroups: [L.chunk / PACK_ROWS, nch, count],
+      });
+    }
+  }
+}
+
+/**
+ * Packs B into windows (or takes them from `packed`) and runs the dispatches over them; `bindings` are A, B,
+ * C[, bias] as bound by matmul.
+ */
 export function launchCpuMatmul(
   gpu: Gpu,
   types: CpuMatmulTypes,
@@ -212,15 +282,16 @@ export function launchCpuMatmul(
   bindings: GPUBufferBinding[],
   op: string,
   shapes: string,
+  packed?: CpuPackedWindows,
 ): void {
   const [aBind, bBind, cBind, biasBind] = bindings;
   const aTex = cpuATexture(gpu.limits, types, p, aBind.offset ?? 0);
-  const L = layout(p.K, p.N, !!aTex);
+  const L = packed ? { ...packed.layout, panels: Math.ceil(p.N / packed.layout.panel) } : layout(p.K, p.N, !!aTex);
   // Each dispatch takes one panel (or one window of panels, for a small K) and up to WINDOWS chunks of K; its
   // windows are packed just before it into one scratch buffer that every dispatch reuses (the queue runs them in
   // order), so the extra memory is at most WINDOWS · 64 KB whatever the size of B.
   const chunksPer = Math.min(L.chunks, WINDOWS);
-  const scratch = gpu.tensor([chunksPer * WINDOW_VEC4 * 4], 'f32', undefined, op);
+  const scratch = packed ? undefined : gpu.tensor([chunksPer * WINDOW_VEC4 * 4], 'f32', undefined, op);
   const c4 = cpuCVec4(p, cBind.offset ?? 0);
   const key = `${types.a}${aTex ? 'tex' : p.transA ? 'T' : 'N'}:${types.c}${c4 ? 'x4' : ''}:${types.bias ?? '-'}:${p.beta !== 0 ? 'beta' : ''}`;
   const rows = tileRows(p.M, L.v);
@@ -241,12 +312,12 @@ export function launchCpuMatmul(
         dimension: '2d-array',
       })
     : aBind;
-  const bTexture = cpuBCopies(gpu.limits, types, p, bBind.offset ?? 0)
+  const bTexture = !packed && cpuBCopies(gpu.limits, types, p, bBind.offset ?? 0)
     ? upload('b', bBind, p.offB, p.ldb, { width: p.N / 4, height: p.K, layers: 1 }, p.K)
     : undefined;
   const variant = cpuPackVariant(p);
   // Compiled only where B is packed by a kernel (a first compile costs lavapipe seconds).
-  const packPipeline = bTexture
+  const packPipeline = bTexture || packed
     ? undefined
     : gpu.pipeline(`matmul-cpu-pack:${types.b}${p.transB ? 'T' : 'N'}:${variant}:v${L.v}`, () => packWgsl(types.b, p.transB, variant, L.v));
   const windowBytes = WINDOW_VEC4 * 16;
@@ -258,7 +329,9 @@ export function launchCpuMatmul(
     const kLen = Math.min(nch * L.chunk, p.K - kStart);
     for (let pan = 0; pan < L.panels; pan += L.perWindow) {
       const count = Math.min(L.perWindow, L.panels - pan);
-      if (bTexture) {
+      if (!scratch) {
+        // Packed already.
+      } else if (bTexture) {
         // The pack kernel's layout (see packWgsl), copied: each panel's kLen rows, windows back to back (a window is
         // one chunk of one panel when there are several chunks, else several panels of one chunk). Rows past K and
         // columns past N must read as zeros.
@@ -283,9 +356,11 @@ export function launchCpuMatmul(
         });
       }
       // Window w holds chunk w of this dispatch; slots past nch repeat the first (every binding must be bound).
+      const first = packed ? ((packed.firstGroup + pan / L.perWindow) * L.chunks + c0) * windowBytes : 0;
+      const source = packed?.windows ?? scratch!;
       const windows: GPUBufferBinding[] = [];
       for (let w = 0; w < WINDOWS; w++) {
-        windows.push({ buffer: scratch.buffer, offset: scratch.byteOffset + (w < nch ? w : 0) * windowBytes, size: windowBytes });
+        windows.push({ buffer: source.buffer, offset: source.byteOffset + first + (w < nch ? w : 0) * windowBytes, size: windowBytes });
       }
       const params = new Params()
         .u32(p.M)
@@ -319,7 +394,7 @@ export function launchCpuMatmul(
       });
     }
   }
-  scratch.dispose();
+  scratch?.dispose();
 }
 
 /** Rows of K one pack workgroup writes (chunks are multiples of 8): llvmpipe pays a few microseconds a workgroup. */

@@ -10,7 +10,18 @@ import { epilogueOnly, launchSplitK, sgmSplitK, tiledSplitK } from './matmul-spl
 import { GEMV_MAX_M, gemvKernel, gemvLaunch } from './gemv.js';
 import { cpuLanesUnfit } from './cpu-lanes.js';
 import { cpuGemvUnfit, launchCpuGemv } from './gemv-cpu.js';
-import { CPU_SCRATCH_BYTES, cpuATexture, cpuMatmulUnfit, launchCpuMatmul, type CpuMatmulTypes } from './matmul-cpu.js';
+import {
+  CPU_SCRATCH_BYTES,
+  cpuATexture,
+  cpuMatmulUnfit,
+  cpuPackedBytes,
+  cpuPackedLayout,
+  launchCpuMatmul,
+  packCpuB,
+  tileV,
+  type CpuMatmulTypes,
+  type CpuPackedWindows,
+} from './matmul-cpu.js';
 import {
   sgmBlock,
   sgmFromStorage,
@@ -80,12 +91,17 @@ export interface MatmulOptions {
    * gemvVecUnfit) or 'scalar' (any layout).
    */
   gemv?: 'vec' | 'scalar';
+  /**
+   * B already packed for the cpu-tiled kernel (packMatmulB), which then skips packing it: B must be the packed
+   * matrix or a run of its columns (rows of a B stored [N, K]), unchanged since it was packed. Other paths ignore it.
+   */
+  packedB?: PackedMatmulB;
 }
 
 export { GEMV_MAX_M };
 
 /** Kernel choices passed down to the launch. */
-type KernelChoice = Pick<MatmulOptions, 'sgmTile' | 'sgmEmulate' | 'sgmAF32' | 'splitK' | 'gemv'>;
+type KernelChoice = Pick<MatmulOptions, 'sgmTile' | 'sgmEmulate' | 'sgmAF32' | 'splitK' | 'gemv'> & { cpuPacked?: CpuPackedWindows };
 
 /** The config the emulated kernel uses on adapters without subgroup matrices. */
 const EMULATED_CONFIG: SubgroupMatrixConfig = { componentType: 'f16', resultComponentType: 'f32', M: 4, N: 4, K: 4 };
@@ -266,14 +282,110 @@ export function matmul(gpu: Gpu, a: Tensor, b: Tensor, opts: MatmulOptions = {})
     if (!Number.isInteger(v) || v < 0) fail(`dimensions, strides and offsets must be non-negative integers`);
   }
   if (p.M * p.N * p.batch === 0) return c;
+  const cpuPacked = opts.packedB && opts.packedB.windowsFor(b, p, shapes);
   const types = { a: a.dtype, b: b.dtype, c: c.dtype, bias: opts.bias?.dtype };
   const path = opts.path && opts.path !== 'auto' ? opts.path : selectMatmulPath(gpu, a.dtype, b.dtype, p.M, p.N, p.K, { ...p, cType: c.dtype, biasType: opts.bias?.dtype });
   if (path === 'gemv' && p.M > GEMV_MAX_M) fail(`gemv path takes M <= ${GEMV_MAX_M}`);
   const unfit = path === 'cpu-tiled' ? cpuTiledUnfit(gpu, types, p) : path === 'cpu-gemv' ? cpuGemvUnfit(gpu, p.M, p.K, p) : undefined;
   if (unfit) fail(`${path} path ${unfit}`);
   if (p.K === 0) epilogueOnly(gpu, c, opts.bias, p, shapes);
-  else run(gpu, a, b, c, opts.bias, p, path, shapes, opts);
+  else run(gpu, a, b, c, opts.bias, p, path, shapes, { ...opts, cpuPacked });
   return c;
+}
+
+/**
+ * A matrix B [K, N] (or [N, K] with transB) packed once into the cpu-tiled kernel's uniform windows, for a B that
+ * many products read unchanged: frozen weights. On lavapipe packing B is a pass over it per product (28% of a small
+ * model's LoRA step, docs/BENCHMARKS.md); `matmul(..., { packedB })` reads these windows instead. The windows
+ * follow B only through `refresh()`: whoever writes B must call it before the next product, or the product
+ * reads the old values. Costs about B's size in f32 (`byteLength`).
+ */
+export class PackedMatmulB {
+  private packed: Tensor | undefined;
+
+  /** Use packMatmulB. */
+  constructor(
+    private readonly gpu: Gpu,
+    /** The matrix packed; products take it or a run of its columns as B. */
+    readonly source: Tensor,
+    readonly transB: boolean,
+  ) {
+    const [K, N] = this.dims;
+    this.packed = gpu.keep(gpu.tensor([cpuPackedBytes(K, N) / 4], 'f32', undefined, 'packed matmul B'));
+    this.refresh();
+  }
+
+  /** [K, N] of the packed B. */
+  get dims(): [number, number] {
+    const [r, c] = this.source.shape;
+    return this.transB ? [c, r] : [r, c];
+  }
+
+  get byteLength(): number {
+    return this.packed?.byteLength ?? 0;
+  }
+
+  get isDisposed(): boolean {
+    return !this.packed;
+  }
+
+  /** Columns of a window group: a product over a run of columns reads the packed windows where the run starts on one. */
+  get columnGroup(): number {
+    const L = cpuPackedLayout(...this.dims);
+    return L.panel * L.perWindow;
+  }
+
+  /** Packs `source` again (after something wrote it). */
+  refresh(): void {
+    if (!this.packed) throw new ShapeError('packed B used after dispose()', { op: 'packMatmulB', shapes: `${this.source}` });
+    const [K, N] = this.dims;
+    packCpuB(this.gpu, this.source.dtype, { K, N, transB: this.transB, ldb: this.source.shape[1], offB: 0 }, this.source, this.packed, 'matmul-cpu-tiled');
+  }
+
+  dispose(): void {
+    this.packed?.dispose();
+    this.packed = undefined;
+  }
+
+  /**
+   * The windows for a product whose B is `b` addressed as `p`, or undefined where its columns do not start on a
+   * packed window group (it then packs B itself). Throws where `b` is not this matrix or a run of its columns.
+   */
+  windowsFor(b: Tensor, p: Problem, shapes: string): CpuPackedWindows | undefined {
+    const fail = (msg: string): never => {
+      throw new ShapeError(`packedB ${msg}`, { op: 'matmul', shapes });
+    };
+    if (!this.packed) return fail('was disposed');
+    const [K, N] = this.dims;
+    const src = this.source;
+    if (b.buffer !== src.buffer || b.dtype !== src.dtype || p.transB !== this.transB) fail(`was packed from another matrix (${src}${this.transB ? ' tB' : ''})`);
+    if (p.K !== K || p.ldb !== src.shape[1] || (p.batch > 1 && p.sB !== 0)) fail(`holds K=${K}, ldb=${src.shape[1]}, one matrix`);
+    const delta = (b.byteOffset - src.byteOffset) / DTYPE_BYTES[b.dtype] + p.offB;
+    const n0 = this.transB ? delta / p.ldb : delta;
+    if (!Number.isInteger(n0) || n0 < 0 || n0 + p.N > N) fail(`holds ${N} columns; this B is not a run of them`);
+    const L = cpuPackedLayout(K, N);
+    const group = this.columnGroup;
+    if (tileV(p.N) !== L.v || n0 % group !== 0) return undefined;
+    return { windows: this.packed, layout: L, firstGroup: n0 / group };
+  }
+}
+
+/** Bytes packMatmulB allocates for a B of K x N (memory planners). */
+export function packedMatmulBBytes(K: number, N: number): number {
+  return K * N === 0 ? 0 : cpuPackedBytes(K, N);
+}
+
+/**
+ * B packed for products on a CPU adapter's cpu-tiled kernel (see PackedMatmulB), or undefined where that kernel
+ * would not pack it (a GPU, or operands it does not take). `b` is a matrix [K, N], or [N, K] with transB.
+ */
+export function packMatmulB(gpu: Gpu, b: Tensor, opts: { transB?: boolean } = {}): PackedMatmulB | undefined {
+  const transB = opts.transB ?? false;
+  if (b.rank !== 2) throw new ShapeError(`packMatmulB takes a matrix, got ${b}`, { op: 'packMatmulB', shapes: `${b}` });
+  const [K, N] = transB ? [b.shape[1], b.shape[0]] : b.shape;
+  const layout = { N, K, batch: 1, transA: false, transB, ldb: b.shape[1], offB: 0, sB: 0 };
+  if (K * N === 0 || cpuLanesUnfit(gpu) || windowedUnfit(gpu, { a: 'f32', b: b.dtype, c: 'f32' }, layout)) return undefined;
+  return new PackedMatmulB(gpu, b, transB);
 }
 
 function resolve(a: Tensor, b: Tensor, opts: MatmulOptions): Problem {
@@ -403,7 +515,8 @@ function run(gpu: Gpu, a: Tensor, b: Tensor, c: Tensor, bias: Tensor | undefined
           };
           const bindings = [aw.binding, bw.binding, cw.binding, ...(biasW ? [biasW.binding] : [])];
           const subTypes = { a: a.dtype, b: b.dtype, c: c.dtype, bias: biasW && bias ? bias.dtype : undefined };
-          launch(gpu, a.dtype, b.dtype, c.dtype, subTypes.bias, sub, bindings, windowPath(gpu, path, subTypes, sub), shapes, sgmc);
+          // A packed B's windows are addressed from B's start, not from these bindings.
+          launch(gpu, a.dtype, b.dtype, c.dtype, subTypes.bias, sub, bindings, windowPath(gpu, path, subTypes, sub), shapes, { ...sgmc, cpuPacked: undefined });
         }
       }
     }
@@ -498,7 +611,7 @@ function launch(
     }
   } else if (path === 'cpu-tiled') {
     const types = { a: aType, b: bType, c: cType, bias: biasType };
-    if (!windowedUnfit(gpu, types, p)) return launchCpuMatmul(gpu, types, p, bindings, `matmul-${path}`, shapes);
+    if (!windowedUnfit(gpu, types, p)) return launchCpuMatmul(gpu, types, p, bindings, `matmul-${path}`, shapes, sgmc.cpuPacked);
     pipeline = gpu.pipeline(`matmul-cpu:${specKey(spec)}`, () => cpuTiledWgsl(spec));
     workgroups = [Math.ceil(p.N / CPU_BN), Math.ceil(p.M / CPU_R), p.batch];
   } else {

@@ -1,4 +1,4 @@
-import { add, loraDropout, loraLinearBackward, matmul, type Gpu, type Tensor } from '@mlagent/core-kernels';
+import { add, loraDropout, loraLinearBackward, matmul, type Gpu, type PackedMatmulB, type Tensor } from '@mlagent/core-kernels';
 import type { LoraSlot } from './adapter.js';
 
 /** The LoRA path of one linear layer in one pass. */
@@ -16,10 +16,18 @@ export interface LoraPath {
  * y = x·Wᵀ (+ bias) (+ scale·(dropout(x)·Aᵀ)·Bᵀ) for x [T, in], as loraLinear computes it, but returning y as the
  * owning tensor [T, out] (not a reshaped view), so training can keep it across scopes. Also returns h = dropout(x)·Aᵀ,
  * which backward needs. With `accumulate` (a [T, out] f32 tensor), y is added into it and y is that tensor: a
- * residual add folded into the product's epilogue.
+ * residual add folded into the product's epilogue. `packedW` is W packed for the CPU matmul (QwenModel.packedWeight).
  */
-export function linearForward(gpu: Gpu, x: Tensor, W: Tensor, bias: Tensor | undefined, lora?: LoraPath, accumulate?: Tensor): { y: Tensor; h?: Tensor } {
-  const y = matmul(gpu, x, W, { transB: true, bias, ...(accumulate ? { out: accumulate, beta: 1 } : {}) });
+export function linearForward(
+  gpu: Gpu,
+  x: Tensor,
+  W: Tensor,
+  bias: Tensor | undefined,
+  lora?: LoraPath,
+  accumulate?: Tensor,
+  packedW?: PackedMatmulB,
+): { y: Tensor; h?: Tensor } {
+  const y = matmul(gpu, x, W, { transB: true, bias, packedB: packedW, ...(accumulate ? { out: accumulate, beta: 1 } : {}) });
   if (!lora) return { y };
   const xd = lora.dropout > 0 ? loraDropout(gpu, x, lora.dropout, lora.seed) : x;
   const h = matmul(gpu, xd, lora.slot.A, { transB: true });

@@ -85,7 +85,7 @@ export class PolicyPass {
             dLogprob: dLogprob && gpu.tensor([n], 'f32', pick(dLogprob, 'dLogprob'), op),
             dEntropy: dEntropy && gpu.tensor([n], 'f32', pick(dEntropy, 'dEntropy'), op),
           },
-          { temperature: this.temperature },
+          { temperature: this.temperature, packedWeight: () => this.trunk.model.packedWeight(this.trunk.model.weights.lmHead) },
         );
         // Scatter the selected rows' gradient back to every row of hn (the others get 0).
         return sel ? embeddingBackward(gpu, sel.ids, dh, b.B * b.T) : dh;
@@ -144,7 +144,10 @@ export async function policyForward(model: QwenModel, seqs: readonly (readonly n
     }
     const rowTargets = selection ? Int32Array.from(selection.rows, (r) => batch.targets[r]) : batch.targets;
     targets = gpu.keep(gpu.tensor([rowTargets.length], 'i32', rowTargets, 'policy targets'));
-    fwd = headForward(gpu, selection ? selection.hidden : trunk.hn, model.weights.lmHead, targets, { temperature });
+    fwd = headForward(gpu, selection ? selection.hidden : trunk.hn, model.weights.lmHead, targets, {
+      temperature,
+      packedWeight: () => model.packedWeight(model.weights.lmHead),
+    });
   } catch (e) {
     trunk.dispose();
     disposeSelection(selection);

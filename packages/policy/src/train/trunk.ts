@@ -140,7 +140,7 @@ export class TrunkPass {
     const { B, T } = this.batch;
     const lh: LayerTape['lh'] = {};
     const lin = (m: LoraModule, x: Tensor, W: Tensor, bias?: Tensor): Tensor => {
-      const r = linearForward(gpu, x, W, bias, this.path(l, m));
+      const r = linearForward(gpu, x, W, bias, this.path(l, m), undefined, this.model.packedWeight(W, x.size / W.shape[1]));
       if (r.h) lh[m] = r.h;
       return r.y;
     };

@@ -125,7 +125,8 @@ export async function sft(options: SftOptions): Promise<SftResult> {
   if (options.model && options.model.gpu !== gpu) throw new Error('sft: the given model lives on another GPU than the given gpu');
   let model: QwenModel;
   try {
-    model = options.model ?? (await QwenModel.load(gpu, options.modelDir));
+    // Training multiplies the frozen weights many times: keep them packed on a CPU adapter (a no-op on GPUs).
+    model = options.model ?? (await QwenModel.load(gpu, options.modelDir, { packWeights: true }));
   } catch (e) {
     if (ownGpu) gpu.destroy();
     throw e;

@@ -127,7 +127,8 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
   let metrics: MetricsLogger | undefined;
   let rolloutLog: RolloutLog | undefined;
   try {
-    const model = options.model ?? (await QwenModel.load(gpu, options.modelDir));
+    // Training multiplies the frozen weights many times: keep them packed on a CPU adapter (a no-op on GPUs).
+    const model = options.model ?? (await QwenModel.load(gpu, options.modelDir, { packWeights: true }));
     if (!options.model) held.push(model);
     const tokenizer = QwenTokenizer.fromDir(options.modelDir);
     const lora = { r: config.lora.rank, alpha: config.lora.alpha, dropout: config.lora.dropout, targetModules: config.lora.targets as LoraModule[] };
