@@ -25,8 +25,11 @@ async function checkCase(gpu: Gpu, rng: Rng, n: number, vocab: number, h: number
   const tid = gpu.tensor([n], 'i32', ids);
   expectClose(await embedding(gpu, tid, tt, { path }).read(), want, exact, `y gpu ids ${what}`);
   // Sums of up to N terms in f32, in token order.
-  const dT = await embeddingBackward(gpu, tid, gpu.tensor([n, h], ddt, dy), vocab, { path }).read();
+  const tdy = gpu.tensor([n, h], ddt, dy);
+  const dT = await embeddingBackward(gpu, tid, tdy, vocab, { path }).read();
   expectClose(dT, embeddingBackwardRef(ids, dy, vocab, h), { atol: 1e-5, rtol: 1e-5 }, `dTable ${what}`);
+  // Host ids are linked on the host; the chains, and so the sums, are the GPU linking's.
+  expectClose(await embeddingBackward(gpu, ids, tdy, vocab, { path }).read(), dT, exact, `dTable host ids ${what}`);
   tt.dispose();
   tid.dispose();
 }
@@ -62,9 +65,46 @@ describe('embedding', () => {
     expect(Array.from(b)).toEqual(Array.from(a));
     // Both paths walk each id's chain in token order: the same sums, bit for bit.
     expect(Array.from(await embeddingBackward(gpu, tid, tdy, vocab, { path: 'elements' }).read())).toEqual(Array.from(a));
+    // Linked on the host (host ids), as a plain array too.
+    expect(Array.from(await embeddingBackward(gpu, ids, tdy, vocab).read())).toEqual(Array.from(a));
+    expect(Array.from(await embeddingBackward(gpu, Array.from(ids), tdy, vocab, { path: 'elements' }).read())).toEqual(Array.from(a));
     // Rows of ids that never occur are zero.
     const used = new Set(ids);
     for (let v = 0; v < vocab; v++) if (!used.has(v)) expect(Array.from(a.slice(v * h, (v + 1) * h))).toEqual(new Array(h).fill(0));
+  });
+
+  it('scatters rows of distinct ids without linking them (distinctIds), and refuses repeated host ids', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(44);
+    // 700 distinct rows out of 1000 (the policy puts selected rows back into a batch), over several 256-id tiles.
+    const [n, vocab] = [700, 1000];
+    const perm = Int32Array.from({ length: vocab }, (_, i) => i);
+    for (let i = vocab - 1; i > 0; i--) {
+      const j = rng.int(0, i);
+      [perm[i], perm[j]] = [perm[j], perm[i]];
+    }
+    const ids = perm.slice(0, n);
+    const tid = gpu.tensor([n], 'i32', ids);
+    for (const path of ['rows', 'elements'] as const) {
+      for (const h of [36, 17]) {
+        const dy = rng.randn(n * h);
+        const tdy = gpu.tensor([n, h], 'f32', dy);
+        const want = embeddingBackwardRef(ids, dy, vocab, h);
+        const gpuIds = await embeddingBackward(gpu, tid, tdy, vocab, { path, distinctIds: true }).read();
+        expectClose(gpuIds, want, exact, `distinct GPU ids H=${h} ${path}`);
+        expectClose(await embeddingBackward(gpu, ids, tdy, vocab, { path, distinctIds: true }).read(), want, exact, `distinct host ids H=${h} ${path}`);
+        const prior = rng.randn(vocab * h);
+        const acc = gpu.tensor([vocab, h], 'f32', prior);
+        embeddingBackward(gpu, tid, tdy, vocab, { path, distinctIds: true, accumulate: acc });
+        expectClose(await acc.read(), want.map((v, i) => v + prior[i]), { atol: 1e-6, rtol: 1e-6 }, `distinct accumulate H=${h} ${path}`);
+        acc.dispose();
+        tdy.dispose();
+      }
+    }
+    tid.dispose();
+    const dy = gpu.tensor([3, 4], 'f32');
+    expect(() => embeddingBackward(gpu, [2, 5, 2], dy, 8, { distinctIds: true })).toThrowError(/id 2 occurs again at position 2/);
+    dy.dispose();
   });
 
   it('accumulates into an existing gradient', async () => {

@@ -297,30 +297,47 @@ function embeddingCase(t: number, vocab: number, dt: F, size: Size): BenchCase {
   };
 }
 
-function embeddingBackwardCase(t: number, vocab: number, dt: F, size: Size): BenchCase {
+/** Distinct ids, t of them from [0, vocab): a fixed shuffle (the rows a policy puts back into its batch). */
+function distinctIds(t: number, vocab: number): Int32Array {
+  const all = Int32Array.from({ length: vocab }, (_, i) => i);
+  let s = 54321;
+  for (let i = vocab - 1; i > 0; i--) {
+    const j = (s = (s * 1103515245 + 12345) >>> 0) % (i + 1);
+    [all[i], all[j]] = [all[j], all[i]];
+  }
+  return all.slice(0, t);
+}
+
+/**
+ * `distinct`: every id once, passed with distinctIds (no linking; the policy's scatter of scored rows back into
+ * its batch). Otherwise random ids on the GPU, linked there by O(N²) comparisons.
+ */
+function embeddingBackwardCase(t: number, vocab: number, dt: F, size: Size, ids: 'random' | 'distinct' = 'random'): BenchCase {
   const h = HIDDEN;
+  const distinct = ids === 'distinct';
   return {
     family: 'ops',
-    name: `embedding backward ${dt} ${t} tokens into [${vocab},${h}] f32`,
+    name: `embedding backward ${dt} ${t} tokens into [${vocab},${h}] f32${distinct ? ' (distinct ids)' : ''}`,
     // dy read, touched rows of dTable read and written.
     bytes: t * h * (bytesOf(dt) + 8) + 4 * t,
     size,
     needs: needs(dt),
     prepare(gpu: Gpu) {
       const dy = benchTensor(gpu, [t, h], dt, 2, 23);
-      const ids = gpu.tensor([t], 'i32', randomIds(t, vocab));
+      const tid = gpu.tensor([t], 'i32', distinct ? distinctIds(t, vocab) : randomIds(t, vocab));
       const dTable = gpu.zeros([vocab, h], 'f32');
-      const run = () => void embeddingBackward(gpu, ids, dy, vocab, { accumulate: dTable });
+      const run = () => void embeddingBackward(gpu, tid, dy, vocab, { accumulate: dTable, distinctIds: distinct });
       return {
         run,
-        dispose: () => disposeAll(dy, ids, dTable),
+        dispose: () => disposeAll(dy, tid, dTable),
         // The timed runs accumulated into dTable: one run from zeros.
-        check: () => (gpu.clear(dTable), run(), checkEmbeddingBackward(ids, dy, dTable)),
+        check: () => (gpu.clear(dTable), run(), checkEmbeddingBackward(tid, dy, dTable)),
       };
     },
     torch: {
       setup:
-        `dy=torch.randn(${t},${h},device=dev,dtype=${torchDt(dt)}); ids=torch.randint(0,${vocab},(${t},),device=dev); ` +
+        `dy=torch.randn(${t},${h},device=dev,dtype=${torchDt(dt)}); ` +
+        (distinct ? `ids=torch.randperm(${vocab},device=dev)[:${t}]; ` : `ids=torch.randint(0,${vocab},(${t},),device=dev); `) +
         `dT=torch.zeros(${vocab},${h},device=dev,dtype=torch.float32)`,
       run: 'dT.index_add_(0,ids,dy.float())',
     },
@@ -338,6 +355,8 @@ export const opsBenches: BenchCase[] = [
   swigluBackwardCase(64, 'f32', 'cpu'),
   embeddingCase(64, 4096, 'f32', 'cpu'),
   embeddingBackwardCase(64, 4096, 'f32', 'cpu'),
+  embeddingBackwardCase(2048, 4096, 'f32', 'cpu'),
+  embeddingBackwardCase(2048, 4096, 'f32', 'cpu', 'distinct'),
   ...[512, 4096].flatMap((t) => [
     rmsnormCase(t, 'f16', 'gpu'),
     rmsnormResidualCase(t, 'f16', 'gpu'),
@@ -348,5 +367,6 @@ export const opsBenches: BenchCase[] = [
     swigluBackwardCase(t, 'f16', 'gpu'),
     embeddingCase(t, VOCAB, 'f16', 'gpu'),
     embeddingBackwardCase(t, VOCAB, 'f32', 'gpu'),
+    embeddingBackwardCase(t, VOCAB, 'f32', 'gpu', 'distinct'),
   ]),
 ];

@@ -115,13 +115,37 @@ export interface EmbeddingBackwardOptions {
   accumulate?: Tensor;
   /** How the sums over each id's tokens run (EmbeddingPath). */
   path?: EmbeddingPath;
+  /**
+   * Every id occurs once (a scatter of rows, as in putting selected rows back into a batch): no linking of tokens
+   * by id. Host ids are checked (a ShapeError names the first repeat); GPU ids cannot be, and a repeated id then
+   * loses all but one of its rows' sums.
+   */
+  distinctIds?: boolean;
+}
+
+/**
+ * The token chains of the backward from host ids, in O(N): link[k] = the next token with k's id (or NONE), and
+ * link[N + k] = 1 where k is the first token of its id. The GPU kernel below computes the same from GPU ids.
+ */
+function hostIdLinks(ids: ArrayLike<number>): Uint32Array {
+  const n = ids.length;
+  const link = new Uint32Array(2 * n).fill(NONE, 0, n);
+  const last = new Map<number, number>();
+  for (let k = 0; k < n; k++) {
+    const prev = last.get(ids[k]);
+    if (prev === undefined) link[n + k] = 1;
+    else link[prev] = k;
+    last.set(ids[k], k);
+  }
+  return link;
 }
 
 /**
  * Backward of `embedding`: dTable[v, :] = Σ over tokens with id v of dy[token, :], into an f32 [V, H] tensor
  * (zeroed first, or `accumulate`d into). Deterministic and without float atomics:
- *  1. per token, the next token with the same id and whether it is the first of its id: O(N²) id comparisons
- *     (16.7M for N = 4096: a few microseconds of GPU time), through workgroup tiles of the ids;
+ *  1. per token, the next token with the same id and whether it is the first of its id: on the host in O(N) for
+ *     host ids (hostIdLinks); for GPU ids O(N²) id comparisons (16.7M for N = 4096: a few microseconds of GPU
+ *     time, ~12 ms on lavapipe at N = 2700), through workgroup tiles of the ids; none with `distinctIds`;
  *  2. per (first token of an id, column): walk that id's chain in token order and add up dy: O(N·H) adds in all,
  *     one writer per dTable element. The critical path is the largest count of one id among the tokens.
  * dy must fit one binding (N·H·4 bytes); dTable is bound in windows of rows.
@@ -139,6 +163,13 @@ export function embeddingBackward(gpu: Gpu, ids: TokenIds, dy: Tensor, vocab: nu
   }
   const n = ids instanceof Tensor ? ids.size : ids.length;
   if (dy.size !== n * h) throw new ShapeError(`${op} needs dy [N, H] for N = ${n} ids`, { op, shapes });
+  if (opts.distinctIds && !(ids instanceof Tensor)) {
+    const seen = new Set<number>();
+    for (let i = 0; i < ids.length; i++) {
+      if (seen.has(ids[i])) throw new ShapeError(`${op} distinctIds: id ${ids[i]} occurs again at position ${i}`, { op, shapes });
+      seen.add(ids[i]);
+    }
+  }
   const { t: tid, temp } = resolveIds(gpu, ids, vocab, op, shapes);
   const dTable = (acc ?? gpu.zeros([vocab, h], 'f32', op)) as Tensor<'f32'>;
   if (n === 0 || h === 0) {
@@ -146,52 +177,12 @@ export function embeddingBackward(gpu: Gpu, ids: TokenIds, dy: Tensor, vocab: nu
     return dTable;
   }
 
-  const link = gpu.tensor([2 * n], 'u32', undefined, op);
-  const linkPipeline = gpu.pipeline('embedding_bwd_link', () => /* wgsl */ `
-struct P { n: u32, v: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> ids: array<i32>;
-// [0, n): next token with the same id, or NONE; [n, 2n): 1 where the token is the first of its id.
-@group(0) @binding(2) var<storage, read_write> link: array<u32>;
-var<workgroup> tile: array<u32, ${WG}>;
-${LINEAR_WORKGROUP}
-${CLAMP_ID}
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
-  let k = linear_wg(wid, nwg) * ${WG}u + li;
-  // Past-the-end threads still help load tiles; their own id matches nothing (ids are < 2^31).
-  var me = 0xfffffffeu;
-  if (k < p.n) { me = clamp_id(ids[k]); }
-  var next = ${NONE}u;
-  var first = 1u;
-  for (var base = 0u; base < p.n; base += ${WG}u) {
-    var v = ${NONE}u;
-    if (base + li < p.n) { v = clamp_id(ids[base + li]); }
-    tile[li] = v;
-    workgroupBarrier();
-    for (var j = 0u; j < ${WG}u; j++) {
-      let m = base + j;
-      if (tile[j] == me) {
-        if (m < k) { first = 0u; }
-        if (m > k && next == ${NONE}u) { next = m; }
-      }
-    }
-    workgroupBarrier();
+  let link: Tensor;
+  if (ids instanceof Tensor) {
+    link = opts.distinctIds ? gpu.tensor([2 * n], 'u32', distinctLinks(n), op) : linkOnGpu(gpu, op, shapes, tid, vocab);
+  } else {
+    link = gpu.tensor([2 * n], 'u32', hostIdLinks(ids), op);
   }
-  if (k < p.n) {
-    link[k] = next;
-    link[p.n + k] = first;
-  }
-}`);
-  gpu.dispatch({
-    op: `${op}.link`,
-    shapes,
-    pipeline: linkPipeline,
-    params: new Params().u32(n).u32(vocab).bytes(),
-    bindings: [tid, link],
-    workgroups: gpu.grid(Math.ceil(n / WG)),
-  });
 
   const sumPipeline = gpu.pipeline(`embedding_bwd_sum:${dy.dtype}`, () => /* wgsl */ `
 ${enableF16([dy.dtype])}
@@ -286,6 +277,63 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       });
     }
   }
+}
+
+/** Chains of distinct ids: every token is the first and last of its id. */
+function distinctLinks(n: number): Uint32Array {
+  return new Uint32Array(2 * n).fill(NONE, 0, n).fill(1, n);
+}
+
+/** hostIdLinks for GPU ids: O(N²) comparisons through workgroup tiles of the ids. */
+function linkOnGpu(gpu: Gpu, op: string, shapes: string, tid: Tensor, vocab: number): Tensor {
+  const n = tid.size;
+  const link = gpu.tensor([2 * n], 'u32', undefined, op);
+  const pipeline = gpu.pipeline('embedding_bwd_link', () => /* wgsl */ `
+struct P { n: u32, v: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> ids: array<i32>;
+// [0, n): next token with the same id, or NONE; [n, 2n): 1 where the token is the first of its id.
+@group(0) @binding(2) var<storage, read_write> link: array<u32>;
+var<workgroup> tile: array<u32, ${WG}>;
+${LINEAR_WORKGROUP}
+${CLAMP_ID}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+  let k = linear_wg(wid, nwg) * ${WG}u + li;
+  // Past-the-end threads still help load tiles; their own id matches nothing (ids are < 2^31).
+  var me = 0xfffffffeu;
+  if (k < p.n) { me = clamp_id(ids[k]); }
+  var next = ${NONE}u;
+  var first = 1u;
+  for (var base = 0u; base < p.n; base += ${WG}u) {
+    var v = ${NONE}u;
+    if (base + li < p.n) { v = clamp_id(ids[base + li]); }
+    tile[li] = v;
+    workgroupBarrier();
+    for (var j = 0u; j < ${WG}u; j++) {
+      let m = base + j;
+      if (tile[j] == me) {
+        if (m < k) { first = 0u; }
+        if (m > k && next == ${NONE}u) { next = m; }
+      }
+    }
+    workgroupBarrier();
+  }
+  if (k < p.n) {
+    link[k] = next;
+    link[p.n + k] = first;
+  }
+}`);
+  gpu.dispatch({
+    op: `${op}.link`,
+    shapes,
+    pipeline,
+    params: new Params().u32(n).u32(vocab).bytes(),
+    bindings: [tid, link],
+    workgroups: gpu.grid(Math.ceil(n / WG)),
+  });
+  return link;
 }
 
 /** embeddingBackward's sums on the 'rows' path: each first token of an id walks its chain, a row of vec4s at a time. */

@@ -88,7 +88,7 @@ export class PolicyPass {
           { temperature: this.temperature, packedWeight: () => this.trunk.model.packedWeight(this.trunk.model.weights.lmHead) },
         );
         // Scatter the selected rows' gradient back to every row of hn (the others get 0).
-        return sel ? embeddingBackward(gpu, sel.ids, dh, b.B * b.T) : dh;
+        return sel ? embeddingBackward(gpu, sel.ids, dh, b.B * b.T, { distinctIds: true }) : dh;
       });
     } finally {
       this.dispose();
