@@ -209,6 +209,64 @@ describe('head CPU-adapter kernels (head-cpu.ts)', () => {
     });
   }
 
+  it('keeps the raw logits for backward (keepLogits), which reads them: the same results bit for bit', async () => {
+    const gpu = await testGpu();
+    if (cpuHeadUnfit(gpu, gpu.tensor([2, 8], 'f32'), gpu.tensor([5, 8], 'f32'))) return;
+    const cases: Case[] = [
+      { T: 19, H: 64, V: 777, chunkVocab: 300, chunkTokens: 11, kernel: 'cpu' },
+      { T: 5, H: 36, V: 1003, tau: 0.8, kernel: 'cpu' },
+      { T: 3, H: 8, V: 517, wdtype: 'f16', hdtype: 'f16', tau: 1.4, kernel: 'cpu' },
+    ];
+    for (const [i, c] of cases.entries()) {
+      const what = JSON.stringify(c);
+      const rng = new Rng(470 + i);
+      const x = inputs(rng, c);
+      const { h, w, y } = upload(gpu, c, x);
+      const plain = headForward(gpu, h, w, y, opts(c));
+      const kept = headForward(gpu, h, w, y, { ...opts(c), keepLogits: true });
+      expect(plain.logits, what).toBeUndefined();
+      expect(kept.logits?.shape, what).toEqual([c.T, c.V]);
+      const z = await kept.logits!.read();
+      const want = new Float64Array(c.T * c.V);
+      for (let t = 0; t < c.T; t++) {
+        for (let v = 0; v < c.V; v++) {
+          let sum = 0;
+          for (let k = 0; k < c.H; k++) sum += x.hidden[t * c.H + k] * x.weight[v * c.H + k];
+          want[t * c.V + v] = sum;
+        }
+      }
+      expectClose(z, want, { atol: 1e-4, rtol: 1e-4 }, `${what} logits`);
+      for (const k of ['lse', 'logprob', 'entropy', 'loss'] as const) {
+        expect(Array.from(await kept[k].read()), `${what} ${k}`).toEqual(Array.from(await plain[k].read()));
+      }
+      const grads = { dLogprob: gpu.tensor([c.T], 'f32', rng.randn(c.T)), dEntropy: gpu.tensor([c.T], 'f32', rng.randn(c.T)), dLoss: 0.3 };
+      const dh0 = await headBackward(gpu, h, w, y, plain, grads, opts(c)).read();
+      const dh1 = await headBackward(gpu, h, w, y, kept, grads, opts(c)).read();
+      expect(Array.from(dh1), `${what} dh`).toEqual(Array.from(dh0));
+      // It reads them: other logits give another gradient.
+      const shifted = gpu.tensor([c.T, c.V], 'f32', z.map((v, j) => (j % 7 === 0 ? v + 1 : v)));
+      const dh2 = await headBackward(gpu, h, w, y, { ...kept, logits: shifted }, grads, opts(c)).read();
+      expect(dh2.some((v, j) => v !== dh0[j]), `${what} shifted logits`).toBe(true);
+      expect(() => headBackward(gpu, h, w, y, { ...kept, logits: gpu.tensor([c.T, c.V + 1], 'f32') }, grads, opts(c))).toThrowError(/logits must be f32/);
+      for (const t of [h, w, y, shifted, grads.dLogprob, grads.dEntropy, kept.logits!]) t.dispose();
+    }
+    // Into a view of a larger buffer (logitsOut), as a reused scratch buffer would hold them.
+    {
+      const c: Case = { T: 13, H: 16, V: 200, chunkVocab: 72, kernel: 'cpu' };
+      const { h, w, y } = upload(gpu, c, inputs(new Rng(478), c));
+      const big = gpu.tensor([40, c.V], 'f32');
+      const fresh = headForward(gpu, h, w, y, { ...opts(c), keepLogits: true });
+      const into = headForward(gpu, h, w, y, { ...opts(c), logitsOut: big.rows(0, c.T) });
+      expect(Array.from(await into.logits!.read())).toEqual(Array.from(await fresh.logits!.read()));
+      expect(() => headForward(gpu, h, w, y, { ...opts(c), logitsOut: big.rows(0, c.T + 1) })).toThrowError(/logitsOut must be f32\[13,200\]/);
+      for (const t of [h, w, y, big, fresh.logits!]) t.dispose();
+    }
+    // Not on the tiled path, which never holds all the logits.
+    const c: Case = { T: 7, H: 16, V: 300, kernel: 'tiled' };
+    const { h, w, y } = upload(gpu, c, inputs(new Rng(479), c));
+    expect(headForward(gpu, h, w, y, { ...opts(c), keepLogits: true }).logits).toBeUndefined();
+  });
+
   it('leaves the tile counter at zero after forward and backward (fewer tiles than threads, and many)', async () => {
     const gpu = await freshGpu();
     try {

@@ -66,6 +66,12 @@ const LOADABLE: ReadonlySet<SafetensorsDType> = new Set(['F32', 'F16', 'BF16']);
 
 const fmt = (shape: readonly number[]) => `[${shape.join(', ')}]`;
 
+/**
+ * Most bytes of LM-head logits a training pass keeps for its backward (policyForward's keepLogits, on lavapipe's
+ * fused head kernels, which then skip recomputing them), in one buffer per model reused by every pass.
+ */
+export const KEEP_LOGITS_MAX_BYTES = 48 * 2 ** 20;
+
 /** Layer weights made by `mergedAdapterLayers`: the adapter is already in them, so `linear` adds no LoRA path. */
 const mergedLayers = new WeakSet<QwenLayerWeights>();
 
@@ -133,6 +139,8 @@ export class QwenModel {
    * so the packs stay current; merged-adapter copies are not packed.
    */
   packWeights = false;
+  /** The buffer training passes keep the head's logits in (borrowLogitsScratch), and whether a pass holds it. */
+  private logitsScratch?: { t: Tensor; busy: boolean };
   /** Packs made so far, by matrix (null: the matmul does not pack this one). */
   private readonly packs = new Map<Tensor, PackedMatmulB | null>();
   private baseMatrices?: Set<Tensor>;
@@ -356,6 +364,27 @@ export class QwenModel {
     return bytes;
   }
 
+  /**
+   * For policyForward: a view [rows, V] f32 of one buffer of KEEP_LOGITS_MAX_BYTES, made on first use and reused, for
+   * a training pass to keep its head logits in until its backward; `release()` gives it back. Undefined where
+   * rows·V·4 exceeds that or another pass holds it (that pass then recomputes or allocates its own).
+   */
+  borrowLogitsScratch(rows: number): { logits: Tensor<'f32'>; release(): void } | undefined {
+    const V = this.config.vocabSize;
+    const capacity = Math.floor(KEEP_LOGITS_MAX_BYTES / (4 * V));
+    if (this.disposed || rows < 1 || rows > capacity || this.logitsScratch?.busy) return undefined;
+    const s = (this.logitsScratch ??= { t: this.gpu.keep(this.gpu.tensor([capacity, V], 'f32', undefined, 'kept head logits')), busy: false });
+    s.busy = true;
+    let released = false;
+    return {
+      logits: s.t.rows(0, rows) as Tensor<'f32'>,
+      release: () => {
+        if (!released && this.logitsScratch === s) s.busy = false;
+        released = true;
+      },
+    };
+  }
+
   /** Frees the packs (later products make them again while `packWeights` is on). */
   dropPackedWeights(): void {
     for (const p of this.packs.values()) p?.dispose();
@@ -468,6 +497,8 @@ export class QwenModel {
   dispose(): void {
     if (this.disposed) return;
     this.dropPackedWeights();
+    this.logitsScratch?.t.dispose();
+    this.logitsScratch = undefined;
     this.disposed = true;
     const seen = new Set<Tensor>();
     const free = (t: Tensor | undefined) => {

@@ -166,6 +166,61 @@ describe('LoRA training passes', () => {
     expect(model.packedWeightBytes).toBe(0);
   });
 
+  it('a pass keeps the head logits for backward (keepLogits, the default where they fit): the same gradients bit for bit', async () => {
+    const rng = new SeededRng(13);
+    const adapter = LoraAdapter.create(model, { r: 4, alpha: 8, targetModules: ['q_proj', 'down_proj'] }, { seed: 13 });
+    randomizeB(adapter, rng);
+    const seqs = randomSeqs(rng, [17, 9, 12], VOCAB);
+    const scoredTokens = seqs.map((s) => s.map((_, t) => (t % 3 === 0 ? 0 : 1)));
+    const dLogprob = randomCoefs(rng, seqs).map((c, b) => c.map((v, t) => v * scoredTokens[b][t]));
+    const dEntropy = randomCoefs(rng, seqs, 0.5).map((c, b) => c.map((v, t) => v * scoredTokens[b][t]));
+    const grads = async (opts: { keepLogits?: boolean; scoredTokens?: number[][] }) => {
+      adapter.zeroGrad();
+      await gpu.sync();
+      gpu.profiling = true;
+      const pass = await policyForward(model, seqs, { adapter, temperature: 0.9, ...opts });
+      pass.backward({ dLogprob, dEntropy });
+      const g = (await readAll(adapter)).map((x) => Array.from(x));
+      const ops = (await gpu.takeTimings()).map((t) => t.op);
+      gpu.profiling = false;
+      return { g, logprobs: pass.logprobs, recomputed: ops.includes('headBackward:cpu-dh'), read: ops.includes('headBackward:cpu-dh-kept') };
+    };
+    try {
+      for (const scored of [undefined, scoredTokens]) {
+        const plain = await grads({ keepLogits: false, scoredTokens: scored });
+        const kept = await grads({ scoredTokens: scored });
+        // On a CPU adapter the fused head runs; it reads the kept logits instead of recomputing them.
+        const cpu = isSoftwareAdapter(gpu.adapter);
+        expect([plain.recomputed, plain.read, kept.recomputed, kept.read]).toEqual([cpu, false, false, cpu]);
+        expect(kept.g).toEqual(plain.g);
+        expect(kept.logprobs).toEqual(plain.logprobs);
+        expect(plain.g.some((x) => x.some((v) => v !== 0))).toBe(true);
+        // Two passes alive at once, over other tokens: the second cannot borrow the buffer the first keeps its
+        // logits in, and both stay right (a + b, each the recomputing pass's gradient).
+        const other = seqs.map((q) => q.map((id) => (id * 7 + 3) % VOCAB));
+        const grad1 = async (ids: number[][], keepLogits?: boolean) => {
+          adapter.zeroGrad();
+          const pass = await policyForward(model, ids, { adapter, temperature: 0.9, scoredTokens: scored, keepLogits });
+          pass.backward({ dLogprob, dEntropy });
+          return (await readAll(adapter)).map((x) => Array.from(x));
+        };
+        const [a, b] = [await grad1(seqs, false), await grad1(other, false)];
+        adapter.zeroGrad();
+        const first = await policyForward(model, seqs, { adapter, temperature: 0.9, scoredTokens: scored });
+        const second = await policyForward(model, other, { adapter, temperature: 0.9, scoredTokens: scored });
+        second.backward({ dLogprob, dEntropy });
+        first.backward({ dLogprob, dEntropy });
+        // Accumulating into the grads rounds the sum once per product, so not bit for bit: to 1e-5 of the largest.
+        const both = (await readAll(adapter)).map((x) => Array.from(x));
+        const big = Math.max(...a.flat().map(Math.abs), ...b.flat().map(Math.abs));
+        const worst = Math.max(...both.flatMap((x, i) => x.map((v, j) => Math.abs(v - a[i][j] - b[i][j]))));
+        expect(worst).toBeLessThan(1e-5 * big);
+      }
+    } finally {
+      adapter.dispose();
+    }
+  });
+
   it('gradients match central finite differences on a few parameters', async () => {
     const rng = new SeededRng(3);
     const adapter = LoraAdapter.create(model, { r: 2, alpha: 4, targetModules: ['k_proj', 'o_proj', 'down_proj'] }, { seed: 3 });

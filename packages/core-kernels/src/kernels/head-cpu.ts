@@ -97,7 +97,13 @@ export function cpuHeadPlan(tc: number, vc: number, H: number, pass: 'fwd' | 'bw
  * The kernel both passes share: bindings, the token block's hidden slices loaded into registers, then for each
  * of the workgroup's 8-row groups the logits a0..a{tb-1} of lane l's row v (valid: v < vc) and `perRow`.
  */
-function kernel(tb: number, nck: number, ht: string, wt: string, k: { bindings: string; ticketBinding: number; init: string; perRow: string; end: string }): string {
+function kernel(
+  tb: number,
+  nck: number,
+  ht: string,
+  wt: string,
+  k: { bindings: string; ticketBinding: number; init: string; perRow: string; end: string; keptLogits?: boolean },
+): string {
   let load = '';
   let zero = '';
   let logits = '';
@@ -106,7 +112,9 @@ function kernel(tb: number, nck: number, ht: string, wt: string, k: { bindings: 
     for (let c = 0; c < nck; c++) load += `let h${t}_${c} = vec4<f32>(h[p.h_base + ${row} + min(${c * LANES}u + li, HQ - 1u)]);\n`;
     zero += `var a${t} = 0.0;\n`;
   }
-  for (let c = 0; c < nck; c++) {
+  // Kept logits (the forward's, in `kept`) are read instead of recomputed: the same f32 values.
+  for (let t = 0; k.keptLogits && t < tb; t++) logits += `a${t} = kept[p.l_base + min(t0 + ${t}u, p.tc - 1u) * p.ld + min(v, p.vc - 1u)];\n`;
+  for (let c = 0; !k.keptLogits && c < nck; c++) {
     let dots = '';
     for (let t = 0; t < tb; t++) dots += `a${t} += dot(subgroupShuffle(h${t}_${c}, j), wv);\n`;
     // p.lanes (= 8) rather than a constant: an unrolled loop costs tens of seconds of llvmpipe compile time.
@@ -118,7 +126,7 @@ function kernel(tb: number, nck: number, ht: string, wt: string, k: { bindings: 
 ${SUBGROUP_UNIFORMITY_OFF}
 ${enableF16([ht, wt])}
 struct P { vc: u32, iters: u32, tc: u32, nwg: u32, h_base: u32, w_base: u32, y_base: u32, v0: u32, scale: f32,
-           lanes: u32, hq: u32, tiles: u32, workgroups: u32 }
+           lanes: u32, hq: u32, tiles: u32, workgroups: u32, l_base: u32, ld: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> h: array<vec4<${wgslType(ht)}>>;
 @group(0) @binding(2) var<storage, read> w: array<vec4<${wgslType(wt)}>>;
@@ -150,9 +158,10 @@ fn main(@builtin(local_invocation_index) li: u32) {
 
 /**
  * Forward: per (token, workgroup, lane) the partial (max, Σe^(z-max), Σe^(z-max)·(z-max), z[target] or 0) of
- * the lane's rows, as vec4 in part[(token * nwg + workgroup) * 8 + lane]. h_base, w_base are vec4 indices.
+ * the lane's rows, as vec4 in part[(token * nwg + workgroup) * 8 + lane]. h_base, w_base are vec4 indices. With
+ * `keep`, also each raw logit h·w (before 1/τ) into kept[l_base + token * ld + row].
  */
-export function cpuStatsWgsl(tb: number, nck: number, ht: string, wt: string): string {
+export function cpuStatsWgsl(tb: number, nck: number, ht: string, wt: string, keep = false): string {
   let init = '';
   let update = '';
   let merge = '';
@@ -171,11 +180,13 @@ export function cpuStatsWgsl(tb: number, nck: number, ht: string, wt: string): s
       s${t} = s${t} * a + x;
       m${t} = mn;
       zy${t} = select(zy${t}, z, valid && i32(v) == y${t}); }\n`;
+    if (keep) update += `if (valid && t0 + ${t}u < p.tc) { kept[p.l_base + (t0 + ${t}u) * p.ld + v] = a${t}; }\n`;
     // Per lane: subgroup reductions here would cost more compile time than the merge kernel's extra reads.
     merge += `if (t0 + ${t}u < p.tc) { part[((t0 + ${t}u) * p.nwg + wid.x) * ${LANES}u + li] = vec4<f32>(m${t}, s${t}, e${t}, zy${t}); }\n`;
   }
-  const bindings = '@group(0) @binding(4) var<storage, read_write> part: array<vec4<f32>>;';
-  return kernel(tb, nck, ht, wt, { bindings, ticketBinding: 5, init, perRow: update, end: merge });
+  let bindings = '@group(0) @binding(4) var<storage, read_write> part: array<vec4<f32>>;';
+  if (keep) bindings += '\n@group(0) @binding(5) var<storage, read_write> kept: array<f32>;';
+  return kernel(tb, nck, ht, wt, { bindings, ticketBinding: keep ? 6 : 5, init, perRow: update, end: merge });
 }
 
 /**
@@ -226,12 +237,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 }`;
 
 /**
- * Backward: recomputes each row's logits, turns them into dz = gLP·(onehot - p) - gEnt·p·(log p + H) with
+ * Backward: recomputes each row's logits (or, with `kept`, reads the forward's), turns them into dz = gLP·(onehot - p) - gEnt·p·(log p + H) with
  * coef[token] = (gLP, gEnt, lse, H), and adds dz·W into dpart[workgroup, token, :] (unscaled by 1/τ).
  */
-export function cpuDhWgsl(tb: number, nck: number, ht: string, wt: string): string {
-  const bindings = `@group(0) @binding(4) var<storage, read> coef: array<vec4<f32>>;
+export function cpuDhWgsl(tb: number, nck: number, ht: string, wt: string, kept = false): string {
+  let bindings = `@group(0) @binding(4) var<storage, read> coef: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> dpart: array<vec4<f32>>;`;
+  if (kept) bindings += '\n@group(0) @binding(6) var<storage, read> kept: array<f32>;';
   let init = '';
   let dz = '';
   let wload = '';
@@ -261,5 +273,5 @@ export function cpuDhWgsl(tb: number, nck: number, ht: string, wt: string): stri
       ${wload}
       ${acc}
     }`;
-  return kernel(tb, nck, ht, wt, { bindings, ticketBinding: 6, init, perRow, end: store });
+  return kernel(tb, nck, ht, wt, { bindings, ticketBinding: kept ? 7 : 6, init, perRow, end: store, keptLogits: kept });
 }

@@ -72,6 +72,20 @@ function packedFor(gpu: Gpu, opts: HeadOptions, cpu: boolean): PackedMatmulB | u
 
 export type HeadTiles = readonly [1 | 4 | 8, 4 | 8];
 
+export interface HeadForwardOptions extends HeadOptions {
+  /**
+   * Keep the raw logits h·Wᵀ (before the temperature) as `logits` [T, V] f32 for headBackward, which then reads
+   * them instead of recomputing them: about half of its time on lavapipe (docs/BENCHMARKS.md, session 27). Only on
+   * the fused CPU kernels and where T·V·4 bytes fit one binding; elsewhere `logits` stays undefined.
+   */
+  keepLogits?: boolean;
+  /**
+   * Keep them here instead of in a new tensor (implies keepLogits): f32 [T, V], e.g. a view of a buffer reused from
+   * call to call. On lavapipe a fresh buffer of tens of MB costs more to touch first than the backward saves.
+   */
+  logitsOut?: Tensor;
+}
+
 export interface HeadForwardResult {
   /** log p(target) per token; 0 where the target is negative (ignored); NaN where it is >= V. */
   logprob: Tensor<'f32'>;
@@ -83,6 +97,8 @@ export interface HeadForwardResult {
   loss: Tensor<'f32'>;
   /** [1]: number of tokens with a target >= 0, as f32. */
   count: Tensor<'f32'>;
+  /** [T, V] raw logits, where `keepLogits` asked for them and they were kept; the caller disposes them. */
+  logits?: Tensor<'f32'>;
 }
 
 /** What backward needs from forward; a `HeadForwardResult` serves. */
@@ -92,6 +108,8 @@ export interface HeadSaved {
   entropy?: Tensor<'f32'>;
   /** Needed when `dLoss` is given. */
   count?: Tensor<'f32'>;
+  /** The forward's kept logits (keepLogits): read instead of recomputed where the fused CPU kernels run. */
+  logits?: Tensor<'f32'>;
 }
 
 /** Upstream gradients; the loss is any linear combination of per-token logprob, entropy and the mean loss. */
@@ -120,7 +138,7 @@ export function headForward(
   hidden: Tensor,
   weight: Tensor,
   targets: Tensor,
-  opts: HeadOptions = {},
+  opts: HeadForwardOptions = {},
 ): HeadForwardResult {
   const op = 'headForward';
   const { T, V, tau } = validate(op, hidden, weight, targets, opts);
@@ -136,6 +154,12 @@ export function headForward(
   const tile = cpu ? undefined : gpu.tensor([TC, VC], 'f32', undefined, `${op} tile`);
   const state = gpu.tensor([TC, 4], 'f32', undefined, `${op} state`);
   const acc = gpu.zeros([2], 'f32', `${op} acc`);
+  const out = opts.logitsOut;
+  if (out && (out.dtype !== 'f32' || out.shape.join() !== `${T},${V}`)) {
+    throw new ShapeError(`logitsOut must be f32[${T},${V}], got ${out}`, { op, shapes: `hidden ${hidden}, weight ${weight}` });
+  }
+  const keep = cpu && (opts.keepLogits || out) && T * V * 4 <= gpu.maxBinding;
+  const logits = keep ? ((out as Tensor<'f32'> | undefined) ?? gpu.tensor([T, V], 'f32', undefined, `${op} logits`)) : undefined;
   const shapes = `h${hidden} w${weight} y${targets} ${cpu ? 'cpu' : 'tile'} ${TC}x${VC}`;
 
   const statsPipe = gpu.pipeline('head:stats', () => STATS_WGSL);
@@ -146,7 +170,7 @@ export function headForward(
     for (let v0 = 0; v0 < V; v0 += VC) {
       const vc = Math.min(VC, V - v0);
       if (!tile) {
-        cpuStats(gpu, op, shapes, { hidden, weight, y, t0, tc, v0, vc, tau, maxBinding: gpu.maxBinding }, state);
+        cpuStats(gpu, op, shapes, { hidden, weight, y, t0, tc, v0, vc, tau, maxBinding: gpu.maxBinding, logits }, state);
         continue;
       }
       logitsTile(gpu, op, shapes, hidden, weight, t0, tc, v0, vc, tile, tau, opts.tiles, packed);
@@ -172,7 +196,7 @@ export function headForward(
   tile?.dispose();
   state.dispose();
   acc.dispose();
-  return { logprob, entropy, lse, loss, count };
+  return { logprob, entropy, lse, loss, count, logits };
 }
 
 /**
@@ -199,6 +223,7 @@ export function headBackward(
   perToken('lse', saved.lse);
   perToken('entropy', saved.entropy);
   perToken('count', saved.count, [1]);
+  perToken('logits', saved.logits, [T, V]);
   perToken('dLogprob', grads.dLogprob);
   perToken('dEntropy', grads.dEntropy);
   perToken('out', opts.out, [T, H]);
@@ -247,7 +272,7 @@ export function headBackward(
       const vc = Math.min(VC, V - v0);
       const accumulate = v0 > 0 || opts.accumulate === true;
       if (!tile) {
-        cpuDh(gpu, op, fullShapes, { hidden, weight, y, t0, tc, v0, vc, tau, maxBinding: gpu.maxBinding }, coef, dhw, accumulate);
+        cpuDh(gpu, op, fullShapes, { hidden, weight, y, t0, tc, v0, vc, tau, maxBinding: gpu.maxBinding, logits: saved.logits }, coef, dhw, accumulate);
         continue;
       }
       logitsTile(gpu, op, fullShapes, hidden, weight, t0, tc, v0, vc, tile, tau, opts.tiles, packed);
@@ -406,6 +431,8 @@ interface CpuChunk {
   vc: number;
   tau: number;
   maxBinding: number;
+  /** Kept logits [T, V] (written by the forward, read by the backward), bound whole. */
+  logits?: Tensor;
 }
 
 /** Binds the chunk's hidden and weight rows and packs the kernels' shared uniforms. */
@@ -428,8 +455,10 @@ function cpuChunk(c: CpuChunk, pass: 'fwd' | 'bwd') {
     .u32(H / 4);
   const tiles = pl.nwg * pl.blocks;
   const workgroups = ticketWorkgroups(tiles);
-  const key = `${pl.tb}:${pl.nck}:${c.hidden.dtype}:${c.weight.dtype}`;
-  return { H, pl, h, w, params: params.u32(tiles).u32(workgroups).bytes(), workgroups, key };
+  const key = `${pl.tb}:${pl.nck}:${c.hidden.dtype}:${c.weight.dtype}${c.logits ? ':kept' : ''}`;
+  const V = c.logits?.shape[1] ?? 0;
+  params.u32(tiles).u32(workgroups).u32(c.t0 * V + c.v0).u32(V);
+  return { H, pl, h, w, params: params.bytes(), workgroups, key };
 }
 
 /** Folds the chunk's softmax statistics into state [tc, 4]. */
@@ -439,9 +468,9 @@ function cpuStats(gpu: Gpu, op: string, shapes: string, c: CpuChunk, state: Tens
   gpu.dispatch({
     op: `${op}:cpu-stats`,
     shapes,
-    pipeline: gpu.pipeline(`head:cpu-stats:${key}`, () => cpuStatsWgsl(pl.tb, pl.nck, c.hidden.dtype, c.weight.dtype)),
+    pipeline: gpu.pipeline(`head:cpu-stats:${key}`, () => cpuStatsWgsl(pl.tb, pl.nck, c.hidden.dtype, c.weight.dtype, !!c.logits)),
     params,
-    bindings: [h.binding, w.binding, c.y.binding, part.binding(), ticketCounter(gpu)],
+    bindings: [h.binding, w.binding, c.y.binding, part.binding(), ...(c.logits ? [c.logits.binding()] : []), ticketCounter(gpu)],
     workgroups: [workgroups],
   });
   gpu.dispatch({
@@ -460,11 +489,11 @@ function cpuDh(gpu: Gpu, op: string, shapes: string, c: CpuChunk, coef: Tensor, 
   const { H, pl, h, w, params, workgroups, key } = cpuChunk(c, 'bwd');
   const parts = gpu.tensor([pl.nwg, c.tc, H], 'f32', undefined, `${op} cpu partials`);
   gpu.dispatch({
-    op: `${op}:cpu-dh`,
+    op: `${op}:cpu-dh${c.logits ? '-kept' : ''}`,
     shapes,
-    pipeline: gpu.pipeline(`head:cpu-dh:${key}`, () => cpuDhWgsl(pl.tb, pl.nck, c.hidden.dtype, c.weight.dtype)),
+    pipeline: gpu.pipeline(`head:cpu-dh:${key}`, () => cpuDhWgsl(pl.tb, pl.nck, c.hidden.dtype, c.weight.dtype, !!c.logits)),
     params,
-    bindings: [h.binding, w.binding, c.y.binding, coef.binding(0, c.tc * 16), parts.binding(), ticketCounter(gpu)],
+    bindings: [h.binding, w.binding, c.y.binding, coef.binding(0, c.tc * 16), parts.binding(), ...(c.logits ? [c.logits.binding()] : []), ticketCounter(gpu)],
     workgroups: [workgroups],
   });
   gpu.dispatch({

@@ -1,5 +1,5 @@
 import { embedding, embeddingBackward, headBackward, headForward, type Gpu, type Tensor } from '@mlagent/core-kernels';
-import type { QwenModel } from '../model.js';
+import { KEEP_LOGITS_MAX_BYTES, type QwenModel } from '../model.js';
 import { padBatch, rowsToTokens, tokensToRows, type PaddedBatch } from './batch.js';
 import { TrunkPass, type TrunkOptions } from './trunk.js';
 
@@ -12,6 +12,11 @@ export interface PolicyForwardOptions extends TrunkOptions {
    * their rows; other tokens read back as 0 and take no gradient. Default: every token.
    */
   scoredTokens?: readonly ArrayLike<number>[];
+  /**
+   * Keep the scored rows' logits from the LM head's forward for backward (fused CPU head kernels only, which then
+   * skip recomputing them). Default: where they take at most KEEP_LOGITS_MAX_BYTES and the pass has grad.
+   */
+  keepLogits?: boolean;
 }
 
 /** The rows the head runs on when only some tokens are scored: their flat row ids, on the GPU and on the host. */
@@ -42,7 +47,7 @@ export class PolicyPass {
     private readonly trunk: TrunkPass,
     private readonly batch: PaddedBatch,
     private readonly targets: Tensor<'i32'>,
-    private readonly saved: { lse: Tensor<'f32'>; entropy: Tensor<'f32'> },
+    private readonly saved: { lse: Tensor<'f32'>; entropy: Tensor<'f32'>; logits?: Tensor<'f32'>; releaseLogits?: () => void },
     private readonly temperature: number,
     private readonly selection: RowSelection | null,
     /** logprobs[b][t] = log p(ids[b][t] | ids[b][<t]) under softmax(logits / temperature); [b][0] = 0. */
@@ -101,7 +106,8 @@ export class PolicyPass {
     if (this.disposed) return;
     this.disposed = true;
     this.trunk.dispose();
-    for (const t of [this.targets, this.saved.lse, this.saved.entropy]) t.dispose();
+    for (const t of [this.targets, this.saved.lse, this.saved.entropy, this.saved.logits]) t?.dispose();
+    this.saved.releaseLogits?.();
     disposeSelection(this.selection);
   }
 }
@@ -136,6 +142,7 @@ export async function policyForward(model: QwenModel, seqs: readonly (readonly n
   let targets: Tensor<'i32'>;
   let fwd: ReturnType<typeof headForward>;
   let selection: RowSelection | null = null;
+  let scratch: ReturnType<QwenModel['borrowLogitsScratch']>;
   try {
     if (opts.scoredTokens) {
       const rows = scoredRows(batch, opts.scoredTokens);
@@ -147,17 +154,22 @@ export async function policyForward(model: QwenModel, seqs: readonly (readonly n
     fwd = headForward(gpu, selection ? selection.hidden : trunk.hn, model.weights.lmHead, targets, {
       temperature,
       packedWeight: () => model.packedWeight(model.weights.lmHead),
+      keepLogits: opts.keepLogits ?? (opts.grad !== false && rowTargets.length * model.config.vocabSize * 4 <= KEEP_LOGITS_MAX_BYTES),
+      logitsOut: opts.keepLogits !== false && opts.grad !== false ? (scratch = model.borrowLogitsScratch(rowTargets.length))?.logits : undefined,
     });
+    // Not kept (a GPU, or the tiled head): the scratch goes back at once.
+    if (!fwd.logits) scratch?.release();
   } catch (e) {
+    scratch?.release();
     trunk.dispose();
     disposeSelection(selection);
     throw e;
   }
-  for (const t of [fwd.loss, fwd.count, fwd.logprob, fwd.entropy, fwd.lse]) gpu.keep(t);
+  for (const t of [fwd.loss, fwd.count, fwd.logprob, fwd.entropy, fwd.lse, fwd.logits]) if (t) gpu.keep(t);
   try {
     let [lp, ent] = await Promise.all([fwd.logprob.read(), fwd.entropy.read()]);
     if (selection) [lp, ent] = [scatterRows(batch, selection.rows, lp), scatterRows(batch, selection.rows, ent)];
-    pass = new PolicyPass(trunk, batch, targets, { lse: fwd.lse, entropy: fwd.entropy }, temperature, selection, rowsToTokens(batch, lp), rowsToTokens(batch, ent));
+    pass = new PolicyPass(trunk, batch, targets, { lse: fwd.lse, entropy: fwd.entropy, logits: fwd.logits, releaseLogits: scratch?.release }, temperature, selection, rowsToTokens(batch, lp), rowsToTokens(batch, ent));
     return pass;
   } finally {
     fwd.loss.dispose();
@@ -165,7 +177,8 @@ export async function policyForward(model: QwenModel, seqs: readonly (readonly n
     fwd.logprob.dispose();
     if (!pass) {
       trunk.dispose();
-      for (const t of [targets, fwd.lse, fwd.entropy]) t.dispose();
+      for (const t of [targets, fwd.lse, fwd.entropy, fwd.logits]) t?.dispose();
+      scratch?.release();
       disposeSelection(selection);
     } else if (opts.grad === false) {
       pass.dispose('the forward ran with grad: false');
