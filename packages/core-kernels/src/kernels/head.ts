@@ -201,7 +201,8 @@ export function headForward(
 
 /**
  * dHidden [T, H] f32 of L = Σ_t dLogprob_t·logprob_t + dEntropy_t·entropy_t + dLoss·loss, recomputing the
- * logits chunk by chunk. The weight is frozen: no dW.
+ * logits chunk by chunk (or, on the fused CPU kernels, reading `saved.logits` where the forward kept them). The
+ * weight is frozen: no dW.
  */
 export function headBackward(
   gpu: Gpu,
