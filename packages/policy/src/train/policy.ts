@@ -1,5 +1,5 @@
 import { embedding, embeddingBackward, headBackward, headForward, type Gpu, type Tensor } from '@mlagent/core-kernels';
-import { KEEP_LOGITS_MAX_BYTES, type QwenModel } from '../model.js';
+import type { QwenModel } from '../model.js';
 import { padBatch, rowsToTokens, tokensToRows, type PaddedBatch } from './batch.js';
 import { TrunkPass, type TrunkOptions } from './trunk.js';
 
@@ -14,7 +14,8 @@ export interface PolicyForwardOptions extends TrunkOptions {
   scoredTokens?: readonly ArrayLike<number>[];
   /**
    * Keep the scored rows' logits from the LM head's forward for backward (fused CPU head kernels only, which then
-   * skip recomputing them). Default: where they take at most KEEP_LOGITS_MAX_BYTES and the pass has grad.
+   * skip recomputing them). Default: for a pass with grad, where they fit the model's reused buffer of
+   * KEEP_LOGITS_MAX_BYTES and no other live pass holds it (QwenModel.borrowLogitsScratch).
    */
   keepLogits?: boolean;
 }
@@ -151,11 +152,14 @@ export async function policyForward(model: QwenModel, seqs: readonly (readonly n
     }
     const rowTargets = selection ? Int32Array.from(selection.rows, (r) => batch.targets[r]) : batch.targets;
     targets = gpu.keep(gpu.tensor([rowTargets.length], 'i32', rowTargets, 'policy targets'));
+    // Kept in the model's reused buffer (a fresh one costs lavapipe more to touch than recomputing saves); by
+    // default a pass that cannot have it (too many rows, or another live pass holds it) recomputes.
+    scratch = opts.grad !== false && opts.keepLogits !== false ? model.borrowLogitsScratch(rowTargets.length) : undefined;
     fwd = headForward(gpu, selection ? selection.hidden : trunk.hn, model.weights.lmHead, targets, {
       temperature,
       packedWeight: () => model.packedWeight(model.weights.lmHead),
-      keepLogits: opts.keepLogits ?? (opts.grad !== false && rowTargets.length * model.config.vocabSize * 4 <= KEEP_LOGITS_MAX_BYTES),
-      logitsOut: opts.keepLogits !== false && opts.grad !== false ? (scratch = model.borrowLogitsScratch(rowTargets.length))?.logits : undefined,
+      keepLogits: opts.keepLogits ?? scratch !== undefined,
+      logitsOut: scratch?.logits,
     });
     // Not kept (a GPU, or the tiled head): the scratch goes back at once.
     if (!fwd.logits) scratch?.release();
