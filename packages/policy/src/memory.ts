@@ -1,4 +1,4 @@
-import { KEEP_LOGITS_MAX_BYTES } from './model.js';
+import { KEEP_LOGITS_MAX_BYTES, keptLogitsRows } from './model.js';
 import { formatBytes, headForwardScratchBytes, packedMatmulBBytes, sizeClass, type Gpu, type MemoryStats } from '@mlagent/core-kernels';
 import { expectedShapes, type QwenConfig } from './config.js';
 import { LORA_MODULES, moduleShape, type LoraModule } from './lora/config.js';
@@ -166,7 +166,7 @@ export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan
     // Backward of one layer: gradients of its intermediates and of the residual stream.
     const backward = layerWork + loraWork + 2 * f32(N * H);
     // The CPU head keeps a pass's logits for its backward in one reused buffer where they fit (policyForward).
-    const kept = headKind.cpu && N * V * 4 <= KEEP_LOGITS_MAX_BYTES ? f32(Math.floor(KEEP_LOGITS_MAX_BYTES / (4 * V)) * V) : 0;
+    const kept = headKind.cpu && N * V * 4 <= KEEP_LOGITS_MAX_BYTES ? f32(keptLogitsRows(N, V) * V) : 0;
     const head = 2 * f32(N * H) + f32(N) + fusedHeadBytes(N, H, V, headKind) + kept;
     activations = saved + backward + head;
     items.push({

@@ -72,6 +72,12 @@ const fmt = (shape: readonly number[]) => `[${shape.join(', ')}]`;
  */
 export const KEEP_LOGITS_MAX_BYTES = 48 * 2 ** 20;
 
+/** Rows of the kept-logits buffer for a pass of `rows`: the next power of two (at least 64), within the cap. */
+export function keptLogitsRows(rows: number, vocab: number): number {
+  const cap = Math.floor(KEEP_LOGITS_MAX_BYTES / (4 * vocab));
+  return Math.min(cap, 2 ** Math.ceil(Math.log2(Math.max(64, rows))));
+}
+
 /** Layer weights made by `mergedAdapterLayers`: the adapter is already in them, so `linear` adds no LoRA path. */
 const mergedLayers = new WeakSet<QwenLayerWeights>();
 
@@ -140,7 +146,7 @@ export class QwenModel {
    */
   packWeights = false;
   /** The buffer training passes keep the head's logits in (borrowLogitsScratch), and whether a pass holds it. */
-  private logitsScratch?: { t: Tensor; busy: boolean };
+  private logitsScratch?: { t: Tensor; busy: boolean; dropped: boolean };
   /** Packs made so far, by matrix (null: the matmul does not pack this one). */
   private readonly packs = new Map<Tensor, PackedMatmulB | null>();
   private baseMatrices?: Set<Tensor>;
@@ -365,24 +371,36 @@ export class QwenModel {
   }
 
   /**
-   * For policyForward: a view [rows, V] f32 of one buffer of KEEP_LOGITS_MAX_BYTES, made on first use and reused, for
-   * a training pass to keep its head logits in until its backward; `release()` gives it back. Undefined where
-   * rows·V·4 exceeds that or another pass holds it (that pass then recomputes or allocates its own).
+   * For policyForward: a view [rows, V] f32 of one buffer, reused from pass to pass (grown to the next power of two
+   * of rows, at most KEEP_LOGITS_MAX_BYTES), for a training pass to keep its head logits in until its backward;
+   * `release()` gives it back. Undefined where rows·V·4 exceeds that or another pass holds it.
    */
   borrowLogitsScratch(rows: number): { logits: Tensor<'f32'>; release(): void } | undefined {
     const V = this.config.vocabSize;
-    const capacity = Math.floor(KEEP_LOGITS_MAX_BYTES / (4 * V));
-    if (this.disposed || rows < 1 || rows > capacity || this.logitsScratch?.busy) return undefined;
-    const s = (this.logitsScratch ??= { t: this.gpu.keep(this.gpu.tensor([capacity, V], 'f32', undefined, 'kept head logits')), busy: false });
+    const capacity = keptLogitsRows(rows, V);
+    if (this.disposed || rows < 1 || rows * V * 4 > KEEP_LOGITS_MAX_BYTES || this.logitsScratch?.busy) return undefined;
+    if (this.logitsScratch && this.logitsScratch.t.shape[0] < rows) this.dropLogitsScratch();
+    const s = (this.logitsScratch ??= { t: this.gpu.keep(this.gpu.tensor([capacity, V], 'f32', undefined, 'kept head logits')), busy: false, dropped: false });
     s.busy = true;
     let released = false;
     return {
       logits: s.t.rows(0, rows) as Tensor<'f32'>,
       release: () => {
-        if (!released && this.logitsScratch === s) s.busy = false;
+        if (released) return;
         released = true;
+        s.busy = false;
+        if (s.dropped) s.t.dispose();
       },
     };
+  }
+
+  /** Frees the buffer borrowLogitsScratch lends (once its pass is done, if one holds it). */
+  dropLogitsScratch(): void {
+    const s = this.logitsScratch;
+    if (!s) return;
+    this.logitsScratch = undefined;
+    s.dropped = true;
+    if (!s.busy) s.t.dispose();
   }
 
   /** Frees the packs (later products make them again while `packWeights` is on). */
@@ -497,8 +515,7 @@ export class QwenModel {
   dispose(): void {
     if (this.disposed) return;
     this.dropPackedWeights();
-    this.logitsScratch?.t.dispose();
-    this.logitsScratch = undefined;
+    this.dropLogitsScratch();
     this.disposed = true;
     const seen = new Set<Tensor>();
     const free = (t: Tensor | undefined) => {

@@ -94,6 +94,7 @@ export async function timeTraining(model: QwenModel, opts: TrainingBenchOptions)
   } finally {
     opt.dispose();
     adapter.dispose();
+    model.dropLogitsScratch();
   }
 }
 
