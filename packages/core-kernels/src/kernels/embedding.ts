@@ -163,13 +163,11 @@ export function embeddingBackward(gpu: Gpu, ids: TokenIds, dy: Tensor, vocab: nu
   }
   const n = ids instanceof Tensor ? ids.size : ids.length;
   if (dy.size !== n * h) throw new ShapeError(`${op} needs dy [N, H] for N = ${n} ids`, { op, shapes });
-  if (opts.distinctIds && !(ids instanceof Tensor)) {
-    const seen = new Set<number>();
-    for (let i = 0; i < ids.length; i++) {
-      if (seen.has(ids[i])) throw new ShapeError(`${op} distinctIds: id ${ids[i]} occurs again at position ${i}`, { op, shapes });
-      seen.add(ids[i]);
-    }
-  }
+  // Host ids' chains, made before any GPU work so that a repeat under distinctIds (a token not the first of its id)
+  // is refused first.
+  const hostLinks = ids instanceof Tensor ? undefined : hostIdLinks(ids);
+  const repeat = opts.distinctIds && hostLinks ? hostLinks.subarray(n).indexOf(0) : -1;
+  if (repeat >= 0) throw new ShapeError(`${op} distinctIds: id ${(ids as ArrayLike<number>)[repeat]} occurs again at position ${repeat}`, { op, shapes });
   const { t: tid, temp } = resolveIds(gpu, ids, vocab, op, shapes);
   const dTable = (acc ?? gpu.zeros([vocab, h], 'f32', op)) as Tensor<'f32'>;
   if (n === 0 || h === 0) {
@@ -177,12 +175,7 @@ export function embeddingBackward(gpu: Gpu, ids: TokenIds, dy: Tensor, vocab: nu
     return dTable;
   }
 
-  let link: Tensor;
-  if (ids instanceof Tensor) {
-    link = opts.distinctIds ? gpu.tensor([2 * n], 'u32', distinctLinks(n), op) : linkOnGpu(gpu, op, shapes, tid, vocab);
-  } else {
-    link = gpu.tensor([2 * n], 'u32', hostIdLinks(ids), op);
-  }
+  const link = hostLinks || opts.distinctIds ? gpu.tensor([2 * n], 'u32', hostLinks ?? distinctLinks(n), op) : linkOnGpu(gpu, op, shapes, tid, vocab);
 
   const sumPipeline = gpu.pipeline(`embedding_bwd_sum:${dy.dtype}`, () => /* wgsl */ `
 ${enableF16([dy.dtype])}
