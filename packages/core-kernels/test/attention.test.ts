@@ -3,6 +3,7 @@ import { ShapeError, roundToF16, type Gpu, type Tensor } from '../src/index.js';
 import { attention, type AttentionTile } from '../src/kernels/attention.js';
 import { attentionBackward } from '../src/kernels/attention-backward.js';
 import { attentionCacheAppend, attentionCacheAppendKV, attentionDecode, attentionDecodePath } from '../src/kernels/attention-decode.js';
+import { cpuDecodeRowBlock } from '../src/kernels/attention-cpu.js';
 import { attentionPath } from '../src/kernels/attention-common.js';
 import {
   attentionBackwardRef,
@@ -317,6 +318,11 @@ describe('attention decode', () => {
     // and one chunk per (sequence, KV head), written without the combine pass, in f16.
     { B: 3, T: 2, Smax: 29, Hq: 4, Hkv: 2, D: 12, lengths: [29, 2, 17] },
     { B: 4, T: 1, Smax: 45, Hq: 4, Hkv: 2, D: 16, lengths: [45, 1, 30, 8], dtype: 'f16' },
+    // Past the CPU kernel's rows a lane holds: row blocks, each a workgroup of its own (3 of a KV head's 6 rows
+    // here, a block ending in the middle of a head's new tokens), written directly (one chunk) or through the
+    // combine pass; and Qwen2.5-0.5B's 7 query heads per KV head at D 64, one row a block.
+    { B: 2, T: 2, Smax: 26, Hq: 6, Hkv: 2, D: 20, lengths: [26, 9], splits: 1 },
+    { B: 1, T: 1, Smax: 75, Hq: 14, Hkv: 2, D: 64, lengths: [75] },
   ];
   for (const c of DEC) {
     it(`matches the reference and the full forward: B${c.B} T${c.T} Smax${c.Smax} Hq${c.Hq} Hkv${c.Hkv} D${c.D} ${c.dtype ?? 'f32'} splits ${c.splits ?? 'auto'}`, async () => {
@@ -383,13 +389,20 @@ describe('attention decode', () => {
     // (9 keys in 2 chunks: the CPU kernel, then the combine pass.)
     const cpu = gpu.softwareAdapter ? ['attentionDecode.cpu', 'attentionDecode.combine'] : ['attentionDecode.split', 'attentionDecode.combine'];
     expect(await opNames({ T: 1, Hq: 4, Hkv: 2, D: 16 })).toEqual(cpu);
-    // A workgroup-kernel knob, a head dim that is not a multiple of 4, or too many row vec4s per lane: the workgroup kernel.
+    // More rows than a lane holds go to several workgroups (row blocks), still the CPU kernel.
+    expect(await opNames({ T: 1, Hq: 6, Hkv: 2, D: 32 })).toEqual(cpu);
+    // A workgroup-kernel knob, a head dim that is not a multiple of 4, or one row past what a lane holds: the workgroup kernel.
     const workgroup = ['attentionDecode.split', 'attentionDecode.combine'];
     expect(await opNames({ T: 1, Hq: 4, Hkv: 2, D: 16 }, { bk: 4 })).toEqual(workgroup);
     expect(await opNames({ T: 1, Hq: 4, Hkv: 2, D: 6 })).toEqual(workgroup);
-    expect(await opNames({ T: 1, Hq: 6, Hkv: 2, D: 32 })).toEqual(workgroup);
+    expect(await opNames({ T: 1, Hq: 2, Hkv: 2, D: 68 })).toEqual(workgroup);
     expect(attentionDecodePath(gpu, 32, 2)).toBe(gpu.softwareAdapter ? 'cpu-tiled' : 'scalar');
-    expect(attentionDecodePath(gpu, 32, 3)).toBe('scalar');
+    expect(attentionDecodePath(gpu, 32, 7)).toBe(gpu.softwareAdapter ? 'cpu-tiled' : 'scalar');
+    expect(attentionDecodePath(gpu, 64, 14)).toBe(gpu.softwareAdapter ? 'cpu-tiled' : 'scalar');
+    expect(attentionDecodePath(gpu, 128, 1)).toBe('scalar');
+    // Rows per workgroup: all of them where they fit, else the largest divisor that fits 16 vec4s a lane.
+    expect([cpuDecodeRowBlock(2, 32), cpuDecodeRowBlock(4, 32), cpuDecodeRowBlock(7, 32), cpuDecodeRowBlock(8, 16), cpuDecodeRowBlock(9, 20)]).toEqual([2, 2, 1, 4, 3]);
+    expect([cpuDecodeRowBlock(7, 64), cpuDecodeRowBlock(1, 68), cpuDecodeRowBlock(1, 128)]).toEqual([1, 0, 0]);
     const q = gpu.tensor([1, 1, 4, 6], 'f32');
     const kv = gpu.tensor([1, 9, 2, 6], 'f32');
     const lens = gpu.tensor([1], 'i32', [9]);

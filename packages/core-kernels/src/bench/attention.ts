@@ -203,6 +203,7 @@ const small: Shape = { B: 1, T: 128, Hq: 4, Hkv: 2, D: 64, dtype: 'f32' };
 /** The main job's policy (init-model mini) on its SFT batches. */
 const mini: Shape = { B: 4, T: 672, Hq: 4, Hkv: 2, D: 32, dtype: 'f32' };
 const qwen7b: Shape = { B: 1, T: 2048, Hq: 28, Hkv: 4, D: 128, dtype: 'f16' };
+const qwen05b: Shape = { B: 1, T: 1, Hq: 14, Hkv: 2, D: 64, dtype: 'f32' };
 
 /** Benchmarks for the attention kernels: small cases for lavapipe, Qwen2.5-7B shapes for real GPUs. */
 export const attentionBenches: BenchCase[] = [
@@ -213,6 +214,11 @@ export const attentionBenches: BenchCase[] = [
   backwardCase(mini, 'cpu'),
   backwardCase(mini, 'cpu', 'scalar'),
   decodeCase({ ...small, T: 1 }, 512, 'cpu'),
+  decodeCase({ ...small, T: 1 }, 512, 'cpu', 'scalar'),
+  // Qwen2.5-0.5B's heads (14 query heads over 2 KV heads, D 64) decoding one sequence: 7 row blocks a KV head on
+  // the CPU kernel.
+  decodeCase(qwen05b, 1024, 'cpu'),
+  decodeCase(qwen05b, 1024, 'cpu', 'scalar'),
   // The main job's PPO sampling: 4 samples of a state, ~600-token prompts plus up to 288 new tokens.
   decodeCase({ ...mini, T: 1 }, 800, 'cpu'),
   decodeCase({ ...mini, T: 1 }, 800, 'cpu', 'scalar'),

@@ -341,19 +341,36 @@ export interface CpuDecodeSpec {
   group: number;
   /** One chunk per (sequence, KV head): o is written here, with no combine pass. */
   direct: boolean;
+  /**
+   * Query rows a workgroup holds, a divisor of group·T (default all of them). A KV head's rows past what a lane can
+   * hold go to several workgroups, each reading the chunk's K and V again for its own rows.
+   */
+  rowBlock?: number;
 }
 
 /**
- * Most row vec4s ((Hq/Hkv)·T·D/4) the decode kernel holds per lane; larger row blocks take the workgroup kernel.
- * The shader is unrolled over rows and head dim, and llvmpipe's compile time grows faster than its size: 2.4 s at
- * D 16 and 5.1 s at D 32 with 2 rows, 20 s at D 64 with 2 rows, 147 s at D 64 with 7 (shader cache off, session 13).
+ * Most row vec4s (rows·D/4) the decode kernel holds per lane; a KV head's (Hq/Hkv)·T rows are cut into blocks of
+ * at most this many (cpuDecodeRowBlock), one workgroup each. The shader is unrolled over rows and head dim, and
+ * llvmpipe's compile time grows faster than its size: 2.4 s at D 16 and 5.1 s at D 32 with 2 rows, 20 s at D 64
+ * with 2 rows, 147 s at D 64 with 7 (shader cache off, session 13).
  */
 export const CPU_DECODE_MAX_ROW_VEC4 = 16;
 
+/**
+ * Rows per workgroup for R query rows per KV head at head dim D: the largest divisor of R whose rows fit
+ * CPU_DECODE_MAX_ROW_VEC4, or 0 where not even one row fits (D/4 > CPU_DECODE_MAX_ROW_VEC4).
+ */
+export function cpuDecodeRowBlock(R: number, D: number): number {
+  const C = Math.ceil(D / 4);
+  for (let rb = Math.min(R, Math.floor(CPU_DECODE_MAX_ROW_VEC4 / C)); rb >= 1; rb--) if (R % rb === 0) return rb;
+  return 0;
+}
 
-export const cpuDecodeKey = (s: CpuDecodeSpec) => `attention:cpu-decode:${s.dtype}:D${s.D}:T${s.T}:G${s.group}:${s.direct ? 'o' : 'parts'}`;
 
-const CPU_DECODE_PARAMS = `struct P { smax: u32, hq: u32, hkv: u32, chunk: u32, splits: u32, scale2: f32, tiles: u32, workgroups: u32 }
+export const cpuDecodeKey = (s: CpuDecodeSpec) =>
+  `attention:cpu-decode:${s.dtype}:D${s.D}:T${s.T}:G${s.group}:${s.direct ? 'o' : 'parts'}${s.rowBlock && s.rowBlock < s.group * s.T ? `:RB${s.rowBlock}` : ''}`;
+
+const CPU_DECODE_PARAMS = `struct P { smax: u32, hq: u32, hkv: u32, chunk: u32, splits: u32, scale2: f32, tiles: u32, workgroups: u32, blocks: u32 }
 @group(0) @binding(0) var<uniform> p: P;`;
 
 /**
@@ -362,7 +379,9 @@ const CPU_DECODE_PARAMS = `struct P { smax: u32, hq: u32, hkv: u32, chunk: u32, 
  */
 export function cpuDecodeWgsl(s: CpuDecodeSpec): string {
   const C = s.D / 4;
-  const R = s.group * s.T;
+  const RA = s.group * s.T;
+  const R = s.rowBlock ?? RA;
+  if (RA % R !== 0) throw new Error(`cpuDecodeWgsl: rowBlock ${R} does not divide the ${RA} rows of a KV head`);
   const rows = range(R);
   const cols = range(C);
   const outputs: Binding[] = s.direct
@@ -372,20 +391,23 @@ export function cpuDecodeWgsl(s: CpuDecodeSpec): string {
         ['part_ml', 'read_write', 'vec2<f32>'],
       ];
   const decl = header(CPU_DECODE_PARAMS, { dtype: s.dtype, D: s.D, R }, [['q', 'read', 'rows'], ['k', 'read', 'rows'], ['v', 'read', 'rows'], ['lens', 'read', 'i32'], ...outputs]);
-  // Row r is query head g·group + r / T, new token r % T, at position len − T + r % T.
-  const head = (r: number) => `g * ${s.group}u + ${Math.floor(r / s.T)}u`;
-  const tok = (r: number) => r % s.T;
+  // Row r of the KV head's rows is query head g·group + r / T, new token r % T, at position len − T + r % T; a
+  // workgroup of one row block holds rows rb·R .. rb·R + R − 1.
+  const blocked = R < RA;
+  const head = (r: number) => (blocked ? `g * ${s.group}u + (rb * ${R}u + ${r}u) / ${s.T}u` : `g * ${s.group}u + ${Math.floor(r / s.T)}u`);
+  const tok = (r: number) => (blocked ? `((rb * ${R}u + ${r}u) % ${s.T}u)` : `${r % s.T}u`);
+  const back = (r: number) => (blocked ? `i32(${s.T}u - ${tok(r)})` : `${s.T - (r % s.T)}`);
   const store = s.direct
     ? rows
         .map(
-          (r) => `    let ob_${r} = ((b * ${s.T}u + ${tok(r)}u) * p.hq + ${head(r)}) * DQ;
+          (r) => `    let ob_${r} = ((b * ${s.T}u + ${tok(r)}) * p.hq + ${head(r)}) * DQ;
     let inv_${r} = select(0.0, 1.0 / L_${r}, L_${r} > 0.0);
 ${cols.map((c) => `    o[ob_${r} + ${c}u] = vec4<${s.dtype}>(O_${r}_${c} * inv_${r});`).join('\n')}`,
         )
         .join('\n')
     : rows
         .map(
-          (r) => `    let n_${r} = ((b * p.hq + ${head(r)}) * ${s.T}u + ${tok(r)}u) * p.splits + split;
+          (r) => `    let n_${r} = ((b * p.hq + ${head(r)}) * ${s.T}u + ${tok(r)}) * p.splits + split;
 ${cols.map((c) => `    part_o[n_${r} * DQ + ${c}u] = O_${r}_${c};`).join('\n')}
     part_ml[n_${r}] = vec2<f32>(M_${r}, L_${r});`,
         )
@@ -396,16 +418,17 @@ ${cols.map((c) => `    part_o[n_${r} * DQ + ${c}u] = O_${r}_${c};`).join('\n')}
 fn main(@builtin(local_invocation_index) li: u32) {
   ${TICKETS.open('p.tiles', 'p.workgroups')}
   let split = tile % p.splits;
-  let g = (tile / p.splits) % p.hkv;
-  let b = tile / (p.splits * p.hkv);
+  ${blocked ? 'let rb = (tile / p.splits) % p.blocks;' : ''}
+  let g = (tile / (p.splits * p.blocks)) % p.hkv;
+  let b = tile / (p.splits * p.blocks * p.hkv);
   let len = min(u32(max(lens[b], 0)), p.smax);
   let c0 = split * p.chunk;
   let c1 = min(c0 + p.chunk, len);
 ${rows
   .map(
-    (r) => `  let qb_${r} = ((b * ${s.T}u + ${tok(r)}u) * p.hq + ${head(r)}) * DQ;
+    (r) => `  let qb_${r} = ((b * ${s.T}u + ${tok(r)}) * p.hq + ${head(r)}) * DQ;
 ${cols.map((c) => `  let q_${r}_${c} = vec4<f32>(q[qb_${r} + ${c}u]);`).join('\n')}
-  let pos_${r} = i32(len) - ${s.T - tok(r)};
+  let pos_${r} = i32(len) - ${back(r)};
   var m_${r} = ${NEG};
   var l_${r} = 0.0;
 ${cols.map((c) => `  var o_${r}_${c} = vec4<f32>();`).join('\n')}`,

@@ -12,7 +12,7 @@ import { LINEAR_WORKGROUP, enableF16 } from './wgsl.js';
 import { ticketCounter, ticketWorkgroups } from './tickets.js';
 import type { Dims, FloatDType } from './attention-params.js';
 import { CPU_LANES } from './cpu-lanes.js';
-import { CPU_DECODE_MAX_ROW_VEC4, cpuDecodeKey, cpuDecodeWgsl } from './attention-cpu.js';
+import { CPU_DECODE_MAX_ROW_VEC4, cpuDecodeKey, cpuDecodeRowBlock, cpuDecodeWgsl } from './attention-cpu.js';
 import {
   LOG2E, NEG, ceilDiv, range, roundUp, checkQkv, isFloat, layout, bindRows, loadFn, storeFn,
   tileLoad, lenPrologue, vecBytes, cpuTiledUnfit, type Layout,
@@ -29,9 +29,9 @@ export interface AttentionDecodeOptions {
   bk?: number;
   /**
    * 'scalar': the workgroup kernel, any adapter. 'cpu-tiled' (attention-cpu.ts): each 8-lane workgroup walks a
-   * chunk of keys with a softmax per lane, for CPU adapters, head dims that are a multiple of 4 and
-   * (Hq/Hkv)·T·D/4 <= 16 (CPU_DECODE_MAX_ROW_VEC4: llvmpipe's compile time). 'auto' (default): cpu-tiled where it
-   * can run on a software adapter and no `bk` is given.
+   * chunk of keys with a softmax per lane for a block of a KV head's (Hq/Hkv)·T query rows, for CPU adapters and
+   * head dims that are a multiple of 4 up to 64 (rows·D/4 <= 16, CPU_DECODE_MAX_ROW_VEC4: llvmpipe's compile
+   * time). 'auto' (default): cpu-tiled where it can run on a software adapter and no `bk` is given.
    */
   path?: 'auto' | 'scalar' | 'cpu-tiled';
 }
@@ -286,8 +286,9 @@ function combine(gpu: Gpu, d: Dims, splits: number, partO: Tensor, partMl: Tenso
 }
 
 function cpuDecodeUnfit(gpu: Gpu, D: number, rows: number): string | undefined {
-  const vec4s = rows * Math.ceil(D / 4);
-  return cpuTiledUnfit(gpu, D) ?? (vec4s > CPU_DECODE_MAX_ROW_VEC4 ? `holds (Hq/Hkv)·T·D/4 <= ${CPU_DECODE_MAX_ROW_VEC4} row vec4s, got ${vec4s}` : undefined);
+  const unfit = cpuTiledUnfit(gpu, D);
+  if (unfit) return unfit;
+  return cpuDecodeRowBlock(rows, D) ? undefined : `holds a query row of D/4 <= ${CPU_DECODE_MAX_ROW_VEC4} vec4s, got head dim ${D}`;
 }
 
 /** The kernel attentionDecode runs by default ('auto') for a head dim and (Hq/Hkv)·T query rows per KV head. */
@@ -308,7 +309,7 @@ function useCpuDecode(gpu: Gpu, d: Dims, R: number, opts: AttentionDecodeOptions
   return attentionDecodePath(gpu, d.D, R) === 'cpu-tiled' && opts.bk === undefined;
 }
 
-/** The cpu-tiled decode: one dispatch over (chunk, KV head, sequence) tiles, plus the combine pass when K is split. */
+/** The cpu-tiled decode: one dispatch over (chunk, row block, KV head, sequence) tiles, plus the combine pass when K is split. */
 function cpuDecode<D extends FloatDType>(
   gpu: Gpu,
   q: Tensor<D>,
@@ -321,9 +322,11 @@ function cpuDecode<D extends FloatDType>(
 ): Tensor<D> {
   const op = 'attentionDecode';
   const group = d.Hq / d.Hkv;
+  const rowBlock = cpuDecodeRowBlock(group * d.T, d.D);
+  const blocks = (group * d.T) / rowBlock;
   // Both shader threads busy, with some slack for sequences of different lengths; chunks of at least one pass (a
   // key per lane).
-  const splits = Math.min(ceilDiv(d.S, CPU_LANES), Math.max(1, opts.splits ?? ceilDiv(8, d.B * d.Hkv)));
+  const splits = Math.min(ceilDiv(d.S, CPU_LANES), Math.max(1, opts.splits ?? ceilDiv(8, d.B * d.Hkv * blocks)));
   const chunk = roundUp(ceilDiv(d.S, splits), CPU_LANES);
   const nsplit = ceilDiv(d.S, chunk);
   const o = gpu.tensor(q.shape, q.dtype, undefined, op) as Tensor<D>;
@@ -331,15 +334,15 @@ function cpuDecode<D extends FloatDType>(
   const direct = nsplit === 1;
   const rows = d.B * d.Hq * d.T;
   const parts = direct ? undefined : [gpu.tensor([rows, nsplit, d.D], 'f32', undefined, op), gpu.tensor([rows, nsplit, 2], 'f32', undefined, op)];
-  const spec = { dtype: d.dtype, D: d.D, T: d.T, group, direct };
-  const tiles = nsplit * d.Hkv * d.B;
+  const spec = { dtype: d.dtype, D: d.D, T: d.T, group, direct, rowBlock };
+  const tiles = nsplit * blocks * d.Hkv * d.B;
   const workgroups = ticketWorkgroups(tiles);
   const scale = opts.scale ?? 1 / Math.sqrt(d.D);
   gpu.dispatch({
     op: `${op}.cpu`,
     shapes,
     pipeline: gpu.pipeline(cpuDecodeKey(spec), () => cpuDecodeWgsl(spec)),
-    params: new Params().u32(d.S).u32(d.Hq).u32(d.Hkv).u32(chunk).u32(nsplit).f32(scale * LOG2E).u32(tiles).u32(workgroups).bytes(),
+    params: new Params().u32(d.S).u32(d.Hq).u32(d.Hkv).u32(chunk).u32(nsplit).f32(scale * LOG2E).u32(tiles).u32(workgroups).u32(blocks).bytes(),
     bindings: [q, kCache, vCache, lengths, ...(parts ?? [o]), ticketCounter(gpu)],
     workgroups: [workgroups],
   });
