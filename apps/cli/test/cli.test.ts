@@ -52,9 +52,9 @@ describe('mlagent', () => {
         ['cpu-tiled', 'texture'],
         ['cpu-tiled', 'storage'],
       ]);
-      // Head dims that are a multiple of 4 take the CPU attention kernels; decode where its rows fit a lane.
+      // Head dims that are a multiple of 4 take the CPU attention kernels (decode up to head dim 128).
       expect(report.attentionPaths).toEqual([
-        { headDim: 128, forward: 'cpu-tiled', backward: 'cpu-tiled', decode: 'scalar' },
+        { headDim: 128, forward: 'cpu-tiled', backward: 'cpu-tiled', decode: 'cpu-tiled' },
         { headDim: 32, forward: 'cpu-tiled', backward: 'cpu-tiled', decode: 'cpu-tiled' },
         { headDim: 6, forward: 'scalar', backward: 'scalar', decode: 'scalar' },
       ]);

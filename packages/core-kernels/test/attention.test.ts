@@ -395,14 +395,16 @@ describe('attention decode', () => {
     const workgroup = ['attentionDecode.split', 'attentionDecode.combine'];
     expect(await opNames({ T: 1, Hq: 4, Hkv: 2, D: 16 }, { bk: 4 })).toEqual(workgroup);
     expect(await opNames({ T: 1, Hq: 4, Hkv: 2, D: 6 })).toEqual(workgroup);
-    expect(await opNames({ T: 1, Hq: 2, Hkv: 2, D: 68 })).toEqual(workgroup);
+    expect(await opNames({ T: 1, Hq: 2, Hkv: 2, D: 132 })).toEqual(workgroup);
     expect(attentionDecodePath(gpu, 32, 2)).toBe(gpu.softwareAdapter ? 'cpu-tiled' : 'scalar');
     expect(attentionDecodePath(gpu, 32, 7)).toBe(gpu.softwareAdapter ? 'cpu-tiled' : 'scalar');
     expect(attentionDecodePath(gpu, 64, 14)).toBe(gpu.softwareAdapter ? 'cpu-tiled' : 'scalar');
-    expect(attentionDecodePath(gpu, 128, 1)).toBe('scalar');
-    // Rows per workgroup: all of them where they fit, else the largest divisor that fits 16 vec4s a lane.
+    expect(attentionDecodePath(gpu, 128, 7)).toBe(gpu.softwareAdapter ? 'cpu-tiled' : 'scalar');
+    expect(attentionDecodePath(gpu, 132, 1)).toBe('scalar');
+    // Rows per workgroup: all of them where they fit, else the largest divisor that fits 16 vec4s a lane, else one.
     expect([cpuDecodeRowBlock(2, 32), cpuDecodeRowBlock(4, 32), cpuDecodeRowBlock(7, 32), cpuDecodeRowBlock(8, 16), cpuDecodeRowBlock(9, 20)]).toEqual([2, 2, 1, 4, 3]);
-    expect([cpuDecodeRowBlock(7, 64), cpuDecodeRowBlock(1, 68), cpuDecodeRowBlock(1, 128)]).toEqual([1, 0, 0]);
+    // One row a block up to D 128.
+    expect([cpuDecodeRowBlock(7, 64), cpuDecodeRowBlock(2, 68), cpuDecodeRowBlock(7, 128), cpuDecodeRowBlock(1, 132)]).toEqual([1, 1, 1, 0]);
     const q = gpu.tensor([1, 1, 4, 6], 'f32');
     const kv = gpu.tensor([1, 9, 2, 6], 'f32');
     const lens = gpu.tensor([1], 'i32', [9]);

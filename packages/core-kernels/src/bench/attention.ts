@@ -216,9 +216,12 @@ export const attentionBenches: BenchCase[] = [
   decodeCase({ ...small, T: 1 }, 512, 'cpu'),
   decodeCase({ ...small, T: 1 }, 512, 'cpu', 'scalar'),
   // Qwen2.5-0.5B's heads (14 query heads over 2 KV heads, D 64) decoding one sequence: 7 row blocks a KV head on
-  // the CPU kernel.
+  // the CPU kernel (session 28; before, the workgroup kernel, the scalar rows).
   decodeCase(qwen05b, 1024, 'cpu'),
   decodeCase(qwen05b, 1024, 'cpu', 'scalar'),
+  // Qwen2.5-7B's heads (28 over 4, D 128) in f32: one row a block.
+  decodeCase({ ...qwen7b, T: 1, dtype: 'f32' }, 1024, 'cpu'),
+  decodeCase({ ...qwen7b, T: 1, dtype: 'f32' }, 1024, 'cpu', 'scalar'),
   // The main job's PPO sampling: 4 samples of a state, ~600-token prompts plus up to 288 new tokens.
   decodeCase({ ...mini, T: 1 }, 800, 'cpu'),
   decodeCase({ ...mini, T: 1 }, 800, 'cpu', 'scalar'),

@@ -355,15 +355,20 @@ export interface CpuDecodeSpec {
  * with 2 rows, 147 s at D 64 with 7 (shader cache off, session 13).
  */
 export const CPU_DECODE_MAX_ROW_VEC4 = 16;
+/**
+ * A block of one row may hold up to this many vec4s: D 128 (Qwen3, Qwen2.5 from 1.5B). One row at D 128 took
+ * 11.7 s to compile, cold, and ran 2.2x as fast as the workgroup kernel (session 28).
+ */
+export const CPU_DECODE_MAX_ONE_ROW_VEC4 = 32;
 
 /**
  * Rows per workgroup for R query rows per KV head at head dim D: the largest divisor of R whose rows fit
- * CPU_DECODE_MAX_ROW_VEC4, or 0 where not even one row fits (D/4 > CPU_DECODE_MAX_ROW_VEC4).
+ * CPU_DECODE_MAX_ROW_VEC4, else 1 where one row fits CPU_DECODE_MAX_ONE_ROW_VEC4, else 0 (the workgroup kernel).
  */
 export function cpuDecodeRowBlock(R: number, D: number): number {
   const C = Math.ceil(D / 4);
   for (let rb = Math.min(R, Math.floor(CPU_DECODE_MAX_ROW_VEC4 / C)); rb >= 1; rb--) if (R % rb === 0) return rb;
-  return 0;
+  return C <= CPU_DECODE_MAX_ONE_ROW_VEC4 ? 1 : 0;
 }
 
 

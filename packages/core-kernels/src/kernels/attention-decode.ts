@@ -12,7 +12,7 @@ import { LINEAR_WORKGROUP, enableF16 } from './wgsl.js';
 import { ticketCounter, ticketWorkgroups } from './tickets.js';
 import type { Dims, FloatDType } from './attention-params.js';
 import { CPU_LANES } from './cpu-lanes.js';
-import { CPU_DECODE_MAX_ROW_VEC4, cpuDecodeKey, cpuDecodeRowBlock, cpuDecodeWgsl } from './attention-cpu.js';
+import { CPU_DECODE_MAX_ONE_ROW_VEC4, cpuDecodeKey, cpuDecodeRowBlock, cpuDecodeWgsl } from './attention-cpu.js';
 import {
   LOG2E, NEG, ceilDiv, range, roundUp, checkQkv, isFloat, layout, bindRows, loadFn, storeFn,
   tileLoad, lenPrologue, vecBytes, cpuTiledUnfit, type Layout,
@@ -30,7 +30,7 @@ export interface AttentionDecodeOptions {
   /**
    * 'scalar': the workgroup kernel, any adapter. 'cpu-tiled' (attention-cpu.ts): each 8-lane workgroup walks a
    * chunk of keys with a softmax per lane for a block of a KV head's (Hq/Hkv)·T query rows, for CPU adapters and
-   * head dims that are a multiple of 4 up to 64 (rows·D/4 <= 16, CPU_DECODE_MAX_ROW_VEC4: llvmpipe's compile
+   * head dims that are a multiple of 4 up to 128 (rows·D/4 <= 16, or one row up to 32: llvmpipe's compile
    * time). 'auto' (default): cpu-tiled where it can run on a software adapter and no `bk` is given.
    */
   path?: 'auto' | 'scalar' | 'cpu-tiled';
@@ -288,7 +288,7 @@ function combine(gpu: Gpu, d: Dims, splits: number, partO: Tensor, partMl: Tenso
 function cpuDecodeUnfit(gpu: Gpu, D: number, rows: number): string | undefined {
   const unfit = cpuTiledUnfit(gpu, D);
   if (unfit) return unfit;
-  return cpuDecodeRowBlock(rows, D) ? undefined : `holds a query row of D/4 <= ${CPU_DECODE_MAX_ROW_VEC4} vec4s, got head dim ${D}`;
+  return cpuDecodeRowBlock(rows, D) ? undefined : `holds a query row of D/4 <= ${CPU_DECODE_MAX_ONE_ROW_VEC4} vec4s, got head dim ${D}`;
 }
 
 /** The kernel attentionDecode runs by default ('auto') for a head dim and (Hq/Hkv)·T query rows per KV head. */
