@@ -326,7 +326,8 @@ ${cols.map((c) => `    dk[kb + ${c}u] = vec4<${s.dtype}>(dk_${r}_${c} * p.scale)
 }
 
 /**
- * Decode against a KV cache, for CPU adapters: R = (Hq/Hkv)·T query rows of one KV head, all in every lane. The
+ * Decode against a KV cache, for CPU adapters: a block of the (Hq/Hkv)·T query rows of one KV head (all of them
+ * where they fit, see cpuDecodeRowBlock), all in every lane. The
  * workgroup kernel (attention.ts) stages key tiles through workgroup memory behind barriers and runs each row's
  * softmax on one thread, which llvmpipe serializes; here lane l walks its own keys (k0 + l, k0 + 8 + l, ...) with
  * its own online softmax, so a key's K and V rows are loaded once, by one lane, and the 8 lanes' states are folded
