@@ -6,7 +6,7 @@
  * which parts run). Bundled by tools/device/prepare.sh, run by tools/device/sgm-sweep.sh on the device machine.
  * Usage: node sgm-sweep.mjs OUT_DIR
  */
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { Gpu, roundToF16, type Tensor } from '../../packages/core-kernels/src/index.js';
 import { matmul, SGM_TILES, type MatmulOptions } from '../../packages/core-kernels/src/kernels/matmul.js';
 import { attention } from '../../packages/core-kernels/src/kernels/attention.js';
@@ -21,6 +21,8 @@ import { matmulRef } from '../../packages/core-kernels/src/reference/matmul.js';
 import { attentionBackwardRef, attentionRef } from '../../packages/core-kernels/src/reference/attention.js';
 
 const out = process.argv[2] ?? '/tmp/out';
+// A rehearsal's directory may not exist yet (the device's $OUT does); a failed save would lose the run's results.
+mkdirSync(out, { recursive: true });
 /**
  * SWEEP_DRY=1: a rehearsal on an adapter without subgroup matrices (lavapipe): every shape 64x smaller, one timed
  * iteration, the matrix operations emulated. It runs every line of this script before a device call spends
