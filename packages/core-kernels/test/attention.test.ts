@@ -319,8 +319,9 @@ describe('attention decode', () => {
     { B: 3, T: 2, Smax: 29, Hq: 4, Hkv: 2, D: 12, lengths: [29, 2, 17] },
     { B: 4, T: 1, Smax: 45, Hq: 4, Hkv: 2, D: 16, lengths: [45, 1, 30, 8], dtype: 'f16' },
     // Past the CPU kernel's rows a lane holds: row blocks, each a workgroup of its own (3 of a KV head's 6 rows
-    // here, a block ending in the middle of a head's new tokens), written directly (one chunk) or through the
-    // combine pass; and Qwen2.5-0.5B's 7 query heads per KV head at D 64, one row a block.
+    // here, a block ending in the middle of a head's new tokens), and Qwen2.5-0.5B's 7 query heads per KV head at
+    // D 64, one row a block; both written directly (one chunk). Row blocks through the combine pass: the D 24 case
+    // above (7 one-row blocks, 5 chunks) and the D 128 one (one-row blocks, 2 chunks).
     { B: 2, T: 2, Smax: 26, Hq: 6, Hkv: 2, D: 20, lengths: [26, 9], splits: 1 },
     { B: 1, T: 1, Smax: 75, Hq: 14, Hkv: 2, D: 64, lengths: [75] },
   ];

@@ -402,7 +402,8 @@ export function cpuDecodeWgsl(s: CpuDecodeSpec): string {
   const blocked = R < RA;
   const head = (r: number) => (blocked ? `g * ${s.group}u + (rb * ${R}u + ${r}u) / ${s.T}u` : `g * ${s.group}u + ${Math.floor(r / s.T)}u`);
   const tok = (r: number) => (blocked ? `((rb * ${R}u + ${r}u) % ${s.T}u)` : `${r % s.T}u`);
-  const back = (r: number) => (blocked ? `i32(${s.T}u - ${tok(r)})` : `${s.T - (r % s.T)}`);
+  // How many positions before len the row's token sits (T − token).
+  const fromEnd = (r: number) => (blocked ? `i32(${s.T}u - ${tok(r)})` : `${s.T - (r % s.T)}`);
   const store = s.direct
     ? rows
         .map(
@@ -434,7 +435,7 @@ ${rows
   .map(
     (r) => `  let qb_${r} = ((b * ${s.T}u + ${tok(r)}) * p.hq + ${head(r)}) * DQ;
 ${cols.map((c) => `  let q_${r}_${c} = vec4<f32>(q[qb_${r} + ${c}u]);`).join('\n')}
-  let pos_${r} = i32(len) - ${back(r)};
+  let pos_${r} = i32(len) - ${fromEnd(r)};
   var m_${r} = ${NEG};
   var l_${r} = 0.0;
 ${cols.map((c) => `  var o_${r}_${c} = vec4<f32>();`).join('\n')}`,
