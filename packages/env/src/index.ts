@@ -1,6 +1,6 @@
 // @mlagent/env: the sandbox for Execute Script, the action set and its parser, tasks, episodes, snapshots and scale-out.
 export { runSandboxed } from './sandbox/run.js';
-export { SandboxPool } from './sandbox/pool.js';
+export { SandboxPool, type SandboxPoolRunOptions } from './sandbox/pool.js';
 export { summarizeError } from './sandbox/classify.js';
 export { availableIsolation } from './sandbox/isolation.js';
 export { checkSandbox, type SandboxCheck } from './sandbox/check.js';

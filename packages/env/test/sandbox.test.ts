@@ -423,6 +423,16 @@ describe('SandboxPool', () => {
     expect((performance.now() - t0) / 1000).toBeGreaterThanOrEqual(1.6);
     expect(pool.active).toBe(0);
   }, 20_000);
+
+  it("takes the time limit from the pool's defaults, and refuses a run with none", async () => {
+    const pool = new SandboxPool(1, { timeoutMs: 300 });
+    const r = await pool.run({ command: [PY, '-c', 'import time; time.sleep(5)'], workspace: ws });
+    expect(r.outcome).toBe('timeout');
+    expect(r.wallSeconds).toBeLessThan(3);
+    const bare = new SandboxPool(1);
+    await expect(bare.run({ command: [PY, '-c', 'pass'], workspace: ws })).rejects.toThrow(/timeoutMs/);
+    expect(bare.active).toBe(0); // the refused run gave its slot back
+  }, 20_000);
 });
 
 describe('summarizeError', () => {

@@ -1,6 +1,9 @@
 import { runSandboxed } from './run.js';
 import type { SandboxOptions, SandboxResult } from './types.js';
 
+/** A pool run's options: those the pool's defaults fill (the time limit among them) may be left out. */
+export type SandboxPoolRunOptions = Omit<SandboxOptions, 'timeoutMs'> & { timeoutMs?: number };
+
 /**
  * A local pool: at most `concurrency` sandboxed runs at once, the rest wait in FIFO order. Each run keeps
  * its own limits; `defaults` fills options a run leaves out.
@@ -28,11 +31,12 @@ export class SandboxPool {
     return this.waiting.length;
   }
 
-  async run(opts: SandboxOptions): Promise<SandboxResult> {
+  /** Runs `opts` over the pool's defaults; a time limit in neither is refused (runSandboxed's error). */
+  async run(opts: SandboxPoolRunOptions): Promise<SandboxResult> {
     if (this.running >= this.concurrency) await new Promise<void>((r) => this.waiting.push(r));
     else this.running++;
     try {
-      return await runSandboxed({ ...this.defaults, ...opts });
+      return await runSandboxed({ ...this.defaults, ...opts } as SandboxOptions);
     } finally {
       // Hand the slot straight to the next waiter, so the count never dips and lets a newcomer jump the queue.
       const next = this.waiting.shift();
