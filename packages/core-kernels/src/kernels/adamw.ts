@@ -181,6 +181,17 @@ export interface AdamWHyper {
 
 const zeroNorms = new WeakMap<Gpu, Tensor>();
 
+/** torch.optim.AdamW's ranges: a NaN or a beta of 1 would silently write NaN into every parameter. */
+function checkHyper(op: string, h: Pick<AdamWHyper, 'lr' | 'beta1' | 'beta2' | 'eps' | 'weightDecay' | 'maxGradNorm'>, shapes?: string): void {
+  const bad = (msg: string) => new ShapeError(msg, { op, ...(shapes ? { shapes } : {}) });
+  for (const [name, x] of [['lr', h.lr], ['eps', h.eps], ['weightDecay', h.weightDecay], ['maxGradNorm', h.maxGradNorm ?? 0]] as const) {
+    if (!(x >= 0) || !Number.isFinite(x)) throw bad(`${name} must be finite and >= 0, got ${x}`);
+  }
+  for (const [name, x] of [['beta1', h.beta1], ['beta2', h.beta2]] as const) {
+    if (!(x >= 0 && x < 1)) throw bad(`${name} must be in [0, 1), got ${x}`);
+  }
+}
+
 /**
  * One fused AdamW update of one f32 parameter tensor, in place, with torch.optim.AdamW's semantics:
  *   p *= 1 - lr·wd;  m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²;
@@ -197,6 +208,7 @@ export function adamwUpdate(gpu: Gpu, param: Tensor, grad: Tensor, m: Tensor, v:
   }
   if (norm && (norm.dtype !== 'f32' || norm.size !== 1)) throw new ShapeError('norm must be f32[1]', { op, shapes: `${norm}` });
   if (!(h.step >= 1) || !Number.isInteger(h.step)) throw new ShapeError(`step must be an integer >= 1, got ${h.step}`, { op, shapes });
+  checkHyper(op, h, shapes);
   const clip = (h.maxGradNorm ?? 0) > 0;
   if ((clip || h.skipNonFinite) && !norm) throw new ShapeError('clipping and skipNonFinite need the norm tensor', { op, shapes });
   let normT = norm;
@@ -327,6 +339,7 @@ export class AdamW {
     this.maxGradNorm = opts.maxGradNorm ?? 0;
     this.skipNonFinite = opts.skipNonFinite ?? true;
     this.decay = opts.decay ?? params.map(() => true);
+    checkHyper(op, this);
     this.m = params.map((p) => gpu.zeros(p.shape, 'f32', 'AdamW.m'));
     this.v = params.map((p) => gpu.zeros(p.shape, 'f32', 'AdamW.v'));
     this.norm = gpu.zeros([1], 'f32', 'AdamW.norm');
@@ -349,6 +362,8 @@ export class AdamW {
         throw new ShapeError(`grad ${i} does not match its parameter`, { op, shapes: `${g} vs ${this.params[i]}` });
       }
     });
+    // Before any work, so a bad rate leaves the step count and the state as they were.
+    checkHyper(op, { lr, beta1: this.beta1, beta2: this.beta2, eps: this.eps, weightDecay: this.weightDecay, maxGradNorm: this.maxGradNorm });
     const needNorm = this.maxGradNorm > 0 || this.skipNonFinite;
     if (needNorm) globalGradNorm(this.gpu, grads, { out: this.norm, status: this.status, partials: this.partials });
     this.t++;
@@ -431,6 +446,10 @@ export interface CosineScheduleOptions {
  * runs from lr at step = warmupSteps to the minimum at step = totalSteps, and stays there after.
  */
 export function cosineLr(step: number, o: CosineScheduleOptions): number {
+  checkSchedule('cosineLr', step, o);
+  const ratio = o.minLrRatio ?? 0;
+  if (!(ratio >= 0 && ratio <= 1)) throw new ShapeError(`minLrRatio must be in [0, 1], got ${ratio}`, { op: 'cosineLr' });
+  if (!Number.isInteger(o.totalSteps) || o.totalSteps < 0) throw new ShapeError(`totalSteps must be an integer >= 0, got ${o.totalSteps}`, { op: 'cosineLr' });
   if (step < o.warmupSteps) return (o.lr * (step + 1)) / o.warmupSteps;
   const min = o.lr * (o.minLrRatio ?? 0);
   const progress = Math.min(1, (step - o.warmupSteps) / Math.max(1, o.totalSteps - o.warmupSteps));
@@ -439,6 +458,14 @@ export function cosineLr(step: number, o: CosineScheduleOptions): number {
 
 /** Constant rate after an optional linear warmup (same warmup convention as `cosineLr`). */
 export function constantLr(step: number, o: { lr: number; warmupSteps?: number }): number {
+  checkSchedule('constantLr', step, o);
   const w = o.warmupSteps ?? 0;
   return step < w ? (o.lr * (step + 1)) / w : o.lr;
+}
+
+function checkSchedule(op: string, step: number, o: { lr: number; warmupSteps?: number }): void {
+  if (!Number.isInteger(step) || step < 0) throw new ShapeError(`step must be an integer >= 0, got ${step}`, { op });
+  if (!(o.lr >= 0) || !Number.isFinite(o.lr)) throw new ShapeError(`lr must be finite and >= 0, got ${o.lr}`, { op });
+  const w = o.warmupSteps ?? 0;
+  if (!Number.isInteger(w) || w < 0) throw new ShapeError(`warmupSteps must be an integer >= 0, got ${w}`, { op });
 }

@@ -8,14 +8,17 @@ import { enableF16, itemTypes, strideGrid, strideLoop } from './wgsl.js';
 const WG = 256;
 
 /**
- * Residual add: out = a + b, elementwise, same shape and dtype. Backward is the identity for both inputs, so
- * callers pass the upstream gradient on (see `addBackward`).
+ * Residual add: out = a + b, elementwise, one dtype, shapes equal up to how the leading dimensions are split
+ * ([B, T, H] + [B·T, H] is fine; [2, 3] + [3, 2] is refused: same size, but rows of another width). The output
+ * has a's shape. Backward is the identity for both inputs, so callers pass the upstream gradient on (see
+ * `addBackward`).
  */
 export function add<D extends DType>(gpu: Gpu, a: Tensor<D>, b: Tensor<D>, out?: Tensor<D>): Tensor<D> {
   const shapes = `${a} + ${b}`;
-  if (a.size !== b.size || a.dtype !== b.dtype) throw new ShapeError('add needs equal sizes and dtypes', { op: 'add', shapes });
+  const rowsAlike = (x: Tensor, y: Tensor) => x.size === y.size && (x.size === 0 || x.shape.at(-1) === y.shape.at(-1));
+  if (!rowsAlike(a, b) || a.dtype !== b.dtype) throw new ShapeError('add needs equal shapes (up to merged leading dimensions) and dtypes', { op: 'add', shapes });
   const y = out ?? gpu.tensor(a.shape, a.dtype, undefined, 'add');
-  if (y.size !== a.size || y.dtype !== a.dtype) throw new ShapeError('add output mismatch', { op: 'add', shapes: `${shapes} -> ${y}` });
+  if (!rowsAlike(y, a) || y.dtype !== a.dtype) throw new ShapeError('add output mismatch', { op: 'add', shapes: `${shapes} -> ${y}` });
   // vec4 items where the size allows (windows then hold whole vec4s): on llvmpipe each storage access is a loop over
   // the lanes, so a vec4 shares it among 4 elements.
   const vec = a.size % 4 === 0 ? 4 : 1;

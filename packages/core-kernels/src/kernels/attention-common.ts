@@ -46,6 +46,7 @@ export function checkQkv(op: string, q: Tensor, k: Tensor, v: Tensor, opts: Atte
   if (D === 0) throw fail('head dim must be positive');
   if ((opts.causal ?? true) && S < T) throw fail('causal attention needs S >= T (queries are the last T positions)');
   if (opts.lengths && (opts.lengths.dtype !== 'i32' || opts.lengths.size !== B)) throw fail('lengths must be i32 [B]');
+  if (opts.scale !== undefined && !Number.isFinite(opts.scale)) throw fail(`scale must be finite, got ${opts.scale}`);
   checkTile(op, shapes, opts.tile);
   return { B, T, S, Hq, Hkv, D, dtype: q.dtype };
 }

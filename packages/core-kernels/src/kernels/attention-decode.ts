@@ -219,7 +219,7 @@ export function attentionDecode<D extends FloatDType>(
 ): Tensor<D> {
   const op = 'attentionDecode';
   const shapes = `q=${q} kCache=${kCache} vCache=${vCache} lengths=${lengths}`;
-  const d = checkQkv(op, q, kCache, vCache, { causal: false, lengths });
+  const d = checkQkv(op, q, kCache, vCache, { causal: false, lengths, scale: opts.scale });
   const group = d.Hq / d.Hkv;
   const R = group * d.T;
   if (R > DECODE_MAX_ROWS) {

@@ -263,6 +263,7 @@ export function matmul(gpu: Gpu, a: Tensor, b: Tensor, opts: MatmulOptions = {})
     if (opts.bias.dtype !== 'f32' && opts.bias.dtype !== 'f16') fail(`bias must be f32 or f16, got ${opts.bias.dtype}`);
     if (p.offBias + p.N > opts.bias.size) fail(`bias ${opts.bias} shorter than N=${p.N}`);
   }
+  if (!Number.isFinite(p.alpha) || !Number.isFinite(p.beta)) fail(`alpha and beta must be finite, got ${p.alpha} and ${p.beta}`);
   if (p.beta !== 0 && !opts.out) fail('beta != 0 needs out');
   const outShape = opts.out?.shape ?? defaultOutShape(a, b, p);
   const c = opts.out ?? gpu.tensor(outShape, opts.outDType ?? 'f32', undefined, 'matmul');

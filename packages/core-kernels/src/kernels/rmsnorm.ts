@@ -113,6 +113,8 @@ export function rmsnorm(gpu: Gpu, x: Tensor, w: Tensor, opts: RmsNormOptions = {
     throw new ShapeError('rmsnorm needs x [..., H] and w [H] with H >= 1', { op, shapes });
   }
   const eps = opts.eps ?? 1e-6;
+  // eps = 0 is allowed (a zero row then gives inf/NaN, as in torch); a negative one can make any row NaN.
+  if (!(eps >= 0) || !Number.isFinite(eps)) throw new ShapeError(`rmsnorm eps must be finite and >= 0, got ${eps}`, { op, shapes });
   const y = opts.out ?? gpu.tensor(x.shape, x.dtype, undefined, op);
   if (y.size !== x.size || y.dtype !== x.dtype || y.buffer === x.buffer) {
     throw new ShapeError(`rmsnorm output must match x and not alias it, got ${y}`, { op, shapes });

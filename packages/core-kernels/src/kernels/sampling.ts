@@ -113,6 +113,10 @@ export function sampleGathering(gpu: Gpu, logits: Tensor, opts: SampleOptions, m
   if (perRow && (temp.dtype !== 'f32' || temp.size !== B)) {
     throw new ShapeError(`per-row temperature must be f32[${B}]`, { op, shapes: `${shapes}, T ${temp}` });
   }
+  if (!perRow && Number.isNaN(temp)) throw new ShapeError('temperature is NaN', { op, shapes });
+  for (const [name, x] of [['seed', opts.seed], ['step', opts.step]] as const) {
+    if (x !== undefined && !(Number.isInteger(x) && x >= 0 && x < 2 ** 32)) throw new ShapeError(`${name} must be a u32 integer, got ${x}`, { op, shapes });
+  }
   const topK = opts.topK ?? 0;
   const topP = opts.topP ?? 1;
   if (!Number.isInteger(topK) || topK < 0) throw new ShapeError(`topK must be a non-negative integer, got ${topK}`, { op, shapes });

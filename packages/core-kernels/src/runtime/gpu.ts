@@ -287,6 +287,9 @@ export class Gpu {
 
   tensor<D extends DType>(shape: readonly number[], dtype: D, data?: HostArray | readonly number[], op = 'tensor'): Tensor<D> {
     this.assertAlive(op);
+    if (!Object.hasOwn(DTYPE_BYTES, dtype)) {
+      throw new ShapeError(`unknown dtype ${String(dtype)}: one of ${Object.keys(DTYPE_BYTES).join(', ')}`, { op, shapes: formatShape(shape) });
+    }
     if (dtype === 'f16' && !this.features.shaderF16) {
       throw new ShapeError('f16 tensors need the shader-f16 feature, which this adapter lacks; use f32', {
         op,
