@@ -4,6 +4,7 @@
  * P = exp(S - lse) tile by tile, so each workgroup owns the rows it writes. The dK/dV workgroup loops over every
  * query head of its KV group and sums them.
  */
+import { batchItems, batchRuns, copyBatchItems } from './attention-batches.js';
 import type { Gpu } from '../runtime/gpu.js';
 import { Params } from '../runtime/params.js';
 import { ShapeError } from '../runtime/errors.js';
@@ -351,9 +352,23 @@ export function attentionBackward<D extends FloatDType>(
   const tkv = sgm || ckv ? undefined : (opts.tile ?? pickTile(gpu, BWD_TILES, (t) => dkvBytes(t, d.D, d.dtype), op, shapes));
   if (tq) fitTile(gpu, tq, dqBytes(tq, d.D, d.dtype), op, shapes);
   if (tkv) fitTile(gpu, tkv, dkvBytes(tkv, d.D, d.dtype), op, shapes);
+  const runs = batchRuns(gpu, op, shapes, [q, k, v, o, dO]);
   const dq = gpu.tensor(q.shape, q.dtype, undefined, op) as Tensor<D>;
   const dk = gpu.tensor(k.shape, k.dtype, undefined, op) as Tensor<D>;
   const dv = gpu.tensor(v.shape, v.dtype, undefined, op) as Tensor<D>;
+  if (runs) {
+    for (const { b0, n } of runs) {
+      gpu.scope(() => {
+        const [qr, kr, vr, or, dOr] = [q, k, v, o, dO].map((t) => batchItems(gpu, t, b0, n).t);
+        const lr = batchItems(gpu, lse, b0, n).t;
+        const part = attentionBackward(gpu, qr, kr, vr, or, lr, dOr, { ...opts, lengths: opts.lengths && batchItems(gpu, opts.lengths, b0, n).t });
+        copyBatchItems(gpu, part.dq, dq, b0);
+        copyBatchItems(gpu, part.dk, dk, b0);
+        copyBatchItems(gpu, part.dv, dv, b0);
+      });
+    }
+    return { dq, dk, dv };
+  }
   if (q.size === 0 || k.size === 0) {
     [dq, dk, dv].forEach((t) => gpu.clear(t));
     return { dq, dk, dv };

@@ -4,6 +4,7 @@
  * its chunk (so a K/V tile is read once per group) and writes a partial (max, sum, unnormalized output); a second
  * pass combines the partials. Also the cache append.
  */
+import { batchItems, batchRuns, copyBatchItems } from './attention-batches.js';
 import type { Gpu } from '../runtime/gpu.js';
 import { Params } from '../runtime/params.js';
 import { ShapeError } from '../runtime/errors.js';
@@ -229,6 +230,17 @@ export function attentionDecode<D extends FloatDType>(
   if (opts.splits !== undefined && !(Number.isInteger(opts.splits) && opts.splits >= 1)) {
     throw new ShapeError(`splits must be a positive integer, got ${opts.splits}`, { op, shapes });
   }
+  const runs = batchRuns(gpu, op, shapes, [q, kCache, vCache]);
+  if (runs) {
+    const o = gpu.tensor(q.shape, q.dtype, undefined, op) as Tensor<D>;
+    for (const { b0, n } of runs) {
+      gpu.scope(() => {
+        const [qr, kr, vr] = [q, kCache, vCache].map((t) => batchItems(gpu, t, b0, n).t);
+        copyBatchItems(gpu, attentionDecode(gpu, qr, kr, vr, batchItems(gpu, lengths, b0, n).t, opts), o, b0);
+      });
+    }
+    return o;
+  }
   if (useCpuDecode(gpu, d, R, opts, op, shapes)) return cpuDecode(gpu, q, kCache, vCache, lengths, d, opts, shapes);
   const limit = gpu.limits.maxComputeWorkgroupStorageSize ?? 16384;
   const bk = opts.bk ?? [64, 32, 16, 8, 4].find((x) => decodeBytes(d.dtype, d.D, R, x) <= limit);
@@ -385,6 +397,18 @@ function appendRows(gpu: Gpu, op: string, pairs: Array<[Tensor, Tensor]>, positi
   }
   if (pairs.length > 1 && pairs[0][0].overlaps(pairs[1][0])) throw new ShapeError('the k and v caches must be separate tensors', { op, shapes });
   if (positions.dtype !== 'i32' || positions.size !== B) throw new ShapeError('positions must be i32 [B]', { op, shapes });
+  const runs = batchRuns(gpu, op, shapes, pairs.flat());
+  if (runs) {
+    for (const { b0, n } of runs) {
+      gpu.scope(() => {
+        const parts = pairs.map(([c, t]) => [batchItems(gpu, c, b0, n), batchItems(gpu, t, b0, n).t] as const);
+        appendRows(gpu, op, parts.map(([c, t]) => [c.t, t]), batchItems(gpu, positions, b0, n).t);
+        // A cache run that had to be copied (its offset not aligned for binding) goes back into place.
+        parts.forEach(([c], j) => c.copied && copyBatchItems(gpu, c.t, pairs[j][0], b0));
+      });
+    }
+    return;
+  }
   if (x.size === 0) return;
   const WG = 256;
   const dtype = x.dtype;

@@ -23,6 +23,7 @@
  * What the three share is in attention-common.ts. No subgroup operations are used: reductions are a small part of
  * the work and go through workgroup memory, which works on every adapter.
  */
+import { batchItems, batchRuns, copyBatchItems } from './attention-batches.js';
 import type { Gpu } from '../runtime/gpu.js';
 import { ShapeError } from '../runtime/errors.js';
 import type { Tensor } from '../runtime/tensor.js';
@@ -272,8 +273,20 @@ export function attention<D extends FloatDType>(
   const cpu = sgm ? undefined : cpuSpec(gpu, d, opts, 'fwd', op, shapes);
   const tile = sgm || cpu ? undefined : (opts.tile ?? pickTile(gpu, FWD_TILES, (t) => fwdBytes(t, d.D, d.dtype), op, shapes));
   if (tile) fitTile(gpu, tile, fwdBytes(tile, d.D, d.dtype), op, shapes);
+  const runs = batchRuns(gpu, op, shapes, [q, k, v]);
   const o = gpu.tensor(q.shape, q.dtype, undefined, op) as Tensor<D>;
   const lse = gpu.tensor([d.B, d.Hq, d.T], 'f32', undefined, op);
+  if (runs) {
+    for (const { b0, n } of runs) {
+      gpu.scope(() => {
+        const [qr, kr, vr] = [q, k, v].map((t) => batchItems(gpu, t, b0, n).t);
+        const part = attention(gpu, qr, kr, vr, { ...opts, lengths: opts.lengths && batchItems(gpu, opts.lengths, b0, n).t });
+        copyBatchItems(gpu, part.o, o, b0);
+        copyBatchItems(gpu, part.lse, lse, b0);
+      });
+    }
+    return { o, lse };
+  }
   if (q.size === 0 || k.size === 0) {
     gpu.clear(o);
     gpu.clear(lse);
