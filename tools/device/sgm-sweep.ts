@@ -73,6 +73,11 @@ const ATT_STORAGE: SgmAttentionTile[] = (
     { nsub: 4, bk: 64, accum: 'two-pass' },
     { nsub: 2, bk: 64 },
     { nsub: 2, bk: 64, accum: 'fragments' },
+    // Session 29: one subgroup per workgroup, so each barrier of the key loop waits for 32 lanes, not 128 (the
+    // other subgroups' softmax and stores); K and V come from L2 instead (a KV head is read by 7 query heads).
+    // Correct under emulation (4x4 fragments), not yet run on hardware.
+    { nsub: 1, bk: 64, accum: 'fragments' },
+    { nsub: 1, bk: 32, accum: 'fragments' },
   ] as SgmAttentionTile[]
 ).map((t): SgmAttentionTile => ({ ...t, kvFrom: 'storage' }));
 const ATT_TILES: SgmAttentionTile[] = [

@@ -163,7 +163,7 @@ describe('benchmark cases', () => {
       [
         ...['2x2.2x4.k64)', '2x2.4x4.k32.g8)', '4x2.2x4.k32)', '4x2.2x4.k32)', 's2.k32.kt)', 's4.k32)', 's4.k32.2p.kt)', 's4.k32.frag.kt)'],
         ...['2x2.4x4.k32.st)', '2x2.4x4.k64.st)', '2x4.4x4.k32.st)', '4x2.4x4.k32.st)'],
-        ...['s4.k32.kvs)', 's4.k64.kvs)', 's4.k64.frag.kvs)', 's4.k64.2p.kvs)'],
+        ...['s4.k32.kvs)', 's4.k64.kvs)', 's4.k64.frag.kvs)', 's4.k64.2p.kvs)', 's1.k64.frag.kvs)'],
       ].sort(),
     );
     for (const c of tiled) expect(c.needs).toContain('subgroup-matrix');

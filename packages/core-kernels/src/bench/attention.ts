@@ -240,6 +240,8 @@ export const attentionBenches: BenchCase[] = [
     { nsub: 4, bk: 64, kvFrom: 'storage' },
     { nsub: 4, bk: 64, kvFrom: 'storage', accum: 'fragments' },
     { nsub: 4, bk: 64, kvFrom: 'storage', accum: 'two-pass' },
+    // One subgroup a workgroup (session 29): barriers within 32 lanes, K and V from L2.
+    { nsub: 1, bk: 64, kvFrom: 'storage', accum: 'fragments' },
   ] as SgmAttentionTile[]).map((t) => forwardCase(qwen7b, 'gpu', 'subgroup-matrix', t)),
   backwardCase(qwen7b, 'gpu'),
   // The subgroup-matrix backward (session 15): correct under emulation, not yet timed.
