@@ -304,3 +304,37 @@ describe('generate argument validation', () => {
     await expect(generate(model, [[1]], { maxNewTokens: 1e9 })).rejects.toThrow(/max_position_embeddings/);
   });
 });
+
+describe('generate past one storage binding', () => {
+  it('gives the same tokens when the prefill attention and the KV caches exceed maxStorageBufferBindingSize', async () => {
+    // A 192 KiB binding stands in for lavapipe's 128 MiB and NVIDIA's 2 GiB: 4 prompts of ~500 tokens make each
+    // layer's cache 4 x 526 x 2 x 16 f32 (269 KB) and the prefill's q 532 KB, so attention runs them in runs of
+    // sequences (core-kernels' attention-batches.ts). Until session 29 this threw a GpuLimitError.
+    const dir = writeModel('qwen2', 43, 'F32', { vocabSize: 4096 });
+    dirs.push(dir);
+    const prompts = [0, 1, 2, 3].map((b) => Array.from({ length: 500 + 7 * b }, (_, i) => (i * 7919 + b * 104729) % 4000));
+    const maxNewTokens = 5;
+    const reference = await QwenModel.load(gpu, dir);
+    const small = await Gpu.create({ maxBindingBytes: 192 * 1024 });
+    const model = await QwenModel.load(small, dir);
+    try {
+      const { numKvHeads, headDim } = model.config;
+      const cacheBytes = prompts.length * (Math.max(...prompts.map((p) => p.length)) + maxNewTokens) * numKvHeads * headDim * 4;
+      expect(cacheBytes).toBeGreaterThan(small.maxBinding);
+      const want = await generate(reference, prompts, { maxNewTokens, temperature: 0 });
+      const got = await generate(model, prompts, { maxNewTokens, temperature: 0 });
+      expect(got.map((r) => r.ids)).toEqual(want.map((r) => r.ids));
+      got.forEach((r, b) => expectCloseArray(r.logprobs, want[b].logprobs, 1e-4));
+      expect(new Set(want.flatMap((r) => r.ids)).size).toBeGreaterThan(3);
+    } finally {
+      model.dispose();
+      reference.dispose();
+      small.destroy();
+    }
+  });
+});
+
+function expectCloseArray(a: readonly number[], b: readonly number[], tol: number): void {
+  expect(a).toHaveLength(b.length);
+  a.forEach((x, i) => expect(Math.abs(x - b[i]), `index ${i}`).toBeLessThan(tol));
+}
