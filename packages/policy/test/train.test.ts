@@ -382,3 +382,35 @@ describe('LoRA training passes', () => {
     await expect(policyForward(model, [[1, 2]], { adapter })).rejects.toThrow(/adapter was disposed/);
   });
 });
+
+describe('a training pass past one storage binding', () => {
+  it('gives the logprobs and LoRA gradients of an unlimited device when attention runs in runs of sequences', async () => {
+    // q, k and v of 4 sequences of ~500 tokens exceed a 192 KiB binding (a stand-in for the real limits), so the
+    // attention forward and backward run on runs of sequences (core-kernels' attention-batches.ts).
+    const dir = writeModel('qwen2', 33, 'F32', { vocabSize: VOCAB });
+    dirs.push(dir);
+    const seqs = [0, 1, 2, 3].map((b) => Array.from({ length: 500 + 7 * b }, (_, i) => (i * 7919 + b * 104729) % VOCAB));
+    const run = async (g: Gpu) => {
+      const m = await QwenModel.load(g, dir);
+      const adapter = LoraAdapter.create(m, { r: 4, alpha: 8, dropout: 0, targetModules: ['q_proj', 'v_proj'] }, { seed: 1 });
+      randomizeB(adapter, new SeededRng(2));
+      const pass = await policyForward(m, seqs, { adapter });
+      pass.backward({ dLogprob: seqs.map((s) => Array.from(s, (_, t) => (t % 3) - 1)) });
+      const { numHeads, headDim } = m.config;
+      const qBytes = seqs.length * Math.max(...seqs.map((x) => x.length)) * numHeads * headDim * 4;
+      const out = { qBytes, logprobs: pass.logprobs.flatMap((x) => Array.from(x)), grads: (await readAll(adapter)).flatMap((x) => Array.from(x)) };
+      m.dispose();
+      return out;
+    };
+    const small = await Gpu.create({ maxBindingBytes: 192 * 1024 });
+    try {
+      const [want, got] = [await run(gpu), await run(small)];
+      expect(got.qBytes).toBeGreaterThan(small.maxBinding);
+      expect(relErr(got.logprobs, want.logprobs)).toBeLessThan(1e-5);
+      expect(relErr(got.grads, want.grads)).toBeLessThan(1e-4);
+      expect(Math.max(...want.grads.map(Math.abs))).toBeGreaterThan(0);
+    } finally {
+      small.destroy();
+    }
+  });
+});
