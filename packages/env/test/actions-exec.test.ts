@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Episode } from '../src/episode/episode.js';
 import { hideWorkspacePath } from '../src/episode/execute.js';
 import { SandboxPool } from '../src/sandbox/pool.js';
+import { cpuKernelPins } from '../src/tasks/workspace.js';
 import { SnapshotStore } from '../src/snapshots/store.js';
 import { makeFixtureTask, respond, trainScript, type Fixture } from './episode-fixture.js';
 
@@ -159,10 +160,12 @@ describe('Episode actions', () => {
     const better = await ep.step(respond('Execute Script', { script_name: 'train.py' }));
     expect(better.metric).toBe(0.5);
     expect(ep.currentMetric).toBe(0.5);
-    // A run that writes no submission keeps the state's metric. Math libraries get one thread, as for the baseline.
-    writeFileSync(path.join(ep.workspace, 'hello.py'), 'import os\nprint("hi", os.environ.get("OMP_NUM_THREADS"))\n');
+    // A run that writes no submission keeps the state's metric. Math libraries get one thread, as for the baseline,
+    // and on AVX2 hosts their AVX2 kernels (the same scores on every host).
+    writeFileSync(path.join(ep.workspace, 'hello.py'), 'import os\nprint("hi", os.environ.get("OMP_NUM_THREADS"), os.environ.get("OPENBLAS_CORETYPE"))\n');
     const hello = await ep.step(respond('Execute Script', { script_name: 'hello.py' }));
-    expect(hello).toMatchObject({ outcome: 'ok', metric: null, observation: 'The script has been executed. Here is the output:\nhi 1\n' });
+    const coretype = cpuKernelPins().OPENBLAS_CORETYPE ?? 'None';
+    expect(hello).toMatchObject({ outcome: 'ok', metric: null, observation: `The script has been executed. Here is the output:\nhi 1 ${coretype}\n` });
     expect(hello.feedback).toMatchObject({ outcome: 'ok', metric: null, previousMetric: 0.5 });
     expect(ep.currentMetric).toBe(0.5);
     // An error shows the traceback.

@@ -1,4 +1,4 @@
-import { cpSync, existsSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { SandboxOptions } from '../sandbox/types.js';
 import { builtinTasksDir, taskCacheDir, userTasksDir } from './paths.js';
@@ -50,11 +50,36 @@ export function taskSandboxLimits(b: TaskBudgets): Pick<SandboxOptions, 'timeout
 }
 
 /**
- * Environment for the agent's code: math libraries pinned to `threads` threads. OpenMP otherwise starts one
- * thread per host CPU it sees, which on a shared or CPU-limited machine makes e.g. scikit-learn's histogram
- * boosting 10-20x slower than single-threaded, and makes timings erratic.
+ * Environment for the agent's code: math libraries pinned to `threads` threads, and on x86-64 hosts with AVX2 to
+ * their AVX2 kernels (cpuKernelPins). OpenMP otherwise starts one thread per host CPU it sees, which on a shared
+ * or CPU-limited machine makes e.g. scikit-learn's histogram boosting 10-20x slower than single-threaded, and
+ * makes timings erratic.
  */
 export function taskSandboxEnv(threads = 1): Record<string, string> {
   const n = String(Math.max(1, Math.floor(threads)));
-  return { OMP_NUM_THREADS: n, OPENBLAS_NUM_THREADS: n, MKL_NUM_THREADS: n, NUMEXPR_NUM_THREADS: n };
+  return { OMP_NUM_THREADS: n, OPENBLAS_NUM_THREADS: n, MKL_NUM_THREADS: n, NUMEXPR_NUM_THREADS: n, ...cpuKernelPins() };
+}
+
+let pins: Record<string, string> | undefined;
+
+/**
+ * The same code must score the same on every host: task.json's baselines, and the reward's metric gains, are
+ * compared across machines. torch, oneDNN and OpenBLAS each pick their kernels by the CPU, and AVX-512 kernels
+ * sum in another order than AVX2 ones: the image-classification baseline (a seeded, single-threaded CNN) scored
+ * 0.327 on an Intel host with AVX-512 and 0.318 on AMD hosts; with the three pinned to AVX2 it scores 0.318 on
+ * both (session 29). Empty where the host has no AVX2 (pinning OpenBLAS to Haswell there would fault) or is not
+ * x86-64.
+ */
+export function cpuKernelPins(): Record<string, string> {
+  if (pins) return pins;
+  let avx2 = false;
+  if (process.arch === 'x64') {
+    try {
+      avx2 = /^flags\s*:.*\bavx2\b/m.test(readFileSync('/proc/cpuinfo', 'utf8'));
+    } catch {
+      avx2 = false;
+    }
+  }
+  pins = avx2 ? { ATEN_CPU_CAPABILITY: 'avx2', ONEDNN_MAX_CPU_ISA: 'AVX2', DNNL_MAX_CPU_ISA: 'AVX2', OPENBLAS_CORETYPE: 'Haswell' } : {};
+  return pins;
 }
