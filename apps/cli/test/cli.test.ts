@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { cpuKernelPins } from '@mlagent/env';
 
 const bin = fileURLToPath(new URL('../bin/mlagent.js', import.meta.url));
 
@@ -41,6 +42,7 @@ describe('mlagent', () => {
     expect(report.sandbox).toMatchObject({ python: '/usr/bin/python3', outcome: 'ok' });
     expect(['bwrap', 'unshare', 'none']).toContain(report.sandbox.isolation);
     expect(report.sandbox.modules.sklearn).toMatch(/^\d/);
+    expect(report.sandbox.kernelPins).toEqual(cpuKernelPins());
     const paths = report.matmulPaths as Array<{ case: string; path: string; aFrom?: string }>;
     expect(paths.map((m) => m.case)).toHaveLength(4);
     for (const m of paths) expect(['tiled', 'gemv', 'subgroup-matrix', 'cpu-tiled', 'cpu-gemv']).toContain(m.path);

@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { checkSandbox } from '../src/index.js';
+import { checkSandbox, cpuKernelPins } from '../src/index.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'mlagent-sandbox-check-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -18,6 +18,8 @@ describe('checkSandbox (mlagent doctor)', () => {
     expect(Object.keys(r.modules)).toEqual(['numpy', 'pandas', 'sklearn', 'torch', 'xgboost']);
     // setup installs Debian's stack, which every task needs.
     for (const [m, v] of Object.entries(r.modules)) expect(v, m).toMatch(/^\d/);
+    // The script saw the kernel pins agent code gets (none on hosts without AVX2).
+    expect(r.kernelPins).toEqual(cpuKernelPins());
   }, 60_000);
 
   it('says what went wrong when the Python cannot run', async () => {

@@ -115,6 +115,8 @@ function sandboxLines(s: SandboxCheck): string[] {
   const lines = [`sandbox     ${s.isolation} isolation, ${limits} limits; ${s.python}: ${s.outcome}`];
   if (s.outcome === 'ok') {
     lines.push(`            ${Object.entries(s.modules).map(([m, v]) => `${m} ${v ?? 'MISSING'}`).join(', ')}`);
+    const pins = Object.entries(s.kernelPins);
+    lines.push(`            math kernels ${pins.length ? `pinned to AVX2, the same scores on every host (${pins.map(([k, v]) => `${k}=${v}`).join(' ')})` : 'as the host picks (no AVX2 pins)'}`);
   } else if (s.error) {
     lines.push(`            ${s.error.trim().split('\n').pop()}`);
   }

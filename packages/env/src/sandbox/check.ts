@@ -2,6 +2,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { runSandboxed } from './run.js';
+import { CPU_KERNEL_PIN_VARS, taskSandboxEnv } from '../tasks/workspace.js';
 import type { IsolationLevel, LimitMechanisms, SandboxOutcome } from './types.js';
 
 /** The Python modules the built-in tasks' code imports. */
@@ -14,6 +15,8 @@ export interface SandboxCheck {
   outcome: SandboxOutcome;
   /** Version of each task module, or null where it cannot be imported in the sandbox. */
   modules: Record<string, string | null>;
+  /** The math libraries' kernel pins (cpuKernelPins) as the sandboxed script saw them; empty where none are set. */
+  kernelPins: Record<string, string>;
   /** Why the run could not go as planned (missing isolation, a directory the run's uid cannot pass, ...). */
   warnings: string[];
   error?: string;
@@ -33,7 +36,8 @@ export async function checkSandbox(python: string, dataDir?: string): Promise<Sa
       '    try: out[m] = getattr(importlib.import_module(m), "__version__", "?")',
       '    except Exception: out[m] = None',
       ...(dataDir ? [`os.listdir(${JSON.stringify(dataDir)})`] : []),
-      'print(json.dumps(out))',
+      `pins = {k: os.environ[k] for k in ${JSON.stringify(CPU_KERNEL_PIN_VARS)} if k in os.environ}`,
+      'print(json.dumps({"modules": out, "pins": pins}))',
     ].join('\n');
     const r = await runSandboxed({
       command: [python, '-c', script],
@@ -41,15 +45,19 @@ export async function checkSandbox(python: string, dataDir?: string): Promise<Sa
       timeoutMs: 60_000,
       memoryBytes: 4 * 2 ** 30,
       readOnlyPaths: dataDir && existsSync(dataDir) ? [dataDir] : [],
-      env: { OMP_NUM_THREADS: '1', OPENBLAS_NUM_THREADS: '1' },
+      env: taskSandboxEnv(1),
     });
     let modules: Record<string, string | null> = Object.fromEntries(TASK_MODULES.map((m) => [m, null]));
+    let kernelPins: Record<string, string> = {};
     try {
-      if (r.outcome === 'ok') modules = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as Record<string, string | null>;
+      if (r.outcome === 'ok') {
+        const out = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { modules: Record<string, string | null>; pins: Record<string, string> };
+        [modules, kernelPins] = [out.modules, out.pins];
+      }
     } catch {
       /* leave them all null: the run printed something else */
     }
-    return { python, isolation: r.isolation, limits: r.limits, outcome: r.outcome, modules, warnings: r.warnings, error: r.errorSummary };
+    return { python, isolation: r.isolation, limits: r.limits, outcome: r.outcome, modules, kernelPins, warnings: r.warnings, error: r.errorSummary };
   } finally {
     rmSync(ws, { recursive: true, force: true });
   }

@@ -80,6 +80,10 @@ export function cpuKernelPins(): Record<string, string> {
       avx2 = false;
     }
   }
-  pins = avx2 ? { ATEN_CPU_CAPABILITY: 'avx2', ONEDNN_MAX_CPU_ISA: 'AVX2', DNNL_MAX_CPU_ISA: 'AVX2', OPENBLAS_CORETYPE: 'Haswell' } : {};
+  pins = avx2 ? { ...AVX2_PINS } : {};
   return pins;
 }
+
+const AVX2_PINS: Record<string, string> = { ATEN_CPU_CAPABILITY: 'avx2', ONEDNN_MAX_CPU_ISA: 'AVX2', DNNL_MAX_CPU_ISA: 'AVX2', OPENBLAS_CORETYPE: 'Haswell' };
+/** The variables cpuKernelPins may set. */
+export const CPU_KERNEL_PIN_VARS: readonly string[] = Object.keys(AVX2_PINS);
