@@ -64,11 +64,11 @@ let pins: Record<string, string> | undefined;
 
 /**
  * The same code must score the same on every host: task.json's baselines, and the reward's metric gains, are
- * compared across machines. torch, oneDNN and OpenBLAS each pick their kernels by the CPU, and AVX-512 kernels
- * sum in another order than AVX2 ones: the image-classification baseline (a seeded, single-threaded CNN) scored
- * 0.327 on an Intel host with AVX-512 and 0.318 on AMD hosts; with the three pinned to AVX2 it scores 0.318 on
- * both (session 29). Empty where the host has no AVX2 (pinning OpenBLAS to Haswell there would fault) or is not
- * x86-64.
+ * compared across machines. torch, oneDNN and OpenBLAS each pick their kernels by the CPU, and kernels of another
+ * width sum in another order: on session 29's Intel host (torch and oneDNN chose AVX-512; OpenBLAS 0.3.21, not
+ * knowing the model, its SSE3 fallback) the image-classification baseline (a seeded, single-threaded CNN) scored
+ * 0.327, against 0.318 on AMD hosts (AVX2 kernels); with the three pinned to AVX2 it scores 0.318 on both. Empty
+ * where the host has no AVX2 (pinning OpenBLAS to Haswell there would fault) or is not x86-64.
  */
 export function cpuKernelPins(): Record<string, string> {
   if (pins) return pins;
