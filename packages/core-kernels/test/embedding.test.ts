@@ -155,6 +155,38 @@ describe('embedding', () => {
     gpu.destroy();
   });
 
+  it('backward sums a dy past one binding in runs of tokens: repeated ids across runs, GPU ids, distinct ids, accumulate', async () => {
+    // dy 300x20 f32 = 24 KB against an 8 KB binding: runs of 64 tokens (5,120 bytes), 5 runs, the last of 44.
+    const gpu = await freshGpu({ maxBindingBytes: 8192 });
+    try {
+      const rng = new Rng(46);
+      const [n, vocab, h] = [300, 50, 20];
+      const ids = randomIds(rng, n, vocab);
+      ids[3] = ids[70] = ids[150] = ids[299] = 7; // one id in four runs
+      const dy = rng.randn(n * h);
+      const want = embeddingBackwardRef(ids, dy, vocab, h);
+      const dyT = gpu.tensor([n, h], 'f32', dy);
+      expect(dyT.byteLength).toBeGreaterThan(gpu.maxBinding);
+      for (const path of ['rows', 'elements'] as const) {
+        expectClose(await embeddingBackward(gpu, ids, dyT, vocab, { path }).read(), want, { atol: 1e-5, rtol: 1e-5 }, `host ids ${path}`);
+        const gpuIds = gpu.tensor([n], 'i32', ids);
+        expectClose(await embeddingBackward(gpu, gpuIds, dyT, vocab, { path }).read(), want, { atol: 1e-5, rtol: 1e-5 }, `GPU ids ${path}`);
+      }
+      const prior = rng.randn(vocab * h);
+      const acc = gpu.tensor([vocab, h], 'f32', prior);
+      const got = embeddingBackward(gpu, ids, dyT, vocab, { accumulate: acc });
+      expect(got).toBe(acc);
+      expectClose(await got.read(), want.map((v, i) => v + prior[i]), { atol: 1e-5, rtol: 1e-5 }, 'accumulate');
+      // Distinct ids: a scatter of rows (the policy's selected-token gradient), exact.
+      const distinct = Array.from({ length: n }, (_, i) => (i * 7) % n);
+      expectClose(await embeddingBackward(gpu, distinct, dyT, n, { distinctIds: true }).read(), embeddingBackwardRef(distinct, dy, n, h), exact, 'distinct');
+      // A row so wide that 64 of them pass the binding is refused, naming the op.
+      expect(() => embeddingBackward(gpu, [0, 1], gpu.tensor([2, 2048], 'f32'), 4)).toThrowError(/64 rows of dy .* do not fit one binding.*op=embeddingBackward/);
+    } finally {
+      gpu.destroy();
+    }
+  });
+
   it('backward agrees with finite differences of the GPU forward and of the reference', async () => {
     const gpu = await testGpu();
     const rng = new Rng(45);

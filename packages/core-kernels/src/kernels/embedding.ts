@@ -1,6 +1,7 @@
 import type { Gpu } from '../runtime/gpu.js';
 import { Params } from '../runtime/params.js';
-import { ShapeError } from '../runtime/errors.js';
+import { GpuLimitError, ShapeError } from '../runtime/errors.js';
+import { DTYPE_BYTES } from '../runtime/dtype.js';
 import { Tensor } from '../runtime/tensor.js';
 import { LINEAR_WORKGROUP, enableF16, itemTypes, strideGrid, vec4Rows, wgslType } from './wgsl.js';
 import { CPU_LANES } from './cpu-lanes.js';
@@ -148,7 +149,7 @@ function hostIdLinks(ids: ArrayLike<number>): Uint32Array {
  *     time, ~12 ms on lavapipe at N = 2700), through workgroup tiles of the ids; none with `distinctIds`;
  *  2. per (first token of an id, column): walk that id's chain in token order and add up dy: O(N·H) adds in all,
  *     one writer per dTable element. The critical path is the largest count of one id among the tokens.
- * dy must fit one binding (N·H·4 bytes); dTable is bound in windows of rows.
+ * dTable is bound in windows of rows; a dy past one binding is summed in runs of tokens (byTokenWindows).
  */
 export function embeddingBackward(gpu: Gpu, ids: TokenIds, dy: Tensor, vocab: number, opts: EmbeddingBackwardOptions = {}): Tensor<'f32'> {
   const op = 'embeddingBackward';
@@ -168,6 +169,7 @@ export function embeddingBackward(gpu: Gpu, ids: TokenIds, dy: Tensor, vocab: nu
   const hostLinks = ids instanceof Tensor ? undefined : hostIdLinks(ids);
   const repeat = opts.distinctIds && hostLinks ? hostLinks.subarray(n).indexOf(0) : -1;
   if (repeat >= 0) throw new ShapeError(`${op} distinctIds: id ${(ids as ArrayLike<number>)[repeat]} occurs again at position ${repeat}`, { op, shapes });
+  if (dy.byteLength > gpu.maxBinding) return byTokenWindows(gpu, ids, dy, vocab, opts, op, shapes);
   const { t: tid, temp } = resolveIds(gpu, ids, vocab, op, shapes);
   const dTable = (acc ?? gpu.zeros([vocab, h], 'f32', op)) as Tensor<'f32'>;
   if (n === 0 || h === 0) {
@@ -227,6 +229,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   link.dispose();
   if (temp) tid.dispose();
   return dTable;
+}
+
+/**
+ * embeddingBackward of a dy past one binding: runs of tokens whose rows fit, each summed into dTable after the
+ * runs before it (so a repeated id's sum is grouped by run: the same up to rounding). Runs start on multiples of
+ * 64 tokens, which keeps the views of dy and of GPU ids aligned for binding (64 · 4 bytes).
+ */
+function byTokenWindows(gpu: Gpu, ids: TokenIds, dy: Tensor, vocab: number, opts: EmbeddingBackwardOptions, op: string, shapes: string): Tensor<'f32'> {
+  const h = dy.shape[dy.rank - 1];
+  const n = dy.size / h;
+  const per = Math.floor(gpu.maxBinding / (h * DTYPE_BYTES[dy.dtype]) / 64) * 64;
+  if (per < 64) throw new GpuLimitError(`64 rows of dy (${64 * h * DTYPE_BYTES[dy.dtype]} bytes) do not fit one binding`, { op, shapes, bytes: dy.byteLength });
+  const rows = dy.reshape([n, h]);
+  let dTable = opts.accumulate;
+  for (let t0 = 0; t0 < n; t0 += per) {
+    const c = Math.min(per, n - t0);
+    const part = ids instanceof Tensor ? ids.reshape([n]).rows(t0, c) : Array.from({ length: c }, (_, i) => ids[t0 + i]);
+    dTable = embeddingBackward(gpu, part, rows.rows(t0, c), vocab, { ...opts, accumulate: dTable });
+  }
+  return dTable as Tensor<'f32'>;
 }
 
 /** embedding on the 'rows' path: y[token] = table[id] row by row, table bound in windows of rows. */
