@@ -60,7 +60,7 @@ export function taskSandboxEnv(threads = 1): Record<string, string> {
   return { OMP_NUM_THREADS: n, OPENBLAS_NUM_THREADS: n, MKL_NUM_THREADS: n, NUMEXPR_NUM_THREADS: n, ...cpuKernelPins() };
 }
 
-let pins: Record<string, string> | undefined;
+let hostHasAvx2: boolean | undefined;
 
 /**
  * The same code must score the same on every host: task.json's baselines, and the reward's metric gains, are
@@ -68,20 +68,19 @@ let pins: Record<string, string> | undefined;
  * width sum in another order: on session 29's Intel host (torch and oneDNN chose AVX-512; OpenBLAS 0.3.21, not
  * knowing the model, its SSE3 fallback) the image-classification baseline (a seeded, single-threaded CNN) scored
  * 0.327, against 0.318 on AMD hosts (AVX2 kernels); with the three pinned to AVX2 it scores 0.318 on both. Empty
- * where the host has no AVX2 (pinning OpenBLAS to Haswell there would fault) or is not x86-64.
+ * where the host has no AVX2 (pinning OpenBLAS to Haswell there would fault) or is not x86-64, and where
+ * MLAGENT_CPU_KERNEL_PINS=off leaves the kernels to each library's own choice for the host.
  */
 export function cpuKernelPins(): Record<string, string> {
-  if (pins) return pins;
-  let avx2 = false;
-  if (process.arch === 'x64') {
+  if (process.env.MLAGENT_CPU_KERNEL_PINS === 'off') return {};
+  if (hostHasAvx2 === undefined) {
     try {
-      avx2 = /^flags\s*:.*\bavx2\b/m.test(readFileSync('/proc/cpuinfo', 'utf8'));
+      hostHasAvx2 = process.arch === 'x64' && /^flags\s*:.*\bavx2\b/m.test(readFileSync('/proc/cpuinfo', 'utf8'));
     } catch {
-      avx2 = false;
+      hostHasAvx2 = false;
     }
   }
-  pins = avx2 ? { ...AVX2_PINS } : {};
-  return pins;
+  return hostHasAvx2 ? { ...AVX2_PINS } : {};
 }
 
 const AVX2_PINS: Record<string, string> = { ATEN_CPU_CAPABILITY: 'avx2', ONEDNN_MAX_CPU_ISA: 'AVX2', DNNL_MAX_CPU_ISA: 'AVX2', OPENBLAS_CORETYPE: 'Haswell' };
