@@ -53,7 +53,7 @@ export function checkReadmeExamples(readmePath: string, repoRoot: string, text =
   Object.assign(options, { noEmit: true, declaration: false, sourceMap: false, isolatedModules: false, noUnusedLocals: false });
 
   const dir = path.dirname(readmePath);
-  // One line of prelude (joined), then the block: a code line's README line is its file line - 1 + ex.line - 1.
+  // File line 0 is the prelude (joined into one line); file line k >= 1 is README line ex.line + k - 1.
   const files = new Map(examples.map((ex, n) => [path.join(dir, `readme-example-${n + 1}.ts`), { ex, text: `${ex.prelude.replace(/\n/g, ' ')}\n${ex.code}\nexport {};\n` }]));
   const host = ts.createCompilerHost(options);
   const { fileExists, readFile, getSourceFile } = host;

@@ -451,7 +451,7 @@ export function cosineLr(step: number, o: CosineScheduleOptions): number {
   if (!(ratio >= 0 && ratio <= 1)) throw new ShapeError(`minLrRatio must be in [0, 1], got ${ratio}`, { op: 'cosineLr' });
   if (!Number.isInteger(o.totalSteps) || o.totalSteps < 0) throw new ShapeError(`totalSteps must be an integer >= 0, got ${o.totalSteps}`, { op: 'cosineLr' });
   if (step < o.warmupSteps) return (o.lr * (step + 1)) / o.warmupSteps;
-  const min = o.lr * (o.minLrRatio ?? 0);
+  const min = o.lr * ratio;
   const progress = Math.min(1, (step - o.warmupSteps) / Math.max(1, o.totalSteps - o.warmupSteps));
   return min + (o.lr - min) * 0.5 * (1 + Math.cos(Math.PI * progress));
 }

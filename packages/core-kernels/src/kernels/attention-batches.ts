@@ -32,11 +32,7 @@ export function batchRuns(gpu: Gpu, op: string, shapes: string, tensors: readonl
  * freed by the caller's gpu.scope (a view owns no buffer).
  */
 export function batchItems<T extends Tensor>(gpu: Gpu, t: T, b0: number, n: number): { t: T; copied: boolean } {
-  const B = t.shape[0];
-  const view = t
-    .reshape([B, t.size / B])
-    .rows(b0, n)
-    .reshape([n, ...t.shape.slice(1)]) as T;
+  const view = itemsView(t, b0, n).reshape([n, ...t.shape.slice(1)]) as T;
   if (view.byteOffset % gpu.storageAlign === 0) return { t: view, copied: false };
   const copy = gpu.tensor(view.shape, view.dtype, undefined, 'attention batch run') as T;
   gpu.copyTensor(view, copy);
@@ -45,6 +41,11 @@ export function batchItems<T extends Tensor>(gpu: Gpu, t: T, b0: number, n: numb
 
 /** Copies a run's result (items [b0, b0 + part's batch)) into the whole output. */
 export function copyBatchItems(gpu: Gpu, part: Tensor, whole: Tensor, b0: number): void {
-  const B = whole.shape[0];
-  gpu.copyTensor(part, whole.reshape([B, whole.size / B]).rows(b0, part.shape[0]));
+  gpu.copyTensor(part, itemsView(whole, b0, part.shape[0]));
+}
+
+/** Items [b0, b0 + n) of t ([B, ...]) as a [n, item] view. */
+function itemsView(t: Tensor, b0: number, n: number): Tensor {
+  const B = t.shape[0];
+  return t.reshape([B, t.size / B]).rows(b0, n);
 }
