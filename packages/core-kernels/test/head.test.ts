@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ShapeError, f16BitsToF32, f32ToF16Bits, type Gpu, type Tensor } from '../src/index.js';
-import { headBackward, headForward, type HeadOptions, type HeadTiles } from '../src/kernels/head.js';
+import { ShapeError, f16BitsToF32, f32ToF16Bits, sizeClass, type Gpu, type Tensor } from '../src/index.js';
+import { headBackward, headBackwardScratchBytes, headForward, headForwardScratchBytes, type HeadOptions, type HeadTiles } from '../src/kernels/head.js';
 import { packMatmulB, type PackedMatmulB } from '../src/kernels/matmul.js';
 import { cpuHeadUnfit } from '../src/kernels/head-cpu.js';
 import { readTicketCounter } from '../src/kernels/tickets.js';
@@ -161,6 +161,50 @@ describe('head forward and backward vs reference', () => {
     expectClose(await fwd.entropy.read(), ref.entropy, { atol: 2e-4, rtol: 2e-4 }, 'entropy');
     const dhRef = headBackwardRef(x.hidden, x.weight, x.targets, c.T, c.H, c.V, { dLoss: 1 });
     expectClose(await dh.read(), dhRef, { atol: 1e-5, rtol: 1e-3 }, 'dh');
+  });
+
+  it('allocates the scratch that headForwardScratchBytes and headBackwardScratchBytes tell planners', async () => {
+    const gpu = await testGpu();
+    const cases: Case[] = [
+      // The tiled path's own matmul (`tiles`; a CPU adapter would otherwise run the cpu-tiled one, whose window
+      // copies are its own scratch): split K over 8 tokens, and two token chunks.
+      { T: 40, H: 32, V: 3000, kernel: 'tiled', tiles: [4, 4] },
+      { T: 8, H: 64, V: 5000, kernel: 'tiled', tiles: [1, 4] },
+      { T: 600, H: 8, V: 700, kernel: 'tiled', tiles: [4, 8] },
+      ...(cpuHeadUnfit(gpu, gpu.tensor([2, 8], 'f32'), gpu.tensor([5, 8], 'f32')) ? [] : ([
+        { T: 20, H: 36, V: 1003, kernel: 'cpu' },
+        { T: 600, H: 64, V: 3000, kernel: 'cpu' },
+      ] as Case[])),
+    ];
+    for (const c of cases) {
+      const { h, w, y } = upload(gpu, c, inputs(new Rng(17), c));
+      const kind = { cpu: c.kernel === 'cpu', maxBinding: gpu.maxBinding, maxWorkgroups: gpu.maxWorkgroups, tiles: c.tiles };
+      // Measured scratch: the peak above what was in use, less the outputs (buffers of size classes; with the
+      // cache emptied, no bigger cached buffer is handed out instead).
+      const scratchOf = async (run: () => Tensor[]) => {
+        await gpu.sync();
+        gpu.allocator.emptyCache();
+        gpu.allocator.resetPeak();
+        const before = gpu.memory().inUse;
+        const outs = run();
+        await gpu.sync();
+        return gpu.memory().peak - before - outs.reduce((n, t) => n + sizeClass(t.byteLength), 0);
+      };
+      let fwd!: ReturnType<typeof headForward>;
+      const sf = await scratchOf(() => {
+        fwd = headForward(gpu, h, w, y, opts(c));
+        return [fwd.logprob, fwd.entropy, fwd.lse, fwd.loss, fwd.count];
+      });
+      const sb = await scratchOf(() => [headBackward(gpu, h, w, y, fwd, { dLoss: 1 }, opts(c))]);
+      // The estimates are raw bytes; each buffer is handed out in a size class (at most 1/8 more, 256 at least),
+      // and the forward's two-float accumulator is the planner's to add.
+      const fe = headForwardScratchBytes(c.T, c.H, c.V, kind);
+      const be = headBackwardScratchBytes(c.T, c.H, c.V, kind);
+      expect(sf, `${JSON.stringify(c)} forward`).toBeGreaterThanOrEqual(fe);
+      expect(sf, `${JSON.stringify(c)} forward`).toBeLessThanOrEqual(fe * 1.125 + 3 * 256);
+      expect(sb, `${JSON.stringify(c)} backward`).toBeGreaterThanOrEqual(be);
+      expect(sb, `${JSON.stringify(c)} backward`).toBeLessThanOrEqual(be * 1.125 + 2 * 256);
+    }
   });
 
   it('binds windows of the weight, hidden and outputs when they exceed one binding', async () => {

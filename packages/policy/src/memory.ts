@@ -1,5 +1,13 @@
 import { KEEP_LOGITS_MAX_BYTES, keptLogitsRows } from './model.js';
-import { formatBytes, headForwardScratchBytes, packedMatmulBBytes, sizeClass, type Gpu, type MemoryStats } from '@mlagent/core-kernels';
+import {
+  formatBytes,
+  headBackwardScratchBytes,
+  headForwardScratchBytes,
+  packedMatmulBBytes,
+  sizeClass,
+  type Gpu,
+  type MemoryStats,
+} from '@mlagent/core-kernels';
 import { expectedShapes, type QwenConfig } from './config.js';
 import { LORA_MODULES, moduleShape, type LoraModule } from './lora/config.js';
 
@@ -70,12 +78,63 @@ function fusedHeadBytes(N: number, H: number, V: number, head: { cpu: boolean; m
 }
 
 /**
+ * Peak bytes of one training pass (policyForward with grad, then backward), everything but the weights, LoRA and
+ * optimizer state, following what TrunkPass and PolicyPass allocate: the larger of the LM head's forward, its
+ * backward, and the trunk's backward of one layer. Every LM-head row is scored (scoredTokens runs fewer).
+ */
+function trainingActivations(
+  cfg: QwenConfig,
+  B: number,
+  T: number,
+  lora: { r: number; targets: readonly LoraModule[] },
+  checkpointing: boolean,
+  head: { cpu: boolean; maxBinding: number },
+): number {
+  const { hiddenSize: H, intermediateSize: I, numLayers: L, numHeads: nh, numKvHeads: nkv, headDim: D, vocabSize: V } = cfg;
+  const N = B * T;
+  const [NH, NI, rows] = [f32(N * H), f32(N * I), f32(N)];
+  const [q, kv] = [f32(N * nh * D), f32(N * nkv * D)];
+  const qkNorm = cfg.qkNorm ? q + kv + f32(N * nh) + f32(N * nkv) : 0;
+  const loraH = lora.targets.length * f32(N * lora.r);
+  // What a layer keeps for backward (its LayerTape): the two norms' outputs and rstd, each adapted linear's
+  // h = x·Aᵀ, q/k (before and after qk-norm) and v, q and k after rope, attention's o and lse, h1, gate/up/act,
+  // and the layer's output.
+  const tape = 4 * NH + 2 * rows + loraH + qkNorm + 2 * q + 2 * kv + f32(B * nh * T) + 3 * NI;
+  // Freed as the layer's scope closes: q and k before rope, the o- and down-projections' outputs.
+  const temps = q + kv + 2 * NH;
+  // A layer's backward: every gradient it makes lives until its scope closes (MLP, norms and residual adds, the
+  // attention input and output gradients, rope's, qk-norm's, the q/k/v projections').
+  const layerGrads = 3 * NI + 12 * NH + 3 * q + 3 * kv + (cfg.qkNorm ? q + kv : 0);
+  // Freed inside one adapted linear's backward: dA, dB, dh and the sum into each grad. (Its input's dropout copy,
+  // N·in, is freed there too, but the largest, down_proj's, comes first, while few of the layer's gradients exist.)
+  let loraTransient = 0;
+  for (const m of lora.targets) {
+    const [outF, inF] = moduleShape(cfg, m);
+    const [dA, dB] = [f32(lora.r * inF), f32(outF * lora.r)];
+    loraTransient = Math.max(loraTransient, dA + dB + f32(N * lora.r) + Math.max(dA, dB));
+  }
+  // Kept until backward ends: the embedding output and each layer's output (with checkpointing), or the embedding
+  // output and every layer's tape; the final norm's output and rstd; the head's targets, lse and entropy; the
+  // kept logits (CPU head, where they fit); the batch lengths. (Not rope's table: 8·D KiB, once per device.)
+  const saved = checkpointing ? (L + 1) * NH : NH + L * tape;
+  const kept = head.cpu && N * V * 4 <= KEEP_LOGITS_MAX_BYTES ? f32(keptLogitsRows(N, V) * V) : 0;
+  const pass = saved + NH + rows + 3 * f32(N) + kept + f32(B);
+  // The head's forward (logprob, loss, count, accumulator, scratch), its backward (dLogprob, dEntropy, dhn,
+  // scratch), and the trunk's backward of one layer (dhn and dh upstream, with checkpointing the recomputed layer).
+  const headForward = f32(N) + 3 * f32(2) + sizeClass(headForwardScratchBytes(N, H, V, head));
+  const headBackward = 2 * f32(N) + NH + sizeClass(headBackwardScratchBytes(N, H, V, head));
+  const trunkBackward = 2 * NH + (checkpointing ? tape + temps : 0) + layerGrads + loraTransient;
+  return pass + Math.max(headForward, headBackward, trunkBackward);
+}
+
+/**
  * Estimates the peak GPU memory of inference or a LoRA training step before anything is allocated. The model
  * follows how QwenModel and generate() allocate: every layer's output stays alive until the pass ends (the
  * residual stream, (L + 1)·B·T·H f32), one layer's intermediates at a time on top (norms, q/k/v, attention
- * output and its logsumexp, o-projection, MLP gate/up/act/down), then the LM head. Training keeps every layer's
- * intermediates for backward, or with checkpointing only the layer inputs plus one recomputed layer and its
- * gradients.
+ * output and its logsumexp, o-projection, MLP gate/up/act/down), then the LM head. Training follows TrunkPass
+ * and PolicyPass (trainingActivations): every layer's tape is kept for backward, or with checkpointing only the
+ * layer inputs plus one recomputed layer, and the peak is the largest of the head's forward, its backward and
+ * one layer's backward.
  */
 export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan {
   const fail = (msg: string): never => {
@@ -143,32 +202,24 @@ export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan
     }
   }
 
-  // One layer's intermediates (f32), as model.layer allocates them inside its scope.
-  const qkv = f32(N * nh * D) + 2 * f32(N * nkv * D);
-  const qkNorm = cfg.qkNorm ? qkv + f32(N * nh) + f32(N * nkv) : 0;
-  const attn = f32(N * nh * D) + f32(B * nh * T);
-  const mlp = 3 * f32(N * I);
-  const rows = 4 * f32(N * H) + 2 * f32(N); // o-proj, h1, mlp out, output; norm rstd
-  const norms = 2 * f32(N * H);
-  const layerWork = qkv + qkNorm + attn + mlp + rows + norms;
-  const residual = (L + 1) * f32(N * H);
-
   let activations: number;
   if (!training) {
+    // One layer's intermediates (f32), as model.layer allocates them inside its scope.
+    const qkv = f32(N * nh * D) + 2 * f32(N * nkv * D);
+    const qkNorm = cfg.qkNorm ? qkv + f32(N * nh) + f32(N * nkv) : 0;
+    const attn = f32(N * nh * D) + f32(B * nh * T);
+    const mlp = 3 * f32(N * I);
+    const rows = 4 * f32(N * H) + 2 * f32(N); // o-proj, h1, mlp out, output; norm rstd
+    const norms = 2 * f32(N * H);
+    const layerWork = qkv + qkNorm + attn + mlp + rows + norms;
+    const residual = (L + 1) * f32(N * H);
     const head = f32(N * H) + f32(N);
     const logitsBytes = logits === 'all' ? buffer('logits', f32(N * V)) : logits === 'last' ? buffer('logits', f32(B * V)) : fusedHeadBytes(N, H, V, headKind) + f32(N);
     const lora1 = opts.lora ? f32(N * opts.lora.r) * opts.lora.targets.length : 0;
     activations = residual + Math.max(layerWork + lora1, head + logitsBytes);
     items.push({ name: `activations (batch ${B} x ${T} tokens, inference, logits: ${logits})`, bytes: activations });
   } else {
-    const loraWork = f32(N * opts.lora!.r) * opts.lora!.targets.length * 2;
-    const saved = checkpointing ? L * f32(N * H) + layerWork + loraWork : L * (layerWork + loraWork) + f32(N * H);
-    // Backward of one layer: gradients of its intermediates and of the residual stream.
-    const backward = layerWork + loraWork + 2 * f32(N * H);
-    // The CPU head keeps a pass's logits for its backward in one reused buffer where they fit (policyForward).
-    const kept = headKind.cpu && N * V * 4 <= KEEP_LOGITS_MAX_BYTES ? f32(keptLogitsRows(N, V) * V) : 0;
-    const head = 2 * f32(N * H) + f32(N) + fusedHeadBytes(N, H, V, headKind) + kept;
-    activations = saved + backward + head;
+    activations = trainingActivations(cfg, B, T, opts.lora!, checkpointing, headKind);
     items.push({
       name: `activations (batch ${B} x ${T} tokens, training, ${checkpointing ? 'checkpointed per layer' : 'no checkpointing'})`,
       bytes: activations,

@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SeededRng } from '@mlagent/core-kernels';
-import { expectedShapes, initModel, loadQwenConfig, writeSafetensors, type QwenArch, type TensorToWrite } from '../src/index.js';
+import { expectedShapes, initModel, loadQwenConfig, writeSafetensors, type ModelPreset, type QwenArch, type TensorToWrite } from '../src/index.js';
 
 /** Round-to-nearest-even f32 → bf16 bits. */
 export function toBf16Bits(x: Float32Array): Uint16Array {
@@ -18,9 +18,9 @@ export function toBf16Bits(x: Float32Array): Uint16Array {
  * matrices ~ N(0, 1/in), norm weights ~ 1 + 0.2·N(0, 1), biases ~ 0.2·N(0, 1).
  * `vocabSize` shrinks the vocabulary (the LM head over Qwen's 152k rows dominates training tests on lavapipe).
  */
-export function writeModel(arch: QwenArch, seed: number, dtype: 'F32' | 'BF16' = 'F32', opts: { vocabSize?: number } = {}): string {
+export function writeModel(arch: QwenArch, seed: number, dtype: 'F32' | 'BF16' = 'F32', opts: { vocabSize?: number; preset?: ModelPreset } = {}): string {
   const dir = mkdtempSync(join(tmpdir(), `mlagent-model-${arch}-`));
-  initModel({ arch, preset: 'tiny', outDir: dir, seed });
+  initModel({ arch, preset: opts.preset ?? 'tiny', outDir: dir, seed });
   if (opts.vocabSize) {
     const raw = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...raw, vocab_size: opts.vocabSize }, null, 2));

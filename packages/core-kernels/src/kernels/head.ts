@@ -361,18 +361,51 @@ function plan(gpu: Gpu, op: string, hidden: Tensor, weight: Tensor, opts: HeadOp
   return { tc, vc };
 }
 
+/** What the scratch estimates need of the device, and the head's options that change its scratch. */
+export interface HeadScratchOptions {
+  /** The fused CPU-adapter kernels (per-lane partials, no logits tile) rather than the tiled path. */
+  cpu: boolean;
+  /** The device's maxStorageBufferBindingSize. */
+  maxBinding: number;
+  /** The device's maxComputeWorkgroupsPerDimension. Default 65535. */
+  maxWorkgroups?: number;
+  /** HeadOptions.tiles, where forced (the tiled path's own matmul; its split-K partials depend on it). */
+  tiles?: HeadTiles;
+}
+
+/** Chunk sizes the head runs through for `n` items in chunks of `c`: the full one and, if different, the last. */
+const chunkSizes = (n: number, c: number) => (n % c === 0 || n < c ? [Math.min(n, c)] : [c, n % c]);
+
 /**
- * Scratch bytes headForward allocates beyond its outputs, for memory planners: the logits tile and row state of
- * the tiled path, or the per-lane partials and row state of the CPU-adapter path (`cpu`). Default chunking.
+ * Peak scratch bytes headForward allocates beyond its outputs, for memory planners (default chunking): the tiled
+ * path's logits tile, row state and split-K partials of its own matmul, or the CPU-adapter path's per-lane
+ * partials and row state (`cpu`). Raw bytes: the allocator hands each buffer out in a size class.
  */
-export function headForwardScratchBytes(T: number, H: number, V: number, o: { cpu: boolean; maxBinding: number }): number {
+export function headForwardScratchBytes(T: number, H: number, V: number, o: HeadScratchOptions): number {
   const tc = Math.min(T, 512);
   const state = tc * 16;
-  if (o.cpu) {
-    const pl = cpuHeadPlan(tc, V, H, 'fwd', o.maxBinding);
-    return state + tc * pl.nwg * 8 * 16;
+  if (o.cpu) return state + Math.max(...chunkSizes(T, tc).map((m) => m * cpuHeadPlan(m, V, H, 'fwd', o.maxBinding).nwg * 8 * 16));
+  const vc = Math.min(V, defaultVocabChunk(tc, V, false));
+  let parts = 0;
+  for (const m of chunkSizes(T, tc)) for (const n of chunkSizes(V, vc)) parts = Math.max(parts, splitKBytes({ m, n, k: H }, o));
+  return state + tc * vc * 4 + parts;
+}
+
+/**
+ * Peak scratch bytes headBackward allocates beyond dHidden, for memory planners (default chunking): the tiled
+ * path's logits tile, row coefficients and its matmuls' split-K partials (one product's at a time), or the
+ * CPU-adapter path's per-workgroup dh partials (one chunk's at a time) and coefficients (`cpu`). Raw bytes.
+ */
+export function headBackwardScratchBytes(T: number, H: number, V: number, o: HeadScratchOptions): number {
+  const tc = Math.min(T, 512);
+  const coef = tc * 16;
+  if (o.cpu) return coef + Math.max(...chunkSizes(T, tc).map((m) => m * cpuHeadPlan(m, V, H, 'bwd', o.maxBinding).nwg * H * 4));
+  const vc = Math.min(V, defaultVocabChunk(tc, V, false));
+  let parts = 0;
+  for (const m of chunkSizes(T, tc)) {
+    for (const n of chunkSizes(V, vc)) parts = Math.max(parts, splitKBytes({ m, n, k: H }, o), splitKBytes({ m, n: H, k: n }, o));
   }
-  return state + tc * Math.min(V, defaultVocabChunk(tc, V, false)) * 4;
+  return coef + tc * vc * 4 + parts;
 }
 
 /** Vocabulary rows per chunk when none is asked for: the CPU path holds no tile, the tiled one fills TILE_BYTES. */
@@ -569,6 +602,33 @@ function registerTile(m: number, n: number): HeadTiles {
   return options.find((t) => count(t) >= MIN_WORKGROUPS) ?? [4, 4];
 }
 
+/**
+ * The register tile, grid and K split of the tiled path's own matmul. Few output tiles over a long K (dh for few
+ * tokens: K is the vocab chunk) would leave the GPU idle and run K serially: K is split over workgroups, each
+ * writing its partial [m, n], and a second pass sums the partials.
+ */
+function splitK(s: { m: number; n: number; k: number }, o: { tiles?: HeadTiles; maxBinding: number; maxWorkgroups?: number }) {
+  const [rm, rn] = o.tiles ?? registerTile(s.m, s.n);
+  const grid: [number, number] = [Math.ceil(s.n / (16 * rn)), Math.ceil(s.m / (16 * rm))];
+  const splits = Math.max(
+    1,
+    Math.min(
+      Math.ceil(MIN_WORKGROUPS / (grid[0] * grid[1])),
+      Math.floor(s.k / MIN_SPLIT_K),
+      Math.floor(o.maxBinding / (4 * s.m * s.n)),
+      o.maxWorkgroups ?? 65535,
+    ),
+  );
+  const kSplit = Math.ceil(s.k / splits / 16) * 16;
+  return { rm, rn, grid, kSplit, nSplits: Math.ceil(s.k / kSplit) };
+}
+
+/** Bytes of the split-K partials splitK asks for (0 where K is not split). */
+function splitKBytes(s: { m: number; n: number; k: number }, o: HeadScratchOptions): number {
+  const { nSplits } = splitK(s, o);
+  return nSplits > 1 ? nSplits * s.m * s.n * 4 : 0;
+}
+
 function matmul(
   gpu: Gpu,
   op: string,
@@ -580,23 +640,9 @@ function matmul(
   s: MatmulShape,
   tiles: HeadTiles | undefined,
 ): void {
-  const [rm, rn] = tiles ?? registerTile(s.m, s.n);
   const [at, bt] = [a.t.dtype, b.t.dtype];
+  const { rm, rn, grid, kSplit, nSplits } = splitK(s, { tiles, maxBinding: gpu.maxBinding, maxWorkgroups: gpu.maxWorkgroups });
   const pipeline = gpu.pipeline(`head:mm:${layout}:${at}:${bt}:${rm}x${rn}`, () => matmulWgsl(layout, at, bt, rm, rn));
-  const grid: [number, number] = [Math.ceil(s.n / (16 * rn)), Math.ceil(s.m / (16 * rm))];
-  // Few output tiles over a long K (dh for few tokens: K is the vocab chunk) would leave the GPU idle and run
-  // K serially: split K over workgroups, each writing its partial [m, n], then sum the partials.
-  const splits = Math.max(
-    1,
-    Math.min(
-      Math.ceil(MIN_WORKGROUPS / (grid[0] * grid[1])),
-      Math.floor(s.k / MIN_SPLIT_K),
-      Math.floor(gpu.maxBinding / (4 * s.m * s.n)),
-      gpu.maxWorkgroups,
-    ),
-  );
-  const kSplit = Math.ceil(s.k / splits / 16) * 16;
-  const nSplits = Math.ceil(s.k / kSplit);
   const params = (cSkip: number, ldc: number, cStride: number, accumulate: boolean, scale: number) =>
     new Params()
       .u32(s.m)
