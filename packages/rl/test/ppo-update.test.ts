@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Gpu } from '@mlagent/core-kernels';
+import { Gpu, profileWork } from '@mlagent/core-kernels';
 import { LoraAdapter, QwenModel, QwenTokenizer, TrainOptimizer, ValueHead, initModel, loadAdapter, policyForward, saveAdapter, valueForward, type LoraConfig } from '@mlagent/policy';
 import { defaultTrainConfig, type PpoConfig } from '../src/config/train-config.js';
 import { ppoUpdate, type PpoSample } from '../src/ppo/update.js';
@@ -140,6 +140,41 @@ describe('ppoUpdate on the policy training API', () => {
     expect(Math.abs(controlNll - before)).toBeLessThan(1e-4);
     controlOptimizer.dispose();
     control.dispose();
+  }, 300_000);
+
+  it('activation checkpointing (actor, critic and PPO-ptx passes) recomputes each layer and changes no update', async () => {
+    const withDropout: LoraConfig = { ...lora, dropout: 0.1 }; // the recomputed layers must draw the same masks
+    const expertIds = [...prompts[1], ...responses[0]];
+    const mask = Uint8Array.from(expertIds, (_, t) => (t >= prompts[1].length ? 1 : 0));
+    const update = async (activationCheckpointing: boolean) => {
+      const actor = LoraAdapter.create(model, withDropout, { seed: 2 });
+      const critic = ValueHead.create(model, withDropout, { seed: 3 });
+      const actorOptimizer = new TrainOptimizer(gpu, [actor], { lr: 1e-3, maxGradNorm: 1 });
+      const criticOptimizer = new TrainOptimizer(gpu, [critic], { lr: 3e-3, maxGradNorm: 1 });
+      const config: PpoConfig = { ...defaultTrainConfig().ppo, advantage: 'gae', minibatchSize: 2, epochs: 1, ptxCoef: 0.5, ptxBatchSize: 1, activationCheckpointing };
+      const samples = await samplesFor(actor);
+      let stats!: Awaited<ReturnType<typeof ppoUpdate>>;
+      const profile = await profileWork(gpu, async () => {
+        stats = await ppoUpdate({ model, actor, actorOptimizer, critic, criticOptimizer }, samples, config, {
+          seed: 0,
+          iteration: 0,
+          ptxExamples: [{ ids: expertIds, mask, targets: responses[0].length }],
+        });
+      });
+      const logp = await sequenceLogp(actor);
+      const values = (await valueForward(model, critic, prompts, { grad: false })).values.map((v, k) => v[prompts[k].length - 1]);
+      for (const x of [actorOptimizer, criticOptimizer, actor, critic]) x.dispose();
+      const norms = profile?.filter((p) => p.op.startsWith('rmsnorm') && !p.op.startsWith('rmsnormBackward')).reduce((n, p) => n + p.calls, 0);
+      return { stats, logp, values, norms };
+    };
+    const off = await update(false);
+    const on = await update(true);
+    expect(on.stats).toEqual(off.stats);
+    expect(on.logp).toEqual(off.logp);
+    expect(on.values).toEqual(off.values);
+    expect(off.stats.optimizerSteps).toBe(2);
+    expect(on.norms).toBeDefined(); // lavapipe has timestamp queries
+    expect(on.norms!).toBeGreaterThan(off.norms!);
   }, 300_000);
 
   it('rejects malformed samples by index', async () => {

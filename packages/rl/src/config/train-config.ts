@@ -31,6 +31,7 @@ export interface SftConfig {
   gradClip: number;
   template: 'ml-agent' | 'hf';
   lengthBucketing: boolean;
+  activationCheckpointing: boolean;
   checkpointEvery: number;
   keepCheckpoints: number;
   probeStates: number;
@@ -81,6 +82,7 @@ export interface PpoConfig {
   rewardAlphaNumerator: number;
   scoreEdits: boolean;
   reuseIdenticalResponses: boolean;
+  activationCheckpointing: boolean;
   checkpointEvery: number;
   keepCheckpoints: number;
 }
@@ -152,6 +154,11 @@ export const SFT_SECTION: SectionOf<SftConfig> = {
   gradClip: { kind: 'number', gt: 0, default: 1.0, doc: 'Global gradient-norm clip.' },
   template: { kind: 'enum', values: ['ml-agent', 'hf'], default: 'ml-agent', doc: "Chat template: the ML-Agent SFT template or the model's own." },
   lengthBucketing: { kind: 'boolean', default: true, doc: 'Batch examples of similar length together (less padding).' },
+  activationCheckpointing: {
+    kind: 'boolean',
+    default: true,
+    doc: "Keep only each decoder layer's input through the forward and recompute the layer in the backward: one more forward per step for far less memory. A Qwen2.5-7B step (f16 weights, rank 8) of 4 x 4096 tokens needs about 36 GiB with it and 168 GiB without (the memory planner's estimates, `planMemory`).",
+  },
   checkpointEvery: { kind: 'number', int: true, min: 0, default: 0, doc: 'Optimizer steps between checkpoints within an epoch; 0: only at the end of each epoch.' },
   keepCheckpoints: { kind: 'number', int: true, min: 1, default: 2, doc: 'Most recent checkpoints kept.' },
   probeStates: { kind: 'number', int: true, min: 0, default: 16, doc: "`mlagent train`: collected states at which actions are sampled before and after SFT to measure the format-error rate (with ppo's maxNewTokens and temperature); 0: skip." },
@@ -223,6 +230,11 @@ export const PPO_SECTION: SectionOf<PpoConfig> = {
     default: true,
     doc: "Execute a state's sampled responses that make the same action call (the same Action and Action Input, whatever the text around them; unparsable ones only when identical) once, and give every copy that result, as a deterministic env would. In session 22's main job, 62 of 62 sets of identical responses had identical results, and the copies took 64% of the env's time. false executes every sample (tasks whose scripts are not seeded).",
   },
+  activationCheckpointing: {
+    kind: 'boolean',
+    default: true,
+    doc: "As sft.activationCheckpointing, for the actor's and the critic's passes (and the PPO-ptx SFT loss): a minibatch of 16 sequences of 2048 tokens on Qwen2.5-7B needs about 56 GiB for the actor's step with it and 319 GiB without.",
+  },
   checkpointEvery: { kind: 'number', int: true, min: 1, default: 5, doc: 'Iterations between checkpoints.' },
   keepCheckpoints: { kind: 'number', int: true, min: 1, default: 3, doc: 'Most recent checkpoints kept.' },
 };
@@ -283,11 +295,12 @@ export type TrainConfigInput = Partial<Pick<TrainConfig, 'preset' | 'seed' | 'mo
  *   rest keep the KL anchored elsewhere), alpha = 5 / gap so a bigger gain earns more instead of every working edit
  *   scoring ~1, a KL coefficient of 0.05, and an actor learning rate warmed up, then decayed by a cosine to 10%;
  * - PPO-ptx: half the SFT loss on the expert steps in every actor step, without which RL corrupted edits that no
- *   sample of an iteration got right (nothing in GRPO pulls an all-failing group back). */
+ *   sample of an iteration got right (nothing in GRPO pulls an all-failing group back);
+ * - no activation checkpointing: a model this small needs little memory, and recomputing costs time. */
 export const TINY_PRESET: TrainConfigInput = {
   init: { size: 'mini', vocabMerges: 4000, headInitStd: 0.2 },
   lora: { rank: 64, alpha: 128, dropout: 0 },
-  sft: { epochs: 10, lr: 3e-3, warmupRatio: 0.05, minLrRatio: 0.1, batchSize: 4, gradAccum: 1, maxSeqLen: 1024, evalFraction: 0.1, probeStates: 12, probeSamples: 2 },
+  sft: { epochs: 10, lr: 3e-3, warmupRatio: 0.05, minLrRatio: 0.1, batchSize: 4, gradAccum: 1, maxSeqLen: 1024, evalFraction: 0.1, probeStates: 12, probeSamples: 2, activationCheckpointing: false },
   ppo: {
     iterations: 12,
     statesPerIteration: 6,
@@ -314,6 +327,7 @@ export const TINY_PRESET: TrainConfigInput = {
     compactPrompts: true,
     maxObservationChars: 300,
     checkpointEvery: 1,
+    activationCheckpointing: false,
   },
   collection: { tasks: ['house-prices', 'spaceship-titanic', 'nomad-conductors'], trajectories: 6, candidateIdeas: 100, ideas: 2, maxSteps: 8, concurrency: 2 },
   eval: { tasks: ['house-prices', 'spaceship-titanic', 'tabular-playground', 'insult-detection'], trajectories: 4, maxSteps: 8, timeBudget: 300, temperature: 0.5 },

@@ -133,6 +133,7 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
     lossAggregation: config.lossAggregation,
   };
   const trainActor = options.iteration >= config.criticWarmupIterations;
+  const checkpoint = config.activationCheckpointing;
 
   // 4. Minibatch epochs.
   const acc = { loss: 0, policyLoss: 0, valueLoss: 0, entropy: 0, clipFrac: 0, approxKl: 0, kl: 0, actorGradNorm: 0, criticGradNorm: 0, ptxLoss: 0, n: 0 };
@@ -146,14 +147,14 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
       const pass = await policyForward(
         model,
         idx.map((i) => seqs[i]),
-        { adapter: actor, temperature, dropoutSeed, grad: trainActor, scoredTokens: idx.map((i) => responseMasks[i]) },
+        { adapter: actor, temperature, dropoutSeed, grad: trainActor, checkpoint, scoredTokens: idx.map((i) => responseMasks[i]) },
       );
       const valuePass = useCritic
         ? await valueForward(
             model,
             learner.critic!,
             idx.map((i) => samples[i].prompt),
-            { dropoutSeed },
+            { dropoutSeed, checkpoint },
           )
         : null;
       const responseOf = (arr: Float32Array, k: number) => arr.subarray(samples[idx[k]].prompt.length);
@@ -190,7 +191,7 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
             model,
             pick.map((i) => ptx[i].ids),
             pick.map((i) => ptx[i].mask),
-            { adapter: actor, dropoutSeed, normalizer: targets / config.ptxCoef },
+            { adapter: actor, dropoutSeed, checkpoint, normalizer: targets / config.ptxCoef },
           );
           acc.ptxLoss += nll.loss / config.ptxCoef;
         }

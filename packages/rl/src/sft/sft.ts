@@ -231,7 +231,7 @@ async function trainLoop(s: LoopState): Promise<SftResult> {
         model,
         examples.map((e) => e.ids),
         examples.map((e) => e.mask),
-        { adapter, normalizer, dropoutSeed: mixSeed(config.seed, `sft/${step}/${j}`) },
+        { adapter, normalizer, checkpoint: c.activationCheckpointing, dropoutSeed: mixSeed(config.seed, `sft/${step}/${j}`) },
       );
       loss += r.loss;
       tokens += examples.reduce((n, e) => n + e.ids.length, 0);
@@ -303,7 +303,10 @@ export async function heldOutLoss(model: QwenModel, adapter: LoraAdapter | undef
 /** What must not change between a checkpoint and its resume: the data, the SFT/LoRA config, the seed, the model. */
 function fingerprintOf(config: TrainConfig, examples: EncodedExample[], modelDir: string): string {
   const h = createHash('sha256');
-  h.update(JSON.stringify({ sft: { ...config.sft, checkpointEvery: 0, keepCheckpoints: 0 }, lora: config.lora, seed: config.seed }));
+  // Recomputing activations changes no result: a run resumes with checkpointing turned on or off (and runs from
+  // before the field existed resume).
+  const { activationCheckpointing: _recompute, ...sftConfig } = config.sft;
+  h.update(JSON.stringify({ sft: { ...sftConfig, checkpointEvery: 0, keepCheckpoints: 0 }, lora: config.lora, seed: config.seed }));
   for (const e of examples) h.update(Int32Array.from(e.ids)).update(e.mask);
   const modelConfig = join(modelDir, 'config.json');
   if (existsSync(modelConfig)) h.update(readFileSync(modelConfig));

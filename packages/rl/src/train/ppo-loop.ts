@@ -332,9 +332,9 @@ function fingerprintOf(config: TrainConfig, options: TrainPpoOptions): string {
   const h = createHash('sha256');
   // PPO-ptx's fields (and the SFT tokenization its examples follow) count only when it is on, so runs from before
   // it existed still resume.
-  // How samples are batched and whether identical ones run once change neither what a saved rollout nor what a
-  // checkpoint means, so they stay out too (and runs from before session 22 resume).
-  const { ptxCoef, ptxBatchSize, generationBatch: _batch, reuseIdenticalResponses: _reuse, ...ppo } = config.ppo;
+  // How samples are batched, whether identical ones run once and whether activations are recomputed change neither
+  // what a saved rollout nor what a checkpoint means, so they stay out too (and runs from before they existed resume).
+  const { ptxCoef, ptxBatchSize, generationBatch: _batch, reuseIdenticalResponses: _reuse, activationCheckpointing: _recompute, ...ppo } = config.ppo;
   const ptx = ptxCoef > 0 ? { ptxCoef, ptxBatchSize, ptxTemplate: config.sft.template, ptxMaxSeqLen: config.sft.maxSeqLen } : {};
   h.update(JSON.stringify({ ppo: { ...ppo, iterations: 0, checkpointEvery: 0, keepCheckpoints: 0, ...ptx }, lora: config.lora, seed: config.seed }));
   for (const f of [join(options.modelDir, 'config.json'), options.adapter ? join(options.adapter, 'adapter_model.safetensors') : '', join(options.collection, 'collection.json')]) {
