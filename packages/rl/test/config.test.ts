@@ -43,7 +43,7 @@ describe('training config', () => {
       }),
     );
     expect(problems).toEqual([
-      'extra: unknown top-level key (known: preset, seed, model, init, lora, sft, ppo, collection, eval)',
+      'extra: unknown top-level key (known: preset, seed, model, dtype, init, lora, sft, ppo, collection, eval)',
       'sft.lengthBucketing: must be true or false, got "yes"',
       'ppo.clipRatio: must be a number in (0, 1), got 1.5',
       "ppo.klEstimator: must be one of 'k1', 'k3', got \"k2\"",

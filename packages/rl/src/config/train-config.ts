@@ -118,6 +118,7 @@ export interface TrainConfig {
   preset: Preset;
   seed: number;
   model: string | null;
+  dtype: 'f32' | 'f16';
   init: InitConfig;
   lora: LoraSettings;
   sft: SftConfig;
@@ -273,12 +274,18 @@ export const TOP_SECTION: Section = {
   preset: { kind: 'enum', values: ['default', 'tiny'], default: 'default', doc: 'Overrides applied on top of the defaults, before this file.' },
   seed: { kind: 'number', int: true, min: 0, default: 0, doc: 'Seed of every random choice (data order, sampling, dropout).' },
   model: { kind: 'string', nullable: true, default: null, doc: 'Model directory (Hugging Face layout); the CLI may give it instead.' },
+  dtype: {
+    kind: 'enum',
+    values: ['f32', 'f16'],
+    default: 'f32',
+    doc: "The frozen base weights on the GPU, in SFT, RL and evaluation: 'f16' halves their memory (Qwen2.5-7B: about 14 GiB instead of 28) where the adapter has shader-f16; activations, LoRA weights and optimizer state stay f32, and bf16 checkpoints are converted on load.",
+  },
 };
 
 const SECTIONS = { init: INIT_SECTION, lora: LORA_SECTION, sft: SFT_SECTION, ppo: PPO_SECTION, collection: COLLECTION_SECTION, eval: EVAL_SECTION } as const;
 
 /** A config with every field optional, as written in a file or passed as overrides. */
-export type TrainConfigInput = Partial<Pick<TrainConfig, 'preset' | 'seed' | 'model'>> & {
+export type TrainConfigInput = Partial<Pick<TrainConfig, 'preset' | 'seed' | 'model' | 'dtype'>> & {
   [S in keyof typeof SECTIONS]?: Partial<TrainConfig[S]>;
 };
 
@@ -403,7 +410,7 @@ export function trainConfigReference(): string {
 function pickTop(overrides: TrainConfigInput | undefined): Record<string, unknown> {
   if (!overrides) return {};
   const out: Record<string, unknown> = {};
-  for (const k of ['preset', 'seed', 'model'] as const) if (overrides[k] !== undefined) out[k] = overrides[k];
+  for (const k of ['preset', 'seed', 'model', 'dtype'] as const) if (overrides[k] !== undefined) out[k] = overrides[k];
   return out;
 }
 

@@ -126,7 +126,8 @@ export async function sft(options: SftOptions): Promise<SftResult> {
   let model: QwenModel;
   try {
     // Training multiplies the frozen weights many times: keep them packed on a CPU adapter (a no-op on GPUs).
-    model = options.model ?? (await QwenModel.load(gpu, options.modelDir, { packWeights: true }));
+    model = options.model ?? (await QwenModel.load(gpu, options.modelDir, { packWeights: true, dtype: config.dtype }));
+    if (model.dtype !== config.dtype) throw new Error(`sft: the given model holds ${model.dtype} weights but the config's dtype is ${config.dtype}`);
   } catch (e) {
     if (ownGpu) gpu.destroy();
     throw e;
@@ -306,7 +307,9 @@ function fingerprintOf(config: TrainConfig, examples: EncodedExample[], modelDir
   // Recomputing activations changes no result: a run resumes with checkpointing turned on or off (and runs from
   // before the field existed resume).
   const { activationCheckpointing: _recompute, ...sftConfig } = config.sft;
-  h.update(JSON.stringify({ sft: { ...sftConfig, checkpointEvery: 0, keepCheckpoints: 0 }, lora: config.lora, seed: config.seed }));
+  // f16 weights give other numbers; f32 stays out, so runs from before the field existed resume.
+  const dtype = config.dtype === 'f32' ? {} : { dtype: config.dtype };
+  h.update(JSON.stringify({ sft: { ...sftConfig, checkpointEvery: 0, keepCheckpoints: 0 }, lora: config.lora, seed: config.seed, ...dtype }));
   for (const e of examples) h.update(Int32Array.from(e.ids)).update(e.mask);
   const modelConfig = join(modelDir, 'config.json');
   if (existsSync(modelConfig)) h.update(readFileSync(modelConfig));

@@ -202,7 +202,7 @@ async function probeBeforeAfter(config: TrainConfig, modelDir: string, adapterDi
   const states = spreadStates(steps, config.sft.probeStates).map((s) => ({ task: s.task, messages: s.messages }));
   const gpu = await Gpu.create();
   try {
-    const model = await QwenModel.load(gpu, modelDir);
+    const model = await QwenModel.load(gpu, modelDir, { dtype: config.dtype });
     try {
       const tokenizer = QwenTokenizer.fromDir(modelDir);
       const c = config.ppo;
@@ -247,7 +247,7 @@ async function evaluateAdapters(
   const results: EvalResult[] = [];
   const pending = adapters.filter((a) => !existsSync(join(a.dir, 'eval.json')));
   const gpu = pending.length > 0 ? await Gpu.create() : null;
-  const model = gpu ? await QwenModel.load(gpu, modelDir) : null;
+  const model = gpu ? await QwenModel.load(gpu, modelDir, { dtype: config.dtype }) : null;
   try {
     for (const a of adapters) {
       if (existsSync(join(a.dir, 'eval.json'))) {

@@ -128,8 +128,9 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
   let rolloutLog: RolloutLog | undefined;
   try {
     // Training multiplies the frozen weights many times: keep them packed on a CPU adapter (a no-op on GPUs).
-    const model = options.model ?? (await QwenModel.load(gpu, options.modelDir, { packWeights: true }));
+    const model = options.model ?? (await QwenModel.load(gpu, options.modelDir, { packWeights: true, dtype: config.dtype }));
     if (!options.model) held.push(model);
+    if (model.dtype !== config.dtype) throw new Error(`ppo: the given model holds ${model.dtype} weights but the config's dtype is ${config.dtype}`);
     const tokenizer = QwenTokenizer.fromDir(options.modelDir);
     const lora = { r: config.lora.rank, alpha: config.lora.alpha, dropout: config.lora.dropout, targetModules: config.lora.targets as LoraModule[] };
     const actor = checkpoint ? loadAdapter(model, join(checkpoint.dir, ADAPTER_DIR)) : options.adapter ? loadAdapter(model, options.adapter) : LoraAdapter.create(model, lora, { seed: config.seed });
@@ -336,7 +337,9 @@ function fingerprintOf(config: TrainConfig, options: TrainPpoOptions): string {
   // what a saved rollout nor what a checkpoint means, so they stay out too (and runs from before they existed resume).
   const { ptxCoef, ptxBatchSize, generationBatch: _batch, reuseIdenticalResponses: _reuse, activationCheckpointing: _recompute, ...ppo } = config.ppo;
   const ptx = ptxCoef > 0 ? { ptxCoef, ptxBatchSize, ptxTemplate: config.sft.template, ptxMaxSeqLen: config.sft.maxSeqLen } : {};
-  h.update(JSON.stringify({ ppo: { ...ppo, iterations: 0, checkpointEvery: 0, keepCheckpoints: 0, ...ptx }, lora: config.lora, seed: config.seed }));
+  // f16 weights give other numbers; f32 stays out, so runs from before the field existed resume.
+  const dtype = config.dtype === 'f32' ? {} : { dtype: config.dtype };
+  h.update(JSON.stringify({ ppo: { ...ppo, iterations: 0, checkpointEvery: 0, keepCheckpoints: 0, ...ptx }, lora: config.lora, seed: config.seed, ...dtype }));
   for (const f of [join(options.modelDir, 'config.json'), options.adapter ? join(options.adapter, 'adapter_model.safetensors') : '', join(options.collection, 'collection.json')]) {
     if (f && existsSync(f)) h.update(readFileSync(f));
   }
