@@ -41,7 +41,8 @@ export interface MemoryPlanOptions {
   maxBinding?: number;
   /**
    * QwenModel.packWeights on a software adapter: the frozen matrices packed for the cpu-tiled matmul (f32 windows).
-   * Counted for every projection and the LM head, an upper bound: a matrix is packed once a product runs it there.
+   * Counted for every projection, and for the LM head unless the fused CPU head reads it ('fused' logits with
+   * headKernel 'cpu'); an upper bound: a matrix is packed once a product runs it there.
    * Default false.
    */
   packedWeights?: boolean;
@@ -182,8 +183,10 @@ export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan
       const [outF, inF] = moduleShape(cfg, m);
       packed += L * sizeClass(packedMatmulBBytes(inF, outF));
     }
-    packed += buffer('packed LM head', sizeClass(packedMatmulBBytes(H, V)));
-    items.push({ name: 'packed weights (every projection and the LM head, f32 windows; at most)', bytes: packed });
+    // The fused CPU head kernels read the LM head as it is; its logits matmul (all or last) and the tiled head pack it.
+    const headPacked = logits !== 'fused' || !headKind.cpu;
+    if (headPacked) packed += buffer('packed LM head', sizeClass(packedMatmulBBytes(H, V)));
+    items.push({ name: `packed weights (every projection${headPacked ? ' and the LM head' : ''}, f32 windows; at most)`, bytes: packed });
   }
 
   let lora = 0;

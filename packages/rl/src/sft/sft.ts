@@ -8,6 +8,7 @@ import {
   QwenTokenizer,
   TrainOptimizer,
   loadAdapter,
+  loadQwenConfig,
   maskedNllBackward,
   policyForward,
   saveAdapter,
@@ -23,6 +24,7 @@ import { memoryMetrics } from '../metrics/memory.js';
 import { epochBatches, trainEvalSplit } from './batches.js';
 import { readSftData } from './data.js';
 import { encodeChat, type EncodedExample } from './tokenize.js';
+import { checkSftMemory, planDevice } from './memory-check.js';
 
 /**
  * LoRA supervised fine-tuning, the paper's first stage: loss on assistant tokens only, AdamW with linear warmup
@@ -125,6 +127,10 @@ export async function sft(options: SftOptions): Promise<SftResult> {
   if (options.model && options.model.gpu !== gpu) throw new Error('sft: the given model lives on another GPU than the given gpu');
   let model: QwenModel;
   try {
+    // Before loading: the largest micro-batch's memory, refused where the device's budget is known and it won't fit.
+    const longest = usable.reduce((n, e) => Math.max(n, e.ids.length), 0);
+    const modelConfig = options.model?.config ?? loadQwenConfig(options.modelDir);
+    log(checkSftMemory(modelConfig, config, { batch: Math.min(c.batchSize, train.length), seqLen: longest }, planDevice(gpu)).line);
     // Training multiplies the frozen weights many times: keep them packed on a CPU adapter (a no-op on GPUs).
     model = options.model ?? (await QwenModel.load(gpu, options.modelDir, { packWeights: true, dtype: config.dtype }));
     if (model.dtype !== config.dtype) throw new Error(`sft: the given model holds ${model.dtype} weights but the config's dtype is ${config.dtype}`);

@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Gpu } from '@mlagent/core-kernels';
 import { Episode, listTasks, prepareTask, type EpisodeOptions, type PreparedTask } from '@mlagent/env';
-import { Checkpoint, QwenModel, QwenTokenizer, initModel, loadAdapter, loadQwenConfig } from '@mlagent/policy';
+import { Checkpoint, QwenModel, QwenTokenizer, initModel, loadAdapter, loadQwenConfig, nvidiaFreeBytes } from '@mlagent/policy';
 import { collect } from '../collect/runner.js';
 import { readCollection, stepsInOrder } from '../collect/records.js';
 import { parseTrainConfig, type TrainConfig, type TrainConfigInput } from '../config/train-config.js';
@@ -14,6 +14,7 @@ import type { EvalResult } from '../eval/results.js';
 import { formatPercent, mergeEvalResults, readEvalResult } from '../eval/table.js';
 import { writeReport } from '../report/html-report.js';
 import { probeFormat, spreadStates, type FormatProbeResult } from '../sft/format-probe.js';
+import { checkSftMemory } from '../sft/memory-check.js';
 import { sft } from '../sft/sft.js';
 import { trainPpo, type TrainPpoResult } from './ppo-loop.js';
 import { sftChats } from './expert-chats.js';
@@ -68,9 +69,15 @@ export async function trainPipeline(options: TrainPipelineOptions): Promise<Trai
   // A named model is checked now (config, tokenizer, checkpoint headers), before the run directory exists and long
   // before the collection ends.
   if (config.model) {
-    loadQwenConfig(config.model);
+    const modelConfig = loadQwenConfig(config.model);
     QwenTokenizer.fromDir(config.model);
     Checkpoint.open(config.model).close();
+    // On an NVIDIA GPU, SFT micro-batches of maxSeqLen tokens that cannot fit are refused now, not after collection.
+    const free = nvidiaFreeBytes();
+    if (free !== undefined) {
+      const shape = { batch: config.sft.batchSize, seqLen: config.sft.maxSeqLen };
+      log(checkSftMemory(modelConfig, config, shape, { software: false, maxBinding: 2 ** 31 - 4, budgetBytes: free }).line);
+    }
   }
   mkdirSync(out, { recursive: true });
   writeFileSync(join(out, 'train-config.json'), JSON.stringify(config, null, 2) + '\n');
