@@ -1,10 +1,12 @@
 import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Gpu } from '@mlagent/core-kernels';
-import { initModel } from '@mlagent/policy';
-import type { TrainConfigInput } from '../src/config/train-config.js';
+import { initModel, qwen25_7bConfig } from '@mlagent/policy';
+import { loadTrainConfig, type TrainConfigInput } from '../src/config/train-config.js';
+import { checkSftMemory } from '../src/sft/memory-check.js';
 import { sft } from '../src/sft/sft.js';
 import { trainPipeline } from '../src/train/pipeline.js';
 
@@ -65,6 +67,18 @@ describe('SFT memory check', () => {
     } finally {
       gpu.destroy();
     }
+  });
+
+  it("docs/training's Qwen2.5-7B config fits 80 GiB for SFT at its 15,000-token cutoff, and would not without recomputation", () => {
+    const config = loadTrainConfig(fileURLToPath(new URL('../../../docs/training/qwen2.5-7b-config.yaml', import.meta.url)));
+    expect(config).toMatchObject({ dtype: 'f16', sft: { batchSize: 1, gradAccum: 64, maxSeqLen: 15000, epochs: 2, lr: 1e-4 } });
+    const gpu80 = { software: false, maxBinding: 2 ** 31 - 4, budgetBytes: 80 * 2 ** 30 };
+    const shape = { batch: config.sft.batchSize, seqLen: config.sft.maxSeqLen };
+    const { plan } = checkSftMemory(qwen25_7bConfig(), config, shape, gpu80);
+    expect(plan.total / 2 ** 30).toBeGreaterThan(30);
+    expect(plan.total / 2 ** 30).toBeLessThan(40); // as its header says: about 35 GiB
+    const noRecompute = { ...config, sft: { ...config.sft, activationCheckpointing: false } };
+    expect(() => checkSftMemory(qwen25_7bConfig(), noRecompute, shape, gpu80)).toThrow(/will not fit.*sft\.activationCheckpointing \(now false\)/s);
   });
 
   it('mlagent train refuses before the collection where nvidia-smi reports too little free memory', async () => {

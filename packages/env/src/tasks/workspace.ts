@@ -67,7 +67,8 @@ let hostHasAvx2: boolean | undefined;
  * compared across machines. torch, oneDNN and OpenBLAS each pick their kernels by the CPU, and kernels of another
  * width sum in another order: on session 29's Intel host (torch and oneDNN chose AVX-512; OpenBLAS 0.3.21, not
  * knowing the model, its SSE3 fallback) the image-classification baseline (a seeded, single-threaded CNN) scored
- * 0.327, against 0.318 on AMD hosts (AVX2 kernels); with the three pinned to AVX2 it scores 0.318 on both. Empty
+ * 0.327, against 0.318 on AMD hosts (AVX2 kernels) and 0.32 on session 30's AMD host with AVX-512; with the three
+ * pinned to AVX2 it scores 0.318 on all of them. Empty
  * where the host has no AVX2 (pinning OpenBLAS to Haswell there would fault) or is not x86-64, and where
  * MLAGENT_CPU_KERNEL_PINS=off leaves the kernels to each library's own choice for the host.
  */
