@@ -278,7 +278,7 @@ export const TOP_SECTION: Section = {
     kind: 'enum',
     values: ['f32', 'f16'],
     default: 'f32',
-    doc: "The frozen base weights on the GPU, in SFT, RL and evaluation: 'f16' halves their memory (Qwen2.5-7B: about 14 GiB instead of 28) where the adapter has shader-f16; activations, LoRA weights and optimizer state stay f32, and bf16 checkpoints are converted on load.",
+    doc: "The frozen base weights on the GPU, in SFT, RL and evaluation: 'f16' halves their memory (Qwen2.5-7B: about 16 GiB instead of 31, as the allocator hands them out) where the adapter has shader-f16; activations, LoRA weights and optimizer state stay f32, and bf16 checkpoints are converted on load.",
   },
 };
 

@@ -130,7 +130,7 @@ export async function sft(options: SftOptions): Promise<SftResult> {
     // Before loading: the largest micro-batch's memory, refused where the device's budget is known and it won't fit.
     const longest = usable.reduce((n, e) => Math.max(n, e.ids.length), 0);
     const modelConfig = options.model?.config ?? loadQwenConfig(options.modelDir);
-    log(checkSftMemory(modelConfig, config, { batch: Math.min(c.batchSize, train.length), seqLen: longest }, planDevice(gpu)).line);
+    log(checkSftMemory(modelConfig, config, { batch: Math.max(1, Math.min(c.batchSize, train.length)), seqLen: longest }, planDevice(gpu)).line);
     // Training multiplies the frozen weights many times: keep them packed on a CPU adapter (a no-op on GPUs).
     model = options.model ?? (await QwenModel.load(gpu, options.modelDir, { packWeights: true, dtype: config.dtype }));
     if (model.dtype !== config.dtype) throw new Error(`sft: the given model holds ${model.dtype} weights but the config's dtype is ${config.dtype}`);
