@@ -6,7 +6,8 @@ import { checkModelDir } from '../policy-args.js';
 export const sftUsage = `mlagent sft --model DIR --data FILE --out DIR [--config FILE] [--preset default|tiny] [--resume]
   LoRA SFT on assistant tokens only. FILE: .jsonl/.json of {prompt, response}, {messages} or ShareGPT {conversations}.
   Writes DIR/adapter (PEFT), DIR/metrics.jsonl, DIR/tb, DIR/checkpoints (one per epoch); --resume continues the
-  newest checkpoint in DIR. The config's lora, sft and seed sections apply (see @mlagent/rl's README).`;
+  newest checkpoint in DIR. The config's lora, sft, seed and dtype apply (see @mlagent/rl's README). Before loading
+  the model it logs the memory its largest micro-batch needs and refuses a run the device cannot hold.`;
 
 export async function sftCommand(argv: string[]): Promise<void> {
   const { values } = parse('sft', argv, {
