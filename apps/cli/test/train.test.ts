@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { initModel } from '@mlagent/policy';
 import { mlagent } from './run-cli.js';
 
 // Usage errors of `mlagent train` (exit 2, a message naming what is wrong, no stack trace). The pipeline itself
@@ -61,4 +62,29 @@ describe('mlagent train', () => {
     expect(r.stderr).not.toMatch(/collect/);
     expect(existsSync(out)).toBe(false);
   });
+
+  it('--memory-budget: SFT that cannot fit is refused before the collection (train) and before loading (sft)', async () => {
+    const model = join(tmp, 'tiny-model');
+    initModel({ arch: 'qwen2', preset: 'tiny', outDir: model, seed: 0 }); // f32 weights of ~80 MiB
+    const file = join(tmp, 'tiny-model.yaml');
+    writeFileSync(file, `preset: tiny
+model: ${model}
+`);
+    const out = join(tmp, 'd');
+    const bad = await mlagent('train', '--config', file, '--out', out, '--memory-budget', '0');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/train: --memory-budget must be a number in \[0\.001, /);
+    const r = await mlagent('train', '--config', file, '--out', out, '--memory-budget', '0.05');
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toMatch(/sft: a micro-batch of 4 x 1024 tokens needs about [\d.]+ MiB of GPU memory: this will not fit: .*budget is 51\.20 MiB/);
+    expect(r.stderr).toMatch(/sft\.activationCheckpointing \(now false\)/);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    expect(existsSync(out)).toBe(false);
+
+    const data = join(tmp, 'sft.jsonl');
+    writeFileSync(data, `${JSON.stringify({ prompt: 'a', response: 'b' })}\n`);
+    const s = await mlagent('sft', '--model', model, '--data', data, '--out', join(tmp, 'sft-out'), '--memory-budget', '0.05');
+    expect(s.code, s.stderr).toBe(2);
+    expect(s.stderr).toMatch(/sft: a micro-batch of 1 x \d+ tokens needs about [\d.]+ MiB of GPU memory: this will not fit/);
+  }, 120_000);
 });

@@ -94,8 +94,23 @@ describe('SFT memory check', () => {
         /micro-batch of 2 x 64 tokens needs about .*will not fit.*budget is 50\.00 MiB/s,
       );
       expect(existsSync(join(out, 'collect'))).toBe(false);
+      // A budget given (--memory-budget) wins over nvidia-smi's.
+      const out2 = join(newDir(), 'run');
+      await expect(trainPipeline({ out: out2, config: { ...config, model: modelDir }, log: () => {}, progress: false, memoryBudgetBytes: 30 * MiB })).rejects.toThrow(
+        /budget is 30\.00 MiB/,
+      );
     } finally {
       process.env.PATH = path;
+    }
+  });
+
+  it("takes a budget from its caller (--memory-budget) over the device's", async () => {
+    const gpu = await Gpu.create({ budgetBytes: 1024 * MiB });
+    try {
+      const run = sft({ modelDir, data: dataPath, out: newDir(), config, gpu, progress: false, log: () => {}, memoryBudgetBytes: 30 * MiB });
+      await expect(run).rejects.toThrow(/will not fit.*budget is 30\.00 MiB/s);
+    } finally {
+      gpu.destroy();
     }
   });
 });

@@ -1,9 +1,10 @@
 import { TrainConfigError, loadTrainConfig, trainPipeline, type TrainConfigInput } from '@mlagent/rl';
 import { UsageError, parse } from '../args.js';
+import { numberArg } from '../policy-args.js';
 import { REDIS_OPTIONS, REDIS_USAGE, remoteFromArgs } from '../remote-episodes.js';
 
 export const trainUsage = `mlagent train (--preset tiny | --config FILE) [--out DIR] [--resume] [--model-preset tiny|mini|small]
-          [--redis URL [--queue NAME]]
+          [--memory-budget GIB] [--redis URL [--queue NAME]]
   The whole method: scripted-expert collection on the collection tasks -> LoRA SFT -> step-wise PPO from the
   states pool -> evaluation of SFT-only vs SFT+RL on the eval tasks (held-in and held-out) -> DIR/report.html.
   --preset tiny   the embedded default: a random tiny Qwen2 from init-model and the tiny preset's small settings
@@ -11,6 +12,8 @@ export const trainUsage = `mlagent train (--preset tiny | --config FILE) [--out 
   --model-preset  size of the random model (overrides the config's init.size)
   --out DIR       run directory (default runs/train); every stage keeps its own subdirectory there
   --resume        continue an interrupted run in DIR (finished stages are reused, the others resume from checkpoints)
+  --memory-budget GPU memory (GiB) SFT's memory plan must fit, checked before collecting when the config names a
+                  model, and again before SFT loads it (default: nvidia-smi's free memory, where it answers)
 ${REDIS_USAGE}`;
 
 export async function trainCommand(argv: string[]): Promise<void> {
@@ -20,12 +23,14 @@ export async function trainCommand(argv: string[]): Promise<void> {
     out: { type: 'string', default: 'runs/train' },
     resume: { type: 'boolean', default: false },
     'model-preset': { type: 'string' },
+    'memory-budget': { type: 'string' },
     ...REDIS_OPTIONS,
   });
   if (!values.preset && !values.config) throw new UsageError(`train: give --preset tiny or --config FILE\n${trainUsage}`);
   if (values.preset !== undefined && values.preset !== 'default' && values.preset !== 'tiny') throw new UsageError(`train: --preset must be default or tiny, got '${values.preset}'`);
   const modelPreset = values['model-preset'];
   if (modelPreset !== undefined && modelPreset !== 'tiny' && modelPreset !== 'mini' && modelPreset !== 'small') throw new UsageError(`train: --model-preset must be tiny, mini or small, got '${modelPreset}'`);
+  const budgetGiB = numberArg('train', 'memory-budget', values['memory-budget'], { min: 0.001 });
   const remote = remoteFromArgs('train', values.redis, values.queue);
   const controller = new AbortController();
   const onSignal = () => {
@@ -37,7 +42,8 @@ export async function trainCommand(argv: string[]): Promise<void> {
   try {
     const overrides: TrainConfigInput = values.preset ? { preset: values.preset } : {};
     const config = values.config ? loadTrainConfig(values.config, overrides) : overrides;
-    const r = await trainPipeline({ out: values.out!, config, resume: values.resume, modelPreset, signal: controller.signal, remote });
+    const memoryBudgetBytes = budgetGiB === undefined ? undefined : budgetGiB * 1024 ** 3;
+    const r = await trainPipeline({ out: values.out!, config, resume: values.resume, modelPreset, signal: controller.signal, remote, memoryBudgetBytes });
     const rewards = r.ppo?.rewards ?? [];
     const fmt = (x: number | undefined) => (x === undefined ? '?' : x.toFixed(3));
     console.log(`train: PPO mean reward ${fmt(rewards[0])} (first iteration) -> ${fmt(rewards[rewards.length - 1])} (last of ${rewards.length})`);

@@ -22,8 +22,9 @@ export function deviceBudget(gpu: Gpu): number | undefined {
   return free === undefined ? undefined : free + gpu.memory().inUse;
 }
 
-export function planDevice(gpu: Gpu): PlanDevice {
-  return { software: isSoftwareAdapter(gpu.adapter), maxBinding: gpu.maxBinding, budgetBytes: deviceBudget(gpu) };
+/** The device as the plan sees it; `budgetBytes` (e.g. --memory-budget) wins over deviceBudget's. */
+export function planDevice(gpu: Gpu, budgetBytes?: number): PlanDevice {
+  return { software: isSoftwareAdapter(gpu.adapter), maxBinding: gpu.maxBinding, budgetBytes: budgetBytes ?? deviceBudget(gpu) };
 }
 
 /**

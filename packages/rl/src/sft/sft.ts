@@ -56,6 +56,11 @@ export interface SftOptions {
   progress?: boolean;
   /** Where to print one-line notices (resume, truncation); default stderr. */
   log?: (line: string) => void;
+  /**
+   * GPU bytes the largest micro-batch's memory plan must fit before the model is loaded (--memory-budget). Default:
+   * the device's (its allocator's budget, else on a GPU nvidia-smi's free memory; unknown on lavapipe: not checked).
+   */
+  memoryBudgetBytes?: number;
 }
 
 export interface SftStepInfo {
@@ -130,7 +135,7 @@ export async function sft(options: SftOptions): Promise<SftResult> {
     // Before loading: the largest micro-batch's memory, refused where the device's budget is known and it won't fit.
     const longest = usable.reduce((n, e) => Math.max(n, e.ids.length), 0);
     const modelConfig = options.model?.config ?? loadQwenConfig(options.modelDir);
-    log(checkSftMemory(modelConfig, config, { batch: Math.max(1, Math.min(c.batchSize, train.length)), seqLen: longest }, planDevice(gpu)).line);
+    log(checkSftMemory(modelConfig, config, { batch: Math.max(1, Math.min(c.batchSize, train.length)), seqLen: longest }, planDevice(gpu, options.memoryBudgetBytes)).line);
     // Training multiplies the frozen weights many times: keep them packed on a CPU adapter (a no-op on GPUs).
     model = options.model ?? (await QwenModel.load(gpu, options.modelDir, { packWeights: true, dtype: config.dtype }));
     if (model.dtype !== config.dtype) throw new Error(`sft: the given model holds ${model.dtype} weights but the config's dtype is ${config.dtype}`);

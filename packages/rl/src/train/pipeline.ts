@@ -44,6 +44,8 @@ export interface TrainPipelineOptions {
   progress?: boolean;
   /** Run every env step (collection, PPO, evaluation) on queue workers (same results); the caller closes it. */
   remote?: RemoteEpisodes;
+  /** GPU bytes SFT's memory plan must fit (--memory-budget; default nvidia-smi's free memory, where it answers). */
+  memoryBudgetBytes?: number;
 }
 
 export interface TrainPipelineResult {
@@ -72,8 +74,9 @@ export async function trainPipeline(options: TrainPipelineOptions): Promise<Trai
     const modelConfig = loadQwenConfig(config.model);
     QwenTokenizer.fromDir(config.model);
     Checkpoint.open(config.model).close();
-    // On an NVIDIA GPU, SFT micro-batches of maxSeqLen tokens that cannot fit are refused now, not after collection.
-    const free = nvidiaFreeBytes();
+    // Where the budget is known, SFT micro-batches of maxSeqLen tokens that cannot fit are refused now, not after
+    // the collection.
+    const free = options.memoryBudgetBytes ?? nvidiaFreeBytes();
     if (free !== undefined) {
       const shape = { batch: config.sft.batchSize, seqLen: config.sft.maxSeqLen };
       log(checkSftMemory(modelConfig, config, shape, { software: false, maxBinding: 2 ** 31 - 4, budgetBytes: free }).line);
@@ -143,7 +146,7 @@ export async function trainPipeline(options: TrainPipelineOptions): Promise<Trai
   if (!existsSync(join(sftDir, 'sft-summary.json'))) {
     const chats = sftChats(join(collection, 'steps.jsonl'), c.compactPrompts);
     await timed('sft', async () => {
-      const r = await sft({ modelDir, data: chats, out: sftDir, config, resume: existsSync(join(sftDir, 'checkpoints')), signal: options.signal, progress: options.progress, log });
+      const r = await sft({ modelDir, data: chats, out: sftDir, config, resume: existsSync(join(sftDir, 'checkpoints')), signal: options.signal, progress: options.progress, log, memoryBudgetBytes: options.memoryBudgetBytes });
       if (r.stopped) throw new Error('train: stopped during SFT; run again with --resume to continue');
     });
   }
