@@ -15,7 +15,7 @@ export interface PlanDevice {
  * what this device already holds. Undefined where neither is known (WebGPU reports no device memory; a software
  * adapter's buffers are host memory).
  */
-export function deviceBudget(gpu: Gpu): number | undefined {
+function deviceBudget(gpu: Gpu): number | undefined {
   if (Number.isFinite(gpu.allocator.budgetBytes)) return gpu.allocator.budgetBytes;
   if (isSoftwareAdapter(gpu.adapter)) return undefined;
   const free = nvidiaFreeBytes();
