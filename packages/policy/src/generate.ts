@@ -36,6 +36,31 @@ export interface GenerateOptions {
    * copies take at most 64 MiB (small models, where a decode step is mostly its dispatches). true needs f32 weights.
    */
   mergeAdapter?: boolean;
+  /**
+   * Tokens one prefill pass takes at most: the prompts go through the model in runs of consecutive prompts whose
+   * padded size (prompts × the run's longest) stays within it (a longer prompt runs alone), so the prefill's
+   * activations stay bounded however many prompts are sampled together. Default PREFILL_TOKENS.
+   */
+  prefillTokens?: number;
+}
+
+/** generate()'s default prefillTokens: on Qwen2.5-7B, about 3 GiB of prefill activations. */
+export const PREFILL_TOKENS = 8192;
+
+/** Consecutive runs [start, end) of `lens` whose count × longest stays within `budget` (at least one each). */
+export function prefillRuns(lens: readonly number[], budget: number): [number, number][] {
+  const runs: [number, number][] = [];
+  let start = 0;
+  let longest = 0;
+  lens.forEach((n, b) => {
+    const next = Math.max(longest, n);
+    if (b > start && (b - start + 1) * next > budget) {
+      runs.push([start, b]);
+      [start, longest] = [b, n];
+    } else longest = next;
+  });
+  runs.push([start, lens.length]);
+  return runs;
 }
 
 /** Largest merged-weight copy generate() makes by default. */
@@ -55,9 +80,9 @@ export interface GenerateResult {
 
 /**
  * Batched sampling with per-layer KV caches [B, Smax, Hkv, D], Smax = longest prompt + maxNewTokens.
- * Prefill: the prompts, right padded, run through the model in one pass (RoPE at positions 0..len-1, attention
- * masked by each prompt's length) writing K/V into the caches; the logits of each prompt's last token give its
- * first sampled token. Decode: one token per sequence per step, at position = the sequence's current length,
+ * Prefill: the prompts, right padded, run through the model in runs of at most prefillTokens padded tokens (RoPE
+ * at positions 0..len-1, attention masked by each prompt's length) writing K/V into the caches; the logits of each
+ * prompt's last token give its first sampled token. Decode: one token per sequence per step, at position = the sequence's current length,
  * against the caches (attentionDecode). Sequences that have finished keep decoding a padding token until all
  * have finished, but their output is ignored. Each step reads back only the sampled ids and log-probabilities.
  */
@@ -90,6 +115,8 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
   const stopStrings = (opts.stopStrings ?? []).filter((s) => s.length > 0);
   if (stopStrings.length > 0 && !opts.decode) fail('stopStrings needs a decode(ids) function (e.g. a tokenizer)');
   const stopMatcher = stopStrings.length > 0 ? new StopStringMatcher(stopStrings, opts.decode!) : undefined;
+  const prefillTokens = opts.prefillTokens ?? PREFILL_TOKENS;
+  if (!Number.isInteger(prefillTokens) || prefillTokens < 1) fail(`prefillTokens must be a positive integer, got ${prefillTokens}`);
 
   const gpu = model.gpu;
   const B = prompts.length;
@@ -143,23 +170,54 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
       return next;
     };
 
-    // Prefill: right-padded prompts, positions 0..T-1, keys past each length masked.
-    const flat = new Int32Array(B * T);
-    prompts.forEach((p, b) => flat.set(p, b * T));
-    const prefillLogits = gpu.scope(() => {
-      const lengths = gpu.tensor([B], 'i32', lens, 'generate lengths');
-      const zero = gpu.tensor([B], 'i32', new Int32Array(B), 'generate positions');
-      let h: Tensor = embedding(gpu, flat, model.weights.embed).reshape([B, T, H]);
-      layers.forEach((L, l) => {
-        h = model.layer(L, h, {}, (q, k, v) => {
-          attentionCacheAppendKV(gpu, kc[l], vc[l], k, v, zero);
-          return attention(gpu, q, k, v, { causal: true, lengths }).o;
-        });
-      });
-      // Hidden state of each prompt's last real token: row b·T + len_b − 1 of h [B·T, H].
-      const last = lens.map((n, b) => b * T + n - 1);
-      return model.head(embedding(gpu, last, h.reshape([B * T, H])));
-    });
+    // Prefill, in runs of prompts (prefillTokens): right-padded, positions 0..T-1, keys past each length masked.
+    // Each layer's output replaces its input, and each run's K/V rows are copied into the caches, so one run's
+    // activations are alive at a time. The last real token's hidden state of every prompt is gathered into
+    // `last` [B, H], for one LM head over all of them.
+    const last = gpu.keep(gpu.tensor([B, H], 'f32', undefined, 'generate last hidden'));
+    let prefillLogits: Tensor;
+    try {
+      for (const [b0, b1] of prefillRuns(lens, prefillTokens)) {
+        const n = b1 - b0;
+        const runLens = lens.slice(b0, b1);
+        const Tr = Math.max(...runLens);
+        const flat = new Int32Array(n * Tr);
+        for (let b = b0; b < b1; b++) flat.set(prompts[b], (b - b0) * Tr);
+        const lengths = gpu.keep(gpu.tensor([n], 'i32', runLens, 'generate lengths'));
+        // h owns its buffer (a reshape view would not free it).
+        let h: Tensor = gpu.keep(embedding(gpu, flat, model.weights.embed));
+        try {
+          layers.forEach((L, l) => {
+            const owner = h;
+            const input = h.reshape([n, Tr, H]);
+            h = gpu.keep(
+              gpu.scope(() =>
+                model.layer(L, input, {}, (q, k, v) => {
+                  // Row b of k [n, Tr, Hkv, D] goes to positions 0..Tr-1 of cache row b0 + b.
+                  for (let b = 0; b < n; b++) {
+                    const dst = (c: Tensor) => c.reshape([B * Smax, nkv * D]).rows((b0 + b) * Smax, Tr);
+                    gpu.copyTensor(k.reshape([n * Tr, nkv * D]).rows(b * Tr, Tr), dst(kc[l]));
+                    gpu.copyTensor(v.reshape([n * Tr, nkv * D]).rows(b * Tr, Tr), dst(vc[l]));
+                  }
+                  return attention(gpu, q, k, v, { causal: true, lengths }).o;
+                }),
+              ),
+            );
+            owner.dispose();
+          });
+          gpu.scope(() => {
+            const rows = embedding(gpu, runLens.map((len, b) => b * Tr + len - 1), h.reshape([n * Tr, H]));
+            gpu.copyTensor(rows, last.rows(b0, n));
+          });
+        } finally {
+          h.dispose();
+          lengths.dispose();
+        }
+      }
+      prefillLogits = model.head(last);
+    } finally {
+      last.dispose();
+    }
     let next: number[];
     try {
       next = await sample(prefillLogits, 0);

@@ -22,7 +22,7 @@ export { initModel, bundledTokenizerDir, PRESETS, type InitModelOptions, type Mo
 export { truncateTokenizer, type TruncatedTokenizer } from './tokenizer-truncate.js';
 export { QwenTokenizer, TokenizerError, ML_AGENT_SYSTEM_PROMPT, type ChatMessage, type ChatTemplateName } from './tokenizer.js';
 export { QwenModel, KEEP_LOGITS_MAX_BYTES, type MergedLayers, type QwenLoadOptions, type QwenWeights, type QwenLayerWeights } from './model.js';
-export { generate, MERGE_ADAPTER_AUTO_BYTES, type GenerateOptions, type GenerateResult } from './generate.js';
+export { generate, prefillRuns, MERGE_ADAPTER_AUTO_BYTES, PREFILL_TOKENS, type GenerateOptions, type GenerateResult } from './generate.js';
 export { sequenceLogprobs, type SequenceLogprobs, type SequenceLogprobsOptions } from './logprobs.js';
 export {
   planMemory,

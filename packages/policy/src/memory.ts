@@ -1,3 +1,4 @@
+import { PREFILL_TOKENS } from './generate.js';
 import { KEEP_LOGITS_MAX_BYTES, keptLogitsRows } from './model.js';
 import {
   formatBytes,
@@ -24,8 +25,20 @@ export interface MemoryPlanOptions {
   training?: boolean;
   /** Activation checkpointing per layer: only each layer's input is kept, the layer is recomputed in backward. */
   checkpointing?: boolean;
+  /**
+   * Training: the head on the trunk. 'lm' is policyForward's fused LM head; 'value' is the PPO critic's value head
+   * (valueForward: v = w·hn + b, whose w, b and their gradients and moments count with the LoRA). Default 'lm'.
+   */
+  head?: 'lm' | 'value';
+  /**
+   * Training with the 'lm' head: the rows its LM head scores (policyForward's scoredTokens: SFT's target tokens,
+   * PPO's response tokens), at most batch·seqLen. Default: every token scored, without a row selection.
+   */
+  scoredRows?: number;
   /** Generation with a KV cache (f32, [B, seqLen, Hkv, D] per layer for K and V). */
   kvCache?: boolean;
+  /** Generation: generate()'s prefillTokens (default PREFILL_TOKENS). */
+  prefillTokens?: number;
   /**
    * Inference only: the LM head writes logits for every position ('all', QwenModel.forward), for the last
    * position of each sequence ('last', generation), or goes through the fused head that never holds them
@@ -62,13 +75,18 @@ export interface MemoryPlan {
   /** LoRA gradients plus AdamW's two moments (f32). */
   optimizer: number;
   activations: number;
+  /**
+   * The model's kept-logits buffer among the activations (a training pass on the fused CPU head, where the scored
+   * rows' logits fit KEEP_LOGITS_MAX_BYTES); the model keeps it after the pass, for the next one. 0 otherwise.
+   */
+  keptLogits: number;
   kvCache: number;
   total: number;
   /** Every item, biggest first. */
   items: MemoryItem[];
   /** The largest single buffer: it must fit the device's maxBufferSize. */
   largestBuffer: MemoryItem;
-  options: Required<Omit<MemoryPlanOptions, 'lora'>> & { lora?: MemoryPlanOptions['lora'] };
+  options: Required<Omit<MemoryPlanOptions, 'lora' | 'scoredRows'>> & { lora?: MemoryPlanOptions['lora']; scoredRows: number | null };
 }
 
 const f32 = (n: number) => sizeClass(n * 4);
@@ -79,17 +97,23 @@ function fusedHeadBytes(N: number, H: number, V: number, head: { cpu: boolean; m
 }
 
 /**
- * Peak bytes of one training pass (policyForward with grad, then backward), everything but the weights, LoRA and
- * optimizer state, following what TrunkPass and PolicyPass allocate: the larger of the LM head's forward, its
- * backward, and the trunk's backward of one layer. Every LM-head row is scored (scoredTokens runs fewer).
+ * Peak bytes of one training pass (policyForward or valueForward with grad, then backward), everything but the
+ * weights, LoRA and optimizer state, following what TrunkPass, PolicyPass and ValuePass allocate: the larger of the
+ * head's forward, its backward, and the trunk's backward of one layer. The LM head runs on `scored` rows: every
+ * row (null), or the rows policyForward's scoredTokens selects.
  */
+/** The kept-logits buffer a training pass on the fused CPU head borrows from the model (borrowLogitsScratch). */
+function keptLogitsBytes(rows: number, V: number, cpu: boolean): number {
+  return cpu && rows * V * 4 <= KEEP_LOGITS_MAX_BYTES ? f32(keptLogitsRows(rows, V) * V) : 0;
+}
+
 function trainingActivations(
   cfg: QwenConfig,
   B: number,
   T: number,
   lora: { r: number; targets: readonly LoraModule[] },
   checkpointing: boolean,
-  head: { cpu: boolean; maxBinding: number },
+  head: { cpu: boolean; maxBinding: number; kind: 'lm' | 'value'; scored: number | null },
 ): number {
   const { hiddenSize: H, intermediateSize: I, numLayers: L, numHeads: nh, numKvHeads: nkv, headDim: D, vocabSize: V } = cfg;
   const N = B * T;
@@ -115,24 +139,37 @@ function trainingActivations(
     loraTransient = Math.max(loraTransient, dA + dB + f32(N * lora.r) + Math.max(dA, dB));
   }
   // Kept until backward ends: the embedding output and each layer's output (with checkpointing), or the embedding
-  // output and every layer's tape; the final norm's output and rstd; the head's targets, lse and entropy; the
-  // kept logits (CPU head, where they fit); the batch lengths. (Not rope's table: 8·D KiB, once per device.)
+  // output and every layer's tape; the final norm's output and rstd; the batch lengths. (Not rope's table: 8·D KiB,
+  // once per device.)
   const saved = checkpointing ? (L + 1) * NH : NH + L * tape;
-  const kept = head.cpu && N * V * 4 <= KEEP_LOGITS_MAX_BYTES ? f32(keptLogitsRows(N, V) * V) : 0;
-  const pass = saved + NH + rows + 3 * f32(N) + kept + f32(B);
-  // The head's forward (logprob, loss, count, accumulator, scratch), its backward (dLogprob, dEntropy, dhn,
-  // scratch), and the trunk's backward of one layer (dhn and dh upstream, with checkpointing the recomputed layer).
-  const headForward = f32(N) + 3 * f32(2) + sizeClass(headForwardScratchBytes(N, H, V, head));
-  const headBackward = 2 * f32(N) + NH + sizeClass(headBackwardScratchBytes(N, H, V, head));
+  const trunkPass = saved + NH + rows + f32(B);
+  // The trunk's backward of one layer: dhn and dh upstream, with checkpointing the recomputed layer.
   const trunkBackward = 2 * NH + (checkpointing ? tape + temps : 0) + layerGrads + loraTransient;
+  if (head.kind === 'value') {
+    // The values [N, 1] live while they are read back; backward makes dv, dhn and dw, db.
+    const valueBackward = f32(N) + NH + f32(H) + f32(1);
+    return trunkPass + Math.max(f32(N), valueBackward, trunkBackward);
+  }
+  // The LM head on R rows: with a selection, their ids and hidden states are kept too, and its backward scatters
+  // dh [R, H] back to every row of dhn. Kept: targets, lse and entropy per row, the kept logits (CPU head, where
+  // they fit).
+  const R = head.scored ?? N;
+  const selection = head.scored === null ? 0 : f32(R) + f32(R * H);
+  const kept = keptLogitsBytes(R, V, head.cpu);
+  const pass = trunkPass + selection + 3 * f32(R) + kept;
+  // The head's forward (logprob, loss, count, accumulator, scratch) and its backward (dLogprob, dEntropy, dh,
+  // the scatter to every row, scratch).
+  const headForward = f32(R) + 3 * f32(2) + sizeClass(headForwardScratchBytes(R, H, V, head));
+  const headBackward = 2 * f32(R) + f32(R * H) + (head.scored === null ? 0 : NH) + sizeClass(headBackwardScratchBytes(R, H, V, head));
   return pass + Math.max(headForward, headBackward, trunkBackward);
 }
 
 /**
  * Estimates the peak GPU memory of inference or a LoRA training step before anything is allocated. The model
- * follows how QwenModel and generate() allocate: every layer's output stays alive until the pass ends (the
- * residual stream, (L + 1)·B·T·H f32), one layer's intermediates at a time on top (norms, q/k/v, attention
- * output and its logsumexp, o-projection, MLP gate/up/act/down), then the LM head. Training follows TrunkPass
+ * follows how QwenModel and generate() allocate: in a forward every layer's output stays alive until the pass ends
+ * (the residual stream, (L + 1)·B·T·H f32), in generate()'s prefill only a run's current layer input (runs of
+ * prompts within prefillTokens), with one layer's intermediates at a time on top (norms, q/k/v, attention output
+ * and its logsumexp, o-projection, MLP gate/up/act/down), then the LM head. Training follows TrunkPass
  * and PolicyPass (trainingActivations): every layer's tape is kept for backward, or with checkpointing only the
  * layer inputs plus one recomputed layer, and the peak is the largest of the head's forward, its backward and
  * one layer's backward.
@@ -150,6 +187,8 @@ export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan
   const checkpointing = opts.checkpointing ?? false;
   const kvCache = opts.kvCache ?? false;
   const logits = training ? 'fused' : (opts.logits ?? (kvCache ? 'last' : 'all'));
+  const prefillTokens = opts.prefillTokens ?? PREFILL_TOKENS;
+  if (!Number.isInteger(prefillTokens) || prefillTokens < 1) fail(`prefillTokens must be a positive integer, got ${prefillTokens}`);
   const headKernel = opts.headKernel ?? 'tiled';
   if (headKernel !== 'tiled' && headKernel !== 'cpu') fail(`headKernel must be 'tiled' or 'cpu', got ${String(headKernel)}`);
   const headKind = { cpu: headKernel === 'cpu', maxBinding: opts.maxBinding ?? 128 * 2 ** 20 };
@@ -158,6 +197,14 @@ export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan
     if (opts.lora.targets.length === 0) fail('lora.targets is empty');
   }
   if (training && !opts.lora) fail('training needs lora: the base is frozen, only LoRA weights train');
+  const headKindOpt = opts.head ?? 'lm';
+  if (headKindOpt !== 'lm' && headKindOpt !== 'value') fail(`head must be 'lm' or 'value', got ${String(headKindOpt)}`);
+  if (headKindOpt === 'value' && !training) fail("head 'value' is for training (valueForward with grad)");
+  const scored = opts.scoredRows ?? null;
+  if (scored !== null) {
+    if (!training || headKindOpt !== 'lm') fail('scoredRows is for training with the LM head');
+    if (!Number.isInteger(scored) || scored < 1 || scored > B * T) fail(`scoredRows must be an integer in [1, batch·seqLen = ${B * T}], got ${scored}`);
+  }
 
   const { hiddenSize: H, intermediateSize: I, numLayers: L, numHeads: nh, numKvHeads: nkv, headDim: D, vocabSize: V } = cfg;
   const N = B * T;
@@ -184,7 +231,7 @@ export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan
       packed += L * sizeClass(packedMatmulBBytes(inF, outF));
     }
     // The fused CPU head kernels read the LM head as it is; its logits matmul (all or last) and the tiled head pack it.
-    const headPacked = logits !== 'fused' || !headKind.cpu;
+    const headPacked = headKindOpt === 'lm' && (logits !== 'fused' || !headKind.cpu);
     if (headPacked) packed += buffer('packed LM head', sizeClass(packedMatmulBBytes(H, V)));
     items.push({ name: `packed weights (every projection${headPacked ? ' and the LM head' : ''}, f32 windows; at most)`, bytes: packed });
   }
@@ -198,7 +245,9 @@ export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan
       const [outF, inF] = moduleShape(cfg, t);
       lora += L * (f32(r * inF) + f32(outF * r));
     }
-    items.push({ name: `LoRA r=${opts.lora.r} on ${opts.lora.targets.join(',')} (f32)`, bytes: lora });
+    // The critic's value head: w [1, H] and b, f32.
+    if (headKindOpt === 'value') lora += f32(H) + f32(1);
+    items.push({ name: `LoRA r=${opts.lora.r} on ${opts.lora.targets.join(',')}${headKindOpt === 'value' ? ' and the value head' : ''} (f32)`, bytes: lora });
     if (training) {
       optimizer = 3 * lora;
       items.push({ name: 'LoRA gradients + AdamW moments (f32)', bytes: optimizer });
@@ -206,29 +255,40 @@ export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan
   }
 
   let activations: number;
+  let keptLogits = 0;
   if (!training) {
+    // Generation prefills in runs of whole prompts within prefillTokens (seqLen bounds a prompt), each layer's output
+    // replacing its input; a plain forward keeps every layer's output until the pass ends.
+    const runB = kvCache ? Math.max(1, Math.min(B, Math.floor(prefillTokens / T))) : B;
+    const Np = runB * T;
     // One layer's intermediates (f32), as model.layer allocates them inside its scope.
-    const qkv = f32(N * nh * D) + 2 * f32(N * nkv * D);
-    const qkNorm = cfg.qkNorm ? qkv + f32(N * nh) + f32(N * nkv) : 0;
-    const attn = f32(N * nh * D) + f32(B * nh * T);
-    const mlp = 3 * f32(N * I);
-    const rows = 4 * f32(N * H) + 2 * f32(N); // o-proj, h1, mlp out, output; norm rstd
-    const norms = 2 * f32(N * H);
+    const qkv = f32(Np * nh * D) + 2 * f32(Np * nkv * D);
+    const qkNorm = cfg.qkNorm ? qkv + f32(Np * nh) + f32(Np * nkv) : 0;
+    const attn = f32(Np * nh * D) + f32(runB * nh * T);
+    const mlp = 3 * f32(Np * I);
+    const rows = 4 * f32(Np * H) + 2 * f32(Np); // o-proj, h1, mlp out, output; norm rstd
+    const norms = 2 * f32(Np * H);
     const layerWork = qkv + qkNorm + attn + mlp + rows + norms;
-    const residual = (L + 1) * f32(N * H);
-    const head = f32(N * H) + f32(N);
+    // Generation: a run's layer input, and every prompt's last hidden state for the LM head.
+    const residual = kvCache ? f32(Np * H) + f32(B * H) : (L + 1) * f32(N * H);
+    const headRows = kvCache ? B : N;
+    const head = f32(headRows * H) + f32(headRows);
     const logitsBytes = logits === 'all' ? buffer('logits', f32(N * V)) : logits === 'last' ? buffer('logits', f32(B * V)) : fusedHeadBytes(N, H, V, headKind) + f32(N);
-    const lora1 = opts.lora ? f32(N * opts.lora.r) * opts.lora.targets.length : 0;
+    const lora1 = opts.lora ? f32(Np * opts.lora.r) * opts.lora.targets.length : 0;
     activations = residual + Math.max(layerWork + lora1, head + logitsBytes);
-    items.push({ name: `activations (batch ${B} x ${T} tokens, inference, logits: ${logits})`, bytes: activations });
+    const run = kvCache && runB < B ? `, prefill in runs of ${runB}` : '';
+    items.push({ name: `activations (batch ${B} x ${T} tokens${run}, inference, logits: ${logits})`, bytes: activations });
+    buffer('activation: MLP gate/up (one)', f32(Np * I));
   } else {
-    activations = trainingActivations(cfg, B, T, opts.lora!, checkpointing, headKind);
+    activations = trainingActivations(cfg, B, T, opts.lora!, checkpointing, { ...headKind, kind: headKindOpt, scored });
+    if (headKindOpt === 'lm') keptLogits = keptLogitsBytes(scored ?? N, V, headKind.cpu);
+    const what = headKindOpt === 'value' ? ', value head' : scored === null ? '' : `, ${scored} scored`;
     items.push({
-      name: `activations (batch ${B} x ${T} tokens, training, ${checkpointing ? 'checkpointed per layer' : 'no checkpointing'})`,
+      name: `activations (batch ${B} x ${T} tokens${what}, training, ${checkpointing ? 'checkpointed per layer' : 'no checkpointing'})`,
       bytes: activations,
     });
+    buffer('activation: MLP gate/up (one)', f32(N * I));
   }
-  buffer('activation: MLP gate/up (one)', f32(N * I));
 
   let kv = 0;
   if (kvCache) {
@@ -245,6 +305,7 @@ export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan
     lora,
     optimizer,
     activations,
+    keptLogits,
     kvCache: kv,
     total,
     items,
@@ -256,10 +317,13 @@ export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan
       training,
       checkpointing,
       kvCache,
+      prefillTokens,
       logits,
       headKernel,
       maxBinding: headKind.maxBinding,
       packedWeights: opts.packedWeights ?? false,
+      head: headKindOpt,
+      scoredRows: scored,
       lora: opts.lora,
     },
   };

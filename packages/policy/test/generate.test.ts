@@ -1,7 +1,7 @@
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Gpu } from '@mlagent/core-kernels';
-import { LORA_MODULES, LoraAdapter, QwenModel, generate, type GenerateResult, type QwenArch } from '../src/index.js';
+import { LORA_MODULES, LoraAdapter, QwenModel, generate, prefillRuns, type GenerateResult, type QwenArch } from '../src/index.js';
 import { writeModel } from './fixtures.js';
 
 let gpu: Gpu;
@@ -286,6 +286,44 @@ describe('generate: seeds, stops, memory', () => {
   });
 });
 
+describe('generate: prefill in runs of prompts (prefillTokens)', () => {
+  it('splits prompts into consecutive runs whose padded size fits the budget, a longer prompt alone', () => {
+    expect(prefillRuns([5, 8], 16)).toEqual([[0, 2]]);
+    expect(prefillRuns([5, 8], 15)).toEqual([[0, 1], [1, 2]]);
+    expect(prefillRuns([3, 3, 3, 20, 2, 2], 9)).toEqual([[0, 3], [3, 4], [4, 6]]);
+    expect(prefillRuns([10, 1, 1], 4)).toEqual([[0, 1], [1, 3]]);
+    expect(prefillRuns([7], 1)).toEqual([[0, 1]]);
+  });
+
+  it('samples what one prefill pass samples, and holds less memory', async () => {
+    const model = models.qwen2!;
+    const whole = await generate(model, PROMPTS, { maxNewTokens: 5, temperature: 0 });
+    const runs = await generate(model, PROMPTS, { maxNewTokens: 5, temperature: 0, prefillTokens: 8 });
+    expect(runs.map((r) => r.ids)).toEqual(whole.map((r) => r.ids));
+    runs.forEach((r, b) => expectCloseArray(r.logprobs, whole[b].logprobs, 1e-4));
+    await checkAgainstForward(model, runs, 0);
+    const sampled = await generate(model, PROMPTS, { maxNewTokens: 5, temperature: 1, seed: 5, prefillTokens: 1 });
+    await checkAgainstForward(model, sampled, 1);
+
+    // Four prompts of 300 tokens: one pass holds each layer's work for 1200 tokens, runs of one for 300.
+    const long = [0, 1, 2, 3].map((b) => Array.from({ length: 300 }, (_, i) => (i * 7919 + b * 104729) % 150000));
+    const peak = async (prefillTokens: number) => {
+      await gpu.sync();
+      gpu.allocator.emptyCache();
+      gpu.allocator.resetPeak();
+      const base = gpu.memory().inUse;
+      const r = await generate(model, long, { maxNewTokens: 2, temperature: 0, prefillTokens });
+      await gpu.sync();
+      return { peak: gpu.memory().peak - base, ids: r.map((x) => x.ids) };
+    };
+    const one = await peak(8192);
+    const split = await peak(300);
+    expect(split.ids).toEqual(one.ids);
+    console.log(`prefill of 4 x 300 tokens: peak ${(one.peak / 2 ** 20).toFixed(2)} MiB in one pass, ${(split.peak / 2 ** 20).toFixed(2)} MiB in runs of one prompt`);
+    expect(split.peak).toBeLessThan(0.6 * one.peak);
+  });
+});
+
 describe('generate argument validation', () => {
   it('rejects empty prompts, bad maxNewTokens, out-of-vocabulary ids and bad options with clear errors', async () => {
     const model = models.qwen2!;
@@ -302,6 +340,7 @@ describe('generate argument validation', () => {
     await expect(generate(model, [[1]], { maxNewTokens: 2, topP: 0 })).rejects.toThrow(/topP/);
     await expect(generate(model, [[1]], { maxNewTokens: 2, stopStrings: ['x'] })).rejects.toThrow(/stopStrings needs a decode/);
     await expect(generate(model, [[1]], { maxNewTokens: 1e9 })).rejects.toThrow(/max_position_embeddings/);
+    await expect(generate(model, [[1]], { maxNewTokens: 2, prefillTokens: 0 })).rejects.toThrow(/prefillTokens must be a positive integer, got 0/);
   });
 });
 

@@ -16,6 +16,8 @@ import {
   qwen25_7bConfig,
   sequenceLogprobs,
   TrainOptimizer,
+  ValueHead,
+  valueForward,
   type MemoryPlanOptions,
 } from '../src/index.js';
 import { writeModel } from './fixtures.js';
@@ -98,6 +100,14 @@ describe('planMemory against the allocator peak', () => {
         await generate(m, ids, { maxNewTokens: newTokens, temperature: 0 });
       });
       expectClose(`${label}, generate B=${B} prompt ${T} + ${newTokens}`, dir, { batch: B, seqLen: T + newTokens, kvCache: true }, gen);
+
+      // Prefill in runs of one prompt (prefillTokens below two prompts' tokens).
+      const prefillTokens = T + newTokens;
+      const genRuns = await measured(dir, async (m) => {
+        await generate(m, ids, { maxNewTokens: newTokens, temperature: 0, prefillTokens });
+      });
+      expectClose(`${label}, generate B=${B} prompt ${T} + ${newTokens}, prefill in runs of 1`, dir, { batch: B, seqLen: T + newTokens, kvCache: true, prefillTokens }, genRuns);
+      if (small) expect(genRuns).toBeLessThan(gen);
     });
   }
 });
@@ -140,6 +150,55 @@ describe('planMemory against the allocator peak: a LoRA training step (forward, 
       if (saved > 0.2 * peaks.false) {
         const planned = plans.false - plans.true;
         expect(Math.abs(planned - saved) / saved, `checkpointing saves ${saved} bytes, planned ${planned}`).toBeLessThanOrEqual(TOLERANCE);
+      }
+    });
+  }
+});
+
+describe("planMemory against the allocator peak: PPO's passes (scored response rows; the critic's value head)", () => {
+  // [label, arch, preset, vocabulary (undefined: Qwen's 152k), batch, tokens]
+  const cases = [
+    ['tiny qwen2, 152k vocabulary', 'qwen2', 'tiny', undefined, 3, 40],
+    ['small qwen2 (4 layers), 2k vocabulary', 'qwen2', 'small', 2048, 2, 200],
+  ] as const;
+  for (const [label, arch, preset, vocabSize, B, T] of cases) {
+    it(label, async () => {
+      const dir = writeModel(arch, 65, 'F32', { preset, ...(vocabSize ? { vocabSize } : {}) });
+      dirs.push(dir);
+      const cfg = loadQwenConfig(dir);
+      const rng = new SeededRng(11);
+      // Sequences of different lengths (the longest pads the batch); the last quarter of each is the "response".
+      const lengths = Array.from({ length: B }, (_, b) => T - 7 * b);
+      const seqs = lengths.map((n) => Array.from({ length: n }, () => rng.int(0, cfg.vocabSize - 1)));
+      const scored = seqs.map((s) => Uint8Array.from(s, (_, t) => (t >= Math.floor((3 * s.length) / 4) ? 1 : 0)));
+      const rows = scored.reduce((n, m) => n + m.slice(1).reduce((a, b) => a + b, 0), 0);
+      const lora = { r: 4, targets: LORA_MODULES };
+      const loraConfig = { r: lora.r, alpha: 8, dropout: 0.1, targetModules: [...lora.targets] };
+      for (const checkpointing of [false, true]) {
+        const actorPeak = await measured(dir, async (m) => {
+          const adapter = LoraAdapter.create(m, loraConfig, { seed: 1 });
+          const opt = new TrainOptimizer(gpu, [adapter], { lr: 1e-3 });
+          const pass = await policyForward(m, seqs, { adapter, checkpoint: checkpointing, scoredTokens: scored });
+          pass.backward({ dLogprob: scored.map((s) => Float32Array.from(s, (v) => -0.01 * v)) });
+          await opt.step();
+          opt.dispose();
+          adapter.dispose();
+          m.dropLogitsScratch();
+        });
+        const actor: MemoryPlanOptions = { batch: B, seqLen: T, training: true, checkpointing, lora, scoredRows: rows };
+        expectClose(`${label}, scored rows ${rows} of ${B}x${T}, checkpointing ${checkpointing}`, dir, actor, actorPeak, TRAINING_TOLERANCE);
+
+        const criticPeak = await measured(dir, async (m) => {
+          const critic = ValueHead.create(m, loraConfig, { seed: 2 });
+          const opt = new TrainOptimizer(gpu, [critic], { lr: 1e-3 });
+          const pass = await valueForward(m, critic, seqs, { checkpoint: checkpointing });
+          pass.backward(seqs.map((s) => Float32Array.from(s, (_, t) => (t === s.length - 1 ? 0.5 : 0))));
+          await opt.step();
+          opt.dispose();
+          critic.dispose();
+        });
+        const critic: MemoryPlanOptions = { batch: B, seqLen: T, training: true, checkpointing, lora, head: 'value' };
+        expectClose(`${label}, value head ${B}x${T}, checkpointing ${checkpointing}`, dir, critic, criticPeak, TRAINING_TOLERANCE);
       }
     });
   }
@@ -197,18 +256,31 @@ describe('assertFits', () => {
     expect(plan.optimizer).toBe(3 * plan.lora);
   });
 
-  it('refuses a buffer over maxBufferSize (an unchunked prefill of 32 x 4k tokens) and suggests a smaller batch', () => {
-    const plan = planMemory(QWEN7B, { batch: 32, seqLen: 4096, dtype: 'f16', kvCache: true });
-    // The prefill's MLP activation [32·4096, 18944] f32 is the largest buffer, not a layer's KV cache.
+  it('refuses a buffer over maxBufferSize (a forward of 32 x 4k tokens) and suggests a smaller batch; generation prefills it in runs', () => {
+    const plan = planMemory(QWEN7B, { batch: 32, seqLen: 4096, dtype: 'f16', logits: 'fused' });
+    // The MLP activation [32·4096, 18944] f32 is the largest buffer.
     expect(plan.largestBuffer.bytes).toBeGreaterThanOrEqual(32 * 4096 * 18944 * 4);
     expect(() => assertFits(plan, { budgetBytes: 1e15, maxBufferSize: 2 * GiB })).toThrow(
       /this will not fit: its largest buffer \(activation: MLP gate\/up \(one\), [\d.]+ GiB\) exceeds the device's maxBufferSize of 2\.00 GiB[\s\S]*a smaller batch \(now 32\)/,
     );
+    // generate() prefills 8192 tokens at a time: runs of 2 prompts here.
+    const gen = planMemory(QWEN7B, { batch: 32, seqLen: 4096, dtype: 'f16', kvCache: true });
+    expect(gen.items.map((i) => i.name)).toContain('activations (batch 32 x 4096 tokens, prefill in runs of 2, inference, logits: last)');
+    expect(gen.largestBuffer.bytes).toBeLessThan(2 * GiB);
+    expect(() => assertFits(gen, { budgetBytes: 80 * GiB, maxBufferSize: 2 * GiB })).not.toThrow();
   });
 
   it('rejects bad plan options', () => {
     expect(() => planMemory(QWEN7B, { batch: 0, seqLen: 10 })).toThrow(/batch must be a positive integer/);
     expect(() => planMemory(QWEN7B, { batch: 1, seqLen: 10, training: true })).toThrow(/training needs lora/);
+    const lora = { r: 8, targets: LORA_MODULES };
+    expect(() => planMemory(QWEN7B, { batch: 2, seqLen: 10, training: true, lora, scoredRows: 21 })).toThrow(/scoredRows must be an integer in \[1, batch·seqLen = 20\], got 21/);
+    expect(() => planMemory(QWEN7B, { batch: 2, seqLen: 10, training: true, lora, scoredRows: 0 })).toThrow(/scoredRows must be/);
+    expect(() => planMemory(QWEN7B, { batch: 2, seqLen: 10, scoredRows: 5 })).toThrow(/scoredRows is for training with the LM head/);
+    expect(() => planMemory(QWEN7B, { batch: 2, seqLen: 10, training: true, lora, head: 'value', scoredRows: 5 })).toThrow(/scoredRows is for training with the LM head/);
+    expect(() => planMemory(QWEN7B, { batch: 2, seqLen: 10, head: 'value' })).toThrow(/head 'value' is for training/);
+    expect(() => planMemory(QWEN7B, { batch: 2, seqLen: 10, kvCache: true, prefillTokens: 0 })).toThrow(/prefillTokens must be a positive integer, got 0/);
+    expect(() => planMemory(QWEN7B, { batch: 2, seqLen: 10, training: true, lora, head: 'critic' as 'value' })).toThrow(/head must be 'lm' or 'value'/);
     expect(() => planMemory(QWEN7B, { batch: 1, seqLen: 10, lora: { r: 8, targets: ['qkv' as 'q_proj'] } })).toThrow(/unknown LoRA target 'qkv' \(q_proj, /);
   });
 });
