@@ -4,12 +4,14 @@ export {
   valueLoss,
   klToReference,
   tokenWeights,
+  minibatchTotals,
   explainedVariance,
   DEFAULT_PPO_LOSS,
   type PpoBatch,
   type PpoLossConfig,
   type PpoLossResult,
   type PpoStats,
+  type MinibatchTotals,
   type KlEstimator,
   type LossAggregation,
 } from './ppo/loss.js';
@@ -88,6 +90,8 @@ export { encodeChat, type EncodedExample } from './sft/tokenize.js';
 export { epochBatches, trainEvalSplit, shuffledIndices } from './sft/batches.js';
 // One step-wise PPO/GRPO/RLOO policy update on the policy's training API.
 export { ppoUpdate, type PpoSample, type PpoLearner, type PpoUpdateOptions, type PpoUpdateStats } from './ppo/update.js';
+export { checkPpoMemory, planPpoMemory, type PpoMemoryCheck, type PpoMemoryPlan, type PpoMemoryPhase, type PpoMemoryShape } from './ppo/memory-check.js';
+export { planDevice, type PlanDevice } from './sft/memory-check.js';
 // Evaluation: full episodes per task with the policy, an endpoint or an expert; Table-1 results as JSON and markdown.
 export { evaluate, writeEvalResult, type EvaluateOptions, type EvalStepRecord, type StartEvalEpisode } from './eval/evaluate.js';
 export { expertAgent, endpointAgent, cutAtStop, roundSeed, DEFAULT_STOP_STRINGS, type EvalAgent, type AgentRequest, type ExpertAgentOptions, type EndpointAgentOptions } from './eval/agent.js';

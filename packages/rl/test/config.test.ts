@@ -61,6 +61,11 @@ describe('training config', () => {
     expect(problemsOf(() => parseTrainConfig({ ppo: { advantage: 'grpo', samplesPerState: 1, minibatchSize: 1 } }))).toEqual([
       'ppo.samplesPerState: grpo needs at least 2 samples per state, got 1',
     ]);
+    expect(problemsOf(() => parseTrainConfig({ ppo: { minibatchSize: 8, microBatchSize: 9 } }))).toEqual([
+      'ppo.microBatchSize: 9 is more than ppo.minibatchSize (8), the samples a micro-batch splits',
+    ]);
+    expect(parseTrainConfig({ ppo: { minibatchSize: 8, microBatchSize: 8 } }).ppo.microBatchSize).toBe(8);
+    expect(parseTrainConfig({}).ppo.microBatchSize).toBeNull();
   });
 
   it('rejects a preset it does not know and a section that is not a mapping', () => {

@@ -194,6 +194,39 @@ describe('trainPpo', () => {
     }
   }, 300_000);
 
+  it('splits each update into the largest micro-batches that fit the memory budget, refuses a set size that does not (rollouts kept), and resumes with another', async () => {
+    const config = (ppo: Record<string, unknown>) => ({ ...LOOP_CONFIG, ppo: { ...LOOP_CONFIG.ppo, iterations: 1, ...ppo } });
+    const planned = async (microBatchSize: number | null, memoryBudgetBytes: number) => {
+      const lines: string[] = [];
+      const out = mkdtempSync(join(root, 'micro-'));
+      await trainPpo({ modelDir, collection, out, config: config({ microBatchSize }), env: fakeEnv(), progress: false, log: (l) => lines.push(l), memoryBudgetBytes });
+      const line = lines.filter((l) => l.includes('micro-batches of'));
+      expect(line, lines.join('\n')).toHaveLength(1);
+      return { line: line[0], bytes: Number(/need about ([\d.]+) MiB/.exec(line[0])![1]) * 2 ** 20 };
+    };
+    // The same seed draws the same states and actions, so each run plans the same samples.
+    const huge = 2 ** 40;
+    const whole = await planned(null, huge);
+    expect(whole.line).toMatch(/^ppo iteration 1: micro-batches of 4 need about [\d.]+ MiB of GPU memory \(generation .*actor pass \(4 x \d+ tokens, \d+ scored\).*critic pass .*; 1\.00 TiB available\)$/);
+    const one = await planned(1, huge);
+    expect(one.bytes).toBeLessThan(whole.bytes);
+    const budget = Math.floor((one.bytes + whole.bytes) / 2);
+    const fitted = await planned(null, budget);
+    expect(fitted.line).toMatch(/^ppo iteration 1: micro-batches of [123] \(the largest that fits\) need about/);
+    expect(fitted.bytes).toBeLessThanOrEqual(budget);
+
+    // A set size over the budget: refused before the update, with the rollouts saved; resuming with null uses them.
+    const out = join(root, 'micro-refused');
+    await expect(trainPpo({ modelDir, collection, out, config: config({ microBatchSize: 4 }), env: fakeEnv(), progress: false, log: () => {}, memoryBudgetBytes: budget })).rejects.toThrow(
+      /^ppo iteration 1: micro-batches of 4 need about [\d.]+ MiB of GPU memory at their largest, .* but the budget is [\d.]+ MiB[\s\S]*ppo\.microBatchSize \(now 4\)[\s\S]*This iteration's rollouts are saved in .*rollouts\.jsonl: --resume reuses them\.$/,
+    );
+    expect(rolloutLines(out)).toHaveLength(2);
+    const infos: PpoIterationInfo[] = [];
+    const r = await trainPpo({ modelDir, collection, out, config: config({ microBatchSize: null }), env: fakeEnv(), progress: false, resume: true, log: () => {}, memoryBudgetBytes: budget, onIteration: (i) => infos.push(i) });
+    expect(r.iterations).toBe(1);
+    expect(infos.map((i) => i.reusedGroups)).toEqual([2]);
+  }, 300_000);
+
   it('refuses to start over a run without resume, or next to a live writer, before touching the GPU', async () => {
     await expect(trainPpo({ modelDir, collection, out: join(root, 'run'), config: LOOP_CONFIG, env: fakeEnv(), progress: false })).rejects.toThrow(/already holds a run .*--resume/);
     const locked = join(root, 'locked');

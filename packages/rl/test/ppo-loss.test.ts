@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { SeededRng } from '@mlagent/core-kernels';
-import { DEFAULT_PPO_LOSS, explainedVariance, klToReference, ppoLoss, tokenWeights, valueLoss, type PpoBatch, type PpoLossConfig } from '../src/ppo/loss.js';
+import { DEFAULT_PPO_LOSS, explainedVariance, klToReference, minibatchTotals, ppoLoss, tokenWeights, valueLoss, type PpoBatch, type PpoLossConfig } from '../src/ppo/loss.js';
 
 const noExtras: PpoLossConfig = { ...DEFAULT_PPO_LOSS, klCoef: 0, entropyCoef: 0, valueCoef: 0, valueClip: null, dualClip: null };
 
@@ -138,6 +138,45 @@ describe('gradient coefficients against finite differences of the scalar loss', 
       }
       expect(checked).toBe(63);
     });
+
+    it(`${name}: micro-batches normalized by the minibatch's totals add up to the minibatch`, () => {
+      const batch = randomBatch(4);
+      const whole = ppoLoss(batch, config);
+      const totals = minibatchTotals(batch.lengths);
+      let loss = 0;
+      const dLogp: number[] = [];
+      const dValue: number[] = [];
+      // Samples [0, 2), [2, 3), [3, 6) and their tokens.
+      let t = 0;
+      for (const [a, b] of [[0, 2], [2, 3], [3, 6]]) {
+        const lengths = Array.from(batch.lengths).slice(a, b);
+        const n = lengths.reduce((x, y) => x + y, 0);
+        const tokens = <T,>(arr: ArrayLike<T>) => Array.from(arr).slice(t, t + n);
+        const samples = <T,>(arr: ArrayLike<T>) => Array.from(arr).slice(a, b);
+        const part = ppoLoss(
+          {
+            lengths,
+            logp: tokens(batch.logp),
+            oldLogp: tokens(batch.oldLogp),
+            refLogp: tokens(batch.refLogp!),
+            entropy: tokens(batch.entropy!),
+            advantages: samples(batch.advantages),
+            values: samples(batch.values!),
+            oldValues: samples(batch.oldValues!),
+            returns: samples(batch.returns!),
+            totals,
+          },
+          config,
+        );
+        loss += part.loss;
+        dLogp.push(...part.dLogp);
+        dValue.push(...part.dValue!);
+        t += n;
+      }
+      expect(loss).toBeCloseTo(whole.loss, 12);
+      dLogp.forEach((d, i) => expect(d).toBeCloseTo(whole.dLogp[i], 12));
+      dValue.forEach((d, i) => expect(d).toBeCloseTo(whole.dValue![i], 12));
+    });
   }
 });
 
@@ -153,5 +192,9 @@ describe('input checks', () => {
   it('rejects non-finite log-probabilities and bad clip settings', () => {
     expect(() => ppoLoss({ lengths: [1], logp: [NaN], oldLogp: [0], advantages: [1] }, noExtras)).toThrow(/non-finite logp/);
     expect(() => ppoLoss({ lengths: [1], logp: [0], oldLogp: [0], advantages: [1] }, { ...noExtras, dualClip: 1 })).toThrow(/dualClip must be > 1/);
+    expect(() => ppoLoss({ lengths: [2], logp: [0, 0], oldLogp: [0, 0], advantages: [1], totals: { tokens: 1, samples: 1 } }, noExtras)).toThrow(
+      /totals \{"tokens":1,"samples":1\} cannot hold this micro-batch's 2 tokens in 1 samples/,
+    );
+    expect(() => valueLoss({ values: [1, 2], returns: [0, 0] }, null, 1)).toThrow(/the minibatch's samples \(1\) must be an integer of at least this batch's 2/);
   });
 });

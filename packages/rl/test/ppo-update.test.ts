@@ -177,6 +177,49 @@ describe('ppoUpdate on the policy training API', () => {
     expect(on.norms!).toBeGreaterThan(off.norms!);
   }, 300_000);
 
+  it('micro-batches (actor, critic and PPO-ptx passes) add up to the whole minibatch\'s update, for both loss aggregations', async () => {
+    // Prompts of different lengths, so micro-batches pad differently; no dropout, so only rounding may differ.
+    const expertIds = [...prompts[1], ...responses[0]];
+    const mask = Uint8Array.from(expertIds, (_, t) => (t >= prompts[1].length ? 1 : 0));
+    const expert2 = [...prompts[0], ...responses[1]];
+    const mask2 = Uint8Array.from(expert2, (_, t) => (t >= prompts[0].length ? 1 : 0));
+    const update = async (microBatchSize: number | null, lossAggregation: PpoConfig['lossAggregation']) => {
+      const actor = LoraAdapter.create(model, lora, { seed: 2 });
+      const critic = ValueHead.create(model, lora, { seed: 3 });
+      const actorOptimizer = new TrainOptimizer(gpu, [actor], { lr: 1e-3, maxGradNorm: 1 });
+      const criticOptimizer = new TrainOptimizer(gpu, [critic], { lr: 3e-3, maxGradNorm: 1 });
+      const config: PpoConfig = { ...defaultTrainConfig().ppo, advantage: 'gae', minibatchSize: 4, epochs: 2, ptxCoef: 0.5, ptxBatchSize: 2, entropyCoef: 0.01, lossAggregation, microBatchSize };
+      // Old log-probs off the current policy, so the ratio (and with it clipping and approxKl) is not 1.
+      const samples = (await samplesFor(actor)).map((s, i) => ({ ...s, oldLogp: Float32Array.from(s.oldLogp, (v) => v - 0.3 * (i % 3)), reward: (i * 0.37) % 1 }));
+      const stats = await ppoUpdate({ model, actor, actorOptimizer, critic, criticOptimizer }, samples, config, {
+        seed: 0,
+        iteration: 0,
+        ptxExamples: [
+          { ids: expertIds, mask, targets: responses[0].length },
+          { ids: expert2, mask: mask2, targets: responses[1].length },
+        ],
+      });
+      const logp = await sequenceLogp(actor);
+      const values = (await valueForward(model, critic, prompts, { grad: false })).values.map((v, k) => v[prompts[k].length - 1]);
+      for (const x of [actorOptimizer, criticOptimizer, actor, critic]) x.dispose();
+      return { stats, logp, values };
+    };
+    for (const aggregation of ['token-mean', 'seq-mean-token-mean'] as const) {
+      const whole = await update(null, aggregation);
+      expect(whole.stats.clipFrac).toBeGreaterThan(0);
+      for (const micro of [1, 3]) {
+        const split = await update(micro, aggregation);
+        const where = `${aggregation}, micro-batches of ${micro}`;
+        for (const key of ['loss', 'policyLoss', 'valueLoss', 'ptxLoss', 'entropy', 'clipFrac', 'approxKl', 'kl', 'actorGradNorm', 'criticGradNorm', 'explainedVariance'] as const) {
+          expect(split.stats[key], `${where}: ${key}`).toBeCloseTo(whole.stats[key], 5);
+        }
+        expect(split.stats.optimizerSteps).toBe(whole.stats.optimizerSteps);
+        split.logp.forEach((v, i) => expect(v, `${where}: log-prob ${i}`).toBeCloseTo(whole.logp[i], 3));
+        split.values.forEach((v, i) => expect(v, `${where}: value ${i}`).toBeCloseTo(whole.values[i], 5));
+      }
+    }
+  }, 300_000);
+
   it('rejects malformed samples by index', async () => {
     const actor = LoraAdapter.create(model, lora, { seed: 4 });
     const actorOptimizer = new TrainOptimizer(gpu, [actor], { lr: 1e-3 });

@@ -12,8 +12,9 @@ export const trainUsage = `mlagent train (--preset tiny | --config FILE) [--out 
   --model-preset  size of the random model (overrides the config's init.size)
   --out DIR       run directory (default runs/train); every stage keeps its own subdirectory there
   --resume        continue an interrupted run in DIR (finished stages are reused, the others resume from checkpoints)
-  --memory-budget GPU memory (GiB) SFT's memory plan must fit, checked before collecting when the config names a
-                  model, and again before SFT loads it (default: nvidia-smi's free memory, where it answers)
+  --memory-budget GPU memory (GiB) the SFT and PPO memory plans must fit, checked before collecting when the config
+                  names a model, again before SFT loads it, and before each PPO update, which takes the largest
+                  micro-batch that fits unless ppo.microBatchSize is set (default: nvidia-smi's free memory)
 ${REDIS_USAGE}`;
 
 export async function trainCommand(argv: string[]): Promise<void> {

@@ -46,6 +46,7 @@ export interface PpoConfig {
   generationBatch: number;
   epochs: number;
   minibatchSize: number;
+  microBatchSize: number | null;
   actorLr: number;
   actorWarmupSteps: number;
   actorMinLrRatio: number;
@@ -180,6 +181,14 @@ export const PPO_SECTION: SectionOf<PpoConfig> = {
   },
   epochs: { kind: 'number', int: true, min: 1, default: 1, doc: 'Passes over each iteration’s samples (PPO epochs).' },
   minibatchSize: { kind: 'number', int: true, min: 1, default: 16, doc: 'Samples per optimizer step.' },
+  microBatchSize: {
+    kind: 'number',
+    int: true,
+    min: 1,
+    nullable: true,
+    default: null,
+    doc: "Samples per forward and backward pass within a minibatch (and expert steps per PPO-ptx pass); their gradients add up to the minibatch's before its optimizer step, so a smaller one trades speed for memory, with the same loss and gradients up to rounding and the dropout draws. null: the whole minibatch, or, where the device's memory budget is known (--memory-budget, or nvidia-smi) and the memory plan of the iteration's longest samples exceeds it, the largest micro-batch whose plan fits.",
+  },
   actorLr: { kind: 'number', gt: 0, default: 1e-6, doc: 'Policy (LoRA) learning rate.' },
   actorWarmupSteps: { kind: 'number', int: true, min: 0, default: 0, doc: "Actor optimizer steps over which its learning rate rises linearly to actorLr. Adam's first steps move every weight by about the learning rate whatever its gradient, which can throw a fine-tuned adapter far from where it was." },
   actorMinLrRatio: {
@@ -417,6 +426,9 @@ function pickTop(overrides: TrainConfigInput | undefined): Record<string, unknow
 function crossFieldProblems(c: TrainConfig): string[] {
   const problems: string[] = [];
   const samples = c.ppo.statesPerIteration * c.ppo.samplesPerState;
+  if (c.ppo.microBatchSize !== null && c.ppo.microBatchSize > c.ppo.minibatchSize) {
+    problems.push(`ppo.microBatchSize: ${c.ppo.microBatchSize} is more than ppo.minibatchSize (${c.ppo.minibatchSize}), the samples a micro-batch splits`);
+  }
   if (c.ppo.minibatchSize > samples) {
     problems.push(`ppo.minibatchSize: ${c.ppo.minibatchSize} is more than the ${samples} samples of an iteration (statesPerIteration × samplesPerState)`);
   }

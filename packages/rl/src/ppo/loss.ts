@@ -63,6 +63,18 @@ export interface PpoBatch {
   oldValues?: ArrayLike<number>;
   /** Per sample regression targets of the critic. */
   returns?: ArrayLike<number>;
+  /**
+   * When this batch is one micro-batch of a minibatch: the minibatch's response tokens and samples. Losses and
+   * derivatives are then normalized by those, so the micro-batches' add up to the minibatch's (gradient
+   * accumulation). Default: this batch's own.
+   */
+  totals?: MinibatchTotals;
+}
+
+export interface MinibatchTotals {
+  tokens: number;
+  /** Samples with at least one response token. */
+  samples: number;
 }
 
 export interface PpoStats {
@@ -110,14 +122,26 @@ export function klToReference(logp: number, refLogp: number, estimator: KlEstima
   return { kl: ex - x - 1, dKl: 1 - ex };
 }
 
-/** Per-token weights w_t with loss = Σ_t w_t · loss_t for the chosen aggregation. */
-export function tokenWeights(lengths: ArrayLike<number>, aggregation: LossAggregation): Float64Array {
-  let total = 0;
-  for (let i = 0; i < lengths.length; i++) total += lengths[i];
-  const w = new Float64Array(total);
-  if (total === 0) return w;
-  let nonEmpty = 0;
-  for (let i = 0; i < lengths.length; i++) if (lengths[i] > 0) nonEmpty++;
+/** Response tokens and non-empty samples of a batch. */
+export function minibatchTotals(lengths: ArrayLike<number>): MinibatchTotals {
+  let tokens = 0;
+  let samples = 0;
+  for (let i = 0; i < lengths.length; i++) {
+    tokens += lengths[i];
+    if (lengths[i] > 0) samples++;
+  }
+  return { tokens, samples };
+}
+
+/**
+ * Per-token weights w_t with loss = Σ_t w_t · loss_t for the chosen aggregation, over the minibatch of `totals`
+ * (default: this batch).
+ */
+export function tokenWeights(lengths: ArrayLike<number>, aggregation: LossAggregation, totals?: MinibatchTotals): Float64Array {
+  const own = minibatchTotals(lengths);
+  const w = new Float64Array(own.tokens);
+  if (own.tokens === 0) return w;
+  const { tokens: total, samples: nonEmpty } = totals ?? own;
   let t = 0;
   for (let i = 0; i < lengths.length; i++) {
     const weight = aggregation === 'token-mean' ? 1 / total : 1 / (nonEmpty * lengths[i]);
@@ -131,7 +155,7 @@ export function ppoLoss(batch: PpoBatch, config: PpoLossConfig = DEFAULT_PPO_LOS
   checkBatch(batch, config);
   const { lengths, logp, oldLogp, refLogp, entropy, advantages } = batch;
   const nTokens = logp.length;
-  const w = tokenWeights(lengths, config.lossAggregation);
+  const w = tokenWeights(lengths, config.lossAggregation, batch.totals);
 
   const dLogp = new Float64Array(nTokens);
   const dEntropy = new Float64Array(nTokens);
@@ -197,7 +221,7 @@ export function ppoLoss(batch: PpoBatch, config: PpoLossConfig = DEFAULT_PPO_LOS
     }
   }
 
-  const value = valueCoef > 0 ? valueLoss(batch, valueClip) : null;
+  const value = valueCoef > 0 ? valueLoss(batch, valueClip, batch.totals?.samples) : null;
   const loss = policyLoss + klCoef * klLoss - entropyCoef * entropyLoss + valueCoef * (value?.loss ?? 0);
   const dValue = value ? value.dValue.map((d) => valueCoef * d) : null;
   const perToken = (x: number) => (nTokens > 0 ? x / nTokens : 0);
@@ -226,20 +250,25 @@ export function ppoLoss(batch: PpoBatch, config: PpoLossConfig = DEFAULT_PPO_LOS
 
 /**
  * Clipped value loss, mean over samples: ½·max((v − R)², (v_clip − R)²) with v_clip = v_old + clip(v − v_old, ±c).
- * Returns d loss / d v per sample.
+ * Returns d loss / d v per sample. `samples`: the minibatch's, when this is one of its micro-batches.
  */
 export function valueLoss(
   batch: Pick<PpoBatch, 'values' | 'oldValues' | 'returns'>,
   valueClip: number | null,
+  samples?: number,
 ): { loss: number; dValue: Float64Array; clipFrac: number } {
   const { values, oldValues, returns } = batch;
   if (!values || !returns) throw new Error('valueLoss: values and returns are required');
   if (valueClip !== null && !oldValues) throw new Error('valueLoss: oldValues are required for value clipping');
-  const n = values.length;
-  const dValue = new Float64Array(n);
+  if (samples !== undefined && !(Number.isInteger(samples) && samples >= values.length)) {
+    throw new Error(`valueLoss: the minibatch's samples (${samples}) must be an integer of at least this batch's ${values.length}`);
+  }
+  // The mean is over the minibatch's samples; this batch holds values.length of them.
+  const n = samples ?? values.length;
+  const dValue = new Float64Array(values.length);
   let loss = 0;
   let clipped = 0;
-  for (let i = 0; i < n; i++) {
+  for (let i = 0; i < values.length; i++) {
     const v = values[i];
     const R = returns[i];
     const unclippedLoss = (v - R) ** 2;
@@ -259,7 +288,7 @@ export function valueLoss(
     loss += (0.5 * sampleLoss) / n;
     dValue[i] = dSample / n;
   }
-  return { loss, dValue, clipFrac: n > 0 ? clipped / n : 0 };
+  return { loss, dValue, clipFrac: values.length > 0 ? clipped / values.length : 0 };
 }
 
 /** 1 − Var(R − V) / Var(R): 1 is a perfect critic, 0 no better than a constant; NaN when Var(R) = 0. */
@@ -284,6 +313,13 @@ function checkBatch(batch: PpoBatch, config: PpoLossConfig): void {
     total += lengths[i];
   }
   const samples = lengths.length;
+  if (batch.totals) {
+    const own = minibatchTotals(lengths);
+    const { tokens, samples: whole } = batch.totals;
+    if (!Number.isInteger(tokens) || tokens < own.tokens || !Number.isInteger(whole) || whole < own.samples || (tokens > 0) !== (whole > 0)) {
+      throw new Error(`ppoLoss: totals ${JSON.stringify(batch.totals)} cannot hold this micro-batch's ${own.tokens} tokens in ${own.samples} samples`);
+    }
+  }
   const perToken: [string, ArrayLike<number> | undefined, boolean][] = [
     ['logp', batch.logp, true],
     ['oldLogp', batch.oldLogp, true],

@@ -5,15 +5,16 @@ import type { PpoConfig } from '../config/train-config.js';
 import { shuffledIndices } from '../sft/batches.js';
 import type { EncodedExample } from '../sft/tokenize.js';
 import { gaeSingleStep, grpoAdvantages, klPenalizedRewards, rlooAdvantages, type AdvantageResult } from './advantages.js';
-import { explainedVariance, klToReference, ppoLoss, type PpoLossConfig } from './loss.js';
+import { explainedVariance, klToReference, minibatchTotals, ppoLoss, valueLoss, type PpoLossConfig, type PpoLossResult, type PpoStats } from './loss.js';
 
 /**
  * One policy update of step-wise PPO from a batch of scored one-step samples, CleanRL-style:
  *   1. reference log-probs (LoRA off) and old values V_old(s) before anything changes;
  *   2. rewards, minus β·KL(π_old ‖ π_ref) when the KL is in the reward;
  *   3. advantages: r − V_old(s) whitened over the batch (GAE, γ = λ = 1), or GRPO/RLOO over each state's samples;
- *   4. `epochs` passes over shuffled minibatches: policy forward, ppoLoss, backward of its coefficients, AdamW steps
- *      for the actor and the critic (each with its own learning rate and gradient clipping). With ptxCoef > 0, each
+ *   4. `epochs` passes over shuffled minibatches: per micro-batch (microBatchSize), policy forward, ppoLoss and the
+ *      backward of its coefficients, then the critic's forward, value loss and backward; then one AdamW step for the
+ *      actor and one for the critic (each with its own learning rate and gradient clipping). With ptxCoef > 0, each
  *      actor step also takes ptxCoef × the SFT loss (mean NLL per target token) on a few expert steps (PPO-ptx).
  * The value of a state is the critic's value at the last prompt token.
  */
@@ -100,16 +101,18 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
   // Only the response tokens are scored, so the LM head runs on those rows alone.
   const responseMasks = samples.map((s, i) => Uint8Array.from(seqs[i], (_, t) => (t >= s.prompt.length ? 1 : 0)));
   const mb = config.minibatchSize;
+  const micro = Math.min(mb, config.microBatchSize ?? mb);
+  if (!Number.isInteger(micro) || micro < 1) throw new Error(`ppoUpdate: microBatchSize must be a positive integer or null, got ${config.microBatchSize}`);
 
   // 1. Reference log-probs and old values, before any update.
   const refLogp: Float32Array[] = [];
   if (config.klMode !== 'none') {
-    for (let b = 0; b < samples.length; b += mb) {
-      const pass = await policyForward(model, seqs.slice(b, b + mb), { adapter: learner.reference, grad: false, temperature, scoredTokens: responseMasks.slice(b, b + mb) });
-      samples.slice(b, b + mb).forEach((s, k) => refLogp.push(pass.logprobs[k].slice(s.prompt.length)));
+    for (let b = 0; b < samples.length; b += micro) {
+      const pass = await policyForward(model, seqs.slice(b, b + micro), { adapter: learner.reference, grad: false, temperature, scoredTokens: responseMasks.slice(b, b + micro) });
+      samples.slice(b, b + micro).forEach((s, k) => refLogp.push(pass.logprobs[k].slice(s.prompt.length)));
     }
   }
-  const oldValues = useCritic ? await stateValues(learner, samples, mb) : null;
+  const oldValues = useCritic ? await stateValues(learner, samples, micro) : null;
 
   // 2-3. Rewards and advantages.
   const rewards = samples.map((s) => s.reward);
@@ -126,7 +129,8 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
     clipRatio: config.clipRatio,
     dualClip: config.dualClip,
     valueClip: config.valueClip,
-    valueCoef: useCritic ? config.valueCoef : 0,
+    // The value loss is the critic's own pass's (valueLoss below), so ppoLoss sees only the policy's terms.
+    valueCoef: 0,
     klCoef: config.klMode === 'loss' ? config.klCoef : 0,
     klEstimator: config.klEstimator,
     entropyCoef: config.entropyCoef,
@@ -135,7 +139,9 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
   const trainActor = options.iteration >= config.criticWarmupIterations;
   const checkpoint = config.activationCheckpointing;
 
-  // 4. Minibatch epochs.
+  // 4. Minibatch epochs. Each minibatch runs in micro-batches whose losses are normalized by the whole minibatch,
+  //    so their gradients add up to its gradient before the one optimizer step. In a micro-batch the actor's pass
+  //    runs and backpropagates before the critic's, so the two never hold memory at once.
   const acc = { loss: 0, policyLoss: 0, valueLoss: 0, entropy: 0, clipFrac: 0, approxKl: 0, kl: 0, actorGradNorm: 0, criticGradNorm: 0, ptxLoss: 0, n: 0 };
   let steps = 0;
   let actorLr = NaN;
@@ -143,79 +149,110 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
     const order = shuffledIndices(kept.length, mixSeed(options.seed, `ppo/${options.iteration}/${epoch}`)).map((k) => kept[k]);
     for (let b = 0; b < order.length; b += mb) {
       const idx = order.slice(b, b + mb);
-      const dropoutSeed = mixSeed(options.seed, `ppo/${options.iteration}/${epoch}/${b}`);
-      const pass = await policyForward(
-        model,
-        idx.map((i) => seqs[i]),
-        { adapter: actor, temperature, dropoutSeed, grad: trainActor, checkpoint, scoredTokens: idx.map((i) => responseMasks[i]) },
-      );
-      const valuePass = useCritic
-        ? await valueForward(
+      const totals = minibatchTotals(idx.map((i) => samples[i].response.length));
+      // The first micro-batch keeps the minibatch's seed, so a whole-minibatch pass draws what it always did.
+      const dropoutSeed = (m: number) => mixSeed(options.seed, `ppo/${options.iteration}/${epoch}/${b}${m === 0 ? '' : `/${m}`}`);
+      const parts: { loss: number; policyLoss: number; valueLoss: number; tokens: number; stats: PpoStats }[] = [];
+      for (let m = 0; m < idx.length; m += micro) {
+        const sub = idx.slice(m, m + micro);
+        const pass = await policyForward(
+          model,
+          sub.map((i) => seqs[i]),
+          { adapter: actor, temperature, dropoutSeed: dropoutSeed(m), grad: trainActor, checkpoint, scoredTokens: sub.map((i) => responseMasks[i]) },
+        );
+        let result: PpoLossResult;
+        try {
+          const responseOf = (arr: Float32Array, k: number) => arr.subarray(samples[sub[k]].prompt.length);
+          result = ppoLoss(
+            {
+              lengths: sub.map((i) => samples[i].response.length),
+              logp: concat(sub.map((_, k) => responseOf(pass.logprobs[k], k))),
+              oldLogp: concat(sub.map((i) => samples[i].oldLogp)),
+              refLogp: refLogp.length ? concat(sub.map((i) => refLogp[i])) : undefined,
+              entropy: concat(sub.map((_, k) => responseOf(pass.entropies[k], k))),
+              advantages: sub.map((i) => adv.advantages[i]),
+              totals,
+            },
+            lossConfig,
+          );
+          if (trainActor) {
+            // Scatter the per-response-token coefficients back to full-sequence positions (the prompt gets 0).
+            const scatter = (flat: Float64Array) => {
+              let t = 0;
+              return sub.map((i) => {
+                const out = new Float32Array(seqs[i].length);
+                for (let k = 0; k < samples[i].response.length; k++) out[samples[i].prompt.length + k] = flat[t++];
+                return out;
+              });
+            };
+            pass.backward({ dLogprob: scatter(result.dLogp), dEntropy: lossConfig.entropyCoef !== 0 ? scatter(result.dEntropy) : undefined });
+          }
+        } finally {
+          pass.dispose();
+        }
+        let valueTerm = 0;
+        if (useCritic) {
+          const valuePass = await valueForward(
             model,
             learner.critic!,
-            idx.map((i) => samples[i].prompt),
-            { dropoutSeed, checkpoint },
-          )
-        : null;
-      const responseOf = (arr: Float32Array, k: number) => arr.subarray(samples[idx[k]].prompt.length);
-      const result = ppoLoss(
-        {
-          lengths: idx.map((i) => samples[i].response.length),
-          logp: concat(idx.map((_, k) => responseOf(pass.logprobs[k], k))),
-          oldLogp: concat(idx.map((i) => samples[i].oldLogp)),
-          refLogp: refLogp.length ? concat(idx.map((i) => refLogp[i])) : undefined,
-          entropy: concat(idx.map((_, k) => responseOf(pass.entropies[k], k))),
-          advantages: idx.map((i) => adv.advantages[i]),
-          values: valuePass ? idx.map((_, k) => valuePass.values[k][samples[idx[k]].prompt.length - 1]) : undefined,
-          oldValues: oldValues ? idx.map((i) => oldValues[i]) : undefined,
-          returns: adv.returns ? idx.map((i) => adv.returns![i]) : undefined,
-        },
-        lossConfig,
-      );
+            sub.map((i) => samples[i].prompt),
+            { dropoutSeed: dropoutSeed(m), checkpoint },
+          );
+          try {
+            const value = valueLoss(
+              {
+                values: sub.map((i, k) => valuePass.values[k][samples[i].prompt.length - 1]),
+                oldValues: sub.map((i) => oldValues![i]),
+                returns: sub.map((i) => adv.returns![i]),
+              },
+              config.valueClip,
+              totals.samples,
+            );
+            valueTerm = value.loss;
+            valuePass.backward(
+              sub.map((i, k) => {
+                const d = new Float32Array(samples[i].prompt.length);
+                d[d.length - 1] = config.valueCoef * value.dValue[k];
+                return d;
+              }),
+            );
+          } finally {
+            valuePass.dispose();
+          }
+        }
+        parts.push({ loss: result.loss + config.valueCoef * valueTerm, policyLoss: result.policyLoss, valueLoss: valueTerm, tokens: result.stats.tokens, stats: result.stats });
+      }
       if (trainActor) {
-        // Scatter the per-response-token coefficients back to full-sequence positions (the prompt gets 0).
-        const scatter = (flat: Float64Array) => {
-          let t = 0;
-          return idx.map((i) => {
-            const out = new Float32Array(seqs[i].length);
-            for (let k = 0; k < samples[i].response.length; k++) out[samples[i].prompt.length + k] = flat[t++];
-            return out;
-          });
-        };
-        pass.backward({ dLogprob: scatter(result.dLogp), dEntropy: lossConfig.entropyCoef !== 0 ? scatter(result.dEntropy) : undefined });
         if (ptx.length > 0) {
           // The gradients add up in the adapter, so one optimizer step takes both losses.
           const pick = shuffledIndices(ptx.length, mixSeed(options.seed, `ptx/${options.iteration}/${epoch}/${b}`)).slice(0, config.ptxBatchSize);
           const targets = pick.reduce((n, i) => n + ptx[i].targets, 0);
-          const nll = await maskedNllBackward(
-            model,
-            pick.map((i) => ptx[i].ids),
-            pick.map((i) => ptx[i].mask),
-            { adapter: actor, dropoutSeed, checkpoint, normalizer: targets / config.ptxCoef },
-          );
-          acc.ptxLoss += nll.loss / config.ptxCoef;
+          for (let m = 0; m < pick.length; m += micro) {
+            const sub = pick.slice(m, m + micro);
+            const nll = await maskedNllBackward(
+              model,
+              sub.map((i) => ptx[i].ids),
+              sub.map((i) => ptx[i].mask),
+              { adapter: actor, dropoutSeed: dropoutSeed(m), checkpoint, normalizer: targets / config.ptxCoef },
+            );
+            acc.ptxLoss += nll.loss / config.ptxCoef;
+          }
         }
         const stepped = await learner.actorOptimizer.step();
         acc.actorGradNorm += stepped.gradNorm;
         actorLr = stepped.lr;
       }
-      if (valuePass) {
-        valuePass.backward(
-          idx.map((i, k) => {
-            const d = new Float32Array(samples[i].prompt.length);
-            d[d.length - 1] = result.dValue![k];
-            return d;
-          }),
-        );
-        acc.criticGradNorm += (await learner.criticOptimizer!.step()).gradNorm;
-      }
-      acc.loss += result.loss;
-      acc.policyLoss += result.policyLoss;
-      acc.valueLoss += result.valueLoss;
-      acc.entropy += result.stats.entropy;
-      acc.clipFrac += result.stats.clipFrac;
-      acc.approxKl += result.stats.approxKl;
-      acc.kl += result.stats.refKl;
+      if (useCritic) acc.criticGradNorm += (await learner.criticOptimizer!.step()).gradNorm;
+      // Losses add up over micro-batches (each is normalized by the minibatch); per-token means are weighted.
+      const sum = (f: (p: (typeof parts)[number]) => number) => parts.reduce((a, p) => a + f(p), 0);
+      const tokenMean = (f: (s: PpoStats) => number) => (parts.length === 1 ? f(parts[0].stats) : sum((p) => f(p.stats) * p.tokens) / Math.max(1, totals.tokens));
+      acc.loss += sum((p) => p.loss);
+      acc.policyLoss += sum((p) => p.policyLoss);
+      acc.valueLoss += sum((p) => p.valueLoss);
+      acc.entropy += tokenMean((s) => s.entropy);
+      acc.clipFrac += tokenMean((s) => s.clipFrac);
+      acc.approxKl += tokenMean((s) => s.approxKl);
+      acc.kl += tokenMean((s) => s.refKl);
       acc.n++;
       steps++;
     }

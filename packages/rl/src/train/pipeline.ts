@@ -14,6 +14,7 @@ import type { EvalResult } from '../eval/results.js';
 import { formatPercent, mergeEvalResults, readEvalResult } from '../eval/table.js';
 import { writeReport } from '../report/html-report.js';
 import { probeFormat, spreadStates, type FormatProbeResult } from '../sft/format-probe.js';
+import { checkPpoMemory } from '../ppo/memory-check.js';
 import { checkSftMemory } from '../sft/memory-check.js';
 import { sft } from '../sft/sft.js';
 import { trainPpo, type TrainPpoResult } from './ppo-loop.js';
@@ -44,7 +45,7 @@ export interface TrainPipelineOptions {
   progress?: boolean;
   /** Run every env step (collection, PPO, evaluation) on queue workers (same results); the caller closes it. */
   remote?: RemoteEpisodes;
-  /** GPU bytes SFT's memory plan must fit (--memory-budget; default nvidia-smi's free memory, where it answers). */
+  /** GPU bytes SFT's and PPO's memory plans must fit (--memory-budget; default nvidia-smi's free memory, where it answers). */
   memoryBudgetBytes?: number;
 }
 
@@ -78,8 +79,17 @@ export async function trainPipeline(options: TrainPipelineOptions): Promise<Trai
     // the collection.
     const free = options.memoryBudgetBytes ?? nvidiaFreeBytes();
     if (free !== undefined) {
+      const device = { software: false, maxBinding: 2 ** 31 - 4, budgetBytes: free };
       const shape = { batch: config.sft.batchSize, seqLen: config.sft.maxSeqLen };
-      log(checkSftMemory(modelConfig, config, shape, { software: false, maxBinding: 2 ** 31 - 4, budgetBytes: free }).line);
+      log(checkSftMemory(modelConfig, config, shape, device).line);
+      // PPO's states are the collection's, whose prompts SFT cut at maxSeqLen: a minibatch of such prompts with
+      // maxNewTokens-long responses (PPO-ptx's expert steps as SFT's examples).
+      const c = config.ppo;
+      const ppoShape = {
+        samples: Array.from({ length: c.minibatchSize }, () => ({ prompt: config.sft.maxSeqLen, response: c.maxNewTokens })),
+        ptx: [{ tokens: config.sft.maxSeqLen, targets: Math.min(config.sft.maxSeqLen - 1, c.maxNewTokens) }],
+      };
+      log(checkPpoMemory(modelConfig, config, ppoShape, device, { reference: c.reference === 'initial', where: `ppo, at prompts of sft.maxSeqLen (${config.sft.maxSeqLen}) tokens` }).line);
     }
   }
   mkdirSync(out, { recursive: true });
@@ -165,7 +175,7 @@ export async function trainPipeline(options: TrainPipelineOptions): Promise<Trai
   if (existsSync(join(ppoDir, 'ppo-summary.json'))) {
     ppo = JSON.parse(readFileSync(join(ppoDir, 'ppo-summary.json'), 'utf8')) as TrainPpoResult;
   } else {
-    ppo = await timed('ppo', () => trainPpo({ modelDir, adapter: sftAdapter, collection, out: ppoDir, config, resume: existsSync(ppoDir), signal: options.signal, progress: options.progress, log, remote: options.remote }));
+    ppo = await timed('ppo', () => trainPpo({ modelDir, adapter: sftAdapter, collection, out: ppoDir, config, resume: existsSync(ppoDir), signal: options.signal, progress: options.progress, log, remote: options.remote, memoryBudgetBytes: options.memoryBudgetBytes }));
     if (ppo.stopped) throw new Error('train: stopped during PPO; run again with --resume to continue');
   }
 

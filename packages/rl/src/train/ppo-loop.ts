@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { Gpu } from '@mlagent/core-kernels';
 import {
   LoraAdapter,
+  MemoryPlanError,
   QwenModel,
   QwenTokenizer,
   TrainOptimizer,
@@ -21,7 +22,9 @@ import { ProgressMeter } from '../metrics/progress.js';
 import { memoryMetrics } from '../metrics/memory.js';
 import { StateDraws } from '../pool/edit-share.js';
 import { StatesPool, type PoolCursor } from '../pool/states-pool.js';
+import { checkPpoMemory, type PpoMemoryCheck } from '../ppo/memory-check.js';
 import { ppoUpdate, type PpoSample, type PpoUpdateStats } from '../ppo/update.js';
+import { planDevice } from '../sft/memory-check.js';
 import { collectionEnv, type ActionEnv } from './env.js';
 import { expertExamples } from './expert-chats.js';
 import type { RemoteEpisodes } from './remote.js';
@@ -58,6 +61,12 @@ export interface TrainPpoOptions {
   remote?: RemoteEpisodes;
   gpu?: Gpu;
   model?: QwenModel;
+  /**
+   * GPU bytes each iteration's memory plan must fit (--memory-budget): ppo.microBatchSize null takes the largest
+   * micro-batch that fits it, a set one that does not is refused before the update. Default: the allocator's
+   * budget, or nvidia-smi's free memory plus what the device holds; unknown on a software adapter.
+   */
+  memoryBudgetBytes?: number;
   /** Stops after the current iteration (with a checkpoint). */
   signal?: AbortSignal;
   progress?: boolean;
@@ -193,6 +202,9 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
       },
     };
 
+    const device = planDevice(gpu, options.memoryBudgetBytes);
+    const ptxShape = ptxExamples?.map((e) => ({ tokens: e.ids.length, targets: e.targets }));
+    let microBatchSize: number | undefined;
     const meter = options.progress === false ? null : new ProgressMeter({ total: c.iterations, label: 'ppo', unit: 'it' });
     meter?.update(start);
     const rewards: number[] = [];
@@ -231,8 +243,21 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
       const rolloutSeconds = (Date.now() - started) / 1000;
       const samples: PpoSample[] = groups.flatMap((g) => g.samples.map((s, k) => ({ group: g.group, prompt: g.prompts[k], response: s.response, oldLogp: s.oldLogp, reward: s.reward, task: g.task })));
       progress = iteration / c.iterations;
+      // The micro-batch size (ppo.microBatchSize, or the largest that fits) from the memory plan of these samples.
+      let memory: PpoMemoryCheck;
+      try {
+        memory = checkPpoMemory(model.config, config, { samples: samples.map((s) => ({ prompt: s.prompt.length, response: s.response.length })), ptx: ptxShape }, device, {
+          reference: reference !== undefined,
+          where: `ppo iteration ${iteration + 1}`,
+        });
+      } catch (e) {
+        if (!(e instanceof MemoryPlanError)) throw e;
+        throw new MemoryPlanError(`${e.message}\n  This iteration's rollouts are saved in ${join(options.out, ROLLOUTS_FILE)}: --resume reuses them.`);
+      }
+      if (memory.microBatchSize !== microBatchSize) log(memory.line);
+      microBatchSize = memory.microBatchSize;
       const updateStarted = Date.now();
-      const stats = await ppoUpdate({ model, actor, actorOptimizer, critic, criticOptimizer, reference }, samples, c, { seed: config.seed, iteration, ptxExamples });
+      const stats = await ppoUpdate({ model, actor, actorOptimizer, critic, criticOptimizer, reference }, samples, { ...c, microBatchSize }, { seed: config.seed, iteration, ptxExamples });
       const updateSeconds = (Date.now() - updateStarted) / 1000;
       iteration++;
       const all = groups.flatMap((g) => g.samples.map((s) => ({ ...s, task: g.task })));
@@ -335,7 +360,8 @@ function fingerprintOf(config: TrainConfig, options: TrainPpoOptions): string {
   // it existed still resume.
   // How samples are batched, whether identical ones run once and whether activations are recomputed change neither
   // what a saved rollout nor what a checkpoint means, so they stay out too (and runs from before they existed resume).
-  const { ptxCoef, ptxBatchSize, generationBatch: _batch, reuseIdenticalResponses: _reuse, activationCheckpointing: _recompute, ...ppo } = config.ppo;
+  // Micro-batches change only rounding and dropout draws, and the size that fits can differ between devices.
+  const { ptxCoef, ptxBatchSize, generationBatch: _batch, reuseIdenticalResponses: _reuse, activationCheckpointing: _recompute, microBatchSize: _micro, ...ppo } = config.ppo;
   const ptx = ptxCoef > 0 ? { ptxCoef, ptxBatchSize, ptxTemplate: config.sft.template, ptxMaxSeqLen: config.sft.maxSeqLen } : {};
   // f16 weights give other numbers; f32 stays out, so runs from before the field existed resume.
   const dtype = config.dtype === 'f32' ? {} : { dtype: config.dtype };
