@@ -4,10 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { initModel } from '@mlagent/policy';
+import { QwenTokenizer, initModel, type QwenModel } from '@mlagent/policy';
+import type { PpoConfig } from '../src/config/train-config.js';
 import { latestCheckpoint } from '../src/checkpoint/checkpoint.js';
 import { readMetrics } from '../src/metrics/jsonl.js';
 import { trainPpo, type PpoIterationInfo } from '../src/train/ppo-loop.js';
+import { promptRoom } from '../src/train/rollout.js';
 import { ROLLOUTS_FILE, type RolloutGroup } from '../src/train/rollouts.js';
 import { LOOP_CONFIG, countingEnv, fakeCollection, fakeEnv, fakeMetric } from './ppo-loop-fixture.js';
 
@@ -211,20 +213,44 @@ describe('trainPpo', () => {
     const one = await planned(1, huge);
     expect(one.bytes).toBeLessThan(whole.bytes);
     const budget = Math.floor((one.bytes + whole.bytes) / 2);
-    const fitted = await planned(null, budget);
-    expect(fitted.line).toMatch(/^ppo iteration 1: micro-batches of [123] \(the largest that fits\) need about/);
-    expect(fitted.bytes).toBeLessThanOrEqual(budget);
 
-    // A set size over the budget: refused before the update, with the rollouts saved; resuming with null uses them.
+    // A set size over the budget: refused before the update, with the rollouts saved; resuming with null uses them
+    // in the largest micro-batches that fit.
     const out = join(root, 'micro-refused');
     await expect(trainPpo({ modelDir, collection, out, config: config({ microBatchSize: 4 }), env: fakeEnv(), progress: false, log: () => {}, memoryBudgetBytes: budget })).rejects.toThrow(
       /^ppo iteration 1: micro-batches of 4 need about [\d.]+ MiB of GPU memory at their largest, .* but the budget is [\d.]+ MiB[\s\S]*ppo\.microBatchSize \(now 4\)[\s\S]*This iteration's rollouts are saved in .*rollouts\.jsonl: --resume reuses them\.$/,
     );
     expect(rolloutLines(out)).toHaveLength(2);
     const infos: PpoIterationInfo[] = [];
-    const r = await trainPpo({ modelDir, collection, out, config: config({ microBatchSize: null }), env: fakeEnv(), progress: false, resume: true, log: () => {}, memoryBudgetBytes: budget, onIteration: (i) => infos.push(i) });
+    const lines: string[] = [];
+    const r = await trainPpo({ modelDir, collection, out, config: config({ microBatchSize: null }), env: fakeEnv(), progress: false, resume: true, log: (l) => lines.push(l), memoryBudgetBytes: budget, onIteration: (i) => infos.push(i) });
+    const fitted = lines.filter((l) => l.includes('micro-batches of'));
+    expect(fitted).toHaveLength(1);
+    expect(fitted[0]).toMatch(/^ppo iteration 1: micro-batches of [123] \(the largest that fits\) need about/);
+    expect(Number(/need about ([\d.]+) MiB/.exec(fitted[0])![1]) * 2 ** 20).toBeLessThanOrEqual(budget);
     expect(r.iterations).toBe(1);
     expect(infos.map((i) => i.reusedGroups)).toEqual([2]);
+  }, 300_000);
+
+  it('cuts prompts longer than ppo.maxPromptTokens to their end, counts them in the metrics, and keeps the cap in the fingerprint', async () => {
+    const out = join(root, 'max-prompt');
+    const config = (ppo: Record<string, unknown>) => ({ ...LOOP_CONFIG, ppo: { ...LOOP_CONFIG.ppo, iterations: 1, advantage: 'grpo' as const, ...ppo } });
+    const lines: string[] = [];
+    await trainPpo({ modelDir, collection, out, config: config({ maxPromptTokens: 12 }), env: fakeEnv(), progress: false, log: (l) => lines.push(l) });
+    const groups = rolloutLines(out);
+    expect(groups.length).toBeGreaterThan(0);
+    for (const g of groups) for (const p of g.prompts) expect(p.length).toBeLessThanOrEqual(12);
+    // Cut at the start: the prompts still end in the open assistant turn the model answers.
+    const turn = QwenTokenizer.fromDir(modelDir).encode('<|im_start|>assistant\n');
+    for (const g of groups) expect(g.prompts[0].slice(-turn.length)).toEqual(turn);
+    const row = readMetrics(join(out, 'metrics.jsonl')).find((m) => m.task === undefined)!;
+    expect(row.values.truncatedPrompts).toBe(groups.length);
+    expect(lines).toContain(`ppo iteration 1: ${groups.length} prompts kept only their last 12 tokens (ppo.maxPromptTokens, or the model's context less maxNewTokens)`);
+    await expect(trainPpo({ modelDir, collection, out, config: config({ iterations: 2, maxPromptTokens: 13 }), env: fakeEnv(), progress: false, resume: true, log: () => {} })).rejects.toThrow(/made with another config/);
+    expect(() => promptRoom({ model: { config: { maxPositionEmbeddings: 300 } } as QwenModel, config: { maxNewTokens: 300, maxPromptTokens: null } as PpoConfig })).toThrow(
+      /maxNewTokens \(300\) leaves no room for a prompt in the model's 300-token context/,
+    );
+    expect(promptRoom({ model: { config: { maxPositionEmbeddings: 300 } } as QwenModel, config: { maxNewTokens: 100, maxPromptTokens: 250 } as PpoConfig })).toBe(200);
   }, 300_000);
 
   it('refuses to start over a run without resume, or next to a live writer, before touching the GPU', async () => {

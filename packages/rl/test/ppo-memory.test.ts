@@ -40,7 +40,6 @@ describe('planPpoMemory against the allocator peak of a PPO iteration (generatio
   const cases = [
     ["tiny qwen2, Qwen's vocabulary (the LM head and its kept logits matter), whole minibatches", 'tiny', undefined, null, false],
     ['small qwen2, a 2k vocabulary (activations dominate), micro-batches of 2, recomputation', 'small', 1700, 2, true],
-    ['small qwen2, a 2k vocabulary, whole minibatches', 'small', 1700, null, false],
   ] as const;
   for (const [label, preset, merges, microBatchSize, activationCheckpointing] of cases) {
     it(label, async () => {
@@ -128,7 +127,7 @@ describe('checkPpoMemory', () => {
     const c = config7b.ppo;
     const atCutoff: PpoMemoryShape = { samples: Array.from({ length: c.minibatchSize }, () => ({ prompt: config7b.sft.maxSeqLen, response: c.maxNewTokens })) };
     const check = checkPpoMemory(cfg, config7b, atCutoff, gpu80, { reference: true });
-    expect(c.generationBatch).toBe(16);
+    expect(c).toMatchObject({ generationBatch: 16, maxPromptTokens: 15000 });
     expect(check.microBatchSize).toBeGreaterThanOrEqual(1);
     expect(check.plan.phases[0].bytes).toBeLessThan(80 * GiB);
     const gen32 = { ...config7b, ppo: { ...c, generationBatch: 32 } };

@@ -72,6 +72,7 @@ export interface PpoConfig {
   temperature: number;
   topP: number;
   maxNewTokens: number;
+  maxPromptTokens: number | null;
   envConcurrency: number;
   episodeMaxSteps: number;
   historyWindow: number;
@@ -225,6 +226,14 @@ export const PPO_SECTION: SectionOf<PpoConfig> = {
   temperature: { kind: 'number', gt: 0, default: 1.0, doc: 'Sampling temperature of the actions.' },
   topP: { kind: 'number', gt: 0, max: 1, default: 1.0, doc: 'Nucleus sampling of the actions.' },
   maxNewTokens: { kind: 'number', int: true, min: 1, default: 1024, doc: 'Longest action response.' },
+  maxPromptTokens: {
+    kind: 'number',
+    int: true,
+    min: 1,
+    nullable: true,
+    default: null,
+    doc: "Longest prompt the policy is given in RL; a longer one keeps its end (as evaluation cuts prompts), and the iteration's metrics count them (truncatedPrompts). It bounds generation's KV caches and the update's passes, which the memory plan sizes. null: the model's max_position_embeddings − maxNewTokens, the most generate() takes.",
+  },
   envConcurrency: { kind: 'number', int: true, min: 1, default: 8, doc: 'Actions executed in the environment at once.' },
   episodeMaxSteps: { kind: 'number', int: true, min: 1, default: 10, doc: "Steps per episode when rollout = 'episode'." },
   historyWindow: { kind: 'number', int: true, min: 0, default: 5, doc: 'Past steps shown in full in the prompt of a restored state (older ones one line each); shorter prompts are cheaper.' },

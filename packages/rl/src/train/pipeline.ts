@@ -82,14 +82,15 @@ export async function trainPipeline(options: TrainPipelineOptions): Promise<Trai
       const device = { software: false, maxBinding: 2 ** 31 - 4, budgetBytes: free };
       const shape = { batch: config.sft.batchSize, seqLen: config.sft.maxSeqLen };
       log(checkSftMemory(modelConfig, config, shape, device).line);
-      // PPO's states are the collection's, whose prompts SFT cut at maxSeqLen: a minibatch of such prompts with
-      // maxNewTokens-long responses (PPO-ptx's expert steps as SFT's examples).
+      // PPO's states are the collection's, whose prompts SFT cut at maxSeqLen: a minibatch of such prompts (or of
+      // maxPromptTokens, where shorter) with maxNewTokens-long responses (PPO-ptx's expert steps as SFT's examples).
       const c = config.ppo;
       const ppoShape = {
-        samples: Array.from({ length: c.minibatchSize }, () => ({ prompt: config.sft.maxSeqLen, response: c.maxNewTokens })),
+        samples: Array.from({ length: c.minibatchSize }, () => ({ prompt: Math.min(config.sft.maxSeqLen, c.maxPromptTokens ?? Infinity), response: c.maxNewTokens })),
         ptx: [{ tokens: config.sft.maxSeqLen, targets: Math.min(config.sft.maxSeqLen - 1, c.maxNewTokens) }],
       };
-      log(checkPpoMemory(modelConfig, config, ppoShape, device, { reference: c.reference === 'initial', where: `ppo, at prompts of sft.maxSeqLen (${config.sft.maxSeqLen}) tokens` }).line);
+      const bound = c.maxPromptTokens !== null && c.maxPromptTokens < config.sft.maxSeqLen ? `ppo.maxPromptTokens (${c.maxPromptTokens})` : `sft.maxSeqLen (${config.sft.maxSeqLen})`;
+      log(checkPpoMemory(modelConfig, config, ppoShape, device, { reference: c.reference === 'initial', where: `ppo, at prompts of ${bound} tokens` }).line);
     }
   }
   mkdirSync(out, { recursive: true });

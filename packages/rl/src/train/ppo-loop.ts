@@ -29,7 +29,7 @@ import { collectionEnv, type ActionEnv } from './env.js';
 import { expertExamples } from './expert-chats.js';
 import type { RemoteEpisodes } from './remote.js';
 import { lockRunDir } from './lock.js';
-import { episodeRollouts, stepRollouts, type RolloutContext } from './rollout.js';
+import { episodeRollouts, promptRoom, stepRollouts, type RolloutContext } from './rollout.js';
 import { ROLLOUTS_FILE, RolloutLog, readRollouts, type RolloutGroup } from './rollouts.js';
 
 /**
@@ -278,6 +278,7 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
         lr: stats.actorLr,
         explainedVariance: stats.explainedVariance,
         formatErrorRate,
+        truncatedPrompts: ctx.truncatedPrompts ?? 0,
         zeroVarianceGroups: stats.zeroVarianceGroups,
         envSeconds,
         generateSeconds,
@@ -290,6 +291,8 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
         ...rewardByStateKind(groups, draws.editStates),
         ...memoryMetrics(gpu),
       });
+      if (ctx.truncatedPrompts) log(`ppo iteration ${iteration}: ${ctx.truncatedPrompts} prompts kept only their last ${promptRoom(ctx)} tokens (ppo.maxPromptTokens, or the model's context less maxNewTokens)`);
+      ctx.truncatedPrompts = 0;
       for (const task of new Set(all.map((s) => s.task))) {
         const mine = all.filter((s) => s.task === task);
         metrics.log(iteration, { reward: stats.rewardByTask[task], formatErrorRate: mine.filter((s) => !s.formatValid).length / mine.length }, { task });
@@ -361,7 +364,9 @@ function fingerprintOf(config: TrainConfig, options: TrainPpoOptions): string {
   // How samples are batched, whether identical ones run once and whether activations are recomputed change neither
   // what a saved rollout nor what a checkpoint means, so they stay out too (and runs from before they existed resume).
   // Micro-batches change only rounding and dropout draws, and the size that fits can differ between devices.
-  const { ptxCoef, ptxBatchSize, generationBatch: _batch, reuseIdenticalResponses: _reuse, activationCheckpointing: _recompute, microBatchSize: _micro, ...ppo } = config.ppo;
+  // A prompt cap counts only when set: unset, only prompts generate() would refuse are cut.
+  const { ptxCoef, ptxBatchSize, generationBatch: _batch, reuseIdenticalResponses: _reuse, activationCheckpointing: _recompute, microBatchSize: _micro, maxPromptTokens, ...rest } = config.ppo;
+  const ppo = maxPromptTokens === null ? rest : { ...rest, maxPromptTokens };
   const ptx = ptxCoef > 0 ? { ptxCoef, ptxBatchSize, ptxTemplate: config.sft.template, ptxMaxSeqLen: config.sft.maxSeqLen } : {};
   // f16 weights give other numbers; f32 stays out, so runs from before the field existed resume.
   const dtype = config.dtype === 'f32' ? {} : { dtype: config.dtype };

@@ -25,6 +25,24 @@ export interface RolloutContext {
   seed: number;
   /** Called with each group as soon as it is complete (the caller persists it). */
   onGroup: (group: RolloutGroup) => void;
+  /** Prompts cut to maxPromptTokens so far (the caller reads and resets it). */
+  truncatedPrompts?: number;
+}
+
+/** The longest prompt generate() is given: maxPromptTokens, and room for maxNewTokens in the model's context. */
+export function promptRoom(ctx: Pick<RolloutContext, 'model' | 'config'>): number {
+  const room = Math.min(ctx.config.maxPromptTokens ?? Infinity, ctx.model.config.maxPositionEmbeddings - ctx.config.maxNewTokens);
+  if (room < 1) throw new Error(`ppo: maxNewTokens (${ctx.config.maxNewTokens}) leaves no room for a prompt in the model's ${ctx.model.config.maxPositionEmbeddings}-token context`);
+  return room;
+}
+
+/** A state's prompt, cut to its last promptRoom() tokens where longer (counted in ctx.truncatedPrompts). */
+function statePrompt(ctx: RolloutContext, messages: Parameters<typeof renderPrompt>[1]): number[] {
+  const ids = renderPrompt(ctx.tokenizer, messages, ctx.config.compactPrompts);
+  const room = promptRoom(ctx);
+  if (ids.length <= room) return ids;
+  ctx.truncatedPrompts = (ctx.truncatedPrompts ?? 0) + 1;
+  return ids.slice(ids.length - room);
 }
 
 async function sample(ctx: RolloutContext, prompts: number[][], seed: number) {
@@ -67,7 +85,7 @@ export async function stepRollouts(ctx: RolloutContext, iteration: number, state
       const episodes = new Map<number, ActingEpisode[]>();
       for (const { g } of fresh) episodes.set(g, await unwrap(restores[g]!));
       const started = Date.now();
-      const prompts = run.map(({ g }) => saved.get(g)?.prompts[0] ?? renderPrompt(ctx.tokenizer, episodes.get(g)![0].messages(), ctx.config.compactPrompts));
+      const prompts = run.map(({ g }) => saved.get(g)?.prompts[0] ?? statePrompt(ctx, episodes.get(g)![0].messages()));
       // A run of one state keeps the seed a state had before runs existed (`.../${g}`).
       const generated = await sample(ctx, prompts.flatMap((p) => Array.from({ length: n }, () => p)), mixSeed(ctx.seed, `ppo/generate/${iteration}/${first}`));
       // Each group's share of the call, so that the groups' seconds add up to the iteration's generation time.
@@ -146,7 +164,7 @@ export async function episodeRollouts(ctx: RolloutContext, iteration: number, ta
       for (let round = 0; round < ctx.config.episodeMaxSteps; round++) {
         const live = episodes.map((ep, k) => ({ ep, k })).filter(({ ep }) => !ep.done);
         if (live.length === 0) break;
-        const prompts = live.map(({ ep }) => renderPrompt(ctx.tokenizer, ep.messages(), ctx.config.compactPrompts));
+        const prompts = live.map(({ ep }) => statePrompt(ctx, ep.messages()));
         const generated = await sample(ctx, prompts, mixSeed(ctx.seed, `ppo/episode/${iteration}/${g}/${round}`));
         const results = await Promise.all(
           live.map(async ({ ep, k }, j) => {
