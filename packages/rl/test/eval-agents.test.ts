@@ -81,6 +81,15 @@ describe('the policy agent', () => {
     const tight = policyAgent({ model, tokenizer, maxNewTokens: 2, temperature: 0, maxContext: 64 });
     await tight.respond(requests.slice(0, 1), { seed: 0 });
     expect(tight.stats.truncatedPrompts).toBe(1);
+    // batchFor sizes the generate() calls from the round's prompts: one a call samples what maxBatch 1 does.
+    const seen: number[][] = [];
+    const byPlan = policyAgent({ model, tokenizer, maxNewTokens: 2, temperature: 1, promptFormat: 'prompt', batchFor: (p) => (seen.push(p.map((x) => x.length)), 1) });
+    const oneByOne = policyAgent({ model, tokenizer, maxNewTokens: 2, temperature: 1, promptFormat: 'prompt', maxBatch: 1 });
+    expect(await byPlan.respond(requests, { seed: 11 })).toEqual(await oneByOne.respond(requests, { seed: 11 }));
+    expect(seen).toHaveLength(1);
+    expect(seen[0]).toHaveLength(2);
+    const broken = policyAgent({ model, tokenizer, maxNewTokens: 2, batchFor: () => 0 });
+    await expect(broken.respond(requests, { seed: 1 })).rejects.toThrow(/batchFor must give a positive integer, got 0/);
   }, 90_000);
 });
 

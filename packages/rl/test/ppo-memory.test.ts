@@ -4,9 +4,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Gpu, SeededRng, formatBytes } from '@mlagent/core-kernels';
-import { LoraAdapter, MemoryPlanError, QwenModel, TrainOptimizer, ValueHead, generate, initModel, loadQwenConfig, qwen25_7bConfig, type LoraModule, type ModelPreset } from '@mlagent/policy';
+import { LoraAdapter, MemoryPlanError, QwenModel, planMemory, TrainOptimizer, ValueHead, generate, initModel, loadQwenConfig, qwen25_7bConfig, type LoraModule, type ModelPreset } from '@mlagent/policy';
 import { loadTrainConfig, parseTrainConfig, type TrainConfig, type TrainConfigInput } from '../src/config/train-config.js';
 import { checkPpoMemory, planPpoMemory, type PpoMemoryShape } from '../src/ppo/memory-check.js';
+import { evalBatchFor } from '../src/eval/memory-check.js';
 import { checkSftMemory } from '../src/sft/memory-check.js';
 import { trainPipeline } from '../src/train/pipeline.js';
 import { ppoUpdate, type PpoSample } from '../src/ppo/update.js';
@@ -193,4 +194,25 @@ describe('mlagent train checks PPO before collecting', () => {
     const auto = { ...config, ppo: { ...config.ppo, microBatchSize: null } };
     expect(checkPpoMemory(cfg, auto, shape, { ...device, budgetBytes: budget }, { reference: true }).microBatchSize).toBeLessThan(64);
   }, 120_000);
+});
+
+describe('evalBatchFor', () => {
+  it("sizes evaluation's generate() calls for docs/training's Qwen2.5-7B config on 80 GiB, and refuses a prompt no call fits", () => {
+    const cfg = qwen25_7bConfig();
+    const config = loadTrainConfig(fileURLToPath(new URL('../../../docs/training/qwen2.5-7b-config.yaml', import.meta.url)));
+    const gpu80 = { software: false, maxBinding: 2 ** 31 - 4, budgetBytes: 80 * GiB };
+    const batchFor = evalBatchFor(cfg, config, gpu80)!;
+    // 104 live trajectories (13 tasks x 8) at prompts of up to 5,000 tokens.
+    const prompts = Array.from({ length: 104 }, (_, i) => new Array<number>(1000 + 38 * i).fill(1));
+    const b = batchFor(prompts);
+    const need = (batch: number) =>
+      planMemory(cfg, { batch, seqLen: 1000 + 38 * 103 + config.ppo.maxNewTokens, kvCache: true, dtype: 'f16', lora: { r: 64, targets: config.lora.targets as LoraModule[] } }).total;
+    expect(b).toBeGreaterThan(1);
+    expect(b).toBeLessThan(104);
+    expect(need(b)).toBeLessThanOrEqual(80 * GiB);
+    expect(need(b + 1)).toBeGreaterThan(80 * GiB);
+    expect(batchFor(prompts.slice(0, 3))).toBe(3);
+    expect(() => batchFor([new Array<number>(400_000).fill(1)])).toThrow(/^eval: one generate\(\) of 401024 tokens needs about [\d.]+ GiB of GPU memory, but the budget is 80\.00 GiB[\s\S]*ppo\.maxPromptTokens \(now 15000/);
+    expect(evalBatchFor(cfg, config, { ...gpu80, budgetBytes: undefined })).toBeUndefined();
+  });
 });

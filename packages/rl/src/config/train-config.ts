@@ -232,7 +232,7 @@ export const PPO_SECTION: SectionOf<PpoConfig> = {
     min: 1,
     nullable: true,
     default: null,
-    doc: "Longest prompt the policy is given in RL; a longer one keeps its end (as evaluation cuts prompts), and the iteration's metrics count them (truncatedPrompts). It bounds generation's KV caches and the update's passes, which the memory plan sizes. null: the model's max_position_embeddings − maxNewTokens, the most generate() takes.",
+    doc: "Longest prompt the policy is given in RL and in mlagent train's evaluation; a longer one keeps its end, and RL's iteration metrics count them (truncatedPrompts). It bounds generation's KV caches and the update's passes, which the memory plan sizes. null: the model's max_position_embeddings − maxNewTokens, the most generate() takes.",
   },
   envConcurrency: { kind: 'number', int: true, min: 1, default: 8, doc: 'Actions executed in the environment at once.' },
   episodeMaxSteps: { kind: 'number', int: true, min: 1, default: 10, doc: "Steps per episode when rollout = 'episode'." },

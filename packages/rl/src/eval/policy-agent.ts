@@ -28,6 +28,11 @@ export interface PolicyAgentOptions {
   stopStrings?: readonly string[];
   /** Most prompts per generate() call (default: the whole round). */
   maxBatch?: number;
+  /**
+   * How many of a round's prompts (token ids, as cut to the context) one generate() call takes, e.g. the most a
+   * memory plan fits (evalBatchFor); within maxBatch. Default: maxBatch.
+   */
+  batchFor?: (prompts: readonly (readonly number[])[]) => number;
   /** Prompt + response tokens at most (default: the model's max_position_embeddings); longer prompts keep their end. */
   maxContext?: number;
 }
@@ -90,9 +95,12 @@ export function policyAgent(options: PolicyAgentOptions): PolicyAgent {
       `${stats.cutAtLength} cut at ${maxNewTokens} tokens, ${stats.truncatedPrompts} prompts cut to the ${maxContext}-token context`,
     async respond(requests, round) {
       const out: string[] = [];
-      for (let b = 0; b < requests.length; b += maxBatch) {
-        const chunk = requests.slice(b, b + maxBatch);
-        const results = await generate(model, chunk.map(encode), {
+      const prompts = requests.map(encode);
+      const fits = options.batchFor ? options.batchFor(prompts) : Infinity;
+      if (!(Number.isInteger(fits) || fits === Infinity) || fits < 1) throw new RangeError(`policy agent: batchFor must give a positive integer, got ${fits}`);
+      const per = Math.min(maxBatch, fits);
+      for (let b = 0; b < requests.length; b += per) {
+        const results = await generate(model, prompts.slice(b, b + per), {
           maxNewTokens,
           temperature,
           topP: options.topP,

@@ -14,8 +14,9 @@ import type { EvalResult } from '../eval/results.js';
 import { formatPercent, mergeEvalResults, readEvalResult } from '../eval/table.js';
 import { writeReport } from '../report/html-report.js';
 import { probeFormat, spreadStates, type FormatProbeResult } from '../sft/format-probe.js';
+import { evalBatchFor } from '../eval/memory-check.js';
 import { checkPpoMemory } from '../ppo/memory-check.js';
-import { checkSftMemory } from '../sft/memory-check.js';
+import { checkSftMemory, planDevice } from '../sft/memory-check.js';
 import { sft } from '../sft/sft.js';
 import { trainPpo, type TrainPpoResult } from './ppo-loop.js';
 import { sftChats } from './expert-chats.js';
@@ -278,7 +279,18 @@ async function evaluateAdapters(
       const adapter = loadAdapter(model!, a.adapter);
       model!.adapter = adapter;
       try {
-        const inner = policyAgent({ model: model!, tokenizer: QwenTokenizer.fromDir(modelDir), name: `policy:${a.name}`, detail: `${modelDir} + ${a.adapter}`, maxNewTokens: config.ppo.maxNewTokens, temperature: config.eval.temperature });
+        // Prompts cut as RL cuts them; generate() calls as large as the memory plan fits, where the budget is known.
+        const maxPrompt = config.ppo.maxPromptTokens;
+        const inner = policyAgent({
+          model: model!,
+          tokenizer: QwenTokenizer.fromDir(modelDir),
+          name: `policy:${a.name}`,
+          detail: `${modelDir} + ${a.adapter}`,
+          maxNewTokens: config.ppo.maxNewTokens,
+          temperature: config.eval.temperature,
+          maxContext: maxPrompt === null ? undefined : Math.min(maxPrompt + config.ppo.maxNewTokens, model!.config.maxPositionEmbeddings),
+          batchFor: evalBatchFor(model!.config, config, planDevice(gpu!, options.memoryBudgetBytes)),
+        });
         results.push(
           await evaluate({
             tasks,

@@ -1,0 +1,45 @@
+import { formatBytes } from '@mlagent/core-kernels';
+import { MemoryPlanError, planMemory, type LoraModule, type QwenConfig } from '@mlagent/policy';
+import type { TrainConfig } from '../config/train-config.js';
+import type { PlanDevice } from '../sft/memory-check.js';
+
+/**
+ * For policyAgent's batchFor: the most of a round's prompts whose generate() call (KV caches at the longest prompt
+ * plus ppo.maxNewTokens, the model and its LoRA adapter) the memory plan fits in the device's budget. Undefined
+ * where the budget is unknown (every prompt in one call, as before). Throws a MemoryPlanError when not even one
+ * prompt fits, naming the config fields that shrink it.
+ */
+export function evalBatchFor(cfg: QwenConfig, config: TrainConfig, device: PlanDevice): ((prompts: readonly (readonly number[])[]) => number) | undefined {
+  const budget = device.budgetBytes;
+  if (budget === undefined) return undefined;
+  const c = config.ppo;
+  const need = (batch: number, seqLen: number) =>
+    planMemory(cfg, {
+      batch,
+      seqLen,
+      kvCache: true,
+      dtype: config.dtype,
+      lora: { r: config.lora.rank, targets: config.lora.targets as LoraModule[] },
+      headKernel: device.software ? 'cpu' : 'tiled',
+      maxBinding: device.maxBinding,
+      packedWeights: device.software,
+    }).total;
+  return (prompts) => {
+    if (prompts.length === 0) return 1;
+    const seqLen = Math.max(...prompts.map((p) => p.length)) + c.maxNewTokens;
+    if (need(1, seqLen) > budget) {
+      throw new MemoryPlanError(
+        `eval: one generate() of ${seqLen} tokens needs about ${formatBytes(need(1, seqLen))} of GPU memory, but the budget is ${formatBytes(budget)}.\n` +
+          `  in the config: ppo.maxPromptTokens (now ${c.maxPromptTokens}; it cuts evaluation's prompts too), ppo.maxNewTokens (now ${c.maxNewTokens}), dtype (now ${config.dtype}).`,
+      );
+    }
+    // The plan grows with the batch: the largest batch that fits, by bisection.
+    let [lo, hi] = [1, prompts.length];
+    while (lo < hi) {
+      const mid = Math.ceil((lo + hi) / 2);
+      if (need(mid, seqLen) <= budget) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  };
+}
