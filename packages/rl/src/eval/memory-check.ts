@@ -1,7 +1,7 @@
 import { formatBytes } from '@mlagent/core-kernels';
-import { MemoryPlanError, planMemory, type LoraModule, type QwenConfig } from '@mlagent/policy';
+import { MemoryPlanError, planMemory, type QwenConfig } from '@mlagent/policy';
 import type { TrainConfig } from '../config/train-config.js';
-import type { PlanDevice } from '../sft/memory-check.js';
+import { planOptions, type PlanDevice } from '../sft/memory-check.js';
 
 /**
  * For policyAgent's batchFor: the most of a round's prompts whose generate() call (KV caches at the longest prompt
@@ -14,16 +14,7 @@ export function evalBatchFor(cfg: QwenConfig, config: TrainConfig, device: PlanD
   if (budget === undefined) return undefined;
   const c = config.ppo;
   const need = (batch: number, seqLen: number) =>
-    planMemory(cfg, {
-      batch,
-      seqLen,
-      kvCache: true,
-      dtype: config.dtype,
-      lora: { r: config.lora.rank, targets: config.lora.targets as LoraModule[] },
-      headKernel: device.software ? 'cpu' : 'tiled',
-      maxBinding: device.maxBinding,
-      packedWeights: device.software,
-    }).total;
+    planMemory(cfg, { batch, seqLen, kvCache: true, ...planOptions(config, device) }).total;
   return (prompts) => {
     if (prompts.length === 0) return 1;
     const seqLen = Math.max(...prompts.map((p) => p.length)) + c.maxNewTokens;

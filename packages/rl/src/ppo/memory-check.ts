@@ -1,7 +1,7 @@
 import { formatBytes } from '@mlagent/core-kernels';
-import { MemoryPlanError, planMemory, type LoraModule, type MemoryPlan, type MemoryPlanOptions, type QwenConfig } from '@mlagent/policy';
+import { MemoryPlanError, planMemory, type MemoryPlan, type QwenConfig } from '@mlagent/policy';
 import type { TrainConfig } from '../config/train-config.js';
-import type { PlanDevice } from '../sft/memory-check.js';
+import { planOptions, type PlanDevice } from '../sft/memory-check.js';
 
 /** The lengths a PPO iteration works on. */
 export interface PpoMemoryShape {
@@ -56,14 +56,7 @@ export function planPpoMemory(
   const c = config.ppo;
   if (shape.samples.length === 0) throw new Error('planPpoMemory: no samples');
   if (!Number.isInteger(microBatchSize) || microBatchSize < 1) throw new Error(`planPpoMemory: microBatchSize must be a positive integer, got ${microBatchSize}`);
-  const lora = { r: config.lora.rank, targets: config.lora.targets as LoraModule[] };
-  const common: Omit<MemoryPlanOptions, 'batch' | 'seqLen'> = {
-    dtype: config.dtype,
-    lora,
-    headKernel: device.software ? 'cpu' : 'tiled',
-    maxBinding: device.maxBinding,
-    packedWeights: device.software,
-  };
+  const common = planOptions(config, device);
   const train = { ...common, training: true, checkpointing: c.activationCheckpointing };
   const B = Math.min(microBatchSize, c.minibatchSize, shape.samples.length);
   const longest = Math.max(...shape.samples.map((s) => s.prompt + s.response));

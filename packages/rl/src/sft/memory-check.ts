@@ -1,5 +1,5 @@
 import { formatBytes, isSoftwareAdapter, type Gpu } from '@mlagent/core-kernels';
-import { MemoryPlanError, assertFits, nvidiaFreeBytes, planMemory, type LoraModule, type MemoryPlan, type QwenConfig } from '@mlagent/policy';
+import { MemoryPlanError, assertFits, nvidiaFreeBytes, planMemory, type LoraModule, type MemoryPlan, type MemoryPlanOptions, type QwenConfig } from '@mlagent/policy';
 import type { TrainConfig } from '../config/train-config.js';
 
 /** What the plan needs to know of the device, and the memory it may use (undefined: unknown, nothing refused). */
@@ -27,6 +27,17 @@ export function planDevice(gpu: Gpu, budgetBytes?: number): PlanDevice {
   return { software: isSoftwareAdapter(gpu.adapter), maxBinding: gpu.maxBinding, budgetBytes: budgetBytes ?? deviceBudget(gpu) };
 }
 
+/** What every plan of a run shares: the weights' dtype, the run's LoRA, and the device's head kernels and packs. */
+export function planOptions(config: TrainConfig, device: PlanDevice): Omit<MemoryPlanOptions, 'batch' | 'seqLen'> {
+  return {
+    dtype: config.dtype,
+    lora: { r: config.lora.rank, targets: config.lora.targets as LoraModule[] },
+    headKernel: device.software ? 'cpu' : 'tiled',
+    maxBinding: device.maxBinding,
+    packedWeights: device.software,
+  };
+}
+
 /**
  * Plans the peak GPU memory of one SFT micro-batch of `batch` sequences of `seqLen` tokens (planMemory, every
  * token scored: an upper bound) and, where the device's budget is known, refuses a run that will not fit, naming
@@ -34,16 +45,7 @@ export function planDevice(gpu: Gpu, budgetBytes?: number): PlanDevice {
  */
 export function checkSftMemory(cfg: QwenConfig, config: TrainConfig, shape: { batch: number; seqLen: number }, device: PlanDevice): { plan: MemoryPlan; line: string } {
   const c = config.sft;
-  const plan = planMemory(cfg, {
-    ...shape,
-    dtype: config.dtype,
-    training: true,
-    checkpointing: c.activationCheckpointing,
-    lora: { r: config.lora.rank, targets: config.lora.targets as LoraModule[] },
-    headKernel: device.software ? 'cpu' : 'tiled',
-    maxBinding: device.maxBinding,
-    packedWeights: device.software,
-  });
+  const plan = planMemory(cfg, { ...shape, ...planOptions(config, device), training: true, checkpointing: c.activationCheckpointing });
   const what = `sft: a micro-batch of ${shape.batch} x ${shape.seqLen} tokens needs about ${formatBytes(plan.total)} of GPU memory`;
   try {
     assertFits(plan, { budgetBytes: device.budgetBytes ?? Number.POSITIVE_INFINITY });
