@@ -1,6 +1,7 @@
 // Our policy as an agent: each round's prompts are rendered with the policy's chat template and sampled in one
 // batched generate() call, stopping at the end of the turn or where the model starts writing the observation.
 import { defaultStopTokenIds, generate, type ChatTemplateName, type QwenModel, type QwenTokenizer } from '@mlagent/policy';
+import { keepPromptEnd } from '../train/prompt.js';
 import { DEFAULT_STOP_STRINGS, cutAtStop, type AgentRequest, type EvalAgent } from './agent.js';
 
 export interface PolicyAgentOptions {
@@ -79,9 +80,8 @@ export function policyAgent(options: PolicyAgentOptions): PolicyAgent {
           : r.turn.messages;
     const ids = tokenizer.encode(tokenizer.applyChatTemplate(chat, { template, addGenerationPrompt: true }));
     const room = maxContext - maxNewTokens;
-    if (ids.length <= room) return ids;
-    stats.truncatedPrompts++;
-    return ids.slice(ids.length - room);
+    if (ids.length > room) stats.truncatedPrompts++;
+    return keepPromptEnd(ids, room);
   };
 
   return {

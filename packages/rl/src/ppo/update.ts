@@ -290,10 +290,10 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
 }
 
 /** V(s) per sample: the critic's value at the last prompt token, without gradients. */
-async function stateValues(learner: PpoLearner, samples: PpoSample[], mb: number): Promise<Float64Array> {
+async function stateValues(learner: PpoLearner, samples: PpoSample[], micro: number): Promise<Float64Array> {
   const out = new Float64Array(samples.length);
-  for (let b = 0; b < samples.length; b += mb) {
-    const batch = samples.slice(b, b + mb);
+  for (let b = 0; b < samples.length; b += micro) {
+    const batch = samples.slice(b, b + micro);
     const pass = await valueForward(
       learner.model,
       learner.critic!,

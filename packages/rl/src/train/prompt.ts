@@ -25,3 +25,8 @@ export function policyChat(messages: readonly ChatMessage[], response: string, c
 export function renderPrompt(tokenizer: QwenTokenizer, messages: readonly ChatMessage[], compact: boolean): number[] {
   return tokenizer.encode(tokenizer.applyChatTemplate(policyMessages(messages, compact), { template: 'ml-agent', addGenerationPrompt: true }));
 }
+
+/** The last `room` tokens of a prompt, or all of it where it fits: RL and evaluation cut long prompts alike. */
+export function keepPromptEnd(ids: number[], room: number): number[] {
+  return ids.length <= room ? ids : ids.slice(ids.length - room);
+}

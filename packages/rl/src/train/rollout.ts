@@ -13,7 +13,7 @@ import { mixSeed } from '../collect/seeds.js';
 import type { PpoConfig } from '../config/train-config.js';
 import type { PoolState } from '../pool/states-pool.js';
 import type { ActingEpisode, ActionEnv } from './env.js';
-import { renderPrompt } from './prompt.js';
+import { keepPromptEnd, renderPrompt } from './prompt.js';
 import type { RolloutGroup, RolloutSample } from './rollouts.js';
 
 export interface RolloutContext {
@@ -40,9 +40,8 @@ export function promptRoom(ctx: Pick<RolloutContext, 'model' | 'config'>): numbe
 function statePrompt(ctx: RolloutContext, messages: Parameters<typeof renderPrompt>[1]): number[] {
   const ids = renderPrompt(ctx.tokenizer, messages, ctx.config.compactPrompts);
   const room = promptRoom(ctx);
-  if (ids.length <= room) return ids;
-  ctx.truncatedPrompts = (ctx.truncatedPrompts ?? 0) + 1;
-  return ids.slice(ids.length - room);
+  if (ids.length > room) ctx.truncatedPrompts = (ctx.truncatedPrompts ?? 0) + 1;
+  return keepPromptEnd(ids, room);
 }
 
 async function sample(ctx: RolloutContext, prompts: number[][], seed: number) {
