@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { loadQwenConfig, planMemory } from '@mlagent/policy';
 import { mlagent, tinyModel } from './run-cli.js';
 
 const dirs: string[] = [];
@@ -35,6 +36,8 @@ describe('mlagent eval', () => {
         [['--expert', 'scripted', '--tasks', 'house-prices', '--trajectories', '0'], /--trajectories must be an integer >= 1, got '0'/],
         [['--expert', 'scripted', '--tasks', 'house-prices', '--time-budget', 'soon'], /--time-budget must be a number > 0, got 'soon'/],
         [['--expert', 'scripted', '--tasks', 'house-prices', '--temperature=-1'], /--temperature must be a number >= 0/],
+        [['--expert', 'scripted', '--tasks', 'house-prices', '--max-prompt-tokens', '0'], /--max-prompt-tokens must be an integer >= 1, got '0'/],
+        [['--expert', 'scripted', '--tasks', 'house-prices', '--memory-budget', 'lots'], /--memory-budget must be a number in \[[\d.e-]+, [\d.e+]+\], got 'lots'/],
         [['--expert', 'scripted', '--tasks', 'no-such-task'], /cannot load task 'no-such-task'/],
         [['--compare', '/no/such/eval.json'], /cannot read \/no\/such\/eval\.json.*\(--compare\)/],
       ].map(([args, message]) => expectUsage(args as string[], message as RegExp)),
@@ -103,5 +106,30 @@ describe('mlagent eval', () => {
     const json = JSON.parse(readFileSync(path.join(out, 'eval.json'), 'utf8'));
     expect(json.agents[0]).toMatchObject({ name: 'policy:tiny', kind: 'policy', temperature: 1, detail: model });
     expect(json.agents[0].notes).toMatch(/^2 responses/);
+    expect(r.stderr).toMatch(/the device reports no memory size, so each round generates in one call/);
+  }, 90_000);
+
+  it("sizes the policy's generate() calls by --memory-budget, and refuses a prompt no call fits before any task runs", async () => {
+    const { tmp, model } = await tinyModel('qwen2', 1);
+    dirs.push(tmp);
+    // Prompts cut to their last 40 tokens: every call plans 40 + 2 tokens a sequence.
+    const need = (batch: number) =>
+      planMemory(loadQwenConfig(model), { batch, seqLen: 42, kvCache: true, dtype: 'f32', headKernel: 'cpu', packedWeights: true, maxBinding: 128 * 2 ** 20 }).total;
+    const args = ['--model', model, '--tasks', 'house-prices', '--trajectories', '3', '--concurrency', '3', '--max-steps', '1', '--max-new-tokens', '2', '--max-prompt-tokens', '40'];
+    const gib = (bytes: number) => String(bytes / 2 ** 30);
+
+    const out = path.join(tmp, 'eval');
+    const r = await mlagent('eval', ...args, '--memory-budget', gib((need(1) + need(2)) / 2), '--out', out);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/eval: generating 1 of a round's 3 prompts a call \(prompts up to 40 tokens; /);
+    const json = JSON.parse(readFileSync(path.join(out, 'eval.json'), 'utf8'));
+    expect(json.agents[0].notes).toMatch(/^3 responses, .* 3 prompts cut to the 42-token context/);
+
+    const refused = path.join(tmp, 'refused');
+    const small = await mlagent('eval', ...args, '--memory-budget', gib(need(1) * 0.9), '--out', refused);
+    expect(small.code, small.stderr).toBe(2);
+    expect(small.stderr).toMatch(/one generate\(\) of 42 tokens needs about [\d.]+ [KM]iB of GPU memory, but the budget is [\d.]+ [KM]iB\.\n {2}--max-prompt-tokens \(prompts keep their end\), --max-new-tokens \(now 2\), --dtype \(now f32\)/);
+    expect(small.stderr).not.toMatch(/preparing/);
+    expect(existsSync(refused)).toBe(false);
   }, 90_000);
 });

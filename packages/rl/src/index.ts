@@ -92,7 +92,7 @@ export { epochBatches, trainEvalSplit, shuffledIndices } from './sft/batches.js'
 export { ppoUpdate, type PpoSample, type PpoLearner, type PpoUpdateOptions, type PpoUpdateStats } from './ppo/update.js';
 export { checkPpoMemory, planPpoMemory, type PpoMemoryCheck, type PpoMemoryPlan, type PpoMemoryPhase, type PpoMemoryShape } from './ppo/memory-check.js';
 export { planDevice, type PlanDevice } from './sft/memory-check.js';
-export { evalBatchFor } from './eval/memory-check.js';
+export { evalBatchFor, type EvalBatchOptions } from './eval/memory-check.js';
 // Evaluation: full episodes per task with the policy, an endpoint or an expert; Table-1 results as JSON and markdown.
 export { evaluate, writeEvalResult, type EvaluateOptions, type EvalStepRecord, type StartEvalEpisode } from './eval/evaluate.js';
 export { expertAgent, endpointAgent, cutAtStop, roundSeed, DEFAULT_STOP_STRINGS, type EvalAgent, type AgentRequest, type ExpertAgentOptions, type EndpointAgentOptions } from './eval/agent.js';

@@ -214,5 +214,14 @@ describe('evalBatchFor', () => {
     expect(batchFor(prompts.slice(0, 3))).toBe(3);
     expect(() => batchFor([new Array<number>(400_000).fill(1)])).toThrow(/^eval: one generate\(\) of 401024 tokens needs about [\d.]+ GiB of GPU memory, but the budget is 80\.00 GiB[\s\S]*ppo\.maxPromptTokens \(now 15000/);
     expect(evalBatchFor(cfg, config, { ...gpu80, budgetBytes: undefined })).toBeUndefined();
+
+    // A model without an adapter (mlagent eval --model alone) plans no LoRA; the refusal names what the caller gives.
+    const bare = evalBatchFor(cfg, config, gpu80, { lora: null, shrink: 'try --max-prompt-tokens' })!;
+    const bareNeed = (batch: number) => planMemory(cfg, { batch, seqLen: 1000 + 38 * 103 + config.ppo.maxNewTokens, kvCache: true, dtype: 'f16' }).total;
+    const nb = bare(prompts);
+    expect(bareNeed(nb)).toBeLessThanOrEqual(80 * GiB);
+    expect(bareNeed(nb + 1)).toBeGreaterThan(80 * GiB);
+    expect(nb).toBeGreaterThanOrEqual(b);
+    expect(() => bare([new Array<number>(400_000).fill(1)])).toThrow(/80\.00 GiB\.\n {2}try --max-prompt-tokens\.$/);
   });
 });

@@ -6,11 +6,13 @@ import {
   ScriptedExpert,
   defaultTrainConfig,
   endpointAgent,
+  evalBatchFor,
   evalMarkdown,
   evaluate,
   expertAgent,
   loadTrainConfig,
   mergeEvalResults,
+  planDevice,
   policyAgent,
   readEvalResult,
   writeEvalResult,
@@ -19,15 +21,17 @@ import {
   type PromptFormat,
   type TrainConfig,
 } from '@mlagent/rl';
+import { formatBytes } from '@mlagent/core-kernels';
 import { CommandFailedError, UsageError, parse } from '../args.js';
 import { checkEndpointFirst } from '../endpoint-check.js';
 import { REDIS_OPTIONS, REDIS_USAGE, remoteFromArgs } from '../remote-episodes.js';
-import { MODEL_USAGE, checkModelArgs, loadPolicy, type LoadedPolicy } from '../policy-args.js';
+import { MODEL_USAGE, checkModelArgs, loadPolicy, numberArg, type LoadedPolicy } from '../policy-args.js';
 
 export const evalUsage = `mlagent eval (--model DIR [--adapter DIR] | --endpoint URL --endpoint-model NAME | --expert scripted)
           --tasks held-in|held-out|all|NAME[,NAME] [--trajectories N] [--max-steps S] [--time-budget SEC]
           [--out DIR] [--force] [--concurrency C] [--no-share] [--seed S] [--temperature T] [--max-new-tokens N]
-          [--prompt-format messages|compact|prompt] [--name NAME] [--config FILE] [--compare FILE]... [--json]
+          [--prompt-format messages|compact|prompt] [--max-prompt-tokens N] [--memory-budget GIB] [--name NAME]
+          [--config FILE] [--compare FILE]... [--json]
           [--redis URL [--queue NAME]]
 mlagent eval --compare FILE --compare FILE... [--out DIR] [--json]
   Runs full episodes per task with one agent and reports, per task, the average and best score over the
@@ -39,6 +43,10 @@ mlagent eval --compare FILE --compare FILE... [--out DIR] [--json]
   or the scripted expert (seeded with idea plans as collection draws them; --ideas K, default 10).
   Defaults come from the eval section of --config (else the built-in defaults): 8 trajectories, 10 steps, a
   3600 s time budget per trajectory, temperature 0.7; --concurrency defaults to 1, --seed to the config's.
+  The policy's prompts keep their last --max-prompt-tokens tokens (default: the config's ppo.maxPromptTokens, else
+  the model's context less --max-new-tokens). Where the GPU's memory is known (--memory-budget GiB, else
+  nvidia-smi's), each round's generation is split into the largest calls the memory plan fits, so a large
+  --concurrency cannot run the device out of memory; a prompt that no call fits is refused before generating.
   Trajectories of a task that start in the same round and give the same responses share one episode: each such
   step runs once and they fork where their responses differ, after the run where only the wording of the action
   call differs (eval-steps.jsonl marks the shared steps). With a
@@ -70,6 +78,8 @@ const OPTIONS = {
   temperature: { type: 'string' },
   'max-new-tokens': { type: 'string', default: '1024' },
   'prompt-format': { type: 'string', default: 'messages' },
+  'max-prompt-tokens': { type: 'string' },
+  'memory-budget': { type: 'string' },
   name: { type: 'string' },
   config: { type: 'string' },
   compare: { type: 'string', multiple: true },
@@ -144,6 +154,36 @@ function makeEndpointAgent(url: string, model: string, temperature: number, name
   }
 }
 
+/**
+ * The policy agent's batchFor: each round's prompts in the largest generate() calls the memory plan fits on the
+ * device's budget, logged when the size changes. Undefined where the budget is unknown (one call a round). Refuses
+ * (MemoryPlanError) before any task runs when one prompt of the longest kept length would not fit.
+ */
+function sizedCalls(policy: LoadedPolicy, dtype: 'f32' | 'f16', config: TrainConfig, maxNewTokens: number, maxContext: number, budgetGiB: number | undefined) {
+  const device = planDevice(policy.gpu, budgetGiB === undefined ? undefined : budgetGiB * 1024 ** 3);
+  const adapter = policy.model.adapter;
+  const planned = { ...config, dtype, ppo: { ...config.ppo, maxNewTokens } };
+  const fits = evalBatchFor(policy.model.config, planned, device, {
+    lora: adapter ? { r: adapter.config.r, targets: adapter.config.targetModules } : null,
+    shrink: `--max-prompt-tokens (prompts keep their end), --max-new-tokens (now ${maxNewTokens}), --dtype (now ${dtype})`,
+  });
+  if (fits === undefined) {
+    process.stderr.write('eval: the device reports no memory size, so each round generates in one call (--memory-budget GiB sizes them)\n');
+    return undefined;
+  }
+  fits([new Array<number>(maxContext - maxNewTokens).fill(0)]);
+  let last = 0;
+  return (prompts: readonly (readonly number[])[]) => {
+    const n = fits(prompts);
+    if (n !== last && n < prompts.length) {
+      const longest = Math.max(...prompts.map((p) => p.length));
+      process.stderr.write(`\neval: generating ${n} of a round's ${prompts.length} prompts a call (prompts up to ${longest} tokens; ${formatBytes(device.budgetBytes!)} budget)\n`);
+    }
+    last = n;
+    return n;
+  };
+}
+
 function print(result: EvalResult, json: boolean): void {
   console.log(json ? JSON.stringify(result, null, 2) : evalMarkdown(result));
 }
@@ -191,6 +231,8 @@ export async function evalCommand(argv: string[]): Promise<void> {
   const seed = number('seed', v.seed, config.seed);
   const ideas = number('ideas', v.ideas, 10, { min: 1 });
   const maxNewTokens = number('max-new-tokens', v['max-new-tokens'], 1024, { min: 1 });
+  const maxPromptTokens = v['max-prompt-tokens'] === undefined ? config.ppo.maxPromptTokens : number('max-prompt-tokens', v['max-prompt-tokens'], 0, { min: 1 });
+  const budgetGiB = numberArg(cmd, 'memory-budget', v['memory-budget'], { min: 0.000001 });
   const timeBudgetSec = number('time-budget', v['time-budget'], config.eval.timeBudget, { integer: false });
   const temperature = v.temperature === undefined ? config.eval.temperature : Number(v.temperature);
   if (!(temperature >= 0) || !Number.isFinite(temperature) || v.temperature?.trim() === '')
@@ -210,7 +252,28 @@ export async function evalCommand(argv: string[]): Promise<void> {
   if (agent === undefined) {
     policy = await loadPolicy(cmd, v);
     const name = v.name ?? `policy:${basename(resolve(v.model!))}${v.adapter ? `+${basename(resolve(v.adapter))}` : ''}`;
-    agent = policyAgent({ model: policy.model, tokenizer: policy.tokenizer, name, detail: [v.model, v.adapter].filter(Boolean).join(' + '), temperature, maxNewTokens, promptFormat });
+    const model = policy.model;
+    const context = model.config.maxPositionEmbeddings;
+    const maxContext = maxPromptTokens === null ? context : Math.min(maxPromptTokens + maxNewTokens, context);
+    let batchFor;
+    try {
+      if (!(maxContext > maxNewTokens)) throw new UsageError(`eval: --max-new-tokens ${maxNewTokens} leaves no room for a prompt in the model's ${context}-token context`);
+      batchFor = sizedCalls(policy, v.dtype as 'f32' | 'f16', config, maxNewTokens, maxContext, budgetGiB);
+    } catch (e) {
+      policy.close();
+      throw e;
+    }
+    agent = policyAgent({
+      model,
+      tokenizer: policy.tokenizer,
+      name,
+      detail: [v.model, v.adapter].filter(Boolean).join(' + '),
+      temperature,
+      maxNewTokens,
+      promptFormat,
+      maxContext,
+      batchFor,
+    });
   }
 
   // Ctrl-C: no new trajectory starts and the results so far are written; a second Ctrl-C exits at once.
