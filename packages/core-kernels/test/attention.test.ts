@@ -307,7 +307,8 @@ describe('attention backward', () => {
 });
 
 describe('attention decode', () => {
-  const DEC: Array<{ B: number; T: number; Smax: number; Hq: number; Hkv: number; D: number; lengths: number[]; dtype?: F; splits?: number; bk?: number }> = [
+  // kvDtype: f16 caches under f32 queries (generate()'s caches for f16 weights).
+  const DEC: Array<{ B: number; T: number; Smax: number; Hq: number; Hkv: number; D: number; lengths: number[]; dtype?: F; kvDtype?: F; splits?: number; bk?: number }> = [
     { B: 2, T: 1, Smax: 40, Hq: 4, Hkv: 2, D: 16, lengths: [40, 13] },
     { B: 1, T: 1, Smax: 37, Hq: 7, Hkv: 1, D: 24, lengths: [37], splits: 5, bk: 4 },
     { B: 3, T: 3, Smax: 21, Hq: 6, Hkv: 2, D: 20, lengths: [21, 3, 9], splits: 1 },
@@ -324,17 +325,22 @@ describe('attention decode', () => {
     // above (7 one-row blocks, 5 chunks) and the D 128 one (one-row blocks, 2 chunks).
     { B: 2, T: 2, Smax: 26, Hq: 6, Hkv: 2, D: 20, lengths: [26, 9], splits: 1 },
     { B: 1, T: 1, Smax: 75, Hq: 14, Hkv: 2, D: 64, lengths: [75] },
+    // f16 caches under f32 queries: the workgroup kernel on rows that are not whole vec4s, and both kernels at D 16.
+    { B: 3, T: 2, Smax: 23, Hq: 6, Hkv: 2, D: 18, lengths: [23, 2, 11], kvDtype: 'f16', splits: 3 },
+    { B: 2, T: 1, Smax: 40, Hq: 4, Hkv: 2, D: 16, lengths: [40, 13], kvDtype: 'f16' },
   ];
   for (const c of DEC) {
-    it(`matches the reference and the full forward: B${c.B} T${c.T} Smax${c.Smax} Hq${c.Hq} Hkv${c.Hkv} D${c.D} ${c.dtype ?? 'f32'} splits ${c.splits ?? 'auto'}`, async () => {
+    const kvLabel = c.kvDtype ? ` kv ${c.kvDtype}` : '';
+    it(`matches the reference and the full forward: B${c.B} T${c.T} Smax${c.Smax} Hq${c.Hq} Hkv${c.Hkv} D${c.D} ${c.dtype ?? 'f32'}${kvLabel} splits ${c.splits ?? 'auto'}`, async () => {
       const gpu = await testGpu();
       const rng = new Rng(4000 + c.Smax);
       const dt = c.dtype ?? 'f32';
-      const r = (n: number) => (dt === 'f16' ? roundToF16(rng.randn(n)) : rng.randn(n));
+      const kvDt = c.kvDtype ?? dt;
+      const r = (n: number, t: F = dt) => (t === 'f16' ? roundToF16(rng.randn(n)) : rng.randn(n));
       // The whole sequences: queries for every position, and the cache rows.
       const qFull = r(c.B * c.Smax * c.Hq * c.D);
-      const kc = r(c.B * c.Smax * c.Hkv * c.D);
-      const vc = r(c.B * c.Smax * c.Hkv * c.D);
+      const kc = r(c.B * c.Smax * c.Hkv * c.D, kvDt);
+      const vc = r(c.B * c.Smax * c.Hkv * c.D, kvDt);
       const row = c.Hq * c.D;
       const qNew = new Float32Array(c.B * c.T * row);
       for (let b = 0; b < c.B; b++) {
@@ -344,8 +350,8 @@ describe('attention decode', () => {
         }
       }
       const tq = gpu.tensor([c.B, c.T, c.Hq, c.D], dt, qNew);
-      const tk = gpu.tensor([c.B, c.Smax, c.Hkv, c.D], dt, kc);
-      const tv = gpu.tensor([c.B, c.Smax, c.Hkv, c.D], dt, vc);
+      const tk = gpu.tensor([c.B, c.Smax, c.Hkv, c.D], kvDt, kc);
+      const tv = gpu.tensor([c.B, c.Smax, c.Hkv, c.D], kvDt, vc);
       const lens = gpu.tensor([c.B], 'i32', c.lengths);
       const tol = TOL[dt];
       const want = attentionDecodeRef(qNew, kc, vc, c, c.lengths);
@@ -361,7 +367,9 @@ describe('attention decode', () => {
       // The full causal forward over the padded batch gives the same rows at positions len-T..len-1.
       const tqFull = gpu.tensor([c.B, c.Smax, c.Hq, c.D], dt, qFull);
       // The workgroup forward: its pipelines are compiled for this file anyway, unlike the CPU ones at these head dims.
-      const full = await attention(gpu, tqFull, tk, tv, { lengths: lens, path: 'scalar' }).o.read();
+      // It takes one dtype: f16 caches' values go to it in f32, exactly.
+      const [fk, fv] = kvDt === dt ? [tk, tv] : [gpu.tensor(tk.shape, dt, kc), gpu.tensor(tv.shape, dt, vc)];
+      const full = await attention(gpu, tqFull, fk, fv, { lengths: lens, path: 'scalar' }).o.read();
       const expected = new Float32Array(o.length);
       for (let b = 0; b < c.B; b++) {
         for (let t = 0; t < c.T; t++) {
@@ -370,7 +378,7 @@ describe('attention decode', () => {
         }
       }
       expectClose(o, expected, tol, 'decode vs forward');
-      dispose(tq, tk, tv, lens, tqFull);
+      dispose(tq, tk, tv, lens, tqFull, fk, fv);
     });
   }
 
@@ -444,6 +452,41 @@ describe('attention decode', () => {
       expect(() => attentionCacheAppendKV(gpu, kc2, vc2, tx, short, tp)).toThrowError(/same shapes/);
       dispose(tc, tx, tp, kc2, vc2, tv, short);
     }
+  });
+
+  it('rounds f32 rows into an f16 cache, and writes a run of the batch (batchStart) at any offset', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(56);
+    // Items of 7·2·6 f16 elements (168 bytes): runs from item 1 sit off the binding alignment and go through copies;
+    // a run from item 0 is bound in place.
+    const dims = { B: 4, T: 3, Smax: 7, Hkv: 2, D: 6 };
+    const row = dims.Hkv * dims.D;
+    for (const [b0, n, positions] of [[1, 2, [0, 4]], [0, 3, [2, 0, 5]], [3, 1, [6]]] as const) {
+      const cache = roundToF16(rng.randn(dims.B * dims.Smax * row));
+      const vCache = roundToF16(rng.randn(cache.length));
+      const [k, v] = [rng.randn(n * dims.T * row), rng.randn(n * dims.T * row)];
+      const [tk, tv] = [gpu.tensor([dims.B, dims.Smax, dims.Hkv, dims.D], 'f16', cache), gpu.tensor([dims.B, dims.Smax, dims.Hkv, dims.D], 'f16', vCache)];
+      const [xk, xv] = [gpu.tensor([n, dims.T, dims.Hkv, dims.D], 'f32', k), gpu.tensor([n, dims.T, dims.Hkv, dims.D], 'f32', v)];
+      const tp = gpu.tensor([n], 'i32', [...positions]);
+      attentionCacheAppendKV(gpu, tk, tv, xk, xv, tp, { batchStart: b0 });
+      // The reference on the whole batch: items outside the run keep their rows (positions past Smax drop them).
+      const whole = (x: Float32Array) => {
+        const out = new Float32Array(dims.B * dims.T * row);
+        out.set(roundToF16(x), b0 * dims.T * row);
+        return out;
+      };
+      const allPositions = Array.from({ length: dims.B }, (_, b) => (b >= b0 && b < b0 + n ? positions[b - b0] : dims.Smax));
+      const [wantK, wantV] = [cache.slice(), vCache.slice()];
+      attentionCacheAppendRef(wantK, whole(k), dims, allPositions);
+      attentionCacheAppendRef(wantV, whole(v), dims, allPositions);
+      expect(Array.from(await tk.read()), `k from ${b0}`).toEqual(Array.from(wantK));
+      expect(Array.from(await tv.read()), `v from ${b0}`).toEqual(Array.from(wantV));
+      dispose(tk, tv, xk, xv, tp);
+    }
+    const [c, x, p] = [gpu.tensor([2, 4, 1, 4], 'f16'), gpu.tensor([2, 1, 1, 4], 'f32'), gpu.tensor([2], 'i32', [0, 0])];
+    expect(() => attentionCacheAppend(gpu, c, x, p, { batchStart: 1 })).toThrowError(/x's 2 sequences from batchStart 1 must lie within the cache's batch/);
+    expect(() => attentionCacheAppend(gpu, c, x, p, { batchStart: -1 })).toThrowError(/batchStart -1/);
+    dispose(c, x, p);
   });
 
   it('append then decode step by step equals the full forward', async () => {

@@ -42,6 +42,11 @@ export interface GenerateOptions {
    * activations stay bounded however many prompts are sampled together. Default PREFILL_TOKENS.
    */
   prefillTokens?: number;
+  /**
+   * dtype of the KV caches: f16 halves generation's largest buffers (K/V are rounded as they are written; scores
+   * and softmax stay f32). Default: the model's dtype (f16 caches for f16 weights). 'f16' needs shader-f16.
+   */
+  kvDtype?: 'f32' | 'f16';
 }
 
 /** generate()'s default prefillTokens: on Qwen2.5-7B, about 3 GiB of prefill activations. */
@@ -117,6 +122,9 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
   const stopMatcher = stopStrings.length > 0 ? new StopStringMatcher(stopStrings, opts.decode!) : undefined;
   const prefillTokens = opts.prefillTokens ?? PREFILL_TOKENS;
   if (!Number.isInteger(prefillTokens) || prefillTokens < 1) fail(`prefillTokens must be a positive integer, got ${prefillTokens}`);
+  const kvDtype = opts.kvDtype ?? model.dtype;
+  if (kvDtype !== 'f32' && kvDtype !== 'f16') fail(`kvDtype must be 'f32' or 'f16', got ${String(kvDtype)}`);
+  if (kvDtype === 'f16' && !model.gpu.features.shaderF16) fail("kvDtype 'f16' needs the shader-f16 feature, which this adapter lacks; use 'f32'");
 
   const gpu = model.gpu;
   const B = prompts.length;
@@ -141,8 +149,8 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
     const kc: Tensor[] = [];
     const vc: Tensor[] = [];
     for (let l = 0; l < cfg.numLayers; l++) {
-      kc.push(gpu.keep(gpu.zeros([B, Smax, nkv, D], 'f32', 'generate kCache')));
-      vc.push(gpu.keep(gpu.zeros([B, Smax, nkv, D], 'f32', 'generate vCache')));
+      kc.push(gpu.keep(gpu.zeros([B, Smax, nkv, D], kvDtype, 'generate kCache')));
+      vc.push(gpu.keep(gpu.zeros([B, Smax, nkv, D], kvDtype, 'generate vCache')));
       caches.push(kc[l], vc[l]);
     }
 
@@ -184,6 +192,7 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
         const flat = new Int32Array(n * Tr);
         for (let b = b0; b < b1; b++) flat.set(prompts[b], (b - b0) * Tr);
         const lengths = gpu.keep(gpu.tensor([n], 'i32', runLens, 'generate lengths'));
+        const atStart = gpu.keep(gpu.zeros([n], 'i32', 'generate prefill positions'));
         // h owns its buffer (a reshape view would not free it).
         let h: Tensor = gpu.keep(embedding(gpu, flat, model.weights.embed));
         try {
@@ -194,11 +203,7 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
               gpu.scope(() =>
                 model.layer(L, input, {}, (q, k, v) => {
                   // Row b of k [n, Tr, Hkv, D] goes to positions 0..Tr-1 of cache row b0 + b.
-                  for (let b = 0; b < n; b++) {
-                    const dst = (c: Tensor) => c.reshape([B * Smax, nkv * D]).rows((b0 + b) * Smax, Tr);
-                    gpu.copyTensor(k.reshape([n * Tr, nkv * D]).rows(b * Tr, Tr), dst(kc[l]));
-                    gpu.copyTensor(v.reshape([n * Tr, nkv * D]).rows(b * Tr, Tr), dst(vc[l]));
-                  }
+                  attentionCacheAppendKV(gpu, kc[l], vc[l], k, v, atStart, { batchStart: b0 });
                   return attention(gpu, q, k, v, { causal: true, lengths }).o;
                 }),
               ),
@@ -212,6 +217,7 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
         } finally {
           h.dispose();
           lengths.dispose();
+          atStart.dispose();
         }
       }
       prefillLogits = model.head(last);
@@ -236,7 +242,7 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
         layers.forEach((L, l) => {
           h = model.layer(L, h, { positions }, (q, k, v) => {
             attentionCacheAppendKV(gpu, kc[l], vc[l], k, v, positions);
-            return attentionDecode(gpu, q, kc[l] as Tensor<'f32'>, vc[l] as Tensor<'f32'>, lengths);
+            return attentionDecode(gpu, q, kc[l] as Tensor<'f32' | 'f16'>, vc[l] as Tensor<'f32' | 'f16'>, lengths);
           });
         });
         return model.head(h.reshape([B, H]));

@@ -35,8 +35,10 @@ export interface MemoryPlanOptions {
    * PPO's response tokens), at most batch·seqLen. Default: every token scored, without a row selection.
    */
   scoredRows?: number;
-  /** Generation with a KV cache (f32, [B, seqLen, Hkv, D] per layer for K and V). */
+  /** Generation with a KV cache ([B, seqLen, Hkv, D] per layer for K and V). */
   kvCache?: boolean;
+  /** The KV caches' dtype (generate()'s kvDtype). Default: dtype, as generate() does. */
+  kvDtype?: 'f32' | 'f16';
   /** Generation: generate()'s prefillTokens (default PREFILL_TOKENS). */
   prefillTokens?: number;
   /**
@@ -90,6 +92,7 @@ export interface MemoryPlan {
 }
 
 const f32 = (n: number) => sizeClass(n * 4);
+const f16 = (n: number) => sizeClass(n * 2);
 
 /** Scratch (as core-kernels' headForward sizes it) and outputs (logprob/entropy/lse per token) of the fused LM head. */
 function fusedHeadBytes(N: number, H: number, V: number, head: { cpu: boolean; maxBinding: number }): number {
@@ -186,6 +189,8 @@ export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan
   const training = opts.training ?? false;
   const checkpointing = opts.checkpointing ?? false;
   const kvCache = opts.kvCache ?? false;
+  const kvDtype = opts.kvDtype ?? dtype;
+  if (kvDtype !== 'f32' && kvDtype !== 'f16') fail(`kvDtype must be 'f32' or 'f16', got ${String(kvDtype)}`);
   const logits = training ? 'fused' : (opts.logits ?? (kvCache ? 'last' : 'all'));
   const prefillTokens = opts.prefillTokens ?? PREFILL_TOKENS;
   if (!Number.isInteger(prefillTokens) || prefillTokens < 1) fail(`prefillTokens must be a positive integer, got ${prefillTokens}`);
@@ -292,9 +297,9 @@ export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan
 
   let kv = 0;
   if (kvCache) {
-    const perBuffer = buffer('KV cache (one layer, K or V)', f32(B * T * nkv * D));
+    const perBuffer = buffer('KV cache (one layer, K or V)', (kvDtype === 'f16' ? f16 : f32)(B * T * nkv * D));
     kv = 2 * L * perBuffer;
-    items.push({ name: `KV cache (f32, ${L} layers x K,V x [${B}, ${T}, ${nkv}, ${D}])`, bytes: kv });
+    items.push({ name: `KV cache (${kvDtype}, ${L} layers x K,V x [${B}, ${T}, ${nkv}, ${D}])`, bytes: kv });
   }
 
   items.sort((a, b) => b.bytes - a.bytes);
@@ -317,6 +322,7 @@ export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan
       training,
       checkpointing,
       kvCache,
+      kvDtype,
       prefillTokens,
       logits,
       headKernel,

@@ -94,6 +94,39 @@ describe('generate with a KV cache against the full forward', () => {
   });
 });
 
+describe('generate with f16 KV caches (kvDtype)', () => {
+  const maxDiff = (a: GenerateResult[], b: GenerateResult[]) => Math.max(...a.flatMap((r, i) => r.logprobs.map((x, j) => Math.abs(x - b[i].logprobs[j]))));
+
+  it("qwen2 tiny: f16 caches sample the f32 caches' greedy tokens, with logprobs within f16 rounding of K and V", async () => {
+    const model = models.qwen2!;
+    const f32 = await generate(model, PROMPTS, { maxNewTokens: 6, temperature: 0 });
+    const f16 = await generate(model, PROMPTS, { maxNewTokens: 6, temperature: 0, kvDtype: 'f16' });
+    expect(f16.map((r) => r.ids)).toEqual(f32.map((r) => r.ids));
+    const err = maxDiff(f16, f32);
+    console.log(`f16 KV caches: max |logprob - f32 caches'| ${err.toExponential(2)}`);
+    // Rounded K/V change the numbers (the f16 caches were used), by about f16's relative precision.
+    expect(err).toBeGreaterThan(0);
+    expect(err).toBeLessThan(5e-3);
+  });
+
+  it('are the default for f16 weights, and f32 caches can be asked for', async () => {
+    if (!gpu.features.shaderF16) return expect(generate(models.qwen2!, PROMPTS, { maxNewTokens: 2, kvDtype: 'f16' })).rejects.toThrow(/needs the shader-f16 feature/);
+    const dir = writeModel('qwen2', 41);
+    dirs.push(dir);
+    const model = await QwenModel.load(gpu, dir, { dtype: 'f16' });
+    try {
+      const opts = { maxNewTokens: 4, temperature: 0.7, seed: 11 };
+      const byDefault = await generate(model, PROMPTS, opts);
+      expect(byDefault).toEqual(await generate(model, PROMPTS, { ...opts, kvDtype: 'f16' }));
+      const f32 = await generate(model, PROMPTS, { ...opts, kvDtype: 'f32' });
+      expect(f32.map((r) => r.ids)).toEqual(byDefault.map((r) => r.ids));
+      expect(maxDiff(f32, byDefault)).toBeGreaterThan(0);
+    } finally {
+      model.dispose();
+    }
+  });
+});
+
 describe('generate through an adapter', () => {
   it('samples through the adapter folded into the weights (by default on a small f32 model) as the LoRA path does', async () => {
     const model = models.qwen2!;
@@ -341,6 +374,7 @@ describe('generate argument validation', () => {
     await expect(generate(model, [[1]], { maxNewTokens: 2, stopStrings: ['x'] })).rejects.toThrow(/stopStrings needs a decode/);
     await expect(generate(model, [[1]], { maxNewTokens: 1e9 })).rejects.toThrow(/max_position_embeddings/);
     await expect(generate(model, [[1]], { maxNewTokens: 2, prefillTokens: 0 })).rejects.toThrow(/prefillTokens must be a positive integer, got 0/);
+    await expect(generate(model, [[1]], { maxNewTokens: 2, kvDtype: 'bf16' as 'f16' })).rejects.toThrow(/kvDtype must be 'f32' or 'f16', got bf16/);
   });
 });
 

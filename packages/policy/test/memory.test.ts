@@ -108,6 +108,15 @@ describe('planMemory against the allocator peak', () => {
       });
       expectClose(`${label}, generate B=${B} prompt ${T} + ${newTokens}, prefill in runs of 1`, dir, { batch: B, seqLen: T + newTokens, kvCache: true, prefillTokens }, genRuns);
       if (small) expect(genRuns).toBeLessThan(gen);
+
+      // f16 KV caches under the f32 weights: half the caches' bytes.
+      const genF16 = await measured(dir, async (m) => {
+        await generate(m, ids, { maxNewTokens: newTokens, temperature: 0, kvDtype: 'f16' });
+      });
+      expectClose(`${label}, generate B=${B} prompt ${T} + ${newTokens}, f16 KV caches`, dir, { batch: B, seqLen: T + newTokens, kvCache: true, kvDtype: 'f16' }, genF16);
+      const plans = (['f32', 'f16'] as const).map((kvDtype) => planMemory(loadQwenConfig(dir), { batch: B, seqLen: T + newTokens, kvCache: true, kvDtype }).kvCache);
+      expect(plans[1]).toBeLessThanOrEqual(plans[0] / 2 + 2 * loadQwenConfig(dir).numLayers * 256);
+      expect(genF16).toBeLessThan(gen);
     });
   }
 });
@@ -280,6 +289,7 @@ describe('assertFits', () => {
     expect(() => planMemory(QWEN7B, { batch: 2, seqLen: 10, training: true, lora, head: 'value', scoredRows: 5 })).toThrow(/scoredRows is for training with the LM head/);
     expect(() => planMemory(QWEN7B, { batch: 2, seqLen: 10, head: 'value' })).toThrow(/head 'value' is for training/);
     expect(() => planMemory(QWEN7B, { batch: 2, seqLen: 10, kvCache: true, prefillTokens: 0 })).toThrow(/prefillTokens must be a positive integer, got 0/);
+    expect(() => planMemory(QWEN7B, { batch: 2, seqLen: 10, kvCache: true, kvDtype: 'bf16' as 'f16' })).toThrow(/kvDtype must be 'f32' or 'f16', got bf16/);
     expect(() => planMemory(QWEN7B, { batch: 2, seqLen: 10, training: true, lora, head: 'critic' as 'value' })).toThrow(/head must be 'lm' or 'value'/);
     expect(() => planMemory(QWEN7B, { batch: 1, seqLen: 10, lora: { r: 8, targets: ['qkv' as 'q_proj'] } })).toThrow(/unknown LoRA target 'qkv' \(q_proj, /);
   });

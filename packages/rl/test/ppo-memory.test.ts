@@ -124,15 +124,18 @@ describe('checkPpoMemory', () => {
     expect(check.line).toMatch(new RegExp(`^ppo: micro-batches of ${check.microBatchSize} \\(the largest that fits\\) need about [\\d.]+ GiB of GPU memory \\(generation .*; 80\\.00 GiB available\\)$`));
   });
 
-  it("passes docs/training's Qwen2.5-7B config on 80 GiB at prompts of its 15,000-token SFT cutoff (as mlagent train checks it), not with 32 sequences a generate() call", () => {
+  it("passes docs/training's Qwen2.5-7B config on 80 GiB at prompts of its 15,000-token SFT cutoff (as mlagent train checks it), not with 64 sequences a generate() call", () => {
     const c = config7b.ppo;
     const atCutoff: PpoMemoryShape = { samples: Array.from({ length: c.minibatchSize }, () => ({ prompt: config7b.sft.maxSeqLen, response: c.maxNewTokens })) };
     const check = checkPpoMemory(cfg, config7b, atCutoff, gpu80, { reference: true });
-    expect(c).toMatchObject({ generationBatch: 16, maxPromptTokens: 15000 });
+    expect(c).toMatchObject({ generationBatch: 32, maxPromptTokens: 15000 });
     expect(check.microBatchSize).toBeGreaterThanOrEqual(1);
     expect(check.plan.phases[0].bytes).toBeLessThan(80 * GiB);
-    const gen32 = { ...config7b, ppo: { ...c, generationBatch: 32 } };
-    expect(() => checkPpoMemory(cfg, gen32, atCutoff, gpu80, { reference: true })).toThrow(/the generation \(32 sequences of up to 15000 \+ 1024 tokens\)[\s\S]*ppo\.generationBatch \(now 32\)/);
+    // generate()'s KV caches are f16 for f16 weights: in f32 the same 32 sequences would not fit.
+    const f32Caches = planMemory(cfg, { batch: 32, seqLen: 15000 + c.maxNewTokens, kvCache: true, dtype: 'f16', kvDtype: 'f32' });
+    expect(check.plan.phases[0].bytes - f32Caches.kvCache / 2 + f32Caches.kvCache).toBeGreaterThan(80 * GiB);
+    const gen64 = { ...config7b, ppo: { ...c, generationBatch: 64 } };
+    expect(() => checkPpoMemory(cfg, gen64, atCutoff, gpu80, { reference: true })).toThrow(/the generation \(64 sequences of up to 15000 \+ 1024 tokens\)[\s\S]*ppo\.generationBatch \(now 64\)/);
   });
 
   it('refuses a set microBatchSize that does not fit, naming the fields that shrink it', () => {
@@ -202,11 +205,11 @@ describe('evalBatchFor', () => {
     const config = loadTrainConfig(fileURLToPath(new URL('../../../docs/training/qwen2.5-7b-config.yaml', import.meta.url)));
     const gpu80 = { software: false, maxBinding: 2 ** 31 - 4, budgetBytes: 80 * GiB };
     const batchFor = evalBatchFor(cfg, config, gpu80)!;
-    // 104 live trajectories (13 tasks x 8) at prompts of up to 5,000 tokens.
-    const prompts = Array.from({ length: 104 }, (_, i) => new Array<number>(1000 + 38 * i).fill(1));
+    // 104 live trajectories (13 tasks x 8) at prompts of up to 15,000 tokens (f16 KV caches: up to 5,000 tokens, all 104 fit one call).
+    const prompts = Array.from({ length: 104 }, (_, i) => new Array<number>(1000 + 135 * i).fill(1));
     const b = batchFor(prompts);
     const need = (batch: number) =>
-      planMemory(cfg, { batch, seqLen: 1000 + 38 * 103 + config.ppo.maxNewTokens, kvCache: true, dtype: 'f16', lora: { r: 64, targets: config.lora.targets as LoraModule[] } }).total;
+      planMemory(cfg, { batch, seqLen: 1000 + 135 * 103 + config.ppo.maxNewTokens, kvCache: true, dtype: 'f16', lora: { r: 64, targets: config.lora.targets as LoraModule[] } }).total;
     expect(b).toBeGreaterThan(1);
     expect(b).toBeLessThan(104);
     expect(need(b)).toBeLessThanOrEqual(80 * GiB);
@@ -217,7 +220,7 @@ describe('evalBatchFor', () => {
 
     // A model without an adapter (mlagent eval --model alone) plans no LoRA; the refusal names what the caller gives.
     const bare = evalBatchFor(cfg, config, gpu80, { lora: null, shrink: 'try --max-prompt-tokens' })!;
-    const bareNeed = (batch: number) => planMemory(cfg, { batch, seqLen: 1000 + 38 * 103 + config.ppo.maxNewTokens, kvCache: true, dtype: 'f16' }).total;
+    const bareNeed = (batch: number) => planMemory(cfg, { batch, seqLen: 1000 + 135 * 103 + config.ppo.maxNewTokens, kvCache: true, dtype: 'f16' }).total;
     const nb = bare(prompts);
     expect(bareNeed(nb)).toBeLessThanOrEqual(80 * GiB);
     expect(bareNeed(nb + 1)).toBeGreaterThan(80 * GiB);

@@ -21,13 +21,16 @@ interface Shape {
   dtype: F;
 }
 
-function qkv(gpu: Gpu, s: Shape, S: number) {
+/** q in s.dtype; k and v in `kv` (default s.dtype: decode's f16 caches under f32 queries otherwise). */
+function qkv(gpu: Gpu, s: Shape, S: number, kv: F = s.dtype) {
   return {
     q: gpu.tensor([s.B, s.T, s.Hq, s.D], s.dtype, benchValues(s.B * s.T * s.Hq * s.D, 3.4, 1)),
-    k: gpu.tensor([s.B, S, s.Hkv, s.D], s.dtype, benchValues(s.B * S * s.Hkv * s.D, 3.4, 2)),
-    v: gpu.tensor([s.B, S, s.Hkv, s.D], s.dtype, benchValues(s.B * S * s.Hkv * s.D, 3.4, 3)),
+    k: gpu.tensor([s.B, S, s.Hkv, s.D], kv, benchValues(s.B * S * s.Hkv * s.D, 3.4, 2)),
+    v: gpu.tensor([s.B, S, s.Hkv, s.D], kv, benchValues(s.B * S * s.Hkv * s.D, 3.4, 3)),
   };
 }
+
+const needsF16 = (...dtypes: F[]) => (dtypes.includes('f16') ? ['shader-f16'] : undefined);
 
 const bytesOf = (dtype: F) => (dtype === 'f16' ? 2 : 4);
 const dims = (s: Shape, S: number): AttentionCheckDims => ({ ...s, S, causal: true });
@@ -126,18 +129,20 @@ function backwardCase(s: Shape, size: 'cpu' | 'gpu', path?: 'scalar', sgmBackwar
   };
 }
 
-/** One new token per sequence against a full cache of S rows; `path` forces a kernel, for comparison. */
-function decodeCase(s: Shape, S: number, size: 'cpu' | 'gpu', path?: 'scalar' | 'cpu-tiled'): BenchCase {
-  const e = bytesOf(s.dtype);
+/**
+ * One new token per sequence against a full cache of S rows; `path` forces a kernel, for comparison; `kv` the
+ * caches' dtype where it is not the queries' (generate()'s f16 caches under f32 activations; torch runs it in f32).
+ */
+function decodeCase(s: Shape, S: number, size: 'cpu' | 'gpu', path?: 'scalar' | 'cpu-tiled', kv: F = s.dtype): BenchCase {
   return {
     family: 'attention',
-    name: `attention decode ${label(s)} S${S}${path ? ` (${path} path)` : ''}`,
+    name: `attention decode ${label(s)}${kv === s.dtype ? '' : ` kv ${kv}`} S${S}${path ? ` (${path} path)` : ''}`,
     flops: 4 * s.B * s.Hq * s.T * S * s.D,
-    bytes: e * s.B * (2 * S * s.Hkv * s.D + 2 * s.T * s.Hq * s.D),
+    bytes: s.B * (2 * bytesOf(kv) * S * s.Hkv * s.D + 2 * bytesOf(s.dtype) * s.T * s.Hq * s.D),
     size,
-    needs: s.dtype === 'f16' ? ['shader-f16'] : undefined,
+    needs: needsF16(s.dtype, kv),
     prepare(gpu) {
-      const t = qkv(gpu, s, S);
+      const t = qkv(gpu, s, S, kv);
       const lengths: Tensor<'i32'> = gpu.tensor([s.B], 'i32', new Array<number>(s.B).fill(S));
       return {
         run: () => attentionDecode(gpu, t.q, t.k, t.v, lengths, { path }).dispose(),
@@ -156,17 +161,20 @@ function decodeCase(s: Shape, S: number, size: 'cpu' | 'gpu', path?: 'scalar' | 
   };
 }
 
-/** A decode step's k and v rows written into their caches at each sequence's position, in one dispatch. */
-function appendCase(s: Shape, S: number, size: 'cpu' | 'gpu'): BenchCase {
+/**
+ * A decode step's k and v rows written into their caches at each sequence's position, in one dispatch; `kv` the
+ * caches' dtype where it is not the rows' (f32 rows rounded into f16 caches).
+ */
+function appendCase(s: Shape, S: number, size: 'cpu' | 'gpu', kv: F = s.dtype): BenchCase {
   const row = s.Hkv * s.D;
   return {
     family: 'attention',
-    name: `attention cache append k+v ${s.dtype} B${s.B} T${s.T} Hkv${s.Hkv} D${s.D} S${S}`,
-    bytes: 2 * 2 * bytesOf(s.dtype) * s.B * s.T * row,
+    name: `attention cache append k+v ${s.dtype}${kv === s.dtype ? '' : ` into ${kv}`} B${s.B} T${s.T} Hkv${s.Hkv} D${s.D} S${S}`,
+    bytes: 2 * (bytesOf(s.dtype) + bytesOf(kv)) * s.B * s.T * row,
     size,
-    needs: s.dtype === 'f16' ? ['shader-f16'] : undefined,
+    needs: needsF16(s.dtype, kv),
     prepare(gpu) {
-      const t = qkv(gpu, s, S);
+      const t = qkv(gpu, s, S, kv);
       const k = gpu.tensor([s.B, s.T, s.Hkv, s.D], s.dtype, benchValues(s.B * s.T * row, 3.4, 5));
       const v = gpu.tensor([s.B, s.T, s.Hkv, s.D], s.dtype, benchValues(s.B * s.T * row, 3.4, 6));
       // Sequences at different lengths, all inside the cache.
@@ -226,6 +234,10 @@ export const attentionBenches: BenchCase[] = [
   decodeCase({ ...mini, T: 1 }, 800, 'cpu'),
   decodeCase({ ...mini, T: 1 }, 800, 'cpu', 'scalar'),
   appendCase({ ...mini, T: 1 }, 800, 'cpu'),
+  // The same with f16 caches under f32 queries (generate()'s kvDtype 'f16'), both kernels, and the rounding append.
+  decodeCase({ ...mini, T: 1 }, 800, 'cpu', undefined, 'f16'),
+  decodeCase({ ...mini, T: 1 }, 800, 'cpu', 'scalar', 'f16'),
+  appendCase({ ...mini, T: 1 }, 800, 'cpu', 'f16'),
   forwardCase(qwen7b, 'gpu'),
   forwardCase(qwen7b, 'gpu', 'subgroup-matrix'),
   // Other ways of keeping O, K in rows, and 2-subgroup tiles: all correct on the H200 since session 14, not yet
@@ -247,5 +259,8 @@ export const attentionBenches: BenchCase[] = [
   // The subgroup-matrix backward (session 15): correct under emulation, not yet timed.
   backwardCase(qwen7b, 'gpu', undefined, SGM_ATTENTION_BWD_TILE),
   decodeCase({ ...qwen7b, T: 1 }, 4096, 'gpu'),
+  // What generate() runs for f16 weights: f32 queries (activations) against f16 caches.
+  decodeCase({ ...qwen7b, T: 1, dtype: 'f32' }, 4096, 'gpu', undefined, 'f16'),
   appendCase({ ...qwen7b, T: 1 }, 4096, 'gpu'),
+  appendCase({ ...qwen7b, T: 1, dtype: 'f32' }, 4096, 'gpu', 'f16'),
 ];

@@ -34,14 +34,16 @@ export function isFloat(t: Tensor): t is Tensor<FloatDType> {
   return t.dtype === 'f32' || t.dtype === 'f16';
 }
 
-export function checkQkv(op: string, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Dims {
+export function checkQkv(op: string, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions, f16Kv = false): Dims {
   const shapes = `q=${q} k=${k} v=${v}${opts.lengths ? ` lengths=${opts.lengths}` : ''}`;
   const fail = (msg: string) => new ShapeError(msg, { op, shapes });
   if (q.rank !== 4 || k.rank !== 4 || v.rank !== 4) throw fail('q, k, v must be [B, T, H, D]');
   const [B, T, Hq, D] = q.shape;
   const [Bk, S, Hkv, Dk] = k.shape;
   if (Bk !== B || Dk !== D || v.shape.join() !== k.shape.join()) throw fail('k and v must be [B, S, Hkv, D] matching q');
-  if (!isFloat(q) || k.dtype !== q.dtype || v.dtype !== q.dtype) throw fail('q, k, v must share one dtype, f32 or f16');
+  // f16Kv: decode's f16 caches may serve f32 queries.
+  const kvOk = k.dtype === q.dtype || (f16Kv && q.dtype === 'f32' && k.dtype === 'f16');
+  if (!isFloat(q) || !kvOk || v.dtype !== k.dtype) throw fail(f16Kv ? 'q, k, v must share one dtype, f32 or f16, or k and v be f16 under f32 q' : 'q, k, v must share one dtype, f32 or f16');
   if (Hkv === 0 || Hq % Hkv !== 0) throw fail('Hq must be a multiple of Hkv');
   if (D === 0) throw fail('head dim must be positive');
   if ((opts.causal ?? true) && S < T) throw fail('causal attention needs S >= T (queries are the last T positions)');

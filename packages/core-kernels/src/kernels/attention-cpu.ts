@@ -46,6 +46,8 @@ export function cpuAttentionUnfit(D: number): string | undefined {
 
 export interface CpuAttentionSpec {
   dtype: 'f32' | 'f16';
+  /** The dtype of 'kv-rows' bindings (decode's caches), where it is not dtype. */
+  kvDtype?: 'f32' | 'f16';
   D: number;
   /** Rows per lane (cpuAttentionRows by default). */
   R: number;
@@ -69,7 +71,7 @@ function unrolled(s: CpuAttentionSpec) {
 }
 
 /** Name, access, and element: 'rows' is vec4 of the spec's dtype, the others as written. */
-type Binding = [string, 'read' | 'read_write', 'rows' | 'f32' | 'i32' | 'vec4<f32>' | 'vec2<f32>'];
+type Binding = [string, 'read' | 'read_write', 'rows' | 'kv-rows' | 'f32' | 'i32' | 'vec4<f32>' | 'vec2<f32>'];
 
 /** What both backward kernels read, bound first. */
 const GRAD_INPUTS: Binding[] = [
@@ -84,12 +86,12 @@ const GRAD_INPUTS: Binding[] = [
 function header(params: string, s: CpuAttentionSpec, bindings: Binding[]): string {
   const decl = bindings
     .map(([name, access, kind], i) => {
-      const elem = kind === 'rows' ? `vec4<${s.dtype}>` : kind;
+      const elem = kind === 'rows' ? `vec4<${s.dtype}>` : kind === 'kv-rows' ? `vec4<${s.kvDtype ?? s.dtype}>` : kind;
       return `@group(0) @binding(${i + 1}) var<storage, ${access}> ${name}: array<${elem}>;`;
     })
     .join('\n');
   return `enable subgroups;
-${enableF16([s.dtype])}${SUBGROUP_UNIFORMITY_OFF}
+${enableF16([s.dtype, s.kvDtype ?? s.dtype])}${SUBGROUP_UNIFORMITY_OFF}
 ${params}
 ${decl}
 ${TICKETS.decl(bindings.length + 1)}
@@ -334,7 +336,10 @@ ${cols.map((c) => `    dk[kb + ${c}u] = vec4<${s.dtype}>(dk_${r}_${c} * p.scale)
  * by subgroup reductions at the end of the chunk.
  */
 export interface CpuDecodeSpec {
+  /** q's and o's dtype. */
   dtype: 'f32' | 'f16';
+  /** The caches' dtype (default dtype): f16 caches under f32 queries. */
+  kvDtype?: 'f32' | 'f16';
   D: number;
   /** New tokens per sequence. */
   T: number;
@@ -374,7 +379,7 @@ export function cpuDecodeRowBlock(R: number, D: number): number {
 
 
 export const cpuDecodeKey = (s: CpuDecodeSpec) =>
-  `attention:cpu-decode:${s.dtype}:D${s.D}:T${s.T}:G${s.group}:${s.direct ? 'o' : 'parts'}${s.rowBlock && s.rowBlock < s.group * s.T ? `:RB${s.rowBlock}` : ''}`;
+  `attention:cpu-decode:${s.dtype}${s.kvDtype && s.kvDtype !== s.dtype ? `/kv=${s.kvDtype}` : ''}:D${s.D}:T${s.T}:G${s.group}:${s.direct ? 'o' : 'parts'}${s.rowBlock && s.rowBlock < s.group * s.T ? `:RB${s.rowBlock}` : ''}`;
 
 const CPU_DECODE_PARAMS = `struct P { smax: u32, hq: u32, hkv: u32, chunk: u32, splits: u32, scale2: f32, tiles: u32, workgroups: u32, blocks: u32 }
 @group(0) @binding(0) var<uniform> p: P;`;
@@ -396,7 +401,7 @@ export function cpuDecodeWgsl(s: CpuDecodeSpec): string {
         ['part_o', 'read_write', 'vec4<f32>'],
         ['part_ml', 'read_write', 'vec2<f32>'],
       ];
-  const decl = header(CPU_DECODE_PARAMS, { dtype: s.dtype, D: s.D, R }, [['q', 'read', 'rows'], ['k', 'read', 'rows'], ['v', 'read', 'rows'], ['lens', 'read', 'i32'], ...outputs]);
+  const decl = header(CPU_DECODE_PARAMS, { dtype: s.dtype, kvDtype: s.kvDtype, D: s.D, R }, [['q', 'read', 'rows'], ['k', 'read', 'kv-rows'], ['v', 'read', 'kv-rows'], ['lens', 'read', 'i32'], ...outputs]);
   // Row r of the KV head's rows is query head g·group + r / T, new token r % T, at position len − T + r % T; a
   // workgroup of one row block holds rows rb·R .. rb·R + R − 1.
   const blocked = R < RA;

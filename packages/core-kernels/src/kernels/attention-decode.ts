@@ -38,7 +38,10 @@ export interface AttentionDecodeOptions {
 }
 
 interface DecodeSpec {
+  /** q's and o's dtype. */
   dtype: FloatDType;
+  /** The caches' dtype: dtype, or f16 under f32 queries. */
+  kvDtype: FloatDType;
   D: number;
   /** Query rows per workgroup: group size * T. */
   R: number;
@@ -53,23 +56,24 @@ const DECODE_MAX_ROWS = 64;
 /** Decode rows are padded to a multiple of 8 vec4s, so head dims 1..32 share one pipeline, 33..64 the next. */
 const DECODE_COLS = 8;
 
-function decodeBytes(dtype: FloatDType, D: number, R: number, bk: number): number {
-  const l = layout(D, dtype, DECODE_COLS);
-  return 16 * R * l.DP4 + 2 * vecBytes(dtype) * bk * l.RS + 4 * R * bk + 12 * R + 64;
+function decodeBytes(kvDtype: FloatDType, D: number, R: number, bk: number): number {
+  const l = layout(D, kvDtype, DECODE_COLS);
+  return 16 * R * l.DP4 + 2 * vecBytes(kvDtype) * bk * l.RS + 4 * R * bk + 12 * R + 64;
 }
 
 function decodeWgsl(s: DecodeSpec): string {
-  const l = layout(s.D, s.dtype, DECODE_COLS);
-  const st = s.dtype;
+  const lq = layout(s.D, s.dtype, DECODE_COLS);
+  const l = layout(s.D, s.kvDtype, DECODE_COLS);
+  const st = s.kvDtype;
   const NT = DECODE_NT;
   const NP = ceilDiv(s.R * l.DP4, NT);
   const f = (x: string) => (st === 'f32' ? x : `vec4<f32>(${x})`);
   const ps = range(NP);
   return /* wgsl */ `
-${enableF16([st])}
+${enableF16([s.dtype, st])}
 struct P { t: u32, smax: u32, hq: u32, hkv: u32, chunk: u32, splits: u32, scale2: f32, d: u32, d4: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-${bindRows(1, 'q', l, 'read')}
+${bindRows(1, 'q', lq, 'read')}
 ${bindRows(2, 'k', l, 'read')}
 ${bindRows(3, 'v', l, 'read')}
 @group(0) @binding(4) var<storage, read> lens: array<i32>;
@@ -88,7 +92,7 @@ var<workgroup> row_m: array<f32, ${s.R}>;
 var<workgroup> row_l: array<f32, ${s.R}>;
 var<workgroup> row_a: array<f32, ${s.R}>;
 var<workgroup> wg_len: u32;
-${loadFn('q', l)}
+${loadFn('q', lq)}
 ${loadFn('k', l)}
 ${loadFn('v', l)}
 
@@ -206,21 +210,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 /**
  * Decode step against a KV cache (flash-decoding). q [B, T, Hq, D] holds the newest T tokens of each
  * sequence (T = 1 for plain decoding); kCache, vCache [B, Smax, Hkv, D] already hold them (see
- * `attentionCacheAppend`), and lengths[b] (i32 [B]) counts the valid cache rows including the new ones.
+ * `attentionCacheAppend`), and lengths[b] (i32 [B]) counts the valid cache rows including the new ones. The
+ * caches have q's dtype, or are f16 under f32 queries (half the memory; scores and sums stay f32).
  * Token t of sequence b sits at position lengths[b] - T + t and attends cache rows j <= that position.
  * Returns o [B, T, Hq, D].
  */
 export function attentionDecode<D extends FloatDType>(
   gpu: Gpu,
   q: Tensor<D>,
-  kCache: Tensor<D>,
-  vCache: Tensor<D>,
+  kCache: Tensor<FloatDType>,
+  vCache: Tensor<FloatDType>,
   lengths: Tensor<'i32'>,
   opts: AttentionDecodeOptions = {},
 ): Tensor<D> {
   const op = 'attentionDecode';
   const shapes = `q=${q} kCache=${kCache} vCache=${vCache} lengths=${lengths}`;
-  const d = checkQkv(op, q, kCache, vCache, { causal: false, lengths, scale: opts.scale });
+  const d = checkQkv(op, q, kCache, vCache, { causal: false, lengths, scale: opts.scale }, true);
+  const kvDtype = kCache.dtype as FloatDType;
   const group = d.Hq / d.Hkv;
   const R = group * d.T;
   if (R > DECODE_MAX_ROWS) {
@@ -241,10 +247,10 @@ export function attentionDecode<D extends FloatDType>(
     }
     return o;
   }
-  if (useCpuDecode(gpu, d, R, opts, op, shapes)) return cpuDecode(gpu, q, kCache, vCache, lengths, d, opts, shapes);
+  if (useCpuDecode(gpu, d, R, opts, op, shapes)) return cpuDecode(gpu, q, kCache, vCache, lengths, d, kvDtype, opts, shapes);
   const limit = gpu.limits.maxComputeWorkgroupStorageSize ?? 16384;
-  const bk = opts.bk ?? [64, 32, 16, 8, 4].find((x) => decodeBytes(d.dtype, d.D, R, x) <= limit);
-  if (bk === undefined || bk % 4 !== 0 || decodeBytes(d.dtype, d.D, R, bk) > limit) {
+  const bk = opts.bk ?? [64, 32, 16, 8, 4].find((x) => decodeBytes(kvDtype, d.D, R, x) <= limit);
+  if (bk === undefined || bk % 4 !== 0 || decodeBytes(kvDtype, d.D, R, bk) > limit) {
     throw new ShapeError(`no key tile fits ${limit} bytes of workgroup memory`, { op, shapes });
   }
   const o = gpu.tensor(q.shape, q.dtype, undefined, op) as Tensor<D>;
@@ -258,12 +264,13 @@ export function attentionDecode<D extends FloatDType>(
   const partO = gpu.tensor([rows, nsplit, ceilDiv(d.D, 4) * 4], 'f32', undefined, op);
   const partMl = gpu.tensor([rows, nsplit, 2], 'f32', undefined, op);
   const scale = opts.scale ?? 1 / Math.sqrt(d.D);
-  const spec: DecodeSpec = { dtype: d.dtype, D: d.D, R, T: d.T, bk };
+  const spec: DecodeSpec = { dtype: d.dtype, kvDtype, D: d.D, R, T: d.T, bk };
   const dl = layout(d.D, d.dtype, DECODE_COLS);
+  const kv = kvDtype === d.dtype ? '' : `/kv=${kvDtype}`;
   gpu.dispatch({
     op: `${op}.split`,
     shapes,
-    pipeline: gpu.pipeline(`attention:decode:${d.dtype}:dp4=${dl.DP4}:vec=${dl.vec}:R=${R}:T=${d.T}:bk=${bk}`, () => decodeWgsl(spec)),
+    pipeline: gpu.pipeline(`attention:decode:${d.dtype}${kv}:dp4=${dl.DP4}:vec=${dl.vec}:R=${R}:T=${d.T}:bk=${bk}`, () => decodeWgsl(spec)),
     params: new Params()
       .u32(d.T)
       .u32(d.S)
@@ -325,10 +332,11 @@ function useCpuDecode(gpu: Gpu, d: Dims, R: number, opts: AttentionDecodeOptions
 function cpuDecode<D extends FloatDType>(
   gpu: Gpu,
   q: Tensor<D>,
-  kCache: Tensor<D>,
-  vCache: Tensor<D>,
+  kCache: Tensor<FloatDType>,
+  vCache: Tensor<FloatDType>,
   lengths: Tensor<'i32'>,
   d: Dims,
+  kvDtype: FloatDType,
   opts: AttentionDecodeOptions,
   shapes: string,
 ): Tensor<D> {
@@ -346,7 +354,7 @@ function cpuDecode<D extends FloatDType>(
   const direct = nsplit === 1;
   const rows = d.B * d.Hq * d.T;
   const parts = direct ? undefined : [gpu.tensor([rows, nsplit, d.D], 'f32', undefined, op), gpu.tensor([rows, nsplit, 2], 'f32', undefined, op)];
-  const spec = { dtype: d.dtype, D: d.D, T: d.T, group, direct, rowBlock };
+  const spec = { dtype: d.dtype, kvDtype, D: d.D, T: d.T, group, direct, rowBlock };
   const tiles = nsplit * blocks * d.Hkv * d.B;
   const workgroups = ticketWorkgroups(tiles);
   const scale = opts.scale ?? 1 / Math.sqrt(d.D);
@@ -365,18 +373,43 @@ function cpuDecode<D extends FloatDType>(
   return o;
 }
 
+export interface CacheAppendOptions {
+  /**
+   * x's sequences are the cache's batchStart .. batchStart + n - 1 (x [n, T, Hkv, D], positions i32 [n]): a
+   * prefill run of some of the batch. Default 0, with n the cache's batch.
+   */
+  batchStart?: number;
+}
+
 /**
  * Writes x [B, T, Hkv, D] into cache [B, Smax, Hkv, D] at rows positions[b] .. positions[b] + T - 1 of each
  * sequence (positions: i32 [B], usually the lengths before this step). Rows that would fall past Smax are
- * dropped. Call once for k and once for v (or attentionCacheAppendKV for both), then advance the lengths by T.
+ * dropped. x and the cache are f32 or f16, each its own: x is rounded to an f16 cache as it is written. Call once
+ * for k and once for v (or attentionCacheAppendKV for both), then advance the lengths by T.
  */
-export function attentionCacheAppend(gpu: Gpu, cache: Tensor, x: Tensor, positions: Tensor<'i32'>): void {
-  appendRows(gpu, 'attentionCacheAppend', [[cache, x]], positions);
+export function attentionCacheAppend(gpu: Gpu, cache: Tensor, x: Tensor, positions: Tensor<'i32'>, opts: CacheAppendOptions = {}): void {
+  appendItems(gpu, 'attentionCacheAppend', [[cache, x]], positions, opts.batchStart);
 }
 
 /** attentionCacheAppend of k into kCache and v into vCache (the same shapes) in one dispatch. */
-export function attentionCacheAppendKV(gpu: Gpu, kCache: Tensor, vCache: Tensor, k: Tensor, v: Tensor, positions: Tensor<'i32'>): void {
-  appendRows(gpu, 'attentionCacheAppendKV', [[kCache, k], [vCache, v]], positions);
+export function attentionCacheAppendKV(gpu: Gpu, kCache: Tensor, vCache: Tensor, k: Tensor, v: Tensor, positions: Tensor<'i32'>, opts: CacheAppendOptions = {}): void {
+  appendItems(gpu, 'attentionCacheAppendKV', [[kCache, k], [vCache, v]], positions, opts.batchStart);
+}
+
+/** appendRows into the cache items x covers: views where they can be bound, else copies put back after. */
+function appendItems(gpu: Gpu, op: string, pairs: Array<[Tensor, Tensor]>, positions: Tensor<'i32'>, batchStart = 0): void {
+  const [cache, x] = pairs[0];
+  const n = x.shape[0];
+  if (batchStart === 0 && n === cache.shape[0]) return appendRows(gpu, op, pairs, positions);
+  const shapes = `${pairs.map(([c, t]) => `cache=${c} x=${t}`).join(' ')} positions=${positions} batchStart=${batchStart}`;
+  if (!Number.isInteger(batchStart) || batchStart < 0 || cache.rank !== 4 || x.rank !== 4 || batchStart + n > cache.shape[0]) {
+    throw new ShapeError(`x's ${n} sequences from batchStart ${batchStart} must lie within the cache's batch`, { op, shapes });
+  }
+  gpu.scope(() => {
+    const items = pairs.map(([c]) => batchItems(gpu, c, batchStart, n));
+    appendRows(gpu, op, pairs.map(([, t], j) => [items[j].t, t]), positions);
+    items.forEach((c, j) => c.copied && copyBatchItems(gpu, c.t, pairs[j][0], batchStart));
+  });
 }
 
 function appendRows(gpu: Gpu, op: string, pairs: Array<[Tensor, Tensor]>, positions: Tensor<'i32'>): void {
@@ -391,8 +424,8 @@ function appendRows(gpu: Gpu, op: string, pairs: Array<[Tensor, Tensor]>, positi
   const [B, Smax, H, D] = cache.shape;
   const T = x.shape[1];
   for (const [c, t] of pairs) {
-    if (t.shape[0] !== B || t.shape[2] !== H || t.shape[3] !== D || t.dtype !== c.dtype || t.dtype !== x.dtype || !isFloat(t)) {
-      throw new ShapeError('x must be [B, T, Hkv, D] with the cache dtype (f32 or f16)', { op, shapes });
+    if (t.shape[0] !== B || t.shape[2] !== H || t.shape[3] !== D || t.dtype !== x.dtype || c.dtype !== cache.dtype || !isFloat(t) || !isFloat(c)) {
+      throw new ShapeError('x must be [B, T, Hkv, D], k and v of one dtype and their caches of one dtype (f32 or f16)', { op, shapes });
     }
   }
   if (pairs.length > 1 && pairs[0][0].overlaps(pairs[1][0])) throw new ShapeError('the k and v caches must be separate tensors', { op, shapes });
@@ -411,16 +444,16 @@ function appendRows(gpu: Gpu, op: string, pairs: Array<[Tensor, Tensor]>, positi
   }
   if (x.size === 0) return;
   const WG = 256;
-  const dtype = x.dtype;
+  const [dtype, cdtype] = [x.dtype, cache.dtype];
   const n = pairs.length;
-  const pipeline = gpu.pipeline(`attention:append:${dtype}:${n}`, () => /* wgsl */ `
-${enableF16([dtype])}
+  const pipeline = gpu.pipeline(`attention:append:${dtype}${cdtype === dtype ? '' : `>${cdtype}`}:${n}`, () => /* wgsl */ `
+${enableF16([dtype, cdtype])}
 struct P { n: u32, t: u32, smax: u32, row: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> pos: array<i32>;
 ${pairs
   .map((_, j) => `@group(0) @binding(${2 + 2 * j}) var<storage, read> x${j}: array<${dtype}>;
-@group(0) @binding(${3 + 2 * j}) var<storage, read_write> cache${j}: array<${dtype}>;`)
+@group(0) @binding(${3 + 2 * j}) var<storage, read_write> cache${j}: array<${cdtype}>;`)
   .join('\n')}
 ${LINEAR_WORKGROUP}
 @compute @workgroup_size(${WG})
@@ -433,7 +466,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let at = pos[b] + i32(bt % p.t);
   if (at >= 0 && at < i32(p.smax)) {
     let d = (b * p.smax + u32(at)) * p.row + e;
-    ${pairs.map((_, j) => `cache${j}[d] = x${j}[i];`).join(' ')}
+    ${pairs.map((_, j) => (cdtype === dtype ? `cache${j}[d] = x${j}[i];` : `cache${j}[d] = ${cdtype}(x${j}[i]);`)).join(' ')}
   }
 }`);
   gpu.dispatch({
