@@ -35,6 +35,8 @@ describe('mlagent bench policy', () => {
     expect(row).toMatchObject({ preset: 'tiny', arch: 'qwen2', dtype: 'f32', batch: 1, seqLen: 8, checkpoint: true, r: 16 });
     expect(row.ours.tokPerS).toBeCloseTo(8 / (row.ours.stepMs / 1000), 6);
     expect(row.ours.peakBytes).toBeGreaterThan(19e6 * 4);
+    // The memory planner's estimate beside the measured peak: the memory checks stand on it.
+    expect(Math.abs(row.plannedBytes - row.ours.peakBytes) / row.ours.peakBytes, `planned ${row.plannedBytes}, peak ${row.ours.peakBytes}`).toBeLessThan(0.05);
     expect(row.torch.tokPerS).toBeGreaterThan(0);
     expect(r.stderr).toMatch(/LoRA train: batch 1 x 8 tokens, r=16 on 7 linears, checkpointing on/);
     // Every op of the profiled step is in the JSON, not only the table's largest: the optimizer ran.
@@ -49,6 +51,9 @@ describe('mlagent bench policy', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/GPU time by op, one profiled qwen2 tiny f32 generate, batch 1, prompt 6, 3 new tokens:\n\nGPU time [\d.]+ ms in \d+ commands/);
     expect(r.stdout).toMatch(/GPU time by op, one profiled qwen2 tiny f32 LoRA step, batch 1 x 8, checkpointing off:/);
+    // Both tables give the planned peak beside the measured one (no torch: its columns stay empty).
+    expect(r.stdout).toMatch(/\n\| qwen2 tiny \| f32 \| 1 \| 6 \| 3 \|( [^|]+ \|){6} [\d.]+ GiB \| [\d.]+ GiB \| - \|\n/);
+    expect(r.stdout).toMatch(/\n\| qwen2 tiny \| f32 \| r=16 all linears \| 1 \| 8 \| off \|( [^|]+ \|){4} [\d.]+ GiB \| [\d.]+ GiB \| - \|\n/);
     // The step's largest ops: the LM head's backward and the matmuls. (Whether the optimizer makes the table's 12 is
     // down to timing noise on lavapipe; the JSON test above finds it among all the ops.)
     const step = r.stdout.slice(r.stdout.indexOf('LoRA step, batch 1'));

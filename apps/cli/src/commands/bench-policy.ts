@@ -1,7 +1,7 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Gpu, findTorchPython, formatBytes, formatProfile } from '@mlagent/core-kernels';
+import { Gpu, findTorchPython, formatBytes, formatProfile, isSoftwareAdapter } from '@mlagent/core-kernels';
 import {
   LORA_MODULES,
   QWEN25_7B_CONFIG,
@@ -32,7 +32,8 @@ export const benchPolicyUsage = `mlagent bench policy [--mode generate|train|all
   seven linears, forward + backward + AdamW, with and/or without activation checkpointing). On init-model models
   (random weights), or 7b: a Qwen2.5-7B-shaped model whose random weights are made on the GPU (no checkpoint;
   f16 by default). PyTorch runs the same shapes (and weights, except 7b) in the same run; ratio = ours / torch.
-  Peak memory is the allocator's (ours) and torch.cuda.max_memory_allocated (torch on CUDA). --profile adds one
+  Peak memory is the allocator's (ours) and torch.cuda.max_memory_allocated (torch on CUDA); plan is what the
+  memory planner (planMemory, as mlagent's memory checks use it) expected of ours. --profile adds one
   more run or step per row with every dispatch timed on the GPU, and reports its GPU time by op (not timed itself).`;
 
 type Preset = 'tiny' | 'small' | '7b';
@@ -46,6 +47,8 @@ interface GenerationRow {
   promptLen: number;
   newTokens: number;
   ours: GenerationTiming;
+  /** The memory planner's estimate of the peak (planMemory), beside the measured one. */
+  plannedBytes: number;
   torch?: GenerationTiming;
 }
 
@@ -58,6 +61,7 @@ interface TrainingRow {
   checkpoint: boolean;
   r: number;
   ours: TrainingTiming;
+  plannedBytes: number;
   torch?: TrainingTiming;
 }
 
@@ -172,11 +176,15 @@ export async function benchPolicy(argv: string[]): Promise<void> {
       }
       const model = cfg ? await randomModel(gpu, cfg, { dtype, seed: 0, onProgress: log }) : await QwenModel.load(gpu, dir, { dtype });
       const name = `${preset} ${preset === '7b' ? 'qwen2' : arch}`;
+      // As the memory checks plan it on this device: its head kernels, and packed weights where training packs them.
+      const plan = (o: MemoryPlanOptions) =>
+        planMemory(model.config, { dtype, headKernel: isSoftwareAdapter(gpu.adapter) ? 'cpu' : 'tiled', maxBinding: gpu.maxBinding, ...o }).total;
       try {
         for (const batch of doGenerate ? batches : []) {
           const shape = { batch, promptLen, newTokens, iterations };
           log(`${name} ${dtype} generate: batch ${batch}, prompt ${promptLen}, ${newTokens} new tokens ...`);
-          const row: GenerationRow = { preset, arch: model.config.arch, dtype, ...shape, ours: await timeGeneration(model, { ...shape, profile: values.profile }) };
+          const ours = await timeGeneration(model, { ...shape, profile: values.profile });
+          const row: GenerationRow = { preset, arch: model.config.arch, dtype, ...shape, ours, plannedBytes: plan({ batch, seqLen: promptLen + newTokens, kvCache: true }) };
           rows.push(row);
           writeReport();
           if (python) {
@@ -184,7 +192,7 @@ export async function benchPolicy(argv: string[]): Promise<void> {
             torchDevice = device;
             row.torch = t;
           }
-          log(`  prefill ${fmt(row.ours.prefillTokPerS)} tok/s (torch ${fmt(row.torch?.prefillTokPerS)}), decode ${fmt(row.ours.decodeTokPerS)} tok/s (torch ${fmt(row.torch?.decodeTokPerS)}), peak ${gib(row.ours.peakBytes)} (torch ${gib(row.torch?.peakBytes)})`);
+          log(`  prefill ${fmt(row.ours.prefillTokPerS)} tok/s (torch ${fmt(row.torch?.prefillTokPerS)}), decode ${fmt(row.ours.decodeTokPerS)} tok/s (torch ${fmt(row.torch?.decodeTokPerS)}), peak ${gib(row.ours.peakBytes)} (planned ${gib(row.plannedBytes)}; torch ${gib(row.torch?.peakBytes)})`);
           writeReport();
         }
         // As mlagent's trainers run it: frozen weights packed once on a CPU adapter (a no-op on GPUs).
@@ -193,7 +201,8 @@ export async function benchPolicy(argv: string[]): Promise<void> {
           const shape = { batch: trainBatch, seqLen, checkpoint, r, iterations, onProgress: log };
           log(`${name} ${dtype} LoRA train: batch ${trainBatch} x ${seqLen} tokens, r=${r} on ${LORA_MODULES.length} linears, checkpointing ${checkpoint ? 'on' : 'off'} ...`);
           const ours = await timeTraining(model, { ...shape, profile: values.profile });
-          const row: TrainingRow = { preset, arch: model.config.arch, dtype, batch: trainBatch, seqLen, checkpoint, r, ours };
+          const plannedBytes = plan({ batch: trainBatch, seqLen, training: true, checkpointing: checkpoint, lora: { r, targets: LORA_MODULES }, packedWeights: isSoftwareAdapter(gpu.adapter) });
+          const row: TrainingRow = { preset, arch: model.config.arch, dtype, batch: trainBatch, seqLen, checkpoint, r, ours, plannedBytes };
           training.push(row);
           writeReport();
           if (python) {
@@ -201,7 +210,7 @@ export async function benchPolicy(argv: string[]): Promise<void> {
             torchDevice = device;
             row.torch = t;
           }
-          log(`  ${fmt(row.ours.tokPerS)} tok/s (torch ${fmt(row.torch?.tokPerS)}), peak ${gib(row.ours.peakBytes)} (torch ${gib(row.torch?.peakBytes)})`);
+          log(`  ${fmt(row.ours.tokPerS)} tok/s (torch ${fmt(row.torch?.tokPerS)}), peak ${gib(row.ours.peakBytes)} (planned ${gib(row.plannedBytes)}; torch ${gib(row.torch?.peakBytes)})`);
           writeReport();
         }
       } finally {
@@ -260,22 +269,22 @@ function markdown(rep: PolicyBenchReport): string {
   if (rep.rows.length > 0) {
     out.push(
       '',
-      '| model | dtype | batch | prompt | new | prefill tok/s | torch | ratio | decode tok/s | torch | ratio | peak | torch peak |',
-      '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+      '| model | dtype | batch | prompt | new | prefill tok/s | torch | ratio | decode tok/s | torch | ratio | peak | plan | torch peak |',
+      '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
       ...rep.rows.map(
         (r) =>
-          `| ${r.arch} ${r.preset} | ${r.dtype} | ${r.batch} | ${r.promptLen} | ${r.newTokens} | ${fmt(r.ours.prefillTokPerS)} | ${fmt(r.torch?.prefillTokPerS)} | ${ratio(r.ours.prefillTokPerS, r.torch?.prefillTokPerS)} | ${fmt(r.ours.decodeTokPerS)} | ${fmt(r.torch?.decodeTokPerS)} | ${ratio(r.ours.decodeTokPerS, r.torch?.decodeTokPerS)} | ${gib(r.ours.peakBytes)} | ${gib(r.torch?.peakBytes)} |`,
+          `| ${r.arch} ${r.preset} | ${r.dtype} | ${r.batch} | ${r.promptLen} | ${r.newTokens} | ${fmt(r.ours.prefillTokPerS)} | ${fmt(r.torch?.prefillTokPerS)} | ${ratio(r.ours.prefillTokPerS, r.torch?.prefillTokPerS)} | ${fmt(r.ours.decodeTokPerS)} | ${fmt(r.torch?.decodeTokPerS)} | ${ratio(r.ours.decodeTokPerS, r.torch?.decodeTokPerS)} | ${gib(r.ours.peakBytes)} | ${gib(r.plannedBytes)} | ${gib(r.torch?.peakBytes)} |`,
       ),
     );
   }
   if (rep.training.length > 0) {
     out.push(
       '',
-      '| model | dtype | LoRA | batch | seq | checkpointing | step ms | train tok/s | torch | ratio | peak | torch peak |',
-      '|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|',
+      '| model | dtype | LoRA | batch | seq | checkpointing | step ms | train tok/s | torch | ratio | peak | plan | torch peak |',
+      '|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|',
       ...rep.training.map(
         (r) =>
-          `| ${r.arch} ${r.preset} | ${r.dtype} | r=${r.r} all linears | ${r.batch} | ${r.seqLen} | ${r.checkpoint ? 'on' : 'off'} | ${fmt(r.ours.stepMs)} | ${fmt(r.ours.tokPerS)} | ${fmt(r.torch?.tokPerS)} | ${ratio(r.ours.tokPerS, r.torch?.tokPerS)} | ${gib(r.ours.peakBytes)} | ${gib(r.torch?.peakBytes)} |`,
+          `| ${r.arch} ${r.preset} | ${r.dtype} | r=${r.r} all linears | ${r.batch} | ${r.seqLen} | ${r.checkpoint ? 'on' : 'off'} | ${fmt(r.ours.stepMs)} | ${fmt(r.ours.tokPerS)} | ${fmt(r.torch?.tokPerS)} | ${ratio(r.ours.tokPerS, r.torch?.tokPerS)} | ${gib(r.ours.peakBytes)} | ${gib(r.plannedBytes)} | ${gib(r.torch?.peakBytes)} |`,
       ),
     );
   }
