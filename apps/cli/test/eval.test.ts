@@ -37,6 +37,7 @@ describe('mlagent eval', () => {
         [['--expert', 'scripted', '--tasks', 'house-prices', '--time-budget', 'soon'], /--time-budget must be a number > 0, got 'soon'/],
         [['--expert', 'scripted', '--tasks', 'house-prices', '--temperature=-1'], /--temperature must be a number >= 0/],
         [['--expert', 'scripted', '--tasks', 'house-prices', '--max-prompt-tokens', '0'], /--max-prompt-tokens must be an integer >= 1, got '0'/],
+        [['--expert', 'scripted', '--tasks', 'house-prices', '--concurrency', 'all'], /--concurrency must be an integer >= 1, got 'all'/],
         [['--expert', 'scripted', '--tasks', 'house-prices', '--memory-budget', 'lots'], /--memory-budget must be a number in \[[\d.e-]+, [\d.e+]+\], got 'lots'/],
         [['--expert', 'scripted', '--tasks', 'no-such-task'], /cannot load task 'no-such-task'/],
         [['--compare', '/no/such/eval.json'], /cannot read \/no\/such\/eval\.json.*\(--compare\)/],
@@ -115,7 +116,8 @@ describe('mlagent eval', () => {
     // Prompts cut to their last 40 tokens: every call plans 40 + 2 tokens a sequence.
     const need = (batch: number) =>
       planMemory(loadQwenConfig(model), { batch, seqLen: 42, kvCache: true, dtype: 'f32', headKernel: 'cpu', packedWeights: true, maxBinding: 128 * 2 ** 20 }).total;
-    const args = ['--model', model, '--tasks', 'house-prices', '--trajectories', '3', '--concurrency', '3', '--max-steps', '1', '--max-new-tokens', '2', '--max-prompt-tokens', '40'];
+    // No --concurrency: the policy runs all 3 trajectories at once, one batched generation a round.
+    const args = ['--model', model, '--tasks', 'house-prices', '--trajectories', '3', '--max-steps', '1', '--max-new-tokens', '2', '--max-prompt-tokens', '40'];
     const gib = (bytes: number) => String(bytes / 2 ** 30);
 
     const out = path.join(tmp, 'eval');

@@ -42,7 +42,9 @@ mlagent eval --compare FILE --compare FILE... [--out DIR] [--json]
   generation per round of --concurrency trajectories), an OpenAI-compatible endpoint (key from $OPENAI_API_KEY),
   or the scripted expert (seeded with idea plans as collection draws them; --ideas K, default 10).
   Defaults come from the eval section of --config (else the built-in defaults): 8 trajectories, 10 steps, a
-  3600 s time budget per trajectory, temperature 0.7; --concurrency defaults to 1, --seed to the config's.
+  3600 s time budget per trajectory, temperature 0.7; --seed defaults to the config's. --concurrency defaults to
+  every trajectory of every task at once for the policy (one batched generation a round, as mlagent train
+  evaluates), and to 1 for an endpoint or the expert.
   The policy's prompts keep their last --max-prompt-tokens tokens (default: the config's ppo.maxPromptTokens, else
   the model's context less --max-new-tokens). Where the GPU's memory is known (--memory-budget GiB, else
   nvidia-smi's), each round's generation is split into the largest calls the memory plan fits, so a large
@@ -72,7 +74,7 @@ const OPTIONS = {
   'time-budget': { type: 'string' },
   out: { type: 'string' },
   force: { type: 'boolean', default: false },
-  concurrency: { type: 'string', default: '1' },
+  concurrency: { type: 'string' },
   'no-share': { type: 'boolean', default: false },
   seed: { type: 'string' },
   temperature: { type: 'string' },
@@ -227,7 +229,7 @@ export async function evalCommand(argv: string[]): Promise<void> {
   };
   const trajectories = number('trajectories', v.trajectories, config.eval.trajectories, { min: 1 });
   const maxSteps = number('max-steps', v['max-steps'], config.eval.maxSteps, { min: 1 });
-  const concurrency = number('concurrency', v.concurrency, 1, { min: 1 });
+  const concurrencyArg = v.concurrency === undefined ? undefined : number('concurrency', v.concurrency, 1, { min: 1 });
   const seed = number('seed', v.seed, config.seed);
   const ideas = number('ideas', v.ideas, 10, { min: 1 });
   const maxNewTokens = number('max-new-tokens', v['max-new-tokens'], 1024, { min: 1 });
@@ -248,6 +250,7 @@ export async function evalCommand(argv: string[]): Promise<void> {
   let agent = v.expert !== undefined ? expertAgent(new ScriptedExpert(), { ideas, seed, name: v.name }) : v.endpoint !== undefined ? makeEndpointAgent(v.endpoint, v['endpoint-model']!, temperature, v.name) : undefined;
   if (v.endpoint !== undefined) await checkEndpointFirst(cmd, v.endpoint, v['endpoint-model']!);
   const tasks = await loadTasks(taskSpecs, v.expert !== undefined);
+  const concurrency = concurrencyArg ?? (v.model !== undefined ? tasks.length * trajectories : 1);
   let policy: LoadedPolicy | undefined;
   if (agent === undefined) {
     policy = await loadPolicy(cmd, v);
