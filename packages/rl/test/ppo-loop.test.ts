@@ -232,11 +232,11 @@ describe('trainPpo', () => {
     expect(infos.map((i) => i.reusedGroups)).toEqual([2]);
   }, 300_000);
 
-  it('cuts prompts longer than ppo.maxPromptTokens to their end, counts them in the metrics, and keeps the cap in the fingerprint', async () => {
+  it("cuts prompts longer than ppo.maxPromptTokens to their end, counts them in the metrics, and keeps the cap in the fingerprint; logs the gap to π_old recomputed by the actor ('actor')", async () => {
     const out = join(root, 'max-prompt');
     const config = (ppo: Record<string, unknown>) => ({ ...LOOP_CONFIG, ppo: { ...LOOP_CONFIG.ppo, iterations: 1, advantage: 'grpo' as const, ...ppo } });
     const lines: string[] = [];
-    await trainPpo({ modelDir, collection, out, config: config({ maxPromptTokens: 12 }), env: fakeEnv(), progress: false, log: (l) => lines.push(l) });
+    await trainPpo({ modelDir, collection, out, config: config({ maxPromptTokens: 12, oldLogprobs: 'actor' }), env: fakeEnv(), progress: false, log: (l) => lines.push(l) });
     const groups = rolloutLines(out);
     expect(groups.length).toBeGreaterThan(0);
     for (const g of groups) for (const p of g.prompts) expect(p.length).toBeLessThanOrEqual(12);
@@ -245,8 +245,13 @@ describe('trainPpo', () => {
     for (const g of groups) expect(g.prompts[0].slice(-turn.length)).toEqual(turn);
     const row = readMetrics(join(out, 'metrics.jsonl')).find((m) => m.task === undefined)!;
     expect(row.values.truncatedPrompts).toBe(groups.length);
+    // generate()'s log-probs (f32 caches and weights here) against the actor's training forward: kernels apart.
+    expect(row.values.oldLogpGap).toBeGreaterThanOrEqual(0);
+    expect(row.values.oldLogpGapMax).toBeLessThan(1e-3);
+    console.log(`sampler vs actor log-probs: mean gap ${row.values.oldLogpGap}, largest ${row.values.oldLogpGapMax}`);
     expect(lines).toContain(`ppo iteration 1: ${groups.length} prompts kept only their last 12 tokens (ppo.maxPromptTokens, or the model's context less maxNewTokens)`);
-    await expect(trainPpo({ modelDir, collection, out, config: config({ iterations: 2, maxPromptTokens: 13 }), env: fakeEnv(), progress: false, resume: true, log: () => {} })).rejects.toThrow(/made with another config/);
+    await expect(trainPpo({ modelDir, collection, out, config: config({ iterations: 2, maxPromptTokens: 13, oldLogprobs: 'actor' }), env: fakeEnv(), progress: false, resume: true, log: () => {} })).rejects.toThrow(/made with another config/);
+    await expect(trainPpo({ modelDir, collection, out, config: config({ iterations: 2, maxPromptTokens: 12 }), env: fakeEnv(), progress: false, resume: true, log: () => {} })).rejects.toThrow(/made with another config/);
     expect(() => promptRoom({ model: { config: { maxPositionEmbeddings: 300 } } as QwenModel, config: { maxNewTokens: 300, maxPromptTokens: null } as PpoConfig })).toThrow(
       /maxNewTokens \(300\) leaves no room for a prompt in the model's 300-token context/,
     );

@@ -86,6 +86,32 @@ describe('ppoUpdate on the policy training API', () => {
     rmSync(saved, { recursive: true, force: true });
   }, 300_000);
 
+  it("oldLogprobs 'actor': π_old is the actor's own forward, whatever the sampler recorded, and the gap is reported", async () => {
+    const config: PpoConfig = { ...defaultTrainConfig().ppo, advantage: 'grpo', minibatchSize: 4, epochs: 1, klCoef: 0.001, klMode: 'loss' };
+    const run = async (oldLogprobs: 'sampler' | 'actor', skew: number) => {
+      const actor = LoraAdapter.create(model, lora, { seed: 7 });
+      const actorOptimizer = new TrainOptimizer(gpu, [actor], { lr: 5e-3, maxGradNorm: 1 });
+      // A sampler whose numbers are off by ±skew per token (alternating).
+      const samples = (await samplesFor(actor)).map((x) => ({ ...x, oldLogp: Float32Array.from(x.oldLogp, (v, t) => v + (t % 2 ? skew : -skew)) }));
+      const stats = await ppoUpdate({ model, actor, actorOptimizer }, samples, { ...config, oldLogprobs }, { seed: 0, iteration: 0 });
+      const after = await sequenceLogp(actor);
+      actorOptimizer.dispose();
+      actor.dispose();
+      return { stats, after };
+    };
+    const exact = await run('sampler', 0);
+    const recomputed = await run('actor', 0.3);
+    const skewed = await run('sampler', 0.3);
+    expect(exact.stats.oldLogpGap).toBeNaN();
+    expect(recomputed.stats.oldLogpGap).toBeCloseTo(0.3, 5);
+    expect(recomputed.stats.oldLogpGapMax).toBeCloseTo(0.3, 5);
+    // With the actor's own log-probs the update is the exact sampler's; with the skewed sampler's it is not.
+    expect(recomputed.stats.clipFrac).toBe(0);
+    expect(recomputed.stats.policyLoss).toBeCloseTo(exact.stats.policyLoss, 6);
+    recomputed.after.forEach((x, i) => expect(x).toBeCloseTo(exact.after[i], 5));
+    expect(Math.abs(skewed.stats.policyLoss - exact.stats.policyLoss)).toBeGreaterThan(1e-3);
+  }, 300_000);
+
   it('GAE with a critic: the value of each state moves toward its return', async () => {
     const actor = LoraAdapter.create(model, lora, { seed: 2 });
     const critic = ValueHead.create(model, lora, { seed: 3 });

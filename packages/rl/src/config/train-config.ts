@@ -73,6 +73,7 @@ export interface PpoConfig {
   topP: number;
   maxNewTokens: number;
   maxPromptTokens: number | null;
+  oldLogprobs: 'sampler' | 'actor';
   envConcurrency: number;
   episodeMaxSteps: number;
   historyWindow: number;
@@ -233,6 +234,12 @@ export const PPO_SECTION: SectionOf<PpoConfig> = {
     nullable: true,
     default: null,
     doc: "Longest prompt the policy is given in RL and in mlagent train's evaluation; a longer one keeps its end, and RL's iteration metrics count them (truncatedPrompts). It bounds generation's KV caches and the update's passes, which the memory plan sizes. null: the model's max_position_embeddings − maxNewTokens, the most generate() takes.",
+  },
+  oldLogprobs: {
+    kind: 'enum',
+    values: ['sampler', 'actor'],
+    default: 'sampler',
+    doc: "Where π_old's log-probs (the ratio's denominator, and the KL's sampled side) come from: 'sampler', those generate() recorded as it sampled; 'actor', a forward of the actor before the update, as verl recomputes them, so the first epoch's ratio starts at 1 whatever the sampler's numerics (f16 weights and KV caches, other kernels) give. 'actor' costs one more forward per sample and logs the mean and largest gap between the two (oldLogpGap, oldLogpGapMax).",
   },
   envConcurrency: { kind: 'number', int: true, min: 1, default: 8, doc: 'Actions executed in the environment at once.' },
   episodeMaxSteps: { kind: 'number', int: true, min: 1, default: 10, doc: "Steps per episode when rollout = 'episode'." },

@@ -75,6 +75,12 @@ export interface PpoUpdateStats {
   criticGradNorm: number;
   /** PPO-ptx: mean NLL per target token of the expert steps, averaged over the actor steps (NaN when off). */
   ptxLoss: number;
+  /**
+   * oldLogprobs 'actor': the mean and largest |sampler's − actor's| log-prob over the response tokens, the gap
+   * between generation's numerics and training's (NaN with 'sampler').
+   */
+  oldLogpGap: number;
+  oldLogpGapMax: number;
   /** The learning rate of the iteration's last actor step (NaN when the actor did not step). */
   actorLr: number;
   optimizerSteps: number;
@@ -113,10 +119,26 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
     }
   }
   const oldValues = useCritic ? await stateValues(learner, samples, micro) : null;
+  // π_old: the sampler's log-probs, or the actor's own before any step ('actor').
+  const oldLogp: ArrayLike<number>[] = samples.map((s) => s.oldLogp);
+  let [gapSum, gapMax, gapTokens] = [0, 0, 0];
+  if (config.oldLogprobs === 'actor') {
+    for (let b = 0; b < samples.length; b += micro) {
+      const pass = await policyForward(model, seqs.slice(b, b + micro), { adapter: actor, grad: false, temperature, scoredTokens: responseMasks.slice(b, b + micro) });
+      samples.slice(b, b + micro).forEach((s, k) => {
+        const actorLogp = pass.logprobs[k].slice(s.prompt.length);
+        for (let t = 0; t < actorLogp.length; t++) {
+          const gap = Math.abs(actorLogp[t] - s.oldLogp[t]);
+          [gapSum, gapMax, gapTokens] = [gapSum + gap, Math.max(gapMax, gap), gapTokens + 1];
+        }
+        oldLogp[b + k] = actorLogp;
+      });
+    }
+  }
 
   // 2-3. Rewards and advantages.
   const rewards = samples.map((s) => s.reward);
-  const sampleKl = samples.map((s, i) => (refLogp.length ? sumKl(s.oldLogp, refLogp[i], config.klEstimator) : 0));
+  const sampleKl = samples.map((_, i) => (refLogp.length ? sumKl(oldLogp[i], refLogp[i], config.klEstimator) : 0));
   const penalized = config.klMode === 'reward' ? klPenalizedRewards(rewards, sampleKl, config.klCoef) : Float64Array.from(rewards);
   const groups = samples.map((s) => s.group);
   const adv: AdvantageResult =
@@ -167,7 +189,7 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
             {
               lengths: sub.map((i) => samples[i].response.length),
               logp: concat(sub.map((_, k) => responseOf(pass.logprobs[k], k))),
-              oldLogp: concat(sub.map((i) => samples[i].oldLogp)),
+              oldLogp: concat(sub.map((i) => oldLogp[i])),
               refLogp: refLogp.length ? concat(sub.map((i) => refLogp[i])) : undefined,
               entropy: concat(sub.map((_, k) => responseOf(pass.entropies[k], k))),
               advantages: sub.map((i) => adv.advantages[i]),
@@ -282,6 +304,8 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
     actorGradNorm: trainActor ? acc.actorGradNorm / n : NaN,
     criticGradNorm: useCritic ? acc.criticGradNorm / n : NaN,
     ptxLoss: ptx.length > 0 && trainActor ? acc.ptxLoss / n : NaN,
+    oldLogpGap: gapTokens > 0 ? gapSum / gapTokens : NaN,
+    oldLogpGapMax: gapTokens > 0 ? gapMax : NaN,
     actorLr,
     optimizerSteps: steps,
     responseTokens: samples.reduce((t, s) => t + s.response.length, 0),

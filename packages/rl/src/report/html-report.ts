@@ -26,6 +26,8 @@ export const CHART_TITLES: Record<string, string> = {
   ptxLoss: 'PPO-ptx: SFT loss on the expert steps',
   clipFrac: 'Clip fraction',
   approxKl: 'Approximate KL to π_old',
+  oldLogpGap: "π_old: mean |sampler's − actor's log-prob| per token",
+  oldLogpGapMax: "π_old: largest |sampler's − actor's log-prob|",
   explainedVariance: 'Explained variance',
   lr: 'Learning rate',
   rssGiB: 'Trainer resident memory (GiB)',

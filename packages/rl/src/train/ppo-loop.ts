@@ -275,6 +275,7 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
         clipFrac: stats.clipFrac,
         approxKl: stats.approxKl,
         ...(Number.isNaN(stats.ptxLoss) ? {} : { ptxLoss: stats.ptxLoss }),
+        ...(Number.isNaN(stats.oldLogpGap) ? {} : { oldLogpGap: stats.oldLogpGap, oldLogpGapMax: stats.oldLogpGapMax }),
         lr: stats.actorLr,
         explainedVariance: stats.explainedVariance,
         formatErrorRate,
@@ -364,9 +365,10 @@ function fingerprintOf(config: TrainConfig, options: TrainPpoOptions): string {
   // How samples are batched, whether identical ones run once and whether activations are recomputed change neither
   // what a saved rollout nor what a checkpoint means, so they stay out too (and runs from before they existed resume).
   // Micro-batches change only rounding and dropout draws, and the size that fits can differ between devices.
-  // A prompt cap counts only when set: unset, only prompts generate() would refuse are cut.
-  const { ptxCoef, ptxBatchSize, generationBatch: _batch, reuseIdenticalResponses: _reuse, activationCheckpointing: _recompute, microBatchSize: _micro, maxPromptTokens, ...rest } = config.ppo;
-  const ppo = maxPromptTokens === null ? rest : { ...rest, maxPromptTokens };
+  // A prompt cap counts only when set: unset, only prompts generate() would refuse are cut. π_old from the actor
+  // counts only when asked for, so runs from before the field existed resume.
+  const { ptxCoef, ptxBatchSize, generationBatch: _batch, reuseIdenticalResponses: _reuse, activationCheckpointing: _recompute, microBatchSize: _micro, maxPromptTokens, oldLogprobs, ...rest } = config.ppo;
+  const ppo = { ...rest, ...(maxPromptTokens === null ? {} : { maxPromptTokens }), ...(oldLogprobs === 'sampler' ? {} : { oldLogprobs }) };
   const ptx = ptxCoef > 0 ? { ptxCoef, ptxBatchSize, ptxTemplate: config.sft.template, ptxMaxSeqLen: config.sft.maxSeqLen } : {};
   // f16 weights give other numbers; f32 stays out, so runs from before the field existed resume.
   const dtype = config.dtype === 'f32' ? {} : { dtype: config.dtype };
