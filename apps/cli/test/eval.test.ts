@@ -1,6 +1,6 @@
 // mlagent eval: argument errors, the scripted expert on a real task (JSON and the Table-1 markdown), merging
 // results with --compare, and a tiny random policy end to end.
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -85,6 +85,21 @@ describe('mlagent eval', () => {
     const again = await mlagent('eval', '--expert', 'scripted', '--tasks', 'house-prices', '--trajectories', '1', '--max-steps', '2', '--out', out);
     expect(again.code).toBe(2);
     expect(again.stderr).toMatch(/eval\.json already exists/);
+    const resumeArgs = ['eval', '--expert', 'scripted', '--tasks', 'house-prices', '--trajectories', '1', '--max-steps', '5', '--ideas', '3', '--out', out];
+    const finished = await mlagent(...resumeArgs, '--resume');
+    expect(finished.code).toBe(2);
+    expect(finished.stderr).toMatch(/holds a finished evaluation \(eval\.json\); nothing to resume/);
+    expect((await mlagent(...resumeArgs, '--resume', '--force')).stderr).toMatch(/--force starts over and --resume continues; give one/);
+    // As a run killed before its trajectory ended leaves it: no eval.json, no trajectory recorded.
+    rmSync(path.join(out, 'eval.json'));
+    writeFileSync(path.join(out, 'eval-trajectories.jsonl'), '');
+    const unfinished = await mlagent(...resumeArgs);
+    expect(unfinished.code).toBe(2);
+    expect(unfinished.stderr).toMatch(/holds an unfinished evaluation; --resume continues it, --force starts over/);
+    const resumed = await mlagent(...resumeArgs, '--resume', '--json');
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect(JSON.parse(resumed.stdout).trajectories).toHaveLength(1);
+    expect(existsSync(path.join(out, 'eval.json'))).toBe(true);
 
     // Two results merged into one table: a column per agent (the second renamed), and a merged eval.json.
     const merged = newDir();

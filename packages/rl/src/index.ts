@@ -95,6 +95,7 @@ export { planDevice, type PlanDevice } from './sft/memory-check.js';
 export { evalBatchFor, type EvalBatchOptions } from './eval/memory-check.js';
 // Evaluation: full episodes per task with the policy, an endpoint or an expert; Table-1 results as JSON and markdown.
 export { evaluate, writeEvalResult, type EvaluateOptions, type EvalStepRecord, type StartEvalEpisode } from './eval/evaluate.js';
+export { EVAL_RUN_FILE, EVAL_TRAJECTORIES_FILE, evalComplete } from './eval/resume.js';
 export { expertAgent, endpointAgent, cutAtStop, roundSeed, DEFAULT_STOP_STRINGS, type EvalAgent, type AgentRequest, type ExpertAgentOptions, type EndpointAgentOptions } from './eval/agent.js';
 export { policyAgent, PROMPT_FORMATS, type PolicyAgent, type PolicyAgentOptions, type PolicyAgentStats, type PromptFormat } from './eval/policy-agent.js';
 export {

@@ -1,5 +1,8 @@
 // The evaluation loop on fake episodes (no Python): rounds and their batches, seeds, failures that stay per
 // trajectory, and the expert agent's seed plans matching collection's.
+import { appendFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { PreparedTask } from '@mlagent/env';
 import { ScriptedExpert } from '../src/experts/scripted.js';
@@ -7,6 +10,7 @@ import type { Expert, SeedPlan } from '../src/experts/types.js';
 import { seedPlan, taskIdeas } from '../src/collect/seeds.js';
 import { expertAgent, roundSeed, type AgentRequest, type EvalAgent } from '../src/eval/agent.js';
 import { evaluate, type StartEvalEpisode } from '../src/eval/evaluate.js';
+import { EVAL_TRAJECTORIES_FILE, evalComplete } from '../src/eval/resume.js';
 import { FakeEpisode, fakePrepared } from './fake-episode.js';
 
 const LIST = 'Action: List Files\nAction Input: {"dir_path": "."}';
@@ -85,6 +89,47 @@ describe('the evaluation loop', () => {
     const result = await evaluate({ tasks: fakePrepared('t-a'), agent, trajectories: 3, maxSteps: 2, timeBudgetSec: 60, baselines, progress: false, signal: abort.signal, startEpisode: startFake });
     expect(result.trajectories.map((t) => [t.index, t.steps])).toEqual([[0, 2]]);
     expect(result.rows[0].trajectories).toBe(1);
+  });
+
+  it('resumes an interrupted or killed evaluation: finished trajectories stay, the others run from their start', async () => {
+    const out = mkdtempSync(path.join(tmpdir(), 'rl-eval-resume-'));
+    try {
+      const opts = { tasks: fakePrepared('t-a', 't-b'), trajectories: 2, maxSteps: 2, timeBudgetSec: 60, baselines, progress: false, startEpisode: startFake, out };
+      // Interrupted (Ctrl-C) as its first trajectory ends: eval.json holds that one.
+      const abort = new AbortController();
+      const first = { ...recordingAgent(() => LIST), end: () => abort.abort() };
+      const partial = await evaluate({ ...opts, agent: first, signal: abort.signal });
+      expect(partial.trajectories.map((t) => `${t.task}/${t.index}`)).toEqual(['t-a/0']);
+      // As a kill would leave it: a later trajectory's step logged, and its record cut short mid-line.
+      appendFileSync(path.join(out, 'eval-steps.jsonl'), `${JSON.stringify({ trajectory: 't-a/0001', step: 1 })}\n`);
+      appendFileSync(path.join(out, EVAL_TRAJECTORIES_FILE), '{"agent":"recorder","task":"t-a","ind');
+      expect(evalComplete(out)).toBe(false);
+
+      await expect(evaluate({ ...opts, agent: recordingAgent(() => LIST) })).rejects.toThrow(/holds an unfinished evaluation \(1 trajectories recorded\); --resume continues it, --force starts over/);
+      await expect(evaluate({ ...opts, trajectories: 3, agent: recordingAgent(() => LIST), resume: true })).rejects.toThrow(/another trajectories \(2 there, 3 now\)/);
+
+      const agent = recordingAgent(() => LIST);
+      const result = await evaluate({ ...opts, agent, resume: true });
+      // The finished trajectory is not run again; the three others are, from their start.
+      expect(agent.calls.flatMap((c) => c.ids)).not.toContain('t-a/0000');
+      expect(new Set(agent.calls.flatMap((c) => c.ids))).toEqual(new Set(['t-a/0001', 't-b/0000', 't-b/0001']));
+      expect(result.trajectories.map((t) => `${t.task}/${t.index}`)).toEqual(['t-a/0', 't-a/1', 't-b/0', 't-b/1']);
+      expect(result.trajectories[0]).toEqual(partial.trajectories[0]);
+      expect(result.rows.map((r) => r.trajectories)).toEqual([2, 2]);
+      // Each trajectory's steps once: the killed one's stray line is gone.
+      const steps = readFileSync(path.join(out, 'eval-steps.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { trajectory: string });
+      const count = (id: string) => steps.filter((l) => l.trajectory === id).length;
+      expect(['t-a/0000', 't-a/0001', 't-b/0000', 't-b/0001'].map(count)).toEqual([2, 2, 2, 2]);
+      expect(evalComplete(out)).toBe(true);
+      await expect(evaluate({ ...opts, agent: recordingAgent(() => LIST), resume: true })).rejects.toThrow(/holds a finished evaluation \(eval\.json\); nothing to resume/);
+      await expect(evaluate({ ...opts, agent: recordingAgent(() => LIST) })).rejects.toThrow(/eval\.json already exists/);
+      // --force starts over.
+      const again = recordingAgent(() => LIST);
+      expect((await evaluate({ ...opts, agent: again, overwrite: true })).trajectories).toHaveLength(4);
+      expect(again.calls.flatMap((c) => c.ids)).toContain('t-a/0000');
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
   });
 
   it('seeds each expert trajectory with the plan collection draws for the same seed and index', async () => {

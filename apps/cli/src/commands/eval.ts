@@ -3,10 +3,12 @@ import { basename, join, resolve } from 'node:path';
 import { listTasks, prepareTask, type PreparedTask } from '@mlagent/env';
 import {
   PROMPT_FORMATS,
+  EVAL_RUN_FILE,
   ScriptedExpert,
   defaultTrainConfig,
   endpointAgent,
   evalBatchFor,
+  evalComplete,
   evalMarkdown,
   evaluate,
   expertAgent,
@@ -29,7 +31,7 @@ import { MODEL_USAGE, checkModelArgs, loadPolicy, numberArg, type LoadedPolicy }
 
 export const evalUsage = `mlagent eval (--model DIR [--adapter DIR] | --endpoint URL --endpoint-model NAME | --expert scripted)
           --tasks held-in|held-out|all|NAME[,NAME] [--trajectories N] [--max-steps S] [--time-budget SEC]
-          [--out DIR] [--force] [--concurrency C] [--no-share] [--seed S] [--temperature T] [--max-new-tokens N]
+          [--out DIR] [--force | --resume] [--concurrency C] [--no-share] [--seed S] [--temperature T] [--max-new-tokens N]
           [--prompt-format messages|compact|prompt] [--max-prompt-tokens N] [--memory-budget GIB] [--name NAME]
           [--config FILE] [--compare FILE]... [--json]
           [--redis URL [--queue NAME]]
@@ -55,7 +57,9 @@ mlagent eval --compare FILE --compare FILE... [--out DIR] [--json]
   nondeterministic train.py this keeps each trajectory's odds but not their independence; --no-share (or the
   config's eval.shareIdenticalSteps: false) runs every trajectory in its own episode.
   Results go to --out (default runs/eval-<time>): eval.json (read by mlagent report), eval.md, eval-steps.jsonl
-  (every response and observation) and snapshots/. --compare adds earlier eval.json files to the printed table;
+  (every response and observation) and snapshots/. Each trajectory's record is written as it finishes
+  (eval-trajectories.jsonl), so --resume continues an evaluation that was interrupted or killed: the trajectories
+  it finished without an error are kept, the others run again from their start (same agent, tasks and settings). --compare adds earlier eval.json files to the printed table;
   with no agent, it only merges them (into --out when given).
 ${REDIS_USAGE}
 ${MODEL_USAGE}`;
@@ -74,6 +78,7 @@ const OPTIONS = {
   'time-budget': { type: 'string' },
   out: { type: 'string' },
   force: { type: 'boolean', default: false },
+  resume: { type: 'boolean', default: false },
   concurrency: { type: 'string' },
   'no-share': { type: 'boolean', default: false },
   seed: { type: 'string' },
@@ -244,7 +249,12 @@ export async function evalCommand(argv: string[]): Promise<void> {
   const taskSpecs = v.tasks !== undefined ? v.tasks.split(',').map((s) => s.trim()).filter((s) => s !== '') : typeof config.eval.tasks === 'string' ? [config.eval.tasks] : config.eval.tasks;
   if (v.tasks !== undefined && taskSpecs.length === 0) throw new UsageError('eval: --tasks names no task');
   const out = resolve(v.out ?? join('runs', `eval-${timestamp()}`));
-  if (existsSync(join(out, 'eval.json')) && !v.force) throw new UsageError(`eval: ${join(out, 'eval.json')} already exists; use another --out (or --force to replace it)`);
+  if (v.force && v.resume) throw new UsageError('eval: --force starts over and --resume continues; give one');
+  if (v.resume && v.out === undefined) throw new UsageError('eval: --resume needs the --out DIR of the evaluation to continue');
+  if (!v.force && !v.resume) {
+    if (existsSync(join(out, EVAL_RUN_FILE)) && !evalComplete(out)) throw new UsageError(`eval: ${out} holds an unfinished evaluation; --resume continues it, --force starts over`);
+    if (existsSync(join(out, 'eval.json'))) throw new UsageError(`eval: ${join(out, 'eval.json')} already exists; use another --out (or --force to replace it)`);
+  }
 
   // Agents without a model are checked before the tasks are prepared; the policy is loaded last.
   let agent = v.expert !== undefined ? expertAgent(new ScriptedExpert(), { ideas, seed, name: v.name }) : v.endpoint !== undefined ? makeEndpointAgent(v.endpoint, v['endpoint-model']!, temperature, v.name) : undefined;
@@ -289,7 +299,7 @@ export async function evalCommand(argv: string[]): Promise<void> {
   process.on('SIGINT', onSigint);
   let result: EvalResult;
   try {
-    result = await evaluate({ tasks, agent, trajectories, maxSteps, timeBudgetSec, concurrency, shareIdenticalSteps: config.eval.shareIdenticalSteps && !v['no-share'], seed, out, overwrite: v.force, signal: abort.signal, startEpisode: remote && ((task, o) => remote.start(task, o)) });
+    result = await evaluate({ tasks, agent, trajectories, maxSteps, timeBudgetSec, concurrency, shareIdenticalSteps: config.eval.shareIdenticalSteps && !v['no-share'], seed, out, overwrite: v.force, resume: v.resume, signal: abort.signal, startEpisode: remote && ((task, o) => remote.start(task, o)) });
   } catch (e) {
     if (/^eval: /.test((e as Error).message)) throw new UsageError((e as Error).message);
     throw e;
@@ -303,6 +313,6 @@ export async function evalCommand(argv: string[]): Promise<void> {
   if (compared.length > 0) writeFileSync(join(out, 'eval-compare.md'), evalMarkdown(shown));
   print(shown, v.json);
   const failed = result.trajectories.filter((t) => t.error !== null);
-  if (failed.length > 0) throw new CommandFailedError(`eval: ${failed.length} trajectories failed (${failed[0].task}/${failed[0].index}: ${failed[0].error}); they count as no improvement`);
-  if (abort.signal.aborted) throw new CommandFailedError(`eval: interrupted after ${result.trajectories.length} of ${tasks.length * trajectories} trajectories`);
+  if (failed.length > 0) throw new CommandFailedError(`eval: ${failed.length} trajectories failed (${failed[0].task}/${failed[0].index}: ${failed[0].error}); they count as no improvement; --resume --out ${out} runs them again`);
+  if (abort.signal.aborted) throw new CommandFailedError(`eval: interrupted after ${result.trajectories.length} of ${tasks.length * trajectories} trajectories; --resume --out ${out} continues`);
 }

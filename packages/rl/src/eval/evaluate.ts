@@ -17,6 +17,8 @@ import { ProgressMeter } from '../metrics/progress.js';
 import { roundSeed, type AgentRequest, type EvalAgent } from './agent.js';
 import { aggregateTask, isBetter, scoreTrajectory, type EvalResult, type EvalTaskInfo, type EvalTrajectory } from './results.js';
 import { evalMarkdown } from './table.js';
+import { filterJsonl } from '../metrics/jsonl.js';
+import { EVAL_RUN_FILE, EVAL_TRAJECTORIES_FILE, checkSameRun, evalComplete, readFinished, writeRunIdentity, type EvalRunIdentity } from './resume.js';
 
 export interface EvaluateOptions {
   tasks: readonly PreparedTask[];
@@ -33,8 +35,14 @@ export interface EvaluateOptions {
   seed?: number;
   /** Writes eval.json, eval.md, eval-steps.jsonl and snapshots/ here; without it, nothing is kept on disk. */
   out?: string;
-  /** Replace an eval.json already in `out` (default false: refused, so no result is lost). */
+  /** Replace an eval.json (or an unfinished evaluation) already in `out` (default false: refused, so no result is lost). */
   overwrite?: boolean;
+  /**
+   * Continue the unfinished evaluation in `out` (interrupted, or killed): the trajectories it finished without an
+   * error are kept, the others run from their start. It must evaluate the same agent, tasks and settings. Where
+   * `out` holds no evaluation yet, it starts one.
+   */
+  resume?: boolean;
   /** Progress bar on stderr (default true). */
   progress?: boolean;
   /** Baselines by task name, for tasks whose task.json has none (else it is measured by running train.py). */
@@ -156,26 +164,51 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
   const agent = options.agent;
 
   const out = options.out === undefined ? undefined : path.resolve(options.out);
-  if (out && existsSync(path.join(out, 'eval.json')) && !options.overwrite)
-    throw new Error(`eval: ${path.join(out, 'eval.json')} already exists; use another --out (or --force to replace it)`);
+  const share = options.shareIdenticalSteps ?? true;
+  const identity: EvalRunIdentity = { agent: agent.name, kind: agent.kind, detail: agent.detail, temperature: agent.temperature, tasks: names, trajectories, maxSteps, timeBudgetSec: options.timeBudgetSec, seed, shareIdenticalSteps: share };
+  const resuming = out !== undefined && !options.overwrite && options.resume === true && existsSync(path.join(out, EVAL_RUN_FILE));
+  const finished = out && resuming ? readFinished(out).filter((t) => t.error === null) : [];
+  if (out && !options.overwrite) {
+    if (resuming) {
+      checkSameRun(out, identity);
+      if (evalComplete(out) && finished.length === options.tasks.length * trajectories) throw new Error(`eval: ${out} holds a finished evaluation (eval.json); nothing to resume`);
+    } else if (existsSync(path.join(out, EVAL_RUN_FILE)) && !evalComplete(out)) {
+      throw new Error(`eval: ${out} holds an unfinished evaluation (${readFinished(out).length} trajectories recorded); --resume continues it, --force starts over`);
+    } else if (existsSync(path.join(out, 'eval.json'))) {
+      throw new Error(`eval: ${path.join(out, 'eval.json')} already exists; use another --out (or --force to replace it)`);
+    }
+  }
   // The agent's per-task setup (the expert's idea plans) fails before any episode runs.
   agent.prepare?.(options.tasks);
   const infos = await taskInfos(options.tasks, options.baselines ?? {});
   const root = out ?? mkdtempSync(path.join(tmpdir(), 'mlagent-eval-'));
   mkdirSync(root, { recursive: true });
   const stepsFile = out ? path.join(out, 'eval-steps.jsonl') : undefined;
-  if (stepsFile) writeFileSync(stepsFile, '');
+  const trajectoriesFile = out ? path.join(out, EVAL_TRAJECTORIES_FILE) : undefined;
+  const trajectoryId = (task: string, index: number) => `${task}/${String(index).padStart(4, '0')}`;
+  const kept = new Set(finished.map((t) => trajectoryId(t.task, t.index)));
+  if (out && resuming) {
+    // What the kept trajectories did stays; the steps of the others (cut short, or failed) go.
+    filterJsonl<{ trajectory?: string }>(stepsFile!, (r) => r.trajectory !== undefined && kept.has(r.trajectory));
+    writeFileSync(trajectoriesFile!, finished.map((t) => `${JSON.stringify(t)}\n`).join(''));
+  } else if (out) {
+    rmSync(path.join(out, 'eval.json'), { force: true });
+    writeFileSync(stepsFile!, '');
+    writeFileSync(trajectoriesFile!, '');
+    writeRunIdentity(out, identity);
+  }
   const store = new SnapshotStore(path.join(root, 'snapshots'));
   const workRoot = path.join(root, 'work');
+  // A killed run's workspaces are no use to anyone.
+  rmSync(workRoot, { recursive: true, force: true });
   mkdirSync(workRoot, { recursive: true });
   const start = options.startEpisode ?? defaultStart;
-  const share = options.shareIdenticalSteps ?? true;
   const startedAt = new Date();
   const episodeOptions = { store, maxSteps, workRoot, helperLlm: options.helperLlm ?? null, pool: options.pool };
 
-  const queue = options.tasks.flatMap((task) => Array.from({ length: trajectories }, (_, index) => ({ task, index })));
-  const total = queue.length;
-  const records: EvalTrajectory[] = [];
+  const queue = options.tasks.flatMap((task) => Array.from({ length: trajectories }, (_, index) => ({ task, index }))).filter(({ task, index }) => !kept.has(trajectoryId(task.spec.name, index)));
+  const total = options.tasks.length * trajectories;
+  const records: EvalTrajectory[] = [...finished];
   let stepCount = 0;
   let sharedCount = 0;
   let formatErrors = 0;
@@ -185,10 +218,10 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
     ...(share ? { shared: sharedCount } : {}),
     fmtErr: stepCount === 0 ? '-' : `${((100 * formatErrors) / stepCount).toFixed(0)}%`,
   });
-  bar?.update(0, barInfo());
+  bar?.update(records.length, barInfo());
 
   const record = (a: Omit<Live, 'branch' | 'task' | 'last'>) => {
-    records.push({
+    const t: EvalTrajectory = {
       agent: agent.name,
       task: a.info.name,
       index: a.index,
@@ -202,7 +235,9 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
       durationSec: (performance.now() - a.startMs) / 1000,
       error: a.error,
       sharedSteps: a.sharedSteps,
-    });
+    };
+    records.push(t);
+    if (trajectoriesFile) appendFileSync(trajectoriesFile, `${JSON.stringify(t)}\n`);
     bar?.update(records.length, barInfo());
   };
   const closeEpisode = (b: Branch) =>
@@ -355,7 +390,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
       const starting = new Map<string, Branch>();
       while (live.length < concurrency && queue.length > 0 && !options.signal?.aborted) {
         const { task, index } = queue.shift()!;
-        const id = `${task.spec.name}/${String(index).padStart(4, '0')}`;
+        const id = trajectoryId(task.spec.name, index);
         const fresh = { id, task, info: infos.get(task.spec.name)!, index, startMs: performance.now(), steps: 0, formatErrors: 0, best: null, final: null, finalAnswer: false, timedOut: false, error: null, sharedSteps: 0 };
         let branch = share ? starting.get(task.spec.name) : undefined;
         try {

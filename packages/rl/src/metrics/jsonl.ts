@@ -82,13 +82,18 @@ export function readMetrics(path: string): MetricRecord[] {
 
 /** On resume from a checkpoint at `step`: drops the lines of later steps, which the resumed run will log again. */
 export function truncateMetricsAfter(path: string, step: number): void {
+  filterJsonl<{ step: number }>(path, (r) => r.step <= step);
+}
+
+/** Rewrites a JSONL file with the lines `keep` accepts, dropping torn ones, through a temp file and a rename. */
+export function filterJsonl<T>(path: string, keep: (record: T) => boolean): void {
   if (!existsSync(path)) return;
   const kept = readFileSync(path, 'utf8')
     .split('\n')
     .filter((line) => {
       if (line.trim() === '') return false;
       try {
-        return (JSON.parse(line) as { step: number }).step <= step;
+        return keep(JSON.parse(line) as T);
       } catch {
         return false; // a torn line
       }

@@ -9,6 +9,7 @@ import { parseTrainConfig, type TrainConfig, type TrainConfigInput } from '../co
 import { ScriptedExpert } from '../experts/scripted.js';
 import type { EvalAgent } from '../eval/agent.js';
 import { evaluate, writeEvalResult } from '../eval/evaluate.js';
+import { evalComplete } from '../eval/resume.js';
 import { policyAgent } from '../eval/policy-agent.js';
 import type { EvalResult } from '../eval/results.js';
 import { formatPercent, mergeEvalResults, readEvalResult } from '../eval/table.js';
@@ -267,12 +268,12 @@ async function evaluateAdapters(
   options: TrainPipelineOptions & { episodeOptions: { historyWindow: number; maxObservationChars: number } },
 ): Promise<EvalResult> {
   const results: EvalResult[] = [];
-  const pending = adapters.filter((a) => !existsSync(join(a.dir, 'eval.json')));
+  const pending = adapters.filter((a) => !evalComplete(a.dir));
   const gpu = pending.length > 0 ? await Gpu.create() : null;
   const model = gpu ? await QwenModel.load(gpu, modelDir, { dtype: config.dtype }) : null;
   try {
     for (const a of adapters) {
-      if (existsSync(join(a.dir, 'eval.json'))) {
+      if (evalComplete(a.dir)) {
         results.push(readEvalResult(join(a.dir, 'eval.json')));
         continue;
       }
@@ -302,7 +303,8 @@ async function evaluateAdapters(
             shareIdenticalSteps: config.eval.shareIdenticalSteps,
             seed: config.seed,
             out: a.dir,
-            overwrite: true,
+            // A run killed during evaluation keeps the trajectories it finished.
+            resume: true,
             progress: options.progress,
             signal: options.signal,
             startEpisode: episodeStarter(options.remote, options.episodeOptions),
