@@ -66,6 +66,10 @@ describe('training config', () => {
     ]);
     expect(parseTrainConfig({ ppo: { minibatchSize: 8, microBatchSize: 8 } }).ppo.microBatchSize).toBe(8);
     expect(parseTrainConfig({}).ppo.microBatchSize).toBeNull();
+    expect(problemsOf(() => parseTrainConfig({ ppo: { samplerRatioCap: 2 } }))).toEqual([
+      "ppo.samplerRatioCap: weighs the actor's π_old against the sampler's, so it needs ppo.oldLogprobs: actor",
+    ]);
+    expect(parseTrainConfig({ ppo: { samplerRatioCap: 2, oldLogprobs: 'actor' } }).ppo.samplerRatioCap).toBe(2);
   });
 
   it('rejects a preset it does not know and a section that is not a mapping', () => {

@@ -180,6 +180,38 @@ describe('gradient coefficients against finite differences of the scalar loss', 
   }
 });
 
+describe('truncated importance weights of the sampler (samplerWeights)', () => {
+  const batch: PpoBatch = {
+    lengths: [2, 3],
+    logp: [-1.0, -0.4, -2.0, -0.7, -1.3],
+    oldLogp: [-1.1, -0.3, -1.2, -0.9, -1.3],
+    refLogp: [-1.2, -0.5, -1.9, -0.6, -1.0],
+    entropy: [0.5, 1.2, 0.3, 0.9, 1.1],
+    advantages: [1.5, -0.8],
+  };
+  const config: PpoLossConfig = { ...DEFAULT_PPO_LOSS, klCoef: 0.3, entropyCoef: 0.05, valueCoef: 0 };
+
+  it('scale the policy term, not the KL or entropy terms', () => {
+    const plain = ppoLoss(batch, config);
+    const half = ppoLoss({ ...batch, samplerWeights: [0.5, 0.5, 0.5, 0.5, 0.5] }, config);
+    expect(half.policyLoss).toBeCloseTo(plain.policyLoss / 2, 12);
+    expect(half.klLoss).toBeCloseTo(plain.klLoss, 12);
+    expect(half.entropyLoss).toBeCloseTo(plain.entropyLoss, 12);
+    expect(ppoLoss({ ...batch, samplerWeights: [1, 1, 1, 1, 1] }, config).loss).toBeCloseTo(plain.loss, 12);
+  });
+
+  it("weigh each token's gradient as its loss (finite differences)", () => {
+    const weighted = { ...batch, samplerWeights: [0.2, 1.7, 1.0, 0.6, 2.0] };
+    const r = ppoLoss(weighted, config);
+    for (let t = 0; t < batch.logp.length; t++) {
+      const at = (d: number) => ppoLoss({ ...weighted, logp: Array.from(batch.logp, (x, k) => (k === t ? x + d : x)) }, config).loss;
+      expect(r.dLogp[t]).toBeCloseTo((at(1e-6) - at(-1e-6)) / 2e-6, 6);
+    }
+    expect(() => ppoLoss({ ...batch, samplerWeights: [1, 1, -1, 1, 1] }, config)).toThrow(/samplerWeights\[2\] = -1 is not a finite weight >= 0/);
+    expect(() => ppoLoss({ ...batch, samplerWeights: [1, 1] }, config)).toThrow(/samplerWeights has 2 entries, lengths sum to 5 tokens/);
+  });
+});
+
 describe('input checks', () => {
   it('names the array whose length is wrong', () => {
     expect(() => ppoLoss({ lengths: [2], logp: [0], oldLogp: [0, 0], advantages: [1] }, noExtras)).toThrow(/logp has 1 entries, lengths sum to 2/);

@@ -88,12 +88,12 @@ describe('ppoUpdate on the policy training API', () => {
 
   it("oldLogprobs 'actor': π_old is the actor's own forward, whatever the sampler recorded, and the gap is reported", async () => {
     const config: PpoConfig = { ...defaultTrainConfig().ppo, advantage: 'grpo', minibatchSize: 4, epochs: 1, klCoef: 0.001, klMode: 'loss' };
-    const run = async (oldLogprobs: 'sampler' | 'actor', skew: number) => {
+    const run = async (oldLogprobs: 'sampler' | 'actor', skew: number, samplerRatioCap: number | null = null) => {
       const actor = LoraAdapter.create(model, lora, { seed: 7 });
       const actorOptimizer = new TrainOptimizer(gpu, [actor], { lr: 5e-3, maxGradNorm: 1 });
       // A sampler whose numbers are off by ±skew per token (alternating).
       const samples = (await samplesFor(actor)).map((x) => ({ ...x, oldLogp: Float32Array.from(x.oldLogp, (v, t) => v + (t % 2 ? skew : -skew)) }));
-      const stats = await ppoUpdate({ model, actor, actorOptimizer }, samples, { ...config, oldLogprobs }, { seed: 0, iteration: 0 });
+      const stats = await ppoUpdate({ model, actor, actorOptimizer }, samples, { ...config, oldLogprobs, samplerRatioCap }, { seed: 0, iteration: 0 });
       const after = await sequenceLogp(actor);
       actorOptimizer.dispose();
       actor.dispose();
@@ -110,6 +110,16 @@ describe('ppoUpdate on the policy training API', () => {
     expect(recomputed.stats.policyLoss).toBeCloseTo(exact.stats.policyLoss, 6);
     recomputed.after.forEach((x, i) => expect(x).toBeCloseTo(exact.after[i], 5));
     expect(Math.abs(skewed.stats.policyLoss - exact.stats.policyLoss)).toBeGreaterThan(1e-3);
+    expect(recomputed.stats.samplerWeight).toBeNaN();
+
+    // Truncated importance weights: π_old / π_sampler is e^0.3 on even tokens (capped at 1.2), e^-0.3 on odd ones.
+    const capped = await run('actor', 0.3, 1.2);
+    const weightsOf = (n: number) => Array.from({ length: n }, (_, t) => (t % 2 ? Math.exp(-0.3) : 1.2));
+    const all = [0, 1].flatMap(() => responses.flatMap((r) => weightsOf(r.length)));
+    expect(capped.stats.samplerWeight).toBeCloseTo(all.reduce((a, w) => a + w, 0) / all.length, 5);
+    console.log(`capped vs uncapped update: max |Δ logp| ${Math.max(...capped.after.map((x, i) => Math.abs(x - recomputed.after[i])))}`);
+    // The weights change the gradient, so the update.
+    expect(Math.max(...capped.after.map((x, i) => Math.abs(x - recomputed.after[i])))).toBeGreaterThan(1e-4);
   }, 300_000);
 
   it('GAE with a critic: the value of each state moves toward its return', async () => {

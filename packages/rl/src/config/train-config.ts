@@ -74,6 +74,7 @@ export interface PpoConfig {
   maxNewTokens: number;
   maxPromptTokens: number | null;
   oldLogprobs: 'sampler' | 'actor';
+  samplerRatioCap: number | null;
   envConcurrency: number;
   episodeMaxSteps: number;
   historyWindow: number;
@@ -240,6 +241,13 @@ export const PPO_SECTION: SectionOf<PpoConfig> = {
     values: ['sampler', 'actor'],
     default: 'sampler',
     doc: "Where π_old's log-probs (the ratio's denominator, and the KL's sampled side) come from: 'sampler', those generate() recorded as it sampled; 'actor', a forward of the actor before the update, as verl recomputes them, so the first epoch's ratio starts at 1 whatever the sampler's numerics (f16 weights and KV caches, other kernels) give. 'actor' costs one more forward per sample and logs the mean and largest gap between the two (oldLogpGap, oldLogpGapMax).",
+  },
+  samplerRatioCap: {
+    kind: 'number',
+    gt: 0,
+    nullable: true,
+    default: null,
+    doc: "With oldLogprobs 'actor': each response token's policy term is weighted by min(π_old / π_sampler, this), the actor's probability of the token over the sampler's, capped (truncated importance sampling, as verl's tis_imp_ratio_cap), so responses drawn under the sampler's numerics count as if drawn from π_old. null: no weighting. The iteration logs the weights' mean (samplerWeight).",
   },
   envConcurrency: { kind: 'number', int: true, min: 1, default: 8, doc: 'Actions executed in the environment at once.' },
   episodeMaxSteps: { kind: 'number', int: true, min: 1, default: 10, doc: "Steps per episode when rollout = 'episode'." },
@@ -444,6 +452,9 @@ function crossFieldProblems(c: TrainConfig): string[] {
   const samples = c.ppo.statesPerIteration * c.ppo.samplesPerState;
   if (c.ppo.microBatchSize !== null && c.ppo.microBatchSize > c.ppo.minibatchSize) {
     problems.push(`ppo.microBatchSize: ${c.ppo.microBatchSize} is more than ppo.minibatchSize (${c.ppo.minibatchSize}), the samples a micro-batch splits`);
+  }
+  if (c.ppo.samplerRatioCap !== null && c.ppo.oldLogprobs !== 'actor') {
+    problems.push("ppo.samplerRatioCap: weighs the actor's π_old against the sampler's, so it needs ppo.oldLogprobs: actor");
   }
   if (c.ppo.minibatchSize > samples) {
     problems.push(`ppo.minibatchSize: ${c.ppo.minibatchSize} is more than the ${samples} samples of an iteration (statesPerIteration × samplesPerState)`);

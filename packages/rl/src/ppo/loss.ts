@@ -55,6 +55,11 @@ export interface PpoBatch {
   refLogp?: ArrayLike<number>;
   /** Entropy of the policy's next-token distribution, per token; needed when entropyCoef ≠ 0. */
   entropy?: ArrayLike<number>;
+  /**
+   * Per token, a weight on the policy term: the truncated importance ratio π_old / π_sampler where the responses
+   * were sampled under other numerics than π_old's (truncated importance sampling). Default 1.
+   */
+  samplerWeights?: ArrayLike<number>;
   /** Per sample (already normalized if the run normalizes). */
   advantages: ArrayLike<number>;
   /** Per sample V_θ(s) from the critic being trained; needed when valueCoef > 0. */
@@ -200,8 +205,10 @@ export function ppoLoss(batch: PpoBatch, config: PpoLossConfig = DEFAULT_PPO_LOS
           dTokenLoss = 0;
         }
       }
-      policyLoss += w[t] * tokenLoss;
-      dLogp[t] = w[t] * dTokenLoss;
+      // The sampler's correction weighs the surrogate's value and gradient alike (it is a constant, detached).
+      const is = batch.samplerWeights ? batch.samplerWeights[t] : 1;
+      policyLoss += w[t] * is * tokenLoss;
+      dLogp[t] = w[t] * is * dTokenLoss;
 
       if (refLogp) {
         const { kl, dKl } = klToReference(logp[t], refLogp[t], klEstimator);
@@ -325,6 +332,7 @@ function checkBatch(batch: PpoBatch, config: PpoLossConfig): void {
     ['oldLogp', batch.oldLogp, true],
     ['refLogp', batch.refLogp, config.klCoef !== 0],
     ['entropy', batch.entropy, config.entropyCoef !== 0],
+    ['samplerWeights', batch.samplerWeights, false],
   ];
   for (const [name, arr, required] of perToken) {
     if (!arr) {
@@ -351,5 +359,6 @@ function checkBatch(batch: PpoBatch, config: PpoLossConfig): void {
   if (config.valueClip !== null && !(config.valueClip > 0)) throw new Error(`ppoLoss: valueClip must be > 0 or null, got ${config.valueClip}`);
   for (let t = 0; t < logp.length; t++) {
     if (!Number.isFinite(logp[t]) || !Number.isFinite(batch.oldLogp[t])) throw new Error(`ppoLoss: non-finite logp or oldLogp at token ${t}`);
+    if (batch.samplerWeights && !(batch.samplerWeights[t] >= 0 && Number.isFinite(batch.samplerWeights[t]))) throw new Error(`ppoLoss: samplerWeights[${t}] = ${batch.samplerWeights[t]} is not a finite weight >= 0`);
   }
 }

@@ -81,6 +81,8 @@ export interface PpoUpdateStats {
    */
   oldLogpGap: number;
   oldLogpGapMax: number;
+  /** samplerRatioCap: the mean truncated weight min(π_old / π_sampler, cap) over the response tokens (NaN when off). */
+  samplerWeight: number;
   /** The learning rate of the iteration's last actor step (NaN when the actor did not step). */
   actorLr: number;
   optimizerSteps: number;
@@ -119,8 +121,11 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
     }
   }
   const oldValues = useCritic ? await stateValues(learner, samples, micro) : null;
-  // π_old: the sampler's log-probs, or the actor's own before any step ('actor').
+  // π_old: the sampler's log-probs, or the actor's own before any step ('actor'), then optionally the truncated
+  // importance weights of the sampler's draws against it (samplerRatioCap).
   const oldLogp: ArrayLike<number>[] = samples.map((s) => s.oldLogp);
+  const samplerWeights: Float64Array[] = [];
+  let weightSum = 0;
   let [gapSum, gapMax, gapTokens] = [0, 0, 0];
   if (config.oldLogprobs === 'actor') {
     for (let b = 0; b < samples.length; b += micro) {
@@ -132,6 +137,12 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
           [gapSum, gapMax, gapTokens] = [gapSum + gap, Math.max(gapMax, gap), gapTokens + 1];
         }
         oldLogp[b + k] = actorLogp;
+        const cap = config.samplerRatioCap;
+        if (cap !== null) {
+          const weights = Float64Array.from(actorLogp, (lp, t) => Math.min(Math.exp(lp - s.oldLogp[t]), cap));
+          weights.forEach((x) => (weightSum += x));
+          samplerWeights.push(weights);
+        }
       });
     }
   }
@@ -190,6 +201,7 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
               lengths: sub.map((i) => samples[i].response.length),
               logp: concat(sub.map((_, k) => responseOf(pass.logprobs[k], k))),
               oldLogp: concat(sub.map((i) => oldLogp[i])),
+              samplerWeights: samplerWeights.length ? concat(sub.map((i) => samplerWeights[i])) : undefined,
               refLogp: refLogp.length ? concat(sub.map((i) => refLogp[i])) : undefined,
               entropy: concat(sub.map((_, k) => responseOf(pass.entropies[k], k))),
               advantages: sub.map((i) => adv.advantages[i]),
@@ -306,6 +318,7 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
     ptxLoss: ptx.length > 0 && trainActor ? acc.ptxLoss / n : NaN,
     oldLogpGap: gapTokens > 0 ? gapSum / gapTokens : NaN,
     oldLogpGapMax: gapTokens > 0 ? gapMax : NaN,
+    samplerWeight: samplerWeights.length > 0 && gapTokens > 0 ? weightSum / gapTokens : NaN,
     actorLr,
     optimizerSteps: steps,
     responseTokens: samples.reduce((t, s) => t + s.response.length, 0),

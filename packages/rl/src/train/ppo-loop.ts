@@ -276,6 +276,7 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
         approxKl: stats.approxKl,
         ...(Number.isNaN(stats.ptxLoss) ? {} : { ptxLoss: stats.ptxLoss }),
         ...(Number.isNaN(stats.oldLogpGap) ? {} : { oldLogpGap: stats.oldLogpGap, oldLogpGapMax: stats.oldLogpGapMax }),
+        ...(Number.isNaN(stats.samplerWeight) ? {} : { samplerWeight: stats.samplerWeight }),
         lr: stats.actorLr,
         explainedVariance: stats.explainedVariance,
         formatErrorRate,
@@ -367,8 +368,8 @@ function fingerprintOf(config: TrainConfig, options: TrainPpoOptions): string {
   // Micro-batches change only rounding and dropout draws, and the size that fits can differ between devices.
   // A prompt cap counts only when set: unset, only prompts generate() would refuse are cut. π_old from the actor
   // counts only when asked for, so runs from before the field existed resume.
-  const { ptxCoef, ptxBatchSize, generationBatch: _batch, reuseIdenticalResponses: _reuse, activationCheckpointing: _recompute, microBatchSize: _micro, maxPromptTokens, oldLogprobs, ...rest } = config.ppo;
-  const ppo = { ...rest, ...(maxPromptTokens === null ? {} : { maxPromptTokens }), ...(oldLogprobs === 'sampler' ? {} : { oldLogprobs }) };
+  const { ptxCoef, ptxBatchSize, generationBatch: _batch, reuseIdenticalResponses: _reuse, activationCheckpointing: _recompute, microBatchSize: _micro, maxPromptTokens, oldLogprobs, samplerRatioCap, ...rest } = config.ppo;
+  const ppo = { ...rest, ...(maxPromptTokens === null ? {} : { maxPromptTokens }), ...(oldLogprobs === 'sampler' ? {} : { oldLogprobs }), ...(samplerRatioCap === null ? {} : { samplerRatioCap }) };
   const ptx = ptxCoef > 0 ? { ptxCoef, ptxBatchSize, ptxTemplate: config.sft.template, ptxMaxSeqLen: config.sft.maxSeqLen } : {};
   // f16 weights give other numbers; f32 stays out, so runs from before the field existed resume.
   const dtype = config.dtype === 'f32' ? {} : { dtype: config.dtype };
