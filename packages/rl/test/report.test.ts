@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { MetricsLogger } from '../src/metrics/jsonl.js';
 import { metricSeries, renderReport, trailingMean, writeReport } from '../src/report/html-report.js';
-import { lineChartSvg, niceTicks } from '../src/report/svg-chart.js';
+import { barChartSvg, lineChartSvg, niceTicks } from '../src/report/svg-chart.js';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'rl-report-'));
 
@@ -29,6 +29,30 @@ describe('SVG line chart', () => {
     expect(svg).toContain('spam &lt;b&gt;');
     expect(svg).not.toContain('NaN');
     expect(lineChartSvg([], { title: 't' })).toContain('no data');
+  });
+});
+
+describe('SVG bar chart', () => {
+  it('draws grouped bars from a zero line, negative ones below it, and leaves non-finite values out', () => {
+    const svg = barChartSvg(
+      ['house-prices', 'spam <i>'],
+      [
+        { name: 'sft', values: [10, -5] },
+        { name: 'sft+rl', values: [20, NaN] },
+      ],
+      { title: 'Gain', format: (v) => `${v}%`, height: 300 },
+    );
+    const bars = [...svg.matchAll(/<rect x="([\d.]+)" y="([\d.]+)" width="14" height="([\d.]+)" fill="[^"]+"><title>([^<]+)<\/title>/g)].map((m) => ({ y: +m[2], h: +m[3], title: m[4] }));
+    expect(bars.map((b) => b.title)).toEqual(['house-prices, sft: 10%', 'house-prices, sft+rl: 20%', 'spam &lt;i&gt;, sft: -5%']);
+    // Ticks -5..20 over a plot from y 56 to 236 (2 legend lines): 7.2 px per unit, zero at 200.
+    const zero = +svg.match(/<line x1="58" x2="[\d.]+" y1="([\d.]+)" y2="[\d.]+" stroke="#444"\/>/)![1];
+    expect(zero).toBeCloseTo(200, 1);
+    expect(bars[0].h).toBeCloseTo(72, 1);
+    expect(bars[0].y + bars[0].h).toBeCloseTo(zero, 1);
+    expect(bars[1].h).toBeCloseTo(2 * bars[0].h, 1);
+    expect(bars[2].y).toBeCloseTo(zero, 1);
+    expect(bars[2].h).toBeCloseTo(bars[0].h / 2, 1);
+    expect(barChartSvg(['a'], [{ name: 's', values: [NaN] }], { title: 't' })).toContain('no data');
   });
 });
 
@@ -90,6 +114,21 @@ describe('HTML report', () => {
     expect(renderReport(evalOnly)).toContain('No metrics.jsonl in this run.');
     writeFileSync(join(evalOnly, 'eval-broken.json'), '{');
     expect(renderReport(evalOnly)).toContain('Could not read eval-broken.json');
+  });
+
+  it("charts an mlagent evaluation's gains per task, one bar per agent, above its tables", () => {
+    const run = tmp();
+    const row = (task: string, agent: string, avgGain: number, bestGain: number) => ({ task, agent, avgGain, bestGain, avg: 1, best: 1 });
+    writeFileSync(
+      join(run, 'eval.json'),
+      JSON.stringify({ format: 'mlagent-eval', version: 1, agents: [], rows: [row('house-prices', 'sft', 0.062, 0.08), row('house-prices', 'sft+rl', 0.069, 0.1), row('spam', 'sft', -0.01, 0), row('spam', 'sft+rl', 0, 0.02)], trajectories: [] }),
+    );
+    const html = renderReport(run);
+    expect(html.indexOf('Relative gain of the average score')).toBeLessThan(html.indexOf('<table>'));
+    expect(html).toContain('<title>house-prices, sft+rl: 6.9%</title>');
+    expect(html).toContain('<title>spam, sft: -1.0%</title>');
+    expect(html).toContain('<title>house-prices, sft+rl: 10.0%</title>');
+    expect([...html.matchAll(/<rect x="[\d.]+" y="[\d.]+" width="14"/g)]).toHaveLength(8);
   });
 
   it('puts an SFT directory first: held-out loss and format-error rate before and after, and the loss curves', () => {

@@ -1,9 +1,10 @@
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { formatPercent } from '../eval/table.js';
+import type { EvalResult } from '../eval/results.js';
 import { METRICS_FILE, readMetrics, type MetricRecord } from '../metrics/jsonl.js';
 import { MEMORY_METRICS } from '../metrics/memory.js';
-import { escapeXml, lineChartSvg, type Series } from './svg-chart.js';
+import { barChartSvg, escapeXml, lineChartSvg, type Series } from './svg-chart.js';
 
 /**
  * `mlagent report RUN_DIR`: one self-contained HTML page (inline SVG, no scripts, no external files) with a
@@ -159,10 +160,31 @@ function evalSection(path: string): string {
     return `<h2>${escapeXml(name)}</h2><p class="error">Could not read ${escapeXml(name)}: ${escapeXml((e as Error).message)}</p>`;
   }
   const parts = [`<h2>Evaluation: ${escapeXml(name)}</h2>`];
+  const gains = gainCharts(data);
+  if (gains) parts.push(gains);
   const tables = findTables(data);
   if (tables.length === 0) parts.push(`<pre>${escapeXml(JSON.stringify(data, null, 2))}</pre>`);
   for (const [caption, rows] of tables) parts.push(htmlTable(rows, caption));
   return parts.join('\n');
+}
+
+/**
+ * An mlagent eval result's Table 1 as two grouped bar charts, the average and the best score's relative gain
+ * over each task's baseline, one bar per agent; undefined for other JSON.
+ */
+function gainCharts(data: unknown): string | undefined {
+  const result = data as Partial<EvalResult>;
+  if (result.format !== 'mlagent-eval' || !Array.isArray(result.rows) || result.rows.length === 0) return undefined;
+  const rows = result.rows;
+  const tasks = [...new Set(rows.map((r) => r.task))];
+  const agents = [...new Set(rows.map((r) => r.agent))];
+  const chart = (key: 'avgGain' | 'bestGain', title: string) =>
+    barChartSvg(
+      tasks,
+      agents.map((agent) => ({ name: agent, values: tasks.map((task) => 100 * (rows.find((r) => r.task === task && r.agent === agent)?.[key] ?? NaN)) })),
+      { title, yLabel: 'gain over the baseline (%)', format: (v) => `${v.toFixed(1)}%` },
+    );
+  return `<div class="charts">${chart('avgGain', 'Relative gain of the average score')}${chart('bestGain', 'Relative gain of the best score')}</div>`;
 }
 
 function findTables(data: unknown, caption = ''): [string, Record<string, unknown>[]][] {

@@ -70,6 +70,71 @@ export function lineChartSvg(series: Series[], options: ChartOptions): string {
   return parts.join('');
 }
 
+export interface BarChartOptions {
+  title: string;
+  /** Label of the value axis. */
+  yLabel?: string;
+  /** How a value is written on its bar's tooltip and label (default: the number). */
+  format?: (v: number) => string;
+  height?: number;
+}
+
+/**
+ * Grouped bars: one group per category along x, one bar per series in each, from a zero line (bars below it are
+ * negative). Non-finite values leave their bar out. Width grows with the number of bars.
+ */
+export function barChartSvg(categories: readonly string[], series: readonly { name: string; values: readonly number[] }[], options: BarChartOptions): string {
+  const bar = 16;
+  const gap = 14;
+  const m = { left: 58, right: 14, top: 28 + 14 * Math.max(1, series.length), bottom: 64 };
+  const groupW = Math.max(1, series.length) * bar + gap;
+  const width = Math.max(320, m.left + m.right + categories.length * groupW);
+  const height = options.height ?? 300;
+  const plotH = height - m.top - m.bottom;
+  const format = options.format ?? ((v: number) => String(Number(v.toPrecision(4))));
+  const parts: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`,
+    `<title>${escapeXml(options.title)}</title>`,
+    `<text x="${width / 2}" y="16" text-anchor="middle" font-size="13" font-weight="bold">${escapeXml(options.title)}</text>`,
+  ];
+  const values = series.flatMap((s) => s.values.filter((v) => Number.isFinite(v)));
+  if (categories.length === 0 || values.length === 0) {
+    parts.push(`<text x="${width / 2}" y="${height / 2}" text-anchor="middle" fill="#888">no data</text></svg>`);
+    return parts.join('');
+  }
+  // The zero line is always in view.
+  const ticks = niceTicks(Math.min(0, ...values), Math.max(0, ...values), 5);
+  const [y0, y1] = [ticks[0], ticks[ticks.length - 1]];
+  const sy = (y: number) => m.top + plotH - ((y - y0) / (y1 - y0)) * plotH;
+  const plotW = width - m.left - m.right;
+  for (const t of ticks) {
+    const y = sy(t).toFixed(1);
+    parts.push(`<line x1="${m.left}" x2="${m.left + plotW}" y1="${y}" y2="${y}" stroke="${t === 0 ? '#444' : '#e5e5e5'}"/>`);
+    parts.push(`<text x="${m.left - 6}" y="${y}" text-anchor="end" dominant-baseline="middle">${formatTick(t)}</text>`);
+  }
+  if (options.yLabel) parts.push(`<text transform="translate(12 ${m.top + plotH / 2}) rotate(-90)" text-anchor="middle" fill="#444">${escapeXml(options.yLabel)}</text>`);
+  categories.forEach((c, g) => {
+    const gx = m.left + g * groupW + gap / 2;
+    series.forEach((s, i) => {
+      const v = s.values[g];
+      if (!Number.isFinite(v)) return;
+      const [top, bottom] = [sy(Math.max(v, 0)), sy(Math.min(v, 0))];
+      parts.push(
+        `<rect x="${(gx + i * bar).toFixed(1)}" y="${top.toFixed(1)}" width="${bar - 2}" height="${Math.max(0.5, bottom - top).toFixed(1)}" fill="${COLORS[i % COLORS.length]}"><title>${escapeXml(`${c}, ${s.name}: ${format(v)}`)}</title></rect>`,
+      );
+    });
+    const cx = gx + (series.length * bar) / 2;
+    parts.push(`<text transform="translate(${cx.toFixed(1)} ${m.top + plotH + 10}) rotate(30)" font-size="10">${escapeXml(c)}</text>`);
+  });
+  series.forEach((s, i) => {
+    const y = 30 + i * 14;
+    parts.push(`<rect x="${m.left + 8}" y="${y - 5}" width="10" height="8" fill="${COLORS[i % COLORS.length]}"/>`);
+    parts.push(`<text x="${m.left + 22}" y="${y}" dominant-baseline="middle">${escapeXml(s.name)}</text>`);
+  });
+  parts.push('</svg>');
+  return parts.join('');
+}
+
 /** Evenly spaced round ticks (1, 2 or 5 × 10^k apart) covering [lo, hi]; a constant range is widened. */
 export function niceTicks(lo: number, hi: number, target: number): number[] {
   if (hi - lo <= Math.abs(hi) * 1e-12) {
