@@ -380,15 +380,16 @@ describe('generate argument validation', () => {
 
 describe('generate past one storage binding', () => {
   it('gives the same tokens when the prefill attention and the KV caches exceed maxStorageBufferBindingSize', async () => {
-    // A 192 KiB binding stands in for lavapipe's 128 MiB and NVIDIA's 2 GiB: 4 prompts of ~500 tokens make each
-    // layer's cache 4 x 526 x 2 x 16 f32 (269 KB) and the prefill's q 532 KB, so attention runs them in runs of
-    // sequences (core-kernels' attention-batches.ts). Until session 29 this threw a GpuLimitError.
+    // A 131 KiB binding stands in for lavapipe's 128 MiB and NVIDIA's 2 GiB (it must still hold RoPE's 128 KiB table
+    // and one sequence's q): 4 prompts of ~500 tokens make each layer's cache 4 x 526 x 2 x 16 f32 (269 KB; 135 KB
+    // in f16) and the prefill's q 532 KB, so attention runs them in runs of sequences (core-kernels'
+    // attention-batches.ts). Until session 29 this threw a GpuLimitError.
     const dir = writeModel('qwen2', 43, 'F32', { vocabSize: 4096 });
     dirs.push(dir);
     const prompts = [0, 1, 2, 3].map((b) => Array.from({ length: 500 + 7 * b }, (_, i) => (i * 7919 + b * 104729) % 4000));
     const maxNewTokens = 5;
     const reference = await QwenModel.load(gpu, dir);
-    const small = await Gpu.create({ maxBindingBytes: 192 * 1024 });
+    const small = await Gpu.create({ maxBindingBytes: 131 * 1024 });
     const model = await QwenModel.load(small, dir);
     try {
       const { numKvHeads, headDim } = model.config;
@@ -399,6 +400,14 @@ describe('generate past one storage binding', () => {
       expect(got.map((r) => r.ids)).toEqual(want.map((r) => r.ids));
       got.forEach((r, b) => expectCloseArray(r.logprobs, want[b].logprobs, 1e-4));
       expect(new Set(want.flatMap((r) => r.ids)).size).toBeGreaterThan(3);
+      // f16 caches (half the bytes, still over the binding) take the same runs of sequences.
+      if (small.features.shaderF16) {
+        expect(cacheBytes / 2).toBeGreaterThan(small.maxBinding);
+        const want16 = await generate(reference, prompts, { maxNewTokens, temperature: 0, kvDtype: 'f16' });
+        const got16 = await generate(model, prompts, { maxNewTokens, temperature: 0, kvDtype: 'f16' });
+        expect(got16.map((r) => r.ids)).toEqual(want16.map((r) => r.ids));
+        got16.forEach((r, b) => expectCloseArray(r.logprobs, want16[b].logprobs, 1e-4));
+      }
     } finally {
       model.dispose();
       reference.dispose();
