@@ -180,20 +180,37 @@ describe('trainPpo', () => {
     await expect(trainPpo({ modelDir, collection, out, config: config({ iterations: 3, temperature: 0.5 }), env: fakeEnv(), progress: false, resume: true, log: () => {} })).rejects.toThrow(/made with another config/);
   }, 300_000);
 
-  it('decays the actor lr by a cosine over the iterations, and logs the PPO-ptx loss on the expert steps', async () => {
+  it('decays the actor lr by a cosine over the iterations, logs the PPO-ptx loss on the expert steps, and validates greedily at fixed states', async () => {
     const out = join(root, 'cosine-ptx');
-    const config = { ...LOOP_CONFIG, ppo: { ...LOOP_CONFIG.ppo, advantage: 'grpo' as const, iterations: 2, actorWarmupSteps: 0, actorMinLrRatio: 0.1, ptxCoef: 0.5, ptxBatchSize: 2 } };
+    const config = {
+      ...LOOP_CONFIG,
+      ppo: { ...LOOP_CONFIG.ppo, advantage: 'grpo' as const, iterations: 2, actorWarmupSteps: 0, actorMinLrRatio: 0.1, ptxCoef: 0.5, ptxBatchSize: 2, validateEvery: 2, validationStates: 2 },
+    };
     const infos: PpoIterationInfo[] = [];
-    await trainPpo({ modelDir, collection, out, config, env: fakeEnv(), progress: false, log: () => {}, onIteration: (i) => infos.push(i) });
+    const lines: string[] = [];
+    await trainPpo({ modelDir, collection, out, config, env: fakeEnv(), progress: false, log: (l) => lines.push(l), onIteration: (i) => infos.push(i) });
     // Iteration 0 at progress 0 takes the full lr; iteration 1 at progress 1/2 takes 0.1 + 0.9 · (1 + cos(π/2)) / 2.
     expect(infos[0].stats.actorLr).toBeCloseTo(1e-3, 12);
     expect(infos[1].stats.actorLr).toBeCloseTo(1e-3 * 0.55, 12);
-    const rows = readMetrics(join(out, 'metrics.jsonl')).filter((m) => m.task === undefined);
+    const metrics = readMetrics(join(out, 'metrics.jsonl'));
+    const rows = metrics.filter((m) => m.task === undefined && m.values.reward !== undefined);
     expect(rows).toHaveLength(2);
     for (const r of rows) {
       expect(r.values.ptxLoss).toBeGreaterThan(0);
       expect(Number.isFinite(r.values.ptxLoss)).toBe(true);
     }
+    // Validation before the first iteration and after the second (every 2): 2 states, one greedy answer each, not
+    // saved with the rollouts.
+    const val = metrics.filter((m) => m.task === undefined && m.values.valReward !== undefined);
+    expect(val.map((m) => m.step)).toEqual([0, 2]);
+    for (const m of val) {
+      expect(m.values.valReward).toBeGreaterThanOrEqual(0);
+      expect(m.values.valReward).toBeLessThanOrEqual(1);
+      expect(m.values.valFormatErrorRate).toBeGreaterThanOrEqual(0);
+    }
+    expect(metrics.filter((m) => m.task !== undefined && m.values.valReward !== undefined).length).toBeGreaterThanOrEqual(2);
+    expect(lines.filter((l) => /^ppo iteration [02]: greedy reward [\d.]+ at the 2 validation states/.test(l))).toHaveLength(2);
+    expect(rolloutLines(out)).toHaveLength(2 * config.ppo.statesPerIteration);
   }, 300_000);
 
   it('splits each update into the largest micro-batches that fit the memory budget, refuses a set size that does not (rollouts kept), and resumes with another', async () => {

@@ -75,6 +75,8 @@ export interface PpoConfig {
   maxPromptTokens: number | null;
   oldLogprobs: 'sampler' | 'actor';
   samplerRatioCap: number | null;
+  validateEvery: number | null;
+  validationStates: number;
   envConcurrency: number;
   episodeMaxSteps: number;
   historyWindow: number;
@@ -249,6 +251,15 @@ export const PPO_SECTION: SectionOf<PpoConfig> = {
     default: null,
     doc: "With oldLogprobs 'actor': each response token's policy term is weighted by min(π_old / π_sampler, this), the actor's probability of the token over the sampler's, capped (truncated importance sampling, as verl's tis_imp_ratio_cap), so responses drawn under the sampler's numerics count as if drawn from π_old. null: no weighting. The iteration logs the weights' mean (samplerWeight).",
   },
+  validateEvery: {
+    kind: 'number',
+    int: true,
+    min: 1,
+    nullable: true,
+    default: null,
+    doc: 'Every this many iterations (and before the first and after the last), the policy answers validationStates fixed states greedily, one response each, executed and rewarded as rollouts are; the metrics log the mean (valReward, also per task) and the format-error rate (valFormatErrorRate). A curve free of sampling noise and of which states an iteration drew. null: no validation.',
+  },
+  validationStates: { kind: 'number', int: true, min: 1, default: 8, doc: "States of the validation set, drawn once from the pool by task with the run's seed (they may also be drawn for training)." },
   envConcurrency: { kind: 'number', int: true, min: 1, default: 8, doc: 'Actions executed in the environment at once.' },
   episodeMaxSteps: { kind: 'number', int: true, min: 1, default: 10, doc: "Steps per episode when rollout = 'episode'." },
   historyWindow: { kind: 'number', int: true, min: 0, default: 5, doc: 'Past steps shown in full in the prompt of a restored state (older ones one line each); shorter prompts are cheaper.' },

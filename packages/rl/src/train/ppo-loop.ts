@@ -15,6 +15,7 @@ import {
   saveValueHead,
   type LoraModule,
 } from '@mlagent/policy';
+import { mixSeed } from '../collect/seeds.js';
 import { latestCheckpoint, listCheckpoints, saveCheckpoint, type Json } from '../checkpoint/checkpoint.js';
 import { parseTrainConfig, type TrainConfig, type TrainConfigInput } from '../config/train-config.js';
 import { METRICS_FILE, MetricsLogger, truncateMetricsAfter } from '../metrics/jsonl.js';
@@ -227,6 +228,28 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
       });
     if (checkpoint) rewards.push(...((checkpoint.extra as { rewards?: number[] }).rewards ?? []));
 
+    // The validation set: fixed states answered greedily, one response each, executed and rewarded like rollouts
+    // but not trained on or saved.
+    const validationStates = c.validateEvery === null ? [] : pool.sampler({ mode: 'by-task', seed: mixSeed(config.seed, 'ppo/validation') }).take(c.validationStates);
+    const validate = async (at: number) => {
+      const started = Date.now();
+      const vctx: RolloutContext = { ...ctx, config: { ...c, samplesPerState: 1, temperature: 0, topP: 1 }, onGroup: () => {}, truncatedPrompts: 0 };
+      model.adapter = actor;
+      let groups: RolloutGroup[];
+      try {
+        groups = await stepRollouts(vctx, at, validationStates, new Map());
+      } finally {
+        model.adapter = null;
+      }
+      const all = groups.flatMap((g) => g.samples.map((s) => ({ ...s, task: g.task })));
+      const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+      const valReward = mean(all.map((s) => s.reward));
+      metrics!.log(at, { valReward, valFormatErrorRate: mean(all.map((s) => (s.formatValid ? 0 : 1))) });
+      for (const task of new Set(all.map((s) => s.task))) metrics!.log(at, { valReward: mean(all.filter((s) => s.task === task).map((s) => s.reward)) }, { task });
+      log(`ppo iteration ${at}: greedy reward ${valReward.toFixed(3)} at the ${all.length} validation states (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+    };
+    if (c.validateEvery !== null && start === 0) await validate(0);
+
     while (iteration < c.iterations) {
       const started = Date.now();
       const savedNow = saved.get(iteration) ?? new Map<number, RolloutGroup>();
@@ -300,6 +323,7 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
         metrics.log(iteration, { reward: stats.rewardByTask[task], formatErrorRate: mine.filter((s) => !s.formatValid).length / mine.length }, { task });
       }
       rewards.push(stats.reward);
+      if (c.validateEvery !== null && (iteration % c.validateEvery === 0 || iteration === c.iterations) && !options.signal?.aborted) await validate(iteration);
       const info: PpoIterationInfo = { iteration, stats, formatErrorRate, envSeconds, seconds, reusedGroups: savedNow.size };
       options.onIteration?.(info);
       meter?.update(iteration, { reward: stats.reward, kl: stats.kl, 'fmt err': formatErrorRate });
@@ -368,7 +392,8 @@ function fingerprintOf(config: TrainConfig, options: TrainPpoOptions): string {
   // Micro-batches change only rounding and dropout draws, and the size that fits can differ between devices.
   // A prompt cap counts only when set: unset, only prompts generate() would refuse are cut. π_old from the actor
   // counts only when asked for, so runs from before the field existed resume.
-  const { ptxCoef, ptxBatchSize, generationBatch: _batch, reuseIdenticalResponses: _reuse, activationCheckpointing: _recompute, microBatchSize: _micro, maxPromptTokens, oldLogprobs, samplerRatioCap, ...rest } = config.ppo;
+  // Validation only measures.
+  const { ptxCoef, ptxBatchSize, generationBatch: _batch, reuseIdenticalResponses: _reuse, activationCheckpointing: _recompute, microBatchSize: _micro, validateEvery: _every, validationStates: _val, maxPromptTokens, oldLogprobs, samplerRatioCap, ...rest } = config.ppo;
   const ppo = { ...rest, ...(maxPromptTokens === null ? {} : { maxPromptTokens }), ...(oldLogprobs === 'sampler' ? {} : { oldLogprobs }), ...(samplerRatioCap === null ? {} : { samplerRatioCap }) };
   const ptx = ptxCoef > 0 ? { ptxCoef, ptxBatchSize, ptxTemplate: config.sft.template, ptxMaxSeqLen: config.sft.maxSeqLen } : {};
   // f16 weights give other numbers; f32 stays out, so runs from before the field existed resume.
