@@ -2,7 +2,7 @@
 export { runSandboxed } from './sandbox/run.js';
 export { SandboxPool, type SandboxPoolRunOptions } from './sandbox/pool.js';
 export { summarizeError } from './sandbox/classify.js';
-export { availableIsolation } from './sandbox/isolation.js';
+export { SANDBOX_SYSTEM_PATHS, availableIsolation } from './sandbox/isolation.js';
 export { checkSandbox, type SandboxCheck } from './sandbox/check.js';
 export type {
   ExecutionOutcome,

@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { readdir, readFile, statfs } from 'node:fs/promises';
 import net from 'node:net';
@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { availableIsolation, runSandboxed, SandboxPool, summarizeError, type SandboxOptions } from '../src/index.js';
+import { pythonPrefixPaths } from '../src/tasks/python.js';
 
 // Debian's Python: the first python3 on PATH may be another one.
 const PY = '/usr/bin/python3';
@@ -215,10 +216,46 @@ print('VISIBLE', sorted(os.listdir('${root}')))
     expect(r.outcome).toBe('ok');
     expect(r.stdout).not.toContain('LEAK');
     expect(r.stdout.match(/DENIED/g)).toHaveLength(5);
-    expect(r.stdout).toContain("VISIBLE ['data', 'grader.py', 'outside.txt', 'private', 'workspace']");
+    // Only what was bound: the rest of the directory is not there at all (hostView 'system').
+    expect(r.stdout).toContain("VISIBLE ['data', 'grader.py', 'private', 'workspace']");
     expect(readFileSync(path.join(secret, 'answers.csv'), 'utf8')).toContain('SECRET');
     expect(existsSync(path.join(secret, 'new.csv'))).toBe(false);
     expect(readFileSync(path.join(root, 'grader.py'), 'utf8')).toBe('SECRET = 1\n');
+  });
+
+  it("sees only the host's system directories (hostView 'system'): not the trainer's files, homes or password hashes", async () => {
+    const code = `
+import os
+for p in ['${root}/outside.txt', '/etc/shadow', '/etc/passwd', '/usr/bin/python3']:
+    try:
+        open(p, 'rb').read(1)
+        print('READ', p)
+    except OSError as e:
+        print('NO', p, type(e).__name__)
+for d in ['/root', '/home', '/var/log', '/opt', '/usr', '/etc', '/sys/devices/system/cpu']:
+    print('DIR', d, os.path.isdir(d))
+`;
+    const r = await py(code);
+    expect(r.outcome, r.stderr).toBe('ok');
+    const lines = r.stdout.trim().split('\n');
+    expect(lines.slice(0, 4)).toEqual([`NO ${root}/outside.txt FileNotFoundError`, 'NO /etc/shadow PermissionError', 'READ /etc/passwd', 'READ /usr/bin/python3']);
+    expect(lines.slice(4)).toEqual(['/root False', '/home False', '/var/log False', '/opt False', '/usr True', '/etc True', '/sys/devices/system/cpu True'].map((l) => `DIR ${l}`));
+    // hostView 'all': the whole root, read-only; the password hashes stay masked.
+    const all = await py(code, { hostView: 'all' });
+    expect(all.stdout).toContain(`READ ${root}/outside.txt`);
+    expect(all.stdout).toContain('NO /etc/shadow PermissionError');
+    // A command the sandbox would not show is refused up front, naming the fix.
+    await expect(runSandboxed({ command: [path.join(root, 'outside.txt')], workspace: ws, timeoutMs: 1000 })).rejects.toThrow(/lies outside what the sandbox shows of the host .*add its directory to readOnlyPaths, or pass hostView: 'all'/);
+    await expect(py('1', { hostView: 'some' as 'all' })).rejects.toThrow(/hostView.*must be 'system' or 'all'/);
+
+    // An interpreter in a venv-like prefix outside the system directories: its prefix is shown read-only.
+    const venv = path.join(root, 'venv');
+    mkdirSync(path.join(venv, 'bin'), { recursive: true });
+    symlinkSync(PY, path.join(venv, 'bin', 'python3'));
+    expect(pythonPrefixPaths(PY)).toEqual([]);
+    expect(pythonPrefixPaths(path.join(venv, 'bin', 'python3'))).toEqual([venv]);
+    const fromVenv = await py('print("venv ok")', { command: [path.join(venv, 'bin', 'python3'), '-c', 'print("venv ok")'], readOnlyPaths: [data, ...pythonPrefixPaths(path.join(venv, 'bin', 'python3'))] });
+    expect(fromVenv.stdout.trim(), fromVenv.stderr).toBe('venv ok');
   });
 
   it('cannot write outside the workspace', async () => {

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { runSandboxed } from './run.js';
 import { CPU_KERNEL_PIN_VARS, taskSandboxEnv } from '../tasks/workspace.js';
+import { pythonPrefixPaths } from '../tasks/python.js';
 import type { IsolationLevel, LimitMechanisms, SandboxOutcome } from './types.js';
 
 /** The Python modules the built-in tasks' code imports. */
@@ -44,7 +45,7 @@ export async function checkSandbox(python: string, dataDir?: string): Promise<Sa
       workspace: ws,
       timeoutMs: 60_000,
       memoryBytes: 4 * 2 ** 30,
-      readOnlyPaths: dataDir && existsSync(dataDir) ? [dataDir] : [],
+      readOnlyPaths: [...(dataDir && existsSync(dataDir) ? [dataDir] : []), ...pythonPrefixPaths(python)],
       env: taskSandboxEnv(1),
     });
     let modules: Record<string, string | null> = Object.fromEntries(TASK_MODULES.map((m) => [m, null]));

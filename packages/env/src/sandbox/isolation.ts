@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readlinkSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { IsolationLevel } from './types.js';
 
@@ -76,11 +76,19 @@ export function blockedAncestors(paths: string[], uid: number, fresh: string[] =
   return [...blocked].filter((d) => ![...blocked].some((o) => o !== d && d.startsWith(o + path.sep)));
 }
 
+/** What a sandboxed command sees of the host under bwrap by default (SandboxOptions.hostView 'system'), read-only. */
+export const SANDBOX_SYSTEM_PATHS = ['/usr', '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32', '/etc', '/sys'];
+
+/** System files no sandboxed command sees (readable by uid 0, which bwrap runs as when the trainer is root). */
+const MASKED_SYSTEM_FILES = ['/etc/shadow', '/etc/gshadow', '/etc/shadow-', '/etc/gshadow-'];
+
 export interface WrapPlan {
   level: IsolationLevel;
   workspace: string;
   readOnlyPaths: string[];
   hiddenPaths: string[];
+  /** bwrap: the system directories only, or the whole host root (SandboxOptions.hostView). */
+  hostView: 'system' | 'all';
   /** Size of the private /tmp (bwrap only). */
   tmpBytes: number;
   /** Unprivileged uid to run as (when a cgroup cannot limit processes), or null. */
@@ -108,7 +116,17 @@ export function wrapCommand(p: WrapPlan): string[] {
     const init = ['/bin/sh', '-c', '"$@"; exit $?', 'sandbox-init'];
     return [findTool('unshare')!, '--pid', '--fork', '--kill-child', '--mount-proc', '--net', '--ipc', '--uts', '--', ...init, ...inner];
   }
-  const a = [findTool('bwrap')!, '--ro-bind', '/', '/', '--dev', '/dev', '--proc', '/proc'];
+  const a = [findTool('bwrap')!];
+  if (p.hostView === 'all') a.push('--ro-bind', '/', '/');
+  else {
+    // A fresh root holding only the system's directories (merged-/usr links stay links); made read-only below.
+    for (const dir of SANDBOX_SYSTEM_PATHS) {
+      const st = lstatSync(dir, { throwIfNoEntry: false });
+      if (st?.isSymbolicLink()) a.push('--symlink', readlinkSync(dir), dir);
+      else if (st?.isDirectory()) a.push('--ro-bind', dir, dir);
+    }
+  }
+  a.push('--dev', '/dev', '--proc', '/proc');
   a.push('--perms', '1777', '--size', String(p.tmpBytes), '--tmpfs', '/tmp');
   // Unix sockets of host daemons live in /run; connect() works even on a read-only mount.
   if (existsSync('/run')) a.push('--tmpfs', '/run');
@@ -126,10 +144,13 @@ export function wrapCommand(p: WrapPlan): string[] {
   a.push('--bind', p.workspace, p.workspace);
   // Hidden paths last, so they win over the workspace and data binds. A mode-000 tmpfs denies even uid 0,
   // which has no CAP_DAC_OVERRIDE in here; /dev/null bound without device access makes open() fail (EACCES).
-  for (const h of p.hiddenPaths) {
+  const masked = [...p.hiddenPaths, ...MASKED_SYSTEM_FILES.filter((f) => existsSync(f))];
+  for (const h of masked) {
     if (statSync(h).isDirectory()) a.push('--perms', '000', '--tmpfs', h, '--remount-ro', h);
     else a.push('--ro-bind', '/dev/null', h);
   }
+  // The fresh root's own directories (the mount points made above) take no writes.
+  if (p.hostView !== 'all') a.push('--remount-ro', '/');
   a.push('--chdir', p.workspace, '--', ...inner);
   return a;
 }

@@ -1,11 +1,11 @@
 import { execFile, spawn } from 'node:child_process';
-import { promises as fs, statSync } from 'node:fs';
+import { existsSync, promises as fs, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { createRunCgroup, type RunCgroup } from './cgroup.js';
 import { classify } from './classify.js';
 import { diskBaseline, removeAdded, watchDisk, type DiskLimits } from './disk-guard.js';
-import { availableIsolation, blockedAncestors, findTool, wrapCommand } from './isolation.js';
+import { SANDBOX_SYSTEM_PATHS, availableIsolation, blockedAncestors, findTool, wrapCommand } from './isolation.js';
 import { nprocLimit } from './nproc.js';
 import { HeadTailBuffer } from './output.js';
 import type { IsolationLevel, LimitMechanisms, SandboxOptions, SandboxResult } from './types.js';
@@ -26,6 +26,7 @@ interface Resolved {
   outputBytes: number;
   readOnlyPaths: string[];
   hiddenPaths: string[];
+  hostView: 'system' | 'all';
   env: Record<string, string>;
   isolation: 'auto' | IsolationLevel;
   useCgroup: boolean;
@@ -39,6 +40,23 @@ function positiveInt(name: string, v: unknown, def: number, min = 1): number {
   if (v === undefined) return def;
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min) bad(name, `must be an integer >= ${min}, got ${String(v)}`);
   return v;
+}
+
+/**
+ * SandboxOptions.hostView, checked: with 'system', an absolute command must lie where the sandbox shows it (the
+ * system directories, readOnlyPaths or the workspace), else it would fail inside with a bare "No such file".
+ */
+function hostViewOf(o: SandboxOptions): 'system' | 'all' {
+  const view = o.hostView ?? 'system';
+  if (view !== 'system' && view !== 'all') bad('hostView', `must be 'system' or 'all', got ${JSON.stringify(view)}`);
+  const cmd: unknown = Array.isArray(o.command) ? o.command[0] : undefined;
+  if (view === 'system' && typeof cmd === 'string' && path.isAbsolute(cmd) && existsSync(cmd)) {
+    const seen = [...SANDBOX_SYSTEM_PATHS, ...(o.readOnlyPaths ?? []), o.workspace];
+    if (!seen.some((dir) => cmd === dir || cmd.startsWith(dir.endsWith('/') ? dir : `${dir}/`))) {
+      bad('command', `${cmd} lies outside what the sandbox shows of the host (${SANDBOX_SYSTEM_PATHS.join(', ')}, readOnlyPaths and the workspace); add its directory to readOnlyPaths, or pass hostView: 'all'`);
+    }
+  }
+  return view;
 }
 
 async function realPaths(name: string, v: unknown, mustExist: boolean): Promise<string[]> {
@@ -92,6 +110,7 @@ async function resolveOptions(o: SandboxOptions): Promise<Resolved> {
     outputBytes: positiveInt('outputBytes', o.outputBytes, 10_000, 2),
     readOnlyPaths: await realPaths('readOnlyPaths', o.readOnlyPaths, true),
     hiddenPaths: await realPaths('hiddenPaths', o.hiddenPaths, false),
+    hostView: hostViewOf(o),
     env,
     isolation,
     useCgroup: o.useCgroup ?? true,
@@ -159,6 +178,7 @@ export async function runSandboxed(opts: SandboxOptions): Promise<SandboxResult>
       workspace: o.workspace,
       readOnlyPaths: o.readOnlyPaths,
       hiddenPaths: o.hiddenPaths,
+      hostView: o.hostView,
       tmpBytes: o.memoryBytes,
       uid,
       command: o.command,

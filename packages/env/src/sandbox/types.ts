@@ -44,6 +44,13 @@ export interface SandboxOptions {
   outputBytes?: number;
   /** Host paths visible read-only at the same path (task data). */
   readOnlyPaths?: string[];
+  /**
+   * What of the host the command sees under bwrap, read-only: 'system' (default) only the system's programs,
+   * libraries and configuration (SANDBOX_SYSTEM_PATHS: /usr, /bin, /lib*, /etc, /sys; /etc's password hashes
+   * masked), plus readOnlyPaths and the workspace, so the trainer's runs, checkpoints and home directories are not
+   * there to read; 'all' the whole root file system.
+   */
+  hostView?: 'system' | 'all';
   /** Host paths masked so the command can neither read nor write them (answers, graders). */
   hiddenPaths?: string[];
   /** Extra environment variables; the host environment is never passed through. */

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { runSandboxed } from '../sandbox/run.js';
 import type { ExecutionOutcome } from '../sandbox/types.js';
 import { prepareTask, removeTree, type PrepareOptions } from './prepare.js';
+import { pythonPrefixPaths } from './python.js';
 import type { PreparedTask } from './types.js';
 import { createWorkspace, taskSandboxEnv, taskSandboxLimits, taskSandboxPaths } from './workspace.js';
 
@@ -52,11 +53,14 @@ export async function runInWorkspace(task: PreparedTask, opts: BaselineOptions =
     if (opts.trainPy !== undefined) {
       writeFileSync(path.join(ws, 'train.py'), opts.trainPy);
     }
+    const python = opts.python ?? '/usr/bin/python3';
+    const paths = taskSandboxPaths(task, opts.home);
     const r = await runSandboxed({
-      command: [opts.python ?? '/usr/bin/python3', '-u', 'train.py'],
+      command: [python, '-u', 'train.py'],
       workspace: ws,
       ...taskSandboxLimits(spec.budgets),
-      ...taskSandboxPaths(task, opts.home),
+      ...paths,
+      readOnlyPaths: [...paths.readOnlyPaths, ...pythonPrefixPaths(python)],
       env: taskSandboxEnv(opts.threads),
     });
     const base = { task: spec.name, metric: spec.metric.name, direction: spec.metric.direction, seconds: Math.round(r.wallSeconds * 100) / 100 };

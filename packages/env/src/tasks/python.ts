@@ -1,4 +1,7 @@
 import { spawn } from 'node:child_process';
+import { existsSync, realpathSync } from 'node:fs';
+import path from 'node:path';
+import { SANDBOX_SYSTEM_PATHS } from '../sandbox/isolation.js';
 
 export interface PythonRun {
   code: number | null;
@@ -9,6 +12,17 @@ export interface PythonRun {
 }
 
 const KEEP = 64_000;
+
+/**
+ * What the sandbox must show read-only for an interpreter outside its system directories (a venv, a conda
+ * prefix): the prefix above its bin/, as given and as resolved. Nothing for Debian's /usr/bin/python3.
+ */
+export function pythonPrefixPaths(python: string): string[] {
+  if (!path.isAbsolute(python) || !existsSync(python)) return [];
+  const prefixes = [python, realpathSync(python)].map((p) => path.dirname(path.dirname(p)));
+  const shown = (dir: string) => SANDBOX_SYSTEM_PATHS.some((s) => dir === s || dir.startsWith(`${s}/`));
+  return [...new Set(prefixes.filter((d) => !shown(d) && d !== '/'))];
+}
 
 /** Runs a trusted Python script (prepare.py, grade.py) outside any sandbox, with a wall-clock timeout. */
 export function runPython(python: string, args: string[], opts: { cwd: string; timeoutMs: number; onStderr?: (chunk: string) => void }): Promise<PythonRun> {
