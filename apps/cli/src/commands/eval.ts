@@ -280,7 +280,8 @@ export async function evalCommand(argv: string[]): Promise<void> {
       model,
       tokenizer: policy.tokenizer,
       name,
-      detail: [v.model, v.adapter].filter(Boolean).join(' + '),
+      // Absolute, so a --resume given the same directories another way still matches the run.
+      detail: [v.model, v.adapter].filter((d): d is string => d !== undefined).map((d) => resolve(d)).join(' + '),
       temperature,
       maxNewTokens,
       promptFormat,
