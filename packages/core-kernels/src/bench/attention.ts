@@ -259,8 +259,10 @@ export const attentionBenches: BenchCase[] = [
   // The subgroup-matrix backward (session 15): correct under emulation, not yet timed.
   backwardCase(qwen7b, 'gpu', undefined, SGM_ATTENTION_BWD_TILE),
   decodeCase({ ...qwen7b, T: 1 }, 4096, 'gpu'),
-  // What generate() runs for f16 weights: f32 queries (activations) against f16 caches.
+  // What generate() runs for f16 weights: f32 queries (activations) against f16 caches; and against f32 caches, as
+  // it did before session 32.
   decodeCase({ ...qwen7b, T: 1, dtype: 'f32' }, 4096, 'gpu', undefined, 'f16'),
+  decodeCase({ ...qwen7b, T: 1, dtype: 'f32' }, 4096, 'gpu'),
   appendCase({ ...qwen7b, T: 1 }, 4096, 'gpu'),
   appendCase({ ...qwen7b, T: 1, dtype: 'f32' }, 4096, 'gpu', 'f16'),
 ];
