@@ -8,7 +8,8 @@ import { QwenTokenizer, initModel, type QwenModel } from '@mlagent/policy';
 import type { PpoConfig } from '../src/config/train-config.js';
 import { latestCheckpoint } from '../src/checkpoint/checkpoint.js';
 import { readMetrics } from '../src/metrics/jsonl.js';
-import { trainPpo, type PpoIterationInfo } from '../src/train/ppo-loop.js';
+import { trainPpo, validationSet, type PpoIterationInfo } from '../src/train/ppo-loop.js';
+import { StatesPool } from '../src/pool/states-pool.js';
 import { promptRoom } from '../src/train/rollout.js';
 import { ROLLOUTS_FILE, type RolloutGroup } from '../src/train/rollouts.js';
 import { LOOP_CONFIG, countingEnv, fakeCollection, fakeEnv, fakeMetric } from './ppo-loop-fixture.js';
@@ -210,7 +211,17 @@ describe('trainPpo', () => {
     }
     expect(metrics.filter((m) => m.task !== undefined && m.values.valReward !== undefined).length).toBeGreaterThanOrEqual(2);
     expect(lines.filter((l) => /^ppo iteration [02]: greedy reward [\d.]+ at the 2 validation states/.test(l))).toHaveLength(2);
-    expect(rolloutLines(out)).toHaveLength(2 * config.ppo.statesPerIteration);
+    // Held out (validationHoldout, the default): no training rollout starts from a validation state.
+    const rollouts = rolloutLines(out);
+    expect(rollouts).toHaveLength(2 * LOOP_CONFIG.ppo!.statesPerIteration!);
+    const held = new Set(validationSet(StatesPool.fromCollection(collection), LOOP_CONFIG.seed ?? 0, 2).map((s) => s.snapshotId));
+    expect(held.size).toBe(2);
+    expect(rollouts.filter((g) => held.has(g.state))).toEqual([]);
+    // Holding out every state leaves nothing to train on: refused, naming the fields.
+    const all = StatesPool.fromCollection(collection).size;
+    await expect(trainPpo({ modelDir, collection, out: join(root, 'all-held-out'), config: { ...config, ppo: { ...config.ppo, validationStates: all } }, env: fakeEnv(), progress: false, log: () => {} })).rejects.toThrow(
+      /ppo\.validationStates: the \d+ held-out validation states leave no state to train on; hold out fewer, or set ppo\.validationHoldout: false/,
+    );
   }, 300_000);
 
   it('splits each update into the largest micro-batches that fit the memory budget, refuses a set size that does not (rollouts kept), and resumes with another', async () => {

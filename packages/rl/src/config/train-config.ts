@@ -77,6 +77,7 @@ export interface PpoConfig {
   samplerRatioCap: number | null;
   validateEvery: number | null;
   validationStates: number;
+  validationHoldout: boolean;
   envConcurrency: number;
   episodeMaxSteps: number;
   historyWindow: number;
@@ -259,7 +260,8 @@ export const PPO_SECTION: SectionOf<PpoConfig> = {
     default: null,
     doc: 'Every this many iterations (and before the first and after the last), the policy answers validationStates fixed states greedily, one response each, executed and rewarded as rollouts are; the metrics log the mean (valReward, also per task) and the format-error rate (valFormatErrorRate). A curve free of sampling noise and of which states an iteration drew. null: no validation.',
   },
-  validationStates: { kind: 'number', int: true, min: 1, default: 8, doc: "States of the validation set, drawn once from the pool by task with the run's seed (they may also be drawn for training)." },
+  validationStates: { kind: 'number', int: true, min: 1, default: 8, doc: "States of the validation set, drawn once from the pool by task with the run's seed." },
+  validationHoldout: { kind: 'boolean', default: true, doc: 'With validateEvery: the validation states are never drawn for training, so the curve measures states the policy did not learn from. false: they stay in the training pool.' },
   envConcurrency: { kind: 'number', int: true, min: 1, default: 8, doc: 'Actions executed in the environment at once.' },
   episodeMaxSteps: { kind: 'number', int: true, min: 1, default: 10, doc: "Steps per episode when rollout = 'episode'." },
   historyWindow: { kind: 'number', int: true, min: 0, default: 5, doc: 'Past steps shown in full in the prompt of a restored state (older ones one line each); shorter prompts are cheaper.' },

@@ -34,15 +34,18 @@ export class StateDraws {
       cursors?: PoolCursor[] | null;
       /** The collection's whole pool, when the caller has it loaded already (used as is when editShare is null). */
       whole?: StatesPool;
+      /** Snapshot ids never drawn (a held-out validation set). */
+      exclude?: ReadonlySet<string>;
     },
   ): StateDraws {
-    const { perIteration: b, editShare, whole } = options;
+    const { perIteration: b, editShare, whole, exclude } = options;
+    const kept = (s: CollectedStep) => !exclude?.has(s.stateBefore);
     const specs: { pool: () => StatesPool; count: number }[] =
       editShare === null
-        ? [{ pool: () => whole ?? StatesPool.fromCollection(collection), count: b }]
+        ? [{ pool: () => (exclude ? StatesPool.fromCollection(collection, { where: kept }) : (whole ?? StatesPool.fromCollection(collection))), count: b }]
         : [
-            { pool: () => StatesPool.fromCollection(collection, { where: expertEdited }), count: Math.round(editShare * b) },
-            { pool: () => StatesPool.fromCollection(collection, { where: (s) => !expertEdited(s) }), count: b - Math.round(editShare * b) },
+            { pool: () => StatesPool.fromCollection(collection, { where: (s) => expertEdited(s) && kept(s) }), count: Math.round(editShare * b) },
+            { pool: () => StatesPool.fromCollection(collection, { where: (s) => !expertEdited(s) && kept(s) }), count: b - Math.round(editShare * b) },
           ];
     const used = specs.filter((s) => s.count > 0);
     if (options.cursors && options.cursors.length !== used.length) {
@@ -52,6 +55,9 @@ export class StateDraws {
       try {
         return s.pool();
       } catch (e) {
+        if (exclude && exclude.size > 0 && /passes the pool filter/.test((e as Error).message)) {
+          throw new Error(`ppo.validationStates: the ${exclude.size} held-out validation states leave no state to train on${editShare === null ? '' : ' in one part of ppo.editStateShare'}; hold out fewer, or set ppo.validationHoldout: false`, { cause: e });
+        }
         if (editShare === null) throw e;
         const edits = s === specs[0];
         throw new Error(`ppo.editStateShare is ${editShare}, but the collection at ${collection} has no state where the expert ${edits ? 'edited a file' : 'did not edit'}; set it to null or ${edits ? 0 : 1}`, { cause: e });

@@ -22,7 +22,7 @@ import { METRICS_FILE, MetricsLogger, truncateMetricsAfter } from '../metrics/js
 import { ProgressMeter } from '../metrics/progress.js';
 import { memoryMetrics } from '../metrics/memory.js';
 import { StateDraws } from '../pool/edit-share.js';
-import { StatesPool, type PoolCursor } from '../pool/states-pool.js';
+import { StatesPool, type PoolCursor, type PoolState } from '../pool/states-pool.js';
 import { checkPpoMemory, type PpoMemoryCheck } from '../ppo/memory-check.js';
 import { ppoUpdate, type PpoSample, type PpoUpdateStats } from '../ppo/update.js';
 import { planDevice } from '../sft/memory-check.js';
@@ -167,7 +167,11 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
       log(`ppo: resuming from ${checkpoint.dir} (iteration ${start} of ${c.iterations})`);
     }
     const savedCursors = checkpoint?.poolCursor as unknown as PoolCursor | PoolCursor[] | undefined;
+    // The validation set: fixed states answered greedily, one response each, executed and rewarded like rollouts
+    // but not trained on or saved; held out of the training draws unless validationHoldout is false.
+    const validationStates = c.validateEvery === null ? [] : validationSet(pool, config.seed, c.validationStates);
     const draws = StateDraws.create(options.collection, {
+      exclude: c.validationHoldout && validationStates.length > 0 ? new Set(validationStates.map((s) => s.snapshotId)) : undefined,
       perIteration: c.statesPerIteration,
       editShare: c.editStateShare,
       mode: c.poolSampling,
@@ -228,9 +232,6 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
       });
     if (checkpoint) rewards.push(...((checkpoint.extra as { rewards?: number[] }).rewards ?? []));
 
-    // The validation set: fixed states answered greedily, one response each, executed and rewarded like rollouts
-    // but not trained on or saved.
-    const validationStates = c.validateEvery === null ? [] : pool.sampler({ mode: 'by-task', seed: mixSeed(config.seed, 'ppo/validation') }).take(c.validationStates);
     const validate = async (at: number) => {
       const started = Date.now();
       const vctx: RolloutContext = { ...ctx, config: { ...c, samplesPerState: 1, temperature: 0, topP: 1 }, onGroup: () => {}, truncatedPrompts: 0 };
@@ -382,6 +383,12 @@ function nonEmpty(path: string): boolean {
   return existsSync(path) && statSync(path).size > 0;
 }
 
+/** The validation set of validateEvery: `n` states drawn once from the pool, by task, with the run's seed. */
+export function validationSet(pool: StatesPool, seed: number, n: number): PoolState[] {
+  const states = pool.sampler({ mode: 'by-task', seed: mixSeed(seed, 'ppo/validation') }).take(Math.min(n, pool.size));
+  return [...new Map(states.map((s) => [s.snapshotId, s])).values()];
+}
+
 /** What must not change between a checkpoint and its resume. */
 function fingerprintOf(config: TrainConfig, options: TrainPpoOptions): string {
   const h = createHash('sha256');
@@ -392,9 +399,10 @@ function fingerprintOf(config: TrainConfig, options: TrainPpoOptions): string {
   // Micro-batches change only rounding and dropout draws, and the size that fits can differ between devices.
   // A prompt cap counts only when set: unset, only prompts generate() would refuse are cut. π_old from the actor
   // counts only when asked for, so runs from before the field existed resume.
-  // Validation only measures.
-  const { ptxCoef, ptxBatchSize, generationBatch: _batch, reuseIdenticalResponses: _reuse, activationCheckpointing: _recompute, microBatchSize: _micro, validateEvery: _every, validationStates: _val, maxPromptTokens, oldLogprobs, samplerRatioCap, ...rest } = config.ppo;
-  const ppo = { ...rest, ...(maxPromptTokens === null ? {} : { maxPromptTokens }), ...(oldLogprobs === 'sampler' ? {} : { oldLogprobs }), ...(samplerRatioCap === null ? {} : { samplerRatioCap }) };
+  // Validation only measures, unless its states are held out of the training draws.
+  const { ptxCoef, ptxBatchSize, generationBatch: _batch, reuseIdenticalResponses: _reuse, activationCheckpointing: _recompute, microBatchSize: _micro, validateEvery, validationStates, validationHoldout, maxPromptTokens, oldLogprobs, samplerRatioCap, ...rest } = config.ppo;
+  const heldOut = validateEvery !== null && validationHoldout ? { heldOutValidationStates: validationStates } : {};
+  const ppo = { ...rest, ...(maxPromptTokens === null ? {} : { maxPromptTokens }), ...(oldLogprobs === 'sampler' ? {} : { oldLogprobs }), ...(samplerRatioCap === null ? {} : { samplerRatioCap }), ...heldOut };
   const ptx = ptxCoef > 0 ? { ptxCoef, ptxBatchSize, ptxTemplate: config.sft.template, ptxMaxSeqLen: config.sft.maxSeqLen } : {};
   // f16 weights give other numbers; f32 stays out, so runs from before the field existed resume.
   const dtype = config.dtype === 'f32' ? {} : { dtype: config.dtype };
