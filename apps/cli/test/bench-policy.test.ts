@@ -8,6 +8,7 @@ describe('mlagent bench policy', () => {
     expect((await mlagent('bench', 'policy', '--presets', '70b')).stderr).toMatch(/--presets takes tiny, small and\/or 7b, got '70b'/);
     expect((await mlagent('bench', 'policy', '--presets', '7b', '--arch', 'qwen3')).stderr).toMatch(/7b preset is Qwen2.5-7B-shaped/);
     expect((await mlagent('bench', 'policy', '--seq-len', '1')).stderr).toMatch(/--seq-len must be an integer >= 2, got '1'/);
+    expect((await mlagent('bench', 'policy', '--kv-dtype', 'bf16')).stderr).toMatch(/--kv-dtype must be f32 or f16, got 'bf16'/);
     const r = await mlagent('bench', 'policy', '--memory-budget=0');
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/--memory-budget must be a positive number of GiB, got '0'/);
@@ -47,12 +48,12 @@ describe('mlagent bench policy', () => {
   }, 240_000);
 
   it('--profile reports where the GPU time of a generation run and of a LoRA step goes, by op', async () => {
-    const r = await mlagent('bench', 'policy', '--mode', 'all', '--presets', 'tiny', '--batch', '1', '--prompt-len', '6', '--new-tokens', '3', '--seq-len', '8', '--checkpoint', 'off', '--iterations', '1', '--no-torch', '--profile');
+    const r = await mlagent('bench', 'policy', '--mode', 'all', '--presets', 'tiny', '--batch', '1', '--prompt-len', '6', '--new-tokens', '3', '--seq-len', '8', '--checkpoint', 'off', '--iterations', '1', '--no-torch', '--profile', '--kv-dtype', 'f16');
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/GPU time by op, one profiled qwen2 tiny f32 generate, batch 1, prompt 6, 3 new tokens:\n\nGPU time [\d.]+ ms in \d+ commands/);
     expect(r.stdout).toMatch(/GPU time by op, one profiled qwen2 tiny f32 LoRA step, batch 1 x 8, checkpointing off:/);
     // Both tables give the planned peak beside the measured one (no torch: its columns stay empty).
-    expect(r.stdout).toMatch(/\n\| qwen2 tiny \| f32 \| 1 \| 6 \| 3 \|( [^|]+ \|){6} [\d.]+ GiB \| [\d.]+ GiB \| - \|\n/);
+    expect(r.stdout).toMatch(/\n\| qwen2 tiny \| f32 \(KV f16\) \| 1 \| 6 \| 3 \|( [^|]+ \|){6} [\d.]+ GiB \| [\d.]+ GiB \| - \|\n/);
     expect(r.stdout).toMatch(/\n\| qwen2 tiny \| f32 \| r=16 all linears \| 1 \| 8 \| off \|( [^|]+ \|){4} [\d.]+ GiB \| [\d.]+ GiB \| - \|\n/);
     // The step's largest ops: the LM head's backward and the matmuls. (Whether the optimizer makes the table's 12 is
     // down to timing noise on lavapipe; the JSON test above finds it among all the ops.)

@@ -27,11 +27,12 @@ import { UsageError, parse } from '../args.js';
 
 export const benchPolicyUsage = `mlagent bench policy [--mode generate|train|all] [--presets tiny,small,7b] [--arch qwen2|qwen3] [--dtype f32|f16]
     [--batch 1,4] [--prompt-len N] [--new-tokens N] [--train-batch N] [--seq-len N] [--checkpoint on|off|both]
-    [--lora-r N] [--iterations N] [--memory-budget GIB] [--profile] [--no-torch] [--json] [--out FILE]
+    [--lora-r N] [--iterations N] [--kv-dtype f32|f16] [--memory-budget GIB] [--profile] [--no-torch] [--json] [--out FILE]
   generate: prefill and decode tokens/s of greedy KV-cache generation; train: tokens/s of LoRA SFT steps (r on all
   seven linears, forward + backward + AdamW, with and/or without activation checkpointing). On init-model models
   (random weights), or 7b: a Qwen2.5-7B-shaped model whose random weights are made on the GPU (no checkpoint;
   f16 by default). PyTorch runs the same shapes (and weights, except 7b) in the same run; ratio = ours / torch.
+  --kv-dtype: generate()'s KV caches (default the weights' dtype; torch keeps its own).
   Peak memory is the allocator's (ours) and torch.cuda.max_memory_allocated (torch on CUDA); plan is what the
   memory planner (planMemory, as mlagent's memory checks use it) expected of ours. --profile adds one
   more run or step per row with every dispatch timed on the GPU, and reports its GPU time by op (not timed itself).`;
@@ -43,6 +44,8 @@ interface GenerationRow {
   preset: Preset;
   arch: QwenArch;
   dtype: 'f32' | 'f16';
+  /** The KV caches' dtype. */
+  kvDtype: 'f32' | 'f16';
   batch: number;
   promptLen: number;
   newTokens: number;
@@ -94,6 +97,7 @@ export async function benchPolicy(argv: string[]): Promise<void> {
     'lora-r': { type: 'string', default: '16' },
     iterations: { type: 'string', default: '3' },
     'memory-budget': { type: 'string' },
+    'kv-dtype': { type: 'string' },
     profile: { type: 'boolean', default: false },
     'no-torch': { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
@@ -107,6 +111,8 @@ export async function benchPolicy(argv: string[]): Promise<void> {
   const arch: QwenArch = values.arch;
   if (arch === 'qwen3' && presets.includes('7b')) throw new UsageError(`${cmd}: the 7b preset is Qwen2.5-7B-shaped (qwen2); drop --arch qwen3 or the 7b preset`);
   if (values.dtype !== undefined && values.dtype !== 'f32' && values.dtype !== 'f16') throw new UsageError(`${cmd}: --dtype must be f32 or f16, got '${values.dtype}'`);
+  const kvDtype = values['kv-dtype'] as 'f32' | 'f16' | undefined;
+  if (kvDtype !== undefined && kvDtype !== 'f32' && kvDtype !== 'f16') throw new UsageError(`${cmd}: --kv-dtype must be f32 or f16, got '${values['kv-dtype']}'`);
   const dtypeOf = (p: Preset): 'f32' | 'f16' => (values.dtype as 'f32' | 'f16' | undefined) ?? (p === '7b' ? 'f16' : 'f32');
   const int = (name: string, v: string, min: number) => {
     const n = Number(v);
@@ -183,8 +189,9 @@ export async function benchPolicy(argv: string[]): Promise<void> {
         for (const batch of doGenerate ? batches : []) {
           const shape = { batch, promptLen, newTokens, iterations };
           log(`${name} ${dtype} generate: batch ${batch}, prompt ${promptLen}, ${newTokens} new tokens ...`);
-          const ours = await timeGeneration(model, { ...shape, profile: values.profile });
-          const row: GenerationRow = { preset, arch: model.config.arch, dtype, ...shape, ours, plannedBytes: plan({ batch, seqLen: promptLen + newTokens, kvCache: true }) };
+          const ours = await timeGeneration(model, { ...shape, profile: values.profile, kvDtype });
+          const kv = kvDtype ?? dtype;
+          const row: GenerationRow = { preset, arch: model.config.arch, dtype, kvDtype: kv, ...shape, ours, plannedBytes: plan({ batch, seqLen: promptLen + newTokens, kvCache: true, kvDtype: kv }) };
           rows.push(row);
           writeReport();
           if (python) {
@@ -273,7 +280,7 @@ function markdown(rep: PolicyBenchReport): string {
       '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
       ...rep.rows.map(
         (r) =>
-          `| ${r.arch} ${r.preset} | ${r.dtype} | ${r.batch} | ${r.promptLen} | ${r.newTokens} | ${fmt(r.ours.prefillTokPerS)} | ${fmt(r.torch?.prefillTokPerS)} | ${ratio(r.ours.prefillTokPerS, r.torch?.prefillTokPerS)} | ${fmt(r.ours.decodeTokPerS)} | ${fmt(r.torch?.decodeTokPerS)} | ${ratio(r.ours.decodeTokPerS, r.torch?.decodeTokPerS)} | ${gib(r.ours.peakBytes)} | ${gib(r.plannedBytes)} | ${gib(r.torch?.peakBytes)} |`,
+          `| ${r.arch} ${r.preset} | ${r.dtype}${r.kvDtype && r.kvDtype !== r.dtype ? ` (KV ${r.kvDtype})` : ''} | ${r.batch} | ${r.promptLen} | ${r.newTokens} | ${fmt(r.ours.prefillTokPerS)} | ${fmt(r.torch?.prefillTokPerS)} | ${ratio(r.ours.prefillTokPerS, r.torch?.prefillTokPerS)} | ${fmt(r.ours.decodeTokPerS)} | ${fmt(r.torch?.decodeTokPerS)} | ${ratio(r.ours.decodeTokPerS, r.torch?.decodeTokPerS)} | ${gib(r.ours.peakBytes)} | ${gib(r.plannedBytes)} | ${gib(r.torch?.peakBytes)} |`,
       ),
     );
   }

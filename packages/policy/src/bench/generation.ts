@@ -12,6 +12,8 @@ export interface GenerationBenchOptions {
   iterations?: number;
   /** After the timed runs, one more with every dispatch timed on the GPU (`timing.profile`, by op). */
   profile?: boolean;
+  /** The KV caches' dtype (generate()'s kvDtype; default the model's dtype). */
+  kvDtype?: 'f32' | 'f16';
 }
 
 /** Median prefill and decode times of greedy generation, and the throughputs they give. */
@@ -61,6 +63,7 @@ export async function timeGeneration(model: QwenModel, opts: GenerationBenchOpti
     await generate(model, prompts, {
       maxNewTokens: opts.newTokens,
       temperature: 0,
+      kvDtype: opts.kvDtype,
       onToken: () => {
         last = performance.now();
         first ||= last;
