@@ -38,11 +38,12 @@ if [ "${POLICY_TRAIN_S:-90}" -gt 0 ]; then
     --iterations 1 ${POLICY_PROFILE:+--profile} --json --out "$OUT/policy-7b-train.json" 2> >(tee "$OUT/policy-7b-train.log" >&2) >/dev/null
   echo "policy 7b train exit $?"
 fi
-# Greedy generation of the 7B shape at batch 1 and 32 (the RL sampling batch), profiled by op; POLICY_GEN_S=0 (the
-# default) skips it.
+# Greedy generation of the 7B shape at batch 1 and 32 (the RL sampling batch), profiled by op, with the planner's
+# peak beside the measured one; POLICY_GEN_S=0 (the default) skips it. GEN_KV=f32 times the f32 KV caches
+# generate() used before session 32 (default: f16, the weights' dtype).
 if [ "${POLICY_GEN_S:-0}" -gt 0 ]; then
   timeout "${POLICY_GEN_S}" node mlagent.mjs bench policy --mode generate --presets 7b --batch 1,32 --prompt-len 512 --new-tokens 16 \
-    --iterations 1 --profile --json --out "$OUT/policy-7b-generate.json" >/dev/null
+    --iterations 1 --profile ${GEN_KV:+--kv-dtype "$GEN_KV"} --json --out "$OUT/policy-7b-generate.json" >/dev/null
   echo "policy 7b generate exit $?"
 fi
 # GEN_DPS=N (default unset: skipped): decode at batch 1 with the default 512 dispatches a submit and with N, in turn,
