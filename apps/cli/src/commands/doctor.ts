@@ -1,6 +1,6 @@
 import { Gpu, attentionDecodePath, attentionForwardPath, attentionPath, describeMatmulPath, formatBytes, type MatmulPathInfo } from '@mlagent/core-kernels';
 import { existsSync } from 'node:fs';
-import { DEFAULT_PYTHON, checkSandbox, mlagentHome, taskCacheDir, type SandboxCheck } from '@mlagent/env';
+import { DEFAULT_PYTHON, SANDBOX_SYSTEM_PATHS, checkSandbox, mlagentHome, taskCacheDir, type SandboxCheck } from '@mlagent/env';
 import { parse } from '../args.js';
 
 const SHOWN_LIMITS = [
@@ -112,7 +112,8 @@ function sandboxCheck(): Promise<SandboxCheck> {
 
 function sandboxLines(s: SandboxCheck): string[] {
   const limits = s.limits.memory === s.limits.processes ? s.limits.memory : `memory ${s.limits.memory}, processes ${s.limits.processes}`;
-  const lines = [`sandbox     ${s.isolation} isolation, ${limits} limits; ${s.python}: ${s.outcome}`];
+  const view = s.isolation === 'bwrap' ? ` (shows the host's ${SANDBOX_SYSTEM_PATHS.join(' ')}, read-only)` : '';
+  const lines = [`sandbox     ${s.isolation} isolation${view}, ${limits} limits; ${s.python}: ${s.outcome}`];
   if (s.outcome === 'ok') {
     lines.push(`            ${Object.entries(s.modules).map(([m, v]) => `${m} ${v ?? 'MISSING'}`).join(', ')}`);
     const pins = Object.entries(s.kernelPins);
