@@ -91,7 +91,7 @@ export { epochBatches, trainEvalSplit, shuffledIndices } from './sft/batches.js'
 // One step-wise PPO/GRPO/RLOO policy update on the policy's training API.
 export { ppoUpdate, type PpoSample, type PpoLearner, type PpoUpdateOptions, type PpoUpdateStats } from './ppo/update.js';
 export { checkPpoMemory, planPpoMemory, type PpoMemoryCheck, type PpoMemoryPlan, type PpoMemoryPhase, type PpoMemoryShape } from './ppo/memory-check.js';
-export { planDevice, type PlanDevice } from './sft/memory-check.js';
+export { checkSftMemory, planDevice, type PlanDevice } from './sft/memory-check.js';
 export { evalBatchFor, type EvalBatchOptions } from './eval/memory-check.js';
 // Evaluation: full episodes per task with the policy, an endpoint or an expert; Table-1 results as JSON and markdown.
 export { evaluate, writeEvalResult, type EvaluateOptions, type EvalStepRecord, type StartEvalEpisode } from './eval/evaluate.js';
