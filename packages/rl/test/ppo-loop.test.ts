@@ -189,7 +189,7 @@ describe('trainPpo', () => {
     };
     const infos: PpoIterationInfo[] = [];
     const lines: string[] = [];
-    await trainPpo({ modelDir, collection, out, config, env: fakeEnv(), progress: false, log: (l) => lines.push(l), onIteration: (i) => infos.push(i) });
+    const result = await trainPpo({ modelDir, collection, out, config, env: fakeEnv(), progress: false, log: (l) => lines.push(l), onIteration: (i) => infos.push(i) });
     // Iteration 0 at progress 0 takes the full lr; iteration 1 at progress 1/2 takes 0.1 + 0.9 · (1 + cos(π/2)) / 2.
     expect(infos[0].stats.actorLr).toBeCloseTo(1e-3, 12);
     expect(infos[1].stats.actorLr).toBeCloseTo(1e-3 * 0.55, 12);
@@ -210,6 +210,7 @@ describe('trainPpo', () => {
       expect(m.values.valFormatErrorRate).toBeGreaterThanOrEqual(0);
     }
     expect(metrics.filter((m) => m.task !== undefined && m.values.valReward !== undefined).length).toBeGreaterThanOrEqual(2);
+    expect(result.validation).toEqual(val.map((m) => ({ iteration: m.step, reward: m.values.valReward })));
     expect(lines.filter((l) => /^ppo iteration [02]: greedy reward [\d.]+ at the 2 validation states/.test(l))).toHaveLength(2);
     // Held out (validationHoldout, the default): no training rollout starts from a validation state.
     const rollouts = rolloutLines(out);

@@ -48,6 +48,8 @@ export async function trainCommand(argv: string[]): Promise<void> {
     const rewards = r.ppo?.rewards ?? [];
     const fmt = (x: number | undefined) => (x === undefined ? '?' : x.toFixed(3));
     console.log(`train: PPO mean reward ${fmt(rewards[0])} (first iteration) -> ${fmt(rewards[rewards.length - 1])} (last of ${rewards.length})`);
+    const val = r.ppo?.validation ?? [];
+    if (val.length > 0) console.log(`train: PPO greedy reward at the validation states ${fmt(val[0].reward)} (iteration ${val[0].iteration}) -> ${fmt(val[val.length - 1].reward)} (iteration ${val[val.length - 1].iteration})`);
     console.log(`train: report in ${r.report}; stage seconds ${JSON.stringify(r.seconds)}`);
   } catch (e) {
     if (e instanceof TrainConfigError) throw new UsageError(`train: ${e.message}`);

@@ -94,6 +94,8 @@ export interface TrainPpoResult {
   resumedFrom: number | null;
   /** Mean reward per iteration, in order (this run's iterations and, after a resume, the earlier ones' from metrics). */
   rewards: number[];
+  /** validateEvery: the greedy validation reward after each validated iteration (0: before the first), in order. */
+  validation: { iteration: number; reward: number }[];
 }
 
 const ADAPTER_DIR = 'adapter';
@@ -221,7 +223,7 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
         rng: { seed: config.seed, derivation: 'mixSeed(seed, "ppo/generate/<iteration>/<group>"), mixSeed(seed, "ppo/<iteration>/<epoch>")' },
         poolCursor: draws.cursors as unknown as Json,
         config: config as unknown as Json,
-        extra: { fingerprint, rewards },
+        extra: { fingerprint, rewards, validation },
         keep: c.keepCheckpoints,
         write: async (dir) => {
           await saveAdapter(actor, join(dir, ADAPTER_DIR), { baseModel: options.modelDir });
@@ -230,7 +232,9 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
           if (criticOptimizer) await criticOptimizer.save(join(dir, CRITIC_OPT));
         },
       });
+    const validation: TrainPpoResult['validation'] = [];
     if (checkpoint) rewards.push(...((checkpoint.extra as { rewards?: number[] }).rewards ?? []));
+    if (checkpoint) validation.push(...((checkpoint.extra as { validation?: TrainPpoResult['validation'] }).validation ?? []));
 
     const validate = async (at: number) => {
       const started = Date.now();
@@ -246,6 +250,7 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
       const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
       const valReward = mean(all.map((s) => s.reward));
       metrics!.log(at, { valReward, valFormatErrorRate: mean(all.map((s) => (s.formatValid ? 0 : 1))) });
+      validation.push({ iteration: at, reward: valReward });
       for (const task of new Set(all.map((s) => s.task))) metrics!.log(at, { valReward: mean(all.filter((s) => s.task === task).map((s) => s.reward)) }, { task });
       log(`ppo iteration ${at}: greedy reward ${valReward.toFixed(3)} at the ${all.length} validation states (${((Date.now() - started) / 1000).toFixed(1)} s)`);
     };
@@ -347,7 +352,7 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
         await saveValueHead(critic, criticDir, { baseModel: options.modelDir });
       }
     }
-    const result: TrainPpoResult = { adapterDir, criticDir, iterations: iteration, stopped, resumedFrom: checkpoint?.step ?? null, rewards };
+    const result: TrainPpoResult = { adapterDir, criticDir, iterations: iteration, stopped, resumedFrom: checkpoint?.step ?? null, rewards, validation };
     if (!stopped) writeFileSync(join(options.out, 'ppo-summary.json'), JSON.stringify(result, null, 2) + '\n');
     return result;
   } finally {
