@@ -17,7 +17,7 @@ export const CHART_TITLES: Record<string, string> = {
   reward: 'Mean reward',
   rewardEditStates: 'Mean reward at states where the expert edited',
   rewardOtherStates: 'Mean reward at the other states',
-  valReward: 'Greedy reward at the held-out validation states',
+  valReward: 'Greedy reward at the validation states',
   valFormatErrorRate: 'Format-error rate at the validation states',
   kl: 'KL to the reference policy',
   entropy: 'Entropy',
