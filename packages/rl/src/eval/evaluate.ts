@@ -212,13 +212,16 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
   let stepCount = 0;
   let sharedCount = 0;
   let formatErrors = 0;
-  const bar = options.progress === false ? null : new ProgressMeter({ total, label: `eval ${agent.name}`, unit: 'traj' });
+  // The bar counts this run's trajectories, so its rate and ETA hold after a resume.
+  const before = finished.length;
+  const label = before > 0 ? `eval ${agent.name} (+${before} done before)` : `eval ${agent.name}`;
+  const bar = options.progress === false ? null : new ProgressMeter({ total: total - before, label, unit: 'traj' });
   const barInfo = () => ({
     steps: stepCount,
     ...(share ? { shared: sharedCount } : {}),
     fmtErr: stepCount === 0 ? '-' : `${((100 * formatErrors) / stepCount).toFixed(0)}%`,
   });
-  bar?.update(records.length, barInfo());
+  bar?.update(0, barInfo());
 
   const record = (a: Omit<Live, 'branch' | 'task' | 'last'>) => {
     const t: EvalTrajectory = {
@@ -238,7 +241,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
     };
     records.push(t);
     if (trajectoriesFile) appendFileSync(trajectoriesFile, `${JSON.stringify(t)}\n`);
-    bar?.update(records.length, barInfo());
+    bar?.update(records.length - before, barInfo());
   };
   const closeEpisode = (b: Branch) =>
     // The results are in; a workspace that cannot be removed is only reported.
