@@ -1,5 +1,6 @@
 // mlagent eval: argument errors, the scripted expert on a real task (JSON and the Table-1 markdown), merging
 // results with --compare, and a tiny random policy end to end.
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -7,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadQwenConfig, planMemory } from '@mlagent/policy';
-import { mlagent, tinyModel } from './run-cli.js';
+import { bin, mlagent, tinyModel } from './run-cli.js';
 
 const dirs: string[] = [];
 const newDir = () => {
@@ -110,6 +111,29 @@ describe('mlagent eval', () => {
     expect(m.stdout).toContain(`| house-prices | MAE ↓ | 3555 | **${cell}** / `); // a tie: both in bold
     expect(JSON.parse(readFileSync(path.join(merged, 'eval.json'), 'utf8')).agents.map((a: { name: string }) => a.name)).toEqual(['scripted', 'scripted (2)']);
   }, 90_000);
+
+  it('is killed (SIGKILL) after its first trajectory, and --resume keeps that one and runs the rest', async () => {
+    const out = path.join(newDir(), 'out');
+    const args = ['eval', '--expert', 'scripted', '--tasks', 'house-prices', '--trajectories', '3', '--max-steps', '4', '--ideas', '3', '--out', out];
+    const records = () => (existsSync(path.join(out, 'eval-trajectories.jsonl')) ? readFileSync(path.join(out, 'eval-trajectories.jsonl'), 'utf8').split('\n').filter((l) => l.trim() !== '') : []);
+    // Killed as soon as one trajectory's record is on disk.
+    const child = spawn(process.execPath, [bin, ...args], { stdio: 'ignore' });
+    const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal)));
+    for (let i = 0; i < 600 && records().length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+    child.kill('SIGKILL');
+    expect(await exited).toBe('SIGKILL');
+    const first = records().map((l) => JSON.parse(l) as { task: string; index: number });
+    expect(first.length).toBeGreaterThanOrEqual(1);
+    expect(existsSync(path.join(out, 'eval.json'))).toBe(false);
+
+    const r = await mlagent(...args, '--resume', '--json');
+    expect(r.code, r.stderr).toBe(0);
+    const result = JSON.parse(r.stdout) as { trajectories: { task: string; index: number }[] };
+    expect(result.trajectories.map((t) => t.index)).toEqual([0, 1, 2]);
+    // What finished before the kill is kept as it was.
+    for (const f of first) expect(result.trajectories.find((t) => t.index === f.index)).toEqual(f);
+    expect(r.stderr).toMatch(/eval scripted \(\+\d done before\)/);
+  }, 120_000);
 
   it('runs a tiny random policy: its answers are format errors, so it scores the baseline', async () => {
     const { tmp, model } = await tinyModel('qwen2', 1);
