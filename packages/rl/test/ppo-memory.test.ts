@@ -225,6 +225,14 @@ describe('evalBatchFor', () => {
     expect(bareNeed(nb)).toBeLessThanOrEqual(80 * GiB);
     expect(bareNeed(nb + 1)).toBeGreaterThan(80 * GiB);
     expect(nb).toBeGreaterThanOrEqual(b);
+    // Told when a split round's call size changes, not for rounds that fit whole.
+    const lines: string[] = [];
+    const told = evalBatchFor(cfg, config, gpu80, { log: (l) => lines.push(l) })!;
+    told(prompts.slice(0, 3));
+    told(prompts);
+    told(prompts);
+    told(prompts.slice(0, 3));
+    expect(lines).toEqual([`eval: generating ${b} of a round's 104 prompts a call (prompts up to ${1000 + 135 * 103} tokens; 80.00 GiB budget)`]);
     expect(() => bare([new Array<number>(400_000).fill(1)])).toThrow(/80\.00 GiB\.\n {2}try --max-prompt-tokens\.$/);
   });
 });

@@ -23,7 +23,6 @@ import {
   type PromptFormat,
   type TrainConfig,
 } from '@mlagent/rl';
-import { formatBytes } from '@mlagent/core-kernels';
 import { CommandFailedError, UsageError, parse } from '../args.js';
 import { checkEndpointFirst } from '../endpoint-check.js';
 import { REDIS_OPTIONS, REDIS_USAGE, remoteFromArgs } from '../remote-episodes.js';
@@ -173,22 +172,14 @@ function sizedCalls(policy: LoadedPolicy, dtype: 'f32' | 'f16', config: TrainCon
   const fits = evalBatchFor(policy.model.config, planned, device, {
     lora: adapter ? { r: adapter.config.r, targets: adapter.config.targetModules } : null,
     shrink: `--max-prompt-tokens (prompts keep their end), --max-new-tokens (now ${maxNewTokens}), --dtype (now ${dtype})`,
+    log: (line) => process.stderr.write(`\n${line}\n`),
   });
   if (fits === undefined) {
     process.stderr.write('eval: the device reports no memory size, so each round generates in one call (--memory-budget GiB sizes them)\n');
     return undefined;
   }
   fits([new Array<number>(maxContext - maxNewTokens).fill(0)]);
-  let last = 0;
-  return (prompts: readonly (readonly number[])[]) => {
-    const n = fits(prompts);
-    if (n !== last && n < prompts.length) {
-      const longest = Math.max(...prompts.map((p) => p.length));
-      process.stderr.write(`\neval: generating ${n} of a round's ${prompts.length} prompts a call (prompts up to ${longest} tokens; ${formatBytes(device.budgetBytes!)} budget)\n`);
-    }
-    last = n;
-    return n;
-  };
+  return fits;
 }
 
 function print(result: EvalResult, json: boolean): void {

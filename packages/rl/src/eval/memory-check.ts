@@ -8,6 +8,8 @@ export interface EvalBatchOptions {
   lora?: MemoryPlanOptions['lora'] | null;
   /** What shrinks a call, for the refusal (default: the config fields ppo.maxPromptTokens, ppo.maxNewTokens, dtype). */
   shrink?: string;
+  /** Told (a line) whenever the size a round gets changes and is less than the whole round. */
+  log?: (line: string) => void;
 }
 
 /**
@@ -29,6 +31,16 @@ export function evalBatchFor(
   const lora = options.lora === undefined ? base.lora : (options.lora ?? undefined);
   const shrink = options.shrink ?? `in the config: ppo.maxPromptTokens (now ${c.maxPromptTokens}; it cuts evaluation's prompts too), ppo.maxNewTokens (now ${c.maxNewTokens}), dtype (now ${config.dtype})`;
   const need = (batch: number, seqLen: number) => planMemory(cfg, { batch, seqLen, kvCache: true, ...base, lora }).total;
+  let last = 0;
+  // A line when a split round's call size differs from the last split round's.
+  const logged = (n: number, prompts: readonly (readonly number[])[]) => {
+    if (n < prompts.length) {
+      const longest = Math.max(...prompts.map((p) => p.length));
+      if (n !== last) options.log?.(`eval: generating ${n} of a round's ${prompts.length} prompts a call (prompts up to ${longest} tokens; ${formatBytes(budget)} budget)`);
+      last = n;
+    }
+    return n;
+  };
   return (prompts) => {
     if (prompts.length === 0) return 1;
     const seqLen = Math.max(...prompts.map((p) => p.length)) + c.maxNewTokens;
@@ -45,6 +57,6 @@ export function evalBatchFor(
       if (need(mid, seqLen) <= budget) lo = mid;
       else hi = mid - 1;
     }
-    return lo;
+    return logged(lo, prompts);
   };
 }

@@ -290,7 +290,7 @@ async function evaluateAdapters(
           maxNewTokens: config.ppo.maxNewTokens,
           temperature: config.eval.temperature,
           maxContext: maxPrompt === null ? undefined : Math.min(maxPrompt + config.ppo.maxNewTokens, model!.config.maxPositionEmbeddings),
-          batchFor: evalBatchFor(model!.config, config, planDevice(gpu!, options.memoryBudgetBytes)),
+          batchFor: evalBatchFor(model!.config, config, planDevice(gpu!, options.memoryBudgetBytes), { log: options.log ?? ((line) => process.stderr.write(`\n${line}\n`)) }),
         });
         results.push(
           await evaluate({
