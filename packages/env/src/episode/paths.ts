@@ -3,6 +3,7 @@
 // agent's own scripts may have planted.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { inside } from '../sandbox/isolation.js';
 
 /** An action failed for a reason the agent caused; `message` is its observation ("EnvError: ..."). */
 export class EnvError extends Error {
@@ -22,10 +23,6 @@ export interface WorkspaceRoots {
 
 /** The name of the read-only link to the public data in every workspace. */
 export const DATA_LINK = 'data';
-
-function inside(child: string, parent: string): boolean {
-  return child === parent || child.startsWith(parent.endsWith(path.sep) ? parent : parent + path.sep);
-}
 
 /** Lexical check: a relative path with no ".." segment, normalized ("" and "./" become "."). */
 export function normalizeRelative(raw: unknown, argName: string): string {

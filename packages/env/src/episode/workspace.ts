@@ -2,6 +2,7 @@
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { inside } from '../sandbox/isolation.js';
 import type { PreparedTask } from '../tasks/types.js';
 import { taskSandboxPaths } from '../tasks/workspace.js';
 
@@ -14,10 +15,6 @@ export async function makeWorkspaceDir(workRoot: string, taskName: string): Prom
   await fs.mkdir(workRoot, { recursive: true });
   const safe = taskName.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 60) || 'task';
   return fs.mkdtemp(path.join(workRoot, `${safe}-`));
-}
-
-function inside(child: string, parent: string): boolean {
-  return child === parent || child.startsWith(parent + path.sep);
 }
 
 /**

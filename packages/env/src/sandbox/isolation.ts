@@ -76,11 +76,33 @@ export function blockedAncestors(paths: string[], uid: number, fresh: string[] =
   return [...blocked].filter((d) => ![...blocked].some((o) => o !== d && d.startsWith(o + path.sep)));
 }
 
+/** Whether `child` is `parent` or lies below it (lexically; both absolute). */
+export function inside(child: string, parent: string): boolean {
+  return child === parent || child.startsWith(parent.endsWith(path.sep) ? parent : parent + path.sep);
+}
+
 /** What a sandboxed command sees of the host under bwrap by default (SandboxOptions.hostView 'system'), read-only. */
 export const SANDBOX_SYSTEM_PATHS = ['/usr', '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32', '/etc', '/sys'];
 
 /** System files no sandboxed command sees (readable by uid 0, which bwrap runs as when the trainer is root). */
 const MASKED_SYSTEM_FILES = ['/etc/shadow', '/etc/gshadow', '/etc/shadow-', '/etc/gshadow-'];
+
+let hostLayout: { systemBinds: string[]; masked: string[] } | undefined;
+
+/**
+ * The bwrap arguments that rebuild SANDBOX_SYSTEM_PATHS as this host lays them out (merged-/usr links stay links),
+ * and the masked files it has; read once per process, as the host's layout does not change under a run.
+ */
+function hostSystemLayout(): { systemBinds: string[]; masked: string[] } {
+  if (hostLayout) return hostLayout;
+  const systemBinds: string[] = [];
+  for (const dir of SANDBOX_SYSTEM_PATHS) {
+    const st = lstatSync(dir, { throwIfNoEntry: false });
+    if (st?.isSymbolicLink()) systemBinds.push('--symlink', readlinkSync(dir), dir);
+    else if (st?.isDirectory()) systemBinds.push('--ro-bind', dir, dir);
+  }
+  return (hostLayout = { systemBinds, masked: MASKED_SYSTEM_FILES.filter((f) => existsSync(f)) });
+}
 
 export interface WrapPlan {
   level: IsolationLevel;
@@ -116,17 +138,9 @@ export function wrapCommand(p: WrapPlan): string[] {
     const init = ['/bin/sh', '-c', '"$@"; exit $?', 'sandbox-init'];
     return [findTool('unshare')!, '--pid', '--fork', '--kill-child', '--mount-proc', '--net', '--ipc', '--uts', '--', ...init, ...inner];
   }
-  const a = [findTool('bwrap')!];
-  if (p.hostView === 'all') a.push('--ro-bind', '/', '/');
-  else {
-    // A fresh root holding only the system's directories (merged-/usr links stay links); made read-only below.
-    for (const dir of SANDBOX_SYSTEM_PATHS) {
-      const st = lstatSync(dir, { throwIfNoEntry: false });
-      if (st?.isSymbolicLink()) a.push('--symlink', readlinkSync(dir), dir);
-      else if (st?.isDirectory()) a.push('--ro-bind', dir, dir);
-    }
-  }
-  a.push('--dev', '/dev', '--proc', '/proc');
+  const host = hostSystemLayout();
+  // 'system': a fresh root holding only the system's directories, made read-only below.
+  const a = [findTool('bwrap')!, ...(p.hostView === 'all' ? ['--ro-bind', '/', '/'] : host.systemBinds), '--dev', '/dev', '--proc', '/proc'];
   a.push('--perms', '1777', '--size', String(p.tmpBytes), '--tmpfs', '/tmp');
   // Unix sockets of host daemons live in /run; connect() works even on a read-only mount.
   if (existsSync('/run')) a.push('--tmpfs', '/run');
@@ -144,8 +158,7 @@ export function wrapCommand(p: WrapPlan): string[] {
   a.push('--bind', p.workspace, p.workspace);
   // Hidden paths last, so they win over the workspace and data binds. A mode-000 tmpfs denies even uid 0,
   // which has no CAP_DAC_OVERRIDE in here; /dev/null bound without device access makes open() fail (EACCES).
-  const masked = [...p.hiddenPaths, ...MASKED_SYSTEM_FILES.filter((f) => existsSync(f))];
-  for (const h of masked) {
+  for (const h of [...p.hiddenPaths, ...host.masked]) {
     if (statSync(h).isDirectory()) a.push('--perms', '000', '--tmpfs', h, '--remount-ro', h);
     else a.push('--ro-bind', '/dev/null', h);
   }

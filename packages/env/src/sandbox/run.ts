@@ -5,7 +5,7 @@ import path from 'node:path';
 import { createRunCgroup, type RunCgroup } from './cgroup.js';
 import { classify } from './classify.js';
 import { diskBaseline, removeAdded, watchDisk, type DiskLimits } from './disk-guard.js';
-import { SANDBOX_SYSTEM_PATHS, availableIsolation, blockedAncestors, findTool, wrapCommand } from './isolation.js';
+import { SANDBOX_SYSTEM_PATHS, availableIsolation, blockedAncestors, findTool, inside, wrapCommand } from './isolation.js';
 import { nprocLimit } from './nproc.js';
 import { HeadTailBuffer } from './output.js';
 import type { IsolationLevel, LimitMechanisms, SandboxOptions, SandboxResult } from './types.js';
@@ -52,7 +52,7 @@ function hostViewOf(o: SandboxOptions): 'system' | 'all' {
   const cmd: unknown = Array.isArray(o.command) ? o.command[0] : undefined;
   if (view === 'system' && typeof cmd === 'string' && path.isAbsolute(cmd) && existsSync(cmd)) {
     const seen = [...SANDBOX_SYSTEM_PATHS, ...(o.readOnlyPaths ?? []), o.workspace];
-    if (!seen.some((dir) => cmd === dir || cmd.startsWith(dir.endsWith('/') ? dir : `${dir}/`))) {
+    if (!seen.some((dir) => inside(cmd, dir))) {
       bad('command', `${cmd} lies outside what the sandbox shows of the host (${SANDBOX_SYSTEM_PATHS.join(', ')}, readOnlyPaths and the workspace); add its directory to readOnlyPaths, or pass hostView: 'all'`);
     }
   }

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, realpathSync } from 'node:fs';
 import path from 'node:path';
-import { SANDBOX_SYSTEM_PATHS } from '../sandbox/isolation.js';
+import { SANDBOX_SYSTEM_PATHS, inside } from '../sandbox/isolation.js';
 
 export interface PythonRun {
   code: number | null;
@@ -20,8 +20,7 @@ const KEEP = 64_000;
 export function pythonPrefixPaths(python: string): string[] {
   if (!path.isAbsolute(python) || !existsSync(python)) return [];
   const prefixes = [python, realpathSync(python)].map((p) => path.dirname(path.dirname(p)));
-  const shown = (dir: string) => SANDBOX_SYSTEM_PATHS.some((s) => dir === s || dir.startsWith(`${s}/`));
-  return [...new Set(prefixes.filter((d) => !shown(d) && d !== '/'))];
+  return [...new Set(prefixes.filter((d) => d !== '/' && !SANDBOX_SYSTEM_PATHS.some((s) => inside(d, s))))];
 }
 
 /** Runs a trusted Python script (prepare.py, grade.py) outside any sandbox, with a wall-clock timeout. */
