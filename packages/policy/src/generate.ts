@@ -179,7 +179,7 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
     };
 
     // Prefill, in runs of prompts (prefillTokens): right-padded, positions 0..T-1, keys past each length masked.
-    // Each layer's output replaces its input, and each run's K/V rows are copied into the caches, so one run's
+    // Each layer's output replaces its input, and each run's K/V rows are written into the caches, so one run's
     // activations are alive at a time. The last real token's hidden state of every prompt is gathered into
     // `last` [B, H], for one LM head over all of them.
     const last = gpu.keep(gpu.tensor([B, H], 'f32', undefined, 'generate last hidden'));

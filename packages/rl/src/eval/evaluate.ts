@@ -171,7 +171,8 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
   if (out && !options.overwrite) {
     if (resuming) {
       checkSameRun(out, identity);
-      if (evalComplete(out) && finished.length === options.tasks.length * trajectories) throw new Error(`eval: ${out} holds a finished evaluation (eval.json); nothing to resume`);
+      // Every trajectory finished without an error, and eval.json written: nothing left to run.
+      if (finished.length === options.tasks.length * trajectories && existsSync(path.join(out, 'eval.json'))) throw new Error(`eval: ${out} holds a finished evaluation (eval.json); nothing to resume`);
     } else if (existsSync(path.join(out, EVAL_RUN_FILE)) && !evalComplete(out)) {
       throw new Error(`eval: ${out} holds an unfinished evaluation (${readFinished(out).length} trajectories recorded); --resume continues it, --force starts over`);
     } else if (existsSync(path.join(out, 'eval.json'))) {
