@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, lstatSync, readFileSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdtempSync, readFileSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Episode } from '../src/episode/episode.js';
@@ -147,6 +148,36 @@ describe('Episode actions', () => {
     await ep.close();
   });
 
+  it('close() removes a workspace deeper than PATH_MAX, and a state leaves out what it cannot name', async () => {
+    const ep = await start();
+    // Written behind the sandbox's back (its disk guard removes such paths after every run).
+    const deep = 'import os\nfd = os.open(".", os.O_RDONLY)\nfor i in range(20):\n    os.mkdir("d" * 250, dir_fd=fd)\n    nfd = os.open("d" * 250, os.O_RDONLY, dir_fd=fd)\n    os.close(fd)\n    fd = nfd\nopen(os.open("f", os.O_WRONLY | os.O_CREAT, dir_fd=fd), "w").write("x")\nopen(b"bad\\xffname.txt", "w").write("x")\n';
+    execFileSync('/usr/bin/python3', ['-c', deep], { cwd: ep.workspace });
+    const manifest = await store.load(await ep.snapshot());
+    expect(manifest.omitted.map((o) => o.reason)).toContain('a name that is not UTF-8 or a path too long to save');
+    await ep.close();
+    expect(existsSync(ep.workspace)).toBe(false);
+  });
+
+  it('a grader that crashes gives the agent an invalid submission, not its output or the host paths in it', async () => {
+    const secretPath = path.join(fx.task.privateDir, 'answers.csv');
+    const crashing = { ...fx.task, grade: () => Promise.reject(new Error(`grade.py misbehaved; stderr: Traceback ... open('${secretPath}')`)) };
+    const ep = await Episode.start(crashing, { store, workRoot: path.join(fx.root, 'ws'), maxSteps: 40 });
+    const warn = console.warn;
+    const warned: string[] = [];
+    console.warn = (m: string) => warned.push(m);
+    try {
+      const r = await ep.step(respond('Execute Script', { script_name: 'train.py' }));
+      expect(r.outcome).toBe('invalid-submission');
+      expect(r.observation).toMatch(/EnvError: submission.csv is not a valid submission: the grader failed on this submission \(a task error, logged by the trainer\)$/);
+      expect(r.observation).not.toContain(secretPath);
+      expect(warned.join('\n')).toContain(secretPath);
+    } finally {
+      console.warn = warn;
+      await ep.close();
+    }
+  });
+
   it('Execute Script runs, grades submission.csv outside the sandbox and updates the metric', async () => {
     const ep = await start();
     expect(ep.currentMetric).toBe(1);
@@ -193,6 +224,17 @@ describe('Episode actions', () => {
     const forged = await ep.step(respond('Execute Script', { script_name: 'forge.py' }));
     expect(forged.feedback).toMatchObject({ outcome: 'ok', milestones: { dataLoaded: false, modelTrained: false } });
     expect(existsSync(path.join(ep.workspace, '.mlagent-milestones'))).toBe(false);
+    // A link planted there is not followed: not to a FIFO, whose open would block the trainer for good, nor to a host
+    // file, whose lines would answer the agent's questions about it.
+    const hostFile = path.join(mkdtempSync(path.join(tmpdir(), 'mlagent-milestones-')), 'host.txt');
+    writeFileSync(hostFile, 'dataLoaded\nmodelTrained\n');
+    writeFileSync(path.join(ep.workspace, 'fifo.py'), "import os\nos.mkfifo('pipe')\nos.symlink('pipe', '.mlagent-milestones')\n");
+    writeFileSync(path.join(ep.workspace, 'link.py'), `import os\nos.symlink(${JSON.stringify(hostFile)}, '.mlagent-milestones')\n`);
+    for (const script of ['fifo.py', 'link.py']) {
+      const planted = await ep.step(respond('Execute Script', { script_name: script }));
+      expect(planted.feedback, script).toMatchObject({ outcome: 'ok', milestones: { dataLoaded: false, modelTrained: false } });
+      expect(lstatSync(path.join(ep.workspace, '.mlagent-milestones'), { throwIfNoEntry: false }), script).toBeUndefined();
+    }
     // The workspace's absolute path (output directory, random name) is not shown: tracebacks name ./script.py.
     writeFileSync(path.join(ep.workspace, 'where.py'), "import os\nprint(os.getcwd(), os.path.abspath('data'))\nraise ValueError('where')\n");
     const where = await ep.step(respond('Execute Script', { script_name: 'where.py' }));

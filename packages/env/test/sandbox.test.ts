@@ -288,6 +288,32 @@ except OSError as e:
     }
   });
 
+  it('finds no file under /proc or /sys it may write (a writable sysctl would set host-wide settings)', async () => {
+    // Opening for writing is enough to tell, and changes nothing. /proc/pressure's files are PSI triggers, open to
+    // every user by design.
+    const code = `
+import os
+writable = []
+for top in ['/proc', '/sys']:
+    for d, dirs, files in os.walk(top):
+        part = d[len(top):].split('/')
+        if top == '/proc' and len(part) > 1 and (part[1].isdigit() or part[1] in ('self', 'thread-self')):
+            dirs[:] = []
+            continue
+        for f in files:
+            try:
+                os.close(os.open(os.path.join(d, f), os.O_WRONLY | os.O_NONBLOCK))
+                writable.append(os.path.join(d, f))
+            except OSError:
+                pass
+print('\\n'.join(w for w in writable if not w.startswith('/proc/pressure/')))
+print('checked', os.path.exists('/proc/sys/kernel/core_pattern'))
+`;
+    const r = await py(code, { timeoutMs: 60_000 });
+    expect(r.outcome, r.stderr).toBe('ok');
+    expect(r.stdout.trim()).toBe('checked True');
+  }, 90_000);
+
   it('keeps the head and tail of 50 MB of output within the byte budget', async () => {
     const code = `
 import sys
@@ -371,6 +397,42 @@ describe('disk limits', () => {
     expect(readdirSync(dir)).toEqual(['keep.txt']);
   }, 60_000);
 
+  it('catch a run that broke a limit and ended between two checks', async () => {
+    const dir = workspace();
+    const r = await py('open("fast.bin", "wb").write(b"x" * 3 * 2**20)', { workspace: dir, diskBytes: MiB });
+    expect(r.outcome).toBe('killed');
+    expect(r.diskLimit).toBe('filled the workspace past its disk limit of 1 MiB');
+    expect(readdirSync(dir)).toEqual(['keep.txt']);
+  });
+
+  it('count a sparse file at its length, which a snapshot would store', async () => {
+    const dir = workspace();
+    const code = 'import time\nwith open("sparse.bin", "wb") as f:\n    f.truncate(64 * 2**20)\n    f.write(b"x")\ntime.sleep(20)\n';
+    const r = await py(code, { workspace: dir, diskBytes: 4 * MiB, timeoutMs: 30_000 });
+    expect(r.outcome).toBe('killed');
+    expect(r.diskLimit).toBe('filled the workspace past its disk limit of 4 MiB');
+    expect(r.wallSeconds).toBeLessThan(10);
+    expect(readdirSync(dir)).toEqual(['keep.txt']);
+  }, 60_000);
+
+  it('stop a run that hides files under a name that is not UTF-8 or a path past 3072 bytes, and remove them', async () => {
+    for (const [kind, code] of [
+      ['not UTF-8', 'import os, time\nos.mkdir(b"\\xff\\xfehidden")\nopen(b"\\xff\\xfehidden/f", "wb").write(b"x" * 2**20)\ntime.sleep(20)\n'],
+      [
+        'too long',
+        // Each directory opened relative to the last, so no call names the whole path.
+        'import os, time\nfd = os.open(".", os.O_RDONLY)\nfor i in range(16):\n    os.mkdir("d" * 250, dir_fd=fd)\n    nfd = os.open("d" * 250, os.O_RDONLY, dir_fd=fd)\n    os.close(fd)\n    fd = nfd\nf = os.open("deep.bin", os.O_WRONLY | os.O_CREAT, dir_fd=fd)\nos.write(f, b"x" * 2**20)\ntime.sleep(20)\n',
+      ],
+    ]) {
+      const dir = workspace();
+      const r = await py(code, { workspace: dir, diskBytes: 64 * MiB, timeoutMs: 30_000 });
+      expect(r.outcome, kind).toBe('killed');
+      expect(r.diskLimit, kind).toMatch(/^made a path in the workspace whose name is not UTF-8 or that is longer than 3072 bytes \(".+"\), which cannot be measured or saved$/);
+      expect(r.wallSeconds, kind).toBeLessThan(10);
+      expect(readdirSync(dir), kind).toEqual(['keep.txt']);
+    }
+  }, 60_000);
+
   it('name a bad limit', async () => {
     await expect(py('pass', { diskBytes: 0 })).rejects.toThrow(/option 'diskBytes' must be an integer >= 1, got 0/);
     await expect(py('pass', { maxWorkspaceFiles: 2.5 })).rejects.toThrow(/option 'maxWorkspaceFiles'/);
@@ -418,6 +480,15 @@ describe('fallbacks', () => {
       expect(none.warnings.join('\n')).toContain(`cannot search ${root}`);
     },
   );
+
+  it.runIf(process.getuid?.() === 0)('without a cgroup, as root: the dropped uid runs a script by its absolute path in a workspace under /tmp', async () => {
+    // bwrap makes the directories leading to a bind mode 0700 unless told otherwise; the uid must pass through them.
+    const mine = mkdtempSync(path.join(hostTmp, 'ws-'));
+    writeFileSync(path.join(mine, 'train.py'), `import os\nprint(os.getuid(), open(${JSON.stringify(path.join(data, 'train.csv'))}).read().splitlines()[1])\n`);
+    const r = await py('', { command: [PY, '-u', path.join(mine, 'train.py')], useCgroup: false, workspace: mine });
+    expect(r.outcome, r.stderr).toBe('ok');
+    expect(r.stdout.trim()).toMatch(/^6\d{4} 1,2$/);
+  });
 
   it('unshare: no network, and the PID namespace kills daemons at the timeout', async () => {
     const marker = `mlagent-unshare-${process.pid}-${Date.now()}`;

@@ -158,6 +158,11 @@ describe('prepareTask and grading', () => {
     writeFileSync(sub, 'id,y\n10,twenty\n');
     expect(await task.grade(sub)).toMatchObject({ ok: false, error: expect.stringMatching(/unreadable submission/) });
     expect(await task.grade(path.join(home, 'missing.csv'))).toEqual({ ok: false, error: 'no submission file: missing.csv was not written' });
+    // Python's json writes an infinite or NaN score bare: the submission's fault, not a grader crash.
+    writeFileSync(sub, 'id,y\n10,inf\n11,22\n12,24\n13,26\n14,29\n');
+    expect(await task.grade(sub)).toEqual({ ok: false, error: 'the submission scores an infinite value: its predictions hold values too extreme to grade' });
+    writeFileSync(sub, 'id,y\n10,nan\n11,22\n12,24\n13,26\n14,29\n');
+    expect(await task.grade(sub)).toEqual({ ok: false, error: 'the submission scores NaN: its predictions hold values too extreme to grade' });
   }, 60_000);
 
   it('runs a baseline and an idea in the sandbox and grades them', async () => {

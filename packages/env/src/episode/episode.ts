@@ -15,6 +15,7 @@ import { EnvError, type WorkspaceRoots } from './paths.js';
 import { historySummary, renderMessages, renderPrompt, type PromptState } from './prompt.js';
 import type { ChatTurn, EpisodeOptions, StepOutcome, StepResult } from './types.js';
 import { createWorkspace } from '../tasks/workspace.js';
+import { removeDeep } from '../sandbox/disk-guard.js';
 import { defaultWorkRoot, hiddenPathsFor, makeWorkspaceDir } from './workspace.js';
 
 const DEFAULT_MAX_STEPS = 15;
@@ -100,7 +101,7 @@ export class Episode {
       }
       return ep;
     } catch (e) {
-      await fs.rm(workspace, { recursive: true, force: true });
+      await fs.rm(workspace, { recursive: true, force: true }).catch(() => removeDeep(workspace));
       throw e;
     }
   }
@@ -170,7 +171,10 @@ export class Episode {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await fs.rm(this.workspace, { recursive: true, force: true });
+    // A tree deeper than PATH_MAX defeats fs.rm; rm -rf takes it.
+    await fs.rm(this.workspace, { recursive: true, force: true }).catch(async () => {
+      if (!(await removeDeep(this.workspace))) console.warn(`mlagent env: could not remove the workspace ${this.workspace}`);
+    });
   }
 
   private assertOpen(what: string): void {

@@ -1,6 +1,6 @@
 // Execute Script: runs the agent's script in the sandbox with the task's budgets, then grades submission.csv
 // outside the sandbox when the run wrote one.
-import { promises as fs, type Stats } from 'node:fs';
+import { constants as fsConstants, promises as fs, type Stats } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { runSandboxed } from '../sandbox/run.js';
@@ -43,9 +43,24 @@ function milestonesHookDir(): string {
 }
 
 async function readMilestones(file: string): Promise<{ dataLoaded: boolean; modelTrained: boolean }> {
-  // The hook writes a few short lines; a script may have written anything there, so anything large is ignored.
-  const size = (await fs.lstat(file).catch(() => null))?.size ?? 0;
-  const text = size > 0 && size <= 4096 ? await fs.readFile(file, 'utf8').catch(() => '') : '';
+  // The hook writes a few short lines; a script may have put anything there: a link (not followed), a FIFO (opened
+  // without blocking, then refused), a large file (ignored).
+  let text = '';
+  const fh = await fs.open(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK).catch(() => null);
+  if (fh) {
+    try {
+      const st = await fh.stat();
+      if (st.isFile() && st.size > 0 && st.size <= 4096) {
+        const buf = Buffer.alloc(st.size);
+        const { bytesRead } = await fh.read(buf, 0, st.size, 0);
+        text = buf.subarray(0, bytesRead).toString('utf8');
+      }
+    } catch {
+      text = '';
+    } finally {
+      await fh.close();
+    }
+  }
   await fs.rm(file, { force: true });
   const marks = new Set(text.split('\n').map((l) => l.trim()));
   return { dataLoaded: marks.has('dataLoaded'), modelTrained: marks.has('modelTrained') };
@@ -135,7 +150,8 @@ async function grade(task: PreparedTask, workspace: string): Promise<{ score: nu
   } catch (e) {
     // A grader that crashes is a task bug (see gradeSubmission); the agent still gets an observation.
     console.warn(`mlagent env: the grader of task '${task.spec.name}' failed: ${(e as Error).message}`);
-    return { error: `the grader failed: ${(e as Error).message}` };
+    // Its message holds the grader's output and the host's paths, which are not the agent's to read.
+    return { error: 'the grader failed on this submission (a task error, logged by the trainer)' };
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }

@@ -76,6 +76,17 @@ export function blockedAncestors(paths: string[], uid: number, fresh: string[] =
   return [...blocked].filter((d) => ![...blocked].some((o) => o !== d && d.startsWith(o + path.sep)));
 }
 
+/** Every directory above `paths` but the root, outermost first, each once. */
+export function bindAncestors(paths: string[]): string[] {
+  const dirs = new Set<string>();
+  for (const p of paths) {
+    const chain: string[] = [];
+    for (let dir = path.dirname(path.resolve(p)); dir !== path.dirname(dir); dir = path.dirname(dir)) chain.unshift(dir);
+    for (const dir of chain) dirs.add(dir);
+  }
+  return [...dirs].sort((a, b) => a.split(path.sep).length - b.split(path.sep).length);
+}
+
 /** Whether `child` is `parent` or lies below it (lexically; both absolute). */
 export function inside(child: string, parent: string): boolean {
   return child === parent || child.startsWith(parent.endsWith(path.sep) ? parent : parent + path.sep);
@@ -141,6 +152,9 @@ export function wrapCommand(p: WrapPlan): string[] {
   const host = hostSystemLayout();
   // 'system': a fresh root holding only the system's directories, made read-only below.
   const a = [findTool('bwrap')!, ...(p.hostView === 'all' ? ['--ro-bind', '/', '/'] : host.systemBinds), '--dev', '/dev', '--proc', '/proc'];
+  // The run is uid 0 when the trainer is root, and writing a sysctl checks only the file's mode, not capabilities:
+  // a writable /proc/sys would let it set host-wide settings (kernel.core_pattern runs a program as host root).
+  a.push('--ro-bind', '/proc/sys', '/proc/sys');
   a.push('--perms', '1777', '--size', String(p.tmpBytes), '--tmpfs', '/tmp');
   // Unix sockets of host daemons live in /run; connect() works even on a read-only mount.
   if (existsSync('/run')) a.push('--tmpfs', '/run');
@@ -154,6 +168,9 @@ export function wrapCommand(p: WrapPlan): string[] {
       a.push('--perms', '0755', '--tmpfs', dir);
     }
   }
+  // bwrap makes the directories leading to a bind mode 0700, which an unprivileged uid cannot pass through
+  // (absolute paths, such as the data link's target, would fail); these are made 0755 first.
+  for (const dir of bindAncestors([p.workspace, ...p.readOnlyPaths])) a.push('--perms', '0755', '--dir', dir);
   for (const ro of p.readOnlyPaths) a.push('--ro-bind', ro, ro);
   a.push('--bind', p.workspace, p.workspace);
   // Hidden paths last, so they win over the workspace and data binds. A mode-000 tmpfs denies even uid 0,

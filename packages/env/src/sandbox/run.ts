@@ -4,7 +4,7 @@ import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { createRunCgroup, type RunCgroup } from './cgroup.js';
 import { classify } from './classify.js';
-import { diskBaseline, removeAdded, watchDisk, type DiskLimits } from './disk-guard.js';
+import { diskBaseline, diskViolation, removeAdded, watchDisk, type DiskLimits } from './disk-guard.js';
 import { SANDBOX_SYSTEM_PATHS, availableIsolation, blockedAncestors, findTool, inside, wrapCommand } from './isolation.js';
 import { nprocLimit } from './nproc.js';
 import { HeadTailBuffer } from './output.js';
@@ -254,6 +254,8 @@ async function execute(
   clearTimeout(timer);
   await diskWatch.stop();
   await killTree(); // leftovers, e.g. daemons when there is no PID namespace
+  // A run that broke a limit and ended between two of the watch's checks is caught here.
+  diskLimit ??= await diskViolation(o.workspace, o.disk, disk).catch(() => undefined);
   // Stopped for its files: they go too, so that the next run, the snapshot store and the trainer have the disk back.
   const cleanup = diskLimit !== undefined ? await removeAdded(o.workspace, disk) : undefined;
   if (cleanup?.failed.length) warnings.push(`could not remove what the run added to the workspace: ${cleanup.failed.slice(0, 5).join(', ')}`);

@@ -122,8 +122,14 @@ export class SnapshotStore {
       for (const name of names) {
         const r = rel === '' ? name : `${rel}/${name}`;
         const abs = path.join(workspace, r);
-        const st = await fs.lstat(abs, { bigint: true }).catch(() => null);
-        if (st === null) continue; // vanished while walking
+        const st = await fs.lstat(abs, { bigint: true }).catch((e: NodeJS.ErrnoException) => e);
+        if (st instanceof Error) {
+          // A name that is not UTF-8 comes back from readdir with U+FFFD and names nothing; the sandbox's disk guard
+          // removes such entries, and those of over-long paths, after every run, so this is only a workspace
+          // written outside it.
+          if (st.code === 'ENAMETOOLONG' || name.includes('\uFFFD')) omitted.push({ path: r, size: 0, reason: 'a name that is not UTF-8 or a path too long to save' });
+          continue; // else it vanished while walking
+        }
         if (st.isSymbolicLink()) {
           const target = await fs.readlink(abs);
           const real = await fs.realpath(abs).catch(() => null);

@@ -33,6 +33,10 @@ export async function gradeSubmission(
   }
   if (r.code === 2 && parsed && typeof parsed.error === 'string') return { ok: false, error: parsed.error };
   if (r.code === 0 && parsed && typeof parsed.score === 'number' && Number.isFinite(parsed.score)) return { ok: true, score: parsed.score };
+  // Python's json writes inf and nan bare, which JSON.parse refuses: extreme predictions, not a grader bug.
+  if (r.code === 0 && /^\{\s*"score"\s*:\s*(-?Infinity|NaN)\s*\}$/.test(last.trim())) {
+    return { ok: false, error: `the submission scores ${/NaN/.test(last) ? 'NaN' : 'an infinite value'}: its predictions hold values too extreme to grade` };
+  }
   throw new Error(
     `grade.py of ${path.basename(taskDir)} misbehaved (exit ${r.code ?? r.signal}, expected {"score"} with exit 0 or {"error"} with exit 2); ` +
       `stdout: ${tail(r.stdout, 3) || '(empty)'}; stderr:\n${tail(r.stderr)}`,
