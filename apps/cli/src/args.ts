@@ -18,6 +18,17 @@ export class CommandFailedError extends Error {
   }
 }
 
+/**
+ * The user stopped the command (Ctrl-C) and it stopped cleanly, keeping what it had: the message says what was kept
+ * and how to continue. Exit 130, as a shell reports a command ended by SIGINT, so `a && b` does not go on to b.
+ */
+export class InterruptedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'InterruptedError';
+  }
+}
+
 /** parseArgs with strict checking, turning its errors into usage errors that name the command. */
 export function parse<T extends NonNullable<ParseArgsConfig['options']>>(command: string, argv: string[], options: T) {
   try {

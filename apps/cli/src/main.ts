@@ -2,7 +2,7 @@ import { GpuError, GpuUnavailableError } from '@mlagent/core-kernels';
 import { RemoteExecutionError } from '@mlagent/env';
 import { CheckpointError, ConfigError, LoraError, MemoryPlanError, TokenizerError } from '@mlagent/policy';
 import { EndpointError, RetriesExhaustedError, SftDataError, TrainConfigError } from '@mlagent/rl';
-import { CommandFailedError, UsageError } from './args.js';
+import { CommandFailedError, InterruptedError, UsageError } from './args.js';
 import { COMMANDS } from './commands/index.js';
 
 /** Errors in what the user gave (a model directory, a config, data): the message says it all (exit 2). */
@@ -47,9 +47,9 @@ async function main(argv: string[]): Promise<number> {
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (e) {
     // Both carry their command's name at the front of the message.
-    if (e instanceof UsageError || e instanceof CommandFailedError) {
+    if (e instanceof UsageError || e instanceof CommandFailedError || e instanceof InterruptedError) {
       console.error(`mlagent ${e.message}`);
-      return e instanceof UsageError ? 2 : 1;
+      return e instanceof UsageError ? 2 : e instanceof InterruptedError ? 130 : 1;
     }
     if (INPUT_ERRORS.some((c) => e instanceof c)) {
       console.error(`mlagent ${name}: ${(e as Error).message}`);
