@@ -109,6 +109,16 @@ describe('mlagent env', () => {
     expect(c.code).toBe(0);
     const next = JSON.parse(c.stdout.trim());
     expect(next).toMatchObject({ step: 3, action: 'Execute Script', outcome: 'ok', metric: 0.5 });
+
+    // Counted from the responses this run played, not the state's step; a state that ends its episode is refused.
+    writeFileSync(more, [1, 2, 3].map(() => line('List Files', { dir_path: '.' })).join('\n') + '\n');
+    const last = mlagent(['env', 'run', '--task', taskDir, '--responses', more, '--json', '--max-steps', '3', '--state', steps[1].snapshotId.slice(0, 12)]);
+    expect(last.code).toBe(0);
+    expect(last.stderr).toContain('env run: the episode ended; 2 of 3 responses left unplayed');
+    const final = /final state: ([0-9a-f]{64})/.exec(last.stderr)![1];
+    const none = mlagent(['env', 'run', '--task', taskDir, '--responses', more, '--max-steps', '3', '--state', final]);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain(`env run: state ${final} ends its episode (after step 3); nothing can be played from it`);
   }, 60_000);
 
   it('shell finds a task by name and plays typed responses (shorthand or fields), printing observations', () => {
@@ -134,5 +144,8 @@ describe('mlagent env', () => {
     writeFileSync(good, line('List Files', { dir_path: '.' }) + '\n');
     expect(mlagent(['env', 'run', '--task', taskDir, '--responses', good, '--max-steps', '0']).stderr).toMatch(/--max-steps must be a positive integer/);
     expect(mlagent(['env', 'shell', '--task', taskDir, '--state', 'nothex']).stderr).toMatch(/not a state id/);
+    const empty = path.join(root, 'empty.jsonl');
+    writeFileSync(empty, '\n');
+    expect(mlagent(['env', 'run', '--task', taskDir, '--responses', empty]).stderr).toContain(`env run: ${empty} holds no responses`);
   }, 60_000);
 });

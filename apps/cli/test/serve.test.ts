@@ -87,5 +87,8 @@ describe('mlagent serve', () => {
     expect(noPort.stderr).toMatch(/--port P is required/);
     const badPort = await mlagent('serve', '--model', model, '--port', '70000');
     expect(badPort.stderr).toMatch(/--port must be an integer in \[0, 65535\]/);
+    const tiny = await mlagent('serve', '--model', model, '--port', '0', '--memory-budget', '0.001');
+    expect(tiny.code).toBe(2);
+    expect(tiny.stderr).toMatch(/serve: --memory-budget 0.001 GiB cannot hold even a one-token answer: /);
   });
 });

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -61,6 +61,11 @@ describe('mlagent tasks', () => {
     write(path.join(src, 'grade.py'), "def grade(submission, answers):\n    return float((submission['y'] == answers['y']).mean())\n");
     expect(mlagent('tasks', 'import', src, '--metric', 'accuracy').stderr).toMatch(/pass --metric NAME --direction max\|min/);
     expect(mlagent('tasks', 'import', src, '--metric', 'accuracy', '--direction', 'up').stderr).toMatch(/--direction must be max or min, got 'up'/);
+    // A built-in task's name would be shadowed, and the messages say "import" once.
+    const taken = mlagent('tasks', 'import', src, '--metric', 'accuracy', '--direction', 'max', '--name', 'house-prices');
+    expect(taken.code).toBe(2);
+    expect(taken.stderr).toContain("mlagent tasks import: 'house-prices' is the name of a built-in task; pass another --name");
+    expect(existsSync(path.join(home, 'tasks', 'house-prices'))).toBe(false);
     const r = mlagent('tasks', 'import', src, '--metric', 'accuracy', '--direction', 'max');
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/imported mlebench task 'tiny-comp'/);
@@ -75,6 +80,17 @@ describe('mlagent tasks', () => {
     const failed = mlagent('tasks', 'baseline', 'tiny-comp', '--json');
     expect(failed.code, failed.stderr).toBe(1);
     expect(JSON.parse(failed.stdout)).toMatchObject({ outcome: 'error', score: null, error: expect.stringMatching(/ValueError: no features today/) });
+
+    // An imported MLAgentBench task whose env/ has no data cannot be prepared: one line, no stack trace.
+    const mab = path.join(home, 'src', 'no-data');
+    write(path.join(mab, 'env', 'train.py'), 'print(1)\n');
+    write(path.join(mab, 'scripts', 'research_problem.txt'), 'Predict y.\n');
+    write(path.join(mab, 'scripts', 'eval.py'), 'def get_score(submission_folder="."):\n    return 1.0\n');
+    expect(mlagent('tasks', 'import', mab, '--metric', 'rmse', '--direction', 'min').code).toBe(0);
+    const empty = mlagent('tasks', 'baseline', 'no-data');
+    expect(empty.code).toBe(2);
+    expect(empty.stderr).toMatch(/\nmlagent tasks baseline: prepare.py of task 'no-data' wrote nothing into --public/);
+    expect(empty.stderr).not.toMatch(/\n\s+at /);
   });
 
   it('rejects unknown tasks and subcommands with usage errors', () => {

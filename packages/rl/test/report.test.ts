@@ -114,6 +114,9 @@ describe('HTML report', () => {
     expect(renderReport(evalOnly)).toContain('No metrics.jsonl in this run.');
     writeFileSync(join(evalOnly, 'eval-broken.json'), '{');
     expect(renderReport(evalOnly)).toContain('Could not read eval-broken.json');
+    // A resumable evaluation's bookkeeping is not a result to show.
+    writeFileSync(join(evalOnly, 'eval-run.json'), JSON.stringify({ agent: 'scripted', trajectories: 1 }));
+    expect(renderReport(evalOnly)).not.toContain('eval-run.json');
   });
 
   it("charts an mlagent evaluation's gains per task, one bar per agent, above its tables", () => {

@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -89,13 +89,13 @@ describe('LoRA SFT', () => {
       onStep: (s) => s.step === 3 && abort.abort(),
     });
     expect(first).toMatchObject({ stopped: true, steps: 3, adapterDir: null });
-    expect(latestCheckpoint(out)!.step).toBe(2); // the end of epoch 1; step 3 is redone
+    expect(latestCheckpoint(out)!.step).toBe(3); // saved where it stopped, mid-epoch
 
     await expect(sft({ modelDir, data: dataPath, out, config, gpu, model, progress: false })).rejects.toThrow(/already holds checkpoints/);
     const resumedLosses: number[] = [];
     const resumed = await sft({ modelDir, data: dataPath, out, config, gpu, model, progress: false, resume: true, log: () => {}, onStep: (s) => resumedLosses.push(s.loss) });
-    expect(resumed.resumedFrom).toBe(2);
-    expect(resumedLosses).toEqual(losses.slice(2));
+    expect(resumed.resumedFrom).toBe(3);
+    expect(resumedLosses).toEqual(losses.slice(3));
     expect(resumed.evalLoss).toBe(full.evalLoss);
     const bytes = (dir: string) => readFileSync(join(dir, 'adapter_model.safetensors'));
     expect(bytes(resumed.adapterDir!).equals(bytes(full.adapterDir!))).toBe(true);
@@ -105,6 +105,37 @@ describe('LoRA SFT', () => {
 
     const other = { ...config, sft: { ...config.sft, lr: 2e-2 } };
     await expect(sft({ modelDir, data: dataPath, out, config: other, gpu, model, progress: false, resume: true, log: () => {} })).rejects.toThrow(/made with other data, config or model/);
+  }, 300_000);
+
+  it('starts afresh over the curves of a run that left no checkpoint, and refuses to overwrite a finished run', async () => {
+    const out = newDir();
+    // A run killed before its first checkpoint left these behind.
+    writeFileSync(join(out, 'metrics.jsonl'), '{"step":1,"time":0,"loss":99}\n{"step":2,"time":0,"loss":98}\n');
+    mkdirSync(join(out, 'tb'));
+    writeFileSync(join(out, 'tb', 'events.out.tfevents.0.stale'), 'x');
+    const cfg = { ...config, sft: { ...config.sft, epochs: 1 } };
+    await sft({ modelDir, data: dataPath, out, config: cfg, gpu, model, progress: false, log: () => {} });
+    expect(readMetrics(join(out, 'metrics.jsonl')).map((m) => m.step)).toEqual([0, 1, 2]);
+    expect(readdirSync(join(out, 'tb')).some((f) => f.endsWith('.stale'))).toBe(false);
+    // Finished, its checkpoints pruned: nothing to resume, and its results stay.
+    rmSync(join(out, 'checkpoints'), { recursive: true });
+    await expect(sft({ modelDir, data: dataPath, out, config: cfg, gpu, model, progress: false })).rejects.toThrow(/holds a finished run \(sft-summary.json\)/);
+  }, 300_000);
+
+  it('gives up when every step has non-finite gradients (NaN weights), rather than write an untrained adapter', async () => {
+    const nanDir = newDir();
+    for (const f of readdirSync(modelDir)) copyFileSync(join(modelDir, f), join(nanDir, f));
+    const file = join(nanDir, 'model.safetensors');
+    const buf = readFileSync(file);
+    const headerLen = Number(buf.readBigUInt64LE(0));
+    const [from, to] = (JSON.parse(buf.subarray(8, 8 + headerLen).toString()) as Record<string, { data_offsets: [number, number] }>)['model.norm.weight'].data_offsets;
+    for (let o = 8 + headerLen + from; o < 8 + headerLen + to; o += 4) buf.writeFloatLE(NaN, o);
+    writeFileSync(file, buf);
+    const out = newDir();
+    await expect(sft({ modelDir: nanDir, data: dataPath, out, config, gpu, progress: false, log: () => {} })).rejects.toThrow(
+      /^sft: the loss or gradients were not finite for 4 steps in a row \(to step 4\), so nothing was learned/,
+    );
+    expect(existsSync(join(out, 'adapter'))).toBe(false);
   }, 300_000);
 
   it("loads the base in the config's dtype: f16 weights take less memory and learn alike", async () => {

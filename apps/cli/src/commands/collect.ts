@@ -1,7 +1,8 @@
 import path from 'node:path';
+import { existsSync, statSync } from 'node:fs';
 import { listTasks, prepareTask, type PreparedTask } from '@mlagent/env';
 import { EndpointExpert, ScriptedExpert, collect, exportSftSteps, exportShareGPT, type Expert } from '@mlagent/rl';
-import { CommandFailedError, UsageError, parse } from '../args.js';
+import { CommandFailedError, InterruptedError, UsageError, parse } from '../args.js';
 import { checkEndpointFirst } from '../endpoint-check.js';
 import { REDIS_OPTIONS, REDIS_USAGE, remoteFromArgs } from '../remote-episodes.js';
 
@@ -74,6 +75,13 @@ async function loadTasks(spec: string): Promise<PreparedTask[]> {
   return tasks;
 }
 
+/** An export written after the whole collection: its path is checked before any of it runs. */
+function checkOutputFile(command: string, flag: string, file: string): void {
+  const dir = path.dirname(path.resolve(file));
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`${command}: --${flag} ${file}: the directory ${dir} does not exist`);
+  if (existsSync(file) && statSync(file).isDirectory()) throw new UsageError(`${command}: --${flag} ${file} is a directory, not a file`);
+}
+
 function makeExpert(spec: string, model: string | undefined): Expert {
   if (spec === 'scripted') return new ScriptedExpert();
   if (!/^https?:\/\//.test(spec)) throw new UsageError(`collect: --expert must be 'scripted' or an http(s) URL, got '${spec}'`);
@@ -95,6 +103,7 @@ export async function collectCommand(argv: string[]): Promise<void> {
   const seed = count('seed', v.seed, 0);
   if (Boolean(v['helper-url']) !== Boolean(v['helper-model'])) throw new UsageError('collect: --helper-url and --helper-model go together');
   const helperLlm = v['helper-url'] ? { baseUrl: v['helper-url'], model: v['helper-model']!, apiKey: process.env.MLAGENT_HELPER_API_KEY } : null;
+  for (const flag of ['sharegpt', 'sft-steps'] as const) if (v[flag]) checkOutputFile('collect', flag, v[flag]);
   const expert = makeExpert(v.expert, v['expert-model']);
   if (v.expert !== 'scripted') await checkEndpointFirst('collect', v.expert, v['expert-model']!);
   const remote = remoteFromArgs('collect', v.redis, v.queue);
@@ -125,5 +134,6 @@ export async function collectCommand(argv: string[]): Promise<void> {
   if (v['sft-steps']) console.log(`wrote ${exportSftSteps(summary.stepsFile, path.resolve(v['sft-steps']))} SFT steps to ${v['sft-steps']}`);
   if (summary.failed.length > 0)
     throw new CommandFailedError(`collect: ${summary.failed.length} trajectories failed (${summary.failed[0].trajectory}: ${summary.failed[0].error}); rerun the same command to retry them`);
-  if (abort.signal.aborted) throw new CommandFailedError('collect: interrupted; rerun the same command to finish');
+  // A Ctrl-C that came after the last trajectory started stopped nothing.
+  if (abort.signal.aborted && summary.alreadyDone + summary.completed < summary.total) throw new InterruptedError('collect: interrupted; rerun the same command to finish');
 }

@@ -94,15 +94,22 @@ function stepText(r: StepResult): string {
 async function run(v: Values): Promise<void> {
   if (!v.responses) throw new UsageError(`env run: --responses FILE.jsonl is required\n${envUsage}`);
   const responses = readResponses(v.responses);
+  if (responses.length === 0) throw new UsageError(`env run: ${v.responses} holds no responses`);
   const opts = episodeOptions(v);
   const ep = await startEpisode(v, opts);
   try {
+    if (ep.done) {
+      // A saved state can be an episode's last (its Final Answer, or its step limit when it was played).
+      throw new UsageError(`env run: state ${v.state} ends its episode (after step ${ep.stepIndex}); nothing can be played from it`);
+    }
+    let played = 0;
     for (const response of responses) {
       if (ep.done) {
-        process.stderr.write(`env run: the episode ended; ${responses.length - ep.stepIndex} responses left unplayed\n`);
+        process.stderr.write(`env run: the episode ended; ${responses.length - played} of ${responses.length} responses left unplayed\n`);
         break;
       }
       const r = await ep.step(response);
+      played++;
       process.stdout.write(v.json ? `${stepJson(r)}\n` : stepText(r));
     }
     process.stderr.write(`final state: ${await ep.snapshot()} (store ${opts.store.dir})\n`);

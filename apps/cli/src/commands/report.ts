@@ -1,3 +1,5 @@
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeReport } from '@mlagent/rl';
 import { UsageError } from '../args.js';
@@ -16,10 +18,33 @@ export async function reportCommand(argv: string[]): Promise<void> {
   }
   const { values, positionals } = parsed;
   if (positionals.length !== 1) throw new UsageError(`report: give exactly one RUN_DIR\n${reportUsage}`);
+  if (values.sft !== undefined) checkSftDir(values.sft);
+  warnUnreadableEvals(positionals[0]);
   try {
     const out = writeReport(positionals[0], values.out, { title: values.title, sftDir: values.sft });
     console.log(`wrote ${out}`);
   } catch (e) {
-    throw new UsageError((e as Error).message);
+    const message = (e as Error).message;
+    throw new UsageError(message.startsWith('report: ') ? message : `report: ${message}`);
+  }
+}
+
+/** --sft must name an SFT output directory: a typo would otherwise give a page that just has no SFT section. */
+function checkSftDir(dir: string): void {
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`report: --sft ${dir} is not a directory`);
+  if (!['metrics.jsonl', 'sft-summary.json', 'adapter'].some((f) => existsSync(path.join(dir, f)))) {
+    throw new UsageError(`report: --sft ${dir} holds no SFT output (metrics.jsonl, sft-summary.json or adapter/)`);
+  }
+}
+
+/** The page shows an unreadable eval*.json in place of its table; the terminal should hear of it too. */
+function warnUnreadableEvals(runDir: string): void {
+  if (!existsSync(runDir) || !statSync(runDir).isDirectory()) return; // writeReport names the problem
+  for (const f of readdirSync(runDir).filter((n) => /^eval.*\.json$/.test(n) && n !== 'eval-run.json')) {
+    try {
+      JSON.parse(readFileSync(path.join(runDir, f), 'utf8'));
+    } catch (e) {
+      process.stderr.write(`report: warning: ${path.join(runDir, f)} is not readable JSON (${(e as Error).message}); the page says so in its place\n`);
+    }
   }
 }

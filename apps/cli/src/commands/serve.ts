@@ -1,4 +1,4 @@
-import { createOpenAIServer } from '@mlagent/policy';
+import { assertFits, createOpenAIServer, planMemory } from '@mlagent/policy';
 import { UsageError, parse } from '../args.js';
 import { MODEL_OPTIONS, MODEL_USAGE, checkModelArgs, loadPolicy, numberArg, parseTemplate } from '../policy-args.js';
 
@@ -29,6 +29,17 @@ export async function serveCommand(argv: string[]): Promise<void> {
   const chatTemplate = parseTemplate(cmd, values.template);
 
   const policy = await loadPolicy(cmd, values);
+  if (budgetGiB !== undefined) {
+    // A budget that not even a one-token answer fits would start a server that refuses every request.
+    const adapter = policy.model.adapter?.config;
+    const plan = planMemory(policy.model.config, { batch: 1, seqLen: 2, dtype: policy.model.dtype, kvCache: true, lora: adapter && { r: adapter.r, targets: adapter.targetModules } });
+    try {
+      assertFits(plan, { budgetBytes: budgetGiB * 1024 ** 3 });
+    } catch (e) {
+      policy.close();
+      throw new UsageError(`${cmd}: --memory-budget ${budgetGiB} GiB cannot hold even a one-token answer: ${(e as Error).message}`);
+    }
+  }
   const server = createOpenAIServer(policy.model, policy.tokenizer, {
     modelName: values.name,
     chatTemplate,

@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { SftDataError, TrainConfigError, loadTrainConfig, sft, type TrainConfigInput } from '@mlagent/rl';
-import { UsageError, parse } from '../args.js';
+import { InterruptedError, UsageError, parse } from '../args.js';
 import { checkModelDir, numberArg } from '../policy-args.js';
 
 export const sftUsage = `mlagent sft --model DIR --data FILE --out DIR [--config FILE] [--preset default|tiny] [--resume] [--memory-budget GIB]
@@ -28,7 +28,7 @@ export async function sftCommand(argv: string[]): Promise<void> {
   const controller = new AbortController();
   const onSignal = () => {
     if (controller.signal.aborted) process.exit(130);
-    process.stderr.write('\nsft: stopping after this step (Ctrl-C again to quit now; --resume continues from the last checkpoint)\n');
+    process.stderr.write('\nsft: stopping after this step, which is saved (Ctrl-C again to quit now; --resume continues from the last checkpoint)\n');
     controller.abort();
   };
   process.on('SIGINT', onSignal);
@@ -37,10 +37,11 @@ export async function sftCommand(argv: string[]): Promise<void> {
     const config = values.config ? loadTrainConfig(values.config, overrides) : overrides;
     const r = await sft({ modelDir: values.model!, data: values.data!, out: values.out!, config, resume: values.resume, signal: controller.signal, memoryBudgetBytes: budgetGiB === undefined ? undefined : budgetGiB * 1024 ** 3 });
     const evalText = r.evalLoss !== null ? `, held-out loss ${r.initialEvalLoss?.toFixed(4) ?? '?'} -> ${r.evalLoss.toFixed(4)}` : '';
-    if (r.stopped) console.log(`sft: stopped at step ${r.steps} of ${r.totalSteps}; run again with --resume to continue`);
-    else console.log(`sft: ${r.steps} steps, ${r.examples.train} train / ${r.examples.eval} held-out examples, last loss ${r.trainLoss.toFixed(4)}${evalText}; adapter in ${r.adapterDir}`);
+    if (r.stopped) throw new InterruptedError(`sft: stopped at step ${r.steps} of ${r.totalSteps}, saved as a checkpoint; run again with --resume to continue`);
+    console.log(`sft: ${r.steps} steps, ${r.examples.train} train / ${r.examples.eval} held-out examples, last loss ${r.trainLoss.toFixed(4)}${evalText}; adapter in ${r.adapterDir}`);
   } catch (e) {
     // Bad configs, bad data and output-directory conflicts are the user's to fix: no stack trace.
+    if (e instanceof InterruptedError) throw e;
     if (e instanceof TrainConfigError || e instanceof SftDataError) throw new UsageError(`sft: ${e.message}`);
     if (e instanceof Error && e.message.startsWith('sft: ')) throw new UsageError(e.message);
     throw e;

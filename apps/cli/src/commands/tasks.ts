@@ -27,7 +27,8 @@ async function asUsage<T>(sub: string, fn: () => Promise<T> | T): Promise<T> {
     return await fn();
   } catch (e) {
     if (e instanceof UsageError) throw e;
-    throw new UsageError(`tasks ${sub}: ${(e as Error).message}`);
+    // The library's messages may start with the same word ("import: ...").
+    throw new UsageError(`tasks ${sub}: ${(e as Error).message.replace(new RegExp(`^${sub}: `), '')}`);
   }
 }
 
@@ -112,7 +113,7 @@ async function baseline(name: string, values: Values): Promise<void> {
   const seed = values.seed === undefined ? undefined : Number(values.seed);
   if (seed !== undefined && (!Number.isInteger(seed) || seed < 0)) throw new UsageError(`tasks baseline: --seed must be a non-negative integer`);
   const quiet = Boolean(values.json);
-  await prepareTask(name, { seed, onProgress: quiet ? undefined : (l) => console.error(l) });
+  await asUsage('baseline', () => prepareTask(name, { seed, onProgress: quiet ? undefined : (l) => console.error(l) }));
   const r = await runBaseline(name, { seed });
   const report: BaselineReport = { task: r.task, metric: r.metric, direction: r.direction, score: r.score, outcome: r.outcome, seconds: r.seconds, error: r.error };
   if (quiet) console.log(JSON.stringify(report));

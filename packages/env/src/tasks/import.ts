@@ -8,7 +8,7 @@ import {
   MLEBENCH_SHIM,
   MLEBENCH_TRAIN,
 } from './import-templates.js';
-import { userTasksDir } from './paths.js';
+import { builtinTasksDir, userTasksDir } from './paths.js';
 import { removeTree } from './prepare.js';
 import { loadTaskSpec, MODALITIES, TASK_NAME_PATTERN, validateTaskSpec } from './spec.js';
 import type { Modality, TaskEntry, TaskSpec, TaskSplit } from './types.js';
@@ -56,7 +56,11 @@ export function importTask(src: string, opts: ImportOptions = {}): TaskEntry & {
   const source = path.resolve(src);
   const format = detectImportFormat(source);
   const name = opts.name ?? path.basename(source).toLowerCase().replace(/[^a-z0-9._-]+/g, '-');
-  if (!TASK_NAME_PATTERN.test(name)) throw new Error(`import: invalid task name '${name}' (use lowercase letters, digits, '.', '_', '-'); pass --name`);
+  if (!TASK_NAME_PATTERN.test(name)) {
+    throw new Error(`import: invalid task name '${name}' (use lowercase letters, digits, '.', '_', '-')${opts.name === undefined ? '; pass --name' : ''}`);
+  }
+  // A user task cannot shadow a built-in one: the registry would skip it at every listing.
+  if (existsSync(path.join(builtinTasksDir(), name))) throw new Error(`import: '${name}' is the name of a built-in task; pass another --name`);
   if (!opts.metric || !opts.direction) {
     throw new Error(`import: ${format === 'mlagentbench' ? 'MLAgentBench tasks' : 'MLE-bench competitions'} do not state their metric; pass --metric NAME --direction max|min`);
   }

@@ -2,6 +2,7 @@ import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { formatPercent } from '../eval/table.js';
 import type { EvalResult } from '../eval/results.js';
+import { EVAL_RUN_FILE } from '../eval/resume.js';
 import { METRICS_FILE, readMetrics, type MetricRecord } from '../metrics/jsonl.js';
 import { MEMORY_METRICS } from '../metrics/memory.js';
 import { barChartSvg, escapeXml, lineChartSvg, type Series } from './svg-chart.js';
@@ -49,8 +50,9 @@ export function renderReport(runDir: string, options: ReportOptions = {}): strin
   if (!existsSync(runDir)) throw new Error(`report: run directory ${runDir} does not exist`);
   const metricsPath = join(runDir, METRICS_FILE);
   const records = existsSync(metricsPath) ? readMetrics(metricsPath) : [];
+  // eval-run.json is a resumable evaluation's bookkeeping, not a result.
   const evalFiles = readdirSync(runDir)
-    .filter((f) => /^eval.*\.json$/i.test(f))
+    .filter((f) => /^eval.*\.json$/i.test(f) && f !== EVAL_RUN_FILE)
     .sort();
   if (records.length === 0 && evalFiles.length === 0) throw new Error(`report: ${runDir} has neither ${METRICS_FILE} nor an eval*.json`);
 

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Gpu, cosineLr } from '@mlagent/core-kernels';
 import {
@@ -90,6 +90,9 @@ export interface SftResult {
 }
 
 const ADAPTER_DIR = 'adapter';
+const SUMMARY_FILE = 'sft-summary.json';
+/** Optimizer steps skipped in a row (non-finite gradients) after which SFT gives up. */
+const MAX_SKIPPED_IN_A_ROW = 10;
 const OPTIMIZER_FILE = 'optimizer.safetensors';
 
 export async function sft(options: SftOptions): Promise<SftResult> {
@@ -122,6 +125,9 @@ export async function sft(options: SftOptions): Promise<SftResult> {
   const checkpoint = options.resume ? latestCheckpoint(options.out, { onSkip: (dir, why) => log(`sft: skipping damaged checkpoint ${dir}: ${why}`) }) : null;
   if (!options.resume && listCheckpoints(options.out).length > 0) {
     throw new Error(`sft: ${options.out} already holds checkpoints of a run; pass resume (--resume) to continue it, or choose another output directory`);
+  }
+  if (!checkpoint && existsSync(join(options.out, SUMMARY_FILE))) {
+    throw new Error(`sft: ${options.out} holds a finished run (${SUMMARY_FILE}) and no checkpoint to resume; choose another output directory`);
   }
   if (checkpoint && (checkpoint.extra as { fingerprint?: string } | undefined)?.fingerprint !== fingerprint) {
     throw new Error(`sft: the checkpoint ${checkpoint.dir} was made with other data, config or model; use a new output directory`);
@@ -161,6 +167,10 @@ export async function sft(options: SftOptions): Promise<SftResult> {
       if (optimizer.stepCount !== checkpoint.step) throw new Error(`sft: checkpoint ${checkpoint.dir} is at step ${checkpoint.step} but its optimizer state at ${optimizer.stepCount}`);
       truncateMetricsAfter(join(options.out, METRICS_FILE), checkpoint.step);
       log(`sft: resuming from ${checkpoint.dir} (step ${checkpoint.step} of ${totalSteps})`);
+    } else {
+      // Curves of a run that left no checkpoint (killed before its first) would run twice over the same steps.
+      rmSync(join(options.out, METRICS_FILE), { force: true });
+      rmSync(join(options.out, 'tb'), { recursive: true, force: true });
     }
     metrics = new MetricsLogger(options.out);
     return await trainLoop({ options, config, model, adapter, optimizer, metrics, train, evalSet, stepsPerEpoch, totalSteps, fingerprint, startStep: checkpoint?.step ?? 0, resumedFrom: checkpoint?.step ?? null, truncated, dropped });
@@ -207,6 +217,8 @@ async function trainLoop(s: LoopState): Promise<SftResult> {
   let batches: number[][] = [];
   let batchesEpoch = -1;
   let stopped = false;
+  // Steps the optimizer skipped in a row for non-finite gradients: past a few, nothing is being learned.
+  let skippedInARow = 0;
 
   const save = async (epoch: number) =>
     saveCheckpoint(options.out, {
@@ -250,6 +262,7 @@ async function trainLoop(s: LoopState): Promise<SftResult> {
     }
     const { lr, gradNorm, skipped } = await optimizer.step();
     step++;
+    skippedInARow = skipped ? skippedInARow + 1 : 0;
     trainLoss = loss;
     const seconds = Math.max(1e-9, (Date.now() - started) / 1000);
     const info: SftStepInfo = { step, epoch, loss, lr, gradNorm, targetTokens: normalizer, tokensPerSecond: tokens / seconds };
@@ -262,8 +275,17 @@ async function trainLoop(s: LoopState): Promise<SftResult> {
       evalLoss = await evaluate();
       if (evalLoss !== null) metrics.log(step, { evalLoss });
     }
-    if (endOfEpoch || (c.checkpointEvery > 0 && step % c.checkpointEvery === 0)) await save(epoch);
+    if (skippedInARow >= Math.min(MAX_SKIPPED_IN_A_ROW, totalSteps - startStep)) {
+      throw new Error(
+        `sft: the loss or gradients were not finite for ${skippedInARow} steps in a row (to step ${step}), so nothing was learned: ` +
+          `the model's weights may hold NaN or Inf values, or the learning rate (${c.lr}) is far too high`,
+      );
+    }
+    const saved = endOfEpoch || (c.checkpointEvery > 0 && step % c.checkpointEvery === 0);
+    if (saved) await save(epoch);
     if (options.signal?.aborted && step < totalSteps) {
+      // Stopped by the caller: the steps done so far are kept, so a resume starts here.
+      if (!saved) await save(epoch);
       stopped = true;
       break;
     }
@@ -285,7 +307,7 @@ async function trainLoop(s: LoopState): Promise<SftResult> {
     examples: { train: train.length, eval: evalSet.length, truncated: s.truncated, dropped: s.dropped },
     resumedFrom: s.resumedFrom,
   };
-  if (!stopped) writeFileSync(join(options.out, 'sft-summary.json'), JSON.stringify(result, null, 2) + '\n');
+  if (!stopped) writeFileSync(join(options.out, SUMMARY_FILE), JSON.stringify(result, null, 2) + '\n');
   return result;
 }
 
