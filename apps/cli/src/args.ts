@@ -34,6 +34,25 @@ export function parse<T extends NonNullable<ParseArgsConfig['options']>>(command
   try {
     return parseArgs({ args: argv, options, strict: true, allowPositionals: false });
   } catch (e) {
-    throw new UsageError(`${command}: ${(e as Error).message}`);
+    throw new UsageError(`${command}: ${(e as Error).message}${suggestOption(e, Object.keys(options))}`);
   }
+}
+
+/** " (did you mean --x?)" for an unknown option one or two edits from a known one, or a prefix of one. */
+export function suggestOption(e: unknown, known: string[]): string {
+  const m = /Unknown option '--([^']+)'/.exec((e as Error).message);
+  if (!m) return '';
+  const given = m[1];
+  const near = known.filter((k) => k.startsWith(given) || given.startsWith(k) || editDistance(k, given) <= 2);
+  return near.length === 1 ? ` (did you mean --${near[0]}?)` : '';
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length];
 }

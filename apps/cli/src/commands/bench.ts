@@ -43,7 +43,7 @@ export interface BenchReport {
 export async function bench(argv: string[]): Promise<void> {
   const [what, ...rest] = argv;
   if (what === 'policy') return benchPolicy(rest);
-  if (what !== 'kernels') throw new UsageError(`bench: unknown target '${what ?? ''}'\n${benchUsage}`);
+  if (what !== 'kernels') throw new UsageError(`bench: ${what === undefined ? 'missing target: kernels or policy' : `unknown target '${what}' (kernels or policy)`}\n${benchUsage}`);
   const { values } = parse('bench kernels', rest, {
     json: { type: 'boolean', default: false },
     filter: { type: 'string' },

@@ -56,6 +56,8 @@ export async function doctor(argv: string[]): Promise<void> {
       node: process.version,
       sandbox: await sandboxCheck(),
     };
+    // The report is printed either way; a sandbox that cannot run the tasks' Python fails the check.
+    if (report.sandbox.outcome !== 'ok') process.exitCode = 1;
     if (values.json) {
       console.log(JSON.stringify(report, null, 2));
       return;

@@ -2,7 +2,7 @@ import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeReport } from '@mlagent/rl';
-import { UsageError } from '../args.js';
+import { UsageError, suggestOption } from '../args.js';
 
 export const reportUsage = `mlagent report RUN_DIR [--out FILE] [--title TEXT] [--sft DIR]
   Renders RUN_DIR/metrics.jsonl (training curves, per task when tagged) and RUN_DIR/eval*.json (tables) into one
@@ -14,7 +14,7 @@ export async function reportCommand(argv: string[]): Promise<void> {
   try {
     parsed = parseArgs({ args: argv, options: { out: { type: 'string' }, title: { type: 'string' }, sft: { type: 'string' } }, strict: true, allowPositionals: true });
   } catch (e) {
-    throw new UsageError(`report: ${(e as Error).message}`);
+    throw new UsageError(`report: ${(e as Error).message}${suggestOption(e, ['out', 'title', 'sft'])}`);
   }
   const { values, positionals } = parsed;
   if (positionals.length !== 1) throw new UsageError(`report: give exactly one RUN_DIR\n${reportUsage}`);

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULT_DISK_MB, importTask, listTasks, loadIdeas, prepareTask, resolveTask, runBaseline, type BaselineReport, type TaskEntry } from '@mlagent/env';
-import { UsageError } from '../args.js';
+import { UsageError, suggestOption } from '../args.js';
 
 export const tasksUsage = `mlagent tasks list [--json] | show NAME | import PATH [options] | baseline NAME [--json]
   list                 the built-in tasks and those in $MLAGENT_HOME/tasks (name, split, modality, metric, baseline, best)
@@ -17,7 +17,7 @@ function parse(argv: string[], options: NonNullable<Parameters<typeof parseArgs>
   try {
     return parseArgs({ args: argv, options, strict: true, allowPositionals: true });
   } catch (e) {
-    throw new UsageError(`tasks: ${(e as Error).message}`);
+    throw new UsageError(`tasks: ${(e as Error).message}${suggestOption(e, Object.keys(options ?? {}))}`);
   }
 }
 
