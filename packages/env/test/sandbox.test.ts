@@ -314,6 +314,31 @@ print('checked', os.path.exists('/proc/sys/kernel/core_pattern'))
     expect(r.stdout.trim()).toBe('checked True');
   }, 90_000);
 
+  it('refuses new user namespaces and io_uring through its seccomp filter, and still forks and threads', async () => {
+    const code = `
+import ctypes, os, threading
+libc = ctypes.CDLL(None, use_errno=True)
+def call(name, *args):
+    ctypes.set_errno(0)
+    return getattr(libc, name)(*args), ctypes.get_errno()
+print('unshare', *call('unshare', 0x10000000))
+print('io_uring', *call('syscall', 425, 1, None))
+t = threading.Thread(target=lambda: None)
+t.start(); t.join()
+pid = os.fork()
+if pid == 0:
+    os._exit(7)
+print('fork', os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+`;
+    const r = await py(code);
+    expect(r.outcome, r.stderr).toBe('ok');
+    expect(r.warnings).toEqual([]);
+    expect(r.stdout).toBe('unshare -1 1\nio_uring -1 1\nfork 7\n');
+    // Without the filter the same call makes a user namespace (so the line above proves the filter).
+    const open = await py(code, { seccomp: false });
+    expect(open.stdout.split('\n')[0]).toBe('unshare 0 0');
+  });
+
   it('keeps the head and tail of 50 MB of output within the byte budget', async () => {
     const code = `
 import sys

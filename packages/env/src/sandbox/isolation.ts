@@ -1,6 +1,8 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, lstatSync, readlinkSync, statSync } from 'node:fs';
 import path from 'node:path';
+import type { Writable } from 'node:stream';
+import { seccompProgram } from './seccomp.js';
 import type { IsolationLevel } from './types.js';
 
 const BIN_DIRS = ['/usr/bin', '/bin', '/usr/sbin', '/sbin', '/usr/local/bin'];
@@ -44,6 +46,34 @@ export function availableIsolation(): Promise<IsolationLevel[]> {
   })();
   return available;
 }
+
+let seccompProbe: Promise<boolean> | undefined;
+
+/** Whether bwrap here applies the seccomp filter (a kernel without seccomp, or an old bwrap, would refuse it). */
+export function seccompAvailable(): Promise<boolean> {
+  seccompProbe ??= (async () => {
+    const bwrap = findTool('bwrap');
+    const program = seccompProgram();
+    if (!bwrap || !program) return false;
+    const t = findTool('true') ?? '/bin/true';
+    return new Promise<boolean>((resolve) => {
+      const child = spawn(bwrap, ['--ro-bind', '/', '/', '--unshare-pid', '--die-with-parent', '--seccomp', String(SECCOMP_FD), t], {
+        stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
+      });
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      child.once('error', () => resolve(false));
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        resolve(code === 0);
+      });
+      (child.stdio[3] as Writable).end(program);
+    });
+  })();
+  return seccompProbe;
+}
+
+/** The child's file descriptor that carries the seccomp program to bwrap. */
+export const SECCOMP_FD = 3;
 
 function canSearch(dir: string, uid: number): boolean {
   const st = statSync(dir);
@@ -126,6 +156,8 @@ export interface WrapPlan {
   tmpBytes: number;
   /** Unprivileged uid to run as (when a cgroup cannot limit processes), or null. */
   uid: number | null;
+  /** bwrap: load the seccomp filter from file descriptor SECCOMP_FD. */
+  seccomp?: boolean;
   command: string[];
 }
 
@@ -181,6 +213,7 @@ export function wrapCommand(p: WrapPlan): string[] {
   }
   // The fresh root's own directories (the mount points made above) take no writes.
   if (p.hostView !== 'all') a.push('--remount-ro', '/');
+  if (p.seccomp) a.push('--seccomp', String(SECCOMP_FD));
   a.push('--chdir', p.workspace, '--', ...inner);
   return a;
 }

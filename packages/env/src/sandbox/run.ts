@@ -5,7 +5,9 @@ import path from 'node:path';
 import { createRunCgroup, type RunCgroup } from './cgroup.js';
 import { classify } from './classify.js';
 import { diskBaseline, diskViolation, removeAdded, watchDisk, type DiskLimits } from './disk-guard.js';
-import { SANDBOX_SYSTEM_PATHS, availableIsolation, blockedAncestors, findTool, inside, wrapCommand } from './isolation.js';
+import { SANDBOX_SYSTEM_PATHS, SECCOMP_FD, availableIsolation, blockedAncestors, findTool, inside, seccompAvailable, wrapCommand } from './isolation.js';
+import { seccompProgram } from './seccomp.js';
+import type { Writable } from 'node:stream';
 import { nprocLimit } from './nproc.js';
 import { HeadTailBuffer } from './output.js';
 import type { IsolationLevel, LimitMechanisms, SandboxOptions, SandboxResult } from './types.js';
@@ -30,6 +32,7 @@ interface Resolved {
   env: Record<string, string>;
   isolation: 'auto' | IsolationLevel;
   useCgroup: boolean;
+  seccomp: boolean;
 }
 
 function bad(option: string, why: string): never {
@@ -114,6 +117,7 @@ async function resolveOptions(o: SandboxOptions): Promise<Resolved> {
     env,
     isolation,
     useCgroup: o.useCgroup ?? true,
+    seccomp: o.seccomp ?? true,
   };
 }
 
@@ -173,7 +177,10 @@ export async function runSandboxed(opts: SandboxOptions): Promise<SandboxResult>
         }
       }
     }
+    const seccomp = level === 'bwrap' && o.seccomp ? (seccompProgram() !== null && (await seccompAvailable()) ? seccompProgram() : null) : null;
+    if (level === 'bwrap' && o.seccomp && !seccomp) warnings.push(`no seccomp filter (bwrap could not apply one on ${process.arch})`);
     const inner = wrapCommand({
+      seccomp: seccomp !== null,
       level,
       workspace: o.workspace,
       readOnlyPaths: o.readOnlyPaths,
@@ -192,7 +199,7 @@ export async function runSandboxed(opts: SandboxOptions): Promise<SandboxResult>
       const join = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"';
       argv = ['/bin/sh', '-c', join, 'sandbox', String(cg.procsFiles.length), ...cg.procsFiles, ...argv];
     }
-    return await execute(o, argv, level, limits, warnings, cg);
+    return await execute(o, argv, level, limits, warnings, cg, seccomp);
   } finally {
     await cg?.destroy();
     lease?.release();
@@ -206,6 +213,7 @@ async function execute(
   limits: LimitMechanisms,
   warnings: string[],
   cg: RunCgroup | null,
+  seccomp: Buffer | null,
 ): Promise<SandboxResult> {
   const env = {
     PATH: DEFAULT_PATH,
@@ -222,10 +230,14 @@ async function execute(
   const disk = await diskBaseline(o.workspace);
   const started = performance.now();
   // detached: the child leads a new process group (and session), so the group can be killed as one.
-  const child = spawn(argv[0], argv.slice(1), { cwd: o.workspace, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stdout.on('data', (c: Buffer) => out.push(c));
-  child.stderr.on('data', (c: Buffer) => err.push(c));
-  const streamsDone = Promise.all([child.stdout, child.stderr].map((s) => new Promise((r) => s.once('close', r))));
+  // bwrap reads the seccomp program from SECCOMP_FD (3), the pipe after stderr.
+  const child = spawn(argv[0], argv.slice(1), { cwd: o.workspace, env, detached: true, stdio: ['ignore', 'pipe', 'pipe', seccomp ? 'pipe' : 'ignore'] });
+  if (seccomp) (child.stdio[SECCOMP_FD] as Writable).on('error', () => undefined).end(seccomp);
+  const outStream = child.stdout!;
+  const errStream = child.stderr!;
+  outStream.on('data', (c: Buffer) => out.push(c));
+  errStream.on('data', (c: Buffer) => err.push(c));
+  const streamsDone = Promise.all([outStream, errStream].map((s) => new Promise((r) => s.once('close', r))));
 
   const killTree = async () => {
     try {
@@ -262,8 +274,8 @@ async function execute(
   // Descendants that escaped (level 'none', no cgroup) may hold the pipes open: stop waiting after a while.
   const grace = new Promise((r) => setTimeout(r, 2000).unref());
   await Promise.race([streamsDone, grace]);
-  child.stdout.destroy();
-  child.stderr.destroy();
+  outStream.destroy();
+  errStream.destroy();
   const stats = (await cg?.stats()) ?? { oomKills: 0, pidsMaxHits: 0 };
 
   let { code: exitCode, signal } = exit;

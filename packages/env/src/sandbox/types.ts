@@ -57,6 +57,11 @@ export interface SandboxOptions {
   env?: Record<string, string>;
   /** 'auto' (default) picks the strongest available; naming a level requires it (throws if unavailable). */
   isolation?: 'auto' | IsolationLevel;
+  /**
+   * bwrap: a seccomp filter that refuses new user namespaces, mounts, keyrings, bpf, perf events, userfaultfd,
+   * io_uring and foreign ABIs (sandbox/seccomp.ts); default true. Where bwrap cannot apply it, a warning says so.
+   */
+  seccomp?: boolean;
   /** Use a cgroup for memory and process limits when one is writable (default true). */
   useCgroup?: boolean;
 }
