@@ -68,11 +68,6 @@ const ARCHES: Record<string, ArchTable> = {
   },
 };
 
-/** The syscalls the filter refuses outright on this machine (for the README and tests). */
-export function seccompDenied(arch: string = process.arch): string[] {
-  return Object.keys(ARCHES[arch]?.denied ?? {});
-}
-
 type Step = { code: number; k: number; jt?: string; jf?: string } | { label: string };
 
 /** The filter for `arch` (process.arch), as bwrap reads it (struct sock_filter[]), or null where there is none. */
