@@ -159,6 +159,16 @@ describe('Episode actions', () => {
     expect(existsSync(ep.workspace)).toBe(false);
   });
 
+  it("stops a script that fills the workspace with more files than a state should hash (the task's file limit)", async () => {
+    const ep = await start();
+    writeFileSync(path.join(ep.workspace, 'many.py'), "import os\nos.mkdir('parts')\nfor i in range(30000):\n    open(f'parts/{i}', 'w').close()\n");
+    const r = await ep.step(respond('Execute Script', { script_name: 'many.py' }));
+    expect(r.outcome).toBe('resource-limit');
+    expect(r.observation).toContain('created more than 20000 files in the workspace');
+    expect(existsSync(path.join(ep.workspace, 'parts'))).toBe(false);
+    await ep.close();
+  }, 60_000);
+
   it('a grader that crashes gives the agent an invalid submission, not its output or the host paths in it', async () => {
     const secretPath = path.join(fx.task.privateDir, 'answers.csv');
     const crashing = { ...fx.task, grade: () => Promise.reject(new Error(`grade.py misbehaved; stderr: Traceback ... open('${secretPath}')`)) };

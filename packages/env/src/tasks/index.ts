@@ -5,7 +5,7 @@ export { applyIdea, loadIdeas, loadTaskSpec, DEFAULT_DISK_MB, METRIC_NAMES, MODA
 export { prepareTask, removeTree } from './prepare.js';
 export type { PrepareOptions } from './prepare.js';
 export { gradeSubmission } from './grade.js';
-export { cpuKernelPins, createWorkspace, taskSandboxEnv, taskSandboxLimits, taskSandboxPaths } from './workspace.js';
+export { cpuKernelPins, createWorkspace, taskSandboxEnv, taskSandboxLimits, taskSandboxPaths, TASK_WORKSPACE_FILES } from './workspace.js';
 export { runBaseline, runInWorkspace } from './baseline.js';
 export type { BaselineOptions, BaselineReport, BaselineResult } from './baseline.js';
 export { DEFAULT_PYTHON, builtinTasksDir, corpusSourceDir, mlagentHome, taskCacheDir, userTasksDir } from './paths.js';

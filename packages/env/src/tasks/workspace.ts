@@ -39,15 +39,25 @@ export function taskSandboxPaths(task: PreparedTask, home?: string): { readOnlyP
 }
 
 /** The sandbox limits of one run of the agent's code under a task's budgets. */
-export function taskSandboxLimits(b: TaskBudgets): Pick<SandboxOptions, 'timeoutMs' | 'memoryBytes' | 'cpuSeconds' | 'maxProcesses' | 'diskBytes'> {
+export function taskSandboxLimits(
+  b: TaskBudgets,
+): Pick<SandboxOptions, 'timeoutMs' | 'memoryBytes' | 'cpuSeconds' | 'maxProcesses' | 'diskBytes' | 'maxWorkspaceFiles'> {
   return {
     timeoutMs: b.timeoutSec * 1000,
     memoryBytes: b.memoryMb * 2 ** 20,
     cpuSeconds: b.cpuSec,
     maxProcesses: b.maxProcs,
     diskBytes: (b.diskMb ?? DEFAULT_DISK_MB) * 2 ** 20,
+    maxWorkspaceFiles: TASK_WORKSPACE_FILES,
   };
 }
+
+/**
+ * Entries a task's workspace may hold. Every step's saved state walks and hashes the workspace, outside the run's
+ * time limit: 99,000 small files cost the trainer 43 s on the development VM (session 33), so an episode's
+ * workspace gets a fifth of the sandbox's default; the data stays outside it, behind the data link.
+ */
+export const TASK_WORKSPACE_FILES = 20_000;
 
 /**
  * Environment for the agent's code: math libraries pinned to `threads` threads, and on x86-64 hosts with AVX2 to
