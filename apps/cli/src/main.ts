@@ -1,12 +1,12 @@
 import { GpuError, GpuUnavailableError } from '@mlagent/core-kernels';
 import { RemoteExecutionError } from '@mlagent/env';
-import { CheckpointError, ConfigError, LoraError, MemoryPlanError, TokenizerError } from '@mlagent/policy';
+import { CheckpointError, ConfigError, ContextLengthError, LoraError, MemoryPlanError, NonFiniteError, TokenizerError } from '@mlagent/policy';
 import { EndpointError, RetriesExhaustedError, SftDataError, TrainConfigError } from '@mlagent/rl';
 import { CommandFailedError, InterruptedError, UsageError } from './args.js';
 import { COMMANDS } from './commands/index.js';
 
 /** Errors in what the user gave (a model directory, a config, data): the message says it all (exit 2). */
-const INPUT_ERRORS = [ConfigError, TokenizerError, CheckpointError, LoraError, MemoryPlanError, TrainConfigError, SftDataError];
+const INPUT_ERRORS = [ConfigError, TokenizerError, CheckpointError, LoraError, MemoryPlanError, TrainConfigError, SftDataError, ContextLengthError, NonFiniteError];
 /** Failures of something outside this process (an endpoint, a worker queue): the message, no stack trace (exit 1). */
 const OUTSIDE_ERRORS = [EndpointError, RetriesExhaustedError, RemoteExecutionError];
 
@@ -24,7 +24,11 @@ function isSystemError(e: unknown): e is NodeJS.ErrnoException {
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
-  if (name === 'help' && rest[0] && COMMANDS[rest[0]]) {
+  if (name === 'help' && rest[0]) {
+    if (!COMMANDS[rest[0]]) {
+      console.error(`mlagent help: unknown command '${rest[0]}' (${Object.keys(COMMANDS).join(', ')})`);
+      return 2;
+    }
     console.log(`usage: ${COMMANDS[rest[0]].usage}`);
     return 0;
   }

@@ -2,11 +2,14 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Gpu } from '@mlagent/core-kernels';
 import {
+  Checkpoint,
   ConfigError,
+  NonFiniteError,
   QwenModel,
   QwenTokenizer,
   loadAdapter,
   loadQwenConfig,
+  nonFiniteTensors,
   type ChatMessage,
   type ChatTemplateName,
   type LoraAdapter,
@@ -61,11 +64,17 @@ export function checkModelDir(command: string, dir: string, flag = '--model'): v
   }
 }
 
-/** Loads the tokenizer, the model and the PEFT adapter if given (applied by every forward), reporting on stderr. */
-export async function loadPolicy(command: string, values: { model?: string; adapter?: string; dtype?: string }): Promise<LoadedPolicy> {
-  const dir = values.model!;
+/**
+ * Loads the tokenizer (unless given: a command that checks its input against it first), the model and the PEFT
+ * adapter if given (applied by every forward), reporting on stderr.
+ */
+export async function loadPolicy(
+  command: string,
+  values: { model?: string; adapter?: string; dtype?: string },
   // Errors in the directory itself (tokenizer, checkpoint, memory plan) reach main's exit-2 handling as they are.
-  const tokenizer = QwenTokenizer.fromDir(dir);
+  tokenizer = QwenTokenizer.fromDir(values.model!),
+): Promise<LoadedPolicy> {
+  const dir = values.model!;
   const gpu = await Gpu.create();
   const t0 = performance.now();
   let model: QwenModel | undefined;
@@ -98,6 +107,26 @@ export async function loadPolicy(command: string, values: { model?: string; adap
       gpu.destroy();
     },
   };
+}
+
+/**
+ * A NonFiniteError of a pass over the --model weights, with its cause: the checkpoint's tensors are scanned for
+ * NaN/Inf only now, on this failure, so that loading never pays for the scan.
+ */
+export function explainNonFinite(values: { model?: string; adapter?: string; dtype?: string }, e: NonFiniteError): NonFiniteError {
+  const dir = values.model!;
+  const ck = Checkpoint.open(dir);
+  let bad: string[];
+  try {
+    bad = nonFiniteTensors(ck);
+  } finally {
+    ck.close();
+  }
+  const names = bad.slice(0, 3).map((n) => `'${n}'`).join(', ') + (bad.length > 3 ? ` and ${bad.length - 3} more` : '');
+  const why = bad.length > 0
+    ? `the weights in ${dir} hold NaN or Inf values (${names})`
+    : `the weights in ${dir} are finite, so ${values.adapter !== undefined ? `the adapter ${values.adapter} holds NaN/Inf or ` : ''}the ${values.dtype} arithmetic overflowed`;
+  return new NonFiniteError(e.what, { why });
 }
 
 /** Reads a --chat FILE.json: a JSON list of {role, content} messages. */

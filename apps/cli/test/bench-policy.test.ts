@@ -14,6 +14,15 @@ describe('mlagent bench policy', () => {
     expect(r.stderr).toMatch(/--memory-budget must be a positive number of GiB, got '0'/);
   });
 
+  it('refuses a prompt and new tokens beyond a preset\'s context before making any model', async () => {
+    const r = await mlagent('bench', 'policy', '--mode', 'generate', '--presets', 'tiny', '--no-torch', '--prompt-len', '40000', '--new-tokens', '2', '--iterations', '1', '--batch', '1');
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^mlagent bench policy: --prompt-len 40000 \+ --new-tokens 2 exceed the tiny model's 32768-token context; lower --prompt-len or --new-tokens\n$/);
+    // Training runs take no prompt.
+    const train = await mlagent('bench', 'policy', '--mode', 'train', '--presets', '7b', '--prompt-len', '40000', '--seq-len', '4096', '--memory-budget', '20');
+    expect(train.stderr).not.toMatch(/context/);
+  }, 60_000);
+
   it('refuses a 7b run that will not fit before allocating, naming the biggest items', async () => {
     const r = await mlagent('bench', 'policy', '--mode', 'train', '--presets', '7b', '--seq-len', '4096', '--checkpoint', 'both', '--memory-budget', '20');
     expect(r.code).toBe(2);

@@ -171,4 +171,31 @@ describe('mlagent init-model', () => {
     expect(mlagent('init-model', '--arch', 'llama', '--out', out).stderr).toMatch(/--arch must be qwen2 or qwen3/);
     expect(mlagent('init-model', '--arch', 'qwen2').stderr).toMatch(/--out DIR is required/);
   });
+
+  it('refuses a --tokenizer that is missing, a file or lacks the tokenizer files, in one line', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'mlagent-cli-tok-'));
+    try {
+      writeFileSync(path.join(dir, 'afile'), '');
+      writeFileSync(path.join(dir, 'tokenizer.json'), '{}');
+      const cases: [string, RegExp][] = [
+        [path.join(dir, 'nowhere'), /^mlagent init-model: --tokenizer \S+nowhere is not a directory\n$/],
+        [path.join(dir, 'afile'), /^mlagent init-model: --tokenizer \S+afile is not a directory\n$/],
+        [dir, /^mlagent init-model: --tokenizer \S+ has no tokenizer_config\.json\n$/],
+      ];
+      for (const [tok, message] of cases) {
+        const r = mlagent('init-model', '--arch', 'qwen2', '--preset', 'tiny', '--out', path.join(dir, 'out'), '--tokenizer', tok);
+        expect(r.code, tok).toBe(2);
+        expect(r.stderr).toMatch(message);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it.runIf(process.platform === 'linux')('fails cleanly for an --out under /proc, where a recursive mkdir would never return', () => {
+    const r = spawnSync(process.execPath, [bin, 'init-model', '--arch', 'qwen2', '--preset', 'tiny', '--out', '/proc/mlagent-cli-test/m'], { encoding: 'utf8', timeout: 30_000 });
+    expect(r.signal, 'killed by the timeout: init-model hung').toBeNull();
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/^mlagent init-model: ENOENT: no such file or directory, mkdir '\/proc\/mlagent-cli-test'/);
+  }, 60_000);
 });

@@ -1,4 +1,4 @@
-import { rmSync, writeFileSync } from 'node:fs';
+import { cpSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mlagent, tinyModel } from './run-cli.js';
@@ -62,5 +62,51 @@ describe('mlagent generate', () => {
     const bad = join(tmp, 'bad-chat.json');
     writeFileSync(bad, JSON.stringify([{ role: 'user' }]));
     expect((await mlagent('generate', '--model', model, '--chat', bad)).stderr).toMatch(/message 0 needs role system\|user\|assistant and string content/);
+  });
+});
+
+describe('mlagent generate and the context', () => {
+  let small: string;
+  beforeAll(() => {
+    small = join(tmp, 'ctx16');
+    cpSync(model, small, { recursive: true });
+    const cfg = JSON.parse(readFileSync(join(small, 'config.json'), 'utf8'));
+    writeFileSync(join(small, 'config.json'), JSON.stringify({ ...cfg, max_position_embeddings: 16 }));
+  });
+
+  it('refuses an explicit --max-new-tokens beyond the context, or a prompt that fills it, in one line', async () => {
+    const r = await mlagent('generate', '--model', small, '--prompt', 'hi there', '--max-new-tokens', '40');
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^mlagent generate: prompt \(2 tokens\) \+ --max-new-tokens 40 exceed the model's 16-token context; lower --max-new-tokens to at most 14\n$/);
+    const full = await mlagent('generate', '--model', small, '--prompt', 'a b '.repeat(10));
+    expect(full.code).toBe(2);
+    expect(full.stderr).toMatch(/^mlagent generate: the prompt has \d+ tokens, which leaves no room in the model's 16-token context; shorten --prompt\n$/);
+  });
+
+  it('cuts the default --max-new-tokens to what the context leaves, and says so', async () => {
+    const r = await mlagent('generate', '--model', small, '--prompt', 'hi there', '--temperature', '0', '--json');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/generate: --max-new-tokens 14, what the model's 16-token context leaves after the 2-token prompt \(default 64\)/);
+    const out = JSON.parse(r.stdout);
+    expect(out.ids.length).toBeLessThanOrEqual(14);
+    // Where the default fits, nothing is said.
+    expect((await mlagent('generate', '--model', model, '--prompt', 'hi', '--max-new-tokens', '1')).stderr).not.toMatch(/--max-new-tokens/);
+  });
+
+  it('fails on NaN weights, naming the tensor, instead of emitting token 0 with null logprobs', async () => {
+    const nan = join(tmp, 'nan-weights');
+    cpSync(model, nan, { recursive: true });
+    const file = join(nan, 'model.safetensors');
+    const buf = readFileSync(file);
+    const headerLen = Number(buf.readBigUInt64LE(0));
+    const [from, to] = (JSON.parse(buf.subarray(8, 8 + headerLen).toString()) as Record<string, { data_offsets: [number, number] }>)['model.norm.weight'].data_offsets;
+    for (let o = 8 + headerLen + from; o < 8 + headerLen + to; o += 4) buf.writeFloatLE(NaN, o);
+    writeFileSync(file, buf);
+    for (const json of [['--json'], []]) {
+      const r = await mlagent('generate', '--model', nan, '--prompt', 'hi', '--max-new-tokens', '3', '--temperature', '0', ...json);
+      expect(r.code).toBe(2);
+      expect(r.stdout).toBe('');
+      expect(r.stderr).toMatch(/\nmlagent generate: non-finite logits at step 0 of prompt 0; the weights in \S+nan-weights hold NaN or Inf values \('model\.norm\.weight'\)\n$/);
+    }
   });
 });

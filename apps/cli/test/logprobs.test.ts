@@ -140,6 +140,7 @@ describe('mlagent logprobs', () => {
         }),
         /unsupported architecture/,
       ],
+      [broken('not-a-tokenizer', (d) => writeFileSync(join(d, 'tokenizer.json'), '{}')), /tokenizer\.json: not a Hugging Face tokenizer \(/],
       // Found only when the weights are read: the loader's error, still without a stack trace.
       [broken('truncated', (d) => truncateSync(join(d, 'model.safetensors'), 1000)), /corrupt or truncated/],
     ];
@@ -154,4 +155,38 @@ describe('mlagent logprobs', () => {
       }
     }
   }, 120_000);
+
+  it('refuses a sequence longer than the context before loading the weights, in one line', async () => {
+    const small = join(tmp, 'ctx16');
+    cpSync(model, small, { recursive: true });
+    const cfg = JSON.parse(readFileSync(join(small, 'config.json'), 'utf8'));
+    writeFileSync(join(small, 'config.json'), JSON.stringify({ ...cfg, max_position_embeddings: 16 }));
+    const ids = new Array(40).fill('5').join(',');
+    const r = await mlagent('logprobs', '--model', small, '--ids', ids);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^mlagent logprobs: the sequence has 40 tokens, more than the model's 16-token context; shorten --ids\n$/);
+    const text = await mlagent('logprobs', '--model', small, '--text', 'a b '.repeat(20));
+    expect(text.code).toBe(2);
+    expect(text.stderr).toMatch(/^mlagent logprobs: the sequence has \d+ tokens, more than the model's 16-token context; shorten --text\n$/);
+    expect((await mlagent('logprobs', '--model', small, '--ids', new Array(16).fill('5').join(','), '--json')).code).toBe(0);
+  });
+
+  it('fails on NaN weights, naming the tensor, instead of printing null logprobs', async () => {
+    const nan = join(tmp, 'nan-weights');
+    cpSync(model, nan, { recursive: true });
+    nanTensor(join(nan, 'model.safetensors'), 'model.norm.weight');
+    const r = await mlagent('logprobs', '--model', nan, '--ids', '1,2,3', '--json');
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/\nmlagent logprobs: non-finite log-probability of token 1 of sequence 0; the weights in \S+nan-weights hold NaN or Inf values \('model\.norm\.weight'\)\n$/);
+  });
 });
+
+/** Sets every value of F32 tensor `name` of a safetensors file to NaN. */
+function nanTensor(file: string, name: string): void {
+  const buf = readFileSync(file);
+  const headerLen = Number(buf.readBigUInt64LE(0));
+  const [from, to] = (JSON.parse(buf.subarray(8, 8 + headerLen).toString()) as Record<string, { data_offsets: [number, number] }>)[name].data_offsets;
+  for (let o = 8 + headerLen + from; o < 8 + headerLen + to; o += 4) buf.writeFloatLE(NaN, o);
+  writeFileSync(file, buf);
+}

@@ -1,4 +1,5 @@
 import { attention, attentionCacheAppendKV, attentionDecode, embedding, sampleTokens, type Tensor } from '@mlagent/core-kernels';
+import { ContextLengthError, NonFiniteError } from './errors.js';
 import type { QwenModel } from './model.js';
 import { StopStringMatcher } from './stop-strings.js';
 
@@ -132,7 +133,8 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
   const T = Math.max(...lens);
   const Smax = T + maxNewTokens;
   if (Smax > cfg.maxPositionEmbeddings) {
-    fail(`longest prompt (${T}) + maxNewTokens (${maxNewTokens}) = ${Smax} exceeds max_position_embeddings ${cfg.maxPositionEmbeddings}`);
+    const msg = `generate: longest prompt (${T}) + maxNewTokens (${maxNewTokens}) = ${Smax} exceeds max_position_embeddings ${cfg.maxPositionEmbeddings}`;
+    throw new ContextLengthError(msg, T, maxNewTokens, cfg.maxPositionEmbeddings);
   }
   const { numKvHeads: nkv, headDim: D, hiddenSize: H } = cfg;
   const sampleOpts = { temperature, topK, topP, seed, greedy: temperature === 0 };
@@ -162,6 +164,10 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
       s.logprobs.dispose();
       s.tempLogprobs.dispose();
       const next = Array.from(ids as ArrayLike<number>);
+      // NaN logits sample token 0 with a NaN logprob: fail rather than emit it (B numbers already on the CPU).
+      for (let b = 0; b < B; b++) {
+        if (!done[b] && !Number.isFinite(lps[b])) throw new NonFiniteError(`logits at step ${step} of prompt ${b}`, { fn: 'generate' });
+      }
       for (let b = 0; b < B; b++) {
         if (done[b]) continue;
         const r = results[b];

@@ -4,6 +4,7 @@ export {
   Checkpoint,
   CheckpointError,
   writeSafetensors,
+  nonFiniteTensors,
   SAFETENSORS_DTYPE_BYTES,
   type SafetensorsDType,
   type TensorInfo,
@@ -18,7 +19,8 @@ export {
   type QwenConfig,
   type QwenArch,
 } from './config.js';
-export { initModel, bundledTokenizerDir, PRESETS, type InitModelOptions, type ModelPreset } from './init-model.js';
+export { ContextLengthError, NonFiniteError } from './errors.js';
+export { initModel, makeDirs, bundledTokenizerDir, INIT_MODEL_CONTEXT, PRESETS, type InitModelOptions, type ModelPreset } from './init-model.js';
 export { truncateTokenizer, type TruncatedTokenizer } from './tokenizer-truncate.js';
 export { QwenTokenizer, TokenizerError, ML_AGENT_SYSTEM_PROMPT, type ChatMessage, type ChatTemplateName } from './tokenizer.js';
 export { QwenModel, KEEP_LOGITS_MAX_BYTES, type MergedLayers, type QwenLoadOptions, type QwenWeights, type QwenLayerWeights } from './model.js';

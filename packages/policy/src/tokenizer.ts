@@ -58,7 +58,14 @@ export class QwenTokenizer {
     } catch (e) {
       throw new TokenizerError(`${dir}: tokenizer files are not valid JSON (${(e as Error).message})`);
     }
-    return new QwenTokenizer(new Tokenizer(json, config), config);
+    let tokenizer: Tokenizer;
+    try {
+      tokenizer = new Tokenizer(json, config);
+    } catch (e) {
+      // Valid JSON that is not a tokenizer (e.g. {}): the library's own message, but naming the file.
+      throw new TokenizerError(`${tj}: not a Hugging Face tokenizer (${(e as Error).message})`);
+    }
+    return new QwenTokenizer(tokenizer, config);
   }
 
   /** Token ids of `text`. Special tokens written in the text (e.g. <|im_start|>) map to their ids. */

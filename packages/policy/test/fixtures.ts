@@ -45,3 +45,14 @@ export function writeModel(arch: QwenArch, seed: number, dtype: 'F32' | 'BF16' =
   writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' });
   return dir;
 }
+
+/** Overwrites every value of F32 tensor `name` in `dir`/model.safetensors with `value` (e.g. NaN weights). */
+export function fillTensor(dir: string, name: string, value: number): void {
+  const file = join(dir, 'model.safetensors');
+  const buf = readFileSync(file);
+  const headerLen = Number(buf.readBigUInt64LE(0));
+  const entry = (JSON.parse(buf.subarray(8, 8 + headerLen).toString()) as Record<string, { dtype: string; data_offsets: [number, number] }>)[name];
+  if (entry?.dtype !== 'F32') throw new Error(`fillTensor: ${name} is not an F32 tensor of ${file}`);
+  for (let o = 8 + headerLen + entry.data_offsets[0]; o < 8 + headerLen + entry.data_offsets[1]; o += 4) buf.writeFloatLE(value, o);
+  writeFileSync(file, buf);
+}

@@ -1,8 +1,8 @@
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Gpu } from '@mlagent/core-kernels';
-import { LORA_MODULES, LoraAdapter, QwenModel, generate, prefillRuns, type GenerateResult, type QwenArch } from '../src/index.js';
-import { writeModel } from './fixtures.js';
+import { ContextLengthError, LORA_MODULES, LoraAdapter, NonFiniteError, QwenModel, generate, prefillRuns, type GenerateResult, type QwenArch } from '../src/index.js';
+import { fillTensor, writeModel } from './fixtures.js';
 
 let gpu: Gpu;
 const dirs: string[] = [];
@@ -372,7 +372,11 @@ describe('generate argument validation', () => {
     await expect(generate(model, [[1]], { maxNewTokens: 2, temperature: -1 })).rejects.toThrow(/temperature/);
     await expect(generate(model, [[1]], { maxNewTokens: 2, topP: 0 })).rejects.toThrow(/topP/);
     await expect(generate(model, [[1]], { maxNewTokens: 2, stopStrings: ['x'] })).rejects.toThrow(/stopStrings needs a decode/);
-    await expect(generate(model, [[1]], { maxNewTokens: 1e9 })).rejects.toThrow(/max_position_embeddings/);
+    // Typed, with the numbers, so a command can name its own options.
+    const overflow = generate(model, [[1, 2]], { maxNewTokens: 1e9 });
+    await expect(overflow).rejects.toThrow(/longest prompt \(2\) \+ maxNewTokens \(1000000000\) = 1000000002 exceeds max_position_embeddings 32768/);
+    await expect(overflow).rejects.toBeInstanceOf(ContextLengthError);
+    await expect(overflow).rejects.toMatchObject({ tokens: 2, newTokens: 1e9, context: 32768 });
     await expect(generate(model, [[1]], { maxNewTokens: 2, prefillTokens: 0 })).rejects.toThrow(/prefillTokens must be a positive integer, got 0/);
     await expect(generate(model, [[1]], { maxNewTokens: 2, kvDtype: 'bf16' as 'f16' })).rejects.toThrow(/kvDtype must be 'f32' or 'f16', got bf16/);
   });
@@ -420,3 +424,21 @@ function expectCloseArray(a: readonly number[], b: readonly number[], tol: numbe
   expect(a).toHaveLength(b.length);
   a.forEach((x, i) => expect(Math.abs(x - b[i]), `index ${i}`).toBeLessThan(tol));
 }
+
+describe('generate with non-finite weights', () => {
+  it('fails with a NonFiniteError at the first step instead of sampling token 0 with a NaN logprob', async () => {
+    const dir = writeModel('qwen2', 44);
+    dirs.push(dir);
+    fillTensor(dir, 'model.norm.weight', NaN);
+    const model = await QwenModel.load(gpu, dir);
+    try {
+      const streamed: number[] = [];
+      const r = generate(model, PROMPTS, { maxNewTokens: 3, temperature: 0, onToken: (_b, id) => streamed.push(id) });
+      await expect(r).rejects.toThrow(/^generate: non-finite logits at step 0 of prompt 0; the weights \(or adapter\) hold NaN or Inf values/);
+      await expect(r).rejects.toBeInstanceOf(NonFiniteError);
+      expect(streamed).toEqual([]);
+    } finally {
+      model.dispose();
+    }
+  });
+});

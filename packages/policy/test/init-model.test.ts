@@ -1,8 +1,8 @@
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Checkpoint, expectedShapes, initModel, loadQwenConfig } from '../src/index.js';
+import { Checkpoint, TokenizerError, expectedShapes, initModel, loadQwenConfig, makeDirs } from '../src/index.js';
 
 describe('initModel', () => {
   for (const arch of ['qwen2', 'qwen3'] as const) {
@@ -52,5 +52,20 @@ describe('initModel', () => {
     const dir = mkdtempSync(join(tmpdir(), 'mlagent-init-x-'));
     expect(() => initModel({ arch: 'qwen2', preset: 'huge' as never, outDir: dir })).toThrow(/unknown preset 'huge'/);
     expect(() => initModel({ arch: 'qwen2', preset: 'tiny', outDir: dir, tokenizerDir: dir })).toThrow(/tokenizer.json not found/);
+    // The caller's input, so typed (the CLI maps TokenizerError to a one-line exit 2).
+    expect(() => initModel({ arch: 'qwen2', preset: 'tiny', outDir: dir, tokenizerDir: join(dir, 'nowhere') })).toThrow(TokenizerError);
+  });
+
+  it('makes the output directory and its missing parents with plain mkdirs, failing where one cannot be made', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mlagent-init-dirs-'));
+    try {
+      makeDirs(join(dir, 'a', 'b', 'c'));
+      expect(existsSync(join(dir, 'a', 'b', 'c'))).toBe(true);
+      makeDirs(join(dir, 'a', 'b')); // already there
+      writeFileSync(join(dir, 'file'), '');
+      expect(() => makeDirs(join(dir, 'file', 'x', 'y'))).toThrow(/ENOTDIR/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -4,8 +4,8 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Gpu } from '@mlagent/core-kernels';
-import { QwenModel, sequenceLogprobs, type QwenArch } from '../src/index.js';
-import { writeModel } from './fixtures.js';
+import { ContextLengthError, NonFiniteError, QwenModel, sequenceLogprobs, type QwenArch } from '../src/index.js';
+import { fillTensor, writeModel } from './fixtures.js';
 
 const PYTHON = '/usr/bin/python3';
 const ORACLE = resolve(dirname(fileURLToPath(import.meta.url)), '../../../tools/oracle/qwen_oracle.py');
@@ -117,8 +117,28 @@ describe('sequenceLogprobs', () => {
     await expect(sequenceLogprobs(model, [[1, 2], []])).rejects.toThrow(/sequence 1 is empty/);
     await expect(sequenceLogprobs(model, [[1, 200000]])).rejects.toThrow(/token id 200000 at \[0, 1\] is outside the vocabulary/);
     await expect(sequenceLogprobs(model, [[1, 2]], { temperature: 0 })).rejects.toThrow(/temperature must be/);
+    const long = sequenceLogprobs(model, [[1], new Array<number>(32769).fill(5)]);
+    await expect(long).rejects.toThrow(/sequence 1 has 32769 tokens, more than max_position_embeddings 32768/);
+    await expect(long).rejects.toBeInstanceOf(ContextLengthError);
+    await expect(long).rejects.toMatchObject({ tokens: 32769, newTokens: 0, context: 32768 });
     // A one-token sequence has nothing to score.
     expect(await sequenceLogprobs(model, [[5]])).toEqual([{ logprobs: [null], entropy: [null] }]);
     model.dispose();
+  });
+});
+
+describe('sequenceLogprobs with non-finite weights', () => {
+  it('fails with a NonFiniteError rather than return NaN (printed as null, like the first position)', async () => {
+    const dir = writeModel('qwen2', 54);
+    dirs.push(dir);
+    fillTensor(dir, 'model.norm.weight', Infinity);
+    const model = await QwenModel.load(gpu, dir);
+    try {
+      const r = sequenceLogprobs(model, [[5], [1, 2, 3]]);
+      await expect(r).rejects.toThrow(/^sequenceLogprobs: non-finite log-probability of token 1 of sequence 1;/);
+      await expect(r).rejects.toBeInstanceOf(NonFiniteError);
+    } finally {
+      model.dispose();
+    }
   });
 });

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Checkpoint, CheckpointError, SafetensorsFile, writeSafetensors } from '../src/index.js';
+import { Checkpoint, CheckpointError, SafetensorsFile, nonFiniteTensors, writeSafetensors } from '../src/index.js';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'mlagent-st-'));
 
@@ -123,5 +123,29 @@ describe('safetensors', () => {
     writeFileSync(join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { c: 'model-00001-of-00002.safetensors' } }));
     expect(() => Checkpoint.open(dir)).toThrow(/maps 'c' to model-00001-of-00002.safetensors, which has no such tensor/);
     expect(() => Checkpoint.open(tmp())).toThrow(/no model.safetensors/);
+  });
+
+  it('nonFiniteTensors names the F32, F16 and BF16 tensors holding NaN or Inf', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mlagent-st-nan-'));
+    const u16 = (...bits: number[]) => Uint16Array.from(bits);
+    // F16: 0x7c00 = Inf, 0x7e00 = NaN, 0x7bff = 65504 (largest finite); BF16: 0x7f80 = Inf, 0xffc0 = NaN, 0x7f7f finite.
+    writeSafetensors(join(dir, 'model.safetensors'), {
+      f32ok: { dtype: 'F32', shape: [3], data: Float32Array.from([1, -3.4e38, 0]) },
+      f32nan: { dtype: 'F32', shape: [3], data: Float32Array.from([1, NaN, 0]) },
+      f32inf: { dtype: 'F32', shape: [2], data: Float32Array.from([-Infinity, 0]) },
+      f16ok: { dtype: 'F16', shape: [2], data: u16(0x7bff, 0xfbff) },
+      f16inf: { dtype: 'F16', shape: [2], data: u16(0, 0x7c00) },
+      f16nan: { dtype: 'F16', shape: [1], data: u16(0x7e00) },
+      bf16ok: { dtype: 'BF16', shape: [2], data: u16(0x7f7f, 0xff7f) },
+      bf16inf: { dtype: 'BF16', shape: [1], data: u16(0x7f80) },
+      bf16nan: { dtype: 'BF16', shape: [1], data: u16(0xffc0) },
+      ints: { dtype: 'I32', shape: [1], data: Int32Array.from([0x7f800000]) },
+    });
+    const ck = Checkpoint.open(dir);
+    try {
+      expect(nonFiniteTensors(ck).sort()).toEqual(['bf16inf', 'bf16nan', 'f16inf', 'f16nan', 'f32inf', 'f32nan']);
+    } finally {
+      ck.close();
+    }
   });
 });

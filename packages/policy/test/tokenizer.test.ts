@@ -1,5 +1,8 @@
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { QwenTokenizer, bundledTokenizerDir } from '../src/index.js';
+import { QwenTokenizer, TokenizerError, bundledTokenizerDir } from '../src/index.js';
 
 const tok = QwenTokenizer.fromDir(bundledTokenizerDir());
 
@@ -43,5 +46,20 @@ describe('QwenTokenizer', () => {
     expect(ids.filter((i) => i === tok.endOfTextId)).toHaveLength(3);
     expect(() => tok.applyChatTemplate([{ role: 'tool' as never, content: 'x' }])).toThrow(/role system\|user\|assistant/);
     expect(() => tok.applyChatTemplate([], { template: 'vicuna' as never })).toThrow(/unknown chat template/);
+  });
+
+  it('rejects a tokenizer.json that is JSON but no tokenizer with a TokenizerError naming the file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mlagent-tok-'));
+    try {
+      copyFileSync(join(bundledTokenizerDir(), 'tokenizer_config.json'), join(dir, 'tokenizer_config.json'));
+      for (const bad of ['{}', '[]', 'null']) {
+        writeFileSync(join(dir, 'tokenizer.json'), bad);
+        const load = () => QwenTokenizer.fromDir(dir);
+        expect(load, bad).toThrow(TokenizerError);
+        expect(load, bad).toThrow(`${join(dir, 'tokenizer.json')}: not a Hugging Face tokenizer (`);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

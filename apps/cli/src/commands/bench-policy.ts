@@ -3,6 +3,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Gpu, findTorchPython, formatBytes, formatProfile, isSoftwareAdapter } from '@mlagent/core-kernels';
 import {
+  INIT_MODEL_CONTEXT,
   LORA_MODULES,
   QWEN25_7B_CONFIG,
   QwenModel,
@@ -122,6 +123,15 @@ export async function benchPolicy(argv: string[]): Promise<void> {
   const batches = values.batch.split(',').map((b) => int('batch', b, 1));
   const promptLen = int('prompt-len', values['prompt-len'], 1);
   const newTokens = int('new-tokens', values['new-tokens'], 2);
+  if (mode !== 'train') {
+    // Checked for every preset before any model is made: generate() would refuse it only after.
+    for (const p of presets) {
+      const context = p === '7b' ? qwen25_7bConfig().maxPositionEmbeddings : INIT_MODEL_CONTEXT;
+      if (promptLen + newTokens > context) {
+        throw new UsageError(`${cmd}: --prompt-len ${promptLen} + --new-tokens ${newTokens} exceed the ${p} model's ${context}-token context; lower --prompt-len or --new-tokens`);
+      }
+    }
+  }
   const trainBatch = int('train-batch', values['train-batch'], 1);
   const seqLen = int('seq-len', values['seq-len'], 2);
   const r = int('lora-r', values['lora-r'], 1);

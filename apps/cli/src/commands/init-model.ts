@@ -1,3 +1,5 @@
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { initModel, type ModelPreset } from '@mlagent/policy';
 import { UsageError, parse } from '../args.js';
 
@@ -20,6 +22,12 @@ export async function initModelCommand(argv: string[]): Promise<void> {
   const seed = Number(values.seed);
   if (!Number.isInteger(seed) || seed < 0) throw new UsageError(`init-model: --seed must be a non-negative integer`);
   if (values.dtype !== 'float32' && values.dtype !== 'float16') throw new UsageError(`init-model: --dtype must be float32 or float16`);
+  if (values.tokenizer !== undefined) {
+    const dir = values.tokenizer;
+    if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`init-model: --tokenizer ${dir} is not a directory`);
+    const missing = ['tokenizer.json', 'tokenizer_config.json'].filter((f) => !existsSync(join(dir, f)));
+    if (missing.length) throw new UsageError(`init-model: --tokenizer ${dir} has no ${missing.join(' or ')}`);
+  }
   const r = initModel({
     arch: values.arch,
     preset: values.preset as ModelPreset,

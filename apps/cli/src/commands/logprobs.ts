@@ -1,6 +1,6 @@
-import { loadQwenConfig, sequenceLogprobs } from '@mlagent/policy';
+import { NonFiniteError, QwenTokenizer, loadQwenConfig, sequenceLogprobs } from '@mlagent/policy';
 import { UsageError, parse } from '../args.js';
-import { MODEL_OPTIONS, MODEL_USAGE, checkModelArgs, loadPolicy } from '../policy-args.js';
+import { MODEL_OPTIONS, MODEL_USAGE, checkModelArgs, explainNonFinite, loadPolicy } from '../policy-args.js';
 
 export const logprobsUsage = `mlagent logprobs --model DIR [--adapter DIR] (--text TEXT | --ids 1,2,3) [--json]
   Scores a token sequence: logprobs[i] = log p(ids[i] | ids[<i]), null for the first. --text is tokenized with
@@ -25,19 +25,25 @@ export async function logprobsCommand(argv: string[]): Promise<void> {
     if (bad !== undefined) throw new UsageError(`${cmd}: --ids must be comma-separated non-negative integers; '${bad}' is not one`);
     ids = parts.map(Number);
   }
-  const V = loadQwenConfig(values.model!).vocabSize;
+  const { vocabSize: V, maxPositionEmbeddings: context } = loadQwenConfig(values.model!);
   const outsideVocab = (xs: number[]) => {
     const bad = xs.find((id) => id >= V);
     if (bad !== undefined) throw new UsageError(`${cmd}: token id ${bad} is outside this model's vocabulary [0, ${V})`);
   };
-  if (ids) outsideVocab(ids);
+  // The sequence is checked before any weights are loaded.
+  const tokenizer = QwenTokenizer.fromDir(values.model!);
+  ids ??= tokenizer.encode(values.text!, { addSpecialTokens: false });
+  if (ids.length === 0) throw new UsageError(`${cmd}: --text encodes to no tokens`);
+  outsideVocab(ids);
+  if (ids.length > context) {
+    throw new UsageError(`${cmd}: the sequence has ${ids.length} tokens, more than the model's ${context}-token context; shorten ${values.ids !== undefined ? '--ids' : '--text'}`);
+  }
 
-  const { model, tokenizer, close } = await loadPolicy(cmd, values);
+  const { model, close } = await loadPolicy(cmd, values, tokenizer);
   try {
-    ids ??= tokenizer.encode(values.text!, { addSpecialTokens: false });
-    if (ids.length === 0) throw new UsageError(`${cmd}: --text encodes to no tokens`);
-    outsideVocab(ids);
-    const [r] = await sequenceLogprobs(model, [ids]);
+    const [r] = await sequenceLogprobs(model, [ids]).catch((e: unknown) => {
+      throw e instanceof NonFiniteError ? explainNonFinite(values, e) : e;
+    });
     if (values.json) {
       console.log(JSON.stringify({ ids, logprobs: r.logprobs }));
       return;
