@@ -32,6 +32,12 @@ describe('mlagent collect', () => {
     expect(mlagent('collect', '--tasks', 'house-prices', '--expert', 'http://127.0.0.1:9', '--trajectories', '1', '--ideas', '2', '--out', out).stderr).toMatch(
       /needs --expert-model/,
     );
+    const base = ['collect', '--tasks', 'house-prices', '--expert', 'scripted', '--trajectories', '1', '--out', out];
+    expect(mlagent(...base, '--ideas', '5', '--candidates', '2').stderr).toMatch(/--ideas 5 keeps more ideas than the --candidates 2 it picks them from/);
+    expect(mlagent(...base, '--ideas', '2', '--expert-model', 'gpt').stderr).toMatch(/the scripted expert takes none/);
+    // Exports are written after the whole collection: their paths are checked before it starts.
+    expect(mlagent(...base, '--ideas', '2', '--sharegpt', '/no/such/dir/sg.json').stderr).toMatch(/--sharegpt \/no\/such\/dir\/sg.json: the directory \/no\/such\/dir does not exist/);
+    expect(mlagent(...base, '--ideas', '2', '--sft-steps', out).stderr).toMatch(/--sft-steps .* is a directory, not a file/);
     const r = mlagent('collect', '--tasks', 'no-such-task', '--expert', 'scripted', '--trajectories', '1', '--ideas', '2', '--out', out);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/cannot load task 'no-such-task'/);

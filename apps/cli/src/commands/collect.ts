@@ -101,6 +101,8 @@ export async function collectCommand(argv: string[]): Promise<void> {
   const maxSteps = count('max-steps', v['max-steps'], 1);
   const concurrency = count('concurrency', v.concurrency, 1);
   const seed = count('seed', v.seed, 0);
+  if (ideas > candidates) throw new UsageError(`collect: --ideas ${ideas} keeps more ideas than the --candidates ${candidates} it picks them from`);
+  if (v.expert === 'scripted' && v['expert-model']) throw new UsageError('collect: --expert-model names an endpoint\'s model; the scripted expert takes none');
   if (Boolean(v['helper-url']) !== Boolean(v['helper-model'])) throw new UsageError('collect: --helper-url and --helper-model go together');
   const helperLlm = v['helper-url'] ? { baseUrl: v['helper-url'], model: v['helper-model']!, apiKey: process.env.MLAGENT_HELPER_API_KEY } : null;
   for (const flag of ['sharegpt', 'sft-steps'] as const) if (v[flag]) checkOutputFile('collect', flag, v[flag]);
