@@ -170,6 +170,15 @@ describe('mlagent init-model', () => {
     for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) expect(existsSync(join(out, f))).toBe(true);
     expect(mlagent('init-model', '--arch', 'llama', '--out', out).stderr).toMatch(/--arch must be qwen2 or qwen3/);
     expect(mlagent('init-model', '--arch', 'qwen2').stderr).toMatch(/--out DIR is required/);
+    // A model already there is kept unless --force; the dtype is spelled as other commands spell it.
+    const again = mlagent('init-model', '--arch', 'qwen3', '--preset', 'tiny', '--out', out, '--seed', '1');
+    expect(again.code).toBe(2);
+    expect(again.stderr).toContain(`init-model: ${out} already holds a model; pass --force to replace it`);
+    const forced = mlagent('init-model', '--arch', 'qwen3', '--preset', 'tiny', '--out', out, '--dtype', 'f16', '--force');
+    expect(forced.code, forced.stderr).toBe(0);
+    const { readFileSync } = await import('node:fs');
+    expect(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')).torch_dtype).toBe('float16');
+    expect(mlagent('init-model', '--arch', 'qwen3', '--out', out, '--dtype', 'bf16', '--force').stderr).toMatch(/--dtype must be f32 or f16 \(or float32, float16\), got 'bf16'/);
   });
 
   it('refuses a --tokenizer that is missing, a file or lacks the tokenizer files, in one line', () => {

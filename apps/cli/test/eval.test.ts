@@ -173,4 +173,63 @@ describe('mlagent eval', () => {
     expect(small.stderr).not.toMatch(/preparing/);
     expect(existsSync(refused)).toBe(false);
   }, 90_000);
+
+  it("refuses a --resume with other policy settings (--max-new-tokens, --prompt-format, --max-prompt-tokens), naming them", async () => {
+    const { tmp, model } = await tinyModel('qwen2', 1);
+    dirs.push(tmp);
+    const out = path.join(tmp, 'eval');
+    const argsWith = (maxNewTokens: string) => ['eval', '--model', model, '--tasks', 'house-prices', '--trajectories', '2', '--max-steps', '1', '--max-new-tokens', maxNewTokens, '--out', out];
+    const args = argsWith('2');
+    expect((await mlagent(...args)).code).toBe(0);
+    // As a run killed before its trajectories ended leaves it.
+    rmSync(path.join(out, 'eval.json'));
+    writeFileSync(path.join(out, 'eval-trajectories.jsonl'), '');
+    const run = JSON.parse(readFileSync(path.join(out, 'eval-run.json'), 'utf8'));
+    expect(run.settings).toMatchObject({ dtype: 'f32', promptFormat: 'messages', maxNewTokens: 2, maxPromptTokens: 32766 });
+
+    const other = await mlagent(...argsWith('3'), '--prompt-format', 'prompt', '--resume');
+    expect(other.code, other.stderr).toBe(2);
+    expect(other.stderr).toMatch(/mlagent eval: \S+ holds an evaluation with another promptFormat \("messages" there, "prompt" now\), maxNewTokens \(2 there, 3 now\), maxPromptTokens \(32766 there, 32765 now\); resume it as it was/);
+    const shorter = await mlagent(...args, '--max-prompt-tokens', '40', '--resume');
+    expect(shorter.code, shorter.stderr).toBe(2);
+    expect(shorter.stderr).toMatch(/holds an evaluation with another maxPromptTokens \(32766 there, 40 now\);/);
+    const same = await mlagent(...args, '--resume');
+    expect(same.code, same.stderr).toBe(0);
+  }, 120_000);
+
+  /** Runs `mlagent eval ...args`, sends one SIGINT once its first step is on disk, and waits for its exit. */
+  async function interruptAfterFirstStep(out: string, args: string[]) {
+    const child = spawn(process.execPath, [bin, 'eval', ...args, '--out', out], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    const steps = path.join(out, 'eval-steps.jsonl');
+    while (child.exitCode === null && !(existsSync(steps) && readFileSync(steps, 'utf8').length > 0)) await new Promise((r) => setTimeout(r, 20));
+    child.kill('SIGINT');
+    return { code: await exited, stderr };
+  }
+
+  it('Ctrl-C with every trajectory running (the default): they finish, and the evaluation is a success', async () => {
+    const { tmp, model } = await tinyModel('qwen2', 1);
+    dirs.push(tmp);
+    const out = path.join(tmp, 'eval');
+    const r = await interruptAfterFirstStep(out, ['--model', model, '--tasks', 'house-prices', '--trajectories', '2', '--max-steps', '40', '--max-new-tokens', '2']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/eval: every trajectory is running, so this finishes the evaluation \(Ctrl-C again to quit now/);
+    expect(r.stderr).not.toMatch(/interrupted|--resume --out/);
+    expect(JSON.parse(readFileSync(path.join(out, 'eval.json'), 'utf8')).trajectories).toHaveLength(2);
+  }, 120_000);
+
+  it('Ctrl-C that leaves trajectories unstarted exits 130, and --resume runs them', async () => {
+    const { tmp, model } = await tinyModel('qwen2', 1);
+    dirs.push(tmp);
+    const out = path.join(tmp, 'eval');
+    const args = ['--model', model, '--tasks', 'house-prices', '--trajectories', '2', '--max-steps', '40', '--max-new-tokens', '2', '--concurrency', '1'];
+    const r = await interruptAfterFirstStep(out, args);
+    expect(r.code, r.stderr).toBe(130);
+    expect(r.stderr).toMatch(/eval: finishing the running trajectories \(Ctrl-C again to quit now/);
+    expect(r.stderr).toMatch(new RegExp(`\\nmlagent eval: interrupted after 1 of 2 trajectories; --resume --out ${out} continues\\n$`));
+    const resumed = await mlagent('eval', ...args, '--out', out, '--resume');
+    expect(resumed.code, resumed.stderr).toBe(0);
+  }, 120_000);
 });

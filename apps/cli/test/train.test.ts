@@ -1,12 +1,14 @@
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { initModel } from '@mlagent/policy';
-import { mlagent } from './run-cli.js';
+import { bin, mlagent } from './run-cli.js';
 
-// Usage errors of `mlagent train` (exit 2, a message naming what is wrong, no stack trace). The pipeline itself
-// runs in packages/rl's tests (the loop) and in the documented main-job run (docs/TRAINING.md).
+// Usage errors of `mlagent train` (exit 2, a message naming what is wrong, no stack trace), and its exit after a
+// Ctrl-C. The pipeline itself runs in packages/rl's tests (the loop) and in the documented main-job run
+// (docs/TRAINING.md).
 const tmp = mkdtempSync(join(tmpdir(), 'mlagent-cli-train-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
@@ -87,4 +89,59 @@ model: ${model}
     expect(s.code, s.stderr).toBe(2);
     expect(s.stderr).toMatch(/sft: a micro-batch of 1 x \d+ tokens needs about [\d.]+ MiB of GPU memory: this will not fit/);
   }, 120_000);
+
+  // The smallest run: one two-step expert trajectory on house-prices (its steps read files, edit none).
+  const smallConfig = (eval_tasks: string, editStateShare: string) => `preset: tiny
+init: {size: tiny}
+sft: {epochs: 3, probeStates: 0, batchSize: 2}
+ppo: {editStateShare: ${editStateShare}, iterations: 1, statesPerIteration: 1, samplesPerState: 2, generationBatch: 2, minibatchSize: 2, ptxBatchSize: 1, maxNewTokens: 8, episodeMaxSteps: 2}
+collection: {tasks: [house-prices], trajectories: 1, ideas: 1, candidateIdeas: 2, maxSteps: 2, concurrency: 1}
+eval: {tasks: [${eval_tasks}], trajectories: 1, maxSteps: 1}
+`;
+
+  it('names an unknown eval task before any stage runs, in one line', async () => {
+    const file = join(tmp, 'no-task.yaml');
+    writeFileSync(file, smallConfig('house-prices, nosuchtask', 'null'));
+    const out = join(tmp, 'no-task');
+    const r = await mlagent('train', '--config', file, '--out', out);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toMatch(/^mlagent train: eval\.tasks: unknown task 'nosuchtask' \(known: [^\n]*house-prices[^\n]*\)\n$/);
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it('finds a ppo.editStateShare the collection cannot meet before SFT, and refuses a resume with another config', async () => {
+    const file = join(tmp, 'edit-share.yaml');
+    writeFileSync(file, smallConfig('house-prices', '0.5'));
+    const out = join(tmp, 'edit-share');
+    const r = await mlagent('train', '--config', file, '--out', out);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toMatch(/\nmlagent train: ppo\.editStateShare is 0\.5, but the collection at .*edit-share\/collect has no state where the expert edited a file; set it to null or 0 in the config of a new run \(another --out\)\n$/);
+    expect(r.stderr).not.toMatch(/train: sft|\n\s+at /);
+
+    // The config fixed, but the run in `out` was made with the other one: refused, and its record kept.
+    const saved = readFileSync(join(out, 'train-config.json'), 'utf8');
+    const fixed = join(tmp, 'edit-share-fixed.yaml');
+    writeFileSync(fixed, smallConfig('house-prices', 'null'));
+    const resumed = await mlagent('train', '--config', fixed, '--out', out, '--resume');
+    expect(resumed.code, resumed.stderr).toBe(2);
+    expect(resumed.stderr).toBe(
+      `mlagent train: ${out} holds a run made with another config (ppo.editStateShare: 0.5 in the run, null now); resume it with the config it started with (--config ${join(out, 'train-config.json')}), or start a new run with another --out\n`,
+    );
+    expect(readFileSync(join(out, 'train-config.json'), 'utf8')).toBe(saved);
+  }, 60_000);
+
+  it('exits 130 when a Ctrl-C stops it, saying how to continue', async () => {
+    const file = join(tmp, 'stop.yaml');
+    writeFileSync(file, smallConfig('house-prices', 'null'));
+    const child = spawn(process.execPath, [bin, 'train', '--config', file, '--out', join(tmp, 'stop')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      // Stopped as SFT starts: it stops after its step, and a resume continues there.
+      if (!stderr.includes('train: sft\n') && (stderr + d).includes('train: sft\n')) child.kill('SIGINT');
+      stderr += d;
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    expect(code, stderr).toBe(130);
+    expect(stderr).toMatch(/\nmlagent train: stopped during (SFT|PPO); run again with --resume to continue\n$/);
+  }, 180_000);
 });

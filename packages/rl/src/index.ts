@@ -96,7 +96,7 @@ export { evalBatchFor, type EvalBatchOptions } from './eval/memory-check.js';
 // Evaluation: full episodes per task with the policy, an endpoint or an expert; Table-1 results as JSON and markdown.
 export { evaluate, writeEvalResult, type EvaluateOptions, type EvalStepRecord, type StartEvalEpisode } from './eval/evaluate.js';
 export { EVAL_RUN_FILE, EVAL_TRAJECTORIES_FILE, evalComplete } from './eval/resume.js';
-export { expertAgent, endpointAgent, cutAtStop, roundSeed, DEFAULT_STOP_STRINGS, type EvalAgent, type AgentRequest, type ExpertAgentOptions, type EndpointAgentOptions } from './eval/agent.js';
+export { expertAgent, endpointAgent, cutAtStop, roundSeed, DEFAULT_STOP_STRINGS, type EvalAgent, type AgentRequest, type AgentSetting, type ExpertAgentOptions, type EndpointAgentOptions } from './eval/agent.js';
 export { policyAgent, PROMPT_FORMATS, type PolicyAgent, type PolicyAgentOptions, type PolicyAgentStats, type PromptFormat } from './eval/policy-agent.js';
 export {
   aggregateTask,
@@ -118,3 +118,4 @@ export { RolloutLog, readRollouts, ROLLOUTS_FILE, type RolloutGroup, type Rollou
 export { policyMessages, policyChat, actionPart, renderPrompt } from './train/prompt.js';
 export { sftChats, expertExamples } from './train/expert-chats.js';
 export { trainPipeline, taskNames, type TrainPipelineOptions, type TrainPipelineResult, type FormatProbeReport } from './train/pipeline.js';
+export { TrainInputError, TrainStoppedError } from './train/errors.js';

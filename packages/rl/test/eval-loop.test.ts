@@ -1,9 +1,9 @@
 // The evaluation loop on fake episodes (no Python): rounds and their batches, seeds, failures that stay per
 // trajectory, and the expert agent's seed plans matching collection's.
-import { appendFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type { PreparedTask } from '@mlagent/env';
 import { ScriptedExpert } from '../src/experts/scripted.js';
 import type { Expert, SeedPlan } from '../src/experts/types.js';
@@ -127,6 +127,38 @@ describe('the evaluation loop', () => {
       const again = recordingAgent(() => LIST);
       expect((await evaluate({ ...opts, agent: again, overwrite: true })).trajectories).toHaveLength(4);
       expect(again.calls.flatMap((c) => c.ids)).toContain('t-a/0000');
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+
+  it("refuses a resume that changes the agent's settings, naming each; an eval-run.json without them is resumed with a warning", async () => {
+    const out = mkdtempSync(path.join(tmpdir(), 'rl-eval-settings-'));
+    try {
+      const opts = { tasks: fakePrepared('t-a'), trajectories: 2, maxSteps: 2, timeBudgetSec: 60, baselines, progress: false, startEpisode: startFake, out };
+      const withSettings = (settings: EvalAgent['settings']) => ({ ...recordingAgent(() => LIST), settings });
+      const abort = new AbortController();
+      await evaluate({ ...opts, agent: { ...withSettings({ maxNewTokens: 4, promptFormat: 'messages' }), end: () => abort.abort() }, signal: abort.signal });
+      expect(evalComplete(out)).toBe(false);
+
+      await expect(evaluate({ ...opts, agent: withSettings({ maxNewTokens: 8, promptFormat: 'prompt' }), resume: true })).rejects.toThrow(
+        /holds an evaluation with another maxNewTokens \(4 there, 8 now\), promptFormat \("messages" there, "prompt" now\); resume it as it was/,
+      );
+
+      // As an older mlagent wrote it: no settings, so they cannot be checked; the resume says so and goes on.
+      const runFile = path.join(out, 'eval-run.json');
+      const { settings: _, ...old } = JSON.parse(readFileSync(runFile, 'utf8'));
+      writeFileSync(runFile, JSON.stringify(old));
+      const lines: string[] = [];
+      const spy = vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => (lines.push(String(chunk)), true));
+      let result;
+      try {
+        result = await evaluate({ ...opts, agent: withSettings({ maxNewTokens: 8 }), resume: true });
+      } finally {
+        spy.mockRestore();
+      }
+      expect(result.trajectories).toHaveLength(2);
+      expect(lines.join('')).toContain(`eval: ${runFile} does not record maxNewTokens (written by an older mlagent), so the resumed trajectories cannot be checked`);
     } finally {
       rmSync(out, { recursive: true, force: true });
     }

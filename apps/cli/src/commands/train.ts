@@ -1,5 +1,5 @@
-import { TrainConfigError, loadTrainConfig, trainPipeline, type TrainConfigInput } from '@mlagent/rl';
-import { UsageError, parse } from '../args.js';
+import { TrainConfigError, TrainInputError, TrainStoppedError, loadTrainConfig, trainPipeline, type TrainConfigInput } from '@mlagent/rl';
+import { InterruptedError, UsageError, parse } from '../args.js';
 import { numberArg } from '../policy-args.js';
 import { REDIS_OPTIONS, REDIS_USAGE, remoteFromArgs } from '../remote-episodes.js';
 
@@ -11,7 +11,9 @@ export const trainUsage = `mlagent train (--preset tiny | --config FILE) [--out 
   --config FILE   YAML/JSON training config (sections init, lora, sft, ppo, collection, eval; 'model' names a real model)
   --model-preset  size of the random model (overrides the config's init.size)
   --out DIR       run directory (default runs/train); every stage keeps its own subdirectory there
-  --resume        continue an interrupted run in DIR (finished stages are reused, the others resume from checkpoints)
+  --resume        continue an interrupted run in DIR (finished stages are reused, the others resume from checkpoints),
+                  with the config it started with (DIR/train-config.json): another is refused, but for how the work
+                  is split or saved (concurrency, batch splits, activation checkpointing, checkpoint frequency)
   --memory-budget GPU memory (GiB) the SFT and PPO memory plans must fit, checked before collecting when the config
                   names a model, again before SFT loads it, and before each PPO update, which takes the largest
                   micro-batch that fits unless ppo.microBatchSize is set (default: nvidia-smi's free memory)
@@ -53,7 +55,10 @@ export async function trainCommand(argv: string[]): Promise<void> {
     console.log(`train: report in ${r.report}; stage seconds ${JSON.stringify(r.seconds)}`);
   } catch (e) {
     if (e instanceof TrainConfigError) throw new UsageError(`train: ${e.message}`);
-    if (e instanceof Error && /^(train|ppo|sft): .*(already holds|--resume|not a collection|stopped)/.test(e.message)) throw new UsageError(e.message);
+    // Both messages start with "train: ".
+    if (e instanceof TrainStoppedError) throw new InterruptedError(e.message);
+    if (e instanceof TrainInputError) throw new UsageError(e.message);
+    if (e instanceof Error && /^(train|ppo|sft): .*(already holds|--resume|not a collection)/.test(e.message)) throw new UsageError(e.message);
     throw e;
   } finally {
     process.off('SIGINT', onSignal);

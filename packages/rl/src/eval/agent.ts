@@ -6,6 +6,9 @@ import { EndpointError, chatCompletionsUrl, chatWithRetry, type EndpointExpertOp
 import type { Expert, ExpertTurn, TrajectoryExpert } from '../experts/types.js';
 import { mixSeed, seedPlan, taskIdeas, type TaskIdeas } from '../collect/seeds.js';
 
+/** A value in EvalAgent.settings (compared as JSON). */
+export type AgentSetting = string | number | boolean | null | readonly string[];
+
 /** One trajectory's turn in a round. */
 export interface AgentRequest {
   /** "<task>/<index>", unique within an evaluation. */
@@ -28,6 +31,11 @@ export interface EvalAgent {
   readonly detail: string;
   /** Sampling temperature, when the agent samples. */
   readonly temperature: number | null;
+  /**
+   * Everything else that decides its responses (response length, prompt form, ...), by name: a resumed evaluation
+   * must give the same, so its trajectories are all of one agent.
+   */
+  readonly settings?: Readonly<Record<string, AgentSetting>>;
   /** Called once with all tasks before any episode starts: per-task setup that can fail early. */
   prepare?(tasks: readonly PreparedTask[]): void;
   /** Called before a trajectory's first turn. */
@@ -124,6 +132,7 @@ export function endpointAgent(options: EndpointAgentOptions): EvalAgent {
     kind: 'endpoint',
     detail: `${options.url} (${options.model})`,
     temperature: options.temperature ?? null,
+    settings: { maxTokens: options.maxTokens ?? null, stopStrings: stops },
     respond(requests) {
       return settle(requests.map(async (r) => cutAtStop(await chatWithRetry(options, r.turn.messages), stops)));
     },

@@ -165,7 +165,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
 
   const out = options.out === undefined ? undefined : path.resolve(options.out);
   const share = options.shareIdenticalSteps ?? true;
-  const identity: EvalRunIdentity = { agent: agent.name, kind: agent.kind, detail: agent.detail, temperature: agent.temperature, tasks: names, trajectories, maxSteps, timeBudgetSec: options.timeBudgetSec, seed, shareIdenticalSteps: share };
+  const identity: EvalRunIdentity = { agent: agent.name, kind: agent.kind, detail: agent.detail, temperature: agent.temperature, tasks: names, trajectories, maxSteps, timeBudgetSec: options.timeBudgetSec, seed, shareIdenticalSteps: share, settings: { ...agent.settings } };
   const resuming = out !== undefined && !options.overwrite && options.resume === true && existsSync(path.join(out, EVAL_RUN_FILE));
   const finished = out && resuming ? readFinished(out).filter((t) => t.error === null) : [];
   if (out && !options.overwrite) {

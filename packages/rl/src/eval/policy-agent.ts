@@ -89,6 +89,9 @@ export function policyAgent(options: PolicyAgentOptions): PolicyAgent {
     kind: 'policy',
     detail: options.detail ?? '',
     temperature,
+    // What a resume must repeat. Not the calls' sizes (maxBatch, batchFor): they change which seed stream a prompt
+    // draws from, not what the policy does, and a resume may need smaller ones to fit the device.
+    settings: { dtype: model.dtype, template, promptFormat, maxNewTokens, maxPromptTokens: maxContext - maxNewTokens, topP: options.topP ?? null, stopStrings: stops },
     stats,
     summary: () =>
       `${stats.responses} responses, ${stats.responses === 0 ? 0 : (stats.generatedTokens / stats.responses).toFixed(1)} tokens each on average, ` +

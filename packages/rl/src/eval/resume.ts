@@ -5,6 +5,7 @@
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import type { AgentSetting } from './agent.js';
 import type { EvalTrajectory } from './results.js';
 
 export const EVAL_RUN_FILE = 'eval-run.json';
@@ -22,21 +23,33 @@ export interface EvalRunIdentity {
   timeBudgetSec: number;
   seed: number;
   shareIdenticalSteps: boolean;
+  /** The agent's other settings (EvalAgent.settings), e.g. the policy's maxNewTokens and promptFormat. */
+  settings: Record<string, AgentSetting>;
 }
 
-/** Throws naming the first field where `out`'s saved run differs from `now`. */
-export function checkSameRun(out: string, now: EvalRunIdentity): void {
+/**
+ * Throws naming every field where `out`'s saved run differs from `now` (the agent's settings by their own names).
+ * A setting the saved run lacks (an eval-run.json from before settings were recorded) cannot be checked: it is
+ * named in a warning, and the resumed trajectories run with the value given now.
+ */
+export function checkSameRun(out: string, now: EvalRunIdentity, warn: (line: string) => void = (line) => process.stderr.write(`${line}\n`)): void {
   const file = path.join(out, EVAL_RUN_FILE);
-  let saved: EvalRunIdentity;
+  let saved: Partial<EvalRunIdentity>;
   try {
-    saved = JSON.parse(readFileSync(file, 'utf8')) as EvalRunIdentity;
+    saved = JSON.parse(readFileSync(file, 'utf8')) as Partial<EvalRunIdentity>;
   } catch (e) {
     throw new Error(`eval: cannot read ${file}: ${(e as Error).message}; --force starts the evaluation over`);
   }
-  for (const key of Object.keys(now) as (keyof EvalRunIdentity)[]) {
-    const [was, is] = [JSON.stringify(saved[key]), JSON.stringify(now[key])];
-    if (was !== is) throw new Error(`eval: ${out} holds an evaluation with another ${key} (${was} there, ${is} now); resume it as it was, use another --out, or --force to start over`);
-  }
+  const { settings, ...run } = now;
+  // Every eval-run.json has the run's fields; the agent's settings came later.
+  const unrecorded = Object.keys(settings).filter((key) => saved.settings?.[key] === undefined);
+  const fields: [string, unknown, unknown][] = [
+    ...Object.entries(run).map(([key, is]): [string, unknown, unknown] => [key, saved[key as keyof EvalRunIdentity], is]),
+    ...Object.entries(settings).filter(([key]) => !unrecorded.includes(key)).map(([key, is]): [string, unknown, unknown] => [key, saved.settings?.[key], is]),
+  ];
+  const differ = fields.filter(([, was, is]) => JSON.stringify(was) !== JSON.stringify(is)).map(([key, was, is]) => `${key} (${JSON.stringify(was)} there, ${JSON.stringify(is)} now)`);
+  if (differ.length > 0) throw new Error(`eval: ${out} holds an evaluation with another ${differ.join(', ')}; resume it as it was, use another --out, or --force to start over`);
+  if (unrecorded.length > 0) warn(`eval: ${file} does not record ${unrecorded.join(', ')} (written by an older mlagent), so the resumed trajectories cannot be checked against the finished ones there; they run with the values given now`);
 }
 
 export function writeRunIdentity(out: string, run: EvalRunIdentity): void {

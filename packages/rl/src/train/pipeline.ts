@@ -1,10 +1,11 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Gpu } from '@mlagent/core-kernels';
-import { Episode, listTasks, prepareTask, type EpisodeOptions, type PreparedTask } from '@mlagent/env';
+import { Episode, listTasks, prepareTask, resolveTask, type EpisodeOptions, type PreparedTask } from '@mlagent/env';
 import { Checkpoint, QwenModel, QwenTokenizer, initModel, loadAdapter, loadQwenConfig, nvidiaFreeBytes } from '@mlagent/policy';
 import { collect } from '../collect/runner.js';
 import { readCollection, stepsInOrder } from '../collect/records.js';
+import { isPlainObject } from '../config/schema.js';
 import { parseTrainConfig, type TrainConfig, type TrainConfigInput } from '../config/train-config.js';
 import { ScriptedExpert } from '../experts/scripted.js';
 import type { EvalAgent } from '../eval/agent.js';
@@ -19,6 +20,8 @@ import { evalBatchFor } from '../eval/memory-check.js';
 import { checkPpoMemory } from '../ppo/memory-check.js';
 import { checkSftMemory, planDevice } from '../sft/memory-check.js';
 import { sft } from '../sft/sft.js';
+import { StateDraws } from '../pool/edit-share.js';
+import { TrainInputError, TrainStoppedError } from './errors.js';
 import { trainPpo, type TrainPpoResult } from './ppo-loop.js';
 import { sftChats } from './expert-chats.js';
 import { policyMessages } from './prompt.js';
@@ -65,12 +68,22 @@ export interface TrainPipelineResult {
 }
 
 export async function trainPipeline(options: TrainPipelineOptions): Promise<TrainPipelineResult> {
-  const config = parseTrainConfig(options.config ?? {}, { source: '(train options)' });
+  // The model preset goes into the config, so that train-config.json says what model/ holds and a resume is held to it.
+  const config = parseTrainConfig(options.config ?? {}, { source: '(train options)', overrides: options.modelPreset ? { init: { size: options.modelPreset } } : undefined });
   const log = options.log ?? ((line: string) => process.stderr.write(line + '\n'));
   const out = options.out;
-  if (!options.resume && existsSync(join(out, 'train-config.json'))) {
-    throw new Error(`train: ${out} already holds a run; pass --resume to continue it, or choose another output directory`);
+  const configFile = join(out, 'train-config.json');
+  const resuming = existsSync(configFile);
+  if (resuming && !options.resume) {
+    throw new TrainInputError(`train: ${out} already holds a run; pass --resume to continue it, or choose another output directory`);
   }
+  const retuned = resuming ? checkSameConfig(out, configFile, config) : [];
+  if (retuned.length > 0) log(`train: resuming with another ${retuned.join('; ')}: these change how the work is split or saved, not its results`);
+  // Everything the stages will need from the config, checked before any work: a typo in the last stage's task list
+  // would otherwise cost the collection, SFT and PPO before it fails.
+  const collectNames = checkedTaskNames('collection.tasks', config.collection.tasks);
+  const evalNames = checkedTaskNames('eval.tasks', config.eval.tasks);
+  if (config.collection.expert !== 'scripted') throw new TrainInputError(`train: collection.expert '${config.collection.expert}': the pipeline runs the scripted expert; collect with an endpoint through mlagent collect, then mlagent train on its directory`);
   // A named model is checked now (config, tokenizer, checkpoint headers), before the run directory exists and long
   // before the collection ends.
   if (config.model) {
@@ -95,8 +108,11 @@ export async function trainPipeline(options: TrainPipelineOptions): Promise<Trai
       log(checkPpoMemory(modelConfig, config, ppoShape, device, { reference: c.reference === 'initial', where: `ppo, at prompts of ${bound} tokens` }).line);
     }
   }
-  mkdirSync(out, { recursive: true });
-  writeFileSync(join(out, 'train-config.json'), JSON.stringify(config, null, 2) + '\n');
+  // A resumed run keeps the record of its config (checked equal above, but for RESUMABLE_FIELDS, which it updates).
+  if (!resuming || retuned.length > 0) {
+    mkdirSync(out, { recursive: true });
+    writeFileSync(configFile, JSON.stringify(config, null, 2) + '\n');
+  }
   const seconds: Record<string, number> = {};
   const peakRssBytes: Record<string, number> = {};
   const timed = async <T>(stage: string, fn: () => Promise<T>): Promise<T> => {
@@ -122,7 +138,7 @@ export async function trainPipeline(options: TrainPipelineOptions): Promise<Trai
     await timed('init-model', async () =>
       initModel({
         arch: i.arch,
-        preset: options.modelPreset ?? i.size,
+        preset: i.size,
         outDir: modelDir,
         seed: config.seed,
         ...(i.vocabMerges > 0 ? { vocabMerges: i.vocabMerges } : {}),
@@ -133,8 +149,7 @@ export async function trainPipeline(options: TrainPipelineOptions): Promise<Trai
 
   // 2. Expert collection (collect() itself resumes: finished trajectories are kept).
   const collection = join(out, 'collect');
-  const collectTasks = await prepareAll(taskNames(config.collection.tasks));
-  if (config.collection.expert !== 'scripted') throw new Error(`train: collection.expert '${config.collection.expert}': the pipeline runs the scripted expert; collect with an endpoint through mlagent collect, then mlagent train on its directory`);
+  const collectTasks = await prepareAll(collectNames);
   await timed('collect', () =>
     collect({
       tasks: collectTasks,
@@ -151,7 +166,8 @@ export async function trainPipeline(options: TrainPipelineOptions): Promise<Trai
       startEpisode: episodeStarter(options.remote, episodeOptions),
     }),
   );
-  stopIfAborted(options.signal);
+  stopIfAborted(options.signal, 'the collection');
+  checkEditStates(collection, config);
 
   // 3. SFT on every expert step, in the chat form RL and evaluation prompt with.
   const sftDir = join(out, 'sft');
@@ -160,7 +176,7 @@ export async function trainPipeline(options: TrainPipelineOptions): Promise<Trai
     const chats = sftChats(join(collection, 'steps.jsonl'), c.compactPrompts);
     await timed('sft', async () => {
       const r = await sft({ modelDir, data: chats, out: sftDir, config, resume: existsSync(join(sftDir, 'checkpoints')), signal: options.signal, progress: options.progress, log, memoryBudgetBytes: options.memoryBudgetBytes });
-      if (r.stopped) throw new Error('train: stopped during SFT; run again with --resume to continue');
+      if (r.stopped) throw new TrainStoppedError('train: stopped during SFT; run again with --resume to continue');
     });
   }
 
@@ -179,11 +195,11 @@ export async function trainPipeline(options: TrainPipelineOptions): Promise<Trai
     ppo = JSON.parse(readFileSync(join(ppoDir, 'ppo-summary.json'), 'utf8')) as TrainPpoResult;
   } else {
     ppo = await timed('ppo', () => trainPpo({ modelDir, adapter: sftAdapter, collection, out: ppoDir, config, resume: existsSync(ppoDir), signal: options.signal, progress: options.progress, log, remote: options.remote, memoryBudgetBytes: options.memoryBudgetBytes }));
-    if (ppo.stopped) throw new Error('train: stopped during PPO; run again with --resume to continue');
+    if (ppo.stopped) throw new TrainStoppedError('train: stopped during PPO; run again with --resume to continue');
   }
 
   // 5. Evaluation of SFT-only against SFT+RL on the held-in and held-out tasks, then the report.
-  const evalTasks = await prepareAll(taskNames(config.eval.tasks));
+  const evalTasks = await prepareAll(evalNames);
   const evalResult = await timed('eval', () =>
     evaluateAdapters(config, modelDir, evalTasks, [
       { name: 'sft', adapter: sftAdapter, dir: join(out, 'eval-sft') },
@@ -205,6 +221,90 @@ export function taskNames(spec: string[] | string): string[] {
     return [name];
   };
   return [...new Set((Array.isArray(spec) ? spec : [spec]).flatMap(expand))];
+}
+
+/** The tasks of a config field, each found (by name or directory) now; `field` names the field in the error. */
+function checkedTaskNames(field: string, spec: string[] | string): string[] {
+  const names = taskNames(spec);
+  if (names.length === 0) throw new TrainInputError(`train: ${field}: ${JSON.stringify(spec)} names no task`);
+  for (const name of names) {
+    try {
+      resolveTask(name);
+    } catch (e) {
+      throw new TrainInputError(`train: ${field}: ${(e as Error).message}`);
+    }
+  }
+  return names;
+}
+
+/**
+ * The fields a resumed run may change: how much runs at once, how memory is saved and how often checkpoints are
+ * written. The stages' own resume checks allow them too, and the memory plans' refusals suggest changing them.
+ */
+const RESUMABLE_FIELDS = new Set([
+  'collection.concurrency',
+  'sft.activationCheckpointing',
+  'sft.checkpointEvery',
+  'sft.keepCheckpoints',
+  'ppo.generationBatch',
+  'ppo.microBatchSize',
+  'ppo.activationCheckpointing',
+  'ppo.envConcurrency',
+  'ppo.checkpointEvery',
+  'ppo.keepCheckpoints',
+]);
+
+/**
+ * Refuses to resume the run whose config is `file` with another config: its finished stages were made with that
+ * one, and train-config.json must stay their record. Only RESUMABLE_FIELDS may change (they are returned, as
+ * `field: old in the run, new now`): a run with any other setting changed is a new run, in another directory.
+ */
+function checkSameConfig(out: string, file: string, config: TrainConfig): string[] {
+  let saved: unknown;
+  try {
+    saved = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new TrainInputError(`train: cannot read ${file}: ${(e as Error).message}`);
+  }
+  // Parsed again, so that a field added to the config since the run started compares at its default.
+  try {
+    saved = parseTrainConfig(saved, { source: file });
+  } catch {
+    // Compared as written: the fields this version no longer knows show as differences.
+  }
+  const differ = configDifferences(saved, config, '');
+  const refused = differ.filter(([field]) => !RESUMABLE_FIELDS.has(field)).map(([, line]) => line);
+  if (refused.length > 0) {
+    throw new TrainInputError(`train: ${out} holds a run made with another config (${refused.join('; ')}); resume it with the config it started with (--config ${file}), or start a new run with another --out`);
+  }
+  return differ.map(([, line]) => line);
+}
+
+/** [field, `field: old in the run, new now`] for each leaf where two configs differ; lists compare whole. */
+function configDifferences(was: unknown, is: unknown, at: string): [string, string][] {
+  if (isPlainObject(was) && isPlainObject(is)) {
+    const keys = [...new Set([...Object.keys(was), ...Object.keys(is)])];
+    return keys.flatMap((k) => configDifferences(was[k], is[k], at === '' ? k : `${at}.${k}`));
+  }
+  const [w, i] = [JSON.stringify(was), JSON.stringify(is)];
+  return w === i ? [] : [[at, `${at || 'the config'}: ${w ?? 'absent'} in the run, ${i ?? 'absent'} now`]];
+}
+
+/**
+ * ppo.editStateShare draws from the collection's states where the expert edited a file and from the others: a
+ * collection without one kind is found here, before SFT, not when PPO starts.
+ */
+function checkEditStates(collection: string, config: TrainConfig): void {
+  const c = config.ppo;
+  if (c.editStateShare === null) return;
+  try {
+    StateDraws.create(collection, { perIteration: c.statesPerIteration, editShare: c.editStateShare, mode: c.poolSampling, seed: config.seed });
+  } catch (e) {
+    const message = (e as Error).message;
+    // The run's config stays as it started (see checkSameConfig), so the fix is a new run.
+    if (message.startsWith('ppo.editStateShare ')) throw new TrainInputError(`train: ${message} in the config of a new run (another --out)`);
+    throw e;
+  }
 }
 
 async function prepareAll(names: string[]): Promise<PreparedTask[]> {
@@ -277,6 +377,7 @@ async function evaluateAdapters(
         results.push(readEvalResult(join(a.dir, 'eval.json')));
         continue;
       }
+      stopIfAborted(options.signal, 'the evaluation');
       const adapter = loadAdapter(model!, a.adapter);
       model!.adapter = adapter;
       try {
@@ -314,7 +415,8 @@ async function evaluateAdapters(
         model!.adapter = null;
         adapter.dispose();
       }
-      stopIfAborted(options.signal);
+      // An evaluation that ended with every trajectory (all were running when the stop came) is whole.
+      if (!evalComplete(a.dir)) stopIfAborted(options.signal, 'the evaluation');
     }
   } finally {
     model?.dispose();
@@ -330,6 +432,7 @@ function compactAgent(inner: EvalAgent): EvalAgent {
     kind: inner.kind,
     detail: inner.detail,
     temperature: inner.temperature,
+    settings: { ...inner.settings, compactPrompts: true },
     prepare: inner.prepare?.bind(inner),
     begin: inner.begin?.bind(inner),
     end: inner.end?.bind(inner),
@@ -338,6 +441,6 @@ function compactAgent(inner: EvalAgent): EvalAgent {
   };
 }
 
-function stopIfAborted(signal: AbortSignal | undefined): void {
-  if (signal?.aborted) throw new Error('train: stopped; run again with --resume to continue');
+function stopIfAborted(signal: AbortSignal | undefined, stage: string): void {
+  if (signal?.aborted) throw new TrainStoppedError(`train: stopped during ${stage}; run again with --resume to continue`);
 }

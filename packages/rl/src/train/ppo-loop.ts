@@ -27,6 +27,7 @@ import { checkPpoMemory, type PpoMemoryCheck } from '../ppo/memory-check.js';
 import { ppoUpdate, type PpoSample, type PpoUpdateStats } from '../ppo/update.js';
 import { planDevice } from '../sft/memory-check.js';
 import { collectionEnv, type ActionEnv } from './env.js';
+import { TrainInputError } from './errors.js';
 import { expertExamples } from './expert-chats.js';
 import type { RemoteEpisodes } from './remote.js';
 import { lockRunDir } from './lock.js';
@@ -172,15 +173,23 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
     // The validation set: fixed states answered greedily, one response each, executed and rewarded like rollouts
     // but not trained on or saved; held out of the training draws unless validationHoldout is false.
     const validationStates = c.validateEvery === null ? [] : validationSet(pool, config.seed, c.validationStates);
-    const draws = StateDraws.create(options.collection, {
-      exclude: c.validationHoldout && validationStates.length > 0 ? new Set(validationStates.map((s) => s.snapshotId)) : undefined,
-      perIteration: c.statesPerIteration,
-      editShare: c.editStateShare,
-      mode: c.poolSampling,
-      seed: config.seed,
-      cursors: savedCursors ? (Array.isArray(savedCursors) ? savedCursors : [savedCursors]) : null,
-      whole: pool,
-    });
+    let draws: StateDraws;
+    try {
+      draws = StateDraws.create(options.collection, {
+        exclude: c.validationHoldout && validationStates.length > 0 ? new Set(validationStates.map((s) => s.snapshotId)) : undefined,
+        perIteration: c.statesPerIteration,
+        editShare: c.editStateShare,
+        mode: c.poolSampling,
+        seed: config.seed,
+        cursors: savedCursors ? (Array.isArray(savedCursors) ? savedCursors : [savedCursors]) : null,
+        whole: pool,
+      });
+    } catch (e) {
+      // A setting this collection cannot meet (ppo.editStateShare, ppo.validationStates): the message says which.
+      const message = (e as Error).message;
+      if (/^ppo\.\w+[: ]/.test(message)) throw new TrainInputError(`train: ${message}`);
+      throw e;
+    }
     // PPO-ptx learns from the expert steps as SFT saw them.
     const ptxExamples = c.ptxCoef > 0 ? expertExamples(tokenizer, join(options.collection, 'steps.jsonl'), c.compactPrompts, config.sft.template, config.sft.maxSeqLen) : undefined;
     const saved = readRollouts(options.out, start);
