@@ -92,6 +92,12 @@ describe('OpenAI-compatible server over HTTP', () => {
     expect(((await missing.json()) as { error: unknown }).error).toMatchObject({ type: 'invalid_request_error', code: 'not_found' });
     const wrong = await fetch(`${url}/v1/chat/completions`);
     expect(wrong.status).toBe(405);
+    // Another model's name is OpenAI's 404, on both endpoints, before any generation.
+    for (const [path, body] of [['/v1/chat/completions', { model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }], ['/v1/completions', { model: 'tinyy', prompt: 'x' }]] as const) {
+      const other = await post(path, body);
+      expect(other.status).toBe(404);
+      expect(other.json.error).toMatchObject({ code: 'model_not_found', param: 'model', message: expect.stringMatching(/does not exist; this server serves 'tiny'/) });
+    }
   });
 
   it('chat completion (greedy) equals generate() on the chat template, and streaming delivers the same text', async () => {
@@ -157,6 +163,26 @@ describe('OpenAI-compatible server over HTTP', () => {
     for (const body of bodies) sequential.push((await post('/v1/completions', body)).json.choices[0].text);
     const parallel = await Promise.all(bodies.map((body) => post('/v1/completions', body)));
     expect(parallel.map((r) => r.json.choices[0].text)).toEqual(sequential);
+  });
+
+  it('close() cuts the running request short with an error event, answers the queued one 503 and leaves the GPU idle', async () => {
+    const own = createOpenAIServer(model, tokenizer, { modelName: 'tiny' });
+    const base = await own.listen(0);
+    const request = (extra: object) =>
+      fetch(`${base}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'Once', max_tokens: 20000, seed: 1, ...extra }) });
+    const streamed = await request({ stream: true });
+    const reader = streamed.body!.getReader();
+    await reader.read(); // the first chunk: it is generating
+    const queued = request({ max_tokens: 2 }).then(async (r) => ({ status: r.status, json: (await r.json()) as { error: { code: string } } }));
+    await new Promise((r) => setTimeout(r, 200)); // the queued request has reached the server
+    await own.close();
+    let rest = '';
+    for (let part = await reader.read(); !part.done; part = await reader.read()) rest += new TextDecoder().decode(part.value);
+    expect(rest).toMatch(/"code":"server_shutting_down"/);
+    expect(rest).not.toMatch(/\[DONE\]/);
+    expect(await queued).toMatchObject({ status: 503, json: { error: { code: 'server_shutting_down' } } });
+    const [after] = await generate(model, [[1, 2, 3]], { maxNewTokens: 2, temperature: 0 });
+    expect(after.ids).toHaveLength(2);
   });
 
   it('answers bad requests with 400 and a message naming the field', async () => {

@@ -58,7 +58,6 @@ export async function serveCommand(argv: string[]): Promise<void> {
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       process.stderr.write(`${signal}: shutting down\n`);
-      server.server.closeAllConnections();
       void server.close().finally(resolve);
     };
     process.once('SIGINT', stop);

@@ -17,7 +17,10 @@ export interface OpenAIServer {
   readonly server: Server;
   /** Starts listening (port 0: any free port); resolves with the base URL, e.g. http://127.0.0.1:8000. */
   listen(port: number, host?: string): Promise<string>;
-  /** Stops accepting connections and resolves once open ones have closed. */
+  /**
+   * Stops accepting connections, cuts the request generating now short (queued ones get a 503), answers them,
+   * then closes every connection. Resolves once the GPU is idle and the connections are closed.
+   */
   close(): Promise<void>;
 }
 
@@ -47,11 +50,15 @@ export function createOpenAIServer(model: QwenModel, tokenizer: QwenTokenizer, o
           resolve(`http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`);
         });
       }),
-    close: () =>
-      new Promise((resolve, reject) => {
-        server.close((e) => (e ? reject(e) : resolve()));
-        server.closeIdleConnections();
-      }),
+    close: async () => {
+      const closed = new Promise<void>((resolve, reject) => server.close((e) => (e ? reject(e) : resolve())));
+      server.closeIdleConnections();
+      await service.shutdown();
+      // The handlers answer the cut requests in the turns after shutdown() resolves; give them one.
+      await new Promise((r) => setTimeout(r, 50));
+      server.closeAllConnections();
+      await closed;
+    },
   };
 }
 
@@ -74,7 +81,14 @@ async function handle(service: OpenAIService, req: IncomingMessage, res: ServerR
   const stream = typeof body === 'object' && body !== null && (body as Record<string, unknown>).stream === true;
   const call = (onDelta?: (d: ChoiceDelta) => void, signal?: AbortSignal) =>
     route.endpoint === 'chat' ? service.chatCompletion(body, onDelta, signal) : service.completion(body, onDelta, signal);
-  if (!stream) return sendJson(res, 200, await call());
+  if (!stream) {
+    // A client that hangs up stops its generation, so the requests queued behind it start sooner.
+    const gone = new AbortController();
+    res.on('close', () => {
+      if (!res.writableFinished) gone.abort();
+    });
+    return sendJson(res, 200, await call(undefined, gone.signal));
+  }
   await streamSse(service, route.endpoint, body as Record<string, unknown>, res, call);
 }
 

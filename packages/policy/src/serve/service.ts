@@ -3,7 +3,7 @@ import { generate, type GenerateResult } from '../generate.js';
 import { assertFits, planMemory } from '../memory.js';
 import type { QwenModel } from '../model.js';
 import type { ChatTemplateName, QwenTokenizer } from '../tokenizer.js';
-import { badParam } from './errors.js';
+import { badParam, OpenAIError } from './errors.js';
 import { parseChatRequest, parseCompletionRequest, type SamplingParams } from './requests.js';
 import { defaultStopTokenIds } from './stop-tokens.js';
 import { StopTextStream } from './text-stream.js';
@@ -51,6 +51,7 @@ export class OpenAIService {
   readonly modelName: string;
   private readonly created = Math.floor(Date.now() / 1000);
   private queue: Promise<unknown> = Promise.resolve();
+  private readonly stopping = new AbortController();
   private readonly stopIds: number[];
   private readonly decodeText: (ids: number[]) => string;
 
@@ -68,8 +69,25 @@ export class OpenAIService {
     return { object: 'list', data: [{ id: this.modelName, object: 'model', created: this.created, owned_by: 'mlagent' }] };
   }
 
+  /**
+   * Stops serving: the request generating now ends at its next token, queued and later ones get a 503, and the
+   * promise resolves once the GPU is idle, so the model can be closed safely.
+   */
+  async shutdown(): Promise<void> {
+    this.stopping.abort();
+    await this.queue;
+  }
+
+  /** A request naming another model gets OpenAI's 404, so a client pointed at the wrong server or name finds out. */
+  private checkModel(body: unknown): void {
+    const name = typeof body === 'object' && body !== null ? (body as Record<string, unknown>).model : undefined;
+    if (name === undefined || name === null || name === this.modelName) return;
+    throw new OpenAIError(404, `the model ${JSON.stringify(name)} does not exist; this server serves '${this.modelName}' (GET /v1/models)`, 'model', 'model_not_found');
+  }
+
   /** POST /v1/chat/completions. With `onDelta` (streaming) text arrives as it is generated. */
   async chatCompletion(body: unknown, onDelta?: (d: ChoiceDelta) => void, signal?: AbortSignal): Promise<object> {
+    this.checkModel(body);
     const req = parseChatRequest(body);
     let prompt: string;
     try {
@@ -95,6 +113,7 @@ export class OpenAIService {
 
   /** POST /v1/completions. */
   async completion(body: unknown, onDelta?: (d: ChoiceDelta) => void, signal?: AbortSignal): Promise<object> {
+    this.checkModel(body);
     const req = parseCompletionRequest(body, this.model.config.vocabSize);
     const prompts = req.prompts.map((p, i) => {
       const ids = typeof p === 'string' ? this.tokenizer.encode(p) : p;
@@ -147,8 +166,11 @@ export class OpenAIService {
     }
     const streams = batch.map(() => new StopTextStream(this.decodeText, req.stop));
     const sampled = batch.map((): number[] => []);
-    const results = await this.serialized(() =>
-      generate(this.model, batch, {
+    const stopped = () => new OpenAIError(503, 'the server is shutting down', null, 'server_shutting_down');
+    if (this.stopping.signal.aborted) throw stopped();
+    const results = await this.serialized(() => {
+      if (this.stopping.signal.aborted) throw stopped();
+      return generate(this.model, batch, {
         maxNewTokens: maxTokens,
         temperature: req.temperature,
         topP: req.topP,
@@ -156,7 +178,7 @@ export class OpenAIService {
         stopTokenIds: this.stopIds,
         stopStrings: req.stop,
         decode: this.decodeText,
-        signal,
+        signal: signal ? AbortSignal.any([signal, this.stopping.signal]) : this.stopping.signal,
         onToken: onDelta
           ? (b, id) => {
               sampled[b].push(id);
@@ -164,8 +186,10 @@ export class OpenAIService {
               if (text) onDelta({ index: b, text, finishReason: null });
             }
           : undefined,
-      }),
-    );
+      });
+    });
+    // Cut short by the shutdown: an error, not an answer that looks finished.
+    if (this.stopping.signal.aborted && results.some((r) => r.finishReason === 'length' && r.ids.length < maxTokens)) throw stopped();
     const choices = results.map((r) => this.choice(r, req.stop));
     if (onDelta) choices.forEach((c, index) => onDelta({ index, text: streams[index].finish(c.ids), finishReason: c.finishReason }));
     return { promptTokens: prompts.reduce((s, p) => s + p.length, 0) * req.n, completionTokens: results.reduce((s, r) => s + r.ids.length, 0), choices };
