@@ -108,8 +108,9 @@ describe('the evaluation loop', () => {
       await expect(evaluate({ ...opts, agent: recordingAgent(() => LIST) })).rejects.toThrow(/holds an unfinished evaluation \(1 trajectories recorded\); --resume continues it, --force starts over/);
       await expect(evaluate({ ...opts, trajectories: 3, agent: recordingAgent(() => LIST), resume: true })).rejects.toThrow(/another trajectories \(2 there, 3 now\)/);
 
-      const agent = recordingAgent(() => LIST);
+      const agent = { ...recordingAgent(() => LIST), summary: () => 'counts of this process' };
       const result = await evaluate({ ...opts, agent, resume: true });
+      expect(result.agents[0].notes).toBe('resumed: 1 of 4 trajectories kept from an earlier run; the rest: counts of this process');
       // The finished trajectory is not run again; the three others are, from their start.
       expect(agent.calls.flatMap((c) => c.ids)).not.toContain('t-a/0000');
       expect(new Set(agent.calls.flatMap((c) => c.ids))).toEqual(new Set(['t-a/0001', 't-b/0000', 't-b/0001']));

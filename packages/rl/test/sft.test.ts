@@ -97,6 +97,7 @@ describe('LoRA SFT', () => {
     expect(resumed.resumedFrom).toBe(3);
     expect(resumedLosses).toEqual(losses.slice(3));
     expect(resumed.evalLoss).toBe(full.evalLoss);
+    expect(resumed.initialEvalLoss).toBe(full.initialEvalLoss);
     const bytes = (dir: string) => readFileSync(join(dir, 'adapter_model.safetensors'));
     expect(bytes(resumed.adapterDir!).equals(bytes(full.adapterDir!))).toBe(true);
     // The log holds each step once, as the uninterrupted run's.

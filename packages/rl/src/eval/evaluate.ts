@@ -466,7 +466,8 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
         seed,
         temperature: agent.temperature,
         detail: agent.detail,
-        notes: agent.summary?.() ?? '',
+        // The agent's counts and the duration cover this process only, not the trajectories a resume kept.
+        notes: finished.length === 0 ? (agent.summary?.() ?? '') : [`resumed: ${finished.length} of ${total} trajectories kept from an earlier run`, agent.summary?.()].filter(Boolean).join('; the rest: '),
         startedAt: startedAt.toISOString(),
         durationSec: (Date.now() - startedAt.getTime()) / 1000,
         shareIdenticalSteps: share,

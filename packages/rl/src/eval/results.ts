@@ -82,7 +82,7 @@ export interface EvalAgentInfo {
   temperature: number | null;
   /** Model dir, adapter dir, endpoint URL: whatever identifies the agent. */
   detail: string;
-  /** The agent's own summary (e.g. tokens generated, prompts cut to the context). */
+  /** The agent's own summary (e.g. tokens generated, prompts cut to the context); after a resume, of the resumed process only, and saying so. */
   notes: string;
   startedAt: string;
   durationSec: number;

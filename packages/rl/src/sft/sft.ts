@@ -173,7 +173,7 @@ export async function sft(options: SftOptions): Promise<SftResult> {
       rmSync(join(options.out, 'tb'), { recursive: true, force: true });
     }
     metrics = new MetricsLogger(options.out);
-    return await trainLoop({ options, config, model, adapter, optimizer, metrics, train, evalSet, stepsPerEpoch, totalSteps, fingerprint, startStep: checkpoint?.step ?? 0, resumedFrom: checkpoint?.step ?? null, truncated, dropped });
+    return await trainLoop({ options, config, model, adapter, optimizer, metrics, train, evalSet, stepsPerEpoch, totalSteps, fingerprint, startStep: checkpoint?.step ?? 0, resumedFrom: checkpoint?.step ?? null, resumedInitialEvalLoss: savedInitialEvalLoss(checkpoint?.extra), truncated, dropped });
   } finally {
     metrics?.close();
     optimizer?.dispose();
@@ -197,6 +197,8 @@ interface LoopState {
   fingerprint: string;
   startStep: number;
   resumedFrom: number | null;
+  /** The untrained model's held-out loss, as the checkpoint resumed from recorded it. */
+  resumedInitialEvalLoss: number | null;
   truncated: number;
   dropped: number;
 }
@@ -209,8 +211,8 @@ async function trainLoop(s: LoopState): Promise<SftResult> {
   meter?.update(startStep);
 
   const evaluate = async () => (evalSet.length > 0 ? heldOutLoss(model, adapter, evalSet, c.batchSize) : null);
-  const initialEvalLoss = startStep === 0 ? await evaluate() : null;
-  if (initialEvalLoss !== null) metrics.log(0, { evalLoss: initialEvalLoss });
+  const initialEvalLoss = startStep === 0 ? await evaluate() : s.resumedInitialEvalLoss;
+  if (initialEvalLoss !== null && startStep === 0) metrics.log(0, { evalLoss: initialEvalLoss });
   let evalLoss: number | null = initialEvalLoss;
   let trainLoss = NaN;
   let step = startStep;
@@ -224,7 +226,7 @@ async function trainLoop(s: LoopState): Promise<SftResult> {
     saveCheckpoint(options.out, {
       step,
       config: config as unknown as Json,
-      extra: { fingerprint, epoch, evalLoss },
+      extra: { fingerprint, epoch, evalLoss, initialEvalLoss },
       keep: c.keepCheckpoints,
       write: async (dir) => {
         await saveAdapter(adapter, join(dir, ADAPTER_DIR), { baseModel: options.modelDir });
@@ -309,6 +311,12 @@ async function trainLoop(s: LoopState): Promise<SftResult> {
   };
   if (!stopped) writeFileSync(join(options.out, SUMMARY_FILE), JSON.stringify(result, null, 2) + '\n');
   return result;
+}
+
+/** A checkpoint's record of the untrained model's held-out loss; null where it has none (older checkpoints). */
+function savedInitialEvalLoss(extra: unknown): number | null {
+  const v = (extra as { initialEvalLoss?: unknown } | undefined)?.initialEvalLoss;
+  return typeof v === 'number' && Number.isFinite(v) ? v : null;
 }
 
 /** Mean NLL per target token over held-out examples, with the adapter and no dropout. */
