@@ -1,4 +1,4 @@
-import { DEFAULT_REWARD_CONFIG, type RewardConfig, type RewardResult, type StepFeedback, type TaskMetric } from './types.js';
+import { DEFAULT_REWARD_CONFIG, type ExecutionOutcome, type RewardConfig, type RewardResult, type StepFeedback, type TaskMetric } from './types.js';
 
 /** Runs that hit a resource wall are not the agent's bug: they earn the neutral reward. */
 const CORNER_CASES = new Set(['timeout', 'oom', 'killed', 'resource-limit']);
@@ -24,6 +24,8 @@ export function computeReward(
 ): RewardResult {
   const cfg = { ...DEFAULT_REWARD_CONFIG, ...config };
   validateConfig(cfg);
+  checkFeedback(feedback);
+  checkTask(task);
   const v2 = cfg.variant === 'v2';
   const failure = v2 ? -1 : 0;
   const neutral = v2 ? 0 : 0.5;
@@ -58,6 +60,9 @@ const MIN_GAP = 1e-12;
 
 /** |m_best - m_init|, or the documented fallback when the task lacks a usable pair. Always >= MIN_GAP. */
 export function metricGap(task: TaskMetric, previous: number, cfg: RewardConfig = DEFAULT_REWARD_CONFIG): number {
+  validateConfig(cfg);
+  checkTask(task);
+  if (!Number.isFinite(previous)) throw new RangeError(`metricGap: previous must be a finite number, got ${previous}`);
   const best = finiteOr(task.best, undefined);
   const init = finiteOr(task.baseline, undefined);
   if (best !== undefined && init !== undefined && best !== init) return Math.max(MIN_GAP, Math.abs(best - init));
@@ -69,6 +74,46 @@ function milestoneReward(feedback: StepFeedback, cfg: RewardConfig): number {
   const m = feedback.milestones ?? {};
   const reached = [m.dataLoaded, m.modelTrained, m.submissionWritten].filter(Boolean).length;
   return reached * cfg.milestoneCredit;
+}
+
+const OUTCOMES: readonly ExecutionOutcome[] = ['ok', 'error', 'timeout', 'oom', 'killed', 'resource-limit', 'invalid-submission'];
+const DIRECTIONS: readonly TaskMetric['direction'][] = ['maximize', 'minimize'];
+
+const show = (v: unknown) => (typeof v === 'string' ? `'${v}'` : typeof v === 'number' ? String(v) : JSON.stringify(v) ?? String(v));
+
+/** A number, or absent (undefined/null). NaN and infinities pass: they have a meaning of their own. */
+function optionalNumber(v: unknown, field: string): void {
+  if (v !== undefined && v !== null && typeof v !== 'number') throw new TypeError(`reward: ${field} must be a number or absent, got ${typeof v} ${show(v)}`);
+}
+
+/**
+ * Feedback comes from environments other than ours too (the package is used on its own): a field of the wrong type
+ * or an unknown outcome would silently land in the wrong row of the table (a 'crash' graded as a success, a metric
+ * parsed as a string punished as invalid), so it is refused.
+ */
+function checkFeedback(fb: StepFeedback): void {
+  if (typeof fb !== 'object' || fb === null) throw new TypeError(`reward: feedback must be an object, got ${show(fb)}`);
+  if (typeof fb.formatValid !== 'boolean') throw new TypeError(`reward: feedback.formatValid must be a boolean, got ${show(fb.formatValid)}`);
+  if (fb.isEdit !== undefined && typeof fb.isEdit !== 'boolean') throw new TypeError(`reward: feedback.isEdit must be a boolean, got ${show(fb.isEdit)}`);
+  if (fb.outcome !== undefined && !OUTCOMES.includes(fb.outcome)) {
+    throw new RangeError(`reward: feedback.outcome must be one of ${OUTCOMES.join(', ')}, got ${show(fb.outcome)}`);
+  }
+  optionalNumber(fb.metric, 'feedback.metric');
+  optionalNumber(fb.previousMetric, 'feedback.previousMetric');
+  optionalNumber(fb.durationSec, 'feedback.durationSec');
+  if (fb.milestones !== undefined && (typeof fb.milestones !== 'object' || fb.milestones === null)) {
+    throw new TypeError(`reward: feedback.milestones must be an object, got ${show(fb.milestones)}`);
+  }
+}
+
+function checkTask(task: TaskMetric): void {
+  if (typeof task !== 'object' || task === null) throw new TypeError(`reward: task must be an object, got ${show(task)}`);
+  // Anything but these two would have to be guessed, and a wrong guess flips the sign of every reward.
+  if (!DIRECTIONS.includes(task.direction)) {
+    throw new RangeError(`reward: task.direction must be 'maximize' or 'minimize'${task.name ? ` (task ${task.name})` : ''}, got ${show(task.direction)}`);
+  }
+  optionalNumber(task.baseline, 'task.baseline');
+  optionalNumber(task.best, 'task.best');
 }
 
 function validateConfig(cfg: RewardConfig): void {

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { computeReward, durationWeights, sigmoid, type StepFeedback, type TaskMetric } from '../src/index.js';
+import { DEFAULT_REWARD_CONFIG, computeReward, durationWeights, metricGap, sigmoid, type StepFeedback, type TaskMetric } from '../src/index.js';
 
 // Fixed seed so CI is reproducible; FC_SEED=<n> explores other inputs.
 fc.configureGlobal({ seed: Number(process.env.FC_SEED ?? 20261128) });
@@ -89,6 +89,33 @@ describe('variants', () => {
     expect(() => computeReward(graded(1), acc, { variant: 'v3' as never })).toThrow(/variant must be/);
     expect(() => computeReward(graded(1), acc, { alphaNumerator: 0 })).toThrow(/alphaNumerator/);
     expect(() => computeReward(graded(1), acc, { milestoneCredit: 0.2 })).toThrow(/milestoneCredit/);
+    expect(() => metricGap(acc, 0.7, { ...DEFAULT_REWARD_CONFIG, fallbackGapFraction: -1 })).toThrow(/fallbackGapFraction/);
+    expect(() => metricGap(acc, NaN)).toThrow(/previous must be a finite number, got NaN/);
+  });
+
+  it('refuses a task direction it would have to guess: a guess could flip the sign of every reward', () => {
+    for (const direction of ['lower', 'min', 'Minimize', undefined]) {
+      const task = { ...mae, direction } as unknown as TaskMetric;
+      expect(() => computeReward(graded(25000), task)).toThrow(new RegExp(`task.direction must be 'maximize' or 'minimize' \\(task MAE\\), got ${direction === undefined ? 'undefined' : `'${direction}'`}`));
+    }
+  });
+
+  it('refuses feedback fields of the wrong type or an unknown outcome, naming the field', () => {
+    const cases: [unknown, RegExp][] = [
+      [{ ...graded(0.7), outcome: 'crash' }, /feedback.outcome must be one of ok, error, timeout, oom, killed, resource-limit, invalid-submission, got 'crash'/],
+      [{ ...graded(0.7), outcome: 'OOM' }, /feedback.outcome must be one of .*got 'OOM'/],
+      [{ ...graded(0.7), metric: '0.7' }, /feedback.metric must be a number or absent, got string '0.7'/],
+      [{ ...graded(0.7), previousMetric: '0.6' }, /feedback.previousMetric must be a number or absent, got string '0.6'/],
+      [{ ...graded(0.7), formatValid: 'false' }, /feedback.formatValid must be a boolean, got 'false'/],
+      [{ ...graded(0.7), isEdit: 1 }, /feedback.isEdit must be a boolean, got 1/],
+      [{ ...graded(0.7), milestones: true }, /feedback.milestones must be an object, got true/],
+      [undefined, /feedback must be an object, got undefined/],
+    ];
+    for (const [fb, message] of cases) expect(() => computeReward(fb as StepFeedback, acc), JSON.stringify(fb)).toThrow(message);
+    expect(() => computeReward(graded(0.7), undefined as unknown as TaskMetric)).toThrow(/task must be an object, got undefined/);
+    expect(() => computeReward(graded(0.7), { ...acc, best: '0.8' } as unknown as TaskMetric)).toThrow(/task.best must be a number or absent, got string '0.8'/);
+    // NaN and infinite numbers keep their documented meaning: a broken submission.
+    expect(computeReward(graded(NaN), acc)).toEqual({ reward: 0, reason: 'invalid-metric' });
   });
 });
 
@@ -162,5 +189,15 @@ describe('durationWeights', () => {
     expect(mixed[2] / mixed[0]).toBeCloseTo(3, 12);
     expect(durationWeights([undefined, undefined])).toEqual([1, 1]);
     expect(durationWeights([0, 0])).toEqual([1, 1]);
+  });
+
+  it('stays finite for durations whose sum overflows, and refuses negative durations and non-lists', () => {
+    expect(durationWeights([1e308, 1e308])).toEqual([1, 1]);
+    const w = durationWeights([1e308, 1e307, undefined]);
+    expect(w.every(Number.isFinite)).toBe(true);
+    expect(w[0] / w[1]).toBeCloseTo(10, 10);
+    expect(() => durationWeights([-5, 10, 10])).toThrow(/duration 0 is negative \(-5 s\)/);
+    expect(() => durationWeights(undefined as never)).toThrow(/expected a list of durations, got undefined/);
+    expect(() => durationWeights(['3'] as never)).toThrow(/duration 0 must be a number or absent, got string/);
   });
 });
