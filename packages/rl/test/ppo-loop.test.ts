@@ -157,6 +157,8 @@ describe('trainPpo', () => {
       expect(new Set(g.samples.map((x) => x.text)).size).toBe(1);
       expect(g.samples.map((x) => x.reused ?? false)).toEqual([false, true, true]);
       expect(g.samples[1]).toMatchObject({ reward: g.samples[0].reward, metric: g.samples[0].metric, outcome: g.samples[0].outcome, envSeconds: 0 });
+      // A copy spent no env time, but its action's code took as long as the original's (ppo.durationWeighting).
+      expect(g.samples.map((x) => x.execSeconds)).toEqual([0.02, 0.02, 0.02]);
     }
     const row = readMetrics(join(root, 'reuse', 'metrics.jsonl')).find((m) => m.task === undefined)!.values;
     expect(row.reusedSamples).toBe(4);

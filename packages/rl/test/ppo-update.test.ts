@@ -5,6 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Gpu, profileWork } from '@mlagent/core-kernels';
 import { LoraAdapter, QwenModel, QwenTokenizer, TrainOptimizer, ValueHead, initModel, loadAdapter, policyForward, saveAdapter, valueForward, type LoraConfig } from '@mlagent/policy';
 import { defaultTrainConfig, type PpoConfig } from '../src/config/train-config.js';
+import { durationWeights } from '@mlagent/reward';
+import { grpoAdvantages } from '../src/ppo/advantages.js';
 import { ppoUpdate, type PpoSample } from '../src/ppo/update.js';
 
 // Two states, two fixed actions each (one rewarded), on a tiny random Qwen2 through lavapipe.
@@ -120,6 +122,35 @@ describe('ppoUpdate on the policy training API', () => {
     console.log(`capped vs uncapped update: max |Δ logp| ${Math.max(...capped.after.map((x, i) => Math.abs(x - recomputed.after[i])))}`);
     // The weights change the gradient, so the update.
     expect(Math.max(...capped.after.map((x, i) => Math.abs(x - recomputed.after[i])))).toBeGreaterThan(1e-4);
+  }, 300_000);
+
+  it("durationWeighting: each sample's policy term is weighted by its code's run time over the mean, absent times as the mean", async () => {
+    const config: PpoConfig = { ...defaultTrainConfig().ppo, advantage: 'grpo', minibatchSize: 4, epochs: 1, klCoef: 0, klMode: 'none' };
+    const durations = [3, 1, undefined, 1];
+    const run = async (durationWeighting: boolean) => {
+      const actor = LoraAdapter.create(model, lora, { seed: 9 });
+      const actorOptimizer = new TrainOptimizer(gpu, [actor], { lr: 5e-3, maxGradNorm: 1 });
+      const samples = (await samplesFor(actor)).map((x, i) => ({ ...x, durationSec: durations[i] }));
+      const stats = await ppoUpdate({ model, actor, actorOptimizer }, samples, { ...config, durationWeighting }, { seed: 0, iteration: 0 });
+      actorOptimizer.dispose();
+      actor.dispose();
+      return { stats, samples };
+    };
+    // First epoch, ratio 1: the token-mean policy loss is -Σ_i w_i·A_i·len_i / Σ_i len_i.
+    const expected = (samples: PpoSample[], w: number[]) => {
+      const { advantages } = grpoAdvantages(samples.map((x) => x.reward), samples.map((x) => x.group), { skipZeroVariance: config.skipZeroVarianceGroups });
+      const tokens = samples.reduce((n, x) => n + x.response.length, 0);
+      return -samples.reduce((sum, x, i) => sum + w[i] * advantages[i] * x.response.length, 0) / tokens;
+    };
+    const off = await run(false);
+    const on = await run(true);
+    const w = durationWeights(durations);
+    expect(w[2]).toBeCloseTo(1, 12); // no code run: the mean
+    expect(off.stats.durationWeightMax).toBeNaN();
+    expect(on.stats.durationWeightMax).toBeCloseTo(Math.max(...w), 12);
+    expect(off.stats.policyLoss).toBeCloseTo(expected(off.samples, [1, 1, 1, 1]), 5);
+    expect(on.stats.policyLoss).toBeCloseTo(expected(on.samples, w), 5);
+    expect(Math.abs(on.stats.policyLoss - off.stats.policyLoss)).toBeGreaterThan(1e-2);
   }, 300_000);
 
   it('GAE with a critic: the value of each state moves toward its return', async () => {

@@ -75,6 +75,7 @@ export interface PpoConfig {
   maxPromptTokens: number | null;
   oldLogprobs: 'sampler' | 'actor';
   samplerRatioCap: number | null;
+  durationWeighting: boolean;
   validateEvery: number | null;
   validationStates: number;
   validationHoldout: boolean;
@@ -251,6 +252,11 @@ export const PPO_SECTION: SectionOf<PpoConfig> = {
     nullable: true,
     default: null,
     doc: "With oldLogprobs 'actor': each response token's policy term is weighted by min(π_old / π_sampler, this), the actor's probability of the token over the sampler's, capped (truncated importance sampling, as verl's tis_imp_ratio_cap), so responses drawn under the sampler's numerics count as if drawn from π_old. null: no weighting. The iteration logs the weights' mean (samplerWeight).",
+  },
+  durationWeighting: {
+    kind: 'boolean',
+    default: false,
+    doc: "Weight each sample's policy term by how long the code its action ran took, over the mean of the iteration's samples that ran code (duration-aware weighting, arXiv 2509.01684; @mlagent/reward's durationWeights): fast actions come back first and would otherwise dominate. Samples that ran no code weigh as the mean; the weights average to 1 over the iteration. The iteration logs their largest (durationWeightMax).",
   },
   validateEvery: {
     kind: 'number',

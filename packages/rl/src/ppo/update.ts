@@ -1,5 +1,6 @@
 import type { LoraAdapter, QwenModel, TrainOptimizer, ValueHead } from '@mlagent/policy';
 import { maskedNllBackward, policyForward, valueForward } from '@mlagent/policy';
+import { durationWeights } from '@mlagent/reward';
 import { mixSeed } from '../collect/seeds.js';
 import type { PpoConfig } from '../config/train-config.js';
 import { shuffledIndices } from '../sft/batches.js';
@@ -29,6 +30,8 @@ export interface PpoSample {
   reward: number;
   /** Task name, for per-task statistics. */
   task?: string;
+  /** Wall seconds of the code the action ran, for durationWeighting; absent (or null) when it ran none. */
+  durationSec?: number | null;
 }
 
 export interface PpoLearner {
@@ -83,6 +86,8 @@ export interface PpoUpdateStats {
   oldLogpGapMax: number;
   /** samplerRatioCap: the mean truncated weight min(π_old / π_sampler, cap) over the response tokens (NaN when off). */
   samplerWeight: number;
+  /** durationWeighting: the largest sample weight (NaN when off). */
+  durationWeightMax: number;
   /** The learning rate of the iteration's last actor step (NaN when the actor did not step). */
   actorLr: number;
   optimizerSteps: number;
@@ -147,6 +152,15 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
     }
   }
 
+  // Duration-aware weighting: per sample, folded into the per-token weights of the policy term.
+  const durationWeight = config.durationWeighting ? durationWeights(samples.map((s) => s.durationSec ?? undefined)) : null;
+  const tokenWeights = (i: number): ArrayLike<number> | undefined => {
+    if (!durationWeight) return samplerWeights[i];
+    const sampler = samplerWeights[i];
+    return Float64Array.from({ length: samples[i].response.length }, (_, t) => durationWeight[i] * (sampler ? sampler[t] : 1));
+  };
+  const weighted = samplerWeights.length > 0 || durationWeight !== null;
+
   // 2-3. Rewards and advantages.
   const rewards = samples.map((s) => s.reward);
   const sampleKl = samples.map((_, i) => (refLogp.length ? sumKl(oldLogp[i], refLogp[i], config.klEstimator) : 0));
@@ -201,7 +215,7 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
               lengths: sub.map((i) => samples[i].response.length),
               logp: concat(sub.map((_, k) => responseOf(pass.logprobs[k], k))),
               oldLogp: concat(sub.map((i) => oldLogp[i])),
-              samplerWeights: samplerWeights.length ? concat(sub.map((i) => samplerWeights[i])) : undefined,
+              samplerWeights: weighted ? concat(sub.map((i) => tokenWeights(i)!)) : undefined,
               refLogp: refLogp.length ? concat(sub.map((i) => refLogp[i])) : undefined,
               entropy: concat(sub.map((_, k) => responseOf(pass.entropies[k], k))),
               advantages: sub.map((i) => adv.advantages[i]),
@@ -319,6 +333,7 @@ export async function ppoUpdate(learner: PpoLearner, samples: PpoSample[], confi
     oldLogpGap: gapTokens > 0 ? gapSum / gapTokens : NaN,
     oldLogpGapMax: gapTokens > 0 ? gapMax : NaN,
     samplerWeight: samplerWeights.length > 0 && gapTokens > 0 ? weightSum / gapTokens : NaN,
+    durationWeightMax: durationWeight ? Math.max(...durationWeight) : NaN,
     actorLr,
     optimizerSteps: steps,
     responseTokens: samples.reduce((t, s) => t + s.response.length, 0),

@@ -33,6 +33,7 @@ export const CHART_TITLES: Record<string, string> = {
   oldLogpGap: "π_old: mean |sampler's − actor's log-prob| per token",
   oldLogpGapMax: "π_old: largest |sampler's − actor's log-prob|",
   samplerWeight: 'Truncated importance weight π_old / π_sampler (mean)',
+  durationWeightMax: 'Duration weighting: largest sample weight',
   explainedVariance: 'Explained variance',
   lr: 'Learning rate',
   rssGiB: 'Trainer resident memory (GiB)',

@@ -279,7 +279,7 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
         model.adapter = null;
       }
       const rolloutSeconds = (Date.now() - started) / 1000;
-      const samples: PpoSample[] = groups.flatMap((g) => g.samples.map((s, k) => ({ group: g.group, prompt: g.prompts[k], response: s.response, oldLogp: s.oldLogp, reward: s.reward, task: g.task })));
+      const samples: PpoSample[] = groups.flatMap((g) => g.samples.map((s, k) => ({ group: g.group, prompt: g.prompts[k], response: s.response, oldLogp: s.oldLogp, reward: s.reward, task: g.task, durationSec: s.execSeconds })));
       progress = iteration / c.iterations;
       // The micro-batch size (ppo.microBatchSize, or the largest that fits) from the memory plan of these samples.
       let memory: PpoMemoryCheck;
@@ -315,6 +315,7 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
         ...(Number.isNaN(stats.ptxLoss) ? {} : { ptxLoss: stats.ptxLoss }),
         ...(Number.isNaN(stats.oldLogpGap) ? {} : { oldLogpGap: stats.oldLogpGap, oldLogpGapMax: stats.oldLogpGapMax }),
         ...(Number.isNaN(stats.samplerWeight) ? {} : { samplerWeight: stats.samplerWeight }),
+        ...(Number.isNaN(stats.durationWeightMax) ? {} : { durationWeightMax: stats.durationWeightMax }),
         lr: stats.actorLr,
         explainedVariance: stats.explainedVariance,
         formatErrorRate,
@@ -412,11 +413,11 @@ function fingerprintOf(config: TrainConfig, options: TrainPpoOptions): string {
   // what a saved rollout nor what a checkpoint means, so they stay out too (and runs from before they existed resume).
   // Micro-batches change only rounding and dropout draws, and the size that fits can differ between devices.
   // A prompt cap counts only when set: unset, only prompts generate() would refuse are cut. π_old from the actor
-  // counts only when asked for, so runs from before the field existed resume.
+  // counts only when asked for, so runs from before the field existed resume; so does duration weighting.
   // Validation only measures, unless its states are held out of the training draws.
-  const { ptxCoef, ptxBatchSize, generationBatch: _batch, reuseIdenticalResponses: _reuse, activationCheckpointing: _recompute, microBatchSize: _micro, validateEvery, validationStates, validationHoldout, maxPromptTokens, oldLogprobs, samplerRatioCap, ...rest } = config.ppo;
+  const { ptxCoef, ptxBatchSize, generationBatch: _batch, reuseIdenticalResponses: _reuse, activationCheckpointing: _recompute, microBatchSize: _micro, validateEvery, validationStates, validationHoldout, maxPromptTokens, oldLogprobs, samplerRatioCap, durationWeighting, ...rest } = config.ppo;
   const heldOut = validateEvery !== null && validationHoldout ? { heldOutValidationStates: validationStates } : {};
-  const ppo = { ...rest, ...(maxPromptTokens === null ? {} : { maxPromptTokens }), ...(oldLogprobs === 'sampler' ? {} : { oldLogprobs }), ...(samplerRatioCap === null ? {} : { samplerRatioCap }), ...heldOut };
+  const ppo = { ...rest, ...(maxPromptTokens === null ? {} : { maxPromptTokens }), ...(oldLogprobs === 'sampler' ? {} : { oldLogprobs }), ...(samplerRatioCap === null ? {} : { samplerRatioCap }), ...(durationWeighting ? { durationWeighting } : {}), ...heldOut };
   const ptx = ptxCoef > 0 ? { ptxCoef, ptxBatchSize, ptxTemplate: config.sft.template, ptxMaxSeqLen: config.sft.maxSeqLen } : {};
   // f16 weights give other numbers; f32 stays out, so runs from before the field existed resume.
   const dtype = config.dtype === 'f32' ? {} : { dtype: config.dtype };

@@ -55,6 +55,11 @@ async function sample(ctx: RolloutContext, prompts: number[][], seed: number) {
   });
 }
 
+/** The step's duration where it ran code (the env sets feedback.outcome only then), for ppo.durationWeighting. */
+function execSeconds(r: { durationSec: number; feedback: StepFeedback }): { execSeconds?: number } {
+  return r.feedback.outcome === undefined ? {} : { execSeconds: r.durationSec };
+}
+
 function scored(ctx: RolloutContext, task: string, feedback: StepFeedback, metricBefore: number | null) {
   const fb = { ...feedback, previousMetric: feedback.previousMetric ?? metricBefore };
   return computeReward(fb, ctx.env.taskMetric(task), ctx.reward);
@@ -130,7 +135,7 @@ async function executeGroup(
         const r = await step;
         const { reward, reason } = scored(ctx, state.task, r.feedback, state.metric);
         const envSeconds = first ? 0 : r.durationSec;
-        return { response: gen.ids, oldLogp: gen.logprobs, text, finishReason: gen.finishReason, reward, reason, outcome: r.outcome, metric: r.metric, formatValid: r.feedback.formatValid, envSeconds, ...(first ? { reused: true } : {}) };
+        return { response: gen.ids, oldLogp: gen.logprobs, text, finishReason: gen.finishReason, reward, reason, outcome: r.outcome, metric: r.metric, formatValid: r.feedback.formatValid, envSeconds, ...execSeconds(r), ...(first ? { reused: true } : {}) };
       } finally {
         await ep.close();
       }
@@ -159,7 +164,7 @@ export async function episodeRollouts(ctx: RolloutContext, iteration: number, ta
     const started = Date.now();
     try {
       const metricBefore = episodes[0].currentMetric;
-      const steps: { episode: number; prompt: number[]; gen: { ids: number[]; logprobs: number[]; finishReason: 'stop' | 'length' }; text: string; outcome: string; metric: number | null; formatValid: boolean; envSeconds: number }[] = [];
+      const steps: { episode: number; prompt: number[]; gen: { ids: number[]; logprobs: number[]; finishReason: 'stop' | 'length' }; text: string; outcome: string; metric: number | null; formatValid: boolean; envSeconds: number; execSeconds?: number }[] = [];
       for (let round = 0; round < ctx.config.episodeMaxSteps; round++) {
         const live = episodes.map((ep, k) => ({ ep, k })).filter(({ ep }) => !ep.done);
         if (live.length === 0) break;
@@ -169,7 +174,7 @@ export async function episodeRollouts(ctx: RolloutContext, iteration: number, ta
           live.map(async ({ ep, k }, j) => {
             const text = ctx.tokenizer.decode(generated[j].ids, { skipSpecialTokens: true });
             const r = await ep.step(text);
-            return { episode: k, prompt: prompts[j], gen: generated[j], text, outcome: r.outcome, metric: r.metric, formatValid: r.feedback.formatValid, envSeconds: r.durationSec };
+            return { episode: k, prompt: prompts[j], gen: generated[j], text, outcome: r.outcome, metric: r.metric, formatValid: r.feedback.formatValid, envSeconds: r.durationSec, ...execSeconds(r) };
           }),
         );
         steps.push(...results);
@@ -182,7 +187,7 @@ export async function episodeRollouts(ctx: RolloutContext, iteration: number, ta
         state: 'initial',
         metricBefore,
         prompts: steps.map((s) => s.prompt),
-        samples: steps.map((s) => ({ response: s.gen.ids, oldLogp: s.gen.logprobs, text: s.text, finishReason: s.gen.finishReason, reward: episodeReward[s.episode].reward, reason: episodeReward[s.episode].reason, outcome: s.outcome, metric: s.metric, formatValid: s.formatValid, envSeconds: s.envSeconds })),
+        samples: steps.map((s) => ({ response: s.gen.ids, oldLogp: s.gen.logprobs, text: s.text, finishReason: s.gen.finishReason, reward: episodeReward[s.episode].reward, reason: episodeReward[s.episode].reason, outcome: s.outcome, metric: s.metric, formatValid: s.formatValid, envSeconds: s.envSeconds, ...(s.execSeconds === undefined ? {} : { execSeconds: s.execSeconds }) })),
         generateSeconds: (Date.now() - started) / 1000,
       };
       ctx.onGroup(group);

@@ -20,6 +20,8 @@ export interface RolloutSample {
   metric: number | null;
   formatValid: boolean;
   envSeconds: number;
+  /** Wall seconds of the code the action ran, a reused copy's too (ppo.durationWeighting); absent when it ran none. */
+  execSeconds?: number;
   /** The result was copied from a response to the same state that made the same action call, not executed (ppo.reuseIdenticalResponses). */
   reused?: boolean;
 }
