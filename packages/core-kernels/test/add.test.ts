@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { add } from '../src/index.js';
+import { ShapeError, add } from '../src/index.js';
 import { addRef } from '../src/reference/add.js';
 import { CPU_STRIDE_WORKGROUPS } from '../src/kernels/wgsl.js';
 import { Rng, awkwardSizes, expectClose, freshGpu, testGpu } from './helpers.js';
@@ -22,6 +22,22 @@ describe('add', () => {
         for (const t of [ta, tb, y]) t.dispose();
       }
     }
+  });
+
+  it('refuses an out in the buffer of a or b before recording anything (a read would fail the whole batch)', async () => {
+    const gpu = await testGpu();
+    const x = gpu.tensor([2, 4], 'f32', [1, 2, 3, 4, 5, 6, 7, 8]);
+    const y = gpu.tensor([2, 4], 'f32', [1, 1, 1, 1, 1, 1, 1, 1]);
+    const before = gpu.memory().inUse;
+    // In place, into b, through a reshaped view, and into other rows of a's buffer.
+    for (const [a, b, out] of [[x, x, x], [x, y, y], [x, y, x.reshape([1, 2, 4])], [x.rows(0, 1), y.rows(0, 1), x.rows(1, 1)]]) {
+      const fn = () => add(gpu, a, b, out);
+      expect(fn).toThrowError(ShapeError);
+      expect(fn).toThrowError(/add output must not alias a or b \[op=add shapes=f32\[.*\] \+ f32\[.*\] -> f32/);
+    }
+    expect(gpu.memory().inUse).toBe(before);
+    // Reading the same buffer twice is fine; so is the batch after the refusals.
+    expect(Array.from(await add(gpu, x, x).read())).toEqual([2, 4, 6, 8, 10, 12, 14, 16]);
   });
 
   it('adds window by window where the tensors exceed a binding', async () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ShapeError, roundToF16, type Gpu } from '../src/index.js';
-import { loraDropout, loraLinear, loraLinearBackward } from '../src/kernels/lora.js';
+import { loraDropout, loraLinear, loraLinearBackward, type LoraOptions } from '../src/kernels/lora.js';
 import { loraBackwardRef, loraKeep, loraRef, type LoraRefDims } from '../src/reference/lora.js';
 import { Rng, checkDirectional, dot, expectClose, testGpu } from './helpers.js';
 
@@ -134,5 +134,21 @@ describe('lora linear', () => {
     expect(() => loraLinear(gpu, x, W, A, B, { alpha: 1, bias: gpu.tensor([4], 'f32') })).toThrowError(/bias/);
     const { h } = loraLinear(gpu, x, W, A, B, { alpha: 1 });
     expect(() => loraLinearBackward(gpu, x, W, A, B, h, gpu.tensor([3, 4], 'f32'), { alpha: 1 })).toThrowError(/dy/);
+  });
+
+  it('refuses a missing or non-finite alpha under its own op name, before recording or allocating anything', async () => {
+    const gpu = await testGpu();
+    const [x, W, A, B] = [gpu.tensor([2, 3], 'f32'), gpu.tensor([2, 3], 'f32'), gpu.tensor([1, 3], 'f32'), gpu.tensor([2, 1], 'f32')];
+    const [h, dy] = [gpu.tensor([2, 1], 'f32'), gpu.tensor([2, 2], 'f32')];
+    const before = gpu.memory().inUse;
+    // JavaScript callers (or a config with the field missing) can leave out the required alpha.
+    for (const alpha of [undefined, NaN, Infinity, '8']) {
+      const opts = { alpha, dropout: 0.1 } as unknown as LoraOptions;
+      for (const [op, fn] of [['loraLinear', () => loraLinear(gpu, x, W, A, B, opts)], ['loraLinearBackward', () => loraLinearBackward(gpu, x, W, A, B, h, dy, opts)]] as const) {
+        expect(fn).toThrowError(ShapeError);
+        expect(fn).toThrowError(new RegExp(`alpha must be a finite number, got ${alpha} \\[op=${op} `));
+      }
+    }
+    expect(gpu.memory().inUse).toBe(before);
   });
 });

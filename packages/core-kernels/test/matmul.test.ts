@@ -220,6 +220,60 @@ describe('matmul forward', () => {
   });
 });
 
+describe('matmul validation of out, aliasing and offsets', () => {
+  /** `fn` throws a ShapeError matching `msg` and leaves the allocator's bytes in use as they were. */
+  const refuses = (gpu: Gpu, fn: () => unknown, msg: RegExp) => {
+    const before = gpu.memory().inUse;
+    expect(fn).toThrowError(ShapeError);
+    expect(fn).toThrowError(msg);
+    expect(gpu.memory().inUse).toBe(before);
+  };
+
+  it('takes an out of the result\'s shape (leading dimensions merged or split), any shape only with explicit addressing', async () => {
+    const gpu = await testGpu();
+    const A = gpu.tensor([2, 3], 'f32', [1, 0, 0, 0, 1, 0]);
+    const B = gpu.tensor([3, 3], 'f32', [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    const [transposed, flat] = [gpu.tensor([3, 2], 'f32'), gpu.tensor([9], 'f32', new Array(9).fill(-1))];
+    // Big enough, but it would hold the [2, 3] result row-major under another shape.
+    refuses(gpu, () => matmul(gpu, A, B, { out: transposed }), /out f32\[3,2\] must be \[2,3\] .*op=matmul/);
+    refuses(gpu, () => matmul(gpu, A, B, { out: flat }), /out f32\[9\] must be \[2,3\]/);
+    const [A2, wrong] = [gpu.tensor([2, 2, 3], 'f32'), gpu.tensor([3, 4], 'f32')];
+    refuses(gpu, () => matmul(gpu, A2, B, { out: wrong }), /must be 2 x \[2,3\]/);
+    expect(Array.from(await matmul(gpu, A, B, { out: gpu.tensor([1, 2, 3], 'f32') }).read())).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(Array.from(await matmul(gpu, A, B, { out: flat, offsetC: 3 }).read())).toEqual([-1, -1, -1, 1, 2, 3, 4, 5, 6]);
+    const wide = gpu.tensor([2, 4], 'f32', new Array(8).fill(-1));
+    expect(Array.from(await matmul(gpu, A, B, { out: wide, ldc: 4 }).read())).toEqual([1, 2, 3, -1, 4, 5, 6, -1]);
+  });
+
+  it('refuses an out in the buffer of a, b or the bias, before recording anything', async () => {
+    const gpu = await testGpu();
+    const A = gpu.tensor([2, 3], 'f32', [1, 0, 0, 0, 1, 0]);
+    const B = gpu.tensor([3, 3], 'f32', [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    const sq = gpu.tensor([2, 2], 'f32', [1, 2, 3, 4]);
+    refuses(gpu, () => matmul(gpu, sq, sq, { out: sq }), /out f32\[2,2\] must not alias a, b or bias/);
+    refuses(gpu, () => matmul(gpu, A, B, { out: A }), /must not alias/);
+    refuses(gpu, () => matmul(gpu, A, B, { out: B.rows(0, 2) }), /must not alias/);
+    const both = gpu.tensor([3, 3], 'f32');
+    refuses(gpu, () => matmul(gpu, A, B, { out: both.rows(0, 2), bias: both }), /must not alias/);
+    // Nothing was recorded: the batch reads back.
+    expect(Array.from(await matmul(gpu, sq, sq).read())).toEqual([7, 10, 15, 22]);
+  });
+
+  it('validates offsetBias like the other offsets, and every option before allocating the output', async () => {
+    const gpu = await testGpu();
+    const A = gpu.tensor([2, 3], 'f32', [1, 0, 0, 0, 1, 0]);
+    const B = gpu.tensor([3, 3], 'f32', [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    const bias = gpu.tensor([4], 'f32', [100, 200, 300, 400]);
+    for (const offsetBias of [-1, 0.5, NaN]) {
+      refuses(gpu, () => matmul(gpu, A, B, { bias, offsetBias }), new RegExp(`non-negative integers, got offsetBias=${offsetBias}`));
+    }
+    refuses(gpu, () => matmul(gpu, A, B, { offsetA: -1 }), /got offsetA=-1/);
+    refuses(gpu, () => matmul(gpu, A, B, { batch: 2, strideC: 7 }), /out \[2,2,3\] too small/);
+    refuses(gpu, () => matmul(gpu, A, B, { outDType: 'i32' as 'f32' }), /out must be f32 or f16, got i32/);
+    expect(Array.from(await matmul(gpu, A, B, { bias, offsetBias: 1 }).read())).toEqual([201, 302, 403, 204, 305, 406]);
+  });
+});
+
 describe('matmul paths', () => {
   const features = (matrix: boolean): GpuFeatures => ({
     shaderF16: true,

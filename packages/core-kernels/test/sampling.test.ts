@@ -263,6 +263,91 @@ describe('sampleTokens', () => {
     }
   });
 
+  it('draws among logits whose logit/T overflows as their limit, and gives NaN, +inf or all -inf rows the sentinel (-1, NaN logprobs)', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(12);
+    const V = 40;
+    const row = (edit: (x: number[]) => void) => {
+      const x = Array.from(rng.randn(V));
+      edit(x);
+      return x;
+    };
+    // At T = 2^-120 a logit of 1000 is +inf in f32 (1.3e39) while the randn ones stay finite (< 1e37).
+    const rows = [
+      row((x) => (x[5] = 1000)),
+      row((x) => {
+        [3, 17, 30].forEach((i) => (x[i] = 1000));
+        x.fill(-Infinity, 20, 25);
+      }),
+      row((x) => (x[11] = NaN)),
+      row((x) => x.fill(NaN)),
+      row((x) => x.fill(-Infinity)),
+      row(() => {}),
+      row((x) => ((x[2] = Infinity), (x[9] = NaN))),
+      row((x) => (x[7] = Infinity)), // an overflow in the model: no distribution, not a sure token
+    ];
+    const sentinel = [2, 3, 4, 6, 7];
+    const B = rows.length;
+    const logits = Float32Array.from(rows.flat());
+    const cdfTol = 2e-6 * Math.sqrt(V) + 1e-6;
+    const tiny = 2 ** -120;
+    for (const opts of [
+      { temperature: tiny, seed: 1 },
+      { temperature: tiny, topK: 2, seed: 2 }, // top-2 of three tied overflows keeps all three
+      { temperature: tiny, topK: 5, topP: 0.5, seed: 3 },
+      { temperature: tiny, topP: 0.9, seed: 4 },
+      { temperature: 0 },
+      { temperature: tiny, greedy: true, topK: 3 },
+    ] as SampleOptions[]) {
+      for (const sample of [sampleTokens, scanningRows]) {
+        const s = await run(gpu, logits, B, V, opts, 'f32', sample);
+        for (let r = 0; r < B; r++) {
+          const where = `row ${r} ${JSON.stringify(opts)} id ${s.ids[r]} lp ${s.lp[r]} ${s.lpTemp[r]}`;
+          if (sentinel.includes(r)) {
+            expect([s.ids[r], s.lp[r], s.lpTemp[r]], where).toEqual([-1, NaN, NaN]);
+            continue;
+          }
+          // Float64 has the range the f32 kernel lacks: its softmax is the limit the kernel must give.
+          const ref = sampleDistRef(logits.subarray(r * V, (r + 1) * V), { ...opts, temperature: opts.temperature as number });
+          expect(mismatch(ref, s.ids[r], s.lp[r], s.lpTemp[r], sampleUniform(opts.seed ?? 0, 0, r), cdfTol), where).toBeUndefined();
+        }
+        expect([s.ids[0], s.lp[0] + 0, s.lpTemp[0] + 0]).toEqual([5, 0, 0]); // + 0: greedy's -log(1) is -0
+        expect([3, 17, 30]).toContain(s.ids[1]);
+        expectClose([s.lpTemp[1]], [-Math.log(3)], { atol: 1e-6, rtol: 0 }, 'three tied maxima');
+      }
+    }
+  });
+
+  it('gives the sentinel to rows whose per-row temperature the host would refuse, and refuses such a number', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(13);
+    const [B, V] = [6, 30];
+    const logits = rng.randn(B * V, 2);
+    // NaN, +inf and a subnormal (1/T overflows f32, and GPUs may flush it to 0); then valid ones, 0 and -1 greedy.
+    const temps = [NaN, Infinity, 1e-40, 0.8, 0, -1];
+    const s = await run(gpu, logits, B, V, { temperature: gpu.tensor([B], 'f32', temps), seed: 3 });
+    for (let r = 0; r < B; r++) {
+      const where = `row ${r} T ${temps[r]}`;
+      if (r < 3) {
+        expect([s.ids[r], s.lp[r], s.lpTemp[r]], where).toEqual([-1, NaN, NaN]);
+        continue;
+      }
+      const ref = sampleDistRef(logits.subarray(r * V, (r + 1) * V), { temperature: temps[r] });
+      expect(mismatch(ref, s.ids[r], s.lp[r], s.lpTemp[r], sampleUniform(3, 0, r), 1e-5), where).toBeUndefined();
+    }
+    const x = gpu.tensor([B, V], 'f32', logits);
+    const before = gpu.memory().inUse;
+    for (const temperature of [1e-40, 1e-45, 2 ** -127, Infinity]) {
+      const fn = () => sampleTokens(gpu, x, { temperature, seed: 1 });
+      expect(fn).toThrowError(ShapeError);
+      expect(fn).toThrowError(/temperature must be finite and 0 \(greedy\) or at least 2\^-126, got .* \[op=sampleTokens /);
+    }
+    expect(gpu.memory().inUse).toBe(before);
+    x.dispose();
+    // A tiny temperature that is still a normal f32 samples as the argmax, as the reference does.
+    await checkAgainstRef(gpu, logits, B, V, { temperature: 1e-30, seed: 4 });
+  });
+
   it('handles the full Qwen vocabulary (V = 152064)', async () => {
     const gpu = await testGpu();
     const rng = new Rng(8);

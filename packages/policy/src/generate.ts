@@ -164,7 +164,7 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
       s.logprobs.dispose();
       s.tempLogprobs.dispose();
       const next = Array.from(ids as ArrayLike<number>);
-      // NaN logits sample token 0 with a NaN logprob: fail rather than emit it (B numbers already on the CPU).
+      // A row with NaN or +inf logits samples the sentinel id -1 with a NaN logprob: fail rather than emit it.
       for (let b = 0; b < B; b++) {
         if (!done[b] && !Number.isFinite(lps[b])) throw new NonFiniteError(`logits at step ${step} of prompt ${b}`, { fn: 'generate' });
       }

@@ -11,14 +11,19 @@ const WG = 256;
  * Residual add: out = a + b, elementwise, one dtype, shapes equal up to how the leading dimensions are split
  * ([B, T, H] + [B·T, H] is fine; [2, 3] + [3, 2] is refused: same size, but rows of another width). The output
  * has a's shape. Backward is the identity for both inputs, so callers pass the upstream gradient on (see
- * `addBackward`).
+ * `addBackward`). `out` must not share a buffer with a or b (no in-place add).
  */
 export function add<D extends DType>(gpu: Gpu, a: Tensor<D>, b: Tensor<D>, out?: Tensor<D>): Tensor<D> {
   const shapes = `${a} + ${b}`;
   const rowsAlike = (x: Tensor, y: Tensor) => x.size === y.size && (x.size === 0 || x.shape.at(-1) === y.shape.at(-1));
   if (!rowsAlike(a, b) || a.dtype !== b.dtype) throw new ShapeError('add needs equal shapes (up to merged leading dimensions) and dtypes', { op: 'add', shapes });
+  if (out) {
+    if (!rowsAlike(out, a) || out.dtype !== a.dtype) throw new ShapeError('add output mismatch', { op: 'add', shapes: `${shapes} -> ${out}` });
+    // A buffer bound both read-only and read-write in one dispatch is a Dawn validation error that only surfaces at
+    // the next read, and fails the whole batch: refuse it here.
+    if (out.buffer === a.buffer || out.buffer === b.buffer) throw new ShapeError('add output must not alias a or b', { op: 'add', shapes: `${shapes} -> ${out}` });
+  }
   const y = out ?? gpu.tensor(a.shape, a.dtype, undefined, 'add');
-  if (!rowsAlike(y, a) || y.dtype !== a.dtype) throw new ShapeError('add output mismatch', { op: 'add', shapes: `${shapes} -> ${y}` });
   // vec4 items where the size allows (windows then hold whole vec4s): on llvmpipe each storage access is a loop over
   // the lanes, so a vec4 shares it among 4 elements.
   const vec = a.size % 4 === 0 ? 4 : 1;

@@ -99,6 +99,8 @@ function checkLora(op: string, x: Tensor, W: Tensor, A: Tensor, B: Tensor, opts:
   const p = opts.dropout ?? 0;
   if (!(p >= 0 && p < 1)) fail(`dropout ${p} outside [0, 1)`);
   if (!(r > 0)) fail('rank r must be positive');
+  // Checked here, not by the matmul that scales by alpha / r: that one runs after others were recorded.
+  if (typeof opts.alpha !== 'number' || !Number.isFinite(opts.alpha)) fail(`alpha must be a finite number, got ${opts.alpha}`);
   const T = x.size / inF;
   if (dy && (dy.size !== T * outF || dy.shape[dy.rank - 1] !== outF || dy.dtype !== 'f32')) fail(`dy must be f32 [..., ${outF}]`);
   return { T, inF, outF, r };

@@ -2,7 +2,7 @@ import type { AdapterSummary, Gpu } from '../runtime/gpu.js';
 import { Params } from '../runtime/params.js';
 import { GpuLimitError, ShapeError } from '../runtime/errors.js';
 import type { Tensor } from '../runtime/tensor.js';
-import { DTYPE_BYTES, type DType } from '../runtime/dtype.js';
+import { DTYPE_BYTES, shapeSize, type DType } from '../runtime/dtype.js';
 import { f16MatrixConfig, isSoftwareAdapter, subgroupSizes, type GpuFeatures, type KernelVariants, type SubgroupMatrixConfig } from '../runtime/features.js';
 import { common, layersOf, matmulParams, specKey, type KernelSpec, type Problem } from './matmul-wgsl.js';
 import { BK, BM, BN, CPU_BN, CPU_R, cpuTiledWgsl, tiledWgsl } from './matmul-tiled.js';
@@ -48,6 +48,10 @@ export interface MatmulOptions {
   alpha?: number;
   /** Needs `out`; its old contents are scaled by beta and added. */
   beta?: number;
+  /**
+   * Output, f32 or f16, in no buffer of A, B or the bias. Without ldc, strideC or offsetC it must hold batch × [M, N]
+   * (leading dimensions merged or split as the caller likes); with them, any tensor holding the addressed elements.
+   */
   out?: Tensor;
   /** dtype of a new output (default f32). */
   outDType?: 'f32' | 'f16';
@@ -258,16 +262,27 @@ export function matmul(gpu: Gpu, a: Tensor, b: Tensor, opts: MatmulOptions = {})
   const fail = (msg: string): never => {
     throw new ShapeError(msg, { op: 'matmul', shapes });
   };
+  // Everything is checked before the output is allocated or anything recorded, so a refused call leaks nothing.
   for (const t of [a, b]) if (t.dtype !== 'f32' && t.dtype !== 'f16') fail(`inputs must be f32 or f16, got ${t.dtype}`);
+  // Before the extent checks: a NaN or negative offset would pass them.
+  const counts = { m: p.M, n: p.N, k: p.K, batch: p.batch, lda: p.lda, ldb: p.ldb, ldc: p.ldc, strideA: p.sA, strideB: p.sB, strideC: p.sC,
+    offsetA: p.offA, offsetB: p.offB, offsetC: p.offC, offsetBias: p.offBias };
+  for (const [name, v] of Object.entries(counts)) {
+    if (!Number.isInteger(v) || v < 0) fail(`dimensions, strides and offsets must be non-negative integers, got ${name}=${v}`);
+  }
   if (opts.bias) {
     if (opts.bias.dtype !== 'f32' && opts.bias.dtype !== 'f16') fail(`bias must be f32 or f16, got ${opts.bias.dtype}`);
     if (p.offBias + p.N > opts.bias.size) fail(`bias ${opts.bias} shorter than N=${p.N}`);
   }
   if (!Number.isFinite(p.alpha) || !Number.isFinite(p.beta)) fail(`alpha and beta must be finite, got ${p.alpha} and ${p.beta}`);
   if (p.beta !== 0 && !opts.out) fail('beta != 0 needs out');
-  const outShape = opts.out?.shape ?? defaultOutShape(a, b, p);
-  const c = opts.out ?? gpu.tensor(outShape, opts.outDType ?? 'f32', undefined, 'matmul');
-  if (c.dtype !== 'f32' && c.dtype !== 'f16') fail(`out must be f32 or f16, got ${c.dtype}`);
+  const out = opts.out;
+  const cType = out?.dtype ?? opts.outDType ?? 'f32';
+  if (cType !== 'f32' && cType !== 'f16') fail(`out must be f32 or f16, got ${cType}`);
+  // One buffer bound read-only and read-write in one dispatch is a Dawn validation error that surfaces only at the
+  // next read, and fails the whole batch.
+  if (out && [a, b, opts.bias].some((t) => t?.buffer === out.buffer)) fail(`out ${out} must not alias a, b or bias`);
+  const outShape = out?.shape ?? defaultOutShape(a, b, p);
   // Every element each operand is addressed at must lie inside its tensor.
   const extent = (off: number, stride: number, rows: number, ld: number, cols: number) =>
     off + (p.batch - 1) * stride + (rows - 1) * ld + cols;
@@ -277,18 +292,23 @@ export function matmul(gpu: Gpu, a: Tensor, b: Tensor, opts: MatmulOptions = {})
   if (p.M * p.N * p.batch > 0) {
     if (p.K > 0 && extent(p.offA, p.sA, aRows, p.lda, aCols) > a.size) fail(`A ${a} too small for the addressed matrix`);
     if (p.K > 0 && extent(p.offB, p.sB, bRows, p.ldb, bCols) > b.size) fail(`B ${b} too small for the addressed matrix`);
-    if (extent(p.offC, p.sC, p.M, p.ldc, p.N) > c.size) fail(`out ${c} too small for the result`);
+    if (extent(p.offC, p.sC, p.M, p.ldc, p.N) > shapeSize(outShape)) fail(`out ${out ?? `[${outShape.join(',')}]`} too small for the result`);
   }
-  for (const v of [p.M, p.N, p.K, p.batch, p.lda, p.ldb, p.ldc, p.sA, p.sB, p.sC, p.offA, p.offB, p.offC]) {
-    if (!Number.isInteger(v) || v < 0) fail(`dimensions, strides and offsets must be non-negative integers`);
+  // Without explicit addressing of C, an out big enough but of another shape (C transposed, flat) would silently
+  // hold the result row-major; its leading dimensions may be merged or split, as in add.
+  const addressed = opts.ldc !== undefined || opts.strideC !== undefined || opts.offsetC !== undefined;
+  if (out && !addressed && (out.size !== p.batch * p.M * p.N || (out.size > 0 && out.shape.at(-1) !== p.N))) {
+    fail(`out ${out} must be ${p.batch > 1 ? `${p.batch} x ` : ''}[${p.M},${p.N}] (or pass ldc, strideC or offsetC to address part of it)`);
   }
-  if (p.M * p.N * p.batch === 0) return c;
+  const alloc = () => out ?? gpu.tensor(outShape, cType, undefined, 'matmul');
+  if (p.M * p.N * p.batch === 0) return alloc();
   const cpuPacked = opts.packedB && opts.packedB.windowsFor(b, p, shapes);
-  const types = { a: a.dtype, b: b.dtype, c: c.dtype, bias: opts.bias?.dtype };
-  const path = opts.path && opts.path !== 'auto' ? opts.path : selectMatmulPath(gpu, a.dtype, b.dtype, p.M, p.N, p.K, { ...p, cType: c.dtype, biasType: opts.bias?.dtype });
+  const types = { a: a.dtype, b: b.dtype, c: cType, bias: opts.bias?.dtype };
+  const path = opts.path && opts.path !== 'auto' ? opts.path : selectMatmulPath(gpu, a.dtype, b.dtype, p.M, p.N, p.K, { ...p, cType, biasType: opts.bias?.dtype });
   if (path === 'gemv' && p.M > GEMV_MAX_M) fail(`gemv path takes M <= ${GEMV_MAX_M}`);
   const unfit = path === 'cpu-tiled' ? cpuTiledUnfit(gpu, types, p) : path === 'cpu-gemv' ? cpuGemvUnfit(gpu, p.M, p.K, p) : undefined;
   if (unfit) fail(`${path} path ${unfit}`);
+  const c = alloc();
   if (p.K === 0) epilogueOnly(gpu, c, opts.bias, p, shapes);
   else run(gpu, a, b, c, opts.bias, p, path, shapes, { ...opts, cpuPacked });
   return c;

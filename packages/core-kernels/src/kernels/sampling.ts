@@ -7,8 +7,15 @@ import { LINEAR_WORKGROUP, enableF16, wgslType } from './wgsl.js';
 /** Bins per radix pass: 4 bits of the 32-bit key, so a threshold is found in 8 passes over the row. */
 const NB = 16;
 
+/** The smallest normal f32: positive temperatures below it are refused (1/T overflows f32, or the GPU flushes T to 0). */
+const MIN_TEMPERATURE = 2 ** -126;
+
 export interface SampleOptions {
-  /** Global temperature, or an f32[B] tensor of per-row temperatures. 0 (or less) means greedy. Default 1. */
+  /**
+   * Global temperature, or an f32[B] tensor of per-row temperatures. 0 (or less) means greedy. Default 1. NaN, +∞
+   * and positive values below 2^-126 (the smallest normal f32, where 1/T overflows or the GPU may flush T to 0) are
+   * refused; in a per-row tensor, where the host does not see them, they give that row the sentinel (sampleTokens).
+   */
   temperature?: number | Tensor;
   /** Keep the k largest logits (ties at the k-th value are all kept, as in Hugging Face). 0/absent: off. */
   topK?: number;
@@ -28,7 +35,7 @@ export interface SampleOptions {
 }
 
 export interface SampleResult {
-  /** i32[B] sampled token ids. */
+  /** i32[B] sampled token ids; -1 for a row that has nothing to sample (see sampleTokens). */
   ids: Tensor<'i32'>;
   /**
    * f32[B] log-probability of the sampled token under the distribution actually sampled from: softmax(logits/T)
@@ -90,7 +97,16 @@ fn uniform01(seed: u32, step: u32, row: u32) -> f32 {
  *     a scan, then the thread whose chunk holds the draw walks it.
  * On lavapipe, top-k 50 then top-p 0.9 over 152k normal logits takes 0.15–0.18x the time of the radix passes;
  * top-p 0.9 alone 0.37x at T 0.3 and 1.06x on a flat row whose nucleus the bound misses (docs/BENCHMARKS.md).
- * Masked logits (-inf) have zero mass and are never drawn. A row whose logits are all -inf has undefined output.
+ *
+ * Non-finite logits, which only the GPU sees (no readback here), have defined results:
+ *  - -∞ (a masked token) has zero mass and is never drawn;
+ *  - a finite logit whose logit/T overflows f32 (a tiny T) is the limit of a growing logit: the row's distribution
+ *    is uniform over those tokens, so with one of them that token is drawn with logprob 0, with n of them one is
+ *    drawn with logprob -log n (top-k/top-p and greedy alike);
+ *  - a row with any NaN or +∞ logit (an overflow in the model, e.g. in f16), or all logits -∞, or a per-row
+ *    temperature that would be refused as a number, gets the sentinel: id -1 and NaN logprobs and tempLogprobs
+ *    (greedy too). Callers that check the logprobs for non-finite values (policy's generate) catch it there; none
+ *    of them can mistake it for a token.
  */
 export function sampleTokens(gpu: Gpu, logits: Tensor, opts: SampleOptions = {}): SampleResult {
   return sampleGathering(gpu, logits, opts, Infinity);
@@ -114,6 +130,10 @@ export function sampleGathering(gpu: Gpu, logits: Tensor, opts: SampleOptions, m
     throw new ShapeError(`per-row temperature must be f32[${B}]`, { op, shapes: `${shapes}, T ${temp}` });
   }
   if (!perRow && Number.isNaN(temp)) throw new ShapeError('temperature is NaN', { op, shapes });
+  // 1/T must be a finite f32 for the kernel's logits/T (the kernel gives a per-row tensor's such rows the sentinel).
+  if (!perRow && (temp === Infinity || (temp > 0 && temp < MIN_TEMPERATURE))) {
+    throw new ShapeError(`temperature must be finite and 0 (greedy) or at least 2^-126, got ${temp}`, { op, shapes });
+  }
   for (const [name, x] of [['seed', opts.seed], ['step', opts.step]] as const) {
     if (x !== undefined && !(Number.isInteger(x) && x >= 0 && x < 2 ** 32)) throw new ShapeError(`${name} must be a u32 integer, got ${x}`, { op, shapes });
   }
@@ -164,6 +184,7 @@ var<workgroup> sh_pick: u32;
 var<workgroup> sh_total: f32;
 var<workgroup> sh_count: atomic<u32>;
 var<workgroup> sh_lo: atomic<u32>;
+var<workgroup> sh_nan: atomic<u32>;
 
 // Order-preserving map from f32 to u32: a > b as floats iff key(a) > key(b) as integers.
 fn key(z: f32) -> u32 {
@@ -175,6 +196,15 @@ var<private> row_base: u32;
 var<private> inv_t: f32;
 fn z_at(i: u32) -> f32 { return f32(logits[row_base + i]) * inv_t; }
 var<private> row_max: f32;
+
+// exp(z - m) and z - m, but 1 and 0 where z == m: +inf tokens under a +inf maximum weigh 1 each (the limit of a
+// growing logit), not exp(inf - inf) = NaN. Finite z == m gives the same either way; m is never -inf (NEG floor).
+fn wexp(z: f32, m: f32) -> f32 { return select(exp(z - m), 1.0, z == m); }
+fn zdiff(z: f32, m: f32) -> f32 { return select(z - m, 0.0, z == m); }
+// From the bits, which compilers may not fold away as they may a z != z.
+fn is_nan(z: f32) -> bool { return (bitcast<u32>(z) & 0x7fffffffu) > 0x7f800000u; }
+// A quiet NaN for the sentinel row, from a variable: a NaN constant is a shader-creation error.
+var<private> nan_bits: u32 = 0x7fc00000u;
 
 // A kept set of at most NB·WG tokens is gathered into the bins' memory once the top-k pass is done with it:
 // candidate j's logit/T in bin_mass[j], its index in bin_cnt[j]; index NONE pads to a power of two and sorts last.
@@ -277,7 +307,7 @@ fn find_mass(n: u32, frac: f32, whole: f32, strict: bool, li: u32) -> u32 {
   let start = min(li * chunk, n);
   let end = min(start + chunk, n);
   var part = 0.0;
-  for (var j = start; j < end; j++) { part += exp(bin_mass[j] - row_max); }
+  for (var j = start; j < end; j++) { part += wexp(bin_mass[j], row_max); }
   red_s[li] = part;
   workgroupBarrier();
   if (li == 0u) {
@@ -302,7 +332,7 @@ fn find_mass(n: u32, frac: f32, whole: f32, strict: bool, li: u32) -> u32 {
     var pick = NONE;
     var last = start;
     for (var j = start; j < end; j++) {
-      let w = exp(bin_mass[j] - row_max);
+      let w = wexp(bin_mass[j], row_max);
       if (w > 0.0) { last = j; }
       acc += w;
       if (w > 0.0 && reaches(acc, sh_f, strict)) { pick = j; break; }
@@ -319,8 +349,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (r >= p.rows) { return; }
   let row = p.row0 + r;
   row_base = r * p.v;
-  if (li == 0u) { sh_f = select(p.temperature, temps[row * p.per_row], p.per_row != 0u); }
+  if (li == 0u) { sh_f = select(p.temperature, temps[row * p.per_row], p.per_row != 0u); atomicStore(&sh_nan, 0u); }
   let temperature = workgroupUniformLoad(&sh_f);
+  // A per-row temperature the host would refuse: NaN, +inf or a positive subnormal (by its bits, before any flush).
+  let tb = bitcast<u32>(temperature);
+  let bad_t = is_nan(temperature) || tb == 0x7f800000u || (tb > 0u && tb < 0x00800000u);
   let greedy = p.greedy != 0u || !(temperature > 0.0);
   inv_t = select(1.0 / temperature, 1.0, greedy);
 
@@ -328,11 +361,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   var m = NEG;
   var s = 0.0;
   var idx = NONE;
+  var nan_seen = false;
   for (var i = li; i < p.v; i += ${WG}u) {
     let z = z_at(i);
+    // A +inf logit is an overflow in the model (f16 activations), not a choice: the row has no distribution.
+    nan_seen = nan_seen || is_nan(z) || bitcast<u32>(f32(logits[row_base + i])) == 0x7f800000u;
     if (z > m) { s = s * exp(m - z) + 1.0; m = z; idx = i; }
-    else { s += exp(z - m); if (idx == NONE) { idx = i; } }
+    else { s += wexp(z, m); if (idx == NONE) { idx = i; } }
   }
+  if (nan_seen) { atomicStore(&sh_nan, 1u); }
   red_m[li] = m; red_s[li] = s; red_i[li] = idx;
   bin_cnt[li] = select(0u, key(m), m > NEG);
   workgroupBarrier();
@@ -340,7 +377,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (li < k) {
       let m1 = red_m[li]; let m2 = red_m[li + k];
       let mm = max(m1, m2);
-      red_s[li] = red_s[li] * exp(m1 - mm) + red_s[li + k] * exp(m2 - mm);
+      red_s[li] = red_s[li] * wexp(m1, mm) + red_s[li + k] * wexp(m2, mm);
       var i1 = red_i[li]; let i2 = red_i[li + k];
       if (m2 > m1 || (m2 == m1 && i2 < i1)) { i1 = i2; }
       red_i[li] = i1;
@@ -353,6 +390,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let amax = red_i[0];
   row_max = mx;
   workgroupBarrier();
+  // The sentinel row: NaN logits, a bad per-row temperature, or nothing to draw (all -inf: total_s = 0).
+  if (li == 0u) { sh_pick = select(0u, 1u, atomicLoad(&sh_nan) != 0u || bad_t || !(total_s > 0.0)); }
+  if (workgroupUniformLoad(&sh_pick) != 0u) {
+    if (li == 0u) { ids[row] = -1; lp[row] = bitcast<f32>(nan_bits); lp_temp[row] = bitcast<f32>(nan_bits); }
+    return;
+  }
 
   if (greedy) {
     if (li == 0u) { ids[row] = i32(amax); lp[row] = 0.0; lp_temp[row] = -log(total_s); }
@@ -423,7 +466,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if (k >= lo && (kb >> 4u) == prefix) {
           let c = (kb & ${NB - 1}u) * ${WG}u + li; // this thread's own column: no races
           bin_cnt[c] += 1u;
-          bin_mass[c] += exp(z - mx);
+          bin_mass[c] += wexp(z, mx);
         }
       }
       workgroupBarrier();
@@ -500,7 +543,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     sort_kept(m2, li, false);
     let pick = find_mass(m, uniform01(p.seed, p.step, row), 0.0, true, li);
     if (li == 0u) {
-      let zl = bin_mass[pick] - mx;
+      let zl = zdiff(bin_mass[pick], mx);
       ids[row] = i32(bin_cnt[pick]);
       lp[row] = zl - log(sh_total);
       lp_temp[row] = zl - log(total_s);
@@ -515,7 +558,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   var part = 0.0;
   for (var i = start; i < end; i++) {
     let z = z_at(i);
-    if (key(z) >= tau) { part += exp(z - mx); }
+    if (key(z) >= tau) { part += wexp(z, mx); }
   }
   red_s[li] = part;
   workgroupBarrier();
@@ -543,13 +586,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var i = start; i < end; i++) {
       let z = z_at(i);
       if (key(z) < tau) { continue; }
-      let w = exp(z - mx);
+      let w = wexp(z, mx);
       if (w > 0.0) { last = i; }
       acc += w;
       if (acc > goal && w > 0.0) { pick = i; break; }
     }
     if (pick == NONE) { pick = last; }
-    let zl = z_at(pick) - mx;
+    let zl = zdiff(z_at(pick), mx);
     ids[row] = i32(pick);
     lp[row] = zl - log(total);
     lp_temp[row] = zl - log(total_s);

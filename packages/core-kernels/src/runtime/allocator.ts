@@ -1,5 +1,5 @@
 import './globals.js';
-import { GpuLimitError, GpuOutOfMemoryError, type GpuErrorContext } from './errors.js';
+import { GpuLimitError, GpuOutOfMemoryError, ShapeError, type GpuErrorContext } from './errors.js';
 
 const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 
@@ -49,6 +49,20 @@ export interface AllocatorOptions {
 }
 
 /**
+ * Refuses a budget or cache limit that is not a number of bytes: a NaN budget would silently mean no budget (every
+ * comparison with NaN is false), and a NaN cache limit an empty cache. Infinity is allowed: no limit.
+ */
+export function checkAllocatorOptions(options: Pick<AllocatorOptions, 'budgetBytes' | 'cacheLimitBytes'>, op: string): void {
+  const { budgetBytes, cacheLimitBytes } = options;
+  if (budgetBytes !== undefined && !(typeof budgetBytes === 'number' && budgetBytes > 0)) {
+    throw new ShapeError(`budgetBytes must be a positive number of bytes (Infinity for none), got ${String(budgetBytes)}`, { op });
+  }
+  if (cacheLimitBytes !== undefined && !(typeof cacheLimitBytes === 'number' && cacheLimitBytes >= 0)) {
+    throw new ShapeError(`cacheLimitBytes must be a number of bytes, 0 or more, got ${String(cacheLimitBytes)}`, { op });
+  }
+}
+
+/**
  * A caching allocator for storage buffers. Released buffers go to a free list per size class and are handed
  * out again, so steady-state training allocates nothing new. GPU work is queue-ordered, so a buffer released
  * while a recorded dispatch still reads it can be reused by a later dispatch safely.
@@ -68,6 +82,7 @@ export class BufferAllocator {
     private readonly maxBufferSize: number,
     private readonly options: AllocatorOptions = {},
   ) {
+    checkAllocatorOptions(options, 'BufferAllocator');
     this.budgetBytes = options.budgetBytes ?? Number.POSITIVE_INFINITY;
     this.cacheLimitBytes = options.cacheLimitBytes;
   }

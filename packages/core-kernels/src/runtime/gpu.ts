@@ -1,6 +1,6 @@
 import './globals.js';
 import { create } from 'webgpu';
-import { BufferAllocator, sizeClass, type MemoryStats } from './allocator.js';
+import { BufferAllocator, checkAllocatorOptions, sizeClass, type MemoryStats } from './allocator.js';
 import { DTYPE_BYTES, fromF16Bits, formatShape, shapeSize, type DType, type HostArray } from './dtype.js';
 import {
   GpuDeviceLostError,
@@ -13,7 +13,8 @@ import {
   type GpuErrorContext,
 } from './errors.js';
 import { WANTED_FEATURES, chooseVariants, isSoftwareAdapter, readFeatures, type GpuFeatures, type KernelVariants } from './features.js';
-import { Tensor } from './tensor.js';
+import { Tensor, tensorOwning } from './tensor.js';
+import { Params } from './params.js';
 import { politeWait } from './polite-wait.js';
 
 /** Dawn toggles: unsafe APIs unlock experimental features (subgroup matrices); f16 on NVIDIA Vulkan is opt-in. */
@@ -63,7 +64,10 @@ export interface GpuOptions {
    * GPU start on a long step (a 28-layer decode step records ~480 dispatches) while the rest is still recorded.
    */
   maxDispatchesPerSubmit?: number;
-  /** How long a readback may wait before it is declared hung, in ms (default 600000). Also MLAGENT_GPU_TIMEOUT_MS. */
+  /**
+   * How long a readback may wait before it is declared hung, in ms (default 600000). Also MLAGENT_GPU_TIMEOUT_MS.
+   * At most 2147483647 (2^31 - 1, about 24.8 days): Node's timers keep no longer delay, so a longer one is refused.
+   */
   timeoutMs?: number;
   /**
    * Extra Dawn flags, e.g. `backend=vulkan`. Their `enable-dawn-features=` and `disable-dawn-features=` lists join
@@ -121,6 +125,12 @@ const BIND_GROUP_CACHE = 4096;
 const READBACK_POOL_MAX_BYTES = 1 << 20;
 const READBACK_POOL_PER_SIZE = 4;
 const liveInstances: GPU[] = [];
+/** Devices made by this process, so each has its own label ("mlagent#2") in Dawn's messages. */
+let devicesCreated = 0;
+
+/** The longest timeout Node's setTimeout keeps (2^31 - 1 ms, about 24.8 days); past it Node waits 1 ms instead. */
+export const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+const TIMEOUT_TOO_LONG = " (about 24.8 days, the longest delay Node's timers keep: a longer one would fire after 1 ms)";
 
 export interface AdapterSummary {
   vendor: string;
@@ -132,15 +142,39 @@ export interface AdapterSummary {
   dawnFlags: string[];
 }
 
-/** An option given in code, else its environment variable, else undefined (the default); anything else is named. */
-function positiveIntOption(name: string, given: number | undefined, env: string): number | undefined {
-  const raw = given ?? process.env[env];
+/**
+ * An option given in code, else its environment variable (if it has one), else undefined (the default); anything
+ * that is not an integer in 1..max is named.
+ */
+function positiveIntOption(name: string, given: number | undefined, env?: string, max = Number.MAX_SAFE_INTEGER, whyMax = ''): number | undefined {
+  const raw = given ?? (env === undefined ? undefined : process.env[env]);
   if (raw === undefined || raw === '') return undefined;
   const v = Number(raw);
+  const source = given !== undefined ? name : env;
+  // JSON for the environment's strings, so "" and spaces show; String() for numbers, as JSON writes NaN as null.
+  const shown = typeof raw === 'string' ? JSON.stringify(raw) : String(raw);
   if (!Number.isInteger(v) || v < 1) {
-    throw new ShapeError(`${given !== undefined ? name : env} must be a positive integer, got ${JSON.stringify(raw)}`, { op: 'Gpu.create' });
+    throw new ShapeError(`${source} must be a positive integer, got ${shown}`, { op: 'Gpu.create' });
   }
+  if (v > max) throw new ShapeError(`${source} must be at most ${max}${whyMax}, got ${shown}`, { op: 'Gpu.create' });
   return v;
+}
+
+/** Little-endian 4-byte words: the f16 at byte 4w is the low half of word w, the one at 4w + 2 the high half. */
+const LOW_HALF = 0x0000ffff;
+const HIGH_HALF = 0xffff0000;
+
+/**
+ * A non-empty byte range [start, end) of a buffer (even bounds) as whole 4-byte words [bodyStart, bodyEnd) plus
+ * the words of which only one half is in the range (at most two): WebGPU writes, clears and copies move whole
+ * words only. With `padFree` the bytes after `end` in its word belong to no tensor, so that word counts as whole.
+ */
+function splitWords(start: number, end: number, padFree: boolean) {
+  const headWord = start % 4 === 2 ? start - 2 : undefined;
+  const bodyStart = headWord === undefined ? start : start + 2;
+  const tailWord = end % 4 === 2 && !padFree ? end - 2 : undefined;
+  const bodyEnd = end % 4 === 2 ? (padFree ? end + 2 : end - 2) : end;
+  return { headWord, bodyStart, bodyEnd: Math.max(bodyStart, bodyEnd), tailWord };
 }
 
 /**
@@ -159,6 +193,8 @@ export class Gpu {
   readonly maxWorkgroups: number;
   /** lavapipe/llvmpipe or SwiftShader: the "GPU" shares the CPU cores with this process. */
   readonly softwareAdapter: boolean;
+  /** The device's label, unique in the process ("mlagent#2"), as Dawn's messages name it. */
+  readonly label: string;
   profiling = false;
 
   private commands: Command[] = [];
@@ -202,6 +238,7 @@ export class Gpu {
     this.storageAlign = device.limits.minStorageBufferOffsetAlignment;
     this.uniformAlign = device.limits.minUniformBufferOffsetAlignment;
     this.maxBinding = Math.min(device.limits.maxStorageBufferBindingSize, options.maxBindingBytes ?? Infinity);
+    this.label = device.label;
     this.maxWorkgroups = device.limits.maxComputeWorkgroupsPerDimension;
     this.variants = chooseVariants(features);
     this.softwareAdapter = isSoftwareAdapter(adapter);
@@ -235,8 +272,10 @@ export class Gpu {
     options = {
       ...options,
       maxDispatchesPerSubmit: positiveIntOption('maxDispatchesPerSubmit', options.maxDispatchesPerSubmit, 'MLAGENT_DISPATCHES_PER_SUBMIT'),
-      timeoutMs: positiveIntOption('timeoutMs', options.timeoutMs, 'MLAGENT_GPU_TIMEOUT_MS'),
+      timeoutMs: positiveIntOption('timeoutMs', options.timeoutMs, 'MLAGENT_GPU_TIMEOUT_MS', MAX_TIMEOUT_MS, TIMEOUT_TOO_LONG),
+      maxBindingBytes: positiveIntOption('maxBindingBytes', options.maxBindingBytes),
     };
+    checkAllocatorOptions(options, 'Gpu.create');
     if (!process.env.XDG_RUNTIME_DIR) process.env.XDG_RUNTIME_DIR = '/tmp';
     const dawnFlags = mergeDawnFlags([...DAWN_FLAGS, ...(options.dawnFlags ?? []), ...togglesFromEnv()]);
     const instance = create(dawnFlags);
@@ -266,7 +305,7 @@ export class Gpu {
       device = await adapter.requestDevice({
         requiredFeatures: requiredFeatures as GPUFeatureName[],
         requiredLimits,
-        label: 'mlagent',
+        label: `mlagent#${++devicesCreated}`,
       });
     } catch (e) {
       throw new GpuUnavailableError(`requestDevice failed: ${(e as Error).message}`);
@@ -312,7 +351,14 @@ export class Gpu {
     });
     const t = new Tensor(this, buffer, [...shape], dtype);
     this.scopes[this.scopes.length - 1]?.add(t);
-    if (data) t.write(data);
+    if (data) {
+      try {
+        t.write(data);
+      } catch (e) {
+        t.dispose(); // refused data (wrong length, a value an integer dtype cannot hold) leaks no buffer
+        throw e;
+      }
+    }
     return t;
   }
 
@@ -323,9 +369,18 @@ export class Gpu {
     return t;
   }
 
+  /** Sets the tensor's bytes to zero, and no others: an f16 view's half of a shared 4-byte word is cleared alone. */
   clear(t: Tensor): void {
-    const size = Math.ceil(t.byteLength / 4) * 4;
-    if (size > 0) this.commands.push({ kind: 'clear', buffer: t.buffer, offset: t.byteOffset, size });
+    this.assertOwnTensor(t, 'clear');
+    t.assertLive('clear');
+    if (t.byteLength === 0) return;
+    const end = t.byteOffset + t.byteLength;
+    const words = splitWords(t.byteOffset, end, end >= t.usedBytes);
+    if (words.bodyEnd > words.bodyStart) {
+      this.commands.push({ kind: 'clear', buffer: t.buffer, offset: words.bodyStart, size: words.bodyEnd - words.bodyStart });
+    }
+    if (words.headWord !== undefined) this.patchWord(t.buffer, words.headWord, LOW_HALF, 0, 'clear');
+    if (words.tailWord !== undefined) this.patchWord(t.buffer, words.tailWord, HIGH_HALF, 0, 'clear');
   }
 
   /**
@@ -340,6 +395,14 @@ export class Gpu {
       result = fn();
     } finally {
       this.scopes.pop();
+    }
+    if (isThenable(result)) {
+      // The scope ends when fn returns, at its first await: what it makes after that is not the scope's, and what it
+      // returns would be disposed. Its tensors so far are disposed as the scope promises; the rest of fn then fails
+      // on them, and that rejection is caught here, as this error already reports the mistake.
+      for (const t of set) t.dispose();
+      result.then(undefined, () => {});
+      throw new ShapeError('scope() takes a synchronous function, but this one returned a Promise (an async function?)', { op: 'scope' });
     }
     const keep = new Set<Tensor>();
     collectTensors(result, keep);
@@ -448,6 +511,8 @@ export class Gpu {
         entries.push({ binding: entries.length, resource: b });
         return;
       }
+      if (b instanceof Tensor) this.assertOwnTensor(b, spec.op, `binding ${i}`);
+      else this.assertOwnBuffer(b.buffer, spec.op, `binding ${i}`);
       const resource = b instanceof Tensor ? b.binding() : b;
       const size = resource.size ?? resource.buffer.size - (resource.offset ?? 0);
       if (size > this.maxBinding) {
@@ -470,6 +535,8 @@ export class Gpu {
   }
 
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
+    this.assertOwnBuffer(src, 'copy', 'source');
+    this.assertOwnBuffer(dst, 'copy', 'destination');
     this.commands.push({ kind: 'copy', src, srcOffset, dst, dstOffset, size });
   }
 
@@ -483,14 +550,43 @@ export class Gpu {
     this.commands.push({ kind: 'copy-from-texture', op, source, destination, size });
   }
 
-  /** Tensor-to-tensor copy of `src` into `dst` (same byte length unless given). */
+  /**
+   * Tensor-to-tensor copy of the first `bytes` of `src` (default all of it) to the start of `dst`, changing no
+   * other byte of dst's buffer. f16 views whose byte offsets differ by 2 modulo 4 are refused: a buffer copy moves
+   * whole 4-byte words, so their halves would need shifting.
+   */
   copyTensor(src: Tensor, dst: Tensor, bytes = src.byteLength): void {
-    this.copy(src.buffer, src.byteOffset, dst.buffer, dst.byteOffset, Math.ceil(bytes / 4) * 4);
+    const shapes = `${src} -> ${dst}`;
+    this.assertOwnTensor(src, 'copyTensor', 'source');
+    this.assertOwnTensor(dst, 'copyTensor', 'destination');
+    src.assertLive('copyTensor');
+    dst.assertLive('copyTensor');
+    if (!Number.isInteger(bytes) || bytes < 0 || bytes % 2 !== 0 || bytes > src.byteLength || bytes > dst.byteLength) {
+      throw new ShapeError(`copy of ${bytes} bytes: needs an even count of at most both tensors' ${src.byteLength} and ${dst.byteLength}`, {
+        op: 'copyTensor',
+        shapes,
+      });
+    }
+    if (bytes === 0) return;
+    if ((src.byteOffset - dst.byteOffset) % 4 !== 0) {
+      throw new ShapeError(
+        `source byte offset ${src.byteOffset} and destination byte offset ${dst.byteOffset} differ by 2 modulo 4: a buffer copy moves whole 4-byte words, so it cannot shift f16 halves; copy from or to a tensor at an offset of the other's parity`,
+        { op: 'copyTensor', shapes },
+      );
+    }
+    const end = dst.byteOffset + bytes;
+    const words = splitWords(dst.byteOffset, end, end >= dst.usedBytes);
+    const shift = src.byteOffset - dst.byteOffset;
+    if (words.bodyEnd > words.bodyStart) this.copy(src.buffer, words.bodyStart + shift, dst.buffer, words.bodyStart, words.bodyEnd - words.bodyStart);
+    if (words.headWord !== undefined) this.copyHalfWord(src.buffer, words.headWord + shift, dst.buffer, words.headWord, LOW_HALF);
+    if (words.tailWord !== undefined) this.copyHalfWord(src.buffer, words.tailWord + shift, dst.buffer, words.tailWord, HIGH_HALF);
   }
 
   /** Uploads after submitting recorded work, so the write cannot overtake dispatches recorded before it. */
   writeBuffer(buffer: GPUBuffer, offset: number, data: ArrayBufferView): void {
     this.assertAlive('write');
+    // Dawn would drop such a write and only print a warning.
+    if (offset % 4 !== 0) throw new ShapeError(`write at byte offset ${offset}: buffer writes start on a 4-byte word`, { op: 'write' });
     this.flush();
     let bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     if (bytes.byteLength % 4 !== 0) {
@@ -499,6 +595,93 @@ export class Gpu {
       bytes = padded;
     }
     this.device.queue.writeBuffer(buffer, offset, bytes);
+  }
+
+  /**
+   * Uploads `data`, the bytes of all of `t`, changing no other byte of its buffer: an f16 view's half of a 4-byte
+   * word shared with a neighbour is merged into that word on the GPU, in order with the work around it.
+   */
+  writeTensor(t: Tensor, data: ArrayBufferView): void {
+    this.assertAlive('write');
+    this.assertOwnTensor(t, 'tensor.write');
+    t.assertLive('tensor.write');
+    if (data.byteLength !== t.byteLength) {
+      throw new ShapeError(`write of ${data.byteLength} bytes into ${t.byteLength}`, { op: 'tensor.write', shapes: t.toString() });
+    }
+    if (data.byteLength === 0) return;
+    const end = t.byteOffset + data.byteLength;
+    const words = splitWords(t.byteOffset, end, end >= t.usedBytes);
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    const at = (byte: number) => bytes[byte - t.byteOffset] | (bytes[byte - t.byteOffset + 1] << 8);
+    if (words.bodyEnd > words.bodyStart) {
+      const body = bytes.subarray(words.bodyStart - t.byteOffset, Math.min(words.bodyEnd, end) - t.byteOffset);
+      this.writeBuffer(t.buffer, words.bodyStart, body);
+    } else {
+      this.flush(); // the merges below come after the work recorded before this write, as a buffer write does
+    }
+    if (words.headWord !== undefined) this.patchWord(t.buffer, words.headWord, LOW_HALF, at(words.headWord + 2) << 16, 'write');
+    if (words.tailWord !== undefined) this.patchWord(t.buffer, words.tailWord, HIGH_HALF, at(words.tailWord), 'write');
+  }
+
+  /** Sets word `byte / 4` of `buffer` to (word & keep) | bits, on the GPU in order with the recorded work. */
+  private patchWord(buffer: GPUBuffer, byte: number, keep: number, bits: number, op: string): void {
+    const window = this.wordWindow(buffer, byte);
+    const pipeline = this.pipeline(
+      'runtime-patch-word',
+      () => `
+struct P { word: u32, keep: u32, bits: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> dst: array<u32>;
+@compute @workgroup_size(1) fn main() { dst[p.word] = (dst[p.word] & p.keep) | (p.bits & ~p.keep); }`,
+    );
+    const params = new Params().u32(window.word).u32(keep).u32(bits >>> 0).bytes();
+    this.dispatch({ op: `${op} (f16 half word)`, pipeline, params, bindings: [window.binding], workgroups: [1] });
+  }
+
+  /** Copies the half of word `srcByte / 4` that `keep` does not keep into word `dstByte / 4` of `dst`. */
+  private copyHalfWord(src: GPUBuffer, srcByte: number, dst: GPUBuffer, dstByte: number, keep: number): void {
+    // Through a word of scratch: src and dst may be one buffer, which one dispatch cannot bind read and read-write.
+    const scratch = this.allocator.allocate(4, { op: 'copyTensor (f16 half word)' });
+    this.copy(src, srcByte, scratch, 0, 4);
+    const window = this.wordWindow(dst, dstByte);
+    const pipeline = this.pipeline(
+      'runtime-copy-half-word',
+      () => `
+struct P { word: u32, keep: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> dst: array<u32>;
+@group(0) @binding(2) var<storage, read> src: array<u32>;
+@compute @workgroup_size(1) fn main() { dst[p.word] = (dst[p.word] & p.keep) | (src[0] & ~p.keep); }`,
+    );
+    const params = new Params().u32(window.word).u32(keep).bytes();
+    this.dispatch({
+      op: 'copyTensor (f16 half word)',
+      pipeline,
+      params,
+      bindings: [window.binding, { buffer: scratch, offset: 0, size: 4 }],
+      workgroups: [1],
+    });
+    // Work runs in queue order, so a later user of this buffer writes it only after the dispatch has read it.
+    this.allocator.release(scratch);
+  }
+
+  /** A binding that ends with the word at `byte` and starts on a bindable offset, and the word's index in it. */
+  private wordWindow(buffer: GPUBuffer, byte: number): { binding: GPUBufferBinding; word: number } {
+    const offset = byte - (byte % this.storageAlign);
+    return { binding: { buffer, offset, size: byte + 4 - offset }, word: (byte - offset) / 4 };
+  }
+
+  /** Tensors of another Gpu live on another device, where Dawn would fail the whole batch at the next read. */
+  private assertOwnTensor(t: Tensor, op: string, role = 'tensor'): void {
+    if (t.gpu !== this) {
+      throw new ShapeError(`${role} ${t} belongs to another Gpu (device "${t.gpu.label}"), not this one ("${this.label}")`, { op, shapes: t.toString() });
+    }
+  }
+
+  /** As assertOwnTensor, for a bare buffer: one of another Gpu's tensors is named; others are left to Dawn. */
+  private assertOwnBuffer(buffer: GPUBuffer, op: string, role: string): void {
+    const owner = tensorOwning(buffer);
+    if (owner && owner.gpu !== this) this.assertOwnTensor(owner, op, `${role}: the buffer of`);
   }
 
   /** Submits everything recorded so far. Errors are collected and raised by `sync()`. */
@@ -771,6 +954,10 @@ export class Gpu {
 function gcd(a: number, b: number): number {
   while (b) [a, b] = [b, a % b];
   return a;
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as { then?: unknown } | null)?.then === 'function';
 }
 
 function isTextureView(b: Tensor | GPUBufferBinding | GPUTextureView): b is GPUTextureView {
