@@ -10,6 +10,7 @@ import {
   loadAdapter,
   loadQwenConfig,
   nonFiniteTensors,
+  readPeftConfig,
   type ChatMessage,
   type ChatTemplateName,
   type LoraAdapter,
@@ -65,16 +66,29 @@ export function checkModelDir(command: string, dir: string, flag = '--model'): v
 }
 
 /**
- * Loads the tokenizer (unless given: a command that checks its input against it first), the model and the PEFT
- * adapter if given (applied by every forward), reporting on stderr.
+ * The tokenizer of model directory `dir`, checked against its config.json's vocab_size: a larger tokenizer is an
+ * error (TokenizerError), a much smaller one a warning on stderr.
+ */
+export function loadTokenizer(command: string, dir: string): QwenTokenizer {
+  const tokenizer = QwenTokenizer.fromDir(dir);
+  const warning = tokenizer.checkModelVocab(loadQwenConfig(dir).vocabSize, join(dir, 'config.json'));
+  if (warning) process.stderr.write(`${command}: warning: ${warning}\n`);
+  return tokenizer;
+}
+
+/**
+ * Loads the tokenizer (unless given: a command that checks its input against it first, from loadTokenizer), the
+ * model and the PEFT adapter if given (applied by every forward), reporting on stderr.
  */
 export async function loadPolicy(
   command: string,
   values: { model?: string; adapter?: string; dtype?: string },
   // Errors in the directory itself (tokenizer, checkpoint, memory plan) reach main's exit-2 handling as they are.
-  tokenizer = QwenTokenizer.fromDir(values.model!),
+  tokenizer = loadTokenizer(command, values.model!),
 ): Promise<LoadedPolicy> {
   const dir = values.model!;
+  // Again for a tokenizer passed in (cheap; its warning was given by loadTokenizer).
+  tokenizer.checkModelVocab(loadQwenConfig(dir).vocabSize, join(dir, 'config.json'));
   const gpu = await Gpu.create();
   const t0 = performance.now();
   let model: QwenModel | undefined;
@@ -95,7 +109,9 @@ export async function loadPolicy(
     throw e;
   }
   const c = model.config;
-  const lora = adapter ? ` with LoRA r=${adapter.config.r} from ${values.adapter}` : '';
+  // The adapter's recorded base, so a user can see an adapter trained for another model (shapes can still match).
+  const base = adapter ? readPeftConfig(values.adapter!).baseModel : '';
+  const lora = adapter ? ` with LoRA r=${adapter.config.r} from ${values.adapter}${base ? ` (trained on ${base})` : ''}` : '';
   process.stderr.write(`loaded ${c.arch} (${c.numLayers} layers, hidden ${c.hiddenSize}, ${values.dtype}) from ${dir}${lora} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
   return {
     gpu,

@@ -34,8 +34,27 @@ export class ConfigError extends Error {
 
 const ARCHS: Record<string, QwenArch> = { Qwen2ForCausalLM: 'qwen2', Qwen3ForCausalLM: 'qwen3' };
 
+/** How a JSON value is described in errors: 'null', 'an array', 'a string', ... */
+export function jsonKind(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  return `a ${typeof v}`;
+}
+
+/**
+ * Throws `error('<source>: expected a JSON object, got null')` unless `v` is a plain object: a user file that
+ * parses to null or a list would otherwise fail later as a TypeError naming no file.
+ */
+export function requireJsonObject(v: unknown, source: string, error: new (message: string) => Error): asserts v is Record<string, unknown> {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new error(`${source}: expected a JSON object, got ${jsonKind(v)}`);
+}
+
+/** Qwen2Config's default: layers at or above it use the sliding window when use_sliding_window is set. */
+const HF_MAX_WINDOW_LAYERS = 28;
+
 /** Parses and checks a config.json object. Every missing or inconsistent field is an error naming the field. */
 export function parseQwenConfig(raw: Record<string, unknown>, source = 'config.json'): QwenConfig {
+  requireJsonObject(raw, source, ConfigError);
   const archs = raw.architectures;
   const archName = Array.isArray(archs) ? archs.find((a) => typeof a === 'string' && a in ARCHS) : undefined;
   if (!archName) {
@@ -69,40 +88,91 @@ export function parseQwenConfig(raw: Record<string, unknown>, source = 'config.j
     throw new ConfigError(`${source}: num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`);
   }
   if (headDim % 2 !== 0) throw new ConfigError(`${source}: head_dim ${headDim} must be even for RoPE`);
-  const scaling = raw.rope_scaling as { type?: string; rope_type?: string } | null | undefined;
-  if (scaling && (scaling.rope_type ?? scaling.type) && (scaling.rope_type ?? scaling.type) !== 'default') {
-    throw new ConfigError(`${source}: rope_scaling ${JSON.stringify(scaling)} is not supported (only plain RoPE)`);
+  const scaling = raw.rope_scaling;
+  if (scaling !== undefined && scaling !== null) {
+    const type = typeof scaling === 'object' && !Array.isArray(scaling) ? ((scaling as Record<string, unknown>).rope_type ?? (scaling as Record<string, unknown>).type) : undefined;
+    // HF refuses a rope_scaling without a type; reading it as plain RoPE would silently drop e.g. its factor.
+    if (type !== 'default') {
+      const why = type === undefined || type === null ? 'has no type/rope_type' : 'is not supported (only plain RoPE)';
+      throw new ConfigError(`${source}: rope_scaling ${JSON.stringify(scaling)} ${why}`);
+    }
+  }
+  // Fields that change the computation: refused rather than silently computed another way.
+  const act = raw.hidden_act;
+  if (act !== undefined && act !== null && act !== 'silu' && act !== 'swish') {
+    throw new ConfigError(`${source}: hidden_act ${JSON.stringify(act)} is not supported (only silu)`);
+  }
+  const bool = (key: string, fallback: boolean): boolean => {
+    const v = raw[key];
+    if (v === undefined || v === null) return fallback;
+    if (typeof v !== 'boolean') throw new ConfigError(`${source}: '${key}' must be true or false, got ${JSON.stringify(v)}`);
+    return v;
+  };
+  const numLayers = int('num_hidden_layers');
+  const maxPositionEmbeddings = int('max_position_embeddings', 32768);
+  if (bool('use_sliding_window', false)) {
+    // HF windows layers >= max_window_layers with a window of sliding_window tokens; a window covering the whole
+    // context, or no such layer, is full attention.
+    const window = raw.sliding_window;
+    const fromLayer = raw.max_window_layers ?? HF_MAX_WINDOW_LAYERS;
+    const noEffect = window === null || (typeof window === 'number' && window >= maxPositionEmbeddings) || (typeof fromLayer === 'number' && fromLayer >= numLayers);
+    if (!noEffect) {
+      throw new ConfigError(
+        `${source}: use_sliding_window is true (sliding_window ${JSON.stringify(window)}, max_window_layers ${JSON.stringify(fromLayer)}, ` +
+          `${numLayers} layers, max_position_embeddings ${maxPositionEmbeddings}); sliding-window attention is not supported`,
+      );
+    }
+  }
+  const tokenId = (key: string): number | undefined => {
+    const v = raw[key];
+    if (v === undefined || v === null) return undefined; // as HF: no such token
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new ConfigError(`${source}: '${key}' must be a non-negative integer, got ${JSON.stringify(v)}`);
+    return v;
+  };
+  const eos = raw.eos_token_id;
+  let eosTokenId: number | number[] | undefined;
+  if (Array.isArray(eos)) {
+    if (!eos.every((x) => typeof x === 'number' && Number.isInteger(x) && x >= 0)) {
+      throw new ConfigError(`${source}: 'eos_token_id' must be an integer or a list of integers, got ${JSON.stringify(eos)}`);
+    }
+    eosTokenId = eos as number[];
+  } else if (eos !== undefined && eos !== null) {
+    if (typeof eos !== 'number' || !Number.isInteger(eos) || eos < 0) {
+      throw new ConfigError(`${source}: 'eos_token_id' must be an integer or a list of integers, got ${JSON.stringify(eos)}`);
+    }
+    eosTokenId = eos;
   }
   return {
     arch,
     vocabSize: int('vocab_size'),
     hiddenSize,
     intermediateSize: int('intermediate_size'),
-    numLayers: int('num_hidden_layers'),
+    numLayers,
     numHeads,
     numKvHeads,
     headDim,
     rmsNormEps: num('rms_norm_eps', 1e-6),
     ropeTheta: num('rope_theta', 10000),
-    maxPositionEmbeddings: int('max_position_embeddings', 32768),
-    tieWordEmbeddings: raw.tie_word_embeddings === true,
-    attentionBias: arch === 'qwen2' ? raw.attention_bias !== false : raw.attention_bias === true,
+    maxPositionEmbeddings,
+    tieWordEmbeddings: bool('tie_word_embeddings', false),
+    attentionBias: bool('attention_bias', arch === 'qwen2'),
     qkNorm: arch === 'qwen3',
     torchDtype: typeof raw.torch_dtype === 'string' ? raw.torch_dtype : typeof raw.dtype === 'string' ? raw.dtype : 'float32',
-    bosTokenId: typeof raw.bos_token_id === 'number' ? raw.bos_token_id : undefined,
-    eosTokenId: raw.eos_token_id as number | number[] | undefined,
+    bosTokenId: tokenId('bos_token_id'),
+    eosTokenId,
   };
 }
 
 export function loadQwenConfig(dir: string): QwenConfig {
   const path = join(dir, 'config.json');
   if (!existsSync(path)) throw new ConfigError(`${dir}: no config.json (is this a Hugging Face model directory?)`);
-  let raw: Record<string, unknown>;
+  let raw: unknown;
   try {
     raw = JSON.parse(readFileSync(path, 'utf8'));
   } catch (e) {
     throw new ConfigError(`${path}: not valid JSON (${(e as Error).message})`);
   }
+  requireJsonObject(raw, path, ConfigError);
   return parseQwenConfig(raw, path);
 }
 

@@ -94,11 +94,26 @@ export interface MergedLayers {
  * unexpected, wrong shape, unsupported dtype) are reported together, each naming the tensor.
  */
 function validateCheckpoint(ck: Checkpoint, cfg: QwenConfig, dir: string): void {
+  // A num_hidden_layers beyond the stored layers would build (and report) millions of expected tensors; the
+  // checkpoint's own layer indices bound it first.
+  let stored = -1;
+  for (const name of ck.names()) {
+    const m = /^model\.layers\.(\d+)\./.exec(name);
+    if (m) stored = Math.max(stored, Number(m[1]));
+  }
+  if (cfg.numLayers > stored + 1) {
+    const has = stored < 0 ? 'no model.layers.N tensors' : `layers 0..${stored}`;
+    throw new CheckpointError(`${dir}: config.json says num_hidden_layers ${cfg.numLayers} but the checkpoint has ${has}`);
+  }
   const expected = expectedShapes(cfg);
   const problems: string[] = [];
   for (const [name, shape] of expected) {
     if (!ck.has(name)) {
-      problems.push(`missing tensor '${name}' (expected shape ${fmt(shape)})`);
+      let hint = '';
+      if (name === 'lm_head.weight' && ck.has('model.embed_tokens.weight')) {
+        hint = '; the checkpoint looks tied (embed_tokens and no lm_head): set "tie_word_embeddings": true in config.json';
+      }
+      problems.push(`missing tensor '${name}' (expected shape ${fmt(shape)})${hint}`);
       continue;
     }
     const info = ck.info(name);

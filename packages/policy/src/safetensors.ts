@@ -1,5 +1,6 @@
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { jsonKind, requireJsonObject } from './config.js';
 
 /** Safetensors dtypes we read. Others are reported by name in the error. */
 export type SafetensorsDType = 'F32' | 'F16' | 'BF16' | 'I32' | 'I64' | 'U8';
@@ -40,6 +41,7 @@ export class SafetensorsFile {
 
   static open(path: string): SafetensorsFile {
     if (!existsSync(path)) throw new CheckpointError(`${path}: file not found`);
+    if (statSync(path).isDirectory()) throw new CheckpointError(`${path}: is a directory, not a safetensors file`);
     const fd = openSync(path, 'r');
     try {
       const size = fstatSync(fd).size;
@@ -52,12 +54,13 @@ export class SafetensorsFile {
       }
       const headerBuf = Buffer.alloc(headerLen);
       readSync(fd, headerBuf, 0, headerLen, 8);
-      let header: Record<string, unknown>;
+      let header: unknown;
       try {
         header = JSON.parse(headerBuf.toString('utf8'));
       } catch (e) {
         throw new CheckpointError(`${path}: header is not valid JSON (${(e as Error).message})`);
       }
+      requireJsonObject(header, `${path}: header`, CheckpointError);
       const dataStart = 8 + headerLen;
       const tensors = new Map<string, TensorInfo>();
       let metadata: Record<string, string> = {};
@@ -151,23 +154,37 @@ export class Checkpoint {
     const where = new Map<string, SafetensorsFile>();
     try {
       if (existsSync(index)) {
-        let weightMap: Record<string, string>;
+        let raw: unknown;
         try {
-          weightMap = JSON.parse(readFileSync(index, 'utf8')).weight_map;
+          raw = JSON.parse(readFileSync(index, 'utf8'));
         } catch (e) {
           throw new CheckpointError(`${index}: not valid JSON (${(e as Error).message})`);
         }
-        if (!weightMap || typeof weightMap !== 'object') throw new CheckpointError(`${index}: no weight_map`);
+        requireJsonObject(raw, index, CheckpointError);
+        const weightMap = raw.weight_map;
+        if (!weightMap || typeof weightMap !== 'object' || Array.isArray(weightMap)) {
+          throw new CheckpointError(`${index}: no weight_map (expected an object of tensor name to shard file, got ${jsonKind(weightMap)})`);
+        }
+        // Tensors by shard, so a missing shard is reported with what the index expects of it.
+        const byShard = new Map<string, string[]>();
         for (const [name, shard] of Object.entries(weightMap)) {
-          let file = files.get(shard);
-          if (!file) {
-            file = SafetensorsFile.open(join(dir, shard));
-            files.set(shard, file);
+          if (typeof shard !== 'string') throw new CheckpointError(`${index}: weight_map maps '${name}' to ${JSON.stringify(shard)}, not a file name`);
+          const names = byShard.get(shard);
+          if (names) names.push(name);
+          else byShard.set(shard, [name]);
+        }
+        for (const [shard, names] of byShard) {
+          if (!existsSync(join(dir, shard))) {
+            throw new CheckpointError(`${index}: weight_map refers to ${shard} for ${names.length} tensor(s) (e.g. '${names[0]}'), but ${join(dir, shard)} does not exist`);
           }
-          if (!file.tensors.has(name)) {
-            throw new CheckpointError(`${index}: maps '${name}' to ${shard}, which has no such tensor`);
+          const file = SafetensorsFile.open(join(dir, shard));
+          files.set(shard, file);
+          for (const name of names) {
+            if (!file.tensors.has(name)) {
+              throw new CheckpointError(`${index}: maps '${name}' to ${shard}, which has no such tensor`);
+            }
+            where.set(name, file);
           }
-          where.set(name, file);
         }
       } else if (existsSync(single)) {
         const file = SafetensorsFile.open(single);

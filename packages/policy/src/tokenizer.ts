@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { Tokenizer } from '@huggingface/tokenizers';
+import { jsonKind, requireJsonObject } from './config.js';
 
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant';
@@ -27,7 +28,8 @@ export class TokenizerError extends Error {
 
 /** The Qwen tokenizer and chat templates of a Hugging Face model directory. */
 export class QwenTokenizer {
-  private readonly hfTemplate: Template | undefined;
+  /** Compiled on first use, so a template the Jinja port cannot parse breaks only chat rendering. */
+  private hfTemplate: Template | undefined;
   readonly eosTokenId: number;
   readonly padTokenId: number;
   /** <|endoftext|>: the end of a turn in the ML-Agent template and the pad token. */
@@ -37,35 +39,59 @@ export class QwenTokenizer {
   private constructor(
     private readonly tokenizer: Tokenizer,
     readonly config: Record<string, unknown>,
+    /** Highest token id + 1, added tokens included: the model's vocab_size must be at least this. */
+    readonly size: number,
+    /** The tokenizer.json and tokenizer_config.json it was read from, for messages. */
+    readonly files: { tokenizer: string; config: string } = { tokenizer: 'tokenizer.json', config: 'tokenizer_config.json' },
   ) {
-    const tpl = config.chat_template;
-    this.hfTemplate = typeof tpl === 'string' ? new Template(tpl) : undefined;
-    this.endOfTextId = this.requireId('<|endoftext|>');
-    this.imEndId = this.requireId('<|im_end|>');
-    this.eosTokenId = typeof config.eos_token === 'string' ? this.requireId(config.eos_token) : this.imEndId;
-    this.padTokenId = typeof config.pad_token === 'string' ? this.requireId(config.pad_token) : this.endOfTextId;
+    this.endOfTextId = this.requireId('<|endoftext|>', 'the end of plain text and the default pad token');
+    this.imEndId = this.requireId('<|im_end|>', 'the end of a ChatML turn');
+    this.eosTokenId = this.configToken('eos_token') ?? this.imEndId;
+    this.padTokenId = this.configToken('pad_token') ?? this.endOfTextId;
   }
 
   static fromDir(dir: string): QwenTokenizer {
     const tj = join(dir, 'tokenizer.json');
     const tc = join(dir, 'tokenizer_config.json');
     for (const p of [tj, tc]) if (!existsSync(p)) throw new TokenizerError(`${p} not found`);
-    let json: object;
-    let config: Record<string, unknown>;
-    try {
-      json = JSON.parse(readFileSync(tj, 'utf8'));
-      config = JSON.parse(readFileSync(tc, 'utf8'));
-    } catch (e) {
-      throw new TokenizerError(`${dir}: tokenizer files are not valid JSON (${(e as Error).message})`);
-    }
+    const readJson = (p: string): unknown => {
+      try {
+        return JSON.parse(readFileSync(p, 'utf8'));
+      } catch (e) {
+        throw new TokenizerError(`${p}: not valid JSON (${(e as Error).message})`);
+      }
+    };
+    const json = readJson(tj);
+    const config = readJson(tc);
+    requireJsonObject(config, tc, TokenizerError);
     let tokenizer: Tokenizer;
     try {
-      tokenizer = new Tokenizer(json, config);
+      tokenizer = new Tokenizer(json as object, config);
     } catch (e) {
       // Valid JSON that is not a tokenizer (e.g. {}): the library's own message, but naming the file.
       throw new TokenizerError(`${tj}: not a Hugging Face tokenizer (${(e as Error).message})`);
     }
-    return new QwenTokenizer(tokenizer, config);
+    return new QwenTokenizer(tokenizer, config, tokenizerSize(json as TokenizerJson), { tokenizer: tj, config: tc });
+  }
+
+  /**
+   * Checks this tokenizer against a model's vocab_size (from `configPath`): ids the model has no row for are an
+   * error. A tokenizer under half the model's size is most likely another model's (its samples then mostly
+   * decode to nothing), so that is returned as a warning. Qwen pads its vocabulary (151665 tokens, vocab_size
+   * 151936): no warning.
+   */
+  checkModelVocab(vocabSize: number, configPath = 'config.json'): string | undefined {
+    if (this.size > vocabSize) {
+      throw new TokenizerError(
+        `${this.files.tokenizer} has ${this.size} tokens (ids 0..${this.size - 1}) but ${configPath} has vocab_size ${vocabSize}: ` +
+          'the tokenizer does not belong to this model',
+      );
+    }
+    if (this.size < vocabSize / 2) {
+      return `${this.files.tokenizer} has only ${this.size} tokens but ${configPath} has vocab_size ${vocabSize}: ` +
+        'the tokenizer may belong to another model (ids it lacks decode to nothing)';
+    }
+    return undefined;
   }
 
   /** Token ids of `text`. Special tokens written in the text (e.g. <|im_start|>) map to their ids. */
@@ -90,20 +116,74 @@ export class QwenTokenizer {
     }
     if (template === 'ml-agent') return renderMlAgent(messages, addGenerationPrompt);
     if (template !== 'hf') throw new TokenizerError(`unknown chat template '${template}' (hf or ml-agent)`);
-    if (!this.hfTemplate) throw new TokenizerError('tokenizer_config.json has no chat_template; use template "ml-agent"');
-    return this.hfTemplate.render({
-      messages,
-      add_generation_prompt: addGenerationPrompt,
-      bos_token: '',
-      eos_token: '<|im_end|>',
-    });
+    const compiled = this.compileTemplate();
+    try {
+      return compiled.render({
+        messages,
+        add_generation_prompt: addGenerationPrompt,
+        bos_token: '',
+        eos_token: '<|im_end|>',
+      });
+    } catch (e) {
+      throw new TokenizerError(`${this.files.config}: chat_template failed on these messages (${(e as Error).message}); use template "ml-agent" (--template ml-agent)`);
+    }
   }
 
-  private requireId(token: string): number {
+  private compileTemplate(): Template {
+    if (this.hfTemplate) return this.hfTemplate;
+    const where = this.files.config;
+    const useMlAgent = 'use template "ml-agent" (--template ml-agent)';
+    let tpl = this.config.chat_template;
+    if (tpl === undefined || tpl === null) throw new TokenizerError(`${where} has no chat_template; ${useMlAgent}`);
+    // HF's list form of named templates: apply_chat_template without tools uses the one named 'default'.
+    if (Array.isArray(tpl)) {
+      const named = tpl.filter((t): t is { name: unknown; template: unknown } => typeof t === 'object' && t !== null);
+      const def = named.find((t) => t.name === 'default');
+      if (!def || typeof def.template !== 'string') {
+        const names = named.map((t) => JSON.stringify(t.name)).join(', ');
+        throw new TokenizerError(`${where}: chat_template is a list of named templates (${names}) with no string template named "default"; ${useMlAgent}`);
+      }
+      tpl = def.template;
+    }
+    if (typeof tpl !== 'string') throw new TokenizerError(`${where}: chat_template must be a string or a list of {name, template}, got ${jsonKind(tpl)}; ${useMlAgent}`);
+    try {
+      this.hfTemplate = new Template(tpl);
+    } catch (e) {
+      throw new TokenizerError(`${where}: chat_template does not parse (${(e as Error).message}); ${useMlAgent}`);
+    }
+    return this.hfTemplate;
+  }
+
+  /** The id of tokenizer_config.json's `key` token (a string or HF's {content} form), if it names one. */
+  private configToken(key: string): number | undefined {
+    const v = this.config[key];
+    const token = typeof v === 'string' ? v : typeof v === 'object' && v !== null && typeof (v as { content?: unknown }).content === 'string' ? (v as { content: string }).content : undefined;
+    if (token === undefined) return undefined;
     const id = this.tokenizer.token_to_id(token);
-    if (id === undefined) throw new TokenizerError(`tokenizer has no token ${token}`);
+    if (id === undefined) throw new TokenizerError(`${this.files.config}: ${key} ${JSON.stringify(token)} is not a token of ${this.files.tokenizer}`);
     return id;
   }
+
+  private requireId(token: string, role: string): number {
+    const id = this.tokenizer.token_to_id(token);
+    if (id === undefined) throw new TokenizerError(`${this.files.tokenizer} has no token ${token} (${role}); is this a Qwen tokenizer?`);
+    return id;
+  }
+}
+
+interface TokenizerJson {
+  model?: { vocab?: unknown };
+  added_tokens?: unknown;
+}
+
+/** Highest id + 1 over the model's vocabulary (BPE/WordPiece map, or Unigram list) and the added tokens. */
+function tokenizerSize(json: TokenizerJson): number {
+  let max = -1;
+  const vocab = json.model?.vocab;
+  if (Array.isArray(vocab)) max = vocab.length - 1;
+  else if (vocab && typeof vocab === 'object') for (const id of Object.values(vocab)) if (typeof id === 'number' && id > max) max = id;
+  if (Array.isArray(json.added_tokens)) for (const t of json.added_tokens) if (typeof t?.id === 'number' && t.id > max) max = t.id;
+  return max + 1;
 }
 
 function renderMlAgent(messages: ChatMessage[], addGenerationPrompt: boolean): string {

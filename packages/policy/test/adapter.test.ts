@@ -1,6 +1,8 @@
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Gpu, SeededRng } from '@mlagent/core-kernels';
 import {
@@ -8,6 +10,7 @@ import {
   ADAPTER_WEIGHTS,
   LORA_MODULES,
   LoraAdapter,
+  LoraError,
   QwenModel,
   SafetensorsFile,
   ValueHead,
@@ -164,5 +167,73 @@ describe('mergeAdapter', () => {
     await expect(mergeAdapter(adapter, modelDir, modelDir)).rejects.toThrow(/outDir must differ from baseDir/);
     merged.dispose();
     adapter.dispose();
+  });
+});
+
+describe('PEFT adapter files: unsupported and malformed configs (audit)', () => {
+  it('an adapter_config.json that is not a JSON object names the file', async () => {
+    const adapter = trained(4, ['q_proj']);
+    const dir = join(work, 'cfg-null');
+    await saveAdapter(adapter, dir);
+    adapter.dispose();
+    const path = join(dir, ADAPTER_CONFIG);
+    for (const [text, kind] of [['null', 'null'], ['["q_proj"]', 'an array']]) {
+      writeFileSync(path, text);
+      expect(() => loadAdapter(model, dir)).toThrow(LoraError);
+      expect(() => loadAdapter(model, dir)).toThrow(`${path}: expected a JSON object, got ${kind}`);
+    }
+  });
+
+  it('refuses PEFT features that change which weights are adapted (set), and accepts them off', async () => {
+    const adapter = trained(5, ['q_proj', 'v_proj']);
+    const dir = join(work, 'features');
+    await saveAdapter(adapter, dir);
+    const path = join(dir, ADAPTER_CONFIG);
+    const good = JSON.parse(readFileSync(path, 'utf8'));
+    const withConfig = (patch: Record<string, unknown>) => {
+      writeFileSync(path, JSON.stringify({ ...good, ...patch }));
+      return () => loadAdapter(model, dir);
+    };
+    const cases: [Record<string, unknown>, string][] = [
+      [{ exclude_modules: ['model.layers.1.self_attn.q_proj'] }, 'exclude_modules ["model.layers.1.self_attn.q_proj"] is not supported'],
+      [{ exclude_modules: 'q_proj' }, 'exclude_modules "q_proj" is not supported'],
+      [{ lora_bias: true }, 'lora_bias true is not supported'],
+      [{ layer_replication: [[0, 2], [1, 2]] }, 'layer_replication [[0,2],[1,2]] is not supported'],
+      [{ target_parameters: ['mlp.experts.gate_up_proj'] }, 'target_parameters ["mlp.experts.gate_up_proj"] is not supported'],
+    ];
+    for (const [patch, message] of cases) {
+      expect(withConfig(patch), message).toThrow(LoraError);
+      expect(withConfig(patch), message).toThrow(`${path}: ${message}`);
+    }
+    for (const off of [{ exclude_modules: null, lora_bias: false, layer_replication: null, target_parameters: [] }, { exclude_modules: [] }]) {
+      const loaded = withConfig(off)();
+      expect(loaded.config.targetModules).toEqual(['q_proj', 'v_proj']);
+      loaded.dispose();
+    }
+    adapter.dispose();
+  });
+
+  // In a child process with a timeout: Node's recursive mkdir under /proc never returns (a busy loop no test
+  // timeout can interrupt), so a regression fails here instead of hanging the run.
+  it.runIf(process.platform === 'linux')('saveAdapter and mergeAdapter under /proc fail at once, naming the directory', () => {
+    const src = fileURLToPath(new URL('../src/index.ts', import.meta.url));
+    const script = join(work, 'proc.mts');
+    writeFileSync(
+      script,
+      [
+        `import { loadQwenConfig, mergeAdapter, saveAdapter } from ${JSON.stringify(src)};`,
+        // Stand-ins: both make the output directory before touching the adapter's weights.
+        `const fake = { assertLive() {}, slots: () => [], scale: 1, model: { config: loadQwenConfig(${JSON.stringify(modelDir)}) } };`,
+        `for (const run of [() => saveAdapter(fake, '/proc/self/mlagent-none/a'), () => mergeAdapter(fake, ${JSON.stringify(modelDir)}, '/proc/self/mlagent-none/m')]) {`,
+        `  try { await run(); console.log('no error'); } catch (e) { console.log(e.message); }`,
+        `}`,
+      ].join('\n'),
+    );
+    const r = spawnSync(process.execPath, ['--import', 'tsx', script], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.signal, 'timed out: a recursive mkdir under /proc').toBeNull();
+    expect(r.stdout.trim().split('\n')).toEqual([
+      "ENOENT: no such file or directory, mkdir '/proc/self/mlagent-none'",
+      "ENOENT: no such file or directory, mkdir '/proc/self/mlagent-none'",
+    ]);
   });
 });

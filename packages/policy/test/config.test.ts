@@ -1,5 +1,8 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { expectedShapes, parseQwenConfig } from '../src/index.js';
+import { ConfigError, expectedShapes, loadQwenConfig, parseQwenConfig } from '../src/index.js';
 
 // The published Qwen2.5-7B-Instruct config.json fields that matter.
 const qwen25_7b = {
@@ -57,5 +60,57 @@ describe('Qwen config', () => {
     expect(() => parseQwenConfig({ ...qwen25_7b, num_key_value_heads: 5 })).toThrow(/not a multiple/);
     expect(() => parseQwenConfig({ ...qwen25_7b, vocab_size: -1 })).toThrow(/'vocab_size' must be a positive integer/);
     expect(() => parseQwenConfig({ ...qwen25_7b, rope_scaling: { type: 'yarn', factor: 4 } })).toThrow(/rope_scaling/);
+  });
+});
+
+describe('Qwen config: fields checked at load (audit)', () => {
+  const bad = (patch: Record<string, unknown>) => () => parseQwenConfig({ ...qwen25_7b, ...patch });
+
+  it('eos_token_id and bos_token_id: integers (or a list for eos), null read as absent', () => {
+    expect(parseQwenConfig({ ...qwen25_7b, eos_token_id: [151645, 151643], bos_token_id: 151643 })).toMatchObject({ eosTokenId: [151645, 151643], bosTokenId: 151643 });
+    const nulls = parseQwenConfig({ ...qwen25_7b, eos_token_id: null, bos_token_id: null });
+    expect(nulls.eosTokenId).toBeUndefined();
+    expect(nulls.bosTokenId).toBeUndefined();
+    expect(bad({ eos_token_id: '151645' })).toThrow(ConfigError);
+    expect(bad({ eos_token_id: '151645' })).toThrow(`config.json: 'eos_token_id' must be an integer or a list of integers, got "151645"`);
+    expect(bad({ eos_token_id: [151645, 'x'] })).toThrow(/'eos_token_id' must be an integer or a list of integers, got \[151645,"x"\]/);
+    expect(bad({ eos_token_id: 1.5 })).toThrow(/'eos_token_id'/);
+    expect(bad({ bos_token_id: '1' })).toThrow(`config.json: 'bos_token_id' must be a non-negative integer, got "1"`);
+  });
+
+  it('a config.json that is not a JSON object names the file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mlagent-cfg-'));
+    try {
+      for (const [text, kind] of [['null', 'null'], ['[]', 'an array'], ['3', 'a number']]) {
+        writeFileSync(join(dir, 'config.json'), text);
+        expect(() => loadQwenConfig(dir)).toThrow(ConfigError);
+        expect(() => loadQwenConfig(dir)).toThrow(`${join(dir, 'config.json')}: expected a JSON object, got ${kind}`);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    expect(() => parseQwenConfig(null as never)).toThrow('config.json: expected a JSON object, got null');
+  });
+
+  it('refuses fields that change the computation and are not implemented', () => {
+    expect(bad({ hidden_act: 'gelu' })).toThrow(`config.json: hidden_act "gelu" is not supported (only silu)`);
+    expect(parseQwenConfig({ ...qwen25_7b, hidden_act: 'silu' }).arch).toBe('qwen2');
+    expect(bad({ use_sliding_window: true, sliding_window: 1, max_window_layers: 0 })).toThrow(/use_sliding_window is true .*sliding-window attention is not supported/);
+    // max_window_layers absent: HF's default 28, so layers 28.. of a 40-layer model would be windowed.
+    expect(bad({ use_sliding_window: true, sliding_window: 4096, num_hidden_layers: 40 })).toThrow(/max_window_layers 28, 40 layers/);
+    // A window covering the context, or no layer at or above max_window_layers, is full attention.
+    expect(parseQwenConfig({ ...qwen25_7b, use_sliding_window: true, sliding_window: 32768, max_window_layers: 0 }).numLayers).toBe(28);
+    expect(parseQwenConfig({ ...qwen25_7b, use_sliding_window: true, sliding_window: 1, max_window_layers: 28 }).numLayers).toBe(28);
+    // Qwen2.5's own config: use_sliding_window false.
+    expect(parseQwenConfig({ ...qwen25_7b, use_sliding_window: false, sliding_window: 131072, max_window_layers: 28 }).numLayers).toBe(28);
+    expect(bad({ rope_scaling: { factor: 4 } })).toThrow(`config.json: rope_scaling {"factor":4} has no type/rope_type`);
+    expect(bad({ rope_scaling: 4 })).toThrow(/rope_scaling 4 has no type/);
+    expect(parseQwenConfig({ ...qwen25_7b, rope_scaling: { rope_type: 'default' } }).arch).toBe('qwen2');
+  });
+
+  it('tie_word_embeddings and attention_bias must be booleans', () => {
+    expect(bad({ tie_word_embeddings: 'true' })).toThrow(`config.json: 'tie_word_embeddings' must be true or false, got "true"`);
+    expect(bad({ attention_bias: 'false' })).toThrow(/'attention_bias' must be true or false/);
+    expect(parseQwenConfig({ ...qwen25_7b, tie_word_embeddings: null }).tieWordEmbeddings).toBe(false);
   });
 });

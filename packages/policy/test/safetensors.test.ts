@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -147,5 +147,46 @@ describe('safetensors', () => {
     } finally {
       ck.close();
     }
+  });
+});
+
+describe('safetensors: inputs that are not what they claim (audit)', () => {
+  /** A file with this header text and no data. */
+  function withHeader(path: string, header: string): string {
+    const h = Buffer.from(header);
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(h.length));
+    writeFileSync(path, Buffer.concat([len, h]));
+    return path;
+  }
+
+  it('a header that is JSON but not an object names the file', () => {
+    const dir = tmp();
+    for (const [text, kind] of [['null', 'null'], ['[1,2]', 'an array'], ['"x"', 'a string']]) {
+      const path = withHeader(join(dir, 'h.safetensors'), text);
+      expect(() => SafetensorsFile.open(path), text).toThrow(CheckpointError);
+      expect(() => SafetensorsFile.open(path), text).toThrow(`${path}: header: expected a JSON object, got ${kind}`);
+    }
+  });
+
+  it('a directory where the weights file belongs is named as such', () => {
+    const dir = tmp();
+    mkdirSync(join(dir, 'model.safetensors'));
+    expect(() => Checkpoint.open(dir)).toThrow(CheckpointError);
+    expect(() => Checkpoint.open(dir)).toThrow(`${join(dir, 'model.safetensors')}: is a directory, not a safetensors file`);
+  });
+
+  it('a missing shard names the index, the shard and how many tensors it should hold; a null index names the file', () => {
+    const dir = tmp();
+    writeSafetensors(join(dir, 'model-00001-of-00002.safetensors'), { a: { dtype: 'F32', shape: [1], data: new Float32Array([1]) } });
+    const index = join(dir, 'model.safetensors.index.json');
+    writeFileSync(index, JSON.stringify({ weight_map: { a: 'model-00001-of-00002.safetensors', b: 'model-00002-of-00002.safetensors', c: 'model-00002-of-00002.safetensors' } }));
+    expect(() => Checkpoint.open(dir)).toThrow(
+      `${index}: weight_map refers to model-00002-of-00002.safetensors for 2 tensor(s) (e.g. 'b'), but ${join(dir, 'model-00002-of-00002.safetensors')} does not exist`,
+    );
+    writeFileSync(index, 'null');
+    expect(() => Checkpoint.open(dir)).toThrow(`${index}: expected a JSON object, got null`);
+    writeFileSync(index, JSON.stringify({ weight_map: [] }));
+    expect(() => Checkpoint.open(dir)).toThrow(/no weight_map .*got an array/);
   });
 });

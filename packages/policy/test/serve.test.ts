@@ -5,6 +5,7 @@ import {
   OpenAIService,
   QwenModel,
   QwenTokenizer,
+  TokenizerError,
   StopTextStream,
   createOpenAIServer,
   defaultStopTokenIds,
@@ -212,5 +213,26 @@ describe('OpenAI-compatible server over HTTP', () => {
       expect(json.error.message).toMatch(message);
       expect(json.error.param).toBe(param);
     }
+  });
+});
+
+describe('OpenAIService and the tokenizer vocabulary (audit)', () => {
+  it('refuses a tokenizer with ids past the model vocab_size when built', () => {
+    const small = Object.create(model, { config: { value: { ...model.config, vocabSize: 482 } } }) as QwenModel;
+    expect(() => new OpenAIService(small, tokenizer)).toThrow(TokenizerError);
+    expect(() => new OpenAIService(small, tokenizer)).toThrow(/tokenizer\.json has 151669 tokens \(ids 0\.\.151668\) but the model's config\.json has vocab_size 482/);
+  });
+
+  it('answers a text prompt that encodes outside the vocabulary with a 400, not a 500', async () => {
+    const tok = QwenTokenizer.fromDir(dir);
+    const service = new OpenAIService(model, tok);
+    // Stands for any tokenizer/model mismatch that slips past the size check.
+    tok.encode = () => [1, model.config.vocabSize + 3];
+    await expect(service.completion({ prompt: 'x', max_tokens: 1 })).rejects.toMatchObject({
+      status: 400,
+      param: 'prompt',
+      message: `prompt 0 encodes to token id ${model.config.vocabSize + 3}, outside this model's vocabulary [0, ${model.config.vocabSize})`,
+    });
+    await expect(service.chatCompletion({ messages: CHAT, max_tokens: 1 })).rejects.toMatchObject({ status: 400, param: 'messages' });
   });
 });

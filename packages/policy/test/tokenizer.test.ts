@@ -1,4 +1,4 @@
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -61,5 +61,64 @@ describe('QwenTokenizer', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('QwenTokenizer: bad tokenizer files (audit)', () => {
+  const src = bundledTokenizerDir();
+  const srcConfig = JSON.parse(readFileSync(join(src, 'tokenizer_config.json'), 'utf8'));
+  /** A tokenizer directory with the bundled tokenizer.json and this tokenizer_config.json text. */
+  function withConfig(config: unknown, raw?: string): string {
+    const dir = mkdtempSync(join(tmpdir(), 'mlagent-tok-'));
+    copyFileSync(join(src, 'tokenizer.json'), join(dir, 'tokenizer.json'));
+    writeFileSync(join(dir, 'tokenizer_config.json'), raw ?? JSON.stringify(config));
+    return dir;
+  }
+  const CHAT = [{ role: 'user' as const, content: 'Hi' }];
+
+  it('a chat_template that does not parse breaks only hf chat rendering, with the file named', () => {
+    const dir = withConfig({ ...srcConfig, chat_template: '{% for m in messages %}{{ m.content ' });
+    const t = QwenTokenizer.fromDir(dir);
+    expect(t.encode('Hello world')).toEqual([9707, 1879]);
+    expect(t.applyChatTemplate(CHAT, { template: 'ml-agent' })).toContain('Hi');
+    const render = () => t.applyChatTemplate(CHAT);
+    expect(render).toThrow(TokenizerError);
+    expect(render).toThrow(new RegExp(`^${join(dir, 'tokenizer_config.json')}: chat_template does not parse \\(.+\\); use template "ml-agent" \\(--template ml-agent\\)$`));
+  });
+
+  it("HF's list form of chat_template: the one named 'default' is used, or the form is refused by name", () => {
+    const good = QwenTokenizer.fromDir(withConfig({ ...srcConfig, chat_template: [{ name: 'tool_use', template: 'T' }, { name: 'default', template: srcConfig.chat_template }] }));
+    expect(good.applyChatTemplate(CHAT, { addGenerationPrompt: true })).toBe(tok.applyChatTemplate(CHAT, { addGenerationPrompt: true }));
+    const dir = withConfig({ ...srcConfig, chat_template: [{ name: 'tool_use', template: 'T' }] });
+    expect(() => QwenTokenizer.fromDir(dir).applyChatTemplate(CHAT)).toThrow(
+      `${join(dir, 'tokenizer_config.json')}: chat_template is a list of named templates ("tool_use") with no string template named "default"`,
+    );
+  });
+
+  it('names the file that is not valid JSON, and a tokenizer_config.json that is null', () => {
+    const dir = withConfig(undefined, '{"chat_template": "x');
+    expect(() => QwenTokenizer.fromDir(dir)).toThrow(new RegExp(`^${join(dir, 'tokenizer_config.json')}: not valid JSON \\(`));
+    const dir2 = withConfig(srcConfig);
+    writeFileSync(join(dir2, 'tokenizer.json'), '{"model": ');
+    expect(() => QwenTokenizer.fromDir(dir2)).toThrow(new RegExp(`^${join(dir2, 'tokenizer.json')}: not valid JSON \\(`));
+    const dir3 = withConfig(null);
+    expect(() => QwenTokenizer.fromDir(dir3)).toThrow(TokenizerError);
+    expect(() => QwenTokenizer.fromDir(dir3)).toThrow(`${join(dir3, 'tokenizer_config.json')}: expected a JSON object, got null`);
+  });
+
+  it('an eos_token the tokenizer lacks names the file and the field; the {content} form is read', () => {
+    const dir = withConfig({ ...srcConfig, eos_token: '<|no_such_token|>' });
+    expect(() => QwenTokenizer.fromDir(dir)).toThrow(`${join(dir, 'tokenizer_config.json')}: eos_token "<|no_such_token|>" is not a token of ${join(dir, 'tokenizer.json')}`);
+    expect(QwenTokenizer.fromDir(withConfig({ ...srcConfig, eos_token: { content: '<|endoftext|>', special: true } })).eosTokenId).toBe(151643);
+  });
+
+  it("size is the highest id + 1 with added tokens; a model vocab_size below it is an error, far above it a warning", () => {
+    expect(tok.size).toBe(151669); // Qwen3's tokenizer: 151643 BPE tokens + added tokens up to <|/think|> 151668
+    expect(tok.checkModelVocab(151936)).toBeUndefined(); // Qwen's padded embeddings: silent
+    expect(() => tok.checkModelVocab(482, '/m/config.json')).toThrow(TokenizerError);
+    expect(() => tok.checkModelVocab(482, '/m/config.json')).toThrow(
+      `${join(src, 'tokenizer.json')} has 151669 tokens (ids 0..151668) but /m/config.json has vocab_size 482: the tokenizer does not belong to this model`,
+    );
+    expect(tok.checkModelVocab(400_000, '/m/config.json')).toMatch(/has only 151669 tokens but \/m\/config\.json has vocab_size 400000/);
   });
 });

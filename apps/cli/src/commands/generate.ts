@@ -1,6 +1,6 @@
-import { NonFiniteError, QwenTokenizer, StopTextStream, defaultStopTokenIds, generate, loadQwenConfig } from '@mlagent/policy';
+import { NonFiniteError, StopTextStream, defaultStopTokenIds, generate, loadQwenConfig } from '@mlagent/policy';
 import { UsageError, parse } from '../args.js';
-import { MODEL_OPTIONS, MODEL_USAGE, checkModelArgs, explainNonFinite, loadPolicy, numberArg, parseTemplate, readChatFile } from '../policy-args.js';
+import { MODEL_OPTIONS, MODEL_USAGE, checkModelArgs, explainNonFinite, loadPolicy, loadTokenizer, numberArg, parseTemplate, readChatFile } from '../policy-args.js';
 
 export const generateUsage = `mlagent generate --model DIR [--adapter DIR] (--prompt TEXT | --chat FILE.json) [--max-new-tokens N] [--temperature T] [--seed S] [--template hf|ml-agent] [--json]
   Samples a continuation of --prompt, or an assistant reply to the --chat messages (a JSON list of {role, content}
@@ -33,10 +33,14 @@ export async function generateCommand(argv: string[]): Promise<void> {
   if (values.prompt === '') throw new UsageError(`${cmd}: --prompt is empty`);
 
   // The prompt is checked against the context before any weights are loaded.
-  const tokenizer = QwenTokenizer.fromDir(values.model!);
+  const tokenizer = loadTokenizer(cmd, values.model!);
   const text = messages ? tokenizer.applyChatTemplate(messages, { template, addGenerationPrompt: true }) : values.prompt!;
   const promptIds = tokenizer.encode(text);
-  const maxNewTokens = fitContext(promptIds.length, loadQwenConfig(values.model!).maxPositionEmbeddings, maxNewTokensArg, messages ? '--chat' : '--prompt');
+  const { vocabSize: V, maxPositionEmbeddings } = loadQwenConfig(values.model!);
+  const promptFlag = messages ? '--chat' : '--prompt';
+  const bad = promptIds.find((id) => id >= V);
+  if (bad !== undefined) throw new UsageError(`${cmd}: ${promptFlag} encodes to token id ${bad}, outside this model's vocabulary [0, ${V})`);
+  const maxNewTokens = fitContext(promptIds.length, maxPositionEmbeddings, maxNewTokensArg, promptFlag);
 
   const { model, close } = await loadPolicy(cmd, values, tokenizer);
   try {

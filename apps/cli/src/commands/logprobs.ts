@@ -1,6 +1,6 @@
-import { NonFiniteError, QwenTokenizer, loadQwenConfig, sequenceLogprobs } from '@mlagent/policy';
+import { NonFiniteError, loadQwenConfig, sequenceLogprobs } from '@mlagent/policy';
 import { UsageError, parse } from '../args.js';
-import { MODEL_OPTIONS, MODEL_USAGE, checkModelArgs, explainNonFinite, loadPolicy } from '../policy-args.js';
+import { MODEL_OPTIONS, MODEL_USAGE, checkModelArgs, explainNonFinite, loadPolicy, loadTokenizer } from '../policy-args.js';
 
 export const logprobsUsage = `mlagent logprobs --model DIR [--adapter DIR] (--text TEXT | --ids 1,2,3) [--json]
   Scores a token sequence: logprobs[i] = log p(ids[i] | ids[<i]), null for the first. --text is tokenized with
@@ -31,7 +31,7 @@ export async function logprobsCommand(argv: string[]): Promise<void> {
     if (bad !== undefined) throw new UsageError(`${cmd}: token id ${bad} is outside this model's vocabulary [0, ${V})`);
   };
   // The sequence is checked before any weights are loaded.
-  const tokenizer = QwenTokenizer.fromDir(values.model!);
+  const tokenizer = loadTokenizer(cmd, values.model!);
   ids ??= tokenizer.encode(values.text!, { addSpecialTokens: false });
   if (ids.length === 0) throw new UsageError(`${cmd}: --text encodes to no tokens`);
   outsideVocab(ids);

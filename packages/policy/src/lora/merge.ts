@@ -1,7 +1,8 @@
-import { copyFileSync, existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { copyFileSync, existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { convertCheckpointData, f32ToF16Bits, type CheckpointDType } from '@mlagent/core-kernels';
 import { layerTensorNames } from '../config.js';
+import { makeDirs } from '../init-model.js';
 import { Checkpoint, writeSafetensors, type TensorToWrite } from '../safetensors.js';
 import type { LoraAdapter } from './adapter.js';
 import { LoraError, MODULE_WEIGHT } from './config.js';
@@ -35,7 +36,7 @@ export async function mergeAdapter(adapter: LoraAdapter, baseDir: string, outDir
     }
     for (const name of deltas.keys()) if (!ck.has(name)) throw new LoraError(`mergeAdapter: ${baseDir} has no tensor '${name}'`);
     const scale = adapter.scale;
-    mkdirSync(outDir, { recursive: true });
+    makeDirs(outDir);
     const tensors: Record<string, TensorToWrite> = {};
     for (const name of ck.names()) {
       const info = ck.info(name);

@@ -1,6 +1,8 @@
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { convertCheckpointData, type CheckpointDType } from '@mlagent/core-kernels';
+import { requireJsonObject } from '../config.js';
+import { makeDirs } from '../init-model.js';
 import type { QwenModel } from '../model.js';
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../safetensors.js';
 import { LoraAdapter } from './adapter.js';
@@ -47,7 +49,7 @@ export function peftConfig(adapter: LoraAdapter, baseModel = ''): Record<string,
  */
 export async function saveAdapter(adapter: LoraAdapter, dir: string, opts: SaveAdapterOptions = {}): Promise<void> {
   adapter.assertLive('save');
-  mkdirSync(dir, { recursive: true });
+  makeDirs(dir);
   const names = adapter.paramNames();
   const params = adapter.params();
   const tensors: Record<string, TensorToWrite> = {};
@@ -64,12 +66,13 @@ const peftModuleNames = new Map<string, LoraModule>(LORA_MODULES.map((m) => [m, 
 export function readPeftConfig(dir: string): { r: number; alpha: number; dropout: number; targetModules: LoraModule[]; baseModel: string } {
   const path = join(dir, ADAPTER_CONFIG);
   if (!existsSync(path)) throw new LoraError(`${dir}: no ${ADAPTER_CONFIG} (not a PEFT adapter directory)`);
-  let raw: Record<string, unknown>;
+  let raw: unknown;
   try {
     raw = JSON.parse(readFileSync(path, 'utf8'));
   } catch (e) {
     throw new LoraError(`${path}: not valid JSON (${(e as Error).message})`);
   }
+  requireJsonObject(raw, path, LoraError);
   const fail = (msg: string): never => {
     throw new LoraError(`${path}: ${msg}`);
   };
@@ -88,6 +91,13 @@ export function readPeftConfig(dir: string): { r: number; alpha: number; dropout
   for (const key of ['rank_pattern', 'alpha_pattern']) {
     const v = raw[key];
     if (v && typeof v === 'object' && Object.keys(v).length > 0) fail(`${key} is not supported (one r and alpha for all modules)`);
+  }
+  // PEFT features that change which weights the adapter touches or what it adds; Python truthiness, as PEFT
+  // tests them ([] and '' are off).
+  for (const key of ['exclude_modules', 'lora_bias', 'layer_replication', 'target_parameters']) {
+    const v = raw[key];
+    const on = v !== undefined && v !== null && v !== false && v !== '' && v !== 0 && !(Array.isArray(v) && v.length === 0);
+    if (on) fail(`${key} ${JSON.stringify(v)} is not supported`);
   }
   for (const key of ['layers_to_transform', 'modules_to_save']) {
     const v = raw[key];

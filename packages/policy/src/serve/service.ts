@@ -61,6 +61,8 @@ export class OpenAIService {
     readonly options: OpenAIServiceOptions = {},
   ) {
     this.modelName = options.modelName ?? 'policy';
+    // A tokenizer with ids past the model's embeddings would fail every text request with a 500.
+    tokenizer.checkModelVocab(model.config.vocabSize, "the model's config.json");
     this.stopIds = defaultStopTokenIds(model.config, tokenizer);
     this.decodeText = (ids) => tokenizer.decode(ids, { skipSpecialTokens: true });
   }
@@ -95,7 +97,7 @@ export class OpenAIService {
     } catch (e) {
       throw badParam('messages', `the chat template failed on these messages: ${(e as Error).message}`);
     }
-    const run = await this.run([this.tokenizer.encode(prompt)], 'messages', req, onDelta, signal);
+    const run = await this.run([this.encodeChecked(prompt, 'messages', 'the rendered chat')], 'messages', req, onDelta, signal);
     return {
       id: newId('chatcmpl'),
       object: 'chat.completion',
@@ -116,7 +118,7 @@ export class OpenAIService {
     this.checkModel(body);
     const req = parseCompletionRequest(body, this.model.config.vocabSize);
     const prompts = req.prompts.map((p, i) => {
-      const ids = typeof p === 'string' ? this.tokenizer.encode(p) : p;
+      const ids = typeof p === 'string' ? this.encodeChecked(p, 'prompt', `prompt ${i}`) : p;
       if (ids.length === 0) throw badParam('prompt', `prompt ${i} encodes to no tokens`);
       return ids;
     });
@@ -134,6 +136,15 @@ export class OpenAIService {
       })),
       usage: usage(run),
     };
+  }
+
+  /** Token ids of `text`; an id the model has no embedding for is a 400, not a 500 from generate. */
+  private encodeChecked(text: string, param: string, what: string): number[] {
+    const ids = this.tokenizer.encode(text);
+    const V = this.model.config.vocabSize;
+    const bad = ids.find((id) => id >= V);
+    if (bad !== undefined) throw badParam(param, `${what} encodes to token id ${bad}, outside this model's vocabulary [0, ${V})`);
+    return ids;
   }
 
   /** Generates n choices for every prompt, in one batch, once the requests before it have finished. */
