@@ -25,6 +25,17 @@ describe('mlagent usage errors', () => {
     expect(mlagent(['env', 'run', '--frobnicate']).stderr).not.toContain('did you mean');
   });
 
+  it('an --out under /proc fails at once, where mkdir -p in Node would spin forever', () => {
+    for (const args of [
+      ['train', '--preset', 'tiny', '--out', '/proc/self/mlagent-x/run'],
+      ['eval', '--expert', 'scripted', '--tasks', 'house-prices', '--trajectories', '1', '--out', '/proc/self/mlagent-x/eval'],
+    ]) {
+      const r = mlagent(args);
+      expect(r.code, `${args[0]}: ${r.stderr}`).toBe(1);
+      expect(r.stderr).toMatch(new RegExp(`^mlagent ${args[0]}: ENOENT: no such file or directory, mkdir '/proc/self/mlagent-x'`, 'm'));
+    }
+  });
+
   it('names a missing bench target and an unknown help topic', () => {
     const bench = mlagent(['bench']);
     expect(bench.code).toBe(2);

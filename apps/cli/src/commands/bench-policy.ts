@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Gpu, findTorchPython, formatBytes, formatProfile, isSoftwareAdapter } from '@mlagent/core-kernels';
@@ -23,6 +23,7 @@ import {
   type QwenConfig,
   type TorchBenchSource,
   type TrainingTiming,
+  makeDirs,
 } from '@mlagent/policy';
 import { UsageError, parse } from '../args.js';
 
@@ -179,7 +180,7 @@ export async function benchPolicy(argv: string[]): Promise<void> {
       const src: TorchBenchSource = { modelDir: dir, dtype: dtype === 'f16' ? 'float16' : 'float32', ...(preset === '7b' ? { randomSeed: 0 } : {}) };
       let cfg: QwenConfig | undefined;
       if (preset === '7b') {
-        mkdirSync(dir, { recursive: true });
+        makeDirs(dir);
         writeFileSync(join(dir, 'config.json'), JSON.stringify(QWEN25_7B_CONFIG, null, 2) + '\n');
         cfg = qwen25_7bConfig();
         checkMemory(cmd, cfg, dtype, { budgetBytes: budgetBytes ?? nvidiaFreeBytes(), maxBufferSize: gpu.limits.maxBufferSize }, {

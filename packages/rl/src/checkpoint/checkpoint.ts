@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { dirname, join, normalize, relative, sep } from 'node:path';
+import { makeDirs } from '@mlagent/policy';
 
 /**
  * Atomic directory checkpoints: `<runDir>/checkpoints/step-00000012/` holds `checkpoint.json` (step, RNG state,
@@ -64,7 +65,7 @@ export async function saveCheckpoint(runDir: string, options: SaveCheckpointOpti
   if (!Number.isInteger(step) || step < 0) throw new Error(`saveCheckpoint: step must be a non-negative integer, got ${step}`);
   if (keep !== undefined && !(Number.isInteger(keep) && keep >= 1)) throw new Error(`saveCheckpoint: keep must be an integer ≥ 1, got ${keep}`);
   const root = join(runDir, CHECKPOINTS_DIR);
-  mkdirSync(root, { recursive: true });
+  makeDirs(root);
   removeLeftovers(root);
 
   const name = stepDirName(step);
@@ -73,7 +74,7 @@ export async function saveCheckpoint(runDir: string, options: SaveCheckpointOpti
   try {
     for (const [rel, content] of Object.entries(files)) {
       const path = join(tmp, safeRelative(rel));
-      mkdirSync(dirname(path), { recursive: true });
+      makeDirs(dirname(path));
       writeDurably(path, typeof content === 'string' ? Buffer.from(content) : content);
     }
     if (write) await write(tmp);

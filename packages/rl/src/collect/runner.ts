@@ -1,8 +1,9 @@
 // The collection runner: full expert episodes on each task, seeded with diverse ideas, every step saved as a
 // JSONL line and every state in the env's snapshot store. Restarted with the same arguments after a crash, it
 // drops the incomplete trajectories' lines and redoes only those.
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { makeDirs } from '@mlagent/policy';
 import { Episode, SnapshotStore, type HelperLlmConfig, type PreparedTask } from '@mlagent/env';
 import type { Expert } from '../experts/types.js';
 import { ProgressMeter } from '../metrics/progress.js';
@@ -116,7 +117,7 @@ export async function collect(options: CollectOptions): Promise<CollectSummary> 
   const ideasByTask = new Map<string, TaskIdeas>(options.tasks.map((t) => [t.spec.name, taskIdeas(t, k, seed, candidates)]));
 
   const out = path.resolve(options.out);
-  mkdirSync(path.join(out, 'ideas'), { recursive: true });
+  makeDirs(path.join(out, 'ideas'));
   const release = takeLock(path.join(out, '.lock'));
   try {
     checkManifest(path.join(out, 'collection.json'), { format: 1, expert: options.expert.name, ideas: k, candidates, maxSteps, seed });
@@ -127,7 +128,7 @@ export async function collect(options: CollectOptions): Promise<CollectSummary> 
     // Workspaces of a killed run are left over here; nothing else uses them.
     const workRoot = path.join(out, 'work');
     rmSync(workRoot, { recursive: true, force: true });
-    mkdirSync(workRoot, { recursive: true });
+    makeDirs(workRoot);
     const snapshotsDir = path.join(out, 'snapshots');
     const store = new SnapshotStore(snapshotsDir);
 

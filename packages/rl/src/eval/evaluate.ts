@@ -7,9 +7,10 @@
 // state: they share one episode (a branch) and each step runs once for all of them. When their responses differ,
 // the others fork: a new episode restored from the branch's state before the step. Responses that word the same
 // action call differently still share its run: they fork after it, from a copy of the state that holds their text.
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { makeDirs } from '@mlagent/policy';
 import { Episode, SnapshotStore, actionCallKey, runInWorkspace, type HelperLlmConfig, type PreparedTask, type SandboxPool, type StepResult } from '@mlagent/env';
 import type { ExpertObservation } from '../experts/types.js';
 import type { CollectEpisode } from '../collect/trajectory.js';
@@ -183,7 +184,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
   agent.prepare?.(options.tasks);
   const infos = await taskInfos(options.tasks, options.baselines ?? {});
   const root = out ?? mkdtempSync(path.join(tmpdir(), 'mlagent-eval-'));
-  mkdirSync(root, { recursive: true });
+  makeDirs(root);
   const stepsFile = out ? path.join(out, 'eval-steps.jsonl') : undefined;
   const trajectoriesFile = out ? path.join(out, EVAL_TRAJECTORIES_FILE) : undefined;
   const trajectoryId = (task: string, index: number) => `${task}/${String(index).padStart(4, '0')}`;
@@ -202,7 +203,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
   const workRoot = path.join(root, 'work');
   // A killed run's workspaces are no use to anyone.
   rmSync(workRoot, { recursive: true, force: true });
-  mkdirSync(workRoot, { recursive: true });
+  makeDirs(workRoot);
   const start = options.startEpisode ?? defaultStart;
   const startedAt = new Date();
   const episodeOptions = { store, maxSteps, workRoot, helperLlm: options.helperLlm ?? null, pool: options.pool };
@@ -482,7 +483,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
 
 /** Writes eval.json and eval.md (the Table-1 markdown) into `dir`, each through a temp file and a rename. */
 export function writeEvalResult(dir: string, result: EvalResult): { json: string; markdown: string } {
-  mkdirSync(dir, { recursive: true });
+  makeDirs(dir);
   const json = path.join(dir, 'eval.json');
   const markdown = path.join(dir, 'eval.md');
   const write = (file: string, text: string) => {

@@ -1,5 +1,6 @@
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { makeDirs } from '@mlagent/policy';
 import { EventFileWriter } from './tensorboard.js';
 
 /** One line of metrics.jsonl: the step, the wall time in seconds, an optional task tag, and named scalars. */
@@ -23,7 +24,7 @@ export class MetricsLogger {
   private tb: EventFileWriter | null;
 
   constructor(runDir: string, options: { tensorboard?: boolean } = {}) {
-    mkdirSync(runDir, { recursive: true });
+    makeDirs(runDir);
     this.path = join(runDir, METRICS_FILE);
     dropTornLastLine(this.path);
     this.fd = openSync(this.path, 'a');

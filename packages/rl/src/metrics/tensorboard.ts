@@ -1,6 +1,7 @@
-import { closeSync, fsyncSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { makeDirs } from '@mlagent/policy';
 import { maskedCrc32c } from './crc32c.js';
 
 /**
@@ -19,7 +20,7 @@ export class EventFileWriter {
   private fd: number | null;
 
   constructor(dir: string, now = Date.now()) {
-    mkdirSync(dir, { recursive: true });
+    makeDirs(dir);
     this.path = join(dir, `events.out.tfevents.${Math.floor(now / 1000)}.${hostname()}`);
     this.fd = openSync(this.path, 'a');
     this.writeRecord(encodeEvent({ wallTime: now / 1000, step: 0, fileVersion: 'brain.Event:2' }));

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Gpu, cosineLr } from '@mlagent/core-kernels';
 import {
@@ -14,6 +14,7 @@ import {
   saveAdapter,
   type ChatMessage,
   type LoraModule,
+  makeDirs,
 } from '@mlagent/policy';
 import { mixSeed } from '../collect/seeds.js';
 import { latestCheckpoint, listCheckpoints, saveCheckpoint, type Json } from '../checkpoint/checkpoint.js';
@@ -99,7 +100,7 @@ export async function sft(options: SftOptions): Promise<SftResult> {
   const config = parseTrainConfig(options.config ?? {}, { source: '(sft options)' });
   const c = config.sft;
   const log = options.log ?? ((line: string) => process.stderr.write(line + '\n'));
-  mkdirSync(options.out, { recursive: true });
+  makeDirs(options.out);
 
   // Data: tokenize every chat with assistant-only targets, drop what has no target left, split off eval.
   const tokenizer = QwenTokenizer.fromDir(options.modelDir);

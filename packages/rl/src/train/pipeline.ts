@@ -1,8 +1,8 @@
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Gpu } from '@mlagent/core-kernels';
 import { Episode, listTasks, prepareTask, resolveTask, type EpisodeOptions, type PreparedTask } from '@mlagent/env';
-import { Checkpoint, QwenModel, QwenTokenizer, initModel, loadAdapter, loadQwenConfig, nvidiaFreeBytes } from '@mlagent/policy';
+import { Checkpoint, QwenModel, QwenTokenizer, initModel, loadAdapter, loadQwenConfig, nvidiaFreeBytes, makeDirs } from '@mlagent/policy';
 import { collect } from '../collect/runner.js';
 import { readCollection, stepsInOrder } from '../collect/records.js';
 import { isPlainObject } from '../config/schema.js';
@@ -110,7 +110,7 @@ export async function trainPipeline(options: TrainPipelineOptions): Promise<Trai
   }
   // A resumed run keeps the record of its config (checked equal above, but for RESUMABLE_FIELDS, which it updates).
   if (!resuming || retuned.length > 0) {
-    mkdirSync(out, { recursive: true });
+    makeDirs(out);
     writeFileSync(configFile, JSON.stringify(config, null, 2) + '\n');
   }
   const seconds: Record<string, number> = {};

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Gpu } from '@mlagent/core-kernels';
 import {
@@ -14,6 +14,7 @@ import {
   saveAdapter,
   saveValueHead,
   type LoraModule,
+  makeDirs,
 } from '@mlagent/policy';
 import { mixSeed } from '../collect/seeds.js';
 import { latestCheckpoint, listCheckpoints, saveCheckpoint, type Json } from '../checkpoint/checkpoint.js';
@@ -111,7 +112,7 @@ export async function trainPpo(options: TrainPpoOptions): Promise<TrainPpoResult
   const pool = StatesPool.fromCollection(options.collection);
   const tasks = Object.keys(pool.stats().tasks).sort();
   if (tasks.length === 0) throw new Error(`ppo: the collection ${options.collection} has no complete trajectory to draw states from`);
-  mkdirSync(options.out, { recursive: true });
+  makeDirs(options.out);
   const fingerprint = fingerprintOf(config, options);
   const unlock = lockRunDir(options.out, 'ppo');
   try {
