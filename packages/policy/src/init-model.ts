@@ -1,4 +1,4 @@
-import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { SeededRng, f32ToF16Bits } from '@mlagent/core-kernels';
@@ -50,6 +50,8 @@ export interface InitModelOptions {
 export function makeDirs(dir: string): void {
   const missing: string[] = [];
   for (let d = resolve(dir); !existsSync(d); d = dirname(d)) missing.unshift(d);
+  // A file where the directory should be: mkdir's own EEXIST, as mkdir -p gives.
+  if (missing.length === 0 && !statSync(resolve(dir)).isDirectory()) mkdirSync(resolve(dir));
   for (const d of missing) mkdirSync(d);
 }
 
