@@ -77,7 +77,7 @@ export function loadTokenizer(command: string, dir: string): QwenTokenizer {
 }
 
 /**
- * Loads the tokenizer (unless given: a command that checks its input against it first, from loadTokenizer), the
+ * Loads the tokenizer (unless given: one from loadTokenizer, already checked against config.json), the
  * model and the PEFT adapter if given (applied by every forward), reporting on stderr.
  */
 export async function loadPolicy(
@@ -87,8 +87,6 @@ export async function loadPolicy(
   tokenizer = loadTokenizer(command, values.model!),
 ): Promise<LoadedPolicy> {
   const dir = values.model!;
-  // Again for a tokenizer passed in (cheap; its warning was given by loadTokenizer).
-  tokenizer.checkModelVocab(loadQwenConfig(dir).vocabSize, join(dir, 'config.json'));
   const gpu = await Gpu.create();
   const t0 = performance.now();
   let model: QwenModel | undefined;

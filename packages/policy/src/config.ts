@@ -123,24 +123,13 @@ export function parseQwenConfig(raw: Record<string, unknown>, source = 'config.j
       );
     }
   }
-  const tokenId = (key: string): number | undefined => {
-    const v = raw[key];
-    if (v === undefined || v === null) return undefined; // as HF: no such token
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new ConfigError(`${source}: '${key}' must be a non-negative integer, got ${JSON.stringify(v)}`);
-    return v;
-  };
-  const eos = raw.eos_token_id;
-  let eosTokenId: number | number[] | undefined;
-  if (Array.isArray(eos)) {
-    if (!eos.every((x) => typeof x === 'number' && Number.isInteger(x) && x >= 0)) {
-      throw new ConfigError(`${source}: 'eos_token_id' must be an integer or a list of integers, got ${JSON.stringify(eos)}`);
-    }
-    eosTokenId = eos as number[];
-  } else if (eos !== undefined && eos !== null) {
-    if (typeof eos !== 'number' || !Number.isInteger(eos) || eos < 0) {
-      throw new ConfigError(`${source}: 'eos_token_id' must be an integer or a list of integers, got ${JSON.stringify(eos)}`);
-    }
-    eosTokenId = eos;
+  const isId = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0;
+  // null reads as absent, as in HF: no such token.
+  const bos = raw.bos_token_id ?? undefined;
+  if (bos !== undefined && !isId(bos)) throw new ConfigError(`${source}: 'bos_token_id' must be a non-negative integer, got ${JSON.stringify(bos)}`);
+  const eos = raw.eos_token_id ?? undefined;
+  if (eos !== undefined && !isId(eos) && !(Array.isArray(eos) && eos.every(isId))) {
+    throw new ConfigError(`${source}: 'eos_token_id' must be an integer or a list of integers, got ${JSON.stringify(eos)}`);
   }
   return {
     arch,
@@ -158,8 +147,8 @@ export function parseQwenConfig(raw: Record<string, unknown>, source = 'config.j
     attentionBias: bool('attention_bias', arch === 'qwen2'),
     qkNorm: arch === 'qwen3',
     torchDtype: typeof raw.torch_dtype === 'string' ? raw.torch_dtype : typeof raw.dtype === 'string' ? raw.dtype : 'float32',
-    bosTokenId: tokenId('bos_token_id'),
-    eosTokenId,
+    bosTokenId: bos,
+    eosTokenId: eos as number | number[] | undefined,
   };
 }
 
