@@ -88,6 +88,8 @@ export function initModel(opts: InitModelOptions): { dir: string; params: number
     bos = t.specialIds['<|endoftext|>'] ?? bos;
     eos = t.specialIds['<|im_end|>'] ?? eos;
   }
+  // A tokenizer saved by transformers >= 4.47 keeps its chat template in its own file.
+  if (existsSync(join(tokDir, 'chat_template.jinja'))) copyFileSync(join(tokDir, 'chat_template.jinja'), join(opts.outDir, 'chat_template.jinja'));
   const raw = {
     architectures: [opts.arch === 'qwen2' ? 'Qwen2ForCausalLM' : 'Qwen3ForCausalLM'],
     model_type: opts.arch,

@@ -11,7 +11,9 @@ export interface ChatMessage {
 
 /**
  * Chat templates by name:
- * - 'hf': the model's own `chat_template` from tokenizer_config.json, rendered as HF's apply_chat_template does;
+ * - 'hf': the model's own chat template, rendered as HF's apply_chat_template does: `chat_template.jinja` where
+ *   the directory has one (transformers >= 4.47 saves it there, and reads it before tokenizer_config.json), else
+ *   `chat_template` in tokenizer_config.json;
  * - 'ml-agent': the ML-Agent SFT template, Qwen ChatML whose turns end with <|endoftext|> instead of <|im_end|>
  *   (as in the paper's released LLaMA-Factory template), with the default system prompt.
  */
@@ -43,6 +45,8 @@ export class QwenTokenizer {
     readonly size: number,
     /** The tokenizer.json and tokenizer_config.json it was read from, for messages. */
     readonly files: { tokenizer: string; config: string } = { tokenizer: 'tokenizer.json', config: 'tokenizer_config.json' },
+    /** A chat_template.jinja beside them: its path and text, used instead of the config's chat_template. */
+    private readonly templateFile?: { path: string; text: string },
   ) {
     this.endOfTextId = this.requireId('<|endoftext|>', 'the end of plain text and the default pad token');
     this.imEndId = this.requireId('<|im_end|>', 'the end of a ChatML turn');
@@ -71,7 +75,9 @@ export class QwenTokenizer {
       // Valid JSON that is not a tokenizer (e.g. {}): the library's own message, but naming the file.
       throw new TokenizerError(`${tj}: not a Hugging Face tokenizer (${(e as Error).message})`);
     }
-    return new QwenTokenizer(tokenizer, config, tokenizerSize(json as TokenizerJson), { tokenizer: tj, config: tc });
+    const jinja = join(dir, 'chat_template.jinja');
+    const templateFile = existsSync(jinja) ? { path: jinja, text: readTemplateFile(jinja) } : undefined;
+    return new QwenTokenizer(tokenizer, config, tokenizerSize(json as TokenizerJson), { tokenizer: tj, config: tc }, templateFile);
   }
 
   /**
@@ -125,15 +131,15 @@ export class QwenTokenizer {
         eos_token: '<|im_end|>',
       });
     } catch (e) {
-      throw new TokenizerError(`${this.files.config}: chat_template failed on these messages (${(e as Error).message}); use template "ml-agent" (--template ml-agent)`);
+      throw new TokenizerError(`${this.templateFile?.path ?? this.files.config}: chat_template failed on these messages (${(e as Error).message}); use template "ml-agent" (--template ml-agent)`);
     }
   }
 
   private compileTemplate(): Template {
     if (this.hfTemplate) return this.hfTemplate;
-    const where = this.files.config;
+    const where = this.templateFile?.path ?? this.files.config;
     const useMlAgent = 'use template "ml-agent" (--template ml-agent)';
-    let tpl = this.config.chat_template;
+    let tpl = this.templateFile ? this.templateFile.text : this.config.chat_template;
     if (tpl === undefined || tpl === null) throw new TokenizerError(`${where} has no chat_template; ${useMlAgent}`);
     // HF's list form of named templates: apply_chat_template without tools uses the one named 'default'.
     if (Array.isArray(tpl)) {
@@ -168,6 +174,15 @@ export class QwenTokenizer {
     const id = this.tokenizer.token_to_id(token);
     if (id === undefined) throw new TokenizerError(`${this.files.tokenizer} has no token ${token} (${role}); is this a Qwen tokenizer?`);
     return id;
+  }
+}
+
+function readTemplateFile(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (e) {
+    // A directory or an unreadable file by that name: named now, not at the first chat render.
+    throw new TokenizerError(`${path}: cannot read the chat template (${(e as Error).message})`);
   }
 }
 

@@ -1,8 +1,8 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Checkpoint, TokenizerError, expectedShapes, initModel, loadQwenConfig, makeDirs } from '../src/index.js';
+import { Checkpoint, QwenTokenizer, TokenizerError, bundledTokenizerDir, expectedShapes, initModel, loadQwenConfig, makeDirs } from '../src/index.js';
 
 describe('initModel', () => {
   for (const arch of ['qwen2', 'qwen3'] as const) {
@@ -46,6 +46,18 @@ describe('initModel', () => {
     expect(file(a).equals(file(b))).toBe(true);
     expect(file(a).equals(file(c))).toBe(false);
     expect(file(h).length).toBeLessThan(file(a).length * 0.51);
+  });
+
+  it("keeps a tokenizer's chat_template.jinja, with the full and the cut vocabulary", () => {
+    const tokDir = mkdtempSync(join(tmpdir(), 'mlagent-init-tok-'));
+    for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(bundledTokenizerDir(), f), join(tokDir, f));
+    const template = '{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}';
+    writeFileSync(join(tokDir, 'chat_template.jinja'), template);
+    for (const vocabMerges of [undefined, 300]) {
+      const out = mkdtempSync(join(tmpdir(), 'mlagent-init-tpl-'));
+      initModel({ arch: 'qwen2', preset: 'tiny', outDir: out, tokenizerDir: tokDir, vocabMerges });
+      expect(QwenTokenizer.fromDir(out).applyChatTemplate([{ role: 'user', content: 'Hi' }]), String(vocabMerges)).toBe('<user>Hi');
+    }
   });
 
   it('rejects an unknown preset or a missing tokenizer', () => {

@@ -1,4 +1,4 @@
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -93,6 +93,24 @@ describe('QwenTokenizer: bad tokenizer files (audit)', () => {
     expect(() => QwenTokenizer.fromDir(dir).applyChatTemplate(CHAT)).toThrow(
       `${join(dir, 'tokenizer_config.json')}: chat_template is a list of named templates ("tool_use") with no string template named "default"`,
     );
+  });
+
+  it('chat_template.jinja (the layout of transformers >= 4.47) is used before the config, and named in errors', () => {
+    // The config has no template at all, as transformers now saves it: the .jinja file alone gives one.
+    const { chat_template: qwenTemplate, ...noTemplate } = srcConfig;
+    const dir = withConfig(noTemplate);
+    expect(() => QwenTokenizer.fromDir(dir).applyChatTemplate(CHAT)).toThrow(`${join(dir, 'tokenizer_config.json')} has no chat_template`);
+    writeFileSync(join(dir, 'chat_template.jinja'), qwenTemplate);
+    expect(QwenTokenizer.fromDir(dir).applyChatTemplate(CHAT, { addGenerationPrompt: true })).toBe(tok.applyChatTemplate(CHAT, { addGenerationPrompt: true }));
+    // Both present: the file wins, as in transformers.
+    const both = withConfig(srcConfig);
+    writeFileSync(join(both, 'chat_template.jinja'), '{% for m in messages %}[{{ m.role }}] {{ m.content }}{% endfor %}');
+    expect(QwenTokenizer.fromDir(both).applyChatTemplate(CHAT)).toBe('[user] Hi');
+    writeFileSync(join(both, 'chat_template.jinja'), '{% for m in messages %}{{ m.content ');
+    expect(() => QwenTokenizer.fromDir(both).applyChatTemplate(CHAT)).toThrow(new RegExp(`^${join(both, 'chat_template.jinja')}: chat_template does not parse \\(`));
+    rmSync(join(both, 'chat_template.jinja'));
+    mkdirSync(join(both, 'chat_template.jinja'));
+    expect(() => QwenTokenizer.fromDir(both)).toThrow(new RegExp(`^${join(both, 'chat_template.jinja')}: cannot read the chat template \\(`));
   });
 
   it('names the file that is not valid JSON, and a tokenizer_config.json that is null', () => {
