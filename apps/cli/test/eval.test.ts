@@ -82,6 +82,12 @@ describe('mlagent eval', () => {
     expect(existsSync(path.join(out, 'eval-steps.jsonl'))).toBe(true);
     expect(r.stderr).toMatch(/eval scripted \[/); // the progress bar
 
+    // An --out that is a file is refused before any task is prepared.
+    const fileOut = path.join(out, 'eval.md');
+    const asFile = await mlagent('eval', '--expert', 'scripted', '--tasks', 'house-prices', '--out', fileOut);
+    expect(asFile.code).toBe(2);
+    expect(asFile.stderr.trim()).toBe(`mlagent eval: --out ${fileOut} is a file, not a directory`);
+
     // Running again into the same directory is refused: the first result stays.
     const again = await mlagent('eval', '--expert', 'scripted', '--tasks', 'house-prices', '--trajectories', '1', '--max-steps', '2', '--out', out);
     expect(again.code).toBe(2);

@@ -1,4 +1,4 @@
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { listTasks, prepareTask, type PreparedTask } from '@mlagent/env';
 import {
@@ -244,6 +244,8 @@ export async function evalCommand(argv: string[]): Promise<void> {
   const out = resolve(v.out ?? join('runs', `eval-${timestamp()}`));
   if (v.force && v.resume) throw new UsageError('eval: --force starts over and --resume continues; give one');
   if (v.resume && v.out === undefined) throw new UsageError('eval: --resume needs the --out DIR of the evaluation to continue');
+  // Before the tasks are prepared and the model loaded.
+  if (existsSync(out) && !statSync(out).isDirectory()) throw new UsageError(`eval: --out ${out} is a file, not a directory`);
   if (!v.force && !v.resume) {
     if (existsSync(join(out, EVAL_RUN_FILE)) && !evalComplete(out)) throw new UsageError(`eval: ${out} holds an unfinished evaluation; --resume continues it, --force starts over`);
     if (existsSync(join(out, 'eval.json'))) throw new UsageError(`eval: ${join(out, 'eval.json')} already exists; use another --out (or --force to replace it)`);

@@ -180,11 +180,12 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
       throw new Error(`eval: ${path.join(out, 'eval.json')} already exists; use another --out (or --force to replace it)`);
     }
   }
+  // An --out that cannot be made fails before the baselines are scored.
+  if (out) makeDirs(out);
   // The agent's per-task setup (the expert's idea plans) fails before any episode runs.
   agent.prepare?.(options.tasks);
   const infos = await taskInfos(options.tasks, options.baselines ?? {});
   const root = out ?? mkdtempSync(path.join(tmpdir(), 'mlagent-eval-'));
-  makeDirs(root);
   const stepsFile = out ? path.join(out, 'eval-steps.jsonl') : undefined;
   const trajectoriesFile = out ? path.join(out, EVAL_TRAJECTORIES_FILE) : undefined;
   const trajectoryId = (task: string, index: number) => `${task}/${String(index).padStart(4, '0')}`;
