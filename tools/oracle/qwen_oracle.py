@@ -4,7 +4,8 @@
 Follows the semantics of Hugging Face transformers' modeling_qwen2.py / modeling_qwen3.py, written from scratch:
   - RMSNorm: x * rsqrt(mean(x^2) + eps) * w
   - q/k/v projections (Qwen2: with bias), Qwen3: RMSNorm of q and k per head (before RoPE)
-  - RoPE with rotate_half, inv_freq = 1 / theta^(arange(0, D, 2) / D), positions 0..T-1
+  - RoPE with rotate_half, inv_freq = 1 / theta^(arange(0, D, 2) / D), positions 0..T-1; rope_scaling (or
+    transformers 5's rope_parameters) of type linear (inv_freq / factor) or yarn (see yarn_inv_freq)
   - GQA by repeating each KV head num_heads / num_kv_heads times
   - causal softmax attention with scale 1/sqrt(D)
   - SwiGLU MLP: down(silu(gate(x)) * up(x))
@@ -109,6 +110,33 @@ def load_adapter(adapter_dir):
     return lora, acfg['lora_alpha'] / acfg['r']
 
 
+def yarn_inv_freq(inv_freq, rope, theta, D, max_pos):
+    """YaRN (arXiv 2309.00071) frequencies and cos/sin gain: a frequency index i belongs to a band by how many
+    full turns r(i) = L * inv_freq[i] / (2 pi) it makes over the original context L. Indices whose turns exceed
+    beta_fast keep their frequency, those under beta_slow are divided by the factor, and a straight line in i joins
+    the two band edges (rounded outward unless truncate is false). Gain: 0.1 ln(factor) + 1 unless given."""
+    factor = float(rope['factor'])
+    L = float(rope.get('original_max_position_embeddings') or max_pos)
+    fast, slow = float(rope.get('beta_fast') or 32), float(rope.get('beta_slow') or 1)
+    # Solve L * theta^(-2i/D) / (2 pi) = r for i.
+    edge = lambda r: D * math.log(L / (2 * math.pi * r)) / (2 * math.log(theta))
+    lo, hi = edge(fast), edge(slow)
+    if rope.get('truncate', True):
+        lo, hi = math.floor(lo), math.ceil(hi)
+    lo, hi = max(lo, 0), min(hi, D - 1)
+    if hi == lo:
+        hi = hi + 0.001
+    i = torch.arange(D // 2, dtype=DT)
+    w = ((i - lo) / (hi - lo)).clamp(0.0, 1.0)  # 0: keep, 1: divide by factor
+    new = inv_freq * (1 - w) + (inv_freq / factor) * w
+    gain = rope.get('attention_factor')
+    if gain is None:
+        ms, ms_all = rope.get('mscale'), rope.get('mscale_all_dim')
+        g = lambda m: 1.0 if factor <= 1 else 0.1 * m * math.log(factor) + 1.0
+        gain = g(ms) / g(ms_all) if ms and ms_all else g(1.0)
+    return new, float(gain)
+
+
 def hidden(cfg, w, ids, lora=None, scale=1.0):
     """Final-norm hidden states [T, H] of one sequence, with LoRA (lora dict from load_adapter) when given."""
     arch = (cfg.get('architectures') or [None])[0]
@@ -120,7 +148,8 @@ def hidden(cfg, w, ids, lora=None, scale=1.0):
     nkv = cfg.get('num_key_value_heads', nh)
     D = cfg.get('head_dim') or H // nh
     eps = cfg.get('rms_norm_eps', 1e-6)
-    theta = cfg.get('rope_theta', 10000.0)
+    rope = cfg.get('rope_parameters') or cfg.get('rope_scaling') or {}
+    theta = rope.get('rope_theta', cfg.get('rope_theta', 10000.0))
     # HF: Qwen2 always has q/k/v biases; Qwen3 has them only with attention_bias (default false).
     has_bias = bool(cfg.get('attention_bias', False)) if qwen3 else True
     lora = lora or {}
@@ -130,10 +159,18 @@ def hidden(cfg, w, ids, lora=None, scale=1.0):
     h = w['model.embed_tokens.weight'][ids_t]  # [B, T, H]
 
     inv_freq = 1.0 / (float(theta) ** (torch.arange(0, D, 2, dtype=DT) / D))
+    kind = rope.get('rope_type', rope.get('type', 'default'))
+    gain = 1.0
+    if kind == 'linear':
+        inv_freq = inv_freq / rope['factor']
+    elif kind == 'yarn':
+        inv_freq, gain = yarn_inv_freq(inv_freq, rope, float(theta), D, cfg.get('max_position_embeddings', 32768))
+    elif kind != 'default':
+        raise SystemExit(f'unsupported rope type {kind}')
     pos = torch.arange(T, dtype=DT)
     freqs = torch.outer(pos, inv_freq)
     ang = torch.cat([freqs, freqs], dim=-1)  # [T, D]
-    cos, sin = ang.cos()[None, None], ang.sin()[None, None]  # [1, 1, T, D]
+    cos, sin = gain * ang.cos()[None, None], gain * ang.sin()[None, None]  # [1, 1, T, D]
     causal = torch.ones(T, T, dtype=torch.bool).tril()
 
     def lin(x, name, bias=False):

@@ -196,6 +196,38 @@ describe('rope', () => {
     await checkDirectional((xs) => dot(ropeRef(xs, pos, h, d, 1e4), c), f64(x), refDx, rng, { eps: 1e-5, rtol: 1e-8, what: 'ref dx' });
   });
 
+  it('scaled frequencies and an attention factor (rope_scaling) match the reference on both paths, with finite differences', async () => {
+    const gpu = await testGpu();
+    const rng = new Rng(31);
+    // d 16: the rows path's 4 pairs at a time; d 10: one at a time. Frequencies of no closed form, factor 1.17.
+    for (const [b, t, h, d] of [[2, 5, 3, 16], [1, 7, 2, 10]]) {
+      const scaling = { invFreq: Array.from({ length: d / 2 }, (_, i) => 0.9 ** i / (1 + i)), attentionFactor: 1.17 };
+      const x = rng.randn(b * t * h * d);
+      const dy = rng.randn(x.length);
+      const pos = Int32Array.from({ length: b * t }, () => rng.int(0, 40000));
+      const tp = gpu.tensor([b, t], 'i32', pos);
+      const what = `[${b},${t},${h},${d}]`;
+      for (const path of ['rows', 'elements'] as const) {
+        const y = await rope(gpu, gpu.tensor([b, t, h, d], 'f32', x), { theta: 1e4, scaling, positions: tp, path }).read();
+        const dx = await ropeBackward(gpu, gpu.tensor([b, t, h, d], 'f32', dy), { theta: 1e4, scaling, positions: tp, path }).read();
+        expectClose(y, ropeRef(x, pos, h, d, 1e4, false, scaling), { atol: 3e-6, rtol: 3e-6 }, `y ${path} ${what}`);
+        expectClose(dx, ropeBackwardRef(dy, pos, h, d, 1e4, scaling), { atol: 3e-6, rtol: 3e-6 }, `dx ${path} ${what}`);
+      }
+      // The same frequencies without the factor: a table of its own, not the cached one with it.
+      const plain = await rope(gpu, gpu.tensor([b, t, h, d], 'f32', x), { theta: 1e4, scaling: { invFreq: scaling.invFreq }, positions: tp }).read();
+      expectClose(plain, ropeRef(x, pos, h, d, 1e4, false, { invFreq: scaling.invFreq }), { atol: 3e-6, rtol: 3e-6 }, `factor 1 ${what}`);
+      const loss = async (xs: Float32Array) => dot(await rope(gpu, gpu.tensor([b, t, h, d], 'f32', xs), { theta: 1e4, scaling, positions: tp }).read(), dy);
+      const dx = await ropeBackward(gpu, gpu.tensor([b, t, h, d], 'f32', dy), { theta: 1e4, scaling, positions: tp }).read();
+      await checkDirectional(loss, x, dx, rng, { what: `gpu dx ${what}` });
+      await checkDirectional((xs) => dot(ropeRef(xs, pos, h, d, 1e4, false, scaling), dy), f64(x), ropeBackwardRef(dy, pos, h, d, 1e4, scaling), rng, { eps: 1e-5, rtol: 1e-8, what: `ref dx ${what}` });
+    }
+    const x = gpu.tensor([1, 2, 1, 8], 'f32');
+    expect(() => rope(gpu, x, { theta: 1e4, scaling: { invFreq: [1, 0.5, 0.25] } })).toThrowError(/scaling.invFreq must hold D\/2 = 4 positive finite numbers, got 3/);
+    expect(() => rope(gpu, x, { theta: 1e4, scaling: { invFreq: [1, 0.5, NaN, 0.1] } })).toThrowError(/scaling.invFreq/);
+    expect(() => rope(gpu, x, { theta: 1e4, scaling: { invFreq: [1, 0.5, 0.2, 0.1], attentionFactor: 0 } })).toThrowError(/attentionFactor must be a positive finite number, got 0/);
+    await gpu.sync();
+  });
+
   it('rejects bad shapes and options before GPU work', async () => {
     const gpu = await testGpu();
     const x = gpu.tensor([2, 3, 4, 8], 'f32');

@@ -1,5 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { RopeScaling } from '@mlagent/core-kernels';
+import { ropeSettings } from './rope-scaling.js';
 
 export type QwenArch = 'qwen2' | 'qwen3';
 
@@ -14,7 +16,10 @@ export interface QwenConfig {
   numKvHeads: number;
   headDim: number;
   rmsNormEps: number;
+  /** rope_theta, from the top level or (transformers 5) rope_parameters. */
   ropeTheta: number;
+  /** The frequencies and cos/sin factor of a linear or yarn rope_scaling; undefined for plain RoPE. */
+  ropeScaling?: RopeScaling;
   maxPositionEmbeddings: number;
   tieWordEmbeddings: boolean;
   /** Qwen2 has biases on q/k/v projections; Qwen3 has none but RMS-normalizes q and k per head. */
@@ -88,15 +93,6 @@ export function parseQwenConfig(raw: Record<string, unknown>, source = 'config.j
     throw new ConfigError(`${source}: num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`);
   }
   if (headDim % 2 !== 0) throw new ConfigError(`${source}: head_dim ${headDim} must be even for RoPE`);
-  const scaling = raw.rope_scaling;
-  if (scaling !== undefined && scaling !== null) {
-    const type = typeof scaling === 'object' && !Array.isArray(scaling) ? ((scaling as Record<string, unknown>).rope_type ?? (scaling as Record<string, unknown>).type) : undefined;
-    // HF refuses a rope_scaling without a type; reading it as plain RoPE would silently drop e.g. its factor.
-    if (type !== 'default') {
-      const why = type === undefined || type === null ? 'has no type/rope_type' : 'is not supported (only plain RoPE)';
-      throw new ConfigError(`${source}: rope_scaling ${JSON.stringify(scaling)} ${why}`);
-    }
-  }
   // Fields that change the computation: refused rather than silently computed another way.
   const act = raw.hidden_act;
   if (act !== undefined && act !== null && act !== 'silu' && act !== 'swish') {
@@ -110,6 +106,9 @@ export function parseQwenConfig(raw: Record<string, unknown>, source = 'config.j
   };
   const numLayers = int('num_hidden_layers');
   const maxPositionEmbeddings = int('max_position_embeddings', 32768);
+  const rope = ropeSettings(raw, headDim, maxPositionEmbeddings, source, (message) => {
+    throw new ConfigError(message);
+  });
   if (bool('use_sliding_window', false)) {
     // HF windows layers >= max_window_layers with a window of sliding_window tokens; a window covering the whole
     // context, or no such layer, is full attention.
@@ -141,7 +140,8 @@ export function parseQwenConfig(raw: Record<string, unknown>, source = 'config.j
     numKvHeads,
     headDim,
     rmsNormEps: num('rms_norm_eps', 1e-6),
-    ropeTheta: num('rope_theta', 10000),
+    ropeTheta: rope.theta,
+    ropeScaling: rope.scaling,
     maxPositionEmbeddings,
     tieWordEmbeddings: bool('tie_word_embeddings', false),
     attentionBias: bool('attention_bias', arch === 'qwen2'),

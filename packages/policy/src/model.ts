@@ -309,7 +309,7 @@ export class QwenModel {
   ): Tensor {
     if (this.disposed) throw new Error('QwenModel.layer: model was disposed');
     const gpu = this.gpu;
-    const { numHeads: nh, numKvHeads: nkv, headDim: D, rmsNormEps: eps, ropeTheta: theta } = this.config;
+    const { numHeads: nh, numKvHeads: nkv, headDim: D, rmsNormEps: eps, ropeTheta: theta, ropeScaling: scaling } = this.config;
     const [B, T] = h.shape;
     return gpu.scope(() => {
       const x = rmsnorm(gpu, h, L.inputNorm, { eps }).y;
@@ -327,7 +327,7 @@ export class QwenModel {
         q = rmsnorm(gpu, q, L.qNorm, { eps }).y;
         k = rmsnorm(gpu, k, L.kNorm, { eps }).y;
       }
-      ropeQK(gpu, q, k, { theta, positions: rotary.positions });
+      ropeQK(gpu, q, k, { theta, scaling, positions: rotary.positions });
       const a = attend(q as Tensor<'f32'>, k as Tensor<'f32'>, v as Tensor<'f32'>).reshape([B, T, nh * D]);
       // Both residual adds are folded into other ops (two dispatches a layer fewer, same f32 results): h1 = h + o
       // comes out of the post-attention norm, and the MLP's output is accumulated into h1, a temporary of this scope.

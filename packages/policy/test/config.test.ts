@@ -59,7 +59,9 @@ describe('Qwen config', () => {
     expect(() => parseQwenConfig({ ...qwen25_7b, hidden_size: 3585 })).toThrow(/not divisible/);
     expect(() => parseQwenConfig({ ...qwen25_7b, num_key_value_heads: 5 })).toThrow(/not a multiple/);
     expect(() => parseQwenConfig({ ...qwen25_7b, vocab_size: -1 })).toThrow(/'vocab_size' must be a positive integer/);
-    expect(() => parseQwenConfig({ ...qwen25_7b, rope_scaling: { type: 'yarn', factor: 4 } })).toThrow(/rope_scaling/);
+    expect(() => parseQwenConfig({ ...qwen25_7b, rope_scaling: { type: 'dynamic', factor: 4 } })).toThrow(
+      `config.json: rope_scaling of type "dynamic" is not supported (default, linear and yarn are)`,
+    );
   });
 });
 
@@ -104,8 +106,46 @@ describe('Qwen config: fields checked at load (audit)', () => {
     // Qwen2.5's own config: use_sliding_window false.
     expect(parseQwenConfig({ ...qwen25_7b, use_sliding_window: false, sliding_window: 131072, max_window_layers: 28 }).numLayers).toBe(28);
     expect(bad({ rope_scaling: { factor: 4 } })).toThrow(`config.json: rope_scaling {"factor":4} has no type/rope_type`);
-    expect(bad({ rope_scaling: 4 })).toThrow(/rope_scaling 4 has no type/);
+    expect(bad({ rope_scaling: 4 })).toThrow(`config.json: rope_scaling must be an object, got 4`);
     expect(parseQwenConfig({ ...qwen25_7b, rope_scaling: { rope_type: 'default' } }).arch).toBe('qwen2');
+  });
+
+  it("rope_scaling yarn as Qwen2.5's model card sets it: pairs kept, ramped and interpolated, and the attention factor", () => {
+    const cfg = parseQwenConfig({ ...qwen25_7b, rope_scaling: { type: 'yarn', factor: 4, original_max_position_embeddings: 32768 } });
+    const f = cfg.ropeScaling!.invFreq;
+    const plain = (i: number) => 1e6 ** ((-2 * i) / 128);
+    expect(f).toHaveLength(64);
+    // Pairs turning more than 32 times over 32768 positions (i <= 23 here) keep their frequency; fewer than once
+    // (i >= 40) are divided by the factor; in between, a straight line.
+    expect(f[0]).toBe(1);
+    expect(f[23]).toBeCloseTo(plain(23), 15);
+    expect(f[40] / plain(40)).toBeCloseTo(0.25, 12);
+    expect(f[63] / plain(63)).toBeCloseTo(0.25, 12);
+    expect(f[30] / plain(30)).toBeCloseTo(1 - (7 / 17) * 0.75, 12);
+    expect(cfg.ropeScaling!.attentionFactor).toBeCloseTo(0.1 * Math.log(4) + 1, 12);
+    const linear = parseQwenConfig({ ...qwen25_7b, rope_scaling: { rope_type: 'linear', factor: 2 } }).ropeScaling!;
+    expect(linear.invFreq[5]).toBeCloseTo(plain(5) / 2, 15);
+    expect(linear.attentionFactor).toBeUndefined();
+    expect(parseQwenConfig({ ...qwen25_7b, rope_scaling: null }).ropeScaling).toBeUndefined();
+  });
+
+  it("rope_parameters (transformers 5): its rope_theta is read, and what cannot be computed is refused", () => {
+    const { rope_theta: _theta, ...noTheta } = qwen25_7b;
+    // Read as the default 10000, this would be a silently wrong model.
+    expect(parseQwenConfig({ ...noTheta, rope_parameters: { rope_type: 'default', rope_theta: 1e6 } }).ropeTheta).toBe(1e6);
+    expect(parseQwenConfig({ ...noTheta, rope_parameters: { rope_theta: 5e5 } }).ropeTheta).toBe(5e5);
+    expect(bad({ rope_parameters: { rope_type: 'default', rope_theta: 1e4 } })).toThrow(`config.json: rope_theta 1000000 and rope_parameters.rope_theta 10000 differ`);
+    expect(bad({ rope_parameters: { full_attention: { rope_theta: 1e6 }, sliding_attention: { rope_theta: 1e4 } } })).toThrow(
+      /rope_parameters holds settings per layer type \(full_attention, sliding_attention\)/,
+    );
+    expect(bad({ rope_parameters: { rope_type: 'default', partial_rotary_factor: 0.5 } })).toThrow(/partial_rotary_factor 0.5 is not supported/);
+    expect(bad({ partial_rotary_factor: 0.25 })).toThrow(/partial_rotary_factor 0.25 is not supported/);
+    expect(bad({ rope_parameters: 'yarn' })).toThrow(`config.json: rope_parameters must be an object, got "yarn"`);
+    expect(bad({ rope_theta: 'big' })).toThrow(`config.json: 'rope_theta' must be a number > 1, got "big"`);
+    expect(bad({ rope_scaling: { type: 'yarn' } })).toThrow(`config.json: rope_scaling of type yarn needs a factor`);
+    expect(bad({ rope_scaling: { type: 'yarn', factor: 0.5 } })).toThrow(`config.json: rope_scaling.factor must be a number >= 1, got 0.5`);
+    expect(bad({ rope_scaling: { type: 'yarn', factor: 4, truncate: 'no' } })).toThrow(`config.json: rope_scaling.truncate must be true or false, got "no"`);
+    expect(bad({ rope_scaling: { type: 'longrope', short_factor: [1], long_factor: [2] } })).toThrow(/type "longrope" is not supported/);
   });
 
   it('tie_word_embeddings and attention_bias must be booleans', () => {

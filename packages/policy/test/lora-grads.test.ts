@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -35,14 +35,18 @@ describe('PyTorch oracle for LoRA', () => {
 
 describe('LoRA logprobs, entropies and gradients against the float64 PyTorch oracle', () => {
   // bf16 values are exact in f16 (8 vs 10 mantissa bits), so the f16 base meets the same bound.
-  for (const [arch, dtype, seed, temperature, base] of [
-    ['qwen2', 'F32', 21, 1, 'f32'],
-    ['qwen3', 'F32', 22, 1, 'f32'],
-    ['qwen2', 'BF16', 23, 1, 'f32'],
-    ['qwen3', 'BF16', 24, 0.7, 'f16'],
+  // The last case's YaRN (theta 50, original context 64): its ramp crosses the middle of the 8 pairs.
+  const yarn = { rope_theta: 50, rope_scaling: { type: 'yarn', factor: 4, original_max_position_embeddings: 64 } };
+  for (const [arch, dtype, seed, temperature, base, rope] of [
+    ['qwen2', 'F32', 21, 1, 'f32', undefined],
+    ['qwen3', 'F32', 22, 1, 'f32', undefined],
+    ['qwen2', 'BF16', 23, 1, 'f32', undefined],
+    ['qwen3', 'BF16', 24, 0.7, 'f16', undefined],
+    ['qwen3', 'F32', 25, 1, 'f32', yarn],
   ] as const) {
-    it(`${arch} ${dtype} (${base} base): policy adapter on all modules (temperature ${temperature}) and a value head, variable-length batch`, async () => {
+    it(`${arch} ${dtype} (${base} base${rope ? ', YaRN RoPE' : ''}): policy adapter on all modules (temperature ${temperature}) and a value head, variable-length batch`, async () => {
       const dir = writeModel(arch, seed, dtype, { vocabSize: VOCAB });
+      if (rope) writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')), ...rope }));
       const work = mkdtempSync(join(tmpdir(), 'mlagent-lora-'));
       dirs.push(dir, work);
       if (base === 'f16' && !gpu.features.shaderF16) {

@@ -103,6 +103,32 @@ describe('QwenModel.forward against the float64 PyTorch oracle', () => {
     });
   }
 
+  // Theta 50 and an original context of 64 put YaRN's ramp across the middle of the 8 pairs (0 to 5), so both
+  // kept and interpolated frequencies turn within 9 positions; transformers 5's rope_parameters carries rope_theta.
+  for (const [label, rope] of [
+    ['rope_scaling yarn (factor 4, attention factor 0.1 ln 4 + 1)', { rope_theta: 50, rope_scaling: { type: 'yarn', factor: 4, original_max_position_embeddings: 64 } }],
+    ['rope_scaling yarn with mscale and beta settings, not truncated', { rope_theta: 50, rope_scaling: { rope_type: 'yarn', factor: 8, original_max_position_embeddings: 64, beta_fast: 16, beta_slow: 2, mscale: 0.7, mscale_all_dim: 0.3, truncate: false } }],
+    ["transformers 5's rope_parameters, linear, with no top-level rope_theta", { rope_theta: undefined, rope_parameters: { rope_type: 'linear', factor: 2.5, rope_theta: 50 } }],
+  ] as const) {
+    it(`qwen2 tiny with ${label}: f32 logits match`, async () => {
+      const dir = writeModel('qwen2', 31);
+      dirs.push(dir);
+      const raw = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+      writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...raw, ...rope }, null, 2));
+      const model = await QwenModel.load(gpu, dir);
+      expect(model.config.ropeTheta).toBe(50);
+      expect(model.config.ropeScaling?.invFreq).toHaveLength(8);
+      const ids = randomIds(new SeededRng(31), 2, 9, model.config.vocabSize);
+      const logits = model.forward(ids);
+      const ours = await logits.read();
+      logits.dispose();
+      const { maxErr, scale } = compare(ours, oracleLogits(dir, ids));
+      console.log(`qwen2 ${label}: max |err| ${maxErr.toExponential(2)}, max |logit| ${scale.toFixed(3)}`);
+      expect(maxErr).toBeLessThanOrEqual(1e-4 * scale + 1e-5);
+      model.dispose();
+    });
+  }
+
   it('loads a bf16 checkpoint (widened exactly) and matches the oracle on the same bf16 weights', async () => {
     const dir = writeModel('qwen2', 21, 'BF16');
     dirs.push(dir);

@@ -12,9 +12,21 @@ const ROPE_SPLIT = 1024;
 /** Positions are clamped into [0, ROPE_MAX_POSITION]. */
 export const ROPE_MAX_POSITION = ROPE_SPLIT * ROPE_SPLIT - 1;
 
+/**
+ * Rescaled RoPE, as HF's rope_scaling types that fix the frequencies up front (linear, YaRN) compute it: the
+ * inverse frequency of each of the D/2 pairs, in place of theta^(-2i/D), and a factor on cos and sin (YaRN's
+ * attention factor; default 1).
+ */
+export interface RopeScaling {
+  invFreq: ArrayLike<number>;
+  attentionFactor?: number;
+}
+
 export interface RopeOptions {
   /** Base of the inverse frequencies, inv_freq[i] = theta^(-2i/D): rope_theta from the config (1e6 for Qwen2.5). */
   theta: number;
+  /** Frequencies and a cos/sin factor that replace theta's (a model's rope_scaling). */
+  scaling?: RopeScaling;
   /**
    * i32 positions: [B, T] per token (padded batches), or [B] per sequence, where token t of sequence b sits at
    * positions[b] + t (decode with a KV cache). Without it, token t sits at t. Read on the GPU, so not validated:
@@ -82,6 +94,15 @@ function rotate(gpu: Gpu, x: Tensor, opts: RopeOptions, inverse: boolean, op: st
   }
   if (d % 2 !== 0) throw new ShapeError(`${op} needs an even head dim, got ${d}`, { op, shapes });
   if (!(theta > 1)) throw new ShapeError(`${op} needs theta > 1, got ${theta}`, { op, shapes });
+  const scaling = opts.scaling;
+  if (scaling) {
+    const f = scaling.invFreq;
+    if (f.length !== d / 2 || !Array.from(f).every((v) => v > 0 && Number.isFinite(v))) {
+      throw new ShapeError(`${op} scaling.invFreq must hold D/2 = ${d / 2} positive finite numbers, got ${f.length}: ${Array.from(f).slice(0, 4).join(', ')}${f.length > 4 ? ', ...' : ''}`, { op, shapes });
+    }
+    const m = scaling.attentionFactor ?? 1;
+    if (!(m > 0) || !Number.isFinite(m)) throw new ShapeError(`${op} scaling.attentionFactor must be a positive finite number, got ${m}`, { op, shapes });
+  }
   if (!Number.isInteger(offset) || offset < 0 || offset > ROPE_MAX_POSITION) {
     throw new ShapeError(`${op} offset must be an integer in [0, ${ROPE_MAX_POSITION}]`, { op, shapes });
   }
@@ -102,7 +123,7 @@ function rotate(gpu: Gpu, x: Tensor, opts: RopeOptions, inverse: boolean, op: st
   const half = d / 2;
   if (tokens * (h + h2) === 0 || half === 0) return y;
 
-  const table = ropeTable(gpu, theta, d);
+  const table = ropeTable(gpu, theta, d, scaling);
   if ((opts.path ?? (gpu.softwareAdapter ? 'rows' : 'elements')) === 'rows') {
     rotateRows(gpu, op, shapes, { x, y, second, positions, table, mode, inverse, offset }, [b, t, h, d], h2);
     return y;
@@ -277,22 +298,26 @@ const tables = new WeakMap<Gpu, Map<string, Tensor<'f32'>>>();
 
 /**
  * (cos, sin) pairs in float64, rounded once to f32: rows 0..1023 hold angle lo·f[i], rows 1024..2047 hold
- * hi·1024·f[i], each row D/2 pairs. Cached for the life of the device.
+ * hi·1024·f[i], each row D/2 pairs. Cached for the life of the device. A scaling's attention factor multiplies
+ * only the lo rows: the kernels' angle-sum products then carry it once, into cos and sin alike.
  */
-function ropeTable(gpu: Gpu, theta: number, d: number): Tensor<'f32'> {
+function ropeTable(gpu: Gpu, theta: number, d: number, scaling?: RopeScaling): Tensor<'f32'> {
   let cache = tables.get(gpu);
   if (!cache) tables.set(gpu, (cache = new Map()));
-  const key = `${theta}:${d}`;
+  const factor = scaling?.attentionFactor ?? 1;
+  const key = scaling ? `scaled:${d}:${factor}:${Array.from(scaling.invFreq).join(',')}` : `${theta}:${d}`;
   const hit = cache.get(key);
   if (hit) return hit;
   const half = d / 2;
+  const invFreq = (i: number) => (scaling ? scaling.invFreq[i] : theta ** ((-2 * i) / d));
   const data = new Float32Array(2 * ROPE_SPLIT * half * 2);
   for (let r = 0; r < 2 * ROPE_SPLIT; r++) {
     const step = r < ROPE_SPLIT ? r : (r - ROPE_SPLIT) * ROPE_SPLIT;
+    const m = r < ROPE_SPLIT ? factor : 1;
     for (let i = 0; i < half; i++) {
-      const angle = step * theta ** ((-2 * i) / d);
-      data[2 * (r * half + i)] = Math.cos(angle);
-      data[2 * (r * half + i) + 1] = Math.sin(angle);
+      const angle = step * invFreq(i);
+      data[2 * (r * half + i)] = m * Math.cos(angle);
+      data[2 * (r * half + i) + 1] = m * Math.sin(angle);
     }
   }
   const table = gpu.tensor([2 * ROPE_SPLIT, half, 2], 'f32', data, 'ropeTable');

@@ -136,7 +136,7 @@ export class TrunkPass {
   private layerForward(l: number, h: Tensor): LayerTape {
     const gpu = this.gpu;
     const L = this.model.weights.layers[l];
-    const { numHeads: nh, numKvHeads: nkv, headDim: D, rmsNormEps: eps, ropeTheta: theta } = this.model.config;
+    const { numHeads: nh, numKvHeads: nkv, headDim: D, rmsNormEps: eps, ropeTheta: theta, ropeScaling: scaling } = this.model.config;
     const { B, T } = this.batch;
     const lh: LayerTape['lh'] = {};
     const lin = (m: LoraModule, x: Tensor, W: Tensor, bias?: Tensor): Tensor => {
@@ -156,8 +156,8 @@ export class TrunkPass {
       const nk = rmsnorm(gpu, k.reshape([B * T, nkv, D]), L.kNorm, { eps });
       [q, k, rstdQ, rstdK] = [nq.y, nk.y, nq.rstd, nk.rstd];
     }
-    const qr = rope(gpu, q.reshape([B, T, nh, D]), { theta });
-    const kr = rope(gpu, k.reshape([B, T, nkv, D]), { theta });
+    const qr = rope(gpu, q.reshape([B, T, nh, D]), { theta, scaling });
+    const kr = rope(gpu, k.reshape([B, T, nkv, D]), { theta, scaling });
     const att = attention(gpu, qr as Tensor<'f32'>, kr as Tensor<'f32'>, v.reshape([B, T, nkv, D]) as Tensor<'f32'>, {
       causal: true,
       lengths: this.lengths,
@@ -175,7 +175,7 @@ export class TrunkPass {
   private layerBackward(l: number, h: Tensor, tp: LayerTape, dOut: Tensor): Tensor {
     const gpu = this.gpu;
     const L = this.model.weights.layers[l];
-    const { numHeads: nh, numKvHeads: nkv, headDim: D, ropeTheta: theta } = this.model.config;
+    const { numHeads: nh, numKvHeads: nkv, headDim: D, ropeTheta: theta, ropeScaling: scaling } = this.model.config;
     const { B, T } = this.batch;
     const back = (m: LoraModule, x: Tensor, W: Tensor, dy: Tensor) => linearBackward(gpu, x, W, dy, this.path(l, m), tp.lh[m]);
     const ds = back('down_proj', tp.s, L.down, dOut);
@@ -193,8 +193,8 @@ export class TrunkPass {
       dAtt.reshape([B, T, nh, D]) as Tensor<'f32'>,
       { causal: true, lengths: this.lengths },
     );
-    let dq = ropeBackward(gpu, g.dq, { theta }).reshape([B * T, nh, D]);
-    let dk = ropeBackward(gpu, g.dk, { theta }).reshape([B * T, nkv, D]);
+    let dq = ropeBackward(gpu, g.dq, { theta, scaling }).reshape([B * T, nh, D]);
+    let dk = ropeBackward(gpu, g.dk, { theta, scaling }).reshape([B * T, nkv, D]);
     if (L.qNorm && L.kNorm) {
       dq = rmsnormBackward(gpu, dq, tp.qPre!.reshape([B * T, nh, D]), L.qNorm, tp.rstdQ as Tensor<'f32'>, { dw: false }).dx;
       dk = rmsnormBackward(gpu, dk, tp.kPre!.reshape([B * T, nkv, D]), L.kNorm, tp.rstdK as Tensor<'f32'>, { dw: false }).dx;
