@@ -126,8 +126,12 @@ export function listCheckpoints(runDir: string, options: { verify?: 'size' | 'sh
     .filter((x): x is { entry: string; m: RegExpExecArray } => x.m !== null)
     .map(({ entry, m }) => {
       const dir = join(root, entry);
+      const step = Number(m[1]);
       const loaded = loadCheckpointDir(dir, options.verify ?? 'size');
-      return { dir, step: Number(m[1]), problem: typeof loaded === 'string' ? loaded : null };
+      // Listing order and pruning go by the directory's step, resuming by the manifest's: when they disagree (a
+      // directory copied or renamed by hand) a resume would restart at a step the run does not think it is at.
+      const problem = typeof loaded === 'string' ? loaded : loaded.step !== step ? `${MANIFEST} is for step ${loaded.step}, the directory for step ${step}` : null;
+      return { dir, step, problem };
     })
     .sort((a, b) => b.step - a.step);
 }
@@ -154,9 +158,17 @@ function movedAside(entry: string, entries: string[]): RegExpExecArray | null {
 
 /** Deletes all but the newest `keep` checkpoints (damaged ones count as the oldest). */
 export function pruneCheckpoints(runDir: string, keep: number): string[] {
+  // slice(0, keep) with keep 0, NaN or a negative number kept none or the wrong ones: a bad count deleted
+  // every checkpoint of the run.
+  if (!Number.isInteger(keep) || keep < 1) throw new RangeError(`pruneCheckpoints: keep must be an integer >= 1, got ${keep}`);
   const all = listCheckpoints(runDir);
-  const good = all.filter((c) => c.problem === null);
-  const kept = new Set(good.slice(0, keep).map((c) => c.dir));
+  // The checkpoints kept must be ones latestCheckpoint would resume from, so they are checked by SHA-256 as it
+  // does: with sizes alone, a same-size corrupted newest one counted as good and the last good one was deleted.
+  const kept = new Set<string>();
+  for (const c of all) {
+    if (kept.size >= keep) break;
+    if (c.problem === null && typeof loadCheckpointDir(c.dir, 'sha256') !== 'string') kept.add(c.dir);
+  }
   const removed = all.filter((c) => !kept.has(c.dir)).map((c) => c.dir);
   for (const dir of removed) rmSync(dir, { recursive: true, force: true });
   return removed;
@@ -174,11 +186,19 @@ function loadCheckpointDir(dir: string, verify: 'size' | 'sha256' = 'size'): Loa
   } catch (e) {
     return `${MANIFEST} is missing or unreadable (${(e as Error).message})`;
   }
-  if (manifest.version !== 1 || !Number.isInteger(manifest.step) || typeof manifest.files !== 'object' || manifest.files === null) {
+  if (!isRecord(manifest) || manifest.version !== 1 || !Number.isInteger(manifest.step) || !isRecord(manifest.files)) {
     return `${MANIFEST} is not a version-1 checkpoint manifest`;
   }
   for (const [name, entry] of Object.entries(manifest.files)) {
-    const path = join(dir, safeRelative(name));
+    // A damaged manifest must make this checkpoint skipped, not throw out of listCheckpoints / latestCheckpoint and
+    // hide the older good ones.
+    if (!isRecord(entry) || !Number.isInteger(entry.bytes) || typeof entry.sha256 !== 'string') return `${MANIFEST} has a malformed entry for ${name}`;
+    let path: string;
+    try {
+      path = join(dir, safeRelative(name));
+    } catch (e) {
+      return `${MANIFEST} lists a file outside the checkpoint (${(e as Error).message})`;
+    }
     if (!existsSync(path)) return `${name} is missing`;
     const size = statSync(path).size;
     if (size !== entry.bytes) return `${name} has ${size} bytes, the manifest says ${entry.bytes}`;
@@ -190,6 +210,10 @@ function loadCheckpointDir(dir: string, verify: 'size' | 'sha256' = 'size'): Loa
     return join(dir, safeRelative(name));
   };
   return { dir, step, savedAt, files, ...pickData({ step, rng, poolCursor, config, extra }), path, read: (name) => readFileSync(path(name)) };
+}
+
+function isRecord(x: unknown): x is Record<string, unknown> {
+  return typeof x === 'object' && x !== null && !Array.isArray(x);
 }
 
 function pickData(d: CheckpointData): Omit<CheckpointData, 'step'> {

@@ -52,6 +52,8 @@ function observationTurn(steps: CollectedStep[], k: number): string {
 
 /** One trajectory as a ShareGPT conversation: human (task), gpt, human (observation), ..., gpt (last response). */
 export function toShareGpt(steps: CollectedStep[]): ShareGptConversation {
+  // A trajectory of no steps has no task turn; it used to fail reading `messages` of undefined.
+  if (!Array.isArray(steps) || steps.length === 0) throw new RangeError('toShareGpt: a trajectory needs at least one step');
   const first = steps[0].messages;
   const system = first.find((m) => m.role === 'system')?.content ?? '';
   const task = first.find((m) => m.role === 'user')?.content ?? steps[0].prompt;

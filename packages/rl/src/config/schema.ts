@@ -34,14 +34,18 @@ export function readSection(section: Section, raw: unknown, path: string, proble
     return out;
   }
   for (const [key, value] of Object.entries(raw)) {
-    const field = section[key];
+    // Own fields only: `section[key]` found Object.prototype's members, so 'constructor' or 'toString' passed as
+    // known fields without any check.
+    const field = Object.hasOwn(section, key) ? section[key] : undefined;
     if (!field) {
       problems.push(`${path}.${key}: unknown field (known: ${Object.keys(section).join(', ')})`);
       continue;
     }
     const problem = checkField(field, value);
     if (problem) problems.push(`${path}.${key}: ${problem}`);
-    else out[key] = value;
+    // A copy: the config must not share a list with the caller's input or a preset (TINY_PRESET's task list was
+    // handed out, so pushing to one config's tasks changed every later `preset: tiny` config).
+    else out[key] = cloneDefault(value);
   }
   return out;
 }

@@ -402,11 +402,16 @@ export function parseTrainConfig(raw: unknown, options: { source?: string; overr
   const problems: string[] = [];
   const file = raw === undefined || raw === null ? {} : raw;
   if (!isPlainObject(file)) throw new TrainConfigError([`the top level must be a mapping of sections, got ${Array.isArray(file) ? 'a list' : typeof file}`], options.source);
-  const layers = [file, options.overrides ?? {}];
+  const overrides: unknown = options.overrides ?? {};
+  // Overrides are checked like the file: an unknown section or top-level key in them (a typo such as `ppoo`, or a
+  // non-mapping) used to be dropped without a word, and the run went on with the value it meant to change.
+  if (!isPlainObject(overrides)) throw new TrainConfigError([`overrides: must be a mapping of sections, got ${Array.isArray(overrides) ? 'a list' : typeof overrides}`], options.source);
+  const layers = [file, overrides];
   const known = [...Object.keys(TOP_SECTION), ...Object.keys(SECTIONS)];
   for (const key of Object.keys(file)) if (!known.includes(key)) problems.push(`${key}: unknown top-level key (known: ${known.join(', ')})`);
-  const top = Object.fromEntries(Object.entries(file).filter(([k]) => k in TOP_SECTION));
-  const config: Record<string, unknown> = readSection(TOP_SECTION, { ...top, ...pickTop(options.overrides) }, 'config', problems);
+  for (const key of Object.keys(overrides)) if (!known.includes(key)) problems.push(`overrides.${key}: unknown top-level key (known: ${known.join(', ')})`);
+  const top = Object.fromEntries(Object.entries(file).filter(([k]) => Object.hasOwn(TOP_SECTION, k)));
+  const config: Record<string, unknown> = readSection(TOP_SECTION, { ...top, ...pickTop(overrides as TrainConfigInput) }, 'config', problems);
   const preset = PRESETS[config.preset as Preset] ?? {};
   for (const [name, section] of Object.entries(SECTIONS)) {
     const fromPreset = (preset as Record<string, object | undefined>)[name];

@@ -22,6 +22,7 @@ export class MetricsLogger {
   readonly path: string;
   private fd: number;
   private tb: EventFileWriter | null;
+  private closed = false;
 
   constructor(runDir: string, options: { tensorboard?: boolean } = {}) {
     makeDirs(runDir);
@@ -33,7 +34,12 @@ export class MetricsLogger {
 
   log(step: number, values: Record<string, number>, options: { task?: string; time?: number } = {}): void {
     if (!Number.isInteger(step) || step < 0) throw new Error(`MetricsLogger.log: step must be a non-negative integer, got ${step}`);
+    // A closed logger's fd may already belong to another file; writing through it would fail cryptically (EBADF)
+    // or, worse, land in that file.
+    if (this.closed) throw new Error(`MetricsLogger.log: the logger of ${this.path} is closed`);
     const time = options.time ?? Date.now() / 1000;
+    // A NaN time was written as null and read back as 0 (1970), skewing every wall-clock plot.
+    if (typeof time !== 'number' || !Number.isFinite(time)) throw new RangeError(`MetricsLogger.log: time must be a finite number of seconds, got ${String(time)}`);
     const line: Record<string, unknown> = { step, time };
     if (options.task !== undefined) line.task = options.task;
     for (const [name, v] of Object.entries(values)) {
@@ -48,6 +54,8 @@ export class MetricsLogger {
   }
 
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     fsyncSync(this.fd);
     closeSync(this.fd);
     this.tb?.close();
@@ -83,6 +91,8 @@ export function readMetrics(path: string): MetricRecord[] {
 
 /** On resume from a checkpoint at `step`: drops the lines of later steps, which the resumed run will log again. */
 export function truncateMetricsAfter(path: string, step: number): void {
+  // `r.step <= NaN` is false for every line: a bad step used to empty the whole metrics history.
+  if (!Number.isInteger(step) || step < 0) throw new RangeError(`truncateMetricsAfter: step must be a non-negative integer, got ${step}`);
   filterJsonl<{ step: number }>(path, (r) => r.step <= step);
 }
 

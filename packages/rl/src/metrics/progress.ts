@@ -27,7 +27,8 @@ export class ProgressMeter {
   private readonly stream: NodeJS.WritableStream & { isTTY?: boolean };
 
   constructor(private readonly options: ProgressOptions) {
-    if (!(options.total >= 0)) throw new Error(`ProgressMeter: total must be ≥ 0, got ${options.total}`);
+    // Infinity or a numeric string passed `total >= 0` and drew a bar that never fills or compares as text.
+    if (typeof options.total !== 'number' || !Number.isFinite(options.total) || options.total < 0) throw new Error(`ProgressMeter: total must be ≥ 0, got ${options.total}`);
     this.now = options.now ?? Date.now;
     this.start = this.now();
     this.stream = options.stream ?? process.stderr;
@@ -35,6 +36,8 @@ export class ProgressMeter {
 
   /** Sets the absolute position (e.g. after resuming at step k) and merges new info. */
   update(done: number, info: ProgressInfo = {}): void {
+    // NaN printed "NaN/10 NaN%" forever after, and a negative count crashed the bar's String.repeat.
+    if (typeof done !== 'number' || !Number.isFinite(done) || done < 0) throw new RangeError(`ProgressMeter.update: done must be a finite number ≥ 0, got ${String(done)}`);
     this.done = done;
     Object.assign(this.info, info);
     const t = this.now();
@@ -60,8 +63,10 @@ export class ProgressMeter {
 
 /** `sft [######------] 12/40 30% 1.50 step/s ETA 0:19 loss 1.234` */
 export function formatProgress(p: { label: string; total: number; done: number; elapsedMs: number; unit?: string; info?: ProgressInfo; width?: number }): string {
-  const width = p.width ?? 20;
-  const fraction = p.total > 0 ? Math.min(1, p.done / p.total) : 1;
+  // Clamped at 0 too: a negative or NaN fraction made '#'.repeat throw a RangeError out of a mere progress line.
+  const ratio = p.total > 0 ? p.done / p.total : 1;
+  const fraction = Number.isNaN(ratio) ? 0 : Math.min(1, Math.max(0, ratio));
+  const width = Math.max(0, Math.floor(p.width ?? 20));
   const filled = Math.round(fraction * width);
   const bar = '#'.repeat(filled) + '-'.repeat(width - filled);
   const seconds = p.elapsedMs / 1000;

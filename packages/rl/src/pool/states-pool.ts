@@ -159,6 +159,8 @@ export class StatesPool {
   sampler(options: { mode?: SamplingMode; seed?: number } | { cursor: PoolCursor }): PoolSampler {
     if ('cursor' in options) {
       const c = options.cursor;
+      // A checkpoint saved without a cursor gives undefined here, which used to fail as a cryptic property read.
+      if (typeof c !== 'object' || c === null) throw new TypeError(`StatesPool.sampler: cursor must be a saved PoolCursor object, got ${String(c)}`);
       if (c.poolId !== this.id) throw new Error(`StatesPool: the cursor belongs to pool ${c.poolId}, not to this pool (${this.id})`);
       return new PoolSampler(this, c.mode, c.seed, c.drawn);
     }
@@ -198,6 +200,8 @@ export class PoolSampler {
 
   private at(d: number): PoolState {
     const { pool } = this;
+    // An empty pool used to return undefined ('uniform') or throw a TypeError ('by-task') instead of saying so.
+    if (pool.size === 0) throw new Error('PoolSampler: the pool has no states to draw');
     if (this.mode === 'uniform') {
       const n = pool.size;
       return pool.states[this.perm(`pass ${Math.floor(d / n)}`, n)[d % n]];
@@ -214,6 +218,8 @@ export class PoolSampler {
   }
 
   take(n: number): PoolState[] {
+    // Array.from's length rounds 1.5 down and turns −1 or NaN into 0: a bad count silently drew the wrong number.
+    if (!Number.isInteger(n) || n < 0) throw new RangeError(`PoolSampler.take: n must be a non-negative integer, got ${n}`);
     return Array.from({ length: n }, () => this.next());
   }
 

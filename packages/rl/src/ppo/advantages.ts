@@ -26,7 +26,11 @@ export const ZERO_STD = 1e-8;
 export function normalizeAdvantages(x: ArrayLike<number>, eps = 1e-8): Float64Array {
   const n = x.length;
   if (n < 2) throw new Error(`normalizeAdvantages: needs at least 2 samples in the batch, got ${n}`);
+  // One NaN in x, or a NaN / negative eps, used to whiten every advantage of the batch to NaN.
+  checkFinite('normalizeAdvantages', x);
+  checkEps('normalizeAdvantages', eps);
   const { mean, variance } = moments(x, true);
+  if (variance + eps === 0) throw new RangeError('normalizeAdvantages: the values are all equal and eps is 0, so there is no scale to divide by');
   const scale = 1 / Math.sqrt(variance + eps);
   return Float64Array.from(x, (v) => (v - mean) * scale);
 }
@@ -35,6 +39,8 @@ export function normalizeAdvantages(x: ArrayLike<number>, eps = 1e-8): Float64Ar
 export function gaeSingleStep(rewards: ArrayLike<number>, values: ArrayLike<number>, normalize = true): AdvantageResult {
   if (rewards.length !== values.length) throw new Error(`gaeSingleStep: ${rewards.length} rewards but ${values.length} values`);
   checkFinite('gaeSingleStep', rewards, values);
+  // A truthy non-boolean ('no', 'false' from a parsed option) used to whiten anyway.
+  if (typeof normalize !== 'boolean') throw new TypeError(`gaeSingleStep: normalize must be true or false, got ${JSON.stringify(normalize)}`);
   const raw = Float64Array.from(rewards, (r, i) => r - values[i]);
   return {
     advantages: normalize ? normalizeAdvantages(raw) : raw,
@@ -56,6 +62,8 @@ export interface GroupAdvantageOptions {
 /** GRPO: (r − mean_g) / (std_g + eps) with the unbiased std of the group, as verl and TRL compute it. */
 export function grpoAdvantages(rewards: ArrayLike<number>, groupIds: ArrayLike<number>, options: GroupAdvantageOptions = {}): AdvantageResult {
   const { scaleByStd = true, eps = 1e-6 } = options;
+  // eps = −std divided by zero and a NaN eps gave NaN advantages, silently.
+  checkEps('grpoAdvantages', eps);
   return groupAdvantages('grpoAdvantages', 1, rewards, groupIds, options, (r, stats) => {
     const centred = r - stats.mean;
     return scaleByStd ? centred / (stats.std + eps) : centred;
@@ -72,6 +80,9 @@ export function rlooAdvantages(rewards: ArrayLike<number>, groupIds: ArrayLike<n
 /** The KL-in-reward variant: r' = r − β·Σ_t KL_t, with the per-sample KL summed over its tokens. */
 export function klPenalizedRewards(rewards: ArrayLike<number>, sampleKl: ArrayLike<number>, beta: number): Float64Array {
   if (rewards.length !== sampleKl.length) throw new Error(`klPenalizedRewards: ${rewards.length} rewards but ${sampleKl.length} KL values`);
+  // A NaN beta or KL made the rewards NaN, and a negative beta rewarded moving away from the reference.
+  if (typeof beta !== 'number' || !Number.isFinite(beta) || beta < 0) throw new RangeError(`klPenalizedRewards: beta must be a finite number >= 0, got ${String(beta)}`);
+  checkFinite('klPenalizedRewards', rewards, sampleKl);
   return Float64Array.from(rewards, (r, i) => r - beta * sampleKl[i]);
 }
 
@@ -130,6 +141,10 @@ function moments(x: ArrayLike<number>, unbiased: boolean): { mean: number; varia
   for (let i = 0; i < n; i++) ss += (x[i] - mean) ** 2;
   const denominator = unbiased ? n - 1 : n;
   return { mean, variance: denominator > 0 ? ss / denominator : 0 };
+}
+
+function checkEps(name: string, eps: number): void {
+  if (typeof eps !== 'number' || !Number.isFinite(eps) || eps < 0) throw new RangeError(`${name}: eps must be a finite number >= 0, got ${String(eps)}`);
 }
 
 function checkFinite(name: string, ...arrays: ArrayLike<number>[]): void {

@@ -121,6 +121,8 @@ export interface PpoLossResult {
  * with their derivative with respect to logp. */
 export function klToReference(logp: number, refLogp: number, estimator: KlEstimator): { kl: number; dKl: number } {
   if (estimator === 'k1') return { kl: logp - refLogp, dKl: 1 };
+  // Anything but 'k1' used to fall through to k3, so a typo ('k2', 'K1') silently changed the estimator.
+  if (estimator !== 'k3') throw new TypeError(`klToReference: estimator must be 'k1' or 'k3', got ${JSON.stringify(estimator)}`);
   // k3 = e^x − x − 1 with x = refLogp − logp; dk3/dlogp = −(e^x − 1).
   const x = refLogp - logp;
   const ex = Math.exp(x);
@@ -229,7 +231,8 @@ export function ppoLoss(batch: PpoBatch, config: PpoLossConfig = DEFAULT_PPO_LOS
   }
 
   const value = valueCoef > 0 ? valueLoss(batch, valueClip, batch.totals?.samples) : null;
-  const loss = policyLoss + klCoef * klLoss - entropyCoef * entropyLoss + valueCoef * (value?.loss ?? 0);
+  // The entropy term only when it is weighted: 0 · NaN is NaN, so an unused NaN entropy used to poison the loss.
+  const loss = policyLoss + klCoef * klLoss - (entropyCoef !== 0 ? entropyCoef * entropyLoss : 0) + valueCoef * (value?.loss ?? 0);
   const dValue = value ? value.dValue.map((d) => valueCoef * d) : null;
   const perToken = (x: number) => (nTokens > 0 ? x / nTokens : 0);
   return {
@@ -267,6 +270,15 @@ export function valueLoss(
   const { values, oldValues, returns } = batch;
   if (!values || !returns) throw new Error('valueLoss: values and returns are required');
   if (valueClip !== null && !oldValues) throw new Error('valueLoss: oldValues are required for value clipping');
+  // A valueClip <= 0 or NaN clipped every value to a constant (zero gradient), shorter returns/oldValues read
+  // undefined, and a NaN value made the loss NaN: all silently.
+  if (valueClip !== null && !(valueClip > 0)) throw new RangeError(`valueLoss: valueClip must be > 0 or null, got ${valueClip}`);
+  const arrays: [string, ArrayLike<number> | undefined][] = [['values', values], ['returns', returns], ['oldValues', valueClip !== null ? oldValues : undefined]];
+  for (const [name, arr] of arrays) {
+    if (!arr) continue;
+    if (arr.length !== values.length) throw new RangeError(`valueLoss: ${name} has ${arr.length} entries for ${values.length} values`);
+    for (let i = 0; i < arr.length; i++) if (!Number.isFinite(arr[i])) throw new RangeError(`valueLoss: ${name}[${i}] = ${arr[i]} is not finite`);
+  }
   if (samples !== undefined && !(Number.isInteger(samples) && samples >= values.length)) {
     throw new Error(`valueLoss: the minibatch's samples (${samples}) must be an integer of at least this batch's ${values.length}`);
   }
@@ -307,12 +319,35 @@ export function explainedVariance(values: ArrayLike<number>, returns: ArrayLike<
   return varR === 0 ? NaN : 1 - variance(residual) / varR;
 }
 
+function checkConfig(config: PpoLossConfig): void {
+  if (!(config.clipRatio > 0 && config.clipRatio < 1)) throw new Error(`ppoLoss: clipRatio must be in (0, 1), got ${config.clipRatio}`);
+  if (config.dualClip !== null && !(config.dualClip > 1)) throw new Error(`ppoLoss: dualClip must be > 1 or null, got ${config.dualClip}`);
+  if (config.valueClip !== null && !(config.valueClip > 0)) throw new Error(`ppoLoss: valueClip must be > 0 or null, got ${config.valueClip}`);
+  // The coefficients scale whole loss terms: NaN made the loss NaN, and a negative valueCoef silently dropped the
+  // critic's loss (`valueCoef > 0` is false) while a negative klCoef pushed the policy away from the reference.
+  for (const name of ['valueCoef', 'klCoef'] as const) {
+    const v = config[name];
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new RangeError(`ppoLoss: ${name} must be a finite number >= 0, got ${String(v)}`);
+  }
+  if (typeof config.entropyCoef !== 'number' || !Number.isFinite(config.entropyCoef)) throw new RangeError(`ppoLoss: entropyCoef must be a finite number, got ${String(config.entropyCoef)}`);
+  // Unknown names used to fall back silently to another estimator / aggregation.
+  if (config.klEstimator !== 'k1' && config.klEstimator !== 'k3') throw new TypeError(`ppoLoss: klEstimator must be 'k1' or 'k3', got ${JSON.stringify(config.klEstimator)}`);
+  if (config.lossAggregation !== 'token-mean' && config.lossAggregation !== 'seq-mean-token-mean') {
+    throw new TypeError(`ppoLoss: lossAggregation must be 'token-mean' or 'seq-mean-token-mean', got ${JSON.stringify(config.lossAggregation)}`);
+  }
+}
+
+function checkFiniteArray(name: string, arr: ArrayLike<number>): void {
+  for (let i = 0; i < arr.length; i++) if (!Number.isFinite(arr[i])) throw new RangeError(`ppoLoss: ${name}[${i}] = ${arr[i]} is not finite`);
+}
+
 function variance(x: number[]): number {
   const mean = x.reduce((a, b) => a + b, 0) / x.length;
   return x.reduce((a, b) => a + (b - mean) ** 2, 0) / x.length;
 }
 
 function checkBatch(batch: PpoBatch, config: PpoLossConfig): void {
+  checkConfig(config);
   const { lengths, logp } = batch;
   let total = 0;
   for (let i = 0; i < lengths.length; i++) {
@@ -354,9 +389,11 @@ function checkBatch(batch: PpoBatch, config: PpoLossConfig): void {
     }
     if (arr.length !== samples) throw new Error(`ppoLoss: ${name} has ${arr.length} entries for ${samples} samples`);
   }
-  if (!(config.clipRatio > 0 && config.clipRatio < 1)) throw new Error(`ppoLoss: clipRatio must be in (0, 1), got ${config.clipRatio}`);
-  if (config.dualClip !== null && !(config.dualClip > 1)) throw new Error(`ppoLoss: dualClip must be > 1 or null, got ${config.dualClip}`);
-  if (config.valueClip !== null && !(config.valueClip > 0)) throw new Error(`ppoLoss: valueClip must be > 0 or null, got ${config.valueClip}`);
+  // Per-sample and per-token inputs that enter the loss must be finite: one NaN advantage or reference log-prob
+  // used to turn the whole minibatch's loss and every gradient coefficient into NaN without a word.
+  checkFiniteArray('advantages', batch.advantages);
+  if (config.klCoef !== 0 && batch.refLogp) checkFiniteArray('refLogp', batch.refLogp);
+  if (config.entropyCoef !== 0 && batch.entropy) checkFiniteArray('entropy', batch.entropy);
   for (let t = 0; t < logp.length; t++) {
     if (!Number.isFinite(logp[t]) || !Number.isFinite(batch.oldLogp[t])) throw new Error(`ppoLoss: non-finite logp or oldLogp at token ${t}`);
     if (batch.samplerWeights && !(batch.samplerWeights[t] >= 0 && Number.isFinite(batch.samplerWeights[t]))) throw new Error(`ppoLoss: samplerWeights[${t}] = ${batch.samplerWeights[t]} is not a finite weight >= 0`);
