@@ -1,7 +1,7 @@
 // Parser for ResearchAgent's response format (Reflection, Research Plan and Status, Fact Check, Thought, Action,
 // Action Input). It tolerates common model slips and never throws: anything it cannot accept becomes an error
 // whose `observation` is the text the agent gets back.
-import { ACTION_NAMES, ACTIONS, type ActionCall, type ActionName, type ActionSpec } from './schema.js';
+import { ACTION_NAMES, ACTIONS, isActionName, type ActionCall, type ActionName, type ActionSpec } from './schema.js';
 
 /** The free-text fields of a response (absent when the response has no such field). */
 export interface ResponseFields {
@@ -418,8 +418,24 @@ function pickFields(f: Partial<Record<FieldKey, string>>): ResponseFields {
   return out;
 }
 
-function parseUnsafe(text: string, options: ParseOptions): ParsedResponse {
-  const enabled = options.actions ?? ACTION_NAMES;
+/**
+ * The accepted actions. A bad `options` is the caller's bug, not the agent's: caught with the response's own errors it
+ * would come back as an "Invalid response format" observation blaming the agent (and an unknown name in `actions`
+ * crashed inside the parser), so it throws instead.
+ */
+function enabledActions(options: ParseOptions): readonly ActionName[] {
+  if (options === null || typeof options !== 'object') throw new TypeError(`parseResponse: options must be an object, got ${show(options)}`);
+  const actions: unknown = options.actions;
+  if (actions === undefined) return ACTION_NAMES;
+  if (!Array.isArray(actions)) throw new TypeError(`parseResponse: options.actions must be an array of action names, got ${show(actions)}`);
+  const bad = actions.filter((n) => typeof n !== 'string' || !isActionName(n));
+  if (bad.length > 0) {
+    throw new TypeError(`parseResponse: options.actions holds ${bad.map(show).join(', ')}, which ${bad.length === 1 ? 'is not an action' : 'are not actions'} (known: ${ACTION_NAMES.join(', ')})`);
+  }
+  return actions as ActionName[];
+}
+
+function parseUnsafe(text: string, enabled: readonly ActionName[]): ParsedResponse {
   const parts = splitFields(text.replace(/\r\n?/g, '\n'));
   const fields = pickFields(parts);
   const fail = (error: ParseError, action?: ActionName): ParsedResponse =>
@@ -455,12 +471,14 @@ function parseUnsafe(text: string, options: ParseOptions): ParsedResponse {
 
 /**
  * Parses one model response in ResearchAgent's format into an action with typed, validated arguments, or an
- * error whose observation tells the agent what is wrong and the correct usage. Never throws.
+ * error whose observation tells the agent what is wrong and the correct usage. Never throws for the response;
+ * throws a TypeError for a bad `options`.
  */
 export function parseResponse(text: string, options: ParseOptions = {}): ParsedResponse {
+  const enabled = enabledActions(options);
   try {
     if (typeof text !== 'string') return { ok: false, error: formatError('the response is not text.'), fields: {} };
-    return parseUnsafe(text, options);
+    return parseUnsafe(text, enabled);
   } catch (e) {
     const why = e instanceof Error ? e.message : String(e);
     return { ok: false, error: formatError(`the response could not be read (${why}).`), fields: {} };

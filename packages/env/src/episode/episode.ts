@@ -73,6 +73,8 @@ export class Episode {
     this.maxSteps = positiveInt('maxSteps', opts.maxSteps, DEFAULT_MAX_STEPS);
     this.historyWindow = positiveInt('historyWindow', opts.historyWindow, DEFAULT_HISTORY_WINDOW);
     this.maxObservation = positiveInt('maxObservationChars', opts.maxObservationChars, DEFAULT_MAX_OBSERVATION);
+    // Checked here, not at the first Execute Script: a NaN would reach the agent's code as OMP_NUM_THREADS=NaN.
+    positiveInt('threads', opts.threads, 1);
     this.files = { roots, store: opts.store, undo: new Map() };
     this.hiddenPaths = hiddenPaths;
     this.metric = task.spec.baseline;

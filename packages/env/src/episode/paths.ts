@@ -3,6 +3,7 @@
 // agent's own scripts may have planted.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { makeDirs } from '../fs/make-dirs.js';
 import { inside } from '../sandbox/isolation.js';
 
 /** An action failed for a reason the agent caused; `message` is its observation ("EnvError: ..."). */
@@ -87,7 +88,7 @@ export async function resolveForWrite(roots: WorkspaceRoots, raw: unknown, argNa
     throw new EnvError(`${argName} "${rel}" points outside the workspace (through a symbolic link)`);
   }
   if (!(await fs.stat(realAncestor)).isDirectory()) throw new EnvError(`${argName} "${rel}": ${path.relative(roots.workspace, ancestor)} is not a directory`);
-  await fs.mkdir(path.dirname(abs), { recursive: true });
+  await makeDirs(path.dirname(abs));
   return { rel, abs };
 }
 

@@ -19,6 +19,8 @@ export async function replay(
   responses: readonly string[],
   opts: EpisodeOptions & { fromSnapshot?: string; onStep?: (r: StepResult) => void },
 ): Promise<ReplayResult> {
+  // A lone string would be played one character per step (for...of), each a parse error, silently.
+  if (!Array.isArray(responses)) throw new TypeError(`replay: responses must be an array of response texts, got ${typeof responses}`);
   const ep = await Episode.start(task, opts);
   try {
     const steps: StepResult[] = [];

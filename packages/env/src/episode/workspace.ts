@@ -2,6 +2,7 @@
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { makeDirs } from '../fs/make-dirs.js';
 import { inside } from '../sandbox/isolation.js';
 import type { PreparedTask } from '../tasks/types.js';
 import { taskSandboxPaths } from '../tasks/workspace.js';
@@ -12,7 +13,8 @@ export function defaultWorkRoot(): string {
 
 /** Makes an empty workspace directory under `workRoot`, named after the task. */
 export async function makeWorkspaceDir(workRoot: string, taskName: string): Promise<string> {
-  await fs.mkdir(workRoot, { recursive: true });
+  // The caller's workRoot: a bad one must fail, not hang as Node's recursive mkdir can (see makeDirs).
+  await makeDirs(workRoot);
   const safe = taskName.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 60) || 'task';
   return fs.mkdtemp(path.join(workRoot, `${safe}-`));
 }

@@ -1,5 +1,6 @@
 import { closeSync, mkdirSync, openSync, readFileSync, rmdirSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
+import { makeDirsSync } from '../fs/make-dirs.js';
 import { pidAlive } from './pid-alive.js';
 
 /**
@@ -28,7 +29,7 @@ export function defaultLeaseDir(): string {
   const problems: string[] = [];
   for (const dir of LEASE_DIRS) {
     try {
-      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      makeDirsSync(dir, 0o700);
       const st = statSync(dir);
       if (st.uid === process.getuid?.() && (st.mode & 0o022) === 0) return (leaseDir = dir);
       problems.push(`${dir} belongs to uid ${st.uid} or is writable by others`);
@@ -85,7 +86,7 @@ function reclaim(file: string): boolean {
 
 /** Leases the lowest free uid at or above `base`. Throws when all UID_COUNT uids are held by live processes. */
 export function leaseUid(dir = defaultLeaseDir(), base = UID_BASE): UidLease {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  makeDirsSync(dir, 0o700);
   for (let uid = base; uid < base + UID_COUNT; uid++) {
     const file = path.join(dir, String(uid));
     if (!tryCreate(file) && !reclaim(file)) continue;

@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import { constants as fsConstants, createReadStream, promises as fs, type BigIntStats } from 'node:fs';
 import path from 'node:path';
+import { makeDirs } from '../fs/make-dirs.js';
 import { MANIFEST_FORMAT, PUBLIC_DATA_TARGET, type ManifestFile, type StateManifest } from './manifest.js';
 import { actionCallKey } from '../actions/call-key.js';
 
@@ -31,6 +32,36 @@ async function sha256File(file: string): Promise<string> {
   const h = createHash('sha256');
   for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
   return h.digest('hex');
+}
+
+/** A '/'-separated path inside the workspace: relative, no empty, '.' or '..' segment. */
+function isInsidePath(p: unknown): boolean {
+  return typeof p === 'string' && p !== '' && !p.includes('\0') && p.split('/').every((s) => s !== '' && s !== '.' && s !== '..');
+}
+
+/**
+ * Checks what materialize writes from a manifest. A manifest's id only proves it is the text it claims, not that the
+ * store wrote it: one built by hand, given to save(), or pulled from a shared Redis by a queue worker could name
+ * "../x" or a blob path outside the store and so write or read anything the trainer can.
+ */
+function checkManifest(m: StateManifest): void {
+  const bad = (what: string) => new Error(`SnapshotStore: cannot restore a malformed state: ${what}`);
+  if (m === null || typeof m !== 'object' || !Array.isArray(m.files) || !Array.isArray(m.dirs) || !Array.isArray(m.links)) {
+    throw bad('it must be a manifest with files, dirs and links lists');
+  }
+  m.files.forEach((f, i) => {
+    if (!isInsidePath(f?.path)) throw bad(`files[${i}].path ${JSON.stringify(f?.path)} is not a path inside the workspace`);
+    if (typeof f.hash !== 'string' || !ID.test(f.hash)) throw bad(`files[${i}].hash ${JSON.stringify(f.hash)} is not a blob hash`);
+    if (!Number.isSafeInteger(f.size) || f.size < 0) throw bad(`files[${i}].size ${JSON.stringify(f.size)} is not a size`);
+    if (!Number.isInteger(f.mode) || f.mode < 0 || f.mode > 0o777) throw bad(`files[${i}].mode ${JSON.stringify(f.mode)} is not a permission mode`);
+  });
+  m.dirs.forEach((d, i) => {
+    if (!isInsidePath(d)) throw bad(`dirs[${i}] ${JSON.stringify(d)} is not a path inside the workspace`);
+  });
+  m.links.forEach((l, i) => {
+    if (!isInsidePath(l?.path)) throw bad(`links[${i}].path ${JSON.stringify(l?.path)} is not a path inside the workspace`);
+    if (typeof l.target !== 'string' || l.target === '') throw bad(`links[${i}].target must be a non-empty string`);
+  });
 }
 
 function tmpName(dir: string): string {
@@ -70,7 +101,7 @@ export class SnapshotStore {
     const hash = sha256(data);
     const dest = this.blobPath(hash);
     if (await exists(dest)) return hash;
-    await fs.mkdir(path.dirname(dest), { recursive: true });
+    await makeDirs(path.dirname(dest));
     const tmp = tmpName(path.dirname(dest));
     await fs.writeFile(tmp, data, { mode: 0o444 });
     await fs.rename(tmp, dest);
@@ -84,11 +115,19 @@ export class SnapshotStore {
     });
   }
 
-  /** Stores a workspace file; the cache skips reading files whose inode, size and times did not change. */
-  private async putFile(abs: string, st: BigIntStats, cache?: HashCache): Promise<string> {
+  /**
+   * Stores a workspace file and returns its hash and the stored blob's length; the cache skips reading files whose
+   * inode, size and times did not change. The length is the blob's, not the lstat's from before the read (the file
+   * may have changed since), since materialize checks restored files against it.
+   */
+  private async putFile(abs: string, st: BigIntStats, cache?: HashCache): Promise<{ hash: string; size: number }> {
     const key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
     const hit = cache?.get(abs);
-    if (hit && hit.key === key && (await exists(this.blobPath(hit.hash)))) return hit.hash;
+    const blobSize = (hash: string) => fs.lstat(this.blobPath(hash)).then((b) => b.size, () => null);
+    if (hit && hit.key === key) {
+      const size = await blobSize(hit.hash);
+      if (size !== null) return { hash: hit.hash, size };
+    }
     let hash: string;
     if (st.size <= BigInt(IN_MEMORY_BYTES)) {
       hash = await this.putBlob(await fs.readFile(abs));
@@ -96,7 +135,7 @@ export class SnapshotStore {
       hash = await sha256File(abs);
       const dest = this.blobPath(hash);
       if (!(await exists(dest))) {
-        await fs.mkdir(path.dirname(dest), { recursive: true });
+        await makeDirs(path.dirname(dest));
         const tmp = tmpName(path.dirname(dest));
         await fs.copyFile(abs, tmp, fsConstants.COPYFILE_FICLONE);
         await fs.chmod(tmp, 0o444);
@@ -104,7 +143,7 @@ export class SnapshotStore {
       }
     }
     cache?.set(abs, { key, hash });
-    return hash;
+    return { hash, size: (await blobSize(hash)) ?? Number(st.size) };
   }
 
   /**
@@ -142,8 +181,8 @@ export class SnapshotStore {
         } else if (st.size > BigInt(this.maxFileBytes)) {
           omitted.push({ path: r, size: Number(st.size), reason: `larger than the store's limit of ${this.maxFileBytes} bytes` });
         } else {
-          const hash = await this.putFile(abs, st, cache);
-          files.push({ path: r, hash, size: Number(st.size), mode: Number(st.mode) & 0o777 });
+          const { hash, size } = await this.putFile(abs, st, cache);
+          files.push({ path: r, hash, size, mode: Number(st.mode) & 0o777 });
         }
       }
     };
@@ -171,7 +210,7 @@ export class SnapshotStore {
     const id = sha256(json);
     const dest = this.statePath(id);
     if (!(await exists(dest))) {
-      await fs.mkdir(path.dirname(dest), { recursive: true });
+      await makeDirs(path.dirname(dest));
       const tmp = tmpName(path.dirname(dest));
       await fs.writeFile(tmp, json);
       await fs.rename(tmp, dest);
@@ -221,22 +260,37 @@ export class SnapshotStore {
    * (reflinks where the filesystem has them), never hard links: scripts overwrite files in place.
    */
   async materialize(manifest: StateManifest, target: string, publicDir: string): Promise<void> {
-    await fs.mkdir(target, { recursive: true });
+    checkManifest(manifest);
+    const created = !(await exists(target));
+    // The target is the caller's path: a bad one must fail, not hang (see makeDirs).
+    await makeDirs(target);
     if ((await fs.readdir(target)).length > 0) throw new Error(`SnapshotStore: cannot restore into ${target}: it is not empty`);
-    for (const d of manifest.dirs) await fs.mkdir(path.join(target, d), { recursive: true });
-    for (let i = 0; i < manifest.files.length; i += COPY_BATCH) {
-      await Promise.all(
-        manifest.files.slice(i, i + COPY_BATCH).map(async (f) => {
-          const dest = path.join(target, f.path);
-          await fs.copyFile(this.blobPath(f.hash), dest, fsConstants.COPYFILE_FICLONE).catch((e: Error) => {
-            throw new Error(`SnapshotStore: cannot restore ${f.path} from blob ${f.hash}: ${e.message}`);
-          });
-          await fs.chmod(dest, f.mode);
-        }),
-      );
-    }
-    for (const l of manifest.links) {
-      await fs.symlink(l.target === PUBLIC_DATA_TARGET ? publicDir : l.target, path.join(target, l.path));
+    try {
+      for (const d of manifest.dirs) await makeDirs(path.join(target, d));
+      for (let i = 0; i < manifest.files.length; i += COPY_BATCH) {
+        await Promise.all(
+          manifest.files.slice(i, i + COPY_BATCH).map(async (f) => {
+            const dest = path.join(target, f.path);
+            await fs.copyFile(this.blobPath(f.hash), dest, fsConstants.COPYFILE_FICLONE).catch((e: Error) => {
+              throw new Error(`SnapshotStore: cannot restore ${f.path} from blob ${f.hash}: ${e.message}`);
+            });
+            // Blobs are never rewritten, so one of another length was damaged on disk (truncated, emptied): restoring
+            // it would silently give the episode other files than the state's. A length check costs no read.
+            const size = (await fs.stat(dest)).size;
+            if (size !== f.size) throw new Error(`SnapshotStore: cannot restore ${f.path}: blob ${f.hash} is corrupt (${size} bytes, the state's file has ${f.size})`);
+            await fs.chmod(dest, f.mode);
+          }),
+        );
+      }
+      for (const l of manifest.links) {
+        await fs.symlink(l.target === PUBLIC_DATA_TARGET ? publicDir : l.target, path.join(target, l.path));
+      }
+    } catch (e) {
+      // A half-restored workspace looks like a state but is not one, and the target, no longer empty, would refuse a
+      // second try: leave it as it was found.
+      if (created) await fs.rm(target, { recursive: true, force: true }).catch(() => undefined);
+      else for (const n of await fs.readdir(target).catch(() => [] as string[])) await fs.rm(path.join(target, n), { recursive: true, force: true }).catch(() => undefined);
+      throw e;
     }
   }
 }

@@ -41,6 +41,8 @@ export interface BaselineOptions extends PrepareOptions {
  * `python -u train.py` there in the sandbox with the task's budgets, and grades submission.csv.
  */
 export async function runBaseline(nameOrDir: string, opts: BaselineOptions = {}): Promise<BaselineResult & { workspace?: string }> {
+  // Before prepareTask, which may take minutes: a bad threads would only fail once the data is ready.
+  if (opts?.threads !== undefined) taskSandboxEnv(opts.threads);
   const task = await prepareTask(nameOrDir, opts);
   return runInWorkspace(task, opts);
 }

@@ -1,7 +1,7 @@
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_PYTHON } from './paths.js';
-import { runPython, tail } from './python.js';
+import { checkTimeoutMs, runPython, tail } from './python.js';
 import type { GradeResult } from './types.js';
 
 /**
@@ -15,6 +15,7 @@ export async function gradeSubmission(
   submissionPath: string,
   opts: { python?: string; timeoutMs?: number } = {},
 ): Promise<GradeResult> {
+  checkTimeoutMs(opts.timeoutMs, 'gradeSubmission: timeoutMs');
   const submission = path.resolve(submissionPath);
   if (!existsSync(submission)) return { ok: false, error: `no submission file: ${path.basename(submission)} was not written` };
   if (!statSync(submission).isFile()) return { ok: false, error: `${path.basename(submission)} is not a regular file` };

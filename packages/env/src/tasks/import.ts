@@ -1,5 +1,6 @@
-import { cpSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, lstatSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { makeDirsSync } from '../fs/make-dirs.js';
 import {
   MLAGENTBENCH_GRADE,
   MLAGENTBENCH_PREPARE,
@@ -56,8 +57,9 @@ export function importTask(src: string, opts: ImportOptions = {}): TaskEntry & {
   const source = path.resolve(src);
   const format = detectImportFormat(source);
   const name = opts.name ?? path.basename(source).toLowerCase().replace(/[^a-z0-9._-]+/g, '-');
-  if (!TASK_NAME_PATTERN.test(name)) {
-    throw new Error(`import: invalid task name '${name}' (use lowercase letters, digits, '.', '_', '-')${opts.name === undefined ? '; pass --name' : ''}`);
+  // RegExp.test turns a number into its digits, so name: 5 passed the pattern and crashed in path.join.
+  if (typeof name !== 'string' || !TASK_NAME_PATTERN.test(name)) {
+    throw new Error(`import: invalid task name '${String(name)}' (use lowercase letters, digits, '.', '_', '-')${opts.name === undefined ? '; pass --name' : ''}`);
   }
   // A user task cannot shadow a built-in one: the registry would skip it at every listing.
   if (existsSync(path.join(builtinTasksDir(), name))) throw new Error(`import: '${name}' is the name of a built-in task; pass another --name`);
@@ -67,10 +69,11 @@ export function importTask(src: string, opts: ImportOptions = {}): TaskEntry & {
   const store = userTasksDir(opts.home);
   const dest = path.join(store, name);
   if (existsSync(dest) && !opts.force) throw new Error(`import: task '${name}' already exists at ${dest} (pass --name or --force)`);
-  mkdirSync(store, { recursive: true });
+  // Under $MLAGENT_HOME, the user's path: a bad one must fail, not hang as Node's recursive mkdir can (see makeDirs).
+  makeDirsSync(store);
   const tmp = path.join(store, `.import-${name}-${process.pid}`);
   removeTree(tmp);
-  mkdirSync(path.join(tmp, 'env'), { recursive: true });
+  makeDirsSync(path.join(tmp, 'env'));
   try {
     const title = format === 'mlagentbench' ? buildMlAgentBench(source, tmp) : buildMleBench(source, tmp);
     const spec: TaskSpec = {
@@ -179,7 +182,7 @@ function buildMleBench(src: string, out: string): string {
     cpSync(path.join(src, 'prepare.py'), path.join(out, 'source', 'their_prepare.py'));
     cpSync(path.join(src, 'raw'), path.join(out, 'source', 'raw'), { recursive: true });
   }
-  mkdirSync(path.join(out, 'source', 'shims', 'mlebench'), { recursive: true });
+  makeDirsSync(path.join(out, 'source', 'shims', 'mlebench'));
   writeFileSync(path.join(out, 'source', 'shims', 'mlebench', '__init__.py'), '');
   writeFileSync(path.join(out, 'source', 'shims', 'mlebench', 'grade_helpers.py'), MLEBENCH_SHIM);
   writeFileSync(path.join(out, 'import.json'), JSON.stringify({ format: 'mlebench', source: src, answersFile }, null, 2) + '\n');

@@ -9,7 +9,13 @@ export const DEFAULT_PYTHON = '/usr/bin/python3';
 
 /** `$MLAGENT_HOME`, default `~/.mlagent`. */
 export function mlagentHome(home?: string): string {
-  return path.resolve(home ?? process.env.MLAGENT_HOME ?? path.join(homedir(), '.mlagent'));
+  // path.resolve('') is the working directory: an empty override would silently put the task store and the cache there.
+  if (home !== undefined && (typeof home !== 'string' || home.trim() === '')) {
+    throw new TypeError(`the home option ($MLAGENT_HOME override) must be a non-empty path, got ${JSON.stringify(home) ?? String(home)}`);
+  }
+  // An empty MLAGENT_HOME (e.g. `MLAGENT_HOME= cmd`) means unset, as for HOME-like variables, not the working directory.
+  const env = process.env.MLAGENT_HOME;
+  return path.resolve(home ?? (env !== undefined && env.trim() !== '' ? env : path.join(homedir(), '.mlagent')));
 }
 
 /** The user's task store: `$MLAGENT_HOME/tasks`. */

@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
+import { makeDirsSync } from '../fs/make-dirs.js';
 import { gradeSubmission } from './grade.js';
 import { hashDirectory } from './hash.js';
 import { corpusSourceDir, DEFAULT_PYTHON, taskCacheDir } from './paths.js';
-import { runPython, tail } from './python.js';
+import { checkTimeoutMs, runPython, tail } from './python.js';
 import { resolveTask } from './registry.js';
 import { loadIdeas } from './spec.js';
 import type { PreparedTask } from './types.js';
@@ -63,10 +64,11 @@ function removeStaleTemps(root: string, key: string): void {
 async function runPrepare(dir: string, name: string, root: string, key: string, seed: number, opts: PrepareOptions): Promise<void> {
   const final = path.join(root, key);
   if (existsSync(final)) return;
-  mkdirSync(root, { recursive: true });
+  // Under $MLAGENT_HOME, the user's path: a bad one must fail, not hang as Node's recursive mkdir can (see makeDirs).
+  makeDirsSync(root);
   removeStaleTemps(root, key);
   const tmp = path.join(root, `.tmp-${key}-${process.pid}-${randomBytes(4).toString('hex')}`);
-  mkdirSync(path.join(tmp, 'public'), { recursive: true });
+  makeDirsSync(path.join(tmp, 'public'));
   // Only the trainer's uid may enter: a run dropped to another uid without bwrap (level 'none') must not read answers.
   mkdirSync(path.join(tmp, 'private'), { mode: 0o700 });
   const python = opts.python ?? DEFAULT_PYTHON;
@@ -100,6 +102,20 @@ async function runPrepare(dir: string, name: string, root: string, key: string, 
   }
 }
 
+/** Checks the options up front, naming the bad one: after minutes of prepare.py is no time to find them wrong. */
+function checkPrepareOptions(opts: PrepareOptions): void {
+  if (opts === null || typeof opts !== 'object') throw new TypeError(`prepareTask: options must be an object, got ${String(opts)}`);
+  // task.json's seed must be a non-negative integer; a NaN or 1.5 here failed inside prepare.py's argument parser.
+  if (opts.seed !== undefined && (typeof opts.seed !== 'number' || !Number.isSafeInteger(opts.seed) || opts.seed < 0)) {
+    throw new RangeError(`prepareTask: seed must be a non-negative integer, got ${String(opts.seed)}`);
+  }
+  checkTimeoutMs(opts.prepareTimeoutMs, 'prepareTask: prepareTimeoutMs');
+  checkTimeoutMs(opts.gradeTimeoutMs, 'prepareTask: gradeTimeoutMs');
+  if (opts.python !== undefined && (typeof opts.python !== 'string' || opts.python === '')) {
+    throw new TypeError(`prepareTask: python must be the path of a Python interpreter, got ${JSON.stringify(opts.python) ?? String(opts.python)}`);
+  }
+}
+
 /**
  * Resolves a task (name or directory), runs its prepare.py once per (task contents, seed) into
  * `$MLAGENT_HOME/cache/tasks/<name>-<hash>/{public,private}` and returns everything an episode needs.
@@ -107,6 +123,7 @@ async function runPrepare(dir: string, name: string, root: string, key: string, 
  * runs never see partial data. Throws when the task is malformed or prepare.py fails.
  */
 export async function prepareTask(nameOrDir: string, opts: PrepareOptions = {}): Promise<PreparedTask> {
+  checkPrepareOptions(opts);
   const { spec, dir } = resolveTask(nameOrDir, { home: opts.home });
   const ideas = loadIdeas(dir);
   const seed = opts.seed ?? spec.seed;
@@ -123,6 +140,11 @@ export async function prepareTask(nameOrDir: string, opts: PrepareOptions = {}):
   }
   const python = opts.python ?? DEFAULT_PYTHON;
   const privateDir = path.join(final, 'private');
+  // Entries only appear complete (renamed into place), so a part missing was removed since (e.g. an interrupted
+  // removeTree of the cache): the episode would fail later on its data with no word of why.
+  for (const part of [path.join(final, 'public'), privateDir]) {
+    if (!existsSync(part)) throw new Error(`the prepared data of task '${spec.name}' at ${final} is incomplete (${path.basename(part)}/ is missing); remove ${final} (removeTree) to prepare it again`);
+  }
   return {
     spec: { ...spec, seed },
     dir,

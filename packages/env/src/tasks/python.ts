@@ -12,6 +12,19 @@ export interface PythonRun {
 }
 
 const KEEP = 64_000;
+/** setTimeout's longest delay; a longer one (Infinity included) fires after 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Checks a wall-clock limit given by the caller: a positive number of milliseconds, Infinity for none. NaN, 0 or a
+ * negative number would make setTimeout fire at once and every run "time out" straight away.
+ */
+export function checkTimeoutMs(value: unknown, name: string): void {
+  if (value === undefined) return;
+  if (typeof value !== 'number' || Number.isNaN(value) || value <= 0) {
+    throw new RangeError(`${name} must be a positive number of milliseconds (or Infinity for no limit), got ${String(value)}`);
+  }
+}
 
 /**
  * What the sandbox must show read-only for an interpreter outside its system directories (a venv, a conda
@@ -40,11 +53,15 @@ export function runPython(python: string, args: string[], opts: { cwd: string; t
       stderr = (stderr + c).slice(-KEEP);
       opts.onStderr?.(c);
     });
-    const timer = setTimeout(() => {
-      timedOut = true;
-      // The whole process group: a grader's or preparer's children must not outlive it.
-      if (child.pid) process.kill(-child.pid, 'SIGKILL');
-    }, opts.timeoutMs);
+    // Past MAX_TIMER_MS setTimeout would fire after 1 ms, so such a limit (e.g. Infinity) means none.
+    const timer =
+      opts.timeoutMs > MAX_TIMER_MS
+        ? undefined
+        : setTimeout(() => {
+            timedOut = true;
+            // The whole process group: a grader's or preparer's children must not outlive it.
+            if (child.pid) process.kill(-child.pid, 'SIGKILL');
+          }, opts.timeoutMs);
     child.on('error', (e) => {
       clearTimeout(timer);
       reject(new Error(`cannot run ${python}: ${e.message}`));

@@ -15,12 +15,28 @@ export interface TaskList {
   invalid: { dir: string; error: string }[];
 }
 
-function subdirs(root: string): string[] {
-  if (!existsSync(root)) return [];
-  return readdirSync(root)
-    .filter((n) => !n.startsWith('.') && statSync(path.join(root, n)).isDirectory())
-    .sort()
-    .map((n) => path.join(root, n));
+/**
+ * The task directories under `root`. One entry that cannot be stat'ed (a dangling link to a moved task, no
+ * permission) or a root that is not a directory goes into `invalid`: it must not make the whole listing throw.
+ */
+function subdirs(root: string, invalid: TaskList['invalid']): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(root);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') invalid.push({ dir: root, error: `cannot list the tasks: ${(e as Error).message}` });
+    return [];
+  }
+  const dirs: string[] = [];
+  for (const n of names.filter((n) => !n.startsWith('.')).sort()) {
+    const dir = path.join(root, n);
+    try {
+      if (statSync(dir).isDirectory()) dirs.push(dir);
+    } catch (e) {
+      invalid.push({ dir, error: `cannot read the task directory: ${(e as Error).message}` });
+    }
+  }
+  return dirs;
 }
 
 /** Every built-in task (packages/env/tasks/*) and every user task ($MLAGENT_HOME/tasks/*), built-in first. */
@@ -32,7 +48,7 @@ export function listTasks(opts: RegistryOptions = {}): TaskList {
     [userTasksDir(opts.home), 'user'],
   ];
   for (const [root, origin] of roots) {
-    for (const dir of subdirs(root)) {
+    for (const dir of subdirs(root, out.invalid)) {
       try {
         const spec = loadTaskSpec(dir);
         const other = seen.get(spec.name);
@@ -50,11 +66,23 @@ export function listTasks(opts: RegistryOptions = {}): TaskList {
   return out;
 }
 
+function isDirectory(p: string): boolean {
+  try {
+    return statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Finds a task by name (built-in first, then the user's store) or by directory path (anything containing a
  * path separator, or an existing directory). Throws an Error naming the known tasks when there is none.
  */
 export function resolveTask(nameOrDir: string, opts: RegistryOptions = {}): TaskEntry {
+  // Else a missing name (e.g. prepareTask(undefined)) crashes below as "Cannot read properties of undefined".
+  if (typeof nameOrDir !== 'string' || nameOrDir === '') {
+    throw new TypeError(`resolveTask: the task must be a task name or a task directory, got ${JSON.stringify(nameOrDir) ?? String(nameOrDir)}`);
+  }
   if (nameOrDir.includes('/') || nameOrDir.startsWith('.')) {
     const dir = path.resolve(nameOrDir);
     if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new Error(`no task directory at ${dir}`);
@@ -68,6 +96,8 @@ export function resolveTask(nameOrDir: string, opts: RegistryOptions = {}): Task
   ] as const) {
     const dir = path.join(root, nameOrDir);
     if (existsSync(path.join(dir, 'task.json'))) return { spec: loadTaskSpec(dir), dir, origin };
+    // A half-copied or half-written task directory: say what it lacks rather than "unknown task".
+    if (origin === 'user' && isDirectory(dir)) return { spec: loadTaskSpec(dir), dir, origin };
   }
   const known = listTasks(opts).tasks.map((t) => t.spec.name);
   throw new Error(`unknown task '${nameOrDir}' (known: ${known.length ? known.join(', ') : 'none'})`);

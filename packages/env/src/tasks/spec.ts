@@ -36,7 +36,9 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-const show = (v: unknown) => (v === undefined ? 'nothing' : JSON.stringify(v));
+// JSON.stringify writes NaN and ±Infinity as null, so "'baseline' must be a finite number or null, got null" blamed
+// the one value that is allowed; a spec built in code (importTask's budgets) can hold them.
+const show = (v: unknown) => (v === undefined ? 'nothing' : typeof v === 'number' && !Number.isFinite(v) ? String(v) : (JSON.stringify(v) ?? String(v)));
 
 /** Checks a parsed task.json and returns it typed; throws TaskFormatError listing every bad field. */
 export function validateTaskSpec(json: unknown, where = 'task.json'): TaskSpec {

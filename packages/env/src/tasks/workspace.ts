@@ -1,5 +1,6 @@
-import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { makeDirsSync } from '../fs/make-dirs.js';
 import type { SandboxOptions } from '../sandbox/types.js';
 import { builtinTasksDir, taskCacheDir, userTasksDir } from './paths.js';
 import { DEFAULT_DISK_MB } from './spec.js';
@@ -10,7 +11,7 @@ import type { PreparedTask, TaskBudgets } from './types.js';
  * links), data_description.txt, and `data` → the read-only public data.
  */
 export function createWorkspace(task: PreparedTask, dir: string): string {
-  mkdirSync(dir, { recursive: true });
+  makeDirsSync(dir);
   cpSync(task.envDir, dir, { recursive: true, verbatimSymlinks: true });
   writeFileSync(path.join(dir, 'data_description.txt'), task.dataDescription);
   const data = path.join(dir, 'data');
@@ -66,6 +67,8 @@ export const TASK_WORKSPACE_FILES = 20_000;
  * makes timings erratic.
  */
 export function taskSandboxEnv(threads = 1): Record<string, string> {
+  // Math.max(1, NaN) is NaN: the agent's code would get OMP_NUM_THREADS=NaN, which the libraries warn about and ignore.
+  if (typeof threads !== 'number' || !Number.isFinite(threads)) throw new RangeError(`threads must be a finite number >= 1, got ${String(threads)}`);
   const n = String(Math.max(1, Math.floor(threads)));
   return { OMP_NUM_THREADS: n, OPENBLAS_NUM_THREADS: n, MKL_NUM_THREADS: n, NUMEXPR_NUM_THREADS: n, ...cpuKernelPins() };
 }
