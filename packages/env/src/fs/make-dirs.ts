@@ -28,22 +28,6 @@ function missingSync(abs: string): string[] {
   }
 }
 
-async function missing(abs: string): Promise<string[]> {
-  const out: string[] = [];
-  for (let p = abs; ; p = path.dirname(p)) {
-    let st: Stats;
-    try {
-      st = await fs.stat(p);
-    } catch (e) {
-      if (!isNotFound(e) || path.dirname(p) === p) throw e;
-      out.push(p);
-      continue;
-    }
-    if (!st.isDirectory()) out.push(p);
-    return out.reverse();
-  }
-}
-
 /** Whether an EEXIST from mkdir is another process creating the same directory first (then all is well). */
 function raced(e: unknown, p: string): boolean {
   if ((e as NodeJS.ErrnoException).code !== 'EEXIST') return false;
@@ -67,7 +51,8 @@ export function makeDirsSync(dir: string, mode?: number): void {
 
 /** Creates `dir` and its missing parents (each with `mode`, as mkdir -p -m does to the ones it creates). */
 export async function makeDirs(dir: string, mode?: number): Promise<void> {
-  for (const p of await missing(path.resolve(dir))) {
+  // The stats are few and quick; only the mkdirs, which may wait on a slow disk, are awaited.
+  for (const p of missingSync(path.resolve(dir))) {
     try {
       await fs.mkdir(p, mode === undefined ? undefined : { mode });
     } catch (e) {
