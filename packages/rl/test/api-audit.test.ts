@@ -16,6 +16,7 @@ import {
   grpoAdvantages,
   klPenalizedRewards,
   latestCheckpoint,
+  loadTrainConfig,
   normalizeAdvantages,
   parseTrainConfig,
   ppoLoss,
@@ -221,6 +222,18 @@ describe('training config', () => {
     for (const key of ['constructor', 'toString', 'hasOwnProperty']) {
       expect(() => parseTrainConfig({ ppo: { [key]: 1 } })).toThrow(new RegExp(`ppo\\.${key}: unknown field`));
     }
+  });
+
+  it('a __proto__ key inside a section, from JSON or YAML, is an unknown field, in the file and in overrides', () => {
+    // JSON.parse and the YAML parser both make `__proto__` an own key; merging it with Object.assign set the
+    // section's prototype instead, and the key was neither read nor reported.
+    const fromJson = JSON.parse('{"preset":"tiny","ppo":{"__proto__":{"clipRatio":1}}}') as unknown;
+    expect(() => parseTrainConfig(fromJson)).toThrow(/ppo\.__proto__: unknown field/);
+    const dir = mkdtempSync(join(tmpdir(), 'proto-config-'));
+    writeFileSync(join(dir, 'c.yaml'), 'preset: tiny\nsft:\n  __proto__:\n    epochs: 9\n');
+    expect(() => loadTrainConfig(join(dir, 'c.yaml'))).toThrow(/sft\.__proto__: unknown field/);
+    const overrides = JSON.parse('{"lora":{"__proto__":{"r":2}}}') as TrainConfigInput;
+    expect(() => parseTrainConfig({}, { overrides })).toThrow(/lora\.__proto__: unknown field/);
   });
 
   it("a parsed config does not share lists with the preset, so editing one config leaves the next one's defaults alone", () => {

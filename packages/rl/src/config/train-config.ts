@@ -415,7 +415,7 @@ export function parseTrainConfig(raw: unknown, options: { source?: string; overr
   const preset = PRESETS[config.preset as Preset] ?? {};
   for (const [name, section] of Object.entries(SECTIONS)) {
     const fromPreset = (preset as Record<string, object | undefined>)[name];
-    const merged = { ...fromPreset };
+    let merged: Record<string, unknown> = { ...fromPreset };
     for (const layer of layers) {
       const value = (layer as Record<string, unknown>)[name];
       if (value === undefined || value === null) continue;
@@ -423,7 +423,9 @@ export function parseTrainConfig(raw: unknown, options: { source?: string; overr
         problems.push(`${name}: must be a mapping of fields, got ${Array.isArray(value) ? 'a list' : typeof value}`);
         continue;
       }
-      Object.assign(merged, value);
+      // Spread, not Object.assign: assigning an own `__proto__` key (JSON and YAML both make one) set merged's
+      // prototype instead, so the key vanished without the unknown-field problem every other typo gets.
+      merged = { ...merged, ...value };
     }
     config[name] = readSection(section, merged, name, problems);
   }
