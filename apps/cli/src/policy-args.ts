@@ -93,23 +93,14 @@ export async function loadPolicy(
   let adapter: LoraAdapter | undefined;
   try {
     model = await QwenModel.load(gpu, dir, { dtype: values.dtype as 'f32' | 'f16' });
-    if (values.adapter !== undefined) {
-      try {
-        adapter = loadAdapter(model, values.adapter);
-      } catch (e) {
-        throw new UsageError(`${command}: --adapter ${values.adapter}: ${(e as Error).message}`);
-      }
-      model.adapter = adapter;
-    }
+    if (values.adapter !== undefined) model.adapter = adapter = readAdapter(command, model, values.adapter);
   } catch (e) {
     model?.dispose();
     gpu.destroy();
     throw e;
   }
   const c = model.config;
-  // The adapter's recorded base, so a user can see an adapter trained for another model (shapes can still match).
-  const base = adapter ? readPeftConfig(values.adapter!).baseModel : '';
-  const lora = adapter ? ` with LoRA r=${adapter.config.r} from ${values.adapter}${base ? ` (trained on ${base})` : ''}` : '';
+  const lora = adapter ? ` with ${describeAdapter(adapter, values.adapter!)}` : '';
   process.stderr.write(`loaded ${c.arch} (${c.numLayers} layers, hidden ${c.hiddenSize}, ${values.dtype}) from ${dir}${lora} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
   return {
     gpu,
@@ -121,6 +112,21 @@ export async function loadPolicy(
       gpu.destroy();
     },
   };
+}
+
+/** Loads a PEFT adapter for `model` (not attached), a bad one being a usage error naming its --adapter DIR. */
+export function readAdapter(command: string, model: QwenModel, dir: string): LoraAdapter {
+  try {
+    return loadAdapter(model, dir);
+  } catch (e) {
+    throw new UsageError(`${command}: --adapter ${dir}: ${(e as Error).message}`);
+  }
+}
+
+/** "LoRA r=8 from DIR (trained on BASE)": the recorded base lets a user see an adapter made for another model. */
+export function describeAdapter(adapter: LoraAdapter, dir: string): string {
+  const base = readPeftConfig(dir).baseModel;
+  return `LoRA r=${adapter.config.r} from ${dir}${base ? ` (trained on ${base})` : ''}`;
 }
 
 /**

@@ -1,10 +1,10 @@
 import { spawnSync } from 'node:child_process';
-import { cpSync, mkdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { cpSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SeededRng } from '@mlagent/core-kernels';
-import { QwenTokenizer, loadQwenConfig, moduleShape, peftTensorName, writeSafetensors, type LoraModule, type TensorToWrite } from '@mlagent/policy';
+import { QwenTokenizer } from '@mlagent/policy';
+import { writePeftAdapter } from './peft-adapter.js';
 import { mlagent, tinyModel } from './run-cli.js';
 
 let tmp: string;
@@ -15,26 +15,6 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
-
-const TARGETS: LoraModule[] = ['q_proj', 'v_proj', 'down_proj'];
-
-/** A PEFT adapter (r = 4, alpha = 8) with random A and B large enough to move the logprobs, written by hand. */
-function writePeftAdapter(dir: string): string {
-  mkdirSync(dir, { recursive: true });
-  const cfg = loadQwenConfig(model);
-  writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', task_type: 'CAUSAL_LM', r: 4, lora_alpha: 8, lora_dropout: 0, bias: 'none', target_modules: TARGETS }));
-  const rng = new SeededRng(9);
-  const tensors: Record<string, TensorToWrite> = {};
-  for (let l = 0; l < cfg.numLayers; l++) {
-    for (const m of TARGETS) {
-      const [outF, inF] = moduleShape(cfg, m);
-      tensors[peftTensorName(l, m, 'A')] = { dtype: 'F32', shape: [4, inF], data: () => rng.fillNormal(new Float32Array(4 * inF), 0.5) };
-      tensors[peftTensorName(l, m, 'B')] = { dtype: 'F32', shape: [outF, 4], data: () => rng.fillNormal(new Float32Array(outF * 4), 0.5) };
-    }
-  }
-  writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' });
-  return dir;
-}
 
 const ORACLE_DIR = fileURLToPath(new URL('../../../tools/oracle', import.meta.url));
 
@@ -89,7 +69,7 @@ describe('mlagent logprobs', () => {
   });
 
   it('--adapter applies a PEFT LoRA adapter: logprobs change and match the PyTorch oracle with that adapter', async () => {
-    const adapter = writePeftAdapter(join(tmp, 'adapter'));
+    const adapter = writePeftAdapter(join(tmp, 'adapter'), model);
     const ids = [9707, 11, 1879, 0, 220, 3555, 374];
     const r = await mlagent('logprobs', '--model', model, '--adapter', adapter, '--ids', ids.join(','), '--json');
     expect(r.code, r.stderr).toBe(0);

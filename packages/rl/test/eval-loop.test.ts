@@ -123,6 +123,12 @@ describe('the evaluation loop', () => {
       expect(['t-a/0000', 't-a/0001', 't-b/0000', 't-b/0001'].map(count)).toEqual([2, 2, 2, 2]);
       expect(evalComplete(out)).toBe(true);
       await expect(evaluate({ ...opts, agent: recordingAgent(() => LIST), resume: true })).rejects.toThrow(/holds a finished evaluation \(eval\.json\); nothing to resume/);
+      // whenFinished 'reuse' returns the saved result without running anything, and still refuses another run.
+      const idle = recordingAgent(() => LIST);
+      expect(await evaluate({ ...opts, agent: idle, resume: true, whenFinished: 'reuse' })).toEqual(JSON.parse(readFileSync(path.join(out, 'eval.json'), 'utf8')));
+      expect(idle.calls).toHaveLength(0);
+      await expect(evaluate({ ...opts, maxSteps: 3, agent: idle, resume: true, whenFinished: 'reuse' })).rejects.toThrow(/another maxSteps \(2 there, 3 now\)/);
+      await expect(evaluate({ ...opts, agent: idle, resume: true, whenFinished: 'keep' as 'reuse' })).rejects.toThrow(/whenFinished must be 'refuse' or 'reuse', got "keep"/);
       await expect(evaluate({ ...opts, agent: recordingAgent(() => LIST) })).rejects.toThrow(/eval\.json already exists/);
       // --force starts over.
       const again = recordingAgent(() => LIST);

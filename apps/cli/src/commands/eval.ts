@@ -26,9 +26,11 @@ import {
 import { CommandFailedError, InterruptedError, UsageError, parse } from '../args.js';
 import { checkEndpointFirst } from '../endpoint-check.js';
 import { REDIS_OPTIONS, REDIS_USAGE, remoteFromArgs } from '../remote-episodes.js';
-import { MODEL_USAGE, checkModelArgs, loadPolicy, numberArg, type LoadedPolicy } from '../policy-args.js';
+import type { LoraAdapter } from '@mlagent/policy';
+import { MODEL_USAGE, checkModelArgs, describeAdapter, loadPolicy, numberArg, readAdapter, type LoadedPolicy } from '../policy-args.js';
+import { policyVariants, type PolicyVariant } from './eval-variants.js';
 
-export const evalUsage = `mlagent eval (--model DIR [--adapter DIR] | --endpoint URL --endpoint-model NAME | --expert scripted)
+export const evalUsage = `mlagent eval (--model DIR [--adapter DIR]... [--with-base] | --endpoint URL --endpoint-model NAME | --expert scripted)
           --tasks held-in|held-out|all|NAME[,NAME] [--trajectories N] [--max-steps S] [--time-budget SEC]
           [--out DIR] [--force | --resume] [--concurrency C] [--no-share] [--seed S] [--temperature T] [--max-new-tokens N]
           [--prompt-format messages|compact|prompt] [--max-prompt-tokens N] [--memory-budget GIB] [--name NAME]
@@ -42,6 +44,11 @@ mlagent eval --compare FILE --compare FILE... [--out DIR] [--json]
   Agents: our policy (--model, with a PEFT --adapter; --temperature, --max-new-tokens, --prompt-format; one batched
   generation per round of --concurrency trajectories), an OpenAI-compatible endpoint (key from $OPENAI_API_KEY),
   or the scripted expert (seeded with idea plans as collection draws them; --ideas K, default 10).
+  Several --adapter DIRs (and --with-base: the model without one) are evaluated one after another on one load of
+  the model, each into a subdirectory of --out named for its path below the directory the adapters share
+  (runs/train/sft/adapter and runs/train/ppo/adapter: sft-adapter and ppo-adapter; the base model: base). --out
+  then also gets eval.json and eval.md with all of them side by side, as printed; --resume continues each
+  evaluation and reuses the finished ones.
   Defaults come from the eval section of --config (else the built-in defaults): 8 trajectories, 10 steps, a
   3600 s time budget per trajectory, temperature 0.7; --seed defaults to the config's. --concurrency defaults to
   every trajectory of every task at once for the policy (one batched generation a round, as mlagent train
@@ -67,7 +74,8 @@ ${MODEL_USAGE}`;
 
 const OPTIONS = {
   model: { type: 'string' },
-  adapter: { type: 'string' },
+  adapter: { type: 'string', multiple: true },
+  'with-base': { type: 'boolean', default: false },
   dtype: { type: 'string', default: 'f32' },
   endpoint: { type: 'string' },
   'endpoint-model': { type: 'string' },
@@ -205,11 +213,17 @@ export async function evalCommand(argv: string[]): Promise<void> {
     return;
   }
   if (agents.length > 1) throw new UsageError(`eval: give one agent, not ${agents.join(' and ')}`);
-  if (v.adapter !== undefined && v.model === undefined) throw new UsageError('eval: --adapter needs --model DIR (the base model)');
+  const adapters = v.adapter ?? [];
+  if (adapters.length > 0 && v.model === undefined) throw new UsageError('eval: --adapter needs --model DIR (the base model)');
+  if (v['with-base'] && (v.model === undefined || adapters.length === 0))
+    throw new UsageError('eval: --with-base evaluates the base model beside --model DIR with --adapter DIRs (the base model alone is --model DIR without --adapter)');
   if (v['endpoint-model'] !== undefined && v.endpoint === undefined) throw new UsageError('eval: --endpoint-model goes with --endpoint URL');
   if (v.endpoint !== undefined && !v['endpoint-model']) throw new UsageError('eval: --endpoint URL needs --endpoint-model NAME (the model the server should run)');
   if (v.expert !== undefined && v.expert !== 'scripted') throw new UsageError(`eval: --expert must be 'scripted', got '${v.expert}' (an LLM expert is --endpoint URL)`);
-  if (v.model !== undefined) checkModelArgs(cmd, v, evalUsage);
+  if (v.model !== undefined) for (const adapter of adapters.length > 0 ? adapters : [undefined]) checkModelArgs(cmd, { model: v.model, adapter, dtype: v.dtype }, evalUsage);
+  // Several policies on one model load; a single one keeps the plain layout (its results in --out itself).
+  const variants = adapters.length > 1 || v['with-base'] ? policyVariants(adapters, v['with-base']) : undefined;
+  if (variants && v.name !== undefined) throw new UsageError(`eval: --name names one agent; with several adapters each is named policy:MODEL+LABEL (${variants.map((x) => x.label).join(', ')})`);
   const remote = remoteFromArgs(cmd, v.redis, v.queue);
 
   let config: TrainConfig;
@@ -246,43 +260,48 @@ export async function evalCommand(argv: string[]): Promise<void> {
   if (v.resume && v.out === undefined) throw new UsageError('eval: --resume needs the --out DIR of the evaluation to continue');
   // Before the tasks are prepared and the model loaded.
   if (existsSync(out) && !statSync(out).isDirectory()) throw new UsageError(`eval: --out ${out} is a file, not a directory`);
-  if (!v.force && !v.resume) {
-    if (existsSync(join(out, EVAL_RUN_FILE)) && !evalComplete(out)) throw new UsageError(`eval: ${out} holds an unfinished evaluation; --resume continues it, --force starts over`);
-    if (existsSync(join(out, 'eval.json'))) throw new UsageError(`eval: ${join(out, 'eval.json')} already exists; use another --out (or --force to replace it)`);
+  if (variants && existsSync(join(out, EVAL_RUN_FILE))) throw new UsageError(`eval: ${out} holds the evaluation of one agent; give several adapters another --out`);
+  const outs = variants ? variants.map((x) => join(out, x.dir)) : [out];
+  for (const dir of outs) {
+    if (existsSync(dir) && !statSync(dir).isDirectory()) throw new UsageError(`eval: ${dir} is a file, not a directory`);
+    if (v.force || v.resume) continue;
+    if (existsSync(join(dir, EVAL_RUN_FILE)) && !evalComplete(dir)) throw new UsageError(`eval: ${dir} holds an unfinished evaluation; --resume continues it, --force starts over`);
+    if (existsSync(join(dir, 'eval.json'))) throw new UsageError(`eval: ${join(dir, 'eval.json')} already exists; use another --out (or --force to replace it)`);
   }
+  if (variants && !v.force && !v.resume && existsSync(join(out, 'eval.json'))) throw new UsageError(`eval: ${join(out, 'eval.json')} already exists; use another --out (or --force to replace it)`);
 
   // Agents without a model are checked before the tasks are prepared; the policy is loaded last.
-  let agent = v.expert !== undefined ? expertAgent(new ScriptedExpert(), { ideas, seed, name: v.name }) : v.endpoint !== undefined ? makeEndpointAgent(v.endpoint, v['endpoint-model']!, temperature, v.name) : undefined;
+  const fixedAgent = v.expert !== undefined ? expertAgent(new ScriptedExpert(), { ideas, seed, name: v.name }) : v.endpoint !== undefined ? makeEndpointAgent(v.endpoint, v['endpoint-model']!, temperature, v.name) : undefined;
   if (v.endpoint !== undefined) await checkEndpointFirst(cmd, v.endpoint, v['endpoint-model']!);
   const tasks = await loadTasks(taskSpecs, v.expert !== undefined);
   const concurrency = concurrencyArg ?? (v.model !== undefined ? tasks.length * trajectories : 1);
   let policy: LoadedPolicy | undefined;
-  if (agent === undefined) {
-    policy = await loadPolicy(cmd, v);
-    const name = v.name ?? `policy:${basename(resolve(v.model!))}${v.adapter ? `+${basename(resolve(v.adapter))}` : ''}`;
-    const model = policy.model;
-    const context = model.config.maxPositionEmbeddings;
-    const maxContext = maxPromptTokens === null ? context : Math.min(maxPromptTokens + maxNewTokens, context);
-    let batchFor;
+  const loaded: LoraAdapter[] = [];
+  const release = () => {
+    for (const adapter of loaded) adapter.dispose();
+    policy?.close();
+  };
+  let runs: EvalRun[];
+  if (fixedAgent) runs = [{ agent: fixedAgent, out, label: undefined }];
+  else {
+    policy = await loadPolicy(cmd, { model: v.model, adapter: variants ? undefined : adapters[0], dtype: v.dtype });
     try {
-      if (!(maxContext > maxNewTokens)) throw new UsageError(`eval: --max-new-tokens ${maxNewTokens} leaves no room for a prompt in the model's ${context}-token context`);
-      batchFor = sizedCalls(policy, v.dtype as 'f32' | 'f16', config, maxNewTokens, maxContext, budgetGiB);
+      runs = policyRuns(policy, variants ?? [{ adapter: adapters[0], label: '', dir: '' }], outs, {
+        model: v.model!,
+        name: variants ? undefined : v.name,
+        loaded,
+        dtype: v.dtype as 'f32' | 'f16',
+        config,
+        temperature,
+        maxNewTokens,
+        maxPromptTokens,
+        promptFormat,
+        budgetGiB,
+      });
     } catch (e) {
-      policy.close();
+      release();
       throw e;
     }
-    agent = policyAgent({
-      model,
-      tokenizer: policy.tokenizer,
-      name,
-      // Absolute, so a --resume given the same directories another way still matches the run.
-      detail: [v.model, v.adapter].filter((d): d is string => d !== undefined).map((d) => resolve(d)).join(' + '),
-      temperature,
-      maxNewTokens,
-      promptFormat,
-      maxContext,
-      batchFor,
-    });
   }
 
   // Ctrl-C: no new trajectory starts and the results so far are written; a second Ctrl-C exits at once.
@@ -291,31 +310,109 @@ export async function evalCommand(argv: string[]): Promise<void> {
   const onSigint = () => {
     if (abort.signal.aborted) process.exit(130);
     // With every trajectory running from the start (the policy's default), finishing them finishes the evaluation.
-    const running = concurrency >= total ? 'every trajectory is running, so this finishes the evaluation' : 'finishing the running trajectories';
+    const running = concurrency >= total && runs.length === 1 ? 'every trajectory is running, so this finishes the evaluation' : 'finishing the running trajectories';
     process.stderr.write(`\neval: ${running} (Ctrl-C again to quit now; --resume then runs the unfinished ones again)\n`);
     abort.abort();
   };
   process.on('SIGINT', onSigint);
-  let result: EvalResult;
+  const results: EvalResult[] = [];
   try {
-    result = await evaluate({ tasks, agent, trajectories, maxSteps, timeBudgetSec, concurrency, shareIdenticalSteps: config.eval.shareIdenticalSteps && !v['no-share'], seed, out, overwrite: v.force, resume: v.resume, signal: abort.signal, startEpisode: remote && ((task, o) => remote.start(task, o)) });
+    for (const run of runs) {
+      if (abort.signal.aborted) break;
+      if (run.label !== undefined) process.stderr.write(`eval: ${run.label} (${results.length + 1} of ${runs.length}) into ${run.out}\n`);
+      if (policy) policy.model.adapter = run.adapter ?? null;
+      results.push(
+        await evaluate({ tasks, agent: run.agent, trajectories, maxSteps, timeBudgetSec, concurrency, shareIdenticalSteps: config.eval.shareIdenticalSteps && !v['no-share'], seed, out: run.out, overwrite: v.force, resume: v.resume, whenFinished: runs.length > 1 ? 'reuse' : 'refuse', signal: abort.signal, startEpisode: remote && ((task, o) => remote.start(task, o)) }),
+      );
+      process.stderr.write(`eval: wrote ${join(run.out, 'eval.json')} and ${join(run.out, 'eval.md')}\n`);
+    }
   } catch (e) {
     if (/^eval: /.test((e as Error).message)) throw new UsageError((e as Error).message);
     throw e;
   } finally {
     process.off('SIGINT', onSigint);
-    policy?.close();
+    release();
     await remote?.close();
   }
-  process.stderr.write(`eval: wrote ${join(out, 'eval.json')} and ${join(out, 'eval.md')}\n`);
-  const shown = compared.length > 0 ? mergeEvalResults([result, ...compared]) : result;
+  const together = results.length > 1 ? mergeEvalResults(results) : results[0];
+  // As a single evaluation's eval.json, written with what there is after a Ctrl-C (a --resume rewrites it).
+  if (variants && results.length > 0) {
+    writeEvalResult(out, together);
+    process.stderr.write(`eval: wrote ${join(out, 'eval.json')} and ${join(out, 'eval.md')} (${results.length} of ${runs.length} policies side by side)\n`);
+  }
+  const shown = compared.length > 0 ? mergeEvalResults([together, ...compared]) : together;
   if (compared.length > 0) writeFileSync(join(out, 'eval-compare.md'), evalMarkdown(shown));
   print(shown, v.json);
-  const failed = result.trajectories.filter((t) => t.error !== null);
+  const done = results.reduce((n, r) => n + r.trajectories.length, 0);
+  const failed = results.flatMap((r) => r.trajectories.filter((t) => t.error !== null));
   // A Ctrl-C after the last trajectory started changed nothing: the evaluation is whole.
-  if (abort.signal.aborted && result.trajectories.length < total) {
+  if (abort.signal.aborted && done < total * runs.length) {
     const failures = failed.length > 0 ? ` (${failed.length} of them failed)` : '';
-    throw new InterruptedError(`eval: interrupted after ${result.trajectories.length} of ${total} trajectories${failures}; --resume --out ${out} continues`);
+    throw new InterruptedError(`eval: interrupted after ${done} of ${total * runs.length} trajectories${failures}; --resume --out ${out} continues`);
   }
   if (failed.length > 0) throw new CommandFailedError(`eval: ${failed.length} trajectories failed (${failed[0].task}/${failed[0].index}: ${failed[0].error}); they count as no improvement; --resume --out ${out} runs them again`);
+}
+
+/** One evaluation of the command: an agent and where its results go (label: one of several policies). */
+interface EvalRun {
+  agent: EvalAgent;
+  out: string;
+  label: string | undefined;
+  adapter?: LoraAdapter;
+}
+
+interface PolicyRunOptions {
+  model: string;
+  /** --name, for a single policy. */
+  name: string | undefined;
+  /** Receives each adapter loaded here, for the caller to free. */
+  loaded: LoraAdapter[];
+  dtype: 'f32' | 'f16';
+  config: TrainConfig;
+  temperature: number;
+  maxNewTokens: number;
+  maxPromptTokens: number | null;
+  promptFormat: PromptFormat;
+  budgetGiB: number | undefined;
+}
+
+/**
+ * An agent per policy on the loaded model: a single one uses the adapter loadPolicy attached; several load their
+ * adapters here (all before any task runs, so a bad one fails first) and are run with `model.adapter` set to theirs.
+ */
+function policyRuns(policy: LoadedPolicy, variants: readonly PolicyVariant[], outs: readonly string[], o: PolicyRunOptions): EvalRun[] {
+  const model = policy.model;
+  const several = variants.length > 1;
+  const context = model.config.maxPositionEmbeddings;
+  const maxContext = o.maxPromptTokens === null ? context : Math.min(o.maxPromptTokens + o.maxNewTokens, context);
+  if (!(maxContext > o.maxNewTokens)) throw new UsageError(`eval: --max-new-tokens ${o.maxNewTokens} leaves no room for a prompt in the model's ${context}-token context`);
+  const runs: EvalRun[] = [];
+  for (const [i, variant] of variants.entries()) {
+    let adapter = model.adapter ?? undefined;
+    if (several) {
+      adapter = variant.adapter === undefined ? undefined : readAdapter('eval', model, variant.adapter);
+      if (adapter) {
+        o.loaded.push(adapter);
+        process.stderr.write(`eval: ${variant.label}: ${describeAdapter(adapter, variant.adapter!)}\n`);
+      }
+      model.adapter = adapter ?? null;
+    }
+    const dirs = [o.model, variant.adapter].filter((d): d is string => d !== undefined);
+    const name = o.name ?? `policy:${basename(resolve(o.model))}${variant.adapter === undefined ? '' : `+${several ? variant.label : basename(resolve(variant.adapter))}`}`;
+    const agent = policyAgent({
+      model,
+      tokenizer: policy.tokenizer,
+      name,
+      // Absolute, so a --resume given the same directories another way still matches the run.
+      detail: dirs.map((d) => resolve(d)).join(' + '),
+      temperature: o.temperature,
+      maxNewTokens: o.maxNewTokens,
+      promptFormat: o.promptFormat,
+      maxContext,
+      // Sized for this policy's adapter (its rank and targets), before any task runs.
+      batchFor: sizedCalls(policy, o.dtype, o.config, o.maxNewTokens, maxContext, o.budgetGiB),
+    });
+    runs.push({ agent, out: outs[i], label: several ? variant.label : undefined, adapter });
+  }
+  return runs;
 }

@@ -17,7 +17,7 @@ import type { CollectEpisode } from '../collect/trajectory.js';
 import { ProgressMeter } from '../metrics/progress.js';
 import { roundSeed, type AgentRequest, type EvalAgent } from './agent.js';
 import { aggregateTask, isBetter, scoreTrajectory, type EvalResult, type EvalTaskInfo, type EvalTrajectory } from './results.js';
-import { evalMarkdown } from './table.js';
+import { evalMarkdown, readEvalResult } from './table.js';
 import { filterJsonl } from '../metrics/jsonl.js';
 import { EVAL_RUN_FILE, EVAL_TRAJECTORIES_FILE, checkSameRun, evalComplete, readFinished, writeRunIdentity, type EvalRunIdentity } from './resume.js';
 
@@ -44,6 +44,12 @@ export interface EvaluateOptions {
    * `out` holds no evaluation yet, it starts one.
    */
   resume?: boolean;
+  /**
+   * What a `resume` finds when `out` holds a finished evaluation of the same run: 'refuse' (default) throws, as
+   * there is nothing to resume; 'reuse' returns its eval.json, so a caller resuming several evaluations (one per
+   * adapter) can pass over the ones that finished. A finished evaluation of another run is refused either way.
+   */
+  whenFinished?: 'refuse' | 'reuse';
   /** Progress bar on stderr (default true). */
   progress?: boolean;
   /** Baselines by task name, for tasks whose task.json has none (else it is measured by running train.py). */
@@ -158,6 +164,8 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
   if (!Number.isInteger(seed) || seed < 0) throw new RangeError(`eval: seed must be a non-negative integer, got ${seed}`);
   const budgetMs = options.timeBudgetSec * 1000;
   if (!(budgetMs > 0)) throw new RangeError(`eval: timeBudgetSec must be a positive number, got ${options.timeBudgetSec}`);
+  if (options.whenFinished !== undefined && options.whenFinished !== 'refuse' && options.whenFinished !== 'reuse')
+    throw new RangeError(`eval: whenFinished must be 'refuse' or 'reuse', got ${JSON.stringify(options.whenFinished)}`);
   if (options.tasks.length === 0) throw new Error('eval: no tasks given');
   const names = options.tasks.map((t) => t.spec.name);
   const twice = names.find((n, i) => names.indexOf(n) !== i);
@@ -173,7 +181,10 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
     if (resuming) {
       checkSameRun(out, identity);
       // Every trajectory finished without an error, and eval.json written: nothing left to run.
-      if (finished.length === options.tasks.length * trajectories && existsSync(path.join(out, 'eval.json'))) throw new Error(`eval: ${out} holds a finished evaluation (eval.json); nothing to resume`);
+      if (finished.length === options.tasks.length * trajectories && existsSync(path.join(out, 'eval.json'))) {
+        if (options.whenFinished === 'reuse') return readEvalResult(path.join(out, 'eval.json'));
+        throw new Error(`eval: ${out} holds a finished evaluation (eval.json); nothing to resume`);
+      }
     } else if (existsSync(path.join(out, EVAL_RUN_FILE)) && !evalComplete(out)) {
       throw new Error(`eval: ${out} holds an unfinished evaluation (${readFinished(out).length} trajectories recorded); --resume continues it, --force starts over`);
     } else if (existsSync(path.join(out, 'eval.json'))) {
