@@ -30,6 +30,7 @@ export type { RenderActionsOptions } from './actions/prompt.js';
 export * from './tasks/index.js';
 // Episodes: executing actions against a live workspace, snapshots of states, replay.
 export { Episode } from './episode/episode.js';
+export { EnvServer, type EnvServerAddress, type EnvServerOptions } from './server/env-server.js';
 export { replay } from './episode/replay.js';
 export type { ReplayResult } from './episode/replay.js';
 export type { ChatTurn, EpisodeOptions, StepOutcome, StepResult } from './episode/types.js';

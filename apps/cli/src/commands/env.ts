@@ -3,6 +3,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { Episode, mlagentHome, prepareTask, SnapshotStore, type EpisodeOptions, type PreparedTask, type StepResult } from '@mlagent/env';
 import { UsageError, parse } from '../args.js';
+import { envServeCommand, envServeUsage } from './env-serve.js';
 
 export const envUsage = `mlagent env run|shell --task NAME|DIR [options]
   run   --responses FILE.jsonl [--json]: plays the responses (one {"response": "..."} per line) and prints each step
@@ -11,7 +12,8 @@ export const envUsage = `mlagent env run|shell --task NAME|DIR [options]
   --store DIR          snapshot store (default $MLAGENT_HOME/states)
   --max-steps N        step limit (default 15)
   --helper-url URL --helper-model NAME   OpenAI-compatible helper model (key from $MLAGENT_HELPER_API_KEY);
-                       without one, Understand File / the AI edits are off and Reflection echoes`;
+                       without one, Understand File / the AI edits are off and Reflection echoes
+${envServeUsage}`;
 
 const OPTIONS = {
   task: { type: 'string' },
@@ -165,7 +167,8 @@ async function shell(v: Values): Promise<void> {
 
 export async function envCommand(argv: string[]): Promise<void> {
   const [sub, ...rest] = argv;
-  if (sub !== 'run' && sub !== 'shell') throw new UsageError(`env: expected 'run' or 'shell', got ${sub === undefined ? 'nothing' : `'${sub}'`}\n${envUsage}`);
+  if (sub === 'serve') return envServeCommand(rest);
+  if (sub !== 'run' && sub !== 'shell') throw new UsageError(`env: expected 'run', 'shell' or 'serve', got ${sub === undefined ? 'nothing' : `'${sub}'`}\n${envUsage}`);
   const { values } = parse(`env ${sub}`, rest, OPTIONS);
   if (!values.task) throw new UsageError(`env ${sub}: --task NAME|DIR is required\n${envUsage}`);
   if (sub === 'run') await run(values);

@@ -1,0 +1,73 @@
+// mlagent env serve: the env's HTTP server (EnvServer) in the foreground until Ctrl-C.
+import { availableParallelism } from 'node:os';
+import path from 'node:path';
+import { EnvServer, SandboxPool, SnapshotStore, mlagentHome } from '@mlagent/env';
+import { CommandFailedError, UsageError, parse } from '../args.js';
+
+export const envServeUsage = `mlagent env serve [--port N] [--host H] [--store DIR] [--max-steps N] [--max-episodes N] [--idle-timeout SEC]
+      [--concurrency C] [--helper-url URL --helper-model NAME]
+  Serves episodes of the registered tasks as JSON over HTTP, for an agent or an RL trainer in any language:
+  POST /v1/episodes {"task"}, then POST /v1/episodes/ID/step {"response"} answers with the step's result, its
+  reward and the next turn's messages (the API and a Python client: packages/env/README.md, "HTTP server").
+  --port (default 8765; 0 picks a free one) and --host (default 127.0.0.1: there is no authentication, and a
+  client runs code in the sandbox); --max-episodes open at once (default 16); an episode without a request for
+  --idle-timeout seconds (default 1800) is closed; --concurrency Execute Script runs at once (default the CPUs);
+  --store, --max-steps and the helper model as for env run. Ctrl-C lets running steps finish, then closes every
+  episode (a second Ctrl-C exits at once).`;
+
+const OPTIONS = {
+  port: { type: 'string', default: '8765' },
+  host: { type: 'string', default: '127.0.0.1' },
+  store: { type: 'string' },
+  'max-steps': { type: 'string' },
+  'max-episodes': { type: 'string', default: '16' },
+  'idle-timeout': { type: 'string', default: '1800' },
+  concurrency: { type: 'string' },
+  'helper-url': { type: 'string' },
+  'helper-model': { type: 'string' },
+} as const;
+
+function integer(name: string, raw: string | undefined, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (raw.trim() === '' || !Number.isInteger(n) || n < min || n > max) throw new UsageError(`env serve: --${name} must be an integer from ${min} to ${max}, got '${raw}'`);
+  return n;
+}
+
+export async function envServeCommand(argv: string[]): Promise<void> {
+  const { values: v } = parse('env serve', argv, OPTIONS);
+  const port = integer('port', v.port, 0, 65535)!;
+  const maxEpisodes = integer('max-episodes', v['max-episodes'], 1)!;
+  const maxSteps = integer('max-steps', v['max-steps'], 1);
+  const concurrency = integer('concurrency', v.concurrency, 1) ?? availableParallelism();
+  const idle = Number(v['idle-timeout']);
+  if (v['idle-timeout']!.trim() === '' || !(idle > 0) || !Number.isFinite(idle)) throw new UsageError(`env serve: --idle-timeout must be a number of seconds > 0, got '${v['idle-timeout']}'`);
+  if (Boolean(v['helper-url']) !== Boolean(v['helper-model'])) throw new UsageError('env serve: --helper-url and --helper-model go together');
+  if (v.store === '') throw new UsageError('env serve: --store must name a directory, got an empty string');
+  if (v.host!.trim() === '') throw new UsageError('env serve: --host must name an address, got an empty string');
+
+  const store = new SnapshotStore(v.store ?? path.join(mlagentHome(), 'states'));
+  const helperLlm = v['helper-url'] ? { baseUrl: v['helper-url'], model: v['helper-model']!, apiKey: process.env.MLAGENT_HELPER_API_KEY } : null;
+  let server: EnvServer;
+  try {
+    server = await EnvServer.listen(
+      { episode: { store, helperLlm, maxSteps, pool: new SandboxPool(concurrency) }, maxEpisodes, idleTimeoutSec: idle, log: (line) => process.stderr.write(`${line}\n`) },
+      { port, host: v.host },
+    );
+  } catch (e) {
+    throw new CommandFailedError(`env serve: cannot listen on ${v.host}:${port}: ${(e as Error).message}`);
+  }
+  console.log(`listening on ${server.url} (store ${store.dir}; Ctrl-C stops)`);
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) process.exit(130);
+      stopping = true;
+      process.stderr.write(`env serve: ${signal}: finishing running steps, closing ${server.openEpisodes} open episodes (${signal} again exits now)\n`);
+      void server.close().then(resolve);
+    };
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', () => stop('SIGTERM'));
+  });
+  process.stderr.write('env serve: stopped\n');
+}

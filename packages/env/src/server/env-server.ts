@@ -1,0 +1,237 @@
+// An HTTP JSON server over episodes, so an agent or an RL trainer in any language (Python above all) can play the
+// tasks step by step: start an episode, send the model's raw response, read the observation, the reward and the
+// next prompt. Everything a step does runs as in the TypeScript API (the sandbox, the hidden answers, the grader);
+// nothing a client sends can stop the server: every bad request is a JSON error naming what is wrong.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { computeReward, type RewardConfig, type RewardResult } from '@mlagent/reward';
+import { Episode } from '../episode/episode.js';
+import type { EpisodeOptions, StepResult } from '../episode/types.js';
+import { prepareTask } from '../tasks/prepare.js';
+import { listTasks } from '../tasks/registry.js';
+import type { PreparedTask, TaskSpec } from '../tasks/types.js';
+import { HttpError, onlyFields, readJsonObject, sendError, sendJson } from './http-json.js';
+import { LiveEpisodes, type LiveEpisode } from './live-episodes.js';
+
+export interface EnvServerOptions {
+  /** Every episode's options (the store, the sandbox pool, the helper model, maxSteps, ...). */
+  episode: EpisodeOptions;
+  /**
+   * Prepares a task by name. Default: the registry's tasks (built-in and imported) by name only, never a directory
+   * a client names: a task's grader runs outside the sandbox.
+   */
+  prepare?: (name: string) => Promise<PreparedTask>;
+  /** The tasks GET /v1/tasks lists (default the registry's). */
+  tasks?: () => TaskSpec[];
+  /** Episodes open at once; more are refused with 429 (default 16). */
+  maxEpisodes?: number;
+  /** An episode without a request for this long is closed and its workspace removed (default 1800 s). */
+  idleTimeoutSec?: number;
+  /** The reward each step is scored with (default the paper's, v1). */
+  reward?: Partial<RewardConfig>;
+  /** Largest request body (default 4 MiB). */
+  maxBodyBytes?: number;
+  log?: (line: string) => void;
+}
+
+export interface EnvServerAddress {
+  host?: string;
+  /** 0 (default) picks a free port. */
+  port?: number;
+}
+
+const EPISODE_FIELDS = ['task', 'state', 'maxSteps', 'scoreEdits'] as const;
+
+export class EnvServer {
+  private readonly episodes: LiveEpisodes;
+  private readonly prepared = new Map<string, Promise<PreparedTask>>();
+  private stopping = false;
+
+  private constructor(
+    private readonly server: Server,
+    private readonly options: EnvServerOptions,
+  ) {
+    const idle = options.idleTimeoutSec ?? 1800;
+    const max = options.maxEpisodes ?? 16;
+    if (!(idle > 0)) throw new RangeError(`EnvServer: idleTimeoutSec must be a positive number of seconds (Infinity: never), got ${idle}`);
+    if (!Number.isInteger(max) || max < 1) throw new RangeError(`EnvServer: maxEpisodes must be a positive integer, got ${max}`);
+    this.episodes = new LiveEpisodes(max, idle * 1000, options.log ?? (() => {}));
+  }
+
+  /** Starts listening (default 127.0.0.1, a free port); `url` is where. */
+  static async listen(options: EnvServerOptions, address: EnvServerAddress = {}): Promise<EnvServer> {
+    if (!options?.episode?.store) throw new TypeError('EnvServer.listen: options.episode.store (a SnapshotStore) is required');
+    const server = createServer();
+    const env = new EnvServer(server, options);
+    server.on('request', (req, res) => void env.handle(req, res));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(address.port ?? 0, address.host ?? '127.0.0.1', () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    return env;
+  }
+
+  get url(): string {
+    const a = this.server.address() as AddressInfo;
+    return `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+  }
+
+  get openEpisodes(): number {
+    return this.episodes.size;
+  }
+
+  /** Refuses new requests (503), lets running steps finish, closes every episode, then stops listening. */
+  async close(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await this.episodes.closeAll('closed: the server stopped');
+    this.server.closeAllConnections();
+    await closed;
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    try {
+      if (this.stopping) throw new HttpError(503, 'shutting_down', 'the server is stopping');
+      const { pathname } = new URL(req.url ?? '/', 'http://server');
+      const [status, body] = await this.route(req, pathname.replace(/\/+$/, '') || '/');
+      sendJson(res, status, body);
+    } catch (e) {
+      if (e instanceof HttpError) sendError(res, e);
+      else {
+        (this.options.log ?? (() => {}))(`env server: ${req.method} ${req.url}: ${(e as Error).stack ?? e}`);
+        sendError(res, new HttpError(500, 'internal_error', (e as Error).message));
+      }
+    }
+  }
+
+  private async route(req: IncomingMessage, path: string): Promise<[number, unknown]> {
+    const method = req.method ?? 'GET';
+    const allow = (methods: string[]) => {
+      if (!methods.includes(method)) throw new HttpError(405, 'method_not_allowed', `${path} takes ${methods.join(' or ')}, not ${method}`);
+    };
+    if (path === '/v1/health') {
+      allow(['GET']);
+      return [200, { ok: true, episodes: this.episodes.size, maxEpisodes: this.episodes.maxEpisodes }];
+    }
+    if (path === '/v1/tasks') {
+      allow(['GET']);
+      const specs = this.options.tasks ? this.options.tasks() : listTasks().tasks.map((t) => t.spec);
+      return [200, { tasks: specs.map(({ name, title, modality, split, metric, baseline, best }) => ({ name, title, modality, split, metric, baseline, best })) }];
+    }
+    if (path === '/v1/episodes') {
+      allow(['GET', 'POST']);
+      if (method === 'GET') return [200, { episodes: this.episodes.list().map((live) => ({ id: live.id, task: live.episode.task.spec.name, step: live.episode.stepIndex, done: live.episode.done, busy: live.busy })) }];
+      return [201, await this.start(await readJsonObject(req, this.maxBody))];
+    }
+    const m = /^\/v1\/episodes\/([^/]+)(\/step|\/snapshot)?$/.exec(path);
+    if (!m) throw new HttpError(404, 'not_found', `no endpoint ${path} (GET /v1/tasks, POST /v1/episodes, POST /v1/episodes/ID/step, ...)`);
+    const live = this.episodes.get(m[1]);
+    if (m[2] === '/step') {
+      allow(['POST']);
+      const body = await readJsonObject(req, this.maxBody);
+      onlyFields(body, ['response']);
+      if (typeof body.response !== 'string') throw new HttpError(400, 'invalid_request', `'response' must be the model's text (a string), got ${describe(body.response)}`);
+      if (live.episode.done) throw new HttpError(409, 'episode_done', `episode ${live.id} is done after ${live.episode.stepIndex} steps; DELETE it, or start another`);
+      const response = body.response;
+      return [200, await this.episodes.exclusive(live, async () => this.stepView(live, await live.episode.step(response)))];
+    }
+    if (m[2] === '/snapshot') {
+      allow(['POST']);
+      onlyFields(await readJsonObject(req, this.maxBody), []);
+      return [200, { state: await this.episodes.exclusive(live, () => live.episode.snapshot()) }];
+    }
+    allow(['GET', 'DELETE']);
+    if (method === 'GET') return [200, this.view(live)];
+    if (live.busy) throw new HttpError(409, 'episode_busy', `episode ${live.id} is running a step; delete it when the step has answered`);
+    const last = this.view(live, false);
+    await this.episodes.close(live, 'deleted');
+    return [200, { ...last, closed: true }];
+  }
+
+  private get maxBody(): number {
+    return this.options.maxBodyBytes ?? 4 * 2 ** 20;
+  }
+
+  private async start(body: Record<string, unknown>): Promise<unknown> {
+    onlyFields(body, EPISODE_FIELDS);
+    const { task: name, state, maxSteps, scoreEdits } = body;
+    if (typeof name !== 'string' || name === '') throw new HttpError(400, 'invalid_request', `'task' must name a task (GET /v1/tasks lists them), got ${describe(name)}`);
+    if (state !== undefined && (typeof state !== 'string' || state === '')) throw new HttpError(400, 'invalid_request', `'state' must be a saved state's id (or a unique prefix), got ${describe(state)}`);
+    if (maxSteps !== undefined && !(Number.isInteger(maxSteps) && (maxSteps as number) >= 1)) throw new HttpError(400, 'invalid_request', `'maxSteps' must be a positive integer, got ${describe(maxSteps)}`);
+    if (scoreEdits !== undefined && typeof scoreEdits !== 'boolean') throw new HttpError(400, 'invalid_request', `'scoreEdits' must be true or false, got ${describe(scoreEdits)}`);
+    this.episodes.checkRoom();
+    const task = await this.prepare(name);
+    let episode: Episode;
+    try {
+      episode = await Episode.start(task, {
+        ...this.options.episode,
+        ...(maxSteps === undefined ? {} : { maxSteps: maxSteps as number }),
+        ...(scoreEdits === undefined ? {} : { runEditedScripts: scoreEdits }),
+        fromSnapshot: state as string | undefined,
+      });
+    } catch (e) {
+      throw new HttpError(400, 'invalid_request', `cannot start an episode of '${name}'${state ? ` from state ${state}` : ''}: ${(e as Error).message}`);
+    }
+    // Another request may have taken the last place while this one prepared the task.
+    if (this.episodes.size >= this.episodes.maxEpisodes || this.stopping) {
+      await episode.close();
+      this.episodes.checkRoom();
+      throw new HttpError(503, 'shutting_down', 'the server is stopping');
+    }
+    return this.view(this.episodes.add(episode));
+  }
+
+  private prepare(name: string): Promise<PreparedTask> {
+    let task = this.prepared.get(name);
+    if (!task) {
+      const prepare = this.options.prepare ?? registeredTask;
+      task = prepare(name).catch((e: Error) => {
+        this.prepared.delete(name);
+        throw new HttpError(400, 'unknown_task', `cannot load task '${name}': ${e.message}`);
+      });
+      this.prepared.set(name, task);
+    }
+    return task;
+  }
+
+  /** What a client needs to go on: the chat (or the one-text prompt) for the next turn, and where the episode is. */
+  private view(live: LiveEpisode, withPrompt = true): Record<string, unknown> {
+    const ep = live.episode;
+    return {
+      id: live.id,
+      task: ep.task.spec.name,
+      step: ep.stepIndex,
+      maxSteps: ep.maxSteps,
+      done: ep.done,
+      metric: ep.currentMetric,
+      ...(withPrompt ? { messages: ep.messages(), prompt: ep.prompt() } : {}),
+    };
+  }
+
+  private stepView(live: LiveEpisode, result: StepResult): Record<string, unknown> {
+    const spec = live.episode.task.spec;
+    let reward: RewardResult | null = null;
+    let rewardError: string | undefined;
+    try {
+      reward = computeReward(result.feedback, { name: spec.metric.name, direction: spec.metric.direction, baseline: spec.baseline, best: spec.best }, this.options.reward);
+    } catch (e) {
+      rewardError = (e as Error).message;
+    }
+    return { result, reward, ...(rewardError ? { rewardError } : {}), episode: this.view(live) };
+  }
+}
+
+async function registeredTask(name: string): Promise<PreparedTask> {
+  const names = listTasks().tasks.map((t) => t.spec.name);
+  if (!names.includes(name)) throw new Error(`no such task (the server's tasks: ${names.join(', ')})`);
+  return prepareTask(name);
+}
+
+function describe(x: unknown): string {
+  if (x === undefined) return 'nothing';
+  return typeof x === 'string' ? `'${x}'` : JSON.stringify(x) ?? typeof x;
+}

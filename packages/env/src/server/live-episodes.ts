@@ -1,0 +1,101 @@
+// The env server's open episodes: ids a client cannot guess, a limit on how many are open, one request at a time
+// per episode, and episodes a client forgot closed after an idle time, so their workspaces do not pile up.
+import { randomBytes } from 'node:crypto';
+import type { Episode } from '../episode/episode.js';
+import { HttpError } from './http-json.js';
+
+export interface LiveEpisode {
+  id: string;
+  episode: Episode;
+  /** Date.now() of the last request that used it. */
+  lastUsed: number;
+  /** A step or snapshot is running. */
+  busy: boolean;
+}
+
+/** Why ids that are gone went, for a 404 that says more than "unknown" (the newest few hundred). */
+const REMEMBERED_CLOSES = 512;
+
+export class LiveEpisodes {
+  private readonly open = new Map<string, LiveEpisode>();
+  private readonly closedWhy = new Map<string, string>();
+  private readonly running = new Set<Promise<unknown>>();
+  private sweeper: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly maxEpisodes: number,
+    readonly idleTimeoutMs: number,
+    private readonly log: (line: string) => void,
+  ) {
+    if (Number.isFinite(idleTimeoutMs)) {
+      this.sweeper = setInterval(() => void this.closeIdle(), Math.max(50, Math.min(idleTimeoutMs / 4, 30_000)));
+      this.sweeper.unref();
+    }
+  }
+
+  get size(): number {
+    return this.open.size;
+  }
+
+  list(): LiveEpisode[] {
+    return [...this.open.values()];
+  }
+
+  /** Refuses a new episode while `maxEpisodes` are open (checked before a task is prepared or a workspace made). */
+  checkRoom(): void {
+    if (this.open.size >= this.maxEpisodes)
+      throw new HttpError(429, 'too_many_episodes', `${this.open.size} episodes are open, the server's limit (--max-episodes); close one (DELETE /v1/episodes/ID) first`);
+  }
+
+  add(episode: Episode): LiveEpisode {
+    const live = { id: randomBytes(12).toString('hex'), episode, lastUsed: Date.now(), busy: false };
+    this.open.set(live.id, live);
+    return live;
+  }
+
+  get(id: string): LiveEpisode {
+    const live = this.open.get(id);
+    if (!live) throw new HttpError(404, 'episode_not_found', this.closedWhy.get(id) ?? `no episode '${id}' (POST /v1/episodes starts one)`);
+    live.lastUsed = Date.now();
+    return live;
+  }
+
+  /** Runs `work` as the episode's only request; another one meanwhile is 409. */
+  async exclusive<T>(live: LiveEpisode, work: () => Promise<T>): Promise<T> {
+    if (live.busy) throw new HttpError(409, 'episode_busy', `episode ${live.id} is running a step; send the next request when it has answered`);
+    live.busy = true;
+    const run = work();
+    this.running.add(run);
+    try {
+      return await run;
+    } finally {
+      this.running.delete(run);
+      live.busy = false;
+      live.lastUsed = Date.now();
+    }
+  }
+
+  async close(live: LiveEpisode, why: string): Promise<void> {
+    if (!this.open.delete(live.id)) return;
+    this.closedWhy.set(live.id, `episode ${live.id} was ${why}`);
+    if (this.closedWhy.size > REMEMBERED_CLOSES) this.closedWhy.delete(this.closedWhy.keys().next().value!);
+    await live.episode.close();
+  }
+
+  private async closeIdle(): Promise<void> {
+    const now = Date.now();
+    for (const live of this.list()) {
+      if (live.busy || now - live.lastUsed < this.idleTimeoutMs) continue;
+      const sec = Number((this.idleTimeoutMs / 1000).toPrecision(3));
+      this.log(`env server: closed episode ${live.id} (${live.episode.task.spec.name}) after ${sec} s without a request`);
+      await this.close(live, `closed after ${sec} s without a request (--idle-timeout)`).catch((e: Error) => this.log(`env server: closing ${live.id}: ${e.message}`));
+    }
+  }
+
+  /** Waits for running steps, then closes every episode (their workspaces go; saved states stay). */
+  async closeAll(why: string): Promise<void> {
+    clearInterval(this.sweeper);
+    await Promise.allSettled([...this.running]);
+    await Promise.allSettled(this.list().map((live) => this.close(live, why)));
+  }
+}

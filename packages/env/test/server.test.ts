@@ -1,0 +1,229 @@
+// The env HTTP server on the tiny fixture task: an episode played over HTTP gives the observations, metric and
+// reward the TypeScript API gives; every bad request is a JSON error; busy, done, idle and closed episodes; the
+// README's Python client run against it with Debian's python3.
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EnvServer } from '../src/server/env-server.js';
+import { SnapshotStore } from '../src/snapshots/store.js';
+import { makeFixtureTask, respond, trainScript, type Fixture } from './episode-fixture.js';
+
+let fx: Fixture;
+beforeAll(() => {
+  fx = makeFixtureTask();
+});
+afterAll(() => fx.cleanup());
+
+async function serve(extra: Partial<Parameters<typeof EnvServer.listen>[0]> = {}): Promise<EnvServer> {
+  return EnvServer.listen({
+    episode: { store: new SnapshotStore(path.join(fx.root, 'store')), workRoot: path.join(fx.root, 'ws') },
+    prepare: async (name) => {
+      if (name !== 'tiny') throw new Error(`no task named '${name}'`);
+      return fx.task;
+    },
+    tasks: () => [fx.task.spec],
+    ...extra,
+  });
+}
+
+interface Answer {
+  status: number;
+  body: any; // eslint-disable-line @typescript-eslint/no-explicit-any -- the tests read whatever JSON came back
+}
+
+/** One request with a raw body (a string is sent as it is, anything else as JSON). */
+function call(server: EnvServer, method: string, route: string, body?: unknown): Promise<Answer> {
+  const text = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const req = request(`${server.url}${route}`, { method, headers: text === undefined ? {} : { 'content-type': 'application/json' } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const raw = Buffer.concat(chunks).toString('utf8');
+        try {
+          resolve({ status: res.statusCode ?? 0, body: JSON.parse(raw) });
+        } catch {
+          reject(new Error(`not JSON (${res.statusCode}): ${raw}`));
+        }
+      });
+    });
+    req.on('error', reject);
+    req.end(text);
+  });
+}
+
+describe('EnvServer', () => {
+  it('plays an episode over HTTP: observations, metrics and rewards as the TypeScript API gives them', async () => {
+    const server = await serve();
+    try {
+      expect((await call(server, 'GET', '/v1/tasks')).body.tasks).toEqual([{ name: 'tiny', title: 'Tiny', modality: 'tabular-regression', split: 'held-in', metric: { name: 'mae', direction: 'minimize' }, baseline: 1, best: 0 }]);
+      const started = await call(server, 'POST', '/v1/episodes', { task: 'tiny', maxSteps: 4 });
+      expect(started.status).toBe(201);
+      const ep = started.body;
+      expect(ep).toMatchObject({ task: 'tiny', step: 0, maxSteps: 4, done: false, metric: 1 });
+      expect(ep.id).toMatch(/^[0-9a-f]{24}$/);
+      expect(ep.messages[0].role).toBe('system');
+      expect(ep.messages.at(-1).content).toContain('Predict y for every id');
+      expect(typeof ep.prompt).toBe('string');
+
+      const list = await call(server, 'POST', `/v1/episodes/${ep.id}/step`, { response: respond('List Files', { dir_path: '.' }) });
+      expect(list.status).toBe(200);
+      expect(list.body.result).toMatchObject({ step: 1, action: 'List Files', outcome: 'none', metric: null, done: false });
+      expect(list.body.result.observation).toContain('train.py');
+      expect(list.body.reward).toEqual({ reward: 0.5, reason: 'neutral' });
+      expect(list.body.episode.messages.at(-1).content).toContain(list.body.result.observation.trim().split('\n')[0]);
+
+      const garbage = await call(server, 'POST', `/v1/episodes/${ep.id}/step`, { response: 'I will think about it.' });
+      expect(garbage.body.result.outcome).toBe('parse-error');
+      expect(garbage.body.reward).toMatchObject({ reward: 0 });
+
+      // Predicting 1 everywhere is exact: MAE 0 against the baseline 1, the best gain there is.
+      await call(server, 'POST', `/v1/episodes/${ep.id}/step`, { response: respond('Write File', { file_name: 'train.py', content: trainScript(1) }) });
+      const run = await call(server, 'POST', `/v1/episodes/${ep.id}/step`, { response: respond('Execute Script', { script_name: 'train.py' }) });
+      expect(run.body.result).toMatchObject({ step: 4, outcome: 'ok', metric: 0, done: true });
+      expect(run.body.reward.reason).toBe('metric-gain');
+      expect(run.body.reward.reward).toBeCloseTo(1 / (1 + Math.exp(-100)), 12);
+      expect(run.body.episode).toMatchObject({ step: 4, done: true, metric: 0 });
+
+      const after = await call(server, 'POST', `/v1/episodes/${ep.id}/step`, { response: respond('List Files', { dir_path: '.' }) });
+      expect(after.status).toBe(409);
+      expect(after.body.error).toEqual({ type: 'episode_done', message: `episode ${ep.id} is done after 4 steps; DELETE it, or start another` });
+      expect((await call(server, 'GET', `/v1/episodes/${ep.id}`)).body).toMatchObject({ step: 4, done: true, metric: 0 });
+      const workspaces = () => (existsSync(path.join(fx.root, 'ws')) ? readdirSync(path.join(fx.root, 'ws')) : []);
+      expect(workspaces()).toHaveLength(1);
+      const deleted = await call(server, 'DELETE', `/v1/episodes/${ep.id}`);
+      expect(deleted.body).toMatchObject({ id: ep.id, step: 4, done: true, metric: 0, closed: true });
+      expect(workspaces()).toEqual([]);
+      expect((await call(server, 'GET', `/v1/episodes/${ep.id}`)).body.error).toEqual({ type: 'episode_not_found', message: `episode ${ep.id} was deleted` });
+    } finally {
+      await server.close();
+    }
+  }, 60_000);
+
+  it('saves a state and starts a new episode from it', async () => {
+    const server = await serve();
+    try {
+      const ep = (await call(server, 'POST', '/v1/episodes', { task: 'tiny' })).body;
+      await call(server, 'POST', `/v1/episodes/${ep.id}/step`, { response: respond('Write File', { file_name: 'notes.txt', content: 'kept' }) });
+      const saved = await call(server, 'POST', `/v1/episodes/${ep.id}/snapshot`);
+      expect(saved.body.state).toMatch(/^[0-9a-f]{64}$/);
+      const resumed = (await call(server, 'POST', '/v1/episodes', { task: 'tiny', state: saved.body.state.slice(0, 12) })).body;
+      expect(resumed).toMatchObject({ step: 1, done: false });
+      const read = await call(server, 'POST', `/v1/episodes/${resumed.id}/step`, { response: respond('Read File', { file_name: 'notes.txt' }) });
+      expect(read.body.result.observation).toContain('kept');
+      expect((await call(server, 'GET', '/v1/episodes')).body.episodes.map((e: { id: string }) => e.id).sort()).toEqual([ep.id, resumed.id].sort());
+    } finally {
+      await server.close();
+    }
+  }, 60_000);
+
+  it('answers every bad request with a JSON error naming what is wrong, and keeps serving', async () => {
+    const server = await serve({ maxEpisodes: 1, maxBodyBytes: 1000 });
+    try {
+      const cases: [string, string, unknown, number, string, RegExp][] = [
+        ['POST', '/v1/episodes', '{"task": ', 400, 'invalid_json', /not JSON/],
+        ['POST', '/v1/episodes', [1], 400, 'invalid_request', /must be a JSON object/],
+        ['POST', '/v1/episodes', {}, 400, 'invalid_request', /'task' must name a task .*got nothing/],
+        ['POST', '/v1/episodes', { task: 'tiny', max_steps: 3 }, 400, 'invalid_request', /unknown field 'max_steps' \(known: task, state, maxSteps, scoreEdits\)/],
+        ['POST', '/v1/episodes', { task: 'tiny', maxSteps: 0 }, 400, 'invalid_request', /'maxSteps' must be a positive integer, got 0/],
+        ['POST', '/v1/episodes', { task: 'tiny', scoreEdits: 'yes' }, 400, 'invalid_request', /'scoreEdits' must be true or false/],
+        ['POST', '/v1/episodes', { task: 'nope' }, 400, 'unknown_task', /cannot load task 'nope': no task named 'nope'/],
+        ['POST', '/v1/episodes', { task: 'tiny', state: 'ffffffffffff' }, 400, 'invalid_request', /cannot start an episode of 'tiny' from state ffffffffffff/],
+        ['POST', '/v1/episodes', { task: 'tiny', pad: 'x'.repeat(2000) }, 413, 'body_too_large', /limit is 1000/],
+        ['GET', '/v1/episodes/0123', undefined, 404, 'episode_not_found', /no episode '0123'/],
+        ['PUT', '/v1/tasks', undefined, 405, 'method_not_allowed', /\/v1\/tasks takes GET, not PUT/],
+        ['GET', '/v2/whatever', undefined, 404, 'not_found', /no endpoint \/v2\/whatever/],
+      ];
+      for (const [method, route, body, status, type, message] of cases) {
+        const r = await call(server, method, route, body);
+        expect([r.status, r.body.error?.type], `${method} ${route} ${JSON.stringify(body)}`).toEqual([status, type]);
+        expect(r.body.error.message).toMatch(message);
+      }
+      const ep = (await call(server, 'POST', '/v1/episodes', { task: 'tiny' })).body;
+      const full = await call(server, 'POST', '/v1/episodes', { task: 'tiny' });
+      expect([full.status, full.body.error.type]).toEqual([429, 'too_many_episodes']);
+      for (const [body, message] of [
+        [{}, /'response' must be the model's text \(a string\), got nothing/],
+        [{ response: 3 }, /got 3/],
+        [{ response: 'x', temperature: 1 }, /unknown field 'temperature' \(known: response\)/],
+      ] as const) {
+        const r = await call(server, 'POST', `/v1/episodes/${ep.id}/step`, body);
+        expect(r.status).toBe(400);
+        expect(r.body.error.message).toMatch(message);
+      }
+      expect((await call(server, 'GET', '/v1/health')).body).toEqual({ ok: true, episodes: 1, maxEpisodes: 1 });
+    } finally {
+      await server.close();
+    }
+  }, 60_000);
+
+  it("serves the registry's tasks by name only: a directory a client names is refused, its grader never run", async () => {
+    const server = await EnvServer.listen({ episode: { store: new SnapshotStore(path.join(fx.root, 'store')), workRoot: path.join(fx.root, 'ws') } });
+    try {
+      const names = (await call(server, 'GET', '/v1/tasks')).body.tasks.map((t: { name: string }) => t.name);
+      expect(names).toContain('house-prices');
+      for (const task of [fx.task.dir, path.relative(process.cwd(), fx.task.dir), 'tiny']) {
+        const r = await call(server, 'POST', '/v1/episodes', { task });
+        expect([r.status, r.body.error.type]).toEqual([400, 'unknown_task']);
+        expect(r.body.error.message).toMatch(/no such task \(the server's tasks: .*house-prices/);
+      }
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('refuses a second request while a step runs; an idle episode is closed; close() waits for the step', async () => {
+    writeFileSync(path.join(fx.task.envDir, 'slow.py'), 'import time\ntime.sleep(1.5)\nprint("slept")\n');
+    const server = await serve({ idleTimeoutSec: 0.4 });
+    try {
+      const ep = (await call(server, 'POST', '/v1/episodes', { task: 'tiny' })).body;
+      const slow = call(server, 'POST', `/v1/episodes/${ep.id}/step`, { response: respond('Execute Script', { script_name: 'slow.py' }) });
+      await new Promise((r) => setTimeout(r, 300));
+      const second = await call(server, 'POST', `/v1/episodes/${ep.id}/step`, { response: respond('List Files', { dir_path: '.' }) });
+      expect([second.status, second.body.error.type]).toEqual([409, 'episode_busy']);
+      expect((await call(server, 'DELETE', `/v1/episodes/${ep.id}`)).status).toBe(409);
+      // The step outlasts the idle timeout: a running step keeps its episode open.
+      const done = await slow;
+      expect(done.body.result.observation).toContain('slept');
+      await new Promise((r) => setTimeout(r, 1000));
+      const gone = await call(server, 'GET', `/v1/episodes/${ep.id}`);
+      expect(gone.body.error.message).toBe(`episode ${ep.id} was closed after 0.4 s without a request (--idle-timeout)`);
+      expect(server.openEpisodes).toBe(0);
+
+      const other = (await call(server, 'POST', '/v1/episodes', { task: 'tiny' })).body;
+      const running = call(server, 'POST', `/v1/episodes/${other.id}/step`, { response: respond('Execute Script', { script_name: 'slow.py' }) });
+      await new Promise((r) => setTimeout(r, 300));
+      await server.close();
+      expect((await running).body.result.observation).toContain('slept');
+      expect(server.openEpisodes).toBe(0);
+    } finally {
+      await server.close();
+    }
+  }, 60_000);
+
+  it("runs the README's Python client against it with Debian's python3", async () => {
+    const readme = readFileSync(path.join(import.meta.dirname, '..', 'README.md'), 'utf8');
+    const block = /<!-- python-client-example -->\n```python\n([\s\S]*?)```/.exec(readme);
+    expect(block, 'the README has its python-client-example block').not.toBeNull();
+    const script = path.join(fx.root, 'client.py');
+    writeFileSync(script, block![1]);
+    const server = await serve();
+    try {
+      const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+        const child = spawn('/usr/bin/python3', [script], { env: { ...process.env, MLAGENT_ENV_URL: server.url, MLAGENT_TASK: 'tiny' } });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (c: Buffer) => (stdout += c));
+        child.stderr.on('data', (c: Buffer) => (stderr += c));
+        child.on('close', (code) => resolve({ code, stdout, stderr }));
+      });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toBe('step 1: List Files -> none, reward 0.5\nstep 2: Final Answer -> none, reward 0.5\nmetric: 1\n');
+      expect(server.openEpisodes).toBe(0);
+    } finally {
+      await server.close();
+    }
+  }, 60_000);
+});
