@@ -102,6 +102,27 @@ describe('EnvServer', () => {
     }
   }, 60_000);
 
+  it('plays several episodes at once, each in its own workspace', async () => {
+    const server = await serve();
+    try {
+      // Predictions 1, 2 and 3 against answers of 1: MAE 0, 1 and 2, if no episode sees another's train.py.
+      const preds = [1, 2, 3];
+      const metrics = await Promise.all(
+        preds.map(async (pred) => {
+          const ep = (await call(server, 'POST', '/v1/episodes', { task: 'tiny' })).body;
+          await call(server, 'POST', `/v1/episodes/${ep.id}/step`, { response: respond('Write File', { file_name: 'train.py', content: trainScript(pred) }) });
+          const run = await call(server, 'POST', `/v1/episodes/${ep.id}/step`, { response: respond('Execute Script', { script_name: 'train.py' }) });
+          return run.body.result.metric as number;
+        }),
+      );
+      expect(metrics).toEqual([0, 1, 2]);
+      expect(server.openEpisodes).toBe(3);
+    } finally {
+      await server.close();
+    }
+    expect(server.openEpisodes).toBe(0);
+  }, 60_000);
+
   it('saves a state and starts a new episode from it', async () => {
     const server = await serve();
     try {
