@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { listTasks, prepareTask, type PreparedTask } from '@mlagent/env';
 import { EndpointExpert, ScriptedExpert, collect, exportSftSteps, exportShareGPT, type Expert } from '@mlagent/rl';
 import { CommandFailedError, InterruptedError, UsageError, parse } from '../args.js';
@@ -37,7 +37,8 @@ const OPTIONS = {
 
 function count(name: string, raw: string | undefined, min: number): number {
   if (raw === undefined) throw new UsageError(`collect: --${name} is required\n${collectUsage}`);
-  const n = Number(raw);
+  // Number('') is 0: an empty --seed would pass as seed 0.
+  const n = raw.trim() === '' ? NaN : Number(raw);
   if (!Number.isInteger(n) || n < min) throw new UsageError(`collect: --${name} must be an integer >= ${min}, got '${raw}'`);
   return n;
 }
@@ -82,6 +83,19 @@ function checkOutputFile(command: string, flag: string, file: string): void {
   if (existsSync(file) && statSync(file).isDirectory()) throw new UsageError(`${command}: --${flag} ${file} is a directory, not a file`);
 }
 
+/**
+ * --out must be a collection's directory, a new or empty one, or what a run killed before writing its manifest
+ * left: collect reads DIR/steps.jsonl as its own (rewriting it) and deletes DIR/work, which in another directory
+ * would be the user's files.
+ */
+function checkCollectionDir(out: string): void {
+  if (!existsSync(out) || !statSync(out).isDirectory() || existsSync(path.join(out, 'collection.json'))) return;
+  const other = readdirSync(out).filter((f) => f !== 'ideas' && f !== '.lock');
+  if (other.length > 0) {
+    throw new UsageError(`collect: --out ${out} is not empty (${other.slice(0, 3).join(', ')}${other.length > 3 ? ', ...' : ''}) and holds no collection (collection.json); choose a new directory`);
+  }
+}
+
 function makeExpert(spec: string, model: string | undefined): Expert {
   if (spec === 'scripted') return new ScriptedExpert();
   if (!/^https?:\/\//.test(spec)) throw new UsageError(`collect: --expert must be 'scripted' or an http(s) URL, got '${spec}'`);
@@ -109,6 +123,7 @@ export async function collectCommand(argv: string[]): Promise<void> {
   const expert = makeExpert(v.expert, v['expert-model']);
   if (v.expert !== 'scripted') await checkEndpointFirst('collect', v.expert, v['expert-model']!);
   const remote = remoteFromArgs('collect', v.redis, v.queue);
+  checkCollectionDir(v.out);
   const tasks = await loadTasks(v.tasks);
 
   // Stop starting trajectories on Ctrl-C; a second Ctrl-C exits at once (the next run redoes the unfinished ones).

@@ -35,6 +35,8 @@ function episodeOptions(v: Values): EpisodeOptions & { fromSnapshot?: string } {
     if (!Number.isInteger(maxSteps) || maxSteps < 1) throw new UsageError(`env: --max-steps must be a positive integer, got '${v['max-steps']}'`);
   }
   if (Boolean(v['helper-url']) !== Boolean(v['helper-model'])) throw new UsageError('env: --helper-url and --helper-model go together');
+  // SnapshotStore throws a TypeError (a stack trace) on an empty dir.
+  if (v.store === '') throw new UsageError('env: --store must name a directory, got an empty string');
   const helperLlm = v['helper-url'] ? { baseUrl: v['helper-url'], model: v['helper-model']!, apiKey: process.env.MLAGENT_HELPER_API_KEY } : null;
   return {
     store: new SnapshotStore(v.store ?? path.join(mlagentHome(), 'states')),

@@ -21,8 +21,9 @@ export async function initModelCommand(argv: string[]): Promise<void> {
   if (values.arch !== 'qwen2' && values.arch !== 'qwen3') throw new UsageError(`init-model: --arch must be qwen2 or qwen3\n${initModelUsage}`);
   if (!['tiny', 'mini', 'small'].includes(values.preset)) throw new UsageError(`init-model: --preset must be tiny, mini or small`);
   if (!values.out) throw new UsageError(`init-model: --out DIR is required\n${initModelUsage}`);
-  const seed = Number(values.seed);
-  if (!Number.isInteger(seed) || seed < 0 || seed > 2 ** 32 - 1) throw new UsageError(`init-model: --seed must be an integer in [0, 4294967295]`);
+  // Number('') is 0: an empty --seed would pass as seed 0.
+  const seed = values.seed.trim() === '' ? NaN : Number(values.seed);
+  if (!Number.isInteger(seed) || seed < 0 || seed > 2 ** 32 - 1) throw new UsageError(`init-model: --seed must be an integer in [0, 4294967295], got '${values.seed}'`);
   // f32|f16 as every other command spells them; float32|float16 as config.json's torch_dtype does.
   const dtype = ({ f32: 'float32', float32: 'float32', f16: 'float16', float16: 'float16' } as const)[values.dtype as 'f32'];
   if (!dtype) throw new UsageError(`init-model: --dtype must be f32 or f16 (or float32, float16), got '${values.dtype}'`);

@@ -27,6 +27,8 @@ export async function serveCommand(argv: string[]): Promise<void> {
   const defaultMaxTokens = numberArg(cmd, 'max-tokens', values['max-tokens'], { min: 1, integer: true })!;
   const budgetGiB = numberArg(cmd, 'memory-budget', values['memory-budget'], { min: 0 });
   const chatTemplate = parseTemplate(cmd, values.template);
+  // Node listens on every interface for an empty host, not on the default 127.0.0.1.
+  if (values.host.trim() === '') throw new UsageError(`${cmd}: --host must name an address (default 127.0.0.1), got an empty string`);
 
   const policy = await loadPolicy(cmd, values);
   if (budgetGiB !== undefined) {

@@ -110,8 +110,9 @@ async function importCommand(src: string, values: Values): Promise<void> {
 
 async function baseline(name: string, values: Values): Promise<void> {
   await asUsage('baseline', () => resolveTask(name));
-  const seed = values.seed === undefined ? undefined : Number(values.seed);
-  if (seed !== undefined && (!Number.isInteger(seed) || seed < 0)) throw new UsageError(`tasks baseline: --seed must be a non-negative integer`);
+  // Number('') is 0: an empty --seed would pass as seed 0.
+  const seed = values.seed === undefined ? undefined : String(values.seed).trim() === '' ? NaN : Number(values.seed);
+  if (seed !== undefined && (!Number.isInteger(seed) || seed < 0)) throw new UsageError(`tasks baseline: --seed must be a non-negative integer, got '${values.seed}'`);
   const quiet = Boolean(values.json);
   await asUsage('baseline', () => prepareTask(name, { seed, onProgress: quiet ? undefined : (l) => console.error(l) }));
   const r = await runBaseline(name, { seed });

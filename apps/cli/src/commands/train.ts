@@ -30,6 +30,8 @@ export async function trainCommand(argv: string[]): Promise<void> {
     ...REDIS_OPTIONS,
   });
   if (!values.preset && !values.config) throw new UsageError(`train: give --preset tiny or --config FILE\n${trainUsage}`);
+  // An empty --out (an unset shell variable) would make the current directory the run directory.
+  if (values.out === '') throw new UsageError('train: --out must name a directory, got an empty string');
   if (values.preset !== undefined && values.preset !== 'default' && values.preset !== 'tiny') throw new UsageError(`train: --preset must be default or tiny, got '${values.preset}'`);
   const modelPreset = values['model-preset'];
   if (modelPreset !== undefined && modelPreset !== 'tiny' && modelPreset !== 'mini' && modelPreset !== 'small') throw new UsageError(`train: --model-preset must be tiny, mini or small, got '${modelPreset}'`);

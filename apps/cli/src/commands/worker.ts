@@ -34,11 +34,23 @@ const OPTIONS = {
   'helper-model': { type: 'string' },
 } as const;
 
-function intOption(name: string, v: string | undefined, min: number): number | undefined {
+/** The longest delay a Node timer takes; a longer one fires after 1 ms instead. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+function intOption(name: string, v: string | undefined, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
   if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`worker: --${name} must be an integer >= ${min}, got '${v}'`);
+  // Number('') is 0: an empty value would pass as 0.
+  const n = v.trim() === '' ? NaN : Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new UsageError(`worker: --${name} must be an integer ${max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `in [${min}, ${max}]`}, got '${v}'`);
+  }
   return n;
+}
+
+/** A string option that must not be empty: BullMQ throws on an empty queue name, SnapshotStore on an empty dir. */
+function nonEmpty(name: string, v: string | undefined): string | undefined {
+  if (v === '') throw new UsageError(`worker: --${name} must not be empty`);
+  return v;
 }
 
 export async function workerCommand(argv: string[]): Promise<void> {
@@ -46,17 +58,26 @@ export async function workerCommand(argv: string[]): Promise<void> {
   if (!v.redis) throw new UsageError('worker: --redis URL is required (e.g. redis://127.0.0.1:6379)');
   if (!/^rediss?:\/\/./.test(v.redis)) throw new UsageError(`worker: --redis must be a redis:// or rediss:// URL, got '${v.redis}'`);
   if (Boolean(v['helper-url']) !== Boolean(v['helper-model'])) throw new UsageError('worker: --helper-url and --helper-model go together');
-  const jobTimeout = intOption('job-timeout', v['job-timeout'], 1);
+  // Each of these ends up as a timer's delay, so it must fit one (a job timeout is in seconds).
+  const jobTimeout = intOption('job-timeout', v['job-timeout'], 1, Math.floor(MAX_TIMER_MS / 1000));
+  const lockDurationMs = intOption('lock-ms', v['lock-ms'], 100, MAX_TIMER_MS);
+  const stalledIntervalMs = intOption('stalled-interval-ms', v['stalled-interval-ms'], 100, MAX_TIMER_MS);
+  const concurrency = intOption('concurrency', v.concurrency, 1);
+  const maxStalledCount = intOption('max-stalled', v['max-stalled'], 0);
+  const queue = nonEmpty('queue', v.queue);
+  const store = nonEmpty('store', v.store);
+  const workRoot = nonEmpty('work-root', v['work-root']);
+  const name = nonEmpty('name', v.name);
   const worker = startExecutionWorker({
     redis: v.redis,
-    queue: v.queue,
-    store: new SnapshotStore(v.store ?? path.join(mlagentHome(), 'worker-states')),
-    concurrency: intOption('concurrency', v.concurrency, 1),
-    workRoot: v['work-root'],
-    name: v.name,
-    lockDurationMs: intOption('lock-ms', v['lock-ms'], 100),
-    stalledIntervalMs: intOption('stalled-interval-ms', v['stalled-interval-ms'], 100),
-    maxStalledCount: intOption('max-stalled', v['max-stalled'], 0),
+    queue,
+    store: new SnapshotStore(store ?? path.join(mlagentHome(), 'worker-states')),
+    concurrency,
+    workRoot,
+    name,
+    lockDurationMs,
+    stalledIntervalMs,
+    maxStalledCount,
     jobTimeoutMs: jobTimeout === undefined ? undefined : jobTimeout * 1000,
     helperLlm: v['helper-url'] ? { baseUrl: v['helper-url'], model: v['helper-model']!, apiKey: process.env.MLAGENT_HELPER_API_KEY } : null,
   });
