@@ -2,7 +2,7 @@
 // empty --out as the current directory, an empty --host as every interface), crashes with a stack trace, and an
 // --out whose files collect would have rewritten or deleted. Each is refused before any model or task loads.
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { removeTree } from '@mlagent/env';
@@ -110,5 +110,21 @@ describe('mlagent CLI audit', () => {
     tmps.push(dir);
     const r = await run(['serve', '--model', model, '--port', '0', '--host', ''], { timeoutMs: 20_000 });
     expectUsageLine(r, /^mlagent serve: --host must name an address \(default 127\.0\.0\.1\), got an empty string\n$/);
+  });
+
+  it("report: an --out naming the run's own metrics.jsonl (or any file that is not a page) is refused, the file kept", async () => {
+    const dir = tmp('report-out');
+    const metrics = path.join(dir, 'metrics.jsonl');
+    const line = `${JSON.stringify({ step: 1, reward: 0.5 })}\n`;
+    writeFileSync(metrics, line);
+    const r = await run(['report', dir, '--out', metrics]);
+    expectUsageLine(r, /^mlagent report: --out .*metrics\.jsonl exists and is not an \.html page, and the report would replace it; choose another name\n$/);
+    expect(readFileSync(metrics, 'utf8')).toBe(line);
+    expectUsageLine(await run(['report', dir, '--out', dir]), /^mlagent report: --out .* is a directory; name the HTML file to write\n$/);
+    // A page of an earlier run is replaced, as without --out.
+    writeFileSync(path.join(dir, 'old.html'), '<p>old</p>');
+    const again = await run(['report', dir, '--out', path.join(dir, 'old.html')]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(readFileSync(path.join(dir, 'old.html'), 'utf8')).toMatch(/^<!doctype html>/i);
   });
 });

@@ -19,6 +19,7 @@ export async function reportCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parsed;
   if (positionals.length !== 1) throw new UsageError(`report: give exactly one RUN_DIR\n${reportUsage}`);
   if (values.sft !== undefined) checkSftDir(values.sft);
+  if (values.out !== undefined) checkOut(values.out);
   warnUnreadableEvals(positionals[0]);
   try {
     const out = writeReport(positionals[0], values.out, { title: values.title, sftDir: values.sft });
@@ -27,6 +28,14 @@ export async function reportCommand(argv: string[]): Promise<void> {
     const message = (e as Error).message;
     throw new UsageError(message.startsWith('report: ') ? message : `report: ${message}`);
   }
+}
+
+/** The page replaces --out: an existing file that is not a page (the run's metrics.jsonl, an eval.json) would be lost. */
+function checkOut(out: string): void {
+  if (out === '') throw new UsageError('report: --out must name the HTML file to write, got an empty string');
+  if (!existsSync(out)) return;
+  if (statSync(out).isDirectory()) throw new UsageError(`report: --out ${out} is a directory; name the HTML file to write`);
+  if (!/\.html?$/i.test(out)) throw new UsageError(`report: --out ${out} exists and is not an .html page, and the report would replace it; choose another name`);
 }
 
 /** --sft must name an SFT output directory: a typo would otherwise give a page that just has no SFT section. */
