@@ -1,3 +1,5 @@
+import { existsSync, statSync } from 'node:fs';
+import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 export class UsageError extends Error {
@@ -55,4 +57,12 @@ function editDistance(a: string, b: string): number {
     prev = row;
   }
   return prev[b.length];
+}
+
+/** A file written after long work (an export, a benchmark table): its path is checked before any of the work runs. */
+export function checkOutputFile(command: string, flag: string, file: string): void {
+  if (file === '') throw new UsageError(`${command}: --${flag} must name a file, got an empty string`);
+  const dir = path.dirname(path.resolve(file));
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`${command}: --${flag} ${file}: the directory ${dir} does not exist`);
+  if (existsSync(file) && statSync(file).isDirectory()) throw new UsageError(`${command}: --${flag} ${file} is a directory, not a file`);
 }

@@ -127,4 +127,12 @@ describe('mlagent CLI audit', () => {
     expect(again.code, again.stderr).toBe(0);
     expect(readFileSync(path.join(dir, 'old.html'), 'utf8')).toMatch(/^<!doctype html>/i);
   });
+
+  it('bench kernels|policy: an --out in a missing directory, or naming a directory, is refused before any case runs', async () => {
+    const dir = tmp('bench-out');
+    for (const sub of [['kernels', '--no-torch'], ['policy', '--no-torch']]) {
+      expectUsageLine(await run(['bench', ...sub, '--out', path.join(dir, 'missing', 'b.md')]), /^mlagent bench (kernels|policy): --out .*b\.md: the directory .*missing does not exist\n$/);
+      expectUsageLine(await run(['bench', ...sub, '--out', dir]), /^mlagent bench (kernels|policy): --out .* is a directory, not a file\n$/);
+    }
+  });
 });

@@ -25,7 +25,7 @@ import {
   type TrainingTiming,
   makeDirs,
 } from '@mlagent/policy';
-import { UsageError, parse } from '../args.js';
+import { UsageError, checkOutputFile, parse } from '../args.js';
 
 export const benchPolicyUsage = `mlagent bench policy [--mode generate|train|all] [--presets tiny,small,7b] [--arch qwen2|qwen3] [--dtype f32|f16]
     [--batch 1,4] [--prompt-len N] [--new-tokens N] [--train-batch N] [--seq-len N] [--checkpoint on|off|both]
@@ -105,6 +105,7 @@ export async function benchPolicy(argv: string[]): Promise<void> {
     json: { type: 'boolean', default: false },
     out: { type: 'string' },
   });
+  if (values.out !== undefined) checkOutputFile(cmd, 'out', values.out);
   const mode = values.mode as Mode;
   if (!['generate', 'train', 'all'].includes(mode)) throw new UsageError(`${cmd}: --mode must be generate, train or all, got '${values.mode}'`);
   const presets = values.presets.split(',') as Preset[];

@@ -12,7 +12,7 @@ import {
   TorchSession,
   type BenchResult,
 } from '@mlagent/core-kernels';
-import { UsageError, parse } from '../args.js';
+import { UsageError, checkOutputFile, parse } from '../args.js';
 import { benchPolicy, benchPolicyUsage } from './bench-policy.js';
 
 export const benchUsage = `mlagent bench kernels [--json] [--filter NAME[,NAME]] [--all] [--no-torch] [--unpaired] [--rounds N] [--iterations N] [--check] [--out FILE]
@@ -66,6 +66,7 @@ export async function bench(argv: string[]): Promise<void> {
   if (rounds !== undefined && (values.unpaired || values['no-torch'])) {
     throw new UsageError('bench kernels: --rounds applies to paired timing only (not with --unpaired or --no-torch)');
   }
+  if (values.out !== undefined) checkOutputFile('bench kernels', 'out', values.out);
   const filter = values.filter?.split(',').filter(Boolean);
   const gpu = await Gpu.create();
   const opts = { filter, all: values.all, iterations, check: values.check };

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { listTasks, prepareTask, type PreparedTask } from '@mlagent/env';
 import { EndpointExpert, ScriptedExpert, collect, exportSftSteps, exportShareGPT, type Expert } from '@mlagent/rl';
-import { CommandFailedError, InterruptedError, UsageError, parse } from '../args.js';
+import { CommandFailedError, InterruptedError, UsageError, checkOutputFile, parse } from '../args.js';
 import { checkEndpointFirst } from '../endpoint-check.js';
 import { REDIS_OPTIONS, REDIS_USAGE, remoteFromArgs } from '../remote-episodes.js';
 
@@ -74,13 +74,6 @@ async function loadTasks(spec: string): Promise<PreparedTask[]> {
   }
   if (tasks.length === 0) throw new UsageError(`collect: none of the ${spec} tasks has ideas`);
   return tasks;
-}
-
-/** An export written after the whole collection: its path is checked before any of it runs. */
-function checkOutputFile(command: string, flag: string, file: string): void {
-  const dir = path.dirname(path.resolve(file));
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`${command}: --${flag} ${file}: the directory ${dir} does not exist`);
-  if (existsSync(file) && statSync(file).isDirectory()) throw new UsageError(`${command}: --${flag} ${file} is a directory, not a file`);
 }
 
 /**
