@@ -135,4 +135,18 @@ describe('mlagent CLI audit', () => {
       expectUsageLine(await run(['bench', ...sub, '--out', dir]), /^mlagent bench (kernels|policy): --out .* is a directory, not a file\n$/);
     }
   });
+
+  it('env, collect, worker: a --helper-url that is not an http(s) URL is refused at once, not at the first helper action', async () => {
+    const responses = path.join(tmp('helper-url'), 'r.jsonl');
+    writeFileSync(responses, `${JSON.stringify({ response: 'Action: List Files\nAction Input: {"dir_path": "."}' })}\n`);
+    const helper = ['--helper-url', 'localhost:8000', '--helper-model', 'm'];
+    for (const [args, command] of [
+      [['env', 'run', '--task', 'house-prices', '--responses', responses, ...helper], 'env'],
+      [['env', 'serve', '--port', '0', ...helper], 'env serve'],
+      [['collect', '--tasks', 'house-prices', '--expert', 'scripted', '--trajectories', '1', '--ideas', '2', '--out', path.join(tmp('helper-collect'), 'c'), ...helper], 'collect'],
+      [['worker', '--redis', 'redis://127.0.0.1:1', ...helper], 'worker'],
+    ] as const) {
+      expectUsageLine(await run([...args]), new RegExp(`^mlagent ${command}: --helper-url must be an http\\(s\\) URL, got 'localhost:8000'\n$`));
+    }
+  });
 });

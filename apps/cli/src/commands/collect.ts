@@ -3,6 +3,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { listTasks, prepareTask, type PreparedTask } from '@mlagent/env';
 import { EndpointExpert, ScriptedExpert, collect, exportSftSteps, exportShareGPT, type Expert } from '@mlagent/rl';
 import { CommandFailedError, InterruptedError, UsageError, checkOutputFile, parse } from '../args.js';
+import { helperFromArgs } from '../helper-args.js';
 import { checkEndpointFirst } from '../endpoint-check.js';
 import { REDIS_OPTIONS, REDIS_USAGE, remoteFromArgs } from '../remote-episodes.js';
 
@@ -110,8 +111,7 @@ export async function collectCommand(argv: string[]): Promise<void> {
   const seed = count('seed', v.seed, 0);
   if (ideas > candidates) throw new UsageError(`collect: --ideas ${ideas} keeps more ideas than the --candidates ${candidates} it picks them from`);
   if (v.expert === 'scripted' && v['expert-model']) throw new UsageError('collect: --expert-model names an endpoint\'s model; the scripted expert takes none');
-  if (Boolean(v['helper-url']) !== Boolean(v['helper-model'])) throw new UsageError('collect: --helper-url and --helper-model go together');
-  const helperLlm = v['helper-url'] ? { baseUrl: v['helper-url'], model: v['helper-model']!, apiKey: process.env.MLAGENT_HELPER_API_KEY } : null;
+  const helperLlm = helperFromArgs('collect', v['helper-url'], v['helper-model']);
   for (const flag of ['sharegpt', 'sft-steps'] as const) if (v[flag]) checkOutputFile('collect', flag, v[flag]);
   const expert = makeExpert(v.expert, v['expert-model']);
   if (v.expert !== 'scripted') await checkEndpointFirst('collect', v.expert, v['expert-model']!);

@@ -3,6 +3,7 @@ import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { EnvServer, SandboxPool, SnapshotStore, mlagentHome } from '@mlagent/env';
 import { CommandFailedError, UsageError, parse } from '../args.js';
+import { helperFromArgs } from '../helper-args.js';
 
 export const envServeUsage = `mlagent env serve [--port N] [--host H] [--store DIR] [--max-steps N] [--max-episodes N] [--idle-timeout SEC]
       [--concurrency C] [--helper-url URL --helper-model NAME]
@@ -42,12 +43,11 @@ export async function envServeCommand(argv: string[]): Promise<void> {
   const concurrency = integer('concurrency', v.concurrency, 1) ?? availableParallelism();
   const idle = Number(v['idle-timeout']);
   if (v['idle-timeout']!.trim() === '' || !(idle > 0) || !Number.isFinite(idle)) throw new UsageError(`env serve: --idle-timeout must be a number of seconds > 0, got '${v['idle-timeout']}'`);
-  if (Boolean(v['helper-url']) !== Boolean(v['helper-model'])) throw new UsageError('env serve: --helper-url and --helper-model go together');
   if (v.store === '') throw new UsageError('env serve: --store must name a directory, got an empty string');
   if (v.host!.trim() === '') throw new UsageError('env serve: --host must name an address, got an empty string');
 
   const store = new SnapshotStore(v.store ?? path.join(mlagentHome(), 'states'));
-  const helperLlm = v['helper-url'] ? { baseUrl: v['helper-url'], model: v['helper-model']!, apiKey: process.env.MLAGENT_HELPER_API_KEY } : null;
+  const helperLlm = helperFromArgs('env serve', v['helper-url'], v['helper-model']);
   let server: EnvServer;
   try {
     server = await EnvServer.listen(

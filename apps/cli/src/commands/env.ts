@@ -3,6 +3,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { Episode, mlagentHome, prepareTask, SnapshotStore, type EpisodeOptions, type PreparedTask, type StepResult } from '@mlagent/env';
 import { UsageError, parse } from '../args.js';
+import { helperFromArgs } from '../helper-args.js';
 import { envServeCommand, envServeUsage } from './env-serve.js';
 
 export const envUsage = `mlagent env run|shell --task NAME|DIR [options]
@@ -34,10 +35,9 @@ function episodeOptions(v: Values): EpisodeOptions & { fromSnapshot?: string } {
     maxSteps = Number(v['max-steps']);
     if (!Number.isInteger(maxSteps) || maxSteps < 1) throw new UsageError(`env: --max-steps must be a positive integer, got '${v['max-steps']}'`);
   }
-  if (Boolean(v['helper-url']) !== Boolean(v['helper-model'])) throw new UsageError('env: --helper-url and --helper-model go together');
   // SnapshotStore throws a TypeError (a stack trace) on an empty dir.
   if (v.store === '') throw new UsageError('env: --store must name a directory, got an empty string');
-  const helperLlm = v['helper-url'] ? { baseUrl: v['helper-url'], model: v['helper-model']!, apiKey: process.env.MLAGENT_HELPER_API_KEY } : null;
+  const helperLlm = helperFromArgs('env', v['helper-url'], v['helper-model']);
   return {
     store: new SnapshotStore(v.store ?? path.join(mlagentHome(), 'states')),
     helperLlm,

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { DEFAULT_QUEUE, mlagentHome, SnapshotStore, startExecutionWorker } from '@mlagent/env';
 import { UsageError, parse } from '../args.js';
+import { helperFromArgs } from '../helper-args.js';
 
 export const workerUsage = `mlagent worker --redis URL [--concurrency N] [--queue NAME] [--store DIR] [options]
   Executes env steps for RemoteExecutor clients: takes jobs from a BullMQ queue on Redis, restores each job's
@@ -57,8 +58,8 @@ export async function workerCommand(argv: string[]): Promise<void> {
   const { values: v } = parse('worker', argv, OPTIONS);
   if (!v.redis) throw new UsageError('worker: --redis URL is required (e.g. redis://127.0.0.1:6379)');
   if (!/^rediss?:\/\/./.test(v.redis)) throw new UsageError(`worker: --redis must be a redis:// or rediss:// URL, got '${v.redis}'`);
-  if (Boolean(v['helper-url']) !== Boolean(v['helper-model'])) throw new UsageError('worker: --helper-url and --helper-model go together');
   // Each of these ends up as a timer's delay, so it must fit one (a job timeout is in seconds).
+  const helperLlm = helperFromArgs('worker', v['helper-url'], v['helper-model']);
   const jobTimeout = intOption('job-timeout', v['job-timeout'], 1, Math.floor(MAX_TIMER_MS / 1000));
   const lockDurationMs = intOption('lock-ms', v['lock-ms'], 100, MAX_TIMER_MS);
   const stalledIntervalMs = intOption('stalled-interval-ms', v['stalled-interval-ms'], 100, MAX_TIMER_MS);
@@ -79,7 +80,7 @@ export async function workerCommand(argv: string[]): Promise<void> {
     stalledIntervalMs,
     maxStalledCount,
     jobTimeoutMs: jobTimeout === undefined ? undefined : jobTimeout * 1000,
-    helperLlm: v['helper-url'] ? { baseUrl: v['helper-url'], model: v['helper-model']!, apiKey: process.env.MLAGENT_HELPER_API_KEY } : null,
+    helperLlm,
   });
   await new Promise<void>((resolve) => {
     let stopping = false;
