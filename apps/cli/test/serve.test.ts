@@ -90,5 +90,7 @@ describe('mlagent serve', () => {
     const tiny = await mlagent('serve', '--model', model, '--port', '0', '--memory-budget', '0.001');
     expect(tiny.code).toBe(2);
     expect(tiny.stderr).toMatch(/serve: --memory-budget 0.001 GiB cannot hold even a one-token answer: /);
+    // Refused from config.json, before the weights load.
+    expect(tiny.stderr).not.toMatch(/^loaded /m);
   });
 });

@@ -1,4 +1,4 @@
-import { assertFits, createOpenAIServer, planMemory } from '@mlagent/policy';
+import { assertFits, createOpenAIServer, loadQwenConfig, planMemory, readPeftConfig } from '@mlagent/policy';
 import { UsageError, parse } from '../args.js';
 import { MODEL_OPTIONS, MODEL_USAGE, checkModelArgs, loadPolicy, numberArg, parseTemplate } from '../policy-args.js';
 
@@ -30,18 +30,23 @@ export async function serveCommand(argv: string[]): Promise<void> {
   // Node listens on every interface for an empty host, not on the default 127.0.0.1.
   if (values.host.trim() === '') throw new UsageError(`${cmd}: --host must name an address (default 127.0.0.1), got an empty string`);
 
-  const policy = await loadPolicy(cmd, values);
   if (budgetGiB !== undefined) {
-    // A budget that not even a one-token answer fits would start a server that refuses every request.
-    const adapter = policy.model.adapter?.config;
-    const plan = planMemory(policy.model.config, { batch: 1, seqLen: 2, dtype: policy.model.dtype, kvCache: true, lora: adapter && { r: adapter.r, targets: adapter.targetModules } });
+    // A budget that not even a one-token answer fits would start a server that refuses every request. Planned from
+    // config.json and the adapter's config, so a 7B model is not loaded first only to be refused.
+    let adapter;
+    try {
+      adapter = values.adapter === undefined ? undefined : readPeftConfig(values.adapter);
+    } catch (e) {
+      throw new UsageError(`${cmd}: --adapter ${values.adapter}: ${(e as Error).message}`);
+    }
+    const plan = planMemory(loadQwenConfig(values.model!), { batch: 1, seqLen: 2, dtype: values.dtype as 'f32' | 'f16', kvCache: true, lora: adapter && { r: adapter.r, targets: adapter.targetModules } });
     try {
       assertFits(plan, { budgetBytes: budgetGiB * 1024 ** 3 });
     } catch (e) {
-      policy.close();
       throw new UsageError(`${cmd}: --memory-budget ${budgetGiB} GiB cannot hold even a one-token answer: ${(e as Error).message}`);
     }
   }
+  const policy = await loadPolicy(cmd, values);
   const server = createOpenAIServer(policy.model, policy.tokenizer, {
     modelName: values.name,
     chatTemplate,
