@@ -123,6 +123,22 @@ describe('EnvServer', () => {
     expect(server.openEpisodes).toBe(0);
   }, 60_000);
 
+  it('scoreEdits: true runs an edited script at once, so the edit step gets the metric and the reward', async () => {
+    const server = await serve();
+    try {
+      const ep = (await call(server, 'POST', '/v1/episodes', { task: 'tiny', scoreEdits: true })).body;
+      const edit = await call(server, 'POST', `/v1/episodes/${ep.id}/step`, { response: respond('Write File', { file_name: 'train.py', content: trainScript(1) }) });
+      expect(edit.body.result).toMatchObject({ action: 'Write File', metric: 0 });
+      expect(edit.body.reward.reason).toBe('metric-gain');
+      const plain = (await call(server, 'POST', '/v1/episodes', { task: 'tiny' })).body;
+      const unscored = await call(server, 'POST', `/v1/episodes/${plain.id}/step`, { response: respond('Write File', { file_name: 'train.py', content: trainScript(1) }) });
+      expect(unscored.body.result.metric).toBeNull();
+      expect(unscored.body.reward).toEqual({ reward: 0.5, reason: 'neutral' });
+    } finally {
+      await server.close();
+    }
+  }, 60_000);
+
   it('saves a state and starts a new episode from it', async () => {
     const server = await serve();
     try {
@@ -130,10 +146,13 @@ describe('EnvServer', () => {
       await call(server, 'POST', `/v1/episodes/${ep.id}/step`, { response: respond('Write File', { file_name: 'notes.txt', content: 'kept' }) });
       const saved = await call(server, 'POST', `/v1/episodes/${ep.id}/snapshot`);
       expect(saved.body.state).toMatch(/^[0-9a-f]{64}$/);
-      const resumed = (await call(server, 'POST', '/v1/episodes', { task: 'tiny', state: saved.body.state.slice(0, 12) })).body;
+      const resumed = (await call(server, 'POST', '/v1/episodes', { task: 'tiny', state: saved.body.state.slice(0, 12), snapshotSteps: false })).body;
       expect(resumed).toMatchObject({ step: 1, done: false });
       const read = await call(server, 'POST', `/v1/episodes/${resumed.id}/step`, { response: respond('Read File', { file_name: 'notes.txt' }) });
       expect(read.body.result.observation).toContain('kept');
+      // snapshotSteps: false saves no state per step (the first episode's steps did).
+      expect(read.body.result.snapshotId).toBeNull();
+      expect(saved.body.state).not.toBeNull();
       expect((await call(server, 'GET', '/v1/episodes')).body.episodes.map((e: { id: string }) => e.id).sort()).toEqual([ep.id, resumed.id].sort());
     } finally {
       await server.close();
@@ -147,7 +166,8 @@ describe('EnvServer', () => {
         ['POST', '/v1/episodes', '{"task": ', 400, 'invalid_json', /not JSON/],
         ['POST', '/v1/episodes', [1], 400, 'invalid_request', /must be a JSON object/],
         ['POST', '/v1/episodes', {}, 400, 'invalid_request', /'task' must name a task .*got nothing/],
-        ['POST', '/v1/episodes', { task: 'tiny', max_steps: 3 }, 400, 'invalid_request', /unknown field 'max_steps' \(known: task, state, maxSteps, scoreEdits\)/],
+        ['POST', '/v1/episodes', { task: 'tiny', max_steps: 3 }, 400, 'invalid_request', /unknown field 'max_steps' \(known: task, state, maxSteps, scoreEdits, snapshotSteps\)/],
+        ['POST', '/v1/episodes', { task: 'tiny', snapshotSteps: 0 }, 400, 'invalid_request', /'snapshotSteps' must be true or false, got 0/],
         ['POST', '/v1/episodes', { task: 'tiny', maxSteps: 0 }, 400, 'invalid_request', /'maxSteps' must be a positive integer, got 0/],
         ['POST', '/v1/episodes', { task: 'tiny', scoreEdits: 'yes' }, 400, 'invalid_request', /'scoreEdits' must be true or false/],
         ['POST', '/v1/episodes', { task: 'nope' }, 400, 'unknown_task', /cannot load task 'nope': no task named 'nope'/],

@@ -40,7 +40,7 @@ export interface EnvServerAddress {
   port?: number;
 }
 
-const EPISODE_FIELDS = ['task', 'state', 'maxSteps', 'scoreEdits'] as const;
+const EPISODE_FIELDS = ['task', 'state', 'maxSteps', 'scoreEdits', 'snapshotSteps'] as const;
 
 export class EnvServer {
   private readonly episodes: LiveEpisodes;
@@ -158,11 +158,12 @@ export class EnvServer {
 
   private async start(body: Record<string, unknown>): Promise<unknown> {
     onlyFields(body, EPISODE_FIELDS);
-    const { task: name, state, maxSteps, scoreEdits } = body;
+    const { task: name, state, maxSteps, scoreEdits, snapshotSteps } = body;
     if (typeof name !== 'string' || name === '') throw new HttpError(400, 'invalid_request', `'task' must name a task (GET /v1/tasks lists them), got ${describe(name)}`);
     if (state !== undefined && (typeof state !== 'string' || state === '')) throw new HttpError(400, 'invalid_request', `'state' must be a saved state's id (or a unique prefix), got ${describe(state)}`);
     if (maxSteps !== undefined && !(Number.isInteger(maxSteps) && (maxSteps as number) >= 1)) throw new HttpError(400, 'invalid_request', `'maxSteps' must be a positive integer, got ${describe(maxSteps)}`);
-    if (scoreEdits !== undefined && typeof scoreEdits !== 'boolean') throw new HttpError(400, 'invalid_request', `'scoreEdits' must be true or false, got ${describe(scoreEdits)}`);
+    for (const [field, value] of [['scoreEdits', scoreEdits], ['snapshotSteps', snapshotSteps]] as const)
+      if (value !== undefined && typeof value !== 'boolean') throw new HttpError(400, 'invalid_request', `'${field}' must be true or false, got ${describe(value)}`);
     this.episodes.checkRoom();
     const task = await this.prepare(name);
     let episode: Episode;
@@ -170,7 +171,8 @@ export class EnvServer {
       episode = await Episode.start(task, {
         ...this.options.episode,
         ...(maxSteps === undefined ? {} : { maxSteps: maxSteps as number }),
-        ...(scoreEdits === undefined ? {} : { runEditedScripts: scoreEdits }),
+        ...(scoreEdits === undefined ? {} : { runEditedScripts: scoreEdits as boolean }),
+        ...(snapshotSteps === undefined ? {} : { snapshotSteps: snapshotSteps as boolean }),
         fromSnapshot: state as string | undefined,
       });
     } catch (e) {
