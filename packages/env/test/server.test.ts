@@ -4,6 +4,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EnvServer } from '../src/server/env-server.js';
@@ -194,6 +195,15 @@ describe('EnvServer', () => {
         expect(r.status).toBe(400);
         expect(r.body.error.message).toMatch(message);
       }
+      // A request target the URL parser refuses (Node's HTTP parser lets it through).
+      const port = Number(new URL(server.url).port);
+      const raw = await new Promise<string>((resolve) => {
+        const socket = connect(port, '127.0.0.1', () => socket.write('GET http://[ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'));
+        let text = '';
+        socket.on('data', (b: Buffer) => (text += b));
+        socket.on('end', () => resolve(text));
+      });
+      expect(raw).toMatch(/^HTTP\/1\.1 400 [\s\S]*"type":"invalid_request","message":"cannot read the request's path/);
       expect((await call(server, 'GET', '/v1/health')).body).toEqual({ ok: true, episodes: 1, maxEpisodes: 1 });
     } finally {
       await server.close();

@@ -96,7 +96,12 @@ export class EnvServer {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     try {
       if (this.stopping) throw new HttpError(503, 'shutting_down', 'the server is stopping');
-      const { pathname } = new URL(req.url ?? '/', 'http://server');
+      let pathname: string;
+      try {
+        pathname = new URL(req.url ?? '/', 'http://server').pathname;
+      } catch {
+        throw new HttpError(400, 'invalid_request', `cannot read the request's path ${JSON.stringify(req.url)}`);
+      }
       const [status, body] = await this.route(req, pathname.replace(/\/+$/, '') || '/');
       sendJson(res, status, body);
     } catch (e) {
