@@ -61,6 +61,7 @@ describe('mlagent env serve', () => {
       [['--idle-timeout', 'soon'], /--idle-timeout must be a number of seconds > 0, got 'soon'/],
       [['--helper-url', 'http://x'], /--helper-url and --helper-model go together/],
       [['--task', 'house-prices'], /Unknown option '--task'/],
+      [['--host', '0.0.0.0'], /--host 0\.0\.0\.0 can be reached from other machines; set MLAGENT_ENV_TOKEN to a secret first/],
     ] as const) {
       const r = await mlagent('env', 'serve', ...args);
       expect(r.code, r.stderr).toBe(2);

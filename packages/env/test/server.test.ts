@@ -225,6 +225,23 @@ describe('EnvServer', () => {
     }
   });
 
+  it('with a token, refuses every request without it (401), before reading anything', async () => {
+    const server = await serve({ token: 's3cret' });
+    try {
+      for (const headers of [{}, { authorization: 'Bearer wrong' }, { authorization: 's3cret' }] as Record<string, string>[]) {
+        const r = await fetch(`${server.url}/v1/episodes`, { method: 'POST', headers, body: JSON.stringify({ task: 'tiny' }) });
+        expect(r.status).toBe(401);
+        expect(((await r.json()) as { error: { type: string } }).error.type).toBe('unauthorized');
+      }
+      expect(server.openEpisodes).toBe(0);
+      const ok = await fetch(`${server.url}/v1/health`, { headers: { authorization: 'Bearer s3cret' } });
+      expect(ok.status).toBe(200);
+      await expect(EnvServer.listen({ episode: { store: new SnapshotStore(path.join(fx.root, 'store')) }, token: '' })).rejects.toThrow(/token must be a non-empty string/);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('refuses a second request while a step runs; an idle episode is closed; close() waits for the step', async () => {
     writeFileSync(path.join(fx.task.envDir, 'slow.py'), 'import time\ntime.sleep(1.5)\nprint("slept")\n');
     const server = await serve({ idleTimeoutSec: 0.4 });
@@ -260,10 +277,10 @@ describe('EnvServer', () => {
     expect(block, 'the README has its python-client-example block').not.toBeNull();
     const script = path.join(fx.root, 'client.py');
     writeFileSync(script, block![1]);
-    const server = await serve();
+    const server = await serve({ token: 's3cret' });
     try {
       const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-        const child = spawn('/usr/bin/python3', [script], { env: { ...process.env, MLAGENT_ENV_URL: server.url, MLAGENT_TASK: 'tiny' } });
+        const child = spawn('/usr/bin/python3', [script], { env: { ...process.env, MLAGENT_ENV_URL: server.url, MLAGENT_TASK: 'tiny', MLAGENT_ENV_TOKEN: 's3cret' } });
         let stdout = '';
         let stderr = '';
         child.stdout.on('data', (c: Buffer) => (stdout += c));

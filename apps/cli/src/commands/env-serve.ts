@@ -1,7 +1,7 @@
 // mlagent env serve: the env's HTTP server (EnvServer) in the foreground until Ctrl-C.
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
-import { EnvServer, SandboxPool, SnapshotStore, mlagentHome } from '@mlagent/env';
+import { EnvServer, SandboxPool, SnapshotStore, availableIsolation, mlagentHome } from '@mlagent/env';
 import { CommandFailedError, UsageError, parse } from '../args.js';
 import { helperFromArgs } from '../helper-args.js';
 
@@ -10,8 +10,9 @@ export const envServeUsage = `mlagent env serve [--port N] [--host H] [--store D
   Serves episodes of the registered tasks as JSON over HTTP, for an agent or an RL trainer in any language:
   POST /v1/episodes {"task"}, then POST /v1/episodes/ID/step {"response"} answers with the step's result, its
   reward and the next turn's messages (the API and a Python client: packages/env/README.md, "HTTP server").
-  --port (default 8765; 0 picks a free one) and --host (default 127.0.0.1: there is no authentication, and a
-  client runs code in the sandbox); --max-episodes open at once (default 16); an episode without a request for
+  --port (default 8765; 0 picks a free one) and --host (default 127.0.0.1; a client runs code in the sandbox, so
+  another address needs $MLAGENT_ENV_TOKEN, a secret every request then sends as Authorization: Bearer TOKEN);
+  --max-episodes open at once (default 16); an episode without a request for
   --idle-timeout seconds (default 1800) is closed; --concurrency Execute Script runs at once (default the CPUs);
   --store, --max-steps and the helper model as for env run. Ctrl-C lets running steps finish, then closes every
   episode (a second Ctrl-C exits at once).`;
@@ -35,6 +36,10 @@ function integer(name: string, raw: string | undefined, min: number, max = Numbe
   return n;
 }
 
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127(\.\d{1,3}){3}$/.test(host);
+}
+
 export async function envServeCommand(argv: string[]): Promise<void> {
   const { values: v } = parse('env serve', argv, OPTIONS);
   const port = integer('port', v.port, 0, 65535)!;
@@ -45,19 +50,26 @@ export async function envServeCommand(argv: string[]): Promise<void> {
   if (v['idle-timeout']!.trim() === '' || !(idle > 0) || !Number.isFinite(idle)) throw new UsageError(`env serve: --idle-timeout must be a number of seconds > 0, got '${v['idle-timeout']}'`);
   if (v.store === '') throw new UsageError('env serve: --store must name a directory, got an empty string');
   if (v.host!.trim() === '') throw new UsageError('env serve: --host must name an address, got an empty string');
+  const token = process.env.MLAGENT_ENV_TOKEN || undefined;
+  // Anyone who reaches the server runs code in the sandbox and reads hidden scores: beyond this machine, only with a token.
+  if (token === undefined && !isLoopback(v.host!))
+    throw new UsageError(`env serve: --host ${v.host} can be reached from other machines; set MLAGENT_ENV_TOKEN to a secret first (clients then send Authorization: Bearer TOKEN)`);
 
   const store = new SnapshotStore(v.store ?? path.join(mlagentHome(), 'states'));
   const helperLlm = helperFromArgs('env serve', v['helper-url'], v['helper-model']);
   let server: EnvServer;
   try {
     server = await EnvServer.listen(
-      { episode: { store, helperLlm, maxSteps, pool: new SandboxPool(concurrency) }, maxEpisodes, idleTimeoutSec: idle, log: (line) => process.stderr.write(`${line}\n`) },
+      { episode: { store, helperLlm, maxSteps, pool: new SandboxPool(concurrency) }, maxEpisodes, idleTimeoutSec: idle, token, log: (line) => process.stderr.write(`${line}\n`) },
       { port, host: v.host },
     );
   } catch (e) {
     throw new CommandFailedError(`env serve: cannot listen on ${v.host}:${port}: ${(e as Error).message}`);
   }
-  console.log(`listening on ${server.url} (store ${store.dir}; Ctrl-C stops)`);
+  // Without a network namespace the agent's scripts could call this server (list episodes, read their metrics).
+  if (!(await availableIsolation()).some((level) => level !== 'none'))
+    process.stderr.write('env serve: warning: the sandbox has no network namespace on this machine (isolation none), so code the agent runs can reach this server\n');
+  console.log(`listening on ${server.url} (store ${store.dir}${token ? '; requests need MLAGENT_ENV_TOKEN' : ''}; Ctrl-C stops)`);
   await new Promise<void>((resolve) => {
     let stopping = false;
     const stop = (signal: string) => {

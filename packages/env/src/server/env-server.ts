@@ -2,6 +2,7 @@
 // tasks step by step: start an episode, send the model's raw response, read the observation, the reward and the
 // next prompt. Everything a step does runs as in the TypeScript API (the sandbox, the hidden answers, the grader);
 // nothing a client sends can stop the server: every bad request is a JSON error naming what is wrong.
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { computeReward, type RewardConfig, type RewardResult } from '@mlagent/reward';
@@ -29,6 +30,11 @@ export interface EnvServerOptions {
   idleTimeoutSec?: number;
   /** The reward each step is scored with (default the paper's, v1). */
   reward?: Partial<RewardConfig>;
+  /**
+   * A secret every request must carry as `Authorization: Bearer TOKEN` (else 401); without one, anyone who can reach
+   * the server can run code in its sandbox and read the hidden scores.
+   */
+  token?: string;
   /** Largest request body (default 4 MiB). */
   maxBodyBytes?: number;
   log?: (line: string) => void;
@@ -61,6 +67,7 @@ export class EnvServer {
   /** Starts listening (default 127.0.0.1, a free port); `url` is where. */
   static async listen(options: EnvServerOptions, address: EnvServerAddress = {}): Promise<EnvServer> {
     if (!options?.episode?.store) throw new TypeError('EnvServer.listen: options.episode.store (a SnapshotStore) is required');
+    if (options.token !== undefined && (typeof options.token !== 'string' || options.token === '')) throw new TypeError('EnvServer.listen: options.token must be a non-empty string');
     const server = createServer();
     const env = new EnvServer(server, options);
     server.on('request', (req, res) => void env.handle(req, res));
@@ -95,6 +102,8 @@ export class EnvServer {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     try {
+      if (this.options.token !== undefined && !sameSecret(req.headers.authorization ?? '', `Bearer ${this.options.token}`))
+        throw new HttpError(401, 'unauthorized', 'this server needs the header Authorization: Bearer TOKEN, with the token it was started with');
       if (this.stopping) throw new HttpError(503, 'shutting_down', 'the server is stopping');
       let pathname: string;
       try {
@@ -236,6 +245,13 @@ async function registeredTask(name: string): Promise<PreparedTask> {
   const names = listTasks().tasks.map((t) => t.spec.name);
   if (!names.includes(name)) throw new Error(`no such task (the server's tasks: ${names.join(', ')})`);
   return prepareTask(name);
+}
+
+/** Compared in constant time, so response timings do not spell the token out. */
+function sameSecret(given: string, expected: string): boolean {
+  const a = createHash('sha256').update(given).digest();
+  const b = createHash('sha256').update(expected).digest();
+  return timingSafeEqual(a, b);
 }
 
 function describe(x: unknown): string {
