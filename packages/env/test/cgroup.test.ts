@@ -1,6 +1,8 @@
-import { existsSync, readdirSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, rmdirSync } from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { cgroupLayout, createRunCgroup } from '../src/sandbox/cgroup.js';
+import { cgroupLayout, createRunCgroup, sweepStaleCgroups } from '../src/sandbox/cgroup.js';
 
 function ourCgroups(dir: string): string[] {
   return existsSync(dir) ? readdirSync(dir).filter((n) => n.startsWith(`mlagent-sbx-${process.pid}-`)) : [];
@@ -27,5 +29,30 @@ describe('createRunCgroup', () => {
     expect(reasons).toHaveLength(1);
     expect(reasons[0]).toMatch(/pids\.max|EINVAL|invalid/i);
     expect(dirs.map(ourCgroups)).toEqual(dirs.map(() => []));
+  });
+
+  it("removes the empty cgroups of mlagent processes that are gone (a killed trainer's), and only those", async () => {
+    const layout = await cgroupLayout();
+    if (!layout) return; // no cgroups here: nothing is ever left behind
+    const bases = layout.version === 2 ? [layout.base] : [layout.memory, layout.pids];
+    const dead = spawnSync('/bin/true').pid;
+    const left = `mlagent-sbx-${dead}-1`;
+    const mine = `mlagent-sbx-${process.pid}-999999`;
+    const other = `not-mlagent-${dead}-1`;
+    for (const base of bases) for (const name of [left, mine, other]) mkdirSync(path.join(base, name));
+    try {
+      // Younger than a minute: a run of another PID namespace may have just made it. (Other stale cgroups of this
+      // machine may go too.)
+      expect(await sweepStaleCgroups(layout)).not.toContain(path.join(bases[0], left));
+      const removed = await sweepStaleCgroups(layout, 0);
+      expect(removed).toEqual(expect.arrayContaining(bases.map((b) => path.join(b, left))));
+      expect(removed.filter((d) => d.includes(mine) || d.includes(other))).toEqual([]);
+      for (const base of bases) {
+        expect(existsSync(path.join(base, left))).toBe(false);
+        expect(existsSync(path.join(base, mine)) && existsSync(path.join(base, other))).toBe(true);
+      }
+    } finally {
+      for (const base of bases) for (const name of [left, mine, other]) if (existsSync(path.join(base, name))) rmdirSync(path.join(base, name));
+    }
   });
 });

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fs, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { pidAlive } from './pid-alive.js';
 
 /**
  * A per-run cgroup holding the memory and pids limits. cgroup v2 is used when this process's cgroup can
@@ -24,10 +25,40 @@ type Layout = { version: 2; base: string } | { version: 1; memory: string; pids:
 let counter = 0;
 let layout: Promise<Layout | null> | undefined;
 
-/** Where per-run cgroups go, probed once per process by creating and removing a test cgroup. */
+/**
+ * Where per-run cgroups go, probed once per process by creating and removing a test cgroup. The probe also removes
+ * what killed trainers left there (sweepStaleCgroups).
+ */
 export function cgroupLayout(): Promise<Layout | null> {
-  layout ??= probe().catch(() => null);
+  layout ??= probe()
+    .then(async (l) => {
+      if (l) await sweepStaleCgroups(l).catch(() => undefined);
+      return l;
+    })
+    .catch(() => null);
   return layout;
+}
+
+const OURS = /^mlagent-(?:sbx|probe)-(\d+)-/;
+
+/**
+ * Removes the empty run cgroups of mlagent processes that are gone (a trainer killed mid-run cannot remove its own)
+ * and older than `minAgeMs`. Only rmdir: the kernel refuses a cgroup that still holds a process, and a process of
+ * another PID namespace that looks dead from here gets only its old, empty cgroups removed. Returns their paths.
+ */
+export async function sweepStaleCgroups(l: Layout, minAgeMs = 60_000): Promise<string[]> {
+  const removed: string[] = [];
+  for (const base of l.version === 2 ? [l.base] : [l.memory, l.pids]) {
+    for (const name of await fs.readdir(base).catch(() => [] as string[])) {
+      const m = OURS.exec(name);
+      if (!m || Number(m[1]) === process.pid || pidAlive(Number(m[1]))) continue;
+      const dir = path.join(base, name);
+      const stat = await fs.stat(dir).catch(() => null);
+      if (!stat?.isDirectory() || Date.now() - stat.mtimeMs < minAgeMs) continue;
+      if (await fs.rmdir(dir).then(() => true, () => false)) removed.push(dir);
+    }
+  }
+  return removed;
 }
 
 function ownCgroups(): Map<string, string> {
