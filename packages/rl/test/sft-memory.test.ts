@@ -52,6 +52,14 @@ describe('SFT memory check', () => {
     }
   });
 
+  it('refuses unreadable data before it makes the output directory', async () => {
+    const bad = join(newDir(), 'bad.jsonl');
+    writeFileSync(bad, '{"prompt": "x", "response"\n');
+    const out = join(newDir(), 'run');
+    await expect(sft({ modelDir, data: bad, out, config, progress: false, log: () => {} })).rejects.toThrow(/bad\.jsonl/);
+    expect(existsSync(out)).toBe(false);
+  });
+
   it('logs the estimate and trains where it fits', async () => {
     const gpu = await Gpu.create({ budgetBytes: 1024 * MiB });
     try {

@@ -100,7 +100,6 @@ export async function sft(options: SftOptions): Promise<SftResult> {
   const config = parseTrainConfig(options.config ?? {}, { source: '(sft options)' });
   const c = config.sft;
   const log = options.log ?? ((line: string) => process.stderr.write(line + '\n'));
-  makeDirs(options.out);
 
   // Data: tokenize every chat with assistant-only targets, drop what has no target left, split off eval.
   const tokenizer = QwenTokenizer.fromDir(options.modelDir);
@@ -134,6 +133,8 @@ export async function sft(options: SftOptions): Promise<SftResult> {
     throw new Error(`sft: the checkpoint ${checkpoint.dir} was made with other data, config or model; use a new output directory`);
   }
 
+  // Only now, so bad data or a refused resume leaves no empty output directory behind.
+  makeDirs(options.out);
   const ownGpu = !options.gpu && !options.model;
   const gpu = options.gpu ?? options.model?.gpu ?? (await Gpu.create());
   if (options.model && options.model.gpu !== gpu) throw new Error('sft: the given model lives on another GPU than the given gpu');
