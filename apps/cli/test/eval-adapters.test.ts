@@ -1,7 +1,7 @@
 // mlagent eval with several --adapter DIRs (and --with-base) on one model load: each policy's results match an
 // evaluation of that policy alone, the merged table names each, --resume reuses what finished, and bad
 // combinations are usage errors before any model loads.
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writePeftAdapter } from './peft-adapter.js';
@@ -80,6 +80,19 @@ describe('mlagent eval --adapter DIR --adapter DIR [--with-base]', () => {
     expect(refused.code).toBe(2);
     expect(refused.stderr).toMatch(/sft-adapter\/eval\.json already exists; use another --out \(or --force to replace it\)/);
   }, 240_000);
+
+  it("takes the policy's prompt settings from --config's ppo section, as mlagent train evaluates, unless given", async () => {
+    const config = path.join(tmp, 'train-config.json');
+    writeFileSync(config, JSON.stringify({ ppo: { compactPrompts: true, maxNewTokens: 5, historyWindow: 1, maxObservationChars: 300 } }));
+    const args = ['--model', model, '--adapter', sft, '--tasks', 'house-prices', '--trajectories', '1', '--max-steps', '2', '--config', config];
+    const settings = async (out: string, ...extra: string[]) => {
+      const r = await mlagent('eval', ...args, ...extra, '--out', out);
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(readFileSync(path.join(out, 'eval-run.json'), 'utf8')).settings as Record<string, unknown>;
+    };
+    expect(await settings(path.join(tmp, 'from-config'))).toMatchObject({ promptFormat: 'compact', maxNewTokens: 5, historyWindow: 1, maxObservationChars: 300 });
+    expect(await settings(path.join(tmp, 'given'), '--prompt-format', 'messages', '--max-new-tokens', '3')).toMatchObject({ promptFormat: 'messages', maxNewTokens: 3, historyWindow: 1 });
+  }, 120_000);
 
   it('refuses bad combinations before loading the model', async () => {
     const out = path.join(tmp, 'refused');

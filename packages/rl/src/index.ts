@@ -97,7 +97,7 @@ export { evalBatchFor, type EvalBatchOptions } from './eval/memory-check.js';
 export { evaluate, writeEvalResult, type EvaluateOptions, type EvalStepRecord, type StartEvalEpisode } from './eval/evaluate.js';
 export { EVAL_RUN_FILE, EVAL_TRAJECTORIES_FILE, evalComplete } from './eval/resume.js';
 export { expertAgent, endpointAgent, cutAtStop, roundSeed, DEFAULT_STOP_STRINGS, type EvalAgent, type AgentRequest, type AgentSetting, type ExpertAgentOptions, type EndpointAgentOptions } from './eval/agent.js';
-export { policyAgent, PROMPT_FORMATS, type PolicyAgent, type PolicyAgentOptions, type PolicyAgentStats, type PromptFormat } from './eval/policy-agent.js';
+export { policyAgent, policyChatFor, PROMPT_FORMATS, type PolicyAgent, type PolicyAgentOptions, type PolicyAgentStats, type PromptFormat } from './eval/policy-agent.js';
 export {
   aggregateTask,
   scoreTrajectory,

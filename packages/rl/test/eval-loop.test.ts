@@ -171,6 +171,26 @@ describe('the evaluation loop', () => {
     }
   });
 
+  it("starts episodes with the prompts' history window and observation cut, records them, and refuses a resume with others", async () => {
+    const out = mkdtempSync(path.join(tmpdir(), 'rl-eval-prompts-'));
+    try {
+      const seen: unknown[] = [];
+      const start: StartEvalEpisode = async (task, o) => {
+        seen.push([o.historyWindow, o.maxObservationChars]);
+        return startFake(task, o);
+      };
+      const opts = { tasks: fakePrepared('t-a'), trajectories: 2, maxSteps: 2, timeBudgetSec: 60, baselines, progress: false, startEpisode: start, out };
+      const abort = new AbortController();
+      await evaluate({ ...opts, agent: { ...recordingAgent(() => LIST), end: () => abort.abort() }, signal: abort.signal, prompts: { historyWindow: 1, maxObservationChars: 300 } });
+      expect(seen[0]).toEqual([1, 300]);
+      expect(JSON.parse(readFileSync(path.join(out, 'eval-run.json'), 'utf8')).settings).toEqual({ historyWindow: 1, maxObservationChars: 300 });
+      await expect(evaluate({ ...opts, agent: recordingAgent(() => LIST), resume: true, prompts: { historyWindow: 5, maxObservationChars: 300 } })).rejects.toThrow(/another historyWindow \(1 there, 5 now\)/);
+      await expect(evaluate({ ...opts, agent: recordingAgent(() => LIST), overwrite: true, prompts: { maxObservationChars: 0 } })).rejects.toThrow(/maxObservationChars must be a positive integer, got 0/);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+
   it('seeds each expert trajectory with the plan collection draws for the same seed and index', async () => {
     const plans = new Map<string, SeedPlan>();
     const scripted = new ScriptedExpert();

@@ -50,7 +50,10 @@ mlagent eval --compare FILE --compare FILE... [--out DIR] [--json]
   then also gets eval.json and eval.md with all of them side by side, as printed; --resume continues each
   evaluation and reuses the finished ones.
   Defaults come from the eval section of --config (else the built-in defaults): 8 trajectories, 10 steps, a
-  3600 s time budget per trajectory, temperature 0.7; --seed defaults to the config's. --concurrency defaults to
+  3600 s time budget per trajectory, temperature 0.7; --seed defaults to the config's. For the policy, so does
+  its ppo section: maxNewTokens (--max-new-tokens, default 1024), compactPrompts (--prompt-format compact; default
+  messages), historyWindow and maxObservationChars, so --config RUN/train-config.json evaluates an adapter with
+  the prompts mlagent train gave it. --concurrency defaults to
   every trajectory of every task at once for the policy (one batched generation a round, as mlagent train
   evaluates), and to 1 for an endpoint or the expert.
   The policy's prompts keep their last --max-prompt-tokens tokens (default: the config's ppo.maxPromptTokens, else
@@ -92,8 +95,8 @@ const OPTIONS = {
   'no-share': { type: 'boolean', default: false },
   seed: { type: 'string' },
   temperature: { type: 'string' },
-  'max-new-tokens': { type: 'string', default: '1024' },
-  'prompt-format': { type: 'string', default: 'messages' },
+  'max-new-tokens': { type: 'string' },
+  'prompt-format': { type: 'string' },
   'max-prompt-tokens': { type: 'string' },
   'memory-budget': { type: 'string' },
   name: { type: 'string' },
@@ -244,15 +247,17 @@ export async function evalCommand(argv: string[]): Promise<void> {
   const concurrencyArg = v.concurrency === undefined ? undefined : number('concurrency', v.concurrency, 1, { min: 1 });
   const seed = number('seed', v.seed, config.seed);
   const ideas = number('ideas', v.ideas, 10, { min: 1 });
-  const maxNewTokens = number('max-new-tokens', v['max-new-tokens'], 1024, { min: 1 });
+  const maxNewTokens = number('max-new-tokens', v['max-new-tokens'], config.ppo.maxNewTokens, { min: 1 });
   const maxPromptTokens = v['max-prompt-tokens'] === undefined ? config.ppo.maxPromptTokens : number('max-prompt-tokens', v['max-prompt-tokens'], 0, { min: 1 });
   const budgetGiB = numberArg(cmd, 'memory-budget', v['memory-budget'], { min: 0.000001 });
   const timeBudgetSec = number('time-budget', v['time-budget'], config.eval.timeBudget, { integer: false });
   const temperature = v.temperature === undefined ? config.eval.temperature : Number(v.temperature);
   if (!(temperature >= 0) || !Number.isFinite(temperature) || v.temperature?.trim() === '')
     throw new UsageError(`eval: --temperature must be a number >= 0 (0: greedy), got '${v.temperature}'`);
-  const promptFormat = v['prompt-format'] as PromptFormat;
+  const promptFormat = (v['prompt-format'] ?? (config.ppo.compactPrompts ? 'compact' : 'messages')) as PromptFormat;
   if (!PROMPT_FORMATS.includes(promptFormat)) throw new UsageError(`eval: --prompt-format must be one of ${PROMPT_FORMATS.join(', ')}, got '${v['prompt-format']}'`);
+  // The policy sees the past as it did in training (mlagent train's evaluation does the same).
+  const prompts = v.model === undefined ? undefined : { historyWindow: config.ppo.historyWindow, maxObservationChars: config.ppo.maxObservationChars };
   const taskSpecs = v.tasks !== undefined ? v.tasks.split(',').map((s) => s.trim()).filter((s) => s !== '') : typeof config.eval.tasks === 'string' ? [config.eval.tasks] : config.eval.tasks;
   if (v.tasks !== undefined && taskSpecs.length === 0) throw new UsageError('eval: --tasks names no task');
   const out = resolve(v.out ?? join('runs', `eval-${timestamp()}`));
@@ -322,7 +327,7 @@ export async function evalCommand(argv: string[]): Promise<void> {
       if (run.label !== undefined) process.stderr.write(`eval: ${run.label} (${results.length + 1} of ${runs.length}) into ${run.out}\n`);
       if (policy) policy.model.adapter = run.adapter ?? null;
       results.push(
-        await evaluate({ tasks, agent: run.agent, trajectories, maxSteps, timeBudgetSec, concurrency, shareIdenticalSteps: config.eval.shareIdenticalSteps && !v['no-share'], seed, out: run.out, overwrite: v.force, resume: v.resume, whenFinished: runs.length > 1 ? 'reuse' : 'refuse', signal: abort.signal, startEpisode: remote && ((task, o) => remote.start(task, o)) }),
+        await evaluate({ tasks, agent: run.agent, trajectories, maxSteps, timeBudgetSec, concurrency, shareIdenticalSteps: config.eval.shareIdenticalSteps && !v['no-share'], seed, prompts, out: run.out, overwrite: v.force, resume: v.resume, whenFinished: runs.length > 1 ? 'reuse' : 'refuse', signal: abort.signal, startEpisode: remote && ((task, o) => remote.start(task, o)) }),
       );
       process.stderr.write(`eval: wrote ${join(run.out, 'eval.json')} and ${join(run.out, 'eval.md')}\n`);
     }

@@ -66,6 +66,12 @@ export interface EvaluateOptions {
    * script; false runs every trajectory in its own episode.
    */
   shareIdenticalSteps?: boolean;
+  /**
+   * What the agent's prompts show of the past (EpisodeOptions.historyWindow, maxObservationChars; default the env's
+   * 5 steps and 10,000 characters): give the config's ppo values to evaluate a policy as it was trained.
+   * Recorded among the run's settings, so a resume must keep them.
+   */
+  prompts?: { historyWindow?: number; maxObservationChars?: number };
   /** For tests: how episodes are started (default Episode.start). */
   startEpisode?: StartEvalEpisode;
   /**
@@ -77,7 +83,7 @@ export interface EvaluateOptions {
 
 export type StartEvalEpisode = (
   task: PreparedTask,
-  options: { store: SnapshotStore; maxSteps: number; workRoot: string; helperLlm: HelperLlmConfig | null; pool?: SandboxPool; fromSnapshot?: string },
+  options: { store: SnapshotStore; maxSteps: number; workRoot: string; helperLlm: HelperLlmConfig | null; pool?: SandboxPool; fromSnapshot?: string; historyWindow?: number; maxObservationChars?: number },
 ) => Promise<CollectEpisode>;
 
 /** One line of eval-steps.jsonl. */
@@ -174,7 +180,10 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
 
   const out = options.out === undefined ? undefined : path.resolve(options.out);
   const share = options.shareIdenticalSteps ?? true;
-  const identity: EvalRunIdentity = { agent: agent.name, kind: agent.kind, detail: agent.detail, temperature: agent.temperature, tasks: names, trajectories, maxSteps, timeBudgetSec: options.timeBudgetSec, seed, shareIdenticalSteps: share, settings: { ...agent.settings } };
+  const prompts = Object.fromEntries(Object.entries(options.prompts ?? {}).filter(([, v]) => v !== undefined)) as { historyWindow?: number; maxObservationChars?: number };
+  if (prompts.historyWindow !== undefined && !(Number.isInteger(prompts.historyWindow) && prompts.historyWindow >= 0)) throw new RangeError(`eval: prompts.historyWindow must be an integer >= 0, got ${prompts.historyWindow}`);
+  if (prompts.maxObservationChars !== undefined && !(Number.isInteger(prompts.maxObservationChars) && prompts.maxObservationChars >= 1)) throw new RangeError(`eval: prompts.maxObservationChars must be a positive integer, got ${prompts.maxObservationChars}`);
+  const identity: EvalRunIdentity = { agent: agent.name, kind: agent.kind, detail: agent.detail, temperature: agent.temperature, tasks: names, trajectories, maxSteps, timeBudgetSec: options.timeBudgetSec, seed, shareIdenticalSteps: share, settings: { ...agent.settings, ...prompts } };
   const resuming = out !== undefined && !options.overwrite && options.resume === true && existsSync(path.join(out, EVAL_RUN_FILE));
   const finished = out && resuming ? readFinished(out).filter((t) => t.error === null) : [];
   if (out && !options.overwrite) {
@@ -218,7 +227,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
   makeDirs(workRoot);
   const start = options.startEpisode ?? defaultStart;
   const startedAt = new Date();
-  const episodeOptions = { store, maxSteps, workRoot, helperLlm: options.helperLlm ?? null, pool: options.pool };
+  const episodeOptions = { store, maxSteps, workRoot, helperLlm: options.helperLlm ?? null, pool: options.pool, ...prompts };
 
   const queue = options.tasks.flatMap((task) => Array.from({ length: trajectories }, (_, index) => ({ task, index }))).filter(({ task, index }) => !kept.has(trajectoryId(task.spec.name, index)));
   const total = options.tasks.length * trajectories;

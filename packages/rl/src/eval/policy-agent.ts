@@ -1,7 +1,7 @@
 // Our policy as an agent: each round's prompts are rendered with the policy's chat template and sampled in one
 // batched generate() call, stopping at the end of the turn or where the model starts writing the observation.
-import { defaultStopTokenIds, generate, type ChatTemplateName, type QwenModel, type QwenTokenizer } from '@mlagent/policy';
-import { keepPromptEnd } from '../train/prompt.js';
+import { defaultStopTokenIds, generate, type ChatMessage, type ChatTemplateName, type QwenModel, type QwenTokenizer } from '@mlagent/policy';
+import { keepPromptEnd, policyMessages } from '../train/prompt.js';
 import { DEFAULT_STOP_STRINGS, cutAtStop, type AgentRequest, type EvalAgent } from './agent.js';
 
 export interface PolicyAgentOptions {
@@ -15,9 +15,10 @@ export interface PolicyAgentOptions {
   /** Chat template (default 'ml-agent', the SFT template). */
   template?: ChatTemplateName;
   /**
-   * 'messages' (default): the episode's chat, turn by turn. 'compact': the same without the env's system message
-   * (the actions and the response format), for a policy trained that way. 'prompt': the episode's prompt() as one
-   * user message, the form of the per-step SFT export.
+   * 'messages' (default): the episode's chat, turn by turn. 'compact': the form of the config's ppo.compactPrompts,
+   * which SFT and RL train on: no env system message (the actions and the response format), and past assistant
+   * turns cut to their Action / Action Input. 'prompt': the episode's prompt() as one user message, the form of
+   * the per-step SFT export.
    */
   promptFormat?: PromptFormat;
   /** Longest response in tokens (default 1024). */
@@ -54,6 +55,12 @@ export interface PolicyAgent extends EvalAgent {
   readonly stats: PolicyAgentStats;
 }
 
+/** The chat the policy agent renders for a request in a prompt format (see PolicyAgentOptions.promptFormat). */
+export function policyChatFor(r: AgentRequest, promptFormat: PromptFormat): ChatMessage[] {
+  if (promptFormat === 'prompt') return [{ role: 'user', content: r.prompt }];
+  return policyMessages(r.turn.messages, promptFormat === 'compact');
+}
+
 export function policyAgent(options: PolicyAgentOptions): PolicyAgent {
   const { model, tokenizer } = options;
   const template = options.template ?? 'ml-agent';
@@ -72,13 +79,7 @@ export function policyAgent(options: PolicyAgentOptions): PolicyAgent {
   const stats: PolicyAgentStats = { responses: 0, cutAtLength: 0, truncatedPrompts: 0, generatedTokens: 0 };
 
   const encode = (r: AgentRequest): number[] => {
-    const chat =
-      promptFormat === 'prompt'
-        ? [{ role: 'user' as const, content: r.prompt }]
-        : promptFormat === 'compact'
-          ? r.turn.messages.filter((m) => m.role !== 'system')
-          : r.turn.messages;
-    const ids = tokenizer.encode(tokenizer.applyChatTemplate(chat, { template, addGenerationPrompt: true }));
+    const ids = tokenizer.encode(tokenizer.applyChatTemplate(policyChatFor(r, promptFormat), { template, addGenerationPrompt: true }));
     const room = maxContext - maxNewTokens;
     if (ids.length > room) stats.truncatedPrompts++;
     return keepPromptEnd(ids, room);
