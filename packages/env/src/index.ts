@@ -23,6 +23,7 @@ export {
 export type { ActionArgSpec, ActionArgsMap, ActionCall, ActionName, ActionSpec, ArgType } from './actions/schema.js';
 export { parseResponse } from './actions/parse.js';
 export { actionCallKey } from './actions/call-key.js';
+export { actionPart, compactMessages } from './actions/compact.js';
 export type { ParseError, ParseErrorKind, ParsedResponse, ParseOptions, ResponseFields } from './actions/parse.js';
 export { renderAction, renderActions, renderResponseFormat } from './actions/prompt.js';
 export type { RenderActionsOptions } from './actions/prompt.js';

@@ -7,6 +7,7 @@ import { request } from 'node:http';
 import { connect } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { compactMessages } from '../src/actions/compact.js';
 import { EnvServer } from '../src/server/env-server.js';
 import { SnapshotStore } from '../src/snapshots/store.js';
 import { makeFixtureTask, respond, trainScript, type Fixture } from './episode-fixture.js';
@@ -140,6 +141,24 @@ describe('EnvServer', () => {
     }
   }, 60_000);
 
+  it("promptFormat 'compact' shows the messages as compact-trained policies saw them in training", async () => {
+    const server = await serve();
+    try {
+      const full = (await call(server, 'POST', '/v1/episodes', { task: 'tiny' })).body;
+      const compact = (await call(server, 'POST', '/v1/episodes', { task: 'tiny', promptFormat: 'compact' })).body;
+      expect(full.messages[0].role).toBe('system');
+      expect(compact.messages).toEqual(full.messages.slice(1));
+      const response = respond('List Files', { dir_path: '.' }, 'look around first');
+      const a = await call(server, 'POST', `/v1/episodes/${full.id}/step`, { response });
+      const b = await call(server, 'POST', `/v1/episodes/${compact.id}/step`, { response });
+      expect(a.body.episode.messages.find((m: { role: string }) => m.role === 'assistant').content).toBe(response);
+      expect(b.body.episode.messages.find((m: { role: string }) => m.role === 'assistant').content).toBe('Action: List Files\nAction Input: {"dir_path":"."}');
+      expect(b.body.episode.messages).toEqual(compactMessages(a.body.episode.messages));
+    } finally {
+      await server.close();
+    }
+  }, 60_000);
+
   it('saves a state and starts a new episode from it', async () => {
     const server = await serve();
     try {
@@ -167,7 +186,8 @@ describe('EnvServer', () => {
         ['POST', '/v1/episodes', '{"task": ', 400, 'invalid_json', /not JSON/],
         ['POST', '/v1/episodes', [1], 400, 'invalid_request', /must be a JSON object/],
         ['POST', '/v1/episodes', {}, 400, 'invalid_request', /'task' must name a task .*got nothing/],
-        ['POST', '/v1/episodes', { task: 'tiny', max_steps: 3 }, 400, 'invalid_request', /unknown field 'max_steps' \(known: task, state, maxSteps, scoreEdits, snapshotSteps\)/],
+        ['POST', '/v1/episodes', { task: 'tiny', max_steps: 3 }, 400, 'invalid_request', /unknown field 'max_steps' \(known: task, state, maxSteps, scoreEdits, snapshotSteps, promptFormat\)/],
+        ['POST', '/v1/episodes', { task: 'tiny', promptFormat: 'prompt' }, 400, 'invalid_request', /'promptFormat' must be 'messages' or 'compact', got 'prompt'/],
         ['POST', '/v1/episodes', { task: 'tiny', snapshotSteps: 0 }, 400, 'invalid_request', /'snapshotSteps' must be true or false, got 0/],
         ['POST', '/v1/episodes', { task: 'tiny', maxSteps: 0 }, 400, 'invalid_request', /'maxSteps' must be a positive integer, got 0/],
         ['POST', '/v1/episodes', { task: 'tiny', scoreEdits: 'yes' }, 400, 'invalid_request', /'scoreEdits' must be true or false/],

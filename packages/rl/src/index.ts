@@ -115,7 +115,9 @@ export { trainPpo, type TrainPpoOptions, type TrainPpoResult, type PpoIterationI
 export { collectionEnv, type ActionEnv, type ActingEpisode, type CollectionEnvOptions } from './train/env.js';
 export { remoteEpisodes, type RemoteEpisodes, type RemoteExecution } from './train/remote.js';
 export { RolloutLog, readRollouts, ROLLOUTS_FILE, type RolloutGroup, type RolloutSample } from './train/rollouts.js';
-export { policyMessages, policyChat, actionPart, renderPrompt } from './train/prompt.js';
+export { policyMessages, policyChat, renderPrompt } from './train/prompt.js';
+// Moved to the env (the server's compact prompts); still exported here for existing callers.
+export { actionPart } from '@mlagent/env';
 export { sftChats, expertExamples } from './train/expert-chats.js';
 export { trainPipeline, taskNames, type TrainPipelineOptions, type TrainPipelineResult, type FormatProbeReport } from './train/pipeline.js';
 export { TrainInputError, TrainStoppedError } from './train/errors.js';

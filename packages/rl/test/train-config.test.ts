@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { defaultTrainConfig, parseTrainConfig } from '../src/config/train-config.js';
-import { actionPart, policyChat, policyMessages } from '../src/train/prompt.js';
+import { actionPart } from '@mlagent/env';
+import { policyChat, policyMessages } from '../src/train/prompt.js';
 
 // The fields the PPO loop and `mlagent train` added to the config, and the compact prompt form.
 describe('training-loop config fields', () => {

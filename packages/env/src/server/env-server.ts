@@ -6,6 +6,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { computeReward, type RewardConfig, type RewardResult } from '@mlagent/reward';
+import { compactMessages } from '../actions/compact.js';
 import { Episode } from '../episode/episode.js';
 import type { EpisodeOptions, StepResult } from '../episode/types.js';
 import { prepareTask } from '../tasks/prepare.js';
@@ -46,7 +47,7 @@ export interface EnvServerAddress {
   port?: number;
 }
 
-const EPISODE_FIELDS = ['task', 'state', 'maxSteps', 'scoreEdits', 'snapshotSteps'] as const;
+const EPISODE_FIELDS = ['task', 'state', 'maxSteps', 'scoreEdits', 'snapshotSteps', 'promptFormat'] as const;
 
 export class EnvServer {
   private readonly episodes: LiveEpisodes;
@@ -172,12 +173,14 @@ export class EnvServer {
 
   private async start(body: Record<string, unknown>): Promise<unknown> {
     onlyFields(body, EPISODE_FIELDS);
-    const { task: name, state, maxSteps, scoreEdits, snapshotSteps } = body;
+    const { task: name, state, maxSteps, scoreEdits, snapshotSteps, promptFormat } = body;
     if (typeof name !== 'string' || name === '') throw new HttpError(400, 'invalid_request', `'task' must name a task (GET /v1/tasks lists them), got ${describe(name)}`);
     if (state !== undefined && (typeof state !== 'string' || state === '')) throw new HttpError(400, 'invalid_request', `'state' must be a saved state's id (or a unique prefix), got ${describe(state)}`);
     if (maxSteps !== undefined && !(Number.isInteger(maxSteps) && (maxSteps as number) >= 1)) throw new HttpError(400, 'invalid_request', `'maxSteps' must be a positive integer, got ${describe(maxSteps)}`);
     for (const [field, value] of [['scoreEdits', scoreEdits], ['snapshotSteps', snapshotSteps]] as const)
       if (value !== undefined && typeof value !== 'boolean') throw new HttpError(400, 'invalid_request', `'${field}' must be true or false, got ${describe(value)}`);
+    if (promptFormat !== undefined && promptFormat !== 'messages' && promptFormat !== 'compact')
+      throw new HttpError(400, 'invalid_request', `'promptFormat' must be 'messages' or 'compact', got ${describe(promptFormat)}`);
     this.episodes.checkRoom();
     const task = await this.prepare(name);
     let episode: Episode;
@@ -198,7 +201,7 @@ export class EnvServer {
       this.episodes.checkRoom();
       throw new HttpError(503, 'shutting_down', 'the server is stopping');
     }
-    return this.view(this.episodes.add(episode));
+    return this.view(this.episodes.add(episode, promptFormat === 'compact'));
   }
 
   private prepare(name: string): Promise<PreparedTask> {
@@ -224,7 +227,7 @@ export class EnvServer {
       maxSteps: ep.maxSteps,
       done: ep.done,
       metric: ep.currentMetric,
-      ...(withPrompt ? { messages: ep.messages(), prompt: ep.prompt() } : {}),
+      ...(withPrompt ? { messages: live.compact ? compactMessages(ep.messages()) : ep.messages(), prompt: ep.prompt() } : {}),
     };
   }
 

@@ -11,6 +11,8 @@ export interface LiveEpisode {
   lastUsed: number;
   /** A step or snapshot is running. */
   busy: boolean;
+  /** Its messages are shown in the compact form (compactMessages). */
+  compact: boolean;
 }
 
 /** Why ids that are gone went, for a 404 that says more than "unknown" (the newest few hundred). */
@@ -47,8 +49,8 @@ export class LiveEpisodes {
       throw new HttpError(429, 'too_many_episodes', `${this.open.size} episodes are open, the server's limit (--max-episodes); close one (DELETE /v1/episodes/ID) first`);
   }
 
-  add(episode: Episode): LiveEpisode {
-    const live = { id: randomBytes(12).toString('hex'), episode, lastUsed: Date.now(), busy: false };
+  add(episode: Episode, compact = false): LiveEpisode {
+    const live = { id: randomBytes(12).toString('hex'), episode, lastUsed: Date.now(), busy: false, compact };
     this.open.set(live.id, live);
     return live;
   }

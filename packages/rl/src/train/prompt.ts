@@ -2,18 +2,13 @@
 // Compact mode (for tiny models, where every token costs a pass over the 152k-row LM head) leaves out the env's
 // long system message (the template's short one stands in) and keeps only the Action / Action Input part of
 // assistant turns. SFT data, RL rollouts and evaluation all go through these functions, so the stages agree.
+import { actionPart, compactMessages } from '@mlagent/env';
 import type { QwenTokenizer } from '@mlagent/policy';
 import type { ChatMessage } from '../experts/types.js';
 
-/** The "Action: ..." line and everything after it (the Action Input); the whole text when there is none. */
-export function actionPart(response: string): string {
-  const at = response.search(/(^|\n)Action:/);
-  return at < 0 ? response : response.slice(at).replace(/^\n/, '');
-}
-
+/** The compact form is the env's (compactMessages), so that clients of the env server can prompt the same way. */
 export function policyMessages(messages: readonly ChatMessage[], compact: boolean): ChatMessage[] {
-  if (!compact) return [...messages];
-  return messages.filter((m) => m.role !== 'system').map((m) => (m.role === 'assistant' ? { ...m, content: actionPart(m.content) } : m));
+  return compact ? compactMessages(messages) : [...messages];
 }
 
 /** A training chat: the state's messages and the response to learn. */
