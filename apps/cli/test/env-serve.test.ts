@@ -20,7 +20,7 @@ describe('mlagent env serve', () => {
   it('serves a built-in task until Ctrl-C, which closes the open episode and exits 0', async () => {
     const workRoot = path.join(tmp, 'ws');
     // TMPDIR moves the episodes' workspaces (os.tmpdir()/mlagent-ws) where the test can count them.
-    const child = spawn(process.execPath, [bin, 'env', 'serve', '--port', '0', '--store', path.join(tmp, 'store')], { env: { ...process.env, TMPDIR: workRoot } });
+    const child = spawn(process.execPath, [bin, 'env', 'serve', '--port', '0', '--store', path.join(tmp, 'store'), '--reward', 'v2'], { env: { ...process.env, TMPDIR: workRoot } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c));
@@ -43,7 +43,8 @@ describe('mlagent env serve', () => {
       expect(ep.status, JSON.stringify(ep.body)).toBe(201);
       const step = await json(`${url}/v1/episodes/${ep.body.id}/step`, 'POST', { response: 'Action: List Files\nAction Input: {"dir_path": "."}' });
       expect(step.body.result.observation).toContain('train.py');
-      expect(step.body.reward.reward).toBe(0.5);
+      // --reward v2: a neutral step scores 0 (v1's 0.5).
+      expect(step.body.reward).toEqual({ reward: 0, reason: 'neutral' });
       expect(readdirSync(path.join(workRoot, 'mlagent-ws'))).toHaveLength(1);
     } finally {
       child.kill('SIGINT');
@@ -61,6 +62,7 @@ describe('mlagent env serve', () => {
       [['--idle-timeout', 'soon'], /--idle-timeout must be a number of seconds > 0, got 'soon'/],
       [['--helper-url', 'http://x'], /--helper-url and --helper-model go together/],
       [['--task', 'house-prices'], /Unknown option '--task'/],
+      [['--reward', 'v3'], /--reward must be v1, v2 or milestones, got 'v3'/],
       [['--host', '0.0.0.0'], /--host 0\.0\.0\.0 can be reached from other machines; set MLAGENT_ENV_TOKEN to a secret first/],
     ] as const) {
       const r = await mlagent('env', 'serve', ...args);

@@ -159,6 +159,19 @@ describe('EnvServer', () => {
     }
   }, 60_000);
 
+  it("scores steps with the server's reward settings (v2: a neutral step is 0, a format error -1)", async () => {
+    const server = await serve({ reward: { variant: 'v2' } });
+    try {
+      const ep = (await call(server, 'POST', '/v1/episodes', { task: 'tiny' })).body;
+      const list = await call(server, 'POST', `/v1/episodes/${ep.id}/step`, { response: respond('List Files', { dir_path: '.' }) });
+      expect(list.body.reward).toEqual({ reward: 0, reason: 'neutral' });
+      const bad = await call(server, 'POST', `/v1/episodes/${ep.id}/step`, { response: 'no action' });
+      expect(bad.body.reward).toMatchObject({ reward: -1, reason: 'invalid-format' });
+    } finally {
+      await server.close();
+    }
+  });
+
   it('saves a state and starts a new episode from it', async () => {
     const server = await serve();
     try {

@@ -2,11 +2,12 @@
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { EnvServer, SandboxPool, SnapshotStore, availableIsolation, mlagentHome } from '@mlagent/env';
+import type { RewardVariant } from '@mlagent/reward';
 import { CommandFailedError, UsageError, parse } from '../args.js';
 import { helperFromArgs } from '../helper-args.js';
 
 export const envServeUsage = `mlagent env serve [--port N] [--host H] [--store DIR] [--max-steps N] [--max-episodes N] [--idle-timeout SEC]
-      [--concurrency C] [--helper-url URL --helper-model NAME]
+      [--concurrency C] [--reward v1|v2|milestones] [--helper-url URL --helper-model NAME]
   Serves episodes of the registered tasks as JSON over HTTP, for an agent or an RL trainer in any language:
   POST /v1/episodes {"task"}, then POST /v1/episodes/ID/step {"response"} answers with the step's result, its
   reward and the next turn's messages (the API and a Python client: packages/env/README.md, "HTTP server").
@@ -14,6 +15,7 @@ export const envServeUsage = `mlagent env serve [--port N] [--host H] [--store D
   another address needs $MLAGENT_ENV_TOKEN, a secret every request then sends as Authorization: Bearer TOKEN);
   --max-episodes open at once (default 16); an episode without a request for
   --idle-timeout seconds (default 1800) is closed; --concurrency Execute Script runs at once (default the CPUs);
+  --reward: the reward variant each step is scored with (default v1, the paper's; see @mlagent/reward);
   --store, --max-steps and the helper model as for env run. Ctrl-C lets running steps finish, then closes every
   episode (a second Ctrl-C exits at once).`;
 
@@ -25,6 +27,7 @@ const OPTIONS = {
   'max-episodes': { type: 'string', default: '16' },
   'idle-timeout': { type: 'string', default: '1800' },
   concurrency: { type: 'string' },
+  reward: { type: 'string', default: 'v1' },
   'helper-url': { type: 'string' },
   'helper-model': { type: 'string' },
 } as const;
@@ -49,6 +52,8 @@ export async function envServeCommand(argv: string[]): Promise<void> {
   const idle = Number(v['idle-timeout']);
   if (v['idle-timeout']!.trim() === '' || !(idle > 0) || !Number.isFinite(idle)) throw new UsageError(`env serve: --idle-timeout must be a number of seconds > 0, got '${v['idle-timeout']}'`);
   if (v.store === '') throw new UsageError('env serve: --store must name a directory, got an empty string');
+  const variant = v.reward as RewardVariant;
+  if (!['v1', 'v2', 'milestones'].includes(variant)) throw new UsageError(`env serve: --reward must be v1, v2 or milestones, got '${v.reward}'`);
   if (v.host!.trim() === '') throw new UsageError('env serve: --host must name an address, got an empty string');
   const token = process.env.MLAGENT_ENV_TOKEN || undefined;
   // Anyone who reaches the server runs code in the sandbox and reads hidden scores: beyond this machine, only with a token.
@@ -60,7 +65,7 @@ export async function envServeCommand(argv: string[]): Promise<void> {
   let server: EnvServer;
   try {
     server = await EnvServer.listen(
-      { episode: { store, helperLlm, maxSteps, pool: new SandboxPool(concurrency) }, maxEpisodes, idleTimeoutSec: idle, token, log: (line) => process.stderr.write(`${line}\n`) },
+      { episode: { store, helperLlm, maxSteps, pool: new SandboxPool(concurrency) }, maxEpisodes, idleTimeoutSec: idle, token, reward: { variant }, log: (line) => process.stderr.write(`${line}\n`) },
       { port, host: v.host },
     );
   } catch (e) {
