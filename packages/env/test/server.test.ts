@@ -18,6 +18,17 @@ beforeAll(() => {
 });
 afterAll(() => fx.cleanup());
 
+/** Runs `body` against a server opened with serve(extra), closed afterwards whatever happens; returns it closed. */
+async function withServer(extra: Partial<Parameters<typeof EnvServer.listen>[0]>, body: (server: EnvServer) => Promise<void>): Promise<EnvServer> {
+  const server = await serve(extra);
+  try {
+    await body(server);
+  } finally {
+    await server.close();
+  }
+  return server;
+}
+
 async function serve(extra: Partial<Parameters<typeof EnvServer.listen>[0]> = {}): Promise<EnvServer> {
   return EnvServer.listen({
     episode: { store: new SnapshotStore(path.join(fx.root, 'store')), workRoot: path.join(fx.root, 'ws') },
@@ -58,8 +69,7 @@ function call(server: EnvServer, method: string, route: string, body?: unknown):
 
 describe('EnvServer', () => {
   it('plays an episode over HTTP: observations, metrics and rewards as the TypeScript API gives them', async () => {
-    const server = await serve();
-    try {
+    await withServer({}, async (server) => {
       expect((await call(server, 'GET', '/v1/tasks')).body.tasks).toEqual([{ name: 'tiny', title: 'Tiny', modality: 'tabular-regression', split: 'held-in', metric: { name: 'mae', direction: 'minimize' }, baseline: 1, best: 0 }]);
       const started = await call(server, 'POST', '/v1/episodes', { task: 'tiny', maxSteps: 4 });
       expect(started.status).toBe(201);
@@ -99,14 +109,11 @@ describe('EnvServer', () => {
       expect(deleted.body).toMatchObject({ id: ep.id, step: 4, done: true, metric: 0, closed: true });
       expect(workspaces()).toEqual([]);
       expect((await call(server, 'GET', `/v1/episodes/${ep.id}`)).body.error).toEqual({ type: 'episode_not_found', message: `episode ${ep.id} was deleted` });
-    } finally {
-      await server.close();
-    }
+    });
   }, 60_000);
 
   it('plays several episodes at once, each in its own workspace', async () => {
-    const server = await serve();
-    try {
+    const closed = await withServer({}, async (server) => {
       // Predictions 1, 2 and 3 against answers of 1: MAE 0, 1 and 2, if no episode sees another's train.py.
       const preds = [1, 2, 3];
       const metrics = await Promise.all(
@@ -119,15 +126,12 @@ describe('EnvServer', () => {
       );
       expect(metrics).toEqual([0, 1, 2]);
       expect(server.openEpisodes).toBe(3);
-    } finally {
-      await server.close();
-    }
-    expect(server.openEpisodes).toBe(0);
+    });
+    expect(closed.openEpisodes).toBe(0);
   }, 60_000);
 
   it('scoreEdits: true runs an edited script at once, so the edit step gets the metric and the reward', async () => {
-    const server = await serve();
-    try {
+    await withServer({}, async (server) => {
       const ep = (await call(server, 'POST', '/v1/episodes', { task: 'tiny', scoreEdits: true })).body;
       const edit = await call(server, 'POST', `/v1/episodes/${ep.id}/step`, { response: respond('Write File', { file_name: 'train.py', content: trainScript(1) }) });
       expect(edit.body.result).toMatchObject({ action: 'Write File', metric: 0 });
@@ -136,14 +140,11 @@ describe('EnvServer', () => {
       const unscored = await call(server, 'POST', `/v1/episodes/${plain.id}/step`, { response: respond('Write File', { file_name: 'train.py', content: trainScript(1) }) });
       expect(unscored.body.result.metric).toBeNull();
       expect(unscored.body.reward).toEqual({ reward: 0.5, reason: 'neutral' });
-    } finally {
-      await server.close();
-    }
+    });
   }, 60_000);
 
   it("promptFormat 'compact' shows the messages as compact-trained policies saw them in training", async () => {
-    const server = await serve();
-    try {
+    await withServer({}, async (server) => {
       const full = (await call(server, 'POST', '/v1/episodes', { task: 'tiny' })).body;
       const compact = (await call(server, 'POST', '/v1/episodes', { task: 'tiny', promptFormat: 'compact' })).body;
       expect(full.messages[0].role).toBe('system');
@@ -154,27 +155,21 @@ describe('EnvServer', () => {
       expect(a.body.episode.messages.find((m: { role: string }) => m.role === 'assistant').content).toBe(response);
       expect(b.body.episode.messages.find((m: { role: string }) => m.role === 'assistant').content).toBe('Action: List Files\nAction Input: {"dir_path":"."}');
       expect(b.body.episode.messages).toEqual(compactMessages(a.body.episode.messages));
-    } finally {
-      await server.close();
-    }
+    });
   }, 60_000);
 
   it("scores steps with the server's reward settings (v2: a neutral step is 0, a format error -1)", async () => {
-    const server = await serve({ reward: { variant: 'v2' } });
-    try {
+    await withServer({ reward: { variant: 'v2' } }, async (server) => {
       const ep = (await call(server, 'POST', '/v1/episodes', { task: 'tiny' })).body;
       const list = await call(server, 'POST', `/v1/episodes/${ep.id}/step`, { response: respond('List Files', { dir_path: '.' }) });
       expect(list.body.reward).toEqual({ reward: 0, reason: 'neutral' });
       const bad = await call(server, 'POST', `/v1/episodes/${ep.id}/step`, { response: 'no action' });
       expect(bad.body.reward).toMatchObject({ reward: -1, reason: 'invalid-format' });
-    } finally {
-      await server.close();
-    }
+    });
   });
 
   it('saves a state and starts a new episode from it', async () => {
-    const server = await serve();
-    try {
+    await withServer({}, async (server) => {
       const ep = (await call(server, 'POST', '/v1/episodes', { task: 'tiny' })).body;
       await call(server, 'POST', `/v1/episodes/${ep.id}/step`, { response: respond('Write File', { file_name: 'notes.txt', content: 'kept' }) });
       const saved = await call(server, 'POST', `/v1/episodes/${ep.id}/snapshot`);
@@ -187,14 +182,11 @@ describe('EnvServer', () => {
       expect(read.body.result.snapshotId).toBeNull();
       expect(saved.body.state).not.toBeNull();
       expect((await call(server, 'GET', '/v1/episodes')).body.episodes.map((e: { id: string }) => e.id).sort()).toEqual([ep.id, resumed.id].sort());
-    } finally {
-      await server.close();
-    }
+    });
   }, 60_000);
 
   it('answers every bad request with a JSON error naming what is wrong, and keeps serving', async () => {
-    const server = await serve({ maxEpisodes: 1, maxBodyBytes: 1000 });
-    try {
+    await withServer({ maxEpisodes: 1, maxBodyBytes: 1000 }, async (server) => {
       const cases: [string, string, unknown, number, string, RegExp][] = [
         ['POST', '/v1/episodes', '{"task": ', 400, 'invalid_json', /not JSON/],
         ['POST', '/v1/episodes', [1], 400, 'invalid_request', /must be a JSON object/],
@@ -238,9 +230,7 @@ describe('EnvServer', () => {
       });
       expect(raw).toMatch(/^HTTP\/1\.1 400 [\s\S]*"type":"invalid_request","message":"cannot read the request's path/);
       expect((await call(server, 'GET', '/v1/health')).body).toEqual({ ok: true, episodes: 1, maxEpisodes: 1 });
-    } finally {
-      await server.close();
-    }
+    });
   }, 60_000);
 
   it("serves the registry's tasks by name only: a directory a client names is refused, its grader never run", async () => {
@@ -259,8 +249,7 @@ describe('EnvServer', () => {
   });
 
   it('with a token, refuses every request without it (401), before reading anything', async () => {
-    const server = await serve({ token: 's3cret' });
-    try {
+    await withServer({ token: 's3cret' }, async (server) => {
       for (const headers of [{}, { authorization: 'Bearer wrong' }, { authorization: 's3cret' }] as Record<string, string>[]) {
         const r = await fetch(`${server.url}/v1/episodes`, { method: 'POST', headers, body: JSON.stringify({ task: 'tiny' }) });
         expect(r.status).toBe(401);
@@ -270,15 +259,12 @@ describe('EnvServer', () => {
       const ok = await fetch(`${server.url}/v1/health`, { headers: { authorization: 'Bearer s3cret' } });
       expect(ok.status).toBe(200);
       await expect(EnvServer.listen({ episode: { store: new SnapshotStore(path.join(fx.root, 'store')) }, token: '' })).rejects.toThrow(/token must be a non-empty string/);
-    } finally {
-      await server.close();
-    }
+    });
   });
 
   it('refuses a second request while a step runs; an idle episode is closed; close() waits for the step', async () => {
     writeFileSync(path.join(fx.task.envDir, 'slow.py'), 'import time\ntime.sleep(1.5)\nprint("slept")\n');
-    const server = await serve({ idleTimeoutSec: 0.4 });
-    try {
+    await withServer({ idleTimeoutSec: 0.4 }, async (server) => {
       const ep = (await call(server, 'POST', '/v1/episodes', { task: 'tiny' })).body;
       const slow = call(server, 'POST', `/v1/episodes/${ep.id}/step`, { response: respond('Execute Script', { script_name: 'slow.py' }) });
       await new Promise((r) => setTimeout(r, 300));
@@ -299,9 +285,7 @@ describe('EnvServer', () => {
       await server.close();
       expect((await running).body.result.observation).toContain('slept');
       expect(server.openEpisodes).toBe(0);
-    } finally {
-      await server.close();
-    }
+    });
   }, 60_000);
 
   it("runs the README's Python client against it with Debian's python3", async () => {
@@ -310,8 +294,7 @@ describe('EnvServer', () => {
     expect(block, 'the README has its python-client-example block').not.toBeNull();
     const script = path.join(fx.root, 'client.py');
     writeFileSync(script, block![1]);
-    const server = await serve({ token: 's3cret' });
-    try {
+    await withServer({ token: 's3cret' }, async (server) => {
       const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
         const child = spawn('/usr/bin/python3', [script], { env: { ...process.env, MLAGENT_ENV_URL: server.url, MLAGENT_TASK: 'tiny', MLAGENT_ENV_TOKEN: 's3cret' } });
         let stdout = '';
@@ -323,8 +306,6 @@ describe('EnvServer', () => {
       expect(r.code, r.stderr).toBe(0);
       expect(r.stdout).toBe('step 1: List Files -> none, reward 0.5\nstep 2: Final Answer -> none, reward 0.5\nmetric: 1\n');
       expect(server.openEpisodes).toBe(0);
-    } finally {
-      await server.close();
-    }
+    });
   }, 60_000);
 });
