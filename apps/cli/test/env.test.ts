@@ -132,7 +132,7 @@ describe('mlagent env', () => {
   }, 60_000);
 
   it('rejects bad usage and bad input files with clear messages', () => {
-    expect(mlagent(['env']).stderr).toMatch(/env: expected 'run', 'shell' or 'serve', got nothing/);
+    expect(mlagent(['env']).stderr).toMatch(/env: expected 'run', 'shell', 'serve', 'states' or 'prune', got nothing/);
     expect(mlagent(['env', 'run', '--responses', 'x.jsonl']).stderr).toMatch(/--task NAME\|DIR is required/);
     expect(mlagent(['env', 'run', '--task', taskDir]).stderr).toMatch(/--responses FILE.jsonl is required/);
     const bad = path.join(root, 'bad.jsonl');

@@ -37,6 +37,8 @@ export type { ReplayResult } from './episode/replay.js';
 export type { ChatTurn, EpisodeOptions, StepOutcome, StepResult } from './episode/types.js';
 export { SnapshotStore } from './snapshots/store.js';
 export type { HashCache, SnapshotStoreOptions, StateMeta } from './snapshots/store.js';
+export { BLOB_GRACE_MS } from './snapshots/maintenance.js';
+export type { ListStatesOptions, PruneOptions, PruneResult, StateSummary } from './snapshots/maintenance.js';
 export type { ManifestFile, StateManifest, StepRecord } from './snapshots/manifest.js';
 export type { HelperLlmConfig } from './helper-llm/client.js';
 // Scale-out: steps executed by BullMQ workers on Redis, or locally, behind one Executor interface (issue 7).

@@ -1,7 +1,7 @@
 // Scale-out through BullMQ: a real redis-server (AOF on) and worker processes; the same steps run through
 // LocalExecutor give the same results. Faults: a worker SIGKILLed mid-job, a poisoned job, a Redis restart,
 // job timeouts.
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { Job, Queue, QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -246,6 +246,10 @@ describe('RedisStates', () => {
       const m = await states.pull(b, id);
       expect(m).toEqual(await a.load(id));
       const trainHash = m.files.find((f) => f.path === 'train.py')!.hash;
+      expect((await b.readBlob(trainHash)).toString()).toBe(EXACT);
+      // A local copy that lost a blob (its cache pruned meanwhile) is completed from Redis, not handed out broken.
+      rmSync(b.blobPath(trainHash));
+      expect(await states.pull(b, id)).toEqual(m);
       expect((await b.readBlob(trainHash)).toString()).toBe(EXACT);
       await conn.set(`rs-test:blob:${trainHash}`, 'tampered');
       await expect(states.pull(new SnapshotStore(path.join(home, 'rs-c')), id)).rejects.toThrow(/blob .* is corrupt/);

@@ -5,6 +5,7 @@ import { Episode, mlagentHome, prepareTask, SnapshotStore, type EpisodeOptions, 
 import { UsageError, parse } from '../args.js';
 import { helperFromArgs } from '../helper-args.js';
 import { envServeCommand, envServeUsage } from './env-serve.js';
+import { envStatesCommand, envStatesUsage } from './env-states.js';
 
 export const envUsage = `mlagent env run|shell --task NAME|DIR [options]
   run   --responses FILE.jsonl [--json]: plays the responses (one {"response": "..."} per line) and prints each step
@@ -14,7 +15,8 @@ export const envUsage = `mlagent env run|shell --task NAME|DIR [options]
   --max-steps N        step limit (default 15)
   --helper-url URL --helper-model NAME   OpenAI-compatible helper model (key from $MLAGENT_HELPER_API_KEY);
                        without one, Understand File / the AI edits are off and Reflection echoes
-${envServeUsage}`;
+${envServeUsage}
+${envStatesUsage}`;
 
 const OPTIONS = {
   task: { type: 'string' },
@@ -170,7 +172,8 @@ async function shell(v: Values): Promise<void> {
 export async function envCommand(argv: string[]): Promise<void> {
   const [sub, ...rest] = argv;
   if (sub === 'serve') return envServeCommand(rest);
-  if (sub !== 'run' && sub !== 'shell') throw new UsageError(`env: expected 'run', 'shell' or 'serve', got ${sub === undefined ? 'nothing' : `'${sub}'`}\n${envUsage}`);
+  if (sub === 'states' || sub === 'prune') return envStatesCommand(sub, rest);
+  if (sub !== 'run' && sub !== 'shell') throw new UsageError(`env: expected 'run', 'shell', 'serve', 'states' or 'prune', got ${sub === undefined ? 'nothing' : `'${sub}'`}\n${envUsage}`);
   const { values } = parse(`env ${sub}`, rest, OPTIONS);
   if (!values.task) throw new UsageError(`env ${sub}: --task NAME|DIR is required\n${envUsage}`);
   if (sub === 'run') await run(values);

@@ -2,7 +2,6 @@
 // Keys are content hashes (`<prefix>:blob:<sha256>`, `<prefix>:state:<id>`), so uploads are idempotent and
 // every download is checked against its key. A state is uploaded after its blobs: a visible state is complete.
 import { createHash } from 'node:crypto';
-import { promises as fs } from 'node:fs';
 import type { Redis } from 'ioredis';
 import type { StateManifest } from '../snapshots/manifest.js';
 import type { SnapshotStore } from '../snapshots/store.js';
@@ -74,18 +73,15 @@ export class RedisStates {
 
   /** Makes state `id` available in the local store, downloading what it lacks. */
   async pull(store: SnapshotStore, id: string): Promise<StateManifest> {
+    // A local copy counts only with all its blobs: a cache pruned meanwhile (mlagent env prune) may lack some.
     const local = await store.load(id).catch(() => null);
-    if (local) return local;
+    if (local && (await Promise.all(blobsOf(local).map((h) => store.hasBlob(h)))).every(Boolean)) return local;
     const raw = await this.redis.getBuffer(this.stateKey(id));
     if (raw === null) throw new Error(`RedisStates: state ${id} is neither in ${store.dir} nor in Redis (expired, or never uploaded)`);
     if (sha256(raw) !== id) throw new Error(`RedisStates: state ${id} in Redis is corrupt (its content does not match its id)`);
     const manifest = JSON.parse(raw.toString('utf8')) as StateManifest;
     for (const h of blobsOf(manifest)) {
-      const have = await fs.access(store.blobPath(h)).then(
-        () => true,
-        () => false,
-      );
-      if (have) continue;
+      if (await store.hasBlob(h)) continue;
       const data = await this.redis.getBuffer(this.blobKey(h));
       if (data === null) throw new Error(`RedisStates: blob ${h} of state ${id} is missing from Redis`);
       if ((await store.putBlob(data)) !== h) throw new Error(`RedisStates: blob ${h} in Redis is corrupt (its content does not match its hash)`);

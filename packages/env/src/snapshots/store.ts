@@ -3,11 +3,12 @@
 //   <dir>/states/<id>.json               manifests; id = sha256 of the manifest's JSON
 // Every write goes to a temporary name and is renamed into place, so concurrent episodes can share a store.
 import { createHash } from 'node:crypto';
-import { constants as fsConstants, createReadStream, promises as fs, type BigIntStats } from 'node:fs';
+import { constants as fsConstants, createReadStream, promises as fs, type BigIntStats, type Stats } from 'node:fs';
 import path from 'node:path';
 import { makeDirs } from '../fs/make-dirs.js';
 import { MANIFEST_FORMAT, PUBLIC_DATA_TARGET, type ManifestFile, type StateManifest } from './manifest.js';
 import { actionCallKey } from '../actions/call-key.js';
+import { listStates, pruneStates, type ListStatesOptions, type PruneOptions, type PruneResult, type StateSummary } from './maintenance.js';
 
 export interface SnapshotStoreOptions {
   /** Files larger than this are left out of states (listed in `omitted`). Default 512 MiB. */
@@ -23,6 +24,7 @@ export type StateMeta = Pick<StateManifest, 'task' | 'parent' | 'step' | 'done' 
 const ID = /^[0-9a-f]{64}$/;
 const IN_MEMORY_BYTES = 64 * 2 ** 20;
 const COPY_BATCH = 32;
+const FRESH_MS = 60_000;
 
 function sha256(data: Buffer | string): string {
   return createHash('sha256').update(data).digest('hex');
@@ -75,6 +77,21 @@ async function exists(p: string): Promise<boolean> {
   );
 }
 
+/**
+ * The lstat of `p`, or null; a file older than a minute gets its time brought up to now, so a prune running
+ * beside this save sees it as in use (pruneStates' grace) until the state that names it is written.
+ */
+async function freshStat(p: string): Promise<Stats | null> {
+  const st = await fs.lstat(p).catch(() => null);
+  if (st && Date.now() - st.mtimeMs > FRESH_MS) {
+    const now = new Date();
+    await fs.utimes(p, now, now).catch(() => undefined); // another user's store: the grace then rests on its age
+  }
+  return st;
+}
+
+const existsFresh = async (p: string): Promise<boolean> => (await freshStat(p)) !== null;
+
 export class SnapshotStore {
   readonly dir: string;
   readonly maxFileBytes: number;
@@ -100,12 +117,18 @@ export class SnapshotStore {
   async putBlob(data: Buffer | string): Promise<string> {
     const hash = sha256(data);
     const dest = this.blobPath(hash);
-    if (await exists(dest)) return hash;
+    if (await existsFresh(dest)) return hash;
     await makeDirs(path.dirname(dest));
     const tmp = tmpName(path.dirname(dest));
     await fs.writeFile(tmp, data, { mode: 0o444 });
     await fs.rename(tmp, dest);
     return hash;
+  }
+
+  /** Whether blob `hash` is stored. It counts as in use from now on (a prune leaves it for an hour). */
+  async hasBlob(hash: string): Promise<boolean> {
+    if (!ID.test(hash)) throw new Error(`SnapshotStore: '${hash}' is not a blob hash`);
+    return existsFresh(this.blobPath(hash));
   }
 
   async readBlob(hash: string): Promise<Buffer> {
@@ -125,8 +148,8 @@ export class SnapshotStore {
     const hit = cache?.get(abs);
     const blobSize = (hash: string) => fs.lstat(this.blobPath(hash)).then((b) => b.size, () => null);
     if (hit && hit.key === key) {
-      const size = await blobSize(hit.hash);
-      if (size !== null) return { hash: hit.hash, size };
+      const blob = await freshStat(this.blobPath(hit.hash));
+      if (blob) return { hash: hit.hash, size: blob.size };
     }
     let hash: string;
     if (st.size <= BigInt(IN_MEMORY_BYTES)) {
@@ -134,7 +157,7 @@ export class SnapshotStore {
     } else {
       hash = await sha256File(abs);
       const dest = this.blobPath(hash);
-      if (!(await exists(dest))) {
+      if (!(await existsFresh(dest))) {
         await makeDirs(path.dirname(dest));
         const tmp = tmpName(path.dirname(dest));
         await fs.copyFile(abs, tmp, fsConstants.COPYFILE_FICLONE);
@@ -187,6 +210,8 @@ export class SnapshotStore {
       }
     };
     await walk('');
+    // The undo history names blobs of earlier states, which a prune may be about to drop.
+    for (const stack of Object.values(meta.undo)) for (const h of stack) if (h !== null) await existsFresh(this.blobPath(h));
     const manifest: StateManifest = {
       format: MANIFEST_FORMAT,
       task: meta.task,
@@ -209,7 +234,8 @@ export class SnapshotStore {
     const json = JSON.stringify(manifest);
     const id = sha256(json);
     const dest = this.statePath(id);
-    if (!(await exists(dest))) {
+    // Saved again (a resumed run, another episode reaching the same state): it counts as new for a prune by age.
+    if (!(await existsFresh(dest))) {
       await makeDirs(path.dirname(dest));
       const tmp = tmpName(path.dirname(dest));
       await fs.writeFile(tmp, json);
@@ -230,6 +256,19 @@ export class SnapshotStore {
       throw new Error(`SnapshotStore: the response does not make the action call of the last step of state ${id}, so that step's result is not its result`);
     }
     return this.save({ ...m, steps: [...m.steps.slice(0, -1), { ...last, response }] });
+  }
+
+  /** The states in the store, oldest first (a damaged manifest is listed with a `problem`). */
+  list(options: ListStatesOptions = {}): Promise<StateSummary[]> {
+    return listStates(this.dir, options);
+  }
+
+  /**
+   * Removes the states saved more than `olderThanMs` ago (but those in `keep`; only `task`'s, if given), then every
+   * blob no remaining state needs that has not been used for an hour, so episodes saving meanwhile are safe.
+   */
+  prune(options: PruneOptions): Promise<PruneResult> {
+    return pruneStates(this.dir, options);
   }
 
   /** Finds a state by its id or a unique prefix of at least 6 characters. */

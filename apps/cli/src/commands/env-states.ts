@@ -1,0 +1,120 @@
+// mlagent env states / env prune: what a snapshot store holds, and dropping old states from it. Stores only grow:
+// env run/serve save every step to $MLAGENT_HOME/states, a worker's cache keeps every state it ran.
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { mlagentHome, SnapshotStore, type PruneResult, type StateSummary } from '@mlagent/env';
+import { UsageError, parse } from '../args.js';
+
+export const envStatesUsage = `mlagent env states [--store DIR] [--task NAME] [--json]
+    Lists the states saved in a snapshot store, oldest first: id, task, step, metric, when saved, files and their size.
+mlagent env prune --older-than AGE [--store DIR] [--task NAME] [--keep FILE]... [--dry-run] [--json]
+    Removes the states saved more than AGE ago (30m, 12h, 7d; 0: all), then every blob no remaining state needs
+    (files and undo history) that nothing has used for an hour, so episodes saving into the store meanwhile stay
+    whole. --keep FILE keeps every state whose id (64 hex digits) appears anywhere in FILE, so a collection's
+    steps.jsonl keeps its states pool. --task: only that task's states. --dry-run: report, remove nothing.
+    --store defaults to $MLAGENT_HOME/states (env run, shell and serve save there; a collection's is DIR/snapshots,
+    an evaluation's OUT/snapshots, a worker's $MLAGENT_HOME/worker-states).`;
+
+const OPTIONS = {
+  store: { type: 'string' },
+  task: { type: 'string' },
+  json: { type: 'boolean', default: false },
+  'older-than': { type: 'string' },
+  keep: { type: 'string', multiple: true },
+  'dry-run': { type: 'boolean', default: false },
+} as const;
+
+const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** "30m", "12h", "7d", "90s" or "0" as milliseconds. */
+export function parseAge(command: string, text: string): number {
+  if (text.trim() === '0') return 0;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$/.exec(text);
+  if (!m) throw new UsageError(`${command}: --older-than must be an age such as 90s, 30m, 12h or 7d (0: every state), got '${text}'`);
+  return Number(m[1]) * UNIT_MS[m[2]];
+}
+
+function openStore(command: string, dir: string | undefined): SnapshotStore {
+  if (dir === '') throw new UsageError(`${command}: --store must name a directory, got an empty string`);
+  const store = new SnapshotStore(dir ?? path.join(mlagentHome(), 'states'));
+  const which = dir === undefined ? `the default store ${store.dir} (env run, shell and serve save there)` : store.dir;
+  if (!existsSync(store.dir)) throw new UsageError(`${command}: ${which} does not exist`);
+  if (!statSync(store.dir).isDirectory()) throw new UsageError(`${command}: ${which} is not a directory`);
+  // A run or collection directory holds its store in snapshots/: pruning that by mistake would find nothing to keep.
+  if (!existsSync(path.join(store.dir, 'states')) && !existsSync(path.join(store.dir, 'blobs'))) {
+    const inner = path.join(store.dir, 'snapshots');
+    const hint = existsSync(path.join(inner, 'states')) ? ` (its snapshot store is ${inner})` : '';
+    throw new UsageError(`${command}: ${which} is not a snapshot store: it has no states/ or blobs/${hint}`);
+  }
+  return store;
+}
+
+/** Every state id in the --keep files; a file with none is refused (most likely the wrong file). */
+function keptIds(command: string, files: string[]): string[] {
+  const ids: string[] = [];
+  for (const file of files) {
+    if (file === '') throw new UsageError(`${command}: --keep must name a file, got an empty string`);
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new UsageError(`${command}: cannot read --keep ${file}: ${(e as Error).message}`);
+    }
+    const found = text.match(/(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])/g) ?? [];
+    if (found.length === 0) throw new UsageError(`${command}: --keep ${file} holds no state id (64 hex digits)`);
+    ids.push(...found);
+  }
+  return ids;
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 2 ** 20).toFixed(bytes < 2 ** 20 ? 3 : 1)} MiB`;
+}
+
+function stateLine(s: StateSummary): string {
+  if (s.problem) return `${s.id.slice(0, 12)}  damaged: ${s.problem}`;
+  const metric = s.metric === null ? '-' : String(s.metric);
+  return [s.id.slice(0, 12), s.task, `step ${s.step}${s.done ? ' (done)' : ''}`, `metric ${metric}`, s.savedAt.replace(/\.\d+Z$/, 'Z'), `${s.files} files`, mib(s.bytes)].join('  ');
+}
+
+async function states(rest: string[]): Promise<void> {
+  const { values: v } = parse('env states', rest, OPTIONS);
+  for (const flag of ['older-than', 'keep', 'dry-run'] as const) {
+    if (v[flag] !== undefined && v[flag] !== false) throw new UsageError(`env states: --${flag} belongs to env prune\n${envStatesUsage}`);
+  }
+  if (v.task === '') throw new UsageError('env states: --task must name a task, got an empty string');
+  const store = openStore('env states', v.store);
+  const list = await store.list({ task: v.task });
+  if (v.json) {
+    process.stdout.write(`${JSON.stringify(list)}\n`);
+    return;
+  }
+  for (const s of list) process.stdout.write(`${stateLine(s)}\n`);
+  const damaged = list.filter((s) => s.problem).length;
+  process.stdout.write(`${list.length} state${list.length === 1 ? '' : 's'}${v.task ? ` of ${v.task}` : ''}${damaged ? ` (${damaged} damaged)` : ''} in ${store.dir}\n`);
+}
+
+function pruneText(r: PruneResult, dryRun: boolean): string {
+  const verb = dryRun ? 'would remove' : 'removed';
+  return (
+    `${verb} ${r.removed.length} state${r.removed.length === 1 ? '' : 's'} (${r.statesKept} kept) and ${r.blobsRemoved} blob${r.blobsRemoved === 1 ? '' : 's'}, ` +
+    `${dryRun ? 'freeing' : 'freed'} ${mib(r.bytesFreed)}; ${r.blobsKept} blobs (${mib(r.blobBytesKept)}) ${dryRun ? 'would stay' : 'stay'}\n`
+  );
+}
+
+async function prune(rest: string[]): Promise<void> {
+  const { values: v } = parse('env prune', rest, OPTIONS);
+  if (v['older-than'] === undefined) throw new UsageError(`env prune: --older-than AGE is required (0 removes every state)\n${envStatesUsage}`);
+  const olderThanMs = parseAge('env prune', v['older-than']);
+  if (v.task === '') throw new UsageError('env prune: --task must name a task, got an empty string');
+  const keep = keptIds('env prune', v.keep ?? []);
+  const store = openStore('env prune', v.store);
+  const dryRun = v['dry-run'];
+  const r = await store.prune({ olderThanMs, task: v.task, keep, dryRun });
+  process.stdout.write(v.json ? `${JSON.stringify({ dryRun, ...r })}\n` : pruneText(r, dryRun));
+}
+
+export async function envStatesCommand(sub: 'states' | 'prune', rest: string[]): Promise<void> {
+  if (sub === 'states') await states(rest);
+  else await prune(rest);
+}
