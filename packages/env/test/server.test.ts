@@ -185,6 +185,28 @@ describe('EnvServer', () => {
     });
   }, 60_000);
 
+  it('lists the store\'s states a page at a time, for a client to start episodes from; maxSteps is capped by the server\'s', async () => {
+    const store = new SnapshotStore(path.join(fx.root, 'store-listed'));
+    await withServer({ episode: { store, workRoot: path.join(fx.root, 'ws'), maxSteps: 3 } }, async (server) => {
+      expect((await call(server, 'GET', '/v1/states')).body).toEqual({ total: 0, offset: 0, states: [] });
+      const ep = (await call(server, 'POST', '/v1/episodes', { task: 'tiny' })).body;
+      expect(ep.maxSteps).toBe(3);
+      for (const name of ['a.txt', 'b.txt']) await call(server, 'POST', `/v1/episodes/${ep.id}/step`, { response: respond('Write File', { file_name: name, content: name }) });
+      const all = (await call(server, 'GET', '/v1/states')).body;
+      expect(all).toEqual({ total: all.states.length, offset: 0, states: await store.list() });
+      expect(all.states.map((s: { step: number }) => s.step).sort()).toEqual([0, 1, 2]); // its start, and each step
+      expect(all.states[0]).toMatchObject({ task: 'tiny', done: false });
+      const page = (await call(server, 'GET', '/v1/states?task=tiny&limit=1&offset=1')).body;
+      expect(page).toEqual({ total: 3, offset: 1, states: [all.states[1]] });
+      expect((await call(server, 'GET', '/v1/states?task=other')).body).toEqual({ total: 0, offset: 0, states: [] });
+      const second = all.states.find((s: { step: number }) => s.step === 2).id;
+      const from = (await call(server, 'POST', '/v1/episodes', { task: 'tiny', state: second, maxSteps: 3 })).body;
+      expect(from).toMatchObject({ step: 2, maxSteps: 3, done: false });
+      const over = await call(server, 'POST', '/v1/episodes', { task: 'tiny', maxSteps: 4 });
+      expect([over.status, over.body.error.message]).toEqual([400, "'maxSteps' must be an integer from 1 to 3 (the server's --max-steps), got 4"]);
+    });
+  }, 60_000);
+
   it('answers every bad request with a JSON error naming what is wrong, and keeps serving', async () => {
     await withServer({ maxEpisodes: 1, maxBodyBytes: 1000 }, async (server) => {
       const cases: [string, string, unknown, number, string, RegExp][] = [
@@ -194,7 +216,13 @@ describe('EnvServer', () => {
         ['POST', '/v1/episodes', { task: 'tiny', max_steps: 3 }, 400, 'invalid_request', /unknown field 'max_steps' \(known: task, state, maxSteps, scoreEdits, snapshotSteps, promptFormat\)/],
         ['POST', '/v1/episodes', { task: 'tiny', promptFormat: 'prompt' }, 400, 'invalid_request', /'promptFormat' must be 'messages' or 'compact', got 'prompt'/],
         ['POST', '/v1/episodes', { task: 'tiny', snapshotSteps: 0 }, 400, 'invalid_request', /'snapshotSteps' must be true or false, got 0/],
-        ['POST', '/v1/episodes', { task: 'tiny', maxSteps: 0 }, 400, 'invalid_request', /'maxSteps' must be a positive integer, got 0/],
+        ['POST', '/v1/episodes', { task: 'tiny', maxSteps: 0 }, 400, 'invalid_request', /'maxSteps' must be an integer from 1 to 15 \(the server's --max-steps\), got 0/],
+        ['POST', '/v1/episodes', { task: 'tiny', maxSteps: 16 }, 400, 'invalid_request', /'maxSteps' must be an integer from 1 to 15 .*got 16/],
+        ['GET', '/v1/states?limit=0', undefined, 400, 'invalid_request', /'limit' must be an integer from 1 to 10000, got '0'/],
+        ['GET', '/v1/states?offset=-1', undefined, 400, 'invalid_request', /'offset' must be an integer from 0 to 999999999, got '-1'/],
+        ['GET', '/v1/states?task=', undefined, 400, 'invalid_request', /'task' must name a task/],
+        ['GET', '/v1/states?tsk=tiny', undefined, 400, 'invalid_request', /unknown query parameter 'tsk' \(known: task, limit, offset\)/],
+        ['POST', '/v1/states', {}, 405, 'method_not_allowed', /\/v1\/states takes GET, not POST/],
         ['POST', '/v1/episodes', { task: 'tiny', scoreEdits: 'yes' }, 400, 'invalid_request', /'scoreEdits' must be true or false/],
         ['POST', '/v1/episodes', { task: 'nope' }, 400, 'unknown_task', /cannot load task 'nope': no task named 'nope'/],
         ['POST', '/v1/episodes', { task: 'tiny', state: 'ffffffffffff' }, 400, 'invalid_request', /cannot start an episode of 'tiny' from state ffffffffffff/],

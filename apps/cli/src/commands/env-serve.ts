@@ -16,8 +16,9 @@ export const envServeUsage = `mlagent env serve [--port N] [--host H] [--store D
   --max-episodes open at once (default 16); an episode without a request for
   --idle-timeout seconds (default 1800) is closed; --concurrency Execute Script runs at once (default the CPUs);
   --reward: the reward variant each step is scored with (default v1, the paper's; see @mlagent/reward);
-  --store, --max-steps and the helper model as for env run. Ctrl-C lets running steps finish, then closes every
-  episode (a second Ctrl-C exits at once).`;
+  --max-steps: the episodes' step limit (default 15), and the most a client's maxSteps may ask for;
+  --store and the helper model as for env run (GET /v1/states lists the store's states). Ctrl-C lets running
+  steps finish, then closes every episode (a second Ctrl-C exits at once).`;
 
 const OPTIONS = {
   port: { type: 'string', default: '8765' },

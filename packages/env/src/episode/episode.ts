@@ -18,7 +18,8 @@ import { createWorkspace } from '../tasks/workspace.js';
 import { removeDeep } from '../sandbox/disk-guard.js';
 import { defaultWorkRoot, hiddenPathsFor, makeWorkspaceDir } from './workspace.js';
 
-const DEFAULT_MAX_STEPS = 15;
+/** An episode's step limit when its options give none (the paper's expert trajectories: at most 15 steps). */
+export const DEFAULT_MAX_STEPS = 15;
 const DEFAULT_HISTORY_WINDOW = 5;
 const DEFAULT_MAX_OBSERVATION = 10_000;
 

@@ -7,12 +7,12 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { computeReward, type RewardConfig, type RewardResult } from '@mlagent/reward';
 import { compactMessages } from '../actions/compact.js';
-import { Episode } from '../episode/episode.js';
+import { DEFAULT_MAX_STEPS, Episode } from '../episode/episode.js';
 import type { EpisodeOptions, StepResult } from '../episode/types.js';
 import { prepareTask } from '../tasks/prepare.js';
 import { listTasks } from '../tasks/registry.js';
 import type { PreparedTask, TaskSpec } from '../tasks/types.js';
-import { HttpError, onlyFields, readJsonObject, sendError, sendJson } from './http-json.js';
+import { HttpError, answerClientError, cut, describe, onlyFields, readJsonObject, sendError, sendJson } from './http-json.js';
 import { LiveEpisodes, type LiveEpisode } from './live-episodes.js';
 
 export interface EnvServerOptions {
@@ -38,6 +38,12 @@ export interface EnvServerOptions {
   token?: string;
   /** Largest request body (default 4 MiB). */
   maxBodyBytes?: number;
+  /**
+   * How long a client may take to send a whole request, headers and body (default 60 s); a slower one gets 408 and
+   * its connection closed, so clients that never finish a request cannot hold connections open. A step's own run
+   * time does not count.
+   */
+  requestTimeoutSec?: number;
   log?: (line: string) => void;
 }
 
@@ -47,12 +53,14 @@ export interface EnvServerAddress {
   port?: number;
 }
 
+const MAX_STATES_PAGE = 10_000;
 const EPISODE_FIELDS = ['task', 'state', 'maxSteps', 'scoreEdits', 'snapshotSteps', 'promptFormat'] as const;
 
 export class EnvServer {
   private readonly episodes: LiveEpisodes;
   private readonly prepared = new Map<string, Promise<PreparedTask>>();
   private stopping = false;
+  private closing: Promise<void> | undefined;
 
   private constructor(
     private readonly server: Server,
@@ -69,9 +77,24 @@ export class EnvServer {
   static async listen(options: EnvServerOptions, address: EnvServerAddress = {}): Promise<EnvServer> {
     if (!options?.episode?.store) throw new TypeError('EnvServer.listen: options.episode.store (a SnapshotStore) is required');
     if (options.token !== undefined && (typeof options.token !== 'string' || options.token === '')) throw new TypeError('EnvServer.listen: options.token must be a non-empty string');
-    const server = createServer();
+    // NaN would compare false with every size, and no body would be too large.
+    if (options.maxBodyBytes !== undefined && !(Number.isInteger(options.maxBodyBytes) && options.maxBodyBytes > 0))
+      throw new RangeError(`EnvServer: maxBodyBytes must be a positive integer, got ${options.maxBodyBytes}`);
+    const requestTimeout = Math.ceil((options.requestTimeoutSec ?? 60) * 1000);
+    if (!(requestTimeout > 0) || !Number.isFinite(requestTimeout)) throw new RangeError(`EnvServer: requestTimeoutSec must be a positive number of seconds, got ${options.requestTimeoutSec}`);
+    // node's defaults give a request 300 s to arrive; node checks its deadlines every connectionsCheckingInterval.
+    const server = createServer({
+      requestTimeout,
+      headersTimeout: Math.min(requestTimeout, 60_000),
+      connectionsCheckingInterval: Math.max(10, Math.min(Math.ceil(requestTimeout / 4), 30_000)),
+    });
     const env = new EnvServer(server, options);
     server.on('request', (req, res) => void env.handle(req, res));
+    server.on('clientError', answerClientError);
+    // Without a listener node answers an Expect other than 100-continue with an empty 417.
+    server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) =>
+      sendError(res, new HttpError(417, 'expectation_failed', `this server takes no Expect but 100-continue, got ${describe(req.headers.expect, 100)}`)),
+    );
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(address.port ?? 0, address.host ?? '127.0.0.1', () => {
@@ -92,8 +115,13 @@ export class EnvServer {
   }
 
   /** Refuses new requests (503), lets running steps finish, closes every episode, then stops listening. */
-  async close(): Promise<void> {
-    if (this.stopping) return;
+  close(): Promise<void> {
+    // A second call waits for the first one's work too.
+    this.closing ??= this.stop();
+    return this.closing;
+  }
+
+  private async stop(): Promise<void> {
     this.stopping = true;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     await this.episodes.closeAll('closed: the server stopped');
@@ -103,16 +131,18 @@ export class EnvServer {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     try {
-      if (this.options.token !== undefined && !sameSecret(req.headers.authorization ?? '', `Bearer ${this.options.token}`))
-        throw new HttpError(401, 'unauthorized', 'this server needs the header Authorization: Bearer TOKEN, with the token it was started with');
+      if (this.options.token !== undefined && !sameSecret(bearerToken(req.headers.authorization), this.options.token))
+        throw new HttpError(401, 'unauthorized', 'this server needs the header Authorization: Bearer TOKEN, with the token it was started with', { 'www-authenticate': 'Bearer' });
       if (this.stopping) throw new HttpError(503, 'shutting_down', 'the server is stopping');
-      let pathname: string;
+      let url: URL;
       try {
-        pathname = new URL(req.url ?? '/', 'http://server').pathname;
+        const target = req.url ?? '/';
+        // Relative to a base, '//v1/health' would read as a host 'v1' and a path '/health'.
+        url = target.startsWith('/') ? new URL(`http://server${target}`) : new URL(target, 'http://server');
       } catch {
-        throw new HttpError(400, 'invalid_request', `cannot read the request's path ${JSON.stringify(req.url)}`);
+        throw new HttpError(400, 'invalid_request', `cannot read the request's path ${describe(req.url, 300)}`);
       }
-      const [status, body] = await this.route(req, pathname.replace(/\/+$/, '') || '/');
+      const [status, body] = await this.route(req, url.pathname.replace(/\/+$/, '') || '/', url.searchParams);
       sendJson(res, status, body);
     } catch (e) {
       if (e instanceof HttpError) sendError(res, e);
@@ -123,10 +153,10 @@ export class EnvServer {
     }
   }
 
-  private async route(req: IncomingMessage, path: string): Promise<[number, unknown]> {
+  private async route(req: IncomingMessage, path: string, query: URLSearchParams): Promise<[number, unknown]> {
     const method = req.method ?? 'GET';
     const allow = (methods: string[]) => {
-      if (!methods.includes(method)) throw new HttpError(405, 'method_not_allowed', `${path} takes ${methods.join(' or ')}, not ${method}`);
+      if (!methods.includes(method)) throw new HttpError(405, 'method_not_allowed', `${path} takes ${methods.join(' or ')}, not ${method}`, { allow: methods.join(', ') });
     };
     if (path === '/v1/health') {
       allow(['GET']);
@@ -137,17 +167,22 @@ export class EnvServer {
       const specs = this.options.tasks ? this.options.tasks() : listTasks().tasks.map((t) => t.spec);
       return [200, { tasks: specs.map(({ name, title, modality, split, metric, baseline, best }) => ({ name, title, modality, split, metric, baseline, best })) }];
     }
+    if (path === '/v1/states') {
+      allow(['GET']);
+      return [200, await this.states(query)];
+    }
     if (path === '/v1/episodes') {
       allow(['GET', 'POST']);
       if (method === 'GET') return [200, { episodes: this.episodes.list().map((live) => ({ id: live.id, task: live.episode.task.spec.name, step: live.episode.stepIndex, done: live.episode.done, busy: live.busy })) }];
-      return [201, await this.start(await readJsonObject(req, this.maxBody))];
+      const body = await this.readBody(req);
+      return [201, await this.episodes.track(this.start(body, () => req.socket.destroyed || !req.socket.writable))];
     }
     const m = /^\/v1\/episodes\/([^/]+)(\/step|\/snapshot)?$/.exec(path);
-    if (!m) throw new HttpError(404, 'not_found', `no endpoint ${path} (GET /v1/tasks, POST /v1/episodes, POST /v1/episodes/ID/step, ...)`);
+    if (!m) throw new HttpError(404, 'not_found', `no endpoint ${cut(path, 300)} (GET /v1/tasks, POST /v1/episodes, POST /v1/episodes/ID/step, ...)`);
+    allow(m[2] ? ['POST'] : ['GET', 'DELETE']);
     const live = this.episodes.get(m[1]);
     if (m[2] === '/step') {
-      allow(['POST']);
-      const body = await readJsonObject(req, this.maxBody);
+      const body = await this.readBody(req);
       onlyFields(body, ['response']);
       if (typeof body.response !== 'string') throw new HttpError(400, 'invalid_request', `'response' must be the model's text (a string), got ${describe(body.response)}`);
       if (live.episode.done) throw new HttpError(409, 'episode_done', `episode ${live.id} is done after ${live.episode.stepIndex} steps; DELETE it, or start another`);
@@ -155,11 +190,9 @@ export class EnvServer {
       return [200, await this.episodes.exclusive(live, async () => this.stepView(live, await live.episode.step(response)))];
     }
     if (m[2] === '/snapshot') {
-      allow(['POST']);
-      onlyFields(await readJsonObject(req, this.maxBody), []);
+      onlyFields(await this.readBody(req), []);
       return [200, { state: await this.episodes.exclusive(live, () => live.episode.snapshot()) }];
     }
-    allow(['GET', 'DELETE']);
     if (method === 'GET') return [200, this.view(live)];
     if (live.busy) throw new HttpError(409, 'episode_busy', `episode ${live.id} is running a step; delete it when the step has answered`);
     const last = this.view(live, false);
@@ -167,41 +200,71 @@ export class EnvServer {
     return [200, { ...last, closed: true }];
   }
 
+  /** The store's states, oldest first, a page at a time: where a step-wise RL client draws its start states from. */
+  private async states(query: URLSearchParams): Promise<unknown> {
+    const unknown = [...new Set(query.keys())].filter((k) => !['task', 'limit', 'offset'].includes(k));
+    if (unknown.length > 0) throw new HttpError(400, 'invalid_request', `unknown query parameter${unknown.length > 1 ? 's' : ''} ${unknown.slice(0, 10).map((k) => describe(k, 60)).join(', ')} (known: task, limit, offset)`);
+    const count = (name: string, fallback: number, min: number, max: number): number => {
+      const text = query.get(name);
+      if (text === null) return fallback;
+      const n = /^\d{1,9}$/.test(text) ? Number(text) : NaN;
+      if (!(n >= min && n <= max)) throw new HttpError(400, 'invalid_request', `'${name}' must be an integer from ${min} to ${max}, got ${describe(text, 60)}`);
+      return n;
+    };
+    const limit = count('limit', 1000, 1, MAX_STATES_PAGE);
+    const offset = count('offset', 0, 0, 999_999_999);
+    const task = query.get('task') ?? undefined;
+    if (task === '') throw new HttpError(400, 'invalid_request', "'task' must name a task");
+    const all = await this.options.episode.store.list({ task });
+    return { total: all.length, offset, states: all.slice(offset, offset + limit) };
+  }
+
   private get maxBody(): number {
     return this.options.maxBodyBytes ?? 4 * 2 ** 20;
   }
 
-  private async start(body: Record<string, unknown>): Promise<unknown> {
+  /** The body; a server that began stopping while it arrived starts nothing more (close() waits only for work begun). */
+  private async readBody(req: IncomingMessage): Promise<Record<string, unknown>> {
+    const body = await readJsonObject(req, this.maxBody);
+    if (this.stopping) throw new HttpError(503, 'shutting_down', 'the server is stopping');
+    return body;
+  }
+
+  private async start(body: Record<string, unknown>, clientGone: () => boolean): Promise<unknown> {
     onlyFields(body, EPISODE_FIELDS);
     const { task: name, state, maxSteps, scoreEdits, snapshotSteps, promptFormat } = body;
     if (typeof name !== 'string' || name === '') throw new HttpError(400, 'invalid_request', `'task' must name a task (GET /v1/tasks lists them), got ${describe(name)}`);
     if (state !== undefined && (typeof state !== 'string' || state === '')) throw new HttpError(400, 'invalid_request', `'state' must be a saved state's id (or a unique prefix), got ${describe(state)}`);
-    if (maxSteps !== undefined && !(Number.isInteger(maxSteps) && (maxSteps as number) >= 1)) throw new HttpError(400, 'invalid_request', `'maxSteps' must be a positive integer, got ${describe(maxSteps)}`);
+    // The server's own limit is also the most a client may ask for: each step may run code for the task's time limit.
+    const ceiling = this.options.episode.maxSteps ?? DEFAULT_MAX_STEPS;
+    if (maxSteps !== undefined && !(Number.isInteger(maxSteps) && (maxSteps as number) >= 1 && (maxSteps as number) <= ceiling))
+      throw new HttpError(400, 'invalid_request', `'maxSteps' must be an integer from 1 to ${ceiling} (the server's --max-steps), got ${describe(maxSteps)}`);
     for (const [field, value] of [['scoreEdits', scoreEdits], ['snapshotSteps', snapshotSteps]] as const)
       if (value !== undefined && typeof value !== 'boolean') throw new HttpError(400, 'invalid_request', `'${field}' must be true or false, got ${describe(value)}`);
     if (promptFormat !== undefined && promptFormat !== 'messages' && promptFormat !== 'compact')
       throw new HttpError(400, 'invalid_request', `'promptFormat' must be 'messages' or 'compact', got ${describe(promptFormat)}`);
-    this.episodes.checkRoom();
-    const task = await this.prepare(name);
-    let episode: Episode;
-    try {
-      episode = await Episode.start(task, {
-        ...this.options.episode,
-        ...(maxSteps === undefined ? {} : { maxSteps: maxSteps as number }),
-        ...(scoreEdits === undefined ? {} : { runEditedScripts: scoreEdits as boolean }),
-        ...(snapshotSteps === undefined ? {} : { snapshotSteps: snapshotSteps as boolean }),
-        fromSnapshot: state as string | undefined,
-      });
-    } catch (e) {
-      throw new HttpError(400, 'invalid_request', `cannot start an episode of '${name}'${state ? ` from state ${state}` : ''}: ${(e as Error).message}`);
-    }
-    // Another request may have taken the last place while this one prepared the task.
-    if (this.episodes.size >= this.episodes.maxEpisodes || this.stopping) {
-      await episode.close();
-      this.episodes.checkRoom();
-      throw new HttpError(503, 'shutting_down', 'the server is stopping');
-    }
-    return this.view(this.episodes.add(episode, promptFormat === 'compact'));
+    return this.episodes.withPlace(async () => {
+      const task = await this.prepare(name);
+      let episode: Episode;
+      try {
+        episode = await Episode.start(task, {
+          ...this.options.episode,
+          ...(maxSteps === undefined ? {} : { maxSteps: maxSteps as number }),
+          ...(scoreEdits === undefined ? {} : { runEditedScripts: scoreEdits as boolean }),
+          ...(snapshotSteps === undefined ? {} : { snapshotSteps: snapshotSteps as boolean }),
+          fromSnapshot: state as string | undefined,
+        });
+      } catch (e) {
+        throw new HttpError(400, 'invalid_request', `cannot start an episode of ${describe(name, 100)}${state ? ` from state ${cut(state as string, 100)}` : ''}: ${cut((e as Error).message, 500)}`);
+      }
+      if (this.stopping || clientGone()) {
+        await episode.close();
+        if (this.stopping) throw new HttpError(503, 'shutting_down', 'the server is stopping');
+        // Nobody would learn its id: kept, it would hold a place and a workspace until the idle timeout.
+        throw new HttpError(400, 'request_aborted', 'the client closed the connection before the episode started');
+      }
+      return this.view(this.episodes.add(episode, promptFormat === 'compact'));
+    });
   }
 
   private prepare(name: string): Promise<PreparedTask> {
@@ -210,7 +273,7 @@ export class EnvServer {
       const prepare = this.options.prepare ?? registeredTask;
       task = prepare(name).catch((e: Error) => {
         this.prepared.delete(name);
-        throw new HttpError(400, 'unknown_task', `cannot load task '${name}': ${e.message}`);
+        throw new HttpError(400, 'unknown_task', `cannot load task ${describe(name, 100)}: ${cut(e.message, 500)}`);
       });
       this.prepared.set(name, task);
     }
@@ -250,14 +313,15 @@ async function registeredTask(name: string): Promise<PreparedTask> {
   return prepareTask(name);
 }
 
+/** The token of an `Authorization: Bearer TOKEN` header; the scheme's case and the spaces after it do not matter (RFC 9110). */
+function bearerToken(header: string | undefined): string {
+  const m = /^bearer +(.*)$/i.exec(header?.trim() ?? '');
+  return m ? m[1] : '';
+}
+
 /** Compared in constant time, so response timings do not spell the token out. */
 function sameSecret(given: string, expected: string): boolean {
   const a = createHash('sha256').update(given).digest();
   const b = createHash('sha256').update(expected).digest();
   return timingSafeEqual(a, b);
-}
-
-function describe(x: unknown): string {
-  if (x === undefined) return 'nothing';
-  return typeof x === 'string' ? `'${x}'` : JSON.stringify(x) ?? typeof x;
 }

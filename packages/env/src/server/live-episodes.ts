@@ -2,7 +2,7 @@
 // per episode, and episodes a client forgot closed after an idle time, so their workspaces do not pile up.
 import { randomBytes } from 'node:crypto';
 import type { Episode } from '../episode/episode.js';
-import { HttpError } from './http-json.js';
+import { HttpError, describe } from './http-json.js';
 
 export interface LiveEpisode {
   id: string;
@@ -22,6 +22,7 @@ export class LiveEpisodes {
   private readonly open = new Map<string, LiveEpisode>();
   private readonly closedWhy = new Map<string, string>();
   private readonly running = new Set<Promise<unknown>>();
+  private starting = 0;
   private sweeper: NodeJS.Timeout | undefined;
 
   constructor(
@@ -43,10 +44,23 @@ export class LiveEpisodes {
     return [...this.open.values()];
   }
 
-  /** Refuses a new episode while `maxEpisodes` are open (checked before a task is prepared or a workspace made). */
-  checkRoom(): void {
-    if (this.open.size >= this.maxEpisodes)
-      throw new HttpError(429, 'too_many_episodes', `${this.open.size} episodes are open, the server's limit (--max-episodes); close one (DELETE /v1/episodes/ID) first`);
+  /**
+   * Runs `work`, which starts an episode and adds it, holding a place meanwhile: episodes being started count
+   * against `maxEpisodes` too, so a burst of requests cannot make more workspaces than that at once.
+   */
+  async withPlace<T>(work: () => Promise<T>): Promise<T> {
+    if (this.open.size + this.starting >= this.maxEpisodes)
+      throw new HttpError(
+        429,
+        'too_many_episodes',
+        `${this.open.size} episodes are open${this.starting > 0 ? ` and ${this.starting} starting` : ''}, the server's limit (--max-episodes); close one (DELETE /v1/episodes/ID) first`,
+      );
+    this.starting++;
+    try {
+      return await work();
+    } finally {
+      this.starting--;
+    }
   }
 
   add(episode: Episode, compact = false): LiveEpisode {
@@ -57,23 +71,36 @@ export class LiveEpisodes {
 
   get(id: string): LiveEpisode {
     const live = this.open.get(id);
-    if (!live) throw new HttpError(404, 'episode_not_found', this.closedWhy.get(id) ?? `no episode '${id}' (POST /v1/episodes starts one)`);
+    if (!live) throw new HttpError(404, 'episode_not_found', this.closedWhy.get(id) ?? `no episode ${describe(id, 100)} (POST /v1/episodes starts one)`);
     live.lastUsed = Date.now();
     return live;
+  }
+
+  /** 404 for an episode closed since its request began (deleted, or idle, while the body was arriving). */
+  assertOpen(live: LiveEpisode): void {
+    if (this.open.get(live.id) !== live) this.get(live.id);
   }
 
   /** Runs `work` as the episode's only request; another one meanwhile is 409. */
   async exclusive<T>(live: LiveEpisode, work: () => Promise<T>): Promise<T> {
     if (live.busy) throw new HttpError(409, 'episode_busy', `episode ${live.id} is running a step; send the next request when it has answered`);
+    this.assertOpen(live);
     live.busy = true;
-    const run = work();
-    this.running.add(run);
     try {
-      return await run;
+      return await this.track(work());
     } finally {
-      this.running.delete(run);
       live.busy = false;
       live.lastUsed = Date.now();
+    }
+  }
+
+  /** Work closeAll waits for (a step, an episode being started), so none outlives the server's close(). */
+  async track<T>(work: Promise<T>): Promise<T> {
+    this.running.add(work);
+    try {
+      return await work;
+    } finally {
+      this.running.delete(work);
     }
   }
 
