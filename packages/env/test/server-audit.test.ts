@@ -195,6 +195,20 @@ describe('EnvServer against hostile clients', () => {
     });
   });
 
+  it('closes the connection after a 413: the unread rest of the body is not read as the next request', async () => {
+    await withServer({ maxBodyBytes: 1000 }, async (server) => {
+      const chunk = 'x'.repeat(3000);
+      // Chunked, so the size is only known once the body is over the limit.
+      const head = 'POST /v1/episodes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n';
+      const text = await raw(server, `${head}${chunk.length.toString(16)}\r\n${chunk}\r\n`, { later: `${chunk.length.toString(16)}\r\n${chunk}\r\n0\r\n\r\n`, gapMs: 50 });
+      expect(parseRaw(text).status).toBe(413);
+      expect(text.split('\r\n\r\n')[0]).toMatch(/\r\nconnection: close\r\n/i);
+      expect(text.match(/HTTP\/1\.1 /g)).toHaveLength(1);
+      const declared = await call(server, 'POST', '/v1/episodes', { task: 'tiny', pad: chunk });
+      expect([declared.status, declared.headers.get('connection')]).toEqual([413, 'close']);
+    });
+  });
+
   it('refuses a body that is not UTF-8 instead of changing the bytes', async () => {
     await withServer({}, async (server) => {
       const body = Buffer.concat([Buffer.from('{"task":"ti'), Buffer.from([0xff, 0xfe]), Buffer.from('ny"}')]);

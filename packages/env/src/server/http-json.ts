@@ -75,13 +75,15 @@ export function cut(text: string, max: number): string {
 /** The body parsed as a JSON object; an empty body is {}. Over `limit` bytes is 413, before it is all read. */
 export async function readJsonObject(req: IncomingMessage, limit: number): Promise<Record<string, unknown>> {
   const declared = Number(req.headers['content-length']);
-  if (declared > limit) throw new HttpError(413, 'body_too_large', `the request body is ${declared} bytes; the limit is ${limit}`);
+  // The rest of the body stays unread, so the connection cannot carry another request: it closes after the answer.
+  const closing = { connection: 'close' };
+  if (declared > limit) throw new HttpError(413, 'body_too_large', `the request body is ${declared} bytes; the limit is ${limit}`, closing);
   const chunks: Buffer[] = [];
   let size = 0;
   try {
     for await (const chunk of req as AsyncIterable<Buffer>) {
       size += chunk.length;
-      if (size > limit) throw new HttpError(413, 'body_too_large', `the request body is over the ${limit}-byte limit`);
+      if (size > limit) throw new HttpError(413, 'body_too_large', `the request body is over the ${limit}-byte limit`, closing);
       chunks.push(chunk);
     }
   } catch (e) {
