@@ -1,7 +1,7 @@
 // `mlagent worker`: argument errors, jobs from a RemoteExecutor, and a graceful SIGTERM that finishes the
 // running job. A real redis-server on a free port; the built CLI as the worker process.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, utimesSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -19,8 +19,8 @@ function execute(file: string): string {
   return `Thought: run it\nAction: Execute Script\nAction Input: {"script_name": "${file}"}`;
 }
 
-function startWorker(name: string): { child: ChildProcess; log: string[]; exited: Promise<number | null> } {
-  const child = spawn(process.execPath, [bin, 'worker', '--redis', url, '--queue', 'cli-q', '--name', name, '--store', path.join(home, name)], {
+function startWorker(name: string, extra: string[] = []): { child: ChildProcess; log: string[]; exited: Promise<number | null> } {
+  const child = spawn(process.execPath, [bin, 'worker', '--redis', url, '--queue', 'cli-q', '--name', name, '--store', path.join(home, name), ...extra], {
     env: { ...process.env, MLAGENT_HOME: home },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -67,7 +67,46 @@ describe('mlagent worker', () => {
     expect(r.stderr).toMatch(/--redis must be a redis:\/\/ or rediss:\/\/ URL/);
     r = await mlagent('worker', '--redis', 'redis://127.0.0.1:1', '--concurrency', '0');
     expect(r.stderr).toMatch(/--concurrency must be an integer >= 1, got '0'/);
+    r = await mlagent('worker', '--redis', 'redis://127.0.0.1:1', '--cache-max-age', '1 week');
+    expect(r.stderr).toMatch(/worker: --cache-max-age must be an age such as 90s, 30m, 12h or 7d \(or 'off'\), got '1 week'/);
+    r = await mlagent('worker', '--redis', 'redis://127.0.0.1:1', '--cache-max-age', '0');
+    expect(r.stderr).toMatch(/--cache-max-age 0 would prune states the running jobs just saved/);
   });
+
+  it('prunes its cache of states older than --cache-max-age; a --store given without it is left alone', async () => {
+    /** A store holding one state saved 3 h ago and one just now. */
+    const seed = async (dir: string): Promise<{ store: SnapshotStore; old: string; young: string }> => {
+      const store = new SnapshotStore(dir);
+      const save = async (text: string) => {
+        const hash = await store.putBlob(text);
+        const files = [{ path: 'train.py', hash, size: text.length, mode: 0o644 }];
+        return store.save({ format: 'mlagent-state/1', task: 'wtoy', parent: null, step: 0, done: false, metric: null, files, dirs: [], links: [], omitted: [], undo: {}, steps: [] });
+      };
+      const old = await save('old\n');
+      const young = await save('young\n');
+      const t = new Date(Date.now() - 3 * 3600_000);
+      utimesSync(path.join(dir, 'states', `${old}.json`), t, t);
+      utimesSync(store.blobPath((await store.load(old)).files[0].hash), t, t);
+      return { store, old, young };
+    };
+    const pruned = await seed(path.join(home, 'wp'));
+    const kept = await seed(path.join(home, 'wk'));
+    const a = startWorker('wp', ['--cache-max-age', '2h']);
+    const b = startWorker('wk');
+    try {
+      await until(() => a.log.some((l) => l.includes('cache: removed')), 'the cache prune');
+      expect(a.log.join('\n')).toMatch(/worker wp: cache: removed 1 state\(s\) older than 2h and 1 blob\(s\), [\d.]+ MiB freed/);
+      expect((await pruned.store.list()).map((s) => s.id)).toEqual([pruned.young]);
+      await until(() => b.log.some((l) => l.includes('waiting for jobs')), 'the second worker to start');
+      await new Promise((r) => setTimeout(r, 500));
+      expect((await kept.store.list()).map((s) => s.id).sort()).toEqual([kept.old, kept.young].sort());
+      expect(b.log.join('\n')).not.toMatch(/cache/);
+    } finally {
+      a.child.kill('SIGTERM');
+      b.child.kill('SIGTERM');
+      expect([await a.exited, await b.exited]).toEqual([0, 0]);
+    }
+  }, 60_000);
 
   it('executes steps for a RemoteExecutor and stops gracefully on SIGTERM after finishing its job', async () => {
     const a = startWorker('wa');

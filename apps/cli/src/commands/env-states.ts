@@ -27,10 +27,10 @@ const OPTIONS = {
 const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
 /** "30m", "12h", "7d", "90s" or "0" as milliseconds. */
-export function parseAge(command: string, text: string): number {
+export function parseAge(command: string, text: string, flag = '--older-than', also = '0: every state'): number {
   if (text.trim() === '0') return 0;
   const m = /^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$/.exec(text);
-  if (!m) throw new UsageError(`${command}: --older-than must be an age such as 90s, 30m, 12h or 7d (0: every state), got '${text}'`);
+  if (!m) throw new UsageError(`${command}: ${flag} must be an age such as 90s, 30m, 12h or 7d (${also}), got '${text}'`);
   return Number(m[1]) * UNIT_MS[m[2]];
 }
 

@@ -2,6 +2,7 @@ import path from 'node:path';
 import { DEFAULT_QUEUE, mlagentHome, SnapshotStore, startExecutionWorker } from '@mlagent/env';
 import { UsageError, parse } from '../args.js';
 import { helperFromArgs } from '../helper-args.js';
+import { parseAge } from './env-states.js';
 
 export const workerUsage = `mlagent worker --redis URL [--concurrency N] [--queue NAME] [--store DIR] [options]
   Executes env steps for RemoteExecutor clients: takes jobs from a BullMQ queue on Redis, restores each job's
@@ -18,6 +19,10 @@ export const workerUsage = `mlagent worker --redis URL [--concurrency N] [--queu
   --stalled-interval-ms N  how often to look for stalled jobs (default 30000)
   --max-stalled N          stalls (worker deaths) a job survives before it fails (default 1)
   --job-timeout S          fail a job running longer than S seconds (default: the task's timeout + 600)
+  --cache-max-age AGE      states in the cache saved more than AGE ago (30m, 12h, 7d) are pruned at start and
+                           then every AGE/2 (at most hourly), with the blobs no other state needs; they are in
+                           Redis. Default 1d for the default --store, off for one given (it may hold more than a
+                           cache); off: never
   --helper-url URL --helper-model NAME   helper model (key from $MLAGENT_HELPER_API_KEY); clients must agree`;
 
 const OPTIONS = {
@@ -31,6 +36,7 @@ const OPTIONS = {
   'stalled-interval-ms': { type: 'string' },
   'max-stalled': { type: 'string' },
   'job-timeout': { type: 'string' },
+  'cache-max-age': { type: 'string' },
   'helper-url': { type: 'string' },
   'helper-model': { type: 'string' },
 } as const;
@@ -69,10 +75,14 @@ export async function workerCommand(argv: string[]): Promise<void> {
   const store = nonEmpty('store', v.store);
   const workRoot = nonEmpty('work-root', v['work-root']);
   const name = nonEmpty('name', v.name);
+  const cacheAge = v['cache-max-age'] ?? (store === undefined ? '1d' : 'off');
+  const cacheMaxAgeMs = cacheAge === 'off' ? null : parseAge('worker', cacheAge, '--cache-max-age', "or 'off'");
+  if (cacheMaxAgeMs === 0) throw new UsageError("worker: --cache-max-age 0 would prune states the running jobs just saved; give an age, or 'off'");
+  const cache = new SnapshotStore(store ?? path.join(mlagentHome(), 'worker-states'));
   const worker = startExecutionWorker({
     redis: v.redis,
     queue,
-    store: new SnapshotStore(store ?? path.join(mlagentHome(), 'worker-states')),
+    store: cache,
     concurrency,
     workRoot,
     name,
@@ -82,6 +92,7 @@ export async function workerCommand(argv: string[]): Promise<void> {
     jobTimeoutMs: jobTimeout === undefined ? undefined : jobTimeout * 1000,
     helperLlm,
   });
+  const pruner = cacheMaxAgeMs === null ? null : pruneCachePeriodically(cache, cacheMaxAgeMs, cacheAge, (line) => process.stderr.write(`worker ${worker.name}: ${line}\n`));
   await new Promise<void>((resolve) => {
     let stopping = false;
     const stop = (signal: string) => {
@@ -100,4 +111,31 @@ export async function workerCommand(argv: string[]): Promise<void> {
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
   });
+  await pruner?.stop();
+}
+
+/**
+ * Prunes the worker's cache now and every ageMs/2 (at most hourly). Safe beside running jobs: a job's states are
+ * younger than the age, and a prune leaves blobs used in the last hour (see SnapshotStore.prune).
+ */
+function pruneCachePeriodically(store: SnapshotStore, ageMs: number, age: string, log: (line: string) => void): { stop(): Promise<void> } {
+  let running: Promise<void> = Promise.resolve();
+  const once = () => {
+    running = store.prune({ olderThanMs: ageMs }).then(
+      (r) => {
+        if (r.removed.length > 0 || r.blobsRemoved > 0)
+          log(`cache: removed ${r.removed.length} state(s) older than ${age} and ${r.blobsRemoved} blob(s), ${(r.bytesFreed / 2 ** 20).toFixed(1)} MiB freed`);
+      },
+      (e: Error) => log(`cache: prune failed (${e.message}); trying again later`),
+    );
+  };
+  once();
+  const timer = setInterval(() => void running.then(once), Math.min(Math.max(ageMs / 2, 1000), 3_600_000));
+  timer.unref();
+  return {
+    async stop() {
+      clearInterval(timer);
+      await running;
+    },
+  };
 }
