@@ -106,6 +106,8 @@ export class QwenTokenizer {
   }
 
   decode(ids: number[], { skipSpecialTokens = false } = {}): string {
+    // The underlying tokenizer throws on an empty list; no tokens are no text (a reply that is only a stop token).
+    if (Array.isArray(ids) && ids.length === 0) return '';
     return this.tokenizer.decode(ids, { skip_special_tokens: skipSpecialTokens });
   }
 

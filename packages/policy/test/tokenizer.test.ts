@@ -16,6 +16,8 @@ describe('QwenTokenizer', () => {
     expect(tok.encode('<|im_start|>user')).toEqual([151644, 872]);
     const text = 'def train(model):\n    loss = F.cross_entropy(logits, y)  # ünïcödé ✓\n';
     expect(tok.decode(tok.encode(text))).toBe(text);
+    expect(tok.decode([])).toBe(''); // the library underneath throws on no ids
+    expect(tok.decode([], { skipSpecialTokens: true })).toBe('');
     expect(tok.eosTokenId).toBe(151645);
     expect(tok.padTokenId).toBe(151643);
   });

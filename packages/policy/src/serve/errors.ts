@@ -18,3 +18,18 @@ export class OpenAIError extends Error {
 
 /** A 400 for a bad request field. */
 export const badParam = (param: string, message: string, code: string | null = 'invalid_value') => new OpenAIError(400, message, param, code);
+
+/**
+ * A short rendering of a client's value for an error message. Bounded, because the value may be megabytes long,
+ * and never throwing, because JSON.stringify overflows the stack on deeply nested lists (a 500 instead of a 400).
+ */
+export function preview(v: unknown, max = 80): string {
+  let s: string;
+  try {
+    // JSON.stringify writes Infinity (from 1e309) as null.
+    s = typeof v === 'number' ? String(v) : (JSON.stringify(v) ?? String(v));
+  } catch {
+    return Array.isArray(v) ? 'a list nested too deeply to show' : 'an object nested too deeply to show';
+  }
+  return s.length > max ? `${s.slice(0, max)}... (${s.length} characters)` : s;
+}

@@ -1,5 +1,5 @@
 import type { ChatMessage } from '../tokenizer.js';
-import { badParam } from './errors.js';
+import { badParam, preview } from './errors.js';
 
 /** The sampling fields shared by /v1/completions and /v1/chat/completions, checked. */
 export interface SamplingParams {
@@ -24,8 +24,14 @@ export interface CompletionRequest extends SamplingParams {
   prompts: (string | number[])[];
 }
 
-/** Most choices one request may ask for (n times the prompts run as one batch). */
+/** Most choices (`n`) one request may ask for per prompt. */
 export const MAX_CHOICES = 16;
+
+/**
+ * Most sequences one request may generate: prompts x n run as one batch, whose KV caches grow with it, so a list
+ * of thousands of prompts would otherwise allocate without bound.
+ */
+export const MAX_BATCH = 64;
 
 type Body = Record<string, unknown>;
 
@@ -42,7 +48,7 @@ function numberIn(b: Body, key: string, lo: number, hi: number, fallback: number
   if (!present(b, key)) return fallback;
   const v = b[key];
   const ok = typeof v === 'number' && Number.isFinite(v) && (loOpen ? v > lo : v >= lo) && v <= hi;
-  if (!ok) throw badParam(key, `'${key}' must be a number in ${loOpen ? '(' : '['}${lo}, ${hi}], got ${JSON.stringify(v)}`);
+  if (!ok) throw badParam(key, `'${key}' must be a number in ${loOpen ? '(' : '['}${lo}, ${hi}], got ${preview(v)}`);
   return v as number;
 }
 
@@ -50,7 +56,7 @@ function integerIn(b: Body, key: string, lo: number, hi: number): number | undef
   if (!present(b, key)) return undefined;
   const v = b[key];
   if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi) {
-    throw badParam(key, `'${key}' must be an integer in [${lo}, ${hi}], got ${JSON.stringify(v)}`);
+    throw badParam(key, `'${key}' must be an integer in [${lo}, ${hi}], got ${preview(v)}`);
   }
   return v;
 }
@@ -71,11 +77,15 @@ function parseSampling(b: Body, { logprobs }: { logprobs: boolean }): SamplingPa
     const s = b.stop;
     stop = typeof s === 'string' ? [s] : Array.isArray(s) && s.every((x) => typeof x === 'string') ? (s as string[]) : [];
     if (!(typeof s === 'string' || (Array.isArray(s) && s.length === stop.length)) || stop.length > 4) {
-      throw badParam('stop', `'stop' must be a string or a list of at most 4 strings, got ${JSON.stringify(s)}`);
+      throw badParam('stop', `'stop' must be a string or a list of at most 4 strings, got ${preview(s)}`);
     }
     stop = stop.filter((x) => x.length > 0);
   }
-  if (present(b, 'stream') && typeof b.stream !== 'boolean') throw badParam('stream', `'stream' must be a boolean, got ${JSON.stringify(b.stream)}`);
+  if (present(b, 'stream') && typeof b.stream !== 'boolean') throw badParam('stream', `'stream' must be a boolean, got ${preview(b.stream)}`);
+  // Stream chunks carry no logprobs; answering null would look like a supported option that returned nothing.
+  if (b.stream === true && logprobs) {
+    throw badParam('logprobs', `'logprobs' is not supported with 'stream': true by this server; ask without streaming`, 'unsupported_parameter');
+  }
   return {
     maxTokens: integerIn(b, maxKey, 1, 1 << 20),
     temperature: numberIn(b, 'temperature', 0, 2, 1),
@@ -111,8 +121,10 @@ export function parseChatRequest(body: unknown): ChatRequest {
   }
   const messages = b.messages.map((m: unknown, i): ChatMessage => {
     if (typeof m !== 'object' || m === null) throw badParam(`messages[${i}]`, `messages[${i}] must be an object with role and content`);
-    const role = ROLES[String((m as Body).role)];
-    if (!role) throw badParam(`messages[${i}].role`, `messages[${i}].role must be system, developer, user or assistant, got ${JSON.stringify((m as Body).role)}`);
+    const r = (m as Body).role;
+    // Own keys only: 'constructor' or '__proto__' would otherwise find Object.prototype's.
+    const role = typeof r === 'string' && Object.hasOwn(ROLES, r) ? ROLES[r] : undefined;
+    if (!role) throw badParam(`messages[${i}].role`, `messages[${i}].role must be system, developer, user or assistant, got ${preview(r)}`);
     return { role, content: contentText((m as Body).content, i) };
   });
   if (present(b, 'logprobs') && typeof b.logprobs !== 'boolean') throw badParam('logprobs', `'logprobs' must be a boolean`);
@@ -146,5 +158,9 @@ export function parseCompletionRequest(body: unknown, vocabSize: number): Comple
   if (present(b, 'logprobs') && b.logprobs !== 0) {
     throw badParam('logprobs', `'logprobs' (top alternatives) is not supported by this server beyond 0, which returns the sampled tokens' logprobs`, 'unsupported_parameter');
   }
-  return { ...parseSampling(b, { logprobs: present(b, 'logprobs') }), prompts };
+  const sampling = parseSampling(b, { logprobs: present(b, 'logprobs') });
+  if (prompts.length * sampling.n > MAX_BATCH) {
+    throw badParam('prompt', `${prompts.length} prompts x n = ${sampling.n} is ${prompts.length * sampling.n} sequences; this server generates at most ${MAX_BATCH} per request`);
+  }
+  return { ...sampling, prompts };
 }

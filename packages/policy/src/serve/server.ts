@@ -1,13 +1,20 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { QwenModel } from '../model.js';
 import type { QwenTokenizer } from '../tokenizer.js';
-import { OpenAIError } from './errors.js';
+import { OpenAIError, preview } from './errors.js';
 import { OpenAIService, type ChoiceDelta, type OpenAIServiceOptions } from './service.js';
 
 export interface OpenAIServerOptions extends OpenAIServiceOptions {
   /** Largest request body accepted, in bytes. Default 16 MiB. */
   maxBodyBytes?: number;
+  /**
+   * Longest a client may take to send a whole request (headers and body), in ms; then it gets a 408 and the
+   * connection is closed, so a client that stalls mid-body does not hold a connection for Node's 5 minutes.
+   * Default 60 s; 0: no limit.
+   */
+  requestTimeoutMs?: number;
   /** One line per request (method, path, status, ms). Default: none. */
   log?: (line: string) => void;
 }
@@ -32,12 +39,33 @@ export interface OpenAIServer {
 export function createOpenAIServer(model: QwenModel, tokenizer: QwenTokenizer, opts: OpenAIServerOptions = {}): OpenAIServer {
   const service = new OpenAIService(model, tokenizer, opts);
   const maxBody = opts.maxBodyBytes ?? 16 << 20;
-  const server = createServer((req, res) => {
-    const t0 = Date.now();
-    handle(service, req, res, maxBody)
-      .catch((e) => sendError(res, e))
-      .finally(() => opts.log?.(`${req.method} ${req.url} ${res.statusCode} ${Date.now() - t0} ms`));
-  });
+  const requestTimeout = opts.requestTimeoutMs ?? 60_000;
+  if (!(Number.isFinite(requestTimeout) && requestTimeout >= 0)) throw new Error(`createOpenAIServer: requestTimeoutMs must be >= 0, got ${requestTimeout}`);
+  const server = createServer(
+    {
+      requestTimeout,
+      headersTimeout: Math.min(60_000, requestTimeout),
+      // Node looks for timed-out requests this often (default 30 s, too coarse for a short requestTimeout).
+      connectionsCheckingInterval: requestTimeout > 0 ? Math.min(30_000, Math.max(100, requestTimeout / 4)) : 30_000,
+    },
+    (req, res) => {
+      const t0 = Date.now();
+      handle(service, req, res, maxBody)
+        .catch((e) => sendError(res, e))
+        .finally(() => opts.log?.(`${req.method} ${req.url} ${res.statusCode} ${Date.now() - t0} ms`));
+    },
+  );
+  server.on('clientError', answerClientError);
+  let closing: Promise<void> | undefined;
+  const close = async () => {
+    const closed = new Promise<void>((resolve, reject) => (server.listening ? server.close((e) => (e ? reject(e) : resolve())) : resolve()));
+    server.closeIdleConnections();
+    await service.shutdown();
+    // The handlers answer the cut requests in the turns after shutdown() resolves; give them one.
+    await new Promise((r) => setTimeout(r, 50));
+    server.closeAllConnections();
+    await closed;
+  };
   return {
     service,
     server,
@@ -50,15 +78,8 @@ export function createOpenAIServer(model: QwenModel, tokenizer: QwenTokenizer, o
           resolve(`http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`);
         });
       }),
-    close: async () => {
-      const closed = new Promise<void>((resolve, reject) => server.close((e) => (e ? reject(e) : resolve())));
-      server.closeIdleConnections();
-      await service.shutdown();
-      // The handlers answer the cut requests in the turns after shutdown() resolves; give them one.
-      await new Promise((r) => setTimeout(r, 50));
-      server.closeAllConnections();
-      await closed;
-    },
+    // A second close() (two signals) waits for the first instead of failing with ERR_SERVER_NOT_RUNNING.
+    close: () => (closing ??= close()),
   };
 }
 
@@ -71,10 +92,19 @@ const ROUTES: Record<string, { method: string; endpoint: Endpoint | 'models' }> 
 };
 
 async function handle(service: OpenAIService, req: IncomingMessage, res: ServerResponse, maxBody: number): Promise<void> {
-  const path = new URL(req.url ?? '/', 'http://localhost').pathname.replace(/\/+$/, '');
-  const route = ROUTES[path];
+  let path: string;
+  try {
+    path = new URL(req.url ?? '/', 'http://localhost').pathname.replace(/\/+$/, '');
+  } catch {
+    // e.g. an absolute-form target with a broken host, `GET http://[/v1/models`.
+    throw new OpenAIError(400, `cannot parse the request target ${preview(req.url)}`, null, 'invalid_url');
+  }
+  const route = Object.hasOwn(ROUTES, path) ? ROUTES[path] : undefined;
   if (!route) throw new OpenAIError(404, `unknown path ${path}; this server offers ${Object.keys(ROUTES).join(', ')}`, null, 'not_found');
-  if (req.method !== route.method) throw new OpenAIError(405, `${path} takes ${route.method}, not ${req.method}`, null, 'method_not_allowed');
+  if (req.method !== route.method) {
+    res.setHeader('allow', route.method);
+    throw new OpenAIError(405, `${path} takes ${route.method}, not ${req.method}`, null, 'method_not_allowed');
+  }
   if (route.endpoint === 'models') return sendJson(res, 200, service.models());
 
   const body = await readJson(req, maxBody);
@@ -136,20 +166,37 @@ async function streamSse(
   res.end();
 }
 
+/**
+ * The body as JSON. One over `maxBody` is refused with a 413 but still read (and dropped) while the answer goes out:
+ * destroying the request instead would reset the connection before the client could read the 413.
+ */
 function readJson(req: IncomingMessage, maxBody: number): Promise<unknown> {
   return new Promise((resolve, reject) => {
+    const tooLarge = () => new OpenAIError(413, `the request body exceeds ${maxBody} bytes`, null, 'request_too_large');
     const parts: Buffer[] = [];
     let size = 0;
+    // A Content-Length over the limit is refused before any of the body arrives.
+    let over = Number(req.headers['content-length']) > maxBody;
+    if (over) reject(tooLarge());
     req.on('data', (b: Buffer) => {
       size += b.length;
+      if (over) return;
       if (size > maxBody) {
-        reject(new OpenAIError(413, `request body exceeds ${maxBody} bytes`, null, 'request_too_large'));
-        req.destroy();
+        over = true;
+        parts.length = 0;
+        reject(tooLarge());
       } else parts.push(b);
     });
-    req.on('error', reject);
+    req.on('error', () => reject(new OpenAIError(499, 'the client closed the connection before sending the whole body', null, 'client_closed_request')));
     req.on('end', () => {
-      const text = Buffer.concat(parts).toString('utf8');
+      if (over) return;
+      let text: string;
+      try {
+        text = new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(parts));
+      } catch {
+        // Decoded leniently, bad bytes would become U+FFFD and be generated from silently.
+        return reject(new OpenAIError(400, 'the request body is not valid UTF-8', null, 'invalid_json'));
+      }
       try {
         resolve(JSON.parse(text));
       } catch (e) {
@@ -161,8 +208,31 @@ function readJson(req: IncomingMessage, maxBody: number): Promise<unknown> {
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  // A body left unread (a 413, an early error) leaves the connection unusable for a next request.
+  const close = res.req.complete ? {} : { connection: 'close' };
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...close });
   res.end(text);
+}
+
+const CLIENT_ERRORS: Record<string, [number, string, string]> = {
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request Timeout', 'the request was not received in time'],
+  HPE_HEADER_OVERFLOW: [431, 'Request Header Fields Too Large', 'the request headers are too large'],
+};
+
+/** Malformed HTTP and timed-out requests, which Node answers itself with an empty plain-text 400 or 408. */
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  // A response under way on this connection (a stream) must not get another one written into it.
+  const busy = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage?.headersSent === true;
+  if (err.code === 'ECONNRESET' || !socket.writable || busy) {
+    socket.destroy();
+    return;
+  }
+  const [status, reason, message] = CLIENT_ERRORS[err.code ?? ''] ?? [400, 'Bad Request', `malformed HTTP request: ${err.message}`];
+  const text = JSON.stringify(new OpenAIError(status, message, null, status === 408 ? 'request_timeout' : 'bad_request').toJSON());
+  const head = `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n`;
+  // The server's sockets allow half-open connections: without the destroy, a client that never closes its side
+  // (the stalled one) would keep the connection.
+  socket.end(head + text, () => socket.destroy());
 }
 
 /** Answers an error; one raised mid-stream ends the stream with an error event instead. */

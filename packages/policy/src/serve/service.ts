@@ -3,7 +3,7 @@ import { generate, type GenerateResult } from '../generate.js';
 import { assertFits, planMemory } from '../memory.js';
 import type { QwenModel } from '../model.js';
 import type { ChatTemplateName, QwenTokenizer } from '../tokenizer.js';
-import { badParam, OpenAIError } from './errors.js';
+import { badParam, OpenAIError, preview } from './errors.js';
 import { parseChatRequest, parseCompletionRequest, type SamplingParams } from './requests.js';
 import { defaultStopTokenIds } from './stop-tokens.js';
 import { StopTextStream } from './text-stream.js';
@@ -64,7 +64,9 @@ export class OpenAIService {
     // A tokenizer with ids past the model's embeddings would fail every text request with a 500.
     tokenizer.checkModelVocab(model.config.vocabSize, "the model's config.json");
     this.stopIds = defaultStopTokenIds(model.config, tokenizer);
-    this.decodeText = (ids) => tokenizer.decode(ids, { skipSpecialTokens: true });
+    // The tokenizer throws on no ids: a reply that is only a stop token, a stream whose length is a multiple of
+    // StopTextStream's settle interval (every max_tokens of 32, 64, ...).
+    this.decodeText = (ids) => (ids.length === 0 ? '' : tokenizer.decode(ids, { skipSpecialTokens: true }));
   }
 
   models(): object {
@@ -84,7 +86,7 @@ export class OpenAIService {
   private checkModel(body: unknown): void {
     const name = typeof body === 'object' && body !== null ? (body as Record<string, unknown>).model : undefined;
     if (name === undefined || name === null || name === this.modelName) return;
-    throw new OpenAIError(404, `the model ${JSON.stringify(name)} does not exist; this server serves '${this.modelName}' (GET /v1/models)`, 'model', 'model_not_found');
+    throw new OpenAIError(404, `the model ${preview(name)} does not exist; this server serves '${this.modelName}' (GET /v1/models)`, 'model', 'model_not_found');
   }
 
   /** POST /v1/chat/completions. With `onDelta` (streaming) text arrives as it is generated. */
@@ -155,7 +157,8 @@ export class OpenAIService {
     onDelta: ((d: ChoiceDelta) => void) | undefined,
     signal?: AbortSignal,
   ): Promise<RunResult> {
-    const maxContext = this.options.maxContext ?? this.model.config.maxPositionEmbeddings;
+    // generate() refuses more than the model's positions; past them a request would get a 500, not a 400.
+    const maxContext = Math.min(this.options.maxContext ?? Infinity, this.model.config.maxPositionEmbeddings);
     const longest = Math.max(...prompts.map((p) => p.length));
     if (longest >= maxContext) {
       throw badParam(promptParam, `the prompt has ${longest} tokens; this model's context is ${maxContext}`, 'context_length_exceeded');
@@ -181,6 +184,8 @@ export class OpenAIService {
     if (this.stopping.signal.aborted) throw stopped();
     const results = await this.serialized(() => {
       if (this.stopping.signal.aborted) throw stopped();
+      // A client that left while queued (a trainer's timeout) would still cost a prefill: skip it.
+      if (signal?.aborted) throw new OpenAIError(499, 'the client closed the request before it started', null, 'client_closed_request');
       return generate(this.model, batch, {
         maxNewTokens: maxTokens,
         temperature: req.temperature,

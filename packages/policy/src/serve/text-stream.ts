@@ -46,7 +46,8 @@ export class StopTextStream {
     if (this.stopped) return '';
     // Fewer ids than settled (a caller that drops a final stop token): start over from the whole text.
     if (ids.length < this.settledIds) [this.settledIds, this.keptText, this.keptFrom] = [0, '', 0];
-    const fresh = this.decode(ids.slice(this.settledIds));
+    // Nothing new since the last settled point happens (finish() right after settling); decode may refuse [].
+    const fresh = ids.length > this.settledIds ? this.decode(ids.slice(this.settledIds)) : '';
     // text[i] is character keptFrom + i of the whole text.
     const text = this.keptText + fresh;
     const at = this.keptFrom;
