@@ -204,7 +204,7 @@ export async function pruneStates(dir: string, options: PruneOptions): Promise<P
         blobBytesKept += st.size;
       }
     }
-    if (!options.dryRun) await fs.rmdir(subDir).catch(() => undefined); // only when empty
+    // An emptied subdirectory stays: a save may be about to write its next blob into it.
   }
   for (const name of await fs.readdir(statesDir).catch(() => [] as string[])) {
     if (!name.startsWith('.tmp-')) continue;
