@@ -193,6 +193,7 @@ describe('metrics and progress', () => {
     const run = tmp();
     const log = new MetricsLogger(run, { tensorboard: false });
     expect(() => log.log(1, { loss: 1 }, { time: NaN })).toThrow(/time must be a finite number of seconds/);
+    expect(() => log.log(1, JSON.parse('{"__proto__": 1}') as Record<string, number>)).toThrow(/'__proto__' cannot name a metric/);
     log.close();
     expect(() => log.log(2, { loss: 1 })).toThrow(/is closed/);
     expect(() => log.close()).not.toThrow();

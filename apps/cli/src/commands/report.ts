@@ -49,9 +49,12 @@ function checkSftDir(dir: string): void {
 /** The page shows an unreadable eval*.json in place of its table; the terminal should hear of it too. */
 function warnUnreadableEvals(runDir: string): void {
   if (!existsSync(runDir) || !statSync(runDir).isDirectory()) return; // writeReport names the problem
-  for (const f of readdirSync(runDir).filter((n) => /^eval.*\.json$/.test(n) && n !== 'eval-run.json')) {
+  // Same files and reading as the page (case-insensitive, BOM allowed), so the warning matches what it shows.
+  for (const f of readdirSync(runDir).filter((n) => /^eval.*\.json$/i.test(n) && n !== 'eval-run.json')) {
     try {
-      JSON.parse(readFileSync(path.join(runDir, f), 'utf8'));
+      // The page refuses result files over 64 MiB; parsing one here first could exhaust memory.
+      if (statSync(path.join(runDir, f)).size > 64 * 2 ** 20) throw new Error('over 64 MiB');
+      JSON.parse(readFileSync(path.join(runDir, f), 'utf8').replace(/^\uFEFF/, ''));
     } catch (e) {
       process.stderr.write(`report: warning: ${path.join(runDir, f)} is not readable JSON (${(e as Error).message}); the page says so in its place\n`);
     }

@@ -44,6 +44,8 @@ export class MetricsLogger {
     if (options.task !== undefined) line.task = options.task;
     for (const [name, v] of Object.entries(values)) {
       if (name === 'step' || name === 'time' || name === 'task') throw new Error(`MetricsLogger.log: '${name}' is reserved and cannot name a metric`);
+      // JSON.parse makes '__proto__' an own key, but readers that copy records into objects would drop it.
+      if (name === '__proto__') throw new Error("MetricsLogger.log: '__proto__' cannot name a metric");
       line[name] = Number.isFinite(v) ? v : null; // JSON has no NaN; null reads back as "no value"
     }
     writeSync(this.fd, JSON.stringify(line) + '\n');

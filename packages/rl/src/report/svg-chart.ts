@@ -12,6 +12,8 @@ export interface ChartOptions {
   xLabel?: string;
 }
 
+const MAX_LINES = 100;
+
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
 
 export function lineChartSvg(series: Series[], options: ChartOptions): string {
@@ -20,7 +22,10 @@ export function lineChartSvg(series: Series[], options: ChartOptions): string {
   const m = { left: 58, right: 14, top: 28, bottom: 40 };
   const plotW = width - m.left - m.right;
   const plotH = height - m.top - m.bottom;
-  const finite = series.map((s) => ({ ...s, points: s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)) })).filter((s) => s.points.length > 0);
+  const nonEmpty = series.map((s) => ({ ...s, points: s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)) })).filter((s) => s.points.length > 0);
+  // Past a hundred overlapping lines a chart shows nothing more, and each line costs KBs of page.
+  const finite = nonEmpty.slice(0, MAX_LINES);
+  const undrawn = nonEmpty.length - finite.length;
   const parts: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`,
     `<title>${escapeXml(options.title)}</title>`,
@@ -30,14 +35,17 @@ export function lineChartSvg(series: Series[], options: ChartOptions): string {
     parts.push(`<text x="${width / 2}" y="${height / 2}" text-anchor="middle" fill="#888">no data</text></svg>`);
     return parts.join('');
   }
-  const xs = finite.flatMap((s) => s.points.map((p) => p[0]));
-  const ys = finite.flatMap((s) => s.points.map((p) => p[1]));
-  const xTicks = niceTicks(Math.min(...xs), Math.max(...xs), 6);
-  const yTicks = niceTicks(Math.min(...ys), Math.max(...ys), 5);
-  const [x0, x1] = [xTicks[0], xTicks[xTicks.length - 1]];
-  const [y0, y1] = [yTicks[0], yTicks[yTicks.length - 1]];
-  const sx = (x: number) => m.left + ((x - x0) / (x1 - x0)) * plotW;
-  const sy = (y: number) => m.top + plotH - ((y - y0) / (y1 - y0)) * plotH;
+  // A loop, not Math.min(...xs): spreading a million points overflows the call stack.
+  const [xLo, xHi, yLo, yHi] = finite.reduce(
+    (b, s) => s.points.reduce((c, [x, y]) => [Math.min(c[0], x), Math.max(c[1], x), Math.min(c[2], y), Math.max(c[3], y)], b),
+    [Infinity, -Infinity, Infinity, -Infinity],
+  );
+  const xTicks = niceTicks(xLo, xHi, 6);
+  const yTicks = niceTicks(yLo, yHi, 5);
+  const fx = fraction(xTicks[0], xTicks[xTicks.length - 1]);
+  const fy = fraction(yTicks[0], yTicks[yTicks.length - 1]);
+  const sx = (x: number) => m.left + fx(x) * plotW;
+  const sy = (y: number) => m.top + plotH - fy(y) * plotH;
 
   for (const t of yTicks) {
     const y = sy(t).toFixed(1);
@@ -54,17 +62,24 @@ export function lineChartSvg(series: Series[], options: ChartOptions): string {
 
   finite.forEach((s, i) => {
     const color = COLORS[i % COLORS.length];
-    const pts = [...s.points].sort((a, b) => a[0] - b[0]);
+    const pts = decimate([...s.points].sort((a, b) => a[0] - b[0]), sx, plotW);
     const coords = pts.map(([x, y]) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`);
     if (pts.length > 1) parts.push(`<polyline fill="none" stroke="${color}" stroke-width="1.6" points="${coords.join(' ')}"><title>${escapeXml(s.name)}</title></polyline>`);
-    if (pts.length <= 30) for (const c of coords) parts.push(`<circle cx="${c.split(',')[0]}" cy="${c.split(',')[1]}" r="2.2" fill="${color}"/>`);
+    if (s.points.length <= 30) for (const c of coords) parts.push(`<circle cx="${c.split(',')[0]}" cy="${c.split(',')[1]}" r="2.2" fill="${color}"/>`);
   });
   if (finite.length > 1 || finite[0].name !== '') {
-    finite.forEach((s, i) => {
+    // Entries past the plot's bottom would be clipped anyway; say how many are left out instead.
+    const fits = Math.max(1, Math.floor((plotH - 8) / 14));
+    const shown = finite.length > fits ? fits - 1 : finite.length;
+    finite.slice(0, shown).forEach((s, i) => {
       const y = m.top + 8 + i * 14;
       parts.push(`<rect x="${m.left + 8}" y="${y - 5}" width="10" height="3" fill="${COLORS[i % COLORS.length]}"/>`);
       parts.push(`<text x="${m.left + 22}" y="${y}" dominant-baseline="middle">${escapeXml(s.name)}</text>`);
     });
+    if (shown < nonEmpty.length) {
+      const more = `… and ${nonEmpty.length - shown} more series${undrawn > 0 ? ` (${undrawn} not drawn)` : ''}`;
+      parts.push(`<text x="${m.left + 22}" y="${m.top + 8 + shown * 14}" dominant-baseline="middle" fill="#666">${more}</text>`);
+    }
   }
   parts.push('</svg>');
   return parts.join('');
@@ -89,8 +104,9 @@ export function barChartSvg(categories: readonly string[], series: readonly { na
   const m = { left: 58, right: 14, top: 28 + 14 * Math.max(1, series.length), bottom: 64 };
   const groupW = Math.max(1, series.length) * bar + gap;
   const width = Math.max(320, m.left + m.right + categories.length * groupW);
-  const height = options.height ?? 300;
-  const plotH = height - m.top - m.bottom;
+  // The legend sits above the plot: with many series a fixed height left the plot no room (or a negative one).
+  const plotH = Math.max(120, (options.height ?? 300) - m.top - m.bottom);
+  const height = m.top + plotH + m.bottom;
   const format = options.format ?? ((v: number) => String(Number(v.toPrecision(4))));
   const parts: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`,
@@ -104,8 +120,8 @@ export function barChartSvg(categories: readonly string[], series: readonly { na
   }
   // The zero line is always in view.
   const ticks = niceTicks(Math.min(0, ...values), Math.max(0, ...values), 5);
-  const [y0, y1] = [ticks[0], ticks[ticks.length - 1]];
-  const sy = (y: number) => m.top + plotH - ((y - y0) / (y1 - y0)) * plotH;
+  const fy = fraction(ticks[0], ticks[ticks.length - 1]);
+  const sy = (y: number) => m.top + plotH - fy(y) * plotH;
   const plotW = width - m.left - m.right;
   for (const t of ticks) {
     const y = sy(t).toFixed(1);
@@ -137,19 +153,68 @@ export function barChartSvg(categories: readonly string[], series: readonly { na
 
 /** Evenly spaced round ticks (1, 2 or 5 × 10^k apart) covering [lo, hi]; a constant range is widened. */
 export function niceTicks(lo: number, hi: number, target: number): number[] {
-  if (hi - lo <= Math.abs(hi) * 1e-12) {
-    const pad = Math.abs(lo) > 0 ? Math.abs(lo) * 0.1 : 1;
-    lo -= pad;
-    hi += pad;
+  const [dataLo, dataHi] = [lo, hi];
+  // Also widens ranges too small to divide into steps (denormals), which gave NaN ticks.
+  if (hi - lo <= Math.max(Math.abs(hi), Math.abs(lo)) * 1e-12 || hi - lo < 1e-300) {
+    const pad = Math.abs(lo) > 1e-300 ? Math.abs(lo) * 0.1 : 1;
+    lo = Math.max(-Number.MAX_VALUE, lo - pad);
+    hi = Math.min(Number.MAX_VALUE, hi + pad);
   }
   const raw = (hi - lo) / Math.max(1, target);
   const mag = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 5, 10].map((f) => f * mag).find((s) => s >= raw) ?? 10 * mag;
   const start = Math.floor(lo / step) * step;
   const ticks: number[] = [];
-  for (let t = start; t < hi + step * 0.5; t += step) ticks.push(Number(t.toPrecision(12)));
+  for (let t = start; t < hi + step * 0.5 && ticks.length <= 4 * target + 2; t += step) ticks.push(Number(t.toPrecision(12)));
   if (ticks.length < 2) ticks.push(Number((start + step).toPrecision(12)));
-  return ticks;
+  // Near ±1.8e308 the arithmetic above overflows (NaN ticks, or ticks short of the data): ends and midpoint instead.
+  const tol = step * 1e-6; // toPrecision may round an end tick a hair inside the data
+  const ok = ticks.every(Number.isFinite) && ticks[0] <= dataLo + tol && ticks[ticks.length - 1] >= dataHi - tol;
+  return ok ? ticks : [lo, lo / 2 + hi / 2, hi];
+}
+
+/** Where v lies between a and b, 0..1, without overflowing when b − a exceeds the largest double. */
+function fraction(a: number, b: number): (v: number) => number {
+  const span = b - a;
+  if (Number.isFinite(span)) return (v) => (v - a) / span;
+  return (v) => (v / 2 - a / 2) / (b / 2 - a / 2);
+}
+
+/** A run of consecutive points reduced to its first, lowest, highest and last, in their order. */
+export function keepExtremes(part: [number, number][]): [number, number][] {
+  let lo = part[0];
+  let hi = part[0];
+  for (const p of part) {
+    if (p[1] < lo[1]) lo = p;
+    if (p[1] > hi[1]) hi = p;
+  }
+  const keep = new Set([part[0], lo, hi, part[part.length - 1]]);
+  return part.filter((p) => keep.has(p));
+}
+
+/**
+ * At most about `buckets` points per series reach the page: per bucket of x pixels, the first, lowest, highest
+ * and last point, so spikes stay visible. A million-step run otherwise wrote a polyline of tens of MB.
+ */
+function decimate(sorted: [number, number][], sx: (x: number) => number, buckets: number): [number, number][] {
+  if (sorted.length <= 2 * buckets) return sorted;
+  const out: [number, number][] = [];
+  let bucket: [number, number][] = [];
+  let key = NaN;
+  const flush = () => {
+    if (bucket.length === 0) return;
+    out.push(...keepExtremes(bucket));
+    bucket = [];
+  };
+  const width = sx(sorted[sorted.length - 1][0]) - sx(sorted[0][0]) || 1;
+  for (const p of sorted) {
+    const k = Math.floor(((sx(p[0]) - sx(sorted[0][0])) / width) * buckets);
+    if (k !== key) flush();
+    key = k;
+    bucket.push(p);
+  }
+  flush();
+  return out;
 }
 
 function formatTick(t: number): string {
@@ -159,5 +224,6 @@ function formatTick(t: number): string {
 }
 
 export function escapeXml(s: string): string {
-  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&#39;');
+  // String(): a caller passing a number or undefined from hostile JSON must not crash the whole page.
+  return String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&#39;');
 }
