@@ -41,6 +41,7 @@ export { BLOB_GRACE_MS } from './snapshots/maintenance.js';
 export type { ListStatesOptions, PruneOptions, PruneResult, StateSummary } from './snapshots/maintenance.js';
 export type { ManifestFile, StateManifest, StepRecord } from './snapshots/manifest.js';
 export type { HelperLlmConfig } from './helper-llm/client.js';
+export { fetchErrorText, printableSnippet, readResponseText, ResponseTooLargeError, retryAfterMs } from './helper-llm/http-response.js';
 // Scale-out: steps executed by BullMQ workers on Redis, or locally, behind one Executor interface (issue 7).
 export { LocalExecutor } from './queue/local-executor.js';
 export { RemoteExecutor, RemoteExecutionError } from './queue/remote-executor.js';

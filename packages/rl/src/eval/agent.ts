@@ -2,7 +2,7 @@
 // evaluation), which lets the policy batch its generation. The scripted expert and any OpenAI-compatible endpoint
 // are agents too, so they can be compared with the policy on the same tasks.
 import type { PreparedTask } from '@mlagent/env';
-import { EndpointError, chatCompletionsUrl, chatWithRetry, type EndpointExpertOptions } from '../experts/endpoint.js';
+import { EndpointError, chatCompletionsUrl, chatWithRetry, checkEndpointOptions, type EndpointExpertOptions } from '../experts/endpoint.js';
 import type { Expert, ExpertTurn, TrajectoryExpert } from '../experts/types.js';
 import { mixSeed, seedPlan, taskIdeas, type TaskIdeas } from '../collect/seeds.js';
 
@@ -126,6 +126,7 @@ export interface EndpointAgentOptions extends Omit<EndpointExpertOptions, 'seedH
 export function endpointAgent(options: EndpointAgentOptions): EvalAgent {
   if (!options.model) throw new EndpointError('the endpoint agent needs a model name (--endpoint-model)');
   chatCompletionsUrl(options.url); // fails early on a bad URL
+  checkEndpointOptions(options); // and on a time limit or attempt count that would hang or spin
   const stops = options.stopStrings ?? DEFAULT_STOP_STRINGS;
   return {
     name: options.name ?? `endpoint:${options.model}`,
