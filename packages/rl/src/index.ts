@@ -33,7 +33,7 @@ export { selectDiverse, diverseIdeas } from './ideas/diverse.js';
 export { applyIdea, applyIdeas, type EditResult, type IdeaEdits } from './ideas/edits.js';
 export type { ChatMessage, Expert, ExpertObservation, ExpertTask, ExpertTurn, SeedPlan, TrajectoryExpert } from './experts/types.js';
 export { ScriptedExpert } from './experts/scripted.js';
-export { EndpointExpert, EndpointError, chatCompletionsUrl, chatWithRetry, checkEndpoint, seedHintText, type EndpointExpertOptions } from './experts/endpoint.js';
+export { EndpointExpert, EndpointError, chatCompletionsUrl, chatWithRetry, checkEndpoint, checkEndpointOptions, seedHintText, type EndpointExpertOptions } from './experts/endpoint.js';
 export { withRetry, backoffDelay, RetryableError, RetriesExhaustedError, type RetryOptions } from './experts/retry.js';
 export { formatResponse, RESPONSE_LABELS, type ResponseParts } from './experts/response.js';
 export { lineEditBetween, applyLineEdit, type LineEdit } from './experts/line-edit.js';
