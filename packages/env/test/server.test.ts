@@ -187,17 +187,25 @@ describe('EnvServer', () => {
 
   it('lists the store\'s states a page at a time, for a client to start episodes from; maxSteps is capped by the server\'s', async () => {
     const store = new SnapshotStore(path.join(fx.root, 'store-listed'));
+    let listings = 0;
+    const list = store.list.bind(store);
+    store.list = (o) => (listings++, list(o));
     await withServer({ episode: { store, workRoot: path.join(fx.root, 'ws'), maxSteps: 3 } }, async (server) => {
       expect((await call(server, 'GET', '/v1/states')).body).toEqual({ total: 0, offset: 0, states: [] });
+      expect(listings).toBe(1);
       const ep = (await call(server, 'POST', '/v1/episodes', { task: 'tiny' })).body;
       expect(ep.maxSteps).toBe(3);
       for (const name of ['a.txt', 'b.txt']) await call(server, 'POST', `/v1/episodes/${ep.id}/step`, { response: respond('Write File', { file_name: name, content: name }) });
       const all = (await call(server, 'GET', '/v1/states')).body;
-      expect(all).toEqual({ total: all.states.length, offset: 0, states: await store.list() });
+      expect(all).toEqual({ total: all.states.length, offset: 0, states: await list() });
       expect(all.states.map((s: { step: number }) => s.step).sort()).toEqual([0, 1, 2]); // its start, and each step
       expect(all.states[0]).toMatchObject({ task: 'tiny', done: false });
+      expect(listings).toBe(2); // the steps' saves made the first listing stale
       const page = (await call(server, 'GET', '/v1/states?task=tiny&limit=1&offset=1')).body;
       expect(page).toEqual({ total: 3, offset: 1, states: [all.states[1]] });
+      // Paging reads the store once: the next page reuses the listing.
+      expect((await call(server, 'GET', '/v1/states?task=tiny&limit=1&offset=2')).body.states).toEqual([all.states[2]]);
+      expect(listings).toBe(3);
       expect((await call(server, 'GET', '/v1/states?task=other')).body).toEqual({ total: 0, offset: 0, states: [] });
       const second = all.states.find((s: { step: number }) => s.step === 2).id;
       const from = (await call(server, 'POST', '/v1/episodes', { task: 'tiny', state: second, maxSteps: 3 })).body;

@@ -11,6 +11,7 @@ import { DEFAULT_MAX_STEPS, Episode } from '../episode/episode.js';
 import type { EpisodeOptions, StepResult } from '../episode/types.js';
 import { prepareTask } from '../tasks/prepare.js';
 import { listTasks } from '../tasks/registry.js';
+import type { StateSummary } from '../snapshots/maintenance.js';
 import type { PreparedTask, TaskSpec } from '../tasks/types.js';
 import { HttpError, answerClientError, cut, describe, onlyFields, readJsonObject, sendError, sendJson } from './http-json.js';
 import { LiveEpisodes, type LiveEpisode } from './live-episodes.js';
@@ -54,6 +55,7 @@ export interface EnvServerAddress {
 }
 
 const MAX_STATES_PAGE = 10_000;
+const STATES_REUSE_MS = 10_000;
 const EPISODE_FIELDS = ['task', 'state', 'maxSteps', 'scoreEdits', 'snapshotSteps', 'promptFormat'] as const;
 
 export class EnvServer {
@@ -61,6 +63,7 @@ export class EnvServer {
   private readonly prepared = new Map<string, Promise<PreparedTask>>();
   private stopping = false;
   private closing: Promise<void> | undefined;
+  private readonly stateLists = new Map<string, { at: number; list: Promise<StateSummary[]> }>();
 
   private constructor(
     private readonly server: Server,
@@ -187,11 +190,16 @@ export class EnvServer {
       if (typeof body.response !== 'string') throw new HttpError(400, 'invalid_request', `'response' must be the model's text (a string), got ${describe(body.response)}`);
       if (live.episode.done) throw new HttpError(409, 'episode_done', `episode ${live.id} is done after ${live.episode.stepIndex} steps; DELETE it, or start another`);
       const response = body.response;
-      return [200, await this.episodes.exclusive(live, async () => this.stepView(live, await live.episode.step(response)))];
+      const view = await this.episodes.exclusive(live, async () => this.stepView(live, await live.episode.step(response)));
+      // This server's own saves show in the next listing at once (other processes' within STATES_REUSE_MS).
+      this.stateLists.clear();
+      return [200, view];
     }
     if (m[2] === '/snapshot') {
       onlyFields(await this.readBody(req), []);
-      return [200, { state: await this.episodes.exclusive(live, () => live.episode.snapshot()) }];
+      const state = await this.episodes.exclusive(live, () => live.episode.snapshot());
+      this.stateLists.clear();
+      return [200, { state }];
     }
     if (method === 'GET') return [200, this.view(live)];
     if (live.busy) throw new HttpError(409, 'episode_busy', `episode ${live.id} is running a step; delete it when the step has answered`);
@@ -215,8 +223,24 @@ export class EnvServer {
     const offset = count('offset', 0, 0, 999_999_999);
     const task = query.get('task') ?? undefined;
     if (task === '') throw new HttpError(400, 'invalid_request', "'task' must name a task");
-    const all = await this.options.episode.store.list({ task });
+    const all = await this.listStates(task);
     return { total: all.length, offset, states: all.slice(offset, offset + limit) };
+  }
+
+  /**
+   * The store's listing, reused for STATES_REUSE_MS: listing reads every manifest, so a client paging through a big
+   * store would otherwise read it all once a page (and its pages would shift as states are saved meanwhile).
+   */
+  private listStates(task: string | undefined): Promise<StateSummary[]> {
+    const key = task ?? '';
+    const hit = this.stateLists.get(key);
+    if (hit && Date.now() - hit.at < STATES_REUSE_MS) return hit.list;
+    const list = this.options.episode.store.list({ task });
+    this.stateLists.set(key, { at: Date.now(), list });
+    list.catch(() => this.stateLists.delete(key));
+    // One entry per task asked for; drop the stale ones so a client naming many tasks cannot grow the map.
+    for (const [k, v] of this.stateLists) if (Date.now() - v.at >= STATES_REUSE_MS) this.stateLists.delete(k);
+    return list;
   }
 
   private get maxBody(): number {
