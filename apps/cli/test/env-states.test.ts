@@ -68,6 +68,10 @@ describe('mlagent env states / prune', () => {
     expect(lines[1]).toMatch(/^[0-9a-f]{12} {2}house-prices {2}step 2 {2}metric 2\.5 {2}\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ {2}1 files {2}0\.000 MiB$/);
     expect(lines[3]).toBe(`${'0'.repeat(12)}  damaged: its content does not match its id`);
     expect(lines[4]).toBe(`4 states (1 damaged) in ${store.dir}`);
+    expect(lines[5]).toBe('3 blobs, 0.000 MiB');
+    // A blob no state names, an hour old: the footer says a prune would free it.
+    age(store.blobPath(await store.putBlob('orphan\n')), 2 * HOUR);
+    expect(mlagent(['env', 'states']).stdout.trim().split('\n').at(-1)).toBe('4 blobs, 0.000 MiB; 1 of them (0.000 MiB) needed by no state: env prune removes them');
 
     const json = mlagent(['env', 'states', '--task', 'house-prices', '--json', '--store', store.dir]);
     expect(json.code).toBe(0);

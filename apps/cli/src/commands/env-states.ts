@@ -92,6 +92,13 @@ async function states(rest: string[]): Promise<void> {
   for (const s of list) process.stdout.write(`${stateLine(s)}\n`);
   const damaged = list.filter((s) => s.problem).length;
   process.stdout.write(`${list.length} state${list.length === 1 ? '' : 's'}${v.task ? ` of ${v.task}` : ''}${damaged ? ` (${damaged} damaged)` : ''} in ${store.dir}\n`);
+  // What the store holds on disk, and what a prune would free without removing a single state.
+  const disk = await store.prune({ olderThanMs: Number.MAX_SAFE_INTEGER, dryRun: true });
+  const blobs = disk.blobsKept + disk.blobsRemoved;
+  process.stdout.write(
+    `${blobs} blob${blobs === 1 ? '' : 's'}, ${mib(disk.blobBytesKept + disk.bytesFreed)}` +
+      (disk.blobsRemoved > 0 ? `; ${disk.blobsRemoved} of them (${mib(disk.bytesFreed)}) needed by no state: env prune removes them\n` : '\n'),
+  );
 }
 
 function pruneText(r: PruneResult, dryRun: boolean): string {
