@@ -6,7 +6,8 @@ import { mlagentHome, SnapshotStore, type PruneResult, type StateSummary } from 
 import { UsageError, parse } from '../args.js';
 
 export const envStatesUsage = `mlagent env states [--store DIR] [--task NAME] [--json]
-    Lists the states saved in a snapshot store, oldest first: id, task, step, metric, when saved, files and their size.
+    Lists the states saved in a snapshot store, oldest first: id, task, step, metric, when saved, files and their size;
+    then the store's blobs on disk, and those no state needs (which env prune removes, whatever --older-than).
 mlagent env prune --older-than AGE [--store DIR] [--task NAME] [--keep FILE]... [--dry-run] [--json]
     Removes the states saved more than AGE ago (30m, 12h, 7d; 0: all), then every blob no remaining state needs
     (files and undo history) that nothing has used for an hour, so episodes saving into the store meanwhile stay
