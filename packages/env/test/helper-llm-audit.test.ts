@@ -130,11 +130,12 @@ async function failure(config: HelperLlmConfig): Promise<HelperLlmError> {
   return e as HelperLlmError;
 }
 
-describe('helper model client against hostile servers', () => {
+// Timing bounds below are loose (a loaded 2-core CI machine); each test gets room to fail on them, not on its timeout.
+describe('helper model client against hostile servers', { timeout: 15_000 }, () => {
   it('times out a body that drips forever, and says it was the body', async () => {
     const t0 = Date.now();
     const e = await failure(cfg('drip', { timeoutMs: 300, attempts: 1 }));
-    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(Date.now() - t0).toBeLessThan(4000); // loose for a loaded CI machine: the point is no hang
     expect(e.message).toMatch(/did not arrive whole within 300 ms/);
     // The message becomes the agent's observation (EnvError): the helper's address is none of its business.
     expect(e.message).not.toContain(base);
@@ -157,7 +158,7 @@ describe('helper model client against hostile servers', () => {
   it('times out a server that accepts the connection and says nothing', async () => {
     const t0 = Date.now();
     const e = await failure(cfg('silent', { timeoutMs: 200 }));
-    expect(Date.now() - t0).toBeLessThan(1500);
+    expect(Date.now() - t0).toBeLessThan(4000);
     expect(e.message).toMatch(/after 2 attempts \(no answer within 200 ms\)$/);
   });
 
@@ -206,7 +207,7 @@ describe('helper model client against hostile servers', () => {
     expect(b - a).toBeGreaterThanOrEqual(950);
     const t0 = Date.now();
     expect(await chatComplete(cfg('ratelimitedlong', { maxDelayMs: 50 }), hi)).toBe('capped');
-    expect(Date.now() - t0).toBeLessThan(1000);
+    expect(Date.now() - t0).toBeLessThan(2500); // not the 3600 s asked for
   });
 
   it('retries 500s a bounded number of times', async () => {

@@ -100,7 +100,7 @@ function gatedPrepare(): { prepare: () => Promise<typeof fx.task>; release: () =
   };
 }
 
-describe('EnvServer against hostile clients', () => {
+describe('EnvServer against hostile clients', { timeout: 15_000 }, () => {
   it('answers requests node:http refuses itself (bad syntax, oversized headers, an unknown Expect) with a JSON error', async () => {
     await withServer({}, async (server) => {
       for (const [request, status, type] of [
@@ -123,7 +123,7 @@ describe('EnvServer against hostile clients', () => {
       const started = Date.now();
       const slow = parseRaw(await raw(server, 'POST /v1/episodes HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"task"'));
       expect([slow.status, slow.error.type]).toEqual([408, 'request_timeout']);
-      expect(Date.now() - started).toBeLessThan(2000);
+      expect(Date.now() - started).toBeLessThan(4000); // not node's 300 s; loose for a loaded CI machine
       const ep = (await call(server, 'POST', '/v1/episodes', { task: 'tiny' })).body;
       const run = await call(server, 'POST', `/v1/episodes/${ep.id}/step`, { response: respond('Execute Script', { script_name: 'nap.py' }) });
       expect(run.status).toBe(200);

@@ -199,7 +199,7 @@ describe('OpenAI server audit: HTTP', () => {
     const answer = await raw(`POST ${C} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"pro`, 5000);
     expect(answer).not.toMatch(/still open/);
     expect(parseRaw(answer)).toMatchObject({ status: 408, json: { error: { code: 'request_timeout' } } });
-    expect(Date.now() - t0).toBeLessThan(3000);
+    expect(Date.now() - t0).toBeLessThan(4500); // not node's 300 s
     // The limit is on receiving the request, not on answering it: a generation longer than it still completes.
     const r = await fetch(url + C, { method: 'POST', body: JSON.stringify({ prompt: 'Once', max_tokens: 20, stream: true }) });
     const reader = r.body!.getReader();
@@ -232,7 +232,7 @@ describe('OpenAI server audit: HTTP', () => {
     const t0 = Date.now();
     const next = await post(C, { prompt: 'Once', max_tokens: 2 });
     expect(next.status).toBe(200);
-    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(Date.now() - t0).toBeLessThan(20_000); // not the 20,000 tokens the gone client asked for
     expect(gpu.memory().inUse).toBe(before);
   });
 

@@ -119,11 +119,12 @@ async function failure(p: Promise<unknown>): Promise<Error> {
 }
 const chatFailure = (route: string, extra: Partial<EndpointExpertOptions> = {}) => failure(chatWithRetry(opts(route, extra), hi));
 
-describe('endpoint client against hostile servers', () => {
+// Timing bounds below are loose (a loaded 2-core CI machine); each test gets room to fail on them, not on its timeout.
+describe('endpoint client against hostile servers', { timeout: 15_000 }, () => {
   it('times out a body that drips forever', async () => {
     const t0 = Date.now();
     const e = await chatFailure('drip', { timeoutMs: 300, maxAttempts: 1 });
-    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(Date.now() - t0).toBeLessThan(4000); // loose for a loaded CI machine: the point is no hang
     expect(e.message).toMatch(/gave up after 1 attempts: no answer from http:\/\/127\.0\.0\.1:\d+\/drip\/v1\/chat\/completions within 300 ms/);
   });
 
@@ -145,7 +146,7 @@ describe('endpoint client against hostile servers', () => {
     const t0 = Date.now();
     expect((await chatFailure('silent', { timeoutMs: 200 })).message).toMatch(/gave up after 2 attempts: no answer from .*\/silent\/v1\/chat\/completions within 200 ms/);
     expect((await failure(checkEndpoint(opts('silent', { timeoutMs: 200 })))).message).toMatch(/within 200 ms/);
-    expect(Date.now() - t0).toBeLessThan(3000);
+    expect(Date.now() - t0).toBeLessThan(4500);
   });
 
   it('reports a reset mid-body and gzip garbage with their causes', async () => {
