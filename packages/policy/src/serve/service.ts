@@ -64,9 +64,8 @@ export class OpenAIService {
     // A tokenizer with ids past the model's embeddings would fail every text request with a 500.
     tokenizer.checkModelVocab(model.config.vocabSize, "the model's config.json");
     this.stopIds = defaultStopTokenIds(model.config, tokenizer);
-    // The tokenizer throws on no ids: a reply that is only a stop token, a stream whose length is a multiple of
-    // StopTextStream's settle interval (every max_tokens of 32, 64, ...).
-    this.decodeText = (ids) => (ids.length === 0 ? '' : tokenizer.decode(ids, { skipSpecialTokens: true }));
+    // No ids (a reply that is only a stop token) decode to '' in QwenTokenizer.decode itself.
+    this.decodeText = (ids) => tokenizer.decode(ids, { skipSpecialTokens: true });
   }
 
   models(): object {
