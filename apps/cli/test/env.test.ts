@@ -121,6 +121,31 @@ describe('mlagent env', () => {
     expect(none.stderr).toContain(`env run: state ${final} ends its episode (after step 3); nothing can be played from it`);
   }, 60_000);
 
+  it('run --store-max-size bounds the store: a script’s junk past it is left out of the saved state, with a warning', async () => {
+    const file = path.join(root, 'junk.jsonl');
+    const script = "open('junk.bin', 'wb').write(b'j' * 200000)\nprint('junk written')\n";
+    writeFileSync(file, [line('Write File', { file_name: 'junk.py', content: script }), line('Execute Script', { script_name: 'junk.py' })].join('\n'));
+    const store = path.join(root, 'small-store');
+    const r = mlagent(['env', 'run', '--task', taskDir, '--responses', file, '--json', '--store', store, '--store-max-size', '64K']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/the snapshot store is full \(\d+ of its 65536 bytes used\) at .*small-store: new file contents are left out/);
+    const steps = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(steps[1].observation).toContain('junk written');
+    const { SnapshotStore } = await import('@mlagent/env');
+    const state = await new SnapshotStore(store).load(steps[1].snapshotId);
+    expect(state.omitted.map((o) => o.path)).toEqual(['junk.bin']);
+    expect(state.files.map((f) => f.path)).toContain('junk.py');
+
+    for (const bad of ['0', '12 apples', '-5G', '1e3', '']) {
+      const b = mlagent(['env', 'run', '--task', taskDir, '--responses', file, `--store-max-size=${bad}`]);
+      expect(b.stderr, bad).toContain(`env: --store-max-size must be a size such as 500M, 20G or 1T, got '${bad}'`);
+      expect(b.code, bad).toBe(2);
+    }
+    const s = mlagent(['env', 'serve', '--port', '0', '--store-max-size', '2X']);
+    expect(s.stderr).toContain("env serve: --store-max-size must be a size such as 500M, 20G or 1T, got '2X'");
+    expect(s.code).toBe(2);
+  }, 60_000);
+
   it('shell finds a task by name and plays typed responses (shorthand or fields), printing observations', () => {
     const input = ['List Files {"dir_path": "data"}', '', 'Action: Read File', 'Action Input: {"file_name": "data_description.txt"}', '', ':state', ':quit', ''].join('\n');
     const r = mlagent(['env', 'shell', '--task', 'tiny-cli'], input);

@@ -5,8 +5,9 @@ import { EnvServer, SandboxPool, SnapshotStore, availableIsolation, mlagentHome 
 import type { RewardVariant } from '@mlagent/reward';
 import { CommandFailedError, UsageError, parse } from '../args.js';
 import { helperFromArgs } from '../helper-args.js';
+import { storeMaxBytes } from './env-states.js';
 
-export const envServeUsage = `mlagent env serve [--port N] [--host H] [--store DIR] [--max-steps N] [--max-episodes N] [--idle-timeout SEC]
+export const envServeUsage = `mlagent env serve [--port N] [--host H] [--store DIR] [--store-max-size SIZE] [--max-steps N] [--max-episodes N] [--idle-timeout SEC]
       [--concurrency C] [--reward v1|v2|milestones] [--helper-url URL --helper-model NAME]
   Serves episodes of the registered tasks as JSON over HTTP, for an agent or an RL trainer in any language:
   POST /v1/episodes {"task"}, then POST /v1/episodes/ID/step {"response"} answers with the step's result, its
@@ -17,13 +18,14 @@ export const envServeUsage = `mlagent env serve [--port N] [--host H] [--store D
   --idle-timeout seconds (default 1800) is closed; --concurrency Execute Script runs at once (default the CPUs);
   --reward: the reward variant each step is scored with (default v1, the paper's; see @mlagent/reward);
   --max-steps: the episodes' step limit (default 15), and the most a client's maxSteps may ask for;
-  --store and the helper model as for env run (GET /v1/states lists the store's states). Ctrl-C lets running
+  --store, --store-max-size and the helper model as for env run (GET /v1/states lists the store's states). Ctrl-C lets running
   steps finish, then closes every episode (a second Ctrl-C exits at once).`;
 
 const OPTIONS = {
   port: { type: 'string', default: '8765' },
   host: { type: 'string', default: '127.0.0.1' },
   store: { type: 'string' },
+  'store-max-size': { type: 'string' },
   'max-steps': { type: 'string' },
   'max-episodes': { type: 'string', default: '16' },
   'idle-timeout': { type: 'string', default: '1800' },
@@ -61,7 +63,7 @@ export async function envServeCommand(argv: string[]): Promise<void> {
   if (token === undefined && !isLoopback(v.host!))
     throw new UsageError(`env serve: --host ${v.host} can be reached from other machines; set MLAGENT_ENV_TOKEN to a secret first (clients then send Authorization: Bearer TOKEN)`);
 
-  const store = new SnapshotStore(v.store ?? path.join(mlagentHome(), 'states'));
+  const store = new SnapshotStore(v.store ?? path.join(mlagentHome(), 'states'), { maxBytes: storeMaxBytes('env serve', v['store-max-size']) });
   const helperLlm = helperFromArgs('env serve', v['helper-url'], v['helper-model']);
   let server: EnvServer;
   try {

@@ -35,6 +35,21 @@ export function parseAge(command: string, text: string, flag = '--older-than', a
   return Number(m[1]) * UNIT_MS[m[2]];
 }
 
+const UNIT_BYTES: Record<string, number> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
+
+/** "500M", "20G", "1.5T", "4096" (bytes; K, M, G, T are powers of 1024, with or without a trailing B) as bytes. */
+export function parseSize(command: string, flag: string, text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(text);
+  const bytes = m ? Math.floor(Number(m[1]) * UNIT_BYTES[m[2].toLowerCase()]) : NaN;
+  if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new UsageError(`${command}: ${flag} must be a size such as 500M, 20G or 1T, got '${text}'`);
+  return bytes;
+}
+
+/** --store-max-size as the store's maxBytes (undefined: no limit). */
+export function storeMaxBytes(command: string, raw: string | undefined): number | undefined {
+  return raw === undefined ? undefined : parseSize(command, '--store-max-size', raw);
+}
+
 function openStore(command: string, dir: string | undefined): SnapshotStore {
   if (dir === '') throw new UsageError(`${command}: --store must name a directory, got an empty string`);
   const store = new SnapshotStore(dir ?? path.join(mlagentHome(), 'states'));

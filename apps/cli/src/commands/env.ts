@@ -5,13 +5,15 @@ import { Episode, mlagentHome, prepareTask, SnapshotStore, type EpisodeOptions, 
 import { UsageError, parse } from '../args.js';
 import { helperFromArgs } from '../helper-args.js';
 import { envServeCommand, envServeUsage } from './env-serve.js';
-import { envStatesCommand, envStatesUsage } from './env-states.js';
+import { envStatesCommand, envStatesUsage, storeMaxBytes } from './env-states.js';
 
 export const envUsage = `mlagent env run|shell --task NAME|DIR [options]
   run   --responses FILE.jsonl [--json]: plays the responses (one {"response": "..."} per line) and prints each step
   shell: type responses yourself (an empty line sends one; ":prompt", ":state", ":quit") and read the observations
   --state ID           start from a saved state (id or unique prefix) instead of the task's initial state
   --store DIR          snapshot store (default $MLAGENT_HOME/states)
+  --store-max-size SIZE  the most the store may hold (e.g. 20G); past it, and where its disk would keep under
+                       256 MiB free, saved states leave out file contents not stored yet (listed as omitted)
   --max-steps N        step limit (default 15)
   --helper-url URL --helper-model NAME   OpenAI-compatible helper model (key from $MLAGENT_HELPER_API_KEY);
                        without one, Understand File / the AI edits are off and Reflection echoes
@@ -23,6 +25,7 @@ const OPTIONS = {
   responses: { type: 'string' },
   state: { type: 'string' },
   store: { type: 'string' },
+  'store-max-size': { type: 'string' },
   'max-steps': { type: 'string' },
   'helper-url': { type: 'string' },
   'helper-model': { type: 'string' },
@@ -41,7 +44,7 @@ function episodeOptions(v: Values): EpisodeOptions & { fromSnapshot?: string } {
   if (v.store === '') throw new UsageError('env: --store must name a directory, got an empty string');
   const helperLlm = helperFromArgs('env', v['helper-url'], v['helper-model']);
   return {
-    store: new SnapshotStore(v.store ?? path.join(mlagentHome(), 'states')),
+    store: new SnapshotStore(v.store ?? path.join(mlagentHome(), 'states'), { maxBytes: storeMaxBytes('env', v['store-max-size']) }),
     helperLlm,
     maxSteps,
     fromSnapshot: v.state,

@@ -9,10 +9,18 @@ import { makeDirs } from '../fs/make-dirs.js';
 import { MANIFEST_FORMAT, PUBLIC_DATA_TARGET, type ManifestFile, type StateManifest } from './manifest.js';
 import { actionCallKey } from '../actions/call-key.js';
 import { listStates, pruneStates, type ListStatesOptions, type PruneOptions, type PruneResult, type StateSummary } from './maintenance.js';
+import { StoreQuota } from './quota.js';
 
 export interface SnapshotStoreOptions {
   /** Files larger than this are left out of states (listed in `omitted`). Default 512 MiB. */
   maxFileBytes?: number;
+  /**
+   * The most bytes the store's blobs and manifests may take. Past it, captures leave files whose content is not
+   * stored yet out of states (listed in `omitted`) rather than fail; manifests are still written. Default: no limit.
+   */
+  maxBytes?: number;
+  /** Likewise where the store's filesystem would keep less than this many bytes free. Default 256 MiB. */
+  minFreeBytes?: number;
 }
 
 /** Remembers the hash of a file by its inode, size and times, so unchanged files are not read again. */
@@ -92,16 +100,39 @@ async function freshStat(p: string): Promise<Stats | null> {
 
 const existsFresh = async (p: string): Promise<boolean> => (await freshStat(p)) !== null;
 
+function checkBytes(name: string, v: number, allowInfinity: boolean): number {
+  if (typeof v !== 'number' || !(Number.isSafeInteger(v) || (allowInfinity && v === Infinity)) || v < 0) {
+    throw new TypeError(`SnapshotStore: ${name} must be an integer >= 0${allowInfinity ? ' (or Infinity)' : ''}, got ${String(v)}`);
+  }
+  return v;
+}
+
 export class SnapshotStore {
   readonly dir: string;
   readonly maxFileBytes: number;
+  private readonly quota: StoreQuota;
 
   constructor(dir: string, options: SnapshotStoreOptions = {}) {
     if (typeof dir !== 'string' || dir === '') throw new TypeError('SnapshotStore: dir must be a non-empty path');
     this.dir = path.resolve(dir);
-    const max = options.maxFileBytes ?? 512 * 2 ** 20;
-    if (!Number.isInteger(max) || max < 0) throw new TypeError(`SnapshotStore: maxFileBytes must be an integer >= 0, got ${max}`);
-    this.maxFileBytes = max;
+    this.maxFileBytes = checkBytes('maxFileBytes', options.maxFileBytes ?? 512 * 2 ** 20, false);
+    this.quota = new StoreQuota(this.dir, {
+      maxBytes: checkBytes('maxBytes', options.maxBytes ?? Infinity, true),
+      minFreeBytes: checkBytes('minFreeBytes', options.minFreeBytes ?? 256 * 2 ** 20, false),
+    });
+  }
+
+  /** The store's limits on its size (see SnapshotStoreOptions). */
+  get limits(): { maxBytes: number; minFreeBytes: number } {
+    return { ...this.quota.limits };
+  }
+
+  /**
+   * Bytes of the store's blobs and manifests: counted once, then kept up to date with this object's writes
+   * (`recount` counts again, seeing other processes' writes and prunes).
+   */
+  usedBytes(recount = false): Promise<number> {
+    return this.quota.usedBytes(recount);
   }
 
   /** Path of the blob holding content `hash`. */
@@ -113,16 +144,20 @@ export class SnapshotStore {
     return path.join(this.dir, 'states', `${id}.json`);
   }
 
-  /** Stores bytes and returns their hash. */
+  /** Stores bytes and returns their hash. The store's size limits do not apply: the caller needs the blob. */
   async putBlob(data: Buffer | string): Promise<string> {
     const hash = sha256(data);
+    if (!(await existsFresh(this.blobPath(hash)))) await this.writeBlob(hash, data);
+    return hash;
+  }
+
+  private async writeBlob(hash: string, data: Buffer | string): Promise<void> {
     const dest = this.blobPath(hash);
-    if (await existsFresh(dest)) return hash;
     await makeDirs(path.dirname(dest));
     const tmp = tmpName(path.dirname(dest));
     await fs.writeFile(tmp, data, { mode: 0o444 });
     await fs.rename(tmp, dest);
-    return hash;
+    this.quota.added(Buffer.byteLength(data));
   }
 
   /** Whether blob `hash` is stored. It counts as in use from now on (a prune leaves it for an hour). */
@@ -141,9 +176,10 @@ export class SnapshotStore {
   /**
    * Stores a workspace file and returns its hash and the stored blob's length; the cache skips reading files whose
    * inode, size and times did not change. The length is the blob's, not the lstat's from before the read (the file
-   * may have changed since), since materialize checks restored files against it.
+   * may have changed since), since materialize checks restored files against it. Content not stored yet is left out
+   * where the store's limits refuse it: then the result is the reason.
    */
-  private async putFile(abs: string, st: BigIntStats, cache?: HashCache): Promise<{ hash: string; size: number }> {
+  private async putFile(abs: string, st: BigIntStats, cache?: HashCache): Promise<{ hash: string; size: number } | { refused: string }> {
     const key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
     const hit = cache?.get(abs);
     const blobSize = (hash: string) => fs.lstat(this.blobPath(hash)).then((b) => b.size, () => null);
@@ -153,16 +189,25 @@ export class SnapshotStore {
     }
     let hash: string;
     if (st.size <= BigInt(IN_MEMORY_BYTES)) {
-      hash = await this.putBlob(await fs.readFile(abs));
+      const data = await fs.readFile(abs);
+      hash = sha256(data);
+      if (!(await existsFresh(this.blobPath(hash)))) {
+        const refused = await this.quota.refusal(data.length);
+        if (refused !== null) return { refused };
+        await this.writeBlob(hash, data);
+      }
     } else {
       hash = await sha256File(abs);
       const dest = this.blobPath(hash);
       if (!(await existsFresh(dest))) {
+        const refused = await this.quota.refusal(Number(st.size));
+        if (refused !== null) return { refused };
         await makeDirs(path.dirname(dest));
         const tmp = tmpName(path.dirname(dest));
         await fs.copyFile(abs, tmp, fsConstants.COPYFILE_FICLONE);
         await fs.chmod(tmp, 0o444);
         await fs.rename(tmp, dest);
+        this.quota.added((await fs.lstat(dest).catch(() => null))?.size ?? Number(st.size));
       }
     }
     cache?.set(abs, { key, hash });
@@ -204,8 +249,9 @@ export class SnapshotStore {
         } else if (st.size > BigInt(this.maxFileBytes)) {
           omitted.push({ path: r, size: Number(st.size), reason: `larger than the store's limit of ${this.maxFileBytes} bytes` });
         } else {
-          const { hash, size } = await this.putFile(abs, st, cache);
-          files.push({ path: r, hash, size, mode: Number(st.mode) & 0o777 });
+          const put = await this.putFile(abs, st, cache);
+          if ('refused' in put) omitted.push({ path: r, size: Number(st.size), reason: put.refused });
+          else files.push({ path: r, hash: put.hash, size: put.size, mode: Number(st.mode) & 0o777 });
         }
       }
     };
@@ -240,6 +286,7 @@ export class SnapshotStore {
       const tmp = tmpName(path.dirname(dest));
       await fs.writeFile(tmp, json);
       await fs.rename(tmp, dest);
+      this.quota.added(Buffer.byteLength(json));
     }
     return id;
   }
@@ -267,8 +314,10 @@ export class SnapshotStore {
    * Removes the states saved more than `olderThanMs` ago (but those in `keep`; only `task`'s, if given), then every
    * blob no remaining state needs that has not been used for an hour, so episodes saving meanwhile are safe.
    */
-  prune(options: PruneOptions): Promise<PruneResult> {
-    return pruneStates(this.dir, options);
+  async prune(options: PruneOptions): Promise<PruneResult> {
+    const result = await pruneStates(this.dir, options);
+    if (!options.dryRun) this.quota.added(-result.bytesFreed);
+    return result;
   }
 
   /** Finds a state by its id or a unique prefix of at least 6 characters. */
