@@ -40,7 +40,7 @@ export {
   type MeasuredMemory,
 } from './memory.js';
 export { createOpenAIServer, type OpenAIServer, type OpenAIServerOptions } from './serve/server.js';
-export { OpenAIService, type OpenAIServiceOptions, type ChoiceDelta } from './serve/service.js';
+export { DEFAULT_MAX_QUEUED, OpenAIService, type OpenAIServiceOptions, type ChoiceDelta } from './serve/service.js';
 export { OpenAIError } from './serve/errors.js';
 export { StopTextStream } from './serve/text-stream.js';
 export { defaultStopTokenIds } from './serve/stop-tokens.js';

@@ -236,6 +236,40 @@ describe('OpenAI server audit: HTTP', () => {
     expect(gpu.memory().inUse).toBe(before);
   });
 
+  it('answers a request past maxQueued waiting with a 429 and Retry-After rather than queue it without bound', async () => {
+    const service = new OpenAIService(model, tokenizer, { maxQueued: 1 });
+    const body = { prompt: 'Once', max_tokens: 4 };
+    const first = service.completion(body);
+    await new Promise((r) => setImmediate(r)); // the first is generating now
+    const second = service.completion(body);
+    await expect(service.completion(body)).rejects.toMatchObject({ status: 429, code: 'queue_full', retryAfterSec: 1 });
+    await Promise.all([first, second]);
+    await expect(service.completion(body)).resolves.toMatchObject({ object: 'text_completion' }); // counted down again
+    for (const bad of [-1, 1.5, NaN]) expect(() => new OpenAIService(model, tokenizer, { maxQueued: bad })).toThrow(/maxQueued must be an integer >= 0/);
+
+    // Over HTTP, with no room to wait: the header is there, and the next request runs once the GPU is free.
+    const own = createOpenAIServer(model, tokenizer, { maxQueued: 0 });
+    const ownUrl = await own.listen(0);
+    try {
+      const gone = new AbortController();
+      const r = await fetch(ownUrl + C, { method: 'POST', body: JSON.stringify({ prompt: 'Once', max_tokens: 20000, stream: true }), signal: gone.signal });
+      await r.body!.getReader().read();
+      const busy = await fetch(ownUrl + C, { method: 'POST', body: JSON.stringify(body) });
+      expect(busy.status).toBe(429);
+      expect(busy.headers.get('retry-after')).toBe('1');
+      expect(((await busy.json()) as { error: { code: string } }).error.code).toBe('queue_full');
+      gone.abort();
+      let next = 429;
+      for (let i = 0; i < 100 && next === 429; i++) {
+        next = (await fetch(ownUrl + C, { method: 'POST', body: JSON.stringify(body) })).status;
+        if (next === 429) await new Promise((res) => setTimeout(res, 50));
+      }
+      expect(next).toBe(200);
+    } finally {
+      await own.close();
+    }
+  });
+
   it('close() can be called twice, and before listen()', async () => {
     const own = createOpenAIServer(model, tokenizer);
     await own.listen(0);

@@ -1,13 +1,14 @@
-import { assertFits, createOpenAIServer, loadQwenConfig, planMemory, readPeftConfig } from '@mlagent/policy';
+import { DEFAULT_MAX_QUEUED, assertFits, createOpenAIServer, loadQwenConfig, planMemory, readPeftConfig } from '@mlagent/policy';
 import { UsageError, parse } from '../args.js';
 import { MODEL_OPTIONS, MODEL_USAGE, checkModelArgs, loadPolicy, numberArg, parseTemplate } from '../policy-args.js';
 
-export const serveUsage = `mlagent serve --model DIR [--adapter DIR] --port P [--host H] [--name ID] [--template hf|ml-agent] [--max-tokens N] [--memory-budget GIB]
+export const serveUsage = `mlagent serve --model DIR [--adapter DIR] --port P [--host H] [--name ID] [--template hf|ml-agent] [--max-tokens N] [--memory-budget GIB] [--max-queued N]
   An OpenAI-compatible HTTP server: POST /v1/chat/completions (stream: true for server-sent events),
   POST /v1/completions, GET /v1/models. One request generates at a time; n choices and several prompts run as one
   batch. --host defaults to 127.0.0.1, --port 0 picks a free port; the first stdout line is "listening on URL".
   --max-tokens is the default for requests that give none (512); --memory-budget refuses requests whose memory
-  plan exceeds that many GiB. Stops on SIGINT/SIGTERM.
+  plan exceeds that many GiB; --max-queued requests may wait behind the one generating (default 256), one more
+  gets a 429 with Retry-After. Stops on SIGINT/SIGTERM.
 ${MODEL_USAGE}`;
 
 export async function serveCommand(argv: string[]): Promise<void> {
@@ -20,12 +21,14 @@ export async function serveCommand(argv: string[]): Promise<void> {
     template: { type: 'string', default: 'hf' },
     'max-tokens': { type: 'string', default: '512' },
     'memory-budget': { type: 'string' },
+    'max-queued': { type: 'string', default: String(DEFAULT_MAX_QUEUED) },
   });
   checkModelArgs(cmd, values, serveUsage);
   if (values.port === undefined) throw new UsageError(`${cmd}: --port P is required\n${serveUsage}`);
   const port = numberArg(cmd, 'port', values.port, { max: 65535, integer: true })!;
   const defaultMaxTokens = numberArg(cmd, 'max-tokens', values['max-tokens'], { min: 1, integer: true })!;
   const budgetGiB = numberArg(cmd, 'memory-budget', values['memory-budget'], { min: 0 });
+  const maxQueued = numberArg(cmd, 'max-queued', values['max-queued'], { min: 0, integer: true })!;
   const chatTemplate = parseTemplate(cmd, values.template);
   // Node listens on every interface for an empty host, not on the default 127.0.0.1.
   if (values.host.trim() === '') throw new UsageError(`${cmd}: --host must name an address (default 127.0.0.1), got an empty string`);
@@ -52,6 +55,7 @@ export async function serveCommand(argv: string[]): Promise<void> {
     chatTemplate,
     defaultMaxTokens,
     memoryBudgetBytes: budgetGiB === undefined ? undefined : budgetGiB * 1024 ** 3,
+    maxQueued,
     log: (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`),
   });
   let url: string;

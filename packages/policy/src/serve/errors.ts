@@ -11,6 +11,9 @@ export class OpenAIError extends Error {
     this.name = 'OpenAIError';
   }
 
+  /** Sent as Retry-After (seconds) with the answer. */
+  retryAfterSec?: number;
+
   toJSON(): { error: { message: string; type: string; param: string | null; code: string | null } } {
     return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
   }

@@ -206,11 +206,11 @@ function readJson(req: IncomingMessage, maxBody: number): Promise<unknown> {
   });
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
   // A body left unread (a 413, an early error) leaves the connection unusable for a next request.
   const close = res.req.complete ? {} : { connection: 'close' };
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...close });
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...close, ...headers });
   res.end(text);
 }
 
@@ -244,5 +244,5 @@ function sendError(res: ServerResponse, e: unknown): void {
     res.end();
     return;
   }
-  sendJson(res, err.status, err.toJSON());
+  sendJson(res, err.status, err.toJSON(), err.retryAfterSec === undefined ? {} : { 'retry-after': String(err.retryAfterSec) });
 }

@@ -19,7 +19,15 @@ export interface OpenAIServiceOptions {
   maxContext?: number;
   /** GPU bytes a request may plan for; requests whose memory plan exceeds it get a 400. Default: unchecked. */
   memoryBudgetBytes?: number;
+  /**
+   * Requests that may wait for the GPU behind the one generating. One more gets a 429 with Retry-After, which
+   * OpenAI clients back off on, rather than join a queue whose wait outgrows every client's timeout. Default 256.
+   */
+  maxQueued?: number;
 }
+
+/** maxQueued's default. */
+export const DEFAULT_MAX_QUEUED = 256;
 
 /** One streamed piece of a choice: new text, and its finish reason once it has finished. */
 export interface ChoiceDelta {
@@ -51,6 +59,11 @@ export class OpenAIService {
   readonly modelName: string;
   private readonly created = Math.floor(Date.now() / 1000);
   private queue: Promise<unknown> = Promise.resolve();
+  /** Requests in the queue that have not started generating. */
+  private waiting = 0;
+  /** Whether a request is generating now. */
+  private generating = false;
+  private readonly maxQueued: number;
   private readonly stopping = new AbortController();
   private readonly stopIds: number[];
   private readonly decodeText: (ids: number[]) => string;
@@ -61,6 +74,10 @@ export class OpenAIService {
     readonly options: OpenAIServiceOptions = {},
   ) {
     this.modelName = options.modelName ?? 'policy';
+    this.maxQueued = options.maxQueued ?? DEFAULT_MAX_QUEUED;
+    if (!(Number.isSafeInteger(this.maxQueued) || this.maxQueued === Infinity) || this.maxQueued < 0) {
+      throw new RangeError(`OpenAIService: maxQueued must be an integer >= 0 (or Infinity), got ${String(options.maxQueued)}`);
+    }
     // A tokenizer with ids past the model's embeddings would fail every text request with a 500.
     tokenizer.checkModelVocab(model.config.vocabSize, "the model's config.json");
     this.stopIds = defaultStopTokenIds(model.config, tokenizer);
@@ -181,6 +198,12 @@ export class OpenAIService {
     const sampled = batch.map((): number[] => []);
     const stopped = () => new OpenAIError(503, 'the server is shutting down', null, 'server_shutting_down');
     if (this.stopping.signal.aborted) throw stopped();
+    const busy = this.waiting > 0 || this.generating;
+    if (busy && this.waiting >= this.maxQueued) {
+      const err = new OpenAIError(429, `the server has ${this.waiting} requests waiting for the GPU, its most (maxQueued); retry later`, null, 'queue_full');
+      err.retryAfterSec = 1;
+      throw err;
+    }
     const results = await this.serialized(() => {
       if (this.stopping.signal.aborted) throw stopped();
       // A client that left while queued (a trainer's timeout) would still cost a prefill: skip it.
@@ -238,7 +261,17 @@ export class OpenAIService {
 
   /** Runs GPU work strictly one request at a time, in arrival order. */
   private serialized<T>(fn: () => Promise<T>): Promise<T> {
-    const next = this.queue.then(fn, fn);
+    this.waiting++;
+    const start = async () => {
+      this.waiting--;
+      this.generating = true;
+      try {
+        return await fn();
+      } finally {
+        this.generating = false;
+      }
+    };
+    const next = this.queue.then(start, start);
     this.queue = next.catch(() => undefined);
     return next;
   }
