@@ -322,6 +322,15 @@ describe('Episode actions', () => {
     expect(last.step).toBe(4);
     expect(last.done).toBe(true);
     await expect(ep.step(respond('List Files', { dir_path: '.' }))).rejects.toThrow(/the episode is done/);
+
+    // A state not done, at or past a lower limit, still takes one step (step-wise RL steps from any pooled state).
+    const third = await store.load(args.snapshotId!);
+    expect([third.step, third.done]).toEqual([3, false]);
+    const again = await start({ maxSteps: 2, fromSnapshot: args.snapshotId! });
+    expect([again.stepIndex, again.done]).toEqual([3, false]);
+    const one = await again.step(respond('List Files', { dir_path: '.' }));
+    expect([one.step, one.done]).toEqual([4, true]);
+    await again.close();
     await ep.close();
   });
 
