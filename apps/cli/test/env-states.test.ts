@@ -91,7 +91,7 @@ describe('mlagent env states / prune', () => {
 
     const dry = mlagent(['env', 'prune', '--store', store.dir, '--older-than', '2h', '--keep', steps, '--dry-run']);
     expect(dry.code).toBe(0);
-    expect(dry.stdout).toMatch(/^would remove 2 states \(2 kept\) and 2 blobs, freeing [\d.]+ MiB; 2 blobs \([\d.]+ MiB\) would stay\n$/);
+    expect(dry.stdout).toMatch(/^would remove 2 states \(2 kept\) and 2 blobs, freeing [\d.]+ MiB; 2 blobs \([\d.]+ MiB\) would stay, [\d.]+ MiB in all\n$/);
     expect((await store.list()).length).toBe(4);
     expect(blobCount(store)).toBe(4);
 
@@ -110,6 +110,18 @@ describe('mlagent env states / prune', () => {
     expect(all.code).toBe(0);
     expect(all.stdout).toMatch(/^removed 2 states \(1 kept\) and 1 blob, freed/); // young's blob is within the hour
     expect((await store.list()).map((s) => s.task)).toEqual(['spaceship-titanic']);
+
+    // --max-size: the oldest go until the rest fits; the hour-old grace keeps the young ones.
+    const sized = new SnapshotStore(path.join(root, 'sized'));
+    const a = await state(sized, 'house-prices', 1, 'a'.repeat(50_000), 5 * HOUR);
+    const b = await state(sized, 'house-prices', 2, 'b'.repeat(50_000), 4 * HOUR);
+    const c = await state(sized, 'house-prices', 3, 'c'.repeat(50_000), 3 * HOUR);
+    const s = mlagent(['env', 'prune', '--store', sized.dir, '--max-size', '60K', '--json']);
+    expect(s.code).toBe(0);
+    const out2 = JSON.parse(s.stdout);
+    expect(out2.removed).toEqual([a, b]);
+    expect(out2.bytesKept).toBeLessThanOrEqual(60 * 1024);
+    expect((await sized.list()).map((x) => x.id)).toEqual([c]);
   });
 
   it('refuses bad usage before touching a store', async () => {
@@ -119,7 +131,9 @@ describe('mlagent env states / prune', () => {
     const noIds = path.join(root, 'no-ids.txt');
     writeFileSync(noIds, 'nothing here\n');
     const cases: [string[], RegExp][] = [
-      [['env', 'prune', '--store', store.dir], /env prune: --older-than AGE is required \(0 removes every state\)/],
+      [['env', 'prune', '--store', store.dir], /env prune: --older-than AGE \(0 removes every state\) or --max-size SIZE is required/],
+      [['env', 'prune', '--store', store.dir, '--max-size', '0'], /--max-size must be a size such as 500M, 20G or 1T, got '0'/],
+      [['env', 'states', '--store', store.dir, '--max-size', '1G'], /env states: --max-size belongs to env prune/],
       [['env', 'prune', '--store', store.dir, '--older-than', '7 days'], /--older-than must be an age such as 90s, 30m, 12h or 7d \(0: every state\), got '7 days'/],
       [['env', 'prune', '--store', store.dir, '--older-than=-1h'], /--older-than must be an age/],
       [['env', 'prune', '--store', store.dir, '--older-than', '1h', '--keep', noIds], /--keep .*no-ids.txt holds no state id \(64 hex digits\)/],

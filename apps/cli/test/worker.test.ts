@@ -69,6 +69,8 @@ describe('mlagent worker', () => {
     expect(r.stderr).toMatch(/--concurrency must be an integer >= 1, got '0'/);
     r = await mlagent('worker', '--redis', 'redis://127.0.0.1:1', '--cache-max-age', '1 week');
     expect(r.stderr).toMatch(/worker: --cache-max-age must be an age such as 90s, 30m, 12h or 7d \(or 'off'\), got '1 week'/);
+    r = await mlagent('worker', '--redis', 'redis://127.0.0.1:1', '--cache-max-size', '10 apples');
+    expect(r.stderr).toMatch(/worker: --cache-max-size must be a size such as 500M, 20G or 1T, got '10 apples'/);
     r = await mlagent('worker', '--redis', 'redis://127.0.0.1:1', '--cache-max-age', '0');
     expect(r.stderr).toMatch(/--cache-max-age 0 would prune states the running jobs just saved/);
   });
@@ -91,8 +93,11 @@ describe('mlagent worker', () => {
     };
     const pruned = await seed(path.join(home, 'wp'));
     const kept = await seed(path.join(home, 'wk'));
+    const sized = await seed(path.join(home, 'ws'));
     const a = startWorker('wp', ['--cache-max-age', '2h']);
     const b = startWorker('wk');
+    // A size limit on a given store: the old state goes, the young one stays however small the limit.
+    const c = startWorker('ws', ['--cache-max-size', '1']);
     try {
       await until(() => a.log.some((l) => l.includes('cache: removed')), 'the cache prune');
       expect(a.log.join('\n')).toMatch(/worker wp: cache: removed 1 state\(s\) older than 2h and 1 blob\(s\), [\d.]+ MiB freed/);
@@ -101,10 +106,14 @@ describe('mlagent worker', () => {
       await new Promise((r) => setTimeout(r, 500));
       expect((await kept.store.list()).map((s) => s.id).sort()).toEqual([kept.old, kept.young].sort());
       expect(b.log.join('\n')).not.toMatch(/cache/);
+      await until(() => c.log.some((l) => l.includes('cache: removed')), 'the size prune');
+      expect(c.log.join('\n')).toMatch(/worker ws: cache: removed 1 state\(s\) past 1 and 1 blob\(s\), [\d.]+ MiB freed; [\d.]+ MiB kept/);
+      expect((await sized.store.list()).map((s) => s.id)).toEqual([sized.young]);
     } finally {
       a.child.kill('SIGTERM');
       b.child.kill('SIGTERM');
-      expect([await a.exited, await b.exited]).toEqual([0, 0]);
+      c.child.kill('SIGTERM');
+      expect([await a.exited, await b.exited, await c.exited]).toEqual([0, 0, 0]);
     }
   }, 60_000);
 

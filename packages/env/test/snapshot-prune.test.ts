@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Episode } from '../src/episode/episode.js';
@@ -145,13 +145,56 @@ describe('SnapshotStore.list and prune', () => {
     expect(later.blobsKept).toBe(0);
   }, 30_000);
 
+  it('maxBytes removes the oldest states until the store fits, freeing only blobs no kept state needs', async () => {
+    const store = new SnapshotStore(path.join(fx.root, 'size'));
+    const meta = (step: number) => ({ task: fx.task.spec.name, parent: null, step, done: false, metric: null, undo: {}, steps: [] });
+    const shared = 's'.repeat(4000);
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const ws = path.join(fx.root, `size-ws${i}`);
+      mkdirSync(ws);
+      writeFileSync(path.join(ws, 'shared.txt'), shared);
+      writeFileSync(path.join(ws, 'own.bin'), String(i).repeat(10_000));
+      ids.push(await store.capture(ws, fx.task.publicDir, meta(i)));
+    }
+    ageStore(store, 3 * HOUR);
+    ids.forEach((id, i) => ageState(store, id, (10 - i) * HOUR)); // ids[0] oldest
+    const size = () => walk(store.dir).reduce((n, f) => n + statSync(f).size, 0);
+    const total = size();
+    // Removing the oldest alone frees its own blob and manifest, 2000 bytes short of the limit, since the shared blob
+    // stays for the others: so the next eligible one goes too.
+    const limit = total - (10_000 + statSync(path.join(store.dir, 'states', `${ids[0]}.json`)).size + 2000);
+    const dry = await store.prune({ maxBytes: limit, keep: [ids[1]], dryRun: true });
+    expect(size()).toBe(total);
+    const r = await store.prune({ maxBytes: limit, keep: [ids[1]] });
+    expect(r).toEqual(dry);
+    expect(r.removed).toEqual([ids[0], ids[2]]); // ids[1] kept by id, so the next oldest goes instead
+    expect(r.blobsRemoved).toBe(2);
+    expect(r.bytesKept).toBe(size());
+    expect(r.bytesKept).toBeLessThanOrEqual(limit);
+    expect(r.bytesFreed).toBe(total - size());
+    for (const id of [ids[1], ids[3], ids[4]]) {
+      const target = path.join(fx.root, `size-back-${id.slice(0, 6)}`);
+      await store.materialize(await store.load(id), target, fx.task.publicDir);
+      expect(readFileSync(path.join(target, 'shared.txt'), 'utf8')).toBe(shared);
+    }
+    // With an age too, the old ones go first; states saved within the hour stay whatever the size.
+    ageState(store, ids[4], 0);
+    const both = await store.prune({ olderThanMs: 8 * HOUR, maxBytes: 0 });
+    expect(both.removed).toEqual([ids[1], ids[3]]);
+    expect((await store.list()).map((x) => x.id)).toEqual([ids[4]]);
+    expect(both.bytesKept).toBeGreaterThan(0);
+  }, 30_000);
+
   it('refuses bad options by name and removes nothing', async () => {
     const store = new SnapshotStore(path.join(fx.root, 'bad'));
     await twoEdits(store);
     ageStore(store, 3 * HOUR);
     await expect(store.prune({ olderThanMs: -1 })).rejects.toThrow(/olderThanMs must be a number of milliseconds >= 0, got -1/);
     await expect(store.prune({ olderThanMs: NaN })).rejects.toThrow(/olderThanMs/);
-    await expect(store.prune({} as never)).rejects.toThrow(/olderThanMs/);
+    await expect(store.prune({} as never)).rejects.toThrow(/give olderThanMs, maxBytes or both/);
+    await expect(store.prune({ maxBytes: -1 })).rejects.toThrow(/maxBytes must be a whole number of bytes >= 0, got -1/);
+    await expect(store.prune({ maxBytes: 1.5 })).rejects.toThrow(/maxBytes/);
     await expect(store.prune({ olderThanMs: 0, keep: ['abc'] })).rejects.toThrow(/keep holds "abc", not a state id/);
     await expect(store.prune({ olderThanMs: 0, task: '' })).rejects.toThrow(/task must be a non-empty task name/);
     expect((await store.list()).length).toBe(3);

@@ -8,10 +8,11 @@ import { UsageError, parse } from '../args.js';
 export const envStatesUsage = `mlagent env states [--store DIR] [--task NAME] [--json]
     Lists the states saved in a snapshot store, oldest first: id, task, step, metric, when saved, files and their size;
     then the store's blobs on disk, and those no state needs (which env prune removes, whatever --older-than).
-mlagent env prune --older-than AGE [--store DIR] [--task NAME] [--keep FILE]... [--dry-run] [--json]
+mlagent env prune --older-than AGE|--max-size SIZE [--store DIR] [--task NAME] [--keep FILE]... [--dry-run] [--json]
     Removes the states saved more than AGE ago (30m, 12h, 7d; 0: all), then every blob no remaining state needs
     (files and undo history) that nothing has used for an hour, so episodes saving into the store meanwhile stay
-    whole. --keep FILE keeps every state whose id (64 hex digits) appears anywhere in FILE, so a collection's
+    whole. --max-size (500M, 20G; with or without --older-than) then also removes the oldest states until the
+    store would hold at most SIZE; states saved and blobs used in the last hour stay whatever the size. --keep FILE keeps every state whose id (64 hex digits) appears anywhere in FILE, so a collection's
     steps.jsonl keeps its states pool. --task: only that task's states. --dry-run: report, remove nothing.
     --store defaults to $MLAGENT_HOME/states (env run, shell and serve save there; a collection's is DIR/snapshots,
     an evaluation's OUT/snapshots, a worker's $MLAGENT_HOME/worker-states).`;
@@ -21,6 +22,7 @@ const OPTIONS = {
   task: { type: 'string' },
   json: { type: 'boolean', default: false },
   'older-than': { type: 'string' },
+  'max-size': { type: 'string' },
   keep: { type: 'string', multiple: true },
   'dry-run': { type: 'boolean', default: false },
 } as const;
@@ -95,7 +97,7 @@ function stateLine(s: StateSummary): string {
 
 async function states(rest: string[]): Promise<void> {
   const { values: v } = parse('env states', rest, OPTIONS);
-  for (const flag of ['older-than', 'keep', 'dry-run'] as const) {
+  for (const flag of ['older-than', 'max-size', 'keep', 'dry-run'] as const) {
     if (v[flag] !== undefined && v[flag] !== false) throw new UsageError(`env states: --${flag} belongs to env prune\n${envStatesUsage}`);
   }
   if (v.task === '') throw new UsageError('env states: --task must name a task, got an empty string');
@@ -121,19 +123,21 @@ function pruneText(r: PruneResult, dryRun: boolean): string {
   const verb = dryRun ? 'would remove' : 'removed';
   return (
     `${verb} ${r.removed.length} state${r.removed.length === 1 ? '' : 's'} (${r.statesKept} kept) and ${r.blobsRemoved} blob${r.blobsRemoved === 1 ? '' : 's'}, ` +
-    `${dryRun ? 'freeing' : 'freed'} ${mib(r.bytesFreed)}; ${r.blobsKept} blobs (${mib(r.blobBytesKept)}) ${dryRun ? 'would stay' : 'stay'}\n`
+    `${dryRun ? 'freeing' : 'freed'} ${mib(r.bytesFreed)}; ${r.blobsKept} blobs (${mib(r.blobBytesKept)}) ${dryRun ? 'would stay' : 'stay'}, ${mib(r.bytesKept)} in all\n`
   );
 }
 
 async function prune(rest: string[]): Promise<void> {
   const { values: v } = parse('env prune', rest, OPTIONS);
-  if (v['older-than'] === undefined) throw new UsageError(`env prune: --older-than AGE is required (0 removes every state)\n${envStatesUsage}`);
-  const olderThanMs = parseAge('env prune', v['older-than']);
+  if (v['older-than'] === undefined && v['max-size'] === undefined)
+    throw new UsageError(`env prune: --older-than AGE (0 removes every state) or --max-size SIZE is required\n${envStatesUsage}`);
+  const olderThanMs = v['older-than'] === undefined ? undefined : parseAge('env prune', v['older-than']);
+  const maxBytes = v['max-size'] === undefined ? undefined : parseSize('env prune', '--max-size', v['max-size']);
   if (v.task === '') throw new UsageError('env prune: --task must name a task, got an empty string');
   const keep = keptIds('env prune', v.keep ?? []);
   const store = openStore('env prune', v.store);
   const dryRun = v['dry-run'];
-  const r = await store.prune({ olderThanMs, task: v.task, keep, dryRun });
+  const r = await store.prune({ olderThanMs, maxBytes, task: v.task, keep, dryRun });
   process.stdout.write(v.json ? `${JSON.stringify({ dryRun, ...r })}\n` : pruneText(r, dryRun));
 }
 

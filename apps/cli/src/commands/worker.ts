@@ -2,7 +2,7 @@ import path from 'node:path';
 import { DEFAULT_QUEUE, mlagentHome, SnapshotStore, startExecutionWorker } from '@mlagent/env';
 import { UsageError, parse } from '../args.js';
 import { helperFromArgs } from '../helper-args.js';
-import { parseAge } from './env-states.js';
+import { parseAge, parseSize } from './env-states.js';
 
 export const workerUsage = `mlagent worker --redis URL [--concurrency N] [--queue NAME] [--store DIR] [options]
   Executes env steps for RemoteExecutor clients: takes jobs from a BullMQ queue on Redis, restores each job's
@@ -23,6 +23,9 @@ export const workerUsage = `mlagent worker --redis URL [--concurrency N] [--queu
                            then every AGE/2 (at most hourly), with the blobs no other state needs; they are in
                            Redis. Default 1d for the default --store, off for one given (it may hold more than a
                            cache); off: never
+  --cache-max-size SIZE    also prune the cache's oldest states (saved over an hour ago) until it holds at most
+                           SIZE (500M, 20G) with the blobs they alone need, at start and then every 10 minutes
+                           (or every AGE/2, if sooner). Default: no size limit
   --helper-url URL --helper-model NAME   helper model (key from $MLAGENT_HELPER_API_KEY); clients must agree`;
 
 const OPTIONS = {
@@ -37,6 +40,7 @@ const OPTIONS = {
   'max-stalled': { type: 'string' },
   'job-timeout': { type: 'string' },
   'cache-max-age': { type: 'string' },
+  'cache-max-size': { type: 'string' },
   'helper-url': { type: 'string' },
   'helper-model': { type: 'string' },
 } as const;
@@ -78,6 +82,7 @@ export async function workerCommand(argv: string[]): Promise<void> {
   const cacheAge = v['cache-max-age'] ?? (store === undefined ? '1d' : 'off');
   const cacheMaxAgeMs = cacheAge === 'off' ? null : parseAge('worker', cacheAge, '--cache-max-age', "or 'off'");
   if (cacheMaxAgeMs === 0) throw new UsageError("worker: --cache-max-age 0 would prune states the running jobs just saved; give an age, or 'off'");
+  const cacheMaxBytes = v['cache-max-size'] === undefined ? undefined : parseSize('worker', '--cache-max-size', v['cache-max-size']);
   const cache = new SnapshotStore(store ?? path.join(mlagentHome(), 'worker-states'));
   const worker = startExecutionWorker({
     redis: v.redis,
@@ -92,7 +97,10 @@ export async function workerCommand(argv: string[]): Promise<void> {
     jobTimeoutMs: jobTimeout === undefined ? undefined : jobTimeout * 1000,
     helperLlm,
   });
-  const pruner = cacheMaxAgeMs === null ? null : pruneCachePeriodically(cache, cacheMaxAgeMs, cacheAge, (line) => process.stderr.write(`worker ${worker.name}: ${line}\n`));
+  const pruner =
+    cacheMaxAgeMs === null && cacheMaxBytes === undefined
+      ? null
+      : pruneCachePeriodically(cache, { ageMs: cacheMaxAgeMs ?? undefined, age: cacheAge, maxBytes: cacheMaxBytes, size: v['cache-max-size'] }, (line) => process.stderr.write(`worker ${worker.name}: ${line}\n`));
   await new Promise<void>((resolve) => {
     let stopping = false;
     const stop = (signal: string) => {
@@ -115,22 +123,29 @@ export async function workerCommand(argv: string[]): Promise<void> {
 }
 
 /**
- * Prunes the worker's cache now and every ageMs/2 (at most hourly). Safe beside running jobs: a job's states are
- * younger than the age, and a prune leaves blobs used in the last hour (see SnapshotStore.prune).
+ * Prunes the worker's cache now and every ageMs/2 (at most every 10 minutes with a size limit, else hourly). Safe
+ * beside running jobs: a job's states are younger than the age, and a prune leaves states and blobs used in the last
+ * hour (see SnapshotStore.prune).
  */
-function pruneCachePeriodically(store: SnapshotStore, ageMs: number, age: string, log: (line: string) => void): { stop(): Promise<void> } {
+function pruneCachePeriodically(
+  store: SnapshotStore,
+  limits: { ageMs?: number; age: string; maxBytes?: number; size?: string },
+  log: (line: string) => void,
+): { stop(): Promise<void> } {
   let running: Promise<void> = Promise.resolve();
+  const why = [limits.ageMs === undefined ? '' : `older than ${limits.age}`, limits.maxBytes === undefined ? '' : `past ${limits.size}`].filter(Boolean).join(' or ');
   const once = () => {
-    running = store.prune({ olderThanMs: ageMs }).then(
+    running = store.prune({ olderThanMs: limits.ageMs, maxBytes: limits.maxBytes }).then(
       (r) => {
         if (r.removed.length > 0 || r.blobsRemoved > 0)
-          log(`cache: removed ${r.removed.length} state(s) older than ${age} and ${r.blobsRemoved} blob(s), ${(r.bytesFreed / 2 ** 20).toFixed(1)} MiB freed`);
+          log(`cache: removed ${r.removed.length} state(s) ${why} and ${r.blobsRemoved} blob(s), ${(r.bytesFreed / 2 ** 20).toFixed(1)} MiB freed; ${(r.bytesKept / 2 ** 20).toFixed(1)} MiB kept`);
       },
       (e: Error) => log(`cache: prune failed (${e.message}); trying again later`),
     );
   };
   once();
-  const timer = setInterval(() => void running.then(once), Math.min(Math.max(ageMs / 2, 1000), 3_600_000));
+  const most = limits.maxBytes === undefined ? 3_600_000 : 600_000;
+  const timer = setInterval(() => void running.then(once), Math.min(Math.max((limits.ageMs ?? Infinity) / 2, 1000), most));
   timer.unref();
   return {
     async stop() {

@@ -37,7 +37,13 @@ export interface ListStatesOptions {
 
 export interface PruneOptions {
   /** States saved more than this many milliseconds ago are removed (0: all of them). */
-  olderThanMs: number;
+  olderThanMs?: number;
+  /**
+   * Then the oldest of the other states too, until the store's blobs and manifests would take at most this many
+   * bytes. States saved and blobs used within the last hour stay whatever the size (BLOB_GRACE_MS), so a store
+   * busier than that can stay above it; `bytesKept` tells.
+   */
+  maxBytes?: number;
   /** Only this task's states are removed (blobs no remaining state needs still go). */
   task?: string;
   /** State ids kept whatever their age (64 hex digits each). */
@@ -56,6 +62,8 @@ export interface PruneResult {
   /** Blobs still in the store after the prune, and their bytes. */
   blobsKept: number;
   blobBytesKept: number;
+  /** The kept blobs' and manifests' bytes: the store's size after the prune. */
+  bytesKept: number;
 }
 
 const ID = /^[0-9a-f]{64}$/;
@@ -140,8 +148,13 @@ function referencedBlobs(m: StateManifest, into: Set<string>): void {
 /** Removes old states of the store at `dir` and the blobs no remaining state needs (see the file's comment). */
 export async function pruneStates(dir: string, options: PruneOptions): Promise<PruneResult> {
   const olderThan = options?.olderThanMs;
-  if (typeof olderThan !== 'number' || !Number.isFinite(olderThan) || olderThan < 0) {
+  const maxBytes = options?.maxBytes;
+  if (olderThan === undefined && maxBytes === undefined) throw new TypeError('SnapshotStore.prune: give olderThanMs, maxBytes or both');
+  if (olderThan !== undefined && (typeof olderThan !== 'number' || !Number.isFinite(olderThan) || olderThan < 0)) {
     throw new RangeError(`SnapshotStore.prune: olderThanMs must be a number of milliseconds >= 0, got ${String(olderThan)}`);
+  }
+  if (maxBytes !== undefined && (typeof maxBytes !== 'number' || !Number.isSafeInteger(maxBytes) || maxBytes < 0)) {
+    throw new RangeError(`SnapshotStore.prune: maxBytes must be a whole number of bytes >= 0, got ${String(maxBytes)}`);
   }
   const now = Date.now();
   const keep = new Set<string>();
@@ -153,12 +166,14 @@ export async function pruneStates(dir: string, options: PruneOptions): Promise<P
 
   const statesDir = path.join(dir, 'states');
   const entries = (await readEntries(statesDir)).sort(byAge);
-  const goes = (e: Entry) => !keep.has(e.id) && now - e.mtimeMs > olderThan && (options.task === undefined || e.manifest?.task === options.task);
-  const removed = entries.filter(goes);
-  const kept = entries.filter((e) => !goes(e));
-  const unreadable = kept.find((e) => e.unreadable);
+  const eligible = (e: Entry) => !keep.has(e.id) && (options.task === undefined || e.manifest?.task === options.task);
+  const goes = new Set(entries.filter((e) => olderThan !== undefined && eligible(e) && now - e.mtimeMs > olderThan));
+  const unreadable = entries.find((e) => e.unreadable && !goes.has(e));
   // Its blobs are unknown, so none could be removed safely.
   if (unreadable) throw new Error(`SnapshotStore.prune: state ${unreadable.id} in ${dir} ${unreadable.problem}; nothing was removed`);
+  if (maxBytes !== undefined) await alsoOldestOverSize(dir, entries, goes, eligible, maxBytes);
+  const removed = entries.filter((e) => goes.has(e));
+  const kept = entries.filter((e) => !goes.has(e));
   let bytesFreed = 0;
   if (!options.dryRun) {
     for (const e of removed) {
@@ -214,5 +229,54 @@ export async function pruneStates(dir: string, options: PruneOptions): Promise<P
     if (!options.dryRun) await fs.unlink(file).catch(() => undefined);
     bytesFreed += st.size;
   }
-  return { removed: removed.map((e) => e.id), statesKept: kept.length, blobsRemoved, bytesFreed, blobsKept, blobBytesKept };
+  const manifestBytes = (options.dryRun ? kept : await readEntries(statesDir)).reduce((n, e) => n + e.size, 0);
+  return { removed: removed.map((e) => e.id), statesKept: kept.length, blobsRemoved, bytesFreed, blobsKept, blobBytesKept, bytesKept: blobBytesKept + manifestBytes };
+}
+
+/** The store's blobs: size and time by hash. */
+async function blobSizes(dir: string): Promise<Map<string, { size: number; mtimeMs: number }>> {
+  const out = new Map<string, { size: number; mtimeMs: number }>();
+  const blobsDir = path.join(dir, 'blobs');
+  for (const sub of await fs.readdir(blobsDir).catch(() => [] as string[])) {
+    if (!/^[0-9a-f]{2}$/.test(sub)) continue;
+    for (const name of await fs.readdir(path.join(blobsDir, sub)).catch(() => [] as string[])) {
+      if (!/^[0-9a-f]{62}$/.test(name)) continue;
+      const st = await fs.lstat(path.join(blobsDir, sub, name)).catch(() => null);
+      if (st?.isFile()) out.set(sub + name, { size: st.size, mtimeMs: st.mtimeMs });
+    }
+  }
+  return out;
+}
+
+/**
+ * Adds the oldest eligible states to `goes` until what would stay fits `maxBytes`: the kept manifests, the blobs
+ * a kept state needs, and those a prune must leave for now (used within the grace).
+ */
+async function alsoOldestOverSize(dir: string, entries: Entry[], goes: Set<Entry>, eligible: (e: Entry) => boolean, maxBytes: number): Promise<void> {
+  const blobs = await blobSizes(dir);
+  const refs = new Map<string, number>();
+  const blobsOf = (e: Entry) => {
+    const set = new Set<string>();
+    if (e.manifest) referencedBlobs(e.manifest, set);
+    return set;
+  };
+  let bytes = 0;
+  for (const e of entries) {
+    if (goes.has(e)) continue;
+    bytes += e.size;
+    for (const h of blobsOf(e)) refs.set(h, (refs.get(h) ?? 0) + 1);
+  }
+  const young = (h: string) => Date.now() - (blobs.get(h)?.mtimeMs ?? 0) <= BLOB_GRACE_MS;
+  for (const [h, b] of blobs) if (refs.has(h) || young(h)) bytes += b.size;
+  for (const e of entries) {
+    if (bytes <= maxBytes) return;
+    if (goes.has(e) || !eligible(e) || Date.now() - e.mtimeMs <= BLOB_GRACE_MS) continue;
+    goes.add(e);
+    bytes -= e.size;
+    for (const h of blobsOf(e)) {
+      const left = refs.get(h)! - 1;
+      refs.set(h, left);
+      if (left === 0 && !young(h)) bytes -= blobs.get(h)?.size ?? 0;
+    }
+  }
 }

@@ -311,8 +311,9 @@ export class SnapshotStore {
   }
 
   /**
-   * Removes the states saved more than `olderThanMs` ago (but those in `keep`; only `task`'s, if given), then every
-   * blob no remaining state needs that has not been used for an hour, so episodes saving meanwhile are safe.
+   * Removes the states saved more than `olderThanMs` ago (but those in `keep`; only `task`'s, if given), then the
+   * oldest others until the store fits `maxBytes` (if given), then every blob no remaining state needs that has not
+   * been used for an hour, so episodes saving meanwhile are safe.
    */
   async prune(options: PruneOptions): Promise<PruneResult> {
     const result = await pruneStates(this.dir, options);
