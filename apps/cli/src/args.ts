@@ -1,6 +1,7 @@
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { editDistance } from '@mlagent/rl';
 
 export class UsageError extends Error {
   constructor(message: string) {
@@ -47,16 +48,6 @@ export function suggestOption(e: unknown, known: string[]): string {
   const given = m[1];
   const near = known.filter((k) => k.startsWith(given) || given.startsWith(k) || editDistance(k, given) <= 2);
   return near.length === 1 ? ` (did you mean --${near[0]}?)` : '';
-}
-
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const row = [i];
-    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    prev = row;
-  }
-  return prev[b.length];
 }
 
 /** A file written after long work (an export, a benchmark table): its path is checked before any of the work runs. */

@@ -60,7 +60,7 @@ export {
   type LoraSettings,
   type Preset,
 } from './config/train-config.js';
-export { TrainConfigError } from './config/schema.js';
+export { TrainConfigError, editDistance } from './config/schema.js';
 // Metrics: JSONL, TensorBoard event files, progress bars.
 export { MetricsLogger, readMetrics, truncateMetricsAfter, METRICS_FILE, type MetricRecord } from './metrics/jsonl.js';
 export { EventFileWriter } from './metrics/tensorboard.js';

@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, truncateSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, truncateSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createServer } from 'node:http';
@@ -187,6 +187,14 @@ describe('collect (fake env)', () => {
     await expect(collect({ tasks, expert: new ScriptedExpert(), trajectories: 1, ideas: 4, out, progress: false, startEpisode: startFake })).rejects.toThrow(
       /other settings \(ideas: 3 there, 4 now\)/,
     );
+    // A damaged collection.json is named, not a bare SyntaxError; nothing is half-written by the first run.
+    expect(readdirSync(out).some((n) => n.endsWith('.tmp'))).toBe(false);
+    writeFileSync(path.join(out, 'collection.json'), '{"format": 1, "ideas"');
+    await expect(collect({ tasks, expert: new ScriptedExpert(), trajectories: 1, ideas: 3, out, progress: false, startEpisode: startFake })).rejects.toThrow(
+      /collect: cannot read .*collection\.json \(.*JSON.*\); it binds the directory to its settings/,
+    );
+    writeFileSync(path.join(out, 'collection.json'), 'null');
+    await expect(collect({ tasks, expert: new ScriptedExpert(), trajectories: 1, ideas: 3, out, progress: false, startEpisode: startFake })).rejects.toThrow(/it does not hold a JSON object/);
     await expect(collect({ tasks, expert: new ScriptedExpert(), trajectories: 0, ideas: 3, out: tmp(), startEpisode: startFake })).rejects.toThrow(/trajectories must be a positive integer/);
     await expect(collect({ tasks: [...tasks, ...tasks], expert: new ScriptedExpert(), trajectories: 1, ideas: 3, out: tmp(), startEpisode: startFake })).rejects.toThrow(/listed twice/);
     const [bare] = fakePrepared('bare');

@@ -2,18 +2,9 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { TrainConfigError } from '../src/config/schema.js';
 import { defaultTrainConfig, loadTrainConfig, parseTrainConfig, trainConfigReference } from '../src/config/train-config.js';
+import { problemsOf } from './config-fixture.js';
 
-function problemsOf(fn: () => unknown): string[] {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof TrainConfigError) return e.problems;
-    throw e;
-  }
-  throw new Error('expected a TrainConfigError');
-}
 
 describe('training config', () => {
   it("defaults are verl's", () => {

@@ -1,6 +1,6 @@
 // Exports of a collection for fine-tuning: LLaMA-Factory's ShareGPT format (one whole conversation per
 // trajectory) and per-step SFT pairs (the state's prompt as the policy sees it at a step, and the expert's answer).
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { readCollection, type CollectedStep } from './records.js';
 
@@ -27,8 +27,10 @@ export interface SftStepExample {
   response: string;
 }
 
-function trajectories(stepsFile: string): CollectedStep[][] {
+function trajectories(stepsFile: string, outFile: string): CollectedStep[][] {
   if (!existsSync(stepsFile)) throw new Error(`no collection at ${stepsFile}`);
+  // An export named like its input (`--sft-steps runs/collect/steps.jsonl`) replaced the collection with the export.
+  if (existsSync(outFile) && realpathSync(outFile) === realpathSync(stepsFile)) throw new Error(`cannot export ${stepsFile} onto itself: name another output file`);
   const byId = new Map<string, CollectedStep[]>();
   for (const r of readCollection(stepsFile).records) {
     if (r.type !== 'step') continue;
@@ -81,28 +83,32 @@ export function llamaFactoryDatasetInfo(fileName: string): Record<string, unknow
  * after the file. Returns the number of conversations.
  */
 export function exportShareGPT(stepsFile: string, outFile: string): number {
-  const convs = trajectories(stepsFile).map(toShareGpt);
+  const convs = trajectories(stepsFile, outFile).map(toShareGpt);
   const text = outFile.endsWith('.json') ? `${JSON.stringify(convs, null, 1)}\n` : convs.map((c) => `${JSON.stringify(c)}\n`).join('');
-  writeFileSync(outFile, text);
   const infoFile = path.join(path.dirname(outFile), 'dataset_info.json');
   let info: Record<string, unknown> = {};
   if (existsSync(infoFile)) {
+    let parsed: unknown;
     try {
-      info = JSON.parse(readFileSync(infoFile, 'utf8')) as Record<string, unknown>;
+      parsed = JSON.parse(readFileSync(infoFile, 'utf8'));
     } catch (e) {
       throw new Error(`cannot add the dataset to ${infoFile}: it is not valid JSON (${(e as Error).message})`);
     }
+    // A list (or null) there took the entry as a property JSON.stringify leaves out, or failed on null.
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error(`cannot add the dataset to ${infoFile}: it must hold a JSON object of datasets`);
+    info = parsed as Record<string, unknown>;
   }
   const base = path.basename(outFile);
   info[base.replace(/\.(jsonl?|json)$/, '')] = llamaFactoryDatasetInfo(base);
-  writeFileSync(infoFile, `${JSON.stringify(info, null, 2)}\n`);
+  writeAtomically(outFile, text);
+  writeAtomically(infoFile, `${JSON.stringify(info, null, 2)}\n`);
   return convs.length;
 }
 
 /** Writes one SFT example per step of the complete trajectories (JSONL). Returns the number of examples. */
 export function exportSftSteps(stepsFile: string, outFile: string): number {
   const lines: string[] = [];
-  for (const steps of trajectories(stepsFile))
+  for (const steps of trajectories(stepsFile, outFile))
     for (const s of steps) {
       const ex: SftStepExample = {
         trajectory: s.trajectory,
@@ -113,6 +119,21 @@ export function exportSftSteps(stepsFile: string, outFile: string): number {
       };
       lines.push(`${JSON.stringify(ex)}\n`);
     }
-  writeFileSync(outFile, lines.join(''));
+  writeAtomically(outFile, lines.join(''));
   return lines.length;
+}
+
+/**
+ * Writes through a temporary file and a rename. dataset_info.json also lists the user's other datasets: a write cut
+ * short (a kill, a full disk) left it half-written, and every later export refused it as invalid JSON.
+ */
+function writeAtomically(file: string, text: string): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  try {
+    writeFileSync(tmp, text);
+    renameSync(tmp, file);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
 }

@@ -77,19 +77,47 @@ export function stepsInOrder(records: readonly CollectionRecord[]): CollectedSte
   return steps.sort((a, b) => (a.trajectory < b.trajectory ? -1 : a.trajectory > b.trajectory ? 1 : a.step - b.step));
 }
 
+const isInt = (x: unknown, min: number): x is number => typeof x === 'number' && Number.isInteger(x) && x >= min;
+
+/**
+ * Whether a parsed line is a record the readers can use: the stages after collection read these fields of every
+ * step (the pool its snapshot ids, the exports and SFT its chat and texts), and a line without them used to pass
+ * here and crash there (toShareGpt read `messages` of undefined).
+ */
+function isRecord(r: unknown): r is CollectionRecord {
+  if (typeof r !== 'object' || r === null || Array.isArray(r)) return false;
+  const x = r as Record<string, unknown>;
+  if (typeof x.trajectory !== 'string') return false;
+  if (x.type === 'end') return isInt(x.steps, 1);
+  if (x.type !== 'step' || typeof x.task !== 'string') return false;
+  const chat = Array.isArray(x.messages) && x.messages.every((m) => typeof m === 'object' && m !== null && typeof (m as ChatMessage).role === 'string' && typeof (m as ChatMessage).content === 'string');
+  return chat && isInt(x.step, 1) && typeof x.prompt === 'string' && typeof x.response === 'string' && typeof x.stateBefore === 'string' && typeof x.stateAfter === 'string';
+}
+
 /** Reads a steps.jsonl, keeping only complete trajectories (see the file comment). A missing file is empty. */
 export function readCollection(file: string): ReadResult {
   if (!existsSync(file)) return { records: [], complete: new Set(), dropped: 0, clean: true };
-  const text = readFileSync(file, 'utf8');
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    // Node's EISDIR ("illegal operation on a directory, read") does not say which path.
+    throw new Error(`cannot read the collection ${file}: ${(e as Error).message}`);
+  }
+  // A BOM (an editor's) made the first line unparsable, and the resume's rewrite then dropped that record.
+  if (text.startsWith('\uFEFF')) text = text.slice(1);
   const lines = text.split('\n');
   const tail = lines.pop() ?? ''; // '' when the file ends with a newline
   const parsed: CollectionRecord[] = [];
-  let dropped = tail === '' ? 0 : 1;
+  let dropped = 0;
+  // A last line without its newline is kept when it is a whole record (a file edited or copied without the final
+  // newline; a killed writer leaves cut JSON). It used to be dropped, and its trajectory rewritten away.
+  if (tail.trim() !== '') lines.push(tail);
   for (const line of lines) {
     if (line.trim() === '') continue;
     try {
-      const r = JSON.parse(line) as CollectionRecord;
-      if ((r.type === 'step' || r.type === 'end') && typeof r.trajectory === 'string') parsed.push(r);
+      const r: unknown = JSON.parse(line);
+      if (isRecord(r)) parsed.push(r);
       else dropped++;
     } catch {
       dropped++;
@@ -122,7 +150,10 @@ export function readCollection(file: string): ReadResult {
     }
   }
   for (const run of pending.values()) dropped += run.length;
-  return { records, complete, dropped, clean: dropped === 0 };
+  // The trajectories kept: an end record whose steps were all dropped left its id in `complete` with no records.
+  const kept = new Set(records.filter((r) => r.type === 'end').map((r) => r.trajectory));
+  // Not clean without the final newline either: the next append would join its line to the last one.
+  return { records, complete: kept, dropped, clean: dropped === 0 && tail === '' };
 }
 
 /** Rewrites `file` with only `records`, atomically (temporary file, fsync, rename). */

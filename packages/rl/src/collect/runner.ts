@@ -1,7 +1,7 @@
 // The collection runner: full expert episodes on each task, seeded with diverse ideas, every step saved as a
 // JSONL line and every state in the env's snapshot store. Restarted with the same arguments after a crash, it
 // drops the incomplete trajectories' lines and redoes only those.
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { makeDirs } from '@mlagent/policy';
 import { Episode, SnapshotStore, type HelperLlmConfig, type PreparedTask } from '@mlagent/env';
@@ -71,7 +71,13 @@ function positiveInt(name: string, v: number): number {
 
 function checkManifest(file: string, want: CollectionManifest): void {
   if (existsSync(file)) {
-    const have = JSON.parse(readFileSync(file, 'utf8')) as CollectionManifest;
+    let have: CollectionManifest;
+    try {
+      have = JSON.parse(readFileSync(file, 'utf8')) as CollectionManifest;
+      if (have === null || typeof have !== 'object' || Array.isArray(have)) throw new Error('it does not hold a JSON object');
+    } catch (e) {
+      throw new Error(`collect: cannot read ${file} (${(e as Error).message}); it binds the directory to its settings: fix or delete it, or use another --out`);
+    }
     const diff = (Object.keys(want) as (keyof CollectionManifest)[]).filter((k) => have[k] !== want[k]);
     if (diff.length > 0)
       throw new Error(
@@ -79,7 +85,11 @@ function checkManifest(file: string, want: CollectionManifest): void {
           .map((k) => `${k}: ${JSON.stringify(have[k])} there, ${JSON.stringify(want[k])} now`)
           .join('; ')}); use another --out or the same settings to resume`,
       );
-  } else writeFileSync(file, `${JSON.stringify(want, null, 2)}\n`);
+  } else {
+    // Through a temporary file: a half-written manifest would refuse every resume.
+    writeFileSync(`${file}.tmp`, `${JSON.stringify(want, null, 2)}\n`);
+    renameSync(`${file}.tmp`, file);
+  }
 }
 
 function takeLock(file: string): () => void {

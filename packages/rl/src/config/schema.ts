@@ -38,7 +38,7 @@ export function readSection(section: Section, raw: unknown, path: string, proble
     // known fields without any check.
     const field = Object.hasOwn(section, key) ? section[key] : undefined;
     if (!field) {
-      problems.push(`${path}.${key}: unknown field (known: ${Object.keys(section).join(', ')})`);
+      problems.push(`${path}.${key}: unknown field${didYouMean(key, Object.keys(section))} (known: ${Object.keys(section).join(', ')})`);
       continue;
     }
     const problem = checkField(field, value);
@@ -122,4 +122,39 @@ function describe(x: unknown): string {
 
 function cloneDefault<T>(x: T): T {
   return Array.isArray(x) ? (x.slice() as T) : x;
+}
+
+/**
+ * ", did you mean 'actorLr'?" when exactly one known name is the given one in another case, or else one or two
+ * edits away from it (as the CLI suggests options); a list of 60 known fields hides the one a typo meant.
+ */
+export function didYouMean(given: string, known: readonly string[]): string {
+  const sameCase = known.filter((k) => k.toLowerCase() === given.toLowerCase());
+  const near = sameCase.length > 0 ? sameCase : known.filter((k) => editDistance(k.toLowerCase(), given.toLowerCase()) <= Math.min(2, Math.floor(k.length / 3)));
+  return near.length === 1 ? `, did you mean '${near[0]}'?` : '';
+}
+
+/** Levenshtein distance: insertions, deletions and substitutions of one character each. */
+export function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length];
+}
+
+/**
+ * A JSON.parse error's message with the line and column of its "position N": a large .json file (a data list, a
+ * config) was named only by a character offset, or by nothing at all.
+ */
+export function jsonErrorMessage(text: string, e: unknown): string {
+  const message = (e as Error).message;
+  const m = /at position (\d+)/.exec(message);
+  const at = m ? Number(m[1]) : /Unexpected end of JSON input/.test(message) ? text.length : null;
+  if (at === null || at > text.length) return message;
+  const before = text.slice(0, at);
+  const line = before.split('\n').length;
+  return `${message} (line ${line}, column ${at - before.lastIndexOf('\n')})`;
 }

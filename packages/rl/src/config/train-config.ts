@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
-import { parse as parseYaml } from 'yaml';
-import { TrainConfigError, isPlainObject, readSection, sectionTable, type Field, type Section } from './schema.js';
+import { parseAllDocuments } from 'yaml';
+import { TrainConfigError, didYouMean, isPlainObject, jsonErrorMessage, readSection, sectionTable, type Field, type Section } from './schema.js';
 
 /**
  * The training config: one file (YAML or JSON) with sections for each stage. Defaults follow verl's PPO trainer
@@ -324,7 +324,8 @@ export const EVAL_SECTION: SectionOf<EvalConfig> = {
 
 export const TOP_SECTION: Section = {
   preset: { kind: 'enum', values: ['default', 'tiny'], default: 'default', doc: 'Overrides applied on top of the defaults, before this file.' },
-  seed: { kind: 'number', int: true, min: 0, default: 0, doc: 'Seed of every random choice (data order, sampling, dropout).' },
+  // Every generator keeps only the seed's low 32 bits (SeededRng, mixSeed, the data order): 2^32 would repeat seed 0.
+  seed: { kind: 'number', int: true, min: 0, max: 2 ** 32 - 1, default: 0, doc: 'Seed of every random choice (data order, sampling, dropout).' },
   model: { kind: 'string', nullable: true, default: null, doc: 'Model directory (Hugging Face layout); the CLI may give it instead.' },
   dtype: {
     kind: 'enum',
@@ -408,8 +409,8 @@ export function parseTrainConfig(raw: unknown, options: { source?: string; overr
   if (!isPlainObject(overrides)) throw new TrainConfigError([`overrides: must be a mapping of sections, got ${Array.isArray(overrides) ? 'a list' : typeof overrides}`], options.source);
   const layers = [file, overrides];
   const known = [...Object.keys(TOP_SECTION), ...Object.keys(SECTIONS)];
-  for (const key of Object.keys(file)) if (!known.includes(key)) problems.push(`${key}: unknown top-level key (known: ${known.join(', ')})`);
-  for (const key of Object.keys(overrides)) if (!known.includes(key)) problems.push(`overrides.${key}: unknown top-level key (known: ${known.join(', ')})`);
+  for (const key of Object.keys(file)) if (!known.includes(key)) problems.push(`${key}: unknown top-level key${didYouMean(key, known)} (known: ${known.join(', ')})`);
+  for (const key of Object.keys(overrides)) if (!known.includes(key)) problems.push(`overrides.${key}: unknown top-level key${didYouMean(key, known)} (known: ${known.join(', ')})`);
   const top = Object.fromEntries(Object.entries(file).filter(([k]) => Object.hasOwn(TOP_SECTION, k)));
   const config: Record<string, unknown> = readSection(TOP_SECTION, { ...top, ...pickTop(overrides as TrainConfigInput) }, 'config', problems);
   const preset = PRESETS[config.preset as Preset] ?? {};
@@ -445,12 +446,33 @@ export function loadTrainConfig(path: string, overrides?: TrainConfigInput): Tra
   const ext = extname(path).toLowerCase();
   let raw: unknown;
   try {
-    if (ext === '.json') raw = JSON.parse(text);
-    else if (ext === '.yaml' || ext === '.yml') raw = parseYaml(text);
-    else throw new Error(`unknown extension '${ext}': use .yaml, .yml or .json`);
+    // A BOM (Notepad's) failed JSON.parse as an unexpected token; the YAML parser skips it.
+    if (ext === '.json') {
+      const json = text.replace(/^\uFEFF/, '');
+      try {
+        raw = JSON.parse(json);
+      } catch (e) {
+        throw new Error(jsonErrorMessage(json, e));
+      }
+      // JSON.parse keeps the last of a repeated key, so a second `"ppo": {...}` dropped the first one's settings
+      // without a word (YAML refuses repeats). JSON is YAML, whose parser names the repeat.
+      const docs = parseAllDocuments(json, { uniqueKeys: true });
+      const repeat = (Array.isArray(docs) ? docs : []).flatMap((d) => d.errors).find((err) => err.code === 'DUPLICATE_KEY');
+      if (repeat) throw new Error(`a key is repeated, and JSON would keep only the last: ${repeat.message.split('\n')[0].replace(/^Map keys must be unique /, '')}`);
+    } else if (ext === '.yaml' || ext === '.yml') {
+      // parseAllDocuments: a second document (a `---` line) is named as such rather than as the library's advice.
+      // merge: YAML merge keys (`<<: *common`) were read as a field named '<<'.
+      const docs = parseAllDocuments(text, { merge: true });
+      if (!Array.isArray(docs)) raw = null;
+      else if (docs.length > 1) throw new Error(`the file holds ${docs.length} YAML documents (separated by '---' lines); a config is one`);
+      else if (docs[0]?.errors.length) throw docs[0].errors[0];
+      else raw = docs[0]?.toJS();
+    } else throw new Error(`unknown extension '${ext}': use .yaml, .yml or .json`);
   } catch (e) {
     throw new TrainConfigError([`cannot parse: ${(e as Error).message}`], path);
   }
+  // An empty file (or one of comments only) ran every stage with the default config, whatever was meant.
+  if (raw === null || raw === undefined) throw new TrainConfigError(['the file holds no settings; write {} to mean every default'], path);
   return parseTrainConfig(raw, { source: path, overrides });
 }
 

@@ -213,7 +213,9 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
   if (out && resuming) {
     // What the kept trajectories did stays; the steps of the others (cut short, or failed) go.
     filterJsonl<{ trajectory?: string }>(stepsFile!, (r) => r.trajectory !== undefined && kept.has(r.trajectory));
-    writeFileSync(trajectoriesFile!, finished.map((t) => `${JSON.stringify(t)}\n`).join(''));
+    // Through a temporary file: a kill during an in-place rewrite lost the records of finished trajectories.
+    writeFileSync(`${trajectoriesFile!}.tmp`, finished.map((t) => `${JSON.stringify(t)}\n`).join(''));
+    renameSync(`${trajectoriesFile!}.tmp`, trajectoriesFile!);
   } else if (out) {
     rmSync(path.join(out, 'eval.json'), { force: true });
     writeFileSync(stepsFile!, '');

@@ -34,12 +34,7 @@ export interface EvalRunIdentity {
  */
 export function checkSameRun(out: string, now: EvalRunIdentity, warn: (line: string) => void = (line) => process.stderr.write(`${line}\n`)): void {
   const file = path.join(out, EVAL_RUN_FILE);
-  let saved: Partial<EvalRunIdentity>;
-  try {
-    saved = JSON.parse(readFileSync(file, 'utf8')) as Partial<EvalRunIdentity>;
-  } catch (e) {
-    throw new Error(`eval: cannot read ${file}: ${(e as Error).message}; --force starts the evaluation over`);
-  }
+  const saved = readRunIdentity(file);
   const { settings, ...run } = now;
   // Every eval-run.json has the run's fields; the agent's settings came later.
   const unrecorded = Object.keys(settings).filter((key) => saved.settings?.[key] === undefined);
@@ -52,6 +47,18 @@ export function checkSameRun(out: string, now: EvalRunIdentity, warn: (line: str
   if (unrecorded.length > 0) warn(`eval: ${file} does not record ${unrecorded.join(', ')} (written by an older mlagent), so the resumed trajectories cannot be checked against the finished ones there; they run with the values given now`);
 }
 
+/** eval-run.json as an object; anything else is an error naming the file (`null` there failed as a TypeError). */
+function readRunIdentity(file: string): Partial<EvalRunIdentity> {
+  let saved: unknown;
+  try {
+    saved = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new Error(`eval: cannot read ${file}: ${(e as Error).message}; --force starts the evaluation over`);
+  }
+  if (typeof saved !== 'object' || saved === null || Array.isArray(saved)) throw new Error(`eval: ${file} does not hold a JSON object; --force starts the evaluation over`);
+  return saved as Partial<EvalRunIdentity>;
+}
+
 export function writeRunIdentity(out: string, run: EvalRunIdentity): void {
   writeFileSync(path.join(out, EVAL_RUN_FILE), `${JSON.stringify(run, null, 2)}\n`);
 }
@@ -62,13 +69,27 @@ export function readFinished(out: string): EvalTrajectory[] {
   if (!existsSync(file)) return [];
   const lines = readFileSync(file, 'utf8').split('\n');
   const records: EvalTrajectory[] = [];
+  const lineOf = new Map<string, number>();
   lines.forEach((line, i) => {
     if (line.trim() === '') return;
+    let record: unknown;
     try {
-      records.push(JSON.parse(line) as EvalTrajectory);
+      record = JSON.parse(line);
     } catch (e) {
       if (i < lines.length - 1 && lines.slice(i + 1).some((l) => l.trim() !== '')) throw new Error(`eval: ${file} line ${i + 1}: ${(e as Error).message}`);
+      return;
     }
+    // A line of JSON that is no trajectory record (`null`, a list) was kept, and the resume failed on it later as a
+    // TypeError naming neither the file nor the line.
+    const r = record as Partial<EvalTrajectory> | null;
+    if (typeof r !== 'object' || r === null || Array.isArray(r) || typeof r.task !== 'string' || !Number.isInteger(r.index))
+      throw new Error(`eval: ${file} line ${i + 1}: not a trajectory record (it needs a task and an index)`);
+    // A trajectory recorded twice (files joined by hand) counted twice toward evalComplete and the aggregates.
+    const id = `${r.task}\u0000${r.index}`;
+    const first = lineOf.get(id);
+    if (first !== undefined) throw new Error(`eval: ${file} line ${i + 1}: trajectory ${r.index} of ${r.task} is recorded already on line ${first}`);
+    lineOf.set(id, i + 1);
+    records.push(r as EvalTrajectory);
   });
   return records;
 }
@@ -81,6 +102,8 @@ export function evalComplete(dir: string): boolean {
   if (!existsSync(path.join(dir, 'eval.json'))) return false;
   const runFile = path.join(dir, EVAL_RUN_FILE);
   if (!existsSync(runFile)) return true;
-  const run = JSON.parse(readFileSync(runFile, 'utf8')) as EvalRunIdentity;
+  // A damaged eval-run.json failed here as a bare SyntaxError, naming no file, and stopped `mlagent train --resume`.
+  const run = readRunIdentity(runFile);
+  if (!Array.isArray(run.tasks) || typeof run.trajectories !== 'number' || !Number.isInteger(run.trajectories)) throw new Error(`eval: ${runFile} lacks its tasks or trajectories; --force starts the evaluation over`);
   return readFinished(dir).length >= run.tasks.length * run.trajectories;
 }

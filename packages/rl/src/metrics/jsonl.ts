@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeDirs } from '@mlagent/policy';
 import { EventFileWriter } from './tensorboard.js';
@@ -70,7 +70,8 @@ export class MetricsLogger {
  * step), the later line wins.
  */
 export function readMetrics(path: string): MetricRecord[] {
-  const text = readFileSync(path, 'utf8');
+  // A BOM (an editor's) failed line 1 as "not JSON"; the report's reader accepts it.
+  const text = readFileSync(path, 'utf8').replace(/^\uFEFF/, '');
   const lines = text.split('\n');
   const torn = !text.endsWith('\n');
   const byKey = new Map<string, MetricRecord>();
@@ -101,7 +102,9 @@ export function truncateMetricsAfter(path: string, step: number): void {
 /** Rewrites a JSONL file with the lines `keep` accepts, dropping torn ones, through a temp file and a rename. */
 export function filterJsonl<T>(path: string, keep: (record: T) => boolean): void {
   if (!existsSync(path)) return;
+  // Without the BOM strip, a first line after a BOM was taken for a torn one and deleted.
   const kept = readFileSync(path, 'utf8')
+    .replace(/^\uFEFF/, '')
     .split('\n')
     .filter((line) => {
       if (line.trim() === '') return false;
@@ -132,5 +135,17 @@ function dropTornLastLine(path: string): void {
   if (!existsSync(path)) return;
   const bytes = readFileSync(path);
   if (bytes.length === 0 || bytes[bytes.length - 1] === 0x0a) return;
-  truncateSync(path, bytes.lastIndexOf(0x0a) + 1);
+  const start = bytes.lastIndexOf(0x0a) + 1;
+  // A whole record that only lacks its newline (a file edited or copied) is kept and ended; cutting it lost a step.
+  if (isJsonObject(bytes.subarray(start).toString('utf8'))) appendFileSync(path, '\n');
+  else truncateSync(path, start);
+}
+
+function isJsonObject(text: string): boolean {
+  try {
+    const x: unknown = JSON.parse(text.replace(/^\uFEFF/, ''));
+    return typeof x === 'object' && x !== null && !Array.isArray(x);
+  } catch {
+    return false;
+  }
 }

@@ -63,6 +63,24 @@ function permutation(n: number, seed: number): Uint32Array {
   return p;
 }
 
+/**
+ * collection.json's maxSteps. A damaged manifest failed as a bare "Unexpected end of JSON input" naming no file, and
+ * a maxSteps of another type ("8", 0) went on to the episodes that restore the states.
+ */
+function manifestMaxSteps(file: string): number | null {
+  let manifest: unknown;
+  try {
+    manifest = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new Error(`StatesPool: cannot read ${file}: ${(e as Error).message}`);
+  }
+  if (typeof manifest !== 'object' || manifest === null || Array.isArray(manifest)) throw new Error(`StatesPool: ${file} must hold a JSON object`);
+  const maxSteps = (manifest as { maxSteps?: unknown }).maxSteps;
+  if (maxSteps === undefined || maxSteps === null) return null;
+  if (typeof maxSteps !== 'number' || !Number.isInteger(maxSteps) || maxSteps < 1) throw new Error(`StatesPool: ${file}: maxSteps must be an integer >= 1, got ${JSON.stringify(maxSteps)}`);
+  return maxSteps;
+}
+
 export class StatesPool {
   readonly states: readonly PoolState[];
   /** Indices into `states`, per task (tasks in sorted order). */
@@ -129,7 +147,7 @@ export class StatesPool {
     }
     const pool = new StatesPool(states, trajectories);
     const manifest = path.join(dir, 'collection.json');
-    if (existsSync(manifest)) pool.maxSteps = (JSON.parse(readFileSync(manifest, 'utf8')) as { maxSteps?: number }).maxSteps ?? null;
+    if (existsSync(manifest)) pool.maxSteps = manifestMaxSteps(manifest);
     return pool;
   }
 

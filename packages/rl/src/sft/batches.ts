@@ -13,6 +13,9 @@ export function shuffledIndices(n: number, seed: number): number[] {
 
 /** Splits example indices into train and held-out eval (a seeded fraction; at least one of each when possible). */
 export function trainEvalSplit(n: number, evalFraction: number, seed: number): { train: number[]; eval: number[] } {
+  // A negative fraction made slice(0, -k) hand most of the data to eval; NaN held nothing out without a word.
+  if (!Number.isInteger(n) || n < 0) throw new RangeError(`trainEvalSplit: n must be a non-negative integer, got ${n}`);
+  if (!(evalFraction >= 0 && evalFraction < 1)) throw new RangeError(`trainEvalSplit: evalFraction must be a number in [0, 1), got ${evalFraction}`);
   const order = shuffledIndices(n, seed ^ 0x5eed);
   let nEval = Math.round(n * evalFraction);
   if (evalFraction > 0 && n >= 2) nEval = Math.min(n - 1, Math.max(1, nEval));
@@ -26,6 +29,8 @@ export function trainEvalSplit(n: number, evalFraction: number, seed: number): {
  * stays random.
  */
 export function epochBatches(items: number[], lengths: (i: number) => number, o: { batchSize: number; seed: number; epoch: number; bucketing: boolean }): number[][] {
+  // A batch size of 0 (or below) never advanced the loop (a hang), and NaN gave no batches at all.
+  if (!Number.isInteger(o.batchSize) || o.batchSize < 1) throw new RangeError(`epochBatches: batchSize must be an integer >= 1, got ${o.batchSize}`);
   const seed = (o.seed * 1000003 + o.epoch * 7919) >>> 0;
   const order = shuffledIndices(items.length, seed).map((k) => items[k]);
   const batches: number[][] = [];

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { ChatMessage } from '@mlagent/policy';
+import { jsonErrorMessage } from '../config/schema.js';
 
 /**
  * SFT data: a .jsonl file (one example per line) or a .json file (a list of examples), each one of
@@ -17,20 +18,44 @@ export class SftDataError extends Error {
   }
 }
 
-export function readSftData(path: string): ChatMessage[][] {
-  let text: string;
+/** The file's text; bytes that are not UTF-8 are an error naming their line (decoding 'utf8' turned them into U+FFFD silently, which was then trained on). */
+function readUtf8(path: string): string {
+  let bytes: Buffer;
   try {
-    text = readFileSync(path, 'utf8');
+    bytes = readFileSync(path);
   } catch (e) {
     throw new SftDataError(`cannot read SFT data ${path}: ${(e as Error).message}`);
   }
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch (e) {
+    // Not every failure is bad bytes: a file too large for one string fails here too.
+    if ((e as { code?: string }).code !== 'ERR_ENCODING_INVALID_ENCODED_DATA') throw new SftDataError(`cannot read SFT data ${path}: ${(e as Error).message}`);
+    let line = 1;
+    for (let start = 0; ; line++) {
+      const end = bytes.indexOf(0x0a, start);
+      try {
+        new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(start, end < 0 ? bytes.length : end));
+      } catch {
+        break;
+      }
+      if (end < 0) break;
+      start = end + 1;
+    }
+    throw new SftDataError(`${path}:${line}: not valid UTF-8 text`);
+  }
+}
+
+export function readSftData(path: string): ChatMessage[][] {
+  // TextDecoder drops a leading BOM (a Windows editor's), which JSON.parse rejected as an unexpected token.
+  const text = readUtf8(path);
   const examples: { value: unknown; where: string }[] = [];
-  if (path.endsWith('.json')) {
+  if (path.toLowerCase().endsWith('.json')) {
     let list: unknown;
     try {
       list = JSON.parse(text);
     } catch (e) {
-      throw new SftDataError(`${path}: not valid JSON (${(e as Error).message})`);
+      throw new SftDataError(`${path}: not valid JSON (${jsonErrorMessage(text, e)})`);
     }
     if (!Array.isArray(list)) throw new SftDataError(`${path}: a .json data file must hold a list of examples`);
     list.forEach((value, i) => examples.push({ value, where: `${path} example ${i}` }));
@@ -73,7 +98,8 @@ export function toChat(example: unknown, where = 'example'): ChatMessage[] {
     const roles: Record<string, ChatMessage['role']> = { human: 'user', user: 'user', gpt: 'assistant', assistant: 'assistant', system: 'system' };
     messages = ex.conversations.map((t, i) => {
       const turn = t as Record<string, unknown>;
-      const role = typeof turn === 'object' && turn !== null ? roles[turn.from as string] : undefined;
+      // Own keys only: `from: "constructor"` (or "toString") found Object.prototype's function and made it the role.
+      const role = typeof turn === 'object' && turn !== null && typeof turn.from === 'string' && Object.hasOwn(roles, turn.from) ? roles[turn.from] : undefined;
       if (!role || typeof turn.value !== 'string') throw new SftDataError(`${where}: conversations[${i}] needs from human|gpt|system and a string value`);
       return { role, content: turn.value };
     });
