@@ -88,7 +88,10 @@ describe('mlagent CLI audit', () => {
 
   it('tasks baseline: an empty --seed is refused, not read as seed 0', async () => {
     const r = await run(['tasks', 'baseline', 'house-prices', '--seed', ''], { timeoutMs: 30_000 });
-    expectUsageLine(r, /^mlagent tasks baseline: --seed must be a non-negative integer, got ''\n$/);
+    expectUsageLine(r, /^mlagent tasks baseline: --seed must be an integer in \[0, 4294967295\], got ''\n$/);
+    // numpy refuses seeds of 2^32 and more, so the run would fail inside prepare.py.
+    const big = await run(['tasks', 'baseline', 'house-prices', '--seed', '4294967296'], { timeoutMs: 30_000 });
+    expectUsageLine(big, /^mlagent tasks baseline: --seed must be an integer in \[0, 4294967295\], got '4294967296'\n$/);
   });
 
   it('init-model: an empty --seed is refused, not read as seed 0', async () => {

@@ -1,5 +1,6 @@
 // @mlagent/env: the sandbox for Execute Script, the action set and its parser, tasks, episodes, snapshots and scale-out.
 export { runSandboxed } from './sandbox/run.js';
+export { MAX_TIMER_MS } from './timers.js';
 export { SandboxPool, type SandboxPoolRunOptions } from './sandbox/pool.js';
 export { summarizeError } from './sandbox/classify.js';
 export { SANDBOX_SYSTEM_PATHS, availableIsolation } from './sandbox/isolation.js';

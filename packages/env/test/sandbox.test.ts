@@ -362,6 +362,8 @@ sys.stdout.write('TAIL-MARK\\n')
     await expect(runSandboxed({ command: [PY], workspace: 'relative', timeoutMs: 1000 })).rejects.toThrow(/'workspace'/);
     await expect(runSandboxed({ command: [PY], workspace: path.join(root, 'nope'), timeoutMs: 1000 })).rejects.toThrow(/'workspace'/);
     await expect(runSandboxed({ command: [PY], workspace: ws, timeoutMs: -1 })).rejects.toThrow(/'timeoutMs'/);
+    // Node would fire that timer after 1 ms, and every run would time out at once.
+    await expect(runSandboxed({ command: [PY], workspace: ws, timeoutMs: 2 ** 31 })).rejects.toThrow(/'timeoutMs' must be at most 2147483647/);
     await expect(runSandboxed({ command: [PY], workspace: ws, timeoutMs: 1000, memoryBytes: 1.5 })).rejects.toThrow(/'memoryBytes'/);
     await expect(runSandboxed({ command: [PY], workspace: ws, timeoutMs: 1000, readOnlyPaths: ['/no/such/dir'] })).rejects.toThrow(/'readOnlyPaths'/);
     expect(() => new SandboxPool(0)).toThrow(/'concurrency'/);

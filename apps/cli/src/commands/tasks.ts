@@ -112,7 +112,8 @@ async function baseline(name: string, values: Values): Promise<void> {
   await asUsage('baseline', () => resolveTask(name));
   // Number('') is 0: an empty --seed would pass as seed 0.
   const seed = values.seed === undefined ? undefined : String(values.seed).trim() === '' ? NaN : Number(values.seed);
-  if (seed !== undefined && (!Number.isInteger(seed) || seed < 0)) throw new UsageError(`tasks baseline: --seed must be a non-negative integer, got '${values.seed}'`);
+  // numpy and scikit-learn take seeds below 2^32.
+  if (seed !== undefined && (!Number.isInteger(seed) || seed < 0 || seed > 2 ** 32 - 1)) throw new UsageError(`tasks baseline: --seed must be an integer in [0, 4294967295], got '${values.seed}'`);
   const quiet = Boolean(values.json);
   await asUsage('baseline', () => prepareTask(name, { seed, onProgress: quiet ? undefined : (l) => console.error(l) }));
   const r = await runBaseline(name, { seed });

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { DEFAULT_QUEUE, mlagentHome, SnapshotStore, startExecutionWorker } from '@mlagent/env';
+import { DEFAULT_QUEUE, MAX_TIMER_MS, mlagentHome, SnapshotStore, startExecutionWorker } from '@mlagent/env';
 import { UsageError, parse } from '../args.js';
 import { helperFromArgs } from '../helper-args.js';
 import { parseAge, parseSize } from './env-states.js';
@@ -44,9 +44,6 @@ const OPTIONS = {
   'helper-url': { type: 'string' },
   'helper-model': { type: 'string' },
 } as const;
-
-/** The longest delay a Node timer takes; a longer one fires after 1 ms instead. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 function intOption(name: string, v: string | undefined, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
   if (v === undefined) return undefined;

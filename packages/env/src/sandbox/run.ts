@@ -12,6 +12,7 @@ import { nprocLimit } from './nproc.js';
 import { HeadTailBuffer } from './output.js';
 import type { IsolationLevel, LimitMechanisms, SandboxOptions, SandboxResult } from './types.js';
 import { leaseUid, type UidLease } from './uid-lease.js';
+import { MAX_TIMER_MS } from '../timers.js';
 
 const GiB = 2 ** 30;
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -92,6 +93,8 @@ async function resolveOptions(o: SandboxOptions): Promise<Resolved> {
   if (typeof o.timeoutMs !== 'number' || !Number.isFinite(o.timeoutMs) || o.timeoutMs <= 0) {
     bad('timeoutMs', `must be a positive number of milliseconds, got ${String(o.timeoutMs)}`);
   }
+  // Node fires a longer timer after 1 ms: every run would "time out" at once.
+  if (o.timeoutMs > MAX_TIMER_MS) bad('timeoutMs', `must be at most ${MAX_TIMER_MS} (about 24.8 days, the longest timer Node keeps), got ${o.timeoutMs}`);
   const env = o.env ?? {};
   if (typeof env !== 'object' || Object.values(env).some((v) => typeof v !== 'string')) bad('env', 'must map names to strings');
   const isolation = o.isolation ?? 'auto';

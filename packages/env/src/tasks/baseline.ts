@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { runSandboxed } from '../sandbox/run.js';
@@ -68,10 +68,25 @@ export async function runInWorkspace(task: PreparedTask, opts: BaselineOptions =
     const base = { task: spec.name, metric: spec.metric.name, direction: spec.metric.direction, seconds: Math.round(r.wallSeconds * 100) / 100 };
     const io = { stdout: r.stdout, stderr: r.stderr, workspace: opts.keepWorkspace ? ws : undefined };
     if (r.outcome !== 'ok') return { ...base, ...io, score: null, outcome: r.outcome, error: r.errorSummary ?? `the run ended with outcome '${r.outcome}'` };
-    const g = await task.grade(path.join(ws, 'submission.csv'));
+    // The grader runs outside the sandbox: a submission.csv linked to the hidden answers (their path is in
+    // /proc/self/mountinfo) would be graded as the answers themselves, a perfect score. As the episode does.
+    const submission = path.join(ws, 'submission.csv');
+    const st = lstatOrNull(submission);
+    if (st && !st.isFile()) {
+      return { ...base, ...io, score: null, outcome: 'invalid-submission', error: 'submission.csv must be a regular file, not a link or a directory' };
+    }
+    const g = await task.grade(submission);
     if (!g.ok) return { ...base, ...io, score: null, outcome: 'invalid-submission', error: g.error };
     return { ...base, ...io, score: g.score, outcome: 'ok', error: null };
   } finally {
     if (!opts.keepWorkspace) removeTree(ws);
+  }
+}
+
+function lstatOrNull(p: string) {
+  try {
+    return lstatSync(p);
+  } catch {
+    return null;
   }
 }

@@ -5,6 +5,19 @@ import { checkTimeoutMs, runPython, tail } from './python.js';
 import type { GradeResult } from './types.js';
 
 /**
+ * The longest grader message passed on: it becomes the agent's observation, and graders that list every missing id
+ * wrote 100 KB ones.
+ */
+const MAX_ERROR_CHARS = 2000;
+
+/** `text` cut to about `max` characters, keeping its start and end. */
+function clip(text: string, max: number): string {
+  if (text.length <= max) return text;
+  const keep = Math.floor((max - 40) / 2);
+  return `${text.slice(0, keep)} [... ${text.length - 2 * keep} characters cut ...] ${text.slice(-keep)}`;
+}
+
+/**
  * Runs `grade.py --submission FILE --answers DIR` of the task in `taskDir`, outside any sandbox.
  * A bad submission (missing file, grader exit 2 with {"error"}, grader timeout) gives {ok:false, error}.
  * A grader that crashes any other way is a task bug and throws.
@@ -32,7 +45,7 @@ export async function gradeSubmission(
   } catch {
     parsed = undefined;
   }
-  if (r.code === 2 && parsed && typeof parsed.error === 'string') return { ok: false, error: parsed.error };
+  if (r.code === 2 && parsed && typeof parsed.error === 'string') return { ok: false, error: clip(parsed.error, MAX_ERROR_CHARS) };
   if (r.code === 0 && parsed && typeof parsed.score === 'number' && Number.isFinite(parsed.score)) return { ok: true, score: parsed.score };
   // Python's json writes inf and nan bare, which JSON.parse refuses: extreme predictions, not a grader bug.
   if (r.code === 0 && /^\{\s*"score"\s*:\s*(-?Infinity|NaN)\s*\}$/.test(last.trim())) {
@@ -40,6 +53,6 @@ export async function gradeSubmission(
   }
   throw new Error(
     `grade.py of ${path.basename(taskDir)} misbehaved (exit ${r.code ?? r.signal}, expected {"score"} with exit 0 or {"error"} with exit 2); ` +
-      `stdout: ${tail(r.stdout, 3) || '(empty)'}; stderr:\n${tail(r.stderr)}`,
+      `stdout: ${clip(tail(r.stdout, 3), MAX_ERROR_CHARS) || '(empty)'}; stderr:\n${clip(tail(r.stderr), 4 * MAX_ERROR_CHARS)}`,
   );
 }

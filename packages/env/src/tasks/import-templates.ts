@@ -10,10 +10,23 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(HERE, 'source')
 `;
 
+// Their code's own output (a print without a newline, a subprocess) ran into the result line, which then did not
+// parse: from here on fd 1 is stderr, and the result goes to a copy of the original stdout. A rejection listing
+// every missing id made a line longer than the output the trainer keeps: the message is cut to 2000 characters.
 const FAIL = `
+RESULT = os.fdopen(os.dup(1), 'w')
+os.dup2(2, 1)
+
+
+def emit(result):
+    RESULT.write(json.dumps(result) + '\\n')
+    RESULT.flush()
+
 
 def fail(message):
-    print(json.dumps({'error': message}))
+    if len(message) > 2000:
+        message = message[:980] + f' [... {len(message) - 1960} characters cut ...] ' + message[-980:]
+    emit({'error': message})
     sys.exit(2)
 `;
 
@@ -97,7 +110,7 @@ ${GRADE_ARGS}    if not os.path.isfile(a.submission):
             fail(f'{type(e).__name__}: {e}')
     if not math.isfinite(score):
         fail(f'the evaluator returned {score}')
-    print(json.dumps({'score': score}))
+    emit({'score': score})
 
 
 if __name__ == '__main__':
@@ -158,7 +171,7 @@ ${GRADE_ARGS}    import pandas as pd
         fail(f'{type(e).__name__}: {e}')
     if not math.isfinite(score):
         fail(f'the grader returned {score}')
-    print(json.dumps({'score': score}))
+    emit({'score': score})
 
 
 if __name__ == '__main__':
@@ -173,14 +186,17 @@ class InvalidSubmissionError(Exception):
     """Raised by a grader when the submission is malformed."""
 `;
 
+// The file name is written as a JSON string, which Python reads as the same string literal: pasted between quotes,
+// a name holding a quote (sample_submission_'v2'.csv) made train.py a syntax error, or other code.
 /** env/train.py of an imported MLE-bench competition: the sample submission as the baseline. */
 export const MLEBENCH_TRAIN = (sample: string | undefined) =>
   sample
     ? `"""Baseline: submit the competition's sample submission unchanged. Replace this with a real model."""
 import shutil
 
-shutil.copy('data/${sample}', 'submission.csv')
-print('wrote submission.csv (a copy of data/${sample})')
+SAMPLE = ${JSON.stringify(`data/${sample}`)}
+shutil.copy(SAMPLE, 'submission.csv')
+print(f'wrote submission.csv (a copy of {SAMPLE})')
 `
     : `"""No baseline: the competition ships no sample submission. Write a model that saves submission.csv."""
 print('no baseline yet: write submission.csv from a model trained on data/')

@@ -1,6 +1,8 @@
-import { cpSync, existsSync, lstatSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { makeDirsSync } from '../fs/make-dirs.js';
+import { inside } from '../sandbox/isolation.js';
+import { pidAlive } from '../sandbox/pid-alive.js';
 import {
   MLAGENTBENCH_GRADE,
   MLAGENTBENCH_PREPARE,
@@ -11,7 +13,7 @@ import {
 } from './import-templates.js';
 import { builtinTasksDir, userTasksDir } from './paths.js';
 import { removeTree } from './prepare.js';
-import { loadTaskSpec, MODALITIES, TASK_NAME_PATTERN, validateTaskSpec } from './spec.js';
+import { CONTROL_CHARS, loadTaskSpec, MODALITIES, TASK_NAME_PATTERN, validateTaskSpec } from './spec.js';
 import type { Modality, TaskEntry, TaskSpec, TaskSplit } from './types.js';
 
 export type ImportFormat = 'mlagentbench' | 'mlebench';
@@ -71,6 +73,7 @@ export function importTask(src: string, opts: ImportOptions = {}): TaskEntry & {
   if (existsSync(dest) && !opts.force) throw new Error(`import: task '${name}' already exists at ${dest} (pass --name or --force)`);
   // Under $MLAGENT_HOME, the user's path: a bad one must fail, not hang as Node's recursive mkdir can (see makeDirs).
   makeDirsSync(store);
+  removeStaleImports(store);
   const tmp = path.join(store, `.import-${name}-${process.pid}`);
   removeTree(tmp);
   makeDirsSync(path.join(tmp, 'env'));
@@ -78,10 +81,10 @@ export function importTask(src: string, opts: ImportOptions = {}): TaskEntry & {
     const title = format === 'mlagentbench' ? buildMlAgentBench(source, tmp) : buildMleBench(source, tmp);
     const spec: TaskSpec = {
       name,
-      title,
+      title: oneLine(title),
       modality: opts.modality ?? (CLASSIFICATION_METRICS.has(opts.metric) ? 'tabular-classification' : 'tabular-regression'),
       split: opts.split ?? 'held-out',
-      paperAnalogue: `imported ${format === 'mlagentbench' ? 'MLAgentBench task' : 'MLE-bench competition'} from ${source}`,
+      paperAnalogue: oneLine(`imported ${format === 'mlagentbench' ? 'MLAgentBench task' : 'MLE-bench competition'} from ${source}`),
       metric: { name: opts.metric, direction: opts.direction },
       baseline: null,
       best: null,
@@ -91,13 +94,80 @@ export function importTask(src: string, opts: ImportOptions = {}): TaskEntry & {
     if (opts.modality && !MODALITIES.includes(opts.modality)) throw new Error(`import: unknown modality '${opts.modality}' (one of ${MODALITIES.join(', ')})`);
     validateTaskSpec(spec, 'import');
     writeFileSync(path.join(tmp, 'task.json'), JSON.stringify(spec, null, 2) + '\n');
-    if (existsSync(dest)) removeTree(dest);
+    if (existsSync(dest)) {
+      // Checked again: another process may have imported the same name while this one copied.
+      if (!opts.force) throw new Error(`import: task '${name}' already exists at ${dest} (pass --name or --force)`);
+      removeTree(dest);
+    }
     renameSync(tmp, dest);
   } catch (e) {
     removeTree(tmp);
     throw e;
   }
   return { spec: loadTaskSpec(dest), dir: dest, origin: 'user', format };
+}
+
+/**
+ * Temp dirs of imports whose process died (killed midway): a competition's whole data, hidden in the store for ever.
+ */
+function removeStaleImports(store: string): void {
+  for (const n of readdirSync(store)) {
+    const m = /^\.import-.+-(\d+)$/.exec(n);
+    if (m && Number(m[1]) !== process.pid && !pidAlive(Number(m[1]))) removeTree(path.join(store, n));
+  }
+}
+
+/**
+ * Checks the parts of a source directory that an import reads or copies (`parts`, relative to `src`; missing ones
+ * are skipped), before anything is read: a FIFO blocks its reader for ever, and a link is copied as what it points
+ * to, so a link out of the source (to `~/.ssh/id_rsa`, or `/dev/zero`, which prepare.py would copy until the disk
+ * is full) would put a host file into the agent's data. Links that stay inside are followed, loops refused.
+ */
+function checkSource(src: string, parts: string[]): void {
+  const root = realpathSync(src);
+  const fail = (rel: string, why: string): never => {
+    throw new Error(`import: ${rel} ${why}; the import copies only regular files and directories of ${src}`);
+  };
+  const visit = (abs: string, rel: string, stack: string[]) => {
+    let st = lstatSync(abs);
+    let real = abs;
+    // Directories too: a part reached through a link above it (prepared -> /elsewhere) is outside as well.
+    if (st.isSymbolicLink() || st.isDirectory()) {
+      const link = st.isSymbolicLink() ? readlinkSync(abs) : undefined;
+      try {
+        real = realpathSync(abs);
+      } catch {
+        return fail(rel, `is a link to ${link}, which does not exist`);
+      }
+      if (!inside(real, root)) fail(rel, link === undefined ? `lies outside the source (${real}, through a link)` : `is a link to ${link}, outside the source`);
+      st = statSync(real);
+    }
+    if (st.isDirectory()) {
+      if (stack.includes(real)) fail(rel, 'is a link to a directory above it (a loop)');
+      for (const b of readdirSync(real, { encoding: 'buffer' })) {
+        const n = b.toString('utf8');
+        // Decoded, such a name cannot be found again (Node reads it as U+FFFD): the copy failed with ENOENT.
+        if (!Buffer.from(n).equals(b)) fail(`${rel}/${b.toString('latin1')}`, 'has a name that is not UTF-8');
+        visit(path.join(real, n), `${rel}/${n}`, [...stack, real]);
+      }
+    } else if (!st.isFile()) {
+      fail(rel, `is not a regular file or a directory (${st.isFIFO() ? 'a FIFO' : st.isSocket() ? 'a socket' : 'a device'})`);
+    }
+  };
+  for (const rel of parts) {
+    const abs = path.join(src, rel);
+    try {
+      lstatSync(abs);
+    } catch {
+      continue;
+    }
+    visit(abs, rel, [root]);
+  }
+}
+
+/** Text from the source (a heading, its path) made one printable line: task.json's title refuses control characters. */
+function oneLine(text: string): string {
+  return text.replace(new RegExp(CONTROL_CHARS.source, 'g'), ' ').trim();
 }
 
 function need(file: string, what: string): string {
@@ -107,9 +177,13 @@ function need(file: string, what: string): string {
 
 /** MLAgentBench: env/ = the agent's files, scripts/ = research_problem.txt, eval.py, read_only_files.txt, prepare.py. */
 function buildMlAgentBench(src: string, out: string): string {
+  checkSource(src, ['env', 'scripts']);
+  for (const d of ['env', 'scripts']) if (!statSync(path.join(src, d)).isDirectory()) throw new Error(`import: ${path.join(src, d)} must be a directory`);
   const scripts = path.join(src, 'scripts');
   const problem = readFileSync(need(path.join(scripts, 'research_problem.txt'), 'scripts/research_problem.txt'), 'utf8');
   const evalPy = readFileSync(need(path.join(scripts, 'eval.py'), 'scripts/eval.py'), 'utf8');
+  // Else the error blamed a field the user never wrote: "'title' must be a non-empty string, got \"\"".
+  if (!problem.trim()) throw new Error(`import: ${path.join(scripts, 'research_problem.txt')} is empty: it is the task the agent is given`);
   if (!/def\s+get_score\s*\(/.test(evalPy)) throw new Error('import: scripts/eval.py does not define get_score(submission_folder)');
   need(path.join(src, 'env', 'train.py'), 'env/train.py');
   const readOnly = existsSync(path.join(scripts, 'read_only_files.txt'))
@@ -123,7 +197,7 @@ function buildMlAgentBench(src: string, out: string): string {
     const full = path.join(src, 'env', n);
     if (statSync(full).isFile() && CODE_FILE.test(n) && !isReadOnly(n)) {
       codeFiles.push(n);
-      cpSync(full, path.join(out, 'env', n));
+      cpSync(full, path.join(out, 'env', n), { dereference: true });
     } else if (n !== 'data') symlinkSync(`data/${n}`, path.join(out, 'env', n)); // train.py reads ./train.csv
   }
   for (const p of readOnly) {
@@ -132,8 +206,9 @@ function buildMlAgentBench(src: string, out: string): string {
       symlinkSync(`data/${top}`, path.join(out, 'env', top)); // written by their prepare.py
     }
   }
-  cpSync(path.join(src, 'env'), path.join(out, 'source', 'env'), { recursive: true, verbatimSymlinks: true });
-  cpSync(scripts, path.join(out, 'source', 'scripts'), { recursive: true, verbatimSymlinks: true });
+  // Links are copied as what they point to (checkSource: inside the source): the task must not depend on the clone.
+  cpSync(path.join(src, 'env'), path.join(out, 'source', 'env'), { recursive: true, dereference: true });
+  cpSync(scripts, path.join(out, 'source', 'scripts'), { recursive: true, dereference: true });
   writeFileSync(path.join(out, 'import.json'), JSON.stringify({ format: 'mlagentbench', source: src, codeFiles }, null, 2) + '\n');
   writeFileSync(path.join(out, 'research_problem.md'), problem.trim() + '\n');
   const desc = path.join(src, 'env', 'data_description.txt');
@@ -166,7 +241,17 @@ function globMatch(pattern: string, name: string): boolean {
  * prepare(raw, public, private) plus raw/.
  */
 function buildMleBench(src: string, out: string): string {
+  const base0 = existsSync(path.join(src, 'prepared', 'public')) ? 'prepared' : '.';
+  const rawUsed = existsSync(path.join(src, 'prepare.py')) && existsSync(path.join(src, 'raw'));
+  checkSource(src, [
+    'description.md',
+    ...readdirSync(src).filter((n) => n.endsWith('.py')),
+    path.join(base0, 'public'),
+    path.join(base0, 'private'),
+    ...(rawUsed ? ['raw'] : []),
+  ]);
   const description = readFileSync(path.join(src, 'description.md'), 'utf8');
+  if (!description.trim()) throw new Error(`import: ${path.join(src, 'description.md')} is empty: it is the task the agent is given`);
   const base = existsSync(path.join(src, 'prepared', 'public')) ? path.join(src, 'prepared') : src;
   const pub = need(path.join(base, 'public'), 'public/ (the prepared public data)');
   const priv = need(path.join(base, 'private'), 'private/ (the prepared answers)');
@@ -175,12 +260,13 @@ function buildMleBench(src: string, out: string): string {
   const answersFile = csvs.includes('answers.csv') ? 'answers.csv' : csvs.length === 1 ? csvs[0] : undefined;
   if (!answersFile) throw new Error(`import: private/ must hold answers.csv or exactly one .csv file, found ${csvs.length ? csvs.join(', ') : 'none'}`);
   const sample = readdirSync(pub).find((n) => /^sample_submission.*\.csv$/i.test(n));
-  cpSync(pub, path.join(out, 'source', 'public'), { recursive: true });
-  cpSync(priv, path.join(out, 'source', 'private'), { recursive: true });
-  cpSync(grader, path.join(out, 'source', 'their_grade.py'));
-  if (existsSync(path.join(src, 'prepare.py')) && existsSync(path.join(src, 'raw'))) {
-    cpSync(path.join(src, 'prepare.py'), path.join(out, 'source', 'their_prepare.py'));
-    cpSync(path.join(src, 'raw'), path.join(out, 'source', 'raw'), { recursive: true });
+  // cpSync made relative links absolute links into the source clone: copy what they point to (checkSource).
+  cpSync(pub, path.join(out, 'source', 'public'), { recursive: true, dereference: true });
+  cpSync(priv, path.join(out, 'source', 'private'), { recursive: true, dereference: true });
+  cpSync(grader, path.join(out, 'source', 'their_grade.py'), { dereference: true });
+  if (rawUsed) {
+    cpSync(path.join(src, 'prepare.py'), path.join(out, 'source', 'their_prepare.py'), { dereference: true });
+    cpSync(path.join(src, 'raw'), path.join(out, 'source', 'raw'), { recursive: true, dereference: true });
   }
   makeDirsSync(path.join(out, 'source', 'shims', 'mlebench'));
   writeFileSync(path.join(out, 'source', 'shims', 'mlebench', '__init__.py'), '');

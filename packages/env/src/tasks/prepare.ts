@@ -7,7 +7,7 @@ import { hashDirectory } from './hash.js';
 import { corpusSourceDir, DEFAULT_PYTHON, taskCacheDir } from './paths.js';
 import { checkTimeoutMs, runPython, tail } from './python.js';
 import { resolveTask } from './registry.js';
-import { loadIdeas } from './spec.js';
+import { loadIdeas, MAX_TASK_SEED } from './spec.js';
 import type { PreparedTask } from './types.js';
 import { pidAlive } from '../sandbox/pid-alive.js';
 
@@ -30,12 +30,15 @@ export interface PrepareOptions {
 
 const inFlight = new Map<string, Promise<void>>();
 
-/** Makes every file read-only (0444) and every directory 0555. */
-function makeReadOnly(p: string): void {
+/**
+ * Makes every file read-only (0444) and every directory 0555. Names as bytes: a name prepare.py wrote that is not
+ * UTF-8 could not be found again decoded (ENOENT), which failed the whole preparation.
+ */
+function makeReadOnly(p: Buffer): void {
   const st = lstatSync(p);
   if (st.isSymbolicLink()) return;
   if (st.isDirectory()) {
-    for (const n of readdirSync(p)) makeReadOnly(path.join(p, n));
+    for (const n of readdirSync(p, { encoding: 'buffer' })) makeReadOnly(Buffer.concat([p, Buffer.from('/'), n]));
     chmodSync(p, 0o555);
   } else chmodSync(p, 0o444);
 }
@@ -43,20 +46,24 @@ function makeReadOnly(p: string): void {
 /** rm -rf that also works on prepared trees made read-only (e.g. to clear `$MLAGENT_HOME/cache/tasks`). */
 export function removeTree(p: string): void {
   if (!existsSync(p)) return;
-  const unlock = (q: string) => {
+  // Names as bytes: decoded, one that is not UTF-8 (prepare.py may write such) could not be found again (ENOENT).
+  const unlock = (q: Buffer) => {
     const st = lstatSync(q);
     if (!st.isDirectory()) return;
     chmodSync(q, 0o755);
-    for (const n of readdirSync(q)) unlock(path.join(q, n));
+    for (const n of readdirSync(q, { encoding: 'buffer' })) unlock(Buffer.concat([q, Buffer.from('/'), n]));
   };
-  unlock(p);
+  unlock(Buffer.from(p));
   rmSync(p, { recursive: true, force: true });
 }
 
-/** Removes temp dirs left by prepare runs of this cache key whose process has died. */
-function removeStaleTemps(root: string, key: string): void {
+/**
+ * Removes temp dirs left by prepare runs whose process has died, of every cache key: one of a task since edited
+ * (another key) was never looked at again, and kept a killed preparation's data for ever.
+ */
+function removeStaleTemps(root: string): void {
   for (const n of readdirSync(root)) {
-    const m = new RegExp(`^\\.tmp-${key.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}-(\\d+)-`).exec(n);
+    const m = /^\.tmp-.+-(\d+)-[^-]+$/.exec(n);
     if (m && !pidAlive(Number(m[1]))) removeTree(path.join(root, n));
   }
 }
@@ -66,7 +73,7 @@ async function runPrepare(dir: string, name: string, root: string, key: string, 
   if (existsSync(final)) return;
   // Under $MLAGENT_HOME, the user's path: a bad one must fail, not hang as Node's recursive mkdir can (see makeDirs).
   makeDirsSync(root);
-  removeStaleTemps(root, key);
+  removeStaleTemps(root);
   const tmp = path.join(root, `.tmp-${key}-${process.pid}-${randomBytes(4).toString('hex')}`);
   makeDirsSync(path.join(tmp, 'public'));
   // Only the trainer's uid may enter: a run dropped to another uid without bwrap (level 'none') must not read answers.
@@ -86,7 +93,7 @@ async function runPrepare(dir: string, name: string, root: string, key: string, 
     if (r.timedOut) throw new Error(`prepare.py of task '${name}' timed out after ${(opts.prepareTimeoutMs ?? 600_000) / 1000} s`);
     if (r.code !== 0) throw new Error(`prepare.py of task '${name}' failed (exit ${r.code ?? r.signal}):\n${tail(r.stderr || r.stdout)}`);
     if (readdirSync(path.join(tmp, 'public')).length === 0) throw new Error(`prepare.py of task '${name}' wrote nothing into --public`);
-    makeReadOnly(path.join(tmp, 'public'));
+    makeReadOnly(Buffer.from(path.join(tmp, 'public')));
     try {
       renameSync(tmp, final);
     } catch (e) {
@@ -105,9 +112,12 @@ async function runPrepare(dir: string, name: string, root: string, key: string, 
 /** Checks the options up front, naming the bad one: after minutes of prepare.py is no time to find them wrong. */
 function checkPrepareOptions(opts: PrepareOptions): void {
   if (opts === null || typeof opts !== 'object') throw new TypeError(`prepareTask: options must be an object, got ${String(opts)}`);
-  // task.json's seed must be a non-negative integer; a NaN or 1.5 here failed inside prepare.py's argument parser.
-  if (opts.seed !== undefined && (typeof opts.seed !== 'number' || !Number.isSafeInteger(opts.seed) || opts.seed < 0)) {
+  // As task.json's seed: a NaN or 1.5 here failed inside prepare.py's argument parser, 2^40 inside numpy's.
+  if (opts.seed !== undefined && (typeof opts.seed !== 'number' || !Number.isInteger(opts.seed) || opts.seed < 0)) {
     throw new RangeError(`prepareTask: seed must be a non-negative integer, got ${String(opts.seed)}`);
+  }
+  if (opts.seed !== undefined && opts.seed > MAX_TASK_SEED) {
+    throw new RangeError(`prepareTask: seed must be at most ${MAX_TASK_SEED} (numpy's seed range), got ${String(opts.seed)}`);
   }
   checkTimeoutMs(opts.prepareTimeoutMs, 'prepareTask: prepareTimeoutMs');
   checkTimeoutMs(opts.gradeTimeoutMs, 'prepareTask: gradeTimeoutMs');

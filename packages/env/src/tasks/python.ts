@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { SANDBOX_SYSTEM_PATHS, inside } from '../sandbox/isolation.js';
+import { MAX_TIMER_MS } from '../timers.js';
 
 export interface PythonRun {
   code: number | null;
@@ -12,8 +13,6 @@ export interface PythonRun {
 }
 
 const KEEP = 64_000;
-/** setTimeout's longest delay; a longer one (Infinity included) fires after 1 ms. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * Checks a wall-clock limit given by the caller: a positive number of milliseconds, Infinity for none. NaN, 0 or a
@@ -53,6 +52,25 @@ export function runPython(python: string, args: string[], opts: { cwd: string; t
       stderr = (stderr + c).slice(-KEEP);
       opts.onStderr?.(c);
     });
+    // Throws ESRCH when the group is gone: the leader exited and its last child left the group (setsid), which in
+    // a timer callback was an uncaught exception that killed the trainer.
+    const killGroup = () => {
+      try {
+        if (child.pid) process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    };
+    let settled = false;
+    let exited: { code: number | null; signal: string | null } | undefined;
+    let grace: NodeJS.Timeout | undefined;
+    const settle = () => {
+      if (settled || !exited) return;
+      settled = true;
+      clearTimeout(timer);
+      clearTimeout(grace);
+      resolve({ ...exited, stdout, stderr, timedOut });
+    };
     // Past MAX_TIMER_MS setTimeout would fire after 1 ms, so such a limit (e.g. Infinity) means none.
     const timer =
       opts.timeoutMs > MAX_TIMER_MS
@@ -60,18 +78,35 @@ export function runPython(python: string, args: string[], opts: { cwd: string; t
         : setTimeout(() => {
             timedOut = true;
             // The whole process group: a grader's or preparer's children must not outlive it.
-            if (child.pid) process.kill(-child.pid, 'SIGKILL');
+            killGroup();
           }, opts.timeoutMs);
     child.on('error', (e) => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
       reject(new Error(`cannot run ${python}: ${e.message}`));
     });
+    // 'close' waits for every holder of the output pipes: a child the script left behind (a detached one included)
+    // kept a finished grader "running" until the timeout. At the script's exit its group is killed, and what the
+    // pipes hold is read for a moment; a holder outside the group then no longer delays the result.
+    child.on('exit', (code, signal) => {
+      exited = { code, signal };
+      killGroup();
+      grace = setTimeout(() => {
+        child.stdout.destroy();
+        child.stderr.destroy();
+        settle();
+      }, EXIT_GRACE_MS);
+    });
     child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr, timedOut });
+      exited ??= { code, signal };
+      settle();
     });
   });
 }
+
+/** How long output is still read after the script exited, for pipes that its leftover processes hold open. */
+const EXIT_GRACE_MS = 1000;
 
 /** The last `n` lines of a text, for error messages. */
 export function tail(text: string, n = 15): string {

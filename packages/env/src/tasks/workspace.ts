@@ -1,4 +1,4 @@
-import { cpSync, existsSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, lstatSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { makeDirsSync } from '../fs/make-dirs.js';
 import type { SandboxOptions } from '../sandbox/types.js';
@@ -15,9 +15,18 @@ export function createWorkspace(task: PreparedTask, dir: string): string {
   cpSync(task.envDir, dir, { recursive: true, verbatimSymlinks: true });
   writeFileSync(path.join(dir, 'data_description.txt'), task.dataDescription);
   const data = path.join(dir, 'data');
-  if (existsSync(data)) throw new Error(`task '${task.spec.name}': env/ must not contain 'data' (the public data is mounted there)`);
+  // lstat, not existsSync: a dangling link named data (env/data -> somewhere gone) failed in symlink with EEXIST.
+  if (lstatOrNull(data)) throw new Error(`task '${task.spec.name}': env/ must not contain 'data' (the public data is mounted there)`);
   symlinkSync(task.publicDir, data);
   return dir;
+}
+
+function lstatOrNull(p: string) {
+  try {
+    return lstatSync(p);
+  } catch {
+    return null;
+  }
 }
 
 /**
