@@ -261,7 +261,11 @@ type TensorData = Uint8Array | Float32Array | Uint16Array | Int32Array;
  */
 export function writeSafetensors(path: string, tensors: Record<string, TensorToWrite>, metadata: Record<string, string> = {}): void {
   const names = Object.keys(tensors).sort();
-  const header: Record<string, unknown> = { __metadata__: metadata };
+  if (names.includes('__metadata__')) throw new CheckpointError(`writeSafetensors: '__metadata__' is the header's metadata entry, not a tensor name`);
+  // No prototype: a tensor named '__proto__' would set it instead of becoming a header entry, so its data would be
+  // written with no entry naming it.
+  const header: Record<string, unknown> = Object.create(null);
+  header.__metadata__ = metadata;
   let offset = 0;
   for (const name of names) {
     const t = tensors[name];

@@ -75,6 +75,22 @@ describe('safetensors', () => {
     expect(parsed.tensors.lazy.values).toEqual([7, -9]);
   });
 
+  it("writes a tensor named '__proto__' into the header, and refuses one named '__metadata__'", () => {
+    const path = join(tmp(), 'proto.safetensors');
+    const tensors = JSON.parse('{"__proto__": 0, "b": 0}') as Record<string, unknown>;
+    tensors['__proto__'] = { dtype: 'F32', shape: [2], data: new Float32Array([1, 2]) };
+    tensors.b = { dtype: 'F32', shape: [1], data: new Float32Array([3]) };
+    writeSafetensors(path, tensors as Parameters<typeof writeSafetensors>[1]);
+    const f = SafetensorsFile.open(path);
+    expect([...f.tensors.keys()].sort()).toEqual(['__proto__', 'b']);
+    expect([...new Float32Array(f.read('__proto__').buffer)]).toEqual([1, 2]);
+    expect([...new Float32Array(f.read('b').buffer)]).toEqual([3]);
+    f.close();
+    expect(() => writeSafetensors(join(tmp(), 'meta.safetensors'), { __metadata__: { dtype: 'F32', shape: [1], data: new Float32Array(1) } })).toThrow(
+      /'__metadata__' is the header's metadata entry, not a tensor name/,
+    );
+  });
+
   it('rejects truncated, corrupt and inconsistent files with errors naming the problem', () => {
     const dir = tmp();
     const good = join(dir, 'good.safetensors');

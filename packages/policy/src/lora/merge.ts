@@ -1,5 +1,5 @@
-import { copyFileSync, existsSync, readdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { copyFileSync, existsSync, readdirSync, realpathSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { convertCheckpointData, f32ToF16Bits, type CheckpointDType } from '@mlagent/core-kernels';
 import { layerTensorNames } from '../config.js';
 import { makeDirs } from '../init-model.js';
@@ -15,6 +15,14 @@ function toBf16(x: Float32Array): Uint16Array {
   return out;
 }
 
+/** The path with every symlink of its existing part resolved, so two spellings of one directory compare equal. */
+function canonicalPath(p: string): string {
+  const abs = resolve(p);
+  if (existsSync(abs)) return realpathSync(abs);
+  const parent = dirname(abs);
+  return parent === abs ? abs : join(canonicalPath(parent), basename(abs));
+}
+
 /**
  * Merges an adapter into its base and writes a full Hugging Face checkpoint to `outDir`: every adapted weight
  * becomes W + (alpha/r)·B·A (summed in float64, stored in the base tensor's dtype), everything else is copied
@@ -23,7 +31,12 @@ function toBf16(x: Float32Array): Uint16Array {
  */
 export async function mergeAdapter(adapter: LoraAdapter, baseDir: string, outDir: string): Promise<void> {
   adapter.assertLive('merge');
-  if (resolve(baseDir) === resolve(outDir)) throw new LoraError('mergeAdapter: outDir must differ from baseDir (the base would be overwritten)');
+  // Through a symlink too: writing model.safetensors there would replace the base's weights.
+  if (canonicalPath(baseDir) === canonicalPath(outDir)) throw new LoraError('mergeAdapter: outDir must differ from baseDir (the base would be overwritten)');
+  // A loader prefers the index to model.safetensors, so the merged weights written next to it would never load.
+  if (existsSync(join(outDir, 'model.safetensors.index.json'))) {
+    throw new LoraError(`mergeAdapter: ${outDir} holds a sharded checkpoint (model.safetensors.index.json), which would be loaded instead of the merged weights; merge into an empty directory`);
+  }
   const cfg = adapter.model.config;
   const ck = Checkpoint.open(baseDir);
   try {
@@ -34,7 +47,15 @@ export async function mergeAdapter(adapter: LoraAdapter, baseDir: string, outDir
       const [outF, inF] = [s.B.shape[0], s.A.shape[1]];
       deltas.set(name, { A: (await s.A.read()) as Float32Array, B: (await s.B.read()) as Float32Array, r: adapter.config.r, inF, outF });
     }
-    for (const name of deltas.keys()) if (!ck.has(name)) throw new LoraError(`mergeAdapter: ${baseDir} has no tensor '${name}'`);
+    for (const [name, d] of deltas) {
+      if (!ck.has(name)) throw new LoraError(`mergeAdapter: ${baseDir} has no tensor '${name}'`);
+      // Another model's base (or a transposed tensor) would be read with the adapter's layout: garbage, silently.
+      const { shape, dtype } = ck.info(name);
+      if (shape.join() !== [d.outF, d.inF].join()) {
+        throw new LoraError(`mergeAdapter: ${baseDir}: tensor '${name}' has shape [${shape}], the adapter's model has [${d.outF},${d.inF}]`);
+      }
+      if (dtype !== 'F32' && dtype !== 'BF16' && dtype !== 'F16') throw new LoraError(`mergeAdapter: ${baseDir}: tensor '${name}' has dtype ${dtype}; F32, F16 or BF16 expected`);
+    }
     const scale = adapter.scale;
     makeDirs(outDir);
     const tensors: Record<string, TensorToWrite> = {};

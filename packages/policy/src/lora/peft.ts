@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { convertCheckpointData, type CheckpointDType } from '@mlagent/core-kernels';
 import { requireJsonObject } from '../config.js';
@@ -56,8 +56,15 @@ export async function saveAdapter(adapter: LoraAdapter, dir: string, opts: SaveA
   for (let i = 0; i < params.length; i++) {
     tensors[names[i]] = { dtype: 'F32', shape: [...params[i].shape], data: (await params[i].read()) as Float32Array };
   }
+  const configText = JSON.stringify(peftConfig(adapter, opts.baseModel ?? ''), null, 2) + '\n';
+  // Over an existing adapter, a save stopped part way (killed, disk full) must not leave the old config with the
+  // new weights (same shapes, another alpha would load silently): the old config goes first, so until the new
+  // one is renamed into place the directory is no adapter at all. Each file appears whole (write, then rename).
+  const configPath = join(dir, ADAPTER_CONFIG);
+  rmSync(configPath, { force: true });
   writeSafetensors(join(dir, ADAPTER_WEIGHTS), tensors, { format: 'pt' });
-  writeFileSync(join(dir, ADAPTER_CONFIG), JSON.stringify(peftConfig(adapter, opts.baseModel ?? ''), null, 2) + '\n');
+  writeFileSync(`${configPath}.partial`, configText);
+  renameSync(`${configPath}.partial`, configPath);
 }
 
 const peftModuleNames = new Map<string, LoraModule>(LORA_MODULES.map((m) => [m, m]));
@@ -76,28 +83,40 @@ export function readPeftConfig(dir: string): { r: number; alpha: number; dropout
   const fail = (msg: string): never => {
     throw new LoraError(`${path}: ${msg}`);
   };
+  // JSON.stringify prints Infinity (Python's json writes 1e999 for it) and NaN as null.
+  const show = (v: unknown): string => (typeof v === 'number' ? String(v) : JSON.stringify(v));
   if (raw.peft_type !== 'LORA') fail(`peft_type is ${JSON.stringify(raw.peft_type)}; only LORA adapters load`);
   if (raw.task_type !== undefined && raw.task_type !== null && raw.task_type !== 'CAUSAL_LM') fail(`task_type ${JSON.stringify(raw.task_type)} is not CAUSAL_LM`);
   const r = raw.r;
-  if (typeof r !== 'number' || !Number.isInteger(r) || r <= 0) fail(`r must be a positive integer, got ${JSON.stringify(r)}`);
+  if (typeof r !== 'number' || !Number.isInteger(r) || r <= 0) fail(`r must be a positive integer, got ${show(r)}`);
   const alpha = raw.lora_alpha;
-  if (typeof alpha !== 'number' || !(alpha > 0)) fail(`lora_alpha must be a positive number, got ${JSON.stringify(alpha)}`);
+  if (typeof alpha !== 'number' || !(alpha > 0 && alpha < Infinity)) fail(`lora_alpha must be a positive number, got ${show(alpha)}`);
   const dropout = raw.lora_dropout ?? 0;
-  if (typeof dropout !== 'number' || !(dropout >= 0 && dropout < 1)) fail(`lora_dropout must be in [0, 1), got ${JSON.stringify(dropout)}`);
+  if (typeof dropout !== 'number' || !(dropout >= 0 && dropout < 1)) fail(`lora_dropout must be in [0, 1), got ${show(dropout)}`);
   for (const key of ['use_dora', 'use_rslora', 'fan_in_fan_out']) {
     if (raw[key]) fail(`${key} is set; only plain LoRA (W + alpha/r·B·A) is supported`);
   }
   if (raw.bias !== undefined && raw.bias !== 'none') fail(`bias ${JSON.stringify(raw.bias)} is not supported (only 'none')`);
+  // Python truthiness, as PEFT tests these options: null, false, 0, '', [] and {} are off.
+  const isOn = (v: unknown): boolean =>
+    v !== undefined && v !== null && v !== false && v !== '' && v !== 0 && !(typeof v === 'object' && Object.keys(v).length === 0);
   for (const key of ['rank_pattern', 'alpha_pattern']) {
-    const v = raw[key];
-    if (v && typeof v === 'object' && Object.keys(v).length > 0) fail(`${key} is not supported (one r and alpha for all modules)`);
+    if (isOn(raw[key])) fail(`${key} is not supported (one r and alpha for all modules)`);
   }
-  // PEFT features that change which weights the adapter touches or what it adds; Python truthiness, as PEFT
-  // tests them ([] and '' are off).
-  for (const key of ['exclude_modules', 'lora_bias', 'layer_replication', 'target_parameters']) {
+  // PEFT features that change which weights the adapter touches or what it computes: activated LoRA applies the
+  // update only after its invocation tokens, QALoRA pools the input, trainable tokens add embedding deltas.
+  for (const key of ['exclude_modules', 'lora_bias', 'layer_replication', 'target_parameters', 'alora_invocation_tokens', 'use_qalora', 'trainable_token_indices']) {
     const v = raw[key];
-    const on = v !== undefined && v !== null && v !== false && v !== '' && v !== 0 && !(Array.isArray(v) && v.length === 0);
-    if (on) fail(`${key} ${JSON.stringify(v)} is not supported`);
+    if (isOn(v)) fail(`${key} ${JSON.stringify(v)} is not supported`);
+  }
+  // These initialisations rewrite the base weights (a residual of an SVD, a quantisation): the adapter fits only
+  // that modified base, not the original model it would be loaded onto here.
+  const init = raw.init_lora_weights;
+  if (typeof init === 'string' && /^(pissa|olora|loftq|corda)/i.test(init)) {
+    fail(
+      `init_lora_weights ${JSON.stringify(init)} changed the base weights, so the adapter does not fit the original base ` +
+        `(PEFT converts PiSSA/OLoRA/CorDA adapters to plain LoRA when saved with path_initial_model_for_weight_conversion)`,
+    );
   }
   for (const key of ['layers_to_transform', 'modules_to_save']) {
     const v = raw[key];
@@ -105,6 +124,9 @@ export function readPeftConfig(dir: string): { r: number; alpha: number; dropout
   }
   let targets = raw.target_modules;
   if (targets === 'all-linear') targets = [...LORA_MODULES];
+  if (typeof targets === 'string') {
+    fail(`target_modules ${JSON.stringify(targets)} is a regular expression; only a list of module names (${LORA_MODULES.join(', ')}) or 'all-linear' is supported`);
+  }
   if (!Array.isArray(targets) || targets.length === 0) fail(`target_modules must be a list of module names (${LORA_MODULES.join(', ')})`);
   const targetModules = (targets as unknown[]).map((t) => {
     const m = typeof t === 'string' ? peftModuleNames.get(t) : undefined;
@@ -148,8 +170,13 @@ export function loadAdapter(model: QwenModel, dir: string): LoraAdapter {
       const more = problems.length > 20 ? `\n  ... and ${problems.length - 20} more` : '';
       throw new LoraError(`${path}: adapter does not match the model (${model.config.arch}, ${model.config.numLayers} layers):\n  ${shown}${more}`);
     }
-    const read = (name: string): Float32Array =>
-      convertCheckpointData(f.read(name), f.tensors.get(name)!.dtype.toLowerCase() as CheckpointDType, 'f32') as Float32Array;
+    // Tensor by tensor as they are uploaded (build frees what it made if one throws). A NaN or infinity would turn
+    // every logprob NaN with no trace of where it came from.
+    const read = (name: string): Float32Array => {
+      const v = convertCheckpointData(f.read(name), f.tensors.get(name)!.dtype.toLowerCase() as CheckpointDType, 'f32') as Float32Array;
+      if (!v.every(Number.isFinite)) throw new LoraError(`${path}: tensor '${name}' holds NaN or infinite values`);
+      return v;
+    };
     return LoraAdapter.build(model, cfg, (l, m) => ({ A: read(peftTensorName(l, m, 'A')), B: read(peftTensorName(l, m, 'B')) }));
   } finally {
     f.close();
