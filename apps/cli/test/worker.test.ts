@@ -40,7 +40,7 @@ async function until(cond: () => boolean, what: string, ms = 30_000): Promise<vo
 }
 
 beforeAll(async () => {
-  writeQueueToyTask(home, 'wtoy', { 'slow.py': `import time\ntime.sleep(3)\nopen('submission.csv', 'w').write('id,y\\n1,2\\n2,4\\n')\n` });
+  writeQueueToyTask(home, 'wtoy', { 'slow.py': `import time\ntime.sleep(3)\nopen('submission.csv', 'w').write('id,y\\n1,2\\n2,4\\n')\n`, 'hang.py': 'import time\ntime.sleep(120)\n' });
   const port = await new Promise<number>((resolve) => {
     const s = net.createServer().listen(0, '127.0.0.1', () => {
       const p = (s.address() as net.AddressInfo).port;
@@ -65,6 +65,9 @@ describe('mlagent worker', () => {
     expect(r.stderr).toMatch(/--redis URL is required/);
     r = await mlagent('worker', '--redis', 'localhost:6379');
     expect(r.stderr).toMatch(/--redis must be a redis:\/\/ or rediss:\/\/ URL/);
+    r = await mlagent('worker', '--redis', 'http://admin:hunter2@localhost:6379');
+    expect(r.stderr).toMatch(/got 'http:\/\/admin:\*\*\*@localhost:6379'/);
+    expect(r.stderr).not.toContain('hunter2');
     r = await mlagent('worker', '--redis', 'redis://127.0.0.1:1', '--concurrency', '0');
     expect(r.stderr).toMatch(/--concurrency must be an integer >= 1, got '0'/);
     r = await mlagent('worker', '--redis', 'redis://127.0.0.1:1', '--cache-max-age', '1 week');
@@ -134,6 +137,28 @@ describe('mlagent worker', () => {
       expect(s).toMatchObject({ outcome: 'ok', metric: 0, step: 2 });
       expect(await a.exited).toBe(0);
       expect(a.log.join('\n')).toMatch(/SIGTERM: finishing 1 running job\(s\), then exiting[\s\S]*stopped/);
+    } finally {
+      await client.close();
+    }
+  }, 60_000);
+
+  it('a second SIGTERM abandons the running job and ends the process at once', async () => {
+    const b = startWorker('wb');
+    await until(() => b.log.some((l) => l.includes('waiting for jobs')), 'the worker to start');
+    const client = new RemoteExecutor({ redis: url, queue: 'cli-q', store: new SnapshotStore(path.join(home, 'client-b')), pollMs: 300 });
+    try {
+      const hang = client.execute({ task: 'wtoy', response: execute('hang.py') }).catch((e: Error) => e);
+      await until(() => b.log.some((l) => l.includes('started')), 'the hanging job to start');
+      b.child.kill('SIGTERM');
+      await until(() => b.log.some((l) => l.includes('finishing 1 running job')), 'the first SIGTERM');
+      const t0 = Date.now();
+      b.child.kill('SIGTERM');
+      expect(await b.exited).toBe(143);
+      // Not the 120 s the script sleeps: the sandboxed run no longer keeps the process alive.
+      expect(Date.now() - t0).toBeLessThan(20_000);
+      expect(b.log.join('\n')).toMatch(/SIGTERM again: abandoning 1 running job\(s\)/);
+      await client.close();
+      expect(await hang).toBeInstanceOf(Error);
     } finally {
       await client.close();
     }

@@ -54,6 +54,7 @@ export type { RedisStatesOptions } from './queue/redis-states.js';
 export { StepContext } from './queue/execute-step.js';
 export type { StepContextOptions } from './queue/execute-step.js';
 export { DEFAULT_QUEUE, ExecutionRequestError } from './queue/types.js';
+export { redactUrl } from './queue/connection.js';
 export type { ExecuteRequest, Executor } from './queue/types.js';
 export { executionJobId } from './queue/job-id.js';
 export { ExecutorEpisode } from './queue/executor-episode.js';

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { DEFAULT_QUEUE, MAX_TIMER_MS, mlagentHome, SnapshotStore, startExecutionWorker } from '@mlagent/env';
+import { DEFAULT_QUEUE, MAX_TIMER_MS, mlagentHome, redactUrl, SnapshotStore, startExecutionWorker } from '@mlagent/env';
 import { UsageError, parse } from '../args.js';
 import { helperFromArgs } from '../helper-args.js';
 import { parseAge, parseSize } from './env-states.js';
@@ -64,7 +64,7 @@ function nonEmpty(name: string, v: string | undefined): string | undefined {
 export async function workerCommand(argv: string[]): Promise<void> {
   const { values: v } = parse('worker', argv, OPTIONS);
   if (!v.redis) throw new UsageError('worker: --redis URL is required (e.g. redis://127.0.0.1:6379)');
-  if (!/^rediss?:\/\/./.test(v.redis)) throw new UsageError(`worker: --redis must be a redis:// or rediss:// URL, got '${v.redis}'`);
+  if (!/^rediss?:\/\/./.test(v.redis)) throw new UsageError(`worker: --redis must be a redis:// or rediss:// URL, got '${redactUrl(v.redis)}'`);
   // Each of these ends up as a timer's delay, so it must fit one (a job timeout is in seconds).
   const helperLlm = helperFromArgs('worker', v['helper-url'], v['helper-model']);
   const jobTimeout = intOption('job-timeout', v['job-timeout'], 1, Math.floor(MAX_TIMER_MS / 1000));
@@ -103,7 +103,8 @@ export async function workerCommand(argv: string[]): Promise<void> {
     const stop = (signal: string) => {
       if (stopping) {
         process.stderr.write(`worker ${worker.name}: ${signal} again: abandoning ${worker.active} running job(s)\n`);
-        void worker.close(true).finally(resolve);
+        // The abandoned sandbox runs would keep the event loop, and so the process, alive until they end.
+        void worker.close(true).finally(() => process.exit(signal === 'SIGTERM' ? 143 : 130));
         return;
       }
       stopping = true;

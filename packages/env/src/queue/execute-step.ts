@@ -6,6 +6,7 @@ import type { HelperLlmConfig } from '../helper-llm/client.js';
 import type { SandboxPool } from '../sandbox/pool.js';
 import type { SnapshotStore } from '../snapshots/store.js';
 import { prepareTask } from '../tasks/prepare.js';
+import { TaskFormatError } from '../tasks/spec.js';
 import type { PreparedTask } from '../tasks/types.js';
 import { ExecutionRequestError, type ExecutionJobData } from './types.js';
 
@@ -35,7 +36,11 @@ export class StepContext {
       const prepare = this.options.prepare ?? ((n: string) => prepareTask(n));
       p = prepare(name).catch((e: Error) => {
         this.tasks.delete(name);
-        throw new ExecutionRequestError(`cannot prepare task '${name}': ${e.message}`);
+        // A failing prepare.py (a download that broke off, a full disk) may well work on another try or machine:
+        // only a task that does not exist or is invalid makes the request one that can never succeed.
+        const request = e instanceof TaskFormatError || e instanceof TypeError || /^(unknown task '|no task directory at )/.test(String(e?.message));
+        const message = `cannot prepare task '${name}': ${e?.message}`;
+        throw request ? new ExecutionRequestError(message) : new Error(message);
       });
       this.tasks.set(name, p);
     }
@@ -46,6 +51,15 @@ export class StepContext {
   async run(d: ExecutionJobData): Promise<StepResult> {
     const task = await this.task(d.task);
     const o = this.options;
+    const from = d.fromSnapshot ?? '(initial)';
+    if (d.fromSnapshot !== null) {
+      // What is wrong with the request (no such state, another task's) is told apart from what is wrong here
+      // (an unwritable or full work root, a damaged cache): only the former can never succeed, anywhere.
+      const m = await o.store.load(d.fromSnapshot).catch((e: Error) => {
+        throw new ExecutionRequestError(`cannot restore state ${from} of task '${d.task}': ${e.message}`);
+      });
+      if (m.task !== task.spec.name) throw new ExecutionRequestError(`cannot restore state ${from} of task '${d.task}': it belongs to task '${m.task}'`);
+    }
     let ep: Episode;
     try {
       ep = await Episode.start(task, {
@@ -60,7 +74,8 @@ export class StepContext {
         fromSnapshot: d.fromSnapshot ?? undefined,
       });
     } catch (e) {
-      throw new ExecutionRequestError(`cannot restore state ${d.fromSnapshot ?? '(initial)'} of task '${d.task}': ${(e as Error).message}`);
+      // This machine's fault: another worker (or this one, later) may well succeed, so the job is retried.
+      throw new Error(`cannot set up the workspace of state ${from} of task '${d.task}' here: ${(e as Error).message}`);
     }
     try {
       if (ep.done) throw new ExecutionRequestError(`state ${d.fromSnapshot} of task '${d.task}' is a finished episode (step ${ep.stepIndex}); no step can follow it`);

@@ -3,7 +3,7 @@
 // every download is checked against its key. A state is uploaded after its blobs: a visible state is complete.
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { StateManifest } from '../snapshots/manifest.js';
+import { MANIFEST_FORMAT, type StateManifest } from '../snapshots/manifest.js';
 import type { SnapshotStore } from '../snapshots/store.js';
 
 export interface RedisStatesOptions {
@@ -20,6 +20,36 @@ function blobsOf(m: StateManifest): string[] {
   const hashes = new Set(m.files.map((f) => f.hash));
   for (const stack of Object.values(m.undo)) for (const h of stack) if (h !== null) hashes.add(h);
   return [...hashes];
+}
+
+const STATE_ID = /^[0-9a-f]{64}$/;
+
+function checkId(id: unknown): void {
+  if (typeof id !== 'string' || !STATE_ID.test(id)) throw new TypeError(`RedisStates: a state id is 64 hex digits, got ${JSON.stringify(id)?.slice(0, 100) ?? String(id)}`);
+}
+
+/**
+ * A manifest read from Redis, checked enough to walk its blobs: matching its id proves only that it is what was
+ * uploaded, not that it is a state (another version's format, or any JSON at all under a key that hashes right).
+ */
+function parseManifest(raw: Buffer, id: string): StateManifest {
+  let m: unknown;
+  try {
+    m = JSON.parse(raw.toString('utf8'));
+  } catch {
+    m = undefined;
+  }
+  const obj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  const hash = (h: unknown) => typeof h === 'string' && STATE_ID.test(h);
+  const ok =
+    obj(m) &&
+    m.format === MANIFEST_FORMAT &&
+    Array.isArray(m.files) &&
+    m.files.every((f) => obj(f) && hash(f.hash)) &&
+    obj(m.undo) &&
+    Object.values(m.undo).every((stack) => Array.isArray(stack) && stack.every((h) => h === null || hash(h)));
+  if (!ok) throw new Error(`RedisStates: state ${id} in Redis is not a state manifest of format '${MANIFEST_FORMAT}'`);
+  return m as unknown as StateManifest;
 }
 
 export class RedisStates {
@@ -53,19 +83,53 @@ export class RedisStates {
     }
   }
 
-  /** Uploads state `id` of the local store (and the blobs Redis lacks); a state Redis has needs no local copy. */
-  async push(store: SnapshotStore, id: string): Promise<void> {
-    if ((await this.redis.exists(this.stateKey(id))) === 1) {
-      if (this.ttlSec > 0) await this.redis.expire(this.stateKey(id), this.ttlSec);
-      return;
+  /**
+   * Refreshes the expiry of a state's blobs and tells which of them Redis lacks. A blob is shared by every state
+   * that holds the same content (the task's files, above all): refreshing only the state would let the blobs
+   * uploaded with an older state expire under a newer one, which could then no longer be downloaded.
+   */
+  private async touchBlobs(hashes: string[]): Promise<boolean[]> {
+    if (hashes.length === 0) return [];
+    const pipe = this.redis.pipeline();
+    for (const h of hashes) {
+      if (this.ttlSec > 0) pipe.expire(this.blobKey(h), this.ttlSec);
+      else pipe.exists(this.blobKey(h));
     }
-    const manifest = await store.load(id);
+    const replies = (await pipe.exec()) ?? [];
+    return hashes.map((_, i) => {
+      const [err, n] = replies[i] ?? [new Error('no reply'), 0];
+      if (err) throw err;
+      return n === 1;
+    });
+  }
+
+  /**
+   * Uploads state `id` of the local store (and the blobs Redis lacks), and refreshes the expiry of the state and
+   * of all its blobs. A state Redis has (with its blobs) needs no local copy.
+   */
+  async push(store: SnapshotStore, id: string): Promise<void> {
+    checkId(id);
+    // A state with more than half its time left is left alone (one round trip: the common case, a client
+    // continuing from the state a worker just made). Whenever a state's expiry is set, its blobs' is set too, so
+    // they expire no earlier than it.
+    if (this.ttlSec > 0) {
+      const ttl = await this.redis.ttl(this.stateKey(id));
+      if (ttl > this.ttlSec / 2) return;
+    } else if ((await this.redis.exists(this.stateKey(id))) === 1) return;
+    const local = await store.load(id).catch(() => null);
+    let manifest = local;
+    if (!manifest) {
+      const remote = await this.redis.getBuffer(this.stateKey(id));
+      if (remote === null || sha256(remote) !== id) await store.load(id); // throws the store's reason
+      manifest = parseManifest(remote!, id);
+    }
     const json = JSON.stringify(manifest);
     if (sha256(json) !== id) throw new Error(`RedisStates: state ${id} does not serialize back to its id; cannot upload it`);
     const hashes = blobsOf(manifest);
-    const present = hashes.length === 0 ? [] : await Promise.all(hashes.map((h) => this.redis.exists(this.blobKey(h))));
+    const present = await this.touchBlobs(hashes);
     for (let i = 0; i < hashes.length; i++) {
-      if (present[i] === 1) continue;
+      if (present[i]) continue;
+      if (!local) throw new Error(`RedisStates: blob ${hashes[i]} of state ${id} is gone from Redis (expired?) and ${store.dir} has no copy of the state`);
       await this.putOnce(this.blobKey(hashes[i]), await store.readBlob(hashes[i]));
     }
     await this.putOnce(this.stateKey(id), json);
@@ -73,18 +137,22 @@ export class RedisStates {
 
   /** Makes state `id` available in the local store, downloading what it lacks. */
   async pull(store: SnapshotStore, id: string): Promise<StateManifest> {
+    // A full id only: the store would resolve a prefix to some other state, and the id ends up in keys and paths.
+    checkId(id);
     // A local copy counts only with all its blobs: a cache pruned meanwhile (mlagent env prune) may lack some.
     const local = await store.load(id).catch(() => null);
     if (local && (await Promise.all(blobsOf(local).map((h) => store.hasBlob(h)))).every(Boolean)) return local;
     const raw = await this.redis.getBuffer(this.stateKey(id));
     if (raw === null) throw new Error(`RedisStates: state ${id} is neither in ${store.dir} nor in Redis (expired, or never uploaded)`);
     if (sha256(raw) !== id) throw new Error(`RedisStates: state ${id} in Redis is corrupt (its content does not match its id)`);
-    const manifest = JSON.parse(raw.toString('utf8')) as StateManifest;
+    const manifest = parseManifest(raw, id);
     for (const h of blobsOf(manifest)) {
       if (await store.hasBlob(h)) continue;
       const data = await this.redis.getBuffer(this.blobKey(h));
       if (data === null) throw new Error(`RedisStates: blob ${h} of state ${id} is missing from Redis`);
-      if ((await store.putBlob(data)) !== h) throw new Error(`RedisStates: blob ${h} in Redis is corrupt (its content does not match its hash)`);
+      // Checked before it is written: a damaged blob must not land in the store (under its own hash) either.
+      if (sha256(data) !== h) throw new Error(`RedisStates: blob ${h} in Redis is corrupt (its content does not match its hash)`);
+      await store.putBlob(data);
     }
     const saved = await store.save(manifest);
     if (saved !== id) throw new Error(`RedisStates: state ${id} was saved as ${saved}; the manifest did not round-trip`);
