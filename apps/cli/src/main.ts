@@ -1,7 +1,7 @@
 import { GpuError, GpuUnavailableError } from '@mlagent/core-kernels';
 import { RemoteExecutionError } from '@mlagent/env';
 import { CheckpointError, ConfigError, ContextLengthError, LoraError, MemoryPlanError, NonFiniteError, TokenizerError } from '@mlagent/policy';
-import { EndpointError, RetriesExhaustedError, SftDataError, TrainConfigError } from '@mlagent/rl';
+import { EndpointError, RetriesExhaustedError, RunLockedError, SftDataError, TrainConfigError } from '@mlagent/rl';
 import { CommandFailedError, InterruptedError, UsageError } from './args.js';
 import { COMMANDS } from './commands/index.js';
 
@@ -51,7 +51,8 @@ async function main(argv: string[]): Promise<number> {
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (e) {
     // Both carry their command's name at the front of the message.
-    if (e instanceof UsageError || e instanceof CommandFailedError || e instanceof InterruptedError) {
+    // RunLockedError too names its stage ("train: another run (pid N) is writing to DIR ...").
+    if (e instanceof UsageError || e instanceof CommandFailedError || e instanceof InterruptedError || e instanceof RunLockedError) {
       console.error(`mlagent ${e.message}`);
       return e instanceof UsageError ? 2 : e instanceof InterruptedError ? 130 : 1;
     }

@@ -45,6 +45,15 @@ describe('mlagent CLI audit', () => {
     expect(readdirSync(cwd)).toEqual([]);
   });
 
+  it('train: a run directory another live process writes to is refused in one line, not a stack trace', async () => {
+    const out = tmp('train-locked');
+    // A lock in the old pid-only form, naming this (live) test process.
+    writeFileSync(path.join(out, '.lock'), String(process.pid));
+    const r = await run(['train', '--preset', 'tiny', '--out', out, '--resume'], { timeoutMs: 30_000 });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`mlagent train: another run (pid ${process.pid}) is writing to ${out} (if none is, delete ${path.join(out, '.lock')})\n`);
+  });
+
   it('worker: an empty --queue, --store, --work-root or --name is a usage error, not a stack trace or a silent default', async () => {
     for (const flag of ['queue', 'store', 'work-root', 'name']) {
       const r = await run(['worker', '--redis', 'redis://127.0.0.1:1', `--${flag}`, ''], { timeoutMs: 8_000 });

@@ -121,3 +121,4 @@ export { actionPart } from '@mlagent/env';
 export { sftChats, expertExamples } from './train/expert-chats.js';
 export { trainPipeline, taskNames, type TrainPipelineOptions, type TrainPipelineResult, type FormatProbeReport } from './train/pipeline.js';
 export { TrainInputError, TrainStoppedError } from './train/errors.js';
+export { RunLockedError } from './train/lock.js';

@@ -8,6 +8,7 @@ import { SeededRng } from '@mlagent/core-kernels';
 import { EndpointExpert } from '../src/experts/endpoint.js';
 import { parseResponse } from '@mlagent/env';
 import { collect } from '../src/collect/runner.js';
+import { lockRunDir } from '../src/train/lock.js';
 import { exportSftSteps, exportShareGPT } from '../src/collect/export.js';
 import { readCollection, type CollectionRecord, type CollectedStep } from '../src/collect/records.js';
 import { seedPlan, taskIdeas } from '../src/collect/seeds.js';
@@ -197,6 +198,13 @@ describe('collect (fake env)', () => {
     await expect(collect({ tasks, expert: new ScriptedExpert(), trajectories: 1, ideas: 3, out, progress: false, startEpisode: startFake })).rejects.toThrow(/it does not hold a JSON object/);
     await expect(collect({ tasks, expert: new ScriptedExpert(), trajectories: 0, ideas: 3, out: tmp(), startEpisode: startFake })).rejects.toThrow(/trajectories must be a positive integer/);
     await expect(collect({ tasks: [...tasks, ...tasks], expert: new ScriptedExpert(), trajectories: 1, ideas: 3, out: tmp(), startEpisode: startFake })).rejects.toThrow(/listed twice/);
+    // A directory another live run holds is refused with the shared lock's message (collect had its own pid-only lock).
+    const held = tmp();
+    const unlock = lockRunDir(held, 'other');
+    await expect(collect({ tasks, expert: new ScriptedExpert(), trajectories: 1, ideas: 3, out: held, progress: false, startEpisode: startFake })).rejects.toThrow(
+      /^collect: another run \(pid \d+\) is writing to/,
+    );
+    unlock();
     const [bare] = fakePrepared('bare');
     (bare as { ideas: unknown[] }).ideas = [];
     await expect(collect({ tasks: [bare], expert: new ScriptedExpert(), trajectories: 1, ideas: 3, out: tmp(), startEpisode: startFake })).rejects.toThrow(/task bare has no ideas/);

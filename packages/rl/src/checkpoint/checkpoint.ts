@@ -150,6 +150,20 @@ export function latestCheckpoint(runDir: string, options: { verify?: 'size' | 's
   return null;
 }
 
+/**
+ * The checkpoint a resume continues from: the newest that verifies, or null when the run has none (killed before
+ * its first). When it has some but none verifies, it throws naming each one's problem: starting over instead
+ * silently redid all the work done, and the first new save pruned the damaged checkpoints for good.
+ */
+export function resumeCheckpoint(runDir: string, what: string, log: (line: string) => void): LoadedCheckpoint | null {
+  const checkpoint = latestCheckpoint(runDir, { onSkip: (dir, why) => log(`${what}: skipping damaged checkpoint ${dir}: ${why}`) });
+  if (checkpoint) return checkpoint;
+  const damaged = listCheckpoints(runDir, { verify: 'sha256' });
+  if (damaged.length === 0) return null;
+  const problems = damaged.map((c) => `${c.dir}: ${c.problem ?? 'does not verify'}`).join('; ');
+  throw new Error(`${what}: cannot resume ${runDir}: no checkpoint verifies (${problems}); restore the damaged files, or delete ${join(runDir, CHECKPOINTS_DIR)} to start this stage over`);
+}
+
 /** A checkpoint moved aside by a re-save of its step that was killed before the new one was in place. */
 function movedAside(entry: string, entries: string[]): RegExpExecArray | null {
   const m = /^\.old-(step-\d+)-/.exec(entry);

@@ -11,6 +11,7 @@ import { progressInfo, type CollectProgress } from './progress.js';
 import { JsonlAppender, readCollection, rewriteCollection } from './records.js';
 import { seedPlan, taskIdeas, type TaskIdeas } from './seeds.js';
 import { runTrajectory, type StartEpisode, type TrajectoryJob } from './trajectory.js';
+import { lockRunDir } from '../train/lock.js';
 
 export type { CollectEpisode, StartEpisode } from './trajectory.js';
 
@@ -92,22 +93,6 @@ function checkManifest(file: string, want: CollectionManifest): void {
   }
 }
 
-function takeLock(file: string): () => void {
-  if (existsSync(file)) {
-    const pid = Number(readFileSync(file, 'utf8'));
-    let alive = false;
-    try {
-      process.kill(pid, 0);
-      alive = pid !== process.pid;
-    } catch {
-      alive = false;
-    }
-    if (alive)
-      throw new Error(`collect: another collection (pid ${pid}) is writing to ${path.dirname(file)} (if none is, delete ${file})`);
-  }
-  writeFileSync(file, String(process.pid));
-  return () => rmSync(file, { force: true });
-}
 
 /** Runs (or resumes) a collection; see CollectOptions. Resolves once every trajectory is done or has failed. */
 export async function collect(options: CollectOptions): Promise<CollectSummary> {
@@ -128,7 +113,8 @@ export async function collect(options: CollectOptions): Promise<CollectSummary> 
 
   const out = path.resolve(options.out);
   makeDirs(path.join(out, 'ideas'));
-  const release = takeLock(path.join(out, '.lock'));
+  // The same lock as training's: written whole before it counts, and a pid reused by another process is no writer.
+  const release = lockRunDir(out, 'collect');
   try {
     checkManifest(path.join(out, 'collection.json'), { format: 1, expert: options.expert.name, ideas: k, candidates, maxSteps, seed });
     for (const ti of ideasByTask.values()) writeFileSync(path.join(out, 'ideas', `${ti.task}.json`), `${JSON.stringify(ti, null, 2)}\n`);

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Gpu, cosineLr } from '@mlagent/core-kernels';
 import {
@@ -17,7 +17,9 @@ import {
   makeDirs,
 } from '@mlagent/policy';
 import { mixSeed } from '../collect/seeds.js';
-import { latestCheckpoint, listCheckpoints, saveCheckpoint, type Json } from '../checkpoint/checkpoint.js';
+import { listCheckpoints, resumeCheckpoint, saveCheckpoint, type Json, type LoadedCheckpoint } from '../checkpoint/checkpoint.js';
+import { syncFile, syncTree, writeFileAtomic } from '../checkpoint/atomic.js';
+import { lockRunDir } from '../train/lock.js';
 import { parseTrainConfig, type TrainConfig, type TrainConfigInput } from '../config/train-config.js';
 import { METRICS_FILE, MetricsLogger, truncateMetricsAfter } from '../metrics/jsonl.js';
 import { ProgressMeter } from '../metrics/progress.js';
@@ -122,7 +124,7 @@ export async function sft(options: SftOptions): Promise<SftResult> {
   const fingerprint = fingerprintOf(config, usable, options.modelDir);
 
   // Start fresh or from the newest checkpoint.
-  const checkpoint = options.resume ? latestCheckpoint(options.out, { onSkip: (dir, why) => log(`sft: skipping damaged checkpoint ${dir}: ${why}`) }) : null;
+  const checkpoint = options.resume ? resumeCheckpoint(options.out, 'sft', log) : null;
   if (!options.resume && listCheckpoints(options.out).length > 0) {
     throw new Error(`sft: ${options.out} already holds checkpoints of a run; pass resume (--resume) to continue it, or choose another output directory`);
   }
@@ -135,6 +137,31 @@ export async function sft(options: SftOptions): Promise<SftResult> {
 
   // Only now, so bad data or a refused resume leaves no empty output directory behind.
   makeDirs(options.out);
+  // One writer: two runs resuming the same directory at once (two `train --resume`) wrote each other's checkpoints.
+  const unlock = lockRunDir(options.out, 'sft');
+  try {
+    return await sftLocked(options, config, log, { checkpoint, usable, train, evalSet, stepsPerEpoch, totalSteps, warmupSteps, fingerprint, truncated, dropped });
+  } finally {
+    unlock();
+  }
+}
+
+interface Prepared {
+  checkpoint: LoadedCheckpoint | null;
+  usable: EncodedExample[];
+  train: EncodedExample[];
+  evalSet: EncodedExample[];
+  stepsPerEpoch: number;
+  totalSteps: number;
+  warmupSteps: number;
+  fingerprint: string;
+  truncated: number;
+  dropped: number;
+}
+
+async function sftLocked(options: SftOptions, config: TrainConfig, log: (line: string) => void, p: Prepared): Promise<SftResult> {
+  const { checkpoint, usable, train, evalSet, stepsPerEpoch, totalSteps, warmupSteps, fingerprint, truncated, dropped } = p;
+  const c = config.sft;
   const ownGpu = !options.gpu && !options.model;
   const gpu = options.gpu ?? options.model?.gpu ?? (await Gpu.create());
   if (options.model && options.model.gpu !== gpu) throw new Error('sft: the given model lives on another GPU than the given gpu');
@@ -175,7 +202,7 @@ export async function sft(options: SftOptions): Promise<SftResult> {
       rmSync(join(options.out, 'tb'), { recursive: true, force: true });
     }
     metrics = new MetricsLogger(options.out);
-    return await trainLoop({ options, config, model, adapter, optimizer, metrics, train, evalSet, stepsPerEpoch, totalSteps, fingerprint, startStep: checkpoint?.step ?? 0, resumedFrom: checkpoint?.step ?? null, resumedInitialEvalLoss: savedInitialEvalLoss(checkpoint?.extra), truncated, dropped });
+    return await trainLoop({ options, config, model, adapter, optimizer, metrics, train, evalSet, stepsPerEpoch, totalSteps, fingerprint, startStep: checkpoint?.step ?? 0, resumedFrom: checkpoint?.step ?? null, resumed: savedLosses(checkpoint?.extra), truncated, dropped });
   } finally {
     metrics?.close();
     optimizer?.dispose();
@@ -199,8 +226,8 @@ interface LoopState {
   fingerprint: string;
   startStep: number;
   resumedFrom: number | null;
-  /** The untrained model's held-out loss, as the checkpoint resumed from recorded it. */
-  resumedInitialEvalLoss: number | null;
+  /** The losses the checkpoint resumed from recorded. */
+  resumed: SavedLosses;
   truncated: number;
   dropped: number;
 }
@@ -213,10 +240,12 @@ async function trainLoop(s: LoopState): Promise<SftResult> {
   meter?.update(startStep);
 
   const evaluate = async () => (evalSet.length > 0 ? heldOutLoss(model, adapter, evalSet, c.batchSize) : null);
-  const initialEvalLoss = startStep === 0 ? await evaluate() : s.resumedInitialEvalLoss;
+  const initialEvalLoss = startStep === 0 ? await evaluate() : s.resumed.initialEvalLoss;
   if (initialEvalLoss !== null && startStep === 0) metrics.log(0, { evalLoss: initialEvalLoss });
-  let evalLoss: number | null = initialEvalLoss;
-  let trainLoss = NaN;
+  // Resumed, the losses are the checkpoint's: resumed from the last one (a kill before sft-summary.json), the
+  // summary gave the untrained model's held-out loss as the final one, and no training loss.
+  let evalLoss: number | null = startStep === 0 ? initialEvalLoss : s.resumed.evalLoss ?? initialEvalLoss;
+  let trainLoss = startStep === 0 ? NaN : s.resumed.trainLoss;
   let step = startStep;
   let batches: number[][] = [];
   let batchesEpoch = -1;
@@ -224,17 +253,21 @@ async function trainLoop(s: LoopState): Promise<SftResult> {
   // Steps the optimizer skipped in a row for non-finite gradients: past a few, nothing is being learned.
   let skippedInARow = 0;
 
-  const save = async (epoch: number) =>
-    saveCheckpoint(options.out, {
+  const save = async (epoch: number) => {
+    // The curves up to this step are on disk before the checkpoint that will not log them again (page-cached
+    // lines were lost to a power cut, the checkpoint not).
+    syncFile(metrics.path);
+    return saveCheckpoint(options.out, {
       step,
       config: config as unknown as Json,
-      extra: { fingerprint, epoch, evalLoss, initialEvalLoss },
+      extra: { fingerprint, epoch, evalLoss, initialEvalLoss, trainLoss: Number.isFinite(trainLoss) ? trainLoss : null },
       keep: c.keepCheckpoints,
       write: async (dir) => {
         await saveAdapter(adapter, join(dir, ADAPTER_DIR), { baseModel: options.modelDir });
         await optimizer.save(join(dir, OPTIMIZER_FILE));
       },
     });
+  };
 
   while (step < totalSteps) {
     const epoch = Math.floor(step / stepsPerEpoch);
@@ -299,6 +332,8 @@ async function trainLoop(s: LoopState): Promise<SftResult> {
   if (!stopped) {
     adapterDir = join(options.out, ADAPTER_DIR);
     await saveAdapter(adapter, adapterDir, { baseModel: options.modelDir });
+    // Durable before sft-summary.json says it is there: the pipeline then never writes it again.
+    syncTree(adapterDir);
   }
   const result: SftResult = {
     adapterDir,
@@ -311,14 +346,22 @@ async function trainLoop(s: LoopState): Promise<SftResult> {
     examples: { train: train.length, eval: evalSet.length, truncated: s.truncated, dropped: s.dropped },
     resumedFrom: s.resumedFrom,
   };
-  if (!stopped) writeFileSync(join(options.out, SUMMARY_FILE), JSON.stringify(result, null, 2) + '\n');
+  // The pipeline skips SFT once this file exists: it must never be there torn.
+  if (!stopped) writeFileAtomic(join(options.out, SUMMARY_FILE), JSON.stringify(result, null, 2) + '\n');
   return result;
 }
 
-/** A checkpoint's record of the untrained model's held-out loss; null where it has none (older checkpoints). */
-function savedInitialEvalLoss(extra: unknown): number | null {
-  const v = (extra as { initialEvalLoss?: unknown } | undefined)?.initialEvalLoss;
-  return typeof v === 'number' && Number.isFinite(v) ? v : null;
+interface SavedLosses {
+  initialEvalLoss: number | null;
+  evalLoss: number | null;
+  trainLoss: number;
+}
+
+/** A checkpoint's record of the held-out losses and the last step's loss; null / NaN where it has none (older checkpoints). */
+function savedLosses(extra: unknown): SavedLosses {
+  const e = (extra ?? {}) as { initialEvalLoss?: unknown; evalLoss?: unknown; trainLoss?: unknown };
+  const finite = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+  return { initialEvalLoss: finite(e.initialEvalLoss), evalLoss: finite(e.evalLoss), trainLoss: finite(e.trainLoss) ?? NaN };
 }
 
 /** Mean NLL per target token over held-out examples, with the adapter and no dropout. */

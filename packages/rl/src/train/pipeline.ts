@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Gpu } from '@mlagent/core-kernels';
 import { Episode, listTasks, prepareTask, resolveTask, type EpisodeOptions, type PreparedTask } from '@mlagent/env';
@@ -20,9 +20,11 @@ import { evalBatchFor } from '../eval/memory-check.js';
 import { checkPpoMemory } from '../ppo/memory-check.js';
 import { checkSftMemory, planDevice } from '../sft/memory-check.js';
 import { sft } from '../sft/sft.js';
+import { syncFile, syncTree, writeFileAtomic } from '../checkpoint/atomic.js';
 import { StateDraws } from '../pool/edit-share.js';
 import { TrainInputError, TrainStoppedError } from './errors.js';
 import { trainPpo, type TrainPpoResult } from './ppo-loop.js';
+import { lockRunDir } from './lock.js';
 import { sftChats } from './expert-chats.js';
 import { policyMessages } from './prompt.js';
 import type { RemoteEpisodes } from './remote.js';
@@ -108,108 +110,140 @@ export async function trainPipeline(options: TrainPipelineOptions): Promise<Trai
       log(checkPpoMemory(modelConfig, config, ppoShape, device, { reference: c.reference === 'initial', where: `ppo, at prompts of ${bound} tokens` }).line);
     }
   }
-  // A resumed run keeps the record of its config (checked equal above, but for RESUMABLE_FIELDS, which it updates).
-  if (!resuming || retuned.length > 0) {
-    makeDirs(out);
-    writeFileSync(configFile, JSON.stringify(config, null, 2) + '\n');
+  // One run at a time in `out`: two `train --resume` at once wrote the same SFT checkpoints and metrics. (Collection
+  // and PPO lock their own directories too.)
+  makeDirs(out);
+  const unlock = lockRunDir(out, 'train');
+  try {
+    // A resumed run keeps the record of its config (checked equal above, but for RESUMABLE_FIELDS, which it updates).
+    // Replaced atomically: torn in place by a kill or a full disk, it left a run that no resume could read.
+    if (!resuming || retuned.length > 0) writeFileAtomic(configFile, JSON.stringify(config, null, 2) + '\n');
+    return await runStages();
+  } finally {
+    unlock();
   }
-  const seconds: Record<string, number> = {};
-  const peakRssBytes: Record<string, number> = {};
-  const timed = async <T>(stage: string, fn: () => Promise<T>): Promise<T> => {
-    const t0 = Date.now();
-    log(`train: ${stage}`);
-    try {
-      return await fn();
-    } finally {
-      seconds[stage] = (Date.now() - t0) / 1000;
-      // The process's high-water mark so far (the tasks' Python runs are other processes); on a software adapter
-      // it includes the "GPU" memory.
-      peakRssBytes[stage] = process.resourceUsage().maxRSS * 1024;
-      log(`train: ${stage} took ${seconds[stage].toFixed(0)} s (peak RSS so far ${(peakRssBytes[stage] / 2 ** 30).toFixed(2)} GiB)`);
-    }
-  };
-  const c = config.ppo;
-  const episodeOptions = { historyWindow: c.historyWindow, maxObservationChars: c.maxObservationChars };
 
-  // 1. The policy.
-  const modelDir = config.model ?? join(out, 'model');
-  if (!config.model && !existsSync(join(modelDir, 'config.json'))) {
-    const i = config.init;
-    await timed('init-model', async () =>
-      initModel({
-        arch: i.arch,
-        preset: i.size,
-        outDir: modelDir,
+  async function runStages(): Promise<TrainPipelineResult> {
+    const seconds: Record<string, number> = {};
+    const peakRssBytes: Record<string, number> = {};
+    const timed = async <T>(stage: string, fn: () => Promise<T>): Promise<T> => {
+      const t0 = Date.now();
+      log(`train: ${stage}`);
+      try {
+        return await fn();
+      } finally {
+        seconds[stage] = (Date.now() - t0) / 1000;
+        // The process's high-water mark so far (the tasks' Python runs are other processes); on a software adapter
+        // it includes the "GPU" memory.
+        peakRssBytes[stage] = process.resourceUsage().maxRSS * 1024;
+        log(`train: ${stage} took ${seconds[stage].toFixed(0)} s (peak RSS so far ${(peakRssBytes[stage] / 2 ** 30).toFixed(2)} GiB)`);
+      }
+    };
+    const c = config.ppo;
+    const episodeOptions = { historyWindow: c.historyWindow, maxObservationChars: c.maxObservationChars };
+
+    // 1. The policy.
+    const modelDir = config.model ?? join(out, 'model');
+    if (!config.model && !existsSync(join(modelDir, 'config.json'))) {
+      const i = config.init;
+      // Made in a staging directory, made durable, then renamed into place: written in place, a kill left model/
+      // with a config.json (what marks it made) but torn or missing files, and every resume kept it.
+      for (const f of readdirSync(out)) if (f.startsWith('model.tmp-')) rmSync(join(out, f), { recursive: true, force: true });
+      const staging = `${modelDir}.tmp-${process.pid}`;
+      await timed('init-model', async () =>
+        initModel({
+          arch: i.arch,
+          preset: i.size,
+          outDir: staging,
+          seed: config.seed,
+          ...(i.vocabMerges > 0 ? { vocabMerges: i.vocabMerges } : {}),
+          headInitStd: i.headInitStd,
+        }),
+      );
+      syncTree(staging);
+      rmSync(modelDir, { recursive: true, force: true });
+      renameSync(staging, modelDir);
+      syncFile(out);
+    }
+
+    // 2. Expert collection (collect() itself resumes: finished trajectories are kept).
+    const collection = join(out, 'collect');
+    const collectTasks = await prepareAll(collectNames);
+    await timed('collect', () =>
+      collect({
+        tasks: collectTasks,
+        expert: new ScriptedExpert(),
+        trajectories: config.collection.trajectories,
+        ideas: config.collection.ideas,
+        candidates: config.collection.candidateIdeas,
+        maxSteps: config.collection.maxSteps,
+        concurrency: config.collection.concurrency,
+        out: collection,
         seed: config.seed,
-        ...(i.vocabMerges > 0 ? { vocabMerges: i.vocabMerges } : {}),
-        headInitStd: i.headInitStd,
+        progress: options.progress,
+        signal: options.signal,
+        startEpisode: episodeStarter(options.remote, episodeOptions),
       }),
     );
+    stopIfAborted(options.signal, 'the collection');
+    checkEditStates(collection, config);
+
+    // 3. SFT on every expert step, in the chat form RL and evaluation prompt with.
+    const sftDir = join(out, 'sft');
+    const sftAdapter = join(sftDir, 'adapter');
+    if (!existsSync(join(sftDir, 'sft-summary.json'))) {
+      const chats = sftChats(join(collection, 'steps.jsonl'), c.compactPrompts);
+      await timed('sft', async () => {
+        const r = await sft({ modelDir, data: chats, out: sftDir, config, resume: existsSync(join(sftDir, 'checkpoints')), signal: options.signal, progress: options.progress, log, memoryBudgetBytes: options.memoryBudgetBytes });
+        if (r.stopped) throw new TrainStoppedError('train: stopped during SFT; run again with --resume to continue');
+      });
+    }
+
+    // 3b. What SFT changed in the sampled actions: the format-error rate at collected states, before and after.
+    const probeFile = join(sftDir, 'format-probe.json');
+    if (config.sft.probeStates > 0 && !existsSync(probeFile)) {
+      const probe = await timed('format-probe', () => probeBeforeAfter(config, modelDir, sftAdapter, join(collection, 'steps.jsonl')));
+      writeFileAtomic(probeFile, JSON.stringify(probe, null, 2) + '\n');
+      log(`train: format-error rate of sampled actions at ${probe.states} collected states: ${formatPercent(probe.before.formatErrorRate)} before SFT, ${formatPercent(probe.after.formatErrorRate)} after`);
+    }
+
+    // 4. Step-wise PPO from the SFT adapter.
+    const ppoDir = join(out, 'ppo');
+    let ppo: TrainPpoResult | null = null;
+    if (existsSync(join(ppoDir, 'ppo-summary.json'))) {
+      ppo = readPpoSummary(join(ppoDir, 'ppo-summary.json'));
+    } else {
+      ppo = await timed('ppo', () => trainPpo({ modelDir, adapter: sftAdapter, collection, out: ppoDir, config, resume: existsSync(ppoDir), signal: options.signal, progress: options.progress, log, remote: options.remote, memoryBudgetBytes: options.memoryBudgetBytes }));
+      if (ppo.stopped) throw new TrainStoppedError('train: stopped during PPO; run again with --resume to continue');
+    }
+
+    // 5. Evaluation of SFT-only against SFT+RL on the held-in and held-out tasks, then the report.
+    const evalTasks = await prepareAll(evalNames);
+    const evalResult = await timed('eval', () =>
+      evaluateAdapters(config, modelDir, evalTasks, [
+        { name: 'sft', adapter: sftAdapter, dir: join(out, 'eval-sft') },
+        { name: 'sft+rl', adapter: ppo!.adapterDir!, dir: join(out, 'eval-sft-rl') },
+      ], { ...options, episodeOptions }),
+    );
+    writeEvalResult(ppoDir, evalResult);
+    const report = writeReport(ppoDir, join(out, 'report.html'), { title: `mlagent train (${config.preset} preset)`, sftDir });
+    writeFileAtomic(join(out, 'train-summary.json'), JSON.stringify({ seconds, peakRssBytes, ppoRewards: ppo.rewards }, null, 2) + '\n');
+    return { modelDir, collection, sftAdapter, ppo, eval: evalResult, report, seconds, peakRssBytes };
   }
+}
 
-  // 2. Expert collection (collect() itself resumes: finished trajectories are kept).
-  const collection = join(out, 'collect');
-  const collectTasks = await prepareAll(collectNames);
-  await timed('collect', () =>
-    collect({
-      tasks: collectTasks,
-      expert: new ScriptedExpert(),
-      trajectories: config.collection.trajectories,
-      ideas: config.collection.ideas,
-      candidates: config.collection.candidateIdeas,
-      maxSteps: config.collection.maxSteps,
-      concurrency: config.collection.concurrency,
-      out: collection,
-      seed: config.seed,
-      progress: options.progress,
-      signal: options.signal,
-      startEpisode: episodeStarter(options.remote, episodeOptions),
-    }),
-  );
-  stopIfAborted(options.signal, 'the collection');
-  checkEditStates(collection, config);
-
-  // 3. SFT on every expert step, in the chat form RL and evaluation prompt with.
-  const sftDir = join(out, 'sft');
-  const sftAdapter = join(sftDir, 'adapter');
-  if (!existsSync(join(sftDir, 'sft-summary.json'))) {
-    const chats = sftChats(join(collection, 'steps.jsonl'), c.compactPrompts);
-    await timed('sft', async () => {
-      const r = await sft({ modelDir, data: chats, out: sftDir, config, resume: existsSync(join(sftDir, 'checkpoints')), signal: options.signal, progress: options.progress, log, memoryBudgetBytes: options.memoryBudgetBytes });
-      if (r.stopped) throw new TrainStoppedError('train: stopped during SFT; run again with --resume to continue');
-    });
+/** A finished PPO stage's summary; a damaged one is refused naming the file (JSON.parse's bare SyntaxError did not). */
+function readPpoSummary(file: string): TrainPpoResult {
+  let summary: Partial<TrainPpoResult>;
+  try {
+    summary = JSON.parse(readFileSync(file, 'utf8')) as Partial<TrainPpoResult>;
+  } catch (e) {
+    throw new TrainInputError(`train: cannot read ${file} (${(e as Error).message}); delete it and run again with --resume to rebuild it from PPO's last checkpoint`);
   }
-
-  // 3b. What SFT changed in the sampled actions: the format-error rate at collected states, before and after.
-  const probeFile = join(sftDir, 'format-probe.json');
-  if (config.sft.probeStates > 0 && !existsSync(probeFile)) {
-    const probe = await timed('format-probe', () => probeBeforeAfter(config, modelDir, sftAdapter, join(collection, 'steps.jsonl')));
-    writeFileSync(probeFile, JSON.stringify(probe, null, 2) + '\n');
-    log(`train: format-error rate of sampled actions at ${probe.states} collected states: ${formatPercent(probe.before.formatErrorRate)} before SFT, ${formatPercent(probe.after.formatErrorRate)} after`);
+  if (!isPlainObject(summary) || typeof summary.adapterDir !== 'string' || !Array.isArray(summary.rewards)) {
+    throw new TrainInputError(`train: ${file} is not a PPO summary; delete it and run again with --resume to rebuild it from PPO's last checkpoint`);
   }
-
-  // 4. Step-wise PPO from the SFT adapter.
-  const ppoDir = join(out, 'ppo');
-  let ppo: TrainPpoResult | null = null;
-  if (existsSync(join(ppoDir, 'ppo-summary.json'))) {
-    ppo = JSON.parse(readFileSync(join(ppoDir, 'ppo-summary.json'), 'utf8')) as TrainPpoResult;
-  } else {
-    ppo = await timed('ppo', () => trainPpo({ modelDir, adapter: sftAdapter, collection, out: ppoDir, config, resume: existsSync(ppoDir), signal: options.signal, progress: options.progress, log, remote: options.remote, memoryBudgetBytes: options.memoryBudgetBytes }));
-    if (ppo.stopped) throw new TrainStoppedError('train: stopped during PPO; run again with --resume to continue');
-  }
-
-  // 5. Evaluation of SFT-only against SFT+RL on the held-in and held-out tasks, then the report.
-  const evalTasks = await prepareAll(evalNames);
-  const evalResult = await timed('eval', () =>
-    evaluateAdapters(config, modelDir, evalTasks, [
-      { name: 'sft', adapter: sftAdapter, dir: join(out, 'eval-sft') },
-      { name: 'sft+rl', adapter: ppo!.adapterDir!, dir: join(out, 'eval-sft-rl') },
-    ], { ...options, episodeOptions }),
-  );
-  writeEvalResult(ppoDir, evalResult);
-  const report = writeReport(ppoDir, join(out, 'report.html'), { title: `mlagent train (${config.preset} preset)`, sftDir });
-  writeFileSync(join(out, 'train-summary.json'), JSON.stringify({ seconds, peakRssBytes, ppoRewards: ppo.rewards }, null, 2) + '\n');
-  return { modelDir, collection, sftAdapter, ppo, eval: evalResult, report, seconds, peakRssBytes };
+  return summary as TrainPpoResult;
 }
 
 /** Task names from the config's list or group ('held-in', 'held-out', 'all'). */

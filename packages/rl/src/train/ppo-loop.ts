@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Gpu } from '@mlagent/core-kernels';
 import {
@@ -17,7 +17,8 @@ import {
   makeDirs,
 } from '@mlagent/policy';
 import { mixSeed } from '../collect/seeds.js';
-import { latestCheckpoint, listCheckpoints, saveCheckpoint, type Json } from '../checkpoint/checkpoint.js';
+import { listCheckpoints, resumeCheckpoint, saveCheckpoint, type Json } from '../checkpoint/checkpoint.js';
+import { syncFile, syncTree, writeFileAtomic } from '../checkpoint/atomic.js';
 import { parseTrainConfig, type TrainConfig, type TrainConfigInput } from '../config/train-config.js';
 import { METRICS_FILE, MetricsLogger, truncateMetricsAfter } from '../metrics/jsonl.js';
 import { ProgressMeter } from '../metrics/progress.js';
@@ -125,7 +126,7 @@ export async function trainPpo(options: TrainPpoOptions): Promise<TrainPpoResult
 async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: StatesPool, tasks: string[], fingerprint: string, log: (line: string) => void): Promise<TrainPpoResult> {
   const c = config.ppo;
 
-  const checkpoint = options.resume ? latestCheckpoint(options.out, { onSkip: (dir, why) => log(`ppo: skipping damaged checkpoint ${dir}: ${why}`) }) : null;
+  const checkpoint = options.resume ? resumeCheckpoint(options.out, 'ppo', log) : null;
   if (!options.resume && (listCheckpoints(options.out).length > 0 || nonEmpty(join(options.out, ROLLOUTS_FILE)))) {
     throw new Error(`ppo: ${options.out} already holds a run (checkpoints or rollouts); pass resume (--resume) to continue it, or choose another output directory`);
   }
@@ -169,6 +170,11 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
       if (criticOptimizer) criticOptimizer.load(checkpoint.path(CRITIC_OPT));
       truncateMetricsAfter(join(options.out, METRICS_FILE), start);
       log(`ppo: resuming from ${checkpoint.dir} (iteration ${start} of ${c.iterations})`);
+    } else {
+      // Curves of a run killed before its first checkpoint: the iterations are redone (from their saved rollouts),
+      // and their lines were logged a second time after the first ones.
+      rmSync(join(options.out, METRICS_FILE), { force: true });
+      rmSync(join(options.out, 'tb'), { recursive: true, force: true });
     }
     const savedCursors = checkpoint?.poolCursor as unknown as PoolCursor | PoolCursor[] | undefined;
     // The validation set: fixed states answered greedily, one response each, executed and rewarded like rollouts
@@ -227,8 +233,10 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
     const rewards: number[] = [];
     let iteration = start;
     let stopped = false;
-    const save = () =>
-      saveCheckpoint(options.out, {
+    const save = () => {
+      // The curves up to this iteration are on disk before the checkpoint that will not log them again.
+      syncFile(metrics!.path);
+      return saveCheckpoint(options.out, {
         step: iteration,
         rng: { seed: config.seed, derivation: 'mixSeed(seed, "ppo/generate/<iteration>/<group>"), mixSeed(seed, "ppo/<iteration>/<epoch>")' },
         poolCursor: draws.cursors as unknown as Json,
@@ -242,6 +250,7 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
           if (criticOptimizer) await criticOptimizer.save(join(dir, CRITIC_OPT));
         },
       });
+    };
     const validation: TrainPpoResult['validation'] = [];
     if (checkpoint) rewards.push(...((checkpoint.extra as { rewards?: number[] }).rewards ?? []));
     if (checkpoint) validation.push(...((checkpoint.extra as { validation?: TrainPpoResult['validation'] }).validation ?? []));
@@ -362,9 +371,13 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
         criticDir = join(options.out, CRITIC_DIR);
         await saveValueHead(critic, criticDir, { baseModel: options.modelDir });
       }
+      // Durable before ppo-summary.json says they are there: the pipeline then never writes them again.
+      syncTree(adapterDir);
+      if (criticDir) syncTree(criticDir);
     }
     const result: TrainPpoResult = { adapterDir, criticDir, iterations: iteration, stopped, resumedFrom: checkpoint?.step ?? null, rewards, validation };
-    if (!stopped) writeFileSync(join(options.out, 'ppo-summary.json'), JSON.stringify(result, null, 2) + '\n');
+    // The pipeline skips PPO once this file exists (and reads it): it must never be there torn.
+    if (!stopped) writeFileAtomic(join(options.out, 'ppo-summary.json'), JSON.stringify(result, null, 2) + '\n');
     return result;
   } finally {
     metrics?.close();

@@ -61,7 +61,11 @@ export class RolloutLog {
 
   /** Appends one group as one line and makes it durable before returning. */
   append(group: RolloutGroup): void {
-    writeSync(this.fd, JSON.stringify(group) + '\n');
+    // writeSync may write part of the line (a disk nearly full) and return without an error: the rest used to be
+    // dropped, and the next group glued onto the torn line, which made the whole file unreadable for a resume.
+    const bytes = Buffer.from(JSON.stringify(group) + '\n');
+    let off = 0;
+    while (off < bytes.length) off += writeSync(this.fd, bytes, off, bytes.length - off);
     fsyncSync(this.fd);
   }
 
