@@ -165,6 +165,20 @@ describe('runSandboxed', () => {
     expect(r.errorSummary).toContain('CPU-time limit');
   }, 20_000);
 
+  it("classifies a script's own signal (segfault, abort, a kill it sent itself) as an error, not as a limit", async () => {
+    // 'killed' is the sandbox's limits, a corner case the reward scores 0.5; a crash scores 0.
+    for (const [code, signal] of [
+      ['import os, signal\nos.kill(os.getpid(), signal.SIGKILL)', 'SIGKILL'],
+      ['import ctypes\nctypes.string_at(0)', 'SIGSEGV'],
+      ['import os\nos.abort()', 'SIGABRT'],
+    ] as const) {
+      const r = await py(code);
+      expect(r.signal, signal).toBe(signal);
+      expect(r.outcome, signal).toBe('error');
+      expect(r.errorSummary, signal).toContain(`Crashed: ended by ${signal}.`);
+    }
+  }, 30_000);
+
   describe('network', () => {
     let server: net.Server;
     let port = 0;

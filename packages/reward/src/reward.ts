@@ -22,7 +22,7 @@ export function computeReward(
   task: TaskMetric,
   config: Partial<RewardConfig> = {},
 ): RewardResult {
-  const cfg = { ...DEFAULT_REWARD_CONFIG, ...config };
+  const cfg = withDefaults(config);
   validateConfig(cfg);
   checkFeedback(feedback);
   checkTask(task);
@@ -68,6 +68,12 @@ export function metricGap(task: TaskMetric, previous: number, cfg: RewardConfig 
   if (best !== undefined && init !== undefined && best !== init) return Math.max(MIN_GAP, Math.abs(best - init));
   const fallback = cfg.fallbackGapFraction * Math.abs(previous);
   return fallback > 0 ? Math.max(MIN_GAP, fallback) : 1;
+}
+
+/** The config with its defaults; a field given as undefined (which Partial allows) takes its default too. */
+function withDefaults(config: Partial<RewardConfig>): RewardConfig {
+  const given = Object.fromEntries(Object.entries(config ?? {}).filter(([, v]) => v !== undefined)) as Partial<RewardConfig>;
+  return { ...DEFAULT_REWARD_CONFIG, ...given };
 }
 
 function milestoneReward(feedback: StepFeedback, cfg: RewardConfig): number {

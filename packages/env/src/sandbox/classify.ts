@@ -81,10 +81,13 @@ export function classify(r: RawExit): { outcome: SandboxOutcome; errorSummary?: 
     const why = `Process limit reached (${r.maxProcesses} processes/threads).`;
     return { outcome: 'killed', errorSummary: tb ? `${why}\n${tb}` : why };
   }
-  if (r.signal !== null) {
-    const why =
-      r.signal === 'SIGXCPU' ? `the ${r.cpuSeconds} s CPU-time limit` : r.signal === 'SIGXFSZ' ? 'the file-size limit' : r.signal;
+  if (r.signal === 'SIGXCPU' || r.signal === 'SIGXFSZ') {
+    const why = r.signal === 'SIGXCPU' ? `the ${r.cpuSeconds} s CPU-time limit` : 'the file-size limit';
     return { outcome: 'killed', errorSummary: `Killed by ${why}.${tb ? `\n${tb}` : ''}` };
   }
+  // Any other signal is the script's own doing (a segfault, an abort, a kill it sent itself): the sandbox's limits
+  // are classified above. A crash, which the paper's reward scores 0; as 'killed', a limit (0.5), a policy could
+  // learn to end a failing run with os.kill for a better reward than the error would get.
+  if (r.signal !== null) return { outcome: 'error', errorSummary: `Crashed: ended by ${r.signal}.${tb ? `\n${tb}` : ''}` };
   return { outcome: 'error', errorSummary: tb ?? `Exited with code ${r.exitCode}.` };
 }

@@ -3,7 +3,7 @@
 // - a trajectory's score is the best graded metric any of its steps reached (a valid submission.csv);
 // - a trajectory without any valid submission scores the task's baseline and counts as no improvement;
 // - gain = (score − baseline) / |baseline|, sign-flipped for metrics where lower is better, so > 0 is better;
-// - success = gain > 10% (MLAgentBench's definition).
+// - success = gain > 10% (MLAgentBench's definition), up to float rounding.
 
 export type Direction = 'maximize' | 'minimize';
 
@@ -102,6 +102,12 @@ export interface EvalResult {
 /** Success threshold on the relative gain (MLAgentBench: more than 10% improvement). */
 export const SUCCESS_GAIN = 0.1;
 
+/**
+ * Rounding slack on that threshold: a score exactly 10% better is not "more than 10%", yet (0.66 − 0.6) / 0.6
+ * computes as 0.10000000000000009. Far below any real metric's precision.
+ */
+const SUCCESS_SLACK = 1e-12;
+
 export function isBetter(a: number, b: number, direction: Direction): boolean {
   return direction === 'maximize' ? a > b : a < b;
 }
@@ -117,7 +123,7 @@ export function relativeGain(score: number, baseline: number, direction: Directi
 export function scoreTrajectory(bestMetric: number | null, task: EvalTaskInfo): { score: number; submitted: boolean; gain: number; success: boolean } {
   if (bestMetric === null) return { score: task.baseline, submitted: false, gain: 0, success: false };
   const gain = relativeGain(bestMetric, task.baseline, task.direction);
-  return { score: bestMetric, submitted: true, gain, success: gain > SUCCESS_GAIN };
+  return { score: bestMetric, submitted: true, gain, success: gain > SUCCESS_GAIN + SUCCESS_SLACK };
 }
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;

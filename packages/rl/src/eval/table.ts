@@ -1,7 +1,7 @@
 // eval.json in and out, merging several agents' results, and the markdown shaped like the paper's Table 1
 // (rows = tasks with their metric and direction, columns = agents, cells = avg / best).
 import { readFileSync } from 'node:fs';
-import type { EvalResult, EvalRow } from './results.js';
+import { relativeGain, type EvalResult, type EvalRow } from './results.js';
 
 /** Reads an eval.json written by `evaluate` (or a merge of them); errors name the file and what is wrong. */
 export function readEvalResult(file: string): EvalResult {
@@ -17,7 +17,30 @@ export function readEvalResult(file: string): EvalResult {
   if (r.version !== 1) throw new Error(`eval: ${file} has version ${JSON.stringify(r.version)}; this mlagent reads version 1`);
   for (const key of ['agents', 'rows', 'trajectories'] as const)
     if (!Array.isArray(r[key])) throw new Error(`eval: ${file}: "${key}" must be a list`);
-  return data as EvalResult;
+  return restoreInfiniteGains(data as EvalResult);
+}
+
+/**
+ * JSON has no Infinity: a gain over a zero baseline (±∞) was written as null. It is recomputed from the scores
+ * and the row's baseline, so a table merged from files (--compare, mlagent train's) shows ±∞ rather than n/a.
+ */
+function restoreInfiniteGains(result: EvalResult): EvalResult {
+  const isNum = (x: unknown): x is number => typeof x === 'number';
+  const rowOf = new Map<string, EvalRow>();
+  for (const row of result.rows) {
+    if (typeof row !== 'object' || row === null || !isNum(row.baseline)) continue;
+    rowOf.set(`${row.task}\u0000${row.agent}`, row);
+    if (row.avgGain === null && isNum(row.avg)) row.avgGain = relativeGain(row.avg, row.baseline, row.direction);
+    if (row.bestGain === null && isNum(row.best)) row.bestGain = relativeGain(row.best, row.baseline, row.direction);
+  }
+  for (const t of result.trajectories) {
+    if (typeof t !== 'object' || t === null || t.gain !== null) continue;
+    const row = rowOf.get(`${t.task}\u0000${t.agent}`);
+    // No submission is no gain, by the scoring rule; a submission's gain needs its row's baseline.
+    if (t.submitted === false) t.gain = 0;
+    else if (row && isNum(t.score)) t.gain = relativeGain(t.score, row.baseline, row.direction);
+  }
+  return result;
 }
 
 /**
