@@ -47,6 +47,12 @@ describe('agent code cannot harm the host', () => {
     expect(r.observation).toMatch(/^EnvError: The script ran out of memory \(limit 256 MiB\) and was stopped./);
   }, 20_000);
 
+  it('a script that crashes by a signal is an error (the reward of a crash), and its observation says how it ended', async () => {
+    const r = await runAgentCode('segv.py', 'import ctypes\nprint("before", flush=True)\nctypes.string_at(0)\n');
+    expect(r.outcome).toBe('error');
+    expect(r.observation).toMatch(/^The script has been executed. Here is the output:\nbefore\n[\s\S]*The script crashed: it was ended by SIGSEGV\.$/);
+  }, 20_000);
+
   it('a fork bomb is killed at the process limit', async () => {
     const r = await runAgentCode('bomb.py', 'import os\nwhile True:\n    os.fork()\n');
     expect(r.outcome).toBe('killed');

@@ -87,6 +87,18 @@ describe('scanLines', () => {
   });
 });
 
+describe('clipped observations', () => {
+  it('cut on whole characters: no half of an emoji at either side of the cut', async () => {
+    const ep = await Episode.start(fx.task, { store, workRoot: path.join(fx.root, 'ws'), maxSteps: 40, maxObservationChars: 101 });
+    // Odd offsets put both halves' cuts inside a surrogate pair.
+    writeFileSync(path.join(ep.workspace, 'notes.txt'), `x${'😀'.repeat(200)}\n`);
+    const read = await ep.step(respond('Read File', { file_name: 'notes.txt' }));
+    expect(read.observation).toMatch(/characters cut/);
+    expect(read.observation).not.toMatch(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/);
+    await ep.close();
+  });
+});
+
 describe('file actions on large files', () => {
   it('read the head of a large file, inspect any line of it, and refuse to edit or copy it', async () => {
     // Observations unclipped (the episode keeps 10 000 characters by default), to see all that Read File returns.

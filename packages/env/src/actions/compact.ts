@@ -2,11 +2,16 @@
 // and with past assistant turns cut to their Action / Action Input. Tiny policies are trained on it (the config's
 // ppo.compactPrompts), so whoever prompts them, our trainer or a client of the env server, must show them the same.
 import type { ChatTurn } from '../episode/types.js';
+import { actionLineStart } from './parse.js';
 
-/** The "Action: ..." line and everything after it (the Action Input); the whole text when there is none. */
+/**
+ * The line of the "Action:" header the parser reads and everything after it (the Action Input); the whole text when
+ * there is none. The header is found as parseResponse finds it ("**Action:**", "action:", indented): a plain
+ * "Action:" search kept the whole Reflection and Thought of such turns in the compact chat.
+ */
 export function actionPart(response: string): string {
-  const at = response.search(/(^|\n)Action:/);
-  return at < 0 ? response : response.slice(at).replace(/^\n/, '');
+  const at = actionLineStart(response);
+  return at < 0 ? response : response.slice(at);
 }
 
 export function compactMessages<T extends ChatTurn>(messages: readonly T[]): T[] {

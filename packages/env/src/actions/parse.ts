@@ -2,6 +2,7 @@
 // Action Input). It tolerates common model slips and never throws: anything it cannot accept becomes an error
 // whose `observation` is the text the agent gets back.
 import { ACTION_NAMES, ACTIONS, isActionName, type ActionCall, type ActionName, type ActionSpec } from './schema.js';
+import { shorten, sliceText } from './text.js';
 
 /** The free-text fields of a response (absent when the response has no such field). */
 export interface ResponseFields {
@@ -98,21 +99,33 @@ function resolveAction(raw: string, enabled: readonly ActionName[]): ActionName 
 function show(value: unknown): string {
   let s: string;
   try {
-    s = JSON.stringify(value) ?? String(value);
+    // JSON.stringify writes Infinity (e.g. from 1e400) as null, which the agent never wrote.
+    s = typeof value === 'number' ? String(value) : (JSON.stringify(value) ?? String(value));
   } catch {
     s = String(value);
   }
-  return s.length > 60 ? `${s.slice(0, 57)}...` : s;
+  return shorten(s, 60);
 }
 
+/** A key or name from the response, shortened for an observation (one can be megabytes long). */
+function quoted(s: string): string {
+  return `"${shorten(s, 60)}"`;
+}
+
+type Fields = Partial<Record<Exclude<FieldKey, 'action'>, string>> & {
+  /** The text of every "Action:" header before the Action Input, in order (models repeat it, or start prose with it). */
+  actions: string[];
+};
+
 /** Splits a response into its fields. The Action Input runs to the end of the text. */
-function splitFields(text: string): Partial<Record<FieldKey, string>> {
-  const out: Partial<Record<FieldKey, string>> = {};
+function splitFields(text: string): Fields {
+  const out: Fields = { actions: [] };
   const lines = text.split('\n');
   let current: FieldKey | undefined;
   let buf: string[] = [];
   const flush = () => {
-    if (current !== undefined && out[current] === undefined) out[current] = buf.join('\n').trim();
+    if (current === 'action') out.actions.push(buf.join('\n').trim());
+    else if (current !== undefined && out[current] === undefined) out[current] = buf.join('\n').trim();
   };
   for (let li = 0; li < lines.length; li++) {
     const line = lines[li];
@@ -133,23 +146,52 @@ function splitFields(text: string): Partial<Record<FieldKey, string>> {
   }
   flush();
   // "Action: Execute Script  Action Input: {...}" on one line, or the label in the Action field's text.
-  if (out.action !== undefined && out.actionInput === undefined) {
-    const m = /[*_]{0,3}action[ \t_-]*input[ \t]*[*_]{0,3}[ \t]*:[ \t]*[*_]{0,3}/i.exec(out.action);
+  const last = out.actions.length - 1;
+  if (last >= 0 && out.actionInput === undefined) {
+    // Blanks before the colon are one run ("[ \t]*[*_]{0,3}[ \t]*" backtracked quadratically on a long run of them).
+    const action = out.actions[last];
+    const m = /[*_]{0,3}action[ \t_-]*input[ \t]*(?:[*_]{1,3}[ \t]*)?:[ \t]*[*_]{0,3}/i.exec(action);
     if (m) {
-      out.actionInput = out.action.slice(m.index + m[0].length).trim();
-      out.action = out.action.slice(0, m.index).trim();
+      out.actionInput = action.slice(m.index + m[0].length).trim();
+      out.actions[last] = action.slice(0, m.index).trim();
     }
   }
   return out;
 }
 
+/**
+ * Where the line of the response's first "Action:" header starts, found as parseResponse finds its headers (case,
+ * markdown, indentation): from there on is all the parser reads the action call from. -1 when it reads none.
+ */
+export function actionLineStart(text: string): number {
+  const line = /[^\r\n]*/y;
+  for (let at = 0; ; ) {
+    line.lastIndex = at;
+    const l = (line.exec(text) ?? [''])[0];
+    const m = HEADER.exec(l);
+    if (m) {
+      const field = fieldOf(m[1]);
+      if (field === 'action') return at;
+      if (field === 'actionInput') return -1; // the parser stops here: an Action Input before any Action
+    }
+    const end = at + l.length;
+    if (end >= text.length) return -1;
+    at = end + (text.startsWith('\r\n', end) ? 2 : 1);
+  }
+}
+
+/** The action name: the first line that holds one, skipping code-fence lines ("```", "```text") around it. */
 function cleanActionName(raw: string): string {
-  const first = raw.split('\n').find((l) => l.trim() !== '') ?? '';
-  return first
-    .replace(/[*`#"']/g, '')
-    .trim()
-    .replace(/[.:;,]+$/, '')
-    .trim();
+  for (const line of raw.split('\n')) {
+    if (/^\s*(?:```|~~~)[\w-]*\s*$/.test(line)) continue;
+    const name = line
+      .replace(/[*`#"']/g, '')
+      .trim()
+      .replace(/[.:;,]+$/, '')
+      .trim();
+    if (name !== '') return name;
+  }
+  return '';
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -206,7 +248,7 @@ class LooseJson {
     bare.lastIndex = this.i;
     const bm = bare.exec(this.s);
     const token = bm ? bm[0].trim() : '';
-    if (token === '') this.fail(`expected a value at "${this.s.slice(this.i, this.i + 20)}"`);
+    if (token === '') this.fail(`expected a value at "${sliceText(this.s, this.i, 20)}"`);
     this.i += bm ? bm[0].length : 0;
     return token;
   }
@@ -232,12 +274,12 @@ class LooseJson {
         const id = /[A-Za-z_][A-Za-z0-9_]*/y;
         id.lastIndex = this.i;
         const m = id.exec(this.s);
-        if (!m) this.fail(`expected a key in double quotes, found "${this.s.slice(this.i, this.i + 20)}"`);
+        if (!m) this.fail(`expected a key in double quotes, found "${sliceText(this.s, this.i, 20)}"`);
         key = m[0];
         this.i += key.length;
       }
       this.ws();
-      if (this.s[this.i] !== ':') this.fail(`expected ":" after the key "${key}"`);
+      if (this.s[this.i] !== ':') this.fail(`expected ":" after the key ${quoted(key)}`);
       this.i++;
       obj[key] = this.value('object', depth + 1);
       this.ws();
@@ -245,7 +287,7 @@ class LooseJson {
       if (n === ',') this.i++;
       else if (n === '}' || n === '"' || n === "'") continue; // a missing comma is tolerated before a quoted key
       else if (n === undefined) this.fail('the JSON object is not closed (a "}" is missing)');
-      else this.fail(`expected "," or "}" after the value of "${key}", found "${this.s.slice(this.i, this.i + 20)}"`);
+      else this.fail(`expected "," or "}" after the value of ${quoted(key)}, found "${sliceText(this.s, this.i, 20)}"`);
     }
   }
 
@@ -380,17 +422,22 @@ function validateArgs(spec: ActionSpec, value: unknown): { args: Record<string, 
   const args: Record<string, string | number> = {};
   const seen = new Map<string, unknown>();
   const unknown: string[] = [];
+  const problems: string[] = [];
   for (const k of Object.keys(given)) {
     const arg = spec.args.find((a) => a.name === k) ?? spec.args.find((a) => a.name === keyOf(k));
-    if (arg) seen.set(arg.name, given[k]);
-    else unknown.push(k);
+    if (!arg) unknown.push(k);
+    else if (!seen.has(arg.name)) seen.set(arg.name, given[k]);
+    else if (seen.get(arg.name) !== given[k]) {
+      // Two spellings of one key ("script_name" and "Script Name"): which value was meant is unknown.
+      problems.push(`"${arg.name}" is given twice, with different values (${show(seen.get(arg.name))} and ${show(given[k])})`);
+    }
   }
-  const problems: string[] = [];
   const names = spec.args.map((a) => `"${a.name}"`).join(', ');
-  if (unknown.length > 0)
-    problems.push(
-      `unknown ${unknown.length === 1 ? 'key' : 'keys'} ${unknown.map((k) => `"${k}"`).join(', ')} (${spec.name} takes ${names})`,
-    );
+  if (unknown.length > 0) {
+    // A response can hold thousands of keys, each megabytes long: name a few, shortened.
+    const listed = unknown.slice(0, 5).map(quoted).join(', ') + (unknown.length > 5 ? ` and ${unknown.length - 5} more` : '');
+    problems.push(`unknown ${unknown.length === 1 ? 'key' : 'keys'} ${listed} (${spec.name} takes ${names})`);
+  }
   const missing = spec.args.filter((a) => !seen.has(a.name)).map((a) => `"${a.name}"`);
   if (missing.length > 0) problems.push(`missing ${missing.length === 1 ? 'key' : 'keys'} ${missing.join(', ')}`);
   for (const a of spec.args) {
@@ -409,7 +456,7 @@ function validateArgs(spec: ActionSpec, value: unknown): { args: Record<string, 
   return problems.length > 0 ? { error: problems.join('; ') } : { args };
 }
 
-function pickFields(f: Partial<Record<FieldKey, string>>): ResponseFields {
+function pickFields(f: Fields): ResponseFields {
   const out: ResponseFields = {};
   if (f.reflection !== undefined) out.reflection = f.reflection;
   if (f.researchPlanAndStatus !== undefined) out.researchPlanAndStatus = f.researchPlanAndStatus;
@@ -441,14 +488,20 @@ function parseUnsafe(text: string, enabled: readonly ActionName[]): ParsedRespon
   const fail = (error: ParseError, action?: ActionName): ParsedResponse =>
     action === undefined ? { ok: false, error, fields } : { ok: false, error, fields, action };
 
-  if (parts.action === undefined) return fail(formatError('the "Action:" field is missing.'));
-  const rawName = cleanActionName(parts.action);
-  if (rawName === '') return fail(formatError('the "Action:" field is empty; it must name one action.'));
+  if (parts.actions.length === 0) return fail(formatError('the "Action:" field is missing.'));
+  // Several "Action:" lines must name one action between them (lines naming none, like "Action: first I will look",
+  // are prose): reading only the first ran "Action: A" + "Action: B" as A with an input that may be meant for B.
+  const rawNames = parts.actions.map(cleanActionName).filter((n) => n !== '');
+  if (rawNames.length === 0) return fail(formatError('the "Action:" field is empty; it must name one action.'));
+  const named = [...new Set(rawNames.map((n) => resolveAction(n, ACTION_NAMES)).filter((n) => n !== undefined))];
+  if (named.length > 1)
+    return fail(formatError(`the response names ${named.length} actions (${named.join(', ')}); give exactly one "Action:" line.`));
+  const rawName = rawNames.find((n) => resolveAction(n, ACTION_NAMES) !== undefined) ?? rawNames[0];
   const name = resolveAction(rawName, enabled);
   if (name === undefined)
     return fail({
       kind: 'unknown-action',
-      observation: `Invalid action: ${rawName}. Valid actions are: ${enabled.join(', ')}.`,
+      observation: `Invalid action: ${shorten(rawName, 100)}. Valid actions are: ${enabled.join(', ')}.`,
     });
   const spec = ACTIONS[name];
   if (parts.actionInput === undefined)

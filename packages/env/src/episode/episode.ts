@@ -17,6 +17,7 @@ import type { ChatTurn, EpisodeOptions, StepOutcome, StepResult } from './types.
 import { createWorkspace } from '../tasks/workspace.js';
 import { removeDeep } from '../sandbox/disk-guard.js';
 import { defaultWorkRoot, hiddenPathsFor, makeWorkspaceDir } from './workspace.js';
+import { sliceText } from '../actions/text.js';
 
 /** An episode's step limit when its options give none (the paper's expert trajectories: at most 15 steps). */
 export const DEFAULT_MAX_STEPS = 15;
@@ -43,7 +44,10 @@ function positiveInt(name: string, v: number | undefined, dflt: number): number 
 function clip(text: string, max: number): string {
   if (text.length <= max) return text;
   const half = Math.floor(max / 2);
-  return `${text.slice(0, half)}\n[... ${text.length - 2 * half} characters cut ...]\n${text.slice(text.length - half)}`;
+  // Cut on whole characters: half an emoji reaches a Python client of the env server as a lone surrogate.
+  const head = sliceText(text, 0, half);
+  const tail = sliceText(text, text.length - half, half);
+  return `${head}\n[... ${text.length - head.length - tail.length} characters cut ...]\n${tail}`;
 }
 
 export class Episode {

@@ -104,8 +104,11 @@ function failureObservation(r: SandboxResult, task: PreparedTask, workspace: str
         outcome: 'killed',
         observation: `EnvError: The script was killed (${r.errorSummary ?? r.signal ?? 'killed'}; at most ${b.maxProcs} processes and threads are allowed).${tail}`,
       };
-    default:
-      return { outcome: 'error', observation: `The script has been executed. Here is the output:\n${output(r, workspace)}` };
+    default: {
+      // A crash by signal (a segfault, an abort) may print nothing: say how it ended.
+      const crash = r.signal !== null ? `\nThe script crashed: it was ended by ${r.signal}.` : '';
+      return { outcome: 'error', observation: `The script has been executed. Here is the output:\n${output(r, workspace)}${crash}` };
+    }
   }
 }
 

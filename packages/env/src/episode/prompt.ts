@@ -2,6 +2,7 @@
 // steps so far (the last `historyWindow` in full, older ones one line each).
 import { renderActions, renderResponseFormat } from '../actions/prompt.js';
 import type { ActionName } from '../actions/schema.js';
+import { shorten } from '../actions/text.js';
 import type { StepRecord } from '../snapshots/manifest.js';
 import type { ChatTurn } from './types.js';
 
@@ -31,13 +32,15 @@ function inputBrief(input: unknown): string {
   } catch {
     s = String(input);
   }
-  return s.length > 120 ? `${s.slice(0, 117)}...` : s;
+  return shorten(s, 120); // not between the halves of an emoji: a lone surrogate breaks clients' UTF-8
 }
 
 /** One line per step outside the window: the action, its input and how it ended. */
 function stepBrief(s: StepRecord): string {
   const metric = s.metric === null ? '' : `, metric ${s.metric}`;
-  return `Step ${s.step}: ${s.action ?? '(invalid response)'} ${s.action ? inputBrief(s.actionInput) : ''} -> ${s.outcome}${metric}`.replace(/ {2,}/g, ' ');
+  // A response that named an action but whose Action Input did not parse has no input (null): not "called with null".
+  const input = s.action && s.actionInput !== null && s.actionInput !== undefined ? inputBrief(s.actionInput) : '';
+  return `Step ${s.step}: ${s.action ?? '(invalid response)'} ${input} -> ${s.outcome}${metric}`.replace(/ {2,}/g, ' ');
 }
 
 function taskText(p: PromptState, older: readonly StepRecord[]): string {
