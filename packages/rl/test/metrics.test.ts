@@ -1,7 +1,8 @@
-import { appendFileSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, mkdtempSync, openSync, readFileSync, readdirSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { writeAll } from '../src/metrics/write-all.js';
 import { crc32c, maskedCrc32c } from '../src/metrics/crc32c.js';
 import { MetricsLogger, readMetrics, truncateMetricsAfter } from '../src/metrics/jsonl.js';
 import { ProgressMeter, formatDuration, formatProgress } from '../src/metrics/progress.js';
@@ -105,6 +106,41 @@ describe('TensorBoard event file', () => {
     ]);
     expect(records[2].get(2)).toEqual([300n]); // a two-byte varint
     expect(scalarsOf(records[2])).toEqual([['reward', 0.75]]);
+  });
+});
+
+describe('TensorBoard on resume', () => {
+  it('a resumed logger marks a SessionLog START at its first step, so TensorBoard drops the killed run’s later points', () => {
+    const dir = tmp();
+    const log = new MetricsLogger(dir, { restartAt: 7 });
+    log.log(7, { reward: 0.5 }, { time: 10 });
+    log.close();
+    const [file] = readdirSync(join(dir, 'tb'));
+    const records = readRecords(readFileSync(join(dir, 'tb', file))).map(decodeMessage);
+    expect(records).toHaveLength(3);
+    // Event { step = 7, session_log (field 7) = SessionLog { status (field 1) = START (1) } }, before the scalars.
+    expect(records[1].get(2)).toEqual([7n]);
+    expect(decodeMessage(records[1].get(7)![0] as Uint8Array).get(1)).toEqual([1n]);
+    expect(records[2].get(5)).toBeDefined();
+    // A fresh run writes no restart.
+    const fresh = tmp();
+    new MetricsLogger(fresh).close();
+    const [f2] = readdirSync(join(fresh, 'tb'));
+    expect(readRecords(readFileSync(join(fresh, 'tb', f2))).map(decodeMessage).some((r) => r.has(7))).toBe(false);
+  });
+
+  it('writes all of a line where the disk takes it a few bytes at a time (writeAll)', () => {
+    const file = join(tmp(), 'short.jsonl');
+    const fd = openSync(file, 'w');
+    let calls = 0;
+    // A short write returns how much it wrote, without an error: the rest must be written again.
+    writeAll(fd, '{"step": 1, "reward": 0.125}\n', (f, bytes) => {
+      calls++;
+      return writeSync(f, bytes.subarray(0, Math.min(5, bytes.length)));
+    });
+    closeSync(fd);
+    expect(readFileSync(file, 'utf8')).toBe('{"step": 1, "reward": 0.125}\n');
+    expect(calls).toBe(6);
   });
 });
 

@@ -75,7 +75,8 @@ describe('SFT memory check', () => {
     } finally {
       gpu.destroy();
     }
-  });
+    // Two SFT steps on lavapipe: 2.4-4.6 s alone, past vitest's 5 s default on a loaded 2-core machine.
+  }, 30_000);
 
   it("docs/training's Qwen2.5-7B config fits 80 GiB for SFT at its 15,000-token cutoff, and would not without recomputation", () => {
     const config = loadTrainConfig(fileURLToPath(new URL('../../../docs/training/qwen2.5-7b-config.yaml', import.meta.url)));

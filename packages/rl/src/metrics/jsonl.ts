@@ -1,7 +1,8 @@
-import { appendFileSync, closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeDirs } from '@mlagent/policy';
 import { EventFileWriter } from './tensorboard.js';
+import { writeAll } from './write-all.js';
 
 /** One line of metrics.jsonl: the step, the wall time in seconds, an optional task tag, and named scalars. */
 export interface MetricRecord {
@@ -24,12 +25,16 @@ export class MetricsLogger {
   private tb: EventFileWriter | null;
   private closed = false;
 
-  constructor(runDir: string, options: { tensorboard?: boolean } = {}) {
+  /**
+   * `restartAt`: the first step a resumed run logs (its checkpoint's + 1), after truncateMetricsAfter; the TensorBoard
+   * log then marks a restart there, so TensorBoard drops the killed run's points from that step on, as this file does.
+   */
+  constructor(runDir: string, options: { tensorboard?: boolean; restartAt?: number } = {}) {
     makeDirs(runDir);
     this.path = join(runDir, METRICS_FILE);
     dropTornLastLine(this.path);
     this.fd = openSync(this.path, 'a');
-    this.tb = options.tensorboard === false ? null : new EventFileWriter(join(runDir, 'tb'));
+    this.tb = options.tensorboard === false ? null : new EventFileWriter(join(runDir, 'tb'), Date.now(), options.restartAt);
   }
 
   log(step: number, values: Record<string, number>, options: { task?: string; time?: number } = {}): void {
@@ -48,7 +53,7 @@ export class MetricsLogger {
       if (name === '__proto__') throw new Error("MetricsLogger.log: '__proto__' cannot name a metric");
       line[name] = Number.isFinite(v) ? v : null; // JSON has no NaN; null reads back as "no value"
     }
-    writeSync(this.fd, JSON.stringify(line) + '\n');
+    writeAll(this.fd, JSON.stringify(line) + '\n');
     if (this.tb) {
       const suffix = options.task !== undefined ? `/${options.task}` : '';
       this.tb.addScalars(step, Object.fromEntries(Object.entries(values).map(([k, v]) => [k + suffix, v])), time);
@@ -116,6 +121,10 @@ export function filterJsonl<T>(path: string, keep: (record: T) => boolean): void
     });
   const tmp = `${path}.tmp`;
   writeFileSync(tmp, kept.map((l) => l + '\n').join(''));
+  // Durable before it replaces the file: after a power cut the rename could survive and the contents not.
+  const fd = openSync(tmp, 'r');
+  fsyncSync(fd);
+  closeSync(fd);
   renameSync(tmp, path);
 }
 

@@ -1,17 +1,20 @@
-import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { makeDirs } from '@mlagent/policy';
 import { maskedCrc32c } from './crc32c.js';
+import { writeAll } from './write-all.js';
 
 /**
  * TensorBoard event files without TensorFlow: a TFRecord stream of `Event` protobufs, encoded by hand.
  *
  *   record = uint64 length (LE) | uint32 masked_crc32c(length bytes) | data | uint32 masked_crc32c(data)
- *   Event   { double wall_time = 1; int64 step = 2; string file_version = 3; Summary summary = 5; }
+ *   Event   { double wall_time = 1; int64 step = 2; string file_version = 3; Summary summary = 5; SessionLog session_log = 7; }
  *   Summary { repeated Value value = 1; }   Value { string tag = 1; float simple_value = 2; }
+ *   SessionLog { SessionStatus status = 1; }   (START = 1)
  *
- * The first record of a file is an Event with file_version "brain.Event:2", as TensorBoard expects.
+ * The first record of a file is an Event with file_version "brain.Event:2", as TensorBoard expects. A SessionLog
+ * START at step N makes TensorBoard drop the events of earlier files with step >= N: what a resumed run logs again.
  */
 
 /** Writes scalar summaries to `events.out.tfevents.<seconds>.<host>` in `dir`; every record is flushed to disk. */
@@ -19,11 +22,13 @@ export class EventFileWriter {
   readonly path: string;
   private fd: number | null;
 
-  constructor(dir: string, now = Date.now()) {
+  /** `restartAt`: the first step a resumed run logs; TensorBoard then drops the killed run's points from there on. */
+  constructor(dir: string, now = Date.now(), restartAt?: number) {
     makeDirs(dir);
     this.path = join(dir, `events.out.tfevents.${Math.floor(now / 1000)}.${hostname()}`);
     this.fd = openSync(this.path, 'a');
     this.writeRecord(encodeEvent({ wallTime: now / 1000, step: 0, fileVersion: 'brain.Event:2' }));
+    if (restartAt !== undefined) this.writeRecord(encodeEvent({ wallTime: now / 1000, step: restartAt, sessionStart: true }));
   }
 
   /** One Event holding every scalar of this step, tagged by name. */
@@ -42,7 +47,7 @@ export class EventFileWriter {
 
   private writeRecord(data: Uint8Array): void {
     if (this.fd === null) throw new Error(`EventFileWriter: ${this.path} is closed`);
-    writeSync(this.fd, tfRecord(data));
+    writeAll(this.fd, tfRecord(data));
   }
 }
 
@@ -62,6 +67,8 @@ export interface EventFields {
   step: number;
   fileVersion?: string;
   summary?: { tag: string; value: number }[];
+  /** A SessionLog with status START. */
+  sessionStart?: boolean;
 }
 
 export function encodeEvent(e: EventFields): Uint8Array {
@@ -78,6 +85,11 @@ export function encodeEvent(e: EventFields): Uint8Array {
       summary.bytes(1, v.finish());
     }
     w.bytes(5, summary.finish());
+  }
+  if (e.sessionStart) {
+    const log = new ProtoWriter();
+    log.varintField(1, 1);
+    w.bytes(7, log.finish());
   }
   return w.finish();
 }

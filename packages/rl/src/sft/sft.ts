@@ -201,7 +201,7 @@ async function sftLocked(options: SftOptions, config: TrainConfig, log: (line: s
       rmSync(join(options.out, METRICS_FILE), { force: true });
       rmSync(join(options.out, 'tb'), { recursive: true, force: true });
     }
-    metrics = new MetricsLogger(options.out);
+    metrics = new MetricsLogger(options.out, { restartAt: checkpoint ? checkpoint.step + 1 : undefined });
     return await trainLoop({ options, config, model, adapter, optimizer, metrics, train, evalSet, stepsPerEpoch, totalSteps, fingerprint, startStep: checkpoint?.step ?? 0, resumedFrom: checkpoint?.step ?? null, resumed: savedLosses(checkpoint?.extra), truncated, dropped });
   } finally {
     metrics?.close();

@@ -209,7 +209,7 @@ async function runLocked(options: TrainPpoOptions, config: TrainConfig, pool: St
     if (reusable > 0) log(`ppo: reusing ${reusable} saved rollout groups of iterations ${[...saved.keys()].join(', ')}`);
 
     env = options.env ?? (await collectionEnv(options.collection, tasks, { maxSteps: pool.maxSteps ?? c.episodeMaxSteps, historyWindow: c.historyWindow, maxObservationChars: c.maxObservationChars, scoreEdits: c.scoreEdits, concurrency: c.envConcurrency, remote: options.remote }));
-    metrics = new MetricsLogger(options.out);
+    metrics = new MetricsLogger(options.out, { restartAt: checkpoint ? start + 1 : undefined });
     rolloutLog = new RolloutLog(options.out);
     const logFile = rolloutLog;
     const ctx: RolloutContext = {

@@ -1,8 +1,9 @@
 // rollouts.jsonl: every scored rollout group, written (and fsynced) as soon as its actions have been executed and
 // before the update that uses it, so a kill at any point loses no completed rollout. A resumed run reuses the
 // groups of the iterations it redoes instead of sampling and executing them again.
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, truncateSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
+import { writeAll } from '../metrics/write-all.js';
 
 export const ROLLOUTS_FILE = 'rollouts.jsonl';
 
@@ -61,11 +62,9 @@ export class RolloutLog {
 
   /** Appends one group as one line and makes it durable before returning. */
   append(group: RolloutGroup): void {
-    // writeSync may write part of the line (a disk nearly full) and return without an error: the rest used to be
-    // dropped, and the next group glued onto the torn line, which made the whole file unreadable for a resume.
-    const bytes = Buffer.from(JSON.stringify(group) + '\n');
-    let off = 0;
-    while (off < bytes.length) off += writeSync(this.fd, bytes, off, bytes.length - off);
+    // Whole: a short write (a disk nearly full) used to drop the rest of the line, and the next group was glued onto
+    // the torn one, which made the whole file unreadable for a resume.
+    writeAll(this.fd, JSON.stringify(group) + '\n');
     fsyncSync(this.fd);
   }
 
