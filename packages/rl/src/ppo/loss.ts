@@ -112,7 +112,7 @@ export interface PpoLossResult {
   dLogp: Float64Array;
   /** d loss / d entropy, per token (all zeros when entropyCoef is 0). */
   dEntropy: Float64Array;
-  /** d loss / d value, per sample (null when valueCoef is 0). */
+  /** d loss / d value, per sample (null when valueCoef is 0; 0 for a sample without response tokens). */
   dValue: Float64Array | null;
   stats: PpoStats;
 }
@@ -230,7 +230,7 @@ export function ppoLoss(batch: PpoBatch, config: PpoLossConfig = DEFAULT_PPO_LOS
     }
   }
 
-  const value = valueCoef > 0 ? valueLoss(batch, valueClip, batch.totals?.samples) : null;
+  const value = valueCoef > 0 ? responseValueLoss(batch, valueClip) : null;
   // The entropy term only when it is weighted: 0 · NaN is NaN, so an unused NaN entropy used to poison the loss.
   const loss = policyLoss + klCoef * klLoss - (entropyCoef !== 0 ? entropyCoef * entropyLoss : 0) + valueCoef * (value?.loss ?? 0);
   const dValue = value ? value.dValue.map((d) => valueCoef * d) : null;
@@ -256,6 +256,22 @@ export function ppoLoss(batch: PpoBatch, config: PpoLossConfig = DEFAULT_PPO_LOS
       tokens: nTokens,
     },
   };
+}
+
+/**
+ * The value loss over the samples with response tokens, the samples `totals` counts (as verl's token-level value
+ * loss has no term for an empty response). Over every sample, an empty one made micro-batches normalized by their
+ * minibatch's totals disagree with the minibatch (or throw). Empty samples get dValue 0.
+ */
+function responseValueLoss(batch: PpoBatch, valueClip: number | null): { loss: number; dValue: Float64Array; clipFrac: number } {
+  const { lengths } = batch;
+  const kept: number[] = [];
+  for (let i = 0; i < lengths.length; i++) if (lengths[i] > 0) kept.push(i);
+  const pick = (arr?: ArrayLike<number>) => (arr ? kept.map((i) => arr[i]) : undefined);
+  const r = valueLoss({ values: pick(batch.values), oldValues: pick(batch.oldValues), returns: pick(batch.returns) }, valueClip, batch.totals?.samples);
+  const dValue = new Float64Array(lengths.length);
+  kept.forEach((i, k) => (dValue[i] = r.dValue[k]));
+  return { loss: r.loss, dValue, clipFrac: r.clipFrac };
 }
 
 /**
