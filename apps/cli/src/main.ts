@@ -1,12 +1,12 @@
 import { GpuError, GpuUnavailableError } from '@mlagent/core-kernels';
 import { RemoteExecutionError } from '@mlagent/env';
-import { CheckpointError, ConfigError, ContextLengthError, LoraError, MemoryPlanError, NonFiniteError, TokenizerError } from '@mlagent/policy';
+import { CheckpointError, ConfigError, ContextLengthError, LoraError, MemoryPlanError, NonFiniteError, OptionError, TokenizerError } from '@mlagent/policy';
 import { EndpointError, RetriesExhaustedError, RunLockedError, SftDataError, TrainConfigError } from '@mlagent/rl';
 import { CommandFailedError, InterruptedError, UsageError } from './args.js';
 import { COMMANDS } from './commands/index.js';
 
 /** Errors in what the user gave (a model directory, a config, data): the message says it all (exit 2). */
-const INPUT_ERRORS = [ConfigError, TokenizerError, CheckpointError, LoraError, MemoryPlanError, TrainConfigError, SftDataError, ContextLengthError, NonFiniteError];
+const INPUT_ERRORS = [ConfigError, TokenizerError, CheckpointError, LoraError, MemoryPlanError, TrainConfigError, SftDataError, ContextLengthError, NonFiniteError, OptionError];
 /** Failures of something outside this process (an endpoint, a worker queue): the message, no stack trace (exit 1). */
 const OUTSIDE_ERRORS = [EndpointError, RetriesExhaustedError, RemoteExecutionError];
 

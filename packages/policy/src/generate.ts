@@ -29,7 +29,10 @@ export interface GenerateOptions {
   decode?: (ids: number[]) => string;
   /** Called for every token as it is sampled (prompt index, id, logprob), e.g. to stream it. */
   onToken?: (index: number, id: number, logprob: number) => void;
-  /** Stops decoding at the next step once aborted (e.g. a client went away); results so far are returned. */
+  /**
+   * Stops decoding at the next step once aborted (e.g. a client went away); results so far are returned. Aborted
+   * before the call, nothing runs and every result is empty.
+   */
   signal?: AbortSignal;
   /**
    * Sample through f32 copies of the weights with `model.adapter` folded in (QwenModel.mergedAdapterLayers): one
@@ -48,6 +51,61 @@ export interface GenerateOptions {
    * and softmax stay f32). Default: the model's dtype (f16 caches for f16 weights). 'f16' needs shader-f16.
    */
   kvDtype?: 'f32' | 'f16';
+}
+
+/**
+ * A bad argument to generate, sequenceLogprobs or planMemory (and assertFits): the caller's input, typed so a
+ * command can tell it from a failure of its own, with the option it names (e.g. 'temperature', 'prompts').
+ */
+export class OptionError extends Error {
+  constructor(
+    message: string,
+    /** The function that refused it, e.g. 'generate'. */
+    readonly fn: string,
+    /** The option or argument at fault, e.g. 'topP' or 'prompts'. */
+    readonly option: string,
+  ) {
+    super(message);
+    this.name = 'OptionError';
+  }
+}
+
+/**
+ * Temperatures the kernels can use: 1/T and logits/T must be finite f32 values. Below the smallest normal f32
+ * (2^-126) a GPU may flush T to 0, and above f32's largest T itself rounds to +Infinity; a JS-finite temperature
+ * out there used to fail only after the prefill, as a kernel's error or as "non-finite logits" blamed on the weights.
+ */
+export const MIN_TEMPERATURE = 2 ** -126;
+export const MAX_TEMPERATURE = 3.4028234663852886e38;
+
+/**
+ * Checks that `ids` (a prompt or a sequence) is a real array of in-vocabulary token ids. Indexes every element: a
+ * hole (`new Array(n)`, `delete ids[i]`) is skipped by forEach and used to reach the GPU as token 0.
+ */
+export function checkTokenIds(fn: string, option: string, what: string, ids: unknown, b: number, vocabSize: number): void {
+  const fail = (msg: string): never => {
+    throw new OptionError(`${fn}: ${msg}`, fn, option);
+  };
+  if (!Array.isArray(ids)) {
+    const kind = ids === null ? 'null' : typeof ids === 'object' ? (ids.constructor?.name ?? 'object') : typeof ids;
+    fail(`${what} ${b} must be an array of token ids, got ${kind}${ArrayBuffer.isView(ids) ? ' (use Array.from)' : ''}`);
+  }
+  const arr = ids as unknown[];
+  if (arr.length === 0) fail(`${what} ${b} is empty; every ${what} needs at least one token`);
+  for (let t = 0; t < arr.length; t++) {
+    const id = arr[t];
+    if (!(t in arr)) fail(`${what} ${b} has a hole at [${b}, ${t}] (no token id there)`);
+    if (!Number.isInteger(id) || (id as number) < 0 || (id as number) >= vocabSize) {
+      fail(`token id ${String(id)} at [${b}, ${t}] is outside the vocabulary [0, ${vocabSize})`);
+    }
+  }
+}
+
+/** A bad option's value for a message: numbers as they are, anything else with its type (a string '0.5' is not 0.5). */
+export function shown(v: unknown): string {
+  if (typeof v === 'number') return String(v);
+  const text = typeof v === 'string' ? JSON.stringify(v) : v === null || v === undefined ? String(v) : typeof v === 'object' ? (v.constructor?.name ?? 'object') : String(v);
+  return `${v === null || v === undefined ? '' : `${typeof v} `}${text.length > 40 ? `${text.slice(0, 40)}...` : text}`;
 }
 
 /** generate()'s default prefillTokens: on Qwen2.5-7B, about 3 GiB of prefill activations. */
@@ -80,7 +138,10 @@ export interface GenerateResult {
    * ignored: what PPO-style training wants); for greedy decoding (T = 0) under log softmax(logits).
    */
   logprobs: number[];
-  /** 'stop': a stop token or stop string ended it; 'length': maxNewTokens were generated. */
+  /**
+   * 'stop': a stop token or stop string ended it; 'length': maxNewTokens were generated, or `signal` was aborted
+   * first (then `ids` has fewer, none when it was aborted before the first token).
+   */
   finishReason: 'stop' | 'length';
 }
 
@@ -95,37 +156,49 @@ export interface GenerateResult {
 export async function generate(model: QwenModel, prompts: readonly (readonly number[])[], opts: GenerateOptions): Promise<GenerateResult[]> {
   const cfg = model.config;
   const V = cfg.vocabSize;
-  const fail = (msg: string): never => {
-    throw new Error(`generate: ${msg}`);
+  /** Throws an OptionError naming `option`. */
+  const fail = (option: string, msg: string): never => {
+    throw new OptionError(`generate: ${msg}`, 'generate', option);
   };
-  if (model.isDisposed) fail('model was disposed');
-  if (!Array.isArray(prompts) || prompts.length === 0) fail('needs at least one prompt');
-  prompts.forEach((p, b) => {
-    if (!Array.isArray(p) || p.length === 0) fail(`prompt ${b} is empty; every prompt needs at least one token`);
-    p.forEach((id, t) => {
-      if (!Number.isInteger(id) || id < 0 || id >= V) fail(`token id ${id} at [${b}, ${t}] is outside the vocabulary [0, ${V})`);
-    });
-  });
+  if (model.isDisposed) fail('model', 'model was disposed');
+  if (!Array.isArray(prompts) || prompts.length === 0) fail('prompts', 'needs at least one prompt');
+  prompts.forEach((p, b) => checkTokenIds('generate', 'prompts', 'prompt', p, b, V));
+  if (opts === null || typeof opts !== 'object') fail('opts', 'needs options with at least maxNewTokens');
   const { maxNewTokens } = opts;
-  if (!Number.isInteger(maxNewTokens) || maxNewTokens <= 0) fail(`maxNewTokens must be a positive integer, got ${maxNewTokens}`);
+  if (!Number.isInteger(maxNewTokens) || maxNewTokens <= 0) fail('maxNewTokens', `maxNewTokens must be a positive integer, got ${shown(maxNewTokens)}`);
   const temperature = opts.temperature ?? 1;
-  if (!Number.isFinite(temperature) || temperature < 0) fail(`temperature must be a finite number >= 0, got ${temperature}`);
+  if (typeof temperature !== 'number' || !Number.isFinite(temperature) || temperature < 0) fail('temperature', `temperature must be a finite number >= 0, got ${shown(temperature)}`);
+  if (temperature !== 0 && (temperature < MIN_TEMPERATURE || temperature > MAX_TEMPERATURE)) {
+    fail('temperature', `temperature must be 0 (greedy) or within f32's normal range [2^-126, 3.4e38], got ${shown(temperature)}`);
+  }
   const topK = opts.topK ?? 0;
-  if (!Number.isInteger(topK) || topK < 0) fail(`topK must be a non-negative integer, got ${topK}`);
+  if (!Number.isInteger(topK) || topK < 0) fail('topK', `topK must be a non-negative integer, got ${shown(topK)}`);
   const topP = opts.topP ?? 1;
-  if (!(topP > 0 && topP <= 1)) fail(`topP must be in (0, 1], got ${topP}`);
+  if (typeof topP !== 'number' || !(topP > 0 && topP <= 1)) fail('topP', `topP must be in (0, 1], got ${shown(topP)}`);
   const seed = opts.seed ?? Math.floor(Math.random() * 2 ** 32);
-  if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) fail(`seed must be a u32 integer, got ${seed}`);
-  const stopIds = new Set(opts.stopTokenIds ?? []);
-  for (const id of stopIds) if (!Number.isInteger(id)) fail(`stopTokenIds must be integers, got ${id}`);
-  const stopStrings = (opts.stopStrings ?? []).filter((s) => s.length > 0);
-  if (stopStrings.length > 0 && !opts.decode) fail('stopStrings needs a decode(ids) function (e.g. a tokenizer)');
+  if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) fail('seed', `seed must be a u32 integer, got ${shown(seed)}`);
+  // A single id or string in place of a list used to fail as "not iterable", and a non-string stop was dropped
+  // silently (the caller's stop never fired).
+  const stopIdList: unknown = opts.stopTokenIds ?? [];
+  if (!Array.isArray(stopIdList)) fail('stopTokenIds', `stopTokenIds must be an array of token ids, got ${typeof stopIdList}`);
+  const stopIds = new Set(stopIdList as number[]);
+  for (const id of stopIds) if (!Number.isInteger(id)) fail('stopTokenIds', `stopTokenIds must be integers, got ${id}`);
+  const stopList: unknown = opts.stopStrings ?? [];
+  if (!Array.isArray(stopList)) fail('stopStrings', `stopStrings must be an array of strings, got ${typeof stopList}`);
+  (stopList as unknown[]).forEach((s, i) => {
+    if (typeof s !== 'string') fail('stopStrings', `stopStrings[${i}] must be a string, got ${typeof s}`);
+  });
+  const stopStrings = (stopList as string[]).filter((s) => s.length > 0);
+  if (stopStrings.length > 0 && !opts.decode) fail('decode', 'stopStrings needs a decode(ids) function (e.g. a tokenizer)');
+  for (const name of ['decode', 'onToken'] as const) {
+    if (opts[name] !== undefined && typeof opts[name] !== 'function') fail(name, `${name} must be a function, got ${typeof opts[name]}`);
+  }
   const stopMatcher = stopStrings.length > 0 ? new StopStringMatcher(stopStrings, opts.decode!) : undefined;
   const prefillTokens = opts.prefillTokens ?? PREFILL_TOKENS;
-  if (!Number.isInteger(prefillTokens) || prefillTokens < 1) fail(`prefillTokens must be a positive integer, got ${prefillTokens}`);
+  if (!Number.isInteger(prefillTokens) || prefillTokens < 1) fail('prefillTokens', `prefillTokens must be a positive integer, got ${shown(prefillTokens)}`);
   const kvDtype = opts.kvDtype ?? model.dtype;
-  if (kvDtype !== 'f32' && kvDtype !== 'f16') fail(`kvDtype must be 'f32' or 'f16', got ${String(kvDtype)}`);
-  if (kvDtype === 'f16' && !model.gpu.features.shaderF16) fail("kvDtype 'f16' needs the shader-f16 feature, which this adapter lacks; use 'f32'");
+  if (kvDtype !== 'f32' && kvDtype !== 'f16') fail('kvDtype', `kvDtype must be 'f32' or 'f16', got ${String(kvDtype)}`);
+  if (kvDtype === 'f16' && !model.gpu.features.shaderF16) fail('kvDtype', "kvDtype 'f16' needs the shader-f16 feature, which this adapter lacks; use 'f32'");
 
   const gpu = model.gpu;
   const B = prompts.length;
@@ -144,7 +217,10 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
   const caches: Tensor[] = [];
   const f32 = model.weights.layers.every((L) => L.q.dtype === 'f32');
   const merge = opts.mergeAdapter ?? (model.adapter !== null && f32 && model.mergedAdapterBytes() <= MERGE_ADAPTER_AUTO_BYTES);
-  if (merge && !model.adapter) fail('mergeAdapter needs model.adapter');
+  if (merge && !model.adapter) fail('mergeAdapter', 'mergeAdapter needs model.adapter');
+  // Aborted before it started: nothing to sample, so no caches and no prefill (which used to run in full and then
+  // sample and stream one token per prompt for a caller that had already gone).
+  if (opts.signal?.aborted) return results;
   const merged = merge ? model.mergedAdapterLayers() : undefined;
   const layers = merged?.layers ?? model.weights.layers;
   try {

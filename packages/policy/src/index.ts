@@ -20,6 +20,7 @@ export {
   type QwenArch,
 } from './config.js';
 export { ContextLengthError, NonFiniteError } from './errors.js';
+export { OptionError } from './generate.js';
 export { initModel, makeDirs, bundledTokenizerDir, INIT_MODEL_CONTEXT, PRESETS, type InitModelOptions, type ModelPreset } from './init-model.js';
 export { truncateTokenizer, type TruncatedTokenizer } from './tokenizer-truncate.js';
 export { QwenTokenizer, TokenizerError, ML_AGENT_SYSTEM_PROMPT, type ChatMessage, type ChatTemplateName } from './tokenizer.js';

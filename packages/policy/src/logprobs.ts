@@ -1,5 +1,6 @@
 import { attention, embedding, headForward, rmsnorm, type Tensor } from '@mlagent/core-kernels';
 import { ContextLengthError, NonFiniteError } from './errors.js';
+import { MIN_TEMPERATURE, OptionError, checkTokenIds, shown } from './generate.js';
 import type { QwenModel } from './model.js';
 
 export interface SequenceLogprobsOptions {
@@ -26,23 +27,24 @@ export async function sequenceLogprobs(
   opts: SequenceLogprobsOptions = {},
 ): Promise<SequenceLogprobs[]> {
   const cfg = model.config;
-  const fail = (msg: string): never => {
-    throw new Error(`sequenceLogprobs: ${msg}`);
+  const fail = (option: string, msg: string): never => {
+    throw new OptionError(`sequenceLogprobs: ${msg}`, 'sequenceLogprobs', option);
   };
-  if (model.isDisposed) fail('model was disposed');
-  if (!Array.isArray(sequences) || sequences.length === 0) fail('needs at least one sequence');
+  if (model.isDisposed) fail('model', 'model was disposed');
+  if (!Array.isArray(sequences) || sequences.length === 0) fail('sequences', 'needs at least one sequence');
   sequences.forEach((s, b) => {
-    if (!Array.isArray(s) || s.length === 0) fail(`sequence ${b} is empty; every sequence needs at least one token`);
+    checkTokenIds('sequenceLogprobs', 'sequences', 'sequence', s, b, cfg.vocabSize);
     if (s.length > cfg.maxPositionEmbeddings) {
       const msg = `sequenceLogprobs: sequence ${b} has ${s.length} tokens, more than max_position_embeddings ${cfg.maxPositionEmbeddings}`;
       throw new ContextLengthError(msg, s.length, 0, cfg.maxPositionEmbeddings);
     }
-    s.forEach((id, t) => {
-      if (!Number.isInteger(id) || id < 0 || id >= cfg.vocabSize) fail(`token id ${id} at [${b}, ${t}] is outside the vocabulary [0, ${cfg.vocabSize})`);
-    });
   });
+  if (opts === null || typeof opts !== 'object') fail('opts', `options must be an object, got ${opts === null ? 'null' : typeof opts}`);
   const temperature = opts.temperature ?? 1;
-  if (!(Number.isFinite(temperature) && temperature > 0)) fail(`temperature must be a finite number > 0, got ${temperature}`);
+  if (typeof temperature !== 'number' || !(Number.isFinite(temperature) && temperature > 0)) fail('temperature', `temperature must be a finite number > 0, got ${shown(temperature)}`);
+  // Below the smallest normal f32 the head's logits/T overflow (or T flushes to 0), which used to surface as a
+  // NonFiniteError blaming the weights. (Above f32's largest, T rounds to +Infinity: the uniform limit, fine.)
+  if (temperature < MIN_TEMPERATURE) fail('temperature', `temperature must be at least 2^-126 (the smallest normal f32), got ${temperature}`);
 
   const gpu = model.gpu;
   const B = sequences.length;

@@ -1,4 +1,4 @@
-import { PREFILL_TOKENS } from './generate.js';
+import { OptionError, PREFILL_TOKENS } from './generate.js';
 import { KEEP_LOGITS_MAX_BYTES, keptLogitsRows } from './model.js';
 import {
   formatBytes,
@@ -178,14 +178,23 @@ function trainingActivations(
  * one layer's backward.
  */
 export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan {
-  const fail = (msg: string): never => {
-    throw new Error(`planMemory: ${msg}`);
+  /** Throws an OptionError naming `option` (by default the word that leads the message). */
+  const fail = (msg: string, option = /^[\w.]+/.exec(msg)?.[0] ?? 'opts'): never => {
+    throw new OptionError(`planMemory: ${msg}`, 'planMemory', option);
   };
   const { batch: B, seqLen: T } = opts;
   if (!Number.isInteger(B) || B <= 0) fail(`batch must be a positive integer, got ${B}`);
   if (!Number.isInteger(T) || T <= 0) fail(`seqLen must be a positive integer, got ${T}`);
   const dtype = opts.dtype ?? 'f32';
   if (dtype !== 'f32' && dtype !== 'f16') fail(`dtype must be 'f32' or 'f16', got ${String(dtype)}`);
+  if (opts.logits !== undefined && !['all', 'last', 'fused'].includes(opts.logits)) {
+    // Any other value was planned as the fused head, silently.
+    fail(`logits must be 'all', 'last' or 'fused', got ${String(opts.logits)}`);
+  }
+  if (opts.maxBinding !== undefined && !(Number.isInteger(opts.maxBinding) && opts.maxBinding > 0)) {
+    // NaN made the total NaN, which every budget comparison (assertFits) lets through.
+    fail(`maxBinding must be a positive integer (bytes), got ${opts.maxBinding}`);
+  }
   const training = opts.training ?? false;
   const checkpointing = opts.checkpointing ?? false;
   const kvCache = opts.kvCache ?? false;
@@ -199,9 +208,10 @@ export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan
   const headKind = { cpu: headKernel === 'cpu', maxBinding: opts.maxBinding ?? 128 * 2 ** 20 };
   if (opts.lora) {
     if (!Number.isInteger(opts.lora.r) || opts.lora.r <= 0) fail(`lora.r must be a positive integer, got ${opts.lora.r}`);
+    if (!Array.isArray(opts.lora.targets)) fail(`lora.targets must be an array of module names, got ${typeof opts.lora.targets}`);
     if (opts.lora.targets.length === 0) fail('lora.targets is empty');
   }
-  if (training && !opts.lora) fail('training needs lora: the base is frozen, only LoRA weights train');
+  if (training && !opts.lora) fail('training needs lora: the base is frozen, only LoRA weights train', 'lora');
   const headKindOpt = opts.head ?? 'lm';
   if (headKindOpt !== 'lm' && headKindOpt !== 'value') fail(`head must be 'lm' or 'value', got ${String(headKindOpt)}`);
   if (headKindOpt === 'value' && !training) fail("head 'value' is for training (valueForward with grad)");
@@ -245,8 +255,9 @@ export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan
   let optimizer = 0;
   if (opts.lora) {
     const { r } = opts.lora;
-    for (const t of opts.lora.targets) {
-      if (!LORA_MODULES.includes(t)) fail(`unknown LoRA target '${t}' (${LORA_MODULES.join(', ')})`);
+    // Each module once, as LoraConfig keeps them (checkLoraConfig): a repeated name was counted twice.
+    for (const t of new Set(opts.lora.targets)) {
+      if (!LORA_MODULES.includes(t)) fail(`unknown LoRA target '${t}' (${LORA_MODULES.join(', ')})`, 'lora.targets');
       const [outF, inF] = moduleShape(cfg, t);
       lora += L * (f32(r * inF) + f32(outF * r));
     }
@@ -262,14 +273,16 @@ export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan
   let activations: number;
   let keptLogits = 0;
   if (!training) {
-    // Generation prefills in runs of whole prompts within prefillTokens (seqLen bounds a prompt), each layer's output
-    // replacing its input; a plain forward keeps every layer's output until the pass ends.
-    const runB = kvCache ? Math.max(1, Math.min(B, Math.floor(prefillTokens / T))) : B;
-    const Np = runB * T;
+    // Generation prefills in runs of whole prompts within prefillTokens (a longer prompt alone; seqLen bounds it), each
+    // layer's output replacing its input; a plain forward keeps every layer's output until the pass ends.
+    // A run of n prompts whose longest has Tr tokens takes n·Tr <= prefillTokens, or holds one prompt (Tr <= seqLen).
+    // Planning whole runs of seqLen-token prompts (floor(prefillTokens / seqLen) of them) undercounted shorter
+    // prompts that pack more per run: 4 prompts of 90 + 12 new tokens in runs of 192 measured 23% over that plan.
+    const Np = kvCache ? Math.max(T, Math.min(N, prefillTokens)) : N;
     // One layer's intermediates (f32), as model.layer allocates them inside its scope.
     const qkv = f32(Np * nh * D) + 2 * f32(Np * nkv * D);
     const qkNorm = cfg.qkNorm ? qkv + f32(Np * nh) + f32(Np * nkv) : 0;
-    const attn = f32(Np * nh * D) + f32(runB * nh * T);
+    const attn = f32(Np * nh * D) + f32(Np * nh); // output and logsumexp [n, nh, Tr]
     const mlp = 3 * f32(Np * I);
     const rows = 4 * f32(Np * H) + 2 * f32(Np); // o-proj, h1, mlp out, output; norm rstd
     const norms = 2 * f32(Np * H);
@@ -279,9 +292,9 @@ export function planMemory(cfg: QwenConfig, opts: MemoryPlanOptions): MemoryPlan
     const headRows = kvCache ? B : N;
     const head = f32(headRows * H) + f32(headRows);
     const logitsBytes = logits === 'all' ? buffer('logits', f32(N * V)) : logits === 'last' ? buffer('logits', f32(B * V)) : fusedHeadBytes(N, H, V, headKind) + f32(N);
-    const lora1 = opts.lora ? f32(Np * opts.lora.r) * opts.lora.targets.length : 0;
+    const lora1 = opts.lora ? f32(Np * opts.lora.r) * new Set(opts.lora.targets).size : 0;
     activations = residual + Math.max(layerWork + lora1, head + logitsBytes);
-    const run = kvCache && runB < B ? `, prefill in runs of ${runB}` : '';
+    const run = kvCache && Np < N ? `, prefill in runs of ${Np % T === 0 ? Np / T : `at most ${Np} tokens`}` : '';
     items.push({ name: `activations (batch ${B} x ${T} tokens${run}, inference, logits: ${logits})`, bytes: activations });
     buffer('activation: MLP gate/up (one)', f32(Np * I));
   } else {
@@ -351,6 +364,10 @@ export class MemoryPlanError extends Error {
 
 /** The limits of a device: its allocator budget (or `budgetBytes`) and maxBufferSize. */
 export function deviceLimits(gpu: Gpu, budgetBytes?: number): MemoryLimits {
+  // A budget the caller gives must be one (NaN was reported as "WebGPU does not report device memory; pass budgetBytes").
+  if (budgetBytes !== undefined && (typeof budgetBytes !== 'number' || !(budgetBytes >= 0) || budgetBytes === Infinity)) {
+    throw new OptionError(`deviceLimits: budgetBytes must be a finite number >= 0, got ${budgetBytes}`, 'deviceLimits', 'budgetBytes');
+  }
   const budget = budgetBytes ?? gpu.allocator.budgetBytes;
   if (!Number.isFinite(budget)) {
     throw new MemoryPlanError('deviceLimits: WebGPU does not report device memory; pass budgetBytes (e.g. --memory-budget)');
@@ -363,6 +380,15 @@ export function deviceLimits(gpu: Gpu, budgetBytes?: number): MemoryLimits {
  * and what would shrink them.
  */
 export function assertFits(plan: MemoryPlan, limits: MemoryLimits): void {
+  // NaN compares false with everything, so a NaN (or missing) budget or plan used to fit anything. +Infinity stays
+  // allowed: callers pass it for a device that reports no memory size.
+  const bad = (option: string, msg: string): never => {
+    throw new OptionError(`assertFits: ${msg}`, 'assertFits', option);
+  };
+  if (typeof limits?.budgetBytes !== 'number' || !(limits.budgetBytes >= 0)) bad('budgetBytes', `budgetBytes must be a number >= 0 (or Infinity), got ${limits?.budgetBytes}`);
+  const maxBuf = limits.maxBufferSize;
+  if (maxBuf !== undefined && (typeof maxBuf !== 'number' || !(maxBuf >= 0))) bad('maxBufferSize', `maxBufferSize must be a number >= 0, got ${maxBuf}`);
+  if (!Number.isFinite(plan?.total) || !Number.isFinite(plan.largestBuffer?.bytes)) bad('plan', `the plan's total is ${plan?.total} bytes (largest buffer ${plan?.largestBuffer?.bytes}); it is not a planMemory result`);
   const problems: string[] = [];
   if (plan.total > limits.budgetBytes) {
     problems.push(`it needs about ${formatBytes(plan.total)} but the budget is ${formatBytes(limits.budgetBytes)}`);

@@ -87,6 +87,8 @@ export class QwenTokenizer {
    * 151936): no warning.
    */
   checkModelVocab(vocabSize: number, configPath = 'config.json'): string | undefined {
+    // NaN (or undefined) compares false both ways: it used to pass as a match with no warning.
+    if (!Number.isInteger(vocabSize) || vocabSize <= 0) throw new TokenizerError(`checkModelVocab: vocabSize must be a positive integer (${configPath}'s vocab_size), got ${describe(vocabSize)}`);
     if (this.size > vocabSize) {
       throw new TokenizerError(
         `${this.files.tokenizer} has ${this.size} tokens (ids 0..${this.size - 1}) but ${configPath} has vocab_size ${vocabSize}: ` +
@@ -102,12 +104,23 @@ export class QwenTokenizer {
 
   /** Token ids of `text`. Special tokens written in the text (e.g. <|im_start|>) map to their ids. */
   encode(text: string, { addSpecialTokens = false } = {}): number[] {
+    // The underlying tokenizer returns [] for a number and throws a bare TypeError for undefined.
+    if (typeof text !== 'string') throw new TokenizerError(`encode: text must be a string, got ${describe(text)}`);
     return this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
   }
 
+  /**
+   * Text of token ids. Ids at or past `size` (the rows a model pads its vocabulary with) decode to nothing, as in
+   * HF; a negative or non-integer id is an error (-1 is what sampling gives a row with NaN logits).
+   */
   decode(ids: number[], { skipSpecialTokens = false } = {}): string {
+    if (!Array.isArray(ids)) throw new TokenizerError(`decode: ids must be an array of token ids, got ${describe(ids)}${ArrayBuffer.isView(ids) ? ' (use Array.from)' : ''}`);
     // The underlying tokenizer throws on an empty list; no tokens are no text (a reply that is only a stop token).
-    if (Array.isArray(ids) && ids.length === 0) return '';
+    if (ids.length === 0) return '';
+    for (let i = 0; i < ids.length; i++) {
+      // Its own error says "must be a non-empty array of integers" for [1.5], and a negative id decodes to nothing.
+      if (!Number.isInteger(ids[i]) || ids[i] < 0) throw new TokenizerError(`decode: ids[${i}] is ${describe(ids[i])}, not a token id (an integer >= 0)`);
+    }
     return this.tokenizer.decode(ids, { skip_special_tokens: skipSpecialTokens });
   }
 
@@ -117,8 +130,11 @@ export class QwenTokenizer {
 
   /** Renders a conversation; with `addGenerationPrompt` it ends with an open assistant turn. */
   applyChatTemplate(messages: ChatMessage[], { template = 'hf', addGenerationPrompt = false }: { template?: ChatTemplateName; addGenerationPrompt?: boolean } = {}): string {
+    // A non-array or a null message used to fail as a bare TypeError, and the string 'false' added the prompt.
+    if (!Array.isArray(messages)) throw new TokenizerError(`messages must be an array of {role, content}, got ${describe(messages)}`);
+    if (typeof addGenerationPrompt !== 'boolean') throw new TokenizerError(`addGenerationPrompt must be a boolean, got ${describe(addGenerationPrompt)}`);
     for (const [i, m] of messages.entries()) {
-      if (!['system', 'user', 'assistant'].includes(m.role) || typeof m.content !== 'string') {
+      if (typeof m !== 'object' || m === null || !['system', 'user', 'assistant'].includes(m.role) || typeof m.content !== 'string') {
         throw new TokenizerError(`message ${i}: needs role system|user|assistant and string content`);
       }
     }
@@ -177,6 +193,14 @@ export class QwenTokenizer {
     if (id === undefined) throw new TokenizerError(`${this.files.tokenizer} has no token ${token} (${role}); is this a Qwen tokenizer?`);
     return id;
   }
+}
+
+/** A value for a message: its type, and the value itself when short. */
+function describe(v: unknown): string {
+  if (v === null || v === undefined) return String(v);
+  if (typeof v === 'object') return Array.isArray(v) ? 'an array' : (v.constructor?.name ?? 'an object');
+  const text = typeof v === 'string' ? JSON.stringify(v) : String(v);
+  return `${typeof v} ${text.length > 40 ? `${text.slice(0, 40)}...` : text}`;
 }
 
 function readTemplateFile(path: string): string {

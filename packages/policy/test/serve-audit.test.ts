@@ -246,6 +246,7 @@ describe('OpenAI server audit: HTTP', () => {
     await Promise.all([first, second]);
     await expect(service.completion(body)).resolves.toMatchObject({ object: 'text_completion' }); // counted down again
     for (const bad of [-1, 1.5, NaN]) expect(() => new OpenAIService(model, tokenizer, { maxQueued: bad })).toThrow(/maxQueued must be an integer >= 0/);
+    for (const bad of [NaN, 0, -5]) expect(() => new OpenAIService(model, tokenizer, { memoryBudgetBytes: bad })).toThrow(/memoryBudgetBytes must be a positive number of bytes/);
 
     // Over HTTP, with no room to wait: the header is there, and the next request runs once the GPU is free.
     const own = createOpenAIServer(model, tokenizer, { maxQueued: 0 });

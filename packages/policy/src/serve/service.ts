@@ -74,6 +74,11 @@ export class OpenAIService {
     readonly options: OpenAIServiceOptions = {},
   ) {
     this.modelName = options.modelName ?? 'policy';
+    // A NaN budget would refuse every request as too large.
+    const budget = options.memoryBudgetBytes;
+    if (budget !== undefined && (typeof budget !== 'number' || Number.isNaN(budget) || budget <= 0)) {
+      throw new RangeError(`OpenAIService: memoryBudgetBytes must be a positive number of bytes, got ${String(budget)}`);
+    }
     this.maxQueued = options.maxQueued ?? DEFAULT_MAX_QUEUED;
     if (!(Number.isSafeInteger(this.maxQueued) || this.maxQueued === Infinity) || this.maxQueued < 0) {
       throw new RangeError(`OpenAIService: maxQueued must be an integer >= 0 (or Infinity), got ${String(options.maxQueued)}`);
