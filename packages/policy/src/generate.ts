@@ -27,7 +27,10 @@ export interface GenerateOptions {
    * of byte-level BPE tokenizers such as Qwen's; stop-strings.ts).
    */
   decode?: (ids: number[]) => string;
-  /** Called for every token as it is sampled (prompt index, id, logprob), e.g. to stream it. */
+  /**
+   * Called for every token as it is sampled (prompt index, id, logprob), e.g. to stream it. Not awaited: an async one
+   * that rejects stops the generation at its next step, and generate rejects with that error.
+   */
   onToken?: (index: number, id: number, logprob: number) => void;
   /**
    * Stops decoding at the next step once aborted (e.g. a client went away); results so far are returned. Aborted
@@ -214,6 +217,7 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
 
   const results: GenerateResult[] = prompts.map(() => ({ ids: [], logprobs: [], finishReason: 'length' }));
   const done = new Array<boolean>(B).fill(false);
+  let callbackFailed: { error: unknown } | null = null;
   const caches: Tensor[] = [];
   const f32 = model.weights.layers.every((L) => L.q.dtype === 'f32');
   const merge = opts.mergeAdapter ?? (model.adapter !== null && f32 && model.mergedAdapterBytes() <= MERGE_ADAPTER_AUTO_BYTES);
@@ -234,6 +238,7 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
 
     /** Samples from logits [B, V], reads back ids and tempLogprobs, and records them for unfinished sequences. */
     const sample = async (logits: Tensor, step: number): Promise<number[]> => {
+      if (callbackFailed) throw callbackFailed.error;
       const s = sampleTokens(gpu, logits, { ...sampleOpts, step });
       const [ids, lps] = await Promise.all([s.ids.read(), s.tempLogprobs.read()]);
       s.ids.dispose();
@@ -249,7 +254,13 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
         const r = results[b];
         r.ids.push(next[b]);
         r.logprobs.push(lps[b]);
-        opts.onToken?.(b, next[b], lps[b]);
+        const ret: unknown = opts.onToken?.(b, next[b], lps[b]);
+        // A rejection nobody handles ends the Node process: keep the first one and stop at the next step.
+        if (ret !== null && typeof ret === 'object' && typeof (ret as PromiseLike<unknown>).then === 'function') {
+          (ret as PromiseLike<unknown>).then(undefined, (error: unknown) => {
+            callbackFailed ??= { error };
+          });
+        }
         if (stopIds.has(next[b]) || stopMatcher?.matches(r.ids)) {
           r.finishReason = 'stop';
           done[b] = true;
@@ -340,5 +351,8 @@ export async function generate(model: QwenModel, prompts: readonly (readonly num
     for (const t of caches) t.dispose();
     merged?.dispose();
   }
+  // A rejection of the last step's callbacks arrives some microtasks later: let them all run.
+  if (opts.onToken) await new Promise((resolve) => setImmediate(resolve));
+  if (callbackFailed) throw (callbackFailed as { error: unknown }).error;
   return results;
 }

@@ -123,6 +123,35 @@ describe('generate: a signal aborted before the call', () => {
     await expect(boom).rejects.toThrow('consumer failed');
     expect(await inUse()).toBe(before);
   });
+
+  it('an async onToken that rejects stops the generation and rejects generate, rather than end the process', async () => {
+    const before = await inUse();
+    const unhandled: unknown[] = [];
+    const record = (e: unknown) => unhandled.push(e);
+    process.on('unhandledRejection', record);
+    try {
+      let calls = 0;
+      const p = generate(model, [[1, 2]], {
+        maxNewTokens: 8,
+        temperature: 1,
+        seed: 5,
+        stopTokenIds: [],
+        onToken: async () => {
+          calls++;
+          throw new Error('stream closed');
+        },
+      });
+      await expect(p).rejects.toThrow('stream closed');
+      expect(calls).toBe(1); // stopped at the next step, not after all 8 tokens
+      // The last step's rejection too: a one-token call.
+      await expect(generate(model, [[1, 2]], { maxNewTokens: 1, temperature: 0, onToken: async () => Promise.reject(new Error('late')) })).rejects.toThrow('late');
+      await new Promise((r) => setTimeout(r, 50));
+      expect(unhandled).toEqual([]);
+      expect(await inUse()).toBe(before);
+    } finally {
+      process.off('unhandledRejection', record);
+    }
+  });
 });
 
 describe('generate: stop options and callbacks of the wrong type', () => {
