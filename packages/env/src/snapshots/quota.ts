@@ -4,6 +4,7 @@
 // `omitted`, as files over maxFileBytes are) instead of failing the step; manifests are still written.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { freeBytes } from '../sandbox/disk-guard.js';
 
 /** The store's total bytes are counted again at most this often when they look full (another process may prune). */
 const RECOUNT_MS = 10_000;
@@ -28,10 +29,10 @@ async function bytesUnder(dir: string): Promise<number> {
 }
 
 /** Bytes free to unprivileged writers on the filesystem of `dir`, or of its nearest existing parent (a new store). */
-async function freeBytes(dir: string): Promise<number> {
+async function freeBytesAt(dir: string): Promise<number> {
   for (let d = dir; ; d = path.dirname(d)) {
-    const st = await fs.statfs(d).catch(() => null);
-    if (st) return Number(st.bavail) * Number(st.bsize);
+    const free = await freeBytes(d).catch(() => null);
+    if (free !== null) return free;
     if (path.dirname(d) === d) return Infinity;
   }
 }
@@ -79,7 +80,7 @@ export class StoreQuota {
       if (used + bytes > maxBytes) return this.refuse(`the snapshot store is full (${used} of its ${maxBytes} bytes used)`);
     }
     if (minFreeBytes > 0) {
-      const free = await freeBytes(this.dir);
+      const free = await freeBytesAt(this.dir);
       if (free - bytes < minFreeBytes) return this.refuse(`the snapshot store's disk would keep less than ${minFreeBytes} bytes free (${free} free)`);
     }
     return null;

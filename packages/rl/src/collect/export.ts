@@ -1,8 +1,9 @@
 // Exports of a collection for fine-tuning: LLaMA-Factory's ShareGPT format (one whole conversation per
 // trajectory) and per-step SFT pairs (the state's prompt as the policy sees it at a step, and the expert's answer).
-import { existsSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { readCollection, type CollectedStep } from './records.js';
+import { writeFileAtomic } from '../checkpoint/atomic.js';
 
 export interface ShareGptTurn {
   from: 'human' | 'gpt';
@@ -100,8 +101,8 @@ export function exportShareGPT(stepsFile: string, outFile: string): number {
   }
   const base = path.basename(outFile);
   info[base.replace(/\.(jsonl?|json)$/, '')] = llamaFactoryDatasetInfo(base);
-  writeAtomically(outFile, text);
-  writeAtomically(infoFile, `${JSON.stringify(info, null, 2)}\n`);
+  writeFileAtomic(outFile, text);
+  writeFileAtomic(infoFile, `${JSON.stringify(info, null, 2)}\n`);
   return convs.length;
 }
 
@@ -119,21 +120,6 @@ export function exportSftSteps(stepsFile: string, outFile: string): number {
       };
       lines.push(`${JSON.stringify(ex)}\n`);
     }
-  writeAtomically(outFile, lines.join(''));
+  writeFileAtomic(outFile, lines.join(''));
   return lines.length;
-}
-
-/**
- * Writes through a temporary file and a rename. dataset_info.json also lists the user's other datasets: a write cut
- * short (a kill, a full disk) left it half-written, and every later export refused it as invalid JSON.
- */
-function writeAtomically(file: string, text: string): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  try {
-    writeFileSync(tmp, text);
-    renameSync(tmp, file);
-  } catch (e) {
-    rmSync(tmp, { force: true });
-    throw e;
-  }
 }

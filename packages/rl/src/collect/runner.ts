@@ -1,7 +1,7 @@
 // The collection runner: full expert episodes on each task, seeded with diverse ideas, every step saved as a
 // JSONL line and every state in the env's snapshot store. Restarted with the same arguments after a crash, it
 // drops the incomplete trajectories' lines and redoes only those.
-import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { makeDirs } from '@mlagent/policy';
 import { Episode, SnapshotStore, type HelperLlmConfig, type PreparedTask } from '@mlagent/env';
@@ -12,6 +12,7 @@ import { JsonlAppender, readCollection, rewriteCollection } from './records.js';
 import { seedPlan, taskIdeas, type TaskIdeas } from './seeds.js';
 import { runTrajectory, type StartEpisode, type TrajectoryJob } from './trajectory.js';
 import { lockRunDir } from '../train/lock.js';
+import { writeFileAtomic } from '../checkpoint/atomic.js';
 
 export type { CollectEpisode, StartEpisode } from './trajectory.js';
 
@@ -87,9 +88,8 @@ function checkManifest(file: string, want: CollectionManifest): void {
           .join('; ')}); use another --out or the same settings to resume`,
       );
   } else {
-    // Through a temporary file: a half-written manifest would refuse every resume.
-    writeFileSync(`${file}.tmp`, `${JSON.stringify(want, null, 2)}\n`);
-    renameSync(`${file}.tmp`, file);
+    // Whole or not at all: a half-written manifest would refuse every resume.
+    writeFileAtomic(file, `${JSON.stringify(want, null, 2)}\n`);
   }
 }
 

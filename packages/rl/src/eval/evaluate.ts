@@ -20,6 +20,7 @@ import { aggregateTask, isBetter, scoreTrajectory, type EvalResult, type EvalTas
 import { evalMarkdown, readEvalResult } from './table.js';
 import { filterJsonl } from '../metrics/jsonl.js';
 import { EVAL_RUN_FILE, EVAL_TRAJECTORIES_FILE, checkSameRun, evalComplete, readFinished, writeRunIdentity, type EvalRunIdentity } from './resume.js';
+import { writeFileAtomic } from '../checkpoint/atomic.js';
 
 export interface EvaluateOptions {
   tasks: readonly PreparedTask[];
@@ -214,8 +215,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
     // What the kept trajectories did stays; the steps of the others (cut short, or failed) go.
     filterJsonl<{ trajectory?: string }>(stepsFile!, (r) => r.trajectory !== undefined && kept.has(r.trajectory));
     // Through a temporary file: a kill during an in-place rewrite lost the records of finished trajectories.
-    writeFileSync(`${trajectoriesFile!}.tmp`, finished.map((t) => `${JSON.stringify(t)}\n`).join(''));
-    renameSync(`${trajectoriesFile!}.tmp`, trajectoriesFile!);
+    writeFileAtomic(trajectoriesFile!, finished.map((t) => `${JSON.stringify(t)}\n`).join(''));
   } else if (out) {
     rmSync(path.join(out, 'eval.json'), { force: true });
     writeFileSync(stepsFile!, '');

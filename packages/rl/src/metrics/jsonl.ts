@@ -1,8 +1,9 @@
-import { appendFileSync, closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, truncateSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, fsyncSync, openSync, readFileSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeDirs } from '@mlagent/policy';
 import { EventFileWriter } from './tensorboard.js';
 import { writeAll } from './write-all.js';
+import { writeFileAtomic } from '../checkpoint/atomic.js';
 
 /** One line of metrics.jsonl: the step, the wall time in seconds, an optional task tag, and named scalars. */
 export interface MetricRecord {
@@ -119,13 +120,7 @@ export function filterJsonl<T>(path: string, keep: (record: T) => boolean): void
         return false; // a torn line
       }
     });
-  const tmp = `${path}.tmp`;
-  writeFileSync(tmp, kept.map((l) => l + '\n').join(''));
-  // Durable before it replaces the file: after a power cut the rename could survive and the contents not.
-  const fd = openSync(tmp, 'r');
-  fsyncSync(fd);
-  closeSync(fd);
-  renameSync(tmp, path);
+  writeFileAtomic(path, kept.map((l) => l + '\n').join(''));
 }
 
 function toRecord(obj: unknown, where: string): MetricRecord {
